@@ -1,0 +1,113 @@
+"""msgpack codec for posassist frames: the tag registry and hard limits while decoding.
+
+One websocket binary frame holds exactly one msgpack map (docs/protocol.md#framing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional, Type
+
+import msgpack
+
+from .errors import (
+    InvalidMessage,
+    LocalProtocolError,
+    MalformedMessage,
+    PayloadTooBig,
+    UnknownMessageType,
+)
+from .messages import MESSAGE_TYPES, Message
+
+__all__ = ["DEFAULT_LIMITS", "Codec", "Limits"]
+
+
+class Limits:
+    """Decoding limits (docs/protocol.md#limits). Every one is enforced before data is built."""
+
+    __slots__ = ("max_array_len", "max_bin_len", "max_frame", "max_map_len", "max_str_len")
+
+    def __init__(
+        self,
+        *,
+        max_frame: int = 1024 * 1024,
+        max_str_len: int = 256 * 1024,
+        max_bin_len: int = 256 * 1024,
+        max_array_len: int = 10_000,
+        max_map_len: int = 10_000,
+    ) -> None:
+        self.max_frame = max_frame
+        self.max_str_len = max_str_len
+        self.max_bin_len = max_bin_len
+        self.max_array_len = max_array_len
+        self.max_map_len = max_map_len
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class Codec:
+    """Turns messages into frames and frames into messages, with a tag → class registry."""
+
+    def __init__(
+        self,
+        types: Iterable[Type[Message]] = MESSAGE_TYPES,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.limits = limits
+        self._registry: Dict[str, Type[Message]] = {}
+        for cls in types:
+            self.register(cls)
+        self._unpack_options: Dict[str, Any] = {
+            "raw": False,
+            "use_list": False,
+            "strict_map_key": True,
+            "max_str_len": limits.max_str_len,
+            "max_bin_len": limits.max_bin_len,
+            "max_array_len": limits.max_array_len,
+            "max_map_len": limits.max_map_len,
+            "max_ext_len": 0,
+        }
+
+    def register(self, cls: Type[Message]) -> None:
+        """Add a message type; a tag may be registered once."""
+        if not cls.TAG or cls.TAG in self._registry:
+            raise ValueError(f"tag {cls.TAG!r} is empty or already registered")
+        self._registry[cls.TAG] = cls
+
+    def lookup(self, tag: str) -> Optional[Type[Message]]:
+        """The class registered for ``tag``, if any."""
+        return self._registry.get(tag)
+
+    def encode(self, msg: Message) -> bytes:
+        """One frame for ``msg``. Raises LocalProtocolError if it would exceed the frame limit."""
+        if self._registry.get(msg.TAG) is not type(msg):
+            raise LocalProtocolError(f"{type(msg).__name__} is not registered with this codec")
+        frame: bytes = msgpack.packb(msg.to_wire())
+        if len(frame) > self.limits.max_frame:
+            raise LocalProtocolError(f"{type(msg).__name__} encodes to {len(frame)} bytes")
+        return frame
+
+    def decode(self, frame: bytes) -> Message:
+        """The message in one frame; raises only :class:`~protocol.errors.RemoteProtocolError`."""
+        if len(frame) > self.limits.max_frame:
+            raise PayloadTooBig(f"frame of {len(frame)} bytes > {self.limits.max_frame}")
+        try:
+            wire = msgpack.unpackb(frame, **self._unpack_options)
+        except ValueError as exc:  # every msgpack decoding error is a ValueError subclass
+            raise MalformedMessage(f"undecodable frame: {type(exc).__name__}") from None
+        if type(wire) is not dict:
+            raise MalformedMessage(f"frame holds a {type(wire).__name__}, not a map")
+        tag = wire.pop("t", None)
+        if type(tag) is not str:
+            raise MalformedMessage("frame has no string tag under 't'")
+        cls = self._registry.get(tag)
+        if cls is None:
+            raise UnknownMessageType(f"unknown tag {tag[:64]!r}")
+        if len(wire) != len(cls.FIELDS) or not all(type(key) is str for key in wire):
+            raise InvalidMessage(f"{cls.__name__}: wrong set of fields")
+        try:
+            # Missing or extra fields raise TypeError; bad values raise LocalProtocolError from the
+            # message's own checks (nesting depth is checked there: messages.MAX_DEPTH).
+            return cls(**wire)
+        except (TypeError, LocalProtocolError) as exc:
+            raise InvalidMessage(f"{cls.__name__}: {exc}") from None

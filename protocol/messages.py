@@ -1,0 +1,538 @@
+"""Message types of the posassist wire protocol: frozen, slotted, validated on construction.
+
+See docs/protocol.md#messages for the table of tags, directions and request/reply pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import sys
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
+
+from .errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**_: object) -> Callable[[Any], Any]:
+        return lambda decorator: decorator  # typing.dataclass_transform is 3.11+; we run on 3.8
+
+
+__all__ = [
+    "MAX_DEPTH",
+    "MESSAGE_TYPES",
+    "AlertAcknowledged",
+    "AlertRaised",
+    "AuthAccepted",
+    "AuthChallenge",
+    "AuthRefused",
+    "AuthResponse",
+    "ConsentAnswer",
+    "ConsentRequest",
+    "DiagnosticsReport",
+    "DiagnosticsRequest",
+    "ErrorReply",
+    "Heartbeat",
+    "HeartbeatAck",
+    "Hello",
+    "HelpRequested",
+    "Kind",
+    "Message",
+    "ScriptFinished",
+    "ScriptOutput",
+    "ScriptRunRequest",
+    "ScriptStarted",
+    "TicketOpened",
+    "TicketUpdated",
+    "TokenAuth",
+    "Welcome",
+]
+
+#: Deepest nesting of maps and arrays in a frame, the frame's own map counting as 1.
+MAX_DEPTH = 32
+MAX_ID = 2**63 - 1
+MAX_TEXT = 4096
+MAX_NAME = 128
+#: Raw data in one ScriptOutput chunk (docs/protocol.md#chunking).
+MAX_CHUNK = 64 * 1024
+
+Scalar = Union[str, int, float, bool]
+M = TypeVar("M", bound="Message")
+Check = Callable[[Any], bool]
+
+
+class Kind(enum.Enum):
+    """Whether a message opens a request, answers one, or stands alone."""
+
+    EVENT = "event"
+    REQUEST = "request"
+    REPLY = "reply"
+
+
+class Message:
+    """Base of every message. Subclasses are made with the :func:`message` decorator."""
+
+    __slots__ = ()
+
+    TAG: ClassVar[str] = ""
+    KIND: ClassVar[Kind] = Kind.EVENT
+    #: For replies: whether this reply ends the request (ScriptOutput does not).
+    TERMINAL: ClassVar[bool] = True
+    #: (field name, checker) pairs, built once by :func:`message`.
+    CHECKS: ClassVar[Tuple[Tuple[str, Check], ...]] = ()
+    FIELDS: ClassVar[Tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for name, ok in self.CHECKS:
+            if not ok(getattr(self, name)):
+                raise LocalProtocolError(f"{type(self).__name__}.{name} has a bad value")
+        problem = self.check()
+        if problem is not None:
+            raise LocalProtocolError(f"{type(self).__name__}: {problem}")
+
+    def check(self) -> Optional[str]:
+        """Cross-field rules; return a description of the problem, or None."""
+        return None
+
+    def to_wire(self) -> Dict[str, Any]:
+        """The msgpack map for this message: its fields plus the tag under ``"t"``."""
+        wire: Dict[str, Any] = {"t": self.TAG}
+        for name in self.FIELDS:
+            wire[name] = getattr(self, name)
+        return wire
+
+
+# --- field declarations -------------------------------------------------------------------------
+
+
+def spec(
+    *,
+    default: Any = dataclasses.MISSING,
+    default_factory: Any = dataclasses.MISSING,
+    max_len: Optional[int] = None,
+    min_len: int = 0,
+    choices: Optional[Tuple[str, ...]] = None,
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+) -> Any:
+    """Declare a field's limits; the checker is built from these and the field's annotation."""
+    meta = {"max_len": max_len, "min_len": min_len, "choices": choices, "lo": lo, "hi": hi}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def _is_int(lo: float, hi: float) -> Check:
+    return lambda v: type(v) is int and lo <= v <= hi
+
+
+def _is_float(lo: float, hi: float) -> Check:
+    return lambda v: type(v) in (float, int) and math.isfinite(v) and lo <= v <= hi
+
+
+def _is_sized(kind: type, min_len: int, max_len: int) -> Check:
+    return lambda v: type(v) is kind and min_len <= len(v) <= max_len  # type: ignore[arg-type]
+
+
+def _is_choice(choices: Tuple[str, ...]) -> Check:
+    allowed = frozenset(choices)
+    return lambda v: type(v) is str and v in allowed
+
+
+def _is_bool(v: Any) -> bool:
+    return type(v) is bool
+
+
+def _is_scalar(v: Any) -> bool:
+    return type(v) in (str, int, float, bool)
+
+
+def tree_ok(value: Any, depth: int) -> bool:
+    """Whether a free-form value holds only msgpack types and str keys, nested at most ``depth``."""
+    kind = type(value)
+    if kind is dict:
+        if depth <= 0:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or not tree_ok(item, depth - 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if depth <= 0:
+            return False
+        return all(tree_ok(item, depth - 1) for item in value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return bool(-(2**63) <= value <= 2**64 - 1)  # what msgpack can carry
+    return value is None or kind in (str, bool, bytes)
+
+
+def _is_tree(v: Any) -> bool:
+    # The message's own map is level 1, so a free-form field may nest MAX_DEPTH - 1 more.
+    return type(v) is dict and tree_ok(v, MAX_DEPTH - 1)
+
+
+def _is_params(v: Any) -> bool:
+    return (
+        type(v) is dict
+        and len(v) <= 64
+        and all(type(k) is str and _is_scalar(x) for k, x in v.items())
+    )
+
+
+def _optional(inner: Check) -> Check:
+    return lambda v: v is None or inner(v)
+
+
+def _tuple_of(inner: Check, max_len: int) -> Check:
+    return lambda v: type(v) is tuple and len(v) <= max_len and all(inner(x) for x in v)
+
+
+def _checker(annotation: str, meta: Any) -> Check:
+    """Build the checker for one field from its annotation text and :func:`spec` limits."""
+    ann = annotation.replace(" ", "")
+    if ann.startswith("Optional[") and ann.endswith("]"):
+        return _optional(_checker(ann[len("Optional[") : -1], meta))
+    if ann.endswith("|None"):
+        return _optional(_checker(ann[: -len("|None")], meta))
+    if ann in ("int", "float"):
+        lo = meta.get("lo")
+        hi = meta.get("hi")
+        if ann == "int":
+            return _is_int(-(2**63) if lo is None else lo, MAX_ID if hi is None else hi)
+        return _is_float(-math.inf if lo is None else lo, math.inf if hi is None else hi)
+    if ann == "str":
+        choices = meta.get("choices")
+        if choices:
+            return _is_choice(choices)
+        return _is_sized(str, meta.get("min_len") or 0, meta.get("max_len") or MAX_TEXT)
+    if ann == "bytes":
+        return _is_sized(bytes, meta.get("min_len") or 0, meta.get("max_len") or MAX_CHUNK)
+    if ann == "bool":
+        return _is_bool
+    if ann in ("Dict[str,Any]", "dict[str,Any]"):
+        return _is_tree
+    if ann in ("Dict[str,Scalar]", "dict[str,Scalar]"):
+        return _is_params
+    for prefix in ("Tuple[", "tuple["):
+        if ann.startswith(prefix) and ann.endswith(",...]"):
+            inner = _checker(ann[len(prefix) : -len(",...]")], {})
+            return _tuple_of(inner, meta.get("max_len") or 64)
+    raise TypeError(f"no checker for annotation {annotation!r}")
+
+
+# --- the decorator ------------------------------------------------------------------------------
+
+if sys.version_info >= (3, 10):
+
+    def _dataclass(cls: Type[M]) -> Type[M]:
+        return dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+
+else:  # pragma: no cover - Python 3.8/3.9 on Windows 7 tills; checked by `make py38`
+
+    def _dataclass(cls: Type[M]) -> Type[M]:
+        # dataclass(slots=True) arrived in 3.10: rebuild the class with __slots__ ourselves.
+        # kw_only needs 3.10 too, so every message lists required fields before defaults.
+        made = dataclasses.dataclass(frozen=True)(cls)
+        names = tuple(f.name for f in dataclasses.fields(made))
+        namespace = {k: v for k, v in made.__dict__.items() if k not in names}
+        namespace.pop("__dict__", None)
+        namespace.pop("__weakref__", None)
+        namespace["__slots__"] = names
+        return type(made)(made.__name__, made.__bases__, namespace)  # type: ignore[return-value]
+
+
+MESSAGE_TYPES: List[Type[Message]] = []
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(spec,))
+def message(
+    tag: str, kind: Kind = Kind.EVENT, *, terminal: bool = True
+) -> Callable[[Type[M]], Type[M]]:
+    """Make ``cls`` a frozen, slotted, keyword-only dataclass that validates itself, and list it."""
+
+    def wrap(cls: Type[M]) -> Type[M]:
+        made = _dataclass(cls)
+        fields = dataclasses.fields(made)  # type: ignore[arg-type]
+        made.TAG = tag
+        made.KIND = kind
+        made.TERMINAL = terminal
+        made.FIELDS = tuple(f.name for f in fields)
+        made.CHECKS = tuple((f.name, _checker(str(f.type), f.metadata)) for f in fields)
+        MESSAGE_TYPES.append(made)
+        return made
+
+    return wrap
+
+
+# --- handshake (docs/protocol.md#handshake) ------------------------------------------------------
+
+ROLES = ("agent", "console")
+
+
+@message("hello")
+class Hello(Message):
+    """First message of a client: who it is and which protocol versions it speaks."""
+
+    role: str = spec(choices=ROLES)
+    versions: Tuple[int, ...] = spec(max_len=16)
+    software: str = spec(max_len=MAX_NAME)
+
+    def check(self) -> Optional[str]:
+        if not self.versions:
+            return "versions is empty"
+        return None
+
+
+@message("welcome")
+class Welcome(Message):
+    """The relay's answer to Hello: the version chosen for this session."""
+
+    version: int = spec(lo=1, hi=65535)
+    relay_id: str = spec(min_len=1, max_len=MAX_NAME)
+    software: str = spec(max_len=MAX_NAME)
+
+
+@message("auth.challenge")
+class AuthChallenge(Message):
+    """A fresh nonce for the agent to sign (docs/protocol.md#agent-authentication)."""
+
+    nonce: bytes = spec(min_len=32, max_len=32)
+
+
+@message("auth.response")
+class AuthResponse(Message):
+    """The agent's signature over :func:`protocol.signing.auth_payload`."""
+
+    device_id: str = spec(min_len=1, max_len=64)
+    signature: bytes = spec(min_len=64, max_len=64)
+
+
+@message("auth.token")
+class TokenAuth(Message):
+    """A console's bearer token."""
+
+    token: str = spec(min_len=1, max_len=512)
+
+
+@message("auth.accepted")
+class AuthAccepted(Message):
+    """Authentication succeeded; the session is open."""
+
+    principal: str = spec(min_len=1, max_len=MAX_NAME)
+    heartbeat_interval: float = spec(lo=1.0, hi=3600.0)
+
+
+@message("auth.refused")
+class AuthRefused(Message):
+    """Authentication failed; the relay closes after sending this."""
+
+    code: str = spec(min_len=1, max_len=64)
+
+
+# --- liveness -----------------------------------------------------------------------------------
+
+
+@message("heartbeat")
+class Heartbeat(Message):
+    """Either side, any time the session is open; answered by HeartbeatAck."""
+
+    seq: int = spec(lo=0)
+    sent_at: float
+
+
+@message("heartbeat.ack")
+class HeartbeatAck(Message):
+    """Echo of a Heartbeat with the responder's clock, for round trip and clock offset."""
+
+    seq: int = spec(lo=0)
+    sent_at: float
+    received_at: float
+
+
+# --- requests and replies (docs/protocol.md#requests) ---------------------------------------------
+
+
+@message("error", Kind.REPLY)
+class ErrorReply(Message):
+    """A typed failure answering any request; ends it."""
+
+    id: int = spec(lo=1)
+    code: str = spec(min_len=1, max_len=64)
+    message: str = spec(max_len=1024)
+
+
+@message("diag.request", Kind.REQUEST)
+class DiagnosticsRequest(Message):
+    """Ask a device for a diagnostics report; ``collectors`` empty means all of them."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    collectors: Tuple[str, ...] = spec(default=(), max_len=32)
+    timeout: float = spec(default=10.0, lo=0.1, hi=600.0)
+
+
+@message("diag.report", Kind.REPLY)
+class DiagnosticsReport(Message):
+    """A device's diagnostics: one section per collector, each a success or a typed failure."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    collected_at: float
+    sections: Dict[str, Any]
+
+
+@message("script.run", Kind.REQUEST)
+class ScriptRunRequest(Message):
+    """Run a vetted script; the agent verifies it before anything runs."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    script: str = spec(min_len=1, max_len=MAX_NAME)
+    version: str = spec(min_len=1, max_len=64)
+    params: Dict[str, Scalar] = spec(default_factory=dict)
+    unattended: bool = spec(default=False)
+
+
+@message("script.started", Kind.REPLY, terminal=False)
+class ScriptStarted(Message):
+    """The script passed every check and its process started."""
+
+    id: int = spec(lo=1)
+    job_id: str = spec(min_len=1, max_len=64)
+    started_at: float
+
+
+@message("script.output", Kind.REPLY, terminal=False)
+class ScriptOutput(Message):
+    """One chunk of a running script's output (docs/protocol.md#chunking)."""
+
+    id: int = spec(lo=1)
+    job_id: str = spec(min_len=1, max_len=64)
+    seq: int = spec(lo=0)
+    stream: str = spec(choices=("stdout", "stderr"))
+    data: bytes = spec(max_len=MAX_CHUNK)
+
+
+SCRIPT_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "refused")
+
+
+@message("script.finished", Kind.REPLY)
+class ScriptFinished(Message):
+    """The script ended, or was refused before it ran; ends the request."""
+
+    id: int = spec(lo=1)
+    job_id: str = spec(min_len=1, max_len=64)
+    status: str = spec(choices=SCRIPT_STATUSES)
+    finished_at: float
+    exit_code: Optional[int] = spec(default=None)
+    backup_id: Optional[str] = spec(default=None, max_len=64)
+    detail: str = spec(default="", max_len=1024)
+
+
+# --- alerts, help and consent --------------------------------------------------------------------
+
+
+@message("alert.raised", Kind.REQUEST)
+class AlertRaised(Message):
+    """A health check changed state; ``alert_key`` lets the relay de-duplicate redelivery."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    alert_key: str = spec(min_len=1, max_len=MAX_NAME)
+    check_name: str = spec(min_len=1, max_len=MAX_NAME)
+    severity: str = spec(choices=("info", "warning", "critical"))
+    state: str = spec(choices=("firing", "resolved"))
+    summary: str = spec(max_len=1024)
+    observed_at: float
+    details: Dict[str, Any] = spec(default_factory=dict)
+
+
+@message("alert.ack", Kind.REPLY)
+class AlertAcknowledged(Message):
+    """The relay has the alert event; ``duplicate`` if it had it already."""
+
+    id: int = spec(lo=1)
+    duplicate: bool = spec(default=False)
+
+
+@message("help.requested", Kind.REQUEST)
+class HelpRequested(Message):
+    """The merchant clicked "获取帮助 / Get help"; a diagnostics snapshot rides along."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    description: str = spec(max_len=2000)
+    contact: str = spec(default="", max_len=MAX_NAME)
+    diagnostics: Dict[str, Any] = spec(default_factory=dict)
+
+
+@message("ticket.opened", Kind.REPLY)
+class TicketOpened(Message):
+    """A ticket exists for the help request; ``support_code`` is what the merchant reads out."""
+
+    id: int = spec(lo=1)
+    ticket_id: str = spec(min_len=1, max_len=64)
+    support_code: str = spec(min_len=4, max_len=16)
+
+
+TICKET_STATUSES = (
+    "reported",
+    "triaged",
+    "in_progress",
+    "fixed",
+    "accepted",
+    "follow_up",
+    "closed",
+)
+
+
+@message("ticket.updated")
+class TicketUpdated(Message):
+    """A ticket moved on; merchant-facing text in Simplified Chinese with English."""
+
+    ticket_id: str = spec(min_len=1, max_len=64)
+    support_code: str = spec(min_len=4, max_len=16)
+    status: str = spec(choices=TICKET_STATUSES)
+    message_zh: str = spec(max_len=2000)
+    message_en: str = spec(max_len=2000)
+    updated_at: float
+    technician: Optional[str] = spec(default=None, max_len=MAX_NAME)
+
+
+@message("consent.request", Kind.REQUEST)
+class ConsentRequest(Message):
+    """Ask the merchant before a script runs: what, what it changes, and for how long."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    script: str = spec(min_len=1, max_len=MAX_NAME)
+    title_zh: str = spec(min_len=1, max_len=256)
+    title_en: str = spec(min_len=1, max_len=256)
+    changes_zh: str = spec(max_len=2000)
+    changes_en: str = spec(max_len=2000)
+    expected_duration: float = spec(lo=0.0, hi=86400.0)
+    timeout: float = spec(lo=1.0, hi=3600.0)
+
+
+@message("consent.answer", Kind.REPLY)
+class ConsentAnswer(Message):
+    """The merchant's answer; ``answered_by`` is who clicked, if known."""
+
+    id: int = spec(lo=1)
+    granted: bool
+    answered_by: str = spec(default="", max_len=MAX_NAME)

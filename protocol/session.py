@@ -1,0 +1,257 @@
+"""The sans-I/O Session: frames in, events out, messages in, frames out; no sockets, no clock.
+
+Like h11 and the websockets core: the I/O layer feeds ``receive_data`` one websocket frame at a
+time, reads ``events_received()``, calls ``send_*`` and writes ``data_to_send()``.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Deque, Dict, List, Optional, Tuple
+
+from .codec import Codec
+from .errors import (
+    LocalProtocolError,
+    ProtocolError,
+    TooManyRequests,
+    UnexpectedMessage,
+    UnknownReply,
+    UnsupportedVersion,
+)
+from .messages import (
+    AuthAccepted,
+    AuthChallenge,
+    AuthRefused,
+    AuthResponse,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Kind,
+    Message,
+    TokenAuth,
+    Welcome,
+)
+from .states import (
+    OPEN_SENDERS,
+    REPLIES,
+    SUPPORTED_VERSIONS,
+    TRANSITIONS,
+    Direction,
+    Role,
+    SessionState,
+)
+
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "Session"]
+
+DEFAULT_MAX_IN_FLIGHT = 256
+#: How many abandoned request ids are remembered so that late replies are dropped quietly.
+MAX_ABANDONED = 1024
+
+_DEFAULT_CODEC = Codec()
+
+
+class Session:
+    """One end of one connection: agent↔relay or console↔relay, from ``role``'s side."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        codec: Optional[Codec] = None,
+        versions: Tuple[int, ...] = SUPPORTED_VERSIONS,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        self.role = role
+        self.codec = codec or _DEFAULT_CODEC
+        self.versions = versions
+        self.max_in_flight = max_in_flight
+        self.state = SessionState.IDLE
+        #: The negotiated protocol version, once Hello/Welcome are through.
+        self.version: Optional[int] = None
+        #: The peer's Hello (relay side) or Welcome (client side).
+        self.peer_hello: Optional[Hello] = None
+        self.peer_welcome: Optional[Welcome] = None
+        #: The error that closed the session, if one did.
+        self.error: Optional[ProtocolError] = None
+        self._sends, self._receives = OPEN_SENDERS[role]
+        self._events: List[Message] = []
+        self._out: List[bytes] = []
+        self._next_id = 1
+        # request id → request tag, for requests we sent and requests we must answer
+        self._outgoing: Dict[int, str] = {}
+        self._incoming: Dict[int, str] = {}
+        self._abandoned: Dict[int, str] = {}
+        self._abandoned_order: Deque[int] = collections.deque()
+
+    # --- the sans-I/O verbs -------------------------------------------------------------------
+
+    def receive_data(self, frame: bytes) -> None:
+        """Take one frame from the peer. Raises RemoteProtocolError (and closes) on bad input."""
+        if self.state is SessionState.CLOSED:
+            raise UnexpectedMessage("frame received after the session closed")
+        try:
+            msg = self.codec.decode(frame)
+            if self._accept(msg):
+                self._events.append(msg)
+        except ProtocolError as exc:
+            self.state = SessionState.CLOSED
+            self.error = exc
+            raise
+
+    def events_received(self) -> List[Message]:
+        """The messages received since the last call, in order."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> List[bytes]:
+        """Frames to write to the websocket, in order, since the last call."""
+        out, self._out = self._out, []
+        return out
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg``; LocalProtocolError if it is illegal now (the session stays as it was)."""
+        if self.state is SessionState.CLOSED:
+            raise LocalProtocolError(f"cannot send {msg.TAG} on a closed session")
+        frame = self.codec.encode(msg)  # first, so that a message too big changes nothing
+        if self.state is SessionState.OPEN:
+            self._check_open(msg, Direction.SEND)
+        else:
+            self.state = self._handshake_step(msg, Direction.SEND)
+        self._out.append(frame)
+
+    def close(self) -> None:
+        """Mark the session closed; nothing more is sent or accepted."""
+        self.state = SessionState.CLOSED
+
+    # --- helpers for each handshake step ------------------------------------------------------
+
+    def next_id(self) -> int:
+        """A fresh request id for this session."""
+        request_id = self._next_id
+        self._next_id += 1
+        return request_id
+
+    def send_hello(self, software: str) -> None:
+        self.send(Hello(role=self.role.client_role, versions=self.versions, software=software))
+
+    def send_welcome(self, relay_id: str, software: str) -> None:
+        assert self.version is not None  # set when the Hello was received
+        self.send(Welcome(version=self.version, relay_id=relay_id, software=software))
+
+    def send_challenge(self, nonce: bytes) -> None:
+        self.send(AuthChallenge(nonce=nonce))
+
+    def send_auth_response(self, device_id: str, signature: bytes) -> None:
+        self.send(AuthResponse(device_id=device_id, signature=signature))
+
+    def send_token(self, token: str) -> None:
+        self.send(TokenAuth(token=token))
+
+    def send_accepted(self, principal: str, heartbeat_interval: float) -> None:
+        self.send(AuthAccepted(principal=principal, heartbeat_interval=heartbeat_interval))
+
+    def send_refused(self, code: str) -> None:
+        self.send(AuthRefused(code=code))
+
+    def send_heartbeat(self, seq: int, now: float) -> None:
+        self.send(Heartbeat(seq=seq, sent_at=now))
+
+    def send_heartbeat_ack(self, heartbeat: Heartbeat, now: float) -> None:
+        self.send(HeartbeatAck(seq=heartbeat.seq, sent_at=heartbeat.sent_at, received_at=now))
+
+    # --- requests in flight ---------------------------------------------------------------------
+
+    def abandon(self, request_id: int) -> None:
+        """Give up on a request we sent (it timed out): a late reply is then dropped quietly."""
+        tag = self._outgoing.pop(request_id, None)
+        if tag is None:
+            return
+        self._abandoned[request_id] = tag
+        self._abandoned_order.append(request_id)
+        while len(self._abandoned_order) > MAX_ABANDONED:
+            self._abandoned.pop(self._abandoned_order.popleft(), None)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests we sent that have not had their final reply."""
+        return len(self._outgoing)
+
+    @property
+    def requests_to_answer(self) -> int:
+        """Requests the peer sent that we have not finished answering."""
+        return len(self._incoming)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _accept(self, msg: Message) -> bool:
+        """Apply a received message to the state; False means drop it silently."""
+        if self.state is SessionState.OPEN:
+            return self._check_open(msg, Direction.RECEIVE)
+        self.state = self._handshake_step(msg, Direction.RECEIVE)
+        if isinstance(msg, Hello):
+            self._receive_hello(msg)
+        elif isinstance(msg, Welcome):
+            if msg.version not in self.versions:
+                raise UnsupportedVersion(f"relay chose version {msg.version}")
+            self.version = msg.version
+            self.peer_welcome = msg
+        return True
+
+    def _receive_hello(self, hello: Hello) -> None:
+        if hello.role != self.role.client_role:
+            raise UnexpectedMessage(f"a {hello.role} said hello on the {self.role.name} endpoint")
+        common = set(hello.versions) & set(self.versions)
+        if not common:
+            raise UnsupportedVersion(f"peer speaks {hello.versions[:8]}")
+        self.version = max(common)
+        self.peer_hello = hello
+
+    def _handshake_step(self, msg: Message, direction: Direction) -> SessionState:
+        after = TRANSITIONS.get((self.role, self.state, direction, msg.TAG))
+        if after is None:
+            what = f"{msg.TAG} in state {self.state.name} for {self.role.name}"
+            if direction is Direction.SEND:
+                raise LocalProtocolError(f"cannot send {what}")
+            raise UnexpectedMessage(f"received {what}")
+        return after
+
+    def _check_open(self, msg: Message, direction: Direction) -> bool:
+        sending = direction is Direction.SEND
+        allowed = self._sends if sending else self._receives
+        if msg.TAG not in allowed:
+            if sending:
+                raise LocalProtocolError(f"{self.role.name} may not send {msg.TAG}")
+            raise UnexpectedMessage(f"{self.role.name} may not receive {msg.TAG}")
+        if msg.KIND is Kind.REQUEST:
+            self._track_request(msg, self._outgoing if sending else self._incoming, sending)
+        elif msg.KIND is Kind.REPLY:
+            return self._track_reply(msg, self._incoming if sending else self._outgoing, sending)
+        return True
+
+    def _track_request(self, msg: Message, table: Dict[int, str], sending: bool) -> None:
+        request_id: int = getattr(msg, "id")  # noqa: B009 - every REQUEST has an id
+        if request_id in table:
+            if sending:
+                raise LocalProtocolError(f"request id {request_id} is already in flight")
+            raise UnexpectedMessage(f"request id {request_id} is already in flight")
+        if len(table) >= self.max_in_flight:
+            if sending:
+                raise LocalProtocolError(f"{len(table)} requests already in flight")
+            raise TooManyRequests(f"peer has {len(table)} requests in flight")
+        table[request_id] = msg.TAG
+
+    def _track_reply(self, msg: Message, table: Dict[int, str], sending: bool) -> bool:
+        request_id: int = getattr(msg, "id")  # noqa: B009 - every REPLY has an id
+        request_tag = table.get(request_id)
+        if request_tag is None and not sending and request_id in self._abandoned:
+            if msg.TERMINAL:
+                del self._abandoned[request_id]
+            return False
+        if request_tag is None or msg.TAG not in REPLIES[request_tag]:
+            what = f"{msg.TAG} for request id {request_id} ({request_tag or 'none in flight'})"
+            if sending:
+                raise LocalProtocolError(f"cannot send {what}")
+            raise UnknownReply(f"received {what}")
+        if msg.TERMINAL:
+            del table[request_id]
+        return True

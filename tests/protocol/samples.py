@@ -1,0 +1,75 @@
+"""One valid instance of every message type, for round trips and property tests."""
+
+from __future__ import annotations
+
+from protocol import messages as m
+
+NONCE = bytes(range(32))
+SIGNATURE = bytes(range(64))
+
+SAMPLES: list[m.Message] = [
+    m.Hello(role="agent", versions=(1,), software="posassist-agent/0.1"),
+    m.Welcome(version=1, relay_id="relay-1", software="posassist-relay/0.1"),
+    m.AuthChallenge(nonce=NONCE),
+    m.AuthResponse(device_id="dev-1", signature=SIGNATURE),
+    m.TokenAuth(token="tok-abc"),
+    m.AuthAccepted(principal="dev-1", heartbeat_interval=20.0),
+    m.AuthRefused(code="unknown_device"),
+    m.Heartbeat(seq=3, sent_at=1700000000.5),
+    m.HeartbeatAck(seq=3, sent_at=1700000000.5, received_at=1700000000.6),
+    m.ErrorReply(id=7, code="offline", message="device is offline / 设备离线"),
+    m.DiagnosticsRequest(id=1, device_id="dev-1", collectors=("system", "printer"), timeout=5.0),
+    m.DiagnosticsReport(
+        id=1,
+        device_id="dev-1",
+        collected_at=1700000000.0,
+        sections={"printer": {"ok": True, "status": {"paper": "near_end"}, "raw": b"\x12"}},
+    ),
+    m.ScriptRunRequest(
+        id=2,
+        device_id="dev-1",
+        script="printer-test-receipt",
+        version="1.0.0",
+        params={"port": "/dev/ttyS0", "copies": 1, "cut": True, "delay": 0.5},
+    ),
+    m.ScriptStarted(id=2, job_id="job-1", started_at=1700000001.0),
+    m.ScriptOutput(id=2, job_id="job-1", seq=0, stream="stdout", data=b"ok\n"),
+    m.ScriptFinished(
+        id=2, job_id="job-1", status="succeeded", finished_at=1700000002.0, exit_code=0
+    ),
+    m.AlertRaised(
+        id=4,
+        device_id="dev-1",
+        alert_key="dev-1/printer.paper",
+        check_name="printer.paper",
+        severity="warning",
+        state="firing",
+        summary="纸将用尽 / paper near end",
+        observed_at=1700000003.0,
+        details={"port": "/dev/ttyS0"},
+    ),
+    m.AlertAcknowledged(id=4, duplicate=True),
+    m.HelpRequested(id=5, device_id="dev-1", description="打印机不出纸", contact="王老板"),
+    m.TicketOpened(id=5, ticket_id="t-1", support_code="K7Q2XM"),
+    m.TicketUpdated(
+        ticket_id="t-1",
+        support_code="K7Q2XM",
+        status="in_progress",
+        message_zh="技术员已接单",
+        message_en="A technician took your ticket",
+        updated_at=1700000004.0,
+        technician="li.wei",
+    ),
+    m.ConsentRequest(
+        id=6,
+        device_id="dev-1",
+        script="pos-service-restart",
+        title_zh="重启收银服务",
+        title_en="Restart the POS service",
+        changes_zh="收银软件将关闭约 30 秒",
+        changes_en="The POS application closes for about 30 seconds",
+        expected_duration=30.0,
+        timeout=120.0,
+    ),
+    m.ConsentAnswer(id=6, granted=True, answered_by="merchant"),
+]

@@ -1,0 +1,178 @@
+"""Messages are frozen, slotted, keyword-only, validate on construction and round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from protocol import MESSAGE_TYPES, Codec, LocalProtocolError
+from protocol import messages as m
+from tests.protocol.samples import SAMPLES
+
+
+def test_every_message_type_has_a_sample() -> None:
+    assert {type(s) for s in SAMPLES} == set(MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.TAG)
+def test_message_round_trips_through_codec(sample: m.Message) -> None:
+    codec = Codec()
+    decoded = codec.decode(codec.encode(sample))
+    assert decoded == sample
+    assert type(decoded) is type(sample)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.TAG)
+def test_message_is_frozen_and_slotted(sample: m.Message) -> None:
+    assert not hasattr(sample, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(sample, sample.FIELDS[0], None)
+
+
+def test_message_fields_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        m.Heartbeat(1, 2.0)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda c: c.TAG)
+def test_required_fields_come_before_defaults_for_python38(cls: type[m.Message]) -> None:
+    # Python 3.8 has no kw_only dataclasses; there a default before a required field is an error.
+    seen_default = False
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        has_default = (
+            field.default is not dataclasses.MISSING
+            or field.default_factory is not dataclasses.MISSING
+        )
+        assert not (seen_default and not has_default), f"{cls.__name__}.{field.name}"
+        seen_default = seen_default or has_default
+
+
+BAD_CONSTRUCTIONS = [
+    ("int is a bool", lambda: m.Heartbeat(seq=True, sent_at=1.0)),
+    ("int below range", lambda: m.Heartbeat(seq=-1, sent_at=1.0)),
+    ("int is a str", lambda: m.ErrorReply(id="1", code="x", message="")),  # type: ignore[arg-type]
+    ("id zero", lambda: m.ErrorReply(id=0, code="x", message="")),
+    ("float is nan", lambda: m.Heartbeat(seq=1, sent_at=math.nan)),
+    ("float is inf", lambda: m.Heartbeat(seq=1, sent_at=math.inf)),
+    ("float is a str", lambda: m.Heartbeat(seq=1, sent_at="1")),  # type: ignore[arg-type]
+    ("float above hi", lambda: m.AuthAccepted(principal="p", heartbeat_interval=1e9)),
+    ("str too long", lambda: m.AuthRefused(code="x" * 65)),
+    ("str empty", lambda: m.AuthRefused(code="")),
+    ("str is bytes", lambda: m.AuthRefused(code=b"x")),  # type: ignore[arg-type]
+    ("choice not listed", lambda: m.Hello(role="relay", versions=(1,), software="")),
+    ("choice is int", lambda: m.Hello(role=1, versions=(1,), software="")),  # type: ignore[arg-type]
+    ("bytes too short", lambda: m.AuthChallenge(nonce=b"short")),
+    ("bytes is str", lambda: m.AuthChallenge(nonce="x" * 32)),  # type: ignore[arg-type]
+    ("bool is int", lambda: m.ConsentAnswer(id=1, granted=1)),  # type: ignore[arg-type]
+    ("tuple is list", lambda: m.Hello(role="agent", versions=[1], software="")),  # type: ignore[arg-type]
+    ("tuple item wrong", lambda: m.Hello(role="agent", versions=("1",), software="")),  # type: ignore[arg-type]
+    ("tuple too long", lambda: m.Hello(role="agent", versions=tuple(range(1, 18)), software="")),
+    ("tuple empty by rule", lambda: m.Hello(role="agent", versions=(), software="")),
+    (
+        "optional wrong",
+        lambda: m.ScriptFinished(id=1, job_id="j", status="failed", finished_at=1.0, exit_code="1"),
+    ),  # type: ignore[arg-type]
+    (
+        "tree not dict",
+        lambda: m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections=[]),
+    ),  # type: ignore[arg-type]
+    (
+        "tree int key",
+        lambda: m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections={"a": {1: 2}}),
+    ),  # type: ignore[dict-item]
+    (
+        "tree bytes key",
+        lambda: m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections={b"a": 1}),
+    ),  # type: ignore[dict-item]
+    (
+        "tree object value",
+        lambda: m.DiagnosticsReport(
+            id=1, device_id="d", collected_at=1.0, sections={"a": object()}
+        ),
+    ),
+    (
+        "tree int too big for msgpack",
+        lambda: m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections={"a": 2**64}),
+    ),
+    (
+        "tree nan value",
+        lambda: m.DiagnosticsReport(
+            id=1, device_id="d", collected_at=1.0, sections={"a": [math.nan]}
+        ),
+    ),
+    (
+        "params nested",
+        lambda: m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", params={"a": [1]}),
+    ),  # type: ignore[dict-item]
+    (
+        "params int key",
+        lambda: m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", params={1: "a"}),
+    ),  # type: ignore[dict-item]
+    (
+        "params too many",
+        lambda: m.ScriptRunRequest(
+            id=1, device_id="d", script="s", version="1", params={str(i): i for i in range(65)}
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "build"), BAD_CONSTRUCTIONS, ids=[b[0] for b in BAD_CONSTRUCTIONS]
+)
+def test_invalid_message_cannot_be_built(what: str, build) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(LocalProtocolError):
+        build()
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_tree_depth_limit_counts_the_frame_map() -> None:
+    # frame map (1) + sections dict (2) + "a" list nesting...: exactly MAX_DEPTH is fine.
+    ok = {"a": _nested(m.MAX_DEPTH - 2)}
+    m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections=ok)  # type: ignore[arg-type]
+    too_deep = {"a": _nested(m.MAX_DEPTH - 1)}
+    with pytest.raises(LocalProtocolError):
+        m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections=too_deep)  # type: ignore[arg-type]
+    too_deep_map: dict[str, object] = {"a": 1}
+    for _ in range(m.MAX_DEPTH):
+        too_deep_map = {"a": too_deep_map}
+    with pytest.raises(LocalProtocolError):
+        m.DiagnosticsReport(id=1, device_id="d", collected_at=1.0, sections=too_deep_map)
+
+
+def test_message_with_unsupported_annotation_is_refused_at_definition() -> None:
+    with pytest.raises(TypeError, match="no checker"):
+
+        @m.message("test.bad-annotation")
+        class Bad(m.Message):
+            value: complex
+
+    assert all(cls.TAG != "test.bad-annotation" for cls in MESSAGE_TYPES)
+
+
+def test_optional_pipe_annotation_is_understood() -> None:
+    try:
+
+        @m.message("test.optional-pipe")
+        class Piped(m.Message):
+            value: int | None = m.spec(default=None)
+
+        assert Piped().value is None
+        assert Piped(value=3).value == 3
+        with pytest.raises(LocalProtocolError):
+            Piped(value="3")  # type: ignore[arg-type]
+    finally:
+        m.MESSAGE_TYPES[:] = [c for c in m.MESSAGE_TYPES if not c.TAG.startswith("test.")]
+
+
+def test_to_wire_carries_tag_and_every_field() -> None:
+    wire = m.Heartbeat(seq=1, sent_at=2.0).to_wire()
+    assert wire == {"t": "heartbeat", "seq": 1, "sent_at": 2.0}

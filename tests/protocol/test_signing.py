@@ -1,0 +1,102 @@
+"""Ed25519 helpers: round trips of every serialisation, sign/verify, fingerprints, auth payload."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from protocol import SignatureError, signing
+
+
+def test_sign_and_verify() -> None:
+    key = signing.generate_private_key()
+    signature = signing.sign(key, b"hello")
+    assert len(signature) == 64
+    signing.verify(key.public_key(), signature, b"hello")
+    with pytest.raises(SignatureError):
+        signing.verify(key.public_key(), signature, b"hellO")
+    with pytest.raises(SignatureError):
+        signing.verify(signing.generate_private_key().public_key(), signature, b"hello")
+
+
+def test_private_key_pem_round_trip_plain_and_encrypted() -> None:
+    key = signing.generate_private_key()
+    raw = signing.private_key_to_raw(key)
+    assert (
+        signing.private_key_to_raw(signing.private_key_from_pem(signing.private_key_to_pem(key)))
+        == raw
+    )
+    pem = signing.private_key_to_pem(key, b"correct horse")
+    assert b"ENCRYPTED" in pem
+    assert signing.private_key_to_raw(signing.private_key_from_pem(pem, b"correct horse")) == raw
+    with pytest.raises(SignatureError):
+        signing.private_key_from_pem(pem, b"wrong")
+    with pytest.raises(SignatureError):
+        signing.private_key_from_pem(pem)
+    with pytest.raises(SignatureError):
+        signing.private_key_from_pem(b"not pem")
+
+
+def test_raw_round_trips_and_bad_lengths() -> None:
+    key = signing.generate_private_key()
+    raw = signing.private_key_to_raw(key)
+    assert signing.private_key_to_raw(signing.private_key_from_raw(raw)) == raw
+    pub = signing.public_key_to_raw(key.public_key())
+    assert signing.public_key_to_raw(signing.public_key_from_raw(pub)) == pub
+    with pytest.raises(SignatureError):
+        signing.private_key_from_raw(b"short")
+    with pytest.raises(SignatureError):
+        signing.public_key_from_raw(b"short")
+
+
+def test_public_key_pem_round_trip() -> None:
+    pub = signing.generate_private_key().public_key()
+    pem = signing.public_key_to_pem(pub)
+    assert signing.public_key_to_raw(signing.public_key_from_pem(pem)) == signing.public_key_to_raw(
+        pub
+    )
+    with pytest.raises(SignatureError):
+        signing.public_key_from_pem(b"garbage")
+
+
+def test_non_ed25519_keys_are_refused() -> None:
+    ec = generate_private_key(SECP256R1())
+    private_pem = ec.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    public_pem = ec.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(SignatureError, match="not Ed25519"):
+        signing.private_key_from_pem(private_pem)
+    with pytest.raises(SignatureError, match="not Ed25519"):
+        signing.public_key_from_pem(public_pem)
+
+
+def test_fingerprint_is_grouped_sha256() -> None:
+    pub = signing.public_key_from_raw(bytes(32))
+    text = signing.fingerprint(pub)
+    assert re.fullmatch(r"SHA256:([0-9a-f]{4} ){15}[0-9a-f]{4}", text)
+    # SHA-256 of 32 zero bytes
+    assert text.replace(" ", "").endswith(
+        "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+    )
+
+
+def test_auth_payload_binds_every_field() -> None:
+    base = signing.auth_payload("relay", "dev", b"n" * 32, 1)
+    assert base.startswith(signing.AUTH_CONTEXT)
+    variants = {
+        signing.auth_payload("relay2", "dev", b"n" * 32, 1),
+        signing.auth_payload("relay", "dev2", b"n" * 32, 1),
+        signing.auth_payload("relay", "dev", b"m" * 32, 1),
+        signing.auth_payload("relay", "dev", b"n" * 32, 2),
+        # shifting a boundary between fields must change the bytes
+        signing.auth_payload("rela", "ydev", b"n" * 32, 1),
+    }
+    assert base not in variants
+    assert len(variants) == 5

@@ -240,7 +240,7 @@ def _checker(annotation: str, meta: Any) -> Check:
 if sys.version_info >= (3, 10):
 
     def _dataclass(cls: Type[M]) -> Type[M]:
-        return dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+        return dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)  # novermin
 
 else:  # pragma: no cover - Python 3.8/3.9 on Windows 7 tills; checked by `make py38`
 

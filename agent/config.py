@@ -1,0 +1,61 @@
+"""The agent's identity on disk: its Ed25519 key (never leaves the PC) and where its relay is.
+
+Files in the data directory: ``agent.json`` (device id, relay URL), ``agent.key``, ``agent.pub``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import TYPE_CHECKING, NamedTuple
+
+from protocol import signing
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from protocol.signing import Ed25519PrivateKey
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Identity(NamedTuple):
+    """Who this agent is and which relay it talks to."""
+
+    device_id: str
+    relay_url: str
+    key: Ed25519PrivateKey
+
+
+def create_identity(data_dir: Path, device_id: str, relay_url: str) -> Identity:
+    """Make a new key pair and config in ``data_dir``; refuses to overwrite an existing key."""
+    if not DEVICE_ID.match(device_id):
+        raise ConfigError("device id: letters, digits, '.', '_' or '-', at most 64")
+    if not relay_url.startswith(("ws://", "wss://")):
+        raise ConfigError("relay URL must start with ws:// or wss://")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = data_dir / "agent.key"
+    if key_path.exists():
+        raise ConfigError(f"{key_path} exists already; this PC has an identity")
+    key = signing.generate_private_key()
+    # 0600 from the first byte: the key never sits readable on a shared till
+    fd = os.open(str(key_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(signing.private_key_to_pem(key))
+    (data_dir / "agent.pub").write_bytes(signing.public_key_to_pem(key.public_key()))
+    config = {"device_id": device_id, "relay_url": relay_url}
+    (data_dir / "agent.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return Identity(device_id, relay_url, key)
+
+
+def load_identity(data_dir: Path) -> Identity:
+    """Read the identity made by :func:`create_identity`; ConfigError says what is missing."""
+    try:
+        config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
+        key = signing.private_key_from_pem((data_dir / "agent.key").read_bytes())
+        return Identity(str(config["device_id"]), str(config["relay_url"]), key)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"no usable agent identity in {data_dir}: {exc}") from None

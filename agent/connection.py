@@ -1,0 +1,176 @@
+"""Drives a protocol.Session over the agent's outbound websocket (websockets, asyncio client).
+
+One call of :func:`connect_once` is one connection: handshake, then heartbeats and requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from protocol import (
+    AuthAccepted,
+    AuthChallenge,
+    AuthRefused,
+    ErrorReply,
+    Heartbeat,
+    Kind,
+    Message,
+    Role,
+    Session,
+    Welcome,
+    signing,
+)
+from protocol.errors import UnexpectedMessage
+
+from . import __version__
+from .errors import RelayRefusedError
+
+if TYPE_CHECKING:
+    from .config import Identity
+
+log = logging.getLogger("posassist.agent")
+SOFTWARE = "posassist-agent/" + __version__
+
+
+class Opened:
+    """What the agent learnt from a successful handshake."""
+
+    __slots__ = ("heartbeat_interval", "relay_id", "version")
+
+    def __init__(self, relay_id: str, version: int, heartbeat_interval: float) -> None:
+        self.relay_id = relay_id
+        self.version = version
+        self.heartbeat_interval = heartbeat_interval
+
+
+class AgentConnection:
+    """One websocket to the relay and the protocol state for it."""
+
+    def __init__(self, ws: ClientConnection, identity: Identity) -> None:
+        self.ws = ws
+        self.identity = identity
+        self.session = Session(Role.AGENT)
+
+    async def flush(self) -> None:
+        for frame in self.session.data_to_send():
+            await self.ws.send(frame)
+
+    async def wait_events(self) -> List[Message]:
+        """Frames until at least one message arrives (the caller bounds the wait)."""
+        while True:
+            frame = await self.ws.recv()
+            if isinstance(frame, str):
+                frame = frame.encode("utf-8")  # the codec refuses it as malformed
+            self.session.receive_data(frame)
+            events = self.session.events_received()
+            if events:
+                return events
+
+    async def wait_one(self, timeout: float) -> Message:
+        events = await asyncio.wait_for(self.wait_events(), timeout)
+        return events[0]
+
+    async def handshake(self, timeout: float) -> Opened:
+        """Hello, Welcome, sign the challenge, accepted (docs/protocol.md#agent-authentication)."""
+        self.session.send_hello(SOFTWARE)
+        await self.flush()
+        welcome = await self.wait_one(timeout)
+        challenge = await self.wait_one(timeout)
+        if not isinstance(welcome, Welcome) or not isinstance(challenge, AuthChallenge):
+            raise UnexpectedMessage("handshake out of order")  # pragma: no cover - session guards
+        version = welcome.version
+        payload = signing.auth_payload(
+            welcome.relay_id, self.identity.device_id, challenge.nonce, version
+        )
+        self.session.send_auth_response(
+            self.identity.device_id, signing.sign(self.identity.key, payload)
+        )
+        await self.flush()
+        answer = await self.wait_one(timeout)
+        if isinstance(answer, AuthRefused):
+            raise RelayRefusedError(answer.code)
+        if not isinstance(answer, AuthAccepted):  # pragma: no cover - session guards
+            raise UnexpectedMessage(answer.TAG)
+        return Opened(welcome.relay_id, version, answer.heartbeat_interval)
+
+    async def serve(self, opened: Opened, clock: Callable[[], float] = time.time) -> None:
+        """Heartbeats out, answers in, until the connection ends (raises ConnectionClosed)."""
+        beats = asyncio.ensure_future(self._heartbeats(opened.heartbeat_interval, clock))
+        try:
+            while True:
+                for event in await self.wait_events():
+                    self._answer(event, clock)
+                await self.flush()
+        finally:
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+
+    def _answer(self, event: Message, clock: Callable[[], float]) -> None:
+        if isinstance(event, Heartbeat):
+            self.session.send_heartbeat_ack(event, clock())
+        elif event.KIND is Kind.REQUEST:
+            # A request this agent does not (yet) know how to serve: a clear error, no crash.
+            request_id: int = getattr(event, "id")  # noqa: B009
+            self.session.send(
+                ErrorReply(id=request_id, code="unsupported", message=f"{event.TAG} not supported")
+            )
+
+    async def _heartbeats(self, interval: float, clock: Callable[[], float]) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(interval)
+            self.session.send_heartbeat(seq, clock())
+            seq += 1
+            await self.flush()
+
+
+def _nodelay(ws: ClientConnection) -> None:
+    # Without TCP_NODELAY small frames wait on Nagle + delayed ACK (tens of ms).
+    sock: Optional[socket.socket] = ws.transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def agent_url(relay_url: str) -> str:
+    """The agent endpoint of a relay: ``ws://host:port`` means ``ws://host:port/v1/agent``."""
+    scheme, _, rest = relay_url.partition("://")
+    host, slash, path = rest.partition("/")
+    if not slash or not path:
+        return f"{scheme}://{host}/v1/agent"
+    return relay_url
+
+
+async def connect_once(
+    identity: Identity,
+    *,
+    handshake_timeout: float = 10.0,
+    on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
+    serve: bool = True,
+) -> Opened:
+    """Connect, authenticate, call ``on_open``, then serve until the connection ends."""
+    async with connect(
+        agent_url(identity.relay_url),
+        compression=None,  # deflate costs ~33 KB per connection on a small till
+        max_size=1024 * 1024,
+        ping_interval=None,  # liveness is the protocol's own heartbeat
+        open_timeout=handshake_timeout,
+        close_timeout=2,
+    ) as ws:
+        _nodelay(ws)
+        conn = AgentConnection(ws, identity)
+        opened = await conn.handshake(handshake_timeout)
+        if on_open is not None:
+            await on_open(opened)
+        if serve:
+            try:
+                await conn.serve(opened)
+            except ConnectionClosed:
+                log.info("relay closed the connection")
+        return opened

@@ -82,7 +82,8 @@ def create_engine(
     if parsed.get_backend_name() == "sqlite":
         if schema is not None:
             raise ValueError("schema is only supported on PostgreSQL")
-        engine = create_async_engine(parsed, pool_size=pool_size)
+        in_memory = parsed.database in (None, "", ":memory:")  # one shared connection
+        engine = create_async_engine(parsed, **({} if in_memory else {"pool_size": pool_size}))
         _configure_sqlite(engine, busy_timeout)
         return engine
     settings = {"lock_timeout": str(int(busy_timeout * 1000))}

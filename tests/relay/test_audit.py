@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +21,9 @@ from relay.audit import (
     verify,
     verify_store,
 )
+
+if TYPE_CHECKING:
+    from relay.storage import SqlStorage
 
 
 def make_chain(n: int) -> list[AuditRecord]:
@@ -141,7 +145,7 @@ def test_deleted_tail_is_caught_by_the_head():
 # -- stored --------------------------------------------------------------------------------------
 
 
-async def append_n(storage, n: int, start: int = 0) -> None:
+async def append_n(storage: SqlStorage, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         await storage.append(
             actor="usr_alice",
@@ -153,7 +157,7 @@ async def append_n(storage, n: int, start: int = 0) -> None:
         )
 
 
-async def tamper(storage, *statements: str, **params: object) -> None:
+async def tamper(storage: SqlStorage, *statements: str, **params: object) -> None:
     async with storage.engine.begin() as conn:
         for statement in statements:
             await conn.execute(sa.text(statement), params)
@@ -240,7 +244,7 @@ async def test_appending_after_tampering_does_not_hide_it(storage):
     assert (result.first_bad_seq, result.reason) == (2, VerifyFailure.HASH_MISMATCH)
 
 
-async def test_concurrent_appends_on_two_connections_keep_one_chain(storage, open_more):
+async def test_concurrent_appends_on_two_connections_keep_one_chain(storage: SqlStorage, open_more):
     other = await open_more()
 
     async def one(i: int) -> AuditRecord:

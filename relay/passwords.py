@@ -1,0 +1,111 @@
+"""Password hashing with scrypt (``cryptography``), parameters stored alongside each hash.
+
+Hashes look like ``$scrypt$ln=15,r=8,p=1$<salt>$<key>`` (unpadded base64, PHC string style), so
+the cost can be raised later: :func:`needs_rehash` tells the sign-in path to re-hash on success.
+These functions burn tens of milliseconds of CPU; call them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "MAX_PASSWORD_LENGTH",
+    "ScryptParams",
+    "hash_password",
+    "needs_rehash",
+    "verify_password",
+]
+
+#: Refuse to hash more than this many characters (a cheap bound on attacker-chosen work).
+MAX_PASSWORD_LENGTH = 1024
+
+_SALT_BYTES = 16
+_KEY_BYTES = 32
+_SCHEME = "scrypt"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScryptParams:
+    """scrypt cost: N = 2**ln, block size r, parallelism p. Memory is 128·N·r bytes."""
+
+    ln: int = 15
+    r: int = 8
+    p: int = 1
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.ln <= 24 and 1 <= self.r <= 64 and 1 <= self.p <= 16):
+            raise ValueError("scrypt parameters out of range")
+
+
+#: 2**15 · 8 · 128 B = 32 MiB per hash: OWASP's scrypt minimum at the time of writing.
+DEFAULT_PARAMS = ScryptParams()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def _derive(password: str, salt: bytes, params: ScryptParams) -> bytes:
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValueError("password too long")
+    kdf = Scrypt(salt=salt, length=_KEY_BYTES, n=2**params.ln, r=params.r, p=params.p)
+    return kdf.derive(password.encode("utf-8"))
+
+
+def hash_password(password: str, params: ScryptParams = DEFAULT_PARAMS) -> str:
+    """Hash ``password`` with a fresh random salt.
+
+    Raises:
+        ValueError: the password is longer than :data:`MAX_PASSWORD_LENGTH`.
+    """
+    salt = os.urandom(_SALT_BYTES)
+    key = _derive(password, salt, params)
+    return f"${_SCHEME}$ln={params.ln},r={params.r},p={params.p}${_b64(salt)}${_b64(key)}"
+
+
+def _parse(stored: str) -> tuple[ScryptParams, bytes, bytes]:
+    """Split a stored hash; raises ValueError when it is not one of ours."""
+    empty, scheme, param_text, salt_text, key_text = stored.split("$")
+    if empty or scheme != _SCHEME:
+        raise ValueError("not an scrypt hash")
+    fields = dict(item.split("=", 1) for item in param_text.split(","))
+    if sorted(fields) != ["ln", "p", "r"]:
+        raise ValueError("bad scrypt parameters")
+    params = ScryptParams(ln=int(fields["ln"]), r=int(fields["r"]), p=int(fields["p"]))
+    salt, key = _unb64(salt_text), _unb64(key_text)
+    if len(salt) < 8 or len(key) < 16:
+        raise ValueError("salt or key too short")
+    return params, salt, key
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches ``stored``; False also for a malformed or foreign hash.
+
+    The comparison is constant-time in the key bytes.
+    """
+    try:
+        params, salt, expected = _parse(stored)
+        actual = _derive(password, salt, params)
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def needs_rehash(stored: str, params: ScryptParams = DEFAULT_PARAMS) -> bool:
+    """Whether ``stored`` was made with parameters other than ``params`` (or is unreadable)."""
+    try:
+        current, _, _ = _parse(stored)
+    except ValueError:
+        return True
+    return current != params

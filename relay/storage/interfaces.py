@@ -1,0 +1,137 @@
+"""The small interfaces routing and handlers program against; they never see SQL.
+
+:class:`relay.storage.sql.SqlStorage` implements all of them on SQLite and PostgreSQL. Every
+method raises only :mod:`relay.errors` exceptions (``NotFound``, ``Conflict``,
+``StorageUnavailable``, … and the token/enrolment refusals named in its docstring).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from relay.audit import AuditRecord, Outcome
+    from relay.storage.models import (
+        ChainHead,
+        Device,
+        EnrolmentToken,
+        Job,
+        JobStatus,
+        Merchant,
+        Organisation,
+        RetailStore,
+        Role,
+        Scope,
+        TenantPath,
+        User,
+    )
+
+__all__ = [
+    "AuditLog",
+    "DeviceStore",
+    "EnrolmentStore",
+    "JobStore",
+    "TenancyStore",
+    "TokenStore",
+    "UserStore",
+]
+
+
+class TenancyStore(Protocol):
+    """Organisations → merchants → stores; devices hang off stores (see :class:`DeviceStore`)."""
+
+    async def create_organisation(self, name: str, *, now: float) -> Organisation: ...
+    async def create_merchant(self, organisation_id: str, name: str, *, now: float) -> Merchant: ...
+    async def create_store(self, merchant_id: str, name: str, *, now: float) -> RetailStore: ...
+    async def get_store(self, store_id: str) -> RetailStore: ...
+    async def scope_exists(self, scope: Scope) -> bool: ...
+    async def device_path(self, device_id: str) -> TenantPath: ...
+    async def device_in_scope(self, device_id: str, scope: Scope) -> bool: ...
+
+
+class DeviceStore(Protocol):
+    async def get_device(self, device_id: str) -> Device: ...
+    async def find_device_by_key(self, public_key: bytes) -> Device | None: ...
+    async def list_devices(self, scope: Scope) -> list[Device]: ...
+    async def revoke_device(self, device_id: str, *, now: float) -> Device: ...
+    async def record_presence(
+        self,
+        device_id: str,
+        *,
+        now: float,
+        agent_version: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
+class UserStore(Protocol):
+    async def create_user(
+        self, username: str, password_hash: str, role: Role, scope: Scope, *, now: float
+    ) -> User: ...
+    async def get_user(self, username: str) -> User: ...
+    async def get_user_by_id(self, user_id: str) -> User: ...
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None: ...
+    async def record_login_failure(
+        self, user_id: str, *, now: float, max_failures: int, lockout_timeout: float
+    ) -> User: ...
+    async def record_login_success(self, user_id: str) -> None: ...
+
+
+class TokenStore(Protocol):
+    """Bearer tokens; only their SHA-256 is stored."""
+
+    async def issue_token(self, user_id: str, *, now: float, ttl: float) -> str: ...
+    async def authenticate_token(self, token: str, *, now: float) -> User: ...
+    async def revoke_token(self, token: str, *, now: float) -> None: ...
+    async def revoke_user_tokens(self, user_id: str, *, now: float) -> int: ...
+
+
+class EnrolmentStore(Protocol):
+    """One-time, expiring, store-scoped enrolment tokens; only their SHA-256 is stored."""
+
+    async def create_enrolment(
+        self, store_id: str, relay_id: str, *, now: float, ttl: float
+    ) -> tuple[EnrolmentToken, str]: ...
+    async def revoke_enrolment(self, enrolment_id: str, *, now: float) -> EnrolmentToken: ...
+    async def consume_enrolment(
+        self,
+        secret: str,
+        *,
+        relay_id: str,
+        public_key: bytes,
+        now: float,
+        agent_version: str | None = None,
+    ) -> Device: ...
+
+
+class JobStore(Protocol):
+    async def create_job(
+        self, device_id: str, kind: str, requested_by: str, *, now: float
+    ) -> Job: ...
+    async def get_job(self, job_id: str) -> Job: ...
+    async def start_job(self, job_id: str, *, now: float) -> Job: ...
+    async def finish_job(
+        self, job_id: str, status: JobStatus, *, now: float, error: str | None = None
+    ) -> Job: ...
+    async def mark_running_jobs_failed(self, reason: str, *, now: float) -> int: ...
+
+
+class AuditLog(Protocol):
+    """The append-only, hash-chained audit log (:mod:`relay.audit`)."""
+
+    async def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        outcome: Outcome,
+        now: float,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRecord: ...
+    async def head(self) -> ChainHead: ...
+    def records(
+        self, *, start_seq: int = 1, stop_seq: int | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[AuditRecord]: ...

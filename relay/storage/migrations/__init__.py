@@ -1,0 +1,1 @@
+"""Alembic migrations for the relay database, applied by ``SqlStorage.migrate()``."""

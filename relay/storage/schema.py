@@ -1,0 +1,163 @@
+"""The relay's tables as SQLAlchemy Core metadata: what the newest migration produces.
+
+Migrations in ``migrations/versions`` are the source of truth for the database; a test checks
+that applying them all yields exactly this metadata.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "audit",
+    "audit_head",
+    "bearer_tokens",
+    "devices",
+    "enrolment_tokens",
+    "jobs",
+    "merchants",
+    "metadata",
+    "organisations",
+    "stores",
+    "users",
+]
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = sa.String(40)
+
+organisations = sa.Table(
+    "organisations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+)
+
+merchants = sa.Table(
+    "merchants",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("organisation_id", ID, sa.ForeignKey("organisations.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+)
+
+stores = sa.Table(
+    "stores",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("merchant_id", ID, sa.ForeignKey("merchants.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("store_id", ID, sa.ForeignKey("stores.id"), nullable=False, index=True),
+    sa.Column("public_key", sa.LargeBinary(), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("enrolled_at", sa.Double(), nullable=False),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+    sa.Column("last_seen", sa.Double(), nullable=True),
+    sa.Column("agent_version", sa.String(64), nullable=True),
+    sa.Column("facts", sa.JSON(), nullable=False),
+    sa.CheckConstraint("status IN ('active', 'revoked')", name="status"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("username", sa.String(150), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("scope_kind", sa.String(16), nullable=False),
+    sa.Column("scope_id", ID, nullable=True),
+    sa.Column("failed_logins", sa.Integer(), nullable=False),
+    sa.Column("locked_until", sa.Double(), nullable=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.CheckConstraint("role IN ('admin', 'technician', 'viewer', 'merchant')", name="role"),
+    sa.CheckConstraint(
+        "scope_kind IN ('root', 'organisation', 'merchant', 'store', 'device')", name="scope_kind"
+    ),
+)
+
+bearer_tokens = sa.Table(
+    "bearer_tokens",
+    metadata,
+    sa.Column("token_hash", sa.LargeBinary(), primary_key=True),
+    sa.Column(
+        "user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+)
+
+enrolment_tokens = sa.Table(
+    "enrolment_tokens",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("token_hash", sa.LargeBinary(), nullable=False, unique=True),
+    sa.Column("store_id", ID, sa.ForeignKey("stores.id"), nullable=False, index=True),
+    sa.Column("relay_id", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("expires_at", sa.Double(), nullable=False),
+    sa.Column("used_at", sa.Double(), nullable=True),
+    sa.Column("used_by_device", ID, sa.ForeignKey("devices.id"), nullable=True),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("device_id", ID, sa.ForeignKey("devices.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("requested_by", sa.String(150), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("started_at", sa.Double(), nullable=True),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.CheckConstraint(
+        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out')", name="status"
+    ),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("action", sa.Text(), nullable=False),
+    sa.Column("target", sa.Text(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.JSON(), nullable=False),
+    sa.Column("prev_hash", sa.LargeBinary(), nullable=False),
+    sa.Column("hash", sa.LargeBinary(), nullable=False),
+)
+
+# One row (id = 1) holding the chain's last seq and hash. Appends lock it (SELECT … FOR UPDATE on
+# PostgreSQL; BEGIN IMMEDIATE on SQLite), which serialises them so the chain cannot fork, and it
+# lets verification notice records deleted from the end of the log.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("hash", sa.LargeBinary(), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)

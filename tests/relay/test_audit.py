@@ -1,0 +1,267 @@
+"""The audit chain: canonical bytes, pure verification, and tampering with a stored log."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+import pytest
+import sqlalchemy as sa
+
+from relay.audit import (
+    GENESIS_HASH,
+    AuditRecord,
+    Outcome,
+    VerifyFailure,
+    canonical_bytes,
+    chain_hash,
+    normalise_detail,
+    verify,
+    verify_store,
+)
+
+if TYPE_CHECKING:
+    from relay.storage import SqlStorage
+
+
+def make_chain(n: int) -> list[AuditRecord]:
+    records, prev = [], GENESIS_HASH
+    for seq in range(1, n + 1):
+        record = AuditRecord(
+            seq=seq,
+            at=1000.0 + seq / 10,
+            actor="usr_alice",
+            action="script.run",
+            target=f"dev_{seq}",
+            outcome="ok",
+            detail={"script": "clear-spooler", "版本": 1.5, "n": seq},
+            prev_hash=prev,
+        )
+        record = dataclasses.replace(record, hash=chain_hash(prev, record))
+        records.append(record)
+        prev = record.hash
+    return records
+
+
+# -- pure ---------------------------------------------------------------------------------------
+
+
+def test_canonical_bytes_are_deterministic_and_key_order_independent():
+    a = AuditRecord(
+        seq=1,
+        at=1.0,
+        actor="a",
+        action="x",
+        target="t",
+        outcome="ok",
+        detail={"b": 1, "a": [1, 2.5], "z": "收银"},
+    )
+    b = dataclasses.replace(a, detail={"z": "收银", "a": [1, 2.5], "b": 1})
+    assert canonical_bytes(a) == canonical_bytes(b)
+    assert (
+        canonical_bytes(a)
+        == (
+            '{"action":"x","actor":"a","at":1.0,"detail":{"a":[1,2.5],"b":1,"z":"收银"},'
+            '"outcome":"ok","seq":1,"target":"t"}'
+        ).encode()
+    )
+
+
+def test_canonical_bytes_treat_integer_and_float_time_alike():
+    a = AuditRecord(seq=1, at=5, actor="a", action="x", target="t", outcome="ok")
+    assert canonical_bytes(a) == canonical_bytes(dataclasses.replace(a, at=5.0))
+
+
+def test_first_record_chains_from_32_zero_bytes():
+    first = make_chain(1)[0]
+    assert first.prev_hash == bytes(32)
+    import hashlib
+
+    assert first.hash == hashlib.sha256(bytes(32) + canonical_bytes(first)).digest()
+
+
+@pytest.mark.parametrize("bad", [{"x": math.nan}, {"x": math.inf}, {1: "int key"}, {"x": {1, 2}}])
+def test_detail_that_is_not_json_is_refused(bad):
+    with pytest.raises(ValueError):
+        normalise_detail(bad)
+
+
+def test_intact_chain_verifies():
+    result = verify(make_chain(5), head_seq=5)
+    assert result.ok
+    assert result.records_checked == 5
+    assert result.last_seq == 5
+    assert "intact" in result.describe()
+
+
+def test_empty_chain_verifies():
+    assert verify([], head_seq=0).ok
+
+
+def test_edited_field_is_named():
+    records = make_chain(5)
+    records[2] = dataclasses.replace(records[2], outcome="refused")
+    result = verify(records)
+    assert (result.ok, result.first_bad_seq, result.reason) == (
+        False,
+        3,
+        VerifyFailure.HASH_MISMATCH,
+    )
+    assert "seq 3" in result.describe()
+
+
+def test_deleted_record_is_named():
+    records = make_chain(5)
+    del records[2]
+    result = verify(records)
+    assert (result.first_bad_seq, result.reason) == (3, VerifyFailure.MISSING)
+
+
+def test_deleted_and_renumbered_record_is_named():
+    records = make_chain(5)
+    del records[2]
+    records[2:] = [dataclasses.replace(r, seq=r.seq - 1) for r in records[2:]]
+    result = verify(records)
+    assert (result.first_bad_seq, result.reason) == (3, VerifyFailure.HASH_MISMATCH)
+
+
+def test_rehashed_record_breaks_the_next_link():
+    records = make_chain(5)
+    edited = dataclasses.replace(records[2], actor="mallory")
+    records[2] = dataclasses.replace(edited, hash=chain_hash(edited.prev_hash, edited))
+    result = verify(records)
+    assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.PREV_HASH_MISMATCH)
+
+
+def test_deleted_tail_is_caught_by_the_head():
+    records = make_chain(5)
+    assert verify(records[:4]).ok  # the chain alone can't tell…
+    result = verify(records[:4], head_seq=5, head_hash=records[4].hash)  # …the head can
+    assert (result.first_bad_seq, result.reason) == (5, VerifyFailure.TRUNCATED)
+
+
+# -- stored --------------------------------------------------------------------------------------
+
+
+async def append_n(storage: SqlStorage, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        await storage.append(
+            actor="usr_alice",
+            action="script.run",
+            target=f"dev_{i}",
+            outcome=Outcome.OK if i % 3 else Outcome.REFUSED,
+            now=1700000000.0 + i * 0.1,
+            detail={"i": i, "ratio": i / 7, "note": "打印机缺纸", "nested": {"b": [1, None]}},
+        )
+
+
+async def tamper(storage: SqlStorage, *statements: str, **params: object) -> None:
+    async with storage.engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(sa.text(statement), params)
+
+
+async def test_stored_intact_chain_verifies(storage):
+    await append_n(storage, 5)
+    result = await verify_store(storage, batch_size=2)  # several batches
+    assert result.ok, result.describe()
+    assert result.records_checked == 5
+    assert result.last_hash == (await storage.head()).hash
+
+
+async def test_stored_records_read_back_exactly_as_hashed(storage):
+    written = await storage.append(
+        actor="a",
+        action="x",
+        target="t",
+        outcome=Outcome.FAILED,
+        now=1.1,
+        detail={"tuple": (1, 2), "float": 0.1 + 0.2, "big": 2**62, "u": "é"},
+    )
+    [read] = [r async for r in storage.records()]
+    assert read == written
+    assert read.detail == {"tuple": [1, 2], "float": 0.30000000000000004, "big": 2**62, "u": "é"}
+
+
+async def test_stored_edited_field_fails_verify_at_that_record(storage):
+    await append_n(storage, 5)
+    await tamper(storage, "UPDATE audit SET actor = 'mallory' WHERE seq = 3")
+    result = await verify_store(storage)
+    assert (result.ok, result.first_bad_seq, result.reason) == (
+        False,
+        3,
+        VerifyFailure.HASH_MISMATCH,
+    )
+
+
+async def test_stored_edited_detail_fails_verify_at_that_record(storage):
+    await append_n(storage, 5)
+    await tamper(storage, "UPDATE audit SET detail = '{\"i\": 99}' WHERE seq = 2")
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (2, VerifyFailure.HASH_MISMATCH)
+
+
+async def test_stored_deleted_record_fails_verify_at_that_seq(storage):
+    await append_n(storage, 5)
+    await tamper(storage, "DELETE FROM audit WHERE seq = 3")
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (3, VerifyFailure.MISSING)
+
+
+async def test_stored_deleted_last_record_fails_verify(storage):
+    await append_n(storage, 5)
+    await tamper(storage, "DELETE FROM audit WHERE seq = 5")
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (5, VerifyFailure.TRUNCATED)
+
+
+async def test_stored_swapped_records_fail_verify_at_the_first(storage):
+    await append_n(storage, 5)
+    await tamper(
+        storage,
+        "UPDATE audit SET seq = -1 WHERE seq = 3",
+        "UPDATE audit SET seq = 3 WHERE seq = 4",
+        "UPDATE audit SET seq = 4 WHERE seq = -1",
+    )
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (3, VerifyFailure.HASH_MISMATCH)
+
+
+async def test_stored_edited_hash_fails_verify_at_that_record(storage):
+    await append_n(storage, 5)
+    await tamper(storage, "UPDATE audit SET hash = :h WHERE seq = 4", h=b"\x01" * 32)
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.HASH_MISMATCH)
+
+
+async def test_appending_after_tampering_does_not_hide_it(storage):
+    await append_n(storage, 3)
+    await tamper(storage, "UPDATE audit SET target = 'dev_x' WHERE seq = 2")
+    await append_n(storage, 3, start=3)
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (2, VerifyFailure.HASH_MISMATCH)
+
+
+async def test_concurrent_appends_on_two_connections_keep_one_chain(storage: SqlStorage, open_more):
+    other = await open_more()
+
+    async def one(i: int) -> AuditRecord:
+        target = storage if i % 2 else other
+        return await target.append(
+            actor=f"node{i % 2}",
+            action="ping",
+            target=f"dev_{i}",
+            outcome=Outcome.OK,
+            now=float(i),
+            detail={"i": i},
+        )
+
+    appended = await asyncio.gather(*(one(i) for i in range(50)))
+    assert sorted(r.seq for r in appended) == list(range(1, 51))
+    assert len({r.prev_hash for r in appended}) == 50  # no two chained from one predecessor
+    result = await verify_store(storage)
+    assert result.ok, result.describe()
+    assert result.records_checked == 50
+    assert (await other.head()).seq == 50

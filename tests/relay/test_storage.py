@@ -1,0 +1,471 @@
+"""The data layer on SQLite and PostgreSQL: migrations, tenancy, users, tokens, enrolment, jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from relay.errors import (
+    Conflict,
+    EnrolmentTokenExpired,
+    EnrolmentTokenRevoked,
+    EnrolmentTokenUnknown,
+    EnrolmentTokenUsed,
+    EnrolmentWrongRelay,
+    NotFound,
+    StorageUnavailable,
+    TokenExpired,
+    TokenRevoked,
+    TokenUnknown,
+)
+from relay.storage import (
+    Device,
+    DeviceStatus,
+    DeviceStore,
+    EnrolmentStore,
+    JobStatus,
+    JobStore,
+    Role,
+    Scope,
+    ScopeKind,
+    SqlStorage,
+    TenancyStore,
+    TokenStore,
+    UserStore,
+    head_revision,
+    normalise_url,
+    open_storage,
+)
+from relay.storage.schema import metadata
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from relay.storage.interfaces import AuditLog
+
+NOW = 1_700_000_000.0
+KEY = bytes(range(32))
+
+
+async def make_tree(storage: SqlStorage):
+    org = await storage.create_organisation("好吃面馆集团", now=NOW)
+    merchant = await storage.create_merchant(org.id, "Noodle Co", now=NOW)
+    store = await storage.create_store(merchant.id, "Till street", now=NOW)
+    return org, merchant, store
+
+
+async def enrol(storage: SqlStorage, store_id: str, key: bytes = KEY):
+    _, secret = await storage.create_enrolment(store_id, "relay-1", now=NOW, ttl=600)
+    return await storage.consume_enrolment(
+        secret, relay_id="relay-1", public_key=key, now=NOW + 1, agent_version="0.1"
+    )
+
+
+# -- engine and migrations ----------------------------------------------------------------------
+
+
+def test_sqlite_storage_satisfies_every_interface():
+    storage: SqlStorage = open_storage("sqlite+aiosqlite:///:memory:")
+    interfaces: list[object] = [storage]
+    tenancy: TenancyStore = storage
+    devices: DeviceStore = storage
+    users: UserStore = storage
+    tokens: TokenStore = storage
+    enrolment: EnrolmentStore = storage
+    jobs: JobStore = storage
+    audit: AuditLog = storage
+    assert all(x is storage for x in (tenancy, devices, users, tokens, enrolment, jobs, audit))
+    assert interfaces
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite"),
+        ("postgresql://u@127.0.0.1/db", "postgresql+asyncpg"),
+        ("postgresql+psycopg://u@127.0.0.1/db", "postgresql+asyncpg"),
+        ("postgres://u@127.0.0.1/db", "postgresql+asyncpg"),
+    ],
+)
+def test_url_picks_the_async_driver(url, driver):
+    assert normalise_url(url).drivername == driver
+
+
+def test_unsupported_url_is_refused():
+    with pytest.raises(ValueError, match="unsupported"):
+        normalise_url("mysql://u@127.0.0.1/db")
+
+
+async def test_migrations_run_from_empty_and_are_idempotent(open_more):
+    storage = await open_more()
+    assert await storage.current_revision() is None
+    await storage.migrate()
+    assert await storage.current_revision() == head_revision() == "0001"
+    org = await storage.create_organisation("o", now=NOW)
+    await storage.migrate()  # again: a no-op that keeps the data
+    assert await storage.current_revision() == "0001"
+    assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
+    assert (await storage.head()).seq == 0
+
+
+async def test_concurrent_migrations_from_two_nodes(open_more):
+    first, second = await open_more(), await open_more()
+    await asyncio.gather(first.migrate(), second.migrate())
+    assert await first.current_revision() == await second.current_revision() == "0001"
+
+
+async def test_migrated_schema_matches_the_metadata(storage):
+    def diff(conn: sa.Connection) -> list[object]:
+        differences: list[object] = compare_metadata(MigrationContext.configure(conn), metadata)
+        return differences
+
+    async with storage.engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        await storage.migrate()
+        async with storage.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10_000
+    finally:
+        await storage.close()
+    with sqlite3.connect(tmp_path / "r.db") as raw:  # WAL is persistent in the file
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_write_lock_held_too_long_is_storage_unavailable(tmp_path: Path):
+    path = tmp_path / "r.db"
+    storage = open_storage(f"sqlite:///{path}", busy_timeout=0.2)
+    try:
+        await storage.migrate()
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StorageUnavailable) as info:
+                await storage.create_organisation("o", now=NOW)
+            assert info.value.public_reason == "service temporarily unavailable"
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+        await storage.create_organisation("o", now=NOW)  # and it recovers
+    finally:
+        await storage.close()
+
+
+async def test_unreachable_postgresql_is_storage_unavailable():
+    storage = open_storage("postgresql://postgres@127.0.0.1:1/test", busy_timeout=2)
+    try:
+        with pytest.raises(StorageUnavailable):
+            await storage.migrate()
+    finally:
+        await storage.close()
+
+
+# -- tenancy and devices -------------------------------------------------------------------------
+
+
+async def test_tenancy_tree_and_device_path(storage):
+    org, merchant, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    path = await storage.device_path(device.id)
+    assert (path.organisation_id, path.merchant_id, path.store_id) == (
+        org.id,
+        merchant.id,
+        store.id,
+    )
+    assert (await storage.get_store(store.id)).name == "Till street"
+
+
+async def test_children_of_missing_parents_are_refused(storage):
+    with pytest.raises(NotFound):
+        await storage.create_merchant("org_missing", "m", now=NOW)
+    with pytest.raises(NotFound):
+        await storage.create_store("mer_missing", "s", now=NOW)
+    with pytest.raises(NotFound):
+        await storage.create_enrolment("sto_missing", "relay-1", now=NOW, ttl=60)
+
+
+async def test_scope_covers_only_its_subtree(storage):
+    org, merchant, store = await make_tree(storage)
+    other_store = await storage.create_store(merchant.id, "other", now=NOW)
+    other_org, _, far_store = await make_tree(storage)
+    mine = await enrol(storage, store.id, key=b"a" * 32)
+    sibling = await enrol(storage, other_store.id, key=b"b" * 32)
+    far = await enrol(storage, far_store.id, key=b"c" * 32)
+
+    def ids(devices: list[Device]) -> set[str]:
+        return {d.id for d in devices}
+
+    assert ids(await storage.list_devices(Scope.root())) == {mine.id, sibling.id, far.id}
+    assert ids(await storage.list_devices(Scope(ScopeKind.ORGANISATION, org.id))) == {
+        mine.id,
+        sibling.id,
+    }
+    assert ids(await storage.list_devices(Scope(ScopeKind.MERCHANT, merchant.id))) == {
+        mine.id,
+        sibling.id,
+    }
+    assert ids(await storage.list_devices(Scope(ScopeKind.STORE, store.id))) == {mine.id}
+    assert ids(await storage.list_devices(Scope(ScopeKind.DEVICE, far.id))) == {far.id}
+    assert await storage.device_in_scope(mine.id, Scope(ScopeKind.STORE, store.id))
+    assert not await storage.device_in_scope(far.id, Scope(ScopeKind.ORGANISATION, org.id))
+    assert await storage.device_in_scope(far.id, Scope(ScopeKind.ORGANISATION, other_org.id))
+    assert not await storage.device_in_scope("dev_missing", Scope.root())
+
+
+def test_scope_root_has_no_id_and_others_need_one():
+    with pytest.raises(ValueError):
+        Scope(ScopeKind.ROOT, "x")
+    with pytest.raises(ValueError):
+        Scope(ScopeKind.STORE)
+
+
+async def test_device_presence_and_revocation(storage):
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    assert device.status is DeviceStatus.ACTIVE
+    await storage.record_presence(
+        device.id, now=NOW + 5, agent_version="0.2", facts={"os": "Windows 7", "printers": 2}
+    )
+    seen = await storage.get_device(device.id)
+    assert (seen.last_seen, seen.agent_version, seen.facts) == (
+        NOW + 5,
+        "0.2",
+        {"os": "Windows 7", "printers": 2},
+    )
+    assert (await storage.find_device_by_key(KEY)) == seen
+    assert await storage.find_device_by_key(b"x" * 32) is None
+    revoked = await storage.revoke_device(device.id, now=NOW + 10)
+    assert (revoked.status, revoked.revoked_at) == (DeviceStatus.REVOKED, NOW + 10)
+    again = await storage.revoke_device(device.id, now=NOW + 20)
+    assert again.revoked_at == NOW + 10
+    with pytest.raises(NotFound):
+        await storage.revoke_device("dev_missing", now=NOW)
+    with pytest.raises(NotFound):
+        await storage.record_presence("dev_missing", now=NOW)
+
+
+# -- users and bearer tokens --------------------------------------------------------------------
+
+
+async def test_users_are_unique_and_scoped_to_existing_nodes(storage):
+    _, merchant, _ = await make_tree(storage)
+    scope = Scope(ScopeKind.MERCHANT, merchant.id)
+    user = await storage.create_user("alice", "$scrypt$x", Role.TECHNICIAN, scope, now=NOW)
+    assert (await storage.get_user("alice")) == user
+    assert (await storage.get_user_by_id(user.id)).scope == scope
+    with pytest.raises(Conflict):
+        await storage.create_user("alice", "$scrypt$y", Role.VIEWER, Scope.root(), now=NOW)
+    with pytest.raises(NotFound):
+        await storage.create_user(
+            "bob", "h", Role.TECHNICIAN, Scope(ScopeKind.STORE, "sto_missing"), now=NOW
+        )
+    with pytest.raises(NotFound):
+        await storage.get_user("nobody")
+    await storage.set_password_hash(user.id, "$scrypt$new")
+    assert (await storage.get_user("alice")).password_hash == "$scrypt$new"
+
+
+async def test_repeated_login_failures_lock_the_user_out(storage):
+    user = await storage.create_user("alice", "h", Role.ADMIN, Scope.root(), now=NOW)
+    for i in range(19):
+        user = await storage.record_login_failure(
+            user.id, now=NOW + i, max_failures=20, lockout_timeout=900
+        )
+        assert not user.is_locked(NOW + i)
+    assert user.failed_logins == 19
+    user = await storage.record_login_failure(
+        user.id, now=NOW + 19, max_failures=20, lockout_timeout=900
+    )
+    assert user.locked_until == NOW + 19 + 900
+    assert user.is_locked(NOW + 100)
+    assert not user.is_locked(NOW + 19 + 900)
+    await storage.record_login_success(user.id)
+    user = await storage.get_user("alice")
+    assert (user.failed_logins, user.locked_until) == (0, None)
+
+
+async def test_concurrent_login_failures_are_all_counted(storage):
+    user = await storage.create_user("alice", "h", Role.ADMIN, Scope.root(), now=NOW)
+    await asyncio.gather(
+        *(
+            storage.record_login_failure(user.id, now=NOW, max_failures=100, lockout_timeout=60)
+            for _ in range(10)
+        )
+    )
+    assert (await storage.get_user("alice")).failed_logins == 10
+
+
+async def test_bearer_token_lifecycle(storage):
+    user = await storage.create_user("alice", "h", Role.ADMIN, Scope.root(), now=NOW)
+    token = await storage.issue_token(user.id, now=NOW, ttl=3600)
+    assert (await storage.authenticate_token(token, now=NOW + 10)).id == user.id
+    with pytest.raises(TokenExpired):
+        await storage.authenticate_token(token, now=NOW + 3600)
+    with pytest.raises(TokenUnknown):
+        await storage.authenticate_token(token + "x", now=NOW)
+    await storage.revoke_token(token, now=NOW + 20)
+    with pytest.raises(TokenRevoked):
+        await storage.authenticate_token(token, now=NOW + 30)
+
+
+async def test_bearer_tokens_are_stored_only_as_hashes(storage):
+    user = await storage.create_user("alice", "h", Role.ADMIN, Scope.root(), now=NOW)
+    token = await storage.issue_token(user.id, now=NOW, ttl=60)
+    async with storage.engine.connect() as conn:
+        rows = (await conn.exec_driver_sql("SELECT token_hash FROM bearer_tokens")).all()
+    assert len(rows) == 1
+    assert token.encode() not in bytes(rows[0][0])
+    assert len(rows[0][0]) == 32
+
+
+async def test_revoking_all_user_tokens(storage):
+    user = await storage.create_user("alice", "h", Role.ADMIN, Scope.root(), now=NOW)
+    tokens = [await storage.issue_token(user.id, now=NOW, ttl=60) for _ in range(3)]
+    assert await storage.revoke_user_tokens(user.id, now=NOW + 1) == 3
+    for token in tokens:
+        with pytest.raises(TokenRevoked):
+            await storage.authenticate_token(token, now=NOW + 2)
+
+
+# -- enrolment ----------------------------------------------------------------------------------
+
+
+async def test_enrolment_binds_the_key_to_a_device_in_the_store(storage):
+    _, _, store = await make_tree(storage)
+    record, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    device = await storage.consume_enrolment(secret, relay_id="relay-1", public_key=KEY, now=NOW)
+    assert (device.store_id, device.public_key) == (store.id, KEY)
+    assert record.expires_at == NOW + 600
+
+
+async def test_enrolment_token_used_twice_is_refused(storage):
+    _, _, store = await make_tree(storage)
+    _, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    await storage.consume_enrolment(secret, relay_id="relay-1", public_key=KEY, now=NOW)
+    with pytest.raises(EnrolmentTokenUsed) as info:
+        await storage.consume_enrolment(secret, relay_id="relay-1", public_key=b"z" * 32, now=NOW)
+    assert info.value.public_reason == "enrolment token already used"
+    assert len(await storage.list_devices(Scope.root())) == 1
+
+
+async def test_enrolment_token_used_concurrently_enrols_exactly_one_device(storage, open_more):
+    other = await open_more()
+    _, _, store = await make_tree(storage)
+    _, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    results = await asyncio.gather(
+        *(
+            node.consume_enrolment(secret, relay_id="relay-1", public_key=bytes([i]) * 32, now=NOW)
+            for i, node in enumerate([storage, other] * 4)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, EnrolmentTokenUsed) for r in results if isinstance(r, BaseException))
+    assert len(await storage.list_devices(Scope.root())) == 1
+
+
+@pytest.mark.parametrize(
+    ("relay_id", "now", "error"),
+    [
+        ("relay-2", NOW, EnrolmentWrongRelay),
+        ("relay-1", NOW + 600, EnrolmentTokenExpired),
+    ],
+)
+async def test_enrolment_token_refusals(storage, relay_id, now, error):
+    _, _, store = await make_tree(storage)
+    _, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    with pytest.raises(error):
+        await storage.consume_enrolment(secret, relay_id=relay_id, public_key=KEY, now=now)
+    assert await storage.list_devices(Scope.root()) == []
+    # the refusal consumed nothing: the token still works where and when it should
+    await storage.consume_enrolment(secret, relay_id="relay-1", public_key=KEY, now=NOW)
+
+
+async def test_unknown_and_revoked_enrolment_tokens_are_refused(storage):
+    _, _, store = await make_tree(storage)
+    record, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    with pytest.raises(EnrolmentTokenUnknown):
+        await storage.consume_enrolment("nope", relay_id="relay-1", public_key=KEY, now=NOW)
+    revoked = await storage.revoke_enrolment(record.id, now=NOW + 1)
+    assert revoked.revoked_at == NOW + 1
+    with pytest.raises(EnrolmentTokenRevoked):
+        await storage.consume_enrolment(secret, relay_id="relay-1", public_key=KEY, now=NOW + 2)
+    assert await storage.list_devices(Scope.root()) == []
+
+
+async def test_used_enrolment_token_cannot_be_revoked(storage):
+    _, _, store = await make_tree(storage)
+    record, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    await storage.consume_enrolment(secret, relay_id="relay-1", public_key=KEY, now=NOW)
+    with pytest.raises(Conflict):
+        await storage.revoke_enrolment(record.id, now=NOW)
+
+
+async def test_enrolling_an_already_enrolled_key_is_a_conflict(storage):
+    _, _, store = await make_tree(storage)
+    await enrol(storage, store.id)
+    _, secret = await storage.create_enrolment(store.id, "relay-1", now=NOW, ttl=600)
+    with pytest.raises(Conflict):
+        await storage.consume_enrolment(secret, relay_id="relay-1", public_key=KEY, now=NOW)
+    # the token was not burnt by the failed attempt
+    await storage.consume_enrolment(secret, relay_id="relay-1", public_key=b"n" * 32, now=NOW)
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+async def test_job_lifecycle(storage):
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    job = await storage.create_job(device.id, "script:clear-spooler", "usr_alice", now=NOW)
+    assert job.status is JobStatus.PENDING
+    running = await storage.start_job(job.id, now=NOW + 1)
+    assert (running.status, running.started_at) == (JobStatus.RUNNING, NOW + 1)
+    with pytest.raises(Conflict):
+        await storage.start_job(job.id, now=NOW + 2)
+    done = await storage.finish_job(job.id, JobStatus.SUCCEEDED, now=NOW + 3)
+    assert (done.status, done.finished_at, done.error) == (JobStatus.SUCCEEDED, NOW + 3, None)
+    with pytest.raises(Conflict):
+        await storage.finish_job(job.id, JobStatus.FAILED, now=NOW + 4)
+    with pytest.raises(ValueError):
+        await storage.finish_job(job.id, JobStatus.RUNNING, now=NOW + 4)
+    with pytest.raises(NotFound):
+        await storage.get_job("job_missing")
+    with pytest.raises(NotFound):
+        await storage.start_job("job_missing", now=NOW)
+    with pytest.raises(NotFound):
+        await storage.create_job("dev_missing", "x", "usr_alice", now=NOW)
+
+
+async def test_restart_marks_unfinished_jobs_failed(storage):
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    running = await storage.create_job(device.id, "diag", "usr_a", now=NOW)
+    await storage.start_job(running.id, now=NOW)
+    pending = await storage.create_job(device.id, "diag", "usr_a", now=NOW)
+    done = await storage.create_job(device.id, "diag", "usr_a", now=NOW)
+    await storage.finish_job(done.id, JobStatus.TIMED_OUT, now=NOW + 1, error="timeout")
+
+    assert await storage.mark_running_jobs_failed("relay restarted", now=NOW + 60) == 2
+    for job_id in (running.id, pending.id):
+        job = await storage.get_job(job_id)
+        assert (job.status, job.error, job.finished_at) == (
+            JobStatus.FAILED,
+            "relay restarted",
+            NOW + 60,
+        )
+    assert (await storage.get_job(done.id)).status is JobStatus.TIMED_OUT
+    assert await storage.mark_running_jobs_failed("again", now=NOW + 61) == 0

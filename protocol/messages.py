@@ -15,6 +15,8 @@ from typing import (
     Callable,
     ClassVar,
     Dict,
+    FrozenSet,
+    Iterable,
     List,
     Optional,
     Tuple,
@@ -74,6 +76,7 @@ MAX_CHUNK = 64 * 1024
 Scalar = Union[str, int, float, bool]
 M = TypeVar("M", bound="Message")
 Check = Callable[[Any], bool]
+_isfinite = math.isfinite
 
 
 class Kind(enum.Enum):
@@ -96,6 +99,10 @@ class Message:
     #: (field name, checker) pairs, built once by :func:`message`.
     CHECKS: ClassVar[Tuple[Tuple[str, Check], ...]] = ()
     FIELDS: ClassVar[Tuple[str, ...]] = ()
+    #: The keys of :meth:`to_wire`'s map: ``"t"`` and every field.
+    WIRE_KEYS: ClassVar[FrozenSet[str]] = frozenset({"t"})
+    #: (field name, checker, slot setter) triples for :meth:`from_wire`.
+    SETTERS: ClassVar[Tuple[Tuple[str, Check, Callable[[Any, Any], None]], ...]] = ()
 
     def __post_init__(self) -> None:
         for name, ok in self.CHECKS:
@@ -104,6 +111,28 @@ class Message:
         problem = self.check()
         if problem is not None:
             raise LocalProtocolError(f"{type(self).__name__}: {problem}")
+
+    @classmethod
+    def from_wire(cls: Type[M], wire: Dict[str, Any]) -> M:
+        """The message in a decoded map: the inverse of :meth:`to_wire`, validated like ``cls()``.
+
+        Raises LocalProtocolError if the tag is not ``cls.TAG``, a field is missing or extra, or a
+        value breaks a rule. Faster than ``cls(**fields)``: it skips the dataclass ``__init__``
+        (defaults, frozen ``__setattr__``) yet applies the same :attr:`CHECKS` and :meth:`check`.
+        Every field must be on the wire (docs/protocol.md#messages), so no default is needed.
+        """
+        if wire.keys() != cls.WIRE_KEYS or wire["t"] != cls.TAG:
+            raise LocalProtocolError(f"{cls.__name__}: wrong set of fields")
+        msg = object.__new__(cls)
+        for name, ok, set_slot in cls.SETTERS:
+            value = wire[name]
+            if not ok(value):
+                raise LocalProtocolError(f"{cls.__name__}.{name} has a bad value")
+            set_slot(msg, value)
+        problem = msg.check()
+        if problem is not None:
+            raise LocalProtocolError(f"{cls.__name__}: {problem}")
+        return msg
 
     def check(self) -> Optional[str]:
         """Cross-field rules; return a description of the problem, or None."""
@@ -140,7 +169,12 @@ def _is_int(lo: float, hi: float) -> Check:
 
 
 def _is_float(lo: float, hi: float) -> Check:
-    return lambda v: type(v) in (float, int) and math.isfinite(v) and lo <= v <= hi
+    return lambda v: type(v) in (float, int) and _isfinite(v) and lo <= v <= hi
+
+
+def _is_finite(v: Any) -> bool:
+    # _is_float without bounds: most timestamps, checked on every decode.
+    return type(v) in (float, int) and _isfinite(v)
 
 
 def _is_sized(kind: type, min_len: int, max_len: int) -> Check:
@@ -160,25 +194,43 @@ def _is_scalar(v: Any) -> bool:
     return type(v) in (str, int, float, bool)
 
 
+_LEAF_TYPES = frozenset({str, bytes, bool, type(None)})
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1  # msgpack carries int64 and uint64
+
+
 def tree_ok(value: Any, depth: int) -> bool:
     """Whether a free-form value holds only msgpack types and str keys, nested at most ``depth``."""
-    kind = type(value)
-    if kind is dict:
-        if depth <= 0:
-            return False
-        for key, item in value.items():
-            if type(key) is not str or not tree_ok(item, depth - 1):
+    return _items_ok((value,), depth)
+
+
+def _items_ok(items: Iterable[Any], depth: int) -> bool:
+    # One loop per container, scalars checked inline: a diagnostics report is mostly scalars, and a
+    # call per scalar was most of the cost of decoding one (benchmarks/bench_codec.py).
+    for item in items:
+        kind = type(item)
+        if kind in _LEAF_TYPES:
+            continue
+        if kind is float:
+            if not _isfinite(item):
                 return False
-        return True
-    if kind is list or kind is tuple:
-        if depth <= 0:
+        elif kind is int:
+            if not _MIN_INT <= item <= _MAX_INT:
+                return False
+        elif kind is dict:
+            if depth <= 0:
+                return False
+            for key in item:
+                if type(key) is not str:
+                    return False
+            if not _items_ok(item.values(), depth - 1):
+                return False
+        elif kind is list or kind is tuple:
+            if depth <= 0 or not _items_ok(item, depth - 1):
+                return False
+        else:
             return False
-        return all(tree_ok(item, depth - 1) for item in value)
-    if kind is float:
-        return math.isfinite(value)
-    if kind is int:
-        return bool(-(2**63) <= value <= 2**64 - 1)  # what msgpack can carry
-    return value is None or kind in (str, bool, bytes)
+    return True
 
 
 def _is_tree(v: Any) -> bool:
@@ -214,6 +266,8 @@ def _checker(annotation: str, meta: Any) -> Check:
         hi = meta.get("hi")
         if ann == "int":
             return _is_int(-(2**63) if lo is None else lo, MAX_ID if hi is None else hi)
+        if lo is None and hi is None:
+            return _is_finite
         return _is_float(-math.inf if lo is None else lo, math.inf if hi is None else hi)
     if ann == "str":
         choices = meta.get("choices")
@@ -272,7 +326,12 @@ def message(
         made.KIND = kind
         made.TERMINAL = terminal
         made.FIELDS = tuple(f.name for f in fields)
+        if "t" in made.FIELDS:
+            raise TypeError(f"{made.__name__}: 't' is the wire tag, not a field name")
         made.CHECKS = tuple((f.name, _checker(str(f.type), f.metadata)) for f in fields)
+        made.WIRE_KEYS = frozenset(("t", *made.FIELDS))
+        # Every field is a slot; its member descriptor writes it past the frozen __setattr__.
+        made.SETTERS = tuple((name, ok, getattr(made, name).__set__) for name, ok in made.CHECKS)
         MESSAGE_TYPES.append(made)
         return made
 

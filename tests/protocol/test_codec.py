@@ -133,3 +133,9 @@ def test_codec_registers_each_tag_once() -> None:
         codec.register(Heartbeat)
     assert codec.lookup("heartbeat") is Heartbeat
     assert codec.lookup("nope") is None
+
+
+def test_codec_applies_cross_field_rules_when_decoding() -> None:
+    frame = msgpack.packb({"t": "hello", "role": "agent", "versions": [], "software": ""})
+    with pytest.raises(InvalidMessage):
+        Codec().decode(frame)

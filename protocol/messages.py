@@ -168,13 +168,21 @@ def _is_int(lo: float, hi: float) -> Check:
     return lambda v: type(v) is int and lo <= v <= hi
 
 
-def _is_float(lo: float, hi: float) -> Check:
-    return lambda v: type(v) in (float, int) and _isfinite(v) and lo <= v <= hi
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1  # msgpack carries int64 and uint64
 
 
 def _is_finite(v: Any) -> bool:
-    # _is_float without bounds: most timestamps, checked on every decode.
-    return type(v) in (float, int) and _isfinite(v)
+    # A finite float, or an int msgpack can carry: the unbounded float check, used on every
+    # decode for timestamps. (math.isfinite of an int past 1e308 would raise OverflowError.)
+    kind = type(v)
+    if kind is float:
+        return _isfinite(v)
+    return kind is int and _MIN_INT <= v <= _MAX_INT
+
+
+def _is_float(lo: float, hi: float) -> Check:
+    return lambda v: _is_finite(v) and lo <= v <= hi
 
 
 def _is_sized(kind: type, min_len: int, max_len: int) -> Check:
@@ -191,12 +199,10 @@ def _is_bool(v: Any) -> bool:
 
 
 def _is_scalar(v: Any) -> bool:
-    return type(v) in (str, int, float, bool)
+    return type(v) in (str, bool) or _is_finite(v)
 
 
 _LEAF_TYPES = frozenset({str, bytes, bool, type(None)})
-_MIN_INT = -(2**63)
-_MAX_INT = 2**64 - 1  # msgpack carries int64 and uint64
 
 
 def tree_ok(value: Any, depth: int) -> bool:

@@ -111,6 +111,23 @@ BAD_CONSTRUCTIONS = [
         lambda: m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", params={1: "a"}),
     ),  # type: ignore[dict-item]
     (
+        "params nan",
+        lambda: m.ScriptRunRequest(
+            id=1, device_id="d", script="s", version="1", params={"a": math.nan}
+        ),
+    ),
+    (
+        "params int too big for msgpack",
+        lambda: m.ScriptRunRequest(
+            id=1, device_id="d", script="s", version="1", params={"a": 2**70}
+        ),
+    ),
+    ("float field holds a huge int", lambda: m.Heartbeat(seq=1, sent_at=10**400)),
+    (
+        "bounded float field holds a huge int",
+        lambda: m.AuthAccepted(principal="p", heartbeat_interval=10**400),
+    ),
+    (
         "params too many",
         lambda: m.ScriptRunRequest(
             id=1, device_id="d", script="s", version="1", params={str(i): i for i in range(65)}

@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The agent's own dependencies under Python 3.8, to prove it runs on Windows 7 tills' Python.
+PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8 /usr/bin/python3.8 /usr/local/bin/python3.8))
+VENV38   := .venv38
+STAMP38  := $(VENV38)/.installed-stamp
 
 .PHONY: demo test check bench py38 venv clean
 
@@ -14,13 +18,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(STAMP38): constraints-py38.txt
+	@test -n "$(PYTHON38)" || { echo "no Python 3.8 found; set PYTHON38=/path/to/python3.8 (docs/windows7.md)"; exit 1; }
+	$(PYTHON38) -m venv $(VENV38)
+	$(VENV38)/bin/python -m pip install --quiet --disable-pip-version-check -r constraints-py38.txt
+	touch $(STAMP38)
+
+venv: $(STAMP) $(STAMP38)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # CI profile: hypothesis byte fuzzers run 10,000 examples; protocol/ branch coverage must be 100%.
-test: $(STAMP)
+test: $(STAMP) $(STAMP38)
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest \
 	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 
@@ -40,4 +50,4 @@ bench: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage*
+	rm -rf $(VENV) $(VENV38) demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage*

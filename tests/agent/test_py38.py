@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.protocol.samples import SAMPLES
+
 ROOT = Path(__file__).resolve().parents[2]
 VERMIN = str(Path(sys.executable).with_name("vermin"))
 SOURCES = sorted((ROOT / "agent").rglob("*.py")) + sorted((ROOT / "protocol").rglob("*.py"))
@@ -46,3 +48,91 @@ def test_vermin_would_catch_a_python39_feature(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode != 0
+
+
+PY38 = ROOT / ".venv38" / "bin" / "python"
+
+
+def run38(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    if not PY38.exists():
+        pytest.fail(f"{PY38} is missing: `make test` builds it from Python 3.8 (docs/windows7.md)")
+    return subprocess.run(
+        [str(PY38), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_agent_and_protocol_import_and_round_trip_under_python38() -> None:
+    code = (
+        "import sys, pkgutil, importlib\n"
+        "assert sys.version_info[:2] == (3, 8), sys.version\n"
+        "import agent, protocol\n"
+        "for pkg in (agent, protocol):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if not info.name.endswith('__main__'):\n"
+        "            importlib.import_module(info.name)\n"
+        "from protocol import Codec\n"
+        "from tests.protocol.samples import SAMPLES\n"
+        "codec = Codec()\n"
+        "for s in SAMPLES:\n"
+        "    assert codec.encode(codec.decode(codec.encode(s))) == codec.encode(s), s.TAG\n"
+        "print('ok', len(SAMPLES))\n"
+    )
+    result = run38("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok {len(SAMPLES)}"
+
+
+def test_agent_under_python38_authenticates_with_relay(tmp_path: Path) -> None:
+    relay_dir = tmp_path / "relay"
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--data", str(relay_dir), "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url_file = relay_dir / "relay.url"
+        for _ in range(400):
+            if url_file.exists() and url_file.read_text():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        url = url_file.read_text()
+        agent_dir = tmp_path / "till"
+        made = run38(
+            "-m",
+            "agent",
+            "init",
+            "--data",
+            str(agent_dir),
+            "--device-id",
+            "win7-till",
+            "--relay",
+            url,
+        )
+        assert made.returncode == 0, made.stderr
+        bound = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "relay",
+                "device",
+                "add",
+                "--data",
+                str(relay_dir),
+                "--device-id",
+                "win7-till",
+                "--key",
+                str(agent_dir / "agent.pub"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bound.returncode == 0, bound.stderr
+        result = run38("-m", "agent", "run", "--data", str(agent_dir), "--once")
+        assert result.returncode == 0, result.stderr
+        assert "connected to relay" in result.stdout
+    finally:
+        relay.terminate()
+        relay.wait(15)

@@ -171,9 +171,12 @@ class PrinterModel:
     def _step(self, out: List[Reply]) -> int:
         buf = self._buf
         first = buf[0]
-        if self.variant is Variant.STAR and first in (0x04, 0x05):
-            out.extend(self._star_reply(first))
-            return 1
+        if self.variant is Variant.STAR:
+            if first in (0x04, 0x05):  # Star Line Mode has no DLE EOT: 0x04 alone is EOT
+                out.extend(self._star_reply(first))
+                return 1
+            if first == 0x10:
+                return self._print(1)
         if first == 0x10:  # DLE
             if len(buf) < 3:
                 return 0

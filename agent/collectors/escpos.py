@@ -382,7 +382,8 @@ class _SerialLink(_Link):
         self._port.write(data)
 
     def recv1(self, timeout: float) -> bytes:
-        self._port.timeout = timeout
+        if self._port.timeout != timeout:  # each change is a tcsetattr / SetCommTimeouts call
+            self._port.timeout = timeout
         data: bytes = self._port.read(1)
         if data and self._port.in_waiting:
             data += self._port.read(self._port.in_waiting)

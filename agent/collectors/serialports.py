@@ -138,7 +138,8 @@ class PortFault(str, enum.Enum):
     ERROR = "error"
 
 
-_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]|\b[A-Za-z]*Error\((\d+),")
+# "[Errno 5] ...", "PermissionError(13, ...", and pyserial's "Could not configure port: (5, '...')"
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]|\b[A-Za-z]*Error\((\d+),|: \((\d+), '")
 
 
 def _errno_of(exc: BaseException) -> Optional[int]:
@@ -150,7 +151,7 @@ def _errno_of(exc: BaseException) -> Optional[int]:
         return exc.args[0]
     match = _ERRNO_IN_TEXT.search(str(exc))
     if match:
-        return int(match.group(1) or match.group(2))
+        return int(match.group(1) or match.group(2) or match.group(3))
     return None
 
 
@@ -180,7 +181,7 @@ def classify_serial_error(exc: BaseException, opening: bool) -> Tuple[PortFault,
             return PortFault.HELD, "in use by another process (Windows: access denied)"
         return PortFault.UNPLUGGED, "device gone (WriteFile: access denied)"
     if opening:
-        if "semaphore timeout" in text or number == 121:
+        if "semaphore timeout" in text or number in (121, errno.EIO):
             return PortFault.UNPLUGGED, "driver stuck or device gone at open"
         if number in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "FileNotFoundError" in text:
             return PortFault.NOT_FOUND, "no such port"
@@ -383,7 +384,9 @@ def match_usb_device(
 
 
 _HWID_PYSERIAL = re.compile(r"VID:PID=([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})")
-_HWID_WINDOWS = re.compile(r"VID_([0-9A-Fa-f]{4})[&+]PID_([0-9A-Fa-f]{4})(?:[&+\\]([^\\&+\s]*))?")
+_HWID_WINDOWS = re.compile(
+    r"VID_([0-9A-Fa-f]{4})[&+]PID_([0-9A-Fa-f]{4})(?:&MI_[0-9A-Fa-f]{2})?(?:[+\\]([^\\\s]*))?"
+)
 _HWID_SERIAL = re.compile(r"\bSER=(\S+)")
 _HWID_LOCATION = re.compile(r"\bLOCATION=(\S+)")
 

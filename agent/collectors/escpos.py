@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from agent.collectors.serialports import Holder, PortFault, classify_serial_error, find_holders
+from agent.errors import (
+    CollectorTimeout,
+    PortError,
+    PortHeldError,
+    PortNotFoundError,
+    PortPermissionError,
+    PortUnpluggedError,
+)
 
 if TYPE_CHECKING:
     import serial
@@ -246,6 +254,28 @@ class ProbeResult:
     held_by: Tuple[Holder, ...] = ()
     detail: str = ""
     elapsed: float = field(default=0.0, compare=False)
+
+    def raise_for_outcome(self) -> None:
+        """Raise the typed error for a link fault; return quietly when the printer answered.
+
+        OK, NO_REPLY, GARBAGE and PARTIAL are findings about the printer, not link faults.
+
+        Raises:
+            PortHeldError, PortPermissionError, PortNotFoundError, PortUnpluggedError,
+            CollectorTimeout, PortError: per :attr:`outcome`.
+        """
+        if self.outcome is ProbeOutcome.HELD:
+            raise PortHeldError(self.target, self.held_by, self.detail)
+        error = {
+            ProbeOutcome.PERMISSION_DENIED: PortPermissionError,
+            ProbeOutcome.NOT_FOUND: PortNotFoundError,
+            ProbeOutcome.UNPLUGGED: PortUnpluggedError,
+            ProbeOutcome.ERROR: PortError,
+        }.get(self.outcome)
+        if error is not None:
+            raise error(self.target, self.detail)
+        if self.outcome is ProbeOutcome.TIMEOUT:
+            raise CollectorTimeout(f"{self.target}: {self.detail}")
 
 
 class _Link:

@@ -14,6 +14,7 @@ import pytest
 from agent.collectors.escpos import (
     PrinterStatus,
     ProbeOutcome,
+    ProbeResult,
     ReplyState,
     classify_replies,
     is_realtime_status,
@@ -21,7 +22,10 @@ from agent.collectors.escpos import (
     probe_serial,
     probe_tcp,
 )
+from agent.collectors.serialports import Holder
+from agent.errors import PortHeldError, PortUnpluggedError
 from agent.simprinter import PrinterState, SimPrinter, Variant
+from protocol.errors import PosAssistError
 
 FAST = {"timeout": 3.0, "reply_timeout": 0.15}
 
@@ -266,3 +270,18 @@ def test_probe_of_a_regular_file_is_an_error_not_a_crash(tmp_path):
     port.write_bytes(b"")
     result = probe_serial(str(port), **FAST)
     assert result.outcome is ProbeOutcome.ERROR
+
+
+def test_link_faults_raise_typed_errors_and_printer_findings_do_not(printer):
+    printer.set_state(PrinterState.UNPLUG)
+    host, port = printer.start_tcp()
+    with pytest.raises(PortUnpluggedError) as info:
+        probe_tcp(host, port, **FAST).raise_for_outcome()
+    assert isinstance(info.value, PosAssistError)
+    assert info.value.port == f"tcp://{host}:{port}"
+    printer.set_state(PrinterState.PAPER_OUT)
+    probe_tcp(host, port, **FAST).raise_for_outcome()  # a paper-out printer is a finding
+    held = ProbeResult("/dev/ttyS0", ProbeOutcome.HELD, held_by=(Holder(7, "posapp"),))
+    with pytest.raises(PortHeldError) as held_info:
+        held.raise_for_outcome()
+    assert held_info.value.holders == (Holder(7, "posapp"),)

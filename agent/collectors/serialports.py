@@ -329,7 +329,7 @@ KNOWN_USB_DEVICES: Tuple[KnownDevice, ...] = (
         "listen or poll only; never zero or tare remotely (§3.3)",
     ),
     # USB-serial bridges and CDC
-    KnownDevice(0x0403, 0x6001, "FTDI", "FT232R USB-serial", _B, verified=True),
+    KnownDevice(0x0403, 0x6001, "FTDI", "FT232R USB-serial", _B),
     KnownDevice(0x0403, 0x6015, "FTDI", "FT-X USB-serial", _B),
     KnownDevice(
         0x0403,
@@ -339,9 +339,9 @@ KNOWN_USB_DEVICES: Tuple[KnownDevice, ...] = (
         _B,
         "a 2014 FTDI driver rewrote counterfeit chips' PID to 0000: replace the adapter",
     ),
-    KnownDevice(0x067B, 0x2303, "Prolific", "PL2303 USB-serial", _B, _PL2303_NOTE, verified=True),
+    KnownDevice(0x067B, 0x2303, "Prolific", "PL2303 USB-serial", _B, _PL2303_NOTE),
     KnownDevice(0x067B, 0x23A3, "Prolific", "PL2303GC/GS USB-serial", _B),
-    KnownDevice(0x1A86, 0x7523, "WCH", "CH340 USB-serial", _B, _CH34X_NOTE, verified=True),
+    KnownDevice(0x1A86, 0x7523, "WCH", "CH340 USB-serial", _B, _CH34X_NOTE),
     KnownDevice(0x1A86, 0x5523, "WCH", "CH341 USB-serial", _B, _CH34X_NOTE),
     KnownDevice(0x1A86, 0x55D4, "WCH", "CH9102 USB-serial", _B),
     KnownDevice(0x10C4, 0xEA60, "Silicon Labs", "CP210x USB-serial", _B),

@@ -1,4 +1,7 @@
-"""posassist agent: the small service on a store's cashier PC (Python 3.8+, Windows 7 tills too)."""
+"""posassist store agent: diagnostics, health checks and vetted scripts on the cashier PC.
+
+Must import on Python 3.8 (Windows 7 tills): no 3.9+ syntax or stdlib anywhere under agent/.
+"""
 
 from __future__ import annotations
 

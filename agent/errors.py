@@ -1,12 +1,44 @@
-"""Errors of the agent, under the one posassist tree (protocol.errors.PosAssistError)."""
+"""Typed failures raised by the store agent, all under :class:`protocol.errors.PosAssistError`.
+
+Collectors raise these (or report them in a result) so one broken collector never spoils a report.
+
+    PosAssistError
+    └── AgentError
+        ├── ConfigError               the data directory or arguments are unusable
+        ├── RelayRefusedError         the relay refused this agent                  .code
+        └── CollectorError            a collector could not produce its data
+            ├── CollectorTimeout      the collector's own deadline passed
+            ├── LogReadError          a log file could not be read
+            └── PortError             a serial port or printer link failed   .port
+                ├── PortNotFoundError     the device node / host does not exist or refused
+                ├── PortPermissionError   the OS refused access (Linux EACCES, dialout group)
+                ├── PortHeldError         another process holds the port     .holders
+                └── PortUnpluggedError    the link vanished mid-conversation
+"""
 
 from __future__ import annotations
 
+from typing import Any, Tuple
+
 from protocol.errors import PosAssistError
+
+__all__ = [
+    "AgentError",
+    "CollectorError",
+    "CollectorTimeout",
+    "ConfigError",
+    "LogReadError",
+    "PortError",
+    "PortHeldError",
+    "PortNotFoundError",
+    "PortPermissionError",
+    "PortUnpluggedError",
+    "RelayRefusedError",
+]
 
 
 class AgentError(PosAssistError):
-    """Root of the agent's own errors."""
+    """Root of the errors the store agent raises on purpose."""
 
     public_reason = "agent error"
 
@@ -26,3 +58,67 @@ class RelayRefusedError(AgentError):
     def __init__(self, code: str) -> None:
         super().__init__(f"relay refused this agent: {code}")
         self.code = code
+
+
+class CollectorError(AgentError):
+    """A diagnostics collector could not produce its data."""
+
+    public_reason = "collector failed"
+
+
+class CollectorTimeout(CollectorError):
+    """A collector's own deadline passed before it finished."""
+
+    public_reason = "collector timed out"
+
+
+class LogReadError(CollectorError):
+    """A log file could not be opened or read."""
+
+    public_reason = "log not readable"
+
+
+class PortError(CollectorError):
+    """A serial port or printer link failed.
+
+    Attributes:
+        port: the port name, device path or ``host:port`` the failure is about.
+    """
+
+    public_reason = "port error"
+
+    def __init__(self, port: str, message: str = "") -> None:
+        super().__init__(f"{port}: {message}" if message else port)
+        self.port = port
+
+
+class PortNotFoundError(PortError):
+    """The device node does not exist, or the TCP printer refused / did not answer the connect."""
+
+    public_reason = "port not found"
+
+
+class PortPermissionError(PortError):
+    """The operating system refused access to the port (Linux: not in the ``dialout`` group)."""
+
+    public_reason = "permission denied on port"
+
+
+class PortHeldError(PortError):
+    """Another process holds the port, so the agent did not open it.
+
+    Attributes:
+        holders: the processes found holding it (empty when the OS only said "in use").
+    """
+
+    public_reason = "port held by another process"
+
+    def __init__(self, port: str, holders: Tuple[Any, ...] = (), message: str = "") -> None:
+        super().__init__(port, message)
+        self.holders = holders
+
+
+class PortUnpluggedError(PortError):
+    """The link vanished while the agent was talking to the device (unplug, power-off, close)."""
+
+    public_reason = "device disconnected"

@@ -61,7 +61,7 @@ def run38(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_agent_and_protocol_import_and_round_trip_under_python38() -> None:
+def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None:
     code = (
         "import sys, pkgutil, importlib\n"
         "assert sys.version_info[:2] == (3, 8), sys.version\n"
@@ -75,6 +75,10 @@ def test_agent_and_protocol_import_and_round_trip_under_python38() -> None:
         "codec = Codec()\n"
         "for s in SAMPLES:\n"
         "    assert codec.encode(codec.decode(codec.encode(s))) == codec.encode(s), s.TAG\n"
+        "from agent.simprinter import SimPrinter\n"
+        "from agent.collectors.escpos import probe_tcp\n"
+        "with SimPrinter() as printer:\n"
+        "    assert probe_tcp(*printer.start_tcp()).outcome.value == 'ok'\n"
         "print('ok', len(SAMPLES))\n"
     )
     result = run38("-c", code)

@@ -1,0 +1,136 @@
+"""Redaction of text before it leaves the till: card numbers (Luhn-checked) and caller patterns.
+
+Card numbers are digit runs of 13-19 digits, optionally grouped by single spaces or dashes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Pattern, Sequence, Union
+
+__all__ = ["REDACTED", "Redactor", "luhn_ok", "mask_card_numbers", "redact"]
+
+REDACTED = "[REDACTED]"
+
+# Digit groups joined by one space or dash, not touching other digits. A contiguous run longer
+# than 19 digits is not a card number (order ids, timestamps) and is left alone.
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
+_GROUP = re.compile(r"[0-9]+")
+
+
+def luhn_ok(digits: str) -> bool:
+    """Tell whether a string of ASCII digits passes the Luhn check.
+
+    Args:
+        digits: only the digits, no separators.
+
+    Returns:
+        True when the Luhn checksum is valid.
+    """
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _mask(span: str) -> str:
+    """Replace every digit but the last four with ``*``, keeping separators."""
+    keep = 4
+    out: List[str] = []
+    for ch in reversed(span):
+        if ch.isdigit():
+            out.append(ch if keep > 0 else "*")
+            keep -= 1
+        else:
+            out.append(ch)
+    return "".join(reversed(out))
+
+
+def _mask_run(run: str) -> str:
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
+    pieces: List[str] = []
+    pos = 0
+    i = 0
+    while i < len(groups):
+        # The longest group-aligned window starting at group i that is 13-19 digits and Luhn-valid.
+        match_end = None
+        digits = ""
+        for j in range(i, len(groups)):
+            digits += run[groups[j][0] : groups[j][1]]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_ok(digits):
+                match_end = j
+        if match_end is None:
+            i += 1
+            continue
+        start, end = groups[i][0], groups[match_end][1]
+        pieces.append(run[pos:start])
+        pieces.append(_mask(run[start:end]))
+        pos = end
+        i = match_end + 1
+    pieces.append(run[pos:])
+    return "".join(pieces)
+
+
+def mask_card_numbers(text: str) -> str:
+    """Mask every Luhn-valid 13-19 digit run in ``text``, keeping its last four digits.
+
+    ``4111 1111 1111 1111`` becomes ``**** **** **** 1111``; non-Luhn numbers are left alone.
+
+    Args:
+        text: any text.
+
+    Returns:
+        The text with card numbers masked.
+    """
+    return _DIGIT_RUN.sub(lambda m: _mask_run(m.group(0)), text)
+
+
+PatternLike = Union[str, Pattern[str]]
+
+
+class Redactor:
+    """Card-number masking plus extra patterns (e.g. from a POS profile).
+
+    A pattern with a group named ``secret`` has only that group replaced, so
+    ``r"password=(?P<secret>\\S+)"`` keeps the key and hides the value; otherwise the whole match
+    is replaced by ``[REDACTED]``.
+    """
+
+    def __init__(self, patterns: Sequence[PatternLike] = ()) -> None:
+        """Compile the extra patterns.
+
+        Args:
+            patterns: regular expressions (strings or compiled) to redact besides card numbers.
+
+        Raises:
+            re.error: a pattern does not compile.
+        """
+        self.patterns: List[Pattern[str]] = [
+            p if isinstance(p, re.Pattern) else re.compile(p) for p in patterns
+        ]
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with card numbers masked and the extra patterns replaced."""
+        text = mask_card_numbers(text)
+        for pattern in self.patterns:
+            text = pattern.sub(_replacer, text)
+        return text
+
+
+def _replacer(match: re.Match[str]) -> str:
+    if "secret" in match.re.groupindex and match.group("secret") is not None:
+        whole = match.group(0)
+        start = match.start("secret") - match.start(0)
+        end = match.end("secret") - match.start(0)
+        return whole[:start] + REDACTED + whole[end:]
+    return REDACTED
+
+
+def redact(text: str, patterns: Optional[Sequence[PatternLike]] = None) -> str:
+    """Mask card numbers and the given patterns in ``text`` (see :class:`Redactor`)."""
+    return Redactor(patterns or ()).redact(text)

@@ -1,0 +1,22 @@
+"""Fixtures for agent tests: the simulated ESC/POS printer on a pty and on loopback TCP."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from agent.simprinter import SimPrinter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture
+def printer() -> Iterator[SimPrinter]:
+    """A simulated Epson printer, stopped after the test; start the transport you need."""
+    sim = SimPrinter(reply_delay=0.05)
+    try:
+        yield sim
+    finally:
+        sim.stop()

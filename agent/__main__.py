@@ -16,11 +16,13 @@ from typing import List, Optional
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from protocol import PosAssistError, signing
+from protocol.enrolment import InvalidEnrolmentToken
 
 from . import __version__
 from .backoff import backoff
-from .config import create_identity, load_identity
+from .config import load_identity
 from .connection import Opened, connect_once
+from .enrol import enrol
 from .errors import ConfigError, RelayRefusedError
 
 log = logging.getLogger("posassist.agent")
@@ -31,10 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="posassist-agent " + __version__)
     commands = parser.add_subparsers(dest="command")
     commands.required = True
-    init = commands.add_parser("init", help="create this PC's key pair and settings")
-    init.add_argument("--data", type=Path, required=True)
-    init.add_argument("--device-id", required=True)
-    init.add_argument("--relay", required=True, help="ws://host:port of the relay")
+    enroll = commands.add_parser("enroll", help="enrol this PC with a one-time token")
+    enroll.add_argument("token", help="the PA1-… token from the operator")
+    enroll.add_argument("--data", type=Path, required=True)
     run = commands.add_parser("run", help="connect to the relay and serve it")
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
@@ -103,16 +104,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        if args.command == "init":
-            identity = create_identity(args.data, args.device_id, args.relay)
-            print("device id:   " + identity.device_id)
-            print("public key:  " + str(args.data / "agent.pub"))
+        if args.command == "enroll":
+            identity = enrol(args.token, args.data)
+            _say(
+                f"登记成功, 设备编号 {identity.device_id}",
+                f"enrolled as device {identity.device_id} with {identity.relay_url}",
+            )
             print("fingerprint: " + signing.fingerprint(identity.key.public_key()))
             return 0
         return asyncio.run(_run(args.data, args.once))
-    except ConfigError as exc:
+    except (ConfigError, InvalidEnrolmentToken) as exc:
         print("error: " + str(exc), file=sys.stderr)
         return 2
+    except RelayRefusedError as exc:
+        _say("服务器拒绝登记: " + exc.code, "the relay refused the enrolment: " + exc.code)
+        return 3
 
 
 if __name__ == "__main__":

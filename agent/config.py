@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
 
 from protocol import signing
 
@@ -40,15 +40,25 @@ def create_identity(data_dir: Path, device_id: str, relay_url: str) -> Identity:
     key_path = data_dir / "agent.key"
     if key_path.exists():
         raise ConfigError(f"{key_path} exists already; this PC has an identity")
-    key = signing.generate_private_key()
+    identity = Identity(device_id, relay_url, signing.generate_private_key())
+    write_identity(data_dir, identity)
+    return identity
+
+
+def write_identity(
+    data_dir: Path, identity: Identity, extra: Optional[Dict[str, Any]] = None
+) -> None:
+    """Write key (0600, never over an existing one), public key and settings to ``data_dir``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = data_dir / "agent.key"
     # 0600 from the first byte: the key never sits readable on a shared till
     fd = os.open(str(key_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(signing.private_key_to_pem(key))
-    (data_dir / "agent.pub").write_bytes(signing.public_key_to_pem(key.public_key()))
-    config = {"device_id": device_id, "relay_url": relay_url}
+        out.write(signing.private_key_to_pem(identity.key))
+    (data_dir / "agent.pub").write_bytes(signing.public_key_to_pem(identity.key.public_key()))
+    config: Dict[str, Any] = {"device_id": identity.device_id, "relay_url": identity.relay_url}
+    config.update(extra or {})
     (data_dir / "agent.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return Identity(device_id, relay_url, key)
 
 
 def load_identity(data_dir: Path) -> Identity:

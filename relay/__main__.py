@@ -1,4 +1,4 @@
-"""``posassist-relay``: the relay's command line (serve; init and audit arrive with relay-core).
+"""``posassist-relay``: init, serve, audit verify, and the operator's tenancy administration.
 
 Runs on uvloop where the platform has it; SIGTERM and SIGINT shut down gracefully.
 """
@@ -7,64 +7,229 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import getpass
+import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from protocol import signing
-from protocol.errors import SignatureError
+from protocol import PosAssistError
+from protocol.enrolment import EnrolmentInvite
 
 from . import __version__
 from .app import create_app
+from .audit import Outcome, verify_store
 from .config import RelayConfig
-from .devices import DirectoryDeviceKeys
+from .logs import configure_logging
+from .passwords import hash_password
+from .storage import Role, Scope, ScopeKind, SqlStorage, open_storage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+OPERATOR = "operator:cli"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posassist-relay", description="posassist relay")
     parser.add_argument("--version", action="version", version=f"posassist-relay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="accept agents and consoles")
-    serve.add_argument("--data", type=Path, required=True, help="data directory")
+
+    def with_data(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data", type=Path, required=True, help="data directory")
+        p.add_argument("--database", default="", help="postgresql://… (default: SQLite in DATA)")
+        return p
+
+    init = with_data(commands.add_parser("init", help="create the database and the first admin"))
+    init.add_argument("--admin-user", default="admin")
+    init.add_argument("--admin-password-file", type=Path, help="read the password from here")
+
+    serve = with_data(commands.add_parser("serve", help="accept agents and consoles"))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    serve.add_argument("--public-url", default="", help="ws(s):// URL put in enrolment tokens")
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--heartbeat", type=float, default=20.0, help="seconds between heartbeats")
-    device = commands.add_parser("device", help="bind device keys (until enrolment tokens land)")
-    device_commands = device.add_subparsers(dest="device_command", required=True)
-    add = device_commands.add_parser("add", help="bind a device id to its public key (PEM)")
-    add.add_argument("--data", type=Path, required=True)
-    add.add_argument("--device-id", required=True)
-    add.add_argument("--key", type=Path, required=True, help="the agent's agent.pub")
+    serve.add_argument("--request-timeout", type=float, default=60.0)
+    serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+
+    audit = commands.add_parser("audit", help="the hash-chained audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    with_data(audit_commands.add_parser("verify", help="exit 0 if the chain is intact"))
+
+    for noun, parent in (
+        ("organisation", None),
+        ("merchant", "organisation"),
+        ("store", "merchant"),
+    ):
+        p = commands.add_parser(noun, help=f"create a {noun}")
+        sub = p.add_subparsers(dest="action", required=True)
+        create = with_data(sub.add_parser("create"))
+        create.add_argument("--name", required=True)
+        if parent:
+            create.add_argument(f"--{parent}", required=True, dest="parent")
+
+    enrolment = commands.add_parser("enrolment", help="one-time enrolment tokens for a store")
+    sub = enrolment.add_subparsers(dest="action", required=True)
+    create = with_data(sub.add_parser("create"))
+    create.add_argument("--store", required=True)
+    create.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds it stays valid")
+    create.add_argument("--relay-url", required=True, help="ws(s):// URL agents should use")
+    create.add_argument("--tls-pin", help="SHA-256 pin of the relay's TLS key (wss only)")
+
+    user = commands.add_parser("user", help="technician and merchant accounts")
+    sub = user.add_subparsers(dest="action", required=True)
+    create = with_data(sub.add_parser("create"))
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--scope", required=True, help="root, or kind:id (store:sto_…)")
+    create.add_argument("--password-file", type=Path)
+
+    device = commands.add_parser("device", help="devices")
+    sub = device.add_subparsers(dest="action", required=True)
+    with_data(sub.add_parser("list"))
+    revoke = with_data(sub.add_parser("revoke"))
+    revoke.add_argument("device_id")
     return parser
 
 
-def add_device(data_dir: Path, device_id: str, key_file: Path) -> int:
-    """Bind ``device_id`` to the public key in ``key_file``; print its fingerprint."""
+def _config(args: argparse.Namespace, **overrides: Any) -> RelayConfig:
+    return RelayConfig.load(args.data, database_url=args.database, **overrides)
+
+
+async def _with_storage(config: RelayConfig, work: Callable[[SqlStorage], Any]) -> Any:
+    storage = open_storage(config.database)
     try:
-        key = signing.public_key_from_pem(key_file.read_bytes())
-        path = DirectoryDeviceKeys(data_dir / "devices").add(device_id, key)
-    except (OSError, ValueError, SignatureError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        await storage.migrate()
+        return await work(storage)
+    finally:
+        await storage.close()
+
+
+def _password(path: Path | None, prompt: str) -> str:
+    if path is not None:
+        return path.read_text(encoding="utf-8").strip()
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return ""
+
+
+async def _init(args: argparse.Namespace, storage: SqlStorage) -> int:
+    import time
+
+    from .errors import NotFound
+
+    try:
+        await storage.get_user(args.admin_user)
+    except NotFound:
+        pass
+    else:
+        print(f"error: already initialised ({args.admin_user} exists)", file=sys.stderr)
         return 2
-    print(f"device {device_id} bound to key {signing.fingerprint(key)} ({path})")
+    given = args.admin_password_file is not None
+    password = _password(args.admin_password_file, "") if given else secrets.token_urlsafe(12)
+    if len(password) < 10:
+        print("error: the admin password must be at least 10 characters", file=sys.stderr)
+        return 2
+    hashed = await asyncio.to_thread(hash_password, password)
+    await storage.create_user(args.admin_user, hashed, Role.ADMIN, Scope.root(), now=time.time())
+    await storage.append(
+        actor=OPERATOR,
+        action="relay.init",
+        target=f"user:{args.admin_user}",
+        outcome=Outcome.OK,
+        now=time.time(),
+    )
+    print(f"relay initialised in {args.data} ({storage.dialect})")
+    if not given:
+        print(f"admin user: {args.admin_user}")
+        print(f"one-time admin password (shown once, change it): {password}")
     return 0
+
+
+async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayConfig) -> int:
+    import time
+
+    now = time.time()
+    target: str
+    if args.command == "organisation":
+        org = await storage.create_organisation(args.name, now=now)
+        print(org.id)
+        target = f"organisation:{org.id}"
+    elif args.command == "merchant":
+        merchant = await storage.create_merchant(args.parent, args.name, now=now)
+        print(merchant.id)
+        target = f"merchant:{merchant.id}"
+    elif args.command == "store":
+        store = await storage.create_store(args.parent, args.name, now=now)
+        print(store.id)
+        target = f"store:{store.id}"
+    elif args.command == "enrolment":
+        _record, secret = await storage.create_enrolment(
+            args.store, config.relay_id, now=now, ttl=args.ttl
+        )
+        invite = EnrolmentInvite(
+            relay_url=args.relay_url, relay_id=config.relay_id, secret=secret, tls_pin=args.tls_pin
+        )
+        print(invite.encode())
+        target = f"store:{args.store}"
+    elif args.command == "user":
+        password = _password(args.password_file, f"password for {args.username}: ")
+        if len(password) < 10:
+            print("error: the password must be at least 10 characters", file=sys.stderr)
+            return 2
+        kind, _, scope_id = args.scope.partition(":")
+        scope = Scope(ScopeKind(kind), scope_id or None)
+        hashed = await asyncio.to_thread(hash_password, password)
+        await storage.create_user(args.username, hashed, Role(args.role), scope, now=now)
+        print(f"user {args.username} ({args.role}, {args.scope})")
+        target = f"user:{args.username}"
+    elif args.action == "list":
+        for d in await storage.list_devices(Scope.root()):
+            print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
+        return 0
+    else:
+        await storage.revoke_device(args.device_id, now=now)
+        print(f"device {args.device_id} revoked (a running relay refuses it from its next try)")
+        target = f"device:{args.device_id}"
+    await storage.append(
+        actor=OPERATOR,
+        action=f"{args.command}.{args.action}",
+        target=target,
+        outcome=Outcome.OK,
+        now=now,
+    )
+    return 0
+
+
+async def _audit_verify(storage: SqlStorage) -> int:
+    result = await verify_store(storage)
+    print(result.describe())
+    return 0 if result.ok else 1
 
 
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
-    runner = web.AppRunner(create_app(config), shutdown_timeout=config.shutdown_grace)
+    ssl_context = None
+    if config.tls_cert and config.tls_key:
+        from .tls import server_ssl_context
+
+        ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
+    app = create_app(config)
+    runner = web.AppRunner(app, shutdown_timeout=config.shutdown_grace, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
-    url = f"ws://{config.host}:{port}"
+    from .state import STATE
+
+    state = app[STATE]
+    state.config = config.with_port(port)
+    url = state.config.public_url
     (config.data_dir / "relay.url").write_text(url, encoding="utf-8")
     print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
     stop = asyncio.Event()
@@ -89,19 +254,38 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "device":
-        return add_device(args.data, args.device_id, args.key)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    config = RelayConfig.load(
-        args.data, host=args.host, port=args.port, heartbeat_interval=args.heartbeat
-    )
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(config))
-    return 0
+    configure_logging("INFO", json=getattr(args, "log_json", False))
+    try:
+        if args.command == "serve":
+            tls_pin = None
+            if args.tls_cert:
+                from .tls import spki_pin
+
+                tls_pin = spki_pin(args.tls_cert.read_bytes())
+            config = _config(
+                args,
+                host=args.host,
+                port=args.port,
+                public_url=args.public_url,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_pin=tls_pin,
+                heartbeat_interval=args.heartbeat,
+                request_timeout=args.request_timeout,
+            )
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(serve(config))
+            return 0
+        config = _config(args)
+        if args.command == "init":
+            return int(asyncio.run(_with_storage(config, lambda s: _init(args, s))))
+        if args.command == "audit":
+            return int(asyncio.run(_with_storage(config, _audit_verify)))
+        return int(asyncio.run(_with_storage(config, lambda s: _admin(args, s, config))))
+    except (PosAssistError, ValueError, OSError) as exc:
+        reason = getattr(exc, "public_reason", None) or str(exc)
+        print(f"error: {reason} ({exc})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

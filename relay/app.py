@@ -1,80 +1,99 @@
 """The relay as an aiohttp application, built by create_app(config) with no globals.
 
-Endpoints: ``/v1/agent`` (websocket, docs/protocol.md#handshake) and ``/healthz``.
+Endpoints: ``/v1/agent`` and ``/v1/console`` (websockets, docs/protocol.md#handshake), the JSON
+API in relay/handlers/api.py, ``/healthz``. Storage opens (and migrates) on startup.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import secrets
-import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from protocol import (
-    AuthenticationError,
-    AuthResponse,
-    Heartbeat,
-    Hello,
-    PosAssistError,
-    Role,
-    Session,
-    signing,
-)
-from protocol.errors import SignatureError, UnexpectedMessage
-
-from . import __version__
-from .connection import ConnectionClosedError, WebSocketSession
-from .devices import DeviceKeys, DirectoryDeviceKeys
+from .handlers import api
+from .handlers.agents import agent_endpoint
+from .handlers.consoles import console_endpoint
+from .handlers.jobs import finish_route
+from .ratelimit import KeyedLimiter
+from .routing import InProcessRouter
+from .state import STATE, RelayState
+from .storage import open_storage
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
     from .config import RelayConfig
 
 log = logging.getLogger("posassist.relay")
-SOFTWARE = f"posassist-relay/{__version__}"
 
 
-@dataclass(slots=True)
-class AgentPresence:
-    """What the relay knows of one connected agent."""
-
-    device_id: str
-    peer: WebSocketSession
-    software: str
-    connected_at: float
-    last_seen: float
-
-
-@dataclass(slots=True)
-class RelayState:
-    """Everything the running relay holds in memory; one per application."""
-
-    config: RelayConfig
-    device_keys: DeviceKeys
-    agents: dict[str, AgentPresence] = field(default_factory=dict)
-    sockets: set[web.WebSocketResponse] = field(default_factory=set)
-
-
-STATE = web.AppKey("state", RelayState)
-
-
-def create_app(config: RelayConfig, device_keys: DeviceKeys | None = None) -> web.Application:
-    """A relay application for ``config``; ``device_keys`` defaults to DATA/devices/*.pub."""
-    app = web.Application(client_max_size=64 * 1024)
-    keys = device_keys or DirectoryDeviceKeys(config.data_dir / "devices")
-    app[STATE] = RelayState(config=config, device_keys=keys)
+def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
+    """A relay application for ``config``; storage opens when the app starts."""
+    app = web.Application(client_max_size=64 * 1024, middlewares=[api.errors_middleware])
+    storage = open_storage(config.database, schema=config.database_schema)
+    state = RelayState(
+        config=config,
+        storage=storage,
+        router=InProcessRouter(),
+        login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
+        console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
+    )
+    if clock is not None:
+        state.clock = clock
+    app[STATE] = state
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/agent", agent_endpoint)
+    app.router.add_get("/v1/console", console_endpoint)
+    api.add_routes(app)
+    app.cleanup_ctx.append(_storage_and_sweeper)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.storage.migrate()
+    # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now.
+    failed = await state.storage.mark_running_jobs_failed("relay restarted", now=state.now())
+    if failed:
+        from .audit import Outcome
+
+        await state.audit(
+            "relay", "jobs.recover", "relay", Outcome.FAILED, {"jobs_marked_failed": failed}
+        )
+        log.warning("marked %d unfinished job(s) failed after restart", failed)
+    sweeper = asyncio.create_task(_sweep(state), name="route sweeper")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await state.storage.close()
+
+
+async def _sweep(state: RelayState) -> None:
+    """Fail routes whose agent did not answer in time (the caller gets a timeout error)."""
+    while True:
+        await asyncio.sleep(state.config.sweep_interval)
+        for route in state.router.expire(state.now()):
+            await finish_route(
+                state, route, "timeout", f"no reply from the device within {route.timeout:g} s"
+            )
 
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response(
-        {"status": "ok", "relay_id": state.config.relay_id, "agents": len(state.agents)}
+        {
+            "status": "ok",
+            "relay_id": state.config.relay_id,
+            "agents": state.router.agents_online(),
+            "consoles": state.consoles,
+        }
     )
 
 
@@ -82,89 +101,3 @@ async def _close_sockets(app: web.Application) -> None:
     # Graceful shutdown: tell every peer we are going away (1001) so agents reconnect elsewhere.
     for ws in list(app[STATE].sockets):
         await ws.close(code=1001, message=b"relay shutting down")
-
-
-async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
-    state = request.app[STATE]
-    config = state.config
-    ws = web.WebSocketResponse(max_msg_size=config.limits.max_frame, compress=False)
-    await ws.prepare(request)
-    peer = WebSocketSession(ws, Session(Role.RELAY_FOR_AGENT), str(request.remote))
-    state.sockets.add(ws)
-    presence: AgentPresence | None = None
-    try:
-        presence = await _authenticate_agent(peer, state)
-        await _serve_agent(presence, state)
-    except PosAssistError as exc:
-        await peer.close_for(exc)
-    except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
-        log.info("agent connection from %s ended: %s", peer.peer, type(exc).__name__)
-    finally:
-        state.sockets.discard(ws)
-        if presence is not None and state.agents.get(presence.device_id) is presence:
-            del state.agents[presence.device_id]
-            log.info("agent %s disconnected", presence.device_id)
-        if not ws.closed:
-            await ws.close()
-    return ws
-
-
-async def _authenticate_agent(peer: WebSocketSession, state: RelayState) -> AgentPresence:
-    """Hello, Welcome, challenge, signed response (docs/protocol.md#agent-authentication)."""
-    config = state.config
-    session = peer.session
-    hello = await peer.wait_one(config.handshake_timeout)
-    if not isinstance(hello, Hello):  # pragma: no cover - the session only lets Hello through
-        raise UnexpectedMessage(hello.TAG)
-    nonce = secrets.token_bytes(32)
-    session.send_welcome(config.relay_id, SOFTWARE)
-    session.send_challenge(nonce)
-    await peer.flush()
-    response = await peer.wait_one(config.handshake_timeout)
-    if not isinstance(response, AuthResponse):  # pragma: no cover - as above
-        raise UnexpectedMessage(response.TAG)
-    assert session.version is not None
-    key = await state.device_keys.public_key(response.device_id)
-    try:
-        if key is None:
-            raise AuthenticationError(f"unknown device {response.device_id!r}")
-        payload = signing.auth_payload(config.relay_id, response.device_id, nonce, session.version)
-        signing.verify(key, response.signature, payload)
-    except (AuthenticationError, SignatureError) as exc:
-        code = "unknown_device" if key is None else "bad_signature"
-        log.warning("refused agent %r from %s: %s", response.device_id, peer.peer, code)
-        session.send_refused(code)
-        await peer.flush()
-        raise AuthenticationError(str(exc)) from None
-    now = time.time()
-    presence = AgentPresence(response.device_id, peer, hello.software, now, now)
-    previous = state.agents.get(presence.device_id)
-    state.agents[presence.device_id] = presence
-    if previous is not None:
-        # A second connection for the same device replaces the first, cleanly.
-        await previous.peer.ws.close(code=4002, message=b"replaced by a newer connection")
-    session.send_accepted(presence.device_id, config.heartbeat_interval)
-    await peer.flush()
-    fp = signing.fingerprint(key)
-    log.info(
-        "agent %s connected from %s (%s, protocol v%d, key %s)",
-        presence.device_id,
-        peer.peer,
-        hello.software,
-        session.version,
-        fp[:27],
-    )
-    return presence
-
-
-async def _serve_agent(presence: AgentPresence, state: RelayState) -> None:
-    """Keep an authenticated agent: answer heartbeats; silence for 3 intervals ends it."""
-    peer = presence.peer
-    idle_timeout = 3 * state.config.heartbeat_interval
-    while True:
-        events = await peer.wait_events(idle_timeout)
-        presence.last_seen = time.time()
-        for event in events:
-            if isinstance(event, Heartbeat):
-                peer.session.send_heartbeat_ack(event, time.time())
-        await peer.flush()

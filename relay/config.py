@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from protocol.codec import DEFAULT_LIMITS, Limits
@@ -18,16 +18,46 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelayConfig:
-    """What one relay process needs; ``data_dir`` holds its identity and device keys."""
+    """What one relay process needs; ``data_dir`` holds its identity and (by default) database."""
 
     data_dir: Path
     relay_id: str
+    database_url: str = ""
+    #: PostgreSQL schema to use (tests and shared databases); None means the default.
+    database_schema: str | None = None
     host: str = "127.0.0.1"
     port: int = 8765
+    #: The ws(s):// URL agents are told to use (enrolment tokens); defaults to host:port.
+    public_url: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Lowercase hex SHA-256 of the TLS certificate's public key, put in enrolment tokens.
+    tls_pin: str | None = None
     heartbeat_interval: float = 20.0
     handshake_timeout: float = 10.0
+    request_timeout: float = 60.0
     shutdown_grace: float = 5.0
+    token_ttl: float = 8 * 3600.0
+    login_max_failures: int = 5
+    login_lockout: float = 15 * 60.0
+    login_rate: float = 1.0  # sign-in attempts per second per address, after the burst
+    login_burst: int = 10
+    console_rate: float = 20.0  # routed requests per second per user, after the burst
+    console_burst: int = 50
+    console_max_in_flight: int = 64
+    sweep_interval: float = 0.1
     limits: Limits = field(default=DEFAULT_LIMITS)
+
+    @property
+    def database(self) -> str:
+        """The database URL: the configured one, or SQLite in the data directory."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'relay.db'}"
+
+    def with_port(self, port: int) -> RelayConfig:
+        """This config once the real port is known (``--port 0``)."""
+        scheme = "wss" if self.tls_cert else "ws"
+        public = self.public_url or f"{scheme}://{self.host}:{port}"
+        return replace(self, port=port, public_url=public)
 
     @classmethod
     def load(cls, data_dir: Path, **overrides: object) -> RelayConfig:

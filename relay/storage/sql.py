@@ -192,6 +192,14 @@ _SCOPE_TABLES: dict[ScopeKind, sa.Table] = {
     ScopeKind.DEVICE: t.devices,
 }
 
+#: kind → (parent kind, table of this kind, column naming the parent); organisations sit at root.
+_PARENTS = {
+    ScopeKind.DEVICE: (ScopeKind.STORE, t.devices, t.devices.c.store_id),
+    ScopeKind.STORE: (ScopeKind.MERCHANT, t.stores, t.stores.c.merchant_id),
+    ScopeKind.MERCHANT: (ScopeKind.ORGANISATION, t.merchants, t.merchants.c.organisation_id),
+    ScopeKind.ORGANISATION: (ScopeKind.ROOT, t.organisations, t.organisations.c.id),
+}
+
 
 class SqlStorage:
     """The relay's database on SQLite or PostgreSQL; see :mod:`relay.storage.interfaces`."""
@@ -331,6 +339,22 @@ class SqlStorage:
             store_id=row.store_id,
             device_id=device_id,
         )
+
+    async def scope_ancestors(self, scope: Scope) -> list[Scope]:
+        """``scope`` and every node above it, root first; NotFound if the node doesn't exist."""
+        chain = [scope]
+        async with self._read() as conn:
+            kind, node = scope.kind, scope.id
+            while kind is not ScopeKind.ROOT:
+                parent_kind, table, column = _PARENTS[kind]
+                parent = await conn.scalar(sa.select(column).where(table.c.id == node))
+                if parent is None:
+                    raise NotFound(f"{kind} {node!r}")
+                if parent_kind is not ScopeKind.ROOT:
+                    chain.append(Scope(parent_kind, parent))
+                kind, node = parent_kind, parent
+        chain.append(Scope.root())
+        return chain[::-1]
 
     async def device_in_scope(self, device_id: str, scope: Scope) -> bool:
         """Whether ``scope`` covers the device; False also when there is no such device."""

@@ -1,4 +1,4 @@
-"""The agent's connection against a real in-process relay: handshake, heartbeats, requests."""
+"""The agent against a real in-process relay: enrolment, handshake, heartbeats, requests."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from agent.config import Identity, create_identity
-from agent.connection import AgentConnection, Opened, agent_url, connect_once
-from agent.errors import RelayRefusedError
-from protocol import Codec, signing
+from agent.config import load_identity
+from agent.connection import AgentConnection, agent_url, connect_once
+from agent.enrol import enrol
+from agent.errors import ConfigError, RelayRefusedError
+from protocol import Codec
 from protocol import messages as m
-from relay.app import STATE, create_app
-from relay.config import RelayConfig
-from relay.devices import DirectoryDeviceKeys
+from protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
+from tests.relay.harness import Relay, start_relay
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -25,65 +24,85 @@ CODEC = Codec()
 
 
 @pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[TestServer]:
-    config = RelayConfig.load(tmp_path / "relay", heartbeat_interval=1.0)
-    server = TestServer(create_app(config), host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    relay = await start_relay(tmp_path, heartbeat_interval=1.0)
+    yield relay
+    await relay.server.close()
 
 
-def enrol(relay: TestServer, tmp_path: Path, device_id: str = "till-1") -> Identity:
-    identity = create_identity(tmp_path / device_id, device_id, f"ws://127.0.0.1:{relay.port}")
-    keys = DirectoryDeviceKeys(relay.app[STATE].config.data_dir / "devices")
-    keys.add(device_id, identity.key.public_key())
-    return identity
-
-
-async def test_agent_handshake_reports_relay_and_version(relay, tmp_path) -> None:
-    identity = enrol(relay, tmp_path)
+async def test_enrol_then_handshake(relay: Relay, tmp_path: Path) -> None:
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    assert load_identity(tmp_path / "till").device_id == identity.device_id
     opened = await connect_once(identity, serve=False)
-    assert opened.relay_id == relay.app[STATE].config.relay_id
-    assert opened.version == 1
-    assert opened.heartbeat_interval == 1.0
+    assert opened.relay_id == relay.state.config.relay_id
+    assert (opened.version, opened.heartbeat_interval) == (1, 1.0)
 
 
-async def test_unenrolled_agent_gets_refusal_code(relay, tmp_path) -> None:
-    identity = create_identity(tmp_path / "x", "stranger", f"ws://127.0.0.1:{relay.port}")
+async def test_enrol_refusals_leave_no_identity_behind(relay: Relay, tmp_path: Path) -> None:
+    text = await relay.invite()
+    await asyncio.to_thread(enrol, text, tmp_path / "first")
+    with pytest.raises(RelayRefusedError) as info:
+        await asyncio.to_thread(enrol, text, tmp_path / "second")
+    assert "already used" in info.value.code
+    assert not (tmp_path / "second" / "agent.key").exists()
+    with pytest.raises(InvalidEnrolmentToken):
+        await asyncio.to_thread(enrol, "PA1-garbage", tmp_path / "third")
+    with pytest.raises(ConfigError, match="exists already"):
+        await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "first")
+
+
+async def test_enrol_refuses_a_relay_that_is_not_the_one_named(
+    relay: Relay, tmp_path: Path
+) -> None:
+    real = EnrolmentInvite.decode(await relay.invite())
+    forged = EnrolmentInvite(relay_url=real.relay_url, relay_id="relay-other", secret=real.secret)
+    with pytest.raises(ConfigError, match="not the one the token names"):
+        await asyncio.to_thread(enrol, forged.encode(), tmp_path / "till")
+    assert not (tmp_path / "till" / "agent.key").exists()
+
+
+async def test_revoked_agent_gets_refusal_code(relay: Relay, tmp_path: Path) -> None:
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    await relay.state.storage.revoke_device(identity.device_id, now=relay.clock())
     with pytest.raises(RelayRefusedError) as info:
         await connect_once(identity, serve=False)
-    assert info.value.code == "unknown_device"
+    assert info.value.code == "revoked"
 
 
-async def test_agent_sends_heartbeats_and_stays_connected(relay, tmp_path) -> None:
-    identity = enrol(relay, tmp_path)
-    seen: list[float] = []
-
-    async def opened(_: Opened) -> None:
-        seen.append(relay.app[STATE].agents["till-1"].last_seen)
-
-    task = asyncio.ensure_future(connect_once(identity, on_open=opened))
-    await asyncio.sleep(3.5)  # relay drops agents silent for 3 intervals; heartbeats prevent it
-    presence = relay.app[STATE].agents["till-1"]
-    assert presence.last_seen > seen[0]
+async def test_agent_sends_heartbeats_and_stays_connected(relay: Relay, tmp_path: Path) -> None:
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    task = asyncio.ensure_future(connect_once(identity))
+    await asyncio.sleep(4)  # the relay drops agents silent for 3 intervals (3 s here)
+    assert relay.state.router.agent(identity.device_id) is not None
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_agent_answers_unknown_request_with_clear_error(relay, tmp_path) -> None:
+async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_path: Path) -> None:
     from websockets.asyncio.client import connect
 
-    identity = enrol(relay, tmp_path)
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
     async with connect(agent_url(identity.relay_url)) as ws:
         conn = AgentConnection(ws, identity)
-        opened = await conn.handshake(5)
-        # play the relay's part on the agent's session: deliver a request it can't serve yet
-        frame = CODEC.encode(m.DiagnosticsRequest(id=7, device_id="till-1"))
-        conn.session.receive_data(frame)
+        await conn.handshake(5)
+        conn.session.receive_data(
+            CODEC.encode(
+                m.ConsentRequest(
+                    id=7,
+                    device_id=identity.device_id,
+                    script="s",
+                    title_zh="标题",
+                    title_en="t",
+                    changes_zh="",
+                    changes_en="",
+                    expected_duration=1.0,
+                    timeout=5.0,
+                )
+            )
+        )
         for event in conn.session.events_received():
             conn._answer(event, lambda: 1.0)
         (reply_frame,) = conn.session.data_to_send()
         reply = CODEC.decode(reply_frame)
-        assert reply == m.ErrorReply(id=7, code="unsupported", message="diag.request not supported")
-        assert opened.version == 1
-        assert signing.fingerprint(identity.key.public_key()).startswith("SHA256:")
+        assert isinstance(reply, m.ErrorReply)
+        assert (reply.id, reply.code) == (7, "unsupported")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.cli import invite, provision, start_relay, stop
 from tests.protocol.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,57 +87,19 @@ def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None
     assert result.stdout.strip() == f"ok {len(SAMPLES)}"
 
 
-def test_agent_under_python38_authenticates_with_relay(tmp_path: Path) -> None:
+def test_agent_under_python38_enrols_and_authenticates_with_relay(tmp_path: Path) -> None:
     relay_dir = tmp_path / "relay"
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--data", str(relay_dir), "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    store = provision(relay_dir)
+    relay, url = start_relay(relay_dir)
     try:
-        url_file = relay_dir / "relay.url"
-        for _ in range(400):
-            if url_file.exists() and url_file.read_text():
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
-        url = url_file.read_text()
-        agent_dir = tmp_path / "till"
-        made = run38(
-            "-m",
-            "agent",
-            "init",
-            "--data",
-            str(agent_dir),
-            "--device-id",
-            "win7-till",
-            "--relay",
-            url,
+        agent_dir = str(tmp_path / "till")
+        enrolled = run38(
+            "-m", "agent", "enroll", invite(relay_dir, store, url), "--data", agent_dir
         )
-        assert made.returncode == 0, made.stderr
-        bound = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "relay",
-                "device",
-                "add",
-                "--data",
-                str(relay_dir),
-                "--device-id",
-                "win7-till",
-                "--key",
-                str(agent_dir / "agent.pub"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert bound.returncode == 0, bound.stderr
-        result = run38("-m", "agent", "run", "--data", str(agent_dir), "--once")
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert "enrolled as device dev_" in enrolled.stdout
+        result = run38("-m", "agent", "run", "--data", agent_dir, "--once")
         assert result.returncode == 0, result.stderr
         assert "connected to relay" in result.stdout
     finally:
-        relay.terminate()
-        relay.wait(15)
+        stop(relay)

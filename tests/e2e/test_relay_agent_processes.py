@@ -1,4 +1,4 @@
-"""Real relay and agent processes on 127.0.0.1: the hello exchange, refusals, graceful stop."""
+"""Real relay and agent processes on 127.0.0.1, driven by their command lines."""
 
 from __future__ import annotations
 
@@ -6,101 +6,47 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
+from tests.e2e.cli import ROOT, invite, ok, provision, py, start_relay, stop
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-ROOT = Path(__file__).resolve().parents[2]
+    from pathlib import Path
 
 
-def py(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def test_operator_enrols_a_till_and_it_connects(tmp_path: Path) -> None:
     data = tmp_path / "relay"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--data", str(data), "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url_file = data / "relay.url"
-    deadline = time.monotonic() + 20
-    while not (url_file.exists() and url_file.read_text()):
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "relay did not start"
-        time.sleep(0.05)
-    yield proc, url_file.read_text(), data
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=15)  # reaps it and closes its pipes
+    store = provision(data)
+    proc, url = start_relay(data)
+    try:
+        token = invite(data, store, url)
+        assert token.startswith("PA1-")
+        till = str(tmp_path / "till")
+        enrolled = py("agent", "enroll", token, "--data", till)
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert "登记成功" in enrolled.stdout
+        again = py("agent", "enroll", token, "--data", str(tmp_path / "till2"))
+        assert again.returncode == 3
+        assert "already used" in again.stdout
+        connected = py("agent", "run", "--data", till, "--once")
+        assert connected.returncode == 0, connected.stderr
+        assert "已连接到服务器" in connected.stdout
+        health = ok(py("console", "health", "--relay", url))
+        assert "ok, 0 agent(s) connected" in health
+        devices = ok(py("relay", "device", "list", "--data", str(data)))
+        assert devices.startswith("dev_")
+    finally:
+        stop(proc)
 
 
-def test_agent_and_relay_complete_hello_exchange(relay, tmp_path: Path) -> None:
-    _proc, url, data = relay
-    agent_dir = tmp_path / "till"
-    assert (
-        py(
-            "agent", "init", "--data", str(agent_dir), "--device-id", "till-1", "--relay", url
-        ).returncode
-        == 0
-    )
-
-    refused = py("agent", "run", "--data", str(agent_dir), "--once")
-    assert refused.returncode == 3
-    assert "unknown_device" in refused.stdout
-    assert "服务器拒绝了本设备" in refused.stdout
-
-    added = py(
-        "relay",
-        "device",
-        "add",
-        "--data",
-        str(data),
-        "--device-id",
-        "till-1",
-        "--key",
-        str(agent_dir / "agent.pub"),
-    )
-    assert added.returncode == 0, added.stderr
-    assert "SHA256:" in added.stdout
-
-    connected = py("agent", "run", "--data", str(agent_dir), "--once")
-    assert connected.returncode == 0, connected.stderr
-    assert "connected to relay relay-" in connected.stdout
-    assert "已连接到服务器" in connected.stdout
-
-    health = py("console", "health", "--relay", url)
-    assert health.returncode == 0
-    assert "ok, 0 agent(s) connected" in health.stdout
-
-
-def test_relay_stops_gracefully_on_sigterm_and_agent_notices(relay, tmp_path: Path) -> None:
-    proc, url, data = relay
-    agent_dir = tmp_path / "till"
-    py("agent", "init", "--data", str(agent_dir), "--device-id", "till-1", "--relay", url)
-    py(
-        "relay",
-        "device",
-        "add",
-        "--data",
-        str(data),
-        "--device-id",
-        "till-1",
-        "--key",
-        str(agent_dir / "agent.pub"),
-    )
+def test_relay_stops_gracefully_on_sigterm_and_agent_keeps_running(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    proc, url = start_relay(data)
+    till = str(tmp_path / "till")
+    ok(py("agent", "enroll", invite(data, store, url), "--data", till))
     agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--data", str(agent_dir)],
+        [sys.executable, "-m", "agent", "run", "--data", till],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -119,9 +65,22 @@ def test_relay_stops_gracefully_on_sigterm_and_agent_notices(relay, tmp_path: Pa
         assert agent.wait(timeout=15) == 0
         assert "agent stopped" in agent.stdout.read()
     finally:
-        if agent.poll() is None:
-            agent.kill()
-        agent.communicate(timeout=15)
+        stop(agent)
+        stop(proc)
+
+
+def test_init_twice_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    again = py("relay", "init", "--data", str(data))
+    assert again.returncode == 2
+    assert "already initialised" in again.stderr
+    assert "intact" in ok(py("relay", "audit", "verify", "--data", str(data))).lower()
+
+
+def test_init_prints_a_one_time_password_when_none_given(tmp_path: Path) -> None:
+    out = ok(py("relay", "init", "--data", str(tmp_path / "relay")))
+    assert "one-time admin password" in out
 
 
 def test_agent_run_without_identity_is_clear_error(tmp_path: Path) -> None:
@@ -130,29 +89,17 @@ def test_agent_run_without_identity_is_clear_error(tmp_path: Path) -> None:
     assert "no usable agent identity" in result.stderr
 
 
-def test_agent_cannot_reach_relay(tmp_path: Path) -> None:
-    agent_dir = tmp_path / "till"
-    py(
-        "agent",
-        "init",
-        "--data",
-        str(agent_dir),
-        "--device-id",
-        "till-1",
-        "--relay",
-        "ws://127.0.0.1:9",
-    )
-    result = py("agent", "run", "--data", str(agent_dir), "--once")
+def test_agent_enroll_with_damaged_token_is_clear_error(tmp_path: Path) -> None:
+    result = py("agent", "enroll", "PA1-garbage", "--data", str(tmp_path / "till"))
     assert result.returncode == 2
-    assert "cannot connect to the relay" in result.stdout
+    assert not (tmp_path / "till" / "agent.key").exists()
 
 
 def test_console_health_unreachable_relay() -> None:
     result = py("console", "health", "--relay", "ws://127.0.0.1:9")
     assert result.returncode == 1
     assert "unreachable" in result.stderr
-    bad = py("console", "health", "--relay", "ftp://x")
-    assert bad.returncode == 2
+    assert py("console", "health", "--relay", "ftp://x").returncode == 2
 
 
 def test_scripts_tool_says_it_is_not_built_yet() -> None:

@@ -1,0 +1,174 @@
+"""``/v1/agent``: authenticate a store agent (docs/protocol.md#agent-authentication) and serve it.
+
+Replies from the agent go back, through the router, to the console that asked and only to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from protocol import (
+    AuthenticationError,
+    AuthResponse,
+    Heartbeat,
+    Hello,
+    Kind,
+    PosAssistError,
+    Role,
+    Session,
+    signing,
+)
+from protocol.errors import SignatureError, UnexpectedMessage
+
+from .. import __version__
+from ..audit import Outcome
+from ..connection import ConnectionClosedError, WebSocketSession
+from ..errors import NotFound
+from ..state import STATE, RelayState
+from ..storage import DeviceStatus
+from .jobs import finish_route
+
+if TYPE_CHECKING:
+    from protocol import Message
+
+log = logging.getLogger("posassist.relay")
+SOFTWARE = f"posassist-relay/{__version__}"
+#: Close code telling an agent its device was revoked, or that a newer connection replaced it.
+REVOKED = 4003
+REPLACED = 4002
+
+
+async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
+    state = request.app[STATE]
+    config = state.config
+    ws = web.WebSocketResponse(max_msg_size=config.limits.max_frame, compress=False)
+    await ws.prepare(request)
+    peer = WebSocketSession(ws, Session(Role.RELAY_FOR_AGENT), str(request.remote))
+    state.sockets.add(ws)
+    device_id: str | None = None
+    try:
+        device_id = await _authenticate(peer, state)
+        await _serve(device_id, peer, state)
+    except PosAssistError as exc:
+        await peer.close_for(exc)
+    except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        log.info("agent connection from %s ended: %s", peer.peer, type(exc).__name__)
+    finally:
+        state.sockets.discard(ws)
+        await peer.stop_writer()
+        if device_id is not None:
+            for route in state.router.detach_agent(device_id, peer):
+                await finish_route(state, route, "offline", "the device disconnected")
+            log.info("agent %s disconnected", device_id)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
+    """Hello, Welcome, fresh challenge, signed response bound to this relay and device."""
+    config = state.config
+    session = peer.session
+    hello = await peer.wait_one(config.handshake_timeout)
+    if not isinstance(hello, Hello):  # pragma: no cover - the session only lets Hello through
+        raise UnexpectedMessage(hello.TAG)
+    nonce = secrets.token_bytes(32)
+    session.send_welcome(config.relay_id, SOFTWARE)
+    session.send_challenge(nonce)
+    await peer.flush()
+    response = await peer.wait_one(config.handshake_timeout)
+    if not isinstance(response, AuthResponse):  # pragma: no cover - as above
+        raise UnexpectedMessage(response.TAG)
+    assert session.version is not None
+    device_id = response.device_id
+    code = await _check_device(state, response, nonce, session.version)
+    if code is not None:
+        log.warning("refused agent %r from %s: %s", device_id, peer.peer, code)
+        await state.audit(
+            f"device:{device_id}",
+            "agent.connect",
+            f"device:{device_id}",
+            Outcome.REFUSED,
+            {"reason": code, "peer": peer.peer},
+        )
+        session.send_refused(code)
+        await peer.flush()
+        raise AuthenticationError(f"{device_id}: {code}")
+    previous = state.router.attach_agent(device_id, peer)
+    if previous is not None:
+        # A second connection for the same device replaces the first, cleanly.
+        assert isinstance(previous, WebSocketSession)
+        await previous.close(REPLACED, "replaced by a newer connection")
+    session.send_accepted(device_id, config.heartbeat_interval)
+    await peer.flush()
+    peer.start_writer()
+    await state.storage.record_presence(device_id, now=state.now(), agent_version=hello.software)
+    log.info(
+        "agent %s connected from %s (%s, protocol v%d)",
+        device_id,
+        peer.peer,
+        hello.software,
+        session.version,
+    )
+    return device_id
+
+
+async def _check_device(
+    state: RelayState, response: AuthResponse, nonce: bytes, version: int
+) -> str | None:
+    """None if the device may connect, else the refusal code sent to it."""
+    try:
+        device = await state.storage.get_device(response.device_id)
+    except NotFound:
+        return "unknown_device"
+    if device.status is DeviceStatus.REVOKED:
+        return "revoked"
+    payload = signing.auth_payload(state.config.relay_id, device.id, nonce, version)
+    try:
+        signing.verify(signing.public_key_from_raw(device.public_key), response.signature, payload)
+    except SignatureError:
+        return "bad_signature"
+    return None
+
+
+async def _serve(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
+    """Answer heartbeats and route replies; silence for three heartbeat intervals ends it."""
+    idle_timeout = 3 * state.config.heartbeat_interval
+    while True:
+        events = await peer.wait_events(idle_timeout)
+        for event in events:
+            await _handle(device_id, peer, state, event)
+
+
+async def _handle(
+    device_id: str, peer: WebSocketSession, state: RelayState, event: Message
+) -> None:
+    if isinstance(event, Heartbeat):
+        peer.send_nowait(_ack(peer, event, state.now()))
+    elif event.KIND is Kind.REPLY:
+        delivered = state.router.deliver(device_id, event, state.now())
+        if delivered is not None and delivered[1]:
+            await finish_route(state, delivered[0], None, None, reply=event)
+    elif event.KIND is Kind.REQUEST:
+        # Alerts and help requests get their handlers with the alerts and help-window work;
+        # until then the agent hears a clear "not supported", not silence.
+        from protocol import ErrorReply
+
+        request_id: int = getattr(event, "id")  # noqa: B009
+        peer.send_nowait(
+            ErrorReply(
+                id=request_id,
+                code="unsupported",
+                message=f"{event.TAG} is not handled by this relay yet",
+            )
+        )
+
+
+def _ack(peer: WebSocketSession, beat: Heartbeat, now: float) -> Message:
+    from protocol import HeartbeatAck
+
+    return HeartbeatAck(seq=beat.seq, sent_at=beat.sent_at, received_at=now)

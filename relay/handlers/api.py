@@ -1,0 +1,412 @@
+"""The relay's HTTP API (JSON): enrolment, sign-in, and administration of the tenancy tree.
+
+Every state-changing call and every refusal is audited; errors are ``{"error", "message"}`` with
+a fixed public sentence, never the caller's input echoed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from protocol import PosAssistError
+from protocol.enrolment import EnrolmentInvite
+
+from ..audit import Outcome
+from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
+from ..passwords import hash_password, verify_password
+from ..state import STATE, RelayState
+from ..storage import Role, Scope, ScopeKind, User
+
+log = logging.getLogger("posassist.relay")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: A well-formed hash to verify against when the user does not exist, so that the time a failed
+#: sign-in takes does not tell whether the username exists.
+_DUMMY_HASH: str | None = None
+
+
+class BadRequest(PosAssistError):
+    """The request body is missing a field, has the wrong type, or is not JSON."""
+
+    http_status = 400
+    public_reason = "bad request"
+
+
+class RateLimited(PosAssistError):
+    http_status = 429
+    public_reason = "too many requests; slow down"
+
+
+def error_response(exc: PosAssistError) -> web.Response:
+    status = int(getattr(exc, "http_status", 500))
+    return web.json_response(
+        {"error": type(exc).__name__, "message": exc.public_reason}, status=status
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map our error tree to JSON responses in one place."""
+    try:
+        return await handler(request)
+    except PosAssistError as exc:
+        return error_response(exc)
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body is not a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, *, max_len: int = 256) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise BadRequest(f"field {name!r} must be {kind.__name__}")
+    if isinstance(value, str) and not 0 < len(value) <= max_len:
+        raise BadRequest(f"field {name!r} must be 1..{max_len} characters")
+    return value
+
+
+async def current_user(request: web.Request) -> User:
+    """The signed-in user from ``Authorization: Bearer …``; refusals are audited."""
+    state = request.app[STATE]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        if scheme.lower() != "bearer" or not token:
+            from ..errors import TokenUnknown
+
+            raise TokenUnknown("no bearer token")
+        return await state.storage.authenticate_token(token.strip(), now=state.now())
+    except TokenError as exc:
+        await state.audit(
+            f"ip:{request.remote}",
+            f"{request.method} {request.path}",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": exc.public_reason},
+        )
+        raise
+
+
+def _require_role(user: User, *roles: Role) -> None:
+    if user.role not in roles:
+        raise ScopeError(f"{user.username} ({user.role}) may not do this")
+
+
+# --- enrolment ---------------------------------------------------------------------------------
+
+
+async def enrol(request: web.Request) -> web.Response:
+    """An agent presents a one-time token's secret and its public key; it gets a device id."""
+    state = request.app[STATE]
+    body = await _json(request)
+    secret = _field(body, "secret", str, max_len=128)
+    try:
+        public_key = base64.b64decode(_field(body, "public_key", str, max_len=64), validate=True)
+    except binascii.Error:
+        raise BadRequest("public_key is not base64") from None
+    if len(public_key) != 32:
+        raise BadRequest("public_key must be 32 bytes (raw Ed25519)")
+    version = body.get("agent_version")
+    agent_version = version[:64] if isinstance(version, str) else None
+    try:
+        device = await state.storage.consume_enrolment(
+            secret,
+            relay_id=state.config.relay_id,
+            public_key=public_key,
+            now=state.now(),
+            agent_version=agent_version,
+        )
+    except PosAssistError as exc:
+        await state.audit(
+            f"ip:{request.remote}",
+            "device.enrol",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": exc.public_reason},
+        )
+        raise
+    await state.audit(
+        f"device:{device.id}",
+        "device.enrol",
+        f"store:{device.store_id}",
+        Outcome.OK,
+        {"peer": request.remote, "agent_version": agent_version},
+    )
+    return web.json_response(
+        {"device_id": device.id, "store_id": device.store_id, "relay_id": state.config.relay_id}
+    )
+
+
+# --- sign-in -----------------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    config = state.config
+    if not state.login_limiter.allow(str(request.remote), state.now()):
+        await state.audit(
+            f"ip:{request.remote}",
+            "user.login",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": "rate limited"},
+        )
+        raise RateLimited("login rate")
+    body = await _json(request)
+    username = _field(body, "username", str, max_len=64)
+    password = _field(body, "password", str, max_len=1024)
+    now = state.now()
+    try:
+        user = await state.storage.get_user(username)
+    except NotFound:
+        await asyncio.to_thread(verify_password, password, _dummy_hash())
+        await state.audit(
+            f"ip:{request.remote}",
+            "user.login",
+            f"user:{username}",
+            Outcome.REFUSED,
+            {"reason": "unknown user"},
+        )
+        raise BadCredentials(username) from None
+    if user.is_locked(now):
+        await state.audit(
+            f"ip:{request.remote}",
+            "user.login",
+            f"user:{username}",
+            Outcome.REFUSED,
+            {"reason": "locked out"},
+        )
+        raise LockedOut(username)
+    if not await asyncio.to_thread(verify_password, password, user.password_hash):
+        user = await state.storage.record_login_failure(
+            user.id,
+            now=now,
+            max_failures=config.login_max_failures,
+            lockout_timeout=config.login_lockout,
+        )
+        locked = user.is_locked(now)
+        await state.audit(
+            f"ip:{request.remote}",
+            "user.login",
+            f"user:{username}",
+            Outcome.REFUSED,
+            {"reason": "locked out" if locked else "bad password"},
+        )
+        raise LockedOut(username) if locked else BadCredentials(username)
+    await state.storage.record_login_success(user.id)
+    token = await state.storage.issue_token(user.id, now=now, ttl=config.token_ttl)
+    await state.audit(
+        f"user:{username}", "user.login", f"user:{username}", Outcome.OK, {"peer": request.remote}
+    )
+    return web.json_response(
+        {
+            "token": token,
+            "expires_at": now + config.token_ttl,
+            "role": user.role.value,
+            "scope": {"kind": user.scope.kind.value, "id": user.scope.id},
+        }
+    )
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH  # a constant computed once, not state: same for every app
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = hash_password("posassist-dummy-password")
+    return _DUMMY_HASH
+
+
+async def logout(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    user = await current_user(request)
+    token = request.headers["Authorization"].partition(" ")[2].strip()
+    await state.storage.revoke_token(token, now=state.now())
+    await state.audit(f"user:{user.username}", "user.logout", f"user:{user.username}", Outcome.OK)
+    return web.json_response({"ok": True})
+
+
+# --- administration ----------------------------------------------------------------------------
+
+
+async def _admin_in(request: web.Request, target: Scope, action: str) -> tuple[RelayState, User]:
+    state = request.app[STATE]
+    user = await current_user(request)
+    if user.role is not Role.ADMIN:
+        await state.audit(
+            f"user:{user.username}",
+            action,
+            f"{target.kind}:{target.id}",
+            Outcome.REFUSED,
+            {"reason": f"role {user.role}"},
+        )
+        raise ScopeError(f"{user.username} is not an admin")
+    await state.require_scope(user, target, action)
+    return state, user
+
+
+async def create_organisation(request: web.Request) -> web.Response:
+    body = await _json(request)
+    name = _field(body, "name", str)
+    state, user = await _admin_in(request, Scope.root(), "organisation.create")
+    org = await state.storage.create_organisation(name, now=state.now())
+    await state.audit(
+        f"user:{user.username}",
+        "organisation.create",
+        f"organisation:{org.id}",
+        Outcome.OK,
+        {"name": name},
+    )
+    return web.json_response({"id": org.id, "name": org.name}, status=201)
+
+
+async def create_merchant(request: web.Request) -> web.Response:
+    body = await _json(request)
+    parent = _field(body, "organisation_id", str)
+    name = _field(body, "name", str)
+    state, user = await _admin_in(request, Scope(ScopeKind.ORGANISATION, parent), "merchant.create")
+    merchant = await state.storage.create_merchant(parent, name, now=state.now())
+    await state.audit(
+        f"user:{user.username}",
+        "merchant.create",
+        f"merchant:{merchant.id}",
+        Outcome.OK,
+        {"name": name, "organisation": parent},
+    )
+    return web.json_response({"id": merchant.id, "name": merchant.name}, status=201)
+
+
+async def create_store(request: web.Request) -> web.Response:
+    body = await _json(request)
+    parent = _field(body, "merchant_id", str)
+    name = _field(body, "name", str)
+    state, user = await _admin_in(request, Scope(ScopeKind.MERCHANT, parent), "store.create")
+    store = await state.storage.create_store(parent, name, now=state.now())
+    await state.audit(
+        f"user:{user.username}",
+        "store.create",
+        f"store:{store.id}",
+        Outcome.OK,
+        {"name": name, "merchant": parent},
+    )
+    return web.json_response({"id": store.id, "name": store.name}, status=201)
+
+
+async def create_enrolment(request: web.Request) -> web.Response:
+    """A one-time, expiring enrolment token for one store, as the text a store pastes."""
+    body = await _json(request)
+    store_id = _field(body, "store_id", str)
+    ttl = body.get("ttl", 24 * 3600)
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 60 <= ttl <= 30 * 86400:
+        raise BadRequest("ttl must be 60 s .. 30 days")
+    state, user = await _admin_in(request, Scope(ScopeKind.STORE, store_id), "enrolment.create")
+    record, secret = await state.storage.create_enrolment(
+        store_id, state.config.relay_id, now=state.now(), ttl=float(ttl)
+    )
+    invite = EnrolmentInvite(
+        relay_url=state.config.public_url,
+        relay_id=state.config.relay_id,
+        secret=secret,
+        tls_pin=state.config.tls_pin,
+    )
+    await state.audit(
+        f"user:{user.username}",
+        "enrolment.create",
+        f"store:{store_id}",
+        Outcome.OK,
+        {"enrolment": record.id, "expires_at": record.expires_at},
+    )
+    return web.json_response(
+        {"id": record.id, "token": invite.encode(), "expires_at": record.expires_at}, status=201
+    )
+
+
+async def create_user(request: web.Request) -> web.Response:
+    body = await _json(request)
+    username = _field(body, "username", str, max_len=64)
+    password = _field(body, "password", str, max_len=1024)
+    if len(password) < 10:
+        raise BadRequest("password must be at least 10 characters")
+    try:
+        role = Role(_field(body, "role", str))
+        kind = ScopeKind(_field(body, "scope_kind", str))
+    except ValueError:
+        raise BadRequest("unknown role or scope kind") from None
+    scope_id = body.get("scope_id")
+    try:
+        scope = Scope(kind, scope_id if isinstance(scope_id, str) else None)
+    except ValueError:
+        raise BadRequest("scope_id must be given except for root") from None
+    state, admin = await _admin_in(request, scope, "user.create")
+    hashed = await asyncio.to_thread(hash_password, password)
+    user = await state.storage.create_user(username, hashed, role, scope, now=state.now())
+    await state.audit(
+        f"user:{admin.username}",
+        "user.create",
+        f"user:{username}",
+        Outcome.OK,
+        {"role": role.value, "scope": f"{kind.value}:{scope.id}"},
+    )
+    return web.json_response({"id": user.id, "username": username}, status=201)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    user = await current_user(request)
+    devices = await state.storage.list_devices(user.scope)
+    return web.json_response(
+        {
+            "devices": [
+                {
+                    "id": d.id,
+                    "store_id": d.store_id,
+                    "status": d.status.value,
+                    "online": state.router.agent(d.id) is not None,
+                    "last_seen": d.last_seen,
+                    "agent_version": d.agent_version,
+                }
+                for d in devices
+            ]
+        }
+    )
+
+
+async def revoke_device(request: web.Request) -> web.Response:
+    """Revoke a device: refused from now on, and disconnected at once if connected."""
+    device_id = request.match_info["device_id"]
+    state, user = await _admin_in(request, Scope(ScopeKind.DEVICE, device_id), "device.revoke")
+    await state.storage.revoke_device(device_id, now=state.now())
+    await state.audit(f"user:{user.username}", "device.revoke", f"device:{device_id}", Outcome.OK)
+    link = state.router.agent(device_id)
+    if link is not None:
+        from ..connection import WebSocketSession
+        from .agents import REVOKED
+
+        assert isinstance(link, WebSocketSession)
+        await link.close(REVOKED, "device revoked")
+    return web.json_response({"id": device_id, "status": "revoked"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/enrol", enrol)
+    app.router.add_post("/v1/login", login)
+    app.router.add_post("/v1/logout", logout)
+    app.router.add_post("/v1/organisations", create_organisation)
+    app.router.add_post("/v1/merchants", create_merchant)
+    app.router.add_post("/v1/stores", create_store)
+    app.router.add_post("/v1/enrolments", create_enrolment)
+    app.router.add_post("/v1/users", create_user)
+    app.router.add_get("/v1/devices", list_devices)
+    app.router.add_post("/v1/devices/{device_id}/revoke", revoke_device)

@@ -1,0 +1,212 @@
+"""``/v1/console``: a technician's console signs in with a bearer token and sends requests.
+
+Each request is checked (role, scope, rate), recorded as a job, audited, then routed to the
+device; a refused request never reaches the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from protocol import (
+    AuthenticationError,
+    ErrorReply,
+    Heartbeat,
+    HeartbeatAck,
+    Kind,
+    PosAssistError,
+    Role,
+    Session,
+    TokenAuth,
+)
+from protocol.errors import UnexpectedMessage
+
+from ..audit import Outcome
+from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
+from ..errors import TokenError
+from ..routing import OfflineError
+from ..state import ROUTE_ROLES, STATE, RelayState
+from .agents import SOFTWARE
+from .jobs import finish_route
+
+if TYPE_CHECKING:
+    from protocol import Message
+
+    from ..storage import User
+
+log = logging.getLogger("posassist.relay")
+
+
+async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
+    state = request.app[STATE]
+    config = state.config
+    ws = web.WebSocketResponse(max_msg_size=config.limits.max_frame, compress=False)
+    await ws.prepare(request)
+    peer = WebSocketSession(
+        ws,
+        Session(Role.RELAY_FOR_CONSOLE, max_in_flight=config.console_max_in_flight),
+        str(request.remote),
+    )
+    state.sockets.add(ws)
+    user: User | None = None
+    try:
+        user = await _authenticate(peer, state)
+        state.consoles += 1
+        await _serve(user, peer, state)
+    except PosAssistError as exc:
+        await peer.close_for(exc)
+    except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        log.info("console connection from %s ended: %s", peer.peer, type(exc).__name__)
+    finally:
+        state.sockets.discard(ws)
+        if user is not None:
+            state.consoles -= 1
+            for route in state.router.detach_console(peer):
+                await finish_route(state, route, "console_gone", "the console disconnected")
+        await peer.stop_writer()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _authenticate(peer: WebSocketSession, state: RelayState) -> User:
+    config = state.config
+    await peer.wait_one(config.handshake_timeout)  # Hello; the session checks role and version
+    peer.session.send_welcome(config.relay_id, SOFTWARE)
+    await peer.flush()
+    auth = await peer.wait_one(config.handshake_timeout)
+    if not isinstance(auth, TokenAuth):  # pragma: no cover - the session only lets TokenAuth in
+        raise UnexpectedMessage(auth.TAG)
+    try:
+        user = await state.storage.authenticate_token(auth.token, now=state.now())
+    except TokenError as exc:
+        await state.audit(
+            f"ip:{peer.peer}",
+            "console.connect",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": exc.public_reason},
+        )
+        peer.session.send_refused("bad_token")
+        await peer.flush()
+        raise AuthenticationError(exc.public_reason) from None
+    peer.session.send_accepted(user.username, config.heartbeat_interval)
+    await peer.flush()
+    peer.start_writer()
+    log.info("console %s signed in from %s", user.username, peer.peer)
+    return user
+
+
+async def _serve(user: User, peer: WebSocketSession, state: RelayState) -> None:
+    idle_timeout = 3 * state.config.heartbeat_interval
+    limiter = state.console_limiter
+    while True:
+        for event in await peer.wait_events(idle_timeout):
+            now = state.now()
+            if isinstance(event, Heartbeat):
+                peer.send_nowait(
+                    HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now)
+                )
+            elif event.KIND is Kind.REQUEST:
+                if not limiter.allow(user.username, now):
+                    await _refuse(
+                        state, user, peer, event, "rate_limited", "too many requests; slow down"
+                    )
+                    continue
+                await _route(user, peer, state, event)
+
+
+async def _refuse(
+    state: RelayState, user: User, peer: WebSocketSession, event: Message, code: str, text: str
+) -> None:
+    request_id: int = getattr(event, "id")  # noqa: B009 - requests have ids
+    device_id = str(getattr(event, "device_id", ""))
+    await state.audit(
+        f"user:{user.username}", event.TAG, f"device:{device_id}", Outcome.REFUSED, {"reason": code}
+    )
+    peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
+
+
+async def _route(user: User, peer: WebSocketSession, state: RelayState, event: Message) -> None:
+    """Check, record, audit and forward one request (docs/protocol.md#requests)."""
+    device_id: str = getattr(event, "device_id")  # noqa: B009 - routed requests name a device
+    if user.role not in ROUTE_ROLES.get(event.TAG, frozenset()):
+        await _refuse(state, user, peer, event, "forbidden", "your role may not do this")
+        return
+    if not await state.storage.device_in_scope(device_id, user.scope):
+        # Out of scope and unknown look the same, so scope can't be probed for device ids.
+        await _refuse(state, user, peer, event, "forbidden", "device not in your scope")
+        return
+    now = state.now()
+    job = await state.storage.create_job(device_id, event.TAG, user.username, now=now)
+    await state.audit(
+        f"user:{user.username}",
+        event.TAG,
+        f"device:{device_id}",
+        Outcome.OK,
+        {"job": job.id, **_audit_detail(event)},
+    )
+    timeout = float(getattr(event, "timeout", state.config.request_timeout))
+    try:
+        state.router.forward(
+            peer,
+            event,
+            device_id=device_id,
+            job_id=job.id,
+            user=user.username,
+            now=now,
+            timeout=timeout,
+        )
+    except OfflineError:
+        await _fail_unrouted(
+            state, user, peer, event, job.id, "offline", "the device is not connected / 设备离线"
+        )
+    except SlowConsumerError:
+        agent = state.router.agent(device_id)
+        await _fail_unrouted(
+            state,
+            user,
+            peer,
+            event,
+            job.id,
+            "unavailable",
+            "the device is not keeping up; try again",
+        )
+        if isinstance(agent, WebSocketSession):
+            await agent.close(SlowConsumerError.close_code, SlowConsumerError.public_reason)
+
+
+async def _fail_unrouted(
+    state: RelayState,
+    user: User,
+    peer: WebSocketSession,
+    event: Message,
+    job_id: str,
+    code: str,
+    text: str,
+) -> None:
+    from ..storage import JobStatus
+
+    request_id: int = getattr(event, "id")  # noqa: B009
+    peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
+    await state.storage.finish_job(job_id, JobStatus.FAILED, now=state.now(), error=code)
+    await state.audit(
+        f"user:{user.username}",
+        f"{event.TAG}.finished",
+        f"device:{getattr(event, 'device_id', '')}",
+        Outcome.FAILED,
+        {"job": job_id, "error": code},
+    )
+
+
+def _audit_detail(event: Message) -> dict[str, object]:
+    """What the audit record keeps of a request: its kind-specific, non-bulky fields."""
+    detail: dict[str, object] = {}
+    for name in ("script", "version", "params", "collectors", "unattended"):
+        if hasattr(event, name):
+            value = getattr(event, name)
+            detail[name] = list(value) if isinstance(value, tuple) else value
+    return detail

@@ -1,0 +1,190 @@
+"""Routing between consoles and agents, behind a small interface; this is the in-process one.
+
+It knows nothing of aiohttp or SQL: links are anything with ``session`` and ``send_nowait``. A
+multi-node router (PostgreSQL + Redis or NATS) implements the same :class:`Router` protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from protocol import ErrorReply, Message
+from protocol.messages import ScriptOutput, ScriptStarted
+
+if TYPE_CHECKING:
+    from protocol import Session
+
+__all__ = ["InProcessRouter", "Link", "OfflineError", "Route", "Router"]
+
+
+class Link(Protocol):
+    """A connected peer the router can write to without waiting."""
+
+    session: Session
+    peer: str
+
+    def send_nowait(self, msg: Message) -> None: ...
+
+
+class OfflineError(Exception):
+    """The target device has no live connection to this relay."""
+
+
+@dataclass(slots=True, eq=False)
+class Route:
+    """One request in flight from a console to an agent."""
+
+    device_id: str
+    agent_request_id: int
+    console: Link
+    console_request_id: int
+    tag: str
+    job_id: str
+    user: str
+    started_at: float
+    timeout: float
+    deadline: float
+    replies: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Router(Protocol):
+    """What handlers need from routing; see :class:`InProcessRouter`."""
+
+    def attach_agent(self, device_id: str, link: Link) -> Link | None: ...
+    def detach_agent(self, device_id: str, link: Link) -> list[Route]: ...
+    def agent(self, device_id: str) -> Link | None: ...
+    def agents_online(self) -> int: ...
+    def forward(
+        self,
+        console: Link,
+        request: Message,
+        *,
+        device_id: str,
+        job_id: str,
+        user: str,
+        now: float,
+        timeout: float,
+    ) -> Route: ...
+    def deliver(self, device_id: str, reply: Message, now: float) -> tuple[Route, bool] | None: ...
+    def expire(self, now: float) -> list[Route]: ...
+    def detach_console(self, console: Link) -> list[Route]: ...
+
+
+class InProcessRouter:
+    """Routes within one relay process. Every method is synchronous and never waits."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, Link] = {}
+        self._routes: dict[tuple[str, int], Route] = {}
+
+    # --- presence -------------------------------------------------------------------------------
+
+    def attach_agent(self, device_id: str, link: Link) -> Link | None:
+        """Make ``link`` the device's connection; return the one it replaces, if any."""
+        previous = self._agents.get(device_id)
+        self._agents[device_id] = link
+        return previous if previous is not link else None
+
+    def detach_agent(self, device_id: str, link: Link) -> list[Route]:
+        """Forget ``link`` (if still current) and return the routes that can never finish now."""
+        if self._agents.get(device_id) is link:
+            del self._agents[device_id]
+        lost = [r for key, r in self._routes.items() if key[0] == device_id]
+        for route in lost:
+            del self._routes[(route.device_id, route.agent_request_id)]
+        return lost
+
+    def agent(self, device_id: str) -> Link | None:
+        return self._agents.get(device_id)
+
+    def agents_online(self) -> int:
+        return len(self._agents)
+
+    @property
+    def routes_in_flight(self) -> int:
+        return len(self._routes)
+
+    # --- requests and replies ---------------------------------------------------------------------
+
+    def forward(
+        self,
+        console: Link,
+        request: Message,
+        *,
+        device_id: str,
+        job_id: str,
+        user: str,
+        now: float,
+        timeout: float,
+    ) -> Route:
+        """Send ``request`` to the device under a fresh id; OfflineError if it isn't connected.
+
+        Raises whatever the agent link raises (LocalProtocolError, SlowConsumerError); the route
+        is only recorded once the request is queued.
+        """
+        agent = self._agents.get(device_id)
+        if agent is None:
+            raise OfflineError(device_id)
+        agent_request_id = agent.session.next_id()
+        console_request_id: int = getattr(request, "id")  # noqa: B009 - requests have ids
+        agent.send_nowait(dataclasses.replace(request, id=agent_request_id))  # type: ignore[type-var]
+        route = Route(
+            device_id=device_id,
+            agent_request_id=agent_request_id,
+            console=console,
+            console_request_id=console_request_id,
+            tag=request.TAG,
+            job_id=job_id,
+            user=user,
+            started_at=now,
+            timeout=timeout,
+            deadline=now + timeout,
+        )
+        self._routes[(device_id, agent_request_id)] = route
+        return route
+
+    def deliver(self, device_id: str, reply: Message, now: float) -> tuple[Route, bool] | None:
+        """Pass an agent's reply to the console that asked, under the console's id.
+
+        Returns the route and whether it ended, or None when nobody waits for it any more (the
+        console left or the request timed out). Raises what the console link raises.
+        """
+        agent_request_id: int = getattr(reply, "id")  # noqa: B009 - replies have ids
+        route = self._routes.get((device_id, agent_request_id))
+        if route is None:
+            return None
+        route.replies += 1
+        if isinstance(reply, ScriptStarted | ScriptOutput):
+            route.deadline = now + route.timeout  # progress: the agent is alive and working
+        if reply.TERMINAL:
+            del self._routes[(device_id, agent_request_id)]
+        route.console.send_nowait(dataclasses.replace(reply, id=route.console_request_id))  # type: ignore[type-var]
+        return route, reply.TERMINAL
+
+    def expire(self, now: float) -> list[Route]:
+        """Remove and return the routes past their deadline; the caller tells both sides."""
+        late = [route for route in self._routes.values() if route.deadline <= now]
+        for route in late:
+            del self._routes[(route.device_id, route.agent_request_id)]
+            agent = self._agents.get(route.device_id)
+            if agent is not None:
+                agent.session.abandon(route.agent_request_id)
+        return late
+
+    def detach_console(self, console: Link) -> list[Route]:
+        """A console left: its routes are dropped; late replies from agents are discarded."""
+        gone = [r for r in self._routes.values() if r.console is console]
+        for route in gone:
+            del self._routes[(route.device_id, route.agent_request_id)]
+            agent = self._agents.get(route.device_id)
+            if agent is not None:
+                agent.session.abandon(route.agent_request_id)
+        return gone
+
+
+def error_reply(route: Route, code: str, message: str) -> ErrorReply:
+    """The console-side error ending ``route``."""
+    return ErrorReply(id=route.console_request_id, code=code, message=message)

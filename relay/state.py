@@ -1,0 +1,94 @@
+"""What one running relay holds: config, storage, router, and the helpers every handler uses.
+
+One RelayState per application (``app[STATE]``); nothing here is global.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .audit import Outcome
+from .errors import NotFound, ScopeError
+from .storage import Role, Scope, ScopeKind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from aiohttp.web_ws import WebSocketResponse
+
+    from .config import RelayConfig
+    from .ratelimit import KeyedLimiter
+    from .routing import InProcessRouter
+    from .storage import SqlStorage, User
+
+log = logging.getLogger("posassist.relay")
+
+#: Which roles may send which request to a device (viewers may look, not touch).
+ROUTE_ROLES: dict[str, frozenset[Role]] = {
+    "diag.request": frozenset({Role.ADMIN, Role.TECHNICIAN, Role.VIEWER}),
+    "script.run": frozenset({Role.ADMIN, Role.TECHNICIAN}),
+}
+
+
+@dataclass(slots=True)
+class RelayState:
+    """Everything the running relay holds; handlers reach it as ``request.app[STATE]``."""
+
+    config: RelayConfig
+    storage: SqlStorage
+    router: InProcessRouter
+    login_limiter: KeyedLimiter
+    console_limiter: KeyedLimiter
+    clock: Callable[[], float] = time.time
+    sockets: set[WebSocketResponse] = field(default_factory=set)
+    consoles: int = 0
+
+    def now(self) -> float:
+        return self.clock()
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        outcome: Outcome,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append to the hash-chained audit log (docs: every change, command and refusal)."""
+        await self.storage.append(
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            now=self.now(),
+            detail=detail,
+        )
+
+    async def covers(self, user: User, target: Scope) -> bool:
+        """Whether ``user``'s scope contains ``target`` (False if ``target`` doesn't exist)."""
+        if user.scope.kind is ScopeKind.ROOT:
+            return True
+        try:
+            return user.scope in await self.storage.scope_ancestors(target)
+        except NotFound:
+            return False
+
+    async def require_scope(self, user: User, target: Scope, action: str) -> None:
+        """Refuse (and audit) unless ``user`` may act on ``target``; not-found looks the same."""
+        if not await self.covers(user, target):
+            await self.audit(
+                f"user:{user.username}",
+                action,
+                f"{target.kind}:{target.id}",
+                Outcome.REFUSED,
+                {"reason": "out of scope"},
+            )
+            raise ScopeError(f"{user.username} may not {action} on {target}")
+
+
+STATE = web.AppKey("state", RelayState)

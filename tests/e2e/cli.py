@@ -1,0 +1,128 @@
+"""Drive the real command lines the way an operator does: init, tenancy, serve, enrolment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "demo-admin-password"
+
+
+def py(
+    *args: str, python: str = sys.executable, timeout: float = 60, database: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` in the repository, with ``--database`` appended when given."""
+    extra = ["--database", database] if database else []
+    return subprocess.run(
+        [python, "-m", *args, *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def provision(data: Path, database: str = "") -> str:
+    """Initialise a relay and one store; return the store id."""
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "admin.pw").write_text(ADMIN_PASSWORD)
+    ok(
+        py(
+            "relay",
+            "init",
+            "--data",
+            str(data),
+            "--admin-password-file",
+            str(data / "admin.pw"),
+            database=database,
+        )
+    )
+    org = ok(
+        py(
+            "relay",
+            "organisation",
+            "create",
+            "--data",
+            str(data),
+            "--name",
+            "Acme",
+            database=database,
+        )
+    )
+    merchant = ok(
+        py(
+            "relay",
+            "merchant",
+            "create",
+            "--data",
+            str(data),
+            "--name",
+            "Noodles",
+            "--organisation",
+            org,
+            database=database,
+        )
+    )
+    return ok(
+        py(
+            "relay",
+            "store",
+            "create",
+            "--data",
+            str(data),
+            "--name",
+            "Main St",
+            "--merchant",
+            merchant,
+            database=database,
+        )
+    )
+
+
+def start_relay(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """``posassist-relay serve`` on a free port; waits until it listens."""
+    url_file = data / "relay.url"
+    url_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--data", str(data), "--port", "0", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (url_file.exists() and url_file.read_text()):
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate()[1])
+        assert time.monotonic() < deadline, "relay did not start"
+        time.sleep(0.05)
+    return proc, url_file.read_text()
+
+
+def invite(data: Path, store: str, url: str, database: str = "", ttl: float = 3600) -> str:
+    return ok(
+        py(
+            "relay",
+            "enrolment",
+            "create",
+            "--data",
+            str(data),
+            "--store",
+            store,
+            "--relay-url",
+            url,
+            "--ttl",
+            str(ttl),
+            database=database,
+        )
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=15)

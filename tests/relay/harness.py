@@ -1,0 +1,259 @@
+"""A real relay (create_app on aiohttp's TestServer, SQLite in tmp_path) and real peers for it.
+
+Agents and consoles here speak the protocol through protocol.Session over a real websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from protocol import Role, Session, SessionState, signing
+from protocol import messages as m
+from protocol.enrolment import EnrolmentInvite
+from relay.app import create_app
+from relay.config import RelayConfig
+from relay.passwords import hash_password
+from relay.state import STATE, RelayState
+from relay.storage import Role as UserRole
+from relay.storage import Scope, ScopeKind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+PASSWORD = "correct horse battery"
+_HASH = hash_password(PASSWORD)
+
+
+class Clock:
+    """A settable clock for the relay, so expiry and lockout are tested without sleeping."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.offset = 0.0
+        self._time = time.time
+
+    def __call__(self) -> float:
+        return self._time() + self.offset
+
+
+@dataclass
+class Relay:
+    server: TestServer
+    clock: Clock
+    org: str = ""
+    merchant: str = ""
+    store: str = ""
+    other_store: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state(self) -> RelayState:
+        return self.server.app[STATE]
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.server.port}"
+
+    async def post(
+        self, path: str, body: object, token: str | None = None
+    ) -> tuple[int, dict[str, object]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            ClientSession() as http,
+            http.post(self.http + path, json=body, headers=headers) as response,
+        ):
+            return response.status, await response.json()
+
+    async def get(self, path: str, token: str | None = None) -> tuple[int, dict[str, object]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with ClientSession() as http, http.get(self.http + path, headers=headers) as r:
+            return r.status, await r.json()
+
+    async def invite(self, store: str | None = None, ttl: float = 3600) -> str:
+        status, body = await self.post(
+            "/v1/enrolments", {"store_id": store or self.store, "ttl": ttl}, self.tokens["admin"]
+        )
+        assert status == 201, body
+        return str(body["token"])
+
+    async def enrol(self, token_text: str | None = None) -> tuple[str, signing.Ed25519PrivateKey]:
+        invite = EnrolmentInvite.decode(token_text or await self.invite())
+        key = signing.generate_private_key()
+        raw = signing.public_key_to_raw(key.public_key())
+        status, body = await self.post(
+            "/v1/enrol",
+            {"secret": invite.secret, "public_key": base64.b64encode(raw).decode()},
+        )
+        assert status == 200, body
+        return str(body["device_id"]), key
+
+    async def audit_actions(self) -> list[tuple[str, str, str]]:
+        return [(r.action, str(r.outcome), r.target) async for r in self.state.storage.records()]
+
+
+async def start_relay(tmp_path: Path, **overrides: object) -> Relay:
+    clock = Clock()
+    settings: dict[str, object] = {"heartbeat_interval": 2.0, "handshake_timeout": 3.0}
+    settings.update(overrides)
+    config = RelayConfig.load(tmp_path / "relay", **settings)
+    server = TestServer(create_app(config, clock=clock), host="127.0.0.1")
+    await server.start_server()
+    relay = Relay(server, clock)
+    state = relay.state
+    state.config = config.with_port(server.port)
+    storage = state.storage
+    now = clock()
+    relay.org = (await storage.create_organisation("Acme POS Service", now=now)).id
+    relay.merchant = (await storage.create_merchant(relay.org, "Noodle House", now=now)).id
+    relay.store = (await storage.create_store(relay.merchant, "Main St", now=now)).id
+    relay.other_store = (await storage.create_store(relay.merchant, "Harbour", now=now)).id
+    users = {
+        "admin": (UserRole.ADMIN, Scope.root()),
+        "tech": (UserRole.TECHNICIAN, Scope(ScopeKind.STORE, relay.store)),
+        "viewer": (UserRole.VIEWER, Scope(ScopeKind.STORE, relay.store)),
+    }
+    for name, (role, scope) in users.items():
+        await storage.create_user(name, _HASH, role, scope, now=now)
+        status, body = await relay.post("/v1/login", {"username": name, "password": PASSWORD})
+        assert status == 200, body
+        relay.tokens[name] = str(body["token"])
+    return relay
+
+
+async def recv(ws: ClientConnection, session: Session, timeout: float = 5) -> list[m.Message]:
+    """Frames until the session yields at least one message."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await ws.recv()
+            assert isinstance(frame, bytes)
+            session.receive_data(frame)
+            events = session.events_received()
+            if events:
+                return events
+
+
+async def send(ws: ClientConnection, session: Session) -> None:
+    for frame in session.data_to_send():
+        await ws.send(frame)
+
+
+async def drain(ws: ClientConnection) -> None:
+    while True:
+        await ws.recv()
+
+
+async def close_code(ws: ClientConnection, timeout: float = 5) -> int:
+    """Read until the relay closes the connection; its close code."""
+    async with asyncio.timeout(timeout):
+        with pytest.raises(ConnectionClosed) as info:
+            await drain(ws)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code
+
+
+async def agent_handshake(
+    ws: ClientConnection,
+    device_id: str,
+    key: signing.Ed25519PrivateKey,
+    sign: Callable[[bytes], bytes] | None = None,
+) -> tuple[Session, m.Message]:
+    session = Session(Role.AGENT)
+    session.send_hello("test-agent")
+    await send(ws, session)
+    events: list[m.Message] = []
+    while session.state is not SessionState.CHALLENGED:
+        events += await recv(ws, session)
+    welcome, challenge = events
+    assert isinstance(welcome, m.Welcome)
+    assert isinstance(challenge, m.AuthChallenge)
+    payload = signing.auth_payload(welcome.relay_id, device_id, challenge.nonce, welcome.version)
+    session.send_auth_response(device_id, sign(payload) if sign else signing.sign(key, payload))
+    await send(ws, session)
+    (answer,) = await recv(ws, session)
+    return session, answer
+
+
+async def console_handshake(ws: ClientConnection, token: str) -> tuple[Session, m.Message]:
+    session = Session(Role.CONSOLE)
+    session.send_hello("test-console")
+    await send(ws, session)
+    await recv(ws, session)
+    session.send_token(token)
+    await send(ws, session)
+    (answer,) = await recv(ws, session)
+    return session, answer
+
+
+class Agent:
+    """An enrolled, connected agent played by the test."""
+
+    def __init__(self, relay: Relay, device_id: str, key: signing.Ed25519PrivateKey) -> None:
+        self.relay, self.device_id, self.key = relay, device_id, key
+        self.ws: ClientConnection | None = None
+        self.session: Session | None = None
+
+    async def __aenter__(self) -> Agent:
+        self.ws = await connect(self.relay.ws + "/v1/agent")
+        self.session, answer = await agent_handshake(self.ws, self.device_id, self.key)
+        assert isinstance(answer, m.AuthAccepted), answer
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.ws is not None
+        await self.ws.close()
+
+    async def next(self, timeout: float = 5) -> list[m.Message]:
+        assert self.ws is not None
+        assert self.session is not None
+        return await recv(self.ws, self.session, timeout)
+
+    async def reply(self, msg: m.Message) -> None:
+        assert self.ws is not None
+        assert self.session is not None
+        self.session.send(msg)
+        await send(self.ws, self.session)
+
+
+class Console:
+    """A signed-in technician console played by the test."""
+
+    def __init__(self, relay: Relay, user: str = "tech") -> None:
+        self.relay, self.user = relay, user
+        self.ws: ClientConnection | None = None
+        self.session: Session | None = None
+
+    async def __aenter__(self) -> Console:
+        self.ws = await connect(self.relay.ws + "/v1/console")
+        self.session, answer = await console_handshake(self.ws, self.relay.tokens[self.user])
+        assert isinstance(answer, m.AuthAccepted), answer
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.ws is not None
+        await self.ws.close()
+
+    async def request(self, msg: m.Message) -> None:
+        assert self.ws is not None
+        assert self.session is not None
+        self.session.send(msg)
+        await send(self.ws, self.session)
+
+    async def next(self, timeout: float = 5) -> list[m.Message]:
+        assert self.ws is not None
+        assert self.session is not None
+        return await recv(self.ws, self.session, timeout)

@@ -1,0 +1,523 @@
+"""Relay core over real websockets and HTTP: enrolment, sign-in, scope, routing, audit.
+
+Each bad input from issue 4 is sent for real; the test checks the clear error and that nothing
+was let in, run or lost (the device saw nothing, the job says what happened, the audit records it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import TYPE_CHECKING
+
+import msgpack
+import pytest
+from websockets.asyncio.client import connect
+
+from protocol import Codec, signing
+from protocol import messages as m
+from protocol.enrolment import EnrolmentInvite
+from relay.audit import verify_store
+from relay.storage import JobStatus, Scope
+from tests.relay.harness import (
+    PASSWORD,
+    Agent,
+    Console,
+    Relay,
+    agent_handshake,
+    close_code,
+    console_handshake,
+    start_relay,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+CODEC = Codec()
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    relay = await start_relay(tmp_path)
+    yield relay
+    await relay.server.close()
+
+
+async def _chain_ok(relay: Relay) -> None:
+    result = await verify_store(relay.state.storage)
+    assert result.ok, result.describe()
+
+
+# --- enrolment ----------
+
+
+async def test_enrolment_binds_key_to_new_device_in_the_store(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    device = await relay.state.storage.get_device(device_id)
+    assert device.store_id == relay.store
+    assert device.public_key == signing.public_key_to_raw(key.public_key())
+    async with Agent(relay, device_id, key):
+        pass
+    assert ("device.enrol", "ok", f"store:{relay.store}") in await relay.audit_actions()
+    await _chain_ok(relay)
+
+
+async def test_enrolment_token_carries_relay_url_and_id(relay: Relay) -> None:
+    invite = EnrolmentInvite.decode(await relay.invite())
+    assert invite.relay_url == relay.ws
+    assert invite.relay_id == relay.state.config.relay_id
+    assert invite.tls_pin is None
+
+
+async def _enrol_raw(relay: Relay, secret: str) -> tuple[int, dict[str, object]]:
+    raw = signing.public_key_to_raw(signing.generate_private_key().public_key())
+    return await relay.post(
+        "/v1/enrol", {"secret": secret, "public_key": base64.b64encode(raw).decode()}
+    )
+
+
+async def test_enrolment_token_used_twice_is_refused(relay: Relay) -> None:
+    text = await relay.invite()
+    await relay.enrol(text)
+    status, body = await _enrol_raw(relay, EnrolmentInvite.decode(text).secret)
+    assert status == 403
+    assert body["message"] == "enrolment token already used"
+    assert len(await relay.state.storage.list_devices(relay_scope_root())) == 1
+
+
+async def test_expired_enrolment_token_is_refused(relay: Relay) -> None:
+    text = await relay.invite(ttl=60)
+    relay.clock.offset = 120
+    status, body = await _enrol_raw(relay, EnrolmentInvite.decode(text).secret)
+    assert status == 403
+    assert body["message"] == "enrolment token expired"
+    assert await relay.state.storage.list_devices(relay_scope_root()) == []
+
+
+async def test_enrolment_token_for_another_relay_is_refused(relay: Relay) -> None:
+    _, secret = await relay.state.storage.create_enrolment(
+        relay.store, "relay-elsewhere", now=relay.clock(), ttl=3600
+    )
+    status, body = await _enrol_raw(relay, secret)
+    assert status == 403
+    assert body["message"] == "enrolment token is for another relay"
+    assert await relay.state.storage.list_devices(relay_scope_root()) == []
+    assert ("device.enrol", "refused", "relay") in await relay.audit_actions()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"secret": "x", "public_key": "not base64!"},
+        {"secret": "x", "public_key": base64.b64encode(b"short").decode()},
+        {"secret": 5, "public_key": "AAAA"},
+        [1, 2],
+    ],
+)
+async def test_malformed_enrolment_is_bad_request(relay: Relay, body: object) -> None:
+    status, answer = await relay.post("/v1/enrol", body)
+    assert status == 400
+    assert answer == {"error": "BadRequest", "message": "bad request"}
+
+
+def relay_scope_root() -> Scope:
+    return Scope.root()
+
+
+# --- agent authentication ----------
+
+
+async def test_agent_with_unknown_key_is_refused_and_audited(relay: Relay) -> None:
+    device_id, _ = await relay.enrol()
+    async with connect(relay.ws + "/v1/agent") as ws:
+        _, answer = await agent_handshake(ws, device_id, signing.generate_private_key())
+        assert answer == m.AuthRefused(code="bad_signature")
+        assert await close_code(ws) == 4001
+    assert ("agent.connect", "refused", f"device:{device_id}") in await relay.audit_actions()
+    assert relay.state.router.agent(device_id) is None
+
+
+async def test_unknown_device_is_refused(relay: Relay) -> None:
+    async with connect(relay.ws + "/v1/agent") as ws:
+        _, answer = await agent_handshake(ws, "dev_nobody", signing.generate_private_key())
+        assert answer == m.AuthRefused(code="unknown_device")
+
+
+async def test_replayed_challenge_response_is_refused(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    captured: list[bytes] = []
+
+    def record(payload: bytes) -> bytes:
+        captured.append(signing.sign(key, payload))
+        return captured[-1]
+
+    async with connect(relay.ws + "/v1/agent") as ws:
+        _, answer = await agent_handshake(ws, device_id, key, sign=record)
+        assert isinstance(answer, m.AuthAccepted)
+    # an eavesdropper replays the recorded response on a new connection (new nonce)
+    async with connect(relay.ws + "/v1/agent") as ws:
+        _, answer = await agent_handshake(ws, device_id, key, sign=lambda _: captured[0])
+        assert answer == m.AuthRefused(code="bad_signature")
+        assert await close_code(ws) == 4001
+
+
+async def test_revoked_device_is_disconnected_at_once_and_refused_after(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        status, _ = await relay.post(f"/v1/devices/{device_id}/revoke", {}, relay.tokens["admin"])
+        assert status == 200
+        assert agent.ws is not None
+        assert await close_code(agent.ws) == 4003
+    async with connect(relay.ws + "/v1/agent") as ws:
+        _, answer = await agent_handshake(ws, device_id, key)
+        assert answer == m.AuthRefused(code="revoked")
+    assert ("device.revoke", "ok", f"device:{device_id}") in await relay.audit_actions()
+
+
+async def test_second_connection_replaces_the_first(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as first, Agent(relay, device_id, key) as second:
+        assert first.ws is not None
+        assert await close_code(first.ws) == 4002
+        assert relay.state.router.agent(device_id) is not None
+        assert second.ws is not None
+
+
+# --- technician sign-in ----------
+
+
+async def test_wrong_password_twenty_times_locks_out_and_is_audited(relay: Relay) -> None:
+    statuses = []
+    for _ in range(20):
+        status, _ = await relay.post("/v1/login", {"username": "tech", "password": "wrong"})
+        statuses.append(status)
+    assert statuses[:4] == [401] * 4
+    assert statuses[4] == 429  # the fifth failure locks the account
+    assert set(statuses[5:]) == {429}
+    # even the right password is refused while locked out
+    status, _body = await relay.post("/v1/login", {"username": "tech", "password": PASSWORD})
+    assert status == 429
+    refusals = [a for a in await relay.audit_actions() if a[:2] == ("user.login", "refused")]
+    assert len(refusals) == 21
+    relay.clock.offset = 16 * 60  # the lockout ends
+    relay.state.login_limiter = type(relay.state.login_limiter)(1.0, 10, max_keys=10)
+    status, _ = await relay.post("/v1/login", {"username": "tech", "password": PASSWORD})
+    assert status == 200
+
+
+async def test_unknown_user_and_bad_body_are_clear_errors(relay: Relay) -> None:
+    status, body = await relay.post("/v1/login", {"username": "ghost", "password": "x"})
+    assert (status, body["message"]) == (401, "invalid username or password")
+    status, body = await relay.post("/v1/login", {"username": "tech"})
+    assert status == 400
+
+
+async def test_expired_and_revoked_bearer_tokens_are_refused(relay: Relay) -> None:
+    token = relay.tokens["tech"]
+    assert (await relay.get("/v1/devices", token))[0] == 200
+    relay.clock.offset = 9 * 3600
+    status, body = await relay.get("/v1/devices", token)
+    assert (status, body["message"]) == (401, "token expired")
+    async with connect(relay.ws + "/v1/console") as ws:
+        _, answer = await console_handshake(ws, token)
+        assert answer == m.AuthRefused(code="bad_token")
+        assert await close_code(ws) == 4001
+    relay.clock.offset = 0
+    status, _ = await relay.post("/v1/logout", {}, relay.tokens["viewer"])
+    assert status == 200
+    status, body = await relay.get("/v1/devices", relay.tokens["viewer"])
+    assert (status, body["message"]) == (401, "token revoked")
+    status, _ = await relay.get("/v1/devices")
+    assert status == 401
+
+
+# --- scope and routing ----------
+
+
+async def test_console_diagnostics_round_trip_reaches_only_the_caller(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with (
+        Agent(relay, device_id, key) as agent,
+        Console(relay) as console,
+        Console(relay, "admin") as bystander,
+    ):
+        await console.request(m.DiagnosticsRequest(id=41, device_id=device_id, timeout=5))
+        (request,) = await agent.next()
+        assert isinstance(request, m.DiagnosticsRequest)
+        await agent.reply(
+            m.DiagnosticsReport(
+                id=request.id,
+                device_id=device_id,
+                collected_at=1.0,
+                sections={"printer": {"ok": True}},
+            )
+        )
+        (report,) = await console.next()
+        assert isinstance(report, m.DiagnosticsReport)
+        assert report.id == 41
+        assert report.sections == {"printer": {"ok": True}}
+        with pytest.raises(TimeoutError):
+            await bystander.next(timeout=0.3)
+    jobs = await _jobs(relay)
+    assert [(j.kind, j.status) for j in jobs] == [("diag.request", JobStatus.SUCCEEDED)]
+    await _chain_ok(relay)
+
+
+async def test_script_output_streams_back_and_job_finishes(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(
+            m.ScriptRunRequest(
+                id=7,
+                device_id=device_id,
+                script="printer-test",
+                version="1.0.0",
+                params={"copies": 1},
+            )
+        )
+        (request,) = await agent.next()
+        rid = request.id  # type: ignore[attr-defined]
+        await agent.reply(m.ScriptStarted(id=rid, job_id="j", started_at=1.0))
+        for seq in range(3):
+            await agent.reply(
+                m.ScriptOutput(id=rid, job_id="j", seq=seq, stream="stdout", data=b"line\n")
+            )
+        await agent.reply(
+            m.ScriptFinished(
+                id=rid,
+                job_id="j",
+                status="failed",
+                finished_at=2.0,
+                exit_code=3,
+                detail="paper out",
+            )
+        )
+        got: list[m.Message] = []
+        while len(got) < 5:
+            got += await console.next()
+    assert [g.TAG for g in got] == ["script.started"] + ["script.output"] * 3 + ["script.finished"]
+    assert all(g.id == 7 for g in got)  # type: ignore[attr-defined]
+    (job,) = await _jobs(relay)
+    assert job.status is JobStatus.FAILED
+    assert "paper out" in (job.error or "")
+
+
+async def test_technician_outside_scope_is_refused_audited_and_device_sees_nothing(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol(await relay.invite(relay.other_store))
+    async with Agent(relay, device_id, key) as agent, Console(relay, "tech") as console:
+        await console.request(m.DiagnosticsRequest(id=1, device_id=device_id))
+        (answer,) = await console.next()
+        assert answer == m.ErrorReply(id=1, code="forbidden", message="device not in your scope")
+        with pytest.raises(TimeoutError):
+            await agent.next(timeout=0.5)
+    assert ("diag.request", "refused", f"device:{device_id}") in await relay.audit_actions()
+    assert await _jobs(relay) == []
+
+
+async def test_unknown_device_looks_the_same_as_out_of_scope(relay: Relay) -> None:
+    async with Console(relay) as console:
+        await console.request(m.DiagnosticsRequest(id=1, device_id="dev_nope"))
+        (answer,) = await console.next()
+        assert answer == m.ErrorReply(id=1, code="forbidden", message="device not in your scope")
+
+
+async def test_viewer_may_look_but_not_run_scripts(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay, "viewer") as console:
+        await console.request(
+            m.ScriptRunRequest(id=1, device_id=device_id, script="s", version="1")
+        )
+        (answer,) = await console.next()
+        assert answer == m.ErrorReply(id=1, code="forbidden", message="your role may not do this")
+        with pytest.raises(TimeoutError):
+            await agent.next(timeout=0.3)
+
+
+async def test_request_to_offline_device_gets_clear_error(relay: Relay) -> None:
+    device_id, _ = await relay.enrol()
+    async with Console(relay) as console:
+        await console.request(m.DiagnosticsRequest(id=3, device_id=device_id))
+        (answer,) = await console.next()
+        assert isinstance(answer, m.ErrorReply)
+        assert answer.code == "offline"
+    (job,) = await _jobs(relay)
+    assert (job.status, job.error) == (JobStatus.FAILED, "offline")
+
+
+async def test_agent_that_never_replies_times_out_and_job_fails(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(m.DiagnosticsRequest(id=9, device_id=device_id, timeout=0.5))
+        (request,) = await agent.next()
+        assert isinstance(request, m.DiagnosticsRequest)
+        (answer,) = await console.next(timeout=5)
+        assert answer == m.ErrorReply(
+            id=9, code="timeout", message="no reply from the device within 0.5 s"
+        )
+        # a late reply is dropped quietly: the agent is not disconnected for it
+        await agent.reply(
+            m.DiagnosticsReport(
+                id=request.id,
+                device_id=device_id,
+                collected_at=1.0,
+                sections={},
+            )
+        )
+        await asyncio.sleep(0.2)
+        assert relay.state.router.agent(device_id) is not None
+        with pytest.raises(TimeoutError):
+            await console.next(timeout=0.3)
+    (job,) = await _jobs(relay)
+    assert job.status is JobStatus.FAILED
+    assert (job.error or "").startswith("timeout")
+    await _chain_ok(relay)
+
+
+async def test_console_flooding_requests_is_rate_limited(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, console_rate=1.0, console_burst=5)
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+            for rid in range(1, 21):
+                await console.request(m.DiagnosticsRequest(id=rid, device_id=device_id))
+            answers: list[m.Message] = []
+            while len(answers) < 15:
+                answers += await console.next()
+            assert all(isinstance(a, m.ErrorReply) and a.code == "rate_limited" for a in answers)
+            forwarded: list[m.Message] = []
+            while len(forwarded) < 5:
+                forwarded += await agent.next()
+            with pytest.raises(TimeoutError):
+                await agent.next(timeout=0.3)
+        refused = [a for a in await relay.audit_actions() if a[1] == "refused"]
+        assert len(refused) == 15
+    finally:
+        await relay.server.close()
+
+
+async def test_console_exceeding_requests_in_flight_is_disconnected(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, console_max_in_flight=3, console_burst=100)
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key), Console(relay) as console:
+            for rid in range(1, 5):
+                await console.request(m.DiagnosticsRequest(id=rid, device_id=device_id))
+            assert console.ws is not None
+            assert await close_code(console.ws) == 1008
+    finally:
+        await relay.server.close()
+
+
+async def test_console_endpoint_closes_bad_frames(relay: Relay) -> None:
+    for frame, code in [
+        (b"\xc1", 1007),
+        (b"\x00" * (1024 * 1024 + 1), 1009),
+        (msgpack.packb({"t": "nope"}), 1003),
+        (CODEC.encode(m.Hello(role="agent", versions=(1,), software="")), 1002),
+    ]:
+        async with connect(relay.ws + "/v1/console", max_size=None) as ws:
+            await ws.send(frame)
+            assert await close_code(ws) == code
+    async with Console(relay) as console:  # still serving
+        assert console.session is not None
+
+
+async def test_garbage_after_sign_in_closes_only_that_console(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key), Console(relay) as good, Console(relay) as bad:
+        assert bad.ws is not None
+        await bad.ws.send(b"\x92\x01")  # truncated
+        assert await close_code(bad.ws) == 1007
+        await good.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=0.3))
+        (answer,) = await good.next()
+        assert answer.TAG == "error"  # the test agent doesn't answer: timeout, not a crash
+
+
+async def test_healthz_counts_agents_and_consoles(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key), Console(relay):
+        status, body = await relay.get("/healthz")
+    assert status == 200
+    assert (body["agents"], body["consoles"]) == (1, 1)
+
+
+# --- administration ----------
+
+
+async def test_admin_builds_the_tree_and_technician_cannot(relay: Relay) -> None:
+    admin = relay.tokens["admin"]
+    status, org = await relay.post("/v1/organisations", {"name": "Beta"}, admin)
+    assert status == 201
+    status, merchant = await relay.post(
+        "/v1/merchants", {"organisation_id": org["id"], "name": "Tea"}, admin
+    )
+    assert status == 201
+    status, store = await relay.post(
+        "/v1/stores", {"merchant_id": merchant["id"], "name": "A"}, admin
+    )
+    assert status == 201
+    status, _ = await relay.post(
+        "/v1/users",
+        {
+            "username": "li",
+            "password": "long enough pw",
+            "role": "technician",
+            "scope_kind": "store",
+            "scope_id": store["id"],
+        },
+        admin,
+    )
+    assert status == 201
+    status, body = await relay.post("/v1/organisations", {"name": "X"}, relay.tokens["tech"])
+    assert (status, body["message"]) == (403, "not permitted")
+    status, body = await relay.post(
+        "/v1/enrolments", {"store_id": relay.other_store}, relay.tokens["tech"]
+    )
+    assert status == 403
+    refused = [a for a in await relay.audit_actions() if a[1] == "refused"]
+    assert len(refused) == 2
+    await _chain_ok(relay)
+
+
+async def test_scoped_admin_stays_in_scope(relay: Relay) -> None:
+    from relay.storage import Role, Scope, ScopeKind
+    from tests.relay.harness import _HASH
+
+    await relay.state.storage.create_user(
+        "store-admin", _HASH, Role.ADMIN, Scope(ScopeKind.STORE, relay.store), now=relay.clock()
+    )
+    _status, body = await relay.post("/v1/login", {"username": "store-admin", "password": PASSWORD})
+    token = str(body["token"])
+    assert (await relay.post("/v1/enrolments", {"store_id": relay.store}, token))[0] == 201
+    assert (await relay.post("/v1/enrolments", {"store_id": relay.other_store}, token))[0] == 403
+    assert (await relay.post("/v1/enrolments", {"store_id": "sto_missing"}, token))[0] == 403
+
+
+async def test_device_list_is_scoped(relay: Relay) -> None:
+    mine, _ = await relay.enrol()
+    await relay.enrol(await relay.invite(relay.other_store))
+    status, body = await relay.get("/v1/devices", relay.tokens["tech"])
+    assert status == 200
+    devices = body["devices"]
+    assert isinstance(devices, list)
+    assert [d["id"] for d in devices] == [mine]
+    status, body = await relay.get("/v1/devices", relay.tokens["admin"])
+    assert len(body["devices"]) == 2  # type: ignore[arg-type]
+
+
+async def _jobs(relay: Relay) -> list:  # type: ignore[type-arg]
+    import sqlalchemy as sa
+
+    from relay.storage import schema
+
+    async with relay.state.storage.engine.connect() as conn:
+        ids = (
+            (await conn.execute(sa.select(schema.jobs.c.id).order_by(schema.jobs.c.created_at)))
+            .scalars()
+            .all()
+        )
+    return [await relay.state.storage.get_job(i) for i in ids]

@@ -1,0 +1,152 @@
+"""The relay killed with SIGKILL mid-request and restarted, on SQLite and on PostgreSQL.
+
+Afterwards the database is intact, the audit chain verifies, and the job in flight is marked
+failed (not lost, not left "pending" forever). Also: a tampered audit chain fails verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import signal
+import sqlite3
+from typing import TYPE_CHECKING
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from aiohttp import ClientSession
+from websockets.asyncio.client import connect
+
+from protocol import messages as m
+from protocol import signing
+from protocol.enrolment import EnrolmentInvite
+from relay.storage import Job, JobStatus, SqlStorage, open_storage, schema
+from tests.e2e.cli import ADMIN_PASSWORD, invite, ok, provision, py, start_relay, stop
+from tests.relay.conftest import PG_URL
+from tests.relay.harness import agent_handshake, console_handshake, recv, send
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """'' for SQLite in the data directory, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    name = f"posassist_crash_{secrets.token_hex(4)}"
+    try:
+        admin = await asyncpg.connect(PG_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_URL} is required and unreachable: {exc}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _token(http_url: str) -> str:
+    async with (
+        ClientSession() as http,
+        http.post(
+            http_url + "/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ) as r,
+    ):
+        body = await r.json()
+    return str(body["token"])
+
+
+async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
+    tmp_path: Path, database: str
+) -> None:
+    data = tmp_path / "relay"
+    store = provision(data, database)
+    extra = ("--database", database) if database else ()
+    proc, url = start_relay(data, *extra)
+    try:
+        # enrol a device whose agent will accept a request and never answer
+        text = invite(data, store, url, database)
+        key = signing.generate_private_key()
+        raw = signing.public_key_to_raw(key.public_key())
+        http_url = url.replace("ws://", "http://")
+        async with (
+            ClientSession() as http,
+            http.post(
+                http_url + "/v1/enrol",
+                json={
+                    "secret": EnrolmentInvite.decode(text).secret,
+                    "public_key": base64.b64encode(raw).decode(),
+                },
+            ) as r,
+        ):
+            device_id = (await r.json())["device_id"]
+        token = await _token(http_url)
+        async with (
+            connect(url + "/v1/agent") as agent_ws,
+            connect(url + "/v1/console") as console_ws,
+        ):
+            agent_session, accepted = await agent_handshake(agent_ws, device_id, key)
+            assert isinstance(accepted, m.AuthAccepted)
+            console_session, signed_in = await console_handshake(console_ws, token)
+            assert isinstance(signed_in, m.AuthAccepted)
+            console_session.send(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=60))
+            await send(console_ws, console_session)
+            (request,) = await recv(agent_ws, agent_session)
+            assert isinstance(request, m.DiagnosticsRequest)
+            proc.send_signal(signal.SIGKILL)  # mid-request: the job is pending in the database
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stop(proc)
+
+    if not database:
+        with sqlite3.connect(data / "relay.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    proc, url = start_relay(data, *extra)
+    try:
+        verify = py("relay", "audit", "verify", "--data", str(data), database=database)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "intact" in verify.stdout
+        storage = open_storage(database or f"sqlite+aiosqlite:///{data / 'relay.db'}")
+        try:
+            jobs = [j async for j in _all_jobs(storage)]
+            assert [(j.status, j.error) for j in jobs] == [(JobStatus.FAILED, "relay restarted")]
+            actions = [r.action async for r in storage.records()]
+            assert "diag.request" in actions
+            assert actions[-1] == "jobs.recover"
+        finally:
+            await storage.close()
+    finally:
+        stop(proc)
+
+
+async def _all_jobs(storage: SqlStorage) -> AsyncIterator[Job]:
+    async with storage.engine.connect() as conn:
+        ids = (await conn.execute(sa.select(schema.jobs.c.id))).scalars().all()
+    for job_id in ids:
+        yield await storage.get_job(job_id)
+
+
+def test_audit_verify_names_the_first_tampered_record(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    assert "intact" in ok(py("relay", "audit", "verify", "--data", str(data)))
+    with sqlite3.connect(data / "relay.db") as db:
+        db.execute("UPDATE audit SET action = 'nothing.to.see' WHERE seq = 2")
+    broken = py("relay", "audit", "verify", "--data", str(data))
+    assert broken.returncode == 1
+    assert "broken at seq 2" in broken.stdout
+
+
+def test_audit_verify_notices_a_deleted_record(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    with sqlite3.connect(data / "relay.db") as db:
+        db.execute("DELETE FROM audit WHERE seq = 3")
+    broken = py("relay", "audit", "verify", "--data", str(data))
+    assert broken.returncode == 1
+    assert "broken at seq" in broken.stdout

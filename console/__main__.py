@@ -1,40 +1,114 @@
-"""``posassist``: the technician's console (health now; devices, diagnostics and runs follow).
+"""``posassist``: the technician's console: sign in, list devices, run diagnostics, health.
 
-Output is English with Chinese where it is cheap.
+The sign-in token is kept in ``$POSASSIST_HOME/session.json`` (default ``~/.posassist``), 0600.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from protocol import DiagnosticsReport, DiagnosticsRequest, ErrorReply, PosAssistError
 
 from . import __version__
+from .render import render_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posassist", description="posassist technician console")
-    parser.add_argument("--version", action="version", version=f"posassist {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    health = commands.add_parser("health", help="is the relay up, and how many agents are on it")
-    health.add_argument("--relay", required=True, help="http(s)://host:port or ws(s)://host:port")
-    return parser
+def _home() -> Path:
+    return Path(os.environ.get("POSASSIST_HOME", Path.home() / ".posassist"))
+
+
+def _http(relay: str) -> str:
+    base = relay.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise SystemExit("error: relay must be an http(s):// or ws(s):// URL")
+    return base
+
+
+def _call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}")
+        raise SystemExit(f"refused ({exc.code}): {detail.get('message', '')}") from None
+
+
+def _session() -> dict[str, str]:
+    try:
+        return dict(json.loads((_home() / "session.json").read_text()))
+    except (OSError, ValueError):
+        raise SystemExit("not signed in: run `posassist login` first / 请先登录") from None
+
+
+def login(relay: str, user: str, password_file: Path | None) -> int:
+    import getpass
+
+    password = (
+        password_file.read_text().strip()
+        if password_file
+        else getpass.getpass(f"password for {user}: ")
+    )
+    answer = _call(_http(relay) + "/v1/login", {"username": user, "password": password})
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "session.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"relay": relay, "token": answer["token"], "user": user}, out)
+    print(f"signed in as {user} ({answer['role']}) / 登录成功")
+    return 0
+
+
+def devices() -> int:
+    session = _session()
+    answer = _call(_http(session["relay"]) + "/v1/devices", token=session["token"])
+    print(f"{'device':<28} {'online':<7} {'status':<8} store")
+    for d in answer["devices"]:
+        online = "yes" if d["online"] else "no"
+        print(f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']}")
+    return 0
+
+
+async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout: float) -> int:
+    from .connection import ConsoleConnection
+
+    session = _session()
+    async with ConsoleConnection.open(session["relay"], session["token"]) as conn:
+        request = DiagnosticsRequest(
+            id=conn.session.next_id(), device_id=device, collectors=collectors, timeout=timeout
+        )
+        async for reply in conn.request(request, timeout=timeout + 5):
+            if isinstance(reply, ErrorReply):
+                print(f"error: {reply.code}: {reply.message}", file=sys.stderr)
+                return 1
+            if isinstance(reply, DiagnosticsReport):
+                if as_json:
+                    print(json.dumps(reply.sections, default=repr, ensure_ascii=False, indent=2))
+                else:
+                    print(render_report(reply))
+    return 0
 
 
 def health(relay: str) -> int:
     """Print the relay's /healthz in plain words; exit 1 if it can't be reached."""
-    base = relay.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        print("error: relay must be an http(s):// or ws(s):// URL", file=sys.stderr)
-        return 2
     try:
-        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"{_http(relay)}/healthz", timeout=5) as response:
             body = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"relay unreachable / 服务器无法连接: {exc}", file=sys.stderr)
@@ -44,9 +118,41 @@ def health(relay: str) -> int:
     return 0
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posassist", description="posassist technician console")
+    parser.add_argument("--version", action="version", version=f"posassist {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    h = commands.add_parser("health", help="is the relay up, and how many agents are on it")
+    h.add_argument("--relay", required=True, help="http(s)://host:port or ws(s)://host:port")
+    li = commands.add_parser("login", help="sign in to a relay")
+    li.add_argument("--relay", required=True)
+    li.add_argument("--user", required=True)
+    li.add_argument("--password-file", type=Path)
+    commands.add_parser("devices", help="devices in your scope, and whether they are online")
+    d = commands.add_parser("diag", help="run diagnostics on a device")
+    d.add_argument("device")
+    d.add_argument("--collector", action="append", default=[], help="only these collectors")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--timeout", type=float, default=20.0)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return health(args.relay)
+    if args.command == "health":
+        if not args.relay.startswith(("http://", "https://", "ws://", "wss://")):
+            print("error: relay must be an http(s):// or ws(s):// URL", file=sys.stderr)
+            return 2
+        return health(args.relay)
+    if args.command == "login":
+        return login(args.relay, args.user, args.password_file)
+    if args.command == "devices":
+        return devices()
+    try:
+        return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
+    except (PosAssistError, OSError, TimeoutError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

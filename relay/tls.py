@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from protocol.pins import spki_pin_from_pem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,8 +21,4 @@ def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 def spki_pin(cert_pem: bytes) -> str:
     """Lowercase hex SHA-256 of the certificate's SubjectPublicKeyInfo (the enrolment pin)."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
+    return spki_pin_from_pem(cert_pem)

@@ -1,0 +1,51 @@
+"""TLS public-key pins: SHA-256 of a certificate's SubjectPublicKeyInfo, as lowercase hex.
+
+The relay puts its pin in enrolment tokens (docs/protocol.md#enrolment); agents compare it with
+the certificate the relay presents, so no certificate authority has to be trusted on a till.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .errors import PosAssistError
+
+__all__ = ["PinMismatch", "check_pin", "spki_pin_from_der", "spki_pin_from_pem"]
+
+
+class PinMismatch(PosAssistError):
+    """The relay's certificate does not carry the public key the enrolment token pinned."""
+
+    close_code = 1008
+    public_reason = "TLS public key does not match the pin"
+
+
+def _pin(cert: x509.Certificate) -> str:
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def spki_pin_from_pem(cert_pem: bytes) -> str:
+    """The pin of a PEM certificate (what ``posassist-relay serve --tls-cert`` advertises)."""
+    return _pin(x509.load_pem_x509_certificate(cert_pem))
+
+
+def spki_pin_from_der(cert_der: bytes) -> str:
+    """The pin of a DER certificate (what ``SSLObject.getpeercert(binary_form=True)`` gives)."""
+    return _pin(x509.load_der_x509_certificate(cert_der))
+
+
+def check_pin(cert_der: bytes, pin: str) -> None:
+    """Return if the certificate's key matches ``pin``; raise PinMismatch otherwise."""
+    try:
+        actual = spki_pin_from_der(cert_der)
+    except ValueError:
+        raise PinMismatch("the relay sent no readable certificate") from None
+    if not hmac.compare_digest(actual, pin):
+        raise PinMismatch(f"relay key {actual[:16]}… is not the pinned {pin[:16]}…")

@@ -16,12 +16,12 @@ from typing import Any, Dict, Optional
 import msgpack
 
 from .errors import PosAssistError
+from .pins import PIN_PATTERN
 
 __all__ = ["PREFIX", "EnrolmentInvite", "InvalidEnrolmentToken", "http_base_url"]
 
 PREFIX = "PA1-"
 MAX_TOKEN = 2048
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
@@ -48,11 +48,11 @@ class EnrolmentInvite:
             raise InvalidEnrolmentToken("bad relay id")
         if not _SECRET.match(self.secret):
             raise InvalidEnrolmentToken("bad secret")
-        if self.tls_pin is not None and not _HEX64.match(self.tls_pin):
+        if self.tls_pin is not None and not PIN_PATTERN.match(self.tls_pin):
             raise InvalidEnrolmentToken("TLS pin must be 64 lowercase hex digits (SHA-256)")
         if self.tls_pin is None and self.relay_url.startswith("wss://"):
             raise InvalidEnrolmentToken("a wss:// relay needs a TLS pin")
-        if self.root_hash is not None and not _HEX64.match(self.root_hash):
+        if self.root_hash is not None and not PIN_PATTERN.match(self.root_hash):
             raise InvalidEnrolmentToken("root hash must be 64 lowercase hex digits (SHA-256)")
 
     def _fields(self) -> Dict[str, Any]:

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .errors import PosAssistError
 
-__all__ = ["PinMismatch", "check_pin", "spki_pin_from_der", "spki_pin_from_pem"]
+__all__ = [
+    "PIN_PATTERN",
+    "PinMismatch",
+    "check_pin",
+    "spki_pin_from_der",
+    "spki_pin_from_pem",
+    "validate_pin",
+]
+
+#: A pin is 64 lowercase hex digits: the SHA-256 of the certificate's SubjectPublicKeyInfo.
+PIN_PATTERN = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class PinMismatch(PosAssistError):
@@ -22,6 +33,18 @@ class PinMismatch(PosAssistError):
 
     close_code = 1008
     public_reason = "TLS public key does not match the pin"
+
+    def __init__(self, message: str, *, expected: str = "", got: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got
+
+
+def validate_pin(pin: str) -> str:
+    """``pin`` if it is 64 lowercase hex digits (a SHA-256); ValueError otherwise."""
+    if not isinstance(pin, str) or not PIN_PATTERN.match(pin):
+        raise ValueError("a TLS pin is 64 lowercase hex digits (SHA-256 of the SPKI)")
+    return pin
 
 
 def _pin(cert: x509.Certificate) -> str:
@@ -46,6 +69,8 @@ def check_pin(cert_der: bytes, pin: str) -> None:
     try:
         actual = spki_pin_from_der(cert_der)
     except ValueError:
-        raise PinMismatch("the relay sent no readable certificate") from None
+        raise PinMismatch("the relay sent no readable certificate", expected=pin) from None
     if not hmac.compare_digest(actual, pin):
-        raise PinMismatch(f"relay key {actual[:16]}… is not the pinned {pin[:16]}…")
+        raise PinMismatch(
+            f"relay key {actual[:16]}… is not the pinned {pin[:16]}…", expected=pin, got=actual
+        )

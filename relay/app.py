@@ -1,7 +1,8 @@
 """The relay as an aiohttp application, built by create_app(config) with no globals.
 
 Endpoints: ``/v1/agent`` and ``/v1/console`` (websockets, docs/protocol.md#handshake), the JSON
-API in relay/handlers/api.py, ``/healthz``. Storage opens (and migrates) on startup.
+API in relay/handlers/api.py, ``/healthz`` and Prometheus ``/metrics``. Storage opens (and
+migrates) on startup.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .handlers import api
 from .handlers.agents import agent_endpoint
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import finish_route
+from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
 from .routing import InProcessRouter
 from .state import STATE, RelayState
@@ -34,16 +36,22 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     """A relay application for ``config``; storage opens when the app starts."""
     app = web.Application(client_max_size=64 * 1024, middlewares=[api.errors_middleware])
     storage = open_storage(config.database, schema=config.database_schema)
+    metrics = RelayMetrics()
     state = RelayState(
         config=config,
         storage=storage,
         router=InProcessRouter(),
         login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
         console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
+        metrics=metrics,
     )
+    metrics.agents_connected.set_function(state.router.agents_online)
+    metrics.consoles_connected.set_function(lambda: state.consoles)
     if clock is not None:
         state.clock = clock
     app[STATE] = state
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", metrics_handler(metrics))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/agent", agent_endpoint)
     app.router.add_get("/v1/console", console_endpoint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -23,6 +23,18 @@ log = logging.getLogger("posassist.relay")
 #: Close code for a peer whose outbox overflowed (docs/protocol.md#close-codes).
 SLOW_CONSUMER = 4008
 DEFAULT_OUTBOX = 1024
+
+
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _NoCount:
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+_NO_COUNT = _NoCount()
 
 
 class ConnectionClosedError(Exception):
@@ -46,10 +58,14 @@ class WebSocketSession:
         peer: str,
         *,
         max_outbox: int = DEFAULT_OUTBOX,
+        frames_in: Counter | None = None,
+        frames_out: Counter | None = None,
     ) -> None:
         self.ws = ws
         self.session = session
         self.peer = peer
+        self._frames_in = frames_in or _NO_COUNT
+        self._frames_out = frames_out or _NO_COUNT
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_outbox)
         self._writer: asyncio.Task[None] | None = None
 
@@ -59,6 +75,7 @@ class WebSocketSession:
         """Write every frame the session has queued, directly (handshake only)."""
         for frame in self.session.data_to_send():
             await self.ws.send_bytes(frame)
+            self._frames_out.inc()
 
     # --- after authentication: the outbox --------------------------------------------------------
 
@@ -83,6 +100,7 @@ class WebSocketSession:
                 frame = await self._outbox.get()
                 await self.ws.send_bytes(frame)
                 self._outbox.task_done()
+                self._frames_out.inc()
         except (ConnectionResetError, RuntimeError) as exc:  # closing transport
             log.debug("writer for %s stopped: %s", self.peer, exc)
 
@@ -107,6 +125,7 @@ class WebSocketSession:
             async with asyncio.timeout(timeout):
                 frame = await self.ws.receive()
             if frame.type is WSMsgType.BINARY:
+                self._frames_in.inc()
                 self.session.receive_data(frame.data)
                 events = self.session.events_received()
                 if events:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from aiohttp.web_ws import WebSocketResponse
 
     from .config import RelayConfig
+    from .metrics import RelayMetrics
     from .ratelimit import KeyedLimiter
     from .routing import InProcessRouter
     from .storage import SqlStorage, User
@@ -42,8 +43,9 @@ class RelayState:
     config: RelayConfig
     storage: SqlStorage
     router: InProcessRouter
-    login_limiter: KeyedLimiter
-    console_limiter: KeyedLimiter
+    login_limiter: KeyedLimiter[str]
+    console_limiter: KeyedLimiter[str]
+    metrics: RelayMetrics
     clock: Callable[[], float] = time.time
     sockets: set[WebSocketResponse] = field(default_factory=set)
     consoles: int = 0
@@ -59,7 +61,13 @@ class RelayState:
         outcome: Outcome,
         detail: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append to the hash-chained audit log (docs: every change, command and refusal)."""
+        """Append to the hash-chained audit log (every change, command and refusal).
+
+        Every refusal passes through here, so this is also where refusals are counted for
+        ``/metrics``, labelled by the (fixed, code-defined) action that was refused.
+        """
+        if outcome is Outcome.REFUSED:
+            self.metrics.refused(action)
         await self.storage.append(
             actor=actor,
             action=action,

@@ -47,11 +47,18 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     config = state.config
     ws = web.WebSocketResponse(max_msg_size=config.limits.max_frame, compress=False)
     await ws.prepare(request)
-    peer = WebSocketSession(ws, Session(Role.RELAY_FOR_AGENT), str(request.remote))
+    peer = WebSocketSession(
+        ws,
+        Session(Role.RELAY_FOR_AGENT),
+        str(request.remote),
+        frames_in=state.metrics.frames_received.labels(endpoint="agent"),
+        frames_out=state.metrics.frames_sent.labels(endpoint="agent"),
+    )
     state.sockets.add(ws)
     device_id: str | None = None
     try:
-        device_id = await _authenticate(peer, state)
+        with state.metrics.handshake_duration.time():
+            device_id = await _authenticate(peer, state)
         await _serve(device_id, peer, state)
     except PosAssistError as exc:
         await peer.close_for(exc)

@@ -93,10 +93,10 @@ async def current_user(request: web.Request) -> User:
     except TokenError as exc:
         await state.audit(
             f"ip:{request.remote}",
-            f"{request.method} {request.path}",
+            "api.auth",
             "relay",
             Outcome.REFUSED,
-            {"reason": exc.public_reason},
+            {"reason": exc.public_reason, "path": request.path[:200]},
         )
         raise
 

@@ -49,6 +49,8 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         ws,
         Session(Role.RELAY_FOR_CONSOLE, max_in_flight=config.console_max_in_flight),
         str(request.remote),
+        frames_in=state.metrics.frames_received.labels(endpoint="console"),
+        frames_out=state.metrics.frames_sent.labels(endpoint="console"),
     )
     state.sockets.add(ws)
     user: User | None = None
@@ -192,6 +194,7 @@ async def _fail_unrouted(
 
     request_id: int = getattr(event, "id")  # noqa: B009
     peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
+    state.metrics.routed(event.TAG, "offline" if code == "offline" else "error", seconds=0.0)
     await state.storage.finish_job(job_id, JobStatus.FAILED, now=state.now(), error=code)
     await state.audit(
         f"user:{user.username}",

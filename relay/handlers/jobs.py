@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("posassist.relay")
 
+#: Routing error codes → the ``outcome`` label of posassist_relay_requests_routed_total.
+_OUTCOME = {"timeout": "timeout", "offline": "offline", "console_gone": "cancelled"}
+
 _SCRIPT_STATUS = {
     "succeeded": JobStatus.SUCCEEDED,
     "failed": JobStatus.FAILED,
@@ -55,13 +58,17 @@ async def finish_route(
 ) -> None:
     """End ``route``: on error tell the console (if still there); then finish job and audit."""
     error: str | None
+    seconds = state.now() - route.started_at
     if error_code is not None:
+        state.metrics.routed(route.tag, _OUTCOME.get(error_code, "error"), seconds=seconds)
         with contextlib.suppress(PosAssistError):  # the console may be gone or closing
             route.console.send_nowait(error_reply(route, error_code, error_message or error_code))
         status, error = JobStatus.FAILED, f"{error_code}: {error_message}"
     else:
         assert reply is not None
         status, error = job_outcome(reply)
+        ok = status is JobStatus.SUCCEEDED
+        state.metrics.routed(route.tag, "ok" if ok else "error", seconds=seconds)
     try:
         await state.storage.finish_job(route.job_id, status, now=state.now(), error=error)
         await state.audit(

@@ -48,3 +48,12 @@ def test_other_key_or_garbage_is_a_pin_mismatch() -> None:
     assert info.value.public_reason == "TLS public key does not match the pin"
     with pytest.raises(PinMismatch):
         check_pin(b"not a certificate", other)
+
+
+@pytest.mark.parametrize("bad", ["", "ABC", "A" * 64, "g" * 64, "0" * 63, "0" * 65, None])
+def test_malformed_pins_are_refused(bad: str) -> None:
+    from protocol.pins import validate_pin
+
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        validate_pin(bad)
+    assert validate_pin("0" * 64) == "0" * 64

@@ -521,3 +521,27 @@ async def _jobs(relay: Relay) -> list:  # type: ignore[type-arg]
             .all()
         )
     return [await relay.state.storage.get_job(i) for i in ids]
+
+
+async def test_metrics_count_agents_consoles_routed_requests_and_refusals(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=5))
+        (request,) = await agent.next()
+        assert isinstance(request, m.DiagnosticsRequest)
+        await agent.reply(
+            m.DiagnosticsReport(id=request.id, device_id=device_id, collected_at=1.0, sections={})
+        )
+        await console.next()
+        await relay.post("/v1/login", {"username": "tech", "password": "wrong"})
+        from aiohttp import ClientSession
+
+        async with ClientSession() as http, http.get(relay.http + "/metrics") as response:
+            text = await response.text()
+            assert response.headers["Content-Type"].startswith("text/plain")
+    assert "posassist_relay_agents_connected 1.0" in text
+    assert "posassist_relay_consoles_connected 1.0" in text
+    assert 'posassist_relay_requests_routed_total{kind="diag.request",outcome="ok"} 1.0' in text
+    assert 'posassist_relay_refusals_total{reason="user.login"} 1.0' in text
+    assert "posassist_relay_handshake_duration_seconds_count 1.0" in text
+    assert 'posassist_relay_frames_received_total{endpoint="agent"}' in text

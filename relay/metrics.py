@@ -1,0 +1,199 @@
+"""Prometheus metrics for one relay application, in its own registry, and the ``/metrics`` handler.
+
+No global default registry: two applications in one process (tests, benchmarks) never share a count.
+
+Wiring into ``create_app(config)`` (``relay/app.py``)::
+
+    from relay.metrics import METRICS, RelayMetrics, metrics_handler
+
+    metrics = RelayMetrics()
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", metrics_handler(metrics))
+    # Gauges that mirror in-memory state are read at scrape time, so they can never drift:
+    metrics.agents_connected.set_function(lambda: len(state.agents))
+    metrics.consoles_connected.set_function(lambda: len(state.consoles))
+
+In the handlers (``m = request.app[METRICS]``)::
+
+    with m.handshake_duration.time():                 # Hello .. Accepted/Refused
+        presence = await _authenticate_agent(peer, state)
+    m.refused("bad_signature")                        # a fixed code, never free text
+    m.frames_received.labels(endpoint="agent").inc()  # per websocket frame, both directions
+    m.frames_sent.labels(endpoint="console").inc(n)
+    m.routed("diagnostics", "ok", seconds=loop.time() - started)   # once per routed request
+
+Label values must come from small fixed sets (message tags, :data:`OUTCOMES`,
+:data:`REFUSAL_REASONS`, :data:`ENDPOINTS`); a device id or user name as a label would grow the
+registry without bound. ``/metrics`` carries no secrets but does reveal fleet size: keep it on
+the loopback or an operator network, or put it behind the operator role once sign-in exists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = [
+    "ENDPOINTS",
+    "HANDSHAKE_BUCKETS",
+    "LATENCY_BUCKETS",
+    "METRICS",
+    "NAMESPACE",
+    "OUTCOMES",
+    "REFUSAL_REASONS",
+    "RelayMetrics",
+    "metrics_handler",
+]
+
+NAMESPACE: Final = "posassist_relay"
+
+#: Routed request latency, console in to reply out: 0.5 ms (loopback) to 10 s (slow collectors).
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: Agent authentication, Hello to Accepted: signature checks take well under a millisecond; the
+#: rest is round trips over a store's uplink.
+HANDSHAKE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+#: How a routed request ended (the ``outcome`` label of ``requests_routed``).
+OUTCOMES: Final = ("ok", "error", "timeout", "offline", "refused", "cancelled")
+#: Why the relay refused someone (docs/protocol.md refusal codes, sign-in and scope checks).
+REFUSAL_REASONS: Final = (
+    "unknown_device",
+    "bad_signature",
+    "replayed",
+    "device_revoked",
+    "bad_credentials",
+    "locked_out",
+    "token_invalid",
+    "enrolment_refused",
+    "scope",
+    "rate_limited",
+    "protocol_error",
+    "too_slow",
+)
+#: Which websocket endpoint a frame crossed.
+ENDPOINTS: Final = ("agent", "console")
+
+
+class RelayMetrics:
+    """Every metric one relay exports, registered in ``self.registry`` (one per application)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True
+    ) -> None:
+        """Args:
+        registry: where to register; a fresh ``CollectorRegistry`` by default, never the global.
+        process_metrics: also export ``process_*`` (RSS, CPU, open files) for this process.
+        """
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg, ns = self.registry, NAMESPACE
+        if process_metrics:
+            ProcessCollector(registry=reg)
+        self.agents_connected = Gauge(
+            "agents_connected", "Authenticated agents connected now.", namespace=ns, registry=reg
+        )
+        self.consoles_connected = Gauge(
+            "consoles_connected", "Signed-in consoles connected now.", namespace=ns, registry=reg
+        )
+        self.requests_routed = Counter(
+            "requests_routed",
+            "Console requests routed to an agent, by message kind and how they ended.",
+            ["kind", "outcome"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.refusals = Counter(
+            "refusals",
+            "Connections, sign-ins and requests the relay refused, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.request_latency = Histogram(
+            "request_latency_seconds",
+            "Routed request latency, from the console's request to the agent's final reply.",
+            ["kind"],
+            namespace=ns,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.handshake_duration = Histogram(
+            "handshake_duration_seconds",
+            "Agent authentication handshake duration, Hello to Accepted or Refused.",
+            namespace=ns,
+            registry=reg,
+            buckets=HANDSHAKE_BUCKETS,
+        )
+        self.frames_received = Counter(
+            "frames_received",
+            "Websocket frames received, by endpoint.",
+            ["endpoint"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.frames_sent = Counter(
+            "frames_sent",
+            "Websocket frames sent, by endpoint.",
+            ["endpoint"],
+            namespace=ns,
+            registry=reg,
+        )
+        for reason in REFUSAL_REASONS:
+            self.refusals.labels(reason=reason)
+        for endpoint in ENDPOINTS:
+            self.frames_received.labels(endpoint=endpoint)
+            self.frames_sent.labels(endpoint=endpoint)
+
+    def routed(self, kind: str, outcome: str, *, seconds: float) -> None:
+        """Count one routed request of message ``kind`` and record how long it took."""
+        self.requests_routed.labels(kind=kind, outcome=outcome).inc()
+        self.request_latency.labels(kind=kind).observe(seconds)
+
+    def refused(self, reason: str) -> None:
+        """Count one refusal; ``reason`` is a fixed code (see :data:`REFUSAL_REASONS`)."""
+        self.refusals.labels(reason=reason).inc()
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The registry in the format ``accept`` asks for (Prometheus text by default).
+
+        Returns:
+            The body and its ``Content-Type`` header value.
+        """
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+METRICS = web.AppKey("metrics", RelayMetrics)
+
+
+def metrics_handler(
+    metrics: RelayMetrics,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """An aiohttp handler serving ``metrics`` for ``GET /metrics`` (text or OpenMetrics)."""
+
+    async def handle_metrics(request: web.Request) -> web.Response:
+        body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+        # Content-Type goes in as a header: aiohttp's content_type= refuses parameters.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return handle_metrics

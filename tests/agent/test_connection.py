@@ -78,12 +78,14 @@ async def test_agent_answers_unknown_request_with_clear_error(relay, tmp_path) -
         conn = AgentConnection(ws, identity)
         opened = await conn.handshake(5)
         # play the relay's part on the agent's session: deliver a request it can't serve yet
-        frame = CODEC.encode(m.DiagnosticsRequest(id=7, device_id="till-1"))
+        frame = CODEC.encode(m.ScriptRunRequest(id=7, device_id="till-1", script="s", version="1"))
         conn.session.receive_data(frame)
         for event in conn.session.events_received():
             conn._answer(event, lambda: 1.0)
         (reply_frame,) = conn.session.data_to_send()
         reply = CODEC.decode(reply_frame)
-        assert reply == m.ErrorReply(id=7, code="unsupported", message="diag.request not supported")
+        assert isinstance(reply, m.ErrorReply)
+        assert (reply.id, reply.code) == (7, "unsupported")
+        assert reply.message.startswith("script.run not supported by posassist-agent/")
         assert opened.version == 1
         assert signing.fingerprint(identity.key.public_key()).startswith("SHA256:")

@@ -91,7 +91,9 @@ def process_rows(process_iter: Optional[Callable[..., Iterable[Any]]] = None) ->
     vanished = denied = 0
     for proc in walk(PROCESS_ATTRS, ad_value=None):
         try:
-            info = proc.info
+            info = getattr(proc, "info", None)
+            if info is None:  # a bare Process rather than a process_iter entry
+                info = proc.as_dict(PROCESS_ATTRS, ad_value=None)
             rows.append(_row(info))
             denied += any(info.get(a) is None for a in ("name", "username", "memory_info"))
         except psutil.NoSuchProcess:  # exited during the walk (ZombieProcess is a subclass)

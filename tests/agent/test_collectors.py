@@ -9,7 +9,7 @@ import time
 import tomllib
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from agent.collectors import network, pos, printqueue, system
@@ -79,7 +79,8 @@ class _Proc:
 
 def test_process_walk_survives_access_denied_and_vanished_processes() -> None:
     def walk(attrs, ad_value):
-        assert ad_value is None and "open_files" not in attrs
+        assert ad_value is None
+        assert "open_files" not in attrs
         yield _Proc({"pid": 1, "name": "init", "username": None, "memory_info": None})
         yield _Proc(raises=psutil.NoSuchProcess(4242))
         yield _Proc(raises=psutil.AccessDenied(4))
@@ -128,7 +129,7 @@ def test_relay_probe_reports_refused_connect(unused_port: int) -> None:
     assert out["tcp"]["ok"] is False
 
 
-# --- POS application -------------------------------------------------------------------------------
+# --- POS application ---------------------------------------------------------------------------
 
 
 def _demo(tmp_path: Path):
@@ -149,7 +150,8 @@ def test_pos_logs_are_redacted_and_gbk_lines_decoded(tmp_path: Path) -> None:
     (entry,) = logs
     assert entry["error_count"] == 2
     text = "\n".join(entry["recent_errors"])
-    assert "4111 1111 1111 1111" not in text and "**** **** **** 1111" in text
+    assert "4111 1111 1111 1111" not in text
+    assert "**** **** **** 1111" in text
     assert "hunter2" not in text
     assert "打印机 缺纸" in text
     assert entry["gb18030_lines"] == 1
@@ -203,7 +205,7 @@ def test_lpstat_jobs() -> None:
 
 def test_windows_spooler_listing_finds_offline_printer_and_stuck_job() -> None:
     report = printqueue.windows_queue(
-        # bytes, decoded as the collector decodes the pipe: read_text would turn CR CR LF into two lines
+        # bytes decoded as the collector decodes the pipe (read_text makes CR CR LF two lines)
         (FIXTURES / "printqueue" / "wmic-printer.txt").read_bytes().decode("utf-8"),
         (FIXTURES / "printqueue" / "wmic-printjob.txt").read_bytes().decode("utf-8"),
     )
@@ -225,11 +227,14 @@ def test_cups_queue_runs_lpstat_by_argv(tmp_path: Path) -> None:
     fixture = FIXTURES / "printqueue"
     lpstat = _script(
         tmp_path,
-        f'[ "$1" = -p ] && cat "{fixture}/lpstat-p.txt"; [ "$1" = -o ] && cat "{fixture}/lpstat-o.txt"; '
-        '[ "$LC_ALL" = C ] || exit 3\n',
+        '[ "$LC_ALL" = C ] || exit 3\n'
+        f'[ "$1" = -p ] && cat "{fixture}/lpstat-p.txt"\n'
+        f'[ "$1" = -o ] && cat "{fixture}/lpstat-o.txt"\n'
+        "exit 0\n",
     )
     data = printqueue.collect(None, lpstat=lpstat)
-    assert len(data["printers"]) == 3 and len(data["jobs"]) == 3
+    assert len(data["printers"]) == 3
+    assert len(data["jobs"]) == 3
 
 
 def test_hanging_lpstat_is_killed_at_its_timeout(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ async def test_hung_collector_times_out_and_the_others_are_still_reported() -> N
     started = time.monotonic()
     sections = await collect_report(ctx, collectors, time.monotonic() + 5)
     assert time.monotonic() - started < 2
-    assert sections["a"]["ok"] and sections["a"]["data"] == {"fine": True}
+    assert sections["a"]["ok"]
+    assert sections["a"]["data"] == {"fine": True}
     assert sections["hang"] == {
         "ok": False,
         "error": {"type": "CollectorTimeout", "message": "no result within 0.3 s"},
@@ -70,7 +71,9 @@ def test_to_tree_gives_msgpack_types_within_depth() -> None:
     for _ in range(60):
         deep = [deep]
     tree = to_tree({"nan": math.nan, 1: (1, 2), "big": 2**70, "deep": deep, "b": b"\x10\x04"})
-    assert tree["nan"] is None and tree["1"] == [1, 2] and tree["big"] == str(2**70)
+    assert tree["nan"] is None
+    assert tree["1"] == [1, 2]
+    assert tree["big"] == str(2**70)
     assert tree["b"] == "1004"
     report = m.DiagnosticsReport(id=1, device_id="t", collected_at=1.0, sections={"x": tree})
     frame = Codec().encode(report)  # arrays come back as tuples: compare the frames
@@ -90,7 +93,8 @@ async def test_full_report_with_simulated_printers_fits_a_diagnostics_report(
     for name in ("system", "network", "serial", "printers", "pos"):
         assert sections[name]["ok"], (name, sections[name])
     (row,) = sections["printers"]["data"]["printers"]
-    assert row["outcome"] == "ok" and "cover_open" in row["problems"]
+    assert row["outcome"] == "ok"
+    assert "cover_open" in row["problems"]
     assert "4111111111111111" not in str(sections)
     report = m.DiagnosticsReport(id=3, device_id="t", collected_at=1.0, sections=sections)
     frame = Codec().encode(report)
@@ -106,7 +110,8 @@ async def test_printer_is_not_probed_while_a_sale_is_open(printer, tmp_path) -> 
     only = ["printers"]
     sections = await collect_report(ctx, default_collectors(), time.monotonic() + 5, only=only)
     (row,) = sections["printers"]["data"]["printers"]
-    assert row["outcome"] == "skipped" and row["detail"].startswith("sale open: file ")
+    assert row["outcome"] == "skipped"
+    assert row["detail"].startswith("sale open: file ")
     assert printer.bytes_received == 0
 
 
@@ -124,14 +129,16 @@ async def test_printer_probes_are_rate_limited(printer, tmp_path) -> None:
 
 async def test_held_serial_printer_is_reported_and_never_opened(printer, tmp_path) -> None:
     path = printer.start_pty()
-    holder = subprocess.Popen(
+    holder = subprocess.Popen(  # noqa: ASYNC220 - a stand-in POS holding the port
         [sys.executable, "-c", f"f = open({path!r}, 'rb'); import time; time.sleep(30)"]
     )
     try:
         await asyncio.sleep(0.5)
         settings = Settings(printers=(PrinterConfig("receipt", serial=path),))
         ctx = DiagContext(settings, tmp_path)
-        sections = await collect_report(ctx, default_collectors(), time.monotonic() + 5, ["printers"])
+        sections = await collect_report(
+            ctx, default_collectors(), time.monotonic() + 5, ["printers"]
+        )
         (row,) = sections["printers"]["data"]["printers"]
         assert row["outcome"] == "held"
         assert [h["pid"] for h in row["held_by"]] == [holder.pid]
@@ -151,11 +158,19 @@ def test_diag_offline_prints_json_and_text(tmp_path) -> None:
 
     report = json.loads(done.stdout)
     assert set(report["sections"]) == {
-        "system", "network", "serial", "printers", "pos", "print_queue"
+        "system",
+        "network",
+        "serial",
+        "printers",
+        "pos",
+        "print_queue",
     }
     assert report["sections"]["pos"]["data"]["logs"][0]["error_count"] == 1
     text = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
-    assert "== 系统 / System" in text and "== 收银软件 / POS application" in text
-    refused = subprocess.run(run[:4] + ["--data", str(tmp_path)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
-    assert refused.returncode == 2 and "--offline" in refused.stderr
+    assert "== 系统 / System" in text
+    assert "== 收银软件 / POS application" in text
+    refused = subprocess.run(
+        [*run[:4], "--data", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert "--offline" in refused.stderr

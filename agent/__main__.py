@@ -7,23 +7,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
-
-from protocol import PosAssistError, signing
+from protocol import signing
 from protocol.enrolment import InvalidEnrolmentToken
 
 from . import __version__
 from .backoff import backoff
 from .config import load_identity
-from .connection import Opened, connect_once
 from .enrol import enrol
 from .errors import ConfigError, RelayRefusedError
+
+if TYPE_CHECKING:
+    from .connection import Opened
 
 log = logging.getLogger("posassist.agent")
 
@@ -39,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="connect to the relay and serve it")
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
+    run.add_argument(
+        "--max-backoff", type=float, default=60.0, help="longest wait between reconnects (s)"
+    )
+    diag = commands.add_parser("diag", help="collect a diagnostics report and print it")
+    diag.add_argument("--data", type=Path, required=True)
+    diag.add_argument("--offline", action="store_true", help="collect here, without the relay")
+    diag.add_argument("--json", action="store_true", help="machine-readable output")
+    diag.add_argument("--timeout", type=float, default=15.0, help="seconds for the whole report")
     return parser
 
 
@@ -46,8 +56,14 @@ def _say(zh: str, en: str) -> None:
     print(zh + " / " + en, flush=True)
 
 
-async def _run(data_dir: Path, once: bool) -> int:
+async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
+    from .diagnostics import DiagContext
+    from .run import run_agent
+
     identity = load_identity(data_dir)
+    diagnostics = DiagContext.load(data_dir)
+    if diagnostics.profile_error:
+        _say("POS 配置文件有误", diagnostics.profile_error)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
@@ -62,42 +78,40 @@ async def _run(data_dir: Path, once: bool) -> int:
             f"connected to relay {info.relay_id} as {identity.device_id} (v{info.version})",
         )
 
-    delays = backoff()
-    while not stop.is_set():
-        attempt = asyncio.ensure_future(connect_once(identity, on_open=opened, serve=not once))
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({attempt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if attempt not in done:
-            attempt.cancel()
-            await asyncio.gather(attempt, return_exceptions=True)
-            break
-        try:
-            attempt.result()
-            if once:
-                return 0
-            delays = backoff()  # a connection that worked resets the backoff
-            delay = next(delays)
-        except RelayRefusedError as exc:
+    def failed(exc: BaseException) -> None:
+        if isinstance(exc, RelayRefusedError):
             _say("服务器拒绝了本设备: " + exc.code, "the relay refused this device: " + exc.code)
-            if once:
-                return 3
-            delay = next(delays)
-        except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
-            if isinstance(exc, (InvalidURI, InvalidHandshake)) and once:
-                _say("无法连接服务器", "cannot connect to the relay: " + type(exc).__name__)
-                return 2
-            log.warning("connection to %s failed: %s", identity.relay_url, type(exc).__name__)
-            if once:
-                _say("无法连接服务器", "cannot connect to the relay: " + type(exc).__name__)
-                return 2
-            delay = next(delays)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
-    _say("代理已停止", "agent stopped")
-    return 0
+        elif once:
+            _say("无法连接服务器", "cannot connect to the relay: " + type(exc).__name__)
+
+    status = await run_agent(
+        identity,
+        stop,
+        once=once,
+        delays=lambda: backoff(cap=max_backoff),
+        diagnostics=diagnostics,
+        on_open=opened,
+        on_failure=failed,
+    )
+    if not once:
+        _say("代理已停止", "agent stopped")
+    return status
+
+
+async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
+    from .diagnostics import DiagContext, collect_report, default_collectors
+    from .render import render_report
+
+    ctx = DiagContext.load(data_dir)
+    sections = await collect_report(ctx, default_collectors(), time.monotonic() + timeout)
+    report = {"collected_at": time.time(), "sections": sections}
+    if ctx.profile_error:
+        report["profile_error"] = ctx.profile_error
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False))
+    else:
+        print(render_report(sections))
+    return 0 if all(s["ok"] for s in sections.values()) else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -112,7 +126,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
             print("fingerprint: " + signing.fingerprint(identity.key.public_key()))
             return 0
-        return asyncio.run(_run(args.data, args.once))
+        if args.command == "diag":
+            if not args.offline:
+                print(
+                    "error: only --offline is available here; a technician asks for "
+                    "diagnostics through the relay",
+                    file=sys.stderr,
+                )
+                return 2
+            return asyncio.run(_diag(args.data, args.json, args.timeout))
+        return asyncio.run(_run(args.data, args.once, args.max_backoff))
     except (ConfigError, InvalidEnrolmentToken) as exc:
         print("error: " + str(exc), file=sys.stderr)
         return 2

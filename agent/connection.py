@@ -9,7 +9,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Sequence, Set
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -18,8 +18,11 @@ from protocol import (
     AuthAccepted,
     AuthChallenge,
     AuthRefused,
+    DiagnosticsReport,
+    DiagnosticsRequest,
     ErrorReply,
     Heartbeat,
+    HeartbeatAck,
     Kind,
     Message,
     Role,
@@ -27,16 +30,19 @@ from protocol import (
     Welcome,
     signing,
 )
-from protocol.errors import UnexpectedMessage
+from protocol.errors import LocalProtocolError, UnexpectedMessage
 
 from . import __version__
 from .errors import RelayRefusedError
 
 if TYPE_CHECKING:
     from .config import Identity
+    from .diagnostics import Collector, DiagContext
 
 log = logging.getLogger("posassist.agent")
 SOFTWARE = "posassist-agent/" + __version__
+#: diagnostics requests served at once; more get ErrorReply "busy" (each runs several threads)
+MAX_DIAGNOSES = 2
 
 
 class Opened:
@@ -53,10 +59,19 @@ class Opened:
 class AgentConnection:
     """One websocket to the relay and the protocol state for it."""
 
-    def __init__(self, ws: ClientConnection, identity: Identity) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        identity: Identity,
+        diagnostics: Optional[DiagContext] = None,
+        collectors: Optional[Sequence[Collector]] = None,
+    ) -> None:
         self.ws = ws
         self.identity = identity
         self.session = Session(Role.AGENT)
+        self.diagnostics = diagnostics
+        self.collectors = collectors
+        self._tasks: Set[asyncio.Future[None]] = set()
 
     async def flush(self) -> None:
         for frame in self.session.data_to_send():
@@ -110,17 +125,64 @@ class AgentConnection:
                 await self.flush()
         finally:
             beats.cancel()
-            await asyncio.gather(beats, return_exceptions=True)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(beats, *self._tasks, return_exceptions=True)
 
     def _answer(self, event: Message, clock: Callable[[], float]) -> None:
         if isinstance(event, Heartbeat):
             self.session.send_heartbeat_ack(event, clock())
+        elif isinstance(event, HeartbeatAck):
+            if self.diagnostics is not None:  # round trips give the clock offset (§5.3 #18)
+                self.diagnostics.clock.add(event.sent_at, event.received_at, clock())
+        elif isinstance(event, DiagnosticsRequest) and self.diagnostics is not None:
+            if len(self._tasks) >= MAX_DIAGNOSES:
+                self.session.send(
+                    ErrorReply(id=event.id, code="busy", message="diagnostics already running")
+                )
+                return
+            task = asyncio.ensure_future(self._diagnose(event, clock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif event.KIND is Kind.REQUEST:
             # A request this agent does not (yet) know how to serve: a clear error, no crash.
             request_id: int = getattr(event, "id")  # noqa: B009
             self.session.send(
-                ErrorReply(id=request_id, code="unsupported", message=f"{event.TAG} not supported")
+                ErrorReply(
+                    id=request_id,
+                    code="unsupported",
+                    message=f"{event.TAG} not supported by {SOFTWARE}",
+                )
             )
+
+    async def _diagnose(self, request: DiagnosticsRequest, clock: Callable[[], float]) -> None:
+        """Collect within the request's timeout (less a margin for the reply's trip), then reply."""
+        from .diagnostics import collect_report, default_collectors
+
+        assert self.diagnostics is not None
+        budget = request.timeout - min(0.5, request.timeout * 0.2)
+        collectors = self.collectors if self.collectors is not None else default_collectors()
+        sections = await collect_report(
+            self.diagnostics, collectors, time.monotonic() + budget, only=request.collectors
+        )
+        if self.session.state.name == "CLOSED":
+            return
+        report = DiagnosticsReport(
+            id=request.id,
+            device_id=self.identity.device_id,
+            collected_at=clock(),
+            sections=sections,
+        )
+        try:
+            self.session.send(report)
+        except LocalProtocolError:  # over the frame limit (docs/protocol.md#limits)
+            self.session.send(
+                ErrorReply(id=request.id, code="report_too_big", message="report over 1 MiB")
+            )
+        try:
+            await self.flush()
+        except ConnectionClosed:
+            pass
 
     async def _heartbeats(self, interval: float, clock: Callable[[], float]) -> None:
         seq = 0
@@ -153,6 +215,8 @@ async def connect_once(
     handshake_timeout: float = 10.0,
     on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
     serve: bool = True,
+    diagnostics: Optional[DiagContext] = None,
+    collectors: Optional[Sequence[Collector]] = None,
 ) -> Opened:
     """Connect, authenticate, call ``on_open``, then serve until the connection ends."""
     async with connect(
@@ -164,7 +228,7 @@ async def connect_once(
         close_timeout=2,
     ) as ws:
         _nodelay(ws)
-        conn = AgentConnection(ws, identity)
+        conn = AgentConnection(ws, identity, diagnostics, collectors)
         opened = await conn.handshake(handshake_timeout)
         if on_open is not None:
             await on_open(opened)

@@ -464,3 +464,34 @@ def list_serial_ports() -> List[SerialPort]:
     from serial.tools import list_ports
 
     return [describe_port(p.device, p.description, p.hwid) for p in list_ports.comports()]
+
+
+# --- the collector -----------------------------------------------------------------------------
+
+
+def port_summary(port: SerialPort, holders: Sequence[Holder]) -> dict:  # type: ignore[type-arg]
+    """One port as a report row: names, USB id, the device-table match and who holds it."""
+    known = port.known
+    return {
+        "device": port.device,
+        "description": port.description,
+        "usb_id": port.usb_id,
+        "serial_number": port.serial_number,
+        "location": port.location,
+        "known": None
+        if known is None
+        else {
+            "vendor": known.vendor,
+            "product": known.product,
+            "kind": known.kind.value,
+            "note": known.note,
+            "verified": known.verified,
+        },
+        "held_by": [{"pid": h.pid, "name": h.name} for h in holders],
+    }
+
+
+def collect(ctx: object = None) -> dict:  # type: ignore[type-arg]
+    """Serial ports with VID:PID, their device-table match and their holders (never opened)."""
+    ports = list_serial_ports()
+    return {"ports": [port_summary(p, find_holders(p.device)) for p in ports], "count": len(ports)}

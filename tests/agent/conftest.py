@@ -20,3 +20,14 @@ def printer() -> Iterator[SimPrinter]:
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nobody listens on (connects are refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

@@ -106,3 +106,4 @@ async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_
         reply = CODEC.decode(reply_frame)
         assert isinstance(reply, m.ErrorReply)
         assert (reply.id, reply.code) == (7, "unsupported")
+        assert reply.message.startswith("consent.request not supported by posassist-agent/")

@@ -1,0 +1,160 @@
+"""Network collector: interfaces, the relay's DNS name, TCP connect time, TLS certificate expiry,
+and the clock offset against the relay measured from heartbeat acks (reference §5.3).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from agent.diagnostics import DiagContext
+
+__all__ = ["clock_offset", "collect", "parse_interfaces", "parse_relay_url", "probe_relay"]
+
+_AF_NAMES = {socket.AF_INET: "ipv4", getattr(socket, "AF_INET6", -1): "ipv6"}
+
+
+def parse_interfaces(
+    addrs: Dict[str, Sequence[Any]], stats: Dict[str, Any]
+) -> List[Dict[str, Any]]:
+    """Summarise ``psutil.net_if_addrs()`` and ``net_if_stats()``; flag APIPA (no DHCP, §5.3 #21).
+
+    Args:
+        addrs: interface name → address records with ``family`` and ``address``.
+        stats: interface name → records with ``isup``, ``speed`` (Mbps) and ``mtu``.
+
+    Returns:
+        One dict per interface, loopback last.
+    """
+    out = []
+    for name in sorted(set(addrs) | set(stats)):
+        ips = [
+            {"family": _AF_NAMES[a.family], "address": a.address}
+            for a in addrs.get(name, ())
+            if a.family in _AF_NAMES
+        ]
+        stat = stats.get(name)
+        loopback = any(ip["address"] in ("127.0.0.1", "::1") for ip in ips)
+        out.append(
+            {
+                "name": name,
+                "up": getattr(stat, "isup", None),
+                "speed_mbps": getattr(stat, "speed", None),
+                "mtu": getattr(stat, "mtu", None),
+                "addresses": ips,
+                "apipa": any(ip["address"].startswith("169.254.") for ip in ips),
+                "loopback": loopback,
+            }
+        )
+    out.sort(key=lambda i: (i["loopback"], i["name"]))
+    return out
+
+
+def clock_offset(samples: Sequence[Tuple[float, float, float]]) -> Optional[Dict[str, Any]]:
+    """Estimate relay clock minus agent clock from heartbeat round trips (NTP-style).
+
+    Each sample is (agent sent_at, relay received_at, agent ack arrival). The sample with the
+    shortest round trip is the least disturbed by queuing, so it is the one used.
+
+    Returns:
+        ``{"offset_s", "rtt_s", "samples"}``, or None without samples.
+    """
+    if not samples:
+        return None
+    sent, relay_at, back = min(samples, key=lambda s: s[2] - s[0])
+    rtt = max(0.0, back - sent)
+    return {
+        "offset_s": round(relay_at - (sent + rtt / 2.0), 3),
+        "rtt_s": round(rtt, 4),
+        "samples": len(samples),
+    }
+
+
+def parse_relay_url(url: str) -> Tuple[str, str, int]:
+    """``(scheme, host, port)`` of a ``ws://`` or ``wss://`` URL; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)
+
+
+def _cert_expiry(der: bytes) -> float:
+    from cryptography import x509  # only when the relay uses TLS
+
+    cert = x509.load_der_x509_certificate(der)
+    after = getattr(cert, "not_valid_after_utc", None)
+    if after is None:  # cryptography < 42 (Python 3.8 wheels)
+        import calendar
+
+        return float(calendar.timegm(cert.not_valid_after.timetuple()))
+    return float(after.timestamp())
+
+
+def probe_relay(url: str, timeout: float = 3.0) -> Dict[str, Any]:
+    """Resolve the relay's name, time a TCP connect and, for wss, read its certificate's expiry.
+
+    The certificate is read without verifying it: the point is to report *why* TLS fails (expired,
+    or a till clock far off), which a verifying handshake would only refuse.
+    """
+    scheme, host, port = parse_relay_url(url)
+    out: Dict[str, Any] = {"url": url, "host": host, "port": port}
+    started = time.monotonic()
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        out["dns"] = {"ok": False, "error": str(exc.strerror or exc)}
+        return out
+    addresses = sorted({str(info[4][0]) for info in infos})
+    out["dns"] = {
+        "ok": True,
+        "addresses": addresses,
+        "ms": round((time.monotonic() - started) * 1000.0, 1),
+    }
+    started = time.monotonic()
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        out["tcp"] = {"ok": False, "error": exc.strerror or type(exc).__name__}
+        return out
+    try:
+        out["tcp"] = {"ok": True, "connect_ms": round((time.monotonic() - started) * 1000.0, 1)}
+        if scheme == "wss":
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            try:
+                with context.wrap_socket(sock, server_hostname=host) as tls:
+                    der = tls.getpeercert(binary_form=True)
+                    version = tls.version()
+                expires = _cert_expiry(der) if der else None
+                out["tls"] = {
+                    "ok": True,
+                    "version": version,
+                    "not_after": expires,
+                    "days_left": None
+                    if expires is None
+                    else round((expires - time.time()) / 86400, 1),
+                }
+            except (OSError, ValueError) as exc:
+                out["tls"] = {"ok": False, "error": str(exc)[:200]}
+    finally:
+        sock.close()
+    return out
+
+
+def collect(ctx: DiagContext) -> Dict[str, Any]:
+    """Interfaces, the relay link and the clock offset against the relay."""
+    import psutil  # type: ignore[import-untyped]
+
+    data: Dict[str, Any] = {
+        "interfaces": parse_interfaces(psutil.net_if_addrs(), psutil.net_if_stats()),
+        "relay": None,
+        "clock": clock_offset(ctx.clock.snapshot()),
+    }
+    if ctx.settings.relay_url:
+        data["relay"] = probe_relay(ctx.settings.relay_url)
+    return data

@@ -1,0 +1,227 @@
+"""POS application collector, driven by a POS profile: processes and services up, restarts, recent
+errors in its logs (redacted), database service, disk space for its data, and "is a sale open".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from agent.errors import CollectorError, LogReadError
+from agent.logtail import read_tail
+from agent.redact import Redactor
+
+if TYPE_CHECKING:
+    from agent.diagnostics import DiagContext
+    from agent.profile import PosProfile
+
+__all__ = [
+    "collect",
+    "find_processes",
+    "match_errors",
+    "parse_systemctl_is_active",
+    "sale_open",
+    "service_states",
+]
+
+#: systemctl, by absolute path only (never a shell, never PATH lookup)
+SYSTEMCTL_PATHS = ("/usr/bin/systemctl", "/bin/systemctl")
+
+
+def match_errors(
+    lines: Sequence[str], patterns: Sequence[str], limit: int
+) -> Tuple[int, List[str]]:
+    """Count the log lines matching any of ``patterns`` and keep the newest ``limit`` of them.
+
+    Args:
+        lines: redacted log lines, oldest first.
+        patterns: regular expressions from the profile.
+        limit: how many matching lines to keep.
+
+    Returns:
+        ``(count, newest matching lines, oldest first)``.
+    """
+    if not patterns:
+        return 0, []
+    combined = re.compile("|".join(f"(?:{p})" for p in patterns))
+    hits = [line for line in lines if combined.search(line)]
+    return len(hits), [line[:500] for line in hits[-limit:]]
+
+
+def find_processes(
+    rows: Iterable[Tuple[int, Optional[str], Optional[float]]], names: Sequence[str]
+) -> List[Dict[str, Any]]:
+    """Processes whose name matches one of ``names`` (case-insensitive, as Windows names are).
+
+    Args:
+        rows: ``(pid, name, create_time)`` of every process; name None when access was denied.
+        names: the executable names in the profile.
+
+    Returns:
+        ``{"pid", "name", "started"}`` for each match, oldest first.
+    """
+    wanted = {n.lower() for n in names}
+    found = [
+        {"pid": pid, "name": name, "started": created}
+        for pid, name, created in rows
+        if name is not None and name.lower() in wanted
+    ]
+    found.sort(key=lambda p: (p["started"] or 0.0, p["pid"]))
+    return found
+
+
+def parse_systemctl_is_active(text: str, units: Sequence[str]) -> Dict[str, str]:
+    """Map ``systemctl is-active U1 U2 …`` output (one state per line, in order) to the units."""
+    states = [line.strip() for line in text.splitlines() if line.strip()]
+    return {unit: (states[i] if i < len(states) else "unknown") for i, unit in enumerate(units)}
+
+
+def _process_table() -> List[Tuple[int, Optional[str], Optional[float]]]:
+    import psutil  # type: ignore[import-untyped]
+
+    rows = []
+    for proc in psutil.process_iter(["pid", "name", "create_time"], ad_value=None):
+        try:
+            info = proc.info
+        except psutil.Error:  # vanished or refused: not one of ours to judge
+            continue
+        rows.append((info["pid"], info["name"], info["create_time"]))
+    return rows
+
+
+def service_states(names: Sequence[str], timeout: float = 3.0) -> Dict[str, str]:
+    """State of each service: psutil on Windows, ``systemctl is-active`` (argv) on Linux."""
+    if not names:
+        return {}
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        import psutil
+
+        out = {}
+        for name in names:
+            try:
+                out[name] = psutil.win_service_get(name).status()
+            except psutil.NoSuchProcess:
+                out[name] = "not_installed"
+            except (psutil.Error, OSError) as exc:  # as_dict/status can raise oddly (§6.2)
+                out[name] = "error: " + type(exc).__name__
+        return out
+    systemctl = next((p for p in SYSTEMCTL_PATHS if os.path.exists(p)), None)
+    if systemctl is None:
+        return {name: "unknown (no systemctl)" for name in names}
+    try:
+        done = subprocess.run(
+            [systemctl, "is-active", "--", *names],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {name: "unknown (systemctl timed out)" for name in names}
+    return parse_systemctl_is_active(done.stdout, names)
+
+
+def sale_open(
+    profile: Optional[PosProfile],
+    rows: Optional[Iterable[Tuple[int, Optional[str], Optional[float]]]] = None,
+) -> Optional[str]:
+    """Why a sale looks open (the profile's file exists, or its process runs), else None."""
+    if profile is None:
+        return None
+    if profile.sale_open_file and os.path.exists(profile.sale_open_file):
+        return "file " + profile.sale_open_file
+    if profile.sale_open_process:
+        table = rows if rows is not None else _process_table()
+        if find_processes(table, [profile.sale_open_process]):
+            return "process " + profile.sale_open_process
+    return None
+
+
+def _logs(profile: PosProfile) -> List[Dict[str, Any]]:
+    redactor = Redactor(profile.redact_patterns)
+    out: List[Dict[str, Any]] = []
+    for path in profile.log_paths:
+        try:
+            tail = read_tail(path, profile.log_max_bytes, redactor)
+        except LogReadError as exc:
+            out.append({"path": path, "ok": False, "error": str(exc)})
+            continue
+        count, recent = match_errors(tail.lines, profile.error_patterns, profile.log_max_lines)
+        try:
+            modified: Optional[float] = os.path.getmtime(path)
+        except OSError:
+            modified = None
+        out.append(
+            {
+                "path": path,
+                "ok": True,
+                "size": tail.file_size,
+                "bytes_read": tail.bytes_read,
+                "truncated": tail.truncated,
+                "modified": modified,
+                "gb18030_lines": tail.gb18030_lines,
+                "error_count": count,
+                "recent_errors": recent,
+            }
+        )
+    return out
+
+
+def _disk(paths: Sequence[str], min_free_mb: int) -> List[Dict[str, Any]]:
+    out = []
+    for path in paths:
+        try:
+            usage = shutil.disk_usage(path)
+        except OSError as exc:
+            out.append({"path": path, "ok": False, "error": exc.strerror or str(exc)})
+            continue
+        free_mb = usage.free // (1024 * 1024)
+        out.append(
+            {
+                "path": path,
+                "ok": True,
+                "free_mb": free_mb,
+                "total_mb": usage.total // (1024 * 1024),
+                "low": free_mb < min_free_mb,
+            }
+        )
+    return out
+
+
+def collect(ctx: DiagContext) -> Dict[str, Any]:
+    """The POS application as the profile describes it."""
+    profile = ctx.profile
+    if profile is None:
+        raise CollectorError(ctx.profile_error or "no POS profile configured (settings.json)")
+    rows = _process_table()
+    now = time.time()
+    running = find_processes(rows, profile.process_names)
+    db_procs = find_processes(rows, profile.database_processes)
+    services = service_states(list(profile.service_names))
+    db_service = service_states([profile.database_service]) if profile.database_service else {}
+    return {
+        "profile": profile.name,
+        "display_name": profile.display_name,
+        "running": bool(running),
+        "processes": running,
+        # more than one instance is a classic cause of "database is locked" (§5.4 #27)
+        "instances": len(running),
+        "newest_start_age_s": round(now - running[-1]["started"], 1)
+        if running and running[-1]["started"]
+        else None,
+        "services": services,
+        "database": {
+            "service": db_service,
+            "processes": db_procs,
+            "up": (not db_service or all(s in ("running", "active") for s in db_service.values()))
+            and (not profile.database_processes or bool(db_procs)),
+        },
+        "logs": _logs(profile),
+        "disk": _disk(profile.data_paths, profile.min_free_mb),
+        "sale_open": sale_open(profile, rows),
+    }

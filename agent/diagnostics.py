@@ -1,0 +1,272 @@
+"""Run the collectors concurrently, each with its own timeout, into DiagnosticsReport sections.
+
+A section is ``{"ok": True, "data": …, "elapsed_ms": …}`` or ``{"ok": False, "error": {"type",
+"message"}, "elapsed_ms": …}``: one broken or hung collector never spoils the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import math
+import threading
+import time
+from pathlib import Path
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
+
+from agent.errors import CollectorError, CollectorTimeout, ConfigError
+
+if TYPE_CHECKING:
+    from agent.profile import PosProfile
+    from agent.settings import Settings
+
+__all__ = [
+    "ClockSamples",
+    "Collector",
+    "DiagContext",
+    "ProbeLimiter",
+    "collect_report",
+    "default_collectors",
+    "run_in_worker",
+    "section_error",
+    "to_tree",
+]
+
+T = TypeVar("T")
+
+#: Depth a section's data may use: the frame's map (1) + sections (2) + section (3) + data (4).
+MAX_DATA_DEPTH = 32 - 4
+MAX_STR = 4096
+
+
+class ClockSamples:
+    """Heartbeat round trips (agent send, relay receive, agent receive), the newest few kept."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._samples: Deque[Tuple[float, float, float]] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def add(self, sent_at: float, relay_at: float, received_at: float) -> None:
+        with self._lock:
+            self._samples.append((sent_at, relay_at, received_at))
+
+    def snapshot(self) -> List[Tuple[float, float, float]]:
+        with self._lock:
+            return list(self._samples)
+
+
+class ProbeLimiter:
+    """At most one probe per target in ``min_interval`` seconds; the last result is reused."""
+
+    def __init__(self, min_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval = min_interval
+        self._clock = clock
+        self._last: Dict[str, Tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def recent(self, target: str) -> Optional[Tuple[float, Any]]:
+        """``(age_seconds, result)`` of a probe younger than the interval, else None."""
+        with self._lock:
+            entry = self._last.get(target)
+        if entry is None:
+            return None
+        age = self._clock() - entry[0]
+        return (age, entry[1]) if age < self.min_interval else None
+
+    def record(self, target: str, result: Any) -> None:
+        with self._lock:
+            self._last[target] = (self._clock(), result)
+
+
+@dataclasses.dataclass
+class DiagContext:
+    """What collectors may read: settings, POS profile, heartbeat samples, probe limiter."""
+
+    settings: Settings
+    data_dir: Optional[Path] = None
+    profile: Optional[PosProfile] = None
+    profile_error: str = ""
+    clock: ClockSamples = dataclasses.field(default_factory=ClockSamples)
+    limiter: ProbeLimiter = dataclasses.field(default_factory=lambda: ProbeLimiter(30.0))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> DiagContext:
+        """Settings and profile from ``data_dir``; a bad profile is reported, not fatal."""
+        from agent.profile import load_profile
+        from agent.settings import load_settings
+
+        settings = load_settings(data_dir)
+        ctx = cls(settings, data_dir, limiter=ProbeLimiter(settings.printer_min_interval))
+        if settings.pos_profile:
+            try:
+                ctx.profile = load_profile(settings.pos_profile, data_dir)
+            except ConfigError as exc:
+                ctx.profile_error = str(exc)
+        return ctx
+
+
+class Collector(NamedTuple):
+    """A named collector: a blocking function run in a worker thread under its own timeout."""
+
+    name: str
+    run: Callable[[DiagContext], Any]
+    timeout: float = 5.0
+
+
+def default_collectors() -> List[Collector]:
+    """Every collector the agent has, in report order (imports are light: I/O loads lazily)."""
+    from agent.collectors import network, pos, printers, printqueue, serialports, system
+
+    return [
+        Collector("system", system.collect, 5.0),
+        Collector("network", network.collect, 8.0),
+        Collector("serial", serialports.collect, 5.0),
+        Collector("printers", printers.collect, 8.0),
+        Collector("pos", pos.collect, 5.0),
+        Collector("print_queue", printqueue.collect, 5.0),
+    ]
+
+
+# --- msgpack-safe trees --------------------------------------------------------------------------
+
+
+def to_tree(value: Any, depth: int = MAX_DATA_DEPTH) -> Any:
+    """Turn collector output into msgpack types with str keys, bounded depth and string length.
+
+    Dataclasses and NamedTuples become maps, enums their values, tuples and sets lists, paths
+    strings; NaN and infinity become None, ints msgpack can't carry become strings, and anything
+    else its ``str()``. Deeper than ``depth`` is cut to the string ``"…"``.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, enum.Enum):
+        return to_tree(value.value, depth)
+    if isinstance(value, int):
+        return value if -(2**63) <= value <= 2**64 - 1 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STR else value[: MAX_STR - 1] + "…"
+    if isinstance(value, bytes):
+        return value.hex()[:MAX_STR]
+    if isinstance(value, Path):
+        return str(value)
+    if depth <= 0:
+        return "…"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif isinstance(value, tuple) and hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {str(k): to_tree(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_tree(v, depth - 1) for v in value]
+    return str(value)[:MAX_STR]
+
+
+def section_error(exc: BaseException) -> Dict[str, str]:
+    """The ``error`` part of a failed section: the typed error's class and a short message."""
+    message = str(exc) or getattr(exc, "public_reason", "") or type(exc).__name__
+    return {"type": type(exc).__name__, "message": message[:1024]}
+
+
+# --- workers a watchdog can abandon --------------------------------------------------------------
+
+
+async def run_in_worker(fn: Callable[[], T], timeout: float) -> T:
+    """Run blocking ``fn`` in a daemon thread; CollectorTimeout after ``timeout`` seconds.
+
+    A daemon thread rather than the loop's executor: a call stuck in a driver (serial close on
+    Windows, reference §0.8) is abandoned, never joined, so it can't hold up the agent or its exit.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        ok = True
+        value: Any = None
+        try:
+            value = fn()
+        except BaseException as exc:  # delivered to the awaiting task
+            ok, value = False, exc
+        try:
+            loop.call_soon_threadsafe(deliver, ok, value)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+            pass
+
+    threading.Thread(target=work, name="posassist-collector", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+    except asyncio.TimeoutError:
+        raise CollectorTimeout(f"no result within {timeout:.1f} s") from None
+
+
+async def _section(collector: Collector, ctx: DiagContext, timeout: float) -> Dict[str, Any]:
+    started = time.monotonic()
+    try:
+        if timeout <= 0:
+            raise CollectorTimeout("no time left before the report's deadline")
+        data = await run_in_worker(lambda: to_tree(collector.run(ctx)), timeout)
+        section: Dict[str, Any] = {"ok": True, "data": data}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # one broken collector never spoils the report
+        section = {"ok": False, "error": section_error(exc)}
+    section["elapsed_ms"] = round((time.monotonic() - started) * 1000.0, 1)
+    return section
+
+
+async def collect_report(
+    ctx: DiagContext,
+    collectors: Sequence[Collector],
+    deadline: float,
+    only: Iterable[str] = (),
+) -> Dict[str, Any]:
+    """Run ``collectors`` concurrently and gather their sections.
+
+    Args:
+        ctx: settings and state the collectors read.
+        collectors: the collectors to run.
+        deadline: absolute ``time.monotonic()`` by which every section must be in.
+        only: names to run (all when empty); a name no collector has gets a failed section.
+
+    Returns:
+        ``{name: section}`` in the collectors' order, fit for ``DiagnosticsReport.sections``.
+    """
+    wanted = list(only)
+    chosen = [c for c in collectors if not wanted or c.name in wanted]
+    overrides = dict(ctx.settings.timeouts)
+    now = time.monotonic()
+    results = await asyncio.gather(
+        *(_section(c, ctx, min(overrides.get(c.name, c.timeout), deadline - now)) for c in chosen)
+    )
+    sections: Dict[str, Any] = {c.name: s for c, s in zip(chosen, results)}
+    known = {c.name for c in collectors}
+    for name in wanted:
+        if name not in known:
+            error = CollectorError(f"no collector named {name!r}")
+            sections[name[:128]] = {"ok": False, "error": section_error(error), "elapsed_ms": 0.0}
+    return sections

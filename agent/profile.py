@@ -1,0 +1,150 @@
+"""POS profiles: what a POS product looks like on a till (processes, services, logs, sale flag).
+
+One small TOML file per product under ``agent/profiles/``, read with :mod:`agent.tomlsubset`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent.errors import ConfigError
+from agent.tomlsubset import TomlSubsetError, loads
+
+__all__ = ["PROFILE_DIR", "PosProfile", "load_profile", "parse_profile"]
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class PosProfile:
+    """A POS product as the agent sees it. Paths have ``${DATA}``, ``~`` and ``$VARS`` expanded."""
+
+    name: str
+    display_name: str
+    process_names: Tuple[str, ...] = ()
+    service_names: Tuple[str, ...] = ()
+    database_service: str = ""
+    database_processes: Tuple[str, ...] = ()
+    log_paths: Tuple[str, ...] = ()
+    error_patterns: Tuple[str, ...] = ()
+    redact_patterns: Tuple[str, ...] = ()
+    log_max_bytes: int = 65536
+    log_max_lines: int = 20
+    data_paths: Tuple[str, ...] = ()
+    min_free_mb: int = 1024
+    sale_open_file: str = ""
+    sale_open_process: str = ""
+
+
+def _strings(table: Dict[str, Any], key: str, where: str) -> Tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"profile [{where}] {key} must be an array of strings")
+    return tuple(value)
+
+
+def _string(table: Dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(f"profile [{where}] {key} must be a string")
+    return value
+
+
+def _int(table: Dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    value = table.get(key, default)
+    if type(value) is not int or not lo <= value <= hi:
+        raise ConfigError(f"profile [{where}] {key} must be an integer in {lo}..{hi}")
+    return value
+
+
+def _expand(path: str, data_dir: Optional[Path]) -> str:
+    if data_dir is not None:
+        path = path.replace("${DATA}", str(data_dir))
+    return os.path.expanduser(os.path.expandvars(path)) if path else path
+
+
+def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
+    """Build a profile from its TOML text.
+
+    Args:
+        text: the profile file's contents.
+        data_dir: the agent's data directory, substituted for ``${DATA}`` in paths.
+
+    Returns:
+        The profile.
+
+    Raises:
+        ConfigError: the text is not valid, or a field has the wrong type; regexes that don't
+            compile are refused here rather than when a report is collected.
+    """
+    try:
+        doc = loads(text)
+    except TomlSubsetError as exc:
+        raise ConfigError(f"profile: {exc}") from None
+    name = doc.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError("profile: name must be letters, digits, '.', '_' or '-'")
+    tables: Dict[str, Dict[str, Any]] = {}
+    for key in ("process", "service", "database", "logs", "data", "sale"):
+        table = doc.get(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"profile: {key} must be a table")
+        tables[key] = table
+    logs = tables["logs"]
+    patterns = _strings(logs, "error_patterns", "logs") + _strings(logs, "redact_patterns", "logs")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"profile [logs]: bad pattern {pattern!r}: {exc}") from None
+    display = doc.get("display_name", name)
+    return PosProfile(
+        name=name,
+        display_name=display if isinstance(display, str) else name,
+        process_names=_strings(tables["process"], "names", "process"),
+        service_names=_strings(tables["service"], "names", "service"),
+        database_service=_string(tables["database"], "service", "database"),
+        database_processes=_strings(tables["database"], "processes", "database"),
+        log_paths=tuple(_expand(p, data_dir) for p in _strings(logs, "paths", "logs")),
+        error_patterns=_strings(logs, "error_patterns", "logs"),
+        redact_patterns=_strings(logs, "redact_patterns", "logs"),
+        log_max_bytes=_int(logs, "max_bytes", "logs", 65536, 1024, 4 * 1024 * 1024),
+        log_max_lines=_int(logs, "max_lines", "logs", 20, 1, 200),
+        data_paths=tuple(_expand(p, data_dir) for p in _strings(tables["data"], "paths", "data")),
+        min_free_mb=_int(tables["data"], "min_free_mb", "data", 1024, 0, 10**7),
+        sale_open_file=_expand(_string(tables["sale"], "open_file", "sale"), data_dir),
+        sale_open_process=_string(tables["sale"], "open_process", "sale"),
+    )
+
+
+def load_profile(name_or_path: str, data_dir: Optional[Path] = None) -> PosProfile:
+    """Load a shipped profile by name (``demo``) or any profile file by path.
+
+    Args:
+        name_or_path: a name of a file in ``agent/profiles/`` without ``.toml``, or a path.
+        data_dir: the agent's data directory, for ``${DATA}``; relative paths are taken from it.
+
+    Raises:
+        ConfigError: the profile does not exist or is invalid.
+    """
+    if _NAME.match(name_or_path) and not name_or_path.endswith(".toml"):
+        path = PROFILE_DIR / (name_or_path + ".toml")
+    else:
+        path = Path(name_or_path)
+        if not path.is_absolute() and data_dir is not None:
+            path = data_dir / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"POS profile {name_or_path!r}: {exc.strerror or exc}") from None
+    return parse_profile(text, data_dir)
+
+
+def list_profiles() -> List[str]:
+    """Names of the profiles shipped with the agent."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))

@@ -1,0 +1,87 @@
+"""The agent's service loop: connect, serve, and on loss reconnect with capped, jittered backoff.
+
+Nothing grows across attempts: each attempt is one :func:`connect_once` whose objects are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Optional
+
+from websockets.exceptions import WebSocketException
+
+from protocol import PosAssistError
+
+from .backoff import backoff
+from .connection import Opened, connect_once
+from .errors import RelayRefusedError
+
+if TYPE_CHECKING:
+    from .config import Identity
+    from .diagnostics import DiagContext
+
+__all__ = ["run_agent"]
+
+log = logging.getLogger("posassist.agent")
+
+
+async def run_agent(
+    identity: Identity,
+    stop: asyncio.Event,
+    *,
+    once: bool = False,
+    delays: Callable[[], Iterator[float]] = backoff,
+    diagnostics: Optional[DiagContext] = None,
+    on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
+    on_failure: Optional[Callable[[BaseException], None]] = None,
+) -> int:
+    """Keep a connection to the relay until ``stop`` is set.
+
+    Args:
+        identity: who we are and where the relay is.
+        stop: set it to end the loop (SIGTERM, service stop).
+        once: return after the first handshake (0), or the first failure (2, refused 3).
+        delays: a fresh backoff iterator factory; a successful connection starts a new one.
+        diagnostics: what DiagnosticsRequests are answered from; None answers "unsupported".
+        on_open: awaited after each successful handshake.
+        on_failure: called with each failed attempt's error.
+
+    Returns:
+        The process exit status.
+    """
+    pending = delays()
+    while not stop.is_set():
+        attempt = asyncio.ensure_future(
+            connect_once(identity, on_open=on_open, serve=not once, diagnostics=diagnostics)
+        )
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({attempt, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        await asyncio.gather(stopper, return_exceptions=True)
+        if attempt not in done:
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
+            break
+        try:
+            attempt.result()
+            if once:
+                return 0
+            pending = delays()  # a connection that worked resets the backoff
+        except RelayRefusedError as exc:
+            if on_failure is not None:
+                on_failure(exc)
+            if once:
+                return 3
+        except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
+            if on_failure is not None:
+                on_failure(exc)
+            log.warning("connection to %s failed: %s", identity.relay_url, type(exc).__name__)
+            if once:
+                return 2
+        del attempt  # nothing of a failed attempt is kept (memory stays flat offline)
+        try:
+            await asyncio.wait_for(stop.wait(), next(pending))
+        except asyncio.TimeoutError:
+            pass
+    return 0

@@ -1,0 +1,111 @@
+"""Diagnostics settings in the data directory (``settings.json``): printers, POS profile, limits.
+
+Optional: a till without the file gets defaults (no printers configured, no POS profile).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["PrinterConfig", "Settings", "load_settings", "parse_settings"]
+
+
+@dataclass(frozen=True)
+class PrinterConfig:
+    """A receipt printer the POS uses: on a serial port (``/dev/ttyUSB0``, ``COM3``) or TCP."""
+
+    name: str
+    serial: str = ""
+    baudrate: int = 9600
+    host: str = ""
+    port: int = 9100
+
+    @property
+    def target(self) -> str:
+        return f"tcp://{self.host}:{self.port}" if self.host else self.serial
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the diagnostics need to know about this till beyond its identity."""
+
+    relay_url: str = ""
+    pos_profile: str = ""
+    printers: Tuple[PrinterConfig, ...] = ()
+    #: a printer is asked for its status at most once in this many seconds (§2.3: be polite)
+    printer_min_interval: float = 30.0
+    #: per-collector timeouts in seconds, overriding the defaults
+    timeouts: Tuple[Tuple[str, float], ...] = ()
+
+
+def _printer(raw: Any, index: int) -> PrinterConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"settings: printers[{index}] must be an object")
+    name = str(raw.get("name") or f"printer{index + 1}")
+    if "tcp" in raw:
+        host, _, port = str(raw["tcp"]).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"settings: printers[{index}].tcp must be host:port")
+        return PrinterConfig(name=name, host=host, port=int(port))
+    if "serial" in raw:
+        baud = raw.get("baudrate", 9600)
+        if type(baud) is not int or baud <= 0:
+            raise ConfigError(f"settings: printers[{index}].baudrate must be a positive integer")
+        return PrinterConfig(name=name, serial=str(raw["serial"]), baudrate=baud)
+    raise ConfigError(f"settings: printers[{index}] needs 'tcp' or 'serial'")
+
+
+def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:
+    """Build settings from the decoded ``settings.json``; ConfigError names a bad field."""
+    printers = doc.get("printers", [])
+    if not isinstance(printers, list):
+        raise ConfigError("settings: printers must be a list")
+    interval = doc.get("printer_min_interval", 30.0)
+    if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval < 0:
+        raise ConfigError("settings: printer_min_interval must be a number of seconds")
+    timeouts = doc.get("timeouts", {})
+    if not isinstance(timeouts, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in timeouts.values()
+    ):
+        raise ConfigError("settings: timeouts must map collector names to seconds")
+    return Settings(
+        relay_url=str(doc.get("relay_url", relay_url)),
+        pos_profile=str(doc.get("pos_profile", "")),
+        printers=tuple(_printer(p, i) for i, p in enumerate(printers)),
+        printer_min_interval=float(interval),
+        timeouts=tuple((str(k), float(v)) for k, v in timeouts.items()),
+    )
+
+
+def load_settings(data_dir: Path) -> Settings:
+    """Read ``settings.json`` (optional) and the relay URL from ``agent.json`` (if any)."""
+    relay_url = ""
+    try:
+        relay_url = str(
+            json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))["relay_url"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    path = data_dir / "settings.json"
+    try:
+        text: Optional[str] = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    if text is None:
+        return Settings(relay_url=relay_url)
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
+    return parse_settings(doc, relay_url)

@@ -1,0 +1,288 @@
+"""Agent costs: idle RSS and CPU connected to a real relay, import cost per dependency, full
+diagnostics report time with the simulated printer, and RSS while the relay is unreachable.
+
+``python -m benchmarks.bench_agent [--idle-seconds N] [--unreachable-seconds N]``; prints markdown.
+Issue 5 targets: idle ≤ 40 MB RSS and < 0.5 % of a core over 5 min; report ≤ 300 ms; < 1 MB RSS
+growth over 10 min unreachable. The defaults are short so ``make bench`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+MB = 1024 * 1024
+
+
+def _wait_for(path: Path, timeout: float = 20.0) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} did not appear")
+
+
+def _start_relay(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    relay = subprocess.Popen(
+        [PY, "-m", "relay", "serve", "--data", str(data), "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return relay, _wait_for(data / "relay.url")
+
+
+def _make_agent(tmp: Path, relay_dir: Path | None, url: str) -> Path:
+    agent_dir = tmp / "till"
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "agent",
+            "init",
+            "--data",
+            str(agent_dir),
+            "--device-id",
+            "bench-till",
+            "--relay",
+            url,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    if relay_dir is not None:
+        subprocess.run(
+            [
+                PY,
+                "-m",
+                "relay",
+                "device",
+                "add",
+                "--data",
+                str(relay_dir),
+                "--device-id",
+                "bench-till",
+                "--key",
+                str(agent_dir / "agent.pub"),
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    return agent_dir
+
+
+def _sample(proc: psutil.Process, seconds: float, every: float = 1.0) -> dict[str, float]:
+    cpu0 = proc.cpu_times()
+    t0 = time.monotonic()
+    rss = [proc.memory_info().rss]
+    while time.monotonic() - t0 < seconds:
+        time.sleep(min(every, max(0.0, seconds - (time.monotonic() - t0))))
+        rss.append(proc.memory_info().rss)
+    cpu1 = proc.cpu_times()
+    wall = time.monotonic() - t0
+    used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return {
+        "rss_start": rss[0] / MB,
+        "rss_end": rss[-1] / MB,
+        "rss_max": max(rss) / MB,
+        "cpu_pct": 100.0 * used / wall,
+        "wall": wall,
+    }
+
+
+def bench_idle(seconds: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        relay, url = _start_relay(tmp / "relay")
+        try:
+            agent_dir = _make_agent(tmp, tmp / "relay", url)
+            agent = subprocess.Popen(
+                [PY, "-m", "agent", "run", "--data", str(agent_dir)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                assert agent.stdout is not None
+                line = agent.stdout.readline().decode("utf-8", "replace")
+                if "connected" not in line:
+                    raise RuntimeError("agent did not connect: " + line)
+                time.sleep(2.0)  # settle after the handshake
+                return _sample(psutil.Process(agent.pid), seconds)
+            finally:
+                agent.terminate()
+                agent.wait(15)
+        finally:
+            relay.terminate()
+            relay.wait(15)
+
+
+def bench_unreachable(seconds: float, max_backoff: float) -> dict[str, float]:
+    with socket.socket() as s:  # a port with nobody listening: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as d:
+        agent_dir = _make_agent(Path(d), None, f"ws://127.0.0.1:{port}")
+        agent = subprocess.Popen(
+            [PY, "-m", "agent", "run", "--data", str(agent_dir), "--max-backoff", str(max_backoff)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(min(10.0, seconds / 4))  # warm-up: first attempts allocate caches
+            return _sample(psutil.Process(agent.pid), seconds, every=5.0)
+        finally:
+            agent.terminate()
+            agent.wait(15)
+
+
+IMPORTS = {
+    "bare interpreter": "pass",
+    "msgpack": "import msgpack",
+    "cryptography (Ed25519)": "from cryptography.hazmat.primitives.asymmetric import ed25519",
+    "websockets client": "import websockets.asyncio.client",
+    "psutil": "import psutil",
+    "serial (pyserial)": "import serial, serial.tools.list_ports",
+    "asyncio + ssl": "import asyncio, ssl",
+    "agent idle set (agent.run)": "import agent.run",
+    "agent + diagnostics": (
+        "import agent.run, agent.diagnostics; agent.diagnostics.default_collectors()"
+    ),
+}
+
+
+def _rss_after(code: str) -> float:
+    prog = code + "\nimport resource, sys\nprint(open('/proc/self/statm').read().split()[1])"
+    out = subprocess.run([PY, "-c", prog], cwd=ROOT, check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[-1]) * os.sysconf("SC_PAGE_SIZE") / MB
+
+
+def bench_imports(repeat: int = 3) -> list[tuple[str, float, float]]:
+    results = {
+        name: statistics.median(_rss_after(code) for _ in range(repeat))
+        for name, code in IMPORTS.items()
+    }
+    bare = results["bare interpreter"]
+    return [(name, rss, rss - bare) for name, rss in results.items()]
+
+
+def bench_report(runs: int = 7) -> dict[str, float]:
+    from agent.diagnostics import DiagContext, ProbeLimiter, collect_report, default_collectors
+    from agent.profile import load_profile
+    from agent.settings import PrinterConfig, Settings
+    from agent.simprinter import SimPrinter
+
+    with tempfile.TemporaryDirectory() as d, SimPrinter() as printer:
+        data = Path(d)
+        (data / "pos" / "logs").mkdir(parents=True)
+        (data / "pos" / "logs" / "pos.log").write_text(
+            "".join(
+                f"2026-11-25 12:00:{i % 60:02d} INFO sale {i} card 4111111111111111\n"
+                if i % 7
+                else f"ERROR printer timeout {i}\n"
+                for i in range(3000)
+            ),
+            encoding="utf-8",
+        )
+        host, port = printer.start_tcp()
+        pty = printer.start_pty()
+        settings = Settings(
+            relay_url="",
+            printers=(
+                PrinterConfig(name="tcp", host=host, port=port),
+                PrinterConfig(name="pty", serial=pty),
+            ),
+        )
+        times = []
+        for _ in range(runs):
+            ctx = DiagContext(settings, data, load_profile("demo", data), limiter=ProbeLimiter(0.0))
+            t0 = time.perf_counter()
+            sections = asyncio.run(collect_report(ctx, default_collectors(), time.monotonic() + 10))
+            times.append((time.perf_counter() - t0) * 1000)
+        slowest = max(sections.items(), key=lambda kv: kv[1]["elapsed_ms"])
+        outcomes = [p["outcome"] for p in sections["printers"]["data"]["printers"]]
+        return {
+            "median_ms": statistics.median(times),
+            "max_ms": max(times),
+            "runs": runs,
+            "slowest": f"{slowest[0]} {slowest[1]['elapsed_ms']} ms",
+            "printers": ", ".join(outcomes),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_agent")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--unreachable-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=1.0,
+        help="the agent's reconnect cap while unreachable (many cycles)",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    print(f"# bench_agent ({sys.version.split()[0]}, {os.cpu_count()} CPUs)\n")
+    imports = bench_imports()
+    print("## Import cost (RSS after import, fresh interpreter each, median of 3)\n")
+    print("| import | RSS MB | Δ vs bare MB |\n|---|---|---|")
+    for name, rss, delta in imports:
+        print(f"| {name} | {rss:.1f} | {delta:+.1f} |")
+
+    report = bench_report()
+    print("\n## Full diagnostics report, simulated printer on TCP and a pty (target ≤ 300 ms)\n")
+    print(
+        "| runs | median ms | max ms | slowest section | printer outcomes |\n|---|---|---|---|---|"
+    )
+    print(
+        f"| {report['runs']} | {report['median_ms']:.0f} | {report['max_ms']:.0f} | "
+        f"{report['slowest']} | {report['printers']} |"
+    )
+
+    idle = bench_idle(args.idle_seconds)
+    print(
+        f"\n## Agent idle, connected to a relay subprocess, {idle['wall']:.0f} s "
+        "(target ≤ 40 MB, < 0.5 % of a core)\n"
+    )
+    print("| RSS start MB | RSS end MB | RSS max MB | CPU % of one core |\n|---|---|---|---|")
+    print(
+        f"| {idle['rss_start']:.1f} | {idle['rss_end']:.1f} | {idle['rss_max']:.1f} | "
+        f"{idle['cpu_pct']:.3f} |"
+    )
+
+    down = bench_unreachable(args.unreachable_seconds, args.max_backoff)
+    print(
+        f"\n## Relay unreachable (connection refused), {down['wall']:.0f} s after warm-up, "
+        f"reconnect cap {args.max_backoff} s (target < 1 MB growth)\n"
+    )
+    print("| RSS start MB | RSS end MB | growth MB | RSS max MB | CPU % |\n|---|---|---|---|---|")
+    print(
+        f"| {down['rss_start']:.2f} | {down['rss_end']:.2f} | "
+        f"{down['rss_end'] - down['rss_start']:+.2f} | {down['rss_max']:.2f} | "
+        f"{down['cpu_pct']:.3f} |"
+    )
+    if args.json:
+        print(json.dumps({"imports": imports, "report": report, "idle": idle, "down": down}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

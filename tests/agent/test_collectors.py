@@ -1,0 +1,256 @@
+"""Collectors' pure parsers on fixture text, and their thin I/O parts against real things."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from agent.collectors import network, pos, printqueue, system
+from agent.errors import CollectorError, CollectorTimeout, ConfigError
+from agent.profile import PROFILE_DIR, load_profile, parse_profile
+from agent.tomlsubset import TomlSubsetError, loads
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+# --- POS profiles and the TOML subset -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(PROFILE_DIR.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_profile_parses_exactly_as_tomllib_does(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert loads(text) == tomllib.loads(text)
+    assert load_profile(path.stem, Path("/srv/till")).name == path.stem
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = {b = 1}",
+        "[[t]]\na = 1",
+        'a = """x"""',
+        "a = 1979-05-27",
+        "a = 1\na = 2",
+        'a = "unterminated',
+        "a = [1, 2",
+        "= 1",
+    ],
+)
+def test_toml_subset_refuses_what_it_does_not_support_with_the_line(text: str) -> None:
+    with pytest.raises(TomlSubsetError, match="line"):
+        loads(text)
+
+
+def test_profile_with_bad_regex_is_refused_when_loaded() -> None:
+    with pytest.raises(ConfigError, match="bad pattern"):
+        parse_profile('name = "x"\n[logs]\nerror_patterns = ["(unclosed"]\n')
+
+
+# --- system ---------------------------------------------------------------------------------------
+
+
+def test_os_release_parses_quoted_values_and_skips_junk() -> None:
+    text = (FIXTURES / "system" / "os-release-ubuntu2004.txt").read_text()
+    info = system.parse_os_release(text)
+    assert info["PRETTY_NAME"] == "Ubuntu 20.04.6 LTS"
+    assert info["ID"] == "ubuntu"
+    assert "broken line" not in info
+
+
+class _Proc:
+    """A process_iter entry: psutil's own exceptions, as a real walk raises them."""
+
+    def __init__(self, info=None, raises=None) -> None:
+        self._info, self._raises = info, raises
+
+    @property
+    def info(self):
+        if self._raises is not None:
+            raise self._raises
+        return self._info
+
+
+def test_process_walk_survives_access_denied_and_vanished_processes() -> None:
+    def walk(attrs, ad_value):
+        assert ad_value is None
+        assert "open_files" not in attrs
+        yield _Proc({"pid": 1, "name": "init", "username": None, "memory_info": None})
+        yield _Proc(raises=psutil.NoSuchProcess(4242))
+        yield _Proc(raises=psutil.AccessDenied(4))
+        yield _Proc(raises=psutil.ZombieProcess(77))
+        yield _Proc({"pid": 9, "name": "pos", "username": "u", "memory_info": None})
+
+    rows = system.process_rows(walk)
+    assert [r["pid"] for r in rows["rows"]] == [1, 9]
+    assert rows["vanished"] == 2  # ZombieProcess is a NoSuchProcess
+    assert rows["access_denied"] == 3  # the refused call, and two rows with denied fields
+
+
+def test_process_walk_of_real_processes_that_exit_mid_walk() -> None:
+    children = [psutil.Popen([sys.executable, "-c", "pass"]) for _ in range(5)]
+    procs = [psutil.Process(c.pid) for c in children]
+    for c in children:
+        c.wait()
+    rows = system.process_rows(lambda attrs, ad_value: iter(procs))
+    assert rows["count"] + rows["vanished"] == 5
+
+
+def test_top_processes_orders_by_memory_and_keeps_refused_values() -> None:
+    rows = [{"pid": 1, "rss": None}, {"pid": 2, "rss": 5}, {"pid": None, "rss": 9}]
+    assert [r["pid"] for r in system.top_processes(rows, 5)] == [2, 1]
+
+
+def test_system_collect_on_this_machine() -> None:
+    data = system.collect(None)
+    assert data["processes"]["count"] > 0
+    assert data["memory"]["total"] > 0
+
+
+# --- network --------------------------------------------------------------------------------------
+
+
+def test_clock_offset_uses_the_shortest_round_trip() -> None:
+    # relay 5 s ahead; the second sample waited in a queue
+    samples = [(100.0, 105.05, 100.1), (200.0, 205.4, 200.9)]
+    assert network.clock_offset(samples) == {"offset_s": 5.0, "rtt_s": 0.1, "samples": 2}
+    assert network.clock_offset([]) is None
+
+
+def test_relay_probe_reports_refused_connect(unused_port: int) -> None:
+    out = network.probe_relay(f"ws://127.0.0.1:{unused_port}")
+    assert out["dns"]["ok"] is True
+    assert out["tcp"]["ok"] is False
+
+
+# --- POS application ---------------------------------------------------------------------------
+
+
+def _demo(tmp_path: Path):
+    (tmp_path / "pos" / "logs").mkdir(parents=True)
+    return load_profile("demo", tmp_path)
+
+
+def test_pos_logs_are_redacted_and_gbk_lines_decoded(tmp_path: Path) -> None:
+    profile = _demo(tmp_path)
+    log = Path(profile.log_paths[0])
+    log.write_bytes(
+        b"INFO start\n"
+        b"ERROR pay failed card 4111 1111 1111 1111 password=hunter2\n"
+        + "ERROR 打印机 缺纸\n".encode("gbk")
+        + b"INFO member_phone=13800138000 ok\n"
+    )
+    logs = pos._logs(profile)
+    (entry,) = logs
+    assert entry["error_count"] == 2
+    text = "\n".join(entry["recent_errors"])
+    assert "4111 1111 1111 1111" not in text
+    assert "**** **** **** 1111" in text
+    assert "hunter2" not in text
+    assert "打印机 缺纸" in text
+    assert entry["gb18030_lines"] == 1
+
+
+def test_sale_open_follows_the_profile_file(tmp_path: Path) -> None:
+    profile = _demo(tmp_path)
+    assert pos.sale_open(profile, []) is None
+    Path(profile.sale_open_file).write_text("1")
+    assert pos.sale_open(profile, []) == "file " + profile.sale_open_file
+
+
+def test_find_processes_is_case_insensitive_and_skips_refused_names() -> None:
+    rows = [(5, "POS.EXE", 10.0), (6, None, 1.0), (7, "pos.exe", 5.0)]
+    assert [p["pid"] for p in pos.find_processes(rows, ["pos.exe"])] == [7, 5]
+
+
+def test_systemctl_output_maps_to_units() -> None:
+    assert pos.parse_systemctl_is_active("active\ninactive\n", ["a", "b", "c"]) == {
+        "a": "active",
+        "b": "inactive",
+        "c": "unknown",
+    }
+
+
+# --- print queue ----------------------------------------------------------------------------------
+
+
+def test_lpstat_printers_show_disabled_queue_and_reason() -> None:
+    text = (FIXTURES / "printqueue" / "lpstat-p.txt").read_text()
+    printers = {p["name"]: p for p in printqueue.parse_lpstat_printers(text)}
+    assert printers["Kitchen_TM_T20"]["state"] == "disabled"
+    assert printers["Kitchen_TM_T20"]["reasons"] == ["/usr/lib/cups/backend/usb failed"]
+    assert printers["Receipt_80mm"] == {
+        "name": "Receipt_80mm",
+        "state": "idle",
+        "enabled": True,
+        "reasons": [],
+    }
+    assert printers["Label_58"]["state"] == "printing"
+
+
+def test_lpstat_jobs() -> None:
+    jobs = printqueue.parse_lpstat_jobs((FIXTURES / "printqueue" / "lpstat-o.txt").read_text())
+    assert [(j["queue"], j["size"]) for j in jobs] == [
+        ("Kitchen_TM_T20", 3072),
+        ("Kitchen_TM_T20", 2048),
+        ("Label_58", 512),
+    ]
+
+
+def test_windows_spooler_listing_finds_offline_printer_and_stuck_job() -> None:
+    report = printqueue.windows_queue(
+        # bytes decoded as the collector decodes the pipe (read_text makes CR CR LF two lines)
+        (FIXTURES / "printqueue" / "wmic-printer.txt").read_bytes().decode("utf-8"),
+        (FIXTURES / "printqueue" / "wmic-printjob.txt").read_bytes().decode("utf-8"),
+    )
+    printers = {p["name"]: p for p in report["printers"]}
+    assert printers["厨房打印机"]["state"] == "offline"
+    assert printers["EPSON TM-T88V Receipt"]["default"] is True
+    assert [(j["id"], j["stuck"]) for j in report["jobs"]] == [("12", True), ("13", False)]
+    assert report["jobs"][0]["queue"] == "EPSON TM-T88V Receipt"
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "lpstat"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_cups_queue_runs_lpstat_by_argv(tmp_path: Path) -> None:
+    fixture = FIXTURES / "printqueue"
+    lpstat = _script(
+        tmp_path,
+        '[ "$LC_ALL" = C ] || exit 3\n'
+        f'[ "$1" = -p ] && cat "{fixture}/lpstat-p.txt"\n'
+        f'[ "$1" = -o ] && cat "{fixture}/lpstat-o.txt"\n'
+        "exit 0\n",
+    )
+    data = printqueue.collect(None, lpstat=lpstat)
+    assert len(data["printers"]) == 3
+    assert len(data["jobs"]) == 3
+
+
+def test_hanging_lpstat_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    lpstat = _script(tmp_path, "exec sleep 30\n")
+    started = time.monotonic()
+    with pytest.raises(CollectorTimeout):
+        printqueue.run_tool([lpstat, "-p"], timeout=0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_tools_run_only_by_absolute_path() -> None:
+    with pytest.raises(CollectorError, match="absolute"):
+        printqueue.run_tool(["lpstat", "-p"], timeout=1)
+
+
+@pytest.mark.skipif(os.path.exists("/usr/bin/lpstat"), reason="CUPS installed here")
+def test_no_cups_is_a_typed_failure() -> None:
+    with pytest.raises(CollectorError, match="CUPS"):
+        printqueue.collect(None)

@@ -1,0 +1,176 @@
+"""collect_report: concurrent collectors, each with its own timeout; printers probed politely."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.diagnostics import (
+    Collector,
+    DiagContext,
+    ProbeLimiter,
+    collect_report,
+    default_collectors,
+    to_tree,
+)
+from agent.profile import load_profile
+from agent.settings import PrinterConfig, Settings
+from agent.simprinter import PrinterState
+from protocol import Codec
+from protocol import messages as m
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ok(ctx):
+    return {"fine": True}
+
+
+def _broken(ctx):
+    raise OSError(5, "Input/output error")
+
+
+def _hangs(ctx):
+    time.sleep(30)
+
+
+async def test_hung_collector_times_out_and_the_others_are_still_reported() -> None:
+    ctx = DiagContext(Settings())
+    collectors = [Collector("a", _ok), Collector("hang", _hangs, 0.3), Collector("bad", _broken)]
+    started = time.monotonic()
+    sections = await collect_report(ctx, collectors, time.monotonic() + 5)
+    assert time.monotonic() - started < 2
+    assert sections["a"]["ok"]
+    assert sections["a"]["data"] == {"fine": True}
+    assert sections["hang"] == {
+        "ok": False,
+        "error": {"type": "CollectorTimeout", "message": "no result within 0.3 s"},
+        "elapsed_ms": sections["hang"]["elapsed_ms"],
+    }
+    assert sections["bad"]["error"]["type"] == "OSError"
+
+
+async def test_report_deadline_caps_every_collector_and_unknown_names_fail_clearly() -> None:
+    ctx = DiagContext(Settings())
+    collectors = [Collector("hang", _hangs, 10.0), Collector("a", _ok)]
+    sections = await collect_report(ctx, collectors, time.monotonic() + 0.3, only=["hang", "nope"])
+    assert list(sections) == ["hang", "nope"]
+    assert sections["hang"]["error"]["type"] == "CollectorTimeout"
+    assert sections["nope"]["error"] == {
+        "type": "CollectorError",
+        "message": "no collector named 'nope'",
+    }
+
+
+def test_to_tree_gives_msgpack_types_within_depth() -> None:
+    deep: object = "leaf"
+    for _ in range(60):
+        deep = [deep]
+    tree = to_tree({"nan": math.nan, 1: (1, 2), "big": 2**70, "deep": deep, "b": b"\x10\x04"})
+    assert tree["nan"] is None
+    assert tree["1"] == [1, 2]
+    assert tree["big"] == str(2**70)
+    assert tree["b"] == "1004"
+    report = m.DiagnosticsReport(id=1, device_id="t", collected_at=1.0, sections={"x": tree})
+    frame = Codec().encode(report)  # arrays come back as tuples: compare the frames
+    assert Codec().encode(Codec().decode(frame)) == frame
+
+
+async def test_full_report_with_simulated_printers_fits_a_diagnostics_report(
+    printer, tmp_path
+) -> None:
+    host, port = printer.start_tcp()
+    (tmp_path / "pos" / "logs").mkdir(parents=True)
+    (tmp_path / "pos" / "logs" / "pos.log").write_text("ERROR card 4111111111111111\n")
+    printer.set_state(PrinterState.COVER_OPEN)
+    settings = Settings(relay_url="", printers=(PrinterConfig("receipt", host=host, port=port),))
+    ctx = DiagContext(settings, tmp_path, load_profile("demo", tmp_path))
+    sections = await collect_report(ctx, default_collectors(), time.monotonic() + 10)
+    for name in ("system", "network", "serial", "printers", "pos"):
+        assert sections[name]["ok"], (name, sections[name])
+    (row,) = sections["printers"]["data"]["printers"]
+    assert row["outcome"] == "ok"
+    assert "cover_open" in row["problems"]
+    assert "4111111111111111" not in str(sections)
+    report = m.DiagnosticsReport(id=3, device_id="t", collected_at=1.0, sections=sections)
+    frame = Codec().encode(report)
+    assert Codec().encode(Codec().decode(frame)) == frame
+
+
+async def test_printer_is_not_probed_while_a_sale_is_open(printer, tmp_path) -> None:
+    host, port = printer.start_tcp()
+    (tmp_path / "pos").mkdir()
+    (tmp_path / "pos" / "sale.open").write_text("receipt 10023")
+    settings = Settings(printers=(PrinterConfig("receipt", host=host, port=port),))
+    ctx = DiagContext(settings, tmp_path, load_profile("demo", tmp_path))
+    only = ["printers"]
+    sections = await collect_report(ctx, default_collectors(), time.monotonic() + 5, only=only)
+    (row,) = sections["printers"]["data"]["printers"]
+    assert row["outcome"] == "skipped"
+    assert row["detail"].startswith("sale open: file ")
+    assert printer.bytes_received == 0
+
+
+async def test_printer_probes_are_rate_limited(printer, tmp_path) -> None:
+    host, port = printer.start_tcp()
+    settings = Settings(printers=(PrinterConfig("receipt", host=host, port=port),))
+    ctx = DiagContext(settings, tmp_path, limiter=ProbeLimiter(60.0))
+    first = await collect_report(ctx, default_collectors(), time.monotonic() + 5, ["printers"])
+    sent = printer.bytes_received
+    second = await collect_report(ctx, default_collectors(), time.monotonic() + 5, ["printers"])
+    assert first["printers"]["data"]["printers"][0]["cached"] is False
+    assert second["printers"]["data"]["printers"][0]["cached"] is True
+    assert printer.bytes_received == sent > 0
+
+
+async def test_held_serial_printer_is_reported_and_never_opened(printer, tmp_path) -> None:
+    path = printer.start_pty()
+    holder = subprocess.Popen(  # noqa: ASYNC220 - a stand-in POS holding the port
+        [sys.executable, "-c", f"f = open({path!r}, 'rb'); import time; time.sleep(30)"]
+    )
+    try:
+        await asyncio.sleep(0.5)
+        settings = Settings(printers=(PrinterConfig("receipt", serial=path),))
+        ctx = DiagContext(settings, tmp_path)
+        sections = await collect_report(
+            ctx, default_collectors(), time.monotonic() + 5, ["printers"]
+        )
+        (row,) = sections["printers"]["data"]["printers"]
+        assert row["outcome"] == "held"
+        assert [h["pid"] for h in row["held_by"]] == [holder.pid]
+        assert printer.bytes_received == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_diag_offline_prints_json_and_text(tmp_path) -> None:
+    (tmp_path / "settings.json").write_text('{"pos_profile": "demo"}')
+    (tmp_path / "pos" / "logs").mkdir(parents=True)
+    (tmp_path / "pos" / "logs" / "pos.log").write_text("ERROR 打印机 offline\n")
+    run = [sys.executable, "-m", "agent", "diag", "--offline", "--data", str(tmp_path)]
+    done = subprocess.run([*run, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    import json
+
+    report = json.loads(done.stdout)
+    assert set(report["sections"]) == {
+        "system",
+        "network",
+        "serial",
+        "printers",
+        "pos",
+        "print_queue",
+    }
+    assert report["sections"]["pos"]["data"]["logs"][0]["error_count"] == 1
+    text = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "== 系统 / System" in text
+    assert "== 收银软件 / POS application" in text
+    refused = subprocess.run(
+        [*run[:4], "--data", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert "--offline" in refused.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +25,11 @@ def render_report(report: DiagnosticsReport) -> str:
     return "\n".join(lines)
 
 
+def _when(epoch: float) -> str:
+    """An epoch time in this console's local time zone, to the second."""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
+
+
 def _walk(value: Any, depth: int) -> list[str]:
     pad = "  " * depth
     if isinstance(value, dict):
@@ -32,6 +38,8 @@ def _walk(value: Any, depth: int) -> list[str]:
             if isinstance(item, dict | list | tuple):
                 out.append(f"{pad}{key}:")
                 out.extend(_walk(item, depth + 1))
+            elif key.endswith("_at") and isinstance(item, int | float) and item > 1e9:
+                out.append(f"{pad}{key}: {_when(item)}")
             else:
                 out.append(f"{pad}{key}: {item}")
         return out

@@ -1,32 +1,51 @@
-"""``make demo``: start a relay and a store agent on 127.0.0.1 and show them talking.
+"""``make demo``: a relay, a store till with a simulated receipt printer, and a technician.
 
-Everything runs from a throw-away folder (demo-data/); needs no database or other service.
+Everything runs on 127.0.0.1 from a throw-away folder (demo-data/), with the relay's embedded
+SQLite: no database server or any other service is needed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "demo-data"
 PY = sys.executable
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", POSASSIST_HOME=str(DATA / "technician"))
 
 
 def step(text: str) -> None:
-    pass
+    print(f"\n==> {text}", flush=True)
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([PY, "-m", *args], cwd=ROOT, text=True, capture_output=True)
-    if result.returncode not in (0, 3):
-        pass
+def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [PY, "-m", *args], cwd=ROOT, env=ENV, text=True, capture_output=True, timeout=120
+    )
+    if show and result.stdout.strip():
+        print(result.stdout.rstrip())
+    if result.returncode != 0:
+        print(result.stderr.rstrip(), file=sys.stderr)
+        raise SystemExit(f"demo: `{' '.join(args[:3])} …` failed ({result.returncode})")
     return result
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", *args],
+        cwd=ROOT,
+        env=ENV,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_file(path: Path, timeout: float) -> str:
@@ -40,74 +59,171 @@ def wait_for_file(path: Path, timeout: float) -> str:
 
 def main() -> int:
     shutil.rmtree(DATA, ignore_errors=True)
-    (DATA / "relay").mkdir(parents=True)
-    step("Starting the relay on 127.0.0.1 (embedded, no database needed)")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    relay = subprocess.Popen(
-        [PY, "-m", "relay", "serve", "--data", str(DATA / "relay"), "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    relay_dir, till_dir = DATA / "relay", DATA / "noodle-shop-till"
+    relay_dir.mkdir(parents=True)
+    (relay_dir / "admin.pw").write_text("demo-admin-password")
+    children: list[subprocess.Popen[str]] = []
     try:
-        url = wait_for_file(DATA / "relay" / "relay.url", 15)
-        assert relay.stdout is not None
-
-        step("Creating the store PC's identity (its key never leaves the PC)")
-        run(
-            "agent",
-            "init",
-            "--data",
-            str(DATA / "till-1"),
-            "--device-id",
-            "noodle-shop-till-1",
-            "--relay",
-            url,
-        )
-
-        step("An agent the relay does not know tries to connect: it is refused")
-        refused = run("agent", "run", "--data", str(DATA / "till-1"), "--once")
-
-        step("The operator binds the till's public key to its device id")
+        step("The operator sets up the relay (embedded SQLite) and a store")
         run(
             "relay",
-            "device",
-            "add",
+            "init",
             "--data",
-            str(DATA / "relay"),
-            "--device-id",
-            "noodle-shop-till-1",
-            "--key",
-            str(DATA / "till-1" / "agent.pub"),
+            str(relay_dir),
+            "--admin-password-file",
+            str(relay_dir / "admin.pw"),
         )
+        org = run(
+            "relay",
+            "organisation",
+            "create",
+            "--data",
+            str(relay_dir),
+            "--name",
+            "Acme POS Service",
+            show=False,
+        ).stdout.strip()
+        merchant = run(
+            "relay",
+            "merchant",
+            "create",
+            "--data",
+            str(relay_dir),
+            "--name",
+            "Noodle House 面馆",
+            "--organisation",
+            org,
+            show=False,
+        )
+        store = run(
+            "relay",
+            "store",
+            "create",
+            "--data",
+            str(relay_dir),
+            "--name",
+            "Main St",
+            "--merchant",
+            merchant.stdout.strip(),
+            show=False,
+        ).stdout.strip()
+        print(f"organisation {org} → merchant → store {store}")
+
+        step("Starting the relay on 127.0.0.1")
+        relay = start("relay", "serve", "--data", str(relay_dir), "--port", "0")
+        children.append(relay)
+        url = wait_for_file(relay_dir / "relay.url", 20)
+        assert relay.stdout is not None
+        print(relay.stdout.readline().rstrip())
+
+        step("The till's receipt printer (a simulated Epson on a loopback port)")
+        printer = start("agent.simprinter", "--tcp", "--state", "ok")
+        children.append(printer)
+        assert printer.stdout is not None
+        printer_at = printer.stdout.readline().split()[1]
+        print(f"ESC/POS printer answering DLE EOT on {printer_at}")
+
+        step("The operator makes a one-time enrolment token for the store")
+        token = run(
+            "relay",
+            "enrolment",
+            "create",
+            "--data",
+            str(relay_dir),
+            "--store",
+            store,
+            "--relay-url",
+            url,
+            "--ttl",
+            "600",
+            show=False,
+        ).stdout.strip()
+        print(token[:48] + "…")
+
+        step("At the till: enrol with the token (the private key never leaves the PC)")
+        run("agent", "enroll", token, "--data", str(till_dir))
+        (till_dir / "settings.json").write_text(
+            json.dumps(
+                {
+                    "pos_profile": "demo",
+                    "printers": [{"name": "receipt", "tcp": printer_at}],
+                    "printer_min_interval": 0,
+                }
+            )
+        )
+        device = json.loads((till_dir / "agent.json").read_text())["device_id"]
+
+        step("The same token a second time is refused")
+        again = subprocess.run(
+            [PY, "-m", "agent", "enroll", token, "--data", str(DATA / "x")],
+            cwd=ROOT,
+            env=ENV,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
+        print(again.stdout.rstrip())
 
         step("The agent connects: hello, version negotiation, signed challenge")
-        agent = subprocess.Popen(
-            [PY, "-m", "agent", "run", "--data", str(DATA / "till-1")],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        agent = start("agent", "run", "--data", str(till_dir))
+        children.append(agent)
         assert agent.stdout is not None
+        print(agent.stdout.readline().rstrip())
 
-        step("The technician's console asks the relay who is online")
-        run("console", "health", "--relay", url)
-        with urllib.request.urlopen(url.replace("ws://", "http://") + "/healthz") as r:
-            agents = __import__("json").loads(r.read())["agents"]
+        step("A technician signs in and sees the till online")
+        run(
+            "console",
+            "login",
+            "--relay",
+            url,
+            "--user",
+            "admin",
+            "--password-file",
+            str(relay_dir / "admin.pw"),
+        )
+        run("console", "devices")
 
-        step("Stopping the agent and the relay")
-        agent.terminate()
-        agent.wait(10)
+        step("The printer runs low on paper; the technician asks the till for diagnostics")
+        assert printer.stdin is not None
+        printer.stdin.write("paper_near_end\n")
+        printer.stdin.flush()
+        report = run(
+            "console",
+            "diag",
+            device,
+            "--collector",
+            "printers",
+            "--collector",
+            "system",
+            show=False,
+        ).stdout
+        print("\n".join(_interesting(report)))
+
+        step("Every step is in the hash-chained audit log")
+        run("relay", "audit", "verify", "--data", str(relay_dir))
+        ok = again.returncode == 3 and "paper" in report.lower()
     finally:
-        relay.terminate()
-        relay.wait(10)
-    ok = refused.returncode == 3 and agents == 1
-    step("Demo " + ("finished: relay and agent talked / 演示完成" if ok else "FAILED"))
+        for child in reversed(children):
+            child.terminate()
+            try:
+                child.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    step("Demo " + ("finished / 演示完成" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def _interesting(report: str) -> list[str]:
+    """Every section's heading, and the printer section in full, to keep the demo readable."""
+    keep: list[str] = []
+    section = ""
+    for line in report.splitlines():
+        if line.startswith("["):
+            section = line
+            keep.append(line)
+        elif section.startswith("[printers]") or line.startswith("diagnostics"):
+            keep.append(line)
+    return keep
 
 
 if __name__ == "__main__":

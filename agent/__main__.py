@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-from protocol import signing
+from protocol import PosAssistError, signing
 from protocol.enrolment import InvalidEnrolmentToken
 
 from . import __version__
@@ -142,6 +142,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RelayRefusedError as exc:
         _say("服务器拒绝登记: " + exc.code, "the relay refused the enrolment: " + exc.code)
         return 3
+    except PosAssistError as exc:  # e.g. PinMismatch: not the relay the token names
+        print("error: " + exc.public_reason + " (" + str(exc) + ")", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class Identity(NamedTuple):
     device_id: str
     relay_url: str
     key: Ed25519PrivateKey
+    #: The relay's TLS key pin from the enrolment token (required for wss://).
+    tls_pin: Optional[str] = None
 
 
 def create_identity(data_dir: Path, device_id: str, relay_url: str) -> Identity:
@@ -66,6 +68,9 @@ def load_identity(data_dir: Path) -> Identity:
     try:
         config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
         key = signing.private_key_from_pem((data_dir / "agent.key").read_bytes())
-        return Identity(str(config["device_id"]), str(config["relay_url"]), key)
+        pin = config.get("tls_pin")
+        return Identity(
+            str(config["device_id"]), str(config["relay_url"]), key, str(pin) if pin else None
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"no usable agent identity in {data_dir}: {exc}") from None

@@ -33,7 +33,8 @@ from protocol import (
 from protocol.errors import LocalProtocolError, UnexpectedMessage
 
 from . import __version__
-from .errors import RelayRefusedError
+from .errors import ConfigError, RelayRefusedError
+from .tlspin import check_pin, client_ssl_context_for_pin
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -218,7 +219,16 @@ async def connect_once(
     diagnostics: Optional[DiagContext] = None,
     collectors: Optional[Sequence[Collector]] = None,
 ) -> Opened:
-    """Connect, authenticate, call ``on_open``, then serve until the connection ends."""
+    """Connect, authenticate, call ``on_open``, then serve until the connection ends.
+
+    A ``wss://`` relay is trusted by the enrolment token's pin alone (docs/protocol.md#enrolment),
+    checked before the first protocol frame; ConfigError if a wss:// identity has no pin.
+    """
+    ssl_context = None
+    if identity.relay_url.startswith("wss://"):
+        if not identity.tls_pin:
+            raise ConfigError("a wss:// relay needs the TLS pin from the enrolment token")
+        ssl_context = client_ssl_context_for_pin(identity.tls_pin)
     async with connect(
         agent_url(identity.relay_url),
         compression=None,  # deflate costs ~33 KB per connection on a small till
@@ -226,7 +236,10 @@ async def connect_once(
         ping_interval=None,  # liveness is the protocol's own heartbeat
         open_timeout=handshake_timeout,
         close_timeout=2,
+        ssl=ssl_context,
     ) as ws:
+        if identity.tls_pin and ssl_context is not None:
+            check_pin(ws.transport.get_extra_info("ssl_object"), identity.tls_pin)
         _nodelay(ws)
         conn = AgentConnection(ws, identity, diagnostics, collectors)
         opened = await conn.handshake(handshake_timeout)

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--store", required=True)
     create.add_argument("--ttl", type=float, default=24 * 3600.0, help="seconds it stays valid")
     create.add_argument("--relay-url", required=True, help="ws(s):// URL agents should use")
-    create.add_argument("--tls-pin", help="SHA-256 pin of the relay's TLS key (wss only)")
+    create.add_argument("--tls-cert", type=Path, help="the relay's TLS certificate (wss only)")
 
     user = commands.add_parser("user", help="technician and merchant accounts")
     sub = user.add_subparsers(dest="action", required=True)
@@ -172,8 +172,13 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         _record, secret = await storage.create_enrolment(
             args.store, config.relay_id, now=now, ttl=args.ttl
         )
+        pin = None
+        if args.tls_cert is not None:
+            from .tls import spki_pin
+
+            pin = spki_pin(args.tls_cert.read_bytes())
         invite = EnrolmentInvite(
-            relay_url=args.relay_url, relay_id=config.relay_id, secret=secret, tls_pin=args.tls_pin
+            relay_url=args.relay_url, relay_id=config.relay_id, secret=secret, tls_pin=pin
         )
         print(invite.encode())
         target = f"store:{args.store}"

@@ -106,6 +106,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    # Graceful shutdown: tell every peer we are going away (1001) so agents reconnect elsewhere.
-    for ws in list(app[STATE].sockets):
+    """Graceful shutdown: aiohttp has stopped accepting; let requests in flight finish for up to
+    the grace period, then tell every peer we are going away (1001) so agents reconnect."""
+    state = app[STATE]
+    deadline = asyncio.get_running_loop().time() + state.config.shutdown_grace
+    # The router is pure (no asyncio inside), so shutdown polls it rather than awaiting an event.
+    while state.router.routes_in_flight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    for ws in list(state.sockets):
         await ws.close(code=1001, message=b"relay shutting down")
+    if state.tasks:
+        await asyncio.wait(state.tasks, timeout=state.config.shutdown_grace)

@@ -37,6 +37,8 @@ class RelayConfig:
     handshake_timeout: float = 10.0
     request_timeout: float = 60.0
     shutdown_grace: float = 5.0
+    #: How long to wait for a peer's close frame; a peer that stopped reading won't send one.
+    close_timeout: float = 2.0
     token_ttl: float = 8 * 3600.0
     login_max_failures: int = 5
     login_lockout: float = 15 * 60.0
@@ -45,6 +47,8 @@ class RelayConfig:
     console_rate: float = 20.0  # routed requests per second per user, after the burst
     console_burst: int = 50
     console_max_in_flight: int = 64
+    #: Frames queued for one peer before it counts as too slow and is disconnected (4008).
+    max_outbox: int = 1024
     sweep_interval: float = 0.1
     limits: Limits = field(default=DEFAULT_LIMITS)
 

@@ -68,7 +68,9 @@ class Router(Protocol):
         now: float,
         timeout: float,
     ) -> Route: ...
-    def deliver(self, device_id: str, reply: Message, now: float) -> tuple[Route, bool] | None: ...
+    def deliver(
+        self, device_id: str, reply: Message, now: float
+    ) -> tuple[Route, Message, bool] | None: ...
     def expire(self, now: float) -> list[Route]: ...
     def detach_console(self, console: Link) -> list[Route]: ...
 
@@ -146,11 +148,13 @@ class InProcessRouter:
         self._routes[(device_id, agent_request_id)] = route
         return route
 
-    def deliver(self, device_id: str, reply: Message, now: float) -> tuple[Route, bool] | None:
-        """Pass an agent's reply to the console that asked, under the console's id.
+    def deliver(
+        self, device_id: str, reply: Message, now: float
+    ) -> tuple[Route, Message, bool] | None:
+        """Match an agent's reply to its route; the caller sends it on to ``route.console``.
 
-        Returns the route and whether it ended, or None when nobody waits for it any more (the
-        console left or the request timed out). Raises what the console link raises.
+        Returns the route, the reply under the console's request id, and whether the route
+        ended; None when nobody waits for it any more (the console left, or it timed out).
         """
         agent_request_id: int = getattr(reply, "id")  # noqa: B009 - replies have ids
         route = self._routes.get((device_id, agent_request_id))
@@ -161,8 +165,8 @@ class InProcessRouter:
             route.deadline = now + route.timeout  # progress: the agent is alive and working
         if reply.TERMINAL:
             del self._routes[(device_id, agent_request_id)]
-        route.console.send_nowait(dataclasses.replace(reply, id=route.console_request_id))  # type: ignore[type-var]
-        return route, reply.TERMINAL
+        for_console = dataclasses.replace(reply, id=route.console_request_id)  # type: ignore[type-var]
+        return route, for_console, reply.TERMINAL
 
     def expire(self, now: float) -> list[Route]:
         """Remove and return the routes past their deadline; the caller tells both sides."""

@@ -5,6 +5,7 @@ One RelayState per application (``app[STATE]``); nothing here is global.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from .errors import NotFound, ScopeError
 from .storage import Role, Scope, ScopeKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Coroutine, Mapping
 
     from aiohttp.web_ws import WebSocketResponse
 
@@ -48,10 +49,23 @@ class RelayState:
     metrics: RelayMetrics
     clock: Callable[[], float] = time.time
     sockets: set[WebSocketResponse] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     consoles: int = 0
 
     def now(self) -> float:
         return self.clock()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background (closing a peer that may never answer), tracked so
+        that shutdown waits for it; an error in it is logged, not lost."""
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %r", task.exception())
 
     async def audit(
         self,

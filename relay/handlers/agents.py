@@ -5,6 +5,7 @@ Replies from the agent go back, through the router, to the console that asked an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -26,8 +27,8 @@ from protocol.errors import SignatureError, UnexpectedMessage
 
 from .. import __version__
 from ..audit import Outcome
-from ..connection import ConnectionClosedError, WebSocketSession
-from ..errors import NotFound
+from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
+from ..errors import NotFound, StorageError
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
 from .jobs import finish_route
@@ -45,12 +46,15 @@ REPLACED = 4002
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     config = state.config
-    ws = web.WebSocketResponse(max_msg_size=config.limits.max_frame, compress=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=config.limits.max_frame, compress=False, timeout=config.close_timeout
+    )
     await ws.prepare(request)
     peer = WebSocketSession(
         ws,
         Session(Role.RELAY_FOR_AGENT),
         str(request.remote),
+        max_outbox=config.max_outbox,
         frames_in=state.metrics.frames_received.labels(endpoint="agent"),
         frames_out=state.metrics.frames_sent.labels(endpoint="agent"),
     )
@@ -70,6 +74,8 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         if device_id is not None:
             for route in state.router.detach_agent(device_id, peer):
                 await finish_route(state, route, "offline", "the device disconnected")
+            with contextlib.suppress(StorageError):  # presence is best effort at disconnect
+                await state.storage.record_presence(device_id, now=state.now())
             log.info("agent %s disconnected", device_id)
         if not ws.closed:
             await ws.close()
@@ -110,10 +116,11 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
         await previous.close(REPLACED, "replaced by a newer connection")
+    # Presence first, so anyone who looks once the agent is in sees it complete.
+    await state.storage.record_presence(device_id, now=state.now(), agent_version=hello.software)
     session.send_accepted(device_id, config.heartbeat_interval)
     await peer.flush()
     peer.start_writer()
-    await state.storage.record_presence(device_id, now=state.now(), agent_version=hello.software)
     log.info(
         "agent %s connected from %s (%s, protocol v%d)",
         device_id,
@@ -158,8 +165,21 @@ async def _handle(
         peer.send_nowait(_ack(peer, event, state.now()))
     elif event.KIND is Kind.REPLY:
         delivered = state.router.deliver(device_id, event, state.now())
-        if delivered is not None and delivered[1]:
-            await finish_route(state, delivered[0], None, None, reply=event)
+        if delivered is None:
+            return
+        route, for_console, ended = delivered
+        try:
+            route.console.send_nowait(for_console)
+        except SlowConsumerError as exc:
+            # The console stopped reading: it is closed (not this agent); its routes then fail.
+            assert isinstance(route.console, WebSocketSession)
+            state.spawn(route.console.close_for(exc))
+        except PosAssistError as exc:
+            # The console is already closing; whatever is wrong there must not cost this agent
+            # its connection. Its routes end when its handler finishes.
+            log.debug("reply for a closing console dropped: %s", exc)
+        if ended:
+            await finish_route(state, route, None, None, reply=event)
     elif event.KIND is Kind.REQUEST:
         # Alerts and help requests get their handlers with the alerts and help-window work;
         # until then the agent hears a clear "not supported", not silence.

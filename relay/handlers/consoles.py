@@ -43,12 +43,15 @@ log = logging.getLogger("posassist.relay")
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     config = state.config
-    ws = web.WebSocketResponse(max_msg_size=config.limits.max_frame, compress=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=config.limits.max_frame, compress=False, timeout=config.close_timeout
+    )
     await ws.prepare(request)
     peer = WebSocketSession(
         ws,
         Session(Role.RELAY_FOR_CONSOLE, max_in_flight=config.console_max_in_flight),
         str(request.remote),
+        max_outbox=config.max_outbox,
         frames_in=state.metrics.frames_received.labels(endpoint="console"),
         frames_out=state.metrics.frames_sent.labels(endpoint="console"),
     )
@@ -178,7 +181,7 @@ async def _route(user: User, peer: WebSocketSession, state: RelayState, event: M
             "the device is not keeping up; try again",
         )
         if isinstance(agent, WebSocketSession):
-            await agent.close(SlowConsumerError.close_code, SlowConsumerError.public_reason)
+            state.spawn(agent.close(SlowConsumerError.close_code, SlowConsumerError.public_reason))
 
 
 async def _fail_unrouted(

@@ -135,6 +135,13 @@ async def start_relay(tmp_path: Path, **overrides: object) -> Relay:
     return relay
 
 
+async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Poll ``condition`` (plain state, no event to await) until true, or fail at ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polls relay state that has no event
+            await asyncio.sleep(0.02)
+
+
 async def recv(ws: ClientConnection, session: Session, timeout: float = 5) -> list[m.Message]:
     """Frames until the session yields at least one message."""
     async with asyncio.timeout(timeout):
@@ -208,7 +215,7 @@ class Agent:
         self.session: Session | None = None
 
     async def __aenter__(self) -> Agent:
-        self.ws = await connect(self.relay.ws + "/v1/agent")
+        self.ws = await connect(self.relay.ws + "/v1/agent", close_timeout=1)
         self.session, answer = await agent_handshake(self.ws, self.device_id, self.key)
         assert isinstance(answer, m.AuthAccepted), answer
         return self
@@ -238,7 +245,7 @@ class Console:
         self.session: Session | None = None
 
     async def __aenter__(self) -> Console:
-        self.ws = await connect(self.relay.ws + "/v1/console")
+        self.ws = await connect(self.relay.ws + "/v1/console", close_timeout=1)
         self.session, answer = await console_handshake(self.ws, self.relay.tokens[self.user])
         assert isinstance(answer, m.AuthAccepted), answer
         return self

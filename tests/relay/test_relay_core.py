@@ -28,6 +28,7 @@ from tests.relay.harness import (
     close_code,
     console_handshake,
     start_relay,
+    wait_until,
 )
 
 if TYPE_CHECKING:
@@ -545,3 +546,62 @@ async def test_metrics_count_agents_consoles_routed_requests_and_refusals(relay:
     assert 'posassist_relay_refusals_total{reason="user.login"} 1.0' in text
     assert "posassist_relay_handshake_duration_seconds_count 1.0" in text
     assert 'posassist_relay_frames_received_total{endpoint="agent"}' in text
+
+
+async def test_console_that_stops_reading_is_disconnected_not_the_agent(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, max_outbox=4)
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+            await console.request(
+                m.ScriptRunRequest(id=1, device_id=device_id, script="flood", version="1")
+            )
+            (request,) = await agent.next()
+            rid = request.id  # type: ignore[attr-defined]
+            chunk = b"x" * 65_536
+            assert console.ws is not None
+            # the console reads nothing while the agent streams far more than socket buffers hold
+            for seq in range(400):
+                await agent.reply(
+                    m.ScriptOutput(id=rid, job_id="j", seq=seq, stream="stdout", data=chunk)
+                )
+                if relay.state.router.routes_in_flight == 0:
+                    break
+            await wait_until(lambda: relay.state.router.routes_in_flight == 0)
+            # the agent is still connected and served; the console was closed for being slow
+            assert relay.state.router.agent(device_id) is not None
+            await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+            (ack,) = await agent.next()
+            assert isinstance(ack, m.HeartbeatAck)
+        (job,) = await _jobs(relay)
+        assert job.status is JobStatus.FAILED
+        assert (job.error or "").startswith("console_gone")
+    finally:
+        await relay.server.close()
+
+
+async def test_presence_records_last_seen_and_agent_version(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+
+    async def listed() -> dict[str, object]:
+        _, body = await relay.get("/v1/devices", relay.tokens["tech"])
+        devices = body["devices"]
+        assert isinstance(devices, list)
+        (device,) = devices
+        assert isinstance(device, dict)
+        return device
+
+    relay.clock.offset = 100
+    async with Agent(relay, device_id, key):
+        device = await listed()
+        assert device["online"] is True
+        assert device["agent_version"] == "test-agent"
+        connected_seen = device["last_seen"]
+        assert isinstance(connected_seen, float)
+        relay.clock.offset = 200  # the agent stays a while, then leaves
+    await asyncio.sleep(0.2)
+    device = await listed()
+    assert device["online"] is False
+    last_seen = device["last_seen"]
+    assert isinstance(last_seen, float)
+    assert last_seen >= connected_seen + 99  # recorded again when it disconnected

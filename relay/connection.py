@@ -11,7 +11,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from protocol.errors import MalformedMessage, PosAssistError
 
@@ -68,6 +68,12 @@ class WebSocketSession:
         self._frames_out = frames_out or _NO_COUNT
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_outbox)
         self._writer: asyncio.Task[None] | None = None
+        # The idle timer (see _receive): one per connection, moved lazily, not one per frame.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._waiter: asyncio.Task[object] | None = None
+        self._timed_out = False
 
     # --- before the writer starts (handshake): direct, awaited writes --------------------------
 
@@ -105,7 +111,11 @@ class WebSocketSession:
             log.debug("writer for %s stopped: %s", self.peer, exc)
 
     async def stop_writer(self, drain_timeout: float = 0.0) -> None:
-        """Stop the writer, first letting it drain the outbox for up to ``drain_timeout``."""
+        """Stop the writer, first letting it drain the outbox for up to ``drain_timeout``.
+
+        Every handler calls this when its connection ends, so the idle timer stops here too.
+        """
+        self._disarm()
         if self._writer is None:
             return
         if drain_timeout > 0 and not self._writer.done():
@@ -122,8 +132,7 @@ class WebSocketSession:
     async def wait_events(self, timeout: float) -> list[Message]:
         """Frames until at least one message arrives; ProtocolError or ConnectionClosedError."""
         while True:
-            async with asyncio.timeout(timeout):
-                frame = await self.ws.receive()
+            frame = await self._receive(timeout)
             if frame.type is WSMsgType.BINARY:
                 self._frames_in.inc()
                 self.session.receive_data(frame.data)
@@ -135,6 +144,57 @@ class WebSocketSession:
                 raise MalformedMessage("text frame")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp already closed with 1009 if too big)
                 raise ConnectionClosedError(str(frame.type))
+
+    async def _receive(self, timeout: float) -> WSMessage:
+        """The next frame; TimeoutError when none arrives within ``timeout`` seconds.
+
+        Like ``asyncio.timeout(timeout)`` around ``ws.receive()``, but without arming and
+        cancelling a timer for every frame (about a tenth of the relay's CPU when forwarding,
+        benchmarks/bench_relay.py): each call only moves the deadline; the one timer re-arms
+        itself for the newest deadline when it fires early, and cancels the waiting task (as
+        ``asyncio.timeout`` does) only when the deadline has really passed.
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadline = loop.time() + timeout
+        if self._timer is None or self._timer_at > self._deadline:
+            self._arm(loop)
+        self._waiter, self._timed_out = task, False
+        cancelling = task.cancelling()
+        try:
+            return await self.ws.receive()
+        except asyncio.CancelledError:
+            if self._timed_out and task.uncancel() <= cancelling:
+                self._disarm()
+                raise TimeoutError from None
+            raise
+        except BaseException:
+            self._disarm()
+            raise
+        finally:
+            self._waiter = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self._deadline
+        self._timer = loop.call_at(self._deadline, self._on_deadline, loop)
+
+    def _on_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # between frames; the next _receive arms a fresh timer
+        if loop.time() < self._deadline:
+            self._arm(loop)  # a frame came since this timer was armed
+            return
+        self._timed_out = True
+        self._waiter.cancel()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def wait_one(self, timeout: float) -> Message:
         """The next message (handshake steps send exactly one at a time)."""

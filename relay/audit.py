@@ -44,6 +44,17 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What a caller asks to append; the log adds seq, time and the chain hashes."""
+
+    actor: str
+    action: str
+    target: str
+    outcome: Outcome
+    detail: Mapping[str, Any] | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord:
     """One audit entry, as stored.

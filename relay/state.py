@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .metrics import RelayMetrics
     from .ratelimit import KeyedLimiter
     from .routing import InProcessRouter
-    from .storage import SqlStorage, User
+    from .storage import SqlStorage, TenantPath, User
 
 log = logging.getLogger("posassist.relay")
 
@@ -50,6 +51,7 @@ class RelayState:
     clock: Callable[[], float] = time.time
     sockets: set[WebSocketResponse] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
 
     def now(self) -> float:
@@ -91,6 +93,20 @@ class RelayState:
             detail=detail,
         )
 
+    async def device_in_scope(self, device_id: str, scope: Scope) -> bool:
+        """Whether ``scope`` covers the device; False for unknown devices. A device never moves
+        in the tenancy tree, so its path is cached (bounded) after the first lookup."""
+        path = self._paths.get(device_id)
+        if path is None:
+            try:
+                path = await self.storage.device_path(device_id)
+            except NotFound:
+                return False
+            self._paths[device_id] = path
+            if len(self._paths) > MAX_CACHED_PATHS:
+                self._paths.popitem(last=False)
+        return path.within(scope)
+
     async def covers(self, user: User, target: Scope) -> bool:
         """Whether ``user``'s scope contains ``target`` (False if ``target`` doesn't exist)."""
         if user.scope.kind is ScopeKind.ROOT:
@@ -114,3 +130,5 @@ class RelayState:
 
 
 STATE = web.AppKey("state", RelayState)
+#: Devices whose place in the tenancy tree is kept in memory for scope checks.
+MAX_CACHED_PATHS = 200_000

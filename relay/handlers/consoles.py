@@ -24,7 +24,7 @@ from protocol import (
 )
 from protocol.errors import UnexpectedMessage
 
-from ..audit import Outcome
+from ..audit import AuditEntry, Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import TokenError
 from ..routing import OfflineError
@@ -141,19 +141,20 @@ async def _route(user: User, peer: WebSocketSession, state: RelayState, event: M
     if user.role not in ROUTE_ROLES.get(event.TAG, frozenset()):
         await _refuse(state, user, peer, event, "forbidden", "your role may not do this")
         return
-    if not await state.storage.device_in_scope(device_id, user.scope):
+    if not await state.device_in_scope(device_id, user.scope):
         # Out of scope and unknown look the same, so scope can't be probed for device ids.
         await _refuse(state, user, peer, event, "forbidden", "device not in your scope")
         return
     now = state.now()
-    job = await state.storage.create_job(device_id, event.TAG, user.username, now=now)
-    await state.audit(
+    # The job and its audit record commit together, before anything reaches the device.
+    entry = AuditEntry(
         f"user:{user.username}",
         event.TAG,
         f"device:{device_id}",
         Outcome.OK,
-        {"job": job.id, **_audit_detail(event)},
+        _audit_detail(event),
     )
+    job = await state.storage.create_job(device_id, event.TAG, user.username, now=now, audit=entry)
     timeout = float(getattr(event, "timeout", state.config.request_timeout))
     try:
         state.router.forward(
@@ -198,13 +199,15 @@ async def _fail_unrouted(
     request_id: int = getattr(event, "id")  # noqa: B009
     peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
     state.metrics.routed(event.TAG, "offline" if code == "offline" else "error", seconds=0.0)
-    await state.storage.finish_job(job_id, JobStatus.FAILED, now=state.now(), error=code)
-    await state.audit(
+    entry = AuditEntry(
         f"user:{user.username}",
         f"{event.TAG}.finished",
         f"device:{getattr(event, 'device_id', '')}",
         Outcome.FAILED,
         {"job": job_id, "error": code},
+    )
+    await state.storage.finish_job(
+        job_id, JobStatus.FAILED, now=state.now(), error=code, audit=entry
     )
 
 

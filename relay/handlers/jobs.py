@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from protocol import DiagnosticsReport, ErrorReply, PosAssistError, ScriptFinished
 
-from ..audit import Outcome
+from ..audit import AuditEntry, Outcome
 from ..errors import StorageError
 from ..routing import error_reply
 from ..storage import JobStatus
@@ -70,8 +70,7 @@ async def finish_route(
         ok = status is JobStatus.SUCCEEDED
         state.metrics.routed(route.tag, "ok" if ok else "error", seconds=seconds)
     try:
-        await state.storage.finish_job(route.job_id, status, now=state.now(), error=error)
-        await state.audit(
+        entry = AuditEntry(
             f"user:{route.user}",
             f"{route.tag}.finished",
             f"device:{route.device_id}",
@@ -80,8 +79,12 @@ async def finish_route(
                 "job": route.job_id,
                 "status": status.value,
                 "error": error,
-                "elapsed_ms": round((state.now() - route.started_at) * 1000, 1),
+                "elapsed_ms": round(seconds * 1000, 1),
             },
+        )
+        # The job's end and its audit record commit together.
+        await state.storage.finish_job(
+            route.job_id, status, now=state.now(), error=error, audit=entry
         )
     except StorageError as exc:
         log.error("could not record the end of job %s: %s", route.job_id, exc)

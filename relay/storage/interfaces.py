@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from relay.audit import AuditRecord, Outcome
+    from relay.audit import AuditEntry, AuditRecord, Outcome
     from relay.storage.models import (
         ChainHead,
         Device,
@@ -109,12 +109,24 @@ class EnrolmentStore(Protocol):
 
 class JobStore(Protocol):
     async def create_job(
-        self, device_id: str, kind: str, requested_by: str, *, now: float
+        self,
+        device_id: str,
+        kind: str,
+        requested_by: str,
+        *,
+        now: float,
+        audit: AuditEntry | None = None,
     ) -> Job: ...
     async def get_job(self, job_id: str) -> Job: ...
     async def start_job(self, job_id: str, *, now: float) -> Job: ...
     async def finish_job(
-        self, job_id: str, status: JobStatus, *, now: float, error: str | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        now: float,
+        error: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> Job: ...
     async def mark_running_jobs_failed(self, reason: str, *, now: float) -> int: ...
 

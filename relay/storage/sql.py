@@ -20,7 +20,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from relay.audit import GENESIS_HASH, AuditRecord, Outcome, chain_hash, normalise_detail
+from relay.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditRecord,
+    Outcome,
+    chain_hash,
+    normalise_detail,
+)
 from relay.errors import (
     Conflict,
     EnrolmentTokenExpired,
@@ -683,7 +690,16 @@ class SqlStorage:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    async def create_job(self, device_id: str, kind: str, requested_by: str, *, now: float) -> Job:
+    async def create_job(
+        self,
+        device_id: str,
+        kind: str,
+        requested_by: str,
+        *,
+        now: float,
+        audit: AuditEntry | None = None,
+    ) -> Job:
+        """A pending job; with ``audit``, its audit record commits in the same transaction."""
         job = Job(
             id=_new_id("job"),
             device_id=device_id,
@@ -697,6 +713,11 @@ class SqlStorage:
             await conn.execute(
                 t.jobs.insert().values({**dataclasses.asdict(job), "status": job.status.value})
             )
+            if audit is not None:
+                entry = dataclasses.replace(
+                    audit, detail={"job": job.id, **dict(audit.detail or {})}
+                )
+                await self._append_in(conn, entry, now)
         return job
 
     async def get_job(self, job_id: str) -> Job:
@@ -707,7 +728,13 @@ class SqlStorage:
         return _job(row)
 
     async def _transition(
-        self, job_id: str, allowed: tuple[JobStatus, ...], values: dict[str, Any]
+        self,
+        job_id: str,
+        allowed: tuple[JobStatus, ...],
+        values: dict[str, Any],
+        *,
+        audit: AuditEntry | None = None,
+        now: float = 0.0,
     ) -> Job:
         async with self._write() as conn:
             row = (
@@ -718,6 +745,8 @@ class SqlStorage:
                     .returning(*t.jobs.c)
                 )
             ).first()
+            if row is not None and audit is not None:
+                await self._append_in(conn, audit, now)
         if row is None:
             current = await self.get_job(job_id)  # raises NotFound
             raise Conflict(f"job {job_id} is {current.status}")
@@ -730,15 +759,26 @@ class SqlStorage:
         )
 
     async def finish_job(
-        self, job_id: str, status: JobStatus, *, now: float, error: str | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        now: float,
+        error: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> Job:
-        """pending|running → a finished status; ``Conflict`` if already finished."""
+        """pending|running → a finished status; ``Conflict`` if already finished.
+
+        With ``audit``, its record commits in the same transaction as the new status.
+        """
         if not JobStatus(status).finished:
             raise ValueError(f"{status} is not a finished status")
         return await self._transition(
             job_id,
             (JobStatus.PENDING, JobStatus.RUNNING),
             {"status": JobStatus(status).value, "finished_at": now, "error": error},
+            audit=audit,
+            now=now,
         )
 
     async def mark_running_jobs_failed(self, reason: str, *, now: float) -> int:
@@ -775,33 +815,39 @@ class SqlStorage:
         Raises:
             ValueError: ``detail`` is not JSON-compatible.
         """
-        body = normalise_detail(detail or {})
         async with self._write() as conn:
-            head = (
-                await conn.execute(
-                    sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
-                    .where(t.audit_head.c.id == 1)
-                    .with_for_update()
-                )
-            ).one()
-            prev_hash = bytes(head.hash)
-            record = AuditRecord(
-                seq=head.seq + 1,
-                at=float(now),
-                actor=actor,
-                action=action,
-                target=target,
-                outcome=Outcome(outcome).value,
-                detail=body,
-                prev_hash=prev_hash,
+            return await self._append_in(
+                conn, AuditEntry(actor, action, target, outcome, detail), now
             )
-            record = dataclasses.replace(record, hash=chain_hash(prev_hash, record))
-            await conn.execute(t.audit.insert().values(dataclasses.asdict(record)))
+
+    async def _append_in(self, conn: AsyncConnection, entry: AuditEntry, now: float) -> AuditRecord:
+        """Append ``entry`` inside the caller's write transaction (it then commits with it)."""
+        body = normalise_detail(entry.detail or {})
+        head = (
             await conn.execute(
-                t.audit_head.update()
+                sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
                 .where(t.audit_head.c.id == 1)
-                .values(seq=record.seq, hash=record.hash)
+                .with_for_update()
             )
+        ).one()
+        prev_hash = bytes(head.hash)
+        record = AuditRecord(
+            seq=head.seq + 1,
+            at=float(now),
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            outcome=Outcome(entry.outcome).value,
+            detail=body,
+            prev_hash=prev_hash,
+        )
+        record = dataclasses.replace(record, hash=chain_hash(prev_hash, record))
+        await conn.execute(t.audit.insert().values(dataclasses.asdict(record)))
+        await conn.execute(
+            t.audit_head.update()
+            .where(t.audit_head.c.id == 1)
+            .values(seq=record.seq, hash=record.hash)
+        )
         return record
 
     async def head(self) -> ChainHead:

@@ -469,3 +469,29 @@ async def test_restart_marks_unfinished_jobs_failed(storage):
         )
     assert (await storage.get_job(done.id)).status is JobStatus.TIMED_OUT
     assert await storage.mark_running_jobs_failed("again", now=NOW + 61) == 0
+
+
+async def test_job_and_its_audit_record_commit_together(storage):
+    from relay.audit import AuditEntry, Outcome, verify_store
+
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    entry = AuditEntry("user:li", "diag.request", f"device:{device.id}", Outcome.OK, {"x": 1})
+    job = await storage.create_job(device.id, "diag.request", "li", now=NOW, audit=entry)
+    done = AuditEntry("user:li", "diag.request.finished", f"device:{device.id}", Outcome.OK)
+    await storage.finish_job(job.id, JobStatus.SUCCEEDED, now=NOW + 1, audit=done)
+    records = [r async for r in storage.records()]
+    assert [(r.action, r.detail) for r in records[-2:]] == [
+        ("diag.request", {"job": job.id, "x": 1}),
+        ("diag.request.finished", {}),
+    ]
+    assert (await verify_store(storage)).ok
+    # a job that can't be created (unknown device) leaves no audit record behind
+    before = (await storage.head()).seq
+    with pytest.raises(NotFound):
+        await storage.create_job("dev_missing", "diag.request", "li", now=NOW, audit=entry)
+    assert (await storage.head()).seq == before
+    # finishing twice is refused, and the second audit record is not written either
+    with pytest.raises(Conflict):
+        await storage.finish_job(job.id, JobStatus.FAILED, now=NOW + 2, audit=done)
+    assert (await storage.head()).seq == before

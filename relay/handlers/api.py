@@ -22,7 +22,7 @@ from ..audit import Outcome
 from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
-from ..storage import Role, Scope, ScopeKind, User
+from ..storage import Merchant, RetailStore, Role, Scope, ScopeKind, User
 
 log = logging.getLogger("posassist.relay")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -272,36 +272,44 @@ async def create_organisation(request: web.Request) -> web.Response:
     return web.json_response({"id": org.id, "name": org.name}, status=201)
 
 
-async def create_merchant(request: web.Request) -> web.Response:
-    body = await _json(request)
-    parent = _field(body, "organisation_id", str)
-    name = _field(body, "name", str)
-    state, user = await _admin_in(request, Scope(ScopeKind.ORGANISATION, parent), "merchant.create")
-    merchant = await state.storage.create_merchant(parent, name, now=state.now())
-    await state.audit(
-        f"user:{user.username}",
-        "merchant.create",
-        f"merchant:{merchant.id}",
-        Outcome.OK,
-        {"name": name, "organisation": parent},
-    )
-    return web.json_response({"id": merchant.id, "name": merchant.name}, status=201)
+def _child_creator(
+    noun: str,
+    parent_field: str,
+    parent_kind: ScopeKind,
+    create: Callable[[RelayState, str, str], Awaitable[Merchant | RetailStore]],
+) -> Handler:
+    """A handler making a ``noun`` under an existing parent the caller administers."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await _json(request)
+        parent = _field(body, parent_field, str)
+        name = _field(body, "name", str)
+        state, user = await _admin_in(request, Scope(parent_kind, parent), f"{noun}.create")
+        made = await create(state, parent, name)
+        await state.audit(
+            f"user:{user.username}",
+            f"{noun}.create",
+            f"{noun}:{made.id}",
+            Outcome.OK,
+            {"name": name, parent_kind.value: parent},
+        )
+        return web.json_response({"id": made.id, "name": made.name}, status=201)
+
+    return handle
 
 
-async def create_store(request: web.Request) -> web.Response:
-    body = await _json(request)
-    parent = _field(body, "merchant_id", str)
-    name = _field(body, "name", str)
-    state, user = await _admin_in(request, Scope(ScopeKind.MERCHANT, parent), "store.create")
-    store = await state.storage.create_store(parent, name, now=state.now())
-    await state.audit(
-        f"user:{user.username}",
-        "store.create",
-        f"store:{store.id}",
-        Outcome.OK,
-        {"name": name, "merchant": parent},
-    )
-    return web.json_response({"id": store.id, "name": store.name}, status=201)
+create_merchant = _child_creator(
+    "merchant",
+    "organisation_id",
+    ScopeKind.ORGANISATION,
+    lambda state, parent, name: state.storage.create_merchant(parent, name, now=state.now()),
+)
+create_store = _child_creator(
+    "store",
+    "merchant_id",
+    ScopeKind.MERCHANT,
+    lambda state, parent, name: state.storage.create_store(parent, name, now=state.now()),
+)
 
 
 async def create_enrolment(request: web.Request) -> web.Response:

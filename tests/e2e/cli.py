@@ -103,7 +103,16 @@ def start_relay(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     return proc, url_file.read_text()
 
 
-def invite(data: Path, store: str, url: str, database: str = "", ttl: float = 3600) -> str:
+def invite(
+    data: Path,
+    store: str,
+    url: str,
+    database: str = "",
+    ttl: float = 3600,
+    tls_cert: Path | None = None,
+) -> str:
+    """A one-time enrolment token for ``store``; pinned to ``tls_cert``'s key when given."""
+    pin = ["--tls-cert", str(tls_cert)] if tls_cert is not None else []
     return ok(
         py(
             "relay",
@@ -117,6 +126,7 @@ def invite(data: Path, store: str, url: str, database: str = "", ttl: float = 36
             url,
             "--ttl",
             str(ttl),
+            *pin,
             database=database,
         )
     )

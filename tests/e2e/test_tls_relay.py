@@ -19,21 +19,7 @@ def test_agent_enrols_and_connects_over_pinned_tls(tmp_path: Path) -> None:
     proc, url = start_relay(data, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         assert url.startswith("wss://127.0.0.1:")
-        token = ok(
-            py(
-                "relay",
-                "enrolment",
-                "create",
-                "--data",
-                str(data),
-                "--store",
-                store,
-                "--relay-url",
-                url,
-                "--tls-cert",
-                str(cert),
-            )
-        )
+        token = invite(data, store, url, tls_cert=cert)
         till = tmp_path / "till"
         ok(py("agent", "enroll", token, "--data", str(till)))
         saved = json.loads((till / "agent.json").read_text())
@@ -53,21 +39,7 @@ def test_agent_refuses_a_relay_whose_key_is_not_the_pinned_one(tmp_path: Path) -
     proc, url = start_relay(data, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         # a token pinned to another key: an impostor relay, as far as the agent can tell
-        token = ok(
-            py(
-                "relay",
-                "enrolment",
-                "create",
-                "--data",
-                str(data),
-                "--store",
-                store,
-                "--relay-url",
-                url,
-                "--tls-cert",
-                str(other_cert),
-            )
-        )
+        token = invite(data, store, url, tls_cert=other_cert)
         till = tmp_path / "till"
         refused = py("agent", "enroll", token, "--data", str(till))
         assert refused.returncode != 0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .audit import Outcome
+from .connection import WebSocketSession
 from .errors import NotFound, ScopeError
 from .storage import Role, Scope, ScopeKind
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
 
     from aiohttp.web_ws import WebSocketResponse
+
+    from protocol import Session
 
     from .config import RelayConfig
     from .metrics import RelayMetrics
@@ -91,6 +94,25 @@ class RelayState:
             outcome=outcome,
             now=self.now(),
             detail=detail,
+        )
+
+    async def accept(
+        self, request: web.Request, session: Session, endpoint: str
+    ) -> WebSocketSession:
+        """Upgrade ``request`` to a websocket peer with this relay's limits and counters."""
+        config = self.config
+        ws = web.WebSocketResponse(
+            max_msg_size=config.limits.max_frame, compress=False, timeout=config.close_timeout
+        )
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        return WebSocketSession(
+            ws,
+            session,
+            str(request.remote),
+            max_outbox=config.max_outbox,
+            frames_in=self.metrics.frames_received.labels(endpoint=endpoint),
+            frames_out=self.metrics.frames_sent.labels(endpoint=endpoint),
         )
 
     async def device_in_scope(self, device_id: str, scope: Scope) -> bool:

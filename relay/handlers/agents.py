@@ -10,8 +10,6 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from protocol import (
     AuthenticationError,
     AuthResponse,
@@ -34,6 +32,8 @@ from ..storage import DeviceStatus
 from .jobs import finish_route
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from protocol import Message
 
 log = logging.getLogger("posassist.relay")
@@ -45,20 +45,8 @@ REPLACED = 4002
 
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
-    config = state.config
-    ws = web.WebSocketResponse(
-        max_msg_size=config.limits.max_frame, compress=False, timeout=config.close_timeout
-    )
-    await ws.prepare(request)
-    peer = WebSocketSession(
-        ws,
-        Session(Role.RELAY_FOR_AGENT),
-        str(request.remote),
-        max_outbox=config.max_outbox,
-        frames_in=state.metrics.frames_received.labels(endpoint="agent"),
-        frames_out=state.metrics.frames_sent.labels(endpoint="agent"),
-    )
-    state.sockets.add(ws)
+    peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
+    ws = peer.ws
     device_id: str | None = None
     try:
         with state.metrics.handshake_duration.time():

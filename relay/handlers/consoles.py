@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from protocol import (
     AuthenticationError,
     ErrorReply,
@@ -33,6 +31,8 @@ from .agents import SOFTWARE
 from .jobs import finish_route
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from protocol import Message
 
     from ..storage import User
@@ -42,20 +42,9 @@ log = logging.getLogger("posassist.relay")
 
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
-    config = state.config
-    ws = web.WebSocketResponse(
-        max_msg_size=config.limits.max_frame, compress=False, timeout=config.close_timeout
-    )
-    await ws.prepare(request)
-    peer = WebSocketSession(
-        ws,
-        Session(Role.RELAY_FOR_CONSOLE, max_in_flight=config.console_max_in_flight),
-        str(request.remote),
-        max_outbox=config.max_outbox,
-        frames_in=state.metrics.frames_received.labels(endpoint="console"),
-        frames_out=state.metrics.frames_sent.labels(endpoint="console"),
-    )
-    state.sockets.add(ws)
+    session = Session(Role.RELAY_FOR_CONSOLE, max_in_flight=state.config.console_max_in_flight)
+    peer = await state.accept(request, session, "console")
+    ws = peer.ws
     user: User | None = None
     try:
         user = await _authenticate(peer, state)

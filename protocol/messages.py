@@ -134,6 +134,21 @@ class Message:
             raise LocalProtocolError(f"{cls.__name__}: {problem}")
         return msg
 
+    def with_id(self: M, request_id: int) -> M:
+        """A copy under another request id (a relay forwarding a request or its replies).
+
+        Only the new id is checked: every other field was validated when ``self`` was built, and
+        the message is immutable. LocalProtocolError for a message without an id or a bad id.
+        """
+        if "id" not in self.FIELDS or type(request_id) is not int or not 1 <= request_id <= MAX_ID:
+            raise LocalProtocolError(
+                f"{type(self).__name__}: cannot take request id {request_id!r}"
+            )
+        copy = object.__new__(type(self))
+        for name, _, set_slot in self.SETTERS:
+            set_slot(copy, request_id if name == "id" else getattr(self, name))
+        return copy
+
     def check(self) -> Optional[str]:
         """Cross-field rules; return a description of the problem, or None."""
         return None

@@ -6,7 +6,6 @@ multi-node router (PostgreSQL + Redis or NATS) implements the same :class:`Route
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -132,7 +131,7 @@ class InProcessRouter:
             raise OfflineError(device_id)
         agent_request_id = agent.session.next_id()
         console_request_id: int = getattr(request, "id")  # noqa: B009 - requests have ids
-        agent.send_nowait(dataclasses.replace(request, id=agent_request_id))  # type: ignore[type-var]
+        agent.send_nowait(request.with_id(agent_request_id))
         route = Route(
             device_id=device_id,
             agent_request_id=agent_request_id,
@@ -165,7 +164,7 @@ class InProcessRouter:
             route.deadline = now + route.timeout  # progress: the agent is alive and working
         if reply.TERMINAL:
             del self._routes[(device_id, agent_request_id)]
-        for_console = dataclasses.replace(reply, id=route.console_request_id)  # type: ignore[type-var]
+        for_console = reply.with_id(route.console_request_id)
         return route, for_console, reply.TERMINAL
 
     def expire(self, now: float) -> list[Route]:

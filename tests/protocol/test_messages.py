@@ -247,3 +247,21 @@ def test_field_named_like_the_tag_is_refused_at_definition() -> None:
             t: int
 
     assert all(cls.TAG != "test.field-t" for cls in MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if "id" in s.FIELDS], ids=lambda s: s.TAG)
+def test_with_id_copies_under_a_new_id_and_keeps_everything_else(sample: m.Message) -> None:
+    moved = sample.with_id(12345)
+    assert moved.id == 12345  # type: ignore[attr-defined]
+    assert type(moved) is type(sample)
+    assert moved == dataclasses.replace(sample, id=12345)  # type: ignore[type-var]
+    assert sample.id != 12345  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2**63, True, "7", 1.0])
+def test_with_id_refuses_bad_ids_and_messages_without_ids(bad: object) -> None:
+    request = m.DiagnosticsRequest(id=1, device_id="d")
+    with pytest.raises(LocalProtocolError):
+        request.with_id(bad)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError):
+        m.Heartbeat(seq=1, sent_at=1.0).with_id(5)

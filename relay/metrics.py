@@ -18,7 +18,7 @@ In the handlers (``m = request.app[METRICS]``)::
     with m.handshake_duration.time():                 # Hello .. Accepted/Refused
         presence = await _authenticate_agent(peer, state)
     m.refused("bad_signature")                        # a fixed code, never free text
-    m.frames_received.labels(endpoint="agent").inc()  # per websocket frame, both directions
+    m.frames_received.labels(endpoint="agent").inc()  # per frame: a plain, lock-free tally
     m.frames_sent.labels(endpoint="console").inc(n)
     m.routed("diagnostics", "ok", seconds=loop.time() - started)   # once per routed request
 
@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = [
     "ENDPOINTS",
@@ -144,25 +146,13 @@ class RelayMetrics:
             registry=reg,
             buckets=HANDSHAKE_BUCKETS,
         )
-        self.frames_received = Counter(
-            "frames_received",
-            "Websocket frames received, by endpoint.",
-            ["endpoint"],
-            namespace=ns,
-            registry=reg,
-        )
-        self.frames_sent = Counter(
-            "frames_sent",
-            "Websocket frames sent, by endpoint.",
-            ["endpoint"],
-            namespace=ns,
-            registry=reg,
-        )
+        # Frames are counted on the forwarding hot path: plain ints (no lock per frame), read
+        # by a collector when /metrics is scraped.
+        self.frames_received = TallyFamily()
+        self.frames_sent = TallyFamily()
+        reg.register(_FrameCollector(self.frames_received, self.frames_sent))
         for reason in REFUSAL_REASONS:
             self.refusals.labels(reason=reason)
-        for endpoint in ENDPOINTS:
-            self.frames_received.labels(endpoint=endpoint)
-            self.frames_sent.labels(endpoint=endpoint)
 
     def routed(self, kind: str, outcome: str, *, seconds: float) -> None:
         """Count one routed request of message ``kind`` and record how long it took."""
@@ -181,6 +171,43 @@ class RelayMetrics:
         """
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+class Tally:
+    """A counter without a lock, for one event loop's hot path."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class TallyFamily:
+    """Tallies by endpoint, with ``labels(endpoint=…)`` like a prometheus Counter."""
+
+    def __init__(self) -> None:
+        self.tallies = {endpoint: Tally() for endpoint in ENDPOINTS}
+
+    def labels(self, *, endpoint: str) -> Tally:
+        return self.tallies.setdefault(endpoint, Tally())
+
+
+class _FrameCollector(Collector):
+    def __init__(self, received: TallyFamily, sent: TallyFamily) -> None:
+        self._families = (
+            ("frames_received", "Websocket frames received, by endpoint.", received),
+            ("frames_sent", "Websocket frames sent, by endpoint.", sent),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, family in self._families:
+            metric = CounterMetricFamily(f"{NAMESPACE}_{name}", text, labels=["endpoint"])
+            for endpoint, tally in family.tallies.items():
+                metric.add_metric([endpoint], tally.value)
+            yield metric
 
 
 METRICS = web.AppKey("metrics", RelayMetrics)

@@ -608,3 +608,25 @@ async def test_damaged_backup_is_not_restored(tmp_path: Path, runner: ScriptRunn
     with pytest.raises(BackupError, match="malformed"):
         await runner.restore("../../etc")
     assert sha256_file(str(config))[1] == len(b"changed")
+
+
+async def test_preconditions_are_checked_again_after_consent(tmp_path: Path, rec: Recorder) -> None:
+    sale_flag = tmp_path / "sale.open"
+
+    class OpensASaleWhileAsking:
+        async def ask(self, manifest: Manifest, params: Any) -> ConsentDecision:
+            sale_flag.write_text("a customer walked in")
+            return ConsentDecision.GRANTED
+
+    runner = ScriptRunner(
+        backups=BackupStore(tmp_path / "backups"),
+        consent=OpensASaleWhileAsking(),
+        profile=PosProfile(name="t", display_name="T", sale_open_file=str(sale_flag)),
+    )
+    folder, marker = marker_script(tmp_path)
+    m = manifest(consent=True, preconditions=[{"kind": "no_sale_open"}])
+    result = await runner.run(m, folder, {}, on_event=rec.event)
+    assert result.refusal is not None
+    assert result.refusal.code == "sale_open"
+    assert rec.kinds == ["consent_asked", "consent_answered", "refused"]
+    assert not marker.exists()

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 
 from agent.errors import ScriptRefusedError
 from agent.scripts.refusal import Refusal
+from protocol.messages import (
+    MAX_CHUNK,
+)  # the largest ScriptOutput chunk (docs/protocol.md#chunking)
 
 if TYPE_CHECKING:
     from protocol.manifest import Manifest
@@ -30,8 +33,6 @@ __all__ = [
     "run_process",
 ]
 
-#: the largest ScriptOutput chunk (docs/protocol.md#chunking)
-MAX_CHUNK = 64 * 1024
 #: after the script ends or is killed, how long its pipes may stay open before we stop reading
 DRAIN_TIMEOUT = 2.0
 #: characters cmd.exe would act on even inside an argv item; refused there as a second guard

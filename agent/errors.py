@@ -14,16 +14,23 @@ Collectors raise these (or report them in a result) so one broken collector neve
                 ├── PortPermissionError   the OS refused access (Linux EACCES, dialout group)
                 ├── PortHeldError         another process holds the port     .holders
                 └── PortUnpluggedError    the link vanished mid-conversation
+        └── ScriptError               a vetted script could not be run as asked
+            ├── ScriptRefusedError    a check failed before it ran            .refusal
+            └── BackupError           a backup could not be made or restored
 """
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import TYPE_CHECKING, Any, Tuple
+
+if TYPE_CHECKING:
+    from agent.scripts.refusal import Refusal
 
 from protocol.errors import PosAssistError
 
 __all__ = [
     "AgentError",
+    "BackupError",
     "CollectorError",
     "CollectorTimeout",
     "ConfigError",
@@ -34,6 +41,8 @@ __all__ = [
     "PortPermissionError",
     "PortUnpluggedError",
     "RelayRefusedError",
+    "ScriptError",
+    "ScriptRefusedError",
 ]
 
 
@@ -122,3 +131,29 @@ class PortUnpluggedError(PortError):
     """The link vanished while the agent was talking to the device (unplug, power-off, close)."""
 
     public_reason = "device disconnected"
+
+
+class ScriptError(AgentError):
+    """A vetted script could not be run as asked (agent/scripts/)."""
+
+    public_reason = "script error"
+
+
+class ScriptRefusedError(ScriptError):
+    """A check failed before the script ran, so nothing ran.
+
+    Attributes:
+        refusal: the machine code and the zh/en reason the merchant and technician see.
+    """
+
+    public_reason = "script refused"
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"{refusal.code}: {refusal.en}")
+        self.refusal = refusal
+
+
+class BackupError(ScriptError):
+    """A path could not be backed up, or a backup could not be restored and verified."""
+
+    public_reason = "backup failed"

@@ -103,3 +103,44 @@ def test_agent_under_python38_enrols_and_authenticates_with_relay(tmp_path: Path
         assert "connected to relay" in result.stdout
     finally:
         stop(relay)
+
+
+def test_script_runner_under_python38_kills_a_hung_script_and_restores_its_backup(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "v").mkdir()
+    config = tmp_path / "config.ini"
+    config.write_bytes(b"port=COM3\x00")
+    (tmp_path / "v" / "main.py").write_text(
+        "import subprocess, sys, time\n"
+        f"open({str(config)!r}, 'wb').write(b'half')\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print('hung', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    code = (
+        "import asyncio, json, sys\n"
+        "from pathlib import Path\n"
+        "from agent.scripts.backup import BackupStore\n"
+        "from agent.scripts.runner import ScriptRunner\n"
+        "from protocol.manifest import parse_manifest\n"
+        "t = {'zh': 'x', 'en': 'x'}\n"
+        "m = parse_manifest({'id': 'hang', 'version': '1.0.0', 'title': t, 'description': t,\n"
+        "    'changes': t, 'platforms': ['linux'], 'interpreter': 'python', 'entry': 'main.py',\n"
+        "    'files': ['main.py'], 'risk': 'B', 'consent': False, 'timeout': 1,\n"
+        f"    'max_output': 1024, 'backup': [{str(config)!r}], 'expected_duration': 1}})\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "out = []\n"
+        "async def keep(chunk):\n"
+        "    out.append(chunk.data)\n"
+        "async def main():\n"
+        "    runner = ScriptRunner(backups=BackupStore(root / 'backups'))\n"
+        "    return await runner.run(m, root / 'v', {}, on_output=keep)\n"
+        "r = asyncio.run(main())\n"
+        "assert sys.version_info[:2] == (3, 8)\n"
+        "print(json.dumps([r.status, r.restore.verified, b''.join(out).decode()]))\n"
+    )
+    result = run38("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '["timed_out", true, "hung\\n"]'
+    assert config.read_bytes() == b"port=COM3\x00"

@@ -1,0 +1,82 @@
+"""Pure precondition evaluation: sale open, business hours (also across midnight), process."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from agent.scripts.preconditions import Facts, evaluate, in_business_hours
+from protocol.manifest import Precondition
+
+CST = datetime.timezone(datetime.timedelta(hours=8))  # the store's zone, not the test machine's
+
+
+def at(hhmm: str, tz: datetime.tzinfo = CST) -> float:
+    hours, minutes = map(int, hhmm.split(":"))
+    return datetime.datetime(2026, 11, 25, hours, minutes, tzinfo=tz).timestamp()
+
+
+HOURS = Precondition("outside_hours", open_at="09:00", close_at="22:00")
+NIGHT = Precondition("outside_hours", open_at="18:00", close_at="02:00")  # a late-night stall
+
+
+@pytest.mark.parametrize(
+    ("pre", "hhmm", "runs"),
+    [
+        (HOURS, "08:59", True),
+        (HOURS, "09:00", False),
+        (HOURS, "21:59", False),
+        (HOURS, "22:00", True),
+        (HOURS, "03:00", True),
+        (NIGHT, "17:59", True),
+        (NIGHT, "18:00", False),
+        (NIGHT, "23:59", False),
+        (NIGHT, "00:00", False),
+        (NIGHT, "01:59", False),
+        (NIGHT, "02:00", True),
+        (NIGHT, "12:00", True),
+    ],
+)
+def test_outside_hours_uses_the_store_time_and_spans_midnight(
+    pre: Precondition, hhmm: str, runs: bool
+) -> None:
+    failures = evaluate([pre], Facts(), at(hhmm), CST)
+    assert (failures == []) is runs
+    if not runs:
+        assert failures[0].code == "business_hours"
+        assert "营业时间" in failures[0].zh
+
+
+def test_store_time_zone_not_the_machine_one() -> None:
+    # 23:00 in Shanghai is 15:00 UTC: inside 09:00-22:00 only when read in the wrong zone
+    when = at("23:00")
+    assert evaluate([HOURS], Facts(), when, CST) == []
+    assert evaluate([HOURS], Facts(), when, datetime.UTC) != []
+
+
+def test_open_equal_to_close_means_always_open() -> None:
+    assert in_business_hours("00:00", "00:00", datetime.time(3, 0))
+
+
+def test_sale_open_refuses_with_both_languages() -> None:
+    pre = [Precondition("no_sale_open")]
+    assert evaluate(pre, Facts(sale_known=True), 0.0) == []
+    [refusal] = evaluate(pre, Facts(sale_known=True, sale_open="file /pos/sale.lock"), 0.0)
+    assert refusal.code == "sale_open"
+    assert "交易" in refusal.zh
+    assert "/pos/sale.lock" in refusal.en
+    assert evaluate(pre, Facts(sale_known=False), 0.0)[0].code == "sale_unknown"
+
+
+def test_process_stopped_matches_names_case_insensitively() -> None:
+    pre = [Precondition("process_stopped", process="POS.exe")]
+    assert evaluate(pre, Facts(processes=frozenset({"pos.exe"})), 0.0)[0].code == "process_running"
+    assert evaluate(pre, Facts(processes=frozenset({"explorer.exe"})), 0.0) == []
+
+
+def test_every_failure_is_reported() -> None:
+    pre = [Precondition("no_sale_open"), HOURS, Precondition("process_stopped", process="pos")]
+    facts = Facts(sale_known=True, sale_open="process pos", processes=frozenset({"pos"}))
+    codes = [f.code for f in evaluate(pre, facts, at("12:00"), CST)]
+    assert codes == ["sale_open", "business_hours", "process_running"]

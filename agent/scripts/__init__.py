@@ -1,0 +1,1 @@
+"""Vetted remediation scripts on the till: verification (verify.py) and running them."""

@@ -548,6 +548,7 @@ class ScriptRepository:
         online_dir.mkdir(mode=0o700, exist_ok=True)
         for role in ONLINE:
             shutil.copyfile(self.path / "keys" / "online" / f"{role}.pem", online_dir / "tmp")
+            os.chmod(online_dir / "tmp", 0o600)
             os.replace(online_dir / "tmp", online_dir / f"{role}.pem")
         snap_md = Metadata(snapshot)
         snap_md.sign(_online_signer(out, "snapshot"))

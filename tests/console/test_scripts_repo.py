@@ -51,6 +51,8 @@ def test_cli_init_add_sign_status_publish(
     out = capsys.readouterr().out
     published_root = (relay / "scripts" / "metadata" / "root.json").read_bytes()
     assert f"root hash (enrolment tokens): {hashlib.sha256(published_root).hexdigest()}" in out
+    for role in ("snapshot", "timestamp"):
+        assert (relay / "scripts" / "keys" / f"{role}.pem").stat().st_mode & 0o077 == 0
 
 
 def test_people_keys_are_encrypted_and_online_keys_are_not(tmp_path: Path) -> None:

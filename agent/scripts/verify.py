@@ -1,0 +1,197 @@
+"""Verify a vetted script against the TUF repository before every run (docs/scripts.md#verify).
+
+Python 3.8-compatible. ``tuf`` is imported inside :func:`verify_script` only, so an idle agent
+never loads it. Every refusal is a :class:`ScriptVerificationError` whose ``reason`` names why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Set, Tuple, Union
+
+from protocol.manifest import Manifest, ManifestError, parse_manifest
+
+from ..errors import AgentError
+
+__all__ = [
+    "MANIFEST_FIELD",
+    "REASONS",
+    "ScriptVerificationError",
+    "verify_script",
+]
+
+#: Where the signed target's ``custom`` metadata carries the manifest (console/scripts_repo.py).
+MANIFEST_FIELD = "posassist-manifest"
+#: Path tiers, tried in this order; ``high`` is the role with the two-approver threshold.
+TIERS = ("high", "low")
+
+REASONS = {
+    "root-mismatch": "the trusted root does not match the enrolment token's root hash",
+    "unsigned": "metadata is not signed by enough trusted keys",
+    "rollback": "the repository offered older metadata than the agent has seen",
+    "expired": "the repository's metadata has expired",
+    "tampered": "a file or metadata does not match its signed hash or length",
+    "not-found": "the script version is not in the signed repository",
+    "oversized": "the script is larger than the agent accepts",
+    "below-threshold": "a risk C script is not signed by two approvers",
+    "bad-manifest": "the signed manifest is invalid or inconsistent",
+    "invalid-metadata": "the repository's metadata is invalid",
+    "unreachable": "the script repository could not be reached",
+}
+
+
+class ScriptVerificationError(AgentError):
+    """The script is refused before anything runs; ``reason`` is a key of :data:`REASONS`."""
+
+    public_reason = "script verification failed"
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        text = REASONS[reason]
+        super().__init__(f"{reason}: {text}" + (f" ({detail})" if detail else ""))
+
+
+def _read_root(trusted_root: Union[bytes, str, Path]) -> bytes:
+    if isinstance(trusted_root, bytes):
+        return trusted_root
+    return Path(trusted_root).read_bytes()
+
+
+def _prepare_cache(cache_dir: Path, pinned: str) -> bool:
+    """Make the metadata cache; start it afresh if it was seeded by another root.
+
+    Returns True when a local ``root.json`` (already verified from the pinned root) exists.
+    """
+    metadata_dir = cache_dir / "metadata"
+    marker = cache_dir / "pinned-root.sha256"
+    if marker.is_file() and marker.read_text().strip() != pinned:
+        shutil.rmtree(metadata_dir, ignore_errors=True)
+        shutil.rmtree(cache_dir / "targets", ignore_errors=True)
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(pinned + "\n")
+    return (metadata_dir / "root.json").is_file()
+
+
+def verify_script(
+    metadata_url: str,
+    targets_url: str,
+    trusted_root: Union[bytes, str, Path],
+    cache_dir: Union[str, Path],
+    script_id: str,
+    version: str,
+    max_size: int,
+    *,
+    root_hash: Optional[str] = None,
+) -> Tuple[Manifest, Path]:
+    """Refresh the repository's metadata and verify one script version; blocking.
+
+    Args:
+        metadata_url: base URL of the metadata (``…/v1/scripts/metadata/``).
+        targets_url: base URL of the targets (``…/v1/scripts/targets/``).
+        trusted_root: the root metadata pinned at enrolment (bytes or a file).
+        cache_dir: the agent's cache; metadata and verified files persist here between runs.
+        script_id: the script's id; version: its ``MAJOR.MINOR.PATCH``.
+        max_size: the most bytes the script's files may add up to.
+        root_hash: the enrolment token's ``h``; when given, ``trusted_root`` must hash to it.
+
+    Returns:
+        The manifest from the signed metadata and the folder holding the verified files.
+
+    Raises:
+        ScriptVerificationError: with ``reason`` naming why (see :data:`REASONS`).
+    """
+    root_bytes = _read_root(trusted_root)
+    pinned = hashlib.sha256(root_bytes).hexdigest()
+    if root_hash is not None and pinned != root_hash.lower():
+        raise ScriptVerificationError("root-mismatch")
+    cache = Path(cache_dir)
+    has_local_root = _prepare_cache(cache, pinned)
+
+    from tuf.api import exceptions as tuf_errors
+    from tuf.ngclient import Updater
+
+    try:
+        updater = Updater(
+            metadata_dir=str(cache / "metadata"),
+            metadata_base_url=metadata_url,
+            target_dir=str(cache / "targets"),
+            target_base_url=targets_url,
+            bootstrap=None if has_local_root else root_bytes,
+        )
+        updater.refresh()
+        return _verify_target(updater, cache, script_id, version, max_size)
+    except ScriptVerificationError:
+        raise
+    except tuf_errors.UnsignedMetadataError as exc:
+        raise ScriptVerificationError("unsigned", str(exc)) from None
+    except tuf_errors.BadVersionNumberError as exc:
+        raise ScriptVerificationError("rollback", str(exc)) from None
+    except tuf_errors.ExpiredMetadataError as exc:
+        raise ScriptVerificationError("expired", str(exc)) from None
+    except (tuf_errors.LengthOrHashMismatchError, tuf_errors.DownloadLengthMismatchError) as exc:
+        raise ScriptVerificationError("tampered", str(exc)) from None
+    except tuf_errors.DownloadError as exc:
+        raise ScriptVerificationError("unreachable", type(exc).__name__) from None
+    except (tuf_errors.RepositoryError, ValueError, KeyError, TypeError) as exc:
+        raise ScriptVerificationError("invalid-metadata", type(exc).__name__) from None
+    except OSError as exc:
+        raise ScriptVerificationError("unreachable", type(exc).__name__) from None
+
+
+def _verify_target(
+    updater: Any, cache: Path, script_id: str, version: str, max_size: int
+) -> Tuple[Manifest, Path]:
+    for tier in TIERS:
+        prefix = f"{tier}/{script_id}/{version}/"
+        info = updater.get_targetinfo(prefix + "manifest.json")
+        if info is not None:
+            break
+    else:
+        raise ScriptVerificationError("not-found", f"{script_id} {version}"[:80])
+    raw = info.custom.get(MANIFEST_FIELD)
+    try:
+        manifest = parse_manifest(raw)
+    except ManifestError as exc:
+        raise ScriptVerificationError("bad-manifest", str(exc)) from None
+    if (manifest.id, manifest.version) != (script_id, version):
+        raise ScriptVerificationError("bad-manifest", "manifest names another script or version")
+    if manifest.approvals_needed > 1 and tier != "high":
+        raise ScriptVerificationError("below-threshold", "risk C script signed as low risk")
+    infos: Dict[str, Any] = {"manifest.json": info}
+    for name in manifest.files:
+        file_info = updater.get_targetinfo(prefix + name)
+        if file_info is None:
+            raise ScriptVerificationError("not-found", "a file the manifest lists")
+        if file_info.custom.get(MANIFEST_FIELD) != raw:
+            raise ScriptVerificationError("bad-manifest", "files signed with another manifest")
+        infos[name] = file_info
+    total = sum(i.length for i in infos.values())
+    if total > max_size:
+        raise ScriptVerificationError("oversized", f"{total} > {max_size} bytes")
+    folder = cache / "targets" / tier / script_id / version
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, file_info in infos.items():
+        path = str(folder / name)
+        if updater.find_cached_target(file_info, path) is None:
+            updater.download_target(file_info, path)
+    # The manifest file must say what the signed custom metadata says.
+    if json.loads((folder / "manifest.json").read_bytes().decode("utf-8")) != raw:
+        raise ScriptVerificationError("bad-manifest", "manifest.json differs from its metadata")
+    _drop_strangers(folder, set(infos))
+    return manifest, folder
+
+
+def _drop_strangers(folder: Path, names: Set[str]) -> None:
+    """Remove files in ``folder`` that no signed target names (left by an earlier attempt)."""
+    for entry in os.listdir(str(folder)):
+        if entry not in names:
+            path = folder / entry
+            if path.is_dir():
+                shutil.rmtree(str(path), ignore_errors=True)
+            else:
+                path.unlink()

@@ -25,7 +25,10 @@ from .enrol import enrol
 from .errors import ConfigError, RelayRefusedError
 
 if TYPE_CHECKING:
+    from .config import Identity
     from .connection import Opened
+    from .diagnostics import DiagContext
+    from .scripts.service import ScriptService
 
 log = logging.getLogger("posassist.agent")
 
@@ -54,6 +57,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def _say(zh: str, en: str) -> None:
     print(zh + " / " + en, flush=True)
+
+
+def _script_service(
+    data_dir: Path, identity: Identity, diagnostics: DiagContext
+) -> Optional[ScriptService]:
+    """The vetted-script service, if this till was enrolled with a script repository root."""
+    if not (data_dir / "scripts" / "root.json").exists():
+        return None
+    from .scripts.backup import BackupStore
+    from .scripts.runner import ScriptRunner
+    from .scripts.service import ScriptService
+
+    runner = ScriptRunner(
+        backups=BackupStore(data_dir / "backups"),
+        profile=diagnostics.profile,
+        placeholders={"DATA": str(data_dir)},
+    )
+    root_hash = json.loads((data_dir / "agent.json").read_text(encoding="utf-8")).get("root_hash")
+    return ScriptService(data_dir, identity.relay_url, runner, root_hash=root_hash)
 
 
 async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
@@ -90,6 +112,7 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
         once=once,
         delays=lambda: backoff(cap=max_backoff),
         diagnostics=diagnostics,
+        scripts=_script_service(data_dir, identity, diagnostics),
         on_open=opened,
         on_failure=failed,
     )

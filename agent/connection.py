@@ -26,6 +26,7 @@ from protocol import (
     Kind,
     Message,
     Role,
+    ScriptRunRequest,
     Session,
     Welcome,
     signing,
@@ -39,6 +40,7 @@ from .tlspin import check_pin, client_ssl_context_for_pin
 if TYPE_CHECKING:
     from .config import Identity
     from .diagnostics import Collector, DiagContext
+    from .scripts.service import ScriptService
 
 log = logging.getLogger("posassist.agent")
 SOFTWARE = "posassist-agent/" + __version__
@@ -66,11 +68,13 @@ class AgentConnection:
         identity: Identity,
         diagnostics: Optional[DiagContext] = None,
         collectors: Optional[Sequence[Collector]] = None,
+        scripts: Optional[ScriptService] = None,
     ) -> None:
         self.ws = ws
         self.identity = identity
         self.session = Session(Role.AGENT)
         self.diagnostics = diagnostics
+        self.scripts = scripts
         self.collectors = collectors
         self._tasks: Set[asyncio.Future[None]] = set()
 
@@ -145,6 +149,15 @@ class AgentConnection:
             task = asyncio.ensure_future(self._diagnose(event, clock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, ScriptRunRequest) and self.scripts is not None:
+            if self.scripts.busy:
+                self.session.send(
+                    ErrorReply(id=event.id, code="busy", message="another script is running")
+                )
+                return
+            task = asyncio.ensure_future(self.scripts.handle(event, self._send, clock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif event.KIND is Kind.REQUEST:
             # A request this agent does not (yet) know how to serve: a clear error, no crash.
             request_id: int = getattr(event, "id")  # noqa: B009
@@ -155,6 +168,16 @@ class AgentConnection:
                     message=f"{event.TAG} not supported by {SOFTWARE}",
                 )
             )
+
+    async def _send(self, msg: Message) -> None:
+        """Send from a task (script progress); a closed connection drops it, the run goes on."""
+        if self.session.state.name == "CLOSED":
+            return
+        self.session.send(msg)
+        try:
+            await self.flush()
+        except ConnectionClosed:
+            pass
 
     async def _diagnose(self, request: DiagnosticsRequest, clock: Callable[[], float]) -> None:
         """Collect within the request's timeout (less a margin for the reply's trip), then reply."""
@@ -218,6 +241,7 @@ async def connect_once(
     serve: bool = True,
     diagnostics: Optional[DiagContext] = None,
     collectors: Optional[Sequence[Collector]] = None,
+    scripts: Optional[ScriptService] = None,
 ) -> Opened:
     """Connect, authenticate, call ``on_open``, then serve until the connection ends.
 
@@ -241,7 +265,7 @@ async def connect_once(
         if identity.tls_pin and ssl_context is not None:
             check_pin(ws.transport.get_extra_info("ssl_object"), identity.tls_pin)
         _nodelay(ws)
-        conn = AgentConnection(ws, identity, diagnostics, collectors)
+        conn = AgentConnection(ws, identity, diagnostics, collectors, scripts)
         opened = await conn.handshake(handshake_timeout)
         if on_open is not None:
             await on_open(opened)

@@ -7,9 +7,10 @@ token's secret, and keeps what the token pins: relay id, TLS pin, script reposit
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from protocol import signing
 from protocol.enrolment import EnrolmentInvite, http_base_url
@@ -23,10 +24,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def _post_json(
-    base_url: str, path: str, body: Dict[str, Any], timeout: float, pin: Optional[str]
-) -> Dict[str, Any]:
-    """POST JSON; over HTTPS the relay's key is checked against ``pin`` before a byte is sent."""
+#: The most bytes a root metadata file may have.
+MAX_ROOT = 256 * 1024
+
+
+def _http(
+    method: str,
+    base_url: str,
+    path: str,
+    body: Optional[bytes],
+    timeout: float,
+    pin: Optional[str],
+    max_bytes: int = 65536,
+) -> Tuple[int, bytes]:
+    """One HTTP exchange; over HTTPS the relay's key is checked against ``pin`` first."""
     scheme, _, host_port = base_url.partition("://")
     host, _, port_text = host_port.partition(":")
     conn: http.client.HTTPConnection
@@ -36,32 +47,45 @@ def _post_json(
             host, int(port_text or 443), timeout=timeout, context=client_ssl_context_for_pin(pin)
         )
         conn.connect()
-        check_pin(conn.sock, pin)  # before the secret leaves this PC
+        check_pin(conn.sock, pin)  # before anything (the secret) leaves this PC
     else:
         conn = http.client.HTTPConnection(host, int(port_text or 80), timeout=timeout)
     try:
-        conn.request(
-            "POST",
-            path,
-            body=json.dumps(body).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
-        )
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
-        raw = response.read(65536)
+        return response.status, response.read(max_bytes)
     finally:
         conn.close()
+
+
+def _post_json(
+    base_url: str, path: str, body: Dict[str, Any], timeout: float, pin: Optional[str]
+) -> Dict[str, Any]:
+    """POST JSON and return the JSON object answered; RelayRefusedError for a refusal."""
+    status, raw = _http("POST", base_url, path, json.dumps(body).encode("utf-8"), timeout, pin)
     try:
         answer = json.loads(raw)
     except ValueError:
-        raise ConfigError(f"the relay's answer was not JSON (HTTP {response.status})") from None
-    if response.status != 200:
+        raise ConfigError(f"the relay's answer was not JSON (HTTP {status})") from None
+    if status != 200:
         detail = answer if isinstance(answer, dict) else {}
-        code = str(detail.get("error", response.status))
+        code = str(detail.get("error", status))
         message = str(detail.get("message", ""))
         raise RelayRefusedError(f"{code}: {message}" if message else code)
     if not isinstance(answer, dict):
         raise ConfigError("the relay's answer was not a JSON object")
     return answer
+
+
+def _fetch_root(base_url: str, root_hash: str, timeout: float, pin: Optional[str]) -> bytes:
+    """The script repository's current root metadata, checked against the token's hash."""
+    status, raw = _http(
+        "GET", base_url, "/v1/scripts/metadata/root.json", None, timeout, pin, MAX_ROOT
+    )
+    if status != 200 or hashlib.sha256(raw).hexdigest() != root_hash:
+        raise ConfigError("the relay's script repository root is not the one the token pins")
+    return raw
 
 
 def enrol(token_text: str, data_dir: Path, *, timeout: float = 15.0) -> Identity:
@@ -76,6 +100,12 @@ def enrol(token_text: str, data_dir: Path, *, timeout: float = 15.0) -> Identity
     key = signing.generate_private_key()
     raw_public = signing.public_key_to_raw(key.public_key())
     try:
+        # The root first: a relay serving another repository never gets to consume the token.
+        root = (
+            _fetch_root(http_base_url(invite.relay_url), invite.root_hash, timeout, invite.tls_pin)
+            if invite.root_hash
+            else None
+        )
         answer = _post_json(
             http_base_url(invite.relay_url),
             "/v1/enrol",
@@ -93,6 +123,9 @@ def enrol(token_text: str, data_dir: Path, *, timeout: float = 15.0) -> Identity
     if answer.get("relay_id") != invite.relay_id or not isinstance(device_id, str):
         raise ConfigError("the relay that answered is not the one the token names")
     identity = Identity(device_id, invite.relay_url, key, invite.tls_pin)
+    if root is not None:
+        (data_dir / "scripts").mkdir(parents=True, exist_ok=True)
+        (data_dir / "scripts" / "root.json").write_bytes(root)
     write_identity(
         data_dir,
         identity,

@@ -20,6 +20,7 @@ from .errors import RelayRefusedError
 if TYPE_CHECKING:
     from .config import Identity
     from .diagnostics import DiagContext
+    from .scripts.service import ScriptService
 
 __all__ = ["run_agent"]
 
@@ -33,6 +34,7 @@ async def run_agent(
     once: bool = False,
     delays: Callable[[], Iterator[float]] = backoff,
     diagnostics: Optional[DiagContext] = None,
+    scripts: Optional[ScriptService] = None,
     on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
     on_failure: Optional[Callable[[BaseException], None]] = None,
 ) -> int:
@@ -44,6 +46,7 @@ async def run_agent(
         once: return after the first handshake (0), or the first failure (2, refused 3).
         delays: a fresh backoff iterator factory; a successful connection starts a new one.
         diagnostics: what DiagnosticsRequests are answered from; None answers "unsupported".
+        scripts: what runs ScriptRunRequests (after verifying them); None answers "unsupported".
         on_open: awaited after each successful handshake.
         on_failure: called with each failed attempt's error.
 
@@ -53,7 +56,9 @@ async def run_agent(
     pending = delays()
     while not stop.is_set():
         attempt = asyncio.ensure_future(
-            connect_once(identity, on_open=on_open, serve=not once, diagnostics=diagnostics)
+            connect_once(
+                identity, on_open=on_open, serve=not once, diagnostics=diagnostics, scripts=scripts
+            )
         )
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({attempt, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,7 +15,16 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protocol import DiagnosticsReport, DiagnosticsRequest, ErrorReply, PosAssistError
+from protocol import (
+    DiagnosticsReport,
+    DiagnosticsRequest,
+    ErrorReply,
+    PosAssistError,
+    ScriptFinished,
+    ScriptOutput,
+    ScriptRunRequest,
+    ScriptStarted,
+)
 
 from . import __version__
 from .render import render_report
@@ -105,6 +114,59 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
     return 0
 
 
+def _param_value(text: str) -> Any:
+    """``5`` → 5, ``true`` → True, ``"5"`` → "5"; anything that isn't JSON stays text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
+
+
+async def _run_script(
+    device: str, script: str, version: str, params: list[str], unattended: bool, timeout: float
+) -> int:
+    """Ask the device to run a vetted script; stream its output; say how it ended."""
+    from .connection import ConsoleConnection
+
+    values: dict[str, Any] = {}
+    for item in params:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            print(f"error: --param takes name=value, not {item!r}", file=sys.stderr)
+            return 2
+        values[name] = _param_value(text)
+    session = _session()
+    async with ConsoleConnection.open(session["relay"], session["token"]) as conn:
+        request = ScriptRunRequest(
+            id=conn.session.next_id(),
+            device_id=device,
+            script=script,
+            version=version,
+            params=values,
+            unattended=unattended,
+        )
+        print(
+            f"asking {device} to run {script} {version} (the device verifies the signatures, "
+            "checks preconditions and asks the merchant where needed) / 等待设备执行"
+        )
+        async for reply in conn.request(request, timeout=timeout):
+            if isinstance(reply, ErrorReply):
+                print(f"error: {reply.code}: {reply.message}", file=sys.stderr)
+                return 1
+            if isinstance(reply, ScriptStarted):
+                print(f"started (job {reply.job_id}) / 开始执行")
+            elif isinstance(reply, ScriptOutput):
+                out = sys.stdout if reply.stream == "stdout" else sys.stderr
+                out.write(reply.data.decode("utf-8", "replace"))
+                out.flush()
+            elif isinstance(reply, ScriptFinished):
+                backup = f", backup {reply.backup_id}" if reply.backup_id else ""
+                print(f"\n{reply.status} (exit {reply.exit_code}{backup}) {reply.detail}".rstrip())
+                return 0 if reply.status == "succeeded" else 1
+    return 1
+
+
 def health(relay: str) -> int:
     """Print the relay's /healthz in plain words; exit 1 if it can't be reached."""
     try:
@@ -134,6 +196,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
     d.add_argument("--json", action="store_true")
     d.add_argument("--timeout", type=float, default=20.0)
+    r = commands.add_parser("run", help="run a vetted script on a device, streaming its output")
+    r.add_argument("device")
+    r.add_argument("script")
+    r.add_argument("--version", required=True, help="the signed version, e.g. 1.0.0")
+    r.add_argument("--param", action="append", default=[], help="name=value (JSON or text)")
+    r.add_argument("--unattended", action="store_true", help="only scripts allowed to run so")
+    r.add_argument("--timeout", type=float, default=600.0, help="seconds without any progress")
     return parser
 
 
@@ -149,6 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "devices":
         return devices()
     try:
+        if args.command == "run":
+            return asyncio.run(
+                _run_script(
+                    args.device,
+                    args.script,
+                    args.version,
+                    args.param,
+                    args.unattended,
+                    args.timeout,
+                )
+            )
         return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
     except (PosAssistError, OSError, TimeoutError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

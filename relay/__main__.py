@@ -25,6 +25,7 @@ from .audit import Outcome, verify_store
 from .config import RelayConfig
 from .logs import configure_logging
 from .passwords import hash_password
+from .scripts_repo import published_root_hash
 from .storage import Role, Scope, ScopeKind, SqlStorage, open_storage
 
 if TYPE_CHECKING:
@@ -178,7 +179,11 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
 
             pin = spki_pin(args.tls_cert.read_bytes())
         invite = EnrolmentInvite(
-            relay_url=args.relay_url, relay_id=config.relay_id, secret=secret, tls_pin=pin
+            relay_url=args.relay_url,
+            relay_id=config.relay_id,
+            secret=secret,
+            tls_pin=pin,
+            root_hash=published_root_hash(config.scripts_dir),
         )
         print(invite.encode())
         target = f"store:{args.store}"
@@ -275,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 tls_pin=tls_pin,
+                root_hash=published_root_hash(args.data / "scripts"),
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
             )

@@ -56,6 +56,10 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     app.router.add_get("/v1/agent", agent_endpoint)
     app.router.add_get("/v1/console", console_endpoint)
     api.add_routes(app)
+    if (config.scripts_dir / "metadata").is_dir():
+        from .scripts_repo import add_script_routes
+
+        add_script_routes(app, config.scripts_dir)
     app.cleanup_ctx.append(_storage_and_sweeper)
     app.on_shutdown.append(_close_sockets)
     return app

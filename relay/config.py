@@ -33,6 +33,8 @@ class RelayConfig:
     tls_key: Path | None = None
     #: Lowercase hex SHA-256 of the TLS certificate's public key, put in enrolment tokens.
     tls_pin: str | None = None
+    #: SHA-256 of the script repository's current root metadata, put in enrolment tokens.
+    root_hash: str | None = None
     heartbeat_interval: float = 20.0
     handshake_timeout: float = 10.0
     request_timeout: float = 60.0
@@ -51,6 +53,11 @@ class RelayConfig:
     max_outbox: int = 1024
     sweep_interval: float = 0.1
     limits: Limits = field(default=DEFAULT_LIMITS)
+
+    @property
+    def scripts_dir(self) -> Path:
+        """Where ``posassist-scripts publish --to DATA`` puts the signed script repository."""
+        return self.data_dir / "scripts"
 
     @property
     def database(self) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from datetime import UTC, datetime, timedelta
@@ -139,3 +140,11 @@ def add_script_routes(
                 await task
 
     app.cleanup_ctx.append(resigner)
+
+
+def published_root_hash(repo_dir: Path) -> str | None:
+    """SHA-256 of the repository's current root metadata (what new agents pin), if published."""
+    first_root = repo_dir / "metadata" / "root.json"
+    if not first_root.is_file():
+        return None
+    return hashlib.sha256(first_root.read_bytes()).hexdigest()

@@ -77,6 +77,12 @@ def _prepare_cache(cache_dir: Path, pinned: str) -> bool:
     return (metadata_dir / "root.json").is_file()
 
 
+def _updater_parameters(updater_class: Any) -> Set[str]:
+    import inspect
+
+    return set(inspect.signature(updater_class.__init__).parameters)
+
+
 def verify_script(
     metadata_url: str,
     targets_url: str,
@@ -110,18 +116,24 @@ def verify_script(
     if root_hash is not None and pinned != root_hash.lower():
         raise ScriptVerificationError("root-mismatch")
     cache = Path(cache_dir)
-    has_local_root = _prepare_cache(cache, pinned)
+    if not _prepare_cache(cache, pinned):
+        # Seed the client with the pinned root. (tuf 6 also takes it as ``bootstrap=``; tuf 5.1,
+        # the last release whose client imports on Python 3.8, only reads metadata_dir/root.json.)
+        (cache / "metadata" / "root.json").write_bytes(root_bytes)
 
     from tuf.api import exceptions as tuf_errors
     from tuf.ngclient import Updater
 
     try:
+        # tuf 7 requires ``bootstrap`` (None: read metadata_dir/root.json, seeded above from
+        # the pinned root); tuf 5.1, for Python 3.8 tills, has no such argument.
+        extra = {"bootstrap": None} if "bootstrap" in _updater_parameters(Updater) else {}
         updater = Updater(
             metadata_dir=str(cache / "metadata"),
             metadata_base_url=metadata_url,
             target_dir=str(cache / "targets"),
             target_base_url=targets_url,
-            bootstrap=None if has_local_root else root_bytes,
+            **extra,
         )
         updater.refresh()
         return _verify_target(updater, cache, script_id, version, max_size)

@@ -328,6 +328,7 @@ async def create_enrolment(request: web.Request) -> web.Response:
         relay_id=state.config.relay_id,
         secret=secret,
         tls_pin=state.config.tls_pin,
+        root_hash=state.config.root_hash,
     )
     await state.audit(
         f"user:{user.username}",

@@ -1,0 +1,146 @@
+"""Serve a relay's ScriptRunRequest: verify against the signed repository, then run and stream.
+
+Python 3.8-compatible. Verification (TUF) happens before every run, in a worker thread; a script
+that does not verify, or that the runner refuses, ends as ``script.finished`` ``refused`` with the
+reason, which the relay audits. Nothing runs unless it verified (docs/scripts.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Awaitable, Callable, Optional, Tuple
+
+from protocol import Message, ScriptFinished, ScriptOutput, ScriptRunRequest, ScriptStarted
+from protocol.enrolment import http_base_url
+
+from .verify import ScriptVerificationError, verify_script
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from protocol.manifest import Manifest
+
+    from .process import OutputChunk
+    from .runner import RunEvent, ScriptRunner
+
+log = logging.getLogger("posassist.agent")
+
+#: The most bytes a script's files may add up to before the agent refuses to fetch them.
+MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+
+
+class ScriptService:
+    """Runs verified scripts for one agent; one run at a time (a till is not a build server)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        relay_url: str,
+        runner: ScriptRunner,
+        *,
+        root_hash: Optional[str] = None,
+        max_script_bytes: int = MAX_SCRIPT_BYTES,
+    ) -> None:
+        base = http_base_url(relay_url)
+        self.metadata_url = base + "/v1/scripts/metadata/"
+        self.targets_url = base + "/v1/scripts/targets/"
+        self.root_file = data_dir / "scripts" / "root.json"
+        self.cache_dir = data_dir / "scripts" / "cache"
+        self.runner = runner
+        self.root_hash = root_hash
+        self.max_script_bytes = max_script_bytes
+        self._lock = asyncio.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def handle(
+        self,
+        request: ScriptRunRequest,
+        send: Callable[[Message], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+        """Verify, run and report one request; every outcome ends with one ScriptFinished."""
+        job_id = f"run-{request.id}"
+        async with self._lock:
+            if not self.root_file.exists():
+                await send(
+                    self._finished(
+                        request,
+                        job_id,
+                        clock,
+                        "refused",
+                        "no trusted script repository root on this till",
+                    )
+                )
+                return
+            loop = asyncio.get_event_loop()
+            try:
+                manifest, folder = await loop.run_in_executor(
+                    None, self._verify, request.script, request.version
+                )
+            except ScriptVerificationError as exc:
+                log.warning("refused script %s %s: %s", request.script, request.version, exc)
+                await send(self._finished(request, job_id, clock, "refused", str(exc)))
+                return
+
+            async def on_event(event: RunEvent) -> None:
+                if event.kind == "started":
+                    await send(ScriptStarted(id=request.id, job_id=job_id, started_at=clock()))
+
+            async def on_output(chunk: OutputChunk) -> None:
+                await send(
+                    ScriptOutput(
+                        id=request.id,
+                        job_id=job_id,
+                        seq=chunk.seq,
+                        stream=chunk.stream,
+                        data=chunk.data,
+                    )
+                )
+
+            result = await self.runner.run(
+                manifest,
+                folder,
+                dict(request.params),
+                on_event=on_event,
+                on_output=on_output,
+                unattended=request.unattended,
+            )
+            await send(
+                ScriptFinished(
+                    id=request.id,
+                    job_id=job_id,
+                    status=result.status,
+                    finished_at=clock(),
+                    exit_code=result.exit_code,
+                    backup_id=result.backup_id,
+                    detail=result.detail[:1024],
+                )
+            )
+
+    def _verify(self, script: str, version: str) -> Tuple[Manifest, Path]:
+        return verify_script(
+            self.metadata_url,
+            self.targets_url,
+            self.root_file,
+            self.cache_dir,
+            script,
+            version,
+            self.max_script_bytes,
+            root_hash=self.root_hash,
+        )
+
+    @staticmethod
+    def _finished(
+        request: ScriptRunRequest,
+        job_id: str,
+        clock: Callable[[], float],
+        status: str,
+        detail: str,
+    ) -> ScriptFinished:
+        return ScriptFinished(
+            id=request.id, job_id=job_id, status=status, finished_at=clock(), detail=detail[:1024]
+        )

@@ -1,0 +1,169 @@
+"""Vetted scripts end to end, with real processes: approvers sign, the relay serves, the agent
+verifies before it runs, the technician watches the output; refusals are audited."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from tuf.api.metadata import Metadata, TargetFile, Targets
+
+from console.scripts_repo import init_repository
+from tests.agent.test_verify import PASS, add, approve, manifest, online_signer, relay_republish
+from tests.e2e.cli import ADMIN_PASSWORD, ROOT, invite, ok, provision, py, start_relay, stop
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def console(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, POSASSIST_HOME=str(home))
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: Path) -> None:
+    relay_dir = tmp_path / "relay"
+    store = provision(relay_dir)
+    # the approvers' offline repository: one low-risk script, signed by one approver, published
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("printer-status")
+    marker = tmp_path / "ran.txt"
+    add(repo, tmp_path, script, body=f"echo hello from the till; echo ran > {marker}\n".encode())
+    approve(repo, "alice", "bob")
+    repo.publish(relay_dir)
+    relay, url = start_relay(relay_dir)
+    agent = None
+    try:
+        token = invite(relay_dir, store, url)
+        till = tmp_path / "till"
+        ok(py("agent", "enroll", token, "--data", str(till)))
+        assert (till / "scripts" / "root.json").exists()  # pinned at enrolment
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--data", str(till)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert agent.stdout is not None
+        assert "connected to relay" in agent.stdout.readline()
+        device = json.loads((till / "agent.json").read_text())["device_id"]
+        home = tmp_path / "tech"
+        password = tmp_path / "pw"
+        password.write_text(ADMIN_PASSWORD)
+        ok(
+            console(
+                home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
+            )
+        )
+
+        # the risk-B script needs the merchant's consent: with no help window yet, "deny unless
+        # unattended-ok" applies, so an attended run is refused and nothing runs
+        denied = console(home, "run", device, "printer-status", "--version", "1.0.0")
+        assert denied.returncode == 1
+        assert "refused" in denied.stdout
+        assert not marker.exists()
+
+        # a version nobody signed: refused before anything runs, and audited by the relay
+        unsigned = console(home, "run", device, "printer-status", "--version", "9.9.9")
+        assert unsigned.returncode == 1
+        assert "not-found" in unsigned.stdout
+        assert not marker.exists()
+
+        # a script the relay slipped in with its own online keys: refused by the agent
+        md = Metadata[Targets].from_bytes(
+            (relay_dir / "scripts" / "metadata" / "1.low-risk.json").read_bytes()
+        )
+        raw = manifest("backdoor")
+        raw["unattended"] = True
+        raw["consent"] = False
+        published = relay_dir / "scripts"
+        for name, body in {"run.sh": f"echo pwned > {marker}\n".encode(), "lib.sh": b""}.items():
+            target = TargetFile.from_data(f"low/backdoor/1.0.0/{name}", body, ["sha256"])
+            target.unrecognized_fields["custom"] = {"posassist-manifest": raw}
+            md.signed.targets[target.path] = target
+            folder = published / "targets" / "low" / "backdoor" / "1.0.0"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{target.hashes['sha256']}.{name}").write_bytes(body)
+        md.signed.version += 1
+        md.signatures.clear()
+        for role in ("snapshot", "timestamp"):
+            md.sign(online_signer(published, role), append=True)
+        relay_republish(published, "low-risk", md)
+        forged = console(home, "run", device, "backdoor", "--version", "1.0.0", "--unattended")
+        assert forged.returncode == 1
+        assert "unsigned" in forged.stdout
+        assert not marker.exists()
+    finally:
+        if agent is not None:
+            stop(agent)  # type: ignore[arg-type]
+        stop(relay)
+    verify = ok(py("relay", "audit", "verify", "--data", str(relay_dir)))
+    assert "intact" in verify
+
+
+def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) -> None:
+    relay_dir = tmp_path / "relay"
+    store = provision(relay_dir)
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("printer-status")
+    script.update({"risk": "A", "unattended": True, "consent": False})
+    add(repo, tmp_path, script, body=b"echo hello from the till\necho 'line two'\n")
+    approve(repo, "alice", "bob")
+    repo.publish(relay_dir)
+    relay, url = start_relay(relay_dir)
+    agent = None
+    try:
+        till = tmp_path / "till"
+        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--data", str(till)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert agent.stdout is not None
+        assert "connected to relay" in agent.stdout.readline()
+        device = json.loads((till / "agent.json").read_text())["device_id"]
+        home = tmp_path / "tech"
+        password = tmp_path / "pw"
+        password.write_text(ADMIN_PASSWORD)
+        ok(
+            console(
+                home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
+            )
+        )
+        ran = console(home, "run", device, "printer-status", "--version", "1.0.0", "--unattended")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "started (job" in ran.stdout
+        assert "hello from the till\nline two\n" in ran.stdout
+        assert "succeeded (exit 0" in ran.stdout
+    finally:
+        if agent is not None:
+            stop(agent)  # type: ignore[arg-type]
+        stop(relay)
+    import asyncio
+
+    from relay.storage import open_storage
+
+    async def actions() -> list[tuple[str, str]]:
+        storage = open_storage(f"sqlite+aiosqlite:///{relay_dir / 'relay.db'}")
+        try:
+            return [(r.action, str(r.outcome)) async for r in storage.records()]
+        finally:
+            await storage.close()
+
+    recorded = asyncio.run(actions())
+    assert ("script.run", "ok") in recorded
+    assert ("script.run.finished", "ok") in recorded

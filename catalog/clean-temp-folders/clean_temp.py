@@ -1,7 +1,7 @@
 """posassist catalog: free disk space in a bounded set of temp folders (Linux and Windows).
 
-Only the folders in FOLDERS (picked by key, never by path), only regular files whose modification
-and change times are both older than ``--days`` days, never through a symbolic link, never onto
+Only the folders in FOLDERS (picked by key, never by path), only regular files not modified for
+``--days`` days, never through a symbolic link, never onto
 another file system. On POSIX every step goes through directory file descriptors opened with
 O_NOFOLLOW, so a folder swapped for a link mid-run cannot lead outside. Directories are kept.
 Reports how many files and bytes were freed (or would be, with ``--dry-run true``).
@@ -54,7 +54,7 @@ def folder_path(platform, key):
 
 
 def old(st, cutoff):
-    return st.st_mtime < cutoff and st.st_ctime < cutoff
+    return st.st_mtime < cutoff
 
 
 def remove(tally, shown, dry_run, size, label, unlink):

@@ -13,23 +13,28 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import agent.scripts.process as process_module
 import agent.scripts.runner as runner_module
 from agent.profile import load_profile
 from agent.scripts.backup import BackupStore
 from agent.scripts.consent import ConsentDecision
-from agent.scripts.process import OutputChunk
 from agent.scripts.runner import RunEvent, RunResult, ScriptRunner
 from protocol.manifest import Manifest, parse_manifest
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from agent.scripts.process import OutputChunk
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog"
 SCRIPT_IDS = sorted(p.parent.name for p in CATALOG.glob("*/manifest.json"))
 
 
-def load(script_id: str) -> Tuple[Manifest, Path]:
+def load(script_id: str) -> tuple[Manifest, Path]:
     folder = CATALOG / script_id
     raw = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     return parse_manifest(raw), folder
@@ -39,7 +44,7 @@ class Granting:
     """The merchant says yes (the consent flow itself is tested in tests/agent)."""
 
     def __init__(self) -> None:
-        self.asked: List[str] = []
+        self.asked: list[str] = []
 
     async def ask(self, manifest: Manifest, params: Mapping[str, Any]) -> ConsentDecision:
         self.asked.append(manifest.id)
@@ -47,7 +52,7 @@ class Granting:
 
 
 class Run:
-    def __init__(self, result: RunResult, events: List[RunEvent], chunks: List[OutputChunk]):
+    def __init__(self, result: RunResult, events: list[RunEvent], chunks: list[OutputChunk]):
         self.result = result
         self.events = events
         self.chunks = chunks
@@ -64,7 +69,7 @@ class Run:
     def stderr(self) -> str:
         return b"".join(c.data for c in self.chunks if c.stream == "stderr").decode()
 
-    def result_json(self) -> Dict[str, Any]:
+    def result_json(self) -> dict[str, Any]:
         line = [x for x in self.stdout.splitlines() if x.startswith("RESULT ")][-1]
         return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
 
@@ -86,10 +91,10 @@ class Catalog:
             consent=self.consent,
             profile=load_profile("demo", self.data),
         )
-        real = runner_module.minimal_env
+        real = process_module.minimal_env
         root = str(self.root)
 
-        def env(workdir: str, extra: Dict[str, str], platform: Optional[str] = None) -> Any:
+        def env(workdir: str, extra: dict[str, str], platform: str | None = None) -> Any:
             out = real(workdir, extra, platform)
             out["POSASSIST_TEST_ROOT"] = root
             return out
@@ -116,7 +121,7 @@ class Catalog:
         p.chmod(0o755)
         return p
 
-    def calls(self) -> List[List[str]]:
+    def calls(self) -> list[list[str]]:
         log = self.root / "calls.log"
         if not log.exists():
             return []
@@ -130,8 +135,8 @@ class Catalog:
     async def run_manifest(
         self, manifest: Manifest, folder: Path, params: Mapping[str, Any]
     ) -> Run:
-        events: List[RunEvent] = []
-        chunks: List[OutputChunk] = []
+        events: list[RunEvent] = []
+        chunks: list[OutputChunk] = []
 
         async def on_event(e: RunEvent) -> None:
             events.append(e)

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import subprocess
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 
@@ -61,10 +61,12 @@ def test_manifest_parses_and_lists_files_that_exist(script_id: str) -> None:
         assert en.isascii()
     assert manifest.expected_duration <= manifest.timeout
     if manifest.risk == "C":
-        assert manifest.consent and not manifest.unattended
+        assert manifest.consent
+        assert not manifest.unattended
         assert manifest.approvals_needed == 2
     if manifest.risk in ("B", "C"):
-        assert manifest.consent and not manifest.unattended
+        assert manifest.consent
+        assert not manifest.unattended
         assert any(p.kind == "no_sale_open" for p in manifest.preconditions)
     if manifest.interpreter == "powershell":
         assert manifest.platforms == ("windows",)
@@ -94,7 +96,7 @@ def _sample(param: Param) -> Any:
 @pytest.mark.parametrize("script_id", SCRIPT_IDS)
 def test_every_parameter_refuses_shell_injection_and_traversal(script_id: str) -> None:
     manifest, _ = load(script_id)
-    base: Dict[str, Any] = {p.name: _sample(p) for p in manifest.params if p.required}
+    base: dict[str, Any] = {p.name: _sample(p) for p in manifest.params if p.required}
     for param in manifest.params:
         good = dict(base, **{param.name: _sample(param)})
         validate_params(manifest, good)
@@ -103,7 +105,8 @@ def test_every_parameter_refuses_shell_injection_and_traversal(script_id: str) -
             with pytest.raises(ParamError):  # numbers and booleans refuse any text
                 validate_params(manifest, dict(base, **{param.name: bad}))
         if param.type == "integer":
-            assert param.minimum is not None and param.maximum is not None
+            assert param.minimum is not None
+            assert param.maximum is not None
             with pytest.raises(ParamError):
                 validate_params(manifest, dict(base, **{param.name: int(param.maximum) + 1}))
         if param.type == "string":
@@ -150,7 +153,8 @@ def test_python_scripts_run_no_shell_and_import_only_the_standard_library(
             assert not isinstance(first, (ast.Constant, ast.JoinedStr, ast.BinOp)), (
                 "subprocess.run takes an argv list"
             )
-    assert "eval(" not in source and "exec(" not in source
+    assert "eval(" not in source
+    assert "exec(" not in source
 
 
 PY38 = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8.*/bin/python3.8")))

@@ -10,7 +10,7 @@ import ntpath
 import re
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -20,20 +20,16 @@ from protocol.manifest import validate_params
 
 from .conftest import CATALOG, SCRIPT_IDS, Catalog, load
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 POWERSHELL = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"
 PS_HEAD = [POWERSHELL, "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"]
 
 
 @pytest.fixture
-def windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """agent.scripts.process sees a Windows file system (ntpath, C:\\Windows, files present)."""
     path = types.SimpleNamespace(join=ntpath.join, isabs=ntpath.isabs, isfile=lambda p: True)
     fake_os = types.SimpleNamespace(path=path, environ={"SystemRoot": r"C:\Windows"})
     monkeypatch.setattr(process, "os", fake_os)
-    return
 
 
 def command_line(script_id: str, params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:

@@ -1,0 +1,155 @@
+"""posassist catalog: collect a redacted, size-bounded bundle of POS logs (Linux and Windows).
+
+Reads the newest files of one known log folder (picked by key, never by path; top level only,
+regular files, no links, no archives), takes the tail of each within ``--max-kb`` in total, masks
+card numbers (13-19 digits passing the Luhn check, keeping the last four) and secrets
+(password=, pwd=, member_phone=, token=), and writes the bundle to standard output, which the
+runner streams to the technician. Nothing is written on the till.
+Exit codes: 0 bundle written; 3 the folder is missing.
+"""
+
+import argparse
+import os
+import re
+import stat
+import sys
+import time
+
+# Test-only re-rooting of absolute paths; unreachable from a manifest (docs/scripts.md#test-root).
+ROOT = os.environ.get("POSASSIST_TEST_ROOT", "")
+
+SOURCES = {
+    "linux": {"pos": "/opt/demo-pos/logs", "cups": "/var/log/cups"},
+    "windows": {"pos": "C:\\POS\\logs"},
+}
+SKIP_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak")
+MAX_FILES = 20
+
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
+_GROUP = re.compile(r"[0-9]+")
+SECRETS = [
+    re.compile(r"(?i)((?:password|passwd|pwd|token|secret)\s*[=:]\s*)[^\s;,&]+"),
+    re.compile(r"(?i)(member_phone\s*[=:]\s*)\d{11}"),
+]
+
+
+def luhn_ok(digits):
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _mask(span):
+    keep, out = 4, []
+    for ch in reversed(span):
+        if ch.isdigit():
+            out.append(ch if keep > 0 else "*")
+            keep -= 1
+        else:
+            out.append(ch)
+    return "".join(reversed(out))
+
+
+def _mask_run(run):
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
+    pieces, pos, i = [], 0, 0
+    while i < len(groups):
+        match_end, digits = None, ""
+        for j in range(i, len(groups)):
+            digits += run[groups[j][0] : groups[j][1]]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_ok(digits):
+                match_end = j
+        if match_end is None:
+            i += 1
+            continue
+        start, end = groups[i][0], groups[match_end][1]
+        pieces.append(run[pos:start])
+        pieces.append(_mask(run[start:end]))
+        pos, i = end, match_end + 1
+    pieces.append(run[pos:])
+    return "".join(pieces)
+
+
+def redact(text):
+    text = _DIGIT_RUN.sub(lambda m: _mask_run(m.group(0)), text)
+    for pattern in SECRETS:
+        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
+    return text
+
+
+def decode(data):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("gb18030", "replace")  # Chinese POS software often logs in GBK
+
+
+def tail(path, limit):
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start = max(0, size - limit)
+        f.seek(start)
+        data = f.read(limit)
+    if start > 0:
+        cut = data.find(b"\n")
+        data = data[cut + 1 :] if cut >= 0 else data
+    return data, start > 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--source", required=True)
+    p.add_argument("--max-kb", type=int, default=256)
+    args = p.parse_args(argv)
+    platform = "windows" if sys.platform == "win32" else "linux"
+    top = SOURCES[platform].get(args.source)
+    if top is None:
+        print("no log source %s on %s" % (args.source, platform), file=sys.stderr)
+        return 3
+    top = top if platform == "windows" else ROOT + top
+    try:
+        entries = list(os.scandir(top))
+    except OSError as exc:
+        print("cannot read %s: %s" % (top, exc), file=sys.stderr)
+        return 3
+    files = []
+    for entry in entries:
+        st = entry.stat(follow_symlinks=False)
+        if entry.is_symlink() or not stat.S_ISREG(st.st_mode):
+            continue
+        if entry.name.lower().endswith(SKIP_SUFFIXES):
+            continue
+        files.append((st.st_mtime, entry.name, entry.path, st.st_size))
+    files.sort(reverse=True)
+    budget = max(1, min(args.max_kb, 4096)) * 1024
+    print(
+        "# posassist log bundle: %s (%d files), redacted, at most %d KB"
+        % (args.source, len(files), budget // 1024)
+    )
+    for mtime, name, path, size in files[:MAX_FILES]:
+        if budget <= 0:
+            print("# budget used up; %s and older files left out" % name)
+            break
+        data, cut = tail(path, budget)
+        budget -= len(data)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))
+        print(
+            "===== %s (%d bytes, modified %s%s) ====="
+            % (name, size, stamp, ", tail only" if cut else "")
+        )
+        sys.stdout.write(redact(decode(data)))
+        if data and not data.endswith(b"\n"):
+            sys.stdout.write("\n")
+    print("# end of bundle")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""posassist catalog: point the POS at its receipt printer's new COM port or address.
+
+Edits one key in the ``[printer]`` section of the POS's config file (CONFIG below; the manifest
+backs the same file up before the run): ``port`` for a serial printer (``--port COM7`` or
+``/dev/ttyUSB1``) or ``address`` for a network printer (``--address 192.168.1.50:9100``). Every
+other byte of the file stays as it was (comments, order, line endings, encoding). The file is
+replaced atomically, then the new target is checked: the serial device must exist, a network
+printer must answer DLE EOT 1. If the check fails the script exits 1 *after* the change, and the
+runner restores the backup byte for byte.
+Exit codes: 0 changed and verified (or already set); 1 verification failed; 3 config unusable;
+5 bad arguments.
+"""
+
+import argparse
+import os
+import re
+import socket
+import sys
+
+# Test-only re-rooting of absolute paths; unreachable from a manifest (docs/scripts.md#test-root).
+ROOT = os.environ.get("POSASSIST_TEST_ROOT", "")
+CONFIG = {"linux": "/etc/demo-pos/pos.ini", "windows": "C:\\POS\\config\\pos.ini"}
+SECTION = "printer"
+_HEADER = re.compile(r"^\s*\[([^\]]+)\]\s*$")
+
+
+def config_path(platform):
+    return CONFIG[platform] if platform == "windows" else ROOT + CONFIG[platform]
+
+
+def set_key(text, key, value):
+    """``text`` with ``key`` in [printer] set to ``value``; (new text, old value or None)."""
+    lines = text.splitlines(True)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    in_section, section_end, old = False, None, None
+    key_re = re.compile(r"^(\s*" + re.escape(key) + r"\s*[=:]\s*)(.*?)(\s*)$", re.IGNORECASE)
+    for i, line in enumerate(lines):
+        header = _HEADER.match(line.lstrip("\ufeff"))
+        if header:
+            if in_section:
+                section_end = i
+                break
+            in_section = header.group(1).strip().lower() == SECTION
+            continue
+        if in_section:
+            body = line.rstrip("\r\n")
+            match = key_re.match(body)
+            if match:
+                old = match.group(2)
+                lines[i] = match.group(1) + value + match.group(3) + line[len(body) :]
+                return "".join(lines), old
+    if in_section:  # section present, key missing: add it at the section's end
+        at = section_end if section_end is not None else len(lines)
+        while at > 0 and not lines[at - 1].strip():
+            at -= 1
+        if at > 0 and not lines[at - 1].endswith("\n"):
+            lines[at - 1] += newline
+        lines.insert(at, key + " = " + value + newline)
+        return "".join(lines), None
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += newline
+    lines += [
+        newline if lines else "",
+        "[" + SECTION + "]" + newline,
+        key + " = " + value + newline,
+    ]
+    return "".join(lines), None
+
+
+def write_atomically(path, data):
+    mode = os.stat(path).st_mode & 0o7777
+    tmp = path + ".posassist-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def serial_exists(platform, port):
+    if platform == "windows":
+        import winreg
+
+        try:
+            key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DEVICEMAP\SERIALCOMM")
+        except OSError:
+            return False
+        with key:
+            i = 0
+            while True:
+                try:
+                    if winreg.EnumValue(key, i)[1].upper() == port.upper():
+                        return True
+                except OSError:
+                    return False
+                i += 1
+    return os.path.exists(ROOT + port)
+
+
+def printer_answers(address):
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3) as sock:
+            sock.settimeout(2)
+            sock.sendall(b"\x10\x04\x01")
+            reply = sock.recv(1)
+    except OSError as exc:
+        print("printer at %s does not answer: %s" % (address, exc), file=sys.stderr)
+        return False
+    ok = len(reply) == 1 and (reply[0] & 0x93) == 0x12
+    if not ok:
+        print("no valid DLE EOT reply from %s" % address, file=sys.stderr)
+    return ok
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port")
+    p.add_argument("--address")
+    args = p.parse_args(argv)
+    if bool(args.port) == bool(args.address):
+        print("give exactly one of --port or --address", file=sys.stderr)
+        return 5
+    platform = "windows" if sys.platform == "win32" else "linux"
+    path = config_path(platform)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        print("cannot read POS config %s: %s" % (path, exc), file=sys.stderr)
+        return 3
+    text = raw.decode("utf-8", "surrogateescape")  # keeps GBK or stray bytes as they are
+    key, value = ("port", args.port) if args.port else ("address", args.address)
+    new_text, old = set_key(text, key, value)
+    print("%s: [%s] %s: %s -> %s" % (path, SECTION, key, old, value))
+    if old == value:
+        print("already set; nothing changed")
+        return 0
+    write_atomically(path, new_text.encode("utf-8", "surrogateescape"))
+    print("config written; checking the new printer target")
+    ok = serial_exists(platform, value) if key == "port" else printer_answers(value)
+    if not ok:
+        print(
+            "new target %s does not work: failing so the runner restores the backup" % value,
+            file=sys.stderr,
+        )
+        return 1
+    print("printer target verified; restart the POS application to use it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from protocol import (
     PosAssistError,
     ScriptFinished,
     ScriptOutput,
+    ScriptProgress,
     ScriptRunRequest,
     ScriptStarted,
 )
@@ -156,6 +157,9 @@ async def _run_script(
                 return 1
             if isinstance(reply, ScriptStarted):
                 print(f"started (job {reply.job_id}) / 开始执行")
+            elif isinstance(reply, ScriptProgress):
+                detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
+                print(f"[{reply.step}] {detail}".rstrip())
             elif isinstance(reply, ScriptOutput):
                 out = sys.stdout if reply.stream == "stdout" else sys.stderr
                 out.write(reply.data.decode("utf-8", "replace"))

@@ -57,6 +57,7 @@ __all__ = [
     "Message",
     "ScriptFinished",
     "ScriptOutput",
+    "ScriptProgress",
     "ScriptRunRequest",
     "ScriptStarted",
     "TicketOpened",
@@ -506,6 +507,28 @@ class ScriptOutput(Message):
     seq: int = spec(lo=0)
     stream: str = spec(choices=("stdout", "stderr"))
     data: bytes = spec(max_len=MAX_CHUNK)
+
+
+SCRIPT_STEPS = (
+    "verified",
+    "refused",
+    "consent_asked",
+    "consent_answered",
+    "backup_made",
+    "restored",
+    "restore_failed",
+)
+
+
+@message("script.progress", Kind.REPLY, terminal=False)
+class ScriptProgress(Message):
+    """A step of a run the relay audits: verified, refused and why, consent, backup, restore."""
+
+    id: int = spec(lo=1)
+    job_id: str = spec(min_len=1, max_len=64)
+    step: str = spec(choices=SCRIPT_STEPS)
+    at: float
+    detail: Dict[str, Any] = spec(default_factory=dict)
 
 
 SCRIPT_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "refused")

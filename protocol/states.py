@@ -100,6 +100,7 @@ _BOTH = frozenset({"heartbeat", "heartbeat.ack", "error"})
 _AGENT_SENDS = _BOTH | {
     "diag.report",
     "script.started",
+    "script.progress",
     "script.output",
     "script.finished",
     "alert.raised",
@@ -118,6 +119,7 @@ _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run"}
 _RELAY_SENDS_CONSOLE = _BOTH | {
     "diag.report",
     "script.started",
+    "script.progress",
     "script.output",
     "script.finished",
     "ticket.updated",
@@ -134,7 +136,9 @@ OPEN_SENDERS: Dict[Role, Tuple[FrozenSet[str], FrozenSet[str]]] = {
 #: request tag → reply tags that may answer it (``error`` answers any request).
 REPLIES: Dict[str, FrozenSet[str]] = {
     "diag.request": frozenset({"diag.report", "error"}),
-    "script.run": frozenset({"script.started", "script.output", "script.finished", "error"}),
+    "script.run": frozenset(
+        {"script.started", "script.progress", "script.output", "script.finished", "error"}
+    ),
     "alert.raised": frozenset({"alert.ack", "error"}),
     "help.requested": frozenset({"ticket.opened", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple
 
-from protocol import Message, ScriptFinished, ScriptOutput, ScriptRunRequest, ScriptStarted
+from protocol import (
+    Message,
+    ScriptFinished,
+    ScriptOutput,
+    ScriptProgress,
+    ScriptRunRequest,
+    ScriptStarted,
+)
 from protocol.enrolment import http_base_url
+from protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
 from .verify import ScriptVerificationError, verify_script
 
@@ -83,12 +91,32 @@ class ScriptService:
                 )
             except ScriptVerificationError as exc:
                 log.warning("refused script %s %s: %s", request.script, request.version, exc)
+                await send(
+                    _progress(
+                        request,
+                        job_id,
+                        "refused",
+                        clock(),
+                        {"reason": exc.reason, "stage": "verification"},
+                    )
+                )
                 await send(self._finished(request, job_id, clock, "refused", str(exc)))
                 return
+            await send(
+                _progress(
+                    request,
+                    job_id,
+                    "verified",
+                    clock(),
+                    {"risk": manifest.risk, "approvals": manifest.approvals_needed},
+                )
+            )
 
             async def on_event(event: RunEvent) -> None:
                 if event.kind == "started":
                     await send(ScriptStarted(id=request.id, job_id=job_id, started_at=clock()))
+                elif event.kind in SCRIPT_STEPS:
+                    await send(_progress(request, job_id, event.kind, event.at, event.detail))
 
             async def on_output(chunk: OutputChunk) -> None:
                 await send(
@@ -144,3 +172,11 @@ class ScriptService:
         return ScriptFinished(
             id=request.id, job_id=job_id, status=status, finished_at=clock(), detail=detail[:1024]
         )
+
+
+def _progress(
+    request: ScriptRunRequest, job_id: str, step: str, at: float, detail: Dict[str, Any]
+) -> ScriptProgress:
+    """A step for the relay to audit; a detail that msgpack can't carry is left out, not sent."""
+    safe = detail if tree_ok(detail, MAX_DEPTH - 2) else {"note": "detail not representable"}
+    return ScriptProgress(id=request.id, job_id=job_id, step=step, at=at, detail=dict(safe))

@@ -18,6 +18,7 @@ from protocol import (
     Kind,
     PosAssistError,
     Role,
+    ScriptProgress,
     Session,
     signing,
 )
@@ -166,6 +167,23 @@ async def _handle(
             # The console is already closing; whatever is wrong there must not cost this agent
             # its connection. Its routes end when its handler finishes.
             log.debug("reply for a closing console dropped: %s", exc)
+        if isinstance(event, ScriptProgress):
+            # Every step of a vetted run is audited: verified, refused and why, consent, backup.
+            outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
+            detail = {"job": route.job_id, "user": route.user, **event.detail}
+            action = f"script.run.{event.step}"
+            try:
+                await state.audit(
+                    f"device:{device_id}", action, f"device:{device_id}", outcome, detail
+                )
+            except ValueError:  # a detail JSON can't hold: the step is still audited
+                await state.audit(
+                    f"device:{device_id}",
+                    action,
+                    f"device:{device_id}",
+                    outcome,
+                    {"job": route.job_id, "user": route.user},
+                )
         if ended:
             await finish_route(state, route, None, None, reply=event)
     elif event.KIND is Kind.REQUEST:

@@ -110,6 +110,29 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
         stop(relay)
     verify = ok(py("relay", "audit", "verify", "--data", str(relay_dir)))
     assert "intact" in verify
+    import asyncio
+
+    from relay.storage import open_storage
+
+    async def refusals() -> list[tuple[str, object]]:
+        storage = open_storage(f"sqlite+aiosqlite:///{relay_dir / 'relay.db'}")
+        try:
+            return [
+                (r.action, r.detail.get("reason") or r.detail.get("code"))
+                async for r in storage.records()
+                if str(r.outcome) == "refused"
+            ]
+        finally:
+            await storage.close()
+
+    refused = asyncio.run(refusals())
+    # every refusal reached the relay's audit chain with its reason
+    assert ("script.run.refused", "not-found") in refused
+    assert ("script.run.refused", "unsigned") in refused
+    assert any(
+        action == "script.run.refused" and reason not in ("not-found", "unsigned")
+        for action, reason in refused
+    )  # the consent refusal, from the runner
 
 
 def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) -> None:
@@ -146,6 +169,7 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
         )
         ran = console(home, "run", device, "printer-status", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "[verified] risk=A, approvals=1" in ran.stdout
         assert "started (job" in ran.stdout
         assert "hello from the till\nline two\n" in ran.stdout
         assert "succeeded (exit 0" in ran.stdout
@@ -166,4 +190,5 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
 
     recorded = asyncio.run(actions())
     assert ("script.run", "ok") in recorded
+    assert ("script.run.verified", "ok") in recorded
     assert ("script.run.finished", "ok") in recorded

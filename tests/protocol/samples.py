@@ -34,6 +34,13 @@ SAMPLES: list[m.Message] = [
     ),
     m.ScriptStarted(id=2, job_id="job-1", started_at=1700000001.0),
     m.ScriptOutput(id=2, job_id="job-1", seq=0, stream="stdout", data=b"ok\n"),
+    m.ScriptProgress(
+        id=2,
+        job_id="job-1",
+        step="backup_made",
+        at=1700000001.5,
+        detail={"backup_id": "bk-1", "files": 1},
+    ),
     m.ScriptFinished(
         id=2, job_id="job-1", status="succeeded", finished_at=1700000002.0, exit_code=0
     ),

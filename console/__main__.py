@@ -171,6 +171,41 @@ async def _run_script(
     return 1
 
 
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=15) as response:
+        return json.loads(response.read())
+
+
+def list_scripts(relay: str) -> int:
+    """The scripts the relay's signed repository offers (shown, not verified: devices verify)."""
+    base = _http(relay) + "/v1/scripts/metadata/"
+    try:
+        timestamp = _get_json(base + "timestamp.json")["signed"]
+        snap_version = timestamp["meta"]["snapshot.json"]["version"]
+        snapshot = _get_json(f"{base}{snap_version}.snapshot.json")["signed"]
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for role in ("low-risk", "high-risk"):
+            version = snapshot["meta"][f"{role}.json"]["version"]
+            targets = _get_json(f"{base}{version}.{role}.json")["signed"]["targets"]
+            for info in targets.values():
+                manifest = info.get("custom", {}).get("posassist-manifest", {})
+                key = (str(manifest.get("id")), str(manifest.get("version")))
+                rows[key] = manifest
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"no script repository on this relay / 服务器没有脚本库: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
+    for (script_id, version), manifest in sorted(rows.items()):
+        title = manifest.get("title", {})
+        print(
+            f"{script_id:<26} {version:<9} {manifest.get('risk', '?'):<5} "
+            f"{','.join(manifest.get('platforms', [])):<15} "
+            f"{title.get('en', '')} / {title.get('zh', '')}"
+        )
+    print("(listed from the relay as published; each device verifies signatures before running)")
+    return 0
+
+
 def health(relay: str) -> int:
     """Print the relay's /healthz in plain words; exit 1 if it can't be reached."""
     try:
@@ -200,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
     d.add_argument("--json", action="store_true")
     d.add_argument("--timeout", type=float, default=20.0)
+    sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
+    sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
+    sc_commands.add_parser("list", help="list signed scripts and versions")
     r = commands.add_parser("run", help="run a vetted script on a device, streaming its output")
     r.add_argument("device")
     r.add_argument("script")
@@ -221,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return login(args.relay, args.user, args.password_file)
     if args.command == "devices":
         return devices()
+    if args.command == "scripts":
+        return list_scripts(_session()["relay"])
     try:
         if args.command == "run":
             return asyncio.run(

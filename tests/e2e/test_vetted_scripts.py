@@ -167,6 +167,10 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
                 home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
             )
         )
+        listing = ok(console(home, "scripts", "list"))
+        assert "printer-status" in listing
+        assert "1.0.0" in listing
+        assert "Printer status / 打印机状态" in listing
         ran = console(home, "run", device, "printer-status", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "[verified] risk=A, approvals=1" in ran.stdout

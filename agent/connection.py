@@ -26,6 +26,7 @@ from protocol import (
     Kind,
     Message,
     Role,
+    ScriptRestoreRequest,
     ScriptRunRequest,
     Session,
     Welcome,
@@ -147,6 +148,15 @@ class AgentConnection:
                 )
                 return
             task = asyncio.ensure_future(self._diagnose(event, clock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, ScriptRestoreRequest) and self.scripts is not None:
+            if self.scripts.busy:
+                self.session.send(
+                    ErrorReply(id=event.id, code="busy", message="a script is running")
+                )
+                return
+            task = asyncio.ensure_future(self.scripts.restore(event, self._send, clock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(event, ScriptRunRequest) and self.scripts is not None:

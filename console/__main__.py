@@ -23,6 +23,7 @@ from protocol import (
     ScriptFinished,
     ScriptOutput,
     ScriptProgress,
+    ScriptRestoreRequest,
     ScriptRunRequest,
     ScriptStarted,
 )
@@ -171,6 +172,29 @@ async def _run_script(
     return 1
 
 
+async def _restore(device: str, backup_id: str, timeout: float) -> int:
+    """Ask the device to put back the files an earlier run backed up, byte for byte."""
+    from .connection import ConsoleConnection
+
+    session = _session()
+    async with ConsoleConnection.open(session["relay"], session["token"]) as conn:
+        request = ScriptRestoreRequest(
+            id=conn.session.next_id(), device_id=device, backup_id=backup_id
+        )
+        async for reply in conn.request(request, timeout=timeout):
+            if isinstance(reply, ErrorReply):
+                print(f"error: {reply.code}: {reply.message}", file=sys.stderr)
+                return 1
+            if isinstance(reply, ScriptProgress):
+                detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
+                print(f"[{reply.step}] {detail}".rstrip())
+            elif isinstance(reply, ScriptFinished):
+                zh = "恢复成功" if reply.status == "succeeded" else "恢复失败"
+                print(f"{reply.status}: {reply.detail} / {zh}")
+                return 0 if reply.status == "succeeded" else 1
+    return 1
+
+
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=15) as response:
         return json.loads(response.read())
@@ -235,6 +259,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
     d.add_argument("--json", action="store_true")
     d.add_argument("--timeout", type=float, default=20.0)
+    rs = commands.add_parser("restore", help="put back the files a script run backed up")
+    rs.add_argument("device")
+    rs.add_argument("backup_id", help="the backup id `posassist run` printed")
+    rs.add_argument("--timeout", type=float, default=120.0)
     sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
     sc_commands.add_parser("list", help="list signed scripts and versions")
@@ -262,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "scripts":
         return list_scripts(_session()["relay"])
     try:
+        if args.command == "restore":
+            return asyncio.run(_restore(args.device, args.backup_id, args.timeout))
         if args.command == "run":
             return asyncio.run(
                 _run_script(

@@ -58,6 +58,7 @@ __all__ = [
     "ScriptFinished",
     "ScriptOutput",
     "ScriptProgress",
+    "ScriptRestoreRequest",
     "ScriptRunRequest",
     "ScriptStarted",
     "TicketOpened",
@@ -507,6 +508,15 @@ class ScriptOutput(Message):
     seq: int = spec(lo=0)
     stream: str = spec(choices=("stdout", "stderr"))
     data: bytes = spec(max_len=MAX_CHUNK)
+
+
+@message("script.restore", Kind.REQUEST)
+class ScriptRestoreRequest(Message):
+    """Put back, byte for byte, the files a script run backed up (``ScriptFinished.backup_id``)."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(min_len=1, max_len=64)
+    backup_id: str = spec(min_len=1, max_len=64)
 
 
 SCRIPT_STEPS = (

@@ -110,12 +110,13 @@ _AGENT_SENDS = _BOTH | {
 _RELAY_SENDS_AGENT = _BOTH | {
     "diag.request",
     "script.run",
+    "script.restore",
     "alert.ack",
     "ticket.opened",
     "ticket.updated",
     "consent.request",
 }
-_CONSOLE_SENDS = _BOTH | {"diag.request", "script.run"}
+_CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
 _RELAY_SENDS_CONSOLE = _BOTH | {
     "diag.report",
     "script.started",
@@ -139,6 +140,7 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "script.run": frozenset(
         {"script.started", "script.progress", "script.output", "script.finished", "error"}
     ),
+    "script.restore": frozenset({"script.progress", "script.finished", "error"}),
     "alert.raised": frozenset({"alert.ack", "error"}),
     "help.requested": frozenset({"ticket.opened", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),

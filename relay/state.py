@@ -38,6 +38,7 @@ log = logging.getLogger("posassist.relay")
 ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "diag.request": frozenset({Role.ADMIN, Role.TECHNICIAN, Role.VIEWER}),
     "script.run": frozenset({Role.ADMIN, Role.TECHNICIAN}),
+    "script.restore": frozenset({Role.ADMIN, Role.TECHNICIAN}),
 }
 
 

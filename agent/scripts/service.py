@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
 from protocol import (
     Message,
     ScriptFinished,
     ScriptOutput,
     ScriptProgress,
+    ScriptRestoreRequest,
     ScriptRunRequest,
     ScriptStarted,
 )
 from protocol.enrolment import http_base_url
 from protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
+from ..errors import BackupError
 from .verify import ScriptVerificationError, verify_script
 
 if TYPE_CHECKING:
@@ -149,6 +151,48 @@ class ScriptService:
                 )
             )
 
+    async def restore(
+        self,
+        request: ScriptRestoreRequest,
+        send: Callable[[Message], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+        """A technician's restore of an earlier run's backup; ends with one ScriptFinished."""
+        job_id = f"restore-{request.id}"
+        async with self._lock:
+
+            async def on_event(event: RunEvent) -> None:
+                if event.kind in SCRIPT_STEPS:
+                    await send(_progress(request, job_id, event.kind, event.at, event.detail))
+
+            try:
+                result = await self.runner.restore(request.backup_id, on_event=on_event)
+            except BackupError as exc:
+                await send(
+                    ScriptFinished(
+                        id=request.id,
+                        job_id=job_id,
+                        status="failed",
+                        finished_at=clock(),
+                        detail=str(exc)[:1024],
+                    )
+                )
+                return
+            detail = (
+                f"restored {len(result.restored)}, removed {len(result.removed)}, "
+                f"unchanged {len(result.unchanged)}"
+            )
+            await send(
+                ScriptFinished(
+                    id=request.id,
+                    job_id=job_id,
+                    status="succeeded",
+                    finished_at=clock(),
+                    backup_id=result.backup_id,
+                    detail=detail,
+                )
+            )
+
     def _verify(self, script: str, version: str) -> Tuple[Manifest, Path]:
         return verify_script(
             self.metadata_url,
@@ -175,7 +219,11 @@ class ScriptService:
 
 
 def _progress(
-    request: ScriptRunRequest, job_id: str, step: str, at: float, detail: Dict[str, Any]
+    request: Union[ScriptRunRequest, ScriptRestoreRequest],
+    job_id: str,
+    step: str,
+    at: float,
+    detail: Dict[str, Any],
 ) -> ScriptProgress:
     """A step for the relay to audit; a detail that msgpack can't carry is left out, not sent."""
     safe = detail if tree_ok(detail, MAX_DEPTH - 2) else {"note": "detail not representable"}

@@ -196,3 +196,60 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
     assert ("script.run", "ok") in recorded
     assert ("script.run.verified", "ok") in recorded
     assert ("script.run.finished", "ok") in recorded
+
+
+def test_technician_restores_a_backup_byte_for_byte(tmp_path: Path) -> None:
+    relay_dir = tmp_path / "relay"
+    store = provision(relay_dir)
+    till = tmp_path / "till"
+    config = till / "pos" / "config.ini"
+    original = "[printer]\r\nport = COM3\r\n打印机=收银\r\n".encode("gbk") + b"\x00\xff"
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("set-port")
+    script.update(
+        {"risk": "B", "unattended": True, "consent": False, "backup": ["${DATA}/pos/config.ini"]}
+    )
+    add(repo, tmp_path, script, body=f"printf 'port = COM9\\n' > {config}\n".encode())
+    approve(repo, "alice", "bob")
+    repo.publish(relay_dir)
+    relay, url = start_relay(relay_dir)
+    agent = None
+    try:
+        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        config.parent.mkdir(parents=True)
+        config.write_bytes(original)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--data", str(till)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert agent.stdout is not None
+        assert "connected to relay" in agent.stdout.readline()
+        device = json.loads((till / "agent.json").read_text())["device_id"]
+        home = tmp_path / "tech"
+        password = tmp_path / "pw"
+        password.write_text(ADMIN_PASSWORD)
+        ok(
+            console(
+                home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
+            )
+        )
+        ran = console(home, "run", device, "set-port", "--version", "1.0.0", "--unattended")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "[backup_made]" in ran.stdout
+        assert config.read_bytes() == b"port = COM9\n"  # the run succeeded: its change stays
+        backup_id = ran.stdout.split(", backup ")[1].split(")")[0]
+
+        restored = console(home, "restore", device, backup_id)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert "[restored]" in restored.stdout
+        assert config.read_bytes() == original  # byte for byte
+        bad = console(home, "restore", device, "../../etc")
+        assert bad.returncode == 1
+        assert config.read_bytes() == original
+    finally:
+        if agent is not None:
+            stop(agent)  # type: ignore[arg-type]
+        stop(relay)

@@ -34,6 +34,7 @@ SAMPLES: list[m.Message] = [
     ),
     m.ScriptStarted(id=2, job_id="job-1", started_at=1700000001.0),
     m.ScriptOutput(id=2, job_id="job-1", seq=0, stream="stdout", data=b"ok\n"),
+    m.ScriptRestoreRequest(id=3, device_id="dev-1", backup_id="bk-1"),
     m.ScriptProgress(
         id=2,
         job_id="job-1",

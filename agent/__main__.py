@@ -75,7 +75,9 @@ def _script_service(
         placeholders={"DATA": str(data_dir)},
     )
     root_hash = json.loads((data_dir / "agent.json").read_text(encoding="utf-8")).get("root_hash")
-    return ScriptService(data_dir, identity.relay_url, runner, root_hash=root_hash)
+    return ScriptService(
+        data_dir, identity.relay_url, runner, root_hash=root_hash, tls_pin=identity.tls_pin
+    )
 
 
 async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:

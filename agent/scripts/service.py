@@ -50,6 +50,7 @@ class ScriptService:
         runner: ScriptRunner,
         *,
         root_hash: Optional[str] = None,
+        tls_pin: Optional[str] = None,
         max_script_bytes: int = MAX_SCRIPT_BYTES,
     ) -> None:
         base = http_base_url(relay_url)
@@ -59,6 +60,7 @@ class ScriptService:
         self.cache_dir = data_dir / "scripts" / "cache"
         self.runner = runner
         self.root_hash = root_hash
+        self.tls_pin = tls_pin
         self.max_script_bytes = max_script_bytes
         self._lock = asyncio.Lock()
 
@@ -203,6 +205,7 @@ class ScriptService:
             version,
             self.max_script_bytes,
             root_hash=self.root_hash,
+            tls_pin=self.tls_pin,
         )
 
     @staticmethod

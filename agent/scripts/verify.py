@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Set, Tuple, Union
 
 from protocol.manifest import Manifest, ManifestError, parse_manifest
+from protocol.pins import PinMismatch
 
 from ..errors import AgentError
 
@@ -77,6 +78,43 @@ def _prepare_cache(cache_dir: Path, pinned: str) -> bool:
     return (metadata_dir / "root.json").is_file()
 
 
+def _pinned_fetcher(pin: str) -> Any:
+    """A tuf fetcher for an https relay trusted by its TLS key pin alone (no CA, no hostname),
+    the same trust as the agent's websocket (docs/protocol.md#enrolment)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from tuf.api.exceptions import DownloadHTTPError
+    from tuf.ngclient.fetcher import FetcherInterface
+
+    from ..tlspin import check_pin, client_ssl_context_for_pin
+
+    context = client_ssl_context_for_pin(pin)
+
+    class PinnedFetcher(FetcherInterface):
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            parts = urlsplit(url)
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port or 443, timeout=30, context=context
+            )
+            try:
+                conn.connect()
+                check_pin(conn.sock, pin)  # before the request: not our relay, not our bytes
+                conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""))
+                response = conn.getresponse()
+                if response.status != 200:
+                    raise DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
+                while True:
+                    chunk = response.read(64 * 1024)
+                    if not chunk:
+                        break
+                    yield chunk
+            finally:
+                conn.close()
+
+    return PinnedFetcher()
+
+
 def _updater_parameters(updater_class: Any) -> Set[str]:
     import inspect
 
@@ -93,6 +131,7 @@ def verify_script(
     max_size: int,
     *,
     root_hash: Optional[str] = None,
+    tls_pin: Optional[str] = None,
 ) -> Tuple[Manifest, Path]:
     """Refresh the repository's metadata and verify one script version; blocking.
 
@@ -104,6 +143,7 @@ def verify_script(
         script_id: the script's id; version: its ``MAJOR.MINOR.PATCH``.
         max_size: the most bytes the script's files may add up to.
         root_hash: the enrolment token's ``h``; when given, ``trusted_root`` must hash to it.
+        tls_pin: the relay's TLS key pin, required for https URLs (the relay is trusted by it).
 
     Returns:
         The manifest from the signed metadata and the folder holding the verified files.
@@ -127,7 +167,13 @@ def verify_script(
     try:
         # tuf 7 requires ``bootstrap`` (None: read metadata_dir/root.json, seeded above from
         # the pinned root); tuf 5.1, for Python 3.8 tills, has no such argument.
-        extra = {"bootstrap": None} if "bootstrap" in _updater_parameters(Updater) else {}
+        extra: Dict[str, Any] = (
+            {"bootstrap": None} if "bootstrap" in _updater_parameters(Updater) else {}
+        )
+        if metadata_url.startswith("https://"):
+            if not tls_pin:
+                raise ScriptVerificationError("unreachable", "an https relay needs its TLS pin")
+            extra["fetcher"] = _pinned_fetcher(tls_pin)
         updater = Updater(
             metadata_dir=str(cache / "metadata"),
             metadata_base_url=metadata_url,
@@ -139,6 +185,8 @@ def verify_script(
         return _verify_target(updater, cache, script_id, version, max_size)
     except ScriptVerificationError:
         raise
+    except PinMismatch as exc:  # raised while tuf reads the pinned fetcher's stream
+        raise ScriptVerificationError("unreachable", exc.public_reason) from None
     except tuf_errors.UnsignedMetadataError as exc:
         raise ScriptVerificationError("unsigned", str(exc)) from None
     except tuf_errors.BadVersionNumberError as exc:

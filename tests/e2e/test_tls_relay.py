@@ -11,6 +11,8 @@ from tests.relay.certs import make_certificate
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from protocol.manifest import Manifest
+
 
 def test_agent_enrols_and_connects_over_pinned_tls(tmp_path: Path) -> None:
     data = tmp_path / "relay"
@@ -61,5 +63,55 @@ def test_plain_websocket_to_a_tls_relay_fails_clearly(tmp_path: Path) -> None:
         refused = py("agent", "enroll", invite(data, store, plain), "--data", str(tmp_path / "t"))
         assert refused.returncode != 0
         assert not (tmp_path / "t" / "agent.key").exists()
+    finally:
+        stop(proc)
+
+
+def test_vetted_script_verifies_over_pinned_tls_and_a_wrong_pin_is_refused(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from agent.scripts.verify import ScriptVerificationError, verify_script
+    from console.scripts_repo import init_repository
+    from tests.agent.test_verify import PASS, add, approve, manifest
+
+    data = tmp_path / "relay"
+    store = provision(data)
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    add(repo, tmp_path, manifest("tls-echo"), body=b"echo over pinned tls\n")
+    approve(repo, "alice", "bob")
+    repo.publish(data)
+    cert, key = make_certificate().write(tmp_path / "tls")
+    proc, url = start_relay(data, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        till = tmp_path / "till"
+        ok(py("agent", "enroll", invite(data, store, url, tls_cert=cert), "--data", str(till)))
+        saved = json.loads((till / "agent.json").read_text())
+        root = till / "scripts" / "root.json"
+        assert root.exists()  # fetched over pinned TLS at enrolment
+        base = url.replace("wss://", "https://")
+
+        def verify(pin: str | None, cache: str) -> tuple[Manifest, Path]:
+            return verify_script(
+                base + "/v1/scripts/metadata/",
+                base + "/v1/scripts/targets/",
+                root,
+                tmp_path / cache,
+                "tls-echo",
+                "1.0.0",
+                1 << 20,
+                root_hash=saved["root_hash"],
+                tls_pin=pin,
+            )
+
+        found, folder = verify(saved["tls_pin"], "good")
+        assert found.id == "tls-echo"
+        assert (folder / "run.sh").read_bytes() == b"echo over pinned tls\n"
+        with pytest.raises(ScriptVerificationError) as info:
+            verify("0" * 64, "wrong-pin")
+        assert info.value.reason == "unreachable"
+        with pytest.raises(ScriptVerificationError):
+            verify(None, "no-pin")
     finally:
         stop(proc)

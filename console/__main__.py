@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
+import ssl
 import sys
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.tlspin import check_pin, client_ssl_context_for_pin
 from protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -27,6 +29,7 @@ from protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
+from protocol.pins import spki_pin_from_pem
 
 from . import __version__
 from .render import render_report
@@ -46,18 +49,43 @@ def _http(relay: str) -> str:
     return base
 
 
-def _call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
-    request.add_header("Content-Type", "application/json")
+def _fetch(
+    url: str, *, body: bytes | None = None, token: str | None = None, pin: str | None = None
+) -> tuple[int, bytes]:
+    """One HTTP(S) exchange. With ``pin`` the relay is trusted by its TLS key alone, checked
+    before anything (a password, a token) is sent; without, by the system's CA store."""
+    parts = urllib.parse.urlsplit(url)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = client_ssl_context_for_pin(pin) if pin else ssl.create_default_context()
+        conn = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port or 443, timeout=15, context=context
+        )
+        conn.connect()
+        if pin:
+            check_pin(conn.sock, pin)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=15)
+    headers = {"Content-Type": "application/json"}
     if token:
-        request.add_header("Authorization", f"Bearer {token}")
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}")
-        raise SystemExit(f"refused ({exc.code}): {detail.get('message', '')}") from None
+        conn.request("POST" if body is not None else "GET", parts.path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read(4 * 1024 * 1024)
+    finally:
+        conn.close()
+
+
+def _call(
+    url: str, body: dict[str, Any] | None = None, token: str | None = None, pin: str | None = None
+) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    status, raw = _fetch(url, body=data, token=token, pin=pin)
+    answer = json.loads(raw or b"{}")
+    if status != 200:
+        raise SystemExit(f"refused ({status}): {answer.get('message', '')}")
+    return answer
 
 
 def _session() -> dict[str, str]:
@@ -67,7 +95,7 @@ def _session() -> dict[str, str]:
         raise SystemExit("not signed in: run `posassist login` first / 请先登录") from None
 
 
-def login(relay: str, user: str, password_file: Path | None) -> int:
+def login(relay: str, user: str, password_file: Path | None, pin: str | None) -> int:
     import getpass
 
     password = (
@@ -75,20 +103,22 @@ def login(relay: str, user: str, password_file: Path | None) -> int:
         if password_file
         else getpass.getpass(f"password for {user}: ")
     )
-    answer = _call(_http(relay) + "/v1/login", {"username": user, "password": password})
+    answer = _call(_http(relay) + "/v1/login", {"username": user, "password": password}, pin=pin)
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
     path = home / "session.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({"relay": relay, "token": answer["token"], "user": user}, out)
+        json.dump({"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}, out)
     print(f"signed in as {user} ({answer['role']}) / 登录成功")
     return 0
 
 
 def devices() -> int:
     session = _session()
-    answer = _call(_http(session["relay"]) + "/v1/devices", token=session["token"])
+    answer = _call(
+        _http(session["relay"]) + "/v1/devices", token=session["token"], pin=session.get("tls_pin")
+    )
     print(f"{'device':<28} {'online':<7} {'status':<8} store")
     for d in answer["devices"]:
         online = "yes" if d["online"] else "no"
@@ -100,7 +130,9 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
     from .connection import ConsoleConnection
 
     session = _session()
-    async with ConsoleConnection.open(session["relay"], session["token"]) as conn:
+    async with ConsoleConnection.open(
+        session["relay"], session["token"], tls_pin=session.get("tls_pin")
+    ) as conn:
         request = DiagnosticsRequest(
             id=conn.session.next_id(), device_id=device, collectors=collectors, timeout=timeout
         )
@@ -139,7 +171,9 @@ async def _run_script(
             return 2
         values[name] = _param_value(text)
     session = _session()
-    async with ConsoleConnection.open(session["relay"], session["token"]) as conn:
+    async with ConsoleConnection.open(
+        session["relay"], session["token"], tls_pin=session.get("tls_pin")
+    ) as conn:
         request = ScriptRunRequest(
             id=conn.session.next_id(),
             device_id=device,
@@ -177,7 +211,9 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     from .connection import ConsoleConnection
 
     session = _session()
-    async with ConsoleConnection.open(session["relay"], session["token"]) as conn:
+    async with ConsoleConnection.open(
+        session["relay"], session["token"], tls_pin=session.get("tls_pin")
+    ) as conn:
         request = ScriptRestoreRequest(
             id=conn.session.next_id(), device_id=device, backup_id=backup_id
         )
@@ -195,27 +231,29 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     return 1
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=15) as response:
-        return json.loads(response.read())
+def _get_json(url: str, pin: str | None = None) -> Any:
+    status, raw = _fetch(url, pin=pin)
+    if status != 200:
+        raise ValueError(f"HTTP {status}")
+    return json.loads(raw)
 
 
-def list_scripts(relay: str) -> int:
+def list_scripts(relay: str, pin: str | None = None) -> int:
     """The scripts the relay's signed repository offers (shown, not verified: devices verify)."""
     base = _http(relay) + "/v1/scripts/metadata/"
     try:
-        timestamp = _get_json(base + "timestamp.json")["signed"]
+        timestamp = _get_json(base + "timestamp.json", pin)["signed"]
         snap_version = timestamp["meta"]["snapshot.json"]["version"]
-        snapshot = _get_json(f"{base}{snap_version}.snapshot.json")["signed"]
+        snapshot = _get_json(f"{base}{snap_version}.snapshot.json", pin)["signed"]
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for role in ("low-risk", "high-risk"):
             version = snapshot["meta"][f"{role}.json"]["version"]
-            targets = _get_json(f"{base}{version}.{role}.json")["signed"]["targets"]
+            targets = _get_json(f"{base}{version}.{role}.json", pin)["signed"]["targets"]
             for info in targets.values():
                 manifest = info.get("custom", {}).get("posassist-manifest", {})
                 key = (str(manifest.get("id")), str(manifest.get("version")))
                 rows[key] = manifest
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
         print(f"no script repository on this relay / 服务器没有脚本库: {exc}", file=sys.stderr)
         return 1
     print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
@@ -233,9 +271,8 @@ def list_scripts(relay: str) -> int:
 def health(relay: str) -> int:
     """Print the relay's /healthz in plain words; exit 1 if it can't be reached."""
     try:
-        with urllib.request.urlopen(f"{_http(relay)}/healthz", timeout=5) as response:
-            body = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        body = _get_json(f"{_http(relay)}/healthz")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         print(f"relay unreachable / 服务器无法连接: {exc}", file=sys.stderr)
         return 1
     print(f"relay {body['relay_id']}: {body['status']}, {body['agents']} agent(s) connected")
@@ -253,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("--relay", required=True)
     li.add_argument("--user", required=True)
     li.add_argument("--password-file", type=Path)
+    li.add_argument("--tls-pin", help="trust the relay by this key pin (self-signed relays)")
+    li.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
     commands.add_parser("devices", help="devices in your scope, and whether they are online")
     d = commands.add_parser("diag", help="run diagnostics on a device")
     d.add_argument("device")
@@ -283,12 +322,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: relay must be an http(s):// or ws(s):// URL", file=sys.stderr)
             return 2
         return health(args.relay)
+    try:
+        return _command(args)
+    except (OSError, http.client.HTTPException, PosAssistError) as exc:
+        reason = getattr(exc, "public_reason", "") or type(exc).__name__
+        print(f"error: {reason}: {exc} / 无法连接服务器", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "login":
-        return login(args.relay, args.user, args.password_file)
+        pin = args.tls_pin
+        if args.tls_cert is not None:
+            pin = spki_pin_from_pem(args.tls_cert.read_bytes())
+        return login(args.relay, args.user, args.password_file, pin)
     if args.command == "devices":
         return devices()
     if args.command == "scripts":
-        return list_scripts(_session()["relay"])
+        session = _session()
+        return list_scripts(session["relay"], session.get("tls_pin"))
     try:
         if args.command == "restore":
             return asyncio.run(_restore(args.device, args.backup_id, args.timeout))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from agent.tlspin import check_pin, client_ssl_context_for_pin
 from protocol import AuthAccepted, AuthRefused, Role, Session
 from protocol.errors import AuthenticationError
 
@@ -33,10 +34,15 @@ class ConsoleConnection:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, relay_url: str, token: str, timeout: float = 10.0
+        cls, relay_url: str, token: str, timeout: float = 10.0, tls_pin: str | None = None
     ) -> AsyncIterator[ConsoleConnection]:
         url = relay_url.rstrip("/") + "/v1/console"
-        async with connect(url, compression=None, max_size=1024 * 1024, open_timeout=timeout) as ws:
+        context = client_ssl_context_for_pin(tls_pin) if tls_pin else None
+        async with connect(
+            url, compression=None, max_size=1024 * 1024, open_timeout=timeout, ssl=context
+        ) as ws:
+            if tls_pin:  # before the token is sent
+                check_pin(ws.transport.get_extra_info("ssl_object"), tls_pin)
             conn = cls(ws)
             await conn._sign_in(token, timeout)
             yield conn

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .errors import StorageError
 from .handlers import api
 from .handlers.agents import agent_endpoint
 from .handlers.consoles import console_endpoint
@@ -78,13 +79,27 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
         )
         log.warning("marked %d unfinished job(s) failed after restart", failed)
     sweeper = asyncio.create_task(_sweep(state), name="route sweeper")
+    presence = asyncio.create_task(_write_presence(state), name="presence writer")
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, presence):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(StorageError):
+            await state.flush_presence()  # what was seen last is not lost at shutdown
         await state.storage.close()
+
+
+async def _write_presence(state: RelayState) -> None:
+    """Presence (last seen, agent version) in one transaction a second, off the connect path."""
+    while True:
+        await asyncio.sleep(state.config.presence_interval)
+        try:
+            await state.flush_presence()
+        except StorageError as exc:
+            log.warning("presence not written, will retry: %s", exc)
 
 
 async def _sweep(state: RelayState) -> None:

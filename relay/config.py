@@ -52,6 +52,7 @@ class RelayConfig:
     #: Frames queued for one peer before it counts as too slow and is disconnected (4008).
     max_outbox: int = 1024
     sweep_interval: float = 0.1
+    presence_interval: float = 1.0
     limits: Limits = field(default=DEFAULT_LIMITS)
 
     @property

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .audit import Outcome
 from .connection import WebSocketSession
-from .errors import NotFound, ScopeError
+from .errors import NotFound, ScopeError, StorageError
 from .storage import Role, Scope, ScopeKind
 
 if TYPE_CHECKING:
@@ -55,11 +55,29 @@ class RelayState:
     clock: Callable[[], float] = time.time
     sockets: set[WebSocketResponse] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: device id → (last seen, agent version) not yet written (presence is written behind).
+    presence: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
 
     def now(self) -> float:
         return self.clock()
+
+    def seen(self, device_id: str, agent_version: str | None = None) -> None:
+        """Note a device's presence; written in batches (off the connect path), not audited."""
+        previous = self.presence.get(device_id)
+        version = agent_version or (previous[1] if previous else None)
+        self.presence[device_id] = (self.now(), version)
+
+    async def flush_presence(self) -> None:
+        """Write the presence noted since the last flush, in one transaction."""
+        batch, self.presence = self.presence, {}
+        try:
+            await self.storage.record_presences(batch)
+        except StorageError:
+            for device_id, entry in batch.items():  # keep it for the next try
+                self.presence.setdefault(device_id, entry)
+            raise
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background (closing a peer that may never answer), tracked so

@@ -5,7 +5,6 @@ Replies from the agent go back, through the router, to the console that asked an
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -27,7 +26,7 @@ from protocol.errors import SignatureError, UnexpectedMessage
 from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import NotFound, StorageError
+from ..errors import NotFound
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
 from .jobs import finish_route
@@ -63,8 +62,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         if device_id is not None:
             for route in state.router.detach_agent(device_id, peer):
                 await finish_route(state, route, "offline", "the device disconnected")
-            with contextlib.suppress(StorageError):  # presence is best effort at disconnect
-                await state.storage.record_presence(device_id, now=state.now())
+            state.seen(device_id)
             log.info("agent %s disconnected", device_id)
         if not ws.closed:
             await ws.close()
@@ -105,8 +103,7 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
         await previous.close(REPLACED, "replaced by a newer connection")
-    # Presence first, so anyone who looks once the agent is in sees it complete.
-    await state.storage.record_presence(device_id, now=state.now(), agent_version=hello.software)
+    state.seen(device_id, hello.software)
     session.send_accepted(device_id, config.heartbeat_interval)
     await peer.flush()
     peer.start_writer()

@@ -383,8 +383,8 @@ async def list_devices(request: web.Request) -> web.Response:
                     "store_id": d.store_id,
                     "status": d.status.value,
                     "online": state.router.agent(d.id) is not None,
-                    "last_seen": d.last_seen,
-                    "agent_version": d.agent_version,
+                    "last_seen": state.presence.get(d.id, (d.last_seen,))[0],
+                    "agent_version": state.presence.get(d.id, (None, None))[1] or d.agent_version,
                 }
                 for d in devices
             ]

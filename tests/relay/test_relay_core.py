@@ -600,8 +600,12 @@ async def test_presence_records_last_seen_and_agent_version(relay: Relay) -> Non
         assert isinstance(connected_seen, float)
         relay.clock.offset = 200  # the agent stays a while, then leaves
     await asyncio.sleep(0.2)
-    device = await listed()
+    device = await listed()  # the listing shows presence not yet written
     assert device["online"] is False
     last_seen = device["last_seen"]
     assert isinstance(last_seen, float)
     assert last_seen >= connected_seen + 99  # recorded again when it disconnected
+    await wait_until(lambda: not relay.state.presence, timeout=5)  # written behind, within ~1 s
+    stored = await relay.state.storage.get_device(device_id)
+    assert stored.last_seen == last_seen
+    assert stored.agent_version == "test-agent"

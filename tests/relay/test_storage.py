@@ -495,3 +495,17 @@ async def test_job_and_its_audit_record_commit_together(storage):
     with pytest.raises(Conflict):
         await storage.finish_job(job.id, JobStatus.FAILED, now=NOW + 2, audit=done)
     assert (await storage.head()).seq == before
+
+
+async def test_presence_is_written_in_batches(storage):
+    _, _, store = await make_tree(storage)
+    first = await enrol(storage, store.id)
+    await storage.record_presences({})  # nothing to write is fine
+    await storage.record_presences(
+        {first.id: (NOW + 5, "posassist-agent/1"), "dev_gone": (NOW + 5, None)}
+    )
+    device = await storage.get_device(first.id)
+    assert (device.last_seen, device.agent_version) == (NOW + 5, "posassist-agent/1")
+    await storage.record_presences({first.id: (NOW + 9, None)})  # version kept when unknown
+    device = await storage.get_device(first.id)
+    assert (device.last_seen, device.agent_version) == (NOW + 9, "posassist-agent/1")

@@ -136,3 +136,51 @@ def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.communicate(timeout=15)
+
+
+def start_agent(till: Path) -> tuple[subprocess.Popen[str], str]:
+    """``posassist-agent run`` for an enrolled till; waits until it is connected."""
+    import json
+
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--data", str(till)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert agent.stdout is not None
+    line = agent.stdout.readline()
+    if "connected to relay" not in line:
+        agent.kill()
+        raise AssertionError(line + agent.communicate(timeout=15)[1])
+    return agent, json.loads((till / "agent.json").read_text())["device_id"]
+
+
+class Technician:
+    """The ``posassist`` console as one technician, with a session of its own."""
+
+    def __init__(self, home: Path) -> None:
+        import os
+
+        self.home = home
+        self.env = dict(os.environ, POSASSIST_HOME=str(home))
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "console", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def login_args(self, url: str) -> list[str]:
+        password = self.home.parent / f"{self.home.name}.pw"
+        password.write_text(ADMIN_PASSWORD)
+        return ["login", "--relay", url, "--user", "admin", "--password-file", str(password)]
+
+    def login(self, url: str, *extra: str) -> Technician:
+        ok(self(*self.login_args(url), *extra))
+        return self

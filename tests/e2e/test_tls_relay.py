@@ -118,13 +118,9 @@ def test_vetted_script_verifies_over_pinned_tls_and_a_wrong_pin_is_refused(
 
 
 def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     from console.scripts_repo import init_repository
     from tests.agent.test_verify import PASS, add, approve, manifest
-    from tests.e2e.cli import ADMIN_PASSWORD, ROOT
+    from tests.e2e.cli import Technician, start_agent
 
     data = tmp_path / "relay"
     store = provision(data)
@@ -141,45 +137,23 @@ def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path)
     try:
         till = tmp_path / "till"
         ok(py("agent", "enroll", invite(data, store, url, tls_cert=cert), "--data", str(till)))
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--data", str(till)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert agent.stdout is not None
-        assert "connected to relay" in agent.stdout.readline()
-        device = json.loads((till / "agent.json").read_text())["device_id"]
-        env = dict(os.environ, POSASSIST_HOME=str(tmp_path / "tech"))
-        password = tmp_path / "pw"
-        password.write_text(ADMIN_PASSWORD)
-
-        def console(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "console", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-
-        login = ["login", "--relay", url, "--user", "admin", "--password-file", str(password)]
+        agent, device = start_agent(till)
+        tech = Technician(tmp_path / "tech")
+        login = tech.login_args(url)
         # without a pin the system CA store can't vouch for a self-signed relay; with the wrong
         # pin the password is never sent
-        assert console(*login).returncode == 1
-        wrong = console(*login, "--tls-cert", str(other))
+        assert tech(*login).returncode == 1
+        wrong = tech(*login, "--tls-cert", str(other))
         assert wrong.returncode == 1
         assert "does not match the pin" in wrong.stderr
-        assert not (tmp_path / "tech" / "session.json").exists()
-        ok(console(*login, "--tls-cert", str(cert)))
-        assert device in ok(console("devices"))
-        assert "tls-echo" in ok(console("scripts", "list"))
-        ran = console("run", device, "tls-echo", "--version", "1.0.0", "--unattended")
+        assert not (tech.home / "session.json").exists()
+        tech.login(url, "--tls-cert", str(cert))
+        assert device in ok(tech("devices"))
+        assert "tls-echo" in ok(tech("scripts", "list"))
+        ran = tech("run", device, "tls-echo", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "over pinned tls" in ran.stdout
     finally:
         if agent is not None:
-            stop(agent)  # type: ignore[arg-type]
+            stop(agent)
         stop(proc)

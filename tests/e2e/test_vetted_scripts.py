@@ -3,32 +3,16 @@ verifies before it runs, the technician watches the output; refusals are audited
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from console.scripts_repo import init_repository
 from tests.agent.test_verify import PASS, add, approve, manifest, online_signer, relay_republish
-from tests.e2e.cli import ADMIN_PASSWORD, ROOT, invite, ok, provision, py, start_relay, stop
+from tests.e2e.cli import Technician, invite, ok, provision, py, start_agent, start_relay, stop
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-def console(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, POSASSIST_HOME=str(home))
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: Path) -> None:
@@ -48,34 +32,18 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
         till = tmp_path / "till"
         ok(py("agent", "enroll", token, "--data", str(till)))
         assert (till / "scripts" / "root.json").exists()  # pinned at enrolment
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--data", str(till)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert agent.stdout is not None
-        assert "connected to relay" in agent.stdout.readline()
-        device = json.loads((till / "agent.json").read_text())["device_id"]
-        home = tmp_path / "tech"
-        password = tmp_path / "pw"
-        password.write_text(ADMIN_PASSWORD)
-        ok(
-            console(
-                home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
-            )
-        )
+        agent, device = start_agent(till)
+        tech = Technician(tmp_path / "tech").login(url)
 
         # the risk-B script needs the merchant's consent: with no help window yet, "deny unless
         # unattended-ok" applies, so an attended run is refused and nothing runs
-        denied = console(home, "run", device, "printer-status", "--version", "1.0.0")
+        denied = tech("run", device, "printer-status", "--version", "1.0.0")
         assert denied.returncode == 1
         assert "refused" in denied.stdout
         assert not marker.exists()
 
         # a version nobody signed: refused before anything runs, and audited by the relay
-        unsigned = console(home, "run", device, "printer-status", "--version", "9.9.9")
+        unsigned = tech("run", device, "printer-status", "--version", "9.9.9")
         assert unsigned.returncode == 1
         assert "not-found" in unsigned.stdout
         assert not marker.exists()
@@ -100,7 +68,7 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
         for role in ("snapshot", "timestamp"):
             md.sign(online_signer(published, role), append=True)
         relay_republish(published, "low-risk", md)
-        forged = console(home, "run", device, "backdoor", "--version", "1.0.0", "--unattended")
+        forged = tech("run", device, "backdoor", "--version", "1.0.0", "--unattended")
         assert forged.returncode == 1
         assert "unsigned" in forged.stdout
         assert not marker.exists()
@@ -149,29 +117,13 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
     try:
         till = tmp_path / "till"
         ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--data", str(till)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert agent.stdout is not None
-        assert "connected to relay" in agent.stdout.readline()
-        device = json.loads((till / "agent.json").read_text())["device_id"]
-        home = tmp_path / "tech"
-        password = tmp_path / "pw"
-        password.write_text(ADMIN_PASSWORD)
-        ok(
-            console(
-                home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
-            )
-        )
-        listing = ok(console(home, "scripts", "list"))
+        agent, device = start_agent(till)
+        tech = Technician(tmp_path / "tech").login(url)
+        listing = ok(tech("scripts", "list"))
         assert "printer-status" in listing
         assert "1.0.0" in listing
         assert "Printer status / 打印机状态" in listing
-        ran = console(home, "run", device, "printer-status", "--version", "1.0.0", "--unattended")
+        ran = tech("run", device, "printer-status", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "[verified] risk=A, approvals=1" in ran.stdout
         assert "started (job" in ran.stdout
@@ -218,35 +170,19 @@ def test_technician_restores_a_backup_byte_for_byte(tmp_path: Path) -> None:
         ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
         config.parent.mkdir(parents=True)
         config.write_bytes(original)
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--data", str(till)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert agent.stdout is not None
-        assert "connected to relay" in agent.stdout.readline()
-        device = json.loads((till / "agent.json").read_text())["device_id"]
-        home = tmp_path / "tech"
-        password = tmp_path / "pw"
-        password.write_text(ADMIN_PASSWORD)
-        ok(
-            console(
-                home, "login", "--relay", url, "--user", "admin", "--password-file", str(password)
-            )
-        )
-        ran = console(home, "run", device, "set-port", "--version", "1.0.0", "--unattended")
+        agent, device = start_agent(till)
+        tech = Technician(tmp_path / "tech").login(url)
+        ran = tech("run", device, "set-port", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "[backup_made]" in ran.stdout
         assert config.read_bytes() == b"port = COM9\n"  # the run succeeded: its change stays
         backup_id = ran.stdout.split(", backup ")[1].split(")")[0]
 
-        restored = console(home, "restore", device, backup_id)
+        restored = tech("restore", device, backup_id)
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "[restored]" in restored.stdout
         assert config.read_bytes() == original  # byte for byte
-        bad = console(home, "restore", device, "../../etc")
+        bad = tech("restore", device, "../../etc")
         assert bad.returncode == 1
         assert config.read_bytes() == original
     finally:

@@ -184,3 +184,19 @@ def test_manifests_are_plain_json_with_no_unknown_keys() -> None:
     for script_id in SCRIPT_IDS:
         raw = json.loads((CATALOG / script_id / "manifest.json").read_text(encoding="utf-8"))
         assert set(raw) == known, script_id
+
+
+def test_shared_helper_copies_stay_identical() -> None:
+    # Each script is a self-contained signed unit, so a helper two scripts use is copied into
+    # both folders; this keeps the copies from drifting apart (fix one, fix both, re-sign both).
+    from pathlib import Path
+
+    catalog = Path(__file__).resolve().parents[2] / "catalog"
+    copies: dict[str, list[bytes]] = {}
+    for path in catalog.glob("*/*.py"):
+        if path.name not in ("run.py", "__init__.py"):
+            copies.setdefault(path.name, []).append(path.read_bytes())
+    shared = {name: texts for name, texts in copies.items() if len(texts) > 1}
+    assert "escpos_tool.py" in shared
+    for name, texts in shared.items():
+        assert len(set(texts)) == 1, f"copies of {name} differ"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .audit import Outcome
 from .errors import StorageError
 from .handlers import api
 from .handlers.agents import agent_endpoint
@@ -72,8 +73,6 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now.
     failed = await state.storage.mark_running_jobs_failed("relay restarted", now=state.now())
     if failed:
-        from .audit import Outcome
-
         await state.audit(
             "relay", "jobs.recover", "relay", Outcome.FAILED, {"jobs_marked_failed": failed}
         )

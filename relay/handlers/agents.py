@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from protocol import (
     AuthenticationError,
     AuthResponse,
+    ErrorReply,
     Heartbeat,
+    HeartbeatAck,
     Hello,
     Kind,
     PosAssistError,
@@ -148,7 +150,8 @@ async def _handle(
     device_id: str, peer: WebSocketSession, state: RelayState, event: Message
 ) -> None:
     if isinstance(event, Heartbeat):
-        peer.send_nowait(_ack(peer, event, state.now()))
+        now = state.now()
+        peer.send_nowait(HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now))
     elif event.KIND is Kind.REPLY:
         delivered = state.router.deliver(device_id, event, state.now())
         if delivered is None:
@@ -186,8 +189,6 @@ async def _handle(
     elif event.KIND is Kind.REQUEST:
         # Alerts and help requests get their handlers with the alerts and help-window work;
         # until then the agent hears a clear "not supported", not silence.
-        from protocol import ErrorReply
-
         request_id: int = getattr(event, "id")  # noqa: B009
         peer.send_nowait(
             ErrorReply(
@@ -196,9 +197,3 @@ async def _handle(
                 message=f"{event.TAG} is not handled by this relay yet",
             )
         )
-
-
-def _ack(peer: WebSocketSession, beat: Heartbeat, now: float) -> Message:
-    from protocol import HeartbeatAck
-
-    return HeartbeatAck(seq=beat.seq, sent_at=beat.sent_at, received_at=now)

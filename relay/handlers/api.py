@@ -19,10 +19,12 @@ from protocol import PosAssistError
 from protocol.enrolment import EnrolmentInvite
 
 from ..audit import Outcome
+from ..connection import WebSocketSession
 from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Merchant, RetailStore, Role, Scope, ScopeKind, User
+from .agents import REVOKED
 
 log = logging.getLogger("posassist.relay")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -400,9 +402,6 @@ async def revoke_device(request: web.Request) -> web.Response:
     await state.audit(f"user:{user.username}", "device.revoke", f"device:{device_id}", Outcome.OK)
     link = state.router.agent(device_id)
     if link is not None:
-        from ..connection import WebSocketSession
-        from .agents import REVOKED
-
         assert isinstance(link, WebSocketSession)
         await link.close(REVOKED, "device revoked")
     return web.json_response({"id": device_id, "status": "revoked"})

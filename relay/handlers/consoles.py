@@ -27,6 +27,7 @@ from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSess
 from ..errors import TokenError
 from ..routing import OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
+from ..storage import JobStatus
 from .agents import SOFTWARE
 from .jobs import finish_route
 
@@ -183,8 +184,6 @@ async def _fail_unrouted(
     code: str,
     text: str,
 ) -> None:
-    from ..storage import JobStatus
-
     request_id: int = getattr(event, "id")  # noqa: B009
     peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
     state.metrics.routed(event.TAG, "offline" if code == "offline" else "error", seconds=0.0)

@@ -180,7 +180,7 @@ class AgentConnection:
             )
 
     async def _send(self, msg: Message) -> None:
-        """Send from a task (script progress); a closed connection drops it, the run goes on."""
+        """Send from a task (a report, script progress); a closed connection drops it."""
         if self.session.state.name == "CLOSED":
             return
         self.session.send(msg)
@@ -199,8 +199,6 @@ class AgentConnection:
         sections = await collect_report(
             self.diagnostics, collectors, time.monotonic() + budget, only=request.collectors
         )
-        if self.session.state.name == "CLOSED":
-            return
         report = DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,
@@ -208,15 +206,11 @@ class AgentConnection:
             sections=sections,
         )
         try:
-            self.session.send(report)
+            await self._send(report)
         except LocalProtocolError:  # over the frame limit (docs/protocol.md#limits)
-            self.session.send(
+            await self._send(
                 ErrorReply(id=request.id, code="report_too_big", message="report over 1 MiB")
             )
-        try:
-            await self.flush()
-        except ConnectionClosed:
-            pass
 
     async def _heartbeats(self, interval: float, clock: Callable[[], float]) -> None:
         seq = 0

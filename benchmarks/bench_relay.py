@@ -133,8 +133,7 @@ async def _provision(data: Path, n_devices: int, n_users: int) -> Fleet:
             for public in publics[1:]
         ]
         if rows:
-            async with storage.engine.begin() as conn:
-                await conn.execute(tables.devices.insert(), rows)
+            await storage.run_write(lambda conn: conn.execute(tables.devices.insert(), rows))
         devices += [(str(row["id"]), raw) for row, raw in zip(rows, raws[1:], strict=True)]
         hashed = hash_password(PASSWORD)
         tokens = []

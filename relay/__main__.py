@@ -27,6 +27,7 @@ from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import published_root_hash
 from .storage import Role, Scope, ScopeKind, SqlStorage, open_storage
+from .storage.engine import SYNC_MODES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--heartbeat", type=float, default=20.0, help="seconds between heartbeats")
     serve.add_argument("--request-timeout", type=float, default=60.0)
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    serve.add_argument(
+        "--sync",
+        choices=SYNC_MODES,
+        default="normal",
+        help="SQLite durability: normal (default; commits survive a killed relay and reach the "
+        "disk within a second) or full (every commit waits for the disk)",
+    )
 
     audit = commands.add_parser("audit", help="the hash-chained audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -103,7 +111,8 @@ def _config(args: argparse.Namespace, **overrides: Any) -> RelayConfig:
 
 
 async def _with_storage(config: RelayConfig, work: Callable[[SqlStorage], Any]) -> Any:
-    storage = open_storage(config.database)
+    # A one-shot operator command waits for the disk before it says it is done.
+    storage = open_storage(config.database, sync="full")
     try:
         await storage.migrate()
         return await work(storage)
@@ -283,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root_hash=published_root_hash(args.data / "scripts"),
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
+                database_sync=args.sync,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

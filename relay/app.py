@@ -37,7 +37,9 @@ log = logging.getLogger("posassist.relay")
 def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
     """A relay application for ``config``; storage opens when the app starts."""
     app = web.Application(client_max_size=64 * 1024, middlewares=[api.errors_middleware])
-    storage = open_storage(config.database, schema=config.database_schema)
+    storage = open_storage(
+        config.database, schema=config.database_schema, sync=config.database_sync
+    )
     metrics = RelayMetrics()
     state = RelayState(
         config=config,

@@ -25,6 +25,9 @@ class RelayConfig:
     database_url: str = ""
     #: PostgreSQL schema to use (tests and shared databases); None means the default.
     database_schema: str | None = None
+    #: SQLite durability: "normal" (commits survive a killed process; disk within ~1 s) or
+    #: "full" (every commit fsynced); see relay.storage.engine.
+    database_sync: str = "normal"
     host: str = "127.0.0.1"
     port: int = 8765
     #: The ws(s):// URL agents are told to use (enrolment tokens); defaults to host:port.
@@ -63,7 +66,7 @@ class RelayConfig:
     @property
     def database(self) -> str:
         """The database URL: the configured one, or SQLite in the data directory."""
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'relay.db'}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'relay.db'}"
 
     def with_port(self, port: int) -> RelayConfig:
         """This config once the real port is known (``--port 0``)."""

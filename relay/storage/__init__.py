@@ -1,6 +1,6 @@
 """The relay's data layer: small interfaces, one SQLAlchemy Core implementation, migrations.
 
-storage = open_storage("sqlite+aiosqlite:///data/relay.db")  # or postgresql://…
+storage = open_storage("sqlite:///data/relay.db")  # or postgresql://…
 await storage.migrate()
 """
 

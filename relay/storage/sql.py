@@ -1,18 +1,18 @@
-"""The one storage implementation: SQLAlchemy Core over aiosqlite or asyncpg.
+"""The one storage implementation: SQLAlchemy Core on SQLite (sqlite3) or PostgreSQL (asyncpg).
 
-:class:`SqlStorage` satisfies every Protocol in :mod:`relay.storage.interfaces`. Writes run in
-``BEGIN IMMEDIATE`` transactions on SQLite (one writer at a time, waiting up to the busy timeout)
-and take row locks where ordering matters on PostgreSQL; all driver errors pass through
-:func:`relay.storage.engine.map_db_errors`.
+:class:`SqlStorage` satisfies every Protocol in :mod:`relay.storage.interfaces`. Each operation
+is one synchronous function run as one transaction by a :class:`~relay.storage.engine.Database`.
+Writes run in ``BEGIN IMMEDIATE`` transactions on SQLite (one writer at a time, waiting up to the
+busy timeout) and take row locks where ordering matters on PostgreSQL; all driver errors pass
+through :func:`relay.storage.engine.map_db_errors`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import secrets
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -41,12 +41,7 @@ from relay.errors import (
     TokenUnknown,
 )
 from relay.storage import schema as t
-from relay.storage.engine import (
-    DEFAULT_BUSY_TIMEOUT,
-    SQLITE_BEGIN,
-    create_engine,
-    map_db_errors,
-)
+from relay.storage.engine import DEFAULT_BUSY_TIMEOUT, open_database
 from relay.storage.models import (
     ChainHead,
     Device,
@@ -65,12 +60,13 @@ from relay.storage.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
 
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from relay.storage.engine import Database
 
 __all__ = ["SqlStorage", "open_storage"]
 
+T = TypeVar("T")
 MIGRATIONS = "relay.storage:migrations"
 _TOKEN_BYTES = 32
 
@@ -209,11 +205,15 @@ _PARENTS = {
 
 
 class SqlStorage:
-    """The relay's database on SQLite or PostgreSQL; see :mod:`relay.storage.interfaces`."""
+    """The relay's database on SQLite or PostgreSQL; see :mod:`relay.storage.interfaces`.
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sqlite = engine.dialect.name == "sqlite"
+    Each method builds one synchronous function over a ``Connection`` and hands it to the
+    :class:`~relay.storage.engine.Database` as one transaction (one thread hop on SQLite).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._sqlite = database.dialect == "sqlite"
 
     @classmethod
     def open(
@@ -223,42 +223,37 @@ class SqlStorage:
         schema: str | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         pool_size: int = 5,
+        sync: str = "normal",
     ) -> Self:
         """A storage object for ``url``; nothing connects until first use. Call :meth:`migrate`."""
         return cls(
-            create_engine(url, schema=schema, busy_timeout=busy_timeout, pool_size=pool_size)
+            open_database(
+                url, schema=schema, busy_timeout=busy_timeout, pool_size=pool_size, sync=sync
+            )
         )
 
     @property
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
-        return self._engine.dialect.name
+        return self._db.dialect
 
     @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
+    def database(self) -> Database:
+        """What runs the transactions (durability settings, for tests and tools)."""
+        return self._db
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._db.close()
 
     # -- transactions --------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        with map_db_errors():
-            async with self._engine.connect() as conn, conn.begin():
-                yield conn
+    async def run_read(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in a read transaction: for tools and tests that need raw SQL."""
+        return await self._db.read(work)
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        with map_db_errors():
-            async with self._engine.connect() as conn:
-                if self._sqlite:
-                    # Take the write lock at BEGIN: a deferred transaction that reads and then
-                    # writes can fail with SQLITE_BUSY at once in WAL mode, ignoring busy_timeout.
-                    conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-                async with conn.begin():
-                    yield conn
+    async def run_write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in a write transaction: for tools and tests that need raw SQL."""
+        return await self._db.write(work)
 
     # -- migrations ----------------------------------------------------------------------------
 
@@ -268,54 +263,56 @@ class SqlStorage:
         Safe when several relay nodes start at once: PostgreSQL takes an advisory lock for the
         schema, SQLite the write lock.
         """
-        async with self._write() as conn:
-            if not self._sqlite:
-                await conn.execute(
+        sqlite = self._sqlite
+
+        def tx(conn: sa.Connection) -> None:
+            if not sqlite:
+                conn.execute(
                     sa.text(
                         "SELECT pg_advisory_xact_lock(hashtext('posassist.migrate.' "
                         "|| current_schema()))"
                     )
                 )
-            await conn.run_sync(_upgrade_head)
+            _upgrade_head(conn)
+
+        await self._db.write(tx)
 
     async def current_revision(self) -> str | None:
         """The schema version the database is at (None when never migrated)."""
-        async with self._read() as conn:
-            return await conn.run_sync(_current_revision)
+        return await self._db.read(_current_revision)
 
     # -- tenancy -------------------------------------------------------------------------------
 
     async def create_organisation(self, name: str, *, now: float) -> Organisation:
         org = Organisation(id=_new_id("org"), name=name, created_at=now)
-        async with self._write() as conn:
-            await conn.execute(t.organisations.insert().values(dataclasses.asdict(org)))
+        await self._db.write(lambda conn: conn.execute(t.organisations.insert(), _row(org)))
         return org
 
     async def create_merchant(self, organisation_id: str, name: str, *, now: float) -> Merchant:
         merchant = Merchant(
             id=_new_id("mer"), organisation_id=organisation_id, name=name, created_at=now
         )
-        async with self._write() as conn:
-            await self._require(conn, t.organisations, organisation_id)
-            await conn.execute(t.merchants.insert().values(dataclasses.asdict(merchant)))
+
+        def tx(conn: sa.Connection) -> None:
+            _require(conn, t.organisations, organisation_id)
+            conn.execute(t.merchants.insert(), _row(merchant))
+
+        await self._db.write(tx)
         return merchant
 
     async def create_store(self, merchant_id: str, name: str, *, now: float) -> RetailStore:
         store = RetailStore(id=_new_id("sto"), merchant_id=merchant_id, name=name, created_at=now)
-        async with self._write() as conn:
-            await self._require(conn, t.merchants, merchant_id)
-            await conn.execute(t.stores.insert().values(dataclasses.asdict(store)))
+
+        def tx(conn: sa.Connection) -> None:
+            _require(conn, t.merchants, merchant_id)
+            conn.execute(t.stores.insert(), _row(store))
+
+        await self._db.write(tx)
         return store
 
-    @staticmethod
-    async def _require(conn: AsyncConnection, table: sa.Table, row_id: str) -> None:
-        found = await conn.scalar(sa.select(sa.literal(1)).where(table.c.id == row_id))
-        if found is None:
-            raise NotFound(f"{table.name} {row_id!r}")
-
     async def get_store(self, store_id: str) -> RetailStore:
-        async with self._read() as conn:
-            row = (await conn.execute(t.stores.select().where(t.stores.c.id == store_id))).first()
+        query = t.stores.select().where(t.stores.c.id == store_id)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"store {store_id!r}")
         return RetailStore(
@@ -326,9 +323,8 @@ class SqlStorage:
         if scope.kind is ScopeKind.ROOT:
             return True
         table = _SCOPE_TABLES[scope.kind]
-        async with self._read() as conn:
-            found = await conn.scalar(sa.select(sa.literal(1)).where(table.c.id == scope.id))
-        return found is not None
+        query = sa.select(sa.literal(1)).where(table.c.id == scope.id)
+        return await self._db.read(lambda conn: conn.scalar(query)) is not None
 
     async def device_path(self, device_id: str) -> TenantPath:
         query = (
@@ -336,8 +332,7 @@ class SqlStorage:
             .select_from(_DEVICE_TREE)
             .where(t.devices.c.id == device_id)
         )
-        async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return TenantPath(
@@ -349,19 +344,22 @@ class SqlStorage:
 
     async def scope_ancestors(self, scope: Scope) -> list[Scope]:
         """``scope`` and every node above it, root first; NotFound if the node doesn't exist."""
-        chain = [scope]
-        async with self._read() as conn:
+
+        def tx(conn: sa.Connection) -> list[Scope]:
+            chain = [scope]
             kind, node = scope.kind, scope.id
             while kind is not ScopeKind.ROOT:
                 parent_kind, table, column = _PARENTS[kind]
-                parent = await conn.scalar(sa.select(column).where(table.c.id == node))
+                parent = conn.scalar(sa.select(column).where(table.c.id == node))
                 if parent is None:
                     raise NotFound(f"{kind} {node!r}")
                 if parent_kind is not ScopeKind.ROOT:
                     chain.append(Scope(parent_kind, parent))
                 kind, node = parent_kind, parent
-        chain.append(Scope.root())
-        return chain[::-1]
+            chain.append(Scope.root())
+            return chain[::-1]
+
+        return await self._db.read(tx)
 
     async def device_in_scope(self, device_id: str, scope: Scope) -> bool:
         """Whether ``scope`` covers the device; False also when there is no such device."""
@@ -374,18 +372,15 @@ class SqlStorage:
     # -- devices -------------------------------------------------------------------------------
 
     async def get_device(self, device_id: str) -> Device:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(t.devices.select().where(t.devices.c.id == device_id))
-            ).first()
+        query = t.devices.select().where(t.devices.c.id == device_id)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return _device(row)
 
     async def find_device_by_key(self, public_key: bytes) -> Device | None:
         query = t.devices.select().where(t.devices.c.public_key == public_key)
-        async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else _device(row)
 
     async def list_devices(self, scope: Scope) -> list[Device]:
@@ -395,20 +390,20 @@ class SqlStorage:
             .where(_scope_clause(scope))
             .order_by(t.devices.c.enrolled_at, t.devices.c.id)
         )
-        async with self._read() as conn:
-            return [_device(row) for row in await conn.execute(query)]
+        return await self._db.read(lambda conn: [_device(row) for row in conn.execute(query)])
 
     async def revoke_device(self, device_id: str, *, now: float) -> Device:
         """Mark the device revoked (idempotent: a second call keeps the first ``revoked_at``)."""
-        async with self._write() as conn:
-            await conn.execute(
+
+        def tx(conn: sa.Connection) -> sa.Row[Any] | None:
+            conn.execute(
                 t.devices.update()
                 .where(t.devices.c.id == device_id, t.devices.c.status == DeviceStatus.ACTIVE)
                 .values(status=DeviceStatus.REVOKED.value, revoked_at=now)
             )
-            row = (
-                await conn.execute(t.devices.select().where(t.devices.c.id == device_id))
-            ).first()
+            return conn.execute(t.devices.select().where(t.devices.c.id == device_id)).first()
+
+        row = await self._db.write(tx)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return _device(row)
@@ -426,10 +421,8 @@ class SqlStorage:
             values["agent_version"] = agent_version
         if facts is not None:
             values["facts"] = dict(facts)
-        async with self._write() as conn:
-            result = await conn.execute(
-                t.devices.update().where(t.devices.c.id == device_id).values(values)
-            )
+        update = t.devices.update().where(t.devices.c.id == device_id).values(values)
+        result = await self._db.write(lambda conn: conn.execute(update))
         if result.rowcount == 0:
             raise NotFound(f"device {device_id!r}")
 
@@ -438,14 +431,25 @@ class SqlStorage:
         devices that no longer exist are skipped."""
         if not seen:
             return
-        async with self._write() as conn:
-            for device_id, (now, agent_version) in seen.items():
-                values: dict[str, Any] = {"last_seen": now}
-                if agent_version is not None:
-                    values["agent_version"] = agent_version
-                await conn.execute(
-                    t.devices.update().where(t.devices.c.id == device_id).values(values)
-                )
+        seen_only = [
+            {"b_id": device_id, "last_seen": at}
+            for device_id, (at, version) in seen.items()
+            if version is None
+        ]
+        with_version = [
+            {"b_id": device_id, "last_seen": at, "agent_version": version}
+            for device_id, (at, version) in seen.items()
+            if version is not None
+        ]
+
+        def tx(conn: sa.Connection) -> None:
+            # executemany: one statement per shape, however many devices.
+            if seen_only:
+                conn.execute(_SEEN, seen_only)
+            if with_version:
+                conn.execute(_SEEN_WITH_VERSION, with_version)
+
+        await self._db.write(tx)
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -463,11 +467,12 @@ class SqlStorage:
             locked_until=None,
             created_at=now,
         )
-        async with self._write() as conn:
+
+        def tx(conn: sa.Connection) -> None:
             if scope.kind is not ScopeKind.ROOT:
                 assert scope.id is not None  # Scope.__post_init__
-                await self._require(conn, _SCOPE_TABLES[scope.kind], scope.id)
-            await conn.execute(
+                _require(conn, _SCOPE_TABLES[scope.kind], scope.id)
+            conn.execute(
                 t.users.insert().values(
                     id=user.id,
                     username=username,
@@ -480,11 +485,13 @@ class SqlStorage:
                     created_at=now,
                 )
             )
+
+        await self._db.write(tx)
         return user
 
     async def _get_user_where(self, clause: sa.ColumnElement[bool]) -> User:
-        async with self._read() as conn:
-            row = (await conn.execute(t.users.select().where(clause))).first()
+        query = t.users.select().where(clause)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound("user")
         return _user(row)
@@ -496,10 +503,8 @@ class SqlStorage:
         return await self._get_user_where(t.users.c.id == user_id)
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        async with self._write() as conn:
-            result = await conn.execute(
-                t.users.update().where(t.users.c.id == user_id).values(password_hash=password_hash)
-            )
+        update = t.users.update().where(t.users.c.id == user_id).values(password_hash=password_hash)
+        result = await self._db.write(lambda conn: conn.execute(update))
         if result.rowcount == 0:
             raise NotFound("user")
 
@@ -511,8 +516,9 @@ class SqlStorage:
         Locking resets the count, so after the lockout the user has ``max_failures`` tries again.
         The increment is one UPDATE, so concurrent failures are all counted.
         """
-        async with self._write() as conn:
-            failures = await conn.scalar(
+
+        def tx(conn: sa.Connection) -> sa.Row[Any]:
+            failures = conn.scalar(
                 t.users.update()
                 .where(t.users.c.id == user_id)
                 .values(failed_logins=t.users.c.failed_logins + 1)
@@ -521,30 +527,32 @@ class SqlStorage:
             if failures is None:
                 raise NotFound("user")
             if failures >= max_failures:
-                await conn.execute(
+                conn.execute(
                     t.users.update()
                     .where(t.users.c.id == user_id)
                     .values(failed_logins=0, locked_until=now + lockout_timeout)
                 )
-            row = (await conn.execute(t.users.select().where(t.users.c.id == user_id))).one()
-        return _user(row)
+            return conn.execute(t.users.select().where(t.users.c.id == user_id)).one()
+
+        return _user(await self._db.write(tx))
 
     async def record_login_success(self, user_id: str) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                t.users.update()
-                .where(t.users.c.id == user_id)
-                .values(failed_logins=0, locked_until=None)
-            )
+        update = (
+            t.users.update()
+            .where(t.users.c.id == user_id)
+            .values(failed_logins=0, locked_until=None)
+        )
+        await self._db.write(lambda conn: conn.execute(update))
 
     # -- bearer tokens -------------------------------------------------------------------------
 
     async def issue_token(self, user_id: str, *, now: float, ttl: float) -> str:
         """A fresh bearer token for the user, valid for ``ttl`` seconds; only its hash is kept."""
         token = secrets.token_urlsafe(_TOKEN_BYTES)
-        async with self._write() as conn:
-            await self._require(conn, t.users, user_id)
-            await conn.execute(
+
+        def tx(conn: sa.Connection) -> None:
+            _require(conn, t.users, user_id)
+            conn.execute(
                 t.bearer_tokens.insert().values(
                     token_hash=_digest(token),
                     user_id=user_id,
@@ -553,6 +561,8 @@ class SqlStorage:
                     revoked_at=None,
                 )
             )
+
+        await self._db.write(tx)
         return token
 
     async def authenticate_token(self, token: str, *, now: float) -> User:
@@ -562,8 +572,7 @@ class SqlStorage:
             .select_from(t.bearer_tokens.join(t.users))
             .where(t.bearer_tokens.c.token_hash == _digest(token))
         )
-        async with self._read() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise TokenUnknown("no such token")
         if row.revoked_at is not None:
@@ -574,28 +583,28 @@ class SqlStorage:
 
     async def revoke_token(self, token: str, *, now: float) -> None:
         """Revoke one token (sign-out); unknown or already revoked tokens are left alone."""
-        async with self._write() as conn:
-            await conn.execute(
-                t.bearer_tokens.update()
-                .where(
-                    t.bearer_tokens.c.token_hash == _digest(token),
-                    t.bearer_tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=now)
+        update = (
+            t.bearer_tokens.update()
+            .where(
+                t.bearer_tokens.c.token_hash == _digest(token),
+                t.bearer_tokens.c.revoked_at.is_(None),
             )
+            .values(revoked_at=now)
+        )
+        await self._db.write(lambda conn: conn.execute(update))
 
     async def revoke_user_tokens(self, user_id: str, *, now: float) -> int:
         """Revoke every live token of the user; returns how many."""
-        async with self._write() as conn:
-            result = await conn.execute(
-                t.bearer_tokens.update()
-                .where(
-                    t.bearer_tokens.c.user_id == user_id,
-                    t.bearer_tokens.c.revoked_at.is_(None),
-                    t.bearer_tokens.c.expires_at > now,
-                )
-                .values(revoked_at=now)
+        update = (
+            t.bearer_tokens.update()
+            .where(
+                t.bearer_tokens.c.user_id == user_id,
+                t.bearer_tokens.c.revoked_at.is_(None),
+                t.bearer_tokens.c.expires_at > now,
             )
+            .values(revoked_at=now)
+        )
+        result = await self._db.write(lambda conn: conn.execute(update))
         return result.rowcount
 
     # -- enrolment -----------------------------------------------------------------------------
@@ -615,30 +624,35 @@ class SqlStorage:
             created_at=now,
             expires_at=now + ttl,
         )
-        async with self._write() as conn:
-            await self._require(conn, t.stores, store_id)
-            await conn.execute(
-                t.enrolment_tokens.insert().values(
-                    token_hash=_digest(secret), **dataclasses.asdict(record)
-                )
+
+        def tx(conn: sa.Connection) -> None:
+            _require(conn, t.stores, store_id)
+            conn.execute(
+                t.enrolment_tokens.insert().values(token_hash=_digest(secret), **_row(record))
             )
+
+        await self._db.write(tx)
         return record, secret
 
     async def revoke_enrolment(self, enrolment_id: str, *, now: float) -> EnrolmentToken:
         """Revoke an unused token; ``Conflict`` if it was already used."""
         table = t.enrolment_tokens
-        async with self._write() as conn:
-            row = (await conn.execute(table.select().where(table.c.id == enrolment_id))).first()
+        select = table.select().where(table.c.id == enrolment_id)
+
+        def tx(conn: sa.Connection) -> sa.Row[Any]:
+            row = conn.execute(select).first()
             if row is None:
                 raise NotFound(f"enrolment token {enrolment_id!r}")
             if row.used_at is not None:
                 raise Conflict(f"enrolment token {enrolment_id!r} already used")
             if row.revoked_at is None:
-                await conn.execute(
+                conn.execute(
                     table.update().where(table.c.id == enrolment_id).values(revoked_at=now)
                 )
-                row = (await conn.execute(table.select().where(table.c.id == enrolment_id))).one()
-        return _enrolment(row)
+                row = conn.execute(select).one()
+            return row
+
+        return _enrolment(await self._db.write(tx))
 
     async def consume_enrolment(
         self,
@@ -657,11 +671,10 @@ class SqlStorage:
         ``EnrolmentTokenExpired``, and ``Conflict`` when the key is already enrolled.
         """
         table = t.enrolment_tokens
-        async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    table.select().where(table.c.token_hash == _digest(secret)).with_for_update()
-                )
+
+        def tx(conn: sa.Connection) -> Device:
+            row = conn.execute(
+                table.select().where(table.c.token_hash == _digest(secret)).with_for_update()
             ).first()
             if row is None:
                 raise EnrolmentTokenUnknown("no such enrolment token")
@@ -681,7 +694,7 @@ class SqlStorage:
                 enrolled_at=now,
                 agent_version=agent_version,
             )
-            await conn.execute(
+            conn.execute(
                 t.devices.insert().values(
                     id=device.id,
                     store_id=device.store_id,
@@ -693,14 +706,16 @@ class SqlStorage:
                 )
             )
             # The guard on used_at makes the claim safe even without the row lock.
-            claimed = await conn.execute(
+            claimed = conn.execute(
                 table.update()
                 .where(table.c.id == row.id, table.c.used_at.is_(None))
                 .values(used_at=now, used_by_device=device.id)
             )
             if claimed.rowcount != 1:
                 raise EnrolmentTokenUsed(f"token {row.id} used concurrently")
-        return device
+            return device
+
+        return await self._db.write(tx)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -713,7 +728,10 @@ class SqlStorage:
         now: float,
         audit: AuditEntry | None = None,
     ) -> Job:
-        """A pending job; with ``audit``, its audit record commits in the same transaction."""
+        """A pending job; with ``audit``, its audit record commits in the same transaction.
+
+        ``NotFound`` if there is no such device (the jobs table's foreign key says so).
+        """
         job = Job(
             id=_new_id("job"),
             device_id=device_id,
@@ -722,21 +740,27 @@ class SqlStorage:
             requested_by=requested_by,
             created_at=now,
         )
-        async with self._write() as conn:
-            await self._require(conn, t.devices, device_id)
-            await conn.execute(
-                t.jobs.insert().values({**dataclasses.asdict(job), "status": job.status.value})
-            )
-            if audit is not None:
-                entry = dataclasses.replace(
-                    audit, detail={"job": job.id, **dict(audit.detail or {})}
-                )
-                await self._append_in(conn, entry, now)
+        entry = (
+            None
+            if audit is None
+            else dataclasses.replace(audit, detail={"job": job.id, **dict(audit.detail or {})})
+        )
+        row = {**_row(job), "status": job.status.value}
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(_INSERT_JOB, row)  # the device's existence: the foreign key checks it
+            if entry is not None:
+                _append_in(conn, entry, now)
+
+        try:
+            await self._db.write(tx)
+        except Conflict as exc:  # the only constraint an insert of a fresh id can break
+            raise NotFound(f"devices {device_id!r}") from exc
         return job
 
     async def get_job(self, job_id: str) -> Job:
-        async with self._read() as conn:
-            row = (await conn.execute(t.jobs.select().where(t.jobs.c.id == job_id))).first()
+        query = t.jobs.select().where(t.jobs.c.id == job_id)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"job {job_id!r}")
         return _job(row)
@@ -750,17 +774,20 @@ class SqlStorage:
         audit: AuditEntry | None = None,
         now: float = 0.0,
     ) -> Job:
-        async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    t.jobs.update()
-                    .where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in allowed]))
-                    .values(values)
-                    .returning(*t.jobs.c)
-                )
-            ).first()
+        update = (
+            t.jobs.update()
+            .where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in allowed]))
+            .values(values)
+            .returning(*t.jobs.c)
+        )
+
+        def tx(conn: sa.Connection) -> sa.Row[Any] | None:
+            row = conn.execute(update).first()
             if row is not None and audit is not None:
-                await self._append_in(conn, audit, now)
+                _append_in(conn, audit, now)
+            return row
+
+        row = await self._db.write(tx)
         if row is None:
             current = await self.get_job(job_id)  # raises NotFound
             raise Conflict(f"job {job_id} is {current.status}")
@@ -801,12 +828,12 @@ class SqlStorage:
         Pending jobs are included: their request lived in the dead process's memory and will
         never be forwarded.
         """
-        async with self._write() as conn:
-            result = await conn.execute(
-                t.jobs.update()
-                .where(t.jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
-                .values(status=JobStatus.FAILED.value, finished_at=now, error=reason)
-            )
+        update = (
+            t.jobs.update()
+            .where(t.jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
+            .values(status=JobStatus.FAILED.value, finished_at=now, error=reason)
+        )
+        result = await self._db.write(lambda conn: conn.execute(update))
         return result.rowcount
 
     # -- audit ---------------------------------------------------------------------------------
@@ -829,48 +856,12 @@ class SqlStorage:
         Raises:
             ValueError: ``detail`` is not JSON-compatible.
         """
-        async with self._write() as conn:
-            return await self._append_in(
-                conn, AuditEntry(actor, action, target, outcome, detail), now
-            )
-
-    async def _append_in(self, conn: AsyncConnection, entry: AuditEntry, now: float) -> AuditRecord:
-        """Append ``entry`` inside the caller's write transaction (it then commits with it)."""
-        body = normalise_detail(entry.detail or {})
-        head = (
-            await conn.execute(
-                sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
-                .where(t.audit_head.c.id == 1)
-                .with_for_update()
-            )
-        ).one()
-        prev_hash = bytes(head.hash)
-        record = AuditRecord(
-            seq=head.seq + 1,
-            at=float(now),
-            actor=entry.actor,
-            action=entry.action,
-            target=entry.target,
-            outcome=Outcome(entry.outcome).value,
-            detail=body,
-            prev_hash=prev_hash,
-        )
-        record = dataclasses.replace(record, hash=chain_hash(prev_hash, record))
-        await conn.execute(t.audit.insert().values(dataclasses.asdict(record)))
-        await conn.execute(
-            t.audit_head.update()
-            .where(t.audit_head.c.id == 1)
-            .values(seq=record.seq, hash=record.hash)
-        )
-        return record
+        entry = AuditEntry(actor, action, target, outcome, detail)
+        normalise_detail(detail or {})  # a ValueError here, before any transaction
+        return await self._db.write(lambda conn: _append_in(conn, entry, now))
 
     async def head(self) -> ChainHead:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
-                )
-            ).first()
+        row = await self._db.read(lambda conn: conn.execute(_HEAD).first())
         if row is None:  # only if someone deleted the row by hand
             return ChainHead(seq=0, hash=GENESIS_HASH)
         return ChainHead(seq=row.seq, hash=bytes(row.hash))
@@ -889,13 +880,66 @@ class SqlStorage:
             )
             if stop_seq is not None:
                 query = query.where(t.audit.c.seq <= stop_seq)
-            async with self._read() as conn:
-                rows = (await conn.execute(query)).all()
+            rows = await self._db.read(_all_rows(query))
             for row in rows:
                 yield _audit(row)
             if len(rows) < batch_size:
                 return
             next_seq = rows[-1].seq + 1
+
+
+# Statements on the request path, built once (building a statement costs more than running it).
+_INSERT_JOB = t.jobs.insert()
+_INSERT_AUDIT = t.audit.insert()
+_HEAD = sa.select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_MOVE_HEAD = (
+    t.audit_head.update()
+    .where(t.audit_head.c.id == 1)
+    .values(seq=sa.bindparam("b_seq"), hash=sa.bindparam("b_hash"))
+)
+_SEEN = (
+    t.devices.update()
+    .where(t.devices.c.id == sa.bindparam("b_id"))
+    .values(last_seen=sa.bindparam("last_seen"))
+)
+_SEEN_WITH_VERSION = _SEEN.values(agent_version=sa.bindparam("agent_version"))
+
+
+def _row(record: Any) -> dict[str, Any]:
+    """A flat model dataclass as column values (shallow: cheaper than ``dataclasses.asdict``)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def _all_rows(query: sa.Select[Any]) -> Callable[[sa.Connection], list[sa.Row[Any]]]:
+    return lambda conn: list(conn.execute(query).all())
+
+
+def _require(conn: sa.Connection, table: sa.Table, row_id: str) -> None:
+    found = conn.scalar(sa.select(sa.literal(1)).where(table.c.id == row_id))
+    if found is None:
+        raise NotFound(f"{table.name} {row_id!r}")
+
+
+def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecord:
+    """Append ``entry`` inside the caller's write transaction (it then commits with it)."""
+    body = normalise_detail(entry.detail or {})
+    head = conn.execute(_HEAD_FOR_UPDATE).one()
+    prev_hash = bytes(head.hash)
+    record = AuditRecord(
+        seq=head.seq + 1,
+        at=float(now),
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        outcome=Outcome(entry.outcome).value,
+        detail=body,
+        prev_hash=prev_hash,
+    )
+    record = dataclasses.replace(record, hash=chain_hash(prev_hash, record))
+    conn.execute(_INSERT_AUDIT, _row(record))
+    conn.execute(_MOVE_HEAD, {"b_seq": record.seq, "b_hash": record.hash})
+    return record
 
 
 def open_storage(
@@ -904,6 +948,9 @@ def open_storage(
     schema: str | None = None,
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     pool_size: int = 5,
+    sync: str = "normal",
 ) -> SqlStorage:
     """Shorthand for :meth:`SqlStorage.open`."""
-    return SqlStorage.open(url, schema=schema, busy_timeout=busy_timeout, pool_size=pool_size)
+    return SqlStorage.open(
+        url, schema=schema, busy_timeout=busy_timeout, pool_size=pool_size, sync=sync
+    )

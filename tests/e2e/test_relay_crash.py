@@ -111,7 +111,7 @@ async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
         verify = py("relay", "audit", "verify", "--data", str(data), database=database)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "intact" in verify.stdout
-        storage = open_storage(database or f"sqlite+aiosqlite:///{data / 'relay.db'}")
+        storage = open_storage(database or f"sqlite:///{data / 'relay.db'}")
         try:
             jobs = [j async for j in _all_jobs(storage)]
             assert [(j.status, j.error) for j in jobs] == [(JobStatus.FAILED, "relay restarted")]
@@ -125,8 +125,8 @@ async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
 
 
 async def _all_jobs(storage: SqlStorage) -> AsyncIterator[Job]:
-    async with storage.engine.connect() as conn:
-        ids = (await conn.execute(sa.select(schema.jobs.c.id))).scalars().all()
+    query = sa.select(schema.jobs.c.id)
+    ids = await storage.run_read(lambda conn: conn.execute(query).scalars().all())
     for job_id in ids:
         yield await storage.get_job(job_id)
 

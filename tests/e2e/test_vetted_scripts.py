@@ -83,7 +83,7 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
     from relay.storage import open_storage
 
     async def refusals() -> list[tuple[str, object]]:
-        storage = open_storage(f"sqlite+aiosqlite:///{relay_dir / 'relay.db'}")
+        storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
         try:
             return [
                 (r.action, r.detail.get("reason") or r.detail.get("code"))
@@ -138,7 +138,7 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
     from relay.storage import open_storage
 
     async def actions() -> list[tuple[str, str]]:
-        storage = open_storage(f"sqlite+aiosqlite:///{relay_dir / 'relay.db'}")
+        storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
         try:
             return [(r.action, str(r.outcome)) async for r in storage.records()]
         finally:

@@ -45,7 +45,7 @@ async def open_more(backend: str, tmp_path: Path) -> AsyncIterator[OpenStorage]:
     opened: list[SqlStorage] = []
     schema: str | None = None
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
+        url = f"sqlite:///{tmp_path / 'relay.db'}"
     else:
         url = PG_URL
         schema = f"t_{secrets.token_hex(6)}"

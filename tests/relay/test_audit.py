@@ -158,9 +158,11 @@ async def append_n(storage: SqlStorage, n: int, start: int = 0) -> None:
 
 
 async def tamper(storage: SqlStorage, *statements: str, **params: object) -> None:
-    async with storage.engine.begin() as conn:
+    def tx(conn: sa.Connection) -> None:
         for statement in statements:
-            await conn.execute(sa.text(statement), params)
+            conn.execute(sa.text(statement), params)
+
+    await storage.run_write(tx)
 
 
 async def test_stored_intact_chain_verifies(storage):

@@ -515,12 +515,8 @@ async def _jobs(relay: Relay) -> list:  # type: ignore[type-arg]
 
     from relay.storage import schema
 
-    async with relay.state.storage.engine.connect() as conn:
-        ids = (
-            (await conn.execute(sa.select(schema.jobs.c.id).order_by(schema.jobs.c.created_at)))
-            .scalars()
-            .all()
-        )
+    query = sa.select(schema.jobs.c.id).order_by(schema.jobs.c.created_at)
+    ids = await relay.state.storage.run_read(lambda conn: conn.execute(query).scalars().all())
     return [await relay.state.storage.get_job(i) for i in ids]
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,6 +43,7 @@ from relay.storage import (
     normalise_url,
     open_storage,
 )
+from relay.storage.engine import SqliteDatabase
 from relay.storage.schema import metadata
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ async def enrol(storage: SqlStorage, store_id: str, key: bytes = KEY):
 
 
 def test_sqlite_storage_satisfies_every_interface():
-    storage: SqlStorage = open_storage("sqlite+aiosqlite:///:memory:")
+    storage: SqlStorage = open_storage("sqlite:///:memory:")
     interfaces: list[object] = [storage]
     tenancy: TenancyStore = storage
     devices: DeviceStore = storage
@@ -88,14 +91,14 @@ def test_sqlite_storage_satisfies_every_interface():
 @pytest.mark.parametrize(
     ("url", "driver"),
     [
-        ("sqlite:///x.db", "sqlite+aiosqlite"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite:///x.db", "sqlite+pysqlite"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+pysqlite"),
         ("postgresql://u@127.0.0.1/db", "postgresql+asyncpg"),
         ("postgresql+psycopg://u@127.0.0.1/db", "postgresql+asyncpg"),
         ("postgres://u@127.0.0.1/db", "postgresql+asyncpg"),
     ],
 )
-def test_url_picks_the_async_driver(url, driver):
+def test_url_picks_the_driver(url, driver):
     assert normalise_url(url).drivername == driver
 
 
@@ -127,22 +130,85 @@ async def test_migrated_schema_matches_the_metadata(storage):
         differences: list[object] = compare_metadata(MigrationContext.configure(conn), metadata)
         return differences
 
-    async with storage.engine.connect() as conn:
-        assert await conn.run_sync(diff) == []
+    assert await storage.run_read(diff) == []
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path):
     storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}")
     try:
         await storage.migrate()
-        async with storage.engine.connect() as conn:
-            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10_000
+
+        def pragmas(conn: sa.Connection) -> list[object]:
+            names = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            return [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names]
+
+        # synchronous 1 = NORMAL (the default): commits survive a killed process, and the
+        # checkpointer below puts them on disk within a second.
+        assert await storage.run_write(pragmas) == ["wal", 1, 10_000, 1]
+        assert await storage.run_read(pragmas) == ["wal", 1, 10_000, 1]
     finally:
         await storage.close()
     with sqlite3.connect(tmp_path / "r.db") as raw:  # WAL is persistent in the file
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_sqlite_full_sync_fsyncs_every_commit(tmp_path: Path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}", sync="full")
+    try:
+        await storage.migrate()
+        synchronous = await storage.run_read(
+            lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()
+        )
+        assert synchronous == 2  # FULL
+        before = time.monotonic()
+        await storage.create_organisation("o", now=NOW)
+        assert storage.database.synced_at >= before  # on disk when the call returns
+    finally:
+        await storage.close()
+
+
+def test_sqlite_sync_mode_must_be_known(tmp_path: Path):
+    with pytest.raises(ValueError, match="sync must be one of normal, full, not 'off'"):
+        open_storage(f"sqlite:///{tmp_path / 'r.db'}", sync="off")
+    assert not (tmp_path / "r.db").exists()
+
+
+async def test_sqlite_normal_sync_checkpoints_writes_to_disk_soon(tmp_path: Path):
+    path = tmp_path / "r.db"
+    storage = open_storage(f"sqlite:///{path}")
+    database = storage.database
+    assert isinstance(database, SqliteDatabase)
+    database.sync_interval = 0.05
+    try:
+        await storage.migrate()
+        wal = path.with_name("r.db-wal")
+        before = time.monotonic()
+        await storage.create_organisation("o", now=NOW)
+        deadline = time.monotonic() + 5
+        while database.synced_at < before and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert database.synced_at >= before
+        # The checkpoint copied the log into the database file: a reader that ignores the
+        # log (immutable=1 skips WAL and locks) sees the organisation.
+        uri = f"file:{path}?immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as raw:
+            assert raw.execute("SELECT name FROM organisations").fetchall() == [("o",)]
+        assert wal.exists()
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_close_checkpoints_what_is_not_yet_on_disk(tmp_path: Path):
+    path = tmp_path / "r.db"
+    storage = open_storage(f"sqlite:///{path}")
+    assert isinstance(storage.database, SqliteDatabase)
+    storage.database.sync_interval = 3600  # the timer would never fire in this test
+    await storage.migrate()
+    await storage.create_organisation("o", now=NOW)
+    await storage.close()
+    uri = f"file:{path}?immutable=1"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as raw:
+        assert raw.execute("SELECT name FROM organisations").fetchall() == [("o",)]
 
 
 async def test_sqlite_write_lock_held_too_long_is_storage_unavailable(tmp_path: Path):
@@ -324,8 +390,9 @@ async def test_bearer_token_lifecycle(storage):
 async def test_bearer_tokens_are_stored_only_as_hashes(storage):
     user = await storage.create_user("alice", "h", Role.ADMIN, Scope.root(), now=NOW)
     token = await storage.issue_token(user.id, now=NOW, ttl=60)
-    async with storage.engine.connect() as conn:
-        rows = (await conn.exec_driver_sql("SELECT token_hash FROM bearer_tokens")).all()
+    rows = await storage.run_read(
+        lambda conn: conn.exec_driver_sql("SELECT token_hash FROM bearer_tokens").all()
+    )
     assert len(rows) == 1
     assert token.encode() not in bytes(rows[0][0])
     assert len(rows[0][0]) == 32

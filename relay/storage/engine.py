@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -130,6 +131,10 @@ class SqliteDatabase:
         self._engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **pool)
         _configure_sqlite(self._engine, busy_timeout, sync)
         self._in_memory = in_memory
+        self._path = str(url.database)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sa.Connection] = []
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="posassist-db-write")
         self._readers = (
             self._writer
@@ -138,9 +143,24 @@ class SqliteDatabase:
         )
 
     def _run(self, work: Callable[[sa.Connection], T], begin: str) -> T:
-        conn = self._engine.connect().execution_options(**{SQLITE_BEGIN: begin})
-        with conn, conn.begin():
-            return work(conn)
+        # Each of our threads keeps its connection (no pool checkout, reset and return per
+        # transaction); one that fails is closed, and the thread's next transaction reconnects.
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.connect().execution_options(**{SQLITE_BEGIN: begin})
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        try:
+            with conn.begin():
+                return work(conn)
+        except BaseException:
+            if conn.invalidated or not conn.in_transaction():
+                self._local.conn = None
+                with self._lock:
+                    self._connections.remove(conn)
+                conn.close()
+            raise
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -174,8 +194,10 @@ class SqliteDatabase:
         future.add_done_callback(functools.partial(self._checkpointed, dirty, started))
 
     def _checkpoint(self) -> None:
-        with self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        # Its own short connection, outside any transaction (a checkpoint can't run inside one,
+        # and the threads' connections are busy or in use by the pool).
+        with contextlib.closing(sqlite3.connect(self._path, isolation_level=None)) as raw:
+            raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _checkpointed(
         self, dirty: float | None, started: float, future: asyncio.Future[None]
@@ -200,12 +222,20 @@ class SqliteDatabase:
     def _shutdown(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
-        if self._dirty_since is not None and not self._in_memory:
-            with map_db_errors():
-                self._checkpoint()
-            self._dirty_since = None
-            self.synced_at = time.monotonic()
-        self._engine.dispose()
+        try:
+            if self._dirty_since is not None and not self._in_memory:
+                try:
+                    self._checkpoint()
+                except sqlite3.Error as exc:  # still in the log, safe from a crash; logged
+                    log.error("SQLite checkpoint at close failed: %s", exc)
+                else:
+                    self._dirty_since = None
+                    self.synced_at = time.monotonic()
+        finally:
+            for conn in self._connections:  # the threads are gone; nothing else uses them
+                conn.close()
+            self._connections.clear()
+            self._engine.dispose()
 
 
 class PostgresDatabase:
@@ -286,7 +316,7 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout: float, sync: str) -> None
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor, busy_timeout)
         cursor.execute(f"PRAGMA synchronous = {sync.upper()}")  # one of SYNC_MODES
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -295,6 +325,20 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout: float, sync: str) -> None
     def on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _use_wal(cursor: sqlite3.Cursor, busy_timeout: float) -> None:
+    """Switch a database to WAL (it stays so, in the file). Switching needs the database to
+    itself, and SQLite answers "locked" at once instead of waiting for the busy timeout, so a
+    second relay or operator command opening a new database at the same moment waits here."""
+    deadline = time.monotonic() + busy_timeout
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _is_unavailable(exc: sqlalchemy.exc.DBAPIError) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import secrets
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -19,6 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from relay.audit import (
     GENESIS_HASH,
@@ -748,7 +750,7 @@ class SqlStorage:
         row = {**_row(job), "status": job.status.value}
 
         def tx(conn: sa.Connection) -> None:
-            conn.execute(_INSERT_JOB, row)  # the device's existence: the foreign key checks it
+            _INSERT_JOB(conn, row)  # the device's existence: the foreign key checks it
             if entry is not None:
                 _append_in(conn, entry, now)
 
@@ -768,21 +770,16 @@ class SqlStorage:
     async def _transition(
         self,
         job_id: str,
-        allowed: tuple[JobStatus, ...],
+        update: _Prepared,
         values: dict[str, Any],
         *,
         audit: AuditEntry | None = None,
         now: float = 0.0,
     ) -> Job:
-        update = (
-            t.jobs.update()
-            .where(t.jobs.c.id == job_id, t.jobs.c.status.in_([s.value for s in allowed]))
-            .values(values)
-            .returning(*t.jobs.c)
-        )
+        params = {"b_id": job_id, **values}
 
         def tx(conn: sa.Connection) -> sa.Row[Any] | None:
-            row = conn.execute(update).first()
+            row = update(conn, params).first()
             if row is not None and audit is not None:
                 _append_in(conn, audit, now)
             return row
@@ -796,7 +793,7 @@ class SqlStorage:
     async def start_job(self, job_id: str, *, now: float) -> Job:
         """pending → running; ``Conflict`` from any other state."""
         return await self._transition(
-            job_id, (JobStatus.PENDING,), {"status": JobStatus.RUNNING.value, "started_at": now}
+            job_id, _START_JOB, {"status": JobStatus.RUNNING.value, "started_at": now}
         )
 
     async def finish_job(
@@ -816,7 +813,7 @@ class SqlStorage:
             raise ValueError(f"{status} is not a finished status")
         return await self._transition(
             job_id,
-            (JobStatus.PENDING, JobStatus.RUNNING),
+            _FINISH_JOB,
             {"status": JobStatus(status).value, "finished_at": now, "error": error},
             audit=audit,
             now=now,
@@ -888,15 +885,69 @@ class SqlStorage:
             next_seq = rows[-1].seq + 1
 
 
+def _literal(status: JobStatus) -> sa.ColumnElement[str]:
+    """A status written into the SQL text (a prepared statement's only parameters are ours)."""
+    return sa.literal_column(f"'{status.value}'")
+
+
+class _Prepared:
+    """A Core statement compiled once per dialect and run through ``exec_driver_sql``.
+
+    For the request path only: it skips SQLAlchemy's per-execution compile-cache lookup and
+    parameter processing (about 40 µs a statement here), so parameters must already be what the
+    driver takes: JSON as text (see :func:`_json`), bytes, numbers and strings.
+    """
+
+    def __init__(self, statement: sa.ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def __call__(self, conn: sa.Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+        compiled = self._compiled.get(conn.dialect.name)
+        if compiled is None:
+            c = self.statement.compile(dialect=conn.dialect)
+            assert isinstance(c, SQLCompiler)
+            assert c.positiontup is not None  # both drivers take positional parameters
+            compiled = self._compiled[conn.dialect.name] = (c.string, tuple(c.positiontup))
+        sql, names = compiled
+        return conn.exec_driver_sql(sql, tuple(params[name] for name in names))
+
+
 # Statements on the request path, built once (building a statement costs more than running it).
-_INSERT_JOB = t.jobs.insert()
-_INSERT_AUDIT = t.audit.insert()
-_HEAD = sa.select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
-_HEAD_FOR_UPDATE = _HEAD.with_for_update()
-_MOVE_HEAD = (
+_INSERT_JOB = _Prepared(t.jobs.insert().values({c.name: sa.bindparam(c.name) for c in t.jobs.c}))
+_INSERT_AUDIT = _Prepared(
+    t.audit.insert().values({c.name: sa.bindparam(c.name) for c in t.audit.c})
+)
+_HEAD = sa.select(t.audit_head.c.seq, t.audit_head.c.hash).where(
+    t.audit_head.c.id == sa.literal_column("1")
+)
+_HEAD_FOR_UPDATE = _Prepared(_HEAD.with_for_update())
+_MOVE_HEAD = _Prepared(
     t.audit_head.update()
-    .where(t.audit_head.c.id == 1)
+    .where(t.audit_head.c.id == sa.literal_column("1"))
     .values(seq=sa.bindparam("b_seq"), hash=sa.bindparam("b_hash"))
+)
+_START_JOB = _Prepared(
+    t.jobs.update()
+    .where(t.jobs.c.id == sa.bindparam("b_id"), t.jobs.c.status == _literal(JobStatus.PENDING))
+    .values(status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
+    .returning(*t.jobs.c)
+)
+_FINISH_JOB = _Prepared(
+    t.jobs.update()
+    .where(
+        t.jobs.c.id == sa.bindparam("b_id"),
+        sa.or_(
+            t.jobs.c.status == _literal(JobStatus.PENDING),
+            t.jobs.c.status == _literal(JobStatus.RUNNING),
+        ),
+    )
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        error=sa.bindparam("error"),
+    )
+    .returning(*t.jobs.c)
 )
 _SEEN = (
     t.devices.update()
@@ -904,6 +955,11 @@ _SEEN = (
     .values(last_seen=sa.bindparam("last_seen"))
 )
 _SEEN_WITH_VERSION = _SEEN.values(agent_version=sa.bindparam("agent_version"))
+
+
+#: How the JSON columns are written: what SQLAlchemy's JSON type does by default, so rows
+#: written by a prepared statement read back through the Core table like any other.
+_json = json.dumps
 
 
 def _row(record: Any) -> dict[str, Any]:
@@ -924,7 +980,7 @@ def _require(conn: sa.Connection, table: sa.Table, row_id: str) -> None:
 def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecord:
     """Append ``entry`` inside the caller's write transaction (it then commits with it)."""
     body = normalise_detail(entry.detail or {})
-    head = conn.execute(_HEAD_FOR_UPDATE).one()
+    head = _HEAD_FOR_UPDATE(conn, {}).one()
     prev_hash = bytes(head.hash)
     record = AuditRecord(
         seq=head.seq + 1,
@@ -937,8 +993,8 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
         prev_hash=prev_hash,
     )
     record = dataclasses.replace(record, hash=chain_hash(prev_hash, record))
-    conn.execute(_INSERT_AUDIT, _row(record))
-    conn.execute(_MOVE_HEAD, {"b_seq": record.seq, "b_hash": record.hash})
+    _INSERT_AUDIT(conn, {**_row(record), "detail": _json(body)})
+    _MOVE_HEAD(conn, {"b_seq": record.seq, "b_hash": record.hash})
     return record
 
 

@@ -45,6 +45,7 @@ from relay.storage import (
 )
 from relay.storage.engine import SqliteDatabase
 from relay.storage.schema import metadata
+from tests.relay.harness import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -162,6 +163,7 @@ async def test_sqlite_full_sync_fsyncs_every_commit(tmp_path: Path):
         assert synchronous == 2  # FULL
         before = time.monotonic()
         await storage.create_organisation("o", now=NOW)
+        assert isinstance(storage.database, SqliteDatabase)
         assert storage.database.synced_at >= before  # on disk when the call returns
     finally:
         await storage.close()
@@ -184,10 +186,7 @@ async def test_sqlite_normal_sync_checkpoints_writes_to_disk_soon(tmp_path: Path
         wal = path.with_name("r.db-wal")
         before = time.monotonic()
         await storage.create_organisation("o", now=NOW)
-        deadline = time.monotonic() + 5
-        while database.synced_at < before and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert database.synced_at >= before
+        await wait_until(lambda: database.synced_at >= before, timeout=5)
         # The checkpoint copied the log into the database file: a reader that ignores the
         # log (immutable=1 skips WAL and locks) sees the organisation.
         uri = f"file:{path}?immutable=1"

@@ -35,7 +35,7 @@ async def test_enrol_then_handshake(relay: Relay, tmp_path: Path) -> None:
     assert load_identity(tmp_path / "till").device_id == identity.device_id
     opened = await connect_once(identity, serve=False)
     assert opened.relay_id == relay.state.config.relay_id
-    assert (opened.version, opened.heartbeat_interval) == (1, 1.0)
+    assert (opened.version, opened.heartbeat_interval) == (2, 1.0)
 
 
 async def test_enrol_refusals_leave_no_identity_behind(relay: Relay, tmp_path: Path) -> None:

@@ -433,16 +433,20 @@ class SqlStorage:
         if result.rowcount == 0:
             raise NotFound(f"device {device_id!r}")
 
-    async def record_presences(self, seen: Mapping[str, tuple[float, str | None]]) -> None:
-        """Many devices' last seen time (and agent version, when known) in one transaction;
-        devices that no longer exist are skipped."""
+    async def record_presences(
+        self, seen: Mapping[str, tuple[float, str | None, Mapping[str, Any] | None]]
+    ) -> None:
+        """Many devices' last seen time (and agent version and facts, when known) in one
+        transaction; devices that no longer exist are skipped."""
         if not seen:
             return
         async with self._write() as conn:
-            for device_id, (now, agent_version) in seen.items():
+            for device_id, (now, agent_version, facts) in seen.items():
                 values: dict[str, Any] = {"last_seen": now}
                 if agent_version is not None:
                     values["agent_version"] = agent_version
+                if facts is not None:
+                    values["facts"] = dict(facts)
                 await conn.execute(
                     t.devices.update().where(t.devices.c.id == device_id).values(values)
                 )

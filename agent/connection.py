@@ -18,6 +18,7 @@ from protocol import (
     AuthAccepted,
     AuthChallenge,
     AuthRefused,
+    DeviceFacts,
     DiagnosticsReport,
     DiagnosticsRequest,
     ErrorReply,
@@ -33,6 +34,7 @@ from protocol import (
     signing,
 )
 from protocol.errors import LocalProtocolError, UnexpectedMessage
+from protocol.states import SINCE_VERSION
 
 from . import __version__
 from .errors import ConfigError, RelayRefusedError
@@ -47,6 +49,8 @@ log = logging.getLogger("posassist.agent")
 SOFTWARE = "posassist-agent/" + __version__
 #: diagnostics requests served at once; more get ErrorReply "busy" (each runs several threads)
 MAX_DIAGNOSES = 2
+#: seconds to gather the device facts in; past that they are not sent on this connection
+FACTS_TIMEOUT = 10.0
 
 
 class Opened:
@@ -123,17 +127,18 @@ class AgentConnection:
 
     async def serve(self, opened: Opened, clock: Callable[[], float] = time.time) -> None:
         """Heartbeats out, answers in, until the connection ends (raises ConnectionClosed)."""
-        beats = asyncio.ensure_future(self._heartbeats(opened.heartbeat_interval, clock))
+        background = [asyncio.ensure_future(self._heartbeats(opened.heartbeat_interval, clock))]
+        if opened.version >= SINCE_VERSION[DeviceFacts.TAG]:  # a v1 relay would refuse them
+            background.append(asyncio.ensure_future(self._send_facts()))
         try:
             while True:
                 for event in await self.wait_events():
                     self._answer(event, clock)
                 await self.flush()
         finally:
-            beats.cancel()
-            for task in self._tasks:
+            for task in (*background, *self._tasks):
                 task.cancel()
-            await asyncio.gather(beats, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*background, *self._tasks, return_exceptions=True)
 
     def _answer(self, event: Message, clock: Callable[[], float]) -> None:
         if isinstance(event, Heartbeat):
@@ -188,6 +193,21 @@ class AgentConnection:
             await self.flush()
         except ConnectionClosed:
             pass
+
+    async def _send_facts(self) -> None:
+        """Once per connection, the till's facts (docs/protocol.md#device-facts), gathered in a
+        worker thread. Best effort: a failure is logged and costs the connection nothing."""
+        from .diagnostics import run_in_worker
+        from .facts import gather
+
+        diagnostics = self.diagnostics
+        try:
+            facts = await run_in_worker(lambda: gather(diagnostics), FACTS_TIMEOUT)
+            message = DeviceFacts(facts=facts)
+        except Exception as exc:  # a timeout, an OS surprise, or facts out of bounds (a bug)
+            log.warning("device facts not sent: %s: %s", type(exc).__name__, exc)
+            return
+        await self._send(message)
 
     async def _diagnose(self, request: DiagnosticsRequest, clock: Callable[[], float]) -> None:
         """Collect within the request's timeout (less a margin for the reply's trip), then reply."""

@@ -32,7 +32,7 @@ from protocol import (
 from protocol.pins import spki_pin_from_pem
 
 from . import __version__
-from .render import render_report
+from .render import facts_summary, render_facts, render_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -114,15 +114,22 @@ def login(relay: str, user: str, password_file: Path | None, pin: str | None) ->
     return 0
 
 
-def devices() -> int:
+def devices(show_facts: bool = False) -> int:
+    """The devices in the caller's scope; with ``show_facts`` every fact each one reported."""
     session = _session()
     answer = _call(
         _http(session["relay"]) + "/v1/devices", token=session["token"], pin=session.get("tls_pin")
     )
-    print(f"{'device':<28} {'online':<7} {'status':<8} store")
+    print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
     for d in answer["devices"]:
         online = "yes" if d["online"] else "no"
-        print(f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']}")
+        facts = d.get("facts")  # a relay before protocol v2 lists none
+        facts = facts if isinstance(facts, dict) else {}
+        print(
+            f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24} {facts_summary(facts)}"
+        )
+        if show_facts:
+            print("\n".join(render_facts(facts)))
     return 0
 
 
@@ -292,7 +299,10 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("--password-file", type=Path)
     li.add_argument("--tls-pin", help="trust the relay by this key pin (self-signed relays)")
     li.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
-    commands.add_parser("devices", help="devices in your scope, and whether they are online")
+    dv = commands.add_parser("devices", help="devices in your scope, and whether they are online")
+    dv.add_argument(
+        "--facts", action="store_true", help="every fact each device reported (OS, printers…)"
+    )
     d = commands.add_parser("diag", help="run diagnostics on a device")
     d.add_argument("device")
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
@@ -337,7 +347,7 @@ def _command(args: argparse.Namespace) -> int:
             pin = spki_pin_from_pem(args.tls_cert.read_bytes())
         return login(args.relay, args.user, args.password_file, pin)
     if args.command == "devices":
-        return devices()
+        return devices(args.facts)
     if args.command == "scripts":
         session = _session()
         return list_scripts(session["relay"], session.get("tls_pin"))

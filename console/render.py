@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from protocol import DiagnosticsReport
 
 
@@ -53,3 +56,101 @@ def _walk(value: Any, depth: int) -> list[str]:
             out.append(f"{pad}… {len(value) - 20} more")
         return out
     return [f"{pad}{value}"]
+
+
+# --- device facts (docs/protocol.md#device-facts): the device's own word, shown as it is ---------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+#: Facts shown on their own line, with their English / Chinese label, in this order.
+_LABELS = {
+    "hostname": "hostname / 主机名",
+    "os": "OS / 操作系统",
+    "python": "Python",
+    "agent_version": "agent / 代理程序",
+    "pos_profile": "POS profile / 收银软件",
+    "printers": "printers / 打印机",
+    "serial_ports": "serial ports / 串口",
+}
+#: Folded into another line (the OS line, the POS line, a list's count).
+_FOLDED = {
+    "os_release",
+    "os_version",
+    "distribution",
+    "machine",
+    "pos_name",
+    "printers_omitted",
+    "serial_ports_omitted",
+}
+
+
+def _text(value: Any) -> str:
+    """A value from a device as one printable line: no terminal escapes get through."""
+    return _CONTROL.sub(" ", str(value)).strip()
+
+
+def _os(facts: Mapping[str, Any]) -> str:
+    name = " ".join(_text(facts[k]) for k in ("os", "os_release") if facts.get(k))
+    detail = ", ".join(_text(facts[k]) for k in ("distribution", "machine") if facts.get(k))
+    return f"{name} ({detail})" if name and detail else name or detail
+
+
+def _rows(facts: Mapping[str, Any], key: str, fields: tuple[str, ...]) -> list[str]:
+    rows = facts.get(key)
+    out = []
+    for row in rows if isinstance(rows, list | tuple) else ():
+        if isinstance(row, dict):
+            parts = [_text(row[f]) for f in fields if row.get(f)]
+            if parts:
+                first, *rest = parts
+                out.append(f"{first} ({', '.join(rest)})" if rest else first)
+        else:
+            out.append(_text(row))
+    omitted = facts.get(f"{key}_omitted")
+    if isinstance(omitted, int) and omitted > 0:
+        out.append(f"+{omitted} more / 另有 {omitted} 个")
+    return out
+
+
+def _pos(facts: Mapping[str, Any]) -> str:
+    name, profile = facts.get("pos_name"), facts.get("pos_profile")
+    if name and profile:
+        return f"{_text(name)} ({_text(profile)})"
+    return _text(profile or name or "")
+
+
+def facts_summary(facts: Mapping[str, Any]) -> str:
+    """One short line: host, OS, agent version and printers, or "-" when nothing is known."""
+    parts = [_text(facts["hostname"])] if facts.get("hostname") else []
+    os_name = " ".join(_text(facts[k]) for k in ("os", "os_release") if facts.get(k))
+    if os_name:
+        parts.append(os_name)
+    if facts.get("agent_version"):
+        parts.append(f"agent {_text(facts['agent_version'])}")
+    printers = facts.get("printers")
+    if isinstance(printers, list | tuple) and printers:
+        count = len(printers) + (facts.get("printers_omitted") or 0)
+        parts.append(f"{count} printer{'s' if count != 1 else ''}")
+    return " · ".join(parts) or "-"
+
+
+def render_facts(facts: Mapping[str, Any]) -> list[str]:
+    """A device's facts, one indented line each, labelled in English and Chinese."""
+    if not facts:
+        return ["  (no facts reported yet / 设备尚未上报信息)"]
+    lines = []
+    for key, label in _LABELS.items():
+        if key == "os":
+            value = _os(facts)
+        elif key == "pos_profile":
+            value = _pos(facts)
+        elif key == "printers":
+            value = "; ".join(_rows(facts, key, ("name", "target", "model")))
+        elif key == "serial_ports":
+            value = "; ".join(_rows(facts, key, ("device", "usb_id", "product")))
+        else:
+            value = _text(facts.get(key) or "")
+        if value:
+            lines.append(f"  {label}: {value}")
+    for key in sorted(set(facts) - set(_LABELS) - _FOLDED):  # facts this console has no label for
+        lines.append(f"  {_text(key)}: {_text(facts[key])}")
+    return lines

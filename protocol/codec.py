@@ -122,4 +122,4 @@ class Codec:
             # message's own checks (nesting depth is checked there: messages.MAX_DEPTH).
             return cls.from_wire(wire)
         except LocalProtocolError as exc:
-            raise InvalidMessage(f"{cls.__name__}: {exc}") from None
+            raise InvalidMessage(f"{cls.__name__}: {exc}", tag=cls.TAG) from None

@@ -23,7 +23,7 @@ fixed sentence per class that never echoes the peer's input or our internals.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 __all__ = [
     "AuthenticationError",
@@ -96,6 +96,11 @@ class InvalidMessage(RemoteProtocolError):
 
     close_code = 1007
     public_reason = "invalid message"
+
+    def __init__(self, *args: object, tag: Optional[str] = None) -> None:
+        super().__init__(*args)
+        #: The registered tag of the refused message, when known: one of ours, never peer text.
+        self.tag = tag
 
 
 class UnsupportedVersion(RemoteProtocolError):

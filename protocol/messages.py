@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 import sys
 from typing import (
     TYPE_CHECKING,
@@ -46,6 +47,7 @@ __all__ = [
     "AuthResponse",
     "ConsentAnswer",
     "ConsentRequest",
+    "DeviceFacts",
     "DiagnosticsReport",
     "DiagnosticsRequest",
     "ErrorReply",
@@ -65,6 +67,7 @@ __all__ = [
     "TicketUpdated",
     "TokenAuth",
     "Welcome",
+    "facts_size",
 ]
 
 #: Deepest nesting of maps and arrays in a frame, the frame's own map counting as 1.
@@ -74,8 +77,19 @@ MAX_TEXT = 4096
 MAX_NAME = 128
 #: Raw data in one ScriptOutput chunk (docs/protocol.md#chunking).
 MAX_CHUNK = 64 * 1024
+#: Bounds of DeviceFacts.facts (docs/protocol.md#device-facts): keys in the facts map, entries in
+#: a list or a map inside it, characters in a key and in a string, characters of every key and
+#: string together, and the largest integer (any JSON reader keeps it exact).
+MAX_FACTS = 32
+MAX_FACT_ITEMS = 16
+MAX_FACT_KEY = 64
+MAX_FACT_TEXT = 256
+MAX_FACTS_TEXT = 8192
+MAX_FACT_INT = 2**53
 
 Scalar = Union[str, int, float, bool]
+#: A DeviceFacts mapping; its own checker, stricter than a free-form map (see facts_size).
+Facts = Dict[str, Any]
 M = TypeVar("M", bound="Message")
 Check = Callable[[Any], bool]
 _isfinite = math.isfinite
@@ -269,6 +283,77 @@ def _is_params(v: Any) -> bool:
     )
 
 
+_FACT_KEY = re.compile(rf"[a-z][a-z0-9_]{{0,{MAX_FACT_KEY - 1}}}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _fact_scalar_size(value: Any) -> int:
+    """Characters a fact scalar counts towards MAX_FACTS_TEXT, or -1 if it is not one."""
+    kind = type(value)
+    if kind is str:
+        return len(value) if len(value) <= MAX_FACT_TEXT and not _CONTROL.search(value) else -1
+    if kind is int:
+        return 0 if -MAX_FACT_INT <= value <= MAX_FACT_INT else -1
+    if kind is float:
+        return 0 if _isfinite(value) else -1
+    return 0 if kind is bool or value is None else -1
+
+
+def _fact_map_size(value: Any, max_keys: int, item_size: Callable[[Any], int]) -> int:
+    if type(value) is not dict or len(value) > max_keys:
+        return -1
+    total = 0
+    for key, item in value.items():
+        if type(key) is not str or not _FACT_KEY.match(key):
+            return -1
+        size = item_size(item)
+        if size < 0:
+            return -1
+        total += len(key) + size
+    return total
+
+
+def _fact_row_size(value: Any) -> int:
+    # An entry of a list: a scalar, or a map of scalars (one printer, one port).
+    if type(value) is dict:
+        return _fact_map_size(value, MAX_FACT_ITEMS, _fact_scalar_size)
+    return _fact_scalar_size(value)
+
+
+def _fact_value_size(value: Any) -> int:
+    kind = type(value)
+    if kind is dict:
+        return _fact_map_size(value, MAX_FACT_ITEMS, _fact_scalar_size)
+    if kind is list or kind is tuple:
+        if len(value) > MAX_FACT_ITEMS:
+            return -1
+        total = 0
+        for item in value:
+            size = _fact_row_size(item)
+            if size < 0:
+                return -1
+            total += size
+        return total
+    return _fact_scalar_size(value)
+
+
+def facts_size(value: Any) -> int:
+    """Characters of every key and string in a DeviceFacts mapping, or -1 if it breaks a rule.
+
+    The rules (docs/protocol.md#device-facts): a map of at most MAX_FACTS keys; keys are
+    ``[a-z][a-z0-9_]*``, at most MAX_FACT_KEY characters; a value is a scalar (None, a bool, an int
+    within ±MAX_FACT_INT, a finite float, a string of at most MAX_FACT_TEXT characters without
+    control characters), a map of scalars, or a list of scalars and maps of scalars; lists and
+    inner maps hold at most MAX_FACT_ITEMS entries. Nothing nests deeper, and nothing that JSON
+    can't hold (bytes) is allowed: the relay stores facts as JSON.
+    """
+    return _fact_map_size(value, MAX_FACTS, _fact_value_size)
+
+
+def _is_facts(v: Any) -> bool:
+    return 0 <= facts_size(v) <= MAX_FACTS_TEXT
+
+
 def _optional(inner: Check) -> Check:
     return lambda v: v is None or inner(v)
 
@@ -305,6 +390,8 @@ def _checker(annotation: str, meta: Any) -> Check:
         return _is_tree
     if ann in ("Dict[str,Scalar]", "dict[str,Scalar]"):
         return _is_params
+    if ann == "Facts":
+        return _is_facts
     for prefix in ("Tuple[", "tuple["):
         if ann.startswith(prefix) and ann.endswith(",...]"):
             inner = _checker(ann[len(prefix) : -len(",...]")], {})
@@ -555,6 +642,20 @@ class ScriptFinished(Message):
     exit_code: Optional[int] = spec(default=None)
     backup_id: Optional[str] = spec(default=None, max_len=64)
     detail: str = spec(default="", max_len=1024)
+
+
+# --- presence (docs/protocol.md#device-facts) -----------------------------------------------------
+
+
+@message("agent.facts")
+class DeviceFacts(Message):
+    """What an agent knows cheaply about its till, sent once per connection (protocol v2).
+
+    Self-reported and shown to technicians only: never a ground for any decision. The device it
+    describes is the connection's authenticated device, so the message names none.
+    """
+
+    facts: Facts
 
 
 # --- alerts, help and consent --------------------------------------------------------------------

@@ -34,6 +34,7 @@ from .messages import (
 from .states import (
     OPEN_SENDERS,
     REPLIES,
+    SINCE_VERSION,
     SUPPORTED_VERSIONS,
     TRANSITIONS,
     Direction,
@@ -222,6 +223,12 @@ class Session:
             if sending:
                 raise LocalProtocolError(f"{self.role.name} may not send {msg.TAG}")
             raise UnexpectedMessage(f"{self.role.name} may not receive {msg.TAG}")
+        if SINCE_VERSION.get(msg.TAG, 1) > (self.version or 0):
+            # A tag newer than the negotiated version (docs/protocol.md#versions).
+            what = f"{msg.TAG} in protocol version {self.version}"
+            if sending:
+                raise LocalProtocolError(f"cannot send {what}")
+            raise UnexpectedMessage(f"received {what}")
         if msg.KIND is Kind.REQUEST:
             self._track_request(msg, self._outgoing if sending else self._incoming, sending)
         elif msg.KIND is Kind.REPLY:

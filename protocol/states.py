@@ -11,6 +11,7 @@ from typing import Dict, FrozenSet, Tuple
 __all__ = [
     "OPEN_SENDERS",
     "REPLIES",
+    "SINCE_VERSION",
     "SUPPORTED_VERSIONS",
     "TRANSITIONS",
     "Direction",
@@ -19,7 +20,10 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2)
+#: Tags that a session may carry only from this version on; every other tag is in version 1.
+#: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
+SINCE_VERSION: Dict[str, int] = {"agent.facts": 2}
 
 
 class Role(enum.IntEnum):
@@ -98,6 +102,7 @@ TRANSITIONS = _build_transitions()
 
 _BOTH = frozenset({"heartbeat", "heartbeat.ack", "error"})
 _AGENT_SENDS = _BOTH | {
+    "agent.facts",
     "diag.report",
     "script.started",
     "script.progress",

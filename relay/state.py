@@ -10,7 +10,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from aiohttp import web
 
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("posassist.relay")
 
+#: (last seen, agent version or None, facts or None): one device's presence not yet written.
+Presence: TypeAlias = "tuple[float, str | None, Mapping[str, Any] | None]"
+
 #: Which roles may send which request to a device (viewers may look, not touch).
 ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "diag.request": frozenset({Role.ADMIN, Role.TECHNICIAN, Role.VIEWER}),
@@ -55,19 +58,34 @@ class RelayState:
     clock: Callable[[], float] = time.time
     sockets: set[WebSocketResponse] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    #: device id → (last seen, agent version) not yet written (presence is written behind).
-    presence: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    #: device id → (last seen, agent version, facts) not yet written (presence is written
+    #: behind); None where nothing new is known, so what is stored stays.
+    presence: dict[str, Presence] = field(default_factory=dict)
     _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
 
     def now(self) -> float:
         return self.clock()
 
-    def seen(self, device_id: str, agent_version: str | None = None) -> None:
-        """Note a device's presence; written in batches (off the connect path), not audited."""
+    def seen(
+        self,
+        device_id: str,
+        agent_version: str | None = None,
+        *,
+        facts: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Note a device's presence; written in batches (off the connect path), not audited.
+
+        ``facts`` (docs/protocol.md#device-facts) replace the device's stored facts when written;
+        None keeps them. They are the device's own word: shown, never used to decide anything.
+        """
+        entry = (self.now(), agent_version, facts)
         previous = self.presence.get(device_id)
-        version = agent_version or (previous[1] if previous else None)
-        self.presence[device_id] = (self.now(), version)
+        self.presence[device_id] = entry if previous is None else _merged(entry, previous)
+
+    def pending(self, device_id: str) -> Presence | None:
+        """Presence noted for ``device_id`` and not yet written, if any."""
+        return self.presence.get(device_id)
 
     async def flush_presence(self) -> None:
         """Write the presence noted since the last flush, in one transaction."""
@@ -76,7 +94,8 @@ class RelayState:
             await self.storage.record_presences(batch)
         except StorageError:
             for device_id, entry in batch.items():  # keep it for the next try
-                self.presence.setdefault(device_id, entry)
+                newer = self.presence.get(device_id)
+                self.presence[device_id] = entry if newer is None else _merged(newer, entry)
             raise
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -168,6 +187,12 @@ class RelayState:
                 {"reason": "out of scope"},
             )
             raise ScopeError(f"{user.username} may not {action} on {target}")
+
+
+def _merged(newer: Presence, older: Presence) -> Presence:
+    """``newer``, keeping ``older``'s agent version and facts where ``newer`` has none."""
+    seen_at, version, facts = newer
+    return (seen_at, version or older[1], older[2] if facts is None else facts)
 
 
 STATE = web.AppKey("state", RelayState)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from protocol import (
     AuthenticationError,
     AuthResponse,
+    DeviceFacts,
     ErrorReply,
     Heartbeat,
     HeartbeatAck,
@@ -23,12 +24,17 @@ from protocol import (
     Session,
     signing,
 )
-from protocol.errors import SignatureError, UnexpectedMessage
+from protocol.errors import (
+    InvalidMessage,
+    RemoteProtocolError,
+    SignatureError,
+    UnexpectedMessage,
+)
 
 from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import NotFound
+from ..errors import NotFound, StorageError
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
 from .jobs import finish_route
@@ -55,6 +61,9 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
             device_id = await _authenticate(peer, state)
         await _serve(device_id, peer, state)
     except PosAssistError as exc:
+        if device_id is not None and isinstance(exc, RemoteProtocolError):
+            # before closing: once the socket is closed aiohttp may cancel this handler
+            await _audit_refused_frame(state, device_id, peer, exc)
         await peer.close_for(exc)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
         log.info("agent connection from %s ended: %s", peer.peer, type(exc).__name__)
@@ -119,6 +128,22 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
     return device_id
 
 
+async def _audit_refused_frame(
+    state: RelayState, device_id: str, peer: WebSocketSession, exc: RemoteProtocolError
+) -> None:
+    """An authenticated agent's frame was refused (bad facts…) and the connection is closing;
+    what it had sent before, its stored facts included, is kept."""
+    detail = {"reason": exc.public_reason, "close_code": exc.close_code, "peer": peer.peer}
+    if isinstance(exc, InvalidMessage) and exc.tag is not None:
+        detail["message"] = exc.tag  # a registered tag, never the agent's own text
+    try:
+        await state.audit(
+            f"device:{device_id}", "agent.message", f"device:{device_id}", Outcome.REFUSED, detail
+        )
+    except StorageError as error:  # the connection still closes; say so in the log at least
+        log.warning("refusal of %s's frame not audited: %s", device_id, error)
+
+
 async def _check_device(
     state: RelayState, response: AuthResponse, nonce: bytes, version: int
 ) -> str | None:
@@ -152,6 +177,10 @@ async def _handle(
     if isinstance(event, Heartbeat):
         now = state.now()
         peer.send_nowait(HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now))
+    elif isinstance(event, DeviceFacts):
+        # Kept with presence and shown to technicians; the device's own word, so nothing is
+        # decided on it (docs/protocol.md#device-facts). Already validated by the session.
+        state.seen(device_id, facts=event.facts)
     elif event.KIND is Kind.REPLY:
         delivered = state.router.deliver(device_id, event, state.now())
         if delivered is None:

@@ -23,7 +23,7 @@ from ..connection import WebSocketSession
 from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
-from ..storage import Merchant, RetailStore, Role, Scope, ScopeKind, User
+from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
 from .agents import REVOKED
 
 log = logging.getLogger("posassist.relay")
@@ -377,21 +377,31 @@ async def list_devices(request: web.Request) -> web.Response:
     state = request.app[STATE]
     user = await current_user(request)
     devices = await state.storage.list_devices(user.scope)
-    return web.json_response(
-        {
-            "devices": [
-                {
-                    "id": d.id,
-                    "store_id": d.store_id,
-                    "status": d.status.value,
-                    "online": state.router.agent(d.id) is not None,
-                    "last_seen": state.presence.get(d.id, (d.last_seen,))[0],
-                    "agent_version": state.presence.get(d.id, (None, None))[1] or d.agent_version,
-                }
-                for d in devices
-            ]
-        }
-    )
+    return web.json_response({"devices": [_device_row(state, d) for d in devices]})
+
+
+def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
+    """One device as listed: stored presence, overlaid with what is noted but not yet written.
+
+    ``facts`` are the device's own report (docs/protocol.md#device-facts): for display only.
+    """
+    row: dict[str, Any] = {
+        "id": device.id,
+        "store_id": device.store_id,
+        "status": device.status.value,
+        "online": state.router.agent(device.id) is not None,
+        "last_seen": device.last_seen,
+        "agent_version": device.agent_version,
+        "facts": device.facts,
+    }
+    pending = state.pending(device.id)
+    if pending is not None:
+        seen_at, agent_version, facts = pending
+        row["last_seen"] = seen_at
+        row["agent_version"] = agent_version or device.agent_version
+        if facts is not None:
+            row["facts"] = facts
+    return row
 
 
 async def revoke_device(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ through :func:`relay.storage.engine.map_db_errors`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import secrets
@@ -428,28 +429,26 @@ class SqlStorage:
         if result.rowcount == 0:
             raise NotFound(f"device {device_id!r}")
 
-    async def record_presences(self, seen: Mapping[str, tuple[float, str | None]]) -> None:
-        """Many devices' last seen time (and agent version, when known) in one transaction;
-        devices that no longer exist are skipped."""
+    async def record_presences(
+        self, seen: Mapping[str, tuple[float, str | None, Mapping[str, Any] | None]]
+    ) -> None:
+        """Many devices' last seen time (and agent version and facts, when known) in one
+        transaction; devices that no longer exist are skipped."""
         if not seen:
             return
-        seen_only = [
-            {"b_id": device_id, "last_seen": at}
-            for device_id, (at, version) in seen.items()
-            if version is None
-        ]
-        with_version = [
-            {"b_id": device_id, "last_seen": at, "agent_version": version}
-            for device_id, (at, version) in seen.items()
-            if version is not None
-        ]
+        # executemany: one statement per shape (which columns are known), however many devices.
+        shapes: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
+        for device_id, (at, version, facts) in seen.items():
+            row: dict[str, Any] = {"b_id": device_id, "last_seen": at}
+            if version is not None:
+                row["agent_version"] = version
+            if facts is not None:
+                row["facts"] = dict(facts)
+            shapes.setdefault((version is not None, facts is not None), []).append(row)
 
         def tx(conn: sa.Connection) -> None:
-            # executemany: one statement per shape, however many devices.
-            if seen_only:
-                conn.execute(_SEEN, seen_only)
-            if with_version:
-                conn.execute(_SEEN_WITH_VERSION, with_version)
+            for (version, facts), rows in shapes.items():
+                conn.execute(_seen(version=version, facts=facts), rows)
 
         await self._db.write(tx)
 
@@ -949,12 +948,17 @@ _FINISH_JOB = _Prepared(
     )
     .returning(*t.jobs.c)
 )
-_SEEN = (
-    t.devices.update()
-    .where(t.devices.c.id == sa.bindparam("b_id"))
-    .values(last_seen=sa.bindparam("last_seen"))
-)
-_SEEN_WITH_VERSION = _SEEN.values(agent_version=sa.bindparam("agent_version"))
+
+
+@functools.cache
+def _seen(*, version: bool, facts: bool) -> sa.Update:
+    """The presence update for rows that carry ``agent_version`` and/or ``facts``."""
+    columns = ["last_seen", *(["agent_version"] if version else []), *(["facts"] if facts else [])]
+    return (
+        t.devices.update()
+        .where(t.devices.c.id == sa.bindparam("b_id"))
+        .values({name: sa.bindparam(name) for name in columns})
+    )
 
 
 #: How the JSON columns are written: what SQLAlchemy's JSON type does by default, so rows

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import platform
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from agent import __version__ as agent_version
 from agent.config import load_identity
 from agent.connection import AgentConnection, agent_url, connect_once
+from agent.diagnostics import DiagContext
 from agent.enrol import enrol
 from agent.errors import ConfigError, RelayRefusedError
-from protocol import Codec
+from agent.profile import PosProfile
+from agent.settings import PrinterConfig, Settings
+from protocol import Codec, Role, Session, SessionState
 from protocol import messages as m
 from protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
-from tests.relay.harness import Relay, start_relay
+from tests.relay.harness import Relay, start_relay, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
 
 CODEC = Codec()
@@ -35,7 +40,7 @@ async def test_enrol_then_handshake(relay: Relay, tmp_path: Path) -> None:
     assert load_identity(tmp_path / "till").device_id == identity.device_id
     opened = await connect_once(identity, serve=False)
     assert opened.relay_id == relay.state.config.relay_id
-    assert (opened.version, opened.heartbeat_interval) == (1, 1.0)
+    assert (opened.version, opened.heartbeat_interval) == (2, 1.0)
 
 
 async def test_enrol_refusals_leave_no_identity_behind(relay: Relay, tmp_path: Path) -> None:
@@ -107,3 +112,86 @@ async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_
         assert isinstance(reply, m.ErrorReply)
         assert (reply.id, reply.code) == (7, "unsupported")
         assert reply.message.startswith("consent.request not supported by posassist-agent/")
+
+
+class _Recorder:
+    """What an agent's session sends once open, and in which state it was."""
+
+    def __init__(self, conn: AgentConnection) -> None:
+        self.sent: list[tuple[SessionState, m.Message]] = []
+        send = conn.session.send
+
+        def record(msg: m.Message) -> None:
+            self.sent.append((conn.session.state, msg))
+            send(msg)
+
+        conn.session.send = record  # type: ignore[method-assign]
+
+    def facts(self) -> list[tuple[SessionState, m.DeviceFacts]]:
+        return [(state, msg) for state, msg in self.sent if isinstance(msg, m.DeviceFacts)]
+
+
+async def test_agent_sends_its_facts_once_after_accepted(relay: Relay, tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    ctx = DiagContext(
+        Settings(printers=(PrinterConfig(name="receipt", host="127.0.0.1", port=9),)),
+        profile=PosProfile(name="demo", display_name="Demo POS"),
+    )
+    async with connect(agent_url(identity.relay_url)) as ws:
+        conn = AgentConnection(ws, identity, ctx)
+        recorder = _Recorder(conn)
+        opened = await conn.handshake(5)
+        serving = asyncio.ensure_future(conn.serve(opened))
+        try:
+            await wait_until(lambda: bool(_pending_facts(relay, identity.device_id)))
+            facts = _pending_facts(relay, identity.device_id)  # what the relay received
+            assert facts is not None
+            await asyncio.sleep(1.5)  # a heartbeat later: still only the one
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    ((state, sent),) = recorder.facts()
+    assert state is SessionState.OPEN  # after auth.accepted, never during the handshake
+    assert [msg.TAG for _, msg in recorder.sent][:2] == ["hello", "auth.response"]
+    received = CODEC.decode(CODEC.encode(sent))
+    assert isinstance(received, m.DeviceFacts)
+    assert facts == received.facts  # arrays arrive as tuples
+    assert facts["hostname"] == platform.node()
+    assert facts["agent_version"] == agent_version
+    assert (facts["pos_profile"], facts["pos_name"]) == ("demo", "Demo POS")
+    assert facts["printers"] == ({"name": "receipt", "target": "tcp://127.0.0.1:9", "model": None},)
+    await relay.state.flush_presence()
+    stored = await relay.state.storage.get_device(identity.device_id)
+    assert stored.facts["hostname"] == platform.node()
+
+
+def _pending_facts(relay: Relay, device_id: str) -> Mapping[str, Any] | None:
+    entry = relay.state.presence.get(device_id)
+    return None if entry is None else entry[2]
+
+
+async def test_agent_sends_no_facts_to_a_relay_speaking_only_version_1(
+    relay: Relay, tmp_path: Path
+) -> None:
+    from websockets.asyncio.client import connect
+
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    async with connect(agent_url(identity.relay_url)) as ws:
+        conn = AgentConnection(ws, identity)
+        conn.session = Session(Role.AGENT, versions=(1,))  # as a relay without v2 would agree
+        recorder = _Recorder(conn)
+        opened = await conn.handshake(5)
+        assert opened.version == 1
+        serving = asyncio.ensure_future(conn.serve(opened))
+        try:
+            await asyncio.sleep(1.5)
+            assert not serving.done()  # still connected, nothing refused
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    assert recorder.facts() == []
+    assert "heartbeat" in [msg.TAG for _, msg in recorder.sent]
+    actions = [a for a, _, _ in await relay.audit_actions()]
+    assert "agent.message" not in actions

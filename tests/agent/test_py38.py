@@ -80,6 +80,10 @@ def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None
         "from agent.collectors.escpos import probe_tcp\n"
         "with SimPrinter() as printer:\n"
         "    assert probe_tcp(*printer.start_tcp()).outcome.value == 'ok'\n"
+        "from agent.facts import gather\n"
+        "from protocol import DeviceFacts\n"
+        "facts = DeviceFacts(facts=gather(None)).facts\n"
+        "assert facts['python'].startswith('3.8.'), facts\n"
         "print('ok', len(SAMPLES))\n"
     )
     result = run38("-c", code)

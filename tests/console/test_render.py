@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from console.render import render_report
+from console.render import facts_summary, render_facts, render_report
 from protocol import DiagnosticsReport
 
 
@@ -28,3 +28,55 @@ def test_report_renders_sections_and_local_times() -> None:
     local = datetime.fromtimestamp(at).astimezone().isoformat(sep=" ", timespec="seconds")
     assert f"checked_at: {local}" in text
     assert "… 5 more" in text
+
+
+FACTS = {
+    "hostname": "TILL-01",
+    "os": "Windows",
+    "os_release": "7",
+    "os_version": "6.1.7601",
+    "machine": "x86",
+    "python": "3.8.10",
+    "agent_version": "0.1.0",
+    "pos_profile": "windows-sqlexpress",
+    "pos_name": "SQL Express POS",
+    "printers": [
+        {"name": "收银小票", "target": "COM3", "model": "Epson TM-T20III"},
+        {"name": "kitchen", "target": "tcp://10.0.0.9:9100", "model": None},
+    ],
+    "printers_omitted": 1,
+    "serial_ports": [{"device": "COM3", "usb_id": "04b8:0e28", "product": None}],
+    "uptime_days": 3,  # a fact this console has no label for
+}
+
+
+def test_facts_summary_is_one_short_line() -> None:
+    assert facts_summary(FACTS) == "TILL-01 · Windows 7 · agent 0.1.0 · 3 printers"
+    assert facts_summary({"hostname": "till", "printers": [{"name": "p"}]}) == "till · 1 printer"
+    assert facts_summary({}) == "-"
+
+
+def test_facts_render_with_english_and_chinese_labels() -> None:
+    assert render_facts(FACTS) == [
+        "  hostname / 主机名: TILL-01",
+        "  OS / 操作系统: Windows 7 (x86)",
+        "  Python: 3.8.10",
+        "  agent / 代理程序: 0.1.0",
+        "  POS profile / 收银软件: SQL Express POS (windows-sqlexpress)",
+        "  printers / 打印机: 收银小票 (COM3, Epson TM-T20III); kitchen (tcp://10.0.0.9:9100); "
+        "+1 more / 另有 1 个",
+        "  serial ports / 串口: COM3 (04b8:0e28)",
+        "  uptime_days: 3",
+    ]
+    assert render_facts({}) == ["  (no facts reported yet / 设备尚未上报信息)"]
+
+
+def test_facts_from_a_device_cannot_drive_the_terminal() -> None:
+    hostile = {
+        "hostname": "TILL\x1b[2J\x1b]0;owned\x07",
+        "printers": [{"name": "p\r\nFAKE LINE", "target": "\x9b31m"}],
+        "evil\x1b[1m": "x",
+    }
+    text = "\n".join([facts_summary(hostile), *render_facts(hostile)])
+    assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in text)
+    assert len(render_facts(hostile)) == 3  # no line was smuggled in

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import platform
+import time
 from typing import TYPE_CHECKING
 
 from agent.simprinter import PrinterState, SimPrinter
@@ -48,6 +50,15 @@ def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> Non
         listing = ok(tech("devices"))
         assert device in listing
         assert "yes" in listing
+        # the agent reports its facts right after it connects; the listing shows them
+        deadline = time.monotonic() + 15
+        detail = ok(tech("devices", "--facts"))
+        while "printers / 打印机" not in detail and time.monotonic() < deadline:
+            time.sleep(0.2)
+            detail = ok(tech("devices", "--facts"))
+        assert f"  hostname / 主机名: {platform.node()}" in detail
+        assert f"  printers / 打印机: receipt (tcp://{host}:{port})" in detail
+        assert f"{platform.node()} · {platform.system()}" in ok(tech("devices"))
 
         report = json.loads(ok(tech("diag", device, "--collector", "printers", "--json")))
         (probe,) = report["printers"]["data"]["printers"]

@@ -45,6 +45,25 @@ SAMPLES: list[m.Message] = [
     m.ScriptFinished(
         id=2, job_id="job-1", status="succeeded", finished_at=1700000002.0, exit_code=0
     ),
+    m.DeviceFacts(
+        facts={
+            "hostname": "TILL-01",
+            "os": "Windows",
+            "os_release": "7",
+            "python": "3.8.10",
+            "agent_version": "0.1.0",
+            "pos_profile": "windows-sqlexpress",
+            # arrays decode as tuples (docs/protocol.md#framing)
+            "printers": ({"name": "收银小票", "target": "COM3", "model": "Epson TM-T20III"},),
+            "serial_ports": ({"device": "COM3", "usb_id": "04b8:0e28"},),
+            "bits": 32,
+            "uptime_s": 1.5,
+            "sale_open": None,
+            "frozen": False,
+            "tags": ("front", 2),
+            "cpu": {"logical": 2},
+        }
+    ),
     m.AlertRaised(
         id=4,
         device_id="dev-1",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import MESSAGE_TYPES, Codec, RemoteProtocolError, Role, Session
+from protocol import MESSAGE_TYPES, Codec, DeviceFacts, RemoteProtocolError, Role, Session
 from tests.protocol.samples import SAMPLES
 
 CODEC = Codec()
@@ -87,3 +89,25 @@ def test_session_takes_any_frames_without_crashing(role: Role, frames: list[byte
             return
         for event in session.events_received():
             assert type(event) in MESSAGE_TYPES
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=STRUCTURED)
+@given(
+    st.dictionaries(
+        st.text(alphabet="abcz09_A \n", max_size=6)
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.binary(max_size=4),
+        msgpack_values,
+        max_size=6,
+    )
+)
+def test_facts_decode_to_json_compatible_facts_or_protocol_error(facts: dict) -> None:  # type: ignore[type-arg]
+    try:
+        frame = msgpack.packb({"t": "agent.facts", "facts": facts})
+        message = CODEC.decode(frame)
+    except (ValueError, RemoteProtocolError):  # msgpack refuses a key or a value; the codec too
+        return
+    assert isinstance(message, DeviceFacts)
+    # what the relay will store as JSON comes back from JSON unchanged (arrays as lists)
+    text = json.dumps(message.facts, allow_nan=False)
+    assert json.loads(text) == json.loads(json.dumps(facts))

@@ -5,9 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import msgpack
 import pytest
 
-from protocol import MESSAGE_TYPES, Codec, LocalProtocolError
+from protocol import (
+    MESSAGE_TYPES,
+    Codec,
+    InvalidMessage,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from protocol import messages as m
 from tests.protocol.samples import SAMPLES
 
@@ -265,3 +272,120 @@ def test_with_id_refuses_bad_ids_and_messages_without_ids(bad: object) -> None:
         request.with_id(bad)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         m.Heartbeat(seq=1, sent_at=1.0).with_id(5)
+
+
+# --- DeviceFacts: a small, bounded, JSON-compatible map (docs/protocol.md#device-facts) ----------
+
+
+def _facts(**facts: object) -> m.DeviceFacts:
+    return m.DeviceFacts(facts=facts)
+
+
+BAD_FACTS = [
+    ("not a map", [("hostname", "x")]),
+    ("int key", {1: "x"}),
+    ("bytes key", {b"hostname": "x"}),
+    ("int key inside a map", {"cpu": {1: 2}}),
+    ("int key inside a list entry", {"printers": [{1: "x"}]}),
+    ("empty key", {"": "x"}),
+    ("key with capitals", {"Hostname": "x"}),
+    ("key with a space", {"host name": "x"}),
+    ("key starting with a digit", {"1st": "x"}),
+    ("key with a newline", {"hostname\n": "x"}),
+    ("key too long", {"k" * (m.MAX_FACT_KEY + 1): 1}),
+    ("inner key too long", {"cpu": {"k" * (m.MAX_FACT_KEY + 1): 1}}),
+    ("too many keys", {f"k{i}": i for i in range(m.MAX_FACTS + 1)}),
+    ("string too long", {"hostname": "x" * (m.MAX_FACT_TEXT + 1)}),
+    ("string too long in a list", {"tags": ["x" * (m.MAX_FACT_TEXT + 1)]}),
+    ("string too long in a row", {"printers": [{"name": "x" * (m.MAX_FACT_TEXT + 1)}]}),
+    ("list too long", {"tags": list(range(m.MAX_FACT_ITEMS + 1))}),
+    ("inner map too big", {"cpu": {f"k{i}": i for i in range(m.MAX_FACT_ITEMS + 1)}}),
+    ("row too big", {"printers": [{f"k{i}": i for i in range(m.MAX_FACT_ITEMS + 1)}]}),
+    (
+        "all text over the total",
+        {f"k{i}": [("x" * 200)] * 2 for i in range(m.MAX_FACTS_TEXT // 400 + 1)},
+    ),
+    ("bytes value", {"hostname": b"TILL-01"}),
+    ("bytes in a list", {"tags": [b"x"]}),
+    ("object value", {"hostname": object()}),
+    ("nan", {"load": math.nan}),
+    ("infinity in a map", {"cpu": {"load": math.inf}}),
+    ("int beyond 2**53", {"memory": 2**53 + 1}),
+    ("int below -2**53", {"memory": -(2**53) - 1}),
+    ("control character", {"hostname": "TILL\x1b[2J"}),
+    ("C1 control character", {"hostname": "TILL\x9b"}),
+    ("DEL in a row", {"printers": [{"name": "a\x7f"}]}),
+    ("map in a map", {"cpu": {"inner": {"x": 1}}}),
+    ("list in a map", {"cpu": {"inner": [1]}}),
+    ("list in a list", {"tags": [[1]]}),
+    ("map in a row", {"printers": [{"name": {"x": 1}}]}),
+    ("list in a row", {"printers": [{"name": [1]}]}),
+    ("set value", {"tags": {1, 2}}),
+]
+
+
+@pytest.mark.parametrize(("what", "facts"), BAD_FACTS, ids=[b[0] for b in BAD_FACTS])
+def test_bad_facts_cannot_be_built_or_decoded(what: str, facts: object) -> None:
+    with pytest.raises(LocalProtocolError, match=r"DeviceFacts\.facts"):
+        m.DeviceFacts(facts=facts)  # type: ignore[arg-type]
+    assert m.facts_size(facts) == -1 or m.facts_size(facts) > m.MAX_FACTS_TEXT
+    try:
+        frame = msgpack.packb({"t": "agent.facts", "facts": facts})
+    except TypeError:
+        return  # msgpack can't carry it (an object, a set): no peer can send it either
+    with pytest.raises(RemoteProtocolError) as info:
+        Codec().decode(frame)
+    assert info.value.close_code == 1007
+    if isinstance(info.value, InvalidMessage):
+        assert info.value.tag == "agent.facts"  # known tag, safe to log or audit
+
+
+def test_facts_at_every_limit_are_accepted() -> None:
+    facts: dict[str, object] = {
+        "k" * m.MAX_FACT_KEY: "x" * m.MAX_FACT_TEXT,
+        "tags": tuple(range(m.MAX_FACT_ITEMS)),
+        "cpu": {f"k{i}": i for i in range(m.MAX_FACT_ITEMS)},
+        "printers": tuple({f"k{i}": None for i in range(m.MAX_FACT_ITEMS)} for _ in range(2)),
+        "big": 2**53,
+        "small": -(2**53),
+        "ratio": 0.5,
+        "flag": True,
+        "none": None,
+        "zh": "收银机一号",
+    }
+    facts.update((f"f{i:02d}", "") for i in range(m.MAX_FACTS - len(facts)))
+    assert len(facts) == m.MAX_FACTS
+    built = m.DeviceFacts(facts=facts)
+    codec = Codec()
+    assert codec.decode(codec.encode(built)) == built
+
+
+def _text_of(total: int) -> dict[str, object]:
+    """Facts whose keys and strings hold exactly ``total`` characters."""
+    facts: dict[str, object] = {}
+    left = total
+    while left:
+        key = f"f{len(facts):02d}"
+        left -= len(key)
+        chunk: list[str] = []
+        while left and len(chunk) < m.MAX_FACT_ITEMS:
+            chunk.append("y" * min(left, m.MAX_FACT_TEXT))
+            left -= len(chunk[-1])
+        facts[key] = tuple(chunk)
+    return facts
+
+
+def test_facts_total_text_limit_is_exact() -> None:
+    at_limit = _text_of(m.MAX_FACTS_TEXT)
+    assert m.facts_size(at_limit) == m.MAX_FACTS_TEXT
+    m.DeviceFacts(facts=at_limit)
+    over = _text_of(m.MAX_FACTS_TEXT + 1)
+    assert m.facts_size(over) == m.MAX_FACTS_TEXT + 1
+    with pytest.raises(LocalProtocolError):
+        m.DeviceFacts(facts=over)
+
+
+def test_facts_size_counts_keys_and_strings() -> None:
+    assert m.facts_size({}) == 0
+    assert m.facts_size({"os": "Linux", "bits": 64}) == len("os") + 5 + len("bits")
+    assert m.facts_size({"printers": [{"name": "ab"}, "cd"]}) == len("printers") + 4 + 2 + 2

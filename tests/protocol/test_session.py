@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from protocol import (
+    SUPPORTED_VERSIONS,
     Codec,
     LocalProtocolError,
     ProtocolError,
@@ -30,12 +31,12 @@ def pump(src: Session, dst: Session) -> list[m.Message]:
     return dst.events_received()
 
 
-def open_agent_pair() -> tuple[Session, Session]:
-    agent, relay = Session(Role.AGENT), Session(Role.RELAY_FOR_AGENT)
+def open_agent_pair(versions: tuple[int, ...] = SUPPORTED_VERSIONS) -> tuple[Session, Session]:
+    agent, relay = Session(Role.AGENT, versions=versions), Session(Role.RELAY_FOR_AGENT)
     agent.send_hello("agent/1")
     (hello,) = pump(agent, relay)
     assert isinstance(hello, m.Hello)
-    assert relay.version == 1
+    assert relay.version == max(versions)
     assert relay.peer_hello == hello
     relay.send_welcome("relay-1", "relay/1")
     relay.send_challenge(NONCE)
@@ -286,6 +287,71 @@ def test_abandoned_ids_are_bounded() -> None:
         relay.abandon(rid)
     assert len(relay._abandoned) == MAX_ABANDONED
     assert 1 not in relay._abandoned
+
+
+FACTS = m.DeviceFacts(facts={"hostname": "TILL-01", "printers": ({"name": "receipt"},)})
+
+
+def test_open_agent_sends_facts_to_the_relay() -> None:
+    agent, relay = open_agent_pair()
+    assert agent.version == relay.version == 2
+    agent.send(FACTS)
+    assert pump(agent, relay) == [FACTS]
+    # an event: nothing is waiting for an answer on either side
+    assert (agent.requests_in_flight, relay.requests_to_answer) == (0, 0)
+
+
+def test_facts_need_protocol_version_2_on_both_sides() -> None:
+    agent, relay = open_agent_pair(versions=(1,))
+    assert agent.version == relay.version == 1
+    with pytest.raises(LocalProtocolError, match="version 1"):
+        agent.send(FACTS)
+    assert agent.state is SessionState.OPEN  # refused before anything was queued
+    assert agent.data_to_send() == []
+    with pytest.raises(UnexpectedMessage, match="version 1") as info:
+        relay.receive_data(CODEC.encode(FACTS))
+    assert info.value.close_code == 1002
+    assert relay.state is SessionState.CLOSED
+
+
+@pytest.mark.parametrize(
+    "role", [Role.RELAY_FOR_AGENT, Role.AGENT, Role.CONSOLE, Role.RELAY_FOR_CONSOLE]
+)
+def test_nobody_receives_facts_before_the_handshake(role: Role) -> None:
+    session = Session(role)
+    with pytest.raises(UnexpectedMessage):
+        session.receive_data(CODEC.encode(FACTS))
+    assert session.state is SessionState.CLOSED
+
+
+def test_facts_during_the_agent_handshake_are_refused() -> None:
+    agent, relay = Session(Role.AGENT), Session(Role.RELAY_FOR_AGENT)
+    agent.send_hello("a")
+    pump(agent, relay)
+    relay.send_welcome("r", "r")
+    relay.send_challenge(NONCE)
+    pump(relay, agent)
+    with pytest.raises(LocalProtocolError):
+        agent.send(FACTS)  # not authenticated yet
+    with pytest.raises(UnexpectedMessage):
+        relay.receive_data(CODEC.encode(FACTS))
+
+
+def test_only_an_agent_sends_facts_and_only_a_relay_receives_them() -> None:
+    agent, relay = open_agent_pair()
+    with pytest.raises(LocalProtocolError):
+        relay.send(FACTS)
+    with pytest.raises(UnexpectedMessage):
+        agent.receive_data(CODEC.encode(FACTS))
+    console, relay_for_console = open_console_pair()
+    with pytest.raises(LocalProtocolError):
+        console.send(FACTS)
+    with pytest.raises(LocalProtocolError):
+        relay_for_console.send(FACTS)
+    with pytest.raises(UnexpectedMessage):
+        relay_for_console.receive_data(CODEC.encode(FACTS))
+    with pytest.raises(UnexpectedMessage):
+        console.receive_data(CODEC.encode(FACTS))
 
 
 def test_heartbeat_and_ack_both_ways() -> None:

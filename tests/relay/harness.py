@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import Role, Session, SessionState, signing
+from protocol import SUPPORTED_VERSIONS, Role, Session, SessionState, signing
 from protocol import messages as m
 from protocol.enrolment import EnrolmentInvite
 from relay.app import create_app
@@ -178,8 +178,9 @@ async def agent_handshake(
     device_id: str,
     key: signing.Ed25519PrivateKey,
     sign: Callable[[bytes], bytes] | None = None,
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS,
 ) -> tuple[Session, m.Message]:
-    session = Session(Role.AGENT)
+    session = Session(Role.AGENT, versions=versions)
     session.send_hello("test-agent")
     await send(ws, session)
     events: list[m.Message] = []
@@ -209,14 +210,23 @@ async def console_handshake(ws: ClientConnection, token: str) -> tuple[Session, 
 class Agent:
     """An enrolled, connected agent played by the test."""
 
-    def __init__(self, relay: Relay, device_id: str, key: signing.Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        device_id: str,
+        key: signing.Ed25519PrivateKey,
+        versions: tuple[int, ...] = SUPPORTED_VERSIONS,
+    ) -> None:
         self.relay, self.device_id, self.key = relay, device_id, key
+        self.versions = versions
         self.ws: ClientConnection | None = None
         self.session: Session | None = None
 
     async def __aenter__(self) -> Agent:
         self.ws = await connect(self.relay.ws + "/v1/agent", close_timeout=1)
-        self.session, answer = await agent_handshake(self.ws, self.device_id, self.key)
+        self.session, answer = await agent_handshake(
+            self.ws, self.device_id, self.key, versions=self.versions
+        )
         assert isinstance(answer, m.AuthAccepted), answer
         return self
 

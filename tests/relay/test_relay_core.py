@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -18,7 +19,8 @@ from protocol import Codec, signing
 from protocol import messages as m
 from protocol.enrolment import EnrolmentInvite
 from relay.audit import verify_store
-from relay.storage import JobStatus, Scope
+from relay.errors import StorageError
+from relay.storage import JobStatus, Scope, open_storage
 from tests.relay.harness import (
     PASSWORD,
     Agent,
@@ -605,3 +607,170 @@ async def test_presence_records_last_seen_and_agent_version(relay: Relay) -> Non
     stored = await relay.state.storage.get_device(device_id)
     assert stored.last_seen == last_seen
     assert stored.agent_version == "test-agent"
+
+
+# --- device facts (docs/protocol.md#device-facts) -------------------------------------------------
+
+FACTS = {
+    "hostname": "TILL-01",
+    "os": "Windows",
+    "os_release": "7",
+    "agent_version": "9.9-says-the-device",
+    "printers": ({"name": "收银小票", "target": "COM3", "model": "Epson TM-T20III"},),
+}
+#: FACTS as JSON gives them back (arrays as lists)
+FACTS_JSON = {**FACTS, "printers": [dict(FACTS["printers"][0])]}  # type: ignore[index]
+
+
+async def _listed(relay: Relay, device_id: str, user: str = "tech") -> dict[str, object]:
+    _, body = await relay.get("/v1/devices", relay.tokens[user])
+    devices = body["devices"]
+    assert isinstance(devices, list)
+    (device,) = [d for d in devices if d["id"] == device_id]
+    assert isinstance(device, dict)
+    return device
+
+
+async def test_agent_facts_reach_the_listing_and_then_the_database(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    other_id, _ = await relay.enrol()
+    assert (await _listed(relay, device_id))["facts"] == {}  # nothing known yet
+    async with Agent(relay, device_id, key) as agent:
+        # naming another device inside the facts changes nothing about which device they describe
+        await agent.reply(m.DeviceFacts(facts={**FACTS, "device_id": other_id}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()  # the ack: the relay has handled the facts before it
+        device = await _listed(relay, device_id)
+        assert device["facts"] == {**FACTS_JSON, "device_id": other_id}  # not yet written
+        # self-reported: the agent version shown is the one from hello, not the facts' own
+        assert device["agent_version"] == "test-agent"
+        await wait_until(lambda: not relay.state.presence, timeout=5)  # written behind
+        stored = await relay.state.storage.get_device(device_id)
+        assert stored.facts == {**FACTS_JSON, "device_id": other_id}
+        assert stored.agent_version == "test-agent"
+        assert (await relay.state.storage.get_device(other_id)).facts == {}
+        assert (await _listed(relay, device_id))["facts"] == stored.facts  # now from the database
+        # newer facts replace the old ones whole
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-02"}))
+        await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+        await agent.next()
+        assert (await _listed(relay, device_id))["facts"] == {"hostname": "TILL-02"}
+    await wait_until(lambda: not relay.state.presence, timeout=5)
+    assert (await relay.state.storage.get_device(device_id)).facts == {"hostname": "TILL-02"}
+    assert (await _listed(relay, device_id, "admin"))["facts"] == {"hostname": "TILL-02"}
+
+
+def _facts_frame(facts: object) -> bytes:
+    frame: bytes = msgpack.packb({"t": "agent.facts", "facts": facts})
+    return frame
+
+
+BAD_FACT_FRAMES = [
+    ("string too long", _facts_frame({"hostname": "x" * 257}), "agent.facts"),
+    ("too many keys", _facts_frame({f"k{i}": i for i in range(33)}), "agent.facts"),
+    ("over the total", _facts_frame({f"k{i}": ["x" * 256] * 16 for i in range(3)}), "agent.facts"),
+    ("bytes value", _facts_frame({"hostname": b"TILL"}), "agent.facts"),
+    ("bytes key", _facts_frame({b"hostname": "TILL"}), "agent.facts"),
+    ("terminal escape", _facts_frame({"hostname": "\x1b]0;pwned\x07"}), "agent.facts"),
+    ("nested too deep", _facts_frame({"cpu": {"inner": {"x": 1}}}), "agent.facts"),
+    ("list in a list", _facts_frame({"tags": [[1]]}), "agent.facts"),
+    ("not a map", _facts_frame(["hostname", "TILL"]), "agent.facts"),
+    ("int key", _facts_frame({"cpu": {1: 2}}), None),  # msgpack itself refuses it
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "frame", "tag"), BAD_FACT_FRAMES, ids=[b[0] for b in BAD_FACT_FRAMES]
+)
+async def test_bad_facts_are_refused_audited_and_the_old_facts_kept(
+    tmp_path: Path, what: str, frame: bytes, tag: str | None
+) -> None:
+    relay = await start_relay(tmp_path, presence_interval=3600.0)  # flushed by hand below
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent:
+            await agent.reply(m.DeviceFacts(facts=FACTS))
+        await wait_until(lambda: relay.state.router.agent(device_id) is None)
+        await relay.state.flush_presence()
+        assert (await relay.state.storage.get_device(device_id)).facts == FACTS_JSON
+        async with Agent(relay, device_id, key) as agent:
+            await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-NEW"}))  # not written yet
+            assert agent.ws is not None
+            await agent.ws.send(frame)
+            assert await close_code(agent.ws) == 1007
+        await wait_until(lambda: relay.state.router.agent(device_id) is None)
+        # the good facts sent before the bad frame are kept, and nothing of the bad frame
+        assert (await _listed(relay, device_id))["facts"] == {"hostname": "TILL-NEW"}
+        await relay.state.flush_presence()
+        assert (await relay.state.storage.get_device(device_id)).facts == {"hostname": "TILL-NEW"}
+        refusals = [r async for r in relay.state.storage.records() if r.action == "agent.message"]
+        (refusal,) = refusals
+        assert (str(refusal.outcome), refusal.target) == ("refused", f"device:{device_id}")
+        assert refusal.detail["reason"] in {"invalid message", "malformed message"}
+        assert refusal.detail["close_code"] == 1007
+        assert refusal.detail.get("message") == tag
+        await _chain_ok(relay)
+        async with Agent(relay, device_id, key):  # the device may come back at once
+            pass
+    finally:
+        await relay.server.close()
+
+
+async def test_bad_first_facts_leave_the_stored_facts_empty(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        assert agent.ws is not None
+        await agent.ws.send(_facts_frame({"hostname": "x" * 257}))
+        assert await close_code(agent.ws) == 1007
+    await wait_until(lambda: not relay.state.presence, timeout=5)
+    stored = await relay.state.storage.get_device(device_id)
+    assert stored.facts == {}
+    assert stored.last_seen is not None  # the connection itself is still recorded
+
+
+async def test_facts_from_a_version_1_agent_are_refused(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key, versions=(1,)) as agent:
+        assert agent.session is not None
+        assert agent.session.version == 1
+        assert agent.ws is not None
+        await agent.ws.send(CODEC.encode(m.DeviceFacts(facts=FACTS)))
+        assert await close_code(agent.ws) == 1002
+    await wait_until(lambda: not relay.state.presence, timeout=5)
+    assert (await relay.state.storage.get_device(device_id)).facts == {}
+    assert ("agent.message", "refused", f"device:{device_id}") in await relay.audit_actions()
+
+
+async def test_presence_kept_when_a_flush_fails_keeps_facts_noted_meanwhile(
+    tmp_path: Path,
+) -> None:
+    relay = await start_relay(tmp_path, presence_interval=3600.0)  # flushed by hand below
+    state = relay.state
+    served = state.storage
+    impatient = open_storage(state.config.database, busy_timeout=0.2)
+    try:
+        device_id, _ = await relay.enrol()
+        state.seen(device_id, "agent/2", facts={"hostname": "TILL-01"})
+        state.storage = impatient
+        locker = sqlite3.connect(relay.state.config.data_dir / "relay.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        try:
+            flush = asyncio.ensure_future(state.flush_presence())
+            await asyncio.sleep(0.05)  # the flush took the batch and waits for the lock
+            assert not state.presence
+            state.seen(device_id)  # the device is seen again meanwhile, with nothing new
+            with pytest.raises(StorageError):
+                await flush
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        seen_at, version, facts = state.presence[device_id]
+        assert (version, facts) == ("agent/2", {"hostname": "TILL-01"})  # nothing lost
+        await state.flush_presence()
+        stored = await served.get_device(device_id)
+        assert (stored.last_seen, stored.agent_version) == (seen_at, "agent/2")
+        assert stored.facts == {"hostname": "TILL-01"}
+    finally:
+        state.storage = served
+        await impatient.close()
+        await relay.server.close()

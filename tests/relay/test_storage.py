@@ -567,11 +567,24 @@ async def test_presence_is_written_in_batches(storage):
     _, _, store = await make_tree(storage)
     first = await enrol(storage, store.id)
     await storage.record_presences({})  # nothing to write is fine
+    facts = {"hostname": "TILL-01", "printers": ({"name": "收银", "model": None},), "bits": 64}
     await storage.record_presences(
-        {first.id: (NOW + 5, "posassist-agent/1"), "dev_gone": (NOW + 5, None)}
+        {
+            first.id: (NOW + 5, "posassist-agent/1", facts),
+            "dev_gone": (NOW + 5, None, {"hostname": "x"}),
+        }
     )
     device = await storage.get_device(first.id)
     assert (device.last_seen, device.agent_version) == (NOW + 5, "posassist-agent/1")
-    await storage.record_presences({first.id: (NOW + 9, None)})  # version kept when unknown
+    # stored as JSON: arrays come back as lists
+    assert device.facts == {
+        "hostname": "TILL-01",
+        "printers": [{"name": "收银", "model": None}],
+        "bits": 64,
+    }
+    await storage.record_presences({first.id: (NOW + 9, None, None)})  # kept when unknown
     device = await storage.get_device(first.id)
     assert (device.last_seen, device.agent_version) == (NOW + 9, "posassist-agent/1")
+    assert device.facts["hostname"] == "TILL-01"
+    await storage.record_presences({first.id: (NOW + 10, None, {"hostname": "TILL-02"})})
+    assert (await storage.get_device(first.id)).facts == {"hostname": "TILL-02"}  # replaced

@@ -754,7 +754,7 @@ class SqlStorage:
                 _append_in(conn, entry, now)
 
         try:
-            await self._db.write(tx)
+            await self._db.write(tx, small=True)
         except Conflict as exc:  # the only constraint an insert of a fresh id can break
             raise NotFound(f"devices {device_id!r}") from exc
         return job
@@ -783,7 +783,7 @@ class SqlStorage:
                 _append_in(conn, audit, now)
             return row
 
-        row = await self._db.write(tx)
+        row = await self._db.write(tx, small=True)
         if row is None:
             current = await self.get_job(job_id)  # raises NotFound
             raise Conflict(f"job {job_id} is {current.status}")
@@ -854,7 +854,7 @@ class SqlStorage:
         """
         entry = AuditEntry(actor, action, target, outcome, detail)
         normalise_detail(detail or {})  # a ValueError here, before any transaction
-        return await self._db.write(lambda conn: _append_in(conn, entry, now))
+        return await self._db.write(lambda conn: _append_in(conn, entry, now), small=True)
 
     async def head(self) -> ChainHead:
         row = await self._db.read(lambda conn: conn.execute(_HEAD).first())

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -42,15 +43,15 @@ from relay.storage import (
     head_revision,
     normalise_url,
     open_storage,
+    schema,
 )
 from relay.storage.engine import SqliteDatabase
 from relay.storage.schema import metadata
 from tests.relay.harness import wait_until
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
-
-    import sqlalchemy as sa
 
     from relay.storage.interfaces import AuditLog
 
@@ -208,6 +209,71 @@ async def test_sqlite_close_checkpoints_what_is_not_yet_on_disk(tmp_path: Path):
     uri = f"file:{path}?immutable=1"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as raw:
         assert raw.execute("SELECT name FROM organisations").fetchall() == [("o",)]
+
+
+async def test_sqlite_small_writes_run_on_the_loop_and_wait_for_another_writer_on_a_thread(
+    tmp_path: Path,
+):
+    path = tmp_path / "r.db"
+    storage = open_storage(f"sqlite:///{path}", busy_timeout=5)
+    database = storage.database
+    assert isinstance(database, SqliteDatabase)
+    try:
+        await storage.migrate()
+        _, _, store = await make_tree(storage)
+        device = await enrol(storage, store.id)
+        threads_before = database.thread_writes
+        job = await storage.create_job(device.id, "diag.request", "usr_a", now=NOW)
+        await storage.finish_job(job.id, JobStatus.SUCCEEDED, now=NOW + 1)
+        assert (database.inline_writes, database.thread_writes) == (2, threads_before)
+
+        # An operator command holds the write lock: the small write does not fail or spin on
+        # the loop; it waits on the writer thread and lands once the lock is released.
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(
+            storage.create_job(device.id, "diag.request", "usr_a", now=NOW + 2)
+        )
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # the loop is free meanwhile: this line runs
+        raw.execute("ROLLBACK")
+        raw.close()
+        second = await asyncio.wait_for(pending, 5)
+        assert database.thread_writes == threads_before + 1
+        assert (await storage.get_job(second.id)).status is JobStatus.PENDING
+        # and the next small write is back on the loop
+        await storage.finish_job(second.id, JobStatus.FAILED, now=NOW + 3, error="x")
+        assert database.inline_writes == 3
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_small_write_locked_too_long_is_storage_unavailable(tmp_path: Path):
+    path = tmp_path / "r.db"
+    storage = open_storage(f"sqlite:///{path}", busy_timeout=0.2)
+    try:
+        await storage.migrate()
+        _, _, store = await make_tree(storage)
+        device = await enrol(storage, store.id)
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StorageUnavailable):
+                await storage.create_job(device.id, "diag.request", "usr_a", now=NOW)
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+        assert [j async for j in _jobs(storage)] == []  # nothing half-written
+        await storage.create_job(device.id, "diag.request", "usr_a", now=NOW)  # recovers
+        assert len([j async for j in _jobs(storage)]) == 1
+    finally:
+        await storage.close()
+
+
+async def _jobs(storage: SqlStorage) -> AsyncIterator[str]:
+    query = sa.select(schema.jobs.c.id)
+    for job_id in await storage.run_read(lambda conn: conn.execute(query).scalars().all()):
+        yield job_id
 
 
 async def test_sqlite_write_lock_held_too_long_is_storage_unavailable(tmp_path: Path):

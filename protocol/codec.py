@@ -16,7 +16,7 @@ from .errors import (
     PayloadTooBig,
     UnknownMessageType,
 )
-from .messages import MESSAGE_TYPES, Message
+from .messages import MAX_ID, MESSAGE_TYPES, Message
 
 __all__ = ["DEFAULT_LIMITS", "Codec", "Limits"]
 
@@ -78,12 +78,27 @@ class Codec:
 
     def encode(self, msg: Message) -> bytes:
         """One frame for ``msg``. Raises LocalProtocolError if it would exceed the frame limit."""
+        return self._pack(msg, msg.to_wire())
+
+    def encode_with_id(self, msg: Message, request_id: int) -> bytes:
+        """The frame ``encode(msg.with_id(request_id))`` would give, without building the copy.
+
+        What a relay does for every request and reply it forwards. LocalProtocolError for a
+        message without an id, a bad id or a frame too big, as ``with_id`` and ``encode`` raise.
+        """
+        if "id" not in msg.FIELDS or type(request_id) is not int or not 1 <= request_id <= MAX_ID:
+            raise LocalProtocolError(f"{type(msg).__name__}: cannot take request id {request_id!r}")
+        wire = msg.to_wire()
+        wire["id"] = request_id  # same key, same place in the map: the frame differs only here
+        return self._pack(msg, wire)
+
+    def _pack(self, msg: Message, wire: Dict[str, object]) -> bytes:
         if self._registry.get(msg.TAG) is not type(msg):
             raise LocalProtocolError(f"{type(msg).__name__} is not registered with this codec")
         # Packer().pack is what msgpack.packb does, minus a Python-level call forwarding **kwargs
         # that costs more than packing a small message. A fresh Packer per call shares no buffer
         # between threads.
-        frame: bytes = msgpack.Packer().pack(msg.to_wire())
+        frame: bytes = msgpack.Packer().pack(wire)
         if len(frame) > self.limits.max_frame:
             raise LocalProtocolError(f"{type(msg).__name__} encodes to {len(frame)} bytes")
         return frame

@@ -120,6 +120,18 @@ class Session:
             self.state = self._handshake_step(msg, Direction.SEND)
         self._out.append(frame)
 
+    def send_with_id(self, msg: Message, request_id: int) -> None:
+        """Queue ``msg`` under another request id: ``send(msg.with_id(request_id))``, no copy.
+
+        What a relay does with each request and reply it forwards (the session must be open);
+        LocalProtocolError as for ``send`` (the session stays as it was).
+        """
+        if self.state is not SessionState.OPEN:
+            raise LocalProtocolError(f"cannot forward {msg.TAG} in state {self.state.name}")
+        frame = self.codec.encode_with_id(msg, request_id)
+        self._check_open(msg, Direction.SEND, request_id)
+        self._out.append(frame)
+
     def close(self) -> None:
         """Mark the session closed; nothing more is sent or accepted."""
         self.state = SessionState.CLOSED
@@ -216,7 +228,9 @@ class Session:
             raise UnexpectedMessage(f"received {what}")
         return after
 
-    def _check_open(self, msg: Message, direction: Direction) -> bool:
+    def _check_open(
+        self, msg: Message, direction: Direction, request_id: Optional[int] = None
+    ) -> bool:
         sending = direction is Direction.SEND
         allowed = self._sends if sending else self._receives
         if msg.TAG not in allowed:
@@ -230,13 +244,18 @@ class Session:
                 raise LocalProtocolError(f"cannot send {what}")
             raise UnexpectedMessage(f"received {what}")
         if msg.KIND is Kind.REQUEST:
-            self._track_request(msg, self._outgoing if sending else self._incoming, sending)
+            table = self._outgoing if sending else self._incoming
+            self._track_request(msg, table, sending, request_id)
         elif msg.KIND is Kind.REPLY:
-            return self._track_reply(msg, self._incoming if sending else self._outgoing, sending)
+            table = self._incoming if sending else self._outgoing
+            return self._track_reply(msg, table, sending, request_id)
         return True
 
-    def _track_request(self, msg: Message, table: Dict[int, str], sending: bool) -> None:
-        request_id: int = getattr(msg, "id")  # noqa: B009 - every REQUEST has an id
+    def _track_request(
+        self, msg: Message, table: Dict[int, str], sending: bool, request_id: Optional[int]
+    ) -> None:
+        if request_id is None:
+            request_id = getattr(msg, "id")  # noqa: B009 - every REQUEST has an id
         if request_id in table:
             if sending:
                 raise LocalProtocolError(f"request id {request_id} is already in flight")
@@ -247,8 +266,11 @@ class Session:
             raise TooManyRequests(f"peer has {len(table)} requests in flight")
         table[request_id] = msg.TAG
 
-    def _track_reply(self, msg: Message, table: Dict[int, str], sending: bool) -> bool:
-        request_id: int = getattr(msg, "id")  # noqa: B009 - every REPLY has an id
+    def _track_reply(
+        self, msg: Message, table: Dict[int, str], sending: bool, request_id: Optional[int]
+    ) -> bool:
+        if request_id is None:
+            request_id = getattr(msg, "id")  # noqa: B009 - every REPLY has an id
         request_tag = table.get(request_id)
         if request_tag is None and not sending and request_id in self._abandoned:
             if msg.TERMINAL:

@@ -7,6 +7,7 @@ frames stay in order and a peer that can't keep up is disconnected, not buffered
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Protocol
@@ -66,8 +67,13 @@ class WebSocketSession:
         self.peer = peer
         self._frames_in = frames_in or _NO_COUNT
         self._frames_out = frames_out or _NO_COUNT
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_outbox)
+        # Frames wait here for the writer task, which empties it at each wake-up; a frame stays
+        # in it (and counts against max_outbox) until written.
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._max_outbox = max_outbox
+        self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The idle timer (see _receive): one per connection, moved lazily, not one per frame.
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -89,39 +95,54 @@ class WebSocketSession:
         """From now on frames go through the outbox; call once, after the handshake."""
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.peer}")
 
-    def send_nowait(self, msg: Message) -> None:
-        """Queue ``msg`` without waiting; SlowConsumerError if the outbox is full."""
-        self.session.send(msg)
-        for frame in self.session.data_to_send():
-            try:
-                self._outbox.put_nowait(frame)
-            except asyncio.QueueFull:
-                raise SlowConsumerError(
-                    f"{self.peer}: {self._outbox.qsize()} frames queued"
-                ) from None
+    def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
+        """Queue ``msg`` (under ``request_id`` if given) without waiting.
+
+        SlowConsumerError if the outbox is full; a refused message (LocalProtocolError) leaves
+        the session and the outbox as they were.
+        """
+        session = self.session
+        if request_id is None:
+            session.send(msg)
+        else:
+            session.send_with_id(msg, request_id)
+        outbox = self._outbox
+        for frame in session.data_to_send():
+            if len(outbox) >= self._max_outbox:
+                raise SlowConsumerError(f"{self.peer}: {len(outbox)} frames queued")
+            outbox.append(frame)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
 
     async def _write_loop(self) -> None:
+        outbox = self._outbox
+        send = self.ws.send_bytes
+        frames_out = self._frames_out
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                frame = await self._outbox.get()
-                await self.ws.send_bytes(frame)
-                self._outbox.task_done()
-                self._frames_out.inc()
+                # One wake-up writes every frame queued since the last; send_bytes only waits
+                # when the socket's buffer is over its limit.
+                while outbox:
+                    await send(outbox[0])
+                    outbox.popleft()
+                    frames_out.inc()
+                wakeup = self._wakeup = loop.create_future()
+                await wakeup
         except (ConnectionResetError, RuntimeError) as exc:  # closing transport
             log.debug("writer for %s stopped: %s", self.peer, exc)
 
-    async def stop_writer(self, drain_timeout: float = 0.0) -> None:
-        """Stop the writer, first letting it drain the outbox for up to ``drain_timeout``.
+    async def stop_writer(self) -> None:
+        """Stop the writer; frames not yet written are dropped (the peer is gone or being closed).
 
         Every handler calls this when its connection ends, so the idle timer stops here too.
         """
         self._disarm()
         if self._writer is None:
             return
-        if drain_timeout > 0 and not self._writer.done():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(drain_timeout):
-                    await self._outbox.join()
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
@@ -154,8 +175,10 @@ class WebSocketSession:
         itself for the newest deadline when it fires early, and cancels the waiting task (as
         ``asyncio.timeout`` does) only when the deadline has really passed.
         """
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self._deadline = loop.time() + timeout
         if self._timer is None or self._timer_at > self._deadline:

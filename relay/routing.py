@@ -24,7 +24,8 @@ class Link(Protocol):
     session: Session
     peer: str
 
-    def send_nowait(self, msg: Message) -> None: ...
+    def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
+        """Queue ``msg`` (under ``request_id`` if given, as forwarded requests and replies are)."""
 
 
 class OfflineError(Exception):
@@ -67,9 +68,7 @@ class Router(Protocol):
         now: float,
         timeout: float,
     ) -> Route: ...
-    def deliver(
-        self, device_id: str, reply: Message, now: float
-    ) -> tuple[Route, Message, bool] | None: ...
+    def deliver(self, device_id: str, reply: Message, now: float) -> Route | None: ...
     def expire(self, now: float) -> list[Route]: ...
     def detach_console(self, console: Link) -> list[Route]: ...
 
@@ -131,7 +130,7 @@ class InProcessRouter:
             raise OfflineError(device_id)
         agent_request_id = agent.session.next_id()
         console_request_id: int = getattr(request, "id")  # noqa: B009 - requests have ids
-        agent.send_nowait(request.with_id(agent_request_id))
+        agent.send_nowait(request, agent_request_id)
         route = Route(
             device_id=device_id,
             agent_request_id=agent_request_id,
@@ -147,25 +146,23 @@ class InProcessRouter:
         self._routes[(device_id, agent_request_id)] = route
         return route
 
-    def deliver(
-        self, device_id: str, reply: Message, now: float
-    ) -> tuple[Route, Message, bool] | None:
-        """Match an agent's reply to its route; the caller sends it on to ``route.console``.
+    def deliver(self, device_id: str, reply: Message, now: float) -> Route | None:
+        """Match an agent's reply to its route; the caller sends it on to ``route.console`` under
+        ``route.console_request_id``.
 
-        Returns the route, the reply under the console's request id, and whether the route
-        ended; None when nobody waits for it any more (the console left, or it timed out).
+        The route is forgotten when the reply is terminal. None when nobody waits for the reply
+        any more (the console left, or it timed out).
         """
         agent_request_id: int = getattr(reply, "id")  # noqa: B009 - replies have ids
         route = self._routes.get((device_id, agent_request_id))
         if route is None:
             return None
         route.replies += 1
-        if isinstance(reply, ScriptStarted | ScriptOutput):
-            route.deadline = now + route.timeout  # progress: the agent is alive and working
         if reply.TERMINAL:
             del self._routes[(device_id, agent_request_id)]
-        for_console = reply.with_id(route.console_request_id)
-        return route, for_console, reply.TERMINAL
+        elif isinstance(reply, ScriptStarted | ScriptOutput):
+            route.deadline = now + route.timeout  # progress: the agent is alive and working
+        return route
 
     def expire(self, now: float) -> list[Route]:
         """Remove and return the routes past their deadline; the caller tells both sides."""

@@ -182,12 +182,11 @@ async def _handle(
         # decided on it (docs/protocol.md#device-facts). Already validated by the session.
         state.seen(device_id, facts=event.facts)
     elif event.KIND is Kind.REPLY:
-        delivered = state.router.deliver(device_id, event, state.now())
-        if delivered is None:
+        route = state.router.deliver(device_id, event, state.now())
+        if route is None:
             return
-        route, for_console, ended = delivered
         try:
-            route.console.send_nowait(for_console)
+            route.console.send_nowait(event, route.console_request_id)
         except SlowConsumerError as exc:
             # The console stopped reading: it is closed (not this agent); its routes then fail.
             assert isinstance(route.console, WebSocketSession)
@@ -213,7 +212,7 @@ async def _handle(
                     outcome,
                     {"job": route.job_id, "user": route.user},
                 )
-        if ended:
+        if event.TERMINAL:
             await finish_route(state, route, None, None, reply=event)
     elif event.KIND is Kind.REQUEST:
         # Alerts and help requests get their handlers with the alerts and help-window work;

@@ -18,6 +18,8 @@ from protocol import (
 )
 from protocol import messages as m
 
+from .samples import SAMPLES
+
 HEARTBEAT = {"t": "heartbeat", "seq": 1, "sent_at": 2.0}
 
 
@@ -139,3 +141,30 @@ def test_codec_applies_cross_field_rules_when_decoding() -> None:
     frame = msgpack.packb({"t": "hello", "role": "agent", "versions": [], "software": ""})
     with pytest.raises(InvalidMessage):
         Codec().decode(frame)
+
+
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if "id" in s.FIELDS], ids=lambda s: s.TAG)
+def test_encode_with_id_is_the_frame_of_the_copy(sample: m.Message) -> None:
+    # A relay forwards requests and replies under its own ids without building copies; the frame
+    # must be byte for byte what encoding the copy gives.
+    codec = Codec()
+    assert codec.encode_with_id(sample, 424242) == codec.encode(sample.with_id(424242))
+    assert codec.decode(codec.encode_with_id(sample, m.MAX_ID)) == sample.with_id(m.MAX_ID)
+
+
+@pytest.mark.parametrize("bad", [0, -1, m.MAX_ID + 1, "7", 1.0, True, None])
+def test_encode_with_id_refuses_bad_ids_and_messages_without_ids(bad: object) -> None:
+    codec = Codec()
+    request = m.DiagnosticsRequest(id=1, device_id="dev-1")
+    with pytest.raises(LocalProtocolError, match="cannot take request id"):
+        codec.encode_with_id(request, bad)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="cannot take request id"):
+        codec.encode_with_id(Heartbeat(seq=1, sent_at=1.0), 5)
+
+
+def test_encode_with_id_keeps_the_frame_limit_and_the_registry() -> None:
+    big = m.ErrorReply(id=1, code="big", message="x" * 100)
+    with pytest.raises(LocalProtocolError, match="encodes to"):
+        Codec(limits=Limits(max_frame=32)).encode_with_id(big, 2)
+    with pytest.raises(LocalProtocolError, match="not registered"):
+        Codec(types=[Heartbeat]).encode_with_id(big, 2)

@@ -393,3 +393,44 @@ def test_role_properties() -> None:
     assert not Role.AGENT.is_relay
     assert Role.CONSOLE.client_role == "console"
     assert Role.RELAY_FOR_AGENT.client_role == "agent"
+
+
+def test_relay_forwards_a_request_and_its_replies_under_new_ids() -> None:
+    # The relay's send_with_id: the agent sees the relay's id, the console its own, and both
+    # sessions track the request under the id they know (docs/protocol.md#request-ids).
+    console, relay_c = open_console_pair()
+    agent, relay_a = open_agent_pair()
+    console.send(m.ScriptRunRequest(id=7, device_id="dev-1", script="s", version="1"))
+    (request,) = pump(console, relay_c)
+    agent_id = relay_a.next_id()
+    relay_a.send_with_id(request, agent_id)
+    (forwarded,) = pump(relay_a, agent)
+    assert forwarded == request.with_id(agent_id)
+    assert relay_a.requests_in_flight == 1
+    agent.send(m.ScriptOutput(id=agent_id, job_id="j", seq=0, stream="stdout", data=b"x"))
+    agent.send(m.ScriptFinished(id=agent_id, job_id="j", status="succeeded", finished_at=2.0))
+    output, finished = pump(agent, relay_a)
+    relay_c.send_with_id(output, 7)
+    assert relay_c.requests_to_answer == 1  # not terminal
+    relay_c.send_with_id(finished, 7)
+    assert pump(relay_c, console) == [output.with_id(7), finished.with_id(7)]
+    assert relay_c.requests_to_answer == 0
+    assert console.requests_in_flight == 0
+
+
+def test_forwarding_under_an_id_nobody_asked_for_changes_nothing() -> None:
+    _console, relay_c = open_console_pair()
+    output = m.ScriptOutput(id=3, job_id="j", seq=0, stream="stdout", data=b"x")
+    with pytest.raises(LocalProtocolError, match="cannot send"):
+        relay_c.send_with_id(output, 9)
+    with pytest.raises(LocalProtocolError, match="cannot take request id"):
+        relay_c.send_with_id(output, 0)
+    assert relay_c.state is SessionState.OPEN
+    assert relay_c.data_to_send() == []
+    relay_c.close()
+    with pytest.raises(LocalProtocolError, match="cannot forward"):
+        relay_c.send_with_id(output, 3)
+    idle = Session(Role.RELAY_FOR_AGENT)
+    with pytest.raises(LocalProtocolError, match="in state IDLE"):
+        idle.send_with_id(m.DiagnosticsRequest(id=1, device_id="dev-1"), 1)
+    assert idle.data_to_send() == []

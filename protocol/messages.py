@@ -195,8 +195,20 @@ def spec(
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
+#: Checkers that :func:`_compile_from_wire` writes out inline: an expression in ``v`` with
+#: ``{0}``, ``{1}``… standing for the constants that follow it. Any other checker is called.
+_INLINE: Dict[Check, Tuple[str, Tuple[Any, ...]]] = {}
+
+
+def _inline(check: Check, expression: str, *constants: Any) -> Check:
+    _INLINE[check] = (expression, constants)
+    return check
+
+
 def _is_int(lo: float, hi: float) -> Check:
-    return lambda v: type(v) is int and lo <= v <= hi
+    return _inline(
+        lambda v: type(v) is int and lo <= v <= hi, "type(v) is int and {0} <= v <= {1}", lo, hi
+    )
 
 
 _MIN_INT = -(2**63)
@@ -217,16 +229,27 @@ def _is_float(lo: float, hi: float) -> Check:
 
 
 def _is_sized(kind: type, min_len: int, max_len: int) -> Check:
-    return lambda v: type(v) is kind and min_len <= len(v) <= max_len  # type: ignore[arg-type]
+    return _inline(
+        lambda v: type(v) is kind and min_len <= len(v) <= max_len,  # type: ignore[arg-type]
+        "type(v) is {0} and {1} <= len(v) <= {2}",
+        kind,
+        min_len,
+        max_len,
+    )
 
 
 def _is_choice(choices: Tuple[str, ...]) -> Check:
     allowed = frozenset(choices)
-    return lambda v: type(v) is str and v in allowed
+    return _inline(
+        lambda v: type(v) is str and v in allowed, "type(v) is str and v in {0}", allowed
+    )
 
 
 def _is_bool(v: Any) -> bool:
     return type(v) is bool
+
+
+_inline(_is_bool, "type(v) is bool")
 
 
 def _is_scalar(v: Any) -> bool:
@@ -401,6 +424,56 @@ def _checker(annotation: str, meta: Any) -> Check:
 
 # --- the decorator ------------------------------------------------------------------------------
 
+
+def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
+    """:meth:`Message.from_wire` written out for ``cls``: same checks, same errors, no loop.
+
+    A relay decodes every frame it forwards, and the generic loop (a tuple unpacked and a checker
+    called per field) was a tenth of the relay's CPU when forwarding (benchmarks/bench_relay.py).
+    The source is built only from the class's own field names and limits, never from input, the
+    way :mod:`dataclasses` writes ``__init__``. Tests hold it to the generic method on every
+    message and every bad value (tests/protocol/test_messages.py).
+    """
+    name = cls.__name__
+    namespace: Dict[str, Any] = {
+        "Error": LocalProtocolError,
+        "new": object.__new__,
+        "WIRE_KEYS": cls.WIRE_KEYS,
+        "TAG": cls.TAG,
+        "WRONG": f"{name}: wrong set of fields",
+        "PREFIX": f"{name}: ",
+    }
+    lines = [
+        "def from_wire(cls, wire):",
+        "    if wire.keys() != WIRE_KEYS or wire['t'] != TAG:",
+        "        raise Error(WRONG)",
+        "    msg = new(cls)",
+    ]
+    for i, (field, ok, set_slot) in enumerate(cls.SETTERS):
+        expression, constants = _INLINE.get(ok, ("{0}(v)", (ok,)))
+        names = []
+        for k, constant in enumerate(constants):
+            names.append(f"c{i}_{k}")
+            namespace[names[-1]] = constant
+        namespace[f"set{i}"] = set_slot
+        namespace[f"bad{i}"] = f"{name}.{field} has a bad value"
+        lines += [
+            f"    v = wire[{field!r}]",
+            f"    if not ({expression.format(*names)}):",
+            f"        raise Error(bad{i})",
+            f"    set{i}(msg, v)",
+        ]
+    if cls.check is not Message.check:  # cross-field rules
+        lines += [
+            "    problem = msg.check()",
+            "    if problem is not None:",
+            "        raise Error(PREFIX + problem)",
+        ]
+    lines.append("    return msg")
+    exec(compile("\n".join(lines), f"<{name}.from_wire>", "exec"), namespace)
+    return namespace["from_wire"]  # type: ignore[no-any-return]
+
+
 if sys.version_info >= (3, 10):
 
     def _dataclass(cls: Type[M]) -> Type[M]:
@@ -442,6 +515,7 @@ def message(
         made.WIRE_KEYS = frozenset(("t", *made.FIELDS))
         # Every field is a slot; its member descriptor writes it past the frozen __setattr__.
         made.SETTERS = tuple((name, ok, getattr(made, name).__set__) for name, ok in made.CHECKS)
+        setattr(made, "from_wire", classmethod(_compile_from_wire(made)))  # noqa: B010
         MESSAGE_TYPES.append(made)
         return made
 

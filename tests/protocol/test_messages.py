@@ -233,6 +233,90 @@ def test_from_wire_applies_cross_field_rules() -> None:
         m.Hello.from_wire(wire)
 
 
+def _outcome(from_wire: object, cls: type, wire: dict) -> object:  # type: ignore[type-arg]
+    try:
+        return from_wire(cls, wire)  # type: ignore[operator]
+    except LocalProtocolError as exc:
+        return ("refused", str(exc))
+
+
+_GENERIC = m.Message.from_wire.__func__  # type: ignore[attr-defined]
+_CANDIDATES: list[object] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+    1.5,
+    -0.5,
+    math.nan,
+    math.inf,
+    "",
+    "x",
+    "stdout",
+    "agent",
+    "succeeded",
+    "x" * 65,
+    "x" * 129,
+    "x" * 4097,
+    b"",
+    b"x",
+    b"x" * (64 * 1024 + 1),
+    (),
+    (1,),
+    (1,) * 17,
+    ("a",),
+    {},
+    {"a": 1},
+    {"a": b"x"},
+    [1],
+]
+
+
+def _boundaries(cls: type[m.Message], field: str) -> list[object]:
+    # Each inlined checker's own constants, and one either side of every number among them.
+    for name, ok, _ in cls.SETTERS:
+        if name == field and ok in m._INLINE:
+            values: list[object] = []
+            for constant in m._INLINE[ok][1]:
+                if type(constant) is int:
+                    values += [constant - 1, constant, constant + 1]
+                    if 0 <= constant <= 1 << 20:  # a string or bytes of that length, and one more
+                        values += ["x" * constant, "x" * (constant + 1), b"x" * (constant + 1)]
+                elif isinstance(constant, frozenset):
+                    values += sorted(constant)
+            return values
+    return []
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.TAG)
+def test_compiled_from_wire_agrees_with_the_generic_one_on_every_bad_value(
+    sample: m.Message,
+) -> None:
+    # Each message's from_wire is written out for speed (messages._compile_from_wire); the loop
+    # in Message.from_wire is the reference. Same message, or the same refusal, for every field
+    # holding every candidate value, and for a wrong set of fields or tag.
+    cls = type(sample)
+    good = sample.to_wire()
+    assert "from_wire" in cls.__dict__  # its own, compiled
+    wires = [good, {**good, "t": "other"}, {**good, "extra": 1}]
+    wires += [{k: v for k, v in good.items() if k != field} for field in cls.FIELDS]
+    for field in cls.FIELDS:
+        for value in _CANDIDATES + _boundaries(cls, field):
+            wires.append({**good, field: value})
+    refused = 0
+    for wire in wires:
+        compiled = _outcome(cls.from_wire.__func__, cls, wire)  # type: ignore[attr-defined]
+        assert compiled == _outcome(_GENERIC, cls, wire), wire
+        refused += isinstance(compiled, tuple)
+    assert 0 < refused < len(wires)
+
+
 def test_tree_holds_every_msgpack_type_at_any_position() -> None:
     sections = {
         "a": [1.5, -(2**63), 2**64 - 1, "x", b"y", None, True, {"k": 0.5, "n": 1}, (1, [2.0])],

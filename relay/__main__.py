@@ -213,7 +213,7 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         return 0
     else:
         await storage.revoke_device(args.device_id, now=now)
-        print(f"device {args.device_id} revoked (a running relay refuses it from its next try)")
+        print(f"device {args.device_id} revoked (a running relay disconnects it within a second)")
         target = f"device:{args.device_id}"
     await storage.append(
         actor=OPERATOR,

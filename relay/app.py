@@ -17,7 +17,7 @@ from aiohttp import web
 from .audit import Outcome
 from .errors import StorageError
 from .handlers import api
-from .handlers.agents import agent_endpoint
+from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import finish_route
 from .metrics import METRICS, RelayMetrics, metrics_handler
@@ -81,10 +81,13 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
         log.warning("marked %d unfinished job(s) failed after restart", failed)
     sweeper = asyncio.create_task(_sweep(state), name="route sweeper")
     presence = asyncio.create_task(_write_presence(state), name="presence writer")
+    follower = asyncio.create_task(
+        _follow_revocations(state, (await state.storage.head()).seq), name="revocation follower"
+    )
     try:
         yield
     finally:
-        for task in (sweeper, presence):
+        for task in (sweeper, presence, follower):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -101,6 +104,27 @@ async def _write_presence(state: RelayState) -> None:
             await state.flush_presence()
         except StorageError as exc:
             log.warning("presence not written, will retry: %s", exc)
+
+
+#: Audited actions another process may take that a running relay must act on.
+REVOCATIONS = ("device.revoke",)
+
+
+async def _follow_revocations(state: RelayState, seq: int) -> None:
+    """Disconnect devices revoked elsewhere (``posassist-relay device revoke``, another relay)
+    within a presence interval: every revocation is audited, so the relay reads the audit log
+    from where it last looked. Revocations through this relay's API disconnect at once."""
+    while True:
+        await asyncio.sleep(state.config.presence_interval)
+        try:
+            seq, records = await state.storage.actions_after(seq, REVOCATIONS)
+        except StorageError as exc:
+            log.warning("revocations not read, will retry: %s", exc)
+            continue
+        for record in records:
+            kind, _, device_id = record.target.partition(":")
+            if kind == "device":
+                await disconnect_revoked(state, device_id)
 
 
 async def _sweep(state: RelayState) -> None:

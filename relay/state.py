@@ -63,6 +63,8 @@ class RelayState:
     presence: dict[str, Presence] = field(default_factory=dict)
     _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
+    #: SHA-256 of a bearer token → the consoles signed in with it, closed when it is revoked.
+    console_tokens: dict[bytes, set[WebSocketSession]] = field(default_factory=dict)
 
     def now(self) -> float:
         return self.clock()

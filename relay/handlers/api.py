@@ -19,12 +19,12 @@ from protocol import PosAssistError
 from protocol.enrolment import EnrolmentInvite
 
 from ..audit import Outcome
-from ..connection import WebSocketSession
 from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
-from .agents import REVOKED
+from .agents import disconnect_revoked
+from .consoles import end_sign_in
 
 log = logging.getLogger("posassist.relay")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -236,6 +236,7 @@ async def logout(request: web.Request) -> web.Response:
     user = await current_user(request)
     token = request.headers["Authorization"].partition(" ")[2].strip()
     await state.storage.revoke_token(token, now=state.now())
+    end_sign_in(state, token)  # consoles signed in with it are closed now, not at expiry
     await state.audit(f"user:{user.username}", "user.logout", f"user:{user.username}", Outcome.OK)
     return web.json_response({"ok": True})
 
@@ -410,10 +411,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     state, user = await _admin_in(request, Scope(ScopeKind.DEVICE, device_id), "device.revoke")
     await state.storage.revoke_device(device_id, now=state.now())
     await state.audit(f"user:{user.username}", "device.revoke", f"device:{device_id}", Outcome.OK)
-    link = state.router.agent(device_id)
-    if link is not None:
-        assert isinstance(link, WebSocketSession)
-        await link.close(REVOKED, "device revoked")
+    await disconnect_revoked(state, device_id)
     return web.json_response({"id": device_id, "status": "revoked"})
 
 

@@ -6,6 +6,7 @@ device; a refused request never reaches the device.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -41,16 +42,39 @@ if TYPE_CHECKING:
 log = logging.getLogger("posassist.relay")
 
 
+class SignInEnded(PosAssistError):
+    """The console's bearer token expired or was revoked (signed out) while it was connected."""
+
+    close_code = 4001
+    public_reason = "sign-in expired or revoked"
+
+
+def token_key(token: str) -> bytes:
+    """How :attr:`RelayState.console_tokens` knows a token: its SHA-256, never the token."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def end_sign_in(state: RelayState, token: str) -> int:
+    """Close every console signed in with ``token`` (just revoked); returns how many."""
+    peers = state.console_tokens.pop(token_key(token), set())
+    for peer in peers:
+        state.spawn(peer.close_for(SignInEnded("token revoked")))
+    return len(peers)
+
+
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     session = Session(Role.RELAY_FOR_CONSOLE, max_in_flight=state.config.console_max_in_flight)
     peer = await state.accept(request, session, "console")
     ws = peer.ws
     user: User | None = None
+    key = b""
     try:
-        user = await _authenticate(peer, state)
+        user, token, expires_at = await _authenticate(peer, state)
+        key = token_key(token)
+        state.console_tokens.setdefault(key, set()).add(peer)
         state.consoles += 1
-        await _serve(user, peer, state)
+        await _serve(user, peer, state, expires_at)
     except PosAssistError as exc:
         await peer.close_for(exc)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
@@ -59,6 +83,11 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         state.sockets.discard(ws)
         if user is not None:
             state.consoles -= 1
+            peers = state.console_tokens.get(key)
+            if peers is not None:
+                peers.discard(peer)
+                if not peers:
+                    del state.console_tokens[key]
             for route in state.router.detach_console(peer):
                 await finish_route(state, route, "console_gone", "the console disconnected")
         await peer.stop_writer()
@@ -67,7 +96,8 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _authenticate(peer: WebSocketSession, state: RelayState) -> User:
+async def _authenticate(peer: WebSocketSession, state: RelayState) -> tuple[User, str, float]:
+    """The signed-in user, the bearer token and when it expires."""
     config = state.config
     await peer.wait_one(config.handshake_timeout)  # Hello; the session checks role and version
     peer.session.send_welcome(config.relay_id, SOFTWARE)
@@ -76,7 +106,7 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> User:
     if not isinstance(auth, TokenAuth):  # pragma: no cover - the session only lets TokenAuth in
         raise UnexpectedMessage(auth.TAG)
     try:
-        user = await state.storage.authenticate_token(auth.token, now=state.now())
+        user, expires_at = await state.storage.authenticate_token_until(auth.token, now=state.now())
     except TokenError as exc:
         await state.audit(
             f"ip:{peer.peer}",
@@ -92,15 +122,27 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> User:
     await peer.flush()
     peer.start_writer()
     log.info("console %s signed in from %s", user.username, peer.peer)
-    return user
+    return user, auth.token, expires_at
 
 
-async def _serve(user: User, peer: WebSocketSession, state: RelayState) -> None:
+async def _serve(user: User, peer: WebSocketSession, state: RelayState, expires_at: float) -> None:
+    """Requests until the console leaves, goes silent, or its sign-in expires (closed 4001)."""
     idle_timeout = 3 * state.config.heartbeat_interval
     limiter = state.console_limiter
     while True:
-        for event in await peer.wait_events(idle_timeout):
+        left = expires_at - state.now()
+        try:
+            events = await peer.wait_events(min(idle_timeout, max(left, 0.0)))
+        except TimeoutError:
+            if state.now() >= expires_at:
+                raise SignInEnded(f"{user.username}'s token expired") from None
+            raise
+        for event in events:
             now = state.now()
+            if now >= expires_at:
+                if event.KIND is Kind.REQUEST:
+                    await _audit_refused(state, user, event, "token expired")
+                raise SignInEnded(f"{user.username}'s token expired")
             if isinstance(event, Heartbeat):
                 peer.send_nowait(
                     HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now)
@@ -118,11 +160,19 @@ async def _refuse(
     state: RelayState, user: User, peer: WebSocketSession, event: Message, code: str, text: str
 ) -> None:
     request_id: int = getattr(event, "id")  # noqa: B009 - requests have ids
+    await _audit_refused(state, user, event, code)
+    peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
+
+
+async def _audit_refused(state: RelayState, user: User, event: Message, reason: str) -> None:
     device_id = str(getattr(event, "device_id", ""))
     await state.audit(
-        f"user:{user.username}", event.TAG, f"device:{device_id}", Outcome.REFUSED, {"reason": code}
+        f"user:{user.username}",
+        event.TAG,
+        f"device:{device_id}",
+        Outcome.REFUSED,
+        {"reason": reason},
     )
-    peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
 
 
 async def _route(user: User, peer: WebSocketSession, state: RelayState, event: Message) -> None:

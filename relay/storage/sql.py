@@ -63,7 +63,7 @@ from relay.storage.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
     from relay.storage.engine import Database
 
@@ -568,6 +568,10 @@ class SqlStorage:
 
     async def authenticate_token(self, token: str, *, now: float) -> User:
         """The token's user; raises ``TokenUnknown``, ``TokenRevoked`` or ``TokenExpired``."""
+        return (await self.authenticate_token_until(token, now=now))[0]
+
+    async def authenticate_token_until(self, token: str, *, now: float) -> tuple[User, float]:
+        """The token's user and when the token expires; errors as :meth:`authenticate_token`."""
         query = (
             sa.select(t.users, t.bearer_tokens.c.expires_at, t.bearer_tokens.c.revoked_at)
             .select_from(t.bearer_tokens.join(t.users))
@@ -580,7 +584,7 @@ class SqlStorage:
             raise TokenRevoked(f"token of {row.username} revoked at {row.revoked_at}")
         if now >= row.expires_at:
             raise TokenExpired(f"token of {row.username} expired at {row.expires_at}")
-        return _user(row)
+        return _user(row), float(row.expires_at)
 
     async def revoke_token(self, token: str, *, now: float) -> None:
         """Revoke one token (sign-out); unknown or already revoked tokens are left alone."""
@@ -861,6 +865,31 @@ class SqlStorage:
         if row is None:  # only if someone deleted the row by hand
             return ChainHead(seq=0, hash=GENESIS_HASH)
         return ChainHead(seq=row.seq, hash=bytes(row.hash))
+
+    async def actions_after(
+        self, seq: int, actions: Collection[str], *, limit: int = 1000
+    ) -> tuple[int, list[AuditRecord]]:
+        """Records after ``seq`` whose action is one of ``actions``, and the seq to ask after next.
+
+        How a relay follows what other processes did (an operator revoking a device from the
+        command line): a range scan of the records added since it last asked, by primary key.
+        """
+        head = sa.select(sa.func.max(t.audit.c.seq))
+        query = (
+            t.audit.select()
+            .where(t.audit.c.seq > seq, t.audit.c.action.in_(list(actions)))
+            .order_by(t.audit.c.seq)
+            .limit(limit)
+        )
+
+        def read(conn: sa.Connection) -> tuple[int, list[AuditRecord]]:
+            newest = conn.execute(head).scalar() or 0
+            rows = conn.execute(query.where(t.audit.c.seq <= newest)).all()
+            if len(rows) == limit:  # more to come: carry on from the last one read
+                newest = rows[-1].seq
+            return newest, [_audit(row) for row in rows]
+
+        return await self._db.read(read)
 
     async def records(
         self, *, start_seq: int = 1, stop_seq: int | None = None, batch_size: int = 1000

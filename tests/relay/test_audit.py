@@ -267,3 +267,27 @@ async def test_concurrent_appends_on_two_connections_keep_one_chain(storage: Sql
     assert result.ok, result.describe()
     assert result.records_checked == 50
     assert (await other.head()).seq == 50
+
+
+async def test_actions_after_reads_only_those_actions_since_a_seq_in_batches(storage):
+    # How a running relay follows revocations made by another process (relay/app.py).
+    await append_n(storage, 3)
+    start = (await storage.head()).seq
+    assert await storage.actions_after(start, ("device.revoke",)) == (start, [])
+    for device in ("dev_a", "dev_b", "dev_c"):
+        await storage.append(
+            actor="operator",
+            action="device.revoke",
+            target=f"device:{device}",
+            outcome=Outcome.OK,
+            now=1700000100.0,
+        )
+        await append_n(storage, 2)  # the relay's own traffic in between
+    newest = (await storage.head()).seq
+    seq, records = await storage.actions_after(start, ("device.revoke", "user.logout"), limit=2)
+    assert [r.target for r in records] == ["device:dev_a", "device:dev_b"]
+    assert seq == records[-1].seq  # a full batch: carry on from there
+    seq, records = await storage.actions_after(seq, ("device.revoke",), limit=2)
+    assert [r.target for r in records] == ["device:dev_c"]
+    assert seq == newest
+    assert await storage.actions_after(seq, ("device.revoke",)) == (newest, [])

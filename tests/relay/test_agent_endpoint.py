@@ -15,7 +15,8 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import Codec
 from protocol import messages as m
-from tests.relay.harness import Agent, Relay, close_code, drain, start_relay
+from relay.storage import JobStatus
+from tests.relay.harness import Agent, Console, Relay, close_code, drain, start_relay, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -115,3 +116,59 @@ async def test_relay_times_out_a_silent_client_during_handshake(relay: Relay) ->
     async with connect(relay.ws + "/v1/agent") as ws, asyncio.timeout(8):
         with pytest.raises(ConnectionClosed):
             await drain(ws)
+
+
+AFTER_SIGN_IN = [
+    ("oversized frame", b"\x00" * (1024 * 1024 + 1), 1009),
+    ("garbage", b"\xc1\xc1", 1007),
+    ("unknown tag", msgpack.packb({"t": "shell", "cmd": "rm -rf /"}), 1003),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "frame", "code"), AFTER_SIGN_IN, ids=[b[0] for b in AFTER_SIGN_IN]
+)
+async def test_agent_sending_a_bad_frame_mid_request_fails_that_request_clearly(
+    relay: Relay, what: str, frame: bytes, code: int
+) -> None:
+    # Signed in and streaming a script's output, the agent sends a bad frame: it alone is closed,
+    # the console hears a clear error, the job is marked failed, and the chain stays whole.
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        run = m.ScriptRunRequest(id=9, device_id=device_id, script="printer-status", version="1")
+        await console.request(run)
+        (request,) = await agent.next()
+        await agent.reply(m.ScriptStarted(id=request.id, job_id="j", started_at=1.0))  # type: ignore[attr-defined]
+        (started,) = await console.next()
+        assert isinstance(started, m.ScriptStarted)
+        assert agent.ws is not None
+        await agent.ws.send(frame)
+        assert await close_code(agent.ws) == code
+        (error,) = await console.next()
+        assert isinstance(error, m.ErrorReply)
+        assert (error.id, error.code) == (9, "offline")
+    await wait_until(lambda: relay.state.router.routes_in_flight == 0)
+    jobs = await relay.state.storage.run_read(
+        lambda conn: conn.exec_driver_sql("SELECT status FROM jobs").all()
+    )
+    assert [JobStatus(status) for (status,) in jobs] == [JobStatus.FAILED]
+    # nothing lost: the device connects again and is served
+    async with Agent(relay, device_id, key):
+        assert relay.state.router.agent(device_id) is not None
+
+
+@pytest.mark.parametrize(
+    ("what", "frame", "code"), AFTER_SIGN_IN, ids=[b[0] for b in AFTER_SIGN_IN]
+)
+async def test_console_sending_a_bad_frame_after_sign_in_is_closed_alone(
+    relay: Relay, what: str, frame: bytes, code: int
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as bad, Console(relay) as good:
+        assert bad.ws is not None
+        await bad.ws.send(frame)
+        assert await close_code(bad.ws) == code
+        assert relay.state.router.agent(device_id) is not None  # the device keeps its link
+        await good.request(m.DiagnosticsRequest(id=2, device_id=device_id, timeout=5))
+        (request,) = await agent.next()
+        assert isinstance(request, m.DiagnosticsRequest)

@@ -61,6 +61,8 @@ class RelayState:
     #: device id → (last seen, agent version, facts) not yet written (presence is written
     #: behind); None where nothing new is known, so what is stored stays.
     presence: dict[str, Presence] = field(default_factory=dict)
+    #: The batch flush_presence is writing now.
+    writing: dict[str, Presence] = field(default_factory=dict)
     _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
     #: SHA-256 of a bearer token → the consoles signed in with it, closed when it is revoked.
@@ -86,12 +88,17 @@ class RelayState:
         self.presence[device_id] = entry if previous is None else _merged(entry, previous)
 
     def pending(self, device_id: str) -> Presence | None:
-        """Presence noted for ``device_id`` and not yet written, if any."""
-        return self.presence.get(device_id)
+        """Presence noted for ``device_id`` and not yet written (or being written), if any."""
+        entry = self.presence.get(device_id)
+        if entry is None:
+            return self.writing.get(device_id)
+        older = self.writing.get(device_id)
+        return entry if older is None else _merged(entry, older)
 
     async def flush_presence(self) -> None:
         """Write the presence noted since the last flush, in one transaction."""
         batch, self.presence = self.presence, {}
+        self.writing = batch  # still shown by pending() until it is committed
         try:
             await self.storage.record_presences(batch)
         except StorageError:
@@ -99,6 +106,8 @@ class RelayState:
                 newer = self.presence.get(device_id)
                 self.presence[device_id] = entry if newer is None else _merged(newer, entry)
             raise
+        finally:
+            self.writing = {}
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background (closing a peer that may never answer), tracked so

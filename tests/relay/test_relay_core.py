@@ -603,7 +603,9 @@ async def test_presence_records_last_seen_and_agent_version(relay: Relay) -> Non
     last_seen = device["last_seen"]
     assert isinstance(last_seen, float)
     assert last_seen >= connected_seen + 99  # recorded again when it disconnected
-    await wait_until(lambda: not relay.state.presence, timeout=5)  # written behind, within ~1 s
+    await wait_until(
+        lambda: not relay.state.presence and not relay.state.writing, timeout=5
+    )  # written behind, within ~1 s
     stored = await relay.state.storage.get_device(device_id)
     assert stored.last_seen == last_seen
     assert stored.agent_version == "test-agent"
@@ -644,7 +646,9 @@ async def test_agent_facts_reach_the_listing_and_then_the_database(relay: Relay)
         assert device["facts"] == {**FACTS_JSON, "device_id": other_id}  # not yet written
         # self-reported: the agent version shown is the one from hello, not the facts' own
         assert device["agent_version"] == "test-agent"
-        await wait_until(lambda: not relay.state.presence, timeout=5)  # written behind
+        await wait_until(
+            lambda: not relay.state.presence and not relay.state.writing, timeout=5
+        )  # written behind
         stored = await relay.state.storage.get_device(device_id)
         assert stored.facts == {**FACTS_JSON, "device_id": other_id}
         assert stored.agent_version == "test-agent"
@@ -655,7 +659,7 @@ async def test_agent_facts_reach_the_listing_and_then_the_database(relay: Relay)
         await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
         await agent.next()
         assert (await _listed(relay, device_id))["facts"] == {"hostname": "TILL-02"}
-    await wait_until(lambda: not relay.state.presence, timeout=5)
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing, timeout=5)
     assert (await relay.state.storage.get_device(device_id)).facts == {"hostname": "TILL-02"}
     assert (await _listed(relay, device_id, "admin"))["facts"] == {"hostname": "TILL-02"}
 
@@ -722,7 +726,7 @@ async def test_bad_first_facts_leave_the_stored_facts_empty(relay: Relay) -> Non
         assert agent.ws is not None
         await agent.ws.send(_facts_frame({"hostname": "x" * 257}))
         assert await close_code(agent.ws) == 1007
-    await wait_until(lambda: not relay.state.presence, timeout=5)
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing, timeout=5)
     stored = await relay.state.storage.get_device(device_id)
     assert stored.facts == {}
     assert stored.last_seen is not None  # the connection itself is still recorded
@@ -736,7 +740,7 @@ async def test_facts_from_a_version_1_agent_are_refused(relay: Relay) -> None:
         assert agent.ws is not None
         await agent.ws.send(CODEC.encode(m.DeviceFacts(facts=FACTS)))
         assert await close_code(agent.ws) == 1002
-    await wait_until(lambda: not relay.state.presence, timeout=5)
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing, timeout=5)
     assert (await relay.state.storage.get_device(device_id)).facts == {}
     assert ("agent.message", "refused", f"device:{device_id}") in await relay.audit_actions()
 
@@ -758,6 +762,9 @@ async def test_presence_kept_when_a_flush_fails_keeps_facts_noted_meanwhile(
             flush = asyncio.ensure_future(state.flush_presence())
             await asyncio.sleep(0.05)  # the flush took the batch and waits for the lock
             assert not state.presence
+            pending = state.pending(device_id)  # still listed while being written
+            assert pending is not None
+            assert pending[1:] == ("agent/2", {"hostname": "TILL-01"})
             state.seen(device_id)  # the device is seen again meanwhile, with nothing new
             with pytest.raises(StorageError):
                 await flush

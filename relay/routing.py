@@ -2,6 +2,10 @@
 
 It knows nothing of aiohttp or SQL: links are anything with ``session`` and ``send_nowait``. A
 multi-node router (PostgreSQL + Redis or NATS) implements the same :class:`Router` protocol.
+
+A route belongs to the agent link it was sent on: agent request ids come from that link's own
+session (every connection counts from 1), so a newer connection for the same device can reuse an
+id still in flight on the one it replaces.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ class OfflineError(Exception):
 
 @dataclass(slots=True, eq=False)
 class Route:
-    """One request in flight from a console to an agent."""
+    """One request in flight from a console to an agent, on the agent link it was sent on."""
 
     device_id: str
+    agent: Link
     agent_request_id: int
     console: Link
     console_request_id: int
@@ -57,6 +62,8 @@ class Router(Protocol):
     def detach_agent(self, device_id: str, link: Link) -> list[Route]: ...
     def agent(self, device_id: str) -> Link | None: ...
     def agents_online(self) -> int: ...
+    @property
+    def routes_in_flight(self) -> int: ...
     def forward(
         self,
         console: Link,
@@ -68,7 +75,7 @@ class Router(Protocol):
         now: float,
         timeout: float,
     ) -> Route: ...
-    def deliver(self, device_id: str, reply: Message, now: float) -> Route | None: ...
+    def deliver(self, agent: Link, reply: Message, now: float) -> Route | None: ...
     def expire(self, now: float) -> list[Route]: ...
     def detach_console(self, console: Link) -> list[Route]: ...
 
@@ -78,7 +85,8 @@ class InProcessRouter:
 
     def __init__(self) -> None:
         self._agents: dict[str, Link] = {}
-        self._routes: dict[tuple[str, int], Route] = {}
+        #: (agent link, agent request id) → route; links hash by identity.
+        self._routes: dict[tuple[Link, int], Route] = {}
 
     # --- presence -------------------------------------------------------------------------------
 
@@ -89,12 +97,13 @@ class InProcessRouter:
         return previous if previous is not link else None
 
     def detach_agent(self, device_id: str, link: Link) -> list[Route]:
-        """Forget ``link`` (if still current) and return the routes that can never finish now."""
+        """Forget ``link`` (if still current) and return the routes sent on it, which can never
+        finish now. Routes sent on a newer connection for the device are kept."""
         if self._agents.get(device_id) is link:
             del self._agents[device_id]
-        lost = [r for key, r in self._routes.items() if key[0] == device_id]
+        lost = [route for route in self._routes.values() if route.agent is link]
         for route in lost:
-            del self._routes[(route.device_id, route.agent_request_id)]
+            del self._routes[(link, route.agent_request_id)]
         return lost
 
     def agent(self, device_id: str) -> Link | None:
@@ -133,6 +142,7 @@ class InProcessRouter:
         agent.send_nowait(request, agent_request_id)
         route = Route(
             device_id=device_id,
+            agent=agent,
             agent_request_id=agent_request_id,
             console=console,
             console_request_id=console_request_id,
@@ -143,23 +153,23 @@ class InProcessRouter:
             timeout=timeout,
             deadline=now + timeout,
         )
-        self._routes[(device_id, agent_request_id)] = route
+        self._routes[(agent, agent_request_id)] = route
         return route
 
-    def deliver(self, device_id: str, reply: Message, now: float) -> Route | None:
-        """Match an agent's reply to its route; the caller sends it on to ``route.console`` under
-        ``route.console_request_id``.
+    def deliver(self, agent: Link, reply: Message, now: float) -> Route | None:
+        """Match a reply that came in on the link ``agent`` to its route; the caller sends it on
+        to ``route.console`` under ``route.console_request_id``.
 
         The route is forgotten when the reply is terminal. None when nobody waits for the reply
         any more (the console left, or it timed out).
         """
         agent_request_id: int = getattr(reply, "id")  # noqa: B009 - replies have ids
-        route = self._routes.get((device_id, agent_request_id))
+        route = self._routes.get((agent, agent_request_id))
         if route is None:
             return None
         route.replies += 1
         if reply.TERMINAL:
-            del self._routes[(device_id, agent_request_id)]
+            del self._routes[(agent, agent_request_id)]
         elif isinstance(reply, ScriptStarted | ScriptOutput):
             route.deadline = now + route.timeout  # progress: the agent is alive and working
         return route
@@ -168,21 +178,20 @@ class InProcessRouter:
         """Remove and return the routes past their deadline; the caller tells both sides."""
         late = [route for route in self._routes.values() if route.deadline <= now]
         for route in late:
-            del self._routes[(route.device_id, route.agent_request_id)]
-            agent = self._agents.get(route.device_id)
-            if agent is not None:
-                agent.session.abandon(route.agent_request_id)
+            self._drop(route)
         return late
 
     def detach_console(self, console: Link) -> list[Route]:
         """A console left: its routes are dropped; late replies from agents are discarded."""
         gone = [r for r in self._routes.values() if r.console is console]
         for route in gone:
-            del self._routes[(route.device_id, route.agent_request_id)]
-            agent = self._agents.get(route.device_id)
-            if agent is not None:
-                agent.session.abandon(route.agent_request_id)
+            self._drop(route)
         return gone
+
+    def _drop(self, route: Route) -> None:
+        """Forget ``route`` before its reply; its own link then drops a late reply quietly."""
+        del self._routes[(route.agent, route.agent_request_id)]
+        route.agent.session.abandon(route.agent_request_id)
 
 
 def error_reply(route: Route, code: str, message: str) -> ErrorReply:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .config import RelayConfig
     from .metrics import RelayMetrics
     from .ratelimit import KeyedLimiter
-    from .routing import InProcessRouter
+    from .routing import Router
     from .storage import SqlStorage, TenantPath, User
 
 log = logging.getLogger("posassist.relay")
@@ -51,7 +51,7 @@ class RelayState:
 
     config: RelayConfig
     storage: SqlStorage
-    router: InProcessRouter
+    router: Router
     login_limiter: KeyedLimiter[str]
     console_limiter: KeyedLimiter[str]
     metrics: RelayMetrics

@@ -193,7 +193,7 @@ async def _handle(
         # decided on it (docs/protocol.md#device-facts). Already validated by the session.
         state.seen(device_id, facts=event.facts)
     elif event.KIND is Kind.REPLY:
-        route = state.router.deliver(device_id, event, state.now())
+        route = state.router.deliver(peer, event, state.now())
         if route is None:
             return
         try:

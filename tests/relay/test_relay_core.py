@@ -19,6 +19,7 @@ from protocol import Codec, signing
 from protocol import messages as m
 from protocol.enrolment import EnrolmentInvite
 from relay.audit import verify_store
+from relay.connection import WebSocketSession
 from relay.errors import StorageError
 from relay.storage import JobStatus, Scope, open_storage
 from tests.relay.harness import (
@@ -186,6 +187,69 @@ async def test_second_connection_replaces_the_first(relay: Relay) -> None:
         assert await close_code(first.ws) == 4002
         assert relay.state.router.agent(device_id) is not None
         assert second.ws is not None
+
+
+async def test_replaced_connection_fails_only_its_own_requests(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Console(relay) as console, Agent(relay, device_id, key) as first:
+        await console.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=30))
+        (old_request,) = await first.next()
+        assert isinstance(old_request, m.DiagnosticsRequest)
+        # Hold the old connection's handler once its socket is closed, before it detaches, so
+        # the new connection has a request in flight when the old one finishes closing.
+        old_link = relay.state.router.agent(device_id)
+        assert isinstance(old_link, WebSocketSession)
+        release = asyncio.Event()
+        stop_writer = old_link.stop_writer
+
+        async def held_stop_writer() -> None:
+            # The test server (unlike the relay's own runner) cancels a handler whose connection
+            # is lost; the hold outlasts that, as the relay's handler would run on.
+            while old_link.ws.closed and not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    task.uncancel()
+            await stop_writer()
+
+        monkeypatch.setattr(old_link, "stop_writer", held_stop_writer)
+        try:
+            async with Agent(relay, device_id, key) as second:
+                assert first.ws is not None
+                assert await close_code(first.ws) == 4002
+                await console.request(m.DiagnosticsRequest(id=2, device_id=device_id, timeout=30))
+                (new_request,) = await second.next()
+                assert isinstance(new_request, m.DiagnosticsRequest)
+                # each connection numbers its own requests: the same agent id is in flight on both
+                assert new_request.id == old_request.id
+                assert relay.state.router.routes_in_flight == 2
+
+                release.set()
+                (answer,) = await console.next()
+                assert answer == m.ErrorReply(
+                    id=1, code="offline", message="the device disconnected"
+                )
+                await second.reply(
+                    m.DiagnosticsReport(
+                        id=new_request.id, device_id=device_id, collected_at=1.0, sections={"ok": 1}
+                    )
+                )
+                (report,) = await console.next()
+                assert isinstance(report, m.DiagnosticsReport)
+                assert (report.id, report.sections) == (2, {"ok": 1})
+                assert relay.state.router.agent(device_id) is not None
+        finally:
+            release.set()  # never leave the old handler held, even when this test fails
+    jobs = await _jobs(relay)
+    assert [(j.status, j.error) for j in jobs] == [
+        (JobStatus.FAILED, "offline: the device disconnected"),
+        (JobStatus.SUCCEEDED, None),
+    ]
+    await _chain_ok(relay)
 
 
 # --- technician sign-in ----------

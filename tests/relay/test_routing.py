@@ -1,0 +1,166 @@
+"""InProcessRouter on its own, with fake links: routes belong to the agent link they were sent on.
+
+Agent request ids come from each link's own session and start at 1 on every connection, so a
+device's old and new connections can have the same id in flight at once.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol import messages as m
+from relay.routing import InProcessRouter, OfflineError, Route
+from tests.protocol.test_session import open_agent_pair, pump
+
+DEVICE = "dev_1"
+
+
+class FakeLink:
+    """A peer with a real, open relay-side Session, that records what it was sent."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.far_end, self.session = open_agent_pair()  # far_end: the agent's own Session
+        self.sent: list[tuple[int | None, m.Message]] = []
+
+    def send_nowait(self, msg: m.Message, request_id: int | None = None) -> None:
+        if request_id is None:
+            self.session.send(msg)
+        else:
+            self.session.send_with_id(msg, request_id)
+        self.sent.append((request_id, msg))
+
+
+def _forward(
+    router: InProcessRouter, console: FakeLink, console_request_id: int, *, timeout: float = 10
+) -> Route:
+    request = m.DiagnosticsRequest(id=console_request_id, device_id=DEVICE, timeout=timeout)
+    return router.forward(
+        console,
+        request,
+        device_id=DEVICE,
+        job_id=f"job_{console_request_id}",
+        user="tech",
+        now=100.0,
+        timeout=timeout,
+    )
+
+
+def _report(agent_request_id: int) -> m.DiagnosticsReport:
+    return m.DiagnosticsReport(id=agent_request_id, device_id=DEVICE, collected_at=1.0, sections={})
+
+
+@pytest.fixture
+def router() -> InProcessRouter:
+    return InProcessRouter()
+
+
+def test_the_same_agent_request_id_on_old_and_new_link_are_two_routes(
+    router: InProcessRouter,
+) -> None:
+    old = FakeLink("old")
+    router.attach_agent(DEVICE, old)
+    first_console, second_console = FakeLink("console 1"), FakeLink("console 2")
+    first = _forward(router, first_console, 41)
+    new = FakeLink("new")
+    router.attach_agent(DEVICE, new)
+    second = _forward(router, second_console, 42)
+    assert (first.agent, first.agent_request_id) == (old, 1)
+    assert (second.agent, second.agent_request_id) == (new, 1)
+    assert [rid for rid, _ in old.sent] == [1]
+    assert [rid for rid, _ in new.sent] == [1]
+    assert router.routes_in_flight == 2
+
+
+def test_a_reply_reaches_the_console_of_the_link_it_came_in_on(router: InProcessRouter) -> None:
+    old = FakeLink("old")
+    router.attach_agent(DEVICE, old)
+    first_console, second_console = FakeLink("console 1"), FakeLink("console 2")
+    first = _forward(router, first_console, 41)
+    new = FakeLink("new")
+    router.attach_agent(DEVICE, new)
+    second = _forward(router, second_console, 42)
+
+    assert router.deliver(new, _report(1), now=101.0) is second
+    assert router.deliver(new, _report(1), now=101.0) is None  # terminal: the route is gone
+    assert router.deliver(old, _report(1), now=101.0) is first
+    assert (first.console, first.console_request_id) == (first_console, 41)
+    assert (second.console, second.console_request_id) == (second_console, 42)
+    assert router.routes_in_flight == 0
+
+
+def test_detaching_the_replaced_link_returns_only_its_routes(router: InProcessRouter) -> None:
+    old = FakeLink("old")
+    router.attach_agent(DEVICE, old)
+    console = FakeLink("console")
+    first = _forward(router, console, 41)
+    new = FakeLink("new")
+    router.attach_agent(DEVICE, new)
+    second = _forward(router, console, 42)
+
+    assert router.detach_agent(DEVICE, old) == [first]
+    assert router.agent(DEVICE) is new  # the old link was no longer current
+    assert router.routes_in_flight == 1
+    # a late reply on the old link matches nothing; the new link's route with that id stays
+    assert router.deliver(old, _report(1), now=101.0) is None
+    assert router.deliver(new, _report(1), now=101.0) is second
+
+    assert router.detach_agent(DEVICE, new) == []
+    assert router.agent(DEVICE) is None
+    assert router.agents_online() == 0
+
+
+def test_detaching_the_current_link_returns_its_routes(router: InProcessRouter) -> None:
+    old, new = FakeLink("old"), FakeLink("new")
+    router.attach_agent(DEVICE, old)
+    assert router.attach_agent(DEVICE, new) is old
+    console = FakeLink("console")
+    route = _forward(router, console, 41)
+    assert router.detach_agent(DEVICE, old) == []
+    assert router.detach_agent(DEVICE, new) == [route]
+    assert router.agent(DEVICE) is None
+
+
+def test_expire_abandons_on_the_link_the_request_was_sent_on(router: InProcessRouter) -> None:
+    old = FakeLink("old")
+    router.attach_agent(DEVICE, old)
+    console = FakeLink("console")
+    late = _forward(router, console, 41, timeout=1)
+    new = FakeLink("new")
+    router.attach_agent(DEVICE, new)
+    _forward(router, console, 42, timeout=60)
+
+    assert router.expire(now=102.0) == [late]
+    # abandoned on the old link (a late reply there is dropped quietly), not on the new one
+    assert old.session.requests_in_flight == 0
+    assert new.session.requests_in_flight == 1
+    (request,) = pump(old.session, old.far_end)
+    assert isinstance(request, m.DiagnosticsRequest)
+    old.far_end.send(_report(request.id))
+    assert pump(old.far_end, old.session) == []
+    assert router.routes_in_flight == 1
+
+
+def test_detach_console_abandons_on_the_link_the_request_was_sent_on(
+    router: InProcessRouter,
+) -> None:
+    old = FakeLink("old")
+    router.attach_agent(DEVICE, old)
+    leaving, staying = FakeLink("leaving"), FakeLink("staying")
+    gone = _forward(router, leaving, 41)
+    new = FakeLink("new")
+    router.attach_agent(DEVICE, new)
+    kept = _forward(router, staying, 42)
+    gone_too = _forward(router, leaving, 43)
+
+    assert (old.session.requests_in_flight, new.session.requests_in_flight) == (1, 2)
+    assert router.detach_console(leaving) == [gone, gone_too]
+    assert (old.session.requests_in_flight, new.session.requests_in_flight) == (0, 1)
+    assert [rid for rid, _ in new.sent] == [1, 2]
+    assert router.deliver(new, _report(1), now=101.0) is kept
+
+
+def test_forward_to_a_device_without_a_link_is_offline(router: InProcessRouter) -> None:
+    with pytest.raises(OfflineError):
+        _forward(router, FakeLink("console"), 41)
+    assert router.routes_in_flight == 0

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
+import logging
 import secrets
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from protocol import PosAssistError
@@ -21,8 +26,9 @@ from protocol.enrolment import EnrolmentInvite
 
 from . import __version__
 from .app import create_app
-from .audit import Outcome, verify_store
+from .audit import Outcome, VerifyResult, verify_store
 from .config import RelayConfig
+from .errors import Conflict, NotFound, StorageError
 from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import published_root_hash
@@ -68,7 +74,15 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="the hash-chained audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    with_data(audit_commands.add_parser("verify", help="exit 0 if the chain is intact"))
+    verify = audit_commands.add_parser(
+        "verify",
+        help="exit 0 if the chain is intact, 1 naming the first bad record; reads only",
+        description="Verify an existing relay database's audit chain. Never creates or migrates "
+        "a database: a directory or URL without one is an error (exit 2).",
+    )
+    where = verify.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", type=Path, help="a relay data directory (its SQLite relay.db)")
+    where.add_argument("--database", help="sqlite:///PATH or postgresql://…")
 
     for noun, parent in (
         ("organisation", None),
@@ -130,8 +144,6 @@ def _password(path: Path | None, prompt: str) -> str:
 
 async def _init(args: argparse.Namespace, storage: SqlStorage) -> int:
     import time
-
-    from .errors import NotFound
 
     try:
         await storage.get_user(args.admin_user)
@@ -197,14 +209,22 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         print(invite.encode())
         target = f"store:{args.store}"
     elif args.command == "user":
+        scope = _scope(args.scope)
+        if scope is None:
+            return 2
+        if not await storage.scope_exists(scope):
+            print(f"error: no {scope.kind} {scope.id} (--scope {args.scope})", file=sys.stderr)
+            return 2
         password = _password(args.password_file, f"password for {args.username}: ")
         if len(password) < 10:
             print("error: the password must be at least 10 characters", file=sys.stderr)
             return 2
-        kind, _, scope_id = args.scope.partition(":")
-        scope = Scope(ScopeKind(kind), scope_id or None)
         hashed = await asyncio.to_thread(hash_password, password)
-        await storage.create_user(args.username, hashed, Role(args.role), scope, now=now)
+        try:
+            await storage.create_user(args.username, hashed, Role(args.role), scope, now=now)
+        except Conflict:
+            print(f"error: user {args.username} already exists", file=sys.stderr)
+            return 2
         print(f"user {args.username} ({args.role}, {args.scope})")
         target = f"user:{args.username}"
     elif args.action == "list":
@@ -212,7 +232,11 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
         return 0
     else:
-        await storage.revoke_device(args.device_id, now=now)
+        try:
+            await storage.revoke_device(args.device_id, now=now)
+        except NotFound:
+            print(f"error: no device {args.device_id}", file=sys.stderr)
+            return 2
         print(f"device {args.device_id} revoked (a running relay disconnects it within a second)")
         target = f"device:{args.device_id}"
     await storage.append(
@@ -225,8 +249,87 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
     return 0
 
 
-async def _audit_verify(storage: SqlStorage) -> int:
-    result = await verify_store(storage)
+def _scope(text: str) -> Scope | None:
+    """``root`` or ``kind:id`` as a Scope; None (having said why) when it is neither."""
+    kind, _, scope_id = text.partition(":")
+    kinds = [k.value for k in ScopeKind]
+    if kind not in kinds:
+        print(f"error: --scope {text}: the kind must be one of {', '.join(kinds)}", file=sys.stderr)
+        return None
+    try:
+        return Scope(ScopeKind(kind), scope_id or None)
+    except ValueError:
+        print(f"error: --scope {text}: use root, or kind:id (store:sto_…)", file=sys.stderr)
+        return None
+
+
+class NothingToVerifyError(Exception):
+    """``audit verify`` found no relay database where pointed; the text says what is missing."""
+
+
+def _existing_database(data: Path | None, url_text: str | None) -> tuple[sa.URL, str]:
+    """The database to verify and how to name it, once a SQLite file is known to exist and hold
+    the audit tables: it is never created (sqlite3 would make an empty file for a typo)."""
+    if data is not None:
+        if not data.is_dir():
+            raise NothingToVerifyError(f"no relay data directory {data}")
+        path = data / "relay.db"
+        if not path.is_file():
+            raise NothingToVerifyError(
+                f"no relay database {path} (a relay on PostgreSQL: use --database URL)"
+            )
+    else:
+        assert url_text is not None  # argparse: exactly one of --data, --database
+        try:
+            url = sa.make_url(url_text)
+        except sa.exc.ArgumentError as exc:
+            raise NothingToVerifyError(f"not a database URL: {url_text}") from exc
+        if url.get_backend_name() != "sqlite":
+            return url, url.render_as_string(hide_password=True)
+        if url.database in (None, "", ":memory:"):
+            raise NothingToVerifyError("an in-memory SQLite database has no audit log")
+        path = Path(url.database)
+        if not path.is_file():
+            raise NothingToVerifyError(f"no SQLite database {path}")
+    uri = f"file:{quote(str(path.resolve()))}"
+    # Before SqlStorage opens it: its connections turn on WAL mode, a write to a stray file.
+    try:
+        with contextlib.closing(sqlite3.connect(f"{uri}?mode=rw", uri=True)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise NothingToVerifyError(f"{path} is not a SQLite database ({exc})") from exc
+    if not {"alembic_version", "audit", "audit_head"} <= {name for (name,) in rows}:
+        raise NothingToVerifyError(f"{path} has no posassist schema (never initialised)")
+    # mode=rw, not ro: the file exists (rw never creates one), and a read-only connection would
+    # leave the WAL files behind (only a writer may remove them). verify_store only reads.
+    return sa.URL.create("sqlite", database=uri, query={"mode": "rw", "uri": "true"}), str(path)
+
+
+async def _verify_existing(url: sa.URL, shown: str) -> VerifyResult:
+    storage = open_storage(url)
+    try:
+        missing = await storage.missing_tables()
+        if missing:
+            raise NothingToVerifyError(
+                f"{shown} has no posassist schema (missing tables: {', '.join(missing)})"
+            )
+        if await storage.current_revision() is None:
+            raise NothingToVerifyError(f"{shown} has no posassist schema (never migrated)")
+        return await verify_store(storage)
+    except StorageError as exc:
+        raise NothingToVerifyError(f"cannot read {shown}: {exc}") from exc
+    finally:
+        await storage.close()
+
+
+async def _audit_verify(args: argparse.Namespace) -> int:
+    """Verify an existing database's chain; creates and migrates nothing (see the parser)."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its version check is no news
+    try:
+        result = await _verify_existing(*_existing_database(args.data, args.database))
+    except NothingToVerifyError as exc:
+        print(f"error: {exc}; nothing verified", file=sys.stderr)
+        return 2
     print(result.describe())
     return 0 if result.ok else 1
 
@@ -297,11 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))
             return 0
+        if args.command == "audit":
+            return asyncio.run(_audit_verify(args))
         config = _config(args)
         if args.command == "init":
             return int(asyncio.run(_with_storage(config, lambda s: _init(args, s))))
-        if args.command == "audit":
-            return int(asyncio.run(_with_storage(config, _audit_verify)))
         return int(asyncio.run(_with_storage(config, lambda s: _admin(args, s, config))))
     except (PosAssistError, ValueError, OSError) as exc:
         reason = getattr(exc, "public_reason", None) or str(exc)

@@ -71,6 +71,8 @@ __all__ = ["SqlStorage", "open_storage"]
 
 T = TypeVar("T")
 MIGRATIONS = "relay.storage:migrations"
+#: Where Alembic records the schema version (its default name).
+_VERSION_TABLE = "alembic_version"
 _TOKEN_BYTES = 32
 
 
@@ -283,6 +285,18 @@ class SqlStorage:
     async def current_revision(self) -> str | None:
         """The schema version the database is at (None when never migrated)."""
         return await self._db.read(_current_revision)
+
+    async def missing_tables(self) -> list[str]:
+        """The posassist tables this database lacks, Alembic's version table first: all of them
+        when it was never migrated. Reads only, so a tool pointed at the wrong database (``audit
+        verify``) can refuse it without creating anything there."""
+        wanted = [_VERSION_TABLE, *t.metadata.tables]
+
+        def tx(conn: sa.Connection) -> list[str]:
+            present = set(sa.inspect(conn).get_table_names())
+            return [name for name in wanted if name not in present]
+
+        return await self._db.read(tx)
 
     # -- tenancy -------------------------------------------------------------------------------
 

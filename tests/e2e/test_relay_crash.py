@@ -7,13 +7,10 @@ failed (not lost, not left "pending" forever). Also: a tampered audit chain fail
 from __future__ import annotations
 
 import base64
-import secrets
 import signal
 import sqlite3
 from typing import TYPE_CHECKING
 
-import asyncpg
-import pytest
 import sqlalchemy as sa
 from aiohttp import ClientSession
 from websockets.asyncio.client import connect
@@ -23,31 +20,11 @@ from protocol import signing
 from protocol.enrolment import EnrolmentInvite
 from relay.storage import Job, JobStatus, SqlStorage, open_storage, schema
 from tests.e2e.cli import ADMIN_PASSWORD, invite, ok, provision, py, start_relay, stop
-from tests.relay.conftest import PG_URL
 from tests.relay.harness import agent_handshake, console_handshake, recv, send
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """'' for SQLite in the data directory, or a fresh PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    name = f"posassist_crash_{secrets.token_hex(4)}"
-    try:
-        admin = await asyncpg.connect(PG_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_URL} is required and unreachable: {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _token(http_url: str) -> str:
@@ -108,7 +85,8 @@ async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     proc, url = start_relay(data, *extra)
     try:
-        verify = py("relay", "audit", "verify", "--data", str(data), database=database)
+        where = ("--database", database) if database else ("--data", str(data))
+        verify = py("relay", "audit", "verify", *where)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "intact" in verify.stdout
         storage = open_storage(database or f"sqlite:///{data / 'relay.db'}")

@@ -255,23 +255,69 @@ async def test_replaced_connection_fails_only_its_own_requests(
 # --- technician sign-in ----------
 
 
-async def test_wrong_password_twenty_times_locks_out_and_is_audited(relay: Relay) -> None:
-    statuses = []
-    for _ in range(20):
-        status, _ = await relay.post("/v1/login", {"username": "tech", "password": "wrong"})
-        statuses.append(status)
-    assert statuses[:4] == [401] * 4
-    assert statuses[4] == 429  # the fifth failure locks the account
-    assert set(statuses[5:]) == {429}
-    # even the right password is refused while locked out
-    status, _body = await relay.post("/v1/login", {"username": "tech", "password": PASSWORD})
-    assert status == 429
-    refusals = [a for a in await relay.audit_actions() if a[:2] == ("user.login", "refused")]
-    assert len(refusals) == 21
-    relay.clock.offset = 16 * 60  # the lockout ends
-    relay.state.login_limiter = type(relay.state.login_limiter)(1.0, 10, max_keys=10)
-    status, _ = await relay.post("/v1/login", {"username": "tech", "password": PASSWORD})
-    assert status == 200
+LOCKED_OUT = "too many failed sign-ins; try again later"
+RATE_LIMITED = "too many requests; slow down"
+
+
+async def _login(relay: Relay, password: str, user: str = "tech") -> tuple[int, str]:
+    status, body = await relay.post("/v1/login", {"username": user, "password": password})
+    return status, str(body.get("message", "")) if status != 200 else "ok"
+
+
+async def _login_refusals(relay: Relay, target: str) -> list[str]:
+    return [
+        str(r.detail.get("reason"))
+        async for r in relay.state.storage.records()
+        if (r.action, r.outcome, r.target) == ("user.login", "refused", target)
+    ]
+
+
+async def test_wrong_password_twenty_times_locks_out_and_is_audited(tmp_path: Path) -> None:
+    # A login rate limit far above 21 attempts, so every refusal below is the lockout's own.
+    relay = await start_relay(tmp_path, login_burst=1000)
+    try:
+        lockout = relay.state.config.login_lockout
+        replies = [await _login(relay, "wrong password") for _ in range(20)]
+        bad = (401, "invalid username or password")
+        assert replies == [bad] * 4 + [(429, LOCKED_OUT)] * 16  # the fifth failure locks
+        # the right password is refused by the lockout, not by the rate limiter
+        assert await _login(relay, PASSWORD) == (429, LOCKED_OUT)
+        user = await relay.state.storage.get_user("tech")
+        assert user.is_locked(relay.clock())
+        assert (
+            await _login_refusals(relay, "user:tech") == ["bad password"] * 4 + ["locked out"] * 17
+        )
+        assert await _login_refusals(relay, "relay") == []  # nothing was rate limited
+        relay.clock.offset = lockout - 5  # still locked just before the end
+        assert await _login(relay, PASSWORD) == (429, LOCKED_OUT)
+        relay.clock.offset = lockout + 1  # the lockout ends: the right password works
+        assert await _login(relay, PASSWORD) == (200, "ok")
+        assert ("user.login", "ok", "user:tech") in (await relay.audit_actions())[-1:]
+        # and the failure count started again: one wrong password is a plain 401
+        assert await _login(relay, "wrong password") == bad
+        await _chain_ok(relay)
+    finally:
+        await relay.server.close()
+
+
+async def test_login_rate_limit_refuses_with_its_own_message_and_locks_nobody(
+    tmp_path: Path,
+) -> None:
+    # Three tries per address (start_relay's own three sign-ins use them), then one a minute.
+    relay = await start_relay(tmp_path, login_burst=3, login_rate=1 / 60)
+    try:
+        replies = [await _login(relay, "wrong password") for _ in range(6)]
+        assert replies == [(429, RATE_LIMITED)] * 6
+        assert await _login(relay, PASSWORD) == (429, RATE_LIMITED)
+        assert await _login_refusals(relay, "relay") == ["rate limited"] * 7
+        # refused before the password was looked at: no failure counted, nobody locked out
+        assert await _login_refusals(relay, "user:tech") == []
+        user = await relay.state.storage.get_user("tech")
+        assert (user.failed_logins, user.locked_until) == (0, None)
+        relay.clock.offset = 61  # a token back in the bucket
+        assert await _login(relay, PASSWORD) == (200, "ok")
+    finally:
+        await relay.server.close()
 
 
 async def test_unknown_user_and_bad_body_are_clear_errors(relay: Relay) -> None:

@@ -1,0 +1,365 @@
+"""The operator's command lines, run as subprocesses: audit verify, user create, device revoke.
+
+``audit verify`` pointed at the wrong place says what is missing and creates nothing; a user made
+with ``user create`` signs in over HTTP with its role and scope, and bad input makes nobody; a
+device revoked with ``device revoke`` is refused by the running relay.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from typing import TYPE_CHECKING
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from aiohttp import ClientSession
+from websockets.asyncio.client import connect
+
+from protocol import messages as m
+from protocol import signing
+from protocol.enrolment import EnrolmentInvite
+from relay.storage import open_storage
+from tests.e2e.cli import invite, ok, provision, py, start_relay, stop
+from tests.relay.harness import agent_handshake
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable
+    from pathlib import Path
+
+USER_PASSWORD = "a-technician-password"
+
+
+def _one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one ``error: …`` line a refused command prints (exit 2, nothing on stdout)."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    return line
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+# --- audit verify: only an existing relay database -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "missing"),
+    [
+        (lambda d: None, "no relay data directory"),
+        (lambda d: d.mkdir(), "no relay database"),
+        (lambda d: (d.mkdir(), (d / "relay.json").write_text("{}")), "no relay database"),
+        (lambda d: (d.mkdir(), (d / "relay.db").write_bytes(b"")), "has no posassist schema"),
+        (lambda d: (d.mkdir(), (d / "relay.db").write_text("notes")), "not a SQLite database"),
+    ],
+    ids=["nonexistent", "empty", "identity-only", "empty-file", "not-sqlite"],
+)
+def test_audit_verify_refuses_a_directory_without_relay_data_and_creates_nothing(
+    tmp_path: Path, make: Callable[[Path], object], missing: str
+) -> None:
+    data = tmp_path / "relay"
+    make(data)
+    before = _files(tmp_path)
+    contents = {p: (tmp_path / p).read_bytes() for p in before if (tmp_path / p).is_file()}
+    result = py("relay", "audit", "verify", "--data", str(data))
+    line = _one_error(result)
+    assert result.stderr == line + "\n"  # only that line: no log noise
+    assert missing in line
+    assert "nothing verified" in line
+    assert _files(tmp_path) == before
+    assert {p: (tmp_path / p).read_bytes() for p in contents} == contents
+
+
+def test_audit_verify_refuses_a_sqlite_url_with_no_database_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    line = _one_error(py("relay", "audit", "verify", "--database", f"sqlite:///{tmp_path}/typo.db"))
+    assert f"no SQLite database {tmp_path}/typo.db" in line
+    assert _files(tmp_path) == []
+
+
+def test_audit_verify_takes_exactly_one_of_data_and_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/relay.db"
+    both = py("relay", "audit", "verify", "--data", str(tmp_path), "--database", url)
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+    neither = py("relay", "audit", "verify")
+    assert neither.returncode == 2
+    assert "one of the arguments --data --database is required" in neither.stderr
+    assert _files(tmp_path) == []
+
+
+async def _public_tables(url: str) -> list[str]:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    finally:
+        await conn.close()
+    return sorted(row["table_name"] for row in rows)
+
+
+async def test_audit_verify_refuses_a_postgresql_database_without_the_schema(
+    pg_database: str,
+) -> None:
+    line = _one_error(py("relay", "audit", "verify", "--database", pg_database))
+    assert "has no posassist schema (missing tables: alembic_version," in line
+    assert await _public_tables(pg_database) == []  # not migrated
+    # one table of another application is not a posassist schema either
+    conn = await asyncpg.connect(pg_database, timeout=5)
+    try:
+        await conn.execute("CREATE TABLE audit (seq bigint)")
+    finally:
+        await conn.close()
+    line = _one_error(py("relay", "audit", "verify", "--database", pg_database))
+    assert "missing tables: alembic_version," in line
+    assert await _public_tables(pg_database) == ["audit"]
+
+
+async def test_audit_verify_refuses_a_postgresql_database_that_does_not_exist(
+    pg_database: str,
+) -> None:
+    typo = pg_database + "_typo"
+    line = _one_error(py("relay", "audit", "verify", "--database", typo))
+    assert f"cannot read {typo}" in line
+    assert "does not exist" in line
+    conn = await asyncpg.connect(pg_database, timeout=5)
+    try:
+        created = await conn.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = $1", typo.rsplit("/", 1)[1]
+        )
+    finally:
+        await conn.close()
+    assert created == 0
+
+
+async def _swap_audit_records(url: str, first: int, second: int) -> None:
+    storage = open_storage(url)
+    try:
+        await storage.run_write(
+            lambda conn: [
+                conn.execute(sa.text(sql), {"a": first, "b": second})
+                for sql in (
+                    "UPDATE audit SET seq = -1 WHERE seq = :a",
+                    "UPDATE audit SET seq = :a WHERE seq = :b",
+                    "UPDATE audit SET seq = :b WHERE seq = -1",
+                )
+            ]
+        )
+    finally:
+        await storage.close()
+
+
+async def test_audit_verify_by_database_url_alone_names_the_first_of_two_swapped_records(
+    tmp_path: Path, database: str
+) -> None:
+    data = tmp_path / "relay"
+    provision(data, database)  # init, organisation, merchant, store: four records
+    url = database or f"sqlite:///{data / 'relay.db'}"
+    intact = py("relay", "audit", "verify", "--database", url)
+    assert ok(intact) == "audit chain intact: 4 records, last seq 4"
+    await _swap_audit_records(url, 2, 3)
+    broken = py("relay", "audit", "verify", "--database", url)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert broken.stdout.strip() == (
+        "audit chain broken at seq 2: hash does not match the record's contents"
+    )
+    if not database:  # --data reads the same database
+        by_data = py("relay", "audit", "verify", "--data", str(data))
+        assert (by_data.returncode, by_data.stdout) == (1, broken.stdout)
+
+
+# --- user create -----------------------------------------------------------------------------
+
+
+async def _login(http_url: str, username: str, password: str) -> tuple[int, dict[str, object]]:
+    async with (
+        ClientSession() as http,
+        http.post(http_url + "/v1/login", json={"username": username, "password": password}) as r,
+    ):
+        return r.status, await r.json()
+
+
+def _user_create(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    password = data / "user.pw"
+    password.write_text(USER_PASSWORD)
+    return py(
+        "relay", "user", "create", "--data", str(data), "--password-file", str(password), *args
+    )
+
+
+def _users_and_audit(data: Path) -> tuple[list[tuple[str, ...]], int]:
+    with sqlite3.connect(data / "relay.db") as db:
+        users = db.execute(
+            "SELECT username, role, scope_kind, scope_id FROM users ORDER BY username"
+        ).fetchall()
+        (records,) = db.execute("SELECT count(*) FROM audit").fetchone()
+    return users, records
+
+
+async def test_user_create_makes_a_user_who_signs_in_with_that_role_and_scope(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    proc, url = start_relay(data)
+    try:
+        created = _user_create(
+            data, "--username", "dana", "--role", "technician", "--scope", f"store:{store}"
+        )
+        assert ok(created) == f"user dana (technician, store:{store})"
+        http_url = url.replace("ws://", "http://")
+        status, body = await _login(http_url, "dana", USER_PASSWORD)
+        assert status == 200, body
+        assert (body["role"], body["scope"]) == ("technician", {"kind": "store", "id": store})
+        async with (
+            ClientSession() as http,
+            http.get(
+                http_url + "/v1/devices", headers={"Authorization": f"Bearer {body['token']}"}
+            ) as r,
+        ):
+            assert r.status == 200
+        status, body = await _login(http_url, "dana", "not-her-password")
+        assert status == 401
+    finally:
+        stop(proc)
+    with sqlite3.connect(data / "relay.db") as db:
+        actions = db.execute("SELECT actor, action, target, outcome FROM audit").fetchall()
+    assert ("operator:cli", "user.create", "user:dana", "ok") in actions
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One initialised relay (an admin user, one store) for the refusals below."""
+    data = tmp_path_factory.mktemp("cli") / "relay"
+    return data, provision(data)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--username", "erin", "--role", "wizard", "--scope", "root"],
+            "argument --role: invalid choice: 'wizard'",
+        ),
+        (
+            ["--username", "erin", "--role", "viewer", "--scope", "store:sto_doesnotexist"],
+            "error: no store sto_doesnotexist",
+        ),
+        (
+            ["--username", "erin", "--role", "viewer", "--scope", "merchant:mer_nope"],
+            "error: no merchant mer_nope",
+        ),
+        (
+            ["--username", "erin", "--role", "viewer", "--scope", "planet:earth"],
+            "the kind must be one of root, organisation, merchant, store, device",
+        ),
+        (
+            ["--username", "erin", "--role", "viewer", "--scope", "store"],
+            "use root, or kind:id",
+        ),
+        (
+            ["--username", "admin", "--role", "viewer", "--scope", "root"],
+            "error: user admin already exists",
+        ),
+    ],
+    ids=["unknown-role", "no-such-store", "no-such-merchant", "unknown-kind", "no-id", "dup"],
+)
+def test_user_create_refuses_bad_input_and_creates_nothing(
+    provisioned: tuple[Path, str], args: list[str], error: str
+) -> None:
+    data, _store = provisioned
+    before = _users_and_audit(data)
+    result = _user_create(data, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error in result.stderr
+    assert result.stdout == ""
+    assert _users_and_audit(data) == before
+
+
+def test_user_create_refuses_a_short_password(provisioned: tuple[Path, str]) -> None:
+    data, store = provisioned
+    before = _users_and_audit(data)
+    short = data / "short.pw"
+    short.write_text("too-short")
+    result = py(
+        "relay",
+        "user",
+        "create",
+        "--data",
+        str(data),
+        "--username",
+        "erin",
+        "--role",
+        "viewer",
+        "--scope",
+        f"store:{store}",
+        "--password-file",
+        str(short),
+    )
+    assert "the password must be at least 10 characters" in _one_error(result)
+    assert _users_and_audit(data) == before
+
+
+# --- device revoke ---------------------------------------------------------------------------
+
+
+async def _enrol(http_url: str, token_text: str) -> tuple[str, signing.Ed25519PrivateKey]:
+    key = signing.generate_private_key()
+    raw = signing.public_key_to_raw(key.public_key())
+    body = {
+        "secret": EnrolmentInvite.decode(token_text).secret,
+        "public_key": base64.b64encode(raw).decode(),
+    }
+    async with ClientSession() as http, http.post(http_url + "/v1/enrol", json=body) as r:
+        assert r.status == 200
+        return str((await r.json())["device_id"]), key
+
+
+async def _agent_answer(url: str, device_id: str, key: signing.Ed25519PrivateKey) -> m.Message:
+    async with connect(url + "/v1/agent") as ws:
+        _, answer = await agent_handshake(ws, device_id, key)
+    return answer
+
+
+async def test_device_revoke_marks_the_device_revoked_and_the_relay_refuses_it(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    proc, url = start_relay(data)
+    try:
+        device_id, key = await _enrol(url.replace("ws://", "http://"), invite(data, store, url))
+        assert isinstance(await _agent_answer(url, device_id, key), m.AuthAccepted)
+        revoked = py("relay", "device", "revoke", device_id, "--data", str(data))
+        assert ok(revoked).startswith(f"device {device_id} revoked")
+        listed = ok(py("relay", "device", "list", "--data", str(data)))
+        assert f"{device_id}\t{store}\trevoked\t" in listed
+        # the running relay refuses the device from its next connection
+        assert await _agent_answer(url, device_id, key) == m.AuthRefused(code="revoked")
+    finally:
+        stop(proc)
+    with sqlite3.connect(data / "relay.db") as db:
+        actions = db.execute("SELECT actor, action, target, outcome FROM audit").fetchall()
+        (revoked_at,) = db.execute(
+            "SELECT revoked_at FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+    assert ("operator:cli", "device.revoke", f"device:{device_id}", "ok") in actions
+    assert revoked_at is not None
+    device = f"device:{device_id}"
+    assert actions[-1] == (device, "agent.connect", device, "refused")
+
+
+def test_device_revoke_of_an_unknown_device_is_a_clear_error(
+    provisioned: tuple[Path, str],
+) -> None:
+    data, _store = provisioned
+    before = _users_and_audit(data)
+    result = py("relay", "device", "revoke", "dev_doesnotexist", "--data", str(data))
+    assert _one_error(result) == "error: no device dev_doesnotexist"
+    assert _users_and_audit(data) == before

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import struct
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -24,6 +25,20 @@ log = logging.getLogger("posassist.relay")
 #: Close code for a peer whose outbox overflowed (docs/protocol.md#close-codes).
 SLOW_CONSUMER = 4008
 DEFAULT_OUTBOX = 1024
+#: Frames queued together are written in one go (see _write_loop) while the socket's send
+#: buffer holds less than this; past it, frame by frame through aiohttp, which waits for drain.
+COALESCE_BELOW = 256 * 1024
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
+
+def binary_frame_header(length: int) -> bytes:
+    """RFC 6455 §5.2 header of one unmasked, uncompressed, final binary frame (a server's)."""
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 65536:
+        return _HEADER_16(0x82, 126, length)
+    return _HEADER_64(0x82, 127, length)
 
 
 class Counter(Protocol):
@@ -61,8 +76,13 @@ class WebSocketSession:
         max_outbox: int = DEFAULT_OUTBOX,
         frames_in: Counter | None = None,
         frames_out: Counter | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
+        # The connection's transport, for writing queued frames together; None: one by one.
+        self._transport = transport
+        #: How many times queued frames went out together in one write.
+        self.batched_writes = 0
         self.session = session
         self.peer = peer
         self._frames_in = frames_in or _NO_COUNT
@@ -119,15 +139,34 @@ class WebSocketSession:
 
     async def _write_loop(self) -> None:
         outbox = self._outbox
-        send = self.ws.send_bytes
+        ws = self.ws
+        send = ws.send_bytes
+        transport = self._transport
         frames_out = self._frames_out
         loop = asyncio.get_running_loop()
         try:
             while True:
-                # One wake-up writes every frame queued since the last; send_bytes only waits
-                # when the socket's buffer is over its limit.
+                # One wake-up writes every frame queued since the last. Several queued at once
+                # (a script's output streaming to a console) go to the socket in one write, not
+                # one system call each; the relay never compresses (WebSocketResponse
+                # compress=False), so a frame is its header and its bytes.
                 while outbox:
-                    await send(outbox[0])
+                    if (
+                        len(outbox) > 1
+                        and transport is not None
+                        and not ws.closed
+                        and not transport.is_closing()
+                        and transport.get_write_buffer_size() < COALESCE_BELOW
+                    ):
+                        parts: list[bytes] = []
+                        for frame in outbox:
+                            parts += (binary_frame_header(len(frame)), frame)
+                        transport.write(b"".join(parts))
+                        self.batched_writes += 1
+                        frames_out.inc(len(outbox))
+                        outbox.clear()
+                        continue
+                    await send(outbox[0])  # waits only when the socket's buffer is full
                     outbox.popleft()
                     frames_out.inc()
                 wakeup = self._wakeup = loop.create_future()
@@ -227,7 +266,7 @@ class WebSocketSession:
         """Close the websocket with ``code``; the reason is a fixed public sentence."""
         self.session.close()
         await self.stop_writer()
-        await self.ws.close(code=code, message=reason.encode())
+        await self.ws.close(code=code, message=reason.encode(), drain=False)
 
     async def close_for(self, error: PosAssistError) -> None:
         """Close with the error's code and fixed public reason; never the internal text."""

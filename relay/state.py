@@ -162,6 +162,7 @@ class RelayState:
             max_outbox=config.max_outbox,
             frames_in=self.metrics.frames_received.labels(endpoint=endpoint),
             frames_out=self.metrics.frames_sent.labels(endpoint=endpoint),
+            transport=request.transport,
         )
 
     async def device_in_scope(self, device_id: str, scope: Scope) -> bool:

@@ -19,7 +19,7 @@ from protocol import Codec, signing
 from protocol import messages as m
 from protocol.enrolment import EnrolmentInvite
 from relay.audit import verify_store
-from relay.connection import WebSocketSession
+from relay.connection import WebSocketSession, binary_frame_header
 from relay.errors import StorageError
 from relay.storage import JobStatus, Scope, open_storage
 from tests.relay.harness import (
@@ -415,6 +415,50 @@ async def test_script_output_streams_back_and_job_finishes(relay: Relay) -> None
     (job,) = await _jobs(relay)
     assert job.status is JobStatus.FAILED
     assert "paper out" in (job.error or "")
+
+
+async def test_a_burst_of_output_reaches_the_console_whole_and_in_order(relay: Relay) -> None:
+    # Frames queued together for a console go out in one write, each with a header the relay
+    # builds itself (relay/connection.py): every size class of RFC 6455 length (7-bit, 16-bit,
+    # 64-bit) must arrive byte for byte, in order, under the console's request id.
+    sizes = [0, 1, 40, 125, 126, 200, 65_000, 65_535, 65_536, 3, 64 * 1024, 7]
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(
+            m.ScriptRunRequest(id=70, device_id=device_id, script="log-bundle", version="1")
+        )
+        (request,) = await agent.next()
+        rid = request.id  # type: ignore[attr-defined]
+        assert agent.ws is not None
+        assert agent.session is not None
+        for burst in range(3):
+            for seq, size in enumerate(sizes):
+                data = bytes([burst * 16 + seq % 16]) * size
+                agent.session.send(
+                    m.ScriptOutput(id=rid, job_id="j", seq=seq, stream="stdout", data=data)
+                )
+            for frame in agent.session.data_to_send():  # back to back, one frame each
+                await agent.ws.send(frame)
+        got: list[m.Message] = []
+        while len(got) < 3 * len(sizes):
+            got += await console.next()
+        (peer,) = next(iter(relay.state.console_tokens.values()))
+        assert peer.batched_writes > 0  # frames did go out together
+    expected = [
+        (seq, bytes([burst * 16 + seq % 16]) * size)
+        for burst in range(3)
+        for seq, size in enumerate(sizes)
+    ]
+    assert [(g.seq, g.data) for g in got] == expected  # type: ignore[attr-defined]
+    assert all(g.id == 70 for g in got)  # type: ignore[attr-defined]
+
+
+def test_binary_frame_headers_follow_rfc_6455() -> None:
+    assert binary_frame_header(0) == b"\x82\x00"
+    assert binary_frame_header(125) == b"\x82\x7d"
+    assert binary_frame_header(126) == b"\x82\x7e\x00\x7e"
+    assert binary_frame_header(65_535) == b"\x82\x7e\xff\xff"
+    assert binary_frame_header(65_536) == b"\x82\x7f" + (65_536).to_bytes(8, "big")
 
 
 async def test_technician_outside_scope_is_refused_audited_and_device_sees_nothing(

@@ -173,6 +173,15 @@ async def _init(args: argparse.Namespace, storage: SqlStorage) -> int:
     return 0
 
 
+def _invite_problem(relay_url: str, pin: str | None) -> str | None:
+    """Why an enrolment token for ``relay_url`` can't be made, or None."""
+    if not relay_url.startswith(("ws://", "wss://")):
+        return f"--relay-url must be ws:// or wss://, not {relay_url[:64]!r}"
+    if relay_url.startswith("wss://") and pin is None:
+        return "a wss:// relay needs --tls-cert (its public-key pin goes in the token)"
+    return None
+
+
 async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayConfig) -> int:
     import time
 
@@ -191,14 +200,19 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         print(store.id)
         target = f"store:{store.id}"
     elif args.command == "enrolment":
-        _record, secret = await storage.create_enrolment(
-            args.store, config.relay_id, now=now, ttl=args.ttl
-        )
         pin = None
         if args.tls_cert is not None:
             from .tls import spki_pin
 
             pin = spki_pin(args.tls_cert.read_bytes())
+        # Checked before a token is stored: a token nobody can use is not made.
+        problem = _invite_problem(args.relay_url, pin)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        _record, secret = await storage.create_enrolment(
+            args.store, config.relay_id, now=now, ttl=args.ttl
+        )
         invite = EnrolmentInvite(
             relay_url=args.relay_url,
             relay_id=config.relay_id,

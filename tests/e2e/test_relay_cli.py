@@ -363,3 +363,32 @@ def test_device_revoke_of_an_unknown_device_is_a_clear_error(
     result = py("relay", "device", "revoke", "dev_doesnotexist", "--data", str(data))
     assert _one_error(result) == "error: no device dev_doesnotexist"
     assert _users_and_audit(data) == before
+
+
+# --- enrolment create: no token nobody can use -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("wss://relay.example:8765", "a wss:// relay needs --tls-cert"),
+        ("https://relay.example", "--relay-url must be ws:// or wss://"),
+    ],
+    ids=["wss-without-pin", "not-a-websocket-url"],
+)
+def test_enrolment_create_refuses_a_token_no_agent_could_use_and_stores_none(
+    provisioned: tuple[Path, str], url: str, error: str
+) -> None:
+    data, store = provisioned
+
+    def tokens() -> int:
+        with sqlite3.connect(data / "relay.db") as db:
+            (count,) = db.execute("SELECT count(*) FROM enrolment_tokens").fetchone()
+        return int(count)
+
+    before = (tokens(), _users_and_audit(data))
+    result = py(
+        "relay", "enrolment", "create", "--data", str(data), "--store", store, "--relay-url", url
+    )
+    assert error in _one_error(result)
+    assert (tokens(), _users_and_audit(data)) == before

@@ -25,7 +25,7 @@ from protocol import PosAssistError
 from protocol.enrolment import EnrolmentInvite
 
 from . import __version__
-from .app import create_app
+from .app import create_app, drain_routes
 from .audit import Outcome, VerifyResult, verify_store
 from .config import RelayConfig
 from .errors import Conflict, NotFound, StorageError
@@ -376,6 +376,10 @@ async def serve(config: RelayConfig) -> None:
         await stop.wait()
     finally:
         print("posassist relay shutting down", flush=True)
+        # Stop accepting, let requests in flight finish (their replies still arrive), and only
+        # then let aiohttp close everything (it ignores incoming data from the moment it starts).
+        await site.stop()
+        await drain_routes(app)
         await runner.cleanup()
 
 

@@ -149,14 +149,27 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def _close_sockets(app: web.Application) -> None:
-    """Graceful shutdown: aiohttp has stopped accepting; let requests in flight finish for up to
-    the grace period, then tell every peer we are going away (1001) so agents reconnect."""
+async def drain_routes(app: web.Application) -> None:
+    """Let requests in flight finish, for up to the grace period (counted from the first call).
+
+    Call it after the listener is closed and *before* aiohttp's own shutdown: from then on
+    aiohttp drops every byte that arrives on every connection, websockets included, so a reply an
+    agent sends after that can never reach its console (``serve`` in relay/__main__.py).
+    """
     state = app[STATE]
-    deadline = asyncio.get_running_loop().time() + state.config.shutdown_grace
+    loop = asyncio.get_running_loop()
+    if state.shutdown_deadline is None:
+        state.shutdown_deadline = loop.time() + state.config.shutdown_grace
     # The router is pure (no asyncio inside), so shutdown polls it rather than awaiting an event.
-    while state.router.routes_in_flight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+    while state.router.routes_in_flight and loop.time() < state.shutdown_deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Graceful shutdown: requests in flight have had their grace period (drain_routes); tell
+    every peer we are going away (1001) so agents reconnect."""
+    state = app[STATE]
+    await drain_routes(app)  # returns at once when serve() already drained
     for ws in list(state.sockets):
         await ws.close(code=1001, message=b"relay shutting down")
     if state.tasks:

@@ -65,6 +65,8 @@ class RelayState:
     writing: dict[str, Presence] = field(default_factory=dict)
     _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
+    #: Loop time by which requests in flight must finish once shutdown has begun.
+    shutdown_deadline: float | None = None
     #: SHA-256 of a bearer token → the consoles signed in with it, closed when it is revoked.
     console_tokens: dict[bytes, set[WebSocketSession]] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ was let in, run or lost (the device saw nothing, the job says what happened, the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import sqlite3
 from typing import TYPE_CHECKING
@@ -728,6 +729,40 @@ async def test_console_that_stops_reading_is_disconnected_not_the_agent(tmp_path
         (job,) = await _jobs(relay)
         assert job.status is JobStatus.FAILED
         assert (job.error or "").startswith("console_gone")
+    finally:
+        await relay.server.close()
+
+
+async def test_agent_that_stops_reading_is_disconnected_and_requests_fail_clearly(
+    tmp_path: Path,
+) -> None:
+    # The device's outbox is bounded too: requests to an agent that reads nothing fill the socket
+    # buffers and then its outbox; the request that finds it full is answered "unavailable" (its
+    # job failed) and the agent is closed with 4008, not buffered without limit.
+    relay = await start_relay(
+        tmp_path, max_outbox=2, console_burst=400, console_max_in_flight=256, request_timeout=60
+    )
+    big = {f"p{i}": "x" * 4000 for i in range(60)}  # about 240 KB a request
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+            assert agent.ws is not None
+            answers: list[m.Message] = []
+            for rid in range(1, 200):
+                await console.request(
+                    m.ScriptRunRequest(
+                        id=rid, device_id=device_id, script="s", version="1", params=big
+                    )
+                )
+                with contextlib.suppress(TimeoutError):
+                    answers += await console.next(timeout=0.05)
+                if answers:
+                    break
+            assert [(a.TAG, a.code) for a in answers] == [("error", "unavailable")]  # type: ignore[attr-defined]
+            assert await close_code(agent.ws, timeout=30) == 4008
+        await wait_until(lambda: relay.state.router.routes_in_flight == 0)
+        statuses = {job.status for job in await _jobs(relay)}
+        assert statuses == {JobStatus.FAILED}  # the refused one and those lost with the link
     finally:
         await relay.server.close()
 

@@ -7,8 +7,8 @@ was let in, run or lost (the device saw nothing, the job says what happened, the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import sqlite3
 from typing import TYPE_CHECKING
 

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import ClientSession
+from websockets.asyncio.client import connect
+
+from protocol import messages as m
+from protocol import signing
+from protocol.enrolment import EnrolmentInvite
+from tests.relay.harness import agent_handshake, console_handshake, recv, send
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from websockets.asyncio.client import ClientConnection
+
+    from protocol import Session
+    from protocol.signing import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "demo-admin-password"
@@ -184,3 +204,64 @@ class Technician:
     def login(self, url: str, *extra: str) -> Technician:
         ok(self(*self.login_args(url), *extra))
         return self
+
+
+# --- a device and a console over the relay's HTTP API and websockets --------------------------
+
+
+async def enrol_over_http(url: str, token_text: str) -> tuple[str, Ed25519PrivateKey]:
+    """Enrol a fresh key with ``token_text`` at the relay at ``url`` (ws://); its device id."""
+    key = signing.generate_private_key()
+    raw = signing.public_key_to_raw(key.public_key())
+    body = {
+        "secret": EnrolmentInvite.decode(token_text).secret,
+        "public_key": base64.b64encode(raw).decode(),
+    }
+    async with (
+        ClientSession() as http,
+        http.post(url.replace("ws://", "http://") + "/v1/enrol", json=body) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return str((await r.json())["device_id"]), key
+
+
+async def admin_token(url: str) -> str:
+    """A bearer token for the admin that :func:`provision` made."""
+    login = {"username": "admin", "password": ADMIN_PASSWORD}
+    async with (
+        ClientSession() as http,
+        http.post(url.replace("ws://", "http://") + "/v1/login", json=login) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return str((await r.json())["token"])
+
+
+@dataclass
+class InFlight:
+    """A signed-in agent and console, with the console's diagnostics request at the agent."""
+
+    agent_ws: ClientConnection
+    agent: Session
+    console_ws: ClientConnection
+    console: Session
+    request: m.DiagnosticsRequest
+
+
+@asynccontextmanager
+async def diag_in_flight(
+    url: str, device_id: str, key: Ed25519PrivateKey, token: str, request_id: int = 1
+) -> AsyncIterator[InFlight]:
+    """Connect the device and a console, and route one DiagnosticsRequest to the device."""
+    async with (
+        connect(url + "/v1/agent") as agent_ws,
+        connect(url + "/v1/console") as console_ws,
+    ):
+        agent, accepted = await agent_handshake(agent_ws, device_id, key)
+        assert isinstance(accepted, m.AuthAccepted)
+        console, signed_in = await console_handshake(console_ws, token)
+        assert isinstance(signed_in, m.AuthAccepted)
+        console.send(m.DiagnosticsRequest(id=request_id, device_id=device_id, timeout=60))
+        await send(console_ws, console)
+        (request,) = await recv(agent_ws, agent)
+        assert isinstance(request, m.DiagnosticsRequest)
+        yield InFlight(agent_ws, agent, console_ws, console, request)

@@ -7,7 +7,6 @@ device revoked with ``device revoke`` is refused by the running relay.
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 from typing import TYPE_CHECKING
 
@@ -19,9 +18,8 @@ from websockets.asyncio.client import connect
 
 from protocol import messages as m
 from protocol import signing
-from protocol.enrolment import EnrolmentInvite
 from relay.storage import open_storage
-from tests.e2e.cli import invite, ok, provision, py, start_relay, stop
+from tests.e2e.cli import enrol_over_http, invite, ok, provision, py, start_relay, stop
 from tests.relay.harness import agent_handshake
 
 if TYPE_CHECKING:
@@ -309,18 +307,6 @@ def test_user_create_refuses_a_short_password(provisioned: tuple[Path, str]) -> 
 # --- device revoke ---------------------------------------------------------------------------
 
 
-async def _enrol(http_url: str, token_text: str) -> tuple[str, signing.Ed25519PrivateKey]:
-    key = signing.generate_private_key()
-    raw = signing.public_key_to_raw(key.public_key())
-    body = {
-        "secret": EnrolmentInvite.decode(token_text).secret,
-        "public_key": base64.b64encode(raw).decode(),
-    }
-    async with ClientSession() as http, http.post(http_url + "/v1/enrol", json=body) as r:
-        assert r.status == 200
-        return str((await r.json())["device_id"]), key
-
-
 async def _agent_answer(url: str, device_id: str, key: signing.Ed25519PrivateKey) -> m.Message:
     async with connect(url + "/v1/agent") as ws:
         _, answer = await agent_handshake(ws, device_id, key)
@@ -334,7 +320,7 @@ async def test_device_revoke_marks_the_device_revoked_and_the_relay_refuses_it(
     store = provision(data)
     proc, url = start_relay(data)
     try:
-        device_id, key = await _enrol(url.replace("ws://", "http://"), invite(data, store, url))
+        device_id, key = await enrol_over_http(url, invite(data, store, url))
         assert isinstance(await _agent_answer(url, device_id, key), m.AuthAccepted)
         revoked = py("relay", "device", "revoke", device_id, "--data", str(data))
         assert ok(revoked).startswith(f"device {device_id} revoked")

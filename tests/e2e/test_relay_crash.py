@@ -6,36 +6,28 @@ failed (not lost, not left "pending" forever). Also: a tampered audit chain fail
 
 from __future__ import annotations
 
-import base64
 import signal
 import sqlite3
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from aiohttp import ClientSession
-from websockets.asyncio.client import connect
 
-from protocol import messages as m
-from protocol import signing
-from protocol.enrolment import EnrolmentInvite
 from relay.storage import Job, JobStatus, SqlStorage, open_storage, schema
-from tests.e2e.cli import ADMIN_PASSWORD, invite, ok, provision, py, start_relay, stop
-from tests.relay.harness import agent_handshake, console_handshake, recv, send
+from tests.e2e.cli import (
+    admin_token,
+    diag_in_flight,
+    enrol_over_http,
+    invite,
+    ok,
+    provision,
+    py,
+    start_relay,
+    stop,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
-
-
-async def _token(http_url: str) -> str:
-    async with (
-        ClientSession() as http,
-        http.post(
-            http_url + "/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ) as r,
-    ):
-        body = await r.json()
-    return str(body["token"])
 
 
 async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
@@ -47,34 +39,8 @@ async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
     proc, url = start_relay(data, *extra)
     try:
         # enrol a device whose agent will accept a request and never answer
-        text = invite(data, store, url, database)
-        key = signing.generate_private_key()
-        raw = signing.public_key_to_raw(key.public_key())
-        http_url = url.replace("ws://", "http://")
-        async with (
-            ClientSession() as http,
-            http.post(
-                http_url + "/v1/enrol",
-                json={
-                    "secret": EnrolmentInvite.decode(text).secret,
-                    "public_key": base64.b64encode(raw).decode(),
-                },
-            ) as r,
-        ):
-            device_id = (await r.json())["device_id"]
-        token = await _token(http_url)
-        async with (
-            connect(url + "/v1/agent") as agent_ws,
-            connect(url + "/v1/console") as console_ws,
-        ):
-            agent_session, accepted = await agent_handshake(agent_ws, device_id, key)
-            assert isinstance(accepted, m.AuthAccepted)
-            console_session, signed_in = await console_handshake(console_ws, token)
-            assert isinstance(signed_in, m.AuthAccepted)
-            console_session.send(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=60))
-            await send(console_ws, console_session)
-            (request,) = await recv(agent_ws, agent_session)
-            assert isinstance(request, m.DiagnosticsRequest)
+        device_id, key = await enrol_over_http(url, invite(data, store, url, database))
+        async with diag_in_flight(url, device_id, key, await admin_token(url)):
             proc.send_signal(signal.SIGKILL)  # mid-request: the job is pending in the database
             assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:

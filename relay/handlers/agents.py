@@ -80,15 +80,13 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def disconnect_revoked(state: RelayState, device_id: str) -> bool:
+async def disconnect_revoked(state: RelayState, device_id: str) -> None:
     """Close the device's connection, if it has one here, because it was revoked (4003)."""
     link = state.router.agent(device_id)
-    if link is None:
-        return False
-    assert isinstance(link, WebSocketSession)
-    log.warning("device %s revoked: disconnecting it", device_id)
-    await link.close(REVOKED, "device revoked")
-    return True
+    if link is not None:
+        assert isinstance(link, WebSocketSession)
+        log.warning("device %s revoked: disconnecting it", device_id)
+        await link.close(REVOKED, "device revoked")
 
 
 async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:

@@ -54,12 +54,10 @@ def token_key(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def end_sign_in(state: RelayState, token: str) -> int:
-    """Close every console signed in with ``token`` (just revoked); returns how many."""
-    peers = state.console_tokens.pop(token_key(token), set())
-    for peer in peers:
+def end_sign_in(state: RelayState, token: str) -> None:
+    """Close every console signed in with ``token`` (just revoked)."""
+    for peer in state.console_tokens.pop(token_key(token), set()):
         state.spawn(peer.close_for(SignInEnded("token revoked")))
-    return len(peers)
 
 
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:

@@ -10,7 +10,7 @@ PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8 /
 VENV38   := .venv38
 STAMP38  := $(VENV38)/.installed-stamp
 
-.PHONY: demo test check bench py38 venv clean
+.PHONY: demo test check bench py38 venv clean typecheck-tree
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ $(STAMP38): constraints-py38.txt
 	@test -n "$(PYTHON38)" || { echo "no Python 3.8 found; set PYTHON38=/path/to/python3.8 (docs/windows7.md)"; exit 1; }
 	$(PYTHON38) -m venv $(VENV38)
 	$(VENV38)/bin/python -m pip install --quiet --disable-pip-version-check -r constraints-py38.txt
+	@# the agent's own packages, linked in the installed layout (posassist.agent, posassist.protocol)
+	mkdir -p $(VENV38)/src/posassist
+	ln -sfn $(CURDIR)/agent $(VENV38)/src/posassist/agent
+	ln -sfn $(CURDIR)/protocol $(VENV38)/src/posassist/protocol
+	ln -sfn $(CURDIR)/client $(VENV38)/src/posassist/client
+	$(VENV38)/bin/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'posassist-checkout.pth').write_text('$(CURDIR)/$(VENV38)/src\\n')"
 	touch $(STAMP38)
 
 venv: $(STAMP) $(STAMP38)
@@ -34,15 +40,20 @@ test: $(STAMP) $(STAMP38)
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest \
 	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 
-check: $(STAMP)
+# mypy follows no import hooks: it checks the packages through links in the installed layout
+typecheck-tree:
+	@mkdir -p .typecheck/posassist
+	@for p in protocol relay agent console client; do ln -sfn ../../$$p .typecheck/posassist/$$p; done
+
+check: $(STAMP) typecheck-tree
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory py38
 
-# agent/ and protocol/ must run on Python 3.8 (Windows 7 tills): docs/windows7.md
+# agent/, client/ and protocol/ must run on Python 3.8 (Windows 7 tills): docs/windows7.md
 py38: $(STAMP)
-	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol
+	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol client
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do \
@@ -50,4 +61,4 @@ bench: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) $(VENV38) demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage*
+	rm -rf $(VENV) $(VENV38) .typecheck demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage*

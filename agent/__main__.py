@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-from protocol import PosAssistError, signing
-from protocol.enrolment import InvalidEnrolmentToken
+from posassist.protocol import PosAssistError, signing
+from posassist.protocol.enrolment import InvalidEnrolmentToken
 
 from . import __version__
 from .backoff import backoff

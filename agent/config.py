@@ -10,14 +10,14 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
 
-from protocol import signing
+from posassist.protocol import signing
 
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from protocol.signing import Ed25519PrivateKey
+    from posassist.protocol.signing import Ed25519PrivateKey
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Sequ
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import (
+from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.protocol import (
     AuthAccepted,
     AuthChallenge,
     AuthRefused,
@@ -33,12 +34,11 @@ from protocol import (
     Welcome,
     signing,
 )
-from protocol.errors import LocalProtocolError, UnexpectedMessage
-from protocol.states import SINCE_VERSION
+from posassist.protocol.errors import LocalProtocolError, UnexpectedMessage
+from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
 from .errors import ConfigError, RelayRefusedError
-from .tlspin import check_pin, client_ssl_context_for_pin
 
 if TYPE_CHECKING:
     from .config import Identity

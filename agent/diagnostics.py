@@ -29,11 +29,11 @@ from typing import (
     TypeVar,
 )
 
-from agent.errors import CollectorError, CollectorTimeout, ConfigError
+from posassist.agent.errors import CollectorError, CollectorTimeout, ConfigError
 
 if TYPE_CHECKING:
-    from agent.profile import PosProfile
-    from agent.settings import Settings
+    from posassist.agent.profile import PosProfile
+    from posassist.agent.settings import Settings
 
 __all__ = [
     "ClockSamples",
@@ -107,8 +107,8 @@ class DiagContext:
     @classmethod
     def load(cls, data_dir: Path) -> DiagContext:
         """Settings and profile from ``data_dir``; a bad profile is reported, not fatal."""
-        from agent.profile import load_profile
-        from agent.settings import load_settings
+        from posassist.agent.profile import load_profile
+        from posassist.agent.settings import load_settings
 
         settings = load_settings(data_dir)
         ctx = cls(settings, data_dir, limiter=ProbeLimiter(settings.printer_min_interval))
@@ -130,7 +130,7 @@ class Collector(NamedTuple):
 
 def default_collectors() -> List[Collector]:
     """Every collector the agent has, in report order (imports are light: I/O loads lazily)."""
-    from agent.collectors import network, pos, printers, printqueue, serialports, system
+    from posassist.agent.collectors import network, pos, printers, printqueue, serialports, system
 
     return [
         Collector("system", system.collect, 5.0),

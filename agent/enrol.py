@@ -12,13 +12,13 @@ import http.client
 import json
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from protocol import signing
-from protocol.enrolment import EnrolmentInvite, http_base_url
+from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.protocol import signing
+from posassist.protocol.enrolment import EnrolmentInvite, http_base_url
 
 from . import __version__
 from .config import Identity, write_identity
 from .errors import ConfigError, RelayRefusedError
-from .tlspin import check_pin, client_ssl_context_for_pin
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -24,9 +24,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Tuple
 
 if TYPE_CHECKING:
-    from agent.scripts.refusal import Refusal
+    from posassist.agent.scripts.refusal import Refusal
 
-from protocol.errors import PosAssistError
+from posassist.protocol.errors import PosAssistError
 
 __all__ = [
     "AgentError",

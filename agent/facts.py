@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 from . import __version__
 
 if TYPE_CHECKING:
-    from agent.collectors.serialports import SerialPort
-    from agent.diagnostics import DiagContext
-    from agent.profile import PosProfile
-    from agent.settings import PrinterConfig
+    from posassist.agent.collectors.serialports import SerialPort
+    from posassist.agent.diagnostics import DiagContext
+    from posassist.agent.profile import PosProfile
+    from posassist.agent.settings import PrinterConfig
 
 __all__ = ["MAX_LISTED", "clean_text", "gather", "summarise", "system_facts"]
 
@@ -119,7 +119,7 @@ def summarise(
 def system_facts() -> Dict[str, str]:
     """Host name, OS, machine and Python, as the system collector reports them (blocking: on
     Windows the platform module may read the registry or run ``ver``)."""
-    from agent.collectors.system import parse_os_release
+    from posassist.agent.collectors.system import parse_os_release
 
     facts = {
         "hostname": platform.node(),
@@ -141,7 +141,7 @@ def system_facts() -> Dict[str, str]:
 def gather(ctx: Optional[DiagContext]) -> Dict[str, Any]:
     """Read and summarise the facts; blocking, so run it in a worker. Ports are only listed
     (pyserial's enumeration), never opened; a part that fails is left out."""
-    from agent.collectors.serialports import list_serial_ports
+    from posassist.agent.collectors.serialports import list_serial_ports
 
     ports: Optional[List[SerialPort]]
     try:

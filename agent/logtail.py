@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from agent.errors import LogReadError
-from agent.redact import Redactor
+from posassist.agent.errors import LogReadError
+from posassist.agent.redact import Redactor
 
 __all__ = ["DEFAULT_MAX_BYTES", "LogTail", "decode_line", "parse_tail", "read_tail"]
 

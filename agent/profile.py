@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from agent.errors import ConfigError
-from agent.tomlsubset import TomlSubsetError, loads
+from posassist.agent.errors import ConfigError
+from posassist.agent.tomlsubset import TomlSubsetError, loads
 
 __all__ = ["PROFILE_DIR", "PosProfile", "load_profile", "parse_profile"]
 

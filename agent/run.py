@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Optional
 
 from websockets.exceptions import WebSocketException
 
-from protocol import PosAssistError
+from posassist.protocol import PosAssistError
 
 from .backoff import backoff
 from .connection import Opened, connect_once

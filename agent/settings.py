@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from agent.errors import ConfigError
+from posassist.agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path

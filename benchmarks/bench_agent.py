@@ -38,7 +38,7 @@ def _wait_for(path: Path, timeout: float = 20.0) -> str:
 
 def _start_relay(data: Path) -> tuple[subprocess.Popen[bytes], str]:
     relay = subprocess.Popen(
-        [PY, "-m", "relay", "serve", "--data", str(data), "--port", "0"],
+        [PY, "-m", "posassist.relay", "serve", "--data", str(data), "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -52,7 +52,7 @@ def _make_agent(tmp: Path, relay_dir: Path | None, url: str) -> Path:
         [
             PY,
             "-m",
-            "agent",
+            "posassist.agent",
             "init",
             "--data",
             str(agent_dir),
@@ -70,7 +70,7 @@ def _make_agent(tmp: Path, relay_dir: Path | None, url: str) -> Path:
             [
                 PY,
                 "-m",
-                "relay",
+                "posassist.relay",
                 "device",
                 "add",
                 "--data",
@@ -113,7 +113,7 @@ def bench_idle(seconds: float) -> dict[str, float]:
         try:
             agent_dir = _make_agent(tmp, tmp / "relay", url)
             agent = subprocess.Popen(
-                [PY, "-m", "agent", "run", "--data", str(agent_dir)],
+                [PY, "-m", "posassist.agent", "run", "--data", str(agent_dir)],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -140,7 +140,16 @@ def bench_unreachable(seconds: float, max_backoff: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         agent_dir = _make_agent(Path(d), None, f"ws://127.0.0.1:{port}")
         agent = subprocess.Popen(
-            [PY, "-m", "agent", "run", "--data", str(agent_dir), "--max-backoff", str(max_backoff)],
+            [
+                PY,
+                "-m",
+                "posassist.agent",
+                "run",
+                "--data",
+                str(agent_dir),
+                "--max-backoff",
+                str(max_backoff),
+            ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -161,9 +170,9 @@ IMPORTS = {
     "psutil": "import psutil",
     "serial (pyserial)": "import serial, serial.tools.list_ports",
     "asyncio + ssl": "import asyncio, ssl",
-    "agent idle set (agent.run)": "import agent.run",
+    "agent idle set (agent.run)": "import posassist.agent.run",
     "agent + diagnostics": (
-        "import agent.run, agent.diagnostics; agent.diagnostics.default_collectors()"
+        "import posassist.agent.run, posassist.agent.diagnostics as d; d.default_collectors()"
     ),
 }
 
@@ -184,10 +193,15 @@ def bench_imports(repeat: int = 3) -> list[tuple[str, float, float]]:
 
 
 def bench_report(runs: int = 7) -> dict[str, float]:
-    from agent.diagnostics import DiagContext, ProbeLimiter, collect_report, default_collectors
-    from agent.profile import load_profile
-    from agent.settings import PrinterConfig, Settings
-    from agent.simprinter import SimPrinter
+    from posassist.agent.diagnostics import (
+        DiagContext,
+        ProbeLimiter,
+        collect_report,
+        default_collectors,
+    )
+    from posassist.agent.profile import load_profile
+    from posassist.agent.settings import PrinterConfig, Settings
+    from posassist.agent.simprinter import SimPrinter
 
     with tempfile.TemporaryDirectory() as d, SimPrinter() as printer:
         data = Path(d)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from protocol import Codec, DiagnosticsReport, Heartbeat, Message, ScriptOutput
+from posassist.protocol import Codec, DiagnosticsReport, Heartbeat, Message, ScriptOutput
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

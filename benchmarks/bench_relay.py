@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from aiohttp import ClientSession, ClientWebSocketResponse
 
-    from protocol import Message, Session
+    from posassist.protocol import Message, Session
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-0123"
@@ -95,11 +95,11 @@ class Fleet:
 async def _provision(data: Path, n_devices: int, n_users: int) -> Fleet:
     import secrets
 
-    from protocol import signing
-    from relay.config import RelayConfig
-    from relay.passwords import hash_password
-    from relay.storage import Role, Scope, ScopeKind, open_storage
-    from relay.storage import schema as tables
+    from posassist.protocol import signing
+    from posassist.relay.config import RelayConfig
+    from posassist.relay.passwords import hash_password
+    from posassist.relay.storage import Role, Scope, ScopeKind, open_storage
+    from posassist.relay.storage import schema as tables
 
     config = RelayConfig.load(data)
     storage = open_storage(config.database)
@@ -197,7 +197,7 @@ def start_relay(fleet: Fleet, profile: Path | None = None, sync: str = "normal")
     url_file.unlink(missing_ok=True)
     log = fleet.data / "relay.log"
     wrap = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    argv = [sys.executable, *wrap, "-m", "relay", "serve", "--data", str(fleet.data)]
+    argv = [sys.executable, *wrap, "-m", "posassist.relay", "serve", "--data", str(fleet.data)]
     argv += ["--port", "0", "--heartbeat", "3600", "--request-timeout", "600", "--sync", sync]
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -360,7 +360,7 @@ async def _agent(
     http: ClientSession, url: str, device_id: str, raw_key: bytes
 ) -> tuple[ClientWebSocketResponse, Session]:
     """Connect and authenticate one agent (docs/protocol.md#agent-authentication)."""
-    from protocol import AuthAccepted, Role, Session, SessionState, signing
+    from posassist.protocol import AuthAccepted, Role, Session, SessionState, signing
 
     key = signing.private_key_from_raw(raw_key)
     ws = await _ws(http, url + "/v1/agent")
@@ -386,7 +386,7 @@ async def _agent(
 
 
 async def _console(http: ClientSession, url: str, token: str) -> tuple[Any, Session]:
-    from protocol import AuthAccepted, Role, Session
+    from posassist.protocol import AuthAccepted, Role, Session
 
     ws = await _ws(http, url + "/v1/console")
     session = Session(Role.CONSOLE)
@@ -453,7 +453,7 @@ async def work_idle(job: Job, w: Worker) -> dict[str, Any]:
 
 
 async def work_rtt(job: Job, w: Worker) -> dict[str, Any]:
-    from protocol import Codec, DiagnosticsReport, DiagnosticsRequest
+    from posassist.protocol import Codec, DiagnosticsReport, DiagnosticsRequest
 
     http = await _http()
     latencies: list[float] = []
@@ -579,7 +579,7 @@ async def _count(w: Worker, pair: Pair, ws: Any) -> None:
     """
     from aiohttp import WSMsgType
 
-    from protocol import Codec, ScriptFinished, ScriptOutput
+    from posassist.protocol import Codec, ScriptFinished, ScriptOutput
 
     codec = Codec()
     last = b""
@@ -600,7 +600,7 @@ async def _count(w: Worker, pair: Pair, ws: Any) -> None:
 
 
 async def work_throughput(job: Job, w: Worker) -> dict[str, Any]:
-    from protocol import Codec, ScriptFinished, ScriptOutput, ScriptRunRequest
+    from posassist.protocol import Codec, ScriptFinished, ScriptOutput, ScriptRunRequest
 
     http = await _http()
     codec = Codec()

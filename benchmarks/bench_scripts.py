@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from console.connection import ConsoleConnection
-from console.scripts_repo import init_repository
-from protocol import ScriptOutput, ScriptRunRequest
+from posassist.console.connection import ConsoleConnection
+from posassist.console.scripts_repo import init_repository
+from posassist.protocol import ScriptOutput, ScriptRunRequest
 from tests.agent.test_verify import PASS, add, approve, manifest
 from tests.e2e.cli import ADMIN_PASSWORD, ROOT, invite, ok, provision, py, start_relay, stop
 
@@ -71,7 +71,7 @@ def _direct_ms(folder: Path) -> float:
 
 
 def _verify_ms(url: str, till: Path, cold: bool) -> float:
-    from agent.scripts.verify import verify_script
+    from posassist.agent.scripts.verify import verify_script
 
     cache = Path(tempfile.mkdtemp()) / "cache"
     base = url.replace("ws://", "http://")
@@ -120,7 +120,7 @@ def main() -> int:
         till = work / "till"
         ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--data", str(till)],
+            [sys.executable, "-m", "posassist.agent", "run", "--data", str(till)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -16,8 +16,8 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.tlspin import check_pin, client_ssl_context_for_pin
-from protocol import (
+from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
     ErrorReply,
@@ -29,7 +29,7 @@ from protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
-from protocol.pins import spki_pin_from_pem
+from posassist.protocol.pins import spki_pin_from_pem
 
 from . import __version__
 from .render import facts_summary, render_facts, render_report

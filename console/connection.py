@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from agent.tlspin import check_pin, client_ssl_context_for_pin
-from protocol import AuthAccepted, AuthRefused, Role, Session
-from protocol.errors import AuthenticationError
+from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.protocol import AuthAccepted, AuthRefused, Role, Session
+from posassist.protocol.errors import AuthenticationError
 
 from . import __version__
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from protocol import Message
+    from posassist.protocol import Message
 
 
 class ConsoleConnection:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from protocol import DiagnosticsReport
+    from posassist.protocol import DiagnosticsReport
 
 
 def render_report(report: DiagnosticsReport) -> str:

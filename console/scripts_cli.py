@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protocol.errors import PosAssistError
+from posassist.protocol.errors import PosAssistError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

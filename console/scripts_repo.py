@@ -44,9 +44,9 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from protocol.errors import PosAssistError
-from protocol.manifest import Manifest, ManifestError, parse_manifest
-from protocol.signing import (
+from posassist.protocol.errors import PosAssistError
+from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
+from posassist.protocol.signing import (
     Ed25519PrivateKey,
     generate_private_key,
     private_key_from_pem,

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from aiohttp import web
 
-from protocol import PosAssistError
-from protocol.enrolment import EnrolmentInvite
+from posassist.protocol import PosAssistError
+from posassist.protocol.enrolment import EnrolmentInvite
 
 from . import __version__
 from .app import create_app, drain_routes

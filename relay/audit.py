@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from relay.storage.interfaces import AuditLog
+    from posassist.relay.storage.interfaces import AuditLog
 
 __all__ = [
     "GENESIS_HASH",

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from protocol.codec import DEFAULT_LIMITS, Limits
+from posassist.protocol.codec import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from protocol.errors import MalformedMessage, PosAssistError
+from posassist.protocol.errors import MalformedMessage, PosAssistError
 
 if TYPE_CHECKING:
-    from protocol import Message, Session
+    from posassist.protocol import Message, Session
 
 log = logging.getLogger("posassist.relay")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from protocol.errors import AuthenticationError, PosAssistError
+from posassist.protocol.errors import AuthenticationError, PosAssistError
 
 __all__ = [
     "BadCredentials",

@@ -4,7 +4,7 @@ Fields come from ``logging``'s ``extra=`` and from :func:`log_context`, so handl
 
 Wiring (``relay/__main__.py``, before ``web.run_app``)::
 
-    from relay.logs import configure_logging
+    from posassist.relay.logs import configure_logging
 
     configure_logging(args.log_level, json=args.log_json)   # e.g. --log-level INFO --log-json
 

@@ -4,7 +4,7 @@ No global default registry: two applications in one process (tests, benchmarks) 
 
 Wiring into ``create_app(config)`` (``relay/app.py``)::
 
-    from relay.metrics import METRICS, RelayMetrics, metrics_handler
+    from posassist.relay.metrics import METRICS, RelayMetrics, metrics_handler
 
     metrics = RelayMetrics()
     app[METRICS] = metrics

@@ -4,7 +4,7 @@ Nothing here reads a clock or knows aiohttp; callers pass ``time.monotonic()``.
 
 Wiring (the other engineer's ``create_app`` / handlers)::
 
-    from relay.ratelimit import KeyedLimiter
+    from posassist.relay.ratelimit import KeyedLimiter
 
     # one limiter per purpose, per application (no globals), e.g. on RelayState:
     login_by_ip = KeyedLimiter(rate=1.0, burst=10, max_keys=100_000)        # 10 at once, 1/s after

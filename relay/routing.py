@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from protocol import ErrorReply, Message
-from protocol.messages import ScriptOutput, ScriptStarted
+from posassist.protocol import ErrorReply, Message
+from posassist.protocol.messages import ScriptOutput, ScriptStarted
 
 if TYPE_CHECKING:
-    from protocol import Session
+    from posassist.protocol import Session
 
 __all__ = ["InProcessRouter", "Link", "OfflineError", "Route", "Router"]
 

@@ -28,7 +28,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
-from protocol.signing import private_key_from_pem
+from posassist.protocol.signing import private_key_from_pem
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

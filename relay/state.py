@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from aiohttp.web_ws import WebSocketResponse
 
-    from protocol import Session
+    from posassist.protocol import Session
 
     from .config import RelayConfig
     from .metrics import RelayMetrics

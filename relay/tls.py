@@ -4,7 +4,7 @@ The pin goes into enrolment tokens (``tls_pin``); agents verify the relay by it 
 
 Wiring (``relay/__main__.py``, ``serve --tls-cert F --tls-key F``; ``create_app`` needs nothing)::
 
-    from relay.tls import server_ssl_context, spki_pin
+    from posassist.relay.tls import server_ssl_context, spki_pin
 
     ssl_context = server_ssl_context(args.tls_cert, args.tls_key)   # ValueError: print it, exit 2
     tls_pin = spki_pin(args.tls_cert.read_bytes())                  # keep on RelayConfig
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from protocol.pins import PinMismatch, check_pin, spki_pin_from_pem, validate_pin
+from posassist.protocol.pins import PinMismatch, check_pin, spki_pin_from_pem, validate_pin
 
 if TYPE_CHECKING:
     import asyncio

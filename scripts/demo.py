@@ -26,7 +26,12 @@ def step(text: str) -> None:
 
 def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [PY, "-m", *args], cwd=ROOT, env=ENV, text=True, capture_output=True, timeout=120
+        [PY, "-m", "posassist." + args[0], *args[1:]],
+        cwd=ROOT,
+        env=ENV,
+        text=True,
+        capture_output=True,
+        timeout=120,
     )
     if show and result.stdout.strip():
         print(result.stdout.rstrip())
@@ -38,7 +43,7 @@ def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PY, "-m", *args],
+        [PY, "-m", "posassist." + args[0], *args[1:]],
         cwd=ROOT,
         env=ENV,
         text=True,
@@ -155,7 +160,7 @@ def main() -> int:
 
         step("The same token a second time is refused")
         again = subprocess.run(
-            [PY, "-m", "agent", "enroll", token, "--data", str(DATA / "x")],
+            [PY, "-m", "posassist.agent", "enroll", token, "--data", str(DATA / "x")],
             cwd=ROOT,
             env=ENV,
             text=True,

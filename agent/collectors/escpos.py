@@ -13,8 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from agent.collectors.serialports import Holder, PortFault, classify_serial_error, find_holders
-from agent.errors import (
+from posassist.agent.collectors.serialports import (
+    Holder,
+    PortFault,
+    classify_serial_error,
+    find_holders,
+)
+from posassist.agent.errors import (
     CollectorTimeout,
     PortError,
     PortHeldError,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from agent.diagnostics import DiagContext
+    from posassist.agent.diagnostics import DiagContext
 
 __all__ = ["clock_offset", "collect", "parse_interfaces", "parse_relay_url", "probe_relay"]
 

@@ -12,13 +12,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from agent.errors import CollectorError, LogReadError
-from agent.logtail import read_tail
-from agent.redact import Redactor
+from posassist.agent.errors import CollectorError, LogReadError
+from posassist.agent.logtail import read_tail
+from posassist.agent.redact import Redactor
 
 if TYPE_CHECKING:
-    from agent.diagnostics import DiagContext
-    from agent.profile import PosProfile
+    from posassist.agent.diagnostics import DiagContext
+    from posassist.agent.profile import PosProfile
 
 __all__ = [
     "collect",

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, List
 
-from agent.collectors.escpos import ProbeResult, probe_serial, probe_tcp
-from agent.collectors.pos import sale_open
+from posassist.agent.collectors.escpos import ProbeResult, probe_serial, probe_tcp
+from posassist.agent.collectors.pos import sale_open
 
 if TYPE_CHECKING:
-    from agent.diagnostics import DiagContext
-    from agent.settings import PrinterConfig
+    from posassist.agent.diagnostics import DiagContext
+    from posassist.agent.settings import PrinterConfig
 
 __all__ = ["collect", "probe_summary"]
 

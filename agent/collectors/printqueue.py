@@ -12,10 +12,10 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from agent.errors import CollectorError, CollectorTimeout
+from posassist.agent.errors import CollectorError, CollectorTimeout
 
 if TYPE_CHECKING:
-    from agent.diagnostics import DiagContext
+    from posassist.agent.diagnostics import DiagContext
 
 __all__ = [
     "LPSTAT_PATHS",

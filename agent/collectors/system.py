@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 if TYPE_CHECKING:
-    from agent.diagnostics import DiagContext
+    from posassist.agent.diagnostics import DiagContext
 
 __all__ = ["PROCESS_ATTRS", "collect", "parse_os_release", "process_rows", "top_processes"]
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.errors import BackupError
+from posassist.agent.errors import BackupError
 
 if TYPE_CHECKING:
     from pathlib import Path

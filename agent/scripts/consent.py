@@ -10,7 +10,7 @@ import enum
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 if TYPE_CHECKING:
-    from protocol.manifest import Manifest
+    from posassist.protocol.manifest import Manifest
 
 __all__ = ["ConsentDecision", "ConsentProvider", "UnattendedOnlyPolicy"]
 

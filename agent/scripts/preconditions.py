@@ -9,11 +9,11 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, FrozenSet, List, Optional, Sequence
 
-from agent.scripts.refusal import Refusal
+from posassist.agent.scripts.refusal import Refusal
 
 if TYPE_CHECKING:
-    from agent.profile import PosProfile
-    from protocol.manifest import Precondition
+    from posassist.agent.profile import PosProfile
+    from posassist.protocol.manifest import Precondition
 
 __all__ = ["Facts", "evaluate", "gather_facts", "in_business_hours"]
 
@@ -116,7 +116,7 @@ def evaluate(
 
 def gather_facts(preconditions: Sequence[Precondition], profile: Optional[PosProfile]) -> Facts:
     """Read what ``preconditions`` need (blocking: psutil walks; run it in a worker)."""
-    from agent.collectors.pos import _process_table, sale_open
+    from posassist.agent.collectors.pos import _process_table, sale_open
 
     kinds = {p.kind for p in preconditions}
     needs_table = "process_stopped" in kinds or (

@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
-from agent.errors import ScriptRefusedError
-from agent.scripts.refusal import Refusal
-from protocol.messages import (
+from posassist.agent.errors import ScriptRefusedError
+from posassist.agent.scripts.refusal import Refusal
+from posassist.protocol.messages import (
     MAX_CHUNK,
 )  # the largest ScriptOutput chunk (docs/protocol.md#chunking)
 
 if TYPE_CHECKING:
-    from protocol.manifest import Manifest
+    from posassist.protocol.manifest import Manifest
 
 __all__ = [
     "MAX_CHUNK",

@@ -25,26 +25,26 @@ from typing import (
     Sequence,
 )
 
-from agent.errors import BackupError, ScriptRefusedError
-from agent.scripts.backup import BackupStore, RestoreResult, expand_paths
-from agent.scripts.consent import ConsentDecision, ConsentProvider, UnattendedOnlyPolicy
-from agent.scripts.preconditions import Facts, evaluate, gather_facts
-from agent.scripts.process import (
+from posassist.agent.errors import BackupError, ScriptRefusedError
+from posassist.agent.scripts.backup import BackupStore, RestoreResult, expand_paths
+from posassist.agent.scripts.consent import ConsentDecision, ConsentProvider, UnattendedOnlyPolicy
+from posassist.agent.scripts.preconditions import Facts, evaluate, gather_facts
+from posassist.agent.scripts.process import (
     OutputChunk,
     check_cmd_argv,
     interpreter_argv,
     minimal_env,
     run_process,
 )
-from agent.scripts.refusal import Refusal
-from protocol.manifest import ParamError, validate_params
+from posassist.agent.scripts.refusal import Refusal
+from posassist.protocol.manifest import ParamError, validate_params
 
 if TYPE_CHECKING:
     import datetime
     from pathlib import Path
 
-    from agent.profile import PosProfile
-    from protocol.manifest import Manifest, Precondition
+    from posassist.agent.profile import PosProfile
+    from posassist.protocol.manifest import Manifest, Precondition
 
 __all__ = ["EVENT_KINDS", "RunEvent", "RunResult", "ScriptRunner"]
 

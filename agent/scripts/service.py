@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
-from protocol import (
+from posassist.protocol import (
     Message,
     ScriptFinished,
     ScriptOutput,
@@ -20,8 +20,8 @@ from protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
-from protocol.enrolment import http_base_url
-from protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
+from posassist.protocol.enrolment import http_base_url
+from posassist.protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
 from ..errors import BackupError
 from .verify import ScriptVerificationError, verify_script
@@ -29,7 +29,7 @@ from .verify import ScriptVerificationError, verify_script
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from protocol.manifest import Manifest
+    from posassist.protocol.manifest import Manifest
 
     from .process import OutputChunk
     from .runner import RunEvent, ScriptRunner

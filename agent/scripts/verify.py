@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Set, Tuple, Union
 
-from protocol.manifest import Manifest, ManifestError, parse_manifest
-from protocol.pins import PinMismatch
+from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
+from posassist.protocol.pins import PinMismatch
 
 from ..errors import AgentError
 
@@ -87,7 +87,7 @@ def _pinned_fetcher(pin: str) -> Any:
     from tuf.api.exceptions import DownloadHTTPError
     from tuf.ngclient.fetcher import FetcherInterface
 
-    from ..tlspin import check_pin, client_ssl_context_for_pin
+    from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
 
     context = client_ssl_context_for_pin(pin)
 

@@ -9,7 +9,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from protocol import (
+from posassist.protocol import (
     AuthenticationError,
     AuthResponse,
     DeviceFacts,
@@ -24,7 +24,7 @@ from protocol import (
     Session,
     signing,
 )
-from protocol.errors import (
+from posassist.protocol.errors import (
     InvalidMessage,
     RemoteProtocolError,
     SignatureError,
@@ -42,7 +42,7 @@ from .jobs import finish_route
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from protocol import Message
+    from posassist.protocol import Message
 
 log = logging.getLogger("posassist.relay")
 SOFTWARE = f"posassist-relay/{__version__}"

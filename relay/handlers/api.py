@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import PosAssistError
-from protocol.enrolment import EnrolmentInvite
+from posassist.protocol import PosAssistError
+from posassist.protocol.enrolment import EnrolmentInvite
 
 from ..audit import Outcome
 from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError

@@ -10,7 +10,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from protocol import (
+from posassist.protocol import (
     AuthenticationError,
     ErrorReply,
     Heartbeat,
@@ -21,7 +21,7 @@ from protocol import (
     Session,
     TokenAuth,
 )
-from protocol.errors import UnexpectedMessage
+from posassist.protocol.errors import UnexpectedMessage
 
 from ..audit import AuditEntry, Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
@@ -35,7 +35,7 @@ from .jobs import finish_route
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from protocol import Message
+    from posassist.protocol import Message
 
     from ..storage import User
 

@@ -9,7 +9,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from protocol import DiagnosticsReport, ErrorReply, PosAssistError, ScriptFinished
+from posassist.protocol import DiagnosticsReport, ErrorReply, PosAssistError, ScriptFinished
 
 from ..audit import AuditEntry, Outcome
 from ..errors import StorageError
@@ -17,7 +17,7 @@ from ..routing import error_reply
 from ..storage import JobStatus
 
 if TYPE_CHECKING:
-    from protocol import Message
+    from posassist.protocol import Message
 
     from ..routing import Route
     from ..state import RelayState

@@ -6,8 +6,8 @@ await storage.migrate()
 
 from __future__ import annotations
 
-from relay.storage.engine import map_db_errors, normalise_url
-from relay.storage.interfaces import (
+from posassist.relay.storage.engine import map_db_errors, normalise_url
+from posassist.relay.storage.interfaces import (
     AuditLog,
     DeviceStore,
     EnrolmentStore,
@@ -16,7 +16,7 @@ from relay.storage.interfaces import (
     TokenStore,
     UserStore,
 )
-from relay.storage.models import (
+from posassist.relay.storage.models import (
     ChainHead,
     Device,
     DeviceStatus,
@@ -32,7 +32,7 @@ from relay.storage.models import (
     TenantPath,
     User,
 )
-from relay.storage.sql import SqlStorage, head_revision, open_storage
+from posassist.relay.storage.sql import SqlStorage, head_revision, open_storage
 
 __all__ = [
     "AuditLog",

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.pool
 
-from relay.errors import Conflict, StorageError, StorageUnavailable
+from posassist.relay.errors import Conflict, StorageError, StorageUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping
 
-    from relay.audit import AuditEntry, AuditRecord, Outcome
-    from relay.storage.models import (
+    from posassist.relay.audit import AuditEntry, AuditRecord, Outcome
+    from posassist.relay.storage.models import (
         ChainHead,
         Device,
         EnrolmentToken,

@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from relay.audit import (
+from posassist.relay.audit import (
     GENESIS_HASH,
     AuditEntry,
     AuditRecord,
@@ -31,7 +31,7 @@ from relay.audit import (
     chain_hash,
     normalise_detail,
 )
-from relay.errors import (
+from posassist.relay.errors import (
     Conflict,
     EnrolmentTokenExpired,
     EnrolmentTokenRevoked,
@@ -43,9 +43,9 @@ from relay.errors import (
     TokenRevoked,
     TokenUnknown,
 )
-from relay.storage import schema as t
-from relay.storage.engine import DEFAULT_BUSY_TIMEOUT, open_database
-from relay.storage.models import (
+from posassist.relay.storage import schema as t
+from posassist.relay.storage.engine import DEFAULT_BUSY_TIMEOUT, open_database
+from posassist.relay.storage.models import (
     ChainHead,
     Device,
     DeviceStatus,
@@ -65,12 +65,12 @@ from relay.storage.models import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
-    from relay.storage.engine import Database
+    from posassist.relay.storage.engine import Database
 
 __all__ = ["SqlStorage", "open_storage"]
 
 T = TypeVar("T")
-MIGRATIONS = "relay.storage:migrations"
+MIGRATIONS = "posassist.relay.storage:migrations"
 #: Where Alembic records the schema version (its default name).
 _VERSION_TABLE = "alembic_version"
 _TOKEN_BYTES = 32

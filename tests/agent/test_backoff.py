@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from agent.backoff import backoff
+from posassist.agent.backoff import backoff
 
 
 def test_backoff_ceiling_doubles_up_to_cap() -> None:

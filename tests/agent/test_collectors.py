@@ -12,10 +12,10 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from agent.collectors import network, pos, printqueue, system
-from agent.errors import CollectorError, CollectorTimeout, ConfigError
-from agent.profile import PROFILE_DIR, load_profile, parse_profile
-from agent.tomlsubset import TomlSubsetError, loads
+from posassist.agent.collectors import network, pos, printqueue, system
+from posassist.agent.errors import CollectorError, CollectorTimeout, ConfigError
+from posassist.agent.profile import PROFILE_DIR, load_profile, parse_profile
+from posassist.agent.tomlsubset import TomlSubsetError, loads
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agent import __version__ as agent_version
-from agent.config import load_identity
-from agent.connection import AgentConnection, agent_url, connect_once
-from agent.diagnostics import DiagContext
-from agent.enrol import enrol
-from agent.errors import ConfigError, RelayRefusedError
-from agent.profile import PosProfile
-from agent.settings import PrinterConfig, Settings
-from protocol import Codec, Role, Session, SessionState
-from protocol import messages as m
-from protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
+from posassist.agent import __version__ as agent_version
+from posassist.agent.config import load_identity
+from posassist.agent.connection import AgentConnection, agent_url, connect_once
+from posassist.agent.diagnostics import DiagContext
+from posassist.agent.enrol import enrol
+from posassist.agent.errors import ConfigError, RelayRefusedError
+from posassist.agent.profile import PosProfile
+from posassist.agent.settings import PrinterConfig, Settings
+from posassist.protocol import Codec, Role, Session, SessionState
+from posassist.protocol import messages as m
+from posassist.protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
 from tests.relay.harness import Relay, start_relay, wait_until
 
 if TYPE_CHECKING:

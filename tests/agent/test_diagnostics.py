@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.diagnostics import (
+from posassist.agent.diagnostics import (
     Collector,
     DiagContext,
     ProbeLimiter,
@@ -17,11 +17,11 @@ from agent.diagnostics import (
     default_collectors,
     to_tree,
 )
-from agent.profile import load_profile
-from agent.settings import PrinterConfig, Settings
-from agent.simprinter import PrinterState
-from protocol import Codec
-from protocol import messages as m
+from posassist.agent.profile import load_profile
+from posassist.agent.settings import PrinterConfig, Settings
+from posassist.agent.simprinter import PrinterState
+from posassist.protocol import Codec
+from posassist.protocol import messages as m
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,7 +152,7 @@ def test_diag_offline_prints_json_and_text(tmp_path) -> None:
     (tmp_path / "settings.json").write_text('{"pos_profile": "demo"}')
     (tmp_path / "pos" / "logs").mkdir(parents=True)
     (tmp_path / "pos" / "logs" / "pos.log").write_text("ERROR 打印机 offline\n")
-    run = [sys.executable, "-m", "agent", "diag", "--offline", "--data", str(tmp_path)]
+    run = [sys.executable, "-m", "posassist.agent", "diag", "--offline", "--data", str(tmp_path)]
     done = subprocess.run([*run, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     import json
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-from agent.collectors.escpos import (
+from posassist.agent.collectors.escpos import (
     PrinterStatus,
     ProbeOutcome,
     ProbeResult,
@@ -22,10 +21,10 @@ from agent.collectors.escpos import (
     probe_serial,
     probe_tcp,
 )
-from agent.collectors.serialports import Holder
-from agent.errors import PortHeldError, PortUnpluggedError
-from agent.simprinter import PrinterState, SimPrinter, Variant
-from protocol.errors import PosAssistError
+from posassist.agent.collectors.serialports import Holder
+from posassist.agent.errors import PortHeldError, PortUnpluggedError
+from posassist.agent.simprinter import PrinterState, SimPrinter, Variant
+from posassist.protocol.errors import PosAssistError
 
 FAST = {"timeout": 3.0, "reply_timeout": 0.15}
 
@@ -234,33 +233,62 @@ SYSTEM_PYTHON = shutil.which("python3.11", path="/usr/bin")
     os.geteuid() != 0 or SYSTEM_PYTHON is None, reason="needs root to drop to nobody"
 )
 def test_probe_reports_permission_denied_on_a_port_it_may_not_open():
-    # Root may open a mode-000 file, so the probe runs as nobody in a child process.
+    # Root may open a mode-000 file, so the probe runs as nobody in a child process. The
+    # checkout and its venv may sit in a private home, so what nobody imports is copied into a
+    # folder opened to it: the agent's packages in the installed layout and their dependencies.
+    import glob
+
+    import cryptography
+    import msgpack
+    import psutil  # type: ignore[import-untyped]
+    import serial
+
+    import posassist.agent
+    import posassist.protocol
+
     workdir = tempfile.mkdtemp()
     try:
         os.chmod(workdir, 0o755)
+        lib = os.path.join(workdir, "lib")
+        for package, name in (
+            (posassist.agent, "posassist/agent"),
+            (posassist.protocol, "posassist/protocol"),
+            (serial, "serial"),
+            (msgpack, "msgpack"),
+            (psutil, "psutil"),
+            (cryptography, "cryptography"),
+        ):
+            shutil.copytree(
+                os.path.dirname(package.__file__ or ""),
+                os.path.join(lib, name),
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
+        site = os.path.dirname(os.path.dirname(msgpack.__file__ or ""))
+        for extension in glob.glob(os.path.join(site, "_cffi_backend*")):
+            shutil.copy(extension, lib)
+        for folder, _, _ in os.walk(workdir):
+            os.chmod(folder, 0o755)
         port = os.path.join(workdir, "ttyS9")
         with open(port, "wb"):
             pass
         os.chmod(port, 0)
-        site = next(p for p in sys.path if p.endswith("site-packages"))
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         code = (
-            "from agent.collectors.escpos import probe_serial;"
+            f"import sys; sys.path.insert(0, {lib!r}); "
+            "from posassist.agent.collectors.escpos import probe_serial; "
             f"print(probe_serial({port!r}).outcome.value)"
         )
         assert SYSTEM_PYTHON is not None
         out = subprocess.run(
-            [SYSTEM_PYTHON, "-c", code],
-            env={"PYTHONPATH": f"{root}:{site}"},
+            [SYSTEM_PYTHON, "-I", "-c", code],
             user=NOBODY,
             group=NOBODY,
             extra_groups=[],
+            cwd=workdir,
             capture_output=True,
             text=True,
             timeout=30,
-            check=True,
         )
-        assert out.stdout.strip() == "permission_denied"
+        assert out.stdout.strip() == "permission_denied", out.stderr
     finally:
         shutil.rmtree(workdir)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import platform
 
-from agent import __version__
-from agent.collectors.serialports import describe_port
-from agent.facts import MAX_LISTED, clean_text, gather, summarise, system_facts
-from agent.profile import PosProfile
-from agent.settings import PrinterConfig, Settings
-from protocol import Codec, DeviceFacts
-from protocol.messages import MAX_FACTS_TEXT, facts_size
+from posassist.agent import __version__
+from posassist.agent.collectors.serialports import describe_port
+from posassist.agent.facts import MAX_LISTED, clean_text, gather, summarise, system_facts
+from posassist.agent.profile import PosProfile
+from posassist.agent.settings import PrinterConfig, Settings
+from posassist.protocol import Codec, DeviceFacts
+from posassist.protocol.messages import MAX_FACTS_TEXT, facts_size
 
 SYSTEM = {
     "hostname": "TILL-01",
@@ -123,7 +123,7 @@ def test_system_facts_are_this_machine() -> None:
 
 
 def test_gather_reads_settings_and_lists_ports_without_opening_them(printer) -> None:  # type: ignore[no-untyped-def]
-    from agent.diagnostics import DiagContext
+    from posassist.agent.diagnostics import DiagContext
 
     pty = printer.start_pty()  # a port that answers; gathering facts must not ask it anything
     ctx = DiagContext(

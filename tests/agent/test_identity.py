@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent.config import create_identity, load_identity
-from agent.connection import agent_url
-from agent.errors import ConfigError
-from protocol import signing
+from posassist.agent.config import create_identity, load_identity
+from posassist.agent.connection import agent_url
+from posassist.agent.errors import ConfigError
+from posassist.protocol import signing
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from agent.errors import CollectorError, LogReadError
-from agent.logtail import decode_line, parse_tail, read_tail
-from agent.redact import Redactor
+from posassist.agent.errors import CollectorError, LogReadError
+from posassist.agent.logtail import decode_line, parse_tail, read_tail
+from posassist.agent.redact import Redactor
 
 
 def test_a_2gb_sparse_log_is_read_within_the_byte_limit(tmp_path):

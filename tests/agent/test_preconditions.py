@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
-from agent.scripts.preconditions import Facts, evaluate, in_business_hours
-from protocol.manifest import Precondition
+from posassist.agent.scripts.preconditions import Facts, evaluate, in_business_hours
+from posassist.protocol.manifest import Precondition
 
 CST = datetime.timezone(datetime.timedelta(hours=8))  # the store's zone, not the test machine's
 

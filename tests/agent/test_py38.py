@@ -14,7 +14,7 @@ from tests.protocol.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 VERMIN = str(Path(sys.executable).with_name("vermin"))
-SOURCES = sorted((ROOT / "agent").rglob("*.py")) + sorted((ROOT / "protocol").rglob("*.py"))
+SOURCES = [p for d in ("agent", "client", "protocol") for p in sorted((ROOT / d).rglob("*.py"))]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -30,6 +30,7 @@ def test_vermin_finds_nothing_newer_than_python38() -> None:
             "--no-tips",
             "--violations",
             "agent",
+            "client",
             "protocol",
         ],
         cwd=ROOT,
@@ -66,22 +67,23 @@ def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None
     code = (
         "import sys, pkgutil, importlib\n"
         "assert sys.version_info[:2] == (3, 8), sys.version\n"
-        "import agent, protocol\n"
-        "for pkg in (agent, protocol):\n"
+        "import posassist.agent as agent, posassist.client as client\n"
+        "import posassist.protocol as protocol\n"
+        "for pkg in (agent, client, protocol):\n"
         "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        if not info.name.endswith('__main__'):\n"
         "            importlib.import_module(info.name)\n"
-        "from protocol import Codec\n"
+        "from posassist.protocol import Codec\n"
         "from tests.protocol.samples import SAMPLES\n"
         "codec = Codec()\n"
         "for s in SAMPLES:\n"
         "    assert codec.encode(codec.decode(codec.encode(s))) == codec.encode(s), s.TAG\n"
-        "from agent.simprinter import SimPrinter\n"
-        "from agent.collectors.escpos import probe_tcp\n"
+        "from posassist.agent.simprinter import SimPrinter\n"
+        "from posassist.agent.collectors.escpos import probe_tcp\n"
         "with SimPrinter() as printer:\n"
         "    assert probe_tcp(*printer.start_tcp()).outcome.value == 'ok'\n"
-        "from agent.facts import gather\n"
-        "from protocol import DeviceFacts\n"
+        "from posassist.agent.facts import gather\n"
+        "from posassist.protocol import DeviceFacts\n"
         "facts = DeviceFacts(facts=gather(None)).facts\n"
         "assert facts['python'].startswith('3.8.'), facts\n"
         "print('ok', len(SAMPLES))\n"
@@ -98,11 +100,11 @@ def test_agent_under_python38_enrols_and_authenticates_with_relay(tmp_path: Path
     try:
         agent_dir = str(tmp_path / "till")
         enrolled = run38(
-            "-m", "agent", "enroll", invite(relay_dir, store, url), "--data", agent_dir
+            "-m", "posassist.agent", "enroll", invite(relay_dir, store, url), "--data", agent_dir
         )
         assert enrolled.returncode == 0, enrolled.stderr
         assert "enrolled as device dev_" in enrolled.stdout
-        result = run38("-m", "agent", "run", "--data", agent_dir, "--once")
+        result = run38("-m", "posassist.agent", "run", "--data", agent_dir, "--once")
         assert result.returncode == 0, result.stderr
         assert "connected to relay" in result.stdout
     finally:
@@ -125,9 +127,9 @@ def test_script_runner_under_python38_kills_a_hung_script_and_restores_its_backu
     code = (
         "import asyncio, json, sys\n"
         "from pathlib import Path\n"
-        "from agent.scripts.backup import BackupStore\n"
-        "from agent.scripts.runner import ScriptRunner\n"
-        "from protocol.manifest import parse_manifest\n"
+        "from posassist.agent.scripts.backup import BackupStore\n"
+        "from posassist.agent.scripts.runner import ScriptRunner\n"
+        "from posassist.protocol.manifest import parse_manifest\n"
         "t = {'zh': 'x', 'en': 'x'}\n"
         "m = parse_manifest({'id': 'hang', 'version': '1.0.0', 'title': t, 'description': t,\n"
         "    'changes': t, 'platforms': ['linux'], 'interpreter': 'python', 'entry': 'main.py',\n"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agent.redact import REDACTED, Redactor, luhn_ok, mask_card_numbers, redact
+from posassist.agent.redact import REDACTED, Redactor, luhn_ok, mask_card_numbers, redact
 
 # Published test card numbers (Visa, Mastercard, Amex, Discover, JCB, UnionPay 19-digit, Diners 14)
 TEST_CARDS = [

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from agent.profile import PosProfile
-from agent.scripts.backup import BackupStore, sha256_file
-from agent.scripts.consent import ConsentDecision
-from agent.scripts.process import MAX_CHUNK, OutputChunk
-from agent.scripts.runner import RunEvent, ScriptRunner
-from protocol.manifest import Manifest, parse_manifest
+from posassist.agent.profile import PosProfile
+from posassist.agent.scripts.backup import BackupStore, sha256_file
+from posassist.agent.scripts.consent import ConsentDecision
+from posassist.agent.scripts.process import MAX_CHUNK, OutputChunk
+from posassist.agent.scripts.runner import RunEvent, ScriptRunner
+from posassist.protocol.manifest import Manifest, parse_manifest
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -600,7 +600,7 @@ async def test_damaged_backup_is_not_restored(tmp_path: Path, runner: ScriptRunn
     copy = record.entries[0].copy
     (store.root / record.id / copy).write_bytes(b"tampered")
     config.write_bytes(b"changed")
-    from agent.errors import BackupError
+    from posassist.agent.errors import BackupError
 
     with pytest.raises(BackupError, match="damaged"):
         await runner.restore(record.id)

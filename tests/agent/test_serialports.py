@@ -11,8 +11,8 @@ import termios
 import pytest
 import serial
 
-from agent.collectors.escpos import ProbeOutcome, probe_serial
-from agent.collectors.serialports import (
+from posassist.agent.collectors.escpos import ProbeOutcome, probe_serial
+from posassist.agent.collectors.serialports import (
     DeviceKind,
     Holder,
     PortFault,

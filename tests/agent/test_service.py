@@ -14,19 +14,19 @@ import msgpack
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.backoff import backoff
-from agent.config import Identity, write_identity
-from agent.connection import connect_once
-from agent.diagnostics import Collector, DiagContext
-from agent.run import run_agent
-from agent.settings import Settings
-from protocol import Role, Session, signing
-from protocol import messages as m
-from relay.app import create_app
-from relay.config import RelayConfig
-from relay.connection import WebSocketSession
-from relay.handlers.agents import _authenticate
-from relay.state import STATE
+from posassist.agent.backoff import backoff
+from posassist.agent.config import Identity, write_identity
+from posassist.agent.connection import connect_once
+from posassist.agent.diagnostics import Collector, DiagContext
+from posassist.agent.run import run_agent
+from posassist.agent.settings import Settings
+from posassist.protocol import Role, Session, signing
+from posassist.protocol import messages as m
+from posassist.relay.app import create_app
+from posassist.relay.config import RelayConfig
+from posassist.relay.connection import WebSocketSession
+from posassist.relay.handlers.agents import _authenticate
+from posassist.relay.state import STATE
 
 if TYPE_CHECKING:
     from pathlib import Path

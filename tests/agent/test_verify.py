@@ -20,10 +20,10 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
-from agent.scripts.verify import ScriptVerificationError, verify_script
-from console.scripts_repo import HIGH, LOW, ScriptRepository, init_repository
-from protocol.signing import generate_private_key, private_key_from_pem
-from relay.scripts_repo import add_script_routes, refresh_online_metadata
+from posassist.agent.scripts.verify import ScriptVerificationError, verify_script
+from posassist.console.scripts_repo import HIGH, LOW, ScriptRepository, init_repository
+from posassist.protocol.signing import generate_private_key, private_key_from_pem
+from posassist.relay.scripts_repo import add_script_routes, refresh_online_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 PASS = b"correct horse battery"
@@ -302,7 +302,9 @@ async def test_relay_never_serves_the_online_keys(served: Served) -> None:
 
 
 def test_importing_the_verifier_does_not_load_tuf() -> None:
-    code = "import sys, agent.scripts.verify; assert 'tuf' not in sys.modules, 'tuf loaded'"
+    code = (
+        "import sys, posassist.agent.scripts.verify; assert 'tuf' not in sys.modules, 'tuf loaded'"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
@@ -312,7 +314,7 @@ def test_verifier_imports_and_refuses_a_wrong_root_on_python38(tmp_path: Path) -
         pytest.fail(f"{py38} is missing (docs/windows7.md)")
     code = (
         "import sys\n"
-        "from agent.scripts.verify import ScriptVerificationError, verify_script\n"
+        "from posassist.agent.scripts.verify import ScriptVerificationError, verify_script\n"
         "try:\n"
         "    verify_script('http://127.0.0.1:9/m/', 'http://127.0.0.1:9/t/', b'{}', sys.argv[1],"
         " 'x-y', '1.0.0', 10, root_hash='0' * 64)\n"

@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import agent.scripts.process as process_module
-import agent.scripts.runner as runner_module
-from agent.profile import load_profile
-from agent.scripts.backup import BackupStore
-from agent.scripts.consent import ConsentDecision
-from agent.scripts.runner import RunEvent, RunResult, ScriptRunner
-from protocol.manifest import Manifest, parse_manifest
+import posassist.agent.scripts.process as process_module
+import posassist.agent.scripts.runner as runner_module
+from posassist.agent.profile import load_profile
+from posassist.agent.scripts.backup import BackupStore
+from posassist.agent.scripts.consent import ConsentDecision
+from posassist.agent.scripts.runner import RunEvent, RunResult, ScriptRunner
+from posassist.protocol.manifest import Manifest, parse_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from agent.scripts.process import OutputChunk
+    from posassist.agent.scripts.process import OutputChunk
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog"
 SCRIPT_IDS = sorted(p.parent.name for p in CATALOG.glob("*/manifest.json"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from protocol.manifest import Param, ParamError, validate_params
+from posassist.protocol.manifest import Param, ParamError, validate_params
 from tests.catalog.conftest import CATALOG, SCRIPT_IDS, load
 
 INJECTIONS = [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent.simprinter import PrinterState, SimPrinter
+from posassist.agent.simprinter import PrinterState, SimPrinter
 
 from .conftest import Catalog, load
 

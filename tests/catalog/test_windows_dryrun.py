@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import agent.scripts.process as process
-from agent.scripts.process import interpreter_argv, minimal_env
-from protocol.manifest import validate_params
+import posassist.agent.scripts.process as process
+from posassist.agent.scripts.process import interpreter_argv, minimal_env
+from posassist.protocol.manifest import validate_params
 
 from .conftest import CATALOG, SCRIPT_IDS, Catalog, load
 
@@ -64,7 +64,7 @@ def test_cross_platform_python_command_line_on_windows(windows: None) -> None:
 
 
 def test_linux_only_scripts_are_refused_on_windows(windows: None) -> None:
-    from agent.errors import ScriptRefusedError
+    from posassist.agent.errors import ScriptRefusedError
 
     for script_id in ("cups-clear-queue", "restart-pos-service", "reset-usb-serial"):
         manifest, _ = load(script_id)

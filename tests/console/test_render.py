@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from console.render import facts_summary, render_facts, render_report
-from protocol import DiagnosticsReport
+from posassist.console.render import facts_summary, render_facts, render_report
+from posassist.protocol import DiagnosticsReport
 
 
 def test_report_renders_sections_and_local_times() -> None:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from console.scripts_cli import main
-from console.scripts_repo import ScriptRepoError, ScriptRepository, init_repository
+from posassist.console.scripts_cli import main
+from posassist.console.scripts_repo import ScriptRepoError, ScriptRepository, init_repository
 from tests.agent.test_verify import PASS, add, approve, manifest
 
 if TYPE_CHECKING:

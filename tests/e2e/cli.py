@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from aiohttp import ClientSession
 from websockets.asyncio.client import connect
 
-from protocol import messages as m
-from protocol import signing
-from protocol.enrolment import EnrolmentInvite
+from posassist.protocol import messages as m
+from posassist.protocol import signing
+from posassist.protocol.enrolment import EnrolmentInvite
 from tests.relay.harness import agent_handshake, console_handshake, recv, send
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from websockets.asyncio.client import ClientConnection
 
-    from protocol import Session
-    from protocol.signing import Ed25519PrivateKey
+    from posassist.protocol import Session
+    from posassist.protocol.signing import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "demo-admin-password"
@@ -37,7 +37,11 @@ def py(
     """Run ``python -m <args>`` in the repository, with ``--database`` appended when given."""
     extra = ["--database", database] if database else []
     return subprocess.run(
-        [python, "-m", *args, *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [python, "-m", "posassist." + args[0], *args[1:], *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -108,7 +112,17 @@ def start_relay(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     url_file = data / "relay.url"
     url_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--data", str(data), "--port", "0", *extra],
+        [
+            sys.executable,
+            "-m",
+            "posassist.relay",
+            "serve",
+            "--data",
+            str(data),
+            "--port",
+            "0",
+            *extra,
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -163,7 +177,7 @@ def start_agent(till: Path) -> tuple[subprocess.Popen[str], str]:
     import json
 
     agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--data", str(till)],
+        [sys.executable, "-m", "posassist.agent", "run", "--data", str(till)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -188,7 +202,7 @@ class Technician:
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "console", *args],
+            [sys.executable, "-m", "posassist.console", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -7,7 +7,7 @@ import platform
 import time
 from typing import TYPE_CHECKING
 
-from agent.simprinter import PrinterState, SimPrinter
+from posassist.agent.simprinter import PrinterState, SimPrinter
 from tests.e2e.cli import (
     Technician,
     invite,

@@ -46,7 +46,7 @@ def test_relay_stops_gracefully_on_sigterm_and_agent_keeps_running(tmp_path: Pat
     till = str(tmp_path / "till")
     ok(py("agent", "enroll", invite(data, store, url), "--data", till))
     agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--data", till],
+        [sys.executable, "-m", "posassist.agent", "run", "--data", till],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

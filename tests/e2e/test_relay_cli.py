@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from aiohttp import ClientSession
 from websockets.asyncio.client import connect
 
-from protocol import messages as m
-from protocol import signing
-from relay.storage import open_storage
+from posassist.protocol import messages as m
+from posassist.protocol import signing
+from posassist.relay.storage import open_storage
 from tests.e2e.cli import enrol_over_http, invite, ok, provision, py, start_relay, stop
 from tests.relay.harness import agent_handshake
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from relay.storage import Job, JobStatus, SqlStorage, open_storage, schema
+from posassist.relay.storage import Job, JobStatus, SqlStorage, open_storage, schema
 from tests.e2e.cli import (
     admin_token,
     diag_in_flight,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import ClientConnectionError, ClientSession
 
-from protocol import messages as m
+from posassist.protocol import messages as m
 from tests.e2e.cli import (
     admin_token,
     diag_in_flight,

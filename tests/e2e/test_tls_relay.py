@@ -11,7 +11,7 @@ from tests.relay.certs import make_certificate
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from protocol.manifest import Manifest
+    from posassist.protocol.manifest import Manifest
 
 
 def test_agent_enrols_and_connects_over_pinned_tls(tmp_path: Path) -> None:
@@ -72,8 +72,8 @@ def test_vetted_script_verifies_over_pinned_tls_and_a_wrong_pin_is_refused(
 ) -> None:
     import pytest
 
-    from agent.scripts.verify import ScriptVerificationError, verify_script
-    from console.scripts_repo import init_repository
+    from posassist.agent.scripts.verify import ScriptVerificationError, verify_script
+    from posassist.console.scripts_repo import init_repository
     from tests.agent.test_verify import PASS, add, approve, manifest
 
     data = tmp_path / "relay"
@@ -118,7 +118,7 @@ def test_vetted_script_verifies_over_pinned_tls_and_a_wrong_pin_is_refused(
 
 
 def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path) -> None:
-    from console.scripts_repo import init_repository
+    from posassist.console.scripts_repo import init_repository
     from tests.agent.test_verify import PASS, add, approve, manifest
     from tests.e2e.cli import Technician, start_agent
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
-from console.scripts_repo import init_repository
+from posassist.console.scripts_repo import init_repository
 from tests.agent.test_verify import PASS, add, approve, manifest, online_signer, relay_republish
 from tests.e2e.cli import Technician, invite, ok, provision, py, start_agent, start_relay, stop
 
@@ -80,7 +80,7 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
     assert "intact" in verify
     import asyncio
 
-    from relay.storage import open_storage
+    from posassist.relay.storage import open_storage
 
     async def refusals() -> list[tuple[str, object]]:
         storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
@@ -135,7 +135,7 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
         stop(relay)
     import asyncio
 
-    from relay.storage import open_storage
+    from posassist.relay.storage import open_storage
 
     async def actions() -> list[tuple[str, str]]:
         storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
+from posassist.protocol import messages as m
 
 NONCE = bytes(range(32))
 SIGNATURE = bytes(range(64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from protocol import (
+from posassist.protocol import (
     Codec,
     Heartbeat,
     InvalidMessage,
@@ -16,7 +16,7 @@ from protocol import (
     RemoteProtocolError,
     UnknownMessageType,
 )
-from protocol import messages as m
+from posassist.protocol import messages as m
 
 from .samples import SAMPLES
 

@@ -7,7 +7,7 @@ import base64
 import msgpack
 import pytest
 
-from protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken, http_base_url
+from posassist.protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken, http_base_url
 
 PIN = "ab" * 32
 SECRET = "s3cr3t-Secret_0123456789"

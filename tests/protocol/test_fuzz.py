@@ -8,7 +8,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import MESSAGE_TYPES, Codec, DeviceFacts, RemoteProtocolError, Role, Session
+from posassist.protocol import MESSAGE_TYPES, Codec, DeviceFacts, RemoteProtocolError, Role, Session
 from tests.protocol.samples import SAMPLES
 
 CODEC = Codec()

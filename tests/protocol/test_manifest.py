@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from protocol.manifest import ManifestError, ParamError, parse_manifest, validate_params
+from posassist.protocol.manifest import ManifestError, ParamError, parse_manifest, validate_params
 
 GOOD: dict[str, Any] = {
     "id": "printer-port-fix",

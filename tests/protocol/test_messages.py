@@ -8,14 +8,14 @@ import math
 import msgpack
 import pytest
 
-from protocol import (
+from posassist.protocol import (
     MESSAGE_TYPES,
     Codec,
     InvalidMessage,
     LocalProtocolError,
     RemoteProtocolError,
 )
-from protocol import messages as m
+from posassist.protocol import messages as m
 from tests.protocol.samples import SAMPLES
 
 

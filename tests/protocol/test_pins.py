@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from protocol.pins import PinMismatch, check_pin, spki_pin_from_der, spki_pin_from_pem
+from posassist.protocol.pins import PinMismatch, check_pin, spki_pin_from_der, spki_pin_from_pem
 
 
 def make_cert() -> x509.Certificate:
@@ -52,7 +52,7 @@ def test_other_key_or_garbage_is_a_pin_mismatch() -> None:
 
 @pytest.mark.parametrize("bad", ["", "ABC", "A" * 64, "g" * 64, "0" * 63, "0" * 65, None])
 def test_malformed_pins_are_refused(bad: str) -> None:
-    from protocol.pins import validate_pin
+    from posassist.protocol.pins import validate_pin
 
     with pytest.raises(ValueError, match="64 lowercase hex"):
         validate_pin(bad)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import protocol
+import posassist.protocol
 
 FORBIDDEN_MODULES = {
     "asyncio",
@@ -44,7 +44,7 @@ FORBIDDEN_CALLS = {"open", "print", "input", "eval", "exec", "compile", "__impor
 #: from the class's own field names (as dataclasses writes __init__), never from input; held to
 #: the generic Message.from_wire by tests/protocol/test_messages.py.
 COMPILERS = {"_compile_from_wire": {"exec", "compile"}}
-PROTOCOL_DIR = Path(protocol.__file__).parent
+PROTOCOL_DIR = Path(posassist.protocol.__file__).parent
 MODULES = sorted(PROTOCOL_DIR.glob("*.py"))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import (
+from posassist.protocol import (
     SUPPORTED_VERSIONS,
     Codec,
     LocalProtocolError,
@@ -17,8 +17,8 @@ from protocol import (
     UnknownReply,
     UnsupportedVersion,
 )
-from protocol import messages as m
-from protocol.session import MAX_ABANDONED
+from posassist.protocol import messages as m
+from posassist.protocol.session import MAX_ABANDONED
 
 NONCE = b"n" * 32
 SIG = b"s" * 64
@@ -380,7 +380,7 @@ def test_protocol_error_from_codec_closes_session() -> None:
 
 
 def test_too_big_to_send_changes_nothing() -> None:
-    from protocol import Limits
+    from posassist.protocol import Limits
 
     agent = Session(Role.AGENT, codec=Codec(limits=Limits(max_frame=16)))
     with pytest.raises(LocalProtocolError):

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from protocol import SignatureError, signing
+from posassist.protocol import SignatureError, signing
 
 
 def test_sign_and_verify() -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
-from relay.storage import SqlStorage, open_storage
+from posassist.relay.storage import SqlStorage, open_storage
 
 if TYPE_CHECKING:
     from pathlib import Path

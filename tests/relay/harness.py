@@ -16,15 +16,15 @@ from aiohttp.test_utils import TestServer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import SUPPORTED_VERSIONS, Role, Session, SessionState, signing
-from protocol import messages as m
-from protocol.enrolment import EnrolmentInvite
-from relay.app import create_app
-from relay.config import RelayConfig
-from relay.passwords import hash_password
-from relay.state import STATE, RelayState
-from relay.storage import Role as UserRole
-from relay.storage import Scope, ScopeKind
+from posassist.protocol import SUPPORTED_VERSIONS, Role, Session, SessionState, signing
+from posassist.protocol import messages as m
+from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.relay.app import create_app
+from posassist.relay.config import RelayConfig
+from posassist.relay.passwords import hash_password
+from posassist.relay.state import STATE, RelayState
+from posassist.relay.storage import Role as UserRole
+from posassist.relay.storage import Scope, ScopeKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable

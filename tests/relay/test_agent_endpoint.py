@@ -13,9 +13,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from protocol import Codec
-from protocol import messages as m
-from relay.storage import JobStatus
+from posassist.protocol import Codec
+from posassist.protocol import messages as m
+from posassist.relay.storage import JobStatus
 from tests.relay.harness import Agent, Console, Relay, close_code, drain, start_relay, wait_until
 
 if TYPE_CHECKING:

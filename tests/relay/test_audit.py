@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
-from relay.audit import (
+from posassist.relay.audit import (
     GENESIS_HASH,
     AuditRecord,
     Outcome,
@@ -23,7 +23,7 @@ from relay.audit import (
 )
 
 if TYPE_CHECKING:
-    from relay.storage import SqlStorage
+    from posassist.relay.storage import SqlStorage
 
 
 def make_chain(n: int) -> list[AuditRecord]:

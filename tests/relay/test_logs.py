@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from relay.logs import (
+from posassist.relay.logs import (
     MASK,
     JsonFormatter,
     TextFormatter,

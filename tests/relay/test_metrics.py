@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.metrics import LATENCY_BUCKETS, METRICS, RelayMetrics, metrics_handler
+from posassist.relay.metrics import LATENCY_BUCKETS, METRICS, RelayMetrics, metrics_handler
 
 
 def make_app() -> web.Application:

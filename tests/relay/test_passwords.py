@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.passwords import (
+from posassist.relay.passwords import (
     DEFAULT_PARAMS,
     MAX_PASSWORD_LENGTH,
     ScryptParams,

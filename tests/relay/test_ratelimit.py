@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from relay.ratelimit import KeyedLimiter, TokenBucket
+from posassist.relay.ratelimit import KeyedLimiter, TokenBucket
 
 
 def test_new_bucket_allows_a_full_burst_then_refuses() -> None:

@@ -16,13 +16,13 @@ import msgpack
 import pytest
 from websockets.asyncio.client import connect
 
-from protocol import Codec, signing
-from protocol import messages as m
-from protocol.enrolment import EnrolmentInvite
-from relay.audit import verify_store
-from relay.connection import WebSocketSession, binary_frame_header
-from relay.errors import StorageError
-from relay.storage import JobStatus, Scope, open_storage
+from posassist.protocol import Codec, signing
+from posassist.protocol import messages as m
+from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.relay.audit import verify_store
+from posassist.relay.connection import WebSocketSession, binary_frame_header
+from posassist.relay.errors import StorageError
+from posassist.relay.storage import JobStatus, Scope, open_storage
 from tests.relay.harness import (
     PASSWORD,
     Agent,
@@ -642,7 +642,7 @@ async def test_admin_builds_the_tree_and_technician_cannot(relay: Relay) -> None
 
 
 async def test_scoped_admin_stays_in_scope(relay: Relay) -> None:
-    from relay.storage import Role, Scope, ScopeKind
+    from posassist.relay.storage import Role, Scope, ScopeKind
     from tests.relay.harness import _HASH
 
     await relay.state.storage.create_user(
@@ -670,7 +670,7 @@ async def test_device_list_is_scoped(relay: Relay) -> None:
 async def _jobs(relay: Relay) -> list:  # type: ignore[type-arg]
     import sqlalchemy as sa
 
-    from relay.storage import schema
+    from posassist.relay.storage import schema
 
     query = sa.select(schema.jobs.c.id).order_by(schema.jobs.c.created_at)
     ids = await relay.state.storage.run_read(lambda conn: conn.execute(query).scalars().all())

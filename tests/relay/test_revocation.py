@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from websockets.asyncio.client import connect
 
-from protocol import messages as m
-from relay.storage import DeviceStatus, JobStatus
+from posassist.protocol import messages as m
+from posassist.relay.storage import DeviceStatus, JobStatus
 from tests.relay.harness import (
     Agent,
     Console,
@@ -35,7 +35,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
 
 
 async def _jobs(relay: Relay) -> list[JobStatus]:
-    from relay.storage import schema
+    from posassist.relay.storage import schema
 
     rows = await relay.state.storage.run_read(lambda conn: conn.execute(schema.jobs.select()).all())
     return [JobStatus(row.status) for row in rows]
@@ -99,7 +99,7 @@ async def test_a_device_revoked_from_the_command_line_is_disconnected_within_a_s
         cli = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "relay",
+            "posassist.relay",
             "device",
             "revoke",
             "--data",

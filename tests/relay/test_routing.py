@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import messages as m
-from relay.routing import InProcessRouter, OfflineError, Route
+from posassist.protocol import messages as m
+from posassist.relay.routing import InProcessRouter, OfflineError, Route
 from tests.protocol.test_session import open_agent_pair, pump
 
 DEVICE = "dev_1"

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from relay.errors import (
+from posassist.relay.errors import (
     Conflict,
     EnrolmentTokenExpired,
     EnrolmentTokenRevoked,
@@ -26,7 +26,7 @@ from relay.errors import (
     TokenRevoked,
     TokenUnknown,
 )
-from relay.storage import (
+from posassist.relay.storage import (
     Device,
     DeviceStatus,
     DeviceStore,
@@ -45,15 +45,15 @@ from relay.storage import (
     open_storage,
     schema,
 )
-from relay.storage.engine import SqliteDatabase
-from relay.storage.schema import metadata
+from posassist.relay.storage.engine import SqliteDatabase
+from posassist.relay.storage.schema import metadata
 from tests.relay.harness import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from relay.storage.interfaces import AuditLog
+    from posassist.relay.storage.interfaces import AuditLog
 
 NOW = 1_700_000_000.0
 KEY = bytes(range(32))
@@ -604,7 +604,7 @@ async def test_restart_marks_unfinished_jobs_failed(storage):
 
 
 async def test_job_and_its_audit_record_commit_together(storage):
-    from relay.audit import AuditEntry, Outcome, verify_store
+    from posassist.relay.audit import AuditEntry, Outcome, verify_store
 
     _, _, store = await make_tree(storage)
     device = await enrol(storage, store.id)

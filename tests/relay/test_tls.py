@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import connect
 
-from agent.tlspin import check_pin, client_ssl_context_for_pin
-from protocol.pins import PinMismatch, spki_pin_from_der
-from relay.tls import aiohttp_pin, server_ssl_context, spki_pin
+from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.protocol.pins import PinMismatch, spki_pin_from_der
+from posassist.relay.tls import aiohttp_pin, server_ssl_context, spki_pin
 from tests.relay.certs import SelfSignedCertificate, make_certificate, make_key
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def test_malformed_pins_are_refused(bad: str) -> None:
 
 PY38_CLIENT = """
 import socket, sys
-from agent import tlspin
+from posassist.client import tlspin
 port, pin = int(sys.argv[1]), sys.argv[2]
 context = tlspin.client_ssl_context_for_pin(pin)
 with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from relay.storage.schema import metadata
+from posassist.relay.storage.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

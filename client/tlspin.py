@@ -12,8 +12,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from protocol import pins
-from protocol.pins import PinMismatch, validate_pin
+from posassist.protocol import pins
+from posassist.protocol.pins import PinMismatch, validate_pin
 
 __all__ = ["PinMismatch", "check_pin", "client_ssl_context_for_pin", "validate_pin"]
 

@@ -1,18 +1,23 @@
 """POS profiles: what a POS product looks like on a till (processes, services, logs, sale flag).
 
-One small TOML file per product under ``agent/profiles/``, read with :mod:`agent.tomlsubset`.
+One small TOML file per product under ``agent/profiles/``, read with ``tomllib`` (``tomli`` on 3.8).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from posassist.agent.errors import ConfigError
-from posassist.agent.tomlsubset import TomlSubsetError, loads
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Windows 7 tills run Python 3.8: the same parser, as the tomli backport
+    import tomli as tomllib
 
 __all__ = ["PROFILE_DIR", "PosProfile", "load_profile", "parse_profile"]
 
@@ -83,9 +88,9 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
             compile are refused here rather than when a report is collected.
     """
     try:
-        doc = loads(text)
-    except TomlSubsetError as exc:
-        raise ConfigError(f"profile: {exc}") from None
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"profile: not valid TOML: {exc}") from None
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError("profile: name must be letters, digits, '.', '_' or '-'")

@@ -201,7 +201,7 @@ def bench_report(runs: int = 7) -> dict[str, float]:
     )
     from posassist.agent.profile import load_profile
     from posassist.agent.settings import PrinterConfig, Settings
-    from posassist.agent.simprinter import SimPrinter
+    from tests.fakes.simprinter import SimPrinter
 
     with tempfile.TemporaryDirectory() as d, SimPrinter() as printer:
         data = Path(d)

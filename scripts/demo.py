@@ -24,9 +24,14 @@ def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
+def _module(name: str) -> str:
+    """``relay`` → ``posassist.relay``; other modules (the simulated printer) as given."""
+    return "posassist." + name if name in ("relay", "agent", "console") else name
+
+
 def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [PY, "-m", "posassist." + args[0], *args[1:]],
+        [PY, "-m", _module(args[0]), *args[1:]],
         cwd=ROOT,
         env=ENV,
         text=True,
@@ -43,7 +48,7 @@ def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PY, "-m", "posassist." + args[0], *args[1:]],
+        [PY, "-m", _module(args[0]), *args[1:]],
         cwd=ROOT,
         env=ENV,
         text=True,
@@ -122,7 +127,7 @@ def main() -> int:
         print(relay.stdout.readline().rstrip())
 
         step("The till's receipt printer (a simulated Epson on a loopback port)")
-        printer = start("agent.simprinter", "--tcp", "--state", "ok")
+        printer = start("tests.fakes.simprinter", "--tcp", "--state", "ok")
         children.append(printer)
         assert printer.stdout is not None
         printer_at = printer.stdout.readline().split()[1]

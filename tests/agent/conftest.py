@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from posassist.agent.simprinter import SimPrinter
+from tests.fakes.simprinter import SimPrinter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -15,7 +15,6 @@ import pytest
 from posassist.agent.collectors import network, pos, printqueue, system
 from posassist.agent.errors import CollectorError, CollectorTimeout, ConfigError
 from posassist.agent.profile import PROFILE_DIR, load_profile, parse_profile
-from posassist.agent.tomlsubset import TomlSubsetError, loads
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -24,28 +23,26 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("path", sorted(PROFILE_DIR.glob("*.toml")), ids=lambda p: p.name)
-def test_shipped_profile_parses_exactly_as_tomllib_does(path: Path) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert loads(text) == tomllib.loads(text)
+def test_shipped_profile_loads(path: Path) -> None:
+    assert tomllib.loads(path.read_text(encoding="utf-8"))["name"] == path.stem
     assert load_profile(path.stem, Path("/srv/till")).name == path.stem
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "a = {b = 1}",
-        "[[t]]\na = 1",
-        'a = """x"""',
-        "a = 1979-05-27",
-        "a = 1\na = 2",
-        'a = "unterminated',
-        "a = [1, 2",
-        "= 1",
+        'name = "x"\nname = "y"',
+        'name = "unterminated',
+        'name = "x"\na = [1, 2',
+        'name = "x"\n= 1',
+        'name = "x"\n[logs\n',
     ],
 )
-def test_toml_subset_refuses_what_it_does_not_support_with_the_line(text: str) -> None:
-    with pytest.raises(TomlSubsetError, match="line"):
-        loads(text)
+def test_profile_that_is_not_toml_is_refused_naming_the_line(text: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"profile: not valid TOML: .*\((at line \d|at end of document)"
+    ):
+        parse_profile(text)
 
 
 def test_profile_with_bad_regex_is_refused_when_loaded() -> None:

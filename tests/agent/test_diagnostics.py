@@ -19,9 +19,9 @@ from posassist.agent.diagnostics import (
 )
 from posassist.agent.profile import load_profile
 from posassist.agent.settings import PrinterConfig, Settings
-from posassist.agent.simprinter import PrinterState
 from posassist.protocol import Codec
 from posassist.protocol import messages as m
+from tests.fakes.simprinter import PrinterState
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,8 @@ from posassist.agent.collectors.escpos import (
 )
 from posassist.agent.collectors.serialports import Holder
 from posassist.agent.errors import PortHeldError, PortUnpluggedError
-from posassist.agent.simprinter import PrinterState, SimPrinter, Variant
 from posassist.protocol.errors import PosAssistError
+from tests.fakes.simprinter import PrinterState, SimPrinter, Variant
 
 FAST = {"timeout": 3.0, "reply_timeout": 0.15}
 

@@ -14,7 +14,9 @@ from tests.protocol.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 VERMIN = str(Path(sys.executable).with_name("vermin"))
-SOURCES = [p for d in ("agent", "client", "protocol") for p in sorted((ROOT / d).rglob("*.py"))]
+SOURCES = [p for d in ("agent", "client", "protocol") for p in sorted((ROOT / d).rglob("*.py"))] + [
+    ROOT / "tests" / "fakes" / "simprinter.py"
+]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -32,6 +34,7 @@ def test_vermin_finds_nothing_newer_than_python38() -> None:
             "agent",
             "client",
             "protocol",
+            "tests/fakes/simprinter.py",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -78,7 +81,7 @@ def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None
         "codec = Codec()\n"
         "for s in SAMPLES:\n"
         "    assert codec.encode(codec.decode(codec.encode(s))) == codec.encode(s), s.TAG\n"
-        "from posassist.agent.simprinter import SimPrinter\n"
+        "from tests.fakes.simprinter import SimPrinter\n"
         "from posassist.agent.collectors.escpos import probe_tcp\n"
         "with SimPrinter() as printer:\n"
         "    assert probe_tcp(*printer.start_tcp()).outcome.value == 'ok'\n"

@@ -9,7 +9,7 @@ import sys
 
 import serial
 
-from posassist.agent.simprinter import PrinterModel, PrinterState
+from tests.fakes.simprinter import PrinterModel, PrinterState
 
 
 def test_model_answers_status_split_across_reads():
@@ -73,7 +73,7 @@ def test_tcp_printer_reports_its_real_port_and_answers(printer):
 
 def test_cli_prints_where_it_listens_and_switches_state_from_stdin():
     with subprocess.Popen(
-        [sys.executable, "-m", "posassist.agent.simprinter", "--tcp", "--state", "paper_near_end"],
+        [sys.executable, "-m", "tests.fakes.simprinter", "--tcp", "--state", "paper_near_end"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

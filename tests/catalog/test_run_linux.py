@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from posassist.agent.simprinter import PrinterState, SimPrinter
+from tests.fakes.simprinter import PrinterState, SimPrinter
 
 from .conftest import Catalog, load
 

@@ -7,7 +7,6 @@ import platform
 import time
 from typing import TYPE_CHECKING
 
-from posassist.agent.simprinter import PrinterState, SimPrinter
 from tests.e2e.cli import (
     Technician,
     invite,
@@ -18,6 +17,7 @@ from tests.e2e.cli import (
     start_relay,
     stop,
 )
+from tests.fakes.simprinter import PrinterState, SimPrinter
 
 if TYPE_CHECKING:
     from pathlib import Path

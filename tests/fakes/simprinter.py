@@ -1,5 +1,8 @@
 """A simulated ESC/POS receipt printer on a pty or a loopback TCP port, for tests and demos.
 
+A fake of a device outside the product, so it is not installed on tills; Python 3.8-compatible
+(the agent's tests run it under 3.8 too).
+
 Answers DLE EOT 1-4 like reference/pos-devices.md §1.2 (Epson; Star and clone variants §1.8-1.9).
 """
 
@@ -424,11 +427,11 @@ class SimPrinter:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the simulated printer until interrupted: ``python -m agent.simprinter --tcp``.
+    """Run the simulated printer until interrupted: ``python -m tests.fakes.simprinter --tcp``.
 
     Prints where it listens; a line on stdin naming a state switches to it (e.g. ``paper_out``).
     """
-    parser = argparse.ArgumentParser(prog="python -m agent.simprinter", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.simprinter", description=__doc__)
     link = parser.add_mutually_exclusive_group(required=True)
     link.add_argument("--tcp", action="store_true", help="listen on 127.0.0.1 (see --port)")
     link.add_argument("--pty", action="store_true", help="serve a pseudo-terminal")

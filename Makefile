@@ -10,7 +10,7 @@ PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8 /
 VENV38   := .venv38
 STAMP38  := $(VENV38)/.installed-stamp
 
-.PHONY: demo test check bench py38 venv clean typecheck-tree
+.PHONY: demo test check bench py38 venv clean typecheck-tree agent-wheel
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ check: $(STAMP) typecheck-tree
 # agent/, client/ and protocol/ must run on Python 3.8 (Windows 7 tills): docs/windows7.md
 py38: $(STAMP)
 	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol client tests/fakes/simprinter.py
+
+# The store agent's own wheel for tills (Python 3.8+, only the agent's dependencies): docs/packaging.md
+agent-wheel: $(STAMP)
+	$(BIN)/python scripts/build_agent_wheel.py --out dist
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do \

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,54 +35,28 @@ def _wait_for(path: Path, timeout: float = 20.0) -> str:
     raise RuntimeError(f"{path} did not appear")
 
 
-def _start_relay(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    relay = subprocess.Popen(
-        [PY, "-m", "posassist.relay", "serve", "--data", str(data), "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return relay, _wait_for(data / "relay.url")
+def _start_relay(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """A relay process with an organisation, merchant and store (tests/e2e/cli.py)."""
+    from tests.e2e.cli import provision, start_relay
+
+    store = provision(data)
+    (data / "bench-store").write_text(store)
+    return start_relay(data)
 
 
-def _make_agent(tmp: Path, relay_dir: Path | None, url: str) -> Path:
+def _make_agent(tmp: Path, relay_dir: Path, url: str) -> Path:
+    """A till enrolled with a one-time token, as an operator and merchant would."""
+    from tests.e2e.cli import invite
+
     agent_dir = tmp / "till"
+    token = invite(relay_dir, (relay_dir / "bench-store").read_text(), url)
     subprocess.run(
-        [
-            PY,
-            "-m",
-            "posassist.agent",
-            "init",
-            "--data",
-            str(agent_dir),
-            "--device-id",
-            "bench-till",
-            "--relay",
-            url,
-        ],
+        [PY, "-m", "posassist.agent", "enroll", token, "--data", str(agent_dir)],
         cwd=ROOT,
         check=True,
         capture_output=True,
+        timeout=60,
     )
-    if relay_dir is not None:
-        subprocess.run(
-            [
-                PY,
-                "-m",
-                "posassist.relay",
-                "device",
-                "add",
-                "--data",
-                str(relay_dir),
-                "--device-id",
-                "bench-till",
-                "--key",
-                str(agent_dir / "agent.pub"),
-            ],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
     return agent_dir
 
 
@@ -134,11 +107,14 @@ def bench_idle(seconds: float) -> dict[str, float]:
 
 
 def bench_unreachable(seconds: float, max_backoff: float) -> dict[str, float]:
-    with socket.socket() as s:  # a port with nobody listening: connection refused at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as d:
-        agent_dir = _make_agent(Path(d), None, f"ws://127.0.0.1:{port}")
+        # Enrolled with a relay that then stops: its port refuses connections at once.
+        relay, url = _start_relay(Path(d) / "relay")
+        try:
+            agent_dir = _make_agent(Path(d), Path(d) / "relay", url)
+        finally:
+            relay.terminate()
+            relay.wait(15)
         agent = subprocess.Popen(
             [
                 PY,

@@ -36,8 +36,9 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # CI profile: hypothesis byte fuzzers run 10,000 examples; protocol/ branch coverage must be 100%.
+# Tests run in parallel, one worker per core (pytest-xdist); each makes its own ports and folders.
 test: $(STAMP) $(STAMP38)
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest \
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -n auto \
 	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 
 # mypy follows no import hooks: it checks the packages through links in the installed layout

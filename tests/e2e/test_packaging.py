@@ -128,3 +128,37 @@ def test_agent_wheel_installs_on_python38_without_relay_or_console(tmp_path: Pat
     )
     assert helped.returncode == 0, helped.stderr
     assert "enroll" in helped.stdout
+
+
+#: Which of our packages each package may import (docs/packaging.md).
+MAY_IMPORT = {
+    "protocol": set(),
+    "client": {"protocol"},
+    "agent": {"protocol", "client"},
+    "console": {"protocol", "client"},
+    "relay": {"protocol", "client"},
+}
+
+
+def _our_imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        found |= {n.split(".")[1] for n in names if n.startswith("posassist.")}
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_package_imports_only_what_it_may(package: str) -> None:
+    wrong = {
+        f"{path.relative_to(ROOT)} imports posassist.{name}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for name in _our_imports(path) - MAY_IMPORT[package] - {package}
+    }
+    assert wrong == set()

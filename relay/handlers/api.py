@@ -19,7 +19,15 @@ from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 
 from ..audit import Outcome
-from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
+from ..errors import (
+    BadCredentials,
+    BadRequest,
+    LockedOut,
+    NotFound,
+    RateLimited,
+    ScopeError,
+    TokenError,
+)
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
@@ -34,31 +42,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _DUMMY_HASH: str | None = None
 
 
-class BadRequest(PosAssistError):
-    """The request body is missing a field, has the wrong type, or is not JSON."""
-
-    http_status = 400
-    public_reason = "bad request"
-
-
-class RateLimited(PosAssistError):
-    http_status = 429
-    public_reason = "too many requests; slow down"
-
-
 def error_response(exc: PosAssistError) -> web.Response:
-    status = int(getattr(exc, "http_status", 500))
+    """``{"error": class name, "message": public reason}`` with the class's ``http_status``."""
     return web.json_response(
-        {"error": type(exc).__name__, "message": exc.public_reason}, status=status
+        {"error": type(exc).__name__, "message": exc.public_reason}, status=exc.http_status
     )
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map our error tree to JSON responses in one place."""
+    """Map our error tree to JSON responses in one place (protocol/errors.py: ``http_status``)."""
     try:
         return await handler(request)
     except PosAssistError as exc:
+        if exc.http_status >= 500:
+            log.warning(
+                "%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc
+            )
         return error_response(exc)
 
 

@@ -31,8 +31,8 @@ import functools
 import http.client
 import json
 import ssl
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional, Type
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Type
+from urllib.parse import SplitResult, urlsplit
 
 from posassist.protocol.errors import EXIT_REFUSED, EXIT_USAGE, PosAssistError
 from posassist.protocol.pins import PinMismatch
@@ -131,19 +131,41 @@ class HttpRefusedError(HttpStatusError):
     exit_code = EXIT_REFUSED
 
 
+#: Websocket endpoints a relay URL may name; its HTTP base is what comes before them.
+_ENDPOINTS = ("/v1/agent", "/v1/console")
+
+
 def http_url(relay: str) -> str:
-    """The relay's HTTP base URL: ``ws(s)://`` becomes ``http(s)://``; no trailing slash."""
+    """The relay's HTTP base URL: ``ws(s)://`` becomes ``http(s)://``, without a websocket
+    endpoint (``/v1/agent``, ``/v1/console``) or a trailing slash; InvalidRelayUrl otherwise."""
     if relay.startswith("ws://"):
         relay = "http://" + relay[len("ws://") :]
     elif relay.startswith("wss://"):
         relay = "https://" + relay[len("wss://") :]
-    parts = urlsplit(relay)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts, _, _ = _split(relay)
+    if parts.query or parts.fragment:
         raise InvalidRelayUrl(relay[:200])
-    return relay.rstrip("/")
+    base = relay.rstrip("/")
+    for endpoint in _ENDPOINTS:
+        if base.endswith(endpoint):
+            base = base[: -len(endpoint)]
+    return base
 
 
-def _target(parts: Any) -> str:
+def _split(url: str) -> Tuple[SplitResult, str, int]:
+    """``url``'s parts, host and port (the scheme's default if none); InvalidRelayUrl if it is
+    not an http(s) URL with a host and a valid port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a bad port or IPv6 literal
+        raise InvalidRelayUrl(url[:200]) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRelayUrl(url[:200])
+    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _target(parts: SplitResult) -> str:
     """The request target: the path and, when there is one, the query string, as given."""
     return (parts.path or "/") + ("?" + parts.query if parts.query else "")
 
@@ -237,19 +259,14 @@ def stream(
         ResponseTooLarge: the answer is over ``max_bytes``.
         InvalidRelayUrl: ``url`` is not http(s).
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRelayUrl(url[:200])
-    host = parts.hostname
-    where = f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    parts, host, port = _split(url)
+    where = f"{host}:{port}"
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         context = client_ssl_context_for_pin(pin) if pin else ssl.create_default_context()
-        conn = http.client.HTTPSConnection(
-            host, parts.port or 443, timeout=timeout, context=context
-        )
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     else:
-        conn = http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         try:
             conn.connect()
@@ -343,10 +360,8 @@ async def fetch(
     import aiohttp
     from yarl import URL
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRelayUrl(url[:200])
-    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    parts, host, port = _split(url)
+    where = f"{host}:{port}"
     ssl_arg: Any = aiohttp_pin(pin) if parts.scheme == "https" and pin else True
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

@@ -54,8 +54,12 @@ async def server() -> AsyncIterator[TestServer]:
     app = web.Application(middlewares=[errors_middleware])
     app.router.add_get("/raise", _raise)
     app.router.add_get("/close", _close)
-    async with TestServer(app, host="127.0.0.1") as test_server:
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    try:
         yield test_server
+    finally:
+        await test_server.close()
 
 
 NAMES = sorted(ERRORS)
@@ -139,7 +143,7 @@ def test_each_command_exits_with_the_errors_exit_code_and_one_line(
     cls = ERRORS[name]
     exc = _one(cls)
     assert command(monkeypatch, exc) == cls.exit_code
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert error_line(exc) + "\n" in err
     assert err.strip().splitlines()[-1] == error_line(exc)
     assert "Traceback" not in err

@@ -30,7 +30,7 @@ the loopback or an operator network, or put it behind the operator role once sig
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -39,7 +39,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 __all__ = [
     "ENDPOINTS",
@@ -51,6 +51,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "RelayMetrics",
     "metrics_handler",
+    "refusal_reason",
 ]
 
 NAMESPACE: Final = "posassist_relay"
@@ -92,7 +93,38 @@ REFUSAL_REASONS: Final = (
     "rate_limited",
     "protocol_error",
     "too_slow",
+    "script_refused",
+    "other",
 )
+#: An audited refusal's ``detail["reason"]`` (or, failing that, its action) → its reason label.
+_REASON_OF: Final = {
+    "revoked": "device_revoked",
+    "forbidden": "scope",
+    "out of scope": "scope",
+    "rate limited": "rate_limited",
+    "locked out": "locked_out",
+    "unknown user": "bad_credentials",
+    "bad password": "bad_credentials",
+    "token expired": "token_invalid",
+    "console.connect": "token_invalid",
+    "api.auth": "token_invalid",
+    "device.enrol": "enrolment_refused",
+    "agent.message": "protocol_error",
+    "script.run.refused": "script_refused",
+}
+
+
+def refusal_reason(action: str, detail: Mapping[str, Any] | None = None) -> str:
+    """The :data:`REFUSAL_REASONS` label of an audited refusal: from its fixed ``reason`` code or
+    its action (never free text, so the label set stays fixed); ``other`` if neither is known."""
+    reason = str((detail or {}).get("reason", ""))
+    if reason in REFUSAL_REASONS:
+        return reason
+    if reason.startswith("role "):
+        return "scope"
+    return _REASON_OF.get(reason) or _REASON_OF.get(action) or "other"
+
+
 #: Which websocket endpoint a frame crossed.
 ENDPOINTS: Final = ("agent", "console")
 
@@ -160,8 +192,9 @@ class RelayMetrics:
         self.request_latency.labels(kind=kind).observe(seconds)
 
     def refused(self, reason: str) -> None:
-        """Count one refusal; ``reason`` is a fixed code (see :data:`REFUSAL_REASONS`)."""
-        self.refusals.labels(reason=reason).inc()
+        """Count one refusal; ``reason`` is a fixed code (see :data:`REFUSAL_REASONS`); any other
+        text counts as ``other``, so a label can never grow the registry."""
+        self.refusals.labels(reason=reason if reason in REFUSAL_REASONS else "other").inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry in the format ``accept`` asks for (Prometheus text by default).

@@ -28,7 +28,7 @@ from ..errors import (
     ScopeError,
     TokenError,
 )
-from ..passwords import hash_password, verify_password
+from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
 from .agents import disconnect_revoked
@@ -175,7 +175,7 @@ async def login(request: web.Request) -> web.Response:
     try:
         user = await state.storage.get_user(username)
     except NotFound:
-        await asyncio.to_thread(verify_password, password, _dummy_hash())
+        await asyncio.to_thread(lambda: verify_password(password, _dummy_hash()))
         await state.audit(
             f"ip:{request.remote}",
             "user.login",
@@ -210,6 +210,9 @@ async def login(request: web.Request) -> web.Response:
         )
         raise LockedOut(username) if locked else BadCredentials(username)
     await state.storage.record_login_success(user.id)
+    if needs_rehash(user.password_hash):  # made at an older cost: re-hash while we know it
+        rehashed = await asyncio.to_thread(hash_password, password)
+        await state.storage.set_password_hash(user.id, rehashed)
     token = await state.storage.issue_token(user.id, now=now, ttl=config.token_ttl)
     await state.audit(
         f"user:{username}", "user.login", f"user:{username}", Outcome.OK, {"peer": request.remote}

@@ -2,25 +2,10 @@
 
 No global default registry: two applications in one process (tests, benchmarks) never share a count.
 
-Wiring into ``create_app(config)`` (``relay/app.py``)::
-
-    from posassist.relay.metrics import METRICS, RelayMetrics, metrics_handler
-
-    metrics = RelayMetrics()
-    app[METRICS] = metrics
-    app.router.add_get("/metrics", metrics_handler(metrics))
-    # Gauges that mirror in-memory state are read at scrape time, so they can never drift:
-    metrics.agents_connected.set_function(lambda: len(state.agents))
-    metrics.consoles_connected.set_function(lambda: len(state.consoles))
-
-In the handlers (``m = request.app[METRICS]``)::
-
-    with m.handshake_duration.time():                 # Hello .. Accepted/Refused
-        presence = await _authenticate_agent(peer, state)
-    m.refused("bad_signature")                        # a fixed code, never free text
-    m.frames_received.labels(endpoint="agent").inc()  # per frame: a plain, lock-free tally
-    m.frames_sent.labels(endpoint="console").inc(n)
-    m.routed("diagnostics", "ok", seconds=loop.time() - started)   # once per routed request
+``create_app`` (relay/app.py) makes one :class:`RelayMetrics` per application and serves it at
+``/metrics``; gauges that mirror in-memory state are read at scrape time, so they never drift.
+Handlers time handshakes, tally frames and routed requests; every audited refusal is counted in
+``RelayState.audit`` under its reason (:func:`refusal_reason`), never under the refused action.
 
 Label values must come from small fixed sets (message tags, :data:`OUTCOMES`,
 :data:`REFUSAL_REASONS`, :data:`ENDPOINTS`); a device id or user name as a label would grow the

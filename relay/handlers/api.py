@@ -28,6 +28,7 @@ from ..errors import (
     ScopeError,
     TokenError,
 )
+from ..logs import log_context
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
@@ -51,15 +52,15 @@ def error_response(exc: PosAssistError) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map our error tree to JSON responses in one place (protocol/errors.py: ``http_status``)."""
-    try:
-        return await handler(request)
-    except PosAssistError as exc:
-        if exc.http_status >= 500:
-            log.warning(
-                "%s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc
-            )
-        return error_response(exc)
+    """Map our error tree to JSON responses in one place (protocol/errors.py: ``http_status``);
+    every record logged while handling the request carries its method, path and peer."""
+    with log_context(method=request.method, path=request.path[:200], peer=str(request.remote)):
+        try:
+            return await handler(request)
+        except PosAssistError as exc:
+            if exc.http_status >= 500:
+                log.warning("request failed: %s: %s", type(exc).__name__, exc)
+            return error_response(exc)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

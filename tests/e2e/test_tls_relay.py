@@ -149,7 +149,10 @@ def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path)
         assert wrong.returncode == 3  # EXIT_REFUSED: PinMismatch
         assert "does not match the pin" in wrong.stderr
         assert not (tech.home / "session.json").exists()
+        assert tech("health", "--relay", url).returncode == 3  # no pin yet: not trusted
+        assert "1 agent(s) connected" in ok(tech("health", "--relay", url, "--tls-cert", str(cert)))
         tech.login(url, "--tls-cert", str(cert))
+        assert "1 agent(s) connected" in ok(tech("health", "--relay", url))  # the session's pin
         assert device in ok(tech("devices"))
         assert "tls-echo" in ok(tech("scripts", "list"))
         ran = tech("run", device, "tls-echo", "--version", "1.0.0", "--unattended")

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
 from posassist.protocol import PosAssistError, signing
-from posassist.protocol.enrolment import InvalidEnrolmentToken
+from posassist.protocol.errors import error_line
 
 from . import __version__
 from .backoff import backoff
 from .config import load_identity
 from .enrol import enrol
-from .errors import ConfigError, RelayRefusedError
+from .errors import RelayRefusedError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -161,15 +161,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 2
             return asyncio.run(_diag(args.data, args.json, args.timeout))
         return asyncio.run(_run(args.data, args.once, args.max_backoff))
-    except (ConfigError, InvalidEnrolmentToken) as exc:
-        print("error: " + str(exc), file=sys.stderr)
-        return 2
-    except RelayRefusedError as exc:
-        _say("服务器拒绝登记: " + exc.code, "the relay refused the enrolment: " + exc.code)
-        return 3
-    except PosAssistError as exc:  # e.g. PinMismatch: not the relay the token names
-        print("error: " + exc.public_reason + " (" + str(exc) + ")", file=sys.stderr)
-        return 2
+    except PosAssistError as exc:  # the one place errors become words and an exit status
+        print(error_line(exc), file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.client import http
 from posassist.protocol import signing
-from posassist.protocol.enrolment import EnrolmentInvite, http_base_url
+from posassist.protocol.enrolment import EnrolmentInvite
 
 from . import __version__
 from .config import Identity, write_identity
@@ -26,99 +25,68 @@ if TYPE_CHECKING:
 
 #: The most bytes a root metadata file may have.
 MAX_ROOT = 256 * 1024
-
-
-def _http(
-    method: str,
-    base_url: str,
-    path: str,
-    body: Optional[bytes],
-    timeout: float,
-    pin: Optional[str],
-    max_bytes: int = 65536,
-) -> Tuple[int, bytes]:
-    """One HTTP exchange; over HTTPS the relay's key is checked against ``pin`` first."""
-    scheme, _, host_port = base_url.partition("://")
-    host, _, port_text = host_port.partition(":")
-    conn: http.client.HTTPConnection
-    if scheme == "https":
-        assert pin is not None  # EnrolmentInvite requires a pin for wss://
-        conn = http.client.HTTPSConnection(
-            host, int(port_text or 443), timeout=timeout, context=client_ssl_context_for_pin(pin)
-        )
-        conn.connect()
-        check_pin(conn.sock, pin)  # before anything (the secret) leaves this PC
-    else:
-        conn = http.client.HTTPConnection(host, int(port_text or 80), timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read(max_bytes)
-    finally:
-        conn.close()
+#: The most bytes the enrolment answer may have.
+MAX_ANSWER = 64 * 1024
 
 
 def _post_json(
-    base_url: str, path: str, body: Dict[str, Any], timeout: float, pin: Optional[str]
+    base_url: str, path: str, body: Dict[str, Any], pin: Optional[str]
 ) -> Dict[str, Any]:
     """POST JSON and return the JSON object answered; RelayRefusedError for a refusal."""
-    status, raw = _http("POST", base_url, path, json.dumps(body).encode("utf-8"), timeout, pin)
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        raise ConfigError(f"the relay's answer was not JSON (HTTP {status})") from None
-    if status != 200:
-        detail = answer if isinstance(answer, dict) else {}
-        code = str(detail.get("error", status))
-        message = str(detail.get("message", ""))
-        raise RelayRefusedError(f"{code}: {message}" if message else code)
-    if not isinstance(answer, dict):
-        raise ConfigError("the relay's answer was not a JSON object")
-    return answer
-
-
-def _fetch_root(base_url: str, root_hash: str, timeout: float, pin: Optional[str]) -> bytes:
-    """The script repository's current root metadata, checked against the token's hash."""
-    status, raw = _http(
-        "GET", base_url, "/v1/scripts/metadata/root.json", None, timeout, pin, MAX_ROOT
+    answer = http.request(
+        "POST",
+        base_url + path,
+        body=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        pin=pin,
+        max_bytes=MAX_ANSWER,
     )
-    if status != 200 or hashlib.sha256(raw).hexdigest() != root_hash:
+    try:
+        answer.raise_for_status()
+    except http.HttpStatusError as exc:
+        raise RelayRefusedError(f"{exc.error}: {exc.message}" if exc.error else str(exc)) from None
+    detail = answer.json()
+    if not isinstance(detail, dict):
+        raise ConfigError("the relay's answer was not a JSON object")
+    return detail
+
+
+def _fetch_root(base_url: str, root_hash: str, pin: Optional[str]) -> bytes:
+    """The script repository's current root metadata, checked against the token's hash."""
+    with http.stream(
+        "GET", base_url + "/v1/scripts/metadata/root.json", pin=pin, max_bytes=MAX_ROOT
+    ) as answer:
+        raw = b"".join(answer.iter_bytes()) if answer.status == 200 else b""
+    if hashlib.sha256(raw).hexdigest() != root_hash:
         raise ConfigError("the relay's script repository root is not the one the token pins")
     return raw
 
 
-def enrol(token_text: str, data_dir: Path, *, timeout: float = 15.0) -> Identity:
+def enrol(token_text: str, data_dir: Path) -> Identity:
     """Enrol with the relay the token names; write the identity to ``data_dir``.
 
     Raises InvalidEnrolmentToken for damaged text, RelayRefusedError when the relay says no (used,
-    expired, revoked, another relay's token), ConfigError when this PC already has an identity.
+    expired, revoked, another relay's token), ConfigError when this PC already has an identity,
+    and client/http.py's errors (PinMismatch, RelayUnreachable…) when the relay can't be reached.
     """
     invite = EnrolmentInvite.decode(token_text)
     if (data_dir / "agent.key").exists():
         raise ConfigError(f"{data_dir / 'agent.key'} exists already; this PC has an identity")
     key = signing.generate_private_key()
     raw_public = signing.public_key_to_raw(key.public_key())
-    try:
-        # The root first: a relay serving another repository never gets to consume the token.
-        root = (
-            _fetch_root(http_base_url(invite.relay_url), invite.root_hash, timeout, invite.tls_pin)
-            if invite.root_hash
-            else None
-        )
-        answer = _post_json(
-            http_base_url(invite.relay_url),
-            "/v1/enrol",
-            {
-                "secret": invite.secret,
-                "public_key": base64.b64encode(raw_public).decode("ascii"),
-                "agent_version": "posassist-agent/" + __version__,
-            },
-            timeout,
-            invite.tls_pin,
-        )
-    except (http.client.HTTPException, OSError) as exc:
-        raise ConfigError(f"cannot reach the relay at {invite.relay_url}: {exc}") from None
+    base_url = http.http_url(invite.relay_url)
+    # The root first: a relay serving another repository never gets to consume the token.
+    root = _fetch_root(base_url, invite.root_hash, invite.tls_pin) if invite.root_hash else None
+    answer = _post_json(
+        base_url,
+        "/v1/enrol",
+        {
+            "secret": invite.secret,
+            "public_key": base64.b64encode(raw_public).decode("ascii"),
+            "agent_version": "posassist-agent/" + __version__,
+        },
+        invite.tls_pin,
+    )
     device_id = answer.get("device_id")
     if answer.get("relay_id") != invite.relay_id or not isinstance(device_id, str):
         raise ConfigError("the relay that answered is not the one the token names")

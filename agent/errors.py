@@ -2,10 +2,14 @@
 
 Collectors raise these (or report them in a result) so one broken collector never spoils a report.
 
+Each class's ``close_code``, ``http_status`` and ``exit_code`` are class attributes (mapped once
+at each boundary, protocol/errors.py); ``exit_code`` is the one that matters here, in ``main``:
+``ConfigError`` exits 2, ``RelayRefusedError`` 3, everything else 1.
+
     PosAssistError
     └── AgentError
-        ├── ConfigError               the data directory or arguments are unusable
-        ├── RelayRefusedError         the relay refused this agent                  .code
+        ├── ConfigError               the data directory or arguments are unusable   exit 2
+        ├── RelayRefusedError         the relay refused this agent     .code  4001   exit 3
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -16,7 +20,8 @@ Collectors raise these (or report them in a result) so one broken collector neve
                 └── PortUnpluggedError    the link vanished mid-conversation
         └── ScriptError               a vetted script could not be run as asked
             ├── ScriptRefusedError    a check failed before it ran            .refusal
-            └── BackupError           a backup could not be made or restored
+            ├── BackupError           a backup could not be made or restored
+            └── ScriptVerificationError  (agent/scripts/verify.py) refused by TUF  .reason
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Tuple
 if TYPE_CHECKING:
     from posassist.agent.scripts.refusal import Refusal
 
-from posassist.protocol.errors import PosAssistError
+from posassist.protocol.errors import EXIT_REFUSED, EXIT_USAGE, PosAssistError
 
 __all__ = [
     "AgentError",
@@ -50,19 +55,24 @@ class AgentError(PosAssistError):
     """Root of the errors the store agent raises on purpose."""
 
     public_reason = "agent error"
+    public_reason_zh = "收银助手出错"
 
 
 class ConfigError(AgentError):
     """The agent's data directory or arguments are unusable."""
 
+    exit_code = EXIT_USAGE
     public_reason = "agent configuration error"
+    public_reason_zh = "收银助手配置有误"
 
 
 class RelayRefusedError(AgentError):
     """The relay refused this agent (unknown or revoked device, bad signature)."""
 
     close_code = 4001
+    exit_code = EXIT_REFUSED
     public_reason = "refused by relay"
+    public_reason_zh = "服务器拒绝了本设备"
 
     def __init__(self, code: str) -> None:
         super().__init__(f"relay refused this agent: {code}")

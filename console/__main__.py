@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
+import contextlib
 import json
 import os
-import ssl
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.client import http
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -29,6 +27,7 @@ from posassist.protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
+from posassist.protocol.errors import EXIT_USAGE, error_line
 from posassist.protocol.pins import spki_pin_from_pem
 
 from . import __version__
@@ -42,57 +41,29 @@ def _home() -> Path:
     return Path(os.environ.get("POSASSIST_HOME", Path.home() / ".posassist"))
 
 
-def _http(relay: str) -> str:
-    base = relay.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise SystemExit("error: relay must be an http(s):// or ws(s):// URL")
-    return base
+class NotSignedIn(PosAssistError):
+    """No saved session: ``posassist login`` first."""
 
-
-def _fetch(
-    url: str, *, body: bytes | None = None, token: str | None = None, pin: str | None = None
-) -> tuple[int, bytes]:
-    """One HTTP(S) exchange. With ``pin`` the relay is trusted by its TLS key alone, checked
-    before anything (a password, a token) is sent; without, by the system's CA store."""
-    parts = urllib.parse.urlsplit(url)
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        context = client_ssl_context_for_pin(pin) if pin else ssl.create_default_context()
-        conn = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port or 443, timeout=15, context=context
-        )
-        conn.connect()
-        if pin:
-            check_pin(conn.sock, pin)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=15)
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    try:
-        conn.request("POST" if body is not None else "GET", parts.path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read(4 * 1024 * 1024)
-    finally:
-        conn.close()
+    exit_code = EXIT_USAGE
+    public_reason = "not signed in: run `posassist login` first"
+    public_reason_zh = "请先登录"
 
 
 def _call(
     url: str, body: dict[str, Any] | None = None, token: str | None = None, pin: str | None = None
 ) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    status, raw = _fetch(url, body=data, token=token, pin=pin)
-    answer = json.loads(raw or b"{}")
-    if status != 200:
-        raise SystemExit(f"refused ({status}): {answer.get('message', '')}")
-    return answer
+    """One JSON exchange with the relay (client/http.py); HttpStatusError unless it says 200."""
+    answer = asyncio.run(
+        http.fetch("POST" if body is not None else "GET", url, json_body=body, token=token, pin=pin)
+    )
+    return answer.raise_for_status().json()
 
 
 def _session() -> dict[str, str]:
     try:
         return dict(json.loads((_home() / "session.json").read_text()))
     except (OSError, ValueError):
-        raise SystemExit("not signed in: run `posassist login` first / 请先登录") from None
+        raise NotSignedIn(str(_home() / "session.json")) from None
 
 
 def login(relay: str, user: str, password_file: Path | None, pin: str | None) -> int:
@@ -103,7 +74,9 @@ def login(relay: str, user: str, password_file: Path | None, pin: str | None) ->
         if password_file
         else getpass.getpass(f"password for {user}: ")
     )
-    answer = _call(_http(relay) + "/v1/login", {"username": user, "password": password}, pin=pin)
+    answer = _call(
+        http.http_url(relay) + "/v1/login", {"username": user, "password": password}, pin=pin
+    )
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
     path = home / "session.json"
@@ -118,7 +91,9 @@ def devices(show_facts: bool = False) -> int:
     """The devices in the caller's scope; with ``show_facts`` every fact each one reported."""
     session = _session()
     answer = _call(
-        _http(session["relay"]) + "/v1/devices", token=session["token"], pin=session.get("tls_pin")
+        http.http_url(session["relay"]) + "/v1/devices",
+        token=session["token"],
+        pin=session.get("tls_pin"),
     )
     print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
     for d in answer["devices"]:
@@ -238,29 +213,28 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     return 1
 
 
-def _get_json(url: str, pin: str | None = None) -> Any:
-    status, raw = _fetch(url, pin=pin)
-    if status != 200:
-        raise ValueError(f"HTTP {status}")
-    return json.loads(raw)
-
-
 def list_scripts(relay: str, pin: str | None = None) -> int:
     """The scripts the relay's signed repository offers (shown, not verified: devices verify)."""
-    base = _http(relay) + "/v1/scripts/metadata/"
-    try:
-        timestamp = _get_json(base + "timestamp.json", pin)["signed"]
+    base = http.http_url(relay) + "/v1/scripts/metadata/"
+
+    async def get(name: str) -> Any:
+        return (await http.fetch("GET", base + name, pin=pin)).raise_for_status().json()["signed"]
+
+    async def collect() -> dict[tuple[str, str], dict[str, Any]]:
+        timestamp = await get("timestamp.json")
         snap_version = timestamp["meta"]["snapshot.json"]["version"]
-        snapshot = _get_json(f"{base}{snap_version}.snapshot.json", pin)["signed"]
+        snapshot = await get(f"{snap_version}.snapshot.json")
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for role in ("low-risk", "high-risk"):
             version = snapshot["meta"][f"{role}.json"]["version"]
-            targets = _get_json(f"{base}{version}.{role}.json", pin)["signed"]["targets"]
-            for info in targets.values():
+            for info in (await get(f"{version}.{role}.json"))["targets"].values():
                 manifest = info.get("custom", {}).get("posassist-manifest", {})
-                key = (str(manifest.get("id")), str(manifest.get("version")))
-                rows[key] = manifest
-    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as exc:
+                rows[(str(manifest.get("id")), str(manifest.get("version")))] = manifest
+        return rows
+
+    try:
+        rows = asyncio.run(collect())
+    except (http.HttpStatusError, KeyError, TypeError, AttributeError) as exc:
         print(f"no script repository on this relay / 服务器没有脚本库: {exc}", file=sys.stderr)
         return 1
     print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
@@ -275,13 +249,23 @@ def list_scripts(relay: str, pin: str | None = None) -> int:
     return 0
 
 
-def health(relay: str) -> int:
-    """Print the relay's /healthz in plain words; exit 1 if it can't be reached."""
-    try:
-        body = _get_json(f"{_http(relay)}/healthz")
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        print(f"relay unreachable / 服务器无法连接: {exc}", file=sys.stderr)
-        return 1
+def _pin_for(relay: str, pin: str | None, cert: Path | None) -> str | None:
+    """The pin given (``--tls-pin``/``--tls-cert``), else the saved session's for the same relay."""
+    if cert is not None:
+        return spki_pin_from_pem(cert.read_bytes())
+    if pin is not None:
+        return pin
+    with contextlib.suppress(NotSignedIn):
+        session = _session()
+        if http.http_url(session.get("relay", "")) == http.http_url(relay):
+            return session.get("tls_pin")
+    return None
+
+
+def health(relay: str, pin: str | None = None) -> int:
+    """Print the relay's /healthz in plain words; RelayUnreachable if it can't be reached."""
+    answer = asyncio.run(http.fetch("GET", http.http_url(relay) + "/healthz", pin=pin))
+    body = answer.raise_for_status().json()
     print(f"relay {body['relay_id']}: {body['status']}, {body['agents']} agent(s) connected")
     print(f"服务器 {body['relay_id']}: 正常, 在线设备 {body['agents']} 台")
     return 0
@@ -293,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     h = commands.add_parser("health", help="is the relay up, and how many agents are on it")
     h.add_argument("--relay", required=True, help="http(s)://host:port or ws(s)://host:port")
+    h.add_argument("--tls-pin", help="trust the relay by this key pin (default: the session's)")
+    h.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
     li = commands.add_parser("login", help="sign in to a relay")
     li.add_argument("--relay", required=True)
     li.add_argument("--user", required=True)
@@ -327,24 +313,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "health":
-        if not args.relay.startswith(("http://", "https://", "ws://", "wss://")):
-            print("error: relay must be an http(s):// or ws(s):// URL", file=sys.stderr)
-            return 2
-        return health(args.relay)
     try:
         return _command(args)
-    except (OSError, http.client.HTTPException, PosAssistError) as exc:
-        reason = getattr(exc, "public_reason", "") or type(exc).__name__
-        print(f"error: {reason}: {exc} / 无法连接服务器", file=sys.stderr)
-        return 1
+    except PosAssistError as exc:  # the one place errors become words and an exit status
+        print(error_line(exc), file=sys.stderr)
+        return exc.exit_code
+    except (OSError, ValueError) as exc:  # a file or pin given on the command line
+        print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.command == "health":
+        return health(args.relay, _pin_for(args.relay, args.tls_pin, args.tls_cert))
     if args.command == "login":
-        pin = args.tls_pin
-        if args.tls_cert is not None:
-            pin = spki_pin_from_pem(args.tls_cert.read_bytes())
+        pin = spki_pin_from_pem(args.tls_cert.read_bytes()) if args.tls_cert else args.tls_pin
         return login(args.relay, args.user, args.password_file, pin)
     if args.command == "devices":
         return devices(args.facts)
@@ -366,9 +349,8 @@ def _command(args: argparse.Namespace) -> int:
                 )
             )
         return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
-    except (PosAssistError, OSError, TimeoutError) as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, TimeoutError) as exc:  # the websocket could not reach the relay
+        raise http.RelayUnreachable(f"{type(exc).__name__}: {exc}") from None
 
 
 if __name__ == "__main__":

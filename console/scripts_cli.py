@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from posassist.protocol.errors import PosAssistError
+from posassist.protocol.errors import EXIT_FAILURE, PosAssistError, error_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -110,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"new key for {args.name}: {path} ({keyid[:16]}); sign the changed role again")
         elif args.command == "root-hash":
             print(repo.root_hash())
-    except (PosAssistError, OSError) as exc:
-        print(f"posassist-scripts: {exc}", file=sys.stderr)
-        return 1
+    except PosAssistError as exc:  # the one place errors become words and an exit status
+        print(error_line(exc), file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # a file or folder named on the command line
+        print(f"error: {exc} / 无法读写文件", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 

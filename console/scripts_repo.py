@@ -94,6 +94,7 @@ class ScriptRepoError(PosAssistError):
     """The script repository can't do what was asked; the message says why. Nothing was written."""
 
     public_reason = "script repository error"
+    public_reason_zh = "脚本库出错"
 
 
 def tier_for(manifest: Manifest) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 import msgpack
 
-from .errors import PosAssistError
+from .errors import EXIT_USAGE, PosAssistError
 from .pins import PIN_PATTERN
 
 __all__ = ["PREFIX", "EnrolmentInvite", "InvalidEnrolmentToken", "http_base_url"]
@@ -28,7 +28,11 @@ _SECRET = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 class InvalidEnrolmentToken(PosAssistError):
     """The text is not an enrolment token this version understands."""
 
+    close_code = 1008
+    http_status = 400
+    exit_code = EXIT_USAGE
     public_reason = "not a valid enrolment token"
+    public_reason_zh = "登记码无效"
 
 
 @dataclasses.dataclass(frozen=True)

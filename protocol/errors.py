@@ -1,24 +1,35 @@
 """The one error tree of posassist, rooted at :class:`PosAssistError`.
 
-Protocol errors carry the websocket close code to send; see docs/protocol.md#close-codes.
+Every class declares, as class attributes, how each boundary reports it: ``close_code`` (websocket
+close, docs/protocol.md#close-codes), ``http_status`` (the relay's JSON API) and ``exit_code`` (a
+command's exit status: :data:`EXIT_FAILURE`, :data:`EXIT_USAGE`, :data:`EXIT_REFUSED`). Each
+boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, relay/connection.py
+``close_for``, and each command's ``main``. The other packages graft their classes onto this tree
+(relay/errors.py, agent/errors.py, client/http.py, protocol/pins.py…), each drawing its branch.
 
-    PosAssistError
-    ├── ProtocolError                 close_code
-    │   ├── LocalProtocolError        we tried something illegal (a bug on our side)
-    │   └── RemoteProtocolError       the peer sent something illegal
-    │       ├── PayloadTooBig         frame over the size limit                 1009
-    │       ├── MalformedMessage      not one clean msgpack map within limits   1007
-    │       ├── UnknownMessageType    tag not in the registry                   1003
-    │       ├── InvalidMessage        known tag, bad fields                     1007
-    │       ├── UnsupportedVersion    no protocol version in common             4000
-    │       ├── UnexpectedMessage     illegal in the current session state      1002
-    │       ├── UnknownReply          reply id matches no request in flight     1002
-    │       └── TooManyRequests       more requests in flight than allowed      1008
-    ├── AuthenticationError           refused sign-in or device auth            4001
-    └── SignatureError                an Ed25519 signature did not verify
+    class                             meaning                                  close HTTP exit
+    PosAssistError                    root: an error raised on purpose          1011  500   1
+    ├── ProtocolError                 a violation of the wire protocol          1002  500   1
+    │   ├── LocalProtocolError        we tried something illegal (our bug)      1011  500   1
+    │   └── RemoteProtocolError       the peer sent something illegal           1002  500   1
+    │       ├── PayloadTooBig         frame over the size limit                 1009  500   1
+    │       ├── MalformedMessage      not one clean msgpack map within limits   1007  500   1
+    │       ├── UnknownMessageType    tag not in the registry                   1003  500   1
+    │       ├── InvalidMessage        known tag, bad fields                     1007  500   1
+    │       ├── UnsupportedVersion    no protocol version in common             4000  500   1
+    │       ├── UnexpectedMessage     illegal in the current session state      1002  500   1
+    │       ├── UnknownReply          reply id matches no request in flight     1002  500   1
+    │       └── TooManyRequests       more requests in flight than allowed      1008  500   1
+    ├── AuthenticationError           refused sign-in or device auth            4001  401   3
+    ├── SignatureError                an Ed25519 signature did not verify       4001  500   3
+    ├── PinMismatch                   (protocol/pins.py) TLS key is not pinned  1008  500   3
+    ├── InvalidEnrolmentToken         (protocol/enrolment.py) damaged token     1008  400   2
+    ├── ManifestError                 (protocol/manifest.py) bad manifest       1008  400   2
+    └── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
 
-The text of an exception is for our logs. What may be shown to a peer is ``public_reason``: a short,
-fixed sentence per class that never echoes the peer's input or our internals.
+The text of an exception is for our logs and the local operator. What may be shown to a peer is
+``public_reason`` (with ``public_reason_zh`` for people): a short, fixed sentence per class that
+never echoes the peer's input or our internals.
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ from __future__ import annotations
 from typing import ClassVar, Optional
 
 __all__ = [
+    "EXIT_FAILURE",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
     "AuthenticationError",
     "InvalidMessage",
     "LocalProtocolError",
@@ -40,7 +54,16 @@ __all__ = [
     "UnknownMessageType",
     "UnknownReply",
     "UnsupportedVersion",
+    "error_line",
 ]
+
+
+#: A command's exit status: the work failed (the relay, the network or a device said no).
+EXIT_FAILURE = 1
+#: A command's exit status: bad arguments, input or configuration; retrying won't help.
+EXIT_USAGE = 2
+#: A command's exit status: refused for lack of trust (credentials, token, pin, signature, scope).
+EXIT_REFUSED = 3
 
 
 class PosAssistError(Exception):
@@ -48,8 +71,14 @@ class PosAssistError(Exception):
 
     #: A websocket close code suitable for this error (docs/protocol.md#close-codes).
     close_code: ClassVar[int] = 1011
+    #: The HTTP status the relay's API answers with (relay/handlers/api.py).
+    http_status: ClassVar[int] = 500
+    #: A command's exit status (:data:`EXIT_FAILURE`, :data:`EXIT_USAGE`, :data:`EXIT_REFUSED`).
+    exit_code: ClassVar[int] = EXIT_FAILURE
     #: What may be told to the peer; never includes their input or our internals.
     public_reason: ClassVar[str] = "internal error"
+    #: ``public_reason`` for a Chinese-reading person (merchants, technicians).
+    public_reason_zh: ClassVar[str] = "内部错误"
 
 
 class ProtocolError(PosAssistError):
@@ -57,6 +86,7 @@ class ProtocolError(PosAssistError):
 
     close_code = 1002
     public_reason = "protocol error"
+    public_reason_zh = "协议错误"
 
 
 class LocalProtocolError(ProtocolError):
@@ -64,6 +94,7 @@ class LocalProtocolError(ProtocolError):
 
     close_code = 1011
     public_reason = "internal error"
+    public_reason_zh = "内部错误"
 
 
 class RemoteProtocolError(ProtocolError):
@@ -135,11 +166,31 @@ class AuthenticationError(PosAssistError):
     """A device or a person failed to authenticate."""
 
     close_code = 4001
+    http_status = 401
+    exit_code = EXIT_REFUSED
     public_reason = "authentication failed"
+    public_reason_zh = "认证失败"
 
 
 class SignatureError(PosAssistError):
     """An Ed25519 signature did not verify, or a key could not be loaded."""
 
     close_code = 4001
+    exit_code = EXIT_REFUSED
     public_reason = "bad signature"
+    public_reason_zh = "签名无效"
+
+
+def error_line(exc: PosAssistError) -> str:
+    """The one line a command prints for ``exc`` (to stderr, then it exits ``exc.exit_code``).
+
+    ``error: <public reason>: <message> / <public reason in Chinese>``; the message is for the
+    local operator (it may name their files), so this is for a command's own output, never a peer.
+    """
+    message = str(exc)
+    text = (
+        exc.public_reason
+        if message in ("", exc.public_reason)
+        else f"{exc.public_reason}: {message}"
+    )
+    return f"error: {text} / {exc.public_reason_zh}"

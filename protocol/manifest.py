@@ -10,7 +10,7 @@ import dataclasses
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .errors import PosAssistError
+from .errors import EXIT_USAGE, PosAssistError
 
 __all__ = [
     "INTERPRETERS",
@@ -46,13 +46,21 @@ Scalar = Union[str, int, float, bool]
 class ManifestError(PosAssistError):
     """A manifest that does not follow docs/scripts.md#manifest: the script is refused."""
 
+    close_code = 1008
+    http_status = 400
+    exit_code = EXIT_USAGE
     public_reason = "invalid script manifest"
+    public_reason_zh = "脚本清单无效"
 
 
 class ParamError(PosAssistError):
     """A run's parameters do not fit the script's schema: nothing runs."""
 
+    close_code = 1008
+    http_status = 400
+    exit_code = EXIT_USAGE
     public_reason = "invalid script parameters"
+    public_reason_zh = "脚本参数无效"
 
 
 @dataclasses.dataclass(frozen=True)

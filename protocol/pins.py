@@ -13,7 +13,7 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .errors import PosAssistError
+from .errors import EXIT_REFUSED, PosAssistError
 
 __all__ = [
     "PIN_PATTERN",
@@ -32,7 +32,9 @@ class PinMismatch(PosAssistError):
     """The relay's certificate does not carry the public key the enrolment token pinned."""
 
     close_code = 1008
+    exit_code = EXIT_REFUSED
     public_reason = "TLS public key does not match the pin"
+    public_reason_zh = "服务器的TLS密钥与登记的不符"
 
     def __init__(self, message: str, *, expected: str = "", got: str = "") -> None:
         super().__init__(message)

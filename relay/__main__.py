@@ -23,6 +23,7 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.protocol.errors import EXIT_USAGE, error_line
 
 from . import __version__
 from .app import create_app, drain_routes
@@ -277,8 +278,12 @@ def _scope(text: str) -> Scope | None:
         return None
 
 
-class NothingToVerifyError(Exception):
+class NothingToVerifyError(PosAssistError):
     """``audit verify`` found no relay database where pointed; the text says what is missing."""
+
+    exit_code = EXIT_USAGE
+    public_reason = "nothing verified"
+    public_reason_zh = "没有可校验的审计记录"
 
 
 def _existing_database(data: Path | None, url_text: str | None) -> tuple[sa.URL, str]:
@@ -339,11 +344,7 @@ async def _verify_existing(url: sa.URL, shown: str) -> VerifyResult:
 async def _audit_verify(args: argparse.Namespace) -> int:
     """Verify an existing database's chain; creates and migrates nothing (see the parser)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its version check is no news
-    try:
-        result = await _verify_existing(*_existing_database(args.data, args.database))
-    except NothingToVerifyError as exc:
-        print(f"error: {exc}; nothing verified", file=sys.stderr)
-        return 2
+    result = await _verify_existing(*_existing_database(args.data, args.database))
     print(result.describe())
     return 0 if result.ok else 1
 
@@ -424,10 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":
             return int(asyncio.run(_with_storage(config, lambda s: _init(args, s))))
         return int(asyncio.run(_with_storage(config, lambda s: _admin(args, s, config))))
-    except (PosAssistError, ValueError, OSError) as exc:
-        reason = getattr(exc, "public_reason", None) or str(exc)
-        print(f"error: {reason} ({exc})", file=sys.stderr)
-        return 2
+    except PosAssistError as exc:  # the one place errors become words and an exit status
+        print(error_line(exc), file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, OSError) as exc:  # a file or value given on the command line
+        print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

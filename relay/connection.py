@@ -53,8 +53,11 @@ class _NoCount:
 _NO_COUNT = _NoCount()
 
 
-class ConnectionClosedError(Exception):
+class ConnectionClosedError(PosAssistError):
     """The peer went away or the websocket closed; nothing more will arrive."""
+
+    public_reason = "connection closed"
+    public_reason_zh = "连接已断开"
 
 
 class SlowConsumerError(PosAssistError):
@@ -62,6 +65,7 @@ class SlowConsumerError(PosAssistError):
 
     close_code = SLOW_CONSUMER
     public_reason = "too slow: outbox full"
+    public_reason_zh = "对方接收过慢, 连接已断开"
 
 
 class WebSocketSession:

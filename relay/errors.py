@@ -1,23 +1,32 @@
 """Errors the relay raises on purpose, grafted onto :mod:`protocol.errors`.
 
-Each class has a fixed ``public_reason`` (safe to show a console or agent) and ``http_status``;
-the exception text is for our logs only and is never sent to a peer.
+Each class has a fixed ``public_reason`` (safe to show a console or agent), ``http_status``,
+``close_code`` and ``exit_code`` (protocol/errors.py says where each is mapped); the exception
+text is for our logs only and is never sent to a peer.
 
+    class                             meaning                                  close HTTP exit
     PosAssistError
-    ├── StorageError                  the data layer failed                      500
-    │   ├── NotFound                  no such row                                404
-    │   ├── Conflict                  unique key taken / illegal state change    409
-    │   └── StorageUnavailable        database unreachable, locked or timed out  503
-    ├── ScopeError                    target outside the caller's tenant scope   403
-    └── AuthenticationError           (protocol.errors)                          401
+    ├── StorageError                  the data layer failed                     1011  500   1
+    │   ├── NotFound                  no such row                               1008  404   2
+    │   ├── Conflict                  unique key taken / illegal state change   1008  409   2
+    │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
+    ├── ScopeError                    target outside the caller's tenant scope  4003  403   3
+    ├── BadRequest                    a request body the API can't take         1008  400   2
+    ├── RateLimited                   too many requests from one address        1008  429   1
+    ├── SignInEnded                   a console's token expired or was revoked  4001  401   3
+    ├── OfflineError                  (relay/routing.py) device not connected   1011  503   1
+    ├── ConnectionClosedError         (relay/connection.py) peer went away      1011  500   1
+    ├── SlowConsumerError             (relay/connection.py) outbox full         4008  500   1
+    ├── NothingToVerifyError          (relay/__main__.py) no database there     1011  500   2
+    └── AuthenticationError           (protocol.errors)                         4001  401   3
         ├── BadCredentials            unknown user or wrong password
-        ├── LockedOut                 too many failed sign-ins (``until``)       429
+        ├── LockedOut                 too many failed sign-ins (``until``)            429
         ├── TokenError                bearer token refused
         │   ├── TokenUnknown
         │   ├── TokenExpired
         │   └── TokenRevoked
-        ├── DeviceRevoked             an enrolled device that was revoked
-        └── EnrolmentError            enrolment token refused                    403
+        ├── DeviceRevoked             an enrolled device that was revoked             403
+        └── EnrolmentError            enrolment token refused                         403
             ├── EnrolmentTokenUnknown
             ├── EnrolmentTokenUsed
             ├── EnrolmentTokenExpired
@@ -27,12 +36,16 @@ the exception text is for our logs only and is never sent to a peer.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from posassist.protocol.errors import AuthenticationError, PosAssistError
+from posassist.protocol.errors import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    AuthenticationError,
+    PosAssistError,
+)
 
 __all__ = [
     "BadCredentials",
+    "BadRequest",
     "Conflict",
     "DeviceRevoked",
     "EnrolmentError",
@@ -43,6 +56,7 @@ __all__ = [
     "EnrolmentWrongRelay",
     "LockedOut",
     "NotFound",
+    "RateLimited",
     "ScopeError",
     "StorageError",
     "StorageUnavailable",
@@ -56,7 +70,7 @@ __all__ = [
 class StorageError(PosAssistError):
     """The data layer failed; the request did not take effect."""
 
-    http_status: ClassVar[int] = 500
+    http_status = 500
     close_code = 1011
     public_reason = "internal error"
 
@@ -66,7 +80,9 @@ class NotFound(StorageError):
 
     http_status = 404
     close_code = 1008
+    exit_code = EXIT_USAGE
     public_reason = "not found"
+    public_reason_zh = "未找到"
 
 
 class Conflict(StorageError):
@@ -74,7 +90,9 @@ class Conflict(StorageError):
 
     http_status = 409
     close_code = 1008
+    exit_code = EXIT_USAGE
     public_reason = "conflict with the current state"
+    public_reason_zh = "与当前状态冲突"
 
 
 class StorageUnavailable(StorageError):
@@ -83,31 +101,52 @@ class StorageUnavailable(StorageError):
     http_status = 503
     close_code = 1013  # try again later
     public_reason = "service temporarily unavailable"
+    public_reason_zh = "服务暂时不可用"
 
 
 class ScopeError(PosAssistError):
     """The caller's role or tenant scope does not cover the target."""
 
-    http_status: ClassVar[int] = 403
+    http_status = 403
     close_code = 4003
+    exit_code = EXIT_REFUSED
     public_reason = "not permitted"
+    public_reason_zh = "无权操作"
 
 
-# AuthenticationError (protocol.errors) has no http_status; the subclasses below set it.
+class BadRequest(PosAssistError):
+    """The request body is missing a field, has the wrong type, or is not JSON."""
+
+    close_code = 1008
+    http_status = 400
+    exit_code = EXIT_USAGE
+    public_reason = "bad request"
+    public_reason_zh = "请求无效"
+
+
+class RateLimited(PosAssistError):
+    """Too many requests from one address or for one account; the caller should slow down."""
+
+    close_code = 1008
+    http_status = 429
+    public_reason = "too many requests; slow down"
+    public_reason_zh = "请求过于频繁, 请稍后再试"
 
 
 class BadCredentials(AuthenticationError):
     """Unknown username or wrong password; deliberately indistinguishable to the peer."""
 
-    http_status: ClassVar[int] = 401
+    http_status = 401
     public_reason = "invalid username or password"
+    public_reason_zh = "用户名或密码错误"
 
 
 class LockedOut(AuthenticationError):
     """Sign-in refused because of repeated failures, until ``until`` (epoch seconds)."""
 
-    http_status: ClassVar[int] = 429
+    http_status = 429
     public_reason = "too many failed sign-ins; try again later"
+    public_reason_zh = "登录失败次数过多, 请稍后再试"
 
     def __init__(self, until: float) -> None:
         super().__init__(f"locked out until {until}")
@@ -117,8 +156,9 @@ class LockedOut(AuthenticationError):
 class TokenError(AuthenticationError):
     """A bearer token was refused."""
 
-    http_status: ClassVar[int] = 401
+    http_status = 401
     public_reason = "invalid token"
+    public_reason_zh = "登录已失效, 请重新登录"
 
 
 class TokenUnknown(TokenError):
@@ -140,15 +180,17 @@ class TokenRevoked(TokenError):
 class DeviceRevoked(AuthenticationError):
     """The device was enrolled but has since been revoked."""
 
-    http_status: ClassVar[int] = 403
+    http_status = 403
     public_reason = "device revoked"
+    public_reason_zh = "设备已被注销"
 
 
 class EnrolmentError(AuthenticationError):
     """An enrolment token was refused; nothing was enrolled."""
 
-    http_status: ClassVar[int] = 403
+    http_status = 403
     public_reason = "enrolment token refused"
+    public_reason_zh = "登记码被拒绝"
 
 
 class EnrolmentTokenUnknown(EnrolmentError):

@@ -2,18 +2,10 @@
 
 Fields come from ``logging``'s ``extra=`` and from :func:`log_context`, so handlers stay one-liners.
 
-Wiring (``relay/__main__.py``, before ``web.run_app``)::
-
-    from posassist.relay.logs import configure_logging
-
-    configure_logging(args.log_level, json=args.log_json)   # e.g. --log-level INFO --log-json
-
-In handlers and connections::
-
-    log.info("agent connected", extra={"device_id": presence.device_id, "peer": peer.peer})
-
-    with log_context(request_id=req.id, user=user.name):   # every record inside carries both,
-        await route(req)                                   # tasks started inside inherit them
+``relay/__main__.py`` calls :func:`configure_logging` once (``--log-json``). Handlers log with
+fields (``log.info("agent connected", extra={"device_id": …})``); the API's error middleware
+(relay/handlers/api.py) wraps every request in ``log_context(method=…, path=…, peer=…)``, so every
+record logged while handling it carries them (tasks started inside inherit them).
 
 Masking: any field whose name contains ``password``, ``passwd``, ``secret``, ``token``,
 ``authorization``, ``cookie``, ``api_key`` or ``private_key`` (at any depth of a dict or list) is

@@ -2,25 +2,10 @@
 
 No global default registry: two applications in one process (tests, benchmarks) never share a count.
 
-Wiring into ``create_app(config)`` (``relay/app.py``)::
-
-    from posassist.relay.metrics import METRICS, RelayMetrics, metrics_handler
-
-    metrics = RelayMetrics()
-    app[METRICS] = metrics
-    app.router.add_get("/metrics", metrics_handler(metrics))
-    # Gauges that mirror in-memory state are read at scrape time, so they can never drift:
-    metrics.agents_connected.set_function(lambda: len(state.agents))
-    metrics.consoles_connected.set_function(lambda: len(state.consoles))
-
-In the handlers (``m = request.app[METRICS]``)::
-
-    with m.handshake_duration.time():                 # Hello .. Accepted/Refused
-        presence = await _authenticate_agent(peer, state)
-    m.refused("bad_signature")                        # a fixed code, never free text
-    m.frames_received.labels(endpoint="agent").inc()  # per frame: a plain, lock-free tally
-    m.frames_sent.labels(endpoint="console").inc(n)
-    m.routed("diagnostics", "ok", seconds=loop.time() - started)   # once per routed request
+``create_app`` (relay/app.py) makes one :class:`RelayMetrics` per application and serves it at
+``/metrics``; gauges that mirror in-memory state are read at scrape time, so they never drift.
+Handlers time handshakes, tally frames and routed requests; every audited refusal is counted in
+``RelayState.audit`` under its reason (:func:`refusal_reason`), never under the refused action.
 
 Label values must come from small fixed sets (message tags, :data:`OUTCOMES`,
 :data:`REFUSAL_REASONS`, :data:`ENDPOINTS`); a device id or user name as a label would grow the
@@ -30,7 +15,7 @@ the loopback or an operator network, or put it behind the operator role once sig
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -39,7 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 __all__ = [
     "ENDPOINTS",
@@ -51,6 +36,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "RelayMetrics",
     "metrics_handler",
+    "refusal_reason",
 ]
 
 NAMESPACE: Final = "posassist_relay"
@@ -92,7 +78,38 @@ REFUSAL_REASONS: Final = (
     "rate_limited",
     "protocol_error",
     "too_slow",
+    "script_refused",
+    "other",
 )
+#: An audited refusal's ``detail["reason"]`` (or, failing that, its action) → its reason label.
+_REASON_OF: Final = {
+    "revoked": "device_revoked",
+    "forbidden": "scope",
+    "out of scope": "scope",
+    "rate limited": "rate_limited",
+    "locked out": "locked_out",
+    "unknown user": "bad_credentials",
+    "bad password": "bad_credentials",
+    "token expired": "token_invalid",
+    "console.connect": "token_invalid",
+    "api.auth": "token_invalid",
+    "device.enrol": "enrolment_refused",
+    "agent.message": "protocol_error",
+    "script.run.refused": "script_refused",
+}
+
+
+def refusal_reason(action: str, detail: Mapping[str, Any] | None = None) -> str:
+    """The :data:`REFUSAL_REASONS` label of an audited refusal: from its fixed ``reason`` code or
+    its action (never free text, so the label set stays fixed); ``other`` if neither is known."""
+    reason = str((detail or {}).get("reason", ""))
+    if reason in REFUSAL_REASONS:
+        return reason
+    if reason.startswith("role "):
+        return "scope"
+    return _REASON_OF.get(reason) or _REASON_OF.get(action) or "other"
+
+
 #: Which websocket endpoint a frame crossed.
 ENDPOINTS: Final = ("agent", "console")
 
@@ -160,8 +177,9 @@ class RelayMetrics:
         self.request_latency.labels(kind=kind).observe(seconds)
 
     def refused(self, reason: str) -> None:
-        """Count one refusal; ``reason`` is a fixed code (see :data:`REFUSAL_REASONS`)."""
-        self.refusals.labels(reason=reason).inc()
+        """Count one refusal; ``reason`` is a fixed code (see :data:`REFUSAL_REASONS`); any other
+        text counts as ``other``, so a label can never grow the registry."""
+        self.refusals.labels(reason=reason if reason in REFUSAL_REASONS else "other").inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry in the format ``accept`` asks for (Prometheus text by default).

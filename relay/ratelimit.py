@@ -2,22 +2,11 @@
 
 Nothing here reads a clock or knows aiohttp; callers pass ``time.monotonic()``.
 
-Wiring (the other engineer's ``create_app`` / handlers)::
-
-    from posassist.relay.ratelimit import KeyedLimiter
-
-    # one limiter per purpose, per application (no globals), e.g. on RelayState:
-    login_by_ip = KeyedLimiter(rate=1.0, burst=10, max_keys=100_000)        # 10 at once, 1/s after
-    requests_by_user = KeyedLimiter(rate=20.0, burst=40, max_keys=50_000)
-
-    # in the login handler, before touching the password hash (scrypt is the expensive part):
-    now = time.monotonic()
-    if not login_by_ip.allow(request.remote or "?", now):
-        wait = login_by_ip.retry_after(request.remote or "?", now)
-        metrics.refusals.labels(reason="rate_limited").inc()
-        raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))})
-
-    # in console request routing, per signed-in user; refuse with a protocol error, keep the socket.
+``RelayState`` holds one limiter per purpose (no globals): sign-ins by address, checked before
+the password hash is touched (relay/handlers/api.py ``login``, which answers 429 ``RateLimited``),
+and console requests by user (relay/handlers/consoles.py, which refuses the request with
+``rate_limited`` and keeps the socket). Both refusals are audited and counted under the
+``rate_limited`` reason in ``/metrics``.
 
 Lockout after repeated *failed* passwords is a separate, durable rule kept in storage; these buckets
 only bound how fast anyone may try, and forget everything on restart.

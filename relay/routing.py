@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from posassist.protocol import ErrorReply, Message
+from posassist.protocol import ErrorReply, Message, PosAssistError
 from posassist.protocol.messages import ScriptOutput, ScriptStarted
 
 if TYPE_CHECKING:
@@ -32,8 +32,12 @@ class Link(Protocol):
         """Queue ``msg`` (under ``request_id`` if given, as forwarded requests and replies are)."""
 
 
-class OfflineError(Exception):
-    """The target device has no live connection to this relay."""
+class OfflineError(PosAssistError):
+    """The target device has no live connection to this relay (relay/errors.py draws the tree)."""
+
+    http_status = 503
+    public_reason = "device offline"
+    public_reason_zh = "设备不在线"
 
 
 @dataclass(slots=True, eq=False)

@@ -5,13 +5,9 @@ holds only the online snapshot and timestamp keys (``keys/``, never served) and 
 ``timestamp.json`` (and ``N.snapshot.json`` when it too nears expiry) before agents would refuse
 it as frozen. It can't sign targets, so it can't add or change a script (docs/scripts.md#trust).
 
-Wiring (not yet done in relay/app.py): in ``create_app``, after ``api.add_routes(app)``::
-
-    from .scripts_repo import add_script_routes
-    if (config.data / "scripts" / "metadata").is_dir():
-        add_script_routes(app, config.data / "scripts")
-
-Agents then use ``http(s)://relay/v1/scripts/metadata/`` and ``…/v1/scripts/targets/``.
+``create_app`` (relay/app.py) adds these routes when the data directory holds a published
+repository; agents then fetch ``http(s)://relay/v1/scripts/metadata/`` and ``…/targets/``
+through client/http.py.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from aiohttp import web
 from .audit import Outcome
 from .connection import WebSocketSession
 from .errors import NotFound, ScopeError, StorageError
+from .metrics import refusal_reason
 from .storage import Role, Scope, ScopeKind
 
 if TYPE_CHECKING:
@@ -134,10 +135,10 @@ class RelayState:
         """Append to the hash-chained audit log (every change, command and refusal).
 
         Every refusal passes through here, so this is also where refusals are counted for
-        ``/metrics``, labelled by the (fixed, code-defined) action that was refused.
+        ``/metrics``, labelled by why (:func:`metrics.refusal_reason`), never by the action.
         """
         if outcome is Outcome.REFUSED:
-            self.metrics.refused(action)
+            self.metrics.refused(refusal_reason(action, detail))
         await self.storage.append(
             actor=actor,
             action=action,

@@ -1,22 +1,9 @@
 """TLS for the relay: the server context, the certificate's SPKI pin, and clients that check it.
 
-The pin goes into enrolment tokens (``tls_pin``); agents verify the relay by it (agent/tlspin.py).
-
-Wiring (``relay/__main__.py``, ``serve --tls-cert F --tls-key F``; ``create_app`` needs nothing)::
-
-    from posassist.relay.tls import server_ssl_context, spki_pin
-
-    ssl_context = server_ssl_context(args.tls_cert, args.tls_key)   # ValueError: print it, exit 2
-    tls_pin = spki_pin(args.tls_cert.read_bytes())                  # keep on RelayConfig
-    web.run_app(app, host=..., port=..., ssl_context=ssl_context)
-    # enrolment tokens then carry relay_url="wss://host:port" and tls_pin=tls_pin
-
-The console (aiohttp client) checks the pin before its request is sent::
-
-    async with session.get(url, ssl=aiohttp_pin(tls_pin)) as resp: ...
-
-The agent (websockets, Python 3.8) uses ``agent/tlspin.py``; the pin itself is computed and
-compared in ``protocol/pins.py``, shared by both.
+The pin goes into enrolment tokens (``tls_pin``); agents and consoles verify the relay by it:
+over HTTP through client/http.py, over websockets through client/tlspin.py; the pin itself is
+computed and compared in protocol/pins.py. ``relay/__main__.py`` loads the context for
+``serve --tls-cert F --tls-key F`` and keeps the pin on ``RelayConfig``.
 """
 
 from __future__ import annotations
@@ -24,15 +11,15 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING
 
-import aiohttp
-
-from posassist.protocol.pins import PinMismatch, check_pin, spki_pin_from_pem, validate_pin
+from posassist.client import http as client_http
+from posassist.protocol.pins import spki_pin_from_pem
 
 if TYPE_CHECKING:
-    import asyncio
     from os import PathLike
 
-__all__ = ["SERVER_CIPHERS", "SpkiPin", "aiohttp_pin", "server_ssl_context", "spki_pin"]
+    import aiohttp
+
+__all__ = ["SERVER_CIPHERS", "aiohttp_pin", "server_ssl_context", "spki_pin"]
 
 #: TLS 1.2 suites: forward secrecy and AEAD only. (TLS 1.3 suites are all of that already and are
 #: set by OpenSSL, not by this string.) Python 3.8 agents on Windows 7 bring OpenSSL 1.1.1, which
@@ -77,32 +64,9 @@ def spki_pin(cert_pem: bytes | str) -> str:
     return spki_pin_from_pem(cert_pem.encode("ascii") if isinstance(cert_pem, str) else cert_pem)
 
 
-class SpkiPin(aiohttp.Fingerprint):
-    """An aiohttp ``ssl=`` value that accepts the server whose certificate key has this pin.
+def aiohttp_pin(pin: str) -> aiohttp.Fingerprint:
+    """``ssl=aiohttp_pin(pin)`` makes an aiohttp request trust exactly the relay with ``pin``.
 
-    aiohttp checks a ``Fingerprint`` right after the TLS handshake, before writing the request;
-    this one compares the SPKI pin instead of the whole certificate's hash, so a relay may
-    re-issue its certificate with the same key. A mismatch raises
-    ``aiohttp.ServerFingerprintMismatch``.
+    The one pin rule of client/http.py (checked after the handshake, before the request).
     """
-
-    def __init__(self, pin: str) -> None:
-        super().__init__(bytes.fromhex(validate_pin(pin)))
-        self.pin = pin
-
-    def check(self, transport: asyncio.Transport) -> None:
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        try:
-            check_pin(der or b"", self.pin)
-        except PinMismatch as exc:
-            peer = transport.get_extra_info("peername") or ("?", 0)
-            got = bytes.fromhex(exc.got) if len(exc.got) == 64 else b""
-            raise aiohttp.ServerFingerprintMismatch(
-                self.fingerprint, got, peer[0], peer[1]
-            ) from exc
-
-
-def aiohttp_pin(pin: str) -> SpkiPin:
-    """``ssl=aiohttp_pin(pin)`` makes an aiohttp request trust exactly the relay with ``pin``."""
-    return SpkiPin(pin)
+    return client_http.aiohttp_pin(pin)

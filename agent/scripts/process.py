@@ -5,6 +5,7 @@ and the whole process tree killed on timeout or cancel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -314,6 +315,10 @@ async def run_process(
                 pass  # a process that escaped the tree still holds a pipe: stop reading
     except BaseException:
         kill_tree(proc.pid)
+        # Reap the killed tree and read its pipes to the end, briefly, so its transport closes
+        # here and not (with a ResourceWarning) whenever it is garbage-collected.
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(waiter, pumps)), DRAIN_TIMEOUT)
         raise
     finally:
         for task in (pumps, waiter):

@@ -336,7 +336,13 @@ class ScriptRunner:
                 )
             except asyncio.CancelledError:
                 if backup_id is not None:  # the tree is dead; put the files back before leaving
-                    self.backups.restore(backup_id)
+                    # on a worker thread, not the loop; shielded so a second cancel can't stop it
+                    # half way (the thread finishes the restore either way)
+                    await asyncio.shield(
+                        asyncio.get_running_loop().run_in_executor(
+                            None, self.backups.restore, backup_id
+                        )
+                    )
                 raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Set, Tuple, Union
 
+from posassist.client.http import HttpError
 from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
 from posassist.protocol.pins import PinMismatch
 
@@ -27,6 +28,8 @@ __all__ = [
 
 #: Where the signed target's ``custom`` metadata carries the manifest (console/scripts_repo.py).
 MANIFEST_FIELD = "posassist-manifest"
+#: The most bytes one download from the repository may have, whatever tuf allows.
+MAX_DOWNLOAD = 64 * 1024 * 1024
 #: Path tiers, tried in this order; ``high`` is the role with the two-approver threshold.
 TIERS = ("high", "low")
 
@@ -80,37 +83,19 @@ def _prepare_cache(cache_dir: Path, pinned: str) -> bool:
 
 def _pinned_fetcher(pin: str) -> Any:
     """A tuf fetcher for an https relay trusted by its TLS key pin alone (no CA, no hostname),
-    the same trust as the agent's websocket (docs/protocol.md#enrolment)."""
-    import http.client
-    from urllib.parse import urlsplit
-
+    the same trust as the agent's websocket (docs/protocol.md#enrolment), through client/http.py."""
     from tuf.api.exceptions import DownloadHTTPError
     from tuf.ngclient.fetcher import FetcherInterface
 
-    from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
-
-    context = client_ssl_context_for_pin(pin)
+    from posassist.client import http
 
     class PinnedFetcher(FetcherInterface):
         def _fetch(self, url: str) -> Iterator[bytes]:
-            parts = urlsplit(url)
-            conn = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port or 443, timeout=30, context=context
-            )
-            try:
-                conn.connect()
-                check_pin(conn.sock, pin)  # before the request: not our relay, not our bytes
-                conn.request("GET", parts.path + ("?" + parts.query if parts.query else ""))
-                response = conn.getresponse()
-                if response.status != 200:
-                    raise DownloadHTTPError(f"HTTP {response.status} for {url}", response.status)
-                while True:
-                    chunk = response.read(64 * 1024)
-                    if not chunk:
-                        break
-                    yield chunk
-            finally:
-                conn.close()
+            # tuf caps each file's length itself; MAX_DOWNLOAD is only the backstop.
+            with http.stream("GET", url, pin=pin, timeout=30, max_bytes=MAX_DOWNLOAD) as answer:
+                if answer.status != 200:
+                    raise DownloadHTTPError(f"HTTP {answer.status} for {url}", answer.status)
+                yield from answer.iter_bytes()
 
     return PinnedFetcher()
 
@@ -185,7 +170,7 @@ def verify_script(
         return _verify_target(updater, cache, script_id, version, max_size)
     except ScriptVerificationError:
         raise
-    except PinMismatch as exc:  # raised while tuf reads the pinned fetcher's stream
+    except (PinMismatch, HttpError) as exc:  # raised while tuf reads the pinned fetcher's stream
         raise ScriptVerificationError("unreachable", exc.public_reason) from None
     except tuf_errors.UnsignedMetadataError as exc:
         raise ScriptVerificationError("unsigned", str(exc)) from None

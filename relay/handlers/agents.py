@@ -60,13 +60,13 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         with state.metrics.handshake_duration.time():
             device_id = await _authenticate(peer, state)
         await _serve(device_id, peer, state)
+    except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        log.info("agent connection from %s ended: %s", peer.peer, type(exc).__name__)
     except PosAssistError as exc:
         if device_id is not None and isinstance(exc, RemoteProtocolError):
             # before closing: once the socket is closed aiohttp may cancel this handler
             await _audit_refused_frame(state, device_id, peer, exc)
         await peer.close_for(exc)
-    except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
-        log.info("agent connection from %s ended: %s", peer.peer, type(exc).__name__)
     finally:
         state.sockets.discard(ws)
         await peer.stop_writer()

@@ -19,8 +19,17 @@ from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 
 from ..audit import Outcome
-from ..errors import BadCredentials, LockedOut, NotFound, ScopeError, TokenError
-from ..passwords import hash_password, verify_password
+from ..errors import (
+    BadCredentials,
+    BadRequest,
+    LockedOut,
+    NotFound,
+    RateLimited,
+    ScopeError,
+    TokenError,
+)
+from ..logs import log_context
+from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
 from .agents import disconnect_revoked
@@ -34,32 +43,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _DUMMY_HASH: str | None = None
 
 
-class BadRequest(PosAssistError):
-    """The request body is missing a field, has the wrong type, or is not JSON."""
-
-    http_status = 400
-    public_reason = "bad request"
-
-
-class RateLimited(PosAssistError):
-    http_status = 429
-    public_reason = "too many requests; slow down"
-
-
 def error_response(exc: PosAssistError) -> web.Response:
-    status = int(getattr(exc, "http_status", 500))
+    """``{"error": class name, "message": public reason}`` with the class's ``http_status``."""
     return web.json_response(
-        {"error": type(exc).__name__, "message": exc.public_reason}, status=status
+        {"error": type(exc).__name__, "message": exc.public_reason}, status=exc.http_status
     )
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map our error tree to JSON responses in one place."""
-    try:
-        return await handler(request)
-    except PosAssistError as exc:
-        return error_response(exc)
+    """Map our error tree to JSON responses in one place (protocol/errors.py: ``http_status``);
+    every record logged while handling the request carries its method, path and peer."""
+    with log_context(method=request.method, path=request.path[:200], peer=str(request.remote)):
+        try:
+            return await handler(request)
+        except PosAssistError as exc:
+            if exc.http_status >= 500:
+                log.warning("request failed: %s: %s", type(exc).__name__, exc)
+            return error_response(exc)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -175,7 +176,7 @@ async def login(request: web.Request) -> web.Response:
     try:
         user = await state.storage.get_user(username)
     except NotFound:
-        await asyncio.to_thread(verify_password, password, _dummy_hash())
+        await asyncio.to_thread(lambda: verify_password(password, _dummy_hash()))
         await state.audit(
             f"ip:{request.remote}",
             "user.login",
@@ -210,6 +211,9 @@ async def login(request: web.Request) -> web.Response:
         )
         raise LockedOut(username) if locked else BadCredentials(username)
     await state.storage.record_login_success(user.id)
+    if needs_rehash(user.password_hash):  # made at an older cost: re-hash while we know it
+        rehashed = await asyncio.to_thread(hash_password, password)
+        await state.storage.set_password_hash(user.id, rehashed)
     token = await state.storage.issue_token(user.id, now=now, ttl=config.token_ttl)
     await state.audit(
         f"user:{username}", "user.login", f"user:{username}", Outcome.OK, {"peer": request.remote}

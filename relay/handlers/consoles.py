@@ -21,7 +21,7 @@ from posassist.protocol import (
     Session,
     TokenAuth,
 )
-from posassist.protocol.errors import UnexpectedMessage
+from posassist.protocol.errors import EXIT_REFUSED, UnexpectedMessage
 
 from ..audit import AuditEntry, Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
@@ -46,7 +46,10 @@ class SignInEnded(PosAssistError):
     """The console's bearer token expired or was revoked (signed out) while it was connected."""
 
     close_code = 4001
+    http_status = 401
+    exit_code = EXIT_REFUSED
     public_reason = "sign-in expired or revoked"
+    public_reason_zh = "登录已过期或被撤销"
 
 
 def token_key(token: str) -> bytes:
@@ -73,10 +76,10 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         state.console_tokens.setdefault(key, set()).add(peer)
         state.consoles += 1
         await _serve(user, peer, state, expires_at)
-    except PosAssistError as exc:
-        await peer.close_for(exc)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
         log.info("console connection from %s ended: %s", peer.peer, type(exc).__name__)
+    except PosAssistError as exc:
+        await peer.close_for(exc)
     finally:
         state.sockets.discard(ws)
         if user is not None:

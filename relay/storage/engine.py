@@ -292,7 +292,7 @@ class SqliteDatabase:
             self._engine.dispose()
 
 
-class _Locked(Exception):
+class _Locked(StorageUnavailable):
     """Another connection holds SQLite's write lock (an inline write then goes to a thread)."""
 
 

@@ -630,3 +630,46 @@ async def test_preconditions_are_checked_again_after_consent(tmp_path: Path, rec
     assert result.refusal.code == "sale_open"
     assert rec.kinds == ["consent_asked", "consent_answered", "refused"]
     assert not marker.exists()
+
+
+async def test_a_cancelled_run_restores_its_backup_off_the_event_loop(
+    tmp_path: Path, runner: ScriptRunner, rec: Recorder
+) -> None:
+    import threading
+
+    (tmp_path / "pos").mkdir()
+    config = tmp_path / "pos" / "config.ini"
+    config.write_bytes(CONFIG)
+    folder = script_dir(
+        tmp_path,
+        f"""
+        import time
+        open({str(config)!r}, "ab").write(b"half written")
+        print("written", flush=True)
+        time.sleep(600)
+        """,
+    )
+    threads: list[threading.Thread] = []
+    restore = runner.backups.restore
+
+    def recording_restore(backup_id: str):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        return restore(backup_id)
+
+    runner.backups.restore = recording_restore  # type: ignore[method-assign]
+    written = asyncio.Event()
+
+    async def output(chunk: OutputChunk) -> None:
+        if b"written" in chunk.data:
+            written.set()
+
+    task = asyncio.ensure_future(
+        runner.run(manifest(backup=["${POS_DATA}/config.ini"]), folder, {}, on_output=output)
+    )
+    await asyncio.wait_for(written.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    assert config.read_bytes() == CONFIG
+    assert len(threads) == 1
+    assert threads[0] is not threading.main_thread()  # a worker, not the event loop's thread

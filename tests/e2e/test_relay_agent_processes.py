@@ -27,7 +27,7 @@ def test_operator_enrols_a_till_and_it_connects(tmp_path: Path) -> None:
         assert "登记成功" in enrolled.stdout
         again = py("agent", "enroll", token, "--data", str(tmp_path / "till2"))
         assert again.returncode == 3
-        assert "already used" in again.stdout
+        assert "already used" in again.stderr
         connected = py("agent", "run", "--data", till, "--once")
         assert connected.returncode == 0, connected.stderr
         assert "已连接到服务器" in connected.stdout

@@ -142,12 +142,17 @@ def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path)
         login = tech.login_args(url)
         # without a pin the system CA store can't vouch for a self-signed relay; with the wrong
         # pin the password is never sent
-        assert tech(*login).returncode == 1
+        untrusted = tech(*login)
+        assert untrusted.returncode == 3, untrusted.stderr  # EXIT_REFUSED: CertificateUntrusted
+        assert "relay certificate not trusted" in untrusted.stderr
         wrong = tech(*login, "--tls-cert", str(other))
-        assert wrong.returncode == 1
+        assert wrong.returncode == 3  # EXIT_REFUSED: PinMismatch
         assert "does not match the pin" in wrong.stderr
         assert not (tech.home / "session.json").exists()
+        assert tech("health", "--relay", url).returncode == 3  # no pin yet: not trusted
+        assert "1 agent(s) connected" in ok(tech("health", "--relay", url, "--tls-cert", str(cert)))
         tech.login(url, "--tls-cert", str(cert))
+        assert "1 agent(s) connected" in ok(tech("health", "--relay", url))  # the session's pin
         assert device in ok(tech("devices"))
         assert "tls-echo" in ok(tech("scripts", "list"))
         ran = tech("run", device, "tls-echo", "--version", "1.0.0", "--unattended")

@@ -183,3 +183,31 @@ def test_configure_logging_installs_one_handler_and_replaces_it_on_repeat() -> N
         for h in [h for h in root.handlers if h not in before_handlers]:
             root.removeHandler(h)
         root.setLevel(before_level)
+
+
+async def test_records_logged_while_an_api_request_is_handled_carry_its_method_path_and_peer(
+    captured,
+) -> None:
+    from aiohttp import ClientSession, web
+    from aiohttp.test_utils import TestServer
+
+    from posassist.relay.errors import StorageUnavailable
+    from posassist.relay.handlers.api import errors_middleware
+
+    logger, buffer = captured
+
+    async def handler(request: web.Request) -> web.Response:
+        logger.info("inside the handler")
+        raise StorageUnavailable("database locked")
+
+    app = web.Application(middlewares=[errors_middleware])
+    app.router.add_get("/v1/thing", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as client, client.get(server.make_url("/v1/thing")) as resp:
+            assert resp.status == 503
+    finally:
+        await server.close()
+    (inside,) = lines(buffer)
+    assert (inside["method"], inside["path"], inside["peer"]) == ("GET", "/v1/thing", "127.0.0.1")

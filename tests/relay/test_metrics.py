@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from posassist.relay.metrics import LATENCY_BUCKETS, METRICS, RelayMetrics, metrics_handler
+from posassist.relay.metrics import (
+    LATENCY_BUCKETS,
+    METRICS,
+    REFUSAL_REASONS,
+    RelayMetrics,
+    metrics_handler,
+    refusal_reason,
+)
+from tests.relay.harness import PASSWORD, start_relay
 
 
 def make_app() -> web.Application:
@@ -67,6 +76,12 @@ async def test_metrics_endpoint_serves_recorded_values_as_prometheus_text() -> N
     )
     assert value(text, "posassist_relay_refusals_total", reason="bad_signature") == 1
     assert value(text, "posassist_relay_refusals_total", reason="rate_limited") == 0  # pre-made
+    m.refused("user.login")  # not a reason (an action, free text…): counted, under "other"
+    _, text = await scrape(app)
+    assert value(text, "posassist_relay_refusals_total", reason="other") == 1
+    assert ("posassist_relay_refusals_total", frozenset({("reason", "user.login")})) not in samples(
+        text
+    )
     latency = "posassist_relay_request_latency_seconds"
     assert value(text, f"{latency}_count", kind="diagnostics") == 2
     assert value(text, f"{latency}_bucket", kind="diagnostics", le="0.0005") == 0
@@ -126,3 +141,63 @@ def test_process_metrics_can_be_left_out() -> None:
     body, _ = metrics.exposition()
     assert b"process_resident_memory_bytes" not in body
     assert b"posassist_relay_agents_connected" in body
+
+
+async def test_audited_refusals_count_under_their_reasons_not_their_actions(tmp_path) -> None:
+    relay = await start_relay(tmp_path, login_burst=1000)
+    try:
+        for password in ("wrong password", "also wrong"):
+            status, _ = await relay.post("/v1/login", {"username": "tech", "password": password})
+            assert status == 401
+        status, _ = await relay.post("/v1/login", {"username": "nobody", "password": PASSWORD})
+        assert status == 401
+        status, _ = await relay.get("/v1/devices", token="not-a-token")
+        assert status == 401
+        status, _ = await relay.post(
+            "/v1/enrol", {"secret": "x" * 32, "public_key": "A" * 43 + "="}
+        )
+        assert status == 403
+        _, text = await scrape_relay(relay)
+    finally:
+        await relay.server.close()
+    counts = {
+        dict(labels)["reason"]: count
+        for (name, labels), count in samples(text).items()
+        if name == "posassist_relay_refusals_total"
+    }
+    assert set(counts) == set(REFUSAL_REASONS)  # no action ever became a label
+    assert counts["bad_credentials"] == 3
+    assert counts["token_invalid"] == 1
+    assert counts["enrolment_refused"] == 1
+    assert counts["other"] == 0
+
+
+async def scrape_relay(relay) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as client, client.get(relay.http + "/metrics") as resp:
+        return resp.status, await resp.text()
+
+
+def test_every_refusal_the_relay_audits_has_a_reason_label() -> None:
+    cases = {
+        ("agent.connect", "unknown_device"): "unknown_device",
+        ("agent.connect", "bad_signature"): "bad_signature",
+        ("agent.connect", "revoked"): "device_revoked",
+        ("agent.message", "invalid message"): "protocol_error",
+        ("console.connect", "invalid token"): "token_invalid",
+        ("api.auth", "token expired"): "token_invalid",
+        ("device.enrol", "enrolment token already used"): "enrolment_refused",
+        ("user.login", "rate limited"): "rate_limited",
+        ("user.login", "unknown user"): "bad_credentials",
+        ("user.login", "bad password"): "bad_credentials",
+        ("user.login", "locked out"): "locked_out",
+        ("device.revoke", "role viewer"): "scope",
+        ("diagnostics.request", "forbidden"): "scope",
+        ("diagnostics.request", "rate_limited"): "rate_limited",
+        ("diagnostics.request", "token expired"): "token_invalid",
+        ("user.create", "out of scope"): "scope",
+        ("script.run.refused", "precondition"): "script_refused",
+        ("something.new", "anything"): "other",
+    }
+    for (action, reason), label in cases.items():
+        assert refusal_reason(action, {"reason": reason}) == label, (action, reason)
+    assert refusal_reason("agent.message", None) == "protocol_error"

@@ -59,3 +59,26 @@ def test_overlong_password_is_refused():
     with pytest.raises(ValueError, match="too long"):
         hash_password("x" * (MAX_PASSWORD_LENGTH + 1), FAST)
     assert not verify_password("x" * (MAX_PASSWORD_LENGTH + 1), hash_password("x", FAST))
+
+
+async def test_sign_in_rehashes_a_password_made_at_an_older_cost(tmp_path):
+    from tests.relay.harness import PASSWORD, start_relay
+
+    relay = await start_relay(tmp_path)
+    try:
+        storage = relay.state.storage
+        user = await storage.get_user("viewer")
+        await storage.set_password_hash(user.id, hash_password(PASSWORD, FAST))
+        status, _ = await relay.post("/v1/login", {"username": "viewer", "password": PASSWORD})
+        assert status == 200
+        stored = (await storage.get_user("viewer")).password_hash
+        assert not needs_rehash(stored)  # now at DEFAULT_PARAMS
+        assert verify_password(PASSWORD, stored)
+        status, _ = await relay.post("/v1/login", {"username": "viewer", "password": PASSWORD})
+        assert status == 200
+        assert (await storage.get_user("viewer")).password_hash == stored  # no second re-hash
+        wrong = await relay.post("/v1/login", {"username": "viewer", "password": "wrong-one"})
+        assert wrong[0] == 401
+        assert (await storage.get_user("viewer")).password_hash == stored
+    finally:
+        await relay.server.close()

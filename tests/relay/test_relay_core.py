@@ -696,7 +696,8 @@ async def test_metrics_count_agents_consoles_routed_requests_and_refusals(relay:
     assert "posassist_relay_agents_connected 1.0" in text
     assert "posassist_relay_consoles_connected 1.0" in text
     assert 'posassist_relay_requests_routed_total{kind="diag.request",outcome="ok"} 1.0' in text
-    assert 'posassist_relay_refusals_total{reason="user.login"} 1.0' in text
+    assert 'posassist_relay_refusals_total{reason="bad_credentials"} 1.0' in text
+    assert 'reason="user.login"' not in text  # labelled by why, never by the action
     assert "posassist_relay_handshake_duration_seconds_count 1.0" in text
     assert 'posassist_relay_frames_received_total{endpoint="agent"}' in text
 

@@ -19,8 +19,6 @@ from posassist.protocol.errors import EXIT_FAILURE, EXIT_REFUSED, EXIT_USAGE, Po
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "relay", "agent", "console", "client")
-#: agent/tomlsubset.py is being replaced by tomllib/tomli (issue 10, deliverable 6).
-NOT_YET = {("agent/tomlsubset.py", "TomlSubsetError")}
 BUILTIN_EXCEPTIONS = {
     name
     for name, value in vars(builtins).items()
@@ -82,8 +80,6 @@ def test_the_walk_finds_the_tree() -> None:
 def test_every_exception_class_is_in_the_tree(
     where: str, name: str, cls: type | None, bases: list[str]
 ) -> None:
-    if (where, name) in NOT_YET:
-        pytest.skip("module being replaced")
     assert cls is not None, f"{where}: {name}({', '.join(bases)}) is outside PosAssistError"
     assert issubclass(cls, PosAssistError), f"{where}: {name} is outside PosAssistError"
     assert cls.public_reason

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 ROOT = Path(__file__).resolve().parents[2]
-PIN_CHECK = ROOT / "agent" / "tlspin.py"
 PY38 = ROOT / ".venv38" / "bin" / "python"
 WRONG_PIN = "0" * 64
 

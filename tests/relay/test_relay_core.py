@@ -730,6 +730,11 @@ async def test_console_that_stops_reading_is_disconnected_not_the_agent(tmp_path
         (job,) = await _jobs(relay)
         assert job.status is JobStatus.FAILED
         assert (job.error or "").startswith("console_gone")
+        # and audited: the request's end is in the chain, which still verifies
+        assert ("script.run.finished", "failed", f"device:{device_id}") in (
+            await relay.audit_actions()
+        )
+        await _chain_ok(relay)
     finally:
         await relay.server.close()
 

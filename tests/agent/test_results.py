@@ -106,7 +106,7 @@ async def test_a_run_cut_short_by_cancellation_is_recorded_cancelled(tmp_path: P
     service.root_file.parent.mkdir(parents=True)
     service.root_file.write_text("{}")
     manifest = SimpleNamespace(risk="low", approvals_needed=1)
-    service._verify = lambda script, version: (manifest, tmp_path)  # type: ignore[method-assign]
+    service._verify = lambda script, version: (manifest, tmp_path)  # type: ignore[method-assign,assignment,return-value]
     sent: list[m.Message] = []
 
     async def send(msg: m.Message) -> None:

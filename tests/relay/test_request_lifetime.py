@@ -120,7 +120,7 @@ async def test_consent_answered_after_three_request_timeouts_keeps_the_route(rel
 
 
 async def test_a_consent_wait_is_bounded_by_the_relays_maximum(relay: Relay) -> None:
-    assert relay.state.router.max_consent_timeout == 900.0  # config max_consent_timeout
+    assert relay.state.router.max_consent_timeout == 900.0  # type: ignore[attr-defined]
     relay.state.router.max_consent_timeout = 5.0  # type: ignore[attr-defined]
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent, Console(relay) as console:
@@ -149,7 +149,8 @@ async def test_an_expired_route_is_unknown_then_reconciled_after_the_agent_recon
             (error,) = await console.next()
             assert isinstance(error, m.ErrorReply)
             assert error.code == "outcome_unknown"
-            assert "结果未知" in error.message and "outcome unknown" in error.message
+            assert "结果未知" in error.message
+            assert "outcome unknown" in error.message
             job = await _only_job(relay)
             assert job.status is JobStatus.UNKNOWN
             assert relay.state.router.orphans == 1
@@ -170,7 +171,8 @@ async def test_an_expired_route_is_unknown_then_reconciled_after_the_agent_recon
             await agent.reply(m.JobResults(id=query.id, results=(result,)))  # type: ignore[attr-defined]
             await wait_until(lambda: _status(relay) is not JobStatus.UNKNOWN)
         # the console is told nothing more: it was told the outcome is unknown
-        assert console.ws is not None and console.ws.state.name == "OPEN"
+        assert console.ws is not None
+        assert console.ws.state.name == "OPEN"
     job = await _only_job(relay)
     assert (job.status, job.error) == (JobStatus.FAILED, "failed: printer still offline")
     records = await _records(relay)
@@ -356,3 +358,40 @@ async def test_a_request_meeting_a_closing_agent_is_answered_offline_and_audited
     actions = [(r.action, str(r.outcome)) for r in await _records(relay)]
     assert ("diag.request.finished", "failed") in actions
     await _chain_ok(relay)
+
+
+async def test_a_session_closed_during_the_handshake_ends_quietly(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What the fuzz run hit as "cannot send auth.accepted on a closed session": the relay side
+    # of the connection is closed while the device is being checked.
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from posassist.relay.handlers import agents
+    from tests.relay.harness import agent_handshake
+
+    device_id, key = await relay.enrol()
+    sessions: list[agents.Session] = []
+    real_session, real_check = agents.Session, agents._check_device
+
+    def recording_session(*args: object, **kwargs: object) -> agents.Session:
+        sessions.append(real_session(*args, **kwargs))  # type: ignore[arg-type]
+        return sessions[-1]
+
+    async def check_then_close(*args: object) -> str | None:
+        code = await real_check(*args)  # type: ignore[arg-type]
+        sessions[-1].close()
+        return code
+
+    monkeypatch.setattr(agents, "Session", recording_session)
+    monkeypatch.setattr(agents, "_check_device", check_then_close)
+    caplog.set_level("INFO", logger="posassist.relay")
+    async with connect(relay.ws + "/v1/agent", close_timeout=1) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            await agent_handshake(ws, device_id, key)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code != 1011
+    assert "connection closed during the handshake" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert relay.state.router.agent(device_id) is None

@@ -368,15 +368,16 @@ async def test_a_session_closed_during_the_handshake_ends_quietly(
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
+    from posassist.protocol import Session
     from posassist.relay.handlers import agents
     from tests.relay.harness import agent_handshake
 
     device_id, key = await relay.enrol()
-    sessions: list[agents.Session] = []
-    real_session, real_check = agents.Session, agents._check_device
+    sessions: list[Session] = []
+    real_check = agents._check_device
 
-    def recording_session(*args: object, **kwargs: object) -> agents.Session:
-        sessions.append(real_session(*args, **kwargs))  # type: ignore[arg-type]
+    def recording_session(*args: object, **kwargs: object) -> Session:
+        sessions.append(Session(*args, **kwargs))  # type: ignore[arg-type]
         return sessions[-1]
 
     async def check_then_close(*args: object) -> str | None:

@@ -85,8 +85,9 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
     async def refusals() -> list[tuple[str, object]]:
         storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
         try:
+            # a run's steps: the agent's own detail is under "agent", apart from the relay's
             return [
-                (r.action, r.detail.get("reason") or r.detail.get("code"))
+                (r.action, _said(r.detail).get("reason") or _said(r.detail).get("code"))
                 async for r in storage.records()
                 if str(r.outcome) == "refused"
             ]
@@ -189,3 +190,9 @@ def test_technician_restores_a_backup_byte_for_byte(tmp_path: Path) -> None:
         if agent is not None:
             stop(agent)  # type: ignore[arg-type]
         stop(relay)
+
+
+def _said(detail: dict[str, object]) -> dict[str, object]:
+    """What the agent said in an audited step (under "agent"), or the record's own detail."""
+    agent = detail.get("agent")
+    return agent if isinstance(agent, dict) else detail

@@ -25,6 +25,7 @@ from posassist.protocol import (
     ErrorReply,
     Heartbeat,
     HeartbeatAck,
+    JobQuery,
     Kind,
     Message,
     Role,
@@ -173,6 +174,8 @@ class AgentConnection:
             task = asyncio.ensure_future(self.scripts.handle(event, self._send, clock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, JobQuery) and self.scripts is not None:
+            self.session.send(self.scripts.answer(event))  # docs/protocol.md#requests
         elif event.KIND is Kind.REQUEST:
             # A request this agent does not (yet) know how to serve: a clear error, no crash.
             request_id: int = getattr(event, "id")  # noqa: B009

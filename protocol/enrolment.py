@@ -18,7 +18,7 @@ import msgpack
 from .errors import EXIT_USAGE, PosAssistError
 from .pins import PIN_PATTERN
 
-__all__ = ["PREFIX", "EnrolmentInvite", "InvalidEnrolmentToken", "http_base_url"]
+__all__ = ["PREFIX", "EnrolmentInvite", "InvalidEnrolmentToken"]
 
 PREFIX = "PA1-"
 MAX_TOKEN = 2048
@@ -100,10 +100,3 @@ class EnrolmentInvite:
             tls_pin=optional[0],
             root_hash=optional[1],
         )
-
-
-def http_base_url(ws_url: str) -> str:
-    """The relay's HTTP(S) base for a ws(s):// URL: ``ws://h:1/x`` → ``http://h:1``."""
-    scheme, _, rest = ws_url.partition("://")
-    host = rest.split("/", 1)[0]
-    return ("https" if scheme == "wss" else "http") + "://" + host

@@ -55,6 +55,8 @@ __all__ = [
     "HeartbeatAck",
     "Hello",
     "HelpRequested",
+    "JobQuery",
+    "JobResults",
     "Kind",
     "Message",
     "ScriptFinished",
@@ -117,6 +119,10 @@ class Message:
     FIELDS: ClassVar[Tuple[str, ...]] = ()
     #: The keys of :meth:`to_wire`'s map: ``"t"`` and every field.
     WIRE_KEYS: ClassVar[FrozenSet[str]] = frozenset({"t"})
+    #: Fields added by a later version (``spec(since=…)``): absent from the wire while None.
+    LATER_FIELDS: ClassVar[FrozenSet[str]] = frozenset()
+    #: The keys every wire map of this message holds: :attr:`WIRE_KEYS` minus the later fields.
+    REQUIRED_KEYS: ClassVar[FrozenSet[str]] = frozenset({"t"})
     #: (field name, checker, slot setter) triples for :meth:`from_wire`.
     SETTERS: ClassVar[Tuple[Tuple[str, Check, Callable[[Any, Any], None]], ...]] = ()
 
@@ -135,13 +141,17 @@ class Message:
         Raises LocalProtocolError if the tag is not ``cls.TAG``, a field is missing or extra, or a
         value breaks a rule. Faster than ``cls(**fields)``: it skips the dataclass ``__init__``
         (defaults, frozen ``__setattr__``) yet applies the same :attr:`CHECKS` and :meth:`check`.
-        Every field must be on the wire (docs/protocol.md#messages), so no default is needed.
+        Every field must be on the wire (docs/protocol.md#messages), so no default is needed, except
+        a field a later version added (:attr:`LATER_FIELDS`), which is None when absent.
         """
-        if wire.keys() != cls.WIRE_KEYS or wire["t"] != cls.TAG:
+        keys = wire.keys()
+        if (keys != cls.WIRE_KEYS and not cls.REQUIRED_KEYS <= keys <= cls.WIRE_KEYS) or wire[
+            "t"
+        ] != cls.TAG:
             raise LocalProtocolError(f"{cls.__name__}: wrong set of fields")
         msg = object.__new__(cls)
         for name, ok, set_slot in cls.SETTERS:
-            value = wire[name]
+            value = wire.get(name)
             if not ok(value):
                 raise LocalProtocolError(f"{cls.__name__}.{name} has a bad value")
             set_slot(msg, value)
@@ -177,6 +187,18 @@ class Message:
         return wire
 
 
+def _to_wire_leaving_out_none(self: Message) -> Dict[str, Any]:
+    """:meth:`Message.to_wire` for a message with :attr:`~Message.LATER_FIELDS`: those are left
+    off while None, so an older peer gets exactly the map it knows."""
+    wire: Dict[str, Any] = {"t": self.TAG}
+    later = self.LATER_FIELDS
+    for name in self.FIELDS:
+        value = getattr(self, name)
+        if value is not None or name not in later:
+            wire[name] = value
+    return wire
+
+
 # --- field declarations -------------------------------------------------------------------------
 
 
@@ -189,9 +211,24 @@ def spec(
     choices: Optional[Tuple[str, ...]] = None,
     lo: Optional[float] = None,
     hi: Optional[float] = None,
+    since: Optional[int] = None,
 ) -> Any:
-    """Declare a field's limits; the checker is built from these and the field's annotation."""
-    meta = {"max_len": max_len, "min_len": min_len, "choices": choices, "lo": lo, "hi": hi}
+    """Declare a field's limits; the checker is built from these and the field's annotation.
+
+    ``since``: the protocol version that added the field. Such a field defaults to None and is
+    left off the wire while None, so a peer of an older version sees the message it knows
+    (docs/protocol.md#versions).
+    """
+    if since is not None and default is not None:
+        raise TypeError("a field added by a later version must default to None")
+    meta = {
+        "max_len": max_len,
+        "min_len": min_len,
+        "choices": choices,
+        "lo": lo,
+        "hi": hi,
+        "since": since,
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
@@ -439,16 +476,27 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
         "Error": LocalProtocolError,
         "new": object.__new__,
         "WIRE_KEYS": cls.WIRE_KEYS,
+        "REQUIRED_KEYS": cls.REQUIRED_KEYS,
         "TAG": cls.TAG,
         "WRONG": f"{name}: wrong set of fields",
         "PREFIX": f"{name}: ",
     }
-    lines = [
-        "def from_wire(cls, wire):",
-        "    if wire.keys() != WIRE_KEYS or wire['t'] != TAG:",
-        "        raise Error(WRONG)",
-        "    msg = new(cls)",
-    ]
+    if cls.LATER_FIELDS:
+        lines = [
+            "def from_wire(cls, wire):",
+            "    keys = wire.keys()",
+            "    if (keys != WIRE_KEYS and not REQUIRED_KEYS <= keys <= WIRE_KEYS)"
+            " or wire['t'] != TAG:",
+            "        raise Error(WRONG)",
+            "    msg = new(cls)",
+        ]
+    else:
+        lines = [
+            "def from_wire(cls, wire):",
+            "    if wire.keys() != WIRE_KEYS or wire['t'] != TAG:",
+            "        raise Error(WRONG)",
+            "    msg = new(cls)",
+        ]
     for i, (field, ok, set_slot) in enumerate(cls.SETTERS):
         expression, constants = _INLINE.get(ok, ("{0}(v)", (ok,)))
         names = []
@@ -457,8 +505,9 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
             namespace[names[-1]] = constant
         namespace[f"set{i}"] = set_slot
         namespace[f"bad{i}"] = f"{name}.{field} has a bad value"
+        getter = f"wire.get({field!r})" if field in cls.LATER_FIELDS else f"wire[{field!r}]"
         lines += [
-            f"    v = wire[{field!r}]",
+            f"    v = {getter}",
             f"    if not ({expression.format(*names)}):",
             f"        raise Error(bad{i})",
             f"    set{i}(msg, v)",
@@ -513,6 +562,10 @@ def message(
             raise TypeError(f"{made.__name__}: 't' is the wire tag, not a field name")
         made.CHECKS = tuple((f.name, _checker(str(f.type), f.metadata)) for f in fields)
         made.WIRE_KEYS = frozenset(("t", *made.FIELDS))
+        made.LATER_FIELDS = frozenset(f.name for f in fields if f.metadata.get("since"))
+        made.REQUIRED_KEYS = made.WIRE_KEYS - made.LATER_FIELDS
+        if made.LATER_FIELDS:
+            made.to_wire = _to_wire_leaving_out_none  # type: ignore[method-assign]
         # Every field is a slot; its member descriptor writes it past the frozen __setattr__.
         made.SETTERS = tuple((name, ok, getattr(made, name).__set__) for name, ok in made.CHECKS)
         setattr(made, "from_wire", classmethod(_compile_from_wire(made)))  # noqa: B010
@@ -649,6 +702,9 @@ class ScriptRunRequest(Message):
     version: str = spec(min_len=1, max_len=64)
     params: Dict[str, Scalar] = spec(default_factory=dict)
     unattended: bool = spec(default=False)
+    #: The relay's job for this run (v3): set by the relay when it forwards to an agent, which
+    #: reports under it and answers ``job.query`` about it (docs/protocol.md#requests).
+    job_id: Optional[str] = spec(default=None, min_len=1, max_len=64, since=3)
 
 
 @message("script.started", Kind.REPLY, terminal=False)
@@ -678,6 +734,8 @@ class ScriptRestoreRequest(Message):
     id: int = spec(lo=1)
     device_id: str = spec(min_len=1, max_len=64)
     backup_id: str = spec(min_len=1, max_len=64)
+    #: The relay's job for this restore (v3), as for ScriptRunRequest.job_id.
+    job_id: Optional[str] = spec(default=None, min_len=1, max_len=64, since=3)
 
 
 SCRIPT_STEPS = (
@@ -716,6 +774,71 @@ class ScriptFinished(Message):
     exit_code: Optional[int] = spec(default=None)
     backup_id: Optional[str] = spec(default=None, max_len=64)
     detail: str = spec(default="", max_len=1024)
+
+
+# --- reconciliation (docs/protocol.md#requests, v3) -----------------------------------------------
+
+#: Jobs one ``job.query`` may ask about, and results one ``job.results`` may carry.
+MAX_JOB_QUERY = 32
+#: What an agent can say of a job: a SCRIPT_STATUSES value once it ended, ``running`` while it
+#: runs, ``unknown`` when this till has no record of it (never ran here, or forgotten).
+JOB_RESULT_STATUSES = (*SCRIPT_STATUSES, "running", "unknown")
+_RESULT_KEYS = frozenset({"job_id", "status", "exit_code", "finished_at", "backup_id", "detail"})
+
+
+def job_result_problem(result: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with one entry of JobResults.results, or None (docs/protocol.md#messages)."""
+    if result.keys() != _RESULT_KEYS:
+        return "a result needs exactly job_id, status, exit_code, finished_at, backup_id, detail"
+    job_id, backup_id = result["job_id"], result["backup_id"]
+    exit_code, finished_at = result["exit_code"], result["finished_at"]
+    if type(job_id) is not str or not 1 <= len(job_id) <= 64:
+        return "bad job_id"
+    if result["status"] not in JOB_RESULT_STATUSES:
+        return "bad status"
+    if exit_code is not None and (type(exit_code) is not int or abs(exit_code) > 2**31):
+        return "bad exit_code"
+    if finished_at is not None and not _is_finite(finished_at):
+        return "bad finished_at"
+    if backup_id is not None and (type(backup_id) is not str or not 1 <= len(backup_id) <= 64):
+        return "bad backup_id"
+    if type(result["detail"]) is not str or len(result["detail"]) > 1024:
+        return "bad detail"
+    return None
+
+
+@message("job.query", Kind.REQUEST)
+class JobQuery(Message):
+    """The relay asks a reconnected agent how jobs it lost track of ended (protocol v3)."""
+
+    id: int = spec(lo=1)
+    job_ids: Tuple[str, ...] = spec(max_len=MAX_JOB_QUERY)
+
+    def check(self) -> Optional[str]:
+        if not self.job_ids:
+            return "job_ids is empty"
+        if not all(1 <= len(job_id) <= 64 for job_id in self.job_ids):
+            return "a job id must have 1 to 64 characters"
+        return None
+
+
+@message("job.results", Kind.REPLY)
+class JobResults(Message):
+    """The agent's answer to JobQuery: one result per job asked about (protocol v3).
+
+    Each result is a map: ``job_id``; ``status`` (one of JOB_RESULT_STATUSES); ``exit_code`` int
+    or None; ``finished_at`` float or None; ``backup_id`` str or None; ``detail`` str [≤1024].
+    """
+
+    id: int = spec(lo=1)
+    results: Tuple[Dict[str, Any], ...] = spec(max_len=MAX_JOB_QUERY)
+
+    def check(self) -> Optional[str]:
+        for result in self.results:
+            problem = job_result_problem(result)
+            if problem is not None:
+                return problem
+        return None
 
 
 # --- presence (docs/protocol.md#device-facts) -----------------------------------------------------

@@ -20,10 +20,10 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3)
 #: Tags that a session may carry only from this version on; every other tag is in version 1.
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
-SINCE_VERSION: Dict[str, int] = {"agent.facts": 2}
+SINCE_VERSION: Dict[str, int] = {"agent.facts": 2, "job.query": 3, "job.results": 3}
 
 
 class Role(enum.IntEnum):
@@ -111,6 +111,7 @@ _AGENT_SENDS = _BOTH | {
     "alert.raised",
     "help.requested",
     "consent.answer",
+    "job.results",
 }
 _RELAY_SENDS_AGENT = _BOTH | {
     "diag.request",
@@ -120,6 +121,7 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "ticket.opened",
     "ticket.updated",
     "consent.request",
+    "job.query",
 }
 _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
 _RELAY_SENDS_CONSOLE = _BOTH | {
@@ -149,4 +151,5 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "alert.raised": frozenset({"alert.ack", "error"}),
     "help.requested": frozenset({"ticket.opened", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),
+    "job.query": frozenset({"job.results", "error"}),
 }

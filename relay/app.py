@@ -19,7 +19,7 @@ from .errors import StorageError
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
-from .handlers.jobs import finish_route
+from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
 from .routing import InProcessRouter
@@ -44,7 +44,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     state = RelayState(
         config=config,
         storage=storage,
-        router=InProcessRouter(),
+        router=InProcessRouter(max_consent_timeout=config.max_consent_timeout),
         login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
         console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
         metrics=metrics,
@@ -128,13 +128,18 @@ async def _follow_revocations(state: RelayState, seq: int) -> None:
 
 
 async def _sweep(state: RelayState) -> None:
-    """Fail routes whose agent did not answer in time (the caller gets a timeout error)."""
+    """End routes whose agent went quiet for longer than they allow (docs/protocol.md#requests):
+    a script may have run, so its job is ``unknown`` until the agent reports; anything else fails
+    with a timeout error."""
     while True:
         await asyncio.sleep(state.config.sweep_interval)
         for route in state.router.expire(state.now()):
-            await finish_route(
-                state, route, "timeout", f"no reply from the device within {route.timeout:g} s"
-            )
+            if route.orphaned:
+                await finish_route(state, route, "outcome_unknown", OUTCOME_UNKNOWN)
+            else:
+                await finish_route(
+                    state, route, "timeout", f"no reply from the device within {route.timeout:g} s"
+                )
 
 
 async def healthz(request: web.Request) -> web.Response:

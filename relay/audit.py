@@ -42,6 +42,8 @@ class Outcome(enum.StrEnum):
     OK = "ok"
     REFUSED = "refused"
     FAILED = "failed"
+    #: The relay lost track of it (a script that may have run); a later record says how it ended.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)

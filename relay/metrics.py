@@ -63,7 +63,7 @@ LATENCY_BUCKETS: Final = (
 HANDSHAKE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 #: How a routed request ended (the ``outcome`` label of ``requests_routed``).
-OUTCOMES: Final = ("ok", "error", "timeout", "offline", "refused", "cancelled")
+OUTCOMES: Final = ("ok", "error", "timeout", "offline", "refused", "cancelled", "unknown")
 #: Why the relay refused someone (docs/protocol.md refusal codes, sign-in and scope checks).
 REFUSAL_REASONS: Final = (
     "unknown_device",

@@ -6,20 +6,46 @@ multi-node router (PostgreSQL + Redis or NATS) implements the same :class:`Route
 A route belongs to the agent link it was sent on: agent request ids come from that link's own
 session (every connection counts from 1), so a newer connection for the same device can reuse an
 id still in flight on the one it replaces.
+
+A request lives as long as its work (docs/protocol.md#requests): every reply moves its deadline,
+and a consent question holds it open for the consent timeout the agent states. A script route
+that expires anyway is kept as an *orphan* until its terminal reply or its agent's disconnect, so
+that a late outcome still reaches the job and the audit chain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import collections
+import dataclasses
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from posassist.protocol import ErrorReply, Message, PosAssistError
-from posassist.protocol.messages import ScriptOutput, ScriptStarted
+from posassist.protocol import ErrorReply, Message, PosAssistError, SessionState
+from posassist.protocol.messages import ScriptProgress
 
 if TYPE_CHECKING:
     from posassist.protocol import Session
 
-__all__ = ["InProcessRouter", "Link", "OfflineError", "Route", "Router"]
+__all__ = [
+    "MAX_CONSENT_TIMEOUT",
+    "MAX_ORPHANS",
+    "RECONCILABLE",
+    "InProcessRouter",
+    "Link",
+    "OfflineError",
+    "Route",
+    "Router",
+]
+
+#: Requests whose work may change the till: their outcome is never guessed. Forwarded to a v3
+#: agent with the relay's job id; when the relay loses track of one, its job ends ``unknown``
+#: and is reconciled from the agent's own report (docs/protocol.md#requests).
+RECONCILABLE = frozenset({"script.run", "script.restore"})
+#: The longest consent wait an agent's ``consent_asked`` step can hold a route open for.
+MAX_CONSENT_TIMEOUT = 900.0
+#: Expired script routes kept for their late outcome, across all agents; the oldest goes first.
+MAX_ORPHANS = 256
 
 
 class Link(Protocol):
@@ -56,7 +82,9 @@ class Route:
     timeout: float
     deadline: float
     replies: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    #: Expired (or lost its agent) while its script may still run: its job is ``unknown``, its
+    #: console was told; only its terminal reply or its agent's disconnect ends it now.
+    orphaned: bool = False
 
 
 class Router(Protocol):
@@ -80,6 +108,8 @@ class Router(Protocol):
         timeout: float,
     ) -> Route: ...
     def deliver(self, agent: Link, reply: Message, now: float) -> Route | None: ...
+    @property
+    def orphans(self) -> int: ...
     def expire(self, now: float) -> list[Route]: ...
     def detach_console(self, console: Link) -> list[Route]: ...
 
@@ -87,10 +117,16 @@ class Router(Protocol):
 class InProcessRouter:
     """Routes within one relay process. Every method is synchronous and never waits."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_consent_timeout: float = MAX_CONSENT_TIMEOUT, max_orphans: int = MAX_ORPHANS
+    ) -> None:
+        self.max_consent_timeout = max_consent_timeout
+        self.max_orphans = max_orphans
         self._agents: dict[str, Link] = {}
-        #: (agent link, agent request id) → route; links hash by identity.
+        #: (agent link, agent request id) → route; links hash by identity. Orphans included.
         self._routes: dict[tuple[Link, int], Route] = {}
+        #: Orphaned routes, oldest first (a dict keeps insertion order; values unused).
+        self._orphans: collections.OrderedDict[tuple[Link, int], None] = collections.OrderedDict()
 
     # --- presence -------------------------------------------------------------------------------
 
@@ -107,7 +143,9 @@ class InProcessRouter:
             del self._agents[device_id]
         lost = [route for route in self._routes.values() if route.agent is link]
         for route in lost:
-            del self._routes[(link, route.agent_request_id)]
+            key = (link, route.agent_request_id)
+            del self._routes[key]
+            self._orphans.pop(key, None)
         return lost
 
     def agent(self, device_id: str) -> Link | None:
@@ -118,7 +156,13 @@ class InProcessRouter:
 
     @property
     def routes_in_flight(self) -> int:
-        return len(self._routes)
+        """Requests a console still waits for (orphans are not counted)."""
+        return len(self._routes) - len(self._orphans)
+
+    @property
+    def orphans(self) -> int:
+        """Expired script routes kept for their late outcome."""
+        return len(self._orphans)
 
     # --- requests and replies ---------------------------------------------------------------------
 
@@ -133,16 +177,22 @@ class InProcessRouter:
         now: float,
         timeout: float,
     ) -> Route:
-        """Send ``request`` to the device under a fresh id; OfflineError if it isn't connected.
+        """Send ``request`` to the device under a fresh id; OfflineError if it isn't connected,
+        or its connection is closing or being replaced (its session no longer open).
 
+        A script request carries ``job_id`` to a v3 agent, and never the console's own value.
         Raises whatever the agent link raises (LocalProtocolError, SlowConsumerError); the route
         is only recorded once the request is queued.
         """
         agent = self._agents.get(device_id)
-        if agent is None:
+        if agent is None or agent.session.state is not SessionState.OPEN:
             raise OfflineError(device_id)
         agent_request_id = agent.session.next_id()
         console_request_id: int = getattr(request, "id")  # noqa: B009 - requests have ids
+        if request.TAG in RECONCILABLE:
+            stamped = job_id if (agent.session.version or 0) >= 3 else None
+            if getattr(request, "job_id", None) != stamped:
+                request = dataclasses.replace(request, job_id=stamped)  # type: ignore[type-var]
         agent.send_nowait(request, agent_request_id)
         route = Route(
             device_id=device_id,
@@ -164,30 +214,63 @@ class InProcessRouter:
         """Match a reply that came in on the link ``agent`` to its route; the caller sends it on
         to ``route.console`` under ``route.console_request_id``.
 
-        The route is forgotten when the reply is terminal. None when nobody waits for the reply
-        any more (the console left, or it timed out).
+        The route is forgotten when the reply is terminal. Every other reply moves its deadline
+        (docs/protocol.md#requests): the agent is alive and working; a ``consent_asked`` step
+        holds it for the consent timeout it states (at most ``max_consent_timeout``) plus the
+        route's own timeout. An orphaned route is returned too (``route.orphaned``): its console
+        no longer waits, but its outcome still counts. None when nobody waits for the reply any
+        more (the console left, or it timed out and was not a script).
         """
         agent_request_id: int = getattr(reply, "id")  # noqa: B009 - replies have ids
-        route = self._routes.get((agent, agent_request_id))
+        key = (agent, agent_request_id)
+        route = self._routes.get(key)
         if route is None:
             return None
         route.replies += 1
         if reply.TERMINAL:
-            del self._routes[(agent, agent_request_id)]
-        elif isinstance(reply, ScriptStarted | ScriptOutput):
-            route.deadline = now + route.timeout  # progress: the agent is alive and working
+            del self._routes[key]
+            self._orphans.pop(key, None)
+        elif not route.orphaned:
+            deadline = now + route.timeout
+            if isinstance(reply, ScriptProgress) and reply.step == "consent_asked":
+                deadline += self._consent_wait(reply.detail.get("timeout"))
+            route.deadline = max(route.deadline, deadline)
         return route
 
+    def _consent_wait(self, stated: object) -> float:
+        """How long a consent question may hold a route: what the agent states, bounded."""
+        if type(stated) not in (int, float) or not math.isfinite(stated):  # type: ignore[arg-type]
+            return self.max_consent_timeout
+        return min(max(float(stated), 0.0), self.max_consent_timeout)  # type: ignore[arg-type]
+
     def expire(self, now: float) -> list[Route]:
-        """Remove and return the routes past their deadline; the caller tells both sides."""
-        late = [route for route in self._routes.values() if route.deadline <= now]
+        """Remove and return the routes past their deadline; the caller tells both sides.
+
+        A script route (:data:`RECONCILABLE`) is not forgotten but orphaned (``route.orphaned``):
+        its late outcome still finds it. Past ``max_orphans`` the oldest orphan is dropped.
+        """
+        late = [
+            route for route in self._routes.values() if route.deadline <= now and not route.orphaned
+        ]
         for route in late:
-            self._drop(route)
+            if route.tag in RECONCILABLE:
+                self._orphan(route)
+            else:
+                self._drop(route)
         return late
+
+    def _orphan(self, route: Route) -> None:
+        key = (route.agent, route.agent_request_id)
+        route.orphaned = True
+        route.deadline = math.inf
+        self._orphans[key] = None
+        while len(self._orphans) > self.max_orphans:
+            oldest, _ = self._orphans.popitem(last=False)
+            self._drop(self._routes[oldest])
 
     def detach_console(self, console: Link) -> list[Route]:
         """A console left: its routes are dropped; late replies from agents are discarded."""
-        gone = [r for r in self._routes.values() if r.console is console]
+        gone = [r for r in self._routes.values() if r.console is console and not r.orphaned]
         for route in gone:
             self._drop(route)
         return gone

@@ -8,10 +8,14 @@ reason, which the relay audits. Nothing runs unless it verified (docs/scripts.md
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
+from posassist.client.http import http_url
 from posassist.protocol import (
+    JobQuery,
+    JobResults,
     Message,
     ScriptFinished,
     ScriptOutput,
@@ -20,10 +24,10 @@ from posassist.protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
-from posassist.protocol.enrolment import http_base_url
 from posassist.protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
 from ..errors import BackupError
+from .results import ResultStore
 from .verify import ScriptVerificationError, verify_script
 
 if TYPE_CHECKING:
@@ -52,8 +56,9 @@ class ScriptService:
         root_hash: Optional[str] = None,
         tls_pin: Optional[str] = None,
         max_script_bytes: int = MAX_SCRIPT_BYTES,
+        results: Optional[ResultStore] = None,
     ) -> None:
-        base = http_base_url(relay_url)
+        base = http_url(relay_url)
         self.metadata_url = base + "/v1/scripts/metadata/"
         self.targets_url = base + "/v1/scripts/targets/"
         self.root_file = data_dir / "scripts" / "root.json"
@@ -62,6 +67,8 @@ class ScriptService:
         self.root_hash = root_hash
         self.tls_pin = tls_pin
         self.max_script_bytes = max_script_bytes
+        #: The last results of runs the relay named (protocol v3), for its ``job.query``.
+        self.results = results or ResultStore(data_dir / "scripts" / "results.json")
         self._lock = asyncio.Lock()
 
     @property
@@ -75,83 +82,137 @@ class ScriptService:
         clock: Callable[[], float],
     ) -> None:
         """Verify, run and report one request; every outcome ends with one ScriptFinished."""
-        job_id = f"run-{request.id}"
+        job_id = request.job_id or f"run-{request.id}"
         async with self._lock:
-            if not self.root_file.exists():
-                await send(
-                    self._finished(
-                        request,
-                        job_id,
-                        clock,
-                        "refused",
-                        "no trusted script repository root on this till",
-                    )
-                )
-                return
-            loop = asyncio.get_event_loop()
+            send = await self._recording(request.job_id, send)
             try:
-                manifest, folder = await loop.run_in_executor(
-                    None, self._verify, request.script, request.version
-                )
-            except ScriptVerificationError as exc:
-                log.warning("refused script %s %s: %s", request.script, request.version, exc)
-                await send(
-                    _progress(
-                        request,
+                await self._handle(request, job_id, send, clock)
+            except asyncio.CancelledError:
+                self._cut_short(request.job_id, clock())
+                raise
+
+    def answer(self, query: JobQuery) -> JobResults:
+        """What this till knows of the jobs a relay asks after (docs/protocol.md#requests)."""
+        return JobResults(id=query.id, results=tuple(self.results.lookup(query.job_ids)))
+
+    async def _recording(
+        self, job_id: Optional[str], send: Callable[[Message], Awaitable[None]]
+    ) -> Callable[[Message], Awaitable[None]]:
+        """``send`` that also records the run's end under the relay's ``job_id`` (if it gave
+        one), after recording that the run began: before any step of it."""
+        if job_id is None:
+            return send
+        loop = asyncio.get_event_loop()
+        await loop.run_in_executor(None, self.results.started, job_id)
+
+        async def send_and_record(msg: Message) -> None:
+            if isinstance(msg, ScriptFinished):
+                await loop.run_in_executor(
+                    None,
+                    functools.partial(
+                        self.results.finished,
                         job_id,
-                        "refused",
-                        clock(),
-                        {"reason": exc.reason, "stage": "verification"},
-                    )
+                        msg.status,
+                        msg.finished_at,
+                        exit_code=msg.exit_code,
+                        backup_id=msg.backup_id,
+                        detail=msg.detail,
+                    ),
                 )
-                await send(self._finished(request, job_id, clock, "refused", str(exc)))
-                return
+            await send(msg)
+
+        return send_and_record
+
+    def _cut_short(self, job_id: Optional[str], now: float) -> None:
+        """The run was cancelled (the agent's connection or process is ending) before its end
+        was recorded."""
+        if job_id is not None and self.results.lookup([job_id])[0]["status"] == "running":
+            self.results.finished(
+                job_id, "cancelled", now, detail="stopped when the agent's connection ended"
+            )
+
+    async def _handle(
+        self,
+        request: ScriptRunRequest,
+        job_id: str,
+        send: Callable[[Message], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+        if not self.root_file.exists():
+            await send(
+                self._finished(
+                    request,
+                    job_id,
+                    clock,
+                    "refused",
+                    "no trusted script repository root on this till",
+                )
+            )
+            return
+        loop = asyncio.get_event_loop()
+        try:
+            manifest, folder = await loop.run_in_executor(
+                None, self._verify, request.script, request.version
+            )
+        except ScriptVerificationError as exc:
+            log.warning("refused script %s %s: %s", request.script, request.version, exc)
             await send(
                 _progress(
                     request,
                     job_id,
-                    "verified",
+                    "refused",
                     clock(),
-                    {"risk": manifest.risk, "approvals": manifest.approvals_needed},
+                    {"reason": exc.reason, "stage": "verification"},
                 )
             )
-
-            async def on_event(event: RunEvent) -> None:
-                if event.kind == "started":
-                    await send(ScriptStarted(id=request.id, job_id=job_id, started_at=clock()))
-                elif event.kind in SCRIPT_STEPS:
-                    await send(_progress(request, job_id, event.kind, event.at, event.detail))
-
-            async def on_output(chunk: OutputChunk) -> None:
-                await send(
-                    ScriptOutput(
-                        id=request.id,
-                        job_id=job_id,
-                        seq=chunk.seq,
-                        stream=chunk.stream,
-                        data=chunk.data,
-                    )
-                )
-
-            result = await self.runner.run(
-                manifest,
-                folder,
-                dict(request.params),
-                on_event=on_event,
-                on_output=on_output,
-                unattended=request.unattended,
+            await send(self._finished(request, job_id, clock, "refused", str(exc)))
+            return
+        await send(
+            _progress(
+                request,
+                job_id,
+                "verified",
+                clock(),
+                {"risk": manifest.risk, "approvals": manifest.approvals_needed},
             )
+        )
+
+        async def on_event(event: RunEvent) -> None:
+            if event.kind == "started":
+                await send(ScriptStarted(id=request.id, job_id=job_id, started_at=clock()))
+            elif event.kind in SCRIPT_STEPS:
+                await send(_progress(request, job_id, event.kind, event.at, event.detail))
+
+        async def on_output(chunk: OutputChunk) -> None:
             await send(
-                ScriptFinished(
+                ScriptOutput(
                     id=request.id,
                     job_id=job_id,
-                    status=result.status,
-                    finished_at=clock(),
-                    exit_code=result.exit_code,
-                    backup_id=result.backup_id,
-                    detail=result.detail[:1024],
+                    seq=chunk.seq,
+                    stream=chunk.stream,
+                    data=chunk.data,
                 )
             )
+
+        result = await self.runner.run(
+            manifest,
+            folder,
+            dict(request.params),
+            on_event=on_event,
+            on_output=on_output,
+            unattended=request.unattended,
+        )
+        await send(
+            ScriptFinished(
+                id=request.id,
+                job_id=job_id,
+                status=result.status,
+                finished_at=clock(),
+                exit_code=result.exit_code,
+                backup_id=result.backup_id,
+                detail=result.detail[:1024],
+            )
+        )
 
     async def restore(
         self,
@@ -160,40 +221,54 @@ class ScriptService:
         clock: Callable[[], float],
     ) -> None:
         """A technician's restore of an earlier run's backup; ends with one ScriptFinished."""
-        job_id = f"restore-{request.id}"
+        job_id = request.job_id or f"restore-{request.id}"
         async with self._lock:
-
-            async def on_event(event: RunEvent) -> None:
-                if event.kind in SCRIPT_STEPS:
-                    await send(_progress(request, job_id, event.kind, event.at, event.detail))
-
+            send = await self._recording(request.job_id, send)
             try:
-                result = await self.runner.restore(request.backup_id, on_event=on_event)
-            except BackupError as exc:
-                await send(
-                    ScriptFinished(
-                        id=request.id,
-                        job_id=job_id,
-                        status="failed",
-                        finished_at=clock(),
-                        detail=str(exc)[:1024],
-                    )
-                )
-                return
-            detail = (
-                f"restored {len(result.restored)}, removed {len(result.removed)}, "
-                f"unchanged {len(result.unchanged)}"
-            )
+                await self._restore(request, job_id, send, clock)
+            except asyncio.CancelledError:
+                self._cut_short(request.job_id, clock())
+                raise
+
+    async def _restore(
+        self,
+        request: ScriptRestoreRequest,
+        job_id: str,
+        send: Callable[[Message], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+
+        async def on_event(event: RunEvent) -> None:
+            if event.kind in SCRIPT_STEPS:
+                await send(_progress(request, job_id, event.kind, event.at, event.detail))
+
+        try:
+            result = await self.runner.restore(request.backup_id, on_event=on_event)
+        except BackupError as exc:
             await send(
                 ScriptFinished(
                     id=request.id,
                     job_id=job_id,
-                    status="succeeded",
+                    status="failed",
                     finished_at=clock(),
-                    backup_id=result.backup_id,
-                    detail=detail,
+                    detail=str(exc)[:1024],
                 )
             )
+            return
+        detail = (
+            f"restored {len(result.restored)}, removed {len(result.removed)}, "
+            f"unchanged {len(result.unchanged)}"
+        )
+        await send(
+            ScriptFinished(
+                id=request.id,
+                job_id=job_id,
+                status="succeeded",
+                finished_at=clock(),
+                backup_id=result.backup_id,
+                detail=detail,
+            )
+        )
 
     def _verify(self, script: str, version: str) -> Tuple[Manifest, Path]:
         return verify_script(

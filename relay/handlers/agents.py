@@ -17,15 +17,19 @@ from posassist.protocol import (
     Heartbeat,
     HeartbeatAck,
     Hello,
+    JobQuery,
+    JobResults,
     Kind,
     PosAssistError,
     Role,
     ScriptProgress,
     Session,
+    SessionState,
     signing,
 )
 from posassist.protocol.errors import (
     InvalidMessage,
+    LocalProtocolError,
     RemoteProtocolError,
     SignatureError,
     UnexpectedMessage,
@@ -35,14 +39,17 @@ from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import NotFound, StorageError
+from ..routing import RECONCILABLE
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
-from .jobs import finish_route
+from .jobs import OUTCOME_UNKNOWN, finish_route, reconcile_results, reconcile_route
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from posassist.protocol import Message
+
+    from ..routing import Route
 
 log = logging.getLogger("posassist.relay")
 SOFTWARE = f"posassist-relay/{__version__}"
@@ -59,20 +66,23 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     try:
         with state.metrics.handshake_duration.time():
             device_id = await _authenticate(peer, state)
+        await _ask_about_lost_jobs(device_id, peer, state)
         await _serve(device_id, peer, state)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
-        log.info("agent connection from %s ended: %s", peer.peer, type(exc).__name__)
+        log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
     except PosAssistError as exc:
         if device_id is not None and isinstance(exc, RemoteProtocolError):
             # before closing: once the socket is closed aiohttp may cancel this handler
             await _audit_refused_frame(state, device_id, peer, exc)
         await peer.close_for(exc)
     finally:
+        # Detached before anything is awaited: no request may be routed to a closing agent.
+        lost = [] if device_id is None else state.router.detach_agent(device_id, peer)
         state.sockets.discard(ws)
         await peer.stop_writer()
         if device_id is not None:
-            for route in state.router.detach_agent(device_id, peer):
-                await finish_route(state, route, "offline", "the device disconnected")
+            for route in lost:
+                await _end_lost_route(state, route)
             state.seen(device_id)
             log.info("agent %s disconnected", device_id)
         if not ws.closed:
@@ -115,18 +125,22 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
             Outcome.REFUSED,
             {"reason": code, "peer": peer.peer},
         )
+        _check_still_open(session, device_id)
         session.send_refused(code)
         await peer.flush()
         raise AuthenticationError(f"{device_id}: {code}")
+    _check_still_open(session, device_id)
+    session.send_accepted(device_id, config.heartbeat_interval)
+    await peer.flush()
+    peer.start_writer()
+    # Attached only once accepted, and before anything else is awaited: from here on requests
+    # may be routed to it (docs/protocol.md#requests).
     previous = state.router.attach_agent(device_id, peer)
+    state.seen(device_id, hello.software)
     if previous is not None:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
         await previous.close(REPLACED, "replaced by a newer connection")
-    state.seen(device_id, hello.software)
-    session.send_accepted(device_id, config.heartbeat_interval)
-    await peer.flush()
-    peer.start_writer()
     log.info(
         "agent %s connected from %s (%s, protocol v%d)",
         device_id,
@@ -135,6 +149,48 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         session.version,
     )
     return device_id
+
+
+def _check_still_open(session: Session, device_id: str) -> None:
+    """The connection was closed while the handshake waited (the relay is shutting down, or the
+    socket went): the handler ends quietly with a clear log line, not with an internal error."""
+    if session.state is SessionState.CLOSED:
+        raise ConnectionClosedError(f"{device_id}: connection closed during the handshake")
+
+
+#: Jobs in ``unknown`` one reconnect asks about (protocol.messages.MAX_JOB_QUERY).
+MAX_JOBS_ASKED = 32
+
+
+async def _ask_about_lost_jobs(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
+    """A v3 agent is asked how the device's ``unknown`` jobs really ended (``job.query``); its
+    ``job.results`` reconcile them. Older agents are not asked: their jobs stay unknown."""
+    if (peer.session.version or 0) < 3:
+        return
+    try:
+        jobs = await state.storage.unknown_jobs(device_id, limit=MAX_JOBS_ASKED)
+    except StorageError as exc:  # asked again on the next connection
+        log.warning("unknown jobs of %s not read: %s", device_id, exc)
+        return
+    if jobs and peer.session.state is SessionState.OPEN:  # not replaced meanwhile
+        query = JobQuery(id=peer.session.next_id(), job_ids=tuple(job.id for job in jobs))
+        try:
+            peer.send_nowait(query)
+        except (LocalProtocolError, SlowConsumerError) as exc:  # asked on the next connection
+            log.info("job query for %s not sent: %s", device_id, exc)
+            return
+        log.info("asked %s about %d job(s) of unknown outcome", device_id, len(jobs))
+
+
+async def _end_lost_route(state: RelayState, route: Route) -> None:
+    """A route whose agent left: a script may have run (``unknown``, reconciled later), other
+    requests failed ``offline``; an orphan's job is already ``unknown``."""
+    if route.orphaned:
+        return
+    if route.tag in RECONCILABLE:
+        await finish_route(state, route, "outcome_unknown", OUTCOME_UNKNOWN)
+    else:
+        await finish_route(state, route, "offline", "the device disconnected")
 
 
 async def _audit_refused_frame(
@@ -190,24 +246,19 @@ async def _handle(
         # Kept with presence and shown to technicians; the device's own word, so nothing is
         # decided on it (docs/protocol.md#device-facts). Already validated by the session.
         state.seen(device_id, facts=event.facts)
+    elif isinstance(event, JobResults):
+        await reconcile_results(state, device_id, event)
     elif event.KIND is Kind.REPLY:
         route = state.router.deliver(peer, event, state.now())
         if route is None:
             return
-        try:
-            route.console.send_nowait(event, route.console_request_id)
-        except SlowConsumerError as exc:
-            # The console stopped reading: it is closed (not this agent); its routes then fail.
-            assert isinstance(route.console, WebSocketSession)
-            state.spawn(route.console.close_for(exc))
-        except PosAssistError as exc:
-            # The console is already closing; whatever is wrong there must not cost this agent
-            # its connection. Its routes end when its handler finishes.
-            log.debug("reply for a closing console dropped: %s", exc)
+        if not route.orphaned:  # an orphan's console was told already and waits no more
+            _forward_reply(state, route, event)
         if isinstance(event, ScriptProgress):
             # Every step of a vetted run is audited: verified, refused and why, consent, backup.
+            # The agent's detail goes under its own key: it can't set the relay's fields.
             outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
-            detail = {"job": route.job_id, "user": route.user, **event.detail}
+            detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
             action = f"script.run.{event.step}"
             try:
                 await state.audit(
@@ -221,7 +272,9 @@ async def _handle(
                     outcome,
                     {"job": route.job_id, "user": route.user},
                 )
-        if event.TERMINAL:
+        if event.TERMINAL and route.orphaned:
+            await reconcile_route(state, route, event)
+        elif event.TERMINAL:
             await finish_route(state, route, None, None, reply=event)
     elif event.KIND is Kind.REQUEST:
         # Alerts and help requests get their handlers with the alerts and help-window work;
@@ -234,3 +287,16 @@ async def _handle(
                 message=f"{event.TAG} is not handled by this relay yet",
             )
         )
+
+
+def _forward_reply(state: RelayState, route: Route, event: Message) -> None:
+    try:
+        route.console.send_nowait(event, route.console_request_id)
+    except SlowConsumerError as exc:
+        # The console stopped reading: it is closed (not this agent); its routes then fail.
+        assert isinstance(route.console, WebSocketSession)
+        state.spawn(route.console.close_for(exc))
+    except PosAssistError as exc:
+        # The console is already closing; whatever is wrong there must not cost this agent
+        # its connection. Its routes end when its handler finishes.
+        log.debug("reply for a closing console dropped: %s", exc)

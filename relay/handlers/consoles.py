@@ -21,7 +21,7 @@ from posassist.protocol import (
     Session,
     TokenAuth,
 )
-from posassist.protocol.errors import EXIT_REFUSED, UnexpectedMessage
+from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, UnexpectedMessage
 
 from ..audit import AuditEntry, Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
@@ -208,8 +208,15 @@ async def _route(user: User, peer: WebSocketSession, state: RelayState, event: M
             timeout=timeout,
         )
     except OfflineError:
+        # Not connected, or its connection is closing or being replaced: the console hears it,
+        # the job fails, audited, and the console stays connected.
         await _fail_unrouted(
             state, user, peer, event, job.id, "offline", "the device is not connected / 设备离线"
+        )
+    except LocalProtocolError as exc:  # the agent's session refused it (too many in flight…)
+        log.info("request for %s not forwarded: %s", device_id, exc)
+        await _fail_unrouted(
+            state, user, peer, event, job.id, "unavailable", "the device is busy; try again"
         )
     except SlowConsumerError:
         agent = state.router.agent(device_id)

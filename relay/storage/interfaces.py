@@ -132,6 +132,16 @@ class JobStore(Protocol):
         error: str | None = None,
         audit: AuditEntry | None = None,
     ) -> Job: ...
+    async def reconcile_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        now: float,
+        error: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> Job: ...
+    async def unknown_jobs(self, device_id: str, *, limit: int) -> list[Job]: ...
     async def mark_running_jobs_failed(self, reason: str, *, now: float) -> int: ...
 
 

@@ -59,6 +59,9 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    #: The relay lost track of a script that may have run (its route expired, or the agent left
+    #: with the request in flight); reconciled when the agent reports (docs/protocol.md#requests).
+    UNKNOWN = "unknown"
 
     @property
     def finished(self) -> bool:

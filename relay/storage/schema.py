@@ -132,7 +132,8 @@ jobs = sa.Table(
     sa.Column("finished_at", sa.Double(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.CheckConstraint(
-        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out')", name="status"
+        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out', 'unknown')",
+        name="status",
     ),
 )
 

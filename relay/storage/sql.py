@@ -836,6 +836,42 @@ class SqlStorage:
             now=now,
         )
 
+    async def reconcile_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        now: float,
+        error: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> Job:
+        """unknown → what really happened, once the agent has said (docs/protocol.md#requests).
+
+        ``Conflict`` if the job is not ``unknown`` (already reconciled, or never lost); with
+        ``audit``, its record commits in the same transaction as the new status.
+        """
+        status = JobStatus(status)
+        if not status.finished or status is JobStatus.UNKNOWN:
+            raise ValueError(f"{status} is not an outcome a job can be reconciled to")
+        return await self._transition(
+            job_id,
+            _RECONCILE_JOB,
+            {"status": status.value, "finished_at": now, "error": error},
+            audit=audit,
+            now=now,
+        )
+
+    async def unknown_jobs(self, device_id: str, *, limit: int) -> list[Job]:
+        """The device's jobs in ``unknown``, newest first, at most ``limit``."""
+        query = (
+            t.jobs.select()
+            .where(t.jobs.c.device_id == device_id, t.jobs.c.status == JobStatus.UNKNOWN.value)
+            .order_by(t.jobs.c.created_at.desc(), t.jobs.c.id)
+            .limit(limit)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [_job(row) for row in rows]
+
     async def mark_running_jobs_failed(self, reason: str, *, now: float) -> int:
         """After a restart: fail every unfinished job, returning how many.
 
@@ -984,6 +1020,17 @@ _FINISH_JOB = _Prepared(
             t.jobs.c.status == _literal(JobStatus.RUNNING),
         ),
     )
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        error=sa.bindparam("error"),
+    )
+    .returning(*t.jobs.c)
+)
+
+_RECONCILE_JOB = _Prepared(
+    t.jobs.update()
+    .where(t.jobs.c.id == sa.bindparam("b_id"), t.jobs.c.status == _literal(JobStatus.UNKNOWN))
     .values(
         status=sa.bindparam("status"),
         finished_at=sa.bindparam("finished_at"),

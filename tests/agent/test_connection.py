@@ -16,7 +16,7 @@ from posassist.agent.enrol import enrol
 from posassist.agent.errors import ConfigError, RelayRefusedError
 from posassist.agent.profile import PosProfile
 from posassist.agent.settings import PrinterConfig, Settings
-from posassist.protocol import Codec, Role, Session, SessionState
+from posassist.protocol import SUPPORTED_VERSIONS, Codec, Role, Session, SessionState
 from posassist.protocol import messages as m
 from posassist.protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
 from tests.relay.harness import Relay, start_relay, wait_until
@@ -40,7 +40,7 @@ async def test_enrol_then_handshake(relay: Relay, tmp_path: Path) -> None:
     assert load_identity(tmp_path / "till").device_id == identity.device_id
     opened = await connect_once(identity, serve=False)
     assert opened.relay_id == relay.state.config.relay_id
-    assert (opened.version, opened.heartbeat_interval) == (2, 1.0)
+    assert (opened.version, opened.heartbeat_interval) == (max(SUPPORTED_VERSIONS), 1.0)
 
 
 async def test_enrol_refusals_leave_no_identity_behind(relay: Relay, tmp_path: Path) -> None:

@@ -85,8 +85,9 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
     async def refusals() -> list[tuple[str, object]]:
         storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
         try:
+            # a run's steps: the agent's own detail is under "agent", apart from the relay's
             return [
-                (r.action, r.detail.get("reason") or r.detail.get("code"))
+                (r.action, _said(r.detail).get("reason") or _said(r.detail).get("code"))
                 async for r in storage.records()
                 if str(r.outcome) == "refused"
             ]
@@ -189,3 +190,92 @@ def test_technician_restores_a_backup_byte_for_byte(tmp_path: Path) -> None:
         if agent is not None:
             stop(agent)  # type: ignore[arg-type]
         stop(relay)
+
+
+def _said(detail: dict[str, object]) -> dict[str, object]:
+    """What the agent said in an audited step (under "agent"), or the record's own detail."""
+    agent = detail.get("agent")
+    return agent if isinstance(agent, dict) else detail
+
+
+def test_a_run_that_outlives_its_route_is_reconciled_from_the_agent(tmp_path: Path) -> None:
+    # docs/protocol.md#request-lifetime-relay, with real processes: a script silent for longer
+    # than the relay's request timeout ends "outcome unknown" for the technician; its late end on
+    # the same connection reconciles the job. A second run is cut short by the agent being
+    # killed: the agent's results file, read by its next process, answers the relay's job.query.
+    import json
+    import time
+
+    relay_dir = tmp_path / "relay"
+    store = provision(relay_dir)
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("printer-status")
+    script.update({"risk": "A", "unattended": True, "consent": False})
+    add(repo, tmp_path, script, body=b"echo going\nsleep 6\necho done\n")
+    approve(repo, "alice", "bob")
+    repo.publish(relay_dir)
+    relay, url = start_relay(relay_dir, "--request-timeout", "2")
+    agent = None
+    till = tmp_path / "till"
+    results = till / "scripts" / "results.json"
+    try:
+        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        agent, device = start_agent(till)
+        tech = Technician(tmp_path / "tech").login(url)
+        ran = tech("run", device, "printer-status", "--version", "1.0.0", "--unattended")
+        assert ran.returncode != 0
+        assert "outcome_unknown" in ran.stdout + ran.stderr or "outcome unknown" in (
+            ran.stdout + ran.stderr
+        )
+        deadline = time.monotonic() + 30
+        while "succeeded" not in _statuses(results):
+            assert time.monotonic() < deadline, "the run's end was not recorded on the till"
+            time.sleep(0.1)
+        # the second run: the agent dies while it runs
+        second = tech("run", device, "printer-status", "--version", "1.0.0", "--unattended")
+        assert second.returncode != 0
+        stop(agent)
+        assert "running" in _statuses(results)
+        agent, _ = start_agent(till)
+        deadline = time.monotonic() + 30
+        while len(_reconciled(relay_dir)) < 2:
+            assert time.monotonic() < deadline, "the relay did not reconcile both runs"
+            time.sleep(0.2)
+    finally:
+        if agent is not None:
+            stop(agent)
+        stop(relay)
+    first, second_run = _reconciled(relay_dir)
+    assert (first["status"], first["via"]) == ("succeeded", "late reply")
+    assert (second_run["status"], second_run["via"]) == ("failed", "job.query")
+    assert "interrupted" in str(second_run["error"])
+    assert "intact" in ok(py("relay", "audit", "verify", "--data", str(relay_dir)))
+    assert json.loads(results.read_text())  # still readable by the next agent
+
+
+def _statuses(results: Path) -> list[str]:
+    import json
+
+    try:
+        return [entry["status"] for entry in json.loads(results.read_text())]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def _reconciled(relay_dir: Path) -> list[dict[str, object]]:
+    import asyncio
+
+    from posassist.relay.storage import open_storage
+
+    async def read() -> list[dict[str, object]]:
+        storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
+        try:
+            return [
+                dict(r.detail)
+                async for r in storage.records()
+                if r.action == "script.run.reconciled"
+            ]
+        finally:
+            await storage.close()
+
+    return asyncio.run(read())

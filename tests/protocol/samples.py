@@ -32,9 +32,13 @@ SAMPLES: list[m.Message] = [
         version="1.0.0",
         params={"port": "/dev/ttyS0", "copies": 1, "cut": True, "delay": 0.5},
     ),
+    m.ScriptRunRequest(
+        id=8, device_id="dev-1", script="pos-service-restart", version="2.1.0", job_id="job-7"
+    ),
     m.ScriptStarted(id=2, job_id="job-1", started_at=1700000001.0),
     m.ScriptOutput(id=2, job_id="job-1", seq=0, stream="stdout", data=b"ok\n"),
     m.ScriptRestoreRequest(id=3, device_id="dev-1", backup_id="bk-1"),
+    m.ScriptRestoreRequest(id=9, device_id="dev-1", backup_id="bk-1", job_id="job-8"),
     m.ScriptProgress(
         id=2,
         job_id="job-1",
@@ -99,4 +103,26 @@ SAMPLES: list[m.Message] = [
         timeout=120.0,
     ),
     m.ConsentAnswer(id=6, granted=True, answered_by="merchant"),
+    m.JobQuery(id=10, job_ids=("job-7", "job-8")),
+    m.JobResults(
+        id=10,
+        results=(
+            {
+                "job_id": "job-7",
+                "status": "succeeded",
+                "exit_code": 0,
+                "finished_at": 1700000005.0,
+                "backup_id": "bk-2",
+                "detail": "",
+            },
+            {
+                "job_id": "job-8",
+                "status": "unknown",
+                "exit_code": None,
+                "finished_at": None,
+                "backup_id": None,
+                "detail": "",
+            },
+        ),
+    ),
 ]

@@ -7,7 +7,7 @@ import base64
 import msgpack
 import pytest
 
-from posassist.protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken, http_base_url
+from posassist.protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
 
 PIN = "ab" * 32
 SECRET = "s3cr3t-Secret_0123456789"
@@ -82,8 +82,3 @@ def test_damaged_token_is_refused_clearly(text: str) -> None:
         EnrolmentInvite.decode(text)
     assert SECRET not in str(info.value)
     assert info.value.public_reason == "not a valid enrolment token"
-
-
-def test_http_base_url() -> None:
-    assert http_base_url("ws://127.0.0.1:8765") == "http://127.0.0.1:8765"
-    assert http_base_url("wss://relay.example/v1/agent") == "https://relay.example"

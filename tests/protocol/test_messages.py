@@ -18,6 +18,8 @@ from posassist.protocol import (
 from posassist.protocol import messages as m
 from tests.protocol.samples import SAMPLES
 
+CODEC = Codec()
+
 
 def test_every_message_type_has_a_sample() -> None:
     assert {type(s) for s in SAMPLES} == set(MESSAGE_TYPES)
@@ -473,3 +475,90 @@ def test_facts_size_counts_keys_and_strings() -> None:
     assert m.facts_size({}) == 0
     assert m.facts_size({"os": "Linux", "bits": 64}) == len("os") + 5 + len("bits")
     assert m.facts_size({"printers": [{"name": "ab"}, "cd"]}) == len("printers") + 4 + 2 + 2
+
+
+# --- fields added by a later version, job.query and job.results (protocol v3) ------------------
+
+
+def test_a_later_field_is_left_off_the_wire_while_none() -> None:
+    run = m.ScriptRunRequest(id=1, device_id="d", script="s", version="1")
+    assert "job_id" not in run.to_wire()  # what a v1/v2 agent knows, byte for byte
+    assert CODEC.encode(run) == CODEC.encode_with_id(run.with_id(7), 1)
+    with_job = m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", job_id="job-1")
+    assert with_job.to_wire()["job_id"] == "job-1"
+    assert CODEC.decode(CODEC.encode_with_id(with_job, 5)) == with_job.with_id(5)
+
+
+def test_a_map_without_the_later_field_decodes_and_one_without_a_required_field_does_not() -> None:
+    old = {"t": "script.restore", "id": 1, "device_id": "d", "backup_id": "bk"}
+    assert m.ScriptRestoreRequest.from_wire(old).job_id is None
+    assert _GENERIC(m.ScriptRestoreRequest, old) == m.ScriptRestoreRequest.from_wire(old)
+    missing = {"t": "script.restore", "id": 1, "device_id": "d", "job_id": "job-1"}
+    with pytest.raises(LocalProtocolError, match="wrong set of fields"):
+        m.ScriptRestoreRequest.from_wire(missing)
+    with pytest.raises(LocalProtocolError, match="wrong set of fields"):
+        _GENERIC(m.ScriptRestoreRequest, missing)
+    with pytest.raises(LocalProtocolError, match="job_id has a bad value"):
+        m.ScriptRestoreRequest.from_wire({**old, "job_id": ""})
+
+
+def test_a_later_field_must_default_to_none() -> None:
+    with pytest.raises(TypeError, match="default to None"):
+        m.spec(default="", since=3)
+
+
+def _result(**changes: object) -> dict[str, object]:
+    result: dict[str, object] = {
+        "job_id": "job-1",
+        "status": "succeeded",
+        "exit_code": 0,
+        "finished_at": 2.0,
+        "backup_id": "bk-1",
+        "detail": "",
+    }
+    result.update(changes)
+    return result
+
+
+BAD_RESULTS = [
+    ("missing key", {k: v for k, v in _result().items() if k != "detail"}),
+    ("extra key", _result(user="admin")),
+    ("empty job id", _result(job_id="")),
+    ("job id not str", _result(job_id=1)),
+    ("status not listed", _result(status="pending")),
+    ("exit code not int", _result(exit_code="0")),
+    ("exit code huge", _result(exit_code=2**40)),
+    ("finished_at nan", _result(finished_at=math.nan)),
+    ("finished_at str", _result(finished_at="now")),
+    ("backup id empty", _result(backup_id="")),
+    ("backup id not str", _result(backup_id=3)),
+    ("detail too long", _result(detail="x" * 1025)),
+    ("detail not str", _result(detail=None)),
+]
+
+
+@pytest.mark.parametrize(("what", "result"), BAD_RESULTS, ids=[b[0] for b in BAD_RESULTS])
+def test_a_bad_job_result_cannot_be_built_or_decoded(what: str, result: dict[str, object]) -> None:
+    with pytest.raises(LocalProtocolError):
+        m.JobResults(id=1, results=(result,))
+    wire = {"t": "job.results", "id": 1, "results": (result,)}
+    with pytest.raises(LocalProtocolError):
+        m.JobResults.from_wire(wire)
+
+
+def test_job_results_accept_every_status_and_empty_optionals() -> None:
+    results = tuple(
+        _result(job_id=f"job-{i}", status=status, exit_code=None, finished_at=None, backup_id=None)
+        for i, status in enumerate(m.JOB_RESULT_STATUSES)
+    )
+    msg = m.JobResults(id=1, results=results)
+    assert CODEC.decode(CODEC.encode(msg)) == msg
+    assert m.JobResults(id=1, results=(_result(finished_at=3),)).results[0]["finished_at"] == 3
+
+
+@pytest.mark.parametrize(
+    "job_ids", [(), ("",), ("x" * 65,), tuple(f"j{i}" for i in range(m.MAX_JOB_QUERY + 1))]
+)
+def test_a_bad_job_query_cannot_be_built(job_ids: tuple[str, ...]) -> None:
+    with pytest.raises(LocalProtocolError):
+        m.JobQuery(id=1, job_ids=job_ids)

@@ -294,7 +294,7 @@ FACTS = m.DeviceFacts(facts={"hostname": "TILL-01", "printers": ({"name": "recei
 
 def test_open_agent_sends_facts_to_the_relay() -> None:
     agent, relay = open_agent_pair()
-    assert agent.version == relay.version == 2
+    assert agent.version == relay.version == 3
     agent.send(FACTS)
     assert pump(agent, relay) == [FACTS]
     # an event: nothing is waiting for an answer on either side
@@ -434,3 +434,18 @@ def test_forwarding_under_an_id_nobody_asked_for_changes_nothing() -> None:
     with pytest.raises(LocalProtocolError, match="in state IDLE"):
         idle.send_with_id(m.DiagnosticsRequest(id=1, device_id="dev-1"), 1)
     assert idle.data_to_send() == []
+
+
+def test_job_query_needs_protocol_version_3_and_is_answered_by_job_results() -> None:
+    agent, relay = open_agent_pair(versions=(1, 2))
+    with pytest.raises(LocalProtocolError, match="version 2"):
+        relay.send(m.JobQuery(id=1, job_ids=("job-1",)))
+    agent, relay = open_agent_pair()
+    relay.send(m.JobQuery(id=1, job_ids=("job-1",)))
+    assert pump(relay, agent) == [m.JobQuery(id=1, job_ids=("job-1",))]
+    answer = m.JobResults(id=1, results=())
+    agent.send(answer)
+    assert pump(agent, relay) == [answer]
+    assert relay.requests_in_flight == 0
+    with pytest.raises(LocalProtocolError):
+        agent.send(m.JobQuery(id=2, job_ids=("job-1",)))  # only the relay asks

@@ -164,3 +164,136 @@ def test_forward_to_a_device_without_a_link_is_offline(router: InProcessRouter) 
     with pytest.raises(OfflineError):
         _forward(router, FakeLink("console"), 41)
     assert router.routes_in_flight == 0
+
+
+# --- requests live as long as their work (docs/protocol.md#requests) ------------------------------
+
+
+def _run(router: InProcessRouter, console: FakeLink, rid: int, *, timeout: float = 10) -> Route:
+    request = m.ScriptRunRequest(
+        id=rid, device_id=DEVICE, script="s", version="1", job_id="job_from_console"
+    )
+    return router.forward(
+        console,
+        request,
+        device_id=DEVICE,
+        job_id=f"job_{rid}",
+        user="tech",
+        now=100.0,
+        timeout=timeout,
+    )
+
+
+def _step(rid: int, step: str, **detail: object) -> m.ScriptProgress:
+    return m.ScriptProgress(id=rid, job_id="j", step=step, at=1.0, detail=detail)
+
+
+def test_a_script_request_carries_the_relays_job_id_to_a_v3_agent_only(
+    router: InProcessRouter,
+) -> None:
+    v3 = FakeLink("v3")
+    router.attach_agent(DEVICE, v3)
+    _run(router, FakeLink("console"), 41)
+    ((_, sent),) = v3.sent
+    assert sent.job_id == "job_41"  # type: ignore[attr-defined]
+    (frame,) = v3.session.data_to_send()
+    v3.far_end.receive_data(frame)
+    (received,) = v3.far_end.events_received()
+    assert received.job_id == "job_41"  # type: ignore[attr-defined]
+    old = FakeLink("v2")
+    old.far_end, old.session = open_agent_pair(versions=(1, 2))
+    router.attach_agent(DEVICE, old)
+    _run(router, FakeLink("console"), 42)
+    ((_, sent),) = old.sent
+    assert sent.job_id is None  # type: ignore[attr-defined]
+    diag = _forward(router, FakeLink("console"), 43)
+    assert old.sent[-1][1] is not None
+    assert diag.tag == "diag.request"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        _step(1, "verified"),
+        _step(1, "consent_answered"),
+        m.ScriptStarted(id=1, job_id="j", started_at=1.0),
+        m.ScriptOutput(id=1, job_id="j", seq=0, stream="stdout", data=b""),
+    ],
+    ids=lambda r: getattr(r, "step", r.TAG),
+)
+def test_every_reply_moves_the_deadline(router: InProcessRouter, reply: m.Message) -> None:
+    router.attach_agent(DEVICE, FakeLink("agent"))
+    route = _run(router, FakeLink("console"), 41, timeout=10)
+    agent = route.agent
+    assert router.deliver(agent, reply, now=108.0) is route
+    assert route.deadline == 118.0
+    assert router.expire(now=117.0) == []
+
+
+@pytest.mark.parametrize(
+    ("stated", "held"),
+    [(120.0, 120.0), (5, 5.0), (10_000.0, 900.0), (-3.0, 0.0), ("soon", 900.0), (None, 900.0)],
+)
+def test_consent_asked_holds_the_route_for_the_stated_wait_bounded(
+    router: InProcessRouter, stated: object, held: float
+) -> None:
+    router.attach_agent(DEVICE, FakeLink("agent"))
+    route = _run(router, FakeLink("console"), 41, timeout=10)
+    detail = {} if stated is None else {"timeout": stated}
+    router.deliver(route.agent, _step(route.agent_request_id, "consent_asked", **detail), 100.0)
+    assert route.deadline == 100.0 + held + 10
+
+
+def test_an_expired_script_route_is_kept_as_an_orphan_for_its_late_outcome(
+    router: InProcessRouter,
+) -> None:
+    agent = FakeLink("agent")
+    router.attach_agent(DEVICE, agent)
+    console = FakeLink("console")
+    script = _run(router, console, 41, timeout=1)
+    diag = _forward(router, console, 42, timeout=1)
+    assert router.expire(now=102.0) == [script, diag]
+    assert (script.orphaned, diag.orphaned) == (True, False)
+    assert (router.routes_in_flight, router.orphans) == (0, 1)
+    assert router.expire(now=10_000.0) == []  # expired once
+    assert router.detach_console(console) == []  # its console no longer counts
+    # the agent's session still expects the script's replies (not abandoned)
+    assert agent.session.requests_in_flight == 1
+    assert router.deliver(agent, _step(1, "backup_made"), now=103.0) is script
+    assert (
+        router.deliver(
+            agent,
+            m.ScriptFinished(id=1, job_id="j", status="succeeded", finished_at=1.0),
+            now=104.0,
+        )
+        is script
+    )
+    assert router.orphans == 0
+
+
+def test_orphans_are_bounded_and_go_with_their_agent(router: InProcessRouter) -> None:
+    router = InProcessRouter(max_orphans=2)
+    agent = FakeLink("agent")
+    router.attach_agent(DEVICE, agent)
+    console = FakeLink("console")
+    routes = [_run(router, console, rid, timeout=1) for rid in (41, 42, 43)]
+    router.expire(now=102.0)
+    assert router.orphans == 2
+    # the oldest was dropped: abandoned, so its late reply is dropped quietly by the session
+    assert (
+        router.deliver(
+            agent, m.ScriptFinished(id=1, job_id="j", status="failed", finished_at=1.0), now=103.0
+        )
+        is None
+    )
+    assert router.detach_agent(DEVICE, agent) == routes[1:]
+    assert router.orphans == 0
+
+
+def test_forward_to_a_closing_link_is_offline(router: InProcessRouter) -> None:
+    agent = FakeLink("agent")
+    router.attach_agent(DEVICE, agent)
+    agent.session.close()  # being closed (revoked, replaced, slow): still attached for now
+    with pytest.raises(OfflineError):
+        _forward(router, FakeLink("console"), 41)
+    assert router.routes_in_flight == 0

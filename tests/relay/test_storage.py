@@ -113,10 +113,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0001"
+    assert await storage.current_revision() == head_revision() == "0002"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0001"
+    assert await storage.current_revision() == "0002"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -124,7 +124,7 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0001"
+    assert await first.current_revision() == await second.current_revision() == "0002"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):
@@ -601,6 +601,50 @@ async def test_restart_marks_unfinished_jobs_failed(storage):
         )
     assert (await storage.get_job(done.id)).status is JobStatus.TIMED_OUT
     assert await storage.mark_running_jobs_failed("again", now=NOW + 61) == 0
+
+
+async def test_an_unknown_job_is_reconciled_once_to_a_real_outcome(storage):
+    from posassist.relay.audit import AuditEntry, Outcome, verify_store
+
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    other = await enrol(storage, store.id, key=b"o" * 32)
+    lost = [await storage.create_job(device.id, "script.run", "li", now=NOW + i) for i in range(3)]
+    for job in lost:
+        await storage.finish_job(job.id, JobStatus.UNKNOWN, now=NOW + 5, error="outcome unknown")
+    done = await storage.create_job(device.id, "script.run", "li", now=NOW + 9)
+    await storage.finish_job(done.id, JobStatus.FAILED, now=NOW + 10)
+    elsewhere = await storage.create_job(other.id, "script.run", "li", now=NOW)
+    await storage.finish_job(elsewhere.id, JobStatus.UNKNOWN, now=NOW + 1)
+
+    # newest first, bounded, this device only, unknown only
+    assert [j.id for j in await storage.unknown_jobs(device.id, limit=2)] == [
+        lost[2].id,
+        lost[1].id,
+    ]
+    assert len(await storage.unknown_jobs(device.id, limit=10)) == 3
+
+    entry = AuditEntry("device:d", "script.run.reconciled", "device:d", Outcome.OK, {"x": 1})
+    job = await storage.reconcile_job(lost[0].id, JobStatus.SUCCEEDED, now=NOW + 20, audit=entry)
+    assert (job.status, job.finished_at, job.error) == (JobStatus.SUCCEEDED, NOW + 20, None)
+    before = (await storage.head()).seq
+    with pytest.raises(Conflict):  # only once, and the second record is not written
+        await storage.reconcile_job(lost[0].id, JobStatus.FAILED, now=NOW + 21, audit=entry)
+    with pytest.raises(Conflict):  # a job that was never lost keeps its outcome
+        await storage.reconcile_job(done.id, JobStatus.SUCCEEDED, now=NOW + 21, audit=entry)
+    assert (await storage.head()).seq == before
+    for status in (JobStatus.UNKNOWN, JobStatus.RUNNING):
+        with pytest.raises(ValueError):
+            await storage.reconcile_job(lost[1].id, status, now=NOW + 21)
+    with pytest.raises(NotFound):
+        await storage.reconcile_job("job_missing", JobStatus.FAILED, now=NOW)
+    assert [j.id for j in await storage.unknown_jobs(device.id, limit=10)] == [
+        lost[2].id,
+        lost[1].id,
+    ]
+    # a restart does not touch them: they ended, only how is unknown
+    assert await storage.mark_running_jobs_failed("relay restarted", now=NOW + 30) == 0
+    assert (await verify_store(storage)).ok
 
 
 async def test_job_and_its_audit_record_commit_together(storage):

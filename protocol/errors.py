@@ -15,7 +15,8 @@ Protocol errors carry the websocket close code to send; see docs/protocol.md#clo
     │       ├── UnknownReply          reply id matches no request in flight     1002
     │       └── TooManyRequests       more requests in flight than allowed      1008
     ├── AuthenticationError           refused sign-in or device auth            4001
-    └── SignatureError                an Ed25519 signature did not verify
+    ├── SignatureError                an Ed25519 signature did not verify
+    └── PeerSilentError               nothing arrived within the silence deadline   4009
 
 The text of an exception is for our logs. What may be shown to a peer is ``public_reason``: a short,
 fixed sentence per class that never echoes the peer's input or our internals.
@@ -31,6 +32,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedMessage",
     "PayloadTooBig",
+    "PeerSilentError",
     "PosAssistError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -143,3 +145,13 @@ class SignatureError(PosAssistError):
 
     close_code = 4001
     public_reason = "bad signature"
+
+
+class PeerSilentError(PosAssistError):
+    """Nothing at all arrived from the peer within the silence deadline (docs/protocol.md#liveness).
+
+    The connection is closed and, on a client, reconnected like any lost connection.
+    """
+
+    close_code = 4009
+    public_reason = "no traffic within the silence deadline"

@@ -189,43 +189,66 @@ class WebSocketSession:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    async def wait_events(self, timeout: float) -> list[Message]:
-        """Frames until at least one message arrives; ProtocolError or ConnectionClosedError."""
+    async def wait_events(
+        self, timeout: float | None = None, *, until: float | None = None
+    ) -> list[Message]:
+        """Frames until at least one message arrives; ProtocolError or ConnectionClosedError.
+
+        TimeoutError when nothing arrives within ``timeout`` seconds (the handshake) or, with no
+        ``timeout``, when the session's silence deadline passes (docs/protocol.md#liveness): any
+        frame, ping or pong moves it. ``until`` (loop time) ends the wait early all the same.
+        Pings are answered here (the websocket has ``autoping=False`` so that they count).
+        """
         while True:
-            frame = await self._receive(timeout)
-            if frame.type is WSMsgType.BINARY:
+            frame = await self._receive(timeout, until)
+            kind = frame.type
+            if kind is WSMsgType.BINARY:
                 self._frames_in.inc()
                 self.session.receive_data(frame.data)
                 events = self.session.events_received()
                 if events:
                     return events
-            elif frame.type is WSMsgType.TEXT:
+            elif kind is WSMsgType.PING:
+                await self.ws.pong(frame.data)
+            elif kind is WSMsgType.PONG:
+                pass  # traffic: it moved the deadline, nothing else to do
+            elif kind is WSMsgType.TEXT:
                 # docs/protocol.md#framing: binary frames only
                 raise MalformedMessage("text frame")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp already closed with 1009 if too big)
-                raise ConnectionClosedError(str(frame.type))
+                raise ConnectionClosedError(str(kind))
 
-    async def _receive(self, timeout: float) -> WSMessage:
-        """The next frame; TimeoutError when none arrives within ``timeout`` seconds.
+    async def _receive(self, timeout: float | None, until: float | None = None) -> WSMessage:
+        """The next frame (noted as traffic on the session); TimeoutError past the deadline.
 
-        Like ``asyncio.timeout(timeout)`` around ``ws.receive()``, but without arming and
-        cancelling a timer for every frame (about a tenth of the relay's CPU when forwarding,
-        benchmarks/bench_relay.py): each call only moves the deadline; the one timer re-arms
-        itself for the newest deadline when it fires early, and cancels the waiting task (as
-        ``asyncio.timeout`` does) only when the deadline has really passed.
+        The deadline is ``timeout`` seconds from now if given, else the session's silence
+        deadline, and never later than ``until``. Like ``asyncio.timeout()`` around
+        ``ws.receive()``, but without arming and cancelling a timer for every frame (about a
+        tenth of the relay's CPU when forwarding, benchmarks/bench_relay.py): each call only
+        moves the deadline; the one timer re-arms itself for the newest deadline when it fires
+        early, and cancels the waiting task (as ``asyncio.timeout`` does) only when the
+        deadline has really passed.
         """
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None
-        self._deadline = loop.time() + timeout
-        if self._timer is None or self._timer_at > self._deadline:
+        if timeout is not None:
+            deadline = loop.time() + timeout
+        else:
+            silence = self.session.silence_deadline()
+            assert silence is not None, "no silence deadline before the session is open"
+            deadline = silence
+        if until is not None and until < deadline:
+            deadline = until
+        self._deadline = deadline
+        if self._timer is None or self._timer_at > deadline:
             self._arm(loop)
         self._waiter, self._timed_out = task, False
         cancelling = task.cancelling()
         try:
-            return await self.ws.receive()
+            frame = await self.ws.receive()
         except asyncio.CancelledError:
             if self._timed_out and task.uncancel() <= cancelling:
                 self._disarm()
@@ -236,6 +259,8 @@ class WebSocketSession:
             raise
         finally:
             self._waiter = None
+        self.session.data_received(loop.time())
+        return frame
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is not None:

@@ -245,7 +245,10 @@ class Connection:
                 await self.ws.send(frame)
 
     async def send(self, msg: Message) -> None:
-        """Queue ``msg`` on the session and write it; LocalProtocolError if illegal now."""
+        """Queue ``msg`` on the session and write it; LocalProtocolError if illegal now, or the
+        error that ended the connection if it has ended."""
+        if self._closed.done():
+            raise self._closed.result()
         self.session.send(msg)
         await self.flush()
 

@@ -15,6 +15,7 @@ import time
 from typing import (
     TYPE_CHECKING,
     Any,
+    AsyncGenerator,
     AsyncIterator,
     Callable,
     Dict,
@@ -252,7 +253,7 @@ class Connection:
         self.session.send(msg)
         await self.flush()
 
-    async def request(self, msg: Message, timeout: float) -> AsyncIterator[Message]:
+    async def request(self, msg: Message, timeout: float) -> AsyncGenerator[Message, None]:
         """Send a request and yield its replies until the terminal one (``error`` included).
 
         Each reply must come within ``timeout`` seconds of the last (asyncio.TimeoutError; the

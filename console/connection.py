@@ -16,7 +16,7 @@ from posassist.protocol.errors import AuthenticationError
 from . import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from posassist.protocol import Message, Session
 
@@ -55,7 +55,7 @@ class ConsoleConnection:
         except RelayRefused as exc:
             raise AuthenticationError(f"relay refused the token: {exc.code}") from None
 
-    def request(self, msg: Message, timeout: float = 60.0) -> AsyncIterator[Message]:
+    def request(self, msg: Message, timeout: float = 60.0) -> AsyncGenerator[Message, None]:
         """Send a request; yield its replies until the final one (or an ErrorReply).
 
         ``timeout`` bounds the wait for each reply, not the whole request.

@@ -214,16 +214,11 @@ class Connection:
         try:
             while True:
                 now = self._clock()
-                if session.peer_silent(now):
-                    since = session.peer_silent_since or now
-                    raise PeerSilentError(
-                        f"nothing from the relay for {now - since:.1f} s"
-                        f" (heartbeat {session.heartbeat_interval} s)"
-                    )
+                self._check_silence(now)
                 if session.heartbeat_due(now):
                     session.send_heartbeat(self._heartbeat_seq, now, self._wall_clock())
                     self._heartbeat_seq += 1
-                    await self.flush()
+                    await self._flush_unless_silent()
                 wake = min(
                     session.silence_deadline() or now + 1.0,
                     session.next_heartbeat_at() or now + 1.0,
@@ -236,6 +231,27 @@ class Connection:
             self.ws.transport.abort()
         except ConnectionClosed as exc:
             self._end(exc)
+
+    def _check_silence(self, now: float) -> None:
+        session = self.session
+        if session.peer_silent(now):
+            since = session.peer_silent_since or now
+            raise PeerSilentError(
+                f"nothing from the relay for {now - since:.1f} s"
+                f" (heartbeat {session.heartbeat_interval} s)"
+            )
+
+    async def _flush_unless_silent(self) -> None:
+        """Flush, but a write stuck on a silent peer (full buffers) must not stop the watch."""
+        flushing = asyncio.ensure_future(self.flush())
+        flushing.add_done_callback(_retrieve)
+        while not flushing.done():
+            deadline = self.session.silence_deadline()
+            left = None if deadline is None else max(0.0, deadline - self._clock())
+            await asyncio.wait({flushing}, timeout=left)
+            if not flushing.done():
+                self._check_silence(self._clock())
+        flushing.result()
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -298,6 +314,11 @@ class Connection:
 
 class ConnectionClosedByUs(Exception):
     """The connection was closed on purpose by its owner (``aclose``)."""
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved here; whoever awaits it sees it too
 
 
 def _is_request(msg: Message) -> bool:

@@ -95,7 +95,8 @@ class WebSocketSession:
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The idle timer (see _receive): one per connection, moved lazily, not one per frame.
-        self._deadline = 0.0
+        self._fixed: float | None = None
+        self._until: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._waiter: asyncio.Task[object] | None = None
@@ -221,12 +222,13 @@ class WebSocketSession:
     async def _receive(self, timeout: float | None, until: float | None = None) -> WSMessage:
         """The next frame (noted as traffic on the session); TimeoutError past the deadline.
 
-        The deadline is ``timeout`` seconds from now if given, else the session's silence
-        deadline, and never later than ``until``. Like ``asyncio.timeout()`` around
-        ``ws.receive()``, but without arming and cancelling a timer for every frame (about a
-        tenth of the relay's CPU when forwarding, benchmarks/bench_relay.py): each call only
-        moves the deadline; the one timer re-arms itself for the newest deadline when it fires
-        early, and cancels the waiting task (as ``asyncio.timeout`` does) only when the
+        The deadline is ``timeout`` seconds from now if given (the handshake), else the
+        session's silence deadline (docs/protocol.md#liveness), and never later than ``until``.
+        Like ``asyncio.timeout()`` around ``ws.receive()``, but without arming and cancelling a
+        timer for every frame (about a tenth of the relay's CPU when forwarding,
+        benchmarks/bench_relay.py): a frame only notes its arrival on the session, which moves
+        the silence deadline; the one timer re-arms itself for the newest deadline when it
+        fires early, and cancels the waiting task (as ``asyncio.timeout`` does) only when the
         deadline has really passed.
         """
         loop = self._loop
@@ -234,17 +236,14 @@ class WebSocketSession:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None
-        if timeout is not None:
-            deadline = loop.time() + timeout
-        else:
-            silence = self.session.silence_deadline()
-            assert silence is not None, "no silence deadline before the session is open"
-            deadline = silence
-        if until is not None and until < deadline:
-            deadline = until
-        self._deadline = deadline
-        if self._timer is None or self._timer_at > deadline:
-            self._arm(loop)
+        rearm = self._timer is None or self._fixed is not None or until != self._until
+        self._fixed = None if timeout is None else loop.time() + timeout
+        self._until = until
+        if rearm or timeout is not None:
+            # A silence deadline only moves later, so a timer armed for it stays good.
+            deadline = self._current_deadline()
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(loop, deadline)
         self._waiter, self._timed_out = task, False
         cancelling = task.cancelling()
         try:
@@ -262,18 +261,27 @@ class WebSocketSession:
         self.session.data_received(loop.time())
         return frame
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _current_deadline(self) -> float:
+        deadline = self._fixed
+        if deadline is None:
+            deadline = self.session.silence_deadline()
+            assert deadline is not None, "no silence deadline before the session is open"
+        until = self._until
+        return deadline if until is None or deadline < until else until
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = self._deadline
-        self._timer = loop.call_at(self._deadline, self._on_deadline, loop)
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._on_deadline, loop)
 
     def _on_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         if self._waiter is None:
             return  # between frames; the next _receive arms a fresh timer
-        if loop.time() < self._deadline:
-            self._arm(loop)  # a frame came since this timer was armed
+        deadline = self._current_deadline()
+        if loop.time() < deadline:
+            self._arm(loop, deadline)  # traffic came since this timer was armed
             return
         self._timed_out = True
         self._waiter.cancel()

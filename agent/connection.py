@@ -1,33 +1,30 @@
-"""Drives a protocol.Session over the agent's outbound websocket (websockets, asyncio client).
+"""The agent's side of the relay connection: requests answered over the shared client driver.
 
-One call of :func:`connect_once` is one connection: handshake, then heartbeats and requests.
+One call of :func:`connect_once` is one connection (``posassist.client.connection``): handshake
+signed with the device key, heartbeats and liveness, then diagnostics, scripts and facts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence, Set
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from posassist.client.tlspin import check_pin, client_ssl_context_for_pin
+from posassist.client.connection import Connection, RelayRefused, open_connection
 from posassist.protocol import (
-    AuthAccepted,
     AuthChallenge,
-    AuthRefused,
     DeviceFacts,
     DiagnosticsReport,
     DiagnosticsRequest,
     ErrorReply,
-    Heartbeat,
     HeartbeatAck,
     JobQuery,
     Kind,
     Message,
+    PeerSilentError,
     Role,
     ScriptRestoreRequest,
     ScriptRunRequest,
@@ -35,7 +32,7 @@ from posassist.protocol import (
     Welcome,
     signing,
 )
-from posassist.protocol.errors import LocalProtocolError, UnexpectedMessage
+from posassist.protocol.errors import LocalProtocolError, ProtocolError
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
@@ -66,88 +63,67 @@ class Opened:
 
 
 class AgentConnection:
-    """One websocket to the relay and the protocol state for it."""
+    """What the agent does on one connection: answer the relay's requests, send its facts."""
 
     def __init__(
         self,
-        ws: ClientConnection,
         identity: Identity,
         diagnostics: Optional[DiagContext] = None,
         collectors: Optional[Sequence[Collector]] = None,
         scripts: Optional[ScriptService] = None,
+        session: Optional[Session] = None,
     ) -> None:
-        self.ws = ws
         self.identity = identity
-        self.session = Session(Role.AGENT)
+        self.session = session or Session(Role.AGENT)
         self.diagnostics = diagnostics
         self.scripts = scripts
         self.collectors = collectors
+        self.connection: Optional[Connection] = None
+        self._welcome: Optional[Welcome] = None
         self._tasks: Set[asyncio.Future[None]] = set()
 
-    async def flush(self) -> None:
-        for frame in self.session.data_to_send():
-            await self.ws.send(frame)
+    def authenticate(self, session: Session, msg: Message) -> None:
+        """The handshake step (docs/protocol.md#agent-authentication): sign the challenge."""
+        if isinstance(msg, Welcome):
+            self._welcome = msg
+        elif isinstance(msg, AuthChallenge) and self._welcome is not None:
+            payload = signing.auth_payload(
+                self._welcome.relay_id, self.identity.device_id, msg.nonce, self._welcome.version
+            )
+            session.send_auth_response(
+                self.identity.device_id, signing.sign(self.identity.key, payload)
+            )
 
-    async def wait_events(self) -> List[Message]:
-        """Frames until at least one message arrives (the caller bounds the wait)."""
-        while True:
-            frame = await self.ws.recv()
-            if isinstance(frame, str):
-                frame = frame.encode("utf-8")  # the codec refuses it as malformed
-            self.session.receive_data(frame)
-            events = self.session.events_received()
-            if events:
-                return events
+    def opened(self) -> Opened:
+        """What the handshake gave (after it)."""
+        welcome, interval = self._welcome, self.session.heartbeat_interval
+        assert welcome is not None
+        assert interval is not None
+        return Opened(welcome.relay_id, welcome.version, interval)
 
-    async def wait_one(self, timeout: float) -> Message:
-        events = await asyncio.wait_for(self.wait_events(), timeout)
-        return events[0]
+    def on_heartbeat_ack(self, ack: HeartbeatAck) -> None:
+        if self.diagnostics is not None:  # round trips give the clock offset (§5.3 #18)
+            self.diagnostics.clock.add(ack.sent_at, ack.received_at, time.time())
 
-    async def handshake(self, timeout: float) -> Opened:
-        """Hello, Welcome, sign the challenge, accepted (docs/protocol.md#agent-authentication)."""
-        self.session.send_hello(SOFTWARE)
-        await self.flush()
-        welcome = await self.wait_one(timeout)
-        challenge = await self.wait_one(timeout)
-        if not isinstance(welcome, Welcome) or not isinstance(challenge, AuthChallenge):
-            raise UnexpectedMessage("handshake out of order")  # pragma: no cover - session guards
-        version = welcome.version
-        payload = signing.auth_payload(
-            welcome.relay_id, self.identity.device_id, challenge.nonce, version
-        )
-        self.session.send_auth_response(
-            self.identity.device_id, signing.sign(self.identity.key, payload)
-        )
-        await self.flush()
-        answer = await self.wait_one(timeout)
-        if isinstance(answer, AuthRefused):
-            raise RelayRefusedError(answer.code)
-        if not isinstance(answer, AuthAccepted):  # pragma: no cover - session guards
-            raise UnexpectedMessage(answer.TAG)
-        return Opened(welcome.relay_id, version, answer.heartbeat_interval)
+    def on_message(self, event: Message) -> None:
+        self._answer(event, time.time)
 
-    async def serve(self, opened: Opened, clock: Callable[[], float] = time.time) -> None:
-        """Heartbeats out, answers in, until the connection ends (raises ConnectionClosed)."""
-        background = [asyncio.ensure_future(self._heartbeats(opened.heartbeat_interval, clock))]
+    async def serve(self, connection: Connection, opened: Opened) -> BaseException:
+        """Answer requests until the connection ends; returns why it ended."""
+        background = []
         if opened.version >= SINCE_VERSION[DeviceFacts.TAG]:  # a v1 relay would refuse them
             background.append(asyncio.ensure_future(self._send_facts()))
         try:
-            while True:
-                for event in await self.wait_events():
-                    self._answer(event, clock)
-                await self.flush()
+            return await connection.wait_closed()
         finally:
             for task in (*background, *self._tasks):
                 task.cancel()
             await asyncio.gather(*background, *self._tasks, return_exceptions=True)
 
     def _answer(self, event: Message, clock: Callable[[], float]) -> None:
-        if isinstance(event, Heartbeat):
-            self.session.send_heartbeat_ack(event, clock())
-        elif isinstance(event, HeartbeatAck):
-            if self.diagnostics is not None:  # round trips give the clock offset (§5.3 #18)
-                self.diagnostics.clock.add(event.sent_at, event.received_at, clock())
-        elif isinstance(event, DiagnosticsRequest) and self.diagnostics is not None:
+        """One message from the relay (heartbeats are the driver's): replies are queued on the
+        session, which the driver writes after each frame; long work runs in tasks."""
+        if isinstance(event, DiagnosticsRequest) and self.diagnostics is not None:
             if len(self._tasks) >= MAX_DIAGNOSES:
                 self.session.send(
                     ErrorReply(id=event.id, code="busy", message="diagnostics already running")
@@ -189,11 +165,11 @@ class AgentConnection:
 
     async def _send(self, msg: Message) -> None:
         """Send from a task (a report, script progress); a closed connection drops it."""
-        if self.session.state.name == "CLOSED":
+        if self.session.state.name == "CLOSED" or self.connection is None:
             return
         self.session.send(msg)
         try:
-            await self.flush()
+            await self.connection.flush()
         except ConnectionClosed:
             pass
 
@@ -235,21 +211,6 @@ class AgentConnection:
                 ErrorReply(id=request.id, code="report_too_big", message="report over 1 MiB")
             )
 
-    async def _heartbeats(self, interval: float, clock: Callable[[], float]) -> None:
-        seq = 0
-        while True:
-            await asyncio.sleep(interval)
-            self.session.send_heartbeat(seq, clock())
-            seq += 1
-            await self.flush()
-
-
-def _nodelay(ws: ClientConnection) -> None:
-    # Without TCP_NODELAY small frames wait on Nagle + delayed ACK (tens of ms).
-    sock: Optional[socket.socket] = ws.transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
 
 def agent_url(relay_url: str) -> str:
     """The agent endpoint of a relay: ``ws://host:port`` means ``ws://host:port/v1/agent``."""
@@ -275,30 +236,30 @@ async def connect_once(
     A ``wss://`` relay is trusted by the enrolment token's pin alone (docs/protocol.md#enrolment),
     checked before the first protocol frame; ConfigError if a wss:// identity has no pin.
     """
-    ssl_context = None
-    if identity.relay_url.startswith("wss://"):
-        if not identity.tls_pin:
-            raise ConfigError("a wss:// relay needs the TLS pin from the enrolment token")
-        ssl_context = client_ssl_context_for_pin(identity.tls_pin)
-    async with connect(
-        agent_url(identity.relay_url),
-        compression=None,  # deflate costs ~33 KB per connection on a small till
-        max_size=1024 * 1024,
-        ping_interval=None,  # liveness is the protocol's own heartbeat
-        open_timeout=handshake_timeout,
-        close_timeout=2,
-        ssl=ssl_context,
-    ) as ws:
-        if identity.tls_pin and ssl_context is not None:
-            check_pin(ws.transport.get_extra_info("ssl_object"), identity.tls_pin)
-        _nodelay(ws)
-        conn = AgentConnection(ws, identity, diagnostics, collectors, scripts)
-        opened = await conn.handshake(handshake_timeout)
-        if on_open is not None:
-            await on_open(opened)
-        if serve:
-            try:
-                await conn.serve(opened)
-            except ConnectionClosed:
+    if identity.relay_url.startswith("wss://") and not identity.tls_pin:
+        raise ConfigError("a wss:// relay needs the TLS pin from the enrolment token")
+    agent = AgentConnection(identity, diagnostics, collectors, scripts)
+    try:
+        async with open_connection(
+            agent_url(identity.relay_url),
+            Role.AGENT,
+            SOFTWARE,
+            agent.authenticate,
+            tls_pin=identity.tls_pin if identity.relay_url.startswith("wss://") else None,
+            handshake_timeout=handshake_timeout,
+            session=agent.session,
+            on_message=agent.on_message,
+            on_heartbeat_ack=agent.on_heartbeat_ack,
+        ) as connection:
+            agent.connection = connection
+            opened = agent.opened()
+            if on_open is not None:
+                await on_open(opened)
+            if serve:
+                ended = await agent.serve(connection, opened)
+                if isinstance(ended, (PeerSilentError, ProtocolError)):
+                    raise ended  # reconnected with backoff by run_agent, like any lost link
                 log.info("relay closed the connection")
-        return opened
+            return opened
+    except RelayRefused as exc:
+        raise RelayRefusedError(exc.code) from None

@@ -1,5 +1,7 @@
 """The agent's service loop: connect, serve, and on loss reconnect with capped, jittered backoff.
 
+A relay that falls silent (PeerSilentError, docs/protocol.md#liveness) is a lost connection too.
+
 Nothing grows across attempts: each attempt is one :func:`connect_once` whose objects are dropped.
 """
 

@@ -25,7 +25,8 @@ boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, re
     ├── PinMismatch                   (protocol/pins.py) TLS key is not pinned  1008  500   3
     ├── InvalidEnrolmentToken         (protocol/enrolment.py) damaged token     1008  400   2
     ├── ManifestError                 (protocol/manifest.py) bad manifest       1008  400   2
-    └── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
+    ├── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
+    └── PeerSilentError               nothing arrived within the silence deadline  4009  500   1
 
 The text of an exception is for our logs and the local operator. What may be shown to a peer is
 ``public_reason`` (with ``public_reason_zh`` for people): a short, fixed sentence per class that
@@ -45,6 +46,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedMessage",
     "PayloadTooBig",
+    "PeerSilentError",
     "PosAssistError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -194,3 +196,14 @@ def error_line(exc: PosAssistError) -> str:
         else f"{exc.public_reason}: {message}"
     )
     return f"error: {text} / {exc.public_reason_zh}"
+
+
+class PeerSilentError(PosAssistError):
+    """Nothing at all arrived from the peer within the silence deadline (docs/protocol.md#liveness).
+
+    The connection is closed and, on a client, reconnected like any lost connection.
+    """
+
+    close_code = 4009
+    public_reason = "no traffic within the silence deadline"
+    public_reason_zh = "对方长时间无响应"

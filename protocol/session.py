@@ -42,9 +42,14 @@ from .states import (
     SessionState,
 )
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "Session"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "SILENCE_FACTOR", "Session"]
 
 DEFAULT_MAX_IN_FLIGHT = 256
+#: The peer is gone when nothing at all (a frame, a ping, a pong) arrived for this many heartbeat
+#: intervals (docs/protocol.md#liveness). Heartbeats go out every interval and are answered at
+#: once, so a live peer is heard from about once an interval; 1.5 leaves half an interval for a
+#: slow round trip, and a black-holed peer is noticed within 1.5 intervals of its last frame.
+SILENCE_FACTOR = 1.5
 #: How many abandoned request ids are remembered so that late replies are dropped quietly.
 MAX_ABANDONED = 1024
 
@@ -83,6 +88,52 @@ class Session:
         self._incoming: Dict[int, str] = {}
         self._abandoned: Dict[int, str] = {}
         self._abandoned_order: Deque[int] = collections.deque()
+        #: Seconds between heartbeats once the session is open: what ``auth.accepted`` said.
+        self.heartbeat_interval: Optional[float] = None
+        # Liveness times, on whatever clock the I/O layer passes as ``now`` (monotonic).
+        self._received_at: Optional[float] = None
+        self._heartbeat_at: Optional[float] = None
+
+    # --- liveness (docs/protocol.md#liveness): pure queries on times the I/O layer reports --------
+
+    def data_received(self, now: float) -> None:
+        """Note that something (a frame, a ping, a pong) arrived from the peer at ``now``."""
+        self._received_at = now
+
+    @property
+    def peer_silent_since(self) -> Optional[float]:
+        """When the last traffic of any kind arrived from the peer (None: nothing yet)."""
+        return self._received_at
+
+    def silence_deadline(self) -> Optional[float]:
+        """When the peer counts as gone unless something arrives first (None: not open yet).
+
+        ``peer_silent_since + SILENCE_FACTOR × heartbeat_interval``; any traffic moves it.
+        """
+        if self.heartbeat_interval is None or self._received_at is None:
+            return None
+        return self._received_at + SILENCE_FACTOR * self.heartbeat_interval
+
+    def peer_silent(self, now: float) -> bool:
+        """Whether the silence deadline has passed at ``now``."""
+        deadline = self.silence_deadline()
+        return deadline is not None and now >= deadline
+
+    def next_heartbeat_at(self) -> Optional[float]:
+        """When our next heartbeat is due: one interval after the last (or after opening)."""
+        if self.heartbeat_interval is None or self._heartbeat_at is None:
+            return None
+        return self._heartbeat_at + self.heartbeat_interval
+
+    def heartbeat_due(self, now: float) -> bool:
+        """Whether a heartbeat should be sent at ``now`` (only while open)."""
+        due = self.next_heartbeat_at()
+        return due is not None and self.state is SessionState.OPEN and now >= due
+
+    def _opened(self, heartbeat_interval: float) -> None:
+        # The heartbeat clock starts at the last traffic: the auth frame just handled.
+        self.heartbeat_interval = heartbeat_interval
+        self._heartbeat_at = self._received_at
 
     # --- the sans-I/O verbs -------------------------------------------------------------------
 
@@ -162,12 +213,16 @@ class Session:
 
     def send_accepted(self, principal: str, heartbeat_interval: float) -> None:
         self.send(AuthAccepted(principal=principal, heartbeat_interval=heartbeat_interval))
+        self._opened(heartbeat_interval)
 
     def send_refused(self, code: str) -> None:
         self.send(AuthRefused(code=code))
 
-    def send_heartbeat(self, seq: int, now: float) -> None:
-        self.send(Heartbeat(seq=seq, sent_at=now))
+    def send_heartbeat(self, seq: int, now: float, sent_at: Optional[float] = None) -> None:
+        """Queue a heartbeat stamped ``sent_at`` (default ``now``); ``now``, on the liveness
+        clock, starts the next interval (docs/protocol.md#liveness)."""
+        self.send(Heartbeat(seq=seq, sent_at=now if sent_at is None else sent_at))
+        self._heartbeat_at = now
 
     def send_heartbeat_ack(self, heartbeat: Heartbeat, now: float) -> None:
         self.send(HeartbeatAck(seq=heartbeat.seq, sent_at=heartbeat.sent_at, received_at=now))
@@ -208,6 +263,8 @@ class Session:
                 raise UnsupportedVersion(f"relay chose version {msg.version}")
             self.version = msg.version
             self.peer_welcome = msg
+        elif isinstance(msg, AuthAccepted):
+            self._opened(msg.heartbeat_interval)
         return True
 
     def _receive_hello(self, hello: Hello) -> None:

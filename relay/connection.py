@@ -99,7 +99,8 @@ class WebSocketSession:
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The idle timer (see _receive): one per connection, moved lazily, not one per frame.
-        self._deadline = 0.0
+        self._fixed: float | None = None
+        self._until: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._waiter: asyncio.Task[object] | None = None
@@ -193,43 +194,64 @@ class WebSocketSession:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    async def wait_events(self, timeout: float) -> list[Message]:
-        """Frames until at least one message arrives; ProtocolError or ConnectionClosedError."""
+    async def wait_events(
+        self, timeout: float | None = None, *, until: float | None = None
+    ) -> list[Message]:
+        """Frames until at least one message arrives; ProtocolError or ConnectionClosedError.
+
+        TimeoutError when nothing arrives within ``timeout`` seconds (the handshake) or, with no
+        ``timeout``, when the session's silence deadline passes (docs/protocol.md#liveness): any
+        frame, ping or pong moves it. ``until`` (loop time) ends the wait early all the same.
+        Pings are answered here (the websocket has ``autoping=False`` so that they count).
+        """
         while True:
-            frame = await self._receive(timeout)
-            if frame.type is WSMsgType.BINARY:
+            frame = await self._receive(timeout, until)
+            kind = frame.type
+            if kind is WSMsgType.BINARY:
                 self._frames_in.inc()
                 self.session.receive_data(frame.data)
                 events = self.session.events_received()
                 if events:
                     return events
-            elif frame.type is WSMsgType.TEXT:
+            elif kind is WSMsgType.PING:
+                await self.ws.pong(frame.data)
+            elif kind is WSMsgType.PONG:
+                pass  # traffic: it moved the deadline, nothing else to do
+            elif kind is WSMsgType.TEXT:
                 # docs/protocol.md#framing: binary frames only
                 raise MalformedMessage("text frame")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp already closed with 1009 if too big)
-                raise ConnectionClosedError(str(frame.type))
+                raise ConnectionClosedError(str(kind))
 
-    async def _receive(self, timeout: float) -> WSMessage:
-        """The next frame; TimeoutError when none arrives within ``timeout`` seconds.
+    async def _receive(self, timeout: float | None, until: float | None = None) -> WSMessage:
+        """The next frame (noted as traffic on the session); TimeoutError past the deadline.
 
-        Like ``asyncio.timeout(timeout)`` around ``ws.receive()``, but without arming and
-        cancelling a timer for every frame (about a tenth of the relay's CPU when forwarding,
-        benchmarks/bench_relay.py): each call only moves the deadline; the one timer re-arms
-        itself for the newest deadline when it fires early, and cancels the waiting task (as
-        ``asyncio.timeout`` does) only when the deadline has really passed.
+        The deadline is ``timeout`` seconds from now if given (the handshake), else the
+        session's silence deadline (docs/protocol.md#liveness), and never later than ``until``.
+        Like ``asyncio.timeout()`` around ``ws.receive()``, but without arming and cancelling a
+        timer for every frame (about a tenth of the relay's CPU when forwarding,
+        benchmarks/bench_relay.py): a frame only notes its arrival on the session, which moves
+        the silence deadline; the one timer re-arms itself for the newest deadline when it
+        fires early, and cancels the waiting task (as ``asyncio.timeout`` does) only when the
+        deadline has really passed.
         """
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None
-        self._deadline = loop.time() + timeout
-        if self._timer is None or self._timer_at > self._deadline:
-            self._arm(loop)
+        rearm = self._timer is None or self._fixed is not None or until != self._until
+        self._fixed = None if timeout is None else loop.time() + timeout
+        self._until = until
+        if rearm or timeout is not None:
+            # A silence deadline only moves later, so a timer armed for it stays good.
+            deadline = self._current_deadline()
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(loop, deadline)
         self._waiter, self._timed_out = task, False
         cancelling = task.cancelling()
         try:
-            return await self.ws.receive()
+            frame = await self.ws.receive()
         except asyncio.CancelledError:
             if self._timed_out and task.uncancel() <= cancelling:
                 self._disarm()
@@ -240,19 +262,30 @@ class WebSocketSession:
             raise
         finally:
             self._waiter = None
+        self.session.data_received(loop.time())
+        return frame
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _current_deadline(self) -> float:
+        deadline = self._fixed
+        if deadline is None:
+            deadline = self.session.silence_deadline()
+            assert deadline is not None, "no silence deadline before the session is open"
+        until = self._until
+        return deadline if until is None or deadline < until else until
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = self._deadline
-        self._timer = loop.call_at(self._deadline, self._on_deadline, loop)
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._on_deadline, loop)
 
     def _on_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         if self._waiter is None:
             return  # between frames; the next _receive arms a fresh timer
-        if loop.time() < self._deadline:
-            self._arm(loop)  # a frame came since this timer was armed
+        deadline = self._current_deadline()
+        if loop.time() < deadline:
+            self._arm(loop, deadline)  # traffic came since this timer was armed
             return
         self._timed_out = True
         self._waiter.cancel()

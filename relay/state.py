@@ -153,8 +153,13 @@ class RelayState:
     ) -> WebSocketSession:
         """Upgrade ``request`` to a websocket peer with this relay's limits and counters."""
         config = self.config
+        # autoping=False: pings reach WebSocketSession.wait_events, which answers them, so that
+        # they count as traffic for the silence deadline (docs/protocol.md#liveness).
         ws = web.WebSocketResponse(
-            max_msg_size=config.limits.max_frame, compress=False, timeout=config.close_timeout
+            max_msg_size=config.limits.max_frame,
+            compress=False,
+            timeout=config.close_timeout,
+            autoping=False,
         )
         await ws.prepare(request)
         self.sockets.add(ws)

@@ -20,6 +20,7 @@ from posassist.protocol import (
     JobQuery,
     JobResults,
     Kind,
+    PeerSilentError,
     PosAssistError,
     Role,
     ScriptProgress,
@@ -228,10 +229,13 @@ async def _check_device(
 
 
 async def _serve(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
-    """Answer heartbeats and route replies; silence for three heartbeat intervals ends it."""
-    idle_timeout = 3 * state.config.heartbeat_interval
+    """Answer heartbeats and route replies until the agent leaves or falls silent: nothing at all
+    (frame, ping, pong) within the session's silence deadline (docs/protocol.md#liveness)."""
     while True:
-        events = await peer.wait_events(idle_timeout)
+        try:
+            events = await peer.wait_events()
+        except TimeoutError:
+            raise PeerSilentError(f"agent {device_id} silent") from None
         for event in events:
             await _handle(device_id, peer, state, event)
 

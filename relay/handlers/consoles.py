@@ -6,6 +6,7 @@ device; a refused request never reaches the device.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from posassist.protocol import (
     Heartbeat,
     HeartbeatAck,
     Kind,
+    PeerSilentError,
     PosAssistError,
     Role,
     Session,
@@ -127,17 +129,19 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> tuple[User
 
 
 async def _serve(user: User, peer: WebSocketSession, state: RelayState, expires_at: float) -> None:
-    """Requests until the console leaves, goes silent, or its sign-in expires (closed 4001)."""
-    idle_timeout = 3 * state.config.heartbeat_interval
+    """Requests until the console leaves, falls silent (nothing at all within the session's
+    silence deadline, docs/protocol.md#liveness), or its sign-in expires (closed 4001)."""
     limiter = state.console_limiter
+    loop = asyncio.get_running_loop()
+    # the token's expiry on the loop's clock, which the silence deadline uses
+    expiry_deadline = loop.time() + (expires_at - state.now())
     while True:
-        left = expires_at - state.now()
         try:
-            events = await peer.wait_events(min(idle_timeout, max(left, 0.0)))
+            events = await peer.wait_events(until=expiry_deadline)
         except TimeoutError:
-            if state.now() >= expires_at:
+            if state.now() >= expires_at or loop.time() >= expiry_deadline:
                 raise SignInEnded(f"{user.username}'s token expired") from None
-            raise
+            raise PeerSilentError(f"console {user.username} silent") from None
         for event in events:
             now = state.now()
             if now >= expires_at:

@@ -10,12 +10,13 @@ import pytest
 
 from posassist.agent import __version__ as agent_version
 from posassist.agent.config import load_identity
-from posassist.agent.connection import AgentConnection, agent_url, connect_once
+from posassist.agent.connection import SOFTWARE, AgentConnection, agent_url, connect_once
 from posassist.agent.diagnostics import DiagContext
 from posassist.agent.enrol import enrol
 from posassist.agent.errors import ConfigError, RelayRefusedError
 from posassist.agent.profile import PosProfile
 from posassist.agent.settings import PrinterConfig, Settings
+from posassist.client.connection import open_connection
 from posassist.protocol import SUPPORTED_VERSIONS, Codec, Role, Session, SessionState
 from posassist.protocol import messages as m
 from posassist.protocol.enrolment import EnrolmentInvite, InvalidEnrolmentToken
@@ -77,19 +78,29 @@ async def test_revoked_agent_gets_refusal_code(relay: Relay, tmp_path: Path) -> 
 async def test_agent_sends_heartbeats_and_stays_connected(relay: Relay, tmp_path: Path) -> None:
     identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
     task = asyncio.ensure_future(connect_once(identity))
-    await asyncio.sleep(4)  # the relay drops agents silent for 3 intervals (3 s here)
+    await asyncio.sleep(4)  # the relay drops agents silent for 1.5 intervals (1.5 s here)
     assert relay.state.router.agent(identity.device_id) is not None
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_path: Path) -> None:
-    from websockets.asyncio.client import connect
+def _open(conn: AgentConnection) -> Any:
+    """The driver's connection for ``conn``, handshake done (signed with its identity)."""
+    return open_connection(
+        agent_url(conn.identity.relay_url),
+        Role.AGENT,
+        SOFTWARE,
+        conn.authenticate,
+        session=conn.session,
+        on_message=conn.on_message,
+        on_heartbeat_ack=conn.on_heartbeat_ack,
+    )
 
+
+async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_path: Path) -> None:
     identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
-    async with connect(agent_url(identity.relay_url)) as ws:
-        conn = AgentConnection(ws, identity)
-        await conn.handshake(5)
+    conn = AgentConnection(identity)
+    async with _open(conn):
         conn.session.receive_data(
             CODEC.encode(
                 m.ConsentRequest(
@@ -132,18 +143,16 @@ class _Recorder:
 
 
 async def test_agent_sends_its_facts_once_after_accepted(relay: Relay, tmp_path: Path) -> None:
-    from websockets.asyncio.client import connect
-
     identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
     ctx = DiagContext(
         Settings(printers=(PrinterConfig(name="receipt", host="127.0.0.1", port=9),)),
         profile=PosProfile(name="demo", display_name="Demo POS"),
     )
-    async with connect(agent_url(identity.relay_url)) as ws:
-        conn = AgentConnection(ws, identity, ctx)
-        recorder = _Recorder(conn)
-        opened = await conn.handshake(5)
-        serving = asyncio.ensure_future(conn.serve(opened))
+    conn = AgentConnection(identity, ctx)
+    recorder = _Recorder(conn)
+    async with _open(conn) as connection:
+        conn.connection = connection
+        serving = asyncio.ensure_future(conn.serve(connection, conn.opened()))
         try:
             await wait_until(lambda: bool(_pending_facts(relay, identity.device_id)))
             facts = _pending_facts(relay, identity.device_id)  # what the relay received
@@ -175,16 +184,15 @@ def _pending_facts(relay: Relay, device_id: str) -> Mapping[str, Any] | None:
 async def test_agent_sends_no_facts_to_a_relay_speaking_only_version_1(
     relay: Relay, tmp_path: Path
 ) -> None:
-    from websockets.asyncio.client import connect
-
     identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
-    async with connect(agent_url(identity.relay_url)) as ws:
-        conn = AgentConnection(ws, identity)
-        conn.session = Session(Role.AGENT, versions=(1,))  # as a relay without v2 would agree
-        recorder = _Recorder(conn)
-        opened = await conn.handshake(5)
+    # as a relay without v2 would agree
+    conn = AgentConnection(identity, session=Session(Role.AGENT, versions=(1,)))
+    recorder = _Recorder(conn)
+    async with _open(conn) as connection:
+        conn.connection = connection
+        opened = conn.opened()
         assert opened.version == 1
-        serving = asyncio.ensure_future(conn.serve(opened))
+        serving = asyncio.ensure_future(conn.serve(connection, opened))
         try:
             await asyncio.sleep(1.5)
             assert not serving.done()  # still connected, nothing refused

@@ -18,7 +18,7 @@ from posassist.protocol import (
     UnsupportedVersion,
 )
 from posassist.protocol import messages as m
-from posassist.protocol.session import MAX_ABANDONED
+from posassist.protocol.session import MAX_ABANDONED, SILENCE_FACTOR
 
 NONCE = b"n" * 32
 SIG = b"s" * 64
@@ -449,3 +449,71 @@ def test_job_query_needs_protocol_version_3_and_is_answered_by_job_results() -> 
     assert relay.requests_in_flight == 0
     with pytest.raises(LocalProtocolError):
         agent.send(m.JobQuery(id=2, job_ids=("job-1",)))  # only the relay asks
+
+
+# --- liveness (docs/protocol.md#liveness) ------------------------------------------------------
+
+
+def test_liveness_is_unknown_until_the_session_opens() -> None:
+    agent = Session(Role.AGENT)
+    assert agent.silence_deadline() is None
+    assert agent.next_heartbeat_at() is None
+    assert not agent.heartbeat_due(1e9)
+    assert not agent.peer_silent(1e9)
+    agent.data_received(5.0)  # traffic but no interval yet
+    assert agent.peer_silent_since == 5.0
+    assert agent.silence_deadline() is None
+
+
+def test_client_learns_the_interval_from_auth_accepted_and_any_traffic_moves_the_deadline() -> None:
+    console, relay = Session(Role.CONSOLE), Session(Role.RELAY_FOR_CONSOLE)
+    console.send_hello("console/1")
+    pump(console, relay)
+    relay.send_welcome("relay-1", "relay/1")
+    pump(relay, console)
+    console.send_token("tok")
+    relay.data_received(99.0)
+    pump(console, relay)
+    relay.send_accepted("li.wei", 2.0)
+    assert relay.heartbeat_interval == 2.0  # the relay knows what it sent
+    assert relay.silence_deadline() == 99.0 + SILENCE_FACTOR * 2.0
+    console.data_received(100.0)  # the frame carrying auth.accepted
+    pump(relay, console)
+    assert console.heartbeat_interval == 2.0
+    assert console.silence_deadline() == 100.0 + SILENCE_FACTOR * 2.0
+    assert not console.peer_silent(100.0 + SILENCE_FACTOR * 2.0 - 0.01)
+    assert console.peer_silent(100.0 + SILENCE_FACTOR * 2.0)
+    console.data_received(102.5)  # a ping, a pong, a frame: all the same
+    assert console.peer_silent_since == 102.5
+    assert console.silence_deadline() == 102.5 + SILENCE_FACTOR * 2.0
+    assert not console.peer_silent(104.0)
+
+
+def test_heartbeat_is_due_one_interval_after_opening_then_after_each_heartbeat() -> None:
+    agent, _relay = open_agent_pair()  # heartbeat interval 20 s
+    agent.data_received(0.0)
+    agent._opened(20.0)  # as if auth.accepted had arrived at 0.0
+    assert agent.next_heartbeat_at() == 20.0
+    assert not agent.heartbeat_due(19.9)
+    assert agent.heartbeat_due(20.0)
+    agent.send_heartbeat(0, 20.3, sent_at=1_700_000_000.0)  # wall-clock stamp, liveness clock
+    (frame,) = agent.data_to_send()
+    beat = CODEC.decode(frame)
+    assert isinstance(beat, m.Heartbeat)
+    assert beat.sent_at == 1_700_000_000.0
+    assert agent.next_heartbeat_at() == 40.3
+    assert not agent.heartbeat_due(40.0)
+
+
+def test_no_heartbeat_is_due_on_a_closed_session() -> None:
+    agent, _relay = open_agent_pair()
+    agent.data_received(0.0)
+    agent._opened(20.0)
+    agent.close()
+    assert not agent.heartbeat_due(100.0)
+
+
+def test_silence_factor_lets_an_agent_notice_a_silent_relay_within_two_intervals() -> None:
+    # heartbeats every interval, answered at once: the last frame came at most one interval
+    # before the relay fell silent, and the deadline is SILENCE_FACTOR intervals after it.
+    assert 1.0 < SILENCE_FACTOR < 2.0

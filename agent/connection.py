@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence, 
 
 from websockets.exceptions import ConnectionClosed
 
-from posassist.client.connection import Connection, RelayRefused, open_connection
+from posassist.client.connection import Connection, open_connection
 from posassist.protocol import (
     AuthChallenge,
     DeviceFacts,
@@ -36,7 +36,7 @@ from posassist.protocol.errors import LocalProtocolError, ProtocolError
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
-from .errors import ConfigError, RelayRefusedError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -239,27 +239,24 @@ async def connect_once(
     if identity.relay_url.startswith("wss://") and not identity.tls_pin:
         raise ConfigError("a wss:// relay needs the TLS pin from the enrolment token")
     agent = AgentConnection(identity, diagnostics, collectors, scripts)
-    try:
-        async with open_connection(
-            agent_url(identity.relay_url),
-            Role.AGENT,
-            SOFTWARE,
-            agent.authenticate,
-            tls_pin=identity.tls_pin if identity.relay_url.startswith("wss://") else None,
-            handshake_timeout=handshake_timeout,
-            session=agent.session,
-            on_message=agent.on_message,
-            on_heartbeat_ack=agent.on_heartbeat_ack,
-        ) as connection:
-            agent.connection = connection
-            opened = agent.opened()
-            if on_open is not None:
-                await on_open(opened)
-            if serve:
-                ended = await agent.serve(connection, opened)
-                if isinstance(ended, (PeerSilentError, ProtocolError)):
-                    raise ended  # reconnected with backoff by run_agent, like any lost link
-                log.info("relay closed the connection")
-            return opened
-    except RelayRefused as exc:
-        raise RelayRefusedError(exc.code) from None
+    async with open_connection(
+        agent_url(identity.relay_url),
+        Role.AGENT,
+        SOFTWARE,
+        agent.authenticate,
+        tls_pin=identity.tls_pin if identity.relay_url.startswith("wss://") else None,
+        handshake_timeout=handshake_timeout,
+        session=agent.session,
+        on_message=agent.on_message,
+        on_heartbeat_ack=agent.on_heartbeat_ack,
+    ) as connection:
+        agent.connection = connection
+        opened = agent.opened()
+        if on_open is not None:
+            await on_open(opened)
+        if serve:
+            ended = await agent.serve(connection, opened)
+            if isinstance(ended, (PeerSilentError, ProtocolError)):
+                raise ended  # reconnected with backoff by run_agent, like any lost link
+            log.info("relay closed the connection")
+        return opened

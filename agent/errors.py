@@ -4,12 +4,12 @@ Collectors raise these (or report them in a result) so one broken collector neve
 
 Each class's ``close_code``, ``http_status`` and ``exit_code`` are class attributes (mapped once
 at each boundary, protocol/errors.py); ``exit_code`` is the one that matters here, in ``main``:
-``ConfigError`` exits 2, ``RelayRefusedError`` 3, everything else 1.
+``ConfigError`` exits 2, ``RelayRefusedError`` (client/errors.py, re-exported here) 3,
+everything else 1.
 
     PosAssistError
     └── AgentError
         ├── ConfigError               the data directory or arguments are unusable   exit 2
-        ├── RelayRefusedError         the relay refused this agent     .code  4001   exit 3
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Tuple
 if TYPE_CHECKING:
     from posassist.agent.scripts.refusal import Refusal
 
-from posassist.protocol.errors import EXIT_REFUSED, EXIT_USAGE, PosAssistError
+from posassist.client.errors import RelayRefusedError
+from posassist.protocol.errors import EXIT_USAGE, PosAssistError
 
 __all__ = [
     "AgentError",
@@ -64,19 +65,6 @@ class ConfigError(AgentError):
     exit_code = EXIT_USAGE
     public_reason = "agent configuration error"
     public_reason_zh = "收银助手配置有误"
-
-
-class RelayRefusedError(AgentError):
-    """The relay refused this agent (unknown or revoked device, bad signature)."""
-
-    close_code = 4001
-    exit_code = EXIT_REFUSED
-    public_reason = "refused by relay"
-    public_reason_zh = "服务器拒绝了本设备"
-
-    def __init__(self, code: str) -> None:
-        super().__init__(f"relay refused this agent: {code}")
-        self.code = code
 
 
 class CollectorError(AgentError):

@@ -37,8 +37,9 @@ from posassist.protocol import (
     Role,
     Session,
 )
-from posassist.protocol.errors import AuthenticationError, ProtocolError
+from posassist.protocol.errors import ProtocolError
 
+from .errors import ClosedByUsError, RelayRefusedError
 from .tlspin import check_pin, client_ssl_context_for_pin
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ __all__ = [
     "MAX_FRAME",
     "Authenticate",
     "Connection",
-    "ConnectionClosedByUs",
-    "RelayRefused",
     "open_connection",
 ]
 
@@ -63,14 +62,6 @@ MAX_QUEUED_REPLIES = 64
 #: The authentication step: called with the session and each handshake message the relay sends
 #: (``welcome``, then ``auth.challenge`` for agents); it queues our answer on the session.
 Authenticate = Callable[[Session, Message], None]
-
-
-class RelayRefused(AuthenticationError):
-    """The relay answered ``auth.refused``; ``code`` is its refusal code (fixed vocabulary)."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(f"relay refused: {code}")
-        self.code = code
 
 
 def _monotonic() -> float:
@@ -125,7 +116,7 @@ class Connection:
     async def handshake(self, software: str, authenticate: Authenticate, timeout: float) -> None:
         """Hello, then the relay's steps answered by ``authenticate``, until accepted.
 
-        RelayRefused on ``auth.refused``; asyncio.TimeoutError past ``timeout``.
+        RelayRefusedError on ``auth.refused``; asyncio.TimeoutError past ``timeout``.
         """
         deadline = self._clock() + timeout
         self.session.send_hello(software)
@@ -133,7 +124,7 @@ class Connection:
         while True:
             for msg in await self._next_messages(deadline):
                 if isinstance(msg, AuthRefused):
-                    raise RelayRefused(msg.code)
+                    raise RelayRefusedError(msg.code)
                 if isinstance(msg, AuthAccepted):
                     return
                 authenticate(self.session, msg)
@@ -154,7 +145,7 @@ class Connection:
 
     async def aclose(self) -> None:
         """Stop the tasks and close the websocket (normal closure)."""
-        self._end(ConnectionClosedByUs())
+        self._end(ClosedByUsError())
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -310,10 +301,6 @@ class Connection:
         if self._closed.done():
             raise self._closed.result()
         raise asyncio.TimeoutError()
-
-
-class ConnectionClosedByUs(Exception):
-    """The connection was closed on purpose by its owner (``aclose``)."""
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

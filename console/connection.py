@@ -9,7 +9,8 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from posassist.client.connection import Connection, RelayRefused, open_connection
+from posassist.client.connection import Connection, open_connection
+from posassist.client.errors import RelayRefusedError
 from posassist.protocol import Role, Welcome
 from posassist.protocol.errors import AuthenticationError
 
@@ -52,7 +53,7 @@ class ConsoleConnection:
                 handshake_timeout=timeout,
             ) as connection:
                 yield cls(connection)
-        except RelayRefused as exc:
+        except RelayRefusedError as exc:
             raise AuthenticationError(f"relay refused the token: {exc.code}") from None
 
     def request(self, msg: Message, timeout: float = 60.0) -> AsyncGenerator[Message, None]:

@@ -108,7 +108,9 @@ class Relay:
 
 async def start_relay(tmp_path: Path, **overrides: object) -> Relay:
     clock = Clock()
-    settings: dict[str, object] = {"heartbeat_interval": 2.0, "handshake_timeout": 3.0}
+    # Test peers send no heartbeats of their own: a long interval keeps them through slow steps
+    # (a CLI subprocess on a busy machine); tests of silence set a short one.
+    settings: dict[str, object] = {"heartbeat_interval": 30.0, "handshake_timeout": 3.0}
     settings.update(overrides)
     config = RelayConfig.load(tmp_path / "relay", **settings)
     server = TestServer(create_app(config, clock=clock), host="127.0.0.1")

@@ -102,14 +102,19 @@ async def test_relay_answers_agent_request_it_does_not_handle_yet(relay: Relay) 
         assert answer.code == "unsupported"
 
 
-async def test_relay_drops_agent_silent_past_three_heartbeats(relay: Relay) -> None:
-    device_id, key = await relay.enrol()
-    async with Agent(relay, device_id, key) as agent:
-        assert agent.ws is not None
-        async with asyncio.timeout(10):
-            with pytest.raises(ConnectionClosed):
-                await drain(agent.ws)
-    assert relay.state.router.agent(device_id) is None
+async def test_relay_drops_agent_silent_past_the_silence_deadline(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, heartbeat_interval=1.0)  # silent 1.5 s: gone
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent:
+            assert agent.ws is not None
+            async with asyncio.timeout(10):
+                with pytest.raises(ConnectionClosed):
+                    await drain(agent.ws)
+            assert agent.ws.close_code == 4009
+        assert relay.state.router.agent(device_id) is None
+    finally:
+        await relay.server.close()
 
 
 async def test_relay_times_out_a_silent_client_during_handshake(relay: Relay) -> None:

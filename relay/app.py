@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import __version__
 from .audit import Outcome
+from .checkpoints import Checkpointer
 from .errors import StorageError
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
@@ -72,6 +74,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
 async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.storage.migrate()
+    checkpointer = await _anchor(state)
     # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now.
     failed = await state.storage.mark_running_jobs_failed("relay restarted", now=state.now())
     if failed:
@@ -84,10 +87,11 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     follower = asyncio.create_task(
         _follow_revocations(state, (await state.storage.head()).seq), name="revocation follower"
     )
+    anchor = asyncio.create_task(_checkpoint(state, checkpointer), name="audit checkpointer")
     try:
         yield
     finally:
-        for task in (sweeper, presence, follower):
+        for task in (sweeper, presence, follower, anchor):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -104,6 +108,32 @@ async def _write_presence(state: RelayState) -> None:
             await state.flush_presence()
         except StorageError as exc:
             log.warning("presence not written, will retry: %s", exc)
+
+
+async def _anchor(state: RelayState) -> Checkpointer:
+    """At start: check the newest signed checkpoint against the database (shout if it
+    disagrees: the database was rewritten), audit the start, and sign the head."""
+    config = state.config
+    checkpointer = await asyncio.to_thread(
+        Checkpointer.open, config.checkpoint_key_path, config.checkpoint_file_path, config.relay_id
+    )
+    problem = await checkpointer.check_last(state.storage)
+    if problem is not None:
+        log.error("audit log disagrees with its signed checkpoints: %s", problem)
+        await state.audit("relay", "audit.anchor", "audit", Outcome.FAILED, {"problem": problem})
+    await state.audit("relay", "relay.start", "relay", Outcome.OK, {"version": __version__})
+    await checkpointer.checkpoint(state.storage, now=state.now())
+    return checkpointer
+
+
+async def _checkpoint(state: RelayState, checkpointer: Checkpointer) -> None:
+    """Sign the audit head every ``audit_checkpoint_interval`` seconds while it moves."""
+    while True:
+        await asyncio.sleep(state.config.audit_checkpoint_interval)
+        try:
+            await checkpointer.checkpoint(state.storage, now=state.now())
+        except (StorageError, OSError) as exc:
+            log.warning("audit checkpoint not written, will retry: %s", exc)
 
 
 #: Audited actions another process may take that a running relay must act on.

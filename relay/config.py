@@ -56,12 +56,28 @@ class RelayConfig:
     max_outbox: int = 1024
     sweep_interval: float = 0.1
     presence_interval: float = 1.0
+    #: Seconds between signed audit checkpoints (docs/relay.md#audit-checkpoints).
+    audit_checkpoint_interval: float = 60.0
+    #: The checkpoint signing key; None: ``audit-checkpoint.key`` in the data directory.
+    checkpoint_key: Path | None = None
+    #: The append-only checkpoint file; None: ``audit-checkpoints.jsonl`` in the data directory.
+    checkpoint_file: Path | None = None
     limits: Limits = field(default=DEFAULT_LIMITS)
 
     @property
     def scripts_dir(self) -> Path:
         """Where ``posassist-scripts publish --to DATA`` puts the signed script repository."""
         return self.data_dir / "scripts"
+
+    @property
+    def checkpoint_key_path(self) -> Path:
+        """Where the audit checkpoint key is (never in the database)."""
+        return self.checkpoint_key or self.data_dir / "audit-checkpoint.key"
+
+    @property
+    def checkpoint_file_path(self) -> Path:
+        """Where signed audit checkpoints are appended (never in the database)."""
+        return self.checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
 
     @property
     def database(self) -> str:

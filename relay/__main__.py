@@ -405,13 +405,22 @@ async def _verify_existing(
 async def _audit_verify(args: argparse.Namespace) -> int:
     """Verify an existing database's chain; creates and migrates nothing (see the parser)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its version check is no news
-    where = _existing_database(args.data, args.database)
     try:
         checkpoints = _checkpoints(args)
     except CheckpointError as exc:
         print(f"audit checkpoints unusable: {exc} / 审计检查点无效")
         return 1
-    result = await _verify_existing(*where, checkpoints)
+    try:
+        result = await _verify_existing(*_existing_database(args.data, args.database), checkpoints)
+    except NothingToVerifyError as exc:
+        if not checkpoints:
+            raise
+        # Signed checkpoints say there was a log: its absence is a broken chain, not a typo.
+        print(
+            f"audit log gone: {exc}; {len(checkpoints)} signed checkpoint(s) say it reached "
+            f"seq {checkpoints[-1].seq} / 审计日志已被删除"
+        )
+        return 1
     print(result.describe())
     if checkpoints is None:
         print(

@@ -312,16 +312,16 @@ class ChainVerifier:
         next_seq = self._last_seq + 1
         if self._first_action is not None and self._last_seq == 0:
             self._fail(1, VerifyFailure.NOT_CREATION)  # nothing at all: not even the creation
-        elif max(self._checkpoints, default=0) > self._last_seq:
-            self._fail(next_seq, VerifyFailure.BEHIND_CHECKPOINT)
         elif head_missing:
             self._fail(next_seq, VerifyFailure.NO_HEAD)
-        elif head_seq is not None and head_seq > self._last_seq:
-            self._fail(next_seq, VerifyFailure.TRUNCATED)
-        elif head_seq is not None and head_hash not in (None, self._last_hash):
-            self._fail(self._last_seq, VerifyFailure.HEAD_MISMATCH)
         elif last_stored_seq is not None and last_stored_seq > self._last_seq:
             self._fail(next_seq, VerifyFailure.STRAY)
+        elif head_seq is not None and head_seq > self._last_seq:
+            self._fail(next_seq, VerifyFailure.TRUNCATED)
+        elif max(self._checkpoints, default=0) > self._last_seq:
+            self._fail(next_seq, VerifyFailure.BEHIND_CHECKPOINT)
+        elif head_seq is not None and head_hash not in (None, self._last_hash):
+            self._fail(self._last_seq, VerifyFailure.HEAD_MISMATCH)
 
 
 def verify(

@@ -159,7 +159,12 @@ class Checkpoint:
     @property
     def payload(self) -> bytes:
         """What the signature covers: a context string, then the canonical JSON of the fields."""
-        body = {"relay_id": self.relay_id, "seq": self.seq, "hash": self.hash.hex(), "at": self.at}
+        body = {
+            "relay_id": self.relay_id,
+            "seq": self.seq,
+            "hash": self.hash.hex(),
+            "at": float(self.at),
+        }
         return CHECKPOINT_CONTEXT + _dumps(body).encode("utf-8")
 
     def to_line(self) -> str:
@@ -169,7 +174,7 @@ class Checkpoint:
                 "relay_id": self.relay_id,
                 "seq": self.seq,
                 "hash": self.hash.hex(),
-                "at": self.at,
+                "at": float(self.at),
                 "signature": base64.b64encode(self.signature).decode("ascii"),
             }
         )

@@ -124,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--scope", required=True, help="root, or kind:id (store:sto_…)")
     create.add_argument("--password-file", type=Path)
+    unlock = with_data(
+        sub.add_parser(
+            "unlock",
+            help="forget a user's failed sign-ins, from every address (audited); running relays "
+            "follow within a second",
+        )
+    )
+    unlock.add_argument("username")
 
     device = commands.add_parser("device", help="devices")
     sub = device.add_subparsers(dest="action", required=True)
@@ -264,6 +272,15 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         )
         print(invite.encode())
         target = f"store:{args.store}"
+    elif args.command == "user" and args.action == "unlock":
+        try:
+            user = await storage.get_user(args.username)
+        except NotFound:
+            print(f"error: no user {args.username}", file=sys.stderr)
+            return 2
+        await storage.record_login_success(user.id)  # clears any lock stored by older relays
+        print(f"user {args.username} unlocked (running relays forget its failed sign-ins)")
+        target = f"user:{args.username}"
     elif args.command == "user":
         scope = _scope(args.scope)
         if scope is None:

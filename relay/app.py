@@ -22,6 +22,7 @@ from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import finish_route
+from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
 from .routing import InProcessRouter
@@ -53,6 +54,11 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     )
     metrics.agents_connected.set_function(state.router.agents_online)
     metrics.consoles_connected.set_function(lambda: state.consoles)
+    state.login_backoff = LoginBackoff(
+        max_failures=config.login_max_failures,
+        base_delay=config.login_backoff,
+        max_delay=config.login_lockout,
+    )
     if clock is not None:
         state.clock = clock
     app[STATE] = state
@@ -137,7 +143,7 @@ async def _checkpoint(state: RelayState, checkpointer: Checkpointer) -> None:
 
 
 #: Audited actions another process may take that a running relay must act on.
-REVOCATIONS = ("device.revoke",)
+REVOCATIONS = ("device.revoke", "user.unlock")
 
 
 async def _follow_revocations(state: RelayState, seq: int) -> None:
@@ -152,9 +158,11 @@ async def _follow_revocations(state: RelayState, seq: int) -> None:
             log.warning("revocations not read, will retry: %s", exc)
             continue
         for record in records:
-            kind, _, device_id = record.target.partition(":")
+            kind, _, name = record.target.partition(":")
             if kind == "device":
-                await disconnect_revoked(state, device_id)
+                await disconnect_revoked(state, name)
+            elif kind == "user" and record.action == "user.unlock":
+                state.login_backoff.unlock(name)
 
 
 async def _sweep(state: RelayState) -> None:

@@ -45,7 +45,11 @@ class RelayConfig:
     #: How long to wait for a peer's close frame; a peer that stopped reading won't send one.
     close_timeout: float = 2.0
     token_ttl: float = 8 * 3600.0
+    #: Failed sign-ins in a row, per (address, username), before tries from there wait.
     login_max_failures: int = 5
+    #: The first wait, doubled at each further failure up to ``login_lockout`` (relay/lockout.py).
+    login_backoff: float = 1.0
+    #: The longest wait between tries after failed sign-ins (a back-off, never a hard lock).
     login_lockout: float = 15 * 60.0
     login_rate: float = 1.0  # sign-in attempts per second per address, after the burst
     login_burst: int = 10

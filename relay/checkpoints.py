@@ -38,6 +38,7 @@ __all__ = [
     "create_key",
     "load_key",
     "read_checkpoints",
+    "read_last_checkpoint",
     "sign_checkpoint",
 ]
 
@@ -119,6 +120,39 @@ def read_checkpoints(path: Path, public_key: Ed25519PublicKey) -> list[Checkpoin
     return checkpoints
 
 
+def read_last_checkpoint(path: Path, public_key: Ed25519PublicKey) -> Checkpoint | None:
+    """The newest checkpoint in ``path``, its signature verified, reading only the file's tail
+    (the file grows by a line an interval for the relay's whole life); None if there is none.
+
+    Raises:
+        CheckpointError: the last complete line is not a checkpoint or doesn't verify.
+    """
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - _TAIL))
+            tail = file.read()
+    except FileNotFoundError:
+        return None
+    lines = tail.decode("utf-8", "replace").split("\n")[:-1]  # the last piece: "" or torn
+    if size > _TAIL:
+        lines = lines[1:]  # the first may be the end of a longer line
+    return _verified(lines[-1], public_key) if lines else None
+
+
+#: Bytes read from the end of the checkpoint file for the newest line (a line is ~250).
+_TAIL = 4096
+
+
+def _verified(line: str, public_key: Ed25519PublicKey) -> Checkpoint:
+    checkpoint = Checkpoint.from_line(line)
+    try:
+        signing.verify(public_key, checkpoint.signature, checkpoint.payload)
+    except PosAssistError as exc:
+        raise CheckpointError("the newest checkpoint's signature does not verify") from exc
+    return checkpoint
+
+
 @dataclass(slots=True)
 class Checkpointer:
     """Signs the audit head now and then (relay/app.py runs it every
@@ -135,23 +169,19 @@ class Checkpointer:
     def open(cls, key_path: Path, path: Path, relay_id: str) -> Checkpointer:
         """The checkpointer for these files; the key is made (0600) if there is none yet."""
         key = create_key(key_path)
-        last = 0
+        last = None
         with contextlib.suppress(CheckpointError):
-            checkpoints = read_checkpoints(path, key.public_key())
-            last = checkpoints[-1].seq if checkpoints else 0
-        return cls(key=key, path=path, relay_id=relay_id, last_seq=last)
+            last = read_last_checkpoint(path, key.public_key())
+        return cls(key=key, path=path, relay_id=relay_id, last_seq=0 if last is None else last.seq)
 
     async def check_last(self, storage: AuditLog) -> str | None:
         """Why the newest checkpoint disagrees with the database, or None if it agrees."""
         try:
-            checkpoints = await asyncio.to_thread(
-                read_checkpoints, self.path, self.key.public_key()
-            )
+            last = await asyncio.to_thread(read_last_checkpoint, self.path, self.key.public_key())
         except (CheckpointError, OSError) as exc:
             return f"checkpoint file unreadable: {exc}"
-        if not checkpoints:
+        if last is None:
             return None
-        last = checkpoints[-1]
         records = [r async for r in storage.records(start_seq=last.seq, stop_seq=last.seq)]
         if not records:
             return f"record {last.seq} of the last checkpoint is missing"

@@ -25,7 +25,12 @@ from posassist.relay.audit import (
     verify,
     verify_store,
 )
-from posassist.relay.checkpoints import append_checkpoint, read_checkpoints, sign_checkpoint
+from posassist.relay.checkpoints import (
+    append_checkpoint,
+    read_checkpoints,
+    read_last_checkpoint,
+    sign_checkpoint,
+)
 from posassist.relay.errors import AuditHeadMissing
 
 if TYPE_CHECKING:
@@ -431,3 +436,24 @@ async def test_a_stray_row_past_the_head_does_not_stop_appends_and_stays_visible
     assert (result.ok, result.first_bad_seq) == (False, 4)
     await append_n(storage, 2, start=10)  # and it keeps working
     assert (await storage.head()).seq == 7
+
+
+def test_the_newest_checkpoint_is_read_from_the_tail_of_a_long_file(tmp_path):
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    assert read_last_checkpoint(path, key.public_key()) is None
+    path.write_text("")
+    assert read_last_checkpoint(path, key.public_key()) is None
+    for seq in range(1, 60):  # well past the tail that is read
+        append_checkpoint(
+            path, sign_checkpoint(key, relay_id="r", seq=seq, hash=b"\x04" * 32, at=seq)
+        )
+    assert path.stat().st_size > 8192
+    newest = read_last_checkpoint(path, key.public_key())
+    assert newest is not None
+    assert newest.seq == 59
+    with path.open("a") as out:
+        out.write('{"torn": ')  # a write cut short: the line before it is the newest
+    assert read_last_checkpoint(path, key.public_key()).seq == 59
+    with pytest.raises(CheckpointError):
+        read_last_checkpoint(path, signing.generate_private_key().public_key())

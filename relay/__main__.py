@@ -39,7 +39,7 @@ from .checkpoints import (
     sign_checkpoint,
 )
 from .config import RelayConfig
-from .errors import Conflict, NotFound, StorageError
+from .errors import CheckpointKeyError, Conflict, NotFound, StorageError
 from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import published_root_hash
@@ -423,12 +423,24 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     """Verify an existing database's chain; creates and migrates nothing (see the parser)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its version check is no news
     try:
+        where = _existing_database(args.data, args.database)
+        missing = None
+    except NothingToVerifyError as exc:
+        where, missing = None, exc
+    try:
         checkpoints = _checkpoints(args)
-    except CheckpointError as exc:
+    except (CheckpointError, CheckpointKeyError) as exc:
+        if missing is not None:
+            raise missing from None  # no database and nothing else either: say so
+        if isinstance(exc, CheckpointKeyError):
+            raise
         print(f"audit checkpoints unusable: {exc} / 审计检查点无效")
         return 1
     try:
-        result = await _verify_existing(*_existing_database(args.data, args.database), checkpoints)
+        if missing is not None:
+            raise missing
+        assert where is not None
+        result = await _verify_existing(*where, checkpoints)
     except NothingToVerifyError as exc:
         if not checkpoints:
             raise

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from posassist.relay.errors import CheckpointError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -135,10 +137,6 @@ def canonical_bytes(record: AuditRecord) -> bytes:
 def chain_hash(prev_hash: bytes, record: AuditRecord) -> bytes:
     """``SHA-256(prev_hash || canonical_bytes(record))``."""
     return hashlib.sha256(prev_hash + canonical_bytes(record)).digest()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint line that can't be read, or whose signature doesn't verify."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

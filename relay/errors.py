@@ -12,6 +12,7 @@ text is for our logs only and is never sent to a peer.
     │   ├── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     │   └── AuditHeadMissing          the audit chain's head row was deleted    1011  500   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
+    ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
     ├── ScopeError                    target outside the caller's tenant scope  4003  403   3
     ├── BadRequest                    a request body the API can't take         1008  400   2
     ├── RateLimited                   too many requests from one address        1008  429   1
@@ -49,6 +50,7 @@ __all__ = [
     "AuditHeadMissing",
     "BadCredentials",
     "BadRequest",
+    "CheckpointError",
     "CheckpointKeyError",
     "Conflict",
     "DeviceRevoked",
@@ -112,6 +114,7 @@ class AuditHeadMissing(StorageError):
     """The ``audit_head`` row is gone (only a hand in the database does that): nothing can be
     appended until an operator looks (``posassist-relay audit verify``)."""
 
+    public_reason = "audit log damaged"
     public_reason_zh = "审计日志损坏"
 
 
@@ -121,6 +124,14 @@ class CheckpointKeyError(PosAssistError):
     exit_code = EXIT_USAGE
     public_reason = "audit checkpoint key unavailable"
     public_reason_zh = "审计检查点密钥不可用"
+
+
+class CheckpointError(PosAssistError):
+    """A line of the audit checkpoint file that can't be read, or whose signature doesn't verify
+    (relay/checkpoints.py): someone edited the file."""
+
+    public_reason = "audit checkpoint invalid"
+    public_reason_zh = "审计检查点无效"
 
 
 class ScopeError(PosAssistError):

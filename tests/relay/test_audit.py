@@ -454,6 +454,8 @@ def test_the_newest_checkpoint_is_read_from_the_tail_of_a_long_file(tmp_path):
     assert newest.seq == 59
     with path.open("a") as out:
         out.write('{"torn": ')  # a write cut short: the line before it is the newest
-    assert read_last_checkpoint(path, key.public_key()).seq == 59
+    newest = read_last_checkpoint(path, key.public_key())
+    assert newest is not None
+    assert newest.seq == 59
     with pytest.raises(CheckpointError):
         read_last_checkpoint(path, signing.generate_private_key().public_key())

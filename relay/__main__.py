@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--request-timeout", type=float, default=60.0)
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     serve.add_argument(
+        "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
+    )
+    serve.add_argument(
         "--sync",
         choices=SYNC_MODES,
         default="normal",
@@ -529,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
                 database_sync=args.sync,
+                audit_checkpoint_interval=args.checkpoint_interval,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

@@ -31,6 +31,7 @@ __all__ = [
     "CHECKPOINT_CONTEXT",
     "GENESIS_HASH",
     "RELAY_CREATED",
+    "TAMPERING_NOTES",
     "AuditRecord",
     "ChainVerifier",
     "Checkpoint",
@@ -50,6 +51,9 @@ GENESIS_HASH = bytes(32)
 #: The action of a relay's first record (``posassist-relay init``): a log that starts elsewhere
 #: has lost its beginning.
 RELAY_CREATED = "relay.init"
+#: What the relay adds to a record's detail when it finds the log tampered with as it appends
+#: (rows past the head, the head row deleted): it keeps working, and verification fails there.
+TAMPERING_NOTES = ("stray_records", "head_rebuilt")
 #: Prefixed to what a checkpoint key signs, so the signature can't be taken for another purpose.
 CHECKPOINT_CONTEXT = b"posassist audit checkpoint v1\x00"
 
@@ -209,6 +213,7 @@ class VerifyFailure(enum.StrEnum):
     NOT_CREATION = f"the first record is not the relay's creation ({RELAY_CREATED})"
     CHECKPOINT_MISMATCH = "record does not match the signed checkpoint (edited and rehashed?)"
     BEHIND_CHECKPOINT = "records missing up to a signed checkpoint (log truncated?)"
+    TAMPERING_SEEN = "the relay found the log tampered with when it wrote this record"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,6 +280,8 @@ class ChainVerifier:
             return self._fail(1, VerifyFailure.NOT_CREATION)
         if self._checkpoints.get(record.seq, record.hash) != record.hash:
             return self._fail(record.seq, VerifyFailure.CHECKPOINT_MISMATCH)
+        if any(key in record.detail for key in TAMPERING_NOTES):
+            return self._fail(record.seq, VerifyFailure.TAMPERING_SEEN)
         self._last_seq, self._last_hash = record.seq, record.hash
         self._checked += 1
         return True

@@ -9,8 +9,7 @@ text is for our logs only and is never sent to a peer.
     ├── StorageError                  the data layer failed                     1011  500   1
     │   ├── NotFound                  no such row                               1008  404   2
     │   ├── Conflict                  unique key taken / illegal state change   1008  409   2
-    │   ├── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
-    │   └── AuditHeadMissing          the audit chain's head row was deleted    1011  500   1
+    │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
     ├── ScopeError                    target outside the caller's tenant scope  4003  403   3
@@ -47,7 +46,6 @@ from posassist.protocol.errors import (
 )
 
 __all__ = [
-    "AuditHeadMissing",
     "BadCredentials",
     "BadRequest",
     "CheckpointError",
@@ -108,14 +106,6 @@ class StorageUnavailable(StorageError):
     close_code = 1013  # try again later
     public_reason = "service temporarily unavailable"
     public_reason_zh = "服务暂时不可用"
-
-
-class AuditHeadMissing(StorageError):
-    """The ``audit_head`` row is gone (only a hand in the database does that): nothing can be
-    appended until an operator looks (``posassist-relay audit verify``)."""
-
-    public_reason = "audit log damaged"
-    public_reason_zh = "审计日志损坏"
 
 
 class CheckpointKeyError(PosAssistError):

@@ -33,7 +33,6 @@ from posassist.relay.audit import (
     normalise_detail,
 )
 from posassist.relay.errors import (
-    AuditHeadMissing,
     Conflict,
     EnrolmentTokenExpired,
     EnrolmentTokenRevoked,
@@ -1056,8 +1055,9 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
     """
     body = normalise_detail(entry.detail or {})
     head = _HEAD_FOR_UPDATE(conn, {}).first()
-    if head is None:
-        raise AuditHeadMissing("the audit_head row is gone")
+    if head is None:  # deleted by hand: rebuilt from the last row, and the record says so
+        head = _rebuild_head(conn)
+        body = {**body, "head_rebuilt": True}
     prev_hash = bytes(head.hash)
     seq = head.seq + 1
     stray = _PAST_HEAD(conn, {"b_seq": head.seq}).scalar()
@@ -1081,6 +1081,17 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
     _INSERT_AUDIT(conn, {**_row(record), "detail": _json(body)})
     _MOVE_HEAD(conn, {"b_seq": record.seq, "b_hash": record.hash})
     return record
+
+
+def _rebuild_head(conn: sa.Connection) -> sa.Row[Any]:
+    """Put back a deleted ``audit_head`` row at the last stored record (or the genesis)."""
+    log.error("the audit_head row is gone: rebuilt from the last audit row")
+    last = conn.execute(
+        sa.select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
+    ).first()
+    seq, hash_ = (0, GENESIS_HASH) if last is None else (last.seq, bytes(last.hash))
+    conn.execute(t.audit_head.insert().values(id=1, seq=seq, hash=hash_))
+    return _HEAD_FOR_UPDATE(conn, {}).one()
 
 
 def open_storage(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from posassist.console import __main__ as console_main
+import posassist.console.__main__ as console_main
 from posassist.console.render import printable
 from posassist.protocol import messages as m
 from tests.relay.harness import Agent, Relay, start_relay

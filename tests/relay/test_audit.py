@@ -31,7 +31,6 @@ from posassist.relay.checkpoints import (
     read_last_checkpoint,
     sign_checkpoint,
 )
-from posassist.relay.errors import AuditHeadMissing
 
 if TYPE_CHECKING:
     from posassist.relay.storage import SqlStorage
@@ -408,13 +407,16 @@ def test_checkpoint_lines_round_trip_and_refuse_a_bad_signature(tmp_path):
     assert read_checkpoints(tmp_path / "none.jsonl", key.public_key()) == []
 
 
-async def test_stored_missing_head_fails_verify_and_appends_say_so(storage):
+async def test_stored_missing_head_fails_verify_and_the_next_append_says_so(storage):
     await append_n(storage, 3)
     await tamper(storage, "DELETE FROM audit_head")
     result = await verify_store(storage)
     assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.NO_HEAD)
-    with pytest.raises(AuditHeadMissing):
-        await append_n(storage, 1)
+    record = await storage.append(actor="a", action="b", target="c", outcome=Outcome.OK, now=2.0)
+    assert (record.seq, record.detail) == (4, {"head_rebuilt": True})  # the relay keeps working
+    assert (await storage.head()).seq == 4
+    result = await verify_store(storage)  # and the chain says where it was found
+    assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.TAMPERING_SEEN)
 
 
 async def test_a_stray_row_past_the_head_does_not_stop_appends_and_stays_visible(storage):

@@ -31,7 +31,7 @@ from posassist.protocol.errors import EXIT_USAGE, error_line
 from posassist.protocol.pins import spki_pin_from_pem
 
 from . import __version__
-from .render import facts_summary, render_facts, render_report
+from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -100,9 +100,8 @@ def devices(show_facts: bool = False) -> int:
         online = "yes" if d["online"] else "no"
         facts = d.get("facts")  # a relay before protocol v2 lists none
         facts = facts if isinstance(facts, dict) else {}
-        print(
-            f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24} {facts_summary(facts)}"
-        )
+        line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
+        print(printable(f"{line} {facts_summary(facts)}", multiline=False))
         if show_facts:
             print("\n".join(render_facts(facts)))
     return 0
@@ -120,11 +119,15 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
         )
         async for reply in conn.request(request, timeout=timeout + 5):
             if isinstance(reply, ErrorReply):
-                print(f"error: {reply.code}: {reply.message}", file=sys.stderr)
+                print(
+                    printable(f"error: {reply.code}: {reply.message}", multiline=False),
+                    file=sys.stderr,
+                )
                 return 1
             if isinstance(reply, DiagnosticsReport):
                 if as_json:
-                    print(json.dumps(reply.sections, default=repr, ensure_ascii=False, indent=2))
+                    sections = printable_data(reply.sections)
+                    print(json.dumps(sections, default=repr, ensure_ascii=False, indent=2))
                 else:
                     print(render_report(reply))
     return 0
@@ -170,20 +173,24 @@ async def _run_script(
         )
         async for reply in conn.request(request, timeout=timeout):
             if isinstance(reply, ErrorReply):
-                print(f"error: {reply.code}: {reply.message}", file=sys.stderr)
+                print(
+                    printable(f"error: {reply.code}: {reply.message}", multiline=False),
+                    file=sys.stderr,
+                )
                 return 1
             if isinstance(reply, ScriptStarted):
-                print(f"started (job {reply.job_id}) / 开始执行")
+                print(printable(f"started (job {reply.job_id}) / 开始执行"))
             elif isinstance(reply, ScriptProgress):
                 detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
-                print(f"[{reply.step}] {detail}".rstrip())
+                print(printable(f"[{reply.step}] {detail}", multiline=False).rstrip())
             elif isinstance(reply, ScriptOutput):
                 out = sys.stdout if reply.stream == "stdout" else sys.stderr
-                out.write(reply.data.decode("utf-8", "replace"))
+                out.write(printable(reply.data.decode("utf-8", "replace")))
                 out.flush()
             elif isinstance(reply, ScriptFinished):
                 backup = f", backup {reply.backup_id}" if reply.backup_id else ""
-                print(f"\n{reply.status} (exit {reply.exit_code}{backup}) {reply.detail}".rstrip())
+                ended = f"{reply.status} (exit {reply.exit_code}{backup}) {reply.detail}"
+                print("\n" + printable(ended, multiline=False).rstrip())
                 return 0 if reply.status == "succeeded" else 1
     return 1
 
@@ -201,14 +208,17 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
         )
         async for reply in conn.request(request, timeout=timeout):
             if isinstance(reply, ErrorReply):
-                print(f"error: {reply.code}: {reply.message}", file=sys.stderr)
+                print(
+                    printable(f"error: {reply.code}: {reply.message}", multiline=False),
+                    file=sys.stderr,
+                )
                 return 1
             if isinstance(reply, ScriptProgress):
                 detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
-                print(f"[{reply.step}] {detail}".rstrip())
+                print(printable(f"[{reply.step}] {detail}", multiline=False).rstrip())
             elif isinstance(reply, ScriptFinished):
                 zh = "恢复成功" if reply.status == "succeeded" else "恢复失败"
-                print(f"{reply.status}: {reply.detail} / {zh}")
+                print(printable(f"{reply.status}: {reply.detail}", multiline=False) + f" / {zh}")
                 return 0 if reply.status == "succeeded" else 1
     return 1
 

@@ -25,7 +25,7 @@ def render_report(report: DiagnosticsReport) -> str:
         )
         if isinstance(section, dict) and section.get("error"):
             lines.append(f"  error: {section['error']}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def _when(epoch: float) -> str:
@@ -58,9 +58,48 @@ def _walk(value: Any, depth: int) -> list[str]:
     return [f"{pad}{value}"]
 
 
-# --- device facts (docs/protocol.md#device-facts): the device's own word, shown as it is ---------
+# --- text from a device: never raw to the terminal ---------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+#: Terminal escape sequences, 7-bit (ESC …) and 8-bit (C1) forms: CSI up to its final byte,
+#: OSC/DCS/SOS/PM/APC up to their terminator (or the end of the text), any other ESC sequence.
+_ESCAPES = re.compile(
+    r"""
+    (?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?
+  | (?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?
+  | \x1b[ -/]*[0-~]?
+    """,
+    re.VERBOSE,
+)
+#: What is left to drop: C0 controls but newline and tab, DEL, C1, and the bidirectional overrides
+#: and isolates that make text read in another order than it is stored.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, multiline: bool = True) -> str:
+    """``text`` from a device (or relayed from one) made safe to print on a terminal.
+
+    Escape sequences and control characters are removed; ``\\n`` and ``\\t`` stay when
+    ``multiline`` (script output), else they become spaces. ``\\r\\n`` becomes ``\\n``; a lone
+    ``\\r`` (which would let a line overwrite what was printed before it) is dropped. Every string
+    an agent supplies passes through here before the console prints it.
+    """
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text.replace("\r\n", "\n")))
+    return text if multiline else text.replace("\n", " ").replace("\t", " ")
+
+
+def printable_data(value: Any) -> Any:
+    """``value`` (JSON-like data from a device) with :func:`printable` applied to every string,
+    keys included: for ``--json`` output, which a tool like ``jq -r`` may print raw."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): printable_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_data(item) for item in value]
+    return value
+
+
+# --- device facts (docs/protocol.md#device-facts): the device's own word, shown as it is ---------
 #: Facts shown on their own line, with their English / Chinese label, in this order.
 _LABELS = {
     "hostname": "hostname / 主机名",
@@ -85,7 +124,7 @@ _FOLDED = {
 
 def _text(value: Any) -> str:
     """A value from a device as one printable line: no terminal escapes get through."""
-    return _CONTROL.sub(" ", str(value)).strip()
+    return " ".join(printable(str(value), multiline=False).split())
 
 
 def _os(facts: Mapping[str, Any]) -> str:

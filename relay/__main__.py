@@ -24,12 +24,22 @@ from aiohttp import web
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, error_line
+from posassist.protocol.signing import fingerprint
 
 from . import __version__
 from .app import create_app, drain_routes
-from .audit import Outcome, VerifyResult, verify_store
+from .audit import RELAY_CREATED, Checkpoint, CheckpointError, Outcome, VerifyResult, verify_store
+from .checkpoints import (
+    CHECKPOINTS_FILE,
+    KEY_FILE,
+    append_checkpoint,
+    create_key,
+    load_key,
+    read_checkpoints,
+    sign_checkpoint,
+)
 from .config import RelayConfig
-from .errors import Conflict, NotFound, StorageError
+from .errors import CheckpointKeyError, Conflict, NotFound, StorageError
 from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import published_root_hash
@@ -50,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     def with_data(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data", type=Path, required=True, help="data directory")
         p.add_argument("--database", default="", help="postgresql://… (default: SQLite in DATA)")
+        _checkpoint_options(p)
         return p
 
     init = with_data(commands.add_parser("init", help="create the database and the first admin"))
@@ -65,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--heartbeat", type=float, default=20.0, help="seconds between heartbeats")
     serve.add_argument("--request-timeout", type=float, default=60.0)
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    serve.add_argument(
+        "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
+    )
     serve.add_argument(
         "--sync",
         choices=SYNC_MODES,
@@ -84,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     where = verify.add_mutually_exclusive_group(required=True)
     where.add_argument("--data", type=Path, help="a relay data directory (its SQLite relay.db)")
     where.add_argument("--database", help="sqlite:///PATH or postgresql://…")
+    _checkpoint_options(verify)
 
     for noun, parent in (
         ("organisation", None),
@@ -112,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--scope", required=True, help="root, or kind:id (store:sto_…)")
     create.add_argument("--password-file", type=Path)
+    unlock = with_data(
+        sub.add_parser(
+            "unlock",
+            help="forget a user's failed sign-ins, from every address (audited); running relays "
+            "follow within a second",
+        )
+    )
+    unlock.add_argument("username")
 
     device = commands.add_parser("device", help="devices")
     sub = device.add_subparsers(dest="action", required=True)
@@ -121,8 +144,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint-key",
+        type=Path,
+        help=f"the audit checkpoint signing key, never in the database (default: DATA/{KEY_FILE})",
+    )
+    p.add_argument(
+        "--checkpoint-file",
+        type=Path,
+        help=f"the signed audit checkpoints, appended (default: DATA/{CHECKPOINTS_FILE})",
+    )
+
+
 def _config(args: argparse.Namespace, **overrides: Any) -> RelayConfig:
-    return RelayConfig.load(args.data, database_url=args.database, **overrides)
+    return RelayConfig.load(
+        args.data,
+        database_url=args.database,
+        checkpoint_key=args.checkpoint_key,
+        checkpoint_file=args.checkpoint_file,
+        **overrides,
+    )
 
 
 async def _with_storage(config: RelayConfig, work: Callable[[SqlStorage], Any]) -> Any:
@@ -143,7 +185,7 @@ def _password(path: Path | None, prompt: str) -> str:
     return ""
 
 
-async def _init(args: argparse.Namespace, storage: SqlStorage) -> int:
+async def _init(args: argparse.Namespace, storage: SqlStorage, config: RelayConfig) -> int:
     import time
 
     try:
@@ -160,14 +202,24 @@ async def _init(args: argparse.Namespace, storage: SqlStorage) -> int:
         return 2
     hashed = await asyncio.to_thread(hash_password, password)
     await storage.create_user(args.admin_user, hashed, Role.ADMIN, Scope.root(), now=time.time())
-    await storage.append(
+    created = await storage.append(
         actor=OPERATOR,
-        action="relay.init",
+        action=RELAY_CREATED,
         target=f"user:{args.admin_user}",
         outcome=Outcome.OK,
         now=time.time(),
     )
+    # The first checkpoint anchors the log's beginning: from now on, a log that lost its
+    # creation record, or both audit tables, fails `audit verify` (docs/relay.md).
+    key = create_key(config.checkpoint_key_path)
+    append_checkpoint(
+        config.checkpoint_file_path,
+        sign_checkpoint(
+            key, relay_id=config.relay_id, seq=created.seq, hash=created.hash, at=created.at
+        ),
+    )
     print(f"relay initialised in {args.data} ({storage.dialect})")
+    print(f"audit checkpoint key {fingerprint(key.public_key())} in {config.checkpoint_key_path}")
     if not given:
         print(f"admin user: {args.admin_user}")
         print(f"one-time admin password (shown once, change it): {password}")
@@ -223,6 +275,15 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         )
         print(invite.encode())
         target = f"store:{args.store}"
+    elif args.command == "user" and args.action == "unlock":
+        try:
+            user = await storage.get_user(args.username)
+        except NotFound:
+            print(f"error: no user {args.username}", file=sys.stderr)
+            return 2
+        await storage.record_login_success(user.id)  # clears any lock stored by older relays
+        print(f"user {args.username} unlocked (running relays forget its failed sign-ins)")
+        target = f"user:{args.username}"
     elif args.command == "user":
         scope = _scope(args.scope)
         if scope is None:
@@ -324,7 +385,25 @@ def _existing_database(data: Path | None, url_text: str | None) -> tuple[sa.URL,
     return sa.URL.create("sqlite", database=uri, query={"mode": "rw", "uri": "true"}), str(path)
 
 
-async def _verify_existing(url: sa.URL, shown: str) -> VerifyResult:
+def _checkpoints(args: argparse.Namespace) -> list[Checkpoint] | None:
+    """The signed checkpoints ``audit verify`` checks the chain against; None when there is no
+    key to check them with (a database given by URL without ``--checkpoint-key``)."""
+    key_path: Path | None = args.checkpoint_key
+    file_path: Path | None = args.checkpoint_file
+    if args.data is not None:
+        key_path = key_path or args.data / KEY_FILE
+        file_path = file_path or args.data / CHECKPOINTS_FILE
+    if key_path is None:
+        return None
+    if file_path is None:
+        raise NothingToVerifyError("--checkpoint-key needs --checkpoint-file with --database")
+    public_key = load_key(key_path).public_key()
+    return read_checkpoints(file_path, public_key)
+
+
+async def _verify_existing(
+    url: sa.URL, shown: str, checkpoints: list[Checkpoint] | None
+) -> VerifyResult:
     storage = open_storage(url)
     try:
         missing = await storage.missing_tables()
@@ -334,7 +413,9 @@ async def _verify_existing(url: sa.URL, shown: str) -> VerifyResult:
             )
         if await storage.current_revision() is None:
             raise NothingToVerifyError(f"{shown} has no posassist schema (never migrated)")
-        return await verify_store(storage)
+        return await verify_store(
+            storage, checkpoints=checkpoints or (), first_action=RELAY_CREATED
+        )
     except StorageError as exc:
         raise NothingToVerifyError(f"cannot read {shown}: {exc}") from exc
     finally:
@@ -344,8 +425,44 @@ async def _verify_existing(url: sa.URL, shown: str) -> VerifyResult:
 async def _audit_verify(args: argparse.Namespace) -> int:
     """Verify an existing database's chain; creates and migrates nothing (see the parser)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its version check is no news
-    result = await _verify_existing(*_existing_database(args.data, args.database))
+    try:
+        where = _existing_database(args.data, args.database)
+        missing = None
+    except NothingToVerifyError as exc:
+        where, missing = None, exc
+    try:
+        checkpoints = _checkpoints(args)
+    except (CheckpointError, CheckpointKeyError) as exc:
+        if missing is not None:
+            raise missing from None  # no database and nothing else either: say so
+        if isinstance(exc, CheckpointKeyError):
+            raise
+        print(f"audit checkpoints unusable: {exc} / 审计检查点无效")
+        return 1
+    try:
+        if missing is not None:
+            raise missing
+        assert where is not None
+        result = await _verify_existing(*where, checkpoints)
+    except NothingToVerifyError as exc:
+        if not checkpoints:
+            raise
+        # Signed checkpoints say there was a log: its absence is a broken chain, not a typo.
+        print(
+            f"audit log gone: {exc}; {len(checkpoints)} signed checkpoint(s) say it reached "
+            f"seq {checkpoints[-1].seq} / 审计日志已被删除"
+        )
+        return 1
     print(result.describe())
+    if checkpoints is None:
+        print(
+            "warning: not checked against signed checkpoints (give --checkpoint-key and "
+            "--checkpoint-file): a rewritten database would pass / 未校验签名检查点",
+            file=sys.stderr,
+        )
+    elif result.ok:
+        last = f", the last at seq {checkpoints[-1].seq}" if checkpoints else ""
+        print(f"anchored by {len(checkpoints)} signed checkpoint(s){last}")
     return 0 if result.ok else 1
 
 
@@ -415,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
                 database_sync=args.sync,
+                audit_checkpoint_interval=args.checkpoint_interval,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))
@@ -423,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_audit_verify(args))
         config = _config(args)
         if args.command == "init":
-            return int(asyncio.run(_with_storage(config, lambda s: _init(args, s))))
+            return int(asyncio.run(_with_storage(config, lambda s: _init(args, s, config))))
         return int(asyncio.run(_with_storage(config, lambda s: _admin(args, s, config))))
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import __version__
 from .audit import Outcome
+from .checkpoints import Checkpointer
 from .errors import StorageError
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
+from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
 from .routing import InProcessRouter
@@ -51,6 +54,11 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     )
     metrics.agents_connected.set_function(state.router.agents_online)
     metrics.consoles_connected.set_function(lambda: state.consoles)
+    state.login_backoff = LoginBackoff(
+        max_failures=config.login_max_failures,
+        base_delay=config.login_backoff,
+        max_delay=config.login_lockout,
+    )
     if clock is not None:
         state.clock = clock
     app[STATE] = state
@@ -72,6 +80,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
 async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.storage.migrate()
+    checkpointer = await _anchor(state)
     # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now.
     failed = await state.storage.mark_running_jobs_failed("relay restarted", now=state.now())
     if failed:
@@ -84,10 +93,11 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     follower = asyncio.create_task(
         _follow_revocations(state, (await state.storage.head()).seq), name="revocation follower"
     )
+    anchor = asyncio.create_task(_checkpoint(state, checkpointer), name="audit checkpointer")
     try:
         yield
     finally:
-        for task in (sweeper, presence, follower):
+        for task in (sweeper, presence, follower, anchor):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -106,8 +116,34 @@ async def _write_presence(state: RelayState) -> None:
             log.warning("presence not written, will retry: %s", exc)
 
 
+async def _anchor(state: RelayState) -> Checkpointer:
+    """At start: check the newest signed checkpoint against the database (shout if it
+    disagrees: the database was rewritten), audit the start, and sign the head."""
+    config = state.config
+    checkpointer = await asyncio.to_thread(
+        Checkpointer.open, config.checkpoint_key_path, config.checkpoint_file_path, config.relay_id
+    )
+    problem = await checkpointer.check_last(state.storage)
+    if problem is not None:
+        log.error("audit log disagrees with its signed checkpoints: %s", problem)
+        await state.audit("relay", "audit.anchor", "audit", Outcome.FAILED, {"problem": problem})
+    await state.audit("relay", "relay.start", "relay", Outcome.OK, {"version": __version__})
+    await checkpointer.checkpoint(state.storage, now=state.now())
+    return checkpointer
+
+
+async def _checkpoint(state: RelayState, checkpointer: Checkpointer) -> None:
+    """Sign the audit head every ``audit_checkpoint_interval`` seconds while it moves."""
+    while True:
+        await asyncio.sleep(state.config.audit_checkpoint_interval)
+        try:
+            await checkpointer.checkpoint(state.storage, now=state.now())
+        except (StorageError, OSError) as exc:
+            log.warning("audit checkpoint not written, will retry: %s", exc)
+
+
 #: Audited actions another process may take that a running relay must act on.
-REVOCATIONS = ("device.revoke",)
+REVOCATIONS = ("device.revoke", "user.unlock")
 
 
 async def _follow_revocations(state: RelayState, seq: int) -> None:
@@ -122,9 +158,11 @@ async def _follow_revocations(state: RelayState, seq: int) -> None:
             log.warning("revocations not read, will retry: %s", exc)
             continue
         for record in records:
-            kind, _, device_id = record.target.partition(":")
+            kind, _, name = record.target.partition(":")
             if kind == "device":
-                await disconnect_revoked(state, device_id)
+                await disconnect_revoked(state, name)
+            elif kind == "user" and record.action == "user.unlock":
+                state.login_backoff.unlock(name)
 
 
 async def _sweep(state: RelayState) -> None:

@@ -3,15 +3,24 @@
 Each record's ``hash`` is ``SHA-256(prev_hash || canonical_bytes(record))``; the first record chains
 from 32 zero bytes. This module is pure; appending (serialised, so the chain can't fork) lives in
 :mod:`relay.storage`, and :func:`verify_store` streams a stored log through :class:`ChainVerifier`.
+
+A chain alone proves nothing to someone who can rewrite the database: they can edit a record and
+rehash everything after it, or cut the tail and move the head. So the relay signs the head from
+time to time with a key kept *outside* the database (:class:`Checkpoint`, written by
+:mod:`relay.checkpoints`), and verification checks the chain against those signed checkpoints
+(docs/relay.md#audit-checkpoints).
 """
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from posassist.relay.errors import CheckpointError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -19,9 +28,14 @@ if TYPE_CHECKING:
     from posassist.relay.storage.interfaces import AuditLog
 
 __all__ = [
+    "CHECKPOINT_CONTEXT",
     "GENESIS_HASH",
+    "RELAY_CREATED",
+    "TAMPERING_NOTES",
     "AuditRecord",
     "ChainVerifier",
+    "Checkpoint",
+    "CheckpointError",
     "Outcome",
     "VerifyFailure",
     "VerifyResult",
@@ -34,6 +48,14 @@ __all__ = [
 
 #: What the first record's ``prev_hash`` is.
 GENESIS_HASH = bytes(32)
+#: The action of a relay's first record (``posassist-relay init``): a log that starts elsewhere
+#: has lost its beginning.
+RELAY_CREATED = "relay.init"
+#: What the relay adds to a record's detail when it finds the log tampered with as it appends
+#: (rows past the head, the head row deleted): it keeps working, and verification fails there.
+TAMPERING_NOTES = ("stray_records", "head_rebuilt")
+#: Prefixed to what a checkpoint key signs, so the signature can't be taken for another purpose.
+CHECKPOINT_CONTEXT = b"posassist audit checkpoint v1\x00"
 
 
 class Outcome(enum.StrEnum):
@@ -123,6 +145,63 @@ def chain_hash(prev_hash: bytes, record: AuditRecord) -> bytes:
     return hashlib.sha256(prev_hash + canonical_bytes(record)).digest()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """The audit head (``seq``, ``hash``) at ``at``, signed by the relay's checkpoint key.
+
+    One JSON object per line in the checkpoint file: ``signature`` is Ed25519 over
+    :attr:`payload`; the key never touches the database, so rewriting the database can't make a
+    checkpoint agree with a rewritten chain.
+    """
+
+    relay_id: str
+    seq: int
+    hash: bytes
+    at: float
+    signature: bytes = b""
+
+    @property
+    def payload(self) -> bytes:
+        """What the signature covers: a context string, then the canonical JSON of the fields."""
+        body = {
+            "relay_id": self.relay_id,
+            "seq": self.seq,
+            "hash": self.hash.hex(),
+            "at": float(self.at),
+        }
+        return CHECKPOINT_CONTEXT + _dumps(body).encode("utf-8")
+
+    def to_line(self) -> str:
+        """The checkpoint as one line of JSON (no newline)."""
+        return _dumps(
+            {
+                "relay_id": self.relay_id,
+                "seq": self.seq,
+                "hash": self.hash.hex(),
+                "at": float(self.at),
+                "signature": base64.b64encode(self.signature).decode("ascii"),
+            }
+        )
+
+    @classmethod
+    def from_line(cls, line: str) -> Checkpoint:
+        """Parse :meth:`to_line`'s output (the signature unchecked); CheckpointError if bad."""
+        try:
+            data = json.loads(line)
+            checkpoint = cls(
+                relay_id=str(data["relay_id"]),
+                seq=int(data["seq"]),
+                hash=bytes.fromhex(data["hash"]),
+                at=float(data["at"]),
+                signature=base64.b64decode(data["signature"], validate=True),
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError("not a checkpoint line") from exc
+        if checkpoint.seq < 1 or len(checkpoint.hash) != len(GENESIS_HASH):
+            raise CheckpointError("not a checkpoint line")
+        return checkpoint
+
+
 class VerifyFailure(enum.StrEnum):
     """Why verification stopped."""
 
@@ -130,6 +209,13 @@ class VerifyFailure(enum.StrEnum):
     PREV_HASH_MISMATCH = "prev_hash does not match the previous record's hash"
     HASH_MISMATCH = "hash does not match the record's contents"
     TRUNCATED = "records missing at the end of the log"
+    NO_HEAD = "the chain head is missing"
+    HEAD_MISMATCH = "the chain head does not match the last record"
+    STRAY = "records past the chain head"
+    NOT_CREATION = f"the first record is not the relay's creation ({RELAY_CREATED})"
+    CHECKPOINT_MISMATCH = "record does not match the signed checkpoint (edited and rehashed?)"
+    BEHIND_CHECKPOINT = "records missing up to a signed checkpoint (log truncated?)"
+    TAMPERING_SEEN = "the relay found the log tampered with when it wrote this record"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,11 +237,24 @@ class VerifyResult:
 
 
 class ChainVerifier:
-    """Feeds records in ``seq`` order, stopping at the first bad one (sans-I/O, streamable)."""
+    """Feeds records in ``seq`` order, stopping at the first bad one (sans-I/O, streamable).
 
-    def __init__(self, *, after_seq: int = 0, after_hash: bytes = GENESIS_HASH) -> None:
+    ``checkpoints`` (seq → hash, from verified :class:`Checkpoint` lines) pin records the chain
+    must still hold; ``first_action`` is what the first record must be (:data:`RELAY_CREATED`).
+    """
+
+    def __init__(
+        self,
+        *,
+        after_seq: int = 0,
+        after_hash: bytes = GENESIS_HASH,
+        checkpoints: Mapping[int, bytes] | None = None,
+        first_action: str | None = None,
+    ) -> None:
         self._last_seq = after_seq
         self._last_hash = after_hash
+        self._checkpoints = dict(checkpoints or {})
+        self._first_action = first_action
         self._checked = 0
         self._bad_seq: int | None = None
         self._reason: VerifyFailure | None = None
@@ -179,19 +278,33 @@ class ChainVerifier:
             return self._fail(record.seq, VerifyFailure.HASH_MISMATCH)
         if record.prev_hash != self._last_hash:
             return self._fail(record.seq, VerifyFailure.PREV_HASH_MISMATCH)
+        if record.seq == 1 and self._first_action not in (None, record.action):
+            return self._fail(1, VerifyFailure.NOT_CREATION)
+        if self._checkpoints.get(record.seq, record.hash) != record.hash:
+            return self._fail(record.seq, VerifyFailure.CHECKPOINT_MISMATCH)
+        if any(key in record.detail for key in TAMPERING_NOTES):
+            return self._fail(record.seq, VerifyFailure.TAMPERING_SEEN)
         self._last_seq, self._last_hash = record.seq, record.hash
         self._checked += 1
         return True
 
     def result(
-        self, *, head_seq: int | None = None, head_hash: bytes | None = None
+        self,
+        *,
+        head_seq: int | None = None,
+        head_hash: bytes | None = None,
+        head_missing: bool = False,
+        last_stored_seq: int | None = None,
     ) -> VerifyResult:
-        """The verdict; ``head_*`` (from the stored chain head) also catches a truncated tail."""
-        if not self.failed and head_seq is not None:
-            if head_seq > self._last_seq:
-                self._fail(self._last_seq + 1, VerifyFailure.TRUNCATED)
-            elif head_seq == self._last_seq and head_hash not in (None, self._last_hash):
-                self._fail(self._last_seq, VerifyFailure.HASH_MISMATCH)
+        """The verdict once every record up to the head was fed.
+
+        ``head_*`` (from the stored chain head) also catch a truncated tail; ``head_missing``
+        says the head row is gone; ``last_stored_seq`` (the highest seq stored) catches records
+        past the head. Signed checkpoints past the last record catch a truncation that moved
+        the head back with it.
+        """
+        if not self.failed:
+            self._judge_end(head_seq, head_hash, head_missing, last_stored_seq)
         return VerifyResult(
             ok=not self.failed,
             records_checked=self._checked,
@@ -200,6 +313,27 @@ class ChainVerifier:
             first_bad_seq=self._bad_seq,
             reason=self._reason,
         )
+
+    def _judge_end(
+        self,
+        head_seq: int | None,
+        head_hash: bytes | None,
+        head_missing: bool,
+        last_stored_seq: int | None,
+    ) -> None:
+        next_seq = self._last_seq + 1
+        if self._first_action is not None and self._last_seq == 0:
+            self._fail(1, VerifyFailure.NOT_CREATION)  # nothing at all: not even the creation
+        elif head_missing:
+            self._fail(next_seq, VerifyFailure.NO_HEAD)
+        elif last_stored_seq is not None and last_stored_seq > self._last_seq:
+            self._fail(next_seq, VerifyFailure.STRAY)
+        elif head_seq is not None and head_seq > self._last_seq:
+            self._fail(next_seq, VerifyFailure.TRUNCATED)
+        elif max(self._checkpoints, default=0) > self._last_seq:
+            self._fail(next_seq, VerifyFailure.BEHIND_CHECKPOINT)
+        elif head_seq is not None and head_hash not in (None, self._last_hash):
+            self._fail(self._last_seq, VerifyFailure.HEAD_MISMATCH)
 
 
 def verify(
@@ -222,11 +356,33 @@ def verify(
     return verifier.result(head_seq=head_seq, head_hash=head_hash)
 
 
-async def verify_store(log: AuditLog, *, batch_size: int = 1000) -> VerifyResult:
-    """Verify a stored log, streaming it; records appended meanwhile are not checked."""
-    head = await log.head()
-    verifier = ChainVerifier()
-    async for record in log.records(stop_seq=head.seq, batch_size=batch_size):
+async def verify_store(
+    log: AuditLog,
+    *,
+    batch_size: int = 1000,
+    checkpoints: Iterable[Checkpoint] = (),
+    first_action: str | None = None,
+) -> VerifyResult:
+    """Verify a stored log, streaming it; records appended meanwhile are not checked.
+
+    Args:
+        log: the stored log.
+        batch_size: records read per query.
+        checkpoints: signed checkpoints, their signatures already verified
+            (:func:`relay.checkpoints.read_checkpoints`).
+        first_action: what the first record must be; :data:`RELAY_CREATED` for a relay's log.
+    """
+    head, last_stored_seq = await log.extent()
+    verifier = ChainVerifier(
+        checkpoints={c.seq: c.hash for c in checkpoints}, first_action=first_action
+    )
+    stop_seq = last_stored_seq if head is None else head.seq
+    async for record in log.records(stop_seq=stop_seq, batch_size=batch_size):
         if not verifier.feed(record):
             break
-    return verifier.result(head_seq=head.seq, head_hash=head.hash)
+    return verifier.result(
+        head_seq=None if head is None else head.seq,
+        head_hash=None if head is None else head.hash,
+        head_missing=head is None,
+        last_stored_seq=last_stored_seq,
+    )

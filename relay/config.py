@@ -47,7 +47,11 @@ class RelayConfig:
     #: How long to wait for a peer's close frame; a peer that stopped reading won't send one.
     close_timeout: float = 2.0
     token_ttl: float = 8 * 3600.0
+    #: Failed sign-ins in a row, per (address, username), before tries from there wait.
     login_max_failures: int = 5
+    #: The first wait, doubled at each further failure up to ``login_lockout`` (relay/lockout.py).
+    login_backoff: float = 1.0
+    #: The longest wait between tries after failed sign-ins (a back-off, never a hard lock).
     login_lockout: float = 15 * 60.0
     login_rate: float = 1.0  # sign-in attempts per second per address, after the burst
     login_burst: int = 10
@@ -58,12 +62,28 @@ class RelayConfig:
     max_outbox: int = 1024
     sweep_interval: float = 0.1
     presence_interval: float = 1.0
+    #: Seconds between signed audit checkpoints (docs/relay.md#audit-checkpoints).
+    audit_checkpoint_interval: float = 60.0
+    #: The checkpoint signing key; None: ``audit-checkpoint.key`` in the data directory.
+    checkpoint_key: Path | None = None
+    #: The append-only checkpoint file; None: ``audit-checkpoints.jsonl`` in the data directory.
+    checkpoint_file: Path | None = None
     limits: Limits = field(default=DEFAULT_LIMITS)
 
     @property
     def scripts_dir(self) -> Path:
         """Where ``posassist-scripts publish --to DATA`` puts the signed script repository."""
         return self.data_dir / "scripts"
+
+    @property
+    def checkpoint_key_path(self) -> Path:
+        """Where the audit checkpoint key is (never in the database)."""
+        return self.checkpoint_key or self.data_dir / "audit-checkpoint.key"
+
+    @property
+    def checkpoint_file_path(self) -> Path:
+        """Where signed audit checkpoints are appended (never in the database)."""
+        return self.checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
 
     @property
     def database(self) -> str:

@@ -10,6 +10,8 @@ text is for our logs only and is never sent to a peer.
     │   ├── NotFound                  no such row                               1008  404   2
     │   ├── Conflict                  unique key taken / illegal state change   1008  409   2
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
+    ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
+    ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
     ├── ScopeError                    target outside the caller's tenant scope  4003  403   3
     ├── BadRequest                    a request body the API can't take         1008  400   2
     ├── RateLimited                   too many requests from one address        1008  429   1
@@ -46,6 +48,8 @@ from posassist.protocol.errors import (
 __all__ = [
     "BadCredentials",
     "BadRequest",
+    "CheckpointError",
+    "CheckpointKeyError",
     "Conflict",
     "DeviceRevoked",
     "EnrolmentError",
@@ -102,6 +106,22 @@ class StorageUnavailable(StorageError):
     close_code = 1013  # try again later
     public_reason = "service temporarily unavailable"
     public_reason_zh = "服务暂时不可用"
+
+
+class CheckpointKeyError(PosAssistError):
+    """The audit checkpoint key (docs/relay.md#audit-checkpoints) is missing or unreadable."""
+
+    exit_code = EXIT_USAGE
+    public_reason = "audit checkpoint key unavailable"
+    public_reason_zh = "审计检查点密钥不可用"
+
+
+class CheckpointError(PosAssistError):
+    """A line of the audit checkpoint file that can't be read, or whose signature doesn't verify
+    (relay/checkpoints.py): someone edited the file."""
+
+    public_reason = "audit checkpoint invalid"
+    public_reason_zh = "审计检查点无效"
 
 
 class ScopeError(PosAssistError):

@@ -17,6 +17,7 @@ from aiohttp import web
 from .audit import Outcome
 from .connection import WebSocketSession
 from .errors import NotFound, ScopeError, StorageError
+from .lockout import LoginBackoff
 from .metrics import refusal_reason
 from .storage import Role, Scope, ScopeKind
 
@@ -70,6 +71,8 @@ class RelayState:
     shutdown_deadline: float | None = None
     #: SHA-256 of a bearer token → the consoles signed in with it, closed when it is revoked.
     console_tokens: dict[bytes, set[WebSocketSession]] = field(default_factory=dict)
+    #: Failed sign-ins per (address, username) and the back-off they earn (relay/lockout.py).
+    login_backoff: LoginBackoff = field(default_factory=LoginBackoff)
 
     def now(self) -> float:
         return self.clock()

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 __all__ = ["SqlStorage", "open_storage"]
 
 T = TypeVar("T")
+log = logging.getLogger("posassist.relay")
 MIGRATIONS = "posassist.relay.storage:migrations"
 #: Where Alembic records the schema version (its default name).
 _VERSION_TABLE = "alembic_version"
@@ -916,6 +918,17 @@ class SqlStorage:
             return ChainHead(seq=0, hash=GENESIS_HASH)
         return ChainHead(seq=row.seq, hash=bytes(row.hash))
 
+    async def extent(self) -> tuple[ChainHead | None, int]:
+        """The chain head (None when its row is gone) and the highest seq stored (0 if none),
+        read in one statement so both come from one snapshot, even next to a live relay."""
+
+        def read(conn: sa.Connection) -> tuple[ChainHead | None, int]:
+            row = conn.execute(_EXTENT).one()
+            head = None if row.seq is None else ChainHead(seq=row.seq, hash=bytes(row.hash))
+            return head, row.last or 0
+
+        return await self._db.read(read)
+
     async def actions_after(
         self, seq: int, actions: Collection[str], *, limit: int = 1000
     ) -> tuple[int, list[AuditRecord]]:
@@ -1000,6 +1013,13 @@ _HEAD = sa.select(t.audit_head.c.seq, t.audit_head.c.hash).where(
     t.audit_head.c.id == sa.literal_column("1")
 )
 _HEAD_FOR_UPDATE = _Prepared(_HEAD.with_for_update())
+_LAST_SEQ = sa.select(sa.func.max(t.audit.c.seq))
+_PAST_HEAD = _Prepared(_LAST_SEQ.where(t.audit.c.seq > sa.bindparam("b_seq")))
+_EXTENT = sa.select(
+    _HEAD.with_only_columns(t.audit_head.c.seq).scalar_subquery().label("seq"),
+    _HEAD.with_only_columns(t.audit_head.c.hash).scalar_subquery().label("hash"),
+    _LAST_SEQ.scalar_subquery().label("last"),
+)
 _MOVE_HEAD = _Prepared(
     t.audit_head.update()
     .where(t.audit_head.c.id == sa.literal_column("1"))
@@ -1072,12 +1092,30 @@ def _require(conn: sa.Connection, table: sa.Table, row_id: str) -> None:
 
 
 def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecord:
-    """Append ``entry`` inside the caller's write transaction (it then commits with it)."""
+    """Append ``entry`` inside the caller's write transaction (it then commits with it).
+
+    Rows past the head were not written by a relay (the head moves in the transaction that
+    inserts): someone wrote them into the database. The relay keeps working rather than failing
+    every audited operation on the taken seq: the record goes after the last stored row, chained
+    from the head (the last record the relay wrote), and names the stray rows, so ``audit
+    verify`` reports them at their seq (docs/relay.md#audit-checkpoints).
+    """
     body = normalise_detail(entry.detail or {})
-    head = _HEAD_FOR_UPDATE(conn, {}).one()
+    head = _HEAD_FOR_UPDATE(conn, {}).first()
+    if head is None:  # deleted by hand: rebuilt from the last row, and the record says so
+        head = _rebuild_head(conn)
+        body = {**body, "head_rebuilt": True}
     prev_hash = bytes(head.hash)
+    seq = head.seq + 1
+    stray = _PAST_HEAD(conn, {"b_seq": head.seq}).scalar()
+    if stray is not None:
+        log.error(
+            "audit rows %d..%d past the chain head %d: not written by a relay", seq, stray, head.seq
+        )
+        body = {**body, "stray_records": [seq, stray]}
+        seq = stray + 1
     record = AuditRecord(
-        seq=head.seq + 1,
+        seq=seq,
         at=float(now),
         actor=entry.actor,
         action=entry.action,
@@ -1090,6 +1128,17 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
     _INSERT_AUDIT(conn, {**_row(record), "detail": _json(body)})
     _MOVE_HEAD(conn, {"b_seq": record.seq, "b_hash": record.hash})
     return record
+
+
+def _rebuild_head(conn: sa.Connection) -> sa.Row[Any]:
+    """Put back a deleted ``audit_head`` row at the last stored record (or the genesis)."""
+    log.error("the audit_head row is gone: rebuilt from the last audit row")
+    last = conn.execute(
+        sa.select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
+    ).first()
+    seq, hash_ = (0, GENESIS_HASH) if last is None else (last.seq, bytes(last.hash))
+    conn.execute(t.audit_head.insert().values(id=1, seq=seq, hash=hash_))
+    return _HEAD_FOR_UPDATE(conn, {}).one()
 
 
 def open_storage(

@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+from posassist.protocol import signing
 from posassist.relay.audit import (
     GENESIS_HASH,
+    RELAY_CREATED,
     AuditRecord,
+    ChainVerifier,
+    CheckpointError,
     Outcome,
     VerifyFailure,
     canonical_bytes,
@@ -20,6 +24,12 @@ from posassist.relay.audit import (
     normalise_detail,
     verify,
     verify_store,
+)
+from posassist.relay.checkpoints import (
+    append_checkpoint,
+    read_checkpoints,
+    read_last_checkpoint,
+    sign_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -291,3 +301,163 @@ async def test_actions_after_reads_only_those_actions_since_a_seq_in_batches(sto
     assert [r.target for r in records] == ["device:dev_c"]
     assert seq == newest
     assert await storage.actions_after(seq, ("device.revoke",)) == (newest, [])
+
+
+# -- anchoring: creation record, head, stray rows, signed checkpoints ---------------------------
+
+
+def test_a_chain_not_starting_with_the_relays_creation_is_named():
+    records = make_chain(3)
+    result = ChainVerifier(first_action=RELAY_CREATED)
+    assert not result.feed(records[0])
+    assert (result.result().first_bad_seq, result.result().reason) == (
+        1,
+        VerifyFailure.NOT_CREATION,
+    )
+
+
+def test_an_empty_chain_lacks_the_relays_creation():
+    result = ChainVerifier(first_action=RELAY_CREATED).result(head_seq=0, head_hash=GENESIS_HASH)
+    assert (result.ok, result.first_bad_seq, result.reason) == (
+        False,
+        1,
+        VerifyFailure.NOT_CREATION,
+    )
+
+
+def test_a_chain_starting_with_the_relays_creation_verifies():
+    records = make_chain(1)
+    created = dataclasses.replace(records[0], action=RELAY_CREATED)
+    created = dataclasses.replace(created, hash=chain_hash(GENESIS_HASH, created))
+    verifier = ChainVerifier(first_action=RELAY_CREATED)
+    assert verifier.feed(created)
+    assert verifier.result(head_seq=1, head_hash=created.hash).ok
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "seq", "reason"),
+    [
+        ({"head_missing": True}, 4, VerifyFailure.NO_HEAD),
+        ({"head_seq": 3, "last_stored_seq": 5}, 4, VerifyFailure.STRAY),
+        ({"head_seq": 3, "head_hash": b"\x01" * 32}, 3, VerifyFailure.HEAD_MISMATCH),
+        ({"head_seq": 4}, 4, VerifyFailure.TRUNCATED),
+    ],
+)
+def test_the_head_is_judged_against_the_last_record(kwargs, seq, reason):
+    verifier = ChainVerifier()
+    for record in make_chain(3):
+        verifier.feed(record)
+    result = verifier.result(**kwargs)
+    assert (result.ok, result.first_bad_seq, result.reason) == (False, seq, reason)
+    assert reason in result.describe()
+
+
+def test_a_record_rehashed_under_a_checkpoint_is_named():
+    original = make_chain(4)
+    edited = dataclasses.replace(original[1], target="dev_x")
+    forged, prev = [original[0]], original[0].hash
+    for record in [edited, *original[2:]]:
+        record = dataclasses.replace(record, prev_hash=prev)
+        record = dataclasses.replace(record, hash=chain_hash(prev, record))
+        forged.append(record)
+        prev = record.hash
+    assert verify(forged).ok  # consistent in itself
+    verifier = ChainVerifier(checkpoints={3: original[2].hash})
+    for record in forged:
+        verifier.feed(record)
+    result = verifier.result(head_seq=4, head_hash=forged[-1].hash)
+    assert (result.first_bad_seq, result.reason) == (3, VerifyFailure.CHECKPOINT_MISMATCH)
+
+
+def test_a_log_cut_before_a_checkpoint_is_named_even_with_the_head_moved():
+    records = make_chain(5)
+    verifier = ChainVerifier(checkpoints={5: records[4].hash})
+    for record in records[:3]:
+        verifier.feed(record)
+    result = verifier.result(head_seq=3, head_hash=records[2].hash, last_stored_seq=3)
+    assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.BEHIND_CHECKPOINT)
+
+
+def test_checkpoint_lines_round_trip_and_refuse_a_bad_signature(tmp_path):
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    first = sign_checkpoint(key, relay_id="r", seq=1, hash=b"\x02" * 32, at=1.5)
+    second = sign_checkpoint(key, relay_id="r", seq=7, hash=b"\x03" * 32, at=2.5)
+    append_checkpoint(path, first)
+    append_checkpoint(path, second)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert read_checkpoints(path, key.public_key()) == [first, second]
+    with path.open("a") as out:
+        out.write(first.to_line()[:20])  # a write cut short by a crash: skipped
+    assert read_checkpoints(path, key.public_key()) == [first, second]
+    other = signing.generate_private_key()
+    with pytest.raises(CheckpointError, match="signature does not verify"):
+        read_checkpoints(path, other.public_key())
+    path.write_text(
+        first.to_line()
+        + "\n"
+        + sign_checkpoint(key, relay_id="r", seq=1, hash=b"\x09" * 32, at=3).to_line()
+        + "\n"
+    )
+    with pytest.raises(CheckpointError, match="signed twice"):
+        read_checkpoints(path, key.public_key())
+    path.write_text("not json\n")
+    with pytest.raises(CheckpointError):
+        read_checkpoints(path, key.public_key())
+    assert read_checkpoints(tmp_path / "none.jsonl", key.public_key()) == []
+
+
+async def test_stored_missing_head_fails_verify_and_the_next_append_says_so(storage):
+    await append_n(storage, 3)
+    await tamper(storage, "DELETE FROM audit_head")
+    result = await verify_store(storage)
+    assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.NO_HEAD)
+    record = await storage.append(actor="a", action="b", target="c", outcome=Outcome.OK, now=2.0)
+    assert (record.seq, record.detail) == (4, {"head_rebuilt": True})  # the relay keeps working
+    assert (await storage.head()).seq == 4
+    result = await verify_store(storage)  # and the chain says where it was found
+    assert (result.first_bad_seq, result.reason) == (4, VerifyFailure.TAMPERING_SEEN)
+
+
+async def test_a_stray_row_past_the_head_does_not_stop_appends_and_stays_visible(storage):
+    await append_n(storage, 3)
+    head = await storage.head()
+    await tamper(
+        storage,
+        "INSERT INTO audit (seq, at, actor, action, target, outcome, detail, prev_hash, hash) "
+        "VALUES (4, 1.0, 'mallory', 'x', 'y', 'ok', '{}', :h, :h)",
+        h=b"\x05" * 32,
+    )
+    assert (await verify_store(storage)).reason is VerifyFailure.STRAY
+    record = await storage.append(actor="a", action="b", target="c", outcome=Outcome.OK, now=2.0)
+    assert record.seq == 5  # after the stray row, not on top of it (which would be a 409)
+    assert record.prev_hash == head.hash  # chained from what the relay itself wrote last
+    assert record.detail == {"stray_records": [4, 4]}
+    assert (await storage.head()).seq == 5
+    result = await verify_store(storage)
+    assert (result.ok, result.first_bad_seq) == (False, 4)
+    await append_n(storage, 2, start=10)  # and it keeps working
+    assert (await storage.head()).seq == 7
+
+
+def test_the_newest_checkpoint_is_read_from_the_tail_of_a_long_file(tmp_path):
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    assert read_last_checkpoint(path, key.public_key()) is None
+    path.write_text("")
+    assert read_last_checkpoint(path, key.public_key()) is None
+    for seq in range(1, 60):  # well past the tail that is read
+        append_checkpoint(
+            path, sign_checkpoint(key, relay_id="r", seq=seq, hash=b"\x04" * 32, at=seq)
+        )
+    assert path.stat().st_size > 8192
+    newest = read_last_checkpoint(path, key.public_key())
+    assert newest is not None
+    assert newest.seq == 59
+    with path.open("a") as out:
+        out.write('{"torn": ')  # a write cut short: the line before it is the newest
+    newest = read_last_checkpoint(path, key.public_key())
+    assert newest is not None
+    assert newest.seq == 59
+    with pytest.raises(CheckpointError):
+        read_last_checkpoint(path, signing.generate_private_key().public_key())

@@ -257,7 +257,6 @@ async def test_replaced_connection_fails_only_its_own_requests(
 # --- technician sign-in ----------
 
 
-LOCKED_OUT = "too many failed sign-ins; try again later"
 RATE_LIMITED = "too many requests; slow down"
 
 
@@ -274,29 +273,30 @@ async def _login_refusals(relay: Relay, target: str) -> list[str]:
     ]
 
 
-async def test_wrong_password_twenty_times_locks_out_and_is_audited(tmp_path: Path) -> None:
-    # A login rate limit far above 21 attempts, so every refusal below is the lockout's own.
-    relay = await start_relay(tmp_path, login_burst=1000)
+async def test_wrong_password_twenty_times_backs_off_and_is_audited(tmp_path: Path) -> None:
+    # A login rate limit far above 21 attempts, so every refusal below is the back-off's own;
+    # a first wait of a minute, so the test's own run time doesn't end it.
+    relay = await start_relay(tmp_path, login_burst=1000, login_backoff=60.0)
     try:
-        lockout = relay.state.config.login_lockout
         replies = [await _login(relay, "wrong password") for _ in range(20)]
         bad = (401, "invalid username or password")
-        assert replies == [bad] * 4 + [(429, LOCKED_OUT)] * 16  # the fifth failure locks
-        # the right password is refused by the lockout, not by the rate limiter
-        assert await _login(relay, PASSWORD) == (429, LOCKED_OUT)
+        assert replies == [bad] * 20  # backed off looks exactly like wrong
+        # the right password is refused while backed off: the same answer again
+        assert await _login(relay, PASSWORD) == bad
         user = await relay.state.storage.get_user("tech")
-        assert user.is_locked(relay.clock())
+        assert (user.failed_logins, user.locked_until) == (0, None)  # nothing stored per account
         assert (
-            await _login_refusals(relay, "user:tech") == ["bad password"] * 4 + ["locked out"] * 17
+            await _login_refusals(relay, "user:tech") == ["bad password"] * 5 + ["locked out"] * 16
         )
         assert await _login_refusals(relay, "relay") == []  # nothing was rate limited
-        relay.clock.offset = lockout - 5  # still locked just before the end
-        assert await _login(relay, PASSWORD) == (429, LOCKED_OUT)
-        relay.clock.offset = lockout + 1  # the lockout ends: the right password works
+        relay.clock.offset = 55  # the first wait is a minute
+        assert await _login(relay, PASSWORD) == bad
+        relay.clock.offset = 61  # the wait ends: the right password works
         assert await _login(relay, PASSWORD) == (200, "ok")
         assert ("user.login", "ok", "user:tech") in (await relay.audit_actions())[-1:]
-        # and the failure count started again: one wrong password is a plain 401
-        assert await _login(relay, "wrong password") == bad
+        # and the failure count started again: five wrong passwords before any wait
+        assert [await _login(relay, "wrong password") for _ in range(5)] == [bad] * 5
+        assert 50 < relay.state.login_backoff.retry_after("127.0.0.1", "tech", relay.clock()) <= 60
         await _chain_ok(relay)
     finally:
         await relay.server.close()

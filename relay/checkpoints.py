@@ -1,0 +1,212 @@
+"""Signed audit checkpoints: the key and the append-only file that anchor the audit chain.
+
+The key (Ed25519, PEM, 0600) and the checkpoint file live in the relay's data directory, never in
+the database, so someone who can only rewrite the database can't forge a checkpoint that agrees
+with a rewritten chain (docs/relay.md#audit-checkpoints). Signing and verifying are pure
+(:class:`relay.audit.Checkpoint`); this module does the file I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from posassist.protocol import PosAssistError, signing
+
+from .audit import Checkpoint, CheckpointError, Outcome
+from .errors import CheckpointKeyError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    from .storage.interfaces import AuditLog
+
+__all__ = [
+    "CHECKPOINTS_FILE",
+    "KEY_FILE",
+    "Checkpointer",
+    "append_checkpoint",
+    "create_key",
+    "load_key",
+    "read_checkpoints",
+    "read_last_checkpoint",
+    "sign_checkpoint",
+]
+
+log = logging.getLogger("posassist.relay")
+
+#: The checkpoint key's file name in a data directory (``--checkpoint-key`` overrides it).
+KEY_FILE = "audit-checkpoint.key"
+#: The checkpoint file's name in a data directory (``--checkpoint-file`` overrides it).
+CHECKPOINTS_FILE = "audit-checkpoints.jsonl"
+
+
+def create_key(path: Path) -> Ed25519PrivateKey:
+    """A new checkpoint key written to ``path`` (0600); the one already there if it exists."""
+    if path.exists():
+        return load_key(path)
+    key = signing.generate_private_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(signing.private_key_to_pem(key))
+    return key
+
+
+def load_key(path: Path) -> Ed25519PrivateKey:
+    """The checkpoint key in ``path``; CheckpointKeyError if it is missing or not a key."""
+    try:
+        return signing.private_key_from_pem(path.read_bytes())
+    except OSError as exc:
+        raise CheckpointKeyError(f"cannot read the audit checkpoint key {path}: {exc}") from exc
+    except PosAssistError as exc:
+        raise CheckpointKeyError(f"{path} is not an Ed25519 private key") from exc
+
+
+def sign_checkpoint(
+    key: Ed25519PrivateKey, *, relay_id: str, seq: int, hash: bytes, at: float
+) -> Checkpoint:
+    """A checkpoint of the head (``seq``, ``hash``) signed with ``key``."""
+    unsigned = Checkpoint(relay_id=relay_id, seq=seq, hash=hash, at=at)
+    return Checkpoint(
+        relay_id=relay_id, seq=seq, hash=hash, at=at, signature=signing.sign(key, unsigned.payload)
+    )
+
+
+def append_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Append one line to the checkpoint file (created 0600) and wait for the disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (checkpoint.to_line() + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_checkpoints(path: Path, public_key: Ed25519PublicKey) -> list[Checkpoint]:
+    """Every checkpoint in ``path`` (none if there is no file), each signature verified.
+
+    A last line without its newline is a write cut short by a crash and is skipped.
+
+    Raises:
+        CheckpointError: a line is not a checkpoint, its signature doesn't verify, or two
+            checkpoints give one seq different hashes.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    checkpoints: list[Checkpoint] = []
+    seen: dict[int, bytes] = {}
+    for number, line in enumerate(lines[:-1], 1):  # the last piece is "" or a torn write
+        checkpoint = Checkpoint.from_line(line)
+        try:
+            signing.verify(public_key, checkpoint.signature, checkpoint.payload)
+        except PosAssistError as exc:
+            raise CheckpointError(f"{path} line {number}: the signature does not verify") from exc
+        if seen.setdefault(checkpoint.seq, checkpoint.hash) != checkpoint.hash:
+            raise CheckpointError(f"{path} line {number}: seq {checkpoint.seq} signed twice")
+        checkpoints.append(checkpoint)
+    return checkpoints
+
+
+def read_last_checkpoint(path: Path, public_key: Ed25519PublicKey) -> Checkpoint | None:
+    """The newest checkpoint in ``path``, its signature verified, reading only the file's tail
+    (the file grows by a line an interval for the relay's whole life); None if there is none.
+
+    Raises:
+        CheckpointError: the last complete line is not a checkpoint or doesn't verify.
+    """
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - _TAIL))
+            tail = file.read()
+    except FileNotFoundError:
+        return None
+    lines = tail.decode("utf-8", "replace").split("\n")[:-1]  # the last piece: "" or torn
+    if size > _TAIL:
+        lines = lines[1:]  # the first may be the end of a longer line
+    return _verified(lines[-1], public_key) if lines else None
+
+
+#: Bytes read from the end of the checkpoint file for the newest line (a line is ~250).
+_TAIL = 4096
+
+
+def _verified(line: str, public_key: Ed25519PublicKey) -> Checkpoint:
+    checkpoint = Checkpoint.from_line(line)
+    try:
+        signing.verify(public_key, checkpoint.signature, checkpoint.payload)
+    except PosAssistError as exc:
+        raise CheckpointError("the newest checkpoint's signature does not verify") from exc
+    return checkpoint
+
+
+@dataclass(slots=True)
+class Checkpointer:
+    """Signs the audit head now and then (relay/app.py runs it every
+    ``audit_checkpoint_interval`` seconds): an ``audit.checkpoint`` record is appended, then
+    that record's seq and hash are signed and written to the checkpoint file and the log."""
+
+    key: Ed25519PrivateKey
+    path: Path
+    relay_id: str
+    #: The seq the last checkpoint covers; nothing is signed while the head stays there.
+    last_seq: int = 0
+
+    @classmethod
+    def open(cls, key_path: Path, path: Path, relay_id: str) -> Checkpointer:
+        """The checkpointer for these files; the key is made (0600) if there is none yet."""
+        key = create_key(key_path)
+        last = None
+        with contextlib.suppress(CheckpointError):
+            last = read_last_checkpoint(path, key.public_key())
+        return cls(key=key, path=path, relay_id=relay_id, last_seq=0 if last is None else last.seq)
+
+    async def check_last(self, storage: AuditLog) -> str | None:
+        """Why the newest checkpoint disagrees with the database, or None if it agrees."""
+        try:
+            last = await asyncio.to_thread(read_last_checkpoint, self.path, self.key.public_key())
+        except (CheckpointError, OSError) as exc:
+            return f"checkpoint file unreadable: {exc}"
+        if last is None:
+            return None
+        records = [r async for r in storage.records(start_seq=last.seq, stop_seq=last.seq)]
+        if not records:
+            return f"record {last.seq} of the last checkpoint is missing"
+        if records[0].hash != last.hash:
+            return f"record {last.seq} differs from the last checkpoint"
+        return None
+
+    async def checkpoint(self, storage: AuditLog, *, now: float) -> Checkpoint | None:
+        """Sign the head if it moved since the last checkpoint; None if it didn't."""
+        head = await storage.head()
+        if head.seq == self.last_seq:
+            return None
+        record = await storage.append(
+            actor="relay",
+            action="audit.checkpoint",
+            target="audit",
+            outcome=Outcome.OK,
+            now=now,
+            detail={"previous": self.last_seq, "key": signing.fingerprint(self.key.public_key())},
+        )
+        checkpoint = sign_checkpoint(
+            self.key, relay_id=self.relay_id, seq=record.seq, hash=record.hash, at=record.at
+        )
+        await asyncio.to_thread(append_checkpoint, self.path, checkpoint)
+        self.last_seq = record.seq
+        # A log shipper sends this line off the host too: a second copy out of the relay's reach.
+        log.info("audit checkpoint %s", checkpoint.to_line())
+        return checkpoint

@@ -1,0 +1,95 @@
+"""Back-off after failed sign-ins, per (address, username): pure, the clock passed as ``now``.
+
+A hard lock per account lets anyone lock anyone out (five wrong passwords from anywhere lock the
+root admin). Here failures count per *address and username*: after ``max_failures`` in a row,
+each further try from that address for that name waits a delay that doubles from ``base_delay``
+up to ``max_delay``. A stranger slows only their own guessing; the admin signing in from another
+address is not touched. While backed off, the handler refuses without looking at the password,
+with the same answer and the same work as a wrong password (relay/handlers/api.py ``login``).
+
+State lives in the relay's memory (bounded, least recently used dropped first) and is forgotten
+``forget_after`` seconds after the last failure or on restart; ``posassist-relay user unlock``
+clears a name on every running relay (an audited ``user.unlock`` that relays follow).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = ["LoginBackoff"]
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int
+    last: float
+    #: No try is looked at before this time (epoch seconds).
+    until: float
+
+
+class LoginBackoff:
+    """Failed sign-ins by (address, username), and the back-off they earn."""
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 900.0,
+        forget_after: float = 3600.0,
+        max_keys: int = 100_000,
+    ) -> None:
+        if max_failures < 1 or base_delay <= 0 or max_delay < base_delay or max_keys < 1:
+            raise ValueError("bad back-off settings")
+        self.max_failures = max_failures
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.forget_after = forget_after
+        self.max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def _entry(self, key: tuple[str, str], now: float) -> _Failures | None:
+        entry = self._failures.get(key)
+        if entry is not None and now - entry.last > max(
+            self.forget_after, entry.until - entry.last
+        ):
+            del self._failures[key]
+            return None
+        return entry
+
+    def blocked(self, address: str, username: str, now: float) -> bool:
+        """Whether a try from ``address`` for ``username`` must be refused unlooked-at now."""
+        entry = self._entry((address, username), now)
+        return entry is not None and now < entry.until
+
+    def retry_after(self, address: str, username: str, now: float) -> float:
+        """Seconds until a try is looked at again (0 when it would be now)."""
+        entry = self._entry((address, username), now)
+        return 0.0 if entry is None else max(0.0, entry.until - now)
+
+    def failed(self, address: str, username: str, now: float) -> None:
+        """Count a failed try (a wrong password, or an unknown name: they look the same)."""
+        key = (address, username)
+        entry = self._entry(key, now)
+        count = 1 if entry is None else entry.count + 1
+        over = count - self.max_failures
+        delay = 0.0 if over < 0 else min(self.max_delay, self.base_delay * 2.0 ** min(over, 62))
+        self._failures[key] = _Failures(count=count, last=now, until=now + delay)
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, address: str, username: str) -> None:
+        """A right password from ``address``: its count for ``username`` starts again."""
+        self._failures.pop((address, username), None)
+
+    def unlock(self, username: str) -> int:
+        """Forget every failure for ``username`` (an operator's unlock); how many addresses."""
+        keys = [key for key in self._failures if key[1] == username]
+        for key in keys:
+            del self._failures[key]
+        return len(keys)

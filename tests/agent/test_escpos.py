@@ -244,6 +244,7 @@ def test_probe_reports_permission_denied_on_a_port_it_may_not_open():
     import serial
 
     import posassist.agent
+    import posassist.client
     import posassist.protocol
 
     workdir = tempfile.mkdtemp()
@@ -253,6 +254,7 @@ def test_probe_reports_permission_denied_on_a_port_it_may_not_open():
         for package, name in (
             (posassist.agent, "posassist/agent"),
             (posassist.protocol, "posassist/protocol"),
+            (posassist.client, "posassist/client"),
             (serial, "serial"),
             (msgpack, "msgpack"),
             (psutil, "psutil"),

@@ -289,9 +289,12 @@ async def test_wrong_password_twenty_times_backs_off_and_is_audited(tmp_path: Pa
             await _login_refusals(relay, "user:tech") == ["bad password"] * 5 + ["locked out"] * 16
         )
         assert await _login_refusals(relay, "relay") == []  # nothing was rate limited
-        relay.clock.offset = 55  # the first wait is a minute
+        # the first wait is a minute from the last failure (the attempts above took real time)
+        left = relay.state.login_backoff.retry_after("127.0.0.1", "tech", relay.clock())
+        assert 0 < left <= 60
+        relay.clock.offset += max(0.0, left - 10)
         assert await _login(relay, PASSWORD) == bad
-        relay.clock.offset = 61  # the wait ends: the right password works
+        relay.clock.offset += 11  # the wait ends: the right password works
         assert await _login(relay, PASSWORD) == (200, "ok")
         assert ("user.login", "ok", "user:tech") in (await relay.audit_actions())[-1:]
         # and the failure count started again: five wrong passwords before any wait

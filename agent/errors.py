@@ -10,6 +10,7 @@ at each boundary, protocol/errors.py); ``exit_code`` is the one that matters her
     └── AgentError
         ├── ConfigError               the data directory or arguments are unusable   exit 2
         ├── RelayRefusedError         the relay refused this agent     .code  4001   exit 3
+        ├── UntrustedRootError        a script root the approvers did not name      exit 3
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -48,6 +49,7 @@ __all__ = [
     "RelayRefusedError",
     "ScriptError",
     "ScriptRefusedError",
+    "UntrustedRootError",
 ]
 
 
@@ -77,6 +79,15 @@ class RelayRefusedError(AgentError):
     def __init__(self, code: str) -> None:
         super().__init__(f"relay refused this agent: {code}")
         self.code = code
+
+
+class UntrustedRootError(AgentError):
+    """The script repository's root is not the one the approvers named out of band (or the
+    token names another): this till will not trust it (docs/scripts.md#trust)."""
+
+    exit_code = EXIT_REFUSED
+    public_reason = "the script repository root is not the one the approvers named"
+    public_reason_zh = "脚本库根证书与审批人提供的不一致"
 
 
 class CollectorError(AgentError):

@@ -103,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"root hash (enrolment tokens): {repo.root_hash()}")
         elif args.command == "retire":
             removed = repo.retire(args.script_id, args.version)
-            print(f"retired {len(removed)} target(s); approvers must sign again before publish")
+            print(
+                f"retired {len(removed)} target(s); approvers and the root key's holder must "
+                "sign again before publish (the new root keeps tills from ever running it)"
+            )
         elif args.command == "rotate-key":
             phrase = _passphrase(args.passphrase_file, "passphrase for the new key: ")
             path, keyid = repo.rotate_key(args.name, phrase)

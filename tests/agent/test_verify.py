@@ -275,7 +275,7 @@ async def test_agent_refuses_target_added_with_the_relays_online_keys(served: Se
 
 async def test_retired_version_is_refused_after_publish(served: Served) -> None:
     served.repo.retire("printer-status", "1.0.0")
-    approve(served.repo, "alice")
+    approve(served.repo, "alice", "root")  # a retirement is a new root too: its holder signs
     served.publish()
     await served.refused("printer-status", "not-found")
 

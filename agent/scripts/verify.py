@@ -30,7 +30,7 @@ __all__ = [
 
 #: Where the signed target's ``custom`` metadata carries the manifest (console/scripts_repo.py).
 MANIFEST_FIELD = "posassist-manifest"
-#: Where the root carries each role's minimum version, set by a retirement (console/scripts_repo.py).
+#: The root field with each role's minimum version, set by a retirement (console/scripts_repo).
 MIN_VERSIONS_FIELD = "x-posassist-min-versions"
 #: The most bytes one download from the repository may have, whatever tuf allows.
 MAX_DOWNLOAD = 64 * 1024 * 1024

@@ -8,8 +8,14 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+import pytest
+
+from posassist.agent.config import Identity, write_identity
+from posassist.agent.enrol import trust_root
+from posassist.agent.errors import ConfigError, UntrustedRootError
 from posassist.agent.scripts.service import ScriptService
 from posassist.console.scripts_repo import LOW
+from posassist.protocol.signing import generate_private_key
 from tests.agent import test_verify
 from tests.agent.test_verify import Served, approve
 
@@ -73,3 +79,23 @@ async def test_service_refreshes_when_asked_after_a_connect(served: Served, tmp_
         await asyncio.wait_for(task, 5)
     # the blocking method, in a worker thread as the agent runs it (the relay shares this loop)
     assert (await asyncio.to_thread(scripts.refresh))[LOW] == 1
+
+
+async def test_trust_root_installs_only_the_root_the_approvers_name(
+    served: Served, tmp_path: Path
+) -> None:
+    till = tmp_path / "till"
+    relay_url = "ws://" + served.base.split("://", 1)[1]
+    write_identity(till, Identity("dev_x", relay_url, generate_private_key()), {"root_hash": None})
+    with pytest.raises(ConfigError):
+        await asyncio.to_thread(trust_root, till, "not-a-hash")
+    with pytest.raises(UntrustedRootError):
+        await asyncio.to_thread(trust_root, till, "0" * 64)  # not what the relay serves
+    assert not (till / "scripts" / "root.json").exists()
+    await asyncio.to_thread(trust_root, till, served.root_hash.upper())
+    assert (till / "scripts" / "root.json").read_bytes() == served.root
+    assert json.loads((till / "agent.json").read_text())["root_hash"] == served.root_hash
+    await asyncio.to_thread(trust_root, till, served.root_hash)  # again: nothing changes
+    with pytest.raises(UntrustedRootError, match="already trusts"):
+        await asyncio.to_thread(trust_root, till, "1" * 64)
+    assert (till / "scripts" / "root.json").read_bytes() == served.root

@@ -1,7 +1,7 @@
 """``posassist-scripts``: the approvers' offline tool for the signed script repository.
 
-Commands: init, add, sign, status, publish, retire, rotate-key (console/scripts_repo.py has the
-role design). Passphrases come from ``--passphrase-file``, ``$POSASSIST_SCRIPTS_PASSPHRASE`` or a
+Commands: init, add, sign, status, publish, retire, renew, rotate-key, root-hash
+(console/scripts_repo.py has the role design). Passphrases come from ``--passphrase-file``, ``$POSASSIST_SCRIPTS_PASSPHRASE`` or a
 prompt; they never appear on the command line.
 """
 
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     retire = with_dir("retire", "remove a script version (approvers sign again)")
     retire.add_argument("script_id")
     retire.add_argument("version")
+    renew = with_dir("renew", "new expiry for roles expiring within 14 days (then sign again)")
+    renew.add_argument("--role", action="append", help="only these roles, expiring or not")
     rotate = with_dir("rotate-key", "replace a person's or an online role's key")
     rotate.add_argument("name", help="approver name, root, targets, snapshot or timestamp")
     with_passphrase(rotate)
@@ -107,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"retired {len(removed)} target(s); approvers and the root key's holder must "
                 "sign again before publish (the new root keeps tills from ever running it)"
             )
+        elif args.command == "renew":
+            renewed = repo.renew(args.role)
+            if renewed:
+                print(
+                    f"renewed: {', '.join(renewed)}; their signers must sign again before publish"
+                )
+            else:
+                print("nothing expires within 14 days")
         elif args.command == "rotate-key":
             phrase = _passphrase(args.passphrase_file, "passphrase for the new key: ")
             path, keyid = repo.rotate_key(args.name, phrase)

@@ -378,6 +378,27 @@ class ScriptRepository:
         self._raise_floors(floors, now)
         return removed
 
+    def renew(
+        self, roles: Iterable[str] | None = None, *, now: datetime | None = None
+    ) -> list[str]:
+        """Give offline roles a new version with a fresh expiry; their signers sign again.
+
+        Without ``roles``: each role that expires within :data:`EXPIRING_SOON`. Short approver
+        role lifetimes bound how long a role the relay rolls back stays valid on a till that
+        never saw the newer one (docs/scripts.md#revocation). Returns the roles renewed.
+        """
+        now = now or datetime.now(UTC)
+        wanted = list(roles) if roles is not None else list(OFFLINE_ROLES)
+        renewed = []
+        for role in wanted:
+            if role not in OFFLINE_ROLES:
+                raise ScriptRepoError(f"unknown role {role!r}")
+            if roles is None and self.load(role).signed.expires - now > EXPIRING_SOON:
+                continue
+            self._save(role, self._edit(role, now))
+            renewed.append(role)
+        return renewed
+
     def min_versions(self) -> dict[str, int]:
         """Role → the lowest version tills accept, as the newest root says."""
         raw = self.load_root().signed.unrecognized_fields.get(MIN_VERSIONS_FIELD, {})

@@ -1,8 +1,8 @@
 """``posassist-scripts``: the approvers' offline tool for the signed script repository.
 
 Commands: init, add, sign, status, publish, retire, renew, rotate-key, root-hash
-(console/scripts_repo.py has the role design). Passphrases come from ``--passphrase-file``, ``$POSASSIST_SCRIPTS_PASSPHRASE`` or a
-prompt; they never appear on the command line.
+(console/scripts_repo.py has the role design). Passphrases come from ``--passphrase-file``,
+``$POSASSIST_SCRIPTS_PASSPHRASE`` or a prompt; they never appear on the command line.
 """
 
 from __future__ import annotations

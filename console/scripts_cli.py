@@ -53,11 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     retire = with_dir("retire", "remove a script version (approvers sign again)")
     retire.add_argument("script_id")
     retire.add_argument("version")
-    renew = with_dir("renew", "new expiry for roles expiring within 14 days (then sign again)")
-    renew.add_argument("--role", action="append", help="only these roles, expiring or not")
     rotate = with_dir("rotate-key", "replace a person's or an online role's key")
     rotate.add_argument("name", help="approver name, root, targets, snapshot or timestamp")
     with_passphrase(rotate)
+    renew = with_dir("renew", "new expiry for roles expiring within 14 days (then sign again)")
+    renew.add_argument("--role", action="append", help="only these roles, expiring or not")
     with_dir("root-hash", "print the root hash for enrolment tokens")
     return parser
 

@@ -21,7 +21,7 @@ from posassist.protocol.errors import error_line
 from . import __version__
 from .backoff import backoff
 from .config import load_identity
-from .enrol import enrol
+from .enrol import enrol, trust_root
 from .errors import RelayRefusedError
 
 if TYPE_CHECKING:
@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     enroll = commands.add_parser("enroll", help="enrol this PC with a one-time token")
     enroll.add_argument("token", help="the PA1-… token from the operator")
     enroll.add_argument("--data", type=Path, required=True)
+    enroll.add_argument(
+        "--root-hash",
+        help="the script repository's root hash, from the approvers (posassist-scripts root-hash)",
+    )
+    trust = commands.add_parser(
+        "trust-root", help="trust the script repository root the approvers name (enrolled tills)"
+    )
+    trust.add_argument("--data", type=Path, required=True)
+    trust.add_argument("--root-hash", required=True, help="from posassist-scripts root-hash")
     run = commands.add_parser("run", help="connect to the relay and serve it")
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
@@ -96,7 +105,12 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
     except NotImplementedError:  # pragma: no cover - Windows: the service wrapper stops us
         pass
 
+    scripts = _script_service(data_dir, identity, diagnostics)
+    fresh = None if scripts is None else asyncio.ensure_future(scripts.keep_fresh(stop))
+
     async def opened(info: Opened) -> None:
+        if scripts is not None:
+            scripts.refresh_soon()  # every connect moves the rollback floor (docs/scripts.md)
         _say(
             f"已连接到服务器 {info.relay_id} (设备 {identity.device_id})",
             f"connected to relay {info.relay_id} as {identity.device_id} (v{info.version})",
@@ -108,16 +122,21 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
         elif once:
             _say("无法连接服务器", "cannot connect to the relay: " + type(exc).__name__)
 
-    status = await run_agent(
-        identity,
-        stop,
-        once=once,
-        delays=lambda: backoff(cap=max_backoff),
-        diagnostics=diagnostics,
-        scripts=_script_service(data_dir, identity, diagnostics),
-        on_open=opened,
-        on_failure=failed,
-    )
+    try:
+        status = await run_agent(
+            identity,
+            stop,
+            once=once,
+            delays=lambda: backoff(cap=max_backoff),
+            diagnostics=diagnostics,
+            scripts=scripts,
+            on_open=opened,
+            on_failure=failed,
+        )
+    finally:
+        if fresh is not None:
+            fresh.cancel()
+            await asyncio.gather(fresh, return_exceptions=True)
     if not once:
         _say("代理已停止", "agent stopped")
     return status
@@ -144,12 +163,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         if args.command == "enroll":
-            identity = enrol(args.token, args.data)
+            identity = enrol(args.token, args.data, args.root_hash)
             _say(
                 f"登记成功, 设备编号 {identity.device_id}",
                 f"enrolled as device {identity.device_id} with {identity.relay_url}",
             )
             print("fingerprint: " + signing.fingerprint(identity.key.public_key()))
+            if args.root_hash is None:
+                _say(
+                    "未提供脚本库根哈希, 本机不会运行任何脚本; 请向审批人索取后运行 trust-root",
+                    "no --root-hash: this till runs no script until `posassist-agent trust-root "
+                    "--root-hash HASH` with the hash from the approvers",
+                )
+            return 0
+        if args.command == "trust-root":
+            trust_root(args.data, args.root_hash)
+            _say("已信任脚本库根证书", "the script repository root is trusted")
             return 0
         if args.command == "diag":
             if not args.offline:

@@ -1,7 +1,10 @@
 """Enrol this PC with a relay using a one-time token (``posassist-agent enroll TOKEN``).
 
 Makes the key pair here (the private key never leaves the PC), sends only the public key and the
-token's secret, and keeps what the token pins: relay id, TLS pin, script repository root hash.
+token's secret, and keeps what the token pins: relay id and TLS pin. The script repository's root
+is trusted only by the hash the approvers hand out out of band (``--root-hash``, shown by
+``posassist-scripts root-hash``), never by the token alone, which the relay wrote
+(docs/scripts.md#trust); ``posassist-agent trust-root`` installs it later.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from posassist.client import http
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.protocol.pins import PIN_PATTERN
 
 from . import __version__
-from .config import Identity, write_identity
-from .errors import ConfigError, RelayRefusedError
+from .config import Identity, load_identity, write_identity
+from .errors import ConfigError, RelayRefusedError, UntrustedRootError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,31 +56,56 @@ def _post_json(
 
 
 def _fetch_root(base_url: str, root_hash: str, pin: Optional[str]) -> bytes:
-    """The script repository's current root metadata, checked against the token's hash."""
+    """The script repository's current root metadata, checked against the approvers' hash."""
     with http.stream(
         "GET", base_url + "/v1/scripts/metadata/root.json", pin=pin, max_bytes=MAX_ROOT
     ) as answer:
         raw = b"".join(answer.iter_bytes()) if answer.status == 200 else b""
     if hashlib.sha256(raw).hexdigest() != root_hash:
-        raise ConfigError("the relay's script repository root is not the one the token pins")
+        raise UntrustedRootError("the relay's script repository root is not the one named")
     return raw
 
 
-def enrol(token_text: str, data_dir: Path) -> Identity:
+def _checked_root_hash(text: Optional[str]) -> Optional[str]:
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if not PIN_PATTERN.match(text):
+        raise ConfigError("--root-hash must be 64 hex digits (posassist-scripts root-hash)")
+    return text
+
+
+def _install_root(data_dir: Path, root: bytes) -> None:
+    (data_dir / "scripts").mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / "scripts" / "root.json.tmp"
+    tmp.write_bytes(root)
+    tmp.replace(data_dir / "scripts" / "root.json")
+
+
+def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> Identity:
     """Enrol with the relay the token names; write the identity to ``data_dir``.
 
-    Raises InvalidEnrolmentToken for damaged text, RelayRefusedError when the relay says no (used,
-    expired, revoked, another relay's token), ConfigError when this PC already has an identity,
-    and client/http.py's errors (PinMismatch, RelayUnreachable…) when the relay can't be reached.
+    ``root_hash`` is the script repository root's SHA-256 as the approvers gave it, out of band.
+    With it, the relay's root must hash to it (and the token, if it names one, must name the
+    same), or nothing is enrolled and the token is not used. Without it, the till enrols but
+    trusts no script repository (it runs no script) until ``trust-root``.
+
+    Raises InvalidEnrolmentToken for damaged text, UntrustedRootError for a root that is not the
+    one named, RelayRefusedError when the relay says no (used, expired, revoked, another relay's
+    token), ConfigError when this PC already has an identity, and client/http.py's errors
+    (PinMismatch, RelayUnreachable…) when the relay can't be reached.
     """
     invite = EnrolmentInvite.decode(token_text)
+    wanted = _checked_root_hash(root_hash)
     if (data_dir / "agent.key").exists():
         raise ConfigError(f"{data_dir / 'agent.key'} exists already; this PC has an identity")
+    if wanted is not None and invite.root_hash not in (None, wanted):
+        raise UntrustedRootError("the token names another script repository root")
     key = signing.generate_private_key()
     raw_public = signing.public_key_to_raw(key.public_key())
     base_url = http.http_url(invite.relay_url)
     # The root first: a relay serving another repository never gets to consume the token.
-    root = _fetch_root(base_url, invite.root_hash, invite.tls_pin) if invite.root_hash else None
+    root = _fetch_root(base_url, wanted, invite.tls_pin) if wanted else None
     answer = _post_json(
         base_url,
         "/v1/enrol",
@@ -92,14 +121,38 @@ def enrol(token_text: str, data_dir: Path) -> Identity:
         raise ConfigError("the relay that answered is not the one the token names")
     identity = Identity(device_id, invite.relay_url, key, invite.tls_pin)
     if root is not None:
-        (data_dir / "scripts").mkdir(parents=True, exist_ok=True)
-        (data_dir / "scripts" / "root.json").write_bytes(root)
+        _install_root(data_dir, root)
     write_identity(
         data_dir,
         identity,
-        {"relay_id": invite.relay_id, "tls_pin": invite.tls_pin, "root_hash": invite.root_hash},
+        {"relay_id": invite.relay_id, "tls_pin": invite.tls_pin, "root_hash": wanted},
     )
     return identity
 
 
-__all__ = ["enrol"]
+def trust_root(data_dir: Path, root_hash: str) -> None:
+    """Give an enrolled till its script repository root: fetched from its relay over the pinned
+    connection and kept only if it hashes to ``root_hash``, which the approvers gave out of band.
+
+    A till that already trusts a root keeps it (a new root reaches it through TUF's chain of
+    signed root versions, not through this command): asking for another is UntrustedRootError.
+    """
+    wanted = _checked_root_hash(root_hash)
+    assert wanted is not None
+    identity = load_identity(data_dir)
+    config_path = data_dir / "agent.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    current = config.get("root_hash")
+    if (data_dir / "scripts" / "root.json").exists() and current:
+        if current == wanted:
+            return
+        raise UntrustedRootError("this till already trusts another script repository root")
+    root = _fetch_root(http.http_url(identity.relay_url), wanted, identity.tls_pin)
+    _install_root(data_dir, root)
+    config["root_hash"] = wanted
+    tmp = config_path.with_name("agent.json.tmp")
+    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    tmp.replace(config_path)
+
+
+__all__ = ["enrol", "trust_root"]

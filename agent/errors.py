@@ -10,6 +10,7 @@ everything else 1.
     PosAssistError
     └── AgentError
         ├── ConfigError               the data directory or arguments are unusable   exit 2
+        ├── UntrustedRootError        a script root the approvers did not name      exit 3
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from posassist.agent.scripts.refusal import Refusal
 
 from posassist.client.errors import RelayRefusedError
-from posassist.protocol.errors import EXIT_USAGE, PosAssistError
+from posassist.protocol.errors import EXIT_REFUSED, EXIT_USAGE, PosAssistError
 
 __all__ = [
     "AgentError",
@@ -49,6 +50,7 @@ __all__ = [
     "RelayRefusedError",
     "ScriptError",
     "ScriptRefusedError",
+    "UntrustedRootError",
 ]
 
 
@@ -65,6 +67,15 @@ class ConfigError(AgentError):
     exit_code = EXIT_USAGE
     public_reason = "agent configuration error"
     public_reason_zh = "收银助手配置有误"
+
+
+class UntrustedRootError(AgentError):
+    """The script repository's root is not the one the approvers named out of band (or the
+    token names another): this till will not trust it (docs/scripts.md#trust)."""
+
+    exit_code = EXIT_REFUSED
+    public_reason = "the script repository root is not the one the approvers named"
+    public_reason_zh = "脚本库根证书与审批人提供的不一致"
 
 
 class CollectorError(AgentError):

@@ -118,7 +118,8 @@ def main() -> int:
         repo.publish(relay_dir)
         relay, url = start_relay(relay_dir)
         till = work / "till"
-        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        token = invite(relay_dir, store, url)
+        ok(py("agent", "enroll", token, "--data", str(till), "--root-hash", repo.root_hash()))
         agent = subprocess.Popen(
             [sys.executable, "-m", "posassist.agent", "run", "--data", str(till)],
             cwd=ROOT,

@@ -1,8 +1,8 @@
 """``posassist-scripts``: the approvers' offline tool for the signed script repository.
 
-Commands: init, add, sign, status, publish, retire, rotate-key (console/scripts_repo.py has the
-role design). Passphrases come from ``--passphrase-file``, ``$POSASSIST_SCRIPTS_PASSPHRASE`` or a
-prompt; they never appear on the command line.
+Commands: init, add, sign, status, publish, retire, renew, rotate-key, root-hash
+(console/scripts_repo.py has the role design). Passphrases come from ``--passphrase-file``,
+``$POSASSIST_SCRIPTS_PASSPHRASE`` or a prompt; they never appear on the command line.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     rotate = with_dir("rotate-key", "replace a person's or an online role's key")
     rotate.add_argument("name", help="approver name, root, targets, snapshot or timestamp")
     with_passphrase(rotate)
+    renew = with_dir("renew", "new expiry for roles expiring within 14 days (then sign again)")
+    renew.add_argument("--role", action="append", help="only these roles, expiring or not")
     with_dir("root-hash", "print the root hash for enrolment tokens")
     return parser
 
@@ -103,7 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"root hash (enrolment tokens): {repo.root_hash()}")
         elif args.command == "retire":
             removed = repo.retire(args.script_id, args.version)
-            print(f"retired {len(removed)} target(s); approvers must sign again before publish")
+            print(
+                f"retired {len(removed)} target(s); approvers and the root key's holder must "
+                "sign again before publish (the new root keeps tills from ever running it)"
+            )
+        elif args.command == "renew":
+            renewed = repo.renew(args.role)
+            if renewed:
+                print(
+                    f"renewed: {', '.join(renewed)}; their signers must sign again before publish"
+                )
+            else:
+                print("nothing expires within 14 days")
         elif args.command == "rotate-key":
             phrase = _passphrase(args.passphrase_file, "passphrase for the new key: ")
             path, keyid = repo.rotate_key(args.name, phrase)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APPROVER_ROLES",
     "MANIFEST_FIELD",
+    "MIN_VERSIONS_FIELD",
     "OFFLINE_ROLES",
     "RoleStatus",
     "ScriptRepoError",
@@ -73,6 +74,8 @@ __all__ = [
 
 #: The key in a target's ``custom`` metadata that holds the script's manifest.
 MANIFEST_FIELD = "posassist-manifest"
+#: The root's field of role → lowest version a till accepts (agent/scripts/verify.py checks it).
+MIN_VERSIONS_FIELD = "x-posassist-min-versions"
 HIGH, LOW = "high-risk", "low-risk"
 APPROVER_ROLES = (HIGH, LOW)
 OFFLINE_ROLES = ("root", "targets", HIGH, LOW)
@@ -350,9 +353,16 @@ class ScriptRepository:
         return added
 
     def retire(self, script_id: str, version: str, *, now: datetime | None = None) -> list[str]:
-        """Remove a script version from whichever role lists it; approvers must sign again."""
+        """Remove a script version from whichever role lists it; approvers must sign again.
+
+        The root gets a new version that carries the role's new version as a minimum
+        (:data:`MIN_VERSIONS_FIELD`), so the root key's holder signs too. Tills refuse a role
+        below its minimum, so a relay can't serve the older role that still lists the retired
+        version, not even to a till that enrols later (docs/scripts.md#revocation).
+        """
         now = now or datetime.now(UTC)
         removed: list[str] = []
+        floors: dict[str, int] = {}
         for role in APPROVER_ROLES:
             prefix = f"{TIER_PATH[role]}/{script_id}/{version}/"
             if not any(p.startswith(prefix) for p in self.load(role).signed.targets):
@@ -362,9 +372,46 @@ class ScriptRepository:
                 del md.signed.targets[path]
                 removed.append(path)
             self._save(role, md)
+            floors[role] = md.signed.version
         if not removed:
             raise ScriptRepoError(f"{script_id} {version} is not in the repository")
+        self._raise_floors(floors, now)
         return removed
+
+    def renew(
+        self, roles: Iterable[str] | None = None, *, now: datetime | None = None
+    ) -> list[str]:
+        """Give offline roles a new version with a fresh expiry; their signers sign again.
+
+        Without ``roles``: each role that expires within :data:`EXPIRING_SOON`. Short approver
+        role lifetimes bound how long a role the relay rolls back stays valid on a till that
+        never saw the newer one (docs/scripts.md#revocation). Returns the roles renewed.
+        """
+        now = now or datetime.now(UTC)
+        wanted = list(roles) if roles is not None else list(OFFLINE_ROLES)
+        renewed = []
+        for role in wanted:
+            if role not in OFFLINE_ROLES:
+                raise ScriptRepoError(f"unknown role {role!r}")
+            if roles is None and self.load(role).signed.expires - now > EXPIRING_SOON:
+                continue
+            self._save(role, self._edit(role, now))
+            renewed.append(role)
+        return renewed
+
+    def min_versions(self) -> dict[str, int]:
+        """Role → the lowest version tills accept, as the newest root says."""
+        raw = self.load_root().signed.unrecognized_fields.get(MIN_VERSIONS_FIELD, {})
+        return {str(k): int(v) for k, v in raw.items()}
+
+    def _raise_floors(self, floors: Mapping[str, int], now: datetime) -> None:
+        current = self.min_versions()
+        wanted = {r: max(current.get(r, 0), v) for r, v in floors.items()}
+        if all(current.get(r) == v for r, v in wanted.items()):
+            return
+        root = self._edit("root", now)
+        root.signed.unrecognized_fields[MIN_VERSIONS_FIELD] = current | wanted
+        self._save("root", root)
 
     # -- signing ---------------------------------------------------------------------------------
 
@@ -523,6 +570,7 @@ class ScriptRepository:
         out = dest / "scripts"
         meta_out = out / "metadata"
         meta_out.mkdir(parents=True, exist_ok=True)
+        (out / "targets").mkdir(exist_ok=True)  # served even while no script is signed
         for v in self._root_versions():
             shutil.copyfile(self.path / "metadata" / f"{v}.root.json", meta_out / f"{v}.root.json")
         newest = self._root_versions()[-1]

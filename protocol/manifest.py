@@ -77,6 +77,7 @@ class Param:
     pattern: Optional[str] = None
     max_length: int = 256
     pass_as: str = "argv"
+    allow_dash: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +201,9 @@ def _param(name: str, raw: Any) -> Param:
     pass_as = raw.get("pass_as", "argv")
     if type(max_length) is not int or not 1 <= max_length <= 4096 or pass_as not in ("argv", "env"):
         raise ManifestError(f"parameter {name!r}: bad max_length or pass_as")
+    allow_dash = raw.get("allow_dash", False)
+    if type(allow_dash) is not bool:
+        raise ManifestError(f"parameter {name!r}: allow_dash must be true or false")
     param = Param(
         name=name,
         type=kind,
@@ -211,6 +215,7 @@ def _param(name: str, raw: Any) -> Param:
         pattern=pattern,
         max_length=max_length,
         pass_as=pass_as,
+        allow_dash=allow_dash,
     )
     if "default" in raw:
         try:
@@ -296,6 +301,8 @@ def _check_value(param: Param, value: Any) -> Scalar:
             raise ParamError(f"{where} is below its minimum {param.minimum:g}")
         if param.maximum is not None and value > param.maximum:
             raise ParamError(f"{where} is above its maximum {param.maximum:g}")
+        if value < 0 and not param.allow_dash:
+            raise ParamError(f"{where} may not be negative (it would start with '-')")
         return value
     if not isinstance(value, str):
         raise ParamError(f"{where} must be text")
@@ -305,6 +312,10 @@ def _check_value(param: Param, value: Any) -> Scalar:
         if value not in param.choices:
             raise ParamError(f"{where} must be one of {', '.join(param.choices)}")
         return value
+    # A value that starts with '-' could be read as an option by the script or the tool it
+    # calls (option injection into argv); only a parameter whose manifest allows it takes one.
+    if value.startswith("-") and not param.allow_dash:
+        raise ParamError(f"{where} may not start with '-'")
     if param.pattern is not None:
         if not re.fullmatch(param.pattern, value):
             raise ParamError(f"{where} does not match its pattern")

@@ -42,7 +42,7 @@ from .config import RelayConfig
 from .errors import CheckpointKeyError, Conflict, NotFound, StorageError
 from .logs import configure_logging
 from .passwords import hash_password
-from .scripts_repo import published_root_hash
+from .scripts_repo import UntrustedRootError, anchored_root_hash
 from .storage import Role, Scope, ScopeKind, SqlStorage, open_storage
 from .storage.engine import SYNC_MODES
 
@@ -263,6 +263,18 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         if problem is not None:
             print(f"error: {problem}", file=sys.stderr)
             return 2
+        try:  # a replaced script repository gets no token (docs/scripts.md#trust)
+            root_hash = anchored_root_hash(config.scripts_dir)
+        except UntrustedRootError as exc:
+            await storage.append(
+                actor=OPERATOR,
+                action="enrolment.create",
+                target=f"store:{args.store}",
+                outcome=Outcome.REFUSED,
+                detail={"reason": "untrusted-root"},
+                now=now,
+            )
+            raise exc from None
         _record, secret = await storage.create_enrolment(
             args.store, config.relay_id, now=now, ttl=args.ttl
         )
@@ -271,7 +283,7 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             relay_id=config.relay_id,
             secret=secret,
             tls_pin=pin,
-            root_hash=published_root_hash(config.scripts_dir),
+            root_hash=root_hash,
         )
         print(invite.encode())
         target = f"store:{args.store}"
@@ -528,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 tls_pin=tls_pin,
-                root_hash=published_root_hash(args.data / "scripts"),
+                root_hash=anchored_root_hash(args.data / "scripts"),
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
                 database_sync=args.sync,

@@ -8,6 +8,11 @@ it as frozen. It can't sign targets, so it can't add or change a script (docs/sc
 ``create_app`` (relay/app.py) adds these routes when the data directory holds a published
 repository; agents then fetch ``http(s)://relay/v1/scripts/metadata/`` and ``…/targets/``
 through client/http.py.
+
+The relay keeps the first root it ever served in ``DATA/scripts-first-root.json`` (outside
+``scripts/``, which a publish replaces) and from then on serves, and makes enrolment tokens for,
+only a root that chains from it: each root version N+1 signed by a threshold of root N's keys
+and of its own (:func:`anchored_root_hash`; docs/scripts.md#trust).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
+from posassist.protocol.errors import EXIT_REFUSED, PosAssistError
 from posassist.protocol.signing import private_key_from_pem
 
 if TYPE_CHECKING:
@@ -33,11 +39,14 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = [
+    "FIRST_ROOT",
     "METADATA_PREFIX",
     "SNAPSHOT_LIFETIME",
     "TARGETS_PREFIX",
     "TIMESTAMP_LIFETIME",
+    "UntrustedRootError",
     "add_script_routes",
+    "anchored_root_hash",
     "refresh_online_metadata",
 ]
 
@@ -48,6 +57,19 @@ TARGETS_PREFIX = "/v1/scripts/targets"
 TIMESTAMP_LIFETIME = timedelta(days=1)
 SNAPSHOT_LIFETIME = timedelta(days=7)
 _SERIALIZER = JSONSerializer(compact=False)
+#: Beside ``scripts/`` in the relay's data directory: the first root this relay served.
+FIRST_ROOT = "scripts-first-root.json"
+#: The most root versions a chain may step through (each one a file read and two checks).
+MAX_ROOT_CHAIN = 1024
+
+
+class UntrustedRootError(PosAssistError):
+    """The published repository's root does not chain from the first root this relay served:
+    someone replaced the repository. The relay neither serves it nor makes tokens for it."""
+
+    exit_code = EXIT_REFUSED
+    public_reason = "the script repository is not the one this relay was set up with"
+    public_reason_zh = "脚本库不是本服务器最初使用的脚本库"
 
 
 def _signer(repo_dir: Path, role: str) -> CryptoSigner:
@@ -108,6 +130,9 @@ def add_script_routes(
     The ``keys`` folder is never served. A background task checks every ``check_interval``
     seconds and re-signs in a worker thread.
     """
+    anchored_root_hash(repo_dir)  # UntrustedRootError: a replaced repository is never served
+    # An empty repository (no script signed yet) has no targets folder; serve it empty.
+    (repo_dir / "targets").mkdir(exist_ok=True)
     app.router.add_static(METADATA_PREFIX, repo_dir / "metadata", follow_symlinks=False)
     app.router.add_static(TARGETS_PREFIX, repo_dir / "targets", follow_symlinks=False)
 
@@ -144,3 +169,63 @@ def published_root_hash(repo_dir: Path) -> str | None:
     if not first_root.is_file():
         return None
     return hashlib.sha256(first_root.read_bytes()).hexdigest()
+
+
+def _chain_problem(first: bytes, repo_dir: Path) -> str | None:
+    """Why ``repo_dir``'s current root does not chain from ``first``, or None when it does."""
+    from tuf.api.exceptions import UnsignedMetadataError
+    from tuf.api.metadata import Root
+
+    meta = repo_dir / "metadata"
+    current = (meta / "root.json").read_bytes()
+    if current == first:
+        return None
+    try:
+        trusted = Metadata[Root].from_bytes(first)
+        newest = Metadata[Root].from_bytes(current)
+        if newest.signed.version <= trusted.signed.version:
+            return f"root version {newest.signed.version} is not after {trusted.signed.version}"
+        if newest.signed.version - trusted.signed.version > MAX_ROOT_CHAIN:
+            return "the root chain is too long"
+        for version in range(trusted.signed.version + 1, newest.signed.version + 1):
+            step = meta / f"{version}.root.json"
+            if not step.is_file():
+                return f"root version {version} is missing"
+            raw = step.read_bytes()
+            candidate = Metadata[Root].from_bytes(raw)
+            if candidate.signed.version != version:
+                return f"{step.name} holds version {candidate.signed.version}"
+            trusted.verify_delegate("root", candidate)  # the previous root's keys vouch for it
+            candidate.verify_delegate("root", candidate)  # and so do its own
+            trusted = candidate
+        if raw != current:
+            return "root.json is not the newest root of the chain"
+    except UnsignedMetadataError as exc:
+        return f"not signed by the previous root's keys ({exc})"
+    except (ValueError, KeyError, TypeError) as exc:  # tuf's DeserializationError is a ValueError
+        return f"root metadata is invalid ({type(exc).__name__})"
+    return None
+
+
+def anchored_root_hash(repo_dir: Path) -> str | None:
+    """The SHA-256 of the published root (for tokens), once it chains from the first root served.
+
+    The first call with a published repository records its root as the anchor; later calls raise
+    :class:`UntrustedRootError` for a root that the anchor's keys did not (transitively) sign.
+    Returns None when no repository is published. Blocking.
+    """
+    current = repo_dir / "metadata" / "root.json"
+    if not current.is_file():
+        return None
+    anchor = repo_dir.parent / FIRST_ROOT
+    if not anchor.is_file():
+        tmp = anchor.with_name(anchor.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(current.read_bytes())
+        os.replace(tmp, anchor)
+        log.info("recorded the script repository's first root (%s)", published_root_hash(repo_dir))
+    problem = _chain_problem(anchor.read_bytes(), repo_dir)
+    if problem is not None:
+        raise UntrustedRootError(problem)
+    return published_root_hash(repo_dir)

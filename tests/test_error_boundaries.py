@@ -108,7 +108,7 @@ def _relay(monkeypatch: pytest.MonkeyPatch, exc: PosAssistError) -> int:
 def _agent(monkeypatch: pytest.MonkeyPatch, exc: PosAssistError) -> int:
     from posassist.agent import __main__ as agent_main
 
-    def enrol(token: str, data: object) -> None:
+    def enrol(token: str, data: object, root_hash: str | None = None) -> None:
         raise exc
 
     monkeypatch.setattr(agent_main, "enrol", enrol)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
 from posassist.client.http import http_url
@@ -28,7 +29,7 @@ from posassist.protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
 from ..errors import BackupError
 from .results import ResultStore
-from .verify import ScriptVerificationError, verify_script
+from .verify import ScriptVerificationError, refresh_metadata, verify_script
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,6 +43,8 @@ log = logging.getLogger("posassist.agent")
 
 #: The most bytes a script's files may add up to before the agent refuses to fetch them.
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+#: Seconds between metadata refreshes while the agent runs (and one after every connect).
+REFRESH_INTERVAL = 3600.0
 
 
 class ScriptService:
@@ -70,6 +73,9 @@ class ScriptService:
         #: The last results of runs the relay named (protocol v3), for its ``job.query``.
         self.results = results or ResultStore(data_dir / "scripts" / "results.json")
         self._lock = asyncio.Lock()
+        # verify and refresh share the metadata cache; they run in worker threads, one at a time
+        self._cache_lock = threading.Lock()
+        self._refresh_wanted: Optional[asyncio.Event] = None
 
     @property
     def busy(self) -> bool:
@@ -271,17 +277,64 @@ class ScriptService:
         )
 
     def _verify(self, script: str, version: str) -> Tuple[Manifest, Path]:
-        return verify_script(
-            self.metadata_url,
-            self.targets_url,
-            self.root_file,
-            self.cache_dir,
-            script,
-            version,
-            self.max_script_bytes,
-            root_hash=self.root_hash,
-            tls_pin=self.tls_pin,
-        )
+        with self._cache_lock:
+            return verify_script(
+                self.metadata_url,
+                self.targets_url,
+                self.root_file,
+                self.cache_dir,
+                script,
+                version,
+                self.max_script_bytes,
+                root_hash=self.root_hash,
+                tls_pin=self.tls_pin,
+            )
+
+    # -- keeping the rollback floor moving (docs/scripts.md#revocation) -------------------------
+
+    def refresh(self) -> Dict[str, int]:
+        """Fetch and verify every role's newest metadata into the cache; blocking (a worker
+        thread). Returns role → trusted version; ScriptVerificationError when refused.
+
+        Run on every connect and every :data:`REFRESH_INTERVAL` (:meth:`keep_fresh`), so a till
+        that has seen a retirement refuses a relay that serves the older role again.
+        """
+        with self._cache_lock:
+            return refresh_metadata(
+                self.metadata_url,
+                self.targets_url,
+                self.root_file,
+                self.cache_dir,
+                root_hash=self.root_hash,
+                tls_pin=self.tls_pin,
+            )
+
+    def refresh_soon(self) -> None:
+        """Ask :meth:`keep_fresh` to refresh now (after a connect); never blocks."""
+        if self._refresh_wanted is not None:
+            self._refresh_wanted.set()
+
+    async def keep_fresh(self, stop: asyncio.Event, interval: float = REFRESH_INTERVAL) -> None:
+        """Refresh when asked (:meth:`refresh_soon`) and every ``interval`` s until ``stop``."""
+        self._refresh_wanted = wanted = asyncio.Event()
+        loop = asyncio.get_event_loop()
+        while not stop.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (wanted, stop)]
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+            if stop.is_set():
+                break
+            wanted.clear()
+            if not self.root_file.exists():
+                continue
+            try:
+                versions = await loop.run_in_executor(None, self.refresh)
+            except ScriptVerificationError as exc:
+                log.warning("script metadata refresh refused: %s", exc)
+            else:
+                log.info("script metadata refreshed: %s", versions)
 
     @staticmethod
     def _finished(

@@ -6,6 +6,7 @@ never loads it. Every refusal is a :class:`ScriptVerificationError` whose ``reas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,11 +24,14 @@ __all__ = [
     "MANIFEST_FIELD",
     "REASONS",
     "ScriptVerificationError",
+    "refresh_metadata",
     "verify_script",
 ]
 
 #: Where the signed target's ``custom`` metadata carries the manifest (console/scripts_repo.py).
 MANIFEST_FIELD = "posassist-manifest"
+#: The root field with each role's minimum version, set by a retirement (console/scripts_repo).
+MIN_VERSIONS_FIELD = "x-posassist-min-versions"
 #: The most bytes one download from the repository may have, whatever tuf allows.
 MAX_DOWNLOAD = 64 * 1024 * 1024
 #: Path tiers, tried in this order; ``high`` is the role with the two-approver threshold.
@@ -127,7 +131,7 @@ def verify_script(
         cache_dir: the agent's cache; metadata and verified files persist here between runs.
         script_id: the script's id; version: its ``MAJOR.MINOR.PATCH``.
         max_size: the most bytes the script's files may add up to.
-        root_hash: the enrolment token's ``h``; when given, ``trusted_root`` must hash to it.
+        root_hash: the approvers' root hash; when given, ``trusted_root`` must hash to it.
         tls_pin: the relay's TLS key pin, required for https URLs (the relay is trusted by it).
 
     Returns:
@@ -136,56 +140,138 @@ def verify_script(
     Raises:
         ScriptVerificationError: with ``reason`` naming why (see :data:`REASONS`).
     """
+    cache = Path(cache_dir)
+    with _mapped_errors():
+        updater = _refreshed(metadata_url, targets_url, trusted_root, cache, root_hash, tls_pin)
+        return _verify_target(updater, cache, script_id, version, max_size)
+
+
+def refresh_metadata(
+    metadata_url: str,
+    targets_url: str,
+    trusted_root: Union[bytes, str, Path],
+    cache_dir: Union[str, Path],
+    *,
+    root_hash: Optional[str] = None,
+    tls_pin: Optional[str] = None,
+) -> Dict[str, int]:
+    """Refresh every role's metadata into the cache, without fetching a script; blocking.
+
+    This keeps the rollback floor moving (docs/scripts.md#revocation): what the cache holds is
+    what the next answer may not go below, so a till that refreshed after a retirement refuses a
+    relay that serves the older role again. Returns role → version now trusted.
+
+    Raises:
+        ScriptVerificationError: as :func:`verify_script`.
+    """
+    cache = Path(cache_dir)
+    with _mapped_errors():
+        updater = _refreshed(metadata_url, targets_url, trusted_root, cache, root_hash, tls_pin)
+        for tier in TIERS:  # loads (and checks) each delegated role, as a lookup would
+            updater.get_targetinfo(f"{tier}/-/0.0.0/manifest.json")
+        return _trusted_versions(cache)
+
+
+def _trusted_versions(cache: Path) -> Dict[str, int]:
+    snapshot = json.loads((cache / "metadata" / "snapshot.json").read_bytes())
+    meta = snapshot["signed"]["meta"]
+    return {name[: -len(".json")]: int(info["version"]) for name, info in meta.items()}
+
+
+def _check_floors(cache: Path) -> None:
+    """Refuse a snapshot that pins a role below the version the (approver-signed, out-of-band
+    pinned) root demands: a retirement's floor, which a relay can't lower (console/scripts_repo.py
+    :data:`MIN_VERSIONS_FIELD`)."""
+    root = json.loads((cache / "metadata" / "root.json").read_bytes())
+    floors = root["signed"].get(MIN_VERSIONS_FIELD, {})
+    if not isinstance(floors, dict):
+        raise ScriptVerificationError("invalid-metadata", "bad minimum versions in root")
+    trusted = _trusted_versions(cache)
+    for role, floor in floors.items():
+        if type(floor) is not int or trusted.get(str(role), 0) < floor:
+            raise ScriptVerificationError(
+                "rollback", f"{str(role)[:32]} is below the version the root requires"
+            )
+
+
+def _refreshed(
+    metadata_url: str,
+    targets_url: str,
+    trusted_root: Union[bytes, str, Path],
+    cache: Path,
+    root_hash: Optional[str],
+    tls_pin: Optional[str],
+) -> Any:
+    """An ngclient Updater over ``cache``, refreshed (root, timestamp, snapshot, targets)."""
     root_bytes = _read_root(trusted_root)
     pinned = hashlib.sha256(root_bytes).hexdigest()
     if root_hash is not None and pinned != root_hash.lower():
         raise ScriptVerificationError("root-mismatch")
-    cache = Path(cache_dir)
     if not _prepare_cache(cache, pinned):
         # Seed the client with the pinned root. (tuf 6 also takes it as ``bootstrap=``; tuf 5.1,
         # the last release whose client imports on Python 3.8, only reads metadata_dir/root.json.)
         (cache / "metadata" / "root.json").write_bytes(root_bytes)
 
-    from tuf.api import exceptions as tuf_errors
     from tuf.ngclient import Updater
 
+    # tuf 7 requires ``bootstrap`` (None: read metadata_dir/root.json, seeded above from
+    # the pinned root); tuf 5.1, for Python 3.8 tills, has no such argument.
+    extra: Dict[str, Any] = (
+        {"bootstrap": None} if "bootstrap" in _updater_parameters(Updater) else {}
+    )
+    if metadata_url.startswith("https://"):
+        if not tls_pin:
+            raise ScriptVerificationError("unreachable", "an https relay needs its TLS pin")
+        extra["fetcher"] = _pinned_fetcher(tls_pin)
+    updater = Updater(
+        metadata_dir=str(cache / "metadata"),
+        metadata_base_url=metadata_url,
+        target_dir=str(cache / "targets"),
+        target_base_url=targets_url,
+        **extra,
+    )
+    updater.refresh()
+    _check_floors(cache)
+    return updater
+
+
+@contextlib.contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """tuf's and the transport's exceptions as ScriptVerificationError with a reason."""
     try:
-        # tuf 7 requires ``bootstrap`` (None: read metadata_dir/root.json, seeded above from
-        # the pinned root); tuf 5.1, for Python 3.8 tills, has no such argument.
-        extra: Dict[str, Any] = (
-            {"bootstrap": None} if "bootstrap" in _updater_parameters(Updater) else {}
-        )
-        if metadata_url.startswith("https://"):
-            if not tls_pin:
-                raise ScriptVerificationError("unreachable", "an https relay needs its TLS pin")
-            extra["fetcher"] = _pinned_fetcher(tls_pin)
-        updater = Updater(
-            metadata_dir=str(cache / "metadata"),
-            metadata_base_url=metadata_url,
-            target_dir=str(cache / "targets"),
-            target_base_url=targets_url,
-            **extra,
-        )
-        updater.refresh()
-        return _verify_target(updater, cache, script_id, version, max_size)
+        yield
     except ScriptVerificationError:
         raise
-    except (PinMismatch, HttpError) as exc:  # raised while tuf reads the pinned fetcher's stream
-        raise ScriptVerificationError("unreachable", exc.public_reason) from None
-    except tuf_errors.UnsignedMetadataError as exc:
-        raise ScriptVerificationError("unsigned", str(exc)) from None
-    except tuf_errors.BadVersionNumberError as exc:
-        raise ScriptVerificationError("rollback", str(exc)) from None
-    except tuf_errors.ExpiredMetadataError as exc:
-        raise ScriptVerificationError("expired", str(exc)) from None
-    except (tuf_errors.LengthOrHashMismatchError, tuf_errors.DownloadLengthMismatchError) as exc:
-        raise ScriptVerificationError("tampered", str(exc)) from None
-    except tuf_errors.DownloadError as exc:
-        raise ScriptVerificationError("unreachable", type(exc).__name__) from None
-    except (tuf_errors.RepositoryError, ValueError, KeyError, TypeError) as exc:
-        raise ScriptVerificationError("invalid-metadata", type(exc).__name__) from None
-    except OSError as exc:
-        raise ScriptVerificationError("unreachable", type(exc).__name__) from None
+    except Exception as exc:
+        mapped = _mapped(exc)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _mapped(exc: Exception) -> Optional[ScriptVerificationError]:
+    # tuf is imported here, not above: a refusal before any download must not load it
+    from tuf.api import exceptions as tuf_errors
+
+    if isinstance(exc, (PinMismatch, HttpError)):  # raised while tuf reads the fetcher's stream
+        return ScriptVerificationError("unreachable", exc.public_reason)
+    if isinstance(exc, tuf_errors.UnsignedMetadataError):
+        return ScriptVerificationError("unsigned", str(exc))
+    if isinstance(exc, tuf_errors.BadVersionNumberError):
+        return ScriptVerificationError("rollback", str(exc))
+    if isinstance(exc, tuf_errors.ExpiredMetadataError):
+        return ScriptVerificationError("expired", str(exc))
+    if isinstance(
+        exc, (tuf_errors.LengthOrHashMismatchError, tuf_errors.DownloadLengthMismatchError)
+    ):
+        return ScriptVerificationError("tampered", str(exc))
+    if isinstance(exc, tuf_errors.DownloadError):
+        return ScriptVerificationError("unreachable", type(exc).__name__)
+    if isinstance(exc, (tuf_errors.RepositoryError, ValueError, KeyError, TypeError)):
+        return ScriptVerificationError("invalid-metadata", type(exc).__name__)
+    if isinstance(exc, OSError):
+        return ScriptVerificationError("unreachable", type(exc).__name__)
+    return None
 
 
 def _verify_target(

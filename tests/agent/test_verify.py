@@ -20,7 +20,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
-from posassist.agent.scripts.verify import ScriptVerificationError, verify_script
+from posassist.agent.scripts.verify import ScriptVerificationError, refresh_metadata, verify_script
 from posassist.console.scripts_repo import HIGH, LOW, ScriptRepository, init_repository
 from posassist.protocol.signing import generate_private_key, private_key_from_pem
 from posassist.relay.scripts_repo import add_script_routes, refresh_online_metadata
@@ -275,7 +275,7 @@ async def test_agent_refuses_target_added_with_the_relays_online_keys(served: Se
 
 async def test_retired_version_is_refused_after_publish(served: Served) -> None:
     served.repo.retire("printer-status", "1.0.0")
-    approve(served.repo, "alice")
+    approve(served.repo, "alice", "root")  # a retirement is a new root too: its holder signs
     served.publish()
     await served.refused("printer-status", "not-found")
 
@@ -366,3 +366,61 @@ def test_high_risk_role_needs_two_approvers(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "r", ["alice", "bob"], PASS)
     status = {s.role: s for s in repo.status()}
     assert (status[HIGH].threshold, status[LOW].threshold) == (2, 1)
+
+
+def retire_and_roll_back(served: Served) -> None:
+    """Approvers retire printer-status 1.0.0 and publish; the relay then serves, with its online
+    snapshot and timestamp keys, the older low-risk role that still lists it."""
+    meta = served.published / "metadata"
+    old = Metadata[Targets].from_bytes((meta / "1.low-risk.json").read_bytes())
+    assert any(p.startswith("low/printer-status/1.0.0/") for p in old.signed.targets)
+    served.repo.retire("printer-status", "1.0.0")
+    approve(served.repo, "alice", "root")
+    served.publish()
+    assert served.repo.min_versions() == {LOW: 2}
+
+
+async def test_till_that_saw_a_retirement_refuses_the_rolled_back_role(served: Served) -> None:
+    await asyncio.to_thread(served.verify, "printer-status")  # enrolled before: it ran
+    retire_and_roll_back(served)
+    versions = await asyncio.to_thread(
+        refresh_metadata,
+        served.base + "/v1/scripts/metadata/",
+        served.base + "/v1/scripts/targets/",
+        served.root,
+        served.tmp / "cache",
+        root_hash=served.root_hash,
+    )  # the till refreshes on connect: it has seen the retirement
+    assert versions[LOW] == 2
+    await served.refused("printer-status", "not-found")
+    v1 = Metadata.from_bytes((served.published / "metadata" / "1.low-risk.json").read_bytes())
+    relay_republish(served.published, LOW, v1)
+    await served.refused("printer-status", "rollback")
+
+
+async def test_till_enrolled_after_a_retirement_refuses_the_rolled_back_role(
+    served: Served,
+) -> None:
+    retire_and_roll_back(served)
+    v1 = Metadata.from_bytes((served.published / "metadata" / "1.low-risk.json").read_bytes())
+    relay_republish(served.published, LOW, v1)
+    # a new till pins the root the approvers name now (posassist-scripts root-hash): version 2,
+    # which carries low-risk's minimum version; the relay can't serve it an older one
+    new_root = (served.published / "metadata" / "root.json").read_bytes()
+    assert served.repo.root_hash() != served.root_hash
+    err = await served.refused(
+        "printer-status", "rollback", root=new_root, root_hash=served.repo.root_hash(), cache="new"
+    )
+    assert LOW in err.detail
+    # while the relay serves the rolled-back role, nothing runs, not even a script never retired
+    await served.refused(
+        "fix-port", "rollback", root=new_root, root_hash=served.repo.root_hash(), cache="new"
+    )
+
+
+async def test_a_till_that_never_refreshed_gets_the_floor_with_the_new_root(served: Served) -> None:
+    retire_and_roll_back(served)
+    v1 = Metadata.from_bytes((served.published / "metadata" / "1.low-risk.json").read_bytes())
+    # the relay serves root 2 (it must, to keep new tills) but rolls low-risk back
+    relay_republish(served.published, LOW, v1)
+    await served.refused("printer-status", "rollback")  # root 1 → 2 by the chain, then the floor

@@ -108,3 +108,30 @@ def test_rotated_timestamp_key_needs_a_new_root_signed(tmp_path: Path) -> None:
     assert repo.root_hash() != first
     assert (out / "metadata" / "2.root.json").is_file()
     assert ScriptRepository(repo.path).load_root().signed.version == 2
+
+
+def test_renew_gives_expiring_roles_a_new_expiry_and_approvers_sign_again(
+    tmp_path: Path, phrase_file: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    repo = init_repository(tmp_path / "repo", ["alice", "bob"], PASS)
+    add(repo, tmp_path, manifest("printer-status"))
+    approve(repo, "alice", "bob")
+    later = datetime.now(UTC) + timedelta(days=80)  # approver roles (90 days) expire soon
+    assert repo.renew(now=later) == ["high-risk", "low-risk"]
+    low = repo.load("low-risk").signed
+    assert low.version == 2
+    assert low.expires > later + timedelta(days=80)
+    with pytest.raises(ScriptRepoError, match="below threshold"):
+        repo.publish(tmp_path / "relay")  # nobody signed the renewed roles yet
+    assert repo.renew(now=datetime.now(UTC)) == []
+    assert main(["renew", str(repo.path)]) == 0  # nothing expiring: nothing changes
+    assert main(["renew", str(repo.path), "--role", "targets"]) == 0
+    assert repo.load("targets").signed.version == 2
+    approve(repo, "alice", "bob")
+    key = ["--passphrase-file", str(phrase_file), "--key", str(repo.path / "keys" / "targets.pem")]
+    assert main(["sign", str(repo.path), *key]) == 0
+    repo.publish(tmp_path / "relay")
+    with pytest.raises(ScriptRepoError, match="unknown role"):
+        repo.renew(["snapshot"])

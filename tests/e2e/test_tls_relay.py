@@ -86,7 +86,8 @@ def test_vetted_script_verifies_over_pinned_tls_and_a_wrong_pin_is_refused(
     proc, url = start_relay(data, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         till = tmp_path / "till"
-        ok(py("agent", "enroll", invite(data, store, url, tls_cert=cert), "--data", str(till)))
+        token = invite(data, store, url, tls_cert=cert)
+        ok(py("agent", "enroll", token, "--data", str(till), "--root-hash", repo.root_hash()))
         saved = json.loads((till / "agent.json").read_text())
         root = till / "scripts" / "root.json"
         assert root.exists()  # fetched over pinned TLS at enrolment
@@ -136,7 +137,8 @@ def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path)
     agent = None
     try:
         till = tmp_path / "till"
-        ok(py("agent", "enroll", invite(data, store, url, tls_cert=cert), "--data", str(till)))
+        token = invite(data, store, url, tls_cert=cert)
+        ok(py("agent", "enroll", token, "--data", str(till), "--root-hash", repo.root_hash()))
         agent, device = start_agent(till)
         tech = Technician(tmp_path / "tech")
         login = tech.login_args(url)

@@ -12,7 +12,16 @@ from tests.agent.test_verify import PASS, add, approve, manifest, online_signer,
 from tests.e2e.cli import Technician, invite, ok, provision, py, start_agent, start_relay, stop
 
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
+
+
+def enroll(
+    relay_dir: Path, store: str, url: str, till: Path, root_hash: str | None
+) -> subprocess.CompletedProcess[str]:
+    """``posassist-agent enroll`` with a fresh token, and the approvers' root hash if given."""
+    extra = ["--root-hash", root_hash] if root_hash else []
+    return py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till), *extra)
 
 
 def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: Path) -> None:
@@ -30,7 +39,7 @@ def test_signed_script_runs_and_unsigned_ones_are_refused_and_audited(tmp_path: 
     try:
         token = invite(relay_dir, store, url)
         till = tmp_path / "till"
-        ok(py("agent", "enroll", token, "--data", str(till)))
+        ok(py("agent", "enroll", token, "--data", str(till), "--root-hash", repo.root_hash()))
         assert (till / "scripts" / "root.json").exists()  # pinned at enrolment
         agent, device = start_agent(till)
         tech = Technician(tmp_path / "tech").login(url)
@@ -117,7 +126,7 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
     agent = None
     try:
         till = tmp_path / "till"
-        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        ok(enroll(relay_dir, store, url, till, repo.root_hash()))
         agent, device = start_agent(till)
         tech = Technician(tmp_path / "tech").login(url)
         listing = ok(tech("scripts", "list"))
@@ -168,7 +177,7 @@ def test_technician_restores_a_backup_byte_for_byte(tmp_path: Path) -> None:
     relay, url = start_relay(relay_dir)
     agent = None
     try:
-        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        ok(enroll(relay_dir, store, url, till, repo.root_hash()))
         config.parent.mkdir(parents=True)
         config.write_bytes(original)
         agent, device = start_agent(till)

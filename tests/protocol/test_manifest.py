@@ -109,6 +109,7 @@ BAD_MANIFESTS = [
     ("params.copies.min", "one"),
     ("params.copies.max_length", 0),
     ("params.cut.pass_as", "stdin"),
+    ("params.note.allow_dash", "yes"),
     ("params.copies.default", 9),
     ("params.Bad Name", {"type": "string"}),
 ]
@@ -175,6 +176,9 @@ ATTACKS = [
     ({"port": 3}, "must be text"),
     ({}, "'port' is required"),
     ({"port": "COM3", "evil": "1"}, "unknown parameter"),
+    ({"port": "COM3", "note": "-x"}, "may not start with '-'"),
+    ({"port": "COM3", "note": "--exec=rm"}, "may not start with '-'"),
+    ({"port": "COM3", "config": "-rf"}, "may not start with '-'"),
 ]
 
 
@@ -186,3 +190,17 @@ def test_bad_parameters_are_refused_without_echoing_them(
         validate_params(parse_manifest(GOOD), params)
     assert "rm -rf" not in str(info.value)
     assert "reboot" not in str(info.value)
+
+
+def test_a_value_starting_with_a_dash_needs_the_manifests_allow_dash() -> None:
+    raw = {**GOOD, "params": {**GOOD["params"]}}
+    raw["params"]["note"] = {"type": "string", "max_length": 16, "allow_dash": True}
+    raw["params"]["offset"] = {"type": "integer", "min": -9, "max": 9}
+    raw["params"]["shift"] = {"type": "number", "min": -9, "max": 9, "allow_dash": True}
+    manifest = parse_manifest(raw)
+    argv, _ = validate_params(manifest, {"port": "COM3", "note": "-x", "shift": -1.5})
+    assert argv[argv.index("--note") + 1] == "-x"
+    assert argv[argv.index("--shift") + 1] == "-1.5"
+    with pytest.raises(ParamError, match="may not be negative"):
+        validate_params(manifest, {"port": "COM3", "offset": -1})
+    assert validate_params(manifest, {"port": "COM3", "offset": 0})[0]

@@ -237,7 +237,7 @@ class ConnectionGuard:
         if refusal is None:
             self._transports[handler] = transport
             return True
-        log.warning("closed a new connection from %s: %s", address, refusal.value)
+        log.debug("closed a new connection from %s: %s", address, refusal.value)
         if self.on_refused is not None:
             self.on_refused(address, refusal)
         return False

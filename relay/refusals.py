@@ -25,9 +25,10 @@ PRE_SIGN_IN_ACTIONS = frozenset(
         "connection.refused",  # over the connection caps (relay/limits.py)
         "console.connect",  # a console websocket with a bad token
         "device.enrol",  # a bad or used enrolment secret, or too many tries
-        "user.login",  # a failed or rate-limited sign-in
     }
 )
+# Failed sign-ins (user.login) stay one record each: they are evidence against one account, and
+# the sign-in rate limit bounds them per address; its own refusals ("rate limited") are summarised.
 
 #: Where refusals from new addresses are counted once ``max_keys`` addresses are being tracked.
 OVERFLOW_ADDRESS = "*"
@@ -71,7 +72,8 @@ class _Window:
 
 def pre_sign_in_address(actor: str, action: str, detail: Mapping[str, Any] | None) -> str | None:
     """The peer address of a refusal made before sign-in, or None if it is not one."""
-    if action not in PRE_SIGN_IN_ACTIONS:
+    rate_limited = actor.startswith("ip:") and (detail or {}).get("reason") == "rate limited"
+    if action not in PRE_SIGN_IN_ACTIONS and not rate_limited:
         return None
     if actor.startswith("ip:"):
         return actor[3:]

@@ -405,6 +405,8 @@ async def serve(config: RelayConfig) -> None:
         config.host,
         config.port,
         ssl=ssl_context,
+        # Before the TLS handshake the guard does not see a connection; this bounds it instead.
+        ssl_handshake_timeout=config.header_timeout if ssl_context else None,
         reuse_address=True,
     )
     guard.start()

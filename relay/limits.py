@@ -9,10 +9,13 @@ and counts against the caps while it is. Its deadline:
 
 - from accept, ``header_timeout`` to deliver a complete request head (a request trickled one
   byte at a time included);
-- while a plain HTTP request is in a handler, ``http_request_timeout`` (a slow body included);
+- once a plain HTTP request reaches a handler, ``http_request_timeout`` for the whole request:
+  a slow body, and the response sent after the handler returns (a script file);
 - a websocket upgrade in its handler has none here: its sign-in is bounded by the handshake
   timeout (relay/handlers/agents.py, consoles.py);
-- after a response, ``idle_timeout`` until the next request head is complete (keep-alive).
+- after a handler returns, ``idle_timeout`` until the next request head is complete
+  (keep-alive), or the request's own deadline if later; aiohttp's keep-alive timer, also
+  ``idle_timeout`` and started once the response is sent, closes idle connections sooner.
 
 A signed-in websocket has no deadline and costs nothing per frame: the table forgets it.
 """
@@ -148,10 +151,12 @@ class ConnectionTable(Generic[C]):
             entry.deadline = None if websocket else now + self.limits.http_request_timeout
 
     def request_finished(self, conn: C, now: float) -> None:
-        """Its handler returned: idle (keep-alive) until the next request head."""
+        """Its handler returned: the response is still to be sent (a file, perhaps), so the
+        request's own deadline stands if it is later than the idle deadline (keep-alive)."""
         entry = self._entries.get(conn)
         if entry is not None:
-            entry.deadline = now + self.limits.idle_timeout
+            idle = now + self.limits.idle_timeout
+            entry.deadline = idle if entry.deadline is None else max(entry.deadline, idle)
 
     def trust(self, conn: C) -> None:
         """Signed in: no deadline and no longer counted; forgotten here."""

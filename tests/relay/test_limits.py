@@ -48,8 +48,19 @@ def test_a_plain_request_has_its_own_deadline_and_then_the_idle_deadline() -> No
     table.request_started("a", now=5.0, websocket=False)
     assert table.deadline("a") == 35.0
     table.request_finished("a", now=6.0)
-    assert table.deadline("a") == 21.0  # kept alive: idle until the next request head
-    assert table.expired(21.0) == ["a"]
+    assert table.deadline("a") == 35.0  # the response may still be being sent
+    table.request_started("a", now=40.0, websocket=False)  # the next request on the connection
+    table.request_finished("a", now=69.0)
+    assert table.deadline("a") == 84.0  # kept alive: idle until the next request head
+    assert table.expired(84.0) == ["a"]
+
+
+def test_a_websocket_that_ends_unsigned_gets_the_idle_deadline() -> None:
+    table: ConnectionTable[str] = ConnectionTable(LIMITS)
+    table.admit("a", "10.0.0.1", now=0.0)
+    table.request_started("a", now=1.0, websocket=True)
+    table.request_finished("a", now=2.0)
+    assert table.deadline("a") == 17.0
 
 
 def test_a_websocket_signing_in_has_no_deadline_here_and_still_counts() -> None:

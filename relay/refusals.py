@@ -86,7 +86,7 @@ class RefusalLedger:
     pairs at once (the rest share :data:`OVERFLOW_ADDRESS`, so memory and records stay bounded
     under a flood of addresses)."""
 
-    __slots__ = ("_windows", "max_keys", "window")
+    __slots__ = ("_unwritten", "_windows", "max_keys", "window")
 
     def __init__(self, window: float, max_keys: int) -> None:
         if not window > 0:
@@ -96,6 +96,8 @@ class RefusalLedger:
         self.window = window
         self.max_keys = max_keys
         self._windows: dict[tuple[str, str], _Window] = {}
+        #: Summaries handed out that could not be written (storage down), oldest first.
+        self._unwritten: list[RefusalSummary] = []
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -120,7 +122,7 @@ class RefusalLedger:
     def due(self, now: float) -> list[RefusalSummary]:
         """Summaries of windows that have ended with refusals after their first; ended windows
         are forgotten."""
-        summaries = []
+        summaries, self._unwritten = self._unwritten, []
         for key, window in list(self._windows.items()):
             if now >= window.started + self.window:
                 del self._windows[key]
@@ -130,9 +132,20 @@ class RefusalLedger:
 
     def drain(self, now: float) -> list[RefusalSummary]:
         """Every pending summary, ended or not (the relay is stopping); forgets everything."""
-        summaries = [_summary(k, w, now) for k, w in self._windows.items() if w.count]
+        summaries = self._unwritten + [
+            _summary(k, w, now) for k, w in self._windows.items() if w.count
+        ]
         self._windows.clear()
+        self._unwritten = []
         return summaries
+
+    def put_back(self, summaries: list[RefusalSummary]) -> int:
+        """Summaries that could not be written, to be handed out again by the next
+        :meth:`due`; beyond ``max_keys`` waiting, the oldest are dropped. Returns how many."""
+        waiting = summaries + self._unwritten
+        dropped = max(0, len(waiting) - self.max_keys)
+        self._unwritten = waiting[dropped:]
+        return dropped
 
 
 def _count_reason(reasons: Counter[str], reason: str) -> None:

@@ -164,15 +164,19 @@ class RelayState:
         returns how many were written."""
         now = self.now()
         summaries = self.refusals.drain(now) if final else self.refusals.due(now)
-        for summary in summaries:
-            await self.storage.append(
-                actor=summary.actor,
-                action=summary.action,
-                target="relay",
-                outcome=Outcome.REFUSED,
-                now=now,
-                detail=summary.detail,
-            )
+        for written, summary in enumerate(summaries):
+            try:
+                await self.storage.append(
+                    actor=summary.actor,
+                    action=summary.action,
+                    target="relay",
+                    outcome=Outcome.REFUSED,
+                    now=now,
+                    detail=summary.detail,
+                )
+            except StorageError:
+                self.refusals.put_back(summaries[written:])  # written next time
+                raise
         return len(summaries)
 
     async def accept(

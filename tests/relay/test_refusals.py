@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from posassist.relay.errors import StorageUnavailable
-
 from posassist.relay.refusals import (
     MAX_REASONS,
     OVERFLOW_ADDRESS,

@@ -16,6 +16,7 @@ import resource
 import signal
 import socket
 import sqlite3
+import ssl
 import stat
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from posassist.protocol import messages as m
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
 from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py
+from tests.relay.certs import make_certificate
 from tests.relay.harness import agent_handshake
 
 if TYPE_CHECKING:
@@ -230,6 +232,39 @@ def test_a_kept_alive_connection_idle_between_requests_is_closed(tmp_path: Path)
             sent = time.monotonic()
             assert wait_closed(sock, 20), "an idle kept-alive connection stayed open"
             assert time.monotonic() - sent >= 0.9
+
+
+def test_over_tls_idle_and_trickled_connections_are_closed_by_deadline(tmp_path: Path) -> None:
+    cert, key = make_certificate().write(tmp_path / "tls")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin is not the point here
+    with relay(
+        tmp_path / "relay",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--header-timeout",
+        "1",
+    ) as server:
+        started = time.monotonic()
+        no_handshake = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        trickle = context.wrap_socket(raw)  # the TLS handshake done, then a request trickled
+        with no_handshake, trickle:
+            trickle.sendall(b"GET /healthz HTTP/1.1\r\n")
+            assert wait_closed(no_handshake, 20), "a socket that never started TLS stayed open"
+            deadline = time.monotonic() + 20
+            closed = False
+            while not closed and time.monotonic() < deadline:
+                try:
+                    trickle.sendall(b"X")
+                    time.sleep(0.25)  # the trickle's pace
+                except OSError:
+                    closed = True
+            assert closed, "a request trickled over TLS stayed open"
+            assert time.monotonic() - started >= 0.9
 
 
 # --- caps -------------------------------------------------------------------------------------

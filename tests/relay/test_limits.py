@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
 
-from posassist.relay.limits import ConnectionLimits, ConnectionTable, Refusal
+import pytest
+from aiohttp import ClientSession, web
+
+from posassist.relay.limits import (
+    GUARD,
+    ConnectionGuard,
+    ConnectionLimits,
+    ConnectionTable,
+    Refusal,
+    guard_middleware,
+    trust_connection,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 LIMITS = ConnectionLimits(
     header_timeout=10.0,
@@ -121,3 +137,109 @@ def test_deadlines_are_checked_often_enough_and_not_too_often() -> None:
     assert ConnectionLimits(header_timeout=1.0).sweep_interval == 0.25
     assert ConnectionLimits(header_timeout=0.01).sweep_interval == 0.05
     assert ConnectionLimits().sweep_interval == 1.0
+
+
+# --- the guard on a real listening socket (in process) -----------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def guarded(
+    limits: ConnectionLimits,
+) -> AsyncIterator[tuple[ConnectionGuard, int, list[str]]]:
+    """An aiohttp app listening through a ConnectionGuard; yields it, the port and refusals."""
+    refused: list[str] = []
+    guard = ConnectionGuard(limits, on_refused=lambda address, why: refused.append(address))
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    async def sign_in(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # the "credentials"
+        trust_connection(request)
+        await ws.send_str("signed in")
+        await ws.receive()
+        return ws
+
+    app = web.Application(middlewares=[guard_middleware])
+    app[GUARD] = guard
+    app.router.add_get("/", hello)
+    app.router.add_get("/ws", sign_in)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(guard.protocol_factory(runner.server), "127.0.0.1", 0)
+    guard.start()
+    try:
+        yield guard, listener.sockets[0].getsockname()[1], refused
+    finally:
+        listener.close()
+        await guard.stop()
+        await runner.cleanup()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_guard_refuses_over_the_cap_at_once_and_serves_others() -> None:
+    limits = ConnectionLimits(header_timeout=30.0, max_unauthenticated_per_address=2)
+    async with guarded(limits) as (guard, port, refused):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await wait_for(lambda: len(guard.table) == 2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed at once
+        writer.close()
+        assert refused == ["127.0.0.1"]
+        assert len(guard.table) == 2
+        for _, w in held:
+            w.close()
+        await wait_for(lambda: len(guard.table) == 0)
+        async with ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as r:
+            assert await r.text() == "hi"
+
+
+async def test_guard_closes_a_silent_connection_at_its_deadline() -> None:
+    async with guarded(ConnectionLimits(header_timeout=0.2)) as (guard, port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")  # never finished
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+        writer.close()
+        await wait_for(lambda: len(guard.table) == 0)
+
+
+async def test_a_kept_alive_connection_is_held_to_the_idle_deadline() -> None:
+    limits = ConnectionLimits(header_timeout=30.0, idle_timeout=0.2, http_request_timeout=0.2)
+    async with guarded(limits) as (guard, port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionResetError):
+                while await reader.read(1024):
+                    pass
+        writer.close()
+        await wait_for(lambda: len(guard.table) == 0)
+
+
+async def test_a_signed_in_websocket_is_forgotten_by_the_guard() -> None:
+    limits = ConnectionLimits(header_timeout=0.3, max_unauthenticated_per_address=1)
+    async with guarded(limits) as (guard, port, refused), ClientSession() as http:
+        async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            assert len(guard.table) == 1  # not signed in yet: counted
+            await ws.send_str("credentials")
+            assert (await ws.receive()).data == "signed in"
+            assert len(guard.table) == 0
+            await asyncio.sleep(0.6)  # past the header deadline: nothing closes it
+            assert not ws.closed
+            async with http.get(f"http://127.0.0.1:{port}/") as r:  # its place is free
+                assert await r.text() == "hi"
+            await ws.send_str("bye")
+        assert refused == []

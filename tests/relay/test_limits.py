@@ -18,9 +18,10 @@ from posassist.relay.limits import (
     guard_middleware,
     trust_connection,
 )
+from tests.relay.harness import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
 LIMITS = ConnectionLimits(
     header_timeout=10.0,
@@ -180,17 +181,11 @@ async def guarded(
         await runner.cleanup()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 async def test_guard_refuses_over_the_cap_at_once_and_serves_others() -> None:
     limits = ConnectionLimits(header_timeout=30.0, max_unauthenticated_per_address=2)
     async with guarded(limits) as (guard, port, refused):
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-        await wait_for(lambda: len(guard.table) == 2)
+        await wait_until(lambda: len(guard.table) == 2)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         async with asyncio.timeout(5):
             assert await reader.read() == b""  # closed at once
@@ -199,7 +194,7 @@ async def test_guard_refuses_over_the_cap_at_once_and_serves_others() -> None:
         assert len(guard.table) == 2
         for _, w in held:
             w.close()
-        await wait_for(lambda: len(guard.table) == 0)
+        await wait_until(lambda: len(guard.table) == 0)
         async with ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as r:
             assert await r.text() == "hi"
 
@@ -212,7 +207,7 @@ async def test_guard_closes_a_silent_connection_at_its_deadline() -> None:
             with contextlib.suppress(ConnectionResetError):
                 assert await reader.read() == b""
         writer.close()
-        await wait_for(lambda: len(guard.table) == 0)
+        await wait_until(lambda: len(guard.table) == 0)
 
 
 async def test_a_kept_alive_connection_is_held_to_the_idle_deadline() -> None:
@@ -226,7 +221,7 @@ async def test_a_kept_alive_connection_is_held_to_the_idle_deadline() -> None:
                 while await reader.read(1024):
                     pass
         writer.close()
-        await wait_for(lambda: len(guard.table) == 0)
+        await wait_until(lambda: len(guard.table) == 0)
 
 
 async def test_a_signed_in_websocket_is_forgotten_by_the_guard() -> None:

@@ -40,6 +40,7 @@ from .checkpoints import (
 )
 from .config import RelayConfig
 from .errors import CheckpointKeyError, Conflict, NotFound, StorageError
+from .limits import GUARD
 from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import UntrustedRootError, anchored_root_hash
@@ -76,6 +77,39 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--heartbeat", type=float, default=20.0, help="seconds between heartbeats")
     serve.add_argument("--request-timeout", type=float, default=60.0)
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    limits = serve.add_argument_group(
+        "limits before sign-in", "see docs/relay.md#limits-before-sign-in"
+    )
+    limits.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds to send a request head"
+    )
+    limits.add_argument(
+        "--idle-timeout", type=float, default=15.0, help="seconds idle between requests"
+    )
+    limits.add_argument(
+        "--http-request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a plain HTTP request in the relay, its body included",
+    )
+    limits.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        default=1024,
+        help="connections not signed in, in total (0: no cap)",
+    )
+    limits.add_argument(
+        "--max-unauthenticated-per-address",
+        type=int,
+        default=256,
+        help="connections not signed in from one address (0: no cap)",
+    )
+    limits.add_argument(
+        "--refusal-window",
+        type=float,
+        default=60.0,
+        help="seconds over which refusals before sign-in are summarised in the audit log",
+    )
     serve.add_argument(
         "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
     )
@@ -488,9 +522,24 @@ async def serve(config: RelayConfig) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, shutdown_timeout=config.shutdown_grace, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    # Every connection goes through the guard: deadlines and caps until it signs in
+    # (relay/limits.py); aiohttp's own keep-alive timer is a second bound on idle connections.
+    guard = app[GUARD]
+    listener = await loop.create_server(
+        guard.protocol_factory(
+            runner.server, access_log=None, keepalive_timeout=config.idle_timeout
+        ),
+        config.host,
+        config.port,
+        ssl=ssl_context,
+        # Before the TLS handshake the guard does not see a connection; this bounds it instead.
+        ssl_handshake_timeout=config.header_timeout if ssl_context else None,
+        reuse_address=True,
+    )
+    guard.start()
+    port = listener.sockets[0].getsockname()[1]
     from .state import STATE
 
     state = app[STATE]
@@ -499,7 +548,6 @@ async def serve(config: RelayConfig) -> None:
     (config.data_dir / "relay.url").write_text(url, encoding="utf-8")
     print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
@@ -508,7 +556,8 @@ async def serve(config: RelayConfig) -> None:
         print("posassist relay shutting down", flush=True)
         # Stop accepting, let requests in flight finish (their replies still arrive), and only
         # then let aiohttp close everything (it ignores incoming data from the moment it starts).
-        await site.stop()
+        listener.close()
+        await guard.stop()
         await drain_routes(app)
         await runner.cleanup()
 
@@ -545,6 +594,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 request_timeout=args.request_timeout,
                 database_sync=args.sync,
                 audit_checkpoint_interval=args.checkpoint_interval,
+                header_timeout=args.header_timeout,
+                idle_timeout=args.idle_timeout,
+                http_request_timeout=args.http_request_timeout,
+                max_unauthenticated=args.max_unauthenticated,
+                max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+                refusal_window=args.refusal_window,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

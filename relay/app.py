@@ -22,9 +22,11 @@ from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
+from .limits import GUARD, ConnectionGuard, ConnectionLimits, Refusal, guard_middleware
 from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
+from .refusals import RefusalLedger
 from .routing import InProcessRouter
 from .state import STATE, RelayState
 from .storage import open_storage
@@ -39,7 +41,9 @@ log = logging.getLogger("posassist.relay")
 
 def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
     """A relay application for ``config``; storage opens when the app starts."""
-    app = web.Application(client_max_size=64 * 1024, middlewares=[api.errors_middleware])
+    app = web.Application(
+        client_max_size=64 * 1024, middlewares=[guard_middleware, api.errors_middleware]
+    )
     storage = open_storage(
         config.database, schema=config.database_schema, sync=config.database_sync
     )
@@ -50,7 +54,9 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
         router=InProcessRouter(max_consent_timeout=config.max_consent_timeout),
         login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
         console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
+        enrol_limiter=KeyedLimiter(config.enrol_rate, config.enrol_burst, max_keys=100_000),
         metrics=metrics,
+        refusals=RefusalLedger(config.refusal_window, config.max_refusal_addresses),
     )
     metrics.agents_connected.set_function(state.router.agents_online)
     metrics.consoles_connected.set_function(lambda: state.consoles)
@@ -62,6 +68,10 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     if clock is not None:
         state.clock = clock
     app[STATE] = state
+    # Used where the relay listens through it (__main__.serve); idle otherwise.
+    app[GUARD] = ConnectionGuard(
+        ConnectionLimits.of(config), on_refused=lambda address, why: _refused(state, address, why)
+    )
     app[METRICS] = metrics
     app.router.add_get("/metrics", metrics_handler(metrics))
     app.router.add_get("/healthz", healthz)
@@ -89,6 +99,7 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
         )
         log.warning("marked %d unfinished job(s) failed after restart", failed)
     sweeper = asyncio.create_task(_sweep(state), name="route sweeper")
+    summaries = asyncio.create_task(_summarise_refusals(state), name="refusal summaries")
     presence = asyncio.create_task(_write_presence(state), name="presence writer")
     follower = asyncio.create_task(
         _follow_revocations(state, (await state.storage.head()).seq), name="revocation follower"
@@ -97,13 +108,39 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in (sweeper, presence, follower, anchor):
+        for task in (sweeper, presence, follower, anchor, summaries):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(StorageError):
+            await state.write_refusal_summaries(final=True)  # counted refusals are not lost
+        with contextlib.suppress(StorageError):
             await state.flush_presence()  # what was seen last is not lost at shutdown
         await state.storage.close()
+
+
+def _refused(state: RelayState, address: str, refusal: Refusal) -> None:
+    """A new connection over the caps was closed: audited (summarised) in the background."""
+    state.spawn(
+        state.audit(
+            f"ip:{address}",
+            "connection.refused",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": refusal.value},
+        )
+    )
+
+
+async def _summarise_refusals(state: RelayState) -> None:
+    """Write refusal summaries as their windows end (relay/refusals.py)."""
+    interval = min(1.0, state.config.refusal_window / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await state.write_refusal_summaries()
+        except StorageError as exc:
+            log.warning("refusal summaries not written: %s", exc)
 
 
 async def _write_presence(state: RelayState) -> None:

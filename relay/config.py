@@ -6,6 +6,7 @@ No globals: everything the relay needs at run time hangs off this object and the
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -60,6 +61,22 @@ class RelayConfig:
     console_max_in_flight: int = 64
     #: Frames queued for one peer before it counts as too slow and is disconnected (4008).
     max_outbox: int = 1024
+    #: Limits before sign-in (relay/limits.py, docs/relay.md#limits-before-sign-in): seconds a
+    #: new connection has to send a complete request head, to finish a plain HTTP request in
+    #: the relay (its body included), and to start the next one on a kept-alive connection.
+    header_timeout: float = 10.0
+    http_request_timeout: float = 30.0
+    idle_timeout: float = 15.0
+    #: Connections not signed in, in total and from one address (0: no cap); beyond, a new
+    #: connection is closed at once.
+    max_unauthenticated: int = 1024
+    max_unauthenticated_per_address: int = 256
+    enrol_rate: float = 0.2  # enrolment attempts per second per address, after the burst
+    enrol_burst: int = 10
+    #: Refusals before sign-in: the first per address and action in a window is audited in full,
+    #: the rest as one summary record with a count when the window ends (relay/refusals.py).
+    refusal_window: float = 60.0
+    max_refusal_addresses: int = 1000
     sweep_interval: float = 0.1
     presence_interval: float = 1.0
     #: Seconds between signed audit checkpoints (docs/relay.md#audit-checkpoints).
@@ -98,12 +115,19 @@ class RelayConfig:
 
     @classmethod
     def load(cls, data_dir: Path, **overrides: object) -> RelayConfig:
-        """Read (or create on first use) the relay identity in ``data_dir/relay.json``."""
-        data_dir.mkdir(parents=True, exist_ok=True)
+        """Read (or create on first use) the relay identity in ``data_dir/relay.json``.
+
+        A data directory made here is 0700 and the files in it 0600 (the umask can only take
+        more away); an existing directory keeps the mode it has.
+        """
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, exist_ok=True)
         identity = data_dir / "relay.json"
         if identity.exists():
             relay_id = json.loads(identity.read_text(encoding="utf-8"))["relay_id"]
         else:
             relay_id = f"relay-{secrets.token_hex(4)}"
-            identity.write_text(json.dumps({"relay_id": relay_id}), encoding="utf-8")
+            fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps({"relay_id": relay_id}))
         return cls(data_dir=data_dir, relay_id=relay_id, **overrides)  # type: ignore[arg-type]

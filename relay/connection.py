@@ -204,8 +204,13 @@ class WebSocketSession:
         frame, ping or pong moves it. ``until`` (loop time) ends the wait early all the same.
         Pings are answered here (the websocket has ``autoping=False`` so that they count).
         """
+        # A handshake step's ``timeout`` is one fixed deadline: pings must not move it, or a
+        # stranger who never signs in could hold the socket open by pinging.
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
         while True:
-            frame = await self._receive(timeout, until)
+            left = None if end is None else max(0.0, end - loop.time())
+            frame = await self._receive(left, until)
             kind = frame.type
             if kind is WSMsgType.BINARY:
                 self._frames_in.inc()

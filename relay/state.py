@@ -19,6 +19,7 @@ from .connection import WebSocketSession
 from .errors import NotFound, ScopeError, StorageError
 from .lockout import LoginBackoff
 from .metrics import refusal_reason
+from .refusals import pre_sign_in_address
 from .storage import Role, Scope, ScopeKind
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .config import RelayConfig
     from .metrics import RelayMetrics
     from .ratelimit import KeyedLimiter
+    from .refusals import RefusalLedger
     from .routing import Router
     from .storage import SqlStorage, TenantPath, User
 
@@ -56,7 +58,10 @@ class RelayState:
     router: Router
     login_limiter: KeyedLimiter[str]
     console_limiter: KeyedLimiter[str]
+    enrol_limiter: KeyedLimiter[str]
     metrics: RelayMetrics
+    #: Refusals before sign-in, summarised per address and window (relay/refusals.py).
+    refusals: RefusalLedger
     clock: Callable[[], float] = time.time
     sockets: set[WebSocketResponse] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -139,9 +144,15 @@ class RelayState:
 
         Every refusal passes through here, so this is also where refusals are counted for
         ``/metrics``, labelled by why (:func:`metrics.refusal_reason`), never by the action.
+        Refusals of peers not signed in are summarised (relay/refusals.py): only the first per
+        address, action and window is written here; :meth:`write_refusal_summaries` the rest.
         """
         if outcome is Outcome.REFUSED:
-            self.metrics.refused(refusal_reason(action, detail))
+            reason = refusal_reason(action, detail)
+            self.metrics.refused(reason)
+            address = pre_sign_in_address(actor, action, detail)
+            if address is not None and not self.refusals.note(address, action, reason, self.now()):
+                return
         await self.storage.append(
             actor=actor,
             action=action,
@@ -150,6 +161,26 @@ class RelayState:
             now=self.now(),
             detail=detail,
         )
+
+    async def write_refusal_summaries(self, *, final: bool = False) -> int:
+        """Append the summaries of refusal windows that have ended (all of them if ``final``);
+        returns how many were written."""
+        now = self.now()
+        summaries = self.refusals.drain(now) if final else self.refusals.due(now)
+        for written, summary in enumerate(summaries):
+            try:
+                await self.storage.append(
+                    actor=summary.actor,
+                    action=summary.action,
+                    target="relay",
+                    outcome=Outcome.REFUSED,
+                    now=now,
+                    detail=summary.detail,
+                )
+            except StorageError:
+                self.refusals.put_back(summaries[written:])  # written next time
+                raise
+        return len(summaries)
 
     async def accept(
         self, request: web.Request, session: Session, endpoint: str

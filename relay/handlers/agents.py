@@ -40,6 +40,7 @@ from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import NotFound, StorageError
+from ..limits import trust_connection
 from ..routing import RECONCILABLE
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
@@ -67,6 +68,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     try:
         with state.metrics.handshake_duration.time():
             device_id = await _authenticate(peer, state)
+        trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
         await _ask_about_lost_jobs(device_id, peer, state)
         await _serve(device_id, peer, state)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:

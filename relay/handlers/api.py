@@ -67,6 +67,8 @@ async def _json(request: web.Request) -> dict[str, Any]:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body is not JSON") from None
+    except RecursionError:  # nested deeper than the parser's stack: refused, not a 500
+        raise BadRequest("body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("body is not a JSON object")
     return body
@@ -114,6 +116,15 @@ def _require_role(user: User, *roles: Role) -> None:
 async def enrol(request: web.Request) -> web.Response:
     """An agent presents a one-time token's secret and its public key; it gets a device id."""
     state = request.app[STATE]
+    if not state.enrol_limiter.allow(str(request.remote), state.now()):
+        await state.audit(
+            f"ip:{request.remote}",
+            "device.enrol",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": "rate limited"},
+        )
+        raise RateLimited("enrolment rate")
     body = await _json(request)
     secret = _field(body, "secret", str, max_len=128)
     try:

@@ -28,6 +28,7 @@ from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, Unexpect
 from ..audit import AuditEntry, Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import TokenError
+from ..limits import trust_connection
 from ..routing import OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import JobStatus
@@ -74,6 +75,7 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     key = b""
     try:
         user, token, expires_at = await _authenticate(peer, state)
+        trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
         key = token_key(token)
         state.console_tokens.setdefault(key, set()).add(peer)
         state.consoles += 1

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -129,6 +130,8 @@ class SqliteDatabase:
             if in_memory
             else {"pool_size": SQLITE_READERS + 2, "max_overflow": 0}
         )
+        if not in_memory:
+            create_private_file(str(url.database))
         self._engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **pool)
         _configure_sqlite(self._engine, busy_timeout, sync)
         self._in_memory = in_memory
@@ -436,3 +439,19 @@ def map_db_errors() -> Iterator[None]:
         raise StorageError(str(exc)) from exc
     except (OSError, TimeoutError) as exc:  # asyncpg connect: refused, unreachable, timed out
         raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def create_private_file(path: str) -> None:
+    """Create the database file ``path`` empty and 0600 if it does not exist yet.
+
+    SQLite would create it 0644 (less the umask); its ``-wal`` and ``-shm`` files take the
+    database file's mode, so they are private too. An existing file is left as it is, and a
+    ``file:`` URI (a read-only open) is not created.
+    """
+    if path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

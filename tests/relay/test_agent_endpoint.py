@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from websockets.asyncio.client import ClientConnection
+
 CODEC = Codec()
 
 
@@ -179,3 +181,21 @@ async def test_console_sending_a_bad_frame_after_sign_in_is_closed_alone(
         await good.request(m.DiagnosticsRequest(id=2, device_id=device_id, timeout=5))
         (request,) = await agent.next()
         assert isinstance(request, m.DiagnosticsRequest)
+
+
+async def test_pings_do_not_keep_a_socket_that_never_signs_in(relay: Relay) -> None:
+    # The handshake deadline is fixed: a stranger pinging without ever saying hello is closed.
+    async with connect(relay.ws + "/v1/agent") as ws:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(ConnectionClosed):
+            await _ping_until_closed(ws)
+        timeout = relay.state.config.handshake_timeout
+        assert loop.time() - start < timeout + 3
+
+
+async def _ping_until_closed(ws: ClientConnection) -> None:
+    async with asyncio.timeout(15):
+        while True:
+            await ws.ping()
+            await asyncio.sleep(0.2)  # a pinging peer's pace, not synchronisation

@@ -1,0 +1,321 @@
+"""Limits on connections that have not signed in: deadlines, and caps in total and per address.
+
+aiohttp bounds neither how long a request head may take nor how many idle sockets a stranger may
+hold (docs/relay.md#limits-before-sign-in). :class:`ConnectionTable` is the pure rule (clock
+passed as ``now``); :class:`ConnectionGuard` applies it to the relay's listening socket.
+
+A connection is *untrusted* from accept until its websocket signs in (:func:`trust_connection`),
+and counts against the caps while it is. Its deadline:
+
+- from accept, ``header_timeout`` to deliver a complete request head (a request trickled one
+  byte at a time included);
+- once a plain HTTP request reaches a handler, ``http_request_timeout`` for the whole request:
+  a slow body, and the response sent after the handler returns (a script file);
+- a websocket upgrade in its handler has none here: its sign-in is bounded by the handshake
+  timeout (relay/handlers/agents.py, consoles.py);
+- after a handler returns, ``idle_timeout`` until the next request head is complete
+  (keep-alive), or the request's own deadline if later; aiohttp's keep-alive timer, also
+  ``idle_timeout`` and started once the response is sent, closes idle connections sooner.
+
+A signed-in websocket has no deadline and costs nothing per frame: the table forgets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from .config import RelayConfig
+
+__all__ = [
+    "GUARD",
+    "ConnectionGuard",
+    "ConnectionLimits",
+    "ConnectionTable",
+    "Refusal",
+    "guard_middleware",
+    "trust_connection",
+]
+
+log = logging.getLogger("posassist.relay")
+
+C = TypeVar("C", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """The limits for connections that have not signed in (``RelayConfig`` fields)."""
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    http_request_timeout: float = 30.0
+    #: 0 means no cap.
+    max_unauthenticated: int = 1024
+    #: 0 means no cap (a relay behind a proxy that hides client addresses).
+    max_unauthenticated_per_address: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "idle_timeout", "http_request_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        for name in ("max_unauthenticated", "max_unauthenticated_per_address"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (no cap) or more")
+
+    @classmethod
+    def of(cls, config: RelayConfig) -> ConnectionLimits:
+        return cls(
+            header_timeout=config.header_timeout,
+            idle_timeout=config.idle_timeout,
+            http_request_timeout=config.http_request_timeout,
+            max_unauthenticated=config.max_unauthenticated,
+            max_unauthenticated_per_address=config.max_unauthenticated_per_address,
+        )
+
+    @property
+    def sweep_interval(self) -> float:
+        """How often deadlines are checked: a quarter of the shortest, within 0.05 .. 1 s."""
+        shortest = min(self.header_timeout, self.idle_timeout, self.http_request_timeout)
+        return min(1.0, max(0.05, shortest / 4))
+
+
+class Refusal(enum.StrEnum):
+    """Why a new connection was closed at once."""
+
+    TOO_MANY = "too many connections not signed in"
+    TOO_MANY_FROM_ADDRESS = "too many connections not signed in from this address"
+
+
+@dataclass(slots=True)
+class _Entry:
+    address: str
+    #: Monotonic time by which it must progress, or None (a websocket signing in).
+    deadline: float | None
+
+
+class ConnectionTable(Generic[C]):
+    """Untrusted connections, their addresses and deadlines; pure, ``now`` is passed in.
+
+    Every method is O(1) except :meth:`expired`, which scans the (capped) table.
+    """
+
+    __slots__ = ("_by_address", "_entries", "limits")
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._entries: dict[C, _Entry] = {}
+        self._by_address: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._entries
+
+    def from_address(self, address: str) -> int:
+        """Untrusted connections from ``address`` now."""
+        return self._by_address.get(address, 0)
+
+    def deadline(self, conn: C) -> float | None:
+        entry = self._entries.get(conn)
+        return None if entry is None else entry.deadline
+
+    def admit(self, conn: C, address: str, now: float) -> Refusal | None:
+        """Track a new connection (header deadline armed), or say why it must be closed."""
+        limits = self.limits
+        if limits.max_unauthenticated and len(self._entries) >= limits.max_unauthenticated:
+            return Refusal.TOO_MANY
+        per_address = limits.max_unauthenticated_per_address
+        if per_address and self.from_address(address) >= per_address:
+            return Refusal.TOO_MANY_FROM_ADDRESS
+        self._entries[conn] = _Entry(address, now + limits.header_timeout)
+        self._by_address[address] = self.from_address(address) + 1
+        return None
+
+    def request_started(self, conn: C, now: float, *, websocket: bool) -> None:
+        """A request head is complete and in a handler: its own deadline, or none for a
+        websocket upgrade (the handshake timeout bounds its sign-in)."""
+        entry = self._entries.get(conn)
+        if entry is not None:
+            entry.deadline = None if websocket else now + self.limits.http_request_timeout
+
+    def request_finished(self, conn: C, now: float) -> None:
+        """Its handler returned: the response is still to be sent (a file, perhaps), so the
+        request's own deadline stands if it is later than the idle deadline (keep-alive)."""
+        entry = self._entries.get(conn)
+        if entry is not None:
+            idle = now + self.limits.idle_timeout
+            entry.deadline = idle if entry.deadline is None else max(entry.deadline, idle)
+
+    def trust(self, conn: C) -> None:
+        """Signed in: no deadline and no longer counted; forgotten here."""
+        self.release(conn)
+
+    def release(self, conn: C) -> None:
+        """The connection is gone (or trusted)."""
+        entry = self._entries.pop(conn, None)
+        if entry is None:
+            return
+        left = self._by_address[entry.address] - 1
+        if left:
+            self._by_address[entry.address] = left
+        else:
+            del self._by_address[entry.address]
+
+    def expired(self, now: float) -> list[C]:
+        """Connections past their deadline (still tracked: :meth:`release` them once closed)."""
+        return [
+            conn
+            for conn, entry in self._entries.items()
+            if entry.deadline is not None and now >= entry.deadline
+        ]
+
+
+class _GuardedHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, reporting accept and close to the guard (once each
+    per connection, never per frame)."""
+
+    __slots__ = ("_guard", "_refused")
+
+    def __init__(self, guard: ConnectionGuard, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._guard.admit(self, transport):
+            self._refused = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.release(self)
+        if self._refused:  # never started: nothing of aiohttp's to tear down
+            return
+        super().connection_lost(exc)
+
+
+class ConnectionGuard:
+    """Applies a :class:`ConnectionTable` to real connections: closes the expired, refuses
+    connections over the caps (``on_refused(address, refusal)`` is told), and forgets the
+    signed in."""
+
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        *,
+        on_refused: Callable[[str, Refusal], None] | None = None,
+    ) -> None:
+        self.table: ConnectionTable[web.RequestHandler] = ConnectionTable(limits)
+        self.on_refused = on_refused
+        self._transports: dict[web.RequestHandler, asyncio.BaseTransport] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def protocol_factory(
+        self, server: web.Server, **kwargs: Any
+    ) -> Callable[[], web.RequestHandler]:
+        """For ``loop.create_server``: aiohttp's handler for ``server``, guarded. ``kwargs``
+        are RequestHandler options (``access_log``, ``keepalive_timeout``…)."""
+        loop = asyncio.get_running_loop()
+        return lambda: _GuardedHandler(self, server, loop=loop, **kwargs)
+
+    def admit(self, handler: web.RequestHandler, transport: asyncio.BaseTransport) -> bool:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        refusal = self.table.admit(handler, address, self._now())
+        if refusal is None:
+            self._transports[handler] = transport
+            return True
+        log.debug("closed a new connection from %s: %s", address, refusal.value)
+        if self.on_refused is not None:
+            self.on_refused(address, refusal)
+        return False
+
+    def release(self, handler: web.RequestHandler) -> None:
+        self.table.release(handler)
+        self._transports.pop(handler, None)
+
+    def trust(self, handler: web.RequestHandler) -> None:
+        self.table.trust(handler)
+        self._transports.pop(handler, None)
+
+    def request_started(self, handler: web.RequestHandler, *, websocket: bool) -> None:
+        self.table.request_started(handler, self._now(), websocket=websocket)
+
+    def request_finished(self, handler: web.RequestHandler) -> None:
+        self.table.request_finished(handler, self._now())
+
+    def close_expired(self) -> int:
+        """Abort every connection past its deadline; returns how many."""
+        expired = self.table.expired(self._now())
+        for handler in expired:
+            transport = self._transports.pop(handler, None)
+            self.table.release(handler)
+            if transport is not None:
+                transport.abort()  # type: ignore[attr-defined]
+        if expired:
+            log.info("closed %d connection(s) that did not sign in in time", len(expired))
+        return len(expired)
+
+    def start(self) -> None:
+        """Check deadlines in the background until :meth:`stop`."""
+        self._sweeper = asyncio.create_task(self._sweep(), name="connection deadlines")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        interval = self.table.limits.sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.close_expired()
+
+
+GUARD = web.AppKey("connection_guard", ConnectionGuard)
+
+
+def trust_connection(request: web.Request) -> None:
+    """The peer on ``request``'s connection has signed in: lift its deadline and caps."""
+    guard = request.app.get(GUARD)
+    if guard is not None:
+        guard.trust(request.protocol)
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+@web.middleware
+async def guard_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Move the connection's deadline as its requests start and finish (see the module doc)."""
+    guard = request.app.get(GUARD)
+    protocol = request.protocol
+    if guard is None or protocol not in guard.table:
+        return await handler(request)
+    guard.request_started(protocol, websocket=_is_websocket(request))
+    try:
+        return await handler(request)
+    finally:
+        guard.request_finished(protocol)

@@ -1,0 +1,494 @@
+"""A real relay process attacked from outside before sign-in: idle and trickled connections,
+connection caps, the enrolment rate limit, a flood of refusals, deeply nested JSON, file modes.
+
+The limits are configured short (``--header-timeout`` …) so the tests stay fast; the attacks are
+raw sockets and plain HTTP, as a stranger on the network would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import sqlite3
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import ClientSession, TCPConnector
+from websockets.asyncio.client import connect
+
+from posassist.protocol import messages as m
+from posassist.protocol import signing
+from posassist.protocol.enrolment import EnrolmentInvite
+from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py
+from tests.relay.certs import make_certificate
+from tests.relay.harness import agent_handshake
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.timeout(300)
+
+#: Where the idle sockets come from, so that /healthz from 127.0.0.1 is "someone else".
+STRANGER = "127.0.0.2"
+
+
+class Relay:
+    """``posassist-relay serve`` with its log in a file (a flood must not fill a pipe)."""
+
+    def __init__(self, data: Path, *extra: str) -> None:
+        self.data = data
+        self.log_path = data.parent / f"{data.name}-serve.log"
+        url_file = data / "relay.url"
+        url_file.unlink(missing_ok=True)
+        self._log: IO[str] = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "posassist.relay",
+                "serve",
+                "--data",
+                str(data),
+                "--port",
+                "0",
+                *list(extra),
+            ],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not (url_file.exists() and url_file.read_text()):
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < deadline, "relay did not start"
+            time.sleep(0.05)
+        self.url = url_file.read_text()
+        self.http = self.url.replace("ws://", "http://")
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful stop: pending refusal summaries are written), then wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def relay(data: Path, *extra: str) -> Iterator[Relay]:
+    server = Relay(data, *extra)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def healthz(port: int, source: str = "127.0.0.1") -> int:
+    """The status /healthz answers on a new connection from ``source`` (0: closed unanswered)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            head = s.recv(64)
+        except ConnectionResetError:
+            return 0
+    return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else 0
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """Whether the relay closed ``sock`` (non-blocking peek)."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def wait_closed(sock: socket.socket, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.05)
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(1) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def idle_sockets(port: int, count: int, source: str = STRANGER) -> list[socket.socket]:
+    return [
+        socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        for _ in range(count)
+    ]
+
+
+def ensure_files(count: int) -> None:
+    """This process may hold ``count`` sockets (and its own files) at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count:
+        if hard != resource.RLIM_INFINITY and hard < count:
+            pytest.skip(f"needs {count} file descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+
+
+def audit_rows(data: Path) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'relay.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT actor, action, outcome, detail FROM audit ORDER BY seq")
+        return [
+            {"actor": a, "action": act, "outcome": o, "detail": json.loads(d)}
+            for a, act, o, d in rows
+        ]
+
+
+def verify(data: Path) -> str:
+    return ok(py("relay", "audit", "verify", "--data", str(data)))
+
+
+# --- deadlines --------------------------------------------------------------------------------
+
+
+def test_idle_and_trickled_connections_are_closed_by_deadline_while_healthz_answers(
+    tmp_path: Path,
+) -> None:
+    ensure_files(2000 + 200)
+    header_timeout = 2.0
+    with relay(
+        tmp_path / "relay",
+        "--header-timeout",
+        str(header_timeout),
+        "--max-unauthenticated",
+        "5000",
+        "--max-unauthenticated-per-address",
+        "5000",
+    ) as server:
+        started = time.monotonic()
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        slow_closed_at: float | None = None
+        idle: list[socket.socket] = []
+
+        def tick() -> None:
+            """One more header byte on the trickled request; /healthz must answer."""
+            nonlocal slow_closed_at
+            if slow_closed_at is None:
+                try:
+                    slow.sendall(b"X")  # one header byte at a time, never a full head
+                except OSError:
+                    slow_closed_at = time.monotonic()
+                else:
+                    if is_closed(slow):
+                        slow_closed_at = time.monotonic()
+            assert healthz(server.port) == 200, "/healthz stopped answering"
+
+        try:
+            while len(idle) < 2000:  # 2,000 idle sockets, the trickle going on meanwhile
+                idle += idle_sockets(server.port, 100)
+                tick()
+            open_ = set(range(len(idle)))
+            # Bounded in time: every socket must be closed well within this.
+            while (open_ or slow_closed_at is None) and time.monotonic() - started < 60:
+                open_ = {i for i in open_ if not is_closed(idle[i])}
+                tick()
+                time.sleep(0.25)  # the trickle's pace: one byte every quarter second
+            assert not open_, f"{len(open_)} of 2000 idle sockets still open"
+            assert slow_closed_at is not None, "the trickled request is still open"
+            # closed by the header deadline, not at once: it kept sending all the while
+            assert slow_closed_at - started >= header_timeout - 0.1
+            assert healthz(server.port) == 200
+        finally:
+            for s in [*idle, slow]:
+                s.close()
+
+
+def test_a_kept_alive_connection_idle_between_requests_is_closed(tmp_path: Path) -> None:
+    with relay(tmp_path / "relay", "--idle-timeout", "1", "--header-timeout", "30") as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(12) == b"HTTP/1.1 200"
+            sent = time.monotonic()
+            assert wait_closed(sock, 20), "an idle kept-alive connection stayed open"
+            assert time.monotonic() - sent >= 0.9
+
+
+def test_over_tls_idle_and_trickled_connections_are_closed_by_deadline(tmp_path: Path) -> None:
+    cert, key = make_certificate().write(tmp_path / "tls")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the pin is not the point here
+    with relay(
+        tmp_path / "relay",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--header-timeout",
+        "1",
+    ) as server:
+        started = time.monotonic()
+        no_handshake = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        trickle = context.wrap_socket(raw)  # the TLS handshake done, then a request trickled
+        with no_handshake, trickle:
+            trickle.sendall(b"GET /healthz HTTP/1.1\r\n")
+            assert wait_closed(no_handshake, 20), "a socket that never started TLS stayed open"
+            deadline = time.monotonic() + 20
+            closed = False
+            while not closed and time.monotonic() < deadline:
+                try:
+                    trickle.sendall(b"X")
+                    time.sleep(0.25)  # the trickle's pace
+                except OSError:
+                    closed = True
+            assert closed, "a request trickled over TLS stayed open"
+            assert time.monotonic() - started >= 0.9
+
+
+# --- caps -------------------------------------------------------------------------------------
+
+
+def test_connections_over_the_per_address_cap_are_closed_at_once_others_are_served(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    with relay(data, "--header-timeout", "60", "--max-unauthenticated-per-address", "5") as server:
+        held = idle_sockets(server.port, 5)
+        try:
+            extra = socket.create_connection(
+                ("127.0.0.1", server.port), timeout=5, source_address=(STRANGER, 0)
+            )
+            with extra:
+                assert wait_closed(extra, 5), "a sixth connection from the address stayed open"
+            assert healthz(server.port) == 200  # someone else is still served
+            assert healthz(server.port, STRANGER) == 0  # the stranger is not
+            held.pop().close()  # one place free again: the stranger is admitted again
+            deadline = time.monotonic() + 10
+            while healthz(server.port, STRANGER) != 200:
+                assert time.monotonic() < deadline, "the freed place was not given back"
+        finally:
+            for s in held:
+                s.close()
+    refused = [r for r in audit_rows(data) if r["action"] == "connection.refused"]
+    assert refused
+    assert refused[0]["actor"] == f"ip:{STRANGER}"
+    assert "intact" in verify(data)
+
+
+def test_connections_over_the_total_cap_are_closed_at_once(tmp_path: Path) -> None:
+    with relay(
+        tmp_path / "relay", "--header-timeout", "60", "--max-unauthenticated", "4"
+    ) as server:
+        held = [
+            *idle_sockets(server.port, 2, source="127.0.0.3"),
+            *idle_sockets(server.port, 2, source="127.0.0.4"),
+        ]
+        try:
+            extra = socket.create_connection(
+                ("127.0.0.1", server.port), timeout=5, source_address=("127.0.0.5", 0)
+            )
+            with extra:
+                assert wait_closed(extra, 5)
+        finally:
+            for s in held:
+                s.close()
+        deadline = time.monotonic() + 10
+        while healthz(server.port) != 200:
+            assert time.monotonic() < deadline, "places were not given back"
+
+
+async def test_a_signed_in_agent_does_not_count_against_the_caps(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    with relay(data, "--header-timeout", "1", "--max-unauthenticated-per-address", "1") as server:
+        token = EnrolmentInvite.decode(invite(data, store, server.url))
+        key = signing.generate_private_key()
+        raw = base64.b64encode(signing.public_key_to_raw(key.public_key())).decode()
+        async with (
+            ClientSession() as http,
+            http.post(
+                server.http + "/v1/enrol", json={"secret": token.secret, "public_key": raw}
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+            device_id = (await r.json())["device_id"]
+        async with connect(server.url + "/v1/agent") as ws:
+            _, answer = await agent_handshake(ws, device_id, key)
+            assert isinstance(answer, m.AuthAccepted)
+            # signed in: its place (the only one for 127.0.0.1) is free for someone else, and
+            # no header deadline closes it
+            assert await asyncio.to_thread(healthz, server.port) == 200
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:  # well past the 1 s header deadline
+                assert ws.close_code is None
+                await asyncio.sleep(0.1)
+
+
+# --- rate limits and refusals -----------------------------------------------------------------
+
+
+async def test_enrolment_is_rate_limited_per_address(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    with relay(data) as server:
+        bad = {"secret": "not-a-secret", "public_key": base64.b64encode(b"k" * 32).decode()}
+        async with ClientSession() as http:
+            statuses = []
+            for _ in range(12):
+                async with http.post(server.http + "/v1/enrol", json=bad) as r:
+                    statuses.append(r.status)
+            assert statuses[:10] == [403] * 10  # the burst: refused on its merits
+            assert statuses[10:] == [429, 429]
+        async with (
+            ClientSession(connector=TCPConnector(local_addr=(STRANGER, 0))) as other,
+            other.post(server.http + "/v1/enrol", json=bad) as r,
+        ):
+            assert r.status == 403  # another address has its own budget
+    assert "intact" in verify(data)
+
+
+async def test_ten_thousand_refusals_before_sign_in_grow_the_audit_log_boundedly(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    before = len(audit_rows(data))
+    bad_enrol = {"secret": "not-a-secret", "public_key": base64.b64encode(b"k" * 32).decode()}
+    total = 10_000
+    connects = 20  # unknown devices over websockets (each a full handshake)
+    with relay(data, "--refusal-window", "1") as server:
+        invite(data, store, server.url)  # one OK record, like an operator's day
+        sent = 0
+        async with ClientSession(connector=TCPConnector(limit=20)) as http:
+
+            async def unauthenticated(path: str, method: str, body: Any = None) -> None:
+                nonlocal sent
+                async with http.request(method, server.http + path, json=body) as r:
+                    assert r.status in (401, 403, 429), r.status
+                sent += 1
+
+            for _ in range(connects):
+                async with connect(server.url + "/v1/agent") as ws:
+                    stranger = signing.generate_private_key()
+                    _, answer = await agent_handshake(ws, "dev_unknown", stranger)
+                    assert isinstance(answer, m.AuthRefused)
+                sent += 1
+            work = [("/v1/devices", "GET", None), ("/v1/enrol", "POST", bad_enrol)]
+            for start in range(0, total - connects, 200):
+                batch = min(200, total - connects - start)
+                await asyncio.gather(
+                    *(unauthenticated(*work[(start + i) % 2]) for i in range(batch))
+                )
+        assert sent == total
+    rows = audit_rows(data)[before:]
+    refusals = [r for r in rows if r["outcome"] == "refused"]
+    # Each refusal is in exactly one record: alone (the first of its window) or counted.
+    counted = sum(r["detail"].get("count", 1) for r in refusals)
+    assert counted == total
+    # ... and the records are few: two per address, action and (one-second) window at most.
+    assert len(rows) < 300, len(rows)
+    assert any(r["detail"].get("summary") for r in refusals)
+    assert "intact" in verify(data)
+
+
+# --- bad bodies -------------------------------------------------------------------------------
+
+
+async def test_deeply_nested_json_is_a_400_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    deep = "[" * 30_000 + "]" * 30_000  # under the 64 KiB body limit
+    with relay(data) as server:
+        token = await admin_token(server.url)
+        text = invite(data, store, server.url)
+        before = audit_rows(data)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with ClientSession() as http:
+            for path in ("/v1/enrol", "/v1/login", "/v1/organisations"):
+                async with http.post(server.http + path, data=deep, headers=headers) as r:
+                    assert r.status == 400, (path, r.status)
+                    body = await r.json()
+                    assert body["error"] == "BadRequest"
+                    assert body["message"] == "bad request"
+            assert audit_rows(data) == before  # nothing stored, nothing audited
+            # the enrolment token was not spent: a till still enrols with it
+            key = signing.generate_private_key()
+            raw = base64.b64encode(signing.public_key_to_raw(key.public_key())).decode()
+            secret = EnrolmentInvite.decode(text).secret
+            async with http.post(
+                server.http + "/v1/enrol", json={"secret": secret, "public_key": raw}
+            ) as r:
+                assert r.status == 200, await r.text()
+        assert healthz(server.port) == 200
+    assert "Traceback" not in server.log()
+    assert "Error handling request" not in server.log()
+
+
+# --- file modes -------------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_data_directory_is_private_and_its_database_files_are_0600(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    password = tmp_path / "pw"
+    password.write_text("a long enough password")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "posassist.relay",
+            "init",
+            "--data",
+            str(data),
+            "--admin-password-file",
+            str(password),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(0o022),  # the common default, which would give 0644
+    )
+    assert result.returncode == 0, result.stderr
+    assert _mode(data) == 0o700
+    assert _mode(data / "relay.db") == 0o600
+    assert _mode(data / "relay.json") == 0o600
+    with relay(data) as server:
+        assert healthz(server.port) == 200
+        for name in ("relay.db-wal", "relay.db-shm"):
+            assert _mode(data / name) == 0o600, name
+
+
+def test_an_existing_data_directory_keeps_its_mode_and_gets_a_private_database(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    data.mkdir(mode=0o750)
+    data.chmod(0o750)
+    ok(py("relay", "device", "list", "--data", str(data)))
+    assert _mode(data) == 0o750  # the operator's choice: not loosened, not changed
+    assert _mode(data / "relay.db") == 0o600

@@ -172,7 +172,9 @@ def main() -> int:
             capture_output=True,
             timeout=60,
         )
-        print(again.stdout.rstrip())
+        print((again.stdout + again.stderr).rstrip())
+        if again.returncode != 3:  # refused for lack of trust (docs/relay.md#errors-and-exit-codes)
+            raise SystemExit(f"demo: a used token was not refused (exit {again.returncode})")
 
         step("The agent connects: hello, version negotiation, signed challenge")
         agent = start("agent", "run", "--data", str(till_dir))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import __version__
-from .audit import Outcome
+from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import StorageError
 from .handlers import api
@@ -164,6 +164,10 @@ async def _anchor(state: RelayState) -> Checkpointer:
     if problem is not None:
         log.error("audit log disagrees with its signed checkpoints: %s", problem)
         await state.audit("relay", "audit.anchor", "audit", Outcome.FAILED, {"problem": problem})
+    if (await state.storage.head()).seq == 0:
+        # `serve` on a folder no `init` has prepared creates the relay here: its log starts, as
+        # every log must, with the relay's creation (relay/audit.py RELAY_CREATED).
+        await state.audit("relay", RELAY_CREATED, "relay", Outcome.OK, {"by": "serve"})
     await state.audit("relay", "relay.start", "relay", Outcome.OK, {"version": __version__})
     await checkpointer.checkpoint(state.storage, now=state.now())
     return checkpointer

@@ -21,12 +21,18 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+def _reason(detail: Any) -> Any:
+    """A refusal's reason: the relay's own, or the agent's step detail (kept under ``agent``)."""
+    agent = detail.get("agent") if isinstance(detail.get("agent"), dict) else {}
+    return detail.get("reason") or detail.get("code") or agent.get("reason") or agent.get("code")
+
+
 def audit(relay_dir: Path) -> list[tuple[str, str, str, Any]]:
     async def records() -> list[tuple[str, str, str, Any]]:
         storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
         try:
             return [
-                (r.action, str(r.outcome), r.target, r.detail.get("reason") or r.detail.get("code"))
+                (r.action, str(r.outcome), r.target, _reason(r.detail))
                 async for r in storage.records()
             ]
         finally:

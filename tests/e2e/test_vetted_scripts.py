@@ -228,7 +228,7 @@ def test_a_run_that_outlives_its_route_is_reconciled_from_the_agent(tmp_path: Pa
     till = tmp_path / "till"
     results = till / "scripts" / "results.json"
     try:
-        ok(py("agent", "enroll", invite(relay_dir, store, url), "--data", str(till)))
+        ok(enroll(relay_dir, store, url, till, repo.root_hash()))
         agent, device = start_agent(till)
         tech = Technician(tmp_path / "tech").login(url)
         ran = tech("run", device, "printer-status", "--version", "1.0.0", "--unattended")

@@ -331,6 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # a file or pin given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C: the technician stopped waiting; the till keeps going
+        print(
+            "interrupted: the request may still be running on the device / 已中断", file=sys.stderr
+        )
+        return 130
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -53,6 +53,22 @@ if TYPE_CHECKING:
 OPERATOR = "operator:cli"
 
 
+def _bounded(kind: type[float] | type[int], low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` within [low, high] (NaN refused), else a usage
+    error naming the range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # also false for NaN
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posassist-relay", description="posassist relay")
     parser.add_argument("--version", action="version", version=f"posassist-relay {__version__}")
@@ -70,12 +86,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = with_data(commands.add_parser("serve", help="accept agents and consoles"))
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    serve.add_argument(
+        "--port", type=_bounded(int, 0, 65535), default=8765, help="0 picks a free port"
+    )
     serve.add_argument("--public-url", default="", help="ws(s):// URL put in enrolment tokens")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
-    serve.add_argument("--heartbeat", type=float, default=20.0, help="seconds between heartbeats")
-    serve.add_argument("--request-timeout", type=float, default=60.0)
+    serve.add_argument(
+        "--heartbeat",
+        type=_bounded(float, 1.0, 3600.0),  # what auth.accepted may carry (docs/protocol.md)
+        default=20.0,
+        help="seconds between heartbeats (1-3600)",
+    )
+    serve.add_argument("--request-timeout", type=_bounded(float, 0.1, 86400.0), default=60.0)
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     limits = serve.add_argument_group(
         "limits before sign-in", "see docs/relay.md#limits-before-sign-in"

@@ -378,3 +378,22 @@ def test_enrolment_create_refuses_a_token_no_agent_could_use_and_stores_none(
     )
     assert error in _one_error(result)
     assert (tokens(), _users_and_audit(data)) == before
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ("--heartbeat", "0"),
+        ("--heartbeat", "nan"),
+        ("--heartbeat", "1e9"),
+        ("--port", "99999"),
+        ("--request-timeout", "-1"),
+    ],
+)
+def test_serve_refuses_a_value_that_would_break_every_connection(
+    tmp_path: Path, flag: tuple[str, str]
+) -> None:
+    result = py("relay", "serve", "--data", str(tmp_path / "relay"), *flag)
+    assert result.returncode == 2
+    assert "must be between" in result.stderr
+    assert not (tmp_path / "relay").exists()  # refused before anything was created

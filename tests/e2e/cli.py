@@ -9,7 +9,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from aiohttp import ClientSession
 from websockets.asyncio.client import connect
@@ -107,8 +107,13 @@ def provision(data: Path, database: str = "") -> str:
     )
 
 
-def start_relay(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """``posassist-relay serve`` on a free port; waits until it listens."""
+def start_relay(
+    data: Path, *extra: str, log: IO[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """``posassist-relay serve`` on a free port; waits until it listens.
+
+    Its output goes to pipes, or with ``log`` to that file (a flood must not fill a pipe).
+    """
     url_file = data / "relay.url"
     url_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
@@ -124,14 +129,16 @@ def start_relay(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
             *extra,
         ],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE if log is None else log,
+        stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
         text=True,
     )
     deadline = time.monotonic() + 30
     while not (url_file.exists() and url_file.read_text()):
         if proc.poll() is not None:
-            raise AssertionError(proc.communicate()[1])
+            raise AssertionError(
+                proc.communicate()[1] if log is None else f"relay exited {proc.returncode}"
+            )
         assert time.monotonic() < deadline, "relay did not start"
         time.sleep(0.05)
     return proc, url_file.read_text()

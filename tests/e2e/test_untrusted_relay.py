@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect
 from posassist.protocol import messages as m
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
-from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py
+from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py, start_relay
 from tests.relay.certs import make_certificate
 from tests.relay.harness import agent_handshake
 
@@ -50,32 +50,12 @@ class Relay:
     def __init__(self, data: Path, *extra: str) -> None:
         self.data = data
         self.log_path = data.parent / f"{data.name}-serve.log"
-        url_file = data / "relay.url"
-        url_file.unlink(missing_ok=True)
         self._log: IO[str] = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "posassist.relay",
-                "serve",
-                "--data",
-                str(data),
-                "--port",
-                "0",
-                *list(extra),
-            ],
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 30
-        while not (url_file.exists() and url_file.read_text()):
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, "relay did not start"
-            time.sleep(0.05)
-        self.url = url_file.read_text()
+        try:
+            self.proc, self.url = start_relay(data, *extra, log=self._log)
+        except AssertionError:
+            self._log.close()
+            raise AssertionError(self.log()) from None
         self.http = self.url.replace("ws://", "http://")
         self.port = int(self.url.rsplit(":", 1)[1])
 

@@ -40,7 +40,7 @@ from .checkpoints import (
 )
 from .config import RelayConfig
 from .errors import CheckpointKeyError, Conflict, NotFound, StorageError
-from .limits import GUARD
+from .limits import GUARD, ConnectionLimits, fit_to_descriptors, raise_descriptor_limit
 from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import UntrustedRootError, anchored_root_hash
@@ -535,8 +535,30 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _fit_caps(config: RelayConfig) -> RelayConfig:
+    """``config`` with connection caps that fit this process's file descriptors (raised to the
+    hard limit first): a stranger's idle sockets must never take the last descriptor, which
+    stops /healthz, every agent's reconnect and the database's own files
+    (docs/relay.md#limits-before-sign-in)."""
+    from dataclasses import replace
+
+    descriptors = raise_descriptor_limit()
+    fitted = fit_to_descriptors(ConnectionLimits.of(config), descriptors)
+    caps = (fitted.max_unauthenticated, fitted.max_unauthenticated_per_address)
+    if caps == (config.max_unauthenticated, config.max_unauthenticated_per_address):
+        return config
+    logging.getLogger("posassist.relay").warning(
+        "%d file descriptors: at most %d connections not signed in, %d per address "
+        "(raise LimitNOFILE for more; docs/relay.md#limits-before-sign-in)",
+        descriptors,
+        *caps,
+    )
+    return replace(config, max_unauthenticated=caps[0], max_unauthenticated_per_address=caps[1])
+
+
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
+    config = _fit_caps(config)
     ssl_context = None
     if config.tls_cert and config.tls_key:
         from .tls import server_ssl_context

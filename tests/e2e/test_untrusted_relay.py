@@ -47,12 +47,12 @@ STRANGER = "127.0.0.2"
 class Relay:
     """``posassist-relay serve`` with its log in a file (a flood must not fill a pipe)."""
 
-    def __init__(self, data: Path, *extra: str) -> None:
+    def __init__(self, data: Path, *extra: str, max_files: int | None = None) -> None:
         self.data = data
         self.log_path = data.parent / f"{data.name}-serve.log"
         self._log: IO[str] = self.log_path.open("w")
         try:
-            self.proc, self.url = start_relay(data, *extra, log=self._log)
+            self.proc, self.url = start_relay(data, *extra, log=self._log, max_files=max_files)
         except AssertionError:
             self._log.close()
             raise AssertionError(self.log()) from None
@@ -75,8 +75,8 @@ class Relay:
 
 
 @contextlib.contextmanager
-def relay(data: Path, *extra: str) -> Iterator[Relay]:
-    server = Relay(data, *extra)
+def relay(data: Path, *extra: str, max_files: int | None = None) -> Iterator[Relay]:
+    server = Relay(data, *extra, max_files=max_files)
     try:
         yield server
     finally:
@@ -201,6 +201,47 @@ def test_idle_and_trickled_connections_are_closed_by_deadline_while_healthz_answ
         finally:
             for s in [*idle, slow]:
                 s.close()
+
+
+def test_idle_sockets_under_a_low_file_limit_never_take_the_last_descriptor(
+    tmp_path: Path,
+) -> None:
+    """Under ``LimitNOFILE=256`` 300 idle sockets from one stranger used to take every descriptor:
+    /healthz was reset until the header deadline and SQLite could not open its files. The caps
+    now fit the descriptors (half of what is left, half of that per address)."""
+    data = tmp_path / "relay"
+    provision(data)
+    header_timeout = 3.0
+    with relay(data, "--header-timeout", str(header_timeout), max_files=256) as server:
+        assert "256 file descriptors: at most 96 connections not signed in, 48 per address" in (
+            server.log()
+        )
+        started = time.monotonic()
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(300):  # more than the relay has descriptors
+                idle += idle_sockets(server.port, 1)
+            assert healthz(server.port) == 200  # someone else is served at once ...
+            open_ = set(range(len(idle)))
+            while open_ and time.monotonic() - started < 60:  # ... and throughout
+                open_ = {i for i in open_ if not is_closed(idle[i])}
+                assert healthz(server.port) == 200, "/healthz stopped answering"
+                time.sleep(0.2)  # the pace of the checks, not a synchronisation
+            assert not open_, f"{len(open_)} of 300 idle sockets still open"
+            assert time.monotonic() - started >= header_timeout - 0.1  # 48 held to the deadline
+            # the relay's own files still open: a sign-in is checked, stored and audited
+            assert asyncio.run(admin_token(server.url))
+            assert healthz(server.port) == 200
+        finally:
+            for s in idle:
+                s.close()
+    assert "unable to open" not in server.log()
+    refused = [r for r in audit_rows(data) if r["action"] == "connection.refused"]
+    assert refused
+    assert all(r["actor"] == f"ip:{STRANGER}" for r in refused)
+    assert sum(r["detail"].get("count", 1) for r in refused) == 300 - 48
+    assert [r for r in audit_rows(data) if r["action"] == "user.login"][-1]["outcome"] == "ok"
+    assert "intact" in verify(data)
 
 
 def test_a_kept_alive_connection_idle_between_requests_is_closed(tmp_path: Path) -> None:

@@ -454,9 +454,10 @@ def _existing_database(data: Path | None, url_text: str | None) -> tuple[sa.URL,
     return sa.URL.create("sqlite", database=uri, query={"mode": "rw", "uri": "true"}), str(path)
 
 
-def _checkpoints(args: argparse.Namespace) -> list[Checkpoint] | None:
-    """The signed checkpoints ``audit verify`` checks the chain against; None when there is no
-    key to check them with (a database given by URL without ``--checkpoint-key``)."""
+def _checkpoints(args: argparse.Namespace) -> tuple[list[Checkpoint], str] | None:
+    """The signed checkpoints ``audit verify`` checks the chain against, and the fingerprint of
+    the key that verified them; None when there is no key to check them with (a database given
+    by URL without ``--checkpoint-key``)."""
     key_path: Path | None = args.checkpoint_key
     file_path: Path | None = args.checkpoint_file
     if args.data is not None:
@@ -467,11 +468,11 @@ def _checkpoints(args: argparse.Namespace) -> list[Checkpoint] | None:
     if file_path is None:
         raise NothingToVerifyError("--checkpoint-key needs --checkpoint-file with --database")
     public_key = load_key(key_path).public_key()
-    return read_checkpoints(file_path, public_key)
+    return read_checkpoints(file_path, public_key), fingerprint(public_key)
 
 
 async def _verify_existing(
-    url: sa.URL, shown: str, checkpoints: list[Checkpoint] | None
+    url: sa.URL, shown: str, anchor: tuple[list[Checkpoint], str] | None
 ) -> VerifyResult:
     storage = open_storage(url)
     try:
@@ -482,8 +483,9 @@ async def _verify_existing(
             )
         if await storage.current_revision() is None:
             raise NothingToVerifyError(f"{shown} has no posassist schema (never migrated)")
+        checkpoints, key = anchor if anchor is not None else ([], None)
         return await verify_store(
-            storage, checkpoints=checkpoints or (), first_action=RELAY_CREATED
+            storage, checkpoints=checkpoints, first_action=RELAY_CREATED, checkpoint_key=key
         )
     except StorageError as exc:
         raise NothingToVerifyError(f"cannot read {shown}: {exc}") from exc
@@ -500,7 +502,7 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     except NothingToVerifyError as exc:
         where, missing = None, exc
     try:
-        checkpoints = _checkpoints(args)
+        anchor = _checkpoints(args)
     except (CheckpointError, CheckpointKeyError) as exc:
         if missing is not None:
             raise missing from None  # no database and nothing else either: say so
@@ -512,8 +514,9 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         if missing is not None:
             raise missing
         assert where is not None
-        result = await _verify_existing(*where, checkpoints)
+        result = await _verify_existing(*where, anchor)
     except NothingToVerifyError as exc:
+        checkpoints = anchor[0] if anchor is not None else []
         if not checkpoints:
             raise
         # Signed checkpoints say there was a log: its absence is a broken chain, not a typo.
@@ -523,15 +526,18 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         )
         return 1
     print(result.describe())
-    if checkpoints is None:
+    if anchor is None:
         print(
             "warning: not checked against signed checkpoints (give --checkpoint-key and "
             "--checkpoint-file): a rewritten database would pass / 未校验签名检查点",
             file=sys.stderr,
         )
     elif result.ok:
+        checkpoints, key = anchor
         last = f", the last at seq {checkpoints[-1].seq}" if checkpoints else ""
-        print(f"anchored by {len(checkpoints)} signed checkpoint(s){last}")
+        # Compare the key with the one `relay init` printed: someone holding the whole data
+        # directory can replace key, file and log together, but not that note.
+        print(f"anchored by {len(checkpoints)} signed checkpoint(s){last}, key {key}")
     return 0 if result.ok else 1
 
 

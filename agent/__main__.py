@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 from posassist.protocol import PosAssistError, signing
 from posassist.protocol.errors import error_line
+from posassist.protocol.text import printable
 
 from . import __version__
 from .backoff import backoff
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(zh: str, en: str) -> None:
-    print(zh + " / " + en, flush=True)
+    """One line for the person at the till; it may quote the relay, so it is made printable."""
+    print(printable(zh + " / " + en, multiline=False), flush=True)
 
 
 def _script_service(

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+import msgpack
 import pytest
 from aiohttp import ClientSession, TCPConnector
 from websockets.asyncio.client import connect
@@ -30,9 +31,18 @@ from websockets.asyncio.client import connect
 from posassist.protocol import messages as m
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
-from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py, start_relay
+from tests.e2e.cli import (
+    ROOT,
+    admin_token,
+    enrol_over_http,
+    invite,
+    ok,
+    provision,
+    py,
+    start_relay,
+)
 from tests.relay.certs import make_certificate
-from tests.relay.harness import agent_handshake
+from tests.relay.harness import agent_handshake, close_code
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -464,6 +474,40 @@ async def test_deeply_nested_json_is_a_400_and_changes_nothing(tmp_path: Path) -
         assert healthz(server.port) == 200
     assert "Traceback" not in server.log()
     assert "Error handling request" not in server.log()
+
+
+async def test_deeply_nested_frames_over_websockets_are_refused_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """msgpack nested 100,000 deep (a few hundred KB), before sign-in on both endpoints and
+    from a signed-in till: closed 1007 (MalformedMessage), the relay unhurt."""
+    data = tmp_path / "relay"
+    store = provision(data)
+    deep = msgpack.packb({"t": "hello", "x": None})[:-1] + b"\x91" * 100_000 + b"\xc0"
+    with relay(data) as server:
+        token = EnrolmentInvite.decode(invite(data, store, server.url))
+        device_id, key = await enrol_over_http(server.url, token.encode())
+        before = audit_rows(data)
+        for endpoint in ("/v1/agent", "/v1/console"):
+            async with connect(server.url + endpoint, max_size=None) as ws:
+                await ws.send(deep)
+                assert await close_code(ws, timeout=10) == 1007
+        async with connect(server.url + "/v1/agent") as ws:
+            session, answer = await agent_handshake(ws, device_id, key)
+            assert isinstance(answer, m.AuthAccepted)
+            await ws.send(deep)
+            assert await close_code(ws, timeout=10) == 1007
+        async with connect(server.url + "/v1/agent") as ws:  # the till comes back as before
+            _, answer = await agent_handshake(ws, device_id, key)
+            assert isinstance(answer, m.AuthAccepted)
+        assert healthz(server.port) == 200
+    after = audit_rows(data)[len(before) :]
+    refused = [
+        r for r in after if r["actor"] == f"device:{device_id}" and r["outcome"] == "refused"
+    ]
+    assert refused  # the signed-in till's bad frame is on its record
+    assert "Traceback" not in server.log()
+    assert "intact" in verify(data)
 
 
 # --- file modes -------------------------------------------------------------------------------

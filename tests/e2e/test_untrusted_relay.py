@@ -493,7 +493,7 @@ async def test_deeply_nested_frames_over_websockets_are_refused_and_change_nothi
                 await ws.send(deep)
                 assert await close_code(ws, timeout=10) == 1007
         async with connect(server.url + "/v1/agent") as ws:
-            session, answer = await agent_handshake(ws, device_id, key)
+            _, answer = await agent_handshake(ws, device_id, key)
             assert isinstance(answer, m.AuthAccepted)
             await ws.send(deep)
             assert await close_code(ws, timeout=10) == 1007

@@ -152,7 +152,7 @@ async def test_a_stranger_cycling_through_names_grows_the_audit_log_boundedly(
     assert sum(int(r.detail.get("count", 1)) for r in refusals) == unknown + admin
     # ... and the records are few: one per wrong password for the real user, the first of the
     # rest in full, and one summary of the others (by reason)
-    reasons = [r.detail.get("reason") for r in refusals if not r.detail.get("summary")]
+    reasons = [str(r.detail.get("reason")) for r in refusals if not r.detail.get("summary")]
     assert sorted(reasons) == sorted(["bad password"] * 5 + ["unknown user"]), reasons
     (summary,) = [r for r in refusals if r.detail.get("summary")]
     assert summary.detail["reasons"] == {"bad_credentials": unknown - 1, "locked_out": admin - 5}

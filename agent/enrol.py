@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -79,6 +80,7 @@ def _checked_root_hash(text: Optional[str]) -> Optional[str]:
 
 
 def _install_root(data_dir: Path, root: bytes) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # before anything is put in it
     (data_dir / "scripts").mkdir(parents=True, exist_ok=True)
     tmp = data_dir / "scripts" / "root.json.tmp"
     tmp.write_bytes(root)
@@ -156,7 +158,9 @@ def trust_root(data_dir: Path, root_hash: str) -> None:
     _install_root(data_dir, root)
     config["root_hash"] = wanted
     tmp = config_path.with_name("agent.json.tmp")
-    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(config, indent=2))
     tmp.replace(config_path)
 
 

@@ -28,9 +28,12 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from websockets.asyncio.client import connect
 
+from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.relay.scripts_repo import FIRST_ROOT
+from tests.agent.test_verify import PASS, approve
 from tests.e2e.cli import (
     ROOT,
     admin_token,
@@ -557,3 +560,40 @@ def test_an_existing_data_directory_keeps_its_mode_and_gets_a_private_database(
     ok(py("relay", "device", "list", "--data", str(data)))
     assert _mode(data) == 0o750  # the operator's choice: not loosened, not changed
     assert _mode(data / "relay.db") == 0o600
+
+
+def test_a_tills_data_directory_is_private_from_its_first_file(tmp_path: Path) -> None:
+    """Till-side state, under the common umask: the data directory made 0700 before the root or
+    the key land in it (script results and backups are kept there later), the identity 0600."""
+    data = tmp_path / "relay"
+    store = provision(data)
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    approve(repo, "alice", "bob")
+    repo.publish(data)  # an empty repository: the till can still pin its root
+    root_hash = repo.root_hash()
+
+    def agent(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "posassist.agent", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+
+    with relay(data) as server:
+        with_root, later = tmp_path / "till" / "with-root", tmp_path / "till" / "later"
+        result = agent("enroll", invite(data, store, server.url), "--data", str(with_root),
+                       "--root-hash", root_hash)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        result = agent("enroll", invite(data, store, server.url), "--data", str(later))
+        assert result.returncode == 0, result.stderr
+        result = agent("trust-root", "--data", str(later), "--root-hash", root_hash)
+        assert result.returncode == 0, result.stderr
+    for till in (with_root, later):
+        assert _mode(till) == 0o700, till
+        for name in ("agent.key", "agent.json"):
+            assert _mode(till / name) == 0o600, (till, name)
+        assert (till / "scripts" / "root.json").exists()
+    assert _mode(data / FIRST_ROOT) == 0o600  # the relay's record of the first root it served

@@ -21,6 +21,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections import Counter
 from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
@@ -443,6 +444,58 @@ async def test_ten_thousand_refusals_before_sign_in_grow_the_audit_log_boundedly
     # ... and the records are few: two per address, action and (one-second) window at most.
     assert len(rows) < 300, len(rows)
     assert any(r["detail"].get("summary") for r in refusals)
+    assert "intact" in verify(data)
+
+
+async def test_ten_thousand_bad_sign_ins_upgrades_and_oversized_bodies_grow_the_log_boundedly(
+    tmp_path: Path,
+) -> None:
+    """The other ways a stranger is refused (attack 2026-12): sign-ins with made-up names and
+    escapes in them, websocket upgrades that fail (no upgrade, a bad version), bodies over the
+    64 KiB limit to /v1/enrol and /v1/login. Malformed requests (400, 413) are not refusals of
+    anyone and write nothing; the rest are summarised."""
+    data = tmp_path / "relay"
+    provision(data)
+    before = len(audit_rows(data))
+    big = b"{" + b" " * 70_000 + b"}"
+    bad_version = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "7",
+        "Sec-WebSocket-Key": "x",
+    }
+    json_type = {"Content-Type": "application/json"}
+    total, seen = 10_000, Counter[int]()
+    with relay(data, "--refusal-window", "1") as server:
+        async with ClientSession(connector=TCPConnector(limit=20)) as http:
+
+            async def one(i: int) -> None:
+                kind = i % 5
+                if kind == 0:
+                    login = {"username": f"u{i}\x1b[2J", "password": "guess guess"}
+                    r = http.post(server.http + "/v1/login", json=login)
+                elif kind == 1:
+                    r = http.get(server.http + "/v1/agent")
+                elif kind == 2:
+                    r = http.get(server.http + "/v1/console", headers=bad_version)
+                elif kind == 3:
+                    r = http.post(server.http + "/v1/enrol", data=big, headers=json_type)
+                else:
+                    r = http.post(server.http + "/v1/login", data=big, headers=json_type)
+                async with r as answer:
+                    seen[answer.status] += 1
+
+            for start in range(0, total, 200):
+                await asyncio.gather(*(one(start + i) for i in range(200)))
+        assert healthz(server.port) == 200
+    assert sum(seen.values()) == total
+    assert set(seen) <= {400, 401, 413, 429}, seen
+    rows = audit_rows(data)[before:]
+    assert len(rows) < 300, len(rows)
+    refusals = [r for r in rows if r["outcome"] == "refused"]
+    assert refusals  # the sign-ins are on the record, counted
+    assert all(r["actor"] == "ip:127.0.0.1" for r in refusals)
+    assert "Traceback" not in server.log()
     assert "intact" in verify(data)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectionLimits",
     "ConnectionTable",
     "Refusal",
+    "address_key",
     "fit_to_descriptors",
     "guard_middleware",
     "raise_descriptor_limit",
@@ -239,7 +241,7 @@ class ConnectionGuard:
 
     def admit(self, handler: web.RequestHandler, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        address = address_key(str(peer[0])) if isinstance(peer, tuple) and peer else "unknown"
         refusal = self.table.admit(handler, address, self._now())
         if refusal is None:
             self._transports[handler] = transport
@@ -364,3 +366,22 @@ def fit_to_descriptors(limits: ConnectionLimits, descriptors: int) -> Connection
     if per_address:
         per_address = min(per_address, max(1, total // 2))
     return replace(limits, max_unauthenticated=total, max_unauthenticated_per_address=per_address)
+
+
+# --- addresses ----------------------------------------------------------------------------------
+
+
+def address_key(address: str) -> str:
+    """What the per-address cap counts ``address`` under: an IPv4 address as it is (an
+    IPv4-mapped IPv6 address as its IPv4 one), an IPv6 address by its /64 network, which one
+    subscriber usually holds whole: a stranger with a /64 has 2**64 addresses, not one cap each.
+    Anything else (a Unix socket, "unknown") as given."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # (no zone index: fe80::1%eth0)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

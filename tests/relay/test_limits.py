@@ -15,6 +15,7 @@ from posassist.relay.limits import (
     ConnectionLimits,
     ConnectionTable,
     Refusal,
+    address_key,
     fit_to_descriptors,
     guard_middleware,
     trust_connection,
@@ -265,3 +266,30 @@ def test_caps_fit_the_file_descriptors(
         descriptors,
     )
     assert (fitted.max_unauthenticated, fitted.max_unauthenticated_per_address) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("127.0.0.2", "127.0.0.2"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb:cccc:dddd:eeee", "2001:db8:1:2::/64"),  # the same subscriber
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_addresses_are_counted_by_their_key(address: str, key: str) -> None:
+    assert address_key(address) == key
+
+
+def test_an_ipv6_stranger_is_capped_by_its_64_not_by_each_address() -> None:
+    table: ConnectionTable[int] = ConnectionTable(
+        ConnectionLimits(max_unauthenticated_per_address=2)
+    )
+    # every address of one /64 shares one per-address cap
+    assert table.admit(1, address_key("2001:db8:1:2::1"), 0.0) is None
+    assert table.admit(2, address_key("2001:db8:1:2::2"), 0.0) is None
+    assert table.admit(3, address_key("2001:db8:1:2::3"), 0.0) is Refusal.TOO_MANY_FROM_ADDRESS
+    assert table.admit(4, address_key("2001:db8:1:3::1"), 0.0) is None

@@ -156,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--data", type=Path, help="a relay data directory (its SQLite relay.db)")
     where.add_argument("--database", help="sqlite:///PATH or postgresql://…")
     _checkpoint_options(verify)
+    verify.add_argument(
+        "--expect-key",
+        metavar="FINGERPRINT",
+        help="the checkpoint key's fingerprint as `relay init` printed it (SHA256:…): a key "
+        "replaced together with the log and its checkpoints then fails (exit 1)",
+    )
 
     for noun, parent in (
         ("organisation", None),
@@ -471,6 +477,13 @@ def _checkpoints(args: argparse.Namespace) -> tuple[list[Checkpoint], str] | Non
     return read_checkpoints(file_path, public_key), fingerprint(public_key)
 
 
+def _normal_fingerprint(text: str) -> str:
+    """A key fingerprint however it was copied: with or without ``SHA256:``, spaces, case."""
+    text = text.strip()
+    text = text[len("SHA256:") :] if text.upper().startswith("SHA256:") else text
+    return "".join(text.split()).lower()
+
+
 async def _verify_existing(
     url: sa.URL, shown: str, anchor: tuple[list[Checkpoint], str] | None
 ) -> VerifyResult:
@@ -503,6 +516,16 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         where, missing = None, exc
     try:
         anchor = _checkpoints(args)
+        if args.expect_key is not None:
+            expected = _normal_fingerprint(args.expect_key)
+            if anchor is None:
+                raise NothingToVerifyError("--expect-key needs the checkpoint key")
+            if _normal_fingerprint(anchor[1]) != expected:
+                print(
+                    f"audit checkpoint key replaced: it is {anchor[1]}, not the one expected "
+                    f"/ 审计检查点密钥已被替换"
+                )
+                return 1
     except (CheckpointError, CheckpointKeyError) as exc:
         if missing is not None:
             raise missing from None  # no database and nothing else either: say so

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from posassist.relay.audit import AuditRecord, chain_hash
+from posassist.relay.checkpoints import append_checkpoint, create_key, sign_checkpoint
 from tests.e2e.cli import ok, provision, py, start_relay, stop
 
 if TYPE_CHECKING:
@@ -347,3 +348,35 @@ def test_a_clean_stop_signs_the_head_last(data: Path) -> None:
     lines = (data / "audit-checkpoints.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["seq"] == last.seq
     assert "intact" in ok(py("relay", "audit", "verify", "--data", str(data)))
+
+
+def test_a_whole_data_directory_rewritten_with_a_new_key_is_caught_by_the_noted_fingerprint(
+    data: Path,
+) -> None:
+    """The attacker holds the whole data directory: the log rewritten without any checkpoint
+    record (nothing left to hold the file to), a new key, a new file signed with it. Only the
+    fingerprint the operator noted at `relay init` tells, and `--expect-key` checks it."""
+    noted = rows(data)[-1].detail["key"]
+    assert "intact" in ok(
+        py("relay", "audit", "verify", "--data", str(data), "--expect-key", noted)
+    )
+    # (copied by hand: without "SHA256:", without spaces, in capitals)
+    loose = noted.removeprefix("SHA256:").replace(" ", "").upper()
+    assert "intact" in ok(
+        py("relay", "audit", "verify", "--data", str(data), "--expect-key", loose)
+    )
+    kept = [r for r in rows(data) if r.action in ("relay.init", "organisation.create")]
+    rewrite(data, [dataclasses.replace(r, actor="user:mallory") for r in kept])
+    (data / "audit-checkpoint.key").unlink()
+    (data / "audit-checkpoints.jsonl").unlink()
+    key = create_key(data / "audit-checkpoint.key")
+    last = rows(data)[-1]
+    append_checkpoint(
+        data / "audit-checkpoints.jsonl",
+        sign_checkpoint(key, relay_id="relay-x", seq=last.seq, hash=last.hash, at=last.at),
+    )
+    code, text = verify(data)
+    assert code == 0, text  # consistent in itself: the directory alone can't tell
+    code, text = verify(data, "--expect-key", noted)
+    assert code == 1, text
+    assert "audit checkpoint key replaced" in text

@@ -263,21 +263,9 @@ async def _handle(
         if isinstance(event, ScriptProgress):
             # Every step of a vetted run is audited: verified, refused and why, consent, backup.
             # The agent's detail goes under its own key: it can't set the relay's fields.
-            outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
-            detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
-            action = f"script.run.{event.step}"
-            try:
-                await state.audit(
-                    f"device:{device_id}", action, f"device:{device_id}", outcome, detail
-                )
-            except ValueError:  # a detail JSON can't hold: the step is still audited
-                await state.audit(
-                    f"device:{device_id}",
-                    action,
-                    f"device:{device_id}",
-                    outcome,
-                    {"job": route.job_id, "user": route.user},
-                )
+            # At most MAX_AUDITED_STEPS per route; the rest are counted in its end's record.
+            if state.router.audit_step(route):
+                await _audit_step(state, device_id, route, event)
         if event.TERMINAL and route.orphaned:
             await reconcile_route(state, route, event)
         elif event.TERMINAL:
@@ -292,6 +280,24 @@ async def _handle(
                 code="unsupported",
                 message=f"{event.TAG} is not handled by this relay yet",
             )
+        )
+
+
+async def _audit_step(
+    state: RelayState, device_id: str, route: Route, event: ScriptProgress
+) -> None:
+    outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
+    detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
+    action = f"script.run.{event.step}"
+    try:
+        await state.audit(f"device:{device_id}", action, f"device:{device_id}", outcome, detail)
+    except ValueError:  # a detail JSON can't hold: the step is still audited
+        await state.audit(
+            f"device:{device_id}",
+            action,
+            f"device:{device_id}",
+            outcome,
+            {"job": route.job_id, "user": route.user},
         )
 
 

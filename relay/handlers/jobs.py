@@ -95,6 +95,7 @@ async def finish_route(
                 "status": status.value,
                 "error": error,
                 "elapsed_ms": round(seconds * 1000, 1),
+                **_not_audited(route),
             },
         )
         # The job's end and its audit record commit together.
@@ -122,8 +123,13 @@ async def reconcile_route(state: RelayState, route: Route, reply: Message) -> No
         route.tag,
         status,
         error,
-        {"via": "late reply"},
+        {"via": "late reply", **_not_audited(route)},
     )
+
+
+def _not_audited(route: Route) -> dict[str, object]:
+    """``steps_not_audited`` for a route whose steps overflowed the audit cap, else nothing."""
+    return {"steps_not_audited": route.steps_not_audited} if route.steps_not_audited else {}
 
 
 async def reconcile_results(state: RelayState, device_id: str, answer: JobResults) -> None:

@@ -396,3 +396,86 @@ async def test_a_session_closed_during_the_handshake_ends_quietly(
     assert "connection closed during the handshake" in caplog.text
     assert "Traceback" not in caplog.text
     assert relay.state.router.agent(device_id) is None
+
+
+async def _settled(agent: Agent, seq: int = 1) -> None:
+    """The relay handles an agent's frames in order: once this heartbeat's ack is back,
+    everything the agent sent before it (steps, the end, its audit records) has been handled."""
+    await agent.reply(m.Heartbeat(seq=seq, sent_at=1.0))
+    replies = await agent.next()
+    assert isinstance(replies[-1], m.HeartbeatAck), replies
+
+
+async def test_a_console_gone_mid_script_leaves_it_unknown_then_its_end_reconciles(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        async with Console(relay) as console:
+            request = await _run(relay, console, agent, device_id)
+            await agent.reply(m.ScriptStarted(id=request.id, job_id="j", started_at=1.0))
+            await console.next()
+        # the console left; the till doesn't care: the script runs on
+        await wait_until(lambda: relay.state.router.orphans == 1)
+        job = await _only_job(relay)
+        assert job.status is JobStatus.UNKNOWN
+        assert (job.error or "").startswith("outcome_unknown: the console disconnected")
+        await agent.reply(_progress(request.id, "backup_made", backup_id="bk-1"))
+        await agent.reply(_finished(request.id, "failed"))
+        await _settled(agent)
+        assert relay.state.router.orphans == 0
+    job = await _only_job(relay)
+    assert job.status is JobStatus.FAILED
+    actions = [(r.action, str(r.outcome)) for r in await _records(relay)]
+    assert actions[-4:] == [
+        ("script.run", "ok"),
+        ("script.run.finished", "unknown"),
+        ("script.run.backup_made", "ok"),
+        ("script.run.reconciled", "failed"),
+    ]
+    await _chain_ok(relay)
+
+
+async def test_the_stated_run_timeout_holds_a_silent_running_script(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        request = await _run(relay, console, agent, device_id)
+        rid = request.id
+        await agent.reply(_progress(rid, "verified", risk="A", run_timeout=30.0))
+        await agent.reply(m.ScriptStarted(id=rid, job_id="j", started_at=1.0))
+        await _settled(agent)
+        # the script is silent for ten request timeouts, inside its own run timeout
+        relay.clock.offset += 10 * REQUEST_TIMEOUT
+        assert relay.state.router.expire(relay.clock()) == []
+        await agent.reply(_finished(rid))
+        seen: list[m.Message] = []
+        while not seen or not isinstance(seen[-1], m.ScriptFinished):
+            seen += await console.next()
+    job = await _only_job(relay)
+    assert job.status is JobStatus.SUCCEEDED
+    await _chain_ok(relay)
+
+
+async def test_a_flood_of_steps_is_audited_up_to_the_cap_and_counted(relay: Relay) -> None:
+    from posassist.relay.routing import MAX_AUDITED_STEPS
+
+    flood = MAX_AUDITED_STEPS + 36
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        request = await _run(relay, console, agent, device_id)
+        for n in range(flood):
+            await agent.reply(_progress(request.id, "backup_made", n=n))
+        await agent.reply(_finished(request.id))
+        await _settled(agent)
+        seen: list[m.Message] = []
+        while not seen or not isinstance(seen[-1], m.ScriptFinished):
+            seen += await console.next()
+        assert len(seen) == flood + 1  # the technician still sees every step
+    records = await _records(relay)
+    steps = [r for r in records if r.action == "script.run.backup_made"]
+    assert len(steps) == MAX_AUDITED_STEPS
+    assert [r.detail["agent"]["n"] for r in steps] == list(range(MAX_AUDITED_STEPS))
+    finished = records[-1]
+    assert finished.action == "script.run.finished"
+    assert finished.detail["steps_not_audited"] == 36
+    await _chain_ok(relay)

@@ -137,6 +137,8 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
         if fresh is not None:
             fresh.cancel()
             await asyncio.gather(fresh, return_exceptions=True)
+        if scripts is not None:
+            await scripts.close()  # runs outlive connections, not the agent
     if not once:
         _say("代理已停止", "agent stopped")
     return status

@@ -259,16 +259,21 @@ async def test_an_agent_that_disconnects_mid_run_leaves_it_unknown_and_a_v2_agen
     await _chain_ok(relay)
 
 
-async def test_an_agent_without_a_record_of_the_job_reconciles_it_as_not_run(relay: Relay) -> None:
+async def test_a_job_the_agent_never_received_fails_as_never_delivered(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     other_device, _ = await relay.enrol()
     async with Console(relay) as console:
         async with Agent(relay, device_id, key) as agent:
             request = await _run(relay, console, agent, device_id)
+            forgotten = await relay.state.storage.create_job(
+                device_id, "script.run", "tech", now=relay.clock()
+            )
+            await relay.state.storage.finish_job(forgotten.id, JobStatus.UNKNOWN, now=relay.clock())
         await console.next()
         async with Agent(relay, device_id, key) as agent:
             (query,) = await agent.next()
             assert isinstance(query, m.JobQuery)
+            assert set(query.job_ids) == {request.job_id, forgotten.id}
             other_job = await relay.state.storage.create_job(
                 other_device, "script.run", "tech", now=relay.clock()
             )
@@ -278,16 +283,63 @@ async def test_an_agent_without_a_record_of_the_job_reconciles_it_as_not_run(rel
                 # another device's job can't be touched from here
                 {"job_id": other_job.id, "status": "succeeded", **blank},
                 {"job_id": "job_nonexistent", "status": "succeeded", **blank},
-                {"job_id": request.job_id, "status": "unknown", **blank},
+                # received, but its result is no longer kept: proves nothing, stays unknown
+                {"job_id": forgotten.id, "status": "unknown", **blank},
+                # the till's receipts log proves the request never reached it
+                {"job_id": request.job_id, "status": "never_received", **blank},
             )
             await agent.reply(m.JobResults(id=query.id, results=results))
-            await wait_until(lambda: _status(relay) is JobStatus.FAILED)
+            await _settled(agent)
     mine = await relay.state.storage.get_job(str(request.job_id))
     assert (mine.status, mine.error) == (
         JobStatus.FAILED,
-        "not_run: the device has no record of this job",
+        "never_delivered: the device never received this job",
     )
+    assert (await relay.state.storage.get_job(forgotten.id)).status is JobStatus.UNKNOWN
     assert (await relay.state.storage.get_job(other_job.id)).status is JobStatus.UNKNOWN
+    reconciled = [r for r in await _records(relay) if r.action == "script.run.reconciled"]
+    assert [(r.detail["job"], str(r.outcome)) for r in reconciled] == [(request.job_id, "failed")]
+    await _chain_ok(relay)
+
+
+async def test_a_job_still_running_is_asked_about_at_every_heartbeat_until_it_ends(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Console(relay) as console:
+        async with Agent(relay, device_id, key) as agent:
+            request = await _run(relay, console, agent, device_id)
+        await console.next()
+        job_id = str(request.job_id)
+        blank = {"exit_code": None, "finished_at": None, "backup_id": None, "detail": ""}
+        async with Agent(relay, device_id, key) as agent:
+            (query,) = await agent.next()
+            assert isinstance(query, m.JobQuery)
+            running = {"job_id": job_id, "status": "running", **blank}
+            await agent.reply(m.JobResults(id=query.id, results=(running,)))
+            for seq in (1, 2):
+                # each heartbeat brings the question again while the script still runs
+                seen = await _settled(agent, seq)
+                if not any(isinstance(msg, m.JobQuery) for msg in seen):
+                    seen += await agent.next()
+                ack, again = seen
+                assert isinstance(ack, m.HeartbeatAck)
+                assert isinstance(again, m.JobQuery)
+                assert again.job_ids == (job_id,)
+                assert (await relay.state.storage.get_job(job_id)).status is JobStatus.UNKNOWN
+                if seq == 1:
+                    await agent.reply(m.JobResults(id=again.id, results=(running,)))
+            # the second question is not answered yet: the next heartbeat doesn't ask twice
+            assert [msg.TAG for msg in await _settled(agent, seq=3)] == ["heartbeat.ack"]
+            done = {**running, "status": "succeeded", "exit_code": 0, "finished_at": 9.0}
+            assert isinstance(again, m.JobQuery)
+            await agent.reply(m.JobResults(id=again.id, results=(done,)))
+            # (a second question at seq 3 would have come after its ack, so before this one)
+            assert [msg.TAG for msg in await _settled(agent, seq=4)] == ["heartbeat.ack"]
+            assert (await relay.state.storage.get_job(job_id)).status is JobStatus.SUCCEEDED
+            # answered: nothing more to ask (a query would come before this ack's successor)
+            assert [msg.TAG for msg in await _settled(agent, seq=5)] == ["heartbeat.ack"]
+            assert [msg.TAG for msg in await _settled(agent, seq=6)] == ["heartbeat.ack"]
     await _chain_ok(relay)
 
 
@@ -398,12 +450,15 @@ async def test_a_session_closed_during_the_handshake_ends_quietly(
     assert relay.state.router.agent(device_id) is None
 
 
-async def _settled(agent: Agent, seq: int = 1) -> None:
+async def _settled(agent: Agent, seq: int = 1) -> list[m.Message]:
     """The relay handles an agent's frames in order: once this heartbeat's ack is back,
-    everything the agent sent before it (steps, the end, its audit records) has been handled."""
+    everything the agent sent before it (steps, the end, its audit records) has been handled.
+    Returns what the relay sent up to that ack, the ack included."""
     await agent.reply(m.Heartbeat(seq=seq, sent_at=1.0))
-    replies = await agent.next()
-    assert isinstance(replies[-1], m.HeartbeatAck), replies
+    seen: list[m.Message] = []
+    while not any(isinstance(msg, m.HeartbeatAck) and msg.seq == seq for msg in seen):
+        seen += await agent.next()
+    return seen
 
 
 async def test_a_console_gone_mid_script_leaves_it_unknown_then_its_end_reconciles(

@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between heartbeats (1-3600)",
     )
     serve.add_argument("--request-timeout", type=_bounded(float, 0.1, 86400.0), default=60.0)
+    serve.add_argument(
+        "--max-run-timeout",
+        type=_bounded(float, 0.0, 86400.0),
+        default=3600.0,
+        help="longest script run timeout that holds a request open (0-86400 s)",
+    )
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     limits = serve.add_argument_group(
         "limits before sign-in", "see docs/relay.md#limits-before-sign-in"
@@ -615,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root_hash=anchored_root_hash(args.data / "scripts"),
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
+                max_run_timeout=args.max_run_timeout,
                 database_sync=args.sync,
                 audit_checkpoint_interval=args.checkpoint_interval,
                 header_timeout=args.header_timeout,

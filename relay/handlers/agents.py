@@ -41,7 +41,7 @@ from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import NotFound, StorageError
 from ..limits import trust_connection
-from ..routing import RECONCILABLE
+from ..routing import RECONCILABLE, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
 from .jobs import OUTCOME_UNKNOWN, finish_route, reconcile_results, reconcile_route
@@ -258,6 +258,8 @@ async def _handle(
         route = state.router.deliver(peer, event, state.now())
         if route is None:
             return
+        # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
+        event = relay_owned(event, route)
         if not route.orphaned:  # an orphan's console was told already and waits no more
             _forward_reply(state, route, event)
         if isinstance(event, ScriptProgress):

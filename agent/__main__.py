@@ -22,7 +22,7 @@ from . import __version__
 from .backoff import backoff
 from .config import load_identity
 from .enrol import enrol, trust_root
-from .errors import RelayRefusedError
+from .errors import RelayRefusedError, ReplacedError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -119,6 +119,12 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
     def failed(exc: BaseException) -> None:
         if isinstance(exc, RelayRefusedError):
             _say("服务器拒绝了本设备: " + exc.code, "the relay refused this device: " + exc.code)
+        elif isinstance(exc, ReplacedError):
+            _say(
+                "本设备身份在另一处连接了服务器, 稍后重连 (若为复制的系统镜像, 请重新登记本机)",
+                "another connection with this device identity replaced ours; reconnecting "
+                "after a back-off (a cloned till must be enrolled on its own)",
+            )
         elif once:
             _say("无法连接服务器", "cannot connect to the relay: " + type(exc).__name__)
 

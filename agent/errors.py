@@ -11,6 +11,7 @@ everything else 1.
     └── AgentError
         ├── ConfigError               the data directory or arguments are unusable   exit 2
         ├── UntrustedRootError        a script root the approvers did not name      exit 3
+        ├── ReplacedError             the relay closed us 4002: this identity connected again
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -48,6 +49,7 @@ __all__ = [
     "PortPermissionError",
     "PortUnpluggedError",
     "RelayRefusedError",
+    "ReplacedError",
     "ScriptError",
     "ScriptRefusedError",
     "UntrustedRootError",
@@ -76,6 +78,17 @@ class UntrustedRootError(AgentError):
     exit_code = EXIT_REFUSED
     public_reason = "the script repository root is not the one the approvers named"
     public_reason_zh = "脚本库根证书与审批人提供的不一致"
+
+
+class ReplacedError(AgentError):
+    """The relay closed this connection (4002) because the same device connected again: on a
+    working till the connection it had already lost, else another PC holding this identity (a
+    cloned disk image). The agent backs off before reconnecting (agent/run.py), so two such
+    tills do not replace each other forever (docs/relay.md#flapping-agents)."""
+
+    close_code = 4002
+    public_reason = "replaced by another connection of this device"
+    public_reason_zh = "本设备身份在另一处连接了服务器 (可能是复制的系统镜像)"
 
 
 class CollectorError(AgentError):

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
+#: Shown under a device whose connections keep replacing each other (docs/relay.md#flapping-agents).
+FLAPPING = (
+    "FLAPPING: two PCs are connecting with this device identity (a cloned till?); enrol each "
+    "PC on its own / 两台电脑在使用同一个设备身份, 请分别登记"
+)
+
+
 def _home() -> Path:
     return Path(os.environ.get("POSASSIST_HOME", Path.home() / ".posassist"))
 
@@ -102,6 +109,8 @@ def devices(show_facts: bool = False) -> int:
         facts = facts if isinstance(facts, dict) else {}
         line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
         print(printable(f"{line} {facts_summary(facts)}", multiline=False))
+        if d.get("flapping") is True:  # relay/flapping.py
+            print(f"  {FLAPPING}")
         if show_facts:
             print("\n".join(render_facts(facts)))
     return 0

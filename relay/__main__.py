@@ -134,6 +134,19 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds over which refusals before sign-in are summarised in the audit log",
     )
     serve.add_argument(
+        "--flap-window",
+        type=_bounded(float, 1.0, 86400.0),
+        default=60.0,
+        help="seconds over which a device's connections replacing each other are counted",
+    )
+    serve.add_argument(
+        "--flap-threshold",
+        type=_bounded(int, 1, 1_000_000),
+        default=5,
+        help="replacements of one device in a window beyond which it is flapping "
+        "(docs/relay.md#flapping-agents)",
+    )
+    serve.add_argument(
         "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
     )
     serve.add_argument(
@@ -623,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_unauthenticated=args.max_unauthenticated,
                 max_unauthenticated_per_address=args.max_unauthenticated_per_address,
                 refusal_window=args.refusal_window,
+                flap_window=args.flap_window,
+                flap_threshold=args.flap_threshold,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

@@ -18,6 +18,7 @@ from . import __version__
 from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import StorageError
+from .flapping import FlapDetector
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
@@ -58,7 +59,9 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
         metrics=metrics,
         refusals=RefusalLedger(config.refusal_window, config.max_refusal_addresses),
     )
+    state.flaps = FlapDetector(config.flap_window, config.flap_threshold)
     metrics.agents_connected.set_function(state.router.agents_online)
+    metrics.agents_flapping.set_function(lambda: state.flaps.flapping(state.now()))
     metrics.consoles_connected.set_function(lambda: state.consoles)
     state.login_backoff = LoginBackoff(
         max_failures=config.login_max_failures,

@@ -77,6 +77,10 @@ class RelayConfig:
     #: the rest as one summary record with a count when the window ends (relay/refusals.py).
     refusal_window: float = 60.0
     max_refusal_addresses: int = 1000
+    #: Replacements of one device's connection by another (4002) in ``flap_window`` seconds
+    #: beyond which it is flapping: two tills with one identity (relay/flapping.py).
+    flap_window: float = 60.0
+    flap_threshold: int = 5
     sweep_interval: float = 0.1
     presence_interval: float = 1.0
     #: Seconds between signed audit checkpoints (docs/relay.md#audit-checkpoints).

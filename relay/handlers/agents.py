@@ -144,6 +144,7 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
         await previous.close(REPLACED, "replaced by a newer connection")
+        await _count_replacement(state, device_id, previous.peer, peer.peer)
     log.info(
         "agent %s connected from %s (%s, protocol v%d)",
         device_id,
@@ -152,6 +153,31 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         session.version,
     )
     return device_id
+
+
+async def _count_replacement(
+    state: RelayState, device_id: str, old_address: str, new_address: str
+) -> None:
+    """Count a replacement (4002); a device past the threshold is audited ``agent.flapping``
+    once per window with the addresses seen (docs/relay.md#flapping-agents)."""
+    state.metrics.agent_replacements.inc()
+    report = state.flaps.replaced(device_id, old_address, new_address, state.now())
+    if report is None:
+        return
+    log.warning(
+        "device %s is flapping: %d connections replaced each other since %.0f, from %s "
+        "(one identity on two tills?)",
+        device_id,
+        report.replacements,
+        report.since,
+        ", ".join(report.addresses),
+    )
+    try:
+        await state.audit(
+            "relay", "agent.flapping", f"device:{device_id}", Outcome.FAILED, report.detail
+        )
+    except StorageError as exc:  # the connection is served all the same
+        log.warning("flapping of %s not audited: %s", device_id, exc)
 
 
 def _check_still_open(session: Session, device_id: str) -> None:

@@ -387,6 +387,8 @@ def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
         "store_id": device.store_id,
         "status": device.status.value,
         "online": state.router.agent(device.id) is not None,
+        # its connections keep replacing each other: one identity on two tills (cloned image)
+        "flapping": state.flaps.is_flapping(device.id, state.now()),
         "last_seen": device.last_seen,
         "agent_version": device.agent_version,
         "facts": device.facts,

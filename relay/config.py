@@ -71,6 +71,11 @@ class RelayConfig:
     #: connection is closed at once.
     max_unauthenticated: int = 1024
     max_unauthenticated_per_address: int = 256
+    #: Websocket sign-ins that fail (bad signature, unknown device, bad token…) per address:
+    #: a budget of ``handshake_failure_burst``, refilled at ``handshake_failure_rate`` per
+    #: second; an address that spent it gets 429 before the upgrade (relay/limits.py).
+    handshake_failure_rate: float = 0.05
+    handshake_failure_burst: int = 10
     enrol_rate: float = 0.2  # enrolment attempts per second per address, after the burst
     enrol_burst: int = 10
     #: Refusals before sign-in: the first per address and action in a window is audited in full,

@@ -46,6 +46,7 @@ from posassist.protocol.errors import (
 )
 
 __all__ = [
+    "HTTP_ERRORS",
     "BadCredentials",
     "BadRequest",
     "CheckpointError",
@@ -241,3 +242,30 @@ class EnrolmentWrongRelay(EnrolmentError):
     """The enrolment token was issued by a different relay."""
 
     public_reason = "enrolment token is for another relay"
+
+
+#: The JSON body of an HTTP error the relay did not raise itself (aiohttp's 404, 405, 413, a
+#: request head it could not parse or that is too large, an unexpected failure): a fixed
+#: ``{"error", "message", "message_zh"}`` by status, never the request's input
+#: (relay/handlers/api.py ``errors_middleware``, relay/limits.py's connection handler).
+HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("BadRequest", BadRequest.public_reason, BadRequest.public_reason_zh),
+    401: ("Unauthorized", "authentication required", "需要登录"),
+    403: ("Forbidden", ScopeError.public_reason, ScopeError.public_reason_zh),
+    404: ("NotFound", NotFound.public_reason, NotFound.public_reason_zh),
+    405: ("MethodNotAllowed", "method not allowed", "不支持该请求方法"),
+    408: ("RequestTimeout", "request took too long", "请求超时"),
+    413: ("PayloadTooLarge", "request body too large", "请求内容过大"),
+    414: ("UriTooLong", "request target too long", "请求地址过长"),
+    429: ("RateLimited", RateLimited.public_reason, RateLimited.public_reason_zh),
+    431: ("HeadersTooLarge", "request headers too large", "请求头过大"),
+    500: ("InternalError", PosAssistError.public_reason, PosAssistError.public_reason_zh),
+    503: ("ServiceUnavailable", "service temporarily unavailable", "服务暂时不可用"),
+}
+
+
+def http_error_body(status: int) -> dict[str, str]:
+    """The fixed JSON body for an HTTP error ``status`` (any 4xx/5xx; unknown ones by class)."""
+    known = HTTP_ERRORS.get(status) or HTTP_ERRORS[400 if status < 500 else 500]
+    code, message, message_zh = known
+    return {"error": code, "message": message, "message_zh": message_zh}

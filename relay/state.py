@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from posassist.protocol import Session
 
     from .config import RelayConfig
+    from .limits import HandshakeBudget
     from .metrics import RelayMetrics
     from .ratelimit import KeyedLimiter
     from .refusals import RefusalLedger
@@ -60,6 +61,8 @@ class RelayState:
     login_limiter: KeyedLimiter[str]
     console_limiter: KeyedLimiter[str]
     enrol_limiter: KeyedLimiter[str]
+    #: Failed websocket sign-ins per address (relay/limits.py ``HandshakeBudget``).
+    handshake_budget: HandshakeBudget
     metrics: RelayMetrics
     #: Refusals before sign-in, summarised per address and window (relay/refusals.py).
     refusals: RefusalLedger

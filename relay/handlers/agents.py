@@ -39,7 +39,7 @@ from posassist.protocol.errors import (
 from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import NotFound, StorageError
+from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
 from ..routing import RECONCILABLE, relay_owned
 from ..state import STATE, RelayState
@@ -60,8 +60,30 @@ REVOKED = 4003
 REPLACED = 4002
 
 
+async def refuse_over_budget(state: RelayState, request: web.Request, action: str) -> None:
+    """RateLimited (429, before the websocket upgrade) if the request's address has spent its
+    failed sign-in budget (relay/limits.py ``HandshakeBudget``); the refusal is audited,
+    summarised per address and window like every refusal before sign-in."""
+    address = str(request.remote)
+    if state.handshake_budget.exhausted(address, state.now()):
+        await state.audit(
+            f"ip:{address}", action, "relay", Outcome.REFUSED, {"reason": "rate limited"}
+        )
+        raise RateLimited("too many failed sign-ins from this address")
+
+
+def handshake_failed(state: RelayState, peer: WebSocketSession, exc: BaseException) -> None:
+    """A sign-in failed (refused, broken or too slow): it costs its address budget. A peer
+    that merely went away costs nothing (the caps on connections bound those)."""
+    if isinstance(exc, PosAssistError | TimeoutError) and not isinstance(
+        exc, ConnectionClosedError
+    ):
+        state.handshake_budget.failed(peer.peer, state.now())
+
+
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
+    await refuse_over_budget(state, request, "agent.connect")
     peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
     ws = peer.ws
     device_id: str | None = None
@@ -72,8 +94,12 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         await _ask_about_lost_jobs(device_id, peer, state)
         await _serve(device_id, peer, state)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        if device_id is None:
+            handshake_failed(state, peer, exc)
         log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
     except PosAssistError as exc:
+        if device_id is None:
+            handshake_failed(state, peer, exc)
         if device_id is not None and isinstance(exc, RemoteProtocolError):
             # before closing: once the socket is closed aiohttp may cancel this handler
             await _audit_refused_frame(state, device_id, peer, exc)

@@ -3,12 +3,16 @@ consoles played by the test: fields the relay owns, failed-handshake budgets, id
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from posassist.protocol import messages as m
-from tests.relay.harness import Agent, Console, Relay, start_relay
+from posassist.protocol import signing
+from tests.relay.harness import Agent, Console, Relay, agent_handshake, start_relay
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -81,3 +85,71 @@ async def test_forwarded_replies_carry_the_relays_job_and_device_not_the_agents(
             assert getattr(reply, "id") == 4  # noqa: B009
         job = await relay.state.storage.get_job(run.job_id)
         assert job.status.value == "succeeded"
+
+
+async def _refused_agent(relay: Relay, device_id: str, key: signing.Ed25519PrivateKey) -> str:
+    """One agent sign-in that the relay refuses; its refusal code."""
+    async with connect(relay.ws + "/v1/agent", close_timeout=1) as ws:
+        _, answer = await agent_handshake(ws, device_id, key)
+    assert isinstance(answer, m.AuthRefused), answer
+    return answer.code
+
+
+async def _status_before_upgrade(relay: Relay, path: str) -> tuple[int, dict[str, object]]:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(relay.ws + path, close_timeout=1):
+            pass
+    response = info.value.response
+    return response.status_code, json.loads(response.body or b"{}")
+
+
+async def test_failed_sign_ins_spend_a_budget_then_get_429_before_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    relay = await start_relay(tmp_path, handshake_failure_burst=3, handshake_failure_rate=0.05)
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+            stranger = signing.generate_private_key()
+            codes = [await _refused_agent(relay, device_id, stranger) for _ in range(2)]
+            codes.append(await _refused_agent(relay, "dev_nobody", stranger))
+            assert codes == ["bad_signature", "bad_signature", "unknown_device"]
+            seen_before = await _records(relay)
+            # the budget is spent: refused before any websocket, for agents and consoles alike
+            for path in ("/v1/agent", "/v1/agent", "/v1/console"):
+                status, body = await _status_before_upgrade(relay, path)
+                assert status == 429
+                assert body["error"] == "RateLimited"
+                assert body["message_zh"]
+            # nothing was read or checked for them: no new agent.connect record per try
+            # (agent.connect had its full record already in this window; console.connect gets one)
+            assert len(await _records(relay)) == len(seen_before) + 1
+            # signed-in traffic from the same address is unaffected
+            await console.request(m.DiagnosticsRequest(id=9, device_id=device_id))
+            (asked,) = await agent.next()
+            assert isinstance(asked, m.DiagnosticsRequest)
+            await agent.reply(
+                m.DiagnosticsReport(id=asked.id, device_id=device_id, collected_at=1, sections={})
+            )
+            (report,) = await console.next()
+            assert isinstance(report, m.DiagnosticsReport)
+        # the budget refills: 1/0.05 = 20 s later one more try is let through (and refused)
+        relay.clock.offset += 21
+        assert await _refused_agent(relay, device_id, stranger) == "bad_signature"
+        await relay.state.write_refusal_summaries(final=True)
+        summaries = [
+            r
+            for r in await _records(relay)
+            if r.action == "agent.connect" and r.detail.get("summary")
+        ]
+        assert len(summaries) == 1
+        assert summaries[0].actor == "ip:127.0.0.1"
+        # the two refusals after the first full record were counted, including the 429s
+        assert summaries[0].detail["count"] >= 3
+        assert summaries[0].detail["reasons"].get("rate_limited") == 2
+    finally:
+        await relay.server.close()
+
+
+async def _records(relay: Relay) -> list:  # type: ignore[type-arg]
+    return [r async for r in relay.state.storage.records()]

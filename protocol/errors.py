@@ -26,6 +26,7 @@ boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, re
     ├── InvalidEnrolmentToken         (protocol/enrolment.py) damaged token     1008  400   2
     ├── ManifestError                 (protocol/manifest.py) bad manifest       1008  400   2
     ├── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
+    ├── BadArgument                   a command-line argument a command can't take  1008  400   2
     └── PeerSilentError               nothing arrived within the silence deadline  4009  500   1
 
 The text of an exception is for our logs and the local operator. What may be shown to a peer is
@@ -42,6 +43,7 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_USAGE",
     "AuthenticationError",
+    "BadArgument",
     "InvalidMessage",
     "LocalProtocolError",
     "MalformedMessage",
@@ -181,6 +183,19 @@ class SignatureError(PosAssistError):
     exit_code = EXIT_REFUSED
     public_reason = "bad signature"
     public_reason_zh = "签名无效"
+
+
+class BadArgument(PosAssistError):
+    """A command-line argument a command can't take (a device id that can't be one, a
+    ``--param`` that is not ``name=value``, a number out of range): the command prints one
+    line and exits 2 (:data:`EXIT_USAGE`); nothing was sent or changed. The message names the
+    argument; it is for the local user, whose own input it may quote."""
+
+    close_code = 1008
+    http_status = 400
+    exit_code = EXIT_USAGE
+    public_reason = "bad argument"
+    public_reason_zh = "参数有误"
 
 
 def error_line(exc: PosAssistError) -> str:

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
-from posassist.protocol.errors import EXIT_USAGE, error_line
+from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
+from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.signing import fingerprint
 
 from . import __version__
@@ -390,6 +391,8 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
         return 0
     else:
+        if not DEVICE_ID.fullmatch(args.device_id):
+            raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
         try:
             await storage.revoke_device(args.device_id, now=now)
         except NotFound:

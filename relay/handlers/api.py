@@ -17,6 +17,7 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.protocol.messages import DEVICE_ID
 
 from ..audit import Outcome
 from ..errors import (
@@ -429,6 +430,8 @@ def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
 async def revoke_device(request: web.Request) -> web.Response:
     """Revoke a device: refused from now on, and disconnected at once if connected."""
     device_id = request.match_info["device_id"]
+    if not DEVICE_ID.fullmatch(device_id):  # never a device: refused before any lookup
+        raise BadRequest("not a device id")
     state, user = await _admin_in(request, Scope(ScopeKind.DEVICE, device_id), "device.revoke")
     await state.storage.revoke_device(device_id, now=state.now())
     await state.audit(f"user:{user.username}", "device.revoke", f"device:{device_id}", Outcome.OK)

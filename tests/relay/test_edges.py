@@ -153,3 +153,16 @@ async def test_failed_sign_ins_spend_a_budget_then_get_429_before_the_upgrade(
 
 async def _records(relay: Relay) -> list:  # type: ignore[type-arg]
     return [r async for r in relay.state.storage.records()]
+
+
+@pytest.mark.parametrize("bad", ["dev%201", "dev%1B%5B2J", "%3Cb%3E", "d" * 65])
+async def test_revoking_something_that_cannot_be_a_device_id_is_bad_request(
+    relay: Relay, bad: str
+) -> None:
+    device_id, _ = await relay.enrol()
+    before = await _records(relay)
+    status, body = await relay.post(f"/v1/devices/{bad}/revoke", {}, relay.tokens["admin"])
+    assert status == 400
+    assert body == {"error": "BadRequest", "message": "bad request", "message_zh": "请求无效"}
+    assert len(await _records(relay)) == len(before)  # nothing looked up, changed or audited
+    assert (await relay.state.storage.get_device(device_id)).status.value == "active"

@@ -95,18 +95,21 @@ class CollectorError(AgentError):
     """A diagnostics collector could not produce its data."""
 
     public_reason = "collector failed"
+    public_reason_zh = "诊断项采集失败"
 
 
 class CollectorTimeout(CollectorError):
     """A collector's own deadline passed before it finished."""
 
     public_reason = "collector timed out"
+    public_reason_zh = "诊断项采集超时"
 
 
 class LogReadError(CollectorError):
     """A log file could not be opened or read."""
 
     public_reason = "log not readable"
+    public_reason_zh = "日志无法读取"
 
 
 class PortError(CollectorError):
@@ -117,6 +120,7 @@ class PortError(CollectorError):
     """
 
     public_reason = "port error"
+    public_reason_zh = "端口出错"
 
     def __init__(self, port: str, message: str = "") -> None:
         super().__init__(f"{port}: {message}" if message else port)
@@ -127,12 +131,14 @@ class PortNotFoundError(PortError):
     """The device node does not exist, or the TCP printer refused / did not answer the connect."""
 
     public_reason = "port not found"
+    public_reason_zh = "找不到端口或设备"
 
 
 class PortPermissionError(PortError):
     """The operating system refused access to the port (Linux: not in the ``dialout`` group)."""
 
     public_reason = "permission denied on port"
+    public_reason_zh = "无权访问端口"
 
 
 class PortHeldError(PortError):
@@ -143,6 +149,7 @@ class PortHeldError(PortError):
     """
 
     public_reason = "port held by another process"
+    public_reason_zh = "端口被其他程序占用"
 
     def __init__(self, port: str, holders: Tuple[Any, ...] = (), message: str = "") -> None:
         super().__init__(port, message)
@@ -153,12 +160,14 @@ class PortUnpluggedError(PortError):
     """The link vanished while the agent was talking to the device (unplug, power-off, close)."""
 
     public_reason = "device disconnected"
+    public_reason_zh = "设备已断开"
 
 
 class ScriptError(AgentError):
     """A vetted script could not be run as asked (agent/scripts/)."""
 
     public_reason = "script error"
+    public_reason_zh = "脚本出错"
 
 
 class ScriptRefusedError(ScriptError):
@@ -169,6 +178,7 @@ class ScriptRefusedError(ScriptError):
     """
 
     public_reason = "script refused"
+    public_reason_zh = "脚本被拒绝执行"
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(f"{refusal.code}: {refusal.en}")
@@ -179,3 +189,4 @@ class BackupError(ScriptError):
     """A path could not be backed up, or a backup could not be restored and verified."""
 
     public_reason = "backup failed"
+    public_reason_zh = "备份失败"

@@ -110,6 +110,7 @@ class PayloadTooBig(RemoteProtocolError):
 
     close_code = 1009
     public_reason = "message too big"
+    public_reason_zh = "消息过大"
 
 
 class MalformedMessage(RemoteProtocolError):
@@ -117,6 +118,7 @@ class MalformedMessage(RemoteProtocolError):
 
     close_code = 1007
     public_reason = "malformed message"
+    public_reason_zh = "消息格式错误"
 
 
 class UnknownMessageType(RemoteProtocolError):
@@ -124,6 +126,7 @@ class UnknownMessageType(RemoteProtocolError):
 
     close_code = 1003
     public_reason = "unknown message type"
+    public_reason_zh = "未知的消息类型"
 
 
 class InvalidMessage(RemoteProtocolError):
@@ -131,6 +134,7 @@ class InvalidMessage(RemoteProtocolError):
 
     close_code = 1007
     public_reason = "invalid message"
+    public_reason_zh = "消息内容无效"
 
     def __init__(self, *args: object, tag: Optional[str] = None) -> None:
         super().__init__(*args)
@@ -143,6 +147,7 @@ class UnsupportedVersion(RemoteProtocolError):
 
     close_code = 4000
     public_reason = "unsupported protocol version"
+    public_reason_zh = "协议版本不兼容"
 
 
 class UnexpectedMessage(RemoteProtocolError):
@@ -150,6 +155,7 @@ class UnexpectedMessage(RemoteProtocolError):
 
     close_code = 1002
     public_reason = "unexpected message"
+    public_reason_zh = "不应出现的消息"
 
 
 class UnknownReply(RemoteProtocolError):
@@ -157,6 +163,7 @@ class UnknownReply(RemoteProtocolError):
 
     close_code = 1002
     public_reason = "reply to unknown request"
+    public_reason_zh = "回复不对应任何请求"
 
 
 class TooManyRequests(RemoteProtocolError):
@@ -164,6 +171,7 @@ class TooManyRequests(RemoteProtocolError):
 
     close_code = 1008
     public_reason = "too many requests in flight"
+    public_reason_zh = "进行中的请求过多"
 
 
 class AuthenticationError(PosAssistError):

@@ -78,6 +78,7 @@ class StorageError(PosAssistError):
     http_status = 500
     close_code = 1011
     public_reason = "internal error"
+    public_reason_zh = "内部错误"
 
 
 class NotFound(StorageError):
@@ -190,12 +191,14 @@ class TokenExpired(TokenError):
     """The bearer token is past its expiry."""
 
     public_reason = "token expired"
+    public_reason_zh = "登录已过期, 请重新登录"
 
 
 class TokenRevoked(TokenError):
     """The bearer token was revoked (sign-out, or an admin action)."""
 
     public_reason = "token revoked"
+    public_reason_zh = "登录已被撤销, 请重新登录"
 
 
 class DeviceRevoked(AuthenticationError):
@@ -218,30 +221,35 @@ class EnrolmentTokenUnknown(EnrolmentError):
     """No such enrolment token."""
 
     public_reason = "enrolment token not recognised"
+    public_reason_zh = "登记码无效"
 
 
 class EnrolmentTokenUsed(EnrolmentError):
     """The enrolment token was already used (tokens are one-time)."""
 
     public_reason = "enrolment token already used"
+    public_reason_zh = "登记码已被使用"
 
 
 class EnrolmentTokenExpired(EnrolmentError):
     """The enrolment token is past its expiry."""
 
     public_reason = "enrolment token expired"
+    public_reason_zh = "登记码已过期"
 
 
 class EnrolmentTokenRevoked(EnrolmentError):
     """An operator revoked the enrolment token before it was used."""
 
     public_reason = "enrolment token revoked"
+    public_reason_zh = "登记码已被撤销"
 
 
 class EnrolmentWrongRelay(EnrolmentError):
     """The enrolment token was issued by a different relay."""
 
     public_reason = "enrolment token is for another relay"
+    public_reason_zh = "登记码属于另一台服务器"
 
 
 #: The JSON body of an HTTP error the relay did not raise itself (aiohttp's 404, 405, 413, a

@@ -12,17 +12,28 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
-from posassist.protocol import PosAssistError, signing
-from posassist.protocol.errors import error_line
+# On Python 3.8 (Windows 7 tills) cryptography warns, when first imported, that its support for
+# 3.8 is deprecated: a line on every start that a merchant can do nothing about. Only that
+# warning is silenced, here in the entry point and before cryptography is imported; every
+# other warning still shows.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Python 3\.8 is no longer supported by the Python core team",
+    category=UserWarning,
+)
 
-from . import __version__
-from .backoff import backoff
-from .config import load_identity
-from .enrol import enrol, trust_root
-from .errors import RelayRefusedError, ReplacedError
+from posassist.protocol import PosAssistError, signing  # noqa: E402
+from posassist.protocol.errors import error_line  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .backoff import backoff  # noqa: E402
+from .config import load_identity  # noqa: E402
+from .enrol import enrol, trust_root  # noqa: E402
+from .errors import RelayRefusedError, ReplacedError  # noqa: E402
 
 if TYPE_CHECKING:
     from .config import Identity

@@ -36,7 +36,7 @@ from posassist.protocol.errors import LocalProtocolError, ProtocolError
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, ReplacedError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -47,6 +47,8 @@ log = logging.getLogger("posassist.agent")
 SOFTWARE = "posassist-agent/" + __version__
 #: diagnostics requests served at once; more get ErrorReply "busy" (each runs several threads)
 MAX_DIAGNOSES = 2
+#: Close code of a connection the relay replaced by a newer one of the same device.
+REPLACED = 4002
 #: seconds to gather the device facts in; past that they are not sent on this connection
 FACTS_TIMEOUT = 10.0
 
@@ -248,5 +250,8 @@ async def connect_once(
             ended = await agent.serve(connection, opened)
             if isinstance(ended, (PeerSilentError, ProtocolError)):
                 raise ended  # reconnected with backoff by run_agent, like any lost link
+            if isinstance(ended, ConnectionClosed) and ended.rcvd and ended.rcvd.code == REPLACED:
+                # Another connection of this identity took over: backed off, never at once.
+                raise ReplacedError(f"closed {REPLACED} by relay {opened.relay_id}")
             log.info("relay closed the connection")
         return opened

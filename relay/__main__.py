@@ -23,7 +23,8 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
-from posassist.protocol.errors import EXIT_USAGE, error_line
+from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
+from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.signing import fingerprint
 
 from . import __version__
@@ -138,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds over which refusals before sign-in are summarised in the audit log",
+    )
+    serve.add_argument(
+        "--flap-window",
+        type=_bounded(float, 1.0, 86400.0),
+        default=60.0,
+        help="seconds over which a device's connections replacing each other are counted",
+    )
+    serve.add_argument(
+        "--flap-threshold",
+        type=_bounded(int, 1, 1_000_000),
+        default=5,
+        help="replacements of one device in a window beyond which it is flapping "
+        "(docs/relay.md#flapping-agents)",
     )
     serve.add_argument(
         "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
@@ -383,6 +397,8 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
         return 0
     else:
+        if not DEVICE_ID.fullmatch(args.device_id):
+            raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
         try:
             await storage.revoke_device(args.device_id, now=now)
         except NotFound:
@@ -630,6 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_unauthenticated=args.max_unauthenticated,
                 max_unauthenticated_per_address=args.max_unauthenticated_per_address,
                 refusal_window=args.refusal_window,
+                flap_window=args.flap_window,
+                flap_threshold=args.flap_threshold,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

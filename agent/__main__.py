@@ -28,6 +28,7 @@ warnings.filterwarnings(
 
 from posassist.protocol import PosAssistError, signing  # noqa: E402
 from posassist.protocol.errors import error_line  # noqa: E402
+from posassist.protocol.text import printable  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .backoff import backoff  # noqa: E402
@@ -76,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(zh: str, en: str) -> None:
-    print(zh + " / " + en, flush=True)
+    """One line for the person at the till; it may quote the relay, so it is made printable."""
+    print(printable(zh + " / " + en, multiline=False), flush=True)
 
 
 def _script_service(

@@ -388,6 +388,9 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         except NotFound:
             print(f"error: no user {args.username}", file=sys.stderr)
             return 2
+        if args.password_file is None and not sys.stdin.isatty():
+            print("error: give --password-file (no terminal to ask on)", file=sys.stderr)
+            return 2
         password = _password(args.password_file, f"new password for {args.username}: ")
         if len(password) < 10:
             print("error: the password must be at least 10 characters", file=sys.stderr)

@@ -229,7 +229,13 @@ class Operator:
             self._start(argv)
             return ""
         result = subprocess.run(
-            argv, cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=60
+            argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,  # a line that would prompt fails here instead of hanging
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         allowed, shown = next(
             (exits for prefix, exits in EXITS.items() if _matches(argv, prefix)), ({0}, "")
@@ -257,6 +263,7 @@ class Operator:
                 argv,
                 cwd=self.cwd,
                 env=self.env,
+                stdin=subprocess.DEVNULL,
                 stdout=self.relay_log_file,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -274,6 +281,7 @@ class Operator:
             argv,
             cwd=self.cwd,
             env=self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -337,6 +345,7 @@ def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
             operator.argv(run_line),
             cwd=operator.cwd,
             env=operator.env,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=60,
@@ -358,6 +367,7 @@ def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
                 ],
                 cwd=operator.cwd,
                 env=admin_env,
+                stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 timeout=60,

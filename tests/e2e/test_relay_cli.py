@@ -9,6 +9,8 @@ device revoked with ``device revoke`` is refused by the running relay.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -33,7 +35,6 @@ from tests.e2e.cli import (
 from tests.relay.harness import agent_handshake
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Callable
     from pathlib import Path
 
@@ -378,6 +379,22 @@ def test_user_password_refuses_bad_input_and_changes_nothing(
         "--password-file", str(password_file),
     )  # fmt: skip
     assert _one_error(result) == error
+    assert (_password_hashes(data), _users_and_audit(data)) == before
+
+
+def test_user_password_without_a_file_or_terminal_says_so_and_changes_nothing(
+    provisioned: tuple[Path, str],
+) -> None:
+    data, _store = provisioned
+    before = (_password_hashes(data), _users_and_audit(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "posassist.relay", "user", "password", "admin", "--data", str(data)],
+        stdin=subprocess.DEVNULL,  # not a terminal, wherever the tests run
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert _one_error(result) == "error: give --password-file (no terminal to ask on)"
     assert (_password_hashes(data), _users_and_audit(data)) == before
 
 

@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(
             "create",
             help="create a user with a role and a scope (audited)",
-            description="Create a user. The password is read from --password-file (first line) "
+            description="Create a user. The password is read from --password-file "
             "or asked for on a terminal; at least 10 characters.",
         )
     )
@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
             help="set a user's password, e.g. to replace the one-time admin password (audited); "
             "signs the user out everywhere",
             description="Set a user's password (at least 10 characters) and revoke the user's "
-            "sign-in tokens. The password is read from --password-file (first line) or asked "
+            "sign-in tokens. The password is read from --password-file or asked "
             "for on a terminal.",
         )
     )

@@ -179,6 +179,7 @@ class Operator:
             PYTHONUNBUFFERED="1",
         )
         self.values: dict[str, str] = {}
+        self.root_hashes: list[str] = []
         self.port: int | None = None
         self.outputs: list[tuple[str, str]] = []
         self.relay: subprocess.Popen[str] | None = None
@@ -215,6 +216,7 @@ class Operator:
         """Note the ids, tokens and root hash a command printed, for the lines after it."""
         if _matches(argv, ("posassist-scripts", "root-hash")):
             (self.values[ROOT_HASH],) = re.findall(r"^[0-9a-f]{64}$", stdout, flags=re.MULTILINE)
+            self.root_hashes.append(self.values[ROOT_HASH])
             return
         for placeholder, pattern in PLACEHOLDERS.items():
             for value in set(pattern.findall(stdout)):
@@ -223,7 +225,8 @@ class Operator:
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self, line: str) -> str:
+    def run(self, line: str, *, remember: bool = True) -> str:
+        """Run one README line; with ``remember`` note what it printed for the lines after it."""
         argv = self.argv(line)
         if any(_matches(argv, prefix) for prefix in BACKGROUND):
             self._start(argv)
@@ -250,8 +253,9 @@ class Operator:
             if _matches(argv, prefix):
                 for claim in claims:
                     assert claim in result.stdout, f"{line!r} did not print {claim!r}:\n{result}"
-        self.remember(argv, result.stdout)
-        self.outputs.append((line, result.stdout))
+        if remember:
+            self.remember(argv, result.stdout)
+            self.outputs.append((line, result.stdout))
         return result.stdout
 
     def _start(self, argv: list[str]) -> None:
@@ -353,6 +357,25 @@ def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
         assert again.returncode == 1, again.stdout + again.stderr
         assert "not-found" in again.stdout
         assert "started (job" not in again.stdout
+        # a store enrolled from now on needs the new root's hash: the one from before is refused
+        first, newest = operator.root_hashes
+        assert first != newest
+        (token_line,) = [line for line in steps.lines if "enrolment create" in line]
+        for root_hash, code in ((first, 3), (newest, 0)):
+            token = operator.run(token_line, remember=False).strip()
+            enrolled = subprocess.run(
+                [
+                    *("posassist-agent", "enroll", token),
+                    *("--data", str(tmp_path / f"till-{code}"), "--root-hash", root_hash),
+                ],
+                cwd=operator.cwd,
+                env=operator.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert enrolled.returncode == code, enrolled.stdout + enrolled.stderr
         # the one-time admin password no longer signs in; the operator's own does
         (init_output,) = [out for line, out in operator.outputs if "relay init" in line]
         one_time = init_output.split("one-time admin password (shown once, change it): ")[1]

@@ -199,11 +199,40 @@ def _parser() -> argparse.ArgumentParser:
 
     user = commands.add_parser("user", help="technician and merchant accounts")
     sub = user.add_subparsers(dest="action", required=True)
-    create = with_data(sub.add_parser("create"))
-    create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--scope", required=True, help="root, or kind:id (store:sto_…)")
-    create.add_argument("--password-file", type=Path)
+    create = with_data(
+        sub.add_parser(
+            "create",
+            help="create a user with a role and a scope (audited)",
+            description="Create a user. The password is read from --password-file "
+            "or asked for on a terminal; at least 10 characters.",
+        )
+    )
+    create.add_argument("--username", required=True, help="the name the user signs in with")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in Role],
+        help="what the user may do",
+    )
+    create.add_argument(
+        "--scope",
+        required=True,
+        help="what the user sees: root, or kind:id (organisation:org_…, merchant:mer_…, "
+        "store:sto_…)",
+    )
+    create.add_argument("--password-file", type=Path, help="read the password from here")
+    password = with_data(
+        sub.add_parser(
+            "password",
+            help="set a user's password, e.g. to replace the one-time admin password (audited); "
+            "signs the user out everywhere",
+            description="Set a user's password (at least 10 characters) and revoke the user's "
+            "sign-in tokens. The password is read from --password-file or asked "
+            "for on a terminal.",
+        )
+    )
+    password.add_argument("username")
+    password.add_argument("--password-file", type=Path, help="read the new password from here")
     unlock = with_data(
         sub.add_parser(
             "unlock",
@@ -372,6 +401,24 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             return 2
         await storage.record_login_success(user.id)  # clears any lock stored by older relays
         print(f"user {args.username} unlocked (running relays forget its failed sign-ins)")
+        target = f"user:{args.username}"
+    elif args.command == "user" and args.action == "password":
+        try:
+            user = await storage.get_user(args.username)
+        except NotFound:
+            print(f"error: no user {args.username}", file=sys.stderr)
+            return 2
+        if args.password_file is None and not sys.stdin.isatty():
+            print("error: give --password-file (no terminal to ask on)", file=sys.stderr)
+            return 2
+        password = _password(args.password_file, f"new password for {args.username}: ")
+        if len(password) < 10:
+            print("error: the password must be at least 10 characters", file=sys.stderr)
+            return 2
+        hashed = await asyncio.to_thread(hash_password, password)
+        await storage.set_password_hash(user.id, hashed)
+        revoked = await storage.revoke_user_tokens(user.id, now=now)
+        print(f"password of {args.username} changed; {revoked} sign-in token(s) revoked")
         target = f"user:{args.username}"
     elif args.command == "user":
         scope = _scope(args.scope)

@@ -315,7 +315,8 @@ async def test_log_bundle_masks_cards_and_secrets_and_is_bounded(catalog: Catalo
     logs = catalog.path("/opt/demo-pos/logs/x").parent
     (logs / "pos.log").write_text(
         "2026-01-01 ERROR pay card=4111 1111 1111 1111 order=1234567890123 "
-        "password=hunter2 member_phone=13812345678\n打印机 缺纸\n",
+        "password=hunter2 member_phone=13812345678\n打印机 缺纸\n"
+        "2026-01-01 INFO unionpay 6222 0212 3456 7890 ts 20260101120000123\n",
         encoding="utf-8",
     )
     (logs / "big.log").write_bytes(b"0123456789abcdef\n" * 100_000)
@@ -326,7 +327,9 @@ async def test_log_bundle_masks_cards_and_secrets_and_is_bounded(catalog: Catalo
     out = run.stdout
     assert "**** **** **** 1111" in out
     assert "4111 1111 1111 1111" not in out
-    assert "1234567890123" in out  # not Luhn-valid: an order number stays readable
+    assert "1234567890123" in out  # no card range starts with 12: an order number stays readable
+    assert "**** **** **** 7890" in out  # fails Luhn, but 62 is UnionPay's range
+    assert "20260101120000123" in out  # a timestamp: no card range starts with 20
     assert "hunter2" not in out
     assert "13812345678" not in out
     assert "打印机 缺纸" in out

@@ -257,7 +257,7 @@ ADVICE: Dict[str, Advice] = {
         _C, "电脑时间错误", "Clock implausible", "本机时间为 {when}, 可能是主板电池没电",
         "The till's clock reads {when}: likely a dead CMOS battery", "请不要收款, 联系技术支持。",
         "Don't take card payments; call support.", "同步时间; 更换主板电池",
-        "Resync the clock; replace the CMOS battery", script="resync-clock", risk="B", ref="5.3#19",
+        "Resync the clock; replace the CMOS battery", script="resync-clock", risk="A", ref="5.3#19",
     ),
     "disk.low": Advice(
         _W, "磁盘空间不足", "Disk space low", "{mount} 仅剩 {free} ({percent}% 已用)",
@@ -281,12 +281,12 @@ ADVICE: Dict[str, Advice] = {
         _F, "收银软件未运行", "POS not running", "未找到收银软件进程 ({names})",
         "No POS process is running ({names})", "请重新打开收银软件。",
         "Start the POS application again.", "启动收银软件服务", "Start the POS service",
-        script="restart-pos-service", risk="A", ref="5.4#26",
+        script="restart-pos-service", risk="B", ref="5.4#26",
     ),
     "pos.service_stopped": Advice(
         _F, "收银服务已停止", "POS service stopped", "服务 {name} 的状态为 {state}",
         "Service {name} is {state}", "请联系技术支持。", "Call support.", "启动该服务 (非交易时)",
-        "Start the service (outside a sale)", script="restart-pos-service", risk="A", ref="5.4#26",
+        "Start the service (outside a sale)", script="restart-pos-service", risk="B", ref="5.4#26",
     ),
     "pos.duplicate_instances": Advice(
         _F, "收银软件重复运行", "POS running twice", "收银软件同时运行了 {count} 个 (进程 {pids})",
@@ -320,7 +320,7 @@ ADVICE: Dict[str, Advice] = {
         "查看最近的错误行", "Read the recent error lines", ref="—",
     ),
     "pos.log_unreadable": Advice(
-        _W, "收银软件日志无法读取", "POS log unreadable", "{path}: {why}", "{path}: {why}",
+        _W, "收银软件日志无法读取", "POS log unreadable", "无法读取 {path}: {why}", "{path}: {why}",
         "无需操作。", "Nothing to do.", "核对 POS 档案中的日志路径",
         "Check the log path in the POS profile", ref="—",
     ),
@@ -332,8 +332,8 @@ ADVICE: Dict[str, Advice] = {
         ref="5.4#25",
     ),
     "pos.data_path_unreadable": Advice(
-        _W, "收银数据目录无法读取", "POS data folder unreadable", "{path}: {why}", "{path}: {why}",
-        "无需操作。", "Nothing to do.", "核对 POS 档案中的数据路径",
+        _W, "收银数据目录无法读取", "POS data folder unreadable", "无法读取 {path}: {why}",
+        "{path}: {why}", "无需操作。", "Nothing to do.", "核对 POS 档案中的数据路径",
         "Check the data path in the POS profile", ref="—",
     ),
     "pos.sale_open": Advice(
@@ -564,10 +564,13 @@ def _print_queue(data: Dict[str, Any], now: float) -> List[Finding]:
             out.append(_finding("queue.offline", sec, name, ev, name=name))
     by_queue: Dict[str, List[Dict[str, Any]]] = {}
     for job in _dicts(data.get("jobs")):
-        at = _num(job.get("submitted_at"))
-        old = at is not None and now - at >= JOB_STUCK_S
-        if old or job.get("stuck"):
-            by_queue.setdefault(str(job.get("queue") or "?"), []).append(job)
+        by_queue.setdefault(str(job.get("queue") or "?"), []).append(job)
+    for queue, jobs in list(by_queue.items()):
+        # a queue is stuck when its oldest job waits for minutes; the jobs behind it wait too
+        times = [t for t in (_num(j.get("submitted_at")) for j in jobs) if t is not None]
+        old = bool(times) and now - min(times) >= JOB_STUCK_S
+        if not old and not any(j.get("stuck") for j in jobs):
+            del by_queue[queue]
     for queue, jobs in by_queue.items():
         times = [t for t in (_num(j.get("submitted_at")) for j in jobs) if t is not None]
         oldest = min(times) if times else None

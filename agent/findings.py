@@ -152,6 +152,21 @@ ADVICE: Dict[str, Advice] = {
         "Check the configured port or address; find USB-serial ports by VID:PID:serial",
         ref="5.1#8",
     ),
+    "printer.port_renumbered": Advice(
+        _F, "打印机串口号变了", "Printer port renumbered",
+        "打印机 {name} (USB {usb}) 现在在 {new}, 收银软件配置的是 {old}",
+        "Printer {name} (USB {usb}) is now on {new}; the POS is configured for {old}",
+        "请联系技术支持, 小票可能打印不出来。", "Call support: receipts may not print.",
+        "把收银软件的打印机端口改为新端口 (或在设备管理器中改回原端口号)",
+        "Point the POS at the new port (or give the port its old number in Device Manager)",
+        script="fix-printer-port", risk="C", ref="5.1#10",
+    ),
+    "printer.usb_ambiguous": Advice(
+        _W, "无法确定是哪台打印机", "Printer USB identity ambiguous", "打印机 {name}: {why}",
+        "Printer {name}: {why}", "请联系技术支持。", "Call support.",
+        "在 settings.json 的 usb 中加上序列号",
+        "Add the serial number to its usb id in settings.json", ref="5.1#10",
+    ),
     "printer.port_held": Advice(
         _I, "打印机端口被占用", "Printer port in use",
         "打印机 {name} 的端口正被 {holders} 使用, 未探测",
@@ -511,6 +526,10 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
             out.append(
                 _finding("printer.port_held", sec, name, ev, name=name, holders=holders or "?")
             )
+        elif outcome == "ambiguous":
+            out.append(
+                _finding("printer.usb_ambiguous", sec, name, ev, name=name, why=p.get("detail"))
+            )
         elif outcome == "permission_denied":
             out.append(_finding("printer.permission_denied", sec, name, ev, name=name))
         elif outcome in ("ok", "partial"):
@@ -544,6 +563,24 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
             out.append(
                 _finding(
                     "printer.unreadable", sec, name, ev, name=name, why=p.get("detail") or outcome
+                )
+            )
+        if p.get("renumbered"):
+            resolved = p.get("resolved") or {}
+            ev = dict(ev, configured=p.get("configured"), resolved=resolved)
+            usb = f"{resolved.get('usb_id')}" + (
+                f":{resolved['serial_number']}" if resolved.get("serial_number") else ""
+            )
+            out.append(
+                _finding(
+                    "printer.port_renumbered",
+                    sec,
+                    name,
+                    ev,
+                    name=name,
+                    usb=usb,
+                    new=resolved.get("device"),
+                    old=p.get("configured"),
                 )
             )
     return out

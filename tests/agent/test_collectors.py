@@ -268,3 +268,18 @@ def test_tools_run_only_by_absolute_path() -> None:
 def test_no_cups_is_a_typed_failure() -> None:
     with pytest.raises(CollectorError, match="CUPS"):
         printqueue.collect(None)
+
+
+def test_settings_name_a_printer_by_usb_identity_or_refuse_a_bad_one() -> None:
+    from posassist.agent.errors import ConfigError
+    from posassist.agent.settings import parse_settings
+
+    settings = parse_settings({"printers": [{"name": "r", "usb": "0416:5011:PRN-42/A"}]})
+    (printer,) = settings.printers
+    assert printer.usb == "0416:5011:PRN-42/A"
+    assert printer.target == "usb:0416:5011:PRN-42/A"
+    upper = parse_settings({"printers": [{"usb": "04B8:0E15", "serial": "COM3"}]}).printers[0]
+    assert (upper.usb, upper.serial) == ("04b8:0e15", "COM3")
+    for bad in ("0416", "0416:50111", "zz16:5011", "0416:5011:", "0416:5011:has space", 416):
+        with pytest.raises(ConfigError, match=r"printers\[0\]\.usb must be"):
+            parse_settings({"printers": [{"usb": bad}]})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -175,3 +175,58 @@ async def test_settings_naming_a_serial_device_that_does_not_exist(tmp_path) -> 
     (finding,) = evaluate({"sections": sections}, None, time.time())
     assert finding.code == "printer.unreachable"
     assert finding.evidence["outcome"] == "not_found"
+
+
+# --- a printer named by USB identity (§0.9, §5 #10) ---------------------------------------------
+
+HWID = "USB VID:PID=0416:5011 SER=PRN0042 LOCATION=1-1.4"
+
+
+def _usb_report(ctx: DiagContext, ports: list[Any]) -> dict[str, Any]:
+    from posassist.agent.collectors import printers
+
+    return {"sections": {"printers": {"ok": True, "data": printers.collect(ctx, lambda: ports)}}}
+
+
+def test_a_renumbered_port_is_found_by_usb_identity_and_probed_there(printer) -> None:
+    from posassist.agent.collectors.serialports import describe_port
+
+    pty = printer.start_pty()  # the re-plugged adapter now lives here
+    ports = [
+        describe_port("/dev/ttyS0", "n/a", "n/a"),
+        describe_port(pty, "USB Thermal Printer", HWID),
+    ]
+    configured = PrinterConfig("receipt", serial="/dev/ttyUSB0", usb="0416:5011:PRN0042")
+    ctx = DiagContext(Settings(printers=(configured,), printer_min_interval=0.0))
+    report = _usb_report(ctx, ports)
+    (row,) = report["sections"]["printers"]["data"]["printers"]  # type: ignore[index]
+    assert row["outcome"] == "ok"  # probed on the port it has now
+    assert row["target"] == pty
+    assert printer.bytes_received > 0
+    (finding,) = evaluate(report, None, time.time())
+    assert finding.code == "printer.port_renumbered"
+    assert finding.evidence["configured"] == "/dev/ttyUSB0"
+    assert f"now on {pty}" in finding.detail["en"]
+    assert "0416:5011:PRN0042" in finding.detail["en"]
+    assert finding.to_dict()["script"] == {"id": "fix-printer-port", "risk": "C"}
+
+
+def test_a_usb_printer_that_is_not_plugged_in_or_ambiguous(printer) -> None:
+    from posassist.agent.collectors.serialports import describe_port
+
+    pty = printer.start_pty()
+    two = [
+        describe_port(pty, "USB Thermal Printer", HWID),
+        describe_port("/dev/ttyUSB7", "USB Thermal Printer", HWID.replace("PRN0042", "PRN0099")),
+    ]
+    by_model = PrinterConfig("receipt", usb="0416:5011")
+    ctx = DiagContext(Settings(printers=(by_model,), printer_min_interval=0.0))
+    (finding,) = evaluate(_usb_report(ctx, two), None, time.time())
+    assert finding.code == "printer.usb_ambiguous"
+    assert "add its serial" in finding.detail["en"]
+    gone = PrinterConfig("receipt", usb="0416:5011:PRN0042")
+    ctx = DiagContext(Settings(printers=(gone,), printer_min_interval=0.0))
+    (finding,) = evaluate(_usb_report(ctx, two[1:]), None, time.time())
+    assert finding.code == "printer.unreachable"
+    assert "no serial port with USB id 0416:5011:PRN0042" in finding.detail["en"]
+    assert printer.bytes_received == 0  # nothing was sent to a device it could not name

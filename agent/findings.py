@@ -316,6 +316,20 @@ ADVICE: Dict[str, Advice] = {
         "找出占用数据库的进程; 切勿删除 -wal/-shm/-journal 文件",
         "Find who holds the database; never delete -wal/-shm/-journal files", ref="5.4#27",
     ),
+    "pos.database_held": Advice(
+        _W, "数据库被多个程序打开", "POS database open in several programs",
+        "{path} 被 {holders} 打开", "{path} is open in {holders}", "请联系技术支持。",
+        "Call support.",
+        "停止多余的进程或服务 (交易中绝不停止收银软件); 切勿删除 -wal/-shm/-journal 文件",
+        "Stop the extra process or service (never the POS during a sale); never delete "
+        "-wal/-shm/-journal files",
+        ref="5.4#27",
+    ),
+    "pos.database_unreadable": Advice(
+        _W, "数据库文件无法检查", "POS database file unreadable", "无法检查 {path}: {why}",
+        "{path} could not be checked: {why}", "无需操作。", "Nothing to do.",
+        "核对 POS 档案中的数据库路径", "Check the database path in the POS profile", ref="5.4#27",
+    ),
     "pos.database_corrupt": Advice(
         _C, "数据库损坏", "POS database corrupt", "日志中出现数据库损坏 ({sample})",
         "The log reports a corrupt database ({sample})", "请停止收银并联系技术支持。",
@@ -792,6 +806,38 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
                 "pos.database_down", sec, "", {"database": database}, what=what or "process missing"
             )
         )
+    dbfile = database.get("file")
+    if isinstance(dbfile, dict):
+        path = str(dbfile.get("path"))
+        if not dbfile.get("ok"):
+            out.append(
+                _finding(
+                    "pos.database_unreadable",
+                    sec,
+                    path,
+                    {"file": dbfile},
+                    path=path,
+                    why=dbfile.get("error"),
+                )
+            )
+        else:
+            held = list(_dicts(dbfile.get("holders")))
+            if len(held) > 1:  # two processes on one SQLite file: "database is locked" (§5 #27)
+                holders = ", ".join(
+                    f"{h.get('name')}({h.get('pid')})"
+                    + (f" [{'; '.join(map(str, h['locks']))}]" if h.get("locks") else "")
+                    for h in held
+                )
+                out.append(
+                    _finding(
+                        "pos.database_held",
+                        sec,
+                        path,
+                        {"holders": held},
+                        path=path,
+                        holders=holders,
+                    )
+                )
     for log in _dicts(data.get("logs")):
         path = str(log.get("path"))
         if not log.get("ok"):

@@ -35,6 +35,8 @@ class PosProfile:
     service_names: Tuple[str, ...] = ()
     database_service: str = ""
     database_processes: Tuple[str, ...] = ()
+    #: the POS's database file (SQLite and the like): who holds it, and with what lock (§5 #27)
+    database_path: str = ""
     log_paths: Tuple[str, ...] = ()
     error_patterns: Tuple[str, ...] = ()
     redact_patterns: Tuple[str, ...] = ()
@@ -115,6 +117,7 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
         service_names=_strings(tables["service"], "names", "service"),
         database_service=_string(tables["database"], "service", "database"),
         database_processes=_strings(tables["database"], "processes", "database"),
+        database_path=_expand(_string(tables["database"], "path", "database"), data_dir),
         log_paths=tuple(_expand(p, data_dir) for p in _strings(logs, "paths", "logs")),
         error_patterns=_strings(logs, "error_patterns", "logs"),
         redact_patterns=_strings(logs, "redact_patterns", "logs"),

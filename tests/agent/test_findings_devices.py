@@ -4,8 +4,6 @@ state. Independent of tests/fakes/simprinter.py and its state names."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +12,12 @@ import pytest
 from posassist.agent.diagnostics import Collector, DiagContext, collect_report
 from posassist.agent.findings import Severity, annotate, evaluate
 from posassist.agent.settings import PrinterConfig, Settings
+from tests.fakes.refprinter import OK, RefPrinter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 #: DLE EOT 1..4 replies from the reference's tables and worked replies (§1.2)
-OK = {1: 0x12, 2: 0x12, 3: 0x12, 4: 0x12}
 STATES = {
     # paper end: offline (0x1A), stopped by paper end (0x32), sensor end (0x72)
     "paper_out": ({1: 0x1A, 2: 0x32, 3: 0x12, 4: 0x72}, "printer.paper_out", Severity.FAULT),
@@ -45,56 +43,6 @@ STATES = {
     # silent: powered off behind a live link (no reply to anything)
     "silent": ({}, "printer.unreachable", Severity.FAULT),
 }  # fmt: skip
-
-
-class RefPrinter:
-    """Answers ``10 04 n`` with ``replies[n]`` (nothing when n has none); one client at a time."""
-
-    def __init__(self, replies: dict[int, int]) -> None:
-        self.replies = replies
-        self.asked: list[int] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(5.0)
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5.0)
-                buffer = b""
-                while not self._stop.is_set():
-                    try:
-                        chunk = conn.recv(64)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
-                    buffer += chunk
-                    while len(buffer) >= 3:
-                        if buffer[:2] == b"\x10\x04":
-                            n = buffer[2]
-                            self.asked.append(n)
-                            if n in self.replies:
-                                conn.sendall(bytes([self.replies[n]]))
-                            buffer = buffer[3:]
-                        else:
-                            buffer = buffer[1:]
-
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
-        except OSError:
-            pass
-        self._listener.close()
-        self._thread.join(timeout=5.0)
 
 
 @pytest.fixture

@@ -261,6 +261,27 @@ ADVICE: Dict[str, Advice] = {
         "检查时钟、证书和 TLS 版本", "Check the clock, the certificate and TLS versions",
         ref="5.3#23",
     ),
+    "gateway.tls_expired": Advice(
+        _C, "支付网关证书已过期", "Payment gateway certificate expired",
+        "支付网关 {host} 的证书已于 {when} 过期",
+        "The certificate of payment gateway {host} expired {when}",
+        "刷卡可能失败, 请改用其他收款方式并联系技术支持。",
+        "Card payments may fail: take another payment method and call support.",
+        "联系支付服务商; 先检查收银机时钟",
+        "Contact the payment provider; check the till's clock first", ref="5.3#18",
+    ),
+    "gateway.tls_expiring": Advice(
+        _W, "支付网关证书即将过期", "Payment gateway certificate expires soon",
+        "支付网关 {host} 的证书将于 {when} 过期",
+        "The certificate of payment gateway {host} expires {when}", "无需操作。", "Nothing to do.",
+        "提醒支付服务商更换证书", "Remind the payment provider to renew it", ref="5.3#18",
+    ),
+    "gateway.unreachable": Advice(
+        _F, "无法连接支付网关", "Payment gateway not reachable", "无法连接支付网关 {host}: {why}",
+        "Cannot reach payment gateway {host}: {why}", "刷卡可能失败, 请联系技术支持。",
+        "Card payments may fail; call support.", "检查 DNS、防火墙、代理和 TLS 版本",
+        "Check DNS, firewall, proxy and TLS versions", ref="5.3#22",
+    ),
     "clock.offset": Advice(
         _W, "电脑时间不准", "Clock off", "本机时钟与服务器相差 {offset}",
         "The till's clock is {offset} off the relay's", "刷卡可能失败, 请联系技术支持。",
@@ -705,6 +726,27 @@ def _network(data: Dict[str, Any], now: float) -> List[Finding]:
             )
         if isinstance(tls, dict):
             out.extend(_tls(tls, str(host), now))
+    for gw in _dicts(data.get("payment_gateways")):
+        host = f"{gw.get('host')}:{gw.get('port')}"
+        dns, tcp, tls = gw.get("dns") or {}, gw.get("tcp") or {}, gw.get("tls") or {}
+        failed = next((part for part in (dns, tcp, tls) if part.get("ok") is False), None)
+        if failed is not None:
+            out.append(
+                _finding(
+                    "gateway.unreachable",
+                    sec,
+                    host,
+                    {"gateway": gw},
+                    host=host,
+                    why=failed.get("error"),
+                )
+            )
+            continue
+        after = _num(tls.get("not_after"))
+        if after is not None and after - now < TLS_WARN_DAYS * 86400:
+            code = "gateway.tls_expired" if after <= now else "gateway.tls_expiring"
+            ev = {"gateway": gw, "days_left": round((after - now) / 86400, 1)}
+            out.append(_finding(code, sec, host, ev, host=host, when=ago(after, now)))
     clock = data.get("clock")
     if isinstance(clock, dict):
         offset = _num(clock.get("offset_s"))

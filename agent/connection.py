@@ -190,10 +190,15 @@ class AgentConnection:
         sections = await collect_report(
             self.diagnostics, collectors, time.monotonic() + budget, only=request.collectors
         )
+        from .findings import annotate
+
+        collected_at = clock()
+        # each section carries its status and findings next to its raw data (docs/findings.md)
+        annotate(sections, self.diagnostics.profile, collected_at)
         report = DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,
-            collected_at=clock(),
+            collected_at=collected_at,
             sections=sections,
         )
         try:

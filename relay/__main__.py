@@ -23,7 +23,8 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
-from posassist.protocol.errors import EXIT_USAGE, error_line
+from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
+from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.signing import fingerprint
 
 from . import __version__
@@ -99,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between heartbeats (1-3600)",
     )
     serve.add_argument("--request-timeout", type=_bounded(float, 0.1, 86400.0), default=60.0)
+    serve.add_argument(
+        "--max-run-timeout",
+        type=_bounded(float, 0.0, 86400.0),
+        default=3600.0,
+        help="longest script run timeout that holds a request open (0-86400 s)",
+    )
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     limits = serve.add_argument_group(
         "limits before sign-in", "see docs/relay.md#limits-before-sign-in"
@@ -132,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds over which refusals before sign-in are summarised in the audit log",
+    )
+    serve.add_argument(
+        "--flap-window",
+        type=_bounded(float, 1.0, 86400.0),
+        default=60.0,
+        help="seconds over which a device's connections replacing each other are counted",
+    )
+    serve.add_argument(
+        "--flap-threshold",
+        type=_bounded(int, 1, 1_000_000),
+        default=5,
+        help="replacements of one device in a window beyond which it is flapping "
+        "(docs/relay.md#flapping-agents)",
     )
     serve.add_argument(
         "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
@@ -185,11 +205,40 @@ def _parser() -> argparse.ArgumentParser:
 
     user = commands.add_parser("user", help="technician and merchant accounts")
     sub = user.add_subparsers(dest="action", required=True)
-    create = with_data(sub.add_parser("create"))
-    create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--scope", required=True, help="root, or kind:id (store:sto_…)")
-    create.add_argument("--password-file", type=Path)
+    create = with_data(
+        sub.add_parser(
+            "create",
+            help="create a user with a role and a scope (audited)",
+            description="Create a user. The password is read from --password-file "
+            "or asked for on a terminal; at least 10 characters.",
+        )
+    )
+    create.add_argument("--username", required=True, help="the name the user signs in with")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in Role],
+        help="what the user may do",
+    )
+    create.add_argument(
+        "--scope",
+        required=True,
+        help="what the user sees: root, or kind:id (organisation:org_…, merchant:mer_…, "
+        "store:sto_…)",
+    )
+    create.add_argument("--password-file", type=Path, help="read the password from here")
+    password = with_data(
+        sub.add_parser(
+            "password",
+            help="set a user's password, e.g. to replace the one-time admin password (audited); "
+            "signs the user out everywhere",
+            description="Set a user's password (at least 10 characters) and revoke the user's "
+            "sign-in tokens. The password is read from --password-file or asked "
+            "for on a terminal.",
+        )
+    )
+    password.add_argument("username")
+    password.add_argument("--password-file", type=Path, help="read the new password from here")
     unlock = with_data(
         sub.add_parser(
             "unlock",
@@ -359,6 +408,24 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         await storage.record_login_success(user.id)  # clears any lock stored by older relays
         print(f"user {args.username} unlocked (running relays forget its failed sign-ins)")
         target = f"user:{args.username}"
+    elif args.command == "user" and args.action == "password":
+        try:
+            user = await storage.get_user(args.username)
+        except NotFound:
+            print(f"error: no user {args.username}", file=sys.stderr)
+            return 2
+        if args.password_file is None and not sys.stdin.isatty():
+            print("error: give --password-file (no terminal to ask on)", file=sys.stderr)
+            return 2
+        password = _password(args.password_file, f"new password for {args.username}: ")
+        if len(password) < 10:
+            print("error: the password must be at least 10 characters", file=sys.stderr)
+            return 2
+        hashed = await asyncio.to_thread(hash_password, password)
+        await storage.set_password_hash(user.id, hashed)
+        revoked = await storage.revoke_user_tokens(user.id, now=now)
+        print(f"password of {args.username} changed; {revoked} sign-in token(s) revoked")
+        target = f"user:{args.username}"
     elif args.command == "user":
         scope = _scope(args.scope)
         if scope is None:
@@ -383,6 +450,8 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
         return 0
     else:
+        if not DEVICE_ID.fullmatch(args.device_id):
+            raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
         try:
             await storage.revoke_device(args.device_id, now=now)
         except NotFound:
@@ -666,6 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root_hash=anchored_root_hash(args.data / "scripts"),
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
+                max_run_timeout=args.max_run_timeout,
                 database_sync=args.sync,
                 audit_checkpoint_interval=args.checkpoint_interval,
                 header_timeout=args.header_timeout,
@@ -674,6 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_unauthenticated=args.max_unauthenticated,
                 max_unauthenticated_per_address=args.max_unauthenticated_per_address,
                 refusal_window=args.refusal_window,
+                flap_window=args.flap_window,
+                flap_threshold=args.flap_threshold,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

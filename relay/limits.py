@@ -36,13 +36,17 @@ from aiohttp import web
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from aiohttp.web_request import BaseRequest
+
     from .config import RelayConfig
+    from .ratelimit import KeyedLimiter
 
 __all__ = [
     "GUARD",
     "ConnectionGuard",
     "ConnectionLimits",
     "ConnectionTable",
+    "HandshakeBudget",
     "Refusal",
     "address_key",
     "fit_to_descriptors",
@@ -210,6 +214,23 @@ class _GuardedHandler(web.RequestHandler):
             return
         super().connection_lost(exc)
 
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request head it could not parse (400, 431 for oversized
+        headers…) or a handler that failed unexpectedly (500): the relay's fixed JSON error
+        instead of text that may quote the request (relay/errors.py ``HTTP_ERRORS``)."""
+        from .handlers.api import http_error_response
+
+        super().handle_error(request, status, exc, message)  # logs it; raises if already sent
+        response = http_error_response(status)
+        response.force_close()
+        return response
+
 
 class ConnectionGuard:
     """Applies a :class:`ConnectionTable` to real connections: closes the expired, refuses
@@ -293,6 +314,33 @@ class ConnectionGuard:
         while True:
             await asyncio.sleep(interval)
             self.close_expired()
+
+
+class HandshakeBudget:
+    """Failed websocket sign-ins per address (bad signature, unknown or revoked device, bad
+    console token, a broken handshake): each spends a token of the address's bucket
+    (``handshake_failure_rate``/s, burst ``handshake_failure_burst``). An address with no token
+    left is answered 429 *before* the websocket upgrade, so retrying costs the relay no
+    handshake, no signature check and no database read (docs/relay.md#limits-before-sign-in).
+    A successful sign-in spends nothing, and a connection already signed in is never touched.
+    Pure: ``now`` is passed in."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: KeyedLimiter[str]) -> None:
+        self.limiter = limiter
+
+    def exhausted(self, address: str, now: float) -> bool:
+        """Whether ``address`` must be refused before the upgrade."""
+        return self.limiter.retry_after(address, now) > 0
+
+    def retry_after(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try again."""
+        return self.limiter.retry_after(address, now)
+
+    def failed(self, address: str, now: float) -> None:
+        """A sign-in from ``address`` failed: spend a token (none left: nothing more to spend)."""
+        self.limiter.allow(address, now)
 
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)

@@ -189,12 +189,12 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=15)
 
 
-def start_agent(till: Path) -> tuple[subprocess.Popen[str], str]:
+def start_agent(till: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """``posassist-agent run`` for an enrolled till; waits until it is connected."""
     import json
 
     agent = subprocess.Popen(
-        [sys.executable, "-m", "posassist.agent", "run", "--data", str(till)],
+        [sys.executable, "-m", "posassist.agent", "run", "--data", str(till), *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -569,6 +569,9 @@ class ScriptRepository:
         self.verify_offline()
         out = dest / "scripts"
         meta_out = out / "metadata"
+        # ``dest`` is the relay's data directory: private if made here (published before
+        # `relay init`, it used to be the umask's 0755, which init then kept)
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta_out.mkdir(parents=True, exist_ok=True)
         (out / "targets").mkdir(exist_ok=True)  # served even while no script is signed
         for v in self._root_versions():
@@ -595,10 +598,9 @@ class ScriptRepository:
         snapshot.version = old_snapshot + 1
         online_dir = out / "keys"
         online_dir.mkdir(mode=0o700, exist_ok=True)
-        for role in ONLINE:
-            shutil.copyfile(self.path / "keys" / "online" / f"{role}.pem", online_dir / "tmp")
-            os.chmod(online_dir / "tmp", 0o600)
-            os.replace(online_dir / "tmp", online_dir / f"{role}.pem")
+        for role in ONLINE:  # 0600 from the first byte
+            pem = (self.path / "keys" / "online" / f"{role}.pem").read_bytes()
+            _write_atomic(online_dir / f"{role}.pem", pem, 0o600)
         snap_md = Metadata(snapshot)
         snap_md.sign(_online_signer(out, "snapshot"))
         _write_atomic(meta_out / f"{snapshot.version}.snapshot.json", snap_md.to_bytes(_SERIALIZER))

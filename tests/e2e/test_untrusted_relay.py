@@ -658,3 +658,36 @@ def test_a_tills_data_directory_is_private_from_its_first_file(tmp_path: Path) -
             assert _mode(till / name) == 0o600, (till, name)
         assert (till / "scripts" / "root.json").exists()
     assert _mode(data / FIRST_ROOT) == 0o600  # the relay's record of the first root it served
+
+
+def test_a_relay_data_directory_first_made_by_publish_is_private(tmp_path: Path) -> None:
+    """The approvers publish before `relay init` ran: `posassist-scripts publish --to DATA` makes
+    DATA 0700 (init keeps an existing directory's mode, so 0755 used to stay), and the online keys
+    it hands the relay are 0600 from their first byte."""
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    approve(repo, "alice", "bob")
+    data = tmp_path / "relay"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "posassist.console.scripts_cli",
+            "publish",
+            str(repo.path),
+            "--to",
+            str(data),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    assert result.returncode == 0, result.stderr
+    assert _mode(data) == 0o700
+    assert _mode(data / "scripts" / "keys") == 0o700
+    for role in ("snapshot", "timestamp"):
+        assert _mode(data / "scripts" / "keys" / f"{role}.pem") == 0o600, role
+    provision(data)  # init afterwards: the directory stays private
+    assert _mode(data) == 0o700
+    assert _mode(data / "relay.db") == 0o600

@@ -36,7 +36,7 @@ from posassist.protocol.errors import LocalProtocolError, ProtocolError
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, ReplacedError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -47,6 +47,8 @@ log = logging.getLogger("posassist.agent")
 SOFTWARE = "posassist-agent/" + __version__
 #: diagnostics requests served at once; more get ErrorReply "busy" (each runs several threads)
 MAX_DIAGNOSES = 2
+#: Close code of a connection the relay replaced by a newer one of the same device.
+REPLACED = 4002
 #: seconds to gather the device facts in; past that they are not sent on this connection
 FACTS_TIMEOUT = 10.0
 
@@ -188,10 +190,15 @@ class AgentConnection:
         sections = await collect_report(
             self.diagnostics, collectors, time.monotonic() + budget, only=request.collectors
         )
+        from .findings import annotate
+
+        collected_at = clock()
+        # each section carries its status and findings next to its raw data (docs/findings.md)
+        annotate(sections, self.diagnostics.profile, collected_at)
         report = DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,
-            collected_at=clock(),
+            collected_at=collected_at,
             sections=sections,
         )
         try:
@@ -248,5 +255,8 @@ async def connect_once(
             ended = await agent.serve(connection, opened)
             if isinstance(ended, (PeerSilentError, ProtocolError)):
                 raise ended  # reconnected with backoff by run_agent, like any lost link
+            if isinstance(ended, ConnectionClosed) and ended.rcvd and ended.rcvd.code == REPLACED:
+                # Another connection of this identity took over: backed off, never at once.
+                raise ReplacedError(f"closed {REPLACED} by relay {opened.relay_id}")
             log.info("relay closed the connection")
         return opened

@@ -18,11 +18,19 @@ from . import __version__
 from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import StorageError
+from .flapping import FlapDetector
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
-from .limits import GUARD, ConnectionGuard, ConnectionLimits, Refusal, guard_middleware
+from .limits import (
+    GUARD,
+    ConnectionGuard,
+    ConnectionLimits,
+    HandshakeBudget,
+    Refusal,
+    guard_middleware,
+)
 from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
@@ -58,10 +66,17 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
         login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
         console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
         enrol_limiter=KeyedLimiter(config.enrol_rate, config.enrol_burst, max_keys=100_000),
+        handshake_budget=HandshakeBudget(
+            KeyedLimiter(
+                config.handshake_failure_rate, config.handshake_failure_burst, max_keys=100_000
+            )
+        ),
         metrics=metrics,
         refusals=RefusalLedger(config.refusal_window, config.max_refusal_addresses),
     )
+    state.flaps = FlapDetector(config.flap_window, config.flap_threshold)
     metrics.agents_connected.set_function(state.router.agents_online)
+    metrics.agents_flapping.set_function(lambda: state.flaps.flapping(state.now()))
     metrics.consoles_connected.set_function(lambda: state.consoles)
     state.login_backoff = LoginBackoff(
         max_failures=config.login_max_failures,
@@ -131,6 +146,10 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
             await state.write_refusal_summaries(final=True)  # counted refusals are not lost
         with contextlib.suppress(StorageError):
             await state.flush_presence()  # what was seen last is not lost at shutdown
+        try:  # a clean stop leaves no record after the last signed checkpoint
+            await checkpointer.checkpoint(state.storage, now=state.now())
+        except (StorageError, OSError) as exc:
+            log.warning("final audit checkpoint not written: %s", exc)
         await state.storage.close()
 
 

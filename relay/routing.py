@@ -38,6 +38,7 @@ __all__ = [
     "OfflineError",
     "Route",
     "Router",
+    "relay_owned",
 ]
 
 #: Requests whose work may change the till: their outcome is never guessed. Forwarded to a v3
@@ -330,3 +331,21 @@ def _bounded(stated: object, limit: float) -> float:
 def error_reply(route: Route, code: str, message: str) -> ErrorReply:
     """The console-side error ending ``route``."""
     return ErrorReply(id=route.console_request_id, code=code, message=message)
+
+
+#: Reply fields the relay owns: taken from the route, whatever the agent wrote there.
+RELAY_OWNED_FIELDS = ("device_id", "job_id")
+
+
+def relay_owned(reply: Message, route: Route) -> Message:
+    """``reply`` with the fields the relay owns (:data:`RELAY_OWNED_FIELDS`) set from ``route``:
+    a console sees the device and job it asked about, never an agent's claim of another
+    (docs/protocol.md#requests). ``reply`` itself when they already agree (the common case)."""
+    changes = {
+        name: getattr(route, name)
+        for name in RELAY_OWNED_FIELDS
+        if name in reply.FIELDS and getattr(reply, name) != getattr(route, name)
+    }
+    if not changes:
+        return reply
+    return dataclasses.replace(reply, **changes)  # type: ignore[type-var]

@@ -39,9 +39,9 @@ from posassist.protocol.errors import (
 from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import NotFound, StorageError
+from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
-from ..routing import RECONCILABLE
+from ..routing import RECONCILABLE, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
 from .jobs import OUTCOME_UNKNOWN, finish_route, reconcile_results, reconcile_route
@@ -60,8 +60,30 @@ REVOKED = 4003
 REPLACED = 4002
 
 
+async def refuse_over_budget(state: RelayState, request: web.Request, action: str) -> None:
+    """RateLimited (429, before the websocket upgrade) if the request's address has spent its
+    failed sign-in budget (relay/limits.py ``HandshakeBudget``); the refusal is audited,
+    summarised per address and window like every refusal before sign-in."""
+    address = str(request.remote)
+    if state.handshake_budget.exhausted(address, state.now()):
+        await state.audit(
+            f"ip:{address}", action, "relay", Outcome.REFUSED, {"reason": "rate limited"}
+        )
+        raise RateLimited("too many failed sign-ins from this address")
+
+
+def handshake_failed(state: RelayState, peer: WebSocketSession, exc: BaseException) -> None:
+    """A sign-in failed (refused, broken or too slow): it costs its address budget. A peer
+    that merely went away costs nothing (the caps on connections bound those)."""
+    if isinstance(exc, PosAssistError | TimeoutError) and not isinstance(
+        exc, ConnectionClosedError
+    ):
+        state.handshake_budget.failed(peer.peer, state.now())
+
+
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
+    await refuse_over_budget(state, request, "agent.connect")
     peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
     ws = peer.ws
     device_id: str | None = None
@@ -73,8 +95,12 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)
         await _serve(device_id, peer, state, lost_jobs)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        if device_id is None:
+            handshake_failed(state, peer, exc)
         log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
     except PosAssistError as exc:
+        if device_id is None:
+            handshake_failed(state, peer, exc)
         if device_id is not None and isinstance(exc, RemoteProtocolError):
             # before closing: once the socket is closed aiohttp may cancel this handler
             await _audit_refused_frame(state, device_id, peer, exc)
@@ -145,6 +171,7 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
         await previous.close(REPLACED, "replaced by a newer connection")
+        await _count_replacement(state, device_id, previous.peer, peer.peer)
     log.info(
         "agent %s connected from %s (%s, protocol v%d)",
         device_id,
@@ -153,6 +180,31 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         session.version,
     )
     return device_id
+
+
+async def _count_replacement(
+    state: RelayState, device_id: str, old_address: str, new_address: str
+) -> None:
+    """Count a replacement (4002); a device past the threshold is audited ``agent.flapping``
+    once per window with the addresses seen (docs/relay.md#flapping-agents)."""
+    state.metrics.agent_replacements.inc()
+    report = state.flaps.replaced(device_id, old_address, new_address, state.now())
+    if report is None:
+        return
+    log.warning(
+        "device %s is flapping: %d connections replaced each other since %.0f, from %s "
+        "(one identity on two tills?)",
+        device_id,
+        report.replacements,
+        report.since,
+        ", ".join(report.addresses),
+    )
+    try:
+        await state.audit(
+            "relay", "agent.flapping", f"device:{device_id}", Outcome.FAILED, report.detail
+        )
+    except StorageError as exc:  # the connection is served all the same
+        log.warning("flapping of %s not audited: %s", device_id, exc)
 
 
 def _check_still_open(session: Session, device_id: str) -> None:
@@ -287,6 +339,8 @@ async def _handle(
         route = state.router.deliver(peer, event, state.now())
         if route is None:
             return
+        # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
+        event = relay_owned(event, route)
         if not route.orphaned:  # an orphan's console was told already and waits no more
             _forward_reply(state, route, event)
         if isinstance(event, ScriptProgress):

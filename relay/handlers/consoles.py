@@ -32,7 +32,7 @@ from ..limits import trust_connection
 from ..routing import OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import JobStatus
-from .agents import SOFTWARE
+from .agents import SOFTWARE, handshake_failed, refuse_over_budget
 from .jobs import finish_route
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def end_sign_in(state: RelayState, token: str) -> None:
 
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
+    await refuse_over_budget(state, request, "console.connect")
     session = Session(Role.RELAY_FOR_CONSOLE, max_in_flight=state.config.console_max_in_flight)
     peer = await state.accept(request, session, "console")
     ws = peer.ws
@@ -83,8 +84,12 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         state.consoles += 1
         await _serve(user, peer, state, expires_at)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        if user is None:
+            handshake_failed(state, peer, exc)
         log.info("console connection from %s ended: %s", peer.peer, type(exc).__name__)
     except PosAssistError as exc:
+        if user is None:
+            handshake_failed(state, peer, exc)
         await peer.close_for(exc)
     finally:
         state.sockets.discard(ws)

@@ -124,7 +124,7 @@ async def test_enrolment_token_for_another_relay_is_refused(relay: Relay) -> Non
 async def test_malformed_enrolment_is_bad_request(relay: Relay, body: object) -> None:
     status, answer = await relay.post("/v1/enrol", body)
     assert status == 400
-    assert answer == {"error": "BadRequest", "message": "bad request"}
+    assert answer == {"error": "BadRequest", "message": "bad request", "message_zh": "请求无效"}
 
 
 def relay_scope_root() -> Scope:

@@ -187,6 +187,7 @@ class Operator:
         self.agent: subprocess.Popen[str] | None = None
         self.agent_lines: queue.Queue[str] = queue.Queue()
         self.agent_reader: threading.Thread | None = None
+        self.agent_said: list[str] = []  # the agent's output up to "connected"
 
     # -- substitution ---------------------------------------------------------------------
 
@@ -296,7 +297,7 @@ class Operator:
         )
         self.agent_reader.start()
         deadline = time.monotonic() + 30
-        seen: list[str] = []
+        seen = self.agent_said
         while not any("connected to relay" in line for line in seen):
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"agent did not connect: {seen}"
@@ -377,6 +378,13 @@ def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
                 timeout=60,
             )
             assert enrolled.returncode == code, enrolled.stdout + enrolled.stderr
+        # the README's example of a merchant-facing line is the agent's real one
+        (example,) = re.findall(r"for example\n`([^`]+)`", README.read_text(encoding="utf-8"))
+        pattern = re.escape(example).replace("relay\\-1a2b", r"relay-[0-9a-f]+")
+        pattern = pattern.replace("dev_…", r"dev_[0-9a-f]+")
+        connected = [line.strip() for line in operator.agent_said if "connected to" in line]
+        assert connected, operator.agent_said
+        assert re.fullmatch(pattern, connected[0]), (example, connected[0])
         # the one-time admin password no longer signs in; the operator's own does
         (init_output,) = [out for line, out in operator.outputs if "relay init" in line]
         one_time = init_output.split("one-time admin password (shown once, change it): ")[1]

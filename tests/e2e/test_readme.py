@@ -76,7 +76,11 @@ PASSPHRASE = "the-approvers-passphrase"
 #: What each command must print (first words → texts its stdout must hold). Reports are checked
 #: for what they are about, not for how console/render.py lays them out.
 CLAIMS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("posassist-relay", "init"): ("admin user: admin", "one-time admin password"),
+    ("posassist-relay", "init"): (
+        "admin user: admin",
+        "one-time admin password",
+        "change it with: posassist-relay user password admin --data ",
+    ),
     ("posassist-relay", "user", "password"): ("password of admin changed",),
     ("posassist-relay", "user", "create"): ("user li.wei (technician, store:sto_",),
     ("posassist-relay", "enrolment", "create"): ("PA1-",),
@@ -426,6 +430,7 @@ def _the_one_time_admin_password_is_replaced(operator: Operator, tmp_path: Path)
     """The password ``relay init`` printed no longer signs in; the operator's own does."""
     (init_output,) = [out for line, out in operator.outputs if "relay init" in line]
     one_time = init_output.split("one-time admin password (shown once, change it): ")[1]
+    one_time = one_time.splitlines()[0]
     (operator.cwd / "one-time.pw").write_text(one_time)
     admin_home = str(tmp_path / "admin")
     url = f"wss://localhost:{operator.port}"

@@ -641,6 +641,23 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _warn_if_shared(data_dir: Path) -> None:
+    """An existing data directory keeps its mode (docs/relay.md#files); say so at every start if
+    other users can reach into it: it holds the database, keys and the checkpoint file."""
+    import stat
+
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+        if mode & 0o077 and sys.platform != "win32":
+            logging.getLogger("posassist.relay").warning(
+                "data directory %s is %04o: other users can reach the database and keys in it "
+                "(chmod 700 %s)",
+                data_dir,
+                mode,
+                data_dir,
+            )
+
+
 def _fit_caps(config: RelayConfig) -> RelayConfig:
     """``config`` with connection caps that fit this process's file descriptors (raised to the
     hard limit first): a stranger's idle sockets must never take the last descriptor, which
@@ -665,6 +682,7 @@ def _fit_caps(config: RelayConfig) -> RelayConfig:
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
     config = _fit_caps(config)
+    _warn_if_shared(config.data_dir)
     ssl_context = None
     if config.tls_cert and config.tls_key:
         from .tls import server_ssl_context

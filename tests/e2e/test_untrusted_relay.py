@@ -621,6 +621,13 @@ def test_an_existing_data_directory_keeps_its_mode_and_gets_a_private_database(
     ok(py("relay", "device", "list", "--data", str(data)))
     assert _mode(data) == 0o750  # the operator's choice: not loosened, not changed
     assert _mode(data / "relay.db") == 0o600
+    with relay(data) as server:  # but serve says so at every start
+        assert healthz(server.port) == 200
+    assert f"data directory {data} is 0750: other users can reach" in server.log()
+    data.chmod(0o700)
+    with relay(data) as server:
+        assert healthz(server.port) == 200
+    assert "other users can reach" not in server.log()
 
 
 def test_a_tills_data_directory_is_private_from_its_first_file(tmp_path: Path) -> None:

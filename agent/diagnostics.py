@@ -121,16 +121,28 @@ class DiagContext:
 
 
 class Collector(NamedTuple):
-    """A named collector: a blocking function run in a worker thread under its own timeout."""
+    """A named collector: a blocking function run in a worker thread under its own timeout.
+
+    An ``opt_in`` collector runs only when asked for by name (a listening window on a scale).
+    """
 
     name: str
     run: Callable[[DiagContext], Any]
     timeout: float = 5.0
+    opt_in: bool = False
 
 
 def default_collectors() -> List[Collector]:
     """Every collector the agent has, in report order (imports are light: I/O loads lazily)."""
-    from posassist.agent.collectors import network, pos, printers, printqueue, serialports, system
+    from posassist.agent.collectors import (
+        network,
+        peripherals,
+        pos,
+        printers,
+        printqueue,
+        serialports,
+        system,
+    )
 
     return [
         Collector("system", system.collect, 5.0),
@@ -139,6 +151,9 @@ def default_collectors() -> List[Collector]:
         Collector("printers", printers.collect, 8.0),
         Collector("pos", pos.collect, 5.0),
         Collector("print_queue", printqueue.collect, 5.0),
+        # listen-only windows on devices the POS uses: only when a technician asks (§3.2, §3.3)
+        Collector("scale", peripherals.collect_scales, 35.0, opt_in=True),
+        Collector("scanner", peripherals.collect_scanners, 35.0, opt_in=True),
     ]
 
 
@@ -251,13 +266,14 @@ async def collect_report(
         ctx: settings and state the collectors read.
         collectors: the collectors to run.
         deadline: absolute ``time.monotonic()`` by which every section must be in.
-        only: names to run (all when empty); a name no collector has gets a failed section.
+        only: names to run (all but the opt-in ones when empty); a name no collector has gets a
+            failed section.
 
     Returns:
         ``{name: section}`` in the collectors' order, fit for ``DiagnosticsReport.sections``.
     """
     wanted = list(only)
-    chosen = [c for c in collectors if not wanted or c.name in wanted]
+    chosen = [c for c in collectors if (c.name in wanted if wanted else not c.opt_in)]
     overrides = dict(ctx.settings.timeouts)
     now = time.monotonic()
     results = await asyncio.gather(

@@ -221,6 +221,71 @@ ADVICE: Dict[str, Advice] = {
         "请联系技术支持。", "Call support.", "停止多余的程序 (交易中绝不停止收银软件)",
         "Stop the extra program (never stop the POS during a sale)", ref="5.1#9",
     ),
+    "peripheral.skipped_sale_open": Advice(
+        _I, "交易中, 未检测设备", "Sale open: device not checked",
+        "正在交易 ({why}), 未检测 {name}", "A sale is open ({why}); {name} was not checked",
+        "无需操作。", "Nothing to do.", "交易结束后再检测", "Check again after the sale", ref="§7",
+    ),
+    "peripheral.port_held": Advice(
+        _I, "设备端口被占用, 未检测", "Device port in use: not checked",
+        "{name} 的端口 {target} 正被其他程序使用, 未监听",
+        "The port {target} of {name} is in use by another program; not listened to", "无需操作。",
+        "Nothing to do.", "关闭收银软件后再检测 (非营业时间)",
+        "Check again with the POS closed (outside opening hours)", ref="5.1#9",
+    ),
+    "peripheral.unreachable": Advice(
+        _F, "设备端口无法打开", "Device port cannot be opened",
+        "{name} 的端口 {target} 无法打开: {why}",
+        "The port {target} of {name} cannot be opened: {why}", "请检查设备电源和连接线。",
+        "Check the device's power and cable.", "核对端口名 (USB 串口按 VID:PID:序列号)",
+        "Check the port name (USB-serial by VID:PID:serial)", ref="5.2#17",
+    ),
+    "scale.no_data": Advice(
+        _F, "电子秤没有数据", "Scale sends no data", "{name} 在 {seconds} 秒内没有发送任何数据",
+        "{name} sent nothing in {seconds} s", "请检查电子秤是否开机、连接线是否插好。",
+        "Check the scale is on and its cable is in.",
+        "核对波特率/校验位 (7E1 或 8N1) 与收银软件配置; 切勿远程归零或去皮",
+        "Check baud and parity (7E1 vs 8N1) against the POS config; never zero or tare remotely",
+        ref="5.2#17",
+    ),
+    "scale.unreadable": Advice(
+        _F, "电子秤数据无法识别", "Scale data unreadable",
+        "{name} 发送了 {bytes} 字节, 但没有可识别的 {protocol} 数据帧",
+        "{name} sent {bytes} bytes but no {protocol} frame could be read", "请联系技术支持。",
+        "Call support.", "核对波特率/校验位和协议设置",
+        "Check baud rate, parity and the protocol setting", ref="5.2#17",
+    ),
+    "scale.bad_checksum": Advice(
+        _W, "电子秤数据校验错误", "Scale frames fail their checksum",
+        "{name}: {bad} 帧校验错误, {good} 帧正常",
+        "{name}: {bad} frame(s) failed the checksum, {good} passed", "请联系技术支持。",
+        "Call support.", "检查连接线和干扰; 核对校验位设置",
+        "Check the cable and interference; check the parity setting", ref="5.2#17",
+    ),
+    "scale.motion_stuck": Advice(
+        _W, "电子秤一直不稳定", "Scale never settles", "{name} 的 {frames} 帧全部显示 \"不稳定\"",
+        "All {frames} frames from {name} show motion", "请确认秤盘上没有东西碰到、秤放平稳。",
+        "Make sure nothing touches the pan and the scale stands level.",
+        "检查秤的放置和振动; 仍不稳定则报修",
+        "Check placement and vibration; if it persists, open a repair ticket", ref="5.2#17",
+    ),
+    "scale.overload": Advice(
+        _W, "电子秤超载或超出范围", "Scale over range", "{name} 报告超出量程",
+        "{name} reports a weight out of range", "请取下秤盘上的物品。",
+        "Take the items off the pan.", "确认秤盘清空后再检测", "Check again with the pan empty",
+        ref="5.2#17",
+    ),
+    "scanner.silent": Advice(
+        _F, "扫码枪没有数据", "Scanner sends nothing",
+        "{name} 在 {seconds} 秒的测试时间内没有发送数据",
+        "{name} sent nothing during the {seconds} s test window",
+        "请再扫一次测试条码; 如果扫码枪会响但收银软件没反应, 请联系技术支持。",
+        "Scan the test barcode again; if it beeps but the POS shows nothing, call support.",
+        "检查后缀 (CR) 和接口模式 (HID 键盘模式不是串口); 不要改写扫码枪配置",
+        "Check the suffix (CR) and interface mode (HID keyboard mode is not serial); don't "
+        "rewrite its configuration",
+        ref="5.2#16",
+    ),
     "network.link_down": Advice(
         _F, "网络断开", "Network link down", "没有已连接的网卡", "No network interface is up",
         "请检查网线或 Wi-Fi。", "Check the network cable or Wi-Fi.",
@@ -935,6 +1000,111 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
     return out
 
 
+def _peripheral(row: Dict[str, Any], sec: str) -> Optional[Finding]:
+    """The finding of a device that could not be listened to, or None when it was."""
+    name, target = str(row.get("name") or "?"), str(row.get("target") or "")
+    ev = {"target": target, "outcome": row.get("outcome")}
+    outcome = row.get("outcome")
+    if outcome == "ok":
+        return None
+    if outcome == "skipped":
+        return _finding(
+            "peripheral.skipped_sale_open", sec, name, ev, name=name, why=row.get("detail")
+        )
+    if outcome == "held":
+        return _finding("peripheral.port_held", sec, name, ev, name=name, target=target)
+    return _finding(
+        "peripheral.unreachable",
+        sec,
+        name,
+        ev,
+        name=name,
+        target=target,
+        why=row.get("detail") or outcome,
+    )
+
+
+def _scale(data: Dict[str, Any], now: float) -> List[Finding]:
+    out: List[Finding] = []
+    for row in _dicts(data.get("scales")):
+        problem = _peripheral(row, "scale")
+        if problem is not None:
+            out.append(problem)
+            continue
+        name = str(row.get("name") or "?")
+        frames, bad = int(_num(row.get("frames")) or 0), int(_num(row.get("bad_checksum")) or 0)
+        size = int(_num(row.get("bytes")) or 0)
+        ev = {
+            k: row.get(k)
+            for k in (
+                "target",
+                "protocol",
+                "bytes",
+                "frames",
+                "bad_checksum",
+                "motion",
+                "out_of_range",
+                "sample",
+                "listen_s",
+            )
+        }
+        if size == 0:
+            out.append(
+                _finding("scale.no_data", "scale", name, ev, name=name, seconds=row.get("listen_s"))
+            )
+        elif frames == 0 and bad == 0:
+            out.append(
+                _finding(
+                    "scale.unreadable",
+                    "scale",
+                    name,
+                    ev,
+                    name=name,
+                    bytes=size,
+                    protocol=row.get("protocol"),
+                )
+            )
+        else:
+            if bad:
+                sev = Severity.FAULT if bad >= frames else None
+                out.append(
+                    _finding(
+                        "scale.bad_checksum",
+                        "scale",
+                        name,
+                        ev,
+                        severity=sev,
+                        name=name,
+                        bad=bad,
+                        good=frames,
+                    )
+                )
+            if frames >= 3 and _num(row.get("motion")) == frames:
+                out.append(
+                    _finding("scale.motion_stuck", "scale", name, ev, name=name, frames=frames)
+                )
+            if _num(row.get("out_of_range")):
+                out.append(_finding("scale.overload", "scale", name, ev, name=name))
+    return out
+
+
+def _scanner(data: Dict[str, Any], now: float) -> List[Finding]:
+    out: List[Finding] = []
+    for row in _dicts(data.get("scanners")):
+        problem = _peripheral(row, "scanner")
+        if problem is not None:
+            out.append(problem)
+        elif not _num(row.get("bytes")):
+            name = str(row.get("name") or "?")
+            ev = {"target": row.get("target"), "bytes": 0, "listen_s": row.get("listen_s")}
+            out.append(
+                _finding(
+                    "scanner.silent", "scanner", name, ev, name=name, seconds=row.get("listen_s")
+                )
+            )
+    return out
+
+
 _Evaluator = Callable[[Dict[str, Any], float], List[Finding]]
 _EVALUATORS: Dict[str, _Evaluator] = {
     "printers": _printers,
@@ -942,6 +1112,8 @@ _EVALUATORS: Dict[str, _Evaluator] = {
     "serial": _serial,
     "network": _network,
     "system": _system,
+    "scale": _scale,
+    "scanner": _scanner,
 }
 
 

@@ -18,6 +18,8 @@ HEADINGS: Dict[str, str] = {
     "printers": "小票打印机 / Receipt printers",
     "pos": "收银软件 / POS application",
     "print_queue": "打印队列 / Print queue",
+    "scale": "电子秤 / Scales",
+    "scanner": "扫码枪 / Scanners",
 }
 
 
@@ -199,6 +201,17 @@ def _lines(
             at = job.get("submitted_at")
             submitted = when(at, tz, now) if at is not None else job.get("submitted")
             out.append(f"    {job.get('id')} {job.get('status') or ''} submitted {submitted}")
+    elif name in ("scale", "scanner"):
+        for row in data.get("scales", data.get("scanners", [])):
+            heard = (
+                f"{row.get('bytes')} bytes, {row.get('frames', row.get('scans'))} frame(s)"
+                if row.get("outcome") == "ok"
+                else row.get("detail") or ""
+            )
+            out.append(
+                f"{row.get('name')} [{row.get('target')}]: {row.get('outcome')} "
+                f"in {row.get('listen_s')} s; {heard}"
+            )
     else:
         out.append(str(data)[:500])
     return out

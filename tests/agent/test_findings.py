@@ -208,7 +208,7 @@ def test_a_profile_that_did_not_load_is_a_finding() -> None:
 
 # --- bad input: garbage, truncated and empty replies --------------------------------------------
 
-SECTIONS = ("system", "network", "serial", "printers", "pos", "print_queue")
+SECTIONS = ("system", "network", "serial", "printers", "pos", "print_queue", "scale", "scanner")
 GARBAGE: list[Any] = [
     None,
     "garbage",
@@ -230,6 +230,8 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "printers": {"printers": [{"name": "r", "outcome": "ok", "status": "garbage"}]},
     "pos": {"running": True, "processes": "x"},
     "print_queue": {"printers": 5},
+    "scale": {"scales": "x"},
+    "scanner": {"scanners": [5]},
 }
 
 
@@ -267,7 +269,8 @@ _JSONISH = st.recursive(
 )
 _KEYS = st.sampled_from(
     ["printers", "jobs", "ports", "interfaces", "relay", "clock", "disks", "memory", "logs",
-     "disk", "processes", "services", "database", "running", "status", "outcome", "held_by"]
+     "disk", "processes", "services", "database", "running", "status", "outcome", "held_by",
+     "scales", "scanners", "payment_gateways", "file"]
 )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "ClockSamples",
     "Collector",
     "DiagContext",
+    "MemoryHistory",
     "ProbeLimiter",
     "collect_report",
     "default_collectors",
@@ -93,6 +94,27 @@ class ProbeLimiter:
             self._last[target] = (self._clock(), result)
 
 
+class MemoryHistory:
+    """Resident memory of the POS's processes over successive reports, the newest few per process
+    (a leak shows as growth across samples, reference §5 #30). Kept while the agent runs."""
+
+    def __init__(self, keep: int = 12) -> None:
+        self.keep = keep
+        self._samples: Dict[Tuple[int, float], Deque[Tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, pid: int, started: float, at: float, rss: int) -> List[Tuple[float, int]]:
+        """Record one sample of the process ``(pid, started)``; return its samples, oldest first."""
+        with self._lock:
+            key = (pid, started)
+            samples = self._samples.setdefault(key, collections.deque(maxlen=self.keep))
+            samples.append((at, rss))
+            if len(self._samples) > 64:  # processes that are gone: forget the oldest
+                for old in list(self._samples)[: len(self._samples) - 64]:
+                    del self._samples[old]
+            return list(samples)
+
+
 @dataclasses.dataclass
 class DiagContext:
     """What collectors may read: settings, POS profile, heartbeat samples, probe limiter."""
@@ -103,6 +125,7 @@ class DiagContext:
     profile_error: str = ""
     clock: ClockSamples = dataclasses.field(default_factory=ClockSamples)
     limiter: ProbeLimiter = dataclasses.field(default_factory=lambda: ProbeLimiter(30.0))
+    memory: MemoryHistory = dataclasses.field(default_factory=MemoryHistory)
 
     @classmethod
     def load(cls, data_dir: Path) -> DiagContext:

@@ -378,6 +378,16 @@ ADVICE: Dict[str, Advice] = {
         "The POS may be slow.", "找出占用内存的程序; 营业结束后重启收银软件",
         "Find what uses memory; restart the POS after closing", ref="5.4#30",
     ),
+    "pos.memory_growing": Advice(
+        _W, "收银软件内存持续增长", "POS memory keeps growing",
+        "{name} (进程 {pid}) 的内存在 {span} 内从 {first} 增长到 {last}",
+        "{name} (pid {pid}) grew from {first} to {last} over {span}",
+        "收银软件可能越来越慢; 营业结束后请重启收银软件。",
+        "The POS may get slower; restart it after closing.",
+        "营业结束后计划重启收银软件 (绝不在营业中); 把内存记录交给软件厂商",
+        "Schedule a POS restart after closing (never mid-shift); send the samples to the vendor",
+        script="restart-pos-service", risk="B", ref="5.4#30",
+    ),
     "pos.not_running": Advice(
         _F, "收银软件未运行", "POS not running", "未找到收银软件进程 ({names})",
         "No POS process is running ({names})", "请重新打开收银软件。",
@@ -897,6 +907,28 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
         pids = ", ".join(str(p.get("pid")) for p in procs)
         ev = {"processes": procs}
         out.append(_finding("pos.duplicate_instances", sec, "", ev, count=len(procs), pids=pids))
+    for proc in procs:
+        grew = _growth(proc.get("rss_history"))
+        if grew is not None:
+            first, last, seconds = grew
+            ev = {
+                "pid": proc.get("pid"),
+                "name": proc.get("name"),
+                "rss_history": proc.get("rss_history"),
+            }
+            out.append(
+                _finding(
+                    "pos.memory_growing",
+                    sec,
+                    str(proc.get("pid")),
+                    ev,
+                    name=proc.get("name"),
+                    pid=proc.get("pid"),
+                    first=mb(first),
+                    last=mb(last),
+                    span=span(seconds),
+                )
+            )
     services = data.get("services") or {}
     for name, state in sorted(services.items()):
         if state not in ("running", "active"):
@@ -1103,6 +1135,31 @@ def _scanner(data: Dict[str, Any], now: float) -> List[Finding]:
                 )
             )
     return out
+
+
+#: A leak (§5 #30): at least this many samples, growing by this much in total and by this factor,
+#: and rising at nearly every step (a process that grows, then frees, is not leaking).
+GROWTH_SAMPLES = 4
+GROWTH_MIN_BYTES = 64 * 1024**2
+GROWTH_FACTOR = 1.3
+
+
+def _growth(history: Any) -> Optional[Tuple[float, float, float]]:
+    """``(first rss, last rss, seconds)`` when the samples show steady growth, else None."""
+    if not isinstance(history, list) or len(history) < GROWTH_SAMPLES:
+        return None
+    points = [(_num(p[0]), _num(p[1])) for p in history if isinstance(p, list) and len(p) == 2]
+    values = [(t, r) for t, r in points if t is not None and r is not None]
+    if len(values) < GROWTH_SAMPLES:
+        return None
+    rss = [r for _, r in values]
+    rising = sum(1 for a, b in zip(rss, rss[1:]) if b >= a)
+    first, last = rss[0], rss[-1]
+    if rising < 0.75 * (len(rss) - 1) or last - first < GROWTH_MIN_BYTES:
+        return None
+    if last < first * GROWTH_FACTOR:
+        return None
+    return first, last, values[-1][0] - values[0][0]
 
 
 _Evaluator = Callable[[Dict[str, Any], float], List[Finding]]

@@ -267,6 +267,20 @@ def database_file(path: str, proc_root: str = "/proc") -> Dict[str, Any]:
     return out
 
 
+def _memory(ctx: DiagContext, procs: List[Dict[str, Any]], now: float) -> None:
+    """Add each POS process's resident memory now and its history across reports (§5 #30)."""
+    import psutil
+
+    for proc in procs:
+        try:
+            rss = int(psutil.Process(proc["pid"]).memory_info().rss)
+        except psutil.Error:  # gone, or refused (§6.3)
+            continue
+        proc["rss"] = rss
+        history = ctx.memory.add(proc["pid"], proc["started"] or 0.0, now, rss)
+        proc["rss_history"] = [[round(t, 1), r] for t, r in history]
+
+
 def _disk(paths: Sequence[str], min_free_mb: int) -> List[Dict[str, Any]]:
     out = []
     for path in paths:
@@ -296,6 +310,7 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     rows = _process_table()
     now = time.time()
     running = find_processes(rows, profile.process_names)
+    _memory(ctx, running, now)
     db_procs = find_processes(rows, profile.database_processes)
     services = service_states(list(profile.service_names))
     db_service = service_states([profile.database_service]) if profile.database_service else {}

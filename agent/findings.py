@@ -286,6 +286,17 @@ ADVICE: Dict[str, Advice] = {
         "rewrite its configuration",
         ref="5.2#16",
     ),
+    "serial.prober_interference": Advice(
+        _W, "系统服务在探测串口设备", "A system service probes the serial device",
+        "{probers} 打开过 {tty} ({count} 次): 打印机可能打出乱码, 电子秤可能卡住",
+        "{probers} opened {tty} ({count} time(s)): a printer may print junk, a scale may stall",
+        "如果打印乱码或电子秤卡住, 请联系技术支持。",
+        "If receipts print junk or the scale stalls, call support.",
+        "用 udev 规则 ENV{ID_MM_DEVICE_IGNORE}=\"1\" 排除该 VID:PID, 或停用 ModemManager",
+        "Exclude the VID:PID with a udev rule ENV{ID_MM_DEVICE_IGNORE}=\"1\", or disable "
+        "ModemManager",
+        ref="5.2#15",
+    ),
     "network.link_down": Advice(
         _F, "网络断开", "Network link down", "没有已连接的网卡", "No network interface is up",
         "请检查网线或 Wi-Fi。", "Check the network cable or Wi-Fi.",
@@ -743,6 +754,48 @@ def _serial(data: Dict[str, Any], now: float) -> List[Finding]:
             ev = {"device": device, "usb_id": port.get("usb_id"), "held_by": held}
             out.append(
                 _finding("serial.port_shared", "serial", device, ev, device=device, holders=holders)
+            )
+    return out + _probers(data)
+
+
+_PROBERS = ("ModemManager", "brltty")
+
+
+def _probers(data: Dict[str, Any]) -> List[Finding]:
+    out: List[Finding] = []
+    probers = data.get("probers") or {}
+    seen = set()
+    for tty, row in sorted((probers.get("ports") or {}).items()):
+        seen.add(tty)
+        who = ", ".join(str(p) for p in row.get("probers") or [])
+        ev = {"tty": tty, "probers": row.get("probers"), "lines": row.get("lines")}
+        out.append(
+            _finding(
+                "serial.prober_interference",
+                "serial",
+                tty,
+                ev,
+                tty=tty,
+                probers=who,
+                count=row.get("count"),
+            )
+        )
+    for port in _dicts(data.get("ports")):
+        tty = str(port.get("device") or "").rsplit("/", 1)[-1]
+        held = [h for h in _dicts(port.get("held_by")) if h.get("name") in _PROBERS]
+        if held and tty not in seen:
+            ev = {"tty": tty, "held_by": held}
+            who = ", ".join(str(h.get("name")) for h in held)
+            out.append(
+                _finding(
+                    "serial.prober_interference",
+                    "serial",
+                    tty,
+                    ev,
+                    tty=tty,
+                    probers=who,
+                    count="now",
+                )
             )
     return out
 

@@ -283,3 +283,35 @@ def test_settings_name_a_printer_by_usb_identity_or_refuse_a_bad_one() -> None:
     for bad in ("0416", "0416:50111", "zz16:5011", "0416:5011:", "0416:5011:has space", 416):
         with pytest.raises(ConfigError, match=r"printers\[0\]\.usb must be"):
             parse_settings({"printers": [{"usb": bad}]})
+
+
+def test_prober_lines_from_the_journal_name_the_ports_they_touched() -> None:
+    from posassist.agent.collectors.serialports import parse_prober_lines
+
+    text = (FIXTURES / "serial" / "journal-modemmanager.txt").read_text()
+    found = parse_prober_lines(text)
+    assert set(found) == {"ttyACM0", "ttyUSB1"}
+    assert found["ttyACM0"]["probers"] == ["ModemManager"]
+    assert found["ttyACM0"]["count"] == 3  # the kernel's own line does not count
+    assert found["ttyUSB1"]["probers"] == ["ModemManager", "brltty"]
+    assert parse_prober_lines("") == {}
+    assert parse_prober_lines("ModemManager ttyACM0 without a pid\n") == {}
+
+
+def test_serial_collector_reads_probers_through_journalctl_by_argv(tmp_path: Path) -> None:
+    from posassist.agent.collectors import serialports
+    from posassist.agent.findings import evaluate
+
+    fixture = FIXTURES / "serial" / "journal-modemmanager.txt"
+    journalctl = _script(tmp_path, f'echo "$@" > "{tmp_path}/argv"\ncat "{fixture}"\n')
+    data = serialports.collect(None, journalctl=journalctl)
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[-4:] == ["-u", "ModemManager", "-u", "brltty"]
+    assert data["probers"]["ports"]["ttyACM0"]["count"] == 3
+    report = {"sections": {"serial": {"ok": True, "data": data}}}
+    found = {f.subject: f for f in evaluate(report, None, time.time())}
+    acm = found["ttyACM0"]
+    assert acm.code == "serial.prober_interference"
+    assert "ModemManager opened ttyACM0 (3 time(s))" in acm.detail["en"]
+    assert "ID_MM_DEVICE_IGNORE" in acm.advice.tech_en
+    assert acm.evidence["lines"][-1].endswith("port probe timed out")

@@ -137,12 +137,14 @@ def test_stopped_pos_and_a_corrupt_database(tmp_path: Path) -> None:
     assert "pos.log_errors" not in found  # the corruption says it better
 
 
-def test_a_port_held_by_two_processes_names_both() -> None:
+def test_a_port_held_by_two_processes_names_both_and_the_prober() -> None:
     found = evaluate(_load("serial-shared.json"), None, NOW)
-    (shared,) = found
+    shared, prober = found
     assert shared.code == "serial.port_shared"
     assert shared.subject == "/dev/ttyACM0"
     assert "ModemManager(880)" in shared.detail["en"]
+    assert (prober.code, prober.subject) == ("serial.prober_interference", "ttyACM0")
+    assert prober.evidence["held_by"] == [{"pid": 880, "name": "ModemManager"}]
 
 
 def test_printer_rows_that_were_not_probed() -> None:

@@ -5,6 +5,7 @@ Optional: a till without the file gets defaults (no printers configured, no POS 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class Settings:
     """What the diagnostics need to know about this till beyond its identity."""
 
     relay_url: str = ""
+    #: the relay's TLS key pin from enrolment (agent.json), for the clock check over HTTPS
+    relay_pin: str = ""
     pos_profile: str = ""
     printers: Tuple[PrinterConfig, ...] = ()
     #: a printer is asked for its status at most once in this many seconds (§2.3: be polite)
@@ -152,13 +155,13 @@ def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:
 
 
 def load_settings(data_dir: Path) -> Settings:
-    """Read ``settings.json`` (optional) and the relay URL from ``agent.json`` (if any)."""
-    relay_url = ""
+    """Read ``settings.json`` (optional) and the relay URL and pin from ``agent.json`` (if any)."""
+    relay_url = pin = ""
     try:
-        relay_url = str(
-            json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))["relay_url"]
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        agent = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
+        relay_url = str(agent["relay_url"])
+        pin = str(agent.get("tls_pin") or "")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     path = data_dir / "settings.json"
     try:
@@ -168,11 +171,11 @@ def load_settings(data_dir: Path) -> Settings:
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     if text is None:
-        return Settings(relay_url=relay_url)
+        return Settings(relay_url=relay_url, relay_pin=pin)
     try:
         doc = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: must hold a JSON object")
-    return parse_settings(doc, relay_url)
+    return dataclasses.replace(parse_settings(doc, relay_url), relay_pin=pin)

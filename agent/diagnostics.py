@@ -158,6 +158,7 @@ class Collector(NamedTuple):
 def default_collectors() -> List[Collector]:
     """Every collector the agent has, in report order (imports are light: I/O loads lazily)."""
     from posassist.agent.collectors import (
+        hostconfig,
         network,
         peripherals,
         pos,
@@ -174,6 +175,7 @@ def default_collectors() -> List[Collector]:
         Collector("printers", printers.collect, 8.0),
         Collector("pos", pos.collect, 5.0),
         Collector("print_queue", printqueue.collect, 5.0),
+        Collector("host", hostconfig.collect, 5.0),
         # listen-only windows on devices the POS uses: only when a technician asks (§3.2, §3.3)
         Collector("scale", peripherals.collect_scales, 35.0, opt_in=True),
         Collector("scanner", peripherals.collect_scanners, 35.0, opt_in=True),

@@ -371,6 +371,49 @@ ADVICE: Dict[str, Advice] = {
         "Don't take card payments; call support.", "同步时间; 更换主板电池",
         "Resync the clock; replace the CMOS battery", script="resync-clock", risk="A", ref="5.3#19",
     ),
+    "host.time_zone_wrong": Advice(
+        _F, "时区设置错误", "Wrong time zone", "本机时区为 {actual}, 门店应为 {expected}",
+        "The till's time zone is {actual}; the store's is {expected}",
+        "小票和日结报表上的时间可能不对, 请联系技术支持。",
+        "Times on receipts and Z-reports may be wrong; call support.",
+        "改正时区 (tzutil /s 或 timedatectl set-timezone), 营业结束后进行",
+        "Set the time zone (tzutil /s or timedatectl set-timezone), after closing", ref="5.3#20",
+    ),
+    "host.usb_disconnects": Advice(
+        _W, "USB 设备频繁断开", "USB device keeps disconnecting",
+        "USB 端口 {port} 在 24 小时内断开了 {count} 次",
+        "USB port {port} disconnected {count} times in 24 h",
+        "请检查 USB 线是否插紧, 尽量不用 USB 集线器。",
+        "Check the USB cable is firmly in; avoid USB hubs.",
+        "关闭 USB 选择性暂停 (autosuspend); 更换线缆或端口",
+        "Turn off USB selective suspend (autosuspend); change the cable or port", ref="5.2#13",
+    ),
+    "host.winhttp_proxy": Advice(
+        _W, "系统设置了 WinHTTP 代理", "WinHTTP proxy is set",
+        "WinHTTP 使用代理 {server}: 只有收银软件的 HTTPS 可能失败",
+        "WinHTTP goes through the proxy {server}: only the POS's HTTPS may fail",
+        "如果只有收银软件连不上网, 请联系技术支持。",
+        "If only the POS cannot get online, call support.",
+        "确认代理是否应存在; 否则 netsh winhttp reset proxy",
+        "Check the proxy is meant to be there; else netsh winhttp reset proxy", ref="5.3#24",
+    ),
+    "host.winhttp_no_tls12": Advice(
+        _F, "系统默认未启用 TLS 1.2", "TLS 1.2 not enabled for WinHTTP",
+        "Windows 7 的 WinHTTP 默认不用 TLS 1.2 (DefaultSecureProtocols = {value})",
+        "Windows 7's WinHTTP does not default to TLS 1.2 (DefaultSecureProtocols = {value})",
+        "支付网关停用旧协议后刷卡会失败, 请联系技术支持。",
+        "Card payments fail once the gateway drops old TLS; call support.",
+        "安装 KB3140245 并设置 DefaultSecureProtocols = 0xA00 (变更管理)",
+        "Install KB3140245 and set DefaultSecureProtocols = 0xA00 (change control)", ref="5.3#23",
+    ),
+    "host.device_driver_failed": Advice(
+        _F, "设备驱动失败", "Device driver failed", "{name}: 问题代码 {problem}",
+        "{name}: problem code {problem}", "请联系技术支持。", "Call support.",
+        "更换 USB 串口转换器 (FTDI 或正品 PL2303) 或固定旧版驱动; CH340 需安装驱动",
+        "Replace the USB-serial adapter (FTDI or genuine PL2303) or pin an older driver; CH340 "
+        "needs its driver",
+        ref="5.2#12",
+    ),
     "disk.low": Advice(
         _W, "磁盘空间不足", "Disk space low", "{mount} 仅剩 {free} ({percent}% 已用)",
         "{mount} has only {free} free ({percent}% used)", "请联系技术支持。", "Call support.",
@@ -704,6 +747,54 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
                     old=p.get("configured"),
                 )
             )
+    return out
+
+
+USB_DISCONNECTS = 3  # in 24 h, per USB port
+
+
+def _host(data: Dict[str, Any], now: float) -> List[Finding]:
+    from posassist.agent.collectors.hostconfig import TLS12_BIT, same_zone
+
+    out: List[Finding] = []
+    ev: Dict[str, Any]
+    sec = "host"
+    actual, expected = data.get("time_zone"), data.get("expected_time_zone")
+    if isinstance(actual, str) and isinstance(expected, str) and expected:
+        if not same_zone(actual, expected):
+            ev = {"time_zone": actual, "expected": expected}
+            out.append(
+                _finding("host.time_zone_wrong", sec, "", ev, actual=actual, expected=expected)
+            )
+    for port, count in sorted((data.get("usb_disconnects") or {}).items()):
+        if (_num(count) or 0) >= USB_DISCONNECTS:
+            out.append(
+                _finding(
+                    "host.usb_disconnects", sec, str(port), {"count": count}, port=port, count=count
+                )
+            )
+    proxy = data.get("winhttp_proxy")
+    if isinstance(proxy, dict) and not proxy.get("direct") and proxy.get("server"):
+        out.append(
+            _finding("host.winhttp_proxy", sec, "", {"proxy": proxy}, server=proxy.get("server"))
+        )
+    if data.get("windows_release") == "7":
+        value = data.get("winhttp_secure_protocols")
+        if not isinstance(value, int) or not value & TLS12_BIT:
+            shown = "(not set)" if value is None else hex(value) if isinstance(value, int) else "?"
+            out.append(_finding("host.winhttp_no_tls12", sec, "", {"value": value}, value=shown))
+    for dev in _dicts(data.get("device_problems")):
+        ev = {"instance_id": dev.get("instance_id"), "problem": dev.get("problem")}
+        out.append(
+            _finding(
+                "host.device_driver_failed",
+                sec,
+                str(dev.get("instance_id")),
+                ev,
+                name=dev.get("name"),
+                problem=dev.get("problem"),
+            )
+        )
     return out
 
 
@@ -1222,6 +1313,7 @@ _EVALUATORS: Dict[str, _Evaluator] = {
     "serial": _serial,
     "network": _network,
     "system": _system,
+    "host": _host,
     "scale": _scale,
     "scanner": _scanner,
 }

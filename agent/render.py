@@ -18,6 +18,7 @@ HEADINGS: Dict[str, str] = {
     "printers": "小票打印机 / Receipt printers",
     "pos": "收银软件 / POS application",
     "print_queue": "打印队列 / Print queue",
+    "host": "主机设置 / Host settings",
     "scale": "电子秤 / Scales",
     "scanner": "扫码枪 / Scanners",
 }
@@ -201,6 +202,18 @@ def _lines(
             at = job.get("submitted_at")
             submitted = when(at, tz, now) if at is not None else job.get("submitted")
             out.append(f"    {job.get('id')} {job.get('status') or ''} submitted {submitted}")
+    elif name == "host":
+        zone = data.get("time_zone") or "?"
+        expected = data.get("expected_time_zone")
+        out.append(f"time zone 时区: {zone}" + (f" (store 门店: {expected})" if expected else ""))
+        for port, count in sorted((data.get("usb_disconnects") or {}).items()):
+            out.append(f"USB {port}: {count} disconnect(s) in 24 h 次断开")
+        proxy = data.get("winhttp_proxy")
+        if isinstance(proxy, dict):
+            server = "direct 直连" if proxy.get("direct") else proxy.get("server")
+            out.append(f"WinHTTP proxy 代理: {server}")
+        for dev in data.get("device_problems") or []:
+            out.append(f"device 设备 {dev.get('name')}: problem {dev.get('problem')}")
     elif name in ("scale", "scanner"):
         for row in data.get("scales", data.get("scanners", [])):
             heard = (

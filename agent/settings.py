@@ -70,6 +70,8 @@ class Settings:
     #: scales and serial scanners, for the opt-in ``scale`` and ``scanner`` collectors
     scales: Tuple[SerialDeviceConfig, ...] = ()
     scanners: Tuple[SerialDeviceConfig, ...] = ()
+    #: the store's time zone (IANA ``Asia/Shanghai`` or a Windows id), to catch a wrong one (§5 #20)
+    time_zone: str = ""
 
 
 _USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(?::[\x21-\x7e]{1,64})?$")
@@ -151,7 +153,18 @@ def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:
         timeouts=tuple((str(k), float(v)) for k, v in timeouts.items()),
         scales=_serial_devices(doc, "scales", 2.0),
         scanners=_serial_devices(doc, "scanners", 10.0),
+        time_zone=_time_zone(doc.get("time_zone", "")),
     )
+
+
+def _time_zone(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > 64
+        or not re.match(r"^[A-Za-z0-9/_+ .-]*$", value)
+    ):
+        raise ConfigError("settings: time_zone must be a zone name such as Asia/Shanghai")
+    return value
 
 
 def load_settings(data_dir: Path) -> Settings:

@@ -38,7 +38,7 @@ def _codes(report: dict[str, Any], profile: Any = None) -> dict[str, Any]:
 def test_every_advice_has_both_languages_and_a_known_script() -> None:
     han = re.compile(r"[\u4e00-\u9fff]")
     for code, a in ADVICE.items():
-        assert re.fullmatch(r"[a-z_]+\.[a-z_]+", code), code
+        assert re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", code), code
         for zh in (a.title_zh, a.cashier_zh, a.tech_zh, a.detail_zh):
             assert han.search(zh), (code, zh)
         for en in (a.title_en, a.cashier_en, a.tech_en, a.detail_en):
@@ -210,7 +210,9 @@ def test_a_profile_that_did_not_load_is_a_finding() -> None:
 
 # --- bad input: garbage, truncated and empty replies --------------------------------------------
 
-SECTIONS = ("system", "network", "serial", "printers", "pos", "print_queue", "scale", "scanner")
+SECTIONS = (
+    "system", "network", "serial", "printers", "pos", "print_queue", "scale", "scanner", "host",
+)  # fmt: skip
 GARBAGE: list[Any] = [
     None,
     "garbage",
@@ -234,6 +236,7 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "print_queue": {"printers": 5},
     "scale": {"scales": "x"},
     "scanner": {"scanners": [5]},
+    "host": {"device_problems": "x"},
 }
 
 

@@ -466,6 +466,15 @@ ADVICE: Dict[str, Advice] = {
         "找出占用数据库的进程; 切勿删除 -wal/-shm/-journal 文件",
         "Find who holds the database; never delete -wal/-shm/-journal files", ref="5.4#27",
     ),
+    "pos.database_near_cap": Advice(
+        _W, "数据库接近容量上限", "POS database near its size cap",
+        "{path} 已有 {size}, 上限 {cap}", "{path} holds {size} of its {cap} cap",
+        "请联系技术支持, 数据库满后将无法保存销售。",
+        "Call support: once full, sales cannot be saved.",
+        "由技术员归档旧数据 (SQL Server Express 每库 10 GB)",
+        "Archive old data (a technician; SQL Server Express caps each database at 10 GB)",
+        ref="5.4#29",
+    ),
     "pos.database_held": Advice(
         _W, "数据库被多个程序打开", "POS database open in several programs",
         "{path} 被 {holders} 打开", "{path} is open in {holders}", "请联系技术支持。",
@@ -481,8 +490,8 @@ ADVICE: Dict[str, Advice] = {
         "核对 POS 档案中的数据库路径", "Check the database path in the POS profile", ref="5.4#27",
     ),
     "pos.database_corrupt": Advice(
-        _C, "数据库损坏", "POS database corrupt", "日志中出现数据库损坏 ({sample})",
-        "The log reports a corrupt database ({sample})", "请停止收银并联系技术支持。",
+        _C, "数据库损坏", "POS database corrupt", "数据库可能已损坏 ({sample})",
+        "The database looks corrupt ({sample})", "请停止收银并联系技术支持。",
         "Stop selling and call support.", "停止收银软件后复制数据库检查; 从备份恢复",
         "Check a copy with the POS stopped; restore from backup", ref="5.4#28",
     ),
@@ -1104,6 +1113,32 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
                 )
             )
         else:
+            check = dbfile.get("quick_check")
+            if isinstance(check, dict) and check.get("ok") is False:
+                sample = "; ".join(check.get("result") or [str(check.get("error"))])
+                out.append(
+                    _finding(
+                        "pos.database_corrupt",
+                        sec,
+                        path,
+                        {"quick_check": check},
+                        sample="PRAGMA quick_check on a copy: " + sample,
+                    )
+                )
+            cap = (profile.database_size_cap_gb if profile is not None else 0) * 1024**3
+            size = _num(dbfile.get("size")) or 0
+            if cap and size >= 0.9 * cap:
+                out.append(
+                    _finding(
+                        "pos.database_near_cap",
+                        sec,
+                        path,
+                        {"size": size, "cap": cap},
+                        path=path,
+                        size=mb(size),
+                        cap=mb(cap),
+                    )
+                )
             held = list(_dicts(dbfile.get("holders")))
             if len(held) > 1:  # two processes on one SQLite file: "database is locked" (§5 #27)
                 holders = ", ".join(

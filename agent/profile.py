@@ -37,6 +37,8 @@ class PosProfile:
     database_processes: Tuple[str, ...] = ()
     #: the POS's database file (SQLite and the like): who holds it, and with what lock (§5 #27)
     database_path: str = ""
+    #: the database engine's size cap (SQL Server Express: 10 GB per database, §5 #29); 0: none
+    database_size_cap_gb: int = 0
     log_paths: Tuple[str, ...] = ()
     error_patterns: Tuple[str, ...] = ()
     redact_patterns: Tuple[str, ...] = ()
@@ -120,6 +122,7 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
         database_service=_string(tables["database"], "service", "database"),
         database_processes=_strings(tables["database"], "processes", "database"),
         database_path=_expand(_string(tables["database"], "path", "database"), data_dir),
+        database_size_cap_gb=_int(tables["database"], "size_cap_gb", "database", 0, 0, 100000),
         log_paths=tuple(_expand(p, data_dir) for p in _strings(logs, "paths", "logs")),
         error_patterns=_strings(logs, "error_patterns", "logs"),
         redact_patterns=_strings(logs, "redact_patterns", "logs"),

@@ -193,6 +193,21 @@ ADVICE: Dict[str, Advice] = {
         "A sale is open ({why}); printer {name} was not probed", "无需操作。", "Nothing to do.",
         "交易结束后再诊断", "Re-check after the sale", ref="§0.2",
     ),
+    "queue.spooler_stopped": Advice(
+        _F, "打印服务未运行", "Print spooler not running",
+        "Windows 打印服务 (Spooler) 的状态为 {state}", "The Windows Print Spooler is {state}",
+        "小票打印不出来, 请联系技术支持。", "Receipts cannot print; call support.",
+        "重启打印服务并把卡住的文件移到隔离目录 (队列里可能有未打印的单据, 先确认)",
+        "Restart the spooler, moving stuck spool files to quarantine (the queue may hold "
+        "unprinted tickets: confirm first)",
+        script="spooler-reset-windows", risk="B", ref="5.1#1",
+    ),
+    "queue.cups_stopped": Advice(
+        _F, "打印服务未运行", "CUPS not running", "CUPS 打印服务没有运行",
+        "The CUPS scheduler is not running", "小票打印不出来, 请联系技术支持。",
+        "Receipts cannot print; call support.", "启动 CUPS (systemctl start cups)",
+        "Start CUPS (systemctl start cups)", ref="5.1#1",
+    ),
     "queue.disabled": Advice(
         _F, "打印队列已停用", "Print queue disabled", "打印队列 {name} 已停用{why}",
         "Print queue {name} is disabled{why}", "请联系技术支持, 小票可能没有打印。",
@@ -425,6 +440,15 @@ ADVICE: Dict[str, Advice] = {
         "{mount} has only {free} free ({percent}% used)", "请联系技术支持, 收银数据可能无法保存。",
         "Call support: sales may fail to save.", "立即清理临时文件和旧日志",
         "Clean temp folders and old logs now", script="clean-temp-folders", risk="A", ref="5.4#25",
+    ),
+    "system.update_or_av_busy": Advice(
+        _W, "杀毒或系统更新占用 CPU", "Antivirus or Windows Update hogging the CPU",
+        "{name} (进程 {pid}) 平均占用 {share}% 的 CPU",
+        "{name} (pid {pid}) averages {share}% of a CPU", "高峰时段收银可能变慢。",
+        "The POS may lag at peak hours.", "把扫描和更新安排在营业时间外; 为收银目录申请杀毒排除",
+        "Schedule scans and updates outside opening hours; request AV exclusions for the POS "
+        "folders",
+        ref="5.4#31",
     ),
     "memory.low": Advice(
         _W, "内存不足", "Memory low", "可用内存仅 {available} (共 {total})",
@@ -811,6 +835,13 @@ def _print_queue(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
     ev: Dict[str, Any]
     sec = "print_queue"
+    if data.get("scheduler_running") is False:
+        out.append(_finding("queue.cups_stopped", sec, "", {"scheduler_running": False}))
+    spooler = data.get("spooler")
+    if isinstance(spooler, str) and spooler != "running":
+        out.append(
+            _finding("queue.spooler_stopped", sec, "Spooler", {"spooler": spooler}, state=spooler)
+        )
     for p in _dicts(data.get("printers")):
         name = str(p.get("name") or "?")
         reasons = [str(r) for r in p.get("reasons") or []]
@@ -1017,6 +1048,13 @@ def _tls(tls: Dict[str, Any], host: str, now: float) -> List[Finding]:
     return []
 
 
+#: Antivirus and Windows Update processes that hog tills at peak hours (§5 #31).
+_BUSY_NAMES = ("msmpeng.exe", "tiworker.exe", "trustedinstaller.exe", "wuauclt.exe",
+               "usocoreworker.exe", "mrt.exe")  # fmt: skip
+#: Average share of one CPU since the process started that counts as hogging.
+BUSY_SHARE = 25.0
+
+
 def _system(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
     ev: Dict[str, Any]
@@ -1032,6 +1070,31 @@ def _system(data: Dict[str, Any], now: float) -> List[Finding]:
             out.append(_finding("disk.full", sec, mount, ev, **words))
         elif percent >= DISK_WARN_PERCENT or free < DISK_WARN_FREE:
             out.append(_finding("disk.low", sec, mount, ev, **words))
+    for proc in _dicts((data.get("processes") or {}).get("top_by_memory")):
+        if str(proc.get("name") or "").lower() not in _BUSY_NAMES:
+            continue
+        cpu, started = _num(proc.get("cpu_seconds")), _num(proc.get("create_time"))
+        if cpu is None or started is None or now - started < 600:
+            continue
+        share = 100.0 * cpu / (now - started)
+        if share >= BUSY_SHARE:
+            ev = {
+                "name": proc.get("name"),
+                "pid": proc.get("pid"),
+                "cpu_seconds": cpu,
+                "create_time": started,
+            }
+            out.append(
+                _finding(
+                    "system.update_or_av_busy",
+                    sec,
+                    str(proc.get("pid")),
+                    ev,
+                    name=proc.get("name"),
+                    pid=proc.get("pid"),
+                    share=f"{share:.0f}",
+                )
+            )
     mem = data.get("memory") or {}
     total, avail = _num(mem.get("total")), _num(mem.get("available"))
     if total and avail is not None and avail < total * MEMORY_WARN_FRACTION:

@@ -218,9 +218,25 @@ def run_tool(argv: Sequence[str], timeout: float, env: Optional[Dict[str, str]] 
 def cups_queue(lpstat: str, timeout: float = 3.0) -> Dict[str, Any]:
     """Printers and jobs from CUPS, through ``lpstat -p`` and ``lpstat -o``."""
     env = dict(os.environ, LC_ALL="C", LANG="C")  # the parser reads the English messages
+    try:
+        scheduler = run_tool([lpstat, "-r"], timeout, env)
+    except CollectorError:  # lpstat -r exits 1 when the scheduler is down, saying so
+        scheduler = "scheduler is not running"
+    if "not running" in scheduler:  # §5 #1: nothing prints; -p and -o would only fail
+        return {"system": "cups", "scheduler_running": False, "printers": [], "jobs": []}
     printers = parse_lpstat_printers(run_tool([lpstat, "-p"], timeout, env))
     jobs = parse_lpstat_jobs(run_tool([lpstat, "-o"], timeout, env))
-    return {"system": "cups", "printers": printers, "jobs": jobs}
+    return {"system": "cups", "scheduler_running": True, "printers": printers, "jobs": jobs}
+
+
+def _spooler_state() -> str:  # pragma: no cover - Windows only
+    """The Print Spooler service's state (psutil), e.g. ``running`` or ``stopped`` (§5 #1)."""
+    import psutil  # type: ignore[import-untyped]
+
+    try:
+        return str(psutil.win_service_get("Spooler").status())
+    except (psutil.Error, OSError) as exc:
+        return "unknown: " + type(exc).__name__
 
 
 def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> Dict[str, Any]:
@@ -235,7 +251,9 @@ def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> 
             [wmic, "printjob", "get", "Document,JobId,Name,Status,TimeSubmitted", "/format:list"],
             4.0,
         )
-        return windows_queue(printers, jobs)
+        queue = windows_queue(printers, jobs)
+        queue["spooler"] = _spooler_state()
+        return queue
     tool = lpstat or next((p for p in LPSTAT_PATHS if os.path.exists(p)), None)
     if tool is None:
         raise CollectorError("CUPS is not installed (no lpstat)")

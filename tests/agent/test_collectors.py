@@ -242,13 +242,43 @@ def test_cups_queue_runs_lpstat_by_argv(tmp_path: Path) -> None:
     lpstat = _script(
         tmp_path,
         '[ "$LC_ALL" = C ] || exit 3\n'
+        '[ "$1" = -r ] && echo "scheduler is running"\n'
         f'[ "$1" = -p ] && cat "{fixture}/lpstat-p.txt"\n'
         f'[ "$1" = -o ] && cat "{fixture}/lpstat-o.txt"\n'
         "exit 0\n",
     )
     data = printqueue.collect(None, lpstat=lpstat)
+    assert data["scheduler_running"] is True
     assert len(data["printers"]) == 3
     assert len(data["jobs"]) == 3
+
+
+def test_a_stopped_cups_scheduler_is_a_finding_not_a_failed_section(tmp_path: Path) -> None:
+    from posassist.agent.findings import evaluate
+
+    # lpstat -r says so and exits 1; -p and -o would fail ("lpstat: Bad file descriptor")
+    lpstat = _script(
+        tmp_path,
+        '[ "$1" = -r ] && { echo "scheduler is not running"; exit 1; }\n'
+        'echo "lpstat: Bad file descriptor" >&2; exit 1\n',
+    )
+    data = printqueue.collect(None, lpstat=lpstat)
+    assert data == {"system": "cups", "scheduler_running": False, "printers": [], "jobs": []}
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = evaluate(report, None, time.time())
+    assert finding.code == "queue.cups_stopped"
+
+
+def test_a_stopped_windows_spooler_offers_the_spooler_reset() -> None:
+    from posassist.agent.findings import evaluate
+
+    data = {"system": "windows-spooler", "spooler": "stopped", "printers": [], "jobs": []}
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = evaluate(report, None, time.time())
+    assert finding.code == "queue.spooler_stopped"
+    assert finding.to_dict()["script"] == {"id": "spooler-reset-windows", "risk": "B"}
+    data["spooler"] = "running"
+    assert evaluate(report, None, time.time()) == []
 
 
 def test_hanging_lpstat_is_killed_at_its_timeout(tmp_path: Path) -> None:

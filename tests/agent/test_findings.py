@@ -102,6 +102,21 @@ def test_disk_and_memory_in_human_units() -> None:
     assert memory.evidence["top_by_memory"][0]["name"] == "pos.exe"
 
 
+def test_antivirus_or_update_hogging_the_cpu_since_it_started() -> None:
+    rows = [
+        {"pid": 900, "name": "MsMpEng.exe", "rss": 3 * 10**8, "cpu_seconds": 1800.0,
+         "create_time": NOW - 3600},  # half a CPU for an hour
+        {"pid": 901, "name": "TiWorker.exe", "rss": 10**8, "cpu_seconds": 60.0,
+         "create_time": NOW - 3600},  # 2 %
+        {"pid": 902, "name": "pos.exe", "rss": 10**9, "cpu_seconds": 3000.0,
+         "create_time": NOW - 3600},  # busy, but it is the POS
+    ]  # fmt: skip
+    data = {"processes": {"top_by_memory": rows}, "disks": [], "memory": {}}
+    (finding,) = evaluate({"sections": {"system": {"ok": True, "data": data}}}, None, NOW)
+    assert finding.code == "system.update_or_av_busy"
+    assert finding.detail["en"] == "MsMpEng.exe (pid 900) averages 50% of a CPU"
+
+
 def test_locked_database_duplicate_instances_and_stopped_services(tmp_path: Path) -> None:
     profile = load_profile("demo", tmp_path)
     found = evaluate(_load("pos-locked-twice.json"), profile, NOW)

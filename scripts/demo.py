@@ -226,14 +226,15 @@ def main() -> int:
 
 
 def _interesting(report: str) -> list[str]:
-    """Every section's heading, and the printer section in full, to keep the demo readable."""
+    """The findings, every section's heading, and the printer section in full, to keep the demo
+    readable."""
     keep: list[str] = []
     section = ""
     for line in report.splitlines():
-        if line.startswith("["):
+        if line.startswith(("[", "== ")):
             section = line
             keep.append(line)
-        elif section.startswith("[printers]") or line.startswith("diagnostics"):
+        elif section.startswith(("[printers]", "== ")) or line.startswith("diagnostics"):
             keep.append(line)
     return keep
 

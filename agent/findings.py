@@ -1442,10 +1442,23 @@ def _section(
             )
         ], False
     try:
-        if name == "pos":
-            return _pos(data, now, profile), True
+        found = _pos(data, now, profile) if name == "pos" else []
         evaluator = _EVALUATORS.get(name)
-        return (evaluator(data, now) if evaluator else []), True
+        found += evaluator(data, now) if evaluator else []
+        garbled = list(_dicts(data.get("unreadable")))  # tool output the collector can't parse
+        for part in garbled:
+            why = f"{part.get('source')} said {part.get('sample')!r}"
+            found.append(
+                _finding(
+                    "collector.unreadable",
+                    name,
+                    str(part.get("source")),
+                    {"unreadable": part},
+                    section=name,
+                    why=why,
+                )
+            )
+        return found, not garbled
     except (TypeError, KeyError, AttributeError, ValueError) as exc:  # garbage in the data
         return [
             _finding(

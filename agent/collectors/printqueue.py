@@ -28,6 +28,7 @@ __all__ = [
     "parse_wmic_list",
     "parse_wmic_time",
     "run_tool",
+    "unparsed",
     "windows_queue",
 ]
 
@@ -184,7 +185,13 @@ def windows_queue(printers_text: str, jobs_text: str) -> Dict[str, Any]:
                 "stuck": any(word in status.lower() for word in _JOB_TROUBLE),
             }
         )
-    return {"system": "windows-spooler", "printers": printers, "jobs": jobs}
+    out: Dict[str, Any] = {"system": "windows-spooler", "printers": printers, "jobs": jobs}
+    unreadable = unparsed(
+        {"wmic printer": (printers_text, printers), "wmic printjob": (jobs_text, jobs)}
+    )
+    if unreadable:
+        out["unreadable"] = unreadable
+    return out
 
 
 def run_tool(argv: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None) -> str:
@@ -224,9 +231,33 @@ def cups_queue(lpstat: str, timeout: float = 3.0) -> Dict[str, Any]:
         scheduler = "scheduler is not running"
     if "not running" in scheduler:  # §5 #1: nothing prints; -p and -o would only fail
         return {"system": "cups", "scheduler_running": False, "printers": [], "jobs": []}
-    printers = parse_lpstat_printers(run_tool([lpstat, "-p"], timeout, env))
-    jobs = parse_lpstat_jobs(run_tool([lpstat, "-o"], timeout, env))
-    return {"system": "cups", "scheduler_running": True, "printers": printers, "jobs": jobs}
+    printers_text = run_tool([lpstat, "-p"], timeout, env)
+    jobs_text = run_tool([lpstat, "-o"], timeout, env)
+    printers = parse_lpstat_printers(printers_text)
+    jobs = parse_lpstat_jobs(jobs_text)
+    out: Dict[str, Any] = {
+        "system": "cups",
+        "scheduler_running": True,
+        "printers": printers,
+        "jobs": jobs,
+    }
+    unreadable = unparsed({"lpstat -p": (printers_text, printers), "lpstat -o": (jobs_text, jobs)})
+    if unreadable:
+        out["unreadable"] = unreadable
+    return out
+
+
+def unparsed(outputs: Dict[str, Any]) -> List[Dict[str, str]]:
+    """Tool outputs that had text but gave nothing parseable: garbage is "unreadable", not "ok"."""
+    return [
+        {"source": source, "sample": text.strip()[:200]}
+        for source, (text, parsed) in outputs.items()
+        if text.strip() and not parsed and not any(m in text for m in _NOTHING)
+    ]
+
+
+#: What the tools say when there is simply nothing to list.
+_NOTHING = ("No Instance(s) Available", "No destinations added")
 
 
 def _spooler_state() -> str:  # pragma: no cover - Windows only

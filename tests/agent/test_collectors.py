@@ -8,6 +8,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
@@ -251,6 +252,30 @@ def test_cups_queue_runs_lpstat_by_argv(tmp_path: Path) -> None:
     assert data["scheduler_running"] is True
     assert len(data["printers"]) == 3
     assert len(data["jobs"]) == 3
+
+
+def test_garbage_from_lpstat_is_unreadable_not_an_empty_ok_queue(tmp_path: Path) -> None:
+    from posassist.agent.findings import annotate
+
+    lpstat = _script(
+        tmp_path,
+        '[ "$1" = -r ] && echo "scheduler is running" && exit 0\n'
+        '[ "$1" = -p ] && printf "\\033[31m\\377\\376 imprimante ???\\n" && exit 0\n'
+        "exit 0\n",
+    )
+    data = printqueue.collect(None, lpstat=lpstat)
+    assert data["printers"] == []
+    (part,) = data["unreadable"]
+    assert part["source"] == "lpstat -p"
+    report: dict[str, Any] = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    annotate(report, None, time.time())
+    section = report["sections"]["print_queue"]
+    assert section["status"] == "unreadable"
+    (finding,) = section["findings"]
+    assert finding["code"] == "collector.unreadable"
+    assert "lpstat -p said" in finding["detail"]["en"]
+    wmic_empty = printqueue.windows_queue("\r\nNo Instance(s) Available.\r\n", "")
+    assert "unreadable" not in wmic_empty
 
 
 def test_a_stopped_cups_scheduler_is_a_finding_not_a_failed_section(tmp_path: Path) -> None:

@@ -302,3 +302,17 @@ def test_any_data_gives_findings_or_unreadable_never_an_exception(name, data) ->
     for finding in found:
         assert finding.code in ADVICE
         json.dumps(finding.to_dict())
+
+
+def test_the_json_of_a_finding_has_exactly_the_documented_keys() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "findings.md").read_text()
+    for report in ("pos-locked-twice.json", "network-tls-expiring.json"):
+        for finding in evaluate(_load(report), None, NOW):
+            data = finding.to_dict()
+            assert list(data) == [
+                "code", "severity", "section", "subject", "title", "detail", "cashier",
+                "technician", "script", "ref", "evidence",
+            ]  # fmt: skip
+            for key in data:
+                assert f'"{key}"' in doc, key
+            assert f"`{finding.code}`" in doc  # every code is listed

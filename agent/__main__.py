@@ -12,17 +12,29 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from posassist.protocol import PosAssistError, signing
-from posassist.protocol.errors import error_line
+# On Python 3.8 (Windows 7 tills) cryptography warns, when first imported, that its support for
+# 3.8 is deprecated: a line on every start that a merchant can do nothing about. Only that
+# warning is silenced, here in the entry point and before cryptography is imported; every
+# other warning still shows.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Python 3\.8 is no longer supported by the Python core team",
+    category=UserWarning,
+)
 
-from . import __version__
-from .backoff import backoff
-from .config import load_identity
-from .enrol import enrol, trust_root
-from .errors import RelayRefusedError
+from posassist.protocol import PosAssistError, signing  # noqa: E402
+from posassist.protocol.errors import error_line  # noqa: E402
+from posassist.protocol.text import printable  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .backoff import backoff  # noqa: E402
+from .config import load_identity  # noqa: E402
+from .enrol import enrol, trust_root  # noqa: E402
+from .errors import RelayRefusedError, ReplacedError  # noqa: E402
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -65,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(zh: str, en: str) -> None:
-    print(zh + " / " + en, flush=True)
+    """One line for the person at the till; it may quote the relay, so it is made printable."""
+    print(printable(zh + " / " + en, multiline=False), flush=True)
 
 
 def _script_service(
@@ -119,6 +132,12 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
     def failed(exc: BaseException) -> None:
         if isinstance(exc, RelayRefusedError):
             _say("服务器拒绝了本设备: " + exc.code, "the relay refused this device: " + exc.code)
+        elif isinstance(exc, ReplacedError):
+            _say(
+                "本设备身份在另一处连接了服务器, 稍后重连 (若为复制的系统镜像, 请重新登记本机)",
+                "another connection with this device identity replaced ours; reconnecting "
+                "after a back-off (a cloned till must be enrolled on its own)",
+            )
         elif once:
             _say("无法连接服务器", "cannot connect to the relay: " + type(exc).__name__)
 
@@ -137,6 +156,8 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
         if fresh is not None:
             fresh.cancel()
             await asyncio.gather(fresh, return_exceptions=True)
+        if scripts is not None:
+            await scripts.close()  # runs outlive connections, not the agent
     if not once:
         _say("代理已停止", "agent stopped")
     return status

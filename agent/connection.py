@@ -36,7 +36,7 @@ from posassist.protocol.errors import LocalProtocolError, ProtocolError
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, ReplacedError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -47,6 +47,8 @@ log = logging.getLogger("posassist.agent")
 SOFTWARE = "posassist-agent/" + __version__
 #: diagnostics requests served at once; more get ErrorReply "busy" (each runs several threads)
 MAX_DIAGNOSES = 2
+#: Close code of a connection the relay replaced by a newer one of the same device.
+REPLACED = 4002
 #: seconds to gather the device facts in; past that they are not sent on this connection
 FACTS_TIMEOUT = 10.0
 
@@ -132,26 +134,16 @@ class AgentConnection:
             task = asyncio.ensure_future(self._diagnose(event, clock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        elif isinstance(event, ScriptRestoreRequest) and self.scripts is not None:
-            if self.scripts.busy:
-                self.session.send(
-                    ErrorReply(id=event.id, code="busy", message="a script is running")
-                )
-                return
-            task = asyncio.ensure_future(self.scripts.restore(event, self._send, clock))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif isinstance(event, ScriptRunRequest) and self.scripts is not None:
-            if self.scripts.busy:
-                self.session.send(
-                    ErrorReply(id=event.id, code="busy", message="another script is running")
-                )
-                return
-            task = asyncio.ensure_future(self.scripts.handle(event, self._send, clock))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, (ScriptRunRequest, ScriptRestoreRequest)) and self.scripts:
+            # The run is the script service's, not this connection's: it outlives a drop.
+            refused = self.scripts.submit(event, self._send, clock)
+            if refused is not None:
+                self.session.send(refused)
         elif isinstance(event, JobQuery) and self.scripts is not None:
-            self.session.send(self.scripts.answer(event))  # docs/protocol.md#requests
+            # docs/protocol.md#requests; "never_received" only for a relay that knows it (v4)
+            self.session.send(
+                self.scripts.answer(event, never_received=(self.session.version or 0) >= 4)
+            )
         elif event.KIND is Kind.REQUEST:
             # A request this agent does not (yet) know how to serve: a clear error, no crash.
             request_id: int = getattr(event, "id")  # noqa: B009
@@ -263,5 +255,8 @@ async def connect_once(
             ended = await agent.serve(connection, opened)
             if isinstance(ended, (PeerSilentError, ProtocolError)):
                 raise ended  # reconnected with backoff by run_agent, like any lost link
+            if isinstance(ended, ConnectionClosed) and ended.rcvd and ended.rcvd.code == REPLACED:
+                # Another connection of this identity took over: backed off, never at once.
+                raise ReplacedError(f"closed {REPLACED} by relay {opened.relay_id}")
             log.info("relay closed the connection")
         return opened

@@ -11,6 +11,7 @@ everything else 1.
     └── AgentError
         ├── ConfigError               the data directory or arguments are unusable   exit 2
         ├── UntrustedRootError        a script root the approvers did not name      exit 3
+        ├── ReplacedError             the relay closed us 4002: this identity connected again
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -48,6 +49,7 @@ __all__ = [
     "PortPermissionError",
     "PortUnpluggedError",
     "RelayRefusedError",
+    "ReplacedError",
     "ScriptError",
     "ScriptRefusedError",
     "UntrustedRootError",
@@ -78,22 +80,36 @@ class UntrustedRootError(AgentError):
     public_reason_zh = "脚本库根证书与审批人提供的不一致"
 
 
+class ReplacedError(AgentError):
+    """The relay closed this connection (4002) because the same device connected again: on a
+    working till the connection it had already lost, else another PC holding this identity (a
+    cloned disk image). The agent backs off before reconnecting (agent/run.py), so two such
+    tills do not replace each other forever (docs/relay.md#flapping-agents)."""
+
+    close_code = 4002
+    public_reason = "replaced by another connection of this device"
+    public_reason_zh = "本设备身份在另一处连接了服务器 (可能是复制的系统镜像)"
+
+
 class CollectorError(AgentError):
     """A diagnostics collector could not produce its data."""
 
     public_reason = "collector failed"
+    public_reason_zh = "诊断项采集失败"
 
 
 class CollectorTimeout(CollectorError):
     """A collector's own deadline passed before it finished."""
 
     public_reason = "collector timed out"
+    public_reason_zh = "诊断项采集超时"
 
 
 class LogReadError(CollectorError):
     """A log file could not be opened or read."""
 
     public_reason = "log not readable"
+    public_reason_zh = "日志无法读取"
 
 
 class PortError(CollectorError):
@@ -104,6 +120,7 @@ class PortError(CollectorError):
     """
 
     public_reason = "port error"
+    public_reason_zh = "端口出错"
 
     def __init__(self, port: str, message: str = "") -> None:
         super().__init__(f"{port}: {message}" if message else port)
@@ -114,12 +131,14 @@ class PortNotFoundError(PortError):
     """The device node does not exist, or the TCP printer refused / did not answer the connect."""
 
     public_reason = "port not found"
+    public_reason_zh = "找不到端口或设备"
 
 
 class PortPermissionError(PortError):
     """The operating system refused access to the port (Linux: not in the ``dialout`` group)."""
 
     public_reason = "permission denied on port"
+    public_reason_zh = "无权访问端口"
 
 
 class PortHeldError(PortError):
@@ -130,6 +149,7 @@ class PortHeldError(PortError):
     """
 
     public_reason = "port held by another process"
+    public_reason_zh = "端口被其他程序占用"
 
     def __init__(self, port: str, holders: Tuple[Any, ...] = (), message: str = "") -> None:
         super().__init__(port, message)
@@ -140,12 +160,14 @@ class PortUnpluggedError(PortError):
     """The link vanished while the agent was talking to the device (unplug, power-off, close)."""
 
     public_reason = "device disconnected"
+    public_reason_zh = "设备已断开"
 
 
 class ScriptError(AgentError):
     """A vetted script could not be run as asked (agent/scripts/)."""
 
     public_reason = "script error"
+    public_reason_zh = "脚本出错"
 
 
 class ScriptRefusedError(ScriptError):
@@ -156,6 +178,7 @@ class ScriptRefusedError(ScriptError):
     """
 
     public_reason = "script refused"
+    public_reason_zh = "脚本被拒绝执行"
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(f"{refusal.code}: {refusal.en}")
@@ -166,3 +189,4 @@ class BackupError(ScriptError):
     """A path could not be backed up, or a backup could not be restored and verified."""
 
     public_reason = "backup failed"
+    public_reason_zh = "备份失败"

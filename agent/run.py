@@ -17,7 +17,7 @@ from posassist.protocol import PosAssistError
 
 from .backoff import backoff
 from .connection import Opened, connect_once
-from .errors import RelayRefusedError
+from .errors import RelayRefusedError, ReplacedError
 
 if TYPE_CHECKING:
     from .config import Identity
@@ -80,6 +80,15 @@ async def run_agent(
                 on_failure(exc)
             if once:
                 return 3
+        except ReplacedError as exc:
+            # The connection worked, then the same identity connected again elsewhere (or we
+            # did, after a silent loss): the backoff goes on growing, it is not reset, so two
+            # tills sharing an identity can't replace each other in a tight loop.
+            if on_failure is not None:
+                on_failure(exc)
+            log.warning("relay replaced this connection with another of the same device")
+            if once:
+                return 0
         except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
             if on_failure is not None:
                 on_failure(exc)

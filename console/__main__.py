@@ -9,10 +9,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from posassist.client import http
 from posassist.protocol import (
@@ -27,14 +28,26 @@ from posassist.protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
-from posassist.protocol.errors import EXIT_USAGE, error_line
+from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolError, error_line
+from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
 from . import __version__
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from posassist.protocol import Message
+
+M = TypeVar("M", bound="Message")
+
+
+#: Shown under a device whose connections keep replacing each other (docs/relay.md#flapping-agents).
+FLAPPING = (
+    "FLAPPING: two PCs are connecting with this device identity (a cloned till?); enrol each "
+    "PC on its own / 两台电脑在使用同一个设备身份, 请分别登记"
+)
 
 
 def _home() -> Path:
@@ -83,7 +96,7 @@ def login(relay: str, user: str, password_file: Path | None, pin: str | None) ->
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump({"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}, out)
-    print(f"signed in as {user} ({answer['role']}) / 登录成功")
+    print(printable(f"signed in as {user} ({answer.get('role')}) / 登录成功", multiline=False))
     return 0
 
 
@@ -102,21 +115,37 @@ def devices(show_facts: bool = False) -> int:
         facts = facts if isinstance(facts, dict) else {}
         line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
         print(printable(f"{line} {facts_summary(facts)}", multiline=False))
+        if d.get("flapping") is True:  # relay/flapping.py
+            print(f"  {FLAPPING}")
         if show_facts:
             print("\n".join(render_facts(facts)))
     return 0
 
 
+def _request(cls: Callable[..., M], **fields: Any) -> M:
+    """The request the arguments make, checked before anything is sent (its id is set once
+    connected): BadArgument naming the field the protocol refuses (docs/protocol.md#messages)."""
+    device = fields.get("device_id")
+    if isinstance(device, str) and not DEVICE_ID.fullmatch(device):
+        raise BadArgument(
+            "DEVICE must be a device id: letters, digits and . _ : - (at most 64), "
+            "as `posassist devices` lists them"
+        )
+    try:
+        return cls(id=1, **fields)
+    except LocalProtocolError as exc:  # "ScriptRunRequest.version has a bad value"
+        raise BadArgument(str(exc).partition(".")[2] or str(exc)) from None
+
+
 async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout: float) -> int:
     from .connection import ConsoleConnection
 
+    asked = _request(DiagnosticsRequest, device_id=device, collectors=collectors, timeout=timeout)
     session = _session()
     async with ConsoleConnection.open(
         session["relay"], session["token"], tls_pin=session.get("tls_pin")
     ) as conn:
-        request = DiagnosticsRequest(
-            id=conn.session.next_id(), device_id=device, collectors=collectors, timeout=timeout
-        )
+        request = asked.with_id(conn.session.next_id())
         async for reply in conn.request(request, timeout=timeout + 5):
             if isinstance(reply, ErrorReply):
                 print(
@@ -134,12 +163,30 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
 
 
 def _param_value(text: str) -> Any:
-    """``5`` → 5, ``true`` → True, ``"5"`` → "5"; anything that isn't JSON stays text."""
+    """``5`` → 5, ``true`` → True, ``"5"`` → "5"; anything that isn't JSON stays text.
+    BadArgument for a number no message can carry (``NaN``, ``1e999``, past 64 bits)."""
     try:
         value = json.loads(text)
     except ValueError:
         return text
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadArgument("a --param number must be finite")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        raise BadArgument("a --param number must fit in 64 bits")
     return value if isinstance(value, str | int | float | bool) else text
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    """``--param name=value`` arguments as a map; BadArgument for one that isn't."""
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise BadArgument("--param takes name=value")
+        if name in values:
+            raise BadArgument(f"--param {name} given twice")
+        values[name] = _param_value(text)
+    return values
 
 
 async def _run_script(
@@ -148,25 +195,19 @@ async def _run_script(
     """Ask the device to run a vetted script; stream its output; say how it ended."""
     from .connection import ConsoleConnection
 
-    values: dict[str, Any] = {}
-    for item in params:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            print(f"error: --param takes name=value, not {item!r}", file=sys.stderr)
-            return 2
-        values[name] = _param_value(text)
+    asked = _request(
+        ScriptRunRequest,
+        device_id=device,
+        script=script,
+        version=version,
+        params=_params(params),
+        unattended=unattended,
+    )
     session = _session()
     async with ConsoleConnection.open(
         session["relay"], session["token"], tls_pin=session.get("tls_pin")
     ) as conn:
-        request = ScriptRunRequest(
-            id=conn.session.next_id(),
-            device_id=device,
-            script=script,
-            version=version,
-            params=values,
-            unattended=unattended,
-        )
+        request = asked.with_id(conn.session.next_id())
         print(
             f"asking {device} to run {script} {version} (the device verifies the signatures, "
             "checks preconditions and asks the merchant where needed) / 等待设备执行"
@@ -199,13 +240,12 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     """Ask the device to put back the files an earlier run backed up, byte for byte."""
     from .connection import ConsoleConnection
 
+    asked = _request(ScriptRestoreRequest, device_id=device, backup_id=backup_id)
     session = _session()
     async with ConsoleConnection.open(
         session["relay"], session["token"], tls_pin=session.get("tls_pin")
     ) as conn:
-        request = ScriptRestoreRequest(
-            id=conn.session.next_id(), device_id=device, backup_id=backup_id
-        )
+        request = asked.with_id(conn.session.next_id())
         async for reply in conn.request(request, timeout=timeout):
             if isinstance(reply, ErrorReply):
                 print(
@@ -245,16 +285,23 @@ def list_scripts(relay: str, pin: str | None = None) -> int:
     try:
         rows = asyncio.run(collect())
     except (http.HttpStatusError, KeyError, TypeError, AttributeError) as exc:
-        print(f"no script repository on this relay / 服务器没有脚本库: {exc}", file=sys.stderr)
+        print(
+            printable(
+                f"no script repository on this relay / 服务器没有脚本库: {exc}", multiline=False
+            ),
+            file=sys.stderr,
+        )
         return 1
     print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
     for (script_id, version), manifest in sorted(rows.items()):
+        # The relay's word, not yet verified (devices verify): printed only once made printable.
         title = manifest.get("title", {})
-        print(
+        line = (
             f"{script_id:<26} {version:<9} {manifest.get('risk', '?'):<5} "
-            f"{','.join(manifest.get('platforms', [])):<15} "
+            f"{','.join(map(str, manifest.get('platforms', []))):<15} "
             f"{title.get('en', '')} / {title.get('zh', '')}"
         )
+        print(printable(line, multiline=False))
     print("(listed from the relay as published; each device verifies signatures before running)")
     return 0
 
@@ -276,13 +323,42 @@ def health(relay: str, pin: str | None = None) -> int:
     """Print the relay's /healthz in plain words; RelayUnreachable if it can't be reached."""
     answer = asyncio.run(http.fetch("GET", http.http_url(relay) + "/healthz", pin=pin))
     body = answer.raise_for_status().json()
-    print(f"relay {body['relay_id']}: {body['status']}, {body['agents']} agent(s) connected")
-    print(f"服务器 {body['relay_id']}: 正常, 在线设备 {body['agents']} 台")
+    relay_id, agents = body["relay_id"], body["agents"]
+    print(
+        printable(
+            f"relay {relay_id}: {body['status']}, {agents} agent(s) connected", multiline=False
+        )
+    )
+    print(printable(f"服务器 {relay_id}: 正常, 在线设备 {agents} 台", multiline=False))
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are BadArgument: one line and exit 2 from ``main``, like every
+    other error (no usage dump, no SystemExit from a helper)."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse may quote the argument: shown without its control characters
+        raise BadArgument(printable(f"{self.prog}: {message} (see --help)", multiline=False))
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: seconds within [low, high]; NaN, infinities and words refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not low <= value <= high:  # false for NaN too
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} seconds")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posassist", description="posassist technician console")
+    parser = _Parser(prog="posassist", description="posassist technician console")
     parser.add_argument("--version", action="version", version=f"posassist {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     h = commands.add_parser("health", help="is the relay up, and how many agents are on it")
@@ -303,11 +379,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("device")
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
     d.add_argument("--json", action="store_true")
-    d.add_argument("--timeout", type=float, default=20.0)
+    d.add_argument("--timeout", type=_seconds(0.1, 600.0), default=20.0)
     rs = commands.add_parser("restore", help="put back the files a script run backed up")
     rs.add_argument("device")
     rs.add_argument("backup_id", help="the backup id `posassist run` printed")
-    rs.add_argument("--timeout", type=float, default=120.0)
+    rs.add_argument("--timeout", type=_seconds(0.1, 86400.0), default=120.0)
     sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
     sc_commands.add_parser("list", help="list signed scripts and versions")
@@ -317,14 +393,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--version", required=True, help="the signed version, e.g. 1.0.0")
     r.add_argument("--param", action="append", default=[], help="name=value (JSON or text)")
     r.add_argument("--unattended", action="store_true", help="only scripts allowed to run so")
-    r.add_argument("--timeout", type=float, default=600.0, help="seconds without any progress")
+    r.add_argument(
+        "--timeout",
+        type=_seconds(0.1, 86400.0),
+        default=600.0,
+        help="seconds without any progress",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        return _command(args)
+        return _command(_parser().parse_args(argv))
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)
         return exc.exit_code

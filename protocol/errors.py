@@ -26,6 +26,7 @@ boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, re
     ├── InvalidEnrolmentToken         (protocol/enrolment.py) damaged token     1008  400   2
     ├── ManifestError                 (protocol/manifest.py) bad manifest       1008  400   2
     ├── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
+    ├── BadArgument                   a command-line argument a command can't take  1008  400   2
     └── PeerSilentError               nothing arrived within the silence deadline  4009  500   1
 
 The text of an exception is for our logs and the local operator. What may be shown to a peer is
@@ -42,6 +43,7 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_USAGE",
     "AuthenticationError",
+    "BadArgument",
     "InvalidMessage",
     "LocalProtocolError",
     "MalformedMessage",
@@ -108,6 +110,7 @@ class PayloadTooBig(RemoteProtocolError):
 
     close_code = 1009
     public_reason = "message too big"
+    public_reason_zh = "消息过大"
 
 
 class MalformedMessage(RemoteProtocolError):
@@ -115,6 +118,7 @@ class MalformedMessage(RemoteProtocolError):
 
     close_code = 1007
     public_reason = "malformed message"
+    public_reason_zh = "消息格式错误"
 
 
 class UnknownMessageType(RemoteProtocolError):
@@ -122,6 +126,7 @@ class UnknownMessageType(RemoteProtocolError):
 
     close_code = 1003
     public_reason = "unknown message type"
+    public_reason_zh = "未知的消息类型"
 
 
 class InvalidMessage(RemoteProtocolError):
@@ -129,6 +134,7 @@ class InvalidMessage(RemoteProtocolError):
 
     close_code = 1007
     public_reason = "invalid message"
+    public_reason_zh = "消息内容无效"
 
     def __init__(self, *args: object, tag: Optional[str] = None) -> None:
         super().__init__(*args)
@@ -141,6 +147,7 @@ class UnsupportedVersion(RemoteProtocolError):
 
     close_code = 4000
     public_reason = "unsupported protocol version"
+    public_reason_zh = "协议版本不兼容"
 
 
 class UnexpectedMessage(RemoteProtocolError):
@@ -148,6 +155,7 @@ class UnexpectedMessage(RemoteProtocolError):
 
     close_code = 1002
     public_reason = "unexpected message"
+    public_reason_zh = "不应出现的消息"
 
 
 class UnknownReply(RemoteProtocolError):
@@ -155,6 +163,7 @@ class UnknownReply(RemoteProtocolError):
 
     close_code = 1002
     public_reason = "reply to unknown request"
+    public_reason_zh = "回复不对应任何请求"
 
 
 class TooManyRequests(RemoteProtocolError):
@@ -162,6 +171,7 @@ class TooManyRequests(RemoteProtocolError):
 
     close_code = 1008
     public_reason = "too many requests in flight"
+    public_reason_zh = "进行中的请求过多"
 
 
 class AuthenticationError(PosAssistError):
@@ -183,13 +193,29 @@ class SignatureError(PosAssistError):
     public_reason_zh = "签名无效"
 
 
+class BadArgument(PosAssistError):
+    """A command-line argument a command can't take (a device id that can't be one, a
+    ``--param`` that is not ``name=value``, a number out of range): the command prints one
+    line and exits 2 (:data:`EXIT_USAGE`); nothing was sent or changed. The message names the
+    argument; it is for the local user, whose own input it may quote."""
+
+    close_code = 1008
+    http_status = 400
+    exit_code = EXIT_USAGE
+    public_reason = "bad argument"
+    public_reason_zh = "参数有误"
+
+
 def error_line(exc: PosAssistError) -> str:
     """The one line a command prints for ``exc`` (to stderr, then it exits ``exc.exit_code``).
 
     ``error: <public reason>: <message> / <public reason in Chinese>``; the message is for the
     local operator (it may name their files), so this is for a command's own output, never a peer.
+    A message may quote a peer (the relay's refusal): escape sequences and controls are dropped.
     """
-    message = str(exc)
+    from .text import printable
+
+    message = printable(str(exc), multiline=False)
     text = (
         exc.public_reason
         if message in ("", exc.public_reason)

@@ -37,6 +37,7 @@ else:
 
 
 __all__ = [
+    "DEVICE_ID",
     "MAX_DEPTH",
     "MESSAGE_TYPES",
     "AlertAcknowledged",
@@ -88,6 +89,9 @@ MAX_FACT_KEY = 64
 MAX_FACT_TEXT = 256
 MAX_FACTS_TEXT = 8192
 MAX_FACT_INT = 2**53
+#: A device id, wherever it appears (docs/protocol.md#messages): what the relay mints
+#: (``dev_`` and hex) and what an operator may type, nothing that could carry markup or escapes.
+DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 Scalar = Union[str, int, float, bool]
 #: A DeviceFacts mapping; its own checker, stricter than a free-form map (see facts_size).
@@ -212,12 +216,18 @@ def spec(
     lo: Optional[float] = None,
     hi: Optional[float] = None,
     since: Optional[int] = None,
+    pattern: Optional[re.Pattern[str]] = None,
+    printable: bool = False,
 ) -> Any:
     """Declare a field's limits; the checker is built from these and the field's annotation.
 
     ``since``: the protocol version that added the field. Such a field defaults to None and is
     left off the wire while None, so a peer of an older version sees the message it knows
     (docs/protocol.md#versions).
+
+    ``pattern``: a string field must match it whole (its own length bounds apply, not
+    ``min_len``/``max_len``). ``printable``: a string field may hold no control character (C0,
+    DEL, C1), so it can reach a log line or a terminal as it is.
     """
     if since is not None and default is not None:
         raise TypeError("a field added by a later version must default to None")
@@ -228,6 +238,8 @@ def spec(
         "lo": lo,
         "hi": hi,
         "since": since,
+        "pattern": pattern,
+        "printable": printable,
     }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
@@ -272,6 +284,26 @@ def _is_sized(kind: type, min_len: int, max_len: int) -> Check:
         kind,
         min_len,
         max_len,
+    )
+
+
+def _is_match(pattern: re.Pattern[str]) -> Check:
+    fullmatch = pattern.fullmatch
+    return _inline(
+        lambda v: type(v) is str and fullmatch(v) is not None,
+        "type(v) is str and {0}(v) is not None",
+        fullmatch,
+    )
+
+
+def _is_printable(min_len: int, max_len: int) -> Check:
+    search = _CONTROL.search
+    return _inline(
+        lambda v: type(v) is str and min_len <= len(v) <= max_len and search(v) is None,
+        "type(v) is str and {0} <= len(v) <= {1} and {2}(v) is None",
+        min_len,
+        max_len,
+        search,
     )
 
 
@@ -441,6 +473,11 @@ def _checker(annotation: str, meta: Any) -> Check:
         choices = meta.get("choices")
         if choices:
             return _is_choice(choices)
+        pattern = meta.get("pattern")
+        if pattern is not None:
+            return _is_match(pattern)
+        if meta.get("printable"):
+            return _is_printable(meta.get("min_len") or 0, meta.get("max_len") or MAX_TEXT)
         return _is_sized(str, meta.get("min_len") or 0, meta.get("max_len") or MAX_TEXT)
     if ann == "bytes":
         return _is_sized(bytes, meta.get("min_len") or 0, meta.get("max_len") or MAX_CHUNK)
@@ -586,7 +623,7 @@ class Hello(Message):
 
     role: str = spec(choices=ROLES)
     versions: Tuple[int, ...] = spec(max_len=16)
-    software: str = spec(max_len=MAX_NAME)
+    software: str = spec(max_len=MAX_NAME, printable=True)
 
     def check(self) -> Optional[str]:
         if not self.versions:
@@ -599,8 +636,8 @@ class Welcome(Message):
     """The relay's answer to Hello: the version chosen for this session."""
 
     version: int = spec(lo=1, hi=65535)
-    relay_id: str = spec(min_len=1, max_len=MAX_NAME)
-    software: str = spec(max_len=MAX_NAME)
+    relay_id: str = spec(min_len=1, max_len=MAX_NAME, printable=True)
+    software: str = spec(max_len=MAX_NAME, printable=True)
 
 
 @message("auth.challenge")
@@ -614,7 +651,7 @@ class AuthChallenge(Message):
 class AuthResponse(Message):
     """The agent's signature over :func:`protocol.signing.auth_payload`."""
 
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     signature: bytes = spec(min_len=64, max_len=64)
 
 
@@ -629,7 +666,7 @@ class TokenAuth(Message):
 class AuthAccepted(Message):
     """Authentication succeeded; the session is open."""
 
-    principal: str = spec(min_len=1, max_len=MAX_NAME)
+    principal: str = spec(min_len=1, max_len=MAX_NAME, printable=True)
     heartbeat_interval: float = spec(lo=1.0, hi=3600.0)
 
 
@@ -677,7 +714,7 @@ class DiagnosticsRequest(Message):
     """Ask a device for a diagnostics report; ``collectors`` empty means all of them."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     collectors: Tuple[str, ...] = spec(default=(), max_len=32)
     timeout: float = spec(default=10.0, lo=0.1, hi=600.0)
 
@@ -687,7 +724,7 @@ class DiagnosticsReport(Message):
     """A device's diagnostics: one section per collector, each a success or a typed failure."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     collected_at: float
     sections: Dict[str, Any]
 
@@ -697,7 +734,7 @@ class ScriptRunRequest(Message):
     """Run a vetted script; the agent verifies it before anything runs."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     script: str = spec(min_len=1, max_len=MAX_NAME)
     version: str = spec(min_len=1, max_len=64)
     params: Dict[str, Scalar] = spec(default_factory=dict)
@@ -732,7 +769,7 @@ class ScriptRestoreRequest(Message):
     """Put back, byte for byte, the files a script run backed up (``ScriptFinished.backup_id``)."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     backup_id: str = spec(min_len=1, max_len=64)
     #: The relay's job for this restore (v3), as for ScriptRunRequest.job_id.
     job_id: Optional[str] = spec(default=None, min_len=1, max_len=64, since=3)
@@ -781,8 +818,10 @@ class ScriptFinished(Message):
 #: Jobs one ``job.query`` may ask about, and results one ``job.results`` may carry.
 MAX_JOB_QUERY = 32
 #: What an agent can say of a job: a SCRIPT_STATUSES value once it ended, ``running`` while it
-#: runs, ``unknown`` when this till has no record of it (never ran here, or forgotten).
-JOB_RESULT_STATUSES = (*SCRIPT_STATUSES, "running", "unknown")
+#: runs, ``unknown`` when it has no result for it (received but forgotten; in a v3 session also:
+#: never received), ``never_received`` (v4 sessions only) when its receipts log proves it never
+#: got the request, so the job never ran there.
+JOB_RESULT_STATUSES = (*SCRIPT_STATUSES, "running", "unknown", "never_received")
 _RESULT_KEYS = frozenset({"job_id", "status", "exit_code", "finished_at", "backup_id", "detail"})
 
 
@@ -863,7 +902,7 @@ class AlertRaised(Message):
     """A health check changed state; ``alert_key`` lets the relay de-duplicate redelivery."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     alert_key: str = spec(min_len=1, max_len=MAX_NAME)
     check_name: str = spec(min_len=1, max_len=MAX_NAME)
     severity: str = spec(choices=("info", "warning", "critical"))
@@ -886,7 +925,7 @@ class HelpRequested(Message):
     """The merchant clicked "获取帮助 / Get help"; a diagnostics snapshot rides along."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     description: str = spec(max_len=2000)
     contact: str = spec(default="", max_len=MAX_NAME)
     diagnostics: Dict[str, Any] = spec(default_factory=dict)
@@ -930,7 +969,7 @@ class ConsentRequest(Message):
     """Ask the merchant before a script runs: what, what it changes, and for how long."""
 
     id: int = spec(lo=1)
-    device_id: str = spec(min_len=1, max_len=64)
+    device_id: str = spec(pattern=DEVICE_ID)
     script: str = spec(min_len=1, max_len=MAX_NAME)
     title_zh: str = spec(min_len=1, max_len=256)
     title_en: str = spec(min_len=1, max_len=256)

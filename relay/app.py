@@ -18,16 +18,24 @@ from . import __version__
 from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import StorageError
+from .flapping import FlapDetector
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
-from .limits import GUARD, ConnectionGuard, ConnectionLimits, Refusal, guard_middleware
+from .limits import (
+    GUARD,
+    ConnectionGuard,
+    ConnectionLimits,
+    HandshakeBudget,
+    Refusal,
+    guard_middleware,
+)
 from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
 from .refusals import RefusalLedger
-from .routing import InProcessRouter
+from .routing import RECONCILABLE, InProcessRouter
 from .state import STATE, RelayState
 from .storage import open_storage
 
@@ -51,14 +59,24 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     state = RelayState(
         config=config,
         storage=storage,
-        router=InProcessRouter(max_consent_timeout=config.max_consent_timeout),
+        router=InProcessRouter(
+            max_consent_timeout=config.max_consent_timeout,
+            max_run_timeout=config.max_run_timeout,
+        ),
         login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
         console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
         enrol_limiter=KeyedLimiter(config.enrol_rate, config.enrol_burst, max_keys=100_000),
+        handshake_budget=HandshakeBudget(
+            KeyedLimiter(
+                config.handshake_failure_rate, config.handshake_failure_burst, max_keys=100_000
+            )
+        ),
         metrics=metrics,
         refusals=RefusalLedger(config.refusal_window, config.max_refusal_addresses),
     )
+    state.flaps = FlapDetector(config.flap_window, config.flap_threshold)
     metrics.agents_connected.set_function(state.router.agents_online)
+    metrics.agents_flapping.set_function(lambda: state.flaps.flapping(state.now()))
     metrics.consoles_connected.set_function(lambda: state.consoles)
     state.login_backoff = LoginBackoff(
         max_failures=config.login_max_failures,
@@ -91,13 +109,25 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.storage.migrate()
     checkpointer = await _anchor(state)
-    # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now.
+    # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now;
+    # a script among them may have run on the till: unknown, reconciled when its agent reports.
+    unknown = await state.storage.mark_unfinished_jobs_unknown(
+        RECONCILABLE, "relay_restarted: the relay stopped while the script ran", now=state.now()
+    )
     failed = await state.storage.mark_running_jobs_failed("relay restarted", now=state.now())
-    if failed:
+    if failed or unknown:
         await state.audit(
-            "relay", "jobs.recover", "relay", Outcome.FAILED, {"jobs_marked_failed": failed}
+            "relay",
+            "jobs.recover",
+            "relay",
+            Outcome.FAILED,
+            {"jobs_marked_failed": failed, "jobs_marked_unknown": len(unknown)},
         )
-        log.warning("marked %d unfinished job(s) failed after restart", failed)
+        log.warning(
+            "after restart: %d unfinished job(s) failed, %d script job(s) of unknown outcome",
+            failed,
+            len(unknown),
+        )
     sweeper = asyncio.create_task(_sweep(state), name="route sweeper")
     summaries = asyncio.create_task(_summarise_refusals(state), name="refusal summaries")
     presence = asyncio.create_task(_write_presence(state), name="presence writer")
@@ -116,6 +146,10 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
             await state.write_refusal_summaries(final=True)  # counted refusals are not lost
         with contextlib.suppress(StorageError):
             await state.flush_presence()  # what was seen last is not lost at shutdown
+        try:  # a clean stop leaves no record after the last signed checkpoint
+            await checkpointer.checkpoint(state.storage, now=state.now())
+        except (StorageError, OSError) as exc:
+            log.warning("final audit checkpoint not written: %s", exc)
         await state.storage.close()
 
 

@@ -44,6 +44,8 @@ class RelayConfig:
     request_timeout: float = 60.0
     #: The longest consent wait (stated by the agent) that holds a script request open.
     max_consent_timeout: float = 900.0
+    #: The longest run timeout (stated by the agent) that holds a script request open.
+    max_run_timeout: float = 3600.0
     shutdown_grace: float = 5.0
     #: How long to wait for a peer's close frame; a peer that stopped reading won't send one.
     close_timeout: float = 2.0
@@ -71,12 +73,21 @@ class RelayConfig:
     #: connection is closed at once.
     max_unauthenticated: int = 1024
     max_unauthenticated_per_address: int = 256
+    #: Websocket sign-ins that fail (bad signature, unknown device, bad token…) per address:
+    #: a budget of ``handshake_failure_burst``, refilled at ``handshake_failure_rate`` per
+    #: second; an address that spent it gets 429 before the upgrade (relay/limits.py).
+    handshake_failure_rate: float = 0.05
+    handshake_failure_burst: int = 10
     enrol_rate: float = 0.2  # enrolment attempts per second per address, after the burst
     enrol_burst: int = 10
     #: Refusals before sign-in: the first per address and action in a window is audited in full,
     #: the rest as one summary record with a count when the window ends (relay/refusals.py).
     refusal_window: float = 60.0
     max_refusal_addresses: int = 1000
+    #: Replacements of one device's connection by another (4002) in ``flap_window`` seconds
+    #: beyond which it is flapping: two tills with one identity (relay/flapping.py).
+    flap_window: float = 60.0
+    flap_threshold: int = 5
     sweep_interval: float = 0.1
     presence_interval: float = 1.0
     #: Seconds between signed audit checkpoints (docs/relay.md#audit-checkpoints).

@@ -46,6 +46,7 @@ from posassist.protocol.errors import (
 )
 
 __all__ = [
+    "HTTP_ERRORS",
     "BadCredentials",
     "BadRequest",
     "CheckpointError",
@@ -77,6 +78,7 @@ class StorageError(PosAssistError):
     http_status = 500
     close_code = 1011
     public_reason = "internal error"
+    public_reason_zh = "内部错误"
 
 
 class NotFound(StorageError):
@@ -189,12 +191,14 @@ class TokenExpired(TokenError):
     """The bearer token is past its expiry."""
 
     public_reason = "token expired"
+    public_reason_zh = "登录已过期, 请重新登录"
 
 
 class TokenRevoked(TokenError):
     """The bearer token was revoked (sign-out, or an admin action)."""
 
     public_reason = "token revoked"
+    public_reason_zh = "登录已被撤销, 请重新登录"
 
 
 class DeviceRevoked(AuthenticationError):
@@ -217,27 +221,59 @@ class EnrolmentTokenUnknown(EnrolmentError):
     """No such enrolment token."""
 
     public_reason = "enrolment token not recognised"
+    public_reason_zh = "登记码无效"
 
 
 class EnrolmentTokenUsed(EnrolmentError):
     """The enrolment token was already used (tokens are one-time)."""
 
     public_reason = "enrolment token already used"
+    public_reason_zh = "登记码已被使用"
 
 
 class EnrolmentTokenExpired(EnrolmentError):
     """The enrolment token is past its expiry."""
 
     public_reason = "enrolment token expired"
+    public_reason_zh = "登记码已过期"
 
 
 class EnrolmentTokenRevoked(EnrolmentError):
     """An operator revoked the enrolment token before it was used."""
 
     public_reason = "enrolment token revoked"
+    public_reason_zh = "登记码已被撤销"
 
 
 class EnrolmentWrongRelay(EnrolmentError):
     """The enrolment token was issued by a different relay."""
 
     public_reason = "enrolment token is for another relay"
+    public_reason_zh = "登记码属于另一台服务器"
+
+
+#: The JSON body of an HTTP error the relay did not raise itself (aiohttp's 404, 405, 413, a
+#: request head it could not parse or that is too large, an unexpected failure): a fixed
+#: ``{"error", "message", "message_zh"}`` by status, never the request's input
+#: (relay/handlers/api.py ``errors_middleware``, relay/limits.py's connection handler).
+HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("BadRequest", BadRequest.public_reason, BadRequest.public_reason_zh),
+    401: ("Unauthorized", "authentication required", "需要登录"),
+    403: ("Forbidden", ScopeError.public_reason, ScopeError.public_reason_zh),
+    404: ("NotFound", NotFound.public_reason, NotFound.public_reason_zh),
+    405: ("MethodNotAllowed", "method not allowed", "不支持该请求方法"),
+    408: ("RequestTimeout", "request took too long", "请求超时"),
+    413: ("PayloadTooLarge", "request body too large", "请求内容过大"),
+    414: ("UriTooLong", "request target too long", "请求地址过长"),
+    429: ("RateLimited", RateLimited.public_reason, RateLimited.public_reason_zh),
+    431: ("HeadersTooLarge", "request headers too large", "请求头过大"),
+    500: ("InternalError", PosAssistError.public_reason, PosAssistError.public_reason_zh),
+    503: ("ServiceUnavailable", "service temporarily unavailable", "服务暂时不可用"),
+}
+
+
+def http_error_body(status: int) -> dict[str, str]:
+    """The fixed JSON body for an HTTP error ``status`` (any 4xx/5xx; unknown ones by class)."""
+    known = HTTP_ERRORS.get(status) or HTTP_ERRORS[400 if status < 500 else 500]
+    code, message, message_zh = known
+    return {"error": code, "message": message, "message_zh": message_zh}

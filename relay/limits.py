@@ -27,7 +27,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aiohttp import web
@@ -35,15 +35,21 @@ from aiohttp import web
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from aiohttp.web_request import BaseRequest
+
     from .config import RelayConfig
+    from .ratelimit import KeyedLimiter
 
 __all__ = [
     "GUARD",
     "ConnectionGuard",
     "ConnectionLimits",
     "ConnectionTable",
+    "HandshakeBudget",
     "Refusal",
+    "fit_to_descriptors",
     "guard_middleware",
+    "raise_descriptor_limit",
     "trust_connection",
 ]
 
@@ -206,6 +212,23 @@ class _GuardedHandler(web.RequestHandler):
             return
         super().connection_lost(exc)
 
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request head it could not parse (400, 431 for oversized
+        headers…) or a handler that failed unexpectedly (500): the relay's fixed JSON error
+        instead of text that may quote the request (relay/errors.py ``HTTP_ERRORS``)."""
+        from .handlers.api import http_error_response
+
+        super().handle_error(request, status, exc, message)  # logs it; raises if already sent
+        response = http_error_response(status)
+        response.force_close()
+        return response
+
 
 class ConnectionGuard:
     """Applies a :class:`ConnectionTable` to real connections: closes the expired, refuses
@@ -291,6 +314,33 @@ class ConnectionGuard:
             self.close_expired()
 
 
+class HandshakeBudget:
+    """Failed websocket sign-ins per address (bad signature, unknown or revoked device, bad
+    console token, a broken handshake): each spends a token of the address's bucket
+    (``handshake_failure_rate``/s, burst ``handshake_failure_burst``). An address with no token
+    left is answered 429 *before* the websocket upgrade, so retrying costs the relay no
+    handshake, no signature check and no database read (docs/relay.md#limits-before-sign-in).
+    A successful sign-in spends nothing, and a connection already signed in is never touched.
+    Pure: ``now`` is passed in."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: KeyedLimiter[str]) -> None:
+        self.limiter = limiter
+
+    def exhausted(self, address: str, now: float) -> bool:
+        """Whether ``address`` must be refused before the upgrade."""
+        return self.limiter.retry_after(address, now) > 0
+
+    def retry_after(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try again."""
+        return self.limiter.retry_after(address, now)
+
+    def failed(self, address: str, now: float) -> None:
+        """A sign-in from ``address`` failed: spend a token (none left: nothing more to spend)."""
+        self.limiter.allow(address, now)
+
+
 GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 
@@ -319,3 +369,46 @@ async def guard_middleware(
         return await handler(request)
     finally:
         guard.request_finished(protocol)
+
+
+# --- file descriptors ---------------------------------------------------------------------------
+
+#: Descriptors kept out of the connection caps: the database and its journal, checkpoint and log
+#: files, listening sockets, worker threads' files and the like.
+RESERVED_DESCRIPTORS = 64
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (as a server should); the
+    soft limit in force afterwards, or 0 where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return 0 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def fit_to_descriptors(limits: ConnectionLimits, descriptors: int) -> ConnectionLimits:
+    """``limits`` with caps a stranger can't turn into descriptor exhaustion.
+
+    Connections not signed in may take at most half of what is left of ``descriptors`` (the
+    process's file limit) after :data:`RESERVED_DESCRIPTORS`, the other half kept for signed-in
+    agents and consoles; one address at most half of that, so a single stranger never fills it
+    (docs/relay.md#limits-before-sign-in). A cap already smaller stays; a per-address cap of 0
+    (a relay behind a proxy) stays 0; a total cap of 0 is bounded all the same. ``descriptors``
+    of 0 (unknown) changes nothing.
+    """
+    if descriptors <= 0:
+        return limits
+    room = max(2, (descriptors - RESERVED_DESCRIPTORS) // 2)
+    total = limits.max_unauthenticated
+    total = room if total == 0 or total > room else total
+    per_address = limits.max_unauthenticated_per_address
+    if per_address:
+        per_address = min(per_address, max(1, total // 2))
+    return replace(limits, max_unauthenticated=total, max_unauthenticated_per_address=per_address)

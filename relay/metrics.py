@@ -134,6 +134,18 @@ class RelayMetrics:
         self.consoles_connected = Gauge(
             "consoles_connected", "Signed-in consoles connected now.", namespace=ns, registry=reg
         )
+        self.agent_replacements = Counter(
+            "agent_replacements",
+            "Agent connections closed because the same device connected again (4002).",
+            namespace=ns,
+            registry=reg,
+        )
+        self.agents_flapping = Gauge(
+            "agents_flapping",
+            "Devices whose connections keep replacing each other (one identity on two tills).",
+            namespace=ns,
+            registry=reg,
+        )
         self.requests_routed = Counter(
             "requests_routed",
             "Console requests routed to an agent, by message kind and how they ended.",

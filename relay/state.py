@@ -17,6 +17,7 @@ from aiohttp import web
 from .audit import Outcome
 from .connection import WebSocketSession
 from .errors import NotFound, ScopeError, StorageError
+from .flapping import FlapDetector
 from .lockout import LoginBackoff
 from .metrics import refusal_reason
 from .refusals import pre_sign_in_address
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from posassist.protocol import Session
 
     from .config import RelayConfig
+    from .limits import HandshakeBudget
     from .metrics import RelayMetrics
     from .ratelimit import KeyedLimiter
     from .refusals import RefusalLedger
@@ -59,6 +61,8 @@ class RelayState:
     login_limiter: KeyedLimiter[str]
     console_limiter: KeyedLimiter[str]
     enrol_limiter: KeyedLimiter[str]
+    #: Failed websocket sign-ins per address (relay/limits.py ``HandshakeBudget``).
+    handshake_budget: HandshakeBudget
     metrics: RelayMetrics
     #: Refusals before sign-in, summarised per address and window (relay/refusals.py).
     refusals: RefusalLedger
@@ -78,6 +82,8 @@ class RelayState:
     console_tokens: dict[bytes, set[WebSocketSession]] = field(default_factory=dict)
     #: Failed sign-ins per (address, username) and the back-off they earn (relay/lockout.py).
     login_backoff: LoginBackoff = field(default_factory=LoginBackoff)
+    #: Devices whose connections keep replacing each other (relay/flapping.py).
+    flaps: FlapDetector = field(default_factory=lambda: FlapDetector(60.0, 5))
 
     def now(self) -> float:
         return self.clock()

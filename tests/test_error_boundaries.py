@@ -76,7 +76,11 @@ async def test_the_api_answers_each_error_with_its_http_status(
     ):
         body = await response.json()
         assert response.status == cls.http_status
-        assert body == {"error": name, "message": cls.public_reason}
+        assert body == {
+            "error": name,
+            "message": cls.public_reason,
+            "message_zh": cls.public_reason_zh,
+        }
         assert "abc123" not in await response.text()
 
 

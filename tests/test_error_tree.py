@@ -11,6 +11,7 @@ import ast
 import builtins
 import importlib
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,55 @@ def test_every_exception_class_is_in_the_tree(
     assert 1000 <= cls.close_code < 5000
     assert 400 <= cls.http_status < 600
     assert cls.exit_code in (EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED)
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@pytest.mark.parametrize(
+    ("where", "name", "cls", "bases"), CLASSES, ids=[f"{w}:{n}" for w, n, _, _ in CLASSES]
+)
+def test_every_exception_class_says_it_in_chinese_too(
+    where: str, name: str, cls: type | None, bases: list[str]
+) -> None:
+    """Strict: a class that states its own English reason states its own Chinese one (an
+    inherited Chinese text would say something else); every text is one clean line."""
+    assert cls is not None
+    assert issubclass(cls, PosAssistError)
+    own = vars(cls)
+    if "public_reason" in own:
+        assert "public_reason_zh" in own, (
+            f"{where}: {name} has public_reason but no public_reason_zh"
+        )
+    assert _CJK.search(cls.public_reason_zh), f"{where}: {name}.public_reason_zh is not Chinese"
+    for text in (cls.public_reason, cls.public_reason_zh):
+        assert not _CONTROL.search(text)
+        assert len(text) <= 120
+
+
+#: A row of a drawn tree: the class name, then its close code, HTTP status and exit code.
+_ROW = re.compile(r"[├└]── (\w+)\s.*?\s(\d{4})\s+(\d{3})\s+(\d)\s*$")
+
+
+def test_the_drawn_tree_states_each_class_close_code_http_status_and_exit_code() -> None:
+    from posassist.protocol import errors
+
+    by_name = {
+        name: cls
+        for _, name, cls, _ in CLASSES
+        if cls is not None and issubclass(cls, PosAssistError)
+    }
+    rows = [
+        _ROW.search(line)
+        for line in (errors.__doc__ or "").splitlines()
+        if "──" in line or "PosAssistError  " in line
+    ]
+    drawn = {m.group(1): tuple(int(x) for x in m.groups()[1:]) for m in rows if m is not None}
+    assert len(drawn) >= 15
+    for name, (close, status, exit_code) in drawn.items():
+        cls = by_name[name]
+        assert (cls.close_code, cls.http_status, cls.exit_code) == (close, status, exit_code), name
 
 
 def _process_exits() -> list[str]:

@@ -56,6 +56,7 @@ class ScriptVerificationError(AgentError):
     """The script is refused before anything runs; ``reason`` is a key of :data:`REASONS`."""
 
     public_reason = "script verification failed"
+    public_reason_zh = "脚本校验未通过"
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason

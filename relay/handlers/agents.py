@@ -39,9 +39,9 @@ from posassist.protocol.errors import (
 from .. import __version__
 from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import NotFound, StorageError
+from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
-from ..routing import RECONCILABLE
+from ..routing import RECONCILABLE, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus
 from .jobs import OUTCOME_UNKNOWN, finish_route, reconcile_results, reconcile_route
@@ -60,8 +60,30 @@ REVOKED = 4003
 REPLACED = 4002
 
 
+async def refuse_over_budget(state: RelayState, request: web.Request, action: str) -> None:
+    """RateLimited (429, before the websocket upgrade) if the request's address has spent its
+    failed sign-in budget (relay/limits.py ``HandshakeBudget``); the refusal is audited,
+    summarised per address and window like every refusal before sign-in."""
+    address = str(request.remote)
+    if state.handshake_budget.exhausted(address, state.now()):
+        await state.audit(
+            f"ip:{address}", action, "relay", Outcome.REFUSED, {"reason": "rate limited"}
+        )
+        raise RateLimited("too many failed sign-ins from this address")
+
+
+def handshake_failed(state: RelayState, peer: WebSocketSession, exc: BaseException) -> None:
+    """A sign-in failed (refused, broken or too slow): it costs its address budget. A peer
+    that merely went away costs nothing (the caps on connections bound those)."""
+    if isinstance(exc, PosAssistError | TimeoutError) and not isinstance(
+        exc, ConnectionClosedError
+    ):
+        state.handshake_budget.failed(peer.peer, state.now())
+
+
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
+    await refuse_over_budget(state, request, "agent.connect")
     peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
     ws = peer.ws
     device_id: str | None = None
@@ -69,11 +91,16 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         with state.metrics.handshake_duration.time():
             device_id = await _authenticate(peer, state)
         trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
-        await _ask_about_lost_jobs(device_id, peer, state)
-        await _serve(device_id, peer, state)
+        lost_jobs = LostJobs()
+        await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)
+        await _serve(device_id, peer, state, lost_jobs)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        if device_id is None:
+            handshake_failed(state, peer, exc)
         log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
     except PosAssistError as exc:
+        if device_id is None:
+            handshake_failed(state, peer, exc)
         if device_id is not None and isinstance(exc, RemoteProtocolError):
             # before closing: once the socket is closed aiohttp may cancel this handler
             await _audit_refused_frame(state, device_id, peer, exc)
@@ -144,6 +171,7 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
         await previous.close(REPLACED, "replaced by a newer connection")
+        await _count_replacement(state, device_id, previous.peer, peer.peer)
     log.info(
         "agent %s connected from %s (%s, protocol v%d)",
         device_id,
@@ -152,6 +180,31 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
         session.version,
     )
     return device_id
+
+
+async def _count_replacement(
+    state: RelayState, device_id: str, old_address: str, new_address: str
+) -> None:
+    """Count a replacement (4002); a device past the threshold is audited ``agent.flapping``
+    once per window with the addresses seen (docs/relay.md#flapping-agents)."""
+    state.metrics.agent_replacements.inc()
+    report = state.flaps.replaced(device_id, old_address, new_address, state.now())
+    if report is None:
+        return
+    log.warning(
+        "device %s is flapping: %d connections replaced each other since %.0f, from %s "
+        "(one identity on two tills?)",
+        device_id,
+        report.replacements,
+        report.since,
+        ", ".join(report.addresses),
+    )
+    try:
+        await state.audit(
+            "relay", "agent.flapping", f"device:{device_id}", Outcome.FAILED, report.detail
+        )
+    except StorageError as exc:  # the connection is served all the same
+        log.warning("flapping of %s not audited: %s", device_id, exc)
 
 
 def _check_still_open(session: Session, device_id: str) -> None:
@@ -165,7 +218,21 @@ def _check_still_open(session: Session, device_id: str) -> None:
 MAX_JOBS_ASKED = 32
 
 
-async def _ask_about_lost_jobs(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
+class LostJobs:
+    """One agent connection's questions about jobs of unknown outcome: the ``job.query`` in
+    flight (one at a time), and the jobs the agent said still run, asked about again at each of
+    its heartbeats until their end is known (docs/protocol.md#request-lifetime-relay)."""
+
+    __slots__ = ("asking", "running")
+
+    def __init__(self) -> None:
+        self.asking: int | None = None
+        self.running: tuple[str, ...] = ()
+
+
+async def _ask_about_lost_jobs(
+    device_id: str, peer: WebSocketSession, state: RelayState, lost: LostJobs
+) -> None:
     """A v3 agent is asked how the device's ``unknown`` jobs really ended (``job.query``); its
     ``job.results`` reconcile them. Older agents are not asked: their jobs stay unknown."""
     if (peer.session.version or 0) < 3:
@@ -175,14 +242,23 @@ async def _ask_about_lost_jobs(device_id: str, peer: WebSocketSession, state: Re
     except StorageError as exc:  # asked again on the next connection
         log.warning("unknown jobs of %s not read: %s", device_id, exc)
         return
-    if jobs and peer.session.state is SessionState.OPEN:  # not replaced meanwhile
-        query = JobQuery(id=peer.session.next_id(), job_ids=tuple(job.id for job in jobs))
-        try:
-            peer.send_nowait(query)
-        except (LocalProtocolError, SlowConsumerError) as exc:  # asked on the next connection
-            log.info("job query for %s not sent: %s", device_id, exc)
-            return
+    if jobs and _send_query(device_id, peer, lost, tuple(job.id for job in jobs)):
         log.info("asked %s about %d job(s) of unknown outcome", device_id, len(jobs))
+
+
+def _send_query(
+    device_id: str, peer: WebSocketSession, lost: LostJobs, job_ids: tuple[str, ...]
+) -> bool:
+    if lost.asking is not None or peer.session.state is not SessionState.OPEN:
+        return False  # one question at a time; a closing connection is asked next time
+    query = JobQuery(id=peer.session.next_id(), job_ids=job_ids)
+    try:
+        peer.send_nowait(query)
+    except (LocalProtocolError, SlowConsumerError) as exc:  # asked on the next connection
+        log.info("job query for %s not sent: %s", device_id, exc)
+        return False
+    lost.asking = query.id
+    return True
 
 
 async def _end_lost_route(state: RelayState, route: Route) -> None:
@@ -230,7 +306,7 @@ async def _check_device(
     return None
 
 
-async def _serve(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
+async def _serve(device_id: str, peer: WebSocketSession, state: RelayState, lost: LostJobs) -> None:
     """Answer heartbeats and route replies until the agent leaves or falls silent: nothing at all
     (frame, ping, pong) within the session's silence deadline (docs/protocol.md#liveness)."""
     while True:
@@ -239,45 +315,40 @@ async def _serve(device_id: str, peer: WebSocketSession, state: RelayState) -> N
         except TimeoutError:
             raise PeerSilentError(f"agent {device_id} silent") from None
         for event in events:
-            await _handle(device_id, peer, state, event)
+            await _handle(device_id, peer, state, event, lost)
 
 
 async def _handle(
-    device_id: str, peer: WebSocketSession, state: RelayState, event: Message
+    device_id: str, peer: WebSocketSession, state: RelayState, event: Message, lost: LostJobs
 ) -> None:
     if isinstance(event, Heartbeat):
         now = state.now()
         peer.send_nowait(HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now))
+        if lost.running:  # still running when last asked: ask again until they end
+            _send_query(device_id, peer, lost, lost.running)
     elif isinstance(event, DeviceFacts):
         # Kept with presence and shown to technicians; the device's own word, so nothing is
         # decided on it (docs/protocol.md#device-facts). Already validated by the session.
         state.seen(device_id, facts=event.facts)
     elif isinstance(event, JobResults):
-        await reconcile_results(state, device_id, event)
+        lost.asking = None
+        lost.running = tuple(await reconcile_results(state, device_id, event))
+    elif isinstance(event, ErrorReply) and event.id == lost.asking:
+        lost.asking = None  # the agent could not answer; asked again on the next connection
     elif event.KIND is Kind.REPLY:
         route = state.router.deliver(peer, event, state.now())
         if route is None:
             return
+        # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
+        event = relay_owned(event, route)
         if not route.orphaned:  # an orphan's console was told already and waits no more
             _forward_reply(state, route, event)
         if isinstance(event, ScriptProgress):
             # Every step of a vetted run is audited: verified, refused and why, consent, backup.
             # The agent's detail goes under its own key: it can't set the relay's fields.
-            outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
-            detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
-            action = f"script.run.{event.step}"
-            try:
-                await state.audit(
-                    f"device:{device_id}", action, f"device:{device_id}", outcome, detail
-                )
-            except ValueError:  # a detail JSON can't hold: the step is still audited
-                await state.audit(
-                    f"device:{device_id}",
-                    action,
-                    f"device:{device_id}",
-                    outcome,
-                    {"job": route.job_id, "user": route.user},
-                )
+            # At most MAX_AUDITED_STEPS per route; the rest are counted in its end's record.
+            if state.router.audit_step(route):
+                await _audit_step(state, device_id, route, event)
         if event.TERMINAL and route.orphaned:
             await reconcile_route(state, route, event)
         elif event.TERMINAL:
@@ -292,6 +363,24 @@ async def _handle(
                 code="unsupported",
                 message=f"{event.TAG} is not handled by this relay yet",
             )
+        )
+
+
+async def _audit_step(
+    state: RelayState, device_id: str, route: Route, event: ScriptProgress
+) -> None:
+    outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
+    detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
+    action = f"script.run.{event.step}"
+    try:
+        await state.audit(f"device:{device_id}", action, f"device:{device_id}", outcome, detail)
+    except ValueError:  # a detail JSON can't hold: the step is still audited
+        await state.audit(
+            f"device:{device_id}",
+            action,
+            f"device:{device_id}",
+            outcome,
+            {"job": route.job_id, "user": route.user},
         )
 
 

@@ -1,7 +1,7 @@
 """The relay's HTTP API (JSON): enrolment, sign-in, and administration of the tenancy tree.
 
-Every state-changing call and every refusal is audited; errors are ``{"error", "message"}`` with
-a fixed public sentence, never the caller's input echoed back.
+Every state-changing call and every refusal is audited; errors are ``{"error", "message",
+"message_zh"}`` with a fixed public sentence, never the caller's input echoed back.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
+from posassist.protocol.messages import DEVICE_ID
+from posassist.protocol.text import printable
 
 from ..audit import Outcome
 from ..errors import (
@@ -26,6 +28,7 @@ from ..errors import (
     RateLimited,
     ScopeError,
     TokenError,
+    http_error_body,
 )
 from ..logs import log_context
 from ..passwords import hash_password, needs_rehash, verify_password
@@ -43,16 +46,34 @@ _DUMMY_HASH: str | None = None
 
 
 def error_response(exc: PosAssistError) -> web.Response:
-    """``{"error": class name, "message": public reason}`` with the class's ``http_status``."""
+    """``{"error": class name, "message": public reason, "message_zh": 中文}`` with the class's
+    ``http_status``: fixed sentences, never the request's input."""
     return web.json_response(
-        {"error": type(exc).__name__, "message": exc.public_reason}, status=exc.http_status
+        {
+            "error": type(exc).__name__,
+            "message": exc.public_reason,
+            "message_zh": exc.public_reason_zh,
+        },
+        status=exc.http_status,
     )
+
+
+#: Headers of aiohttp's own error responses that are kept on the JSON one.
+_KEPT_HEADERS = ("Allow", "Retry-After")
+
+
+def http_error_response(status: int, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The JSON answer for an HTTP error the relay did not raise itself (relay/errors.py
+    ``HTTP_ERRORS``), keeping only the headers that say what to do (``Allow``)."""
+    kept = {k: v for k, v in (headers or {}).items() if k in _KEPT_HEADERS}
+    return web.json_response(http_error_body(status), status=status, headers=kept)
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map our error tree to JSON responses in one place (protocol/errors.py: ``http_status``);
-    every record logged while handling the request carries its method, path and peer."""
+    """Map our error tree, and aiohttp's own HTTP errors (404, 405, 413…), to JSON responses in
+    one place (protocol/errors.py: ``http_status``); every record logged while handling the
+    request carries its method, path and peer."""
     with log_context(method=request.method, path=request.path[:200], peer=str(request.remote)):
         try:
             return await handler(request)
@@ -60,6 +81,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             if exc.http_status >= 500:
                 log.warning("request failed: %s: %s", type(exc).__name__, exc)
             return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # a redirect is not an error
+                raise
+            return http_error_response(exc.status, exc.headers)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -134,7 +159,8 @@ async def enrol(request: web.Request) -> web.Response:
     if len(public_key) != 32:
         raise BadRequest("public_key must be 32 bytes (raw Ed25519)")
     version = body.get("agent_version")
-    agent_version = version[:64] if isinstance(version, str) else None
+    # The till's own word, kept and shown: no escape sequence or control character kept in it.
+    agent_version = printable(version, multiline=False)[:64] if isinstance(version, str) else None
     try:
         device = await state.storage.consume_enrolment(
             secret,
@@ -387,6 +413,8 @@ def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
         "store_id": device.store_id,
         "status": device.status.value,
         "online": state.router.agent(device.id) is not None,
+        # its connections keep replacing each other: one identity on two tills (cloned image)
+        "flapping": state.flaps.is_flapping(device.id, state.now()),
         "last_seen": device.last_seen,
         "agent_version": device.agent_version,
         "facts": device.facts,
@@ -404,6 +432,8 @@ def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
 async def revoke_device(request: web.Request) -> web.Response:
     """Revoke a device: refused from now on, and disconnected at once if connected."""
     device_id = request.match_info["device_id"]
+    if not DEVICE_ID.fullmatch(device_id):  # never a device: refused before any lookup
+        raise BadRequest("not a device id")
     state, user = await _admin_in(request, Scope(ScopeKind.DEVICE, device_id), "device.revoke")
     await state.storage.revoke_device(device_id, now=state.now())
     await state.audit(f"user:{user.username}", "device.revoke", f"device:{device_id}", Outcome.OK)

@@ -32,7 +32,7 @@ from ..limits import trust_connection
 from ..routing import OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import JobStatus
-from .agents import SOFTWARE
+from .agents import SOFTWARE, handshake_failed, refuse_over_budget
 from .jobs import finish_route
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ..storage import User
 
 log = logging.getLogger("posassist.relay")
+#: A script's job when its console left first (docs/protocol.md#request-lifetime-relay).
+CONSOLE_LEFT = "the console disconnected while the script ran; reconciled when the device reports"
 
 
 class SignInEnded(PosAssistError):
@@ -68,6 +70,7 @@ def end_sign_in(state: RelayState, token: str) -> None:
 
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
+    await refuse_over_budget(state, request, "console.connect")
     session = Session(Role.RELAY_FOR_CONSOLE, max_in_flight=state.config.console_max_in_flight)
     peer = await state.accept(request, session, "console")
     ws = peer.ws
@@ -81,8 +84,12 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         state.consoles += 1
         await _serve(user, peer, state, expires_at)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
+        if user is None:
+            handshake_failed(state, peer, exc)
         log.info("console connection from %s ended: %s", peer.peer, type(exc).__name__)
     except PosAssistError as exc:
+        if user is None:
+            handshake_failed(state, peer, exc)
         await peer.close_for(exc)
     finally:
         state.sockets.discard(ws)
@@ -94,7 +101,10 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
                 if not peers:
                     del state.console_tokens[key]
             for route in state.router.detach_console(peer):
-                await finish_route(state, route, "console_gone", "the console disconnected")
+                if route.orphaned:  # a script runs on without its console: reconciled later
+                    await finish_route(state, route, "outcome_unknown", CONSOLE_LEFT)
+                else:
+                    await finish_route(state, route, "console_gone", "the console disconnected")
         await peer.stop_writer()
         if not ws.closed:
             await ws.close()

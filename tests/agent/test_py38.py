@@ -153,3 +153,28 @@ def test_script_runner_under_python38_kills_a_hung_script_and_restores_its_backu
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '["timed_out", true, "hung\\n"]'
     assert config.read_bytes() == b"port=COM3\x00"
+
+
+def test_agent_under_python38_starts_without_the_cryptography_deprecation_warning(
+    tmp_path: Path,
+) -> None:
+    # the control: importing cryptography under 3.8 does warn (so the test can fail)
+    warned = run38("-c", "import posassist.protocol.signing")
+    assert "CryptographyDeprecationWarning" in warned.stderr
+    # the agent's entry point silences that warning only: its one line of error stays alone
+    result = run38("-m", "posassist.agent", "run", "--data", str(tmp_path / "none"), "--once")
+    assert result.returncode == 2
+    assert "Warning" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: agent configuration error")
+    # other warnings are not filtered
+    other = run38(
+        "-c",
+        "import warnings, posassist.agent.__main__\n"
+        "warnings.warn('another deprecation', UserWarning)\n"
+        "warnings.warn('Python 3.8 is no longer supported by the Python core team', "
+        "DeprecationWarning)\n",
+    )
+    assert "UserWarning: another deprecation" in other.stderr, other.stderr
+    assert "DeprecationWarning: Python 3.8 is no longer supported" in other.stderr  # not ours
+    assert "CryptographyDeprecationWarning" not in other.stderr

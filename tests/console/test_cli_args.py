@@ -1,0 +1,82 @@
+"""``posassist`` with bad arguments: exit 2 and one line naming the problem (BadArgument), never
+a traceback or a usage dump, and nothing sent. The saved session points at a port where nothing
+listens: a command that tried to connect would exit 1 (relay unreachable) instead."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+
+from posassist.console.__main__ import main
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "session.json").write_text(
+        json.dumps({"relay": f"ws://127.0.0.1:{port}", "token": "t", "user": "tech"})
+    )
+    monkeypatch.setenv("POSASSIST_HOME", str(home))
+
+
+BAD = {
+    "device id with a space": (["diag", "dev 1"], "DEVICE must be a device id"),
+    "device id with an escape": (["diag", "dev\x1b[2J"], "DEVICE must be a device id"),
+    "device id too long": (["restore", "d" * 65, "bk-1"], "DEVICE must be a device id"),
+    "run on a bad device": (["run", "<b>", "s", "--version", "1"], "DEVICE must be a device id"),
+    "param without =": (["run", "d1", "s", "--version", "1", "--param", "x"], "name=value"),
+    "param without a name": (["run", "d1", "s", "--version", "1", "--param", "=5"], "name=value"),
+    "param given twice": (
+        ["run", "d1", "s", "--version", "1", "--param", "a=1", "--param", "a=2"],
+        "given twice",
+    ),
+    "param NaN": (["run", "d1", "s", "--version", "1", "--param", "a=NaN"], "finite"),
+    "param 1e999": (["run", "d1", "s", "--version", "1", "--param", "a=1e999"], "finite"),
+    "param past 64 bits": (["run", "d1", "s", "--version", "1", "--param", "a=1" + "0" * 30], "64"),
+    "empty version": (["run", "d1", "s", "--version", ""], "version has a bad value"),
+    "timeout a word": (["diag", "d1", "--timeout", "soon"], "not a number of seconds"),
+    "timeout NaN": (["diag", "d1", "--timeout", "nan"], "between 0.1 and 600"),
+    "timeout negative": (["run", "d1", "s", "--version", "1", "--timeout", "-5"], "between"),
+    "timeout past the protocol's": (["diag", "d1", "--timeout", "601"], "between 0.1 and 600"),
+    "unknown command": (["bogus"], "invalid choice"),
+    "unknown command with escapes": (["\x1b[2Jbogus"], "invalid choice"),
+    "missing argument": (["run", "d1"], "required"),
+}
+
+
+@pytest.mark.parametrize(("argv", "why"), BAD.values(), ids=BAD.keys())
+def test_bad_arguments_exit_2_with_one_line(
+    argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: bad argument: ")
+    assert lines[0].endswith("/ 参数有误")
+    assert why in lines[0]
+    assert "Traceback" not in err
+    assert "\x1b" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["diag", "dev_0a1b"], ["run", "dev:1.a-b_c", "s", "--version", "1", "--param", "n=5"]],
+)
+def test_good_arguments_get_as_far_as_the_relay(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the control: the same commands with good arguments try the (absent) relay and exit 1
+    assert main(argv) == 1
+    assert "bad argument" not in capsys.readouterr().err

@@ -167,6 +167,16 @@ ADVICE: Dict[str, Advice] = {
         "在 settings.json 的 usb 中加上序列号",
         "Add the serial number to its usb id in settings.json", ref="5.1#10",
     ),
+    "printer.usb_wedged": Advice(
+        _F, "USB 打印机无响应", "USB printer enumerated but silent",
+        "打印机 {name} 在 {device} (USB {usb}) 上, 但不回应状态查询",
+        "Printer {name} is present on {device} (USB {usb}) but does not answer status requests",
+        "请关闭打印机电源再打开。", "Switch the printer off and on again.",
+        "远程软件重插该 USB 串口 (Linux 解绑/重新绑定驱动); 无效则检查电源和线缆",
+        "Re-plug the USB-serial port in software (Linux: driver unbind/bind); if that fails, "
+        "check power and cable",
+        script="reset-usb-serial", risk="B", ref="5.2#14",
+    ),
     "printer.port_held": Advice(
         _I, "打印机端口被占用", "Printer port in use",
         "打印机 {name} 的端口正被 {holders} 使用, 未探测",
@@ -708,6 +718,20 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
             out.append(
                 _finding(
                     "printer.skipped_sale_open", sec, name, ev, name=name, why=p.get("detail", "")
+                )
+            )
+        elif outcome in ("no_reply", "timeout") and isinstance(p.get("resolved"), dict):
+            resolved = p["resolved"]  # enumerated by its USB identity, yet silent (§5 #14)
+            ev["resolved"] = resolved
+            out.append(
+                _finding(
+                    "printer.usb_wedged",
+                    sec,
+                    name,
+                    ev,
+                    name=name,
+                    device=resolved.get("device"),
+                    usb=resolved.get("usb_id"),
                 )
             )
         elif outcome in _UNREACHABLE:

@@ -316,3 +316,29 @@ def test_the_json_of_a_finding_has_exactly_the_documented_keys() -> None:
             for key in data:
                 assert f'"{key}"' in doc, key
             assert f"`{finding.code}`" in doc  # every code is listed
+
+
+def test_a_windows_printer_set_to_work_offline() -> None:
+    from posassist.agent.collectors.printqueue import windows_queue
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "printqueue"
+    data = windows_queue(
+        (fixtures / "wmic-printer.txt").read_bytes().decode("utf-8"),
+        (fixtures / "wmic-printjob.txt").read_bytes().decode("utf-8"),
+    )
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    found = {f.code: f for f in evaluate(report, None, NOW)}
+    assert found["queue.offline"].subject == "厨房打印机"
+    assert found["queue.jobs_stuck"].evidence["jobs"] == ["12", "13"]  # an error at the head
+
+
+def test_every_interface_down_is_a_link_down() -> None:
+    nics = [
+        {"name": "eth0", "up": False, "addresses": [], "apipa": False, "loopback": False},
+        {"name": "wlan0", "up": False, "addresses": [], "apipa": False, "loopback": False},
+        {"name": "lo", "up": True, "addresses": [], "apipa": False, "loopback": True},
+    ]
+    report = {"sections": {"network": {"ok": True, "data": {"interfaces": nics}}}}
+    (finding,) = evaluate(report, None, NOW)
+    assert finding.code == "network.link_down"
+    assert finding.evidence["interfaces"] == ["eth0", "wlan0"]

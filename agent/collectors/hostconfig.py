@@ -24,39 +24,9 @@ __all__ = [
     "parse_usb_disconnects",
     "parse_winhttp_proxy",
     "parse_wmic_problems",
-    "same_zone",
 ]
 
-#: Windows time zone ids of the zones our stores use, and their IANA names (CLDR windowsZones).
-WINDOWS_ZONES = {
-    "China Standard Time": "Asia/Shanghai",
-    "Taipei Standard Time": "Asia/Taipei",
-    "Singapore Standard Time": "Asia/Singapore",
-    "Tokyo Standard Time": "Asia/Tokyo",
-    "Korea Standard Time": "Asia/Seoul",
-    "UTC": "Etc/UTC",
-}
-#: IANA aliases that are the same zone for a till.
-_ALIASES = {
-    "Asia/Chongqing": "Asia/Shanghai",
-    "Asia/Harbin": "Asia/Shanghai",
-    "PRC": "Asia/Shanghai",
-    "UTC": "Etc/UTC",
-    "Etc/UCT": "Etc/UTC",
-}
-#: KB3140245: 0x200 TLS 1.1, 0x800 TLS 1.2 in WinHttp\DefaultSecureProtocols.
-TLS12_BIT = 0x800
 _USB_DISCONNECT = re.compile(r"\busb (?P<port>\d+-[\d.]+): USB disconnect\b")
-
-
-def _canonical(zone: str) -> str:
-    zone = WINDOWS_ZONES.get(zone, zone)
-    return _ALIASES.get(zone, zone)
-
-
-def same_zone(actual: str, expected: str) -> bool:
-    """Whether two zone names (IANA or Windows ids) name the same zone for a till."""
-    return _canonical(actual.strip()) == _canonical(expected.strip())
 
 
 def linux_time_zone(localtime: str = "/etc/localtime") -> Optional[str]:

@@ -342,3 +342,26 @@ def test_every_interface_down_is_a_link_down() -> None:
     (finding,) = evaluate(report, None, NOW)
     assert finding.code == "network.link_down"
     assert finding.evidence["interfaces"] == ["eth0", "wlan0"]
+
+
+def test_the_findings_layer_does_no_io() -> None:
+    import ast
+
+    forbidden = {
+        "os", "socket", "subprocess", "asyncio", "time", "shutil", "sqlite3", "ssl", "serial",
+        "psutil", "pathlib", "threading", "urllib", "http",
+    }  # fmt: skip
+    agent = Path(__file__).resolve().parents[2] / "agent"
+    for name in ("findings.py", "advice.py"):
+        tree = ast.parse((agent / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                root = module.split(".")[0]
+                assert root not in forbidden, (name, module)
+                assert not module.startswith("posassist.agent.collectors"), (name, module)

@@ -13,7 +13,7 @@ import pytest
 from posassist.agent.collectors import hostconfig
 from posassist.agent.diagnostics import DiagContext
 from posassist.agent.errors import ConfigError
-from posassist.agent.findings import Severity, evaluate
+from posassist.agent.findings import Severity, evaluate, same_zone
 from posassist.agent.settings import Settings, parse_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
@@ -29,10 +29,10 @@ def _found(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_time_zone_names_compare_across_windows_and_iana() -> None:
-    assert hostconfig.same_zone("China Standard Time", "Asia/Shanghai")
-    assert hostconfig.same_zone("Asia/Chongqing", "Asia/Shanghai")
-    assert not hostconfig.same_zone("Etc/UTC", "Asia/Shanghai")
-    assert not hostconfig.same_zone("Tokyo Standard Time", "China Standard Time")
+    assert same_zone("China Standard Time", "Asia/Shanghai")
+    assert same_zone("Asia/Chongqing", "Asia/Shanghai")
+    assert not same_zone("Etc/UTC", "Asia/Shanghai")
+    assert not same_zone("Tokyo Standard Time", "China Standard Time")
 
 
 def test_a_till_in_the_wrong_time_zone(tmp_path: Path) -> None:

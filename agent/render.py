@@ -183,6 +183,23 @@ def _lines(
         out.append(f"profile 配置: {data.get('display_name')}")
         out.append(f"running 运行中: {data.get('running')} ({data.get('instances')} instance(s))")
         out.append(f"sale open 正在交易: {data.get('sale_open') or 'no 否'}")
+        for proc in data.get("processes") or []:
+            history = proc.get("rss_history") or []
+            trend = f" ({len(history)} samples 次采样)" if len(history) > 1 else ""
+            who = f"{proc.get('name')} ({proc.get('pid')})"
+            out.append(f"process 进程 {who}: {_mb(proc.get('rss'))}{trend}")
+        dbfile = (data.get("database") or {}).get("file")
+        if isinstance(dbfile, dict):
+            if dbfile.get("ok"):
+                held = ", ".join(
+                    f"{h.get('name')}({h.get('pid')})" for h in dbfile.get("holders") or []
+                )
+                out.append(
+                    f"database 数据库 {dbfile.get('path')}: {_mb(dbfile.get('size'))}"
+                    + (f", held by 占用: {held}" if held else "")
+                )
+            else:
+                out.append(f"database 数据库 {dbfile.get('path')}: {dbfile.get('error')}")
         for log in data.get("logs", []):
             if log.get("ok"):
                 out.append(f"log 日志 {log['path']}: {log['error_count']} error line(s)")

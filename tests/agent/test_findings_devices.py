@@ -40,6 +40,8 @@ STATES = {
     "offline": ({1: 0x1A, 2: 0x12, 3: 0x12, 4: 0x12}, "printer.offline", Severity.FAULT),
     # bytes that fail 0xx1xx10 (a Star printer, a wrong baud rate)
     "garbage": ({1: 0xFF, 2: 0x00, 3: 0xFF, 4: 0x00}, "printer.unreadable", Severity.WARNING),
+    # truncated: answers DLE EOT 1 and 2, then goes silent
+    "half": ({1: 0x12, 2: 0x12}, "printer.unreadable", Severity.WARNING),
     # silent: powered off behind a live link (no reply to anything)
     "silent": ({}, "printer.unreachable", Severity.FAULT),
 }  # fmt: skip

@@ -196,6 +196,15 @@ ADVICE: Dict[str, Advice] = {
         "unprinted tickets: confirm first)",
         script="spooler-reset-windows", risk="B", ref="5.1#1",
     ),
+    "queue.spool_files_stuck": Advice(
+        _F, "打印缓存文件卡住", "Spool files stuck",
+        "打印缓存目录里有 {count} 个文件, 最早的已有 {age}",
+        "{count} file(s) in the spool folder, the oldest {age} old",
+        "小票可能打印不出来, 请联系技术支持。", "Receipts may not print; call support.",
+        "停止打印服务, 把缓存文件移到隔离目录 (不要删除), 再启动",
+        "Stop the spooler, move the spool files to quarantine (never delete), start it again",
+        script="spooler-reset-windows", risk="B", ref="5.1#1",
+    ),
     "queue.cups_stopped": Advice(
         _F, "打印服务未运行", "CUPS not running", "CUPS 打印服务没有运行",
         "The CUPS scheduler is not running", "小票打印不出来, 请联系技术支持。",

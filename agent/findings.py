@@ -355,6 +355,21 @@ def _print_queue(data: Dict[str, Any], now: float) -> List[Finding]:
         out.append(
             _finding("queue.spooler_stopped", sec, "Spooler", {"spooler": spooler}, state=spooler)
         )
+    stale = [
+        f for f in _dicts(data.get("spool_files")) if (_num(f.get("age_s")) or 0) >= JOB_STUCK_S
+    ]
+    if stale:
+        longest = max(_num(f.get("age_s")) or 0.0 for f in stale)
+        out.append(
+            _finding(
+                "queue.spool_files_stuck",
+                sec,
+                "spool",
+                {"files": stale[:10]},
+                count=len(stale),
+                age=span(longest),
+            )
+        )
     for p in _dicts(data.get("printers")):
         name = str(p.get("name") or "?")
         reasons = [str(r) for r in p.get("reasons") or []]

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from posassist.agent.errors import CollectorError, CollectorTimeout
 
@@ -28,6 +28,7 @@ __all__ = [
     "parse_wmic_list",
     "parse_wmic_time",
     "run_tool",
+    "spool_files",
     "unparsed",
     "windows_queue",
 ]
@@ -260,6 +261,49 @@ def unparsed(outputs: Dict[str, Any]) -> List[Dict[str, str]]:
 _NOTHING = ("No Instance(s) Available", "No destinations added")
 
 
+def spool_files(entries: Sequence[Tuple[str, float, int]], now: float) -> List[Dict[str, Any]]:
+    """The ``.SPL``/``.SHD`` files in the spool folder, oldest first, with their age (§5 #1).
+
+    Args:
+        entries: ``(name, mtime, size)`` of the folder's files.
+        now: the current time.
+    """
+    rows: List[Dict[str, Any]] = [
+        {"name": name, "age_s": round(now - mtime, 1), "size": size}
+        for name, mtime, size in entries
+        if name.upper().endswith((".SPL", ".SHD"))
+    ]
+    rows.sort(key=lambda r: -r["age_s"])
+    return rows[:50]
+
+
+def _spool_folder() -> List[Dict[str, Any]]:  # pragma: no cover - Windows only
+    """The spool folder's files: DefaultSpoolDirectory from the registry, else the default."""
+    import importlib
+
+    winreg: Any = importlib.import_module("winreg")
+
+    folder = os.path.join(
+        os.environ.get("SystemRoot", r"C:\Windows"), "System32", "spool", "PRINTERS"
+    )
+    try:
+        key = winreg.OpenKey(
+            winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\Print\Printers"
+        )
+        with key:
+            folder = str(winreg.QueryValueEx(key, "DefaultSpoolDirectory")[0]) or folder
+    except OSError:
+        pass
+    entries = []
+    try:
+        for entry in os.scandir(folder):
+            st = entry.stat(follow_symlinks=False)
+            entries.append((entry.name, st.st_mtime, st.st_size))
+    except OSError:
+        return []
+    return spool_files(entries, time.time())
+
+
 def _spooler_state() -> str:  # pragma: no cover - Windows only
     """The Print Spooler service's state (psutil), e.g. ``running`` or ``stopped`` (§5 #1)."""
     import psutil  # type: ignore[import-untyped]
@@ -284,6 +328,7 @@ def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> 
         )
         queue = windows_queue(printers, jobs)
         queue["spooler"] = _spooler_state()
+        queue["spool_files"] = _spool_folder()
         return queue
     tool = lpstat or next((p for p in LPSTAT_PATHS if os.path.exists(p)), None)
     if tool is None:

@@ -370,3 +370,24 @@ def test_serial_collector_reads_probers_through_journalctl_by_argv(tmp_path: Pat
     assert "ModemManager opened ttyACM0 (3 time(s))" in acm.detail["en"]
     assert "ID_MM_DEVICE_IGNORE" in acm.advice.tech_en
     assert acm.evidence["lines"][-1].endswith("port probe timed out")
+
+
+def test_old_spool_files_are_stuck_jobs_on_windows() -> None:
+    from posassist.agent.findings import evaluate
+
+    now = 1_796_000_000.0
+    entries = [
+        ("00012.SPL", now - 1800, 40960),
+        ("00012.SHD", now - 1800, 1024),
+        ("00013.SPL", now - 30, 2048),
+        ("desktop.ini", now - 10**6, 100),
+    ]
+    files = printqueue.spool_files(entries, now)
+    assert [f["name"] for f in files] == ["00012.SPL", "00012.SHD", "00013.SPL"]
+    data = {"system": "windows-spooler", "spooler": "running", "spool_files": files,
+            "printers": [], "jobs": []}  # fmt: skip
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = evaluate(report, None, now)
+    assert finding.code == "queue.spool_files_stuck"
+    assert finding.detail["en"] == "2 file(s) in the spool folder, the oldest 30 min old"
+    assert finding.to_dict()["script"] == {"id": "spooler-reset-windows", "risk": "B"}

@@ -124,9 +124,11 @@ ADVICE: Dict[str, Advice] = {
     ),
     "printer.offline": Advice(
         _F, "打印机脱机", "Printer offline", "打印机 {name} 处于脱机状态",
-        "Printer {name} is offline", "请检查打印机指示灯、上盖和纸卷。",
-        "Check the printer's lights, cover and paper.", "查看脱机原因 (DLE EOT 2/3)",
-        "Read the offline cause (DLE EOT 2/3)", ref="5.1#5",
+        "Printer {name} is offline", "请检查打印机指示灯、上盖和纸卷; 打印机恢复前钱箱也打不开。",
+        "Check the printer's lights, cover and paper; the cash drawer won't open until it is back.",
+        "查看脱机原因 (DLE EOT 2/3); 钱箱指令 (ESC p) 会排队到打印机恢复",
+        "Read the offline cause (DLE EOT 2/3); a drawer kick (ESC p) is queued until it is back",
+        ref="5.1#5",
     ),
     "printer.unreachable": Advice(
         _F, "打印机无法连接", "Printer not reachable", "打印机 {name} ({target}) 无响应: {why}",

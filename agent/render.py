@@ -209,7 +209,8 @@ def _lines(
         for disk in data.get("disk", []):
             if disk.get("ok"):
                 low = " LOW 空间不足" if disk.get("low") else ""
-                out.append(f"data 数据 {disk['path']}: {disk['free_mb']} MB free{low}")
+                free = _mb(disk["free_mb"] * 1048576)
+                out.append(f"data 数据 {disk['path']}: {free} free{low}")
     elif name == "print_queue":
         for p in data.get("printers", []):
             out.append(f"{p.get('name')}: {p.get('state')} {'; '.join(p.get('reasons', []))}")

@@ -46,7 +46,6 @@ from posassist.protocol.errors import (
 )
 
 __all__ = [
-    "HTTP_ERRORS",
     "BadCredentials",
     "BadRequest",
     "CheckpointError",

@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 # On Python 3.8 (Windows 7 tills) cryptography warns, when first imported, that its support for
 # 3.8 is deprecated: a line on every start that a merchant can do nothing about. Only that
@@ -28,6 +28,7 @@ warnings.filterwarnings(
 
 from posassist.protocol import PosAssistError, signing  # noqa: E402
 from posassist.protocol.errors import error_line  # noqa: E402
+from posassist.protocol.text import printable  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .backoff import backoff  # noqa: E402
@@ -76,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(zh: str, en: str) -> None:
-    print(zh + " / " + en, flush=True)
+    """One line for the person at the till; it may quote the relay, so it is made printable."""
+    print(printable(zh + " / " + en, multiline=False), flush=True)
 
 
 def _script_service(
@@ -154,6 +156,8 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
         if fresh is not None:
             fresh.cancel()
             await asyncio.gather(fresh, return_exceptions=True)
+        if scripts is not None:
+            await scripts.close()  # runs outlive connections, not the agent
     if not once:
         _say("代理已停止", "agent stopped")
     return status
@@ -161,17 +165,20 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
 
 async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
     from .diagnostics import DiagContext, collect_report, default_collectors
+    from .findings import annotate
     from .render import render_report
 
     ctx = DiagContext.load(data_dir)
     sections = await collect_report(ctx, default_collectors(), time.monotonic() + timeout)
-    report = {"collected_at": time.time(), "sections": sections}
+    now = time.time()
+    report: Dict[str, Any] = {"collected_at": now, "sections": sections}
     if ctx.profile_error:
         report["profile_error"] = ctx.profile_error
+    annotate(report, ctx.profile, now)  # findings first (docs/findings.md)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False))
     else:
-        print(render_report(sections))
+        print(render_report(report, now=now))
     return 0 if all(s["ok"] for s in sections.values()) else 1
 
 

@@ -134,26 +134,16 @@ class AgentConnection:
             task = asyncio.ensure_future(self._diagnose(event, clock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        elif isinstance(event, ScriptRestoreRequest) and self.scripts is not None:
-            if self.scripts.busy:
-                self.session.send(
-                    ErrorReply(id=event.id, code="busy", message="a script is running")
-                )
-                return
-            task = asyncio.ensure_future(self.scripts.restore(event, self._send, clock))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif isinstance(event, ScriptRunRequest) and self.scripts is not None:
-            if self.scripts.busy:
-                self.session.send(
-                    ErrorReply(id=event.id, code="busy", message="another script is running")
-                )
-                return
-            task = asyncio.ensure_future(self.scripts.handle(event, self._send, clock))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, (ScriptRunRequest, ScriptRestoreRequest)) and self.scripts:
+            # The run is the script service's, not this connection's: it outlives a drop.
+            refused = self.scripts.submit(event, self._send, clock)
+            if refused is not None:
+                self.session.send(refused)
         elif isinstance(event, JobQuery) and self.scripts is not None:
-            self.session.send(self.scripts.answer(event))  # docs/protocol.md#requests
+            # docs/protocol.md#requests; "never_received" only for a relay that knows it (v4)
+            self.session.send(
+                self.scripts.answer(event, never_received=(self.session.version or 0) >= 4)
+            )
         elif event.KIND is Kind.REQUEST:
             # A request this agent does not (yet) know how to serve: a clear error, no crash.
             request_id: int = getattr(event, "id")  # noqa: B009
@@ -200,10 +190,15 @@ class AgentConnection:
         sections = await collect_report(
             self.diagnostics, collectors, time.monotonic() + budget, only=request.collectors
         )
+        from .findings import annotate
+
+        collected_at = clock()
+        # each section carries its status and findings next to its raw data (docs/findings.md)
+        annotate(sections, self.diagnostics.profile, collected_at)
         report = DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,
-            collected_at=clock(),
+            collected_at=collected_at,
             sections=sections,
         )
         try:

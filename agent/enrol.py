@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from posassist.client import http
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 MAX_ROOT = 256 * 1024
 #: The most bytes the enrolment answer may have.
 MAX_ANSWER = 64 * 1024
+#: What a device id the relay hands out looks like (``dev_`` and hex today; kept loose).
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def _post_json(
@@ -119,6 +122,8 @@ def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> I
     device_id = answer.get("device_id")
     if answer.get("relay_id") != invite.relay_id or not isinstance(device_id, str):
         raise ConfigError("the relay that answered is not the one the token names")
+    if not DEVICE_ID.match(device_id):  # printed, logged and kept: nothing but an id
+        raise ConfigError("the relay answered a device id that is not one")
     identity = Identity(device_id, invite.relay_url, key, invite.tls_pin)
     if root is not None:
         _install_root(data_dir, root)

@@ -35,6 +35,8 @@ class PosProfile:
     service_names: Tuple[str, ...] = ()
     database_service: str = ""
     database_processes: Tuple[str, ...] = ()
+    #: the POS's database file (SQLite and the like): who holds it, and with what lock (§5 #27)
+    database_path: str = ""
     log_paths: Tuple[str, ...] = ()
     error_patterns: Tuple[str, ...] = ()
     redact_patterns: Tuple[str, ...] = ()
@@ -44,6 +46,8 @@ class PosProfile:
     min_free_mb: int = 1024
     sale_open_file: str = ""
     sale_open_process: str = ""
+    #: payment gateway hosts (``host:port``) whose TLS certificate expiry is checked (§5 #18, #23)
+    payment_hosts: Tuple[str, ...] = ()
 
 
 def _strings(table: Dict[str, Any], key: str, where: str) -> Tuple[str, ...]:
@@ -95,7 +99,7 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError("profile: name must be letters, digits, '.', '_' or '-'")
     tables: Dict[str, Dict[str, Any]] = {}
-    for key in ("process", "service", "database", "logs", "data", "sale"):
+    for key in ("process", "service", "database", "logs", "data", "sale", "payment"):
         table = doc.get(key, {})
         if not isinstance(table, dict):
             raise ConfigError(f"profile: {key} must be a table")
@@ -115,6 +119,7 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
         service_names=_strings(tables["service"], "names", "service"),
         database_service=_string(tables["database"], "service", "database"),
         database_processes=_strings(tables["database"], "processes", "database"),
+        database_path=_expand(_string(tables["database"], "path", "database"), data_dir),
         log_paths=tuple(_expand(p, data_dir) for p in _strings(logs, "paths", "logs")),
         error_patterns=_strings(logs, "error_patterns", "logs"),
         redact_patterns=_strings(logs, "redact_patterns", "logs"),
@@ -124,7 +129,21 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
         min_free_mb=_int(tables["data"], "min_free_mb", "data", 1024, 0, 10**7),
         sale_open_file=_expand(_string(tables["sale"], "open_file", "sale"), data_dir),
         sale_open_process=_string(tables["sale"], "open_process", "sale"),
+        payment_hosts=_host_ports(tables["payment"]),
     )
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}$")
+
+
+def _host_ports(table: Dict[str, Any]) -> Tuple[str, ...]:
+    hosts = _strings(table, "hosts", "payment")
+    for host in hosts:
+        if not _HOST_PORT.match(host) or not 0 < int(host.rpartition(":")[2]) < 65536:
+            raise ConfigError(f"profile [payment] hosts: {host!r} is not host:port")
+    if len(hosts) > 8:
+        raise ConfigError("profile [payment] hosts: at most 8")
+    return hosts
 
 
 def load_profile(name_or_path: str, data_dir: Optional[Path] = None) -> PosProfile:

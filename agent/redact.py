@@ -1,6 +1,10 @@
-"""Redaction of text before it leaves the till: card numbers (Luhn-checked) and caller patterns.
+"""Redaction of text before it leaves the till: card numbers and caller patterns.
 
-Card numbers are digit runs of 13-19 digits, optionally grouped by single spaces or dashes.
+The card-number rule (docs/redaction.md): a run of 13-19 digits, optionally grouped by single
+spaces or dashes, whose first digits fall in a known card range (:data:`CARD_RANGES`, UnionPay's 62
+included) is masked to its last four digits, whether or not its Luhn check holds. Other numbers
+(timestamps, order numbers) are left alone. ``catalog/collect-log-bundle/log_bundle.py`` carries a
+copy of this rule; tests/agent/test_redact.py keeps the two identical.
 """
 
 from __future__ import annotations
@@ -8,7 +12,15 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Pattern, Sequence, Union
 
-__all__ = ["REDACTED", "Redactor", "luhn_ok", "mask_card_numbers", "redact"]
+__all__ = [
+    "CARD_RANGES",
+    "REDACTED",
+    "Redactor",
+    "in_card_range",
+    "luhn_ok",
+    "mask_card_numbers",
+    "redact",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -16,6 +28,31 @@ REDACTED = "[REDACTED]"
 # than 19 digits is not a card number (order ids, timestamps) and is left alone.
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
 _GROUP = re.compile(r"[0-9]+")
+
+
+# Issuer ranges by leading digits, (low, high) inclusive and of equal length (ISO/IEC 7812 IINs):
+# Visa 4; Mastercard 51-55 and 2221-2720; Maestro 50, 56-58; Amex 34, 37; Diners 300-305, 309,
+# 36, 38-39; JCB 3528-3589; Discover, UnionPay (62), RuPay and Maestro 6.
+CARD_RANGES = (
+    ("4", "4"),
+    ("50", "58"),
+    ("2221", "2720"),
+    ("34", "34"),
+    ("37", "37"),
+    ("300", "305"),
+    ("309", "309"),
+    ("36", "36"),
+    ("38", "39"),
+    ("3528", "3589"),
+    ("6", "6"),
+)
+
+
+def in_card_range(digits: str) -> bool:
+    """Tell whether a 13-19 digit string starts in a known card range (Luhn not consulted)."""
+    if not 13 <= len(digits) <= 19:
+        return False
+    return any(lo <= digits[: len(lo)] <= hi for lo, hi in CARD_RANGES)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -55,15 +92,19 @@ def _mask_run(run: str) -> str:
     pos = 0
     i = 0
     while i < len(groups):
-        # The longest group-aligned window starting at group i that is 13-19 digits and Luhn-valid.
-        match_end = None
+        # The longest group-aligned window starting at group i that is 13-19 digits in a card range.
+        # Prefer the longest Luhn-valid window, so digits after a card (an amount) stay readable.
+        in_range: Optional[int] = None
+        valid: Optional[int] = None
         digits = ""
         for j in range(i, len(groups)):
             digits += run[groups[j][0] : groups[j][1]]
             if len(digits) > 19:
                 break
-            if len(digits) >= 13 and luhn_ok(digits):
-                match_end = j
+            if in_card_range(digits):
+                in_range = j
+                valid = j if luhn_ok(digits) else valid
+        match_end = valid if valid is not None else in_range
         if match_end is None:
             i += 1
             continue
@@ -77,9 +118,10 @@ def _mask_run(run: str) -> str:
 
 
 def mask_card_numbers(text: str) -> str:
-    """Mask every Luhn-valid 13-19 digit run in ``text``, keeping its last four digits.
+    """Mask every 13-19 digit run in a known card range in ``text``, keeping its last four digits.
 
-    ``4111 1111 1111 1111`` becomes ``**** **** **** 1111``; non-Luhn numbers are left alone.
+    ``6222 0212 3456 7890`` becomes ``**** **** **** 7890`` though it fails the Luhn check;
+    ``20261205070000`` (a timestamp) is left alone: no card range starts with 20.
 
     Args:
         text: any text.

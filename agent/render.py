@@ -1,12 +1,15 @@
-"""Render a diagnostics report as text for ``posassist-agent diag --offline``: Chinese and English
-headings, one block per section, the values a technician reads first.
+"""Render a diagnostics report as text: findings first (what is wrong, what to do), then each
+section's raw readings in human units. The one renderer, used by the offline report and the console.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from datetime import datetime, timezone, tzinfo
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-__all__ = ["HEADINGS", "render_report"]
+from posassist.agent.findings import ago, mb
+
+__all__ = ["HEADINGS", "STATUS", "render_findings", "render_report", "when"]
 
 HEADINGS: Dict[str, str] = {
     "system": "系统 / System",
@@ -18,11 +21,84 @@ HEADINGS: Dict[str, str] = {
 }
 
 
+#: A section's status (from its findings) as shown in its heading.
+STATUS: Dict[str, str] = {
+    "ok": "OK 正常",
+    "info": "INFO 提示",
+    "warning": "WARNING 警告",
+    "fault": "FAULT 故障",
+    "critical": "CRITICAL 严重",
+    "unreadable": "UNREADABLE 无法读取",
+}
+_SEVERITY_RANK = {"critical": 4, "fault": 3, "warning": 2, "info": 1}
+
+
 def _mb(n: Any) -> str:
-    return f"{n / 1048576:.0f} MB" if isinstance(n, (int, float)) else "?"
+    return mb(n)
 
 
-def _lines(name: str, data: Dict[str, Any]) -> List[str]:
+def when(epoch: Any, tz: Optional[tzinfo] = None, now: Optional[float] = None) -> str:
+    """An epoch time as ``2026-12-05 15:04 (3 min ago)`` in ``tz`` (the store's; local if None)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        return "?"
+    try:
+        moment = datetime.fromtimestamp(epoch, tz or timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    if tz is None:
+        moment = moment.astimezone()
+    text = moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return f"{text} ({ago(epoch, now)})" if now is not None else text
+
+
+def _s(value: Any) -> str:
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[str]:
+    """Findings (``Finding.to_dict()`` maps), most severe first, as indented lines.
+
+    Each: severity and title in both languages, the detail, the next step for the cashier and for
+    the technician, and the catalog script that fixes it with its risk class.
+    """
+    rows = [f for f in findings if isinstance(f, Mapping)]
+    rows.sort(key=lambda f: -_SEVERITY_RANK.get(str(f.get("severity")), 0))
+    if not rows:
+        return ["  没有发现问题 / No problems found"]
+    out: List[str] = []
+    for f in rows:
+        title = f.get("title") or {}
+        detail = f.get("detail") or {}
+        cashier = f.get("cashier") or {}
+        tech = f.get("technician") or {}
+        mark = STATUS.get(str(f.get("severity")), _s(f.get("severity")).upper())
+        subject = f" [{_s(f['subject'])}]" if f.get("subject") else ""
+        head = f"{_s(title.get('zh'))} / {_s(title.get('en'))}{subject}"
+        out.append(f"  [{mark}] {head}  ({_s(f.get('code'))})")
+        out.append(f"      {_s(detail.get('zh'))}")
+        out.append(f"      {_s(detail.get('en'))}")
+        out.append(f"      收银员 / cashier: {_s(cashier.get('zh'))} / {_s(cashier.get('en'))}")
+        out.append(f"      技术员 / technician: {_s(tech.get('en'))} ({_s(tech.get('zh'))})")
+        script = f.get("script")
+        if script_words and isinstance(script, Mapping) and script.get("id"):
+            fix = f"{_s(script.get('id'))} (risk class {_s(script.get('risk'))})"
+            out.append(f"      修复脚本 / fix: {fix}")
+    return out
+
+
+def all_findings(report: Mapping[str, Any]) -> List[Any]:
+    """Every finding of an annotated report: report-wide ones, then each section's."""
+    found = list(report.get("findings") or [])
+    sections = report.get("sections", report)
+    for section in sections.values() if isinstance(sections, Mapping) else ():
+        if isinstance(section, Mapping):
+            found.extend(section.get("findings") or [])
+    return found
+
+
+def _lines(
+    name: str, data: Dict[str, Any], now: Optional[float], tz: Optional[tzinfo]
+) -> List[str]:
     out: List[str] = []
     if name == "system":
         os_info = data.get("os", {})
@@ -31,6 +107,8 @@ def _lines(name: str, data: Dict[str, Any]) -> List[str]:
             f"{os_info.get('release')} ({os_info.get('machine')}, {os_info.get('bits')}-bit)"
         )
         out.append(f"uptime 运行时间: {data.get('uptime_s', 0) / 3600:.1f} h")
+        if data.get("boot_time"):
+            out.append(f"booted 开机: {when(data['boot_time'], tz, now)}")
         mem = data.get("memory", {})
         out.append(f"memory 内存: {_mb(mem.get('available'))} free of {_mb(mem.get('total'))}")
         for disk in data.get("disks", []):
@@ -64,10 +142,20 @@ def _lines(name: str, data: Dict[str, Any]) -> List[str]:
                 f"relay 服务器 {relay.get('host')}:{relay.get('port')}: "
                 f"DNS {dns_text}, TCP {tcp_text}"
             )
-            if relay.get("tls"):
-                out.append(f"TLS certificate 证书: {relay['tls']}")
-        if data.get("clock"):
-            out.append(f"clock offset vs relay 时钟偏差: {data['clock']['offset_s']} s")
+            tls = relay.get("tls")
+            if isinstance(tls, dict) and tls.get("ok"):
+                out.append(
+                    f"TLS {tls.get('version')} certificate 证书 expires 到期: "
+                    f"{when(tls.get('not_after'), tz, now)}"
+                )
+            elif isinstance(tls, dict):
+                out.append(f"TLS FAILED 失败: {tls.get('error')}")
+        clock = data.get("clock")
+        if isinstance(clock, dict):
+            out.append(
+                f"clock offset vs relay 时钟偏差: {clock.get('offset_s')} s "
+                f"(from {clock.get('samples')} heartbeat(s))"
+            )
     elif name == "serial":
         for port in data.get("ports", []):
             known = port.get("known") or {}
@@ -105,23 +193,44 @@ def _lines(name: str, data: Dict[str, Any]) -> List[str]:
     elif name == "print_queue":
         for p in data.get("printers", []):
             out.append(f"{p.get('name')}: {p.get('state')} {'; '.join(p.get('reasons', []))}")
-        out.append(f"jobs 任务: {len(data.get('jobs', []))}")
+        jobs = data.get("jobs", [])
+        out.append(f"jobs 任务: {len(jobs)}")
+        for job in jobs[:10]:
+            at = job.get("submitted_at")
+            submitted = when(at, tz, now) if at is not None else job.get("submitted")
+            out.append(f"    {job.get('id')} {job.get('status') or ''} submitted {submitted}")
     else:
         out.append(str(data)[:500])
     return out
 
 
-def render_report(sections: Dict[str, Any]) -> str:
-    """The report as text, one block per section; failures show the typed error."""
-    blocks = []
+def render_report(
+    report: Mapping[str, Any], now: Optional[float] = None, tz: Optional[tzinfo] = None
+) -> str:
+    """An annotated report (``findings.annotate``) as text: findings first, raw sections after.
+
+    Args:
+        report: ``{"sections": …, "findings"?: …}``, or the sections alone.
+        now: the time ages are measured from ("3 min ago"); usually the report's collection time.
+        tz: the store's time zone for absolute times; the local zone when None.
+    """
+    sections = report.get("sections", report)
+    blocks = ["== 诊断结论 / Findings\n" + "\n".join(render_findings(all_findings(report)))]
     for name, section in sections.items():
+        if not isinstance(section, Mapping):
+            continue
         title = HEADINGS.get(name, name)
-        mark = "OK 正常" if section.get("ok") else "FAILED 失败"
+        status = section.get("status") or ("ok" if section.get("ok") else "unreadable")
+        mark = STATUS.get(str(status), str(status))
         head = f"== {title}  [{mark}, {section.get('elapsed_ms')} ms]"
-        if section.get("ok"):
-            body = _lines(name, section.get("data") or {})
+        data = section.get("data")
+        if section.get("ok") and isinstance(data, dict):
+            try:
+                body = _lines(name, data, now, tz)
+            except (TypeError, KeyError, AttributeError, ValueError):  # malformed raw data
+                body = ["(raw data unreadable 原始数据无法读取)"]
         else:
-            error = section.get("error", {})
-            body = [f"{error.get('type')}: {error.get('message')}"]
+            error = section.get("error") or {}
+            body = [f"{error.get('type')}: {error.get('message')}"] if error else []
         blocks.append("\n".join([head] + ["  " + line for line in body]))
     return "\n\n".join(blocks)

@@ -6,6 +6,7 @@ Optional: a till without the file gets defaults (no printers configured, no POS 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
@@ -19,17 +20,25 @@ __all__ = ["PrinterConfig", "Settings", "load_settings", "parse_settings"]
 
 @dataclass(frozen=True)
 class PrinterConfig:
-    """A receipt printer the POS uses: on a serial port (``/dev/ttyUSB0``, ``COM3``) or TCP."""
+    """A receipt printer the POS uses: on a serial port (``/dev/ttyUSB0``, ``COM3``) or TCP.
+
+    A USB-serial printer may be named by its USB identity ``usb`` (``vvvv:pppp[:serial]``, §0.9):
+    the port it has now is found by that identity, so a renumbered port is still found, and
+    ``serial`` (if given) is the port the POS is configured for.
+    """
 
     name: str
     serial: str = ""
     baudrate: int = 9600
     host: str = ""
     port: int = 9100
+    usb: str = ""
 
     @property
     def target(self) -> str:
-        return f"tcp://{self.host}:{self.port}" if self.host else self.serial
+        if self.host:
+            return f"tcp://{self.host}:{self.port}"
+        return self.serial or f"usb:{self.usb}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,9 @@ class Settings:
     timeouts: Tuple[Tuple[str, float], ...] = ()
 
 
+_USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(?::[\x21-\x7e]{1,64})?$")
+
+
 def _printer(raw: Any, index: int) -> PrinterConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"settings: printers[{index}] must be an object")
@@ -54,12 +66,18 @@ def _printer(raw: Any, index: int) -> PrinterConfig:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"settings: printers[{index}].tcp must be host:port")
         return PrinterConfig(name=name, host=host, port=int(port))
-    if "serial" in raw:
+    if "serial" in raw or "usb" in raw:
         baud = raw.get("baudrate", 9600)
         if type(baud) is not int or baud <= 0:
             raise ConfigError(f"settings: printers[{index}].baudrate must be a positive integer")
-        return PrinterConfig(name=name, serial=str(raw["serial"]), baudrate=baud)
-    raise ConfigError(f"settings: printers[{index}] needs 'tcp' or 'serial'")
+        usb = raw.get("usb", "")
+        if not isinstance(usb, str) or (usb and not _USB_ID.match(usb)):
+            raise ConfigError(
+                f"settings: printers[{index}].usb must be vvvv:pppp or vvvv:pppp:serial (hex ids)"
+            )
+        usb = usb[:9].lower() + usb[9:]  # hex ids in lower case, the serial number as it is
+        return PrinterConfig(name=name, serial=str(raw.get("serial", "")), baudrate=baud, usb=usb)
+    raise ConfigError(f"settings: printers[{index}] needs 'tcp', 'serial' or 'usb'")
 
 
 def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:

@@ -96,7 +96,7 @@ def login(relay: str, user: str, password_file: Path | None, pin: str | None) ->
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump({"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}, out)
-    print(f"signed in as {user} ({answer['role']}) / 登录成功")
+    print(printable(f"signed in as {user} ({answer.get('role')}) / 登录成功", multiline=False))
     return 0
 
 
@@ -285,16 +285,23 @@ def list_scripts(relay: str, pin: str | None = None) -> int:
     try:
         rows = asyncio.run(collect())
     except (http.HttpStatusError, KeyError, TypeError, AttributeError) as exc:
-        print(f"no script repository on this relay / 服务器没有脚本库: {exc}", file=sys.stderr)
+        print(
+            printable(
+                f"no script repository on this relay / 服务器没有脚本库: {exc}", multiline=False
+            ),
+            file=sys.stderr,
+        )
         return 1
     print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
     for (script_id, version), manifest in sorted(rows.items()):
+        # The relay's word, not yet verified (devices verify): printed only once made printable.
         title = manifest.get("title", {})
-        print(
+        line = (
             f"{script_id:<26} {version:<9} {manifest.get('risk', '?'):<5} "
-            f"{','.join(manifest.get('platforms', [])):<15} "
+            f"{','.join(map(str, manifest.get('platforms', []))):<15} "
             f"{title.get('en', '')} / {title.get('zh', '')}"
         )
+        print(printable(line, multiline=False))
     print("(listed from the relay as published; each device verifies signatures before running)")
     return 0
 
@@ -316,8 +323,13 @@ def health(relay: str, pin: str | None = None) -> int:
     """Print the relay's /healthz in plain words; RelayUnreachable if it can't be reached."""
     answer = asyncio.run(http.fetch("GET", http.http_url(relay) + "/healthz", pin=pin))
     body = answer.raise_for_status().json()
-    print(f"relay {body['relay_id']}: {body['status']}, {body['agents']} agent(s) connected")
-    print(f"服务器 {body['relay_id']}: 正常, 在线设备 {body['agents']} 台")
+    relay_id, agents = body["relay_id"], body["agents"]
+    print(
+        printable(
+            f"relay {relay_id}: {body['status']}, {agents} agent(s) connected", multiline=False
+        )
+    )
+    print(printable(f"服务器 {relay_id}: 正常, 在线设备 {agents} 台", multiline=False))
     return 0
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from posassist.protocol.text import printable
+
+__all__ = ["facts_summary", "printable", "printable_data", "render_facts", "render_report"]
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -13,24 +16,48 @@ if TYPE_CHECKING:
 
 
 def render_report(report: DiagnosticsReport) -> str:
-    """A diagnostics report as indented text, one section per collector."""
+    """A diagnostics report as text: the agent's findings first (through the agent's own renderer,
+    so the till and the console show them alike), then each section's raw data indented.
+
+    Every string from the device passes through :func:`printable`; times show in this console's
+    time zone (the agent's offline report shows the store's).
+    """
+    from posassist.agent.render import STATUS, all_findings, render_findings
+
     lines = [f"diagnostics of {report.device_id} / 设备诊断"]
-    for name in sorted(report.sections):
-        section = report.sections[name]
+    sections = report.sections
+    lines.append("\n== 诊断结论 / Findings")
+    lines.extend(render_findings(all_findings({"sections": sections})))
+    for name in sorted(sections):
+        section = sections[name]
         ok = section.get("ok") if isinstance(section, dict) else None
         mark = "ok" if ok else ("FAILED" if ok is False else "")
+        status = section.get("status") if isinstance(section, dict) else None
+        if isinstance(status, str):
+            mark = f"{mark} · {STATUS.get(status, status)}"
         lines.append(f"\n[{name}] {mark}")
         lines.extend(
             _walk(section.get("data", section) if isinstance(section, dict) else section, 1)
         )
-        if isinstance(section, dict) and section.get("error"):
-            lines.append(f"  error: {section['error']}")
+        error = section.get("error") if isinstance(section, dict) else None
+        if isinstance(error, dict):
+            lines.append(f"  error: {error.get('type')}: {error.get('message', '')}")
+        elif error:
+            lines.append(f"  error: {error}")
     return printable("\n".join(lines))
 
 
 def _when(epoch: float) -> str:
     """An epoch time in this console's local time zone, to the second."""
     return datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+#: Keys whose epoch values are shown as times (``*_at``, ``*_time``, certificate and file times).
+_TIME_KEYS = ("not_after", "not_before", "started", "modified", "since")
+
+
+def _is_time(key: str) -> bool:
+    return key.endswith(("_at", "_time")) or key in _TIME_KEYS
 
 
 def _walk(value: Any, depth: int) -> list[str]:
@@ -41,7 +68,7 @@ def _walk(value: Any, depth: int) -> list[str]:
             if isinstance(item, dict | list | tuple):
                 out.append(f"{pad}{key}:")
                 out.extend(_walk(item, depth + 1))
-            elif key.endswith("_at") and isinstance(item, int | float) and item > 1e9:
+            elif _is_time(key) and isinstance(item, int | float) and item > 1e9:
                 out.append(f"{pad}{key}: {_when(item)}")
             else:
                 out.append(f"{pad}{key}: {item}")
@@ -60,31 +87,7 @@ def _walk(value: Any, depth: int) -> list[str]:
 
 # --- text from a device: never raw to the terminal ---------------------------------------------
 
-#: Terminal escape sequences, 7-bit (ESC …) and 8-bit (C1) forms: CSI up to its final byte,
-#: OSC/DCS/SOS/PM/APC up to their terminator (or the end of the text), any other ESC sequence.
-_ESCAPES = re.compile(
-    r"""
-    (?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?
-  | (?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?
-  | \x1b[ -/]*[0-~]?
-    """,
-    re.VERBOSE,
-)
-#: What is left to drop: C0 controls but newline and tab, DEL, C1, and the bidirectional overrides
-#: and isolates that make text read in another order than it is stored.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str, *, multiline: bool = True) -> str:
-    """``text`` from a device (or relayed from one) made safe to print on a terminal.
-
-    Escape sequences and control characters are removed; ``\\n`` and ``\\t`` stay when
-    ``multiline`` (script output), else they become spaces. ``\\r\\n`` becomes ``\\n``; a lone
-    ``\\r`` (which would let a line overwrite what was printed before it) is dropped. Every string
-    an agent supplies passes through here before the console prints it.
-    """
-    text = _CONTROLS.sub("", _ESCAPES.sub("", text.replace("\r\n", "\n")))
-    return text if multiline else text.replace("\n", " ").replace("\t", " ")
+# ``printable`` lives in posassist.protocol.text (the agent and error lines use it too).
 
 
 def printable_data(value: Any) -> Any:

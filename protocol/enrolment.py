@@ -23,6 +23,9 @@ __all__ = ["PREFIX", "EnrolmentInvite", "InvalidEnrolmentToken"]
 PREFIX = "PA1-"
 MAX_TOKEN = 2048
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+#: Printed at the till and kept in its identity: visible ASCII only, no escape can hide in it.
+_URL = re.compile(r"(?:ws|wss)://[!-~]{1,500}\Z")
+_RELAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class InvalidEnrolmentToken(PosAssistError):
@@ -46,9 +49,9 @@ class EnrolmentInvite:
     root_hash: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if not self.relay_url.startswith(("ws://", "wss://")) or len(self.relay_url) > 512:
-            raise InvalidEnrolmentToken("relay URL must be ws:// or wss://")
-        if not self.relay_id or len(self.relay_id) > 128:
+        if not _URL.match(self.relay_url):
+            raise InvalidEnrolmentToken("relay URL must be ws:// or wss:// (visible ASCII)")
+        if not _RELAY_ID.match(self.relay_id):
             raise InvalidEnrolmentToken("bad relay id")
         if not _SECRET.match(self.secret):
             raise InvalidEnrolmentToken("bad secret")

@@ -211,8 +211,11 @@ def error_line(exc: PosAssistError) -> str:
 
     ``error: <public reason>: <message> / <public reason in Chinese>``; the message is for the
     local operator (it may name their files), so this is for a command's own output, never a peer.
+    A message may quote a peer (the relay's refusal): escape sequences and controls are dropped.
     """
-    message = str(exc)
+    from .text import printable
+
+    message = printable(str(exc), multiline=False)
     text = (
         exc.public_reason
         if message in ("", exc.public_reason)

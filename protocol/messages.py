@@ -818,8 +818,10 @@ class ScriptFinished(Message):
 #: Jobs one ``job.query`` may ask about, and results one ``job.results`` may carry.
 MAX_JOB_QUERY = 32
 #: What an agent can say of a job: a SCRIPT_STATUSES value once it ended, ``running`` while it
-#: runs, ``unknown`` when this till has no record of it (never ran here, or forgotten).
-JOB_RESULT_STATUSES = (*SCRIPT_STATUSES, "running", "unknown")
+#: runs, ``unknown`` when it has no result for it (received but forgotten; in a v3 session also:
+#: never received), ``never_received`` (v4 sessions only) when its receipts log proves it never
+#: got the request, so the job never ran there.
+JOB_RESULT_STATUSES = (*SCRIPT_STATUSES, "running", "unknown", "never_received")
 _RESULT_KEYS = frozenset({"job_id", "status", "exit_code", "finished_at", "backup_id", "detail"})
 
 

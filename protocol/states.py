@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4)
 #: Tags that a session may carry only from this version on; every other tag is in version 1.
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
 SINCE_VERSION: Dict[str, int] = {"agent.facts": 2, "job.query": 3, "job.results": 3}

@@ -41,7 +41,7 @@ from .checkpoints import (
 )
 from .config import RelayConfig
 from .errors import CheckpointKeyError, Conflict, NotFound, StorageError
-from .limits import GUARD
+from .limits import GUARD, ConnectionLimits, fit_to_descriptors, raise_descriptor_limit
 from .logs import configure_logging
 from .passwords import hash_password
 from .scripts_repo import UntrustedRootError, anchored_root_hash
@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between heartbeats (1-3600)",
     )
     serve.add_argument("--request-timeout", type=_bounded(float, 0.1, 86400.0), default=60.0)
+    serve.add_argument(
+        "--max-run-timeout",
+        type=_bounded(float, 0.0, 86400.0),
+        default=3600.0,
+        help="longest script run timeout that holds a request open (0-86400 s)",
+    )
     serve.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     limits = serve.add_argument_group(
         "limits before sign-in", "see docs/relay.md#limits-before-sign-in"
@@ -193,11 +199,40 @@ def _parser() -> argparse.ArgumentParser:
 
     user = commands.add_parser("user", help="technician and merchant accounts")
     sub = user.add_subparsers(dest="action", required=True)
-    create = with_data(sub.add_parser("create"))
-    create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--scope", required=True, help="root, or kind:id (store:sto_…)")
-    create.add_argument("--password-file", type=Path)
+    create = with_data(
+        sub.add_parser(
+            "create",
+            help="create a user with a role and a scope (audited)",
+            description="Create a user. The password is read from --password-file "
+            "or asked for on a terminal; at least 10 characters.",
+        )
+    )
+    create.add_argument("--username", required=True, help="the name the user signs in with")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in Role],
+        help="what the user may do",
+    )
+    create.add_argument(
+        "--scope",
+        required=True,
+        help="what the user sees: root, or kind:id (organisation:org_…, merchant:mer_…, "
+        "store:sto_…)",
+    )
+    create.add_argument("--password-file", type=Path, help="read the password from here")
+    password = with_data(
+        sub.add_parser(
+            "password",
+            help="set a user's password, e.g. to replace the one-time admin password (audited); "
+            "signs the user out everywhere",
+            description="Set a user's password (at least 10 characters) and revoke the user's "
+            "sign-in tokens. The password is read from --password-file or asked "
+            "for on a terminal.",
+        )
+    )
+    password.add_argument("username")
+    password.add_argument("--password-file", type=Path, help="read the new password from here")
     unlock = with_data(
         sub.add_parser(
             "unlock",
@@ -367,6 +402,24 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         await storage.record_login_success(user.id)  # clears any lock stored by older relays
         print(f"user {args.username} unlocked (running relays forget its failed sign-ins)")
         target = f"user:{args.username}"
+    elif args.command == "user" and args.action == "password":
+        try:
+            user = await storage.get_user(args.username)
+        except NotFound:
+            print(f"error: no user {args.username}", file=sys.stderr)
+            return 2
+        if args.password_file is None and not sys.stdin.isatty():
+            print("error: give --password-file (no terminal to ask on)", file=sys.stderr)
+            return 2
+        password = _password(args.password_file, f"new password for {args.username}: ")
+        if len(password) < 10:
+            print("error: the password must be at least 10 characters", file=sys.stderr)
+            return 2
+        hashed = await asyncio.to_thread(hash_password, password)
+        await storage.set_password_hash(user.id, hashed)
+        revoked = await storage.revoke_user_tokens(user.id, now=now)
+        print(f"password of {args.username} changed; {revoked} sign-in token(s) revoked")
+        target = f"user:{args.username}"
     elif args.command == "user":
         scope = _scope(args.scope)
         if scope is None:
@@ -470,9 +523,10 @@ def _existing_database(data: Path | None, url_text: str | None) -> tuple[sa.URL,
     return sa.URL.create("sqlite", database=uri, query={"mode": "rw", "uri": "true"}), str(path)
 
 
-def _checkpoints(args: argparse.Namespace) -> list[Checkpoint] | None:
-    """The signed checkpoints ``audit verify`` checks the chain against; None when there is no
-    key to check them with (a database given by URL without ``--checkpoint-key``)."""
+def _checkpoints(args: argparse.Namespace) -> tuple[list[Checkpoint], str] | None:
+    """The signed checkpoints ``audit verify`` checks the chain against, and the fingerprint of
+    the key that verified them; None when there is no key to check them with (a database given
+    by URL without ``--checkpoint-key``)."""
     key_path: Path | None = args.checkpoint_key
     file_path: Path | None = args.checkpoint_file
     if args.data is not None:
@@ -483,11 +537,11 @@ def _checkpoints(args: argparse.Namespace) -> list[Checkpoint] | None:
     if file_path is None:
         raise NothingToVerifyError("--checkpoint-key needs --checkpoint-file with --database")
     public_key = load_key(key_path).public_key()
-    return read_checkpoints(file_path, public_key)
+    return read_checkpoints(file_path, public_key), fingerprint(public_key)
 
 
 async def _verify_existing(
-    url: sa.URL, shown: str, checkpoints: list[Checkpoint] | None
+    url: sa.URL, shown: str, anchor: tuple[list[Checkpoint], str] | None
 ) -> VerifyResult:
     storage = open_storage(url)
     try:
@@ -498,8 +552,9 @@ async def _verify_existing(
             )
         if await storage.current_revision() is None:
             raise NothingToVerifyError(f"{shown} has no posassist schema (never migrated)")
+        checkpoints, key = anchor if anchor is not None else ([], None)
         return await verify_store(
-            storage, checkpoints=checkpoints or (), first_action=RELAY_CREATED
+            storage, checkpoints=checkpoints, first_action=RELAY_CREATED, checkpoint_key=key
         )
     except StorageError as exc:
         raise NothingToVerifyError(f"cannot read {shown}: {exc}") from exc
@@ -516,7 +571,7 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     except NothingToVerifyError as exc:
         where, missing = None, exc
     try:
-        checkpoints = _checkpoints(args)
+        anchor = _checkpoints(args)
     except (CheckpointError, CheckpointKeyError) as exc:
         if missing is not None:
             raise missing from None  # no database and nothing else either: say so
@@ -528,8 +583,9 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         if missing is not None:
             raise missing
         assert where is not None
-        result = await _verify_existing(*where, checkpoints)
+        result = await _verify_existing(*where, anchor)
     except NothingToVerifyError as exc:
+        checkpoints = anchor[0] if anchor is not None else []
         if not checkpoints:
             raise
         # Signed checkpoints say there was a log: its absence is a broken chain, not a typo.
@@ -539,20 +595,45 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         )
         return 1
     print(result.describe())
-    if checkpoints is None:
+    if anchor is None:
         print(
             "warning: not checked against signed checkpoints (give --checkpoint-key and "
             "--checkpoint-file): a rewritten database would pass / 未校验签名检查点",
             file=sys.stderr,
         )
     elif result.ok:
+        checkpoints, key = anchor
         last = f", the last at seq {checkpoints[-1].seq}" if checkpoints else ""
-        print(f"anchored by {len(checkpoints)} signed checkpoint(s){last}")
+        # Compare the key with the one `relay init` printed: someone holding the whole data
+        # directory can replace key, file and log together, but not that note.
+        print(f"anchored by {len(checkpoints)} signed checkpoint(s){last}, key {key}")
     return 0 if result.ok else 1
+
+
+def _fit_caps(config: RelayConfig) -> RelayConfig:
+    """``config`` with connection caps that fit this process's file descriptors (raised to the
+    hard limit first): a stranger's idle sockets must never take the last descriptor, which
+    stops /healthz, every agent's reconnect and the database's own files
+    (docs/relay.md#limits-before-sign-in)."""
+    from dataclasses import replace
+
+    descriptors = raise_descriptor_limit()
+    fitted = fit_to_descriptors(ConnectionLimits.of(config), descriptors)
+    caps = (fitted.max_unauthenticated, fitted.max_unauthenticated_per_address)
+    if caps == (config.max_unauthenticated, config.max_unauthenticated_per_address):
+        return config
+    logging.getLogger("posassist.relay").warning(
+        "%d file descriptors: at most %d connections not signed in, %d per address "
+        "(raise LimitNOFILE for more; docs/relay.md#limits-before-sign-in)",
+        descriptors,
+        *caps,
+    )
+    return replace(config, max_unauthenticated=caps[0], max_unauthenticated_per_address=caps[1])
 
 
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
+    config = _fit_caps(config)
     ssl_context = None
     if config.tls_cert and config.tls_key:
         from .tls import server_ssl_context
@@ -631,6 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root_hash=anchored_root_hash(args.data / "scripts"),
                 heartbeat_interval=args.heartbeat,
                 request_timeout=args.request_timeout,
+                max_run_timeout=args.max_run_timeout,
                 database_sync=args.sync,
                 audit_checkpoint_interval=args.checkpoint_interval,
                 header_timeout=args.header_timeout,

@@ -35,7 +35,7 @@ from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics, metrics_handler
 from .ratelimit import KeyedLimiter
 from .refusals import RefusalLedger
-from .routing import InProcessRouter
+from .routing import RECONCILABLE, InProcessRouter
 from .state import STATE, RelayState
 from .storage import open_storage
 
@@ -59,7 +59,10 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     state = RelayState(
         config=config,
         storage=storage,
-        router=InProcessRouter(max_consent_timeout=config.max_consent_timeout),
+        router=InProcessRouter(
+            max_consent_timeout=config.max_consent_timeout,
+            max_run_timeout=config.max_run_timeout,
+        ),
         login_limiter=KeyedLimiter(config.login_rate, config.login_burst, max_keys=100_000),
         console_limiter=KeyedLimiter(config.console_rate, config.console_burst, max_keys=100_000),
         enrol_limiter=KeyedLimiter(config.enrol_rate, config.enrol_burst, max_keys=100_000),
@@ -106,13 +109,25 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.storage.migrate()
     checkpointer = await _anchor(state)
-    # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now.
+    # Requests in flight when the relay last stopped (even by SIGKILL) can never finish now;
+    # a script among them may have run on the till: unknown, reconciled when its agent reports.
+    unknown = await state.storage.mark_unfinished_jobs_unknown(
+        RECONCILABLE, "relay_restarted: the relay stopped while the script ran", now=state.now()
+    )
     failed = await state.storage.mark_running_jobs_failed("relay restarted", now=state.now())
-    if failed:
+    if failed or unknown:
         await state.audit(
-            "relay", "jobs.recover", "relay", Outcome.FAILED, {"jobs_marked_failed": failed}
+            "relay",
+            "jobs.recover",
+            "relay",
+            Outcome.FAILED,
+            {"jobs_marked_failed": failed, "jobs_marked_unknown": len(unknown)},
         )
-        log.warning("marked %d unfinished job(s) failed after restart", failed)
+        log.warning(
+            "after restart: %d unfinished job(s) failed, %d script job(s) of unknown outcome",
+            failed,
+            len(unknown),
+        )
     sweeper = asyncio.create_task(_sweep(state), name="route sweeper")
     summaries = asyncio.create_task(_summarise_refusals(state), name="refusal summaries")
     presence = asyncio.create_task(_write_presence(state), name="presence writer")
@@ -131,6 +146,10 @@ async def _storage_and_sweeper(app: web.Application) -> AsyncIterator[None]:
             await state.write_refusal_summaries(final=True)  # counted refusals are not lost
         with contextlib.suppress(StorageError):
             await state.flush_presence()  # what was seen last is not lost at shutdown
+        try:  # a clean stop leaves no record after the last signed checkpoint
+            await checkpointer.checkpoint(state.storage, now=state.now())
+        except (StorageError, OSError) as exc:
+            log.warning("final audit checkpoint not written: %s", exc)
         await state.storage.close()
 
 

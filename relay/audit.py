@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from posassist.relay.storage.interfaces import AuditLog
 
 __all__ = [
+    "CHECKPOINT_ACTION",
     "CHECKPOINT_CONTEXT",
     "GENESIS_HASH",
     "RELAY_CREATED",
@@ -54,6 +55,8 @@ RELAY_CREATED = "relay.init"
 #: What the relay adds to a record's detail when it finds the log tampered with as it appends
 #: (rows past the head, the head row deleted): it keeps working, and verification fails there.
 TAMPERING_NOTES = ("stray_records", "head_rebuilt")
+#: The action of the record a checkpoint signs (relay/checkpoints.py ``Checkpointer``).
+CHECKPOINT_ACTION = "audit.checkpoint"
 #: Prefixed to what a checkpoint key signs, so the signature can't be taken for another purpose.
 CHECKPOINT_CONTEXT = b"posassist audit checkpoint v1\x00"
 
@@ -216,6 +219,11 @@ class VerifyFailure(enum.StrEnum):
     CHECKPOINT_MISMATCH = "record does not match the signed checkpoint (edited and rehashed?)"
     BEHIND_CHECKPOINT = "records missing up to a signed checkpoint (log truncated?)"
     TAMPERING_SEEN = "the relay found the log tampered with when it wrote this record"
+    CHECKPOINT_UNSIGNED = (
+        "checkpoint record with no signed line in the checkpoint file (file deleted or cut, "
+        "or the relay stopped between the two writes)"
+    )
+    CHECKPOINT_KEY_CHANGED = "checkpoint record made with another key (checkpoint key replaced?)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,6 +249,9 @@ class ChainVerifier:
 
     ``checkpoints`` (seq → hash, from verified :class:`Checkpoint` lines) pin records the chain
     must still hold; ``first_action`` is what the first record must be (:data:`RELAY_CREATED`).
+    ``checkpoint_key`` (the fingerprint of the key the checkpoints were verified with) also holds
+    the chain's own ``audit.checkpoint`` records to them: each must name that key and be signed
+    in ``checkpoints``, so deleting or cutting the checkpoint file, or replacing the key, fails.
     """
 
     def __init__(
@@ -250,11 +261,13 @@ class ChainVerifier:
         after_hash: bytes = GENESIS_HASH,
         checkpoints: Mapping[int, bytes] | None = None,
         first_action: str | None = None,
+        checkpoint_key: str | None = None,
     ) -> None:
         self._last_seq = after_seq
         self._last_hash = after_hash
         self._checkpoints = dict(checkpoints or {})
         self._first_action = first_action
+        self._checkpoint_key = checkpoint_key
         self._checked = 0
         self._bad_seq: int | None = None
         self._reason: VerifyFailure | None = None
@@ -284,6 +297,11 @@ class ChainVerifier:
             return self._fail(record.seq, VerifyFailure.CHECKPOINT_MISMATCH)
         if any(key in record.detail for key in TAMPERING_NOTES):
             return self._fail(record.seq, VerifyFailure.TAMPERING_SEEN)
+        if self._checkpoint_key is not None and record.action == CHECKPOINT_ACTION:
+            if record.detail.get("key") != self._checkpoint_key:
+                return self._fail(record.seq, VerifyFailure.CHECKPOINT_KEY_CHANGED)
+            if record.seq not in self._checkpoints:
+                return self._fail(record.seq, VerifyFailure.CHECKPOINT_UNSIGNED)
         self._last_seq, self._last_hash = record.seq, record.hash
         self._checked += 1
         return True
@@ -362,6 +380,7 @@ async def verify_store(
     batch_size: int = 1000,
     checkpoints: Iterable[Checkpoint] = (),
     first_action: str | None = None,
+    checkpoint_key: str | None = None,
 ) -> VerifyResult:
     """Verify a stored log, streaming it; records appended meanwhile are not checked.
 
@@ -371,10 +390,14 @@ async def verify_store(
         checkpoints: signed checkpoints, their signatures already verified
             (:func:`relay.checkpoints.read_checkpoints`).
         first_action: what the first record must be; :data:`RELAY_CREATED` for a relay's log.
+        checkpoint_key: the fingerprint of the key that verified ``checkpoints``: the log's
+            ``audit.checkpoint`` records must name it and be among them (:class:`ChainVerifier`).
     """
     head, last_stored_seq = await log.extent()
     verifier = ChainVerifier(
-        checkpoints={c.seq: c.hash for c in checkpoints}, first_action=first_action
+        checkpoints={c.seq: c.hash for c in checkpoints},
+        first_action=first_action,
+        checkpoint_key=checkpoint_key,
     )
     stop_seq = last_stored_seq if head is None else head.seq
     async for record in log.records(stop_seq=stop_seq, batch_size=batch_size):

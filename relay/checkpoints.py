@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from posassist.protocol import PosAssistError, signing
 
-from .audit import Checkpoint, CheckpointError, Outcome
+from .audit import CHECKPOINT_ACTION, Checkpoint, CheckpointError, Outcome
 from .errors import CheckpointKeyError
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class Checkpointer:
             return None
         record = await storage.append(
             actor="relay",
-            action="audit.checkpoint",
+            action=CHECKPOINT_ACTION,
             target="audit",
             outcome=Outcome.OK,
             now=now,

@@ -44,6 +44,8 @@ class RelayConfig:
     request_timeout: float = 60.0
     #: The longest consent wait (stated by the agent) that holds a script request open.
     max_consent_timeout: float = 900.0
+    #: The longest run timeout (stated by the agent) that holds a script request open.
+    max_run_timeout: float = 3600.0
     shutdown_grace: float = 5.0
     #: How long to wait for a peer's close frame; a peer that stopped reading won't send one.
     close_timeout: float = 2.0

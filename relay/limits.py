@@ -27,7 +27,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aiohttp import web
@@ -47,7 +47,9 @@ __all__ = [
     "ConnectionTable",
     "HandshakeBudget",
     "Refusal",
+    "fit_to_descriptors",
     "guard_middleware",
+    "raise_descriptor_limit",
     "trust_connection",
 ]
 
@@ -367,3 +369,46 @@ async def guard_middleware(
         return await handler(request)
     finally:
         guard.request_finished(protocol)
+
+
+# --- file descriptors ---------------------------------------------------------------------------
+
+#: Descriptors kept out of the connection caps: the database and its journal, checkpoint and log
+#: files, listening sockets, worker threads' files and the like.
+RESERVED_DESCRIPTORS = 64
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (as a server should); the
+    soft limit in force afterwards, or 0 where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return 0 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def fit_to_descriptors(limits: ConnectionLimits, descriptors: int) -> ConnectionLimits:
+    """``limits`` with caps a stranger can't turn into descriptor exhaustion.
+
+    Connections not signed in may take at most half of what is left of ``descriptors`` (the
+    process's file limit) after :data:`RESERVED_DESCRIPTORS`, the other half kept for signed-in
+    agents and consoles; one address at most half of that, so a single stranger never fills it
+    (docs/relay.md#limits-before-sign-in). A cap already smaller stays; a per-address cap of 0
+    (a relay behind a proxy) stays 0; a total cap of 0 is bounded all the same. ``descriptors``
+    of 0 (unknown) changes nothing.
+    """
+    if descriptors <= 0:
+        return limits
+    room = max(2, (descriptors - RESERVED_DESCRIPTORS) // 2)
+    total = limits.max_unauthenticated
+    total = room if total == 0 or total > room else total
+    per_address = limits.max_unauthenticated_per_address
+    if per_address:
+        per_address = min(per_address, max(1, total // 2))
+    return replace(limits, max_unauthenticated=total, max_unauthenticated_per_address=per_address)

@@ -27,8 +27,12 @@ PRE_SIGN_IN_ACTIONS = frozenset(
         "device.enrol",  # a bad or used enrolment secret, or too many tries
     }
 )
-# Failed sign-ins (user.login) stay one record each: they are evidence against one account, and
-# the sign-in rate limit bounds them per address; its own refusals ("rate limited") are summarised.
+# Failed sign-ins (user.login) with a wrong password for a real user stay one record each: they
+# are evidence against one account, and the back-off (relay/lockout.py) makes them a handful per
+# address and user. Those for an unknown name or while backed off (nothing was looked at) are
+# summarised like the rest, or a stranger cycling through names wrote one record per try for
+# ever (86,400 a day per address at the sign-in rate); so is the rate limit's own refusal.
+SUMMARISED_SIGN_IN_REASONS = frozenset({"unknown user", "locked out", "rate limited"})
 
 #: Where refusals from new addresses are counted once ``max_keys`` addresses are being tracked.
 OVERFLOW_ADDRESS = "*"
@@ -72,8 +76,12 @@ class _Window:
 
 def pre_sign_in_address(actor: str, action: str, detail: Mapping[str, Any] | None) -> str | None:
     """The peer address of a refusal made before sign-in, or None if it is not one."""
-    rate_limited = actor.startswith("ip:") and (detail or {}).get("reason") == "rate limited"
-    if action not in PRE_SIGN_IN_ACTIONS and not rate_limited:
+    reason = (detail or {}).get("reason")
+    rate_limited = actor.startswith("ip:") and reason == "rate limited"
+    sign_in_noise = (
+        action == "user.login" and actor.startswith("ip:") and reason in SUMMARISED_SIGN_IN_REASONS
+    )
+    if action not in PRE_SIGN_IN_ACTIONS and not rate_limited and not sign_in_noise:
         return None
     if actor.startswith("ip:"):
         return actor[3:]

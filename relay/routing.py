@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from posassist.protocol import ErrorReply, Message, PosAssistError, SessionState
-from posassist.protocol.messages import ScriptProgress
+from posassist.protocol.messages import ScriptProgress, ScriptStarted
 
 if TYPE_CHECKING:
     from posassist.protocol import Session
 
 __all__ = [
+    "MAX_AUDITED_STEPS",
     "MAX_CONSENT_TIMEOUT",
     "MAX_ORPHANS",
+    "MAX_RUN_TIMEOUT",
     "RECONCILABLE",
     "InProcessRouter",
     "Link",
@@ -45,6 +47,10 @@ __all__ = [
 RECONCILABLE = frozenset({"script.run", "script.restore"})
 #: The longest consent wait an agent's ``consent_asked`` step can hold a route open for.
 MAX_CONSENT_TIMEOUT = 900.0
+#: The longest run timeout an agent's ``verified`` step can hold a route open for.
+MAX_RUN_TIMEOUT = 3600.0
+#: ``script.progress`` steps of one route written to the audit chain; the rest are counted.
+MAX_AUDITED_STEPS = 64
 #: Expired script routes kept for their late outcome, across all agents; the oldest goes first.
 MAX_ORPHANS = 256
 
@@ -83,6 +89,13 @@ class Route:
     timeout: float
     deadline: float
     replies: int = 0
+    #: The run timeout the agent stated in its ``verified`` step (bounded): the route is held
+    #: that much longer once the script starts (docs/protocol.md#request-lifetime-relay).
+    run_timeout: float = 0.0
+    #: ``script.progress`` steps written to the audit chain, and those only counted (past
+    #: :data:`MAX_AUDITED_STEPS`): a flood of steps can't flood the chain.
+    steps_audited: int = 0
+    steps_not_audited: int = 0
     #: Expired (or lost its agent) while its script may still run: its job is ``unknown``, its
     #: console was told; only its terminal reply or its agent's disconnect ends it now.
     orphaned: bool = False
@@ -109,6 +122,7 @@ class Router(Protocol):
         timeout: float,
     ) -> Route: ...
     def deliver(self, agent: Link, reply: Message, now: float) -> Route | None: ...
+    def audit_step(self, route: Route) -> bool: ...
     @property
     def orphans(self) -> int: ...
     def expire(self, now: float) -> list[Route]: ...
@@ -119,9 +133,16 @@ class InProcessRouter:
     """Routes within one relay process. Every method is synchronous and never waits."""
 
     def __init__(
-        self, *, max_consent_timeout: float = MAX_CONSENT_TIMEOUT, max_orphans: int = MAX_ORPHANS
+        self,
+        *,
+        max_consent_timeout: float = MAX_CONSENT_TIMEOUT,
+        max_run_timeout: float = MAX_RUN_TIMEOUT,
+        max_orphans: int = MAX_ORPHANS,
+        max_audited_steps: int = MAX_AUDITED_STEPS,
     ) -> None:
         self.max_consent_timeout = max_consent_timeout
+        self.max_run_timeout = max_run_timeout
+        self.max_audited_steps = max_audited_steps
         self.max_orphans = max_orphans
         self._agents: dict[str, Link] = {}
         #: (agent link, agent request id) → route; links hash by identity. Orphans included.
@@ -216,8 +237,10 @@ class InProcessRouter:
         to ``route.console`` under ``route.console_request_id``.
 
         The route is forgotten when the reply is terminal. Every other reply moves its deadline
-        (docs/protocol.md#requests): the agent is alive and working; a ``consent_asked`` step
-        holds it for the consent timeout it states (at most ``max_consent_timeout``) plus the
+        (docs/protocol.md#requests): the agent is alive and working; a ``verified`` step states
+        the run timeout the agent will enforce (``run_timeout``, at most ``max_run_timeout``),
+        held from ``script.started`` on; a ``consent_asked`` step holds it for the consent
+        timeout it states (at most ``max_consent_timeout``) and then the run; each plus the
         route's own timeout. An orphaned route is returned too (``route.orphaned``): its console
         no longer waits, but its outcome still counts. None when nobody waits for the reply any
         more (the console left, or it timed out and was not a script).
@@ -233,16 +256,27 @@ class InProcessRouter:
             self._orphans.pop(key, None)
         elif not route.orphaned:
             deadline = now + route.timeout
-            if isinstance(reply, ScriptProgress) and reply.step == "consent_asked":
-                deadline += self._consent_wait(reply.detail.get("timeout"))
+            if isinstance(reply, ScriptProgress) and reply.step == "verified":
+                if "run_timeout" in reply.detail:
+                    stated = reply.detail["run_timeout"]
+                    route.run_timeout = _bounded(stated, self.max_run_timeout)
+                deadline += route.run_timeout
+            elif isinstance(reply, ScriptProgress) and reply.step == "consent_asked":
+                consent = _bounded(reply.detail.get("timeout"), self.max_consent_timeout)
+                deadline += consent + route.run_timeout
+            elif isinstance(reply, ScriptStarted):
+                deadline += route.run_timeout
             route.deadline = max(route.deadline, deadline)
         return route
 
-    def _consent_wait(self, stated: object) -> float:
-        """How long a consent question may hold a route: what the agent states, bounded."""
-        if type(stated) not in (int, float) or not math.isfinite(stated):  # type: ignore[arg-type]
-            return self.max_consent_timeout
-        return min(max(float(stated), 0.0), self.max_consent_timeout)  # type: ignore[arg-type]
+    def audit_step(self, route: Route) -> bool:
+        """Whether the next ``script.progress`` step of ``route`` goes into the audit chain; past
+        ``max_audited_steps`` it is only counted (``route.steps_not_audited``)."""
+        if route.steps_audited < self.max_audited_steps:
+            route.steps_audited += 1
+            return True
+        route.steps_not_audited += 1
+        return False
 
     def expire(self, now: float) -> list[Route]:
         """Remove and return the routes past their deadline; the caller tells both sides.
@@ -270,16 +304,28 @@ class InProcessRouter:
             self._drop(self._routes[oldest])
 
     def detach_console(self, console: Link) -> list[Route]:
-        """A console left: its routes are dropped; late replies from agents are discarded."""
+        """A console left: its routes are returned for the caller to end. A script route
+        (:data:`RECONCILABLE`) is orphaned, not dropped: the agent runs on regardless, and its
+        outcome still finds the job; other routes are dropped and late replies discarded."""
         gone = [r for r in self._routes.values() if r.console is console and not r.orphaned]
         for route in gone:
-            self._drop(route)
+            if route.tag in RECONCILABLE:
+                self._orphan(route)
+            else:
+                self._drop(route)
         return gone
 
     def _drop(self, route: Route) -> None:
         """Forget ``route`` before its reply; its own link then drops a late reply quietly."""
         del self._routes[(route.agent, route.agent_request_id)]
         route.agent.session.abandon(route.agent_request_id)
+
+
+def _bounded(stated: object, limit: float) -> float:
+    """A wait an agent states, within 0 … ``limit``; ``limit`` if it isn't a finite number."""
+    if type(stated) not in (int, float) or not math.isfinite(stated):  # type: ignore[arg-type]
+        return limit
+    return min(max(float(stated), 0.0), limit)  # type: ignore[arg-type]
 
 
 def error_reply(route: Route, code: str, message: str) -> ErrorReply:

@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from posassist.agent.diagnostics import DiagContext
 
-__all__ = ["clock_offset", "collect", "parse_interfaces", "parse_relay_url", "probe_relay"]
+__all__ = [
+    "clock_offset",
+    "collect",
+    "parse_interfaces",
+    "parse_relay_url",
+    "probe_host",
+    "probe_relay",
+]
 
 _AF_NAMES = {socket.AF_INET: "ipv4", getattr(socket, "AF_INET6", -1): "ipv6"}
 
@@ -101,7 +108,12 @@ def probe_relay(url: str, timeout: float = 3.0) -> Dict[str, Any]:
     or a till clock far off), which a verifying handshake would only refuse.
     """
     scheme, host, port = parse_relay_url(url)
-    out: Dict[str, Any] = {"url": url, "host": host, "port": port}
+    return dict(probe_host(host, port, tls=scheme == "wss", timeout=timeout), url=url)
+
+
+def probe_host(host: str, port: int, tls: bool = True, timeout: float = 3.0) -> Dict[str, Any]:
+    """DNS, TCP connect time and (``tls``) the certificate's expiry of ``host:port``, unverified."""
+    out: Dict[str, Any] = {"host": host, "port": port}
     started = time.monotonic()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -122,14 +134,15 @@ def probe_relay(url: str, timeout: float = 3.0) -> Dict[str, Any]:
         return out
     try:
         out["tcp"] = {"ok": True, "connect_ms": round((time.monotonic() - started) * 1000.0, 1)}
-        if scheme == "wss":
+        if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             try:
-                with context.wrap_socket(sock, server_hostname=host) as tls:
-                    der = tls.getpeercert(binary_form=True)
-                    version = tls.version()
+                sock.settimeout(timeout)
+                with context.wrap_socket(sock, server_hostname=host) as conn:
+                    der = conn.getpeercert(binary_form=True)
+                    version = conn.version()
                 expires = _cert_expiry(der) if der else None
                 out["tls"] = {
                     "ok": True,
@@ -157,4 +170,9 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     }
     if ctx.settings.relay_url:
         data["relay"] = probe_relay(ctx.settings.relay_url)
+    if ctx.profile is not None and ctx.profile.payment_hosts:
+        data["payment_gateways"] = [
+            probe_host(host, int(port))
+            for host, _, port in (h.rpartition(":") for h in ctx.profile.payment_hosts)
+        ]
     return data

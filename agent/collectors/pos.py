@@ -4,9 +4,11 @@ errors in its logs (redacted), database service, disk space for its data, and "i
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -22,8 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "collect",
+    "database_file",
     "find_processes",
     "match_errors",
+    "parse_proc_locks",
     "parse_systemctl_is_active",
     "sale_open",
     "service_states",
@@ -172,6 +176,97 @@ def _logs(profile: PosProfile) -> List[Dict[str, Any]]:
     return out
 
 
+_LOCK_LINE = re.compile(
+    r"^\d+:\s+(?:->\s+)?(?P<kind>POSIX|FLOCK|OFDLCK|LEASE|DELEG)\s+(?P<mode>\S+)\s+"
+    r"(?P<access>READ|WRITE|RW|NONE|UNLCK)\s+(?P<pid>-?\d+)\s+"
+    r"(?P<major>[0-9a-f]+):(?P<minor>[0-9a-f]+):(?P<inode>\d+)\s"
+)
+
+
+def parse_proc_locks(text: str) -> List[Dict[str, Any]]:
+    """Parse Linux ``/proc/locks``: one dict per lock held (waiters, ``->`` lines, are skipped).
+
+    Returns:
+        ``{"kind": "POSIX"…, "access": "READ"/"WRITE", "pid", "dev": (major, minor), "inode"}``.
+    """
+    out = []
+    for line in text.splitlines():
+        match = _LOCK_LINE.match(line.strip())
+        if not match or "->" in line.split(match.group("kind"))[0]:
+            continue
+        out.append(
+            {
+                "kind": match.group("kind"),
+                "access": match.group("access"),
+                "pid": int(match.group("pid")),
+                "dev": (int(match.group("major"), 16), int(match.group("minor"), 16)),
+                "inode": int(match.group("inode")),
+            }
+        )
+    return out
+
+
+_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def database_file(path: str, proc_root: str = "/proc") -> Dict[str, Any]:
+    """Who holds the POS's database file (and its -wal/-shm/-journal), with which lock (§5 #27).
+
+    Never writes, never opens the database as a database: reads its 16-byte header only. A path
+    that is missing, a directory, a symlink loop or unreadable gives ``ok: False`` and why.
+    """
+    out: Dict[str, Any] = {"path": path}
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        why = {
+            errno.ELOOP: "symlink loop",
+            errno.ENOENT: "not found",
+            errno.EACCES: "permission denied",
+            errno.ENOTDIR: "a parent is not a folder",
+        }.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+        return dict(out, ok=False, error=why)
+    if stat.S_ISDIR(st.st_mode):
+        return dict(out, ok=False, error="is a folder, not a database file")
+    if not stat.S_ISREG(st.st_mode):
+        return dict(out, ok=False, error="not a regular file")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as exc:
+        return dict(out, ok=False, error="cannot read: " + (exc.strerror or type(exc).__name__))
+    out.update(ok=True, size=st.st_size, sqlite=header == b"SQLite format 3\x00")
+    if not sys.platform.startswith("linux"):  # Windows: handle.exe needs admin (§6.4)
+        out["holders"] = None
+        return out
+    from posassist.agent.collectors.serialports import find_holders
+
+    try:
+        with open(os.path.join(proc_root, "locks"), encoding="ascii", errors="replace") as f:
+            locks = parse_proc_locks(f.read())
+    except OSError:
+        locks = []
+    holders: Dict[int, Dict[str, Any]] = {}
+    for suffix in _DB_SUFFIXES:
+        name = path + suffix
+        try:
+            fst = os.stat(name)
+        except OSError:
+            continue
+        dev = (os.major(fst.st_dev), os.minor(fst.st_dev))
+        for holder in find_holders(os.path.realpath(name)):
+            row = holders.setdefault(
+                holder.pid, {"pid": holder.pid, "name": holder.name, "files": [], "locks": []}
+            )
+            row["files"].append(os.path.basename(name))
+        for lock in locks:
+            if lock["inode"] == fst.st_ino and lock["dev"] == dev and lock["pid"] in holders:
+                text = f"{lock['kind']} {lock['access']} on {os.path.basename(name)}"
+                holders[lock["pid"]]["locks"].append(text)
+    out["holders"] = [holders[pid] for pid in sorted(holders)]
+    return out
+
+
 def _disk(paths: Sequence[str], min_free_mb: int) -> List[Dict[str, Any]]:
     out = []
     for path in paths:
@@ -220,6 +315,7 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
             "processes": db_procs,
             "up": (not db_service or all(s in ("running", "active") for s in db_service.values()))
             and (not profile.database_processes or bool(db_procs)),
+            "file": database_file(profile.database_path) if profile.database_path else None,
         },
         "logs": _logs(profile),
         "disk": _disk(profile.data_paths, profile.min_free_mb),

@@ -7,16 +7,19 @@ holds (probe_serial checks), at most once per ``printer_min_interval`` per print
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from posassist.agent.collectors.escpos import ProbeResult, probe_serial, probe_tcp
 from posassist.agent.collectors.pos import sale_open
 
 if TYPE_CHECKING:
+    from posassist.agent.collectors.serialports import SerialPort
     from posassist.agent.diagnostics import DiagContext
     from posassist.agent.settings import PrinterConfig
 
-__all__ = ["collect", "probe_summary"]
+PortLister = Callable[[], Sequence["SerialPort"]]
+
+__all__ = ["collect", "probe_summary", "resolve_usb"]
 
 #: one printer's whole probe, connect included (§2.3: 2-3 s connect, close at once)
 PROBE_TIMEOUT = 2.5
@@ -52,32 +55,87 @@ def probe_summary(result: ProbeResult) -> Dict[str, Any]:
     return row
 
 
-def _probe(printer: PrinterConfig) -> ProbeResult:
+def resolve_usb(
+    printer: PrinterConfig, ports: Sequence[SerialPort]
+) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The port a printer named by USB identity has now, and what the report says about it.
+
+    Returns:
+        ``(device or None, fields for the report row)``: ``resolved`` (the port found),
+        ``configured`` and ``renumbered`` when it differs from the port in the settings, or an
+        outcome ``not_found`` / ``ambiguous`` with a detail when it can't be told.
+    """
+    from posassist.agent.collectors.serialports import find_by_usb_identity
+
+    matches = find_by_usb_identity(ports, printer.usb)
+    if not matches:
+        present = ", ".join(sorted(p.usb_id for p in ports if p.usb_id)) or "none"
+        detail = f"no serial port with USB id {printer.usb} (USB ports now: {present})"
+        return None, {"outcome": "not_found", "detail": detail}
+    if len(matches) > 1:
+        devices = ", ".join(p.device for p in matches)
+        detail = f"{len(matches)} ports match USB id {printer.usb} ({devices}): add its serial"
+        return None, {"outcome": "ambiguous", "detail": detail}
+    found = matches[0]
+    row: Dict[str, Any] = {
+        "resolved": {
+            "device": found.device,
+            "usb_id": found.usb_id,
+            "serial_number": found.serial_number,
+        }
+    }
+    if printer.serial and printer.serial != found.device:
+        row.update(configured=printer.serial, renumbered=True)
+    return found.device, row
+
+
+def _probe(printer: PrinterConfig, device: str = "") -> ProbeResult:
     if printer.host:
         return probe_tcp(printer.host, printer.port, timeout=PROBE_TIMEOUT)
-    return probe_serial(printer.serial, printer.baudrate, timeout=PROBE_TIMEOUT)
+    return probe_serial(device or printer.serial, printer.baudrate, timeout=PROBE_TIMEOUT)
 
 
-def collect(ctx: DiagContext) -> Dict[str, Any]:
-    """Status of every configured printer, or why it was not asked."""
+def collect(ctx: DiagContext, list_ports: Optional[PortLister] = None) -> Dict[str, Any]:
+    """Status of every configured printer, or why it was not asked.
+
+    Args:
+        ctx: settings, profile and the probe limiter.
+        list_ports: the till's serial ports, for printers named by USB identity (pyserial's list
+            by default).
+    """
     printers = ctx.settings.printers
     if not printers:
         return {"printers": [], "note": "no printers configured (settings.json)"}
     why_not = sale_open(ctx.profile)
+    ports: Optional[Sequence[SerialPort]] = None
     rows: List[Dict[str, Any]] = []
     for printer in printers:
         row: Dict[str, Any] = {"name": printer.name, "target": printer.target}
+        device = ""
+        if printer.usb and not printer.host:
+            if ports is None:
+                from posassist.agent.collectors.serialports import list_serial_ports
+
+                ports = (list_ports or list_serial_ports)()
+            found, fields = resolve_usb(printer, ports)
+            row.update(fields)
+            if found is None:
+                rows.append(row)
+                continue
+            device = found
+            row["target"] = found
         if why_not:
             # DLE EOT between a sale's print jobs can delay or garble its receipt (§0.2)
             row.update(outcome="skipped", detail="sale open: " + why_not)
         else:
-            recent = ctx.limiter.recent(printer.target)
+            target = device or printer.target
+            recent = ctx.limiter.recent(target)
             if recent is not None:
                 age, summary = recent
                 row.update(summary, cached=True, age_s=round(age, 1))
             else:
-                summary = probe_summary(_probe(printer))
-                ctx.limiter.record(printer.target, summary)
+                summary = probe_summary(_probe(printer, device))
+                ctx.limiter.record(target, summary)
                 row.update(summary, cached=False)
         rows.append(row)
     return {"printers": rows, "checked_at": time.time()}

@@ -6,10 +6,12 @@ Win32_PrintJob (Get-PrintJob needs Windows 8+; tills run 7). Both parsers are pu
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from posassist.agent.errors import CollectorError, CollectorTimeout
@@ -22,7 +24,9 @@ __all__ = [
     "collect",
     "parse_lpstat_jobs",
     "parse_lpstat_printers",
+    "parse_lpstat_time",
     "parse_wmic_list",
+    "parse_wmic_time",
     "run_tool",
     "windows_queue",
 ]
@@ -69,6 +73,37 @@ def parse_lpstat_printers(text: str) -> List[Dict[str, Any]]:
     return printers
 
 
+#: ``lpstat -o`` dates: CUPS's ``%c`` under LC_ALL=C, and the en_US form some builds print.
+_LPSTAT_FORMATS = ("%a %b %d %H:%M:%S %Y", "%a %d %b %Y %I:%M:%S %p", "%a %d %b %Y %H:%M:%S")
+_WMIC_TIME = re.compile(r"^(\d{14})(?:\.(\d{1,6}))?([+-]\d{1,4})?$")
+
+
+def parse_lpstat_time(text: str) -> Optional[float]:
+    """Epoch seconds of an ``lpstat -o`` date (the till's local time; a zone name is ignored)."""
+    words = text.split()
+    for candidate in (" ".join(words), " ".join(words[:-1])):  # with or without "CST"
+        for fmt in _LPSTAT_FORMATS:
+            try:
+                return time.mktime(time.strptime(candidate, fmt))
+            except (ValueError, OverflowError):
+                continue
+    return None
+
+
+def parse_wmic_time(text: str) -> Optional[float]:
+    """Epoch seconds of a WMI CIM_DATETIME (``20261125115802.123000+480``, offset in minutes)."""
+    match = _WMIC_TIME.match(text.strip())
+    if not match:
+        return None
+    try:
+        moment = time.strptime(match.group(1), "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    fraction = float("0." + match.group(2)) if match.group(2) else 0.0
+    offset_min = int(match.group(3) or 0)
+    return calendar.timegm(moment) + fraction - offset_min * 60
+
+
 def parse_lpstat_jobs(text: str) -> List[Dict[str, Any]]:
     """Parse ``lpstat -o`` lines ``queue-123  user  1024  <date>`` into jobs.
 
@@ -87,6 +122,7 @@ def parse_lpstat_jobs(text: str) -> List[Dict[str, Any]]:
                     "user": match.group("user"),
                     "size": int(match.group("size")),
                     "submitted": match.group("when"),
+                    "submitted_at": parse_lpstat_time(match.group("when")),
                 }
             )
     return jobs
@@ -144,6 +180,7 @@ def windows_queue(printers_text: str, jobs_text: str) -> Dict[str, Any]:
                 "document": rec.get("Document", ""),
                 "status": status,
                 "submitted": rec.get("TimeSubmitted", ""),
+                "submitted_at": parse_wmic_time(rec.get("TimeSubmitted", "")),
                 "stuck": any(word in status.lower() for word in _JOB_TROUBLE),
             }
         )

@@ -22,6 +22,7 @@ __all__ = [
     "SerialPort",
     "classify_serial_error",
     "describe_port",
+    "find_by_usb_identity",
     "find_holders",
     "iter_fd_links",
     "list_serial_ports",
@@ -464,6 +465,22 @@ def list_serial_ports() -> List[SerialPort]:
     from serial.tools import list_ports
 
     return [describe_port(p.device, p.description, p.hwid) for p in list_ports.comports()]
+
+
+def find_by_usb_identity(ports: Sequence[SerialPort], usb: str) -> List[SerialPort]:
+    """The ports whose USB identity matches ``usb`` (``vvvv:pppp`` or ``vvvv:pppp:serial``).
+
+    Windows renumbers a COM port when the adapter moves to another USB socket (§0.9, §5 #10); the
+    identity stays. Without a serial number in ``usb`` every adapter of that model matches.
+    """
+    parts = usb.split(":", 2)
+    vid_pid = f"{parts[0]}:{parts[1]}".lower() if len(parts) >= 2 else ""
+    serial_number = parts[2] if len(parts) == 3 else None
+    return [
+        p
+        for p in ports
+        if p.usb_id == vid_pid and (serial_number is None or p.serial_number == serial_number)
+    ]
 
 
 # --- the collector -----------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 Python 3.8-compatible. Verification (TUF) happens before every run, in a worker thread; a script
 that does not verify, or that the runner refuses, ends as ``script.finished`` ``refused`` with the
 reason, which the relay audits. Nothing runs unless it verified (docs/scripts.md).
+
+A run belongs to this service, not to the connection that asked for it: when the connection to
+the relay drops, the script runs on and its end is kept in the results file, which the relay asks
+after once the agent is back (docs/protocol.md#request-lifetime-relay). Only :meth:`close` (the
+agent stopping) cuts a run short.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import asyncio
 import functools
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Set, Tuple, Union
 
 from posassist.client.http import http_url
 from posassist.protocol import (
+    ErrorReply,
     JobQuery,
     JobResults,
     Message,
@@ -25,6 +31,7 @@ from posassist.protocol import (
     ScriptRunRequest,
     ScriptStarted,
 )
+from posassist.protocol.errors import ProtocolError
 from posassist.protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
 from ..errors import BackupError
@@ -73,13 +80,56 @@ class ScriptService:
         #: The last results of runs the relay named (protocol v3), for its ``job.query``.
         self.results = results or ResultStore(data_dir / "scripts" / "results.json")
         self._lock = asyncio.Lock()
+        #: runs and restores under way; they outlive the connection that asked for them
+        self._tasks: Set[asyncio.Future[None]] = set()
         # verify and refresh share the metadata cache; they run in worker threads, one at a time
         self._cache_lock = threading.Lock()
         self._refresh_wanted: Optional[asyncio.Event] = None
 
     @property
     def busy(self) -> bool:
-        return self._lock.locked()
+        return bool(self._tasks) or self._lock.locked()
+
+    def submit(
+        self,
+        request: Union[ScriptRunRequest, ScriptRestoreRequest],
+        send: Callable[[Message], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> Optional[ErrorReply]:
+        """Start serving ``request`` in a task this service owns (not the connection: a run
+        survives its connection dropping); or, if a script is running already, the ``busy``
+        error to answer with. Either way the job is noted as received (never_received proof),
+        and a refused one is recorded as such, so the relay's job.query gets a true answer."""
+        job_id = request.job_id
+        if job_id is not None:
+            self.results.received(job_id)
+        if self.busy:
+            run = isinstance(request, ScriptRunRequest)
+            what = "another script is running" if run else "a script is running"
+            if job_id is not None:
+                self.results.finished(job_id, "refused", clock(), detail="busy: " + what)
+            return ErrorReply(id=request.id, code="busy", message=what)
+        send = _tolerant(send)
+        if isinstance(request, ScriptRunRequest):
+            task = asyncio.ensure_future(self.handle(request, send, clock))
+        else:
+            task = asyncio.ensure_future(self.restore(request, send, clock))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return None
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("a script run failed inside the agent: %s: %s", type(exc).__name__, exc)
+
+    async def close(self) -> None:
+        """The agent is stopping: cut runs under way short (each recorded ``cancelled``)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def handle(
         self,
@@ -96,10 +146,15 @@ class ScriptService:
             except asyncio.CancelledError:
                 self._cut_short(request.job_id, clock())
                 raise
+            except Exception as exc:
+                self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
+                raise
 
-    def answer(self, query: JobQuery) -> JobResults:
-        """What this till knows of the jobs a relay asks after (docs/protocol.md#requests)."""
-        return JobResults(id=query.id, results=tuple(self.results.lookup(query.job_ids)))
+    def answer(self, query: JobQuery, *, never_received: bool = True) -> JobResults:
+        """What this till knows of the jobs a relay asks after (docs/protocol.md#requests);
+        ``never_received`` False for a relay older than protocol v4."""
+        results = self.results.lookup(query.job_ids, never_received=never_received)
+        return JobResults(id=query.id, results=tuple(results))
 
     async def _recording(
         self, job_id: Optional[str], send: Callable[[Message], Awaitable[None]]
@@ -129,13 +184,14 @@ class ScriptService:
 
         return send_and_record
 
-    def _cut_short(self, job_id: Optional[str], now: float) -> None:
-        """The run was cancelled (the agent's connection or process is ending) before its end
-        was recorded."""
+    def _cut_short(
+        self, job_id: Optional[str], now: float, why: str = "stopped when the agent stopped"
+    ) -> None:
+        """The run was cancelled (the agent is stopping), or failed inside the agent, before
+        its end was recorded."""
         if job_id is not None and self.results.lookup([job_id])[0]["status"] == "running":
-            self.results.finished(
-                job_id, "cancelled", now, detail="stopped when the agent's connection ended"
-            )
+            status = "cancelled" if why.startswith("stopped") else "failed"
+            self.results.finished(job_id, status, now, detail=why)
 
     async def _handle(
         self,
@@ -179,7 +235,12 @@ class ScriptService:
                 job_id,
                 "verified",
                 clock(),
-                {"risk": manifest.risk, "approvals": manifest.approvals_needed},
+                # the run timeout this agent enforces: the relay holds the route that long
+                {
+                    "risk": manifest.risk,
+                    "approvals": manifest.approvals_needed,
+                    "run_timeout": manifest.timeout,
+                },
             )
         )
 
@@ -234,6 +295,9 @@ class ScriptService:
                 await self._restore(request, job_id, send, clock)
             except asyncio.CancelledError:
                 self._cut_short(request.job_id, clock())
+                raise
+            except Exception as exc:
+                self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
                 raise
 
     async def _restore(
@@ -347,6 +411,19 @@ class ScriptService:
         return ScriptFinished(
             id=request.id, job_id=job_id, status=status, finished_at=clock(), detail=detail[:1024]
         )
+
+
+def _tolerant(send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
+    """``send`` for a run: a connection that is closing or gone drops the message, never the run
+    (its end is in the results file for the relay to ask after)."""
+
+    async def send_or_drop(msg: Message) -> None:
+        try:
+            await send(msg)
+        except ProtocolError as exc:
+            log.info("%s of a run not sent: %s", msg.TAG, exc)
+
+    return send_or_drop
 
 
 def _progress(

@@ -2,7 +2,8 @@
 
 Reads the newest files of one known log folder (picked by key, never by path; top level only,
 regular files, no links, no archives), takes the tail of each within ``--max-kb`` in total, masks
-card numbers (13-19 digits passing the Luhn check, keeping the last four) and secrets
+card numbers (13-19 digits in a known card range, UnionPay's 62 included, whether or not the Luhn
+check holds, keeping the last four; docs/redaction.md) and secrets
 (password=, pwd=, member_phone=, token=), and writes the bundle to standard output, which the
 runner streams to the technician. Nothing is written on the till.
 Exit codes: 0 bundle written; 3 the folder is missing.
@@ -33,6 +34,22 @@ SECRETS = [
 ]
 
 
+# A copy of agent/redact.py's rule (a catalog script runs on its own); a test keeps them identical.
+CARD_RANGES = (
+    ("4", "4"),
+    ("50", "58"),
+    ("2221", "2720"),
+    ("34", "34"),
+    ("37", "37"),
+    ("300", "305"),
+    ("309", "309"),
+    ("36", "36"),
+    ("38", "39"),
+    ("3528", "3589"),
+    ("6", "6"),
+)
+
+
 def luhn_ok(digits):
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -41,6 +58,12 @@ def luhn_ok(digits):
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+def in_card_range(digits):
+    if not 13 <= len(digits) <= 19:
+        return False
+    return any(lo <= digits[: len(lo)] <= hi for lo, hi in CARD_RANGES)
 
 
 def _mask(span):
@@ -58,13 +81,15 @@ def _mask_run(run):
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
     pieces, pos, i = [], 0, 0
     while i < len(groups):
-        match_end, digits = None, ""
+        in_range, valid, digits = None, None, ""
         for j in range(i, len(groups)):
             digits += run[groups[j][0] : groups[j][1]]
             if len(digits) > 19:
                 break
-            if len(digits) >= 13 and luhn_ok(digits):
-                match_end = j
+            if in_card_range(digits):
+                in_range = j
+                valid = j if luhn_ok(digits) else valid
+        match_end = valid if valid is not None else in_range
         if match_end is None:
             i += 1
             continue

@@ -91,8 +91,9 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         with state.metrics.handshake_duration.time():
             device_id = await _authenticate(peer, state)
         trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
-        await _ask_about_lost_jobs(device_id, peer, state)
-        await _serve(device_id, peer, state)
+        lost_jobs = LostJobs()
+        await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)
+        await _serve(device_id, peer, state, lost_jobs)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
         if device_id is None:
             handshake_failed(state, peer, exc)
@@ -217,7 +218,21 @@ def _check_still_open(session: Session, device_id: str) -> None:
 MAX_JOBS_ASKED = 32
 
 
-async def _ask_about_lost_jobs(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
+class LostJobs:
+    """One agent connection's questions about jobs of unknown outcome: the ``job.query`` in
+    flight (one at a time), and the jobs the agent said still run, asked about again at each of
+    its heartbeats until their end is known (docs/protocol.md#request-lifetime-relay)."""
+
+    __slots__ = ("asking", "running")
+
+    def __init__(self) -> None:
+        self.asking: int | None = None
+        self.running: tuple[str, ...] = ()
+
+
+async def _ask_about_lost_jobs(
+    device_id: str, peer: WebSocketSession, state: RelayState, lost: LostJobs
+) -> None:
     """A v3 agent is asked how the device's ``unknown`` jobs really ended (``job.query``); its
     ``job.results`` reconcile them. Older agents are not asked: their jobs stay unknown."""
     if (peer.session.version or 0) < 3:
@@ -227,14 +242,23 @@ async def _ask_about_lost_jobs(device_id: str, peer: WebSocketSession, state: Re
     except StorageError as exc:  # asked again on the next connection
         log.warning("unknown jobs of %s not read: %s", device_id, exc)
         return
-    if jobs and peer.session.state is SessionState.OPEN:  # not replaced meanwhile
-        query = JobQuery(id=peer.session.next_id(), job_ids=tuple(job.id for job in jobs))
-        try:
-            peer.send_nowait(query)
-        except (LocalProtocolError, SlowConsumerError) as exc:  # asked on the next connection
-            log.info("job query for %s not sent: %s", device_id, exc)
-            return
+    if jobs and _send_query(device_id, peer, lost, tuple(job.id for job in jobs)):
         log.info("asked %s about %d job(s) of unknown outcome", device_id, len(jobs))
+
+
+def _send_query(
+    device_id: str, peer: WebSocketSession, lost: LostJobs, job_ids: tuple[str, ...]
+) -> bool:
+    if lost.asking is not None or peer.session.state is not SessionState.OPEN:
+        return False  # one question at a time; a closing connection is asked next time
+    query = JobQuery(id=peer.session.next_id(), job_ids=job_ids)
+    try:
+        peer.send_nowait(query)
+    except (LocalProtocolError, SlowConsumerError) as exc:  # asked on the next connection
+        log.info("job query for %s not sent: %s", device_id, exc)
+        return False
+    lost.asking = query.id
+    return True
 
 
 async def _end_lost_route(state: RelayState, route: Route) -> None:
@@ -282,7 +306,7 @@ async def _check_device(
     return None
 
 
-async def _serve(device_id: str, peer: WebSocketSession, state: RelayState) -> None:
+async def _serve(device_id: str, peer: WebSocketSession, state: RelayState, lost: LostJobs) -> None:
     """Answer heartbeats and route replies until the agent leaves or falls silent: nothing at all
     (frame, ping, pong) within the session's silence deadline (docs/protocol.md#liveness)."""
     while True:
@@ -291,21 +315,26 @@ async def _serve(device_id: str, peer: WebSocketSession, state: RelayState) -> N
         except TimeoutError:
             raise PeerSilentError(f"agent {device_id} silent") from None
         for event in events:
-            await _handle(device_id, peer, state, event)
+            await _handle(device_id, peer, state, event, lost)
 
 
 async def _handle(
-    device_id: str, peer: WebSocketSession, state: RelayState, event: Message
+    device_id: str, peer: WebSocketSession, state: RelayState, event: Message, lost: LostJobs
 ) -> None:
     if isinstance(event, Heartbeat):
         now = state.now()
         peer.send_nowait(HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now))
+        if lost.running:  # still running when last asked: ask again until they end
+            _send_query(device_id, peer, lost, lost.running)
     elif isinstance(event, DeviceFacts):
         # Kept with presence and shown to technicians; the device's own word, so nothing is
         # decided on it (docs/protocol.md#device-facts). Already validated by the session.
         state.seen(device_id, facts=event.facts)
     elif isinstance(event, JobResults):
-        await reconcile_results(state, device_id, event)
+        lost.asking = None
+        lost.running = tuple(await reconcile_results(state, device_id, event))
+    elif isinstance(event, ErrorReply) and event.id == lost.asking:
+        lost.asking = None  # the agent could not answer; asked again on the next connection
     elif event.KIND is Kind.REPLY:
         route = state.router.deliver(peer, event, state.now())
         if route is None:
@@ -317,21 +346,9 @@ async def _handle(
         if isinstance(event, ScriptProgress):
             # Every step of a vetted run is audited: verified, refused and why, consent, backup.
             # The agent's detail goes under its own key: it can't set the relay's fields.
-            outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
-            detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
-            action = f"script.run.{event.step}"
-            try:
-                await state.audit(
-                    f"device:{device_id}", action, f"device:{device_id}", outcome, detail
-                )
-            except ValueError:  # a detail JSON can't hold: the step is still audited
-                await state.audit(
-                    f"device:{device_id}",
-                    action,
-                    f"device:{device_id}",
-                    outcome,
-                    {"job": route.job_id, "user": route.user},
-                )
+            # At most MAX_AUDITED_STEPS per route; the rest are counted in its end's record.
+            if state.router.audit_step(route):
+                await _audit_step(state, device_id, route, event)
         if event.TERMINAL and route.orphaned:
             await reconcile_route(state, route, event)
         elif event.TERMINAL:
@@ -346,6 +363,24 @@ async def _handle(
                 code="unsupported",
                 message=f"{event.TAG} is not handled by this relay yet",
             )
+        )
+
+
+async def _audit_step(
+    state: RelayState, device_id: str, route: Route, event: ScriptProgress
+) -> None:
+    outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
+    detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
+    action = f"script.run.{event.step}"
+    try:
+        await state.audit(f"device:{device_id}", action, f"device:{device_id}", outcome, detail)
+    except ValueError:  # a detail JSON can't hold: the step is still audited
+        await state.audit(
+            f"device:{device_id}",
+            action,
+            f"device:{device_id}",
+            outcome,
+            {"job": route.job_id, "user": route.user},
         )
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.messages import DEVICE_ID
+from posassist.protocol.text import printable
 
 from ..audit import Outcome
 from ..errors import (
@@ -158,7 +159,8 @@ async def enrol(request: web.Request) -> web.Response:
     if len(public_key) != 32:
         raise BadRequest("public_key must be 32 bytes (raw Ed25519)")
     version = body.get("agent_version")
-    agent_version = version[:64] if isinstance(version, str) else None
+    # The till's own word, kept and shown: no escape sequence or control character kept in it.
+    agent_version = printable(version, multiline=False)[:64] if isinstance(version, str) else None
     try:
         device = await state.storage.consume_enrolment(
             secret,

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ..storage import User
 
 log = logging.getLogger("posassist.relay")
+#: A script's job when its console left first (docs/protocol.md#request-lifetime-relay).
+CONSOLE_LEFT = "the console disconnected while the script ran; reconciled when the device reports"
 
 
 class SignInEnded(PosAssistError):
@@ -99,7 +101,10 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
                 if not peers:
                     del state.console_tokens[key]
             for route in state.router.detach_console(peer):
-                await finish_route(state, route, "console_gone", "the console disconnected")
+                if route.orphaned:  # a script runs on without its console: reconciled later
+                    await finish_route(state, route, "outcome_unknown", CONSOLE_LEFT)
+                else:
+                    await finish_route(state, route, "console_gone", "the console disconnected")
         await peer.stop_writer()
         if not ws.closed:
             await ws.close()

@@ -95,6 +95,7 @@ async def finish_route(
                 "status": status.value,
                 "error": error,
                 "elapsed_ms": round(seconds * 1000, 1),
+                **_not_audited(route),
             },
         )
         # The job's end and its audit record commit together.
@@ -122,18 +123,29 @@ async def reconcile_route(state: RelayState, route: Route, reply: Message) -> No
         route.tag,
         status,
         error,
-        {"via": "late reply"},
+        {"via": "late reply", **_not_audited(route)},
     )
 
 
-async def reconcile_results(state: RelayState, device_id: str, answer: JobResults) -> None:
+def _not_audited(route: Route) -> dict[str, object]:
+    """``steps_not_audited`` for a route whose steps overflowed the audit cap, else nothing."""
+    return {"steps_not_audited": route.steps_not_audited} if route.steps_not_audited else {}
+
+
+async def reconcile_results(state: RelayState, device_id: str, answer: JobResults) -> list[str]:
     """An agent's ``job.results``: each job of this device still ``unknown`` ends as it really
-    did. Results for another device's job, or a job not in ``unknown``, change nothing."""
+    did. Results for another device's job, or a job not in ``unknown``, change nothing.
+
+    Returns the ids of the jobs the agent says still run: the relay asks again about them.
+    """
+    running = []
     for result in answer.results:
         job_id = str(result["job_id"])
         status, error = _result_outcome(result)
         if status is None:
             log.info("device %s has no outcome for job %s (%s)", device_id, job_id, error)
+            if result["status"] == "running":
+                running.append(job_id)
             continue
         try:
             job = await state.storage.get_job(job_id)
@@ -151,17 +163,20 @@ async def reconcile_results(state: RelayState, device_id: str, answer: JobResult
         await reconcile_job(
             state, job_id, device_id, f"user:{job.requested_by}", job.kind, status, error, extra
         )
+    return running
 
 
 def _result_outcome(result: Mapping[str, object]) -> tuple[JobStatus | None, str | None]:
-    """The job status a ``job.results`` entry means; None while it still runs.
+    """The job status a ``job.results`` entry means; None while it is still open.
 
-    ``unknown`` there means the till has no record of the job: a v3 agent records a job before
-    any step of it, so it never ran there (docs/protocol.md#requests).
+    ``never_received`` is the till's proof (its receipts log) that the request never reached
+    it, so the script never ran there. ``unknown`` (the till received it but no longer keeps its
+    result, or a v3 till without receipts has no record) proves nothing: the job stays
+    ``unknown``, and so does a job still ``running`` (docs/protocol.md#requests).
     """
     reported = str(result["status"])
-    if reported == "unknown":
-        return JobStatus.FAILED, "not_run: the device has no record of this job"
+    if reported == "never_received":
+        return JobStatus.FAILED, "never_delivered: the device never received this job"
     if reported not in _SCRIPT_STATUS:
         return None, reported
     status = _SCRIPT_STATUS[reported]

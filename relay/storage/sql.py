@@ -874,6 +874,44 @@ class SqlStorage:
         rows = await self._db.read(lambda conn: conn.execute(query).all())
         return [_job(row) for row in rows]
 
+    async def mark_unfinished_jobs_unknown(
+        self, kinds: Collection[str], reason: str, *, now: float
+    ) -> list[Job]:
+        """After a restart: every unfinished job of ``kinds`` (scripts, which may have run on
+        the till) becomes ``unknown``, each with a ``<kind>.finished`` audit record in the same
+        transaction, so the agent's report can reconcile it (docs/protocol.md#requests)."""
+        unfinished = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+        select = (
+            t.jobs.select()
+            .where(t.jobs.c.status.in_(unfinished), t.jobs.c.kind.in_(sorted(kinds)))
+            .order_by(t.jobs.c.created_at, t.jobs.c.id)
+        )
+
+        def tx(conn: sa.Connection) -> list[Job]:
+            marked = []
+            for row in conn.execute(select).all():
+                update = (
+                    t.jobs.update()
+                    .where(t.jobs.c.id == row.id, t.jobs.c.status.in_(unfinished))
+                    .values(status=JobStatus.UNKNOWN.value, finished_at=now, error=reason)
+                    .returning(*t.jobs.c)
+                )
+                job = conn.execute(update).first()
+                if job is None:  # pragma: no cover - finished between the select and here
+                    continue
+                entry = AuditEntry(
+                    f"user:{job.requested_by}",
+                    f"{job.kind}.finished",
+                    f"device:{job.device_id}",
+                    Outcome.UNKNOWN,
+                    {"job": job.id, "status": JobStatus.UNKNOWN.value, "error": reason},
+                )
+                _append_in(conn, entry, now)
+                marked.append(_job(job))
+            return marked
+
+        return await self._db.write(tx)
+
     async def mark_running_jobs_failed(self, reason: str, *, now: float) -> int:
         """After a restart: fail every unfinished job, returning how many.
 

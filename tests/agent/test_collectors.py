@@ -198,6 +198,22 @@ def test_lpstat_jobs() -> None:
         ("Kitchen_TM_T20", 2048),
         ("Label_58", 512),
     ]
+    # the till's local time: the same wall-clock reading mktime gives
+    expected = time.mktime(time.strptime("2026-11-25 11:58:01", "%Y-%m-%d %H:%M:%S"))
+    assert jobs[0]["submitted_at"] == expected
+    assert jobs[1]["submitted_at"] == expected + 314  # 12:03:15 PM
+
+
+def test_lpstat_and_wmic_times_parse_or_give_none() -> None:
+    c_locale = printqueue.parse_lpstat_time("Wed Nov 25 11:58:01 2026")
+    assert c_locale == printqueue.parse_lpstat_time("Wed 25 Nov 2026 11:58:01 AM CST")
+    assert printqueue.parse_lpstat_time("sometime yesterday") is None
+    assert printqueue.parse_lpstat_time("") is None
+    # 11:58:02.123 at UTC+8 is 03:58:02.123 UTC
+    assert printqueue.parse_wmic_time("20261125115802.123000+480") == pytest.approx(1795579082.123)
+    assert printqueue.parse_wmic_time("20261125115802") == 1795607882.0
+    for junk in ("", "2026112511", "20261399115802.000000+480", "garbage"):
+        assert printqueue.parse_wmic_time(junk) is None
 
 
 def test_windows_spooler_listing_finds_offline_printer_and_stuck_job() -> None:
@@ -211,6 +227,7 @@ def test_windows_spooler_listing_finds_offline_printer_and_stuck_job() -> None:
     assert printers["EPSON TM-T88V Receipt"]["default"] is True
     assert [(j["id"], j["stuck"]) for j in report["jobs"]] == [("12", True), ("13", False)]
     assert report["jobs"][0]["queue"] == "EPSON TM-T88V Receipt"
+    assert report["jobs"][0]["submitted_at"] == pytest.approx(1795579082.123)
 
 
 def _script(tmp_path: Path, body: str) -> str:
@@ -251,3 +268,18 @@ def test_tools_run_only_by_absolute_path() -> None:
 def test_no_cups_is_a_typed_failure() -> None:
     with pytest.raises(CollectorError, match="CUPS"):
         printqueue.collect(None)
+
+
+def test_settings_name_a_printer_by_usb_identity_or_refuse_a_bad_one() -> None:
+    from posassist.agent.errors import ConfigError
+    from posassist.agent.settings import parse_settings
+
+    settings = parse_settings({"printers": [{"name": "r", "usb": "0416:5011:PRN-42/A"}]})
+    (printer,) = settings.printers
+    assert printer.usb == "0416:5011:PRN-42/A"
+    assert printer.target == "usb:0416:5011:PRN-42/A"
+    upper = parse_settings({"printers": [{"usb": "04B8:0E15", "serial": "COM3"}]}).printers[0]
+    assert (upper.usb, upper.serial) == ("04b8:0e15", "COM3")
+    for bad in ("0416", "0416:50111", "zz16:5011", "0416:5011:", "0416:5011:has space", 416):
+        with pytest.raises(ConfigError, match=r"printers\[0\]\.usb must be"):
+            parse_settings({"printers": [{"usb": bad}]})

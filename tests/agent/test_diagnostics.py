@@ -166,9 +166,18 @@ def test_diag_offline_prints_json_and_text(tmp_path) -> None:
         "print_queue",
     }
     assert report["sections"]["pos"]["data"]["logs"][0]["error_count"] == 1
+    assert report["schema"] == "posassist.diag/1"
+    for section in report["sections"].values():
+        assert section["status"] in ("ok", "info", "warning", "fault", "critical", "unreadable")
+        assert isinstance(section["findings"], list)
+    (log_errors,) = report["sections"]["pos"]["findings"][-1:]
+    assert log_errors["code"] == "pos.log_errors"
+    assert "打印机 offline" in log_errors["detail"]["en"]
     text = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
-    assert "== 系统 / System" in text
+    assert text.index("== 诊断结论 / Findings") < text.index("== 系统 / System")
     assert "== 收银软件 / POS application" in text
+    assert "收银软件日志有错误 / POS log has errors" in text
+    assert "{'" not in text  # no dict reprs
     refused = subprocess.run(
         [*run[:4], "--data", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
     )

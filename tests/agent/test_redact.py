@@ -1,12 +1,21 @@
-"""Redaction: Luhn-valid card numbers are masked to their last four digits; other numbers stay."""
+"""Redaction: numbers in a card range are masked to their last four digits, Luhn or not; the
+catalog log bundle masks exactly the same (docs/redaction.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from posassist.agent import redact as agent_redact
 from posassist.agent.redact import REDACTED, Redactor, luhn_ok, mask_card_numbers, redact
+
+BUNDLE = Path(__file__).resolve().parents[2] / "catalog" / "collect-log-bundle" / "log_bundle.py"
 
 # Published test card numbers (Visa, Mastercard, Amex, Discover, JCB, UnionPay 19-digit, Diners 14)
 TEST_CARDS = [
@@ -34,8 +43,11 @@ def test_grouped_card_numbers_keep_their_layout():
     assert mask_card_numbers("5555-5555-5555-4444") == "****-****-****-4444"
 
 
-def test_non_luhn_numbers_and_other_lengths_are_left_alone():
-    text = "order 4111111111111112 phone 13812345678 ts 20240101123059 amount 1234"
+def test_numbers_outside_card_ranges_and_other_lengths_are_left_alone():
+    text = (
+        "order 1000234567890123 phone 13812345678 ts 20240101123059 ms 1796000000000 "
+        "ref 9900123456789012 amount 1234 short 6222021234"
+    )
     assert mask_card_numbers(text) == text
     long_id = "41111111111111111234567"  # 23 contiguous digits: not a PAN
     assert mask_card_numbers(long_id) == long_id
@@ -59,3 +71,55 @@ def test_extra_patterns_replace_the_whole_match_or_only_the_secret_group():
 def test_redact_function_uses_card_masking_without_patterns():
     assert redact("4111111111111111") == "************1111"
     assert redact("会员 手机 13800138000", [r"1[3-9][0-9]{9}"]) == f"会员 手机 {REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("INFO sale ok card 6222 0212 3456 7890", "INFO sale ok card **** **** **** 7890"),
+        ("ERROR pay card 6222021234567890 declined", "ERROR pay card ************7890 declined"),
+        ("card 4111111111111112 refused", "card ************1112 refused"),
+        ("银联 6217-0012-3456-7890-123", "银联 ****-****-****-***0-123"),
+    ],
+)
+def test_card_range_numbers_are_masked_whether_or_not_luhn_holds(text, masked):
+    digits = "".join(ch for ch in text if ch.isdigit())
+    assert not luhn_ok(digits)
+    assert mask_card_numbers(text) == masked
+
+
+def test_a_luhn_valid_card_keeps_the_amount_after_it_readable():
+    assert mask_card_numbers("4111111111111111 12") == "************1111 12"
+
+
+def _bundle() -> Any:
+    spec = importlib.util.spec_from_file_location("log_bundle_under_test", BUNDLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_log_bundle_uses_the_agents_card_ranges():
+    assert _bundle().CARD_RANGES == agent_redact.CARD_RANGES
+
+
+_LOGGY = st.text(alphabet="0123456789 -62x4\n", max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LOGGY)
+def test_log_bundle_masks_card_numbers_exactly_like_the_agent(text):
+    assert _bundle_redact(text) == mask_card_numbers(text)
+
+
+_BUNDLE_MODULE: Any = None
+
+
+def _bundle_redact(text: str) -> str:
+    global _BUNDLE_MODULE
+    if _BUNDLE_MODULE is None:
+        _BUNDLE_MODULE = _bundle()
+    # the bundle's redact also hides secrets; none of these texts has one
+    return str(_BUNDLE_MODULE.redact(text))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from posassist.agent.scripts.results import INTERRUPTED, ResultStore
+from posassist.agent.scripts.results import FORGOTTEN, INTERRUPTED, ResultStore
 from posassist.agent.scripts.service import ScriptService
 from posassist.protocol import messages as m
 
@@ -34,8 +34,12 @@ def test_results_are_bounded_persisted_and_read_back(tmp_path: Path) -> None:
         "backup_id": "bk-4",
         "detail": "",
     }
-    assert answers[1]["status"] == "unknown"  # the oldest was forgotten
-    assert len(json.loads(path.read_text())) == 3
+    # the oldest result was forgotten, but the till still knows it received the job
+    assert (answers[1]["status"], answers[1]["detail"]) == ("unknown", FORGOTTEN)
+    written = json.loads(path.read_text())
+    assert written["format"] == 2
+    assert len(written["results"]) == 3
+    assert written["received"] == [f"job-{i}" for i in range(5)]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".results-")]
     # every answer is a valid job.results entry
     m.JobResults(id=1, results=tuple(answers))
@@ -53,7 +57,7 @@ def test_a_damaged_results_file_starts_empty_and_is_replaced(tmp_path: Path, con
     path = tmp_path / "results.json"
     path.write_text(content)
     store = ResultStore(path)
-    assert store.lookup(["job-1"])[0]["status"] == "unknown"
+    assert store.lookup(["job-1"])[0]["status"] == "never_received"
     store.finished("job-1", "failed", 1.0, exit_code=2, detail="x" * 2000)
     assert len(ResultStore(path).lookup(["job-1"])[0]["detail"]) == 1024
     with pytest.raises(ValueError, match="not a script status"):
@@ -82,15 +86,21 @@ async def test_a_run_is_reported_under_the_relays_job_id_and_answered_later(
     assert answer.id == 2
     assert [(r["job_id"], r["status"]) for r in answer.results] == [
         ("job_abc", "refused"),
-        ("job_zzz", "unknown"),
+        ("job_zzz", "never_received"),
     ]
+    # a relay older than v4 doesn't know never_received: it hears unknown
+    old = service.answer(m.JobQuery(id=3, job_ids=("job_zzz",)), never_received=False)
+    assert old.results[0]["status"] == "unknown"
     # a request from an older relay has no job id: per-connection name, nothing recorded
     sent.clear()
     await service.handle(
         m.ScriptRunRequest(id=5, device_id="d", script="s", version="1"), send, lambda: 51.0
     )
     assert sent[0].job_id == "run-5"  # type: ignore[attr-defined]
-    assert service.answer(m.JobQuery(id=3, job_ids=("run-5",))).results[0]["status"] == "unknown"
+    assert (
+        service.answer(m.JobQuery(id=3, job_ids=("run-5",))).results[0]["status"]
+        == "never_received"
+    )
 
 
 async def test_a_run_cut_short_by_cancellation_is_recorded_cancelled(tmp_path: Path) -> None:
@@ -105,7 +115,7 @@ async def test_a_run_cut_short_by_cancellation_is_recorded_cancelled(tmp_path: P
     service = _service(tmp_path, BlockingRunner())
     service.root_file.parent.mkdir(parents=True)
     service.root_file.write_text("{}")
-    manifest = SimpleNamespace(risk="low", approvals_needed=1)
+    manifest = SimpleNamespace(risk="low", approvals_needed=1, timeout=300.0)
     service._verify = lambda script, version: (manifest, tmp_path)  # type: ignore[method-assign,assignment,return-value]
     sent: list[m.Message] = []
 
@@ -122,3 +132,62 @@ async def test_a_run_cut_short_by_cancellation_is_recorded_cancelled(tmp_path: P
         await task
     (result,) = ResultStore(service.results.path).lookup(["job_c"])
     assert result["status"] == "cancelled"
+
+
+def test_the_receipts_log_is_bounded_and_proves_never_received(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    store = ResultStore(path, max_results=2, max_receipts=4)
+    for i in range(6):
+        store.received(f"job-{i}")
+        store.started(f"job-{i}")
+        store.finished(f"job-{i}", "succeeded", float(i))
+    store.received("job-noted")  # noted in memory only: it never started, so never ran
+    again = ResultStore(path, max_results=2, max_receipts=4)
+    statuses = [r["status"] for r in again.lookup(["job-5", "job-3", "job-1", "job-noted"])]
+    assert statuses == ["succeeded", "unknown", "never_received", "never_received"]
+    assert len(json.loads(path.read_text())["received"]) == 4
+
+
+def test_a_format_1_results_file_is_read_and_rewritten_as_format_2(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    entry = {
+        "job_id": "job-old",
+        "status": "failed",
+        "exit_code": 1,
+        "finished_at": 5.0,
+        "backup_id": None,
+        "detail": "d",
+    }
+    path.write_text(json.dumps([entry]))
+    store = ResultStore(path)
+    assert store.lookup(["job-old"]) == [entry]
+    store.started("job-new")
+    written = json.loads(path.read_text())
+    assert written["format"] == 2
+    assert written["received"] == ["job-old", "job-new"]
+    assert [r["job_id"] for r in written["results"]] == ["job-old", "job-new"]
+
+
+def test_a_results_file_of_an_unknown_format_starts_empty(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"format": 99, "results": [], "received": ["job-1"]}))
+    assert ResultStore(path).lookup(["job-1"])[0]["status"] == "never_received"
+
+
+async def test_a_busy_refusal_is_recorded_so_the_relay_hears_it(tmp_path: Path) -> None:
+    service = _service(tmp_path, runner=None)
+    release = asyncio.Event()
+
+    async def send(msg: m.Message) -> None:
+        await release.wait()
+
+    first = m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", job_id="job_1")
+    second = m.ScriptRunRequest(id=2, device_id="d", script="s", version="1", job_id="job_2")
+    assert service.submit(first, send, lambda: 1.0) is None
+    refused = service.submit(second, send, lambda: 2.0)
+    assert isinstance(refused, m.ErrorReply)
+    assert (refused.id, refused.code) == (2, "busy")
+    (result,) = service.answer(m.JobQuery(id=1, job_ids=("job_2",))).results
+    assert (result["status"], result["detail"]) == ("refused", "busy: another script is running")
+    release.set()
+    await service.close()

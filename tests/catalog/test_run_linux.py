@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fakes.refprinter import OK, RefPrinter
 from tests.fakes.simprinter import PrinterState, SimPrinter
 
 from .conftest import Catalog, load
@@ -308,6 +309,64 @@ async def test_temp_cleaning_refuses_a_folder_that_is_a_link(catalog: Catalog) -
     assert (run.status, run.result.exit_code) == ("failed", 3), run
 
 
+# --- printer-recover (DLE ENQ, reference §1.3) -------------------------------------------------
+
+JAMMED = {1: 0x1A, 2: 0x52, 3: 0x1A, 4: 0x12}  # offline, error, autocutter error
+
+
+async def test_printer_recover_sends_dle_enq_2_after_a_cleared_jam(catalog: Catalog) -> None:
+    with RefPrinter(JAMMED, on_enq={2: OK}) as device:
+        run = await catalog.run("printer-recover", {"host": "127.0.0.1", "tcp_port": device.port})
+        assert run.status == "succeeded", run
+        assert catalog.consent.asked == ["printer-recover"]
+        assert device.enq == [2]
+        assert device.other == b""  # nothing but status requests and the one DLE ENQ
+        result = run.result_json()
+        assert result["recovered"] is True
+        assert result["before"]["autocutter"] is True
+        assert result["after"]["raw"] == {"1": "0x12", "2": "0x12", "3": "0x12", "4": "0x12"}
+        assert "reprint" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("replies", "refused"),
+    [
+        ({1: 0x1A, 2: 0x56, 3: 0x12, 4: 0x12}, "needs_person"),  # cover open
+        ({1: 0x1A, 2: 0x32, 3: 0x12, 4: 0x72}, "needs_person"),  # paper out
+        ({1: 0x1A, 2: 0x52, 3: 0x32, 4: 0x12}, "unrecoverable"),
+    ],
+)
+async def test_printer_recover_refuses_what_a_person_must_fix_and_sends_nothing(
+    catalog: Catalog, replies: dict[int, int], refused: str
+) -> None:
+    with RefPrinter(replies, on_enq={2: OK}) as device:
+        run = await catalog.run("printer-recover", {"host": "127.0.0.1", "tcp_port": device.port})
+        assert (run.status, run.result.exit_code) == ("failed", 2), run
+        assert run.result_json()["refused"] == refused
+        assert device.enq == []
+
+
+async def test_printer_recover_with_nothing_to_recover_or_no_recovery(catalog: Catalog) -> None:
+    with RefPrinter(OK) as healthy:
+        run = await catalog.run("printer-recover", {"host": "127.0.0.1", "tcp_port": healthy.port})
+        assert run.status == "succeeded", run
+        assert healthy.enq == []
+    with RefPrinter(JAMMED) as stuck:  # the jam was not cleared: DLE ENQ changes nothing
+        params = {"host": "127.0.0.1", "tcp_port": stuck.port, "mode": "restart-line"}
+        run = await catalog.run("printer-recover", params)
+        assert (run.status, run.result.exit_code) == ("failed", 1), run
+        assert stuck.enq == [1]
+        assert "autocutter" in run.result_json()["still"]
+
+
+async def test_printer_recover_refused_while_a_sale_is_open(catalog: Catalog) -> None:
+    (catalog.data / "pos" / "sale.open").write_text("1")
+    with RefPrinter(JAMMED, on_enq={2: OK}) as device:
+        run = await catalog.run("printer-recover", {"host": "127.0.0.1", "tcp_port": device.port})
+        assert run.status == "refused"
+        assert device.asked == []
+
+
 # --- collect-log-bundle -------------------------------------------------------------------------
 
 
@@ -315,7 +374,8 @@ async def test_log_bundle_masks_cards_and_secrets_and_is_bounded(catalog: Catalo
     logs = catalog.path("/opt/demo-pos/logs/x").parent
     (logs / "pos.log").write_text(
         "2026-01-01 ERROR pay card=4111 1111 1111 1111 order=1234567890123 "
-        "password=hunter2 member_phone=13812345678\n打印机 缺纸\n",
+        "password=hunter2 member_phone=13812345678\n打印机 缺纸\n"
+        "2026-01-01 INFO unionpay 6222 0212 3456 7890 ts 20260101120000123\n",
         encoding="utf-8",
     )
     (logs / "big.log").write_bytes(b"0123456789abcdef\n" * 100_000)
@@ -326,7 +386,9 @@ async def test_log_bundle_masks_cards_and_secrets_and_is_bounded(catalog: Catalo
     out = run.stdout
     assert "**** **** **** 1111" in out
     assert "4111 1111 1111 1111" not in out
-    assert "1234567890123" in out  # not Luhn-valid: an order number stays readable
+    assert "1234567890123" in out  # no card range starts with 12: an order number stays readable
+    assert "**** **** **** 7890" in out  # fails Luhn, but 62 is UnionPay's range
+    assert "20260101120000123" in out  # a timestamp: no card range starts with 20
     assert "hunter2" not in out
     assert "13812345678" not in out
     assert "打印机 缺纸" in out

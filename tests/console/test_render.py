@@ -30,6 +30,44 @@ def test_report_renders_sections_and_local_times() -> None:
     assert "… 5 more" in text
 
 
+def test_report_shows_the_agents_findings_first_and_escapes_them() -> None:
+    from posassist.agent.findings import annotate
+
+    at = 1_795_600_000.0
+    sections = {
+        "printers": {
+            "ok": True,
+            "data": {
+                "checked_at": at,
+                "printers": [
+                    {
+                        "name": "receipt\x1b]0;pwned\x07",
+                        "target": "tcp://127.0.0.1:9100",
+                        "outcome": "ok",
+                        "status": {"paper_out": True, "online": False},
+                        "problems": ["paper_out"],
+                    }
+                ],
+            },
+        },
+        "network": {"ok": True, "data": {"relay": None, "interfaces": [], "clock": None}},
+        "print_queue": {"ok": False, "error": {"type": "CollectorTimeout", "message": "no result"}},
+    }
+    annotate(sections, None, at)
+    report = DiagnosticsReport(id=1, device_id="dev_1", collected_at=at, sections=sections)
+    text = render_report(report)
+    findings_at = text.index("== 诊断结论 / Findings")
+    assert findings_at < text.index("[printers]")
+    assert "[FAULT 故障] 打印机缺纸 / Printer out of paper [receipt]  (printer.paper_out)" in text
+    assert "pwned" not in text  # the terminal-title escape is dropped whole
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert "[printers] ok · FAULT 故障" in text
+    assert "[print_queue] FAILED · UNREADABLE 无法读取" in text
+    assert "error: CollectorTimeout: no result" in text
+    assert "{'type'" not in text  # no dict reprs
+
+
 FACTS = {
     "hostname": "TILL-01",
     "os": "Windows",

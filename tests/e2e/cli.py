@@ -108,12 +108,21 @@ def provision(data: Path, database: str = "") -> str:
 
 
 def start_relay(
-    data: Path, *extra: str, log: IO[str] | None = None
+    data: Path, *extra: str, log: IO[str] | None = None, max_files: int | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     """``posassist-relay serve`` on a free port; waits until it listens.
 
     Its output goes to pipes, or with ``log`` to that file (a flood must not fill a pipe).
+    ``max_files`` sets the relay's ``RLIMIT_NOFILE`` (soft and hard) the way systemd's
+    ``LimitNOFILE`` would.
     """
+    limit = None
+    if max_files is not None:
+        import resource
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
     url_file = data / "relay.url"
     url_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
@@ -132,6 +141,7 @@ def start_relay(
         stdout=subprocess.PIPE if log is None else log,
         stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
         text=True,
+        preexec_fn=limit,
     )
     deadline = time.monotonic() + 30
     while not (url_file.exists() and url_file.read_text()):
@@ -179,12 +189,12 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=15)
 
 
-def start_agent(till: Path) -> tuple[subprocess.Popen[str], str]:
+def start_agent(till: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """``posassist-agent run`` for an enrolled till; waits until it is connected."""
     import json
 
     agent = subprocess.Popen(
-        [sys.executable, "-m", "posassist.agent", "run", "--data", str(till)],
+        [sys.executable, "-m", "posassist.agent", "run", "--data", str(till), *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

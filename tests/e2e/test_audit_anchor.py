@@ -180,7 +180,8 @@ def test_a_record_deleted_and_the_rest_renumbered_and_rehashed_is_caught(data: P
     rewrite(data, [r for r in records if r.action != "store.create"])
     code, text = verify(data)
     assert code == 1, text
-    assert "signed checkpoint" in text
+    # the checkpoint record moved down one seq, where the file signed nothing
+    assert "checkpoint record with no signed line" in text
 
 
 def test_a_log_rewritten_to_start_after_the_relays_creation_is_named(data: Path) -> None:
@@ -279,3 +280,70 @@ def test_verify_by_url_checks_the_checkpoints_given(data: Path, tmp_path: Path) 
     broken = py("relay", "audit", "verify", "--database", url, *anchored)
     assert broken.returncode == 1
     assert "records missing up to a signed checkpoint" in broken.stdout
+
+
+# --- the checkpoint file and key attacked too (attack 2026-12) --------------------------------
+
+
+def _edit_and_rehash(data: Path) -> None:
+    records = rows(data)
+    records[1] = dataclasses.replace(records[1], actor="user:mallory")
+    rewrite(data, records)
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "cut to its first line"])
+def test_the_checkpoint_file_deleted_or_cut_after_an_edit_is_named(data: Path, how: str) -> None:
+    """Before: with the file gone, an edit rehashed through the chain verified as ``intact``
+    ("anchored by 0 signed checkpoint(s)"). The chain's own ``audit.checkpoint`` records now
+    have to be signed in the file."""
+    path = data / "audit-checkpoints.jsonl"
+    first = path.read_text().splitlines()[0]
+    _edit_and_rehash(data)
+    if how == "deleted":
+        path.unlink()
+    else:
+        path.write_text("" if how == "emptied" else first + "\n")
+    code, text = verify(data)
+    assert code == 1, text
+    last_checkpoint = max(r.seq for r in rows(data) if r.action == "audit.checkpoint")
+    # (the first line signs seq 1, the creation, which the edit left alone)
+    assert f"broken at seq {last_checkpoint}: checkpoint record with no signed line" in text
+
+
+def test_the_checkpoint_file_deleted_alone_is_named(data: Path) -> None:
+    (data / "audit-checkpoints.jsonl").unlink()
+    code, text = verify(data)
+    assert code == 1
+    assert "checkpoint record with no signed line in the checkpoint file" in text
+
+
+def test_the_checkpoint_key_replaced_and_the_relay_restarted_is_named(data: Path) -> None:
+    """Key and file deleted, the chain edited and rehashed, the relay restarted: it makes a new
+    key and signs the forged head with it. The older checkpoint records name the old key."""
+    _edit_and_rehash(data)
+    (data / "audit-checkpoint.key").unlink()
+    (data / "audit-checkpoints.jsonl").unlink()
+    relay, _url = start_relay(data)
+    stop(relay)
+    code, text = verify(data)
+    assert code == 1, text
+    assert "checkpoint record made with another key (checkpoint key replaced?)" in text
+
+
+def test_verify_names_the_key_so_it_can_be_compared_with_the_one_init_printed(
+    data: Path,
+) -> None:
+    key = rows(data)[-1].detail["key"]
+    assert f"key {key}" in ok(py("relay", "audit", "verify", "--data", str(data)))
+
+
+def test_a_clean_stop_signs_the_head_last(data: Path) -> None:
+    """SIGTERM: the relay's last act is a checkpoint, so no record is left after it."""
+    relay, _url = start_relay(data)
+    relay.terminate()
+    relay.communicate(timeout=30)
+    last = rows(data)[-1]
+    assert last.action == "audit.checkpoint"
+    lines = (data / "audit-checkpoints.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["seq"] == last.seq
+    assert "intact" in ok(py("relay", "audit", "verify", "--data", str(data)))

@@ -64,9 +64,13 @@ def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> Non
         (probe,) = report["printers"]["data"]["printers"]
         assert probe["status"]["paper_near_end"] is True
         assert probe["problems"] == ["paper_near_end"]
+        (finding,) = report["printers"]["findings"]  # the agent's findings ride with the data
+        assert finding["code"] == "printer.paper_near_end"
+        assert report["printers"]["status"] == "warning"
 
         text = ok(tech("diag", device, "--collector", "printers"))
         assert text.startswith(f"diagnostics of {device}")
+        assert "[WARNING 警告] 打印纸快用完 / Printer paper near end [receipt]" in text
         missing = tech("diag", "dev_nonexistent")
         assert missing.returncode == 1
         assert "forbidden" in missing.stderr

@@ -1,4 +1,5 @@
-"""The operator's command lines, run as subprocesses: audit verify, user create, device revoke.
+"""The operator's command lines, run as subprocesses: audit verify, user create and password,
+device revoke.
 
 ``audit verify`` pointed at the wrong place says what is missing and creates nothing; a user made
 with ``user create`` signs in over HTTP with its role and scope, and bad input makes nobody; a
@@ -8,6 +9,8 @@ device revoked with ``device revoke`` is refused by the running relay.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -19,11 +22,19 @@ from websockets.asyncio.client import connect
 from posassist.protocol import messages as m
 from posassist.protocol import signing
 from posassist.relay.storage import open_storage
-from tests.e2e.cli import enrol_over_http, invite, ok, provision, py, start_relay, stop
+from tests.e2e.cli import (
+    ADMIN_PASSWORD,
+    enrol_over_http,
+    invite,
+    ok,
+    provision,
+    py,
+    start_relay,
+    stop,
+)
 from tests.relay.harness import agent_handshake
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Callable
     from pathlib import Path
 
@@ -302,6 +313,89 @@ def test_user_create_refuses_a_short_password(provisioned: tuple[Path, str]) -> 
     )
     assert "the password must be at least 10 characters" in _one_error(result)
     assert _users_and_audit(data) == before
+
+
+# --- user password ---------------------------------------------------------------------------
+
+
+def _password_hashes(data: Path) -> dict[str, str]:
+    with sqlite3.connect(data / "relay.db") as db:
+        return dict(db.execute("SELECT username, password_hash FROM users").fetchall())
+
+
+async def test_user_password_replaces_the_admin_password_and_signs_the_admin_out(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    proc, url = start_relay(data)
+    http_url = url.replace("ws://", "http://")
+    try:
+        status, body = await _login(http_url, "admin", ADMIN_PASSWORD)
+        assert status == 200, body
+        old_token = body["token"]
+        new_password = tmp_path / "new.pw"
+        new_password.write_text("a-better-admin-password\n")
+        changed = py(
+            "relay", "user", "password", "admin", "--data", str(data),
+            "--password-file", str(new_password),
+        )  # fmt: skip
+        assert ok(changed) == "password of admin changed; 1 sign-in token(s) revoked"
+        assert (await _login(http_url, "admin", ADMIN_PASSWORD))[0] == 401
+        status, body = await _login(http_url, "admin", "a-better-admin-password")
+        assert status == 200, body
+        async with (
+            ClientSession() as http,
+            http.get(
+                http_url + "/v1/devices", headers={"Authorization": f"Bearer {old_token}"}
+            ) as r,
+        ):
+            assert r.status == 401  # the token signed in with the old password is revoked
+    finally:
+        stop(proc)
+    with sqlite3.connect(data / "relay.db") as db:
+        actions = db.execute("SELECT actor, action, target, outcome FROM audit").fetchall()
+    assert ("operator:cli", "user.password", "user:admin", "ok") in actions
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "error"),
+    [
+        ("admin", "too-short", "error: the password must be at least 10 characters"),
+        ("admin", "", "error: the password must be at least 10 characters"),
+        ("nobody", "a-long-enough-password", "error: no user nobody"),
+    ],
+    ids=["short", "empty", "unknown-user"],
+)
+def test_user_password_refuses_bad_input_and_changes_nothing(
+    provisioned: tuple[Path, str], username: str, password: str, error: str
+) -> None:
+    data, _store = provisioned
+    before = (_password_hashes(data), _users_and_audit(data))
+    password_file = data / "attempt.pw"
+    password_file.write_text(password)
+    result = py(
+        "relay", "user", "password", username, "--data", str(data),
+        "--password-file", str(password_file),
+    )  # fmt: skip
+    assert _one_error(result) == error
+    assert (_password_hashes(data), _users_and_audit(data)) == before
+
+
+def test_user_password_without_a_file_or_terminal_says_so_and_changes_nothing(
+    provisioned: tuple[Path, str],
+) -> None:
+    data, _store = provisioned
+    before = (_password_hashes(data), _users_and_audit(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "posassist.relay", "user", "password", "admin", "--data", str(data)],
+        stdin=subprocess.DEVNULL,  # not a terminal, wherever the tests run
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert _one_error(result) == "error: give --password-file (no terminal to ask on)"
+    assert (_password_hashes(data), _users_and_audit(data)) == before
 
 
 # --- device revoke ---------------------------------------------------------------------------

@@ -94,3 +94,84 @@ def test_audit_verify_notices_a_deleted_record(tmp_path: Path) -> None:
     broken = py("relay", "audit", "verify", "--data", str(data))
     assert broken.returncode == 1
     assert "broken at seq" in broken.stdout
+
+
+async def test_relay_killed_mid_script_leaves_it_unknown_until_the_agent_reports(
+    tmp_path: Path,
+) -> None:
+    # docs/protocol.md#request-lifetime-relay: a script in flight when the relay died may have
+    # run; after the restart its job is unknown (audited), and the agent's own report, asked for
+    # when it reconnects, ends it with what really happened.
+    from websockets.asyncio.client import connect
+
+    from posassist.protocol import messages as m
+    from tests.relay.harness import agent_handshake, console_handshake, recv, send
+
+    data = tmp_path / "relay"
+    store = provision(data)
+    proc, url = start_relay(data)
+    try:
+        device_id, key = await enrol_over_http(url, invite(data, store, url))
+        token = await admin_token(url)
+        async with connect(url + "/v1/agent") as agent_ws, connect(url + "/v1/console") as c_ws:
+            agent, _ = await agent_handshake(agent_ws, device_id, key)
+            console, _ = await console_handshake(c_ws, token)
+            console.send(m.ScriptRunRequest(id=1, device_id=device_id, script="s", version="1"))
+            await send(c_ws, console)
+            (request,) = await recv(agent_ws, agent)
+            assert isinstance(request, m.ScriptRunRequest)
+            job_id = request.job_id
+            assert job_id is not None
+            proc.send_signal(signal.SIGKILL)  # the script is running on the till
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stop(proc)
+
+    proc, url = start_relay(data)
+    try:
+        storage = open_storage(f"sqlite:///{data / 'relay.db'}")
+        try:
+            job = await storage.get_job(job_id)
+            assert job.status is JobStatus.UNKNOWN
+            assert (job.error or "").startswith("relay_restarted")
+        finally:
+            await storage.close()
+        async with connect(url + "/v1/agent") as agent_ws:
+            agent, _ = await agent_handshake(agent_ws, device_id, key)
+            (query,) = await recv(agent_ws, agent)
+            assert isinstance(query, m.JobQuery)
+            assert query.job_ids == (job_id,)
+            result = {
+                "job_id": job_id,
+                "status": "succeeded",
+                "exit_code": 0,
+                "finished_at": 5.0,
+                "backup_id": None,
+                "detail": "",
+            }
+            agent.send(m.JobResults(id=query.id, results=(result,)))
+            agent.send(m.Heartbeat(seq=1, sent_at=1.0))
+            await send(agent_ws, agent)
+            # frames are handled in order: the ack comes once the job is reconciled
+            (ack,) = await recv(agent_ws, agent)
+            assert isinstance(ack, m.HeartbeatAck)
+    finally:
+        stop(proc)
+    verify = py("relay", "audit", "verify", "--data", str(data))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    storage = open_storage(f"sqlite:///{data / 'relay.db'}")
+    try:
+        job = await storage.get_job(job_id)
+        assert (job.status, job.error) == (JobStatus.SUCCEEDED, None)
+        ends = [
+            (r.action, str(r.outcome))
+            async for r in storage.records()
+            if r.detail.get("job") == job_id
+        ]
+        assert ends == [
+            ("script.run", "ok"),
+            ("script.run.finished", "unknown"),
+            ("script.run.reconciled", "ok"),
+        ]
+    finally:
+        await storage.close()

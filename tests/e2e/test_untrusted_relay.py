@@ -23,6 +23,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+import msgpack
 import pytest
 from aiohttp import ClientSession, TCPConnector
 from websockets.asyncio.client import connect
@@ -31,9 +32,18 @@ from websockets.exceptions import InvalidStatus
 from posassist.protocol import messages as m
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
-from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py, start_relay
+from tests.e2e.cli import (
+    ROOT,
+    admin_token,
+    enrol_over_http,
+    invite,
+    ok,
+    provision,
+    py,
+    start_relay,
+)
 from tests.relay.certs import make_certificate
-from tests.relay.harness import agent_handshake
+from tests.relay.harness import agent_handshake, close_code
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,12 +58,12 @@ STRANGER = "127.0.0.2"
 class Relay:
     """``posassist-relay serve`` with its log in a file (a flood must not fill a pipe)."""
 
-    def __init__(self, data: Path, *extra: str) -> None:
+    def __init__(self, data: Path, *extra: str, max_files: int | None = None) -> None:
         self.data = data
         self.log_path = data.parent / f"{data.name}-serve.log"
         self._log: IO[str] = self.log_path.open("w")
         try:
-            self.proc, self.url = start_relay(data, *extra, log=self._log)
+            self.proc, self.url = start_relay(data, *extra, log=self._log, max_files=max_files)
         except AssertionError:
             self._log.close()
             raise AssertionError(self.log()) from None
@@ -76,8 +86,8 @@ class Relay:
 
 
 @contextlib.contextmanager
-def relay(data: Path, *extra: str) -> Iterator[Relay]:
-    server = Relay(data, *extra)
+def relay(data: Path, *extra: str, max_files: int | None = None) -> Iterator[Relay]:
+    server = Relay(data, *extra, max_files=max_files)
     try:
         yield server
     finally:
@@ -202,6 +212,47 @@ def test_idle_and_trickled_connections_are_closed_by_deadline_while_healthz_answ
         finally:
             for s in [*idle, slow]:
                 s.close()
+
+
+def test_idle_sockets_under_a_low_file_limit_never_take_the_last_descriptor(
+    tmp_path: Path,
+) -> None:
+    """Under ``LimitNOFILE=256`` 300 idle sockets from one stranger used to take every descriptor:
+    /healthz was reset until the header deadline and SQLite could not open its files. The caps
+    now fit the descriptors (half of what is left, half of that per address)."""
+    data = tmp_path / "relay"
+    provision(data)
+    header_timeout = 3.0
+    with relay(data, "--header-timeout", str(header_timeout), max_files=256) as server:
+        assert "256 file descriptors: at most 96 connections not signed in, 48 per address" in (
+            server.log()
+        )
+        started = time.monotonic()
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(300):  # more than the relay has descriptors
+                idle += idle_sockets(server.port, 1)
+            assert healthz(server.port) == 200  # someone else is served at once ...
+            open_ = set(range(len(idle)))
+            while open_ and time.monotonic() - started < 60:  # ... and throughout
+                open_ = {i for i in open_ if not is_closed(idle[i])}
+                assert healthz(server.port) == 200, "/healthz stopped answering"
+                time.sleep(0.2)  # the pace of the checks, not a synchronisation
+            assert not open_, f"{len(open_)} of 300 idle sockets still open"
+            assert time.monotonic() - started >= header_timeout - 0.1  # 48 held to the deadline
+            # the relay's own files still open: a sign-in is checked, stored and audited
+            assert asyncio.run(admin_token(server.url))
+            assert healthz(server.port) == 200
+        finally:
+            for s in idle:
+                s.close()
+    assert "unable to open" not in server.log()
+    refused = [r for r in audit_rows(data) if r["action"] == "connection.refused"]
+    assert refused
+    assert all(r["actor"] == f"ip:{STRANGER}" for r in refused)
+    assert sum(r["detail"].get("count", 1) for r in refused) == 300 - 48
+    assert [r for r in audit_rows(data) if r["action"] == "user.login"][-1]["outcome"] == "ok"
+    assert "intact" in verify(data)
 
 
 def test_a_kept_alive_connection_idle_between_requests_is_closed(tmp_path: Path) -> None:
@@ -430,6 +481,40 @@ async def test_deeply_nested_json_is_a_400_and_changes_nothing(tmp_path: Path) -
         assert healthz(server.port) == 200
     assert "Traceback" not in server.log()
     assert "Error handling request" not in server.log()
+
+
+async def test_deeply_nested_frames_over_websockets_are_refused_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """msgpack nested 100,000 deep (a few hundred KB), before sign-in on both endpoints and
+    from a signed-in till: closed 1007 (MalformedMessage), the relay unhurt."""
+    data = tmp_path / "relay"
+    store = provision(data)
+    deep = msgpack.packb({"t": "hello", "x": None})[:-1] + b"\x91" * 100_000 + b"\xc0"
+    with relay(data) as server:
+        token = EnrolmentInvite.decode(invite(data, store, server.url))
+        device_id, key = await enrol_over_http(server.url, token.encode())
+        before = audit_rows(data)
+        for endpoint in ("/v1/agent", "/v1/console"):
+            async with connect(server.url + endpoint, max_size=None) as ws:
+                await ws.send(deep)
+                assert await close_code(ws, timeout=10) == 1007
+        async with connect(server.url + "/v1/agent") as ws:
+            _, answer = await agent_handshake(ws, device_id, key)
+            assert isinstance(answer, m.AuthAccepted)
+            await ws.send(deep)
+            assert await close_code(ws, timeout=10) == 1007
+        async with connect(server.url + "/v1/agent") as ws:  # the till comes back as before
+            _, answer = await agent_handshake(ws, device_id, key)
+            assert isinstance(answer, m.AuthAccepted)
+        assert healthz(server.port) == 200
+    after = audit_rows(data)[len(before) :]
+    refused = [
+        r for r in after if r["actor"] == f"device:{device_id}" and r["outcome"] == "refused"
+    ]
+    assert refused  # the signed-in till's bad frame is on its record
+    assert "Traceback" not in server.log()
+    assert "intact" in verify(data)
 
 
 # --- file modes -------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ def test_a_run_that_outlives_its_route_is_reconciled_from_the_agent(tmp_path: Pa
     add(repo, tmp_path, script, body=b"echo going\nsleep 6\necho done\n")
     approve(repo, "alice", "bob")
     repo.publish(relay_dir)
-    relay, url = start_relay(relay_dir, "--request-timeout", "2")
+    # the script's own run timeout (30 s) is past what this relay holds a request for
+    relay, url = start_relay(relay_dir, "--request-timeout", "2", "--max-run-timeout", "0")
     agent = None
     till = tmp_path / "till"
     results = till / "scripts" / "results.json"
@@ -259,14 +260,14 @@ def test_a_run_that_outlives_its_route_is_reconciled_from_the_agent(tmp_path: Pa
     assert (second_run["status"], second_run["via"]) == ("failed", "job.query")
     assert "interrupted" in str(second_run["error"])
     assert "intact" in ok(py("relay", "audit", "verify", "--data", str(relay_dir)))
-    assert json.loads(results.read_text())  # still readable by the next agent
+    assert json.loads(results.read_text())["format"] == 2  # still readable by the next agent
 
 
 def _statuses(results: Path) -> list[str]:
     import json
 
     try:
-        return [entry["status"] for entry in json.loads(results.read_text())]
+        return [entry["status"] for entry in json.loads(results.read_text())["results"]]
     except (FileNotFoundError, ValueError):
         return []
 
@@ -288,3 +289,70 @@ def _reconciled(relay_dir: Path) -> list[dict[str, object]]:
             await storage.close()
 
     return asyncio.run(read())
+
+
+def test_a_run_survives_the_relay_dying_and_its_end_is_reconciled(tmp_path: Path) -> None:
+    # docs/protocol.md#request-lifetime-relay, with real processes: the relay is killed while a
+    # script runs. The run is the agent's script service's, not its connection's: it goes on to
+    # its end. The restarted relay marks the job unknown, asks the reconnected agent (again at
+    # each heartbeat while it still runs) and reconciles it to what really happened.
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    relay_dir = tmp_path / "relay"
+    store = provision(relay_dir)
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("printer-status")
+    script.update({"risk": "A", "unattended": True, "consent": False})
+    began, marker = tmp_path / "began.txt", tmp_path / "done.txt"
+    body = f"echo going > {began}\nsleep 4\necho done > {marker}\n"
+    add(repo, tmp_path, script, body=body.encode())
+    approve(repo, "alice", "bob")
+    repo.publish(relay_dir)
+    with socket.socket() as probe:  # a fixed port, so the restarted relay is where the till looks
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = ("--port", str(port), "--heartbeat", "1")
+    relay, url = start_relay(relay_dir, *serve)
+    agent = run = None
+    till = tmp_path / "till"
+    results = till / "scripts" / "results.json"
+    try:
+        ok(enroll(relay_dir, store, url, till, repo.root_hash()))
+        agent, device = start_agent(till, "--max-backoff", "0.5")
+        tech = Technician(tmp_path / "tech").login(url)
+        flags = ("--version", "1.0.0", "--unattended")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "posassist.console", "run", device, "printer-status", *flags],
+            env=tech.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not began.exists():  # verified (fetched from the relay) and running
+            assert time.monotonic() < deadline, "the run did not start on the till"
+            time.sleep(0.05)
+        assert _statuses(results) == ["running"]
+        relay.send_signal(signal.SIGKILL)  # mid-run: the agent's connection drops
+        assert relay.wait(timeout=10) == -signal.SIGKILL
+        stop(relay)  # its pipes closed
+        relay, _ = start_relay(relay_dir, *serve)
+        deadline = time.monotonic() + 40
+        while not _reconciled(relay_dir):
+            assert time.monotonic() < deadline, "the relay did not reconcile the run"
+            time.sleep(0.2)
+    finally:
+        if run is not None:
+            run.kill()
+            run.wait(timeout=15)
+        if agent is not None:
+            stop(agent)  # type: ignore[arg-type]
+        stop(relay)
+    (reconciled,) = _reconciled(relay_dir)
+    assert (reconciled["status"], reconciled["via"]) == ("succeeded", "job.query"), reconciled
+    assert marker.read_text() == "done\n"  # the script ran to its end, not cut short
+    assert _statuses(results) == ["succeeded"]
+    assert "intact" in ok(py("relay", "audit", "verify", "--data", str(relay_dir)))

@@ -15,6 +15,7 @@ from posassist.relay.limits import (
     ConnectionLimits,
     ConnectionTable,
     Refusal,
+    fit_to_descriptors,
     guard_middleware,
     trust_connection,
 )
@@ -238,3 +239,29 @@ async def test_a_signed_in_websocket_is_forgotten_by_the_guard() -> None:
                 assert await r.text() == "hi"
             await ws.send_str("bye")
         assert refused == []
+
+
+# --- file descriptors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("descriptors", "total", "per_address", "expected"),
+    [
+        (256, 1024, 256, (96, 48)),  # the caps shrink to fit
+        (256, 50, 10, (50, 10)),  # smaller caps stay
+        (256, 0, 256, (96, 48)),  # "no cap" is still bounded by the descriptors
+        (256, 1024, 0, (96, 0)),  # no per-address cap (behind a proxy) stays so
+        (1_048_576, 1024, 256, (1024, 256)),  # plenty: the defaults stand
+        (0, 1024, 256, (1024, 256)),  # unknown (Windows): unchanged
+        (70, 1024, 256, (3, 1)),  # almost nothing left: still a working relay
+        (10, 1024, 256, (2, 1)),
+    ],
+)
+def test_caps_fit_the_file_descriptors(
+    descriptors: int, total: int, per_address: int, expected: tuple[int, int]
+) -> None:
+    fitted = fit_to_descriptors(
+        ConnectionLimits(max_unauthenticated=total, max_unauthenticated_per_address=per_address),
+        descriptors,
+    )
+    assert (fitted.max_unauthenticated, fitted.max_unauthenticated_per_address) == expected

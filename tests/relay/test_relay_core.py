@@ -714,15 +714,22 @@ async def test_metrics_count_agents_consoles_routed_requests_and_refusals(relay:
 
 
 async def test_console_that_stops_reading_is_disconnected_not_the_agent(tmp_path: Path) -> None:
+    # The console's diagnostics request fails (console_gone); its script runs on at the till
+    # regardless, so that job is unknown until the agent's end of it reconciles it
+    # (docs/protocol.md#request-lifetime-relay).
     relay = await start_relay(tmp_path, max_outbox=4)
     try:
         device_id, key = await relay.enrol()
         async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+            await console.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=60))
             await console.request(
-                m.ScriptRunRequest(id=1, device_id=device_id, script="flood", version="1")
+                m.ScriptRunRequest(id=2, device_id=device_id, script="flood", version="1")
             )
-            (request,) = await agent.next()
-            rid = request.id  # type: ignore[attr-defined]
+            asked: list[m.Message] = []
+            while len(asked) < 2:
+                asked += await agent.next()
+            (request,) = [r for r in asked if isinstance(r, m.ScriptRunRequest)]
+            rid = request.id
             chunk = b"x" * 65_536
             assert console.ws is not None
             # the console reads nothing while the agent streams far more than socket buffers hold
@@ -738,13 +745,26 @@ async def test_console_that_stops_reading_is_disconnected_not_the_agent(tmp_path
             await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
             (ack,) = await agent.next()
             assert isinstance(ack, m.HeartbeatAck)
-        (job,) = await _jobs(relay)
-        assert job.status is JobStatus.FAILED
-        assert (job.error or "").startswith("console_gone")
-        # and audited: the request's end is in the chain, which still verifies
-        assert ("script.run.finished", "failed", f"device:{device_id}") in (
-            await relay.audit_actions()
-        )
+            jobs = {job.kind: job for job in await _jobs(relay)}
+            assert jobs["diag.request"].status is JobStatus.FAILED
+            assert (jobs["diag.request"].error or "").startswith("console_gone")
+            assert jobs["script.run"].status is JobStatus.UNKNOWN
+            # the script ends at the till: the job says how, though nobody watches any more
+            await agent.reply(
+                m.ScriptFinished(id=rid, job_id="j", status="succeeded", finished_at=2.0)
+            )
+            # the relay handles an agent's frames in order: the ack comes once the job is settled
+            await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+            (ack,) = await agent.next()
+            assert isinstance(ack, m.HeartbeatAck)
+            assert relay.state.router.orphans == 0
+        jobs = {job.kind: job for job in await _jobs(relay)}
+        assert jobs["script.run"].status is JobStatus.SUCCEEDED
+        # and audited: each request's end is in the chain, which still verifies
+        actions = await relay.audit_actions()
+        assert ("diag.request.finished", "failed", f"device:{device_id}") in actions
+        assert ("script.run.finished", "unknown", f"device:{device_id}") in actions
+        assert ("script.run.reconciled", "ok", f"device:{device_id}") in actions
         await _chain_ok(relay)
     finally:
         await relay.server.close()

@@ -259,16 +259,21 @@ async def test_an_agent_that_disconnects_mid_run_leaves_it_unknown_and_a_v2_agen
     await _chain_ok(relay)
 
 
-async def test_an_agent_without_a_record_of_the_job_reconciles_it_as_not_run(relay: Relay) -> None:
+async def test_a_job_the_agent_never_received_fails_as_never_delivered(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     other_device, _ = await relay.enrol()
     async with Console(relay) as console:
         async with Agent(relay, device_id, key) as agent:
             request = await _run(relay, console, agent, device_id)
+            forgotten = await relay.state.storage.create_job(
+                device_id, "script.run", "tech", now=relay.clock()
+            )
+            await relay.state.storage.finish_job(forgotten.id, JobStatus.UNKNOWN, now=relay.clock())
         await console.next()
         async with Agent(relay, device_id, key) as agent:
             (query,) = await agent.next()
             assert isinstance(query, m.JobQuery)
+            assert set(query.job_ids) == {request.job_id, forgotten.id}
             other_job = await relay.state.storage.create_job(
                 other_device, "script.run", "tech", now=relay.clock()
             )
@@ -278,16 +283,63 @@ async def test_an_agent_without_a_record_of_the_job_reconciles_it_as_not_run(rel
                 # another device's job can't be touched from here
                 {"job_id": other_job.id, "status": "succeeded", **blank},
                 {"job_id": "job_nonexistent", "status": "succeeded", **blank},
-                {"job_id": request.job_id, "status": "unknown", **blank},
+                # received, but its result is no longer kept: proves nothing, stays unknown
+                {"job_id": forgotten.id, "status": "unknown", **blank},
+                # the till's receipts log proves the request never reached it
+                {"job_id": request.job_id, "status": "never_received", **blank},
             )
             await agent.reply(m.JobResults(id=query.id, results=results))
-            await wait_until(lambda: _status(relay) is JobStatus.FAILED)
+            await _settled(agent)
     mine = await relay.state.storage.get_job(str(request.job_id))
     assert (mine.status, mine.error) == (
         JobStatus.FAILED,
-        "not_run: the device has no record of this job",
+        "never_delivered: the device never received this job",
     )
+    assert (await relay.state.storage.get_job(forgotten.id)).status is JobStatus.UNKNOWN
     assert (await relay.state.storage.get_job(other_job.id)).status is JobStatus.UNKNOWN
+    reconciled = [r for r in await _records(relay) if r.action == "script.run.reconciled"]
+    assert [(r.detail["job"], str(r.outcome)) for r in reconciled] == [(request.job_id, "failed")]
+    await _chain_ok(relay)
+
+
+async def test_a_job_still_running_is_asked_about_at_every_heartbeat_until_it_ends(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Console(relay) as console:
+        async with Agent(relay, device_id, key) as agent:
+            request = await _run(relay, console, agent, device_id)
+        await console.next()
+        job_id = str(request.job_id)
+        blank = {"exit_code": None, "finished_at": None, "backup_id": None, "detail": ""}
+        async with Agent(relay, device_id, key) as agent:
+            (query,) = await agent.next()
+            assert isinstance(query, m.JobQuery)
+            running = {"job_id": job_id, "status": "running", **blank}
+            await agent.reply(m.JobResults(id=query.id, results=(running,)))
+            for seq in (1, 2):
+                # each heartbeat brings the question again while the script still runs
+                seen = await _settled(agent, seq)
+                if not any(isinstance(msg, m.JobQuery) for msg in seen):
+                    seen += await agent.next()
+                ack, again = seen
+                assert isinstance(ack, m.HeartbeatAck)
+                assert isinstance(again, m.JobQuery)
+                assert again.job_ids == (job_id,)
+                assert (await relay.state.storage.get_job(job_id)).status is JobStatus.UNKNOWN
+                if seq == 1:
+                    await agent.reply(m.JobResults(id=again.id, results=(running,)))
+            # the second question is not answered yet: the next heartbeat doesn't ask twice
+            assert [msg.TAG for msg in await _settled(agent, seq=3)] == ["heartbeat.ack"]
+            done = {**running, "status": "succeeded", "exit_code": 0, "finished_at": 9.0}
+            assert isinstance(again, m.JobQuery)
+            await agent.reply(m.JobResults(id=again.id, results=(done,)))
+            # (a second question at seq 3 would have come after its ack, so before this one)
+            assert [msg.TAG for msg in await _settled(agent, seq=4)] == ["heartbeat.ack"]
+            assert (await relay.state.storage.get_job(job_id)).status is JobStatus.SUCCEEDED
+            # answered: nothing more to ask (a query would come before this ack's successor)
+            assert [msg.TAG for msg in await _settled(agent, seq=5)] == ["heartbeat.ack"]
+            assert [msg.TAG for msg in await _settled(agent, seq=6)] == ["heartbeat.ack"]
     await _chain_ok(relay)
 
 
@@ -396,3 +448,89 @@ async def test_a_session_closed_during_the_handshake_ends_quietly(
     assert "connection closed during the handshake" in caplog.text
     assert "Traceback" not in caplog.text
     assert relay.state.router.agent(device_id) is None
+
+
+async def _settled(agent: Agent, seq: int = 1) -> list[m.Message]:
+    """The relay handles an agent's frames in order: once this heartbeat's ack is back,
+    everything the agent sent before it (steps, the end, its audit records) has been handled.
+    Returns what the relay sent up to that ack, the ack included."""
+    await agent.reply(m.Heartbeat(seq=seq, sent_at=1.0))
+    seen: list[m.Message] = []
+    while not any(isinstance(msg, m.HeartbeatAck) and msg.seq == seq for msg in seen):
+        seen += await agent.next()
+    return seen
+
+
+async def test_a_console_gone_mid_script_leaves_it_unknown_then_its_end_reconciles(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        async with Console(relay) as console:
+            request = await _run(relay, console, agent, device_id)
+            await agent.reply(m.ScriptStarted(id=request.id, job_id="j", started_at=1.0))
+            await console.next()
+        # the console left; the till doesn't care: the script runs on
+        await wait_until(lambda: relay.state.router.orphans == 1)
+        job = await _only_job(relay)
+        assert job.status is JobStatus.UNKNOWN
+        assert (job.error or "").startswith("outcome_unknown: the console disconnected")
+        await agent.reply(_progress(request.id, "backup_made", backup_id="bk-1"))
+        await agent.reply(_finished(request.id, "failed"))
+        await _settled(agent)
+        assert relay.state.router.orphans == 0
+    job = await _only_job(relay)
+    assert job.status is JobStatus.FAILED
+    actions = [(r.action, str(r.outcome)) for r in await _records(relay)]
+    assert actions[-4:] == [
+        ("script.run", "ok"),
+        ("script.run.finished", "unknown"),
+        ("script.run.backup_made", "ok"),
+        ("script.run.reconciled", "failed"),
+    ]
+    await _chain_ok(relay)
+
+
+async def test_the_stated_run_timeout_holds_a_silent_running_script(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        request = await _run(relay, console, agent, device_id)
+        rid = request.id
+        await agent.reply(_progress(rid, "verified", risk="A", run_timeout=30.0))
+        await agent.reply(m.ScriptStarted(id=rid, job_id="j", started_at=1.0))
+        await _settled(agent)
+        # the script is silent for ten request timeouts, inside its own run timeout
+        relay.clock.offset += 10 * REQUEST_TIMEOUT
+        assert relay.state.router.expire(relay.clock()) == []
+        await agent.reply(_finished(rid))
+        seen: list[m.Message] = []
+        while not seen or not isinstance(seen[-1], m.ScriptFinished):
+            seen += await console.next()
+    job = await _only_job(relay)
+    assert job.status is JobStatus.SUCCEEDED
+    await _chain_ok(relay)
+
+
+async def test_a_flood_of_steps_is_audited_up_to_the_cap_and_counted(relay: Relay) -> None:
+    from posassist.relay.routing import MAX_AUDITED_STEPS
+
+    flood = MAX_AUDITED_STEPS + 36
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        request = await _run(relay, console, agent, device_id)
+        for n in range(flood):
+            await agent.reply(_progress(request.id, "backup_made", n=n))
+        await agent.reply(_finished(request.id))
+        await _settled(agent)
+        seen: list[m.Message] = []
+        while not seen or not isinstance(seen[-1], m.ScriptFinished):
+            seen += await console.next()
+        assert len(seen) == flood + 1  # the technician still sees every step
+    records = await _records(relay)
+    steps = [r for r in records if r.action == "script.run.backup_made"]
+    assert len(steps) == MAX_AUDITED_STEPS
+    assert [r.detail["agent"]["n"] for r in steps] == list(range(MAX_AUDITED_STEPS))
+    finished = records[-1]
+    assert finished.action == "script.run.finished"
+    assert finished.detail["steps_not_audited"] == 36
+    await _chain_ok(relay)

@@ -297,3 +297,64 @@ def test_forward_to_a_closing_link_is_offline(router: InProcessRouter) -> None:
     with pytest.raises(OfflineError):
         _forward(router, FakeLink("console"), 41)
     assert router.routes_in_flight == 0
+
+
+def test_a_console_leaving_orphans_its_script_routes_and_drops_the_rest(
+    router: InProcessRouter,
+) -> None:
+    agent = FakeLink("agent")
+    router.attach_agent(DEVICE, agent)
+    console = FakeLink("console")
+    script = _run(router, console, 41)
+    diag = _forward(router, console, 42)
+    assert router.detach_console(console) == [script, diag]
+    assert (script.orphaned, diag.orphaned) == (True, False)
+    assert (router.routes_in_flight, router.orphans) == (0, 1)
+    # the script runs on at the till: its session still expects its replies; the diag's not
+    assert agent.session.requests_in_flight == 1
+    assert router.expire(now=10_000.0) == []  # an orphan never expires twice
+    assert router.deliver(agent, _step(1, "backup_made"), now=103.0) is script
+    done = m.ScriptFinished(id=1, job_id="j", status="succeeded", finished_at=1.0)
+    assert router.deliver(agent, done, now=104.0) is script
+    assert router.orphans == 0
+
+
+@pytest.mark.parametrize(
+    ("stated", "held"),
+    [(600, 600.0), (7200.0, 3600.0), (-1, 0.0), ("forever", 3600.0), (None, 3600.0)],
+)
+def test_the_run_timeout_the_agent_states_holds_the_route_bounded(
+    router: InProcessRouter, stated: object, held: float
+) -> None:
+    router.attach_agent(DEVICE, FakeLink("agent"))
+    route = _run(router, FakeLink("console"), 41, timeout=10)
+    rid = route.agent_request_id
+    router.deliver(route.agent, _step(rid, "verified", run_timeout=stated), now=101.0)
+    assert route.deadline == 101.0 + held + 10
+    # consent comes before the run: the wait for it, then the run
+    router.deliver(route.agent, _step(rid, "consent_asked", timeout=120), now=102.0)
+    assert route.deadline == 102.0 + 120 + held + 10
+    # the run's clock starts when the script does
+    router.deliver(route.agent, m.ScriptStarted(id=rid, job_id="j", started_at=1.0), now=300.0)
+    assert route.deadline == 300.0 + held + 10
+    assert router.expire(now=300.0 + held + 9.9) == []
+    assert router.expire(now=300.0 + held + 10) == [route]
+
+
+def test_without_a_stated_run_timeout_only_the_request_timeout_holds(
+    router: InProcessRouter,
+) -> None:
+    router.attach_agent(DEVICE, FakeLink("agent"))
+    route = _run(router, FakeLink("console"), 41, timeout=10)
+    rid = route.agent_request_id
+    router.deliver(route.agent, _step(rid, "verified", risk="A"), now=101.0)
+    router.deliver(route.agent, m.ScriptStarted(id=rid, job_id="j", started_at=1.0), now=102.0)
+    assert route.deadline == 112.0
+
+
+def test_steps_past_the_audit_cap_are_counted_not_audited() -> None:
+    router = InProcessRouter(max_audited_steps=3)
+    router.attach_agent(DEVICE, FakeLink("agent"))
+    route = _run(router, FakeLink("console"), 41)
+    assert [router.audit_step(route) for _ in range(5)] == [True, True, True, False, False]
+    assert (route.steps_audited, route.steps_not_audited) == (3, 2)

@@ -120,6 +120,48 @@ async def test_operator_unlock_lets_the_user_in_at_once_and_is_audited(
     assert "no user ghost" in capsys.readouterr().err
 
 
+async def test_a_stranger_cycling_through_names_grows_the_audit_log_boundedly(
+    relay: Relay,
+) -> None:
+    """Unknown names and backed-off tries are summarised (nothing was looked at); a wrong
+    password for a real user stays one record each, and the back-off keeps those few."""
+    before = len([r async for r in relay.state.storage.records()])
+    unknown, admin = 60, 20
+
+    async def guesses() -> list[int]:
+        statuses = []
+        connector = TCPConnector(local_addr=(STRANGER, 0), limit=8)
+        async with ClientSession(connector=connector) as http:
+
+            async def one(username: str) -> None:
+                body = {"username": username, "password": "guess guess guess"}
+                async with http.post(relay.http + "/v1/login", json=body) as response:
+                    statuses.append(response.status)
+
+            await asyncio.gather(*(one(f"user{i}\x1b[2J") for i in range(unknown)))
+            for _ in range(admin):  # in order: the back-off starts after the fifth
+                await one("admin")
+        return statuses
+
+    statuses = await guesses()
+    assert statuses == [401] * (unknown + admin)
+    await relay.state.write_refusal_summaries(final=True)
+    rows = [r async for r in relay.state.storage.records()][before:]
+    refusals = [r for r in rows if (r.action, r.outcome) == ("user.login", "refused")]
+    # every try is in exactly one record, alone or counted ...
+    assert sum(int(r.detail.get("count", 1)) for r in refusals) == unknown + admin
+    # ... and the records are few: one per wrong password for the real user, the first of the
+    # rest in full, and one summary of the others (by reason)
+    reasons = [str(r.detail.get("reason")) for r in refusals if not r.detail.get("summary")]
+    assert sorted(reasons) == sorted(["bad password"] * 5 + ["unknown user"]), reasons
+    (summary,) = [r for r in refusals if r.detail.get("summary")]
+    assert summary.detail["reasons"] == {"bad_credentials": unknown - 1, "locked_out": admin - 5}
+    assert summary.actor == f"ip:{STRANGER}"
+    # and the admin, from their own desk, signs in all the same
+    status, body, _ = await login_from(relay, ADMIN_DESK, "admin", PASSWORD)
+    assert status == 200, body
+
+
 # -- the back-off itself (pure) -----------------------------------------------------------------
 
 

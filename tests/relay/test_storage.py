@@ -603,6 +603,39 @@ async def test_restart_marks_unfinished_jobs_failed(storage):
     assert await storage.mark_running_jobs_failed("again", now=NOW + 61) == 0
 
 
+async def test_restart_marks_unfinished_script_jobs_unknown_audited(storage):
+    from posassist.relay.audit import verify_store
+
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    script = await storage.create_job(device.id, "script.run", "usr_a", now=NOW)
+    await storage.start_job(script.id, now=NOW)
+    restore = await storage.create_job(device.id, "script.restore", "usr_a", now=NOW)
+    diag = await storage.create_job(device.id, "diag.request", "usr_a", now=NOW)
+    done = await storage.create_job(device.id, "script.run", "usr_a", now=NOW)
+    await storage.finish_job(done.id, JobStatus.SUCCEEDED, now=NOW + 1)
+
+    kinds = {"script.run", "script.restore"}
+    marked = await storage.mark_unfinished_jobs_unknown(kinds, "relay_restarted", now=NOW + 60)
+    assert [job.id for job in marked] == [script.id, restore.id]
+    for job in marked:
+        assert (job.status, job.error, job.finished_at) == (
+            JobStatus.UNKNOWN,
+            "relay_restarted",
+            NOW + 60,
+        )
+    assert (await storage.get_job(diag.id)).status is JobStatus.PENDING  # not a script
+    assert (await storage.get_job(done.id)).status is JobStatus.SUCCEEDED
+    records = [r async for r in storage.records()]
+    ends = [(r.action, str(r.outcome), r.detail["job"], r.actor) for r in records[-2:]]
+    assert ends == [
+        ("script.run.finished", "unknown", script.id, "user:usr_a"),
+        ("script.restore.finished", "unknown", restore.id, "user:usr_a"),
+    ]
+    assert await storage.mark_unfinished_jobs_unknown(kinds, "again", now=NOW + 61) == []
+    assert (await verify_store(storage)).ok
+
+
 async def test_an_unknown_job_is_reconciled_once_to_a_real_outcome(storage):
     from posassist.relay.audit import AuditEntry, Outcome, verify_store
 

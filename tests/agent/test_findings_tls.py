@@ -1,0 +1,114 @@
+"""TLS expiry of the payment gateways a POS profile names (§5 #18): a real TLS server on 127.0.0.1
+whose certificate expires in days, one that has expired, and one that refuses connections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from posassist.agent.collectors import network
+from posassist.agent.diagnostics import DiagContext
+from posassist.agent.errors import ConfigError
+from posassist.agent.findings import Severity, evaluate
+from posassist.agent.profile import parse_profile
+from posassist.agent.settings import Settings
+from tests.relay.certs import make_certificate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+class TlsServer:
+    """Accepts TLS handshakes on 127.0.0.1 with the given certificate, then closes."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.handshakes = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                conn.settimeout(5.0)
+                with self.context.wrap_socket(conn, server_side=True):
+                    self.handshakes += 1
+            except OSError:
+                conn.close()
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self.thread.join(timeout=5.0)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[object]:
+    servers: list[TlsServer] = []
+
+    def start(days: float, stem: str) -> TlsServer:
+        now = dt.datetime.now(dt.UTC)
+        cert = make_certificate(
+            not_before=now - dt.timedelta(days=400), not_after=now + dt.timedelta(days=days)
+        )
+        server = TlsServer(*cert.write(tmp_path, stem))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _profile(hosts: list[str]) -> object:
+    listed = ", ".join(f'"{h}"' for h in hosts)
+    return parse_profile(f'name = "t"\n[payment]\nhosts = [{listed}]\n')
+
+
+def test_gateway_certificates_expiring_expired_and_a_refused_gateway(
+    tls_server, unused_port
+) -> None:
+    soon = tls_server(3.0, "soon")
+    gone = tls_server(-2.0, "gone")
+    fine = tls_server(200.0, "fine")
+    hosts = [f"127.0.0.1:{s.port}" for s in (soon, gone, fine)] + [f"127.0.0.1:{unused_port}"]
+    profile = _profile(hosts)
+    ctx = DiagContext(Settings(), profile=profile)  # type: ignore[arg-type]
+    data = network.collect(ctx)
+    assert [g["port"] for g in data["payment_gateways"]] == [int(h[10:]) for h in hosts]
+    report = {"sections": {"network": {"ok": True, "data": data}}}
+    found = {f.subject: f for f in evaluate(report, profile, time.time())}  # type: ignore[arg-type]
+    assert found[hosts[0]].code == "gateway.tls_expiring"
+    assert found[hosts[0]].severity is Severity.WARNING
+    assert "in 3 days" in found[hosts[0]].detail["en"]
+    assert found[hosts[1]].code == "gateway.tls_expired"
+    assert found[hosts[1]].severity is Severity.CRITICAL
+    assert "2 days ago" in found[hosts[1]].detail["en"]
+    assert hosts[2] not in found  # 200 days left
+    assert found[hosts[3]].code == "gateway.unreachable"
+    assert soon.handshakes == 1
+
+
+@pytest.mark.parametrize(
+    "bad", ["pay.example.cn", "pay.example.cn:0", "pay.example.cn:99999", "-x:443", "a b:443"]
+)
+def test_a_profile_gateway_that_is_not_host_port_is_refused(bad) -> None:
+    with pytest.raises(ConfigError, match=r"\[payment\] hosts"):
+        _profile([bad])

@@ -1,0 +1,83 @@
+"""``make demo`` runs scripts/demo.py: run it to the end in a private folder and check what it
+says it shows, and that it leaves no process and nothing in the checkout behind."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "scripts" / "demo.py"
+
+
+def _demo(data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(DEMO), "--data", str(data)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _checkout_demo_data() -> tuple[bool, float]:
+    default = ROOT / "demo-data"
+    return default.exists(), default.stat().st_mtime if default.exists() else 0.0
+
+
+def test_make_demo_runs_the_demo_script() -> None:
+    assert "$(BIN)/python scripts/demo.py" in (ROOT / "Makefile").read_text()
+
+
+def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    before = _checkout_demo_data()
+    result = _demo(data)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "==> Demo finished / 演示完成" in out
+    # the operator's relay and store, on 127.0.0.1
+    assert re.search(r"organisation org_[0-9a-f]+ → merchant → store sto_[0-9a-f]+", out), out
+    assert re.search(r"listening on ws://127\.0\.0\.1:\d+", out), out
+    printer = re.search(r"printer answering DLE EOT on (127\.0\.0\.1):(\d+)", out)
+    assert printer is not None, out
+    # the till enrols; the same token a second time is refused by the relay
+    (device,) = set(re.findall(r"enrolled as device (dev_[0-9a-f]+)", out))
+    assert "enrolment token already used" in out
+    assert re.search(rf"connected to relay relay-\w+ as {device} \(v\d+\)", out), out
+    # the technician sees it online, and the printer's paper running low
+    (listed,) = [line for line in out.splitlines() if line.startswith(device)]
+    assert listed.split()[1] == "yes", listed
+    assert f"diagnostics of {device}" in out
+    assert "the till's printer reports / 打印机报告: paper_near_end" in out
+    assert "audit chain intact" in out
+    # it made its world in the folder given, none in the checkout, and stopped what it started
+    assert {p.name for p in data.iterdir()} >= {".posassist-demo", "relay", "noodle-shop-till"}
+    assert _checkout_demo_data() == before
+    left = [
+        proc.info["cmdline"]
+        for proc in psutil.process_iter(["cmdline"])
+        if str(data) in " ".join(proc.info["cmdline"] or ())
+    ]
+    assert left == []
+    with socket.socket() as probe:
+        assert probe.connect_ex((printer[1], int(printer[2]))) != 0  # the printer is gone too
+
+
+def test_demo_refuses_a_folder_it_did_not_make_and_leaves_it_alone(tmp_path: Path) -> None:
+    data = tmp_path / "precious"
+    data.mkdir()
+    (data / "notes.txt").write_text("keep me")
+    result = _demo(data)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"demo: {data} is not empty and not an earlier demo's; choose --data"
+    )
+    assert [p.name for p in data.iterdir()] == ["notes.txt"]
+    assert (data / "notes.txt").read_text() == "keep me"

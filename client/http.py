@@ -30,7 +30,6 @@ import contextlib
 import functools
 import http.client
 import json
-import re
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Type
 from urllib.parse import SplitResult, urlsplit
@@ -194,17 +193,12 @@ class Response:
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             detail = json.loads(self.body.decode("utf-8"))
             if isinstance(detail, dict):
-                # the relay's words reach a terminal in error_line: no control characters
-                error = _CONTROL.sub("", str(detail.get("error", "")))[:80]
-                message = _CONTROL.sub("", str(detail.get("message", "")))[:200]
+                error = str(detail.get("error", ""))[:80]
+                message = str(detail.get("message", ""))[:200]
         cls: Type[HttpStatusError] = (
             HttpRefusedError if self.status in (401, 403) else HttpStatusError
         )
         raise cls(self.status, error, message)
-
-
-#: Control characters (C0, DEL, C1): never printed from a relay's answer.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _too_large(length: Optional[str], max_bytes: int) -> bool:

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.cli import provision, start_relay, stop
+from tests.e2e.cli import provision, py, start_relay, stop
+from tests.e2e.test_untrusted_relay import audit_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 #: Put into every request: it must never come back in an answer.
 MARK = "zz<script>alert(1)</script>zz"
@@ -100,3 +102,16 @@ def test_our_own_errors_carry_chinese_too(relay: tuple[str, int]) -> None:
     request += MARK.encode() + b"\r\nConnection: close\r\n\r\n"
     answer = _check(*_exchange(relay, request), 401)
     assert answer["message_zh"] == "登录已失效, 请重新登录"
+
+
+@pytest.mark.parametrize("bad", ["dev 1", "dev\x1b[2J", "d" * 65])
+def test_relay_cli_refuses_to_revoke_what_cannot_be_a_device_id(tmp_path: Path, bad: str) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    before = audit_rows(data)
+    result = py("relay", "device", "revoke", bad, "--data", str(data))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: bad argument: DEVICE_ID must be"), result.stderr
+    assert len(result.stderr.splitlines()) == 1  # nothing opened: not even a migration log
+    assert "\x1b" not in result.stderr
+    assert audit_rows(data) == before  # nothing revoked, nothing audited

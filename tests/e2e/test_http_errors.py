@@ -25,12 +25,18 @@ MARK = "zz<script>alert(1)</script>zz"
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     data = tmp_path_factory.mktemp("relay")
     provision(data)
-    proc, url = start_relay(data)
-    host, _, port = url.removeprefix("ws://").partition(":")
-    try:
-        yield host, int(port)
-    finally:
-        stop(proc)
+    with (data / "relay.log").open("w") as log:
+        proc, url = start_relay(data, log=log)
+        host, _, port = url.removeprefix("ws://").partition(":")
+        try:
+            yield host, int(port)
+        finally:
+            stop(proc)
+    # a stranger's bytes don't reach the log either, nor a traceback per bad request
+    logged = (data / "relay.log").read_text()
+    assert "bad request from 127.0.0.1: HTTP 400" in logged
+    assert "Traceback" not in logged
+    assert "<script>" not in logged
 
 
 def _exchange(address: tuple[str, int], request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -83,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
     init = with_data(commands.add_parser("init", help="create the database and the first admin"))
     init.add_argument("--admin-user", default="admin")
-    init.add_argument("--admin-password-file", type=Path, help="read the password from here")
+    init.add_argument(
+        "--admin-password-file",
+        type=Path,
+        help="read the password from here (default: print a one-time password)",
+    )
 
     serve = with_data(commands.add_parser("serve", help="accept agents and consoles"))
     serve.add_argument("--host", default="127.0.0.1")
@@ -329,6 +333,10 @@ async def _init(args: argparse.Namespace, storage: SqlStorage, config: RelayConf
     if not given:
         print(f"admin user: {args.admin_user}")
         print(f"one-time admin password (shown once, change it): {password}")
+        print(
+            f"change it with: posassist-relay user password {args.admin_user} --data {args.data} "
+            "--password-file FILE"
+        )
     return 0
 
 

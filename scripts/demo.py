@@ -232,11 +232,17 @@ def main(argv: list[str] | None = None) -> int:
             run("console", "diag", device, "--collector", "printers", "--json", show=False).stdout
         )
         problems = sorted(_problems(sections))
-        print(f"the till's printer reports / 打印机报告: {', '.join(problems) or 'no problem'}")
+        codes = sorted(_finding_codes(sections))
+        print(f"the printer's status bits / 打印机状态: {', '.join(problems) or 'no problem'}")
+        print(f"finding codes / 诊断代码: {', '.join(codes) or 'none'}")
 
         step("Every step is in the hash-chained audit log")
         run("relay", "audit", "verify", "--data", str(relay_dir))
-        ok = again.returncode == 3 and "paper_near_end" in problems
+        ok = (
+            again.returncode == 3
+            and "paper_near_end" in problems
+            and "printer.paper_near_end" in codes
+        )
     finally:
         for child in reversed(children):
             child.terminate()
@@ -259,15 +265,26 @@ def _problems(data: object) -> set[str]:
     return set()
 
 
+def _finding_codes(sections: object) -> set[str]:
+    """The codes of the findings in each section of a report (docs/findings.md#json)."""
+    codes: set[str] = set()
+    for section in sections.values() if isinstance(sections, dict) else ():
+        findings = section.get("findings") if isinstance(section, dict) else None
+        for finding in findings if isinstance(findings, list) else ():
+            if isinstance(finding, dict) and isinstance(finding.get("code"), str):
+                codes.add(finding["code"])
+    return codes
+
+
 def _interesting(report: str) -> list[str]:
-    """Every section's heading, and the printer section in full, to keep the demo readable."""
+    """The findings in full and each section's heading, to keep the demo readable."""
     keep: list[str] = []
     section = ""
     for line in report.splitlines():
-        if line.startswith("["):
+        if line.startswith(("[", "== ")):
             section = line
             keep.append(line)
-        elif section.startswith("[printers]") or line.startswith("diagnostics"):
+        elif section.startswith("== ") or line.startswith("diagnostics"):
             keep.append(line)
     return keep
 

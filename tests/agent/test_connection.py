@@ -203,3 +203,57 @@ async def test_agent_sends_no_facts_to_a_relay_speaking_only_version_1(
     assert "heartbeat" in [msg.TAG for _, msg in recorder.sent]
     actions = [a for a, _, _ in await relay.audit_actions()]
     assert "agent.message" not in actions
+
+
+@pytest.mark.parametrize(
+    ("versions", "said"), [(SUPPORTED_VERSIONS, "never_received"), ((1, 2, 3), "unknown")]
+)
+async def test_a_job_the_till_never_received_is_answered_in_words_the_relay_knows(
+    relay: Relay,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    versions: tuple[int, ...],
+    said: str,
+) -> None:
+    # docs/protocol.md#request-lifetime-relay: never_received is v4; a v3 relay hears unknown
+    from posassist.agent.scripts.service import ScriptService
+    from posassist.relay.storage import JobStatus
+
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    storage = relay.state.storage
+    job = await storage.create_job(identity.device_id, "script.run", "tech", now=relay.clock())
+    await storage.finish_job(job.id, JobStatus.UNKNOWN, now=relay.clock())
+    reconciled = asyncio.Event()
+    reconcile_job = storage.reconcile_job
+
+    async def reconcile_and_tell(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await reconcile_job(*args, **kwargs)
+        finally:
+            reconciled.set()
+
+    monkeypatch.setattr(storage, "reconcile_job", reconcile_and_tell)
+    scripts = ScriptService(tmp_path / "till", identity.relay_url, None)  # type: ignore[arg-type]
+    conn = AgentConnection(
+        identity, scripts=scripts, session=Session(Role.AGENT, versions=versions)
+    )
+    recorder = _Recorder(conn)
+    async with _open(conn) as connection:
+        conn.connection = connection
+        serving = asyncio.ensure_future(conn.serve(connection, conn.opened()))
+        try:
+            await wait_until(lambda: any(isinstance(s, m.JobResults) for _, s in recorder.sent))
+            (answer,) = [msg for _, msg in recorder.sent if isinstance(msg, m.JobResults)]
+            assert [(r["job_id"], r["status"]) for r in answer.results] == [(job.id, said)]
+            if said == "never_received":  # proof: the relay fails it as never delivered
+                async with asyncio.timeout(10):
+                    await reconciled.wait()
+                failed = await storage.get_job(job.id)
+                assert (failed.status, failed.error) == (
+                    JobStatus.FAILED,
+                    "never_delivered: the device never received this job",
+                )
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await scripts.close()

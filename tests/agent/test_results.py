@@ -13,6 +13,7 @@ import pytest
 from posassist.agent.scripts.results import FORGOTTEN, INTERRUPTED, ResultStore
 from posassist.agent.scripts.service import ScriptService
 from posassist.protocol import messages as m
+from posassist.protocol.errors import LocalProtocolError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -191,3 +192,41 @@ async def test_a_busy_refusal_is_recorded_so_the_relay_hears_it(tmp_path: Path) 
     assert (result["status"], result["detail"]) == ("refused", "busy: another script is running")
     release.set()
     await service.close()
+
+
+async def test_a_submitted_run_outlives_its_sender_and_only_close_cuts_it_short(
+    tmp_path: Path,
+) -> None:
+    running = asyncio.Event()
+
+    class BlockingRunner:
+        async def run(self, *args: object, **kwargs: object) -> object:
+            running.set()
+            await asyncio.Event().wait()  # until cancelled
+            raise AssertionError("not reached")
+
+    service = _service(tmp_path, BlockingRunner())
+    service.root_file.parent.mkdir(parents=True)
+    service.root_file.write_text("{}")
+    manifest = SimpleNamespace(risk="low", approvals_needed=1, timeout=300.0)
+    service._verify = lambda script, version: (manifest, tmp_path)  # type: ignore[method-assign,assignment,return-value]
+    sent: list[m.Message] = []
+
+    async def send(msg: m.Message) -> None:
+        if sent:  # the connection is gone after the first step: sending fails
+            raise LocalProtocolError("session closed")
+        sent.append(msg)
+
+    request = m.ScriptRunRequest(id=4, device_id="d", script="s", version="1", job_id="job_s")
+    assert service.submit(request, send, lambda: 60.0) is None
+    async with asyncio.timeout(10):
+        await running.wait()
+    (verified,) = sent
+    assert verified.detail["run_timeout"] == 300.0  # type: ignore[attr-defined]
+    # its connection failed under it, yet the run goes on
+    assert service.busy
+    assert service.answer(m.JobQuery(id=1, job_ids=("job_s",))).results[0]["status"] == "running"
+    await service.close()  # the agent stops
+    assert not service._tasks  # nothing left running
+    (result,) = ResultStore(service.results.path).lookup(["job_s"])
+    assert (result["status"], result["detail"]) == ("cancelled", "stopped when the agent stopped")

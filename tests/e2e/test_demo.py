@@ -55,7 +55,8 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     (listed,) = [line for line in out.splitlines() if line.startswith(device)]
     assert listed.split()[1] == "yes", listed
     assert f"diagnostics of {device}" in out
-    assert "the till's printer reports / 打印机报告: paper_near_end" in out
+    assert "the printer's status bits / 打印机状态: paper_near_end" in out
+    assert "finding codes / 诊断代码: printer.paper_near_end" in out  # what is wrong, in words
     assert "audit chain intact" in out
     # it made its world in the folder given, none in the checkout, and stopped what it started
     assert {p.name for p in data.iterdir()} >= {".posassist-demo", "relay", "noodle-shop-till"}

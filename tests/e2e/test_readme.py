@@ -76,7 +76,11 @@ PASSPHRASE = "the-approvers-passphrase"
 #: What each command must print (first words → texts its stdout must hold). Reports are checked
 #: for what they are about, not for how console/render.py lays them out.
 CLAIMS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("posassist-relay", "init"): ("admin user: admin", "one-time admin password"),
+    ("posassist-relay", "init"): (
+        "admin user: admin",
+        "one-time admin password",
+        "change it with: posassist-relay user password admin --data ",
+    ),
     ("posassist-relay", "user", "password"): ("password of admin changed",),
     ("posassist-relay", "user", "create"): ("user li.wei (technician, store:sto_",),
     ("posassist-relay", "enrolment", "create"): ("PA1-",),
@@ -97,6 +101,7 @@ CLAIMS: dict[tuple[str, ...], tuple[str, ...]] = {
     ),
     ("posassist", "run"): ("[verified] risk=A", "(dry run)", "succeeded (exit 0)"),
     ("posassist-relay", "audit", "verify"): ("audit chain intact",),
+    ("posassist-relay", "device", "revoke"): ("revoked",),
     ("curl",): ("posassist_relay_agents_connected 1.0",),
 }
 
@@ -187,6 +192,7 @@ class Operator:
         self.agent: subprocess.Popen[str] | None = None
         self.agent_lines: queue.Queue[str] = queue.Queue()
         self.agent_reader: threading.Thread | None = None
+        self.agent_said: list[str] = []  # the agent's output up to "connected"
 
     # -- substitution ---------------------------------------------------------------------
 
@@ -224,6 +230,18 @@ class Operator:
                 assert old == value, f"{argv[:3]} printed a second {placeholder}: {value}"
 
     # -- running --------------------------------------------------------------------------
+
+    def call(self, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+        """A command of the test's own (not a README line), in the operator's folder."""
+        return subprocess.run(
+            argv,
+            cwd=self.cwd,
+            env=dict(self.env, **env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def run(self, line: str, *, remember: bool = True) -> str:
         """Run one README line; with ``remember`` note what it printed for the lines after it."""
@@ -296,7 +314,7 @@ class Operator:
         )
         self.agent_reader.start()
         deadline = time.monotonic() + 30
-        seen: list[str] = []
+        seen = self.agent_said
         while not any("connected to relay" in line for line in seen):
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"agent did not connect: {seen}"
@@ -334,71 +352,97 @@ class Operator:
         return code
 
 
+@pytest.mark.timeout(240)  # ~25 s alone; about fifty processes start, slower on a busy machine
 def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
     assert shutil.which("openssl"), "openssl is needed to make the README's TLS certificate"
     assert shutil.which("curl"), "curl is needed for the README's metrics line"
     steps = plan(README.read_text(encoding="utf-8"))
     operator = Operator(tmp_path)
+    retired = False
     try:
         for line in steps.lines:
-            if not any(_matches(words(line), prefix) for prefix in NOT_RUN_HERE):
-                operator.run(line)
-        # the README says so: after retire, sign and publish the till refuses the version
-        (run_line,) = [line for line in steps.lines if words(line)[:2] == ["posassist", "run"]]
-        again = subprocess.run(
-            operator.argv(run_line),
-            cwd=operator.cwd,
-            env=operator.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert again.returncode == 1, again.stdout + again.stderr
-        assert "not-found" in again.stdout
-        assert "started (job" not in again.stdout
-        # a store enrolled from now on needs the new root's hash: the one from before is refused
-        first, newest = operator.root_hashes
-        assert first != newest
-        (token_line,) = [line for line in steps.lines if "enrolment create" in line]
-        for root_hash, code in ((first, 3), (newest, 0)):
-            token = operator.run(token_line, remember=False).strip()
-            enrolled = subprocess.run(
-                [
-                    *("posassist-agent", "enroll", token),
-                    *("--data", str(tmp_path / f"till-{code}"), "--root-hash", root_hash),
-                ],
-                cwd=operator.cwd,
-                env=operator.env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert enrolled.returncode == code, enrolled.stdout + enrolled.stderr
-        # the one-time admin password no longer signs in; the operator's own does
-        (init_output,) = [out for line, out in operator.outputs if "relay init" in line]
-        one_time = init_output.split("one-time admin password (shown once, change it): ")[1]
-        (operator.cwd / "one-time.pw").write_text(one_time)
-        admin_env = dict(operator.env, POSASSIST_HOME=str(tmp_path / "admin"))
-        url = f"wss://localhost:{operator.port}"
-        for password_file, code in (("one-time.pw", 3), ("admin.pw", 0)):
-            login = subprocess.run(
-                [
-                    *("posassist", "login", "--relay", url, "--user", "admin"),
-                    *("--password-file", password_file, "--tls-cert", "relay.crt"),
-                ],
-                cwd=operator.cwd,
-                env=admin_env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert login.returncode == code, login.stdout + login.stderr
+            argv = words(line)
+            if any(_matches(argv, prefix) for prefix in NOT_RUN_HERE):
+                continue
+            operator.run(line)
+            # what the README's comments promise, checked where the walk has got to
+            retired = retired or _matches(argv, ("posassist-scripts", "retire"))
+            if retired and _matches(argv, ("posassist-scripts", "publish")):
+                _the_till_refuses_the_retired_version(operator, steps)
+            if _matches(argv, ("posassist-relay", "device", "revoke")):
+                _the_revoked_till_is_refused(operator)
+        _stores_enrolled_after_the_retirement_need_the_new_root_hash(operator, steps, tmp_path)
+        _the_merchant_facing_example_is_the_agents_real_line(operator)
+        _the_one_time_admin_password_is_replaced(operator, tmp_path)
     finally:
         relay_exit = operator.stop()
     assert relay_exit == 0, operator.relay_log()
+
+
+def _the_till_refuses_the_retired_version(operator: Operator, steps: Plan) -> None:
+    (run_line,) = [line for line in steps.lines if words(line)[:2] == ["posassist", "run"]]
+    again = operator.call(operator.argv(run_line))
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "not-found" in again.stdout
+    assert "started (job" not in again.stdout
+
+
+def _the_revoked_till_is_refused(operator: Operator) -> None:
+    """Disconnected by the running relay, and refused when it tries again."""
+    deadline = time.monotonic() + 30
+    while not any("the relay refused this device" in line for line in operator.agent_said):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the revoked agent was not refused: {operator.agent_said}"
+        try:
+            operator.agent_said.append(operator.agent_lines.get(timeout=remaining))
+        except queue.Empty:
+            raise AssertionError(f"no refusal: {operator.agent_said}") from None
+    listed = operator.call(["posassist", "devices"])
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("dev_")]
+    assert row.split()[1:3] == ["no", "revoked"], row
+
+
+def _stores_enrolled_after_the_retirement_need_the_new_root_hash(
+    operator: Operator, steps: Plan, tmp_path: Path
+) -> None:
+    first, newest = operator.root_hashes
+    assert first != newest
+    (token_line,) = [line for line in steps.lines if "enrolment create" in line]
+    for root_hash, code in ((first, 3), (newest, 0)):
+        token = operator.run(token_line, remember=False).strip()
+        till = tmp_path / f"till-{code}"
+        enrolled = operator.call(
+            ["posassist-agent", "enroll", token, "--data", str(till), "--root-hash", root_hash]
+        )
+        assert enrolled.returncode == code, enrolled.stdout + enrolled.stderr
+
+
+def _the_merchant_facing_example_is_the_agents_real_line(operator: Operator) -> None:
+    (example,) = re.findall(r"for example\n`([^`]+)`", README.read_text(encoding="utf-8"))
+    pattern = re.escape(example).replace("relay\\-1a2b", r"relay-[0-9a-f]+")
+    pattern = pattern.replace("dev_…", r"dev_[0-9a-f]+")
+    connected = [line.strip() for line in operator.agent_said if "connected to" in line]
+    assert connected, operator.agent_said
+    assert re.fullmatch(pattern, connected[0]), (example, connected[0])
+
+
+def _the_one_time_admin_password_is_replaced(operator: Operator, tmp_path: Path) -> None:
+    """The password ``relay init`` printed no longer signs in; the operator's own does."""
+    (init_output,) = [out for line, out in operator.outputs if "relay init" in line]
+    one_time = init_output.split("one-time admin password (shown once, change it): ")[1]
+    one_time = one_time.splitlines()[0]
+    (operator.cwd / "one-time.pw").write_text(one_time)
+    admin_home = str(tmp_path / "admin")
+    url = f"wss://localhost:{operator.port}"
+    for password_file, code in (("one-time.pw", 3), ("admin.pw", 0)):
+        login = operator.call(
+            [
+                *("posassist", "login", "--relay", url, "--user", "admin"),
+                *("--password-file", password_file, "--tls-cert", "relay.crt"),
+            ],
+            POSASSIST_HOME=admin_home,
+        )
+        assert login.returncode == code, login.stdout + login.stderr
 
 
 def test_readme_names_the_agent_wheel_make_agent_wheel_builds() -> None:

@@ -610,7 +610,7 @@ async def test_restart_marks_unfinished_script_jobs_unknown_audited(storage):
     device = await enrol(storage, store.id)
     script = await storage.create_job(device.id, "script.run", "usr_a", now=NOW)
     await storage.start_job(script.id, now=NOW)
-    restore = await storage.create_job(device.id, "script.restore", "usr_a", now=NOW)
+    restore = await storage.create_job(device.id, "script.restore", "usr_a", now=NOW + 1)
     diag = await storage.create_job(device.id, "diag.request", "usr_a", now=NOW)
     done = await storage.create_job(device.id, "script.run", "usr_a", now=NOW)
     await storage.finish_job(done.id, JobStatus.SUCCEEDED, now=NOW + 1)

@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional
 
 # On Python 3.8 (Windows 7 tills) cryptography warns, when first imported, that its support for
 # 3.8 is deprecated: a line on every start that a merchant can do nothing about. Only that
@@ -27,7 +27,7 @@ warnings.filterwarnings(
 )
 
 from posassist.protocol import PosAssistError, signing  # noqa: E402
-from posassist.protocol.errors import error_line  # noqa: E402
+from posassist.protocol.errors import BadArgument, error_line  # noqa: E402
 from posassist.protocol.text import printable  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -45,8 +45,30 @@ if TYPE_CHECKING:
 log = logging.getLogger("posassist.agent")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are BadArgument: one line and exit 2 from ``main``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadArgument(f"{self.prog}: {message} (see --help)")
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: seconds within [low, high]; NaN, infinities and words refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number of seconds") from None
+        if not low <= value <= high:  # false for NaN too
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} seconds")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posassist-agent", description="posassist store agent")
+    parser = _Parser(prog="posassist-agent", description="posassist store agent")
     parser.add_argument("--version", action="version", version="posassist-agent " + __version__)
     commands = parser.add_subparsers(dest="command")
     commands.required = True
@@ -66,13 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
     run.add_argument(
-        "--max-backoff", type=float, default=60.0, help="longest wait between reconnects (s)"
+        "--max-backoff",
+        type=_seconds(1.0, 3600.0),
+        default=60.0,
+        help="longest wait between reconnects (s)",
     )
     diag = commands.add_parser("diag", help="collect a diagnostics report and print it")
     diag.add_argument("--data", type=Path, required=True)
     diag.add_argument("--offline", action="store_true", help="collect here, without the relay")
     diag.add_argument("--json", action="store_true", help="machine-readable output")
-    diag.add_argument("--timeout", type=float, default=15.0, help="seconds for the whole report")
+    diag.add_argument(
+        "--timeout", type=_seconds(0.1, 600.0), default=15.0, help="seconds for the whole report"
+    )
     return parser
 
 
@@ -183,9 +210,9 @@ async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        args = _parser().parse_args(argv)
         if args.command == "enroll":
             identity = enrol(args.token, args.data, args.root_hash)
             _say(
@@ -206,12 +233,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if args.command == "diag":
             if not args.offline:
-                print(
-                    "error: only --offline is available here; a technician asks for "
-                    "diagnostics through the relay",
-                    file=sys.stderr,
+                raise BadArgument(
+                    "only --offline is available here; a technician asks for diagnostics "
+                    "through the relay"
                 )
-                return 2
             return asyncio.run(_diag(args.data, args.json, args.timeout))
         return asyncio.run(_run(args.data, args.once, args.max_backoff))
     except PosAssistError as exc:  # the one place errors become words and an exit status

@@ -39,6 +39,7 @@ __all__ = [
     "ClockSamples",
     "Collector",
     "DiagContext",
+    "MemoryHistory",
     "ProbeLimiter",
     "collect_report",
     "default_collectors",
@@ -93,6 +94,27 @@ class ProbeLimiter:
             self._last[target] = (self._clock(), result)
 
 
+class MemoryHistory:
+    """Resident memory of the POS's processes over successive reports, the newest few per process
+    (a leak shows as growth across samples, reference §5 #30). Kept while the agent runs."""
+
+    def __init__(self, keep: int = 12) -> None:
+        self.keep = keep
+        self._samples: Dict[Tuple[int, float], Deque[Tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, pid: int, started: float, at: float, rss: int) -> List[Tuple[float, int]]:
+        """Record one sample of the process ``(pid, started)``; return its samples, oldest first."""
+        with self._lock:
+            key = (pid, started)
+            samples = self._samples.setdefault(key, collections.deque(maxlen=self.keep))
+            samples.append((at, rss))
+            if len(self._samples) > 64:  # processes that are gone: forget the oldest
+                for old in list(self._samples)[: len(self._samples) - 64]:
+                    del self._samples[old]
+            return list(samples)
+
+
 @dataclasses.dataclass
 class DiagContext:
     """What collectors may read: settings, POS profile, heartbeat samples, probe limiter."""
@@ -103,6 +125,7 @@ class DiagContext:
     profile_error: str = ""
     clock: ClockSamples = dataclasses.field(default_factory=ClockSamples)
     limiter: ProbeLimiter = dataclasses.field(default_factory=lambda: ProbeLimiter(30.0))
+    memory: MemoryHistory = dataclasses.field(default_factory=MemoryHistory)
 
     @classmethod
     def load(cls, data_dir: Path) -> DiagContext:
@@ -121,16 +144,29 @@ class DiagContext:
 
 
 class Collector(NamedTuple):
-    """A named collector: a blocking function run in a worker thread under its own timeout."""
+    """A named collector: a blocking function run in a worker thread under its own timeout.
+
+    An ``opt_in`` collector runs only when asked for by name (a listening window on a scale).
+    """
 
     name: str
     run: Callable[[DiagContext], Any]
     timeout: float = 5.0
+    opt_in: bool = False
 
 
 def default_collectors() -> List[Collector]:
     """Every collector the agent has, in report order (imports are light: I/O loads lazily)."""
-    from posassist.agent.collectors import network, pos, printers, printqueue, serialports, system
+    from posassist.agent.collectors import (
+        hostconfig,
+        network,
+        peripherals,
+        pos,
+        printers,
+        printqueue,
+        serialports,
+        system,
+    )
 
     return [
         Collector("system", system.collect, 5.0),
@@ -139,6 +175,10 @@ def default_collectors() -> List[Collector]:
         Collector("printers", printers.collect, 8.0),
         Collector("pos", pos.collect, 5.0),
         Collector("print_queue", printqueue.collect, 5.0),
+        Collector("host", hostconfig.collect, 5.0),
+        # listen-only windows on devices the POS uses: only when a technician asks (§3.2, §3.3)
+        Collector("scale", peripherals.collect_scales, 35.0, opt_in=True),
+        Collector("scanner", peripherals.collect_scanners, 35.0, opt_in=True),
     ]
 
 
@@ -251,13 +291,14 @@ async def collect_report(
         ctx: settings and state the collectors read.
         collectors: the collectors to run.
         deadline: absolute ``time.monotonic()`` by which every section must be in.
-        only: names to run (all when empty); a name no collector has gets a failed section.
+        only: names to run (all but the opt-in ones when empty); a name no collector has gets a
+            failed section.
 
     Returns:
         ``{name: section}`` in the collectors' order, fit for ``DiagnosticsReport.sections``.
     """
     wanted = list(only)
-    chosen = [c for c in collectors if not wanted or c.name in wanted]
+    chosen = [c for c in collectors if (c.name in wanted if wanted else not c.opt_in)]
     overrides = dict(ctx.settings.timeouts)
     now = time.monotonic()
     results = await asyncio.gather(

@@ -4,10 +4,11 @@ what to do (docs/findings.md). Pure: no I/O, no clock; ``now`` is passed in.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from posassist.agent.advice import ADVICE, Advice, Severity
 
 if TYPE_CHECKING:
     from posassist.agent.profile import PosProfile
@@ -20,379 +21,12 @@ __all__ = [
     "Severity",
     "annotate",
     "evaluate",
+    "same_zone",
     "section_status",
 ]
 
 #: The ``schema`` value of an annotated report (docs/findings.md#json); bump on any breaking change.
 SCHEMA = "posassist.diag/1"
-
-
-class Severity(str, enum.Enum):
-    """How bad a finding is, least first."""
-
-    INFO = "info"  # worth knowing, nothing to do
-    WARNING = "warning"  # will hurt soon, or a reading could not be made
-    FAULT = "fault"  # something the store needs is not working
-    CRITICAL = "critical"  # sales or data at risk now
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-
-_RANK = {Severity.INFO: 1, Severity.WARNING: 2, Severity.FAULT: 3, Severity.CRITICAL: 4}
-
-
-@dataclass(frozen=True)
-class Advice:
-    """The fixed words of one finding code: title, detail template, next steps, fixing script.
-
-    ``detail_*`` are ``str.format`` templates filled from the finding's evidence-derived values.
-    """
-
-    severity: Severity
-    title_zh: str
-    title_en: str
-    detail_zh: str
-    detail_en: str
-    cashier_zh: str
-    cashier_en: str
-    tech_zh: str
-    tech_en: str
-    script: str = ""  # a catalog script that fixes it, when one exists
-    risk: str = ""  # that script's risk class (A/B/C, reference §5)
-    ref: str = ""  # reference/pos-devices.md §5 row
-
-
-_W, _F, _C, _I = Severity.WARNING, Severity.FAULT, Severity.CRITICAL, Severity.INFO
-_CALL = ("请联系技术支持。", "Call support.")
-
-#: Every finding code the agent can raise, with its words. Codes are stable: never rename one.
-# fmt: off
-ADVICE: Dict[str, Advice] = {
-    "collector.unreadable": Advice(
-        _W, "诊断数据无法读取", "Diagnostic reading unreadable", "{section} 部分无法读取: {why}",
-        "The {section} reading could not be made: {why}", "请联系技术支持。", "Call support.",
-        "查看错误原因, 必要时重新诊断", "Read the error; re-run diagnostics", ref="—",
-    ),
-    "pos.not_configured": Advice(
-        _I, "未配置收银软件档案", "No POS profile configured", "未在 settings.json 中指定 POS 档案",
-        "settings.json names no POS profile", "无需操作。", "Nothing to do.",
-        "在 settings.json 中设置 pos_profile", "Set pos_profile in settings.json", ref="—",
-    ),
-    "pos.profile_invalid": Advice(
-        _W, "收银软件档案有误", "POS profile invalid", "POS 档案无法读取: {why}",
-        "The POS profile could not be read: {why}", "请联系技术支持。", "Call support.",
-        "修正 POS 档案文件", "Fix the POS profile file", ref="—",
-    ),
-    "printer.unrecoverable_error": Advice(
-        _C, "打印机严重故障", "Printer unrecoverable error",
-        "打印机 {name} 报告不可恢复错误 (打印头或电压)",
-        "Printer {name} reports an unrecoverable error (head or voltage)",
-        "请关闭打印机电源, 并联系技术支持。", "Switch the printer off and call support.",
-        "断电重启; 仍报错则报修更换", "Power-cycle; if it persists, open a repair ticket",
-        ref="5.1#7",
-    ),
-    "printer.cover_open": Advice(
-        _F, "打印机盖未关", "Printer cover open", "打印机 {name} 的上盖打开着",
-        "The cover of printer {name} is open", "请合上打印机上盖。", "Close the printer cover.",
-        "确认收银员已合盖, 再次诊断", "Have the cashier close it, then re-check", ref="5.1#5",
-    ),
-    "printer.paper_out": Advice(
-        _F, "打印机缺纸", "Printer out of paper", "打印机 {name} 没有纸了",
-        "Printer {name} is out of paper", "请更换打印纸卷。", "Load a new paper roll.",
-        "确认换纸后再次诊断", "Confirm the roll was changed, then re-check", ref="5.1#4",
-    ),
-    "printer.paper_near_end": Advice(
-        _W, "打印纸快用完", "Printer paper near end", "打印机 {name} 的纸卷快用完了",
-        "The roll in printer {name} is nearly used up", "请准备新的纸卷。",
-        "Have a new paper roll ready.", "无需远程处理", "Nothing to do remotely", ref="5.1#4",
-    ),
-    "printer.cutter_error": Advice(
-        _F, "打印机切刀卡纸", "Printer cutter jammed", "打印机 {name} 切刀出错 (可能卡纸)",
-        "Printer {name} reports an autocutter error (jam)", "请打开上盖清除卡纸, 然后告诉技术员。",
-        "Open the cover, clear the jam, then tell the technician.",
-        "收银员清除卡纸后运行 DLE ENQ 恢复; 收银软件需重打小票",
-        "After the cashier clears the jam, run DLE ENQ recovery; the POS must reprint",
-        script="printer-recover", risk="B", ref="5.1#6",
-    ),
-    "printer.recoverable_error": Advice(
-        _F, "打印机可恢复错误", "Printer recoverable error", "打印机 {name} 报告可恢复错误",
-        "Printer {name} reports a recoverable error", "请检查打印机 (卡纸、上盖), 然后告诉技术员。",
-        "Check the printer (jam, cover), then tell the technician.",
-        "原因排除后运行 DLE ENQ 恢复; 收银软件需重打小票",
-        "Once the cause is cleared, run DLE ENQ recovery; the POS must reprint",
-        script="printer-recover", risk="B", ref="5.1#6",
-    ),
-    "printer.auto_recoverable_error": Advice(
-        _W, "打印机暂时错误", "Printer temporary error",
-        "打印机 {name} 报告会自动恢复的错误 (如打印头过热)",
-        "Printer {name} reports an auto-recoverable error (e.g. head overheat)",
-        "请稍等片刻再打印。", "Wait a moment before printing.",
-        "通常自行恢复; 反复出现则检查打印量", "Clears by itself; if frequent, check the print load",
-        ref="5.1#7",
-    ),
-    "printer.waiting_recovery": Advice(
-        _W, "打印机等待恢复", "Printer waiting for recovery", "打印机 {name} 在等待恢复联机",
-        "Printer {name} is waiting for online recovery", "请按一下打印机的进纸键。",
-        "Press the printer's FEED button once.", "可运行 DLE ENQ 0 (等同按进纸键)",
-        "DLE ENQ 0 recovers it (same as FEED)", script="printer-recover", risk="B", ref="5.1#6",
-    ),
-    "printer.offline": Advice(
-        _F, "打印机脱机", "Printer offline", "打印机 {name} 处于脱机状态",
-        "Printer {name} is offline", "请检查打印机指示灯、上盖和纸卷。",
-        "Check the printer's lights, cover and paper.", "查看脱机原因 (DLE EOT 2/3)",
-        "Read the offline cause (DLE EOT 2/3)", ref="5.1#5",
-    ),
-    "printer.unreachable": Advice(
-        _F, "打印机无法连接", "Printer not reachable", "打印机 {name} ({target}) 无响应: {why}",
-        "Printer {name} ({target}) does not answer: {why}", "请检查打印机电源和连接线。",
-        "Check the printer's power and cable.",
-        "核对配置的端口/地址; USB 串口按 VID:PID:序列号查找",
-        "Check the configured port or address; find USB-serial ports by VID:PID:serial",
-        ref="5.1#8",
-    ),
-    "printer.port_renumbered": Advice(
-        _F, "打印机串口号变了", "Printer port renumbered",
-        "打印机 {name} (USB {usb}) 现在在 {new}, 收银软件配置的是 {old}",
-        "Printer {name} (USB {usb}) is now on {new}; the POS is configured for {old}",
-        "请联系技术支持, 小票可能打印不出来。", "Call support: receipts may not print.",
-        "把收银软件的打印机端口改为新端口 (或在设备管理器中改回原端口号)",
-        "Point the POS at the new port (or give the port its old number in Device Manager)",
-        script="fix-printer-port", risk="C", ref="5.1#10",
-    ),
-    "printer.usb_ambiguous": Advice(
-        _W, "无法确定是哪台打印机", "Printer USB identity ambiguous", "打印机 {name}: {why}",
-        "Printer {name}: {why}", "请联系技术支持。", "Call support.",
-        "在 settings.json 的 usb 中加上序列号",
-        "Add the serial number to its usb id in settings.json", ref="5.1#10",
-    ),
-    "printer.port_held": Advice(
-        _I, "打印机端口被占用", "Printer port in use",
-        "打印机 {name} 的端口正被 {holders} 使用, 未探测",
-        "The port of printer {name} is held by {holders}; not probed", "无需操作。",
-        "Nothing to do.", "若占用者不是收银软件, 找出并停止它 (交易中绝不停止收银软件)",
-        "If the holder is not the POS, identify and stop it (never stop the POS during a sale)",
-        ref="5.1#9",
-    ),
-    "printer.permission_denied": Advice(
-        _F, "无权访问打印机端口", "Printer port access denied", "系统拒绝访问打印机 {name} 的端口",
-        "The OS refused access to the port of printer {name}", "请联系技术支持。", "Call support.",
-        "Linux: 代理用户加入 dialout 组", "Linux: add the agent's user to dialout", ref="5.1#9",
-    ),
-    "printer.unreadable": Advice(
-        _W, "打印机状态无法读取", "Printer status unreadable",
-        "打印机 {name} 的回复无法识别 ({why})",
-        "Printer {name} answered with bytes that are not a status ({why})", "请联系技术支持。",
-        "Call support.", "核对波特率和打印机型号 (Star 打印机不是 ESC/POS)",
-        "Check the baud rate and model (Star printers do not speak ESC/POS)", ref="5.1#8",
-    ),
-    "printer.skipped_sale_open": Advice(
-        _I, "交易中, 未探测打印机", "Sale open: printer not probed",
-        "正在交易 ({why}), 未探测打印机 {name}",
-        "A sale is open ({why}); printer {name} was not probed", "无需操作。", "Nothing to do.",
-        "交易结束后再诊断", "Re-check after the sale", ref="§0.2",
-    ),
-    "queue.disabled": Advice(
-        _F, "打印队列已停用", "Print queue disabled", "打印队列 {name} 已停用{why}",
-        "Print queue {name} is disabled{why}", "请联系技术支持, 小票可能没有打印。",
-        "Call support; receipts may not have printed.", "打印机恢复后启用队列 (cupsenable)",
-        "Re-enable the queue once the printer is back (cupsenable)", script="cups-enable-queue",
-        risk="A", ref="5.1#2",
-    ),
-    "queue.offline": Advice(
-        _F, "打印机被设为脱机使用", "Printer set to work offline",
-        "Windows 打印机 {name} 被设为脱机使用",
-        "Windows printer {name} is set to Use Printer Offline", "请联系技术支持。", "Call support.",
-        "在打印机设置中取消脱机使用", "Untick Use Printer Offline", ref="5.1#3",
-    ),
-    "queue.jobs_stuck": Advice(
-        _F, "打印任务卡住", "Print jobs stuck", "{count} 个打印任务未完成, 最早的提交于 {age}",
-        "{count} print job(s) not done, the oldest submitted {age}",
-        "请检查打印机; 不要重复打印, 技术员会处理。",
-        "Check the printer; don't reprint yet, the technician will handle it.",
-        "先修复打印机; 需要时清理队列 (任务会丢失, 先确认)",
-        "Fix the printer first; clear the queue if needed (jobs are lost: confirm first)",
-        script="cups-clear-queue", risk="B", ref="5.1#1",
-    ),
-    "serial.port_shared": Advice(
-        _W, "串口被多个程序占用", "Serial port held by several programs",
-        "{device} 同时被 {holders} 打开", "{device} is open in {holders} at once",
-        "请联系技术支持。", "Call support.", "停止多余的程序 (交易中绝不停止收银软件)",
-        "Stop the extra program (never stop the POS during a sale)", ref="5.1#9",
-    ),
-    "network.link_down": Advice(
-        _F, "网络断开", "Network link down", "没有已连接的网卡", "No network interface is up",
-        "请检查网线或 Wi-Fi。", "Check the network cable or Wi-Fi.",
-        "检查交换机/路由器; 重新连接网卡", "Check the switch/router; reconnect the interface",
-        ref="5.3#21",
-    ),
-    "network.no_dhcp": Advice(
-        _F, "未获取到网络地址", "No DHCP address", "网卡 {name} 只有自动地址 {address} (DHCP 失败)",
-        "Interface {name} has only the self-assigned address {address} (DHCP failed)",
-        "请重启路由器, 或联系技术支持。", "Restart the router, or call support.",
-        "检查 DHCP 服务器; 重新获取地址", "Check the DHCP server; renew the lease", ref="5.3#21",
-    ),
-    "network.dns_failed": Advice(
-        _F, "域名解析失败", "DNS lookup failed", "无法解析服务器 {host}: {why}",
-        "The relay's name {host} does not resolve: {why}", "请联系技术支持。", "Call support.",
-        "刷新 DNS 缓存, 检查 DNS 服务器设置", "Flush the DNS cache; check the DNS servers",
-        script="flush-dns", risk="A", ref="5.3#22",
-    ),
-    "network.relay_unreachable": Advice(
-        _F, "无法连接服务器", "Relay not reachable", "无法连接 {host}:{port}: {why}",
-        "Cannot connect to {host}:{port}: {why}", "请联系技术支持。", "Call support.",
-        "检查防火墙和代理设置", "Check the firewall and proxy", ref="5.3#24",
-    ),
-    "tls.expired": Advice(
-        _C, "服务器证书已过期", "Relay certificate expired", "{host} 的证书已于 {when} 过期",
-        "The certificate of {host} expired {when}", "请联系技术支持。", "Call support.",
-        "更换服务器证书; 或检查收银机时钟", "Renew the certificate; or check the till's clock",
-        ref="5.3#18",
-    ),
-    "tls.expiring": Advice(
-        _W, "服务器证书即将过期", "Relay certificate expires soon", "{host} 的证书将于 {when} 过期",
-        "The certificate of {host} expires {when}", "无需操作。", "Nothing to do.",
-        "通知运维更换证书", "Tell the relay's operator to renew it", ref="5.3#18",
-    ),
-    "tls.handshake_failed": Advice(
-        _F, "无法建立加密连接", "TLS handshake failed", "与 {host} 的 TLS 握手失败: {why}",
-        "TLS handshake with {host} failed: {why}", "请联系技术支持。", "Call support.",
-        "检查时钟、证书和 TLS 版本", "Check the clock, the certificate and TLS versions",
-        ref="5.3#23",
-    ),
-    "gateway.tls_expired": Advice(
-        _C, "支付网关证书已过期", "Payment gateway certificate expired",
-        "支付网关 {host} 的证书已于 {when} 过期",
-        "The certificate of payment gateway {host} expired {when}",
-        "刷卡可能失败, 请改用其他收款方式并联系技术支持。",
-        "Card payments may fail: take another payment method and call support.",
-        "联系支付服务商; 先检查收银机时钟",
-        "Contact the payment provider; check the till's clock first", ref="5.3#18",
-    ),
-    "gateway.tls_expiring": Advice(
-        _W, "支付网关证书即将过期", "Payment gateway certificate expires soon",
-        "支付网关 {host} 的证书将于 {when} 过期",
-        "The certificate of payment gateway {host} expires {when}", "无需操作。", "Nothing to do.",
-        "提醒支付服务商更换证书", "Remind the payment provider to renew it", ref="5.3#18",
-    ),
-    "gateway.unreachable": Advice(
-        _F, "无法连接支付网关", "Payment gateway not reachable", "无法连接支付网关 {host}: {why}",
-        "Cannot reach payment gateway {host}: {why}", "刷卡可能失败, 请联系技术支持。",
-        "Card payments may fail; call support.", "检查 DNS、防火墙、代理和 TLS 版本",
-        "Check DNS, firewall, proxy and TLS versions", ref="5.3#22",
-    ),
-    "clock.offset": Advice(
-        _W, "电脑时间不准", "Clock off", "本机时钟与服务器相差 {offset}",
-        "The till's clock is {offset} off the relay's", "刷卡可能失败, 请联系技术支持。",
-        "Card payments may fail; call support.", "重新同步时间 (偏差超过 1 小时需确认)",
-        "Resync the clock (confirm first if over 1 h)", script="resync-clock", risk="A",
-        ref="5.3#18",
-    ),
-    "clock.implausible": Advice(
-        _C, "电脑时间错误", "Clock implausible", "本机时间为 {when}, 可能是主板电池没电",
-        "The till's clock reads {when}: likely a dead CMOS battery", "请不要收款, 联系技术支持。",
-        "Don't take card payments; call support.", "同步时间; 更换主板电池",
-        "Resync the clock; replace the CMOS battery", script="resync-clock", risk="A", ref="5.3#19",
-    ),
-    "disk.low": Advice(
-        _W, "磁盘空间不足", "Disk space low", "{mount} 仅剩 {free} ({percent}% 已用)",
-        "{mount} has only {free} free ({percent}% used)", "请联系技术支持。", "Call support.",
-        "清理临时文件 (不要碰数据库和备份)", "Clean temp folders (never the database or backups)",
-        script="clean-temp-folders", risk="A", ref="5.4#25",
-    ),
-    "disk.full": Advice(
-        _C, "磁盘已满", "Disk full", "{mount} 仅剩 {free} ({percent}% 已用)",
-        "{mount} has only {free} free ({percent}% used)", "请联系技术支持, 收银数据可能无法保存。",
-        "Call support: sales may fail to save.", "立即清理临时文件和旧日志",
-        "Clean temp folders and old logs now", script="clean-temp-folders", risk="A", ref="5.4#25",
-    ),
-    "memory.low": Advice(
-        _W, "内存不足", "Memory low", "可用内存仅 {available} (共 {total})",
-        "Only {available} of {total} memory available", "收银软件可能变慢。",
-        "The POS may be slow.", "找出占用内存的程序; 营业结束后重启收银软件",
-        "Find what uses memory; restart the POS after closing", ref="5.4#30",
-    ),
-    "pos.not_running": Advice(
-        _F, "收银软件未运行", "POS not running", "未找到收银软件进程 ({names})",
-        "No POS process is running ({names})", "请重新打开收银软件。",
-        "Start the POS application again.", "启动收银软件服务", "Start the POS service",
-        script="restart-pos-service", risk="B", ref="5.4#26",
-    ),
-    "pos.service_stopped": Advice(
-        _F, "收银服务已停止", "POS service stopped", "服务 {name} 的状态为 {state}",
-        "Service {name} is {state}", "请联系技术支持。", "Call support.", "启动该服务 (非交易时)",
-        "Start the service (outside a sale)", script="restart-pos-service", risk="B", ref="5.4#26",
-    ),
-    "pos.duplicate_instances": Advice(
-        _F, "收银软件重复运行", "POS running twice", "收银软件同时运行了 {count} 个 (进程 {pids})",
-        "{count} POS instances run at once (pids {pids})", "请关闭多余的收银窗口, 只保留一个。",
-        "Close the extra POS window; keep one.", "停止较新的实例 (交易中绝不停止)",
-        "Stop the newer instance (never during a sale)", ref="5.4#27",
-    ),
-    "pos.database_locked": Advice(
-        _F, "数据库被锁定", "POS database locked", "日志中出现 {count} 次数据库锁定 ({sample})",
-        "The log shows the database locked {count} time(s) ({sample})",
-        "保存失败时请不要重复操作, 联系技术支持。", "If saving fails, don't retry; call support.",
-        "找出占用数据库的进程; 切勿删除 -wal/-shm/-journal 文件",
-        "Find who holds the database; never delete -wal/-shm/-journal files", ref="5.4#27",
-    ),
-    "pos.database_held": Advice(
-        _W, "数据库被多个程序打开", "POS database open in several programs",
-        "{path} 被 {holders} 打开", "{path} is open in {holders}", "请联系技术支持。",
-        "Call support.",
-        "停止多余的进程或服务 (交易中绝不停止收银软件); 切勿删除 -wal/-shm/-journal 文件",
-        "Stop the extra process or service (never the POS during a sale); never delete "
-        "-wal/-shm/-journal files",
-        ref="5.4#27",
-    ),
-    "pos.database_unreadable": Advice(
-        _W, "数据库文件无法检查", "POS database file unreadable", "无法检查 {path}: {why}",
-        "{path} could not be checked: {why}", "无需操作。", "Nothing to do.",
-        "核对 POS 档案中的数据库路径", "Check the database path in the POS profile", ref="5.4#27",
-    ),
-    "pos.database_corrupt": Advice(
-        _C, "数据库损坏", "POS database corrupt", "日志中出现数据库损坏 ({sample})",
-        "The log reports a corrupt database ({sample})", "请停止收银并联系技术支持。",
-        "Stop selling and call support.", "停止收银软件后复制数据库检查; 从备份恢复",
-        "Check a copy with the POS stopped; restore from backup", ref="5.4#28",
-    ),
-    "pos.database_down": Advice(
-        _F, "数据库服务未运行", "POS database down", "数据库服务或进程未运行 ({what})",
-        "The database service or process is not running ({what})", "请联系技术支持。",
-        "Call support.", "启动数据库服务; 检查数据文件是否接近 10 GB 上限",
-        "Start the database service; check the data file against the 10 GB cap", ref="5.4#29",
-    ),
-    "pos.log_errors": Advice(
-        _W, "收银软件日志有错误", "POS log has errors",
-        "{path} 有 {count} 行错误, 最近一条: {sample}",
-        "{path} has {count} error line(s); the newest: {sample}", "无需操作。", "Nothing to do.",
-        "查看最近的错误行", "Read the recent error lines", ref="—",
-    ),
-    "pos.log_unreadable": Advice(
-        _W, "收银软件日志无法读取", "POS log unreadable", "无法读取 {path}: {why}", "{path}: {why}",
-        "无需操作。", "Nothing to do.", "核对 POS 档案中的日志路径",
-        "Check the log path in the POS profile", ref="—",
-    ),
-    "pos.data_disk_low": Advice(
-        _F, "收银数据磁盘空间不足", "POS data disk low", "{path} 仅剩 {free}",
-        "{path} has only {free} free", "请联系技术支持, 收银数据可能无法保存。",
-        "Call support: sales may fail to save.", "清理临时文件 (不要碰数据库和备份)",
-        "Clean temp folders (never the database or backups)", script="clean-temp-folders", risk="A",
-        ref="5.4#25",
-    ),
-    "pos.data_path_unreadable": Advice(
-        _W, "收银数据目录无法读取", "POS data folder unreadable", "无法读取 {path}: {why}",
-        "{path}: {why}", "无需操作。", "Nothing to do.", "核对 POS 档案中的数据路径",
-        "Check the data path in the POS profile", ref="—",
-    ),
-    "pos.sale_open": Advice(
-        _I, "正在交易", "Sale open", "收银软件正在交易 ({why})", "A sale is open ({why})",
-        "无需操作。", "Nothing to do.", "交易结束前不要运行 B 类脚本",
-        "Run no class-B script until the sale ends", ref="§7",
-    ),
-}
-# fmt: on
 
 
 @dataclass(frozen=True)
@@ -548,6 +182,20 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
                     "printer.skipped_sale_open", sec, name, ev, name=name, why=p.get("detail", "")
                 )
             )
+        elif outcome in ("no_reply", "timeout") and isinstance(p.get("resolved"), dict):
+            resolved = p["resolved"]  # enumerated by its USB identity, yet silent (§5 #14)
+            ev["resolved"] = resolved
+            out.append(
+                _finding(
+                    "printer.usb_wedged",
+                    sec,
+                    name,
+                    ev,
+                    name=name,
+                    device=resolved.get("device"),
+                    usb=resolved.get("usb_id"),
+                )
+            )
         elif outcome in _UNREACHABLE:
             why = p.get("detail") or outcome
             out.append(
@@ -621,10 +269,107 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
     return out
 
 
+USB_DISCONNECTS = 3  # in 24 h, per USB port
+#: Windows time zone ids of the zones our stores use, and their IANA names (CLDR windowsZones).
+WINDOWS_ZONES = {
+    "China Standard Time": "Asia/Shanghai",
+    "Taipei Standard Time": "Asia/Taipei",
+    "Singapore Standard Time": "Asia/Singapore",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "Korea Standard Time": "Asia/Seoul",
+    "UTC": "Etc/UTC",
+}
+#: IANA aliases that are the same zone for a till.
+_ALIASES = {
+    "Asia/Chongqing": "Asia/Shanghai",
+    "Asia/Harbin": "Asia/Shanghai",
+    "PRC": "Asia/Shanghai",
+    "UTC": "Etc/UTC",
+    "Etc/UCT": "Etc/UTC",
+}
+#: KB3140245: 0x200 TLS 1.1, 0x800 TLS 1.2 in WinHttp\DefaultSecureProtocols.
+TLS12_BIT = 0x800
+
+
+def _canonical(zone: str) -> str:
+    zone = WINDOWS_ZONES.get(zone, zone)
+    return _ALIASES.get(zone, zone)
+
+
+def same_zone(actual: str, expected: str) -> bool:
+    """Whether two zone names (IANA or Windows ids) name the same zone for a till."""
+    return _canonical(actual.strip()) == _canonical(expected.strip())
+
+
+def _host(data: Dict[str, Any], now: float) -> List[Finding]:
+    out: List[Finding] = []
+    ev: Dict[str, Any]
+    sec = "host"
+    actual, expected = data.get("time_zone"), data.get("expected_time_zone")
+    if isinstance(actual, str) and isinstance(expected, str) and expected:
+        if not same_zone(actual, expected):
+            ev = {"time_zone": actual, "expected": expected}
+            out.append(
+                _finding("host.time_zone_wrong", sec, "", ev, actual=actual, expected=expected)
+            )
+    for port, count in sorted((data.get("usb_disconnects") or {}).items()):
+        if (_num(count) or 0) >= USB_DISCONNECTS:
+            out.append(
+                _finding(
+                    "host.usb_disconnects", sec, str(port), {"count": count}, port=port, count=count
+                )
+            )
+    proxy = data.get("winhttp_proxy")
+    if isinstance(proxy, dict) and not proxy.get("direct") and proxy.get("server"):
+        out.append(
+            _finding("host.winhttp_proxy", sec, "", {"proxy": proxy}, server=proxy.get("server"))
+        )
+    if data.get("windows_release") == "7":
+        value = data.get("winhttp_secure_protocols")
+        if not isinstance(value, int) or not value & TLS12_BIT:
+            shown = "(not set)" if value is None else hex(value) if isinstance(value, int) else "?"
+            out.append(_finding("host.winhttp_no_tls12", sec, "", {"value": value}, value=shown))
+    for dev in _dicts(data.get("device_problems")):
+        ev = {"instance_id": dev.get("instance_id"), "problem": dev.get("problem")}
+        out.append(
+            _finding(
+                "host.device_driver_failed",
+                sec,
+                str(dev.get("instance_id")),
+                ev,
+                name=dev.get("name"),
+                problem=dev.get("problem"),
+            )
+        )
+    return out
+
+
 def _print_queue(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
     ev: Dict[str, Any]
     sec = "print_queue"
+    if data.get("scheduler_running") is False:
+        out.append(_finding("queue.cups_stopped", sec, "", {"scheduler_running": False}))
+    spooler = data.get("spooler")
+    if isinstance(spooler, str) and spooler != "running":
+        out.append(
+            _finding("queue.spooler_stopped", sec, "Spooler", {"spooler": spooler}, state=spooler)
+        )
+    stale = [
+        f for f in _dicts(data.get("spool_files")) if (_num(f.get("age_s")) or 0) >= JOB_STUCK_S
+    ]
+    if stale:
+        longest = max(_num(f.get("age_s")) or 0.0 for f in stale)
+        out.append(
+            _finding(
+                "queue.spool_files_stuck",
+                sec,
+                "spool",
+                {"files": stale[:10]},
+                count=len(stale),
+                age=span(longest),
+            )
+        )
     for p in _dicts(data.get("printers")):
         name = str(p.get("name") or "?")
         reasons = [str(r) for r in p.get("reasons") or []]
@@ -668,6 +413,48 @@ def _serial(data: Dict[str, Any], now: float) -> List[Finding]:
             ev = {"device": device, "usb_id": port.get("usb_id"), "held_by": held}
             out.append(
                 _finding("serial.port_shared", "serial", device, ev, device=device, holders=holders)
+            )
+    return out + _probers(data)
+
+
+_PROBERS = ("ModemManager", "brltty")
+
+
+def _probers(data: Dict[str, Any]) -> List[Finding]:
+    out: List[Finding] = []
+    probers = data.get("probers") or {}
+    seen = set()
+    for tty, row in sorted((probers.get("ports") or {}).items()):
+        seen.add(tty)
+        who = ", ".join(str(p) for p in row.get("probers") or [])
+        ev = {"tty": tty, "probers": row.get("probers"), "lines": row.get("lines")}
+        out.append(
+            _finding(
+                "serial.prober_interference",
+                "serial",
+                tty,
+                ev,
+                tty=tty,
+                probers=who,
+                count=row.get("count"),
+            )
+        )
+    for port in _dicts(data.get("ports")):
+        tty = str(port.get("device") or "").rsplit("/", 1)[-1]
+        held = [h for h in _dicts(port.get("held_by")) if h.get("name") in _PROBERS]
+        if held and tty not in seen:
+            ev = {"tty": tty, "held_by": held}
+            who = ", ".join(str(h.get("name")) for h in held)
+            out.append(
+                _finding(
+                    "serial.prober_interference",
+                    "serial",
+                    tty,
+                    ev,
+                    tty=tty,
+                    probers=who,
+                    count="now",
+                )
             )
     return out
 
@@ -789,6 +576,13 @@ def _tls(tls: Dict[str, Any], host: str, now: float) -> List[Finding]:
     return []
 
 
+#: Antivirus and Windows Update processes that hog tills at peak hours (§5 #31).
+_BUSY_NAMES = ("msmpeng.exe", "tiworker.exe", "trustedinstaller.exe", "wuauclt.exe",
+               "usocoreworker.exe", "mrt.exe")  # fmt: skip
+#: Average share of one CPU since the process started that counts as hogging.
+BUSY_SHARE = 25.0
+
+
 def _system(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
     ev: Dict[str, Any]
@@ -804,6 +598,31 @@ def _system(data: Dict[str, Any], now: float) -> List[Finding]:
             out.append(_finding("disk.full", sec, mount, ev, **words))
         elif percent >= DISK_WARN_PERCENT or free < DISK_WARN_FREE:
             out.append(_finding("disk.low", sec, mount, ev, **words))
+    for proc in _dicts((data.get("processes") or {}).get("top_by_memory")):
+        if str(proc.get("name") or "").lower() not in _BUSY_NAMES:
+            continue
+        cpu, started = _num(proc.get("cpu_seconds")), _num(proc.get("create_time"))
+        if cpu is None or started is None or now - started < 600:
+            continue
+        share = 100.0 * cpu / (now - started)
+        if share >= BUSY_SHARE:
+            ev = {
+                "name": proc.get("name"),
+                "pid": proc.get("pid"),
+                "cpu_seconds": cpu,
+                "create_time": started,
+            }
+            out.append(
+                _finding(
+                    "system.update_or_av_busy",
+                    sec,
+                    str(proc.get("pid")),
+                    ev,
+                    name=proc.get("name"),
+                    pid=proc.get("pid"),
+                    share=f"{share:.0f}",
+                )
+            )
     mem = data.get("memory") or {}
     total, avail = _num(mem.get("total")), _num(mem.get("available"))
     if total and avail is not None and avail < total * MEMORY_WARN_FRACTION:
@@ -832,6 +651,28 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
         pids = ", ".join(str(p.get("pid")) for p in procs)
         ev = {"processes": procs}
         out.append(_finding("pos.duplicate_instances", sec, "", ev, count=len(procs), pids=pids))
+    for proc in procs:
+        grew = _growth(proc.get("rss_history"))
+        if grew is not None:
+            first, last, seconds = grew
+            ev = {
+                "pid": proc.get("pid"),
+                "name": proc.get("name"),
+                "rss_history": proc.get("rss_history"),
+            }
+            out.append(
+                _finding(
+                    "pos.memory_growing",
+                    sec,
+                    str(proc.get("pid")),
+                    ev,
+                    name=proc.get("name"),
+                    pid=proc.get("pid"),
+                    first=mb(first),
+                    last=mb(last),
+                    span=span(seconds),
+                )
+            )
     services = data.get("services") or {}
     for name, state in sorted(services.items()):
         if state not in ("running", "active"):
@@ -863,6 +704,32 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
                 )
             )
         else:
+            check = dbfile.get("quick_check")
+            if isinstance(check, dict) and check.get("ok") is False:
+                sample = "; ".join(check.get("result") or [str(check.get("error"))])
+                out.append(
+                    _finding(
+                        "pos.database_corrupt",
+                        sec,
+                        path,
+                        {"quick_check": check},
+                        sample="PRAGMA quick_check on a copy: " + sample,
+                    )
+                )
+            cap = (profile.database_size_cap_gb if profile is not None else 0) * 1024**3
+            size = _num(dbfile.get("size")) or 0
+            if cap and size >= 0.9 * cap:
+                out.append(
+                    _finding(
+                        "pos.database_near_cap",
+                        sec,
+                        path,
+                        {"size": size, "cap": cap},
+                        path=path,
+                        size=mb(size),
+                        cap=mb(cap),
+                    )
+                )
             held = list(_dicts(dbfile.get("holders")))
             if len(held) > 1:  # two processes on one SQLite file: "database is locked" (§5 #27)
                 holders = ", ".join(
@@ -935,6 +802,136 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
     return out
 
 
+def _peripheral(row: Dict[str, Any], sec: str) -> Optional[Finding]:
+    """The finding of a device that could not be listened to, or None when it was."""
+    name, target = str(row.get("name") or "?"), str(row.get("target") or "")
+    ev = {"target": target, "outcome": row.get("outcome")}
+    outcome = row.get("outcome")
+    if outcome == "ok":
+        return None
+    if outcome == "skipped":
+        return _finding(
+            "peripheral.skipped_sale_open", sec, name, ev, name=name, why=row.get("detail")
+        )
+    if outcome == "held":
+        return _finding("peripheral.port_held", sec, name, ev, name=name, target=target)
+    return _finding(
+        "peripheral.unreachable",
+        sec,
+        name,
+        ev,
+        name=name,
+        target=target,
+        why=row.get("detail") or outcome,
+    )
+
+
+def _scale(data: Dict[str, Any], now: float) -> List[Finding]:
+    out: List[Finding] = []
+    for row in _dicts(data.get("scales")):
+        problem = _peripheral(row, "scale")
+        if problem is not None:
+            out.append(problem)
+            continue
+        name = str(row.get("name") or "?")
+        frames, bad = int(_num(row.get("frames")) or 0), int(_num(row.get("bad_checksum")) or 0)
+        size = int(_num(row.get("bytes")) or 0)
+        ev = {
+            k: row.get(k)
+            for k in (
+                "target",
+                "protocol",
+                "bytes",
+                "frames",
+                "bad_checksum",
+                "motion",
+                "out_of_range",
+                "sample",
+                "listen_s",
+            )
+        }
+        if size == 0:
+            out.append(
+                _finding("scale.no_data", "scale", name, ev, name=name, seconds=row.get("listen_s"))
+            )
+        elif frames == 0 and bad == 0:
+            out.append(
+                _finding(
+                    "scale.unreadable",
+                    "scale",
+                    name,
+                    ev,
+                    name=name,
+                    bytes=size,
+                    protocol=row.get("protocol"),
+                )
+            )
+        else:
+            if bad:
+                sev = Severity.FAULT if bad >= frames else None
+                out.append(
+                    _finding(
+                        "scale.bad_checksum",
+                        "scale",
+                        name,
+                        ev,
+                        severity=sev,
+                        name=name,
+                        bad=bad,
+                        good=frames,
+                    )
+                )
+            if frames >= 3 and _num(row.get("motion")) == frames:
+                out.append(
+                    _finding("scale.motion_stuck", "scale", name, ev, name=name, frames=frames)
+                )
+            if _num(row.get("out_of_range")):
+                out.append(_finding("scale.overload", "scale", name, ev, name=name))
+    return out
+
+
+def _scanner(data: Dict[str, Any], now: float) -> List[Finding]:
+    out: List[Finding] = []
+    for row in _dicts(data.get("scanners")):
+        problem = _peripheral(row, "scanner")
+        if problem is not None:
+            out.append(problem)
+        elif not _num(row.get("bytes")):
+            name = str(row.get("name") or "?")
+            ev = {"target": row.get("target"), "bytes": 0, "listen_s": row.get("listen_s")}
+            out.append(
+                _finding(
+                    "scanner.silent", "scanner", name, ev, name=name, seconds=row.get("listen_s")
+                )
+            )
+    return out
+
+
+#: A leak (§5 #30): at least this many samples, growing by this much in total and by this factor,
+#: and rising at nearly every step (a process that grows, then frees, is not leaking).
+GROWTH_SAMPLES = 4
+GROWTH_MIN_BYTES = 64 * 1024**2
+GROWTH_FACTOR = 1.3
+
+
+def _growth(history: Any) -> Optional[Tuple[float, float, float]]:
+    """``(first rss, last rss, seconds)`` when the samples show steady growth, else None."""
+    if not isinstance(history, list) or len(history) < GROWTH_SAMPLES:
+        return None
+    points = [(_num(p[0]), _num(p[1])) for p in history if isinstance(p, list) and len(p) == 2]
+    values = [(t, r) for t, r in points if t is not None and r is not None]
+    if len(values) < GROWTH_SAMPLES:
+        return None
+    rss = [r for _, r in values]
+    rising = sum(1 for a, b in zip(rss, rss[1:]) if b >= a)
+    first, last = rss[0], rss[-1]
+    if rising < 0.75 * (len(rss) - 1) or last - first < GROWTH_MIN_BYTES:
+        return None
+    if last < first * GROWTH_FACTOR:
+        return None
+    return first, last, values[-1][0] - values[0][0]
+
+
 _Evaluator = Callable[[Dict[str, Any], float], List[Finding]]
 _EVALUATORS: Dict[str, _Evaluator] = {
     "printers": _printers,
@@ -942,6 +939,9 @@ _EVALUATORS: Dict[str, _Evaluator] = {
     "serial": _serial,
     "network": _network,
     "system": _system,
+    "host": _host,
+    "scale": _scale,
+    "scanner": _scanner,
 }
 
 
@@ -970,10 +970,23 @@ def _section(
             )
         ], False
     try:
-        if name == "pos":
-            return _pos(data, now, profile), True
+        found = _pos(data, now, profile) if name == "pos" else []
         evaluator = _EVALUATORS.get(name)
-        return (evaluator(data, now) if evaluator else []), True
+        found += evaluator(data, now) if evaluator else []
+        garbled = list(_dicts(data.get("unreadable")))  # tool output the collector can't parse
+        for part in garbled:
+            why = f"{part.get('source')} said {part.get('sample')!r}"
+            found.append(
+                _finding(
+                    "collector.unreadable",
+                    name,
+                    str(part.get("source")),
+                    {"unreadable": part},
+                    section=name,
+                    why=why,
+                )
+            )
+        return found, not garbled
     except (TypeError, KeyError, AttributeError, ValueError) as exc:  # garbage in the data
         return [
             _finding(

@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # Windows 7 tills run Python 3.8: the same parser, as the tomli backport
     import tomli as tomllib
 
-__all__ = ["PROFILE_DIR", "PosProfile", "load_profile", "parse_profile"]
+__all__ = ["PROFILE_DIR", "PosProfile", "load_profile", "parse_profile", "profile_env"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -37,6 +37,8 @@ class PosProfile:
     database_processes: Tuple[str, ...] = ()
     #: the POS's database file (SQLite and the like): who holds it, and with what lock (§5 #27)
     database_path: str = ""
+    #: the database engine's size cap (SQL Server Express: 10 GB per database, §5 #29); 0: none
+    database_size_cap_gb: int = 0
     log_paths: Tuple[str, ...] = ()
     error_patterns: Tuple[str, ...] = ()
     redact_patterns: Tuple[str, ...] = ()
@@ -48,6 +50,12 @@ class PosProfile:
     sale_open_process: str = ""
     #: payment gateway hosts (``host:port``) whose TLS certificate expiry is checked (§5 #18, #23)
     payment_hosts: Tuple[str, ...] = ()
+    #: the POS's INI-style config file and where the receipt printer's target is in it, for
+    #: catalog scripts such as fix-printer-port (docs/scripts.md#profile)
+    config_path: str = ""
+    config_printer_section: str = "printer"
+    config_port_key: str = "port"
+    config_address_key: str = "address"
 
 
 def _strings(table: Dict[str, Any], key: str, where: str) -> Tuple[str, ...]:
@@ -99,7 +107,7 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError("profile: name must be letters, digits, '.', '_' or '-'")
     tables: Dict[str, Dict[str, Any]] = {}
-    for key in ("process", "service", "database", "logs", "data", "sale", "payment"):
+    for key in ("process", "service", "database", "logs", "data", "sale", "payment", "config"):
         table = doc.get(key, {})
         if not isinstance(table, dict):
             raise ConfigError(f"profile: {key} must be a table")
@@ -120,6 +128,7 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
         database_service=_string(tables["database"], "service", "database"),
         database_processes=_strings(tables["database"], "processes", "database"),
         database_path=_expand(_string(tables["database"], "path", "database"), data_dir),
+        database_size_cap_gb=_int(tables["database"], "size_cap_gb", "database", 0, 0, 100000),
         log_paths=tuple(_expand(p, data_dir) for p in _strings(logs, "paths", "logs")),
         error_patterns=_strings(logs, "error_patterns", "logs"),
         redact_patterns=_strings(logs, "redact_patterns", "logs"),
@@ -130,7 +139,43 @@ def parse_profile(text: str, data_dir: Optional[Path] = None) -> PosProfile:
         sale_open_file=_expand(_string(tables["sale"], "open_file", "sale"), data_dir),
         sale_open_process=_string(tables["sale"], "open_process", "sale"),
         payment_hosts=_host_ports(tables["payment"]),
+        config_path=_absolute(_expand(_string(tables["config"], "path", "config"), data_dir)),
+        config_printer_section=_ini_name(tables["config"], "printer_section", "printer"),
+        config_port_key=_ini_name(tables["config"], "port_key", "port"),
+        config_address_key=_ini_name(tables["config"], "address_key", "address"),
     )
+
+
+_INI_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _ini_name(table: Dict[str, Any], key: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not _INI_NAME.match(value):
+        raise ConfigError(f"profile [config] {key} must be a section or key name")
+    return value
+
+
+def _absolute(path: str) -> str:
+    if path and "${" not in path and not (os.path.isabs(path) or re.match(r"^[A-Za-z]:\\", path)):
+        raise ConfigError(f"profile [config] path must be absolute: {path!r}")
+    return path
+
+
+def profile_env(profile: Optional[PosProfile]) -> Dict[str, str]:
+    """What a catalog script may know of the POS profile, as ``POSASSIST_PROFILE_*`` variables
+    (docs/scripts.md#profile): the POS's name and, when the profile names it, its config file."""
+    if profile is None:
+        return {}
+    env = {"POSASSIST_PROFILE_NAME": profile.name}
+    if profile.config_path:
+        env.update(
+            POSASSIST_PROFILE_CONFIG=profile.config_path,
+            POSASSIST_PROFILE_PRINTER_SECTION=profile.config_printer_section,
+            POSASSIST_PROFILE_PORT_KEY=profile.config_port_key,
+            POSASSIST_PROFILE_ADDRESS_KEY=profile.config_address_key,
+        )
+    return env
 
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?:[0-9]{1,5}$")

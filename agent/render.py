@@ -18,6 +18,9 @@ HEADINGS: Dict[str, str] = {
     "printers": "小票打印机 / Receipt printers",
     "pos": "收银软件 / POS application",
     "print_queue": "打印队列 / Print queue",
+    "host": "主机设置 / Host settings",
+    "scale": "电子秤 / Scales",
+    "scanner": "扫码枪 / Scanners",
 }
 
 
@@ -180,6 +183,23 @@ def _lines(
         out.append(f"profile 配置: {data.get('display_name')}")
         out.append(f"running 运行中: {data.get('running')} ({data.get('instances')} instance(s))")
         out.append(f"sale open 正在交易: {data.get('sale_open') or 'no 否'}")
+        for proc in data.get("processes") or []:
+            history = proc.get("rss_history") or []
+            trend = f" ({len(history)} samples 次采样)" if len(history) > 1 else ""
+            who = f"{proc.get('name')} ({proc.get('pid')})"
+            out.append(f"process 进程 {who}: {_mb(proc.get('rss'))}{trend}")
+        dbfile = (data.get("database") or {}).get("file")
+        if isinstance(dbfile, dict):
+            if dbfile.get("ok"):
+                held = ", ".join(
+                    f"{h.get('name')}({h.get('pid')})" for h in dbfile.get("holders") or []
+                )
+                out.append(
+                    f"database 数据库 {dbfile.get('path')}: {_mb(dbfile.get('size'))}"
+                    + (f", held by 占用: {held}" if held else "")
+                )
+            else:
+                out.append(f"database 数据库 {dbfile.get('path')}: {dbfile.get('error')}")
         for log in data.get("logs", []):
             if log.get("ok"):
                 out.append(f"log 日志 {log['path']}: {log['error_count']} error line(s)")
@@ -189,7 +209,8 @@ def _lines(
         for disk in data.get("disk", []):
             if disk.get("ok"):
                 low = " LOW 空间不足" if disk.get("low") else ""
-                out.append(f"data 数据 {disk['path']}: {disk['free_mb']} MB free{low}")
+                free = _mb(disk["free_mb"] * 1048576)
+                out.append(f"data 数据 {disk['path']}: {free} free{low}")
     elif name == "print_queue":
         for p in data.get("printers", []):
             out.append(f"{p.get('name')}: {p.get('state')} {'; '.join(p.get('reasons', []))}")
@@ -199,6 +220,29 @@ def _lines(
             at = job.get("submitted_at")
             submitted = when(at, tz, now) if at is not None else job.get("submitted")
             out.append(f"    {job.get('id')} {job.get('status') or ''} submitted {submitted}")
+    elif name == "host":
+        zone = data.get("time_zone") or "?"
+        expected = data.get("expected_time_zone")
+        out.append(f"time zone 时区: {zone}" + (f" (store 门店: {expected})" if expected else ""))
+        for port, count in sorted((data.get("usb_disconnects") or {}).items()):
+            out.append(f"USB {port}: {count} disconnect(s) in 24 h 次断开")
+        proxy = data.get("winhttp_proxy")
+        if isinstance(proxy, dict):
+            server = "direct 直连" if proxy.get("direct") else proxy.get("server")
+            out.append(f"WinHTTP proxy 代理: {server}")
+        for dev in data.get("device_problems") or []:
+            out.append(f"device 设备 {dev.get('name')}: problem {dev.get('problem')}")
+    elif name in ("scale", "scanner"):
+        for row in data.get("scales", data.get("scanners", [])):
+            heard = (
+                f"{row.get('bytes')} bytes, {row.get('frames', row.get('scans'))} frame(s)"
+                if row.get("outcome") == "ok"
+                else row.get("detail") or ""
+            )
+            out.append(
+                f"{row.get('name')} [{row.get('target')}]: {row.get('outcome')} "
+                f"in {row.get('listen_s')} s; {heard}"
+            )
     else:
         out.append(str(data)[:500])
     return out

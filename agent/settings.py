@@ -5,6 +5,7 @@ Optional: a till without the file gets defaults (no printers configured, no POS 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -42,16 +43,35 @@ class PrinterConfig:
 
 
 @dataclass(frozen=True)
+class SerialDeviceConfig:
+    """A scale or a serial barcode scanner: listened to (never written to) in an opt-in window."""
+
+    name: str
+    serial: str
+    baudrate: int = 9600
+    parity: str = "N"  # "N" (8N1) or "E"/"O" (7E1/7O1, common on NCI scales, §3.3)
+    protocol: str = "toledo"  # scales: "toledo" continuous or Chinese-indicator "ascii"
+    listen_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the diagnostics need to know about this till beyond its identity."""
 
     relay_url: str = ""
+    #: the relay's TLS key pin from enrolment (agent.json), for the clock check over HTTPS
+    relay_pin: str = ""
     pos_profile: str = ""
     printers: Tuple[PrinterConfig, ...] = ()
     #: a printer is asked for its status at most once in this many seconds (§2.3: be polite)
     printer_min_interval: float = 30.0
     #: per-collector timeouts in seconds, overriding the defaults
     timeouts: Tuple[Tuple[str, float], ...] = ()
+    #: scales and serial scanners, for the opt-in ``scale`` and ``scanner`` collectors
+    scales: Tuple[SerialDeviceConfig, ...] = ()
+    scanners: Tuple[SerialDeviceConfig, ...] = ()
+    #: the store's time zone (IANA ``Asia/Shanghai`` or a Windows id), to catch a wrong one (§5 #20)
+    time_zone: str = ""
 
 
 _USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(?::[\x21-\x7e]{1,64})?$")
@@ -80,6 +100,38 @@ def _printer(raw: Any, index: int) -> PrinterConfig:
     raise ConfigError(f"settings: printers[{index}] needs 'tcp', 'serial' or 'usb'")
 
 
+def _serial_devices(
+    doc: Dict[str, Any], key: str, listen_s: float
+) -> Tuple[SerialDeviceConfig, ...]:
+    raw = doc.get(key, [])
+    if not isinstance(raw, list) or len(raw) > 8:
+        raise ConfigError(f"settings: {key} must be a list of at most 8 devices")
+    out = []
+    for i, dev in enumerate(raw):
+        where = f"settings: {key}[{i}]"
+        if not isinstance(dev, dict) or not isinstance(dev.get("serial"), str) or not dev["serial"]:
+            raise ConfigError(f"{where} needs 'serial' (the port)")
+        baud = dev.get("baudrate", 9600)
+        if type(baud) is not int or not 300 <= baud <= 921600:
+            raise ConfigError(f"{where}.baudrate must be an integer in 300..921600")
+        parity = dev.get("parity", "N")
+        if parity not in ("N", "E", "O"):
+            raise ConfigError(f"{where}.parity must be N, E or O")
+        protocol = dev.get("protocol", "toledo")
+        if protocol not in ("toledo", "ascii"):
+            raise ConfigError(f"{where}.protocol must be toledo or ascii")
+        seconds = dev.get("listen_s", listen_s)
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            or not 0.5 <= seconds <= 30
+        ):
+            raise ConfigError(f"{where}.listen_s must be 0.5..30 seconds")
+        name = str(dev.get("name") or f"{key[:-1]}{i + 1}")
+        out.append(SerialDeviceConfig(name, dev["serial"], baud, parity, protocol, float(seconds)))
+    return tuple(out)
+
+
 def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:
     """Build settings from the decoded ``settings.json``; ConfigError names a bad field."""
     printers = doc.get("printers", [])
@@ -99,17 +151,30 @@ def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:
         printers=tuple(_printer(p, i) for i, p in enumerate(printers)),
         printer_min_interval=float(interval),
         timeouts=tuple((str(k), float(v)) for k, v in timeouts.items()),
+        scales=_serial_devices(doc, "scales", 2.0),
+        scanners=_serial_devices(doc, "scanners", 10.0),
+        time_zone=_time_zone(doc.get("time_zone", "")),
     )
 
 
+def _time_zone(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > 64
+        or not re.match(r"^[A-Za-z0-9/_+ .-]*$", value)
+    ):
+        raise ConfigError("settings: time_zone must be a zone name such as Asia/Shanghai")
+    return value
+
+
 def load_settings(data_dir: Path) -> Settings:
-    """Read ``settings.json`` (optional) and the relay URL from ``agent.json`` (if any)."""
-    relay_url = ""
+    """Read ``settings.json`` (optional) and the relay URL and pin from ``agent.json`` (if any)."""
+    relay_url = pin = ""
     try:
-        relay_url = str(
-            json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))["relay_url"]
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        agent = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
+        relay_url = str(agent["relay_url"])
+        pin = str(agent.get("tls_pin") or "")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     path = data_dir / "settings.json"
     try:
@@ -119,11 +184,11 @@ def load_settings(data_dir: Path) -> Settings:
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     if text is None:
-        return Settings(relay_url=relay_url)
+        return Settings(relay_url=relay_url, relay_pin=pin)
     try:
         doc = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: must hold a JSON object")
-    return parse_settings(doc, relay_url)
+    return dataclasses.replace(parse_settings(doc, relay_url), relay_pin=pin)

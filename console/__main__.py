@@ -429,6 +429,8 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "scripts":
         session = _session()
         return list_scripts(session["relay"], session.get("tls_pin"))
+    from websockets.exceptions import InvalidStatus
+
     try:
         if args.command == "restore":
             return asyncio.run(_restore(args.device, args.backup_id, args.timeout))
@@ -446,6 +448,11 @@ def _command(args: argparse.Namespace) -> int:
         return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
     except (OSError, TimeoutError) as exc:  # the websocket could not reach the relay
         raise http.RelayUnreachable(f"{type(exc).__name__}: {exc}") from None
+    except InvalidStatus as exc:  # the relay answered the upgrade with an HTTP error (429…)
+        answer = exc.response
+        body = bytes(answer.body or b"")
+        http.Response(answer.status_code, dict(answer.headers), body).raise_for_status()
+        raise http.RelayUnreachable(f"HTTP {answer.status_code} to a websocket upgrade") from None
 
 
 if __name__ == "__main__":

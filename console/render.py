@@ -36,9 +36,8 @@ def render_report(report: DiagnosticsReport) -> str:
         if isinstance(status, str):
             mark = f"{mark} · {STATUS.get(status, status)}"
         lines.append(f"\n[{name}] {mark}")
-        lines.extend(
-            _walk(section.get("data", section) if isinstance(section, dict) else section, 1)
-        )
+        data = section.get("data", section) if isinstance(section, dict) else section
+        lines.extend(_walk(data, 1, report.collected_at))
         error = section.get("error") if isinstance(section, dict) else None
         if isinstance(error, dict):
             lines.append(f"  error: {error.get('type')}: {error.get('message', '')}")
@@ -47,9 +46,30 @@ def render_report(report: DiagnosticsReport) -> str:
     return printable("\n".join(lines))
 
 
-def _when(epoch: float) -> str:
-    """An epoch time in this console's local time zone, to the second."""
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
+def _when(epoch: float, now: float | None = None) -> str:
+    """An epoch time in this console's local time zone, to the second, and how long ago."""
+    from posassist.agent.findings import ago
+
+    text = datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
+    return f"{text} ({ago(epoch, now)})" if now is not None else text
+
+
+#: Keys whose integer values are byte counts, shown in MB/GB.
+_BYTE_KEYS = ("rss", "free", "total", "available", "used", "size", "bytes_read")
+
+
+def _human(key: str, item: Any, now: float | None) -> str:
+    """A raw reading in human units: times, byte counts and long durations."""
+    from posassist.agent.findings import mb, span
+
+    number = isinstance(item, int | float) and not isinstance(item, bool)
+    if number and _is_time(key) and item > 1e9:
+        return _when(item, now)
+    if number and (key in _BYTE_KEYS or key.endswith("_bytes")):
+        return mb(item)
+    if number and key.endswith("_s") and abs(item) >= 90:
+        return f"{item} s ({span(item)})"
+    return str(item)
 
 
 #: Keys whose epoch values are shown as times (``*_at``, ``*_time``, certificate and file times).
@@ -60,24 +80,32 @@ def _is_time(key: str) -> bool:
     return key.endswith(("_at", "_time")) or key in _TIME_KEYS
 
 
-def _walk(value: Any, depth: int) -> list[str]:
+def _walk(value: Any, depth: int, now: float | None = None) -> list[str]:
     pad = "  " * depth
     if isinstance(value, dict):
         out: list[str] = []
         for key, item in value.items():
-            if isinstance(item, dict | list | tuple):
+            key = str(key)
+            if key.endswith("_history") and isinstance(item, list | tuple):
+                out.append(f"{pad}{key}:")  # [[epoch, bytes], …] samples
+                out.extend(
+                    f"{pad}  - {_human('sampled_at', p[0], now)}: {_human('rss', p[1], now)}"
+                    for p in item[-20:]
+                    if isinstance(p, list | tuple) and len(p) == 2
+                )
+            elif isinstance(item, dict | list | tuple):
                 out.append(f"{pad}{key}:")
-                out.extend(_walk(item, depth + 1))
-            elif _is_time(key) and isinstance(item, int | float) and item > 1e9:
-                out.append(f"{pad}{key}: {_when(item)}")
+                out.extend(_walk(item, depth + 1, now))
             else:
-                out.append(f"{pad}{key}: {item}")
+                out.append(f"{pad}{key}: {_human(key, item, now)}")
         return out
     if isinstance(value, list | tuple):
         out = []
         for item in value[:20]:
             out.extend(
-                _walk(item, depth) if isinstance(item, dict | list | tuple) else [f"{pad}- {item}"]
+                _walk(item, depth, now)
+                if isinstance(item, dict | list | tuple)
+                else [f"{pad}- {item}"]
             )
         if len(value) > 20:
             out.append(f"{pad}… {len(value) - 20} more")

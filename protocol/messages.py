@@ -674,7 +674,7 @@ class AuthAccepted(Message):
 class AuthRefused(Message):
     """Authentication failed; the relay closes after sending this."""
 
-    code: str = spec(min_len=1, max_len=64)
+    code: str = spec(min_len=1, max_len=64, printable=True)
 
 
 # --- liveness -----------------------------------------------------------------------------------

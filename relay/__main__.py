@@ -458,8 +458,6 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
             print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
         return 0
     else:
-        if not DEVICE_ID.fullmatch(args.device_id):
-            raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
         try:
             await storage.revoke_device(args.device_id, now=now)
         except NotFound:
@@ -778,6 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "audit":
             return asyncio.run(_audit_verify(args))
+        device_id = getattr(args, "device_id", None)
+        if device_id is not None and not DEVICE_ID.fullmatch(device_id):  # before any storage
+            raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
         config = _config(args)
         if args.command == "init":
             return int(asyncio.run(_with_storage(config, lambda s: _init(args, s, config))))

@@ -46,7 +46,6 @@ from posassist.protocol.errors import (
 )
 
 __all__ = [
-    "HTTP_ERRORS",
     "BadCredentials",
     "BadRequest",
     "CheckpointError",
@@ -153,6 +152,11 @@ class RateLimited(PosAssistError):
     http_status = 429
     public_reason = "too many requests; slow down"
     public_reason_zh = "请求过于频繁, 请稍后再试"
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds until a try may succeed, sent as ``Retry-After`` when known.
+        self.retry_after = retry_after
 
 
 class BadCredentials(AuthenticationError):

@@ -221,12 +221,23 @@ class _GuardedHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        """aiohttp's answer to a request head it could not parse (400, 431 for oversized
-        headers…) or a handler that failed unexpectedly (500): the relay's fixed JSON error
-        instead of text that may quote the request (relay/errors.py ``HTTP_ERRORS``)."""
+        """aiohttp's answer to a request head it could not parse (400: bad framing, a header
+        over 8 KiB…) or a handler that failed unexpectedly (500): the relay's fixed JSON error
+        instead of text that may quote the request (relay/errors.py ``HTTP_ERRORS``).
+
+        A stranger's bad request is one log line without its bytes (aiohttp logs a traceback
+        quoting them, a line per request a flood could fill the disk with); a failure of our
+        own (500) keeps aiohttp's traceback."""
         from .handlers.api import http_error_response
 
-        super().handle_error(request, status, exc, message)  # logs it; raises if already sent
+        if status >= 500:
+            super().handle_error(request, status, exc, message)  # logs; raises if already sent
+        elif request.writer.output_size > 0:  # pragma: no cover - a 4xx comes before any reply
+            raise ConnectionError("response sent already; cannot send an error")
+        else:
+            log.info(
+                "bad request from %s: HTTP %d (%s)", request.remote, status, type(exc).__name__
+            )
         response = http_error_response(status)
         response.force_close()
         return response

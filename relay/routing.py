@@ -341,11 +341,18 @@ def relay_owned(reply: Message, route: Route) -> Message:
     """``reply`` with the fields the relay owns (:data:`RELAY_OWNED_FIELDS`) set from ``route``:
     a console sees the device and job it asked about, never an agent's claim of another
     (docs/protocol.md#requests). ``reply`` itself when they already agree (the common case)."""
-    changes = {
-        name: getattr(route, name)
-        for name in RELAY_OWNED_FIELDS
-        if name in reply.FIELDS and getattr(reply, name) != getattr(route, name)
-    }
-    if not changes:
-        return reply
+    names = _OWNED_BY_TYPE.get(type(reply))
+    if names is None:  # once per message type
+        names = tuple(name for name in RELAY_OWNED_FIELDS if name in reply.FIELDS)
+        _OWNED_BY_TYPE[type(reply)] = names
+    for name in names:
+        if getattr(reply, name) != getattr(route, name):
+            break
+    else:
+        return reply  # the common case: the agent wrote what the relay owns
+    changes = {name: getattr(route, name) for name in names}
     return dataclasses.replace(reply, **changes)  # type: ignore[type-var]
+
+
+#: Message type → the fields of :data:`RELAY_OWNED_FIELDS` it has (replies are on the hot path).
+_OWNED_BY_TYPE: dict[type[Message], tuple[str, ...]] = {}

@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from posassist.agent.diagnostics import DiagContext
 
 __all__ = [
+    "clock_by_https",
     "clock_offset",
     "collect",
+    "date_offset",
     "parse_interfaces",
     "parse_relay_url",
     "probe_host",
@@ -159,6 +161,41 @@ def probe_host(host: str, port: int, tls: bool = True, timeout: float = 3.0) -> 
     return out
 
 
+def date_offset(date_header: str, sent: float, received: float) -> Optional[Dict[str, Any]]:
+    """Relay clock minus ours from an HTTP ``Date`` header (1 s resolution), or None if unreadable.
+
+    The header's second is taken as the middle of the round trip, like a heartbeat sample.
+    """
+    from email.utils import parsedate_to_datetime
+
+    try:
+        relay_at = parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    rtt = max(0.0, received - sent)
+    return {
+        "offset_s": round(relay_at + 0.5 - (sent + rtt / 2.0), 1),  # +0.5: the header truncates
+        "rtt_s": round(rtt, 4),
+        "samples": 1,
+        "source": "https-date",
+    }
+
+
+def clock_by_https(url: str, pin: str = "", timeout: float = 3.0) -> Dict[str, Any]:
+    """The clock offset against the relay's HTTP(S) ``Date`` header, for a till that is offline
+    (no heartbeat samples): one GET of ``/healthz`` through the pinned helper (client/http.py)."""
+    from posassist.client.http import HttpError, http_url, request
+
+    target = http_url(url).rstrip("/") + "/healthz"
+    sent = time.time()
+    try:
+        answer = request("GET", target, pin=pin or None, timeout=timeout, max_bytes=4096)
+    except HttpError as exc:
+        return {"source": "https-date", "error": f"{type(exc).__name__}: {exc}"[:200]}
+    offset = date_offset(answer.headers.get("date", ""), sent, time.time())
+    return offset or {"source": "https-date", "error": "no readable Date header"}
+
+
 def collect(ctx: DiagContext) -> Dict[str, Any]:
     """Interfaces, the relay link and the clock offset against the relay."""
     import psutil  # type: ignore[import-untyped]
@@ -168,8 +205,12 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
         "relay": None,
         "clock": clock_offset(ctx.clock.snapshot()),
     }
+    if data["clock"] is not None:
+        data["clock"]["source"] = "heartbeat"
     if ctx.settings.relay_url:
         data["relay"] = probe_relay(ctx.settings.relay_url)
+        if data["clock"] is None and (data["relay"].get("tcp") or {}).get("ok"):
+            data["clock"] = clock_by_https(ctx.settings.relay_url, ctx.settings.relay_pin)
     if ctx.profile is not None and ctx.profile.payment_hosts:
         data["payment_gateways"] = [
             probe_host(host, int(port))

@@ -264,7 +264,62 @@ def database_file(path: str, proc_root: str = "/proc") -> Dict[str, Any]:
                 text = f"{lock['kind']} {lock['access']} on {os.path.basename(name)}"
                 holders[lock["pid"]]["locks"].append(text)
     out["holders"] = [holders[pid] for pid in sorted(holders)]
+    if out["sqlite"] and not holders:  # the POS is stopped: check a copy (never the file itself)
+        out["quick_check"] = quick_check_copy(path)
     return out
+
+
+#: Largest database the agent copies for a check (time and disk on a till).
+MAX_CHECK_BYTES = 256 * 1024 * 1024
+
+
+def quick_check_copy(path: str, max_bytes: int = MAX_CHECK_BYTES) -> Dict[str, Any]:
+    """``PRAGMA quick_check`` on a copy of a SQLite file with its -wal and -shm (§5 #28).
+
+    Only while nobody holds the file (the POS is stopped): a copy taken mid-write could look
+    corrupt. The copy lives in a private temp folder and is removed; the original is only read.
+    """
+    import shutil
+    import sqlite3
+    import tempfile
+
+    try:
+        size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+    except OSError as exc:
+        return {"ok": False, "error": exc.strerror or type(exc).__name__}
+    if size > max_bytes:
+        return {
+            "ok": None,
+            "skipped": f"{size // 1048576} MB is over the {max_bytes // 1048576} MB limit",
+        }
+    with tempfile.TemporaryDirectory(prefix="posassist-check-") as folder:
+        copy = os.path.join(folder, "pos.db")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    shutil.copyfile(path + suffix, copy + suffix)
+            db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+            try:
+                rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(20)").fetchall()]
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"ok": rows == ["ok"], "result": rows[:20]}
+
+
+def _memory(ctx: DiagContext, procs: List[Dict[str, Any]], now: float) -> None:
+    """Add each POS process's resident memory now and its history across reports (§5 #30)."""
+    import psutil
+
+    for proc in procs:
+        try:
+            rss = int(psutil.Process(proc["pid"]).memory_info().rss)
+        except psutil.Error:  # gone, or refused (§6.3)
+            continue
+        proc["rss"] = rss
+        history = ctx.memory.add(proc["pid"], proc["started"] or 0.0, now, rss)
+        proc["rss_history"] = [[round(t, 1), r] for t, r in history]
 
 
 def _disk(paths: Sequence[str], min_free_mb: int) -> List[Dict[str, Any]]:
@@ -296,6 +351,7 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     rows = _process_table()
     now = time.time()
     running = find_processes(rows, profile.process_names)
+    _memory(ctx, running, now)
     db_procs = find_processes(rows, profile.database_processes)
     services = service_states(list(profile.service_names))
     db_service = service_states([profile.database_service]) if profile.database_service else {}

@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from posassist.agent.errors import CollectorError, CollectorTimeout
 
@@ -28,6 +28,8 @@ __all__ = [
     "parse_wmic_list",
     "parse_wmic_time",
     "run_tool",
+    "spool_files",
+    "unparsed",
     "windows_queue",
 ]
 
@@ -184,7 +186,13 @@ def windows_queue(printers_text: str, jobs_text: str) -> Dict[str, Any]:
                 "stuck": any(word in status.lower() for word in _JOB_TROUBLE),
             }
         )
-    return {"system": "windows-spooler", "printers": printers, "jobs": jobs}
+    out: Dict[str, Any] = {"system": "windows-spooler", "printers": printers, "jobs": jobs}
+    unreadable = unparsed(
+        {"wmic printer": (printers_text, printers), "wmic printjob": (jobs_text, jobs)}
+    )
+    if unreadable:
+        out["unreadable"] = unreadable
+    return out
 
 
 def run_tool(argv: Sequence[str], timeout: float, env: Optional[Dict[str, str]] = None) -> str:
@@ -218,9 +226,92 @@ def run_tool(argv: Sequence[str], timeout: float, env: Optional[Dict[str, str]] 
 def cups_queue(lpstat: str, timeout: float = 3.0) -> Dict[str, Any]:
     """Printers and jobs from CUPS, through ``lpstat -p`` and ``lpstat -o``."""
     env = dict(os.environ, LC_ALL="C", LANG="C")  # the parser reads the English messages
-    printers = parse_lpstat_printers(run_tool([lpstat, "-p"], timeout, env))
-    jobs = parse_lpstat_jobs(run_tool([lpstat, "-o"], timeout, env))
-    return {"system": "cups", "printers": printers, "jobs": jobs}
+    try:
+        scheduler = run_tool([lpstat, "-r"], timeout, env)
+    except CollectorError:  # lpstat -r exits 1 when the scheduler is down, saying so
+        scheduler = "scheduler is not running"
+    if "not running" in scheduler:  # §5 #1: nothing prints; -p and -o would only fail
+        return {"system": "cups", "scheduler_running": False, "printers": [], "jobs": []}
+    printers_text = run_tool([lpstat, "-p"], timeout, env)
+    jobs_text = run_tool([lpstat, "-o"], timeout, env)
+    printers = parse_lpstat_printers(printers_text)
+    jobs = parse_lpstat_jobs(jobs_text)
+    out: Dict[str, Any] = {
+        "system": "cups",
+        "scheduler_running": True,
+        "printers": printers,
+        "jobs": jobs,
+    }
+    unreadable = unparsed({"lpstat -p": (printers_text, printers), "lpstat -o": (jobs_text, jobs)})
+    if unreadable:
+        out["unreadable"] = unreadable
+    return out
+
+
+def unparsed(outputs: Dict[str, Any]) -> List[Dict[str, str]]:
+    """Tool outputs that had text but gave nothing parseable: garbage is "unreadable", not "ok"."""
+    return [
+        {"source": source, "sample": text.strip()[:200]}
+        for source, (text, parsed) in outputs.items()
+        if text.strip() and not parsed and not any(m in text for m in _NOTHING)
+    ]
+
+
+#: What the tools say when there is simply nothing to list.
+_NOTHING = ("No Instance(s) Available", "No destinations added")
+
+
+def spool_files(entries: Sequence[Tuple[str, float, int]], now: float) -> List[Dict[str, Any]]:
+    """The ``.SPL``/``.SHD`` files in the spool folder, oldest first, with their age (§5 #1).
+
+    Args:
+        entries: ``(name, mtime, size)`` of the folder's files.
+        now: the current time.
+    """
+    rows: List[Dict[str, Any]] = [
+        {"name": name, "age_s": round(now - mtime, 1), "size": size}
+        for name, mtime, size in entries
+        if name.upper().endswith((".SPL", ".SHD"))
+    ]
+    rows.sort(key=lambda r: -r["age_s"])
+    return rows[:50]
+
+
+def _spool_folder() -> List[Dict[str, Any]]:  # pragma: no cover - Windows only
+    """The spool folder's files: DefaultSpoolDirectory from the registry, else the default."""
+    import importlib
+
+    winreg: Any = importlib.import_module("winreg")
+
+    folder = os.path.join(
+        os.environ.get("SystemRoot", r"C:\Windows"), "System32", "spool", "PRINTERS"
+    )
+    try:
+        key = winreg.OpenKey(
+            winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\Print\Printers"
+        )
+        with key:
+            folder = str(winreg.QueryValueEx(key, "DefaultSpoolDirectory")[0]) or folder
+    except OSError:
+        pass
+    entries = []
+    try:
+        for entry in os.scandir(folder):
+            st = entry.stat(follow_symlinks=False)
+            entries.append((entry.name, st.st_mtime, st.st_size))
+    except OSError:
+        return []
+    return spool_files(entries, time.time())
+
+
+def _spooler_state() -> str:  # pragma: no cover - Windows only
+    """The Print Spooler service's state (psutil), e.g. ``running`` or ``stopped`` (§5 #1)."""
+    import psutil  # type: ignore[import-untyped]
+
+    try:
+        return str(psutil.win_service_get("Spooler").status())
+    except (psutil.Error, OSError) as exc:
+        return "unknown: " + type(exc).__name__
 
 
 def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> Dict[str, Any]:
@@ -235,7 +326,10 @@ def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> 
             [wmic, "printjob", "get", "Document,JobId,Name,Status,TimeSubmitted", "/format:list"],
             4.0,
         )
-        return windows_queue(printers, jobs)
+        queue = windows_queue(printers, jobs)
+        queue["spooler"] = _spooler_state()
+        queue["spool_files"] = _spool_folder()
+        return queue
     tool = lpstat or next((p for p in LPSTAT_PATHS if os.path.exists(p)), None)
     if tool is None:
         raise CollectorError("CUPS is not installed (no lpstat)")

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
     "KNOWN_USB_DEVICES",
@@ -29,6 +29,8 @@ __all__ = [
     "match_usb_device",
     "parse_holders",
     "parse_hwid",
+    "parse_prober_lines",
+    "prober_activity",
 ]
 
 
@@ -483,6 +485,61 @@ def find_by_usb_identity(ports: Sequence[SerialPort], usb: str) -> List[SerialPo
     ]
 
 
+# --- probers that open serial ports behind the POS's back (§5 #15) -----------------------------
+
+#: Services known to open and probe new serial ports on Linux.
+PROBERS = ("ModemManager", "brltty")
+JOURNALCTL_PATHS = ("/usr/bin/journalctl", "/bin/journalctl")
+_PROBER_LINE = re.compile(r"\b(?P<who>ModemManager|brltty)\[\d+\]:(?P<msg>.*)$")
+_TTY = re.compile(r"\btty(?:ACM|USB|S)\d{1,3}\b")
+
+
+def parse_prober_lines(text: str, limit: int = 5) -> Dict[str, Dict[str, Any]]:
+    """Journal or syslog lines where a prober touches a serial port, by port name.
+
+    Returns:
+        ``{"ttyACM0": {"probers": ["ModemManager"], "count": n, "lines": [newest few]}}``.
+    """
+    found: Dict[str, Dict[str, Any]] = {}
+    for line in text.splitlines():
+        match = _PROBER_LINE.search(line)
+        if not match:
+            continue
+        for tty in set(_TTY.findall(match.group("msg"))):
+            row = found.setdefault(tty, {"probers": [], "count": 0, "lines": []})
+            if match.group("who") not in row["probers"]:
+                row["probers"].append(match.group("who"))
+            row["count"] += 1
+            row["lines"] = (row["lines"] + [line.strip()[:300]])[-limit:]
+    return found
+
+
+def prober_activity(journalctl: Optional[str] = None, timeout: float = 3.0) -> Dict[str, Any]:
+    """What ModemManager and brltty did to serial ports in the last day (journal, Linux)."""
+    import subprocess
+
+    tool = journalctl or next((p for p in JOURNALCTL_PATHS if os.path.exists(p)), None)
+    if tool is None or not sys.platform.startswith("linux"):
+        return {"source": None, "ports": {}}
+    argv = [tool, "--no-pager", "-q", "-o", "short", "--since", "-24h", "-n", "2000"]
+    for unit in PROBERS:
+        argv += ["-u", unit]
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"source": "journal", "ports": {}, "error": type(exc).__name__}
+    text = done.stdout.decode("utf-8", "replace")
+    return {"source": "journal", "ports": parse_prober_lines(text)}
+
+
 # --- the collector -----------------------------------------------------------------------------
 
 
@@ -508,7 +565,12 @@ def port_summary(port: SerialPort, holders: Sequence[Holder]) -> dict:  # type: 
     }
 
 
-def collect(ctx: object = None) -> dict:  # type: ignore[type-arg]
-    """Serial ports with VID:PID, their device-table match and their holders (never opened)."""
+def collect(ctx: object = None, journalctl: Optional[str] = None) -> dict:  # type: ignore[type-arg]
+    """Serial ports with VID:PID, their device-table match and their holders (never opened), and
+    what port probers (ModemManager, brltty) did to them lately."""
     ports = list_serial_ports()
-    return {"ports": [port_summary(p, find_holders(p.device)) for p in ports], "count": len(ports)}
+    return {
+        "ports": [port_summary(p, find_holders(p.device)) for p in ports],
+        "count": len(ports),
+        "probers": prober_activity(journalctl),
+    }

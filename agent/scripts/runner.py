@@ -26,6 +26,7 @@ from typing import (
 )
 
 from posassist.agent.errors import BackupError, ScriptRefusedError
+from posassist.agent.profile import profile_env
 from posassist.agent.scripts.backup import BackupStore, RestoreResult, expand_paths
 from posassist.agent.scripts.consent import ConsentDecision, ConsentProvider, UnattendedOnlyPolicy
 from posassist.agent.scripts.preconditions import Facts, evaluate, gather_facts
@@ -148,6 +149,8 @@ class ScriptRunner:
         self.consent: ConsentProvider = consent if consent is not None else UnattendedOnlyPolicy()
         self.profile = profile
         self.placeholders = dict(placeholders or {})
+        if profile is not None and profile.config_path:  # backup: ["${POS_CONFIG}"]
+            self.placeholders.setdefault("POS_CONFIG", profile.config_path)
         self.tz = tz
         self.consent_timeout = consent_timeout
         self.work_root = work_root
@@ -327,7 +330,7 @@ class ScriptRunner:
                 ended = await run_process(
                     argv,
                     cwd=workdir,
-                    env=minimal_env(workdir, env_extra),
+                    env=minimal_env(workdir, {**profile_env(self.profile), **env_extra}),
                     timeout=manifest.timeout,
                     max_output=manifest.max_output,
                     on_output=sink,

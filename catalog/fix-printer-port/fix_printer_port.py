@@ -1,14 +1,16 @@
 """posassist catalog: point the POS at its receipt printer's new COM port or address.
 
-Edits one key in the ``[printer]`` section of the POS's config file (CONFIG below; the manifest
-backs the same file up before the run): ``port`` for a serial printer (``--port COM7`` or
-``/dev/ttyUSB1``) or ``address`` for a network printer (``--address 192.168.1.50:9100``). Every
-other byte of the file stays as it was (comments, order, line endings, encoding). The file is
-replaced atomically, then the new target is checked: the serial device must exist, a network
-printer must answer DLE EOT 1. If the check fails the script exits 1 *after* the change, and the
-runner restores the backup byte for byte.
-Exit codes: 0 changed and verified (or already set); 1 verification failed; 3 config unusable;
-5 bad arguments.
+Edits one key in the POS's INI-style config file. Which file, section and keys come from the POS
+profile the agent runs with (``[config]``: ``path``, ``printer_section``, ``port_key``,
+``address_key``), passed as ``POSASSIST_PROFILE_*`` variables (docs/scripts.md#profile); the
+manifest backs the same file up (``${POS_CONFIG}``) before the run. ``--port COM7`` or
+``/dev/ttyUSB1`` sets the port key for a serial printer, ``--address 192.168.1.50:9100`` the
+address key for a network printer. Every other byte of the file stays as it was (comments, order,
+line endings, encoding). The file is replaced atomically, then the new target is checked: the
+serial device must exist, a network printer must answer DLE EOT 1. If the check fails the script
+exits 1 *after* the change, and the runner restores the backup byte for byte.
+Exit codes: 0 changed and verified (or already set); 1 verification failed; 3 config unusable or
+the POS profile names no config file; 5 bad arguments.
 """
 
 import argparse
@@ -17,15 +19,16 @@ import re
 import socket
 import sys
 
-# Test-only re-rooting of absolute paths; unreachable from a manifest (docs/scripts.md#test-root).
+# Test-only re-rooting of device paths; unreachable from a manifest (docs/scripts.md#test-root).
 ROOT = os.environ.get("POSASSIST_TEST_ROOT", "")
-CONFIG = {"linux": "/etc/demo-pos/pos.ini", "windows": "C:\\POS\\config\\pos.ini"}
-SECTION = "printer"
+# From the POS profile, set by the agent's runner (docs/scripts.md#profile).
+CONFIG = os.environ.get("POSASSIST_PROFILE_CONFIG", "")
+SECTION = os.environ.get("POSASSIST_PROFILE_PRINTER_SECTION", "printer").lower()
+KEYS = {
+    "port": os.environ.get("POSASSIST_PROFILE_PORT_KEY", "port"),
+    "address": os.environ.get("POSASSIST_PROFILE_ADDRESS_KEY", "address"),
+}
 _HEADER = re.compile(r"^\s*\[([^\]]+)\]\s*$")
-
-
-def config_path(platform):
-    return CONFIG[platform] if platform == "windows" else ROOT + CONFIG[platform]
 
 
 def set_key(text, key, value):
@@ -128,7 +131,10 @@ def main(argv=None):
         print("give exactly one of --port or --address", file=sys.stderr)
         return 5
     platform = "windows" if sys.platform == "win32" else "linux"
-    path = config_path(platform)
+    path = CONFIG
+    if not path:
+        print("the POS profile names no config file ([config] path)", file=sys.stderr)
+        return 3
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -136,7 +142,7 @@ def main(argv=None):
         print("cannot read POS config %s: %s" % (path, exc), file=sys.stderr)
         return 3
     text = raw.decode("utf-8", "surrogateescape")  # keeps GBK or stray bytes as they are
-    key, value = ("port", args.port) if args.port else ("address", args.address)
+    key, value = (KEYS["port"], args.port) if args.port else (KEYS["address"], args.address)
     new_text, old = set_key(text, key, value)
     print("%s: [%s] %s: %s -> %s" % (path, SECTION, key, old, value))
     if old == value:
@@ -144,7 +150,7 @@ def main(argv=None):
         return 0
     write_atomically(path, new_text.encode("utf-8", "surrogateescape"))
     print("config written; checking the new printer target")
-    ok = serial_exists(platform, value) if key == "port" else printer_answers(value)
+    ok = serial_exists(platform, value) if args.port else printer_answers(value)
     if not ok:
         print(
             "new target %s does not work: failing so the runner restores the backup" % value,

@@ -65,11 +65,15 @@ async def refuse_over_budget(state: RelayState, request: web.Request, action: st
     failed sign-in budget (relay/limits.py ``HandshakeBudget``); the refusal is audited,
     summarised per address and window like every refusal before sign-in."""
     address = str(request.remote)
-    if state.handshake_budget.exhausted(address, state.now()):
+    now = state.now()
+    if state.handshake_budget.exhausted(address, now):
         await state.audit(
             f"ip:{address}", action, "relay", Outcome.REFUSED, {"reason": "rate limited"}
         )
-        raise RateLimited("too many failed sign-ins from this address")
+        raise RateLimited(
+            "too many failed sign-ins from this address",
+            retry_after=state.handshake_budget.retry_after(address, now),
+        )
 
 
 def handshake_failed(state: RelayState, peer: WebSocketSession, exc: BaseException) -> None:

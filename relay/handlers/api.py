@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,8 @@ _DUMMY_HASH: str | None = None
 def error_response(exc: PosAssistError) -> web.Response:
     """``{"error": class name, "message": public reason, "message_zh": 中文}`` with the class's
     ``http_status``: fixed sentences, never the request's input."""
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
     return web.json_response(
         {
             "error": type(exc).__name__,
@@ -55,6 +58,7 @@ def error_response(exc: PosAssistError) -> web.Response:
             "message_zh": exc.public_reason_zh,
         },
         status=exc.http_status,
+        headers=headers,
     )
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
@@ -242,13 +243,67 @@ def test_cups_queue_runs_lpstat_by_argv(tmp_path: Path) -> None:
     lpstat = _script(
         tmp_path,
         '[ "$LC_ALL" = C ] || exit 3\n'
+        '[ "$1" = -r ] && echo "scheduler is running"\n'
         f'[ "$1" = -p ] && cat "{fixture}/lpstat-p.txt"\n'
         f'[ "$1" = -o ] && cat "{fixture}/lpstat-o.txt"\n'
         "exit 0\n",
     )
     data = printqueue.collect(None, lpstat=lpstat)
+    assert data["scheduler_running"] is True
     assert len(data["printers"]) == 3
     assert len(data["jobs"]) == 3
+
+
+def test_garbage_from_lpstat_is_unreadable_not_an_empty_ok_queue(tmp_path: Path) -> None:
+    from posassist.agent.findings import annotate
+
+    lpstat = _script(
+        tmp_path,
+        '[ "$1" = -r ] && echo "scheduler is running" && exit 0\n'
+        '[ "$1" = -p ] && printf "\\033[31m\\377\\376 imprimante ???\\n" && exit 0\n'
+        "exit 0\n",
+    )
+    data = printqueue.collect(None, lpstat=lpstat)
+    assert data["printers"] == []
+    (part,) = data["unreadable"]
+    assert part["source"] == "lpstat -p"
+    report: dict[str, Any] = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    annotate(report, None, time.time())
+    section = report["sections"]["print_queue"]
+    assert section["status"] == "unreadable"
+    (finding,) = section["findings"]
+    assert finding["code"] == "collector.unreadable"
+    assert "lpstat -p said" in finding["detail"]["en"]
+    wmic_empty = printqueue.windows_queue("\r\nNo Instance(s) Available.\r\n", "")
+    assert "unreadable" not in wmic_empty
+
+
+def test_a_stopped_cups_scheduler_is_a_finding_not_a_failed_section(tmp_path: Path) -> None:
+    from posassist.agent.findings import evaluate
+
+    # lpstat -r says so and exits 1; -p and -o would fail ("lpstat: Bad file descriptor")
+    lpstat = _script(
+        tmp_path,
+        '[ "$1" = -r ] && { echo "scheduler is not running"; exit 1; }\n'
+        'echo "lpstat: Bad file descriptor" >&2; exit 1\n',
+    )
+    data = printqueue.collect(None, lpstat=lpstat)
+    assert data == {"system": "cups", "scheduler_running": False, "printers": [], "jobs": []}
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = evaluate(report, None, time.time())
+    assert finding.code == "queue.cups_stopped"
+
+
+def test_a_stopped_windows_spooler_offers_the_spooler_reset() -> None:
+    from posassist.agent.findings import evaluate
+
+    data = {"system": "windows-spooler", "spooler": "stopped", "printers": [], "jobs": []}
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = evaluate(report, None, time.time())
+    assert finding.code == "queue.spooler_stopped"
+    assert finding.to_dict()["script"] == {"id": "spooler-reset-windows", "risk": "B"}
+    data["spooler"] = "running"
+    assert evaluate(report, None, time.time()) == []
 
 
 def test_hanging_lpstat_is_killed_at_its_timeout(tmp_path: Path) -> None:
@@ -283,3 +338,56 @@ def test_settings_name_a_printer_by_usb_identity_or_refuse_a_bad_one() -> None:
     for bad in ("0416", "0416:50111", "zz16:5011", "0416:5011:", "0416:5011:has space", 416):
         with pytest.raises(ConfigError, match=r"printers\[0\]\.usb must be"):
             parse_settings({"printers": [{"usb": bad}]})
+
+
+def test_prober_lines_from_the_journal_name_the_ports_they_touched() -> None:
+    from posassist.agent.collectors.serialports import parse_prober_lines
+
+    text = (FIXTURES / "serial" / "journal-modemmanager.txt").read_text()
+    found = parse_prober_lines(text)
+    assert set(found) == {"ttyACM0", "ttyUSB1"}
+    assert found["ttyACM0"]["probers"] == ["ModemManager"]
+    assert found["ttyACM0"]["count"] == 3  # the kernel's own line does not count
+    assert found["ttyUSB1"]["probers"] == ["ModemManager", "brltty"]
+    assert parse_prober_lines("") == {}
+    assert parse_prober_lines("ModemManager ttyACM0 without a pid\n") == {}
+
+
+def test_serial_collector_reads_probers_through_journalctl_by_argv(tmp_path: Path) -> None:
+    from posassist.agent.collectors import serialports
+    from posassist.agent.findings import evaluate
+
+    fixture = FIXTURES / "serial" / "journal-modemmanager.txt"
+    journalctl = _script(tmp_path, f'echo "$@" > "{tmp_path}/argv"\ncat "{fixture}"\n')
+    data = serialports.collect(None, journalctl=journalctl)
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[-4:] == ["-u", "ModemManager", "-u", "brltty"]
+    assert data["probers"]["ports"]["ttyACM0"]["count"] == 3
+    report = {"sections": {"serial": {"ok": True, "data": data}}}
+    found = {f.subject: f for f in evaluate(report, None, time.time())}
+    acm = found["ttyACM0"]
+    assert acm.code == "serial.prober_interference"
+    assert "ModemManager opened ttyACM0 (3 time(s))" in acm.detail["en"]
+    assert "ID_MM_DEVICE_IGNORE" in acm.advice.tech_en
+    assert acm.evidence["lines"][-1].endswith("port probe timed out")
+
+
+def test_old_spool_files_are_stuck_jobs_on_windows() -> None:
+    from posassist.agent.findings import evaluate
+
+    now = 1_796_000_000.0
+    entries = [
+        ("00012.SPL", now - 1800, 40960),
+        ("00012.SHD", now - 1800, 1024),
+        ("00013.SPL", now - 30, 2048),
+        ("desktop.ini", now - 10**6, 100),
+    ]
+    files = printqueue.spool_files(entries, now)
+    assert [f["name"] for f in files] == ["00012.SPL", "00012.SHD", "00013.SPL"]
+    data = {"system": "windows-spooler", "spooler": "running", "spool_files": files,
+            "printers": [], "jobs": []}  # fmt: skip
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = evaluate(report, None, now)
+    assert finding.code == "queue.spool_files_stuck"
+    assert finding.detail["en"] == "2 file(s) in the spool folder, the oldest 30 min old"
+    assert finding.to_dict()["script"] == {"id": "spooler-reset-windows", "risk": "B"}

@@ -164,6 +164,7 @@ def test_diag_offline_prints_json_and_text(tmp_path) -> None:
         "printers",
         "pos",
         "print_queue",
+        "host",
     }
     assert report["sections"]["pos"]["data"]["logs"][0]["error_count"] == 1
     assert report["schema"] == "posassist.diag/1"

@@ -38,7 +38,7 @@ def _codes(report: dict[str, Any], profile: Any = None) -> dict[str, Any]:
 def test_every_advice_has_both_languages_and_a_known_script() -> None:
     han = re.compile(r"[\u4e00-\u9fff]")
     for code, a in ADVICE.items():
-        assert re.fullmatch(r"[a-z_]+\.[a-z_]+", code), code
+        assert re.fullmatch(r"[a-z_]+\.[a-z0-9_]+", code), code
         for zh in (a.title_zh, a.cashier_zh, a.tech_zh, a.detail_zh):
             assert han.search(zh), (code, zh)
         for en in (a.title_en, a.cashier_en, a.tech_en, a.detail_en):
@@ -102,6 +102,21 @@ def test_disk_and_memory_in_human_units() -> None:
     assert memory.evidence["top_by_memory"][0]["name"] == "pos.exe"
 
 
+def test_antivirus_or_update_hogging_the_cpu_since_it_started() -> None:
+    rows = [
+        {"pid": 900, "name": "MsMpEng.exe", "rss": 3 * 10**8, "cpu_seconds": 1800.0,
+         "create_time": NOW - 3600},  # half a CPU for an hour
+        {"pid": 901, "name": "TiWorker.exe", "rss": 10**8, "cpu_seconds": 60.0,
+         "create_time": NOW - 3600},  # 2 %
+        {"pid": 902, "name": "pos.exe", "rss": 10**9, "cpu_seconds": 3000.0,
+         "create_time": NOW - 3600},  # busy, but it is the POS
+    ]  # fmt: skip
+    data = {"processes": {"top_by_memory": rows}, "disks": [], "memory": {}}
+    (finding,) = evaluate({"sections": {"system": {"ok": True, "data": data}}}, None, NOW)
+    assert finding.code == "system.update_or_av_busy"
+    assert finding.detail["en"] == "MsMpEng.exe (pid 900) averages 50% of a CPU"
+
+
 def test_locked_database_duplicate_instances_and_stopped_services(tmp_path: Path) -> None:
     profile = load_profile("demo", tmp_path)
     found = evaluate(_load("pos-locked-twice.json"), profile, NOW)
@@ -137,12 +152,14 @@ def test_stopped_pos_and_a_corrupt_database(tmp_path: Path) -> None:
     assert "pos.log_errors" not in found  # the corruption says it better
 
 
-def test_a_port_held_by_two_processes_names_both() -> None:
+def test_a_port_held_by_two_processes_names_both_and_the_prober() -> None:
     found = evaluate(_load("serial-shared.json"), None, NOW)
-    (shared,) = found
+    shared, prober = found
     assert shared.code == "serial.port_shared"
     assert shared.subject == "/dev/ttyACM0"
     assert "ModemManager(880)" in shared.detail["en"]
+    assert (prober.code, prober.subject) == ("serial.prober_interference", "ttyACM0")
+    assert prober.evidence["held_by"] == [{"pid": 880, "name": "ModemManager"}]
 
 
 def test_printer_rows_that_were_not_probed() -> None:
@@ -208,7 +225,9 @@ def test_a_profile_that_did_not_load_is_a_finding() -> None:
 
 # --- bad input: garbage, truncated and empty replies --------------------------------------------
 
-SECTIONS = ("system", "network", "serial", "printers", "pos", "print_queue")
+SECTIONS = (
+    "system", "network", "serial", "printers", "pos", "print_queue", "scale", "scanner", "host",
+)  # fmt: skip
 GARBAGE: list[Any] = [
     None,
     "garbage",
@@ -230,6 +249,9 @@ MALFORMED: dict[str, dict[str, Any]] = {
     "printers": {"printers": [{"name": "r", "outcome": "ok", "status": "garbage"}]},
     "pos": {"running": True, "processes": "x"},
     "print_queue": {"printers": 5},
+    "scale": {"scales": "x"},
+    "scanner": {"scanners": [5]},
+    "host": {"device_problems": "x"},
 }
 
 
@@ -267,7 +289,8 @@ _JSONISH = st.recursive(
 )
 _KEYS = st.sampled_from(
     ["printers", "jobs", "ports", "interfaces", "relay", "clock", "disks", "memory", "logs",
-     "disk", "processes", "services", "database", "running", "status", "outcome", "held_by"]
+     "disk", "processes", "services", "database", "running", "status", "outcome", "held_by",
+     "scales", "scanners", "payment_gateways", "file"]
 )  # fmt: skip
 
 
@@ -279,3 +302,66 @@ def test_any_data_gives_findings_or_unreadable_never_an_exception(name, data) ->
     for finding in found:
         assert finding.code in ADVICE
         json.dumps(finding.to_dict())
+
+
+def test_the_json_of_a_finding_has_exactly_the_documented_keys() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "findings.md").read_text()
+    for report in ("pos-locked-twice.json", "network-tls-expiring.json"):
+        for finding in evaluate(_load(report), None, NOW):
+            data = finding.to_dict()
+            assert list(data) == [
+                "code", "severity", "section", "subject", "title", "detail", "cashier",
+                "technician", "script", "ref", "evidence",
+            ]  # fmt: skip
+            for key in data:
+                assert f'"{key}"' in doc, key
+            assert f"`{finding.code}`" in doc  # every code is listed
+
+
+def test_a_windows_printer_set_to_work_offline() -> None:
+    from posassist.agent.collectors.printqueue import windows_queue
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "printqueue"
+    data = windows_queue(
+        (fixtures / "wmic-printer.txt").read_bytes().decode("utf-8"),
+        (fixtures / "wmic-printjob.txt").read_bytes().decode("utf-8"),
+    )
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    found = {f.code: f for f in evaluate(report, None, NOW)}
+    assert found["queue.offline"].subject == "厨房打印机"
+    assert found["queue.jobs_stuck"].evidence["jobs"] == ["12", "13"]  # an error at the head
+
+
+def test_every_interface_down_is_a_link_down() -> None:
+    nics = [
+        {"name": "eth0", "up": False, "addresses": [], "apipa": False, "loopback": False},
+        {"name": "wlan0", "up": False, "addresses": [], "apipa": False, "loopback": False},
+        {"name": "lo", "up": True, "addresses": [], "apipa": False, "loopback": True},
+    ]
+    report = {"sections": {"network": {"ok": True, "data": {"interfaces": nics}}}}
+    (finding,) = evaluate(report, None, NOW)
+    assert finding.code == "network.link_down"
+    assert finding.evidence["interfaces"] == ["eth0", "wlan0"]
+
+
+def test_the_findings_layer_does_no_io() -> None:
+    import ast
+
+    forbidden = {
+        "os", "socket", "subprocess", "asyncio", "time", "shutil", "sqlite3", "ssl", "serial",
+        "psutil", "pathlib", "threading", "urllib", "http",
+    }  # fmt: skip
+    agent = Path(__file__).resolve().parents[2] / "agent"
+    for name in ("findings.py", "advice.py"):
+        tree = ast.parse((agent / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                root = module.split(".")[0]
+                assert root not in forbidden, (name, module)
+                assert not module.startswith("posassist.agent.collectors"), (name, module)

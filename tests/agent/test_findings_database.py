@@ -128,3 +128,45 @@ def test_proc_locks_lines_parse_and_waiters_are_skipped() -> None:
         {"kind": "POSIX", "access": "WRITE", "pid": 4100, "dev": (8, 1), "inode": 1234567},
         {"kind": "FLOCK", "access": "READ", "pid": 880, "dev": (254, 0), "inode": 42},
     ]
+
+
+def test_a_corrupt_database_is_found_on_a_copy_while_the_pos_is_stopped(tmp_path) -> None:
+    path = _db(tmp_path)
+    with sqlite3.connect(path) as db:  # a second page of rows, then spoil it
+        db.execute("CREATE TABLE lines (id INTEGER PRIMARY KEY, text TEXT)")
+        db.executemany("INSERT INTO lines (text) VALUES (?)", [("x" * 200,)] * 200)
+    db.close()
+    good = database_file(str(path))
+    assert good["quick_check"] == {"ok": True, "result": ["ok"]}
+    raw = bytearray(path.read_bytes())
+    page = 4096  # the default page size: spoil the b-tree header of every page after the first
+    for start in range(page, len(raw), page):
+        raw[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(raw))
+    before = path.read_bytes()
+    file = database_file(str(path))
+    assert file["quick_check"]["ok"] is False
+    assert path.read_bytes() == before  # only a copy was opened
+    (finding,) = evaluate(_report(file), None, time.time())
+    assert finding.code == "pos.database_corrupt"
+    assert "quick_check on a copy" in finding.detail["en"]
+
+
+def test_no_check_while_the_pos_holds_the_database(tmp_path, holders) -> None:
+    path = _db(tmp_path)
+    holders(path, "BEGIN")
+    assert "quick_check" not in database_file(str(path))
+
+
+def test_a_database_near_its_size_cap(tmp_path) -> None:
+    from posassist.agent.profile import parse_profile
+
+    mdf = tmp_path / "POS.mdf"
+    with open(mdf, "wb") as f:  # sparse: 9.5 GB that take no disk
+        f.truncate(int(9.5 * 1024**3))
+    profile = parse_profile(f'name = "x"\n[database]\npath = "{mdf}"\nsize_cap_gb = 10\n', tmp_path)
+    file = database_file(str(mdf))
+    assert file["sqlite"] is False
+    (finding,) = evaluate(_report(file), profile, time.time())
+    assert finding.code == "pos.database_near_cap"
+    assert "9.5 GB of its 10.0 GB cap" in finding.detail["en"]

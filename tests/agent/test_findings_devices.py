@@ -40,6 +40,8 @@ STATES = {
     "offline": ({1: 0x1A, 2: 0x12, 3: 0x12, 4: 0x12}, "printer.offline", Severity.FAULT),
     # bytes that fail 0xx1xx10 (a Star printer, a wrong baud rate)
     "garbage": ({1: 0xFF, 2: 0x00, 3: 0xFF, 4: 0x00}, "printer.unreadable", Severity.WARNING),
+    # truncated: answers DLE EOT 1 and 2, then goes silent
+    "half": ({1: 0x12, 2: 0x12}, "printer.unreadable", Severity.WARNING),
     # silent: powered off behind a live link (no reply to anything)
     "silent": ({}, "printer.unreachable", Severity.FAULT),
 }  # fmt: skip
@@ -178,3 +180,19 @@ def test_a_usb_printer_that_is_not_plugged_in_or_ambiguous(printer) -> None:
     assert finding.code == "printer.unreachable"
     assert "no serial port with USB id 0416:5011:PRN0042" in finding.detail["en"]
     assert printer.bytes_received == 0  # nothing was sent to a device it could not name
+
+
+def test_a_usb_printer_that_is_present_but_silent_offers_a_software_replug(printer) -> None:
+    from posassist.agent.collectors.serialports import describe_port
+    from tests.fakes.simprinter import PrinterState
+
+    pty = printer.start_pty()
+    printer.set_state(PrinterState.NO_REPLY)  # reads the request, never answers
+    ports = [describe_port(pty, "USB Thermal Printer", HWID)]
+    configured = PrinterConfig("receipt", usb="0416:5011:PRN0042")
+    ctx = DiagContext(Settings(printers=(configured,), printer_min_interval=0.0))
+    (finding,) = evaluate(_usb_report(ctx, ports), None, time.time())
+    assert finding.code == "printer.usb_wedged"
+    assert f"present on {pty} (USB 0416:5011)" in finding.detail["en"]
+    assert finding.to_dict()["script"] == {"id": "reset-usb-serial", "risk": "B"}
+    assert printer.bytes_received > 0  # it was asked, and said nothing

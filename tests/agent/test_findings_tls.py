@@ -112,3 +112,30 @@ def test_gateway_certificates_expiring_expired_and_a_refused_gateway(
 def test_a_profile_gateway_that_is_not_host_port_is_refused(bad) -> None:
     with pytest.raises(ConfigError, match=r"\[payment\] hosts"):
         _profile([bad])
+
+
+def test_a_relay_that_refuses_or_does_not_speak_tls(unused_port) -> None:
+    refused = network.collect(DiagContext(Settings(relay_url=f"wss://127.0.0.1:{unused_port}/")))
+    report = {"sections": {"network": {"ok": True, "data": refused}}}
+    (finding,) = evaluate(report, None, time.time())
+    assert finding.code == "network.relay_unreachable"
+    plain = socket.create_server(("127.0.0.1", 0))  # accepts, then closes: no TLS
+    port = plain.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = plain.accept()
+            conn.close()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        data = network.collect(DiagContext(Settings(relay_url=f"wss://127.0.0.1:{port}/")))
+    finally:
+        plain.close()
+        thread.join(timeout=5)
+    report = {"sections": {"network": {"ok": True, "data": data}}}
+    codes = [f.code for f in evaluate(report, None, time.time())]
+    assert "tls.handshake_failed" in codes

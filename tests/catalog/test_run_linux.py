@@ -4,7 +4,6 @@ printer on 127.0.0.1, and stand-in tools, sysfs, config files and temp folders u
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import sys
@@ -404,22 +403,14 @@ CONFIG = (
 )
 
 
-def rooted(catalog: Catalog, script_id: str):  # type: ignore[no-untyped-def]
-    """The shipped manifest with its backup paths moved under the test root, like the script."""
-    manifest, folder = load(script_id)
-    moved = tuple(str(catalog.root) + p for p in manifest.backup)
-    return dataclasses.replace(manifest, backup=moved), folder
-
-
 async def test_printer_address_is_changed_and_verified(
     catalog: Catalog, printer: SimPrinter
 ) -> None:
-    ini = catalog.path("/etc/demo-pos/pos.ini")
+    ini = catalog.data / "pos" / "pos.ini"  # where the demo profile's [config] path points
     ini.write_bytes(CONFIG)
-    manifest, folder = rooted(catalog, "fix-printer-port")
     assert printer.tcp_address is not None
     address = "{}:{}".format(*printer.tcp_address)
-    run = await catalog.run_manifest(manifest, folder, {"address": address})
+    run = await catalog.run("fix-printer-port", {"address": address})
     assert run.status == "succeeded", run
     assert run.result.backup_id is not None
     want = CONFIG.replace(
@@ -432,11 +423,10 @@ async def test_printer_address_is_changed_and_verified(
 async def test_printer_port_change_that_fails_is_restored_byte_for_byte(
     catalog: Catalog,
 ) -> None:
-    ini = catalog.path("/etc/demo-pos/pos.ini")
+    ini = catalog.data / "pos" / "pos.ini"
     ini.write_bytes(CONFIG)
     before = hashlib.sha256(CONFIG).hexdigest()
-    manifest, folder = rooted(catalog, "fix-printer-port")
-    run = await catalog.run_manifest(manifest, folder, {"port": "/dev/ttyUSB9"})
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB9"})
     assert (run.status, run.result.exit_code) == ("failed", 1), run
     assert "config written" in run.stdout  # it did change the file before failing
     assert [e.kind for e in run.events][-2:] == ["finished", "restored"]
@@ -446,20 +436,49 @@ async def test_printer_port_change_that_fails_is_restored_byte_for_byte(
 
 
 async def test_printer_port_change_to_an_existing_device(catalog: Catalog) -> None:
-    ini = catalog.path("/etc/demo-pos/pos.ini")
+    ini = catalog.data / "pos" / "pos.ini"
     ini.write_bytes(CONFIG)
     catalog.path("/dev/ttyUSB1").write_text("")
-    manifest, folder = rooted(catalog, "fix-printer-port")
-    run = await catalog.run_manifest(manifest, folder, {"port": "/dev/ttyUSB1"})
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
     assert run.status == "succeeded", run
     assert ini.read_bytes() == CONFIG.replace(b"port = COM3", b"port = /dev/ttyUSB1")
+
+
+async def test_the_profile_names_the_config_file_section_and_key(catalog: Catalog) -> None:
+    from posassist.agent.profile import parse_profile
+
+    ini = catalog.data / "other-pos" / "settings.cfg"
+    ini.parent.mkdir()
+    ini.write_bytes(b"[Receipt]\nComPort=COM3\n[Kitchen]\nComPort=COM5\n")
+    catalog.runner.profile = parse_profile(
+        'name = "other"\n[sale]\nopen_file = "/nonexistent/sale"\n'
+        f'[config]\npath = "{ini}"\nprinter_section = "Receipt"\nport_key = "ComPort"\n'
+    )
+    catalog.runner.placeholders["POS_CONFIG"] = str(ini)
+    catalog.path("/dev/ttyUSB1").write_text("")
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.status == "succeeded", run
+    assert ini.read_bytes() == b"[Receipt]\nComPort=/dev/ttyUSB1\n[Kitchen]\nComPort=COM5\n"
+
+
+async def test_without_a_config_in_the_profile_nothing_runs(catalog: Catalog) -> None:
+    from posassist.agent.profile import parse_profile
+
+    catalog.runner.profile = parse_profile('name = "bare"\n[sale]\nopen_file = "/nonexistent"\n')
+    catalog.runner.placeholders.pop("POS_CONFIG", None)
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.status == "refused", run  # the backup path has no value: refused before it ran
+    assert run.result.refusal is not None
+    assert run.result.refusal.code == "backup_failed"
+    assert "${POS_CONFIG}" in run.result.refusal.en
+    assert run.stdout == ""
 
 
 def test_fix_printer_port_backs_up_exactly_the_file_it_edits() -> None:
     manifest, folder = load("fix-printer-port")
     source = (folder / "fix_printer_port.py").read_text(encoding="utf-8")
-    assert manifest.backup == ("/etc/demo-pos/pos.ini",)
-    assert '"linux": "/etc/demo-pos/pos.ini"' in source
+    assert manifest.backup == ("${POS_CONFIG}",)
+    assert 'CONFIG = os.environ.get("POSASSIST_PROFILE_CONFIG", "")' in source
     assert manifest.platforms == ("linux",)
 
 

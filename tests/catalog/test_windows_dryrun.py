@@ -118,8 +118,11 @@ def test_windows_log_and_config_locations() -> None:
     assert module("collect-log-bundle", "log_bundle.py").SOURCES["windows"] == {
         "pos": "C:\\POS\\logs"
     }
-    fix = module("fix-printer-port", "fix_printer_port.py")
-    assert fix.config_path("windows") == "C:\\POS\\config\\pos.ini"
+    # fix-printer-port has no fixed path: the POS profile names the file (docs/scripts.md#profile)
+    from posassist.agent.profile import load_profile, profile_env
+
+    env = profile_env(load_profile("windows-sqlexpress"))
+    assert env["POSASSIST_PROFILE_CONFIG"] == "C:\\POS\\config\\pos.ini"
 
 
 PS_SCRIPTS = sorted(

@@ -4,8 +4,10 @@ listens: a command that tried to connect would exit 1 (relay unreachable) instea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from posassist.console.__main__ import main
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -80,3 +83,51 @@ def test_good_arguments_get_as_far_as_the_relay(
     # the control: the same commands with good arguments try the (absent) relay and exit 1
     assert main(argv) == 1
     assert "bad argument" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def refusing_relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """A stand-in relay on 127.0.0.1 that answers every request 429 with hostile JSON words."""
+    body = json.dumps(
+        {"error": "RateLimited", "message": "slow down\x1b[2J", "message_zh": "请稍后再试"}
+    ).encode()
+    answer = (
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        + f"Retry-After: 20\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                seen.append(conn.recv(65536))
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    home = tmp_path / "home429"
+    home.mkdir()
+    relay = f"ws://127.0.0.1:{server.getsockname()[1]}"
+    (home / "session.json").write_text(json.dumps({"relay": relay, "token": "t", "user": "x"}))
+    monkeypatch.setenv("POSASSIST_HOME", str(home))
+    try:
+        yield seen
+    finally:
+        server.close()
+        thread.join(10)
+
+
+def test_a_refused_websocket_upgrade_is_one_line_not_a_traceback(
+    refusing_relay: list[bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["diag", "dev_1"]) == 1
+    err = capsys.readouterr().err
+    assert refusing_relay[0].startswith(b"GET /v1/console")  # it did try the relay
+    assert len(err.splitlines()) == 1, err
+    assert "HTTP 429 RateLimited: slow down" in err
+    assert "\x1b" not in err
+    assert "Traceback" not in err

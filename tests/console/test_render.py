@@ -30,6 +30,28 @@ def test_report_renders_sections_and_local_times() -> None:
     assert "… 5 more" in text
 
 
+def test_raw_readings_show_in_human_units() -> None:
+    at = 1_795_600_000.0
+    data = {
+        "memory": {"total": 2147483648, "available": 134217728},
+        "uptime_s": 36000.0,
+        "boot_time": at - 36000,
+        "processes": [{"pid": 7, "rss": 1073741824, "rss_history": [[at - 600, 104857600]]}],
+    }
+    report = DiagnosticsReport(
+        id=1, device_id="d", collected_at=at, sections={"system": {"ok": True, "data": data}}
+    )
+    text = render_report(report)
+    assert "total: 2.0 GB" in text
+    assert "available: 128 MB" in text
+    assert "uptime_s: 36000.0 s (10 h)" in text
+    assert "(10 h ago)" in text  # boot_time as a local time and its age
+    assert "rss: 1.0 GB" in text
+    assert ": 100 MB" in text  # the history sample
+    assert "1795599400" not in text  # no raw epochs
+    assert "2147483648" not in text
+
+
 def test_report_shows_the_agents_findings_first_and_escapes_them() -> None:
     from posassist.agent.findings import annotate
 

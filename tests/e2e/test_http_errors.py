@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.cli import provision, start_relay, stop
+from tests.e2e.cli import provision, py, start_relay, stop
+from tests.e2e.test_untrusted_relay import audit_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 #: Put into every request: it must never come back in an answer.
 MARK = "zz<script>alert(1)</script>zz"
@@ -23,12 +25,18 @@ MARK = "zz<script>alert(1)</script>zz"
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     data = tmp_path_factory.mktemp("relay")
     provision(data)
-    proc, url = start_relay(data)
-    host, _, port = url.removeprefix("ws://").partition(":")
-    try:
-        yield host, int(port)
-    finally:
-        stop(proc)
+    with (data / "relay.log").open("w") as log:
+        proc, url = start_relay(data, log=log)
+        host, _, port = url.removeprefix("ws://").partition(":")
+        try:
+            yield host, int(port)
+        finally:
+            stop(proc)
+    # a stranger's bytes don't reach the log either, nor a traceback per bad request
+    logged = (data / "relay.log").read_text()
+    assert "bad request from 127.0.0.1: HTTP 400" in logged
+    assert "Traceback" not in logged
+    assert "<script>" not in logged
 
 
 def _exchange(address: tuple[str, int], request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -100,3 +108,16 @@ def test_our_own_errors_carry_chinese_too(relay: tuple[str, int]) -> None:
     request += MARK.encode() + b"\r\nConnection: close\r\n\r\n"
     answer = _check(*_exchange(relay, request), 401)
     assert answer["message_zh"] == "登录已失效, 请重新登录"
+
+
+@pytest.mark.parametrize("bad", ["dev 1", "dev\x1b[2J", "d" * 65])
+def test_relay_cli_refuses_to_revoke_what_cannot_be_a_device_id(tmp_path: Path, bad: str) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    before = audit_rows(data)
+    result = py("relay", "device", "revoke", bad, "--data", str(data))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: bad argument: DEVICE_ID must be"), result.stderr
+    assert len(result.stderr.splitlines()) == 1  # nothing opened: not even a migration log
+    assert "\x1b" not in result.stderr
+    assert audit_rows(data) == before  # nothing revoked, nothing audited

@@ -424,19 +424,18 @@ async def test_ten_thousand_refusals_before_sign_in_grow_the_audit_log_boundedly
                     assert r.status in (401, 403, 429), r.status
                 sent += 1
 
-            refused_upgrades, statuses = 0, []
-            for _ in range(connects):
-                try:
-                    async with connect(server.url + "/v1/agent") as ws:
-                        stranger = signing.generate_private_key()
-                        _, answer = await agent_handshake(ws, "dev_unknown", stranger)
-                        assert isinstance(answer, m.AuthRefused)
-                except InvalidStatus as exc:  # its failed-handshake budget spent: 429 at once
-                    statuses.append(exc.response.status_code)
-                    refused_upgrades += 1
+            budget = 10  # failed sign-ins per address at once (docs/relay.md); then 429
+            for n in range(connects):
+                if n >= budget:  # refused, and audited, before the upgrade
+                    with pytest.raises(InvalidStatus, match="429"):
+                        await connect(server.url + "/v1/agent")
+                    sent += 1
+                    continue
+                async with connect(server.url + "/v1/agent") as ws:
+                    stranger = signing.generate_private_key()
+                    _, answer = await agent_handshake(ws, "dev_unknown", stranger)
+                    assert isinstance(answer, m.AuthRefused)
                 sent += 1
-            assert 0 < refused_upgrades < connects
-            assert set(statuses) == {429}
             work = [("/v1/devices", "GET", None), ("/v1/enrol", "POST", bad_enrol)]
             for start in range(0, total - connects, 200):
                 batch = min(200, total - connects - start)

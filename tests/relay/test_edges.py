@@ -100,6 +100,8 @@ async def _status_before_upgrade(relay: Relay, path: str) -> tuple[int, dict[str
         async with connect(relay.ws + path, close_timeout=1):
             pass
     response = info.value.response
+    if response.status_code == 429:  # says when to try again: 1 / 0.05 tokens per second
+        assert 1 <= int(response.headers["Retry-After"]) <= 20
     return response.status_code, json.loads(response.body or b"{}")
 
 

@@ -1,0 +1,47 @@
+"""``posassist-agent`` with bad arguments: exit 2 and one line (BadArgument), never a usage dump
+or a traceback, and nothing started (no identity is read, no relay is tried)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from posassist.agent.__main__ import main
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+BAD = {
+    "backoff not a number": (["run", "--max-backoff", "soon"], "not a number of seconds"),
+    "backoff NaN": (["run", "--max-backoff", "nan"], "between 1 and 3600"),
+    "backoff zero": (["run", "--max-backoff", "0"], "between 1 and 3600"),
+    "backoff infinite": (["run", "--max-backoff", "inf"], "between 1 and 3600"),
+    "diag timeout negative": (["diag", "--offline", "--timeout", "-1"], "between 0.1 and 600"),
+    "diag without --offline": (["diag"], "only --offline is available here"),
+    "unknown command": (["bogus"], "invalid choice"),
+    "missing token": (["enroll"], "required"),
+}
+
+
+@pytest.mark.parametrize(("argv", "why"), BAD.values(), ids=BAD.keys())
+def test_bad_arguments_exit_2_with_one_line(
+    tmp_path: Path, argv: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data", str(tmp_path / "till")] if argv[0] in ("run", "diag") else []
+    assert main([*argv, *data]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: bad argument: ")
+    assert why in err
+    assert err.rstrip().endswith("/ 参数有误")
+    assert not (tmp_path / "till").exists()  # nothing was created or read
+
+
+def test_good_arguments_get_as_far_as_the_identity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the control: the same command with a good back-off looks for the till's identity
+    assert main(["run", "--data", str(tmp_path / "till"), "--max-backoff", "30", "--once"]) == 2
+    assert "agent configuration error" in capsys.readouterr().err

@@ -259,6 +259,31 @@ def test_idle_sockets_under_a_low_file_limit_never_take_the_last_descriptor(
     assert "intact" in verify(data)
 
 
+def test_a_request_trickled_one_byte_every_five_seconds_meets_the_default_deadline(
+    tmp_path: Path,
+) -> None:
+    """Issue 11's attack as it was stated, against the relay's defaults (no option given): one
+    header byte every 5 s used to keep a request open for ever; the 10 s header deadline ends
+    it while /healthz answers."""
+    with relay(tmp_path / "relay") as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        with sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            closed_after = None
+            while closed_after is None and time.monotonic() - started < 30:
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    closed_after = time.monotonic() - started
+                    break
+                assert healthz(server.port) == 200
+                if wait_closed(sock, 5):  # the trickle's pace: the next byte in 5 s
+                    closed_after = time.monotonic() - started
+            assert closed_after is not None, "a request trickled a byte every 5 s stayed open"
+            assert 9.5 <= closed_after < 15, closed_after
+
+
 def test_a_kept_alive_connection_idle_between_requests_is_closed(tmp_path: Path) -> None:
     with relay(tmp_path / "relay", "--idle-timeout", "1", "--header-timeout", "30") as server:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)

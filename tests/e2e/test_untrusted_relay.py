@@ -37,7 +37,9 @@ from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.relay.scripts_repo import FIRST_ROOT
 from tests.agent.test_verify import PASS, approve
 from tests.e2e.cli import (
+    ADMIN_PASSWORD,
     ROOT,
+    Technician,
     admin_token,
     enrol_over_http,
     invite,
@@ -528,6 +530,37 @@ async def test_ten_thousand_bad_sign_ins_upgrades_and_oversized_bodies_grow_the_
     assert refusals  # the sign-ins are on the record, counted
     assert all(r["actor"] == "ip:127.0.0.1" for r in refusals)
     assert "Traceback" not in server.log()
+    assert "intact" in verify(data)
+
+
+async def test_five_wrong_passwords_from_a_stranger_leave_the_admin_signing_in_by_the_cli(
+    tmp_path: Path,
+) -> None:
+    """Against a real relay process: a stranger's five wrong passwords for `admin`, then the
+    right one from the stranger's address, all 401 alike; the admin signs in with `posassist
+    login` from their own address; each wrong password is on the record against the stranger."""
+    data = tmp_path / "relay"
+    provision(data)
+    with relay(data) as server:
+        async with ClientSession(connector=TCPConnector(local_addr=(STRANGER, 0))) as http:
+            answers = []
+            for password in ["guess guess guess"] * 5 + [ADMIN_PASSWORD]:
+                login = {"username": "admin", "password": password}
+                async with http.post(server.http + "/v1/login", json=login) as r:
+                    answers.append((r.status, await r.json()))
+        assert len({repr(a) for a in answers}) == 1  # even the right password, now
+        assert answers[0][0] == 401
+        tech = Technician(tmp_path / "tech")
+        result = await asyncio.to_thread(tech, *tech.login_args(server.url))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "signed in as admin" in result.stdout
+    logins = [(r["actor"], r["outcome"], r["detail"].get("reason")) for r in audit_rows(data)
+              if r["action"] == "user.login"]  # fmt: skip
+    stranger = f"ip:{STRANGER}"
+    assert logins == [(stranger, "refused", "bad password")] * 5 + [
+        (stranger, "refused", "locked out"),
+        ("user:admin", "ok", None),
+    ]
     assert "intact" in verify(data)
 
 

@@ -103,6 +103,9 @@ class Refusal(enum.StrEnum):
 
     TOO_MANY = "too many connections not signed in"
     TOO_MANY_FROM_ADDRESS = "too many connections not signed in from this address"
+    #: Closed at its deadline without having sent one complete request (an idle or trickled
+    #: socket); a kept-alive connection idle after its requests is not a refusal.
+    NO_REQUEST = "no complete request by the deadline"
 
 
 @dataclass(slots=True)
@@ -110,6 +113,8 @@ class _Entry:
     address: str
     #: Monotonic time by which it must progress, or None (a websocket signing in).
     deadline: float | None
+    #: Whether a complete request ever reached a handler on it.
+    served: bool = False
 
 
 class ConnectionTable(Generic[C]):
@@ -157,6 +162,7 @@ class ConnectionTable(Generic[C]):
         entry = self._entries.get(conn)
         if entry is not None:
             entry.deadline = None if websocket else now + self.limits.http_request_timeout
+            entry.served = True
 
     def request_finished(self, conn: C, now: float) -> None:
         """Its handler returned: the response is still to be sent (a file, perhaps), so the
@@ -165,6 +171,12 @@ class ConnectionTable(Generic[C]):
         if entry is not None:
             idle = now + self.limits.idle_timeout
             entry.deadline = idle if entry.deadline is None else max(entry.deadline, idle)
+
+    def never_served(self, conn: C) -> str | None:
+        """The address of ``conn`` if no complete request ever reached a handler on it (a
+        stranger's idle or trickled socket), else None."""
+        entry = self._entries.get(conn)
+        return entry.address if entry is not None and not entry.served else None
 
     def trust(self, conn: C) -> None:
         """Signed in: no deadline and no longer counted; forgotten here."""
@@ -302,7 +314,10 @@ class ConnectionGuard:
         expired = self.table.expired(self._now())
         for handler in expired:
             transport = self._transports.pop(handler, None)
+            address = self.table.never_served(handler)
             self.table.release(handler)
+            if address is not None and self.on_refused is not None:
+                self.on_refused(address, Refusal.NO_REQUEST)  # audited, summarised
             if transport is not None:
                 transport.abort()  # type: ignore[attr-defined]
         if expired:

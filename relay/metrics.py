@@ -87,6 +87,7 @@ _REASON_OF: Final = {
     "forbidden": "scope",
     "out of scope": "scope",
     "rate limited": "rate_limited",
+    "no complete request by the deadline": "too_slow",  # relay/limits.py Refusal.NO_REQUEST
     "locked out": "locked_out",
     "unknown user": "bad_credentials",
     "bad password": "bad_credentials",

@@ -293,3 +293,16 @@ def test_an_ipv6_stranger_is_capped_by_its_64_not_by_each_address() -> None:
     assert table.admit(2, address_key("2001:db8:1:2::2"), 0.0) is None
     assert table.admit(3, address_key("2001:db8:1:2::3"), 0.0) is Refusal.TOO_MANY_FROM_ADDRESS
     assert table.admit(4, address_key("2001:db8:1:3::1"), 0.0) is None
+
+
+def test_a_connection_that_never_completed_a_request_is_told_apart() -> None:
+    """Closed at its deadline, a socket that never sent a whole request is a stranger's refusal
+    (audited, summarised); a kept-alive connection idle after its requests is not."""
+    table: ConnectionTable[str] = ConnectionTable(ConnectionLimits(header_timeout=1))
+    for conn in ("idle", "served"):
+        assert table.admit(conn, "127.0.0.2", 0.0) is None
+    table.request_started("served", 0.5, websocket=False)
+    table.request_finished("served", 0.6)
+    assert table.never_served("idle") == "127.0.0.2"
+    assert table.never_served("served") is None
+    assert table.never_served("gone") is None

@@ -191,9 +191,10 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
 
 
 async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
+    from posassist.client.render import render_report
+
     from .diagnostics import DiagContext, collect_report, default_collectors
     from .findings import annotate
-    from .render import render_report
 
     ctx = DiagContext.load(data_dir)
     sections = await collect_report(ctx, default_collectors(), time.monotonic() + timeout)

@@ -36,7 +36,7 @@ print(json.dumps({"collected_at": time.time(), "sections": sections}, ensure_asc
 WITH_FINDINGS = WITHOUT_FINDINGS.replace(
     "print(json.dumps(",
     "from posassist.agent.findings import annotate\n"
-    "from posassist.agent.render import render_report\n"
+    "from posassist.client.render import render_report\n"
     "report = {'collected_at': time.time(), 'sections': sections}\n"
     "annotate(report, ctx.profile, report['collected_at'])\n"
     "render_report(report, now=report['collected_at'])\n"
@@ -78,7 +78,7 @@ def _till(data: Path, tcp: tuple[str, int], pty: str) -> None:
 def bench_warm(data: Path, runs: int) -> dict[str, Any]:
     from posassist.agent.diagnostics import DiagContext, collect_report, default_collectors
     from posassist.agent.findings import annotate
-    from posassist.agent.render import render_report
+    from posassist.client.render import render_report
 
     plain: list[float] = []
     full: list[float] = []

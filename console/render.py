@@ -22,7 +22,7 @@ def render_report(report: DiagnosticsReport) -> str:
     Every string from the device passes through :func:`printable`; times show in this console's
     time zone (the agent's offline report shows the store's).
     """
-    from posassist.agent.render import STATUS, all_findings, render_findings
+    from posassist.client.render import STATUS, all_findings, render_findings
 
     lines = [f"diagnostics of {report.device_id} / 设备诊断"]
     sections = report.sections
@@ -48,7 +48,7 @@ def render_report(report: DiagnosticsReport) -> str:
 
 def _when(epoch: float, now: float | None = None) -> str:
     """An epoch time in this console's local time zone, to the second, and how long ago."""
-    from posassist.agent.findings import ago
+    from posassist.client.units import ago
 
     text = datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
     return f"{text} ({ago(epoch, now)})" if now is not None else text
@@ -60,7 +60,7 @@ _BYTE_KEYS = ("rss", "free", "total", "available", "used", "size", "bytes_read")
 
 def _human(key: str, item: Any, now: float | None) -> str:
     """A raw reading in human units: times, byte counts and long durations."""
-    from posassist.agent.findings import mb, span
+    from posassist.client.units import mb, span
 
     number = isinstance(item, int | float) and not isinstance(item, bool)
     if number and _is_time(key) and item > 1e9:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from posassist.agent.findings import ago, mb
+from posassist.client.units import ago, mb
 
 __all__ = ["HEADINGS", "STATUS", "render_findings", "render_report", "when"]
 

@@ -322,7 +322,7 @@ def test_a_run_survives_the_relay_dying_and_its_end_is_reconciled(tmp_path: Path
     results = till / "scripts" / "results.json"
     try:
         ok(enroll(relay_dir, store, url, till, repo.root_hash()))
-        agent, device = start_agent(till, "--max-backoff", "0.5")
+        agent, device = start_agent(till, "--max-backoff", "1")
         tech = Technician(tmp_path / "tech").login(url)
         flags = ("--version", "1.0.0", "--unattended")
         run = subprocess.Popen(

@@ -637,6 +637,47 @@ def _fit_caps(config: RelayConfig) -> RelayConfig:
     return replace(config, max_unauthenticated=caps[0], max_unauthenticated_per_address=caps[1])
 
 
+class DataDirInUse(PosAssistError):
+    """Another ``serve`` holds the data directory's lock (docs/relay.md, one relay per data dir)."""
+
+    exit_code = EXIT_USAGE
+    public_reason = "another relay is serving this data directory"
+    public_reason_zh = "另一个服务器进程正在使用此数据目录"
+
+
+#: The file in the data directory a serving relay holds an exclusive lock on.
+SERVE_LOCK = "serve.lock"
+
+
+def _hold_data_dir(data: Path) -> int:
+    """Take the data directory's exclusive lock, before ``serve`` reads or writes anything else.
+
+    The lock is the kernel's (flock): it goes when the process ends, however it ends, so a lock
+    file left by a relay that died never blocks the next start. Returns the open descriptor,
+    which the caller keeps open for as long as it serves.
+    """
+    import fcntl
+    import os
+
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(data / SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise DataDirInUse(
+            f"{data} (process {holder or '?'}); stop it first, or give another --data"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
+
+
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
     config = _fit_caps(config)
@@ -702,6 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("INFO", json=getattr(args, "log_json", False))
     try:
         if args.command == "serve":
+            lock = _hold_data_dir(args.data)  # noqa: F841 - held (open) until the process ends
             tls_pin = None
             if args.tls_cert:
                 from .tls import spki_pin

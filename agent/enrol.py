@@ -16,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from posassist.client import http
+from posassist.client.files import write_private
 from posassist.protocol import signing
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.pins import PIN_PATTERN
@@ -79,10 +80,7 @@ def _checked_root_hash(text: Optional[str]) -> Optional[str]:
 
 
 def _install_root(data_dir: Path, root: bytes) -> None:
-    (data_dir / "scripts").mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / "scripts" / "root.json.tmp"
-    tmp.write_bytes(root)
-    tmp.replace(data_dir / "scripts" / "root.json")
+    write_private(data_dir / "scripts" / "root.json", root)
 
 
 def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> Identity:
@@ -155,9 +153,7 @@ def trust_root(data_dir: Path, root_hash: str) -> None:
     root = _fetch_root(http.http_url(identity.relay_url), wanted, identity.tls_pin)
     _install_root(data_dir, root)
     config["root_hash"] = wanted
-    tmp = config_path.with_name("agent.json.tmp")
-    tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    tmp.replace(config_path)
+    write_private(config_path, json.dumps(config, indent=2))
 
 
 __all__ = ["enrol", "trust_root"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from posassist.client import http
+from posassist.client.files import write_private
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -90,12 +91,8 @@ def login(relay: str, user: str, password_file: Path | None, pin: str | None) ->
     answer = _call(
         http.http_url(relay) + "/v1/login", {"username": user, "password": password}, pin=pin
     )
-    home = _home()
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "session.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}, out)
+    session = {"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}
+    write_private(_home() / "session.json", json.dumps(session))  # a 0700 folder if new
     print(printable(f"signed in as {user} ({answer.get('role')}) / 登录成功", multiline=False))
     return 0
 

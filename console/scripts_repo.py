@@ -44,6 +44,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from posassist.client.files import private_dir
 from posassist.protocol.errors import PosAssistError
 from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
 from posassist.protocol.signing import (
@@ -569,8 +570,8 @@ class ScriptRepository:
         self.verify_offline()
         out = dest / "scripts"
         meta_out = out / "metadata"
-        meta_out.mkdir(parents=True, exist_ok=True)
-        (out / "targets").mkdir(exist_ok=True)  # served even while no script is signed
+        private_dir(meta_out)  # a new --to folder is 0700: it may become a relay's data dir
+        private_dir(out / "targets")  # served even while no script is signed
         for v in self._root_versions():
             shutil.copyfile(self.path / "metadata" / f"{v}.root.json", meta_out / f"{v}.root.json")
         newest = self._root_versions()[-1]

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from aiohttp import web
 
+from posassist.client.files import write_private
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
@@ -712,7 +713,7 @@ async def serve(config: RelayConfig) -> None:
     state = app[STATE]
     state.config = config.with_port(port)
     url = state.config.public_url
-    (config.data_dir / "relay.url").write_text(url, encoding="utf-8")
+    write_private(config.data_dir / "relay.url", url)
     print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

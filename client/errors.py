@@ -6,14 +6,21 @@ them without loading the network stack.
     PosAssistError
     ├── AuthenticationError (protocol.errors)
     │   └── RelayRefusedError    the relay said no (auth.refused, or an HTTP refusal)  .code
-    └── ClosedByUsError          the connection was closed on purpose by its owner
+    ├── ClosedByUsError          the connection was closed on purpose by its owner
+    └── BadArgument (protocol.errors)
+        └── NoTerminal           a secret to ask for, and no terminal to ask on (client/prompt.py)
 """
 
 from __future__ import annotations
 
-from posassist.protocol.errors import EXIT_REFUSED, AuthenticationError, PosAssistError
+from posassist.protocol.errors import (
+    EXIT_REFUSED,
+    AuthenticationError,
+    BadArgument,
+    PosAssistError,
+)
 
-__all__ = ["ClosedByUsError", "RelayRefusedError"]
+__all__ = ["ClosedByUsError", "NoTerminal", "RelayRefusedError"]
 
 
 class RelayRefusedError(AuthenticationError):
@@ -36,3 +43,11 @@ class ClosedByUsError(PosAssistError):
     close_code = 1000
     public_reason = "connection closed"
     public_reason_zh = "连接已关闭"
+
+
+class NoTerminal(BadArgument):
+    """A password or passphrase to ask for, and stdin is not a terminal (client/prompt.py); the
+    message says which option gives it instead. Exit 2; nothing was read, sent or changed."""
+
+    public_reason = "no terminal to ask on"
+    public_reason_zh = "没有可输入密码的终端，请用文件提供"

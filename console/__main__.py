@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from posassist.client import http
 from posassist.client.files import write_private
+from posassist.client.prompt import ask_secret
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -81,12 +82,10 @@ def _session() -> dict[str, str]:
 
 
 def login(relay: str, user: str, password_file: Path | None, pin: str | None) -> int:
-    import getpass
-
     password = (
         password_file.read_text().strip()
         if password_file
-        else getpass.getpass(f"password for {user}: ")
+        else ask_secret(f"password for {user}: ", "give --password-file")
     )
     answer = _call(
         http.http_url(relay) + "/v1/login", {"username": user, "password": password}, pin=pin

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from posassist.client.files import write_private
+from posassist.client.prompt import ask_secret
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
@@ -417,10 +418,11 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         except NotFound:
             print(f"error: no user {args.username}", file=sys.stderr)
             return 2
-        if args.password_file is None and not sys.stdin.isatty():
-            print("error: give --password-file (no terminal to ask on)", file=sys.stderr)
-            return 2
-        password = _password(args.password_file, f"new password for {args.username}: ")
+        password = (
+            _password(args.password_file, "")
+            if args.password_file is not None
+            else ask_secret(f"new password for {args.username}: ", "give --password-file")
+        )
         if len(password) < 10:
             print("error: the password must be at least 10 characters", file=sys.stderr)
             return 2

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from posassist.client import http
 from posassist.client.files import write_private
-from posassist.protocol import signing
+from posassist.protocol import PosAssistError, signing
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.pins import PIN_PATTERN
 
 from . import __version__
 from .config import Identity, load_identity, write_identity
-from .errors import ConfigError, RelayRefusedError, UntrustedRootError
+from .errors import ConfigError, RelayRefusedError, RootHashOutOfDate, UntrustedRootError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,15 +59,49 @@ def _post_json(
     return detail
 
 
+#: How many older roots are looked at to tell an out-of-date hash from another repository's.
+MAX_OLD_ROOTS = 32
+
+
+def _get_root(base_url: str, name: str, pin: Optional[str]) -> bytes:
+    with http.stream(
+        "GET", base_url + "/v1/scripts/metadata/" + name, pin=pin, max_bytes=MAX_ROOT
+    ) as answer:
+        return b"".join(answer.iter_bytes()) if answer.status == 200 else b""
+
+
 def _fetch_root(base_url: str, root_hash: str, pin: Optional[str]) -> bytes:
     """The script repository's current root metadata, checked against the approvers' hash."""
-    with http.stream(
-        "GET", base_url + "/v1/scripts/metadata/root.json", pin=pin, max_bytes=MAX_ROOT
-    ) as answer:
-        raw = b"".join(answer.iter_bytes()) if answer.status == 200 else b""
+    raw = _get_root(base_url, "root.json", pin)
     if hashlib.sha256(raw).hexdigest() != root_hash:
-        raise UntrustedRootError("the relay's script repository root is not the one named")
+        _refuse_root(base_url, root_hash, pin, raw, "the relay's")
     return raw
+
+
+def _refuse_root(
+    base_url: str, root_hash: str, pin: Optional[str], current: Optional[bytes], whose: str
+) -> None:
+    """Raise for a root hash that does not name the current root: RootHashOutOfDate when it names
+    an older root of the repository the relay serves (only words change: nothing is trusted on
+    the relay's say-so), else UntrustedRootError."""
+    version = 0
+    try:
+        raw = current if current is not None else _get_root(base_url, "root.json", pin)
+        version = int(json.loads(raw.decode("utf-8"))["signed"]["version"])
+        for older in range(version - 1, max(0, version - 1 - MAX_OLD_ROOTS), -1):
+            if (
+                hashlib.sha256(_get_root(base_url, f"{older}.root.json", pin)).hexdigest()
+                == root_hash
+            ):
+                raise RootHashOutOfDate(
+                    f"it names root version {older}; the approvers have published version "
+                    f"{version} since: ask them for the current hash (posassist-scripts root-hash)"
+                )
+    except RootHashOutOfDate:
+        raise
+    except (PosAssistError, OSError, ValueError, KeyError, TypeError):
+        pass  # the relay's answer only chooses the words; nothing of it is trusted
+    raise UntrustedRootError(f"{whose} script repository root is not the one named")
 
 
 def _checked_root_hash(text: Optional[str]) -> Optional[str]:
@@ -101,7 +135,7 @@ def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> I
     if (data_dir / "agent.key").exists():
         raise ConfigError(f"{data_dir / 'agent.key'} exists already; this PC has an identity")
     if wanted is not None and invite.root_hash not in (None, wanted):
-        raise UntrustedRootError("the token names another script repository root")
+        _refuse_root(http.http_url(invite.relay_url), wanted, invite.tls_pin, None, "the token's")
     key = signing.generate_private_key()
     raw_public = signing.public_key_to_raw(key.public_key())
     base_url = http.http_url(invite.relay_url)

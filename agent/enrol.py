@@ -52,7 +52,7 @@ def _post_json(
     try:
         answer.raise_for_status()
     except http.HttpStatusError as exc:
-        raise RelayRefusedError(f"{exc.error}: {exc.message}" if exc.error else str(exc)) from None
+        raise RelayRefusedError(exc.error or str(exc)) from None
     detail = answer.json()
     if not isinstance(detail, dict):
         raise ConfigError("the relay's answer was not a JSON object")

@@ -53,7 +53,9 @@ def test_diag_without_offline_says_so_in_chinese_first(
     """readme-walk F22: the merchant reads it; Chinese first, then English."""
     assert main(["diag", "--data", str(tmp_path / "till")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: bad argument: 本机只能离线诊断, 请用 posassist-agent diag --offline")
+    assert err.startswith(
+        "error: bad argument: 本机只能离线诊断, 请用 posassist-agent diag --offline"
+    )
     assert not (tmp_path / "till").exists()
 
 

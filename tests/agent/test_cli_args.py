@@ -63,8 +63,11 @@ def test_an_unknown_refusal_code_is_quoted_printably_and_a_known_one_has_words()
     from posassist.client.errors import REFUSALS, refusal_words
 
     zh, en = refusal_words("\x1b[31mEvil\nline")
-    assert "\x1b" not in zh + en and "\n" not in zh + en
+    assert "\x1b" not in zh + en
+    assert "\n" not in zh + en
     assert en.startswith("the relay refused: ")
     for code, (zh, en) in REFUSALS.items():
-        assert zh and en and code not in zh, code  # Chinese words, never the bare code
-        assert "_" not in en and not any(c.isupper() for c in en), code  # nor a class name
+        assert zh, code
+        assert code not in zh, code  # Chinese words, never the bare code
+        assert "_" not in en, code  # nor a code or class name in the English
+        assert not any(c.isupper() for c in en), code

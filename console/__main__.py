@@ -225,11 +225,19 @@ async def _run_script(
                 out.write(printable(reply.data.decode("utf-8", "replace")))
                 out.flush()
             elif isinstance(reply, ScriptFinished):
-                backup = f", backup {reply.backup_id}" if reply.backup_id else ""
-                ended = f"{reply.status} (exit {reply.exit_code}{backup}) {reply.detail}"
-                print("\n" + printable(ended, multiline=False).rstrip())
+                print("\n" + finished_line(reply))
                 return 0 if reply.status == "succeeded" else 1
     return 1
+
+
+def finished_line(reply: ScriptFinished) -> str:
+    """How a run ended, one printable line: the exit status only if the script ran (a refused
+    run has none; readme-walk F10), the backup only if one was made."""
+    facts = [] if reply.exit_code is None else [f"exit {reply.exit_code}"]
+    if reply.backup_id:
+        facts.append(f"backup {reply.backup_id}")
+    ended = reply.status + (f" ({', '.join(facts)})" if facts else "") + f" {reply.detail}"
+    return printable(ended, multiline=False).rstrip()
 
 
 async def _restore(device: str, backup_id: str, timeout: float) -> int:

@@ -943,7 +943,8 @@ def _section(
             return [_finding("pos.profile_invalid", name, "", {}, why=profile_error)], True
         if name == "pos" and profile is None:
             return [_finding("pos.not_configured", name, "", {"error": error})], True
-        why = f"{error.get('type', 'error')}: {error.get('message', '')}"
+        # the collector's own words; its exception's class name only if it gave none (F8)
+        why = str(error.get("message") or error.get("type") or "error")
         return [
             _finding("collector.unreadable", name, name, {"error": error}, section=name, why=why)
         ], False

@@ -96,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=_bounded(int, 0, 65535), default=8765, help="0 picks a free port"
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=_bounded(int, 0, 65535),
+        default=None,
+        help="serve /metrics (plain HTTP) only on this port, not on --port (0: a free one, "
+        "written to DATA/metrics.url)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="the address --metrics-port listens on (an operator network; default 127.0.0.1)",
+    )
     serve.add_argument("--public-url", default="", help="ws(s):// URL put in enrolment tokens")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
@@ -715,6 +727,22 @@ async def serve(config: RelayConfig) -> None:
     state = app[STATE]
     state.config = config.with_port(port)
     url = state.config.public_url
+    metrics_runner = None
+    if config.metrics_port is not None:
+        from .metrics import METRICS, metrics_handler
+
+        # /metrics shows fleet size and refusals: only on the operator's address when asked
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", metrics_handler(app[METRICS]))
+        metrics_runner = web.AppRunner(metrics_app, access_log=None)
+        await metrics_runner.setup()
+        site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
+        await site.start()
+        bound = metrics_runner.addresses[0]
+        host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        metrics_url = f"http://{host}:{bound[1]}/metrics"
+        write_private(config.data_dir / "metrics.url", metrics_url)
+        print(f"posassist relay metrics on {metrics_url}", flush=True)
     write_private(config.data_dir / "relay.url", url)
     print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
     stop = asyncio.Event()
@@ -730,6 +758,8 @@ async def serve(config: RelayConfig) -> None:
         await guard.stop()
         await drain_routes(app)
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -756,6 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args,
                 host=args.host,
                 port=args.port,
+                metrics_host=args.metrics_host,
+                metrics_port=args.metrics_port,
                 public_url=args.public_url,
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,

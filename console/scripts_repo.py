@@ -200,6 +200,7 @@ def init_repository(
     if (path / "metadata").exists():
         raise ScriptRepoError(f"{path} already holds a repository")
     keys_dir = path / "keys"
+    private_dir(keys_dir / "online")  # the keys' folders are 0700 (readme-walk F2)
     keys: dict[str, Ed25519PrivateKey] = {}
     for name in ("root", "targets", *names, *ONLINE):
         keys[name] = generate_private_key()

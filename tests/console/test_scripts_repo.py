@@ -58,6 +58,8 @@ def test_cli_init_add_sign_status_publish(
     # readme-walk F20: a new --to folder may become a relay's data dir: it is made private
     for folder in (relay, relay / "scripts", relay / "scripts" / "metadata"):
         assert mode(folder) == 0o700, folder
+    for folder in (repo_dir / "keys", repo_dir / "keys" / "online"):  # readme-walk F2
+        assert mode(folder) == 0o700, folder
 
 
 def test_people_keys_are_encrypted_and_online_keys_are_not(tmp_path: Path) -> None:

@@ -242,11 +242,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
             return asyncio.run(_diag(args.data, args.json, args.timeout))
         return asyncio.run(_run(args.data, args.once, args.max_backoff))
-    except RelayRefusedError as exc:  # the merchant reads it: Chinese first, and what to do
-        print(
-            printable(f"error: {exc.words_zh} / {exc.words_en}", multiline=False), file=sys.stderr
-        )
-        return exc.exit_code
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)
         return exc.exit_code

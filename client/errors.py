@@ -36,8 +36,21 @@ class RelayRefusedError(AuthenticationError):
 
     def __init__(self, code: str) -> None:
         self.code = code
-        self.words_zh, self.words_en = refusal_words(code)
         super().__init__(self.words_en)
+
+    @property
+    def words_zh(self) -> str:
+        """What the merchant reads, in Chinese, with what to do next."""
+        return refusal_words(getattr(self, "code", ""))[0]
+
+    @property
+    def detail_zh(self) -> str:
+        """``words_zh`` for :func:`protocol.errors.error_line`; "" without a code."""
+        return self.words_zh if getattr(self, "code", "") else ""
+
+    @property
+    def words_en(self) -> str:
+        return refusal_words(getattr(self, "code", ""))[1]
 
 
 #: What the till (or console) says for each refusal code the relay sends: ``auth.refused`` codes

@@ -53,7 +53,7 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert printer is not None, out
     # the till enrols; the same token a second time is refused by the relay
     (device,) = set(re.findall(r"enrolled as device (dev_[0-9a-f]+)", out))
-    assert "enrolment token already used" in out
+    assert "this enrolment token was already used: ask support for a new one" in out
     assert re.search(rf"connected to relay relay-\w+ as {device} \(v\d+\)", out), out
     # the technician sees it online, and the printer's paper running low
     (listed,) = [line for line in out.splitlines() if line.startswith(device)]

@@ -218,8 +218,7 @@ async def _run_script(
             if isinstance(reply, ScriptStarted):
                 print(printable(f"started (job {reply.job_id}) / 开始执行"))
             elif isinstance(reply, ScriptProgress):
-                detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
-                print(printable(f"[{reply.step}] {detail}", multiline=False).rstrip())
+                print(progress_line(reply))
             elif isinstance(reply, ScriptOutput):
                 out = sys.stdout if reply.stream == "stdout" else sys.stderr
                 out.write(printable(reply.data.decode("utf-8", "replace")))
@@ -228,6 +227,21 @@ async def _run_script(
                 print("\n" + finished_line(reply))
                 return 0 if reply.status == "succeeded" else 1
     return 1
+
+
+def progress_line(reply: ScriptProgress) -> str:
+    """One step of a run, one printable line. A refusal reads as its words, Chinese first, then
+    its code (readme-walk F10: not ``code=…, zh=…, en=…``); other steps list their detail."""
+    detail = dict(reply.detail)
+    if reply.step == "refused" and {"zh", "en"} <= detail.keys():
+        text = f"[refused] {detail.pop('zh')} / {detail.pop('en')}"
+        if "code" in detail:
+            text += f" ({detail.pop('code')})"
+        rest = ", ".join(f"{k}={v}" for k, v in detail.items())
+        text += f" {rest}" if rest else ""
+    else:
+        text = f"[{reply.step}] " + ", ".join(f"{k}={v}" for k, v in detail.items())
+    return printable(text, multiline=False).rstrip()
 
 
 def finished_line(reply: ScriptFinished) -> str:

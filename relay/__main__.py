@@ -200,7 +200,9 @@ def _parser() -> argparse.ArgumentParser:
         ("merchant", "organisation"),
         ("store", "merchant"),
     ):
-        p = commands.add_parser(noun, help=f"create a {noun}")
+        p = commands.add_parser(
+            noun, help=f"create an {noun}" if noun[0] in "aeiou" else f"create a {noun}"
+        )
         sub = p.add_subparsers(dest="action", required=True)
         create = with_data(sub.add_parser("create"))
         create.add_argument("--name", required=True)

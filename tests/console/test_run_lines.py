@@ -28,3 +28,14 @@ def test_the_detail_cannot_move_the_cursor_or_add_lines() -> None:
     line = finished_line(_finished(status="failed", exit_code=1, detail="x\x1b[2J\nfake line"))
     assert "\x1b" not in line
     assert "\n" not in line
+
+
+def test_a_refusal_step_reads_as_words_not_a_dict() -> None:
+    from posassist.console.__main__ import progress_line
+    from posassist.protocol.messages import ScriptProgress
+
+    detail = {"code": "sale_unknown", "zh": "无法确认是否有交易", "en": "cannot tell\x1b[2J"}
+    line = progress_line(ScriptProgress(id=1, job_id="j", step="refused", at=1.0, detail=detail))
+    assert line == "[refused] 无法确认是否有交易 / cannot tell (sale_unknown)"  # escape dropped
+    other = ScriptProgress(id=1, job_id="j", step="verified", at=1.0, detail={"risk": "A"})
+    assert progress_line(other) == "[verified] risk=A"

@@ -158,7 +158,7 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
 
     def failed(exc: BaseException) -> None:
         if isinstance(exc, RelayRefusedError):
-            _say("服务器拒绝了本设备: " + exc.code, "the relay refused this device: " + exc.code)
+            _say(exc.words_zh, exc.words_en)
         elif isinstance(exc, ReplacedError):
             _say(
                 "本设备身份在另一处连接了服务器, 稍后重连 (若为复制的系统镜像, 请重新登记本机)",
@@ -235,8 +235,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "diag":
             if not args.offline:
                 raise BadArgument(
-                    "only --offline is available here; a technician asks for diagnostics "
-                    "through the relay"
+                    "本机只能离线诊断, 请用 posassist-agent diag --offline; "
+                    "远程诊断由技术员通过服务器发起 "
+                    "(only --offline is available here; a technician asks for diagnostics "
+                    "through the relay)"
                 )
             return asyncio.run(_diag(args.data, args.json, args.timeout))
         return asyncio.run(_run(args.data, args.once, args.max_backoff))

@@ -6,10 +6,10 @@ Files in the data directory: ``agent.json`` (device id, relay URL), ``agent.key`
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
 
+from posassist.client.files import private_dir, write_private
 from posassist.protocol import signing
 
 from .errors import ConfigError
@@ -38,7 +38,7 @@ def create_identity(data_dir: Path, device_id: str, relay_url: str) -> Identity:
         raise ConfigError("device id: letters, digits, '.', '_' or '-', at most 64")
     if not relay_url.startswith(("ws://", "wss://")):
         raise ConfigError("relay URL must start with ws:// or wss://")
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(data_dir)
     key_path = data_dir / "agent.key"
     if key_path.exists():
         raise ConfigError(f"{key_path} exists already; this PC has an identity")
@@ -50,23 +50,14 @@ def create_identity(data_dir: Path, device_id: str, relay_url: str) -> Identity:
 def write_identity(
     data_dir: Path, identity: Identity, extra: Optional[Dict[str, Any]] = None
 ) -> None:
-    """Write key (0600, never over an existing one), public key and settings to ``data_dir``.
-
-    A ``data_dir`` made here is 0700 (what the agent keeps there later, script results and
-    backups of the till's files included, is then private too); an existing one keeps its mode.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_path = data_dir / "agent.key"
-    # 0600 from the first byte: the key never sits readable on a shared till
-    fd = os.open(str(key_path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(signing.private_key_to_pem(identity.key))
-    (data_dir / "agent.pub").write_bytes(signing.public_key_to_pem(identity.key.public_key()))
+    """Write key (0600, never over an existing one), public key and settings to ``data_dir``."""
+    # 0700 folder, 0600 files from the first byte: nothing sits readable on a shared till
+    private_dir(data_dir)
+    write_private(data_dir / "agent.key", signing.private_key_to_pem(identity.key), exclusive=True)
+    write_private(data_dir / "agent.pub", signing.public_key_to_pem(identity.key.public_key()))
     config: Dict[str, Any] = {"device_id": identity.device_id, "relay_url": identity.relay_url}
     config.update(extra or {})
-    fd = os.open(str(data_dir / "agent.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(json.dumps(config, indent=2))
+    write_private(data_dir / "agent.json", json.dumps(config, indent=2))
 
 
 def load_identity(data_dir: Path) -> Identity:

@@ -258,5 +258,7 @@ async def connect_once(
             if isinstance(ended, ConnectionClosed) and ended.rcvd and ended.rcvd.code == REPLACED:
                 # Another connection of this identity took over: backed off, never at once.
                 raise ReplacedError(f"closed {REPLACED} by relay {opened.relay_id}")
-            log.info("relay closed the connection")
+            log.info(
+                "服务器断开了连接, 稍后自动重连 / the relay closed the connection; reconnecting"
+            )
         return opened

@@ -12,18 +12,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from posassist.client import http
-from posassist.protocol import signing
+from posassist.client.files import write_private
+from posassist.protocol import PosAssistError, signing
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import PIN_PATTERN
 
 from . import __version__
 from .config import Identity, load_identity, write_identity
-from .errors import ConfigError, RelayRefusedError, UntrustedRootError
+from .errors import ConfigError, RelayRefusedError, RootHashOutOfDate, UntrustedRootError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -50,22 +50,56 @@ def _post_json(
     try:
         answer.raise_for_status()
     except http.HttpStatusError as exc:
-        raise RelayRefusedError(f"{exc.error}: {exc.message}" if exc.error else str(exc)) from None
+        raise RelayRefusedError(exc.error or str(exc)) from None
     detail = answer.json()
     if not isinstance(detail, dict):
         raise ConfigError("the relay's answer was not a JSON object")
     return detail
 
 
+#: How many older roots are looked at to tell an out-of-date hash from another repository's.
+MAX_OLD_ROOTS = 32
+
+
+def _get_root(base_url: str, name: str, pin: Optional[str]) -> bytes:
+    with http.stream(
+        "GET", base_url + "/v1/scripts/metadata/" + name, pin=pin, max_bytes=MAX_ROOT
+    ) as answer:
+        return b"".join(answer.iter_bytes()) if answer.status == 200 else b""
+
+
 def _fetch_root(base_url: str, root_hash: str, pin: Optional[str]) -> bytes:
     """The script repository's current root metadata, checked against the approvers' hash."""
-    with http.stream(
-        "GET", base_url + "/v1/scripts/metadata/root.json", pin=pin, max_bytes=MAX_ROOT
-    ) as answer:
-        raw = b"".join(answer.iter_bytes()) if answer.status == 200 else b""
+    raw = _get_root(base_url, "root.json", pin)
     if hashlib.sha256(raw).hexdigest() != root_hash:
-        raise UntrustedRootError("the relay's script repository root is not the one named")
+        _refuse_root(base_url, root_hash, pin, raw, "the relay's")
     return raw
+
+
+def _refuse_root(
+    base_url: str, root_hash: str, pin: Optional[str], current: Optional[bytes], whose: str
+) -> None:
+    """Raise for a root hash that does not name the current root: RootHashOutOfDate when it names
+    an older root of the repository the relay serves (only words change: nothing is trusted on
+    the relay's say-so), else UntrustedRootError."""
+    version = 0
+    try:
+        raw = current if current is not None else _get_root(base_url, "root.json", pin)
+        version = int(json.loads(raw.decode("utf-8"))["signed"]["version"])
+        for older in range(version - 1, max(0, version - 1 - MAX_OLD_ROOTS), -1):
+            if (
+                hashlib.sha256(_get_root(base_url, f"{older}.root.json", pin)).hexdigest()
+                == root_hash
+            ):
+                raise RootHashOutOfDate(
+                    f"it names root version {older}; the approvers have published version "
+                    f"{version} since: ask them for the current hash (posassist-scripts root-hash)"
+                )
+    except RootHashOutOfDate:
+        raise
+    except (PosAssistError, OSError, ValueError, KeyError, TypeError):
+        pass  # the relay's answer only chooses the words; nothing of it is trusted
+    raise UntrustedRootError(f"{whose} script repository root is not the one named")
 
 
 def _checked_root_hash(text: Optional[str]) -> Optional[str]:
@@ -78,11 +112,7 @@ def _checked_root_hash(text: Optional[str]) -> Optional[str]:
 
 
 def _install_root(data_dir: Path, root: bytes) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # before anything is put in it
-    (data_dir / "scripts").mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / "scripts" / "root.json.tmp"
-    tmp.write_bytes(root)
-    tmp.replace(data_dir / "scripts" / "root.json")
+    write_private(data_dir / "scripts" / "root.json", root)
 
 
 def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> Identity:
@@ -103,7 +133,7 @@ def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> I
     if (data_dir / "agent.key").exists():
         raise ConfigError(f"{data_dir / 'agent.key'} exists already; this PC has an identity")
     if wanted is not None and invite.root_hash not in (None, wanted):
-        raise UntrustedRootError("the token names another script repository root")
+        _refuse_root(http.http_url(invite.relay_url), wanted, invite.tls_pin, None, "the token's")
     key = signing.generate_private_key()
     raw_public = signing.public_key_to_raw(key.public_key())
     base_url = http.http_url(invite.relay_url)
@@ -155,11 +185,7 @@ def trust_root(data_dir: Path, root_hash: str) -> None:
     root = _fetch_root(http.http_url(identity.relay_url), wanted, identity.tls_pin)
     _install_root(data_dir, root)
     config["root_hash"] = wanted
-    tmp = config_path.with_name("agent.json.tmp")
-    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(json.dumps(config, indent=2))
-    tmp.replace(config_path)
+    write_private(config_path, json.dumps(config, indent=2))
 
 
 __all__ = ["enrol", "trust_root"]

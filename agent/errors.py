@@ -11,6 +11,7 @@ everything else 1.
     └── AgentError
         ├── ConfigError               the data directory or arguments are unusable   exit 2
         ├── UntrustedRootError        a script root the approvers did not name      exit 3
+        │   └── RootHashOutOfDate     the hash names an older root of the same repository
         ├── ReplacedError             the relay closed us 4002: this identity connected again
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
@@ -78,6 +79,15 @@ class UntrustedRootError(AgentError):
     exit_code = EXIT_REFUSED
     public_reason = "the script repository root is not the one the approvers named"
     public_reason_zh = "脚本库根证书与审批人提供的不一致"
+
+
+class RootHashOutOfDate(UntrustedRootError):
+    """The approvers' root hash the store was given names an older root of the repository the
+    relay serves: the approvers have published a newer one since (a retirement, a key change).
+    Nothing is enrolled or trusted; the store asks for the current hash (readme-walk F21)."""
+
+    public_reason = "the script repository root hash is out of date"
+    public_reason_zh = "脚本库根哈希已过期: 审批人已发布新的根证书, 请向他们索取最新的根哈希"
 
 
 class ReplacedError(AgentError):

@@ -196,6 +196,9 @@ def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
                 raise TypeError("printer status is not a map")
             problems = p.get("problems") or []
             flags = [f for f in _PRINTER_FLAGS if status.get(f) or f in problems]
+            if "paper_out" in flags and "paper_near_end" in flags:
+                # out of paper supersedes near end: the cashier is told one thing (readme-walk F24)
+                flags.remove("paper_near_end")
             for flag in flags:
                 code = (
                     "printer.waiting_recovery"
@@ -921,9 +924,14 @@ _EVALUATORS: Dict[str, _Evaluator] = {
 
 
 def _section(
-    name: str, section: Any, profile: Optional[PosProfile], now: float
+    name: str, section: Any, profile: Optional[PosProfile], now: float, profile_error: str = ""
 ) -> Tuple[List[Finding], bool]:
-    """Findings of one section and whether its data could be read."""
+    """Findings of one section and whether its data could be read.
+
+    ``profile_error``: why the POS profile named in settings.json did not load. The pos section
+    that failed for want of a profile then says that, never "settings.json names no POS profile"
+    (it does name one; readme-walk F23).
+    """
     if not isinstance(section, dict):
         return [
             _finding("collector.unreadable", name, name, {}, section=name, why="not a section")
@@ -931,9 +939,12 @@ def _section(
     if not section.get("ok"):
         error = section.get("error")
         error = error if isinstance(error, dict) else {"message": str(error)}
+        if name == "pos" and profile is None and profile_error:
+            return [_finding("pos.profile_invalid", name, "", {}, why=profile_error)], True
         if name == "pos" and profile is None:
             return [_finding("pos.not_configured", name, "", {"error": error})], True
-        why = f"{error.get('type', 'error')}: {error.get('message', '')}"
+        # the collector's own words; its exception's class name only if it gave none (F8)
+        why = str(error.get("message") or error.get("type") or "error")
         return [
             _finding("collector.unreadable", name, name, {"error": error}, section=name, why=why)
         ], False
@@ -980,6 +991,15 @@ def _sections(report: Mapping[str, Any]) -> Mapping[str, Any]:
     return sections if isinstance(sections, Mapping) else {}
 
 
+def _profile_error(report: Mapping[str, Any], profile: Optional[PosProfile]) -> Tuple[str, bool]:
+    """Why the POS profile did not load ("" if it did, or none was named), and whether the pos
+    section reports that itself (it failed for want of the profile) rather than the report."""
+    error = str(report.get("profile_error") or "")
+    pos = _sections(report).get("pos")
+    in_section = bool(error) and profile is None and isinstance(pos, dict) and not pos.get("ok")
+    return error, in_section
+
+
 def evaluate(report: Mapping[str, Any], profile: Optional[PosProfile], now: float) -> List[Finding]:
     """The findings of a diagnostics report, most severe first.
 
@@ -996,10 +1016,11 @@ def evaluate(report: Mapping[str, Any], profile: Optional[PosProfile], now: floa
         findings.append(
             _finding("clock.implausible", "system", "", {"now": now}, when=f"{now:.0f} (epoch)")
         )
-    if report.get("profile_error"):
-        findings.append(_finding("pos.profile_invalid", "pos", "", {}, why=report["profile_error"]))
+    profile_error, in_section = _profile_error(report, profile)
+    if profile_error and not in_section:
+        findings.append(_finding("pos.profile_invalid", "pos", "", {}, why=profile_error))
     for name, section in _sections(report).items():
-        findings.extend(_section(str(name), section, profile, now)[0])
+        findings.extend(_section(str(name), section, profile, now, profile_error)[0])
     findings.sort(key=lambda f: -f.severity.rank)  # stable: report order within a severity
     return findings
 
@@ -1018,20 +1039,20 @@ def annotate(report: Dict[str, Any], profile: Optional[PosProfile], now: float) 
     The raw ``ok``/``data``/``error`` of each section stay as they were (docs/findings.md#json).
     """
     sections = report.get("sections", report)
+    profile_error, in_section = _profile_error(report, profile)
     for name, section in list(sections.items()):
-        found, readable = _section(str(name), section, profile, now)
+        found, readable = _section(str(name), section, profile, now, profile_error)
         if not isinstance(section, dict):
             section = sections[name] = {"ok": False, "data": None}
         found.sort(key=lambda f: -f.severity.rank)
         section["status"] = section_status(found, readable)
         section["findings"] = [f.to_dict() for f in found]
     extra = []
-    if now < PLAUSIBLE_SINCE or report.get("profile_error"):
+    report_wide = "" if in_section else profile_error
+    if now < PLAUSIBLE_SINCE or report_wide:
         extra = [
             f.to_dict()
-            for f in evaluate(
-                {"sections": {}, "profile_error": report.get("profile_error")}, profile, now
-            )
+            for f in evaluate({"sections": {}, "profile_error": report_wide}, profile, now)
         ]
     if "sections" in report:
         report["schema"] = SCHEMA

@@ -92,7 +92,12 @@ async def run_agent(
         except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
             if on_failure is not None:
                 on_failure(exc)
-            log.warning("connection to %s failed: %s", identity.relay_url, type(exc).__name__)
+            log.warning(
+                "无法连接服务器 %s, 稍后自动重试 / cannot reach the relay %s (%s); retrying",
+                identity.relay_url,
+                identity.relay_url,
+                type(exc).__name__,
+            )
             if once:
                 return 2
         del attempt  # nothing of a failed attempt is kept (memory stays flat offline)

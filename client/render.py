@@ -81,7 +81,7 @@ def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[
         out.append(f"      {_s(detail.get('zh'))}")
         out.append(f"      {_s(detail.get('en'))}")
         out.append(f"      收银员 / cashier: {_s(cashier.get('zh'))} / {_s(cashier.get('en'))}")
-        out.append(f"      技术员 / technician: {_s(tech.get('en'))} ({_s(tech.get('zh'))})")
+        out.append(f"      技术员 / technician: {_s(tech.get('zh'))} / {_s(tech.get('en'))}")
         script = f.get("script")
         if script_words and isinstance(script, Mapping) and script.get("id"):
             fix = f"{_s(script.get('id'))} (risk class {_s(script.get('risk'))})"
@@ -275,6 +275,7 @@ def render_report(
                 body = ["(raw data unreadable 原始数据无法读取)"]
         else:
             error = section.get("error") or {}
-            body = [f"{error.get('type')}: {error.get('message')}"] if error else []
+            # the collector's words, not its exception's class name (readme-walk F8)
+            body = [f"读取失败 / could not read: {_s(error.get('message'))}"] if error else []
         blocks.append("\n".join([head] + ["  " + line for line in body]))
     return "\n\n".join(blocks)

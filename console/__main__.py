@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from posassist.client import http
+from posassist.client.files import write_private
+from posassist.client.prompt import ask_secret
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -80,22 +82,16 @@ def _session() -> dict[str, str]:
 
 
 def login(relay: str, user: str, password_file: Path | None, pin: str | None) -> int:
-    import getpass
-
     password = (
         password_file.read_text().strip()
         if password_file
-        else getpass.getpass(f"password for {user}: ")
+        else ask_secret(f"password for {user}: ", "give --password-file")
     )
     answer = _call(
         http.http_url(relay) + "/v1/login", {"username": user, "password": password}, pin=pin
     )
-    home = _home()
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "session.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}, out)
+    session = {"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}
+    write_private(_home() / "session.json", json.dumps(session))  # a 0700 folder if new
     print(printable(f"signed in as {user} ({answer.get('role')}) / 登录成功", multiline=False))
     return 0
 
@@ -222,18 +218,40 @@ async def _run_script(
             if isinstance(reply, ScriptStarted):
                 print(printable(f"started (job {reply.job_id}) / 开始执行"))
             elif isinstance(reply, ScriptProgress):
-                detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
-                print(printable(f"[{reply.step}] {detail}", multiline=False).rstrip())
+                print(progress_line(reply))
             elif isinstance(reply, ScriptOutput):
                 out = sys.stdout if reply.stream == "stdout" else sys.stderr
                 out.write(printable(reply.data.decode("utf-8", "replace")))
                 out.flush()
             elif isinstance(reply, ScriptFinished):
-                backup = f", backup {reply.backup_id}" if reply.backup_id else ""
-                ended = f"{reply.status} (exit {reply.exit_code}{backup}) {reply.detail}"
-                print("\n" + printable(ended, multiline=False).rstrip())
+                print("\n" + finished_line(reply))
                 return 0 if reply.status == "succeeded" else 1
     return 1
+
+
+def progress_line(reply: ScriptProgress) -> str:
+    """One step of a run, one printable line. A refusal reads as its words, Chinese first, then
+    its code (readme-walk F10: not ``code=…, zh=…, en=…``); other steps list their detail."""
+    detail = dict(reply.detail)
+    if reply.step == "refused" and {"zh", "en"} <= detail.keys():
+        text = f"[refused] {detail.pop('zh')} / {detail.pop('en')}"
+        if "code" in detail:
+            text += f" ({detail.pop('code')})"
+        rest = ", ".join(f"{k}={v}" for k, v in detail.items())
+        text += f" {rest}" if rest else ""
+    else:
+        text = f"[{reply.step}] " + ", ".join(f"{k}={v}" for k, v in detail.items())
+    return printable(text, multiline=False).rstrip()
+
+
+def finished_line(reply: ScriptFinished) -> str:
+    """How a run ended, one printable line: the exit status only if the script ran (a refused
+    run has none; readme-walk F10), the backup only if one was made."""
+    facts = [] if reply.exit_code is None else [f"exit {reply.exit_code}"]
+    if reply.backup_id:
+        facts.append(f"backup {reply.backup_id}")
+    ended = reply.status + (f" ({', '.join(facts)})" if facts else "") + f" {reply.detail}"
+    return printable(ended, multiline=False).rstrip()
 
 
 async def _restore(device: str, backup_id: str, timeout: float) -> int:

@@ -8,13 +8,13 @@ Commands: init, add, sign, status, publish, retire, renew, rotate-key, root-hash
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from posassist.client.prompt import ask_secret
 from posassist.protocol.errors import EXIT_FAILURE, PosAssistError, error_line
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def _passphrase(path: Path | None, prompt: str) -> bytes:
         return (lines[0] if lines else "").encode()
     if PASSPHRASE_ENV in os.environ:
         return os.environ[PASSPHRASE_ENV].encode()
-    return getpass.getpass(prompt).encode()
+    return ask_secret(prompt, f"give --passphrase-file or set ${PASSPHRASE_ENV}").encode()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,6 +44,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from posassist.client.files import private_dir
 from posassist.protocol.errors import PosAssistError
 from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
 from posassist.protocol.signing import (
@@ -199,6 +200,7 @@ def init_repository(
     if (path / "metadata").exists():
         raise ScriptRepoError(f"{path} already holds a repository")
     keys_dir = path / "keys"
+    private_dir(keys_dir / "online")  # the keys' folders are 0700 (readme-walk F2)
     keys: dict[str, Ed25519PrivateKey] = {}
     for name in ("root", "targets", *names, *ONLINE):
         keys[name] = generate_private_key()
@@ -569,11 +571,8 @@ class ScriptRepository:
         self.verify_offline()
         out = dest / "scripts"
         meta_out = out / "metadata"
-        # ``dest`` is the relay's data directory: private if made here (published before
-        # `relay init`, it used to be the umask's 0755, which init then kept)
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        meta_out.mkdir(parents=True, exist_ok=True)
-        (out / "targets").mkdir(exist_ok=True)  # served even while no script is signed
+        private_dir(meta_out)  # a new --to folder is 0700: it may become a relay's data dir
+        private_dir(out / "targets")  # served even while no script is signed
         for v in self._root_versions():
             shutil.copyfile(self.path / "metadata" / f"{v}.root.json", meta_out / f"{v}.root.json")
         newest = self._root_versions()[-1]

@@ -221,7 +221,10 @@ def error_line(exc: PosAssistError) -> str:
         if message in ("", exc.public_reason)
         else f"{exc.public_reason}: {message}"
     )
-    return f"error: {text} / {exc.public_reason_zh}"
+    # an error may say more in Chinese than its class does (the relay's refusal: what to do next)
+    detail_zh = printable(str(getattr(exc, "detail_zh", "") or ""), multiline=False)
+    zh = f"{exc.public_reason_zh}: {detail_zh}" if detail_zh else exc.public_reason_zh
+    return f"error: {text} / {zh}"
 
 
 class PeerSilentError(PosAssistError):

@@ -21,6 +21,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from aiohttp import web
 
+from posassist.client.files import write_private
+from posassist.client.prompt import ask_secret
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
@@ -93,6 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument(
         "--port", type=_bounded(int, 0, 65535), default=8765, help="0 picks a free port"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_bounded(int, 0, 65535),
+        default=None,
+        help="serve /metrics (plain HTTP) only on this port, not on --port (0: a free one, "
+        "written to DATA/metrics.url)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="the address --metrics-port listens on (an operator network; default 127.0.0.1)",
     )
     serve.add_argument("--public-url", default="", help="ws(s):// URL put in enrolment tokens")
     serve.add_argument("--tls-cert", type=Path)
@@ -192,7 +206,9 @@ def _parser() -> argparse.ArgumentParser:
         ("merchant", "organisation"),
         ("store", "merchant"),
     ):
-        p = commands.add_parser(noun, help=f"create a {noun}")
+        p = commands.add_parser(
+            noun, help=f"create an {noun}" if noun[0] in "aeiou" else f"create a {noun}"
+        )
         sub = p.add_subparsers(dest="action", required=True)
         create = with_data(sub.add_parser("create"))
         create.add_argument("--name", required=True)
@@ -422,10 +438,11 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         except NotFound:
             print(f"error: no user {args.username}", file=sys.stderr)
             return 2
-        if args.password_file is None and not sys.stdin.isatty():
-            print("error: give --password-file (no terminal to ask on)", file=sys.stderr)
-            return 2
-        password = _password(args.password_file, f"new password for {args.username}: ")
+        password = (
+            _password(args.password_file, "")
+            if args.password_file is not None
+            else ask_secret(f"new password for {args.username}: ", "give --password-file")
+        )
         if len(password) < 10:
             print("error: the password must be at least 10 characters", file=sys.stderr)
             return 2
@@ -677,6 +694,47 @@ def _fit_caps(config: RelayConfig) -> RelayConfig:
     return replace(config, max_unauthenticated=caps[0], max_unauthenticated_per_address=caps[1])
 
 
+class DataDirInUse(PosAssistError):
+    """Another ``serve`` holds the data directory's lock (docs/relay.md, one relay per data dir)."""
+
+    exit_code = EXIT_USAGE
+    public_reason = "another relay is serving this data directory"
+    public_reason_zh = "另一个服务器进程正在使用此数据目录"
+
+
+#: The file in the data directory a serving relay holds an exclusive lock on.
+SERVE_LOCK = "serve.lock"
+
+
+def _hold_data_dir(data: Path) -> int:
+    """Take the data directory's exclusive lock, before ``serve`` reads or writes anything else.
+
+    The lock is the kernel's (flock): it goes when the process ends, however it ends, so a lock
+    file left by a relay that died never blocks the next start. Returns the open descriptor,
+    which the caller keeps open for as long as it serves.
+    """
+    import fcntl
+    import os
+
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(data / SERVE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise DataDirInUse(
+            f"{data} (process {holder or '?'}); stop it first, or give another --data"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
+
+
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
     config = _fit_caps(config)
@@ -712,7 +770,23 @@ async def serve(config: RelayConfig) -> None:
     state = app[STATE]
     state.config = config.with_port(port)
     url = state.config.public_url
-    (config.data_dir / "relay.url").write_text(url, encoding="utf-8")
+    metrics_runner = None
+    if config.metrics_port is not None:
+        from .metrics import METRICS, metrics_handler
+
+        # /metrics shows fleet size and refusals: only on the operator's address when asked
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", metrics_handler(app[METRICS]))
+        metrics_runner = web.AppRunner(metrics_app, access_log=None)
+        await metrics_runner.setup()
+        site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
+        await site.start()
+        bound = metrics_runner.addresses[0]
+        host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        metrics_url = f"http://{host}:{bound[1]}/metrics"
+        write_private(config.data_dir / "metrics.url", metrics_url)
+        print(f"posassist relay metrics on {metrics_url}", flush=True)
+    write_private(config.data_dir / "relay.url", url)
     print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -727,6 +801,8 @@ async def serve(config: RelayConfig) -> None:
         await guard.stop()
         await drain_routes(app)
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -743,6 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("INFO", json=getattr(args, "log_json", False))
     try:
         if args.command == "serve":
+            lock = _hold_data_dir(args.data)  # noqa: F841 - held (open) until the process ends
             tls_pin = None
             if args.tls_cert:
                 from .tls import spki_pin
@@ -752,6 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args,
                 host=args.host,
                 port=args.port,
+                metrics_host=args.metrics_host,
+                metrics_port=args.metrics_port,
                 public_url=args.public_url,
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,

@@ -31,6 +31,9 @@ class RelayConfig:
     database_sync: str = "normal"
     host: str = "127.0.0.1"
     port: int = 8765
+    #: Where /metrics is served instead of on host:port (an operator network); None: on host:port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
     #: The ws(s):// URL agents are told to use (enrolment tokens); defaults to host:port.
     public_url: str = ""
     tls_cert: Path | None = None

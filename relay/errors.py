@@ -20,6 +20,7 @@ text is for our logs only and is never sent to a peer.
     ├── ConnectionClosedError         (relay/connection.py) peer went away      1011  500   1
     ├── SlowConsumerError             (relay/connection.py) outbox full         4008  500   1
     ├── NothingToVerifyError          (relay/__main__.py) no database there     1011  500   2
+    ├── DataDirInUse                  (relay/__main__.py) another serve holds it 1011  500   2
     └── AuthenticationError           (protocol.errors)                         4001  401   3
         ├── BadCredentials            unknown user or wrong password
         ├── LockedOut                 too many failed sign-ins (``until``)            429

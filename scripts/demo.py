@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from posassist.client.files import private_dir, write_private
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "demo-data"
 MARKER = ".posassist-demo"  # marks a folder the demo made, and so may empty again
@@ -76,7 +78,7 @@ def _fresh(data: Path) -> None:
     if data.exists() and any(data.iterdir()) and not mine:
         raise SystemExit(f"demo: {data} is not empty and not an earlier demo's; choose --data")
     shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(parents=True)
+    private_dir(data)
     (data / MARKER).write_text("made by scripts/demo.py; emptied by the next demo\n")
 
 
@@ -87,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     _fresh(data)
     ENV["POSASSIST_HOME"] = str(data / "technician")
     relay_dir, till_dir = data / "relay", data / "noodle-shop-till"
-    relay_dir.mkdir(parents=True)
-    (relay_dir / "admin.pw").write_text("demo-admin-password")
+    write_private(relay_dir / "admin.pw", "demo-admin-password")  # in a new 0700 relay/
     children: list[subprocess.Popen[str]] = []
     try:
         step("The operator sets up the relay (embedded SQLite) and a store")

@@ -347,7 +347,10 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     """The POS application as the profile describes it."""
     profile = ctx.profile
     if profile is None:
-        raise CollectorError(ctx.profile_error or "no POS profile configured (settings.json)")
+        raise CollectorError(
+            ctx.profile_error
+            or "未配置收银软件档案 (settings.json) / no POS profile configured (settings.json)"
+        )
     rows = _process_table()
     now = time.time()
     running = find_processes(rows, profile.process_names)

@@ -105,7 +105,8 @@ def collect(ctx: DiagContext, list_ports: Optional[PortLister] = None) -> Dict[s
     """
     printers = ctx.settings.printers
     if not printers:
-        return {"printers": [], "note": "no printers configured (settings.json)"}
+        note = "未配置打印机 (settings.json) / no printers configured (settings.json)"
+        return {"printers": [], "note": note}
     why_not = sale_open(ctx.profile)
     ports: Optional[Sequence[SerialPort]] = None
     rows: List[Dict[str, Any]] = []

@@ -332,5 +332,5 @@ def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> 
         return queue
     tool = lpstat or next((p for p in LPSTAT_PATHS if os.path.exists(p)), None)
     if tool is None:
-        raise CollectorError("CUPS is not installed (no lpstat)")
+        raise CollectorError("未安装 CUPS (找不到 lpstat) / CUPS is not installed (no lpstat)")
     return cups_queue(tool)

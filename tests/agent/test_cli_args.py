@@ -45,3 +45,29 @@ def test_good_arguments_get_as_far_as_the_identity(
     # the control: the same command with a good back-off looks for the till's identity
     assert main(["run", "--data", str(tmp_path / "till"), "--max-backoff", "30", "--once"]) == 2
     assert "agent configuration error" in capsys.readouterr().err
+
+
+def test_diag_without_offline_says_so_in_chinese_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """readme-walk F22: the merchant reads it; Chinese first, then English."""
+    assert main(["diag", "--data", str(tmp_path / "till")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: bad argument: 本机只能离线诊断, 请用 posassist-agent diag --offline"
+    )
+    assert not (tmp_path / "till").exists()
+
+
+def test_an_unknown_refusal_code_is_quoted_printably_and_a_known_one_has_words() -> None:
+    from posassist.client.errors import REFUSALS, refusal_words
+
+    zh, en = refusal_words("\x1b[31mEvil\nline")
+    assert "\x1b" not in zh + en
+    assert "\n" not in zh + en
+    assert en.startswith("the relay refused: ")
+    for code, (zh, en) in REFUSALS.items():
+        assert zh, code
+        assert code not in zh, code  # Chinese words, never the bare code
+        assert "_" not in en, code  # nor a code or class name in the English
+        assert not any(c.isupper() for c in en), code

@@ -49,7 +49,10 @@ async def test_enrol_refusals_leave_no_identity_behind(relay: Relay, tmp_path: P
     await asyncio.to_thread(enrol, text, tmp_path / "first")
     with pytest.raises(RelayRefusedError) as info:
         await asyncio.to_thread(enrol, text, tmp_path / "second")
-    assert "already used" in info.value.code
+    # readme-walk F26: the relay's class name is a code, never shown; the words say what to do
+    assert info.value.code == "EnrolmentTokenUsed"
+    assert str(info.value) == "this enrolment token was already used: ask support for a new one"
+    assert info.value.words_zh == "此登记码已被使用, 请向技术支持索取新的登记码"
     assert not (tmp_path / "second" / "agent.key").exists()
     with pytest.raises(InvalidEnrolmentToken):
         await asyncio.to_thread(enrol, "PA1-garbage", tmp_path / "third")
@@ -73,6 +76,8 @@ async def test_revoked_agent_gets_refusal_code(relay: Relay, tmp_path: Path) -> 
     with pytest.raises(RelayRefusedError) as info:
         await connect_once(identity, serve=False)
     assert info.value.code == "revoked"
+    assert "请联系技术支持" in info.value.words_zh  # readme-walk F15: what to do, in Chinese
+    assert "revoked; call support" in info.value.words_en
 
 
 async def test_agent_sends_heartbeats_and_stays_connected(relay: Relay, tmp_path: Path) -> None:

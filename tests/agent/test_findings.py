@@ -162,6 +162,25 @@ def test_a_port_held_by_two_processes_names_both_and_the_prober() -> None:
     assert prober.evidence["held_by"] == [{"pid": 880, "name": "ModemManager"}]
 
 
+@pytest.mark.parametrize("how", ["status", "problems"])
+def test_out_of_paper_supersedes_paper_near_end(how: str) -> None:
+    """readme-walk F24: a printer out of paper also has its near-end sensor set; the cashier is
+    told to load a new roll, not also to have one ready. Near end alone is still reported."""
+
+    def printer(name: str, *flags: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": name, "target": "127.0.0.1:9100", "outcome": "ok"}
+        if how == "status":
+            row["status"] = {"online": True, **dict.fromkeys(flags, True)}
+        else:
+            row["status"], row["problems"] = {"online": True}, list(flags)
+        return row
+
+    rows = [printer("out", "paper_out", "paper_near_end"), printer("low", "paper_near_end")]
+    report = {"sections": {"printers": {"ok": True, "data": {"printers": rows}}}}
+    found = sorted((f.subject, f.code) for f in evaluate(report, None, NOW))
+    assert found == [("low", "printer.paper_near_end"), ("out", "printer.paper_out")]
+
+
 def test_printer_rows_that_were_not_probed() -> None:
     report = {
         "sections": {
@@ -272,6 +291,24 @@ def test_malformed_data_inside_a_section_is_unreadable(name) -> None:
     (finding,) = evaluate(report, load_profile("demo"), NOW)
     assert finding.code == "collector.unreadable"
     assert "malformed" in finding.detail["en"]
+
+
+def test_a_misnamed_profile_is_only_profile_invalid_never_also_not_configured() -> None:
+    """readme-walk F23: settings.json names a profile that does not load: the pos section fails
+    for want of it, and that is said once, as profile_invalid, not also "names no POS profile"."""
+    why = "POS profile 'nosuch': No such file or directory"
+    report: dict[str, Any] = {
+        "sections": {"pos": {"ok": False, "error": {"type": "CollectorError"}}},
+        "profile_error": why,
+    }
+    (finding,) = evaluate(report, None, NOW)
+    assert finding.code == "pos.profile_invalid"
+    assert "nosuch" in finding.detail["en"]
+    annotate(report, None, NOW)
+    assert report["findings"] == []  # not a second time, report-wide
+    (in_section,) = report["sections"]["pos"]["findings"]
+    assert in_section["code"] == "pos.profile_invalid"
+    assert report["sections"]["pos"]["status"] == "warning"
 
 
 def test_the_pos_section_without_a_profile_says_so_instead_of_unreadable() -> None:

@@ -11,13 +11,22 @@ from posassist.agent.config import create_identity, load_identity
 from posassist.agent.connection import agent_url
 from posassist.agent.errors import ConfigError
 from posassist.protocol import signing
+from tests.conftest import mode
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
+@pytest.mark.usefixtures("umask_022")
 def test_identity_round_trip_and_key_is_private(tmp_path: Path) -> None:
-    made = create_identity(tmp_path, "till-1", "ws://127.0.0.1:8765")
+    data = tmp_path / "till" / "pa"
+    made = create_identity(data, "till-1", "ws://127.0.0.1:8765")
+    # readme-walk F1: the data folder (key, pinned relay, trust root) is private, so are its files
+    assert mode(tmp_path / "till") == mode(data) == 0o700
+    assert {p.name: mode(p) for p in data.iterdir()} == dict.fromkeys(
+        ("agent.key", "agent.pub", "agent.json"), 0o600
+    )
+    tmp_path = data
     loaded = load_identity(tmp_path)
     assert loaded.device_id == "till-1"
     assert loaded.relay_url == "ws://127.0.0.1:8765"

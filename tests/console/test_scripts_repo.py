@@ -11,6 +11,7 @@ import pytest
 from posassist.console.scripts_cli import main
 from posassist.console.scripts_repo import ScriptRepoError, ScriptRepository, init_repository
 from tests.agent.test_verify import PASS, add, approve, manifest
+from tests.conftest import mode
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,6 +24,7 @@ def phrase_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("umask_022")
 def test_cli_init_add_sign_status_publish(
     tmp_path: Path, phrase_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,6 +55,11 @@ def test_cli_init_add_sign_status_publish(
     assert f"root hash (enrolment tokens): {hashlib.sha256(published_root).hexdigest()}" in out
     for role in ("snapshot", "timestamp"):
         assert (relay / "scripts" / "keys" / f"{role}.pem").stat().st_mode & 0o077 == 0
+    # readme-walk F20: a new --to folder may become a relay's data dir: it is made private
+    for folder in (relay, relay / "scripts", relay / "scripts" / "metadata"):
+        assert mode(folder) == 0o700, folder
+    for folder in (repo_dir / "keys", repo_dir / "keys" / "online"):  # readme-walk F2
+        assert mode(folder) == 0o700, folder
 
 
 def test_people_keys_are_encrypted_and_online_keys_are_not(tmp_path: Path) -> None:

@@ -7,6 +7,9 @@ import platform
 import time
 from typing import TYPE_CHECKING
 
+import pytest
+
+from tests.conftest import mode
 from tests.e2e.cli import (
     Technician,
     invite,
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+@pytest.mark.usefixtures("umask_022")  # the processes below inherit it
 def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> None:
     data = tmp_path / "relay"
     store = provision(data)
@@ -33,6 +37,12 @@ def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> Non
     agent = None
     try:
         ok(py("agent", "enroll", invite(data, store, url), "--data", str(till)))
+        # readme-walk F1: the till's data folder and everything enroll wrote in it are private
+        assert mode(till) == 0o700
+        assert {p.name: mode(p) for p in till.iterdir()} == dict.fromkeys(
+            ("agent.key", "agent.pub", "agent.json"), 0o600
+        )
+        assert mode(data / "relay.url") == 0o600
         (till / "settings.json").write_text(
             json.dumps({"printers": [{"name": "receipt", "tcp": f"{host}:{port}"}]})
         )
@@ -47,6 +57,7 @@ def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> Non
         assert "invalid username or password" in refused.stderr
         assert "signed in as admin" in ok(tech(*tech.login_args(url)))
         assert oct((tech.home / "session.json").stat().st_mode & 0o777) == "0o600"
+        assert mode(tech.home) == 0o700  # readme-walk F1 (the console's session folder)
         listing = ok(tech("devices"))
         assert device in listing
         assert "yes" in listing

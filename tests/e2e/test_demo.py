@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
+import pytest
+
+from tests.conftest import mode
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
@@ -35,6 +38,7 @@ def test_make_demo_runs_the_demo_script() -> None:
     assert "$(BIN)/python scripts/demo.py" in (ROOT / "Makefile").read_text()
 
 
+@pytest.mark.usefixtures("umask_022")  # the demo and its processes inherit it
 def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     before = _checkout_demo_data()
@@ -49,7 +53,7 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert printer is not None, out
     # the till enrols; the same token a second time is refused by the relay
     (device,) = set(re.findall(r"enrolled as device (dev_[0-9a-f]+)", out))
-    assert "enrolment token already used" in out
+    assert "this enrolment token was already used: ask support for a new one" in out
     assert re.search(rf"connected to relay relay-\w+ as {device} \(v\d+\)", out), out
     # the technician sees it online, and the printer's paper running low
     (listed,) = [line for line in out.splitlines() if line.startswith(device)]
@@ -60,6 +64,11 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert "audit chain intact" in out
     # it made its world in the folder given, none in the checkout, and stopped what it started
     assert {p.name for p in data.iterdir()} >= {".posassist-demo", "relay", "noodle-shop-till"}
+    # readme-walk F1: every folder it made is private, and so are the password and the key
+    for folder in (data, data / "relay", data / "noodle-shop-till", data / "technician"):
+        assert mode(folder) == 0o700, folder
+    for secret in ("relay/admin.pw", "relay/relay.url", "noodle-shop-till/agent.key"):
+        assert mode(data / secret) == 0o600, secret
     assert _checkout_demo_data() == before
     left = [
         proc.info["cmdline"]

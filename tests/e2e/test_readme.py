@@ -186,6 +186,7 @@ class Operator:
         self.values: dict[str, str] = {}
         self.root_hashes: list[str] = []
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self.outputs: list[tuple[str, str]] = []
         self.relay: subprocess.Popen[str] | None = None
         self.relay_log_file: IO[str] | None = None
@@ -203,11 +204,16 @@ class Operator:
         argv = shlex.split(text, comments=True)
         if _matches(argv, ("posassist-relay", "serve")):
             argv[argv.index("--port") + 1] = "0"  # a free port; read back from relay.url
+            if "--metrics-port" in argv:  # likewise, from metrics.url
+                argv[argv.index("--metrics-port") + 1] = "0"
         out = []
         for arg in argv:
             if ":8765" in arg:
                 assert self.port is not None, f"{line!r} uses the relay's port before serve"
                 arg = arg.replace(":8765", f":{self.port}")
+            if ":9108" in arg:
+                assert self.metrics_port is not None, f"{line!r} uses /metrics before serve"
+                arg = arg.replace(":9108", f":{self.metrics_port}")
             for placeholder in [*PLACEHOLDERS, ROOT_HASH]:
                 if placeholder in arg:
                     assert placeholder in self.values, (
@@ -298,6 +304,9 @@ class Operator:
             url = url_file.read_text()
             assert url.startswith("wss://"), url  # the README's relay speaks TLS
             self.port = int(url.rsplit(":", 1)[1])
+            metrics = self.relay_dir / "metrics.url"
+            if metrics.exists():  # --metrics-port: written before relay.url
+                self.metrics_port = int(metrics.read_text().rsplit(":", 1)[1].split("/")[0])
             return
         self.agent = subprocess.Popen(
             argv,

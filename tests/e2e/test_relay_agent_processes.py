@@ -27,7 +27,11 @@ def test_operator_enrols_a_till_and_it_connects(tmp_path: Path) -> None:
         assert "登记成功" in enrolled.stdout
         again = py("agent", "enroll", token, "--data", str(tmp_path / "till2"))
         assert again.returncode == 3
-        assert "already used" in again.stderr
+        # readme-walk F26: what to do, in both languages, no class name, one line
+        assert again.stderr.splitlines() == [
+            "error: refused by relay: this enrolment token was already used: ask support for a "
+            "new one / 服务器拒绝了本设备或登录: 此登记码已被使用, 请向技术支持索取新的登记码"
+        ]
         connected = py("agent", "run", "--data", till, "--once")
         assert connected.returncode == 0, connected.stderr
         assert "已连接到服务器" in connected.stdout

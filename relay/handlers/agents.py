@@ -43,8 +43,14 @@ from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
 from ..routing import RECONCILABLE, relay_owned
 from ..state import STATE, RelayState
-from ..storage import DeviceStatus
-from .jobs import OUTCOME_UNKNOWN, finish_route, reconcile_results, reconcile_route
+from ..storage import DeviceStatus, JobStatus
+from .jobs import (
+    OUTCOME_UNKNOWN,
+    finish_route,
+    reconcile_job,
+    reconcile_results,
+    reconcile_route,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -124,13 +130,49 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+#: How a job ends whose device was revoked while it ran or was ``unknown``: a revoked device
+#: never reconnects, so it can never be reconciled (attack finding F5).
+DEVICE_REVOKED = "device_revoked"
+DEVICE_REVOKED_TEXT = "the device was revoked / 设备已被吊销"
+
+
 async def disconnect_revoked(state: RelayState, device_id: str) -> None:
-    """Close the device's connection, if it has one here, because it was revoked (4003)."""
+    """Close the device's connection, if it has one here, because it was revoked (4003); its
+    jobs of unknown outcome end ``failed`` (``device_revoked``), audited."""
     link = state.router.agent(device_id)
     if link is not None:
         assert isinstance(link, WebSocketSession)
         log.warning("device %s revoked: disconnecting it", device_id)
+        # Its routes end here, not in its handler (which aiohttp may cancel once it is closed).
+        for route in state.router.detach_agent(device_id, link):
+            if not route.orphaned:  # an orphan's job is ``unknown``: ended just below
+                await finish_route(state, route, DEVICE_REVOKED, DEVICE_REVOKED_TEXT)
         await link.close(REVOKED, "device revoked")
+    await end_jobs_of_revoked(state, device_id)
+
+
+async def end_jobs_of_revoked(state: RelayState, device_id: str) -> None:
+    """Every ``unknown`` job of a revoked device → ``failed`` ``device_revoked``."""
+    try:
+        jobs = await state.storage.unknown_jobs(device_id, limit=MAX_REVOKED_JOBS)
+    except StorageError as exc:
+        log.warning("jobs of revoked device %s not ended: %s", device_id, exc)
+        return
+    for job in jobs:
+        await reconcile_job(
+            state,
+            job.id,
+            device_id,
+            "relay",
+            job.kind,
+            JobStatus.FAILED,
+            f"{DEVICE_REVOKED}: {DEVICE_REVOKED_TEXT}",
+            {"via": DEVICE_REVOKED},
+        )
+
+
+#: At most this many ``unknown`` jobs of a revoked device are ended at once (bounded work).
+MAX_REVOKED_JOBS = 1000
 
 
 async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:

@@ -68,6 +68,29 @@ def end_sign_in(state: RelayState, token: str) -> None:
         state.spawn(peer.close_for(SignInEnded("token revoked")))
 
 
+async def end_revoked_sign_ins(state: RelayState) -> None:
+    """Close (4001) the consoles whose token was revoked elsewhere since they signed in: a
+    password set with ``posassist-relay user password``, a logout through another relay
+    (attack finding F2). One audited ``console.sign_in_ended`` record per token."""
+    if not state.console_tokens:
+        return
+    ended = await state.storage.revoked_tokens(list(state.console_tokens))
+    for key, username in ended.items():
+        peers = state.console_tokens.pop(key, set())
+        if not peers:
+            continue
+        for peer in peers:
+            state.spawn(peer.close_for(SignInEnded("token revoked")))
+        log.warning("closed %d console(s) of %s: sign-in token revoked", len(peers), username)
+        await state.audit(
+            "relay",
+            "console.sign_in_ended",
+            f"user:{username or '?'}",
+            Outcome.OK,
+            {"reason": "token revoked", "consoles": len(peers)},
+        )
+
+
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     await refuse_over_budget(state, request, "console.connect")

@@ -174,7 +174,7 @@ async def test_revoking_a_device_mid_run_fails_its_job_device_revoked(relay: Rel
         assert isinstance(error, m.ErrorReply)
         assert (error.id, error.code) == (9, "device_revoked")
     await wait_until(lambda: relay.state.router.routes_in_flight == 0)
-    ((job_id, job_status, job_error),) = await _job_rows(relay)
+    ((_, job_status, job_error),) = await _job_rows(relay)
     assert JobStatus(job_status) is JobStatus.FAILED
     assert job_error is not None
     assert job_error.startswith("device_revoked")
@@ -197,7 +197,7 @@ async def test_a_job_left_unknown_ends_when_its_device_is_revoked_elsewhere(rela
         assert isinstance(error, m.ErrorReply)
         assert error.code == "outcome_unknown"
     await wait_until(lambda: relay.state.router.routes_in_flight == 0)
-    ((job_id, job_status, _),) = await _job_rows(relay)
+    ((_, job_status, _),) = await _job_rows(relay)
     assert JobStatus(job_status) is JobStatus.UNKNOWN
     # ...but it is revoked from the command line and will never reconnect.
     async with Agent(relay, witness, witness_key):

@@ -5,6 +5,7 @@ Replies from the agent go back, through the router, to the console that asked an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -41,7 +42,7 @@ from ..audit import Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
-from ..routing import RECONCILABLE, relay_owned
+from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
 from .jobs import (
@@ -387,8 +388,9 @@ async def _handle(
             return
         # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
         event = relay_owned(event, route)
-        if not route.orphaned:  # an orphan's console was told already and waits no more
-            _forward_reply(state, route, event)
+        if not route.orphaned and not _forward_reply(state, route, event):
+            await _reply_too_big(state, route, event)
+            return
         if isinstance(event, ScriptProgress):
             # Every step of a vetted run is audited: verified, refused and why, consent, backup.
             # The agent's detail goes under its own key: it can't set the relay's fields.
@@ -430,9 +432,38 @@ async def _audit_step(
         )
 
 
-def _forward_reply(state: RelayState, route: Route, event: Message) -> None:
+#: Said to a console whose reply did not fit its frame limit once re-numbered (attack F8).
+TOO_BIG_TEXT = "the device's reply is too big to forward / 设备的回复过大，无法转发"
+
+
+async def _reply_too_big(state: RelayState, route: Route, event: Message) -> None:
+    """A reply that fit the agent's frame but not the console's under the console's request id:
+    the console hears ``too_big`` at once, and the job ends saying so (audited), never
+    ``succeeded`` on a reply nobody saw. A script's job keeps its real end: a terminal reply
+    is recorded as such; before that, the route is orphaned (``unknown``, reconciled by it)."""
+    log.warning("%s for job %s too big for its console: not forwarded", event.TAG, route.job_id)
+    if not event.TERMINAL:
+        state.router.abandon(route)
+    if route.tag not in RECONCILABLE:
+        await finish_route(state, route, "too_big", TOO_BIG_TEXT)
+        return
+    with contextlib.suppress(PosAssistError):  # the console may be closing
+        route.console.send_nowait(error_reply(route, "too_big", TOO_BIG_TEXT))
+    if event.TERMINAL:
+        await finish_route(state, route, None, None, reply=event)
+    else:
+        await finish_route(state, route, "outcome_unknown", TOO_BIG_TEXT)
+
+
+def _forward_reply(state: RelayState, route: Route, event: Message) -> bool:
+    """Send ``event`` on to its console; False if it can't be encoded there (too big)."""
     try:
         route.console.send_nowait(event, route.console_request_id)
+    except LocalProtocolError as exc:
+        if route.console.session.state is SessionState.OPEN:
+            log.info("reply for job %s not forwarded: %s", route.job_id, exc)
+            return False
+        log.debug("reply for a closing console dropped: %s", exc)
     except SlowConsumerError as exc:
         # The console stopped reading: it is closed (not this agent); its routes then fail.
         assert isinstance(route.console, WebSocketSession)
@@ -441,3 +472,4 @@ def _forward_reply(state: RelayState, route: Route, event: Message) -> None:
         # The console is already closing; whatever is wrong there must not cost this agent
         # its connection. Its routes end when its handler finishes.
         log.debug("reply for a closing console dropped: %s", exc)
+    return True

@@ -1,5 +1,5 @@
 """The relay-side findings of the outside attack (2026-12-05, /work/notes/attack.md), each
-performed against a real relay (aiohttp server, real websockets, SQLite): F0, F2, F5."""
+performed against a real relay (aiohttp server, real websockets, SQLite): F0, F2, F5, F8, F11."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from posassist.protocol import Codec
 from posassist.protocol import messages as m
+from posassist.protocol.errors import LocalProtocolError
 from posassist.relay.audit import Outcome
 from posassist.relay.storage import DeviceStatus, JobStatus
 from tests.relay.harness import Agent, Console, Relay, close_code, start_relay, wait_until
@@ -215,3 +217,62 @@ async def test_a_job_left_unknown_ends_when_its_device_is_revoked_elsewhere(rela
     assert job_error is not None
     assert job_error.startswith("device_revoked")
     assert ("script.run.reconciled", "failed", f"device:{device_id}") in await relay.audit_actions()
+
+
+# -- F8: a reply that no longer fits once re-numbered for the console ---------------------------
+
+
+async def _report_at_the_frame_limit(relay: Relay, request: m.Message) -> m.DiagnosticsReport:
+    """A report whose frame under the relay's request id is the biggest the relay takes in
+    (aiohttp's ``max_msg_size`` refuses a message of exactly the limit: one byte under)."""
+    codec = Codec()
+    limit = relay.state.config.limits.max_frame - 1
+    request_id: int = getattr(request, "id")  # noqa: B009
+    device_id: str = getattr(request, "device_id")  # noqa: B009
+
+    def report(size: int) -> m.DiagnosticsReport:
+        # strings of at most 200 KB each (the codec's string limit is 256 KiB)
+        pads = {f"x{i}": "a" * 200_000 for i in range(size // 200_000)}
+        pads["rest"] = "a" * (size % 200_000)
+        sections = {"pad": {"ok": True, "data": pads}}
+        return m.DiagnosticsReport(
+            id=request_id, device_id=device_id, collected_at=1.0, sections=sections
+        )
+
+    first = len(codec.encode(report(limit - 200)))
+    exact = report(limit - 200 + (limit - first))
+    assert len(codec.encode(exact)) == limit
+    with pytest.raises(LocalProtocolError):  # 8 more bytes of request id (2**62): too big
+        codec.encode_with_id(exact, 2**62)
+    return exact
+
+
+@pytest.mark.parametrize(("console_id", "fits"), [(7, True), (2**62, False)])
+async def test_a_reply_at_the_frame_limit_reaches_the_console_or_fails_the_job_clearly(
+    relay: Relay, console_id: int, fits: bool
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(m.DiagnosticsRequest(id=console_id, device_id=device_id, timeout=20))
+        (request,) = await agent.next()
+        await agent.reply(await _report_at_the_frame_limit(relay, request))
+        (answer,) = await console.next()  # at once, not after the console's own timeout
+        assert getattr(answer, "id") == console_id  # noqa: B009
+        if fits:  # one id byte each way: forwarded whole
+            assert isinstance(answer, m.DiagnosticsReport)
+        else:  # 8 more id bytes: over the limit, said so
+            assert isinstance(answer, m.ErrorReply)
+            assert answer.code == "too_big"
+        # the agent keeps its connection and is served
+        await console.request(m.DiagnosticsRequest(id=9, device_id=device_id, timeout=5))
+        (again,) = await agent.next()
+        assert isinstance(again, m.DiagnosticsRequest)
+    await wait_until(lambda: relay.state.router.routes_in_flight == 0)
+    statuses = {status for _, status, _ in await _job_rows(relay)}
+    actions = await relay.audit_actions()
+    finished = ("diag.request.finished", "ok" if fits else "failed", f"device:{device_id}")
+    assert finished in actions
+    if not fits:
+        assert JobStatus.FAILED.value in statuses
+        errors = [error for _, status, error in await _job_rows(relay) if error]
+        assert any(error.startswith("too_big") for error in errors)

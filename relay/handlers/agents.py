@@ -38,7 +38,7 @@ from posassist.protocol.errors import (
 )
 
 from .. import __version__
-from ..audit import Outcome
+from ..audit import Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
@@ -418,7 +418,8 @@ async def _audit_step(
     state: RelayState, device_id: str, route: Route, event: ScriptProgress
 ) -> None:
     outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
-    detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
+    # The agent's detail is bounded: a till can't write megabytes per step (attack finding F11).
+    detail = {"job": route.job_id, "user": route.user, "agent": bounded(event.detail)}
     action = f"script.run.{event.step}"
     try:
         await state.audit(f"device:{device_id}", action, f"device:{device_id}", outcome, detail)

@@ -25,7 +25,7 @@ from posassist.protocol import (
 )
 from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, UnexpectedMessage
 
-from ..audit import AuditEntry, Outcome
+from ..audit import AuditEntry, Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import TokenError
 from ..limits import trust_connection
@@ -297,10 +297,11 @@ async def _fail_unrouted(
 
 
 def _audit_detail(event: Message) -> dict[str, object]:
-    """What the audit record keeps of a request: its kind-specific, non-bulky fields."""
+    """What the audit record keeps of a request: its kind-specific fields, the console's bulk
+    (``params``, ``collectors``) bounded (:func:`relay.audit.bounded`, attack finding F11)."""
     detail: dict[str, object] = {}
     for name in ("script", "version", "params", "collectors", "unattended"):
         if hasattr(event, name):
             value = getattr(event, name)
-            detail[name] = list(value) if isinstance(value, tuple) else value
+            detail[name] = bounded(value) if name in ("params", "collectors") else value
     return detail

@@ -4,6 +4,8 @@ performed against a real relay (aiohttp server, real websockets, SQLite): F0, F2
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -12,7 +14,7 @@ import pytest
 from posassist.protocol import Codec
 from posassist.protocol import messages as m
 from posassist.protocol.errors import LocalProtocolError
-from posassist.relay.audit import Outcome
+from posassist.relay.audit import AuditRecord, Outcome, verify_store
 from posassist.relay.storage import DeviceStatus, JobStatus
 from tests.relay.harness import Agent, Console, Relay, close_code, start_relay, wait_until
 
@@ -276,3 +278,66 @@ async def test_a_reply_at_the_frame_limit_reaches_the_console_or_fails_the_job_c
         assert JobStatus.FAILED.value in statuses
         errors = [error for _, status, error in await _job_rows(relay) if error]
         assert any(error.startswith("too_big") for error in errors)
+
+
+# -- F11: what a console or a till sends is bounded in the audit chain --------------------------
+
+
+async def _audit_bytes_after(relay: Relay, seq: int) -> tuple[int, list[AuditRecord]]:
+    records = [r async for r in relay.state.storage.records(start_seq=seq + 1)]
+    return sum(len(json.dumps(r.detail)) for r in records), records
+
+
+async def test_twenty_requests_with_a_megabyte_of_params_grow_the_audit_by_a_bounded_amount(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol()
+    big = {f"p{i}": chr(ord("a") + i) * 250_000 for i in range(4)}  # ~1 MB, under the frame
+    start = (await relay.state.storage.head()).seq
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        for n in range(1, 21):
+            await console.request(
+                m.ScriptRunRequest(
+                    id=n, device_id=device_id, script="printer-status", version="1", params=big
+                )
+            )
+            (request,) = await agent.next()
+            assert isinstance(request, m.ScriptRunRequest)
+            assert request.params == big  # the till still gets the request whole
+            await agent.reply(m.ErrorReply(id=request.id, code="unsupported", message="no"))
+            (answer,) = await console.next()
+            assert isinstance(answer, m.ErrorReply)
+    size, records = await _audit_bytes_after(relay, start)
+    runs = [r for r in records if r.action == "script.run"]
+    assert len(runs) == 20  # every request is still audited...
+    assert size < 20 * 2 * 8_000  # ...in a few KB each, not 1 MB
+    params = runs[0].detail["params"]
+    digest = hashlib.sha256(big["p0"].encode()).hexdigest()[:16]
+    assert params["p0"].endswith(f"[250000 chars, sha256:{digest}]")  # which value it was
+    assert params["p0"].startswith("a" * 256)
+    assert (await verify_store(relay.state.storage)).ok  # the chain stays whole
+
+
+async def test_a_tills_huge_progress_detail_is_audited_bounded(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    start = (await relay.state.storage.head()).seq
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(
+            m.ScriptRunRequest(id=3, device_id=device_id, script="printer-status", version="1")
+        )
+        (request,) = await agent.next()
+        rid: int = getattr(request, "id")  # noqa: B009
+        huge = {f"k{i}": "x" * 200_000 for i in range(4)}
+        for _ in range(10):
+            await agent.reply(
+                m.ScriptProgress(id=rid, job_id="j", step="backup_made", detail=huge, at=1.0)
+            )
+        await agent.reply(m.ErrorReply(id=rid, code="failed", message="no"))
+        replies: list[m.Message] = []
+        while not any(isinstance(r, m.ErrorReply) for r in replies):
+            replies += await console.next()
+    size, records = await _audit_bytes_after(relay, start)
+    steps = [r for r in records if r.action == "script.run.backup_made"]
+    assert len(steps) == 10  # each step is audited...
+    assert size < 12 * 8_000  # ...bounded, not 8 MB
+    assert steps[0].detail["agent"]["k0"].startswith("x" * 256)

@@ -619,8 +619,12 @@ class SqlStorage:
         revoked or gone, each with its user's name ("" if the row is gone): how a relay learns
         of a sign-out done elsewhere (``posassist-relay user password``, another relay)."""
         wanted = list(token_hashes)
-        if not wanted:
-            return {}
+        ended: dict[bytes, str] = {}
+        for start in range(0, len(wanted), 500):  # within SQLite's bound-variable limit
+            ended.update(await self._revoked_tokens(wanted[start : start + 500]))
+        return ended
+
+    async def _revoked_tokens(self, wanted: list[bytes]) -> dict[bytes, str]:
         query = (
             sa.select(
                 t.bearer_tokens.c.token_hash, t.bearer_tokens.c.revoked_at, t.users.c.username

@@ -78,6 +78,8 @@ async def test_a_refused_revoke_of_a_device_out_of_scope_leaves_it_connected(rel
         (request,) = await target.next()
         assert isinstance(request, m.DiagnosticsRequest)
     assert (await relay.state.storage.get_device(theirs)).status is DeviceStatus.ACTIVE
+    async with Agent(relay, theirs, their_key):  # and it signs in again as before
+        assert relay.state.router.agent(theirs) is not None
     actions = await relay.audit_actions()
     assert actions.count(("device.revoke", "refused", f"device:{theirs}")) == 2
     assert ("device.revoke", "ok", f"device:{theirs}") not in actions
@@ -341,3 +343,13 @@ async def test_a_tills_huge_progress_detail_is_audited_bounded(relay: Relay) -> 
     assert len(steps) == 10  # each step is audited...
     assert size < 12 * 8_000  # ...bounded, not 8 MB
     assert steps[0].detail["agent"]["k0"].startswith("x" * 256)
+
+
+async def test_the_token_recheck_reads_many_consoles_in_batches(relay: Relay) -> None:
+    live = hashlib.sha256(relay.tokens["viewer"].encode()).digest()
+    unknown = [hashlib.sha256(str(n).encode()).digest() for n in range(1200)]
+    await relay.state.storage.revoke_token(relay.tokens["tech"], now=relay.clock())
+    revoked = hashlib.sha256(relay.tokens["tech"].encode()).digest()
+    ended = await relay.state.storage.revoked_tokens([live, revoked, *unknown])
+    assert ended.pop(revoked) == "tech"
+    assert ended == dict.fromkeys(unknown, "")  # gone rows too; the live token is not there

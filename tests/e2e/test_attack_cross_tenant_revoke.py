@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def _post(url: str, path: str, body: object, token: str | None = None) -> tuple[int, dict]:
+def _post(
+    url: str, path: str, body: object, token: str | None = None
+) -> tuple[int, dict[str, object]]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

@@ -17,11 +17,11 @@ from aiohttp import web
 from . import __version__
 from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
-from .errors import StorageError
+from .errors import NotFound, StorageError
 from .flapping import FlapDetector
 from .handlers import api
 from .handlers.agents import agent_endpoint, disconnect_revoked
-from .handlers.consoles import console_endpoint
+from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
 from .limits import (
     GUARD,
@@ -37,7 +37,7 @@ from .ratelimit import KeyedLimiter
 from .refusals import RefusalLedger
 from .routing import RECONCILABLE, InProcessRouter
 from .state import STATE, RelayState
-from .storage import open_storage
+from .storage import DeviceStatus, open_storage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -218,27 +218,39 @@ async def _checkpoint(state: RelayState, checkpointer: Checkpointer) -> None:
             log.warning("audit checkpoint not written, will retry: %s", exc)
 
 
-#: Audited actions another process may take that a running relay must act on.
+#: Audited actions another process may take that a running relay must act on; only records
+#: with outcome ``ok`` are read (a refused revoke changes nothing: attack finding F0).
 REVOCATIONS = ("device.revoke", "user.unlock")
 
 
 async def _follow_revocations(state: RelayState, seq: int) -> None:
     """Disconnect devices revoked elsewhere (``posassist-relay device revoke``, another relay)
-    within a presence interval: every revocation is audited, so the relay reads the audit log
-    from where it last looked. Revocations through this relay's API disconnect at once."""
+    and close consoles whose sign-in token was revoked elsewhere (``posassist-relay user
+    password``, a logout through another relay) within a presence interval: every revocation is
+    audited, so the relay reads the audit log from where it last looked, and it re-checks the
+    tokens of its connected consoles. Revocations through this relay's API act at once."""
     while True:
         await asyncio.sleep(state.config.presence_interval)
         try:
-            seq, records = await state.storage.actions_after(seq, REVOCATIONS)
+            after, records = await state.storage.actions_after(seq, REVOCATIONS)
+            for record in records:
+                kind, _, name = record.target.partition(":")
+                if kind == "device" and await _revoked(state, name):
+                    await disconnect_revoked(state, name)
+                elif kind == "user" and record.action == "user.unlock":
+                    state.login_backoff.unlock(name)
+            await end_revoked_sign_ins(state)
+            seq = after  # a batch that failed half-way is read again (acting twice is harmless)
         except StorageError as exc:
             log.warning("revocations not read, will retry: %s", exc)
-            continue
-        for record in records:
-            kind, _, name = record.target.partition(":")
-            if kind == "device":
-                await disconnect_revoked(state, name)
-            elif kind == "user" and record.action == "user.unlock":
-                state.login_backoff.unlock(name)
+
+
+async def _revoked(state: RelayState, device_id: str) -> bool:
+    """The device row decides, not the audit record."""
+    try:
+        return (await state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
+    except NotFound:
+        return False
 
 
 async def _sweep(state: RelayState) -> None:

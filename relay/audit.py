@@ -17,13 +17,15 @@ import base64
 import enum
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from posassist.relay.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from posassist.relay.storage.interfaces import AuditLog
 
@@ -409,3 +411,74 @@ async def verify_store(
         head_missing=head is None,
         last_stored_seq=last_stored_seq,
     )
+
+
+#: How much of a peer's data (a console's script params and collector names, an agent's
+#: progress detail) one audit record keeps (attack finding F11): strings past
+#: MAX_AUDITED_STRING characters keep their start, their length and a SHA-256 prefix; lists and
+#: maps keep MAX_AUDITED_ITEMS entries and count the rest; MAX_AUDITED_DEPTH levels; and
+#: MAX_AUDITED_CHARS characters in all, so a record stays a few KB whatever was sent.
+MAX_AUDITED_STRING = 256
+MAX_AUDITED_ITEMS = 64
+MAX_AUDITED_DEPTH = 6
+MAX_AUDITED_CHARS = 4096
+
+
+def bounded(value: object) -> Any:
+    """A JSON-compatible copy of ``value`` (a peer's data) small enough for the audit chain."""
+    return _bound(value, [MAX_AUDITED_CHARS], 0)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _bound(value: object, left: list[int], depth: int) -> Any:
+    if left[0] <= 0:
+        return "…"
+    if value is None or isinstance(value, (bool, int)):
+        left[0] -= 8
+        return value
+    if isinstance(value, float):
+        left[0] -= 8
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        keep = min(MAX_AUDITED_STRING, left[0])
+        if len(value) <= keep:
+            left[0] -= len(value) + 2
+            return value
+        left[0] -= keep + 64
+        digest = _sha(value.encode("utf-8", "surrogatepass"))
+        return f"{value[:keep]}…[{len(value)} chars, sha256:{digest}]"
+    if isinstance(value, (bytes, bytearray)):
+        left[0] -= 48
+        return f"[{len(value)} bytes, sha256:{_sha(bytes(value))}]"
+    if isinstance(value, Mapping):
+        if depth >= MAX_AUDITED_DEPTH:
+            left[0] -= 24
+            return f"[map of {len(value)} entries]"
+        out: dict[str, Any] = {}
+        for index, (key, item) in enumerate(value.items()):
+            if index >= MAX_AUDITED_ITEMS or left[0] <= 0:
+                out["…"] = f"{len(value) - index} more entries"
+                break
+            name = str(key)
+            if len(name) > 64:
+                digest = _sha(name.encode("utf-8", "surrogatepass"))
+                name = f"{name[:64]}…[{len(name)} chars, sha256:{digest}]"
+            left[0] -= len(name) + 4
+            out[name] = _bound(item, left, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        if depth >= MAX_AUDITED_DEPTH:
+            left[0] -= 24
+            return f"[list of {len(value)} items]"
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            if index >= MAX_AUDITED_ITEMS or left[0] <= 0:
+                items.append(f"… {len(value) - index} more items")
+                break
+            items.append(_bound(item, left, depth + 1))
+        return items
+    left[0] -= 24
+    return f"[{type(value).__name__}]"

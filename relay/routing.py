@@ -127,6 +127,7 @@ class Router(Protocol):
     def orphans(self) -> int: ...
     def expire(self, now: float) -> list[Route]: ...
     def detach_console(self, console: Link) -> list[Route]: ...
+    def abandon(self, route: Route) -> None: ...
 
 
 class InProcessRouter:
@@ -314,6 +315,16 @@ class InProcessRouter:
             else:
                 self._drop(route)
         return gone
+
+    def abandon(self, route: Route) -> None:
+        """Stop forwarding ``route``'s replies before its end (one could not reach its console):
+        a script route is orphaned (its end still reconciles the job), others dropped."""
+        if (route.agent, route.agent_request_id) not in self._routes or route.orphaned:
+            return
+        if route.tag in RECONCILABLE:
+            self._orphan(route)
+        else:
+            self._drop(route)
 
     def _drop(self, route: Route) -> None:
         """Forget ``route`` before its reply; its own link then drops a late reply quietly."""

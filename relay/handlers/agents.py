@@ -5,6 +5,7 @@ Replies from the agent go back, through the router, to the console that asked an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -37,14 +38,20 @@ from posassist.protocol.errors import (
 )
 
 from .. import __version__
-from ..audit import Outcome
+from ..audit import Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import NotFound, RateLimited, StorageError
 from ..limits import trust_connection
-from ..routing import RECONCILABLE, relay_owned
+from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
-from ..storage import DeviceStatus
-from .jobs import OUTCOME_UNKNOWN, finish_route, reconcile_results, reconcile_route
+from ..storage import DeviceStatus, JobStatus
+from .jobs import (
+    OUTCOME_UNKNOWN,
+    finish_route,
+    reconcile_job,
+    reconcile_results,
+    reconcile_route,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -124,13 +131,49 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+#: How a job ends whose device was revoked while it ran or was ``unknown``: a revoked device
+#: never reconnects, so it can never be reconciled (attack finding F5).
+DEVICE_REVOKED = "device_revoked"
+DEVICE_REVOKED_TEXT = "the device was revoked / 设备已被吊销"
+
+
 async def disconnect_revoked(state: RelayState, device_id: str) -> None:
-    """Close the device's connection, if it has one here, because it was revoked (4003)."""
+    """Close the device's connection, if it has one here, because it was revoked (4003); its
+    jobs of unknown outcome end ``failed`` (``device_revoked``), audited."""
     link = state.router.agent(device_id)
     if link is not None:
         assert isinstance(link, WebSocketSession)
         log.warning("device %s revoked: disconnecting it", device_id)
+        # Its routes end here, not in its handler (which aiohttp may cancel once it is closed).
+        for route in state.router.detach_agent(device_id, link):
+            if not route.orphaned:  # an orphan's job is ``unknown``: ended just below
+                await finish_route(state, route, DEVICE_REVOKED, DEVICE_REVOKED_TEXT)
         await link.close(REVOKED, "device revoked")
+    await end_jobs_of_revoked(state, device_id)
+
+
+async def end_jobs_of_revoked(state: RelayState, device_id: str) -> None:
+    """Every ``unknown`` job of a revoked device → ``failed`` ``device_revoked``."""
+    try:
+        jobs = await state.storage.unknown_jobs(device_id, limit=MAX_REVOKED_JOBS)
+    except StorageError as exc:
+        log.warning("jobs of revoked device %s not ended: %s", device_id, exc)
+        return
+    for job in jobs:
+        await reconcile_job(
+            state,
+            job.id,
+            device_id,
+            "relay",
+            job.kind,
+            JobStatus.FAILED,
+            f"{DEVICE_REVOKED}: {DEVICE_REVOKED_TEXT}",
+            {"via": DEVICE_REVOKED},
+        )
+
+
+#: At most this many ``unknown`` jobs of a revoked device are ended at once (bounded work).
+MAX_REVOKED_JOBS = 1000
 
 
 async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
@@ -345,8 +388,9 @@ async def _handle(
             return
         # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
         event = relay_owned(event, route)
-        if not route.orphaned:  # an orphan's console was told already and waits no more
-            _forward_reply(state, route, event)
+        if not route.orphaned and not _forward_reply(state, route, event):
+            await _reply_too_big(state, route, event)
+            return
         if isinstance(event, ScriptProgress):
             # Every step of a vetted run is audited: verified, refused and why, consent, backup.
             # The agent's detail goes under its own key: it can't set the relay's fields.
@@ -374,7 +418,8 @@ async def _audit_step(
     state: RelayState, device_id: str, route: Route, event: ScriptProgress
 ) -> None:
     outcome = Outcome.REFUSED if event.step == "refused" else Outcome.OK
-    detail = {"job": route.job_id, "user": route.user, "agent": dict(event.detail)}
+    # The agent's detail is bounded: a till can't write megabytes per step (attack finding F11).
+    detail = {"job": route.job_id, "user": route.user, "agent": bounded(event.detail)}
     action = f"script.run.{event.step}"
     try:
         await state.audit(f"device:{device_id}", action, f"device:{device_id}", outcome, detail)
@@ -388,9 +433,38 @@ async def _audit_step(
         )
 
 
-def _forward_reply(state: RelayState, route: Route, event: Message) -> None:
+#: Said to a console whose reply did not fit its frame limit once re-numbered (attack F8).
+TOO_BIG_TEXT = "the device's reply is too big to forward / 设备的回复过大，无法转发"
+
+
+async def _reply_too_big(state: RelayState, route: Route, event: Message) -> None:
+    """A reply that fit the agent's frame but not the console's under the console's request id:
+    the console hears ``too_big`` at once, and the job ends saying so (audited), never
+    ``succeeded`` on a reply nobody saw. A script's job keeps its real end: a terminal reply
+    is recorded as such; before that, the route is orphaned (``unknown``, reconciled by it)."""
+    log.warning("%s for job %s too big for its console: not forwarded", event.TAG, route.job_id)
+    if not event.TERMINAL:
+        state.router.abandon(route)
+    if route.tag not in RECONCILABLE:
+        await finish_route(state, route, "too_big", TOO_BIG_TEXT)
+        return
+    with contextlib.suppress(PosAssistError):  # the console may be closing
+        route.console.send_nowait(error_reply(route, "too_big", TOO_BIG_TEXT))
+    if event.TERMINAL:
+        await finish_route(state, route, None, None, reply=event)
+    else:
+        await finish_route(state, route, "outcome_unknown", TOO_BIG_TEXT)
+
+
+def _forward_reply(state: RelayState, route: Route, event: Message) -> bool:
+    """Send ``event`` on to its console; False if it can't be encoded there (too big)."""
     try:
         route.console.send_nowait(event, route.console_request_id)
+    except LocalProtocolError as exc:
+        if route.console.session.state is SessionState.OPEN:
+            log.info("reply for job %s not forwarded: %s", route.job_id, exc)
+            return False
+        log.debug("reply for a closing console dropped: %s", exc)
     except SlowConsumerError as exc:
         # The console stopped reading: it is closed (not this agent); its routes then fail.
         assert isinstance(route.console, WebSocketSession)
@@ -399,3 +473,4 @@ def _forward_reply(state: RelayState, route: Route, event: Message) -> None:
         # The console is already closing; whatever is wrong there must not cost this agent
         # its connection. Its routes end when its handler finishes.
         log.debug("reply for a closing console dropped: %s", exc)
+    return True

@@ -25,7 +25,7 @@ from posassist.protocol import (
 )
 from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, UnexpectedMessage
 
-from ..audit import AuditEntry, Outcome
+from ..audit import AuditEntry, Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import TokenError
 from ..limits import trust_connection
@@ -66,6 +66,29 @@ def end_sign_in(state: RelayState, token: str) -> None:
     """Close every console signed in with ``token`` (just revoked)."""
     for peer in state.console_tokens.pop(token_key(token), set()):
         state.spawn(peer.close_for(SignInEnded("token revoked")))
+
+
+async def end_revoked_sign_ins(state: RelayState) -> None:
+    """Close (4001) the consoles whose token was revoked elsewhere since they signed in: a
+    password set with ``posassist-relay user password``, a logout through another relay
+    (attack finding F2). One audited ``console.sign_in_ended`` record per token."""
+    if not state.console_tokens:
+        return
+    ended = await state.storage.revoked_tokens(list(state.console_tokens))
+    for key, username in ended.items():
+        peers = state.console_tokens.pop(key, set())
+        if not peers:
+            continue
+        for peer in peers:
+            state.spawn(peer.close_for(SignInEnded("token revoked")))
+        log.warning("closed %d console(s) of %s: sign-in token revoked", len(peers), username)
+        await state.audit(
+            "relay",
+            "console.sign_in_ended",
+            f"user:{username or '?'}",
+            Outcome.OK,
+            {"reason": "token revoked", "consoles": len(peers)},
+        )
 
 
 async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
@@ -274,10 +297,11 @@ async def _fail_unrouted(
 
 
 def _audit_detail(event: Message) -> dict[str, object]:
-    """What the audit record keeps of a request: its kind-specific, non-bulky fields."""
+    """What the audit record keeps of a request: its kind-specific fields, the console's bulk
+    (``params``, ``collectors``) bounded (:func:`relay.audit.bounded`, attack finding F11)."""
     detail: dict[str, object] = {}
     for name in ("script", "version", "params", "collectors", "unattended"):
         if hasattr(event, name):
             value = getattr(event, name)
-            detail[name] = list(value) if isinstance(value, tuple) else value
+            detail[name] = bounded(value) if name in ("params", "collectors") else value
     return detail

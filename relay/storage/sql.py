@@ -614,6 +614,35 @@ class SqlStorage:
         )
         await self._db.write(lambda conn: conn.execute(update))
 
+    async def revoked_tokens(self, token_hashes: Collection[bytes]) -> dict[bytes, str]:
+        """Which of these tokens (by SHA-256, as a running relay knows its consoles' tokens) are
+        revoked or gone, each with its user's name ("" if the row is gone): how a relay learns
+        of a sign-out done elsewhere (``posassist-relay user password``, another relay)."""
+        wanted = list(token_hashes)
+        ended: dict[bytes, str] = {}
+        for start in range(0, len(wanted), 500):  # within SQLite's bound-variable limit
+            ended.update(await self._revoked_tokens(wanted[start : start + 500]))
+        return ended
+
+    async def _revoked_tokens(self, wanted: list[bytes]) -> dict[bytes, str]:
+        query = (
+            sa.select(
+                t.bearer_tokens.c.token_hash, t.bearer_tokens.c.revoked_at, t.users.c.username
+            )
+            .select_from(t.bearer_tokens.join(t.users))
+            .where(t.bearer_tokens.c.token_hash.in_(wanted))
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        found = {bytes(row.token_hash): row for row in rows}
+        ended: dict[bytes, str] = {}
+        for key in wanted:
+            row = found.get(key)
+            if row is None:
+                ended[key] = ""
+            elif row.revoked_at is not None:
+                ended[key] = str(row.username)
+        return ended
+
     async def revoke_user_tokens(self, user_id: str, *, now: float) -> int:
         """Revoke every live token of the user; returns how many."""
         update = (
@@ -970,15 +999,22 @@ class SqlStorage:
     async def actions_after(
         self, seq: int, actions: Collection[str], *, limit: int = 1000
     ) -> tuple[int, list[AuditRecord]]:
-        """Records after ``seq`` whose action is one of ``actions``, and the seq to ask after next.
+        """Records after ``seq`` whose action is one of ``actions`` and whose outcome is ``ok``,
+        and the seq to ask after next.
 
         How a relay follows what other processes did (an operator revoking a device from the
         command line): a range scan of the records added since it last asked, by primary key.
+        Only what was done counts: a refused ``device.revoke`` (another tenant's device) is
+        audited under the same action and must not act (attack finding F0).
         """
         head = sa.select(sa.func.max(t.audit.c.seq))
         query = (
             t.audit.select()
-            .where(t.audit.c.seq > seq, t.audit.c.action.in_(list(actions)))
+            .where(
+                t.audit.c.seq > seq,
+                t.audit.c.action.in_(list(actions)),
+                t.audit.c.outcome == Outcome.OK.value,
+            )
             .order_by(t.audit.c.seq)
             .limit(limit)
         )

@@ -429,6 +429,20 @@ def _fact_value_size(value: Any) -> int:
     return _fact_scalar_size(value)
 
 
+#: Facts a console computes with (docs/protocol.md#device-facts): ``*_omitted`` is a count, and
+#: ``printers`` / ``serial_ports`` are lists; any other shape for these keys is refused.
+_FACT_COUNTS = ("printers_omitted", "serial_ports_omitted")
+_FACT_LISTS = ("printers", "serial_ports")
+
+
+def _facts_typed(value: Dict[str, Any]) -> bool:
+    for key in _FACT_COUNTS:
+        n = value.get(key)
+        if n is not None and (type(n) is not int or n < 0):
+            return False
+    return all(type(value.get(k)) in (list, tuple, type(None)) for k in _FACT_LISTS)
+
+
 def facts_size(value: Any) -> int:
     """Characters of every key and string in a DeviceFacts mapping, or -1 if it breaks a rule.
 
@@ -437,9 +451,11 @@ def facts_size(value: Any) -> int:
     within ±MAX_FACT_INT, a finite float, a string of at most MAX_FACT_TEXT characters without
     control characters), a map of scalars, or a list of scalars and maps of scalars; lists and
     inner maps hold at most MAX_FACT_ITEMS entries. Nothing nests deeper, and nothing that JSON
-    can't hold (bytes) is allowed: the relay stores facts as JSON.
+    can't hold (bytes) is allowed: the relay stores facts as JSON. The few facts a console
+    computes with have their type: ``*_omitted`` a count, ``printers``/``serial_ports`` lists.
     """
-    return _fact_map_size(value, MAX_FACTS, _fact_value_size)
+    size = _fact_map_size(value, MAX_FACTS, _fact_value_size)
+    return size if size < 0 or _facts_typed(value) else -1
 
 
 def _is_facts(v: Any) -> bool:

@@ -39,7 +39,9 @@ else:
 __all__ = [
     "DEVICE_ID",
     "MAX_DEPTH",
+    "MAX_DISPLAY_NAME",
     "MESSAGE_TYPES",
+    "USERNAME",
     "AlertAcknowledged",
     "AlertRaised",
     "AuthAccepted",
@@ -71,6 +73,8 @@ __all__ = [
     "TokenAuth",
     "Welcome",
     "facts_size",
+    "name_problem",
+    "username_problem",
 ]
 
 #: Deepest nesting of maps and arrays in a frame, the frame's own map counting as 1.
@@ -92,6 +96,11 @@ MAX_FACT_INT = 2**53
 #: A device id, wherever it appears (docs/protocol.md#messages): what the relay mints
 #: (``dev_`` and hex) and what an operator may type, nothing that could carry markup or escapes.
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: A username (found in the outside attack, F9): what a console's ``principal``, an audit actor
+#: (``user:<name>``) and a terminal can carry unambiguously.
+USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+#: The longest organisation, merchant or store name.
+MAX_DISPLAY_NAME = 256
 
 Scalar = Union[str, int, float, bool]
 #: A DeviceFacts mapping; its own checker, stricter than a free-form map (see facts_size).
@@ -305,6 +314,26 @@ def _is_printable(min_len: int, max_len: int) -> Check:
         max_len,
         search,
     )
+
+
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def username_problem(value: str) -> Optional[str]:
+    """Why ``value`` can't be a username (English, for an error message), or None."""
+    if USERNAME.fullmatch(value) is None:
+        return "a username is 1-64 letters, digits and . _ @ - (no spaces or control characters)"
+    return None
+
+
+def name_problem(value: str) -> Optional[str]:
+    """Why ``value`` can't name an organisation, merchant or store, or None: 1..256 characters,
+    not all blank, no control character (C0, DEL, C1) nor bidi override."""
+    if not 0 < len(value) <= MAX_DISPLAY_NAME or not value.strip():
+        return f"a name is 1-{MAX_DISPLAY_NAME} characters, not all blank"
+    if _CONTROL.search(value) is not None or _BIDI.search(value) is not None:
+        return "a name may not hold control characters (newline, escape, NUL, bidi overrides)"
+    return None
 
 
 def _is_choice(choices: Tuple[str, ...]) -> Check:

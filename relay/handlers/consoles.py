@@ -24,6 +24,7 @@ from posassist.protocol import (
     TokenAuth,
 )
 from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, UnexpectedMessage
+from posassist.protocol.messages import username_problem
 
 from ..audit import AuditEntry, Outcome
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
@@ -133,6 +134,17 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> tuple[User
         peer.session.send_refused("bad_token")
         await peer.flush()
         raise AuthenticationError(exc.public_reason) from None
+    if username_problem(user.username) is not None:  # made before names were checked (F9)
+        await state.audit(
+            f"ip:{peer.peer}",
+            "console.connect",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": "username the protocol cannot carry"},
+        )
+        peer.session.send_refused("bad_username")
+        await peer.flush()
+        raise AuthenticationError("this account's username can't sign in; create a new account")
     peer.session.send_accepted(user.username, config.heartbeat_interval)
     await peer.flush()
     peer.start_writer()

@@ -23,7 +23,12 @@ from posassist.protocol import (
     Session,
     TokenAuth,
 )
-from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, UnexpectedMessage
+from posassist.protocol.errors import (
+    EXIT_REFUSED,
+    LocalProtocolError,
+    SignInTimeout,
+    UnexpectedMessage,
+)
 from posassist.protocol.messages import username_problem
 
 from ..audit import AuditEntry, Outcome
@@ -88,6 +93,8 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         if user is None:
             handshake_failed(state, peer, exc)
         log.info("console connection from %s ended: %s", peer.peer, type(exc).__name__)
+        if user is None and isinstance(exc, TimeoutError):  # docs/protocol.md#close-codes
+            await peer.close_for(SignInTimeout("no sign-in within the handshake timeout"))
     except PosAssistError as exc:
         if user is None:
             handshake_failed(state, peer, exc)

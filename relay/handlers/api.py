@@ -95,6 +95,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             if exc.status < 400:  # a redirect is not an error
                 raise
             return http_error_response(exc.status, exc.headers)
+        except ConnectionResetError:  # the body never came (trickled, then cut): one line (F10)
+            log.info("request ended: the client's connection was lost before its body arrived")
+            return web.Response(status=400)  # nobody is left to read it
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

@@ -104,8 +104,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _say(zh: str, en: str) -> None:
-    """One line for the person at the till; it may quote the relay, so it is made printable."""
-    print(printable(zh + " / " + en, multiline=False), flush=True)
+    """One line for the person at the till; it may quote the relay, so it is made printable.
+
+    Best effort: a closed or missing stdout (a pipe whose reader left, a service wrapper) is
+    logged, never raised, so it can't end a connection (found in the outside attack, F7).
+    """
+    line = printable(zh + " / " + en, multiline=False)
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError) as exc:  # BrokenPipeError; ValueError: stdout closed
+        log.warning("could not print to the console (%s): %s", type(exc).__name__, line)
 
 
 def _script_service(

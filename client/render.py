@@ -58,6 +58,11 @@ def _s(value: Any) -> str:
     return " ".join(str(value).split()) if value is not None else ""
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a map, else an empty one: peer data of the wrong shape shows as blank."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[str]:
     """Findings (``Finding.to_dict()`` maps), most severe first, as indented lines.
 
@@ -70,10 +75,10 @@ def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[
         return ["  没有发现问题 / No problems found"]
     out: List[str] = []
     for f in rows:
-        title = f.get("title") or {}
-        detail = f.get("detail") or {}
-        cashier = f.get("cashier") or {}
-        tech = f.get("technician") or {}
+        title = _map(f.get("title"))
+        detail = _map(f.get("detail"))
+        cashier = _map(f.get("cashier"))
+        tech = _map(f.get("technician"))
         mark = STATUS.get(str(f.get("severity")), _s(f.get("severity")).upper())
         subject = f" [{_s(f['subject'])}]" if f.get("subject") else ""
         head = f"{_s(title.get('zh'))} / {_s(title.get('en'))}{subject}"
@@ -91,11 +96,13 @@ def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[
 
 def all_findings(report: Mapping[str, Any]) -> List[Any]:
     """Every finding of an annotated report: report-wide ones, then each section's."""
-    found = list(report.get("findings") or [])
+    top = report.get("findings")
+    found = list(top) if isinstance(top, (list, tuple)) else []
     sections = report.get("sections", report)
     for section in sections.values() if isinstance(sections, Mapping) else ():
         if isinstance(section, Mapping):
-            found.extend(section.get("findings") or [])
+            more = section.get("findings")
+            found.extend(more if isinstance(more, (list, tuple)) else [])
     return found
 
 
@@ -258,12 +265,14 @@ def render_report(
         now: the time ages are measured from ("3 min ago"); usually the report's collection time.
         tz: the store's time zone for absolute times; the local zone when None.
     """
-    sections = report.get("sections", report)
+    sections: Any = report.get("sections", report)
+    if not isinstance(sections, Mapping):  # the device's word: maybe not a map at all
+        sections = {}
     blocks = ["== 诊断结论 / Findings\n" + "\n".join(render_findings(all_findings(report)))]
     for name, section in sections.items():
         if not isinstance(section, Mapping):
             continue
-        title = HEADINGS.get(name, name)
+        title = HEADINGS.get(name, name) if isinstance(name, str) else _s(name)
         status = section.get("status") or ("ok" if section.get("ok") else "unreadable")
         mark = STATUS.get(str(status), str(status))
         head = f"== {title}  [{mark}, {section.get('elapsed_ms')} ms]"
@@ -271,11 +280,15 @@ def render_report(
         if section.get("ok") and isinstance(data, dict):
             try:
                 body = _lines(name, data, now, tz)
-            except (TypeError, KeyError, AttributeError, ValueError):  # malformed raw data
+            except (TypeError, KeyError, AttributeError, ValueError, ArithmeticError, OSError):
+                # malformed raw data from the device (ArithmeticError: huge numbers)
                 body = ["(raw data unreadable 原始数据无法读取)"]
         else:
-            error = section.get("error") or {}
+            error = section.get("error")
             # the collector's words, not its exception's class name (readme-walk F8)
-            body = [f"读取失败 / could not read: {_s(error.get('message'))}"] if error else []
+            if isinstance(error, Mapping):
+                body = [f"读取失败 / could not read: {_s(error.get('message'))}"]
+            else:
+                body = [f"读取失败 / could not read: {_s(error)}"] if error else []
         blocks.append("\n".join([head] + ["  " + line for line in body]))
     return "\n\n".join(blocks)

@@ -28,7 +28,7 @@ def render_report(report: DiagnosticsReport) -> str:
     sections = report.sections
     lines.append("\n== 诊断结论 / Findings")
     lines.extend(render_findings(all_findings({"sections": sections})))
-    for name in sorted(sections):
+    for name in sorted(sections, key=str):  # keys are the device's word: maybe not all str
         section = sections[name]
         ok = section.get("ok") if isinstance(section, dict) else None
         mark = "ok" if ok else ("FAILED" if ok is False else "")
@@ -50,8 +50,11 @@ def _when(epoch: float, now: float | None = None) -> str:
     """An epoch time in this console's local time zone, to the second, and how long ago."""
     from posassist.client.units import ago
 
-    text = datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
-    return f"{text} ({ago(epoch, now)})" if now is not None else text
+    try:  # the device's number: out of the platform's range is "?", never an error
+        text = datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
+        return f"{text} ({ago(epoch, now)})" if now is not None else text
+    except (ArithmeticError, OSError, ValueError):
+        return f"{epoch} (?)"
 
 
 #: Keys whose integer values are byte counts, shown in MB/GB.
@@ -59,15 +62,22 @@ _BYTE_KEYS = ("rss", "free", "total", "available", "used", "size", "bytes_read")
 
 
 def _human(key: str, item: Any, now: float | None) -> str:
-    """A raw reading in human units: times, byte counts and long durations."""
+    """A raw reading in human units: times, byte counts and long durations; never raises."""
+    number = isinstance(item, int | float) and not isinstance(item, bool)
+    try:
+        return _human_number(key, item, now) if number else str(item)
+    except (ArithmeticError, OSError, ValueError):  # inf, nan, out of range: shown as it is
+        return str(item)
+
+
+def _human_number(key: str, item: float, now: float | None) -> str:
     from posassist.client.units import mb, span
 
-    number = isinstance(item, int | float) and not isinstance(item, bool)
-    if number and _is_time(key) and item > 1e9:
+    if _is_time(key) and item > 1e9:
         return _when(item, now)
-    if number and (key in _BYTE_KEYS or key.endswith("_bytes")):
+    if key in _BYTE_KEYS or key.endswith("_bytes"):
         return mb(item)
-    if number and key.endswith("_s") and abs(item) >= 90:
+    if key.endswith("_s") and abs(item) >= 90:
         return f"{item} s ({span(item)})"
     return str(item)
 
@@ -176,7 +186,7 @@ def _rows(facts: Mapping[str, Any], key: str, fields: tuple[str, ...]) -> list[s
         else:
             out.append(_text(row))
     omitted = facts.get(f"{key}_omitted")
-    if isinstance(omitted, int) and omitted > 0:
+    if isinstance(omitted, int) and not isinstance(omitted, bool) and omitted > 0:
         out.append(f"+{omitted} more / 另有 {omitted} 个")
     return out
 
@@ -198,7 +208,9 @@ def facts_summary(facts: Mapping[str, Any]) -> str:
         parts.append(f"agent {_text(facts['agent_version'])}")
     printers = facts.get("printers")
     if isinstance(printers, list | tuple) and printers:
-        count = len(printers) + (facts.get("printers_omitted") or 0)
+        omitted = facts.get("printers_omitted")  # the device's word: counted only if a count
+        extra = omitted if isinstance(omitted, int) and not isinstance(omitted, bool) else 0
+        count = len(printers) + max(extra, 0)
         parts.append(f"{count} printer{'s' if count != 1 else ''}")
     return " · ".join(parts) or "-"
 

@@ -28,6 +28,7 @@ boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, re
     ├── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
     ├── BadArgument                   a command-line argument a command can't take  1008  400   2
     └── PeerSilentError               nothing arrived within the silence deadline  4009  500   1
+        └── SignInTimeout             the peer did not sign in in time         4009  500   1
 
 The text of an exception is for our logs and the local operator. What may be shown to a peer is
 ``public_reason`` (with ``public_reason_zh`` for people): a short, fixed sentence per class that
@@ -52,6 +53,7 @@ __all__ = [
     "PosAssistError",
     "ProtocolError",
     "RemoteProtocolError",
+    "SignInTimeout",
     "SignatureError",
     "TooManyRequests",
     "UnexpectedMessage",
@@ -236,3 +238,11 @@ class PeerSilentError(PosAssistError):
     close_code = 4009
     public_reason = "no traffic within the silence deadline"
     public_reason_zh = "对方长时间无响应"
+
+
+class SignInTimeout(PeerSilentError):
+    """The peer did not finish the handshake within the relay's handshake timeout (found in the
+    outside attack, F4: such a socket was closed 1000 "OK", like a clean close)."""
+
+    public_reason = "no sign-in within the handshake timeout"
+    public_reason_zh = "登录超时"

@@ -39,7 +39,9 @@ else:
 __all__ = [
     "DEVICE_ID",
     "MAX_DEPTH",
+    "MAX_DISPLAY_NAME",
     "MESSAGE_TYPES",
+    "USERNAME",
     "AlertAcknowledged",
     "AlertRaised",
     "AuthAccepted",
@@ -71,6 +73,8 @@ __all__ = [
     "TokenAuth",
     "Welcome",
     "facts_size",
+    "name_problem",
+    "username_problem",
 ]
 
 #: Deepest nesting of maps and arrays in a frame, the frame's own map counting as 1.
@@ -92,6 +96,11 @@ MAX_FACT_INT = 2**53
 #: A device id, wherever it appears (docs/protocol.md#messages): what the relay mints
 #: (``dev_`` and hex) and what an operator may type, nothing that could carry markup or escapes.
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: A username (found in the outside attack, F9): what a console's ``principal``, an audit actor
+#: (``user:<name>``) and a terminal can carry unambiguously.
+USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+#: The longest organisation, merchant or store name.
+MAX_DISPLAY_NAME = 256
 
 Scalar = Union[str, int, float, bool]
 #: A DeviceFacts mapping; its own checker, stricter than a free-form map (see facts_size).
@@ -307,6 +316,26 @@ def _is_printable(min_len: int, max_len: int) -> Check:
     )
 
 
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def username_problem(value: str) -> Optional[str]:
+    """Why ``value`` can't be a username (English, for an error message), or None."""
+    if USERNAME.fullmatch(value) is None:
+        return "a username is 1-64 letters, digits and . _ @ - (no spaces or control characters)"
+    return None
+
+
+def name_problem(value: str) -> Optional[str]:
+    """Why ``value`` can't name an organisation, merchant or store, or None: 1..256 characters,
+    not all blank, no control character (C0, DEL, C1) nor bidi override."""
+    if not 0 < len(value) <= MAX_DISPLAY_NAME or not value.strip():
+        return f"a name is 1-{MAX_DISPLAY_NAME} characters, not all blank"
+    if _CONTROL.search(value) is not None or _BIDI.search(value) is not None:
+        return "a name may not hold control characters (newline, escape, NUL, bidi overrides)"
+    return None
+
+
 def _is_choice(choices: Tuple[str, ...]) -> Check:
     allowed = frozenset(choices)
     return _inline(
@@ -429,6 +458,20 @@ def _fact_value_size(value: Any) -> int:
     return _fact_scalar_size(value)
 
 
+#: Facts a console computes with (docs/protocol.md#device-facts): ``*_omitted`` is a count, and
+#: ``printers`` / ``serial_ports`` are lists; any other shape for these keys is refused.
+_FACT_COUNTS = ("printers_omitted", "serial_ports_omitted")
+_FACT_LISTS = ("printers", "serial_ports")
+
+
+def _facts_typed(value: Dict[str, Any]) -> bool:
+    for key in _FACT_COUNTS:
+        n = value.get(key)
+        if n is not None and (type(n) is not int or n < 0):
+            return False
+    return all(type(value.get(k)) in (list, tuple, type(None)) for k in _FACT_LISTS)
+
+
 def facts_size(value: Any) -> int:
     """Characters of every key and string in a DeviceFacts mapping, or -1 if it breaks a rule.
 
@@ -437,9 +480,11 @@ def facts_size(value: Any) -> int:
     within ±MAX_FACT_INT, a finite float, a string of at most MAX_FACT_TEXT characters without
     control characters), a map of scalars, or a list of scalars and maps of scalars; lists and
     inner maps hold at most MAX_FACT_ITEMS entries. Nothing nests deeper, and nothing that JSON
-    can't hold (bytes) is allowed: the relay stores facts as JSON.
+    can't hold (bytes) is allowed: the relay stores facts as JSON. The few facts a console
+    computes with have their type: ``*_omitted`` a count, ``printers``/``serial_ports`` lists.
     """
-    return _fact_map_size(value, MAX_FACTS, _fact_value_size)
+    size = _fact_map_size(value, MAX_FACTS, _fact_value_size)
+    return size if size < 0 or _facts_typed(value) else -1
 
 
 def _is_facts(v: Any) -> bool:

@@ -26,7 +26,7 @@ from posassist.client.prompt import ask_secret
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
-from posassist.protocol.messages import DEVICE_ID
+from posassist.protocol.messages import DEVICE_ID, name_problem, username_problem
 from posassist.protocol.signing import fingerprint
 
 from . import __version__
@@ -858,6 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_id = getattr(args, "device_id", None)
         if device_id is not None and not DEVICE_ID.fullmatch(device_id):  # before any storage
             raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
+        _check_names(args)  # before any storage: nothing is created under a bad name
         config = _config(args)
         if args.command == "init":
             return int(asyncio.run(_with_storage(config, lambda s: _init(args, s, config))))
@@ -868,6 +869,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # a file or value given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """A username or organisation/merchant/store name to be created: refused (exit 2) if the
+    protocol or a terminal could not carry it as is (found in the outside attack, F9)."""
+    if getattr(args, "action", None) != "create":
+        return
+    if args.command == "user":
+        problem = username_problem(args.username)
+        if problem is not None:
+            raise BadArgument(f"--username: {problem}")
+    elif args.command in ("organisation", "merchant", "store"):
+        problem = name_problem(args.name)
+        if problem is not None:
+            raise BadArgument(f"--name: {problem}")
 
 
 if __name__ == "__main__":

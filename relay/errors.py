@@ -48,6 +48,7 @@ from posassist.protocol.errors import (
 
 __all__ = [
     "BadCredentials",
+    "BadName",
     "BadRequest",
     "CheckpointError",
     "CheckpointKeyError",
@@ -144,6 +145,20 @@ class BadRequest(PosAssistError):
     exit_code = EXIT_USAGE
     public_reason = "bad request"
     public_reason_zh = "请求无效"
+
+
+class BadName(BadRequest):
+    """A username or organisation/merchant/store name that a console's sign-in, the audit chain
+    or a terminal can't carry as is (control characters, spaces in a username); nothing is
+    created (found in the outside attack, F9)."""
+
+    public_reason = (
+        "bad name: a username is 1-64 letters, digits and . _ @ -; "
+        "a name is 1-256 characters without control characters"
+    )
+    public_reason_zh = (
+        "名称无效: 用户名只能包含字母、数字和 . _ @ - (1-64 个); 名称不能包含控制字符"
+    )
 
 
 class RateLimited(PosAssistError):

@@ -34,6 +34,7 @@ from posassist.protocol.errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SignatureError,
+    SignInTimeout,
     UnexpectedMessage,
 )
 
@@ -109,6 +110,8 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         if device_id is None:
             handshake_failed(state, peer, exc)
         log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
+        if device_id is None and isinstance(exc, TimeoutError):  # docs/protocol.md#close-codes
+            await peer.close_for(SignInTimeout("no sign-in within the handshake timeout"))
     except PosAssistError as exc:
         if device_id is None:
             handshake_failed(state, peer, exc)

@@ -18,12 +18,18 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
-from posassist.protocol.messages import DEVICE_ID
+from posassist.protocol.messages import (
+    DEVICE_ID,
+    MAX_DISPLAY_NAME,
+    name_problem,
+    username_problem,
+)
 from posassist.protocol.text import printable
 
 from ..audit import Outcome
 from ..errors import (
     BadCredentials,
+    BadName,
     BadRequest,
     NotFound,
     RateLimited,
@@ -89,6 +95,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             if exc.status < 400:  # a redirect is not an error
                 raise
             return http_error_response(exc.status, exc.headers)
+        except ConnectionResetError:  # the body never came (trickled, then cut): one line (F10)
+            log.info("request ended: the client's connection was lost before its body arrived")
+            return web.Response(status=400)  # nobody is left to read it
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -101,6 +110,15 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("body is not a JSON object")
     return body
+
+
+def _name(body: dict[str, Any], field: str) -> str:
+    """An organisation, merchant or store name: refused if a terminal could not show it as is."""
+    value: str = _field(body, field, str, max_len=4 * MAX_DISPLAY_NAME)  # name_problem: 256
+    problem = name_problem(value)
+    if problem is not None:
+        raise BadName(f"field {field!r}: {problem}")
+    return value
 
 
 def _field(body: dict[str, Any], name: str, kind: type, *, max_len: int = 256) -> Any:
@@ -288,7 +306,7 @@ async def _admin_in(request: web.Request, target: Scope, action: str) -> tuple[R
 
 async def create_organisation(request: web.Request) -> web.Response:
     body = await _json(request)
-    name = _field(body, "name", str)
+    name = _name(body, "name")
     state, user = await _admin_in(request, Scope.root(), "organisation.create")
     org = await state.storage.create_organisation(name, now=state.now())
     await state.audit(
@@ -312,7 +330,7 @@ def _child_creator(
     async def handle(request: web.Request) -> web.Response:
         body = await _json(request)
         parent = _field(body, parent_field, str)
-        name = _field(body, "name", str)
+        name = _name(body, "name")
         state, user = await _admin_in(request, Scope(parent_kind, parent), f"{noun}.create")
         made = await create(state, parent, name)
         await state.audit(
@@ -374,6 +392,9 @@ async def create_enrolment(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     body = await _json(request)
     username = _field(body, "username", str, max_len=64)
+    problem = username_problem(username)
+    if problem is not None:  # before anything is stored or audited under that name
+        raise BadName(f"field 'username': {problem}")
     password = _field(body, "password", str, max_len=1024)
     if len(password) < 10:
         raise BadRequest("password must be at least 10 characters")

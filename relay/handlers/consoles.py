@@ -23,7 +23,13 @@ from posassist.protocol import (
     Session,
     TokenAuth,
 )
-from posassist.protocol.errors import EXIT_REFUSED, LocalProtocolError, UnexpectedMessage
+from posassist.protocol.errors import (
+    EXIT_REFUSED,
+    LocalProtocolError,
+    SignInTimeout,
+    UnexpectedMessage,
+)
+from posassist.protocol.messages import username_problem
 
 from ..audit import AuditEntry, Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
@@ -110,6 +116,8 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
         if user is None:
             handshake_failed(state, peer, exc)
         log.info("console connection from %s ended: %s", peer.peer, type(exc).__name__)
+        if user is None and isinstance(exc, TimeoutError):  # docs/protocol.md#close-codes
+            await peer.close_for(SignInTimeout("no sign-in within the handshake timeout"))
     except PosAssistError as exc:
         if user is None:
             handshake_failed(state, peer, exc)
@@ -156,6 +164,17 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> tuple[User
         peer.session.send_refused("bad_token")
         await peer.flush()
         raise AuthenticationError(exc.public_reason) from None
+    if username_problem(user.username) is not None:  # made before names were checked (F9)
+        await state.audit(
+            f"ip:{peer.peer}",
+            "console.connect",
+            "relay",
+            Outcome.REFUSED,
+            {"reason": "username the protocol cannot carry"},
+        )
+        peer.session.send_refused("bad_username")
+        await peer.flush()
+        raise AuthenticationError("this account's username can't sign in; create a new account")
     peer.session.send_accepted(user.username, config.heartbeat_interval)
     await peer.flush()
     peer.start_writer()

@@ -407,6 +407,13 @@ BAD_FACTS = [
     ("map in a row", {"printers": [{"name": {"x": 1}}]}),
     ("list in a row", {"printers": [{"name": [1]}]}),
     ("set value", {"tags": {1, 2}}),
+    # found in the outside attack (F3): facts a console computes with have their type
+    ("a word for a count", {"printers": [{"name": "p"}], "printers_omitted": "many"}),
+    ("a bool for a count", {"serial_ports_omitted": True}),
+    ("a negative count", {"printers_omitted": -1}),
+    ("a float for a count", {"printers_omitted": 1.5}),
+    ("printers not a list", {"printers": "p"}),
+    ("serial ports a map", {"serial_ports": {"device": "COM1"}}),
 ]
 
 

@@ -625,7 +625,9 @@ async def work_throughput(job: Job, w: Worker) -> dict[str, Any]:
             # One encoded chunk, sent again and again: the relay decodes, checks and re-encodes
             # each one in full; the generator should not spend its core re-encoding.
             chunk = codec.encode(
-                ScriptOutput(id=run.id, job_id="job-bench", seq=0, stream="stdout", data=CHUNK)
+                ScriptOutput(
+                    id=run.id, job_id=run.job_id, seq=0, stream="stdout", data=CHUNK
+                )  # the job id the relay gave, as a real agent echoes it
             )
 
             async def run_pair(
@@ -635,12 +637,13 @@ async def work_throughput(job: Job, w: Worker) -> dict[str, Any]:
                 console_ws: Any = console_ws,
                 chunk: bytes = chunk,
                 run_id: int = run.id,
+                run_job: str | None = run.job_id,
             ) -> None:
                 counter = asyncio.create_task(_count(w, pair, console_ws))
                 await _stream(w, pair, lambda: agent_ws.send_bytes(chunk), max_messages)
                 agent.send(
                     ScriptFinished(
-                        id=run_id, job_id="job-bench", status="succeeded", finished_at=time.time()
+                        id=run_id, job_id=run_job, status="succeeded", finished_at=time.time()
                     )
                 )
                 await _flush(agent_ws, agent)

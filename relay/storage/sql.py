@@ -221,6 +221,12 @@ class SqlStorage:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._sqlite = database.dialect == "sqlite"
+        # Devices that may have ``unknown`` jobs, so that an agent's sign-in (asked about its
+        # unknown jobs every time) costs no database read when it has none: those found by one
+        # query on first use, and every device a job of which this process is about to make
+        # unknown (added before the write commits, so a lookup after the commit sees it).
+        self._unknown_found: set[str] | None = None
+        self._unknown_made: set[str] = set()
 
     @classmethod
     def open(
@@ -828,6 +834,8 @@ class SqlStorage:
 
         def tx(conn: sa.Connection) -> sa.Row[Any] | None:
             row = update(conn, params).first()
+            if row is not None and row.status == JobStatus.UNKNOWN.value:
+                self._unknown_made.add(row.device_id)  # before the commit (see __init__)
             if row is not None and audit is not None:
                 _append_in(conn, audit, now)
             return row
@@ -894,6 +902,12 @@ class SqlStorage:
 
     async def unknown_jobs(self, device_id: str, *, limit: int) -> list[Job]:
         """The device's jobs in ``unknown``, newest first, at most ``limit``."""
+        if self._unknown_found is None:
+            having = sa.select(t.jobs.c.device_id).where(t.jobs.c.status == JobStatus.UNKNOWN.value)
+            rows = await self._db.read(lambda conn: conn.execute(having.distinct()).all())
+            self._unknown_found = {row.device_id for row in rows}
+        if device_id not in self._unknown_found and device_id not in self._unknown_made:
+            return []
         query = (
             t.jobs.select()
             .where(t.jobs.c.device_id == device_id, t.jobs.c.status == JobStatus.UNKNOWN.value)
@@ -919,6 +933,7 @@ class SqlStorage:
         def tx(conn: sa.Connection) -> list[Job]:
             marked = []
             for row in conn.execute(select).all():
+                self._unknown_made.add(row.device_id)  # before the commit (see __init__)
                 update = (
                     t.jobs.update()
                     .where(t.jobs.c.id == row.id, t.jobs.c.status.in_(unfinished))

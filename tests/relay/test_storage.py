@@ -731,3 +731,20 @@ async def test_presence_is_written_in_batches(storage):
     assert device.facts["hostname"] == "TILL-01"
     await storage.record_presences({first.id: (NOW + 10, None, {"hostname": "TILL-02"})})
     assert (await storage.get_device(first.id)).facts == {"hostname": "TILL-02"}  # replaced
+
+
+async def test_unknown_jobs_asked_before_and_after_a_job_becomes_unknown(storage):
+    """The sign-in lookup skips the database for devices with no unknown job; one that gets one
+    later, through any path, is found at once (relay/storage/sql.py keeps that set)."""
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    other = await enrol(storage, store.id, key=b"u" * 32)
+    assert await storage.unknown_jobs(device.id, limit=10) == []  # the set is loaded here
+    lost = await storage.create_job(device.id, "script.run", "li", now=NOW)
+    await storage.finish_job(lost.id, JobStatus.UNKNOWN, now=NOW + 1)
+    assert [job.id for job in await storage.unknown_jobs(device.id, limit=10)] == [lost.id]
+    marked = await storage.create_job(other.id, "script.run", "li", now=NOW)
+    await storage.mark_unfinished_jobs_unknown({"script.run"}, "relay_restarted", now=NOW + 2)
+    assert [job.id for job in await storage.unknown_jobs(other.id, limit=10)] == [marked.id]
+    await storage.reconcile_job(lost.id, JobStatus.SUCCEEDED, now=NOW + 3)
+    assert await storage.unknown_jobs(device.id, limit=10) == []

@@ -36,9 +36,10 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # CI profile: hypothesis byte fuzzers run 10,000 examples; protocol/ branch coverage must be 100%.
-# Tests run in parallel, one worker per core (pytest-xdist); each makes its own ports and folders.
+# Tests run in parallel, one worker per core (pytest-xdist; idle workers steal queued tests, so the
+# slow end-to-end tests do not pile up on one); each makes its own ports and folders.
 test: $(STAMP) $(STAMP38)
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -n auto \
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -n auto --dist worksteal --durations=15 \
 	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 
 # mypy follows no import hooks: it checks the packages through links in the installed layout

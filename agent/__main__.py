@@ -5,7 +5,6 @@ Merchant-facing lines are printed in Simplified Chinese with English.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -14,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 # On Python 3.8 (Windows 7 tills) cryptography warns, when first imported, that its support for
 # 3.8 is deprecated: a line on every start that a merchant can do nothing about. Only that
@@ -26,6 +25,7 @@ warnings.filterwarnings(
     category=UserWarning,
 )
 
+from posassist.client.cli import Parser, seconds  # noqa: E402
 from posassist.protocol import PosAssistError, signing  # noqa: E402
 from posassist.protocol.errors import BadArgument, error_line  # noqa: E402
 from posassist.protocol.text import printable  # noqa: E402
@@ -37,6 +37,8 @@ from .enrol import enrol, trust_root  # noqa: E402
 from .errors import RelayRefusedError, ReplacedError  # noqa: E402
 
 if TYPE_CHECKING:
+    import argparse
+
     from .config import Identity
     from .connection import Opened
     from .diagnostics import DiagContext
@@ -45,30 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("posassist.agent")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are BadArgument: one line and exit 2 from ``main``."""
-
-    def error(self, message: str) -> NoReturn:
-        raise BadArgument(f"{self.prog}: {message} (see --help)")
-
-
-def _seconds(low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: seconds within [low, high]; NaN, infinities and words refused."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("not a number of seconds") from None
-        if not low <= value <= high:  # false for NaN too
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} seconds")
-        return value
-
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="posassist-agent", description="posassist store agent")
+    parser = Parser(prog="posassist-agent", description="posassist store agent")
     parser.add_argument("--version", action="version", version="posassist-agent " + __version__)
     commands = parser.add_subparsers(dest="command")
     commands.required = True
@@ -89,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
     run.add_argument(
         "--max-backoff",
-        type=_seconds(1.0, 3600.0),
+        type=seconds(1.0, 3600.0),
         default=60.0,
         help="longest wait between reconnects (s)",
     )
@@ -98,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("--offline", action="store_true", help="collect here, without the relay")
     diag.add_argument("--json", action="store_true", help="machine-readable output")
     diag.add_argument(
-        "--timeout", type=_seconds(0.1, 600.0), default=15.0, help="seconds for the whole report"
+        "--timeout", type=seconds(0.1, 600.0), default=15.0, help="seconds for the whole report"
     )
     return parser
 

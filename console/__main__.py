@@ -5,7 +5,6 @@ The sign-in token is kept in ``$POSASSIST_HOME/session.json`` (default ``~/.posa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -13,9 +12,10 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from posassist.client import http
+from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
 from posassist.client.prompt import ask_secret
 from posassist.protocol import (
@@ -38,6 +38,7 @@ from . import __version__
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
 
     from posassist.protocol import Message
@@ -351,32 +352,8 @@ def health(relay: str, pin: str | None = None) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are BadArgument: one line and exit 2 from ``main``, like every
-    other error (no usage dump, no SystemExit from a helper)."""
-
-    def error(self, message: str) -> NoReturn:
-        # argparse may quote the argument: shown without its control characters
-        raise BadArgument(printable(f"{self.prog}: {message} (see --help)", multiline=False))
-
-
-def _seconds(low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: seconds within [low, high]; NaN, infinities and words refused."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not low <= value <= high:  # false for NaN too
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} seconds")
-        return value
-
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="posassist", description="posassist technician console")
+    parser = Parser(prog="posassist", description="posassist technician console")
     parser.add_argument("--version", action="version", version=f"posassist {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     h = commands.add_parser("health", help="is the relay up, and how many agents are on it")
@@ -397,11 +374,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("device")
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
     d.add_argument("--json", action="store_true")
-    d.add_argument("--timeout", type=_seconds(0.1, 600.0), default=20.0)
+    d.add_argument("--timeout", type=seconds(0.1, 600.0), default=20.0)
     rs = commands.add_parser("restore", help="put back the files a script run backed up")
     rs.add_argument("device")
     rs.add_argument("backup_id", help="the backup id `posassist run` printed")
-    rs.add_argument("--timeout", type=_seconds(0.1, 86400.0), default=120.0)
+    rs.add_argument("--timeout", type=seconds(0.1, 86400.0), default=120.0)
     sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
     sc_commands.add_parser("list", help="list signed scripts and versions")
@@ -413,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--unattended", action="store_true", help="only scripts allowed to run so")
     r.add_argument(
         "--timeout",
-        type=_seconds(0.1, 86400.0),
+        type=seconds(0.1, 86400.0),
         default=600.0,
         help="seconds without any progress",
     )

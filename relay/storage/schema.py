@@ -162,3 +162,6 @@ audit_head = sa.Table(
     sa.Column("hash", sa.LargeBinary(), nullable=False),
     sa.CheckConstraint("id = 1", name="single_row"),
 )
+
+# The health alert tables (issue 13) live in their own module, on this metadata.
+from posassist.relay.storage import schema_health as _health  # noqa: E402, F401

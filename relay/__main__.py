@@ -172,6 +172,18 @@ def _parser() -> argparse.ArgumentParser:
         "(docs/relay.md#flapping-agents)",
     )
     serve.add_argument(
+        "--webhook-timeout",
+        type=_bounded(float, 0.1, 300.0),
+        default=10.0,
+        help="seconds an alert webhook's receiver has to answer (docs/webhooks.md)",
+    )
+    serve.add_argument(
+        "--webhook-retry-scale",
+        type=_bounded(float, 0.001, 100.0),
+        default=1.0,
+        help="factor on the webhook retry schedule (1 s, 5 s, 30 s, 2 min, 10 min)",
+    )
+    serve.add_argument(
         "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
     )
     serve.add_argument(
@@ -849,6 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 refusal_window=args.refusal_window,
                 flap_window=args.flap_window,
                 flap_threshold=args.flap_threshold,
+                webhook_timeout=args.webhook_timeout,
+                webhook_retry_scale=args.webhook_retry_scale,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

@@ -99,6 +99,10 @@ class RelayConfig:
     checkpoint_key: Path | None = None
     #: The append-only checkpoint file; None: ``audit-checkpoints.jsonl`` in the data directory.
     checkpoint_file: Path | None = None
+    #: Alert webhooks (relay/webhooks.py): seconds a receiver has to answer, and the factor
+    #: on the retry schedule (1.0: 1 s, 5 s, 30 s, 2 min, 10 min; tests shrink it).
+    webhook_timeout: float = 10.0
+    webhook_retry_scale: float = 1.0
     limits: Limits = field(default=DEFAULT_LIMITS)
 
     @property

@@ -84,6 +84,8 @@ class RelayState:
     login_backoff: LoginBackoff = field(default_factory=LoginBackoff)
     #: Devices whose connections keep replacing each other (relay/flapping.py).
     flaps: FlapDetector = field(default_factory=lambda: FlapDetector(60.0, 5))
+    #: Health alerts, webhooks and remediation (relay/handlers/alerts.py ``Health``), once up.
+    health: object | None = None
 
     def now(self) -> float:
         return self.clock()

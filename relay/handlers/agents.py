@@ -11,6 +11,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from posassist.protocol import (
+    AlertRaised,
     AuthenticationError,
     AuthResponse,
     DeviceFacts,
@@ -46,6 +47,7 @@ from ..limits import trust_connection
 from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
+from . import alerts  # a module: alerts imports api, which imports this one
 from .jobs import (
     OUTCOME_UNKNOWN,
     finish_route,
@@ -404,6 +406,8 @@ async def _handle(
             await reconcile_route(state, route, event)
         elif event.TERMINAL:
             await finish_route(state, route, None, None, reply=event)
+    elif isinstance(event, AlertRaised):
+        await alerts.ingest_alert(state, device_id, peer, event)
     elif event.KIND is Kind.REQUEST:
         # Alerts and help requests get their handlers with the alerts and help-window work;
         # until then the agent hears a clear "not supported", not silence.

@@ -70,13 +70,14 @@ alerts = sa.Table(
 )
 
 # Every alert event an agent delivered, once: the primary key (device, alert_key) is what makes
-# a redelivery (the agent's outbox sends at least once) a no-op.
+# a redelivery (the agent's outbox sends at least once) a no-op. ``alert_id`` is null for a
+# recovery of a check that had no alert (nothing to resolve).
 alert_events = sa.Table(
     "alert_events",
     metadata,
     sa.Column("device_id", ID, sa.ForeignKey("devices.id"), primary_key=True),
     sa.Column("alert_key", sa.String(128), primary_key=True),
-    sa.Column("alert_id", ID, sa.ForeignKey("alerts.id"), nullable=False, index=True),
+    sa.Column("alert_id", ID, sa.ForeignKey("alerts.id"), nullable=True, index=True),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("severity", sa.String(16), nullable=False),
     sa.Column("observed_at", sa.Double(), nullable=False),

@@ -64,7 +64,7 @@ def upgrade() -> None:
         "alert_events",
         sa.Column("device_id", ID, nullable=False),
         sa.Column("alert_key", sa.String(128), nullable=False),
-        sa.Column("alert_id", ID, nullable=False),
+        sa.Column("alert_id", ID, nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("severity", sa.String(16), nullable=False),
         sa.Column("observed_at", sa.Double(), nullable=False),
@@ -132,9 +132,7 @@ def upgrade() -> None:
             name=op.f("ck_webhook_deliveries_status"),
         ),
     )
-    op.create_index(
-        op.f("ix_webhook_deliveries_webhook_id"), "webhook_deliveries", ["webhook_id"]
-    )
+    op.create_index(op.f("ix_webhook_deliveries_webhook_id"), "webhook_deliveries", ["webhook_id"])
     op.create_index(
         "ix_webhook_deliveries_status_next_attempt_at",
         "webhook_deliveries",

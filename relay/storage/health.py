@@ -1,0 +1,824 @@
+"""Storage of health alerts, check policies, webhooks and remediation attempts (issue 13).
+
+:class:`HealthStore` runs on the same :class:`~relay.storage.engine.Database` as
+:class:`~relay.storage.sql.SqlStorage`; each method is one transaction, and every change is
+audited in it (the record commits with the change, or neither does). Ingest of an alert event
+is one small transaction: the event's key (idempotency), the alert, its audit record and the
+webhook deliveries it queues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from posassist.relay.alerts import NOTIFIED, Alert, AlertEvent, Change, decide, worse
+from posassist.relay.audit import AuditEntry, Outcome, bounded
+from posassist.relay.errors import Conflict, NotFound
+from posassist.relay.storage import schema as t
+from posassist.relay.storage import schema_health as h
+from posassist.relay.storage.models import Scope, ScopeKind
+from posassist.relay.storage.sql import _append_in
+from posassist.relay.webhooks import Delivery
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from posassist.relay.storage.sql import SqlStorage
+
+__all__ = ["HealthStore", "Ingested", "Remediation", "Webhook"]
+
+#: Devices ⋈ stores ⋈ merchants: where a device sits (for routing and listing by store).
+_TREE = t.devices.join(t.stores, t.devices.c.store_id == t.stores.c.id).join(
+    t.merchants, t.stores.c.merchant_id == t.merchants.c.id
+)
+#: Webhooks a notification can go to: its organisation's, its merchant's, the whole relay's.
+_WEBHOOK_LEVELS = (ScopeKind.ROOT, ScopeKind.ORGANISATION, ScopeKind.MERCHANT)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Ingested:
+    """What one ``alert.raised`` did: ``duplicate`` if its key was seen before (nothing
+    changed), the change, the alert after it, and how many webhook deliveries it queued."""
+
+    duplicate: bool
+    change: Change
+    alert: Alert | None
+    deliveries: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    id: str
+    scope: Scope
+    url: str
+    created_at: float
+    created_by: str
+    disabled_at: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scope_kind": self.scope.kind.value,
+            "scope_id": self.scope.id,
+            "url": self.url,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "disabled_at": self.disabled_at,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Remediation:
+    id: str
+    alert_id: str
+    device_id: str
+    check_name: str
+    script: str
+    version: str
+    job_id: str | None
+    status: str
+    started_at: float
+    finished_at: float | None
+    detail: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _alert(row: sa.Row[Any], store_id: str | None = None) -> Alert:
+    return Alert(
+        id=row.id,
+        device_id=row.device_id,
+        check_name=row.check_name,
+        status=row.status,
+        severity=row.severity,
+        summary=row.summary,
+        details=row.details,
+        opened_at=row.opened_at,
+        updated_at=row.updated_at,
+        resolved_at=row.resolved_at,
+        first_observed_at=row.first_observed_at,
+        last_observed_at=row.last_observed_at,
+        events=row.events,
+        reopened=row.reopened,
+        acknowledged_at=row.acknowledged_at,
+        acknowledged_by=row.acknowledged_by,
+        escalated_at=row.escalated_at,
+        ticket_id=row.ticket_id,
+        store_id=store_id,
+    )
+
+
+def _remediation(row: sa.Row[Any]) -> Remediation:
+    return Remediation(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Remediation)})
+
+
+def _path(conn: sa.Connection, device_id: str) -> Any:
+    """The device's organisation_id, merchant_id and store_id (a row)."""
+    row = conn.execute(
+        sa.select(t.merchants.c.organisation_id, t.stores.c.merchant_id, t.devices.c.store_id)
+        .select_from(_TREE)
+        .where(t.devices.c.id == device_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"device {device_id!r}")
+    return row
+
+
+def _scope_ids(path: sa.Row[Any]) -> list[tuple[str, str]]:
+    """(scope kind, scope id) of each node above a device, nearest last; root as ("root", "")."""
+    return [
+        (ScopeKind.ROOT.value, ""),
+        (ScopeKind.ORGANISATION.value, path.organisation_id),
+        (ScopeKind.MERCHANT.value, path.merchant_id),
+        (ScopeKind.STORE.value, path.store_id),
+    ]
+
+
+def _scope_key(scope: Scope) -> tuple[str, str]:
+    return scope.kind.value, scope.id or ""
+
+
+def _scope_where(scope: Scope) -> sa.ColumnElement[bool]:
+    """Alerts whose device ``scope`` covers (over alerts ⋈ the device tree)."""
+    match scope.kind:
+        case ScopeKind.ROOT:
+            return sa.true()
+        case ScopeKind.ORGANISATION:
+            return t.merchants.c.organisation_id == scope.id
+        case ScopeKind.MERCHANT:
+            return t.stores.c.merchant_id == scope.id
+        case ScopeKind.STORE:
+            return t.devices.c.store_id == scope.id
+        case ScopeKind.DEVICE:
+            return t.devices.c.id == scope.id
+
+
+_ALERTS_TREE = (
+    h.alerts.join(t.devices, h.alerts.c.device_id == t.devices.c.id)
+    .join(t.stores, t.devices.c.store_id == t.stores.c.id)
+    .join(t.merchants, t.stores.c.merchant_id == t.merchants.c.id)
+)
+
+
+def notification(kind: str, alert: Alert, path: sa.Row[Any] | None, **extra: Any) -> dict[str, Any]:
+    """The JSON body of a webhook notification (docs/webhooks.md#payload)."""
+    body: dict[str, Any] = {"type": kind, "alert": alert.to_json()}
+    if path is not None:
+        body["alert"]["store_id"] = path.store_id
+        body["merchant_id"] = path.merchant_id
+        body["organisation_id"] = path.organisation_id
+    body.update(extra)
+    return body
+
+
+def _queue(
+    conn: sa.Connection, path: sa.Row[Any], kind: str, body: dict[str, Any], now: float
+) -> int:
+    """Queue ``body`` for every enabled webhook of the device's organisation, merchant or the
+    whole relay; how many deliveries."""
+    levels = [
+        sa.and_(h.webhooks.c.scope_kind == kind_, h.webhooks.c.scope_id == id_)
+        for kind_, id_ in _scope_ids(path)
+        if ScopeKind(kind_) in _WEBHOOK_LEVELS
+    ]
+    hooks = conn.execute(
+        sa.select(h.webhooks.c.id).where(sa.or_(*levels), h.webhooks.c.disabled_at.is_(None))
+    ).all()
+    if not hooks:
+        return 0
+    rows = []
+    for hook in hooks:
+        delivery_id = _new_id("dlv")
+        payload = json.dumps(
+            {**body, "delivery": delivery_id, "webhook": hook.id}, ensure_ascii=False
+        )
+        rows.append(
+            {
+                "id": delivery_id,
+                "webhook_id": hook.id,
+                "event": kind,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "finished_at": None,
+                "last_error": None,
+            }
+        )
+    conn.execute(h.webhook_deliveries.insert(), rows)
+    return len(rows)
+
+
+class HealthStore:
+    """Alerts, policies, webhooks and remediations on the relay's database."""
+
+    def __init__(self, storage: SqlStorage) -> None:
+        self._db = storage.database
+        self._sqlite = storage.dialect == "sqlite"
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    async def ingest_alert(self, event: AlertEvent) -> Ingested:
+        """Record one delivered event once; open, update, reopen or resolve its alert, audit
+        it and queue its notifications, all in one transaction (docs/alerts.md#lifecycle)."""
+        details = bounded(event.details)
+        if not isinstance(details, dict):  # pragma: no cover - the message's field is a map
+            details = {}
+        event = dataclasses.replace(event, details=details)
+        return await self._db.write(lambda conn: self._ingest(conn, event), small=True)
+
+    def _ingest(self, conn: sa.Connection, event: AlertEvent) -> Ingested:
+        now = event.received_at
+        seen = conn.execute(
+            sa.select(sa.literal(1)).where(
+                h.alert_events.c.device_id == event.device_id,
+                h.alert_events.c.alert_key == event.alert_key,
+            )
+        ).first()
+        if seen is not None:
+            return Ingested(duplicate=True, change=Change.NONE, alert=None)
+        same = (h.alerts.c.device_id == event.device_id) & (
+            h.alerts.c.check_name == event.check_name
+        )
+        row = conn.execute(h.alerts.select().where(same, h.alerts.c.status != "resolved")).first()
+        unresolved = None if row is None else _alert(row)
+        last_resolved = None
+        if unresolved is None and event.state == "firing":
+            row = conn.execute(
+                h.alerts.select()
+                .where(same, h.alerts.c.status == "resolved")
+                .order_by(h.alerts.c.resolved_at.desc())
+                .limit(1)
+            ).first()
+            last_resolved = None if row is None else _alert(row)
+        decision = decide(event, unresolved, last_resolved)
+        alert: Alert | None = unresolved or last_resolved
+        if decision.change is Change.OPENED:
+            alert_id = _new_id("alr")
+            conn.execute(h.alerts.insert().values(id=alert_id, **decision.values))
+            alert = _alert(conn.execute(h.alerts.select().where(h.alerts.c.id == alert_id)).one())
+        elif decision.change is not Change.NONE:
+            assert decision.target is not None
+            conn.execute(
+                h.alerts.update().where(h.alerts.c.id == decision.target).values(decision.values)
+            )
+            alert = _alert(
+                conn.execute(h.alerts.select().where(h.alerts.c.id == decision.target)).one()
+            )
+        conn.execute(
+            h.alert_events.insert().values(
+                device_id=event.device_id,
+                alert_key=event.alert_key,
+                alert_id=None if alert is None else alert.id,
+                state=event.state,
+                severity=event.severity,
+                observed_at=event.observed_at,
+                received_at=now,
+            )
+        )
+        queued = 0
+        if alert is not None and decision.change is not Change.NONE:
+            _append_in(
+                conn,
+                AuditEntry(
+                    f"device:{event.device_id}",
+                    f"alert.{decision.change.value}",
+                    f"alert:{alert.id}",
+                    Outcome.OK,
+                    {
+                        "check": event.check_name,
+                        "severity": event.severity,
+                        "key": event.alert_key,
+                        "agent_observed_at": event.observed_at,
+                    },
+                ),
+                now,
+            )
+            notify = decision.change in NOTIFIED or (
+                decision.change is Change.UPDATED
+                and unresolved is not None
+                and worse(unresolved.severity, event.severity)
+            )
+            if notify:
+                path = _path(conn, event.device_id)
+                alert = dataclasses.replace(alert, store_id=path.store_id)
+                queued = _queue(
+                    conn,
+                    path,
+                    f"alert.{decision.change.value}",
+                    notification(f"alert.{decision.change.value}", alert, path),
+                    now,
+                )
+        return Ingested(duplicate=False, change=decision.change, alert=alert, deliveries=queued)
+
+    async def get_alert(self, alert_id: str) -> Alert:
+        query = (
+            sa.select(h.alerts, t.devices.c.store_id)
+            .select_from(h.alerts.join(t.devices, h.alerts.c.device_id == t.devices.c.id))
+            .where(h.alerts.c.id == alert_id)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        if row is None:
+            raise NotFound(f"alert {alert_id!r}")
+        return _alert(row, row.store_id)
+
+    async def list_alerts(
+        self,
+        scope: Scope,
+        *,
+        store_id: str | None = None,
+        open_only: bool = False,
+        limit: int = 500,
+    ) -> list[Alert]:
+        """Alerts of the devices ``scope`` covers, newest change first."""
+        query = (
+            sa.select(h.alerts, t.devices.c.store_id)
+            .select_from(_ALERTS_TREE)
+            .where(_scope_where(scope))
+            .order_by(h.alerts.c.updated_at.desc(), h.alerts.c.id)
+            .limit(limit)
+        )
+        if store_id is not None:
+            query = query.where(t.devices.c.store_id == store_id)
+        if open_only:
+            query = query.where(h.alerts.c.status != "resolved")
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [_alert(row, row.store_id) for row in rows]
+
+    async def alert_events(self, alert_id: str) -> list[dict[str, Any]]:
+        query = (
+            h.alert_events.select()
+            .where(h.alert_events.c.alert_id == alert_id)
+            .order_by(h.alert_events.c.received_at, h.alert_events.c.alert_key)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [
+            {
+                "key": row.alert_key,
+                "state": row.state,
+                "severity": row.severity,
+                "agent_observed_at": row.observed_at,
+                "relay_received_at": row.received_at,
+            }
+            for row in rows
+        ]
+
+    async def acknowledge_alert(self, alert_id: str, username: str, *, now: float) -> Alert:
+        """A technician is on it: ``open`` → ``acknowledged``, audited. Conflict if it is
+        resolved or acknowledged already."""
+
+        def tx(conn: sa.Connection) -> Alert:
+            done = conn.execute(
+                h.alerts.update()
+                .where(h.alerts.c.id == alert_id, h.alerts.c.status == "open")
+                .values(status="acknowledged", acknowledged_at=now, acknowledged_by=username)
+            )
+            row = conn.execute(h.alerts.select().where(h.alerts.c.id == alert_id)).first()
+            if row is None:
+                raise NotFound(f"alert {alert_id!r}")
+            if done.rowcount == 0:
+                raise Conflict(f"alert {alert_id} is {row.status}")
+            _append_in(
+                conn,
+                AuditEntry(
+                    f"user:{username}",
+                    "alert.acknowledge",
+                    f"alert:{alert_id}",
+                    Outcome.OK,
+                    {"device": row.device_id, "check": row.check_name},
+                ),
+                now,
+            )
+            return _alert(row)
+
+        return await self._db.write(tx)
+
+    async def link_ticket(self, alert_id: str, ticket_id: str, actor: str, *, now: float) -> Alert:
+        """Attach a ticket to the alert (the hook for issue 12's tickets), audited."""
+
+        def tx(conn: sa.Connection) -> Alert:
+            done = conn.execute(
+                h.alerts.update().where(h.alerts.c.id == alert_id).values(ticket_id=ticket_id)
+            )
+            if done.rowcount == 0:
+                raise NotFound(f"alert {alert_id!r}")
+            _append_in(
+                conn,
+                AuditEntry(
+                    actor, "alert.ticket", f"alert:{alert_id}", Outcome.OK, {"ticket": ticket_id}
+                ),
+                now,
+            )
+            return _alert(conn.execute(h.alerts.select().where(h.alerts.c.id == alert_id)).one())
+
+        return await self._db.write(tx)
+
+    async def escalate(self, alert_id: str, reason: str, *, now: float) -> Alert | None:
+        """The alert still fails after its remediation attempts: escalated once (audited,
+        notified); None if it was already escalated or is resolved."""
+
+        def tx(conn: sa.Connection) -> Alert | None:
+            done = conn.execute(
+                h.alerts.update()
+                .where(
+                    h.alerts.c.id == alert_id,
+                    h.alerts.c.status != "resolved",
+                    h.alerts.c.escalated_at.is_(None),
+                )
+                .values(escalated_at=now, updated_at=now)
+            )
+            if done.rowcount == 0:
+                return None
+            row = conn.execute(h.alerts.select().where(h.alerts.c.id == alert_id)).one()
+            _append_in(
+                conn,
+                AuditEntry(
+                    "relay",
+                    "alert.escalated",
+                    f"alert:{alert_id}",
+                    Outcome.OK,
+                    {"device": row.device_id, "check": row.check_name, "reason": reason},
+                ),
+                now,
+            )
+            path = _path(conn, row.device_id)
+            alert = _alert(row, path.store_id)
+            _queue(
+                conn,
+                path,
+                "alert.escalated",
+                notification("alert.escalated", alert, path, reason=reason),
+                now,
+            )
+            return alert
+
+        return await self._db.write(tx)
+
+    # -- policies ----------------------------------------------------------------------------
+
+    async def set_policy(
+        self,
+        scope: Scope,
+        document: Mapping[str, Any] | None,
+        username: str,
+        *,
+        now: float,
+    ) -> int:
+        """Set (or with None, remove) the policy of one node of the tree, audited; its new
+        version (one counter over every row, so a device's resolved version only grows)."""
+        kind, node = _scope_key(scope)
+
+        def tx(conn: sa.Connection) -> int:
+            if not self._sqlite:  # one counter: writers take turns
+                conn.execute(sa.text("LOCK TABLE policies IN SHARE ROW EXCLUSIVE MODE"))
+            top = conn.scalar(sa.select(sa.func.max(h.policies.c.version))) or 0
+            version = int(top) + 1
+            values = {
+                "version": version,
+                "document": None if document is None else dict(document),
+                "updated_at": now,
+                "updated_by": username,
+            }
+            done = conn.execute(
+                h.policies.update()
+                .where(h.policies.c.scope_kind == kind, h.policies.c.scope_id == node)
+                .values(values)
+            )
+            if done.rowcount == 0:
+                conn.execute(h.policies.insert().values(scope_kind=kind, scope_id=node, **values))
+            _append_in(
+                conn,
+                AuditEntry(
+                    f"user:{username}",
+                    "policy.set" if document is not None else "policy.remove",
+                    f"{kind}:{node}" if node else kind,
+                    Outcome.OK,
+                    {"version": version},
+                ),
+                now,
+            )
+            return version
+
+        return await self._db.write(tx)
+
+    async def get_policy(self, scope: Scope) -> tuple[int, dict[str, Any] | None] | None:
+        """The policy set on exactly this node: (version, document or None if removed)."""
+        kind, node = _scope_key(scope)
+        query = h.policies.select().where(
+            h.policies.c.scope_kind == kind, h.policies.c.scope_id == node
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else (int(row.version), row.document)
+
+    async def policy_layers(self, device_id: str) -> tuple[int, list[dict[str, Any]]]:
+        """The policies above a device, farthest (root) first, nearest (the device) last, and
+        the highest version among them (0 if none): what ``resolve`` merges."""
+
+        def tx(conn: sa.Connection) -> tuple[int, list[dict[str, Any]]]:
+            path = _path(conn, device_id)
+            nodes = [*_scope_ids(path), (ScopeKind.DEVICE.value, device_id)]
+            rows = conn.execute(
+                h.policies.select().where(
+                    sa.or_(
+                        *(
+                            sa.and_(h.policies.c.scope_kind == k, h.policies.c.scope_id == i)
+                            for k, i in nodes
+                        )
+                    )
+                )
+            ).all()
+            by_node = {(row.scope_kind, row.scope_id): row for row in rows}
+            version = max((int(row.version) for row in rows), default=0)
+            layers = [
+                by_node[node].document
+                for node in nodes
+                if node in by_node and by_node[node].document is not None
+            ]
+            return version, layers
+
+        return await self._db.read(tx)
+
+    async def policy_devices(self, scope: Scope) -> list[str]:
+        """The active devices under ``scope`` (whose resolved policy a change there moves)."""
+        where = _scope_where(scope)
+        query = (
+            sa.select(t.devices.c.id)
+            .select_from(_TREE)
+            .where(where, t.devices.c.status == "active")
+        )
+        return list(await self._db.read(lambda conn: conn.execute(query).scalars().all()))
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    async def create_webhook(
+        self, scope: Scope, url: str, secret: str, username: str, *, now: float
+    ) -> Webhook:
+        if scope.kind not in _WEBHOOK_LEVELS:
+            raise ValueError(f"webhooks belong to an organisation or a merchant, not {scope.kind}")
+        hook = Webhook(
+            id=_new_id("whk"),
+            scope=scope,
+            url=url,
+            created_at=now,
+            created_by=username,
+            disabled_at=None,
+        )
+        kind, node = _scope_key(scope)
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(
+                h.webhooks.insert().values(
+                    id=hook.id,
+                    scope_kind=kind,
+                    scope_id=node,
+                    url=url,
+                    secret=secret,
+                    created_at=now,
+                    created_by=username,
+                    disabled_at=None,
+                )
+            )
+            _append_in(
+                conn,
+                AuditEntry(
+                    f"user:{username}",
+                    "webhook.create",
+                    f"webhook:{hook.id}",
+                    Outcome.OK,
+                    {"scope": f"{kind}:{node}", "url": url[:200]},
+                ),
+                now,
+            )
+
+        await self._db.write(tx)
+        return hook
+
+    async def webhooks_within(self, scope: Scope) -> list[Webhook]:
+        """Webhooks set on ``scope``'s node or under it (an organisation's merchants')."""
+        hooks = h.webhooks
+        match scope.kind:
+            case ScopeKind.ROOT:
+                where: sa.ColumnElement[bool] = sa.true()
+            case ScopeKind.ORGANISATION:
+                merchants = sa.select(t.merchants.c.id).where(
+                    t.merchants.c.organisation_id == scope.id
+                )
+                where = sa.or_(
+                    sa.and_(hooks.c.scope_kind == "organisation", hooks.c.scope_id == scope.id),
+                    sa.and_(hooks.c.scope_kind == "merchant", hooks.c.scope_id.in_(merchants)),
+                )
+            case ScopeKind.MERCHANT:
+                where = sa.and_(hooks.c.scope_kind == "merchant", hooks.c.scope_id == scope.id)
+            case _:
+                return []
+        query = hooks.select().where(where).order_by(hooks.c.created_at, hooks.c.id)
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [
+            Webhook(
+                id=row.id,
+                scope=Scope(ScopeKind(row.scope_kind), row.scope_id or None),
+                url=row.url,
+                created_at=row.created_at,
+                created_by=row.created_by,
+                disabled_at=row.disabled_at,
+            )
+            for row in rows
+        ]
+
+    async def claim_deliveries(self, *, now: float, lease: float, limit: int) -> list[Delivery]:
+        """Up to ``limit`` due pending deliveries, each leased (not due again) for ``lease``
+        seconds, so that no other sender takes it meanwhile; oldest first."""
+        sqlite = self._sqlite
+
+        def tx(conn: sa.Connection) -> list[Delivery]:
+            query = (
+                sa.select(
+                    h.webhook_deliveries.c.id,
+                    h.webhook_deliveries.c.webhook_id,
+                    h.webhook_deliveries.c.event,
+                    h.webhook_deliveries.c.payload,
+                    h.webhook_deliveries.c.attempts,
+                    h.webhooks.c.url,
+                    h.webhooks.c.secret,
+                )
+                .select_from(
+                    h.webhook_deliveries.join(
+                        h.webhooks, h.webhook_deliveries.c.webhook_id == h.webhooks.c.id
+                    )
+                )
+                .where(
+                    h.webhook_deliveries.c.status == "pending",
+                    h.webhook_deliveries.c.next_attempt_at <= now,
+                )
+                .order_by(h.webhook_deliveries.c.next_attempt_at, h.webhook_deliveries.c.id)
+                .limit(limit)
+            )
+            if not sqlite:
+                query = query.with_for_update(of=h.webhook_deliveries, skip_locked=True)
+            rows = conn.execute(query).all()
+            if rows:
+                conn.execute(
+                    h.webhook_deliveries.update()
+                    .where(h.webhook_deliveries.c.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=now + lease)
+                )
+            return [
+                Delivery(
+                    id=row.id,
+                    webhook_id=row.webhook_id,
+                    url=row.url,
+                    secret=row.secret,
+                    event=row.event,
+                    payload=row.payload,
+                    attempts=row.attempts,
+                )
+                for row in rows
+            ]
+
+        return await self._db.write(tx)
+
+    async def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        attempts: int,
+        error: str | None,
+        now: float,
+        retry_at: float | None,
+    ) -> None:
+        """One try's outcome: delivered (``error`` None), retried at ``retry_at``, or failed."""
+        if error is None:
+            values: dict[str, Any] = {"status": "delivered", "finished_at": now}
+        elif retry_at is None:
+            values = {"status": "failed", "finished_at": now}
+        else:
+            values = {"next_attempt_at": retry_at}
+        update = (
+            h.webhook_deliveries.update()
+            .where(
+                h.webhook_deliveries.c.id == delivery_id,
+                h.webhook_deliveries.c.status == "pending",
+            )
+            .values(attempts=attempts, last_error=error, **values)
+        )
+        await self._db.write(lambda conn: conn.execute(update), small=True)
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Deliveries by status: ``pending``, ``delivered``, ``failed``."""
+        query = sa.select(h.webhook_deliveries.c.status, sa.func.count()).group_by(
+            h.webhook_deliveries.c.status
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        counts = dict.fromkeys(h.DELIVERY_STATUSES, 0)
+        counts.update({row[0]: int(row[1]) for row in rows})
+        return counts
+
+    # -- remediation -------------------------------------------------------------------------
+
+    async def attempts_since(
+        self, device_id: str, check_name: str, since: float
+    ) -> list[Remediation]:
+        query = (
+            h.remediations.select()
+            .where(
+                h.remediations.c.device_id == device_id,
+                h.remediations.c.check_name == check_name,
+                h.remediations.c.started_at >= since,
+            )
+            .order_by(h.remediations.c.started_at)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [_remediation(row) for row in rows]
+
+    async def remediations_of(self, alert_id: str) -> list[Remediation]:
+        query = (
+            h.remediations.select()
+            .where(h.remediations.c.alert_id == alert_id)
+            .order_by(h.remediations.c.started_at)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [_remediation(row) for row in rows]
+
+    async def start_remediation(
+        self, alert: Alert, script: str, version: str, job_id: str, *, now: float
+    ) -> Remediation:
+        """Record an attempt (with its job) on the alert, audited."""
+        attempt = Remediation(
+            id=_new_id("rem"),
+            alert_id=alert.id,
+            device_id=alert.device_id,
+            check_name=alert.check_name,
+            script=script,
+            version=version,
+            job_id=job_id,
+            status="running",
+            started_at=now,
+            finished_at=None,
+            detail=None,
+        )
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(h.remediations.insert().values(attempt.to_json()))
+            _append_in(
+                conn,
+                AuditEntry(
+                    "relay",
+                    "alert.remediation.start",
+                    f"alert:{alert.id}",
+                    Outcome.OK,
+                    {
+                        "attempt": attempt.id,
+                        "device": alert.device_id,
+                        "check": alert.check_name,
+                        "script": script,
+                        "version": version,
+                        "job": job_id,
+                    },
+                ),
+                now,
+            )
+
+        await self._db.write(tx)
+        return attempt
+
+    async def finish_remediation(
+        self, attempt_id: str, status: str, detail: str | None, *, now: float
+    ) -> Remediation | None:
+        """How the attempt ended, audited; None if it had ended already."""
+
+        def tx(conn: sa.Connection) -> Remediation | None:
+            done = conn.execute(
+                h.remediations.update()
+                .where(h.remediations.c.id == attempt_id, h.remediations.c.status == "running")
+                .values(status=status, finished_at=now, detail=detail)
+            )
+            if done.rowcount == 0:
+                return None
+            row = conn.execute(
+                h.remediations.select().where(h.remediations.c.id == attempt_id)
+            ).one()
+            _append_in(
+                conn,
+                AuditEntry(
+                    "relay",
+                    "alert.remediation.finish",
+                    f"alert:{row.alert_id}",
+                    Outcome.OK if status == "succeeded" else Outcome.FAILED,
+                    {"attempt": attempt_id, "status": status, "detail": detail, "job": row.job_id},
+                ),
+                now,
+            )
+            return _remediation(row)
+
+        return await self._db.write(tx)

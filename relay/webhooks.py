@@ -1,0 +1,223 @@
+"""Alert notifications to webhooks: the signature, the payload, the retry schedule (pure), and the
+sender that drains the durable delivery queue (docs/webhooks.md).
+
+A notification is queued (a ``webhook_deliveries`` row per webhook) in the same transaction as
+the alert change it reports, so ingest never waits for a receiver and a relay killed at any
+moment loses none. :class:`WebhookSender` takes due rows under a lease, POSTs them, and marks
+each ``delivered`` (2xx) or, after :data:`MAX_ATTEMPTS`, ``failed``; a row whose sender died
+is taken again when its lease ends (delivered at least once; receivers de-duplicate by the
+``X-Posassist-Delivery`` id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from .errors import BadRequest, StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import aiohttp
+
+    from .storage.health import HealthStore
+
+__all__ = [
+    "BACKOFF",
+    "MAX_ATTEMPTS",
+    "Delivery",
+    "WebhookSender",
+    "check_webhook_url",
+    "new_secret",
+    "retry_delay",
+    "sign",
+    "verify",
+]
+
+log = logging.getLogger("posassist.relay")
+
+#: Tries before a delivery is marked ``failed``.
+MAX_ATTEMPTS = 6
+#: Seconds before each retry (the n-th retry waits ``BACKOFF[n-1]``, the last value after that).
+BACKOFF = (1.0, 5.0, 30.0, 120.0, 600.0)
+#: Seconds a receiver has to answer one POST.
+SEND_TIMEOUT = 10.0
+#: Deliveries sent at once by one relay.
+MAX_CONCURRENT = 16
+#: A delivery taken by a sender is not taken by another until the send timeout plus this many
+#: seconds have passed (its sender died, or the database was slow to hear how it went).
+LEASE_MARGIN = 5.0
+#: The signature's header names (docs/webhooks.md#signature).
+SIGNATURE_HEADER = "X-Posassist-Signature"
+TIMESTAMP_HEADER = "X-Posassist-Timestamp"
+DELIVERY_HEADER = "X-Posassist-Delivery"
+EVENT_HEADER = "X-Posassist-Event"
+#: Receivers should refuse a signature whose timestamp is further than this from their clock.
+TOLERANCE = 300
+
+
+def new_secret() -> str:
+    """A fresh signing secret (shown once, when the webhook is made)."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=`` + hex HMAC-SHA256 of ``"<timestamp>." + body`` under ``secret``."""
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: float) -> bool:
+    """What a receiver does (docs/webhooks.md#signature): the signature matches, in constant
+    time, and the timestamp is within :data:`TOLERANCE` seconds of ``now``."""
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now - stamp) > TOLERANCE:
+        return False
+    return hmac.compare_digest(sign(secret, stamp, body), signature)
+
+
+def retry_delay(attempts: int, scale: float = 1.0) -> float | None:
+    """Seconds to wait after ``attempts`` failed tries (times ``scale``); None once they are
+    used up (:data:`MAX_ATTEMPTS`)."""
+    if attempts >= MAX_ATTEMPTS:
+        return None
+    return BACKOFF[min(attempts, len(BACKOFF)) - 1] * scale
+
+
+def check_webhook_url(url: str) -> str:
+    """An http(s) URL with a host, at most 2048 characters; BadRequest otherwise."""
+    if len(url) > 2048:
+        raise BadRequest("webhook url longer than 2048 characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise BadRequest("webhook url is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("webhook url must be http(s)://host…")
+    return url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One queued notification for one webhook."""
+
+    id: str
+    webhook_id: str
+    url: str
+    secret: str
+    event: str
+    payload: str
+    attempts: int
+
+
+class WebhookSender:
+    """Drains the delivery queue: wakes when an alert change queued something (:meth:`wake`)
+    and every ``poll_interval`` seconds (retries come due; another relay queued something)."""
+
+    def __init__(
+        self,
+        store: HealthStore,
+        clock: Callable[[], float],
+        *,
+        poll_interval: float = 1.0,
+        send_timeout: float = SEND_TIMEOUT,
+        retry_scale: float = 1.0,
+        max_concurrent: int = MAX_CONCURRENT,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.send_timeout = send_timeout
+        self.retry_scale = retry_scale
+        self.max_concurrent = max_concurrent
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=self.send_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                self._wakeup.clear()
+                try:
+                    sent = await self.send_due(http)
+                except StorageError as exc:
+                    log.warning("webhook deliveries not read, will retry: %s", exc)
+                    sent = 0
+                if sent < self.max_concurrent:  # a full batch: more may be due at once
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval):
+                            await self._wakeup.wait()
+
+    async def send_due(self, http: aiohttp.ClientSession) -> int:
+        """Take the due deliveries (at most ``max_concurrent``) and send them; how many."""
+        lease = self.send_timeout + LEASE_MARGIN
+        batch = await self.store.claim_deliveries(
+            now=self.clock(), lease=lease, limit=self.max_concurrent
+        )
+        if batch:
+            async with asyncio.TaskGroup() as group:
+                for delivery in batch:
+                    group.create_task(self._send(http, delivery))
+        return len(batch)
+
+    async def _send(self, http: aiohttp.ClientSession, delivery: Delivery) -> None:
+        import aiohttp
+
+        body = delivery.payload.encode()
+        stamp = int(self.clock())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "posassist-relay webhooks",
+            TIMESTAMP_HEADER: str(stamp),
+            SIGNATURE_HEADER: sign(delivery.secret, stamp, body),
+            DELIVERY_HEADER: delivery.id,
+            EVENT_HEADER: delivery.event,
+        }
+        error: str | None
+        try:
+            async with http.post(
+                delivery.url, data=body, headers=headers, allow_redirects=False
+            ) as answer:
+                await answer.read()
+                error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+        except TimeoutError:
+            error = f"no answer within {self.send_timeout:g} s"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        attempts = delivery.attempts + 1
+        now = self.clock()
+        delay = None if error is None else retry_delay(attempts, self.retry_scale)
+        try:
+            await self.store.finish_delivery(
+                delivery.id,
+                attempts=attempts,
+                error=error,
+                now=now,
+                retry_at=None if delay is None else now + delay,
+            )
+        except StorageError as exc:  # sent again when its lease ends
+            log.warning("webhook delivery %s outcome not recorded: %s", delivery.id, exc)
+        if error is not None:
+            log.info(
+                "webhook delivery %s attempt %d failed: %s%s",
+                delivery.id,
+                attempts,
+                error,
+                "" if delay is not None else " (gave up)",
+            )

@@ -151,7 +151,9 @@ async def test_alert_times_are_the_relays_receipt_beside_the_agents_clock(relay:
     assert alert["agent_first_observed_at"] == wrong
     status, shown = await relay.get(f"/v1/alerts/{alert['id']}", relay.tokens["tech"])
     assert status == 200
-    (event,) = shown["history"]  # type: ignore[misc]
+    history = shown["history"]
+    assert isinstance(history, list)
+    (event,) = history
     assert event["agent_observed_at"] == wrong
     assert before <= event["relay_received_at"] <= after
 

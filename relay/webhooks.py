@@ -150,19 +150,21 @@ class WebhookSender:
     async def run(self) -> None:
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(total=self.send_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with aiohttp.ClientSession() as http:
             while True:
                 self._wakeup.clear()
+                wait = self.poll_interval
                 try:
-                    sent = await self.send_due(http)
+                    if await self.send_due(http) >= self.max_concurrent:
+                        continue  # a full batch: more may be due at once
+                    due = await self.store.next_delivery_due()
+                    if due is not None:  # a retry comes due before the next poll
+                        wait = min(wait, max(0.0, due - self.clock()))
                 except StorageError as exc:
                     log.warning("webhook deliveries not read, will retry: %s", exc)
-                    sent = 0
-                if sent < self.max_concurrent:  # a full batch: more may be due at once
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.poll_interval):
-                            await self._wakeup.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wakeup.wait()
 
     async def send_due(self, http: aiohttp.ClientSession) -> int:
         """Take the due deliveries (at most ``max_concurrent``) and send them; how many."""
@@ -192,7 +194,11 @@ class WebhookSender:
         error: str | None
         try:
             async with http.post(
-                delivery.url, data=body, headers=headers, allow_redirects=False
+                delivery.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.send_timeout),
             ) as answer:
                 await answer.read()
                 error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"

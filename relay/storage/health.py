@@ -714,6 +714,14 @@ class HealthStore:
         )
         await self._db.write(lambda conn: conn.execute(update), small=True)
 
+    async def next_delivery_due(self) -> float | None:
+        """When the next pending delivery may be tried (None: nothing is pending)."""
+        query = sa.select(sa.func.min(h.webhook_deliveries.c.next_attempt_at)).where(
+            h.webhook_deliveries.c.status == "pending"
+        )
+        due = await self._db.read(lambda conn: conn.execute(query).scalar())
+        return None if due is None else float(due)
+
     async def delivery_counts(self) -> dict[str, int]:
         """Deliveries by status: ``pending``, ``delivered``, ``failed``."""
         query = sa.select(h.webhook_deliveries.c.status, sa.func.count()).group_by(

@@ -1,0 +1,258 @@
+"""Alert webhooks from a real relay to a real HTTP receiver on 127.0.0.1: signed with HMAC-SHA256
+over timestamp and body, routed per organisation / merchant, retried with back-off from the
+durable queue, marked failed when the receiver is down, slow or answers 500, and never in the
+way of ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pytest
+from aiohttp import web
+
+from posassist.protocol import messages as m
+from posassist.relay import webhooks
+from posassist.relay.handlers.alerts import health_of
+from tests.relay.alerting import raised, relay, send_event
+from tests.relay.harness import Agent, Relay
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["relay"]  # the fixture, on SQLite and PostgreSQL
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: answers ``statuses`` in turn (then 200), or hangs while ``hang``."""
+
+    statuses: list[int] = field(default_factory=list)
+    hang: bool = False
+    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.got.append((dict(request.headers), body))
+        self.arrived.set()
+        if self.hang:
+            await self.release.wait()
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status, text="ok")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    got = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", got.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    got.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield got
+    finally:
+        got.release.set()
+        await runner.cleanup()
+
+
+async def add_webhook(relay: Relay, url: str, kind: str = "merchant", node: str = "") -> str:
+    status, body = await relay.post(
+        "/v1/webhooks",
+        {"scope_kind": kind, "scope_id": node or relay.merchant, "url": url},
+        relay.tokens["admin"],
+    )
+    assert status == 201, body
+    secret = body["secret"]
+    assert isinstance(secret, str)
+    return secret
+
+
+def fast(relay: Relay, timeout: float = 2.0) -> None:
+    """Retries in milliseconds, not minutes (the schedule's shape is the same)."""
+    sender = health_of(relay.state).sender
+    sender.retry_scale = 0.001
+    sender.send_timeout = timeout
+
+
+async def counts(relay: Relay) -> dict[str, int]:
+    return await health_of(relay.state).store.delivery_counts()
+
+
+async def settled(relay: Relay, total: int) -> dict[str, int]:
+    """Wait until ``total`` deliveries have ended (delivered or failed); the counts."""
+    seen: dict[str, int] = {}
+
+    async def poll() -> None:
+        nonlocal seen
+        while True:
+            seen = await counts(relay)
+            if seen["delivered"] + seen["failed"] >= total:
+                return
+            await asyncio.sleep(0.02)
+
+    async with asyncio.timeout(15):
+        await poll()
+    return seen
+
+
+async def test_an_opened_alert_reaches_the_receiver_signed_and_routed(
+    relay: Relay, receiver: Receiver
+) -> None:
+    secret = await add_webhook(relay, receiver.url)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+        await send_event(agent, raised(2, "p2"))  # a repeat: not news
+        await send_event(agent, raised(3, "p3", state="resolved", observed_at=2e9))
+    assert await settled(relay, 2) == {"pending": 0, "delivered": 2, "failed": 0}
+    kinds = []
+    for headers, body in receiver.got:
+        stamp = headers[webhooks.TIMESTAMP_HEADER]
+        signature = headers[webhooks.SIGNATURE_HEADER]
+        assert webhooks.verify(secret, stamp, body, signature, now=time.time())
+        assert not webhooks.verify("whsec_other", stamp, body, signature, now=time.time())
+        assert not webhooks.verify(secret, stamp, body + b" ", signature, now=time.time())
+        payload = json.loads(body)
+        assert payload["delivery"] == headers[webhooks.DELIVERY_HEADER]
+        assert payload["merchant_id"] == relay.merchant
+        assert payload["alert"]["device_id"] == device_id
+        assert payload["alert"]["store_id"] == relay.store
+        kinds.append(payload["type"])
+    assert kinds == ["alert.opened", "alert.resolved"]
+
+
+async def test_another_merchants_webhook_hears_nothing(relay: Relay, receiver: Receiver) -> None:
+    storage = relay.state.storage
+    other = await storage.create_merchant(relay.org, "Tea House", now=relay.clock())
+    await add_webhook(relay, receiver.url, node=other.id)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+    assert await counts(relay) == {"pending": 0, "delivered": 0, "failed": 0}
+    await add_webhook(relay, receiver.url, kind="organisation", node=relay.org)
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p2", state="resolved", observed_at=2e9))
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 1, "failed": 0}
+
+
+async def test_a_receiver_answering_500_is_retried_then_the_delivery_fails(
+    relay: Relay, receiver: Receiver
+) -> None:
+    fast(relay)
+    receiver.statuses = [500] * webhooks.MAX_ATTEMPTS
+    await add_webhook(relay, receiver.url)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert len(receiver.got) == webhooks.MAX_ATTEMPTS
+    ids = {headers[webhooks.DELIVERY_HEADER] for headers, _ in receiver.got}
+    assert len(ids) == 1  # the same delivery each time, for the receiver to de-duplicate
+    error = await _last_error(relay)
+    assert error == "HTTP 500"
+
+
+async def test_a_receiver_that_recovers_gets_the_delivery(relay: Relay, receiver: Receiver) -> None:
+    fast(relay)
+    receiver.statuses = [500, 503]
+    await add_webhook(relay, receiver.url)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 1, "failed": 0}
+    assert len(receiver.got) == 3
+
+
+async def test_a_receiver_that_is_down_fails_the_delivery_after_its_tries(relay: Relay) -> None:
+    fast(relay)
+    await add_webhook(relay, "http://127.0.0.1:9/hook")  # discard port: nothing listens
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert "Connect" in (await _last_error(relay) or "")
+
+
+async def test_a_slow_receiver_times_out_and_never_holds_up_ingest(
+    relay: Relay, receiver: Receiver
+) -> None:
+    fast(relay, timeout=0.5)
+    receiver.hang = True
+    await add_webhook(relay, receiver.url)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+        await receiver.arrived.wait()  # the receiver holds the first try
+        for i in range(20):  # meanwhile ingest goes on: every event acknowledged
+            answer = await send_event(agent, raised(i + 2, f"d{i}", check="disk", observed_at=i))
+            assert answer == m.AlertAcknowledged(id=i + 2, duplicate=False)
+        assert not receiver.release.is_set()
+    assert await settled(relay, 2) == {"pending": 0, "delivered": 0, "failed": 2}
+    assert "no answer within 0.5 s" in (await _last_error(relay) or "")
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"scope_kind": "merchant", "scope_id": "m", "url": "ftp://x/"}, "scheme"),
+        ({"scope_kind": "merchant", "scope_id": "m", "url": "http:///x"}, "no host"),
+        ({"scope_kind": "merchant", "scope_id": "m", "url": "http://x:99999/"}, "port"),
+        ({"scope_kind": "store", "scope_id": "m", "url": "http://x/"}, "level"),
+        ({"scope_kind": "merchant", "url": "http://x/"}, "no scope id"),
+        ({"scope_kind": "merchant", "scope_id": "m", "url": 5}, "url type"),
+    ],
+)
+async def test_a_bad_webhook_is_refused_and_nothing_is_made(
+    relay: Relay, body: dict[str, object], why: str
+) -> None:
+    body = {**body, "scope_id": relay.merchant} if "scope_id" in body else body
+    status, answer = await relay.post("/v1/webhooks", body, relay.tokens["admin"])
+    assert (status, answer["error"]) == (400, "BadRequest"), why
+    status, listed = await relay.get("/v1/webhooks", relay.tokens["admin"])
+    assert (status, listed) == (200, {"webhooks": []})
+
+
+async def test_only_an_admin_in_scope_makes_webhooks(relay: Relay, receiver: Receiver) -> None:
+    body = {"scope_kind": "merchant", "scope_id": relay.merchant, "url": receiver.url}
+    status, answer = await relay.post("/v1/webhooks", body, relay.tokens["tech"])
+    assert (status, answer["error"]) == (403, "ScopeError")
+    status, listed = await relay.get("/v1/webhooks", relay.tokens["admin"])
+    assert listed == {"webhooks": []}
+
+
+async def _last_error(relay: Relay) -> str | None:
+    import sqlalchemy as sa
+
+    from posassist.relay.storage.schema_health import webhook_deliveries
+
+    query = sa.select(webhook_deliveries.c.last_error).limit(1)
+    return await relay.state.storage.run_read(lambda conn: conn.execute(query).scalar())
+
+
+def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    import hashlib
+    import hmac
+
+    body = b'{"type":"alert.opened"}'
+    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert webhooks.sign("s3cret", 1_700_000_000, body) == f"sha256={expected}"
+    signature = webhooks.sign("s3cret", 1_700_000_000, body)
+    assert webhooks.verify("s3cret", "1700000000", body, signature, now=1_700_000_100)
+    assert not webhooks.verify("s3cret", "1700000000", body, signature, now=1_700_001_000)
+    assert not webhooks.verify("s3cret", "soon", body, signature, now=1_700_000_000)
+
+
+def test_retry_schedule_backs_off_and_ends() -> None:
+    delays = [webhooks.retry_delay(n) for n in range(1, webhooks.MAX_ATTEMPTS + 1)]
+    assert delays == [1.0, 5.0, 30.0, 120.0, 600.0, None]
+    assert webhooks.retry_delay(2, scale=0.01) == pytest.approx(0.05)

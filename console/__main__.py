@@ -34,7 +34,7 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__
+from . import __version__, alerts
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
@@ -382,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
     sc_commands.add_parser("list", help="list signed scripts and versions")
+    alerts.add_parser(commands)  # console/alerts.py
     r = commands.add_parser("run", help="run a vetted script on a device, streaming its output")
     r.add_argument("device")
     r.add_argument("script")
@@ -421,6 +422,8 @@ def _command(args: argparse.Namespace) -> int:
         return login(args.relay, args.user, args.password_file, pin)
     if args.command == "devices":
         return devices(args.facts)
+    if args.command == "alerts":
+        return alerts.run(args, _session(), _call)
     if args.command == "scripts":
         session = _session()
         return list_scripts(session["relay"], session.get("tls_pin"))

@@ -52,9 +52,9 @@ BACKOFF = (1.0, 5.0, 30.0, 120.0, 600.0)
 SEND_TIMEOUT = 10.0
 #: Deliveries sent at once by one relay.
 MAX_CONCURRENT = 16
-#: A delivery taken by a sender is not taken by another until the send timeout plus this many
-#: seconds have passed (its sender died, or the database was slow to hear how it went).
-LEASE_MARGIN = 5.0
+#: A delivery taken by a sender is not taken by another for twice the send timeout plus this
+#: many seconds (its sender died, or the database was slow to hear how it went).
+LEASE_MARGIN = 1.0
 #: The signature's header names (docs/webhooks.md#signature).
 SIGNATURE_HEADER = "X-Posassist-Signature"
 TIMESTAMP_HEADER = "X-Posassist-Timestamp"
@@ -168,7 +168,7 @@ class WebhookSender:
 
     async def send_due(self, http: aiohttp.ClientSession) -> int:
         """Take the due deliveries (at most ``max_concurrent``) and send them; how many."""
-        lease = self.send_timeout + LEASE_MARGIN
+        lease = 2 * self.send_timeout + LEASE_MARGIN
         batch = await self.store.claim_deliveries(
             now=self.clock(), lease=lease, limit=self.max_concurrent
         )
@@ -219,11 +219,9 @@ class WebhookSender:
             )
         except StorageError as exc:  # sent again when its lease ends
             log.warning("webhook delivery %s outcome not recorded: %s", delivery.id, exc)
-        if error is not None:
-            log.info(
-                "webhook delivery %s attempt %d failed: %s%s",
-                delivery.id,
-                attempts,
-                error,
-                "" if delay is not None else " (gave up)",
+        if error is not None and delay is None:
+            log.warning(
+                "webhook delivery %s failed after %d tries: %s", delivery.id, attempts, error
             )
+        elif error is not None:
+            log.debug("webhook delivery %s try %d failed: %s", delivery.id, attempts, error)

@@ -80,6 +80,7 @@ async def health_context(app: web.Application) -> AsyncIterator[None]:
     app[HEALTH] = health
     state.health = health
     task = asyncio.create_task(sender.run(), name="webhook sender")
+    task.add_done_callback(_sender_ended)
     try:
         yield
     finally:
@@ -88,6 +89,11 @@ async def health_context(app: web.Application) -> AsyncIterator[None]:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pending
+
+
+def _sender_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the webhook sender stopped: %r", task.exception(), exc_info=task.exception())
 
 
 # --- ingest ---------------------------------------------------------------------------------

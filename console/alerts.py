@@ -1,0 +1,131 @@
+"""``posassist alerts``: the health alerts in the technician's scope, and ``alerts ack ID``.
+
+Times are shown in the store's time zone when the relay says which (``store_timezone``), else
+in this computer's, and labelled: "relay" times are when the relay received the event, "till"
+times the till's own clock (which may be off: docs/alerts.md#times).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from posassist.client import http
+from posassist.client.render import when
+from posassist.protocol.errors import BadArgument
+from posassist.protocol.text import printable
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from datetime import tzinfo
+
+__all__ = ["add_parser", "run"]
+
+STATUS = {
+    "open": "OPEN 未处理",
+    "acknowledged": "ACKED 已受理",
+    "resolved": "RESOLVED 已恢复",
+}
+SEVERITY = {"critical": "严重 critical", "warning": "警告 warning", "info": "提示 info"}
+
+
+def add_parser(commands: Any) -> None:
+    """``alerts [--store S] [--open] [--json]`` and ``alerts ack ID`` on the console's parser."""
+    a = commands.add_parser("alerts", help="health alerts in your scope (and `alerts ack ID`)")
+    a.add_argument("--store", help="only this store's alerts (its id)")
+    a.add_argument("--open", action="store_true", help="only alerts not yet resolved")
+    a.add_argument("--json", action="store_true", help="the relay's JSON, made printable")
+    a_commands = a.add_subparsers(dest="alerts_command")
+    ack = a_commands.add_parser("ack", help="say you are on an alert (acknowledge it)")
+    ack.add_argument("alert_id")
+
+
+def _zone(name: Any) -> tzinfo | None:
+    if not isinstance(name, str):
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _check_id(value: str, what: str) -> str:
+    if not value or len(value) > 40 or not all(c.isalnum() or c in "_-" for c in value):
+        raise BadArgument(f"{what} must be an id such as {what[:3]}_…, as listed")
+    return value
+
+
+def render_alert(alert: dict[str, Any], now: float) -> list[str]:
+    """One alert as lines for a terminal (its text made printable)."""
+    tz = _zone(alert.get("store_timezone"))
+    status = STATUS.get(str(alert.get("status")), str(alert.get("status")))
+    severity = SEVERITY.get(str(alert.get("severity")), str(alert.get("severity")))
+    head = (
+        f"{alert.get('id')}  {status}  {severity}  {alert.get('check')}  "
+        f"device {alert.get('device_id')}  store {alert.get('store_id')}"
+    )
+    lines = [head, f"  {alert.get('summary', '')}"]
+    lines.append(
+        f"  opened (relay) {when(alert.get('opened_at'), tz, now)}; "
+        f"last change {when(alert.get('updated_at'), tz, now)}; "
+        f"{alert.get('events')} event(s), reopened {alert.get('reopened')}x / 事件 "
+        f"{alert.get('events')} 次"
+    )
+    lines.append(
+        f"  till clock: first seen {when(alert.get('agent_first_observed_at'), tz)}, "
+        f"last {when(alert.get('agent_last_observed_at'), tz)} / 收银机时钟"
+    )
+    if alert.get("resolved_at") is not None:
+        lines.append(f"  resolved (relay) {when(alert.get('resolved_at'), tz, now)} / 已恢复")
+    if alert.get("acknowledged_by"):
+        lines.append(
+            f"  acknowledged by {alert.get('acknowledged_by')} "
+            f"{when(alert.get('acknowledged_at'), tz, now)} / 已受理"
+        )
+    if alert.get("escalated_at") is not None:
+        lines.append(
+            f"  ESCALATED {when(alert.get('escalated_at'), tz, now)}: remediation did not fix it "
+            "/ 自动修复无效, 已升级"
+        )
+    if alert.get("ticket_id"):
+        lines.append(f"  ticket {alert.get('ticket_id')} / 工单")
+    return [printable(line, multiline=False) for line in lines]
+
+
+def run(
+    args: argparse.Namespace,
+    session: dict[str, str],
+    call: Callable[..., Any],
+) -> int:
+    """The ``alerts`` command, over the relay's API with the saved session."""
+    base = http.http_url(session["relay"]) + "/v1/alerts"
+    token, pin = session["token"], session.get("tls_pin")
+    if args.alerts_command == "ack":
+        alert_id = _check_id(args.alert_id, "alert")
+        answer = call(f"{base}/{alert_id}/ack", {}, token=token, pin=pin)
+        print(printable(f"acknowledged {answer.get('id')} / 已受理", multiline=False))
+        return 0
+    query: dict[str, str] = {}
+    if args.store:
+        query["store"] = _check_id(args.store, "store")
+    if args.open:
+        query["open"] = "1"
+    url = base + ("?" + urlencode(query) if query else "")
+    alerts = call(url, token=token, pin=pin)["alerts"]
+    if args.json:
+        from .render import printable_data
+
+        print(json.dumps(printable_data(alerts), ensure_ascii=False, indent=2))
+        return 0
+    if not alerts:
+        print("no alerts / 没有告警")
+        return 0
+    now = time.time()
+    for alert in alerts:
+        print("\n".join(render_alert(alert, now)))
+    return 0

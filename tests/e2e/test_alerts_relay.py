@@ -10,7 +10,7 @@ import contextlib
 import json
 import signal
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from aiohttp import ClientSession, web
@@ -77,7 +77,7 @@ async def deliver(
     return acked
 
 
-async def _table(database_url: str, query: sa.Select[tuple[object, ...]]) -> list[sa.Row[object]]:
+async def _table(database_url: str, query: sa.Select[Any]) -> list[Any]:
     storage = open_storage(database_url)
     try:
         return await storage.run_read(lambda conn: list(conn.execute(query).all()))
@@ -197,7 +197,7 @@ async def _counts(database_url: str) -> dict[str, int]:
         webhook_deliveries.c.status
     )
     counts = {"pending": 0, "delivered": 0, "failed": 0}
-    counts.update({str(row[0]): int(row[1]) for row in await _table(database_url, query)})  # type: ignore[call-overload]
+    counts.update({str(row[0]): int(row[1]) for row in await _table(database_url, query)})
     return counts
 
 

@@ -1240,6 +1240,7 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
     record = _chained(entry, body, head.seq + 1, prev_hash, now)
     if _INSERT_AUDIT_IF_FREE(conn, {**_row(record), "detail": _json(body)}).rowcount != 1:
         stray = _PAST_HEAD(conn, {"b_seq": head.seq}).scalar()
+        assert stray is not None  # the insert met a row past the head, so there is one
         log.error(
             "audit rows %d..%d past the chain head %d: not written by a relay",
             head.seq + 1,

@@ -62,6 +62,7 @@ __all__ = [
     "JobResults",
     "Kind",
     "Message",
+    "PolicyUpdated",
     "ScriptFinished",
     "ScriptOutput",
     "ScriptProgress",
@@ -963,6 +964,21 @@ class AlertAcknowledged(Message):
 
     id: int = spec(lo=1)
     duplicate: bool = spec(default=False)
+
+
+@message("policy.updated")
+class PolicyUpdated(Message):
+    """The relay's health-check policy for this device, resolved nearest-wins, and its store's
+    business hours (docs/protocol.md#health-policy). Sent on connect and whenever it changes.
+
+    Only the shape is checked here: the agent validates ``policy`` with
+    :func:`posassist.protocol.health_policy.parse_policy` and keeps its last good policy if
+    that refuses it, so a bad document never closes the connection.
+    """
+
+    version: int = spec(lo=0, hi=2**53)
+    policy: Dict[str, Any]
+    hours: Dict[str, Any]
 
 
 @message("help.requested", Kind.REQUEST)

@@ -20,10 +20,15 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5)
 #: Tags that a session may carry only from this version on; every other tag is in version 1.
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
-SINCE_VERSION: Dict[str, int] = {"agent.facts": 2, "job.query": 3, "job.results": 3}
+SINCE_VERSION: Dict[str, int] = {
+    "agent.facts": 2,
+    "job.query": 3,
+    "job.results": 3,
+    "policy.updated": 5,
+}
 
 
 class Role(enum.IntEnum):
@@ -110,6 +115,8 @@ _AGENT_SENDS = _BOTH | {
     "script.finished",
     "alert.raised",
     "help.requested",
+    "ticket.query",
+    "ticket.rate",
     "consent.answer",
     "job.results",
 }
@@ -120,8 +127,11 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "alert.ack",
     "ticket.opened",
     "ticket.updated",
+    "ticket.list",
+    "ticket.rated",
     "consent.request",
     "job.query",
+    "policy.updated",
 }
 _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
 _RELAY_SENDS_CONSOLE = _BOTH | {
@@ -150,6 +160,8 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "script.restore": frozenset({"script.progress", "script.finished", "error"}),
     "alert.raised": frozenset({"alert.ack", "error"}),
     "help.requested": frozenset({"ticket.opened", "error"}),
+    "ticket.query": frozenset({"ticket.list", "error"}),
+    "ticket.rate": frozenset({"ticket.rated", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),
     "job.query": frozenset({"job.results", "error"}),
 }

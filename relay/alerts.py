@@ -61,6 +61,11 @@ class AlertEvent:
     observed_at: float
     received_at: float
     details: dict[str, Any] = field(default_factory=dict)
+    #: The relay's judgement (relay/policies.py): None, "silenced", "held" or "downgraded";
+    #: a held alert's notifications wait until ``hold_until``.
+    handling: str | None = None
+    hold_until: float | None = None
+    handling_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +88,7 @@ class Alert:
     acknowledged_by: str | None = None
     escalated_at: float | None = None
     ticket_id: str | None = None
+    held_until: float | None = None
     store_id: str | None = None
 
     @property
@@ -111,6 +117,7 @@ class Alert:
             "acknowledged_by": self.acknowledged_by,
             "escalated_at": self.escalated_at,
             "ticket_id": self.ticket_id,
+            "held_until": self.held_until,
         }
 
 
@@ -145,6 +152,7 @@ def decide(event: AlertEvent, unresolved: Alert | None, last_resolved: Alert | N
             },
         )
     common = {
+        "held_until": event.hold_until,
         "severity": event.severity,
         "summary": event.summary,
         "details": event.details,
@@ -152,6 +160,8 @@ def decide(event: AlertEvent, unresolved: Alert | None, last_resolved: Alert | N
         "last_observed_at": event.observed_at,
     }
     if unresolved is not None:
+        if unresolved.held_until is None or event.hold_until is None:
+            common["held_until"] = None  # paged once: a repeat at night doesn't hold it again
         return Decision(Change.UPDATED, unresolved.id, {**common, "events": unresolved.events + 1})
     if (
         last_resolved is not None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from posassist.protocol.text import printable
 from ..alerts import Alert, AlertEvent, Change
 from ..audit import Outcome
 from ..errors import BadRequest, NotFound, ScopeError, StorageError
+from ..policies import Judgement, PolicyBook, judge
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.health import HealthStore
@@ -49,6 +51,7 @@ class Health:
 
     store: HealthStore
     sender: WebhookSender
+    policies: PolicyBook
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: alert events ingested, and of those duplicates (for the benchmark and /metrics)
     ingested: int = 0
@@ -76,7 +79,7 @@ async def health_context(app: web.Application) -> AsyncIterator[None]:
         send_timeout=config.webhook_timeout,
         retry_scale=config.webhook_retry_scale,
     )
-    health = Health(store=store, sender=sender)
+    health = Health(store=store, sender=sender, policies=PolicyBook(store, state.storage))
     app[HEALTH] = health
     state.health = health
     task = asyncio.create_task(sender.run(), name="webhook sender")
@@ -105,6 +108,8 @@ async def ingest_alert(
     """Take one ``alert.raised`` from the agent signed in as ``device_id``: the device is the
     connection's, whatever the message says (docs/protocol.md#requests)."""
     health = health_of(state)
+    details = dict(event.details)
+    details.pop("relay", None)  # the relay's own judgement goes there, never the agent's
     taken = AlertEvent(
         device_id=device_id,
         alert_key=event.alert_key,
@@ -114,9 +119,12 @@ async def ingest_alert(
         summary=printable(event.summary),
         observed_at=event.observed_at,
         received_at=state.now(),
-        details=dict(event.details),
+        details=details,
     )
     try:
+        taken = _judged(
+            taken, judge(await health.policies.for_device(device_id, state.now()), taken)
+        )
         result = await health.store.ingest_alert(taken)
     except StorageError as exc:  # not acknowledged: the agent's outbox sends it again
         log.warning("alert event from %s not stored: %s", device_id, exc)
@@ -137,6 +145,25 @@ async def ingest_alert(
         from ..remediation import after_firing
 
         after_firing(state, health, result.alert)
+
+
+def _judged(event: AlertEvent, judgement: Judgement) -> AlertEvent:
+    """``event`` as the relay takes it under its policy and store hours (relay/policies.py)."""
+    if judgement.handling is None:
+        return event
+    relay: dict[str, Any] = {"handling": judgement.handling, "reason": judgement.reason}
+    if judgement.handling == "downgraded":
+        relay["downgraded_from"] = event.severity
+    if judgement.hold_until is not None:
+        relay["held_until"] = judgement.hold_until
+    return dataclasses.replace(
+        event,
+        severity=judgement.severity,
+        handling=judgement.handling,
+        hold_until=judgement.hold_until,
+        handling_reason=judgement.reason,
+        details={**event.details, "relay": relay},
+    )
 
 
 # --- the API --------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ def _alert(row: sa.Row[Any], store_id: str | None = None) -> Alert:
         acknowledged_by=row.acknowledged_by,
         escalated_at=row.escalated_at,
         ticket_id=row.ticket_id,
+        held_until=row.held_until,
         store_id=store_id,
     )
 
@@ -182,7 +183,13 @@ def notification(kind: str, alert: Alert, path: sa.Row[Any] | None, **extra: Any
 
 
 def _queue(
-    conn: sa.Connection, path: sa.Row[Any], kind: str, body: dict[str, Any], now: float
+    conn: sa.Connection,
+    path: Any,
+    kind: str,
+    body: dict[str, Any],
+    now: float,
+    *,
+    due: float | None = None,
 ) -> int:
     """Queue ``body`` for every enabled webhook of the device's organisation, merchant or the
     whole relay; how many deliveries."""
@@ -211,7 +218,7 @@ def _queue(
                 "status": "pending",
                 "attempts": 0,
                 "created_at": now,
-                "next_attempt_at": now,
+                "next_attempt_at": now if due is None else max(now, due),
                 "finished_at": None,
                 "last_error": None,
             }
@@ -248,6 +255,8 @@ class HealthStore:
         ).first()
         if seen is not None:
             return Ingested(duplicate=True, change=Change.NONE, alert=None)
+        if event.handling == "silenced":
+            return self._silenced(conn, event)
         same = (h.alerts.c.device_id == event.device_id) & (
             h.alerts.c.check_name == event.check_name
         )
@@ -285,6 +294,7 @@ class HealthStore:
                 severity=event.severity,
                 observed_at=event.observed_at,
                 received_at=now,
+                handling=event.handling,
             )
         )
         queued = 0
@@ -301,6 +311,7 @@ class HealthStore:
                         "severity": event.severity,
                         "key": event.alert_key,
                         "agent_observed_at": event.observed_at,
+                        **({"handling": event.handling} if event.handling else {}),
                     },
                 ),
                 now,
@@ -321,6 +332,39 @@ class HealthStore:
                     now,
                 )
         return Ingested(duplicate=False, change=decision.change, alert=alert, deliveries=queued)
+
+    def _silenced(self, conn: sa.Connection, event: AlertEvent) -> Ingested:
+        """Inside a maintenance window: recorded and audited, no alert changes."""
+        now = event.received_at
+        conn.execute(
+            h.alert_events.insert().values(
+                device_id=event.device_id,
+                alert_key=event.alert_key,
+                alert_id=None,
+                state=event.state,
+                severity=event.severity,
+                observed_at=event.observed_at,
+                received_at=now,
+                handling="silenced",
+            )
+        )
+        _append_in(
+            conn,
+            AuditEntry(
+                f"device:{event.device_id}",
+                "alert.silenced",
+                f"device:{event.device_id}",
+                Outcome.OK,
+                {
+                    "check": event.check_name,
+                    "severity": event.severity,
+                    "key": event.alert_key,
+                    "reason": event.handling_reason[:256],
+                },
+            ),
+            now,
+        )
+        return Ingested(duplicate=False, change=Change.NONE, alert=None)
 
     async def get_alert(self, alert_id: str) -> Alert:
         query = (
@@ -486,7 +530,9 @@ class HealthStore:
             version = int(top) + 1
             values = {
                 "version": version,
-                "document": None if document is None else dict(document),
+                # each layer carries the relay's counter (merge_layers sums them; the relay
+                # then states the highest: relay/policies.py resolve)
+                "document": None if document is None else {**document, "version": version},
                 "updated_at": now,
                 "updated_by": username,
             }
@@ -521,11 +567,12 @@ class HealthStore:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else (int(row.version), row.document)
 
-    async def policy_layers(self, device_id: str) -> tuple[int, list[dict[str, Any]]]:
-        """The policies above a device, farthest (root) first, nearest (the device) last, and
-        the highest version among them (0 if none): what ``resolve`` merges."""
+    async def policy_layers(self, device_id: str) -> tuple[int, list[dict[str, Any]], str]:
+        """The policies above a device, farthest (root) first, nearest (the device) last, the
+        highest version among them (0 if none) and the device's store: what
+        :func:`relay.policies.resolve` merges."""
 
-        def tx(conn: sa.Connection) -> tuple[int, list[dict[str, Any]]]:
+        def tx(conn: sa.Connection) -> tuple[int, list[dict[str, Any]], str]:
             path = _path(conn, device_id)
             nodes = [*_scope_ids(path), (ScopeKind.DEVICE.value, device_id)]
             rows = conn.execute(
@@ -545,7 +592,7 @@ class HealthStore:
                 for node in nodes
                 if node in by_node and by_node[node].document is not None
             ]
-            return version, layers
+            return version, layers, str(path.store_id)
 
         return await self._db.read(tx)
 

@@ -57,6 +57,8 @@ alerts = sa.Table(
     sa.Column("acknowledged_by", sa.String(150), nullable=True),
     sa.Column("escalated_at", sa.Double(), nullable=True),
     sa.Column("ticket_id", sa.String(64), nullable=True),
+    #: Its notifications wait until then: raised outside the store's hours under ``hold``.
+    sa.Column("held_until", sa.Double(), nullable=True),
     sa.CheckConstraint(_in("status", ALERT_STATUSES), name="status"),
     sa.Index("ix_alerts_device_id_status", "device_id", "status"),
     sa.Index(
@@ -82,6 +84,8 @@ alert_events = sa.Table(
     sa.Column("severity", sa.String(16), nullable=False),
     sa.Column("observed_at", sa.Double(), nullable=False),
     sa.Column("received_at", sa.Double(), nullable=False),
+    #: How the relay judged it (relay/policies.py): null, silenced, held or downgraded.
+    sa.Column("handling", sa.String(16), nullable=True),
 )
 
 # A check policy document set on one node of the tenancy tree (nearest wins for a device).

@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("acknowledged_by", sa.String(150), nullable=True),
         sa.Column("escalated_at", sa.Double(), nullable=True),
         sa.Column("ticket_id", sa.String(64), nullable=True),
+        sa.Column("held_until", sa.Double(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
         sa.ForeignKeyConstraint(
             ["device_id"], ["devices.id"], name=op.f("fk_alerts_device_id_devices")
@@ -69,6 +70,7 @@ def upgrade() -> None:
         sa.Column("severity", sa.String(16), nullable=False),
         sa.Column("observed_at", sa.Double(), nullable=False),
         sa.Column("received_at", sa.Double(), nullable=False),
+        sa.Column("handling", sa.String(16), nullable=True),
         sa.PrimaryKeyConstraint("device_id", "alert_key", name=op.f("pk_alert_events")),
         sa.ForeignKeyConstraint(
             ["device_id"], ["devices.id"], name=op.f("fk_alert_events_device_id_devices")

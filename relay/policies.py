@@ -1,0 +1,162 @@
+"""Check policies on the relay: the document each device runs (nearest wins, organisation →
+merchant → store → device, :func:`protocol.health_policy.merge_layers`), its store's hours, and
+the relay's judgement of a firing alert against both (docs/alerts.md#business-hours).
+
+The agent has no time-zone database (Windows 7), so the relay decides, in the store's zone:
+
+- inside a maintenance window that covers the check, a firing event is **silenced**: recorded,
+  audited, and changes no alert;
+- outside the store's hours the check's ``outside_hours`` applies: ``page`` as usual,
+  ``downgrade`` one severity step (critical → warning → info), or ``hold``: the alert opens,
+  and its notifications wait until the store opens.
+
+A recovery is never silenced or held.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from posassist.protocol.errors import PosAssistError
+from posassist.protocol.health_policy import (
+    HealthPolicy,
+    PolicyError,
+    default_policy,
+    merge_layers,
+    parse_policy,
+)
+
+from .hours import BusinessHours, is_open, next_open, parse_hours
+
+if TYPE_CHECKING:
+    from .alerts import AlertEvent
+    from .storage import SqlStorage
+    from .storage.health import HealthStore
+
+__all__ = ["DevicePolicy", "PolicyBook", "event_time", "judge"]
+
+log = logging.getLogger("posassist.relay")
+
+#: Seconds a device's resolved policy and store hours are kept before being read again (a change
+#: made through another relay, or a store's hours edited, reaches judgement within this).
+POLICY_TTL = 30.0
+#: Devices whose resolved policy is kept in memory.
+MAX_CACHED = 100_000
+_LOWER = {"critical": "warning", "warning": "info", "info": "info"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevicePolicy:
+    """What one device runs: the merged document (its ``version`` the relay's), the parsed
+    policy, and its store's hours (with the store's time zone)."""
+
+    device_id: str
+    version: int
+    document: dict[str, Any]
+    policy: HealthPolicy
+    hours: BusinessHours
+    read_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """How a firing event is taken: ``handling`` None (as usual), ``silenced``, ``held``
+    (notify at ``hold_until``) or ``downgraded`` (to ``severity``)."""
+
+    handling: str | None
+    severity: str
+    hold_until: float | None = None
+    reason: str = ""
+
+
+def event_time(event: AlertEvent) -> float:
+    """When the event happened on the relay's clock: the agent's time corrected by the clock
+    offset it measured (``details.clock_offset``, relay minus agent), else the receipt time."""
+    offset = event.details.get("clock_offset")
+    if type(offset) in (int, float) and abs(offset) < 10 * 365 * 86400:  # type: ignore[arg-type]
+        return event.observed_at + float(offset)  # type: ignore[arg-type]
+    return event.received_at
+
+
+def judge(device: DevicePolicy, event: AlertEvent) -> Judgement:
+    """The relay's judgement of a firing ``event`` under the device's policy and hours."""
+    if event.state != "firing":
+        return Judgement(None, event.severity)
+    when = event_time(event)
+    zone = device.hours.zone
+    local = dt.datetime.fromtimestamp(when, zone)
+    window = device.policy.silencing_window(
+        event.check_name, when, (local.weekday(), local.hour * 60 + local.minute)
+    )
+    if window is not None:
+        return Judgement("silenced", event.severity, reason=window.reason or "maintenance window")
+    if is_open(device.hours, when):
+        return Judgement(None, event.severity)
+    check = device.policy.checks.get(event.check_name)
+    mode = check.outside_hours if check is not None else device.policy.outside_hours
+    if mode == "downgrade":
+        return Judgement("downgraded", _LOWER[event.severity], reason="outside business hours")
+    if mode == "hold":
+        opens = next_open(device.hours, max(when, event.received_at))
+        return Judgement("held", event.severity, hold_until=opens, reason="outside business hours")
+    return Judgement(None, event.severity)
+
+
+def resolve(version: int, layers: list[dict[str, Any]]) -> tuple[dict[str, Any], HealthPolicy]:
+    """The merged document (with the relay's ``version``) and its policy. A merge that the
+    validator refuses (layers valid alone, too many windows together) falls back to the
+    nearest layers that merge, dropping the farthest first, and is logged."""
+    for start in range(len(layers) + 1):
+        try:
+            document = merge_layers(layers[start:])
+        except PolicyError as exc:
+            log.error("policy layers %d.. do not merge: %s", start, exc)
+            continue
+        document["version"] = version
+        return document, parse_policy(document)
+    return {"version": version}, default_policy()  # pragma: no cover - [] always merges
+
+
+class PolicyBook:
+    """Resolved policies per device, read through and kept for :data:`POLICY_TTL` seconds."""
+
+    def __init__(self, health: HealthStore, storage: SqlStorage, *, ttl: float = POLICY_TTL):
+        self.health = health
+        self.storage = storage
+        self.ttl = ttl
+        self._cache: dict[str, DevicePolicy] = {}
+
+    async def for_device(self, device_id: str, now: float) -> DevicePolicy:
+        cached = self._cache.get(device_id)
+        if cached is not None and now - cached.read_at < self.ttl:
+            return cached
+        version, layers, store_id = await self.health.policy_layers(device_id)
+        store = await self.storage.get_store(store_id)
+        document, policy = resolve(version, layers)
+        try:
+            hours = parse_hours(dict(store.hours), store.timezone)
+        except PosAssistError as exc:  # a stored value the parser now refuses
+            log.error("store %s hours unreadable, taken as always open: %s", store_id, exc)
+            hours = BusinessHours()
+        resolved = DevicePolicy(
+            device_id=device_id,
+            version=version,
+            document=document,
+            policy=policy,
+            hours=hours,
+            read_at=now,
+        )
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[device_id] = resolved
+        return resolved
+
+    def forget(self, device_ids: list[str] | None = None) -> None:
+        """Read these devices' policies again next time (all of them with None)."""
+        if device_ids is None:
+            self._cache.clear()
+        for device_id in device_ids or ():
+            self._cache.pop(device_id, None)

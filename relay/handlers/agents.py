@@ -47,7 +47,6 @@ from ..limits import trust_connection
 from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
-from . import alerts  # a module: alerts imports api, which imports this one
 from .jobs import (
     OUTCOME_UNKNOWN,
     finish_route,
@@ -107,6 +106,9 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
         lost_jobs = LostJobs()
         await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)
+        from .policies import send_policy  # here: it imports api, which imports this module
+
+        await send_policy(state, device_id, peer)  # v5: its checks' policy and store hours
         await _serve(device_id, peer, state, lost_jobs)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
         if device_id is None:
@@ -407,7 +409,9 @@ async def _handle(
         elif event.TERMINAL:
             await finish_route(state, route, None, None, reply=event)
     elif isinstance(event, AlertRaised):
-        await alerts.ingest_alert(state, device_id, peer, event)
+        from .alerts import ingest_alert  # here: it imports api, which imports this module
+
+        await ingest_alert(state, device_id, peer, event)
     elif event.KIND is Kind.REQUEST:
         # Alerts and help requests get their handlers with the alerts and help-window work;
         # until then the agent hears a clear "not supported", not silence.

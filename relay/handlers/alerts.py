@@ -28,7 +28,7 @@ from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.health import HealthStore
 from ..webhooks import WebhookSender, check_webhook_url, new_secret
-from .api import _json, current_user
+from . import api  # a module: api imports agents, which imports this one
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -184,7 +184,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     """``GET /v1/alerts[?store=S][&open=1][&limit=N]``: the caller's alerts, newest change
     first."""
     state = request.app[STATE]
-    user = await current_user(request)
+    user = await api.current_user(request)
     query = request.query
     store_id = query.get("store") or None
     if store_id is not None and (len(store_id) > 40 or not store_id.isprintable()):
@@ -205,7 +205,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 async def show_alert(request: web.Request) -> web.Response:
     """``GET /v1/alerts/{id}``: one alert with its events and remediation attempts."""
     state = request.app[STATE]
-    user = await current_user(request)
+    user = await api.current_user(request)
     alert = await _visible_alert(state, user, request.match_info["alert_id"])
     store = health_of(state).store
     body = alert.to_json()
@@ -217,7 +217,7 @@ async def show_alert(request: web.Request) -> web.Response:
 async def acknowledge_alert(request: web.Request) -> web.Response:
     """``POST /v1/alerts/{id}/ack``: a technician (or admin) in scope is on it."""
     state = request.app[STATE]
-    user = await current_user(request)
+    user = await api.current_user(request)
     alert_id = request.match_info["alert_id"]
     if user.role not in (Role.ADMIN, Role.TECHNICIAN):
         await state.audit(
@@ -238,7 +238,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     notifications of that organisation's or merchant's alerts; the signing secret is in the
     answer, once (docs/webhooks.md)."""
     state = request.app[STATE]
-    body = await _json(request)
+    body = await api._json(request)
     kind_text = body.get("scope_kind")
     if kind_text not in (ScopeKind.ORGANISATION.value, ScopeKind.MERCHANT.value):
         raise BadRequest("scope_kind must be organisation or merchant")
@@ -261,7 +261,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def list_webhooks(request: web.Request) -> web.Response:
     """``GET /v1/webhooks``: the webhooks set on the admin's node of the tree or under it."""
     state = request.app[STATE]
-    user = await current_user(request)
+    user = await api.current_user(request)
     if user.role is not Role.ADMIN:
         raise ScopeError(f"{user.username} is not an admin")
     hooks = await health_of(state).store.webhooks_within(user.scope)
@@ -269,7 +269,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 
 async def _admin_for(state: RelayState, request: web.Request, target: Scope, action: str) -> User:
-    user = await current_user(request)
+    user = await api.current_user(request)
     if user.role is not Role.ADMIN:
         await state.audit(
             f"user:{user.username}",

@@ -525,6 +525,9 @@ async def update_store(request: web.Request) -> web.Response:
             if value is not None
         },
     )
+    from .policies import store_changed  # its devices' alert judgement and agents follow
+
+    await store_changed(state, store_id)
     return web.json_response(_store_json(store))
 
 

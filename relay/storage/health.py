@@ -324,13 +324,10 @@ class HealthStore:
             if notify:
                 path = _path(conn, event.device_id)
                 alert = dataclasses.replace(alert, store_id=path.store_id)
-                queued = _queue(
-                    conn,
-                    path,
-                    f"alert.{decision.change.value}",
-                    notification(f"alert.{decision.change.value}", alert, path),
-                    now,
-                )
+                kind = f"alert.{decision.change.value}"
+                # held outside the store's hours: sent when it opens (a recovery is not held)
+                due = alert.held_until if alert.status != "resolved" else None
+                queued = _queue(conn, path, kind, notification(kind, alert, path), now, due=due)
         return Ingested(duplicate=False, change=decision.change, alert=alert, deliveries=queued)
 
     def _silenced(self, conn: sa.Connection, event: AlertEvent) -> Ingested:

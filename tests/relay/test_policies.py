@@ -1,0 +1,176 @@
+"""Check policies through a real relay's API (SQLite and PostgreSQL): invalid ones refused with the
+field named and nothing stored, nearest wins, ``policy.updated`` to connected agents on sign-in
+and on change, and the relay's judgement of alerts by maintenance windows and store hours."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+
+from posassist.protocol import messages as m
+from posassist.relay.storage.schema_health import alert_events, webhook_deliveries
+from tests.relay.alerting import raised, relay, send_event
+from tests.relay.harness import Agent, Relay
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+__all__ = ["relay"]
+
+
+async def set_policy(
+    relay: Relay, kind: str, node: str | None, policy: object, user: str = "admin"
+) -> tuple[int, dict[str, Any]]:
+    body = {"scope_kind": kind, "scope_id": node, "policy": policy}
+    return await relay.post("/v1/policies", body, relay.tokens[user])
+
+
+async def policy_message(agent: Agent) -> m.PolicyUpdated:
+    (msg,) = await agent.next()
+    assert isinstance(msg, m.PolicyUpdated), msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("policy", "named"),
+    [
+        ({"checks": {"toaster": {}}}, "unknown check 'toaster'"),
+        ({"checks": {"disk": {"interval": 1}}}, "checks.disk.interval"),
+        ({"checks": {"disk": {"thresholds": {"free_pct": -5}}}}, "checks.disk.thresholds.free_pct"),
+        ({"checks": {"disk": {"enabled": "yes"}}}, "checks.disk.enabled"),
+        ({"outside_hours": "sleep"}, "outside_hours"),
+        ({"remediation": {"print_queue": {"script": "rm -rf /", "version": "1.0.0"}}}, "script"),
+        ({"maintenance_windows": [{"start": 10, "end": 5}]}, "end must be after start"),
+        ([1, 2], "must be a map"),
+    ],
+)
+async def test_an_invalid_policy_is_refused_naming_the_field_and_nothing_is_stored(
+    relay: Relay, policy: object, named: str
+) -> None:
+    status, body = await set_policy(relay, "store", relay.store, policy)
+    assert status == 400
+    assert body["error"] == "PolicyError"
+    assert named in body["detail"]
+    status, body = await relay.get(
+        f"/v1/policies?scope_kind=store&scope_id={relay.store}", relay.tokens["admin"]
+    )
+    assert status == 404
+    actions = [(r.action, r.outcome) async for r in relay.state.storage.records()]
+    assert ("policy.set", "refused") in actions
+    assert ("policy.set", "ok") not in actions
+
+
+async def test_a_policy_without_its_field_or_from_a_technician_is_refused(relay: Relay) -> None:
+    status, body = await relay.post(
+        "/v1/policies", {"scope_kind": "store", "scope_id": relay.store}, relay.tokens["admin"]
+    )
+    assert (status, body["error"]) == (400, "BadRequest")
+    status, body = await set_policy(relay, "store", relay.store, {}, user="tech")
+    assert (status, body["error"]) == (403, "ScopeError")
+
+
+async def test_nearest_wins_and_connected_agents_hear_each_change(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        first = await policy_message(agent)  # on sign-in: nothing set, the defaults
+        assert (first.version, first.policy) == (0, {"version": 0})
+        assert first.hours["timezone"] == "Asia/Shanghai"
+        org = {"checks": {"disk": {"interval": 600, "thresholds": {"free_pct": 20}}}}
+        status, body = await set_policy(relay, "organisation", relay.org, org)
+        assert status == 200, body
+        assert body["devices_told"] == 1
+        second = await policy_message(agent)
+        assert second.policy["checks"]["disk"] == org["checks"]["disk"]
+        store = {"checks": {"disk": {"thresholds": {"free_pct": 5}}}}
+        assert (await set_policy(relay, "store", relay.store, store))[0] == 200
+        third = await policy_message(agent)
+        assert third.policy["checks"]["disk"] == {"interval": 600, "thresholds": {"free_pct": 5}}
+        assert first.version < second.version < third.version
+        assert (await set_policy(relay, "store", relay.store, None))[0] == 200  # removed
+        fourth = await policy_message(agent)
+        assert fourth.policy["checks"]["disk"]["thresholds"] == {"free_pct": 20}
+        assert fourth.version > third.version
+    async with Agent(relay, device_id, key) as agent:  # and again on the next sign-in
+        again = await policy_message(agent)
+        assert (again.version, again.policy) == (fourth.version, fourth.policy)
+    status, shown = await relay.get(f"/v1/devices/{device_id}/policy", relay.tokens["tech"])
+    assert (status, shown["version"]) == (200, fourth.version)
+
+
+async def test_a_maintenance_window_silences_and_records(relay: Relay) -> None:
+    now = relay.clock()
+    window = {"start": int(now - 60), "end": int(now + 3600), "checks": ["printer"], "reason": "x"}
+    assert (await set_policy(relay, "store", relay.store, {"maintenance_windows": [window]}))[
+        0
+    ] == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        answer = await send_event(agent, raised(1, "p1", observed_at=now))
+        assert answer == m.AlertAcknowledged(id=1, duplicate=False)
+        await send_event(agent, raised(2, "d1", check="disk", observed_at=now))
+    _, body = await relay.get("/v1/alerts", relay.tokens["tech"])
+    assert [a["check"] for a in body["alerts"]] == ["disk"]  # the printer's was silenced
+    query = sa.select(alert_events.c.alert_key, alert_events.c.handling)
+    rows = await relay.state.storage.run_read(lambda conn: conn.execute(query).all())
+    assert sorted(tuple(r) for r in rows) == [("d1", None), ("p1", "silenced")]
+    actions = [r.action async for r in relay.state.storage.records()]
+    assert "alert.silenced" in actions
+
+
+def _closed_now(zone: ZoneInfo, now: float) -> dict[str, Any]:
+    """Opening hours under which the store is closed at ``now``: open only 3 hours from now."""
+    local = dt.datetime.fromtimestamp(now, zone)
+    opens = local + dt.timedelta(hours=3)
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[opens.weekday()]
+    start = opens.strftime("%H:00")
+    end = "24:00" if opens.hour == 23 else f"{opens.hour + 1:02d}:00"
+    return {"weekly": {day: [[start, end]]}}
+
+
+async def test_outside_hours_an_alert_is_held_or_downgraded_as_the_policy_says(
+    relay: Relay,
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    now = relay.clock()
+    hours = _closed_now(ZoneInfo("Asia/Shanghai"), now)
+    await patch_store(relay, {"hours": hours})
+    policy = {"outside_hours": "hold", "checks": {"disk": {"outside_hours": "downgrade"}}}
+    assert (await set_policy(relay, "store", relay.store, policy))[0] == 200
+    await relay.post(
+        "/v1/webhooks",
+        {"scope_kind": "merchant", "scope_id": relay.merchant, "url": "http://127.0.0.1:9/h"},
+        relay.tokens["admin"],
+    )
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        await send_event(agent, raised(1, "p1", observed_at=now))
+        await send_event(agent, raised(2, "d1", check="disk", observed_at=now))
+    _, body = await relay.get("/v1/alerts", relay.tokens["tech"])
+    by_check = {a["check"]: a for a in body["alerts"]}
+    printer, disk = by_check["printer"], by_check["disk"]
+    assert printer["severity"] == "critical"
+    assert now + 2 * 3600 < printer["held_until"] <= now + 3 * 3600 + 60
+    assert disk["severity"] == "warning"  # critical, one step down at night
+    assert disk["held_until"] is None
+    assert disk["details"]["relay"]["downgraded_from"] == "critical"
+    query = sa.select(webhook_deliveries.c.event, webhook_deliveries.c.next_attempt_at)
+    rows = await relay.state.storage.run_read(lambda conn: conn.execute(query).all())
+    held = [r.next_attempt_at for r in rows if r.next_attempt_at >= printer["held_until"]]
+    assert len(rows) == 2
+    assert len(held) == 1, (rows, printer)  # the printer's notification waits for the store to open
+
+
+async def patch_store(relay: Relay, body: dict[str, Any]) -> None:
+    """PATCH /v1/stores/{id} as the admin."""
+    from aiohttp import ClientSession
+
+    headers = {"Authorization": f"Bearer {relay.tokens['admin']}"}
+    url = f"{relay.http}/v1/stores/{relay.store}"
+    async with ClientSession() as http, http.patch(url, json=body, headers=headers) as answer:
+        assert answer.status == 200, await answer.text()

@@ -28,6 +28,14 @@ async def set_policy(
     return await relay.post("/v1/policies", body, relay.tokens[user])
 
 
+async def alerts_of(relay: Relay) -> list[dict[str, Any]]:
+    status, body = await relay.get("/v1/alerts", relay.tokens["tech"])
+    assert status == 200, body
+    alerts = body["alerts"]
+    assert isinstance(alerts, list)
+    return alerts
+
+
 async def policy_message(agent: Agent) -> m.PolicyUpdated:
     (msg,) = await agent.next()
     assert isinstance(msg, m.PolicyUpdated), msg
@@ -112,8 +120,8 @@ async def test_a_maintenance_window_silences_and_records(relay: Relay) -> None:
         answer = await send_event(agent, raised(1, "p1", observed_at=now))
         assert answer == m.AlertAcknowledged(id=1, duplicate=False)
         await send_event(agent, raised(2, "d1", check="disk", observed_at=now))
-    _, body = await relay.get("/v1/alerts", relay.tokens["tech"])
-    assert [a["check"] for a in body["alerts"]] == ["disk"]  # the printer's was silenced
+    alerts = await alerts_of(relay)
+    assert [a["check"] for a in alerts] == ["disk"]  # the printer's was silenced
     query = sa.select(alert_events.c.alert_key, alert_events.c.handling)
     rows = await relay.state.storage.run_read(lambda conn: conn.execute(query).all())
     assert sorted(tuple(r) for r in rows) == [("d1", None), ("p1", "silenced")]
@@ -151,8 +159,7 @@ async def test_outside_hours_an_alert_is_held_or_downgraded_as_the_policy_says(
         await policy_message(agent)
         await send_event(agent, raised(1, "p1", observed_at=now))
         await send_event(agent, raised(2, "d1", check="disk", observed_at=now))
-    _, body = await relay.get("/v1/alerts", relay.tokens["tech"])
-    by_check = {a["check"]: a for a in body["alerts"]}
+    by_check: dict[str, Any] = {a["check"]: a for a in await alerts_of(relay)}
     printer, disk = by_check["printer"], by_check["disk"]
     assert printer["severity"] == "critical"
     assert now + 2 * 3600 < printer["held_until"] <= now + 3 * 3600 + 60

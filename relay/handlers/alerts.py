@@ -24,6 +24,7 @@ from ..alerts import Alert, AlertEvent, Change
 from ..audit import Outcome
 from ..errors import BadRequest, NotFound, ScopeError, StorageError
 from ..policies import Judgement, PolicyBook, judge
+from ..remediation import after_firing
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.health import HealthStore
@@ -53,6 +54,8 @@ class Health:
     sender: WebhookSender
     policies: PolicyBook
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: (device, check) whose remediation is being decided (relay/remediation.py)
+    remediating: set[tuple[str, str]] = field(default_factory=set)
     #: alert events ingested, and of those duplicates (for the benchmark and /metrics)
     ingested: int = 0
     duplicates: int = 0
@@ -142,8 +145,6 @@ async def ingest_alert(
         Change.REOPENED,
         Change.UPDATED,
     ):
-        from ..remediation import after_firing
-
         after_firing(state, health, result.alert)
 
 

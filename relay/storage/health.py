@@ -227,6 +227,47 @@ def _queue(
     return len(rows)
 
 
+def open_ticket_of(conn: sa.Connection, device_id: str) -> str | None:
+    """The hook to issue 12's tickets: the newest ticket of the device not yet resolved or
+    closed, or None (also while the relay has no ``tickets`` table)."""
+    tickets = t.metadata.tables.get("tickets")
+    if tickets is None:
+        return None
+    found = conn.execute(
+        sa.select(tickets.c.id)
+        .where(tickets.c.device_id == device_id, tickets.c.status.not_in(["resolved", "closed"]))
+        .order_by(tickets.c.created_at.desc())
+        .limit(1)
+    ).scalar()
+    return None if found is None else str(found)
+
+
+def link_alerts_to_ticket(
+    conn: sa.Connection, device_id: str, ticket_id: str, actor: str, now: float
+) -> list[str]:
+    """The other half of the hook, for the transaction that opens a ticket: the device's
+    unresolved alerts that have no ticket get this one, each audited; their ids."""
+    ids = list(
+        conn.execute(
+            sa.select(h.alerts.c.id).where(
+                h.alerts.c.device_id == device_id,
+                h.alerts.c.status != "resolved",
+                h.alerts.c.ticket_id.is_(None),
+            )
+        ).scalars()
+    )
+    for alert_id in ids:
+        conn.execute(h.alerts.update().where(h.alerts.c.id == alert_id).values(ticket_id=ticket_id))
+        _append_in(
+            conn,
+            AuditEntry(
+                actor, "alert.ticket", f"alert:{alert_id}", Outcome.OK, {"ticket": ticket_id}
+            ),
+            now,
+        )
+    return ids
+
+
 class HealthStore:
     """Alerts, policies, webhooks and remediations on the relay's database."""
 
@@ -273,6 +314,13 @@ class HealthStore:
             last_resolved = None if row is None else _alert(row)
         decision = decide(event, unresolved, last_resolved)
         alert: Alert | None = unresolved or last_resolved
+        if decision.change in (Change.OPENED, Change.REOPENED) and (
+            decision.change is Change.OPENED or (alert is not None and alert.ticket_id is None)
+        ):
+            # a ticket the merchant already opened for this till (issue 12) takes the alert
+            ticket = open_ticket_of(conn, event.device_id)
+            if ticket is not None:
+                decision.values["ticket_id"] = ticket
         if decision.change is Change.OPENED:
             alert_id = _new_id("alr")
             conn.execute(h.alerts.insert().values(id=alert_id, **decision.values))

@@ -67,6 +67,9 @@ def raised(
 
 
 async def send_event(agent: Agent, event: m.AlertRaised) -> m.Message:
+    """Send one event; the relay's answer to it (a ``policy.updated`` on the way is skipped)."""
     await agent.reply(event)
-    (answer,) = await agent.next()
-    return answer
+    while True:
+        for answer in await agent.next():
+            if not isinstance(answer, m.PolicyUpdated):
+                return answer

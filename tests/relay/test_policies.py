@@ -37,7 +37,7 @@ async def alerts_of(relay: Relay) -> list[dict[str, Any]]:
 
 
 async def policy_message(agent: Agent) -> m.PolicyUpdated:
-    (msg,) = await agent.next()
+    (msg,) = await agent.next(policy=True)
     assert isinstance(msg, m.PolicyUpdated), msg
     return msg
 

@@ -90,6 +90,8 @@ class Alert:
     ticket_id: str | None = None
     held_until: float | None = None
     store_id: str | None = None
+    #: the store's IANA time zone, for showing times (listings only)
+    store_timezone: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -101,6 +103,7 @@ class Alert:
             "id": self.id,
             "device_id": self.device_id,
             "store_id": self.store_id,
+            "store_timezone": self.store_timezone,
             "check": self.check_name,
             "status": self.status,
             "severity": self.severity,

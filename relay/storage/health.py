@@ -94,7 +94,9 @@ class Remediation:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _alert(row: sa.Row[Any], store_id: str | None = None) -> Alert:
+def _alert(
+    row: sa.Row[Any], store_id: str | None = None, timezone: str | None = None
+) -> Alert:
     return Alert(
         id=row.id,
         device_id=row.device_id,
@@ -116,6 +118,7 @@ def _alert(row: sa.Row[Any], store_id: str | None = None) -> Alert:
         ticket_id=row.ticket_id,
         held_until=row.held_until,
         store_id=store_id,
+        store_timezone=timezone,
     )
 
 
@@ -413,14 +416,14 @@ class HealthStore:
 
     async def get_alert(self, alert_id: str) -> Alert:
         query = (
-            sa.select(h.alerts, t.devices.c.store_id)
-            .select_from(h.alerts.join(t.devices, h.alerts.c.device_id == t.devices.c.id))
+            sa.select(h.alerts, t.devices.c.store_id, t.stores.c.timezone)
+            .select_from(_ALERTS_TREE)
             .where(h.alerts.c.id == alert_id)
         )
         row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"alert {alert_id!r}")
-        return _alert(row, row.store_id)
+        return _alert(row, row.store_id, row.timezone)
 
     async def list_alerts(
         self,
@@ -432,7 +435,7 @@ class HealthStore:
     ) -> list[Alert]:
         """Alerts of the devices ``scope`` covers, newest change first."""
         query = (
-            sa.select(h.alerts, t.devices.c.store_id)
+            sa.select(h.alerts, t.devices.c.store_id, t.stores.c.timezone)
             .select_from(_ALERTS_TREE)
             .where(_scope_where(scope))
             .order_by(h.alerts.c.updated_at.desc(), h.alerts.c.id)
@@ -443,7 +446,7 @@ class HealthStore:
         if open_only:
             query = query.where(h.alerts.c.status != "resolved")
         rows = await self._db.read(lambda conn: conn.execute(query).all())
-        return [_alert(row, row.store_id) for row in rows]
+        return [_alert(row, row.store_id, row.timezone) for row in rows]
 
     async def alert_events(self, alert_id: str) -> list[dict[str, Any]]:
         query = (

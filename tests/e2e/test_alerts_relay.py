@@ -21,9 +21,11 @@ from posassist.protocol import messages as m
 from posassist.relay.storage import open_storage
 from posassist.relay.storage.schema_health import alert_events, alerts, webhook_deliveries
 from tests.e2e.cli import (
+    Technician,
     admin_token,
     enrol_over_http,
     invite,
+    ok,
     provision,
     py,
     start_relay,
@@ -259,3 +261,52 @@ async def _webhook_for_store(url: str, token: str, store: str, target: str, db: 
         ) as answer,
     ):
         assert answer.status == 201, await answer.text()
+
+
+async def test_posassist_alerts_lists_in_the_stores_zone_and_acknowledges(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    store = provision(data)
+    proc, url = start_relay(data)
+    try:
+        device_id, key = await enrol_over_http(url, invite(data, store, url))
+        summary = "缺纸 / paper out \x1b[31m"  # the till's words, an escape sequence in them
+        wrong_clock = 1_700_000_000.0
+        events = [
+            m.AlertRaised(
+                id=1,
+                device_id=device_id,
+                alert_key="p1",
+                check_name="printer",
+                severity="critical",
+                state="firing",
+                summary=summary,
+                observed_at=wrong_clock,
+            )
+        ]
+        assert await deliver(url, device_id, key, events) == {"p1"}
+        tech = Technician(tmp_path / "home").login(url)
+        listed = tech("alerts", "--open")
+        assert listed.returncode == 0, listed.stderr
+        assert "OPEN 未处理" in listed.stdout
+        assert "缺纸 / paper out" in listed.stdout
+        assert "\x1b" not in listed.stdout
+        assert "CST" in listed.stdout  # Asia/Shanghai, the store's zone
+        assert "till clock: first seen 2023-11-15 06:13:20 CST" in listed.stdout
+        as_json = json.loads(ok(tech("alerts", "--json")))
+        (alert,) = as_json
+        assert (alert["device_id"], alert["store_id"]) == (device_id, store)
+        acked = tech("alerts", "ack", alert["id"])
+        assert acked.returncode == 0, acked.stderr
+        assert "已受理" in acked.stdout
+        again = tech("alerts", "ack", alert["id"])
+        assert again.returncode == 1  # the relay said 409: acknowledged already
+        assert "409 Conflict: conflict with the current state" in again.stderr
+        bad = tech("alerts", "ack", "alr_x;rm")
+        assert bad.returncode == 2
+        assert "alert must be an id" in bad.stderr
+        assert tech("alerts", "--store", "../x").returncode == 2
+        (still,) = json.loads(ok(tech("alerts", "--json")))
+        assert (still["status"], still["acknowledged_by"]) == ("acknowledged", "admin")
+        assert ok(tech("alerts", "--store", store, "--open")).count("ACKED 已受理") == 1
+    finally:
+        stop(proc)

@@ -94,9 +94,7 @@ class Remediation:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _alert(
-    row: sa.Row[Any], store_id: str | None = None, timezone: str | None = None
-) -> Alert:
+def _alert(row: sa.Row[Any], store_id: str | None = None, timezone: str | None = None) -> Alert:
     return Alert(
         id=row.id,
         device_id=row.device_id,

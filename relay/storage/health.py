@@ -10,6 +10,7 @@ webhook deliveries it queues.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from posassist.relay.errors import Conflict, NotFound
 from posassist.relay.storage import schema as t
 from posassist.relay.storage import schema_health as h
 from posassist.relay.storage.models import Scope, ScopeKind
-from posassist.relay.storage.sql import _append_in
+from posassist.relay.storage.sql import _append_in, _json, _Prepared
 from posassist.relay.webhooks import Delivery
 
 if TYPE_CHECKING:
@@ -95,6 +96,9 @@ class Remediation:
 
 
 def _alert(row: sa.Row[Any], store_id: str | None = None, timezone: str | None = None) -> Alert:
+    details = row.details
+    if isinstance(details, str):  # read through a prepared statement: the JSON text
+        details = json.loads(details)
     return Alert(
         id=row.id,
         device_id=row.device_id,
@@ -102,7 +106,7 @@ def _alert(row: sa.Row[Any], store_id: str | None = None, timezone: str | None =
         status=row.status,
         severity=row.severity,
         summary=row.summary,
-        details=row.details,
+        details=details,
         opened_at=row.opened_at,
         updated_at=row.updated_at,
         resolved_at=row.resolved_at,
@@ -117,6 +121,54 @@ def _alert(row: sa.Row[Any], store_id: str | None = None, timezone: str | None =
         held_until=row.held_until,
         store_id=store_id,
         store_timezone=timezone,
+    )
+
+
+def _alert_from(values: Mapping[str, Any]) -> Alert:
+    """An alert from the column values just written."""
+    return Alert(**{f.name: values[f.name] for f in dataclasses.fields(Alert) if f.name in values})
+
+
+# The ingest path's statements, compiled once (relay/storage/sql.py ``_Prepared``): building a
+# statement costs more than running it.
+_SEEN = _Prepared(
+    sa.select(sa.literal_column("1")).where(
+        h.alert_events.c.device_id == sa.bindparam("b_device"),
+        h.alert_events.c.alert_key == sa.bindparam("b_key"),
+    )
+)
+# The (device, check)'s alert not yet resolved if there is one (at most one: a unique index),
+# else its most recently resolved one: the first row (few: an alert reopens within a day).
+_ALERT_OF_CHECK = _Prepared(
+    h.alerts.select()
+    .where(
+        h.alerts.c.device_id == sa.bindparam("b_device"),
+        h.alerts.c.check_name == sa.bindparam("b_check"),
+    )
+    .order_by(
+        sa.case(
+            (h.alerts.c.status == sa.literal_column("'resolved'"), sa.literal_column("1")),
+            else_=sa.literal_column("0"),
+        ),
+        h.alerts.c.resolved_at.desc(),
+    )
+)
+_INSERT_ALERT = _Prepared(
+    h.alerts.insert().values({c.name: sa.bindparam(c.name) for c in h.alerts.c})
+)
+_INSERT_EVENT = _Prepared(
+    h.alert_events.insert().values({c.name: sa.bindparam(c.name) for c in h.alert_events.c})
+)
+
+
+@functools.cache
+def _update_alert(columns: tuple[str, ...]) -> _Prepared:
+    """The update of these columns of one alert (``b_id``), returning the row."""
+    return _Prepared(
+        h.alerts.update()
+        .where(h.alerts.c.id == sa.bindparam("b_id"))
+        .values({name: sa.bindparam(name) for name in columns})
+        .returning(*h.alerts.c)
     )
 
 
@@ -289,30 +341,16 @@ class HealthStore:
 
     def _ingest(self, conn: sa.Connection, event: AlertEvent) -> Ingested:
         now = event.received_at
-        seen = conn.execute(
-            sa.select(sa.literal(1)).where(
-                h.alert_events.c.device_id == event.device_id,
-                h.alert_events.c.alert_key == event.alert_key,
-            )
-        ).first()
+        seen = _SEEN(conn, {"b_device": event.device_id, "b_key": event.alert_key}).first()
         if seen is not None:
             return Ingested(duplicate=True, change=Change.NONE, alert=None)
         if event.handling == "silenced":
             return self._silenced(conn, event)
-        same = (h.alerts.c.device_id == event.device_id) & (
-            h.alerts.c.check_name == event.check_name
-        )
-        row = conn.execute(h.alerts.select().where(same, h.alerts.c.status != "resolved")).first()
-        unresolved = None if row is None else _alert(row)
-        last_resolved = None
-        if unresolved is None and event.state == "firing":
-            row = conn.execute(
-                h.alerts.select()
-                .where(same, h.alerts.c.status == "resolved")
-                .order_by(h.alerts.c.resolved_at.desc())
-                .limit(1)
-            ).first()
-            last_resolved = None if row is None else _alert(row)
+        row = _ALERT_OF_CHECK(conn, {"b_device": event.device_id, "b_check": event.check_name})
+        found = row.first()
+        latest = None if found is None else _alert(found)
+        unresolved = latest if latest is not None and latest.is_open else None
+        last_resolved = latest if unresolved is None and event.state == "firing" else None
         decision = decide(event, unresolved, last_resolved)
         alert: Alert | None = unresolved or last_resolved
         if decision.change in (Change.OPENED, Change.REOPENED) and (
@@ -323,28 +361,30 @@ class HealthStore:
             if ticket is not None:
                 decision.values["ticket_id"] = ticket
         if decision.change is Change.OPENED:
-            alert_id = _new_id("alr")
-            conn.execute(h.alerts.insert().values(id=alert_id, **decision.values))
-            alert = _alert(conn.execute(h.alerts.select().where(h.alerts.c.id == alert_id)).one())
+            values: dict[str, Any] = {c.name: None for c in h.alerts.c}
+            values.update(decision.values, id=_new_id("alr"))
+            _INSERT_ALERT(conn, {**values, "details": _json(values["details"])})
+            alert = _alert_from(values)
         elif decision.change is not Change.NONE:
             assert decision.target is not None
-            conn.execute(
-                h.alerts.update().where(h.alerts.c.id == decision.target).values(decision.values)
-            )
+            values = dict(decision.values)
+            if "details" in values:
+                values["details"] = _json(values["details"])
             alert = _alert(
-                conn.execute(h.alerts.select().where(h.alerts.c.id == decision.target)).one()
+                _update_alert(tuple(values))(conn, {**values, "b_id": decision.target}).one()
             )
-        conn.execute(
-            h.alert_events.insert().values(
-                device_id=event.device_id,
-                alert_key=event.alert_key,
-                alert_id=None if alert is None else alert.id,
-                state=event.state,
-                severity=event.severity,
-                observed_at=event.observed_at,
-                received_at=now,
-                handling=event.handling,
-            )
+        _INSERT_EVENT(
+            conn,
+            {
+                "device_id": event.device_id,
+                "alert_key": event.alert_key,
+                "alert_id": None if alert is None else alert.id,
+                "state": event.state,
+                "severity": event.severity,
+                "observed_at": event.observed_at,
+                "received_at": now,
+                "handling": event.handling,
+            },
         )
         queued = 0
         if alert is not None and decision.change is not Change.NONE:

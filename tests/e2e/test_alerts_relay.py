@@ -10,6 +10,8 @@ import contextlib
 import json
 import signal
 import threading
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -21,12 +23,9 @@ from posassist.protocol import messages as m
 from posassist.relay.storage import open_storage
 from posassist.relay.storage.schema_health import alert_events, alerts, webhook_deliveries
 from tests.e2e.cli import (
+    ADMIN_PASSWORD,
     Technician,
-    admin_token,
-    enrol_over_http,
-    invite,
     ok,
-    provision,
     py,
     start_relay,
     stop,
@@ -91,18 +90,63 @@ def _url(data: Path, database: str) -> str:
     return database or f"sqlite:///{data / 'relay.db'}"
 
 
+@dataclass
+class World:
+    """A relay's data prepared in-process (no operator command per step: they cost seconds):
+    a store, its merchant, enrolled devices and an admin's bearer token."""
+
+    store: str
+    merchant: str
+    devices: list[tuple[str, Ed25519PrivateKey]]
+    token: str
+
+
+async def prepare(data: Path, database: str, devices: int = 1) -> World:
+    from posassist.protocol import signing
+    from posassist.relay.config import RelayConfig
+    from posassist.relay.passwords import hash_password
+    from posassist.relay.storage import Role, Scope
+
+    relay_id = RelayConfig.load(data).relay_id  # serve reads the same identity
+    storage = open_storage(_url(data, database))
+    try:
+        await storage.migrate()
+        now = time.time()
+        org = await storage.create_organisation("Acme", now=now)
+        merchant = await storage.create_merchant(org.id, "Noodles", now=now)
+        store = await storage.create_store(merchant.id, "Main St", now=now)
+        enrolled = []
+        for _ in range(devices):
+            key = signing.generate_private_key()
+            _, secret = await storage.create_enrolment(store.id, relay_id, now=now, ttl=600)
+            device = await storage.consume_enrolment(
+                secret,
+                relay_id=relay_id,
+                public_key=signing.public_key_to_raw(key.public_key()),
+                now=now,
+            )
+            enrolled.append((device.id, key))
+        admin = await storage.create_user(
+            "admin", hash_password(ADMIN_PASSWORD), Role.ADMIN, Scope.root(), now=now
+        )
+        token = await storage.issue_token(admin.id, now=now, ttl=3600)
+    finally:
+        await storage.close()
+    return World(store.id, merchant.id, enrolled, token)
+
+
 async def test_relay_killed_during_ingest_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, database: str
 ) -> None:
     data = tmp_path / "relay"
-    store = provision(data, database)
+    world = await prepare(data, database)
+    ((device_id, key),) = world.devices
     extra = ("--database", database) if database else ()
     proc, url = start_relay(data, *extra)
     # 300 events: one printer flapping (one alert), and 100 checks each firing once
     events = [event(f"p{i}", at=i) for i in range(200)]
     events += [event(f"c{i}", check=f"check-{i}") for i in range(100)]
     try:
-        device_id, key = await enrol_over_http(url, invite(data, store, url, database))
         sending = asyncio.create_task(deliver(url, device_id, key, events, window=16))
         select_count = sa.select(sa.func.count()).select_from(alert_events)
         while (await _table(_url(data, database), select_count))[0][0] < 50:
@@ -207,7 +251,8 @@ async def test_a_thousand_queued_deliveries_add_up_after_a_sigkill(
     tmp_path: Path, database: str
 ) -> None:
     data = tmp_path / "relay"
-    store = provision(data, database)
+    world = await prepare(data, database)
+    ((device_id, key),) = world.devices
     extra = ("--database", database) if database else ()
     options = ("--webhook-timeout", "0.5", "--webhook-retry-scale", "0.001")
     db = _url(data, database)
@@ -216,9 +261,7 @@ async def test_a_thousand_queued_deliveries_add_up_after_a_sigkill(
     with receiving() as receiver, relay_log:
         proc, url = start_relay(data, *extra, *options, log=relay_log)
         try:
-            token = await admin_token(url)
-            device_id, key = await enrol_over_http(url, invite(data, store, url, database))
-            await _webhook_for_store(url, token, store, receiver.url, db)
+            await _webhook(url, world, receiver.url)
             # a thousand alerts open at once: a thousand deliveries queued
             events = [event(f"c{i}", check=f"check-{i}") for i in range(1000)]
             assert len(await deliver(url, device_id, key, events)) == 1000
@@ -245,19 +288,15 @@ async def test_a_thousand_queued_deliveries_add_up_after_a_sigkill(
     assert delivered == receiver.ok  # each delivered one reached the receiver (maybe twice)
 
 
-async def _webhook_for_store(url: str, token: str, store: str, target: str, db: str) -> None:
+async def _webhook(url: str, world: World, target: str) -> None:
     """A webhook of the store's merchant, made through the API as an admin."""
-    from posassist.relay.storage.schema import stores
-
-    query = sa.select(stores.c.merchant_id).where(stores.c.id == store)
-    merchant = (await _table(db, query))[0][0]
-    body = {"scope_kind": "merchant", "scope_id": merchant, "url": target}
+    body = {"scope_kind": "merchant", "scope_id": world.merchant, "url": target}
     async with (
         ClientSession() as http,
         http.post(
             url.replace("ws://", "http://") + "/v1/webhooks",
             json=body,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {world.token}"},
         ) as answer,
     ):
         assert answer.status == 201, await answer.text()
@@ -265,10 +304,10 @@ async def _webhook_for_store(url: str, token: str, store: str, target: str, db: 
 
 async def test_posassist_alerts_lists_in_the_stores_zone_and_acknowledges(tmp_path: Path) -> None:
     data = tmp_path / "relay"
-    store = provision(data)
+    world = await prepare(data, "")
+    (device_id, key), store = world.devices[0], world.store
     proc, url = start_relay(data)
     try:
-        device_id, key = await enrol_over_http(url, invite(data, store, url))
         summary = "缺纸 / paper out \x1b[31m"  # the till's words, an escape sequence in them
         wrong_clock = 1_700_000_000.0
         events = [

@@ -330,7 +330,7 @@ class SqlStorage:
 
         def tx(conn: sa.Connection) -> None:
             _require(conn, t.merchants, merchant_id)
-            conn.execute(t.stores.insert(), _row(store))
+            conn.execute(t.stores.insert(), {**_row(store), "hours": json.dumps(store.hours)})
 
         await self._db.write(tx)
         return store
@@ -340,9 +340,32 @@ class SqlStorage:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"store {store_id!r}")
-        return RetailStore(
-            id=row.id, merchant_id=row.merchant_id, name=row.name, created_at=row.created_at
-        )
+        return _store(row)
+
+    async def update_store(
+        self,
+        store_id: str,
+        *,
+        now: float,
+        timezone: str | None = None,
+        hours: Mapping[str, Any] | None = None,
+    ) -> RetailStore:
+        """Set a store's time zone and/or opening hours (checked by the caller); the new row."""
+        values: dict[str, Any] = {}
+        if timezone is not None:
+            values["timezone"] = timezone
+        if hours is not None:
+            values["hours"] = json.dumps(dict(hours), sort_keys=True)
+
+        def tx(conn: sa.Connection) -> sa.Row[Any]:
+            if values:
+                conn.execute(t.stores.update().where(t.stores.c.id == store_id).values(values))
+            row = conn.execute(t.stores.select().where(t.stores.c.id == store_id)).first()
+            if row is None:
+                raise NotFound(f"store {store_id!r}")
+            return row
+
+        return _store(await self._db.write(tx))
 
     async def scope_exists(self, scope: Scope) -> bool:
         if scope.kind is ScopeKind.ROOT:
@@ -1163,6 +1186,17 @@ def _seen(*, version: bool, facts: bool) -> sa.Update:
 #: How the JSON columns are written: what SQLAlchemy's JSON type does by default, so rows
 #: written by a prepared statement read back through the Core table like any other.
 _json = json.dumps
+
+
+def _store(row: sa.Row[Any]) -> RetailStore:
+    return RetailStore(
+        id=row.id,
+        merchant_id=row.merchant_id,
+        name=row.name,
+        created_at=row.created_at,
+        timezone=row.timezone,
+        hours=json.loads(row.hours),
+    )
 
 
 def _row(record: Any) -> dict[str, Any]:

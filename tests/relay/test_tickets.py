@@ -207,7 +207,7 @@ async def test_a_device_can_rate_only_its_own_resolved_ticket(relay: Relay) -> N
 
 
 def _raw_help(device_id: str, description: str) -> bytes:
-    return msgpack.packb(
+    return msgpack.packb(  # type: ignore[no-any-return]
         {
             "t": "help.requested",
             "id": 7,

@@ -504,3 +504,26 @@ async def test_report_refuses_a_bad_date(relay: Relay, since: str) -> None:
         relay, "GET", f"/v1/reports?store={relay.store}&since={since}", "boss"
     )
     assert status == 400, body
+
+
+async def test_a_store_changing_its_zone_keeps_open_tickets_due_times_and_shows_its_new_clock(
+    relay: Relay,
+) -> None:
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"response_seconds": 3600}
+    )
+    assert status == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        first = await ask_help(agent)
+        status, body = await call(
+            relay, "PATCH", f"/v1/stores/{relay.store}", "admin", {"timezone": "Europe/London"}
+        )
+        assert status == 200, body
+        second = await ask_help(agent)
+    status, shown = await call(relay, "GET", f"/v1/tickets/{first.support_code}", "tech")
+    assert shown["response_due"] == first.response_due  # the same instant as promised
+    assert shown["timezone"] == "Europe/London"
+    assert shown["local"]["response_due"].endswith("+00:00")  # shown on the store's new clock
+    assert second.response_due is not None
+    assert second.response_due - second.created_at == 3600  # always open: an hour later

@@ -22,17 +22,18 @@ from posassist.protocol.text import printable
 
 from ..audit import Outcome
 from ..errors import BadRequest, ScopeError
-from ..hours import BusinessHours, business_seconds, local_iso
+from ..hours import business_seconds, local_iso
 from ..storage import Scope, ScopeKind
 from .tickets import (
-    _linked_jobs,
     _user,
+    linked_jobs,
     state_tickets,
     store_hours,
     ticket_json,
 )
 
 if TYPE_CHECKING:
+    from ..hours import BusinessHours
     from ..state import RelayState
     from ..storage import RetailStore, User
     from ..storage.tickets import Ticket
@@ -93,23 +94,36 @@ async def build_report(
     }
     rating_total = 0
     seqs: set[int] = set()
+    # What every store's tickets need, read first: their history in one query, and the audit
+    # records of their devices in one pass over the chain from the oldest ticket's opening.
+    chosen: list[tuple[RetailStore, BusinessHours, float | None, list[Ticket]]] = []
     for store in stores:
         _, hours = await store_hours(state, store.id)
         since = _since(since_text, hours)
-        sla = await tickets.sla(store.merchant_id)
-        found: list[Ticket] = await tickets.search(
+        found = await tickets.search(
             Scope.root(), store_id=store.id, since=since, limit=MAX_TICKETS
         )
+        chosen.append((store, hours, since, found))
+    every = [ticket for *_, found in chosen for ticket in found]
+    events = await tickets.events([ticket.id for ticket in every])
+    first = min(
+        (e.audit_seq for evs in events.values() for e in evs if e.audit_seq is not None),
+        default=head.seq + 1,
+    )
+    devices = {f"device:{ticket.device_id}" for ticket in every if ticket.device_id}
+    records = await tickets.audit_for(devices, first) if devices else []
+    for store, hours, since, found in chosen:
+        sla = await tickets.sla(store.merchant_id)
         rows = []
         for ticket in reversed(found):  # oldest first, as a record reads
-            row = await ticket_json(state, ticket, hours=hours, full=True)
+            row = await ticket_json(state, ticket, hours=hours, events=events[ticket.id])
             row["response"] = _clock(
                 hours, ticket.clock_started_at, ticket.first_response_at, ticket.response_due, now
             )
             row["resolution"] = _clock(
                 hours, ticket.clock_started_at, ticket.resolved_at, ticket.resolve_due, now
             )
-            row["jobs"] = await _linked_jobs(state, ticket, (store, hours))
+            row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records)
             rows.append(row)
             summary["tickets"] += 1
             for which in ("response", "resolution"):

@@ -41,7 +41,7 @@ from ..hours import BusinessHours, local_iso, parse_hours
 from ..ratelimit import KeyedLimiter
 from ..state import STATE, RelayState
 from ..storage import RetailStore, Role, Scope, ScopeKind, User
-from ..storage.tickets import Ticket, TicketStore
+from ..storage.tickets import Ticket, TicketEvent, TicketStore
 from ..tickets import (
     STATE_WORDS,
     TRANSITIONS,
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from posassist.protocol import Message
 
+    from ..audit import AuditRecord
     from ..connection import WebSocketSession
 
 log = logging.getLogger("posassist.relay")
@@ -461,7 +462,11 @@ def _conflict(ticket: Ticket, wanted: str) -> web.Response:
 
 
 async def ticket_json(
-    state: RelayState, ticket: Ticket, *, hours: BusinessHours | None = None, full: bool = False
+    state: RelayState,
+    ticket: Ticket,
+    *,
+    hours: BusinessHours | None = None,
+    events: list[TicketEvent] | None = None,
 ) -> dict[str, Any]:
     """A ticket for the API: epochs, the same instants on the store's wall clock, the SLA."""
     if hours is None:
@@ -502,9 +507,8 @@ async def ticket_json(
     }
     out.update(times)
     out["local"] = {k: None if v is None else local_iso(hours, v) for k, v in times.items()}
-    if full:
+    if events is not None:  # the full record: diagnostics and history
         out["diagnostics"] = dict(ticket.diagnostics)
-        events = (await state_tickets(state).events([ticket.id]))[ticket.id]
         out["events"] = [
             {
                 "at": e.at,
@@ -568,8 +572,10 @@ async def list_tickets(request: web.Request) -> web.Response:
 async def show_ticket(request: web.Request) -> web.Response:
     state, user = await _user(request)
     ticket = await find(request, user, "ticket.show")
-    body = await ticket_json(state, ticket, full=True)
-    body["jobs"] = await _linked_jobs(state, ticket, await store_hours(state, ticket.store_id))
+    _, hours = await store_hours(state, ticket.store_id)
+    events = (await state_tickets(state).events([ticket.id]))[ticket.id]
+    body = await ticket_json(state, ticket, hours=hours, events=events)
+    body["jobs"] = await linked_jobs(state, ticket, hours, events)
     return web.json_response(body)
 
 
@@ -599,7 +605,7 @@ async def _change(
     to: str | None,
     kind: str,
     text_required: bool = False,
-    values: Callable[[Ticket, float], dict[str, Any]] | None = None,
+    values: Callable[[Ticket, float, User], Awaitable[dict[str, Any]]] | None = None,
     own: bool = False,
 ) -> web.Response:
     """One technician's change of one ticket: checked, conditional, audited, pushed."""
@@ -638,7 +644,7 @@ async def _change(
                 text=text,
                 now=now,
                 audit=entry,
-                values=None if values is None else values(ticket, now),
+                values=None if values is None else await values(ticket, now, user),
                 technician=user.username if own and user.role is not Role.ADMIN else None,
             )
     except Conflict:
@@ -658,9 +664,8 @@ async def _change(
 
 async def accept_ticket(request: web.Request) -> web.Response:
     """Take a ``new`` or ``reopened`` ticket: of two technicians at once, exactly one wins."""
-    _, user = await _user(request)
 
-    def values(ticket: Ticket, now: float) -> dict[str, Any]:
+    async def values(ticket: Ticket, now: float, user: User) -> dict[str, Any]:
         return {"technician": user.username, "first_response_at": ticket.first_response_at or now}
 
     return await _change(
@@ -697,24 +702,27 @@ async def note_ticket(request: web.Request) -> web.Response:
 
 
 async def resolve_ticket(request: web.Request) -> web.Response:
+    async def values(ticket: Ticket, now: float, user: User) -> dict[str, Any]:
+        return {"resolved_at": now}
+
     return await _change(
         request,
         "ticket.resolve",
         from_states=frozenset({"accepted", "in_progress", "waiting_merchant"}),
         to="resolved",
         kind="resolved",
-        values=lambda ticket, now: {"resolved_at": now},
+        values=values,
     )
 
 
 async def reopen_ticket(request: web.Request) -> web.Response:
-    """A resolved or closed ticket back in the queue: its SLA clocks start again from now."""
-    state, user = await _user(request)
-    ticket = await find(request, user, "ticket.reopen")
-    store, hours = await store_hours(state, ticket.store_id)
-    sla = await state_tickets(state).sla(store.merchant_id)
+    """A resolved or closed ticket back in the queue: its SLA clocks start again from now,
+    counted in the store's hours and under the merchant's SLA as they are now."""
 
-    def values(ticket: Ticket, now: float) -> dict[str, Any]:
+    async def values(ticket: Ticket, now: float, user: User) -> dict[str, Any]:
+        state = request.app[STATE]
+        store, hours = await store_hours(state, ticket.store_id)
+        sla = await state_tickets(state).sla(store.merchant_id)
         response_due, resolve_due = due_times(sla, hours, now)
         return {
             "clock_started_at": now,
@@ -816,27 +824,33 @@ async def set_sla(request: web.Request) -> web.Response:
     return web.json_response({"merchant_id": merchant_id, **sla.to_json()})
 
 
-async def _linked_jobs(
-    state: RelayState, ticket: Ticket, store: tuple[RetailStore, BusinessHours]
+async def linked_jobs(
+    state: RelayState,
+    ticket: Ticket,
+    hours: BusinessHours,
+    events: list[TicketEvent],
+    records: list[AuditRecord] | None = None,
 ) -> list[dict[str, Any]]:
     """The jobs run on the ticket's device while it was open, each with what the audit says of
-    it: the script, consent asked and answered, backups, how it ended (seq and hash of each)."""
+    it: the script, consent asked and answered, backups, how it ended (seq and hash of each).
+
+    ``records``: the device's audit records from the ticket's opening on, when the caller read
+    them already (a report reads them once for all its tickets); else read here, as one range
+    of the chain by seq from the ticket's first record, never a scan of the whole log."""
     if ticket.device_id is None:
         return []
-    hours = store[1]
     end = ticket.resolved_at if ticket.status in ("resolved", "closed") else None
     end = state.now() if end is None else end
     jobs = await state_tickets(state).jobs_between(ticket.device_id, ticket.created_at, end)
     if not jobs:
         return []
-    wanted = {job.id for job in jobs}
-    records = await state_tickets(state).audit_for(
-        f"device:{ticket.device_id}", ticket.created_at, max(end, state.now())
-    )
-    by_job: dict[str, list[Any]] = {job_id: [] for job_id in wanted}
+    if records is None:
+        first = min((e.audit_seq for e in events if e.audit_seq is not None), default=1)
+        records = await state_tickets(state).audit_for([f"device:{ticket.device_id}"], first)
+    by_job: dict[str, list[AuditRecord]] = {job.id: [] for job in jobs}
     for record in records:
         job_id = record.detail.get("job") if isinstance(record.detail, dict) else None
-        if job_id in by_job:
+        if isinstance(job_id, str) and job_id in by_job:
             by_job[job_id].append(record)
     out = []
     for job in jobs:
@@ -862,7 +876,8 @@ async def _linked_jobs(
         }
         for record in by_job[job.id]:
             detail = record.detail
-            agent = detail.get("agent") if isinstance(detail.get("agent"), dict) else {}
+            said = detail.get("agent")  # the agent's own detail of a step (bounded)
+            agent: dict[str, Any] = said if isinstance(said, dict) else {}
             if record.action in ("script.run", "script.restore"):
                 entry["script"] = detail.get("script")
                 entry["version"] = detail.get("version")

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Ticket", "TicketEvent", "TicketStore"]
 
+#: Audit rows read per query when following a range of the chain.
+_AUDIT_BATCH = 2000
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ticket:
@@ -502,15 +505,24 @@ class TicketStore:
         rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
         return [_job(row) for row in rows]
 
-    async def audit_for(self, target: str, start: float, end: float) -> list[AuditRecord]:
-        """Audit records about ``target`` (``device:…``) dated in [start, end], by seq."""
-        query = (
-            t.audit.select()
-            .where(t.audit.c.target == target, t.audit.c.at >= start, t.audit.c.at <= end)
-            .order_by(t.audit.c.seq)
-        )
-        rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
-        return [_audit(row) for row in rows]
+    async def audit_for(self, targets: Collection[str], start_seq: int) -> list[AuditRecord]:
+        """Audit records about ``targets`` (``device:…``) from ``start_seq`` on, by seq: a range
+        of the primary key read in batches, filtered as it goes."""
+        wanted = frozenset(targets)
+        out: list[AuditRecord] = []
+        next_seq = start_seq
+        while True:
+            query = (
+                t.audit.select()
+                .where(t.audit.c.seq >= next_seq)
+                .order_by(t.audit.c.seq)
+                .limit(_AUDIT_BATCH)
+            )
+            rows = await self._storage.run_read(_all(query))
+            out += [_audit(row) for row in rows if row.target in wanted]
+            if len(rows) < _AUDIT_BATCH:
+                return out
+            next_seq = rows[-1].seq + 1
 
     async def audit_records(self, seqs: Collection[int]) -> list[AuditRecord]:
         wanted = sorted(set(seqs))

@@ -527,3 +527,32 @@ async def test_a_store_changing_its_zone_keeps_open_tickets_due_times_and_shows_
     assert shown["local"]["response_due"][-6:] in ("+00:00", "+01:00")  # London, not +08:00
     assert second.response_due is not None
     assert second.response_due - second.created_at == 3600  # always open: an hour later
+
+
+async def test_phone_tickets_are_for_technicians_on_their_stores_devices(relay: Relay) -> None:
+    other_device, _ = await relay.enrol(await relay.invite(relay.other_store))
+    body = {"store_id": relay.store, "description": "客户来电", "category": "scanner"}
+    status, answer = await call(relay, "POST", "/v1/tickets", "boss", body)
+    assert status == 403, answer  # a merchant calls; a technician opens the ticket
+    status, answer = await call(
+        relay, "POST", "/v1/tickets", "tech", {**body, "device_id": other_device}
+    )
+    assert status == 400, answer  # that till is in another store
+    status, answer = await call(relay, "POST", "/v1/tickets", "tech", {**body, "category": "x"})
+    assert status == 400
+    status, answer = await call(
+        relay, "POST", "/v1/tickets", "tech", {**body, "store_id": relay.other_store}
+    )
+    assert status == 403  # tech's scope is the Main St store only
+    status, listed = await call(relay, "GET", "/v1/tickets", "admin")
+    assert listed["tickets"] == []  # nothing was opened by any of those
+    status, opened = await call(relay, "POST", "/v1/tickets", "tech", body)
+    assert status == 201, opened
+    assert (opened["channel"], opened["status"], opened["technician"]) == (
+        "phone",
+        "accepted",
+        "tech",
+    )
+    assert opened["first_response_at"] == opened["created_at"]  # the call was the response
+    refused = [(a, d["reason"]) for a, o, _, d in await audit(relay) if o == "refused"]
+    assert refused == [("ticket.open", "role merchant"), ("ticket.open", "out of scope")]

@@ -38,8 +38,17 @@ STATE_WORDS = {
 }
 
 
+#: The largest report the console reads (a merchant's whole history): far above a JSON answer.
+MAX_REPORT = 64 * 1024 * 1024
+
+
 def _exchange(
-    session: dict[str, str], method: str, path: str, body: dict[str, Any] | None = None
+    session: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    max_bytes: int = http.MAX_ANSWER,
 ) -> http.Response:
     answer = asyncio.run(
         http.fetch(
@@ -48,6 +57,8 @@ def _exchange(
             json_body=body,
             token=session["token"],
             pin=session.get("tls_pin"),
+            timeout=120.0 if max_bytes > http.MAX_ANSWER else http.DEFAULT_TIMEOUT,
+            max_bytes=max_bytes,
         )
     )
     return answer.raise_for_status()
@@ -200,7 +211,7 @@ def report(
     base = "/v1/reports?" + urlencode(query)
     wrote = False
     if json_out is not None or html_out is None:
-        body = _exchange(session, "GET", base + "&format=json").body
+        body = _exchange(session, "GET", base + "&format=json", max_bytes=MAX_REPORT).body
         if json_out is None:
             summary = json.loads(body.decode("utf-8"))["summary"]
             print(printable(json.dumps(summary, ensure_ascii=False, indent=2)))
@@ -208,9 +219,8 @@ def report(
             write_private(json_out, body.decode("utf-8"))
             wrote = True
     if html_out is not None:
-        write_private(
-            html_out, _exchange(session, "GET", base + "&format=html").body.decode("utf-8")
-        )
+        page = _exchange(session, "GET", base + "&format=html", max_bytes=MAX_REPORT).body
+        write_private(html_out, page.decode("utf-8"))
         wrote = True
     if wrote:
         done = ", ".join(str(p) for p in (html_out, json_out) if p is not None)

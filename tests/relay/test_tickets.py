@@ -556,3 +556,29 @@ async def test_phone_tickets_are_for_technicians_on_their_stores_devices(relay: 
     assert opened["first_response_at"] == opened["created_at"]  # the call was the response
     refused = [(a, d["reason"]) for a, o, _, d in await audit(relay) if o == "refused"]
     assert refused == [("ticket.open", "role merchant"), ("ticket.open", "out of scope")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/tickets?state=fixed", None),  # an old state name
+        ("GET", "/v1/tickets?breached=maybe", None),
+        ("POST", "/v1/tickets/{code}/note", {"text": "x", "state": "closed"}),
+        ("POST", "/v1/tickets/{code}/note", {"text": 5}),
+        ("POST", "/v1/tickets/{code}/note", [1, 2]),
+        ("GET", "/v1/reports?format=pdf", None),
+    ],
+)
+async def test_bad_api_input_is_a_clear_400_and_changes_nothing(
+    relay: Relay, method: str, path: str, body: object
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    await call(relay, "POST", f"/v1/tickets/{opened.support_code}/accept", "tech")
+    status, answer = await call(relay, method, path.format(code=opened.support_code), "tech", body)
+    assert status == 400, answer
+    assert answer["error"] in ("BadRequest", "BadName")
+    status, shown = await call(relay, "GET", f"/v1/tickets/{opened.support_code}", "tech")
+    assert [e["kind"] for e in shown["events"]] == ["opened", "accepted"]
+    assert shown["status"] == "accepted"

@@ -205,3 +205,48 @@ async def test_jobs_run_while_a_ticket_is_open_are_on_its_record_with_consent_an
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     assert report["summary"]["consent"] == {"denied": 1, "granted": 1}
     assert report["summary"]["backups"] == 1
+
+
+async def test_what_an_agent_says_of_a_run_is_escaped_in_the_report(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as tech:
+        opened = await ask_help(agent)
+        await tech.request(
+            m.ScriptRunRequest(id=1, device_id=device_id, script="printer-status-test", version="1")
+        )
+        (request,) = await agent.next()
+        assert isinstance(request, m.ScriptRunRequest)
+        assert request.job_id is not None
+        hostile = {
+            "decision": "<b>denied</b>",
+            "answered_by": "<img src=x onerror=alert(1)>\x1b[2J",
+        }
+        for reply in (
+            m.ScriptProgress(
+                id=request.id,
+                job_id=request.job_id,
+                step="consent_answered",
+                at=1.0,
+                detail=hostile,
+            ),
+            m.ScriptProgress(
+                id=request.id,
+                job_id=request.job_id,
+                step="backup_made",
+                at=2.0,
+                detail={"backup_id": "</td><script>x()</script>"},
+            ),
+            m.ScriptFinished(
+                id=request.id, job_id=request.job_id, status="failed", finished_at=3.0
+            ),
+        ):
+            await agent.reply(reply)
+        while not any(isinstance(a, m.ScriptFinished) for a in await tech.next()):
+            pass
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
+    assert status == 200
+    assert opened.support_code in page
+    for raw in ("<img", "<script>", "<b>denied", "\x1b"):
+        assert raw not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;/td&gt;&lt;script&gt;x()&lt;/script&gt;" in page

@@ -230,35 +230,10 @@ async def _run_script(
     return 1
 
 
-#: How the technician reads the merchant's answer to a consent request (its ``decision``).
-CONSENT_WORDS = {
-    "granted": "approved by the merchant / 商户已同意",
-    "denied": "denied by the merchant / 商户拒绝",
-    "timed_out": "no answer in {timeout} s / {timeout} 秒内无应答",
-    "no_window": "no window open / 收银台没有打开帮助窗口",
-}
-
-
-def _whole(value: object) -> str:
-    """A number of seconds as the merchant's window counted them (``120``, not ``120.0``)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:g}"
-    return "?"
-
-
 def progress_line(reply: ScriptProgress) -> str:
     """One step of a run, one printable line. A refusal reads as its words, Chinese first, then
     its code (readme-walk F10: not ``code=…, zh=…, en=…``); other steps list their detail."""
     detail = dict(reply.detail)
-    decision = detail.get("decision")
-    if reply.step == "consent_answered" and decision in CONSENT_WORDS:
-        # the merchant's real answer (docs/protocol.md#help-and-tickets), in words
-        detail.pop("decision")
-        words = CONSENT_WORDS[decision].format(timeout=_whole(detail.pop("timeout", 120)))
-        who = detail.pop("answered_by", None)
-        text = f"[consent] {words}" + (f" ({who})" if who else "")
-        rest = ", ".join(f"{k}={v}" for k, v in detail.items())
-        return printable(text + (f" {rest}" if rest else ""), multiline=False).rstrip()
     if reply.step == "refused" and {"zh", "en"} <= detail.keys():
         text = f"[refused] {detail.pop('zh')} / {detail.pop('en')}"
         if "code" in detail:

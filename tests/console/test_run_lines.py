@@ -39,26 +39,3 @@ def test_a_refusal_step_reads_as_words_not_a_dict() -> None:
     assert line == "[refused] 无法确认是否有交易 / cannot tell (sale_unknown)"  # escape dropped
     other = ScriptProgress(id=1, job_id="j", step="verified", at=1.0, detail={"risk": "A"})
     assert progress_line(other) == "[verified] risk=A"
-
-
-def test_the_merchants_consent_answer_reads_as_words() -> None:
-    from posassist.console.__main__ import progress_line
-    from posassist.protocol.messages import ScriptProgress
-
-    def line(**detail: object) -> str:
-        step = ScriptProgress(id=1, job_id="j", step="consent_answered", at=1.0, detail=detail)
-        return progress_line(step)
-
-    assert line(decision="denied", answered_by="cashier") == (
-        "[consent] denied by the merchant / 商户拒绝 (cashier)"
-    )
-    assert line(decision="timed_out") == "[consent] no answer in 120 s / 120 秒内无应答"
-    assert line(decision="timed_out", timeout=30.0) == "[consent] no answer in 30 s / 30 秒内无应答"
-    assert line(decision="no_window") == "[consent] no window open / 收银台没有打开帮助窗口"
-    assert line(decision="granted", answered_by="王\x1b[2J") == (
-        "[consent] approved by the merchant / 商户已同意 (王)"
-    )
-    assert line(decision="maybe") == "[consent_answered] decision=maybe"  # unknown: as it came
-    assert (
-        line(decision="timed_out", timeout="1e999") == "[consent] no answer in ? s / ? 秒内无应答"
-    )

@@ -68,7 +68,7 @@ MAX_OPEN_PER_DEVICE = 5
 RECENT = 7 * 86400
 #: Lookups by code that miss, per user: a burst of 10, then one every 6 s.
 MISS_RATE, MISS_BURST = 1 / 6, 10.0
-#: How often breaches are looked for and recorded.
+#: How often breaches are looked for and recorded (and resolved tickets closed after RECENT).
 SWEEP_INTERVAL = 30.0
 TECH_ROLES = frozenset({Role.ADMIN, Role.TECHNICIAN})
 #: The longest note, in characters.
@@ -909,6 +909,38 @@ async def sweep_breaches(state: RelayState) -> int:
     return len(found)
 
 
+async def close_resolved(state: RelayState) -> int:
+    """Close tickets resolved and left unrated for :data:`RECENT` (the merchant may still rate
+    them); each audited as ``ticket.close`` by the relay and pushed to its device."""
+    tickets = state_tickets(state)
+    now = state.now()
+    closed = 0
+    for ticket in await tickets.resolved_before(now - RECENT):
+        try:
+            changed = await tickets.change(
+                ticket.id,
+                from_states={"resolved"},
+                to="closed",
+                actor="relay",
+                kind="closed",
+                text="",
+                now=now,
+                audit=AuditEntry(
+                    "relay",
+                    "ticket.close",
+                    f"ticket:{ticket.id}",
+                    Outcome.OK,
+                    {"code": ticket.support_code, "reason": "resolved 7 days ago, not rated"},
+                ),
+                values={"closed_at": now},
+            )
+        except Conflict:  # reopened or rated meanwhile
+            continue
+        push(state, changed)
+        closed += 1
+    return closed
+
+
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     app[TICKETS] = Tickets(state)
@@ -917,6 +949,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await sweep_breaches(state)  # at once after a start: a restart misses nothing
+                await close_resolved(state)
             except StorageError as exc:
                 log.warning("SLA breaches not recorded, will retry: %s", exc)
             await asyncio.sleep(SWEEP_INTERVAL)

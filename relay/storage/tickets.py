@@ -257,14 +257,15 @@ class TicketStore:
         return [_ticket(row) for row in rows]
 
     async def of_device(self, device_id: str, *, since: float, limit: int) -> list[Ticket]:
-        """The device's open tickets and those resolved or closed since ``since``, newest first."""
+        """The device's open tickets and those resolved since ``since`` (closed or not), newest
+        first: a ticket closed later, unrated, does not come back to the till's list."""
         query = (
             t.tickets.select()
             .where(
                 t.tickets.c.device_id == device_id,
                 sa.or_(
                     t.tickets.c.status.not_in(["resolved", "closed"]),
-                    t.tickets.c.updated_at >= since,
+                    t.tickets.c.resolved_at >= since,
                 ),
             )
             .order_by(t.tickets.c.updated_at.desc(), t.tickets.c.id)
@@ -382,6 +383,17 @@ class TicketStore:
             )
 
         await self._storage.run_write(tx)
+
+    async def resolved_before(self, cutoff: float, *, limit: int = 500) -> list[Ticket]:
+        """Tickets ``resolved`` and untouched since before ``cutoff``, oldest first."""
+        query = (
+            t.tickets.select()
+            .where(t.tickets.c.status == "resolved", t.tickets.c.updated_at < cutoff)
+            .order_by(t.tickets.c.updated_at, t.tickets.c.id)
+            .limit(limit)
+        )
+        rows = await self._storage.run_read(_all(query))
+        return [_ticket(row) for row in rows]
 
     async def mark_breaches(self, now: float) -> list[tuple[Ticket, str]]:
         """Record every SLA breach that has happened by ``now`` and is not yet recorded: the

@@ -13,7 +13,12 @@ import pytest
 from aiohttp import ClientSession
 
 from posassist.protocol import messages as m
-from posassist.relay.handlers.tickets import MAX_OPEN_PER_DEVICE, MISS_BURST, sweep_breaches
+from posassist.relay.handlers.tickets import (
+    MAX_OPEN_PER_DEVICE,
+    MISS_BURST,
+    close_resolved,
+    sweep_breaches,
+)
 from posassist.relay.hours import business_seconds, parse_hours
 from posassist.relay.passwords import hash_password
 from posassist.relay.storage import Role, Scope, ScopeKind
@@ -582,3 +587,31 @@ async def test_bad_api_input_is_a_clear_400_and_changes_nothing(
     status, shown = await call(relay, "GET", f"/v1/tickets/{opened.support_code}", "tech")
     assert [e["kind"] for e in shown["events"]] == ["opened", "accepted"]
     assert shown["status"] == "accepted"
+
+
+async def test_a_resolved_ticket_nobody_rated_closes_after_seven_days(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        await agent.next()
+        await agent.next()
+        assert await close_resolved(relay.state) == 0  # not yet
+        relay.clock.offset += 7 * 86400 + 1
+        assert await close_resolved(relay.state) == 1
+        (pushed,) = await agent.next()
+        assert isinstance(pushed, m.TicketUpdated)
+        assert pushed.status == "closed"
+        assert await close_resolved(relay.state) == 0  # once
+        await agent.reply(m.TicketQuery(id=8))
+        (listed,) = await agent.next()
+        assert isinstance(listed, m.TicketList)
+        assert listed.tickets == ()  # resolved 7 days ago: off the till's list, closed or not
+        # the merchant may still rate it
+        await agent.reply(m.TicketRate(id=9, ticket_id=opened.ticket_id, rating=4))
+        answers = await agent.next()
+        assert isinstance(answers[0], m.TicketRated)
+    closes = [(o, t) for a, o, t, _ in await audit(relay) if a == "ticket.close"]
+    assert closes == [("ok", f"ticket:{opened.ticket_id}")]

@@ -98,7 +98,8 @@ def list_tickets(
     if breached:
         query["breached"] = "1"
     path = "/v1/tickets" + (f"?{urlencode(query)}" if query else "")
-    tickets = _exchange(session, "GET", path).json()["tickets"]
+    answer = _exchange(session, "GET", path).json()
+    tickets = answer["tickets"]
     if as_json:
         print(json.dumps(tickets, ensure_ascii=False, indent=2))
         return 0
@@ -108,6 +109,8 @@ def list_tickets(
         print(_line(ticket))
     if not tickets:
         print("no tickets / 没有工单")
+    if answer.get("truncated"):
+        print(f"(the newest {len(tickets)} only: narrow with --store or --state / 仅显示最新的)")
     return 0
 
 

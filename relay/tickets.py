@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from posassist.protocol.messages import TICKET_STATUSES
 
+from .errors import BadRequest
 from .hours import BusinessHours, add_business_seconds, business_seconds, local_iso
 
 if TYPE_CHECKING:
@@ -24,11 +25,67 @@ __all__ = [
     "OPEN_STATES",
     "STATE_WORDS",
     "TRANSITIONS",
+    "BadSla",
+    "BadTicketField",
+    "BadTicketQuery",
+    "BadTicketText",
+    "ReportTooLarge",
     "Sla",
     "due_times",
     "new_support_code",
     "normalise_code",
 ]
+
+
+class BadTicketText(BadRequest):
+    """A note, description, comment or contact a ticket can't keep as it is; nothing stored."""
+
+    public_reason = (
+        "text: 1-2000 characters (a contact 32), newlines allowed, no control characters "
+        "or bidi overrides"
+    )
+    public_reason_zh = "内容须为 1-2000 字 (联系方式最多 32 字), 不能包含控制字符"
+
+
+class BadTicketField(BadRequest):
+    """A ticket field that is not one of the values it takes; nothing stored."""
+
+    public_reason = (
+        "store_id, device_id (a till of that store), category (printer, scanner, …), "
+        "language (zh-CN, en) or state is wrong"
+    )
+    public_reason_zh = "工单字段无效: 门店、设备、类别 (printer 等) 或语言 (zh-CN|en) 有误"
+
+
+class BadTicketQuery(BadRequest):
+    """A listing or report asked for with a filter it does not take."""
+
+    public_reason = (
+        "state (new, accepted, … reopened), breached (1 or 0), since (like 2026-12-01) "
+        "or format (json, html) is wrong"
+    )
+    public_reason_zh = (
+        "查询条件无效: 状态、breached (1 或 0)、since (如 2026-12-01) 或格式 (json|html) 有误"
+    )
+
+
+class BadSla(BadRequest):
+    """An SLA target out of range; the merchant's SLA is unchanged."""
+
+    public_reason = "response_seconds and resolve_seconds are each null or 60 s to 90 days"
+    public_reason_zh = "SLA 时限须为空或 60 秒至 90 天"
+
+
+class ReportTooLarge(BadRequest):
+    """More tickets than one report may hold: refused rather than cut short (it claims to be
+    complete)."""
+
+    public_reason = (
+        "more tickets than one report holds: ask for a later since date (several reports "
+        "cover the whole history)"
+    )
+    public_reason_zh = "工单过多, 无法生成完整报告: 请指定较晚的起始日期"
+
 
 #: Letters and digits nobody confuses when reading them out on the phone: no 0/O, 1/I/L.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"

@@ -21,9 +21,10 @@ from aiohttp import web
 from posassist.protocol.text import printable
 
 from ..audit import Outcome
-from ..errors import BadRequest, ScopeError
+from ..errors import ScopeError
 from ..hours import business_seconds, local_iso
 from ..storage import Scope, ScopeKind
+from ..tickets import BadTicketQuery, ReportTooLarge
 from .tickets import (
     _user,
     linked_jobs,
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
     from ..storage import RetailStore, User
     from ..storage.tickets import Ticket
 
-#: Tickets one report lists per store at most (a report is a document, not a database dump).
-MAX_TICKETS = 5000
+#: Tickets one report may hold per store. A report that could not hold them all is refused
+#: (400, saying so), never cut short: it claims to be complete.
+MAX_TICKETS = 20_000
 
 
 def _since(text: str | None, hours: BusinessHours) -> float | None:
@@ -51,7 +53,7 @@ def _since(text: str | None, hours: BusinessHours) -> float | None:
     except ValueError:
         day = None
     if day is None:
-        raise BadRequest("since must be a date like 2026-12-01")
+        raise BadTicketQuery("since must be a date like 2026-12-01")
     return dt.datetime(day.year, day.month, day.day, tzinfo=hours.zone).timestamp()
 
 
@@ -101,8 +103,13 @@ async def build_report(
         _, hours = await store_hours(state, store.id)
         since = _since(since_text, hours)
         found = await tickets.search(
-            Scope.root(), store_id=store.id, since=since, limit=MAX_TICKETS
+            Scope.root(), store_id=store.id, since=since, limit=MAX_TICKETS + 1
         )
+        if len(found) > MAX_TICKETS:
+            raise ReportTooLarge(
+                f"more than {MAX_TICKETS} tickets in {store.id} since {since_text or 'the start'}"
+                ": ask for a later since date (several reports cover the history)"
+            )
         chosen.append((store, hours, since, found))
     every = [ticket for *_, found in chosen for ticket in found]
     events = await tickets.events([ticket.id for ticket in every])
@@ -198,7 +205,7 @@ async def get_report(request: web.Request) -> web.StreamResponse:
     query = request.query
     fmt = query.get("format", "json")
     if fmt not in ("json", "html"):
-        raise BadRequest("format must be json or html")
+        raise BadTicketQuery("format must be json or html")
     store_id = query.get("store") or None
     actor = f"user:{user.username}"
     if store_id is not None:

@@ -45,6 +45,10 @@ from ..storage.tickets import Ticket, TicketEvent, TicketStore
 from ..tickets import (
     STATE_WORDS,
     TRANSITIONS,
+    BadSla,
+    BadTicketField,
+    BadTicketQuery,
+    BadTicketText,
     Sla,
     due_times,
     new_support_code,
@@ -71,6 +75,8 @@ MISS_RATE, MISS_BURST = 1 / 6, 10.0
 #: How often breaches are looked for and recorded (and resolved tickets closed after RECENT).
 SWEEP_INTERVAL = 30.0
 TECH_ROLES = frozenset({Role.ADMIN, Role.TECHNICIAN})
+#: Tickets one listing shows, newest first (``truncated`` says when there were more).
+MAX_LIST = 500
 #: The longest note, in characters.
 MAX_NOTE = 2000
 
@@ -533,7 +539,7 @@ def _states(text: str | None) -> list[str] | None:
         return None
     states = [s for s in text.split(",") if s]
     if not states or any(s not in TRANSITIONS for s in states):
-        raise BadRequest("state must be one of " + ", ".join(TRANSITIONS))
+        raise BadTicketQuery("state must be one of " + ", ".join(TRANSITIONS))
     return states
 
 
@@ -545,7 +551,7 @@ async def list_tickets(request: web.Request) -> web.Response:
     states = _states(query.get("state"))
     breached_text = query.get("breached")
     if breached_text not in (None, "", "0", "1", "true", "false"):
-        raise BadRequest("breached must be 1 or 0")
+        raise BadTicketQuery("breached must be 1 or 0")
     breached = None if not breached_text else breached_text in ("1", "true")
     if store is not None and not await state.covers(user, Scope(ScopeKind.STORE, store)):
         await state.audit(
@@ -556,7 +562,11 @@ async def list_tickets(request: web.Request) -> web.Response:
             {"reason": "out of scope"},
         )
         raise ScopeError(f"{user.username} may not list tickets of that store")
-    found = await _service(request).store.search(user.scope, store_id=store, states=states)
+    found = await _service(request).store.search(
+        user.scope, store_id=store, states=states, limit=MAX_LIST + 1
+    )
+    truncated = len(found) > MAX_LIST
+    found = found[:MAX_LIST]
     now = state.now()
     if breached is not None:
         found = [t for t in found if any(live_breaches(t, now).values()) == breached]
@@ -566,7 +576,7 @@ async def list_tickets(request: web.Request) -> web.Response:
         if ticket.store_id not in hours_of:
             hours_of[ticket.store_id] = (await store_hours(state, ticket.store_id))[1]
         rows.append(await ticket_json(state, ticket, hours=hours_of[ticket.store_id]))
-    return web.json_response({"tickets": rows})
+    return web.json_response({"tickets": rows, "truncated": truncated})
 
 
 async def show_ticket(request: web.Request) -> web.Response:
@@ -590,10 +600,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _text(body: dict[str, Any], name: str, *, required: bool, max_len: int = MAX_NOTE) -> str:
     value = body.get(name, "")
     if not isinstance(value, str):
-        raise BadRequest(f"{name} must be text")
+        raise BadTicketText(f"{name} must be text")
     problem = merchant_text_problem(name, value, min_len=1 if required else 0, max_len=max_len)
     if problem is not None:
-        raise BadRequest(problem)
+        raise BadTicketText(problem)
     return value
 
 
@@ -618,7 +628,7 @@ async def _change(
     if kind == "note" and body.get("state") is not None:
         target_state = body["state"]
         if target_state not in ("in_progress", "waiting_merchant"):
-            raise BadRequest("state must be in_progress or waiting_merchant")
+            raise BadTicketField("state must be in_progress or waiting_merchant")
         from_states = frozenset(s for s, nxt in TRANSITIONS.items() if target_state in nxt)
     now = state.now()
     entry = AuditEntry(
@@ -749,7 +759,7 @@ async def create_ticket(request: web.Request) -> web.Response:
     body = await _body(request)
     store_id = body.get("store_id")
     if not isinstance(store_id, str) or not 0 < len(store_id) <= 64:
-        raise BadRequest("store_id must be a store id")
+        raise BadTicketField("store_id must be a store id")
     await _require_tech(state, user, "ticket.open", f"store:{store_id}")
     await state.require_scope(user, Scope(ScopeKind.STORE, store_id), "ticket.open")
     device_id = body.get("device_id")
@@ -757,13 +767,13 @@ async def create_ticket(request: web.Request) -> web.Response:
         if not isinstance(device_id, str) or not await state.device_in_scope(
             device_id, Scope(ScopeKind.STORE, store_id)
         ):
-            raise BadRequest("device_id must be a device of that store")
+            raise BadTicketField("device_id must be a device of that store")
     category = body.get("category", "other")
     if category not in HELP_CATEGORIES:
-        raise BadRequest("category must be one of " + ", ".join(HELP_CATEGORIES))
+        raise BadTicketField("category must be one of " + ", ".join(HELP_CATEGORIES))
     language = body.get("language", "zh-CN")
     if language not in HELP_LANGUAGES:
-        raise BadRequest("language must be zh-CN or en")
+        raise BadTicketField("language must be zh-CN or en")
     description = _text(body, "description", required=True)
     contact = _text(body, "contact", required=False, max_len=MAX_CONTACT)
     ticket = await open_ticket(
@@ -806,7 +816,7 @@ async def set_sla(request: web.Request) -> web.Response:
             or not isinstance(value, int | float)
             or not 60 <= value <= 90 * 86400
         ):
-            raise BadRequest(f"{name} must be null or 60 s .. 90 days of business time")
+            raise BadSla(f"{name} must be null or 60 s .. 90 days of business time")
         targets[name] = None if value is None else float(value)
     sla = Sla(targets["response_seconds"], targets["resolve_seconds"])
     await state_tickets(state).set_sla(

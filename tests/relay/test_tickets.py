@@ -339,7 +339,7 @@ async def test_technician_notes_and_phone_tickets_refuse_control_characters(rela
     await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
     for text in ("", "\u202e", "a\x1b[31m", "x" * 2001):
         status, body = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", {"text": text})
-        assert status == 400, body
+        assert (status, body["error"]) == (400, "BadTicketText"), body
     status, body = await call(
         relay,
         "POST",
@@ -347,8 +347,9 @@ async def test_technician_notes_and_phone_tickets_refuse_control_characters(rela
         "tech",
         {"store_id": relay.store, "description": "\u2067伪造", "category": "printer"},
     )
-    assert status == 400
-    assert "control characters" in body["message"] or "bad request" in body["message"]
+    assert (status, body["error"]) == (400, "BadTicketText")
+    assert "control characters" in body["message"]
+    assert "控制字符" in body["message_zh"]
     status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
     assert [e["kind"] for e in shown["events"]] == ["opened", "accepted"]
     status, listed = await call(relay, "GET", "/v1/tickets", "tech")
@@ -472,7 +473,7 @@ async def test_sla_targets_are_checked(relay: Relay) -> None:
         status, answer = await call(
             relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", body
         )
-        assert status == 400, answer
+        assert (status, answer["error"]) == (400, "BadSla"), answer
     status, _ = await call(relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "tech", {})
     assert status == 403
 
@@ -508,7 +509,8 @@ async def test_report_refuses_a_bad_date(relay: Relay, since: str) -> None:
     status, body = await call(
         relay, "GET", f"/v1/reports?store={relay.store}&since={since}", "boss"
     )
-    assert status == 400, body
+    assert (status, body["error"]) == (400, "BadTicketQuery"), body
+    assert "2026-12-01" in body["message"]
 
 
 async def test_a_store_changing_its_zone_keeps_open_tickets_due_times_and_shows_its_new_clock(
@@ -583,7 +585,8 @@ async def test_bad_api_input_is_a_clear_400_and_changes_nothing(
     await call(relay, "POST", f"/v1/tickets/{opened.support_code}/accept", "tech")
     status, answer = await call(relay, method, path.format(code=opened.support_code), "tech", body)
     assert status == 400, answer
-    assert answer["error"] in ("BadRequest", "BadName")
+    assert answer["error"] in ("BadRequest", "BadTicketQuery", "BadTicketField", "BadTicketText")
+    assert answer["message"] != "bad request" or body == [1, 2]  # says what is wrong
     status, shown = await call(relay, "GET", f"/v1/tickets/{opened.support_code}", "tech")
     assert [e["kind"] for e in shown["events"]] == ["opened", "accepted"]
     assert shown["status"] == "accepted"
@@ -615,3 +618,21 @@ async def test_a_resolved_ticket_nobody_rated_closes_after_seven_days(relay: Rel
         assert isinstance(answers[0], m.TicketRated)
     closes = [(o, t) for a, o, t, _ in await audit(relay) if a == "ticket.close"]
     assert closes == [("ok", f"ticket:{opened.ticket_id}")]
+
+
+async def test_a_report_too_big_to_be_complete_is_refused_not_cut_short(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posassist.relay.handlers import reports, tickets
+
+    monkeypatch.setattr(reports, "MAX_TICKETS", 2)
+    monkeypatch.setattr(tickets, "MAX_LIST", 2)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        for _ in range(3):
+            await ask_help(agent)
+    status, body = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    assert (status, body["error"]) == (400, "ReportTooLarge")
+    assert "later since date" in body["message"]
+    status, listed = await call(relay, "GET", "/v1/tickets", "tech")
+    assert (len(listed["tickets"]), listed["truncated"]) == (2, True)

@@ -68,6 +68,9 @@ log = logging.getLogger("posassist.relay")
 #: Open tickets one till may have at once: a merchant pressing "send" again and again, or a
 #: broken agent, gets a clear answer instead of filling the technicians' queue.
 MAX_OPEN_PER_DEVICE = 5
+#: A help request with the same category and words as one the till made this long ago, still
+#: open, is the same request sent again (its answer lost, "send" pressed twice).
+REPEAT_WINDOW = 15 * 60.0
 #: How long a resolved ticket stays in the device's ``ticket.list``.
 RECENT = 7 * 86400
 #: Lookups by code that miss, per user: a burst of 10, then one every 6 s.
@@ -184,7 +187,21 @@ async def help_requested(
         return
     tickets = _tickets(state)
     try:
-        if await tickets.count_open(device_id) >= MAX_OPEN_PER_DEVICE:
+        still_open = await tickets.open_of_device(device_id)
+        repeat = _repeat_of(still_open, event, state.now())
+        if repeat is not None:
+            # the same words again (the reply was lost, "send" pressed twice): the same ticket
+            await state.audit(
+                actor,
+                "ticket.open.repeat",
+                f"ticket:{repeat.id}",
+                Outcome.OK,
+                {"code": repeat.support_code},
+            )
+            with contextlib.suppress(PosAssistError):
+                peer.send_nowait(_opened(event.id, repeat))
+            return
+        if len(still_open) >= MAX_OPEN_PER_DEVICE:
             await state.audit(
                 actor,
                 "ticket.open",
@@ -224,16 +241,32 @@ async def help_requested(
         )
         return
     with contextlib.suppress(PosAssistError):
-        peer.send_nowait(
-            TicketOpened(
-                id=event.id,
-                ticket_id=ticket.id,
-                support_code=ticket.support_code,
-                status=ticket.status,
-                created_at=ticket.created_at,
-                response_due=_finite(ticket.response_due),
-            )
-        )
+        peer.send_nowait(_opened(event.id, ticket))
+
+
+def _opened(request_id: int, ticket: Ticket) -> TicketOpened:
+    return TicketOpened(
+        id=request_id,
+        ticket_id=ticket.id,
+        support_code=ticket.support_code,
+        status=ticket.status,
+        created_at=ticket.created_at,
+        response_due=_finite(ticket.response_due),
+    )
+
+
+def _repeat_of(still_open: list[Ticket], event: HelpRequested, now: float) -> Ticket | None:
+    """An open ticket of the device asked with the same category and words within
+    :data:`REPEAT_WINDOW`: a request sent again is answered with the ticket it made."""
+    for ticket in still_open:
+        if (
+            ticket.channel == "agent"
+            and ticket.category == event.category
+            and ticket.description == event.description
+            and now - ticket.created_at <= REPEAT_WINDOW
+        ):
+            return ticket
+    return None
 
 
 async def open_ticket(

@@ -274,16 +274,18 @@ class TicketStore:
         rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
         return [_ticket(row) for row in rows]
 
-    async def count_open(self, device_id: str) -> int:
-        query = sa.select(sa.func.count()).where(
-            t.tickets.c.device_id == device_id,
-            t.tickets.c.status.not_in(["resolved", "closed"]),
+    async def open_of_device(self, device_id: str) -> list[Ticket]:
+        """The device's tickets not resolved nor closed, newest first."""
+        query = (
+            t.tickets.select()
+            .where(
+                t.tickets.c.device_id == device_id,
+                t.tickets.c.status.not_in(["resolved", "closed"]),
+            )
+            .order_by(t.tickets.c.created_at.desc(), t.tickets.c.id)
         )
-
-        def read(conn: sa.Connection) -> int:
-            return int(conn.scalar(query) or 0)
-
-        return await self._storage.run_read(read)
+        rows = await self._storage.run_read(_all(query))
+        return [_ticket(row) for row in rows]
 
     async def events(self, ticket_ids: Iterable[str]) -> dict[str, list[TicketEvent]]:
         wanted = list(ticket_ids)

@@ -189,6 +189,24 @@ async def test_ticket_query_lists_the_devices_open_and_recent_tickets_only(relay
         assert [t["support_code"] for t in listed.tickets] == [second.support_code]
 
 
+async def test_the_same_request_sent_again_gets_the_same_ticket(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        first = await ask_help(agent)
+        again = await ask_help(agent)  # its answer was lost, or "send" was pressed twice
+        assert (again.ticket_id, again.support_code) == (first.ticket_id, first.support_code)
+        other = await ask_help(agent, category="scanner")  # another problem: another ticket
+        assert other.ticket_id != first.ticket_id
+        relay.clock.offset += 16 * 60  # much later, the same words: a new request
+        later = await ask_help(agent)
+        assert later.ticket_id != first.ticket_id
+    status, listed = await call(relay, "GET", "/v1/tickets", "tech")
+    assert status == 200
+    assert len(listed["tickets"]) == 3
+    actions = [a for a, *_ in await audit(relay) if a.startswith("ticket.open")]
+    assert actions == ["ticket.open", "ticket.open.repeat", "ticket.open", "ticket.open"]
+
+
 async def test_a_device_can_rate_only_its_own_resolved_ticket(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     other_id, other_key = await relay.enrol()
@@ -282,8 +300,8 @@ async def test_help_for_another_device_is_refused(relay: Relay) -> None:
 async def test_a_till_with_too_many_open_tickets_is_told_so(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
-        for _ in range(MAX_OPEN_PER_DEVICE):
-            await ask_help(agent)
+        for i in range(MAX_OPEN_PER_DEVICE):
+            await ask_help(agent, description=f"问题 {i}")
         await agent.reply(help_request(device_id))
         (answer,) = await agent.next()
         assert isinstance(answer, m.ErrorReply)
@@ -629,8 +647,8 @@ async def test_a_report_too_big_to_be_complete_is_refused_not_cut_short(
     monkeypatch.setattr(tickets, "MAX_LIST", 2)
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
-        for _ in range(3):
-            await ask_help(agent)
+        for i in range(3):
+            await ask_help(agent, description=f"问题 {i}")
     status, body = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     assert (status, body["error"]) == (400, "ReportTooLarge")
     assert "later since date" in body["message"]

@@ -34,8 +34,10 @@ def _ms(seconds: float) -> float:
     return seconds * 1000
 
 
-async def _run(url: str, store: str, data: Path, runs: int) -> dict[str, list[float]]:
-    device_id, key = await enrol_over_http(url, invite(data, store, url))
+async def _run(
+    url: str, store: str, data: Path, runs: int, database: str
+) -> dict[str, list[float]]:
+    device_id, key = await enrol_over_http(url, invite(data, store, url, database))
     token = await admin_token(url)
     http_base = url.replace("ws://", "http://")
     headers = {"Authorization": f"Bearer {token}"}
@@ -106,13 +108,17 @@ async def _until_listed(get: Any, start: float) -> tuple[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--database", default="", help="an empty PostgreSQL database's URL (default: SQLite)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "relay"
-        store = provision(data)
-        proc, url = start_relay(data)
+        store = provision(data, args.database)
+        extra = ("--database", args.database) if args.database else ()
+        proc, url = start_relay(data, *extra)
         try:
-            results = asyncio.run(_run(url, store, data, args.runs))
+            results = asyncio.run(_run(url, store, data, args.runs, args.database))
         finally:
             stop(proc)
 
@@ -124,7 +130,8 @@ def main() -> int:
             f"{max(values):.1f} |"
         )
 
-    print(f"## help request → ticket visible to a technician ({args.runs} runs, SQLite)\n")
+    backend = "PostgreSQL" if args.database else "SQLite"
+    print(f"## help request → ticket visible to a technician ({args.runs} runs, {backend})\n")
     print("| path | runs | median ms | p95 ms | max ms |")
     print("|---|---|---|---|---|")
     print(row("baseline: heartbeat round trip through the relay", results["heartbeat"]))

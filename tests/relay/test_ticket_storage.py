@@ -296,3 +296,43 @@ def test_no_target_means_no_due_time_and_a_store_never_open_again_too() -> None:
     hours = parse_hours({"weekly": {"mon": [["09:00", "10:00"]]}, "closed": []}, "Asia/Shanghai")
     assert due_times(Sla(), hours, NOW) == (None, None)
     assert due_times(Sla(10**9, None), hours, NOW) == (None, None)  # beyond the horizon
+
+
+async def test_random_moves_follow_the_state_table_and_each_success_leaves_one_record(
+    storage: SqlStorage,
+) -> None:
+    import random
+
+    from posassist.relay.tickets import TRANSITIONS
+
+    ticket = await open_one(storage)
+    tickets = TicketStore(storage)
+    rng = random.Random(12)
+    states = sorted(TRANSITIONS)
+    status, done = "new", 0
+    for step in range(120):
+        to = rng.choice(states)
+        sources = {s for s, targets in TRANSITIONS.items() if to in targets}
+        try:
+            moved = await tickets.change(
+                ticket.id,
+                from_states=sources,
+                to=to,
+                actor="user:r",
+                kind=to,
+                text="",
+                now=NOW + step,
+                audit=entry(f"ticket.{to}"),
+            )
+        except Conflict:
+            assert to not in TRANSITIONS[status]  # refused only when the table says no
+            continue
+        assert to in TRANSITIONS[status]  # allowed only when the table says yes
+        status, done = moved.status, done + 1
+    stored = await tickets.get(ticket.id)
+    events = (await tickets.events([ticket.id]))[ticket.id]
+    assert (stored.status, stored.version, len(events)) == (status, done + 1, done + 1)
+    seqs = [e.audit_seq for e in events]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    assert done > 20  # the walk went somewhere

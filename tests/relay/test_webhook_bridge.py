@@ -95,4 +95,5 @@ async def test_a_signed_notification_reaches_the_robot_and_a_forged_one_does_not
     with pytest.raises(urllib.error.HTTPError) as refused:
         await asyncio.to_thread(urllib.request.urlopen, forged, timeout=5)
     assert refused.value.code == 401
+    refused.value.close()
     assert len(got) == 1

@@ -210,6 +210,10 @@ class TicketStore:
                 text=description,
                 audit=audit,
             )
+            if device_id is not None:  # the till's open alerts take the ticket (issue 13)
+                from .health import link_alerts_to_ticket
+
+                link_alerts_to_ticket(conn, device_id, ticket.id, opened_by, now)
 
         await self._storage.run_write(tx)
         return ticket

@@ -150,3 +150,22 @@ async def test_bad_alert_listing_queries_are_clear_errors(
 ) -> None:
     status, body = await relay.get(f"/v1/alerts{query}", relay.tokens["tech"])
     assert (status, body["error"]) == (400, error)
+
+
+async def test_alerts_and_the_tills_ticket_find_each_other(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))  # an alert first, then the merchant asks
+        await agent.reply(
+            m.HelpRequested(
+                id=2, device_id=device_id, category="printer", description="打印机不出纸"
+            )
+        )
+        opened = await agent.next()
+        ticket = next(msg for msg in opened if isinstance(msg, m.TicketOpened))
+        await send_event(agent, raised(3, "d1", check="disk"))  # and an alert after it
+    alerts = {a["check"]: a for a in await alerts_of(relay)}
+    assert alerts["printer"]["ticket_id"] == ticket.ticket_id
+    assert alerts["disk"]["ticket_id"] == ticket.ticket_id
+    actions = [r.action async for r in relay.state.storage.records()]
+    assert "alert.ticket" in actions

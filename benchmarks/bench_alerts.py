@@ -116,14 +116,86 @@ async def one_backend(tmp: Path, database: str, n_events: int, n_agents: int) ->
         result["ingest"] = await timed(url, fleet, alerts)
         result["duplicates"] = await timed(url, fleet, alerts)
         result["baseline_after"] = await timed(url, fleet, beats)
+        latencies = await webhook_latency(url, data, store, database, fleet[0], rounds=20)
+        result["latency_p50"] = sorted(latencies)[len(latencies) // 2]
+        result["latency_max"] = max(latencies)
         return result
     finally:
         stop(proc)
         log.close()
 
 
-async def _webhook(url: str, data: Path, store: str, database: str) -> None:
-    """A merchant webhook whose receiver is down (deliveries queue and retry, as in life)."""
+async def webhook_latency(
+    url: str,
+    data: Path,
+    store: str,
+    database: str,
+    agent: tuple[str, Ed25519PrivateKey],
+    rounds: int,
+) -> list[float]:
+    """Seconds from an agent sending a firing ``alert.raised`` (a new alert) to its signed
+    ``alert.opened`` arriving at a receiver on 127.0.0.1, one at a time: the relay's part of
+    "paper out → webhook" (the agent's check interval comes on top)."""
+    from aiohttp import web
+
+    arrived: dict[str, float] = {}
+    got = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["type"] == "alert.opened":
+            arrived[body["alert"]["check"]] = time.perf_counter()
+            got.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        await _webhook(
+            url, data, store, database, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        )
+        device_id, key = agent
+        took = []
+        async with connect(url + "/v1/agent") as ws:
+            session, accepted = await agent_handshake(ws, device_id, key)
+            assert isinstance(accepted, m.AuthAccepted)
+            for i in range(rounds):
+                check = f"latency-{i}"
+                got.clear()
+                sent = time.perf_counter()
+                session.send(
+                    m.AlertRaised(
+                        id=session.next_id(),
+                        device_id=device_id,
+                        alert_key=f"latency-{i}",
+                        check_name=check,
+                        severity="critical",
+                        state="firing",
+                        summary="paper out / 缺纸",
+                        observed_at=time.time(),
+                    )
+                )
+                await send(ws, session)
+                async with asyncio.timeout(30):
+                    while check not in arrived:
+                        await got.wait()
+                        got.clear()
+                took.append(arrived[check] - sent)
+                await recv(ws, session)  # its alert.ack
+        return took
+    finally:
+        await runner.cleanup()
+
+
+async def _webhook(
+    url: str, data: Path, store: str, database: str, target: str = "http://127.0.0.1:9/down"
+) -> None:
+    """A merchant webhook; by default one whose receiver is down (deliveries queue and retry,
+    as in life)."""
     import sqlalchemy as sa
     from aiohttp import ClientSession
 
@@ -138,7 +210,7 @@ async def _webhook(url: str, data: Path, store: str, database: str) -> None:
     finally:
         await storage.close()
     token = await admin_token(url)
-    body = {"scope_kind": "merchant", "scope_id": merchant, "url": "http://127.0.0.1:9/down"}
+    body = {"scope_kind": "merchant", "scope_id": merchant, "url": target}
     async with (
         ClientSession() as http,
         http.post(
@@ -175,14 +247,15 @@ async def run(args: argparse.Namespace) -> int:
     print(f"\n### Alert ingest: {args.events} events from {args.agents} agents, window {WINDOW}\n")
     print(
         "| backend | baseline: heartbeats/s (no database) | alert events/s | duplicates/s "
-        "| ingest / baseline |"
+        "| ingest / baseline | alert.raised → signed webhook, p50 / max |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for backend, r in rows.items():
         base = (r["baseline"] + r["baseline_after"]) / 2
         print(
             f"| {backend} | {base:,.0f} | {r['ingest']:,.0f} | {r['duplicates']:,.0f} "
-            f"| {r['ingest'] / base:.2f} |"
+            f"| {r['ingest'] / base:.2f} "
+            f"| {r['latency_p50'] * 1000:.1f} / {r['latency_max'] * 1000:.1f} ms |"
         )
     return 0
 

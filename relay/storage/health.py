@@ -414,8 +414,9 @@ class HealthStore:
                 path = _path(conn, event.device_id)
                 alert = dataclasses.replace(alert, store_id=path.store_id)
                 kind = f"alert.{decision.change.value}"
-                # held outside the store's hours: sent when it opens (a recovery is not held)
-                due = alert.held_until if alert.status != "resolved" else None
+                # held outside the store's hours: sent when it opens; a recovery of a held alert
+                # waits with it, so the receiver hears of both, not of a recovery alone
+                due = alert.held_until
                 queued = _queue(conn, path, kind, notification(kind, alert, path), now, due=due)
         return Ingested(duplicate=False, change=decision.change, alert=alert, deliveries=queued)
 

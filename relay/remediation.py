@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["REQUESTED_BY", "AttemptLink", "after_firing"]
 
 log = logging.getLogger("posassist.relay")
-#: Who asks for a remediation run (the job's ``requested_by``, the audit actor ``user:…``).
-REQUESTED_BY = "remediation"
+#: Who asks for a remediation run (the job's ``requested_by``, the audit actor ``user:…``): a
+#: colon no username may hold, so no person can be taken for it (or pass for it).
+REQUESTED_BY = "relay:remediation"
 #: Seconds a remediation run may take before its route times out (the agent's run timeout).
 RUN_TIMEOUT = 300.0
 

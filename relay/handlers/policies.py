@@ -171,24 +171,30 @@ async def send_policy(state: RelayState, device_id: str, peer: WebSocketSession)
 
 
 async def push_policies(state: RelayState, scope: Scope) -> int:
-    """After a change at ``scope``: every connected device under it is told; how many."""
+    """After a change at ``scope``: every device under it is judged by the new policy at once,
+    and each connected one is told in the background (a change over a whole organisation must
+    not hold its API request); how many are being told."""
+    from ..connection import WebSocketSession
+
     health = alerts.health_of(state)
     if scope.kind is ScopeKind.DEVICE:
         devices = [str(scope.id)]
     else:
         devices = await health.store.policy_devices(scope)
     health.policies.forget(devices)
-    told = 0
-    for device_id in devices:
-        link = state.router.agent(device_id)
-        if link is None:
-            continue
-        from ..connection import WebSocketSession
+    connected = [
+        (device_id, link)
+        for device_id in devices
+        if isinstance(link := state.router.agent(device_id), WebSocketSession)
+    ]
+    if connected:
+        state.spawn(_tell(state, connected))
+    return len(connected)
 
-        if isinstance(link, WebSocketSession):
-            await send_policy(state, device_id, link)
-            told += 1
-    return told
+
+async def _tell(state: RelayState, connected: list[tuple[str, WebSocketSession]]) -> None:
+    for device_id, link in connected:
+        await send_policy(state, device_id, link)
 
 
 async def store_changed(state: RelayState, store_id: str) -> None:

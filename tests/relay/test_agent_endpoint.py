@@ -95,7 +95,7 @@ async def test_relay_answers_heartbeat_with_its_clock(relay: Relay) -> None:
         assert abs(ack.received_at - relay.clock()) < 5
 
 
-async def test_relay_answers_agent_request_it_does_not_handle_yet(relay: Relay) -> None:
+async def test_relay_acknowledges_an_alert_it_once_answered_unsupported(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await agent.reply(
@@ -111,8 +111,7 @@ async def test_relay_answers_agent_request_it_does_not_handle_yet(relay: Relay) 
             )
         )
         (answer,) = await agent.next()
-        assert isinstance(answer, m.ErrorReply)
-        assert answer.code == "unsupported"
+        assert answer == m.AlertAcknowledged(id=1, duplicate=False)  # docs/alerts.md
 
 
 async def test_relay_drops_agent_silent_past_the_silence_deadline(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import BadRequest, StorageError
@@ -143,6 +143,8 @@ class WebhookSender:
         self.retry_scale = retry_scale
         self.max_concurrent = max_concurrent
         self._wakeup = asyncio.Event()
+        #: ``posassist_relay_webhook_tries_total{outcome}`` once the relay registers it
+        self.outcomes: Any = None
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -209,6 +211,10 @@ class WebhookSender:
         attempts = delivery.attempts + 1
         now = self.clock()
         delay = None if error is None else retry_delay(attempts, self.retry_scale)
+        # counted before it is recorded (a test polling the record then sees the count)
+        if self.outcomes is not None:
+            outcome = "delivered" if error is None else "retried" if delay is not None else "failed"
+            self.outcomes.labels(outcome=outcome).inc()
         try:
             await self.store.finish_delivery(
                 delivery.id,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from posassist.protocol import AlertAcknowledged, AlertRaised, ErrorReply
 from posassist.protocol.text import printable
@@ -23,6 +24,7 @@ from posassist.protocol.text import printable
 from ..alerts import Alert, AlertEvent, Change
 from ..audit import Outcome
 from ..errors import BadRequest, NotFound, ScopeError, StorageError
+from ..metrics import NAMESPACE
 from ..policies import Judgement, PolicyBook, judge
 from ..remediation import after_firing
 from ..state import STATE, RelayState
@@ -56,9 +58,8 @@ class Health:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: (device, check) whose remediation is being decided (relay/remediation.py)
     remediating: set[tuple[str, str]] = field(default_factory=set)
-    #: alert events ingested, and of those duplicates (for the benchmark and /metrics)
-    ingested: int = 0
-    duplicates: int = 0
+    #: ``posassist_relay_alert_events_total{result}``: stored, duplicate, unavailable
+    events: Counter | None = None
 
 
 HEALTH = web.AppKey("health", Health)
@@ -83,6 +84,21 @@ async def health_context(app: web.Application) -> AsyncIterator[None]:
         retry_scale=config.webhook_retry_scale,
     )
     health = Health(store=store, sender=sender, policies=PolicyBook(store, state.storage))
+    health.events = Counter(
+        "alert_events",
+        "alert.raised events from agents: stored, duplicate (a redelivery) or unavailable "
+        "(the database failed; the agent sends it again).",
+        ["result"],
+        namespace=NAMESPACE,
+        registry=state.metrics.registry,
+    )
+    sender.outcomes = Counter(
+        "webhook_tries",
+        "Webhook delivery tries: delivered, retried (to be tried again) or failed (gave up).",
+        ["outcome"],
+        namespace=NAMESPACE,
+        registry=state.metrics.registry,
+    )
     app[HEALTH] = health
     state.health = health
     task = asyncio.create_task(sender.run(), name="webhook sender")
@@ -131,12 +147,12 @@ async def ingest_alert(
         result = await health.store.ingest_alert(taken)
     except StorageError as exc:  # not acknowledged: the agent's outbox sends it again
         log.warning("alert event from %s not stored: %s", device_id, exc)
+        _count(health, "unavailable")
         peer.send_nowait(
             ErrorReply(id=event.id, code="unavailable", message="try again later / 请稍后重试")
         )
         return
-    health.ingested += 1
-    health.duplicates += result.duplicate
+    _count(health, "duplicate" if result.duplicate else "stored")
     peer.send_nowait(AlertAcknowledged(id=event.id, duplicate=result.duplicate))
     if result.deliveries:
         health.sender.wake()
@@ -146,6 +162,11 @@ async def ingest_alert(
         Change.UPDATED,
     ):
         after_firing(state, health, result.alert)
+
+
+def _count(health: Health, result: str) -> None:
+    if health.events is not None:
+        health.events.labels(result=result).inc()
 
 
 def _judged(event: AlertEvent, judgement: Judgement) -> AlertEvent:

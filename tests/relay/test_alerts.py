@@ -36,6 +36,9 @@ async def test_the_same_event_twice_makes_one_alert_and_the_second_is_a_duplicat
     assert alert["status"] == "open"
     history = [r.action for r in [r async for r in relay.state.storage.records()]]
     assert history.count("alert.opened") == 1
+    sample = relay.state.metrics.registry.get_sample_value
+    assert sample("posassist_relay_alert_events_total", {"result": "stored"}) == 1
+    assert sample("posassist_relay_alert_events_total", {"result": "duplicate"}) == 1
 
 
 async def test_repeats_update_one_alert_which_resolves_and_reopens(relay: Relay) -> None:

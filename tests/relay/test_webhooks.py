@@ -160,6 +160,10 @@ async def test_a_receiver_answering_500_is_retried_then_the_delivery_fails(
     assert len(ids) == 1  # the same delivery each time, for the receiver to de-duplicate
     error = await _last_error(relay)
     assert error == "HTTP 500"
+    sample = relay.state.metrics.registry.get_sample_value
+    tries = "posassist_relay_webhook_tries_total"
+    assert sample(tries, {"outcome": "retried"}) == webhooks.MAX_ATTEMPTS - 1
+    assert sample(tries, {"outcome": "failed"}) == 1
 
 
 async def test_a_receiver_that_recovers_gets_the_delivery(relay: Relay, receiver: Receiver) -> None:

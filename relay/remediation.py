@@ -41,6 +41,8 @@ log = logging.getLogger("posassist.relay")
 REQUESTED_BY = "relay:remediation"
 #: Seconds a remediation run may take before its route times out (the agent's run timeout).
 RUN_TIMEOUT = 300.0
+#: A ``running`` attempt this old never heard its end (the relay restarted mid-run): failed.
+STALE_AFTER = 2 * RUN_TIMEOUT
 
 
 class AttemptLink:
@@ -107,8 +109,15 @@ async def _decide(state: RelayState, health: Health, alert: Alert) -> None:
     attempts = await health.store.attempts_since(
         alert.device_id, alert.check_name, now - plan.window
     )
-    if any(a.status == "running" for a in attempts):
-        return  # its end decides
+    for attempt in attempts:
+        if attempt.status != "running":
+            continue
+        if now - attempt.started_at < STALE_AFTER:
+            return  # its end decides
+        # its relay stopped (or lost the route) before the end came: it counts as failed
+        await health.store.finish_remediation(
+            attempt.id, "failed", f"no outcome within {STALE_AFTER:g} s", now=now
+        )
     if len(attempts) >= plan.max_attempts:
         await _escalate(state, health, alert, len(attempts), plan.window)
         return

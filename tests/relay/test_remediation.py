@@ -134,3 +134,28 @@ async def test_a_refused_run_counts_as_an_attempt_and_no_plan_runs_nothing(relay
     assert attempt["status"] == "failed"
     assert "refused" in attempt["detail"]
     assert (await shown(relay, alerts["disk"].id))["remediations"] == []
+
+
+async def test_an_attempt_whose_end_never_came_is_failed_and_the_next_one_runs(
+    relay: Relay,
+) -> None:
+    from posassist.relay import remediation
+
+    assert (await set_policy(relay, "store", relay.store, PLAN))[0] == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        await send_event(agent, raised(1, "q1", check="print_queue", observed_at=1))
+        await run_request(agent)  # never answered: as if the relay restarted mid-run
+        alert = await the_alert(relay)
+        await send_event(agent, raised(2, "q2", check="print_queue", observed_at=2))
+        relay.clock.offset += remediation.STALE_AFTER + 1
+        await send_event(agent, raised(3, "q3", check="print_queue", observed_at=3))
+        second = await run_request(agent)  # the stale one failed; the next attempt runs
+        await finish(agent, second, "succeeded")
+        await attempts_ended(relay, alert.id, 2)
+    body = await shown(relay, alert.id)
+    assert [r["status"] for r in body["remediations"]] == ["failed", "succeeded"]
+    # failed by whichever saw it first: the route's expiry (outcome unknown) or the next decision
+    detail = body["remediations"][0]["detail"]
+    assert "no outcome within" in detail or detail.startswith("outcome_unknown")

@@ -101,7 +101,7 @@ async def one_backend(tmp: Path, database: str, n_events: int, n_agents: int) ->
     store = provision(data, database)
     extra = ("--database", database) if database else ()
     log = (tmp / f"{data.name}.log").open("w")
-    proc, url = start_relay(data, *extra, "--heartbeat", "3600", log=log)
+    proc, url = start_relay(data, *extra, "--heartbeat", "3600", "--webhook-allow-private", log=log)
     try:
         fleet = [
             await enrol_over_http(url, invite(data, store, url, database)) for _ in range(n_agents)

@@ -184,6 +184,11 @@ def _parser() -> argparse.ArgumentParser:
         help="factor on the webhook retry schedule (1 s, 5 s, 30 s, 2 min, 10 min)",
     )
     serve.add_argument(
+        "--webhook-allow-private",
+        action="store_true",
+        help="let webhooks reach loopback, private and link-local addresses (off: refused)",
+    )
+    serve.add_argument(
         "--checkpoint-interval", type=float, default=60.0, help="seconds between signed audit heads"
     )
     serve.add_argument(
@@ -863,6 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flap_threshold=args.flap_threshold,
                 webhook_timeout=args.webhook_timeout,
                 webhook_retry_scale=args.webhook_retry_scale,
+                webhook_allow_private=args.webhook_allow_private,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(serve(config))

@@ -103,6 +103,9 @@ class RelayConfig:
     #: on the retry schedule (1.0: 1 s, 5 s, 30 s, 2 min, 10 min; tests shrink it).
     webhook_timeout: float = 10.0
     webhook_retry_scale: float = 1.0
+    #: Let webhooks reach loopback, private and link-local addresses (a receiver on the relay's
+    #: own network, tests); off by default: an organisation's admin must not probe the inside.
+    webhook_allow_private: bool = False
     limits: Limits = field(default=DEFAULT_LIMITS)
 
     @property

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
@@ -95,8 +96,53 @@ def retry_delay(attempts: int, scale: float = 1.0) -> float | None:
     return BACKOFF[min(attempts, len(BACKOFF)) - 1] * scale
 
 
-def check_webhook_url(url: str) -> str:
-    """An http(s) URL with a host, at most 2048 characters; BadRequest otherwise."""
+def public_address(address: str) -> bool:
+    """Whether a webhook may reach ``address``: not loopback, private, link-local (cloud
+    metadata), multicast, reserved or unspecified; a relay's own network is off limits unless
+    the operator allows it (``--webhook-allow-private``)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+class PublicOnlyResolver:
+    """An aiohttp resolver that drops every address :func:`public_address` refuses (checked at
+    each connection, so a name that later resolves inside the network is refused too)."""
+
+    def __init__(self) -> None:
+        from aiohttp.resolver import ThreadedResolver
+
+        self._resolver = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        import socket
+
+        found = await self._resolver.resolve(host, port, socket.AddressFamily(family))
+        allowed = [entry for entry in found if public_address(entry["host"])]
+        if not allowed:
+            raise OSError(f"{host} resolves only to addresses webhooks may not reach")
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def check_webhook_url(url: str, *, allow_private: bool = False) -> str:
+    """An http(s) URL with a host, at most 2048 characters, whose host, if an address, is one a
+    webhook may reach (:func:`public_address`, unless ``allow_private``); BadRequest
+    otherwise."""
     if len(url) > 2048:
         raise BadRequest("webhook url longer than 2048 characters")
     try:
@@ -106,6 +152,8 @@ def check_webhook_url(url: str) -> str:
         raise BadRequest("webhook url is not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("webhook url must be http(s)://host…")
+    if not allow_private and _literal(parts.hostname) and not public_address(parts.hostname):
+        raise BadRequest("webhook url may not name a loopback, private or link-local address")
     return url
 
 
@@ -135,12 +183,14 @@ class WebhookSender:
         send_timeout: float = SEND_TIMEOUT,
         retry_scale: float = 1.0,
         max_concurrent: int = MAX_CONCURRENT,
+        allow_private: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
         self.poll_interval = poll_interval
         self.send_timeout = send_timeout
         self.retry_scale = retry_scale
+        self.allow_private = allow_private
         self.max_concurrent = max_concurrent
         self._wakeup = asyncio.Event()
         #: ``posassist_relay_webhook_tries_total{outcome}`` once the relay registers it
@@ -152,7 +202,10 @@ class WebhookSender:
     async def run(self) -> None:
         import aiohttp
 
-        async with aiohttp.ClientSession() as http:
+        connector = aiohttp.TCPConnector(
+            resolver=None if self.allow_private else PublicOnlyResolver()  # type: ignore[arg-type]
+        )
+        async with aiohttp.ClientSession(connector=connector) as http:
             while True:
                 self._wakeup.clear()
                 wait = self.poll_interval
@@ -195,6 +248,9 @@ class WebhookSender:
         }
         error: str | None
         try:
+            host = urlsplit(delivery.url).hostname or ""
+            if not self.allow_private and _literal(host) and not public_address(host):
+                raise OSError(f"{host} is an address webhooks may not reach")
             async with http.post(
                 delivery.url,
                 data=body,

@@ -82,6 +82,7 @@ async def health_context(app: web.Application) -> AsyncIterator[None]:
         state.now,
         send_timeout=config.webhook_timeout,
         retry_scale=config.webhook_retry_scale,
+        allow_private=config.webhook_allow_private,
     )
     health = Health(store=store, sender=sender, policies=PolicyBook(store, state.storage))
     health.events = Counter(
@@ -270,7 +271,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     url = body.get("url")
     if not isinstance(url, str):
         raise BadRequest("url must be text")
-    check_webhook_url(url)
+    check_webhook_url(url, allow_private=state.config.webhook_allow_private)
     scope = Scope(ScopeKind(kind_text), scope_id)
     user = await _admin_for(state, request, scope, "webhook.create")
     secret = new_secret()

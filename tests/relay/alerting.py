@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def relay(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Relay]:
     schema = None
-    overrides: dict[str, object] = {}
+    # the tests' receivers listen on 127.0.0.1
+    overrides: dict[str, object] = {"webhook_allow_private": True}
     if request.param == "postgresql":
         schema = f"t_{secrets.token_hex(6)}"
         admin = await _pg_admin()
@@ -28,7 +29,7 @@ async def relay(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await admin.execute(f'CREATE SCHEMA "{schema}"')
         finally:
             await admin.close()
-        overrides = {"database_url": PG_URL, "database_schema": schema}
+        overrides.update(database_url=PG_URL, database_schema=schema)
     relay = await start_relay(tmp_path, **overrides)
     try:
         yield relay

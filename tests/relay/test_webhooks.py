@@ -260,3 +260,48 @@ def test_retry_schedule_backs_off_and_ends() -> None:
     delays = [webhooks.retry_delay(n) for n in range(1, webhooks.MAX_ATTEMPTS + 1)]
     assert delays == [1.0, 5.0, 30.0, 120.0, 600.0, None]
     assert webhooks.retry_delay(2, scale=0.01) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata
+        "http://10.0.0.5/hook",
+        "http://[::ffff:192.168.1.1]/hook",
+    ],
+)
+async def test_a_webhook_into_the_relays_own_network_is_refused(relay: Relay, url: str) -> None:
+    import dataclasses
+
+    relay.state.config = dataclasses.replace(relay.state.config, webhook_allow_private=False)
+    body = {"scope_kind": "merchant", "scope_id": relay.merchant, "url": url}
+    status, answer = await relay.post("/v1/webhooks", body, relay.tokens["admin"])
+    assert (status, answer["error"]) == (400, "BadRequest")
+    assert (await relay.get("/v1/webhooks", relay.tokens["admin"]))[1] == {"webhooks": []}
+
+
+async def test_a_private_address_is_not_reached_at_send_time_either(
+    relay: Relay, receiver: Receiver
+) -> None:
+    fast(relay)
+    await add_webhook(relay, receiver.url)  # made while allowed; the relay then forbids it
+    health_of(relay.state).sender.allow_private = False
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert receiver.got == []
+    assert "may not reach" in (await _last_error(relay) or "")
+
+
+async def test_a_name_resolving_only_inside_is_refused_by_the_resolver() -> None:
+    resolver = webhooks.PublicOnlyResolver()
+    try:
+        with pytest.raises(OSError, match="may not reach"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
+    assert webhooks.public_address("8.8.8.8")
+    assert not webhooks.public_address("::ffff:127.0.0.1")

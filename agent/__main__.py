@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .config import Identity
     from .connection import Opened
     from .diagnostics import DiagContext
+    from .helpwindow.service import HelpService
     from .scripts.service import ScriptService
 
 log = logging.getLogger("posassist.agent")
@@ -96,8 +97,33 @@ def _say(zh: str, en: str) -> None:
         log.warning("could not print to the console (%s): %s", type(exc).__name__, line)
 
 
-def _script_service(
+def _help_service(
     data_dir: Path, identity: Identity, diagnostics: DiagContext
+) -> Optional[HelpService]:
+    """The help window's side of the agent (docs/helpwindow.md), unless settings switch it off."""
+    settings = diagnostics.settings
+    if settings.help_link == "off":
+        return None
+    from .helpwindow.service import HelpService
+    from .scripts.results import ResultStore
+
+    return HelpService(
+        data_dir,
+        identity.device_id,
+        timezone=settings.time_zone or "Asia/Shanghai",
+        allowed_uids=frozenset(settings.desktop_uids) if settings.desktop_uids else None,
+        transport=None if settings.help_link == "auto" else settings.help_link,
+        diagnostics=diagnostics,
+        results=ResultStore(data_dir / "scripts" / "results.json"),
+        unattended_policy=settings.unattended_consent,
+    )
+
+
+def _script_service(
+    data_dir: Path,
+    identity: Identity,
+    diagnostics: DiagContext,
+    help_service: Optional[HelpService] = None,
 ) -> Optional[ScriptService]:
     """The vetted-script service, if this till was enrolled with a script repository root."""
     if not (data_dir / "scripts" / "root.json").exists():
@@ -108,6 +134,7 @@ def _script_service(
 
     runner = ScriptRunner(
         backups=BackupStore(data_dir / "backups"),
+        consent=None if help_service is None else help_service.consent,
         profile=diagnostics.profile,
         placeholders={"DATA": str(data_dir)},
     )
@@ -133,7 +160,10 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
     except NotImplementedError:  # pragma: no cover - Windows: the service wrapper stops us
         pass
 
-    scripts = _script_service(data_dir, identity, diagnostics)
+    helper = _help_service(data_dir, identity, diagnostics)
+    if helper is not None:
+        await helper.start()  # before scripts: a consent the last run left open is denied first
+    scripts = _script_service(data_dir, identity, diagnostics, helper)
     fresh = None if scripts is None else asyncio.ensure_future(scripts.keep_fresh(stop))
 
     async def opened(info: Opened) -> None:
@@ -166,8 +196,11 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
             scripts=scripts,
             on_open=opened,
             on_failure=failed,
+            help_service=helper,
         )
     finally:
+        if helper is not None:
+            await helper.close()
         if fresh is not None:
             fresh.cancel()
             await asyncio.gather(fresh, return_exceptions=True)

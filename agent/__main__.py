@@ -81,7 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument(
         "--timeout", type=seconds(0.1, 600.0), default=15.0, help="seconds for the whole report"
     )
+    helpw = commands.add_parser(
+        "help", help="the merchant's 获取帮助 / get help window (the agent must be running)"
+    )
+    helpw.add_argument("--data", type=Path, required=True)
+    helpw.add_argument("--text", action="store_true", help="in this terminal, not a window")
+    helpw.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
     return parser
+
+
+def _help(data_dir: Path, text: bool, lang: str) -> int:
+    """The help window, or its ``--text`` twin; both need the agent running on this till."""
+    if text:
+        from .helpwindow.text import run_text
+
+        return asyncio.run(run_text(data_dir, lang))
+    from .helpwindow.window import run_window
+
+    return run_window(data_dir, lang)
 
 
 def _say(zh: str, en: str) -> None:
@@ -253,6 +270,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             trust_root(args.data, args.root_hash)
             _say("已信任脚本库根证书", "the script repository root is trusted")
             return 0
+        if args.command == "help":
+            return _help(args.data, args.text, args.lang)
         if args.command == "diag":
             if not args.offline:
                 raise BadArgument(

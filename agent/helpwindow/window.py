@@ -324,7 +324,8 @@ class HelpWindow:
     # --- what the merchant does --------------------------------------------------------------
 
     def send(self) -> None:
-        assert self.description is not None and self.contact is not None
+        assert self.description is not None
+        assert self.contact is not None
         msg = self.view.submit(
             next(self.ids),
             self.category.get(),

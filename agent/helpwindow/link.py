@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_LINE",
-    "LinkClient",
     "LinkEndpoint",
     "LinkError",
     "LinkPeer",
@@ -221,7 +220,7 @@ def peer_uid(sock: socket.socket) -> Optional[int]:
         return None
     raw = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", raw)
-    return uid
+    return int(uid)
 
 
 def user_name(uid: int) -> str:
@@ -299,7 +298,7 @@ class LinkServer:
         own = os.getuid() if hasattr(os, "getuid") else -1
         self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({own})
         self.peers: Set[LinkPeer] = set()
-        self._server: Optional[asyncio.AbstractServer] = None
+        self._server: Optional[asyncio.base_events.Server] = None
         self._secret = b""
         self._tasks: Set[asyncio.Future[None]] = set()
 
@@ -450,73 +449,3 @@ def _request_id(line: bytes) -> int:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return 1
     return value if type(value) is int and 0 < value < 2**63 else 1
-
-
-class LinkClient:
-    """The window's end: connect, say hello, then send and receive lines.
-
-    Blocking-free: asyncio streams; the Tk window runs it in a thread with its own loop.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.welcome: Dict[str, Any] = {}
-
-    @classmethod
-    async def connect(cls, data_dir: Path, timeout: float = 5.0) -> LinkClient:
-        endpoint = LinkEndpoint.find(data_dir)
-        secret = ""
-        try:
-            if endpoint.transport == "unix":
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(str(endpoint.socket_path), limit=MAX_LINE + 1),
-                    timeout,
-                )
-            else:
-                port = int(endpoint.port_file.read_text(encoding="ascii").strip())
-                secret = endpoint.secret_file.read_text(encoding="ascii").strip()
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", port, limit=MAX_LINE + 1), timeout
-                )
-        except PermissionError:
-            raise LinkRefusedError(f"no access to the agent link in {endpoint.folder}") from None
-        except (OSError, ValueError, asyncio.TimeoutError) as exc:
-            raise LinkError(
-                f"cannot reach the agent ({type(exc).__name__}): is it running? "
-                "/ 收银助手服务没有运行"
-            ) from None
-        client = cls(reader, writer)
-        await client.send({"t": "link.hello", "secret": secret})
-        first = await client.receive(timeout)
-        if isinstance(first, ErrorReply):
-            writer.close()
-            raise LinkRefusedError(first.code)
-        if not isinstance(first, dict) or first["t"] != "link.welcome":
-            writer.close()
-            raise LinkError("the agent did not welcome this window")
-        client.welcome = first
-        return client
-
-    async def send(self, msg: LinkMessage) -> None:
-        self.writer.write(encode_line(msg))
-        await self.writer.drain()
-
-    async def receive(self, timeout: Optional[float] = None) -> LinkMessage:
-        """The next message from the agent; LinkError when the link ends."""
-        try:
-            line = await asyncio.wait_for(self.reader.readline(), timeout)
-        except (ValueError, asyncio.LimitOverrunError):
-            raise LinkError(f"a line over {MAX_LINE} bytes from the agent") from None
-        except (ConnectionError, OSError):
-            line = b""
-        if not line:
-            raise LinkError("the agent closed the link / 与收银助手服务的连接已断开")
-        return decode_line(line, TO_WINDOW)
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

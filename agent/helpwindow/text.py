@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, TextIO
 
 from posassist.protocol.text import printable
 
-from .link import LinkClient, LinkError
+from .link import LinkError
+from .linkclient import LinkClient
 from .view import HelpView
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from posassist.protocol import Message
 
 __all__ = ["run_text"]
 
@@ -204,7 +203,7 @@ async def run_text(
             )
             if incoming in done:
                 try:
-                    msg: Message = incoming.result()
+                    msg = incoming.result()
                 except LinkError as exc:
                     face.say(f"! {exc}")
                     return 1

@@ -136,10 +136,12 @@ def zone(name: str) -> datetime.tzinfo:
 
 
 def local_time(epoch: float, zone_name: str) -> str:
-    """``epoch`` as the store's wall-clock time, ``HH:MM`` (with the date if not today there)."""
+    """``epoch`` as the store's wall-clock time, ``MM-DD HH:MM``."""
     tz = zone(zone_name)
-    moment = datetime.datetime.fromtimestamp(epoch, tz)
-    return moment.strftime("%m-%d %H:%M")
+    shown = datetime.datetime.fromtimestamp(epoch, tz).strftime("%m-%d %H:%M")
+    if tz is datetime.timezone.utc and zone_name not in ("UTC", "Etc/UTC"):
+        shown += " UTC"  # a zone this Python can't resolve: say which time this is
+    return shown
 
 
 class HelpView:

@@ -16,7 +16,8 @@ import tkinter as tk
 from tkinter import font as tkfont
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from .link import LinkClient, LinkError
+from .link import LinkError
+from .linkclient import LinkClient
 from .view import HelpView
 
 if TYPE_CHECKING:

@@ -211,7 +211,11 @@ class ScriptRunner:
             RunEvent(
                 "consent_answered",
                 self.clock(),
-                {"decision": decision.value, "answered_by": answered_by},
+                {
+                    "decision": decision.value,
+                    "answered_by": answered_by,
+                    "timeout": self.consent_timeout,
+                },
             )
         )
         if decision is ConsentDecision.GRANTED:

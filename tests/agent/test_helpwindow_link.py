@@ -16,12 +16,12 @@ import pytest
 
 from posassist.agent.helpwindow.link import (
     MAX_LINE,
-    LinkClient,
     LinkError,
     LinkRefusedError,
     decode_line,
     encode_line,
 )
+from posassist.agent.helpwindow.linkclient import LinkClient
 from posassist.agent.helpwindow.service import HelpService
 from posassist.agent.scripts.consent import (
     RESTARTED_DETAIL,

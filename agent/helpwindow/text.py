@@ -173,6 +173,20 @@ class TextHelp:
         return msg
 
 
+async def _finish(client: LinkClient, view: HelpView, face: TextHelp) -> int:
+    """Quitting (or the input ended): first the answer to a request still in flight, so what
+    was sent is never left unconfirmed on screen."""
+    deadline = time.monotonic() + 30.0
+    while view.awaiting is not None and time.monotonic() < deadline:
+        try:
+            msg = await client.receive(max(0.1, deadline - time.monotonic()))
+        except (LinkError, asyncio.TimeoutError):
+            break
+        view.receive(msg, face.clock())
+        face.render()
+    return 0
+
+
 def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str], source: TextIO) -> None:
     for line in iter(source.readline, ""):
         loop.call_soon_threadsafe(queue.put_nowait, line)
@@ -212,11 +226,9 @@ async def run_text(
                 incoming = asyncio.ensure_future(client.receive())
             if typed in done:
                 text = typed.result()
-                if text == "":
-                    return 0
-                sent = face.line(text)
+                sent = QUIT if text == "" else face.line(text)
                 if sent is QUIT:
-                    return 0
+                    return await _finish(client, view, face)
                 if sent is not None:
                     await client.send(sent)
                 typed = asyncio.ensure_future(lines.get())

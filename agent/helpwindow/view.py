@@ -171,7 +171,8 @@ class HelpView:
         self.rating = 0
         self.comment = ""
         self.rated: List[str] = []
-        self._sent_help: Optional[int] = None
+        #: the id of a request sent and not yet answered (help or rating), else None
+        self.awaiting: Optional[int] = None
 
     # --- words -----------------------------------------------------------------------------
 
@@ -219,7 +220,7 @@ class HelpView:
         if not self.device_id:
             self.error = self.word("offline")
             return None
-        self._sent_help = request_id
+        self.awaiting = request_id
         return HelpRequested(
             id=request_id,
             device_id=self.device_id,
@@ -233,6 +234,8 @@ class HelpView:
 
     def receive(self, msg: Any, now: float) -> None:
         """One message from the agent (``now``: monotonic seconds, for the consent countdown)."""
+        if isinstance(msg, (TicketOpened, TicketRated, ErrorReply)) and msg.id == self.awaiting:
+            self.awaiting = None
         if isinstance(msg, dict):
             if msg.get("t") == "link.welcome":
                 self.device_id = str(msg["device_id"])
@@ -395,6 +398,7 @@ class HelpView:
         if not self.current:
             return None
         self.rated.append(self.current)
+        self.awaiting = request_id
         return TicketRate(id=request_id, ticket_id=self.current, rating=rating, comment=comment)
 
     def new_request(self) -> None:

@@ -323,11 +323,11 @@ def _question(
 ) -> ConsentRequest:
     (title_zh, title_en), (changes_zh, changes_en) = manifest.title, manifest.changes
     if manifest.backup:
-        changes_zh += " 运行前会先备份将被修改的文件, 失败时自动恢复。"
-        changes_en += " The files it changes are backed up first and restored if it fails."
+        changes_zh += "\n运行前会先备份将被修改的文件, 失败时自动恢复。"
+        changes_en += "\nThe files it changes are backed up first, and put back if it fails."
     else:
-        changes_zh += " 不做备份。"
-        changes_en += " No backup is taken."
+        changes_zh += "\n不做备份。"
+        changes_en += "\nNo backup is taken."
     return ConsentRequest(
         id=question_id,
         device_id=device_id,

@@ -173,17 +173,21 @@ class TextHelp:
         return msg
 
 
-async def _finish(client: LinkClient, view: HelpView, face: TextHelp) -> int:
+async def _finish(
+    client: LinkClient, view: HelpView, face: TextHelp, incoming: asyncio.Future[Any]
+) -> int:
     """Quitting (or the input ended): first the answer to a request still in flight, so what
-    was sent is never left unconfirmed on screen."""
+    was sent is never left unconfirmed on screen. ``incoming``: the pending receive."""
     deadline = time.monotonic() + 30.0
-    while view.awaiting is not None and time.monotonic() < deadline:
-        try:
-            msg = await client.receive(max(0.1, deadline - time.monotonic()))
-        except (LinkError, asyncio.TimeoutError):
+    while view.awaiting is not None:
+        left = deadline - time.monotonic()
+        done, _ = await asyncio.wait({incoming}, timeout=max(0.0, left))
+        if not done or incoming.exception() is not None:
             break
-        view.receive(msg, face.clock())
+        view.receive(incoming.result(), face.clock())
         face.render()
+        incoming = asyncio.ensure_future(client.receive())
+    incoming.cancel()
     return 0
 
 
@@ -228,7 +232,7 @@ async def run_text(
                 text = typed.result()
                 sent = QUIT if text == "" else face.line(text)
                 if sent is QUIT:
-                    return await _finish(client, view, face)
+                    return await _finish(client, view, face, incoming)
                 if sent is not None:
                     await client.send(sent)
                 typed = asyncio.ensure_future(lines.get())

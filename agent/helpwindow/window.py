@@ -62,7 +62,10 @@ class LinkThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._serve())
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
 
     async def _serve(self) -> None:
         try:
@@ -86,13 +89,15 @@ class LinkThread:
             asyncio.run_coroutine_threadsafe(client.send(msg), self.loop)
 
     def close(self) -> None:
+        """Close the link; the thread ends when its reader sees the end."""
         client = self.client
-        if client is not None:
+        if client is not None and self.thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(client.close(), self.loop)
             try:
                 future.result(2.0)
-            except Exception:  # closing a link that broke already
+            except Exception:  # closing a link that broke already, or a loop that ended
                 pass
+        self.thread.join(5.0)
 
 
 class HelpWindow:
@@ -109,14 +114,14 @@ class HelpWindow:
         self.bold = tkfont.Font(root=root, family=family, size=BIG, weight="bold")
         self.huge = tkfont.Font(root=root, family=family, size=HUGE, weight="bold")
         root.title(view.word("title"))
-        root.geometry("760x620")
+        root.geometry("860x760")
         root.configure(bg="white")
         self.frame = tk.Frame(root, bg="white", padx=24, pady=16)
         self.frame.pack(fill="both", expand=True)
         self.category = tk.StringVar(root, "")
         self.rating = tk.IntVar(root, 0)
         self.error = tk.Label(
-            root, text="", fg="#b00020", bg="white", font=self.bold, wraplength=700
+            root, text="", fg="#b00020", bg="white", font=self.bold, wraplength=800
         )
         self.error.pack(side="bottom", fill="x", pady=8)
         # widgets a test (or the keyboard) drives; made by each screen
@@ -194,6 +199,13 @@ class HelpWindow:
         if self.contact is not None and self.contact.winfo_exists():
             self.view.contact = self.contact.get()
 
+    def _edited(self, _event: object) -> None:
+        """The merchant changed the description: the last refusal no longer applies."""
+        if self.description is not None and self.description.edit_modified():
+            self.description.edit_modified(False)
+            self.view.error = ""
+            self.error.configure(text="")
+
     def _label(self, text: str, font: Optional[tkfont.Font] = None, **kw: Any) -> tk.Label:
         label = tk.Label(
             self.frame,
@@ -202,7 +214,7 @@ class HelpWindow:
             bg="white",
             anchor="w",
             justify="left",
-            wraplength=700,
+            wraplength=800,
             **kw,
         )
         label.pack(fill="x", pady=2)
@@ -249,8 +261,10 @@ class HelpWindow:
             button.grid(row=i // 3, column=i % 3, padx=4, pady=4, sticky="we")
             self.category_buttons.append(button)
         self._label(view.word("description"), self.bold)
-        self.description = tk.Text(self.frame, height=4, font=self.font, wrap="word")
+        self.description = tk.Text(self.frame, height=3, font=self.font, wrap="word")
         self.description.insert("1.0", view.description)
+        self.description.edit_modified(False)
+        self.description.bind("<<Modified>>", self._edited)
         self.description.pack(fill="x")
         self._label(view.word("contact"), self.bold)
         self.contact = tk.Entry(self.frame, font=self.font)

@@ -32,6 +32,7 @@ from tests.e2e.cli import (
     start_relay,
     stop,
 )
+from tests.fakes.simprinter import PrinterState, SimPrinter
 from tests.fakes.xvfb import Xvfb, screenshot
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class Store:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.relay_dir = tmp / "relay"
-        store = provision(self.relay_dir)
+        self.store = store = provision(self.relay_dir)
         repo = init_repository(tmp / "approvers", ["alice", "bob"], PASS)
         script = manifest("printer-status")
         script.update(consent=True, unattended=False)
@@ -79,7 +80,7 @@ class Store:
         script["changes"] = {"zh": "打印一张测试小票", "en": "Prints one test receipt"}
         self.marker = tmp / "ran.txt"
         add(repo, tmp, script, body=f"echo printed >> {self.marker}\n".encode())
-        approve(repo, "alice")
+        approve(repo, "alice", "bob")
         repo.publish(self.relay_dir)
         self.relay, self.url = start_relay(self.relay_dir)
         self.till = tmp / "till"
@@ -94,8 +95,18 @@ class Store:
                 repo.root_hash(),
             )
         )
+        # the till's receipt printer has run out of paper (the simulated ESC/POS printer)
+        self.printer = SimPrinter()
+        self.printer.set_state(PrinterState.PAPER_OUT)
+        host, port = self.printer.start_tcp()
+        printers = [{"name": "前台", "tcp": f"{host}:{port}"}]
+        (self.till / "settings.json").write_text(json.dumps({"printers": printers}))
         self.agent, self.device = start_agent(self.till)
         self.token = login(self.url)
+        # the merchant's SLA: a technician must answer within 15 minutes of business time
+        merchant = api(self.url, "GET", f"/v1/stores/{store}", self.token)["merchant_id"]
+        sla = {"response_seconds": 900, "resolve_seconds": 4 * 3600}
+        api(self.url, "POST", f"/v1/merchants/{merchant}/sla", self.token, sla)
         self.tech = Technician(tmp / "tech").login(self.url)
 
     def run_script(self) -> subprocess.Popen[str]:
@@ -121,6 +132,7 @@ class Store:
     def close(self) -> None:
         stop(self.agent)
         stop(self.relay)
+        self.printer.stop()
 
 
 @pytest.fixture
@@ -147,7 +159,7 @@ def test_window_ticket_reaches_the_relay_and_consent_answers_reach_the_technicia
 
     needs_x()
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    with Xvfb(900, 800) as display:
+    with Xvfb(860, 760) as display:
         link = LinkThread(store.till)
         view = HelpView("zh-CN")
         view.receive(link.start(), time.monotonic())
@@ -169,7 +181,7 @@ def test_window_ticket_reaches_the_relay_and_consent_answers_reach_the_technicia
 
         try:
             pump_until(lambda: view.findings is not None and view.relay_connected)
-            assert view.summary_lines()[0] in ("收银机检查结果:", "收银机检查未发现问题")
+            assert "• 打印机缺纸 (前台)" in view.summary_lines()  # words, not a JSON dump
 
             # a bad description is refused in words and kept in the box
             window.category_buttons[0].invoke()
@@ -178,10 +190,12 @@ def test_window_ticket_reaches_the_relay_and_consent_answers_reach_the_technicia
             window.description.insert("1.0", "   ")
             window.send_button.invoke()  # type: ignore[union-attr]
             pump_until(lambda: "请填写问题描述" in window.error.cget("text"))
+            assert window.description.get("1.0", "end-1c") == "   "  # kept
+            shot("0-refused-zh")
             window.description.delete("1.0", "end")
             window.description.insert("1.0", "小票打印不出来, 红灯一直闪")
             window.contact.insert(0, "138 0000 0000")
-            root.update()
+            pump_until(lambda: window.error.cget("text") == "")  # editing clears the refusal
             shot("1-ask-zh")
 
             sent = time.perf_counter()
@@ -189,6 +203,9 @@ def test_window_ticket_reaches_the_relay_and_consent_answers_reach_the_technicia
             pump_until(lambda: view.screen == "ticket")
             ticket = view.tickets[view.current]
             code = ticket["support_code"]
+            assert ticket["response_due"] is not None
+            assert window.countdown is not None
+            assert "还剩 1" in window.countdown.cget("text")  # 15 min: "还剩 14 分 59 秒"
             # the technician sees it on the relay (its API, as `posassist tickets` does)
             listed = api(store.url, "GET", "/v1/tickets", store.token)["tickets"]
             mine = [t for t in listed if t["code"] == code]
@@ -198,6 +215,10 @@ def test_window_ticket_reaches_the_relay_and_consent_answers_reach_the_technicia
             assert mine[0]["contact"] == "138 0000 0000"
             assert mine[0]["category"] == "printer"
             assert mine[0]["device_id"] == store.device
+            # the agent's own snapshot rode along, as findings (codes and words)
+            full = api(store.url, "GET", f"/v1/tickets/{code}", store.token)
+            codes = [f["code"] for f in full["diagnostics"]["findings"]]
+            assert "printer.paper_out" in codes
             shot("2-ticket-zh")
 
             api(store.url, "POST", f"/v1/tickets/{code}/accept", store.token, {})

@@ -296,3 +296,121 @@ def test_text_window_sends_and_a_reopened_one_shows_the_ticket(store: Store) -> 
     assert again.returncode == 0, again.stderr
     assert code in again.stdout
     assert "已提交, 等待技术员接单" in again.stdout
+
+
+def _audit(relay_dir: Path, action: str) -> list[dict[str, Any]]:
+    import asyncio
+
+    from posassist.relay.storage import open_storage
+
+    async def read() -> list[dict[str, Any]]:
+        storage = open_storage(f"sqlite:///{relay_dir / 'relay.db'}")
+        try:
+            return [dict(r.detail) async for r in storage.records() if r.action == action]
+        finally:
+            await storage.close()
+
+    return asyncio.run(read())
+
+
+def test_agent_killed_with_consent_pending_denies_it_and_the_relay_learns_it(
+    store: Store,
+) -> None:
+    """The question is on the merchant's screen when the agent dies (SIGKILL): the next agent
+    denies it, and the relay reconciles the job from that answer (job.query), audited."""
+    from posassist.agent.helpwindow.window import LinkThread
+    from posassist.protocol import ConsentRequest
+
+    link = LinkThread(store.till)
+    link.start()
+    run = store.run_script()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            msg = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(msg, ConsentRequest):
+                break
+        pending = json.loads((store.till / "help" / "consent-pending.json").read_text())
+        assert [p["script"] for p in pending] == ["printer-status"]
+        stop(store.agent)  # SIGKILL, with the question unanswered
+        run.communicate(timeout=60)
+    finally:
+        link.close()
+    store.agent, _ = start_agent(store.till)
+    deadline = time.monotonic() + 30
+    while not _audit(store.relay_dir, "script.run.reconciled"):
+        assert time.monotonic() < deadline, "the relay did not learn how the run ended"
+        time.sleep(0.2)
+    [reconciled] = _audit(store.relay_dir, "script.run.reconciled")
+    assert reconciled["via"] == "job.query"
+    assert "consent_denied: the agent restarted" in str(reconciled["error"])
+    [asked] = _audit(store.relay_dir, "script.run.consent_asked")
+    assert asked["agent"]["script"] == "printer-status"
+    assert asked["job"] == reconciled.get("job", asked["job"])
+    assert not store.marker.exists()  # nothing ran
+    assert json.loads((store.till / "help" / "consent-pending.json").read_text()) == []
+
+
+PY38 = ROOT / ".venv38" / "bin" / "python"
+
+
+def test_agent_and_both_windows_work_on_python38(store: Store) -> None:
+    """The till's Python (3.8, Windows 7): an agent, the --text window and the Tk window, real."""
+    if not PY38.exists():
+        pytest.fail(f"{PY38} is missing: `make test` builds it from Python 3.8 (docs/windows7.md)")
+    needs_x()
+    stop(store.agent)
+    agent = subprocess.Popen(
+        [str(PY38), "-m", "posassist.agent", "run", "--data", str(store.till)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store.agent = agent
+    assert agent.stdout is not None
+    assert "connected to relay" in agent.stdout.readline()
+    text = subprocess.run(
+        [str(PY38), "-m", "posassist.agent", "help", "--data", str(store.till), "--text"],
+        input="2\n钱箱打不开\n\nq\n",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert text.returncode == 0, text.stderr
+    assert "求助编号" in text.stdout
+    code = (
+        "import sys, time, tkinter as tk\n"
+        "from pathlib import Path\n"
+        "from posassist.agent.helpwindow.view import HelpView\n"
+        "from posassist.agent.helpwindow.window import HelpWindow, LinkThread\n"
+        "assert sys.version_info[:2] == (3, 8)\n"
+        "link = LinkThread(Path(sys.argv[1])); view = HelpView('en')\n"
+        "view.receive(link.start(), time.monotonic())\n"
+        "root = tk.Tk(screenName=sys.argv[2]); window = HelpWindow(root, view, link)\n"
+        "def pump(cond):\n"
+        "    deadline = time.monotonic() + 30\n"
+        "    while not cond():\n"
+        "        assert time.monotonic() < deadline, view.error\n"
+        "        window.pump(); root.update(); time.sleep(0.02)\n"
+        "pump(lambda: view.relay_connected)\n"
+        "window.category_buttons[5].invoke()\n"
+        "window.description.insert('1.0', 'the scale shows the wrong weight')\n"
+        "window.send_button.invoke()\n"
+        "pump(lambda: view.screen == 'ticket')\n"
+        "print(view.tickets[view.current]['support_code'])\n"
+        "link.close(); root.destroy()\n"
+    )
+    with Xvfb() as display:
+        tk38 = subprocess.run(
+            [str(PY38), "-c", code, str(store.till), display],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert tk38.returncode == 0, tk38.stderr
+    listed = api(store.url, "GET", "/v1/tickets", store.token)["tickets"]
+    assert {t["description"] for t in listed} == {"钱箱打不开", "the scale shows the wrong weight"}
+    assert tk38.stdout.strip() in {t["code"] for t in listed}

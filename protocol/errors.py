@@ -26,6 +26,7 @@ boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, re
     ├── InvalidEnrolmentToken         (protocol/enrolment.py) damaged token     1008  400   2
     ├── ManifestError                 (protocol/manifest.py) bad manifest       1008  400   2
     ├── ParamError                    (protocol/manifest.py) bad run parameters 1008  400   2
+    ├── PolicyError                   (protocol/health_policy.py) bad policy 1008  400   2
     ├── BadArgument                   a command-line argument a command can't take  1008  400   2
     └── PeerSilentError               nothing arrived within the silence deadline  4009  500   1
         └── SignInTimeout             the peer did not sign in in time         4009  500   1

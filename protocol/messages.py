@@ -65,6 +65,7 @@ __all__ = [
     "JobResults",
     "Kind",
     "Message",
+    "PolicyUpdated",
     "ScriptFinished",
     "ScriptOutput",
     "ScriptProgress",
@@ -1005,6 +1006,21 @@ def merchant_text_problem(
             f"{what} may not hold control characters or bidi overrides / 内容含有不允许的控制字符"
         )
     return None
+
+
+@message("policy.updated")
+class PolicyUpdated(Message):
+    """The relay's health-check policy for this device, resolved nearest-wins, and its store's
+    business hours (docs/protocol.md#health-policy). Sent on connect and whenever it changes.
+
+    Only the shape is checked here: the agent validates ``policy`` with
+    :func:`posassist.protocol.health_policy.parse_policy` and keeps its last good policy if
+    that refuses it, so a bad document never closes the connection.
+    """
+
+    version: int = spec(lo=0, hi=2**53)
+    policy: Dict[str, Any]
+    hours: Dict[str, Any]
 
 
 @message("help.requested", Kind.REQUEST)

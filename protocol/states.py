@@ -20,10 +20,15 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5)
 #: Tags that a session may carry only from this version on; every other tag is in version 1.
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
-SINCE_VERSION: Dict[str, int] = {"agent.facts": 2, "job.query": 3, "job.results": 3}
+SINCE_VERSION: Dict[str, int] = {
+    "agent.facts": 2,
+    "job.query": 3,
+    "job.results": 3,
+    "policy.updated": 5,
+}
 
 
 class Role(enum.IntEnum):
@@ -126,6 +131,7 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "ticket.rated",
     "consent.request",
     "job.query",
+    "policy.updated",
 }
 _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
 _RELAY_SENDS_CONSOLE = _BOTH | {

@@ -80,6 +80,11 @@ SAMPLES: list[m.Message] = [
         details={"port": "/dev/ttyS0"},
     ),
     m.AlertAcknowledged(id=4, duplicate=True),
+    m.PolicyUpdated(
+        version=7,
+        policy={"version": 7, "checks": {"disk": {"thresholds": {"free_pct": 5}}}},
+        hours={"timezone": "Asia/Shanghai", "closed": ("2026-02-17",)},
+    ),
     m.HelpRequested(
         id=5,
         device_id="dev-1",

@@ -23,6 +23,8 @@ from .view import HelpView
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from posassist.protocol import Message
+
 __all__ = ["run_text"]
 
 #: What the merchant types on each screen besides the answers asked for.
@@ -103,12 +105,10 @@ class TextHelp:
         else:
             self.say(view.word("contact") + ":")
 
-    def line(self, text: str) -> Optional[Any]:
-        """One line the merchant typed: the message to send, if any; ``QUIT`` ends."""
+    def line(self, text: str) -> Optional[Message]:
+        """One line the merchant typed (not ``q``): the message to send, if any."""
         view = self.view
         text = text.rstrip("\r\n")
-        if text.strip().lower() in QUIT:
-            return QUIT
         if view.screen == "consent":
             if text.strip().lower() not in ("y", "n", "是", "否"):
                 self.render(force=True)
@@ -126,7 +126,7 @@ class TextHelp:
             return self._rate_line(text)
         return self._ask_line(text)
 
-    def _ask_line(self, text: str) -> Optional[Any]:
+    def _ask_line(self, text: str) -> Optional[Message]:
         view = self.view
         if self.step == 0:
             keys = [key for key, _ in view.categories()]
@@ -155,7 +155,7 @@ class TextHelp:
         self.step = 0
         return msg
 
-    def _rate_line(self, text: str) -> Optional[Any]:
+    def _rate_line(self, text: str) -> Optional[Message]:
         view = self.view
         if not self.rating:
             if text.strip() in ("1", "2", "3", "4", "5"):
@@ -230,9 +230,9 @@ async def run_text(
                 incoming = asyncio.ensure_future(client.receive())
             if typed in done:
                 text = typed.result()
-                sent = QUIT if text == "" else face.line(text)
-                if sent is QUIT:
+                if text == "" or text.strip().lower() in QUIT:  # end of input, or "q"
                     return await _finish(client, view, face, incoming)
+                sent = face.line(text)
                 if sent is not None:
                     await client.send(sent)
                 typed = asyncio.ensure_future(lines.get())

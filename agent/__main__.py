@@ -87,11 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     helpw.add_argument("--data", type=Path, required=True)
     helpw.add_argument("--text", action="store_true", help="in this terminal, not a window")
     helpw.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
+    helpw.add_argument(
+        "--autostart",
+        action="store_true",
+        help="add an entry that opens the window when this user logs in, then exit",
+    )
     return parser
 
 
-def _help(data_dir: Path, text: bool, lang: str) -> int:
+def _help(data_dir: Path, text: bool, lang: str, autostart: bool) -> int:
     """The help window, or its ``--text`` twin; both need the agent running on this till."""
+    if autostart:
+        import os
+
+        from .helpwindow.autostart import write_autostart
+
+        path = write_autostart(data_dir, lang, os.environ)
+        _say(f"登录后将自动打开帮助窗口: {path}", f"the help window opens at log-in: {path}")
+        return 0
     if text:
         from .helpwindow.text import run_text
 
@@ -271,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _say("已信任脚本库根证书", "the script repository root is trusted")
             return 0
         if args.command == "help":
-            return _help(args.data, args.text, args.lang)
+            return _help(args.data, args.text, args.lang, args.autostart)
         if args.command == "diag":
             if not args.offline:
                 raise BadArgument(

@@ -3,7 +3,9 @@ clear words and keeps what was typed; tickets, countdowns in the store's zone, c
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -283,3 +285,35 @@ def test_the_technician_reads_the_real_consent_answer(detail: dict[str, object],
     assert shown.startswith("[consent] ")
     assert line in shown
     assert consent_line("verified", {}) is None
+
+
+def test_autostart_entry_opens_the_window_at_log_in(tmp_path: Path) -> None:
+    import subprocess
+
+    from posassist.agent.helpwindow.autostart import autostart_entry
+
+    data = tmp_path / "my till $HOME"  # a space and a $ are quoted, not expanded
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run(
+        [sys.executable, "-m", "posassist.agent", "help", "--data", str(data), "--autostart"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    entry = tmp_path / "config" / "autostart" / "posassist-help.desktop"
+    body = entry.read_text(encoding="utf-8")
+    assert str(entry) in done.stdout
+    exec_line = next(line for line in body.splitlines() if line.startswith("Exec="))
+    assert exec_line.endswith(f'"help" "--data" "{tmp_path}/my till \\$HOME" "--lang" "zh-CN"')
+    path, cmd = autostart_entry(
+        Path("C:/posassist"),
+        "en",
+        python="C:/py/python.exe",
+        platform="win32",
+        env={"APPDATA": "C:/Users/cashier/AppData/Roaming"},
+    )
+    assert path.name == "posassist-help.cmd"
+    assert "Startup" in path.parts
+    assert cmd.startswith('@start "" "C:/py/pythonw.exe" "-m" "posassist.agent" "help"')

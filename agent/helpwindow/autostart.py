@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional
 
 from ..errors import ConfigError
 

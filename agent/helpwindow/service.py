@@ -65,6 +65,9 @@ log = logging.getLogger("posassist.agent")
 RELAY_TIMEOUT = 15.0
 #: Seconds the fresh diagnostics snapshot of a help request may take.
 DIAGNOSE_TIMEOUT = 8.0
+#: A snapshot taken when the window opened (``link.diagnose``) rides with a help request sent
+#: within this many seconds; an older one is taken again at send.
+SNAPSHOT_MAX_AGE = 300.0
 OFFLINE = (
     "暂时连不上服务器, 您填写的内容已保留, 请稍后再发送或致电客服 / "
     "the service can't be reached right now; what you wrote is kept: send again later, or phone"
@@ -111,6 +114,8 @@ class HelpService:
         self._tasks: Set[asyncio.Future[None]] = set()
         #: consent question id -> the future its answer sets
         self._questions: Dict[int, asyncio.Future[Decided]] = {}
+        #: (when, the bounded facts) of the last diagnostics snapshot
+        self._last_snapshot: Optional[Tuple[float, Dict[str, Any]]] = None
 
     async def start(self) -> None:
         """Deny what a restart left open, then listen for windows."""
@@ -213,8 +218,13 @@ class HelpService:
         if msg.device_id != self.device_id:
             peer.send_nowait(_error(msg.id, "bad_request", "not this till's device id"))
             return
-        # the snapshot is taken here, by the agent: a window's own summary is not trusted
-        _, diagnostics, _ = await self._snapshot()
+        # the snapshot is the agent's own (a window's word is not trusted): the one taken while
+        # the merchant typed, if recent, so "send" does not wait for the collectors again
+        taken = self._last_snapshot
+        if taken is None or self.clock() - taken[0] > SNAPSHOT_MAX_AGE:
+            await self._snapshot()
+            taken = self._last_snapshot
+        diagnostics = {} if taken is None else taken[1]
         sent = HelpRequested(
             id=msg.id,
             device_id=self.device_id,
@@ -273,6 +283,7 @@ class HelpService:
             log.warning("help diagnostics failed: %s: %s", type(exc).__name__, exc)
             return [], {}, type(exc).__name__
         summary = summarise(findings)
+        self._last_snapshot = (self.clock(), summary["facts"])
         return summary["findings"], summary["facts"], ""
 
     # --- consent ---------------------------------------------------------------------------

@@ -349,3 +349,27 @@ async def test_unknown_window_message_never_reaches_the_service(
         assert "does not travel" in reply.message
     finally:
         await client.close()
+
+
+async def test_help_request_without_the_relay_says_so_and_a_foreign_device_is_refused(
+    service: HelpService, tmp_path: Path
+) -> None:
+    from posassist.protocol import HelpRequested
+
+    client = await LinkClient.connect(tmp_path / "till")
+    try:
+        asked = HelpRequested(id=5, device_id=DEVICE, category="printer", description="没纸了")
+        await client.send(asked)
+        reply = await client.receive(15)
+        assert isinstance(reply, ErrorReply)
+        assert (reply.id, reply.code) == (5, "offline")
+        assert "已保留" in reply.message  # the window keeps the text; it says so
+        foreign = HelpRequested(
+            id=6, device_id="dev_someone_else", category="printer", description="没纸了"
+        )
+        await client.send(foreign)
+        refused = await client.receive(15)
+        assert isinstance(refused, ErrorReply)
+        assert (refused.id, refused.code) == (6, "bad_request")
+    finally:
+        await client.close()

@@ -78,9 +78,12 @@ class LinkClient:
         await self.writer.drain()
 
     async def receive(self, timeout: Optional[float] = None) -> LinkMessage:
-        """The next message from the agent; LinkError when the link ends."""
+        """The next message from the agent; LinkError when the link ends, asyncio.TimeoutError
+        when nothing came within ``timeout`` seconds."""
         try:
             line = await asyncio.wait_for(self.reader.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise  # nothing in time; on 3.11 it is an OSError too, yet not a closed link
         except (ValueError, asyncio.LimitOverrunError):
             raise LinkError(f"a line over {MAX_LINE} bytes from the agent") from None
         except (ConnectionError, OSError):

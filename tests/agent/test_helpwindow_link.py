@@ -373,3 +373,16 @@ async def test_help_request_without_the_relay_says_so_and_a_foreign_device_is_re
         assert (refused.id, refused.code) == (6, "bad_request")
     finally:
         await client.close()
+
+
+async def test_nothing_in_time_is_a_timeout_not_a_closed_link(
+    service: HelpService, tmp_path: Path
+) -> None:
+    client = await LinkClient.connect(tmp_path / "till")
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await client.receive(0.2)  # on 3.11 a TimeoutError is an OSError too
+        await client.send(TicketQuery(id=3))
+        assert isinstance(await client.receive(5), TicketList)  # still open
+    finally:
+        await client.close()

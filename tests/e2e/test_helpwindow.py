@@ -414,3 +414,99 @@ def test_agent_and_both_windows_work_on_python38(store: Store) -> None:
     listed = api(store.url, "GET", "/v1/tickets", store.token)["tickets"]
     assert {t["description"] for t in listed} == {"钱箱打不开", "the scale shows the wrong weight"}
     assert tk38.stdout.strip() in {t["code"] for t in listed}
+
+
+class Terminal:
+    """``help --text`` as a cashier uses it: type a line when the screen asks for it."""
+
+    def __init__(self, till: Path) -> None:
+        import queue
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "posassist.agent", "help", "--data", str(till), "--text"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert self.proc.stdout is not None
+        self.reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self.reader.start()
+
+    def _read(self, out: Any) -> None:
+        for line in out:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{text!r} never shown; saw {self.seen[-8:]}") from None
+            self.seen.append(line)
+            assert line, f"the window ended before {text!r}: {self.seen[-8:]}"
+            if text in line:
+                return line
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> int:
+        """Quit (``q``), or kill it if it is past that; its exit status."""
+        if self.proc.poll() is None:
+            try:
+                self.type("q")
+                self.proc.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+        self.reader.join(10)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return self.proc.returncode
+
+
+def test_text_window_consent_and_rating_as_a_cashier_types(store: Store) -> None:
+    term = Terminal(store.till)
+    try:
+        term.wait_for("哪里出了问题?")
+        term.type("1")
+        term.wait_for("请简单描述问题")
+        term.type("打印机没纸了")
+        term.wait_for("联系电话")
+        term.type("")
+        code = term.wait_for("求助编号").strip()  # the screen's heading; the code follows
+        run = store.run_script()
+        term.wait_for("技术员请求在本机运行以下操作")
+        term.wait_for("打印机状态与测试小票")
+        term.wait_for("y = 同意, n = 拒绝")
+        term.type("n")
+        out, err = run.communicate(timeout=60)
+        assert "[consent] denied by the merchant / 商户拒绝" in out, out + err
+        [ticket] = api(store.url, "GET", "/v1/tickets", store.token)["tickets"]
+        api(store.url, "POST", f"/v1/tickets/{ticket['code']}/accept", store.token, {})
+        api(store.url, "POST", f"/v1/tickets/{ticket['code']}/resolve", store.token, {})
+        term.wait_for("问题已解决, 请为本次服务打分")
+        term.type("4")
+        term.wait_for("意见或建议")
+        term.type("还行")
+        term.wait_for("感谢您的评价")
+    finally:
+        status = term.close()
+    assert status == 0
+    assert code
+    shown = api(store.url, "GET", f"/v1/tickets/{ticket['code']}", store.token)
+    assert (shown["rating"], shown["rating_comment"]) == (4, "还行")
+    assert not store.marker.exists()

@@ -319,6 +319,14 @@ class LinkServer:
                 )
             finally:
                 os.umask(old)
+            if self.allowed_uids - {os.getuid()}:
+                # Another user's window must reach the socket: the folder becomes 0711 (enter,
+                # not list) and the socket 0666; the kernel's peer credentials are then the
+                # gate, checked before a byte is read (docs/helpwindow.md#the-local-link).
+                os.chmod(str(folder), 0o711)
+                os.chmod(str(path), 0o666)
+            else:
+                os.chmod(str(folder), 0o700)
         else:
             self._secret = secrets.token_hex(32).encode("ascii")
             write_private(self.endpoint.secret_file, self._secret)

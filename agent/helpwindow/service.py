@@ -8,6 +8,7 @@ go (the agent works on with none), relay connections come and go (:meth:`attach`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -114,6 +115,8 @@ class HelpService:
         self._tasks: Set[asyncio.Future[None]] = set()
         #: consent question id -> the future its answer sets
         self._questions: Dict[int, asyncio.Future[Decided]] = {}
+        #: consent questions open now, and when (monotonic) each one's time is up
+        self._asked: Dict[int, Tuple[ConsentRequest, float]] = {}
         #: (when, the bounded facts) of the last diagnostics snapshot
         self._last_snapshot: Optional[Tuple[float, Dict[str, Any]]] = None
 
@@ -195,11 +198,15 @@ class HelpService:
     def _welcome(self, peer: LinkPeer) -> Dict[str, Any]:
         welcome = self._status()
         welcome["user"] = peer.user
-        # the open tickets follow at once, so a reopened window shows them before any relay
+        # the open tickets follow at once, so a reopened window shows them before any relay,
+        # and a consent question still open, with the time it has left
+        later = asyncio.get_event_loop().call_soon
         for entry in self.tickets.entries(self.clock()):
-            asyncio.get_event_loop().call_soon(
-                peer.send_nowait, TicketUpdated.from_wire({"t": TicketUpdated.TAG, **entry})
-            )
+            later(peer.send_nowait, TicketUpdated.from_wire({"t": TicketUpdated.TAG, **entry}))
+        for question, deadline in self._asked.values():
+            left = deadline - time.monotonic()
+            if left >= 1.0:
+                later(peer.send_nowait, dataclasses.replace(question, timeout=min(left, 3600.0)))
         return welcome
 
     async def _handle(self, peer: LinkPeer, msg: LinkMessage) -> None:
@@ -301,12 +308,15 @@ class HelpService:
         key = f"q{question_id}"
         future: asyncio.Future[Decided] = asyncio.get_event_loop().create_future()
         self._questions[question_id] = future
+        question = _question(question_id, self.device_id, manifest, timeout)
+        self._asked[question_id] = (question, time.monotonic() + timeout)
         self.pending.add(key, CURRENT_JOB.get(), manifest.id, self.clock())
         try:
-            self.link.broadcast(_question(question_id, self.device_id, manifest, timeout))
+            self.link.broadcast(question)
             return await future
         finally:
             self._questions.pop(question_id, None)
+            self._asked.pop(question_id, None)
             self.pending.remove(key)
 
     def _answer(self, peer: LinkPeer, msg: ConsentAnswer) -> None:

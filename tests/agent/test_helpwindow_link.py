@@ -386,3 +386,50 @@ async def test_nothing_in_time_is_a_timeout_not_a_closed_link(
         assert isinstance(await client.receive(5), TicketList)  # still open
     finally:
         await client.close()
+
+
+async def test_a_desktop_user_other_than_the_agent_can_reach_the_socket_the_check_still_gates(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "till"
+    other = HelpService(
+        data, DEVICE, transport="unix", allowed_uids=frozenset({os.getuid() + 4242})
+    )
+    await other.start()
+    try:
+        assert stat.S_IMODE((data / "link").stat().st_mode) == 0o711
+        assert stat.S_IMODE((data / "link" / "agent.sock").stat().st_mode) == 0o666
+        with pytest.raises(LinkRefusedError):  # reachable, yet not the allowed user
+            await LinkClient.connect(data)
+    finally:
+        await other.close()
+    again = HelpService(data, DEVICE, transport="unix")  # back to the agent's own user only
+    await again.start()
+    try:
+        assert stat.S_IMODE((data / "link").stat().st_mode) == 0o700
+        assert stat.S_IMODE((data / "link" / "agent.sock").stat().st_mode) == 0o600
+    finally:
+        await again.close()
+
+
+async def test_a_window_opened_during_a_consent_question_gets_it_with_the_time_left(
+    service: HelpService, tmp_path: Path
+) -> None:
+    first = await LinkClient.connect(tmp_path / "till")
+    await wait_for_window(service)
+    asking = asyncio.ensure_future(LinkConsent(service, timeout=60.0).ask(manifest(), {}))
+    question = await first.receive(5)
+    assert isinstance(question, ConsentRequest)
+    await first.close()  # the merchant closes the window with the question on it
+    await wait_for_window(service, present=False)
+    second = await LinkClient.connect(tmp_path / "till")
+    try:
+        again = await second.receive(5)
+        assert isinstance(again, ConsentRequest)
+        assert again.id == question.id
+        assert 1.0 <= again.timeout < 60.0
+        await second.send(ConsentAnswer(id=again.id, granted=False))
+        decided = await asyncio.wait_for(asking, 5)
+        assert decided.decision is ConsentDecision.DENIED
+    finally:
+        await second.close()

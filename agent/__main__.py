@@ -146,6 +146,7 @@ def _help_service(
         diagnostics=diagnostics,
         results=ResultStore(data_dir / "scripts" / "results.json"),
         unattended_policy=settings.unattended_consent,
+        consent_timeout=settings.consent_timeout,
     )
 
 
@@ -165,6 +166,7 @@ def _script_service(
     runner = ScriptRunner(
         backups=BackupStore(data_dir / "backups"),
         consent=None if help_service is None else help_service.consent,
+        consent_timeout=diagnostics.settings.consent_timeout,
         profile=diagnostics.profile,
         placeholders={"DATA": str(data_dir)},
     )

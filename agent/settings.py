@@ -80,6 +80,8 @@ class Settings:
     #: scripts whose manifest allows unattended runs: ``ask`` a window if one is open (else run),
     #: ``allow`` without asking, ``require`` an answer like any other script
     unattended_consent: str = "ask"
+    #: seconds the merchant has to answer a consent question (no answer: denied, timed_out)
+    consent_timeout: float = 120.0
 
 
 _USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(?::[\x21-\x7e]{1,64})?$")
@@ -176,7 +178,19 @@ def _help(doc: Dict[str, Any]) -> Dict[str, Any]:
     policy = doc.get("unattended_consent", "ask")
     if policy not in ("ask", "allow", "require"):
         raise ConfigError("settings: unattended_consent must be ask, allow or require")
-    return {"help_link": link, "desktop_uids": tuple(uids), "unattended_consent": policy}
+    timeout = doc.get("consent_timeout", 120.0)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 1 <= timeout <= 900
+    ):
+        raise ConfigError("settings: consent_timeout must be 1..900 seconds")
+    return {
+        "help_link": link,
+        "desktop_uids": tuple(uids),
+        "unattended_consent": policy,
+        "consent_timeout": float(timeout),
+    }
 
 
 def _time_zone(value: Any) -> str:

@@ -69,7 +69,7 @@ def login(url: str) -> str:
 class Store:
     """A relay process with a consent-needing signed script, and one till's agent process."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **settings: Any) -> None:
         self.tmp = tmp
         self.relay_dir = tmp / "relay"
         self.store = store = provision(self.relay_dir)
@@ -100,7 +100,8 @@ class Store:
         self.printer.set_state(PrinterState.PAPER_OUT)
         host, port = self.printer.start_tcp()
         printers = [{"name": "前台", "tcp": f"{host}:{port}"}]
-        (self.till / "settings.json").write_text(json.dumps({"printers": printers}))
+        settings["printers"] = printers
+        (self.till / "settings.json").write_text(json.dumps(settings))
         self.agent, self.device = start_agent(self.till)
         self.token = login(self.url)
         # the merchant's SLA: a technician must answer within 15 minutes of business time
@@ -510,3 +511,32 @@ def test_text_window_consent_and_rating_as_a_cashier_types(store: Store) -> None
     shown = api(store.url, "GET", f"/v1/tickets/{ticket['code']}", store.token)
     assert (shown["rating"], shown["rating_comment"]) == (4, "还行")
     assert not store.marker.exists()
+
+
+def test_no_answer_in_time_is_a_no_and_a_late_answer_is_refused(tmp_path: Path) -> None:
+    """The merchant has 2 s (settings.json consent_timeout): silence is a no; the technician
+    reads "no answer in 2 s"; the answer the window sends after that is refused, nothing runs."""
+    from posassist.agent.helpwindow.window import LinkThread
+    from posassist.protocol import ConsentAnswer, ConsentRequest, ErrorReply
+
+    store = Store(tmp_path, consent_timeout=2)
+    link = LinkThread(store.till)
+    try:
+        link.start()
+        run = store.run_script()
+        deadline = time.monotonic() + 30
+        question = None
+        while not isinstance(question, ConsentRequest):
+            question = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert question.timeout == 2.0
+        out, err = run.communicate(timeout=60)  # nobody answers
+        assert "[consent] no answer in 2 s / 2 秒内无应答" in out, out + err
+        link.send(ConsentAnswer(id=question.id, granted=True))  # too late
+        late = None
+        while not isinstance(late, ErrorReply):
+            late = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert late.code == "consent_expired"
+        assert not store.marker.exists()
+    finally:
+        link.close()
+        store.close()

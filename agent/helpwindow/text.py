@@ -60,7 +60,7 @@ class TextHelp:
         view = self.view
         key = f"{view.screen}:{view.current}:{view.tickets.get(view.current)}"
         if view.screen == "ask":
-            key += f":{view.findings is None}"  # the summary arrived: show it
+            key += f":{view.findings is None}:{view.relay_connected}"  # news to show
         if view.error:
             self.say("! " + view.error)
             view.error = ""
@@ -69,6 +69,8 @@ class TextHelp:
         self.shown = key
         if view.screen == "ask":
             self.say(f"== {view.word('title')} ==")
+            if not view.relay_connected:
+                self.say("! " + view.word("offline"))
             for line in view.summary_lines():
                 self.say(line)
             self.prompt()

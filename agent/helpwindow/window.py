@@ -166,7 +166,7 @@ class HelpWindow:
         view = self.view
         self.error.configure(text=view.error)
         key = f"{view.screen}:{view.current}:{view.tickets.get(view.current)}"
-        key += f":{view.findings is None}:{len(view.findings or [])}"
+        key += f":{view.findings is None}:{len(view.findings or [])}:{view.relay_connected}"
         if key != self.shown or force:
             self.shown = key
             self._keep_form()

@@ -317,3 +317,44 @@ def test_autostart_entry_opens_the_window_at_log_in(tmp_path: Path) -> None:
     assert path.name == "posassist-help.cmd"
     assert "Startup" in path.parts
     assert cmd.startswith('@start "" "C:/py/pythonw.exe" "-m" "posassist.agent" "help"')
+
+
+def test_text_face_prompts_refuses_keeps_and_sends() -> None:
+    import io
+
+    from posassist.agent.helpwindow.text import TextHelp
+
+    out = io.StringIO()
+    view = HelpView()
+    view.receive(
+        {
+            "t": "link.welcome",
+            "device_id": DEVICE,
+            "timezone": "Asia/Shanghai",
+            "user": "cashier",
+            "relay_connected": False,
+        },
+        0.0,
+    )
+    face = TextHelp(view, out, clock=lambda: 0.0, wall=lambda: NOW)
+    face.render(force=True)
+    assert "! 未连接服务器" in out.getvalue()
+    assert face.line("9") is None  # no such category
+    assert "请先选择问题类别" in out.getvalue()
+    assert face.line("1") is None
+    assert face.line("打印机\u202e坏了") is None
+    assert face.line("") is None  # phone
+    assert "控制字符" in out.getvalue()
+    assert "[打印机\u202e坏了]" not in out.getvalue()  # what is echoed back is printable
+    assert view.description == "打印机\u202e坏了"  # kept, to be corrected
+    assert face.line("打印机坏了") is None
+    sent = face.line("138 0000 0000")
+    assert sent is not None
+    assert sent.TAG == "help.requested"
+    view.receive(question(timeout=30.0), 0.0)
+    face.render()
+    assert "y = 同意, n = 拒绝" in out.getvalue()
+    assert face.line("maybe") is None  # asked again
+    answer = face.line("y")
+    assert answer is not None
+    assert answer.TAG == "consent.answer"

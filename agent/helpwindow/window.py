@@ -75,13 +75,16 @@ class LinkThread:
             self.ready.set()
             return
         self.ready.set()
-        while True:
-            try:
-                msg = await self.client.receive()
-            except LinkError as exc:
-                self.inbox.put(exc)
-                return
-            self.inbox.put(msg)
+        try:
+            while True:
+                try:
+                    msg = await self.client.receive()
+                except LinkError as exc:
+                    self.inbox.put(exc)
+                    return
+                self.inbox.put(msg)
+        finally:
+            await self.client.close()  # the agent went away, or we closed: release the socket
 
     def send(self, msg: Any) -> None:
         client = self.client

@@ -58,9 +58,12 @@ class TextHelp:
     def render(self, force: bool = False) -> None:
         """Print the screen when it changed (or ``force``), then its prompt."""
         view = self.view
-        key = f"{view.screen}:{view.current}:{view.tickets.get(view.current)}"
-        if view.screen == "ask":
-            key += f":{view.findings is None}:{view.relay_connected}"  # news to show
+        if view.screen == "ask":  # redrawn for news: the summary, the relay coming or going
+            key = f"ask:{view.findings is None}:{view.relay_connected}"
+        elif view.screen == "ticket":  # and each change of the ticket shown
+            key = f"ticket:{view.current}:{view.tickets.get(view.current)}"
+        else:
+            key = f"{view.screen}:{view.current}"
         if view.error:
             self.say("! " + view.error)
             view.error = ""

@@ -77,6 +77,8 @@ MAX_LINE = 64 * 1024
 HELLO_TIMEOUT = 5.0
 #: Messages queued for one window before it is dropped as too slow.
 MAX_QUEUED = 64
+#: Messages of one window handled at once (a help request waits on the relay).
+MAX_IN_FLIGHT = 8
 
 #: What may travel on the link, by direction.
 FROM_WINDOW: Dict[str, Type[Message]] = {
@@ -409,26 +411,43 @@ class LinkServer:
             await asyncio.gather(writing, return_exceptions=True)
 
     async def _read_loop(self, reader: asyncio.StreamReader, peer: LinkPeer) -> None:
-        while not peer.closed:
-            try:
-                line = await reader.readline()
-            except (ValueError, asyncio.LimitOverrunError):  # a line over the limit
-                peer.send_nowait(_error(0, "bad_request", f"a line over {MAX_LINE} bytes"))
-                return
-            except (ConnectionError, OSError):
-                return
-            if not line:
-                return
-            try:
-                msg = decode_line(line, FROM_WINDOW)
-            except LinkError as exc:
-                peer.send_nowait(_error(_request_id(line), "bad_request", str(exc)[:1000]))
-                continue
-            try:
-                await self.handle(peer, msg)
-            except Exception:  # a bug in the service must not end the agent
-                log.exception("help window link: handling %s failed", _tag(msg))
-                peer.send_nowait(_error(_id_of(msg), "agent_error", "the agent failed"))
+        """Each message is handled in a task of its own: a help request waiting on the relay
+        never holds up the consent answer the merchant clicks meanwhile. At most
+        MAX_IN_FLIGHT per window; past that the window is told ``busy``."""
+        handling: Set[asyncio.Future[None]] = set()
+        try:
+            while not peer.closed:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):  # a line over the limit
+                    peer.send_nowait(_error(0, "bad_request", f"a line over {MAX_LINE} bytes"))
+                    return
+                except (ConnectionError, OSError):
+                    return
+                if not line:
+                    return
+                try:
+                    msg = decode_line(line, FROM_WINDOW)
+                except LinkError as exc:
+                    peer.send_nowait(_error(_request_id(line), "bad_request", str(exc)[:1000]))
+                    continue
+                if len(handling) >= MAX_IN_FLIGHT:
+                    peer.send_nowait(_error(_id_of(msg), "busy", "too many requests at once"))
+                    continue
+                task = asyncio.ensure_future(self._handle_one(peer, msg))
+                handling.add(task)
+                task.add_done_callback(handling.discard)
+        finally:
+            for pending in list(handling):
+                pending.cancel()
+            await asyncio.gather(*handling, return_exceptions=True)
+
+    async def _handle_one(self, peer: LinkPeer, msg: LinkMessage) -> None:
+        try:
+            await self.handle(peer, msg)
+        except Exception:  # a bug in the service must not end the agent
+            log.exception("help window link: handling %s failed", _tag(msg))
+            peer.send_nowait(_error(_id_of(msg), "agent_error", "the agent failed"))
 
 
 def _refusal(code: str) -> Dict[str, Any]:

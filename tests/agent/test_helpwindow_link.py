@@ -433,3 +433,43 @@ async def test_a_window_opened_during_a_consent_question_gets_it_with_the_time_l
         assert decided.decision is ConsentDecision.DENIED
     finally:
         await second.close()
+
+
+async def test_a_slow_request_never_holds_up_the_consent_answer(tmp_path: Path) -> None:
+    """The window's help request waits on the relay; the merchant's click meanwhile is heard."""
+    from posassist.agent.helpwindow.link import LinkEndpoint, LinkServer
+
+    answered = asyncio.Event()
+    order: list[str] = []
+
+    async def handle(peer: Any, msg: Any) -> None:
+        if isinstance(msg, TicketQuery):
+            await asyncio.wait_for(answered.wait(), 5)  # only the answer below can end this
+            order.append("query")
+        elif isinstance(msg, ConsentAnswer):
+            order.append("answer")
+            answered.set()
+
+    def welcome(peer: Any) -> dict[str, Any]:
+        return {
+            "t": "link.welcome",
+            "device_id": DEVICE,
+            "timezone": "UTC",
+            "user": peer.user,
+            "relay_connected": True,
+        }
+
+    server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
+    await server.start()
+    client = await LinkClient.connect(tmp_path)
+    try:
+        await client.send(TicketQuery(id=1))
+        await client.send(ConsentAnswer(id=2, granted=True))
+        for _ in range(500):
+            if len(order) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert order == ["answer", "query"]
+    finally:
+        await client.close()
+        await server.close()

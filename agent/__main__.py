@@ -194,7 +194,15 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
 
     helper = _help_service(data_dir, identity, diagnostics)
     if helper is not None:
-        await helper.start()  # before scripts: a consent the last run left open is denied first
+        try:
+            await helper.start()  # before scripts: a consent left open by the last run is denied
+        except (OSError, PosAssistError) as exc:  # the agent works on without a window
+            _say(
+                "帮助窗口的本地连接无法建立, 需要商户确认的脚本将被拒绝",
+                f"the help window's link could not start ({exc}); scripts needing consent are "
+                "refused",
+            )
+            helper = None
     scripts = _script_service(data_dir, identity, diagnostics, helper)
     fresh = None if scripts is None else asyncio.ensure_future(scripts.keep_fresh(stop))
 

@@ -152,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             *("init", str(repo), "--approver", "alice", "--approver", "bob"),
             show=False,
         )
-        run("posassist.console.scripts_cli", "add", str(repo), "catalog/printer-status-test")
+        run(
+            "posassist.console.scripts_cli",
+            "add",
+            str(repo),
+            str(ROOT / "catalog" / "printer-status-test"),
+        )
         for approver in ("alice", "bob"):  # the high-risk role wants both (docs/scripts.md)
             run(
                 "posassist.console.scripts_cli",

@@ -15,16 +15,19 @@ Nothing on the LAN can connect: a Unix socket has no address, the TCP one listen
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
 import socket
+import stat
 import struct
 import sys
+import tempfile
+from pathlib import Path
 from typing import (
-    TYPE_CHECKING,
     Any,
     Awaitable,
     Callable,
@@ -55,9 +58,6 @@ from posassist.protocol.errors import LocalProtocolError
 
 from ..errors import AgentError
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 __all__ = [
     "MAX_LINE",
     "LinkEndpoint",
@@ -77,6 +77,8 @@ MAX_LINE = 64 * 1024
 HELLO_TIMEOUT = 5.0
 #: Messages queued for one window before it is dropped as too slow.
 MAX_QUEUED = 64
+#: The longest Unix socket path used as it is (sun_path holds 108 bytes with its NUL).
+MAX_SOCKET_PATH = 100
 #: Messages of one window handled at once (a help request waits on the relay).
 MAX_IN_FLIGHT = 8
 
@@ -195,7 +197,7 @@ class LinkEndpoint:
     def find(cls, data_dir: Path) -> LinkEndpoint:
         """The endpoint the running agent wrote (the window's side)."""
         folder = data_dir / "link"
-        if (folder / "agent.sock").exists():
+        if cls(folder, "unix").socket_path.exists():
             return cls(folder, "unix")
         if (folder / "port").exists():
             return cls(folder, "tcp")
@@ -203,7 +205,16 @@ class LinkEndpoint:
 
     @property
     def socket_path(self) -> Path:
-        return self.folder / "agent.sock"
+        """``<data>/link/agent.sock``; where that is longer than a Unix socket address may be
+        (about 100 bytes), a short stand-in named by the folder's hash in a private
+        ``posassist-<uid>`` folder of the system's temporary folder (the window finds it the
+        same way)."""
+        path = self.folder / "agent.sock"
+        if len(os.fsencode(str(path))) <= MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha256(os.fsencode(str(self.folder.resolve()))).hexdigest()[:20]
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        return Path(tempfile.gettempdir(), f"posassist-{uid}", f"{digest}.sock")
 
     @property
     def port_file(self) -> Path:
@@ -212,6 +223,20 @@ class LinkEndpoint:
     @property
     def secret_file(self) -> Path:
         return self.folder / "secret"
+
+
+def _own_private_dir(folder: Path) -> Path:
+    """``folder`` (made 0700 if missing), refused unless it is a real folder of ours that
+    nobody else may enter: in the shared temporary folder anyone could have made it first."""
+    private_dir(folder)
+    info = os.lstat(str(folder))
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.getuid()
+        or stat.S_IMODE(info.st_mode) & 0o077
+    ):
+        raise LinkError(f"{folder} is not a private folder of this user: link not started")
+    return folder
 
 
 def peer_uid(sock: socket.socket) -> Optional[int]:
@@ -312,6 +337,8 @@ class LinkServer:
         folder = private_dir(self.endpoint.folder)
         if self.endpoint.transport == "unix":
             path = self.endpoint.socket_path
+            if path.parent != folder:  # the short stand-in: its folder must be ours alone
+                folder = _own_private_dir(path.parent)
             if path.exists() or path.is_symlink():
                 path.unlink()  # a socket left by an agent that was killed
             old = os.umask(0o177)  # the socket is 0600 from its first moment

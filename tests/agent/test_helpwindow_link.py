@@ -473,3 +473,22 @@ async def test_a_slow_request_never_holds_up_the_consent_answer(tmp_path: Path) 
     finally:
         await client.close()
         await server.close()
+
+
+async def test_a_data_folder_too_deep_for_a_socket_address_still_gets_a_link(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / ("deep-" * 20) / "till"  # <data>/link/agent.sock over 100 bytes
+    help_service = HelpService(data, DEVICE, transport="unix")
+    await help_service.start()
+    try:
+        path = help_service.link.endpoint.socket_path
+        assert len(str(path)) < 100
+        assert path.parent.name == f"posassist-{os.getuid()}"
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        client = await LinkClient.connect(data)  # the window finds it from the data folder
+        assert client.welcome["device_id"] == DEVICE
+        await client.close()
+    finally:
+        await help_service.close()
+    assert not path.exists()

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .config import Identity
     from .connection import Opened
     from .diagnostics import DiagContext
+    from .helpwindow.service import HelpService
     from .scripts.service import ScriptService
 
 log = logging.getLogger("posassist.agent")
@@ -80,7 +81,37 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument(
         "--timeout", type=seconds(0.1, 600.0), default=15.0, help="seconds for the whole report"
     )
+    helpw = commands.add_parser(
+        "help", help="the merchant's 获取帮助 / get help window (the agent must be running)"
+    )
+    helpw.add_argument("--data", type=Path, required=True)
+    helpw.add_argument("--text", action="store_true", help="in this terminal, not a window")
+    helpw.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
+    helpw.add_argument(
+        "--autostart",
+        action="store_true",
+        help="add an entry that opens the window when this user logs in, then exit",
+    )
     return parser
+
+
+def _help(data_dir: Path, text: bool, lang: str, autostart: bool) -> int:
+    """The help window, or its ``--text`` twin; both need the agent running on this till."""
+    if autostart:
+        import os
+
+        from .helpwindow.autostart import write_autostart
+
+        path = write_autostart(data_dir, lang, os.environ)
+        _say(f"登录后将自动打开帮助窗口: {path}", f"the help window opens at log-in: {path}")
+        return 0
+    if text:
+        from .helpwindow.text import run_text
+
+        return asyncio.run(run_text(data_dir, lang))
+    from .helpwindow.window import run_window
+
+    return run_window(data_dir, lang)
 
 
 def _say(zh: str, en: str) -> None:
@@ -96,8 +127,34 @@ def _say(zh: str, en: str) -> None:
         log.warning("could not print to the console (%s): %s", type(exc).__name__, line)
 
 
-def _script_service(
+def _help_service(
     data_dir: Path, identity: Identity, diagnostics: DiagContext
+) -> Optional[HelpService]:
+    """The help window's side of the agent (docs/helpwindow.md), unless settings switch it off."""
+    settings = diagnostics.settings
+    if settings.help_link == "off":
+        return None
+    from .helpwindow.service import HelpService
+    from .scripts.results import ResultStore
+
+    return HelpService(
+        data_dir,
+        identity.device_id,
+        timezone=settings.time_zone or "Asia/Shanghai",
+        allowed_uids=frozenset(settings.desktop_uids) if settings.desktop_uids else None,
+        transport=None if settings.help_link == "auto" else settings.help_link,
+        diagnostics=diagnostics,
+        results=ResultStore(data_dir / "scripts" / "results.json"),
+        unattended_policy=settings.unattended_consent,
+        consent_timeout=settings.consent_timeout,
+    )
+
+
+def _script_service(
+    data_dir: Path,
+    identity: Identity,
+    diagnostics: DiagContext,
+    help_service: Optional[HelpService] = None,
 ) -> Optional[ScriptService]:
     """The vetted-script service, if this till was enrolled with a script repository root."""
     if not (data_dir / "scripts" / "root.json").exists():
@@ -108,6 +165,8 @@ def _script_service(
 
     runner = ScriptRunner(
         backups=BackupStore(data_dir / "backups"),
+        consent=None if help_service is None else help_service.consent,
+        consent_timeout=diagnostics.settings.consent_timeout,
         profile=diagnostics.profile,
         placeholders={"DATA": str(data_dir)},
     )
@@ -133,7 +192,18 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
     except NotImplementedError:  # pragma: no cover - Windows: the service wrapper stops us
         pass
 
-    scripts = _script_service(data_dir, identity, diagnostics)
+    helper = _help_service(data_dir, identity, diagnostics)
+    if helper is not None:
+        try:
+            await helper.start()  # before scripts: a consent left open by the last run is denied
+        except (OSError, PosAssistError) as exc:  # the agent works on without a window
+            _say(
+                "帮助窗口的本地连接无法建立, 需要商户确认的脚本将被拒绝",
+                f"the help window's link could not start ({exc}); scripts needing consent are "
+                "refused",
+            )
+            helper = None
+    scripts = _script_service(data_dir, identity, diagnostics, helper)
     fresh = None if scripts is None else asyncio.ensure_future(scripts.keep_fresh(stop))
 
     async def opened(info: Opened) -> None:
@@ -166,8 +236,11 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
             scripts=scripts,
             on_open=opened,
             on_failure=failed,
+            help_service=helper,
         )
     finally:
+        if helper is not None:
+            await helper.close()
         if fresh is not None:
             fresh.cancel()
             await asyncio.gather(fresh, return_exceptions=True)
@@ -220,6 +293,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             trust_root(args.data, args.root_hash)
             _say("已信任脚本库根证书", "the script repository root is trusted")
             return 0
+        if args.command == "help":
+            return _help(args.data, args.text, args.lang, args.autostart)
         if args.command == "diag":
             if not args.offline:
                 raise BadArgument(

@@ -41,6 +41,7 @@ from .errors import ConfigError, ReplacedError
 if TYPE_CHECKING:
     from .config import Identity
     from .diagnostics import Collector, DiagContext
+    from .helpwindow.service import HelpService
     from .scripts.service import ScriptService
 
 log = logging.getLogger("posassist.agent")
@@ -74,8 +75,10 @@ class AgentConnection:
         collectors: Optional[Sequence[Collector]] = None,
         scripts: Optional[ScriptService] = None,
         session: Optional[Session] = None,
+        help_service: Optional[HelpService] = None,
     ) -> None:
         self.identity = identity
+        self.help = help_service
         self.session = session or Session(Role.AGENT)
         self.diagnostics = diagnostics
         self.scripts = scripts
@@ -113,11 +116,15 @@ class AgentConnection:
     async def serve(self, connection: Connection, opened: Opened) -> BaseException:
         """Answer requests until the connection ends; returns why it ended."""
         background = []
+        if self.help is not None:
+            self.help.attach(connection)  # the help window's requests go over this connection
         if opened.version >= SINCE_VERSION[DeviceFacts.TAG]:  # a v1 relay would refuse them
             background.append(asyncio.ensure_future(self._send_facts()))
         try:
             return await connection.wait_closed()
         finally:
+            if self.help is not None:
+                self.help.detach(connection)
             for task in (*background, *self._tasks):
                 task.cancel()
             await asyncio.gather(*background, *self._tasks, return_exceptions=True)
@@ -144,6 +151,8 @@ class AgentConnection:
             self.session.send(
                 self.scripts.answer(event, never_received=(self.session.version or 0) >= 4)
             )
+        elif self.help is not None and self.help.relay_message(event):
+            pass  # a ticket update, pushed to the open help windows
         elif event.KIND is Kind.REQUEST:
             # A request this agent does not (yet) know how to serve: a clear error, no crash.
             request_id: int = getattr(event, "id")  # noqa: B009
@@ -227,6 +236,7 @@ async def connect_once(
     diagnostics: Optional[DiagContext] = None,
     collectors: Optional[Sequence[Collector]] = None,
     scripts: Optional[ScriptService] = None,
+    help_service: Optional[HelpService] = None,
 ) -> Opened:
     """Connect, authenticate, call ``on_open``, then serve until the connection ends.
 
@@ -235,7 +245,7 @@ async def connect_once(
     """
     if identity.relay_url.startswith("wss://") and not identity.tls_pin:
         raise ConfigError("a wss:// relay needs the TLS pin from the enrolment token")
-    agent = AgentConnection(identity, diagnostics, collectors, scripts)
+    agent = AgentConnection(identity, diagnostics, collectors, scripts, help_service=help_service)
     async with open_connection(
         agent_url(identity.relay_url),
         Role.AGENT,

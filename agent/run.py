@@ -22,6 +22,7 @@ from .errors import RelayRefusedError, ReplacedError
 if TYPE_CHECKING:
     from .config import Identity
     from .diagnostics import DiagContext
+    from .helpwindow.service import HelpService
     from .scripts.service import ScriptService
 
 __all__ = ["run_agent"]
@@ -39,6 +40,7 @@ async def run_agent(
     scripts: Optional[ScriptService] = None,
     on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
     on_failure: Optional[Callable[[BaseException], None]] = None,
+    help_service: Optional[HelpService] = None,
 ) -> int:
     """Keep a connection to the relay until ``stop`` is set.
 
@@ -51,6 +53,7 @@ async def run_agent(
         scripts: what runs ScriptRunRequests (after verifying them); None answers "unsupported".
         on_open: awaited after each successful handshake.
         on_failure: called with each failed attempt's error.
+        help_service: the help window's service; each connection carries its requests.
 
     Returns:
         The process exit status.
@@ -59,7 +62,12 @@ async def run_agent(
     while not stop.is_set():
         attempt = asyncio.ensure_future(
             connect_once(
-                identity, on_open=on_open, serve=not once, diagnostics=diagnostics, scripts=scripts
+                identity,
+                on_open=on_open,
+                serve=not once,
+                diagnostics=diagnostics,
+                scripts=scripts,
+                help_service=help_service,
             )
         )
         stopper = asyncio.ensure_future(stop.wait())

@@ -72,6 +72,16 @@ class Settings:
     scanners: Tuple[SerialDeviceConfig, ...] = ()
     #: the store's time zone (IANA ``Asia/Shanghai`` or a Windows id), to catch a wrong one (§5 #20)
     time_zone: str = ""
+    #: the help window's link (docs/helpwindow.md): ``auto`` (a Unix socket on Linux, loopback
+    #: and a secret on Windows), ``unix``, ``tcp``, or ``off``
+    help_link: str = "auto"
+    #: uids of the desktop users allowed on the link (Unix socket); empty: the agent's own
+    desktop_uids: Tuple[int, ...] = ()
+    #: scripts whose manifest allows unattended runs: ``ask`` a window if one is open (else run),
+    #: ``allow`` without asking, ``require`` an answer like any other script
+    unattended_consent: str = "ask"
+    #: seconds the merchant has to answer a consent question (no answer: denied, timed_out)
+    consent_timeout: float = 120.0
 
 
 _USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(?::[\x21-\x7e]{1,64})?$")
@@ -154,7 +164,33 @@ def parse_settings(doc: Dict[str, Any], relay_url: str = "") -> Settings:
         scales=_serial_devices(doc, "scales", 2.0),
         scanners=_serial_devices(doc, "scanners", 10.0),
         time_zone=_time_zone(doc.get("time_zone", "")),
+        **_help(doc),
     )
+
+
+def _help(doc: Dict[str, Any]) -> Dict[str, Any]:
+    link = doc.get("help_link", "auto")
+    if link not in ("auto", "unix", "tcp", "off"):
+        raise ConfigError("settings: help_link must be auto, unix, tcp or off")
+    uids = doc.get("desktop_uids", [])
+    if not isinstance(uids, list) or not all(type(u) is int and u >= 0 for u in uids):
+        raise ConfigError("settings: desktop_uids must be a list of user ids (integers >= 0)")
+    policy = doc.get("unattended_consent", "ask")
+    if policy not in ("ask", "allow", "require"):
+        raise ConfigError("settings: unattended_consent must be ask, allow or require")
+    timeout = doc.get("consent_timeout", 120.0)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 1 <= timeout <= 900
+    ):
+        raise ConfigError("settings: consent_timeout must be 1..900 seconds")
+    return {
+        "help_link": link,
+        "desktop_uids": tuple(uids),
+        "unattended_consent": policy,
+        "consent_timeout": float(timeout),
+    }
 
 
 def _time_zone(value: Any) -> str:

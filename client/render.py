@@ -5,11 +5,19 @@ section's raw readings in human units. The one renderer, used by the offline rep
 from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from posassist.client.units import ago, mb
 
-__all__ = ["HEADINGS", "STATUS", "render_findings", "render_report", "when"]
+__all__ = [
+    "CONSENT_WORDS",
+    "HEADINGS",
+    "STATUS",
+    "consent_line",
+    "render_findings",
+    "render_report",
+    "when",
+]
 
 HEADINGS: Dict[str, str] = {
     "system": "系统 / System",
@@ -292,3 +300,40 @@ def render_report(
                 body = [f"读取失败 / could not read: {_s(error)}"] if error else []
         blocks.append("\n".join([head] + ["  " + line for line in body]))
     return "\n\n".join(blocks)
+
+
+#: What a consent answer means to the technician (issue 12): decision -> (Chinese, English);
+#: ``{timeout}`` is the seconds the merchant had.
+CONSENT_WORDS: Dict[str, Tuple[str, str]] = {
+    "granted": ("商户已同意", "approved by the merchant"),
+    "denied": ("商户拒绝", "denied by the merchant"),
+    "timed_out": ("{timeout} 秒内无应答", "no answer in {timeout} s"),
+    "no_window": ("收银台没有打开帮助窗口", "no window open"),
+}
+
+
+def consent_line(step: str, detail: Mapping[str, Any]) -> Optional[str]:
+    """A ``consent_asked``/``consent_answered`` step in words, or None for any other step:
+    ``[consent] denied by the merchant / 商户拒绝 (cashier)``; the detail's ``timeout`` gives
+    "no answer in 120 s". The caller makes the line printable (it quotes the agent)."""
+    if step == "consent_asked":
+        seconds = _seconds(detail.get("timeout"))
+        return (
+            f"[consent] 等待商户确认 ({seconds} 秒) / asking the merchant ({seconds} s): "
+            f"{_s(detail.get('script'))} {_s(detail.get('version'))}".rstrip()
+        )
+    if step != "consent_answered":
+        return None
+    decision = str(detail.get("decision"))
+    zh, en = CONSENT_WORDS.get(decision, (decision, decision))
+    seconds = _seconds(detail.get("timeout"))
+    text = f"[consent] {en.format(timeout=seconds)} / {zh.format(timeout=seconds)}"
+    if detail.get("answered_by"):
+        text += f" ({_s(detail['answered_by'])})"
+    return text
+
+
+def _seconds(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.0f}"
+    return "?"

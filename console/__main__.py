@@ -233,8 +233,13 @@ async def _run_script(
 def progress_line(reply: ScriptProgress) -> str:
     """One step of a run, one printable line. A refusal reads as its words, Chinese first, then
     its code (readme-walk F10: not ``code=…, zh=…, en=…``); other steps list their detail."""
+    from posassist.client.render import consent_line
+
     detail = dict(reply.detail)
-    if reply.step == "refused" and {"zh", "en"} <= detail.keys():
+    consent = consent_line(reply.step, detail)  # the merchant's real answer (issue 12)
+    if consent is not None:
+        text = consent
+    elif reply.step == "refused" and {"zh", "en"} <= detail.keys():
         text = f"[refused] {detail.pop('zh')} / {detail.pop('en')}"
         if "code" in detail:
             text += f" ({detail.pop('code')})"

@@ -1,5 +1,11 @@
 """``make demo``: a relay, a store till with a simulated receipt printer, and a technician.
 
+The story: the till enrols, the technician sees it and its printer's paper running low; then the
+paper runs out, the merchant asks for help in the ``--text`` help window (driven here as a
+cashier would type), the technician takes the ticket and runs the signed printer test, which the
+merchant approves; paper loaded, a test receipt, the ticket resolved and rated, the merchant's
+service report written, the audit chain verified.
+
 Everything runs on 127.0.0.1 from a throw-away folder (demo-data/ in the checkout, or
 ``--data DIR``), with the relay's embedded SQLite: no database server or any other service is
 needed. The folder is emptied first, so it must be empty, missing, or an earlier demo's.
@@ -15,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from posassist.client.files import private_dir, write_private
 
@@ -137,6 +144,31 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout.strip()
         print(f"organisation {org} → merchant → store {store}")
 
+        step("The approvers sign a vetted script offline and publish it to the relay")
+        repo = data / "approvers"
+        ENV["POSASSIST_SCRIPTS_PASSPHRASE"] = "demo approvers' passphrase"
+        run(
+            "posassist.console.scripts_cli",
+            *("init", str(repo), "--approver", "alice", "--approver", "bob"),
+            show=False,
+        )
+        run(
+            "posassist.console.scripts_cli",
+            "add",
+            str(repo),
+            str(ROOT / "catalog" / "printer-status-test"),
+        )
+        for approver in ("alice", "bob"):  # the high-risk role wants both (docs/scripts.md)
+            run(
+                "posassist.console.scripts_cli",
+                *("sign", str(repo), "--key", str(repo / "keys" / f"{approver}.pem")),
+                show=False,
+            )
+        run("posassist.console.scripts_cli", "publish", str(repo), "--to", str(relay_dir))
+        root_hash = run(
+            "posassist.console.scripts_cli", "root-hash", str(repo), show=False
+        ).stdout.strip()
+
         step("Starting the relay on 127.0.0.1")
         relay = start("relay", "serve", "--data", str(relay_dir), "--port", "0")
         children.append(relay)
@@ -169,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(token[:48] + "…")
 
         step("At the till: enrol with the token (the private key never leaves the PC)")
-        run("agent", "enroll", token, "--data", str(till_dir))
+        run("agent", "enroll", token, "--data", str(till_dir), "--root-hash", root_hash)
         (till_dir / "settings.json").write_text(
             json.dumps(
                 {
@@ -237,12 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the printer's status bits / 打印机状态: {', '.join(problems) or 'no problem'}")
         print(f"finding codes / 诊断代码: {', '.join(codes) or 'none'}")
 
+        helped = _help_story(printer, device, store, printer_at, till_dir, data, children)
+
         step("Every step is in the hash-chained audit log")
         run("relay", "audit", "verify", "--data", str(relay_dir))
         ok = (
             again.returncode == 3
             and "paper_near_end" in problems
             and "printer.paper_near_end" in codes
+            and helped
         )
     finally:
         for child in reversed(children):
@@ -253,6 +288,153 @@ def main(argv: list[str] | None = None) -> int:
                 child.kill()
     step("Demo " + ("finished / 演示完成" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+class _Till:
+    """The merchant at the till: ``posassist-agent help --text``, typed into as a cashier would."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import queue
+        import threading
+
+        self.proc = proc
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, out: Any) -> None:
+        for line in out:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Show the till's screen up to the line holding ``text``; that line."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise SystemExit(f"demo: the help window never showed {text!r}") from None
+            if not line:
+                raise SystemExit(f"demo: the help window ended before {text!r}")
+            print("  [till] " + line.rstrip(), flush=True)
+            if text in line:
+                return line
+
+    def type(self, text: str) -> None:
+        print(f"  [till] > {text}", flush=True)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+
+def _help_story(
+    printer: subprocess.Popen[str],
+    device: str,
+    store: str,
+    printer_at: str,
+    till_dir: Path,
+    data: Path,
+    children: list[subprocess.Popen[str]],
+) -> bool:
+    """Issue 12's story: out of paper, the merchant asks for help, a technician takes the
+    ticket and runs a vetted script the merchant approves, then resolves; the merchant rates;
+    the service report is written."""
+    step("The printer runs out of paper; the merchant opens 获取帮助 / Get help (--text)")
+    assert printer.stdin is not None
+    printer.stdin.write("paper_out\n")
+    printer.stdin.flush()
+    till = _Till(start("agent", "help", "--data", str(till_dir), "--text"))
+    children.append(till.proc)
+    till.wait_for("打印机缺纸")  # the till's own check, in words
+    till.wait_for("哪里出了问题?")
+    till.type("1")
+    till.wait_for("请简单描述问题")
+    till.type("小票打印不出来, 红灯一直闪")
+    till.wait_for("联系电话")
+    till.type("138 0000 0000")
+    shown = till.wait_for("求助编号 (电话中请报此编号): ")
+    code = shown.rsplit(": ", 1)[1].strip()  # the support code read out on the phone
+    till.wait_for("技术员: 尚未接单")
+
+    step("The technician sees the ticket, takes it, and runs the printer test on the till")
+    run("console", "tickets", "--store", store)
+    run("console", "ticket", "accept", code)
+    host, _, port = printer_at.rpartition(":")
+    fix = start(
+        "console",
+        "run",
+        device,
+        "printer-status-test",
+        "--version",
+        "1.0.0",
+        "--param",
+        f"host={host}",
+        "--param",
+        f"tcp_port={port}",
+        "--param",
+        "action=status",
+        "--ticket",
+        code,
+    )
+    children.append(fix)
+    till.wait_for("技术员请求在本机运行以下操作")
+    till.wait_for("y = 同意")
+    till.type("y")
+    out, _ = fix.communicate(timeout=60)
+    print(out.rstrip())
+    found = "paper_end" in out  # the printer says why, from the till: its paper is out
+
+    step("The merchant loads paper; the technician prints a test receipt (asked again)")
+    printer.stdin.write("ok\n")
+    printer.stdin.flush()
+    receipt = start(
+        "console",
+        "run",
+        device,
+        "printer-status-test",
+        *("--version", "1.0.0", "--param", f"host={host}", "--param", f"tcp_port={port}"),
+        *("--param", "action=receipt", "--ticket", code),
+    )
+    children.append(receipt)
+    till.wait_for("y = 同意")
+    till.type("y")
+    out, _ = receipt.communicate(timeout=60)
+    print(out.rstrip())
+    approved = "[consent] approved by the merchant" in out and "succeeded" in out
+
+    step("The technician resolves the ticket; the merchant rates the service")
+    run("console", "ticket", "resolve", code, "--note", "换了纸卷 / loaded a new paper roll")
+    till.wait_for("请为本次服务打分")
+    till.type("5")
+    till.wait_for("意见或建议")
+    till.type("很快就修好了")
+    till.wait_for("感谢您的评价")
+    till.type("q")
+    till.proc.wait(30)
+
+    step("The merchant's service report: every ticket, its SLA, what was run, consent, rating")
+    report = data / "report.html"
+    run(
+        "console",
+        "report",
+        "--store",
+        store,
+        "--html",
+        str(report),
+        "--json",
+        str(data / "report.json"),
+    )
+    shown = json.loads((data / "report.json").read_text())
+    rated = [
+        ticket.get("rating")
+        for one in shown.get("stores", [])
+        for ticket in one.get("tickets", [])
+        if ticket.get("code") == code
+    ] == [5]
+    return found and approved and rated
 
 
 def _problems(data: object) -> set[str]:

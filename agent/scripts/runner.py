@@ -28,7 +28,12 @@ from typing import (
 from posassist.agent.errors import BackupError, ScriptRefusedError
 from posassist.agent.profile import profile_env
 from posassist.agent.scripts.backup import BackupStore, RestoreResult, expand_paths
-from posassist.agent.scripts.consent import ConsentDecision, ConsentProvider, UnattendedOnlyPolicy
+from posassist.agent.scripts.consent import (
+    ConsentDecision,
+    ConsentProvider,
+    Decided,
+    UnattendedOnlyPolicy,
+)
 from posassist.agent.scripts.preconditions import Facts, evaluate, gather_facts
 from posassist.agent.scripts.process import (
     OutputChunk,
@@ -187,27 +192,49 @@ class ScriptRunner:
                     "script": manifest.id,
                     "version": manifest.version,
                     "timeout": self.consent_timeout,
+                    "backup": bool(manifest.backup),
                 },
             )
         )
+        answered_by = ""
         try:
-            decision = await asyncio.wait_for(
+            answer = await asyncio.wait_for(
                 self.consent.ask(manifest, params), self.consent_timeout
             )
         except asyncio.TimeoutError:
-            decision = ConsentDecision.TIMED_OUT
-        decision = ConsentDecision(decision)
-        await on_event(RunEvent("consent_answered", self.clock(), {"decision": decision.value}))
+            answer = ConsentDecision.TIMED_OUT
+        if isinstance(answer, Decided):
+            decision, answered_by = ConsentDecision(answer.decision), answer.answered_by
+        else:
+            decision = ConsentDecision(answer)
+        await on_event(
+            RunEvent(
+                "consent_answered",
+                self.clock(),
+                {
+                    "decision": decision.value,
+                    "answered_by": answered_by,
+                    "timeout": self.consent_timeout,
+                },
+            )
+        )
+        if decision is ConsentDecision.GRANTED:
+            return
         if decision is ConsentDecision.DENIED:
-            raise ScriptRefusedError(
-                Refusal("consent_denied", "商户拒绝了此操作", "the merchant declined")
+            refusal = Refusal("consent_denied", "商户拒绝了此操作", "the merchant declined")
+        elif decision is ConsentDecision.NO_WINDOW:
+            refusal = Refusal(
+                "consent_no_window",
+                "收银台没有打开帮助窗口, 无人可以确认",
+                "no help window open on the till: nobody to ask",
             )
-        if decision is not ConsentDecision.GRANTED:
-            raise ScriptRefusedError(
-                Refusal(
-                    "consent_timed_out", "等待商户确认超时", "no answer from the merchant in time"
-                )
+        else:
+            refusal = Refusal(
+                "consent_timed_out",
+                f"{self.consent_timeout:.0f} 秒内商户无应答",
+                f"no answer from the merchant in {self.consent_timeout:.0f} s",
             )
+        raise ScriptRefusedError(refusal)
 
     @staticmethod
     def _check_files(manifest: Manifest, script_dir: Path) -> None:

@@ -35,6 +35,7 @@ from posassist.protocol.errors import ProtocolError
 from posassist.protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
 from ..errors import BackupError
+from .consent import CURRENT_JOB
 from .results import ResultStore
 from .verify import ScriptVerificationError, refresh_metadata, verify_script
 
@@ -261,6 +262,7 @@ class ScriptService:
                 )
             )
 
+        CURRENT_JOB.set(job_id)  # a consent question names its job (docs/helpwindow.md#consent)
         result = await self.runner.run(
             manifest,
             folder,

@@ -3,6 +3,7 @@ says it shows, and that it leaves no process and nothing in the checkout behind.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -62,6 +63,19 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert "the printer's status bits / 打印机状态: paper_near_end" in out
     assert "finding codes / 诊断代码: printer.paper_near_end" in out  # what is wrong, in words
     assert "audit chain intact" in out
+    # issue 12's story: out of paper, the merchant asks in the --text window, a technician takes
+    # the ticket, runs the vetted printer test (the merchant approves twice), resolves; rating
+    assert "  [till] • 打印机缺纸 (receipt)" in out  # the till's own check, in words
+    code = re.search(r"\[till\] 求助编号 \(电话中请报此编号\): ([A-Z0-9]{4}-[A-Z0-9]{4})", out)
+    assert code is not None, out
+    assert re.search(rf"{code[1]}\s+accepted / 已接单\s+printer", out), out
+    assert out.count("[consent] approved by the merchant / 商户已同意") == 2
+    assert '"problems": ["offline", "paper_end", "paper_end_stop"]' in out
+    assert "test receipt sent, cut requested" in out
+    assert "  [till] 感谢您的评价!" in out
+    assert (data / "report.html").exists()
+    [ticket] = json.loads((data / "report.json").read_text())["stores"][0]["tickets"]
+    assert (ticket["code"], ticket["rating"], ticket["status"]) == (code[1], 5, "closed")
     # it made its world in the folder given, none in the checkout, and stopped what it started
     assert {p.name for p in data.iterdir()} >= {".posassist-demo", "relay", "noodle-shop-till"}
     # readme-walk F1: every folder it made is private, and so are the password and the key

@@ -1,0 +1,251 @@
+"""``posassist-agent help --text``: the help window in a terminal, one line in, lines out.
+
+Python 3.8. The same view-model as the Tk window (:mod:`.view`); the link runs on this process's
+event loop and stdin is read by a thread, so updates and consent questions show while the
+merchant types. Every line it prints goes through ``printable``; ``make demo`` drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, TextIO
+
+from posassist.protocol.text import printable
+
+from .link import LinkError
+from .linkclient import LinkClient
+from .view import HelpView
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from posassist.protocol import Message
+
+__all__ = ["run_text"]
+
+#: What the merchant types on each screen besides the answers asked for.
+QUIT = ("q", "quit", "退出")
+
+
+class TextHelp:
+    """The terminal face of :class:`HelpView`: prompts by screen, answers by line."""
+
+    def __init__(
+        self,
+        view: HelpView,
+        out: TextIO,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.view = view
+        self.out = out
+        self.clock = clock
+        self.wall = wall
+        self.ids = itertools.count(1)
+        self.step = 0  # on the ask screen: 0 category, 1 description, 2 phone
+        self.form: List[str] = ["", "", ""]
+        self.shown = ""
+        self.rating = 0
+
+    def say(self, text: str) -> None:
+        self.out.write(printable(text) + "\n")
+        self.out.flush()
+
+    def render(self, force: bool = False) -> None:
+        """Print the screen when it changed (or ``force``), then its prompt."""
+        view = self.view
+        if view.screen == "ask":  # redrawn for news: the summary, the relay coming or going
+            key = f"ask:{view.findings is None}:{view.relay_connected}"
+        elif view.screen == "ticket":  # and each change of the ticket shown
+            key = f"ticket:{view.current}:{view.tickets.get(view.current)}"
+        else:
+            key = f"{view.screen}:{view.current}"
+        if view.error:
+            self.say("! " + view.error)
+            view.error = ""
+        if key == self.shown and not force:
+            return
+        self.shown = key
+        if view.screen == "ask":
+            self.say(f"== {view.word('title')} ==")
+            if not view.relay_connected:
+                self.say("! " + view.word("offline"))
+            for line in view.summary_lines():
+                self.say(line)
+            self.prompt()
+        elif view.screen == "ticket":
+            self.say(f"== {view.word('support_code')} ==")
+            for label, value in view.ticket_lines(self.wall()):
+                self.say(f"{label}: {value}" if label else value)
+            self.say("(n = " + view.word("new_request") + ", q = 退出/quit)")
+        elif view.screen == "consent":
+            for label, value in view.consent_lines():
+                self.say(f"{label}: {value}" if label else value)
+            left = view.consent_left(self.clock())
+            self.say(
+                f"{view.word('answer_in')} ({left} {view.word('seconds')}): "
+                f"y = {view.word('approve')}, n = {view.word('deny')}"
+            )
+        elif view.screen == "rate":
+            self.say(f"== {view.word('rate_title')} ==")
+            self.say(view.word("pick_rating") + ":")
+        elif view.screen == "done":
+            self.say(view.word("thanks"))
+            self.say("(n = " + view.word("new_request") + ", q = 退出/quit)")
+
+    def prompt(self) -> None:
+        view = self.view
+        if self.step == 0:
+            choices = "  ".join(
+                f"{i}) {label}" for i, (_, label) in enumerate(view.categories(), 1)
+            )
+            self.say(f"{view.word('category')} {choices}")
+        elif self.step == 1:
+            kept = f" [{self.form[1]}]" if self.form[1] else ""
+            self.say(view.word("description") + kept + ":")
+        else:
+            self.say(view.word("contact") + ":")
+
+    def line(self, text: str) -> Optional[Message]:
+        """One line the merchant typed (not ``q``): the message to send, if any."""
+        view = self.view
+        text = text.rstrip("\r\n")
+        if view.screen == "consent":
+            if text.strip().lower() not in ("y", "n", "是", "否"):
+                self.render(force=True)
+                return None
+            answer = view.answer(text.strip().lower() in ("y", "是"), self.clock())
+            self.render(force=True)
+            return answer
+        if view.screen in ("ticket", "done"):
+            if text.strip().lower() == "n":
+                view.new_request()
+                self.step = 0
+                self.render(force=True)
+            return None
+        if view.screen == "rate":
+            return self._rate_line(text)
+        return self._ask_line(text)
+
+    def _ask_line(self, text: str) -> Optional[Message]:
+        view = self.view
+        if self.step == 0:
+            keys = [key for key, _ in view.categories()]
+            if text.strip().isdigit() and 1 <= int(text) <= len(keys):
+                self.form[0] = keys[int(text) - 1]
+                self.step = 1
+            else:
+                view.error = view.word("pick_category")
+            self.render()
+            self.prompt()
+            return None
+        if self.step == 1:
+            if text or not self.form[1]:
+                self.form[1] = text.replace("\\n", "\n")  # "\n" typed starts a new line
+            self.step = 2
+            self.prompt()
+            return None
+        self.form[2] = text
+        msg = view.submit(next(self.ids), *self.form)
+        if msg is None:  # refused: say why, ask again, keep what was typed
+            self.step = 1 if view.category else 0
+            self.render()
+            self.prompt()
+            return None
+        self.say(view.word("sending"))
+        self.step = 0
+        return msg
+
+    def _rate_line(self, text: str) -> Optional[Message]:
+        view = self.view
+        if not self.rating:
+            if text.strip() in ("1", "2", "3", "4", "5"):
+                self.rating = int(text)
+                self.say(view.word("comment") + ":")
+            else:
+                self.say(view.word("pick_rating") + ":")
+            return None
+        msg = view.rate(next(self.ids), self.rating, text)
+        if msg is None:
+            self.render()
+            self.say(view.word("comment") + ":")
+        else:
+            self.rating = 0
+        return msg
+
+
+async def _finish(
+    client: LinkClient, view: HelpView, face: TextHelp, incoming: asyncio.Future[Any]
+) -> int:
+    """Quitting (or the input ended): first the answer to a request still in flight, so what
+    was sent is never left unconfirmed on screen. ``incoming``: the pending receive."""
+    deadline = time.monotonic() + 30.0
+    while view.awaiting is not None:
+        left = deadline - time.monotonic()
+        done, _ = await asyncio.wait({incoming}, timeout=max(0.0, left))
+        if not done or incoming.exception() is not None:
+            break
+        view.receive(incoming.result(), face.clock())
+        face.render()
+        incoming = asyncio.ensure_future(client.receive())
+    incoming.cancel()
+    return 0
+
+
+def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str], source: TextIO) -> None:
+    for line in iter(source.readline, ""):
+        loop.call_soon_threadsafe(queue.put_nowait, line)
+    loop.call_soon_threadsafe(queue.put_nowait, "")  # end of input
+
+
+async def run_text(
+    data_dir: Path, lang: str, source: TextIO = sys.stdin, out: TextIO = sys.stdout
+) -> int:
+    """The text help window until ``q`` or the end of input; the exit status."""
+    view = HelpView(lang)
+    face = TextHelp(view, out)
+    client = await LinkClient.connect(data_dir)
+    view.receive(client.welcome, face.clock())
+    await client.send({"t": "link.diagnose", "id": next(face.ids)})
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    reader = threading.Thread(
+        target=_read_lines, args=(asyncio.get_event_loop(), lines, source), daemon=True
+    )
+    reader.start()
+    face.render(force=True)
+    incoming = asyncio.ensure_future(client.receive())
+    typed = asyncio.ensure_future(lines.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait(
+                {incoming, typed}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+            )
+            if incoming in done:
+                try:
+                    msg = incoming.result()
+                except LinkError as exc:
+                    face.say(f"! {exc}")
+                    return 1
+                view.receive(msg, face.clock())
+                face.render()
+                incoming = asyncio.ensure_future(client.receive())
+            if typed in done:
+                text = typed.result()
+                if text == "" or text.strip().lower() in QUIT:  # end of input, or "q"
+                    return await _finish(client, view, face, incoming)
+                sent = face.line(text)
+                if sent is not None:
+                    await client.send(sent)
+                typed = asyncio.ensure_future(lines.get())
+            if view.screen == "consent" and view.consent_left(face.clock()) == 0:
+                view.answer(False, face.clock())  # time is up: the agent said no already
+                view.error = view.word("consent_expired")
+                face.render(force=True)
+    finally:
+        for task in (incoming, typed):
+            task.cancel()
+        await client.close()

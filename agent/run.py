@@ -20,6 +20,7 @@ from .connection import Opened, connect_once
 from .errors import RelayRefusedError, ReplacedError
 
 if TYPE_CHECKING:
+    from .checks.monitor import HealthMonitor
     from .config import Identity
     from .diagnostics import DiagContext
     from .scripts.service import ScriptService
@@ -39,6 +40,7 @@ async def run_agent(
     scripts: Optional[ScriptService] = None,
     on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
     on_failure: Optional[Callable[[BaseException], None]] = None,
+    health: Optional[HealthMonitor] = None,
 ) -> int:
     """Keep a connection to the relay until ``stop`` is set.
 
@@ -51,6 +53,8 @@ async def run_agent(
         scripts: what runs ScriptRunRequests (after verifying them); None answers "unsupported".
         on_open: awaited after each successful handshake.
         on_failure: called with each failed attempt's error.
+        health: the health monitor whose outbox is sent on each connection, and which applies
+            the relay's ``policy.updated``; None: no health checks.
 
     Returns:
         The process exit status.
@@ -59,7 +63,12 @@ async def run_agent(
     while not stop.is_set():
         attempt = asyncio.ensure_future(
             connect_once(
-                identity, on_open=on_open, serve=not once, diagnostics=diagnostics, scripts=scripts
+                identity,
+                on_open=on_open,
+                serve=not once,
+                diagnostics=diagnostics,
+                scripts=scripts,
+                health=health,
             )
         )
         stopper = asyncio.ensure_future(stop.wait())
@@ -92,6 +101,8 @@ async def run_agent(
         except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
             if on_failure is not None:
                 on_failure(exc)
+            if health is not None:
+                health.link_down(type(exc).__name__)
             log.warning(
                 "无法连接服务器 %s, 稍后自动重试 / cannot reach the relay %s (%s); retrying",
                 identity.relay_url,

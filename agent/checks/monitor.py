@@ -168,13 +168,17 @@ class HealthMonitor:
     async def run(self, stop_event: asyncio.Event) -> None:
         """Run the checks until ``stop_event`` is set."""
         while not stop_event.is_set():
-            now = self.monotonic()
-            for name, check in self.policy.checks.items():
-                if self._due.get(name, 0.0) <= now:
-                    self._due[name] = now + check.interval
-                    await self.run_check(name)
+            # cleared before the round: a policy applied during it wakes the next one at once
             self._wake.clear()
-            wait = max(0.0, min(self._due.values(), default=now + 1.0) - self.monotonic())
+            now = self.monotonic()
+            for name in CHECKS:
+                if self._due.get(name, 0.0) <= now:
+                    await self.run_check(name)
+                    # the interval of the policy now in force (one may have come meanwhile)
+                    self._due[name] = now + self.policy.checks[name].interval
+            now = self.monotonic()
+            due = [self._due.get(name, 0.0) for name in self.policy.checks]
+            wait = max(0.0, min(due, default=now + 1.0) - now)
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop_event.wait())
             await asyncio.wait({waiter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)

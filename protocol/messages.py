@@ -38,9 +38,12 @@ else:
 
 __all__ = [
     "DEVICE_ID",
+    "HELP_CATEGORIES",
     "MAX_DEPTH",
     "MAX_DISPLAY_NAME",
     "MESSAGE_TYPES",
+    "SUPPORT_CODE",
+    "TICKET_STATUSES",
     "USERNAME",
     "AlertAcknowledged",
     "AlertRaised",
@@ -69,11 +72,16 @@ __all__ = [
     "ScriptRestoreRequest",
     "ScriptRunRequest",
     "ScriptStarted",
+    "TicketList",
     "TicketOpened",
+    "TicketQuery",
+    "TicketRate",
+    "TicketRated",
     "TicketUpdated",
     "TokenAuth",
     "Welcome",
     "facts_size",
+    "merchant_text_problem",
     "name_problem",
     "username_problem",
 ]
@@ -966,6 +974,40 @@ class AlertAcknowledged(Message):
     duplicate: bool = spec(default=False)
 
 
+#: What a merchant may ask help about (the window's first choice).
+HELP_CATEGORIES = ("printer", "cash_drawer", "scanner", "pos_software", "network", "other")
+HELP_LANGUAGES = ("zh-CN", "en")
+#: The longest help description, and rating comment, in characters.
+MAX_DESCRIPTION = 2000
+#: The longest contact (a phone number) in a help request.
+MAX_CONTACT = 32
+#: A support code as the relay mints it (relay/tickets.py): letters and digits a caller can't
+#: confuse when reading out (no 0/O, 1/I/L), in groups joined by ``-``.
+SUPPORT_CODE = re.compile(r"[A-Z0-9][A-Z0-9-]{2,14}[A-Z0-9]")
+#: Merchant text may hold newlines and tabs, never other controls nor bidi overrides/isolates.
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def merchant_text_problem(
+    what: str, text: str, *, min_len: int = 1, max_len: int = MAX_DESCRIPTION
+) -> Optional[str]:
+    """Why ``text`` can't be a merchant's description or comment (English and Chinese, for an
+    error message; ``what`` names the field), or None. The one rule of the agent's window and of
+    the relay: ``min_len``..``max_len`` characters, not all blank when required, newlines and
+    tabs allowed, no other control character and no bidi override or isolate."""
+    if len(text) > max_len:
+        return (
+            f"{what} is {len(text)} characters, at most {max_len} / 内容过长（最多 {max_len} 字）"
+        )
+    if min_len and (len(text) < min_len or not text.strip()):
+        return f"{what} is empty: say what is wrong / 请填写问题描述"
+    if _TEXT_CONTROL.search(text) is not None:
+        return (
+            f"{what} may not hold control characters or bidi overrides / 内容含有不允许的控制字符"
+        )
+    return None
+
+
 @message("policy.updated")
 class PolicyUpdated(Message):
     """The relay's health-check policy for this device, resolved nearest-wins, and its store's
@@ -983,46 +1025,126 @@ class PolicyUpdated(Message):
 
 @message("help.requested", Kind.REQUEST)
 class HelpRequested(Message):
-    """The merchant clicked "获取帮助 / Get help"; a diagnostics snapshot rides along."""
+    """The merchant asked for help ("获取帮助 / Get help"); a diagnostics summary rides along.
+
+    ``diagnostics`` is a bounded summary under the ``agent.facts`` limits (docs/protocol.md
+    #help-and-tickets): finding codes, severities and words, never the raw report.
+    """
 
     id: int = spec(lo=1)
     device_id: str = spec(pattern=DEVICE_ID)
-    description: str = spec(max_len=2000)
-    contact: str = spec(default="", max_len=MAX_NAME)
-    diagnostics: Dict[str, Any] = spec(default_factory=dict)
+    category: str = spec(choices=HELP_CATEGORIES)
+    description: str = spec(max_len=MAX_DESCRIPTION)
+    contact: str = spec(default="", max_len=MAX_CONTACT, printable=True)
+    language: str = spec(default="zh-CN", choices=HELP_LANGUAGES)
+    diagnostics: Facts = spec(default_factory=dict)
+
+    def check(self) -> Optional[str]:
+        return merchant_text_problem("description", self.description)
+
+
+#: A ticket's states (docs/protocol.md#help-and-tickets has the legal transitions).
+TICKET_STATUSES = (
+    "new",
+    "accepted",
+    "in_progress",
+    "waiting_merchant",
+    "resolved",
+    "closed",
+    "reopened",
+)
 
 
 @message("ticket.opened", Kind.REPLY)
 class TicketOpened(Message):
-    """A ticket exists for the help request; ``support_code`` is what the merchant reads out."""
+    """A ticket exists for the help request; ``support_code`` is what the merchant reads out.
+
+    ``response_due``: when a technician must have answered under the merchant's SLA (epoch
+    seconds), or None when the merchant has none."""
 
     id: int = spec(lo=1)
-    ticket_id: str = spec(min_len=1, max_len=64)
-    support_code: str = spec(min_len=4, max_len=16)
-
-
-TICKET_STATUSES = (
-    "reported",
-    "triaged",
-    "in_progress",
-    "fixed",
-    "accepted",
-    "follow_up",
-    "closed",
-)
+    ticket_id: str = spec(min_len=1, max_len=64, printable=True)
+    support_code: str = spec(pattern=SUPPORT_CODE)
+    status: str = spec(choices=TICKET_STATUSES)
+    created_at: float
+    response_due: Optional[float] = spec(default=None)
 
 
 @message("ticket.updated")
 class TicketUpdated(Message):
-    """A ticket moved on; merchant-facing text in Simplified Chinese with English."""
+    """A ticket moved on; merchant-facing text in Simplified Chinese with English. Pushed to the
+    device's connection whenever one of its tickets changes, and the shape of each entry of
+    ``ticket.list``."""
 
-    ticket_id: str = spec(min_len=1, max_len=64)
-    support_code: str = spec(min_len=4, max_len=16)
+    ticket_id: str = spec(min_len=1, max_len=64, printable=True)
+    support_code: str = spec(pattern=SUPPORT_CODE)
     status: str = spec(choices=TICKET_STATUSES)
     message_zh: str = spec(max_len=2000)
     message_en: str = spec(max_len=2000)
     updated_at: float
-    technician: Optional[str] = spec(default=None, max_len=MAX_NAME)
+    technician: Optional[str] = spec(default=None, max_len=MAX_NAME, printable=True)
+    response_due: Optional[float] = spec(default=None)
+    resolve_due: Optional[float] = spec(default=None)
+
+
+#: Tickets one ``ticket.list`` carries at most (the device's open ones and those resolved in
+#: the last 7 days, newest first).
+MAX_TICKET_LIST = 32
+
+
+def ticket_entry_problem(entry: Any) -> Optional[str]:
+    """What is wrong with one entry of TicketList.tickets (a ``ticket.updated`` map without
+    ``"t"``), or None."""
+    if type(entry) is not dict or "t" in entry:
+        return "a ticket is a map of the ticket.updated fields"
+    try:
+        TicketUpdated.from_wire({"t": TicketUpdated.TAG, **entry})
+    except LocalProtocolError as exc:
+        return f"a ticket: {exc}"
+    return None
+
+
+@message("ticket.query", Kind.REQUEST)
+class TicketQuery(Message):
+    """The agent asks for its device's tickets (the window opening, the agent restarting)."""
+
+    id: int = spec(lo=1)
+
+
+@message("ticket.list", Kind.REPLY)
+class TicketList(Message):
+    """The device's open tickets and those resolved in the last 7 days, newest first; each
+    entry has exactly the fields of ``ticket.updated``."""
+
+    id: int = spec(lo=1)
+    tickets: Tuple[Dict[str, Any], ...] = spec(max_len=MAX_TICKET_LIST)
+
+    def check(self) -> Optional[str]:
+        for entry in self.tickets:
+            problem = ticket_entry_problem(entry)
+            if problem is not None:
+                return problem
+        return None
+
+
+@message("ticket.rate", Kind.REQUEST)
+class TicketRate(Message):
+    """The merchant rates a resolved ticket of this device: 1..5 and an optional comment."""
+
+    id: int = spec(lo=1)
+    ticket_id: str = spec(min_len=1, max_len=64, printable=True)
+    rating: int = spec(lo=1, hi=5)
+    comment: str = spec(default="", max_len=MAX_DESCRIPTION)
+
+    def check(self) -> Optional[str]:
+        return merchant_text_problem("comment", self.comment, min_len=0)
+
+
+@message("ticket.rated", Kind.REPLY)
+class TicketRated(Message):
+    """The relay kept the rating."""
+
+    id: int = spec(lo=1)
 
 
 @message("consent.request", Kind.REQUEST)

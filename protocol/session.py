@@ -59,6 +59,31 @@ _DEFAULT_CODEC = Codec()
 class Session:
     """One end of one connection: agent↔relay or console↔relay, from ``role``'s side."""
 
+    # A relay holds one per connected till: slots, not a dict each (docs/relay.md#memory).
+    __slots__ = (
+        "_abandoned",
+        "_abandoned_order",
+        "_events",
+        "_heartbeat_at",
+        "_incoming",
+        "_next_id",
+        "_out",
+        "_outgoing",
+        "_received_at",
+        "_receives",
+        "_sends",
+        "codec",
+        "error",
+        "heartbeat_interval",
+        "max_in_flight",
+        "peer_hello",
+        "peer_welcome",
+        "role",
+        "state",
+        "version",
+        "versions",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -87,7 +112,8 @@ class Session:
         self._outgoing: Dict[int, str] = {}
         self._incoming: Dict[int, str] = {}
         self._abandoned: Dict[int, str] = {}
-        self._abandoned_order: Deque[int] = collections.deque()
+        # Made at the first abandoned request: an empty deque is 760 bytes, per connection.
+        self._abandoned_order: Optional[Deque[int]] = None
         #: Seconds between heartbeats once the session is open: what ``auth.accepted`` said.
         self.heartbeat_interval: Optional[float] = None
         # Liveness times, on whatever clock the I/O layer passes as ``now`` (monotonic).
@@ -235,9 +261,12 @@ class Session:
         if tag is None:
             return
         self._abandoned[request_id] = tag
-        self._abandoned_order.append(request_id)
-        while len(self._abandoned_order) > MAX_ABANDONED:
-            self._abandoned.pop(self._abandoned_order.popleft(), None)
+        order = self._abandoned_order
+        if order is None:
+            order = self._abandoned_order = collections.deque()
+        order.append(request_id)
+        while len(order) > MAX_ABANDONED:
+            self._abandoned.pop(order.popleft(), None)
 
     @property
     def requests_in_flight(self) -> int:

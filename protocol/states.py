@@ -115,6 +115,8 @@ _AGENT_SENDS = _BOTH | {
     "script.finished",
     "alert.raised",
     "help.requested",
+    "ticket.query",
+    "ticket.rate",
     "consent.answer",
     "job.results",
 }
@@ -125,6 +127,8 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "alert.ack",
     "ticket.opened",
     "ticket.updated",
+    "ticket.list",
+    "ticket.rated",
     "consent.request",
     "job.query",
     "policy.updated",
@@ -156,6 +160,8 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "script.restore": frozenset({"script.progress", "script.finished", "error"}),
     "alert.raised": frozenset({"alert.ack", "error"}),
     "help.requested": frozenset({"ticket.opened", "error"}),
+    "ticket.query": frozenset({"ticket.list", "error"}),
+    "ticket.rate": frozenset({"ticket.rated", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),
     "job.query": frozenset({"job.results", "error"}),
 }

@@ -7,7 +7,6 @@ frames stay in order and a peer that can't keep up is disconnected, not buffered
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import struct
@@ -71,6 +70,27 @@ class SlowConsumerError(PosAssistError):
 class WebSocketSession:
     """One peer: its websocket, its protocol state and (once started) its bounded outbox."""
 
+    __slots__ = (  # one per connected till: no dict each
+        "_fixed",
+        "_frames_in",
+        "_frames_out",
+        "_loop",
+        "_max_outbox",
+        "_outbox",
+        "_timed_out",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "_until",
+        "_waiter",
+        "_wakeup",
+        "_writer",
+        "batched_writes",
+        "peer",
+        "session",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -93,7 +113,8 @@ class WebSocketSession:
         self._frames_out = frames_out or _NO_COUNT
         # Frames wait here for the writer task, which empties it at each wake-up; a frame stays
         # in it (and counts against max_outbox) until written.
-        self._outbox: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: an idle till's empty list is 56 bytes, an empty deque 760.
+        self._outbox: list[bytes] = []
         self._max_outbox = max_outbox
         self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -172,7 +193,7 @@ class WebSocketSession:
                         outbox.clear()
                         continue
                     await send(outbox[0])  # waits only when the socket's buffer is full
-                    outbox.popleft()
+                    del outbox[0]  # (bounded by max_outbox; usually the only one)
                     frames_out.inc()
                 wakeup = self._wakeup = loop.create_future()
                 await wakeup

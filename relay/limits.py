@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Hashable
@@ -445,6 +446,7 @@ def fit_to_descriptors(limits: ConnectionLimits, descriptors: int) -> Connection
 # --- addresses ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # parsed once per address: every connection asks
 def address_key(address: str) -> str:
     """What the per-address cap counts ``address`` under: an IPv4 address as it is (an
     IPv4-mapped IPv6 address as its IPv4 one), an IPv6 address by its /64 network, which one

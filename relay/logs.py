@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json as _json
 import logging
 import re
@@ -67,8 +68,13 @@ _OURS = "_posassist_handler"
 
 def mask_fields(value: Any, key: str | None = None) -> Any:
     """``value`` with every field named like a secret replaced by :data:`MASK`, at any depth."""
-    if key is not None and _SENSITIVE.search(key):
+    if key is not None and _sensitive(key):
         return MASK
+    kind = type(value)  # exact types first: every log line passes here (the relay's hot path)
+    if kind is str:
+        return scrub_text(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, Mapping):
         return {str(k): mask_fields(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -80,9 +86,24 @@ def mask_fields(value: Any, key: str | None = None) -> Any:
 
 def scrub_text(text: str) -> str:
     """``text`` with bearer credentials and enrolment tokens masked."""
+    if _MAYBE_SECRET.search(text) is None:  # one scan for the usual line with none
+        return text
     for pattern, replacement in _TEXT_SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _sensitive(key: str) -> bool:
+    return _SENSITIVE.search(key) is not None
+
+
+_PLAIN: Final = frozenset({int, float, bool, type(None)})
+# Where any of _TEXT_SECRETS could match (a superset: the substitutions decide).
+_MAYBE_SECRET: Final = re.compile(r"(?i)bearer|PA1-")
+# One encoder each, built once (json.dumps with options builds a new one per call).
+_LINE_ENCODER: Final = _json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
+_FIELD_ENCODER: Final = _json.JSONEncoder(default=str)
 
 
 @contextlib.contextmanager
@@ -123,9 +144,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        line = _json.dumps(
-            mask_fields(entry), ensure_ascii=False, default=str, separators=(",", ":")
-        )
+        line = _LINE_ENCODER.encode(mask_fields(entry))
         return line.translate(_LINE_BREAKS)
 
 
@@ -138,7 +157,7 @@ class TextFormatter(logging.Formatter):
         line += scrub_text(record.getMessage())
         fields = mask_fields(_fields(record))
         if fields:
-            line += " " + " ".join(f"{k}={_json.dumps(v, default=str)}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={_FIELD_ENCODER.encode(v)}" for k, v in fields.items())
         if record.exc_info:
             line += "\n" + scrub_text(self.formatException(record.exc_info))
         if record.stack_info:

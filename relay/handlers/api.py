@@ -37,6 +37,7 @@ from ..errors import (
     TokenError,
     http_error_body,
 )
+from ..hours import parse_hours, parse_timezone
 from ..logs import log_context
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
@@ -466,6 +467,67 @@ async def revoke_device(request: web.Request) -> web.Response:
     return web.json_response({"id": device_id, "status": "revoked"})
 
 
+def _store_json(store: RetailStore) -> dict[str, Any]:
+    return {
+        "id": store.id,
+        "merchant_id": store.merchant_id,
+        "name": store.name,
+        "timezone": store.timezone,
+        "hours": dict(store.hours),
+    }
+
+
+def _store_id(request: web.Request) -> str:
+    store_id = request.match_info["store_id"]
+    if not 0 < len(store_id) <= 40 or not store_id.isascii() or not store_id.isprintable():
+        raise BadRequest("not a store id")
+    return store_id
+
+
+async def get_store(request: web.Request) -> web.Response:
+    """A store's name, time zone and opening hours, for anyone whose scope holds it."""
+    store_id = _store_id(request)
+    state = request.app[STATE]
+    user = await current_user(request)
+    await state.require_scope(user, Scope(ScopeKind.STORE, store_id), "store.read")
+    return web.json_response(_store_json(await state.storage.get_store(store_id)))
+
+
+async def update_store(request: web.Request) -> web.Response:
+    """Set a store's ``timezone`` and/or ``hours`` (see :mod:`posassist.relay.hours`); audited.
+
+    Both are checked before anything is written: a bad zone or a bad interval changes nothing.
+    """
+    store_id = _store_id(request)
+    body = await _json(request)
+    unknown = set(body) - {"timezone", "hours"}
+    if unknown or not body:
+        raise BadRequest("give timezone and/or hours, nothing else")
+    state, user = await _admin_in(request, Scope(ScopeKind.STORE, store_id), "store.update")
+    current = await state.storage.get_store(store_id)
+    timezone = parse_timezone(body["timezone"]) if "timezone" in body else None
+    hours = (
+        parse_hours(body["hours"], timezone or current.timezone).to_json()
+        if "hours" in body
+        else None
+    )
+    store = await state.storage.update_store(
+        store_id, now=state.now(), timezone=timezone, hours=hours
+    )
+    await state.audit(
+        f"user:{user.username}",
+        "store.update",
+        f"store:{store_id}",
+        Outcome.OK,
+        {
+            key: value
+            for key, value in (("timezone", timezone), ("hours", hours))
+            if value is not None
+        },
+    )
+    return web.json_response(_store_json(store))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/enrol", enrol)
     app.router.add_post("/v1/login", login)
@@ -473,6 +535,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/organisations", create_organisation)
     app.router.add_post("/v1/merchants", create_merchant)
     app.router.add_post("/v1/stores", create_store)
+    app.router.add_get("/v1/stores/{store_id}", get_store)
+    app.router.add_patch("/v1/stores/{store_id}", update_store)
     app.router.add_post("/v1/enrolments", create_enrolment)
     app.router.add_post("/v1/users", create_user)
     app.router.add_get("/v1/devices", list_devices)

@@ -107,6 +107,10 @@ class RetailStore:
     merchant_id: str
     name: str
     created_at: float
+    #: IANA zone the store's clocks, SLA and times shown to people use.
+    timezone: str = "Asia/Shanghai"
+    #: Opening hours in the JSON form of :mod:`posassist.relay.hours` (``{}``: always open).
+    hours: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

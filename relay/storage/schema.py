@@ -58,6 +58,8 @@ stores = sa.Table(
     sa.Column("merchant_id", ID, sa.ForeignKey("merchants.id"), nullable=False, index=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False, server_default="Asia/Shanghai"),
+    sa.Column("hours", sa.Text(), nullable=False, server_default="{}"),
 )
 
 devices = sa.Table(

@@ -330,7 +330,7 @@ class SqlStorage:
 
         def tx(conn: sa.Connection) -> None:
             _require(conn, t.merchants, merchant_id)
-            conn.execute(t.stores.insert(), _row(store))
+            conn.execute(t.stores.insert(), {**_row(store), "hours": json.dumps(store.hours)})
 
         await self._db.write(tx)
         return store
@@ -340,9 +340,32 @@ class SqlStorage:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"store {store_id!r}")
-        return RetailStore(
-            id=row.id, merchant_id=row.merchant_id, name=row.name, created_at=row.created_at
-        )
+        return _store(row)
+
+    async def update_store(
+        self,
+        store_id: str,
+        *,
+        now: float,
+        timezone: str | None = None,
+        hours: Mapping[str, Any] | None = None,
+    ) -> RetailStore:
+        """Set a store's time zone and/or opening hours (checked by the caller); the new row."""
+        values: dict[str, Any] = {}
+        if timezone is not None:
+            values["timezone"] = timezone
+        if hours is not None:
+            values["hours"] = json.dumps(dict(hours), sort_keys=True)
+
+        def tx(conn: sa.Connection) -> sa.Row[Any]:
+            if values:
+                conn.execute(t.stores.update().where(t.stores.c.id == store_id).values(values))
+            row = conn.execute(t.stores.select().where(t.stores.c.id == store_id)).first()
+            if row is None:
+                raise NotFound(f"store {store_id!r}")
+            return row
+
+        return _store(await self._db.write(tx))
 
     async def scope_exists(self, scope: Scope) -> bool:
         if scope.kind is ScopeKind.ROOT:
@@ -1078,8 +1101,10 @@ class _Prepared:
     driver takes: JSON as text (see :func:`_json`), bytes, numbers and strings.
     """
 
-    def __init__(self, statement: sa.ClauseElement) -> None:
+    def __init__(self, statement: sa.ClauseElement, suffix: str = "") -> None:
         self.statement = statement
+        #: SQL both dialects spell alike, appended to the compiled statement.
+        self.suffix = suffix
         self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def __call__(self, conn: sa.Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
@@ -1088,7 +1113,8 @@ class _Prepared:
             c = self.statement.compile(dialect=conn.dialect)
             assert isinstance(c, SQLCompiler)
             assert c.positiontup is not None  # both drivers take positional parameters
-            compiled = self._compiled[conn.dialect.name] = (c.string, tuple(c.positiontup))
+            compiled = (c.string + self.suffix, tuple(c.positiontup))
+            self._compiled[conn.dialect.name] = compiled
         sql, names = compiled
         return conn.exec_driver_sql(sql, tuple(params[name] for name in names))
 
@@ -1098,6 +1124,9 @@ _INSERT_JOB = _Prepared(t.jobs.insert().values({c.name: sa.bindparam(c.name) for
 _INSERT_AUDIT = _Prepared(
     t.audit.insert().values({c.name: sa.bindparam(c.name) for c in t.audit.c})
 )
+# The same, inserting nothing when the seq is taken (SQLite >= 3.24 and PostgreSQL alike): a row
+# past the head is found by the append that meets it, without a query on every append.
+_INSERT_AUDIT_IF_FREE = _Prepared(_INSERT_AUDIT.statement, suffix=" ON CONFLICT (seq) DO NOTHING")
 _HEAD = sa.select(t.audit_head.c.seq, t.audit_head.c.hash).where(
     t.audit_head.c.id == sa.literal_column("1")
 )
@@ -1165,6 +1194,17 @@ def _seen(*, version: bool, facts: bool) -> sa.Update:
 _json = json.dumps
 
 
+def _store(row: sa.Row[Any]) -> RetailStore:
+    return RetailStore(
+        id=row.id,
+        merchant_id=row.merchant_id,
+        name=row.name,
+        created_at=row.created_at,
+        timezone=row.timezone,
+        hours=json.loads(row.hours),
+    )
+
+
 def _row(record: Any) -> dict[str, Any]:
     """A flat model dataclass as column values (shallow: cheaper than ``dataclasses.asdict``)."""
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
@@ -1185,9 +1225,11 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
 
     Rows past the head were not written by a relay (the head moves in the transaction that
     inserts): someone wrote them into the database. The relay keeps working rather than failing
-    every audited operation on the taken seq: the record goes after the last stored row, chained
-    from the head (the last record the relay wrote), and names the stray rows, so ``audit
-    verify`` reports them at their seq (docs/relay.md#audit-checkpoints).
+    every audited operation on the taken seq: the append that meets such a row (its seq is
+    taken) puts the record after the last stored row, chained from the head (the last record
+    the relay wrote), and names the stray rows, so ``audit verify`` reports them at their seq
+    (docs/relay.md#audit-checkpoints). Rows further on, past a gap, are met when the chain gets
+    there; ``audit verify`` reports them at once.
     """
     body = normalise_detail(entry.detail or {})
     head = _HEAD_FOR_UPDATE(conn, {}).first()
@@ -1195,14 +1237,26 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
         head = _rebuild_head(conn)
         body = {**body, "head_rebuilt": True}
     prev_hash = bytes(head.hash)
-    seq = head.seq + 1
-    stray = _PAST_HEAD(conn, {"b_seq": head.seq}).scalar()
-    if stray is not None:
+    record = _chained(entry, body, head.seq + 1, prev_hash, now)
+    if _INSERT_AUDIT_IF_FREE(conn, {**_row(record), "detail": _json(body)}).rowcount != 1:
+        stray = _PAST_HEAD(conn, {"b_seq": head.seq}).scalar()
+        assert stray is not None  # the insert met a row past the head, so there is one
         log.error(
-            "audit rows %d..%d past the chain head %d: not written by a relay", seq, stray, head.seq
+            "audit rows %d..%d past the chain head %d: not written by a relay",
+            head.seq + 1,
+            stray,
+            head.seq,
         )
-        body = {**body, "stray_records": [seq, stray]}
-        seq = stray + 1
+        body = {**body, "stray_records": [head.seq + 1, stray]}
+        record = _chained(entry, body, stray + 1, prev_hash, now)
+        _INSERT_AUDIT(conn, {**_row(record), "detail": _json(body)})
+    _MOVE_HEAD(conn, {"b_seq": record.seq, "b_hash": record.hash})
+    return record
+
+
+def _chained(
+    entry: AuditEntry, body: dict[str, Any], seq: int, prev_hash: bytes, now: float
+) -> AuditRecord:
     record = AuditRecord(
         seq=seq,
         at=float(now),
@@ -1213,10 +1267,7 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
         detail=body,
         prev_hash=prev_hash,
     )
-    record = dataclasses.replace(record, hash=chain_hash(prev_hash, record))
-    _INSERT_AUDIT(conn, {**_row(record), "detail": _json(body)})
-    _MOVE_HEAD(conn, {"b_seq": record.seq, "b_hash": record.hash})
-    return record
+    return dataclasses.replace(record, hash=chain_hash(prev_hash, record))
 
 
 def _rebuild_head(conn: sa.Connection) -> sa.Row[Any]:

@@ -182,7 +182,11 @@ def test_request_reply_correlation_and_streaming() -> None:
 
 def test_error_reply_answers_any_request() -> None:
     agent, relay = open_agent_pair()
-    agent.send(m.HelpRequested(id=agent.next_id(), device_id="dev-1", description="纸卡住了"))
+    agent.send(
+        m.HelpRequested(
+            id=agent.next_id(), device_id="dev-1", category="printer", description="纸卡住了"
+        )
+    )
     (help_request,) = pump(agent, relay)
     relay.send(m.ErrorReply(id=help_request.id, code="busy", message="try later"))  # type: ignore[attr-defined]
     (error,) = pump(relay, agent)

@@ -98,7 +98,9 @@ async def test_relay_answers_heartbeat_with_its_clock(relay: Relay) -> None:
 async def test_relay_answers_agent_request_it_does_not_handle_yet(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
-        await agent.reply(m.HelpRequested(id=1, device_id=device_id, description="纸卡住了"))
+        await agent.reply(
+            m.HelpRequested(id=1, device_id=device_id, category="printer", description="纸卡住了")
+        )
         (answer,) = await agent.next()
         assert isinstance(answer, m.ErrorReply)
         assert answer.code == "unsupported"

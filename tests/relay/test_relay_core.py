@@ -203,21 +203,22 @@ async def test_replaced_connection_fails_only_its_own_requests(
         old_link = relay.state.router.agent(device_id)
         assert isinstance(old_link, WebSocketSession)
         release = asyncio.Event()
-        stop_writer = old_link.stop_writer
+        stop_writer = WebSocketSession.stop_writer
 
-        async def held_stop_writer() -> None:
+        async def held_stop_writer(link: WebSocketSession) -> None:
             # The test server (unlike the relay's own runner) cancels a handler whose connection
             # is lost; the hold outlasts that, as the relay's handler would run on.
-            while old_link.ws.closed and not release.is_set():
+            while link is old_link and old_link.ws.closed and not release.is_set():
                 try:
                     await release.wait()
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     assert task is not None
                     task.uncancel()
-            await stop_writer()
+            await stop_writer(link)
 
-        monkeypatch.setattr(old_link, "stop_writer", held_stop_writer)
+        # (on the class: a session has slots, not a dict to patch; only the old link is held)
+        monkeypatch.setattr(WebSocketSession, "stop_writer", held_stop_writer)
         try:
             async with Agent(relay, device_id, key) as second:
                 assert first.ws is not None

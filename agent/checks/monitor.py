@@ -44,8 +44,9 @@ __all__ = ["HealthMonitor"]
 log = logging.getLogger("posassist.agent.checks")
 T = TypeVar("T")
 
-#: Samples kept per check: enough for an hour of restarts or memory growth at 15 s.
-MAX_SAMPLES = 240
+#: Samples kept per check: the newest two (what changed since the last one), and for the trend
+#: rules an hour and a bit at their shortest interval (sustained CPU, restarts, memory growth).
+KEEP_SAMPLES = {"cpu": 64, "pos_process": 130, "memory": 80}
 KEEP_SAMPLES_S = 2 * 3600.0
 #: Longest a sampler may take, whatever its interval.
 MAX_SAMPLE_TIMEOUT = 15.0
@@ -84,7 +85,7 @@ class HealthMonitor:
         self.hours: Dict[str, Any] = {}
         self.states: Dict[str, CheckState] = {name: CheckState(name) for name in CHECKS}
         self.samples: Dict[str, Deque[Tuple[float, Dict[str, Any]]]] = {
-            name: collections.deque(maxlen=MAX_SAMPLES) for name in CHECKS
+            name: collections.deque(maxlen=KEEP_SAMPLES.get(name, 2)) for name in CHECKS
         }
         self._max_events = max_events
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posassist-outbox")

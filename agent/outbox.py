@@ -70,6 +70,8 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
             self._db.execute("PRAGMA busy_timeout=5000")
+            # a few KB of events: a 128 KB page cache, not the 2 MB default (agent RSS budget)
+            self._db.execute("PRAGMA cache_size=-128")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open the outbox {path}: {exc}") from None

@@ -277,3 +277,28 @@ async def test_an_invalid_policy_keeps_the_last_good_one_across_a_restart(
     assert again.hours == {"timezone": "UTC"}
     await again.close()
     health._outbox = None  # closed above; the fixture's close is then a no-op for it
+
+
+async def test_no_printer_probe_while_a_sale_is_open(tmp_path: Path, printer: SimPrinter) -> None:
+    from posassist.agent.profile import load_profile
+
+    host, port = printer.start_tcp()
+    printer.set_state(PrinterState.PAPER_OUT)
+    settings = Settings(printers=(PrinterConfig("receipt", host=host, port=port),))
+    (tmp_path / "pos").mkdir()
+    (tmp_path / "pos" / "sale.open").write_text("sale 1017")  # the demo POS's open-sale flag
+    ctx = DiagContext(settings, tmp_path, load_profile("demo", tmp_path), limiter=ProbeLimiter(0.0))
+    health = HealthMonitor(ctx, tmp_path, "ws://127.0.0.1:1", clock=Clock())
+    await health.open()
+    try:
+        for _ in range(3):
+            assert await health.run_check("printer") is None
+        assert printer.bytes_received == 0  # not one status request reached the printer
+        assert health.states["printer"].fails == 0
+        (tmp_path / "pos" / "sale.open").unlink()  # the sale ended: now it is probed, and fires
+        fired = await health.run_check("printer")
+        assert fired is not None
+        assert fired.codes == ("printer.paper_out",)
+        assert printer.bytes_received > 0
+    finally:
+        await health.close()

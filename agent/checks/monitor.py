@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, TypeVar
 
+from posassist.agent.errors import OutboxError
 from posassist.protocol import AlertAcknowledged, AlertRaised, ErrorReply, PolicyUpdated
 from posassist.protocol.health_policy import (
     CHECKS,
@@ -175,7 +177,12 @@ class HealthMonitor:
             now = self.monotonic()
             for name in CHECKS:
                 if self._due.get(name, 0.0) <= now:
-                    await self.run_check(name)
+                    try:
+                        await self.run_check(name)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # one broken check (a full disk) never stops the rest
+                        log.warning("check %s failed: %s: %s", name, type(exc).__name__, exc)
                     # the interval of the policy now in force (one may have come meanwhile)
                     self._due[name] = now + self.policy.checks[name].interval
             _release_memory()
@@ -198,6 +205,7 @@ class HealthMonitor:
 
         check = self.policy.checks[name]
         state = self.states[name]
+        before = dataclasses.replace(state)
         if not check.enabled:
             transition = stop(state, "检查已停用 / check disabled by policy")
         else:
@@ -222,7 +230,12 @@ class HealthMonitor:
             assert verdict is not None
             transition = step(state, verdict, check, now, episode=_episode(now))
         if transition is not None:
-            await self._queue(name, state, transition)
+            try:
+                await self._queue(name, state, transition)
+            except OutboxError:
+                # not on disk, so not sent: the next sample makes the same change again
+                self.states[name] = before
+                raise
         return transition
 
     async def _queue(self, name: str, state: CheckState, transition: Transition) -> None:

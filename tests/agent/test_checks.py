@@ -302,3 +302,33 @@ async def test_no_printer_probe_while_a_sale_is_open(tmp_path: Path, printer: Si
         assert printer.bytes_received > 0
     finally:
         await health.close()
+
+
+async def test_an_alert_the_full_disk_could_not_hold_is_queued_at_the_next_sample(
+    monitor: Any, printer: SimPrinter
+) -> None:
+    from posassist.agent.errors import OutboxError
+
+    health, _ = monitor
+    box = health.outbox
+    # the disk is full: SQLite may grow the file by no page (SQLITE_FULL, as on a full disk)
+    (pages,) = box._db.execute("PRAGMA page_count").fetchone()
+    box._db.execute(f"PRAGMA max_page_count = {pages}")
+    filler = {"severity": "info", "summary": "x" * 400}
+    box._db.execute("PRAGMA synchronous = OFF")  # filling is set-up: no fsync per row
+    n = 0
+    with pytest.raises(OutboxError, match="full"):
+        while True:  # fill what room the pages have left
+            box.put(f"filler-{n}", filler, now=1.0)
+            n += 1
+    box._db.execute("PRAGMA synchronous = FULL")
+    printer.set_state(PrinterState.PAPER_OUT)
+    with pytest.raises(OutboxError, match="full"):
+        await health.run_check("printer")
+    assert not health.states["printer"].firing  # not on disk, so not fired
+    box._db.execute("PRAGMA max_page_count = 1073741823")  # room again
+    fired = await health.run_check("printer")
+    assert fired is not None
+    assert fired.state == "firing"
+    queued = [q.event.get("check_name") for q in box.pending(limit=1000)]
+    assert queued.count("printer") == 1

@@ -3,6 +3,7 @@ samplers (the simulated ESC/POS printer over TCP) into the real outbox."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,8 +18,6 @@ from posassist.protocol.health_policy import CHECKS, default_policy, parse_polic
 from tests.fakes.simprinter import PrinterState
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.fakes.simprinter import SimPrinter
 
 NOW = 1_780_000_000.0
@@ -335,3 +334,40 @@ async def test_an_alert_the_full_disk_could_not_hold_is_queued_at_the_next_sampl
     assert fired.state == "firing"
     queued = [q.event.get("check_name") for q in box.pending(limit=1000)]
     assert queued.count("printer") == 1
+
+
+PY38 = Path(__file__).resolve().parents[2] / ".venv38" / "bin" / "python"
+
+
+@pytest.mark.skipif(not PY38.exists(), reason="no .venv38")
+def test_the_monitor_runs_every_check_on_python38(tmp_path: Path) -> None:
+    import subprocess
+
+    code = """
+import asyncio, sys
+from pathlib import Path
+from posassist.agent.checks.monitor import HealthMonitor
+from posassist.agent.diagnostics import DiagContext
+from posassist.agent.settings import Settings
+from posassist.protocol import PolicyUpdated
+async def main():
+    d = Path(sys.argv[1])
+    h = HealthMonitor(DiagContext(Settings(), d), d, "ws://127.0.0.1:1")
+    await h.open()
+    policy = {"checks": {"disk": {"thresholds": {"free_pct": 99}}}}
+    h.apply_policy(PolicyUpdated(version=1, policy=policy, hours={}))
+    out = [await h.run_check(n) for n in list(h.policy.checks)]
+    print([t.state + ":" + ",".join(t.codes) for t in out if t])
+    print(len(await h._in_db(h.outbox.pending)))
+    await h.close()
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [str(PY38), "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["['firing:disk.low']", "1"]

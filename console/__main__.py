@@ -34,7 +34,7 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__
+from . import __version__, tickets
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
@@ -394,6 +394,8 @@ def _parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds without any progress",
     )
+    r.add_argument("--ticket", help="the ticket this run is for (marks it in progress, yours)")
+    tickets.add_parsers(commands)
     return parser
 
 
@@ -424,6 +426,10 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "scripts":
         session = _session()
         return list_scripts(session["relay"], session.get("tls_pin"))
+    if args.command in tickets.COMMANDS:
+        return tickets.command(args, _session())
+    if args.command == "run" and args.ticket:
+        tickets.start_work(_session(), args.ticket)
     from websockets.exceptions import InvalidStatus
 
     try:

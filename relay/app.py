@@ -19,7 +19,7 @@ from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import NotFound, StorageError
 from .flapping import FlapDetector
-from .handlers import api
+from .handlers import api, tickets
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
@@ -102,6 +102,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
 
         add_script_routes(app, config.scripts_dir)
     app.cleanup_ctx.append(_storage_and_sweeper)
+    tickets.add_routes(app)  # after the storage: its sweeper needs a migrated database
     app.on_shutdown.append(_close_sockets)
     return app
 

@@ -55,6 +55,26 @@ _CLOCK = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])")
 _ALL_DAY = ((0, 24 * 60),)
 
 
+class BadTimezone(BadRequest):
+    """A time zone this machine does not know; nothing changed. (The exception's own text names
+    the value, for the log; the answer is this fixed sentence: no input echoed.)"""
+
+    public_reason = "timezone must be an IANA zone name such as Asia/Shanghai"
+    public_reason_zh = "时区无效: 请使用 IANA 时区名, 例如 Asia/Shanghai"
+
+
+class BadHours(BadRequest):
+    """Opening hours that can't be read; nothing changed (docs/relay.md#store-hours)."""
+
+    public_reason = (
+        'hours: {"weekly": {"mon": [["09:00", "21:00"]]}, "closed": ["2026-12-25"]}; '
+        "each interval ending after it starts"
+    )
+    public_reason_zh = (
+        '营业时间无效: 格式如 {"weekly": {"mon": [["09:00", "21:00"]]}, "closed": ["2026-12-25"]}'
+    )
+
+
 @dataclass(frozen=True)
 class BusinessHours:
     """When a store is open: wall-clock minutes per weekday (Monday first) in ``timezone``."""
@@ -88,11 +108,11 @@ class BusinessHours:
 def parse_timezone(name: object) -> str:
     """An IANA zone name this machine knows, or :class:`BadRequest` saying what is wrong."""
     if not isinstance(name, str) or not _ZONE_NAME.fullmatch(name) or len(name) > 64:
-        raise BadRequest("timezone must be an IANA name such as Asia/Shanghai")
+        raise BadTimezone("timezone must be an IANA name such as Asia/Shanghai")
     try:
         _zone(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise BadRequest(f"unknown timezone {name!r} (expected e.g. Asia/Shanghai)") from None
+        raise BadTimezone(f"unknown timezone {name!r} (expected e.g. Asia/Shanghai)") from None
     return name
 
 
@@ -100,22 +120,22 @@ def parse_hours(obj: object, timezone: str = DEFAULT_TIMEZONE) -> BusinessHours:
     """Check and read the JSON form; :class:`BadRequest` names the first thing wrong."""
     timezone = parse_timezone(timezone)
     if not isinstance(obj, dict):
-        raise BadRequest('hours must be an object like {"weekly": {"mon": [["09:00", "21:00"]]}}')
+        raise BadHours('hours must be an object like {"weekly": {"mon": [["09:00", "21:00"]]}}')
     unknown = set(obj) - {"weekly", "closed"}
     if unknown:
-        raise BadRequest(f"hours: unknown field {sorted(unknown)[0]!r} (expected weekly, closed)")
+        raise BadHours(f"hours: unknown field {sorted(unknown)[0]!r} (expected weekly, closed)")
     closed = _parse_closed(obj.get("closed", []))
     if "weekly" not in obj:
         return BusinessHours(timezone=timezone, closed=closed, always=True)
     weekly_obj = obj["weekly"]
     if not isinstance(weekly_obj, dict):
-        raise BadRequest("hours.weekly must be an object keyed by mon, tue, … sun")
+        raise BadHours("hours.weekly must be an object keyed by mon, tue, … sun")
     bad_days = set(weekly_obj) - set(DAYS)
     if bad_days:
-        raise BadRequest(f"hours.weekly: unknown day {sorted(bad_days)[0]!r} (use mon … sun)")
+        raise BadHours(f"hours.weekly: unknown day {sorted(bad_days)[0]!r} (use mon … sun)")
     weekly = tuple(_parse_day(day, weekly_obj.get(day, [])) for day in DAYS)
     if not any(weekly):
-        raise BadRequest("hours.weekly: the store must be open at least once a week")
+        raise BadHours("hours.weekly: the store must be open at least once a week")
     return BusinessHours(timezone=timezone, weekly=weekly, closed=closed, always=False)
 
 
@@ -184,24 +204,24 @@ def _clock(minute: int) -> str:
 def _parse_clock(text: object, where: str) -> int:
     match = _CLOCK.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise BadRequest(f"{where}: {text!r} is not a time like 09:00")
+        raise BadHours(f"{where}: {text!r} is not a time like 09:00")
     minute = int(match.group(1)) * 60 + int(match.group(2))
     if minute > 24 * 60:
-        raise BadRequest(f"{where}: {text!r} is after 24:00")
+        raise BadHours(f"{where}: {text!r} is after 24:00")
     return minute
 
 
 def _parse_day(day: str, spans: object) -> tuple[tuple[int, int], ...]:
     where = f"hours.weekly.{day}"
     if not isinstance(spans, list) or len(spans) > MAX_INTERVALS_PER_DAY:
-        raise BadRequest(f"{where} must be a list of at most {MAX_INTERVALS_PER_DAY} [open, close]")
+        raise BadHours(f"{where} must be a list of at most {MAX_INTERVALS_PER_DAY} [open, close]")
     out: list[tuple[int, int]] = []
     for span in spans:
         if not isinstance(span, list) or len(span) != 2:
-            raise BadRequest(f'{where}: each interval is [open, close], e.g. ["09:00", "21:00"]')
+            raise BadHours(f'{where}: each interval is [open, close], e.g. ["09:00", "21:00"]')
         a, b = _parse_clock(span[0], where), _parse_clock(span[1], where)
         if b <= a:
-            raise BadRequest(
+            raise BadHours(
                 f"{where}: {span[0]}-{span[1]} ends before it starts; a store open past midnight "
                 'gives two intervals, [..., "24:00"] and the next day\'s ["00:00", ...]'
             )
@@ -209,13 +229,13 @@ def _parse_day(day: str, spans: object) -> tuple[tuple[int, int], ...]:
     out.sort()
     for (_, end), (start, _) in itertools.pairwise(out):
         if start < end:
-            raise BadRequest(f"{where}: intervals overlap")
+            raise BadHours(f"{where}: intervals overlap")
     return tuple(out)
 
 
 def _parse_closed(obj: object) -> frozenset[dt.date]:
     if not isinstance(obj, list) or len(obj) > MAX_CLOSED_DATES:
-        raise BadRequest(f"hours.closed must be a list of at most {MAX_CLOSED_DATES} dates")
+        raise BadHours(f"hours.closed must be a list of at most {MAX_CLOSED_DATES} dates")
     dates = set()
     for item in obj:
         try:
@@ -223,7 +243,7 @@ def _parse_closed(obj: object) -> frozenset[dt.date]:
                 raise ValueError
             dates.add(dt.date.fromisoformat(item))
         except ValueError:
-            raise BadRequest(f"hours.closed: {item!r} is not a date like 2026-12-25") from None
+            raise BadHours(f"hours.closed: {item!r} is not a date like 2026-12-25") from None
     return frozenset(dates)
 
 

@@ -53,6 +53,7 @@ from .jobs import (
     reconcile_results,
     reconcile_route,
 )
+from .tickets import AGENT_REQUESTS
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -405,8 +406,12 @@ async def _handle(
         elif event.TERMINAL:
             await finish_route(state, route, None, None, reply=event)
     elif event.KIND is Kind.REQUEST:
-        # Alerts and help requests get their handlers with the alerts and help-window work;
-        # until then the agent hears a clear "not supported", not silence.
+        handler = AGENT_REQUESTS.get(event.TAG)  # tickets (relay/handlers/tickets.py)
+        if handler is not None:
+            await handler(state, device_id, peer, event)
+            return
+        # Alerts get their handler with the alerts work; until then the agent hears a clear
+        # "not supported", not silence.
         request_id: int = getattr(event, "id")  # noqa: B009
         peer.send_nowait(
             ErrorReply(

@@ -18,7 +18,10 @@ __all__ = [
     "merchants",
     "metadata",
     "organisations",
+    "sla_policies",
     "stores",
+    "ticket_events",
+    "tickets",
     "users",
 ]
 
@@ -163,4 +166,67 @@ audit_head = sa.Table(
     sa.Column("seq", sa.BigInteger(), nullable=False),
     sa.Column("hash", sa.LargeBinary(), nullable=False),
     sa.CheckConstraint("id = 1", name="single_row"),
+)
+
+# Issue 12 (migration 0004): tickets, their history, and each merchant's SLA. The states, the
+# channels and the categories are checked here as well as by relay/tickets.py.
+TICKET_STATES = (
+    "('new', 'accepted', 'in_progress', 'waiting_merchant', 'resolved', 'closed', 'reopened')"
+)
+
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("support_code", sa.String(16), nullable=False, unique=True),
+    sa.Column("store_id", ID, sa.ForeignKey("stores.id"), nullable=False, index=True),
+    sa.Column("device_id", ID, sa.ForeignKey("devices.id"), nullable=True, index=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("contact", sa.String(64), nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("diagnostics", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("technician", sa.String(150), nullable=True),
+    sa.Column("opened_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("clock_started_at", sa.Double(), nullable=False),
+    sa.Column("first_response_at", sa.Double(), nullable=True),
+    sa.Column("resolved_at", sa.Double(), nullable=True),
+    sa.Column("closed_at", sa.Double(), nullable=True),
+    sa.Column("response_due", sa.Double(), nullable=True),
+    sa.Column("resolve_due", sa.Double(), nullable=True),
+    sa.Column("response_breached_at", sa.Double(), nullable=True),
+    sa.Column("resolve_breached_at", sa.Double(), nullable=True),
+    sa.Column("rating", sa.Integer(), nullable=True),
+    sa.Column("rating_comment", sa.Text(), nullable=True),
+    sa.Column("rated_at", sa.Double(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.CheckConstraint(f"status IN {TICKET_STATES}", name="status"),
+    sa.CheckConstraint("channel IN ('agent', 'phone')", name="channel"),
+    sa.CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),
+)
+
+ticket_events = sa.Table(
+    "ticket_events",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("ticket_id", ID, sa.ForeignKey("tickets.id"), nullable=False, index=True),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(20), nullable=True),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("audit_seq", sa.BigInteger(), nullable=True),
+)
+
+sla_policies = sa.Table(
+    "sla_policies",
+    metadata,
+    sa.Column("merchant_id", ID, sa.ForeignKey("merchants.id"), primary_key=True),
+    sa.Column("response_seconds", sa.Double(), nullable=True),
+    sa.Column("resolve_seconds", sa.Double(), nullable=True),
+    sa.Column("updated_at", sa.Double(), nullable=False),
 )

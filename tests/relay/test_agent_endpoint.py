@@ -99,7 +99,16 @@ async def test_relay_answers_agent_request_it_does_not_handle_yet(relay: Relay) 
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await agent.reply(
-            m.HelpRequested(id=1, device_id=device_id, category="printer", description="纸卡住了")
+            m.AlertRaised(
+                id=1,
+                device_id=device_id,
+                alert_key="k",
+                check_name="printer.paper",
+                severity="warning",
+                state="firing",
+                summary="纸将用尽",
+                observed_at=1.0,
+            )
         )
         (answer,) = await agent.next()
         assert isinstance(answer, m.ErrorReply)

@@ -157,24 +157,29 @@ async def test_an_admin_sets_a_stores_zone_and_hours_and_it_is_audited(relay: Re
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "error", "words"),
     [
-        {"timezone": "Mars/Olympus"},
-        {"timezone": "Asia/Urumqi", "hours": {"weekly": {"mon": [["18:00", "09:00"]]}}},
-        {"hours": {"weekly": {}}},
-        {"name": "renamed"},
-        {},
+        ({"timezone": "Mars/Olympus"}, "BadTimezone", "IANA"),
+        (
+            {"timezone": "Asia/Urumqi", "hours": {"weekly": {"mon": [["18:00", "09:00"]]}}},
+            "BadHours",
+            "ending after it starts",
+        ),
+        ({"hours": {"weekly": {}}}, "BadHours", "weekly"),
+        ({"name": "renamed"}, "BadRequest", "bad request"),
+        ({}, "BadRequest", "bad request"),
     ],
 )
 async def test_bad_store_settings_are_refused_and_change_nothing(
-    relay: Relay, body: object
+    relay: Relay, body: object, error: str, words: str
 ) -> None:
     before = await relay.state.storage.get_store(relay.store)
     status, answer = await patch(relay, relay.store, body, "admin")
     assert status == 400, answer
-    assert answer["error"] == "BadRequest"
-    assert answer["message"]
+    assert answer["error"] == error
+    assert words in str(answer["message"])  # says what a good value looks like
     assert answer["message_zh"]
+    assert "Mars" not in str(answer)  # the fixed sentence, never the input echoed
     assert await relay.state.storage.get_store(relay.store) == before
     assert not [a for a in await relay.audit_actions() if a[0] == "store.update"]
 

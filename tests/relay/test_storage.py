@@ -113,10 +113,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0003"
+    assert await storage.current_revision() == head_revision() == "0004"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0003"
+    assert await storage.current_revision() == "0004"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -124,7 +124,7 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0003"
+    assert await first.current_revision() == await second.current_revision() == "0004"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):

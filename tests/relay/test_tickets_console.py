@@ -1,0 +1,252 @@
+"""The console's ticket commands (``posassist tickets``, ``ticket …``, ``report``, ``run
+--ticket``) against a real relay, and the jobs, consent and backups a ticket's record shows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from posassist.console.__main__ import main
+from posassist.protocol import messages as m
+from tests.relay.harness import Agent, Console, Relay
+from tests.relay.test_tickets import ask_help, call
+from tests.relay.test_tickets import relay as relay
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+
+
+async def console(
+    relay: Relay,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    user: str,
+    *argv: str,
+) -> tuple[int, str, str]:
+    home = tmp_path / f"home-{user}"
+    home.mkdir(exist_ok=True)
+    (home / "session.json").write_text(
+        json.dumps({"relay": relay.ws, "token": relay.tokens[user], "user": user})
+    )
+    monkeypatch.setenv("POSASSIST_HOME", str(home))
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, list(argv))  # the console runs its own event loop
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_a_technician_works_a_ticket_from_the_console(
+    relay: Relay,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def run(user: str, *argv: str) -> asyncio.Future[tuple[int, str, str]]:
+        return asyncio.ensure_future(console(relay, tmp_path, monkeypatch, capsys, user, *argv))
+
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent, description="打印机不出纸\n第二行")
+        code = opened.support_code
+        status, listing, _ = await run("tech", "tickets")
+        assert status == 0
+        assert code in listing
+        assert "new / 新工单" in listing
+        status, shown, _ = await run("tech", "ticket", "show", code.lower())
+        assert status == 0
+        assert "    打印机不出纸\n    第二行" in shown
+        assert "printer.paper_out" in shown
+        status, out, _ = await run("tech", "ticket", "accept", code)
+        assert (status, "accepted / 已接单" in out) == (0, True)
+        status, _, err = await run("tech2", "ticket", "accept", code)
+        assert status != 0
+        assert f"ticket {code} is accepted (tech)" in err  # the loser is told who has it
+        status, out, _ = await run(
+            "tech", "ticket", "note", code, "请换纸后重试", "--state", "waiting_merchant"
+        )
+        assert "waiting for the merchant" in out
+        (pushed,) = await agent.next()
+        (pushed,) = await agent.next()
+        assert isinstance(pushed, m.TicketUpdated)
+        assert pushed.status == "waiting_merchant"
+        status, out, _ = await run(
+            "tech", "run", device_id, "s", "--version", "1", "--ticket", "ZZZZ-ZZZZ"
+        )
+        assert status != 0  # an unknown ticket: nothing runs
+        status, out, _ = await run("tech", "ticket", "resolve", code, "--note", "已换纸")
+        assert "resolved / 已解决" in out
+        status, listing, _ = await run("tech", "tickets", "--state", "resolved", "--breached")
+        assert code not in listing  # no SLA, so never breached
+        html, data = tmp_path / "report.html", tmp_path / "report.json"
+        status, out, _ = await run(
+            "boss",
+            "report",
+            "--store",
+            relay.store,
+            "--since",
+            "2000-01-01",
+            "--html",
+            str(html),
+            "--json",
+            str(data),
+        )
+        assert status == 0, out
+        assert code in html.read_text()
+        report = json.loads(data.read_text())
+        assert report["summary"]["tickets"] == 1
+        status, _, err = await run("boss", "ticket", "accept", code)
+        assert status == 3  # refused: a merchant may not work tickets
+        status, out, _ = await run(
+            "tech",
+            "ticket",
+            "open",
+            "--store",
+            relay.store,
+            "--description",
+            "客户来电：抽屉打不开",
+            "--category",
+            "cash_drawer",
+            "--contact",
+            "13800138000",
+        )
+        assert status == 0
+        assert "support code / 服务码" in out
+    status, listed = await call(relay, "GET", "/v1/tickets", "tech")
+    phone = next(t for t in listed["tickets"] if t["channel"] == "phone")
+    assert (phone["status"], phone["technician"], phone["category"]) == (
+        "accepted",
+        "tech",
+        "cash_drawer",
+    )
+
+
+async def test_jobs_run_while_a_ticket_is_open_are_on_its_record_with_consent_and_backups(
+    relay: Relay,
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as tech:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        status, body = await call(relay, "POST", f"/v1/tickets/{code}/work", "tech", {})
+        assert (status, body["status"]) == (200, "in_progress")
+        await agent.next()
+        await agent.next()
+        # one run the merchant refused, one that made a backup and succeeded
+        for decision, run_id in (("denied", 1), ("granted", 2)):
+            await tech.request(
+                m.ScriptRunRequest(
+                    id=run_id, device_id=device_id, script="printer-status-test", version="1.0.0"
+                )
+            )
+            (request,) = await agent.next()
+            assert isinstance(request, m.ScriptRunRequest)
+            job = request.job_id
+            assert job is not None
+            replies: list[m.Message] = [
+                m.ScriptProgress(
+                    id=request.id, job_id=job, step="consent_asked", at=1.0, detail={"timeout": 120}
+                ),
+                m.ScriptProgress(
+                    id=request.id,
+                    job_id=job,
+                    step="consent_answered",
+                    at=2.0,
+                    detail={"decision": decision, "answered_by": "cashier"},
+                ),
+            ]
+            if decision == "denied":
+                replies.append(
+                    m.ScriptFinished(
+                        id=request.id,
+                        job_id=job,
+                        status="refused",
+                        finished_at=3.0,
+                        detail="商户拒绝",
+                    )
+                )
+            else:
+                replies += [
+                    m.ScriptProgress(
+                        id=request.id,
+                        job_id=job,
+                        step="backup_made",
+                        at=3.0,
+                        detail={"backup_id": "bk-1"},
+                    ),
+                    m.ScriptFinished(
+                        id=request.id,
+                        job_id=job,
+                        status="succeeded",
+                        finished_at=4.0,
+                        exit_code=0,
+                        backup_id="bk-1",
+                    ),
+                ]
+            for reply in replies:
+                await agent.reply(reply)
+            while True:
+                answers = await tech.next()
+                if any(isinstance(a, m.ScriptFinished) for a in answers):
+                    break
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    jobs = shown["jobs"]
+    assert [(j["script"], j["status"]) for j in jobs] == [
+        ("printer-status-test", "failed"),
+        ("printer-status-test", "succeeded"),
+    ]
+    assert [c["decision"] for j in jobs for c in j["consent"]] == ["denied", "granted"]
+    assert jobs[1]["backups"] == ["bk-1"]
+    assert all(a["hash"] and a["seq"] for j in jobs for a in j["audit"])
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    assert report["summary"]["consent"] == {"denied": 1, "granted": 1}
+    assert report["summary"]["backups"] == 1
+
+
+async def test_what_an_agent_says_of_a_run_is_escaped_in_the_report(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as tech:
+        opened = await ask_help(agent)
+        await tech.request(
+            m.ScriptRunRequest(id=1, device_id=device_id, script="printer-status-test", version="1")
+        )
+        (request,) = await agent.next()
+        assert isinstance(request, m.ScriptRunRequest)
+        assert request.job_id is not None
+        hostile = {
+            "decision": "<b>denied</b>",
+            "answered_by": "<img src=x onerror=alert(1)>\x1b[2J",
+        }
+        for reply in (
+            m.ScriptProgress(
+                id=request.id,
+                job_id=request.job_id,
+                step="consent_answered",
+                at=1.0,
+                detail=hostile,
+            ),
+            m.ScriptProgress(
+                id=request.id,
+                job_id=request.job_id,
+                step="backup_made",
+                at=2.0,
+                detail={"backup_id": "</td><script>x()</script>"},
+            ),
+            m.ScriptFinished(
+                id=request.id, job_id=request.job_id, status="failed", finished_at=3.0
+            ),
+        ):
+            await agent.reply(reply)
+        while not any(isinstance(a, m.ScriptFinished) for a in await tech.next()):
+            pass
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
+    assert status == 200
+    assert opened.support_code in page
+    for raw in ("<img", "<script>", "<b>denied", "\x1b"):
+        assert raw not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;/td&gt;&lt;script&gt;x()&lt;/script&gt;" in page

@@ -159,6 +159,17 @@ class Outbox:
             )
         )
 
+    def discard(self, alert_key: str) -> bool:
+        """Drop ``alert_key`` unsent (it can't be sent): counted in :meth:`dropped`."""
+
+        def discard(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM events WHERE alert_key = ?", (alert_key,)).rowcount
+            if gone:
+                _add_dropped(db, gone)
+            return bool(gone)
+
+        return bool(self._write(discard))
+
     def __len__(self) -> int:
         with self._lock:
             (count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 
 from posassist.agent.errors import OutboxError
 from posassist.protocol import AlertAcknowledged, AlertRaised, ErrorReply, PolicyUpdated
+from posassist.protocol.errors import LocalProtocolError
 from posassist.protocol.health_policy import (
     CHECKS,
     HealthPolicy,
@@ -289,17 +290,25 @@ class HealthMonitor:
                 event = queued.event
                 details = dict(event["details"], outbox_dropped=dropped)
                 details["attempt"] = queued.attempts + 1
-                message = AlertRaised(
-                    id=session.next_id(),
-                    device_id=device_id,
-                    alert_key=queued.alert_key,
-                    check_name=event["check_name"],
-                    severity=event["severity"],
-                    state=event["state"],
-                    summary=event["summary"],
-                    observed_at=event["observed_at"],
-                    details=details,
-                )
+                try:
+                    message = AlertRaised(
+                        id=session.next_id(),
+                        device_id=device_id,
+                        alert_key=queued.alert_key,
+                        check_name=event["check_name"],
+                        severity=event["severity"],
+                        state=event["state"],
+                        summary=event["summary"],
+                        observed_at=event["observed_at"],
+                        details=details,
+                    )
+                except (LocalProtocolError, KeyError, TypeError) as exc:
+                    # an event that can't be sent (a bug, a damaged row) must not block the
+                    # ones behind it: dropped, and counted with the size limit's drops
+                    log.error("alert %s can't be sent, dropped: %s", queued.alert_key, exc)
+                    await self._in_db(self.outbox.discard, queued.alert_key)
+                    dropped = await self._in_db(self.outbox.dropped)
+                    continue
                 await self._in_db(self.outbox.attempted, queued.alert_key)
                 answer: Any = None
                 try:
@@ -368,7 +377,9 @@ def _bounded(evidence: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not evidence:
         return None
     try:
-        text = json.dumps(evidence, ensure_ascii=False, default=str)
+        # allow_nan=False: a NaN can't travel (docs/protocol.md#limits), so no evidence then
+        text = json.dumps(evidence, ensure_ascii=False, default=str, allow_nan=False)
     except (TypeError, ValueError):
         return None
-    return evidence if len(text) <= MAX_DETAILS else None
+    normalised: Dict[str, Any] = json.loads(text)
+    return normalised if len(text) <= MAX_DETAILS else None

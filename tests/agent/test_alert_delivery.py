@@ -190,3 +190,37 @@ async def test_an_invalid_policy_from_the_relay_keeps_the_last_good_one(
     event = next(e for e, _ in desk.received if e.check_name == "disk")
     assert event.details["policy_version"] == 2  # the good one runs; the agent did not stop
     assert agent.returncode == 0
+
+
+async def test_an_event_that_cannot_be_sent_does_not_block_the_ones_behind_it(
+    relay: Relay, tmp_path: Path
+) -> None:
+    from posassist.agent.outbox import Outbox
+
+    desk: AlertDesk = relay.desk  # type: ignore[attr-defined]
+    desk.answer = True
+    desk.policies = [{"version": 1}]  # the defaults: nothing fires on this machine
+    data = tmp_path / "till"
+    await asyncio.to_thread(enrol, await relay.invite(), data)
+    box = Outbox(data / "outbox.sqlite3")  # left by an older agent, one row damaged
+    good = {
+        "check_name": "printer",
+        "severity": "critical",
+        "state": "firing",
+        "summary": "打印机缺纸 / paper out",
+        "observed_at": 1_780_000_000.0,
+        "details": {"codes": ["printer.paper_out"]},
+    }
+    box.put("printer:old:1", dict(good, severity="fatal"), now=1.0)
+    box.put("printer:old:2", good, now=2.0)
+    box.close()
+    agent = await _start_agent(data, tmp_path / "agent.log")
+    try:
+        await wait_until(lambda: "printer:old:2" in desk.stored, timeout=20)
+        await wait_until(lambda: not _queued(data), timeout=10)
+    finally:
+        await _stop(agent)
+    assert "printer:old:1" not in desk.stored
+    [(sent, _)] = [(e, t) for e, t in desk.received if e.alert_key == "printer:old:2"]
+    assert sent.details["outbox_dropped"] == 1  # the damaged one, counted
+    assert "can't be sent, dropped" in (tmp_path / "agent.log").read_text("utf-8")

@@ -130,3 +130,13 @@ def test_the_outbox_runs_on_python38(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['k1', 'k2'] 1"
     assert sys.version_info >= (3, 11)  # and this process ran the same code on 3.11 above
+
+
+def test_an_event_discarded_unsent_is_counted_as_dropped(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.put("bad", _event("critical"), now=1.0)
+    assert box.discard("bad")
+    assert not box.discard("bad")
+    assert box.dropped() == 1
+    assert len(box) == 0
+    box.close()

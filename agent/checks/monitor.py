@@ -95,6 +95,8 @@ class HealthMonitor:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posassist-outbox")
         self._outbox: Optional[Outbox] = None
         self._due: Dict[str, float] = {}
+        #: how many policies were applied: a check that ran across a change runs again
+        self._generation = 0
         self._wake = asyncio.Event()
         self._queued = asyncio.Event()
         self._saving: List[asyncio.Future[Any]] = []
@@ -164,6 +166,7 @@ class HealthMonitor:
             )
             self._saving = [f for f in self._saving if not f.done()]
         self._due.clear()  # intervals may have changed: every check runs again now
+        self._generation += 1
         self._wake.set()
         log.info("health policy v%s applied", policy.version)
         return True
@@ -178,14 +181,16 @@ class HealthMonitor:
             now = self.monotonic()
             for name in CHECKS:
                 if self._due.get(name, 0.0) <= now:
+                    generation = self._generation
                     try:
                         await self.run_check(name)
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:  # one broken check (a full disk) never stops the rest
                         log.warning("check %s failed: %s: %s", name, type(exc).__name__, exc)
-                    # the interval of the policy now in force (one may have come meanwhile)
-                    self._due[name] = now + self.policy.checks[name].interval
+                    # a policy that came while it ran: it runs again at once, under that one
+                    if generation == self._generation:
+                        self._due[name] = now + self.policy.checks[name].interval
             _release_memory()
             now = self.monotonic()
             due = [self._due.get(name, 0.0) for name in self.policy.checks]

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from posassist.agent.enrol import enrol
-from posassist.protocol import AlertAcknowledged, AlertRaised, DeviceFacts, PolicyUpdated
+from posassist.protocol import (
+    AlertAcknowledged,
+    AlertRaised,
+    DeviceFacts,
+    Heartbeat,
+    PolicyUpdated,
+)
 from posassist.relay.handlers import agents
 from tests.relay.harness import Relay, start_relay, wait_until
 
@@ -44,6 +50,7 @@ class AlertDesk:
         self.stored: set[str] = set()
         self.answer = False
         self.policies: list[dict[str, Any]] = [FIRING]
+        self.sent_to: set[int] = set()
 
     def keys(self, check: str, state: str = "firing") -> list[str]:
         return [e.alert_key for e, _ in self.received if e.check_name == check and e.state == state]
@@ -56,7 +63,10 @@ async def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     original = agents._handle
 
     async def handle(device_id: str, peer: Any, state: Any, event: Any, lost: Any) -> None:
-        if isinstance(event, DeviceFacts):  # once per connection: send the device its policy
+        if isinstance(event, (Heartbeat, DeviceFacts)) and id(peer) not in desk.sent_to:
+            # once per connection, on its first heartbeat or its facts (gathering those may
+            # take seconds on a busy machine): the device's policy, as the relay sends it
+            desk.sent_to.add(id(peer))
             for policy in desk.policies:
                 version = policy["version"]
                 peer.send_nowait(PolicyUpdated(version=version, policy=policy, hours={}))

@@ -371,3 +371,46 @@ asyncio.run(main())
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["['firing:disk.low']", "1"]
+
+
+async def test_a_policy_that_comes_while_a_check_runs_applies_to_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import threading
+
+    from posassist.agent.checks import samplers
+
+    ctx = DiagContext(Settings(), tmp_path)
+    health = HealthMonitor(ctx, tmp_path, "ws://127.0.0.1:1")
+    await health.open()
+    loop = asyncio.get_running_loop()
+    applied = threading.Event()
+    stricter = PolicyUpdated(
+        version=2, policy={"checks": {"disk": {"thresholds": {"free_pct": 99}}}}, hours={}
+    )
+    real_disk = samplers.SAMPLERS["disk"]
+
+    def disk(ctx: DiagContext, link: Any) -> dict[str, Any]:
+        if not applied.is_set():  # the relay's policy arrives while this sample is taken
+
+            def arrive() -> None:
+                health.apply_policy(stricter)
+                applied.set()
+
+            loop.call_soon_threadsafe(arrive)
+            applied.wait(5)
+        return real_disk(ctx, link)
+
+    monkeypatch.setitem(samplers.SAMPLERS, "disk", disk)  # type: ignore[index]
+    stop_event = asyncio.Event()
+    running = asyncio.ensure_future(health.run(stop_event))
+    try:
+        async with asyncio.timeout(10):  # the disk's own interval is 300 s
+            while not health.states["disk"].firing:  # noqa: ASYNC110 - state without an event
+                await asyncio.sleep(0.05)
+    finally:
+        stop_event.set()
+        await running
+        await health.close()
+    assert health.policy.checks["disk"].threshold("free_pct") == 99

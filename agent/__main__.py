@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
     run.add_argument(
+        "--no-checks",
+        action="store_true",
+        help="run no health checks (alerts already queued stay queued)",
+    )
+    run.add_argument(
         "--max-backoff",
         type=seconds(1.0, 3600.0),
         default=60.0,
@@ -176,7 +181,7 @@ def _script_service(
     )
 
 
-async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
+async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = True) -> int:
     from .diagnostics import DiagContext
     from .run import run_agent
 
@@ -205,6 +210,14 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
             helper = None
     scripts = _script_service(data_dir, identity, diagnostics, helper)
     fresh = None if scripts is None else asyncio.ensure_future(scripts.keep_fresh(stop))
+    health = None
+    checking = None
+    if checks and not once:
+        from .checks.monitor import HealthMonitor
+
+        health = HealthMonitor(diagnostics, data_dir, identity.relay_url)
+        await health.open()  # OutboxError (exit 1) if the till's disk can't hold it
+        checking = asyncio.ensure_future(health.run(stop))
 
     async def opened(info: Opened) -> None:
         if scripts is not None:
@@ -237,10 +250,16 @@ async def _run(data_dir: Path, once: bool, max_backoff: float) -> int:
             on_open=opened,
             on_failure=failed,
             help_service=helper,
+            health=health,
         )
     finally:
         if helper is not None:
             await helper.close()
+        if checking is not None:
+            checking.cancel()
+            await asyncio.gather(checking, return_exceptions=True)
+        if health is not None:
+            await health.close()
         if fresh is not None:
             fresh.cancel()
             await asyncio.gather(fresh, return_exceptions=True)
@@ -304,7 +323,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "through the relay)"
                 )
             return asyncio.run(_diag(args.data, args.json, args.timeout))
-        return asyncio.run(_run(args.data, args.once, args.max_backoff))
+        return asyncio.run(_run(args.data, args.once, args.max_backoff, not args.no_checks))
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)
         return exc.exit_code

@@ -461,6 +461,23 @@ ADVICE: Dict[str, Advice] = {
         "The POS may be slow.", "找出占用内存的程序; 营业结束后重启收银软件",
         "Find what uses memory; restart the POS after closing", ref="5.4#30",
     ),
+    "system.cpu_sustained": Advice(
+        _W, "CPU 持续满载", "CPU busy for a long time",
+        "CPU 占用在 {span} 内一直不低于 {percent}% (最高进程: {top})",
+        "The CPU stayed at or above {percent}% for {span} (top process: {top})",
+        "收银可能变慢; 请关闭不用的程序。", "The POS may lag; close programs you don't need.",
+        "查看最忙的进程; 把扫描和更新安排在营业时间外",
+        "Look at the busiest process; schedule scans and updates outside opening hours",
+        ref="5.4#31",
+    ),
+    "pos.restarting": Advice(
+        _F, "收银软件反复重启", "POS keeps restarting",
+        "{names} 在一小时内重启了 {count} 次", "{names} restarted {count} time(s) within an hour",
+        "如果收银软件反复退出, 请联系技术支持。", "If the POS keeps closing, call support.",
+        "查看收银日志和系统事件日志中的崩溃记录; 检查数据库和磁盘",
+        "Read the POS log and the system event log for crashes; check its database and disk",
+        ref="5.4#27",
+    ),
     "pos.memory_growing": Advice(
         _W, "收银软件内存持续增长", "POS memory keeps growing",
         "{name} (进程 {pid}) 的内存在 {span} 内从 {first} 增长到 {last}",

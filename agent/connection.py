@@ -25,6 +25,7 @@ from posassist.protocol import (
     Kind,
     Message,
     PeerSilentError,
+    PolicyUpdated,
     Role,
     ScriptRestoreRequest,
     ScriptRunRequest,
@@ -32,13 +33,14 @@ from posassist.protocol import (
     Welcome,
     signing,
 )
-from posassist.protocol.errors import LocalProtocolError, ProtocolError
+from posassist.protocol.errors import LocalProtocolError, PosAssistError, ProtocolError
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
 from .errors import ConfigError, ReplacedError
 
 if TYPE_CHECKING:
+    from .checks.monitor import HealthMonitor
     from .config import Identity
     from .diagnostics import Collector, DiagContext
     from .helpwindow.service import HelpService
@@ -76,9 +78,11 @@ class AgentConnection:
         scripts: Optional[ScriptService] = None,
         session: Optional[Session] = None,
         help_service: Optional[HelpService] = None,
+        health: Optional[HealthMonitor] = None,
     ) -> None:
         self.identity = identity
         self.help = help_service
+        self.health = health
         self.session = session or Session(Role.AGENT)
         self.diagnostics = diagnostics
         self.scripts = scripts
@@ -120,14 +124,30 @@ class AgentConnection:
             self.help.attach(connection)  # the help window's requests go over this connection
         if opened.version >= SINCE_VERSION[DeviceFacts.TAG]:  # a v1 relay would refuse them
             background.append(asyncio.ensure_future(self._send_facts()))
+        health = self.health
+        if health is not None:
+            health.link_up()
+            background.append(asyncio.ensure_future(self._deliver_alerts(health, connection)))
+        ended: Optional[BaseException] = None
         try:
-            return await connection.wait_closed()
+            ended = await connection.wait_closed()
+            return ended
         finally:
             if self.help is not None:
                 self.help.detach(connection)
+            if health is not None:
+                health.link_down(type(ended).__name__ if ended is not None else "stopped")
             for task in (*background, *self._tasks):
                 task.cancel()
             await asyncio.gather(*background, *self._tasks, return_exceptions=True)
+
+    async def _deliver_alerts(self, health: HealthMonitor, connection: Connection) -> None:
+        """The outbox's events over this connection (agent/checks/monitor.py); its end is the
+        connection's end, which loses nothing: what was not acknowledged stays queued."""
+        try:
+            await health.deliver(connection, self.session, self.identity.device_id)
+        except (ConnectionClosed, PosAssistError, OSError) as exc:
+            log.info("alert delivery paused: %s", type(exc).__name__)
 
     def _answer(self, event: Message, clock: Callable[[], float]) -> None:
         """One message from the relay (heartbeats are the driver's): replies are queued on the
@@ -146,6 +166,9 @@ class AgentConnection:
             refused = self.scripts.submit(event, self._send, clock)
             if refused is not None:
                 self.session.send(refused)
+        elif isinstance(event, PolicyUpdated) and self.health is not None:
+            # validated by the one validator; an invalid policy keeps the last good one
+            self.health.apply_policy(event)
         elif isinstance(event, JobQuery) and self.scripts is not None:
             # docs/protocol.md#requests; "never_received" only for a relay that knows it (v4)
             self.session.send(
@@ -237,6 +260,7 @@ async def connect_once(
     collectors: Optional[Sequence[Collector]] = None,
     scripts: Optional[ScriptService] = None,
     help_service: Optional[HelpService] = None,
+    health: Optional[HealthMonitor] = None,
 ) -> Opened:
     """Connect, authenticate, call ``on_open``, then serve until the connection ends.
 
@@ -245,7 +269,9 @@ async def connect_once(
     """
     if identity.relay_url.startswith("wss://") and not identity.tls_pin:
         raise ConfigError("a wss:// relay needs the TLS pin from the enrolment token")
-    agent = AgentConnection(identity, diagnostics, collectors, scripts, help_service=help_service)
+    agent = AgentConnection(
+        identity, diagnostics, collectors, scripts, help_service=help_service, health=health
+    )
     async with open_connection(
         agent_url(identity.relay_url),
         Role.AGENT,

@@ -13,6 +13,7 @@ everything else 1.
         ├── UntrustedRootError        a script root the approvers did not name      exit 3
         │   └── RootHashOutOfDate     the hash names an older root of the same repository
         ├── ReplacedError             the relay closed us 4002: this identity connected again
+        ├── OutboxError               the alert outbox (SQLite) could not be read or written
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
             ├── LogReadError          a log file could not be read
@@ -44,6 +45,7 @@ __all__ = [
     "CollectorTimeout",
     "ConfigError",
     "LogReadError",
+    "OutboxError",
     "PortError",
     "PortHeldError",
     "PortNotFoundError",
@@ -99,6 +101,14 @@ class ReplacedError(AgentError):
     close_code = 4002
     public_reason = "replaced by another connection of this device"
     public_reason_zh = "本设备身份在另一处连接了服务器 (可能是复制的系统镜像)"
+
+
+class OutboxError(AgentError):
+    """The alert outbox (agent/outbox.py) could not be opened, read or written: a full or
+    read-only disk, a damaged file. The health checks go on; what was committed stays."""
+
+    public_reason = "alert outbox unavailable"
+    public_reason_zh = "告警发件箱不可用"
 
 
 class CollectorError(AgentError):

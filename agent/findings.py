@@ -22,6 +22,7 @@ __all__ = [
     "Severity",
     "annotate",
     "evaluate",
+    "finding",
     "same_zone",
     "section_status",
 ]
@@ -85,6 +86,19 @@ def _finding(
     values = _Safe({k: _clip(v) for k, v in words.items()})
     detail = {"zh": a.detail_zh.format_map(values), "en": a.detail_en.format_map(values)}
     return Finding(code, severity or a.severity, where, subject, detail, dict(evidence or {}))
+
+
+def finding(
+    code: str,
+    where: str,
+    subject: str = "",
+    evidence: Optional[Dict[str, Any]] = None,
+    severity: Optional[Severity] = None,
+    **words: Any,
+) -> Finding:
+    """One finding of ``code`` with its detail words filled in: what the health checks
+    (agent/checks/rules.py) build their alerts from, so an alert says what the report says."""
+    return _finding(code, where, subject, evidence, severity, **words)
 
 
 # --- human units for detail text ----------------------------------------------------------------

@@ -20,6 +20,7 @@ from .connection import Opened, connect_once
 from .errors import RelayRefusedError, ReplacedError
 
 if TYPE_CHECKING:
+    from .checks.monitor import HealthMonitor
     from .config import Identity
     from .diagnostics import DiagContext
     from .helpwindow.service import HelpService
@@ -41,6 +42,7 @@ async def run_agent(
     on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
     on_failure: Optional[Callable[[BaseException], None]] = None,
     help_service: Optional[HelpService] = None,
+    health: Optional[HealthMonitor] = None,
 ) -> int:
     """Keep a connection to the relay until ``stop`` is set.
 
@@ -54,6 +56,8 @@ async def run_agent(
         on_open: awaited after each successful handshake.
         on_failure: called with each failed attempt's error.
         help_service: the help window's service; each connection carries its requests.
+        health: the health monitor whose outbox is sent on each connection, and which applies
+            the relay's ``policy.updated``; None: no health checks.
 
     Returns:
         The process exit status.
@@ -68,6 +72,7 @@ async def run_agent(
                 diagnostics=diagnostics,
                 scripts=scripts,
                 help_service=help_service,
+                health=health,
             )
         )
         stopper = asyncio.ensure_future(stop.wait())
@@ -100,6 +105,8 @@ async def run_agent(
         except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
             if on_failure is not None:
                 on_failure(exc)
+            if health is not None:
+                health.link_down(type(exc).__name__)
             log.warning(
                 "无法连接服务器 %s, 稍后自动重试 / cannot reach the relay %s (%s); retrying",
                 identity.relay_url,

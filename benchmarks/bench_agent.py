@@ -79,14 +79,36 @@ def _sample(proc: psutil.Process, seconds: float, every: float = 1.0) -> dict[st
     }
 
 
-def bench_idle(seconds: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as d:
+def _till_setup(agent_dir: Path, printer_port: int) -> None:
+    """The demo POS profile (its log, data folder) and a printer on the simulated TCP printer:
+    every check has something real to read (docs/agent.md#settingsjson)."""
+    (agent_dir / "pos" / "logs").mkdir(parents=True, exist_ok=True)
+    (agent_dir / "pos" / "logs" / "pos.log").write_text(
+        "".join(f"2026-12-05 12:00:{i % 60:02d} INFO sale {i}\n" for i in range(2000)),
+        encoding="utf-8",
+    )
+    settings = {
+        "pos_profile": "demo",
+        "printers": [{"name": "receipt", "tcp": f"127.0.0.1:{printer_port}"}],
+    }
+    (agent_dir / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+
+
+def bench_idle(seconds: float, checks: bool = False) -> dict[str, float]:
+    """The agent idle, connected; ``checks``: every health check on at its default interval, with
+    a POS profile and a printer to check, else ``--no-checks`` on the same kind of till."""
+    from tests.fakes.simprinter import SimPrinter
+
+    with tempfile.TemporaryDirectory() as d, SimPrinter() as printer:
         tmp = Path(d)
+        _, printer_port = printer.start_tcp()
         relay, url = _start_relay(tmp / "relay")
         try:
             agent_dir = _make_agent(tmp, tmp / "relay", url)
+            _till_setup(agent_dir, printer_port)
             agent = subprocess.Popen(
-                [PY, "-m", "posassist.agent", "run", "--data", str(agent_dir)],
+                [PY, "-m", "posassist.agent", "run", "--data", str(agent_dir)]
+                + ([] if checks else ["--no-checks"]),
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -147,6 +169,11 @@ IMPORTS = {
     "serial (pyserial)": "import serial, serial.tools.list_ports",
     "asyncio + ssl": "import asyncio, ssl",
     "agent idle set (agent.run)": "import posassist.agent.run",
+    "sqlite3 (the outbox)": "import sqlite3",
+    "agent + health checks": (
+        "import posassist.agent.run, posassist.agent.checks.monitor, posassist.agent.outbox, "
+        "posassist.agent.checks.rules, posassist.agent.checks.samplers, psutil"
+    ),
     "agent + diagnostics": (
         "import posassist.agent.run, posassist.agent.diagnostics as d; d.default_collectors()"
     ),
@@ -220,6 +247,12 @@ def bench_report(runs: int = 7) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_agent")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--checks-seconds",
+        type=float,
+        default=65.0,
+        help="the checks-on sample: long enough for every 60 s check to run again",
+    )
     parser.add_argument("--unreachable-seconds", type=float, default=20.0)
     parser.add_argument(
         "--max-backoff",
@@ -248,15 +281,22 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     idle = bench_idle(args.idle_seconds)
+    checked = bench_idle(args.checks_seconds, checks=True)
     print(
-        f"\n## Agent idle, connected to a relay subprocess, {idle['wall']:.0f} s "
-        "(target ≤ 40 MB, < 0.5 % of a core)\n"
+        f"\n## Agent idle, connected to a relay subprocess (demo POS profile, a simulated "
+        f"printer); checks off {idle['wall']:.0f} s, every health check on at its default "
+        f"interval {checked['wall']:.0f} s (targets: ≤ 40 MB; < 0.5 % of a core idle, < 1 % "
+        "with checks)\n"
     )
-    print("| RSS start MB | RSS end MB | RSS max MB | CPU % of one core |\n|---|---|---|---|")
     print(
-        f"| {idle['rss_start']:.1f} | {idle['rss_end']:.1f} | {idle['rss_max']:.1f} | "
-        f"{idle['cpu_pct']:.3f} |"
+        "| agent | RSS start MB | RSS end MB | RSS max MB | CPU % of one core |\n"
+        "|---|---|---|---|---|"
     )
+    for name, row in (("--no-checks", idle), ("all checks on", checked)):
+        print(
+            f"| {name} | {row['rss_start']:.1f} | {row['rss_end']:.1f} | {row['rss_max']:.1f} | "
+            f"{row['cpu_pct']:.3f} |"
+        )
 
     down = bench_unreachable(args.unreachable_seconds, args.max_backoff)
     print(
@@ -270,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{down['cpu_pct']:.3f} |"
     )
     if args.json:
-        print(json.dumps({"imports": imports, "report": report, "idle": idle, "down": down}))
+        summary = {"imports": imports, "report": report, "idle": idle, "checks": checked}
+        print(json.dumps(dict(summary, down=down)))
     return 0
 
 

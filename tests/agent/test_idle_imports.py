@@ -104,7 +104,8 @@ def test_a_connected_idle_agent_has_not_imported_what_only_requests_use(
             text=True,
         )
         try:
-            assert agent.stdout is not None and agent.stderr is not None
+            assert agent.stdout is not None
+            assert agent.stderr is not None
             line = agent.stdout.readline()
             assert "connected to relay" in line, line + agent.stderr.read()
             agent.send_signal(signal.SIGUSR1)

@@ -98,12 +98,12 @@ def interpreters() -> list[tuple[str, str]]:
     return found
 
 
-def compiled_env(python: str, cache: Path) -> dict[str, str]:
+def compiled_env(python: str) -> dict[str, str]:
     """An environment whose Python imports posassist from compiled bytecode, as an installed
     agent does (pip compiles on install): our shells set PYTHONDONTWRITEBYTECODE, and compiling
-    the sources at every start costs more than a MB that a till never pays. The cache is
-    ``cache`` (PYTHONPYCACHEPREFIX), so the checkout is not written to."""
-    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(cache))
+    the sources at every start costs more than a MB that a till never pays. The bytecode goes to
+    the sources' ``__pycache__`` (git-ignored); the stdlib and site-packages have theirs."""
+    env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run(
         [python, "-m", "compileall", "-q", "agent", "client", "protocol"],
@@ -321,19 +321,18 @@ def main(argv: list[str] | None = None) -> int:
         "| idle ÷ baseline | idle − baseline MB |\n|---|---|---|---|---|---|---|---|"
     )
     idle_by: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as caches:
-        for label, python in interpreters():
-            env = compiled_env(python, Path(caches) / label)
-            runs = [bench_idle(args.idle_seconds, python, env) for _ in range(args.idle_runs)]
-            idle = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            base = statistics.median(bench_baseline(python, env) for _ in range(args.idle_runs))
-            idle["baseline"] = base
-            idle_by[label] = idle
-            print(
-                f"| {label} | {idle['rss_start']:.1f} | {idle['rss_end']:.1f} | "
-                f"{idle['rss_max']:.1f} | {idle['cpu_pct']:.3f} | {base:.1f} | "
-                f"{idle['rss_end'] / base:.2f} | {idle['rss_end'] - base:+.1f} |"
-            )
+    for label, python in interpreters():
+        env = compiled_env(python)
+        runs = [bench_idle(args.idle_seconds, python, env) for _ in range(args.idle_runs)]
+        idle = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        base = statistics.median(bench_baseline(python, env) for _ in range(args.idle_runs))
+        idle["baseline"] = base
+        idle_by[label] = idle
+        print(
+            f"| {label} | {idle['rss_start']:.1f} | {idle['rss_end']:.1f} | "
+            f"{idle['rss_max']:.1f} | {idle['cpu_pct']:.3f} | {base:.1f} | "
+            f"{idle['rss_end'] / base:.2f} | {idle['rss_end'] - base:+.1f} |"
+        )
 
     down = bench_unreachable(args.unreachable_seconds, args.max_backoff)
     print(

@@ -33,7 +33,6 @@ from posassist.protocol.text import printable  # noqa: E402
 from . import __version__  # noqa: E402
 from .backoff import backoff  # noqa: E402
 from .config import load_identity  # noqa: E402
-from .enrol import enrol, trust_root  # noqa: E402
 from .errors import RelayRefusedError, ReplacedError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -295,6 +294,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command == "enroll":
+            from .enrol import enrol  # pinned HTTP and the token parser: not at agent idle
+
             identity = enrol(args.token, args.data, args.root_hash)
             _say(
                 f"登记成功, 设备编号 {identity.device_id}",
@@ -309,6 +310,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
             return 0
         if args.command == "trust-root":
+            from .enrol import trust_root
+
             trust_root(args.data, args.root_hash)
             _say("已信任脚本库根证书", "the script repository root is trusted")
             return 0

@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from .errors import EXIT_REFUSED, PosAssistError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography's x509 and serialization cost about 2 MB of RSS: they are imported when a
+# certificate is read (a TLS relay), not when the module is (every agent imports it).
 
 __all__ = [
     "PIN_PATTERN",
@@ -50,6 +54,8 @@ def validate_pin(pin: str) -> str:
 
 
 def _pin(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -58,11 +64,15 @@ def _pin(cert: x509.Certificate) -> str:
 
 def spki_pin_from_pem(cert_pem: bytes) -> str:
     """The pin of a PEM certificate (what ``posassist-relay serve --tls-cert`` advertises)."""
+    from cryptography import x509
+
     return _pin(x509.load_pem_x509_certificate(cert_pem))
 
 
 def spki_pin_from_der(cert_der: bytes) -> str:
     """The pin of a DER certificate (what ``SSLObject.getpeercert(binary_form=True)`` gives)."""
+    from cryptography import x509
+
     return _pin(x509.load_der_x509_certificate(cert_der))
 
 

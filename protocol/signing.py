@@ -5,14 +5,20 @@ Agents prove who they are by signing :func:`auth_payload` (docs/protocol.md#agen
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from typing import Optional
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import SignatureError
+
+# ``cryptography.hazmat.primitives.serialization`` (PEM, PKCS#8, and with them the SSH and
+# bcrypt code) costs an idle agent about 1 MB of RSS; a running agent needs none of it: it loads
+# its unencrypted key through :func:`_pkcs8_ed25519` and signs with the key object. So it is
+# imported by the functions that need it, when they are called.
 
 __all__ = [
     "AUTH_CONTEXT",
@@ -37,6 +43,31 @@ __all__ = [
 AUTH_CONTEXT = b"posassist-agent-auth-v1"
 
 
+#: DER of an unencrypted PKCS#8 Ed25519 private key (RFC 8410 §7) up to its 32-byte seed: what
+#: ``private_key_to_pem(key)`` writes, version 0 and no public key or attributes.
+_PKCS8_ED25519_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+_PEM_END = b"-----END PRIVATE KEY-----"
+
+
+def _pkcs8_ed25519(data: bytes) -> Optional[Ed25519PrivateKey]:
+    """The key of exactly an unencrypted PKCS#8 Ed25519 PEM as we write it, else None.
+
+    None means "not this one exact form": the caller then asks cryptography's PEM loader,
+    which accepts or refuses it; this never refuses anything itself.
+    """
+    lines = data.strip().split(b"\n")
+    if len(lines) < 3 or lines[0].strip() != _PEM_BEGIN or lines[-1].strip() != _PEM_END:
+        return None
+    try:
+        der = base64.b64decode(b"".join(line.strip() for line in lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(_PKCS8_ED25519_PREFIX) + 32 or not der.startswith(_PKCS8_ED25519_PREFIX):
+        return None
+    return Ed25519PrivateKey.from_private_bytes(der[len(_PKCS8_ED25519_PREFIX) :])
+
+
 def generate_private_key() -> Ed25519PrivateKey:
     """A new Ed25519 private key from the operating system's random source."""
     return Ed25519PrivateKey.generate()
@@ -44,6 +75,8 @@ def generate_private_key() -> Ed25519PrivateKey:
 
 def private_key_to_pem(key: Ed25519PrivateKey, passphrase: Optional[bytes] = None) -> bytes:
     """PKCS#8 PEM, encrypted with ``passphrase`` when one is given."""
+    from cryptography.hazmat.primitives import serialization
+
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
@@ -56,6 +89,12 @@ def private_key_to_pem(key: Ed25519PrivateKey, passphrase: Optional[bytes] = Non
 
 def private_key_from_pem(data: bytes, passphrase: Optional[bytes] = None) -> Ed25519PrivateKey:
     """Load a PEM private key; SignatureError if it is not Ed25519 or the passphrase is wrong."""
+    if passphrase is None:
+        fast = _pkcs8_ed25519(data)
+        if fast is not None:
+            return fast
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -67,6 +106,8 @@ def private_key_from_pem(data: bytes, passphrase: Optional[bytes] = None) -> Ed2
 
 def private_key_to_raw(key: Ed25519PrivateKey) -> bytes:
     """The 32-byte raw private key."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.Raw,
         serialization.PrivateFormat.Raw,
@@ -84,6 +125,8 @@ def private_key_from_raw(data: bytes) -> Ed25519PrivateKey:
 
 def public_key_to_raw(key: Ed25519PublicKey) -> bytes:
     """The 32-byte raw public key, as stored by the relay."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -97,6 +140,8 @@ def public_key_from_raw(data: bytes) -> Ed25519PublicKey:
 
 def public_key_to_pem(key: Ed25519PublicKey) -> bytes:
     """SubjectPublicKeyInfo PEM."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -104,6 +149,8 @@ def public_key_to_pem(key: Ed25519PublicKey) -> bytes:
 
 def public_key_from_pem(data: bytes) -> Ed25519PublicKey:
     """Load a PEM public key; SignatureError if it is not Ed25519."""
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -100,3 +102,50 @@ def test_auth_payload_binds_every_field() -> None:
     }
     assert base not in variants
     assert len(variants) == 5
+
+
+def test_plain_pkcs8_pem_loads_as_cryptographys_loader_does() -> None:
+    # The fast path (no cryptography.hazmat.primitives.serialization at agent idle) must give the
+    # very key cryptography's own PEM loader gives, for keys we write and for CRLF files.
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    for _ in range(20):
+        key = signing.generate_private_key()
+        raw = signing.private_key_to_raw(key)
+        pem = signing.private_key_to_pem(key)
+        assert signing._pkcs8_ed25519(pem) is not None
+        for text in (pem, pem.replace(b"\n", b"\r\n"), b"\n" + pem + b"\n\n"):
+            loaded = signing.private_key_from_pem(text)
+            assert signing.private_key_to_raw(loaded) == raw
+            theirs = load_pem_private_key(text, password=None)
+            assert isinstance(theirs, Ed25519PrivateKey)
+            assert signing.private_key_to_raw(theirs) == raw
+
+
+def test_a_pem_that_is_not_exactly_plain_pkcs8_ed25519_goes_to_cryptographys_loader() -> None:
+    # Each variant is left to cryptography's loader (the fast path returns None), which accepts
+    # it or answers SignatureError: the fast path never decides a refusal on its own.
+    key = signing.generate_private_key()
+    pem = signing.private_key_to_pem(key)
+    body = b"".join(pem.splitlines()[1:-1])
+    der = base64.b64decode(body)
+    wrapped = b"-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n"
+    refused = [
+        b"not pem",
+        pem.replace(b"PRIVATE KEY", b"EC PRIVATE KEY"),  # another PEM type
+        wrapped % base64.b64encode(der[:-1]),  # a byte short
+        wrapped % base64.b64encode(der + b"\x00"),  # a byte too many
+        wrapped % base64.b64encode(b"\x31" + der[1:]),  # not a SEQUENCE
+        wrapped % base64.b64encode(der[:15] + b"\x21" + der[16:]),  # OCTET STRING length wrong
+        wrapped % (body[:10] + b"!" + body[11:]),  # not base64
+    ]
+    for bad in refused:
+        assert signing._pkcs8_ed25519(bad) is None, bad
+        with pytest.raises(SignatureError):
+            signing.private_key_from_pem(bad)
+    # text before the PEM block: not our exact form, but cryptography reads it, and so do we
+    with_comment = b"a comment\n" + pem
+    assert signing._pkcs8_ed25519(with_comment) is None
+    assert signing.private_key_to_raw(
+        signing.private_key_from_pem(with_comment)
+    ) == signing.private_key_to_raw(key)

@@ -405,11 +405,23 @@ def _is_tree(v: Any) -> bool:
     return type(v) is dict and tree_ok(v, MAX_DEPTH - 1)
 
 
+#: A script parameter's name and string value, at most (a manifest's ``max_length`` is <= 4096):
+#: a console can't send the relay megabytes of parameters for it to hold and forward.
+MAX_PARAM_NAME = 64
+MAX_PARAM_VALUE = 4096
+
+
 def _is_params(v: Any) -> bool:
     return (
         type(v) is dict
         and len(v) <= 64
-        and all(type(k) is str and _is_scalar(x) for k, x in v.items())
+        and all(
+            type(k) is str
+            and 0 < len(k) <= MAX_PARAM_NAME
+            and _is_scalar(x)
+            and (type(x) is not str or len(x) <= MAX_PARAM_VALUE)
+            for k, x in v.items()
+        )
     )
 
 

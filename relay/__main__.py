@@ -874,6 +874,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_names(args: argparse.Namespace) -> None:
     """A username or organisation/merchant/store name to be created: refused (exit 2) if the
     protocol or a terminal could not carry it as is (found in the outside attack, F9)."""
+    if args.command == "init":
+        problem = username_problem(args.admin_user)
+        if problem is not None:
+            raise BadArgument(f"--admin-user: {problem}")
+        return
     if getattr(args, "action", None) != "create":
         return
     if args.command == "user":

@@ -359,15 +359,16 @@ class HandshakeBudget:
 
     def exhausted(self, address: str, now: float) -> bool:
         """Whether ``address`` must be refused before the upgrade."""
-        return self.limiter.retry_after(address, now) > 0
+        return self.limiter.retry_after(address_key(address), now) > 0
 
     def retry_after(self, address: str, now: float) -> float:
         """Seconds until ``address`` may try again."""
-        return self.limiter.retry_after(address, now)
+        return self.limiter.retry_after(address_key(address), now)
 
     def failed(self, address: str, now: float) -> None:
-        """A sign-in from ``address`` failed: spend a token (none left: nothing more to spend)."""
-        self.limiter.allow(address, now)
+        """A sign-in from ``address`` failed: spend a token (none left: nothing more to spend).
+        Counted per :func:`address_key`: an IPv6 /64 is one budget, not 2**64."""
+        self.limiter.allow(address_key(address), now)
 
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)

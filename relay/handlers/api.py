@@ -38,6 +38,7 @@ from ..errors import (
     http_error_body,
 )
 from ..hours import parse_hours, parse_timezone
+from ..limits import address_key
 from ..logs import log_context
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
@@ -164,7 +165,7 @@ def _require_role(user: User, *roles: Role) -> None:
 async def enrol(request: web.Request) -> web.Response:
     """An agent presents a one-time token's secret and its public key; it gets a device id."""
     state = request.app[STATE]
-    if not state.enrol_limiter.allow(str(request.remote), state.now()):
+    if not state.enrol_limiter.allow(address_key(str(request.remote)), state.now()):
         await state.audit(
             f"ip:{request.remote}",
             "device.enrol",
@@ -219,7 +220,7 @@ async def enrol(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     state = request.app[STATE]
     config = state.config
-    if not state.login_limiter.allow(str(request.remote), state.now()):
+    if not state.login_limiter.allow(address_key(str(request.remote)), state.now()):
         await state.audit(
             f"ip:{request.remote}",
             "user.login",
@@ -231,7 +232,8 @@ async def login(request: web.Request) -> web.Response:
     body = await _json(request)
     username = _field(body, "username", str, max_len=64)
     password = _field(body, "password", str, max_len=1024)
-    now, address = state.now(), str(request.remote)
+    # Limits and back-off count an IPv6 /64 as one address (relay/limits.py address_key).
+    now, address = state.now(), address_key(str(request.remote))
     # Backed off, unknown and wrong all cost one user lookup, one scrypt and one audit record,
     # and get the same answer: neither the time nor the reply tells them apart
     # (docs/relay.md#sign-in). The back-off is per address and name (relay/lockout.py).
@@ -247,7 +249,11 @@ async def login(request: web.Request) -> web.Response:
             state.login_backoff.failed(address, username, now)
         reason = "locked out" if backed_off else "unknown user" if user is None else "bad password"
         await state.audit(
-            f"ip:{address}", "user.login", f"user:{username}", Outcome.REFUSED, {"reason": reason}
+            f"ip:{request.remote}",
+            "user.login",
+            f"user:{username}",
+            Outcome.REFUSED,
+            {"reason": reason},
         )
         raise BadCredentials(username)
     state.login_backoff.succeeded(address, username)

@@ -131,30 +131,35 @@ async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_
 
 
 class _Recorder:
-    """What an agent's session sends once open, and in which state it was."""
+    """What an agent's session sends once open, and in which state it was (``Session.send``
+    wrapped on the class for this session only: sessions have slots, no dict to patch)."""
 
-    def __init__(self, conn: AgentConnection) -> None:
+    def __init__(self, conn: AgentConnection, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[tuple[SessionState, m.Message]] = []
-        send = conn.session.send
+        send = Session.send
+        mine = conn.session
 
-        def record(msg: m.Message) -> None:
-            self.sent.append((conn.session.state, msg))
-            send(msg)
+        def record(session: Session, msg: m.Message) -> None:
+            if session is mine:
+                self.sent.append((session.state, msg))
+            send(session, msg)
 
-        conn.session.send = record  # type: ignore[method-assign]
+        monkeypatch.setattr(Session, "send", record)
 
     def facts(self) -> list[tuple[SessionState, m.DeviceFacts]]:
         return [(state, msg) for state, msg in self.sent if isinstance(msg, m.DeviceFacts)]
 
 
-async def test_agent_sends_its_facts_once_after_accepted(relay: Relay, tmp_path: Path) -> None:
+async def test_agent_sends_its_facts_once_after_accepted(
+    relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
     ctx = DiagContext(
         Settings(printers=(PrinterConfig(name="receipt", host="127.0.0.1", port=9),)),
         profile=PosProfile(name="demo", display_name="Demo POS"),
     )
     conn = AgentConnection(identity, ctx)
-    recorder = _Recorder(conn)
+    recorder = _Recorder(conn, monkeypatch)
     async with _open(conn) as connection:
         conn.connection = connection
         serving = asyncio.ensure_future(conn.serve(connection, conn.opened()))
@@ -187,12 +192,12 @@ def _pending_facts(relay: Relay, device_id: str) -> Mapping[str, Any] | None:
 
 
 async def test_agent_sends_no_facts_to_a_relay_speaking_only_version_1(
-    relay: Relay, tmp_path: Path
+    relay: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
     # as a relay without v2 would agree
     conn = AgentConnection(identity, session=Session(Role.AGENT, versions=(1,)))
-    recorder = _Recorder(conn)
+    recorder = _Recorder(conn, monkeypatch)
     async with _open(conn) as connection:
         conn.connection = connection
         opened = conn.opened()
@@ -242,7 +247,7 @@ async def test_a_job_the_till_never_received_is_answered_in_words_the_relay_know
     conn = AgentConnection(
         identity, scripts=scripts, session=Session(Role.AGENT, versions=versions)
     )
-    recorder = _Recorder(conn)
+    recorder = _Recorder(conn, monkeypatch)
     async with _open(conn) as connection:
         conn.connection = connection
         serving = asyncio.ensure_future(conn.serve(connection, conn.opened()))

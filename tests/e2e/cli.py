@@ -201,11 +201,23 @@ def start_agent(till: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     assert agent.stdout is not None
-    line = agent.stdout.readline()
+    line = _readline_within(agent, 30.0)
     if "connected to relay" not in line:
         agent.kill()
-        raise AssertionError(line + agent.communicate(timeout=15)[1])
+        raise AssertionError(
+            f"agent did not connect: {line!r}\n" + agent.communicate(timeout=15)[1]
+        )
     return agent, json.loads((till / "agent.json").read_text())["device_id"]
+
+
+def _readline_within(proc: subprocess.Popen[str], seconds: float) -> str:
+    """The process's first stdout line, or "" if none comes within ``seconds`` (a hung agent
+    fails the test with its stderr instead of hanging the suite)."""
+    import select
+
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    return proc.stdout.readline() if ready else ""
 
 
 class Technician:

@@ -137,6 +137,22 @@ BAD_CONSTRUCTIONS = [
         lambda: m.AuthAccepted(principal="p", heartbeat_interval=10**400),
     ),
     (
+        "params value longer than any manifest allows",
+        lambda: m.ScriptRunRequest(
+            id=1, device_id="d", script="s", version="1", params={"a": "x" * 4097}
+        ),
+    ),
+    (
+        "params name too long",
+        lambda: m.ScriptRunRequest(
+            id=1, device_id="d", script="s", version="1", params={"a" * 65: "x"}
+        ),
+    ),
+    (
+        "params empty name",
+        lambda: m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", params={"": 1}),
+    ),
+    (
         "params too many",
         lambda: m.ScriptRunRequest(
             id=1, device_id="d", script="s", version="1", params={str(i): i for i in range(65)}

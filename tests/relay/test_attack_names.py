@@ -121,3 +121,13 @@ def test_cli_refuses_bad_names_with_exit_2(tmp_path: Path, args: list[str], fiel
     assert "Traceback" not in result.stderr
     after = py("relay", "audit", "verify", "--data", str(data))
     assert after.stdout == before.stdout  # nothing was created, nothing audited
+
+
+def test_relay_init_refuses_a_bad_admin_username_and_creates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    result = py("relay", "init", "--data", str(data), "--admin-user", "ad\x1b[31mmin")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--admin-user" in result.stderr
+    assert "\x1b" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not data.exists() or not any(data.iterdir())  # no database, no key, nothing

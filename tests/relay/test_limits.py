@@ -14,12 +14,14 @@ from posassist.relay.limits import (
     ConnectionGuard,
     ConnectionLimits,
     ConnectionTable,
+    HandshakeBudget,
     Refusal,
     address_key,
     fit_to_descriptors,
     guard_middleware,
     trust_connection,
 )
+from posassist.relay.ratelimit import KeyedLimiter
 from tests.relay.harness import wait_until
 
 if TYPE_CHECKING:
@@ -306,3 +308,15 @@ def test_a_connection_that_never_completed_a_request_is_told_apart() -> None:
     assert table.never_served("idle") == "127.0.0.2"
     assert table.never_served("served") is None
     assert table.never_served("gone") is None
+
+
+def test_failed_sign_ins_from_one_ipv6_64_share_one_budget() -> None:
+    """A stranger with a /64 can't get 2**64 budgets by moving address (outside attack, IPv6)."""
+    budget = HandshakeBudget(KeyedLimiter(0.001, 3, max_keys=100))
+    for host in range(3):  # three failures, each from another address of the same /64
+        assert not budget.exhausted(f"2001:db8:1:2::{host + 1:x}", 0.0)
+        budget.failed(f"2001:db8:1:2::{host + 1:x}", 0.0)
+    assert budget.exhausted("2001:db8:1:2:ffff::9", 0.0)  # a fourth address of it: refused
+    assert budget.retry_after("2001:db8:1:2::77", 0.0) > 0
+    assert not budget.exhausted("2001:db8:1:3::1", 0.0)  # the next /64 is someone else
+    assert not budget.exhausted("192.0.2.7", 0.0)

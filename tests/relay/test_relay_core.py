@@ -617,6 +617,25 @@ async def test_garbage_after_sign_in_closes_only_that_console(relay: Relay) -> N
         assert answer.TAG == "error"  # the test agent doesn't answer: timeout, not a crash
 
 
+async def test_oversized_script_params_close_the_console_and_reach_no_agent(relay: Relay) -> None:
+    """100 KB of parameters (no manifest allows over 4096 characters) are refused at the relay:
+    1007, no job, nothing forwarded, and the agent and other consoles go on."""
+    device_id, key = await relay.enrol()
+    wire = m.ScriptRunRequest(
+        id=1, device_id=device_id, script="printer-status-test", version="1.0.0"
+    ).to_wire()
+    wire["params"] = {"printer": "x" * 100_000}
+    async with Agent(relay, device_id, key) as agent, Console(relay) as bad:
+        assert bad.ws is not None
+        await bad.ws.send(msgpack.packb(wire))
+        assert await close_code(bad.ws) == 1007
+        async with Console(relay) as good:
+            await good.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=5))
+            (forwarded,) = await agent.next()  # the first thing the agent ever got
+            assert isinstance(forwarded, m.DiagnosticsRequest)
+    assert not [a for a in await relay.audit_actions() if a[0].startswith("script.run")]
+
+
 async def test_healthz_counts_agents_and_consoles(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key), Console(relay):

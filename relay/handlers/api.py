@@ -506,9 +506,10 @@ async def update_store(request: web.Request) -> web.Response:
     """
     store_id = _store_id(request)
     body = await _json(request)
-    unknown = set(body) - {"timezone", "hours"}
+    unknown = set(body) - {"timezone", "hours", "name"}
     if unknown or not body:
-        raise BadRequest("give timezone and/or hours, nothing else")
+        raise BadRequest("give name, timezone and/or hours, nothing else")
+    name = _name(body, "name") if "name" in body else None
     state, user = await _admin_in(request, Scope(ScopeKind.STORE, store_id), "store.update")
     current = await state.storage.get_store(store_id)
     timezone = parse_timezone(body["timezone"]) if "timezone" in body else None
@@ -517,6 +518,10 @@ async def update_store(request: web.Request) -> web.Response:
         if "hours" in body
         else None
     )
+    if name is not None:  # issue 15: a store is renamed here (relay/storage/admin.py)
+        from ..storage.admin import AdminStore
+
+        await AdminStore(state.storage).rename_node(ScopeKind.STORE, store_id, name)
     store = await state.storage.update_store(
         store_id, now=state.now(), timezone=timezone, hours=hours
     )
@@ -527,7 +532,7 @@ async def update_store(request: web.Request) -> web.Response:
         Outcome.OK,
         {
             key: value
-            for key, value in (("timezone", timezone), ("hours", hours))
+            for key, value in (("name", name), ("timezone", timezone), ("hours", hours))
             if value is not None
         },
     )

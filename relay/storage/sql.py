@@ -627,6 +627,8 @@ class SqlStorage:
             raise TokenUnknown("no such token")
         if row.revoked_at is not None:
             raise TokenRevoked(f"token of {row.username} revoked at {row.revoked_at}")
+        if row.password_hash.startswith("!"):  # disabled (relay/storage/admin.py DISABLED_MARK)
+            raise TokenRevoked(f"token of {row.username}: user disabled")
         if now >= row.expires_at:
             raise TokenExpired(f"token of {row.username} expired at {row.expires_at}")
         return _user(row), float(row.expires_at)

@@ -334,7 +334,9 @@ def _password(path: Path | None, prompt: str) -> str:
     return ""
 
 
-async def _init(args: argparse.Namespace, storage: SqlStorage, config: RelayConfig) -> int:
+async def _init(
+    args: argparse.Namespace, storage: SqlStorage, config: RelayConfig, password: str
+) -> int:
     import time
 
     try:
@@ -345,10 +347,6 @@ async def _init(args: argparse.Namespace, storage: SqlStorage, config: RelayConf
         print(f"error: already initialised ({args.admin_user} exists)", file=sys.stderr)
         return 2
     given = args.admin_password_file is not None
-    password = _password(args.admin_password_file, "") if given else secrets.token_urlsafe(12)
-    if len(password) < 10:
-        print("error: the admin password must be at least 10 characters", file=sys.stderr)
-        return 2
     hashed = await asyncio.to_thread(hash_password, password)
     await storage.create_user(args.admin_user, hashed, Role.ADMIN, Scope.root(), now=time.time())
     created = await storage.append(
@@ -879,9 +877,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device_id is not None and not DEVICE_ID.fullmatch(device_id):  # before any storage
             raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
         _check_names(args)  # before any storage: nothing is created under a bad name
-        config = _config(args)
         if args.command == "init":
-            return int(asyncio.run(_with_storage(config, lambda s: _init(args, s, config))))
+            # the password is checked before the data directory or the database is touched
+            given = args.admin_password_file is not None
+            password = (
+                _password(args.admin_password_file, "") if given else secrets.token_urlsafe(12)
+            )
+            if len(password) < 10:
+                print("error: the admin password must be at least 10 characters", file=sys.stderr)
+                return 2
+            config = _config(args)
+            return int(
+                asyncio.run(_with_storage(config, lambda s: _init(args, s, config, password)))
+            )
+        config = _config(args)
         return int(asyncio.run(_with_storage(config, lambda s: _admin(args, s, config))))
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)

@@ -111,11 +111,13 @@ def _relay(monkeypatch: pytest.MonkeyPatch, exc: PosAssistError) -> int:
 
 def _agent(monkeypatch: pytest.MonkeyPatch, exc: PosAssistError) -> int:
     from posassist.agent import __main__ as agent_main
+    from posassist.agent import enrol as enrol_module
 
     def enrol(token: str, data: object, root_hash: str | None = None) -> None:
         raise exc
 
-    monkeypatch.setattr(agent_main, "enrol", enrol)
+    # the enroll command imports its pinned HTTP lazily (not at agent idle): patch at the source
+    monkeypatch.setattr(enrol_module, "enrol", enrol)
     return agent_main.main(["enroll", "PA1-x", "--data", "/nonexistent"])
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,8 +53,30 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout.strip()
 
 
+#: One relay provisioned by the real commands per test process, copied for each test that asks
+#: for an empty SQLite relay: four CLI runs (~2.7 s of CPU) once instead of for each test.
+_TEMPLATE: tuple[Path, str] | None = None
+
+
 def provision(data: Path, database: str = "") -> str:
-    """Initialise a relay and one store; return the store id."""
+    """Initialise a relay and one store; return the store id.
+
+    A relay on its embedded SQLite in an empty (or absent) ``data`` is a byte-for-byte copy of one
+    this process made with the same four commands (file modes kept: the directory and its files
+    stay private); a PostgreSQL relay, or a ``data`` that already holds files, runs them here.
+    """
+    global _TEMPLATE
+    if not database and not (data.exists() and any(data.iterdir())):
+        if _TEMPLATE is None:
+            home = Path(tempfile.mkdtemp(prefix="posassist-relay-template-"))  # mode 0700
+            atexit.register(shutil.rmtree, home, ignore_errors=True)
+            _TEMPLATE = home / "relay", _provision(home / "relay", "")
+        shutil.copytree(_TEMPLATE[0], data, dirs_exist_ok=True)
+        return _TEMPLATE[1]
+    return _provision(data, database)
+
+
+def _provision(data: Path, database: str) -> str:
     data.mkdir(parents=True, exist_ok=True)
     (data / "admin.pw").write_text(ADMIN_PASSWORD)
     ok(

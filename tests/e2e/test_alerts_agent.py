@@ -11,17 +11,12 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from aiohttp import ClientSession
 
 from tests.e2e.cli import admin_token, invite, ok, provision, py, start_agent, start_relay, stop
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-# The relay's alert ingest is issue 13's relay half (branch wp-13r): until it is merged this runs
-# nowhere; from then on, everywhere.
-pytest.importorskip("posassist.relay.alerts", reason="the relay's alert ingest (wp-13r)")
 
 #: the demo POS's log is checked every 5 s; its process (not running here) is not checked
 POLICY = {

@@ -83,6 +83,20 @@ def test_audit_verify_refuses_a_directory_without_relay_data_and_creates_nothing
     assert {p: (tmp_path / p).read_bytes() for p in contents} == contents
 
 
+@pytest.mark.parametrize("password", ["too-short", ""], ids=["short", "empty"])
+def test_init_refuses_a_short_admin_password_and_creates_nothing(
+    tmp_path: Path, password: str
+) -> None:
+    (tmp_path / "admin.pw").write_text(password)
+    data = tmp_path / "relay"
+    result = py(
+        "relay", "init", "--data", str(data), "--admin-password-file", str(tmp_path / "admin.pw")
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: the admin password must be at least 10 characters\n"
+    assert _files(tmp_path) == ["admin.pw"]  # no directory, database or identity made
+
+
 def test_audit_verify_refuses_a_sqlite_url_with_no_database_and_creates_nothing(
     tmp_path: Path,
 ) -> None:

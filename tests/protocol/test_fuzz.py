@@ -15,8 +15,8 @@ CODEC = Codec()
 ROLES = list(Role)
 
 # Settings profiles live in tests/conftest.py: "ci" runs 10,000 examples of arbitrary bytes (the
-# issue's bar); the structured fuzzers below run a quarter of the profile's count each.
-STRUCTURED = max(100, settings().max_examples // 4)
+# issue's bar); the structured fuzzers below run a tenth of the profile's count each.
+STRUCTURED = max(100, settings().max_examples // 10)
 
 msgpack_values = st.recursive(
     st.none()

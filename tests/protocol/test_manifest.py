@@ -76,7 +76,14 @@ def _broken(path: str, value: Any) -> dict[str, Any]:
     return raw
 
 
-DELETE = object()
+class _Delete:
+    """The field is left out (a stable repr: xdist workers must collect the same test ids)."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
 BAD_MANIFESTS = [
     ("id", "Bad_ID"),
     ("version", "1.0"),

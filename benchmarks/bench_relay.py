@@ -379,7 +379,7 @@ async def _agent(
     )
     session.send_auth_response(device_id, signing.sign(key, payload))
     await _flush(ws, session)
-    (answer,) = await _events(ws, session)
+    answer, *_policy = await _events(ws, session)  # the store's policy may come with it
     if not isinstance(answer, AuthAccepted):
         raise ConnectionError(f"agent {device_id} refused: {answer}")
     return ws, session
@@ -620,8 +620,11 @@ async def work_throughput(job: Job, w: Worker) -> dict[str, Any]:
                 )
             )
             await _flush(console_ws, console)
-            (run,) = await _events(agent_ws, agent)
-            assert isinstance(run, ScriptRunRequest)
+            # the relay pushes the store's check policy on connect (issue 13): past it, the run
+            run = None
+            while not isinstance(run, ScriptRunRequest):  # bounded: _events times out at 30 s
+                events = await _events(agent_ws, agent)
+                run = next((e for e in events if isinstance(e, ScriptRunRequest)), None)
             # One encoded chunk, sent again and again: the relay decodes, checks and re-encodes
             # each one in full; the generator should not spend its core re-encoding.
             chunk = codec.encode(

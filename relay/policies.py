@@ -16,6 +16,7 @@ A recovery is never silenced or held.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ log = logging.getLogger("posassist.relay")
 POLICY_TTL = 30.0
 #: Devices whose resolved policy is kept in memory.
 MAX_CACHED = 100_000
+#: Distinct merged policies, and distinct store hours, kept to be shared between devices.
+MAX_SHARED = 4096
 _LOWER = {"critical": "warning", "warning": "info", "info": "info"}
 
 
@@ -121,38 +124,64 @@ def resolve(version: int, layers: list[dict[str, Any]]) -> tuple[dict[str, Any],
 
 
 class PolicyBook:
-    """Resolved policies per device, read through and kept for :data:`POLICY_TTL` seconds."""
+    """Resolved policies per device, read through (one storage read) and kept for
+    :data:`POLICY_TTL` seconds.
+
+    Devices whose layers and store hours are the same share one merged document, parsed policy
+    and parsed hours (most of a fleet runs its organisation's policy): a device costs the relay
+    a small record, not a copy of its policy (benchmarks/bench_relay.py, idle sockets).
+    """
 
     def __init__(self, health: HealthStore, storage: SqlStorage, *, ttl: float = POLICY_TTL):
         self.health = health
         self.storage = storage
         self.ttl = ttl
         self._cache: dict[str, DevicePolicy] = {}
+        self._documents: dict[str, tuple[dict[str, Any], HealthPolicy]] = {}
+        self._hours: dict[tuple[str, str], BusinessHours] = {}
 
     async def for_device(self, device_id: str, now: float) -> DevicePolicy:
         cached = self._cache.get(device_id)
         if cached is not None and now - cached.read_at < self.ttl:
             return cached
-        version, layers, store_id = await self.health.policy_layers(device_id)
-        store = await self.storage.get_store(store_id)
-        document, policy = resolve(version, layers)
-        try:
-            hours = parse_hours(dict(store.hours), store.timezone)
-        except PosAssistError as exc:  # a stored value the parser now refuses
-            log.error("store %s hours unreadable, taken as always open: %s", store_id, exc)
-            hours = BusinessHours()
+        read = await self.health.policy_layers(device_id)
+        document, policy = self._resolved(read.version, read.layers)
         resolved = DevicePolicy(
             device_id=device_id,
-            version=version,
+            version=read.version,
             document=document,
             policy=policy,
-            hours=hours,
+            hours=self._store_hours(read.store_id, read.timezone, read.hours),
             read_at=now,
         )
         if len(self._cache) >= MAX_CACHED:
             self._cache.pop(next(iter(self._cache)))
         self._cache[device_id] = resolved
         return resolved
+
+    def _resolved(
+        self, version: int, layers: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], HealthPolicy]:
+        key = json.dumps([version, layers], sort_keys=True, separators=(",", ":"))
+        shared = self._documents.get(key)
+        if shared is None:
+            if len(self._documents) >= MAX_SHARED:
+                self._documents.clear()  # a relay with that many distinct policies rebuilds
+            shared = self._documents[key] = resolve(version, layers)
+        return shared
+
+    def _store_hours(self, store_id: str, timezone: str, stored: str) -> BusinessHours:
+        hours = self._hours.get((timezone, stored))
+        if hours is None:
+            try:
+                hours = parse_hours(json.loads(stored), timezone)
+            except (PosAssistError, ValueError) as exc:  # a stored value the parser now refuses
+                log.error("store %s hours unreadable, taken as always open: %s", store_id, exc)
+                return BusinessHours()
+            if len(self._hours) >= MAX_SHARED:
+                self._hours.clear()
+            self._hours[(timezone, stored)] = hours
+        return hours
 
     def forget(self, device_ids: list[str] | None = None) -> None:
         """Read these devices' policies again next time (all of them with None)."""

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import json
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from posassist.relay.storage.sql import SqlStorage
 
-__all__ = ["HealthStore", "Ingested", "Remediation", "Webhook"]
+__all__ = ["HealthStore", "Ingested", "PolicyLayers", "Remediation", "Webhook"]
 
 #: Devices ⋈ stores ⋈ merchants: where a device sits (for routing and listing by store).
 _TREE = t.devices.join(t.stores, t.devices.c.store_id == t.stores.c.id).join(
@@ -43,6 +43,16 @@ _WEBHOOK_LEVELS = (ScopeKind.ROOT, ScopeKind.ORGANISATION, ScopeKind.MERCHANT)
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class PolicyLayers(NamedTuple):
+    """What a device's policy is made of (:meth:`HealthStore.policy_layers`)."""
+
+    version: int
+    layers: list[dict[str, Any]]
+    store_id: str
+    timezone: str
+    hours: str  # the store's hours as stored (JSON)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +171,37 @@ _INSERT_EVENT = _Prepared(
 )
 
 
+# A device's place in the tree with its store's zone and hours; then the policies on that path
+# (root, organisation, merchant, store, device: five (kind, id) pairs), read at every connect.
+_DEVICE_PATH = _Prepared(
+    sa.select(
+        t.merchants.c.organisation_id,
+        t.stores.c.merchant_id,
+        t.devices.c.store_id,
+        t.stores.c.timezone,
+        t.stores.c.hours,
+    )
+    .select_from(_TREE)
+    .where(t.devices.c.id == sa.bindparam("b_device"))
+)
+_PATH_NODES = 5
+_PATH_POLICIES = _Prepared(
+    sa.select(
+        h.policies.c.scope_kind, h.policies.c.scope_id, h.policies.c.version, h.policies.c.document
+    ).where(
+        sa.or_(
+            *(
+                sa.and_(
+                    h.policies.c.scope_kind == sa.bindparam(f"b_kind{i}"),
+                    h.policies.c.scope_id == sa.bindparam(f"b_id{i}"),
+                )
+                for i in range(_PATH_NODES)
+            )
+        )
+    )
+)
+
+
 @functools.cache
 def _update_alert(columns: tuple[str, ...]) -> _Prepared:
     """The update of these columns of one alert (``b_id``), returning the row."""
@@ -196,6 +237,11 @@ def _scope_ids(path: sa.Row[Any]) -> list[tuple[str, str]]:
         (ScopeKind.MERCHANT.value, path.merchant_id),
         (ScopeKind.STORE.value, path.store_id),
     ]
+
+
+def _document(stored: Any) -> dict[str, Any] | None:
+    """A JSON column read by the driver itself: text from SQLite, already parsed from psycopg."""
+    return json.loads(stored) if isinstance(stored, str | bytes) else stored  # type: ignore[no-any-return]
 
 
 def _scope_key(scope: Scope) -> tuple[str, str]:
@@ -654,32 +700,28 @@ class HealthStore:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else (int(row.version), row.document)
 
-    async def policy_layers(self, device_id: str) -> tuple[int, list[dict[str, Any]], str]:
+    async def policy_layers(self, device_id: str) -> PolicyLayers:
         """The policies above a device, farthest (root) first, nearest (the device) last, the
-        highest version among them (0 if none) and the device's store: what
-        :func:`relay.policies.resolve` merges."""
+        highest version among them (0 if none) and the device's store with its time zone and
+        hours (as stored, JSON): what :func:`relay.policies.resolve` merges, in one read."""
 
-        def tx(conn: sa.Connection) -> tuple[int, list[dict[str, Any]], str]:
-            path = _path(conn, device_id)
+        def tx(conn: sa.Connection) -> PolicyLayers:
+            path: Any = _DEVICE_PATH(conn, {"b_device": device_id}).first()
+            if path is None:
+                raise NotFound(f"device {device_id!r}")
             nodes = [*_scope_ids(path), (ScopeKind.DEVICE.value, device_id)]
-            rows = conn.execute(
-                h.policies.select().where(
-                    sa.or_(
-                        *(
-                            sa.and_(h.policies.c.scope_kind == k, h.policies.c.scope_id == i)
-                            for k, i in nodes
-                        )
-                    )
-                )
-            ).all()
-            by_node = {(row.scope_kind, row.scope_id): row for row in rows}
+            params = {}
+            for i, (kind, node_id) in enumerate(nodes):
+                params[f"b_kind{i}"], params[f"b_id{i}"] = kind, node_id
+            rows = _PATH_POLICIES(conn, params).all()
+            # a policy removed keeps its row (its version counts) with no document: SQL NULL,
+            # or JSON null as SQLAlchemy writes None
+            by_node = {(row.scope_kind, row.scope_id): _document(row.document) for row in rows}
             version = max((int(row.version) for row in rows), default=0)
-            layers = [
-                by_node[node].document
-                for node in nodes
-                if node in by_node and by_node[node].document is not None
-            ]
-            return version, layers, str(path.store_id)
+            layers = [doc for node in nodes if (doc := by_node.get(node)) is not None]
+            return PolicyLayers(
+                version, layers, str(path.store_id), str(path.timezone), str(path.hours)
+            )
 
         return await self._db.read(tx)
 

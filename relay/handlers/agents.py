@@ -101,6 +101,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
     ws = peer.ws
     device_id: str | None = None
+    ended = "closed"  # why, for the one line that says the agent left
     try:
         with state.metrics.handshake_duration.time():
             device_id = await _authenticate(peer, state)
@@ -114,12 +115,15 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
         if device_id is None:
             handshake_failed(state, peer, exc)
-        log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
+            log.info("agent connection from %s ended: %s %s", peer.peer, type(exc).__name__, exc)
+        else:  # said once, in the line below
+            ended = f"{type(exc).__name__} {exc}".strip()
         if device_id is None and isinstance(exc, TimeoutError):  # docs/protocol.md#close-codes
             await peer.close_for(SignInTimeout("no sign-in within the handshake timeout"))
     except PosAssistError as exc:
         if device_id is None:
             handshake_failed(state, peer, exc)
+        ended = f"{type(exc).__name__} {exc}".strip()
         if device_id is not None and isinstance(exc, RemoteProtocolError):
             # before closing: once the socket is closed aiohttp may cancel this handler
             await _audit_refused_frame(state, device_id, peer, exc)
@@ -133,7 +137,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
             for route in lost:
                 await _end_lost_route(state, route)
             state.seen(device_id)
-            log.info("agent %s disconnected", device_id)
+            log.info("agent %s disconnected from %s: %s", device_id, peer.peer, ended)
         if not ws.closed:
             await ws.close()
     return ws

@@ -34,7 +34,6 @@ from .hours import BusinessHours, is_open, next_open, parse_hours
 
 if TYPE_CHECKING:
     from .alerts import AlertEvent
-    from .storage import SqlStorage
     from .storage.health import HealthStore
 
 __all__ = ["DevicePolicy", "PolicyBook", "event_time", "judge"]
@@ -132,9 +131,8 @@ class PolicyBook:
     a small record, not a copy of its policy (benchmarks/bench_relay.py, idle sockets).
     """
 
-    def __init__(self, health: HealthStore, storage: SqlStorage, *, ttl: float = POLICY_TTL):
+    def __init__(self, health: HealthStore, *, ttl: float = POLICY_TTL):
         self.health = health
-        self.storage = storage
         self.ttl = ttl
         self._cache: dict[str, DevicePolicy] = {}
         self._documents: dict[str, tuple[dict[str, Any], HealthPolicy]] = {}

@@ -84,7 +84,7 @@ async def health_context(app: web.Application) -> AsyncIterator[None]:
         retry_scale=config.webhook_retry_scale,
         allow_private=config.webhook_allow_private,
     )
-    health = Health(store=store, sender=sender, policies=PolicyBook(store, state.storage))
+    health = Health(store=store, sender=sender, policies=PolicyBook(store))
     health.events = Counter(
         "alert_events",
         "alert.raised events from agents: stored, duplicate (a redelivery) or unavailable "

@@ -171,8 +171,9 @@ _INSERT_EVENT = _Prepared(
 )
 
 
-# A device's place in the tree with its store's zone and hours; then the policies on that path
-# (root, organisation, merchant, store, device: five (kind, id) pairs), read at every connect.
+# A device's place in the tree with its store's zone and hours (:func:`_path`); then the policies
+# on that path (root, organisation, merchant, store, device: five (kind, id) pairs), read at
+# every connect.
 _DEVICE_PATH = _Prepared(
     sa.select(
         t.merchants.c.organisation_id,
@@ -218,12 +219,9 @@ def _remediation(row: sa.Row[Any]) -> Remediation:
 
 
 def _path(conn: sa.Connection, device_id: str) -> Any:
-    """The device's organisation_id, merchant_id and store_id (a row)."""
-    row = conn.execute(
-        sa.select(t.merchants.c.organisation_id, t.stores.c.merchant_id, t.devices.c.store_id)
-        .select_from(_TREE)
-        .where(t.devices.c.id == device_id)
-    ).first()
+    """The device's organisation_id, merchant_id and store_id, with the store's timezone and
+    hours as stored (a row)."""
+    row = _DEVICE_PATH(conn, {"b_device": device_id}).first()
     if row is None:
         raise NotFound(f"device {device_id!r}")
     return row
@@ -706,9 +704,7 @@ class HealthStore:
         hours (as stored, JSON): what :func:`relay.policies.resolve` merges, in one read."""
 
         def tx(conn: sa.Connection) -> PolicyLayers:
-            path: Any = _DEVICE_PATH(conn, {"b_device": device_id}).first()
-            if path is None:
-                raise NotFound(f"device {device_id!r}")
+            path = _path(conn, device_id)
             nodes = [*_scope_ids(path), (ScopeKind.DEVICE.value, device_id)]
             params = {}
             for i, (kind, node_id) in enumerate(nodes):

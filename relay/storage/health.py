@@ -310,6 +310,7 @@ def _queue(
             {
                 "id": delivery_id,
                 "webhook_id": hook.id,
+                "alert_id": body["alert"]["id"],
                 "event": kind,
                 "payload": payload,
                 "status": "pending",
@@ -322,6 +323,28 @@ def _queue(
         )
     conn.execute(h.webhook_deliveries.insert(), rows)
     return len(rows)
+
+
+def _cancel_held(conn: sa.Connection, alert: Alert, now: float) -> int:
+    """The notifications of ``alert`` still held for the store's opening, cancelled because it
+    resolved first (nobody need be woken for what fixed itself); how many."""
+    if alert.held_until is None or alert.held_until <= now:
+        return 0
+    done = conn.execute(
+        h.webhook_deliveries.update()
+        .where(
+            h.webhook_deliveries.c.alert_id == alert.id,
+            h.webhook_deliveries.c.status == "pending",
+            h.webhook_deliveries.c.attempts == 0,
+            h.webhook_deliveries.c.next_attempt_at > now,
+        )
+        .values(
+            status="cancelled",
+            finished_at=now,
+            last_error="the alert resolved before the store opened",
+        )
+    )
+    return int(done.rowcount or 0)
 
 
 def open_ticket_of(conn: sa.Connection, device_id: str) -> str | None:
@@ -430,7 +453,9 @@ class HealthStore:
                 "handling": event.handling,
             },
         )
-        queued = 0
+        queued = cancelled = 0
+        if unresolved is not None and decision.change is Change.RESOLVED:
+            cancelled = _cancel_held(conn, unresolved, now)
         if alert is not None and decision.change is not Change.NONE:
             _append_in(
                 conn,
@@ -445,21 +470,27 @@ class HealthStore:
                         "key": event.alert_key,
                         "agent_observed_at": event.observed_at,
                         **({"handling": event.handling} if event.handling else {}),
+                        **({"cancelled_notifications": cancelled} if cancelled else {}),
                     },
                 ),
                 now,
             )
-            notify = decision.change in NOTIFIED or (
-                decision.change is Change.UPDATED
-                and unresolved is not None
-                and worse(unresolved.severity, event.severity)
+            # a held alert that resolved before the store opened: it and its recovery unsent
+            notify = not cancelled and (
+                decision.change in NOTIFIED
+                or (
+                    decision.change is Change.UPDATED
+                    and unresolved is not None
+                    and worse(unresolved.severity, event.severity)
+                )
             )
             if notify:
                 path = _path(conn, event.device_id)
                 alert = dataclasses.replace(alert, store_id=path.store_id)
                 kind = f"alert.{decision.change.value}"
                 # held outside the store's hours: sent when it opens; a recovery of a held alert
-                # waits with it, so the receiver hears of both, not of a recovery alone
+                # whose notification went nowhere yet waits with it (receivers with no
+                # deliveries pending, none cancelled), so nobody hears of a recovery alone
                 due = alert.held_until
                 queued = _queue(conn, path, kind, notification(kind, alert, path), now, due=due)
         return Ingested(duplicate=False, change=decision.change, alert=alert, deliveries=queued)

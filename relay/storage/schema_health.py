@@ -1,7 +1,7 @@
 """Tables of health alerts (issue 13): alerts and their events, check policies, webhooks and
 their delivery queue, unattended remediation attempts. Registered on ``schema.metadata``.
 
-Migration 0005 creates them; ``schema.py`` imports this module so the metadata is complete.
+Migrations 0005 and 0006 create them; ``schema.py`` imports this module so the metadata is complete.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ __all__ = [
 #: An alert is ``open`` (firing, nobody has said they are on it), ``acknowledged`` (a technician
 #: is on it; still firing) or ``resolved`` (the check recovered). Resolved alerts reopen.
 ALERT_STATUSES = ("open", "acknowledged", "resolved")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+#: ``cancelled``: a held notification whose alert resolved before it was due (nobody need hear).
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
 REMEDIATION_STATUSES = ("running", "succeeded", "failed")
 
 
@@ -130,6 +131,8 @@ webhook_deliveries = sa.Table(
     metadata,
     sa.Column("id", ID, primary_key=True),
     sa.Column("webhook_id", ID, sa.ForeignKey("webhooks.id"), nullable=False, index=True),
+    #: the alert the notification is about (to cancel its held notifications on recovery)
+    sa.Column("alert_id", ID, nullable=True, index=True),
     sa.Column("event", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from posassist.protocol import messages as m
+from posassist.relay.handlers.alerts import health_of
 from posassist.relay.storage.schema_health import alert_events, webhook_deliveries
 from tests.relay.alerting import raised, relay, send_event
 from tests.relay.harness import Agent, Relay
@@ -171,6 +172,55 @@ async def test_outside_hours_an_alert_is_held_or_downgraded_as_the_policy_says(
     held = [r.next_attempt_at for r in rows if r.next_attempt_at >= printer["held_until"]]
     assert len(rows) == 2
     assert len(held) == 1, (rows, printer)  # the printer's notification waits for the store to open
+
+
+async def test_a_held_alert_that_resolves_before_the_store_opens_wakes_nobody(
+    relay: Relay,
+) -> None:
+    """Held at night, recovered before opening: its notification is cancelled (kept, marked,
+    audited) and no recovery is sent; a held alert still failing keeps its delivery, and an
+    alert notified at once is followed by its recovery."""
+    from zoneinfo import ZoneInfo
+
+    now = relay.clock()
+    await patch_store(relay, {"hours": _closed_now(ZoneInfo("Asia/Shanghai"), now)})
+    policy = {"outside_hours": "hold", "checks": {"cpu": {"outside_hours": "page"}}}
+    assert (await set_policy(relay, "store", relay.store, policy))[0] == 200
+    hook = {"scope_kind": "merchant", "scope_id": relay.merchant, "url": "http://127.0.0.1:9/h"}
+    assert (await relay.post("/v1/webhooks", hook, relay.tokens["admin"]))[0] == 201
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        await send_event(agent, raised(1, "p1", observed_at=now))
+        await send_event(agent, raised(2, "d1", check="disk", observed_at=now))
+        await send_event(agent, raised(3, "c1", check="cpu", observed_at=now))
+        await send_event(agent, raised(4, "p2", state="resolved", observed_at=now + 1))
+        await send_event(agent, raised(5, "c2", check="cpu", state="resolved", observed_at=now + 1))
+    by_check: dict[str, Any] = {a["check"]: a for a in await alerts_of(relay)}
+    assert by_check["printer"]["status"] == "resolved"  # listed: nothing is lost, only unsent
+    assert by_check["disk"]["status"] == "open" and by_check["disk"]["held_until"] > now
+    query = sa.select(
+        webhook_deliveries.c.alert_id,
+        webhook_deliveries.c.event,
+        webhook_deliveries.c.status,
+        webhook_deliveries.c.last_error,
+    )
+    rows = await relay.state.storage.run_read(lambda conn: conn.execute(query).all())
+    by_alert: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        by_alert.setdefault(row.alert_id, []).append((row.event, row.status))
+    assert by_alert[by_check["printer"]["id"]] == [("alert.opened", "cancelled")]
+    assert by_alert[by_check["disk"]["id"]] == [("alert.opened", "pending")]
+    assert sorted(by_alert[by_check["cpu"]["id"]]) == [
+        ("alert.opened", "pending"),
+        ("alert.resolved", "pending"),
+    ]
+    (reason,) = [r.last_error for r in rows if r.status == "cancelled"]
+    assert "resolved before the store opened" in reason
+    records = [r async for r in relay.state.storage.records()]
+    (resolved,) = [r for r in records if r.action == "alert.resolved" and "p2" in str(r.detail)]
+    assert resolved.detail["cancelled_notifications"] == 1
+    assert (await health_of(relay.state).store.delivery_counts())["cancelled"] == 1
 
 
 async def patch_store(relay: Relay, body: dict[str, Any]) -> None:

@@ -113,18 +113,59 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0005"
+    assert await storage.current_revision() == head_revision() == "0006"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0005"
+    assert await storage.current_revision() == "0006"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
+
+
+async def test_0006_keeps_queued_deliveries_and_its_downgrade_keeps_cancelled_ones(open_more):
+    """Held notifications (0006): a delivery queued before the upgrade survives it (no alert
+    named), ``cancelled`` is allowed after; downgraded, cancelled ones read as failed."""
+    from alembic import command
+
+    from posassist.relay.storage.sql import _alembic_config
+
+    storage = await open_more()
+    await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0005"))
+    org = await storage.create_organisation("o", now=NOW)
+    hook = "INSERT INTO webhooks (id, scope_kind, scope_id, url, secret, created_at, created_by)"
+
+    def queue(conn: sa.Connection) -> None:
+        conn.execute(
+            sa.text(hook + " VALUES ('wh_1', 'organisation', :org, 'https://x', 's', 1, 'a')"),
+            {"org": org.id},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO webhook_deliveries (id, webhook_id, event, payload, status, "
+                "attempts, created_at, next_attempt_at) "
+                "VALUES ('d1', 'wh_1', 'alert.opened', '{}', 'pending', 0, 1, 1)"
+            )
+        )
+
+    await storage.run_write(queue)
+    await storage.migrate()
+    rows = "SELECT id, alert_id, status FROM webhook_deliveries ORDER BY id"
+    read = await storage.run_read(lambda conn: [tuple(r) for r in conn.execute(sa.text(rows))])
+    assert read == [("d1", None, "pending")]
+    await storage.run_write(
+        lambda conn: conn.execute(sa.text("UPDATE webhook_deliveries SET status = 'cancelled'"))
+    )
+    await storage.run_write(lambda conn: command.downgrade(_alembic_config(conn), "0005"))
+    read = await storage.run_read(
+        lambda conn: [tuple(r) for r in conn.execute(sa.text(rows.replace("alert_id, ", "")))]
+    )
+    assert read == [("d1", "failed")]
+    assert await storage.current_revision() == "0005"
 
 
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0005"
+    assert await first.current_revision() == await second.current_revision() == "0006"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):

@@ -114,7 +114,7 @@ async def test_an_opened_alert_reaches_the_receiver_signed_and_routed(
         await send_event(agent, raised(1, "p1"))
         await send_event(agent, raised(2, "p2"))  # a repeat: not news
         await send_event(agent, raised(3, "p3", state="resolved", observed_at=2e9))
-    assert await settled(relay, 2) == {"pending": 0, "delivered": 2, "failed": 0}
+    assert await settled(relay, 2) == {"pending": 0, "delivered": 2, "failed": 0, "cancelled": 0}
     kinds = []
     for headers, body in receiver.got:
         stamp = headers[webhooks.TIMESTAMP_HEADER]
@@ -138,11 +138,11 @@ async def test_another_merchants_webhook_hears_nothing(relay: Relay, receiver: R
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p1"))
-    assert await counts(relay) == {"pending": 0, "delivered": 0, "failed": 0}
+    assert await counts(relay) == {"pending": 0, "delivered": 0, "failed": 0, "cancelled": 0}
     await add_webhook(relay, receiver.url, kind="organisation", node=relay.org)
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p2", state="resolved", observed_at=2e9))
-    assert await settled(relay, 1) == {"pending": 0, "delivered": 1, "failed": 0}
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 1, "failed": 0, "cancelled": 0}
 
 
 async def test_a_receiver_answering_500_is_retried_then_the_delivery_fails(
@@ -154,7 +154,7 @@ async def test_a_receiver_answering_500_is_retried_then_the_delivery_fails(
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p1"))
-    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1, "cancelled": 0}
     assert len(receiver.got) == webhooks.MAX_ATTEMPTS
     ids = {headers[webhooks.DELIVERY_HEADER] for headers, _ in receiver.got}
     assert len(ids) == 1  # the same delivery each time, for the receiver to de-duplicate
@@ -173,7 +173,7 @@ async def test_a_receiver_that_recovers_gets_the_delivery(relay: Relay, receiver
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p1"))
-    assert await settled(relay, 1) == {"pending": 0, "delivered": 1, "failed": 0}
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 1, "failed": 0, "cancelled": 0}
     assert len(receiver.got) == 3
 
 
@@ -183,7 +183,7 @@ async def test_a_receiver_that_is_down_fails_the_delivery_after_its_tries(relay:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p1"))
-    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1, "cancelled": 0}
     assert "Connect" in (await _last_error(relay) or "")
 
 
@@ -201,7 +201,7 @@ async def test_a_slow_receiver_times_out_and_never_holds_up_ingest(
             answer = await send_event(agent, raised(i + 2, f"d{i}", check="disk", observed_at=i))
             assert answer == m.AlertAcknowledged(id=i + 2, duplicate=False)
         assert not receiver.release.is_set()
-    assert await settled(relay, 2) == {"pending": 0, "delivered": 0, "failed": 2}
+    assert await settled(relay, 2) == {"pending": 0, "delivered": 0, "failed": 2, "cancelled": 0}
     assert "no answer within 0.5 s" in (await _last_error(relay) or "")
 
 
@@ -291,7 +291,7 @@ async def test_a_private_address_is_not_reached_at_send_time_either(
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p1"))
-    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert await settled(relay, 1) == {"pending": 0, "delivered": 0, "failed": 1, "cancelled": 0}
     assert receiver.got == []
     assert "may not reach" in (await _last_error(relay) or "")
 

@@ -71,8 +71,15 @@ class ClockSamples:
             return list(self._samples)
 
 
+#: A probe due by a schedule of the same interval may come this much early (the round's other
+#: checks, a worker thread starting): it is not refused for that, or it would wait a whole
+#: interval more.
+PROBE_JITTER = 0.5
+
+
 class ProbeLimiter:
-    """At most one probe per target in ``min_interval`` seconds; the last result is reused."""
+    """At most one probe per target in ``min_interval`` seconds (less :data:`PROBE_JITTER`); the
+    last result is reused."""
 
     def __init__(self, min_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.min_interval = min_interval
@@ -87,7 +94,7 @@ class ProbeLimiter:
         if entry is None:
             return None
         age = self._clock() - entry[0]
-        return (age, entry[1]) if age < self.min_interval else None
+        return (age, entry[1]) if age < self.min_interval - PROBE_JITTER else None
 
     def record(self, target: str, result: Any) -> None:
         with self._lock:

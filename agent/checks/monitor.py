@@ -169,9 +169,28 @@ class HealthMonitor:
         self._generation += 1
         self._wake.set()
         log.info("health policy v%s applied", policy.version)
+        if self.interval("printer") > policy.checks["printer"].interval:
+            log.info(
+                "打印机检查间隔 %g 秒 (本机 printer_min_interval), 策略要求 %g 秒 / "
+                "printer checked every %g s (this till's printer_min_interval), not the policy's %g s",
+                self.interval("printer"),
+                policy.checks["printer"].interval,
+                self.interval("printer"),
+                policy.checks["printer"].interval,
+            )
         return True
 
     # --- the schedule ---------------------------------------------------------------------------
+
+    def interval(self, name: str) -> float:
+        """Seconds between two runs of check ``name``: the policy's, but never more often than
+        the till's own ``printer_min_interval`` for the printer (the relay cannot make a till
+        query its printer more often than the till allows; a sample in between would only
+        read the last answer again)."""
+        seconds = self.policy.checks[name].interval
+        if name == "printer":
+            return max(seconds, self.ctx.settings.printer_min_interval)
+        return seconds
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Run the checks until ``stop_event`` is set."""
@@ -190,7 +209,7 @@ class HealthMonitor:
                         log.warning("check %s failed: %s: %s", name, type(exc).__name__, exc)
                     # a policy that came while it ran: it runs again at once, under that one
                     if generation == self._generation:
-                        self._due[name] = now + self.policy.checks[name].interval
+                        self._due[name] = now + self.interval(name)
             _release_memory()
             now = self.monotonic()
             due = [self._due.get(name, 0.0) for name in self.policy.checks]

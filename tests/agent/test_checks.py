@@ -414,3 +414,65 @@ async def test_a_policy_that_comes_while_a_check_runs_applies_to_it_at_once(
         await running
         await health.close()
     assert health.policy.checks["disk"].threshold("free_pct") == 99
+
+
+@pytest.mark.parametrize(
+    ("min_interval", "policy_interval", "used"),
+    [(30.0, 5.0, 30.0), (5.0, 5.0, 5.0), (30.0, 120.0, 120.0)],
+)
+async def test_the_printer_is_never_checked_more_often_than_the_till_allows(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    min_interval: float,
+    policy_interval: float,
+    used: float,
+) -> None:
+    """A policy may ask for the printer every 5 s; the till's ``printer_min_interval`` is a
+    floor the relay cannot lower (a run in between would only reread the last answer)."""
+    import asyncio
+    import logging
+
+    from posassist.agent.checks import samplers
+
+    calls: list[float] = []
+    now = [1000.0]
+    health = HealthMonitor(
+        DiagContext(Settings(printer_min_interval=min_interval), tmp_path),
+        tmp_path,
+        "ws://127.0.0.1:1",
+        monotonic=lambda: now[0],
+    )
+    await health.open()
+    policy = {"checks": {"printer": {"interval": policy_interval}}}
+    with caplog.at_level(logging.INFO, logger="posassist.agent.checks"):
+        assert health.apply_policy(PolicyUpdated(version=3, policy=policy, hours={}))
+    said = [r.getMessage() for r in caplog.records if "printer_min_interval" in r.getMessage()]
+    assert len(said) == (1 if used > policy_interval else 0), said
+    assert health.interval("printer") == used
+    real = samplers.SAMPLERS["printer"]
+    try:
+        samplers.SAMPLERS["printer"] = lambda ctx, link: calls.append(now[0]) or {}  # type: ignore[index]
+        stop_event = asyncio.Event()
+        running = asyncio.ensure_future(health.run(stop_event))
+        async with asyncio.timeout(10):
+            while not calls:  # noqa: ASYNC110 - the first round runs at once
+                await asyncio.sleep(0.01)
+        stop_event.set()
+        await running
+    finally:
+        samplers.SAMPLERS["printer"] = real  # type: ignore[index]
+        await health.close()
+    assert health._due["printer"] == calls[0] + used
+
+
+def test_the_probe_limiter_reuses_an_answer_but_not_for_a_probe_due_a_moment_early() -> None:
+    from posassist.agent.diagnostics import PROBE_JITTER
+
+    now = [0.0]
+    limiter = ProbeLimiter(5.0, clock=lambda: now[0])
+    assert limiter.recent("tcp:1") is None
+    limiter.record("tcp:1", {"outcome": "ok"})
+    now[0] = 2.0
+    assert limiter.recent("tcp:1") == (2.0, {"outcome": "ok"})  # asked again too soon: reused
+    now[0] = 5.0 - PROBE_JITTER / 2  # the schedule's next run, a little early: probed again
+    assert limiter.recent("tcp:1") is None

@@ -171,8 +171,8 @@ class HealthMonitor:
         log.info("health policy v%s applied", policy.version)
         if self.interval("printer") > policy.checks["printer"].interval:
             log.info(
-                "打印机检查间隔 %g 秒 (本机 printer_min_interval), 策略要求 %g 秒 / "
-                "printer checked every %g s (this till's printer_min_interval), not the policy's %g s",
+                "打印机检查间隔 %g 秒 (本机 printer_min_interval), 策略要求 %g 秒 / printer "
+                "checked every %g s (this till's printer_min_interval), not the policy's %g s",
                 self.interval("printer"),
                 policy.checks["printer"].interval,
                 self.interval("printer"),

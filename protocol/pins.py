@@ -9,15 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import TYPE_CHECKING
 
+from .der import certificate_facts, pem_to_der
 from .errors import EXIT_REFUSED, PosAssistError
 
-if TYPE_CHECKING:
-    from cryptography import x509
-
-# cryptography's x509 and serialization cost about 2 MB of RSS: they are imported when a
-# certificate is read (a TLS relay), not when the module is (every agent imports it).
+# The certificate is read by protocol/der.py, not cryptography's x509 (8.5 MB of Rust library
+# mapped into every till that talks TLS; docs/notes/mem-status.md).
 
 __all__ = [
     "PIN_PATTERN",
@@ -53,27 +50,15 @@ def validate_pin(pin: str) -> str:
     return pin
 
 
-def _pin(cert: x509.Certificate) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
+def spki_pin_from_der(cert_der: bytes) -> str:
+    """The pin of a DER certificate (what ``SSLObject.getpeercert(binary_form=True)`` gives);
+    ValueError if it is not a certificate."""
+    return hashlib.sha256(certificate_facts(cert_der).spki).hexdigest()
 
 
 def spki_pin_from_pem(cert_pem: bytes) -> str:
     """The pin of a PEM certificate (what ``posassist-relay serve --tls-cert`` advertises)."""
-    from cryptography import x509
-
-    return _pin(x509.load_pem_x509_certificate(cert_pem))
-
-
-def spki_pin_from_der(cert_der: bytes) -> str:
-    """The pin of a DER certificate (what ``SSLObject.getpeercert(binary_form=True)`` gives)."""
-    from cryptography import x509
-
-    return _pin(x509.load_der_x509_certificate(cert_der))
+    return spki_pin_from_der(pem_to_der(cert_pem))
 
 
 def check_pin(cert_der: bytes, pin: str) -> None:

@@ -92,15 +92,10 @@ def parse_relay_url(url: str) -> Tuple[str, str, int]:
 
 
 def _cert_expiry(der: bytes) -> float:
-    from cryptography import x509  # only when the relay uses TLS
+    """notAfter of the relay's certificate (ValueError if it cannot be read)."""
+    from posassist.protocol.der import certificate_facts  # only when the relay uses TLS
 
-    cert = x509.load_der_x509_certificate(der)
-    after = getattr(cert, "not_valid_after_utc", None)
-    if after is None:  # cryptography < 42 (Python 3.8 wheels)
-        import calendar
-
-        return float(calendar.timegm(cert.not_valid_after.timetuple()))
-    return float(after.timestamp())
+    return certificate_facts(der).not_after
 
 
 def probe_relay(url: str, timeout: float = 3.0) -> Dict[str, Any]:

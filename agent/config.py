@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from posassist.protocol.signing import Ed25519PrivateKey
 
+    from .signer import NativeSigner
+
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -27,7 +29,8 @@ class Identity(NamedTuple):
 
     device_id: str
     relay_url: str
-    key: Ed25519PrivateKey
+    #: cryptography's key when made here; OpenSSL's (agent/signer.py) when loaded to sign in
+    key: Ed25519PrivateKey | NativeSigner
     #: The relay's TLS key pin from the enrolment token (required for wss://).
     tls_pin: Optional[str] = None
 
@@ -51,10 +54,15 @@ def write_identity(
     data_dir: Path, identity: Identity, extra: Optional[Dict[str, Any]] = None
 ) -> None:
     """Write key (0600, never over an existing one), public key and settings to ``data_dir``."""
+    from .signer import NativeSigner
+
+    key = identity.key
+    if isinstance(key, NativeSigner):  # a loaded key is never written again
+        raise ConfigError("the identity's key is on disk already")
     # 0700 folder, 0600 files from the first byte: nothing sits readable on a shared till
     private_dir(data_dir)
-    write_private(data_dir / "agent.key", signing.private_key_to_pem(identity.key), exclusive=True)
-    write_private(data_dir / "agent.pub", signing.public_key_to_pem(identity.key.public_key()))
+    write_private(data_dir / "agent.key", signing.private_key_to_pem(key), exclusive=True)
+    write_private(data_dir / "agent.pub", signing.public_key_to_pem(key.public_key()))
     config: Dict[str, Any] = {"device_id": identity.device_id, "relay_url": identity.relay_url}
     config.update(extra or {})
     write_private(data_dir / "agent.json", json.dumps(config, indent=2))
@@ -64,7 +72,14 @@ def load_identity(data_dir: Path) -> Identity:
     """Read the identity made by :func:`create_identity`; ConfigError says what is missing."""
     try:
         config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
-        key = signing.private_key_from_pem((data_dir / "agent.key").read_bytes())
+        pem = (data_dir / "agent.key").read_bytes()
+        seed = signing.pkcs8_ed25519_seed(pem)
+        if seed is not None:
+            from .signer import load_signer
+
+            key: Ed25519PrivateKey | NativeSigner = load_signer(seed)
+        else:  # not the form this agent writes: cryptography reads it or says why not
+            key = signing.private_key_from_pem(pem)
         pin = config.get("tls_pin")
         return Identity(
             str(config["device_id"]), str(config["relay_url"]), key, str(pin) if pin else None

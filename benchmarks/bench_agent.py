@@ -37,21 +37,34 @@ def _wait_for(path: Path, timeout: float = 20.0) -> str:
     raise RuntimeError(f"{path} did not appear")
 
 
-def _start_relay(data: Path) -> tuple[subprocess.Popen[str], str]:
-    """A relay process with an organisation, merchant and store (tests/e2e/cli.py)."""
+def _start_relay(data: Path, tls: bool = True) -> tuple[subprocess.Popen[str], str]:
+    """A relay process with an organisation, merchant and store (tests/e2e/cli.py); over TLS
+    with a certificate made here unless ``tls`` is False (a real relay is always TLS)."""
     from tests.e2e.cli import provision, start_relay
 
     store = provision(data)
     (data / "bench-store").write_text(store)
-    return start_relay(data)
+    if not tls:
+        return start_relay(data)
+    from tests.relay.certs import make_certificate
+
+    cert, key = make_certificate().write(data / "tls")
+    return start_relay(data, "--tls-cert", str(cert), "--tls-key", str(key))
 
 
 def _make_agent(tmp: Path, relay_dir: Path, url: str, python: str = PY) -> Path:
-    """A till enrolled with a one-time token, as an operator and merchant would."""
+    """A till enrolled with a one-time token, as an operator and merchant would (the token
+    pins the relay's TLS key when it has one)."""
     from tests.e2e.cli import invite
 
     agent_dir = tmp / "till"
-    token = invite(relay_dir, (relay_dir / "bench-store").read_text(), url)
+    cert = relay_dir / "tls" / "relay.crt"
+    token = invite(
+        relay_dir,
+        (relay_dir / "bench-store").read_text(),
+        url,
+        tls_cert=cert if url.startswith("wss://") else None,
+    )
     subprocess.run(
         [python, "-m", "posassist.agent", "enroll", token, "--data", str(agent_dir)],
         cwd=ROOT,
@@ -83,8 +96,7 @@ def _sample(proc: psutil.Process, seconds: float, every: float = 1.0) -> dict[st
 
 #: What any websocket agent on our stack loads, connected nowhere: the floor of the idle RSS.
 BASELINE = (
-    "import asyncio, ssl, json, logging, msgpack, websockets.asyncio.client\n"
-    "from cryptography.hazmat.primitives.asymmetric import ed25519\n"
+    "import asyncio, ssl, json, logging, msgpack, websockets.asyncio.client, ctypes\n"
     "import sys; print('ready', flush=True); sys.stdin.read()\n"
 )
 
@@ -341,14 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     print(
-        f"\n## Agent idle, connected to a relay subprocess (demo POS profile, a simulated "
+        f"\n## Agent idle, connected over pinned TLS to a relay subprocess (demo POS profile, a "
+        "simulated "
         f"printer), checks off {args.idle_seconds:.0f} s (median of {args.idle_runs} runs) and "
         f"every health check on at its default interval {args.checks_seconds:.0f} s (one run); "
         "targets ≤ 40 MB, < 0.5 % of a core idle, < 1 % with checks\n"
     )
     print(
         "Bytecode compiled as on an installed till. Baseline: a bare process that imported "
-        "asyncio, ssl, msgpack, websockets' client and Ed25519, connected nowhere (same sitting)."
+        "asyncio, ssl, msgpack, websockets' client and ctypes (the agent signs with ssl's "
+        "OpenSSL), "
+        "connected nowhere (same sitting)."
         "\n"
     )
     print(

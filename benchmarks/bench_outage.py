@@ -261,9 +261,7 @@ def judge(r: dict[str, Any]) -> dict[str, Any]:
         "sum_events": counted,
         "not_silenced": not_silenced,
         "status_disagrees": sum(
-            1
-            for check, state in last_state.items()
-            if (state == "firing") != (check in unresolved)
+            1 for check, state in last_state.items() if (state == "firing") != (check in unresolved)
         ),
     }
 

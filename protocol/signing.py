@@ -8,25 +8,40 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Optional
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .errors import SignatureError
 
-# ``cryptography.hazmat.primitives.serialization`` (PEM, PKCS#8, and with them the SSH and
-# bcrypt code) costs an idle agent about 1 MB of RSS; a running agent needs none of it: it loads
-# its unencrypted key through :func:`_pkcs8_ed25519` and signs with the key object. So it is
-# imported by the functions that need it, when they are called.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported by the functions that need it, when they are called: a running agent
+# reads its seed with :func:`pkcs8_ed25519_seed` and signs through the OpenSSL that ``ssl``
+# loaded (agent/signer.py), and never maps cryptography's 8.5 MB library (the relay and console
+# do, on their first key). ``Ed25519PrivateKey`` and ``Ed25519PublicKey`` are still importable
+# from here (module ``__getattr__``).
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Ed25519PrivateKey", "Ed25519PublicKey"):
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return getattr(ed25519, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AUTH_CONTEXT",
     "Ed25519PrivateKey",
     "Ed25519PublicKey",
+    "Signer",
     "auth_payload",
     "fingerprint",
     "generate_private_key",
+    "pkcs8_ed25519_seed",
     "private_key_from_pem",
     "private_key_from_raw",
     "private_key_to_pem",
@@ -50,8 +65,8 @@ _PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
 _PEM_END = b"-----END PRIVATE KEY-----"
 
 
-def _pkcs8_ed25519(data: bytes) -> Optional[Ed25519PrivateKey]:
-    """The key of exactly an unencrypted PKCS#8 Ed25519 PEM as we write it, else None.
+def pkcs8_ed25519_seed(data: bytes) -> Optional[bytes]:
+    """The 32-byte seed of exactly an unencrypted PKCS#8 Ed25519 PEM as we write it, else None.
 
     None means "not this one exact form": the caller then asks cryptography's PEM loader,
     which accepts or refuses it; this never refuses anything itself.
@@ -65,11 +80,13 @@ def _pkcs8_ed25519(data: bytes) -> Optional[Ed25519PrivateKey]:
         return None
     if len(der) != len(_PKCS8_ED25519_PREFIX) + 32 or not der.startswith(_PKCS8_ED25519_PREFIX):
         return None
-    return Ed25519PrivateKey.from_private_bytes(der[len(_PKCS8_ED25519_PREFIX) :])
+    return der[len(_PKCS8_ED25519_PREFIX) :]
 
 
 def generate_private_key() -> Ed25519PrivateKey:
     """A new Ed25519 private key from the operating system's random source."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
@@ -89,11 +106,14 @@ def private_key_to_pem(key: Ed25519PrivateKey, passphrase: Optional[bytes] = Non
 
 def private_key_from_pem(data: bytes, passphrase: Optional[bytes] = None) -> Ed25519PrivateKey:
     """Load a PEM private key; SignatureError if it is not Ed25519 or the passphrase is wrong."""
-    if passphrase is None:
-        fast = _pkcs8_ed25519(data)
-        if fast is not None:
-            return fast
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if passphrase is None:
+        seed = pkcs8_ed25519_seed(data)
+        if seed is not None:
+            return Ed25519PrivateKey.from_private_bytes(seed)
 
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
@@ -117,6 +137,8 @@ def private_key_to_raw(key: Ed25519PrivateKey) -> bytes:
 
 def private_key_from_raw(data: bytes) -> Ed25519PrivateKey:
     """Load a 32-byte raw private key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         return Ed25519PrivateKey.from_private_bytes(data)
     except ValueError:
@@ -132,6 +154,8 @@ def public_key_to_raw(key: Ed25519PublicKey) -> bytes:
 
 def public_key_from_raw(data: bytes) -> Ed25519PublicKey:
     """Load a 32-byte raw public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         return Ed25519PublicKey.from_public_bytes(data)
     except ValueError:
@@ -149,7 +173,9 @@ def public_key_to_pem(key: Ed25519PublicKey) -> bytes:
 
 def public_key_from_pem(data: bytes) -> Ed25519PublicKey:
     """Load a PEM public key; SignatureError if it is not Ed25519."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         key = serialization.load_pem_public_key(data)
@@ -160,13 +186,21 @@ def public_key_from_pem(data: bytes) -> Ed25519PublicKey:
     return key
 
 
-def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
+class Signer(Protocol):
+    """What signs: cryptography's private key, or the agent's OpenSSL one (agent/signer.py)."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def sign(key: Signer, data: bytes) -> bytes:
     """The 64-byte Ed25519 signature of ``data``."""
     return key.sign(data)
 
 
 def verify(key: Ed25519PublicKey, signature: bytes, data: bytes) -> None:
     """Return if ``signature`` is ``key``'s over ``data``; raise SignatureError otherwise."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(signature, data)
     except InvalidSignature:

@@ -451,7 +451,12 @@ async def test_the_printer_is_never_checked_more_often_than_the_till_allows(
     assert health.interval("printer") == used
     real = samplers.SAMPLERS["printer"]
     try:
-        samplers.SAMPLERS["printer"] = lambda ctx, link: calls.append(now[0]) or {}  # type: ignore[index]
+
+        def sample(ctx: DiagContext, link: Any) -> dict[str, Any]:
+            calls.append(now[0])
+            return {}
+
+        samplers.SAMPLERS["printer"] = sample  # type: ignore[index]
         stop_event = asyncio.Event()
         running = asyncio.ensure_future(health.run(stop_event))
         async with asyncio.timeout(10):

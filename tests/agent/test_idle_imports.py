@@ -57,8 +57,10 @@ NOT_AT_IDLE = (
     "posassist.agent.collectors.peripherals",
     "posassist.agent.collectors.printqueue",
     "posassist.agent.collectors.hostconfig",
-    "cryptography.hazmat.primitives.serialization",
-    "cryptography.x509",
+    # the sign-in signature is OpenSSL's through ssl (agent/signer.py), the TLS pin is read by
+    # protocol/der.py: none of cryptography's 8.5 MB library is mapped
+    "cryptography",
+    "_cffi_backend",
     "psutil",
     "aiohttp",
     "tuf",
@@ -69,7 +71,7 @@ AT_IDLE = (
     "posassist.agent.connection",
     "posassist.protocol.signing",
     "websockets.asyncio.client",
-    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "posassist.agent.signer",
 )
 
 
@@ -81,18 +83,26 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
     return [m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)]
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss-pinned"])
 @pytest.mark.parametrize("python", pythons(), ids=["this-python", "python3.8"])
 def test_a_connected_idle_agent_has_not_imported_what_only_requests_use(
-    python: str, tmp_path: Path
+    python: str, tls: bool, tmp_path: Path
 ) -> None:
     if not Path(python).exists():
         pytest.fail(f"{python} is missing: `make venv` builds it (docs/windows7.md)")
     relay_dir = tmp_path / "relay"
     store = provision(relay_dir)
-    relay, url = start_relay(relay_dir)
+    cert = None
+    if tls:  # as a real relay is reached: TLS, its key pinned by the enrolment token
+        from tests.relay.certs import make_certificate
+
+        cert, key = make_certificate().write(tmp_path / "tls")
+        relay, url = start_relay(relay_dir, "--tls-cert", str(cert), "--tls-key", str(key))
+    else:
+        relay, url = start_relay(relay_dir)
     try:
         till = tmp_path / "till"
-        token = invite(relay_dir, store, url)
+        token = invite(relay_dir, store, url, tls_cert=cert)
         enrolled = subprocess.run(
             [python, "-m", "posassist.agent", "enroll", token, "--data", str(till)],
             cwd=ROOT,

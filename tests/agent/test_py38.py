@@ -159,7 +159,7 @@ def test_agent_under_python38_starts_without_the_cryptography_deprecation_warnin
     tmp_path: Path,
 ) -> None:
     # the control: importing cryptography under 3.8 does warn (so the test can fail)
-    warned = run38("-c", "import posassist.protocol.signing")
+    warned = run38("-c", "from posassist.protocol.signing import Ed25519PrivateKey")
     assert "CryptographyDeprecationWarning" in warned.stderr
     # the agent's entry point silences that warning only: its one line of error stays alone
     result = run38("-m", "posassist.agent", "run", "--data", str(tmp_path / "none"), "--once")

@@ -113,7 +113,7 @@ def test_plain_pkcs8_pem_loads_as_cryptographys_loader_does() -> None:
         key = signing.generate_private_key()
         raw = signing.private_key_to_raw(key)
         pem = signing.private_key_to_pem(key)
-        assert signing._pkcs8_ed25519(pem) is not None
+        assert signing.pkcs8_ed25519_seed(pem) is not None
         for text in (pem, pem.replace(b"\n", b"\r\n"), b"\n" + pem + b"\n\n"):
             loaded = signing.private_key_from_pem(text)
             assert signing.private_key_to_raw(loaded) == raw
@@ -140,12 +140,12 @@ def test_a_pem_that_is_not_exactly_plain_pkcs8_ed25519_goes_to_cryptographys_loa
         wrapped % (body[:10] + b"!" + body[11:]),  # not base64
     ]
     for bad in refused:
-        assert signing._pkcs8_ed25519(bad) is None, bad
+        assert signing.pkcs8_ed25519_seed(bad) is None, bad
         with pytest.raises(SignatureError):
             signing.private_key_from_pem(bad)
     # text before the PEM block: not our exact form, but cryptography reads it, and so do we
     with_comment = b"a comment\n" + pem
-    assert signing._pkcs8_ed25519(with_comment) is None
+    assert signing.pkcs8_ed25519_seed(with_comment) is None
     assert signing.private_key_to_raw(
         signing.private_key_from_pem(with_comment)
     ) == signing.private_key_to_raw(key)

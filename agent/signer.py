@@ -53,7 +53,10 @@ def _load_library() -> Any:
     path = _library_path()
     names = [path] if path else []
     if sys.platform == "win32":
-        names += ["libcrypto-3-x64", "libcrypto-3", "libcrypto-1_1-x64", "libcrypto-1_1"]
+        # the DLL _ssl.pyd loaded: a loaded module is found by its name; else in DLLs\
+        bases = ["libcrypto-3-x64", "libcrypto-3", "libcrypto-1_1-x64", "libcrypto-1_1"]
+        dlls = os.path.join(sys.base_prefix, "DLLs")
+        names += bases + [os.path.join(dlls, base + ".dll") for base in bases]
     for name in names:
         try:
             lib = ctypes.CDLL(name)

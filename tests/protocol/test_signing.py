@@ -149,3 +149,16 @@ def test_a_pem_that_is_not_exactly_plain_pkcs8_ed25519_goes_to_cryptographys_loa
     assert signing.private_key_to_raw(
         signing.private_key_from_pem(with_comment)
     ) == signing.private_key_to_raw(key)
+
+
+def test_the_key_classes_are_importable_from_here_and_other_names_are_not() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from posassist.protocol.signing import Ed25519PrivateKey, Ed25519PublicKey
+
+    assert (Ed25519PrivateKey, Ed25519PublicKey) == (
+        ed25519.Ed25519PrivateKey,
+        ed25519.Ed25519PublicKey,
+    )
+    with pytest.raises(AttributeError, match="no attribute 'Ed448PrivateKey'"):
+        signing.Ed448PrivateKey  # noqa: B018

@@ -8,6 +8,7 @@ times the till's own clock (which may be off: docs/alerts.md#times).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -92,6 +93,22 @@ def render_alert(alert: dict[str, Any], now: float) -> list[str]:
             f"  ESCALATED {when(alert.get('escalated_at'), tz, now)}: remediation did not fix it "
             "/ 自动修复无效, 已升级"
         )
+    relay = (
+        (alert.get("details") or {}).get("relay")
+        if isinstance(alert.get("details"), dict)
+        else None
+    )
+    held = alert.get("held_until")
+    if isinstance(held, (int, float)) and alert.get("status") != "resolved" and held > now:
+        lines.append(
+            f"  HELD: outside store hours, notified when the store opens {when(held, tz, now)} "
+            "/ 非营业时间, 开店时通知"
+        )
+    if isinstance(relay, dict) and relay.get("downgraded_from"):
+        lines.append(
+            f"  downgraded from {relay.get('downgraded_from')} outside store hours "
+            "/ 非营业时间, 已降级"
+        )
     if alert.get("ticket_id"):
         lines.append(f"  ticket {alert.get('ticket_id')} / 工单")
     return [printable(line, multiline=False) for line in lines]
@@ -107,7 +124,24 @@ def run(
     token, pin = session["token"], session.get("tls_pin")
     if args.alerts_command == "ack":
         alert_id = _check_id(args.alert_id, "alert")
-        answer = call(f"{base}/{alert_id}/ack", {}, token=token, pin=pin)
+        try:
+            answer = call(f"{base}/{alert_id}/ack", {}, token=token, pin=pin)
+        except http.HttpStatusError as exc:
+            if exc.status != 409:
+                raise
+            # acknowledged already, or resolved: say by whom and when, in the store's zone
+            alert = call(f"{base}/{alert_id}", token=token, pin=pin)
+            tz = _zone(alert.get("store_timezone"))
+            if alert.get("status") == "resolved":
+                said = f"{alert_id} is resolved already / 已恢复, 无需受理"
+            else:
+                said = (
+                    f"{alert_id} was acknowledged already by {alert.get('acknowledged_by')} "
+                    f"{when(alert.get('acknowledged_at'), tz, time.time())} / 已由 "
+                    f"{alert.get('acknowledged_by')} 受理"
+                )
+            print(printable(said, multiline=False), file=sys.stderr)
+            return 1
         print(printable(f"acknowledged {answer.get('id')} / 已受理", multiline=False))
         return 0
     query: dict[str, str] = {}

@@ -24,7 +24,9 @@ _MAX_LENGTH = 1 << 24
 
 
 class CertificateFacts(NamedTuple):
-    #: the DER of subjectPublicKeyInfo exactly as in the certificate (tag and length included)
+    #: the DER of subjectPublicKeyInfo exactly as in the certificate (tag and length included;
+    #: what RFC 7469 pins hash; cryptography's re-encoding differs only for unusual keys such as
+    #: a compressed EC point, whose pin therefore changed when this replaced it)
     spki: bytes
     #: notAfter, epoch seconds (UTC)
     not_after: float
@@ -134,14 +136,23 @@ def certificate_facts(der: bytes) -> CertificateFacts:
 
 
 def pem_to_der(pem: bytes) -> bytes:
-    """The DER of the first ``CERTIFICATE`` block of ``pem``; ValueError if there is none."""
+    """The DER of the first PEM block of ``pem``, which must be a certificate (``CERTIFICATE``
+    or ``X509 CERTIFICATE``, as OpenSSL reads the leaf a server presents); ValueError if it
+    is not one: never the pin of a later block the server does not present."""
     import base64
     import binascii
 
-    begin, end = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
-    start = pem.find(begin)
-    stop = pem.find(end, start + len(begin)) if start >= 0 else -1
-    if start < 0 or stop < 0:
+    start = pem.find(b"-----BEGIN ")
+    if start < 0:
+        raise ValueError("no PEM certificate")
+    for label in (b"CERTIFICATE", b"X509 CERTIFICATE"):
+        begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+        if pem.startswith(begin, start):
+            break
+    else:
+        raise ValueError("no PEM certificate: the first block is something else")
+    stop = pem.find(end, start + len(begin))
+    if stop < 0:
         raise ValueError("no PEM certificate")
     body = b"".join(pem[start + len(begin) : stop].split())
     try:

@@ -74,12 +74,22 @@ class Judgement:
     reason: str = ""
 
 
+#: How old a delivered event may say it is (an outbox that waited out a long outage) before its
+#: own time is no longer believed; and it may never say it happened after it arrived.
+MAX_EVENT_AGE = 30 * 86400.0
+MAX_EVENT_AHEAD = 60.0
+
+
 def event_time(event: AlertEvent) -> float:
     """When the event happened on the relay's clock: the agent's time corrected by the clock
-    offset it measured (``details.clock_offset``, relay minus agent), else the receipt time."""
+    offset it measured (``details.clock_offset``, relay minus agent), else the receipt time; a
+    time more than :data:`MAX_EVENT_AGE` before its receipt or after it (a till's wrong or
+    hostile numbers: 1e300 crashed the judgement and the connection) is the receipt time."""
     offset = event.details.get("clock_offset")
     if type(offset) in (int, float) and abs(offset) < 10 * 365 * 86400:  # type: ignore[arg-type]
-        return event.observed_at + float(offset)  # type: ignore[arg-type]
+        when = event.observed_at + float(offset)  # type: ignore[arg-type]
+        if -MAX_EVENT_AGE <= when - event.received_at <= MAX_EVENT_AHEAD:
+            return when
     return event.received_at
 
 

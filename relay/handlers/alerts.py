@@ -271,7 +271,14 @@ async def create_webhook(request: web.Request) -> web.Response:
     url = body.get("url")
     if not isinstance(url, str):
         raise BadRequest("url must be text")
-    check_webhook_url(url, allow_private=state.config.webhook_allow_private)
+    try:
+        check_webhook_url(url, allow_private=state.config.webhook_allow_private)
+    except BadRequest as exc:  # its sentences are fixed, never the URL: said as the detail
+        detail = str(exc)
+        if "loopback, private" in detail:
+            detail += " (a relay for local testing only: serve --webhook-allow-private)"
+        exc.public_detail = detail  # type: ignore[attr-defined]
+        raise
     scope = Scope(ScopeKind(kind_text), scope_id)
     user = await _admin_for(state, request, scope, "webhook.create")
     secret = new_secret()

@@ -56,18 +56,19 @@ _DUMMY_HASH: str | None = None
 
 def error_response(exc: PosAssistError) -> web.Response:
     """``{"error": class name, "message": public reason, "message_zh": 中文}`` with the class's
-    ``http_status``: fixed sentences, never the request's input."""
+    ``http_status``: fixed sentences, never the request's input; ``detail`` when the handler set
+    ``public_detail`` on the error, also a fixed sentence of its own (which field, which rule)."""
+    detail = getattr(exc, "public_detail", None)
     retry_after = getattr(exc, "retry_after", None)
     headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
-    return web.json_response(
-        {
-            "error": type(exc).__name__,
-            "message": exc.public_reason,
-            "message_zh": exc.public_reason_zh,
-        },
-        status=exc.http_status,
-        headers=headers,
-    )
+    body = {
+        "error": type(exc).__name__,
+        "message": exc.public_reason,
+        "message_zh": exc.public_reason_zh,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    return web.json_response(body, status=exc.http_status, headers=headers)
 
 
 #: Headers of aiohttp's own error responses that are kept on the JSON one.

@@ -273,6 +273,7 @@ def notification(kind: str, alert: Alert, path: sa.Row[Any] | None, **extra: Any
     body: dict[str, Any] = {"type": kind, "alert": alert.to_json()}
     if path is not None:
         body["alert"]["store_id"] = path.store_id
+        body["alert"]["store_timezone"] = path.timezone
         body["merchant_id"] = path.merchant_id
         body["organisation_id"] = path.organisation_id
     body.update(extra)
@@ -325,19 +326,36 @@ def _queue(
     return len(rows)
 
 
+def _held(alert_id: str, held_until: float) -> sa.ColumnElement[bool]:
+    """The alert's deliveries still waiting for the store's opening (not yet tried, due then;
+    a delivery being sent is leased to a sooner time)."""
+    d = h.webhook_deliveries.c
+    return sa.and_(
+        d.alert_id == alert_id,
+        d.status == "pending",
+        d.attempts == 0,
+        d.next_attempt_at >= held_until,
+    )
+
+
 def _cancel_held(conn: sa.Connection, alert: Alert, now: float) -> int:
     """The notifications of ``alert`` still held for the store's opening, cancelled because it
-    resolved first (nobody need be woken for what fixed itself); how many."""
+    resolved first (nobody need be woken for what fixed itself); how many. None are cancelled
+    once anything about the alert went out or is going (an escalation at night): the receiver
+    heard of it, so it hears of the recovery too."""
     if alert.held_until is None or alert.held_until <= now:
+        return 0
+    d = h.webhook_deliveries.c
+    told = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(h.webhook_deliveries)
+        .where(d.alert_id == alert.id, sa.not_(_held(alert.id, alert.held_until)))
+    ).scalar()
+    if told:
         return 0
     done = conn.execute(
         h.webhook_deliveries.update()
-        .where(
-            h.webhook_deliveries.c.alert_id == alert.id,
-            h.webhook_deliveries.c.status == "pending",
-            h.webhook_deliveries.c.attempts == 0,
-            h.webhook_deliveries.c.next_attempt_at > now,
-        )
+        .where(_held(alert.id, alert.held_until))
         .values(
             status="cancelled",
             finished_at=now,
@@ -345,6 +363,18 @@ def _cancel_held(conn: sa.Connection, alert: Alert, now: float) -> int:
         )
     )
     return int(done.rowcount or 0)
+
+
+def _release_held(conn: sa.Connection, alert: Alert, now: float) -> None:
+    """The alert pages now after all (worse at night, or its policy changed): its held
+    notifications go now too, before the news that follows them."""
+    if alert.held_until is None or alert.held_until <= now:
+        return
+    conn.execute(
+        h.webhook_deliveries.update()
+        .where(_held(alert.id, alert.held_until))
+        .values(next_attempt_at=now)
+    )
 
 
 def open_ticket_of(conn: sa.Connection, device_id: str) -> str | None:
@@ -456,6 +486,10 @@ class HealthStore:
         queued = cancelled = 0
         if unresolved is not None and decision.change is Change.RESOLVED:
             cancelled = _cancel_held(conn, unresolved, now)
+            if not cancelled:  # the receiver heard of it: what it holds goes before the recovery
+                _release_held(conn, unresolved, now)
+        elif unresolved is not None and decision.values.get("held_until", 0) is None:
+            _release_held(conn, unresolved, now)
         if alert is not None and decision.change is not Change.NONE:
             _append_in(
                 conn,
@@ -488,10 +522,9 @@ class HealthStore:
                 path = _path(conn, event.device_id)
                 alert = dataclasses.replace(alert, store_id=path.store_id)
                 kind = f"alert.{decision.change.value}"
-                # held outside the store's hours: sent when it opens; a recovery of a held alert
-                # whose notification went nowhere yet waits with it (receivers with no
-                # deliveries pending, none cancelled), so nobody hears of a recovery alone
-                due = alert.held_until
+                # held outside the store's hours: sent when it opens; a recovery goes now (its
+                # held news was cancelled, and then it is not sent, or released just above)
+                due = None if decision.change is Change.RESOLVED else alert.held_until
                 queued = _queue(conn, path, kind, notification(kind, alert, path), now, due=due)
         return Ingested(duplicate=False, change=decision.change, alert=alert, deliveries=queued)
 
@@ -660,6 +693,7 @@ class HealthStore:
             )
             path = _path(conn, row.device_id)
             alert = _alert(row, path.store_id)
+            _release_held(conn, alert, now)  # it pages now: what was held goes first
             _queue(
                 conn,
                 path,

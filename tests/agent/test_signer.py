@@ -87,3 +87,44 @@ def test_the_tills_python38_signs_through_openssl_as_cryptography_does(tmp_path:
     assert kind == "NativeSigner"
     assert bytes.fromhex(signature) == signing.private_key_from_raw(seed).sign(b"till")
     assert sys.version_info >= (3, 9)  # this side is the reference Python, not the till's
+
+
+def test_the_library_path_is_read_whole_from_the_maps_even_with_spaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside attack F7: the last space-separated field of '/opt/pos assist/libcrypto.so.3'
+    is a relative path CDLL would open from the working directory."""
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f00-7f01 r--p 00000000 08:01 1 /usr/lib/libssl.so.3\n"
+        "7f01-7f02 r--p 00000000 08:01 2 /opt/pos assist/lib/libcrypto.so.3 (deleted)\n"
+        "7f02-7f03 r--p 00000000 08:01 3 /opt/pos assist/lib/libcrypto.so.3\n"
+    )
+    real_open = open
+
+    def fake_open(path: str, *args: object, **kwargs: object) -> object:
+        return real_open(maps if path == "/proc/self/maps" else path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert signer._library_path() == "/opt/pos assist/lib/libcrypto.so.3"
+
+
+def test_openssl_failing_to_sign_falls_back_to_cryptography_not_to_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed = os.urandom(32)
+    key = signer.load_signer(bytearray(seed))  # any bytes-like seed
+    assert isinstance(key, signer.NativeSigner)
+
+    def broken(data: bytes) -> bytes:
+        raise RuntimeError("OpenSSL could not sign")
+
+    monkeypatch.setattr(key, "_sign", broken)
+    assert key.sign(memoryview(b"x")) == signing.private_key_from_raw(seed).sign(b"x")
+    monkeypatch.setattr(signer, "_LIB", None)
+    monkeypatch.setattr(
+        signer.NativeSigner, "_sign", lambda self, data: (_ for _ in ()).throw(RuntimeError("x"))
+    )
+    assert not isinstance(
+        signer.load_signer(seed), signer.NativeSigner
+    )  # the test failed: cryptography

@@ -345,7 +345,8 @@ async def test_posassist_alerts_lists_in_the_stores_zone_and_acknowledges(tmp_pa
         assert "已受理" in acked.stdout
         again = tech("alerts", "ack", alert["id"])
         assert again.returncode == 1  # the relay said 409: acknowledged already
-        assert "409 Conflict: conflict with the current state" in again.stderr
+        assert "acknowledged already by admin" in again.stderr, again.stderr
+        assert "已由 admin 受理" in again.stderr
         bad = tech("alerts", "ack", "alr_x;rm")
         assert bad.returncode == 2
         assert "alert must be an id" in bad.stderr

@@ -166,7 +166,12 @@ def test_random_bytes_are_a_value_error_or_a_reading(data: bytes) -> None:
 
 def test_pem_without_a_certificate_or_with_damaged_base64_is_refused() -> None:
     with pytest.raises(ValueError, match="no PEM certificate"):
+        pem_to_der(b"no pem here")
+    with pytest.raises(ValueError, match="first block is something else"):
         pem_to_der(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    # outside attack F10: a leaf labelled as OpenSSL also reads it is the leaf, not the next block
+    x509_label = b"-----BEGIN X509 CERTIFICATE-----\nMAA=\n-----END X509 CERTIFICATE-----\n"
+    assert pem_to_der(x509_label + b"-----BEGIN CERTIFICATE-----\nAAAA\n") == b"\x30\x00"
     with pytest.raises(ValueError, match="no PEM certificate"):
         pem_to_der(b"-----BEGIN CERTIFICATE-----\nAAAA\n")
     with pytest.raises(ValueError, match="damaged"):

@@ -232,3 +232,79 @@ async def patch_store(relay: Relay, body: dict[str, Any]) -> None:
     url = f"{relay.http}/v1/stores/{relay.store}"
     async with ClientSession() as http, http.patch(url, json=body, headers=headers) as answer:
         assert answer.status == 200, await answer.text()
+
+
+async def _held_world(relay: Relay, policy: dict[str, Any]) -> tuple[float, Any]:
+    from zoneinfo import ZoneInfo
+
+    now = relay.clock()
+    await patch_store(relay, {"hours": _closed_now(ZoneInfo("Asia/Shanghai"), now)})
+    assert (await set_policy(relay, "store", relay.store, policy))[0] == 200
+    hook = {"scope_kind": "merchant", "scope_id": relay.merchant, "url": "http://127.0.0.1:9/h"}
+    assert (await relay.post("/v1/webhooks", hook, relay.tokens["admin"]))[0] == 201
+    return now, await relay.enrol()
+
+
+async def _deliveries(relay: Relay) -> list[tuple[str, str, float]]:
+    query = sa.select(
+        webhook_deliveries.c.event,
+        webhook_deliveries.c.status,
+        webhook_deliveries.c.next_attempt_at,
+    ).order_by(webhook_deliveries.c.created_at)
+    rows = await relay.state.storage.run_read(lambda conn: conn.execute(query).all())
+    return [(r.event, r.status, r.next_attempt_at) for r in rows]
+
+
+async def test_a_held_alert_escalated_at_night_sends_what_it_held_and_its_recovery(
+    relay: Relay,
+) -> None:
+    """Outside attack F1: the escalation went out at once; the recovery was then never sent
+    and the held "opened" came at opening, after everything."""
+    now, (device_id, key) = await _held_world(relay, {"outside_hours": "hold"})
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        await send_event(agent, raised(1, "p1", observed_at=now))
+        (alert,) = await alerts_of(relay)
+        assert await health_of(relay.state).store.escalate(alert["id"], "x", now=relay.clock())
+        await send_event(agent, raised(2, "p2", state="resolved", observed_at=now + 1))
+    rows = await _deliveries(relay)
+    assert [(e, s != "cancelled") for e, s, _ in rows] == [
+        ("alert.opened", True),
+        ("alert.escalated", True),
+        ("alert.resolved", True),
+    ]
+    # all due now (or being retried), none waiting for the opening 2-3 hours away
+    assert all(due < now + 3600 for _, _, due in rows), rows
+
+
+async def test_a_held_alert_that_pages_after_all_releases_its_held_news_first(
+    relay: Relay,
+) -> None:
+    """Outside attack F2: held as a warning, then critical under a policy that pages critical
+    at night: the held "opened" used to arrive at opening, after the resolve."""
+    policy = {"outside_hours": "hold"}
+    now, (device_id, key) = await _held_world(relay, policy)
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        await send_event(agent, raised(1, "p1", severity="warning", observed_at=now))
+        paging = {"outside_hours": "hold", "checks": {"printer": {"outside_hours": "page"}}}
+        assert (await set_policy(relay, "store", relay.store, paging))[0] == 200
+        await send_event(agent, raised(2, "p2", observed_at=now + 1))
+        await send_event(agent, raised(3, "p3", state="resolved", observed_at=now + 2))
+    rows = await _deliveries(relay)
+    assert [e for e, _, _ in rows] == ["alert.opened", "alert.updated", "alert.resolved"]
+    assert all(s != "cancelled" and due < now + 3600 for _, s, due in rows), rows
+
+
+async def test_a_till_time_out_of_range_is_judged_at_its_receipt_and_keeps_the_link(
+    relay: Relay,
+) -> None:
+    """Outside attack F5: observed_at 1e300 raised OverflowError in the judgement and closed
+    the till's connection; its outbox resent it forever."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        for i, observed in enumerate((1e300, -1e300, relay.clock() + 86400)):
+            answer = await send_event(agent, raised(i + 1, f"t{i}", observed_at=observed))
+            assert answer == m.AlertAcknowledged(id=i + 1, duplicate=False), answer
+    assert [a["check"] for a in await alerts_of(relay)] == ["printer"]

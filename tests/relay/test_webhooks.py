@@ -127,6 +127,9 @@ async def test_an_opened_alert_reaches_the_receiver_signed_and_routed(
         assert payload["merchant_id"] == relay.merchant
         assert payload["alert"]["device_id"] == device_id
         assert payload["alert"]["store_id"] == relay.store
+        assert (
+            payload["alert"]["store_timezone"] == "Asia/Shanghai"
+        )  # times read in the store's zone
         kinds.append(payload["type"])
     assert kinds == ["alert.opened", "alert.resolved"]
 
@@ -279,6 +282,10 @@ async def test_a_webhook_into_the_relays_own_network_is_refused(relay: Relay, ur
     body = {"scope_kind": "merchant", "scope_id": relay.merchant, "url": url}
     status, answer = await relay.post("/v1/webhooks", body, relay.tokens["admin"])
     assert (status, answer["error"]) == (400, "BadRequest")
+    detail = str(answer["detail"])
+    assert "loopback, private or link-local" in detail  # says why, and what to do
+    assert "--webhook-allow-private" in detail
+    assert url.split("/")[2] not in detail  # never the request's own words
     assert (await relay.get("/v1/webhooks", relay.tokens["admin"]))[1] == {"webhooks": []}
 
 

@@ -11,6 +11,7 @@ one database thread (:class:`posassist.agent.checks.monitor.HealthMonitor`).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional
@@ -63,6 +64,13 @@ class Outbox:
         self.path = path
         self.max_events = max_events
         private_dir(path.parent)
+        try:
+            # 0600 from the first byte (SQLite gives its -wal and -shm the same mode): alert
+            # details name the till's processes and files
+            os.close(os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(str(path), 0o600)
+        except OSError as exc:
+            raise OutboxError(f"cannot open the outbox {path}: {exc.strerror}") from None
         try:
             # isolation_level=None: we say BEGIN IMMEDIATE ourselves, so each change is one
             # transaction committed to the WAL before the method returns.

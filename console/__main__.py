@@ -411,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `posassist alerts --json | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     except (OSError, ValueError) as exc:  # a file or pin given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE

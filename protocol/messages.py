@@ -963,14 +963,18 @@ class DeviceFacts(Message):
 # --- alerts, help and consent --------------------------------------------------------------------
 
 
+#: A health check's name: an identifier (it reaches webhooks, logs and terminals as it is).
+CHECK_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+
 @message("alert.raised", Kind.REQUEST)
 class AlertRaised(Message):
     """A health check changed state; ``alert_key`` lets the relay de-duplicate redelivery."""
 
     id: int = spec(lo=1)
     device_id: str = spec(pattern=DEVICE_ID)
-    alert_key: str = spec(min_len=1, max_len=MAX_NAME)
-    check_name: str = spec(min_len=1, max_len=MAX_NAME)
+    alert_key: str = spec(min_len=1, max_len=MAX_NAME, printable=True)
+    check_name: str = spec(pattern=CHECK_NAME)
     severity: str = spec(choices=("info", "warning", "critical"))
     state: str = spec(choices=("firing", "resolved"))
     summary: str = spec(max_len=1024)

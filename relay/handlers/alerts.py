@@ -185,7 +185,8 @@ def _judged(event: AlertEvent, judgement: Judgement) -> AlertEvent:
         handling=judgement.handling,
         hold_until=judgement.hold_until,
         handling_reason=judgement.reason,
-        details={**event.details, "relay": relay},
+        # first: the bounds on details keep the first keys, and the relay's word must survive
+        details={"relay": relay, **{k: v for k, v in event.details.items() if k != "relay"}},
     )
 
 

@@ -140,3 +140,24 @@ def test_an_event_discarded_unsent_is_counted_as_dropped(tmp_path: Path) -> None
     assert box.dropped() == 1
     assert len(box) == 0
     box.close()
+
+
+def test_the_outbox_and_its_journal_are_private_files(tmp_path: Path) -> None:
+    """README walk: outbox.sqlite3 was 0644 (in a 0700 folder) while every other file is 0600;
+    one made 0644 by an older agent is made private when opened."""
+    import stat
+
+    path = tmp_path / "till" / "outbox.sqlite3"
+    path.parent.mkdir(mode=0o700)
+    path.touch(mode=0o644)
+    box = Outbox(path)
+    try:
+        box.put("k1", {"check_name": "disk"}, 1.0)
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir() if p.is_file()
+        }
+    finally:
+        box.close()
+    assert modes == dict.fromkeys(
+        ["outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"], 0o600
+    )

@@ -131,3 +131,28 @@ def test_a_refused_websocket_upgrade_is_one_line_not_a_traceback(
     assert "HTTP 429 RateLimited: slow down" in err
     assert "\x1b" not in err
     assert "Traceback" not in err
+
+
+def test_a_reader_that_stops_early_gets_no_error_line() -> None:
+    """README walk: `posassist alerts --json | head` printed "[Errno 32] Broken pipe / 参数或
+    文件有误" (a raw errno, and "bad argument" in Chinese)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, posassist.console.__main__ as c\n"
+        "def flood(args):\n"
+        "    for _ in range(200000):\n"
+        "        print('x' * 100)\n"
+        "    return 0\n"
+        "c._command = flood\n"
+        "sys.exit(c.main(['alerts']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"x" * 100 + b"\n"
+    proc.stdout.close()  # as `head` does
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, b"")

@@ -152,6 +152,36 @@ BAD_CONSTRUCTIONS = [
         "params empty name",
         lambda: m.ScriptRunRequest(id=1, device_id="d", script="s", version="1", params={"": 1}),
     ),
+    *[
+        (
+            f"check name {name!r}",
+            lambda name=name: m.AlertRaised(  # type: ignore[misc]
+                id=1,
+                device_id="d",
+                alert_key="k",
+                check_name=name,
+                severity="info",
+                state="firing",
+                summary="",
+                observed_at=1.0,
+            ),
+        )
+        # outside attack F4: a till's check name reached webhooks with ESC and bidi in it
+        for name in ("", "printer\x1b[31m", "print\u202eer", "printer\u2028", "Printer", "x" * 65)
+    ],
+    (
+        "alert key with a control",
+        lambda: m.AlertRaised(
+            id=1,
+            device_id="d",
+            alert_key="k\x1b",
+            check_name="printer",
+            severity="info",
+            state="firing",
+            summary="",
+            observed_at=1.0,
+        ),
+    ),
     (
         "params too many",
         lambda: m.ScriptRunRequest(

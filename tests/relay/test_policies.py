@@ -308,3 +308,20 @@ async def test_a_till_time_out_of_range_is_judged_at_its_receipt_and_keeps_the_l
             answer = await send_event(agent, raised(i + 1, f"t{i}", observed_at=observed))
             assert answer == m.AlertAcknowledged(id=i + 1, duplicate=False), answer
     assert [a["check"] for a in await alerts_of(relay)] == ["printer"]
+
+
+async def test_the_relays_judgement_survives_a_till_that_fills_its_details(relay: Relay) -> None:
+    """Outside attack F3: 70 keys of the till's details pushed the relay's own judgement out
+    of the bounded map (the alert downgraded, nothing saying so)."""
+    now, (device_id, key) = await _held_world(relay, {"outside_hours": "downgrade"})
+    import dataclasses
+
+    event = dataclasses.replace(
+        raised(1, "p1", observed_at=now), details={f"k{i}": i for i in range(70)}
+    )
+    async with Agent(relay, device_id, key) as agent:
+        await policy_message(agent)
+        await send_event(agent, event)
+    (alert,) = await alerts_of(relay)
+    assert alert["severity"] == "warning"
+    assert alert["details"]["relay"]["downgraded_from"] == "critical"

@@ -312,3 +312,18 @@ async def test_a_name_resolving_only_inside_is_refused_by_the_resolver() -> None
         await resolver.close()
     assert webhooks.public_address("8.8.8.8")
     assert not webhooks.public_address("::ffff:127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::7f00:1", "64:ff9b::a00:5", "2002:7f00:1::1", "2002:c0a8:101::1", "::127.0.0.1"],
+)
+def test_ipv4_inside_ipv6_is_judged_as_the_ipv4_it_reaches(address: str) -> None:
+    """Outside attack F6: NAT64, 6to4 and IPv4-compatible forms of loopback and private
+    addresses passed; a public IPv4 so carried still may."""
+    assert not webhooks.public_address(address)
+
+
+def test_ipv6_carrying_a_public_ipv4_is_public() -> None:
+    assert webhooks.public_address("2002:808:808::1")  # 6to4 of 8.8.8.8
+    assert webhooks.public_address("2606:4700:4700::1111")

@@ -299,6 +299,30 @@ async def list_webhooks(request: web.Request) -> web.Response:
     return web.json_response({"webhooks": [hook.to_json() for hook in hooks]})
 
 
+async def delete_webhook(request: web.Request) -> web.Response:
+    """``DELETE /v1/webhooks/{id}``: an admin over it stops it (disabled, kept with its
+    history; its pending deliveries cancelled). Another tenant's id is not found."""
+    state = request.app[STATE]
+    user = await api.current_user(request)
+    webhook_id = request.match_info["webhook_id"]
+    if user.role is not Role.ADMIN:
+        await state.audit(
+            f"user:{user.username}",
+            "webhook.disable",
+            f"webhook:{webhook_id[:40]}",
+            Outcome.REFUSED,
+            {"reason": f"role {user.role}"},
+        )
+        raise ScopeError(f"{user.username} is not an admin")
+    store = health_of(state).store
+    hooks = {hook.id: hook for hook in await store.webhooks_within(user.scope)}
+    if webhook_id not in hooks:
+        raise NotFound("no such webhook")
+    cancelled = await store.disable_webhook(webhook_id, user.username, now=state.now())
+    hook = {h.id: h for h in await store.webhooks_within(user.scope)}[webhook_id]
+    return web.json_response({**hook.to_json(), "cancelled_deliveries": cancelled})
+
+
 async def _admin_for(state: RelayState, request: web.Request, target: Scope, action: str) -> User:
     user = await api.current_user(request)
     if user.role is not Role.ADMIN:
@@ -320,3 +344,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/alerts/{alert_id}/ack", acknowledge_alert)
     app.router.add_post("/v1/webhooks", create_webhook)
     app.router.add_get("/v1/webhooks", list_webhooks)
+    app.router.add_delete("/v1/webhooks/{webhook_id}", delete_webhook)

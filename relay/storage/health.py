@@ -841,6 +841,39 @@ class HealthStore:
         await self._db.write(tx)
         return hook
 
+    async def disable_webhook(self, webhook_id: str, username: str, *, now: float) -> int:
+        """The webhook sends nothing more: disabled (kept, with its history), its pending
+        deliveries cancelled, audited; how many were cancelled. Idempotent."""
+
+        def tx(conn: sa.Connection) -> int:
+            done = conn.execute(
+                h.webhooks.update()
+                .where(h.webhooks.c.id == webhook_id, h.webhooks.c.disabled_at.is_(None))
+                .values(disabled_at=now)
+            )
+            if not done.rowcount:
+                return 0
+            d = h.webhook_deliveries.c
+            cancelled = conn.execute(
+                h.webhook_deliveries.update()
+                .where(d.webhook_id == webhook_id, d.status == "pending")
+                .values(status="cancelled", finished_at=now, last_error="the webhook was removed")
+            ).rowcount
+            _append_in(
+                conn,
+                AuditEntry(
+                    f"user:{username}",
+                    "webhook.disable",
+                    f"webhook:{webhook_id}",
+                    Outcome.OK,
+                    {"cancelled_deliveries": int(cancelled or 0)},
+                ),
+                now,
+            )
+            return int(cancelled or 0)
+
+        return await self._db.write(tx)
+
     async def webhooks_within(self, scope: Scope) -> list[Webhook]:
         """Webhooks set on ``scope``'s node or under it (an organisation's merchants')."""
         hooks = h.webhooks

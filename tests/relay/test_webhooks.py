@@ -327,3 +327,52 @@ def test_ipv4_inside_ipv6_is_judged_as_the_ipv4_it_reaches(address: str) -> None
 def test_ipv6_carrying_a_public_ipv4_is_public() -> None:
     assert webhooks.public_address("2002:808:808::1")  # 6to4 of 8.8.8.8
     assert webhooks.public_address("2606:4700:4700::1111")
+
+
+async def _delete(relay: Relay, webhook_id: str, token: str) -> tuple[int, dict[str, object]]:
+    from aiohttp import ClientSession
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        ClientSession() as http,
+        http.delete(f"{relay.http}/v1/webhooks/{webhook_id}", headers=headers) as answer,
+    ):
+        return answer.status, await answer.json()
+
+
+async def test_an_admin_removes_a_webhook_its_queue_is_cancelled_and_nothing_more_is_sent(
+    relay: Relay,
+) -> None:
+    """README walk: a webhook could be made, never stopped."""
+    from posassist.relay.storage import Role as UserRole
+    from posassist.relay.storage import Scope, ScopeKind
+    from tests.relay.harness import _HASH, PASSWORD
+
+    await add_webhook(relay, "http://127.0.0.1:9/down")  # its receiver is down: retries pend
+    (hook,) = (await relay.get("/v1/webhooks", relay.tokens["admin"]))[1]["webhooks"]  # type: ignore[misc]
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p1"))
+    assert (await counts(relay))["pending"] == 1
+    # another merchant's admin, a technician: not theirs to stop
+    other = await relay.state.storage.create_merchant(relay.org, "Tea House", now=relay.clock())
+    await relay.state.storage.create_user(
+        "tea", _HASH, UserRole.ADMIN, Scope(ScopeKind.MERCHANT, other.id), now=relay.clock()
+    )
+    status, body = await relay.post("/v1/login", {"username": "tea", "password": PASSWORD})
+    assert status == 200, body
+    assert (await _delete(relay, hook["id"], str(body["token"])))[0] == 404
+    assert (await _delete(relay, hook["id"], relay.tokens["tech"]))[0] == 403
+    assert (await _delete(relay, "whk_nope", relay.tokens["admin"]))[0] == 404
+    assert (await counts(relay))["pending"] == 1  # the refusals stopped nothing
+    status, answer = await _delete(relay, hook["id"], relay.tokens["admin"])
+    assert status == 200, answer
+    assert answer["disabled_at"] is not None
+    assert answer["cancelled_deliveries"] == 1
+    assert (await _delete(relay, hook["id"], relay.tokens["admin"]))[1]["cancelled_deliveries"] == 0
+    async with Agent(relay, device_id, key) as agent:
+        await send_event(agent, raised(1, "p2", state="resolved", observed_at=2e9))
+    assert await counts(relay) == {"pending": 0, "delivered": 0, "failed": 0, "cancelled": 1}
+    actions = [(r.action, str(r.outcome)) async for r in relay.state.storage.records()]
+    assert ("webhook.disable", "ok") in actions
+    assert ("webhook.disable", "refused") in actions

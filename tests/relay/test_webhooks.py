@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
@@ -349,7 +349,9 @@ async def test_an_admin_removes_a_webhook_its_queue_is_cancelled_and_nothing_mor
     from tests.relay.harness import _HASH, PASSWORD
 
     await add_webhook(relay, "http://127.0.0.1:9/down")  # its receiver is down: retries pend
-    (hook,) = (await relay.get("/v1/webhooks", relay.tokens["admin"]))[1]["webhooks"]  # type: ignore[misc]
+    listed = (await relay.get("/v1/webhooks", relay.tokens["admin"]))[1]["webhooks"]
+    assert isinstance(listed, list)
+    hook: dict[str, Any] = listed[0]
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
         await send_event(agent, raised(1, "p1"))

@@ -408,6 +408,7 @@ def _help_story(
     step("The technician resolves the ticket; the merchant rates the service")
     run("console", "ticket", "resolve", code, "--note", "换了纸卷 / loaded a new paper roll")
     till.wait_for("请为本次服务打分")
+    till.wait_for("请选择 1 到 5 分")  # the prompt itself, or the transcript shows 5 typed first
     till.type("5")
     till.wait_for("意见或建议")
     till.type("很快就修好了")

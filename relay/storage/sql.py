@@ -72,6 +72,9 @@ __all__ = ["SqlStorage", "open_storage"]
 
 T = TypeVar("T")
 log = logging.getLogger("posassist.relay")
+# Alembic says ten INFO lines on every start and admin command, a change or not: one line of
+# ours says when the schema changed instead (README walk); its warnings still show
+logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATIONS = "posassist.relay.storage:migrations"
 #: Where Alembic records the schema version (its default name).
 _VERSION_TABLE = "alembic_version"
@@ -94,7 +97,11 @@ def _alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 def _upgrade_head(connection: sa.Connection) -> None:
+    before = _current_revision(connection)
     command.upgrade(_alembic_config(connection), "head")
+    after = _current_revision(connection)
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "empty", after)
 
 
 def _current_revision(connection: sa.Connection) -> str | None:

@@ -431,7 +431,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Prints where it listens; a line on stdin naming a state switches to it (e.g. ``paper_out``).
     """
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.simprinter", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.simprinter",
+        description=__doc__,
+        epilog="While it runs, a line on stdin naming a state switches to it (e.g. paper_out); "
+        "with stdin closed it keeps its state until interrupted.",
+    )
     link = parser.add_mutually_exclusive_group(required=True)
     link.add_argument("--tcp", action="store_true", help="listen on 127.0.0.1 (see --port)")
     link.add_argument("--pty", action="store_true", help="serve a pseudo-terminal")

@@ -69,9 +69,21 @@ class _Safe(dict):  # type: ignore[type-arg]
         return "?"
 
 
+_CJK = re.compile("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+
+
 def _clip(value: Any, limit: int = 160) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _half(text: str, which: int) -> str:
+    """A reading's own bilingual words ("未安装 CUPS / CUPS is not installed") split so each
+    language's sentence gets its half; anything else as it is."""
+    zh, sep, en = text.partition(" / ")
+    if sep and _CJK.search(zh) and not _CJK.search(en):
+        return (zh, en)[which].strip()
+    return text
 
 
 def _finding(
@@ -83,8 +95,10 @@ def _finding(
     **words: Any,
 ) -> Finding:
     a = ADVICE[code]
-    values = _Safe({k: _clip(v) for k, v in words.items()})
-    detail = {"zh": a.detail_zh.format_map(values), "en": a.detail_en.format_map(values)}
+    clipped = {k: _clip(v) for k, v in words.items()}
+    zh = _Safe({k: _half(v, 0) for k, v in clipped.items()})
+    en = _Safe({k: _half(v, 1) for k, v in clipped.items()})
+    detail = {"zh": a.detail_zh.format_map(zh), "en": a.detail_en.format_map(en)}
     return Finding(code, severity or a.severity, where, subject, detail, dict(evidence or {}))
 
 

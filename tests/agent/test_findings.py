@@ -402,3 +402,20 @@ def test_the_findings_layer_does_no_io() -> None:
                 root = module.split(".")[0]
                 assert root not in forbidden, (name, module)
                 assert not module.startswith("posassist.agent.collectors"), (name, module)
+
+
+def test_a_readings_own_bilingual_words_go_half_to_each_language() -> None:
+    """README walk: the English line read "...could not be made: 未安装 CUPS (找不到 lpstat) /
+    CUPS is not installed"."""
+    from posassist.agent.findings import finding
+
+    f = finding(
+        "collector.unreadable",
+        "print_queue",
+        section="print_queue",
+        why="未安装 CUPS (找不到 lpstat) / CUPS is not installed (no lpstat)",
+    )
+    assert f.detail["zh"].endswith("未安装 CUPS (找不到 lpstat)")
+    assert f.detail["en"].endswith("CUPS is not installed (no lpstat)")
+    plain = finding("collector.unreadable", "x", section="x", why="a / b")  # not bilingual
+    assert plain.detail["en"].endswith("a / b")

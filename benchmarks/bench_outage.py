@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil  # type: ignore[import-untyped]
 
-from tests.e2e.cli import ROOT, admin_token, invite, ok, provision, py, start_relay, stop
-from tests.e2e.test_alerts_agent import _api, _queued, _wait
+from tests.e2e.cli import ROOT, admin_token, api, invite, ok, provision, py, start_relay, stop
+from tests.e2e.test_alerts_agent import _queued, _wait
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -173,7 +173,7 @@ def run(outage: float, every: float) -> dict[str, Any]:
             device = json.loads((till_dir / "agent.json").read_text())["device_id"]
             token = asyncio.run(admin_token(url))
             asyncio.run(
-                _api(url, token, "POST", "/v1/policies",
+                api(url, token, "POST", "/v1/policies",
                      {"scope_kind": "device", "scope_id": device, "policy": POLICY})
             )  # fmt: skip
 

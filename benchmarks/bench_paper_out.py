@@ -26,7 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from posassist.relay import webhooks
-from tests.e2e.cli import admin_token, invite, ok, provision, py, start_agent, start_relay, stop
+from tests.e2e.cli import (
+    admin_token,
+    api,
+    invite,
+    ok,
+    provision,
+    py,
+    start_agent,
+    start_relay,
+    stop,
+)
 from tests.fakes.simprinter import PrinterState, SimPrinter
 
 if TYPE_CHECKING:
@@ -34,22 +44,6 @@ if TYPE_CHECKING:
 
 #: one round may take at most this long (an interval, hysteresis, and room): the run stops
 ROUND_LIMIT = 60.0
-
-
-async def _api(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    from aiohttp import ClientSession
-
-    async with (
-        ClientSession() as http,
-        http.request(
-            method,
-            url.replace("ws://", "http://") + path,
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as answer,
-    ):
-        assert answer.status in (200, 201), await answer.text()
-        return await answer.json()
 
 
 def _status_rtt(port: int, rounds: int = 50) -> float:
@@ -109,18 +103,19 @@ async def run(rounds: int, interval: float, args_debug: bool = False) -> dict[st
         agent = None
         try:
             token = await admin_token(url)
-            merchant = (await _api(url, token, "GET", f"/v1/stores/{store}"))["merchant_id"]
-            made = await _api(
+            merchant = (await api(url, token, "GET", f"/v1/stores/{store}"))["merchant_id"]
+            made = await api(
                 url,
                 token,
                 "POST",
                 "/v1/webhooks",
                 {"scope_kind": "merchant", "scope_id": merchant, "url": hook_url},
+                expect=(201,),
             )
             secret.append(made["secret"])
             printer_policy = {"interval": interval, "fail_after": 1, "clear_after": 1}
             policy = {"checks": {"printer": {**printer_policy, "clear_hold": 0}}}
-            await _api(
+            await api(
                 url,
                 token,
                 "POST",

@@ -12,7 +12,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import ClientSession
 from websockets.asyncio.client import connect
@@ -291,6 +291,30 @@ async def enrol_over_http(url: str, token_text: str) -> tuple[str, Ed25519Privat
     ):
         assert r.status == 200, await r.text()
         return str((await r.json())["device_id"]), key
+
+
+async def api(
+    url: str,
+    token: str,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    expect: tuple[int, ...] = (200,),
+) -> Any:
+    """One HTTP API call to the relay at ``url`` (its ws:// address) with a bearer token; its
+    JSON answer, after asserting the status is one of ``expect``."""
+    async with (
+        ClientSession() as http,
+        http.request(
+            method,
+            url.replace("ws://", "http://") + path,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r,
+    ):
+        assert r.status in expect, await r.text()
+        return await r.json()
 
 
 async def admin_token(url: str) -> str:

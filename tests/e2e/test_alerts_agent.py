@@ -11,9 +11,17 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import ClientSession
-
-from tests.e2e.cli import admin_token, invite, ok, provision, py, start_agent, start_relay, stop
+from tests.e2e.cli import (
+    admin_token,
+    api,
+    invite,
+    ok,
+    provision,
+    py,
+    start_agent,
+    start_relay,
+    stop,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,18 +60,6 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-async def _api(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    http_url = url.replace("ws://", "http://") + path
-    async with (
-        ClientSession() as http,
-        http.request(
-            method, http_url, json=body, headers={"Authorization": f"Bearer {token}"}
-        ) as response,
-    ):
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
 def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
     tmp_path: Path,
 ) -> None:
@@ -78,9 +74,9 @@ def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
         log = till / "pos" / "logs" / "pos.log"
         log.write_text("2026-12-05 11:00:00 INFO open\n", encoding="utf-8")
         token = asyncio.run(admin_token(url))
-        device = asyncio.run(_api(url, token, "GET", "/v1/devices"))["devices"][0]["id"]
+        device = asyncio.run(api(url, token, "GET", "/v1/devices"))["devices"][0]["id"]
         asyncio.run(
-            _api(url, token, "POST", "/v1/policies",
+            api(url, token, "POST", "/v1/policies",
                  {"scope_kind": "device", "scope_id": device, "policy": POLICY})
         )  # fmt: skip
         agent, _ = start_agent(till)
@@ -101,7 +97,7 @@ def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
         relay, url = start_relay(data, "--port", port)
         agent, _ = start_agent(till)
         _wait(lambda: not _queued(till), 30, "the queued event was not delivered")
-        alerts = asyncio.run(_api(url, token, "GET", "/v1/alerts"))["alerts"]
+        alerts = asyncio.run(api(url, token, "GET", "/v1/alerts"))["alerts"]
     finally:
         if agent is not None:
             stop(agent)

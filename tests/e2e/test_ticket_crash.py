@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from aiohttp import ClientSession
 from websockets.asyncio.client import connect
 
 from posassist.protocol import messages as m
 from tests.e2e.cli import (
     admin_token,
+    api,
     enrol_over_http,
     invite,
     ok,
@@ -28,20 +28,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from posassist.protocol.signing import Ed25519PrivateKey
-
-
-async def _api(url: str, method: str, path: str, token: str, body: object = None) -> Any:
-    async with (
-        ClientSession() as http,
-        http.request(
-            method,
-            url.replace("ws://", "http://") + path,
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as r,
-    ):
-        assert r.status in (200, 201), await r.text()
-        return await r.json()
 
 
 async def _agent_asks(
@@ -66,13 +52,16 @@ async def test_relay_killed_with_a_ticket_open_loses_nothing_and_keeps_the_sla_c
     try:
         device_id, key = await enrol_over_http(url, invite(data, store, url, database))
         token = await admin_token(url)
-        merchant = (await _api(url, "GET", f"/v1/stores/{store}", token))["merchant_id"]
-        await _api(
+        merchant = (await api(url, token, "GET", f"/v1/stores/{store}", expect=(200, 201)))[
+            "merchant_id"
+        ]
+        await api(
             url,
+            token,
             "POST",
             f"/v1/merchants/{merchant}/sla",
-            token,
             {"response_seconds": 3600, "resolve_seconds": 4 * 3600},
+            expect=(200, 201),
         )
         opened = await _agent_asks(
             url,
@@ -81,7 +70,9 @@ async def test_relay_killed_with_a_ticket_open_loses_nothing_and_keeps_the_sla_c
             m.HelpRequested(id=1, device_id=device_id, category="printer", description="卡纸"),
         )
         assert isinstance(opened, m.TicketOpened)
-        before = await _api(url, "GET", f"/v1/tickets/{opened.support_code}", token)
+        before = await api(
+            url, token, "GET", f"/v1/tickets/{opened.support_code}", expect=(200, 201)
+        )
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
         killed_at = time.time()
@@ -93,7 +84,9 @@ async def test_relay_killed_with_a_ticket_open_loses_nothing_and_keeps_the_sla_c
         where = ("--database", database) if database else ("--data", str(data))
         assert "intact" in ok(py("relay", "audit", "verify", *where))
         token = await admin_token(url)
-        after = await _api(url, "GET", f"/v1/tickets/{opened.support_code}", token)
+        after = await api(
+            url, token, "GET", f"/v1/tickets/{opened.support_code}", expect=(200, 201)
+        )
         for field in ("id", "status", "created_at", "response_due", "resolve_due", "description"):
             assert after[field] == before[field], field
         assert after["events"] == before["events"]
@@ -106,11 +99,13 @@ async def test_relay_killed_with_a_ticket_open_loses_nothing_and_keeps_the_sla_c
             opened.support_code,
             after["response_due"],
         )
-        report = await _api(url, "GET", f"/v1/reports?store={store}", token)
+        report = await api(url, token, "GET", f"/v1/reports?store={store}", expect=(200, 201))
         (ticket,) = report["stores"][0]["tickets"]
         # counted from the request, through the time the relay was down
         assert ticket["response"]["business_seconds"] >= round(killed_at - after["created_at"])
-        accepted = await _api(url, "POST", f"/v1/tickets/{opened.support_code}/accept", token)
+        accepted = await api(
+            url, token, "POST", f"/v1/tickets/{opened.support_code}/accept", expect=(200, 201)
+        )
         assert accepted["status"] == "accepted"
     finally:
         stop(proc)

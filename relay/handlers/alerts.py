@@ -303,37 +303,36 @@ async def delete_webhook(request: web.Request) -> web.Response:
     """``DELETE /v1/webhooks/{id}``: an admin over it stops it (disabled, kept with its
     history; its pending deliveries cancelled). Another tenant's id is not found."""
     state = request.app[STATE]
-    user = await api.current_user(request)
     webhook_id = request.match_info["webhook_id"]
-    if user.role is not Role.ADMIN:
-        await state.audit(
-            f"user:{user.username}",
-            "webhook.disable",
-            f"webhook:{webhook_id[:40]}",
-            Outcome.REFUSED,
-            {"reason": f"role {user.role}"},
-        )
-        raise ScopeError(f"{user.username} is not an admin")
+    user = await _admin(state, request, "webhook.disable", f"webhook:{webhook_id[:40]}")
     store = health_of(state).store
     hooks = {hook.id: hook for hook in await store.webhooks_within(user.scope)}
     if webhook_id not in hooks:
         raise NotFound("no such webhook")
-    cancelled = await store.disable_webhook(webhook_id, user.username, now=state.now())
-    hook = {h.id: h for h in await store.webhooks_within(user.scope)}[webhook_id]
+    now = state.now()
+    cancelled = await store.disable_webhook(webhook_id, user.username, now=now)
+    hook = hooks[webhook_id]  # disabled now, or when it was first (it is idempotent)
+    hook = dataclasses.replace(hook, disabled_at=hook.disabled_at or now)
     return web.json_response({**hook.to_json(), "cancelled_deliveries": cancelled})
 
 
-async def _admin_for(state: RelayState, request: web.Request, target: Scope, action: str) -> User:
+async def _admin(state: RelayState, request: web.Request, action: str, target: str) -> User:
+    """The signed-in user if an admin; else the refusal is audited and ScopeError raised."""
     user = await api.current_user(request)
     if user.role is not Role.ADMIN:
         await state.audit(
             f"user:{user.username}",
             action,
-            f"{target.kind}:{target.id}",
+            target,
             Outcome.REFUSED,
             {"reason": f"role {user.role}"},
         )
         raise ScopeError(f"{user.username} is not an admin")
+    return user
+
+
+async def _admin_for(state: RelayState, request: web.Request, target: Scope, action: str) -> User:
+    user = await _admin(state, request, action, f"{target.kind}:{target.id}")
     await state.require_scope(user, target, action)
     return user
 

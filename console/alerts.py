@@ -93,11 +93,8 @@ def render_alert(alert: dict[str, Any], now: float) -> list[str]:
             f"  ESCALATED {when(alert.get('escalated_at'), tz, now)}: remediation did not fix it "
             "/ 自动修复无效, 已升级"
         )
-    relay = (
-        (alert.get("details") or {}).get("relay")
-        if isinstance(alert.get("details"), dict)
-        else None
-    )
+    details = alert.get("details")
+    relay = details.get("relay") if isinstance(details, dict) else None
     held = alert.get("held_until")
     if isinstance(held, (int, float)) and alert.get("status") != "resolved" and held > now:
         lines.append(

@@ -169,14 +169,13 @@ class HealthMonitor:
         self._generation += 1
         self._wake.set()
         log.info("health policy v%s applied", policy.version)
-        if self.interval("printer") > policy.checks["printer"].interval:
+        used, asked = self.interval("printer"), policy.checks["printer"].interval
+        if used > asked:
             log.info(
-                "打印机检查间隔 %g 秒 (本机 printer_min_interval), 策略要求 %g 秒 / printer "
-                "checked every %g s (this till's printer_min_interval), not the policy's %g s",
-                self.interval("printer"),
-                policy.checks["printer"].interval,
-                self.interval("printer"),
-                policy.checks["printer"].interval,
+                "打印机检查间隔 %(used)g 秒 (本机 printer_min_interval), 策略要求 %(asked)g 秒 / "
+                "printer checked every %(used)g s (this till's printer_min_interval), "
+                "not the policy's %(asked)g s",
+                {"used": used, "asked": asked},
             )
         return True
 

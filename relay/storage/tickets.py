@@ -65,6 +65,10 @@ class Ticket:
     rating_comment: str | None = None
     rated_at: float | None = None
     version: int = 1
+    #: While ``waiting_merchant``: when the resolution clock stopped (None: it runs).
+    sla_paused_at: float | None = None
+    #: The store's open seconds the resolution clock has been stopped, in all.
+    sla_paused_seconds: float = 0.0
 
     @property
     def breached(self) -> bool:
@@ -419,6 +423,8 @@ class TicketStore:
             ),
         }
 
+        paused = t.tickets.c.sla_paused_at
+
         def tx(conn: sa.Connection) -> list[tuple[Ticket, str]]:
             found: list[tuple[Ticket, str]] = []
             for which, (due, breached_at, done_at) in checks.items():
@@ -428,6 +434,8 @@ class TicketStore:
                     sa.or_(breached_at.is_(None), breached_at < started),
                     sa.or_(done_at.is_(None), done_at > due),
                 )
+                if which == "resolution":  # a clock stopped before its due time can't miss it
+                    condition = sa.and_(condition, sa.or_(paused.is_(None), paused > due))
                 for row in conn.execute(t.tickets.select().where(condition)).all():
                     updated = conn.execute(
                         t.tickets.update()

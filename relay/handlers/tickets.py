@@ -55,6 +55,7 @@ from ..tickets import (
     normalise_code,
     resume_clock,
 )
+from ..webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -311,7 +312,7 @@ async def open_ticket(
             },
         )
         try:
-            return await tickets.open_ticket(
+            opened = await tickets.open_ticket(
                 code=code,
                 store_id=store_id,
                 device_id=device_id,
@@ -330,6 +331,8 @@ async def open_ticket(
             )
         except Conflict:
             continue
+        wake_webhooks(state)
+        return opened
     raise Conflict("no free support code")  # pragma: no cover - three collisions in a row
 
 
@@ -989,7 +992,16 @@ async def sweep_breaches(state: RelayState) -> int:
     found = await state_tickets(state).mark_breaches(state.now())
     for ticket, which in found:
         log.warning("ticket %s missed its %s target", ticket.support_code, which)
+    if found:
+        wake_webhooks(state)
     return len(found)
+
+
+def wake_webhooks(state: RelayState) -> None:
+    """Tell the webhook sender (when the relay runs one) that news was queued."""
+    sender = getattr(state.health, "sender", None)
+    if isinstance(sender, WebhookSender):
+        sender.wake()
 
 
 async def close_resolved(state: RelayState) -> int:

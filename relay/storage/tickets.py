@@ -214,10 +214,12 @@ class TicketStore:
                 text=description,
                 audit=audit,
             )
-            if device_id is not None:  # the till's open alerts take the ticket (issue 13)
-                from .health import link_alerts_to_ticket
+            from .health import link_alerts_to_ticket, queue_ticket_news
 
+            if device_id is not None:  # the till's open alerts take the ticket (issue 13)
                 link_alerts_to_ticket(conn, device_id, ticket.id, opened_by, now)
+            # the technicians' group chat hears of it at once (docs/webhooks.md#tickets)
+            queue_ticket_news(conn, dataclasses.asdict(ticket), "ticket.opened", now)
 
         await self._storage.run_write(tx)
         return ticket
@@ -425,6 +427,8 @@ class TicketStore:
 
         paused = t.tickets.c.sla_paused_at
 
+        from .health import queue_ticket_news
+
         def tx(conn: sa.Connection) -> list[tuple[Ticket, str]]:
             found: list[tuple[Ticket, str]] = []
             for which, (due, breached_at, done_at) in checks.items():
@@ -462,6 +466,14 @@ class TicketStore:
                         ),
                     )
                     found.append((_ticket(updated), which))
+                    queue_ticket_news(
+                        conn,
+                        dict(updated._mapping),
+                        "ticket.sla_breached",
+                        now,
+                        which=which,
+                        due=row._mapping[due.name],
+                    )
             return found
 
         return await self._storage.run_write(tx)

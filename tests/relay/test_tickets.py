@@ -520,12 +520,13 @@ async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchan
     assert listed["tickets"] == []
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     clock = report["stores"][0]["tickets"][0]["resolution"]
-    assert (clock["paused"], clock["missed"], clock["business_seconds"]) == (True, False, 7200)
+    assert (clock["paused"], clock["missed"]) == (True, False)
+    assert clock["business_seconds"] == pytest.approx(7200, abs=5)  # the relay's clock runs on
 
     working = await _wait_and_move(relay, code, 0, "in_progress")
     assert working["sla_paused"] is False
-    assert working["sla_paused_seconds"] == 5 * 3600
-    assert working["resolve_due"] == pytest.approx(first_due + 5 * 3600)  # 2 h were left
+    assert working["sla_paused_seconds"] == pytest.approx(5 * 3600, abs=5)
+    assert working["resolve_due"] == pytest.approx(first_due + 5 * 3600, abs=5)  # 2 h were left
     relay.clock.offset += 3600
     await sign_in_again(relay, "tech", "boss")
     status, resolved = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
@@ -534,8 +535,8 @@ async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchan
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     (ticket,) = report["stores"][0]["tickets"]
     assert ticket["resolution"]["met"] is True
-    assert ticket["resolution"]["business_seconds"] == 3 * 3600
-    assert ticket["resolution"]["paused_seconds"] == 5 * 3600
+    assert ticket["resolution"]["business_seconds"] == pytest.approx(3 * 3600, abs=5)
+    assert ticket["resolution"]["paused_seconds"] == pytest.approx(5 * 3600, abs=5)
     assert report["summary"]["resolution_met"] == 1
     status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
     assert "waiting for the merchant: 300 min" in page
@@ -565,12 +566,14 @@ async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_st
     status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
     tuesday_ten = dt.datetime(2027, 1, 5, 10, 0, tzinfo=zone).timestamp()
     status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
-    assert shown["resolve_due"] == pytest.approx(tuesday_ten)  # 9 open hours: Mon 10-18, Tue 9-10
+    assert shown["resolve_due"] == pytest.approx(
+        tuesday_ten, abs=5
+    )  # 9 open hours: Mon 10-18, Tue 9-10
     await _wait_and_move(relay, code, 7, "waiting_merchant")  # Monday 17:00
     working = await _wait_and_move(relay, code, 17, "in_progress")  # Tuesday 10:00
-    assert working["sla_paused_seconds"] == 2 * 3600  # Monday 17-18, Tuesday 9-10
+    assert working["sla_paused_seconds"] == pytest.approx(2 * 3600, abs=5)  # Mon 17-18, Tue 9-10
     # 2 open hours were left at Monday 17:00 (17-18, 9-10): from Tuesday 10:00 that is 12:00
-    assert working["resolve_due"] == pytest.approx(tuesday_ten + 2 * 3600)
+    assert working["resolve_due"] == pytest.approx(tuesday_ten + 2 * 3600, abs=5)
     status, resolved = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
     assert (status, resolved["breached"]["resolution"]) == (200, False)  # at 10:00, due 12:00
 

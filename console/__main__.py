@@ -205,6 +205,7 @@ async def _run_script(
         session["relay"], session["token"], tls_pin=session.get("tls_pin")
     ) as conn:
         request = asked.with_id(conn.session.next_id())
+        lines = OutputLines()
         print(
             f"asking {device} to run {script} {version} (the device verifies the signatures, "
             "checks preconditions and asks the merchant where needed) / 等待设备执行"
@@ -221,13 +222,39 @@ async def _run_script(
             elif isinstance(reply, ScriptProgress):
                 print(progress_line(reply))
             elif isinstance(reply, ScriptOutput):
-                out = sys.stdout if reply.stream == "stdout" else sys.stderr
-                out.write(printable(reply.data.decode("utf-8", "replace")))
-                out.flush()
+                lines.write(reply.stream, reply.data)
             elif isinstance(reply, ScriptFinished):
+                lines.flush()
                 print("\n" + finished_line(reply))
                 return 0 if reply.status == "succeeded" else 1
     return 1
+
+
+class OutputLines:
+    """A script's output as it streams: whole lines, printable, each ``RESULT {json}`` line in
+    words (client/render.py ``result_line``); a last line without its newline at the end."""
+
+    def __init__(self) -> None:
+        self.pending = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> None:
+        key = "stderr" if stream == "stderr" else "stdout"
+        *whole, self.pending[key] = (self.pending[key] + data).split(b"\n")
+        for line in whole:
+            self._show(key, line)
+
+    def flush(self) -> None:
+        for key, rest in self.pending.items():
+            if rest:
+                self._show(key, rest)
+            self.pending[key] = b""
+
+    def _show(self, key: str, raw: bytes) -> None:
+        from posassist.client.render import result_line
+
+        text = raw.decode("utf-8", "replace")
+        out = sys.stderr if key == "stderr" else sys.stdout
+        print(printable(result_line(text) or text).rstrip("\r"), file=out, flush=True)  # tabs kept
 
 
 def progress_line(reply: ScriptProgress) -> str:

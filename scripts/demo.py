@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         device = json.loads((till_dir / "agent.json").read_text())["device_id"]
+        pos = start("tests.fakes.simpos", "--data", str(till_dir), "--printer", printer_at)
+        children.append(pos)  # a stand-in for the shop's POS software, named as its profile says
+        assert pos.stdout is not None
+        print(pos.stdout.readline().rstrip())
 
         step("The same token a second time is refused")
         again = subprocess.run(

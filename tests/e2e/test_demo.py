@@ -73,7 +73,8 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert code is not None, out
     assert re.search(rf"{code[1]}\s+accepted / 已接单\s+printer", out), out
     assert out.count("[consent] approved by the merchant / 商户已同意") == 2
-    assert '"problems": ["offline", "paper_end", "paper_end_stop"]' in out
+    assert "result / 结果: printer 127.0.0.1:" in out
+    assert "脱机 / offline; 缺纸 / paper out; 因缺纸停止打印" in out  # the status bits in words
     assert "test receipt sent, cut requested" in out
     assert "  [till] 感谢您的评价!" in out
     assert (data / "report.html").exists()

@@ -149,6 +149,11 @@ def encode_line(msg: LinkMessage) -> bytes:
     return data
 
 
+#: The link-only messages a window may send once it is welcomed (``link.hello`` opens the
+#: link; ``link.welcome`` and ``link.summary`` are the agent's).
+WINDOW_LINK_ONLY = frozenset({"link.diagnose"})
+
+
 def decode_line(line: bytes, allowed: Dict[str, Type[Message]]) -> LinkMessage:
     """The message in one line; LinkError if it is not one the link carries this way."""
     if len(line) > MAX_LINE:
@@ -455,6 +460,8 @@ class LinkServer:
                     return
                 try:
                     msg = decode_line(line, FROM_WINDOW)
+                    if isinstance(msg, dict) and msg["t"] not in WINDOW_LINK_ONLY:
+                        raise LinkError(f"{msg['t']} does not travel this way on the link")
                 except LinkError as exc:
                     peer.send_nowait(_error(_request_id(line), "bad_request", str(exc)[:1000]))
                     continue

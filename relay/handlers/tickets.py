@@ -674,7 +674,10 @@ async def _change(
         from_states = frozenset(s for s, nxt in TRANSITIONS.items() if target_state in nxt)
     now = state.now()
     clock = await _sla_clock(state, ticket, target_state, now)
-    if clock:  # computed from the state read above: the change must find the ticket still in it
+    if target_state is not None:
+        # What this change does (to the SLA clock above, among others) follows from the state
+        # read here: it must find the ticket still in it, or it is a conflict. (A "work" racing
+        # a "wait" otherwise left the clock stopped on a ticket in progress: outside attack.)
         from_states = from_states & {ticket.status}
     entry = AuditEntry(
         f"user:{user.username}",

@@ -165,11 +165,22 @@ async def test_bad_lines_get_a_clear_error_and_the_window_stays(
 ) -> None:
     client = await LinkClient.connect(tmp_path / "till")
     try:
-        for bad in (b"not json\n", b'{"t":"script.run","id":3}\n', b'{"t":"ticket.query"}\n'):
+        agents_own = (  # the agent's link-only messages, and a second hello (outside attack)
+            b'{"t":"link.welcome","device_id":"d","timezone":"UTC","user":"u",'
+            b'"relay_connected":true}\n',
+            b'{"t":"link.hello","secret":""}\n',
+            b'{"t":"link.summary","id":4,"findings":[],"error":""}\n',
+        )
+        for bad in (
+            b"not json\n",
+            b'{"t":"script.run","id":3}\n',
+            b'{"t":"ticket.query"}\n',
+            *agents_own,
+        ):
             client.writer.write(bad)
             reply = await client.receive(5)
             assert isinstance(reply, ErrorReply)
-            assert reply.code == "bad_request"
+            assert reply.code == "bad_request", (bad, reply)
         await client.send(TicketQuery(id=9))  # the link still works
         listed = await client.receive(5)
         assert isinstance(listed, TicketList)

@@ -65,7 +65,7 @@ def test_description_limits_are_exact_and_newlines_stay() -> None:
     )
     assert CODEC.decode(CODEC.encode(at_limit)) == at_limit
     lines = m.HelpRequested(
-        id=1, device_id="d", category="other", description="第一行\n\t第二行 (RLM \u200f ok)"
+        id=1, device_id="d", category="other", description="第一行\n\t第二行 (ZWJ \u200d ok)"
     )
     assert "\n" in lines.description
 
@@ -77,6 +77,12 @@ def test_description_limits_are_exact_and_newlines_stay() -> None:
         ("x" * 2001, "2001 characters, at most 2000"),
         ("a\x07b", "control characters"),
         ("a\u202eb", "bidi"),
+        ("a\u200fb", "bidi"),  # RLM: the "right-to-left marks"
+        ("a\u200eb", "bidi"),
+        ("a\u061cb", "bidi"),
+        ("a\u2028b", "control"),  # a line break in disguise
+        ("\ufeffa", "control"),
+        ("a\u200bb", "control"),
     ],
 )
 def test_merchant_text_problem_says_what_is_wrong_in_both_languages(text: str, words: str) -> None:

@@ -594,6 +594,37 @@ async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_st
     assert moved["resolve_due"] == shown["resolve_due"]  # a missed target is not moved
 
 
+async def test_racing_changes_never_leave_the_clock_stopped_on_a_ticket_in_work(
+    relay: Relay,
+) -> None:
+    """Outside attack: "wait for the merchant" racing "work" (or "resolve") left a ticket in
+    progress with its clock stopped, so it could never breach. Each change now insists on the
+    state it read; whatever wins, the clock stands still exactly while the ticket waits."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 3600}
+    )
+    device_id, key = await relay.enrol()
+    for round_ in range(12):
+        async with Agent(relay, device_id, key) as agent:
+            opened = await ask_help(agent, description=f"第 {round_} 次")
+        code = opened.support_code
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/work", "tech")
+        assert status == 200
+        other = "resolve" if round_ % 2 else "work"
+        wait = {"text": "请装纸", "state": "waiting_merchant"}
+        answers = await asyncio.gather(
+            call(relay, "POST", f"/v1/tickets/{code}/note", "tech", wait),
+            call(relay, "POST", f"/v1/tickets/{code}/{other}", "tech", {"text": ""}),
+        )
+        assert {s for s, _ in answers} <= {200, 409}, answers
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert shown["sla_paused"] == (shown["status"] == "waiting_merchant"), shown
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert (shown["status"], shown["sla_paused"]) == ("resolved", False)
+
+
 async def test_sla_targets_are_checked(relay: Relay) -> None:
     for body in (
         {"response_seconds": -1},

@@ -672,6 +672,7 @@ async def _change(
         if target_state not in ("in_progress", "waiting_merchant"):
             raise BadTicketField("state must be in_progress or waiting_merchant")
         from_states = frozenset(s for s, nxt in TRANSITIONS.items() if target_state in nxt)
+        own = True  # only the ticket's technician (or an admin) says they work or wait on it
     now = state.now()
     clock = await _sla_clock(state, ticket, target_state, now)
     if target_state is not None:

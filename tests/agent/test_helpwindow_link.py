@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -42,7 +43,6 @@ from posassist.protocol.manifest import Manifest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 DEVICE = "dev_0123456789abcdef"
 
@@ -503,3 +503,57 @@ async def test_a_data_folder_too_deep_for_a_socket_address_still_gets_a_link(
     finally:
         await help_service.close()
     assert not path.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a folder another user owns")
+async def test_a_stand_in_folder_another_user_made_first_is_not_used_nor_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside attack: with a deep data folder the socket stands in the shared temporary
+    folder, where another local user can make ``posassist-<uid>`` first. The agent then takes a
+    fresh private folder and records it; the window follows the record, and refuses a recorded
+    socket in a folder that is not the agent's (a fake agent's)."""
+    import shutil
+    import socket as socketlib
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="pa-", dir="/tmp"))  # short: a socket address fits
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    try:
+        await _squatted_stand_in(tmp_path, shared, socketlib)
+    finally:
+        shutil.rmtree(shared)
+
+
+async def _squatted_stand_in(tmp_path: Path, shared: Path, socketlib: Any) -> None:
+    squatted = shared / f"posassist-{os.getuid()}"
+    squatted.mkdir(mode=0o777)
+    os.chown(squatted, 65534, 65534)  # nobody's, made before the agent started
+    data = tmp_path / ("deep-" * 20) / "till"
+    help_service = HelpService(data, DEVICE, transport="unix")
+    await help_service.start()
+    try:
+        path = help_service.link.endpoint.socket_path
+        assert path.parent != squatted
+        assert path.parent.parent == shared
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert list(squatted.iterdir()) == []  # nothing of ours in it
+        client = await LinkClient.connect(data)
+        assert client.welcome["device_id"] == DEVICE
+        await client.close()
+    finally:
+        await help_service.close()
+    assert not path.parent.exists()  # the fresh folder goes with the agent
+
+    # a fake agent's socket, recorded where the window looks, in a folder nobody trusted made
+    fake = squatted / "fake.sock"
+    listener = socketlib.socket(socketlib.AF_UNIX)
+    listener.bind(str(fake))
+    listener.listen(1)
+    try:
+        (data / "link").mkdir(parents=True, exist_ok=True)
+        (data / "link" / "socket-path").write_text(str(fake))
+        with pytest.raises(LinkRefusedError, match="not the agent's own folder"):
+            await LinkClient.connect(data)
+    finally:
+        listener.close()

@@ -538,8 +538,11 @@ async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchan
     assert ticket["resolution"]["business_seconds"] == pytest.approx(3 * 3600, abs=5)
     assert ticket["resolution"]["paused_seconds"] == pytest.approx(5 * 3600, abs=5)
     assert report["summary"]["resolution_met"] == 1
+    assert report["summary"]["waited_for_merchant"] == 1
+    assert report["summary"]["waited_for_merchant_seconds"] == pytest.approx(5 * 3600, abs=5)
     status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
     assert "waiting for the merchant: 300 min" in page
+    assert "waited for the merchant (clock stopped)</th><td>1 ticket(s), 300 min" in page
 
 
 async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_stays_missed(
@@ -623,6 +626,27 @@ async def test_racing_changes_never_leave_the_clock_stopped_on_a_ticket_in_work(
         status, _ = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
         status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
         assert (shown["status"], shown["sla_paused"]) == ("resolved", False)
+
+
+async def test_only_the_tickets_technician_stops_its_clock(relay: Relay) -> None:
+    """Outside attack: any technician of the store could make another's ticket wait for the
+    merchant, stopping its SLA clock. Only its technician (or an admin) says so now; the
+    other is refused, told who has it, and nothing changes."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    wait = {"text": "请装纸", "state": "waiting_merchant"}
+    status, refused = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech2", wait)
+    assert status == 409, refused
+    assert "(tech)" in refused["message"]
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert (shown["status"], shown["sla_paused"]) == ("accepted", False)
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech2", {"text": "看过"})
+    assert status == 200  # a note alone is anyone's
+    status, moved = await call(relay, "POST", f"/v1/tickets/{code}/note", "admin", wait)
+    assert (status, moved["sla_paused"]) == (200, True)
 
 
 async def test_sla_targets_are_checked(relay: Relay) -> None:

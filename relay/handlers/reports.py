@@ -152,6 +152,11 @@ async def build_report(
                 paused_at=ticket.sla_paused_at,
                 paused_seconds=ticket.sla_paused_seconds,
             )
+            for which in ("response", "resolution"):
+                # a reopened ticket's clocks start again; a target it missed before stays missed
+                if any(e["kind"] == f"breach.{which}" for e in row["events"]):
+                    row[which]["missed"] = True
+                    row[which]["met"] = False if row[which]["met"] is not None else None
             row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records)
             rows.append(row)
             summary["tickets"] += 1

@@ -40,7 +40,7 @@ from ..errors import BadRequest, Conflict, NotFound, RateLimited, ScopeError, St
 from ..hours import BusinessHours, local_iso, parse_hours
 from ..ratelimit import KeyedLimiter
 from ..state import STATE, RelayState
-from ..storage import RetailStore, Role, Scope, ScopeKind, User
+from ..storage import Job, RetailStore, Role, Scope, ScopeKind, User
 from ..storage.tickets import Ticket, TicketEvent, TicketStore
 from ..tickets import (
     STATE_WORDS,
@@ -921,8 +921,13 @@ async def linked_jobs(
     events: list[TicketEvent],
     records: list[AuditRecord] | None = None,
 ) -> list[dict[str, Any]]:
-    """The jobs run on the ticket's device while it was open, each with what the audit says of
-    it: the script, consent asked and answered, backups, how it ended (seq and hash of each).
+    """The jobs run for the ticket, each with what the audit says of it: the script, consent
+    asked and answered, backups, how it ended (seq and hash of each).
+
+    A job is the ticket's when it ran on the ticket's device while the ticket was open, and the
+    last ticket its requester marked as being worked on (``run --ticket``, ``POST …/work``)
+    before it is this one: so a job belongs to one ticket at most, and a run nobody said was
+    for a ticket belongs to none (outside the report's ticket records).
 
     ``records``: the device's audit records from the ticket's opening on, when the caller read
     them already (a report reads them once for all its tickets); else read here, as one range
@@ -932,6 +937,16 @@ async def linked_jobs(
     end = ticket.resolved_at if ticket.status in ("resolved", "closed") else None
     end = state.now() if end is None else end
     jobs = await state_tickets(state).jobs_between(ticket.device_id, ticket.created_at, end)
+    if jobs:
+        marks = await state_tickets(state).work_marks(ticket.device_id)
+
+        def owner(job: Job) -> str | None:
+            mine = [
+                m for m in marks if m[1] == f"user:{job.requested_by}" and m[0] <= job.created_at
+            ]
+            return mine[-1][2] if mine else None
+
+        jobs = [job for job in jobs if owner(job) == ticket.id]
     if not jobs:
         return []
     if records is None:

@@ -1105,6 +1105,14 @@ class TicketUpdated(Message):
     technician: Optional[str] = spec(default=None, max_len=MAX_NAME, printable=True)
     response_due: Optional[float] = spec(default=None)
     resolve_due: Optional[float] = spec(default=None)
+    #: While ``waiting_merchant``: what the technician asked the merchant (version 6; text as
+    #: a merchant's, newlines kept).
+    question: Optional[str] = spec(default=None, max_len=MAX_DESCRIPTION, since=6)
+
+    def check(self) -> Optional[str]:
+        if self.question is None:
+            return None
+        return merchant_text_problem("question", self.question, min_len=0)
 
 
 #: Tickets one ``ticket.list`` carries at most (the device's open ones and those resolved in
@@ -1163,6 +1171,27 @@ class TicketRate(Message):
 @message("ticket.rated", Kind.REPLY)
 class TicketRated(Message):
     """The relay kept the rating."""
+
+    id: int = spec(lo=1)
+
+
+@message("ticket.reply", Kind.REQUEST)
+class TicketReply(Message):
+    """The merchant answers the technician's question on an open ticket of this device
+    (version 6): their words go on the ticket, and a ticket waiting for them goes back to
+    ``in_progress``."""
+
+    id: int = spec(lo=1)
+    ticket_id: str = spec(min_len=1, max_len=64, printable=True)
+    text: str = spec(max_len=MAX_DESCRIPTION)
+
+    def check(self) -> Optional[str]:
+        return merchant_text_problem("reply", self.text)
+
+
+@message("ticket.replied", Kind.REPLY)
+class TicketReplied(Message):
+    """The relay kept the merchant's reply."""
 
     id: int = spec(lo=1)
 

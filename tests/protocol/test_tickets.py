@@ -168,3 +168,32 @@ def test_ticket_states_are_the_issues() -> None:
         "closed",
         "reopened",
     )
+
+
+def test_a_merchants_reply_is_merchant_text() -> None:
+    for text in ("", "   ", "x" * 2001, "纸\u202e", "a\x1b[2Jb"):
+        with pytest.raises(LocalProtocolError):
+            m.TicketReply(id=1, ticket_id="t", text=text)
+    reply = m.TicketReply(id=1, ticket_id="t", text="纸已装好\n可以打印了")
+    assert CODEC.decode(CODEC.encode(reply)) == reply
+
+
+def test_the_question_rides_only_when_asked_and_from_version_6() -> None:
+    from posassist.protocol.states import SINCE_VERSION
+
+    base = {
+        "ticket_id": "t",
+        "support_code": "K7Q2-XM9P",
+        "status": "waiting_merchant",
+        "message_zh": "技术员需要您的回复",
+        "message_en": "needs an answer",
+        "updated_at": 1.0,
+    }
+    plain = m.TicketUpdated(**base)
+    assert "question" not in plain.to_wire()  # a version-5 peer gets the map it knows
+    asked = m.TicketUpdated(**base, question="纸卷装好了吗?")
+    assert asked.to_wire()["question"] == "纸卷装好了吗?"
+    assert CODEC.decode(CODEC.encode(asked)) == asked
+    with pytest.raises(LocalProtocolError):
+        m.TicketUpdated(**base, question="\x1b[31m")
+    assert SINCE_VERSION["ticket.reply"] == SINCE_VERSION["ticket.replied"] == 6

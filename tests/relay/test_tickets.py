@@ -276,6 +276,99 @@ async def test_a_bad_description_is_refused_audited_and_loses_nothing(
         assert [t["support_code"] for t in listed_again.tickets] == [kept.support_code]
 
 
+async def _updated(agent: Agent) -> m.TicketUpdated:
+    (pushed,) = await agent.next()
+    assert isinstance(pushed, m.TicketUpdated), pushed
+    return pushed
+
+
+async def test_the_merchant_reads_the_technicians_question_and_answers_from_the_till(
+    relay: Relay,
+) -> None:
+    """README walk: "waiting for the merchant" was a dead end: the till saw neither the
+    question nor a way to answer. The question now rides with the update (version 6) and the
+    merchant's reply puts the ticket back in work, its clock running again."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 7200}
+    )
+    assert status == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        assert (await _updated(agent)).status == "accepted"
+        ask = {"text": "纸卷装好了吗?\n装好后请告诉我们", "state": "waiting_merchant"}
+        await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+        asked = await _updated(agent)
+        assert (asked.status, asked.question) == ("waiting_merchant", ask["text"])
+        await agent.reply(m.TicketQuery(id=2))  # a window opened later reads it too
+        (listed,) = await agent.next()
+        assert isinstance(listed, m.TicketList)
+        assert listed.tickets[0]["question"] == ask["text"]
+
+        await agent.reply(m.TicketReply(id=3, ticket_id=opened.ticket_id, text="装好了\n可以打印"))
+        answers = await agent.next()
+        assert isinstance(answers[0], m.TicketReplied)
+        assert answers[0].id == 3
+        moved = answers[1] if len(answers) > 1 else await _updated(agent)
+        assert isinstance(moved, m.TicketUpdated)
+        assert (moved.status, moved.question) == ("in_progress", None)
+        _, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert (shown["status"], shown["sla_paused"]) == ("in_progress", False)
+        assert shown["events"][-1]["actor"] == f"device:{device_id}"
+        assert (shown["events"][-1]["kind"], shown["events"][-1]["text"]) == (
+            "reply",
+            "装好了\n可以打印",
+        )
+        # a second word while it is in work is a note; nothing moves
+        await agent.reply(m.TicketReply(id=4, ticket_id=opened.ticket_id, text="谢谢"))
+        assert isinstance((await agent.next())[0], m.TicketReplied)
+        await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        assert (await _updated(agent)).status == "resolved"
+        await agent.reply(m.TicketReply(id=5, ticket_id=opened.ticket_id, text="还有问题"))
+        (refused,) = await agent.next()
+        assert isinstance(refused, m.ErrorReply)
+        assert (refused.id, refused.code) == (5, "not_open")
+
+    other_device, other_key = await relay.enrol()
+    async with Agent(relay, other_device, other_key) as stranger:
+        await stranger.reply(m.TicketReply(id=1, ticket_id=opened.ticket_id, text="我来回答"))
+        (refused,) = await stranger.next()
+        assert isinstance(refused, m.ErrorReply)
+        assert refused.code == "not_found"
+        assert stranger.ws is not None
+        hostile = {"t": "ticket.reply", "id": 2, "ticket_id": opened.ticket_id, "text": "a\u200fb"}
+        await stranger.ws.send(msgpack.packb(hostile))
+        assert await close_code(stranger.ws) == 1007
+    _status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    texts = [e["text"] for e in shown["events"]]
+    assert "我来回答" not in texts
+    assert "a\u200fb" not in texts
+    refused_replies = [
+        d for a, o, _, d in await audit(relay) if a == "ticket.reply" and o == "refused"
+    ]
+    assert {"reason": "unknown ticket"} in refused_replies
+
+
+async def test_a_version_5_till_gets_no_question_and_cannot_reply(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key, versions=(1, 2, 3, 4, 5)) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        await _updated(agent)
+        ask = {"text": "纸卷装好了吗?", "state": "waiting_merchant"}
+        await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+        asked = await _updated(agent)
+        assert (asked.status, asked.question) == ("waiting_merchant", None)
+        assert agent.session is not None
+        from posassist.protocol.errors import LocalProtocolError
+
+        with pytest.raises(LocalProtocolError):  # the session refuses a v6 tag in a v5 session
+            agent.session.send(m.TicketReply(id=3, ticket_id=opened.ticket_id, text="好"))
+
+
 async def test_a_description_of_2000_characters_with_newlines_is_kept_whole(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     text = ("第一行\n\t" + "纸" * 2000)[:2000]

@@ -53,6 +53,8 @@ from posassist.protocol import (
     TicketQuery,
     TicketRate,
     TicketRated,
+    TicketReplied,
+    TicketReply,
     TicketUpdated,
 )
 from posassist.protocol.errors import LocalProtocolError
@@ -85,7 +87,7 @@ MAX_IN_FLIGHT = 8
 
 #: What may travel on the link, by direction.
 FROM_WINDOW: Dict[str, Type[Message]] = {
-    cls.TAG: cls for cls in (HelpRequested, TicketQuery, TicketRate, ConsentAnswer)
+    cls.TAG: cls for cls in (HelpRequested, TicketQuery, TicketRate, TicketReply, ConsentAnswer)
 }
 TO_WINDOW: Dict[str, Type[Message]] = {
     cls.TAG: cls
@@ -93,6 +95,7 @@ TO_WINDOW: Dict[str, Type[Message]] = {
         TicketOpened,
         TicketList,
         TicketRated,
+        TicketReplied,
         TicketUpdated,
         ConsentRequest,
         ErrorReply,

@@ -35,6 +35,7 @@ from posassist.protocol import (
     TicketOpened,
     TicketQuery,
     TicketRate,
+    TicketReply,
     TicketUpdated,
 )
 from posassist.protocol.errors import PosAssistError
@@ -68,7 +69,13 @@ RELAY_TIMEOUT = 15.0
 DIAGNOSE_TIMEOUT = 8.0
 #: A snapshot taken when the window opened (``link.diagnose``) rides with a help request sent
 #: within this many seconds; an older one is taken again at send.
-SNAPSHOT_MAX_AGE = 300.0
+SNAPSHOT_MAX_AGE = 30.0
+#: The protocol version that carries the merchant's reply (``ticket.reply``).
+REPLY_VERSION = 6
+NO_REPLIES = (
+    "这台服务器还不能接收在线回复, 请致电技术员 / "
+    "this service can't take replies from the till yet: please phone the technician"
+)
 OFFLINE = (
     "暂时连不上服务器, 您填写的内容已保留, 请稍后再发送或致电客服 / "
     "the service can't be reached right now; what you wrote is kept: send again later, or phone"
@@ -219,6 +226,12 @@ class HelpService:
         elif isinstance(msg, TicketQuery):
             await self._query(peer, msg)
         elif isinstance(msg, TicketRate):
+            await self._forward(peer, msg)
+        elif isinstance(msg, TicketReply):
+            connection = self.relay
+            if connection is not None and (connection.session.version or 0) < REPLY_VERSION:
+                peer.send_nowait(_error(msg.id, "not_supported", NO_REPLIES))
+                return
             await self._forward(peer, msg)
 
     async def _help(self, peer: LinkPeer, msg: HelpRequested) -> None:

@@ -557,3 +557,38 @@ async def _squatted_stand_in(tmp_path: Path, shared: Path, socketlib: Any) -> No
             await LinkClient.connect(data)
     finally:
         listener.close()
+
+
+async def test_a_reply_through_a_relay_of_version_5_says_to_phone(
+    service: HelpService, tmp_path: Path
+) -> None:
+    """A relay that speaks only version 5 can't take ``ticket.reply``: the window is told to
+    phone, nothing is sent; with no relay at all the reply is kept as offline."""
+    from types import SimpleNamespace
+
+    from posassist.protocol import TicketReply
+
+    sent: list[Any] = []
+    old_relay = SimpleNamespace(
+        session=SimpleNamespace(version=5, next_id=lambda: 1),
+        request=lambda *a, **k: sent.append(a),
+    )
+    service.attach(old_relay)  # type: ignore[arg-type]
+    client = await LinkClient.connect(tmp_path / "till")
+    try:
+        await client.send(TicketReply(id=3, ticket_id="tkt_1", text="装好了"))
+        reply = await client.receive(5)
+        assert isinstance(reply, ErrorReply)
+        assert (reply.id, reply.code) == (3, "not_supported")
+        assert "请致电技术员" in reply.message
+        assert not any(isinstance(args[0], TicketReply) for args in sent)  # nothing went out
+        service.detach(old_relay)  # type: ignore[arg-type]
+        status = await client.receive(5)  # the windows hear the relay is gone
+        assert isinstance(status, dict)
+        assert status["relay_connected"] is False
+        await client.send(TicketReply(id=4, ticket_id="tkt_1", text="装好了"))
+        reply = await client.receive(15)
+        assert isinstance(reply, ErrorReply)
+        assert (reply.id, reply.code) == (4, "offline")
+    finally:
+        await client.close()

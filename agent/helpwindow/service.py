@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import re
 import time
 from typing import (
     TYPE_CHECKING,
@@ -70,6 +71,8 @@ DIAGNOSE_TIMEOUT = 8.0
 #: A snapshot taken when the window opened (``link.diagnose``) rides with a help request sent
 #: within this many seconds; an older one is taken again at send.
 SNAPSHOT_MAX_AGE = 30.0
+#: What an IANA zone name looks like (the relay checked it against its zone database).
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}")
 #: The protocol version that carries the merchant's reply (``ticket.reply``).
 REPLY_VERSION = 6
 NO_REPLIES = (
@@ -152,6 +155,17 @@ class HelpService:
         task = asyncio.ensure_future(self._refresh_tickets())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def store_timezone(self, name: object) -> None:
+        """The store's time zone, as the relay says it (``policy.updated``): the windows show
+        the promised times in it, as the technician's console does. A name that can't be one
+        is ignored (the settings' zone stays)."""
+        if not isinstance(name, str) or len(name) > 64 or not _ZONE_NAME.fullmatch(name):
+            return
+        if name == self.timezone:
+            return
+        self.timezone = name
+        self.link.broadcast(self._status())
 
     def detach(self, connection: Connection) -> None:
         if self.relay is connection:

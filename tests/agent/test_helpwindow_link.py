@@ -592,3 +592,28 @@ async def test_a_reply_through_a_relay_of_version_5_says_to_phone(
         assert (reply.id, reply.code) == (4, "offline")
     finally:
         await client.close()
+
+
+async def test_the_window_shows_times_in_the_stores_zone_the_relay_names(
+    service: HelpService, tmp_path: Path
+) -> None:
+    """README walk: the window used settings.json's zone while the console used the store's.
+    The relay's ``policy.updated`` names the store's zone; open windows hear it at once."""
+    client = await LinkClient.connect(tmp_path / "till")
+    try:
+        assert client.welcome["timezone"] == "Asia/Shanghai"  # the settings' zone, until told
+        for bad in ("", "../../etc/passwd", "Europe/Berlin\n", 42, None, "x" * 65):
+            service.store_timezone(bad)
+        service.store_timezone("Europe/Berlin")
+        status = await client.receive(5)  # no word of the bad ones came first
+        assert isinstance(status, dict)
+        assert status["timezone"] == "Europe/Berlin"
+        service.store_timezone("Europe/Berlin")  # the same again: nothing to say
+        assert service.timezone == "Europe/Berlin"
+    finally:
+        await client.close()
+    again = await LinkClient.connect(tmp_path / "till")  # a window opened later knows it too
+    try:
+        assert again.welcome["timezone"] == "Europe/Berlin"
+    finally:
+        await again.close()

@@ -565,3 +565,29 @@ def test_no_answer_in_time_is_a_no_and_a_late_answer_is_refused(tmp_path: Path) 
     finally:
         link.close()
         store.close()
+
+
+def test_the_window_follows_the_stores_zone_set_on_the_relay(store: Store) -> None:
+    """README walk: `posassist store set --timezone` moved the console's times but not the
+    till's. The relay tells the agent (policy.updated) and the open window hears it."""
+    import asyncio
+
+    from posassist.agent.helpwindow.linkclient import LinkClient
+
+    async def window_zone_after_the_change() -> tuple[str, str]:
+        client = await LinkClient.connect(store.till)
+        try:
+            before = str(client.welcome["timezone"])
+            body = {"timezone": "Europe/Berlin"}
+            await asyncio.to_thread(
+                api, store.url, "PATCH", f"/v1/stores/{store.store}", store.token, body
+            )
+            while True:
+                said = await client.receive(20)
+                if isinstance(said, dict) and said.get("t") == "link.welcome":
+                    return before, str(said["timezone"])
+        finally:
+            await client.close()
+
+    before, after = asyncio.run(window_zone_after_the_change())
+    assert (before, after) == ("Asia/Shanghai", "Europe/Berlin")

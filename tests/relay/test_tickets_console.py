@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING
 
 from posassist.console.__main__ import main
@@ -99,6 +100,11 @@ async def test_a_technician_works_a_ticket_from_the_console(
         assert code in html.read_text()
         report = json.loads(data.read_text())
         assert report["summary"]["tickets"] == 1
+        status, out, _ = await run("boss", "report", "--store", relay.store)  # no file: words
+        assert status == 0
+        assert re.search(r"^tickets / 工单 +1$", out, re.MULTILINE), out
+        assert "--html FILE" in out
+        assert "{" not in out  # a summary in words, not a JSON dump
         status, _, err = await run("boss", "ticket", "accept", code)
         assert status == 3  # refused: a merchant may not work tickets
         status, out, _ = await run(

@@ -212,9 +212,7 @@ async def test_jobs_run_while_a_ticket_is_open_are_on_its_record_with_consent_an
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     assert report["summary"]["consent"] == {"denied": 1, "granted": 1}
     assert report["summary"]["backups"] == 1
-    status, page = await call(
-        relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss"
-    )
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
     assert "未运行 / refused: 商户拒绝" in page  # not "failed": the merchant said no
     assert "商户拒绝 / denied (cashier)" in page
     assert "runs</th><td>未运行 / refused 1 · 成功 / succeeded 1" in page

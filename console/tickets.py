@@ -38,6 +38,21 @@ STATE_WORDS = {
 }
 
 
+#: A ticket's history steps (the relay's ``ticket_events.kind``) in words.
+EVENT_WORDS = {
+    "opened": "opened / 创建",
+    "accepted": "accepted / 接单",
+    "working": "working on it / 处理",
+    "note": "note / 备注",
+    "reply": "the merchant replied / 商户回复",
+    "resolved": "resolved / 已解决",
+    "reopened": "reopened / 重新打开",
+    "rated": "rated / 评分",
+    "closed": "closed / 关闭",
+    "breach.response": "response target missed / 响应超时",
+    "breach.resolution": "resolution target missed / 解决超时",
+}
+
 #: The largest report the console reads (a merchant's whole history): far above a JSON answer.
 MAX_REPORT = 64 * 1024 * 1024
 
@@ -173,18 +188,35 @@ def show(session: dict[str, str], code: str, as_json: bool) -> int:
             text = f"  [{finding.get('severity', '?')}] {finding.get('code', '?')} {words}"
             print(printable(text, multiline=False))
     print("  history / 记录:")
-    for event in ticket.get("events", []):
+    events = list(ticket.get("events", []))
+    for i, event in enumerate(events):
+        later = events[i + 1] if i + 1 < len(events) else None
+        if (  # one run after another for the same ticket: the step is said once
+            event["kind"] == "working"
+            and later is not None
+            and (later["kind"], later["actor"]) == ("working", event["actor"])
+        ):
+            continue
+        what = EVENT_WORDS.get(event["kind"], event["kind"])
+        if event["kind"] == "note" and event.get("status") == "waiting_merchant":
+            what = "asked the merchant / 提问商户"
         text = (
-            f"    {event['local']} {event['actor']} {event['kind']} "
-            f"{event.get('status') or ''} {event.get('text') or ''} (audit #{event['audit_seq']})"
+            f"    {event['local']} {event['actor']} {what} {event.get('text') or ''}"
+            f" (audit #{event['audit_seq']})"
         )
         print(printable(text, multiline=False))
+    if ticket.get("jobs"):
+        print("  runs / 操作:")
     for job in ticket.get("jobs", []):
         consent = ", ".join(f"{c['decision']}" for c in job.get("consent", []))
+        error = str(job.get("error") or "")
+        kind, _, why = error.partition(":")
+        ended = kind if kind in ("refused", "cancelled") else job["status"]
         text = (
-            f"    job {job['id']} {job.get('script') or job['kind']} {job.get('version') or ''} "
-            f"{job['status']}" + (f" consent: {consent}" if consent else "")
+            f"    {job['local']['created_at']} {job.get('script') or job['kind']} "
+            f"{job.get('version') or ''} {ended}" + (f" ({why.strip()})" if why.strip() else "")
         )
+        text += (f", consent: {consent}" if consent else "") + f"  [{job['id']}]"
         print(printable(text, multiline=False))
     return 0
 

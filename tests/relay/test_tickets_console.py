@@ -351,3 +351,30 @@ async def test_a_reopened_ticket_keeps_the_response_it_missed_in_the_report(
     assert ticket["response"]["met"] is False  # the reopened clock was met; the first was not
     assert report["summary"]["response_missed"] == 1
     assert report["summary"]["response_met"] == 0
+
+
+async def test_ticket_show_says_each_step_once_in_words(
+    relay: Relay,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README walk: ``ticket show`` printed "accepted accepted" and one "working in_progress"
+    per run."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    for _ in range(3):  # three runs with --ticket: three "working" steps in a row
+        await call(relay, "POST", f"/v1/tickets/{code}/work", "tech", {})
+    ask = {"text": "纸卷装好了吗?", "state": "waiting_merchant"}
+    await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+    status, out, _ = await console(
+        relay, tmp_path, monkeypatch, capsys, "tech", "ticket", "show", code
+    )
+    assert status == 0
+    assert out.count("working on it / 处理") == 1
+    assert "accepted / 接单" in out
+    assert "accepted accepted" not in out
+    assert "asked the merchant / 提问商户 纸卷装好了吗?" in out

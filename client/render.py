@@ -361,8 +361,9 @@ def result_line(text: str) -> Optional[str]:
 
 def consent_line(step: str, detail: Mapping[str, Any]) -> Optional[str]:
     """A ``consent_asked``/``consent_answered`` step in words, or None for any other step:
-    ``[consent] denied by the merchant / 商户拒绝 (cashier)``; the detail's ``timeout`` gives
-    "no answer in 120 s". The caller makes the line printable (it quotes the agent)."""
+    ``[consent] denied by the merchant / 商户拒绝 (desktop user / 桌面用户 cashier)``; the
+    detail's ``timeout`` gives "no answer in 120 s". The caller makes the line printable (it
+    quotes the agent)."""
     if step == "consent_asked":
         seconds = _seconds(detail.get("timeout"))
         return (
@@ -375,8 +376,13 @@ def consent_line(step: str, detail: Mapping[str, Any]) -> Optional[str]:
     zh, en = CONSENT_WORDS.get(decision, (decision, decision))
     seconds = _seconds(detail.get("timeout"))
     text = f"[consent] {en.format(timeout=seconds)} / {zh.format(timeout=seconds)}"
-    if detail.get("answered_by"):
-        text += f" ({_s(detail['answered_by'])})"
+    if decision == "no_window":  # what to do next
+        text += (
+            " — ask the merchant to open 获取帮助 on the till, or phone them"
+            " / 请商户打开获取帮助窗口或电话联系"
+        )
+    if detail.get("answered_by"):  # the till's desktop account that clicked
+        text += f" (desktop user / 桌面用户 {_s(detail['answered_by'])})"
     return text
 
 

@@ -298,8 +298,11 @@ def test_the_merchant_reads_problems_in_words_not_notes_or_section_ids() -> None
     [
         ({"decision": "denied", "answered_by": "cashier"}, "denied by the merchant / 商户拒绝"),
         ({"decision": "timed_out", "timeout": 120.0}, "no answer in 120 s / 120 秒内无应答"),
-        ({"decision": "no_window"}, "no window open / 收银台没有打开帮助窗口"),
-        ({"decision": "granted", "answered_by": "cashier"}, "approved by the merchant"),
+        ({"decision": "no_window"}, "no window open / 收银台没有打开帮助窗口 — ask the merchant"),
+        (
+            {"decision": "granted", "answered_by": "cashier"},
+            "approved by the merchant / 商户已同意 (desktop user / 桌面用户 cashier)",
+        ),
     ],
 )
 def test_the_technician_reads_the_real_consent_answer(detail: dict[str, object], line: str) -> None:

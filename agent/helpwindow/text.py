@@ -14,11 +14,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, TextIO
 
+from posassist.protocol.messages import merchant_text_problem
 from posassist.protocol.text import printable
 
 from .link import LinkError
 from .linkclient import LinkClient
-from .view import HelpView
+from .view import HelpView, zh_first
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -96,6 +97,9 @@ class TextHelp:
             )
         elif view.screen == "rate":
             self.say(f"== {view.word('rate_title')} ==")
+            entry = view.tickets.get(view.current) or {}
+            if entry:
+                self.say(f"{view.word('support_code')}: {entry.get('support_code', '')}")
             self.say(view.word("pick_rating") + ":")
         elif view.screen == "done":
             self.say(view.word("thanks"))
@@ -140,10 +144,11 @@ class TextHelp:
             return msg
         if view.screen in ("ticket", "done"):
             key = text.strip().lower()
-            if key == "n":  # a new request, with a fresh look at the till
+            if key == "n":  # a new request, with a fresh look at the till and an empty form
                 view.new_request()
                 view.findings = None
                 self.step = 0
+                self.form = ["", "", ""]
                 self.render(force=True)
                 return {"t": "link.diagnose", "id": next(self.ids)}
             elif key == "r" and view.screen == "ticket" and view.can_reply:
@@ -169,13 +174,22 @@ class TextHelp:
         if self.step == 1:
             if text or not self.form[1]:
                 self.form[1] = text.replace("\\n", "\n")  # "\n" typed starts a new line
+            else:  # Enter on what was kept: without what could not be sent (invisible marks)
+                self.form[1] = printable(self.form[1])
+            problem = merchant_text_problem("description", self.form[1])
+            if problem is not None:  # said now, not after the phone number
+                view.error = zh_first(problem)
+                self.render()
+                self.prompt()
+                return None
             self.step = 2
             self.prompt()
             return None
         self.form[2] = text
         msg = view.submit(next(self.ids), *self.form)
-        if msg is None:  # refused: say why, ask again, keep what was typed
-            self.step = 1 if view.category else 0
+        if msg is None:  # refused: say why, ask that field again, keep what was typed
+            bad_phone = view.error == view.word("bad_contact")
+            self.step = 2 if bad_phone else 1 if view.category else 0
             self.render()
             self.prompt()
             return None

@@ -224,7 +224,7 @@ class HelpView:
             return None
         problem = merchant_text_problem("description", description)
         if problem is not None:
-            self.error = problem if self.lang == "en" else _zh_first(problem)
+            self.error = problem if self.lang == "en" else zh_first(problem)
             return None
         if len(self.contact) > MAX_CONTACT or any(c not in "0123456789+- ()" for c in self.contact):
             self.error = self.word("bad_contact")
@@ -380,7 +380,7 @@ class HelpView:
             return None
         problem = merchant_text_problem("reply", text)
         if problem is not None:
-            self.error = problem if self.lang == "en" else _zh_first(problem)
+            self.error = problem if self.lang == "en" else zh_first(problem)
             return None
         self.reply_text = ""
         self.awaiting = request_id
@@ -445,7 +445,7 @@ class HelpView:
             return None
         problem = merchant_text_problem("comment", comment, min_len=0)
         if problem is not None:
-            self.error = problem if self.lang == "en" else _zh_first(problem)
+            self.error = problem if self.lang == "en" else zh_first(problem)
             return None
         if not self.current:
             return None
@@ -458,7 +458,7 @@ class HelpView:
         self.error = ""
 
 
-def _zh_first(problem: str) -> str:
+def zh_first(problem: str) -> str:
     """``english / 中文`` (merchant_text_problem's form) as ``中文 / english``."""
     en, sep, zh = problem.partition(" / ")
     return f"{zh} / {en}" if sep else problem

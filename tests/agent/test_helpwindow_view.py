@@ -371,14 +371,15 @@ def test_text_face_prompts_refuses_keeps_and_sends() -> None:
     assert face.line("9") is None  # no such category
     assert "请先选择问题类别" in out.getvalue()
     assert face.line("1") is None
-    assert face.line("打印机\u202e坏了") is None
-    assert face.line("") is None  # phone
+    assert face.line("打印机\u202e坏了") is None  # refused at once, not after the phone
     assert "控制字符" in out.getvalue()
-    assert "[打印机\u202e坏了]" not in out.getvalue()  # what is echoed back is printable
-    assert view.description == "打印机\u202e坏了"  # kept, to be corrected
-    assert face.line("打印机坏了") is None
+    assert "[打印机坏了]" in out.getvalue()  # kept, echoed printable
+    assert "[打印机\u202e坏了]" not in out.getvalue()
+    assert face.line("") is None  # Enter keeps it, without the invisible mark (README walk)
+    assert "联系电话" in out.getvalue().rsplit("\n", 2)[-2]
     sent = face.line("138 0000 0000")
     assert isinstance(sent, HelpRequested)
+    assert sent.description == "打印机坏了"
     view.receive(question(timeout=30.0), 0.0)
     face.render()
     assert "y = 同意, n = 拒绝" in out.getvalue()

@@ -375,6 +375,16 @@ def _help_story(
     step("The technician sees the ticket, takes it, and runs the printer test on the till")
     run("console", "tickets", "--store", store)
     run("console", "ticket", "accept", code)
+
+    step("The technician asks the merchant a question; the merchant answers in the window")
+    question = "红灯是一直亮还是在闪? / is the red light steady or blinking?"
+    run("console", "ticket", "note", code, question, "--state", "waiting_merchant")
+    till.wait_for("技术员的问题")
+    till.wait_for("r = 回复技术员")
+    till.type("r")
+    till.wait_for("请输入回复")
+    till.type("一直在闪")
+    till.wait_for("已回复, 技术员会继续处理")
     host, _, port = printer_at.rpartition(":")
     fix = start(
         "console",
@@ -441,6 +451,7 @@ def _help_story(
         "--json",
         str(data / "report.json"),
     )
+    run("console", "ticket", "show", code)  # its whole history, in words
     shown = json.loads((data / "report.json").read_text())
     rated = [
         ticket.get("rating")

@@ -73,6 +73,9 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert code is not None, out
     assert re.search(rf"{code[1]}\s+accepted / 已接单\s+printer", out), out
     assert out.count("[consent] approved by the merchant / 商户已同意") == 2
+    assert "  [till] 技术员的问题: 红灯是一直亮还是在闪?" in out  # the question reached the till
+    assert "商户回复 / the merchant replied" not in out  # (the console's words are English first)
+    assert "the merchant replied / 商户回复 一直在闪" in out  # and the answer reached the ticket
     assert "result / 结果: printer 127.0.0.1:" in out
     assert "脱机 / offline; 缺纸 / paper out; 因缺纸停止打印" in out  # the status bits in words
     assert "test receipt sent, cut requested" in out

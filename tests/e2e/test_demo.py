@@ -66,7 +66,7 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     # issue 12's story: out of paper, the merchant asks in the --text window, a technician takes
     # the ticket, runs the vetted printer test (the merchant approves twice), resolves; rating
     assert "  [till] • 打印机缺纸 (receipt)" in out  # the till's own check, in words
-    assert "response / 响应时限: 15m (business time)" in out  # the SLA, set from the console
+    assert "response / 响应时限: 15m (business time / 营业时间)" in out  # the SLA, from the console
     assert "hours / 营业时间: mon-sun 07:00-23:00" in out
     assert re.search(r"\[till\] 承诺响应时间: \d\d-\d\d \d\d:\d\d \(", out), out  # its promise
     code = re.search(r"\[till\] 求助编号 \(电话中请报此编号\): ([A-Z0-9]{4}-[A-Z0-9]{4})", out)

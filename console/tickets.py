@@ -95,6 +95,31 @@ def pick_node(session: dict[str, str], kind: str, text: str) -> dict[str, Any]:
     raise BadArgument(f"{len(found)} {kind}s are called {text!r}: give the id ({ids})")
 
 
+def _on_ticket(
+    session: dict[str, str],
+    method: str,
+    code: str,
+    suffix: str = "",
+    body: dict[str, Any] | None = None,
+) -> http.Response:
+    """One call on a ticket by its support code; the relay's bare 404 and 403 in words."""
+    try:
+        return exchange(session, method, f"/v1/tickets/{_code(code)}{suffix}", body)
+    except http.HttpStatusError as exc:
+        if exc.status == 404:
+            raise BadArgument(
+                f"no ticket {code} that you may see (posassist tickets lists them) / 未找到该工单"
+            ) from None
+        if exc.status == 403 and method == "POST":
+            raise http.HttpRefusedError(
+                403,
+                exc.error,
+                "only technicians and admins work tickets; a merchant account reads them"
+                " / 只有技术员和管理员可以处理工单",
+            ) from None
+        raise
+
+
 def _store_id(session: dict[str, str], text: str | None) -> str | None:
     """A store named by its id or by a name unique in your scope (None stays None)."""
     return None if text is None else str(pick_node(session, "store", text)["id"])
@@ -161,7 +186,7 @@ def list_tickets(
 
 
 def show(session: dict[str, str], code: str, as_json: bool) -> int:
-    ticket = exchange(session, "GET", f"/v1/tickets/{_code(code)}").json()
+    ticket = _on_ticket(session, "GET", code).json()
     if as_json:
         print(json.dumps(ticket, ensure_ascii=False, indent=2))
         return 0
@@ -227,7 +252,7 @@ def change(
     body: dict[str, Any] = {"text": text}
     if state:
         body["state"] = state
-    ticket = exchange(session, "POST", f"/v1/tickets/{_code(code)}/{verb}", body).json()
+    ticket = _on_ticket(session, "POST", code, f"/{verb}", body).json()
     print(_line(ticket))
     return 0
 
@@ -235,7 +260,7 @@ def change(
 def start_work(session: dict[str, str], code: str) -> None:
     """``run --ticket CODE``: mark the ticket in progress (yours) before the run starts, so the
     run is on the ticket's record (the relay links every job on its device while it is open)."""
-    ticket = exchange(session, "POST", f"/v1/tickets/{_code(code)}/work", {"text": ""}).json()
+    ticket = _on_ticket(session, "POST", code, "/work", {"text": ""}).json()
     print(_line(ticket))
 
 

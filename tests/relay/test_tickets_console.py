@@ -107,6 +107,10 @@ async def test_a_technician_works_a_ticket_from_the_console(
         assert "{" not in out  # a summary in words, not a JSON dump
         status, _, err = await run("boss", "ticket", "accept", code)
         assert status == 3  # refused: a merchant may not work tickets
+        assert "只有技术员和管理员可以处理工单" in err  # and told so, not a bare "not permitted"
+        status, _, err = await run("tech", "ticket", "show", "ZZZZ-ZZZZ")
+        assert status == 2
+        assert "no ticket ZZZZ-ZZZZ that you may see" in err
         status, out, _ = await run(
             "tech",
             "ticket",

@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
+from posassist.agent.advice import ADVICE
 from posassist.client.render import all_findings
 from posassist.protocol import PosAssistError
 from posassist.protocol.messages import DEVICE_ID
@@ -297,6 +298,20 @@ async def _visible_device(request: web.Request, session: Session, action: str) -
     return _overlaid(device, state.pending(device_id))
 
 
+def _advice(code: Any) -> dict[str, Any]:
+    """The fixed words of a finding code (agent/advice.py), in ``to_dict`` form; {} if unknown."""
+    advice = ADVICE.get(code) if isinstance(code, str) else None
+    if advice is None:
+        return {}
+    return {
+        "severity": advice.severity.value,
+        "title": {"zh": advice.title_zh, "en": advice.title_en},
+        "cashier": {"zh": advice.cashier_zh, "en": advice.cashier_en},
+        "technician": {"zh": advice.tech_zh, "en": advice.tech_en},
+        "script": {"id": advice.script, "risk": advice.risk} if advice.script else None,
+    }
+
+
 def _finding_rows(findings: list[Any], lang: str) -> list[dict[str, Any]]:
     """Findings (agent/findings.py ``to_dict``) worst first, in the page's language."""
     rank = {"critical": 4, "fault": 3, "warning": 2, "info": 1}
@@ -309,15 +324,17 @@ def _finding_rows(findings: list[Any], lang: str) -> list[dict[str, Any]]:
         return text if isinstance(text, str) else ""
 
     rows = []
-    for f in findings:
-        if not isinstance(f, dict):
+    for given in findings:
+        if not isinstance(given, dict):
             continue
+        f = {**_advice(given.get("code")), **given}  # an alert carries the code, not the words
         severity = f.get("severity") if isinstance(f.get("severity"), str) else "info"
         script = f.get("script") if isinstance(f.get("script"), dict) else None
         rows.append(
             {
                 "severity": severity if severity in rank else "info",
-                "title": pick(f.get("title")),
+                # a help request's summary says it in "zh"/"en" (agent/helpwindow/summary.py)
+                "title": pick({k: f.get(k) for k in ("zh", "en")}) or pick(f.get("title")),
                 "detail": pick(f.get("detail")),
                 "cashier": pick(f.get("cashier")),
                 "technician": pick(f.get("technician")),

@@ -1,0 +1,247 @@
+"""The web console's fleet and device pages over a real relay with real agents (websockets):
+grouping by merchant and store, online state, search and filter, the live fragment, scope (404
+and audited), findings in words, and every till-supplied string rendered inert (markup, quotes,
+bidi overrides) whether it came over the wire or was already in the database."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+from aiohttp import ClientSession, CookieJar
+
+from posassist.agent.findings import finding
+from posassist.agent.helpwindow.summary import summarise
+from posassist.protocol import messages as m
+from posassist.relay.storage import Role, Scope, ScopeKind
+from tests.relay.harness import _HASH, Agent, Relay, start_relay, wait_until
+from tests.relay.test_tickets import ask_help
+from tests.relay.test_web_console import Browser
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+HOSTILE = '<script>alert("x")</script>\'"><img src=x onerror=alert(1)>'
+BIDI = "TILL\u202egnp.exe\u2066x\u2069"
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    relay = await start_relay(tmp_path)
+    yield relay
+    await relay.server.close()
+
+
+@pytest.fixture
+async def browser(relay: Relay) -> AsyncIterator[Browser]:
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        yield Browser(relay.http, http)
+
+
+async def _flushed(relay: Relay) -> None:
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing)
+
+
+async def test_the_fleet_groups_by_merchant_and_store_and_shows_who_is_online(
+    relay: Relay, browser: Browser
+) -> None:
+    main_id, main_key = await relay.enrol()
+    harbour_id, _ = await relay.enrol(await relay.invite(relay.other_store))
+    await browser.sign_in("admin")
+    async with Agent(relay, main_id, main_key) as agent:
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+        status, page, _ = await browser.get("/fleet")
+        assert status == 200
+        # merchant heading, then its stores by name (Harbour before Main St)
+        assert page.index("Noodle House") < page.index("Harbour") < page.index("Main St")
+        main = page[page.index("Main St") :]
+        assert "TILL-MAIN-1" in main
+        assert re.search(r'class="device online health-ok"', main)
+        harbour = page[page.index("Harbour") : page.index("Main St")]
+        assert harbour_id in harbour
+        assert "离线" in harbour
+        assert "从未" in harbour  # never seen
+        # the search finds the till by its store's name, and by its host name
+        _, page, _ = await browser.get("/fleet?q=main+st")
+        assert "TILL-MAIN-1" in page
+        assert harbour_id not in page
+        _, page, _ = await browser.get("/fleet?q=till-main")
+        assert main_id in page
+        assert harbour_id not in page
+        _, page, _ = await browser.get("/fleet?show=offline")
+        assert harbour_id in page
+        assert main_id not in page
+        # the live fragment: the rows alone, asking again by themselves
+        _, rows, _ = await browser.get("/fleet/rows?show=online")
+        assert rows.startswith('<div id="fleet-rows"')
+        assert 'hx-trigger="every 5s"' in rows
+        assert "/fleet/rows?q=&amp;show=online" in rows
+        assert main_id in rows
+        assert "<html" not in rows
+    await wait_until(lambda: relay.state.router.agent(main_id) is None)
+    _, rows, _ = await browser.get("/fleet/rows")
+    assert re.search(r'class="device offline health-ok"', rows)
+
+
+async def test_a_technician_sees_only_their_store_and_another_device_is_404(
+    relay: Relay, browser: Browser
+) -> None:
+    mine, _ = await relay.enrol()
+    theirs, _ = await relay.enrol(await relay.invite(relay.other_store))
+    await browser.sign_in("tech")  # scoped to Main St
+    _, page, _ = await browser.get("/fleet")
+    assert mine in page
+    assert theirs not in page
+    assert "Harbour" not in page
+    status, page, _ = await browser.get(f"/devices/{theirs}")
+    assert status == 404
+    assert "找不到或无权查看" in page or "not found" in page.lower()
+    unknown_status, _, _ = await browser.get("/devices/dev_" + "0" * 32)
+    assert unknown_status == 404  # the same answer as someone else's device
+    refused = [
+        (r.action, r.target, dict(r.detail).get("reason"))
+        async for r in relay.state.storage.records()
+        if str(r.outcome) == "refused"
+    ]
+    assert ("device.read", f"device:{theirs}", "out of scope") in refused
+    assert (await browser.get(f"/devices/{mine}"))[0] == 200
+
+
+async def test_the_device_page_puts_findings_first_in_words_not_json(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    paper = finding("printer.paper_out", "printers", subject="EPSON TM-T20III").to_dict()
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(
+            m.DeviceFacts(
+                facts={
+                    "hostname": "TILL-07",
+                    "printers": ({"name": "收银小票", "target": "COM3", "model": "Epson"},),
+                }
+            )
+        )
+        await agent.reply(
+            m.AlertRaised(
+                id=1,
+                device_id=device_id,
+                alert_key="k1",
+                check_name="printer.paper",
+                severity="critical",
+                state="firing",
+                summary="打印机缺纸 / Printer out of paper",
+                observed_at=relay.clock(),
+                details={
+                    "findings": [
+                        {
+                            "code": "printer.paper_out",
+                            "subject": "EPSON TM-T20III",
+                            "detail": paper["detail"],
+                            "evidence": {},
+                        }
+                    ]
+                },
+            )
+        )
+        assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]
+        # the help request's summary as the till's help window sends it
+        summary = summarise([finding("printer.paper_out", "printers", subject="EPSON TM-T20III")])
+        await ask_help(agent, diagnostics={"findings": tuple(summary["findings"])})
+    await _flushed(relay)
+    await browser.sign_in("tech")
+    status, page, _ = await browser.get(f"/devices/{device_id}")
+    assert status == 200
+    assert "打印机缺纸" in page  # the finding's title in words
+    assert "收银员" in page  # the cashier's next step
+    assert "EPSON TM-T20III" in page
+    assert '"code"' not in page  # no JSON
+    assert "{&#39;" not in page  # no dict repr
+    assert page.index("未解决的告警") < page.index("设备信息")  # findings before facts
+    assert "收银小票" in page
+    _, page, _ = await browser.get("/fleet")
+    assert re.search(r'class="device offline health-critical"', page)
+    _, page, _ = await browser.get("/alerts")
+    assert "打印机缺纸 / Printer out of paper" in page
+    _, page, _ = await browser.get("/tickets")
+    assert "打印机不出纸" in page
+
+
+def _inert(page: str) -> None:
+    assert "<script>alert" not in page
+    assert "<img src=x" not in page
+    assert "onerror=alert" not in page or "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    for control in ("\u202e", "\u2066", "\u2069"):
+        assert control not in page
+
+
+async def test_till_strings_with_markup_quotes_and_bidi_are_rendered_inert(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(
+            m.DeviceFacts(
+                facts={
+                    "hostname": HOSTILE,
+                    "os": HOSTILE,
+                    "pos_name": HOSTILE,
+                    "printers": ({"name": HOSTILE, "target": HOSTILE, "model": HOSTILE},),
+                }
+            )
+        )
+        await agent.reply(
+            m.AlertRaised(
+                id=1,
+                device_id=device_id,
+                alert_key="k1",
+                check_name="printer.paper",
+                severity="warning",
+                state="firing",
+                summary=HOSTILE,
+                observed_at=relay.clock(),
+                details={"findings": ({"code": "printer.paper_out", "subject": HOSTILE},)},
+            )
+        )
+        assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]
+        await ask_help(
+            agent,
+            description=HOSTILE,
+            diagnostics={"findings": ({"code": HOSTILE, "zh": HOSTILE, "en": HOSTILE},)},
+        )
+    await _flushed(relay)
+    await browser.sign_in("admin")
+    for path in ("/fleet", "/fleet/rows", f"/devices/{device_id}", "/alerts", "/tickets"):
+        status, page, _ = await browser.get(path)
+        assert status == 200, path
+        _inert(page)
+    # what the protocol refuses can still be in a database written by an older relay: a page
+    # never trusts its storage either
+    await relay.state.storage.record_presence(
+        device_id, now=relay.clock(), facts={"hostname": BIDI + HOSTILE, "os": BIDI}
+    )
+    for path in ("/fleet", f"/devices/{device_id}"):
+        status, page, _ = await browser.get(path)
+        assert status == 200
+        _inert(page)
+        assert "TILLgnp.exex" in page  # the overrides dropped, the letters kept in stored order
+
+
+async def test_names_of_stores_and_users_are_rendered_inert_too(
+    relay: Relay, browser: Browser
+) -> None:
+    storage = relay.state.storage
+    now = relay.clock()
+    merchant = await storage.create_merchant(relay.org, HOSTILE, now=now)
+    store = await storage.create_store(merchant.id, BIDI + HOSTILE, now=now)
+    await relay.enrol(await relay.invite(store.id))
+    await storage.create_user(
+        "x-admin", _HASH, Role.ADMIN, Scope(ScopeKind.ORGANISATION, relay.org), now=now
+    )
+    await browser.sign_in("x-admin")
+    _, page, _ = await browser.get("/fleet")
+    _inert(page)

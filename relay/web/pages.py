@@ -24,7 +24,7 @@ from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.text import printable
 
 from ..audit import RELAY_CREATED, Outcome, verify_store
-from ..errors import BadCredentials, NotFound, RateLimited
+from ..errors import BadCredentials, CsrfError, NotFound, RateLimited
 from ..state import STATE
 from ..storage import Role, Scope, ScopeKind
 from ..storage.admin import AdminStore
@@ -34,7 +34,7 @@ from ..handlers.api import check_password
 from ..handlers.consoles import end_sign_in
 from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
-from .words import word
+from .words import WORDS, word
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["add_console_routes"]
 
 HERE = Path(__file__).parent
+KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
 #: How often an open fleet page asks for its rows again (seconds).
 FLEET_POLL = 5
 
@@ -139,12 +140,15 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     then a session cookie; a wrong password shows the form again with one sentence."""
     form = await request.post()
     sent, expected = form.get("csrf"), request.cookies.get(sessions.FORM_COOKIE, "")
-    await sessions.check_form(
-        request,
-        sent if isinstance(sent, str) else None,
-        expected or "-",
-        f"ip:{request.remote}",
-    )
+    try:
+        await sessions.check_form(
+            request,
+            sent if isinstance(sent, str) else None,
+            expected or "-",
+            f"ip:{request.remote}",
+        )
+    except CsrfError as exc:
+        return render(request, "error.html", status=exc.http_status, error=exc)
     username, password = form.get("username"), form.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         return _sign_in_form(request, error="bad_credentials", status=401)
@@ -400,6 +404,7 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
             for j in jobs
         ],
         when=lambda epoch: human_time(epoch, tz, now, lang),
+        known_facts=KNOWN_FACTS,
     )
 
 

@@ -95,6 +95,16 @@ WORDS: dict[str, tuple[str, str]] = {
     "language": ("English", "中文"),
     "open": ("未解决", "Open"),
     "page_error": ("出错了", "Something went wrong"),
+    "fact_hostname": ("主机名", "Host name"),
+    "fact_os": ("操作系统", "Operating system"),
+    "fact_os_release": ("系统版本", "OS release"),
+    "fact_os_version": ("系统内部版本", "OS version"),
+    "fact_distribution": ("发行版", "Distribution"),
+    "fact_machine": ("架构", "Machine"),
+    "fact_python": ("Python", "Python"),
+    "fact_agent_version": ("客户端自报版本", "Agent's own version"),
+    "fact_pos_profile": ("收银软件配置", "POS profile"),
+    "fact_pos_name": ("收银软件", "POS application"),
 }
 
 

@@ -49,12 +49,12 @@ from posassist.protocol.errors import (
 
 __all__ = [
     "BadCredentials",
-    "CsrfError",
     "BadName",
     "BadRequest",
     "CheckpointError",
     "CheckpointKeyError",
     "Conflict",
+    "CsrfError",
     "DeviceRevoked",
     "EnrolmentError",
     "EnrolmentTokenExpired",

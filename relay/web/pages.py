@@ -25,13 +25,13 @@ from posassist.protocol.text import printable
 
 from ..audit import RELAY_CREATED, Outcome, verify_store
 from ..errors import BadCredentials, CsrfError, NotFound, RateLimited
+from ..handlers.alerts import MAX_LISTED, health_of
+from ..handlers.api import check_password
+from ..handlers.consoles import end_sign_in
 from ..state import STATE
 from ..storage import Role, Scope, ScopeKind
 from ..storage.admin import AdminStore
 from ..storage.tickets import TicketStore
-from ..handlers.alerts import MAX_LISTED, health_of
-from ..handlers.api import check_password
-from ..handlers.consoles import end_sign_in
 from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
 from .words import WORDS, word
@@ -107,9 +107,7 @@ def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]
         try:
             return await handler(request, session)
         except PosAssistError as exc:
-            return render(
-                request, "error.html", session=session, status=exc.http_status, error=exc
-            )
+            return render(request, "error.html", session=session, status=exc.http_status, error=exc)
 
     return wrapped
 
@@ -347,7 +345,7 @@ def _finding_rows(findings: list[Any], lang: str) -> list[dict[str, Any]]:
                 "script": script.get("id") if script and isinstance(script.get("id"), str) else "",
             }
         )
-    rows.sort(key=lambda r: -rank.get(r["severity"], 0))
+    rows.sort(key=lambda r: -rank.get(str(r["severity"]), 0))
     return rows
 
 

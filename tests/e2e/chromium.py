@@ -11,11 +11,13 @@ import itertools
 import json
 import shutil
 import subprocess
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientSession
 from websockets.asyncio.client import ClientConnection, connect
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["CHROMIUM", "Browser", "start_browser"]
 
@@ -86,8 +88,12 @@ class Browser:
         script = f"""new Promise((resolve) => {{
             const ok = () => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }};
             if (ok()) {{ resolve(true); return; }}
-            const seen = new MutationObserver(() => {{ if (ok()) {{ seen.disconnect(); resolve(true); }} }});
-            seen.observe(document, {{subtree: true, childList: true, characterData: true, attributes: true}});
+            const seen = new MutationObserver(() => {{
+                if (ok()) {{ seen.disconnect(); resolve(true); }}
+            }});
+            seen.observe(document, {{
+                subtree: true, childList: true, characterData: true, attributes: true
+            }});
         }})"""
         async with asyncio.timeout(timeout):
             await self.evaluate(script)
@@ -115,8 +121,8 @@ class Browser:
                 "scale": 1,
             }
         shot = await self.call("Page.captureScreenshot", **params)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        data = base64.b64decode(shot["data"])
+        await asyncio.to_thread(_write, path, data)
         return path
 
     def problems(self) -> list[str]:
@@ -130,8 +136,7 @@ class Browser:
             elif event["method"] == "Runtime.exceptionThrown":
                 found.append(str(event["params"]["exceptionDetails"].get("text")))
             elif (
-                event["method"] == "Runtime.consoleAPICalled"
-                and event["params"]["type"] == "error"
+                event["method"] == "Runtime.consoleAPICalled" and event["params"]["type"] == "error"
             ):
                 found.append(str(event["params"]["args"]))
         return found
@@ -154,8 +159,8 @@ class Browser:
 async def start_browser(profile: Path) -> Browser:
     """A headless Chromium with its own profile folder, one blank page open."""
     assert CHROMIUM is not None
-    profile.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
+    await asyncio.to_thread(profile.mkdir, parents=True, exist_ok=True)
+    process = subprocess.Popen(  # noqa: ASYNC220 - a browser that outlives this call
         [
             CHROMIUM,
             "--headless=new",
@@ -201,3 +206,8 @@ def _drain(process: subprocess.Popen[bytes]) -> None:
     assert process.stderr is not None
     for _ in iter(process.stderr.readline, b""):
         pass
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

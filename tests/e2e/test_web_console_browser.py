@@ -47,7 +47,9 @@ async def _till(relay: Relay, store: str, host: str) -> tuple[str, object]:
                     "os": "Windows",
                     "os_release": "7",
                     "pos_name": "思迅商锐 9",
-                    "printers": ({"name": "收银小票", "target": "COM3", "model": "Epson TM-T20III"},),
+                    "printers": (
+                        {"name": "收银小票", "target": "COM3", "model": "Epson TM-T20III"},
+                    ),
                 }
             )
         )

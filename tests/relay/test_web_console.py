@@ -141,7 +141,7 @@ async def test_after_repeated_failures_even_the_right_password_is_refused(
 ) -> None:
     for _ in range(relay.state.config.login_max_failures):
         assert (await browser.sign_in("tech", "wrong password!"))[0] == 401
-    status, page, _ = await browser.sign_in("tech")  # backed off: same answer as wrong
+    status, _page, _ = await browser.sign_in("tech")  # backed off: same answer as wrong
     assert status == 401
     assert browser.cookie("pa_session") is None
     refused = [a for a in await _audit(relay) if a[1] == "user.login" and a[2] == "refused"]
@@ -160,7 +160,7 @@ async def test_a_disabled_user_can_not_sign_in_and_their_session_ends(
     assert (status, response.headers["Location"]) == (303, "/")  # the session went with it
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
         fresh = Browser(relay.http, http)
-        status, page, _ = await fresh.sign_in("tech")
+        status, _page, _ = await fresh.sign_in("tech")
         assert status == 401
         assert fresh.cookie("pa_session") is None
 
@@ -235,7 +235,7 @@ async def test_a_sign_in_form_without_its_token_is_refused_before_the_password_i
         {"username": "admin", "password": PASSWORD},
         {"csrf": "x" * 43, "username": "admin", "password": PASSWORD},
     ):
-        status, page, _ = await browser.post("/signin", form)
+        status, _page, _ = await browser.post("/signin", form)
         assert status == 403
         assert browser.cookie("pa_session") is None
     # a page on another site that posts the right fields has neither cookie nor token

@@ -465,21 +465,26 @@ async def tickets_page(request: web.Request, session: Session) -> web.StreamResp
     return render(request, "tickets.html", session=session, rows=rows)
 
 
-@page
-async def audit_page(request: web.Request, session: Session) -> web.StreamResponse:
-    """``GET /audit?before=seq``: the audit log, newest first (admins at the root; the API's
-    ``GET /v1/audit`` rules), and ``POST /audit/verify`` checks the whole chain."""
-    state = request.app[STATE]
+async def _audit_reader(state: RelayState, session: Session, action: str) -> None:
+    """Only an admin at the root reads the whole chain; anyone else: 404, audited."""
     user = session.user
     if user.role is not Role.ADMIN or user.scope.kind is not ScopeKind.ROOT:
         await state.audit(
             f"user:{user.username}",
-            "audit.read",
+            action,
             "audit",
             Outcome.REFUSED,
             {"reason": f"role {user.role} at {user.scope.kind}", "via": "web"},
         )
         raise NotFound("audit log")
+
+
+@page
+async def audit_page(request: web.Request, session: Session) -> web.StreamResponse:
+    """``GET /audit?before=seq``: the audit log, newest first (admins at the root; the API's
+    ``GET /v1/audit`` rules), and ``POST /audit/verify`` checks the whole chain."""
+    state = request.app[STATE]
+    await _audit_reader(state, session, "audit.read")
     raw = request.query.get("before", "")
     before = int(raw) if raw.isdigit() and len(raw) < 18 else None
     records, next_before = await AdminStore(state.storage).audit_page(limit=100, before=before)
@@ -510,8 +515,7 @@ async def audit_verify(request: web.Request, session: Session) -> web.StreamResp
     )
     state = request.app[STATE]
     user = session.user
-    if user.role is not Role.ADMIN or user.scope.kind is not ScopeKind.ROOT:
-        raise NotFound("audit log")
+    await _audit_reader(state, session, "audit.verify")
     result = await verify_store(state.storage, first_action=RELAY_CREATED)
     await state.audit(
         f"user:{user.username}",

@@ -245,3 +245,53 @@ async def test_names_of_stores_and_users_are_rendered_inert_too(
     await browser.sign_in("x-admin")
     _, page, _ = await browser.get("/fleet")
     _inert(page)
+
+
+# --- queues and the audit log --------------------------------------------------------------------
+
+
+async def test_the_tickets_queue_marks_a_missed_response_time(
+    relay: Relay, browser: Browser
+) -> None:
+    status, body = await relay.post(
+        f"/v1/merchants/{relay.merchant}/sla",
+        {"response_seconds": 1800, "resolve_seconds": 4 * 3600},
+        relay.tokens["admin"],
+    )
+    assert status == 200, body
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    assert opened.response_due is not None
+    await browser.sign_in("tech")
+    _, page, _ = await browser.get("/tickets")
+    row = page[page.index(opened.support_code) :]
+    row = row[: row.index("</tr>")]
+    assert "已超时" not in row  # within its response time
+    relay.clock.offset = opened.response_due - relay.clock() + 60  # a minute past it
+    _, page, _ = await browser.get("/tickets")
+    row = page[page.index(opened.support_code) :]
+    row = row[: row.index("</tr>")]
+    assert '<td class="late">' in row
+    assert "已超时" in row
+
+
+async def test_the_audit_log_is_for_admins_at_the_root_only(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("tech")
+    status, page, _ = await browser.get("/audit")
+    assert status == 404
+    assert "审计日志" not in page.split("</header>")[1]  # no record shown
+    csrf = await browser.csrf()
+    status, _, _ = await browser.post("/audit/verify", {"csrf": csrf})
+    assert status == 404
+    refused = [
+        (r.action, dict(r.detail).get("via"))
+        async for r in relay.state.storage.records()
+        if str(r.outcome) == "refused"
+    ]
+    assert ("audit.read", "web") in refused
+    assert ("audit.verify", "web") in refused
+    verified = [r async for r in relay.state.storage.records() if r.action == "audit.verify"]
+    assert [str(r.outcome) for r in verified] == ["refused"]  # nothing was verified for them

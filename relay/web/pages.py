@@ -7,8 +7,11 @@ gather from storage what the user's scope covers, and render. docs/console.md.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -18,26 +21,28 @@ from aiohttp import web
 from markupsafe import Markup
 
 from posassist.agent.advice import ADVICE
-from posassist.client.render import all_findings
+from posassist.client.render import all_findings, consent_line
 from posassist.protocol import PosAssistError
-from posassist.protocol.messages import DEVICE_ID
+from posassist.protocol.manifest import Manifest, ParamError, validate_params
+from posassist.protocol.messages import DEVICE_ID, ScriptRunRequest
 from posassist.protocol.text import printable
 
 from ..audit import RELAY_CREATED, Outcome, verify_store
-from ..errors import BadCredentials, CsrfError, NotFound, RateLimited
+from ..errors import BadCredentials, CsrfError, NotFound, RateLimited, ScopeError
 from ..handlers.alerts import MAX_LISTED, health_of
 from ..handlers.api import check_password
-from ..handlers.consoles import end_sign_in
-from ..state import STATE
+from ..handlers.consoles import end_sign_in, route_request
+from ..state import ROUTE_ROLES, STATE
 from ..storage import Role, Scope, ScopeKind
 from ..storage.admin import AdminStore
 from ..storage.tickets import TicketStore
 from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
+from .runs import RUNS, WebRun, offered_scripts, remember
 from .words import WORDS, word
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from ..alerts import Alert
     from ..state import RelayState
@@ -403,6 +408,197 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         ],
         when=lambda epoch: human_time(epoch, tz, now, lang),
         known_facts=KNOWN_FACTS,
+        may_run=_may_run(session),
+    )
+
+
+# --- running a vetted script ---------------------------------------------------------------------
+
+
+def _may_run(session: Session) -> bool:
+    return session.user.role in ROUTE_ROLES["script.run"]
+
+
+def _form_params(manifest: Manifest, form: Mapping[str, Any]) -> dict[str, Any]:
+    """The run form's ``p_<name>`` fields as typed values; an empty optional field is left out
+    (its default applies); validate_params then checks them all, as the agent will again."""
+    params: dict[str, Any] = {}
+    kinds = {param.name: param.type for param in manifest.params}
+    for key, raw in form.items():
+        if not key.startswith("p_") or not isinstance(raw, str):
+            continue
+        name = key[2:]
+        kind = kinds.get(name)
+        if kind == "boolean":
+            params[name] = raw in ("on", "true")
+        elif raw == "":
+            continue
+        elif kind == "integer":
+            try:
+                params[name] = int(raw)
+            except ValueError:
+                raise ParamError(f"parameter {name!r} must be an integer") from None
+        elif kind == "number":
+            try:
+                params[name] = float(raw)
+            except ValueError:
+                raise ParamError(f"parameter {name!r} must be a number") from None
+        else:
+            params[name] = raw  # strings, enums, paths; and unknown names, refused below
+    for param in manifest.params:
+        if param.type == "boolean" and param.name not in params and param.default is None:
+            params[param.name] = False  # an unticked box is a no, not a missing field
+    validate_params(manifest, params)
+    return params
+
+
+async def _offered(request: web.Request) -> dict[tuple[str, str], Manifest]:
+    return await asyncio.to_thread(offered_scripts, request.app[STATE].config.scripts_dir)
+
+
+async def _chosen(request: web.Request, source: Mapping[str, Any]) -> Manifest | None:
+    offered = await _offered(request)
+    script, version = source.get("script"), source.get("version")
+    if not isinstance(script, str) or not isinstance(version, str):
+        return None
+    return offered.get((script, version))
+
+
+@page
+async def run_form(request: web.Request, session: Session) -> web.StreamResponse:
+    """``GET /devices/{device_id}/run[?script=&version=]``: the scripts on offer, then one's
+    parameters as a form built from its manifest (HTML limits: the browser checks first)."""
+    device = await _visible_device(request, session, "script.run")
+    offered = await _offered(request)
+    manifest = await _chosen(request, request.query)
+    return render(
+        request,
+        "run.html",
+        session=session,
+        device=device,
+        may_run=_may_run(session),
+        offered=sorted(offered.values(), key=lambda m: (m.id, m.version)),
+        manifest=manifest,
+        values={},
+        error=None,
+    )
+
+
+@page
+async def run_script(request: web.Request, session: Session) -> web.StreamResponse:
+    """``POST /devices/{device_id}/run``: checked again here (CSRF, role, scope, the manifest's
+    parameter rules) before a job exists; then routed as a console's run, and on to its page."""
+    form = await request.post()
+    sent = form.get("csrf")
+    await sessions.check_form(
+        request,
+        sent if isinstance(sent, str) else None,
+        session.csrf,
+        f"user:{session.user.username}",
+    )
+    state = request.app[STATE]
+    device = await _visible_device(request, session, "script.run")
+    manifest = await _chosen(request, form)
+    if manifest is None:
+        raise NotFound("no such script on offer")
+    try:
+        params = _form_params(manifest, form)
+    except ParamError as exc:
+        await state.audit(
+            f"user:{session.user.username}",
+            "script.run",
+            f"device:{device.id}",
+            Outcome.REFUSED,
+            {"reason": "invalid_params", "script": manifest.id, "via": "web"},
+        )
+        return render(
+            request,
+            "run.html",
+            session=session,
+            status=400,
+            device=device,
+            may_run=_may_run(session),
+            offered=[],
+            manifest=manifest,
+            values={k[2:]: v for k, v in form.items() if k.startswith("p_")},
+            error=str(exc),
+        )
+    run = WebRun(device.id, manifest.id, manifest.version, session.user.username)
+    request_message = ScriptRunRequest(
+        id=1, device_id=device.id, script=manifest.id, version=manifest.version, params=params
+    )
+    job_id = await route_request(session.user, run, state, request_message)
+    if job_id is None:  # refused for the role (the page offers no form then): said, audited
+        raise ScopeError(f"{session.user.username} may not run scripts")
+    run.job_id = job_id
+    remember(request.app, run)
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
+async def _visible_job(request: web.Request, session: Session) -> Any:
+    state = request.app[STATE]
+    job_id = request.match_info["job_id"]
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", job_id):
+        raise NotFound("not a job id")
+    try:
+        job = await state.storage.get_job(job_id)
+    except NotFound:
+        raise NotFound("job") from None
+    if not await state.device_in_scope(job.device_id, session.user.scope):
+        await state.audit(
+            f"user:{session.user.username}",
+            "job.read",
+            f"job:{job_id}",
+            Outcome.REFUSED,
+            {"reason": "out of scope", "via": "web"},
+        )
+        raise NotFound("job out of scope")
+    return job
+
+
+def _step_words(step: str, detail: Mapping[str, Any], lang: str) -> str:
+    """A ``script.progress`` step for people: consent in the console's own words
+    (client/render.py ``consent_line``), the rest by name with its few facts."""
+    line = consent_line(step, detail)
+    if line is not None:
+        return line.removeprefix("[consent] ")
+    facts = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
+    return f"{word('step_' + step, lang)}{': ' + facts if facts else ''}"
+
+
+def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, Any]:
+    lang = sessions.language(request)
+    run = request.app[RUNS].get(job.id)
+    steps = [_step_words(step, detail, lang) for step, detail in run.steps] if run else []
+    consent: tuple[str, str] | None = None  # (state for the page's class, words)
+    for step, detail in run.steps if run else ():
+        line = consent_line(step, detail)
+        if line is not None:
+            decision = "asked" if step == "consent_asked" else str(detail.get("decision"))
+            consent = (decision, line.removeprefix("[consent] "))
+    return {
+        "job": job,
+        "run": run,
+        "steps": steps,
+        "consent": consent,
+        "output": run.output.decode("utf-8", "replace") if run else "",
+        "done": job.status.finished and (run is None or run.done),
+    }
+
+
+@page
+async def job_page(request: web.Request, session: Session) -> web.StreamResponse:
+    """``GET /jobs/{job_id}``: a run's steps, consent, output and end, live until it ends."""
+    job = await _visible_job(request, session)
+    return render(request, "job.html", session=session, **_job_values(request, session, job))
+
+
+@page
+async def job_progress(request: web.Request, session: Session) -> web.StreamResponse:
+    """``GET /jobs/{job_id}/progress``: the live part alone, for htmx to swap in."""
+    job = await _visible_job(request, session)
+    return render(
+        request, "job_progress.html", session=session, **_job_values(request, session, job)
     )
 
 
@@ -530,6 +726,7 @@ async def audit_verify(request: web.Request, session: Session) -> web.StreamResp
 def add_console_routes(app: web.Application) -> None:
     """The web console's routes (docs/api.md, docs/console.md) and its security headers."""
     app.on_response_prepare.append(sessions.security_headers)
+    app[RUNS] = OrderedDict()
     app.router.add_get("/", sign_in_page)
     app.router.add_post("/signin", sign_in)
     app.router.add_post("/signout", sign_out)
@@ -537,6 +734,10 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/fleet/rows", fleet_rows)
     app.router.add_get("/devices/{device_id}", device_page)
+    app.router.add_get("/devices/{device_id}/run", run_form)
+    app.router.add_post("/devices/{device_id}/run", run_script)
+    app.router.add_get("/jobs/{job_id}", job_page)
+    app.router.add_get("/jobs/{job_id}/progress", job_progress)
     app.router.add_get("/alerts", alerts_page)
     app.router.add_get("/tickets", tickets_page)
     app.router.add_get("/audit", audit_page)

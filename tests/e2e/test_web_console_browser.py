@@ -17,6 +17,8 @@ import pytest
 from posassist.agent.findings import finding
 from posassist.agent.helpwindow.summary import summarise
 from posassist.protocol import messages as m
+from posassist.console.scripts_repo import init_repository
+from tests.agent.test_verify import PASS, add, approve, manifest
 from tests.e2e.chromium import CHROMIUM, Browser, start_browser
 from tests.relay.harness import PASSWORD, Agent, Relay, start_relay
 from tests.relay.test_tickets import ask_help
@@ -32,6 +34,17 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("printer-test")
+    script["title"] = {"zh": "打印测试页", "en": "Print a test page"}
+    script["params"] = {
+        "copies": {"type": "integer", "min": 1, "max": 5, "default": 1},
+        "size": {"type": "enum", "enum": ["58mm", "80mm"], "default": "80mm"},
+    }
+    script["consent"] = True
+    add(repo, tmp_path, script)
+    approve(repo, "alice", "bob")
+    repo.publish(tmp_path / "relay")  # the relay below serves it
     relay = await start_relay(tmp_path)
     yield relay
     await relay.server.close()
@@ -95,6 +108,7 @@ async def test_sign_in_search_watch_a_till_come_online_and_read_its_findings(
         browser = await start_browser(tmp_path / "chromium")
         try:
             await _walk(browser, relay, harbour_id, harbour_key, sick_id)
+            await _run_a_script(browser, relay, sick)
             assert browser.problems() == []  # no CSP violation, no script error
         finally:
             await browser.close()
@@ -156,3 +170,47 @@ async def _walk(
     await browser.goto(relay.http + "/fleet")
     assert await browser.evaluate("document.documentElement.scrollWidth <= 768")  # no side-scroll
     await browser.screenshot(ARTEFACTS / "fleet-tablet-en.png")
+
+
+async def _run_a_script(browser: Browser, relay: Relay, agent: Agent) -> None:
+    """From the device page: choose the script, the browser refuses an out-of-range copy count
+    before anything is sent, a good run asks the merchant and its output arrives live."""
+    await browser.size(1280, 900)
+    await browser.goto(f"{relay.http}/lang?to=zh&next=/devices/{agent.device_id}")
+    mark = len(browser.events)
+    await browser.evaluate("document.querySelector('a.button').click()")
+    await browser.wait_event("Page.loadEventFired", after=mark)
+    mark = len(browser.events)
+    await browser.evaluate("document.querySelector('.scripts a').click()")
+    await browser.wait_event("Page.loadEventFired", after=mark)
+    copies = "document.querySelector('[name=p_copies]')"
+    await browser.evaluate(f"{copies}.value = '9'; true")
+    assert await browser.evaluate(f"{copies}.validity.rangeOverflow") is True
+    assert await browser.evaluate("document.querySelector('form.run').checkValidity()") is False
+    await browser.screenshot(ARTEFACTS / "run-form-zh.png")
+    await browser.evaluate(f"{copies}.value = '2'; true")
+    mark = len(browser.events)
+    await browser.evaluate("document.querySelector('form.run').requestSubmit()")
+    (request,) = await agent.next()  # only the good run reached the till
+    assert isinstance(request, m.ScriptRunRequest)
+    assert request.params == {"copies": 2, "size": "80mm"}
+    await browser.wait_event("Page.loadEventFired", after=mark)
+    assert request.job_id is not None
+    ids = {"id": request.id, "job_id": request.job_id}
+    await agent.reply(m.ScriptProgress(**ids, step="verified", at=1.0, detail={"risk": "B"}))
+    await agent.reply(
+        m.ScriptProgress(**ids, step="consent_asked", at=2.0, detail={"timeout": 120})
+    )
+    await browser.wait_for("document.body.innerText.includes('等待商户确认')")
+    await browser.screenshot(ARTEFACTS / "job-consent-zh.png")
+    await agent.reply(
+        m.ScriptProgress(**ids, step="consent_answered", at=3.0, detail={"decision": "granted"})
+    )
+    await agent.reply(m.ScriptStarted(**ids, started_at=4.0))
+    await agent.reply(m.ScriptOutput(**ids, seq=0, stream="stdout", data=b"printed 2 pages\n"))
+    await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=5.0, exit_code=0))
+    await browser.wait_for("document.querySelector('.finished.job-succeeded')")
+    text = await browser.evaluate("document.body.innerText")
+    assert "商户已同意" in text
+    assert "printed 2 pages" in text
+    await browser.screenshot(ARTEFACTS / "job-done-zh.png")

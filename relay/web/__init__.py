@@ -3,6 +3,18 @@ pages (jinja2, autoescaped) with a vendored htmx, signed in with the API's users
 
 from __future__ import annotations
 
-from .pages import add_console_routes
+from typing import TYPE_CHECKING
+
+from .admin import add_admin_pages
+from .pages import add_pages
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["add_console_routes"]
+
+
+def add_console_routes(app: web.Application) -> None:
+    """Every page of the web console and its security headers (docs/api.md lists the routes)."""
+    add_pages(app)
+    add_admin_pages(app)

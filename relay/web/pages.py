@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
-__all__ = ["add_console_routes"]
+__all__ = ["add_pages", "page", "render"]
 
 HERE = Path(__file__).parent
 KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
@@ -723,8 +723,9 @@ async def audit_verify(request: web.Request, session: Session) -> web.StreamResp
     raise web.HTTPSeeOther("/audit?verified=" + ("ok" if result.ok else "bad"))
 
 
-def add_console_routes(app: web.Application) -> None:
-    """The web console's routes (docs/api.md, docs/console.md) and its security headers."""
+def add_pages(app: web.Application) -> None:
+    """The web console's pages but administration (docs/api.md, docs/console.md) and its
+    security headers."""
     app.on_response_prepare.append(sessions.security_headers)
     app[RUNS] = OrderedDict()
     app.router.add_get("/", sign_in_page)

@@ -16,8 +16,8 @@ import pytest
 
 from posassist.agent.findings import finding
 from posassist.agent.helpwindow.summary import summarise
-from posassist.protocol import messages as m
 from posassist.console.scripts_repo import init_repository
+from posassist.protocol import messages as m
 from tests.agent.test_verify import PASS, add, approve, manifest
 from tests.e2e.chromium import CHROMIUM, Browser, start_browser
 from tests.relay.harness import PASSWORD, Agent, Relay, start_relay

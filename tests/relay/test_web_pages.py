@@ -276,9 +276,7 @@ async def test_the_tickets_queue_marks_a_missed_response_time(
     assert "已超时" in row
 
 
-async def test_the_audit_log_is_for_admins_at_the_root_only(
-    relay: Relay, browser: Browser
-) -> None:
+async def test_the_audit_log_is_for_admins_at_the_root_only(relay: Relay, browser: Browser) -> None:
     await browser.sign_in("tech")
     status, page, _ = await browser.get("/audit")
     assert status == 404

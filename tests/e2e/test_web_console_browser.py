@@ -109,6 +109,7 @@ async def test_sign_in_search_watch_a_till_come_online_and_read_its_findings(
         try:
             await _walk(browser, relay, harbour_id, harbour_key, sick_id)
             await _run_a_script(browser, relay, sick)
+            await _make_an_enrolment_token(browser, relay)
             assert browser.problems() == []  # no CSP violation, no script error
         finally:
             await browser.close()
@@ -214,3 +215,20 @@ async def _run_a_script(browser: Browser, relay: Relay, agent: Agent) -> None:
     assert "商户已同意" in text
     assert "printed 2 pages" in text
     await browser.screenshot(ARTEFACTS / "job-done-zh.png")
+
+
+async def _make_an_enrolment_token(browser: Browser, relay: Relay) -> None:
+    """Administration: a token for a store, as text and a QR code the till can scan; it enrols."""
+    await browser.goto(relay.http + "/admin")
+    await browser.screenshot(ARTEFACTS / "admin-zh.png")
+    mark = len(browser.events)
+    await browser.evaluate(
+        "document.querySelector('form[action=\"/admin/enrolments\"]').requestSubmit()"
+    )
+    await browser.wait_event("Page.loadEventFired", after=mark)
+    width = await browser.evaluate("document.querySelector('img.qr').naturalWidth")
+    assert width > 0  # the QR code's SVG loaded under the CSP
+    token = await browser.evaluate("document.querySelector('pre.token').textContent")
+    await browser.screenshot(ARTEFACTS / "enrolment-qr-zh.png")
+    device_id, _ = await relay.enrol(token)
+    assert device_id.startswith("dev_")

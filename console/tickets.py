@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-__all__ = ["add_parsers", "command", "start_work"]
+__all__ = ["add_parsers", "command", "exchange", "start_work"]
 
 #: What the technician sees for each state (English / 中文).
 STATE_WORDS = {
@@ -42,7 +42,7 @@ STATE_WORDS = {
 MAX_REPORT = 64 * 1024 * 1024
 
 
-def _exchange(
+def exchange(
     session: dict[str, str],
     method: str,
     path: str,
@@ -74,6 +74,8 @@ def _code(text: str) -> str:
 def _line(ticket: dict[str, Any]) -> str:
     breached = [k for k, v in (ticket.get("breached") or {}).items() if v]
     flags = f"  SLA MISSED / 超时: {', '.join(breached)}" if breached else ""
+    if ticket.get("sla_paused"):
+        flags += "  SLA paused, waiting for the merchant / 计时暂停 (等待商户)"
     due = (ticket.get("local") or {}).get("response_due") or "-"
     text = (
         f"{ticket['code']:<10} {STATE_WORDS.get(ticket['status'], ticket['status']):<24} "
@@ -81,6 +83,13 @@ def _line(ticket: dict[str, Any]) -> str:
         f"{ticket.get('technician') or '-':<12} {ticket['local']['created_at']}  due {due}{flags}"
     )
     return printable(text, multiline=False)
+
+
+def _minutes(seconds: object) -> str:
+    """Business seconds as whole minutes (``-`` for none)."""
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        return "-"
+    return f"{round(seconds / 60)} min (business / 营业时间)"
 
 
 def list_tickets(
@@ -98,7 +107,7 @@ def list_tickets(
     if breached:
         query["breached"] = "1"
     path = "/v1/tickets" + (f"?{urlencode(query)}" if query else "")
-    answer = _exchange(session, "GET", path).json()
+    answer = exchange(session, "GET", path).json()
     tickets = answer["tickets"]
     if as_json:
         print(json.dumps(tickets, ensure_ascii=False, indent=2))
@@ -115,7 +124,7 @@ def list_tickets(
 
 
 def show(session: dict[str, str], code: str, as_json: bool) -> int:
-    ticket = _exchange(session, "GET", f"/v1/tickets/{_code(code)}").json()
+    ticket = exchange(session, "GET", f"/v1/tickets/{_code(code)}").json()
     if as_json:
         print(json.dumps(ticket, ensure_ascii=False, indent=2))
         return 0
@@ -127,6 +136,7 @@ def show(session: dict[str, str], code: str, as_json: bool) -> int:
         ("contact / 联系方式", ticket.get("contact") or "-"),
         ("response due / 响应时限", local.get("response_due") or "-"),
         ("resolve due / 解决时限", local.get("resolve_due") or "-"),
+        ("waited for the merchant / 等待商户", _minutes(ticket.get("sla_paused_seconds"))),
         ("rating / 评分", ticket.get("rating") or "-"),
     ]
     for label, value in rows:
@@ -163,7 +173,7 @@ def change(
     body: dict[str, Any] = {"text": text}
     if state:
         body["state"] = state
-    ticket = _exchange(session, "POST", f"/v1/tickets/{_code(code)}/{verb}", body).json()
+    ticket = exchange(session, "POST", f"/v1/tickets/{_code(code)}/{verb}", body).json()
     print(_line(ticket))
     return 0
 
@@ -171,7 +181,7 @@ def change(
 def start_work(session: dict[str, str], code: str) -> None:
     """``run --ticket CODE``: mark the ticket in progress (yours) before the run starts, so the
     run is on the ticket's record (the relay links every job on its device while it is open)."""
-    ticket = _exchange(session, "POST", f"/v1/tickets/{_code(code)}/work", {"text": ""}).json()
+    ticket = exchange(session, "POST", f"/v1/tickets/{_code(code)}/work", {"text": ""}).json()
     print(_line(ticket))
 
 
@@ -193,7 +203,7 @@ def open_for_caller(
     }
     if device:
         body["device_id"] = device
-    ticket = _exchange(session, "POST", "/v1/tickets", body).json()
+    ticket = exchange(session, "POST", "/v1/tickets", body).json()
     print(_line(ticket))
     print(printable(f"support code / 服务码: {ticket['code']}", multiline=False))
     return 0
@@ -214,7 +224,7 @@ def report(
     base = "/v1/reports?" + urlencode(query)
     wrote = False
     if json_out is not None or html_out is None:
-        body = _exchange(session, "GET", base + "&format=json", max_bytes=MAX_REPORT).body
+        body = exchange(session, "GET", base + "&format=json", max_bytes=MAX_REPORT).body
         if json_out is None:
             summary = json.loads(body.decode("utf-8"))["summary"]
             print(printable(json.dumps(summary, ensure_ascii=False, indent=2)))
@@ -222,7 +232,7 @@ def report(
             write_private(json_out, body.decode("utf-8"))
             wrote = True
     if html_out is not None:
-        page = _exchange(session, "GET", base + "&format=html", max_bytes=MAX_REPORT).body
+        page = exchange(session, "GET", base + "&format=html", max_bytes=MAX_REPORT).body
         write_private(html_out, page.decode("utf-8"))
         wrote = True
     if wrote:

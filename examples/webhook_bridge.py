@@ -1,4 +1,4 @@
-"""posassist alert webhook → WeChat Work (企业微信) group robot, in a few lines (docs/webhooks.md).
+"""posassist alert and ticket webhooks → a WeChat Work (企业微信) group robot (docs/webhooks.md).
 
     export POSASSIST_WEBHOOK_SECRET=whsec_…
     export ROBOT_URL='https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…'
@@ -27,6 +27,8 @@ WORDS = {
     "alert.updated": "告警加重",
     "alert.resolved": "已恢复",
     "alert.escalated": "自动修复无效, 已升级",
+    "ticket.opened": "新工单",
+    "ticket.sla_breached": "工单超时",
 }
 
 
@@ -39,9 +41,15 @@ def verified(headers: object, body: bytes) -> bool:
 
 
 def line(note: dict) -> str:  # type: ignore[type-arg]
-    alert = note["alert"]
-    text = f"[{WORDS.get(note['type'], note['type'])}] {alert['severity']} {alert['check']} "
-    text += f"{alert['summary']} (门店 store {alert['store_id']}, 设备 device {alert['device_id']})"
+    text = f"[{WORDS.get(note['type'], note['type'])}] "
+    if "ticket" in note:  # someone asked for help, or a promise was missed
+        ticket = note["ticket"]
+        text += f"{ticket['support_code']} {ticket['category']} {ticket['description'][:200]} "
+        text += f"(门店 store {ticket['store_id']}, {note.get('which') or ticket['channel']})"
+    else:
+        alert = note["alert"]
+        text += f"{alert['severity']} {alert['check']} {alert['summary']} "
+        text += f"(门店 store {alert['store_id']}, 设备 device {alert['device_id']})"
     return "".join(c for c in text if c.isprintable())[:1000]
 
 

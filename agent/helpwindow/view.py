@@ -195,9 +195,10 @@ class HelpView:
             return [self.word("checking")]
         if self.findings_error and not self.findings:
             return [self.word("check_failed")]
-        if not self.findings:
+        wrong = [f for f in self.findings if f.get("severity") != "info"]  # notes aren't faults
+        if not wrong:
             return [self.word("nothing_found")]
-        rows = [self.pick(str(f.get("zh", "")), str(f.get("en", ""))) for f in self.findings]
+        rows = [self.pick(str(f.get("zh", "")), str(f.get("en", ""))) for f in wrong]
         return [self.word("found")] + ["• " + r for r in rows[:6]]
 
     def submit(

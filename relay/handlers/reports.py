@@ -58,19 +58,33 @@ def _since(text: str | None, hours: BusinessHours) -> float | None:
 
 
 def _clock(
-    hours: BusinessHours, start: float, done: float | None, due: float | None, now: float
+    hours: BusinessHours,
+    start: float,
+    done: float | None,
+    due: float | None,
+    now: float,
+    *,
+    paused_at: float | None = None,
+    paused_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """One SLA clock of a ticket: when it was due, when it was met, open seconds it took."""
+    """One SLA clock of a ticket: when it was due, when it was met, open seconds it took (not
+    counting the time it stood still while the ticket waited for the merchant)."""
     end = done if done is not None else now
+    until = end if paused_at is None else min(end, paused_at)
+    if paused_at is not None:
+        paused_seconds += business_seconds(hours, paused_at, end)
+    took = max(0.0, business_seconds(hours, start, end) - paused_seconds)
     return {
         "due": due,
         "due_local": None if due is None else local_iso(hours, due),
         "done_at": done,
         "done_local": None if done is None else local_iso(hours, done),
-        "business_seconds": round(business_seconds(hours, start, end)),
+        "business_seconds": round(took),
+        "paused": paused_at is not None and done is None,
+        "paused_seconds": round(paused_seconds),
         "met": None if due is None else (done is not None and done <= due),
         "missed": due is not None
-        and ((done is not None and done > due) or (done is None and now > due)),
+        and ((done is not None and done > due) or (done is None and until > due)),
     }
 
 
@@ -128,7 +142,13 @@ async def build_report(
                 hours, ticket.clock_started_at, ticket.first_response_at, ticket.response_due, now
             )
             row["resolution"] = _clock(
-                hours, ticket.clock_started_at, ticket.resolved_at, ticket.resolve_due, now
+                hours,
+                ticket.clock_started_at,
+                ticket.resolved_at,
+                ticket.resolve_due,
+                now,
+                paused_at=ticket.sla_paused_at,
+                paused_seconds=ticket.sla_paused_seconds,
             )
             row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records)
             rows.append(row)
@@ -269,12 +289,17 @@ def _sla_cell(clock: dict[str, Any]) -> str:
         if clock["missed"]
         else '<span class="met">达标 / met</span>'
         if clock["met"]
+        else "暂停: 等待商户 / paused: waiting for the merchant"
+        if clock.get("paused")
         else "进行中 / running"
     )
     done = clock["done_local"] or "—"
     minutes = round(clock["business_seconds"] / 60)
+    waited = round(clock.get("paused_seconds", 0) / 60)
+    stood = f"<br>等待商户 / waiting for the merchant: {waited} min" if waited else ""
     return (
         f"{verdict}<br>due {_e(clock['due_local'])}<br>done {_e(done)}<br>{minutes} min (business)"
+        + stood
     )
 
 

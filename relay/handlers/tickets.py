@@ -53,7 +53,9 @@ from ..tickets import (
     due_times,
     new_support_code,
     normalise_code,
+    resume_clock,
 )
+from ..webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -155,14 +157,16 @@ def _description_audit(text: str) -> dict[str, object]:
 def live_breaches(ticket: Ticket, now: float) -> dict[str, bool]:
     """Whether each target is missed by ``now`` (recorded or not yet: the sweeper records)."""
 
-    def missed(due: float | None, done: float | None) -> bool:
+    def missed(due: float | None, done: float | None, until: float) -> bool:
         if due is None:
             return False
-        return (done is not None and done > due) or (done is None and now > due)
+        return (done is not None and done > due) or (done is None and until > due)
 
+    # While the ticket waits for the merchant its resolution clock stands still.
+    stopped = now if ticket.sla_paused_at is None else min(now, ticket.sla_paused_at)
     return {
-        "response": missed(ticket.response_due, ticket.first_response_at),
-        "resolution": missed(ticket.resolve_due, ticket.resolved_at),
+        "response": missed(ticket.response_due, ticket.first_response_at, now),
+        "resolution": missed(ticket.resolve_due, ticket.resolved_at, stopped),
     }
 
 
@@ -308,7 +312,7 @@ async def open_ticket(
             },
         )
         try:
-            return await tickets.open_ticket(
+            opened = await tickets.open_ticket(
                 code=code,
                 store_id=store_id,
                 device_id=device_id,
@@ -327,6 +331,8 @@ async def open_ticket(
             )
         except Conflict:
             continue
+        wake_webhooks(state)
+        return opened
     raise Conflict("no free support code")  # pragma: no cover - three collisions in a row
 
 
@@ -528,6 +534,8 @@ async def ticket_json(
         "rating": ticket.rating,
         "rating_comment": ticket.rating_comment,
         "breached": live_breaches(ticket, now),
+        "sla_paused": ticket.sla_paused_at is not None,
+        "sla_paused_seconds": round(ticket.sla_paused_seconds),
         "breach_recorded": {
             "response": ticket.response_breached_at is not None,
             "resolution": ticket.resolve_breached_at is not None,
@@ -543,6 +551,7 @@ async def ticket_json(
         "response_due": _finite(ticket.response_due),
         "resolve_due": _finite(ticket.resolve_due),
         "rated_at": ticket.rated_at,
+        "sla_paused_at": ticket.sla_paused_at,
     }
     out.update(times)
     out["local"] = {k: None if v is None else local_iso(hours, v) for k, v in times.items()}
@@ -664,6 +673,9 @@ async def _change(
             raise BadTicketField("state must be in_progress or waiting_merchant")
         from_states = frozenset(s for s, nxt in TRANSITIONS.items() if target_state in nxt)
     now = state.now()
+    clock = await _sla_clock(state, ticket, target_state, now)
+    if clock:  # computed from the state read above: the change must find the ticket still in it
+        from_states = from_states & {ticket.status}
     entry = AuditEntry(
         f"user:{user.username}",
         action,
@@ -687,7 +699,7 @@ async def _change(
                 text=text,
                 now=now,
                 audit=entry,
-                values=None if values is None else await values(ticket, now, user),
+                values={**clock, **({} if values is None else await values(ticket, now, user))},
                 technician=user.username if own and user.role is not Role.ADMIN else None,
             )
     except Conflict:
@@ -703,6 +715,26 @@ async def _change(
     if changed.status != ticket.status:  # a note alone is the technicians' business
         push(state, changed)
     return web.json_response(await ticket_json(state, changed))
+
+
+async def _sla_clock(
+    state: RelayState, ticket: Ticket, to: str | None, now: float
+) -> dict[str, Any]:
+    """What a change does to the resolution clock: it stops when the ticket starts waiting for
+    the merchant and starts again, with what was left, when it leaves that state."""
+    if to == "waiting_merchant" and ticket.status != "waiting_merchant":
+        return {"sla_paused_at": now}
+    if ticket.status == "waiting_merchant" and to not in (None, "waiting_merchant"):
+        if ticket.sla_paused_at is None:  # waiting since before the clock could stop (0007)
+            return {}
+        _, hours = await store_hours(state, ticket.store_id)
+        due, stopped = resume_clock(hours, ticket.sla_paused_at, ticket.resolve_due, now)
+        return {
+            "sla_paused_at": None,
+            "sla_paused_seconds": ticket.sla_paused_seconds + stopped,
+            "resolve_due": due,
+        }
+    return {}
 
 
 async def accept_ticket(request: web.Request) -> web.Response:
@@ -774,6 +806,8 @@ async def reopen_ticket(request: web.Request) -> web.Response:
             "closed_at": None,
             "response_due": response_due,
             "resolve_due": resolve_due,
+            "sla_paused_at": None,
+            "sla_paused_seconds": 0.0,
         }
 
     return await _change(
@@ -824,6 +858,15 @@ async def create_ticket(request: web.Request) -> web.Response:
     )
     push(state, ticket)
     return web.json_response(await ticket_json(state, ticket), status=201)
+
+
+async def get_sla(request: web.Request) -> web.Response:
+    """``GET /v1/merchants/{id}/sla``: the merchant's targets, for anyone whose scope holds it."""
+    state, user = await _user(request)
+    merchant_id = request.match_info["merchant_id"]
+    await state.require_scope(user, Scope(ScopeKind.MERCHANT, merchant_id), "merchant.sla.read")
+    sla = await state_tickets(state).sla(merchant_id)
+    return web.json_response({"merchant_id": merchant_id, **sla.to_json()})
 
 
 async def set_sla(request: web.Request) -> web.Response:
@@ -949,7 +992,16 @@ async def sweep_breaches(state: RelayState) -> int:
     found = await state_tickets(state).mark_breaches(state.now())
     for ticket, which in found:
         log.warning("ticket %s missed its %s target", ticket.support_code, which)
+    if found:
+        wake_webhooks(state)
     return len(found)
+
+
+def wake_webhooks(state: RelayState) -> None:
+    """Tell the webhook sender (when the relay runs one) that news was queued."""
+    sender = getattr(state.health, "sender", None)
+    if isinstance(sender, WebhookSender):
+        sender.wake()
 
 
 async def close_resolved(state: RelayState) -> int:
@@ -1019,5 +1071,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/tickets/{code}/note", note_ticket)
     app.router.add_post("/v1/tickets/{code}/resolve", resolve_ticket)
     app.router.add_post("/v1/tickets/{code}/reopen", reopen_ticket)
+    app.router.add_get("/v1/merchants/{merchant_id}/sla", get_sla)
     app.router.add_post("/v1/merchants/{merchant_id}/sla", set_sla)
     app.router.add_get("/v1/reports", get_report)

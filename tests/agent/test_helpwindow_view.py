@@ -267,6 +267,30 @@ def test_summary_is_words_worst_first_never_a_dump() -> None:
     )
 
 
+def test_the_merchant_reads_problems_in_words_not_notes_or_section_ids() -> None:
+    """A note (info: no print spooler, normal here) is for the technician, not a problem on
+    the merchant's screen; a section that could not be read is named in words, per language."""
+    from posassist.agent.advice import Severity
+    from posassist.agent.findings import Finding
+
+    findings = [
+        Finding("queue.no_spooler", Severity.INFO, "print_queue", "", {}),
+        Finding("collector.unreadable", Severity.WARNING, "print_queue", "print_queue", {}),
+    ]
+    summary = summarise(findings)
+    assert [(f["zh"], f["en"]) for f in summary["findings"]] == [
+        ("诊断数据无法读取 (打印队列)", "Diagnostic reading unreadable (Print queue)"),
+        ("本机没有打印队列服务", "No print spooler on this till"),
+    ]
+    assert len(summary["facts"]["findings"]) == 2  # the technician still gets the note
+    view = welcomed()
+    view.receive({"t": "link.summary", "id": 1, "findings": summary["findings"], "error": ""}, 0)
+    assert view.summary_lines() == ["收银机检查结果:", "• 诊断数据无法读取 (打印队列)"]
+    notes_only = summary["findings"][1:]
+    view.receive({"t": "link.summary", "id": 2, "findings": notes_only, "error": ""}, 0)
+    assert view.summary_lines() == [view.word("nothing_found")]
+
+
 @pytest.mark.parametrize(
     ("detail", "line"),
     [

@@ -481,6 +481,119 @@ async def test_sla_due_times_count_business_hours_and_a_breach_is_recorded_once(
     assert report["summary"]["breaches_recorded"] == 2
 
 
+async def _wait_and_move(relay: Relay, code: str, hours: float, state: str) -> dict[str, Any]:
+    """``hours`` later (signed in again), a technician's note moving the ticket to ``state``."""
+    relay.clock.offset += hours * 3600
+    await sign_in_again(relay, "tech", "boss")
+    body = {"text": f"-> {state}", "state": state}
+    status, moved = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", body)
+    assert (status, moved["status"]) == (200, state), moved
+    return dict(moved)
+
+
+async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchant(
+    relay: Relay,
+) -> None:
+    """Open all day: a 4 h resolution target, 2 h of work, 5 h waiting for the merchant (past
+    the first due time: no breach), then 1 h more: resolved within target, having taken 3 h."""
+    sla = {"response_seconds": 1800, "resolve_seconds": 4 * 3600}
+    status, _ = await call(relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", sla)
+    assert status == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    assert status == 200
+    first_due = opened.created_at + 4 * 3600
+    waiting = await _wait_and_move(relay, code, 2, "waiting_merchant")
+    assert waiting["sla_paused"] is True
+    assert waiting["resolve_due"] == first_due  # kept while it stands still
+
+    relay.clock.offset += 5 * 3600  # 7 h after opening: past the first due time
+    await sign_in_again(relay, "tech", "boss")
+    assert await sweep_breaches(relay.state) == 0
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert shown["breached"] == {"response": False, "resolution": False}
+    assert shown["breach_recorded"] == {"response": False, "resolution": False}
+    status, listed = await call(relay, "GET", "/v1/tickets?breached=1", "tech")
+    assert listed["tickets"] == []
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    clock = report["stores"][0]["tickets"][0]["resolution"]
+    assert (clock["paused"], clock["missed"]) == (True, False)
+    assert clock["business_seconds"] == pytest.approx(7200, abs=5)  # the relay's clock runs on
+
+    working = await _wait_and_move(relay, code, 0, "in_progress")
+    assert working["sla_paused"] is False
+    assert working["sla_paused_seconds"] == pytest.approx(5 * 3600, abs=5)
+    assert working["resolve_due"] == pytest.approx(first_due + 5 * 3600, abs=5)  # 2 h were left
+    relay.clock.offset += 3600
+    await sign_in_again(relay, "tech", "boss")
+    status, resolved = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+    assert resolved["status"] == "resolved"
+    assert await sweep_breaches(relay.state) == 0
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    (ticket,) = report["stores"][0]["tickets"]
+    assert ticket["resolution"]["met"] is True
+    assert ticket["resolution"]["business_seconds"] == pytest.approx(3 * 3600, abs=5)
+    assert ticket["resolution"]["paused_seconds"] == pytest.approx(5 * 3600, abs=5)
+    assert report["summary"]["resolution_met"] == 1
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
+    assert "waiting for the merchant: 300 min" in page
+
+
+async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_stays_missed(
+    relay: Relay,
+) -> None:
+    """Open Mon-Fri 09:00-18:00 Shanghai. A ticket opened Monday 10:00 with a 9 h target is due
+    Tuesday 10:00; it waits from Monday 17:00 to Tuesday 10:00 (2 open hours stood still), so
+    it is due Tuesday 12:00. A ticket whose 1 h target was missed before it started waiting
+    keeps its miss, and its due time."""
+    hours = {"weekly": {d: [["09:00", "18:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}}
+    status, _ = await call(relay, "PATCH", f"/v1/stores/{relay.store}", "admin", {"hours": hours})
+    assert status == 200
+    sla = {"resolve_seconds": 9 * 3600}
+    status, _ = await call(relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", sla)
+    assert status == 200
+    zone = dt.timezone(dt.timedelta(hours=8))
+    monday = dt.datetime(2027, 1, 4, 10, 0, tzinfo=zone)  # a Monday, 10:00 in Shanghai
+    relay.clock.offset += monday.timestamp() - relay.clock()
+    await sign_in_again(relay, "tech", "boss", "admin")
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    tuesday_ten = dt.datetime(2027, 1, 5, 10, 0, tzinfo=zone).timestamp()
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert shown["resolve_due"] == pytest.approx(
+        tuesday_ten, abs=5
+    )  # 9 open hours: Mon 10-18, Tue 9-10
+    await _wait_and_move(relay, code, 7, "waiting_merchant")  # Monday 17:00
+    working = await _wait_and_move(relay, code, 17, "in_progress")  # Tuesday 10:00
+    assert working["sla_paused_seconds"] == pytest.approx(2 * 3600, abs=5)  # Mon 17-18, Tue 9-10
+    # 2 open hours were left at Monday 17:00 (17-18, 9-10): from Tuesday 10:00 that is 12:00
+    assert working["resolve_due"] == pytest.approx(tuesday_ten + 2 * 3600, abs=5)
+    status, resolved = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+    assert (status, resolved["breached"]["resolution"]) == (200, False)  # at 10:00, due 12:00
+
+    await sign_in_again(relay, "admin")
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 3600}
+    )
+    assert status == 200
+    async with Agent(relay, device_id, key) as agent:
+        late = await ask_help(agent, description="扫码枪没反应", category="scanner")
+    status, _ = await call(relay, "POST", f"/v1/tickets/{late.support_code}/accept", "tech")
+    await _wait_and_move(relay, late.support_code, 2, "waiting_merchant")  # 1 h after its due
+    assert await sweep_breaches(relay.state) == 1
+    status, shown = await call(relay, "GET", f"/v1/tickets/{late.support_code}", "tech")
+    assert shown["breached"]["resolution"] is True
+    assert shown["breach_recorded"]["resolution"] is True
+    moved = await _wait_and_move(relay, late.support_code, 1, "in_progress")
+    assert moved["resolve_due"] == shown["resolve_due"]  # a missed target is not moved
+
+
 async def test_sla_targets_are_checked(relay: Relay) -> None:
     for body in (
         {"response_seconds": -1},

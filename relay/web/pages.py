@@ -21,10 +21,15 @@ from aiohttp import web
 from markupsafe import Markup
 
 from posassist.agent.advice import ADVICE
-from posassist.client.render import all_findings, consent_line
+from posassist.client.render import HEADINGS, STATUS, all_findings, consent_line
 from posassist.protocol import PosAssistError
 from posassist.protocol.manifest import Manifest, ParamError, validate_params
-from posassist.protocol.messages import DEVICE_ID, ScriptRunRequest
+from posassist.protocol.messages import (
+    DEVICE_ID,
+    DiagnosticsReport,
+    DiagnosticsRequest,
+    ScriptRunRequest,
+)
 from posassist.protocol.text import printable
 
 from ..audit import RELAY_CREATED, Outcome, verify_store
@@ -54,6 +59,8 @@ __all__ = ["add_pages", "page", "render"]
 
 HERE = Path(__file__).parent
 KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
+#: How long a till has to answer "diagnose now" (seconds; the CLI's ``diag`` default is 10).
+DIAGNOSE_TIMEOUT = 30.0
 #: How often an open fleet page asks for its rows again (seconds).
 FLEET_POLL = 5
 
@@ -376,6 +383,21 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
     tickets = await TicketStore(state.storage).of_device(device.id, since=0.0, limit=20)
     latest = next((t for t in tickets if t.diagnostics), None)
     diagnostics = _finding_rows(all_findings(latest.diagnostics), lang) if latest else None
+    source = f"{word('diagnostics_from', lang)} {latest.support_code}" if latest else ""
+    source_at = human_time(latest.created_at, tz, now, lang) if latest else ""
+    # a report asked for from this console ("diagnose now") since, if newer: the till's latest word
+    live = next(
+        (
+            r.report
+            for r in reversed(request.app[RUNS].values())
+            if r.report and r.device_id == device.id
+        ),
+        None,
+    )
+    if live is not None and (latest is None or live.collected_at >= latest.created_at):
+        diagnostics = _finding_rows(all_findings({"sections": live.sections}), lang)
+        source = word("diagnose_now", lang)
+        source_at = human_time(live.collected_at, tz, now, lang)
     alert_findings = [
         (a, _finding_rows(list(a.details.get("findings") or []), lang)) for a in open_alerts
     ]
@@ -399,8 +421,8 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         printers=printers,
         alert_findings=alert_findings,
         diagnostics=diagnostics,
-        latest=latest,
-        latest_at=human_time(latest.created_at, tz, now, lang) if latest else "",
+        source=source,
+        source_at=source_at,
         tickets=[(t, human_time(t.created_at, tz, now, lang)) for t in tickets],
         jobs=[
             (j, human_time(j.created_at, tz, now, lang), human_time(j.finished_at, tz, now, lang))
@@ -535,6 +557,56 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
+@page
+async def diagnose(request: web.Request, session: Session) -> web.StreamResponse:
+    """``POST /devices/{device_id}/diagnose``: ask the till for a fresh report now (the
+    console's ``diag.request``: same role, scope, job and audit); its page shows it in words."""
+    form = await request.post()
+    sent = form.get("csrf")
+    await sessions.check_form(
+        request,
+        sent if isinstance(sent, str) else None,
+        session.csrf,
+        f"user:{session.user.username}",
+    )
+    state = request.app[STATE]
+    device = await _visible_device(request, session, "diag.request")
+    run = WebRun(device.id, "", "", session.user.username)
+    asked = DiagnosticsRequest(id=1, device_id=device.id, timeout=DIAGNOSE_TIMEOUT)
+    job_id = await route_request(session.user, run, state, asked)
+    if job_id is None:
+        raise ScopeError(f"{session.user.username} may not ask for diagnostics")
+    run.job_id = job_id
+    remember(request.app, run)
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
+def _report_rows(report: DiagnosticsReport, lang: str) -> dict[str, Any]:
+    """A report for people: its findings worst first, then each section's state in words."""
+    sections = report.sections
+    states = []
+    items: list[tuple[Any, Any]] = list(sections.items())  # the till's keys: maybe not all str
+    for name, section in items:
+        if not isinstance(name, str):
+            continue
+        ok = section.get("ok") if isinstance(section, dict) else None
+        status = section.get("status") if isinstance(section, dict) else None
+        status = status if isinstance(status, str) else ("ok" if ok else "unreadable")
+        heading = HEADINGS.get(name, name)
+        zh, _, en = heading.partition(" / ")
+        states.append(
+            {
+                "name": (en or zh) if lang == "en" else zh,
+                "status": status if status in STATUS else "unreadable",
+                "words": STATUS.get(status, status),
+            }
+        )
+    return {
+        "findings": _finding_rows(all_findings({"sections": sections}), lang),
+        "sections": states,
+    }
+
+
 async def _visible_job(request: web.Request, session: Session) -> Any:
     state = request.app[STATE]
     job_id = request.match_info["job_id"]
@@ -577,6 +649,7 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
             decision = "asked" if step == "consent_asked" else str(detail.get("decision"))
             consent = (decision, line.removeprefix("[consent] "))
     return {
+        "report": _report_rows(run.report, lang) if run and run.report else None,
         "job": job,
         "run": run,
         "steps": steps,
@@ -737,6 +810,7 @@ def add_pages(app: web.Application) -> None:
     app.router.add_get("/devices/{device_id}", device_page)
     app.router.add_get("/devices/{device_id}/run", run_form)
     app.router.add_post("/devices/{device_id}/run", run_script)
+    app.router.add_post("/devices/{device_id}/diagnose", diagnose)
     app.router.add_get("/jobs/{job_id}", job_page)
     app.router.add_get("/jobs/{job_id}/progress", job_progress)
     app.router.add_get("/alerts", alerts_page)

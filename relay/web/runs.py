@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from posassist.protocol import (
+    DiagnosticsReport,
     ErrorReply,
     Role,
     ScriptFinished,
@@ -63,10 +64,12 @@ class WebRun:
     output_dropped: int = 0
     finished: ScriptFinished | None = None
     error: ErrorReply | None = None
+    #: a ``diag.request``'s answer (the run is then a diagnosis, not a script)
+    report: DiagnosticsReport | None = None
 
     @property
     def done(self) -> bool:
-        return self.finished is not None or self.error is not None
+        return self.finished is not None or self.error is not None or self.report is not None
 
     def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
         """What the router hands a console, kept for the page (never blocks, never grows
@@ -83,6 +86,8 @@ class WebRun:
             self.finished = msg
         elif isinstance(msg, ErrorReply):
             self.error = msg
+        elif isinstance(msg, DiagnosticsReport):
+            self.report = msg
 
 
 #: job id → its run, per application (relay/web/pages.py keeps it under this key).

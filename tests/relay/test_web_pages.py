@@ -293,3 +293,62 @@ async def test_the_audit_log_is_for_admins_at_the_root_only(relay: Relay, browse
     assert ("audit.verify", "web") in refused
     verified = [r async for r in relay.state.storage.records() if r.action == "audit.verify"]
     assert [str(r.outcome) for r in verified] == ["refused"]  # nothing was verified for them
+
+
+async def test_diagnose_now_asks_the_till_and_shows_its_report_in_words(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    paper = finding("printer.paper_out", "printers", subject="Epson", name="收银小票").to_dict()
+    await browser.sign_in("viewer")  # any role may ask for diagnostics
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:
+        status, _, response = await browser.post(f"/devices/{device_id}/diagnose", {"csrf": csrf})
+        assert status == 303
+        job_url = response.headers["Location"]
+        (asked,) = await agent.next()
+        assert isinstance(asked, m.DiagnosticsRequest)
+        _, page, _ = await browser.get(job_url)
+        assert "等待设备的诊断报告" in page
+        assert 'hx-get="/jobs/' in page
+        await agent.reply(
+            m.DiagnosticsReport(
+                id=asked.id,
+                device_id=device_id,
+                collected_at=relay.clock(),
+                sections={
+                    "printers": {
+                        "ok": True,
+                        "status": "fault",
+                        "data": {"printers": [{"name": HOSTILE}]},
+                        "findings": [paper],
+                    },
+                    "network": {"ok": True, "status": "ok", "data": {}},
+                },
+            )
+        )
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    _, page, _ = await browser.get(job_url)
+    assert "打印机缺纸" in page  # the finding, in words
+    assert "打印机 收银小票 没有纸了" in page
+    assert "小票打印机: FAULT 故障" in page  # each section's state in words
+    assert "网络: OK 正常" in page
+    assert 'hx-get="/jobs/' not in page
+    assert "<script>alert" not in page  # the till's raw data is not shown as markup
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    latest = page[page.index("最近的诊断") :]
+    assert "立即诊断" in latest  # the device page's latest diagnostics are this report
+    assert "打印机缺纸" in latest
+    (job,) = [j async for j in _jobs(relay, device_id)]
+    assert (job.kind, job.status.value, job.requested_by) == ("diag.request", "succeeded", "viewer")
+
+
+async def _jobs(relay: Relay, device_id: str):  # type: ignore[no-untyped-def]
+    from posassist.relay.storage.admin import AdminStore
+
+    jobs, _ = await AdminStore(relay.state.storage).jobs_page(
+        Scope.root(), limit=10, device_id=device_id
+    )
+    for job in jobs:
+        yield job

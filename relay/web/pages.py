@@ -28,6 +28,7 @@ from posassist.protocol.messages import (
     DEVICE_ID,
     DiagnosticsReport,
     DiagnosticsRequest,
+    ScriptRestoreRequest,
     ScriptRunRequest,
 )
 from posassist.protocol.text import printable
@@ -581,6 +582,35 @@ async def diagnose(request: web.Request, session: Session) -> web.StreamResponse
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
+@page
+async def restore_backup(request: web.Request, session: Session) -> web.StreamResponse:
+    """``POST /jobs/{job_id}/restore``: put back the files that run backed up (the console's
+    ``script.restore``: same role, scope, job and audit); on to the restore's own job page."""
+    form = await request.post()
+    sent = form.get("csrf")
+    await sessions.check_form(
+        request,
+        sent if isinstance(sent, str) else None,
+        session.csrf,
+        f"user:{session.user.username}",
+    )
+    job = await _visible_job(request, session)
+    ran = request.app[RUNS].get(job.id)
+    backup_id = ran.finished.backup_id if ran and ran.finished else None
+    if ran is None or backup_id is None:
+        raise NotFound("no backup known for this job")
+    state = request.app[STATE]
+    restore = WebRun(job.device_id, ran.script, ran.version, session.user.username)
+    restore.restoring = backup_id
+    asked = ScriptRestoreRequest(id=1, device_id=job.device_id, backup_id=backup_id)
+    job_id = await route_request(session.user, restore, state, asked)
+    if job_id is None:
+        raise ScopeError(f"{session.user.username} may not restore backups")
+    restore.job_id = job_id
+    remember(request.app, restore)
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
 def _report_rows(report: DiagnosticsReport, lang: str) -> dict[str, Any]:
     """A report for people: its findings worst first, then each section's state in words."""
     sections = report.sections
@@ -656,6 +686,7 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
         "consent": consent,
         "output": run.output.decode("utf-8", "replace") if run else "",
         "done": job.status.finished and (run is None or run.done),
+        "may_run": _may_run(session),
     }
 
 
@@ -813,6 +844,7 @@ def add_pages(app: web.Application) -> None:
     app.router.add_post("/devices/{device_id}/diagnose", diagnose)
     app.router.add_get("/jobs/{job_id}", job_page)
     app.router.add_get("/jobs/{job_id}/progress", job_progress)
+    app.router.add_post("/jobs/{job_id}/restore", restore_backup)
     app.router.add_get("/alerts", alerts_page)
     app.router.add_get("/tickets", tickets_page)
     app.router.add_get("/audit", audit_page)

@@ -66,6 +66,8 @@ class WebRun:
     error: ErrorReply | None = None
     #: a ``diag.request``'s answer (the run is then a diagnosis, not a script)
     report: DiagnosticsReport | None = None
+    #: the backup a ``script.restore`` puts back (the run is then a restore)
+    restoring: str | None = None
 
     @property
     def done(self) -> bool:

@@ -97,6 +97,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "page_error": ("出错了", "Something went wrong"),
     "run_script": ("运行脚本", "Run a script"),
     "diagnose_now": ("立即诊断", "Diagnose now"),
+    "restore_backup": ("恢复备份", "Restore the backup"),
+    "restoring": ("恢复备份", "Restoring backup"),
     "diagnostics_now": ("诊断结果", "Diagnostics"),
     "waiting_report": ("等待设备的诊断报告…", "Waiting for the device's report…"),
     "run": ("运行", "Run"),

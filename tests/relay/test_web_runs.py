@@ -230,3 +230,54 @@ async def test_an_offline_till_fails_the_job_and_says_so(relay: Relay, browser: 
     assert "设备离线" in page
     (job,) = await _jobs(relay, device_id)
     assert job.status.value == "failed"
+
+
+async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser: Browser) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:
+        _, _, response = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+        job_url = response.headers["Location"]
+        (run,) = await agent.next()
+        assert isinstance(run, m.ScriptRunRequest)
+        assert run.job_id is not None
+        await agent.reply(
+            m.ScriptFinished(
+                id=run.id,
+                job_id=run.job_id,
+                status="succeeded",
+                finished_at=1.0,
+                exit_code=0,
+                backup_id="bk_0123",
+            )
+        )
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+        _, page, _ = await browser.get(job_url)
+        assert f'action="{job_url}/restore"' in page
+        status, _, _ = await browser.post(job_url + "/restore", {"csrf": "forged"})
+        assert status == 403
+        status, _, response = await browser.post(job_url + "/restore", {"csrf": csrf})
+        assert status == 303
+        restore_url = response.headers["Location"]
+        (asked,) = await agent.next()  # the forged form reached nothing
+        assert isinstance(asked, m.ScriptRestoreRequest)
+        assert (asked.backup_id, asked.device_id) == ("bk_0123", device_id)
+        assert asked.job_id is not None
+        assert restore_url == f"/jobs/{asked.job_id}"
+        ids = {"id": asked.id, "job_id": asked.job_id}
+        await agent.reply(m.ScriptProgress(**ids, step="restored", at=2.0, detail={"files": 1}))
+        await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=2.0))
+        await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+        await agent.next()
+    _, page, _ = await browser.get(restore_url)
+    assert "恢复备份 <code>bk_0123</code>" in page
+    assert "已恢复: files=1" in page
+    assert "succeeded" in page
+    jobs = {job.kind: job.status.value for job in await _jobs(relay, device_id)}
+    assert jobs == {"script.run": "succeeded", "script.restore": "succeeded"}
+    status, _, _ = await browser.post(restore_url + "/restore", {"csrf": csrf})
+    assert status == 404  # a restore has no backup of its own to restore

@@ -663,7 +663,7 @@ def _step_words(step: str, detail: Mapping[str, Any], lang: str) -> str:
     (client/render.py ``consent_line``), the rest by name with its few facts."""
     line = consent_line(step, detail)
     if line is not None:
-        return line.removeprefix("[consent] ")
+        return line.removeprefix("[consent] ").rstrip(": ")
     facts = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
     return f"{word('step_' + step, lang)}{': ' + facts if facts else ''}"
 
@@ -677,7 +677,7 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
         line = consent_line(step, detail)
         if line is not None:
             decision = "asked" if step == "consent_asked" else str(detail.get("decision"))
-            consent = (decision, line.removeprefix("[consent] "))
+            consent = (decision, line.removeprefix("[consent] ").rstrip(": "))
     return {
         "report": _report_rows(run.report, lang) if run and run.report else None,
         "job": job,

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, NotFound
 from ..handlers import admin as admin_api
+from ..handlers import alerts as alerts_api
 from ..handlers import api
 from ..storage import Role, ScopeKind
 from . import sessions
@@ -190,6 +191,10 @@ def add_admin_pages(app: web.Application) -> None:
     ):
         app.router.add_post(f"/admin/users/{{user_id}}/{action}", _form_action(handler, None))
     app.router.add_post("/admin/enrolments", create_enrolment)
+    app.router.add_post(  # a queue's action, not administration: technicians acknowledge
+        "/alerts/{alert_id}/ack",
+        _form_action(alerts_api.acknowledge_alert, None, lambda request: "/alerts"),
+    )
     app.router.add_post(
         "/admin/enrolments/{enrolment_id}/revoke", _form_action(admin_api.revoke_enrolment, None)
     )

@@ -352,3 +352,42 @@ async def _jobs(relay: Relay, device_id: str):  # type: ignore[no-untyped-def]
     )
     for job in jobs:
         yield job
+
+
+async def test_an_alert_is_acknowledged_from_the_queue_once(relay: Relay, browser: Browser) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(
+            m.AlertRaised(
+                id=1,
+                device_id=device_id,
+                alert_key="k1",
+                check_name="printer.paper",
+                severity="warning",
+                state="firing",
+                summary="纸将用尽",
+                observed_at=relay.clock(),
+            )
+        )
+        assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        viewer = Browser(relay.http, http)
+        await viewer.sign_in("viewer")
+        _, page, _ = await viewer.get("/alerts")
+        assert "纸将用尽" in page
+        assert "/ack" not in page  # viewers may not acknowledge
+    await browser.sign_in("tech")
+    _, page, _ = await browser.get("/alerts")
+    action = re.search(r'action="(/alerts/[^"]+/ack)"', page)
+    assert action is not None
+    csrf = await browser.csrf("/alerts")
+    status, _, _ = await browser.post(action.group(1), {"csrf": "forged"})
+    assert status == 403
+    status, _, response = await browser.post(action.group(1), {"csrf": csrf})
+    assert (status, response.headers["Location"]) == (303, "/alerts")
+    _, page, _ = await browser.get("/alerts")
+    assert "/ack" not in page
+    assert "tech · " in page  # who acknowledged, and when
+    status, page, _ = await browser.post(action.group(1), {"csrf": csrf})
+    assert status == 409  # the API's answer to a second acknowledgement, as a page
+    assert "<html" in page

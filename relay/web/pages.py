@@ -284,10 +284,55 @@ async def fleet(request: web.Request, session: Session) -> web.StreamResponse:
     return render(request, "fleet.html", session=session, **await _fleet(request, session))
 
 
+#: Rendered fleet rows shared by the open pages of one scope, filter and language (the rows
+#: hold nothing of the session: no form, no name): (relay time, html). Every open page polls
+#: every FLEET_POLL s; without this, 50 pages at 1,000 devices cost half a core
+#: (benchmarks/bench_console.py). Fresh for ROWS_FRESH s, below the poll interval.
+ROWS = web.AppKey("posassist.web.fleet_rows", OrderedDict[tuple[str, ...], tuple[float, str]])
+ROWS_FRESH = 2.0
+#: Views being rendered now: pages asking for the same one wait for it instead.
+ROWS_RENDERING = web.AppKey(
+    "posassist.web.fleet_rendering", dict[tuple[str, ...], asyncio.Future[None]]
+)
+MAX_ROWS_CACHED = 256
+
+
 @page
 async def fleet_rows(request: web.Request, session: Session) -> web.StreamResponse:
-    """``GET /fleet/rows?q=&show=``: the fleet's rows alone, for htmx to swap in."""
-    return render(request, "fleet_rows.html", session=session, **await _fleet(request, session))
+    """``GET /fleet/rows?q=&show=``: the fleet's rows alone, for htmx to swap in; shared while
+    fresh by the open pages of one scope, filter and language, and rendered once for all the
+    pages that ask at the same moment."""
+    state = request.app[STATE]
+    scope = session.user.scope
+    key = (
+        scope.kind.value,
+        scope.id or "",
+        request.query.get("q", "")[:100],
+        request.query.get("show", "all"),
+        sessions.language(request),
+    )
+    cache, rendering = request.app[ROWS], request.app[ROWS_RENDERING]
+    if key in rendering:  # another page of the same view is being rendered now: share it
+        await asyncio.wait({rendering[key]})
+    hit = cache.get(key)
+    now = state.now()
+    if hit is not None and 0 <= now - hit[0] < ROWS_FRESH:
+        return web.Response(text=hit[1], content_type="text/html", charset="utf-8")
+    done = asyncio.get_running_loop().create_future()
+    rendering[key] = done
+    try:
+        response = render(
+            request, "fleet_rows.html", session=session, **await _fleet(request, session)
+        )
+        assert response.text is not None
+        cache[key] = (now, response.text)
+        cache.move_to_end(key)
+        while len(cache) > MAX_ROWS_CACHED:
+            cache.popitem(last=False)
+        return response
+    finally:
+        rendering.pop(key, None)
+        done.set_result(None)
 
 
 # --- a device ------------------------------------------------------------------------------------
@@ -832,6 +877,8 @@ def add_pages(app: web.Application) -> None:
     security headers."""
     app.on_response_prepare.append(sessions.security_headers)
     app[RUNS] = OrderedDict()
+    app[ROWS] = OrderedDict()
+    app[ROWS_RENDERING] = {}
     app.router.add_get("/", sign_in_page)
     app.router.add_post("/signin", sign_in)
     app.router.add_post("/signout", sign_out)

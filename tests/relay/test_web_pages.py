@@ -5,6 +5,7 @@ bidi overrides) whether it came over the wire or was already in the database."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING
 
@@ -391,3 +392,52 @@ async def test_an_alert_is_acknowledged_from_the_queue_once(relay: Relay, browse
     status, page, _ = await browser.post(action.group(1), {"csrf": csrf})
     assert status == 409  # the API's answer to a second acknowledgement, as a page
     assert "<html" in page
+
+
+async def test_open_pages_of_one_scope_share_fresh_rows_and_never_another_scopes(
+    relay: Relay, browser: Browser
+) -> None:
+    mine, key = await relay.enrol()
+    theirs, _ = await relay.enrol(await relay.invite(relay.other_store))
+    await browser.sign_in("admin")  # the root: both stores
+    _, rows, _ = await browser.get("/fleet/rows")
+    assert theirs in rows
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        tech = Browser(relay.http, http)
+        await tech.sign_in("tech")  # Main St only: its own rows, not the root's cached ones
+        _, rows, _ = await tech.get("/fleet/rows")
+        assert mine in rows
+        assert theirs not in rows
+    async with Agent(relay, mine, key):
+        _, rows, _ = await browser.get("/fleet/rows")
+        assert _card(rows, mine).startswith('<li class="device offline')  # the fresh copy
+        relay.clock.offset += 3  # past ROWS_FRESH: rendered again
+        _, rows, _ = await browser.get("/fleet/rows")
+        assert _card(rows, mine).startswith('<li class="device online')
+
+
+def _card(rows: str, device_id: str) -> str:
+    """The fleet card (``<li …>``) that links to ``device_id``."""
+    end = rows.index(f'href="/devices/{device_id}"')
+    return rows[rows.rindex("<li", 0, end) : end]
+
+
+async def test_pages_polling_at_once_are_served_by_one_render(
+    relay: Relay, browser: Browser
+) -> None:
+    await relay.enrol()
+    await browser.sign_in("admin")
+    storage = relay.state.storage
+    reads = 0
+    list_devices = storage.list_devices
+
+    async def counted(scope: Scope) -> list[object]:
+        nonlocal reads
+        reads += 1
+        return await list_devices(scope)  # type: ignore[return-value]
+
+    storage.list_devices = counted  # type: ignore[method-assign]
+    pages = await asyncio.gather(*(browser.get("/fleet/rows") for _ in range(20)))
+    assert {status for status, _, _ in pages} == {200}
+    assert len({page for _, page, _ in pages}) == 1
+    assert reads == 1

@@ -15,7 +15,7 @@ from aiohttp import ClientSession, CookieJar
 from posassist.agent.findings import finding
 from posassist.agent.helpwindow.summary import summarise
 from posassist.protocol import messages as m
-from posassist.relay.storage import Role, Scope, ScopeKind
+from posassist.relay.storage import Device, Role, Scope, ScopeKind
 from tests.relay.harness import _HASH, Agent, Relay, start_relay, wait_until
 from tests.relay.test_tickets import ask_help
 from tests.relay.test_web_console import Browser
@@ -431,10 +431,10 @@ async def test_pages_polling_at_once_are_served_by_one_render(
     reads = 0
     list_devices = storage.list_devices
 
-    async def counted(scope: Scope) -> list[object]:
+    async def counted(scope: Scope) -> list[Device]:
         nonlocal reads
         reads += 1
-        return await list_devices(scope)  # type: ignore[return-value]
+        return await list_devices(scope)
 
     storage.list_devices = counted  # type: ignore[method-assign]
     pages = await asyncio.gather(*(browser.get("/fleet/rows") for _ in range(20)))

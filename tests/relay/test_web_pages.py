@@ -239,13 +239,15 @@ async def test_names_of_stores_and_users_are_rendered_inert_too(
     now = relay.clock()
     merchant = await storage.create_merchant(relay.org, HOSTILE, now=now)
     store = await storage.create_store(merchant.id, BIDI + HOSTILE, now=now)
-    await relay.enrol(await relay.invite(store.id))
+    device_id, _ = await relay.enrol(await relay.invite(store.id))
     await storage.create_user(
         "x-admin", _HASH, Role.ADMIN, Scope(ScopeKind.ORGANISATION, relay.org), now=now
     )
     await browser.sign_in("x-admin")
-    _, page, _ = await browser.get("/fleet")
-    _inert(page)
+    for path in ("/fleet", f"/devices/{device_id}", "/admin"):
+        status, page, _ = await browser.get(path)
+        assert status == 200, path
+        _inert(page)
 
 
 # --- queues and the audit log --------------------------------------------------------------------

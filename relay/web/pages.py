@@ -569,7 +569,10 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
     manifest = await _chosen(request, form)
     if manifest is None:
         raise NotFound("no such script on offer")
+    unattended = form.get("unattended") == "on"
     try:
+        if unattended and not manifest.unattended:
+            raise ParamError("this script may not run unattended")
         params = _form_params(manifest, form)
     except ParamError as exc:
         await state.audit(
@@ -593,7 +596,12 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
         )
     run = WebRun(device.id, manifest.id, manifest.version, session.user.username)
     request_message = ScriptRunRequest(
-        id=1, device_id=device.id, script=manifest.id, version=manifest.version, params=params
+        id=1,
+        device_id=device.id,
+        script=manifest.id,
+        version=manifest.version,
+        params=params,
+        unattended=unattended,
     )
     job_id = await route_request(session.user, run, state, request_message)
     if job_id is None:  # refused for the role (the page offers no form then): said, audited

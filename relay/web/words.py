@@ -102,6 +102,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "diagnostics_now": ("诊断结果", "Diagnostics"),
     "waiting_report": ("等待设备的诊断报告…", "Waiting for the device's report…"),
     "run": ("运行", "Run"),
+    "unattended": (
+        "无人值守运行 (收银台无人确认; 脚本清单允许)",
+        "Run unattended (nobody at the till to consent; the manifest allows it)",
+    ),
     "no_scripts": ("服务器没有已发布的脚本", "No scripts are published on this relay"),
     "script": ("脚本", "Script"),
     "risk": ("风险等级", "Risk class"),

@@ -76,8 +76,12 @@ async def test_a_real_till_is_diagnosed_and_runs_a_script_from_the_web_console(
             }
             status, _, _ = await browser.post(f"/devices/{device_id}/run", form)
             assert status == 400
+            _, page, _ = await browser.get(
+                f"/devices/{device_id}/run?script=printer-status&version=1.0.0"
+            )
+            assert 'name="unattended"' in page  # its manifest allows an unattended run
             status, _, response = await browser.post(
-                f"/devices/{device_id}/run", {**form, "p_lines": "2"}
+                f"/devices/{device_id}/run", {**form, "p_lines": "2", "unattended": "on"}
             )
             assert status == 303
             page = await _until_done(browser, response.headers["Location"])

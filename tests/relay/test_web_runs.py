@@ -52,7 +52,7 @@ async def browser(relay: Relay) -> AsyncIterator[Browser]:
 
 def _form(csrf: str, **params: str) -> dict[str, str]:
     form = {"csrf": csrf, "script": "printer-test", "version": "1.0.0"}
-    form.update({f"p_{k}": v for k, v in params.items()})
+    form.update({k if k == "unattended" else f"p_{k}": v for k, v in params.items()})
     return form
 
 
@@ -98,8 +98,18 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
         {"host": "TILL PRINTER; rm -rf /"},  # against its pattern
         {"tcp_port": "9100"},  # a required one missing
         {"host": "till-printer", "evil": "x"},  # not in the manifest
+        {"host": "till-printer", "unattended": "on"},  # the manifest does not allow it
     ],
-    ids=["above-max", "below-min", "not-integer", "not-a-choice", "pattern", "missing", "unknown"],
+    ids=[
+        "above-max",
+        "below-min",
+        "not-integer",
+        "not-a-choice",
+        "pattern",
+        "missing",
+        "unknown",
+        "unattended",
+    ],
 )
 async def test_a_bad_parameter_is_refused_by_the_relay_and_nothing_runs(
     relay: Relay, browser: Browser, params: dict[str, str]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .admin import add_admin_pages
+from .jobs import add_job_pages
 from .pages import add_pages
 
 if TYPE_CHECKING:
@@ -17,4 +18,5 @@ __all__ = ["add_console_routes"]
 def add_console_routes(app: web.Application) -> None:
     """Every page of the web console and its security headers (docs/api.md lists the routes)."""
     add_pages(app)
+    add_job_pages(app)
     add_admin_pages(app)

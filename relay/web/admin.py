@@ -21,8 +21,7 @@ from ..handlers import admin as admin_api
 from ..handlers import alerts as alerts_api
 from ..handlers import api
 from ..storage import Role, ScopeKind
-from . import sessions
-from .pages import page, render
+from .pages import checked_form, page, render
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -71,14 +70,7 @@ async def _call(
 
 
 async def _checked_form(request: web.Request, session: Session) -> dict[str, str]:
-    form = await request.post()
-    sent = form.get("csrf")
-    await sessions.check_form(
-        request,
-        sent if isinstance(sent, str) else None,
-        session.csrf,
-        f"user:{session.user.username}",
-    )
+    form = await checked_form(request, session)
     return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
 
 

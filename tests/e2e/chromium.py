@@ -158,7 +158,8 @@ class Browser:
 
 async def start_browser(profile: Path) -> Browser:
     """A headless Chromium with its own profile folder, one blank page open."""
-    assert CHROMIUM is not None
+    if CHROMIUM is None:  # a failure, not a skip: .ci/run installs Debian's chromium
+        raise RuntimeError("no chromium on PATH: apt-get install chromium")
     await asyncio.to_thread(profile.mkdir, parents=True, exist_ok=True)
     process = subprocess.Popen(  # noqa: ASYNC220 - a browser that outlives this call
         [

@@ -19,7 +19,7 @@ from posassist.agent.helpwindow.summary import summarise
 from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
 from tests.agent.test_verify import PASS, add, approve, manifest
-from tests.e2e.chromium import CHROMIUM, Browser, start_browser
+from tests.e2e.chromium import Browser, start_browser
 from tests.relay.harness import PASSWORD, Agent, Relay, start_relay
 from tests.relay.test_tickets import ask_help
 
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ROOT / "artefacts" / "console"
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ class BadTicketText(BadRequest):
 
     public_reason = (
         "text: 1-2000 characters (a contact 32), newlines allowed, no control characters "
-        "or bidi overrides"
+        "or bidi marks"
     )
     public_reason_zh = "内容须为 1-2000 字 (联系方式最多 32 字), 不能包含控制字符"
 

@@ -102,6 +102,8 @@ async def build_report(
         "resolution_met": 0,
         "resolution_missed": 0,
         "breaches_recorded": 0,
+        "waited_for_merchant": 0,
+        "waited_for_merchant_seconds": 0,
         "ratings": 0,
         "rating_average": None,
         "jobs": {},
@@ -150,6 +152,11 @@ async def build_report(
                 paused_at=ticket.sla_paused_at,
                 paused_seconds=ticket.sla_paused_seconds,
             )
+            for which in ("response", "resolution"):
+                # a reopened ticket's clocks start again; a target it missed before stays missed
+                if any(e["kind"] == f"breach.{which}" for e in row["events"]):
+                    row[which]["missed"] = True
+                    row[which]["met"] = False if row[which]["met"] is not None else None
             row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records)
             rows.append(row)
             summary["tickets"] += 1
@@ -158,6 +165,9 @@ async def build_report(
                     summary[f"{which}_met"] += 1
                 if row[which]["missed"]:
                     summary[f"{which}_missed"] += 1
+            if row["resolution"]["paused_seconds"]:
+                summary["waited_for_merchant"] += 1
+                summary["waited_for_merchant_seconds"] += row["resolution"]["paused_seconds"]
             summary["breaches_recorded"] += sum(
                 1 for e in row["events"] if str(e["kind"]).startswith("breach.")
             )
@@ -317,6 +327,9 @@ def render_html(report: dict[str, Any]) -> str:
         f"<tr><th>响应超时 / response missed</th><td>{s['response_missed']}</td></tr>",
         f"<tr><th>解决达标 / resolution met</th><td>{s['resolution_met']}</td></tr>",
         f"<tr><th>解决超时 / resolution missed</th><td>{s['resolution_missed']}</td></tr>",
+        "<tr><th>等待商户 (计时暂停) / waited for the merchant (clock stopped)</th>"
+        f"<td>{s['waited_for_merchant']} ticket(s), "
+        f"{round(s['waited_for_merchant_seconds'] / 60)} min</td></tr>",
         f"<tr><th>评分 / ratings</th><td>{s['ratings']} (avg {_e(s['rating_average'])})</td></tr>",
         f"<tr><th>操作 / jobs</th><td>{_e(s['jobs'])}</td></tr>",
         f"<tr><th>同意 / consent</th><td>{_e(s['consent'])}</td></tr>",

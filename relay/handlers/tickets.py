@@ -31,6 +31,8 @@ from posassist.protocol.messages import (
     TicketQuery,
     TicketRate,
     TicketRated,
+    TicketReplied,
+    TicketReply,
     TicketUpdated,
     merchant_text_problem,
 )
@@ -40,9 +42,10 @@ from ..errors import BadRequest, Conflict, NotFound, RateLimited, ScopeError, St
 from ..hours import BusinessHours, local_iso, parse_hours
 from ..ratelimit import KeyedLimiter
 from ..state import STATE, RelayState
-from ..storage import RetailStore, Role, Scope, ScopeKind, User
+from ..storage import Job, RetailStore, Role, Scope, ScopeKind, User
 from ..storage.tickets import Ticket, TicketEvent, TicketStore
 from ..tickets import (
+    OPEN_STATES,
     STATE_WORDS,
     TRANSITIONS,
     BadSla,
@@ -115,11 +118,19 @@ async def store_hours(state: RelayState, store_id: str) -> tuple[RetailStore, Bu
     return store, hours
 
 
-def update_message(ticket: Ticket) -> TicketUpdated:
-    """The ``ticket.updated`` a device is sent (and each ``ticket.list`` entry)."""
+#: The protocol version that carries a technician's question and the merchant's reply.
+REPLY_VERSION = 6
+
+
+def update_message(ticket: Ticket, question: str | None = None) -> TicketUpdated:
+    """The ``ticket.updated`` a device is sent (and each ``ticket.list`` entry); ``question``
+    (what the technician asked, for a ticket waiting for the merchant) only to a device whose
+    session speaks :data:`REPLY_VERSION`."""
     zh, en = STATE_WORDS[ticket.status]
     tech = ticket.technician or "技术员"
+    asked = question if ticket.status == "waiting_merchant" and question else None
     return TicketUpdated(
+        question=asked,
         ticket_id=ticket.id,
         support_code=ticket.support_code,
         status=ticket.status,
@@ -136,15 +147,17 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def push(state: RelayState, ticket: Ticket) -> None:
+def push(state: RelayState, ticket: Ticket, question: str | None = None) -> None:
     """Tell the ticket's device, if it is connected here, that its ticket changed."""
     if ticket.device_id is None:
         return
     link = state.router.agent(ticket.device_id)
     if link is None:
         return
+    if (link.session.version or 0) < REPLY_VERSION:
+        question = None
     try:
-        link.send_nowait(update_message(ticket))
+        link.send_nowait(update_message(ticket, question))
     except PosAssistError as exc:  # closing, or not keeping up: it asks again on reconnect
         log.info("ticket update for %s not sent: %s", ticket.device_id, exc)
 
@@ -350,9 +363,15 @@ async def ticket_query(
             peer, event.id, "unavailable", "the relay can't read tickets now / 请稍后重试"
         )
         return
+    questions: dict[str, str] = {}
+    waiting = [t.id for t in found if t.status == "waiting_merchant"]
+    if waiting and (peer.session.version or 0) >= REPLY_VERSION:
+        with contextlib.suppress(StorageError):  # the list goes out without them then
+            for ticket_id, history in (await _tickets(state).events(waiting)).items():
+                questions[ticket_id] = _question(history)
     entries = []
     for ticket in found:
-        wire = update_message(ticket).to_wire()
+        wire = update_message(ticket, questions.get(ticket.id)).to_wire()
         del wire["t"]
         entries.append(wire)
     with contextlib.suppress(PosAssistError):
@@ -424,12 +443,92 @@ async def ticket_rate(
     push(state, ticket)
 
 
+def _question(history: list[TicketEvent]) -> str:
+    """What the technician asked when the ticket last started waiting for the merchant."""
+    for event in reversed(history):
+        if event.status == "waiting_merchant" and event.actor.startswith("user:"):
+            return event.text
+        if event.status != "waiting_merchant":
+            break
+    return ""
+
+
+async def ticket_reply(
+    state: RelayState, device_id: str, peer: WebSocketSession, event: Message
+) -> None:
+    """The merchant answers from the till: their words go on the ticket; a ticket waiting for
+    them goes back to ``in_progress`` and its resolution clock runs again."""
+    assert isinstance(event, TicketReply)
+    actor = f"device:{device_id}"
+    tickets = _tickets(state)
+    now = state.now()
+    entry = AuditEntry(
+        actor,
+        "ticket.reply",
+        f"ticket:{event.ticket_id}",
+        Outcome.OK,
+        {"text": _description_audit(event.text)},
+    )
+    try:
+        current = await tickets.get(event.ticket_id)
+        if current.device_id != device_id:
+            raise NotFound("ticket")
+        if current.status == "waiting_merchant":
+            ticket = await tickets.change(
+                event.ticket_id,
+                from_states={"waiting_merchant"},
+                to="in_progress",
+                actor=actor,
+                kind="reply",
+                text=event.text,
+                now=now,
+                audit=entry,
+                device_id=device_id,
+                values=await _sla_clock(state, current, "in_progress", now),
+            )
+        elif current.status in OPEN_STATES:
+            await tickets.note(event.ticket_id, actor=actor, text=event.text, now=now, audit=entry)
+            ticket = current
+        else:
+            raise Conflict(f"ticket {current.id} is {current.status}")
+    except NotFound:
+        await state.audit(
+            actor, "ticket.reply", "ticket", Outcome.REFUSED, {"reason": "unknown ticket"}
+        )
+        await _answer(peer, event.id, "not_found", "no such ticket on this till / 未找到该工单")
+        return
+    except Conflict:
+        await state.audit(
+            actor,
+            "ticket.reply",
+            f"ticket:{event.ticket_id}",
+            Outcome.REFUSED,
+            {"reason": "not open"},
+        )
+        await _answer(
+            peer,
+            event.id,
+            "not_open",
+            "this ticket is closed: ask for help again / 工单已结束, 如需帮助请重新求助",
+        )
+        return
+    except StorageError as exc:
+        log.warning("reply on %s not stored: %s", event.ticket_id, exc)
+        await _answer(peer, event.id, "unavailable", "the relay can't store it now / 请稍后重试")
+        return
+    with contextlib.suppress(PosAssistError):
+        peer.send_nowait(TicketReplied(id=event.id))
+    if ticket.status != current.status:
+        push(state, ticket)
+
+
 #: The agent's requests this module answers (relay/handlers/agents.py dispatches on the tag).
 AGENT_REQUESTS: dict[str, Callable[[RelayState, str, WebSocketSession, Message], Awaitable[None]]]
 AGENT_REQUESTS = {
     HelpRequested.TAG: help_requested,
     TicketQuery.TAG: ticket_query,
     TicketRate.TAG: ticket_rate,
+    TicketReply.TAG: ticket_reply,
 }
 
 
@@ -672,9 +771,13 @@ async def _change(
         if target_state not in ("in_progress", "waiting_merchant"):
             raise BadTicketField("state must be in_progress or waiting_merchant")
         from_states = frozenset(s for s, nxt in TRANSITIONS.items() if target_state in nxt)
+        own = True  # only the ticket's technician (or an admin) says they work or wait on it
     now = state.now()
     clock = await _sla_clock(state, ticket, target_state, now)
-    if clock:  # computed from the state read above: the change must find the ticket still in it
+    if target_state is not None:
+        # What this change does (to the SLA clock above, among others) follows from the state
+        # read here: it must find the ticket still in it, or it is a conflict. (A "work" racing
+        # a "wait" otherwise left the clock stopped on a ticket in progress: outside attack.)
         from_states = from_states & {ticket.status}
     entry = AuditEntry(
         f"user:{user.username}",
@@ -713,7 +816,7 @@ async def _change(
         )
         return _conflict(current, action.partition(".")[2])
     if changed.status != ticket.status:  # a note alone is the technicians' business
-        push(state, changed)
+        push(state, changed, text if changed.status == "waiting_merchant" else None)
     return web.json_response(await ticket_json(state, changed))
 
 
@@ -917,8 +1020,13 @@ async def linked_jobs(
     events: list[TicketEvent],
     records: list[AuditRecord] | None = None,
 ) -> list[dict[str, Any]]:
-    """The jobs run on the ticket's device while it was open, each with what the audit says of
-    it: the script, consent asked and answered, backups, how it ended (seq and hash of each).
+    """The jobs run for the ticket, each with what the audit says of it: the script, consent
+    asked and answered, backups, how it ended (seq and hash of each).
+
+    A job is the ticket's when it ran on the ticket's device while the ticket was open, and the
+    last ticket its requester marked as being worked on (``run --ticket``, ``POST …/work``)
+    before it is this one: so a job belongs to one ticket at most, and a run nobody said was
+    for a ticket belongs to none (outside the report's ticket records).
 
     ``records``: the device's audit records from the ticket's opening on, when the caller read
     them already (a report reads them once for all its tickets); else read here, as one range
@@ -928,6 +1036,16 @@ async def linked_jobs(
     end = ticket.resolved_at if ticket.status in ("resolved", "closed") else None
     end = state.now() if end is None else end
     jobs = await state_tickets(state).jobs_between(ticket.device_id, ticket.created_at, end)
+    if jobs:
+        marks = await state_tickets(state).work_marks(ticket.device_id)
+
+        def owner(job: Job) -> str | None:
+            mine = [
+                m for m in marks if m[1] == f"user:{job.requested_by}" and m[0] <= job.created_at
+            ]
+            return mine[-1][2] if mine else None
+
+        jobs = [job for job in jobs if owner(job) == ticket.id]
     if not jobs:
         return []
     if records is None:

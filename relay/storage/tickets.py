@@ -529,6 +529,19 @@ class TicketStore:
         rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
         return [_store(row) for row in rows]
 
+    async def work_marks(self, device_id: str) -> list[tuple[float, str, str]]:
+        """(at, actor, ticket id) of every "working" step of the device's tickets, oldest first:
+        ``run --ticket`` marks the ticket its technician's next runs are for."""
+        e, tk = t.ticket_events.c, t.tickets.c
+        query = (
+            sa.select(e.at, e.actor, e.ticket_id)
+            .select_from(t.ticket_events.join(t.tickets, e.ticket_id == tk.id))
+            .where(tk.device_id == device_id, e.kind == "working")
+            .order_by(e.at, e.id)
+        )
+        rows = await self._storage.run_read(_all(query))
+        return [(float(row.at), str(row.actor), str(row.ticket_id)) for row in rows]
+
     async def jobs_between(self, device_id: str, start: float, end: float) -> list[Job]:
         """The device's jobs created in [start, end], oldest first."""
         query = (

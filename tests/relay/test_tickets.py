@@ -276,6 +276,99 @@ async def test_a_bad_description_is_refused_audited_and_loses_nothing(
         assert [t["support_code"] for t in listed_again.tickets] == [kept.support_code]
 
 
+async def _updated(agent: Agent) -> m.TicketUpdated:
+    (pushed,) = await agent.next()
+    assert isinstance(pushed, m.TicketUpdated), pushed
+    return pushed
+
+
+async def test_the_merchant_reads_the_technicians_question_and_answers_from_the_till(
+    relay: Relay,
+) -> None:
+    """README walk: "waiting for the merchant" was a dead end: the till saw neither the
+    question nor a way to answer. The question now rides with the update (version 6) and the
+    merchant's reply puts the ticket back in work, its clock running again."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 7200}
+    )
+    assert status == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        assert (await _updated(agent)).status == "accepted"
+        ask = {"text": "纸卷装好了吗?\n装好后请告诉我们", "state": "waiting_merchant"}
+        await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+        asked = await _updated(agent)
+        assert (asked.status, asked.question) == ("waiting_merchant", ask["text"])
+        await agent.reply(m.TicketQuery(id=2))  # a window opened later reads it too
+        (listed,) = await agent.next()
+        assert isinstance(listed, m.TicketList)
+        assert listed.tickets[0]["question"] == ask["text"]
+
+        await agent.reply(m.TicketReply(id=3, ticket_id=opened.ticket_id, text="装好了\n可以打印"))
+        answers = await agent.next()
+        assert isinstance(answers[0], m.TicketReplied)
+        assert answers[0].id == 3
+        moved = answers[1] if len(answers) > 1 else await _updated(agent)
+        assert isinstance(moved, m.TicketUpdated)
+        assert (moved.status, moved.question) == ("in_progress", None)
+        _, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert (shown["status"], shown["sla_paused"]) == ("in_progress", False)
+        assert shown["events"][-1]["actor"] == f"device:{device_id}"
+        assert (shown["events"][-1]["kind"], shown["events"][-1]["text"]) == (
+            "reply",
+            "装好了\n可以打印",
+        )
+        # a second word while it is in work is a note; nothing moves
+        await agent.reply(m.TicketReply(id=4, ticket_id=opened.ticket_id, text="谢谢"))
+        assert isinstance((await agent.next())[0], m.TicketReplied)
+        await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        assert (await _updated(agent)).status == "resolved"
+        await agent.reply(m.TicketReply(id=5, ticket_id=opened.ticket_id, text="还有问题"))
+        (refused,) = await agent.next()
+        assert isinstance(refused, m.ErrorReply)
+        assert (refused.id, refused.code) == (5, "not_open")
+
+    other_device, other_key = await relay.enrol()
+    async with Agent(relay, other_device, other_key) as stranger:
+        await stranger.reply(m.TicketReply(id=1, ticket_id=opened.ticket_id, text="我来回答"))
+        (refused,) = await stranger.next()
+        assert isinstance(refused, m.ErrorReply)
+        assert refused.code == "not_found"
+        assert stranger.ws is not None
+        hostile = {"t": "ticket.reply", "id": 2, "ticket_id": opened.ticket_id, "text": "a\u200fb"}
+        await stranger.ws.send(msgpack.packb(hostile))
+        assert await close_code(stranger.ws) == 1007
+    _status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    texts = [e["text"] for e in shown["events"]]
+    assert "我来回答" not in texts
+    assert "a\u200fb" not in texts
+    refused_replies = [
+        d for a, o, _, d in await audit(relay) if a == "ticket.reply" and o == "refused"
+    ]
+    assert {"reason": "unknown ticket"} in refused_replies
+
+
+async def test_a_version_5_till_gets_no_question_and_cannot_reply(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key, versions=(1, 2, 3, 4, 5)) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        await _updated(agent)
+        ask = {"text": "纸卷装好了吗?", "state": "waiting_merchant"}
+        await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+        asked = await _updated(agent)
+        assert (asked.status, asked.question) == ("waiting_merchant", None)
+        assert agent.session is not None
+        from posassist.protocol.errors import LocalProtocolError
+
+        with pytest.raises(LocalProtocolError):  # the session refuses a v6 tag in a v5 session
+            agent.session.send(m.TicketReply(id=3, ticket_id=opened.ticket_id, text="好"))
+
+
 async def test_a_description_of_2000_characters_with_newlines_is_kept_whole(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     text = ("第一行\n\t" + "纸" * 2000)[:2000]
@@ -538,8 +631,11 @@ async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchan
     assert ticket["resolution"]["business_seconds"] == pytest.approx(3 * 3600, abs=5)
     assert ticket["resolution"]["paused_seconds"] == pytest.approx(5 * 3600, abs=5)
     assert report["summary"]["resolution_met"] == 1
+    assert report["summary"]["waited_for_merchant"] == 1
+    assert report["summary"]["waited_for_merchant_seconds"] == pytest.approx(5 * 3600, abs=5)
     status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
     assert "waiting for the merchant: 300 min" in page
+    assert "waited for the merchant (clock stopped)</th><td>1 ticket(s), 300 min" in page
 
 
 async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_stays_missed(
@@ -592,6 +688,58 @@ async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_st
     assert shown["breach_recorded"]["resolution"] is True
     moved = await _wait_and_move(relay, late.support_code, 1, "in_progress")
     assert moved["resolve_due"] == shown["resolve_due"]  # a missed target is not moved
+
+
+async def test_racing_changes_never_leave_the_clock_stopped_on_a_ticket_in_work(
+    relay: Relay,
+) -> None:
+    """Outside attack: "wait for the merchant" racing "work" (or "resolve") left a ticket in
+    progress with its clock stopped, so it could never breach. Each change now insists on the
+    state it read; whatever wins, the clock stands still exactly while the ticket waits."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 3600}
+    )
+    device_id, key = await relay.enrol()
+    for round_ in range(12):
+        async with Agent(relay, device_id, key) as agent:
+            opened = await ask_help(agent, description=f"第 {round_} 次")
+        code = opened.support_code
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/work", "tech")
+        assert status == 200
+        other = "resolve" if round_ % 2 else "work"
+        wait = {"text": "请装纸", "state": "waiting_merchant"}
+        answers = await asyncio.gather(
+            call(relay, "POST", f"/v1/tickets/{code}/note", "tech", wait),
+            call(relay, "POST", f"/v1/tickets/{code}/{other}", "tech", {"text": ""}),
+        )
+        assert {s for s, _ in answers} <= {200, 409}, answers
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert shown["sla_paused"] == (shown["status"] == "waiting_merchant"), shown
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert (shown["status"], shown["sla_paused"]) == ("resolved", False)
+
+
+async def test_only_the_tickets_technician_stops_its_clock(relay: Relay) -> None:
+    """Outside attack: any technician of the store could make another's ticket wait for the
+    merchant, stopping its SLA clock. Only its technician (or an admin) says so now; the
+    other is refused, told who has it, and nothing changes."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    wait = {"text": "请装纸", "state": "waiting_merchant"}
+    status, refused = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech2", wait)
+    assert status == 409, refused
+    assert "(tech)" in refused["message"]
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert (shown["status"], shown["sla_paused"]) == ("accepted", False)
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech2", {"text": "看过"})
+    assert status == 200  # a note alone is anyone's
+    status, moved = await call(relay, "POST", f"/v1/tickets/{code}/note", "admin", wait)
+    assert (status, moved["sla_paused"]) == (200, True)
 
 
 async def test_sla_targets_are_checked(relay: Relay) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from posassist.client.render import HEADINGS, STATUS, all_findings, consent_line
+from posassist.client.render import CONSENT_WORDS, HEADINGS, STATUS, all_findings
 from posassist.protocol.manifest import Manifest, ParamError, validate_params
 from posassist.protocol.messages import (
     DiagnosticsReport,
@@ -247,12 +247,34 @@ async def _visible_job(request: web.Request, session: Session) -> Any:
     return job
 
 
+def _consent_words(step: str, detail: Mapping[str, Any], lang: str) -> str | None:
+    """A consent step in the page's language (the console's words, client/render.py
+    ``CONSENT_WORDS``), or None for any other step."""
+    timeout = detail.get("timeout")
+    seconds = (
+        f"{timeout:.0f}"
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        else "?"
+    )
+    if step == "consent_asked":
+        return (
+            f"等待商户确认 ({seconds} 秒)" if lang != "en" else f"asking the merchant ({seconds} s)"
+        )
+    if step != "consent_answered":
+        return None
+    decision = str(detail.get("decision"))
+    zh, en = CONSENT_WORDS.get(decision, (decision, decision))
+    text = (en if lang == "en" else zh).format(timeout=seconds)
+    by = detail.get("answered_by")
+    return f"{text} ({by})" if isinstance(by, str) and by else text
+
+
 def _step_words(step: str, detail: Mapping[str, Any], lang: str) -> str:
-    """A ``script.progress`` step for people: consent in the console's own words
-    (client/render.py ``consent_line``), the rest by name with its few facts."""
-    line = consent_line(step, detail)
-    if line is not None:
-        return line.removeprefix("[consent] ").rstrip(": ")
+    """A ``script.progress`` step for people: consent in words, the rest by name with its few
+    facts."""
+    consent = _consent_words(step, detail, lang)
+    if consent is not None:
+        return consent
     facts = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
     return f"{word('step_' + step, lang)}{': ' + facts if facts else ''}"
 
@@ -263,10 +285,10 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
     steps = [_step_words(step, detail, lang) for step, detail in run.steps] if run else []
     consent: tuple[str, str] | None = None  # (state for the page's class, words)
     for step, detail in run.steps if run else ():
-        line = consent_line(step, detail)
-        if line is not None:
+        words = _consent_words(step, detail, lang)
+        if words is not None:
             decision = "asked" if step == "consent_asked" else str(detail.get("decision"))
-            consent = (decision, line.removeprefix("[consent] ").rstrip(": "))
+            consent = (decision, words)
     return {
         "report": _report_rows(run.report, lang) if run and run.report else None,
         "job": job,

@@ -161,7 +161,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         await sessions.check_form(
             request,
             sent if isinstance(sent, str) else None,
-            expected or "-",
+            expected,  # no form cookie: nothing matches
             f"ip:{request.remote}",
         )
     except CsrfError as exc:

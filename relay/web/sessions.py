@@ -124,7 +124,7 @@ def _same_origin(request: web.Request) -> bool:
 async def check_form(request: web.Request, sent: str | None, expected: str, who: str) -> None:
     """Refuse (403, audited) a POST whose CSRF token is missing or wrong, or that came from
     another origin; called before the form changes anything."""
-    if sent and hmac.compare_digest(sent, expected) and _same_origin(request):
+    if sent and expected and hmac.compare_digest(sent, expected) and _same_origin(request):
         return
     state = request.app[STATE]
     await state.audit(

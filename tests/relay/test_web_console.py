@@ -240,12 +240,13 @@ async def test_a_sign_in_form_without_its_token_is_refused_before_the_password_i
         assert browser.cookie("pa_session") is None
     # a page on another site that posts the right fields has neither cookie nor token
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
-        status, _, _ = await Browser(relay.http, http).post(
-            "/signin", {"csrf": "y" * 43, "username": "admin", "password": PASSWORD}
-        )
-        assert status == 403
+        for token in ("y" * 43, "-", ""):
+            status, _, _ = await Browser(relay.http, http).post(
+                "/signin", {"csrf": token, "username": "admin", "password": PASSWORD}
+            )
+            assert status == 403
     after = (await _audit(relay))[before:]
-    assert [a[1] for a in after] == ["console.form"] * 3  # no user.login: never checked
+    assert [a[1] for a in after] == ["console.form"] * 5  # no user.login: never checked
 
 
 async def test_the_audit_verify_form_needs_its_token(relay: Relay, browser: Browser) -> None:

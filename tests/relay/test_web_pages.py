@@ -443,3 +443,21 @@ async def test_pages_polling_at_once_are_served_by_one_render(
     assert {status for status, _, _ in pages} == {200}
     assert len({page for _, page, _ in pages}) == 1
     assert reads == 1
+
+
+async def test_the_rows_go_gzipped_to_a_browser_that_takes_it_and_pages_never(
+    relay: Relay, browser: Browser
+) -> None:
+    await relay.enrol()
+    await browser.sign_in("admin")
+    for _ in range(2):  # rendered, then shared
+        _, rows, response = await browser.get("/fleet/rows")  # aiohttp asks for gzip
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert rows.startswith('<div id="fleet-rows"')  # decompressed by the client
+    _, rows, response = await browser.get("/fleet/rows", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in response.headers
+    assert rows.startswith('<div id="fleet-rows"')
+    # a whole page carries its CSRF token beside text the visitor typed (q): never compressed
+    _, page, response = await browser.get("/fleet?q=csrf")
+    assert "Content-Encoding" not in response.headers
+    assert 'name="csrf"' in page

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from posassist.protocol.errors import BadArgument
 
 from .render import printable
-from .tickets import exchange
+from .tickets import exchange, pick_node
 
 if TYPE_CHECKING:
     import argparse
@@ -85,6 +85,11 @@ def hours_from_text(text: str) -> dict[str, Any]:
             found = _SPAN.fullmatch(span)
             if found is None:
                 raise BadArgument(f"hours: {span!r} is not HH:MM-HH:MM ({_HOURS_EXAMPLE})")
+            if found.group(2) <= found.group(1):
+                raise BadArgument(
+                    f"hours: {span} ends before it starts; a shop open past midnight gives two "
+                    "spans, e.g. 'mon 18:00-24:00; tue 00:00-02:00' / 跨午夜请分成两段"
+                )
             times.append([found.group(1), found.group(2)])
         for day in _days(days_text):
             if day in weekly:
@@ -121,29 +126,15 @@ def hours_text(hours: dict[str, Any]) -> str:
     return out + " (closed otherwise / 其余时间休息)"
 
 
-def _pick(session: dict[str, str], kind: str, text: str) -> dict[str, Any]:
-    """The store or merchant named ``text`` (an id, or a name that is unique in your scope)."""
-    if not 0 < len(text) <= 200:
-        raise BadArgument(f"{kind}: give its id or its name")
-    listed = exchange(session, "GET", f"/v1/{kind}s").json()[f"{kind}s"]
-    by_id = [row for row in listed if row["id"] == text]
-    found = by_id or [row for row in listed if row.get("name") == text]
-    if len(found) == 1:
-        return dict(found[0])
-    if not found:
-        raise BadArgument(f"no {kind} {text!r} that you may see (posassist {kind} list)")
-    ids = ", ".join(row["id"] for row in found)
-    raise BadArgument(f"{len(found)} {kind}s are called {text!r}: give the id ({ids})")
-
-
 def _print_sla(merchant: dict[str, Any], sla: dict[str, Any]) -> None:
     print(printable(f"{merchant.get('name', '')} ({merchant['id']})", multiline=False))
-    print(f"  response / 响应时限: {_duration(sla.get('response_seconds'))} (business time)")
-    print(f"  resolution / 解决时限: {_duration(sla.get('resolve_seconds'))} (business time)")
+    counted = "(business time / 营业时间)"
+    print(f"  response / 响应时限: {_duration(sla.get('response_seconds'))} {counted}")
+    print(f"  resolution / 解决时限: {_duration(sla.get('resolve_seconds'))} {counted}")
 
 
 def sla_command(args: argparse.Namespace, session: dict[str, str]) -> int:
-    merchant = _pick(session, "merchant", args.merchant)
+    merchant = pick_node(session, "merchant", args.merchant)
     path = f"/v1/merchants/{quote(merchant['id'], safe='')}/sla"
     current = exchange(session, "GET", path).json()
     if args.sla_command == "set":
@@ -158,6 +149,7 @@ def sla_command(args: argparse.Namespace, session: dict[str, str]) -> int:
         if args.resolve is not None:
             body["resolve_seconds"] = seconds_from(args.resolve, "--resolve")
         current = exchange(session, "POST", path, body).json()
+        print("(for tickets opened from now on / 仅适用于此后新开的工单)")
     if args.json:
         print(json.dumps(current, ensure_ascii=False, indent=2))
     else:
@@ -177,7 +169,7 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
         if not stores:
             print("no stores / 没有门店")
         return 0
-    store = _pick(session, "store", args.store)
+    store = pick_node(session, "store", args.store)
     path = f"/v1/stores/{quote(store['id'], safe='')}"
     if args.store_command == "set":
         body: dict[str, Any] = {}

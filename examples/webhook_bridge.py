@@ -40,12 +40,28 @@ def verified(headers: object, body: bytes) -> bool:
     return bool(SECRET) and fresh and hmac.compare_digest("sha256=" + mac, given)
 
 
+TICKET_WORDS = {
+    "printer": "打印机",
+    "cash_drawer": "钱箱",
+    "scanner": "扫码枪",
+    "pos_software": "收银软件",
+    "network": "网络",
+    "other": "其他",
+    "agent": "收银机求助",
+    "phone": "电话",
+    "response": "响应超时",
+    "resolution": "解决超时",
+}
+
+
 def line(note: dict) -> str:  # type: ignore[type-arg]
     text = f"[{WORDS.get(note['type'], note['type'])}] "
     if "ticket" in note:  # someone asked for help, or a promise was missed
         ticket = note["ticket"]
-        text += f"{ticket['support_code']} {ticket['category']} {ticket['description'][:200]} "
-        text += f"(门店 store {ticket['store_id']}, {note.get('which') or ticket['channel']})"
+        how = note.get("which") or ticket["channel"]
+        text += f"{ticket['support_code']} {TICKET_WORDS.get(ticket['category'], '')} "
+        text += f"{ticket['description'][:200]} ({note.get('merchant_name', '')} "
+        text += f"{ticket.get('store_name') or ticket['store_id']}, {TICKET_WORDS.get(how, how)})"
     else:
         alert = note["alert"]
         text += f"{alert['severity']} {alert['check']} {alert['summary']} "

@@ -89,7 +89,7 @@ class LinkClient:
         except (ConnectionError, OSError):
             line = b""
         if not line:
-            raise LinkError("the agent closed the link / 与收银助手服务的连接已断开")
+            raise LinkError("与收银助手服务的连接已断开 / the agent closed the link")
         return decode_line(line, TO_WINDOW)
 
     async def close(self) -> None:

@@ -219,6 +219,26 @@ async def _finish(
     return 0
 
 
+RECONNECTING = "正在重新连接收银助手服务… (q 退出) / reconnecting to the agent… (q to quit)"
+RECONNECTED = "已重新连接 / reconnected"
+#: How long the window waits for the agent to come back, and how often it tries.
+RECONNECT_FOR = 600.0
+RECONNECT_EVERY = 2.0
+
+
+async def _reconnect(data_dir: Path, typed: asyncio.Future[str]) -> Optional[LinkClient]:
+    """The link again, once the agent is back; None if the merchant quits (or it never is)."""
+    deadline = time.monotonic() + RECONNECT_FOR
+    while time.monotonic() < deadline:
+        if typed.done() and (typed.result() == "" or typed.result().strip().lower() in QUIT):
+            return None
+        try:
+            return await LinkClient.connect(data_dir)
+        except LinkError:
+            await asyncio.wait({typed}, timeout=RECONNECT_EVERY)
+    return None
+
+
 def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str], source: TextIO) -> None:
     for line in iter(source.readline, ""):
         loop.call_soon_threadsafe(queue.put_nowait, line)
@@ -250,9 +270,21 @@ async def run_text(
             if incoming in done:
                 try:
                     msg = incoming.result()
-                except LinkError as exc:
+                except LinkError as exc:  # the agent restarted, or stopped: wait for it
                     face.say(f"! {exc}")
-                    return 1
+                    face.say(RECONNECTING)
+                    await client.close()
+                    found = await _reconnect(data_dir, typed)
+                    if found is None:
+                        return 1
+                    client = found
+                    view.receive(client.welcome, face.clock())
+                    face.say(RECONNECTED)
+                    face.render(force=True)
+                    incoming = asyncio.ensure_future(client.receive())
+                    if typed.done():  # typed while waiting: read again
+                        typed = asyncio.ensure_future(lines.get())
+                    continue
                 view.receive(msg, face.clock())
                 face.render()
                 incoming = asyncio.ensure_future(client.receive())

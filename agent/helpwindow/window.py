@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -36,6 +37,17 @@ CJK_FONTS = (
 )
 BIG, HUGE = 16, 30
 POLL_MS = 100
+
+log = logging.getLogger("posassist.agent")
+
+
+#: What the merchant reads while the agent is away, and how often the window looks again.
+NOT_RUNNING = (
+    "收银助手服务没有运行, 正在重试… 如一直如此, 请重启电脑或致电客服 / "
+    "the posassist agent is not running; retrying… if this lasts, restart the PC or phone support"
+)
+RECONNECTED = "已重新连接 / reconnected"
+RETRY_MS = 3000
 
 
 class LinkThread:
@@ -112,6 +124,7 @@ class HelpWindow:
         self.link = link
         self.ids = itertools.count(1)
         self.shown = ""
+        self._retrying = False
         family = next((f for f in CJK_FONTS if f in tkfont.families(root)), "TkDefaultFont")
         self.font = tkfont.Font(root=root, family=family, size=BIG)
         self.bold = tkfont.Font(root=root, family=family, size=BIG, weight="bold")
@@ -158,14 +171,39 @@ class HelpWindow:
             except queue.Empty:
                 break
             if isinstance(msg, LinkError):
-                self.view.error = str(msg)
-                self.view.relay_connected = False
+                self.lost(msg)
             else:
                 self.view.receive(msg, time.monotonic())
         if self.view.screen == "consent" and self.view.consent_left(time.monotonic()) == 0:
             self.view.answer(False, time.monotonic())  # time is up: the agent said no already
             self.view.error = self.view.word("consent_expired")
         self.refresh()
+
+    def lost(self, why: BaseException) -> None:
+        """The agent is not there (not running, or restarting): say so in plain words and try
+        again every few seconds; the window stays open and keeps what was typed."""
+        log.info("help window: no agent link: %s", why)
+        self.view.error = NOT_RUNNING
+        self.view.relay_connected = False
+        if not self._retrying:
+            self._retrying = True
+            self.root.after(RETRY_MS, self.reconnect)
+        self.refresh()
+
+    def reconnect(self) -> None:
+        self._retrying = False
+        link = LinkThread(self.link.data_dir)
+        try:
+            welcome = link.start(timeout=3.0)
+        except LinkError as exc:
+            self.lost(exc)
+            return
+        old, self.link = self.link, link
+        old.close()
+        self.view.receive(welcome, time.monotonic())
+        self.view.error, self.view.notice = "", RECONNECTED
+        self.link.send({"t": "link.diagnose", "id": next(self.ids)})
+        self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
         view = self.view
@@ -406,11 +444,16 @@ class HelpWindow:
 def run_window(data_dir: Path, lang: str) -> int:
     """Open the window until the merchant closes it; the exit status."""
     link = LinkThread(data_dir)
-    welcome = link.start()
     view = HelpView(lang)
-    view.receive(welcome, time.monotonic())
+    failed: Optional[LinkError] = None
+    try:
+        view.receive(link.start(), time.monotonic())
+    except LinkError as exc:  # a window all the same: the merchant clicked, and must read why
+        failed = exc
     root = tk.Tk()
     window = HelpWindow(root, view, link)
+    if failed is not None:
+        window.lost(failed)
     window.poll()
     try:
         root.mainloop()

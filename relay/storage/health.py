@@ -332,6 +332,8 @@ _STORE_PATH = _Prepared(
         t.stores.c.merchant_id,
         t.stores.c.id.label("store_id"),
         t.stores.c.timezone,
+        t.stores.c.name.label("store_name"),
+        t.merchants.c.name.label("merchant_name"),
     )
     .select_from(t.stores.join(t.merchants, t.stores.c.merchant_id == t.merchants.c.id))
     .where(t.stores.c.id == sa.bindparam("b_store"))
@@ -368,10 +370,12 @@ def queue_ticket_news(
         "type": kind,
         "organisation_id": path.organisation_id,
         "merchant_id": path.merchant_id,
+        "merchant_name": path.merchant_name,
         "ticket": {name: ticket[name] for name in TICKET_FIELDS},
         **extra,
     }
     body["ticket"]["store_timezone"] = path.timezone
+    body["ticket"]["store_name"] = path.store_name
     return _queue(conn, path, kind, body, now)
 
 

@@ -529,6 +529,12 @@ class TicketStore:
         rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
         return [_store(row) for row in rows]
 
+    async def merchant_name(self, merchant_id: str) -> str:
+        """A merchant's name ("" if there is none by that id)."""
+        query = sa.select(t.merchants.c.name).where(t.merchants.c.id == merchant_id)
+        name = await self._storage.run_read(lambda conn: conn.scalar(query))
+        return str(name or "")
+
     async def work_marks(self, device_id: str) -> list[tuple[float, str, str]]:
         """(at, actor, ticket id) of every "working" step of the device's tickets, oldest first:
         ``run --ticket`` marks the ticket its technician's next runs are for."""

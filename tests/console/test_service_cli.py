@@ -56,6 +56,7 @@ def test_hours_round_trip_through_the_apis_form() -> None:
         ("monday 09:00-18:00", "is not a day"),
         ("mon 09:00-18:00; mon-fri 10:00-18:00", "mon is named twice"),
         (" ; ", "nothing given"),
+        ("mon-sun 22:00-02:00", "跨午夜请分成两段"),
     ],
 )
 def test_bad_hours_say_what_is_wrong(text: str, words: str) -> None:
@@ -108,6 +109,8 @@ async def test_sla_and_store_hours_from_the_command_line(
     name = stored["name"]
     status, out, _ = await run("tech", "store", "show", name)  # by name, in the tech's scope
     assert (status, relay.store in out) == (0, True)
+    status, out, _ = await run("tech", "tickets", "--store", name)  # names work everywhere
+    assert (status, "no tickets / 没有工单" in out) == (0, True)
     status, out, _ = await run("tech", "store", "list")
     assert relay.store in out
     assert relay.other_store not in out  # the technician's scope is one store
@@ -128,11 +131,13 @@ async def test_bad_input_changes_nothing(
         (("sla", "set", relay.merchant, "--response", "soon"), "--response"),
         (("sla", "set", relay.merchant, "--response", "1d", "--resolve", "91d"), "90 days"),
         (("store", "set", relay.store), "give --name"),
-        (("store", "set", relay.store, "--hours", "mon 18:00-09:00"), "ending after it starts"),
+        (("store", "set", relay.store, "--hours", "mon 18:00-09:00"), "ends before it starts"),
         (("store", "set", relay.store, "--timezone", "Mars/Olympus"), "IANA"),
         (("store", "set", relay.store, "--closed", "2027-02-30"), "hours"),
         (("store", "show", "no such shop"), "no store 'no such shop'"),
         (("sla", "show", "mer_unknown"), "no merchant 'mer_unknown'"),
+        (("tickets", "--store", "no such shop"), "no store 'no such shop'"),
+        (("report", "--store", "no such shop"), "posassist store list"),
     ]
     for argv, words in cases:
         status, out, err = await run("admin", *argv)

@@ -591,3 +591,69 @@ def test_the_window_follows_the_stores_zone_set_on_the_relay(store: Store) -> No
 
     before, after = asyncio.run(window_zone_after_the_change())
     assert (before, after) == ("Asia/Shanghai", "Europe/Berlin")
+
+
+def test_the_text_window_waits_for_a_restarted_agent_and_carries_on(store: Store) -> None:
+    """README walk: restarting the agent (after editing settings.json) ended the open window
+    with an English-first error. It now says so in Chinese first, waits, and carries on."""
+    term = Terminal(store.till)
+    try:
+        term.wait_for("哪里出了问题?")
+        stop(store.agent)  # killed: the socket goes with it
+        term.wait_for("与收银助手服务的连接已断开 / the agent closed the link")
+        term.wait_for("正在重新连接收银助手服务")
+        store.agent, _ = start_agent(store.till)
+        term.wait_for("已重新连接 / reconnected")
+        term.wait_for("哪里出了问题?")
+        term.type("1")
+        term.wait_for("请简单描述问题")
+        term.type("重启后再试")
+        term.wait_for("联系电话")
+        term.type("")
+        term.wait_for("求助编号")  # sent through the new link
+    finally:
+        status = term.close()
+    assert status == 0
+    listed = api(store.url, "GET", "/v1/tickets", store.token)["tickets"]
+    assert [t["description"] for t in listed] == ["重启后再试"]
+
+
+def test_the_window_opens_without_the_agent_says_why_and_connects_when_it_is_back(
+    store: Store,
+) -> None:
+    """README walk: with the agent stopped, clicking "get help" opened nothing (an error on a
+    terminal nobody sees). The window opens, says in words what is wrong, and connects by
+    itself once the agent is back."""
+    import tkinter as tk
+
+    from posassist.agent.helpwindow.link import LinkError
+    from posassist.agent.helpwindow.view import HelpView
+    from posassist.agent.helpwindow.window import NOT_RUNNING, HelpWindow, LinkThread
+
+    needs_x()
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    stop(store.agent)
+    with Xvfb(860, 760) as display:
+        link = LinkThread(store.till)
+        view = HelpView("zh-CN")
+        with pytest.raises(LinkError):
+            link.start()
+        root = tk.Tk(screenName=display)
+        window = HelpWindow(root, view, link)
+        try:
+            window.lost(LinkError("no agent link"))
+            root.update()
+            assert window.error.cget("text") == NOT_RUNNING
+            screenshot(display, ARTEFACTS / "7-no-agent-zh.png")
+            store.agent, _ = start_agent(store.till)
+            deadline = time.monotonic() + 30
+            while not view.device_id:  # it retries every 3 s by itself
+                assert time.monotonic() < deadline, window.error.cget("text")
+                window.pump()
+                root.update()
+                time.sleep(0.05)
+            assert view.device_id == store.device
+            assert window.error.cget("text") == "已重新连接 / reconnected"
+        finally:
+            window.link.close()
+            root.destroy()

@@ -98,7 +98,11 @@ CLAIMS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("posassist", "ticket", "open"): ("accepted / 已接单", "support code / 服务码: "),
     ("posassist", "ticket", "note"): ("waiting for the merchant / 等待商户", "SLA paused"),
     ("posassist", "ticket", "resolve"): ("resolved / 已解决",),
-    ("posassist", "ticket", "show"): ("小票打印机缺纸", "waiting_merchant", "resolved"),
+    ("posassist", "ticket", "show"): (
+        "小票打印机缺纸",
+        "asked the merchant / 提问商户",
+        "resolved",
+    ),
     ("posassist", "report"): ("report written / 报告已保存: report.html",),
     ("posassist", "health"): ("ok, 1 agent(s) connected",),
     ("posassist", "devices"): ("dev_", " yes "),

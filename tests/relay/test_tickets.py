@@ -636,6 +636,18 @@ async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchan
     status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
     assert "waiting for the merchant: 300 min" in page
     assert "waited for the merchant (clock stopped)</th><td>1 ticket(s), 300 min" in page
+    # the merchant's document reads in words (README walk): no codes, reprs or bare seconds
+    for words in (
+        "服务承诺 / SLA: 响应 / response 30 分钟 / 30 min",
+        "解决 / resolution 4 小时 / 4 h",
+        "已解决 / resolved · 打印机 / printer · 收银机求助 / from the till",
+        "技术员 / technician tech",
+        "提问商户 / asked the merchant",
+        "营业时间 / hours: 全天营业 / always open",
+        "生成 / generated 20",
+    ):
+        assert words in page, words
+    assert "{'" not in page
 
 
 async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_stays_missed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING
 
 from posassist.console.__main__ import main
@@ -99,6 +100,11 @@ async def test_a_technician_works_a_ticket_from_the_console(
         assert code in html.read_text()
         report = json.loads(data.read_text())
         assert report["summary"]["tickets"] == 1
+        status, out, _ = await run("boss", "report", "--store", relay.store)  # no file: words
+        assert status == 0
+        assert re.search(r"^tickets / 工单 +1$", out, re.MULTILINE), out
+        assert "--html FILE" in out
+        assert "{" not in out  # a summary in words, not a JSON dump
         status, _, err = await run("boss", "ticket", "accept", code)
         assert status == 3  # refused: a merchant may not work tickets
         status, out, _ = await run(
@@ -206,6 +212,11 @@ async def test_jobs_run_while_a_ticket_is_open_are_on_its_record_with_consent_an
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     assert report["summary"]["consent"] == {"denied": 1, "granted": 1}
     assert report["summary"]["backups"] == 1
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
+    assert "未运行 / refused: 商户拒绝" in page  # not "failed": the merchant said no
+    assert "商户拒绝 / denied (cashier)" in page
+    assert "runs</th><td>未运行 / refused 1 · 成功 / succeeded 1" in page
+    assert "consent</th><td>商户拒绝 / denied 1 · 商户同意 / approved 1" in page
 
 
 async def test_what_an_agent_says_of_a_run_is_escaped_in_the_report(relay: Relay) -> None:
@@ -340,3 +351,30 @@ async def test_a_reopened_ticket_keeps_the_response_it_missed_in_the_report(
     assert ticket["response"]["met"] is False  # the reopened clock was met; the first was not
     assert report["summary"]["response_missed"] == 1
     assert report["summary"]["response_met"] == 0
+
+
+async def test_ticket_show_says_each_step_once_in_words(
+    relay: Relay,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README walk: ``ticket show`` printed "accepted accepted" and one "working in_progress"
+    per run."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    for _ in range(3):  # three runs with --ticket: three "working" steps in a row
+        await call(relay, "POST", f"/v1/tickets/{code}/work", "tech", {})
+    ask = {"text": "纸卷装好了吗?", "state": "waiting_merchant"}
+    await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+    status, out, _ = await console(
+        relay, tmp_path, monkeypatch, capsys, "tech", "ticket", "show", code
+    )
+    assert status == 0
+    assert out.count("working on it / 处理") == 1
+    assert "accepted / 接单" in out
+    assert "accepted accepted" not in out
+    assert "asked the merchant / 提问商户 纸卷装好了吗?" in out

@@ -417,6 +417,9 @@ async def test_a_new_ticket_and_a_missed_target_reach_the_technicians_receiver(
         assert headers[webhooks.EVENT_HEADER] == payload["type"]
         assert "contact" not in payload["ticket"]  # a group chat is not the place for it
         assert payload["ticket"]["store_timezone"] == "Asia/Shanghai"
+        store = await relay.state.storage.get_store(relay.store)
+        assert payload["ticket"]["store_name"] == store.name  # a chat reads names, not ids
+        assert payload["merchant_name"]
         notes.append((payload["type"], payload["ticket"]["support_code"], payload.get("which")))
     assert notes == [
         ("ticket.opened", opened.support_code, None),

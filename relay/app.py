@@ -38,6 +38,7 @@ from .refusals import RefusalLedger
 from .routing import RECONCILABLE, InProcessRouter
 from .state import STATE, RelayState
 from .storage import DeviceStatus, open_storage
+from .web import add_console_routes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -100,6 +101,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     alerts.add_routes(app)
     policies.add_routes(app)
     admin.add_admin_routes(app)  # issue 15: the operator's half (docs/api.md)
+    add_console_routes(app)  # issue 15: the web console (docs/console.md)
     if (config.scripts_dir / "metadata").is_dir():
         from .scripts_repo import add_script_routes
 

@@ -13,6 +13,7 @@ text is for our logs only and is never sent to a peer.
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
     ├── ScopeError                    target outside the caller's tenant scope  4003  403   3
+    │   └── CsrfError                 a web form without its CSRF token / foreign origin 403
     ├── BadRequest                    a request body the API can't take         1008  400   2
     ├── RateLimited                   too many requests from one address        1008  429   1
     ├── SignInEnded                   a console's token expired or was revoked  4001  401   3
@@ -53,6 +54,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointKeyError",
     "Conflict",
+    "CsrfError",
     "DeviceRevoked",
     "EnrolmentError",
     "EnrolmentTokenExpired",
@@ -135,6 +137,14 @@ class ScopeError(PosAssistError):
     exit_code = EXIT_REFUSED
     public_reason = "not permitted"
     public_reason_zh = "无权操作"
+
+
+class CsrfError(ScopeError):
+    """A web console form (relay/web) without the session's CSRF token, with a wrong one, or
+    sent from another origin: refused before anything is read or changed."""
+
+    public_reason = "form refused: reload the page and try again"
+    public_reason_zh = "表单已失效, 请刷新页面后重试"
 
 
 class BadRequest(PosAssistError):

@@ -103,7 +103,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             return web.Response(status=400)  # nobody is left to read it
 
 
+#: Set by the web console (relay/web/admin.py) on a request it hands to an API handler: the
+#: session's user (instead of a bearer token) and the form's fields as the JSON body, so a form
+#: goes through the very checks, scope rules and audit records of its API route.
+SIGNED_IN = web.RequestKey("posassist.signed_in", User)
+FORM_BODY = web.RequestKey("posassist.form_body", dict[str, Any])
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
+    form_body = request.get(FORM_BODY)
+    if isinstance(form_body, dict):
+        return form_body
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -135,6 +145,9 @@ def _field(body: dict[str, Any], name: str, kind: type, *, max_len: int = 256) -
 
 async def current_user(request: web.Request) -> User:
     """The signed-in user from ``Authorization: Bearer …``; refusals are audited."""
+    signed_in = request.get(SIGNED_IN)
+    if isinstance(signed_in, User):  # the web console's session, already checked
+        return signed_in
     state = request.app[STATE]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -221,6 +234,33 @@ async def enrol(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     state = request.app[STATE]
     config = state.config
+    body = await _json(request)
+    username = _field(body, "username", str, max_len=64)
+    password = _field(body, "password", str, max_len=1024)
+    user = await check_password(request, username, password)
+    now = state.now()
+    token = await state.storage.issue_token(user.id, now=now, ttl=config.token_ttl)
+    await state.audit(
+        f"user:{username}", "user.login", f"user:{username}", Outcome.OK, {"peer": request.remote}
+    )
+    return web.json_response(
+        {
+            "token": token,
+            "expires_at": now + config.token_ttl,
+            "role": user.role.value,
+            "scope": {"kind": user.scope.kind.value, "id": user.scope.id},
+        }
+    )
+
+
+async def check_password(request: web.Request, username: str, password: str) -> User:
+    """The user whose password this is, for every way in (``POST /v1/login``, the web console's
+    sign-in): the rate limit, the back-off, scrypt and the audited refusal live here once.
+
+    Raises ``RateLimited`` or ``BadCredentials`` (the same answer for unknown, wrong, backed off
+    and disabled); the caller issues the token and audits the success.
+    """
+    state = request.app[STATE]
     if not state.login_limiter.allow(address_key(str(request.remote)), state.now()):
         await state.audit(
             f"ip:{request.remote}",
@@ -230,9 +270,6 @@ async def login(request: web.Request) -> web.Response:
             {"reason": "rate limited"},
         )
         raise RateLimited("login rate")
-    body = await _json(request)
-    username = _field(body, "username", str, max_len=64)
-    password = _field(body, "password", str, max_len=1024)
     # Limits and back-off count an IPv6 /64 as one address (relay/limits.py address_key).
     now, address = state.now(), address_key(str(request.remote))
     # Backed off, unknown and wrong all cost one user lookup, one scrypt and one audit record,
@@ -262,18 +299,7 @@ async def login(request: web.Request) -> web.Response:
     if needs_rehash(user.password_hash):  # made at an older cost: re-hash while we know it
         rehashed = await asyncio.to_thread(hash_password, password)
         await state.storage.set_password_hash(user.id, rehashed)
-    token = await state.storage.issue_token(user.id, now=now, ttl=config.token_ttl)
-    await state.audit(
-        f"user:{username}", "user.login", f"user:{username}", Outcome.OK, {"peer": request.remote}
-    )
-    return web.json_response(
-        {
-            "token": token,
-            "expires_at": now + config.token_ttl,
-            "role": user.role.value,
-            "scope": {"kind": user.scope.kind.value, "id": user.scope.id},
-        }
-    )
+    return user
 
 
 def _dummy_hash() -> str:

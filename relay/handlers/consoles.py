@@ -35,7 +35,7 @@ from ..audit import AuditEntry, Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
 from ..errors import TokenError
 from ..limits import trust_connection
-from ..routing import OfflineError
+from ..routing import Link, OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import JobStatus
 from .agents import SOFTWARE, handshake_failed, refuse_over_budget
@@ -216,7 +216,7 @@ async def _serve(user: User, peer: WebSocketSession, state: RelayState, expires_
 
 
 async def _refuse(
-    state: RelayState, user: User, peer: WebSocketSession, event: Message, code: str, text: str
+    state: RelayState, user: User, peer: Link, event: Message, code: str, text: str
 ) -> None:
     request_id: int = getattr(event, "id")  # noqa: B009 - requests have ids
     await _audit_refused(state, user, event, code)
@@ -234,16 +234,17 @@ async def _audit_refused(state: RelayState, user: User, event: Message, reason: 
     )
 
 
-async def _route(user: User, peer: WebSocketSession, state: RelayState, event: Message) -> None:
-    """Check, record, audit and forward one request (docs/protocol.md#requests)."""
+async def _route(user: User, peer: Link, state: RelayState, event: Message) -> str | None:
+    """Check, record, audit and forward one request (docs/protocol.md#requests); the job's id,
+    or None when refused before a job was made (the web console, relay/web, shows the job)."""
     device_id: str = getattr(event, "device_id")  # noqa: B009 - routed requests name a device
     if user.role not in ROUTE_ROLES.get(event.TAG, frozenset()):
         await _refuse(state, user, peer, event, "forbidden", "your role may not do this")
-        return
+        return None
     if not await state.device_in_scope(device_id, user.scope):
         # Out of scope and unknown look the same, so scope can't be probed for device ids.
         await _refuse(state, user, peer, event, "forbidden", "device not in your scope")
-        return
+        return None
     now = state.now()
     # The job and its audit record commit together, before anything reaches the device.
     entry = AuditEntry(
@@ -289,12 +290,13 @@ async def _route(user: User, peer: WebSocketSession, state: RelayState, event: M
         )
         if isinstance(agent, WebSocketSession):
             state.spawn(agent.close(SlowConsumerError.close_code, SlowConsumerError.public_reason))
+    return job.id
 
 
 async def _fail_unrouted(
     state: RelayState,
     user: User,
-    peer: WebSocketSession,
+    peer: Link,
     event: Message,
     job_id: str,
     code: str,
@@ -324,3 +326,9 @@ def _audit_detail(event: Message) -> dict[str, object]:
             value = getattr(event, name)
             detail[name] = bounded(value) if name in ("params", "collectors") else value
     return detail
+
+
+async def route_request(user: User, peer: Link, state: RelayState, event: Message) -> str | None:
+    """:func:`_route` for the web console (relay/web/runs.py): the same checks, job and audit
+    record as a request from a websocket console; the job's id, or None if refused."""
+    return await _route(user, peer, state, event)

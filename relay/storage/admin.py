@@ -137,6 +137,18 @@ class AdminStore:
             ]
         return [_store(r) for r in rows]
 
+    async def store_places(self, scope: Scope) -> list[tuple[RetailStore, str]]:
+        """Stores ``scope`` covers with their merchant's name (the web console's fleet groups
+        devices by merchant and store; a store-scoped user sees the merchant's name too)."""
+        query = (
+            sa.select(t.stores, t.merchants.c.name.label("merchant_name"))
+            .select_from(_from(ScopeKind.STORE))
+            .where(_nodes_clause(ScopeKind.STORE, scope))
+            .order_by(t.merchants.c.name, t.stores.c.name, t.stores.c.id)
+        )
+        rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
+        return [(_store(r), str(r.merchant_name)) for r in rows]
+
     async def rename_node(self, kind: ScopeKind, node_id: str, name: str) -> None:
         table = _TABLES[kind]
         update = table.update().where(table.c.id == node_id).values(name=name)

@@ -70,3 +70,24 @@ async def test_job_pages_cover_every_job_once(storage: SqlStorage) -> None:
             break
     assert sorted(seen) == sorted(made)
     assert await admin.jobs_page(Scope(ScopeKind.STORE, "sto_other"), limit=3) == ([], None)
+
+
+async def test_store_places_carry_their_merchants_name_within_scope(storage: SqlStorage) -> None:
+    """The web console's fleet groups by these (relay/web/fleet.py)."""
+    admin = AdminStore(storage)
+    org = (await storage.create_organisation("A", now=1.0)).id
+    other = (await storage.create_organisation("B", now=1.0)).id
+    noodles = (await storage.create_merchant(org, "面馆 Noodles", now=1.0)).id
+    tea = (await storage.create_merchant(other, "Tea", now=1.0)).id
+    main = (await storage.create_store(noodles, "Main St", now=1.0)).id
+    await storage.create_store(noodles, "Harbour", now=1.0)
+    await storage.create_store(tea, "Tea 1", now=1.0)
+    places = await admin.store_places(Scope(ScopeKind.ORGANISATION, org))
+    assert [(s.name, m) for s, m in places] == [
+        ("Harbour", "面馆 Noodles"),
+        ("Main St", "面馆 Noodles"),
+    ]
+    places = await admin.store_places(Scope(ScopeKind.STORE, main))
+    assert [(s.id, m) for s, m in places] == [(main, "面馆 Noodles")]  # its merchant's name too
+    assert len(await admin.store_places(Scope.root())) == 3
+    assert await admin.store_places(Scope(ScopeKind.DEVICE, "dev_x")) == []

@@ -1,0 +1,205 @@
+"""Administration from the web console over a real relay: every form goes through its API route's
+own handler (same checks, same audit). Enrolment tokens (with a QR code that enrols a device),
+store settings, users, device revocation; and each refusal: another tenant's store (as the API
+answers it, nothing changed), a non-admin, a bad name or zone, a form without its CSRF token."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import ClientSession, CookieJar
+
+from posassist.relay.storage import DeviceStatus, Role, Scope, ScopeKind
+from tests.relay.harness import _HASH, PASSWORD, Relay, start_relay
+from tests.relay.test_web_console import Browser
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    relay = await start_relay(tmp_path)
+    storage = relay.state.storage
+    now = relay.clock()
+    other = await storage.create_organisation("Other Service Co", now=now)
+    tea = await storage.create_merchant(other.id, "Tea Shop", now=now)
+    relay.tokens["other_store"] = (await storage.create_store(tea.id, "Tea Shop 1", now=now)).id
+    await storage.create_user(
+        "other.admin", _HASH, Role.ADMIN, Scope(ScopeKind.ORGANISATION, other.id), now=now
+    )
+    yield relay
+    await relay.server.close()
+
+
+@pytest.fixture
+async def browser(relay: Relay) -> AsyncIterator[Browser]:
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        yield Browser(relay.http, http)
+
+
+async def _actions(relay: Relay) -> list[tuple[str, str, str, dict[str, Any]]]:
+    return [
+        (r.actor, r.action, str(r.outcome), dict(r.detail))
+        async for r in relay.state.storage.records()
+    ]
+
+
+async def test_an_enrolment_token_made_in_the_browser_enrols_a_till(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    status, page, _ = await browser.post(
+        "/admin/enrolments", {"csrf": csrf, "store_id": relay.store, "hours": "2"}
+    )
+    assert status == 201
+    token = re.search(r'<pre class="token">([^<]+)</pre>', page)
+    assert token is not None
+    qr = re.search(r'<img class="qr" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page)
+    assert qr is not None
+    assert base64.b64decode(qr.group(1)).startswith(b"<?xml")
+    device_id, _ = await relay.enrol(token.group(1))  # the token works, once
+    _, page, _ = await browser.get("/admin")
+    assert "已使用" in page
+    assert device_id in page
+    made = [a for a in await _actions(relay) if a[1] == "enrolment.create"]
+    assert made[-1][:3] == ("user:admin", "enrolment.create", "ok")
+
+
+async def test_an_unused_token_is_revoked_from_the_list(relay: Relay, browser: Browser) -> None:
+    await relay.invite()
+    await browser.sign_in("admin")
+    _, page, _ = await browser.get("/admin")
+    action = re.search(r'action="(/admin/enrolments/[^/"]+/revoke)"', page)
+    assert action is not None
+    status, _, response = await browser.post(action.group(1), {"csrf": await browser.csrf()})
+    assert (status, response.headers["Location"]) == (303, "/admin")
+    _, page, _ = await browser.get("/admin")
+    assert "已撤销" in page
+
+
+async def test_store_settings_change_and_a_bad_zone_changes_nothing(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    form = {"csrf": csrf, "name": "Main St 主街", "timezone": "Asia/Urumqi", "hours": ""}
+    status, _, _ = await browser.post(f"/admin/stores/{relay.store}", form)
+    assert status == 303
+    store = await relay.state.storage.get_store(relay.store)
+    assert (store.name, store.timezone) == ("Main St 主街", "Asia/Urumqi")
+    for bad in (
+        {"timezone": "Mars/Olympus"},
+        {"hours": "{not json"},
+        {"name": "Main\u202eSt"},
+    ):
+        status, page, _ = await browser.post(f"/admin/stores/{relay.store}", {"csrf": csrf, **bad})
+        assert status == 400, bad
+        assert "<html" in page  # a page in words, not JSON
+        store = await relay.state.storage.get_store(relay.store)
+        assert (store.name, store.timezone) == ("Main St 主街", "Asia/Urumqi")
+
+
+async def test_another_tenants_store_is_refused_as_the_api_refuses_it(
+    relay: Relay, browser: Browser
+) -> None:
+    other_store = relay.tokens["other_store"]
+    await browser.sign_in("other.admin")
+    csrf = await browser.csrf("/admin")
+    _, page, _ = await browser.get("/admin")
+    assert "Main St" not in page  # not listed
+    status, _, _ = await browser.post(
+        f"/admin/stores/{relay.store}", {"csrf": csrf, "name": "taken over"}
+    )
+    assert status == 403  # as PATCH /v1/stores/{id} answers (docs/api.md)
+    assert (await relay.state.storage.get_store(relay.store)).name == "Main St"
+    status, _, _ = await browser.post(
+        "/admin/enrolments", {"csrf": csrf, "store_id": relay.store, "hours": "1"}
+    )
+    assert status == 403
+    tech = await relay.state.storage.get_user("tech")
+    status, _, _ = await browser.post(f"/admin/users/{tech.id}/disable", {"csrf": csrf})
+    assert status == 404  # the routes of issue 15: 404, as for an unknown id
+    assert (await relay.state.storage.get_user("tech")).password_hash == _HASH
+    refused = [a for a in await _actions(relay) if a[0] == "user:other.admin" and a[2] == "refused"]
+    assert {a[1] for a in refused} >= {"store.update", "enrolment.create", "user.disable"}
+    # and its own store it may change
+    status, _, _ = await browser.post(
+        f"/admin/stores/{other_store}", {"csrf": csrf, "timezone": "Asia/Taipei"}
+    )
+    assert status == 303
+
+
+async def test_users_are_created_disabled_and_a_non_admin_sees_no_administration(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    new = {
+        "csrf": csrf,
+        "username": "li.tech",
+        "password": "a long enough password",
+        "role": "technician",
+        "scope_kind": "store",
+        "scope_id": relay.store,
+    }
+    status, _, _ = await browser.post("/admin/users", new)
+    assert status == 303
+    status, _, _ = await browser.post("/admin/users", {**new, "username": "<script>x</script>"})
+    assert status == 400
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        li = Browser(relay.http, http)
+        assert (await li.sign_in("li.tech", "a long enough password"))[0] == 303
+        assert (await li.get("/fleet"))[0] == 200
+        assert (await li.get("/admin"))[0] == 404  # technicians have no administration
+        victim = await relay.state.storage.get_user("viewer")
+        status, _, _ = await li.post(f"/admin/users/{victim.id}/disable", {"csrf": await li.csrf()})
+        assert status == 403
+        li_user = await relay.state.storage.get_user("li.tech")
+        status, _, _ = await browser.post(f"/admin/users/{li_user.id}/disable", {"csrf": csrf})
+        assert status == 303
+        assert (await li.get("/fleet"))[0] == 303  # their session ended with it
+    assert (await relay.state.storage.get_user("viewer")).password_hash == _HASH
+    users = {a[3].get("role") for a in await _actions(relay) if a[1] == "user.create"}
+    assert "technician" in users
+
+
+async def test_an_admin_form_without_its_token_changes_nothing(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    tech = await relay.state.storage.get_user("tech")
+    for path, form in (
+        (f"/admin/users/{tech.id}/disable", {}),
+        ("/admin/enrolments", {"store_id": relay.store, "hours": "1"}),
+        (f"/admin/stores/{relay.store}", {"name": "changed"}),
+    ):
+        status, _, _ = await browser.post(path, {"csrf": "forged", **form})
+        assert status == 403, path
+    assert (await relay.state.storage.get_user("tech")).password_hash == _HASH
+    assert (await relay.state.storage.get_store(relay.store)).name == "Main St"
+    assert not [a for a in await _actions(relay) if a[1] == "enrolment.create"]
+
+
+async def test_a_device_is_revoked_from_its_page(relay: Relay, browser: Browser) -> None:
+    device_id, _ = await relay.enrol()
+    await browser.sign_in("tech")
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert "注销此设备" not in page  # technicians may not
+    status, _, _ = await browser.post(
+        f"/admin/devices/{device_id}/revoke", {"csrf": await browser.csrf()}
+    )
+    assert status == 403
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.ACTIVE
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        admin = Browser(relay.http, http)
+        await admin.sign_in("admin", PASSWORD)
+        csrf = await admin.csrf(f"/devices/{device_id}")
+        status, _, response = await admin.post(f"/admin/devices/{device_id}/revoke", {"csrf": csrf})
+        assert (status, response.headers["Location"]) == (303, f"/devices/{device_id}")
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED

@@ -1,0 +1,293 @@
+"""Running a vetted script from the web console, over a real relay serving a real signed
+repository, to an agent played by the test over a real websocket: the form is built from the
+manifest (HTML limits for the browser), the relay checks the parameters again (an out-of-range
+one runs nothing, makes no job, is audited), and the job page follows the run's steps, consent
+and output live and escapes what the till says."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import ClientSession, CookieJar
+
+from posassist.console.scripts_repo import init_repository
+from posassist.protocol import messages as m
+from tests.agent.test_verify import PASS, add, approve, manifest
+from tests.relay.harness import Agent, Relay, start_relay
+from tests.relay.test_web_console import Browser
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+PARAMS: dict[str, Any] = {
+    "host": {"type": "string", "pattern": "[a-z0-9.-]{1,63}", "max_length": 63, "required": True},
+    "tcp_port": {"type": "integer", "min": 1, "max": 65535, "default": 9100},
+    "baud": {"type": "enum", "enum": ["9600", "19200"], "default": "9600"},
+    "cut": {"type": "boolean"},
+}
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    repo = init_repository(tmp_path / "approvers", ["alice", "bob"], PASS)
+    script = manifest("printer-test")
+    script["params"] = PARAMS
+    script["consent"] = True
+    add(repo, tmp_path, script)
+    approve(repo, "alice", "bob")
+    repo.publish(tmp_path / "relay")  # the harness's relay serves this folder
+    relay = await start_relay(tmp_path)
+    yield relay
+    await relay.server.close()
+
+
+@pytest.fixture
+async def browser(relay: Relay) -> AsyncIterator[Browser]:
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        yield Browser(relay.http, http)
+
+
+def _form(csrf: str, **params: str) -> dict[str, str]:
+    form = {"csrf": csrf, "script": "printer-test", "version": "1.0.0"}
+    form.update({k if k == "unattended" else f"p_{k}": v for k, v in params.items()})
+    return form
+
+
+async def _jobs(relay: Relay, device_id: str) -> list[Any]:
+    from posassist.relay.storage import Scope
+    from posassist.relay.storage.admin import AdminStore
+
+    jobs, _ = await AdminStore(relay.state.storage).jobs_page(
+        Scope.root(), limit=10, device_id=device_id
+    )
+    return jobs
+
+
+async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Browser) -> None:
+    device_id, _ = await relay.enrol()
+    await browser.sign_in("tech")
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f'href="/devices/{device_id}/run"' in page
+    _, page, _ = await browser.get(f"/devices/{device_id}/run")
+    assert "printer-test" in page
+    assert "打印机状态" in page  # its title, Chinese first
+    status, page, _ = await browser.get(
+        f"/devices/{device_id}/run?script=printer-test&version=1.0.0"
+    )
+    assert status == 200
+    assert re.search(
+        r'name="p_host" value="" maxlength="63"\s+pattern="\[a-z0-9.-\]\{1,63\}" required', page
+    )
+    assert re.search(r'name="p_tcp_port" value="9100" step="1"\s+min="1"\s+max="65535"', page)
+    assert '<option value="9600" selected>9600</option>' in page
+    assert 'type="checkbox" name="p_cut"' in page
+    status, _, _ = await browser.get(f"/devices/{device_id}/run?script=nope&version=1.0.0")
+    assert status == 200  # an unknown script: the list again
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"host": "till-printer", "tcp_port": "70000"},  # above its max
+        {"host": "till-printer", "tcp_port": "0"},  # below its min
+        {"host": "till-printer", "tcp_port": "12.5"},  # not an integer
+        {"host": "till-printer", "baud": "300"},  # not a choice
+        {"host": "TILL PRINTER; rm -rf /"},  # against its pattern
+        {"tcp_port": "9100"},  # a required one missing
+        {"host": "till-printer", "evil": "x"},  # not in the manifest
+        {"host": "till-printer", "unattended": "on"},  # the manifest does not allow it
+    ],
+    ids=[
+        "above-max",
+        "below-min",
+        "not-integer",
+        "not-a-choice",
+        "pattern",
+        "missing",
+        "unknown",
+        "unattended",
+    ],
+)
+async def test_a_bad_parameter_is_refused_by_the_relay_and_nothing_runs(
+    relay: Relay, browser: Browser, params: dict[str, str]
+) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:
+        status, page, _ = await browser.post(f"/devices/{device_id}/run", _form(csrf, **params))
+        assert status == 400
+        assert "参数无效, 没有运行" in page
+        assert "rm -rf" not in page.split('role="alert"')[1].split("</p>")[0]  # not echoed
+        assert await _jobs(relay, device_id) == []  # no job, nothing routed
+        # the next (good) run is the first thing the agent hears
+        status, _, _ = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+        assert status == 303
+        (request,) = await agent.next()
+        assert isinstance(request, m.ScriptRunRequest)
+        assert request.params == {"host": "till-printer", "cut": False}  # defaults: the agent's
+    refused = [
+        dict(r.detail)
+        async for r in relay.state.storage.records()
+        if r.action == "script.run" and str(r.outcome) == "refused"
+    ]
+    assert [(d["reason"], d["via"]) for d in refused] == [("invalid_params", "web")]
+
+
+async def test_a_run_shows_its_consent_steps_and_output_live(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:
+        status, _, response = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="10.0.0.7", tcp_port="9101", cut="on")
+        )
+        assert status == 303
+        job_url = response.headers["Location"]
+        (request,) = await agent.next()
+        assert isinstance(request, m.ScriptRunRequest)
+        assert request.params == {"host": "10.0.0.7", "tcp_port": 9101, "cut": True}
+        assert request.job_id is not None
+        job_id = request.job_id
+        assert job_url == f"/jobs/{job_id}"
+        ids = {"id": request.id, "job_id": job_id}
+
+        _, page, _ = await browser.get(job_url)
+        assert 'hx-get="/jobs/' in page  # follows itself while running
+        await agent.reply(m.ScriptProgress(**ids, step="verified", at=1.0, detail={"risk": "B"}))
+        await agent.reply(
+            m.ScriptProgress(**ids, step="consent_asked", at=2.0, detail={"timeout": 120})
+        )
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()  # acked: the relay has handled what came before
+        _, fragment, _ = await browser.get(job_url + "/progress")
+        assert "等待商户确认 (120 秒)" in fragment
+        assert 'class="consent consent-asked"' in fragment
+
+        await agent.reply(
+            m.ScriptProgress(
+                **ids,
+                step="consent_answered",
+                at=3.0,
+                detail={"decision": "granted", "answered_by": "cashier"},
+            )
+        )
+        await agent.reply(m.ScriptStarted(**ids, started_at=4.0))
+        await agent.reply(
+            m.ScriptOutput(**ids, seq=0, stream="stdout", data=b"status ok <script>x</script>\n")
+        )
+        await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=5.0, exit_code=0))
+        await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+        await agent.next()
+    _, page, _ = await browser.get(job_url)
+    assert "商户已同意" in page
+    assert "status ok &lt;script&gt;x&lt;/script&gt;" in page
+    assert "<script>x" not in page
+    assert "succeeded" in page
+    assert 'hx-get="/jobs/' not in page  # finished: it stops asking
+    (job,) = await _jobs(relay, device_id)
+    assert (job.id, job.status.value, job.requested_by) == (job_id, "succeeded", "tech")
+
+
+async def test_a_viewer_gets_no_form_and_a_posted_run_is_refused(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("viewer")
+    _, page, _ = await browser.get(f"/devices/{device_id}/run")
+    assert "你的角色不能运行脚本" in page
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key):
+        status, _, _ = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+    assert status == 403
+    assert await _jobs(relay, device_id) == []
+
+
+async def test_a_run_without_its_csrf_token_or_on_another_stores_till_runs_nothing(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, _ = await relay.enrol()
+    theirs, _ = await relay.enrol(await relay.invite(relay.other_store))
+    await browser.sign_in("tech")
+    status, _, _ = await browser.post(f"/devices/{device_id}/run", _form("wrong", host="x"))
+    assert status == 403
+    csrf = await browser.csrf()
+    status, _, _ = await browser.post(f"/devices/{theirs}/run", _form(csrf, host="x"))
+    assert status == 404
+    assert await _jobs(relay, device_id) == []
+    assert await _jobs(relay, theirs) == []
+
+
+async def test_an_offline_till_fails_the_job_and_says_so(relay: Relay, browser: Browser) -> None:
+    device_id, _ = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    status, _, response = await browser.post(
+        f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+    )
+    assert status == 303
+    _, page, _ = await browser.get(response.headers["Location"])
+    assert "offline" in page
+    assert "设备离线" in page
+    (job,) = await _jobs(relay, device_id)
+    assert job.status.value == "failed"
+
+
+async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser: Browser) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:
+        _, _, response = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+        job_url = response.headers["Location"]
+        (run,) = await agent.next()
+        assert isinstance(run, m.ScriptRunRequest)
+        assert run.job_id is not None
+        await agent.reply(
+            m.ScriptFinished(
+                id=run.id,
+                job_id=run.job_id,
+                status="succeeded",
+                finished_at=1.0,
+                exit_code=0,
+                backup_id="bk_0123",
+            )
+        )
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+        _, page, _ = await browser.get(job_url)
+        assert f'action="{job_url}/restore"' in page
+        status, _, _ = await browser.post(job_url + "/restore", {"csrf": "forged"})
+        assert status == 403
+        status, _, response = await browser.post(job_url + "/restore", {"csrf": csrf})
+        assert status == 303
+        restore_url = response.headers["Location"]
+        (asked,) = await agent.next()  # the forged form reached nothing
+        assert isinstance(asked, m.ScriptRestoreRequest)
+        assert (asked.backup_id, asked.device_id) == ("bk_0123", device_id)
+        assert asked.job_id is not None
+        assert restore_url == f"/jobs/{asked.job_id}"
+        ids = {"id": asked.id, "job_id": asked.job_id}
+        await agent.reply(m.ScriptProgress(**ids, step="restored", at=2.0, detail={"files": 1}))
+        await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=2.0))
+        await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+        await agent.next()
+    _, page, _ = await browser.get(restore_url)
+    assert "恢复备份 <code>bk_0123</code>" in page
+    assert "已恢复: files=1" in page
+    assert "succeeded" in page
+    jobs = {job.kind: job.status.value for job in await _jobs(relay, device_id)}
+    assert jobs == {"script.run": "succeeded", "script.restore": "succeeded"}
+    status, _, _ = await browser.post(restore_url + "/restore", {"csrf": csrf})
+    assert status == 404  # a restore has no backup of its own to restore

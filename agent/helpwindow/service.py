@@ -335,7 +335,7 @@ class HelpService:
         key = f"q{question_id}"
         future: asyncio.Future[Decided] = asyncio.get_event_loop().create_future()
         self._questions[question_id] = future
-        question = _question(question_id, self.device_id, manifest, timeout)
+        question = _question(question_id, self.device_id, manifest, timeout, params)
         self._asked[question_id] = (question, time.monotonic() + timeout)
         self.pending.add(key, CURRENT_JOB.get(), manifest.id, self.clock())
         try:
@@ -366,10 +366,23 @@ def _error(request_id: int, code: str, message: str) -> ErrorReply:
     return ErrorReply(id=request_id, code=code, message=message)
 
 
+def _settings(params: Mapping[str, Any]) -> str:
+    """This run's parameters, one line (the script's words say what it does in general)."""
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return shown if len(shown) <= 300 else shown[:299] + "…"
+
+
 def _question(
-    question_id: int, device_id: str, manifest: Manifest, timeout: float
+    question_id: int,
+    device_id: str,
+    manifest: Manifest,
+    timeout: float,
+    params: Optional[Mapping[str, Any]] = None,
 ) -> ConsentRequest:
     (title_zh, title_en), (changes_zh, changes_en) = manifest.title, manifest.changes
+    if params:  # what this run was asked to do (README walk: "action=status" printed nothing)
+        changes_zh += f"\n本次设置: {_settings(params)}"
+        changes_en += f"\nThis run: {_settings(params)}"
     if manifest.backup:
         changes_zh += "\n运行前会先备份将被修改的文件, 失败时自动恢复。"
         changes_en += "\nThe files it changes are backed up first, and put back if it fails."

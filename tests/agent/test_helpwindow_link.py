@@ -223,7 +223,8 @@ async def test_consent_is_asked_through_the_window_and_answered_by_its_user(
     try:
         await wait_for_window(service)
         consent = LinkConsent(service, timeout=30.0)
-        asking = asyncio.ensure_future(consent.ask(manifest(), {}))
+        params = {"action": "status", "host": "10.0.0.9"}
+        asking = asyncio.ensure_future(consent.ask(manifest(), params))
         question = await client.receive(5)
         while not isinstance(question, ConsentRequest):
             question = await client.receive(5)
@@ -231,6 +232,9 @@ async def test_consent_is_asked_through_the_window_and_answered_by_its_user(
         assert question.title_zh == "打印机状态与测试小票"
         assert "备份" in question.changes_zh
         assert "backed up" in question.changes_en
+        # this run's own settings, not only what the script does in general (README walk)
+        assert "本次设置: action=status, host=10.0.0.9" in question.changes_zh
+        assert "This run: action=status, host=10.0.0.9" in question.changes_en
         assert (question.expected_duration, question.timeout) == (20.0, 30.0)
         pending = json.loads((tmp_path / "till" / "help" / "consent-pending.json").read_text())
         assert [p["script"] for p in pending] == ["printer-status-test"]

@@ -380,7 +380,7 @@ def print_queue(samples: Sequence[Sample], policy: CheckPolicy, now: float) -> V
     found = [
         f
         for f in _section_findings("print_queue", dict(data, jobs=[]), now)
-        if f.code.startswith("queue.")
+        if f.code.startswith("queue.") and f.severity is not Severity.INFO  # notes don't page
     ]
     by_queue: Dict[str, List[Dict[str, Any]]] = {}
     for job in data.get("jobs") or []:

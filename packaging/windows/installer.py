@@ -301,7 +301,10 @@ def pip_command(python: Path, bundle: Path, platform: str, target: Path, version
 
 def run_command(argv: List[str]) -> None:
     """Run one Windows tool; InstallError with its own words if it fails."""
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # pip reads only its command line: no pip.ini or PIP_* variable of the till's
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         said = (done.stdout + done.stderr).strip()[-500:]
         raise InstallError(
@@ -372,7 +375,7 @@ def install(
     for name in ("launch.py", "posassist_service.py"):
         shutil.copyfile(str(bundle / name), str(install_dir / name))
     for name, text in files.items():
-        (install_dir / name).write_text(text, encoding="ascii", newline="")
+        (install_dir / name).write_bytes(text.encode("ascii"))
     (data / "link").mkdir(exist_ok=True)
     for argv in acl_commands(data, desktop_user):
         run(argv)

@@ -145,6 +145,15 @@ def test_deb_installs_runs_enrols_keeps_its_identity_and_removes(deb: Path, tmp_
         )
     )
     assert where.startswith(str(OPT / "venv") + "/"), where
+    # exactly the wheels the package carries (not the machine's pip configuration)
+    carried = {
+        w.name.split("-")[0].lower() + "-" + w.name.split("-")[1]
+        for w in (OPT / "wheels").glob("*.whl")
+    }
+    site = next((OPT / "venv" / "lib").glob("python3*/site-packages"))
+    dists = {d.name.removesuffix(".dist-info").lower() for d in site.glob("*.dist-info")}
+    assert any(d.startswith("posassist_agent-") for d in dists)
+    assert dists <= carried, dists - carried
     # no relay or console came with it
     assert not list((OPT / "venv").rglob("relay/__init__.py"))
 

@@ -28,6 +28,7 @@ from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
 from posassist.protocol.messages import DEVICE_ID, name_problem, username_problem
 from posassist.protocol.signing import fingerprint
+from posassist.protocol.text import printable
 
 from . import __version__
 from .app import create_app, drain_routes
@@ -198,6 +199,19 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLite durability: normal (default; commits survive a killed relay and reach the "
         "disk within a second) or full (every commit waits for the disk)",
     )
+
+    check = commands.add_parser(
+        "check-config",
+        help="is this relay ready to serve? data, identity, TLS, database; reads only",
+        description="Check a relay's data directory, relay.json, TLS files, checkpoint key and "
+        "database (reachable, initialised, pending migrations) before serving. Creates nothing. "
+        "Exit 0: ready (warnings allowed); 1: an error to fix first.",
+    )
+    check.add_argument("--data", type=Path, required=True, help="data directory")
+    check.add_argument("--database", default="", help="postgresql://… (default: SQLite in DATA)")
+    check.add_argument("--tls-cert", type=Path)
+    check.add_argument("--tls-key", type=Path)
+    check.add_argument("--checkpoint-key", type=Path, help="default: DATA/audit-checkpoint.key")
 
     audit = commands.add_parser("audit", help="the hash-chained audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -873,6 +887,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "audit":
             return asyncio.run(_audit_verify(args))
+        if args.command == "check-config":
+            return asyncio.run(_check_config(args))
         device_id = getattr(args, "device_id", None)
         if device_id is not None and not DEVICE_ID.fullmatch(device_id):  # before any storage
             raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
@@ -898,6 +914,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # a file or value given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE
+
+
+async def _check_config(args: argparse.Namespace) -> int:
+    """Print every finding, one line each; exit 1 if any is an error (docs/operating.md)."""
+    from .checkconfig import check_config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    found = await check_config(
+        args.data,
+        args.database,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        checkpoint_key=args.checkpoint_key,
+    )
+    for finding in found:
+        print(printable(finding.line(), multiline=False))
+    return 1 if any(f.level == "error" for f in found) else 0
 
 
 def _check_names(args: argparse.Namespace) -> None:

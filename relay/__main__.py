@@ -52,6 +52,7 @@ from .storage import Role, Scope, ScopeKind, SqlStorage, open_storage
 from .storage.engine import SYNC_MODES
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Sequence
 
 OPERATOR = "operator:cli"
@@ -820,6 +821,9 @@ async def serve(config: RelayConfig) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if ssl_context is not None:
+        # a renewed certificate (same key) for new connections; the ones open stay up
+        loop.add_signal_handler(signal.SIGHUP, _reload_tls, ssl_context, config)
     try:
         await stop.wait()
     finally:
@@ -832,6 +836,38 @@ async def serve(config: RelayConfig) -> None:
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+
+
+def _reload_tls(context: ssl.SSLContext, config: RelayConfig) -> None:
+    """SIGHUP: load the certificate and key files again into the live TLS context, so that new
+    connections get a renewed certificate while open ones carry on (docs/operating.md#tls).
+
+    Refused, keeping the old one, if the files don't load together or the key changed: every
+    enrolled till trusts the relay by its key's pin, and would refuse a new key.
+    """
+    from .tls import server_ssl_context, spki_pin
+
+    assert config.tls_cert is not None
+    assert config.tls_key is not None
+    try:
+        pin = spki_pin(config.tls_cert.read_bytes())
+        server_ssl_context(config.tls_cert, config.tls_key)  # both load, and match
+    except (OSError, ValueError) as exc:
+        log = logging.getLogger("posassist.relay")
+        log.error("TLS certificate not reloaded, the old one stays: %s", exc)
+        return
+    log = logging.getLogger("posassist.relay")
+    if pin != config.tls_pin:
+        log.error(
+            "TLS certificate not reloaded, the old one stays: %s has another key (pin %s, tills "
+            "trust %s); renew it with the same key",
+            config.tls_cert,
+            pin,
+            config.tls_pin,
+        )
+        return
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    log.info("TLS certificate reloaded from %s (pin %s unchanged)", config.tls_cert, pin)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -9,12 +9,9 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.e2e.cli import ok, provision, py
+from tests.relay.certs import make_certificate
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,29 +24,11 @@ def _check(data: Path, *extra: str) -> tuple[int, list[str]]:
 
 
 def _cert(tmp_path: Path, name: str, *, days_from: int, days_to: int) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.example")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now + dt.timedelta(days=days_from))
-        .not_valid_after(now + dt.timedelta(days=days_to))
-        .sign(key, hashes.SHA256())
+    made = make_certificate(
+        not_before=now + dt.timedelta(days=days_from), not_after=now + dt.timedelta(days=days_to)
     )
-    cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return made.write(tmp_path, name)
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ check: $(STAMP) typecheck-tree
 
 # agent/, client/ and protocol/ must run on Python 3.8 (Windows 7 tills): docs/windows7.md
 py38: $(STAMP)
-	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol client tests/fakes/simprinter.py
+	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol client tests/fakes/simprinter.py packaging/windows
 
 # The store agent's own wheel for tills (Python 3.8+, only the agent's dependencies): docs/packaging.md
 agent-wheel: $(STAMP)

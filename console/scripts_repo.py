@@ -461,7 +461,9 @@ class ScriptRepository:
             self._save(role, md)
             signed.append(role)
         if not authorised and roles is None:
-            raise ScriptRepoError("this key may sign no role: not root's, targets' or an approver's")
+            raise ScriptRepoError(
+                "this key may sign no role: not root's, targets' or an approver's"
+            )
         return signed
 
     def status(self, now: datetime | None = None) -> list[RoleStatus]:

@@ -183,9 +183,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--console", action="store_true", help="run the agent in this window (no service)"
     )
     args = parser.parse_args(argv)
-    if args.console or sys.platform != "win32":
-        return Host(args.data).run()
-    return serve(args.data)
+    if sys.platform == "win32" and not args.console:
+        return serve(args.data)
+    return Host(args.data).run()
 
 
 if __name__ == "__main__":

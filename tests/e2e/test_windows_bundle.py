@@ -8,6 +8,7 @@ product and outside this machine: the driver records them instead. Never run on 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -263,11 +264,13 @@ def test_install_where_the_data_folder_can_not_be_made_removes_what_it_made(
 
 
 def test_service_host_reports_an_agent_that_ended_by_itself_as_a_failure(bundle: Path) -> None:
-    sys.path.insert(0, str(bundle))
-    try:
-        import posassist_service as host
-    finally:
-        sys.path.remove(str(bundle))
+    spec = importlib.util.spec_from_file_location(
+        "posassist_service", bundle / "posassist_service.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host)
     assert host.exit_codes(0, stop_requested=True) == (host.NO_ERROR, 0)
     assert host.exit_codes(1, stop_requested=False) == (host.ERROR_SERVICE_SPECIFIC_ERROR, 1)
     assert host.exit_codes(0, stop_requested=False) == (host.ERROR_SERVICE_SPECIFIC_ERROR, 1)

@@ -137,6 +137,7 @@ def _configure(args: argparse.Namespace) -> int:
     from .collectors.serialports import list_serial_ports
     from .discovery import (
         propose,
+        queue_candidates,
         running_profiles,
         serial_candidates,
         tcp_candidates,
@@ -170,6 +171,12 @@ def _configure(args: argparse.Namespace) -> int:
     )
     found += tcp_candidates(targets, lambda h, p: probe_tcp(h, p, timeout=PROBE_TIMEOUT))
     found += usb_printer_devices()
+    try:
+        from .collectors import printqueue
+
+        found += queue_candidates(printqueue.collect())
+    except PosAssistError as exc:  # no spooler to ask: say so, go on
+        _say("未读取打印队列", f"no print queue read: {exc}")
     for candidate in found:
         print(printable(candidate.line(), multiline=False))
     if not profile:

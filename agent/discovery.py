@@ -29,6 +29,7 @@ __all__ = [
     "MAX_TCP_ADDRESSES",
     "Candidate",
     "propose",
+    "queue_candidates",
     "running_profiles",
     "serial_candidates",
     "tcp_candidates",
@@ -161,6 +162,16 @@ def usb_printer_devices(dev: str = "/dev/usb") -> List[Candidate]:
         )
         for name in names
     ]
+
+
+def queue_candidates(queue: Mapping[str, Any]) -> List[Candidate]:
+    """The print queues the print-queue collector saw (CUPS or Windows): named, not asked."""
+    system = str(queue.get("system") or "print")
+    out = []
+    for row in queue.get("printers") or []:
+        if isinstance(row, dict) and row.get("name"):
+            out.append(Candidate("queue", str(row["name"]), "listed", f"{system} print queue"))
+    return out
 
 
 def running_profiles(

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from posassist.agent.discovery import Candidate, propose, running_profiles, tcp_targets
+from posassist.agent.discovery import (
+    Candidate,
+    propose,
+    queue_candidates,
+    running_profiles,
+    tcp_targets,
+)
 from posassist.agent.errors import ConfigError
 from tests.e2e.cli import ROOT
 from tests.fakes.simprinter import PrinterState, SimPrinter
@@ -85,6 +91,10 @@ def test_proposal_keeps_what_is_configured_and_adds_what_answered() -> None:
         {"name": "printer3", "tcp": "10.0.0.5:9100"},
     ]
     assert propose(current, [], None) == current
+    queue = {"system": "cups", "printers": [{"name": "TM-T20"}, {"bad": 1}, "x"]}
+    (listed,) = queue_candidates(queue)
+    assert listed.line() == "已列出 / listed: queue TM-T20 (cups print queue)"
+    assert listed.entry is None  # named for the technician, not configured
     assert running_profiles({"demo": ["Demo-POS"], "x": ["xpos"]}, ["bash", "demo-pos"]) == ["demo"]
 
 

@@ -368,8 +368,19 @@ def install(
         stop_service(run)
     lib, old = install_dir / "lib", install_dir / "lib.old"
     shutil.rmtree(str(old), ignore_errors=True)
-    if lib.exists():
-        os.replace(str(lib), str(old))
+    try:
+        if lib.exists():
+            os.replace(str(lib), str(old))
+    except OSError as exc:  # Windows: a file in it is open (the help window still runs)
+        shutil.rmtree(str(staging), ignore_errors=True)
+        if upgrade:
+            run(["net", "start", SERVICE])  # the old version serves on
+        raise InstallError(
+            f"程序文件正被使用 ({exc.strerror or exc}): 请关闭 获取帮助 窗口后重新安装;"
+            " 原版本继续运行",
+            f"the program files are in use ({exc.strerror or exc}): close the Get help"
+            " window and install again; the old version runs on",
+        ) from None
     os.replace(str(staging), str(lib))
     shutil.rmtree(str(old), ignore_errors=True)
     for name in ("launch.py", "posassist_service.py"):

@@ -29,9 +29,16 @@ PY38 = ROOT / ".venv38" / "bin" / "python"
 DRIVER = r"""
 import json, sys
 from pathlib import Path
-bundle, command, install_dir, data, programdata, exists, platform = sys.argv[1:8]
+bundle, command, install_dir, data, programdata, exists, platform, locked = sys.argv[1:9]
 sys.path.insert(0, bundle)
 import installer
+if locked == "1":  # Windows refuses to move a folder with an open file in it (the help window)
+    real_replace = installer.os.replace
+    def replace(src, dst):
+        if src.endswith("lib") and dst.endswith("lib.old"):
+            raise PermissionError(13, "The process cannot access the file")
+        real_replace(src, dst)
+    installer.os.replace = replace
 record = []
 def run(argv):
     if len(argv) > 1 and argv[1].endswith("pip"):
@@ -96,11 +103,12 @@ def _drive(
     *,
     exists: bool = False,
     platform: str = "win_amd64",
+    locked: bool = False,
 ) -> dict[str, Any]:
     done = subprocess.run(
         [
             *(str(PY38), "-c", DRIVER, str(bundle), command, str(install_dir), str(data)),
-            *(str(programdata), "1" if exists else "0", platform),
+            *(str(programdata), "1" if exists else "0", platform, "1" if locked else "0"),
         ],
         capture_output=True,
         text=True,
@@ -220,6 +228,15 @@ def test_install_upgrade_and_uninstall_keep_the_tills_identity(
     assert {n: (data / n).read_bytes() for n in identity} == identity
     assert not (install_dir / "lib.new").exists()
     assert not (install_dir / "lib.old").exists()
+
+    # an upgrade while the help window holds the program files open: the old version serves on
+    before = sorted(p.relative_to(install_dir) for p in (install_dir / "lib").rglob("*"))
+    locked = _drive(bundle, "install", install_dir, data, programdata, exists=True, locked=True)
+    assert "close the Get help window and install again" in locked["error"]
+    assert locked["commands"][-1] == ["net", "start", "posassist-agent"]
+    assert sorted(p.relative_to(install_dir) for p in (install_dir / "lib").rglob("*")) == before
+    assert not (install_dir / "lib.new").exists()
+    assert {n: (data / n).read_bytes() for n in identity} == identity
 
     # uninstall keeps the identity (a reinstall is the same till); --purge removes it
     removed = _drive(bundle, "uninstall", install_dir, data, programdata, exists=True)

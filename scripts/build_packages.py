@@ -27,9 +27,9 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the checkout
 
-from build_agent_wheel import build as build_agent_wheel
+from scripts.build_agent_wheel import build as build_agent_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "packaging"
@@ -108,8 +108,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_deb(agent_wheel: Path, out: Path, work: Path) -> Path:
+def build_deb(agent_wheel: Path, out: Path, work: Path, revision: int = 1) -> Path:
     v = version()
+    deb_version = f"{debian_version(v)}-{revision}"  # the package's own revision, for rebuilds
     root = work / "deb"
     wheels = root / "opt" / "posassist" / "wheels"
     download(agent_wheel, wheels, DEB_PYTHON, DEB_PLATFORMS, ROOT / "constraints.txt")
@@ -128,7 +129,7 @@ def build_deb(agent_wheel: Path, out: Path, work: Path) -> Path:
     major, minor = DEB_PYTHON
     (control / "control").write_text(
         "Package: posassist-agent\n"
-        f"Version: {debian_version(v)}\n"
+        f"Version: {deb_version}\n"
         "Architecture: amd64\n"
         "Maintainer: posassist <posassist@example.invalid>\n"
         f"Depends: python3 (>= {major}.{minor}), python3 (<< {major}.{minor + 1}), passwd\n"
@@ -146,7 +147,7 @@ def build_deb(agent_wheel: Path, out: Path, work: Path) -> Path:
         text = (src / name).read_text(encoding="utf-8").replace("@VERSION@", v)
         (control / name).write_text(text, encoding="utf-8")
         (control / name).chmod(0o755)
-    deb = out / f"posassist-agent_{debian_version(v)}_amd64.deb"
+    deb = out / f"posassist-agent_{deb_version}_amd64.deb"
     subprocess.run(
         ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)],
         check=True,
@@ -191,6 +192,12 @@ def main() -> int:
     parser.add_argument("--skip-deb", action="store_true", help="only the Windows bundle")
     parser.add_argument("--skip-windows", action="store_true", help="only the .deb")
     parser.add_argument(
+        "--deb-revision",
+        type=int,
+        default=1,
+        help="the .deb's revision (a rebuild of the same agent version: 1, 2, …)",
+    )
+    parser.add_argument(
         "--python38",
         default=os.environ.get("PYTHON38", ""),
         help="a Python 3.8 with pip, to choose the Windows wheels (default $PYTHON38)",
@@ -204,7 +211,7 @@ def main() -> int:
         shutil.copyfile(wheel, out / wheel.name)
         built = [out / wheel.name]
         if not args.skip_deb:
-            built.append(build_deb(wheel, out, work))
+            built.append(build_deb(wheel, out, work, args.deb_revision))
         if not args.skip_windows:
             if not args.python38:
                 parser.error("no Python 3.8: give --python38 or PYTHON38 (docs/windows7.md)")

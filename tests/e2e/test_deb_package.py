@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from scripts.build_packages import debian_version, version
 from tests.e2e.cli import ROOT, invite, ok, provision, py, start_relay, stop
 
 if TYPE_CHECKING:
@@ -69,17 +70,21 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         out = tmp_path_factory.mktemp("dist")
-        built = subprocess.run(
-            [sys.executable, "scripts/build_packages.py", "--out", str(out), "--skip-windows"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert built.returncode == 0, built.stderr[-3000:]
+        for revision in ("1", "2"):  # the second: an upgrade of the first
+            built = subprocess.run(
+                [
+                    *(sys.executable, "scripts/build_packages.py", "--out", str(out)),
+                    *("--skip-windows", "--deb-revision", revision),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert built.returncode == 0, built.stderr[-3000:]
         _purge()
         try:
-            yield next(out.glob("posassist-agent_*_amd64.deb"))
+            yield next(out.glob("posassist-agent_*-1_amd64.deb"))
         finally:
             _purge()
 
@@ -105,6 +110,14 @@ def _exec_start() -> list[str]:
         if line.startswith("ExecStart="):
             return line.removeprefix("ExecStart=").split()
     raise AssertionError("the unit has no ExecStart")
+
+
+def _version() -> str:
+    return ok(
+        subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "posassist-agent"], capture_output=True, text=True
+        )
+    )
 
 
 def _identity() -> tuple[str, dict[str, bytes]]:
@@ -187,11 +200,21 @@ def test_deb_installs_runs_enrols_keeps_its_identity_and_removes(deb: Path, tmp_
         assert "connected to relay" in ran.stdout
         assert device in ok(py("relay", "device", "list", "--data", str(relay_data)))
 
-        # reinstall (dpkg's upgrade path: preinst upgrade, postinst configure): same device
-        again = _dpkg("-i", str(deb))
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert _identity() == (device, keys)
-        assert _as_agent_user(*_exec_start(), "--once").returncode == 0
+        # upgrade to the next revision, then reinstall it: the same device, the same key
+        newer = next(deb.parent.glob("posassist-agent_*-2_amd64.deb"))
+        outputs = []
+        for package in (newer, newer):
+            again = _dpkg("-i", str(package))
+            assert again.returncode == 0, again.stdout + again.stderr
+            outputs.append(again.stdout)
+            assert _identity() == (device, keys)
+            assert _as_agent_user(*_exec_start(), "--once").returncode == 0
+        base = debian_version(version())
+        assert f"over ({base}-1)" in outputs[0]  # dpkg's upgrade path
+        assert f"over ({base}-2)" in outputs[1]  # and its reinstall
+        assert _version().endswith("-2")
+        assert not (OPT / "venv.old").exists()
+        assert not (OPT / "venv.new").exists()
 
         # remove: the program goes, the identity stays; installed again it is the same till
         removed = _dpkg("-r", "posassist-agent")
@@ -201,7 +224,7 @@ def test_deb_installs_runs_enrols_keeps_its_identity_and_removes(deb: Path, tmp_
         assert not UNIT.exists()
         assert not Path("/usr/bin/posassist-agent").is_symlink()
         assert _identity() == (device, keys)
-        assert _dpkg("-i", str(deb)).returncode == 0
+        assert _dpkg("-i", str(newer)).returncode == 0
         ran = _as_agent_user(*_exec_start(), "--once")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert device in ran.stdout

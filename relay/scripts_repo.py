@@ -178,11 +178,11 @@ class _Served:
         """The file to serve, or None: only plain names, no link anywhere on the way."""
         if not parts or not all(_NAME.match(part) for part in parts):
             return None
-        base = self.repo_dir / folder
-        path = base.joinpath(*parts)
         try:
-            if path.resolve(strict=True) != path.absolute() or not path.is_file():
-                return None  # follows a link (never served), or a folder
+            base = (self.repo_dir / folder).resolve(strict=True)  # DATA itself may be a link
+            path = base.joinpath(*parts)
+            if path.resolve(strict=True) != path or not path.is_file():
+                return None  # a link inside the repository (never followed), or a folder
         except (OSError, RuntimeError):
             return None
         return path

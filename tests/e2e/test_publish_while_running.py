@@ -30,8 +30,10 @@ def test_a_repository_published_while_the_relay_runs_is_served_without_a_restart
     relay_dir = tmp_path / "relay"
     store = provision(relay_dir)
     log = tmp_path / "relay.log"
+    served_dir = tmp_path / "relay-link"  # operators often link the data directory elsewhere
+    served_dir.symlink_to(relay_dir)
     with log.open("w") as out:
-        relay, url = start_relay(relay_dir, log=out)  # nothing published yet
+        relay, url = start_relay(served_dir, log=out)  # nothing published yet
     agent = None
     try:
         assert _get(url, "/v1/scripts/metadata/timestamp.json")[0] == 404
@@ -48,6 +50,11 @@ def test_a_repository_published_while_the_relay_runs_is_served_without_a_restart
         assert body == (relay_dir / "scripts" / "metadata" / "timestamp.json").read_bytes()
         assert _get(url, "/v1/scripts/metadata/../keys/timestamp.pem")[0] == 404
         assert _get(url, "/v1/scripts/targets/low/..%2F..%2Fkeys/timestamp.pem")[0] == 404
+        # a link inside the repository is never followed
+        (relay_dir / "scripts" / "targets" / "link.pem").symlink_to(
+            relay_dir / "scripts" / "keys" / "timestamp.pem"
+        )
+        assert _get(url, "/v1/scripts/targets/link.pem")[0] == 404
 
         till = tmp_path / "till"
         ok(enroll(relay_dir, store, url, till, repo.root_hash()))

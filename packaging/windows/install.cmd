@@ -3,7 +3,7 @@ rem posassist agent: offline install or upgrade (Windows 7 SP1 to 11). Run as ad
 rem Options go to installer.py: --data DIR --install-dir DIR --desktop-user NAME
 rem Python 3.8+: set POSASSIST_PYTHON=C:\path\python.exe, else the py launcher's 3.8 is used.
 setlocal
-net session >nul 2>&1
+fsutil dirty query %SystemDrive% >nul 2>&1
 if errorlevel 1 (
     echo Please run as administrator: right-click install.cmd, "Run as administrator".
     exit /b 2

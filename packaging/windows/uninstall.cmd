@@ -3,7 +3,7 @@ rem posassist agent: uninstall; the data folder (identity) is kept unless --purg
 rem Options: --data DIR --install-dir DIR --purge
 rem Python 3.8+: set POSASSIST_PYTHON=C:\path\python.exe, else the py launcher's 3.8 is used.
 setlocal
-net session >nul 2>&1
+fsutil dirty query %SystemDrive% >nul 2>&1
 if errorlevel 1 (
     echo Please run as administrator: right-click uninstall.cmd, "Run as administrator".
     exit /b 2

@@ -187,6 +187,43 @@ def _checkpoint_key(path: Path) -> list[Finding]:
     return [Finding("ok", f"audit checkpoint key {path}", f"审计检查点密钥 {path} 可用")]
 
 
+def _scripts(data: Path) -> list[Finding]:
+    """The published script repository, if any: its root hash, and whether it chains from the
+    first root this relay served (a replaced repository stops ``serve``)."""
+    from .scripts_repo import FIRST_ROOT, _chain_problem, published_root_hash
+
+    repo = data / "scripts"
+    root_hash = published_root_hash(repo)
+    if root_hash is None:
+        return [
+            Finding(
+                "warning",
+                "no script repository published: tills can run no script "
+                "(posassist-scripts publish --to DATA)",
+                "尚未发布脚本库: 收银机无法运行维修脚本",
+            )
+        ]
+    anchor = data / FIRST_ROOT
+    if anchor.is_file():
+        problem = _chain_problem(anchor.read_bytes(), repo)
+        if problem is not None:
+            return [
+                Finding(
+                    "error",
+                    f"the script repository is not the one this relay was set up with ({problem}):"
+                    " serve refuses it; publish the approvers' repository again",
+                    "脚本库不是本服务器最初使用的脚本库: 请重新发布审批人的脚本库",
+                )
+            ]
+    return [
+        Finding(
+            "ok",
+            f"script repository published, root hash {root_hash}",
+            f"脚本库已发布, 根哈希 {root_hash}",
+        )
+    ]
+
+
 def _sqlite_url(path: Path) -> tuple[sa.URL | None, list[Finding]]:
     """The URL to read an existing SQLite file through, or why not (never creates a file)."""
     if not path.is_file():
@@ -284,6 +321,8 @@ def _local(
     found += _tls(tls_cert, tls_key, now)
     if data.is_dir() or checkpoint_key is not None:
         found += _checkpoint_key(checkpoint_key or data / "audit-checkpoint.key")
+    if data.is_dir():
+        found += _scripts(data)
     if not database:
         if not data.is_dir():
             return found, None

@@ -46,7 +46,11 @@ def test_a_ready_relay_passes_with_its_identity_key_pin_and_schema(
     cert, key = _cert(tmp_path, "good", days_from=-1, days_to=365)
     code, lines = _check(relay, "--tls-cert", str(cert), "--tls-key", str(key))
     assert code == 0, lines
-    assert not [line for line in lines if line.startswith(("error", "warning"))], lines
+    problems = [line for line in lines if line.startswith(("error", "warning"))]
+    assert problems == [
+        "warning: no script repository published: tills can run no script (posassist-scripts "
+        "publish --to DATA) / 尚未发布脚本库: 收银机无法运行维修脚本"
+    ]
     relay_id = json.loads((relay / "relay.json").read_text())["relay_id"]
     assert f"ok: relay identity {relay_id} / 中继标识 {relay_id}" in lines
     assert any(line.startswith("ok: TLS key pin ") for line in lines)
@@ -87,6 +91,29 @@ def test_a_broken_data_directory_is_named_and_nothing_is_created(
     assert said in errors[0]
     assert " / " in errors[0]  # and in Chinese
     assert sorted(p.name for p in relay.iterdir()) == before
+
+
+def test_a_published_repository_is_named_and_a_replaced_one_is_an_error(relay: Path) -> None:
+    from posassist.console.scripts_repo import init_repository
+    from posassist.relay.scripts_repo import anchored_root_hash
+    from tests.agent.test_verify import PASS, approve
+
+    good = init_repository(relay.parent / "approvers", ["alice"], PASS, high_risk_threshold=1)
+    approve(good, "alice")
+    good.publish(relay)
+    anchored_root_hash(relay / "scripts")  # what the first serve records
+    code, lines = _check(relay)
+    assert code == 0, lines
+    assert f"ok: script repository published, root hash {good.root_hash()}" in " ".join(lines)
+    other = init_repository(relay.parent / "intruder", ["eve"], PASS, high_risk_threshold=1)
+    approve(other, "eve")
+    other.publish(relay)
+    code, lines = _check(relay)
+    assert code == 1
+    assert any(
+        line.startswith("error: the script repository is not the one this relay was set up with")
+        for line in lines
+    ), lines
 
 
 def test_an_open_data_directory_is_a_warning(relay: Path) -> None:

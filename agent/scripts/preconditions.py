@@ -73,8 +73,10 @@ def evaluate(
                 failures.append(
                     Refusal(
                         "sale_unknown",
-                        "无法确认是否有未结束的交易（未配置收银软件档案），为安全起见不运行",
-                        "cannot tell whether a sale is open (no POS profile), so not running",
+                        "无法确认是否有未结束的交易（未配置收银软件档案），为安全起见不运行;"
+                        " 请在 settings.json 中设置 pos_profile 后重启收银助手服务",
+                        "cannot tell whether a sale is open (no POS profile), so not running:"
+                        " set pos_profile in settings.json (docs/agent.md), then restart the agent",
                     )
                 )
             elif facts.sale_open is not None:

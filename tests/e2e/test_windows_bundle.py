@@ -249,20 +249,28 @@ def test_install_upgrade_and_uninstall_keep_the_tills_identity(
     assert not data.exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a read-only tmpfs: needs root")
-def test_install_with_a_read_only_data_folder_says_so_and_installs_nothing(
-    bundle: Path, tmp_path: Path
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs: needs root")
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [("ro", "can not write the data folder"), ("rw", "are needed; nothing was installed")],
+    ids=["read-only", "too small"],
+)
+def test_install_with_a_data_folder_it_can_not_use_says_so_and_installs_nothing(
+    bundle: Path, tmp_path: Path, options: str, said: str
 ) -> None:
-    data = tmp_path / "ro"
+    data = tmp_path / "data"
     data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "pa-ro", str(data)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"{options},size=256k", "pa-data", str(data)], check=True
+    )
     try:
         install_dir = tmp_path / "Program Files" / "posassist"
         result = _drive(bundle, "install", install_dir, data, tmp_path / "ProgramData")
+        assert list(data.iterdir()) == []  # no probe left behind
     finally:
         subprocess.run(["umount", str(data)], check=True)
-    assert "can not write the data folder" in result["error"]
-    assert "无法写入数据文件夹" in result["error"]
+    assert said in result["error"]
+    assert "未安装任何东西" in result["error"]
     assert result["commands"] == []
     assert not install_dir.exists()
 

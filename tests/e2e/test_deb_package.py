@@ -35,6 +35,8 @@ LOCK = Path("/run/lock/posassist-deb-test.lock")
 
 pytestmark = [
     pytest.mark.slow,
+    # a second test process waits on the lock while the first installs and removes (minutes)
+    pytest.mark.timeout(1200),
     pytest.mark.skipif(
         os.geteuid() != 0 or shutil.which("dpkg") is None,
         reason="installs a .deb: needs root and dpkg (not done here)",

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 PY38 = ROOT / ".venv38" / "bin" / "python"
+#: building the bundle (pip download of two platforms) is part of the first test's time
+pytestmark = pytest.mark.timeout(600)
 
 #: Runs installer.py's install or uninstall with the Windows tools recorded, on Python 3.8.
 DRIVER = r"""

@@ -10,7 +10,7 @@ PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8 /
 VENV38   := .venv38
 STAMP38  := $(VENV38)/.installed-stamp
 
-.PHONY: demo test check bench py38 venv clean typecheck-tree agent-wheel
+.PHONY: demo test check bench py38 venv clean typecheck-tree agent-wheel package
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,11 +60,17 @@ check: $(STAMP) typecheck-tree
 
 # agent/, client/ and protocol/ must run on Python 3.8 (Windows 7 tills): docs/windows7.md
 py38: $(STAMP)
-	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol client tests/fakes/simprinter.py
+	$(BIN)/vermin -t=3.8- --no-tips --violations -q agent protocol client tests/fakes/simprinter.py packaging/windows
 
 # The store agent's own wheel for tills (Python 3.8+, only the agent's dependencies): docs/packaging.md
 agent-wheel: $(STAMP)
 	$(BIN)/python scripts/build_agent_wheel.py --out dist
+
+# The till packages: a Linux .deb (/opt/posassist, systemd) and a Windows offline bundle (.zip);
+# needs only python3 (3.11), pip's access to PyPI and dpkg-deb. docs/install-linux.md, docs/install-windows.md
+package:
+	@test -n "$(PYTHON38)" || { echo "no Python 3.8 found; set PYTHON38=/path/to/python3.8 (docs/windows7.md)"; exit 1; }
+	$(PYTHON) scripts/build_packages.py --out dist --python38 $(PYTHON38)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do \

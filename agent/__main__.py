@@ -33,7 +33,7 @@ from posassist.protocol.text import printable  # noqa: E402
 from . import __version__  # noqa: E402
 from .backoff import backoff  # noqa: E402
 from .config import load_identity  # noqa: E402
-from .errors import RelayRefusedError, ReplacedError  # noqa: E402
+from .errors import ConfigError, RelayRefusedError, ReplacedError  # noqa: E402
 
 if TYPE_CHECKING:
     import argparse
@@ -96,7 +96,116 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add an entry that opens the window when this user logs in, then exit",
     )
+    configure = commands.add_parser(
+        "configure",
+        help="find the receipt printers and the POS, propose settings.json (--write saves it)",
+        description="Serial ports that answer DLE EOT (not those the POS holds), raw TCP "
+        "printers on the addresses you allow (--tcp), USB printers and print queues, and the "
+        "POS profile whose processes run. Prints the settings; --write saves them (the old file "
+        "kept as settings.json.bak). docs/agent.md#configure",
+    )
+    configure.add_argument("--data", type=Path, required=True)
+    configure.add_argument(
+        "--tcp",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="host, host:port or a.b.c.d/nn (at most 256 addresses) to ask on port 9100",
+    )
+    configure.add_argument(
+        "--serial", action="append", default=[], metavar="PORT", help="also ask this port"
+    )
+    configure.add_argument(
+        "--no-scan", action="store_true", help="ask only the --serial ports, not every port"
+    )
+    configure.add_argument(
+        "--baudrate", type=int, default=9600, help="the printers' serial speed (not scanned)"
+    )
+    configure.add_argument(
+        "--pos-profile", default="auto", help="a POS profile name, or auto (detect; default)"
+    )
+    configure.add_argument("--write", action="store_true", help="save settings.json")
     return parser
+
+
+def _configure(args: argparse.Namespace) -> int:
+    """posassist-agent configure: see agent/discovery.py."""
+    from posassist.client.files import write_private
+
+    from .collectors.escpos import probe_serial, probe_tcp
+    from .collectors.printers import PROBE_TIMEOUT
+    from .collectors.serialports import list_serial_ports
+    from .discovery import (
+        propose,
+        queue_candidates,
+        running_profiles,
+        serial_candidates,
+        tcp_candidates,
+        tcp_targets,
+        usb_printer_devices,
+    )
+    from .profile import list_profiles, load_profile
+    from .settings import parse_settings
+
+    path = args.data / "settings.json"
+    current: Dict[str, Any] = {}
+    if path.exists():
+        try:
+            current = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{path} is unreadable ({exc}): fix or move it; nothing written"
+            ) from None
+        if not isinstance(current, dict):
+            raise ConfigError(f"{path} must hold a JSON object: fix or move it; nothing written")
+    if not 0 < args.baudrate <= 4_000_000:
+        raise ConfigError("--baudrate must be a serial speed such as 9600 or 115200")
+    targets = tcp_targets(args.tcp)  # refused before anything is asked
+    profile = ""
+    if args.pos_profile != "auto":
+        load_profile(args.pos_profile, args.data)  # ConfigError names what is wrong
+        profile = args.pos_profile
+    ports = [] if args.no_scan else list_serial_ports()
+    found = serial_candidates(
+        ports, args.serial, args.baudrate, lambda d, b: probe_serial(d, b, timeout=PROBE_TIMEOUT)
+    )
+    found += tcp_candidates(targets, lambda h, p: probe_tcp(h, p, timeout=PROBE_TIMEOUT))
+    found += usb_printer_devices()
+    try:
+        from .collectors import printqueue
+
+        found += queue_candidates(printqueue.collect())
+    except PosAssistError as exc:  # no spooler to ask: say so, go on
+        _say("未读取打印队列", f"no print queue read: {exc}")
+    for candidate in found:
+        print(printable(candidate.line(), multiline=False))
+    if not profile:
+        shipped = {name: load_profile(name, args.data).process_names for name in list_profiles()}
+        from .collectors.pos import _process_table  # the POS collector's own process walk
+
+        running = running_profiles(shipped, [name or "" for _, name, _ in _process_table()])
+        if len(running) == 1:
+            profile = running[0]
+            _say(f"检测到收银软件: {profile}", f"POS detected: {profile}")
+        else:
+            which = ", ".join(running) if running else "none running"
+            _say(
+                f"未能自动确定收银软件 ({which}); 用 --pos-profile 指定: {', '.join(shipped)}",
+                f"no single POS detected ({which}); name it with --pos-profile: "
+                + ", ".join(shipped),
+            )
+    doc = propose(current, found, profile or None)
+    parse_settings(doc)  # what the agent will read: refused here, never written broken
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    print(text, end="")
+    if not args.write:
+        _say("未保存; 加 --write 保存", f"nothing written; --write saves it to {path}")
+        return 0
+    if path.exists():
+        write_private(path.with_name("settings.json.bak"), path.read_bytes())
+    write_private(path, text)
+    _say(f"已保存 {path}", f"written to {path}")
+    return 0
 
 
 def _help(data_dir: Path, text: bool, lang: str, autostart: bool) -> int:
@@ -309,6 +418,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "--root-hash HASH` with the hash from the approvers",
                 )
             return 0
+        if args.command == "configure":
+            return _configure(args)
         if args.command == "trust-root":
             from .enrol import trust_root
 

@@ -434,6 +434,18 @@ ADVICE: Dict[str, Advice] = {
         "安装 KB3140245 并设置 DefaultSecureProtocols = 0xA00 (变更管理)",
         "Install KB3140245 and set DefaultSecureProtocols = 0xA00 (change control)", ref="5.3#23",
     ),
+    "host.no_trust_root": Advice(
+        _W, "本机不能运行维修脚本: 没有脚本库信任根", "This till can run no script: no trust root",
+        "登记时没有提供脚本库根哈希, 技术人员的每个脚本都会被拒绝",
+        "Enrolled without the script repository's root hash: every script run is refused",
+        "远程维修脚本暂时不能用, 请联系技术支持。",
+        "Remote fixes by script are not available yet; call support.",
+        "向审批人索取根哈希 (posassist-scripts root-hash), 在本机运行 posassist-agent "
+        "trust-root --data <数据目录> --root-hash <哈希>; 无需重新登记 (docs/scripts.md)",
+        "Get the root hash from the approvers (posassist-scripts root-hash), then on the till "
+        "posassist-agent trust-root --data <DIR> --root-hash <HASH>; no new enrolment "
+        "(docs/scripts.md)",
+    ),
     "host.device_driver_failed": Advice(
         _F, "设备驱动失败", "Device driver failed", "{name}: 问题代码 {problem}",
         "{name}: problem code {problem}", "请联系技术支持。", "Call support.",

@@ -335,6 +335,9 @@ def _host(data: Dict[str, Any], now: float) -> List[Finding]:
         if not isinstance(value, int) or not value & TLS12_BIT:
             shown = "(not set)" if value is None else hex(value) if isinstance(value, int) else "?"
             out.append(_finding("host.winhttp_no_tls12", sec, "", {"value": value}, value=shown))
+    root = data.get("script_root")
+    if isinstance(root, dict) and root.get("enrolled") is True and root.get("pinned") is False:
+        out.append(_finding("host.no_trust_root", sec, "", {"script_root": root}))
     for dev in _dicts(data.get("device_problems")):
         ev = {"instance_id": dev.get("instance_id"), "problem": dev.get("problem")}
         out.append(

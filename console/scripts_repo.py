@@ -238,6 +238,11 @@ def init_repository(
         repo._save(role, Metadata(Targets(expires=_expires(role, now))))
     for name in ("root", "targets"):
         repo.sign(private_key_to_pem(keys[name], passphrase), passphrase, roles=[name])
+    # The high-risk list starts empty and signed by every approver (init holds all their keys),
+    # so a first publish of only risk A/B scripts needs one approver, as their tier says, not
+    # also a second one for an empty list (issue 17). Any approver's signature covers low-risk.
+    for name in names:
+        repo.sign(private_key_to_pem(keys[name], passphrase), passphrase, roles=[HIGH])
     return repo
 
 
@@ -435,25 +440,30 @@ class ScriptRepository:
     ) -> list[str]:
         """Add one person's signature to every offline role (or ``roles``) their key may sign.
 
-        Returns the roles signed. A role already signed by this key is left as it is.
+        Returns the roles signed (none if this key signed them all already). A role already
+        signed by this key is left as it is; a key that may sign no role is an error.
         """
         signer = load_signer(key_pem, passphrase)
         keyid = signer.public_key.keyid
         wanted = list(roles) if roles is not None else list(OFFLINE_ROLES)
         signed = []
+        authorised = False
         for role in wanted:
             if role not in OFFLINE_ROLES:
                 raise ScriptRepoError(f"unknown role {role!r}")
             if keyid not in self._authorised(role):
                 continue
+            authorised = True
             md = self.load(role)
             if keyid in md.signatures:
                 continue
             md.sign(signer, append=True)
             self._save(role, md)
             signed.append(role)
-        if not signed and roles is None:
-            raise ScriptRepoError("this key may sign no role that still needs its signature")
+        if not authorised and roles is None:
+            raise ScriptRepoError(
+                "this key may sign no role: not root's, targets' or an approver's"
+            )
         return signed
 
     def status(self, now: datetime | None = None) -> list[RoleStatus]:

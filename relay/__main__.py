@@ -28,6 +28,7 @@ from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
 from posassist.protocol.messages import DEVICE_ID, name_problem, username_problem
 from posassist.protocol.signing import fingerprint
+from posassist.protocol.text import printable
 
 from . import __version__
 from .app import create_app, drain_routes
@@ -51,6 +52,7 @@ from .storage import Role, Scope, ScopeKind, SqlStorage, open_storage
 from .storage.engine import SYNC_MODES
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable, Sequence
 
 OPERATOR = "operator:cli"
@@ -198,6 +200,19 @@ def _parser() -> argparse.ArgumentParser:
         help="SQLite durability: normal (default; commits survive a killed relay and reach the "
         "disk within a second) or full (every commit waits for the disk)",
     )
+
+    check = commands.add_parser(
+        "check-config",
+        help="is this relay ready to serve? data, identity, TLS, database; reads only",
+        description="Check a relay's data directory, relay.json, TLS files, checkpoint key and "
+        "database (reachable, initialised, pending migrations) before serving. Creates nothing. "
+        "Exit 0: ready (warnings allowed); 1: an error to fix first.",
+    )
+    check.add_argument("--data", type=Path, required=True, help="data directory")
+    check.add_argument("--database", default="", help="postgresql://… (default: SQLite in DATA)")
+    check.add_argument("--tls-cert", type=Path)
+    check.add_argument("--tls-key", type=Path)
+    check.add_argument("--checkpoint-key", type=Path, help="default: DATA/audit-checkpoint.key")
 
     audit = commands.add_parser("audit", help="the hash-chained audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -806,6 +821,9 @@ async def serve(config: RelayConfig) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if ssl_context is not None:
+        # a renewed certificate (same key) for new connections; the ones open stay up
+        loop.add_signal_handler(signal.SIGHUP, _reload_tls, ssl_context, config)
     try:
         await stop.wait()
     finally:
@@ -818,6 +836,38 @@ async def serve(config: RelayConfig) -> None:
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+
+
+def _reload_tls(context: ssl.SSLContext, config: RelayConfig) -> None:
+    """SIGHUP: load the certificate and key files again into the live TLS context, so that new
+    connections get a renewed certificate while open ones carry on (docs/operating.md#tls).
+
+    Refused, keeping the old one, if the files don't load together or the key changed: every
+    enrolled till trusts the relay by its key's pin, and would refuse a new key.
+    """
+    from .tls import server_ssl_context, spki_pin
+
+    assert config.tls_cert is not None
+    assert config.tls_key is not None
+    try:
+        pin = spki_pin(config.tls_cert.read_bytes())
+        server_ssl_context(config.tls_cert, config.tls_key)  # both load, and match
+    except (OSError, ValueError) as exc:
+        log = logging.getLogger("posassist.relay")
+        log.error("TLS certificate not reloaded, the old one stays: %s", exc)
+        return
+    log = logging.getLogger("posassist.relay")
+    if pin != config.tls_pin:
+        log.error(
+            "TLS certificate not reloaded, the old one stays: %s has another key (pin %s, tills "
+            "trust %s); renew it with the same key",
+            config.tls_cert,
+            pin,
+            config.tls_pin,
+        )
+        return
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    log.info("TLS certificate reloaded from %s (pin %s unchanged)", config.tls_cert, pin)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -873,6 +923,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "audit":
             return asyncio.run(_audit_verify(args))
+        if args.command == "check-config":
+            return asyncio.run(_check_config(args))
         device_id = getattr(args, "device_id", None)
         if device_id is not None and not DEVICE_ID.fullmatch(device_id):  # before any storage
             raise BadArgument("DEVICE_ID must be letters, digits and . _ : - (at most 64)")
@@ -898,6 +950,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # a file or value given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE
+
+
+async def _check_config(args: argparse.Namespace) -> int:
+    """Print every finding, one line each; exit 1 if any is an error (docs/operating.md)."""
+    from .checkconfig import check_config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    found = await check_config(
+        args.data,
+        args.database,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        checkpoint_key=args.checkpoint_key,
+    )
+    for finding in found:
+        print(printable(finding.line(), multiline=False))
+    return 1 if any(f.level == "error" for f in found) else 0
 
 
 def _check_names(args: argparse.Namespace) -> None:

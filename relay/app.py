@@ -102,10 +102,9 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     policies.add_routes(app)
     admin.add_admin_routes(app)  # issue 15: the operator's half (docs/api.md)
     add_console_routes(app)  # issue 15: the web console (docs/console.md)
-    if (config.scripts_dir / "metadata").is_dir():
-        from .scripts_repo import add_script_routes
+    from .scripts_repo import add_script_routes
 
-        add_script_routes(app, config.scripts_dir)
+    add_script_routes(app, config.scripts_dir)  # published before or after the start (issue 17)
     app.cleanup_ctx.append(_storage_and_sweeper)
     tickets.add_routes(app)  # after the storage: its sweeper needs a migrated database
     app.cleanup_ctx.append(alerts.health_context)  # after storage is up; stopped before it

@@ -5,9 +5,9 @@ holds only the online snapshot and timestamp keys (``keys/``, never served) and 
 ``timestamp.json`` (and ``N.snapshot.json`` when it too nears expiry) before agents would refuse
 it as frozen. It can't sign targets, so it can't add or change a script (docs/scripts.md#trust).
 
-``create_app`` (relay/app.py) adds these routes when the data directory holds a published
-repository; agents then fetch ``http(s)://relay/v1/scripts/metadata/`` and ``…/targets/``
-through client/http.py.
+``create_app`` (relay/app.py) adds these routes always; they serve whatever is published now
+(a publish while the relay runs needs no restart; 404 before the first). Agents fetch
+``http(s)://relay/v1/scripts/metadata/`` and ``…/targets/`` through client/http.py.
 
 The relay keeps the first root it ever served in ``DATA/scripts-first-root.json`` (outside
 ``scripts/``, which a publish replaces) and from then on serves, and makes enrolment tokens for,
@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,96 @@ def refresh_online_metadata(
     return True
 
 
+#: A metadata file name (``timestamp.json``, ``3.snapshot.json``…) and one part of a target's path.
+_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+class _Served:
+    """The repository as published now: files are looked up per request, so a repository
+    published (or re-published) while the relay runs is served at once, and a changed root is
+    checked against the anchor before anything of it is served again."""
+
+    def __init__(self, app: web.Application, repo_dir: Path) -> None:
+        self.app = app
+        self.repo_dir = repo_dir
+        self.root_seen: tuple[int, int, int] | None = None
+        self.refusal: str | None = None
+        self.lock = asyncio.Lock()
+
+    def _root_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.repo_dir / "metadata" / "root.json")
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    async def _check_root(self) -> None:
+        """Check the anchor again when root.json changed (a publish); remember the verdict."""
+        stamp = await asyncio.to_thread(self._root_stamp)
+        if stamp == self.root_seen:
+            return
+        async with self.lock:
+            if stamp == self.root_seen:
+                return
+            try:
+                root_hash = await asyncio.to_thread(anchored_root_hash, self.repo_dir)
+            except UntrustedRootError as exc:
+                log.error("not serving the script repository: %s", exc)
+                self.refusal = str(exc)
+            else:
+                self.refusal = None
+                if root_hash is not None:
+                    self._new_root_hash(root_hash)
+            self.root_seen = stamp
+
+    def _new_root_hash(self, root_hash: str) -> None:
+        """Enrolment tokens made through the API from now on carry the published root."""
+        from dataclasses import replace
+
+        from .state import STATE
+
+        state = self.app.get(STATE)
+        if state is None or state.config.root_hash == root_hash:
+            return
+        if state.config.root_hash is None:
+            log.info("serving the script repository published with root %s", root_hash)
+        state.config = replace(state.config, root_hash=root_hash)
+
+    def _file(self, folder: str, parts: list[str]) -> Path | None:
+        """The file to serve, or None: only plain names, no link anywhere on the way."""
+        if not parts or not all(_NAME.match(part) for part in parts):
+            return None
+        try:
+            base = (self.repo_dir / folder).resolve(strict=True)  # DATA itself may be a link
+            path = base.joinpath(*parts)
+            if path.resolve(strict=True) != path or not path.is_file():
+                return None  # a link inside the repository (never followed), or a folder
+        except (OSError, RuntimeError):
+            return None
+        return path
+
+    async def serve(
+        self, request: web.Request, folder: str, parts: list[str]
+    ) -> web.StreamResponse:
+        from aiohttp import web
+
+        await self._check_root()
+        if self.refusal is not None:
+            raise web.HTTPServiceUnavailable(
+                text=f"script repository refused: {self.refusal} / 脚本库被拒绝"
+            )
+        path = await asyncio.to_thread(self._file, folder, parts)
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    async def metadata(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, "metadata", [request.match_info["name"]])
+
+    async def target(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(request, "targets", request.match_info["path"].split("/"))
+
+
 def add_script_routes(
     app: web.Application,
     repo_dir: Path,
@@ -127,26 +218,28 @@ def add_script_routes(
 ) -> None:
     """Serve ``repo_dir/metadata`` and ``repo_dir/targets`` read-only, and keep timestamp fresh.
 
-    The ``keys`` folder is never served. A background task checks every ``check_interval``
-    seconds and re-signs in a worker thread.
+    Whether published before the relay started or while it runs (then without a restart). The
+    ``keys`` folder is never served. A background task checks every ``check_interval`` seconds
+    and re-signs in a worker thread. A published repository whose root does not chain from the
+    anchor stops the start (UntrustedRootError); one published so while running is not served.
     """
     anchored_root_hash(repo_dir)  # UntrustedRootError: a replaced repository is never served
-    # An empty repository (no script signed yet) has no targets folder; serve it empty.
-    (repo_dir / "targets").mkdir(exist_ok=True)
-    app.router.add_static(METADATA_PREFIX, repo_dir / "metadata", follow_symlinks=False)
-    app.router.add_static(TARGETS_PREFIX, repo_dir / "targets", follow_symlinks=False)
+    served = _Served(app, repo_dir)
+    app.router.add_get(METADATA_PREFIX + "/{name}", served.metadata)
+    app.router.add_get(TARGETS_PREFIX + "/{path:.+}", served.target)
+
+    def refresh() -> bool:
+        if not (repo_dir / "metadata" / "timestamp.json").is_file():
+            return False  # nothing published yet
+        return refresh_online_metadata(
+            repo_dir, datetime.now(UTC), timestamp_lifetime=timestamp_lifetime
+        )
 
     async def resigner(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
                 try:
-                    renewed = await asyncio.to_thread(
-                        refresh_online_metadata,
-                        repo_dir,
-                        datetime.now(UTC),
-                        timestamp_lifetime=timestamp_lifetime,
-                    )
-                    if renewed:
+                    if await asyncio.to_thread(refresh):
                         log.info("re-signed the script repository's timestamp")
                 except Exception:
                     log.exception("could not re-sign the script repository's timestamp")

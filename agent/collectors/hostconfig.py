@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from posassist.agent.collectors.printqueue import parse_wmic_list
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from posassist.agent.diagnostics import DiagContext
 
 __all__ = [
@@ -144,9 +146,20 @@ def _windows() -> Dict[str, Any]:  # pragma: no cover - Windows only; parsers te
     return out
 
 
+def script_root(data_dir: Path) -> Dict[str, bool]:
+    """Whether this till is enrolled and holds the script repository's trust root (without it
+    every script run is refused: ``posassist-agent trust-root``, docs/scripts.md)."""
+    return {
+        "enrolled": (data_dir / "agent.json").is_file(),
+        "pinned": (data_dir / "scripts" / "root.json").is_file(),
+    }
+
+
 def collect(ctx: DiagContext, journalctl: Optional[str] = None) -> Dict[str, Any]:
     """The till's time zone (and the store's, from settings), and the platform's own signals."""
     data: Dict[str, Any] = {"expected_time_zone": ctx.settings.time_zone or None}
+    if ctx.data_dir is not None:
+        data["script_root"] = script_root(ctx.data_dir)
     if sys.platform == "win32":  # pragma: no cover - Windows only
         data.update(_windows())
         return data

@@ -64,5 +64,7 @@ def write_autostart(data_dir: Path, lang: str, env: Mapping[str, str]) -> Path:
     """Write this user's autostart entry; its path."""
     path, body = autostart_entry(data_dir.resolve(), lang, env=env)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body, encoding="utf-8", newline="")
+    path.write_bytes(
+        body.encode("utf-8")
+    )  # as written: no newline translation (3.8 has no newline=)
     return path

@@ -42,7 +42,8 @@ def test_cli_init_add_sign_status_publish(
     assert main(["sign", str(repo_dir), *key, str(repo_dir / "keys" / "alice.pem")]) == 0
     assert main(["status", str(repo_dir)]) == 1
     out = capsys.readouterr().out
-    assert "high-risk  v1    1/2 BELOW THRESHOLD" in out
+    # v2: init signed the empty v1 with every approver's key (issue 17)
+    assert "high-risk  v2    1/2 BELOW THRESHOLD" in out
     assert "may still sign: bob" in out
     assert main(["publish", str(repo_dir), "--to", str(relay)]) == 1
     assert "high-risk was signed by 1/2 keys" in capsys.readouterr().err

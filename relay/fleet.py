@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
 import os
 import random
@@ -268,6 +267,12 @@ def _raise_refused(answer: Any, what: str, what_zh: str) -> None:
         ) from None
 
 
+def _prepare_folder(root: Path) -> int:
+    """Make ``root`` (0700) if need be; how many till folders it holds already."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return len([p for p in root.iterdir() if p.is_dir()])
+
+
 async def enrol_tills(
     relay: str, root: Path, tokens: Sequence[str], spread: bool, concurrency: int
 ) -> list[Path]:
@@ -278,8 +283,7 @@ async def enrol_tills(
     from posassist.protocol import signing
     from posassist.protocol.enrolment import EnrolmentInvite
 
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    start = len([p for p in root.iterdir() if p.is_dir()])
+    start = await asyncio.to_thread(_prepare_folder, root)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int, text: str) -> Path:
@@ -452,7 +456,10 @@ class SimulatedTill:
                 sections = {k: v for k, v in sections.items() if k in msg.collectors}
             session.send(
                 DiagnosticsReport(
-                    id=msg.id, device_id=self.identity.device_id, collected_at=now, sections=sections
+                    id=msg.id,
+                    device_id=self.identity.device_id,
+                    collected_at=now,
+                    sections=sections,
                 )
             )
             self.fleet.counters.diagnostics += 1
@@ -460,7 +467,9 @@ class SimulatedTill:
             job = msg.job_id or f"job-{msg.id}"
             session.send(ScriptStarted(id=msg.id, job_id=job, started_at=now))
             for seq, chunk in enumerate(SCRIPT_OUTPUT):
-                session.send(ScriptOutput(id=msg.id, job_id=job, seq=seq, stream="stdout", data=chunk))
+                session.send(
+                    ScriptOutput(id=msg.id, job_id=job, seq=seq, stream="stdout", data=chunk)
+                )
             session.send(
                 ScriptFinished(
                     id=msg.id, job_id=job, status="succeeded", finished_at=time.time(), exit_code=0
@@ -670,8 +679,8 @@ class Fleet:
             task = asyncio.ensure_future(till.raise_alert())
             pending.add(task)
             task.add_done_callback(self._alert_done(pending))
-        for task in pending:
-            task.cancel()
+        for waiting in pending:
+            waiting.cancel()
 
     def _alert_done(self, pending: set[asyncio.Future[None]]) -> Any:
         def done(task: asyncio.Future[None]) -> None:
@@ -700,7 +709,9 @@ async def run_fleet(
     whole: bool = True,
 ) -> Counters:
     fleet = Fleet(relay, spread, concurrency, process, whole)
-    fleet.tills = [SimulatedTill(fleet, ident, first_index + i) for i, ident in enumerate(identities)]
+    fleet.tills = [
+        SimulatedTill(fleet, ident, first_index + i) for i, ident in enumerate(identities)
+    ]
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, fleet.restart)
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -752,7 +763,9 @@ def _enrol(args: argparse.Namespace, relay: str) -> None:
         try:
             tokens = [t.strip() for t in args.tokens.read_text().splitlines() if t.strip()]
         except OSError as exc:
-            raise FleetError(f"读不了令牌文件：{exc}", f"can't read the tokens file: {exc}") from None
+            raise FleetError(
+                f"读不了令牌文件：{exc}", f"can't read the tokens file: {exc}"
+            ) from None
         if not tokens:
             raise FleetError("令牌文件是空的", f"{args.tokens} holds no tokens")
     else:
@@ -764,7 +777,9 @@ def _enrol(args: argparse.Namespace, relay: str) -> None:
         try:
             password = args.password_file.read_text().strip()
         except OSError as exc:
-            raise FleetError(f"读不了密码文件：{exc}", f"can't read the password file: {exc}") from None
+            raise FleetError(
+                f"读不了密码文件：{exc}", f"can't read the password file: {exc}"
+            ) from None
         tokens = []
     spread = _spread(args, relay)
 
@@ -802,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         load_identities(folders, relay)  # all checked before anything connects
     except FleetError as exc:
-        print(exc, file=sys.stderr)
+        sys.stderr.write(f"{exc}\n")
         return EXIT_USAGE
     if args.processes == 1:
         return _run_slice(args, relay, folders, 0, 0)

@@ -163,6 +163,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"run this many of the identities (default: all; at most {MAX_AGENTS})",
     )
     p.add_argument(
+        "--first",
+        type=_count(0, MAX_AGENTS, "--first"),
+        default=0,
+        help="skip this many identities (in folder order) before the ones run",
+    )
+    p.add_argument(
         "--processes", type=_count(1, MAX_PROCESSES, "--processes"), default=1, help="spread over"
     )
     p.add_argument(
@@ -176,6 +182,12 @@ def parser() -> argparse.ArgumentParser:
         type=_seconds(0.0, MAX_ALERT_RATE, "--alert-rate"),
         default=0.0,
         help="alerts each agent raises per minute (alternately firing and resolved)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=_seconds(1.0, 3600.0, "--max-backoff"),
+        default=60.0,
+        help="longest wait between reconnects, as posassist-agent run's (default 60 s)",
     )
     p.add_argument(
         "--connect-concurrency",
@@ -519,7 +531,7 @@ class SimulatedTill:
         from posassist.protocol import PosAssistError, Role
 
         fleet, counters = self.fleet, self.fleet.counters
-        delays = backoff(base=0.5, cap=10.0)
+        delays = backoff(cap=fleet.max_backoff)  # the agent's own schedule (agent/run.py)
         local = (source_address(self.index), 0) if fleet.spread else None
         url = fleet.relay + "/v1/agent"
         while not fleet.stopping.is_set():
@@ -551,7 +563,7 @@ class SimulatedTill:
                 ) as exc:
                     counters.error(exc)  # load shed (429/503), a refused connection: retried
                 else:
-                    delays = backoff(base=0.5, cap=10.0)
+                    delays = backoff(cap=fleet.max_backoff)
                     counters.authenticated += 1
                     fleet.connected_changed(+1)
                     try:
@@ -578,6 +590,7 @@ class Fleet:
         self, relay: str, spread: bool, concurrency: int, process: int, whole: bool = True
     ) -> None:
         self.relay = relay
+        self.max_backoff = 60.0
         self.whole = whole  # this process runs the whole fleet (else one slice of it)
         self.spread = spread
         self.process = process
@@ -707,8 +720,10 @@ async def run_fleet(
     concurrency: int,
     process: int,
     whole: bool = True,
+    max_backoff: float = 60.0,
 ) -> Counters:
     fleet = Fleet(relay, spread, concurrency, process, whole)
+    fleet.max_backoff = max_backoff
     fleet.tills = [
         SimulatedTill(fleet, ident, first_index + i) for i, ident in enumerate(identities)
     ]
@@ -802,7 +817,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args, relay)
         if args.enrol is not None or args.tokens is not None:
             _enrol(args, relay)
-        folders = identity_folders(args.identities)
+        folders = identity_folders(args.identities)[args.first :]
+        if not folders:
+            raise FleetError(
+                f"--first {args.first} 跳过了全部身份",
+                f"--first {args.first} skips every identity in {args.identities}",
+            )
         if args.agents is not None:
             if args.agents > len(folders):
                 raise FleetError(
@@ -820,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{exc}\n")
         return EXIT_USAGE
     if args.processes == 1:
-        return _run_slice(args, relay, folders, 0, 0)
+        return _run_slice(args, relay, folders, args.first, 0)
     return _spawn(args, argv, len(folders))
 
 
@@ -841,6 +861,7 @@ def _run_slice(
                 concurrency=args.connect_concurrency,
                 process=process,
                 whole=args.worker is None,
+                max_backoff=args.max_backoff,
             )
         )
     return 0
@@ -848,14 +869,14 @@ def _run_slice(
 
 def _worker(args: argparse.Namespace, relay: str) -> int:
     index, count = (int(x) for x in str(args.worker).split("/"))
-    folders = identity_folders(args.identities)
+    folders = identity_folders(args.identities)[args.first :]
     if args.agents is not None:
         folders = folders[: args.agents]
     size = -(-len(folders) // count)
     mine = folders[index * size : (index + 1) * size]
     if not mine:
         return 0
-    return _run_slice(args, relay, mine, index * size, index)
+    return _run_slice(args, relay, mine, args.first + index * size, index)
 
 
 def _spawn(args: argparse.Namespace, argv: Sequence[str] | None, total: int) -> int:
@@ -952,6 +973,8 @@ def _merge(procs: list[subprocess.Popen[bytes]], total: int) -> int:
                             "process": "all",
                             "agents": sum(int(e["agents"]) for e in latest.values()),
                             "seconds": round(until - since, 3),
+                            "dropped_at": since,
+                            "all_in_at": until,
                             "generation": generation,
                         }
                     )

@@ -272,7 +272,7 @@ def enrol(relay: Relay, ids: Path, n: int) -> float:
         [
             *(sys.executable, "-m", "posassist.relay.fleet", "--relay", relay.url),
             *("--identities", str(ids), "--enrol", str(n), "--store", relay.store),
-            *("--password-file", str(relay.data / "admin.pw"), "--duration", "0.1"),
+            *("--password-file", str(relay.data / "admin.pw"), "--enrol-only"),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -549,8 +549,7 @@ def run(args: argparse.Namespace) -> Results:
         print(f"enrolled {args.max_agents} in {res.enrol_seconds:.1f} s", flush=True)
         devices = device_ids(ids)
         connected = 0
-        # per agent: relay RSS minus the idle relay's (a restarted relay is a new process)
-        rss0 = statistics.median(res.relay_idle_mb)
+        rss0 = 0.0  # per agent: relay RSS minus its own with no agent (the first step, 0)
         for step in args.steps:
             if step > connected:
                 started = time.perf_counter()
@@ -561,6 +560,8 @@ def run(args: argparse.Namespace) -> Results:
             else:
                 connect_seconds = 0.0
             rss = settle(relay.pid, 3.0)
+            if step == 0:
+                rss0 = rss
             batches = [
                 asyncio.run(relay_rtt(relay.url, tokens, devices[0], args.rtt))
                 for _ in range((args.repeats if step < args.max_agents else 1) if step else 0)
@@ -691,7 +692,8 @@ def markdown(res: Results, images: Sequence[str]) -> str:
         "## Idle authenticated agents and round trips",
         "",
         f"Enrolment of {res.steps[-1]['agents'] if res.steps else 0} tills through real one-time "
-        f"tokens: {res.enrol_seconds:.1f} s. Round trip: a diagnostics request from a console to "
+        f"tokens: {res.enrol_seconds:.1f} s. KB per agent: relay RSS minus the same relay's with "
+        "no agent connected (the first row). Round trip: a diagnostics request from a console to "
         "one agent and its report back, back-to-back; p50/p99 of each batch, median over "
         f"batches. Forwarder baseline: held websockets cost {res.baseline_kb_per_socket:.1f} KB "
         f"each ({res.baseline_held} held).",
@@ -779,6 +781,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = plots(res, args.out)
     text = markdown(res, images)
     (args.out / f"{res.date}.md").write_text(text)
+    raw = {k: v for k, v in vars(res).items()}
+    (args.out / f"{res.date}.json").write_text(json.dumps(raw, default=str, indent=1))
     print(text)
     return 0
 

@@ -156,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     enrol.add_argument(
         "--tokens", type=Path, help="or: enrol with these tokens instead (one per line)"
     )
+    enrol.add_argument("--enrol-only", action="store_true", help="enrol, then stop (run nothing)")
     p.add_argument(
         "--agents",
         type=_count(1, MAX_AGENTS, "--agents"),
@@ -817,6 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args, relay)
         if args.enrol is not None or args.tokens is not None:
             _enrol(args, relay)
+            if args.enrol_only:
+                return 0
         folders = identity_folders(args.identities)[args.first :]
         if not folders:
             raise FleetError(
@@ -908,6 +911,7 @@ def _without_enrolment(argv: list[str]) -> list[str]:
     """The command line minus the enrolment options (done once, by the parent)."""
     out, skip = [], False
     with_value = {"--enrol", "--store", "--user", "--password-file", "--tokens"}
+    argv = [a for a in argv if a != "--enrol-only"]
     for arg in argv:
         if skip:
             skip = False

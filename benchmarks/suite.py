@@ -670,8 +670,9 @@ def markdown(res: Results, images: Sequence[str]) -> str:
         "",
         "`make bench` (benchmarks/suite.py): a real `posassist-relay serve` on SQLite, "
         "`posassist-fleet` stores on the real protocol, all on this machine "
-        f"({os.cpu_count()} cores). Figures are median (min–max) of repeated runs unless one "
-        "run is shown. Settings: "
+        f"({os.cpu_count()} cores): idle footprint, idle authenticated agents, round trips, "
+        "fan-out to 20 and 200 agents, reconnect storm. Figures are median (min–max) of "
+        "repeated runs unless one run is shown. Settings: "
         + ", ".join(f"{k}={v}" for k, v in res.settings.items() if k != "out"),
         "",
         "## Calibration (a fixed CPU loop)",
@@ -753,6 +754,19 @@ def markdown(res: Results, images: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render(raw: Path, out: Path) -> int:
+    """Tables and plots again from a run's JSON (``<date>.json``), without measuring."""
+    data = json.loads(raw.read_text())
+    for key in ("fanout", "baseline_fanout"):
+        data[key] = {int(n): v for n, v in data[key].items()}
+    res = Results(**data)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(res, plots(res, out))
+    (out / f"{res.date}.md").write_text(text)
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--quick", action="store_true", help="small counts, one repeat: a smoke run")
@@ -764,7 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline-hold", type=int, default=2000)
     p.add_argument("--fleet-duration", type=float, default=3600.0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--render", type=Path, help="only write the tables and plots of this JSON")
     args = p.parse_args(argv)
+    if args.render is not None:
+        return render(args.render, args.out)
     if args.quick:
         args.max_agents, args.repeats, args.rtt, args.baseline_hold = 300, 2, 50, 200
     if not 200 <= args.max_agents <= 19_000:

@@ -213,6 +213,14 @@ ADVICE: Dict[str, Advice] = {
         "Receipts cannot print; call support.", "启动 CUPS (systemctl start cups)",
         "Start CUPS (systemctl start cups)", ref="5.1#1",
     ),
+    "queue.no_spooler": Advice(
+        _I, "本机没有打印队列服务", "No print spooler on this till",
+        "未安装 CUPS (找不到 lpstat): 打印机直接连接 (网口或串口) 时属正常",
+        "CUPS is not installed (no lpstat): normal when the printers are reached directly "
+        "(network or serial)", "无需操作。", "Nothing to do.",
+        "若收银软件通过打印队列打印, 请安装 CUPS",
+        "If the POS prints through a queue, install CUPS", ref="5.1#1",
+    ),
     "queue.disabled": Advice(
         _F, "打印队列已停用", "Print queue disabled", "打印队列 {name} 已停用{why}",
         "Print queue {name} is disabled{why}", "请联系技术支持, 小票可能没有打印。",

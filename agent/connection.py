@@ -166,9 +166,12 @@ class AgentConnection:
             refused = self.scripts.submit(event, self._send, clock)
             if refused is not None:
                 self.session.send(refused)
-        elif isinstance(event, PolicyUpdated) and self.health is not None:
-            # validated by the one validator; an invalid policy keeps the last good one
-            self.health.apply_policy(event)
+        elif isinstance(event, PolicyUpdated):
+            if self.health is not None:
+                # validated by the one validator; an invalid policy keeps the last good one
+                self.health.apply_policy(event)
+            if self.help is not None:  # the help window shows times in the store's zone
+                self.help.store_timezone(event.hours.get("timezone"))
         elif isinstance(event, JobQuery) and self.scripts is not None:
             # docs/protocol.md#requests; "never_received" only for a relay that knows it (v4)
             self.session.send(

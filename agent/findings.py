@@ -354,6 +354,8 @@ def _print_queue(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
     ev: Dict[str, Any]
     sec = "print_queue"
+    if data.get("system") == "none":
+        return [_finding("queue.no_spooler", sec, "", {"system": "none"})]
     if data.get("scheduler_running") is False:
         out.append(_finding("queue.cups_stopped", sec, "", {"scheduler_running": False}))
     spooler = data.get("spooler")

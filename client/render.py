@@ -4,6 +4,7 @@ section's raw readings in human units. The one renderer, used by the offline rep
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -16,6 +17,7 @@ __all__ = [
     "consent_line",
     "render_findings",
     "render_report",
+    "result_line",
     "when",
 ]
 
@@ -310,6 +312,51 @@ CONSENT_WORDS: Dict[str, Tuple[str, str]] = {
     "timed_out": ("{timeout} 秒内无应答", "no answer in {timeout} s"),
     "no_window": ("收银台没有打开帮助窗口", "no window open"),
 }
+
+
+#: A printer's status bits (the catalog's escpos tools' ``problems``), in words.
+PRINTER_PROBLEMS: Dict[str, str] = {
+    "paper_end": "缺纸 / paper out",
+    "paper_end_stop": "因缺纸停止打印 / stopped for want of paper",
+    "near_end": "纸将用完 / paper nearly out",
+    "offline": "脱机 / offline",
+    "cover_open": "上盖打开 / cover open",
+    "error": "打印机报错 / printer error",
+    "autocutter": "切刀故障 / cutter error",
+    "recoverable": "可恢复错误 / recoverable error",
+    "unrecoverable": "不可恢复错误 / unrecoverable error",
+    "auto_recoverable": "自动恢复中的错误 / error it recovers from itself",
+    "waiting_recovery": "等待恢复 / waiting for recovery",
+    "feed_button": "进纸键按下 / feed button held",
+}
+
+
+def result_line(text: str) -> Optional[str]:
+    """A script's ``RESULT {json}`` line in words (the catalog's printer tools end with one):
+    what it found, then its action; None when the line is not one. The numbers stay in the
+    lines the script printed before it."""
+    if not text.startswith("RESULT {"):
+        return None
+    try:
+        result = json.loads(text[len("RESULT ") :])
+    except ValueError:
+        return None
+    if not isinstance(result, dict):
+        return None
+    parts = []
+    if "printer" in result:
+        parts.append(f"printer {result['printer']}")
+    problems = result.get("problems")
+    if isinstance(problems, list):
+        words = [PRINTER_PROBLEMS.get(str(p), str(p)) for p in problems]
+        parts.append("; ".join(words) if words else "no problem found / 未发现问题")
+    rest = {
+        k: v
+        for k, v in result.items()
+        if k not in ("printer", "problems") and isinstance(v, (str, int, float, bool))
+    }
+    parts.extend(f"{k}={v}" for k, v in sorted(rest.items()))
+    return "result / 结果: " + " · ".join(parts)
 
 
 def consent_line(step: str, detail: Mapping[str, Any]) -> Optional[str]:

@@ -35,7 +35,7 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__, alerts, tickets
+from . import __version__, alerts, service, tickets
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
@@ -254,6 +254,7 @@ async def _run_script(
         session["relay"], session["token"], tls_pin=session.get("tls_pin")
     ) as conn:
         request = asked.with_id(conn.session.next_id())
+        lines = OutputLines()
         print(
             f"asking {device} to run {script} {version} (the device verifies the signatures, "
             "checks preconditions and asks the merchant where needed) / 等待设备执行"
@@ -270,13 +271,39 @@ async def _run_script(
             elif isinstance(reply, ScriptProgress):
                 print(progress_line(reply))
             elif isinstance(reply, ScriptOutput):
-                out = sys.stdout if reply.stream == "stdout" else sys.stderr
-                out.write(printable(reply.data.decode("utf-8", "replace")))
-                out.flush()
+                lines.write(reply.stream, reply.data)
             elif isinstance(reply, ScriptFinished):
+                lines.flush()
                 print("\n" + finished_line(reply))
                 return 0 if reply.status == "succeeded" else 1
     return 1
+
+
+class OutputLines:
+    """A script's output as it streams: whole lines, printable, each ``RESULT {json}`` line in
+    words (client/render.py ``result_line``); a last line without its newline at the end."""
+
+    def __init__(self) -> None:
+        self.pending = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> None:
+        key = "stderr" if stream == "stderr" else "stdout"
+        *whole, self.pending[key] = (self.pending[key] + data).split(b"\n")
+        for line in whole:
+            self._show(key, line)
+
+    def flush(self) -> None:
+        for key, rest in self.pending.items():
+            if rest:
+                self._show(key, rest)
+            self.pending[key] = b""
+
+    def _show(self, key: str, raw: bytes) -> None:
+        from posassist.client.render import result_line
+
+        text = raw.decode("utf-8", "replace")
+        out = sys.stderr if key == "stderr" else sys.stdout
+        print(printable(result_line(text) or text).rstrip("\r"), file=out, flush=True)  # tabs kept
 
 
 def progress_line(reply: ScriptProgress) -> str:
@@ -459,6 +486,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--ticket", help="the ticket this run is for (marks it in progress, yours)")
     tickets.add_parsers(commands)
+    service.add_parsers(commands)  # console/service.py: sla, store
     return parser
 
 
@@ -498,6 +526,8 @@ def _command(args: argparse.Namespace) -> int:
         return list_scripts(session["relay"], session.get("tls_pin"))
     if args.command in tickets.COMMANDS:
         return tickets.command(args, _session())
+    if args.command in service.COMMANDS:
+        return service.command(args, _session())
     if args.command == "run" and args.ticket:
         tickets.start_work(_session(), args.ticket)
     from websockets.exceptions import InvalidStatus

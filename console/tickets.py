@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-__all__ = ["add_parsers", "command", "start_work"]
+__all__ = ["add_parsers", "command", "exchange", "pick_node", "start_work"]
 
 #: What the technician sees for each state (English / 中文).
 STATE_WORDS = {
@@ -42,7 +42,7 @@ STATE_WORDS = {
 MAX_REPORT = 64 * 1024 * 1024
 
 
-def _exchange(
+def exchange(
     session: dict[str, str],
     method: str,
     path: str,
@@ -64,6 +64,27 @@ def _exchange(
     return answer.raise_for_status()
 
 
+def pick_node(session: dict[str, str], kind: str, text: str) -> dict[str, Any]:
+    """The store or merchant named ``text`` (an id, or a name that is unique in your scope)."""
+    if not 0 < len(text) <= 200:
+        raise BadArgument(f"{kind}: give its id or its name")
+    listed = exchange(session, "GET", f"/v1/{kind}s").json()[f"{kind}s"]
+    by_id = [row for row in listed if row["id"] == text]
+    found = by_id or [row for row in listed if row.get("name") == text]
+    if len(found) == 1:
+        return dict(found[0])
+    if not found:
+        hint = "posassist store list" if kind == "store" else "an admin's scope holds merchants"
+        raise BadArgument(f"no {kind} {text!r} that you may see ({hint})")
+    ids = ", ".join(row["id"] for row in found)
+    raise BadArgument(f"{len(found)} {kind}s are called {text!r}: give the id ({ids})")
+
+
+def _store_id(session: dict[str, str], text: str | None) -> str | None:
+    """A store named by its id or by a name unique in your scope (None stays None)."""
+    return None if text is None else str(pick_node(session, "store", text)["id"])
+
+
 def _code(text: str) -> str:
     """The code as typed, made safe for a URL path (the relay reads it loosely)."""
     if not 0 < len(text) <= 32:
@@ -74,6 +95,8 @@ def _code(text: str) -> str:
 def _line(ticket: dict[str, Any]) -> str:
     breached = [k for k, v in (ticket.get("breached") or {}).items() if v]
     flags = f"  SLA MISSED / 超时: {', '.join(breached)}" if breached else ""
+    if ticket.get("sla_paused"):
+        flags += "  SLA paused, waiting for the merchant / 计时暂停 (等待商户)"
     due = (ticket.get("local") or {}).get("response_due") or "-"
     text = (
         f"{ticket['code']:<10} {STATE_WORDS.get(ticket['status'], ticket['status']):<24} "
@@ -81,6 +104,13 @@ def _line(ticket: dict[str, Any]) -> str:
         f"{ticket.get('technician') or '-':<12} {ticket['local']['created_at']}  due {due}{flags}"
     )
     return printable(text, multiline=False)
+
+
+def _minutes(seconds: object) -> str:
+    """Business seconds as whole minutes (``-`` for none)."""
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        return "-"
+    return f"{round(seconds / 60)} min (business / 营业时间)"
 
 
 def list_tickets(
@@ -91,6 +121,7 @@ def list_tickets(
     as_json: bool,
 ) -> int:
     query: dict[str, str] = {}
+    store = _store_id(session, store)
     if store:
         query["store"] = store
     if states:
@@ -98,7 +129,7 @@ def list_tickets(
     if breached:
         query["breached"] = "1"
     path = "/v1/tickets" + (f"?{urlencode(query)}" if query else "")
-    answer = _exchange(session, "GET", path).json()
+    answer = exchange(session, "GET", path).json()
     tickets = answer["tickets"]
     if as_json:
         print(json.dumps(tickets, ensure_ascii=False, indent=2))
@@ -115,7 +146,7 @@ def list_tickets(
 
 
 def show(session: dict[str, str], code: str, as_json: bool) -> int:
-    ticket = _exchange(session, "GET", f"/v1/tickets/{_code(code)}").json()
+    ticket = exchange(session, "GET", f"/v1/tickets/{_code(code)}").json()
     if as_json:
         print(json.dumps(ticket, ensure_ascii=False, indent=2))
         return 0
@@ -127,6 +158,7 @@ def show(session: dict[str, str], code: str, as_json: bool) -> int:
         ("contact / 联系方式", ticket.get("contact") or "-"),
         ("response due / 响应时限", local.get("response_due") or "-"),
         ("resolve due / 解决时限", local.get("resolve_due") or "-"),
+        ("waited for the merchant / 等待商户", _minutes(ticket.get("sla_paused_seconds"))),
         ("rating / 评分", ticket.get("rating") or "-"),
     ]
     for label, value in rows:
@@ -163,7 +195,7 @@ def change(
     body: dict[str, Any] = {"text": text}
     if state:
         body["state"] = state
-    ticket = _exchange(session, "POST", f"/v1/tickets/{_code(code)}/{verb}", body).json()
+    ticket = exchange(session, "POST", f"/v1/tickets/{_code(code)}/{verb}", body).json()
     print(_line(ticket))
     return 0
 
@@ -171,7 +203,7 @@ def change(
 def start_work(session: dict[str, str], code: str) -> None:
     """``run --ticket CODE``: mark the ticket in progress (yours) before the run starts, so the
     run is on the ticket's record (the relay links every job on its device while it is open)."""
-    ticket = _exchange(session, "POST", f"/v1/tickets/{_code(code)}/work", {"text": ""}).json()
+    ticket = exchange(session, "POST", f"/v1/tickets/{_code(code)}/work", {"text": ""}).json()
     print(_line(ticket))
 
 
@@ -185,7 +217,7 @@ def open_for_caller(
     language: str,
 ) -> int:
     body: dict[str, Any] = {
-        "store_id": store,
+        "store_id": _store_id(session, store),
         "category": category,
         "description": description,
         "contact": contact,
@@ -193,10 +225,30 @@ def open_for_caller(
     }
     if device:
         body["device_id"] = device
-    ticket = _exchange(session, "POST", "/v1/tickets", body).json()
+    ticket = exchange(session, "POST", "/v1/tickets", body).json()
     print(_line(ticket))
     print(printable(f"support code / 服务码: {ticket['code']}", multiline=False))
     return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """The report's summary in words; the whole report is a file (--html, --json)."""
+    s = summary
+    counts = [
+        ("tickets / 工单", s["tickets"]),
+        ("response met / 响应达标", s["response_met"]),
+        ("response missed / 响应超时", s["response_missed"]),
+        ("resolution met / 解决达标", s["resolution_met"]),
+        ("resolution missed / 解决超时", s["resolution_missed"]),
+        ("waited for the merchant / 等待商户", s.get("waited_for_merchant", 0)),
+        ("ratings / 评分", f"{s['ratings']} (average {s['rating_average'] or '-'})"),
+        ("runs / 操作", ", ".join(f"{k} {v}" for k, v in sorted(s["jobs"].items())) or "-"),
+        ("consent / 同意", ", ".join(f"{k} {v}" for k, v in sorted(s["consent"].items())) or "-"),
+        ("backups / 备份", s["backups"]),
+    ]
+    for label, value in counts:
+        print(printable(f"{label:<32} {value}", multiline=False))
+    print("the whole report: --html FILE (prints on A4), --json FILE / 完整报告: --html 或 --json")
 
 
 def report(
@@ -207,6 +259,7 @@ def report(
     json_out: Path | None,
 ) -> int:
     query: dict[str, str] = {}
+    store = _store_id(session, store)
     if store:
         query["store"] = store
     if since:
@@ -214,15 +267,14 @@ def report(
     base = "/v1/reports?" + urlencode(query)
     wrote = False
     if json_out is not None or html_out is None:
-        body = _exchange(session, "GET", base + "&format=json", max_bytes=MAX_REPORT).body
+        body = exchange(session, "GET", base + "&format=json", max_bytes=MAX_REPORT).body
         if json_out is None:
-            summary = json.loads(body.decode("utf-8"))["summary"]
-            print(printable(json.dumps(summary, ensure_ascii=False, indent=2)))
+            _print_summary(json.loads(body.decode("utf-8"))["summary"])
         else:
             write_private(json_out, body.decode("utf-8"))
             wrote = True
     if html_out is not None:
-        page = _exchange(session, "GET", base + "&format=html", max_bytes=MAX_REPORT).body
+        page = exchange(session, "GET", base + "&format=html", max_bytes=MAX_REPORT).body
         write_private(html_out, page.decode("utf-8"))
         wrote = True
     if wrote:

@@ -1,4 +1,4 @@
-"""posassist alert webhook → WeChat Work (企业微信) group robot, in a few lines (docs/webhooks.md).
+"""posassist alert and ticket webhooks → a WeChat Work (企业微信) group robot (docs/webhooks.md).
 
     export POSASSIST_WEBHOOK_SECRET=whsec_…
     export ROBOT_URL='https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…'
@@ -27,6 +27,8 @@ WORDS = {
     "alert.updated": "告警加重",
     "alert.resolved": "已恢复",
     "alert.escalated": "自动修复无效, 已升级",
+    "ticket.opened": "新工单",
+    "ticket.sla_breached": "工单超时",
 }
 
 
@@ -38,10 +40,32 @@ def verified(headers: object, body: bytes) -> bool:
     return bool(SECRET) and fresh and hmac.compare_digest("sha256=" + mac, given)
 
 
+TICKET_WORDS = {
+    "printer": "打印机",
+    "cash_drawer": "钱箱",
+    "scanner": "扫码枪",
+    "pos_software": "收银软件",
+    "network": "网络",
+    "other": "其他",
+    "agent": "收银机求助",
+    "phone": "电话",
+    "response": "响应超时",
+    "resolution": "解决超时",
+}
+
+
 def line(note: dict) -> str:  # type: ignore[type-arg]
-    alert = note["alert"]
-    text = f"[{WORDS.get(note['type'], note['type'])}] {alert['severity']} {alert['check']} "
-    text += f"{alert['summary']} (门店 store {alert['store_id']}, 设备 device {alert['device_id']})"
+    text = f"[{WORDS.get(note['type'], note['type'])}] "
+    if "ticket" in note:  # someone asked for help, or a promise was missed
+        ticket = note["ticket"]
+        how = note.get("which") or ticket["channel"]
+        text += f"{ticket['support_code']} {TICKET_WORDS.get(ticket['category'], '')} "
+        text += f"{ticket['description'][:200]} ({note.get('merchant_name', '')} "
+        text += f"{ticket.get('store_name') or ticket['store_id']}, {TICKET_WORDS.get(how, how)})"
+    else:
+        alert = note["alert"]
+        text += f"{alert['severity']} {alert['check']} {alert['summary']} "
+        text += f"(门店 store {alert['store_id']}, 设备 device {alert['device_id']})"
     return "".join(c for c in text if c.isprintable())[:1000]
 
 

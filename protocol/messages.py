@@ -1001,7 +1001,13 @@ MAX_CONTACT = 32
 #: confuse when reading out (no 0/O, 1/I/L), in groups joined by ``-``.
 SUPPORT_CODE = re.compile(r"[A-Z0-9][A-Z0-9-]{2,14}[A-Z0-9]")
 #: Merchant text may hold newlines and tabs, never other controls nor bidi overrides/isolates.
-_TEXT_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: Controls (but newline and tab), bidi overrides and isolates, and the invisible marks that
+#: reorder or hide text on a screen: LRM/RLM/ALM, line and paragraph separators, the BOM and
+#: the zero-width space (ZWJ and ZWNJ stay: scripts and emoji need them).
+_TEXT_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028\u2029"
+    "\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 
 
 def merchant_text_problem(
@@ -1010,7 +1016,7 @@ def merchant_text_problem(
     """Why ``text`` can't be a merchant's description or comment (English and Chinese, for an
     error message; ``what`` names the field), or None. The one rule of the agent's window and of
     the relay: ``min_len``..``max_len`` characters, not all blank when required, newlines and
-    tabs allowed, no other control character and no bidi override or isolate."""
+    tabs allowed, no other control character, no bidi mark, override or isolate."""
     if len(text) > max_len:
         return (
             f"{what} is {len(text)} characters, at most {max_len} / 内容过长（最多 {max_len} 字）"
@@ -1018,9 +1024,7 @@ def merchant_text_problem(
     if min_len and (len(text) < min_len or not text.strip()):
         return f"{what} is empty: say what is wrong / 请填写问题描述"
     if _TEXT_CONTROL.search(text) is not None:
-        return (
-            f"{what} may not hold control characters or bidi overrides / 内容含有不允许的控制字符"
-        )
+        return f"{what} may not hold control characters or bidi marks / 内容含有不允许的控制字符"
     return None
 
 
@@ -1101,6 +1105,14 @@ class TicketUpdated(Message):
     technician: Optional[str] = spec(default=None, max_len=MAX_NAME, printable=True)
     response_due: Optional[float] = spec(default=None)
     resolve_due: Optional[float] = spec(default=None)
+    #: While ``waiting_merchant``: what the technician asked the merchant (version 6; text as
+    #: a merchant's, newlines kept).
+    question: Optional[str] = spec(default=None, max_len=MAX_DESCRIPTION, since=6)
+
+    def check(self) -> Optional[str]:
+        if self.question is None:
+            return None
+        return merchant_text_problem("question", self.question, min_len=0)
 
 
 #: Tickets one ``ticket.list`` carries at most (the device's open ones and those resolved in
@@ -1159,6 +1171,27 @@ class TicketRate(Message):
 @message("ticket.rated", Kind.REPLY)
 class TicketRated(Message):
     """The relay kept the rating."""
+
+    id: int = spec(lo=1)
+
+
+@message("ticket.reply", Kind.REQUEST)
+class TicketReply(Message):
+    """The merchant answers the technician's question on an open ticket of this device
+    (version 6): their words go on the ticket, and a ticket waiting for them goes back to
+    ``in_progress``."""
+
+    id: int = spec(lo=1)
+    ticket_id: str = spec(min_len=1, max_len=64, printable=True)
+    text: str = spec(max_len=MAX_DESCRIPTION)
+
+    def check(self) -> Optional[str]:
+        return merchant_text_problem("reply", self.text)
+
+
+@message("ticket.replied", Kind.REPLY)
+class TicketReplied(Message):
+    """The relay kept the merchant's reply."""
 
     id: int = spec(lo=1)
 

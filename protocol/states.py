@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 #: Tags that a session may carry only from this version on; every other tag is in version 1.
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
 SINCE_VERSION: Dict[str, int] = {
@@ -28,6 +28,8 @@ SINCE_VERSION: Dict[str, int] = {
     "job.query": 3,
     "job.results": 3,
     "policy.updated": 5,
+    "ticket.reply": 6,
+    "ticket.replied": 6,
 }
 
 
@@ -117,6 +119,7 @@ _AGENT_SENDS = _BOTH | {
     "help.requested",
     "ticket.query",
     "ticket.rate",
+    "ticket.reply",
     "consent.answer",
     "job.results",
 }
@@ -129,6 +132,7 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "ticket.updated",
     "ticket.list",
     "ticket.rated",
+    "ticket.replied",
     "consent.request",
     "job.query",
     "policy.updated",
@@ -162,6 +166,7 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "help.requested": frozenset({"ticket.opened", "error"}),
     "ticket.query": frozenset({"ticket.list", "error"}),
     "ticket.rate": frozenset({"ticket.rated", "error"}),
+    "ticket.reply": frozenset({"ticket.replied", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),
     "job.query": frozenset({"job.results", "error"}),
 }

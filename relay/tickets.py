@@ -34,6 +34,7 @@ __all__ = [
     "due_times",
     "new_support_code",
     "normalise_code",
+    "resume_clock",
 ]
 
 
@@ -42,7 +43,7 @@ class BadTicketText(BadRequest):
 
     public_reason = (
         "text: 1-2000 characters (a contact 32), newlines allowed, no control characters "
-        "or bidi overrides"
+        "or bidi marks"
     )
     public_reason_zh = "内容须为 1-2000 字 (联系方式最多 32 字), 不能包含控制字符"
 
@@ -168,6 +169,22 @@ def due_times(sla: Sla, hours: BusinessHours, start: float) -> tuple[float | Non
         return None if at == float("inf") else at
 
     return due(sla.response_seconds), due(sla.resolve_seconds)
+
+
+def resume_clock(
+    hours: BusinessHours, paused_at: float, resolve_due: float | None, now: float
+) -> tuple[float | None, float]:
+    """The resolution clock stopped at ``paused_at`` (the ticket waited for the merchant) starts
+    again at ``now``: (the new resolution due time, the store's open seconds it was stopped).
+
+    What was left of the target when it stopped is counted again from ``now`` in the store's
+    hours; a target already missed when it stopped stays missed (its due time is kept)."""
+    stopped = business_seconds(hours, paused_at, now)
+    if resolve_due is None or resolve_due <= paused_at:
+        return resolve_due, stopped
+    left = business_seconds(hours, paused_at, resolve_due)
+    due = add_business_seconds(hours, max(now, paused_at), left)
+    return (None if due == float("inf") else due), stopped
 
 
 def business_elapsed(hours: BusinessHours, start: float, end: float | None) -> float | None:

@@ -27,6 +27,8 @@ from posassist.client.files import private_dir, write_private
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "demo-data"
+#: The noodle shop's hours: the SLA's clocks count only while it is open.
+_HOURS = "daily 07:00-23:00"
 MARKER = ".posassist-demo"  # marks a folder the demo made, and so may empty again
 PY = sys.executable
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -212,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         device = json.loads((till_dir / "agent.json").read_text())["device_id"]
+        pos = start("tests.fakes.simpos", "--data", str(till_dir), "--printer", printer_at)
+        children.append(pos)  # a stand-in for the shop's POS software, named as its profile says
+        assert pos.stdout is not None
+        print(pos.stdout.readline().rstrip())
 
         step("The same token a second time is refused")
         again = subprocess.run(
@@ -244,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
             str(relay_dir / "admin.pw"),
         )
         run("console", "devices")
+
+        step("The provider promises the merchant: an answer in 15 minutes while the shop is open")
+        run("console", "store", "set", store, "--timezone", "Asia/Shanghai", "--hours", _HOURS)
+        run(
+            "console", "sla", "set", merchant.stdout.strip(), "--response", "15m", "--resolve", "4h"
+        )
 
         step("The printer runs low on paper; the technician asks the till for diagnostics")
         assert printer.stdin is not None
@@ -358,6 +370,7 @@ def _help_story(
     shown = till.wait_for("求助编号 (电话中请报此编号): ")
     code = shown.rsplit(": ", 1)[1].strip()  # the support code read out on the phone
     till.wait_for("技术员: 尚未接单")
+    till.wait_for("承诺响应时间")  # the SLA's promise, counted in the shop's hours, in its zone
 
     step("The technician sees the ticket, takes it, and runs the printer test on the till")
     run("console", "tickets", "--store", store)

@@ -331,6 +331,6 @@ def collect(ctx: Optional[DiagContext] = None, lpstat: Optional[str] = None) -> 
         queue["spool_files"] = _spool_folder()
         return queue
     tool = lpstat or next((p for p in LPSTAT_PATHS if os.path.exists(p)), None)
-    if tool is None:
-        raise CollectorError("未安装 CUPS (找不到 lpstat) / CUPS is not installed (no lpstat)")
+    if tool is None:  # no spooler: normal where the printers are reached directly (TCP, serial)
+        return {"system": "none", "printers": [], "jobs": []}
     return cups_queue(tool)

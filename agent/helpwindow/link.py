@@ -15,6 +15,7 @@ Nothing on the LAN can connect: a Unix socket has no address, the TCP one listen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -52,6 +53,8 @@ from posassist.protocol import (
     TicketQuery,
     TicketRate,
     TicketRated,
+    TicketReplied,
+    TicketReply,
     TicketUpdated,
 )
 from posassist.protocol.errors import LocalProtocolError
@@ -84,7 +87,7 @@ MAX_IN_FLIGHT = 8
 
 #: What may travel on the link, by direction.
 FROM_WINDOW: Dict[str, Type[Message]] = {
-    cls.TAG: cls for cls in (HelpRequested, TicketQuery, TicketRate, ConsentAnswer)
+    cls.TAG: cls for cls in (HelpRequested, TicketQuery, TicketRate, TicketReply, ConsentAnswer)
 }
 TO_WINDOW: Dict[str, Type[Message]] = {
     cls.TAG: cls
@@ -92,6 +95,7 @@ TO_WINDOW: Dict[str, Type[Message]] = {
         TicketOpened,
         TicketList,
         TicketRated,
+        TicketReplied,
         TicketUpdated,
         ConsentRequest,
         ErrorReply,
@@ -149,6 +153,11 @@ def encode_line(msg: LinkMessage) -> bytes:
     return data
 
 
+#: The link-only messages a window may send once it is welcomed (``link.hello`` opens the
+#: link; ``link.welcome`` and ``link.summary`` are the agent's).
+WINDOW_LINK_ONLY = frozenset({"link.diagnose"})
+
+
 def decode_line(line: bytes, allowed: Dict[str, Type[Message]]) -> LinkMessage:
     """The message in one line; LinkError if it is not one the link carries this way."""
     if len(line) > MAX_LINE:
@@ -197,24 +206,63 @@ class LinkEndpoint:
     def find(cls, data_dir: Path) -> LinkEndpoint:
         """The endpoint the running agent wrote (the window's side)."""
         folder = data_dir / "link"
-        if cls(folder, "unix").socket_path.exists():
-            return cls(folder, "unix")
+        unix = cls(folder, "unix")
+        if unix.socket_path.exists() or unix.socket_path.is_symlink():
+            if not unix.in_folder:
+                unix.check_stand_in(unix.socket_path)
+            return unix
         if (folder / "port").exists():
             return cls(folder, "tcp")
         raise LinkError(f"no agent link in {folder}: is the agent running? / 收银助手服务没有运行")
 
     @property
+    def in_folder(self) -> bool:
+        """Whether the socket fits in ``<data>/link/`` (a Unix socket address is ~100 bytes)."""
+        return len(os.fsencode(str(self.folder / "agent.sock"))) <= MAX_SOCKET_PATH
+
+    @property
+    def record_file(self) -> Path:
+        """Where the agent writes the path of a socket that does not fit in its folder."""
+        return self.folder / "socket-path"
+
+    @property
     def socket_path(self) -> Path:
-        """``<data>/link/agent.sock``; where that is longer than a Unix socket address may be
-        (about 100 bytes), a short stand-in named by the folder's hash in a private
-        ``posassist-<uid>`` folder of the system's temporary folder (the window finds it the
-        same way)."""
-        path = self.folder / "agent.sock"
-        if len(os.fsencode(str(path))) <= MAX_SOCKET_PATH:
-            return path
+        """``<data>/link/agent.sock``; where that is too long for a Unix socket address, the
+        short stand-in the agent chose and recorded in ``socket-path`` (its first choice, a
+        private ``posassist-<uid>`` folder of the system's temporary folder, before it records
+        one). The window reads the record: it never guesses the agent's uid."""
+        if self.in_folder:
+            return self.folder / "agent.sock"
+        try:
+            recorded = self.record_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            recorded = ""
+        return Path(recorded) if recorded else self.stand_in()
+
+    def stand_in(self, folder: Optional[Path] = None) -> Path:
+        """A short socket path named by the link folder's hash, in ``folder`` (by default the
+        private ``posassist-<uid>`` folder of the system's temporary folder)."""
         digest = hashlib.sha256(os.fsencode(str(self.folder.resolve()))).hexdigest()[:20]
         uid = os.getuid() if hasattr(os, "getuid") else 0
-        return Path(tempfile.gettempdir(), f"posassist-{uid}", f"{digest}.sock")
+        return Path(folder or Path(tempfile.gettempdir(), f"posassist-{uid}"), f"{digest}.sock")
+
+    def check_stand_in(self, path: Path) -> None:
+        """The window's check of a recorded socket path before it connects: its folder must be
+        a real folder of the agent's (the owner of ``<data>/link``) that nobody else may write,
+        or another local user could have put a fake agent there."""
+        try:
+            owner = os.stat(str(self.folder)).st_uid
+            info = os.lstat(str(path.parent))
+        except OSError as exc:
+            raise LinkError(f"no agent link at {path}: {exc.strerror or exc}") from None
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != owner
+            or stat.S_IMODE(info.st_mode) & 0o022
+        ):
+            raise LinkRefusedError(
+                f"{path.parent} is not the agent's own folder: link refused / 本地连接被拒绝"
+            )
 
     @property
     def port_file(self) -> Path:
@@ -328,6 +376,8 @@ class LinkServer:
         self._server: Optional[asyncio.base_events.Server] = None
         self._secret = b""
         self._tasks: Set[asyncio.Future[None]] = set()
+        #: A fresh private folder made for the socket (the usual one was someone else's).
+        self._made: Optional[Path] = None
 
     @property
     def connected(self) -> bool:
@@ -337,8 +387,16 @@ class LinkServer:
         folder = private_dir(self.endpoint.folder)
         if self.endpoint.transport == "unix":
             path = self.endpoint.socket_path
-            if path.parent != folder:  # the short stand-in: its folder must be ours alone
-                folder = _own_private_dir(path.parent)
+            if not self.endpoint.in_folder:  # a short stand-in, in a folder ours alone
+                path = self.endpoint.stand_in()
+                try:
+                    folder = _own_private_dir(path.parent)
+                except (LinkError, OSError):  # taken first by someone else: a fresh one
+                    folder = self._made = Path(tempfile.mkdtemp(prefix="posassist-"))
+                    path = self.endpoint.stand_in(folder)
+                    log.warning("help window link: %s is not ours; using %s", path, folder)
+                write_private(self.endpoint.record_file, str(path))
+                os.chmod(str(self.endpoint.record_file), 0o644)  # a desktop user's window reads it
             if path.exists() or path.is_symlink():
                 path.unlink()  # a socket left by an agent that was killed
             old = os.umask(0o177)  # the socket is 0600 from its first moment
@@ -375,9 +433,12 @@ class LinkServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for path in (self.endpoint.socket_path, self.endpoint.port_file):
+        for path in (self.endpoint.socket_path, self.endpoint.port_file, self.endpoint.record_file):
             if path.exists():
                 path.unlink()
+        if self._made is not None:
+            with contextlib.suppress(OSError):
+                self._made.rmdir()
 
     def broadcast(self, msg: LinkMessage) -> int:
         """Push ``msg`` to every window; how many got it."""
@@ -455,6 +516,8 @@ class LinkServer:
                     return
                 try:
                     msg = decode_line(line, FROM_WINDOW)
+                    if isinstance(msg, dict) and msg["t"] not in WINDOW_LINK_ONLY:
+                        raise LinkError(f"{msg['t']} does not travel this way on the link")
                 except LinkError as exc:
                     peer.send_nowait(_error(_request_id(line), "bad_request", str(exc)[:1000]))
                     continue

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import re
 import time
 from typing import (
     TYPE_CHECKING,
@@ -35,6 +36,7 @@ from posassist.protocol import (
     TicketOpened,
     TicketQuery,
     TicketRate,
+    TicketReply,
     TicketUpdated,
 )
 from posassist.protocol.errors import PosAssistError
@@ -68,7 +70,15 @@ RELAY_TIMEOUT = 15.0
 DIAGNOSE_TIMEOUT = 8.0
 #: A snapshot taken when the window opened (``link.diagnose``) rides with a help request sent
 #: within this many seconds; an older one is taken again at send.
-SNAPSHOT_MAX_AGE = 300.0
+SNAPSHOT_MAX_AGE = 30.0
+#: What an IANA zone name looks like (the relay checked it against its zone database).
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}")
+#: The protocol version that carries the merchant's reply (``ticket.reply``).
+REPLY_VERSION = 6
+NO_REPLIES = (
+    "这台服务器还不能接收在线回复, 请致电技术员 / "
+    "this service can't take replies from the till yet: please phone the technician"
+)
 OFFLINE = (
     "暂时连不上服务器, 您填写的内容已保留, 请稍后再发送或致电客服 / "
     "the service can't be reached right now; what you wrote is kept: send again later, or phone"
@@ -146,6 +156,17 @@ class HelpService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def store_timezone(self, name: object) -> None:
+        """The store's time zone, as the relay says it (``policy.updated``): the windows show
+        the promised times in it, as the technician's console does. A name that can't be one
+        is ignored (the settings' zone stays)."""
+        if not isinstance(name, str) or len(name) > 64 or not _ZONE_NAME.fullmatch(name):
+            return
+        if name == self.timezone:
+            return
+        self.timezone = name
+        self.link.broadcast(self._status())
+
     def detach(self, connection: Connection) -> None:
         if self.relay is connection:
             self.relay = None
@@ -219,6 +240,12 @@ class HelpService:
         elif isinstance(msg, TicketQuery):
             await self._query(peer, msg)
         elif isinstance(msg, TicketRate):
+            await self._forward(peer, msg)
+        elif isinstance(msg, TicketReply):
+            connection = self.relay
+            if connection is not None and (connection.session.version or 0) < REPLY_VERSION:
+                peer.send_nowait(_error(msg.id, "not_supported", NO_REPLIES))
+                return
             await self._forward(peer, msg)
 
     async def _help(self, peer: LinkPeer, msg: HelpRequested) -> None:

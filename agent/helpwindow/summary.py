@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
+from posassist.client.render import HEADINGS
 from posassist.protocol.messages import MAX_FACT_ITEMS, MAX_FACT_TEXT
 
 if TYPE_CHECKING:
@@ -18,6 +19,19 @@ __all__ = ["summarise"]
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_FACT_TEXT else text[: MAX_FACT_TEXT - 1] + "…"
+
+
+def _subject(finding: Finding, language: int) -> str:
+    """What the finding is about, in words: a section that could not be read is named as a
+    person would ("打印队列"), never by its identifier (``print_queue``)."""
+    subject = finding.subject
+    if finding.code == "collector.unreadable" and subject in HEADINGS:
+        return HEADINGS[subject].split(" / ")[language]
+    return subject
+
+
+def _titled(title: str, subject: str) -> str:
+    return _clip(title + (f" ({subject})" if subject else ""))
 
 
 def summarise(findings: Sequence[Finding]) -> Dict[str, Any]:
@@ -31,8 +45,8 @@ def summarise(findings: Sequence[Finding]) -> Dict[str, Any]:
             {
                 "code": finding.code,
                 "severity": finding.severity.value,
-                "zh": _clip(advice.title_zh + (f" ({finding.subject})" if finding.subject else "")),
-                "en": _clip(advice.title_en + (f" ({finding.subject})" if finding.subject else "")),
+                "zh": _titled(advice.title_zh, _subject(finding, 0)),
+                "en": _titled(advice.title_en, _subject(finding, 1)),
             }
         )
     omitted = max(0, len(ordered) - MAX_FACT_ITEMS)

@@ -23,7 +23,7 @@ from .view import HelpView
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from posassist.protocol import Message
+    from .link import LinkMessage
 
 __all__ = ["run_text"]
 
@@ -50,6 +50,7 @@ class TextHelp:
         self.form: List[str] = ["", "", ""]
         self.shown = ""
         self.rating = 0
+        self.replying = False  # the next line is the merchant's answer to the technician
 
     def say(self, text: str) -> None:
         self.out.write(printable(text) + "\n")
@@ -67,6 +68,9 @@ class TextHelp:
         if view.error:
             self.say("! " + view.error)
             view.error = ""
+        if view.notice:
+            self.say(view.notice)
+            view.notice = ""
         if key == self.shown and not force:
             return
         self.shown = key
@@ -81,7 +85,7 @@ class TextHelp:
             self.say(f"== {view.word('support_code')} ==")
             for label, value in view.ticket_lines(self.wall()):
                 self.say(f"{label}: {value}" if label else value)
-            self.say("(n = " + view.word("new_request") + ", q = 退出/quit)")
+            self.say(self._keys())
         elif view.screen == "consent":
             for label, value in view.consent_lines():
                 self.say(f"{label}: {value}" if label else value)
@@ -97,6 +101,14 @@ class TextHelp:
             self.say(view.word("thanks"))
             self.say("(n = " + view.word("new_request") + ", q = 退出/quit)")
 
+    def _keys(self) -> str:
+        """What can be typed on the ticket screen."""
+        view = self.view
+        keys = [f"n = {view.word('new_request')}", "q = 退出/quit"]
+        if view.can_reply:
+            keys.insert(0, f"r = {view.word('reply')}")
+        return "(" + ", ".join(keys) + ")"
+
     def prompt(self) -> None:
         view = self.view
         if self.step == 0:
@@ -110,7 +122,7 @@ class TextHelp:
         else:
             self.say(view.word("contact") + ":")
 
-    def line(self, text: str) -> Optional[Message]:
+    def line(self, text: str) -> Optional[LinkMessage]:
         """One line the merchant typed (not ``q``): the message to send, if any."""
         view = self.view
         text = text.rstrip("\r\n")
@@ -121,17 +133,28 @@ class TextHelp:
             answer = view.answer(text.strip().lower() in ("y", "是"), self.clock())
             self.render(force=True)
             return answer
+        if self.replying:
+            self.replying = False
+            msg = view.reply(next(self.ids), text.replace("\\n", "\n"))
+            self.render(force=True)
+            return msg
         if view.screen in ("ticket", "done"):
-            if text.strip().lower() == "n":
+            key = text.strip().lower()
+            if key == "n":  # a new request, with a fresh look at the till
                 view.new_request()
+                view.findings = None
                 self.step = 0
                 self.render(force=True)
+                return {"t": "link.diagnose", "id": next(self.ids)}
+            elif key == "r" and view.screen == "ticket" and view.can_reply:
+                self.replying = True
+                self.say(view.word("reply_prompt") + ":")
             return None
         if view.screen == "rate":
             return self._rate_line(text)
         return self._ask_line(text)
 
-    def _ask_line(self, text: str) -> Optional[Message]:
+    def _ask_line(self, text: str) -> Optional[LinkMessage]:
         view = self.view
         if self.step == 0:
             keys = [key for key, _ in view.categories()]
@@ -160,7 +183,7 @@ class TextHelp:
         self.step = 0
         return msg
 
-    def _rate_line(self, text: str) -> Optional[Message]:
+    def _rate_line(self, text: str) -> Optional[LinkMessage]:
         view = self.view
         if not self.rating:
             if text.strip() in ("1", "2", "3", "4", "5"):

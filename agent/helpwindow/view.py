@@ -22,6 +22,8 @@ from posassist.protocol import (
     TicketOpened,
     TicketRate,
     TicketRated,
+    TicketReplied,
+    TicketReply,
     TicketUpdated,
 )
 from posassist.protocol.messages import MAX_CONTACT, merchant_text_problem
@@ -85,6 +87,11 @@ WORDS: Dict[str, Tuple[str, str]] = {
     "pick_rating": ("请选择 1 到 5 分", "Pick 1 to 5"),
     "thanks": ("感谢您的评价!", "Thank you for your rating!"),
     "new_request": ("新的求助", "New request"),
+    "question": ("技术员的问题", "The technician asks"),
+    "reply": ("回复技术员", "Reply to the technician"),
+    "reply_prompt": ("请输入回复 (按回车发送)", "Your answer (Enter sends it)"),
+    "replied": ("已回复, 技术员会继续处理", "Sent: the technician carries on"),
+    "nothing_to_reply": ("没有需要回复的工单", "No open ticket to reply to"),
     "seconds": ("秒", "s"),
     "minutes": ("分", "min"),
 }
@@ -171,6 +178,10 @@ class HelpView:
         self.rating = 0
         self.comment = ""
         self.rated: List[str] = []
+        #: what the merchant is typing as a reply to the technician, kept when refused
+        self.reply_text = ""
+        #: a passing word of good news ("sent"); "" when none
+        self.notice = ""
         #: the id of a request sent and not yet answered (help or rating), else None
         self.awaiting: Optional[int] = None
 
@@ -195,9 +206,10 @@ class HelpView:
             return [self.word("checking")]
         if self.findings_error and not self.findings:
             return [self.word("check_failed")]
-        if not self.findings:
+        wrong = [f for f in self.findings if f.get("severity") != "info"]  # notes aren't faults
+        if not wrong:
             return [self.word("nothing_found")]
-        rows = [self.pick(str(f.get("zh", "")), str(f.get("en", ""))) for f in self.findings]
+        rows = [self.pick(str(f.get("zh", "")), str(f.get("en", ""))) for f in wrong]
         return [self.word("found")] + ["• " + r for r in rows[:6]]
 
     def submit(
@@ -234,7 +246,10 @@ class HelpView:
 
     def receive(self, msg: Any, now: float) -> None:
         """One message from the agent (``now``: monotonic seconds, for the consent countdown)."""
-        if isinstance(msg, (TicketOpened, TicketRated, ErrorReply)) and msg.id == self.awaiting:
+        if (
+            isinstance(msg, (TicketOpened, TicketRated, TicketReplied, ErrorReply))
+            and msg.id == self.awaiting
+        ):
             self.awaiting = None
         if isinstance(msg, dict):
             if msg.get("t") == "link.welcome":
@@ -274,6 +289,9 @@ class HelpView:
             self.screen = "consent"
         elif isinstance(msg, TicketRated):
             self.screen = "done"
+            self._rate_next()
+        elif isinstance(msg, TicketReplied):
+            self.notice = self.word("replied")
         elif isinstance(msg, ErrorReply):
             self._refused(msg)
 
@@ -299,6 +317,15 @@ class HelpView:
             and ticket_id not in self.rated
         ):
             self.screen = "rate"
+
+    def _rate_next(self) -> None:
+        """After a rating, the next resolved ticket of this till nobody rated yet (several
+        tickets may have been solved while the window showed one)."""
+        for ticket_id, entry in self.tickets.items():
+            if entry["status"] == "resolved" and ticket_id not in self.rated:
+                self.current = ticket_id
+                self.screen = "rate"
+                return
 
     def _refused(self, msg: ErrorReply) -> None:
         if msg.code == "consent_expired":
@@ -332,7 +359,32 @@ class HelpView:
         message = self.pick(entry.get("message_zh") or "", entry.get("message_en") or "")
         if message:
             rows.append(("", message))
+        question = entry.get("question")
+        if entry["status"] == "waiting_merchant" and question:
+            rows.append((self.word("question"), printable(str(question))))
         return rows
+
+    @property
+    def can_reply(self) -> bool:
+        """Whether the ticket shown is open (a reply goes on it; one waiting for the merchant
+        goes back to the technician)."""
+        entry = self.tickets.get(self.current)
+        return entry is not None and entry["status"] in _OPEN
+
+    def reply(self, request_id: int, text: str) -> Optional[TicketReply]:
+        """The merchant's answer to send for the ticket shown, or None with :attr:`error`
+        saying why (what was typed is kept in :attr:`reply_text`)."""
+        self.reply_text, self.error = text, ""
+        if not self.can_reply:
+            self.error = self.word("nothing_to_reply")
+            return None
+        problem = merchant_text_problem("reply", text)
+        if problem is not None:
+            self.error = problem if self.lang == "en" else _zh_first(problem)
+            return None
+        self.reply_text = ""
+        self.awaiting = request_id
+        return TicketReply(id=request_id, ticket_id=self.current, text=text)
 
     def countdown(self, due: float, now_epoch: float) -> str:
         """``14:05 (还剩 12 分 30 秒)``: the store's time, and what is left (or overdue)."""

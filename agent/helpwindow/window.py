@@ -139,6 +139,8 @@ class HelpWindow:
         self.rate_button: Optional[tk.Button] = None
         self.countdown: Optional[tk.Label] = None
         self.summary: Optional[tk.Label] = None
+        self.reply_box: Optional[tk.Text] = None
+        self.reply_button: Optional[tk.Button] = None
         self.link.send({"t": "link.diagnose", "id": next(self.ids)})
         self.refresh(force=True)
 
@@ -167,7 +169,9 @@ class HelpWindow:
 
     def refresh(self, force: bool = False) -> None:
         view = self.view
-        self.error.configure(text=view.error)
+        self.error.configure(
+            text=view.error or view.notice, fg="#b00020" if view.error else "#1a7f37"
+        )
         key = f"{view.screen}:{view.current}:{view.tickets.get(view.current)}"
         key += f":{view.findings is None}:{len(view.findings or [])}:{view.relay_connected}"
         if key != self.shown or force:
@@ -190,7 +194,7 @@ class HelpWindow:
         elif view.screen == "ticket":
             entry = view.tickets.get(view.current) or {}
             due = entry.get("response_due")
-            if due is not None:
+            if due is not None and entry.get("status") in ("new", "reopened"):  # not yet answered
                 self.countdown.configure(
                     text=f"{view.word('respond_by')}: {view.countdown(due, time.time())}"
                 )
@@ -201,6 +205,8 @@ class HelpWindow:
             self.view.description = self.description.get("1.0", "end-1c")
         if self.contact is not None and self.contact.winfo_exists():
             self.view.contact = self.contact.get()
+        if self.reply_box is not None and self.reply_box.winfo_exists():
+            self.view.reply_text = self.reply_box.get("1.0", "end-1c")
 
     def _edited(self, _event: object) -> None:
         """The merchant changed the description: the last refusal no longer applies."""
@@ -288,6 +294,15 @@ class HelpWindow:
                 continue
             self._label(f"{label}: {value}" if label else value)
         self.countdown = self._label("", self.bold)
+        if view.can_reply:  # the merchant answers the technician here, not only by phone
+            self._label(view.word("reply"), self.bold)
+            self.reply_box = tk.Text(self.frame, height=2, font=self.font, wrap="word")
+            self.reply_box.insert("1.0", view.reply_text)
+            self.reply_box.pack(fill="x")
+            self.reply_button = self._button(
+                self.frame, view.word("reply"), self.send_reply, "#1f6feb"
+            )
+            self.reply_button.pack(pady=6)
         self._button(self.frame, view.word("new_request"), self.new_request, "#57606a").pack(
             pady=10
         )
@@ -374,8 +389,17 @@ class HelpWindow:
             self.link.send(msg)
         self.refresh()
 
+    def send_reply(self) -> None:
+        assert self.reply_box is not None
+        msg = self.view.reply(next(self.ids), self.reply_box.get("1.0", "end-1c"))
+        if msg is not None:
+            self.link.send(msg)
+        self.refresh(force=True)
+
     def new_request(self) -> None:
         self.view.new_request()
+        self.view.findings = None  # a fresh look at the till for the new request
+        self.link.send({"t": "link.diagnose", "id": next(self.ids)})
         self.refresh(force=True)
 
 

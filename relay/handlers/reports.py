@@ -21,8 +21,8 @@ from aiohttp import web
 from posassist.protocol.text import printable
 
 from ..audit import Outcome
-from ..errors import ScopeError
-from ..hours import business_seconds, local_iso
+from ..errors import ScopeError, StorageError
+from ..hours import DAYS, business_seconds, local_iso
 from ..storage import Scope, ScopeKind
 from ..tickets import BadTicketQuery, ReportTooLarge
 from .tickets import (
@@ -58,20 +58,42 @@ def _since(text: str | None, hours: BusinessHours) -> float | None:
 
 
 def _clock(
-    hours: BusinessHours, start: float, done: float | None, due: float | None, now: float
+    hours: BusinessHours,
+    start: float,
+    done: float | None,
+    due: float | None,
+    now: float,
+    *,
+    paused_at: float | None = None,
+    paused_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """One SLA clock of a ticket: when it was due, when it was met, open seconds it took."""
+    """One SLA clock of a ticket: when it was due, when it was met, open seconds it took (not
+    counting the time it stood still while the ticket waited for the merchant)."""
     end = done if done is not None else now
+    until = end if paused_at is None else min(end, paused_at)
+    if paused_at is not None:
+        paused_seconds += business_seconds(hours, paused_at, end)
+    took = max(0.0, business_seconds(hours, start, end) - paused_seconds)
     return {
         "due": due,
         "due_local": None if due is None else local_iso(hours, due),
         "done_at": done,
         "done_local": None if done is None else local_iso(hours, done),
-        "business_seconds": round(business_seconds(hours, start, end)),
+        "business_seconds": round(took),
+        "paused": paused_at is not None and done is None,
+        "paused_seconds": round(paused_seconds),
         "met": None if due is None else (done is not None and done <= due),
         "missed": due is not None
-        and ((done is not None and done > due) or (done is None and now > due)),
+        and ((done is not None and done > due) or (done is None and until > due)),
     }
+
+
+async def _merchant_name(state: RelayState, merchant_id: str) -> str:
+    """The merchant's name, for the report's reader ("" if it can't be read now)."""
+    try:
+        return await state_tickets(state).merchant_name(merchant_id)
+    except StorageError:
+        return ""
 
 
 async def build_report(
@@ -88,6 +110,8 @@ async def build_report(
         "resolution_met": 0,
         "resolution_missed": 0,
         "breaches_recorded": 0,
+        "waited_for_merchant": 0,
+        "waited_for_merchant_seconds": 0,
         "ratings": 0,
         "rating_average": None,
         "jobs": {},
@@ -128,8 +152,19 @@ async def build_report(
                 hours, ticket.clock_started_at, ticket.first_response_at, ticket.response_due, now
             )
             row["resolution"] = _clock(
-                hours, ticket.clock_started_at, ticket.resolved_at, ticket.resolve_due, now
+                hours,
+                ticket.clock_started_at,
+                ticket.resolved_at,
+                ticket.resolve_due,
+                now,
+                paused_at=ticket.sla_paused_at,
+                paused_seconds=ticket.sla_paused_seconds,
             )
+            for which in ("response", "resolution"):
+                # a reopened ticket's clocks start again; a target it missed before stays missed
+                if any(e["kind"] == f"breach.{which}" for e in row["events"]):
+                    row[which]["missed"] = True
+                    row[which]["met"] = False if row[which]["met"] is not None else None
             row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records)
             rows.append(row)
             summary["tickets"] += 1
@@ -138,6 +173,9 @@ async def build_report(
                     summary[f"{which}_met"] += 1
                 if row[which]["missed"]:
                     summary[f"{which}_missed"] += 1
+            if row["resolution"]["paused_seconds"]:
+                summary["waited_for_merchant"] += 1
+                summary["waited_for_merchant_seconds"] += row["resolution"]["paused_seconds"]
             summary["breaches_recorded"] += sum(
                 1 for e in row["events"] if str(e["kind"]).startswith("breach.")
             )
@@ -148,7 +186,8 @@ async def build_report(
                 if event["audit_seq"] is not None:
                     seqs.add(int(event["audit_seq"]))
             for job in row["jobs"]:
-                summary["jobs"][job["status"]] = summary["jobs"].get(job["status"], 0) + 1
+                kind = outcome_kind(job)
+                summary["jobs"][kind] = summary["jobs"].get(kind, 0) + 1
                 summary["backups"] += len(job["backups"])
                 for consent in job["consent"]:
                     decision = str(consent["decision"])
@@ -159,6 +198,8 @@ async def build_report(
                 "id": store.id,
                 "name": store.name,
                 "merchant_id": store.merchant_id,
+                "merchant_name": await _merchant_name(state, store.merchant_id),
+                "generated_local": local_iso(hours, now),
                 "timezone": store.timezone,
                 "hours": dict(store.hours),
                 "sla": sla.to_json(),
@@ -174,6 +215,7 @@ async def build_report(
         "title": "服务报告 / Service report",
         "relay_id": state.config.relay_id,
         "generated_at": now,
+        "generated_local": out_stores[0]["generated_local"] if out_stores else None,
         "generated_by": user.username,
         "since": since_text,
         "stores": out_stores,
@@ -261,6 +303,122 @@ th { background: #eee; }
 """
 
 
+#: What the report's codes say, in the merchant's words first (it is their document).
+_STATES = {
+    "new": "新工单 / new",
+    "accepted": "已接单 / accepted",
+    "in_progress": "处理中 / in progress",
+    "waiting_merchant": "等待商户 / waiting for the merchant",
+    "resolved": "已解决 / resolved",
+    "closed": "已关闭 / closed",
+    "reopened": "重新打开 / reopened",
+}
+_CATEGORIES = {
+    "printer": "打印机 / printer",
+    "cash_drawer": "钱箱 / cash drawer",
+    "scanner": "扫码枪 / scanner",
+    "pos_software": "收银软件 / POS software",
+    "network": "网络 / network",
+    "other": "其他 / other",
+}
+_CHANNELS = {"agent": "收银机求助 / from the till", "phone": "电话 / by phone"}
+_EVENTS = {
+    "opened": "创建 / opened",
+    "accepted": "接单 / accepted",
+    "working": "开始处理 / work started",
+    "note": "备注 / note",
+    "reply": "商户回复 / the merchant replied",
+    "resolved": "已解决 / resolved",
+    "reopened": "重新打开 / reopened",
+    "rated": "评分 / rated",
+    "closed": "关闭 / closed",
+    "breach.response": "响应超时 / response target missed",
+    "breach.resolution": "解决超时 / resolution target missed",
+}
+_OUTCOMES = {
+    "succeeded": "成功 / succeeded",
+    "failed": "失败 / failed",
+    "refused": "未运行 / refused",
+    "cancelled": "已取消 / cancelled",
+    "timed_out": "超时 / timed out",
+    "running": "进行中 / running",
+    "pending": "等待中 / pending",
+    "unknown": "结果未知 / outcome unknown",
+}
+_CONSENT = {
+    "granted": "商户同意 / approved",
+    "denied": "商户拒绝 / denied",
+    "timed_out": "无应答 / no answer",
+    "no_window": "未打开求助窗口 / no window open",
+}
+
+
+def _word(table: dict[str, str], code: object) -> str:
+    return table.get(str(code), str(code))
+
+
+def _actor(actor: object) -> str:
+    kind, _, name = str(actor).partition(":")
+    if kind == "user":
+        return f"技术员 / technician {name}"
+    if kind == "device":
+        return f"收银机 / till ({name})"
+    return "系统 / the service" if kind == "relay" else str(actor)
+
+
+def _span(seconds: object) -> str:
+    """``15 分钟 / 15 min``, ``4 小时 / 4 h``; ``—`` for no target."""
+    if not isinstance(seconds, int | float):
+        return "—"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} 小时 / {int(seconds // 3600)} h"
+    return f"{round(seconds / 60)} 分钟 / {round(seconds / 60)} min"
+
+
+def _counts(table: dict[str, str], counts: dict[str, int]) -> str:
+    return " · ".join(f"{_word(table, k)} {v}" for k, v in sorted(counts.items())) or "—"
+
+
+def outcome_kind(job: dict[str, Any]) -> str:
+    """How a run ended: its job status, except that a run the merchant or a precondition
+    stopped (``refused``) or that was cancelled is said so, not "failed"."""
+    kind = str(job.get("error") or "").partition(":")[0]
+    return kind if kind in ("refused", "cancelled") else str(job["status"])
+
+
+def _outcome(job: dict[str, Any]) -> str:
+    """How a run ended, in words, with the reason the till gave."""
+    why = str(job.get("error") or "").partition(":")[2].strip()
+    word = _word(_OUTCOMES, outcome_kind(job))
+    return f"{word}: {why}" if why else word
+
+
+def _hours_words(hours: dict[str, Any]) -> str:
+    weekly = hours.get("weekly")
+    if not isinstance(weekly, dict):
+        return "全天营业 / always open"
+    groups: list[tuple[list[str], str]] = []  # days in week order, equal hours run together
+    for day in DAYS:
+        spans = weekly.get(day)
+        if not isinstance(spans, list) or not spans:
+            continue
+        times = " ".join(f"{a}-{b}" for a, b in spans)
+        if (
+            groups
+            and groups[-1][1] == times
+            and DAYS.index(groups[-1][0][-1]) == DAYS.index(day) - 1
+        ):
+            groups[-1][0].append(day)
+        else:
+            groups.append(([day], times))
+    closed = ", ".join(str(d) for d in hours.get("closed") or [])
+    text = "; ".join(
+        (days[0] if len(days) == 1 else f"{days[0]}-{days[-1]}") + f" {times}"
+        for days, times in groups
+    )
+    return text + (f" (休息日 / closed: {closed})" if closed else "")
+
+
 def _sla_cell(clock: dict[str, Any]) -> str:
     if clock["due"] is None:
         return "—"
@@ -269,12 +427,17 @@ def _sla_cell(clock: dict[str, Any]) -> str:
         if clock["missed"]
         else '<span class="met">达标 / met</span>'
         if clock["met"]
+        else "暂停: 等待商户 / paused: waiting for the merchant"
+        if clock.get("paused")
         else "进行中 / running"
     )
     done = clock["done_local"] or "—"
     minutes = round(clock["business_seconds"] / 60)
+    waited = round(clock.get("paused_seconds", 0) / 60)
+    stood = f"<br>等待商户 / waiting for the merchant: {waited} min" if waited else ""
     return (
         f"{verdict}<br>due {_e(clock['due_local'])}<br>done {_e(done)}<br>{minutes} min (business)"
+        + stood
     )
 
 
@@ -284,7 +447,8 @@ def render_html(report: dict[str, Any]) -> str:
         "<!DOCTYPE html><html lang='zh-CN'><head><meta charset='utf-8'>",
         f"<title>{_e(report['title'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(report['title'])}</h1>",
-        f"<p>relay {_e(report['relay_id'])} · generated by {_e(report['generated_by'])} · "
+        f"<p>生成 / generated {_e(report.get('generated_local') or '')} "
+        f"by {_e(report['generated_by'])} · relay {_e(report['relay_id'])} · "
         f"since {_e(report['since'] or 'the beginning / 全部历史')}</p>",
         "<h2>汇总 / Summary</h2><table>",
         f"<tr><th>工单 / tickets</th><td>{s['tickets']}</td></tr>",
@@ -292,9 +456,12 @@ def render_html(report: dict[str, Any]) -> str:
         f"<tr><th>响应超时 / response missed</th><td>{s['response_missed']}</td></tr>",
         f"<tr><th>解决达标 / resolution met</th><td>{s['resolution_met']}</td></tr>",
         f"<tr><th>解决超时 / resolution missed</th><td>{s['resolution_missed']}</td></tr>",
+        "<tr><th>等待商户 (计时暂停) / waited for the merchant (clock stopped)</th>"
+        f"<td>{s['waited_for_merchant']} ticket(s), "
+        f"{round(s['waited_for_merchant_seconds'] / 60)} min</td></tr>",
         f"<tr><th>评分 / ratings</th><td>{s['ratings']} (avg {_e(s['rating_average'])})</td></tr>",
-        f"<tr><th>操作 / jobs</th><td>{_e(s['jobs'])}</td></tr>",
-        f"<tr><th>同意 / consent</th><td>{_e(s['consent'])}</td></tr>",
+        f"<tr><th>操作 / runs</th><td>{_e(_counts(_OUTCOMES, s['jobs']))}</td></tr>",
+        f"<tr><th>同意 / consent</th><td>{_e(_counts(_CONSENT, s['consent']))}</td></tr>",
         f"<tr><th>备份 / backups</th><td>{s['backups']}</td></tr>",
         "</table>",
     ]
@@ -302,17 +469,21 @@ def render_html(report: dict[str, Any]) -> str:
         sla = store["sla"]
         parts.append(
             f"<h2>{_e(store['name'])} "
-            f"<small>({_e(store['id'])}, {_e(store['timezone'])})</small></h2>"
-            f"<p>SLA: response {_e(sla['response_seconds'])} s, resolution "
-            f"{_e(sla['resolve_seconds'])} s (business hours / 营业时间内)</p>"
+            f"<small>({_e(store.get('merchant_name') or '')} · {_e(store['id'])}, "
+            f"{_e(store['timezone'])})</small></h2>"
+            f"<p>营业时间 / hours: {_e(_hours_words(store['hours']))}</p>"
+            f"<p>服务承诺 / SLA: 响应 / response {_e(_span(sla['response_seconds']))}, "
+            f"解决 / resolution {_e(_span(sla['resolve_seconds']))} "
+            "(营业时间内计算 / counted in business hours)</p>"
         )
         if not store["tickets"]:
             parts.append("<p>无工单 / no tickets</p>")
         for t in store["tickets"]:
             parts += [
                 "<div class='ticket'>",
-                f"<h3>{_e(t['code'])} · {_e(t['status'])} · {_e(t['category'])} · "
-                f"{_e(t['channel'])}</h3>",
+                f"<h3>{_e(t['code'])} · {_e(_word(_STATES, t['status']))} · "
+                f"{_e(_word(_CATEGORIES, t['category']))} · "
+                f"{_e(_word(_CHANNELS, t['channel']))}</h3>",
                 "<table>",
                 f"<tr><th>opened / 创建</th><td>{_e(t['local']['created_at'])}</td></tr>",
                 f"<tr><th>technician / 技术员</th><td>{_e(t['technician'] or '—')}</td></tr>",
@@ -325,27 +496,34 @@ def render_html(report: dict[str, Any]) -> str:
             ]
             if t["jobs"]:
                 parts.append(
-                    "<table><tr><th>job</th><th>script</th><th>when / 时间</th><th>outcome</th>"
+                    "<table><tr><th>job</th><th>脚本 / script</th><th>when / 时间</th>"
+                    "<th>结果 / outcome</th>"
                     "<th>consent / 同意</th><th>backup / 备份</th></tr>"
                 )
                 for job in t["jobs"]:
                     consent = ", ".join(
-                        f"{c['decision']} ({c['answered_by'] or '?'})" for c in job["consent"]
+                        _word(_CONSENT, c["decision"])
+                        + (f" ({c['answered_by']})" if c["answered_by"] else "")
+                        for c in job["consent"]
                     )
                     parts.append(
                         f"<tr><td>{_e(job['id'])}</td><td>{_e(job['script'] or job['kind'])} "
                         f"{_e(job['version'] or '')}</td><td>{_e(job['local']['created_at'])}</td>"
-                        f"<td>{_e(job['status'])}</td><td>{_e(consent or '—')}</td>"
+                        f"<td>{_e(_outcome(job))}</td><td>{_e(consent or '—')}</td>"
                         f"<td>{_e(', '.join(job['backups']) or '—')}</td></tr>"
                     )
                 parts.append("</table>")
             parts.append(
-                "<table><tr><th>when / 时间</th><th>who</th><th>what</th><th>audit</th></tr>"
+                "<table><tr><th>when / 时间</th><th>who / 谁</th><th>what / 事件</th>"
+                "<th>audit / 审计</th></tr>"
             )
             for event in t["events"]:
+                what = _word(_EVENTS, event["kind"])
+                if event["kind"] == "note" and event["status"] == "waiting_merchant":
+                    what = "提问商户 / asked the merchant"
                 parts.append(
-                    f"<tr><td>{_e(event['local'])}</td><td>{_e(event['actor'])}</td>"
-                    f"<td>{_e(event['kind'])} {_e(event['status'] or '')} {_e(event['text'])}</td>"
+                    f"<tr><td>{_e(event['local'])}</td><td>{_e(_actor(event['actor']))}</td>"
+                    f"<td>{_e(what)} {_e(event['text'])}</td>"
                     f"<td>#{_e(event['audit_seq'])}</td></tr>"
                 )
             parts.append("</table></div>")

@@ -31,6 +31,8 @@ from posassist.protocol.messages import (
     TicketQuery,
     TicketRate,
     TicketRated,
+    TicketReplied,
+    TicketReply,
     TicketUpdated,
     merchant_text_problem,
 )
@@ -40,9 +42,10 @@ from ..errors import BadRequest, Conflict, NotFound, RateLimited, ScopeError, St
 from ..hours import BusinessHours, local_iso, parse_hours
 from ..ratelimit import KeyedLimiter
 from ..state import STATE, RelayState
-from ..storage import RetailStore, Role, Scope, ScopeKind, User
+from ..storage import Job, RetailStore, Role, Scope, ScopeKind, User
 from ..storage.tickets import Ticket, TicketEvent, TicketStore
 from ..tickets import (
+    OPEN_STATES,
     STATE_WORDS,
     TRANSITIONS,
     BadSla,
@@ -53,7 +56,9 @@ from ..tickets import (
     due_times,
     new_support_code,
     normalise_code,
+    resume_clock,
 )
+from ..webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,11 +118,19 @@ async def store_hours(state: RelayState, store_id: str) -> tuple[RetailStore, Bu
     return store, hours
 
 
-def update_message(ticket: Ticket) -> TicketUpdated:
-    """The ``ticket.updated`` a device is sent (and each ``ticket.list`` entry)."""
+#: The protocol version that carries a technician's question and the merchant's reply.
+REPLY_VERSION = 6
+
+
+def update_message(ticket: Ticket, question: str | None = None) -> TicketUpdated:
+    """The ``ticket.updated`` a device is sent (and each ``ticket.list`` entry); ``question``
+    (what the technician asked, for a ticket waiting for the merchant) only to a device whose
+    session speaks :data:`REPLY_VERSION`."""
     zh, en = STATE_WORDS[ticket.status]
     tech = ticket.technician or "技术员"
+    asked = question if ticket.status == "waiting_merchant" and question else None
     return TicketUpdated(
+        question=asked,
         ticket_id=ticket.id,
         support_code=ticket.support_code,
         status=ticket.status,
@@ -134,15 +147,17 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def push(state: RelayState, ticket: Ticket) -> None:
+def push(state: RelayState, ticket: Ticket, question: str | None = None) -> None:
     """Tell the ticket's device, if it is connected here, that its ticket changed."""
     if ticket.device_id is None:
         return
     link = state.router.agent(ticket.device_id)
     if link is None:
         return
+    if (link.session.version or 0) < REPLY_VERSION:
+        question = None
     try:
-        link.send_nowait(update_message(ticket))
+        link.send_nowait(update_message(ticket, question))
     except PosAssistError as exc:  # closing, or not keeping up: it asks again on reconnect
         log.info("ticket update for %s not sent: %s", ticket.device_id, exc)
 
@@ -155,14 +170,16 @@ def _description_audit(text: str) -> dict[str, object]:
 def live_breaches(ticket: Ticket, now: float) -> dict[str, bool]:
     """Whether each target is missed by ``now`` (recorded or not yet: the sweeper records)."""
 
-    def missed(due: float | None, done: float | None) -> bool:
+    def missed(due: float | None, done: float | None, until: float) -> bool:
         if due is None:
             return False
-        return (done is not None and done > due) or (done is None and now > due)
+        return (done is not None and done > due) or (done is None and until > due)
 
+    # While the ticket waits for the merchant its resolution clock stands still.
+    stopped = now if ticket.sla_paused_at is None else min(now, ticket.sla_paused_at)
     return {
-        "response": missed(ticket.response_due, ticket.first_response_at),
-        "resolution": missed(ticket.resolve_due, ticket.resolved_at),
+        "response": missed(ticket.response_due, ticket.first_response_at, now),
+        "resolution": missed(ticket.resolve_due, ticket.resolved_at, stopped),
     }
 
 
@@ -308,7 +325,7 @@ async def open_ticket(
             },
         )
         try:
-            return await tickets.open_ticket(
+            opened = await tickets.open_ticket(
                 code=code,
                 store_id=store_id,
                 device_id=device_id,
@@ -327,6 +344,8 @@ async def open_ticket(
             )
         except Conflict:
             continue
+        wake_webhooks(state)
+        return opened
     raise Conflict("no free support code")  # pragma: no cover - three collisions in a row
 
 
@@ -344,9 +363,15 @@ async def ticket_query(
             peer, event.id, "unavailable", "the relay can't read tickets now / 请稍后重试"
         )
         return
+    questions: dict[str, str] = {}
+    waiting = [t.id for t in found if t.status == "waiting_merchant"]
+    if waiting and (peer.session.version or 0) >= REPLY_VERSION:
+        with contextlib.suppress(StorageError):  # the list goes out without them then
+            for ticket_id, history in (await _tickets(state).events(waiting)).items():
+                questions[ticket_id] = _question(history)
     entries = []
     for ticket in found:
-        wire = update_message(ticket).to_wire()
+        wire = update_message(ticket, questions.get(ticket.id)).to_wire()
         del wire["t"]
         entries.append(wire)
     with contextlib.suppress(PosAssistError):
@@ -418,12 +443,92 @@ async def ticket_rate(
     push(state, ticket)
 
 
+def _question(history: list[TicketEvent]) -> str:
+    """What the technician asked when the ticket last started waiting for the merchant."""
+    for event in reversed(history):
+        if event.status == "waiting_merchant" and event.actor.startswith("user:"):
+            return event.text
+        if event.status != "waiting_merchant":
+            break
+    return ""
+
+
+async def ticket_reply(
+    state: RelayState, device_id: str, peer: WebSocketSession, event: Message
+) -> None:
+    """The merchant answers from the till: their words go on the ticket; a ticket waiting for
+    them goes back to ``in_progress`` and its resolution clock runs again."""
+    assert isinstance(event, TicketReply)
+    actor = f"device:{device_id}"
+    tickets = _tickets(state)
+    now = state.now()
+    entry = AuditEntry(
+        actor,
+        "ticket.reply",
+        f"ticket:{event.ticket_id}",
+        Outcome.OK,
+        {"text": _description_audit(event.text)},
+    )
+    try:
+        current = await tickets.get(event.ticket_id)
+        if current.device_id != device_id:
+            raise NotFound("ticket")
+        if current.status == "waiting_merchant":
+            ticket = await tickets.change(
+                event.ticket_id,
+                from_states={"waiting_merchant"},
+                to="in_progress",
+                actor=actor,
+                kind="reply",
+                text=event.text,
+                now=now,
+                audit=entry,
+                device_id=device_id,
+                values=await _sla_clock(state, current, "in_progress", now),
+            )
+        elif current.status in OPEN_STATES:
+            await tickets.note(event.ticket_id, actor=actor, text=event.text, now=now, audit=entry)
+            ticket = current
+        else:
+            raise Conflict(f"ticket {current.id} is {current.status}")
+    except NotFound:
+        await state.audit(
+            actor, "ticket.reply", "ticket", Outcome.REFUSED, {"reason": "unknown ticket"}
+        )
+        await _answer(peer, event.id, "not_found", "no such ticket on this till / 未找到该工单")
+        return
+    except Conflict:
+        await state.audit(
+            actor,
+            "ticket.reply",
+            f"ticket:{event.ticket_id}",
+            Outcome.REFUSED,
+            {"reason": "not open"},
+        )
+        await _answer(
+            peer,
+            event.id,
+            "not_open",
+            "this ticket is closed: ask for help again / 工单已结束, 如需帮助请重新求助",
+        )
+        return
+    except StorageError as exc:
+        log.warning("reply on %s not stored: %s", event.ticket_id, exc)
+        await _answer(peer, event.id, "unavailable", "the relay can't store it now / 请稍后重试")
+        return
+    with contextlib.suppress(PosAssistError):
+        peer.send_nowait(TicketReplied(id=event.id))
+    if ticket.status != current.status:
+        push(state, ticket)
+
+
 #: The agent's requests this module answers (relay/handlers/agents.py dispatches on the tag).
 AGENT_REQUESTS: dict[str, Callable[[RelayState, str, WebSocketSession, Message], Awaitable[None]]]
 AGENT_REQUESTS = {
     HelpRequested.TAG: help_requested,
     TicketQuery.TAG: ticket_query,
     TicketRate.TAG: ticket_rate,
+    TicketReply.TAG: ticket_reply,
 }
 
 
@@ -528,6 +633,8 @@ async def ticket_json(
         "rating": ticket.rating,
         "rating_comment": ticket.rating_comment,
         "breached": live_breaches(ticket, now),
+        "sla_paused": ticket.sla_paused_at is not None,
+        "sla_paused_seconds": round(ticket.sla_paused_seconds),
         "breach_recorded": {
             "response": ticket.response_breached_at is not None,
             "resolution": ticket.resolve_breached_at is not None,
@@ -543,6 +650,7 @@ async def ticket_json(
         "response_due": _finite(ticket.response_due),
         "resolve_due": _finite(ticket.resolve_due),
         "rated_at": ticket.rated_at,
+        "sla_paused_at": ticket.sla_paused_at,
     }
     out.update(times)
     out["local"] = {k: None if v is None else local_iso(hours, v) for k, v in times.items()}
@@ -663,7 +771,14 @@ async def _change(
         if target_state not in ("in_progress", "waiting_merchant"):
             raise BadTicketField("state must be in_progress or waiting_merchant")
         from_states = frozenset(s for s, nxt in TRANSITIONS.items() if target_state in nxt)
+        own = True  # only the ticket's technician (or an admin) says they work or wait on it
     now = state.now()
+    clock = await _sla_clock(state, ticket, target_state, now)
+    if target_state is not None:
+        # What this change does (to the SLA clock above, among others) follows from the state
+        # read here: it must find the ticket still in it, or it is a conflict. (A "work" racing
+        # a "wait" otherwise left the clock stopped on a ticket in progress: outside attack.)
+        from_states = from_states & {ticket.status}
     entry = AuditEntry(
         f"user:{user.username}",
         action,
@@ -687,7 +802,7 @@ async def _change(
                 text=text,
                 now=now,
                 audit=entry,
-                values=None if values is None else await values(ticket, now, user),
+                values={**clock, **({} if values is None else await values(ticket, now, user))},
                 technician=user.username if own and user.role is not Role.ADMIN else None,
             )
     except Conflict:
@@ -701,8 +816,28 @@ async def _change(
         )
         return _conflict(current, action.partition(".")[2])
     if changed.status != ticket.status:  # a note alone is the technicians' business
-        push(state, changed)
+        push(state, changed, text if changed.status == "waiting_merchant" else None)
     return web.json_response(await ticket_json(state, changed))
+
+
+async def _sla_clock(
+    state: RelayState, ticket: Ticket, to: str | None, now: float
+) -> dict[str, Any]:
+    """What a change does to the resolution clock: it stops when the ticket starts waiting for
+    the merchant and starts again, with what was left, when it leaves that state."""
+    if to == "waiting_merchant" and ticket.status != "waiting_merchant":
+        return {"sla_paused_at": now}
+    if ticket.status == "waiting_merchant" and to not in (None, "waiting_merchant"):
+        if ticket.sla_paused_at is None:  # waiting since before the clock could stop (0007)
+            return {}
+        _, hours = await store_hours(state, ticket.store_id)
+        due, stopped = resume_clock(hours, ticket.sla_paused_at, ticket.resolve_due, now)
+        return {
+            "sla_paused_at": None,
+            "sla_paused_seconds": ticket.sla_paused_seconds + stopped,
+            "resolve_due": due,
+        }
+    return {}
 
 
 async def accept_ticket(request: web.Request) -> web.Response:
@@ -774,6 +909,8 @@ async def reopen_ticket(request: web.Request) -> web.Response:
             "closed_at": None,
             "response_due": response_due,
             "resolve_due": resolve_due,
+            "sla_paused_at": None,
+            "sla_paused_seconds": 0.0,
         }
 
     return await _change(
@@ -826,6 +963,15 @@ async def create_ticket(request: web.Request) -> web.Response:
     return web.json_response(await ticket_json(state, ticket), status=201)
 
 
+async def get_sla(request: web.Request) -> web.Response:
+    """``GET /v1/merchants/{id}/sla``: the merchant's targets, for anyone whose scope holds it."""
+    state, user = await _user(request)
+    merchant_id = request.match_info["merchant_id"]
+    await state.require_scope(user, Scope(ScopeKind.MERCHANT, merchant_id), "merchant.sla.read")
+    sla = await state_tickets(state).sla(merchant_id)
+    return web.json_response({"merchant_id": merchant_id, **sla.to_json()})
+
+
 async def set_sla(request: web.Request) -> web.Response:
     """``POST /v1/merchants/{id}/sla {"response_seconds", "resolve_seconds"}`` (admins)."""
     state, user = await _user(request)
@@ -874,8 +1020,13 @@ async def linked_jobs(
     events: list[TicketEvent],
     records: list[AuditRecord] | None = None,
 ) -> list[dict[str, Any]]:
-    """The jobs run on the ticket's device while it was open, each with what the audit says of
-    it: the script, consent asked and answered, backups, how it ended (seq and hash of each).
+    """The jobs run for the ticket, each with what the audit says of it: the script, consent
+    asked and answered, backups, how it ended (seq and hash of each).
+
+    A job is the ticket's when it ran on the ticket's device while the ticket was open, and the
+    last ticket its requester marked as being worked on (``run --ticket``, ``POST …/work``)
+    before it is this one: so a job belongs to one ticket at most, and a run nobody said was
+    for a ticket belongs to none (outside the report's ticket records).
 
     ``records``: the device's audit records from the ticket's opening on, when the caller read
     them already (a report reads them once for all its tickets); else read here, as one range
@@ -885,6 +1036,16 @@ async def linked_jobs(
     end = ticket.resolved_at if ticket.status in ("resolved", "closed") else None
     end = state.now() if end is None else end
     jobs = await state_tickets(state).jobs_between(ticket.device_id, ticket.created_at, end)
+    if jobs:
+        marks = await state_tickets(state).work_marks(ticket.device_id)
+
+        def owner(job: Job) -> str | None:
+            mine = [
+                m for m in marks if m[1] == f"user:{job.requested_by}" and m[0] <= job.created_at
+            ]
+            return mine[-1][2] if mine else None
+
+        jobs = [job for job in jobs if owner(job) == ticket.id]
     if not jobs:
         return []
     if records is None:
@@ -949,7 +1110,16 @@ async def sweep_breaches(state: RelayState) -> int:
     found = await state_tickets(state).mark_breaches(state.now())
     for ticket, which in found:
         log.warning("ticket %s missed its %s target", ticket.support_code, which)
+    if found:
+        wake_webhooks(state)
     return len(found)
+
+
+def wake_webhooks(state: RelayState) -> None:
+    """Tell the webhook sender (when the relay runs one) that news was queued."""
+    sender = getattr(state.health, "sender", None)
+    if isinstance(sender, WebhookSender):
+        sender.wake()
 
 
 async def close_resolved(state: RelayState) -> int:
@@ -1019,5 +1189,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/tickets/{code}/note", note_ticket)
     app.router.add_post("/v1/tickets/{code}/resolve", resolve_ticket)
     app.router.add_post("/v1/tickets/{code}/reopen", reopen_ticket)
+    app.router.add_get("/v1/merchants/{merchant_id}/sla", get_sla)
     app.router.add_post("/v1/merchants/{merchant_id}/sla", set_sla)
     app.router.add_get("/v1/reports", get_report)

@@ -311,7 +311,7 @@ def _queue(
             {
                 "id": delivery_id,
                 "webhook_id": hook.id,
-                "alert_id": body["alert"]["id"],
+                "alert_id": body["alert"]["id"] if "alert" in body else None,
                 "event": kind,
                 "payload": payload,
                 "status": "pending",
@@ -324,6 +324,59 @@ def _queue(
         )
     conn.execute(h.webhook_deliveries.insert(), rows)
     return len(rows)
+
+
+_STORE_PATH = _Prepared(
+    sa.select(
+        t.merchants.c.organisation_id,
+        t.stores.c.merchant_id,
+        t.stores.c.id.label("store_id"),
+        t.stores.c.timezone,
+        t.stores.c.name.label("store_name"),
+        t.merchants.c.name.label("merchant_name"),
+    )
+    .select_from(t.stores.join(t.merchants, t.stores.c.merchant_id == t.merchants.c.id))
+    .where(t.stores.c.id == sa.bindparam("b_store"))
+)
+
+#: What a ticket's webhook notification carries of it (docs/webhooks.md#tickets): no contact
+#: number (a group chat is not the place for it; the console shows it).
+TICKET_FIELDS = (
+    "id",
+    "support_code",
+    "store_id",
+    "device_id",
+    "channel",
+    "category",
+    "description",
+    "status",
+    "technician",
+    "created_at",
+    "response_due",
+    "resolve_due",
+)
+
+
+def queue_ticket_news(
+    conn: sa.Connection, ticket: Mapping[str, Any], kind: str, now: float, **extra: Any
+) -> int:
+    """Queue a ticket's news (``ticket.opened``, ``ticket.sla_breached``) for every enabled
+    webhook of its store's organisation, merchant or the whole relay, in the caller's
+    transaction; how many deliveries."""
+    path = _STORE_PATH(conn, {"b_store": ticket["store_id"]}).first()
+    if path is None:  # pragma: no cover - the ticket's store is a foreign key
+        raise NotFound(f"store {ticket['store_id']!r}")
+    body: dict[str, Any] = {
+        "type": kind,
+        "organisation_id": path.organisation_id,
+        "merchant_id": path.merchant_id,
+        "merchant_name": path.merchant_name,
+        "ticket": {name: ticket[name] for name in TICKET_FIELDS},
+        **extra,
+    }
+    body["ticket"]["store_timezone"] = path.timezone
+    body["ticket"]["store_name"] = path.store_name
+    return _queue(conn, path, kind, body, now)
 
 
 def _held(alert_id: str, held_until: float) -> sa.ColumnElement[bool]:

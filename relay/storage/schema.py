@@ -204,6 +204,9 @@ tickets = sa.Table(
     sa.Column("rating_comment", sa.Text(), nullable=True),
     sa.Column("rated_at", sa.Double(), nullable=True),
     sa.Column("version", sa.Integer(), nullable=False),
+    # Migration 0007: the resolution clock stops while the ticket waits for the merchant.
+    sa.Column("sla_paused_at", sa.Double(), nullable=True),
+    sa.Column("sla_paused_seconds", sa.Double(), nullable=False, server_default="0"),
     sa.CheckConstraint(f"status IN {TICKET_STATES}", name="status"),
     sa.CheckConstraint("channel IN ('agent', 'phone')", name="channel"),
     sa.CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating"),

@@ -65,6 +65,10 @@ class Ticket:
     rating_comment: str | None = None
     rated_at: float | None = None
     version: int = 1
+    #: While ``waiting_merchant``: when the resolution clock stopped (None: it runs).
+    sla_paused_at: float | None = None
+    #: The store's open seconds the resolution clock has been stopped, in all.
+    sla_paused_seconds: float = 0.0
 
     @property
     def breached(self) -> bool:
@@ -210,10 +214,12 @@ class TicketStore:
                 text=description,
                 audit=audit,
             )
-            if device_id is not None:  # the till's open alerts take the ticket (issue 13)
-                from .health import link_alerts_to_ticket
+            from .health import link_alerts_to_ticket, queue_ticket_news
 
+            if device_id is not None:  # the till's open alerts take the ticket (issue 13)
                 link_alerts_to_ticket(conn, device_id, ticket.id, opened_by, now)
+            # the technicians' group chat hears of it at once (docs/webhooks.md#tickets)
+            queue_ticket_news(conn, dataclasses.asdict(ticket), "ticket.opened", now)
 
         await self._storage.run_write(tx)
         return ticket
@@ -419,6 +425,10 @@ class TicketStore:
             ),
         }
 
+        paused = t.tickets.c.sla_paused_at
+
+        from .health import queue_ticket_news
+
         def tx(conn: sa.Connection) -> list[tuple[Ticket, str]]:
             found: list[tuple[Ticket, str]] = []
             for which, (due, breached_at, done_at) in checks.items():
@@ -428,6 +438,8 @@ class TicketStore:
                     sa.or_(breached_at.is_(None), breached_at < started),
                     sa.or_(done_at.is_(None), done_at > due),
                 )
+                if which == "resolution":  # a clock stopped before its due time can't miss it
+                    condition = sa.and_(condition, sa.or_(paused.is_(None), paused > due))
                 for row in conn.execute(t.tickets.select().where(condition)).all():
                     updated = conn.execute(
                         t.tickets.update()
@@ -454,6 +466,14 @@ class TicketStore:
                         ),
                     )
                     found.append((_ticket(updated), which))
+                    queue_ticket_news(
+                        conn,
+                        dict(updated._mapping),
+                        "ticket.sla_breached",
+                        now,
+                        which=which,
+                        due=row._mapping[due.name],
+                    )
             return found
 
         return await self._storage.run_write(tx)
@@ -508,6 +528,25 @@ class TicketStore:
         query = query.order_by(t.stores.c.name, t.stores.c.id)
         rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
         return [_store(row) for row in rows]
+
+    async def merchant_name(self, merchant_id: str) -> str:
+        """A merchant's name ("" if there is none by that id)."""
+        query = sa.select(t.merchants.c.name).where(t.merchants.c.id == merchant_id)
+        name = await self._storage.run_read(lambda conn: conn.scalar(query))
+        return str(name or "")
+
+    async def work_marks(self, device_id: str) -> list[tuple[float, str, str]]:
+        """(at, actor, ticket id) of every "working" step of the device's tickets, oldest first:
+        ``run --ticket`` marks the ticket its technician's next runs are for."""
+        e, tk = t.ticket_events.c, t.tickets.c
+        query = (
+            sa.select(e.at, e.actor, e.ticket_id)
+            .select_from(t.ticket_events.join(t.tickets, e.ticket_id == tk.id))
+            .where(tk.device_id == device_id, e.kind == "working")
+            .order_by(e.at, e.id)
+        )
+        rows = await self._storage.run_read(_all(query))
+        return [(float(row.at), str(row.actor), str(row.ticket_id)) for row in rows]
 
     async def jobs_between(self, device_id: str, start: float, end: float) -> list[Job]:
         """The device's jobs created in [start, end], oldest first."""

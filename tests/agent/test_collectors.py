@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import sys
 import time
@@ -319,10 +318,19 @@ def test_tools_run_only_by_absolute_path() -> None:
         printqueue.run_tool(["lpstat", "-p"], timeout=1)
 
 
-@pytest.mark.skipif(os.path.exists("/usr/bin/lpstat"), reason="CUPS installed here")
-def test_no_cups_is_a_typed_failure() -> None:
-    with pytest.raises(CollectorError, match="CUPS"):
-        printqueue.collect(None)
+def test_no_cups_is_a_note_not_a_failed_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A till that prints straight to its printers (network, serial) has no spooler: the
+    section reads "none" and the findings say so as a note, not "unreadable"."""
+    from posassist.agent.findings import evaluate
+
+    monkeypatch.setattr(printqueue, "LPSTAT_PATHS", (str(tmp_path / "lpstat"),))
+    data = printqueue.collect(None)
+    assert data == {"system": "none", "printers": [], "jobs": []}
+    report = {"sections": {"print_queue": {"ok": True, "data": data}}}
+    (finding,) = [f for f in evaluate(report, None, 0.0) if f.section == "print_queue"]
+    assert (finding.code, finding.severity.value) == ("queue.no_spooler", "info")
 
 
 def test_settings_name_a_printer_by_usb_identity_or_refuse_a_bad_one() -> None:

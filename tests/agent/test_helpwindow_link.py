@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -42,7 +43,6 @@ from posassist.protocol.manifest import Manifest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 DEVICE = "dev_0123456789abcdef"
 
@@ -165,11 +165,22 @@ async def test_bad_lines_get_a_clear_error_and_the_window_stays(
 ) -> None:
     client = await LinkClient.connect(tmp_path / "till")
     try:
-        for bad in (b"not json\n", b'{"t":"script.run","id":3}\n', b'{"t":"ticket.query"}\n'):
+        agents_own = (  # the agent's link-only messages, and a second hello (outside attack)
+            b'{"t":"link.welcome","device_id":"d","timezone":"UTC","user":"u",'
+            b'"relay_connected":true}\n',
+            b'{"t":"link.hello","secret":""}\n',
+            b'{"t":"link.summary","id":4,"findings":[],"error":""}\n',
+        )
+        for bad in (
+            b"not json\n",
+            b'{"t":"script.run","id":3}\n',
+            b'{"t":"ticket.query"}\n',
+            *agents_own,
+        ):
             client.writer.write(bad)
             reply = await client.receive(5)
             assert isinstance(reply, ErrorReply)
-            assert reply.code == "bad_request"
+            assert reply.code == "bad_request", (bad, reply)
         await client.send(TicketQuery(id=9))  # the link still works
         listed = await client.receive(5)
         assert isinstance(listed, TicketList)
@@ -492,3 +503,117 @@ async def test_a_data_folder_too_deep_for_a_socket_address_still_gets_a_link(
     finally:
         await help_service.close()
     assert not path.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make a folder another user owns")
+async def test_a_stand_in_folder_another_user_made_first_is_not_used_nor_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside attack: with a deep data folder the socket stands in the shared temporary
+    folder, where another local user can make ``posassist-<uid>`` first. The agent then takes a
+    fresh private folder and records it; the window follows the record, and refuses a recorded
+    socket in a folder that is not the agent's (a fake agent's)."""
+    import shutil
+    import socket as socketlib
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="pa-", dir="/tmp"))  # short: a socket address fits
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    try:
+        await _squatted_stand_in(tmp_path, shared, socketlib)
+    finally:
+        shutil.rmtree(shared)
+
+
+async def _squatted_stand_in(tmp_path: Path, shared: Path, socketlib: Any) -> None:
+    squatted = shared / f"posassist-{os.getuid()}"
+    squatted.mkdir(mode=0o777)
+    os.chown(squatted, 65534, 65534)  # nobody's, made before the agent started
+    data = tmp_path / ("deep-" * 20) / "till"
+    help_service = HelpService(data, DEVICE, transport="unix")
+    await help_service.start()
+    try:
+        path = help_service.link.endpoint.socket_path
+        assert path.parent != squatted
+        assert path.parent.parent == shared
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert list(squatted.iterdir()) == []  # nothing of ours in it
+        client = await LinkClient.connect(data)
+        assert client.welcome["device_id"] == DEVICE
+        await client.close()
+    finally:
+        await help_service.close()
+    assert not path.parent.exists()  # the fresh folder goes with the agent
+
+    # a fake agent's socket, recorded where the window looks, in a folder nobody trusted made
+    fake = squatted / "fake.sock"
+    listener = socketlib.socket(socketlib.AF_UNIX)
+    listener.bind(str(fake))
+    listener.listen(1)
+    try:
+        (data / "link").mkdir(parents=True, exist_ok=True)
+        (data / "link" / "socket-path").write_text(str(fake))
+        with pytest.raises(LinkRefusedError, match="not the agent's own folder"):
+            await LinkClient.connect(data)
+    finally:
+        listener.close()
+
+
+async def test_a_reply_through_a_relay_of_version_5_says_to_phone(
+    service: HelpService, tmp_path: Path
+) -> None:
+    """A relay that speaks only version 5 can't take ``ticket.reply``: the window is told to
+    phone, nothing is sent; with no relay at all the reply is kept as offline."""
+    from types import SimpleNamespace
+
+    from posassist.protocol import TicketReply
+
+    sent: list[Any] = []
+    old_relay = SimpleNamespace(
+        session=SimpleNamespace(version=5, next_id=lambda: 1),
+        request=lambda *a, **k: sent.append(a),
+    )
+    service.attach(old_relay)  # type: ignore[arg-type]
+    client = await LinkClient.connect(tmp_path / "till")
+    try:
+        await client.send(TicketReply(id=3, ticket_id="tkt_1", text="装好了"))
+        reply = await client.receive(5)
+        assert isinstance(reply, ErrorReply)
+        assert (reply.id, reply.code) == (3, "not_supported")
+        assert "请致电技术员" in reply.message
+        assert not any(isinstance(args[0], TicketReply) for args in sent)  # nothing went out
+        service.detach(old_relay)  # type: ignore[arg-type]
+        status = await client.receive(5)  # the windows hear the relay is gone
+        assert isinstance(status, dict)
+        assert status["relay_connected"] is False
+        await client.send(TicketReply(id=4, ticket_id="tkt_1", text="装好了"))
+        reply = await client.receive(15)
+        assert isinstance(reply, ErrorReply)
+        assert (reply.id, reply.code) == (4, "offline")
+    finally:
+        await client.close()
+
+
+async def test_the_window_shows_times_in_the_stores_zone_the_relay_names(
+    service: HelpService, tmp_path: Path
+) -> None:
+    """README walk: the window used settings.json's zone while the console used the store's.
+    The relay's ``policy.updated`` names the store's zone; open windows hear it at once."""
+    client = await LinkClient.connect(tmp_path / "till")
+    try:
+        assert client.welcome["timezone"] == "Asia/Shanghai"  # the settings' zone, until told
+        for bad in ("", "../../etc/passwd", "Europe/Berlin\n", 42, None, "x" * 65):
+            service.store_timezone(bad)
+        service.store_timezone("Europe/Berlin")
+        status = await client.receive(5)  # no word of the bad ones came first
+        assert isinstance(status, dict)
+        assert status["timezone"] == "Europe/Berlin"
+        service.store_timezone("Europe/Berlin")  # the same again: nothing to say
+        assert service.timezone == "Europe/Berlin"
+    finally:
+        await client.close()
+    again = await LinkClient.connect(tmp_path / "till")  # a window opened later knows it too
+    try:
+        assert again.welcome["timezone"] == "Europe/Berlin"
+    finally:
+        await again.close()

@@ -13,8 +13,10 @@ from posassist.agent.helpwindow.summary import summarise
 from posassist.agent.helpwindow.view import HelpView, local_time
 from posassist.client.render import consent_line
 from posassist.protocol import (
+    ConsentAnswer,
     ConsentRequest,
     ErrorReply,
+    HelpRequested,
     ScriptProgress,
     TicketList,
     TicketOpened,
@@ -267,6 +269,30 @@ def test_summary_is_words_worst_first_never_a_dump() -> None:
     )
 
 
+def test_the_merchant_reads_problems_in_words_not_notes_or_section_ids() -> None:
+    """A note (info: no print spooler, normal here) is for the technician, not a problem on
+    the merchant's screen; a section that could not be read is named in words, per language."""
+    from posassist.agent.advice import Severity
+    from posassist.agent.findings import Finding
+
+    findings = [
+        Finding("queue.no_spooler", Severity.INFO, "print_queue", "", {}),
+        Finding("collector.unreadable", Severity.WARNING, "print_queue", "print_queue", {}),
+    ]
+    summary = summarise(findings)
+    assert [(f["zh"], f["en"]) for f in summary["findings"]] == [
+        ("诊断数据无法读取 (打印队列)", "Diagnostic reading unreadable (Print queue)"),
+        ("本机没有打印队列服务", "No print spooler on this till"),
+    ]
+    assert len(summary["facts"]["findings"]) == 2  # the technician still gets the note
+    view = welcomed()
+    view.receive({"t": "link.summary", "id": 1, "findings": summary["findings"], "error": ""}, 0)
+    assert view.summary_lines() == ["收银机检查结果:", "• 诊断数据无法读取 (打印队列)"]
+    notes_only = summary["findings"][1:]
+    view.receive({"t": "link.summary", "id": 2, "findings": notes_only, "error": ""}, 0)
+    assert view.summary_lines() == [view.word("nothing_found")]
+
+
 @pytest.mark.parametrize(
     ("detail", "line"),
     [
@@ -349,12 +375,76 @@ def test_text_face_prompts_refuses_keeps_and_sends() -> None:
     assert view.description == "打印机\u202e坏了"  # kept, to be corrected
     assert face.line("打印机坏了") is None
     sent = face.line("138 0000 0000")
-    assert sent is not None
-    assert sent.TAG == "help.requested"
+    assert isinstance(sent, HelpRequested)
     view.receive(question(timeout=30.0), 0.0)
     face.render()
     assert "y = 同意, n = 拒绝" in out.getvalue()
     assert face.line("maybe") is None  # asked again
     answer = face.line("y")
-    assert answer is not None
-    assert answer.TAG == "consent.answer"
+    assert isinstance(answer, ConsentAnswer)
+
+
+def _update(ticket_id: str, code: str, status: str, at: float, **more: object) -> TicketUpdated:
+    return TicketUpdated(
+        ticket_id=ticket_id,
+        support_code=code,
+        status=status,
+        message_zh="",
+        message_en="",
+        updated_at=at,
+        technician="li.wei",
+        **more,  # type: ignore[arg-type]
+    )
+
+
+def test_the_merchant_reads_the_question_and_replies_in_the_terminal() -> None:
+    """README walk: "waiting for you" showed no question and offered no way to answer."""
+    import io
+
+    from posassist.agent.helpwindow.text import TextHelp
+    from posassist.protocol import TicketReplied, TicketReply
+
+    view = welcomed()
+    out = io.StringIO()
+    face = TextHelp(view, out, clock=lambda: 0.0, wall=lambda: NOW)
+    view.receive(_update("t-1", "K7Q2-XM9P", "in_progress", NOW), 0.0)
+    view.screen = "ticket"
+    view.receive(
+        _update("t-1", "K7Q2-XM9P", "waiting_merchant", NOW + 1, question="纸卷装好了吗?"), 0.0
+    )
+    face.render(force=True)
+    shown = out.getvalue()
+    assert "技术员的问题: 纸卷装好了吗?" in shown
+    assert "r = 回复技术员" in shown
+    assert face.line("r") is None
+    assert "请输入回复" in out.getvalue()
+    assert face.line("") is None  # an empty answer: refused, nothing sent, asked again later
+    assert "请填写" in out.getvalue()
+    assert face.line("r") is None
+    sent = face.line("装好了\\n可以打印")  # "\n" typed starts a new line
+    assert isinstance(sent, TicketReply)
+    assert (sent.ticket_id, sent.text) == ("t-1", "装好了\n可以打印")
+    view.receive(TicketReplied(id=sent.id), 0.0)
+    assert view.awaiting is None
+    face.render(force=True)
+    assert "已回复, 技术员会继续处理" in out.getvalue()
+
+
+def test_every_solved_ticket_is_offered_for_rating_one_after_another() -> None:
+    """README walk: with three tickets, two solved ones were never offered for rating."""
+    view = welcomed()
+    view.receive(_update("t-1", "AAAA-BBBB", "in_progress", NOW), 0.0)
+    view.receive(_update("t-2", "CCCC-DDDD", "in_progress", NOW), 0.0)
+    view.receive(_update("t-3", "EEEE-FFFF", "new", NOW), 0.0)
+    view.screen = "ticket"
+    view.receive(_update("t-1", "AAAA-BBBB", "resolved", NOW + 5), 0.0)
+    view.receive(_update("t-2", "CCCC-DDDD", "resolved", NOW + 6), 0.0)
+    rated: list[str] = []
+    for request_id in (1, 2):  # the one shown, then the other solved meanwhile
+        assert view.screen == "rate", (view.screen, view.current)
+        sent = view.rate(request_id, 5, "")
+        assert sent is not None
+        rated.append(sent.ticket_id)
+        view.receive(TicketRated(id=request_id), 0.0)
+    assert sorted(rated) == ["t-1", "t-2"]
+    assert view.screen == "done"

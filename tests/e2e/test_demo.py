@@ -66,11 +66,15 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     # issue 12's story: out of paper, the merchant asks in the --text window, a technician takes
     # the ticket, runs the vetted printer test (the merchant approves twice), resolves; rating
     assert "  [till] • 打印机缺纸 (receipt)" in out  # the till's own check, in words
+    assert "response / 响应时限: 15m (business time)" in out  # the SLA, set from the console
+    assert "hours / 营业时间: mon-sun 07:00-23:00" in out
+    assert re.search(r"\[till\] 承诺响应时间: \d\d-\d\d \d\d:\d\d \(", out), out  # its promise
     code = re.search(r"\[till\] 求助编号 \(电话中请报此编号\): ([A-Z0-9]{4}-[A-Z0-9]{4})", out)
     assert code is not None, out
     assert re.search(rf"{code[1]}\s+accepted / 已接单\s+printer", out), out
     assert out.count("[consent] approved by the merchant / 商户已同意") == 2
-    assert '"problems": ["offline", "paper_end", "paper_end_stop"]' in out
+    assert "result / 结果: printer 127.0.0.1:" in out
+    assert "脱机 / offline; 缺纸 / paper out; 因缺纸停止打印" in out  # the status bits in words
     assert "test receipt sent, cut requested" in out
     assert "  [till] 感谢您的评价!" in out
     assert (data / "report.html").exists()

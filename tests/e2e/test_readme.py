@@ -67,6 +67,7 @@ PLACEHOLDERS = {
     "sto_…": re.compile(r"\bsto_[0-9a-f]{8,}\b"),
     "dev_…": re.compile(r"\bdev_[0-9a-f]{8,}\b"),
     "PA1-…": re.compile(r"\bPA1-[A-Za-z0-9_-]+"),
+    "K7Q2-…": re.compile(r"(?<=support code / 服务码: )[0-9A-Z]{4}-[0-9A-Z]{4}\b"),
 }
 ROOT_HASH = "3f…"  # printed by `posassist-scripts root-hash` alone
 
@@ -90,7 +91,15 @@ CLAIMS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("posassist-agent", "enroll"): ("enrolled as device dev_",),
     ("posassist-agent", "trust-root"): ("root is trusted",),
     ("posassist-agent", "diag"): ("localhost",),  # the network section probed the relay
-    ("posassist", "login"): ("signed in as li.wei (technician)",),
+    ("posassist", "login"): ("signed in as ",),  # admin first, then li.wei (technician)
+    ("posassist", "store", "set"): ("time zone / 时区: Asia/Shanghai", "mon-sun 09:00-22:00"),
+    ("posassist", "sla", "set"): ("响应时限: 30m", "解决时限: 4h"),
+    ("posassist", "tickets"): ("no tickets / 没有工单",),  # nobody has asked yet
+    ("posassist", "ticket", "open"): ("accepted / 已接单", "support code / 服务码: "),
+    ("posassist", "ticket", "note"): ("waiting for the merchant / 等待商户", "SLA paused"),
+    ("posassist", "ticket", "resolve"): ("resolved / 已解决",),
+    ("posassist", "ticket", "show"): ("小票打印机缺纸", "waiting_merchant", "resolved"),
+    ("posassist", "report"): ("report written / 报告已保存: report.html",),
     ("posassist", "health"): ("ok, 1 agent(s) connected",),
     ("posassist", "devices"): ("dev_", " yes "),
     ("posassist", "diag"): ("dev_", "localhost"),

@@ -137,6 +137,8 @@ SAMPLES: list[m.Message] = [
     ),
     m.TicketRate(id=12, ticket_id="t-1", rating=5, comment="很快 / quick"),
     m.TicketRated(id=12),
+    m.TicketReply(id=13, ticket_id="t-1", text="纸已装好 / paper loaded"),
+    m.TicketReplied(id=13),
     m.ConsentRequest(
         id=6,
         device_id="dev-1",

@@ -65,7 +65,7 @@ def test_description_limits_are_exact_and_newlines_stay() -> None:
     )
     assert CODEC.decode(CODEC.encode(at_limit)) == at_limit
     lines = m.HelpRequested(
-        id=1, device_id="d", category="other", description="第一行\n\t第二行 (RLM \u200f ok)"
+        id=1, device_id="d", category="other", description="第一行\n\t第二行 (ZWJ \u200d ok)"
     )
     assert "\n" in lines.description
 
@@ -77,6 +77,12 @@ def test_description_limits_are_exact_and_newlines_stay() -> None:
         ("x" * 2001, "2001 characters, at most 2000"),
         ("a\x07b", "control characters"),
         ("a\u202eb", "bidi"),
+        ("a\u200fb", "bidi"),  # RLM: the issue's "right-to-left marks"
+        ("a\u200eb", "bidi"),
+        ("a\u061cb", "bidi"),
+        ("a\u2028b", "control"),  # a line break in disguise
+        ("\ufeffa", "control"),
+        ("a\u200bb", "control"),
     ],
 )
 def test_merchant_text_problem_says_what_is_wrong_in_both_languages(text: str, words: str) -> None:
@@ -162,3 +168,32 @@ def test_ticket_states_are_the_issues() -> None:
         "closed",
         "reopened",
     )
+
+
+def test_a_merchants_reply_is_merchant_text() -> None:
+    for text in ("", "   ", "x" * 2001, "纸\u202e", "a\x1b[2Jb"):
+        with pytest.raises(LocalProtocolError):
+            m.TicketReply(id=1, ticket_id="t", text=text)
+    reply = m.TicketReply(id=1, ticket_id="t", text="纸已装好\n可以打印了")
+    assert CODEC.decode(CODEC.encode(reply)) == reply
+
+
+def test_the_question_rides_only_when_asked_and_from_version_6() -> None:
+    from posassist.protocol.states import SINCE_VERSION
+
+    base = {
+        "ticket_id": "t",
+        "support_code": "K7Q2-XM9P",
+        "status": "waiting_merchant",
+        "message_zh": "技术员需要您的回复",
+        "message_en": "needs an answer",
+        "updated_at": 1.0,
+    }
+    plain = m.TicketUpdated(**base)
+    assert "question" not in plain.to_wire()  # a version-5 peer gets the map it knows
+    asked = m.TicketUpdated(**base, question="纸卷装好了吗?")
+    assert asked.to_wire()["question"] == "纸卷装好了吗?"
+    assert CODEC.decode(CODEC.encode(asked)) == asked
+    with pytest.raises(LocalProtocolError):
+        m.TicketUpdated(**base, question="\x1b[31m")
+    assert SINCE_VERSION["ticket.reply"] == SINCE_VERSION["ticket.replied"] == 6

@@ -113,10 +113,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0006"
+    assert await storage.current_revision() == head_revision() == "0007"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0006"
+    assert await storage.current_revision() == "0007"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -162,10 +162,40 @@ async def test_0006_keeps_queued_deliveries_and_its_downgrade_keeps_cancelled_on
     assert await storage.current_revision() == "0005"
 
 
+async def test_0007_keeps_open_tickets_with_a_running_clock_and_downgrades(open_more):
+    """The SLA pause (0007): a ticket open before the upgrade keeps everything it had, its
+    resolution clock running (nothing paused); the downgrade drops only the pause columns."""
+    from alembic import command
+
+    from posassist.relay.storage.sql import _alembic_config
+
+    storage = await open_more()
+    await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0006"))
+    org = await storage.create_organisation("o", now=NOW)
+    merchant = await storage.create_merchant(org.id, "m", now=NOW)
+    store = await storage.create_store(merchant.id, "s", now=NOW)
+    insert = sa.text(
+        "INSERT INTO tickets (id, support_code, store_id, channel, category, description, "
+        "contact, language, diagnostics, status, opened_by, created_at, updated_at, "
+        "clock_started_at, resolve_due, version) VALUES ('tkt_1', 'AAAA-BBBB', :store, 'agent', "
+        "'printer', 'paper', '', 'zh-CN', '{}', 'waiting_merchant', 'device:d', 1, 2, 1, 500, 3)"
+    )
+    await storage.run_write(lambda conn: conn.execute(insert, {"store": store.id}))
+    await storage.migrate()
+    rows = "SELECT id, status, resolve_due, version, sla_paused_at, sla_paused_seconds FROM tickets"
+    read = await storage.run_read(lambda conn: [tuple(r) for r in conn.execute(sa.text(rows))])
+    assert read == [("tkt_1", "waiting_merchant", 500.0, 3, None, 0.0)]
+    await storage.run_write(lambda conn: command.downgrade(_alembic_config(conn), "0006"))
+    short = rows.replace(", sla_paused_at, sla_paused_seconds", "")
+    read = await storage.run_read(lambda conn: [tuple(r) for r in conn.execute(sa.text(short))])
+    assert read == [("tkt_1", "waiting_merchant", 500.0, 3)]
+    assert await storage.current_revision() == "0006"
+
+
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0006"
+    assert await first.current_revision() == await second.current_revision() == "0007"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):

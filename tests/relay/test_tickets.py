@@ -276,6 +276,99 @@ async def test_a_bad_description_is_refused_audited_and_loses_nothing(
         assert [t["support_code"] for t in listed_again.tickets] == [kept.support_code]
 
 
+async def _updated(agent: Agent) -> m.TicketUpdated:
+    (pushed,) = await agent.next()
+    assert isinstance(pushed, m.TicketUpdated), pushed
+    return pushed
+
+
+async def test_the_merchant_reads_the_technicians_question_and_answers_from_the_till(
+    relay: Relay,
+) -> None:
+    """README walk: "waiting for the merchant" was a dead end: the till saw neither the
+    question nor a way to answer. The question now rides with the update (version 6) and the
+    merchant's reply puts the ticket back in work, its clock running again."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 7200}
+    )
+    assert status == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        assert (await _updated(agent)).status == "accepted"
+        ask = {"text": "纸卷装好了吗?\n装好后请告诉我们", "state": "waiting_merchant"}
+        await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+        asked = await _updated(agent)
+        assert (asked.status, asked.question) == ("waiting_merchant", ask["text"])
+        await agent.reply(m.TicketQuery(id=2))  # a window opened later reads it too
+        (listed,) = await agent.next()
+        assert isinstance(listed, m.TicketList)
+        assert listed.tickets[0]["question"] == ask["text"]
+
+        await agent.reply(m.TicketReply(id=3, ticket_id=opened.ticket_id, text="装好了\n可以打印"))
+        answers = await agent.next()
+        assert isinstance(answers[0], m.TicketReplied)
+        assert answers[0].id == 3
+        moved = answers[1] if len(answers) > 1 else await _updated(agent)
+        assert isinstance(moved, m.TicketUpdated)
+        assert (moved.status, moved.question) == ("in_progress", None)
+        _, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert (shown["status"], shown["sla_paused"]) == ("in_progress", False)
+        assert shown["events"][-1]["actor"] == f"device:{device_id}"
+        assert (shown["events"][-1]["kind"], shown["events"][-1]["text"]) == (
+            "reply",
+            "装好了\n可以打印",
+        )
+        # a second word while it is in work is a note; nothing moves
+        await agent.reply(m.TicketReply(id=4, ticket_id=opened.ticket_id, text="谢谢"))
+        assert isinstance((await agent.next())[0], m.TicketReplied)
+        await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        assert (await _updated(agent)).status == "resolved"
+        await agent.reply(m.TicketReply(id=5, ticket_id=opened.ticket_id, text="还有问题"))
+        (refused,) = await agent.next()
+        assert isinstance(refused, m.ErrorReply)
+        assert (refused.id, refused.code) == (5, "not_open")
+
+    other_device, other_key = await relay.enrol()
+    async with Agent(relay, other_device, other_key) as stranger:
+        await stranger.reply(m.TicketReply(id=1, ticket_id=opened.ticket_id, text="我来回答"))
+        (refused,) = await stranger.next()
+        assert isinstance(refused, m.ErrorReply)
+        assert refused.code == "not_found"
+        assert stranger.ws is not None
+        hostile = {"t": "ticket.reply", "id": 2, "ticket_id": opened.ticket_id, "text": "a\u200fb"}
+        await stranger.ws.send(msgpack.packb(hostile))
+        assert await close_code(stranger.ws) == 1007
+    _status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    texts = [e["text"] for e in shown["events"]]
+    assert "我来回答" not in texts
+    assert "a\u200fb" not in texts
+    refused_replies = [
+        d for a, o, _, d in await audit(relay) if a == "ticket.reply" and o == "refused"
+    ]
+    assert {"reason": "unknown ticket"} in refused_replies
+
+
+async def test_a_version_5_till_gets_no_question_and_cannot_reply(relay: Relay) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key, versions=(1, 2, 3, 4, 5)) as agent:
+        opened = await ask_help(agent)
+        code = opened.support_code
+        await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        await _updated(agent)
+        ask = {"text": "纸卷装好了吗?", "state": "waiting_merchant"}
+        await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", ask)
+        asked = await _updated(agent)
+        assert (asked.status, asked.question) == ("waiting_merchant", None)
+        assert agent.session is not None
+        from posassist.protocol.errors import LocalProtocolError
+
+        with pytest.raises(LocalProtocolError):  # the session refuses a v6 tag in a v5 session
+            agent.session.send(m.TicketReply(id=3, ticket_id=opened.ticket_id, text="好"))
+
+
 async def test_a_description_of_2000_characters_with_newlines_is_kept_whole(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     text = ("第一行\n\t" + "纸" * 2000)[:2000]
@@ -479,6 +572,186 @@ async def test_sla_due_times_count_business_hours_and_a_breach_is_recorded_once(
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     assert report["summary"]["response_missed"] == 1
     assert report["summary"]["breaches_recorded"] == 2
+
+
+async def _wait_and_move(relay: Relay, code: str, hours: float, state: str) -> dict[str, Any]:
+    """``hours`` later (signed in again), a technician's note moving the ticket to ``state``."""
+    relay.clock.offset += hours * 3600
+    await sign_in_again(relay, "tech", "boss")
+    body = {"text": f"-> {state}", "state": state}
+    status, moved = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech", body)
+    assert (status, moved["status"]) == (200, state), moved
+    return dict(moved)
+
+
+async def test_the_resolution_clock_stops_while_the_ticket_waits_for_the_merchant(
+    relay: Relay,
+) -> None:
+    """Open all day: a 4 h resolution target, 2 h of work, 5 h waiting for the merchant (past
+    the first due time: no breach), then 1 h more: resolved within target, having taken 3 h."""
+    sla = {"response_seconds": 1800, "resolve_seconds": 4 * 3600}
+    status, _ = await call(relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", sla)
+    assert status == 200
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    assert status == 200
+    first_due = opened.created_at + 4 * 3600
+    waiting = await _wait_and_move(relay, code, 2, "waiting_merchant")
+    assert waiting["sla_paused"] is True
+    assert waiting["resolve_due"] == first_due  # kept while it stands still
+
+    relay.clock.offset += 5 * 3600  # 7 h after opening: past the first due time
+    await sign_in_again(relay, "tech", "boss")
+    assert await sweep_breaches(relay.state) == 0
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert shown["breached"] == {"response": False, "resolution": False}
+    assert shown["breach_recorded"] == {"response": False, "resolution": False}
+    status, listed = await call(relay, "GET", "/v1/tickets?breached=1", "tech")
+    assert listed["tickets"] == []
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    clock = report["stores"][0]["tickets"][0]["resolution"]
+    assert (clock["paused"], clock["missed"]) == (True, False)
+    assert clock["business_seconds"] == pytest.approx(7200, abs=5)  # the relay's clock runs on
+
+    working = await _wait_and_move(relay, code, 0, "in_progress")
+    assert working["sla_paused"] is False
+    assert working["sla_paused_seconds"] == pytest.approx(5 * 3600, abs=5)
+    assert working["resolve_due"] == pytest.approx(first_due + 5 * 3600, abs=5)  # 2 h were left
+    relay.clock.offset += 3600
+    await sign_in_again(relay, "tech", "boss")
+    status, resolved = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+    assert resolved["status"] == "resolved"
+    assert await sweep_breaches(relay.state) == 0
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    (ticket,) = report["stores"][0]["tickets"]
+    assert ticket["resolution"]["met"] is True
+    assert ticket["resolution"]["business_seconds"] == pytest.approx(3 * 3600, abs=5)
+    assert ticket["resolution"]["paused_seconds"] == pytest.approx(5 * 3600, abs=5)
+    assert report["summary"]["resolution_met"] == 1
+    assert report["summary"]["waited_for_merchant"] == 1
+    assert report["summary"]["waited_for_merchant_seconds"] == pytest.approx(5 * 3600, abs=5)
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
+    assert "waiting for the merchant: 300 min" in page
+    assert "waited for the merchant (clock stopped)</th><td>1 ticket(s), 300 min" in page
+    # the merchant's document reads in words (README walk): no codes, reprs or bare seconds
+    for words in (
+        "服务承诺 / SLA: 响应 / response 30 分钟 / 30 min",
+        "解决 / resolution 4 小时 / 4 h",
+        "已解决 / resolved · 打印机 / printer · 收银机求助 / from the till",
+        "技术员 / technician tech",
+        "提问商户 / asked the merchant",
+        "营业时间 / hours: 全天营业 / always open",
+        "生成 / generated 20",
+    ):
+        assert words in page, words
+    assert "{'" not in page
+
+
+async def test_the_clock_counts_only_business_hours_while_it_waits_and_a_miss_stays_missed(
+    relay: Relay,
+) -> None:
+    """Open Mon-Fri 09:00-18:00 Shanghai. A ticket opened Monday 10:00 with a 9 h target is due
+    Tuesday 10:00; it waits from Monday 17:00 to Tuesday 10:00 (2 open hours stood still), so
+    it is due Tuesday 12:00. A ticket whose 1 h target was missed before it started waiting
+    keeps its miss, and its due time."""
+    hours = {"weekly": {d: [["09:00", "18:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}}
+    status, _ = await call(relay, "PATCH", f"/v1/stores/{relay.store}", "admin", {"hours": hours})
+    assert status == 200
+    sla = {"resolve_seconds": 9 * 3600}
+    status, _ = await call(relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", sla)
+    assert status == 200
+    zone = dt.timezone(dt.timedelta(hours=8))
+    monday = dt.datetime(2027, 1, 4, 10, 0, tzinfo=zone)  # a Monday, 10:00 in Shanghai
+    relay.clock.offset += monday.timestamp() - relay.clock()
+    await sign_in_again(relay, "tech", "boss", "admin")
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    tuesday_ten = dt.datetime(2027, 1, 5, 10, 0, tzinfo=zone).timestamp()
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert shown["resolve_due"] == pytest.approx(
+        tuesday_ten, abs=5
+    )  # 9 open hours: Mon 10-18, Tue 9-10
+    await _wait_and_move(relay, code, 7, "waiting_merchant")  # Monday 17:00
+    working = await _wait_and_move(relay, code, 17, "in_progress")  # Tuesday 10:00
+    assert working["sla_paused_seconds"] == pytest.approx(2 * 3600, abs=5)  # Mon 17-18, Tue 9-10
+    # 2 open hours were left at Monday 17:00 (17-18, 9-10): from Tuesday 10:00 that is 12:00
+    assert working["resolve_due"] == pytest.approx(tuesday_ten + 2 * 3600, abs=5)
+    status, resolved = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+    assert (status, resolved["breached"]["resolution"]) == (200, False)  # at 10:00, due 12:00
+
+    await sign_in_again(relay, "admin")
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 3600}
+    )
+    assert status == 200
+    async with Agent(relay, device_id, key) as agent:
+        late = await ask_help(agent, description="扫码枪没反应", category="scanner")
+    status, _ = await call(relay, "POST", f"/v1/tickets/{late.support_code}/accept", "tech")
+    await _wait_and_move(relay, late.support_code, 2, "waiting_merchant")  # 1 h after its due
+    assert await sweep_breaches(relay.state) == 1
+    status, shown = await call(relay, "GET", f"/v1/tickets/{late.support_code}", "tech")
+    assert shown["breached"]["resolution"] is True
+    assert shown["breach_recorded"]["resolution"] is True
+    moved = await _wait_and_move(relay, late.support_code, 1, "in_progress")
+    assert moved["resolve_due"] == shown["resolve_due"]  # a missed target is not moved
+
+
+async def test_racing_changes_never_leave_the_clock_stopped_on_a_ticket_in_work(
+    relay: Relay,
+) -> None:
+    """Outside attack: "wait for the merchant" racing "work" (or "resolve") left a ticket in
+    progress with its clock stopped, so it could never breach. Each change now insists on the
+    state it read; whatever wins, the clock stands still exactly while the ticket waits."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"resolve_seconds": 3600}
+    )
+    device_id, key = await relay.enrol()
+    for round_ in range(12):
+        async with Agent(relay, device_id, key) as agent:
+            opened = await ask_help(agent, description=f"第 {round_} 次")
+        code = opened.support_code
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/work", "tech")
+        assert status == 200
+        other = "resolve" if round_ % 2 else "work"
+        wait = {"text": "请装纸", "state": "waiting_merchant"}
+        answers = await asyncio.gather(
+            call(relay, "POST", f"/v1/tickets/{code}/note", "tech", wait),
+            call(relay, "POST", f"/v1/tickets/{code}/{other}", "tech", {"text": ""}),
+        )
+        assert {s for s, _ in answers} <= {200, 409}, answers
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert shown["sla_paused"] == (shown["status"] == "waiting_merchant"), shown
+        status, _ = await call(relay, "POST", f"/v1/tickets/{code}/resolve", "tech")
+        status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+        assert (shown["status"], shown["sla_paused"]) == ("resolved", False)
+
+
+async def test_only_the_tickets_technician_stops_its_clock(relay: Relay) -> None:
+    """Outside attack: any technician of the store could make another's ticket wait for the
+    merchant, stopping its SLA clock. Only its technician (or an admin) says so now; the
+    other is refused, told who has it, and nothing changes."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+    wait = {"text": "请装纸", "state": "waiting_merchant"}
+    status, refused = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech2", wait)
+    assert status == 409, refused
+    assert "(tech)" in refused["message"]
+    status, shown = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert (shown["status"], shown["sla_paused"]) == ("accepted", False)
+    status, _ = await call(relay, "POST", f"/v1/tickets/{code}/note", "tech2", {"text": "看过"})
+    assert status == 200  # a note alone is anyone's
+    status, moved = await call(relay, "POST", f"/v1/tickets/{code}/note", "admin", wait)
+    assert (status, moved["sla_paused"]) == (200, True)
 
 
 async def test_sla_targets_are_checked(relay: Relay) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING
 
 from posassist.console.__main__ import main
 from posassist.protocol import messages as m
-from tests.relay.harness import Agent, Console, Relay
+from posassist.relay.handlers.tickets import sweep_breaches
+from tests.relay.harness import PASSWORD, Agent, Console, Relay
 from tests.relay.test_tickets import ask_help, call
 from tests.relay.test_tickets import relay as relay
 
@@ -98,6 +100,11 @@ async def test_a_technician_works_a_ticket_from_the_console(
         assert code in html.read_text()
         report = json.loads(data.read_text())
         assert report["summary"]["tickets"] == 1
+        status, out, _ = await run("boss", "report", "--store", relay.store)  # no file: words
+        assert status == 0
+        assert re.search(r"^tickets / 工单 +1$", out, re.MULTILINE), out
+        assert "--html FILE" in out
+        assert "{" not in out  # a summary in words, not a JSON dump
         status, _, err = await run("boss", "ticket", "accept", code)
         assert status == 3  # refused: a merchant may not work tickets
         status, out, _ = await run(
@@ -205,17 +212,23 @@ async def test_jobs_run_while_a_ticket_is_open_are_on_its_record_with_consent_an
     status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
     assert report["summary"]["consent"] == {"denied": 1, "granted": 1}
     assert report["summary"]["backups"] == 1
+    status, page = await call(relay, "GET", f"/v1/reports?store={relay.store}&format=html", "boss")
+    assert "未运行 / refused: 商户拒绝" in page  # not "failed": the merchant said no
+    assert "商户拒绝 / denied (cashier)" in page
+    assert "runs</th><td>未运行 / refused 1 · 成功 / succeeded 1" in page
+    assert "consent</th><td>商户拒绝 / denied 1 · 商户同意 / approved 1" in page
 
 
 async def test_what_an_agent_says_of_a_run_is_escaped_in_the_report(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent, Console(relay) as tech:
         opened = await ask_help(agent)
+        await call(relay, "POST", f"/v1/tickets/{opened.support_code}/accept", "tech")
+        await call(relay, "POST", f"/v1/tickets/{opened.support_code}/work", "tech", {})
         await tech.request(
             m.ScriptRunRequest(id=1, device_id=device_id, script="printer-status-test", version="1")
         )
-        (request,) = await agent.next()
-        assert isinstance(request, m.ScriptRunRequest)
+        request = await _next_run(agent)
         assert request.job_id is not None
         hostile = {
             "decision": "<b>denied</b>",
@@ -250,3 +263,91 @@ async def test_what_an_agent_says_of_a_run_is_escaped_in_the_report(relay: Relay
         assert raw not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "&lt;/td&gt;&lt;script&gt;x()&lt;/script&gt;" in page
+
+
+async def _next_run(agent: Agent) -> m.ScriptRunRequest:
+    """The next run the till is asked for (the ticket news pushed meanwhile passed over)."""
+    while True:
+        for message in await agent.next():
+            if isinstance(message, m.ScriptRunRequest):
+                return message
+
+
+async def _run_one(agent: Agent, console: Console, device_id: str, run_id: int) -> str:
+    """A run the console asks for and the (fake) till finishes at once; its job id."""
+    await console.request(
+        m.ScriptRunRequest(
+            id=run_id, device_id=device_id, script="printer-status-test", version="1.0.0"
+        )
+    )
+    request = await _next_run(agent)
+    assert request.job_id is not None
+    await agent.reply(
+        m.ScriptFinished(
+            id=request.id, job_id=request.job_id, status="succeeded", finished_at=1.0, exit_code=0
+        )
+    )
+    while not any(isinstance(a, m.ScriptFinished) for a in await console.next()):
+        pass
+    return request.job_id
+
+
+async def test_a_run_is_on_the_ticket_it_was_for_and_on_one_ticket_only(relay: Relay) -> None:
+    """README walk: jobs were linked by device and time, so one run showed on two tickets (and
+    counted twice) and runs for no ticket were attached. Now a run is the ticket's its
+    technician last marked as worked on (``run --ticket``); a run for none is on none."""
+    device_id, key = await relay.enrol()
+    async with (
+        Agent(relay, device_id, key) as agent,
+        Console(relay, "tech") as tech,
+        Console(relay, "admin") as admin,
+    ):
+        first = await ask_help(agent, description="打印机不出纸")
+        second = await ask_help(agent, description="扫码枪没反应", category="scanner")
+        codes = (first.support_code, second.support_code)
+        for code in codes:
+            status, _ = await call(relay, "POST", f"/v1/tickets/{code}/accept", "tech")
+            assert status == 200
+        await call(relay, "POST", f"/v1/tickets/{codes[0]}/work", "tech", {})
+        on_first = await _run_one(agent, tech, device_id, 1)
+        await call(relay, "POST", f"/v1/tickets/{codes[1]}/work", "tech", {})
+        on_second = await _run_one(agent, tech, device_id, 2)
+        for_none = await _run_one(agent, admin, device_id, 3)  # nobody said which ticket
+    shown = {}
+    for code in codes:
+        status, shown[code] = await call(relay, "GET", f"/v1/tickets/{code}", "tech")
+    assert [j["id"] for j in shown[codes[0]]["jobs"]] == [on_first]
+    assert [j["id"] for j in shown[codes[1]]["jobs"]] == [on_second]
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    listed = [j["id"] for t in report["stores"][0]["tickets"] for j in t["jobs"]]
+    assert sorted(listed) == sorted([on_first, on_second])  # each once; not the third
+    assert for_none not in listed
+    assert report["summary"]["jobs"] == {"succeeded": 2}
+
+
+async def test_a_reopened_ticket_keeps_the_response_it_missed_in_the_report(
+    relay: Relay,
+) -> None:
+    """README walk: reopening restarted the clocks and the report then said no response was
+    missed, though the breach was recorded. A recorded breach stays missed."""
+    status, _ = await call(
+        relay, "POST", f"/v1/merchants/{relay.merchant}/sla", "admin", {"response_seconds": 60}
+    )
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    code = opened.support_code
+    relay.clock.offset += 600  # answered late
+    for user in ("tech", "boss"):
+        status, body = await relay.post("/v1/login", {"username": user, "password": PASSWORD})
+        relay.tokens[user] = str(body["token"])
+    assert await sweep_breaches(relay.state) == 1
+    for verb in ("accept", "resolve", "reopen", "accept"):
+        status, body = await call(relay, "POST", f"/v1/tickets/{code}/{verb}", "tech", {})
+        assert status == 200, (verb, body)
+    status, report = await call(relay, "GET", f"/v1/reports?store={relay.store}", "boss")
+    (ticket,) = report["stores"][0]["tickets"]
+    assert ticket["response"]["missed"] is True
+    assert ticket["response"]["met"] is False  # the reopened clock was met; the first was not
+    assert report["summary"]["response_missed"] == 1
+    assert report["summary"]["response_met"] == 0

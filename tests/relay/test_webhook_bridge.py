@@ -87,6 +87,24 @@ async def test_a_signed_notification_reaches_the_robot_and_a_forged_one_does_not
     (message,) = got
     assert message["msgtype"] == "text"
     assert message["text"]["content"].startswith("[告警] critical printer 缺纸 / paper out")
+    phone = {
+        "store_id": relay.store,
+        "description": "来电:\x1b[31m 钱箱打不开",
+        "category": "cash_drawer",
+    }
+    status, body = await relay.post("/v1/tickets", phone, relay.tokens["admin"])
+    assert status == 400  # control characters: refused before anything is sent
+    phone["description"] = "来电: 钱箱打不开"
+    status, opened = await relay.post("/v1/tickets", phone, relay.tokens["admin"])
+    assert status == 201, opened
+    async with asyncio.timeout(10):
+        while len(got) < 2:  # noqa: ASYNC110 - the robot is another thread's server
+            await asyncio.sleep(0.02)
+    store = await relay.state.storage.get_store(relay.store)  # the robot shows its name
+    assert got[1]["text"]["content"].startswith(
+        f"[新工单] {opened['code']} 钱箱 来电: 钱箱打不开 ("
+    )
+    assert got[1]["text"]["content"].endswith(f" {store.name}, 电话)")
     forged = urllib.request.Request(
         url,
         b'{"type": "alert.opened"}',
@@ -96,4 +114,4 @@ async def test_a_signed_notification_reaches_the_robot_and_a_forged_one_does_not
         await asyncio.to_thread(urllib.request.urlopen, forged, timeout=5)
     assert refused.value.code == 401
     refused.value.close()
-    assert len(got) == 1
+    assert len(got) == 2

@@ -378,3 +378,51 @@ async def test_an_admin_removes_a_webhook_its_queue_is_cancelled_and_nothing_mor
     actions = [(r.action, str(r.outcome)) async for r in relay.state.storage.records()]
     assert ("webhook.disable", "ok") in actions
     assert ("webhook.disable", "refused") in actions
+
+
+async def test_a_new_ticket_and_a_missed_target_reach_the_technicians_receiver(
+    relay: Relay, receiver: Receiver
+) -> None:
+    """A merchant's "get help" and a phone call each ping the technicians' receiver at once; a
+    missed SLA target does too; another merchant's receiver hears nothing of them."""
+    from tests.relay.test_tickets import ask_help
+
+    storage = relay.state.storage
+    other = await storage.create_merchant(relay.org, "Tea House", now=relay.clock())
+    await add_webhook(relay, receiver.url, node=other.id)
+    secret = await add_webhook(relay, receiver.url)
+    sla = {"response_seconds": 600, "resolve_seconds": None}
+    status, body = await relay.post(
+        f"/v1/merchants/{relay.merchant}/sla", sla, relay.tokens["admin"]
+    )
+    assert status == 200, body
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    phone = {"store_id": relay.store, "description": "来电: 扫码枪没反应", "contact": "13900000000"}
+    status, by_phone = await relay.post("/v1/tickets", phone, relay.tokens["admin"])
+    assert status == 201, by_phone
+    assert await settled(relay, 2) == {"pending": 0, "delivered": 2, "failed": 0, "cancelled": 0}
+    relay.clock.offset += 3600  # the till's ticket was not answered within 10 minutes
+    from posassist.relay.handlers.tickets import sweep_breaches
+
+    assert await sweep_breaches(relay.state) == 1
+    assert await settled(relay, 3) == {"pending": 0, "delivered": 3, "failed": 0, "cancelled": 0}
+    notes = []
+    for headers, raw in receiver.got:
+        stamp, signature = headers[webhooks.TIMESTAMP_HEADER], headers[webhooks.SIGNATURE_HEADER]
+        assert webhooks.verify(secret, stamp, raw, signature, now=float(stamp))  # relay clock
+        payload = json.loads(raw)
+        assert payload["merchant_id"] == relay.merchant
+        assert headers[webhooks.EVENT_HEADER] == payload["type"]
+        assert "contact" not in payload["ticket"]  # a group chat is not the place for it
+        assert payload["ticket"]["store_timezone"] == "Asia/Shanghai"
+        store = await relay.state.storage.get_store(relay.store)
+        assert payload["ticket"]["store_name"] == store.name  # a chat reads names, not ids
+        assert payload["merchant_name"]
+        notes.append((payload["type"], payload["ticket"]["support_code"], payload.get("which")))
+    assert notes == [
+        ("ticket.opened", opened.support_code, None),
+        ("ticket.opened", by_phone["code"], None),
+        ("ticket.sla_breached", opened.support_code, "response"),  # the phone one was answered
+    ]

@@ -181,11 +181,20 @@ class Tokens:
 class Fleet:
     """A posassist-fleet subprocess and the events it printed (read by a thread)."""
 
-    def __init__(self, relay: Relay, ids: Path, first: int, count: int, duration: float) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        ids: Path,
+        first: int,
+        count: int,
+        duration: float,
+        alert_rate: float = 0.0,
+    ) -> None:
         processes = max(1, -(-count // PER_PROCESS))
         argv = [sys.executable, "-m", "posassist.relay.fleet", "--relay", relay.url]
         argv += ["--identities", str(ids), "--first", str(first), "--agents", str(count)]
         argv += ["--processes", str(processes), "--duration", str(duration)]
+        argv += ["--alert-rate", str(alert_rate)]
         self.count = count
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -238,6 +247,11 @@ class Fleet:
             for kind, n in errors.items():
                 total[kind] = total.get(kind, 0) + int(n)
         return total
+
+    def alert_ms(self) -> list[float]:
+        """Every alert's send-to-ack milliseconds, from the processes' ``done`` lines."""
+        with self.lock:
+            return [x for e in self.events if e.get("event") == "done" for x in e["alert_ms"]]
 
     def mark(self) -> int:
         with self.lock:
@@ -445,6 +459,7 @@ class Results:
     fanout: dict[int, list[float]] = field(default_factory=dict)
     baseline_fanout: dict[int, list[float]] = field(default_factory=dict)
     storms: list[dict[str, Any]] = field(default_factory=list)
+    alerts: dict[str, Any] = field(default_factory=dict)
 
 
 def idle_footprints(work: Path, res: Results, repeats: int) -> None:
@@ -483,6 +498,41 @@ def baseline_figures(work: Path, res: Results, rtt_n: int, batches: int, hold: i
         res.baseline_kb_per_socket = (after - before) * 1024 / max(1, hold)
     finally:
         baseline.stop()
+
+
+def alert_ingest(relay: Relay, ids: Path, agents: int, seconds: float) -> dict[str, Any]:
+    """``agents`` tills each raising one alert a minute for ``seconds``: send-to-ack latency."""
+    fleet = Fleet(relay, ids, 0, agents, seconds, alert_rate=1.0)
+    fleet.wait_all_connected(0, 600)
+    cpu_start, start = cpu_seconds(relay.pid), time.perf_counter()
+    fleet.proc.wait(timeout=seconds + 300)  # it ends by itself after ``seconds``
+    cpu = cpu_seconds(relay.pid) - cpu_start
+    wall = time.perf_counter() - start
+    fleet.stop()
+    latencies = fleet.alert_ms()
+    return {
+        "agents": agents,
+        "seconds": seconds,
+        "acked": len(latencies),
+        "ms": latencies,
+        "relay_cpu_share": round(cpu / wall, 3) if wall > 0 else 0.0,
+    }
+
+
+def alerts_only(raw: Path, agents: int, seconds: float) -> int:
+    """Measure only the alert-ingest section and add it to an earlier run's JSON and tables."""
+    data = json.loads(raw.read_text())
+    work = Path(tempfile.mkdtemp(prefix="posassist-bench-"))
+    relay_data = work / "fleet" / "relay"
+    relay = launch_relay(relay_data, provision(relay_data))
+    try:
+        ids = work / "fleet" / "ids"
+        enrol(relay, ids, agents)
+        data["alerts"] = alert_ingest(relay, ids, agents, seconds)
+    finally:
+        relay.stop()
+    raw.write_text(json.dumps(data, default=str, indent=1))
+    return render(raw, raw.parent)
 
 
 def storm(relay: Relay, fleets: Sequence[Fleet], agents: int) -> tuple[Relay, dict[str, Any]]:
@@ -548,6 +598,8 @@ def run(args: argparse.Namespace) -> Results:
         res.enrol_seconds = enrol(relay, ids, args.max_agents)
         print(f"enrolled {args.max_agents} in {res.enrol_seconds:.1f} s", flush=True)
         devices = device_ids(ids)
+        res.alerts = alert_ingest(relay, ids, min(1000, args.max_agents), args.alert_seconds)
+        print(f"alerts: {res.alerts['acked']} acknowledged", flush=True)
         connected = 0
         rss0 = 0.0  # per agent: relay RSS minus its own with no agent (the first step, 0)
         for step in args.steps:
@@ -749,6 +801,26 @@ def markdown(res: Results, images: Sequence[str]) -> str:
             f"| {s['agents']} | {s['down_seconds']:.1f} | {s['seconds']:.2f} | "
             f"{s['relay_cpu']:.2f} | {s['handshakes_per_core_second']:.0f} | {errors} |"
         )
+    if res.alerts:
+        a = res.alerts
+        ms = a["ms"]
+        lines += [
+            "",
+            "## Alert ingest: each agent raises one alert a minute",
+            "",
+            f"{a['agents']} agents for {a['seconds']:.0f} s; latency from `alert.raised` sent to "
+            "its `alert.ack` received (the relay stores the event, opens or resolves the alert).",
+            "",
+            "| agents | alerts acknowledged | p50 ms | p90 ms | p99 ms | max ms "
+            "| relay CPU share |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        if ms:
+            lines.append(
+                f"| {a['agents']} | {a['acked']} | {percentile(ms, 0.5):.1f} | "
+                f"{percentile(ms, 0.9):.1f} | {percentile(ms, 0.99):.1f} | {max(ms):.1f} | "
+                f"{a['relay_cpu_share']:.0%} |"
+            )
     lines += ["", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
@@ -778,12 +850,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline-hold", type=int, default=2000)
     p.add_argument("--fleet-duration", type=float, default=3600.0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--alert-seconds", type=float, default=120.0, help="alert-ingest run length")
     p.add_argument("--render", type=Path, help="only write the tables and plots of this JSON")
+    p.add_argument(
+        "--alerts-only", type=Path, help="only measure alert ingest, added to this run's JSON"
+    )
     args = p.parse_args(argv)
     if args.render is not None:
         return render(args.render, args.out)
+    if args.alerts_only is not None:
+        return alerts_only(args.alerts_only, 1000, args.alert_seconds)
     if args.quick:
         args.max_agents, args.repeats, args.rtt, args.baseline_hold = 300, 2, 50, 200
+        args.alert_seconds = 20.0
     if not 200 <= args.max_agents <= 19_000:
         p.error("--max-agents must be 200..19000 (the fd limit)")
     steps = [int(x) for x in args.steps.split(",") if x] or sorted(

@@ -57,6 +57,8 @@ MAX_ALERT_RATE = 60.0
 SOFTWARE = "posassist-fleet/0.1"
 #: Exit codes: 2 for bad input (as argparse), 1 for a run that failed.
 EXIT_USAGE = 2
+#: Alert round trips kept for the ``done`` line (``alert_ms``).
+MAX_LATENCIES = 20_000
 #: Seconds between status lines while something changes.
 STATUS_INTERVAL = 0.25
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
@@ -414,6 +416,8 @@ class Counters:
     alerts_acked: int = 0
     refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    #: Seconds from each alert sent to its ack (the first MAX_LATENCIES), for the done line.
+    alert_latencies: list[float] = field(default_factory=list)
 
     def error(self, exc: BaseException) -> None:
         name = type(exc).__name__
@@ -517,10 +521,14 @@ class SimulatedTill:
             observed_at=now,
             details={"port": "COM3", "status_bytes": "16 12 72 12"},
         )
-        self.fleet.counters.alerts_sent += 1
+        counters = self.fleet.counters
+        counters.alerts_sent += 1
+        sent = time.perf_counter()
         async for reply in connection.request(alert, 30.0):
             if isinstance(reply, AlertAcknowledged):
-                self.fleet.counters.alerts_acked += 1
+                counters.alerts_acked += 1
+                if len(counters.alert_latencies) < MAX_LATENCIES:
+                    counters.alert_latencies.append(time.perf_counter() - sent)
 
     async def run(self) -> None:
         """Connected until the fleet stops; reconnects with capped, jittered backoff."""
@@ -746,7 +754,8 @@ async def run_fleet(
     finally:
         for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    emit(fleet.status() | {"event": "done"})
+    latencies = [round(x * 1000, 3) for x in fleet.counters.alert_latencies]
+    emit(fleet.status() | {"event": "done", "alert_ms": latencies})
     return fleet.counters
 
 

@@ -142,6 +142,10 @@ async def test_fifty_tills_enrol_connect_answer_raise_alerts_and_reconnect_after
     done = [json.loads(line) for line in out.splitlines() if '"done"' in line]
     assert sum(d["authenticated"] for d in done) >= 100  # 50, and 50 again after the restart
     assert sum(d["refused"] for d in done) == 0
+    # each acknowledged alert's round trip is in the done lines, in milliseconds
+    latencies = [ms for d in done for ms in d["alert_ms"]]
+    assert len(latencies) == sum(d["alerts_acked"] for d in done) >= 20
+    assert all(ms > 0 for ms in latencies)
 
 
 def test_saved_identities_are_loaded_again(relay: tuple[Path, str, str], tmp_path: Path) -> None:

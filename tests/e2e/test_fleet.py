@@ -271,3 +271,23 @@ def test_more_agents_than_identities_is_refused(
     assert result.returncode == 2
     assert "holds 1 identities" in result.stderr
     assert result.stdout == ""
+
+
+def test_tills_enrol_and_connect_to_a_relay_on_ipv6_loopback(tmp_path: Path) -> None:
+    """A relay on ::1 says ws://[::1]:PORT (it said ws://::1:PORT, which no client can use), and
+    the fleet enrols and connects there (from ::1 itself: no per-store addresses on IPv6)."""
+    data = tmp_path / "relay"
+    store = provision(data)
+    proc, url = start_relay(data, "--host", "::1")
+    try:
+        assert url.startswith("ws://[::1]:")
+        run = fleet("--relay", url, "--identities", str(tmp_path / "ids"), "--enrol", "3",
+                    "--store", store, "--password-file", str(data / "admin.pw"),
+                    "--duration", "30")  # fmt: skip
+        try:
+            assert next_event(run, "all_connected")["agents"] == 3
+        finally:
+            run.terminate()
+            run.communicate(timeout=30)
+    finally:
+        stop(proc)

@@ -34,15 +34,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
-    from posassist.agent.config import Identity
     from posassist.client.connection import Connection
     from posassist.protocol import Message, Session
+    from posassist.protocol.signing import Ed25519PrivateKey
 
 __all__ = ["FleetError", "main"]
 
@@ -230,16 +230,49 @@ def identity_folders(root: Path) -> list[Path]:
     return folders
 
 
+class Identity(NamedTuple):
+    """One till's identity, in the agent's own format (agent/config.py: ``agent.json`` with
+    ``device_id`` and ``relay_url``, ``agent.key`` as unencrypted PKCS#8 PEM, 0600). The relay's
+    packages may not import the agent's (docs/packaging.md), so it is read and written here;
+    tests/e2e/test_fleet.py checks that the agent loads what the fleet writes."""
+
+    device_id: str
+    relay_url: str
+    key: Ed25519PrivateKey
+
+
+def write_identity(folder: Path, identity: Identity) -> None:
+    """A new till folder (0700), its key (0600, never over an existing one) and settings."""
+    from posassist.client.files import private_dir, write_private
+    from posassist.protocol import signing
+
+    private_dir(folder)
+    key = identity.key
+    write_private(folder / "agent.key", signing.private_key_to_pem(key), exclusive=True)
+    write_private(folder / "agent.pub", signing.public_key_to_pem(key.public_key()))
+    settings = {"device_id": identity.device_id, "relay_url": identity.relay_url}
+    write_private(folder / "agent.json", json.dumps(settings, indent=2))
+
+
+def load_identity(folder: Path) -> Identity:
+    """The identity in ``folder``; ValueError/OSError/KeyError say what is wrong with it."""
+    from posassist.protocol import PosAssistError, signing
+
+    settings = json.loads((folder / "agent.json").read_text(encoding="utf-8"))
+    try:
+        key = signing.private_key_from_pem((folder / "agent.key").read_bytes())
+    except PosAssistError as exc:
+        raise ValueError(f"agent.key: {exc}") from None
+    return Identity(str(settings["device_id"]), str(settings["relay_url"]), key)
+
+
 def load_identities(folders: Sequence[Path], relay: str) -> list[Identity]:
     """Every identity, checked before anything connects: all or nothing."""
-    from posassist.agent.config import load_identity
-    from posassist.agent.errors import ConfigError
-
     loaded = []
     for folder in folders:
         try:
             identity = load_identity(folder)
-        except ConfigError as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FleetError(
                 f"{folder} 不是可用的终端身份：{exc}", f"{folder} is not a usable identity: {exc}"
             ) from None
@@ -250,6 +283,16 @@ def load_identities(folders: Sequence[Path], relay: str) -> list[Identity]:
             )
         loaded.append(identity)
     return loaded
+
+
+def backoff(cap: float, base: float = 1.0) -> Iterator[float]:
+    """The agent's reconnect schedule (agent/backoff.py, which the relay may not import):
+    attempt n waits uniformly in [0, min(cap, base * 2**n)]; tests/e2e/test_fleet.py checks
+    both give the same delays."""
+    ceiling = base
+    while True:
+        yield random.random() * ceiling
+        ceiling = min(cap, ceiling * 2.0)
 
 
 async def _tokens_from_api(relay: str, store: str, user: str, password: str, n: int) -> list[str]:
@@ -292,8 +335,6 @@ async def enrol_tills(
     relay: str, root: Path, tokens: Sequence[str], spread: bool, concurrency: int
 ) -> list[Path]:
     """Enrol one till per token into new folders under ``root``, the way an agent does."""
-    from posassist.agent import __version__ as agent_version
-    from posassist.agent.config import Identity, write_identity
     from posassist.client import http
     from posassist.protocol import signing
     from posassist.protocol.enrolment import EnrolmentInvite
@@ -319,7 +360,7 @@ async def enrol_tills(
                 json_body={
                     "secret": invite.secret,
                     "public_key": base64.b64encode(raw).decode("ascii"),
-                    "agent_version": f"posassist-agent/{agent_version}",
+                    "agent_version": SOFTWARE,
                 },
                 local_addr=local,
             )
@@ -534,7 +575,6 @@ class SimulatedTill:
         """Connected until the fleet stops; reconnects with capped, jittered backoff."""
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-        from posassist.agent.backoff import backoff
         from posassist.client.connection import open_connection
         from posassist.client.errors import RelayRefusedError
         from posassist.protocol import PosAssistError, Role

@@ -291,3 +291,37 @@ def test_tills_enrol_and_connect_to_a_relay_on_ipv6_loopback(tmp_path: Path) -> 
             run.communicate(timeout=30)
     finally:
         stop(proc)
+
+
+def test_a_till_the_fleet_writes_is_one_the_agent_loads(tmp_path: Path) -> None:
+    """The fleet keeps the agent's identity format itself (the relay may not import the agent):
+    what it writes, the agent's own loader reads as the same key and settings, and back."""
+    from posassist.agent.config import load_identity as agent_load
+    from posassist.protocol import signing
+    from posassist.relay.fleet import Identity, load_identity, write_identity
+
+    key = signing.generate_private_key()
+    write_identity(tmp_path / "00000", Identity("dev_fleet0", "ws://127.0.0.1:9", key))
+    loaded = agent_load(tmp_path / "00000")
+    assert (loaded.device_id, loaded.relay_url) == ("dev_fleet0", "ws://127.0.0.1:9")
+    payload = b"challenge"
+    signing.verify(key.public_key(), loaded.key.sign(payload), payload)
+    again = load_identity(tmp_path / "00000")
+    assert signing.public_key_to_raw(again.key.public_key()) == signing.public_key_to_raw(
+        key.public_key()
+    )
+    assert (tmp_path / "00000" / "agent.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_fleets_backoff_is_the_agents() -> None:
+    import random
+
+    from posassist.agent.backoff import backoff as agent_backoff
+    from posassist.relay.fleet import backoff
+
+    for cap in (1.0, 7.5, 60.0):
+        random.seed(cap)
+        ours = [d for d, _ in zip(backoff(cap), range(12), strict=False)]
+        random.seed(cap)
+        theirs = [d for d, _ in zip(agent_backoff(cap=cap), range(12), strict=False)]
+        assert ours == theirs

@@ -10,7 +10,7 @@ PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python3.8 /
 VENV38   := .venv38
 STAMP38  := $(VENV38)/.installed-stamp
 
-.PHONY: demo test check bench py38 venv clean typecheck-tree agent-wheel package
+.PHONY: demo test check bench bench-parts py38 venv clean typecheck-tree agent-wheel package
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -72,7 +72,19 @@ package:
 	@test -n "$(PYTHON38)" || { echo "no Python 3.8 found; set PYTHON38=/path/to/python3.8 (docs/windows7.md)"; exit 1; }
 	$(PYTHON) scripts/build_packages.py --out dist --python38 $(PYTHON38)
 
-bench: $(STAMP)
+# The capacity suite (benchmarks/suite.py): writes benchmarks/results/<date>.md and its PNG
+# plots. Its plotting library comes with the [bench] extra, installed here and never by `make test`.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.suite
+
+# Every single-purpose benchmark in turn (each also runs alone: python -m benchmarks.bench_x)
+bench-parts: $(STAMP)
 	@for b in benchmarks/bench_*.py; do \
 	    echo "== $$b"; $(BIN)/python -m benchmarks.$$(basename $$b .py) || exit 1; \
 	done

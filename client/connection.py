@@ -22,6 +22,7 @@ from typing import (
     List,
     Optional,
     Set,
+    Tuple,
 )
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -331,11 +332,13 @@ async def open_connection(
     session: Optional[Session] = None,
     on_message: Optional[Callable[[Message], None]] = None,
     on_heartbeat_ack: Optional[Callable[[HeartbeatAck], None]] = None,
+    local_addr: Optional[Tuple[str, int]] = None,
 ) -> AsyncIterator[Connection]:
     """Connect to ``url``, authenticate, start heartbeats; yield the open Connection.
 
     A ``wss://`` relay is trusted by ``tls_pin`` alone, checked before the first protocol frame.
-    Leaving the block closes the connection.
+    ``local_addr`` binds our end (the fleet simulator gives each simulated store its own loopback
+    address). Leaving the block closes the connection.
     """
     ssl_context: Optional[ssl.SSLContext] = None
     if tls_pin:
@@ -348,6 +351,7 @@ async def open_connection(
         open_timeout=handshake_timeout,
         close_timeout=2,
         ssl=ssl_context,
+        local_addr=local_addr,
     ) as ws:
         if tls_pin and ssl_context is not None:
             check_pin(ws.transport.get_extra_info("ssl_object"), tls_pin)

@@ -348,8 +348,11 @@ async def fetch(
     pin: Optional[str] = None,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = MAX_ANSWER,
+    local_addr: Optional[Tuple[str, int]] = None,
 ) -> Response:
     """One exchange on aiohttp (the console's client), by the same rules as :func:`request`.
+
+    ``local_addr`` binds our end of the connection (the fleet simulator's stores).
 
     Raises:
         PinMismatch: the relay's key is not ``pin``; no byte of the request was sent.
@@ -366,7 +369,8 @@ async def fetch(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=timeout)
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(local_addr=local_addr),
         ) as session, session.request(
             method,
             URL(url, encoded=True),  # as given: the query string goes out untouched

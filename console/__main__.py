@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -157,6 +158,54 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
                 else:
                     print(render_report(reply))
     return 0
+
+
+async def _store_command(args: argparse.Namespace) -> int:
+    """``diag --store S`` / ``run --store S SCRIPT``: every active device of the store, one
+    line each as it answers, then the totals; exit 1 unless every device succeeded."""
+    from . import fanout
+    from .connection import ConsoleConnection
+
+    if args.store is None or (args.command == "diag" and args.device is not None):
+        raise BadArgument("give either a DEVICE or --store STORE / 请指定设备或门店")
+    if args.command == "run":
+        if args.script is not None:  # run --store S SCRIPT: the one positional is the script
+            raise BadArgument("run --store STORE takes only SCRIPT, not a device as well")
+        script = args.device
+        _request(ScriptRunRequest, device_id="dev", script=script, version=args.version)
+        make = fanout.run_request(script, args.version, _params(args.param), args.unattended)
+    else:
+        _request(DiagnosticsRequest, device_id="dev", collectors=tuple(args.collector))
+        make = fanout.diag_request(tuple(args.collector), args.timeout)
+    session = _session()
+    listed = await http.fetch(
+        "GET",
+        http.http_url(session["relay"]) + "/v1/devices",
+        token=session["token"],
+        pin=session.get("tls_pin"),
+    )
+    devices = fanout.store_devices(listed.raise_for_status().json()["devices"], args.store)
+    if not devices:
+        raise BadArgument(
+            f"no active device of store {args.store!r} in your scope / 您的范围内该门店没有设备"
+        )
+    print(f"{len(devices)} devices of {args.store} / 门店设备 {len(devices)} 台", flush=True)
+    start = time.perf_counter()
+    async with ConsoleConnection.open(
+        session["relay"], session["token"], tls_pin=session.get("tls_pin")
+    ) as conn:
+        results = await fanout.fan_out(
+            conn,
+            devices,
+            make,
+            args.timeout + 5,
+            on_result=lambda r: print(fanout.result_line(r), flush=True),
+        )
+    if getattr(args, "json", False):
+        report = {r.device: r.report if r.ok else {"error": r.status} for r in results}
+        print(json.dumps(printable_data(report), default=repr, ensure_ascii=False, indent=2))
+    print(fanout.totals_line(results, time.perf_counter() - start))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _param_value(text: str) -> Any:
@@ -402,8 +451,11 @@ def _parser() -> argparse.ArgumentParser:
     dv.add_argument(
         "--facts", action="store_true", help="every fact each device reported (OS, printers…)"
     )
-    d = commands.add_parser("diag", help="run diagnostics on a device")
-    d.add_argument("device")
+    d = commands.add_parser(
+        "diag", help="run diagnostics on a device, or on every device of a store"
+    )
+    d.add_argument("device", nargs="?")
+    d.add_argument("--store", help="every active device of this store, one line each")
     d.add_argument("--collector", action="append", default=[], help="only these collectors")
     d.add_argument("--json", action="store_true")
     d.add_argument("--timeout", type=seconds(0.1, 600.0), default=20.0)
@@ -415,9 +467,14 @@ def _parser() -> argparse.ArgumentParser:
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
     sc_commands.add_parser("list", help="list signed scripts and versions")
     alerts.add_parser(commands)  # console/alerts.py
-    r = commands.add_parser("run", help="run a vetted script on a device, streaming its output")
+    r = commands.add_parser(
+        "run",
+        help="run a vetted script on a device, streaming its output (or with --store S SCRIPT, "
+        "on every device of a store, one line each)",
+    )
     r.add_argument("device")
-    r.add_argument("script")
+    r.add_argument("script", nargs="?")
+    r.add_argument("--store", help="every active device of this store: run --store S SCRIPT")
     r.add_argument("--version", required=True, help="the signed version, e.g. 1.0.0")
     r.add_argument("--param", action="append", default=[], help="name=value (JSON or text)")
     r.add_argument("--unattended", action="store_true", help="only scripts allowed to run so")
@@ -476,6 +533,10 @@ def _command(args: argparse.Namespace) -> int:
     from websockets.exceptions import InvalidStatus
 
     try:
+        if args.command in ("diag", "run") and (args.store is not None or args.device is None):
+            return asyncio.run(_store_command(args))
+        if args.command == "run" and args.script is None:
+            raise BadArgument("run takes DEVICE SCRIPT (or --store STORE SCRIPT)")
         if args.command == "restore":
             return asyncio.run(_restore(args.device, args.backup_id, args.timeout))
         if args.command == "run":

@@ -302,12 +302,29 @@ async def drain_routes(app: web.Application) -> None:
         await asyncio.sleep(0.05)
 
 
+#: Sockets closed at once at shutdown. Each close waits for the peer's close frame (up to
+#: ``close_timeout``): one after another, 10,000 agents took 25 s to be told, and the first
+#: ones told had backed off for up to a minute by the time the relay was back
+#: (docs/notes/16-status.md, the reconnect storm).
+MAX_CONCURRENT_CLOSES = 512
+
+
 async def _close_sockets(app: web.Application) -> None:
     """Graceful shutdown: requests in flight have had their grace period (drain_routes); tell
-    every peer we are going away (1001) so agents reconnect."""
+    every peer we are going away (1001) so agents reconnect, many at a time."""
     state = app[STATE]
     await drain_routes(app)  # returns at once when serve() already drained
-    for ws in list(state.sockets):
-        await ws.close(code=1001, message=b"relay shutting down")
+    gate = asyncio.Semaphore(MAX_CONCURRENT_CLOSES)
+
+    async def close(ws: web.WebSocketResponse) -> None:
+        async with gate:
+            await ws.close(code=1001, message=b"relay shutting down")
+
+    results = await asyncio.gather(
+        *(close(ws) for ws in list(state.sockets)), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, Exception):  # one peer's broken socket must not stop the rest
+            log.debug("closing a socket at shutdown: %s", result)
     if state.tasks:
         await asyncio.wait(state.tasks, timeout=state.config.shutdown_grace)

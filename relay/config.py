@@ -131,7 +131,8 @@ class RelayConfig:
     def with_port(self, port: int) -> RelayConfig:
         """This config once the real port is known (``--port 0``)."""
         scheme = "wss" if self.tls_cert else "ws"
-        public = self.public_url or f"{scheme}://{self.host}:{port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address (RFC 3986)
+        public = self.public_url or f"{scheme}://{host}:{port}"
         return replace(self, port=port, public_url=public)
 
     @classmethod

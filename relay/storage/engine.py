@@ -314,6 +314,9 @@ class PostgresDatabase:
     ) -> None:
         from sqlalchemy.ext.asyncio import create_async_engine
 
+        from .schema_health import add_postgresql_options
+
+        add_postgresql_options()
         settings = {"lock_timeout": str(int(busy_timeout * 1000))}
         if schema is not None:
             settings["search_path"] = schema

@@ -14,14 +14,12 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from posassist.relay.audit import (
@@ -66,6 +64,8 @@ from posassist.relay.storage.models import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
+    from alembic.config import Config
+
     from posassist.relay.storage.engine import Database
 
 __all__ = ["SqlStorage", "open_storage"]
@@ -90,6 +90,8 @@ def _digest(secret: str) -> bytes:
 
 
 def _alembic_config(connection: sa.Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.attributes["connection"] = connection
@@ -97,6 +99,8 @@ def _alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 def _upgrade_head(connection: sa.Connection) -> None:
+    from alembic import command
+
     before = _current_revision(connection)
     command.upgrade(_alembic_config(connection), "head")
     after = _current_revision(connection)
@@ -105,12 +109,39 @@ def _upgrade_head(connection: sa.Connection) -> None:
 
 
 def _current_revision(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def head_revision() -> str | None:
     """The newest migration shipped with this code."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+#: A migration file's name starts with its revision, and revisions are numbered in order
+#: (migrations/versions/0001_initial.py …); tests/relay/test_idle_imports.py checks that the
+#: newest name is Alembic's head.
+_REVISION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
+
+
+def shipped_head() -> str | None:
+    """The newest migration shipped, from the file names alone: a relay whose database is
+    already there starts without importing Alembic (and Mako) at all."""
+    versions = Path(__file__).with_name("migrations") / "versions"
+    found = [m.group(1) for p in versions.iterdir() if (m := _REVISION_FILE.match(p.name))]
+    return max(found, default=None)
+
+
+def _at_revision(connection: sa.Connection, revision: str | None) -> bool:
+    """Whether the database records ``revision`` in Alembic's version table (read without
+    Alembic: one row, one column, ``version_num``)."""
+    if revision is None or not sa.inspect(connection).has_table(_VERSION_TABLE):
+        return False
+    rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).all()
+    return [row[0] for row in rows] == [revision]
 
 
 def _device(row: sa.Row[Any]) -> Device:
@@ -284,6 +315,9 @@ class SqlStorage:
         schema, SQLite the write lock.
         """
         sqlite = self._sqlite
+        head = shipped_head()
+        if await self._db.read(lambda conn: _at_revision(conn, head)):
+            return  # nothing pending: Alembic stays unimported (docs/notes/16-status.md)
 
         def tx(conn: sa.Connection) -> None:
             if not sqlite:

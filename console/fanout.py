@@ -1,0 +1,188 @@
+"""One request to every device of a store: `posassist diag --store S`, `run --store S SCRIPT`.
+
+The devices come from ``GET /v1/devices`` (the caller's scope; the relay checks it again for each
+request); the requests go out over one console connection, paced below the relay's per-user
+limit (a burst of 50, then 20 a second; relay/config.py ``console_burst``/``console_rate``) and
+at most :data:`MAX_IN_FLIGHT` at once, and one line per device says how it went. A device that
+is offline or refuses gets its line; the others are not held up by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from posassist.protocol import (
+    DiagnosticsReport,
+    DiagnosticsRequest,
+    ErrorReply,
+    ScriptFinished,
+    ScriptRunRequest,
+)
+
+from .render import printable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from posassist.protocol import Message
+
+    from .connection import ConsoleConnection
+
+#: Requests in flight on the one connection (the relay allows 64 per console).
+MAX_IN_FLIGHT = 48
+#: The relay's default per-user limit: a burst, then so many a second.
+BURST = 40
+RATE = 18.0
+#: A request refused as ``rate_limited`` is sent again this many times at most.
+MAX_RETRIES = 5
+
+
+@dataclass
+class DeviceResult:
+    """How one device answered: ``status`` is ``ok``, a script's final status, or an error code."""
+
+    device: str
+    status: str
+    seconds: float
+    summary: str = ""
+    report: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "succeeded")
+
+
+class Pacer:
+    """The client's side of the relay's token bucket, so a big store is not refused."""
+
+    def __init__(self, burst: float = BURST, rate: float = RATE) -> None:
+        self.tokens, self.burst, self.rate = burst, burst, rate
+        self.updated = time.monotonic()
+
+    async def wait_turn(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+def store_devices(devices: Sequence[dict[str, Any]], store: str) -> list[str]:
+    """The ids of ``store``'s active devices, in the relay's order."""
+    return [
+        str(d["id"]) for d in devices if d.get("store_id") == store and d.get("status") == "active"
+    ]
+
+
+def diag_summary(report: DiagnosticsReport) -> str:
+    """``5/5 sections ok, 2 findings (warning)``: one line of what a report says."""
+    sections = report.sections
+    ok = sum(1 for s in sections.values() if isinstance(s, dict) and s.get("ok") is True)
+    findings = [
+        f
+        for s in sections.values()
+        if isinstance(s, dict)
+        for f in (s.get("findings") or [])
+        if isinstance(f, dict)
+    ]
+    order = ("info", "warning", "critical")
+    worst = max(
+        (str(f.get("severity")) for f in findings if f.get("severity") in order),
+        key=order.index,
+        default="",
+    )
+    text = f"{ok}/{len(sections)} sections ok, {len(findings)} findings"
+    return text + (f" ({worst})" if worst else "")
+
+
+async def fan_out(
+    conn: ConsoleConnection,
+    devices: Sequence[str],
+    make: Callable[[int, str], Message],
+    timeout: float,
+    on_result: Callable[[DeviceResult], None] | None = None,
+) -> list[DeviceResult]:
+    """Send ``make(id, device)`` to every device; each one's result, in ``devices`` order."""
+    gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+    pacer = Pacer()
+
+    async def one(device: str) -> DeviceResult:
+        async with gate:
+            result = DeviceResult(device, "no answer", 0.0)
+            for _ in range(MAX_RETRIES + 1):
+                await pacer.wait_turn()
+                start = time.perf_counter()
+                result = await _ask(conn, make(conn.session.next_id(), device), timeout)
+                result.device, result.seconds = device, time.perf_counter() - start
+                if result.status != "rate_limited":
+                    break
+                await asyncio.sleep(1.0)  # the relay's bucket refills; then once more
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(d) for d in devices)))
+
+
+async def _ask(conn: ConsoleConnection, request: Message, timeout: float) -> DeviceResult:
+    device = str(getattr(request, "device_id"))  # noqa: B009
+    try:
+        async for reply in conn.request(request, timeout=timeout):
+            if isinstance(reply, ErrorReply):
+                return DeviceResult(device, reply.code, 0.0, reply.message)
+            if isinstance(reply, DiagnosticsReport):
+                return DeviceResult(device, "ok", 0.0, diag_summary(reply), reply.sections)
+            if isinstance(reply, ScriptFinished):
+                return DeviceResult(device, reply.status, 0.0, reply.detail)
+    except TimeoutError:
+        return DeviceResult(device, "timeout", 0.0, f"no answer in {timeout:g} s")
+    return DeviceResult(device, "no answer", 0.0)
+
+
+def result_line(result: DeviceResult) -> str:
+    """``dev_…  ok  12 ms  5/5 sections ok, 0 findings``: the device's strings made printable."""
+    mark = "✓" if result.ok else "✗"
+    line = (
+        f"{mark} {result.device:<28} {result.status:<14} {result.seconds * 1000:7.0f} ms  "
+        f"{result.summary}"
+    )
+    return printable(line, multiline=False).rstrip()
+
+
+def totals_line(results: Sequence[DeviceResult], seconds: float) -> str:
+    good = sum(1 for r in results if r.ok)
+    return (
+        f"{good}/{len(results)} devices ok in {seconds:.2f} s / "
+        f"{len(results)} 台设备中 {good} 台成功"
+    )
+
+
+def diag_request(collectors: tuple[str, ...], timeout: float) -> Callable[[int, str], Message]:
+    def make(request_id: int, device: str) -> Message:
+        return DiagnosticsRequest(
+            id=request_id, device_id=device, collectors=collectors, timeout=timeout
+        )
+
+    return make
+
+
+def run_request(
+    script: str, version: str, params: dict[str, Any], unattended: bool
+) -> Callable[[int, str], Message]:
+    def make(request_id: int, device: str) -> Message:
+        return ScriptRunRequest(
+            id=request_id,
+            device_id=device,
+            script=script,
+            version=version,
+            params=params,
+            unattended=unattended,
+        )
+
+    return make

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from posassist.agent.advice import ADVICE, Advice, Severity
+from posassist.client.advice import ADVICE, Advice, Severity
 from posassist.client.units import ago, mb, span
 
 if TYPE_CHECKING:

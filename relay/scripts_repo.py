@@ -26,18 +26,17 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
-from tuf.api.serialization.json import JSONSerializer
-
 from posassist.protocol.errors import EXIT_REFUSED, PosAssistError
-from posassist.protocol.signing import private_key_from_pem
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
     from aiohttp import web
+    from securesystemslib.signer import CryptoSigner
+
+# TUF and securesystemslib (~5 MB) load only when a repository is published and its metadata
+# is read or signed: an idle relay with no scripts never imports them (issue 16).
 
 __all__ = [
     "FIRST_ROOT",
@@ -57,7 +56,6 @@ METADATA_PREFIX = "/v1/scripts/metadata"
 TARGETS_PREFIX = "/v1/scripts/targets"
 TIMESTAMP_LIFETIME = timedelta(days=1)
 SNAPSHOT_LIFETIME = timedelta(days=7)
-_SERIALIZER = JSONSerializer(compact=False)
 #: Beside ``scripts/`` in the relay's data directory: the first root this relay served.
 FIRST_ROOT = "scripts-first-root.json"
 #: The most root versions a chain may step through (each one a file read and two checks).
@@ -74,6 +72,10 @@ class UntrustedRootError(PosAssistError):
 
 
 def _signer(repo_dir: Path, role: str) -> CryptoSigner:
+    from securesystemslib.signer import CryptoSigner
+
+    from posassist.protocol.signing import private_key_from_pem
+
     return CryptoSigner(private_key_from_pem((repo_dir / "keys" / f"{role}.pem").read_bytes()))
 
 
@@ -96,6 +98,10 @@ def refresh_online_metadata(
     Returns True if a new timestamp was written. Versions only go up, so agents that saw the old
     one accept the new one.
     """
+    from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
+    from tuf.api.serialization.json import JSONSerializer
+
+    serializer = JSONSerializer(compact=False)
     meta = repo_dir / "metadata"
     ts_md = Metadata[Timestamp].from_bytes((meta / "timestamp.json").read_bytes())
     timestamp = ts_md.signed
@@ -109,13 +115,13 @@ def refresh_online_metadata(
         snap_md.signatures.clear()
         snap_md.sign(_signer(repo_dir, "snapshot"))
         snap_version = snap_md.signed.version
-        _write_atomic(meta / f"{snap_version}.snapshot.json", snap_md.to_bytes(_SERIALIZER))
+        _write_atomic(meta / f"{snap_version}.snapshot.json", snap_md.to_bytes(serializer))
     timestamp.version += 1
     timestamp.expires = (now + timestamp_lifetime).replace(microsecond=0)
     timestamp.snapshot_meta = MetaFile(version=snap_version)
     ts_md.signatures.clear()
     ts_md.sign(_signer(repo_dir, "timestamp"))
-    _write_atomic(meta / "timestamp.json", ts_md.to_bytes(_SERIALIZER))
+    _write_atomic(meta / "timestamp.json", ts_md.to_bytes(serializer))
     return True
 
 
@@ -267,7 +273,7 @@ def published_root_hash(repo_dir: Path) -> str | None:
 def _chain_problem(first: bytes, repo_dir: Path) -> str | None:
     """Why ``repo_dir``'s current root does not chain from ``first``, or None when it does."""
     from tuf.api.exceptions import UnsignedMetadataError
-    from tuf.api.metadata import Root
+    from tuf.api.metadata import Metadata, Root
 
     meta = repo_dir / "metadata"
     current = (meta / "root.json").read_bytes()

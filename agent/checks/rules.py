@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from posassist.agent.advice import Severity
 from posassist.agent.findings import Finding, finding
 from posassist.agent.findings import evaluate as findings_of
+from posassist.client.advice import Severity
 from posassist.client.units import ago, mb, span
 
 from .state import RANK, Verdict

@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from posassist.agent.advice import ADVICE
+from posassist.client.advice import ADVICE
 from posassist.client.render import all_findings
 from posassist.protocol import PosAssistError
 from posassist.protocol.messages import (
@@ -377,7 +377,7 @@ async def visible_device(request: web.Request, session: Session, action: str) ->
 
 
 def _advice(code: Any) -> dict[str, Any]:
-    """The fixed words of a finding code (agent/advice.py), in ``to_dict`` form; {} if unknown."""
+    """The fixed words of a finding code (client/advice.py), in ``to_dict`` form; {} if unknown."""
     advice = ADVICE.get(code) if isinstance(code, str) else None
     if advice is None:
         return {}

@@ -388,9 +388,9 @@ def test_the_findings_layer_does_no_io() -> None:
         "os", "socket", "subprocess", "asyncio", "time", "shutil", "sqlite3", "ssl", "serial",
         "psutil", "pathlib", "threading", "urllib", "http",
     }  # fmt: skip
-    agent = Path(__file__).resolve().parents[2] / "agent"
-    for name in ("findings.py", "advice.py"):
-        tree = ast.parse((agent / name).read_text(encoding="utf-8"))
+    checkout = Path(__file__).resolve().parents[2]
+    for name in ("agent/findings.py", "client/advice.py"):
+        tree = ast.parse((checkout / name).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]

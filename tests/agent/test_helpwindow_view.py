@@ -243,8 +243,8 @@ def test_resolved_ticket_asks_for_a_rating_and_bad_ratings_are_refused() -> None
 
 
 def test_summary_is_words_worst_first_never_a_dump() -> None:
-    from posassist.agent.advice import Severity
     from posassist.agent.findings import Finding
+    from posassist.client.advice import Severity
     from posassist.protocol import HelpRequested
 
     findings = [
@@ -272,8 +272,8 @@ def test_summary_is_words_worst_first_never_a_dump() -> None:
 def test_the_merchant_reads_problems_in_words_not_notes_or_section_ids() -> None:
     """A note (info: no print spooler, normal here) is for the technician, not a problem on
     the merchant's screen; a section that could not be read is named in words, per language."""
-    from posassist.agent.advice import Severity
     from posassist.agent.findings import Finding
+    from posassist.client.advice import Severity
 
     findings = [
         Finding("queue.no_spooler", Severity.INFO, "print_queue", "", {}),

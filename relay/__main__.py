@@ -801,6 +801,16 @@ async def serve(config: RelayConfig) -> None:
     state = app[STATE]
     state.config = config.with_port(port)
     url = state.config.public_url
+    # the signals first: relay.url and metrics.url say "ready", and a reload (SIGHUP) or a stop
+    # sent the moment they appear must find their handlers, not the default (death)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if ssl_context is not None:
+        # a renewed certificate (same key) for new connections; the ones open stay up
+        loop.add_signal_handler(signal.SIGHUP, _reload_tls, ssl_context, config)
+    else:
+        loop.add_signal_handler(signal.SIGHUP, _no_tls_to_reload)
     metrics_runner = None
     if config.metrics_port is not None:
         from .metrics import METRICS, metrics_handler
@@ -818,14 +828,8 @@ async def serve(config: RelayConfig) -> None:
         write_private(config.data_dir / "metrics.url", metrics_url)
         print(f"posassist relay metrics on {metrics_url}", flush=True)
     _release_startup_memory()
-    write_private(config.data_dir / "relay.url", url)
+    write_private(config.data_dir / "relay.url", url)  # ready: the signals are handled already
     print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if ssl_context is not None:
-        # a renewed certificate (same key) for new connections; the ones open stay up
-        loop.add_signal_handler(signal.SIGHUP, _reload_tls, ssl_context, config)
     try:
         await stop.wait()
     finally:
@@ -838,6 +842,11 @@ async def serve(config: RelayConfig) -> None:
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+
+
+def _no_tls_to_reload() -> None:
+    """SIGHUP on a relay without TLS: nothing to reload, and no reason to stop."""
+    logging.getLogger("posassist.relay").info("reload asked: no TLS certificate to reload")
 
 
 def _reload_tls(context: ssl.SSLContext, config: RelayConfig) -> None:

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+from posassist.protocol.errors import BadArgument
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -64,8 +66,11 @@ STATUS_INTERVAL = 0.25
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
 
 
-class FleetError(Exception):
+class FleetError(BadArgument):
     """Bad input for the fleet: said in zh-CN and English, exit code 2, nothing started."""
+
+    public_reason = "bad input for the fleet simulator"
+    public_reason_zh = "模拟器参数有误"
 
     def __init__(self, zh: str, en: str) -> None:
         super().__init__(en)

@@ -77,7 +77,10 @@ class FleetError(BadArgument):
         self.zh, self.en = zh, en
 
     def __str__(self) -> str:
-        return f"错误：{self.zh}\nerror: {self.en}"
+        zh, en = getattr(self, "zh", None), getattr(self, "en", None)
+        if zh is None or en is None:  # made without its words (the error tree's own tests)
+            return super().__str__()
+        return f"错误：{zh}\nerror: {en}"
 
 
 # --- input ----------------------------------------------------------------------------------

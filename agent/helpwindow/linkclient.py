@@ -62,8 +62,15 @@ class LinkClient:
                 "/ 收银助手服务没有运行"
             ) from None
         client = cls(reader, writer)
-        await client.send({"t": "link.hello", "secret": secret})
-        first = await client.receive(timeout)
+        try:
+            await client.send({"t": "link.hello", "secret": secret})
+            first = await client.receive(timeout)
+        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            # an agent going away (or not yet ready) as the window knocks: not there yet
+            writer.close()
+            raise LinkError(
+                f"the agent did not answer ({type(exc).__name__}) / 收银助手服务无应答"
+            ) from None
         if isinstance(first, ErrorReply):
             writer.close()
             raise LinkRefusedError(first.code)

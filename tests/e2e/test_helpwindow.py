@@ -476,7 +476,11 @@ class Terminal:
             except queue.Empty:
                 raise AssertionError(f"{text!r} never shown; saw {self.seen[-8:]}") from None
             self.seen.append(line)
-            assert line, f"the window ended before {text!r}: {self.seen[-8:]}"
+            if not line:  # the window ended: what it said on stderr is the reason
+                assert self.proc.stderr is not None
+                self.proc.wait(10)
+                why = self.proc.stderr.read()[-2000:]
+                raise AssertionError(f"the window ended before {text!r}: {self.seen[-8:]} {why}")
             if text in line:
                 return line
 

@@ -40,6 +40,7 @@ from posassist.protocol import (
     TicketUpdated,
 )
 from posassist.protocol.errors import PosAssistError
+from posassist.protocol.states import SINCE_VERSION
 
 from ..scripts.consent import (
     CURRENT_JOB,
@@ -74,7 +75,7 @@ SNAPSHOT_MAX_AGE = 30.0
 #: What an IANA zone name looks like (the relay checked it against its zone database).
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}")
 #: The protocol version that carries the merchant's reply (``ticket.reply``).
-REPLY_VERSION = 6
+REPLY_VERSION = SINCE_VERSION[TicketReply.TAG]
 NO_REPLIES = (
     "这台服务器还不能接收在线回复, 请致电技术员 / "
     "this service can't take replies from the till yet: please phone the technician"

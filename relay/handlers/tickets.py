@@ -36,6 +36,7 @@ from posassist.protocol.messages import (
     TicketUpdated,
     merchant_text_problem,
 )
+from posassist.protocol.states import SINCE_VERSION
 
 from ..audit import AuditEntry, Outcome
 from ..errors import BadRequest, Conflict, NotFound, RateLimited, ScopeError, StorageError
@@ -119,7 +120,7 @@ async def store_hours(state: RelayState, store_id: str) -> tuple[RetailStore, Bu
 
 
 #: The protocol version that carries a technician's question and the merchant's reply.
-REPLY_VERSION = 6
+REPLY_VERSION = SINCE_VERSION[TicketReply.TAG]
 
 
 def update_message(ticket: Ticket, question: str | None = None) -> TicketUpdated:

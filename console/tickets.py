@@ -234,12 +234,11 @@ def show(session: dict[str, str], code: str, as_json: bool) -> int:
         print("  runs / 操作:")
     for job in ticket.get("jobs", []):
         consent = ", ".join(f"{c['decision']}" for c in job.get("consent", []))
-        error = str(job.get("error") or "")
-        kind, _, why = error.partition(":")
-        ended = kind if kind in ("refused", "cancelled") else job["status"]
+        why = str(job.get("error") or "").partition(":")[2].strip()
         text = (
             f"    {job['local']['created_at']} {job.get('script') or job['kind']} "
-            f"{job.get('version') or ''} {ended}" + (f" ({why.strip()})" if why.strip() else "")
+            f"{job.get('version') or ''} {job.get('outcome') or job['status']}"
+            + (f" ({why})" if why else "")
         )
         text += (f", consent: {consent}" if consent else "") + f"  [{job['id']}]"
         print(printable(text, multiline=False))

@@ -186,8 +186,7 @@ async def build_report(
                 if event["audit_seq"] is not None:
                     seqs.add(int(event["audit_seq"]))
             for job in row["jobs"]:
-                kind = outcome_kind(job)
-                summary["jobs"][kind] = summary["jobs"].get(kind, 0) + 1
+                summary["jobs"][job["outcome"]] = summary["jobs"].get(job["outcome"], 0) + 1
                 summary["backups"] += len(job["backups"])
                 for consent in job["consent"]:
                     decision = str(consent["decision"])
@@ -379,17 +378,10 @@ def _counts(table: dict[str, str], counts: dict[str, int]) -> str:
     return " · ".join(f"{_word(table, k)} {v}" for k, v in sorted(counts.items())) or "—"
 
 
-def outcome_kind(job: dict[str, Any]) -> str:
-    """How a run ended: its job status, except that a run the merchant or a precondition
-    stopped (``refused``) or that was cancelled is said so, not "failed"."""
-    kind = str(job.get("error") or "").partition(":")[0]
-    return kind if kind in ("refused", "cancelled") else str(job["status"])
-
-
 def _outcome(job: dict[str, Any]) -> str:
     """How a run ended, in words, with the reason the till gave."""
     why = str(job.get("error") or "").partition(":")[2].strip()
-    word = _word(_OUTCOMES, outcome_kind(job))
+    word = _word(_OUTCOMES, job["outcome"])
     return f"{word}: {why}" if why else word
 
 

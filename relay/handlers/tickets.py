@@ -1014,6 +1014,14 @@ async def set_sla(request: web.Request) -> web.Response:
     return web.json_response({"merchant_id": merchant_id, **sla.to_json()})
 
 
+def _outcome(status: str, error: str | None) -> str:
+    """How a run ended: its job status, except that a run the merchant or a precondition
+    stopped (``refused``) or that was cancelled is said so, not "failed" (relay/handlers/jobs.py
+    keeps the till's status as the head of ``error``)."""
+    kind = (error or "").partition(":")[0]
+    return kind if kind in ("refused", "cancelled") else status
+
+
 async def linked_jobs(
     state: RelayState,
     ticket: Ticket,
@@ -1073,6 +1081,7 @@ async def linked_jobs(
                 else local_iso(hours, job.finished_at),
             },
             "error": job.error,
+            "outcome": _outcome(job.status.value, job.error),
             "script": None,
             "version": None,
             "consent": [],

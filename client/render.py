@@ -12,12 +12,14 @@ from posassist.client.units import ago, mb
 
 __all__ = [
     "CONSENT_WORDS",
+    "DAYS",
     "HEADINGS",
     "STATUS",
     "consent_line",
     "render_findings",
     "render_report",
     "result_line",
+    "weekly_hours",
     "when",
 ]
 
@@ -312,6 +314,30 @@ CONSENT_WORDS: Dict[str, Tuple[str, str]] = {
     "timed_out": ("{timeout} 秒内无应答", "no answer in {timeout} s"),
     "no_window": ("收银台没有打开帮助窗口", "no window open"),
 }
+
+
+#: The week as a store's opening hours name it (relay/hours.py's JSON form), Monday first.
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def weekly_hours(weekly: Mapping[str, Any]) -> str:
+    """A store's weekly opening hours (``{"mon": [["09:00", "21:00"]], …}``) in one line, days
+    in week order and neighbours with equal hours run together: ``mon-fri 09:00-21:00; sat
+    10:00-18:00``. Days it does not name (closed) are left out."""
+    groups: List[Tuple[List[str], str]] = []
+    for day in DAYS:
+        spans = weekly.get(day)
+        if not isinstance(spans, list) or not spans:
+            continue
+        times = " ".join(f"{a}-{b}" for a, b in spans)
+        if groups and groups[-1][1] == times and groups[-1][0][-1] == DAYS[DAYS.index(day) - 1]:
+            groups[-1][0].append(day)
+        else:
+            groups.append(([day], times))
+    return "; ".join(
+        (days[0] if len(days) == 1 else f"{days[0]}-{days[-1]}") + f" {times}"
+        for days, times in groups
+    )
 
 
 #: A printer's status bits (the catalog's escpos tools' ``problems``), in words.

@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from posassist.client.render import DAYS, weekly_hours
 from posassist.protocol.errors import BadArgument
 
 from .render import printable
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "add_parsers", "command", "hours_from_text", "hours_text", "seconds_from"]
 
 COMMANDS = ("sla", "store")
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d{1,6})([smhd])")
 _SPAN = re.compile(r"(\d{2}:\d{2})-(\d{2}:\d{2})")
@@ -105,25 +105,7 @@ def hours_text(hours: dict[str, Any]) -> str:
     weekly = hours.get("weekly")
     if not isinstance(weekly, dict):
         return "always open / 全天营业"
-    groups: list[tuple[list[str], str]] = []
-    for day in DAYS:
-        spans = weekly.get(day)
-        if not spans:
-            continue
-        times = " ".join(f"{a}-{b}" for a, b in spans)
-        if (
-            groups
-            and groups[-1][1] == times
-            and DAYS.index(groups[-1][0][-1]) == DAYS.index(day) - 1
-        ):
-            groups[-1][0].append(day)
-        else:
-            groups.append(([day], times))
-    out = "; ".join(
-        f"{days[0] if len(days) == 1 else f'{days[0]}-{days[-1]}'} {times}"
-        for days, times in groups
-    )
-    return out + " (closed otherwise / 其余时间休息)"
+    return weekly_hours(weekly) + " (closed otherwise / 其余时间休息)"
 
 
 def _print_sla(merchant: dict[str, Any], sla: dict[str, Any]) -> None:

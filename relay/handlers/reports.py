@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from posassist.client.render import weekly_hours
 from posassist.protocol.text import printable
 
 from ..audit import Outcome
 from ..errors import ScopeError, StorageError
-from ..hours import DAYS, business_seconds, local_iso
+from ..hours import business_seconds, local_iso
 from ..storage import Scope, ScopeKind
 from ..tickets import BadTicketQuery, ReportTooLarge
 from .tickets import (
@@ -389,26 +390,8 @@ def _hours_words(hours: dict[str, Any]) -> str:
     weekly = hours.get("weekly")
     if not isinstance(weekly, dict):
         return "全天营业 / always open"
-    groups: list[tuple[list[str], str]] = []  # days in week order, equal hours run together
-    for day in DAYS:
-        spans = weekly.get(day)
-        if not isinstance(spans, list) or not spans:
-            continue
-        times = " ".join(f"{a}-{b}" for a, b in spans)
-        if (
-            groups
-            and groups[-1][1] == times
-            and DAYS.index(groups[-1][0][-1]) == DAYS.index(day) - 1
-        ):
-            groups[-1][0].append(day)
-        else:
-            groups.append(([day], times))
     closed = ", ".join(str(d) for d in hours.get("closed") or [])
-    text = "; ".join(
-        (days[0] if len(days) == 1 else f"{days[0]}-{days[-1]}") + f" {times}"
-        for days, times in groups
-    )
-    return text + (f" (休息日 / closed: {closed})" if closed else "")
+    return weekly_hours(weekly) + (f" (休息日 / closed: {closed})" if closed else "")
 
 
 def _sla_cell(clock: dict[str, Any]) -> str:

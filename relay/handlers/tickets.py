@@ -187,9 +187,36 @@ def live_breaches(ticket: Ticket, now: float) -> dict[str, bool]:
 # --- the agent's requests ------------------------------------------------------------------------
 
 
+#: What a till is told when a request of its own is refused (English / Chinese).
+_NOT_ITSELF = "a device asks help for itself only"
+_TOO_MANY = (
+    f"this till already has {MAX_OPEN_PER_DEVICE} open tickets; a technician will answer them"
+    f" / 本收银机已有 {MAX_OPEN_PER_DEVICE} 个未完成的工单，请等待技术员处理"
+)
+_NO_TICKET = "no such ticket on this till / 未找到该工单"
+_NOT_YET = "a ticket can be rated once it is resolved / 工单解决后才能评分"
+_CLOSED = "this ticket is closed: ask for help again / 工单已结束, 如需帮助请重新求助"
+
+
 async def _answer(peer: WebSocketSession, request_id: int, code: str, text: str) -> None:
     with contextlib.suppress(PosAssistError):
         peer.send_nowait(ErrorReply(id=request_id, code=code, message=text))
+
+
+async def _refuse(
+    state: RelayState,
+    peer: WebSocketSession,
+    request_id: int,
+    audit: tuple[str, str, str],
+    reason: str,
+    code: str,
+    text: str,
+) -> None:
+    """A device's request refused: audited (``audit``: actor, action, target) with ``reason``,
+    and answered ``code`` with ``text`` (the till's words, English / Chinese)."""
+    actor, action, target = audit
+    await state.audit(actor, action, target, Outcome.REFUSED, {"reason": reason})
+    await _answer(peer, request_id, code, text)
 
 
 async def help_requested(
@@ -198,10 +225,8 @@ async def help_requested(
     assert isinstance(event, HelpRequested)
     actor = f"device:{device_id}"
     if event.device_id != device_id:  # a till asks for itself only
-        await state.audit(
-            actor, "ticket.open", f"device:{device_id}", Outcome.REFUSED, {"reason": "other device"}
-        )
-        await _answer(peer, event.id, "forbidden", "a device asks help for itself only")
+        where = (actor, "ticket.open", f"device:{device_id}")
+        await _refuse(state, peer, event.id, where, "other device", "forbidden", _NOT_ITSELF)
         return
     tickets = _tickets(state)
     try:
@@ -220,21 +245,9 @@ async def help_requested(
                 peer.send_nowait(_opened(event.id, repeat))
             return
         if len(still_open) >= MAX_OPEN_PER_DEVICE:
-            await state.audit(
-                actor,
-                "ticket.open",
-                f"device:{device_id}",
-                Outcome.REFUSED,
-                {"reason": "too many open tickets"},
-            )
-            await _answer(
-                peer,
-                event.id,
-                "too_many_tickets",
-                f"this till already has {MAX_OPEN_PER_DEVICE} open tickets; a technician will "
-                f"answer them / 本收银机已有 {MAX_OPEN_PER_DEVICE} 个未完成的工单，"
-                "请等待技术员处理",
-            )
+            where = (actor, "ticket.open", f"device:{device_id}")
+            reason = "too many open tickets"
+            await _refuse(state, peer, event.id, where, reason, "too_many_tickets", _TOO_MANY)
             return
         path = await state.storage.device_path(device_id)
         ticket = await open_ticket(
@@ -415,25 +428,12 @@ async def ticket_rate(
             },
         )
     except NotFound:
-        await state.audit(
-            actor, "ticket.rate", "ticket", Outcome.REFUSED, {"reason": "unknown ticket"}
-        )
-        await _answer(peer, event.id, "not_found", "no such ticket on this till / 未找到该工单")
+        where = (actor, "ticket.rate", "ticket")
+        await _refuse(state, peer, event.id, where, "unknown ticket", "not_found", _NO_TICKET)
         return
     except Conflict:
-        await state.audit(
-            actor,
-            "ticket.rate",
-            f"ticket:{event.ticket_id}",
-            Outcome.REFUSED,
-            {"reason": "not resolved"},
-        )
-        await _answer(
-            peer,
-            event.id,
-            "not_resolved",
-            "a ticket can be rated once it is resolved / 工单解决后才能评分",
-        )
+        where = (actor, "ticket.rate", f"ticket:{event.ticket_id}")
+        await _refuse(state, peer, event.id, where, "not resolved", "not_resolved", _NOT_YET)
         return
     except StorageError as exc:
         log.warning("rating of %s not stored: %s", event.ticket_id, exc)
@@ -493,25 +493,12 @@ async def ticket_reply(
         else:
             raise Conflict(f"ticket {current.id} is {current.status}")
     except NotFound:
-        await state.audit(
-            actor, "ticket.reply", "ticket", Outcome.REFUSED, {"reason": "unknown ticket"}
-        )
-        await _answer(peer, event.id, "not_found", "no such ticket on this till / 未找到该工单")
+        where = (actor, "ticket.reply", "ticket")
+        await _refuse(state, peer, event.id, where, "unknown ticket", "not_found", _NO_TICKET)
         return
     except Conflict:
-        await state.audit(
-            actor,
-            "ticket.reply",
-            f"ticket:{event.ticket_id}",
-            Outcome.REFUSED,
-            {"reason": "not open"},
-        )
-        await _answer(
-            peer,
-            event.id,
-            "not_open",
-            "this ticket is closed: ask for help again / 工单已结束, 如需帮助请重新求助",
-        )
+        where = (actor, "ticket.reply", f"ticket:{event.ticket_id}")
+        await _refuse(state, peer, event.id, where, "not open", "not_open", _CLOSED)
         return
     except StorageError as exc:
         log.warning("reply on %s not stored: %s", event.ticket_id, exc)

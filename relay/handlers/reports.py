@@ -144,6 +144,7 @@ async def build_report(
     )
     devices = {f"device:{ticket.device_id}" for ticket in every if ticket.device_id}
     records = await tickets.audit_for(devices, first) if devices else []
+    marks: dict[str, list[tuple[float, str, str]]] = {}  # each device's, read once
     for store, hours, since, found in chosen:
         sla = await tickets.sla(store.merchant_id)
         rows = []
@@ -166,7 +167,7 @@ async def build_report(
                 if any(e["kind"] == f"breach.{which}" for e in row["events"]):
                     row[which]["missed"] = True
                     row[which]["met"] = False if row[which]["met"] is not None else None
-            row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records)
+            row["jobs"] = await linked_jobs(state, ticket, hours, events[ticket.id], records, marks)
             rows.append(row)
             summary["tickets"] += 1
             for which in ("response", "resolution"):

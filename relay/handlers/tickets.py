@@ -1015,6 +1015,7 @@ async def linked_jobs(
     hours: BusinessHours,
     events: list[TicketEvent],
     records: list[AuditRecord] | None = None,
+    marks: dict[str, list[tuple[float, str, str]]] | None = None,
 ) -> list[dict[str, Any]]:
     """The jobs run for the ticket, each with what the audit says of it: the script, consent
     asked and answered, backups, how it ended (seq and hash of each).
@@ -1026,18 +1027,25 @@ async def linked_jobs(
 
     ``records``: the device's audit records from the ticket's opening on, when the caller read
     them already (a report reads them once for all its tickets); else read here, as one range
-    of the chain by seq from the ticket's first record, never a scan of the whole log."""
+    of the chain by seq from the ticket's first record, never a scan of the whole log.
+    ``marks``: each device's "working" steps, kept across calls by a caller that asks for
+    several tickets of one device (a report), so they are read once per device."""
     if ticket.device_id is None:
         return []
     end = ticket.resolved_at if ticket.status in ("resolved", "closed") else None
     end = state.now() if end is None else end
     jobs = await state_tickets(state).jobs_between(ticket.device_id, ticket.created_at, end)
     if jobs:
-        marks = await state_tickets(state).work_marks(ticket.device_id)
+        marks = {} if marks is None else marks
+        if ticket.device_id not in marks:
+            marks[ticket.device_id] = await state_tickets(state).work_marks(ticket.device_id)
+        device_marks = marks[ticket.device_id]
 
         def owner(job: Job) -> str | None:
             mine = [
-                m for m in marks if m[1] == f"user:{job.requested_by}" and m[0] <= job.created_at
+                m
+                for m in device_marks
+                if m[1] == f"user:{job.requested_by}" and m[0] <= job.created_at
             ]
             return mine[-1][2] if mine else None
 

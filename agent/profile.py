@@ -5,6 +5,7 @@ One small TOML file per product under ``agent/profiles/``, read with ``tomllib``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -164,10 +165,13 @@ def _absolute(path: str) -> str:
 
 def profile_env(profile: Optional[PosProfile]) -> Dict[str, str]:
     """What a catalog script may know of the POS profile, as ``POSASSIST_PROFILE_*`` variables
-    (docs/scripts.md#profile): the POS's name and, when the profile names it, its config file."""
+    (docs/scripts.md#profile): the POS's name, its process names (a JSON list) and, when the
+    profile names it, its config file."""
     if profile is None:
         return {}
     env = {"POSASSIST_PROFILE_NAME": profile.name}
+    if profile.process_names:
+        env["POSASSIST_PROFILE_PROCESSES"] = json.dumps(list(profile.process_names))
     if profile.config_path:
         env.update(
             POSASSIST_PROFILE_CONFIG=profile.config_path,

@@ -211,7 +211,8 @@ ADVICE: Dict[str, Advice] = {
         _F, "打印服务未运行", "CUPS not running", "CUPS 打印服务没有运行",
         "The CUPS scheduler is not running", "小票打印不出来, 请联系技术支持。",
         "Receipts cannot print; call support.", "启动 CUPS (systemctl start cups)",
-        "Start CUPS (systemctl start cups)", ref="5.1#1",
+        "Start CUPS (systemctl start cups)", script="restart-print-service",
+        risk="B", ref="5.1#1",
     ),
     "queue.no_spooler": Advice(
         _I, "本机没有打印队列服务", "No print spooler on this till",
@@ -232,7 +233,8 @@ ADVICE: Dict[str, Advice] = {
         _F, "打印机被设为脱机使用", "Printer set to work offline",
         "Windows 打印机 {name} 被设为脱机使用",
         "Windows printer {name} is set to Use Printer Offline", "请联系技术支持。", "Call support.",
-        "在打印机设置中取消脱机使用", "Untick Use Printer Offline", ref="5.1#3",
+        "在打印机设置中取消脱机使用", "Untick Use Printer Offline",
+        script="printer-resume-windows", risk="B", ref="5.1#3",
     ),
     "queue.jobs_stuck": Advice(
         _F, "打印任务卡住", "Print jobs stuck", "{count} 个打印任务未完成, 最早的提交于 {age}",
@@ -323,7 +325,7 @@ ADVICE: Dict[str, Advice] = {
         "用 udev 规则 ENV{ID_MM_DEVICE_IGNORE}=\"1\" 排除该 VID:PID, 或停用 ModemManager",
         "Exclude the VID:PID with a udev rule ENV{ID_MM_DEVICE_IGNORE}=\"1\", or disable "
         "ModemManager",
-        ref="5.2#15",
+        script="modemmanager-ignore", risk="B", ref="5.2#15",
     ),
     "network.link_down": Advice(
         _F, "网络断开", "Network link down", "没有已连接的网卡", "No network interface is up",
@@ -405,7 +407,8 @@ ADVICE: Dict[str, Advice] = {
         "小票和日结报表上的时间可能不对, 请联系技术支持。",
         "Times on receipts and Z-reports may be wrong; call support.",
         "改正时区 (tzutil /s 或 timedatectl set-timezone), 营业结束后进行",
-        "Set the time zone (tzutil /s or timedatectl set-timezone), after closing", ref="5.3#20",
+        "Set the time zone (tzutil /s or timedatectl set-timezone), after closing",
+        script="set-time-zone", risk="B", ref="5.3#20",
     ),
     "host.usb_disconnects": Advice(
         _W, "USB 设备频繁断开", "USB device keeps disconnecting",
@@ -414,7 +417,8 @@ ADVICE: Dict[str, Advice] = {
         "请检查 USB 线是否插紧, 尽量不用 USB 集线器。",
         "Check the USB cable is firmly in; avoid USB hubs.",
         "关闭 USB 选择性暂停 (autosuspend); 更换线缆或端口",
-        "Turn off USB selective suspend (autosuspend); change the cable or port", ref="5.2#13",
+        "Turn off USB selective suspend (autosuspend); change the cable or port",
+        script="usb-power-always-on", risk="B", ref="5.2#13",
     ),
     "host.winhttp_proxy": Advice(
         _W, "系统设置了 WinHTTP 代理", "WinHTTP proxy is set",
@@ -423,7 +427,8 @@ ADVICE: Dict[str, Advice] = {
         "如果只有收银软件连不上网, 请联系技术支持。",
         "If only the POS cannot get online, call support.",
         "确认代理是否应存在; 否则 netsh winhttp reset proxy",
-        "Check the proxy is meant to be there; else netsh winhttp reset proxy", ref="5.3#24",
+        "Check the proxy is meant to be there; else netsh winhttp reset proxy",
+        script="proxy-reset-windows", risk="B", ref="5.3#24",
     ),
     "host.winhttp_no_tls12": Advice(
         _F, "系统默认未启用 TLS 1.2", "TLS 1.2 not enabled for WinHTTP",
@@ -523,7 +528,8 @@ ADVICE: Dict[str, Advice] = {
         _F, "收银软件重复运行", "POS running twice", "收银软件同时运行了 {count} 个 (进程 {pids})",
         "{count} POS instances run at once (pids {pids})", "请关闭多余的收银窗口, 只保留一个。",
         "Close the extra POS window; keep one.", "停止较新的实例 (交易中绝不停止)",
-        "Stop the newer instance (never during a sale)", ref="5.4#27",
+        "Stop the newer instance (never during a sale)", script="stop-duplicate-pos",
+        risk="B", ref="5.4#27",
     ),
     "pos.database_locked": Advice(
         _F, "数据库被锁定", "POS database locked", "日志中出现 {count} 次数据库锁定 ({sample})",
@@ -565,7 +571,8 @@ ADVICE: Dict[str, Advice] = {
         _F, "数据库服务未运行", "POS database down", "数据库服务或进程未运行 ({what})",
         "The database service or process is not running ({what})", "请联系技术支持。",
         "Call support.", "启动数据库服务; 检查数据文件是否接近 10 GB 上限",
-        "Start the database service; check the data file against the 10 GB cap", ref="5.4#29",
+        "Start the database service; check the data file against the 10 GB cap",
+        script="start-database-service", risk="A", ref="5.4#29",
     ),
     "pos.log_errors": Advice(
         _W, "收银软件日志有错误", "POS log has errors",

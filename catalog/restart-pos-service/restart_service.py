@@ -1,8 +1,8 @@
-"""posassist catalog: restart the POS's systemd service and wait until it is active (Linux).
+"""posassist catalog: restart a systemd service and wait until it is active (Linux).
 
 ``systemctl is-active U`` (before), ``systemctl restart U``, then ``systemctl is-active U`` every
 second until it reports ``active`` or ``--wait`` seconds pass; on failure the unit's status is
-printed. The unit name is restricted by the manifest's pattern to POS units.
+printed. The unit name is restricted by each manifest's pattern (POS units; cups.service).
 Exit codes: 0 active again; 1 restart failed or not active in time; 3 systemctl missing.
 """
 

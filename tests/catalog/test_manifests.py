@@ -87,6 +87,11 @@ def _sample(param: Param) -> Any:
         "serial": "/dev/ttyUSB0",
         "port": "COM7",
         "address": "192.168.1.50:9100",
+        "usb_vendor": "1A86",
+        "usb_product": "7523",
+        "zone": "Asia/Shanghai",
+        "printer": "POS-80 收据",
+        "process_id": 4242,
     }
     if param.type == "enum":
         return param.choices[0]
@@ -135,7 +140,7 @@ def test_python_scripts_run_no_shell_and_import_only_the_standard_library(
     source = (CATALOG / script_id / name).read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 8))
     allowed = {
-        "argparse", "json", "os", "re", "socket", "stat", "subprocess", "sys", "time",
+        "argparse", "csv", "io", "json", "os", "re", "socket", "stat", "subprocess", "sys", "time",
         "serial", "winreg",
     }  # fmt: skip
     for node in ast.walk(tree):
@@ -197,6 +202,6 @@ def test_shared_helper_copies_stay_identical() -> None:
         if path.name not in ("run.py", "__init__.py"):
             copies.setdefault(path.name, []).append(path.read_bytes())
     shared = {name: texts for name, texts in copies.items() if len(texts) > 1}
-    assert "escpos_tool.py" in shared
+    assert {"escpos_tool.py", "cups_queue.py", "restart_service.py", "udev_rule.py"} <= set(shared)
     for name, texts in shared.items():
         assert len(set(texts)) == 1, f"copies of {name} differ"

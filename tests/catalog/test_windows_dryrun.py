@@ -16,7 +16,7 @@ import pytest
 
 import posassist.agent.scripts.process as process
 from posassist.agent.scripts.process import interpreter_argv, minimal_env
-from posassist.protocol.manifest import validate_params
+from posassist.protocol.manifest import ParamError, validate_params
 
 from .conftest import CATALOG, SCRIPT_IDS, Catalog, load
 
@@ -153,3 +153,113 @@ def test_powershell_scripts_build_no_commands_from_strings(script_id: str, name:
 def test_powershell_call_targets_are_absolute_system32_paths() -> None:
     text = (CATALOG / "reset-usb-serial-windows" / "reset_usb_serial.ps1").read_text()
     assert "$pnputil = Join-Path $env:SystemRoot 'System32\\pnputil.exe'" in text
+
+
+# --- the §5 remediations added for issue 14: Windows plans and parsers on documented output ----
+
+WINDOWS_FIXTURES = CATALOG.parent / "tests" / "fixtures" / "windows"
+
+
+def fixture_text(name: str) -> str:
+    return (WINDOWS_FIXTURES / name).read_bytes().decode("utf-8")
+
+
+def test_time_zone_windows_plan_takes_the_stores_iana_name_or_a_windows_id() -> None:
+    mod = module("set-time-zone", "set_time_zone.py")
+    assert mod.windows_id("Asia/Shanghai") == "China Standard Time"
+    assert mod.windows_id("PRC") == "China Standard Time"
+    assert mod.windows_id("Tokyo Standard Time") == "Tokyo Standard Time"
+    assert mod.windows_id("Europe/Atlantis") is None
+    assert mod.windows_plan("C:\\Windows", "China Standard Time") == [
+        [r"C:\Windows\System32\tzutil.exe", "/g"],
+        [r"C:\Windows\System32\tzutil.exe", "/s", "China Standard Time"],  # one argv item
+        [r"C:\Windows\System32\tzutil.exe", "/g"],
+    ]
+    from posassist.agent.findings import WINDOWS_ZONES
+
+    for windows_zone, iana in WINDOWS_ZONES.items():  # the agent's table and the script's agree
+        assert mod.windows_id(iana) == windows_zone
+
+
+def test_database_service_start_reads_sc_query() -> None:
+    mod = module("start-database-service", "start_service.py")
+    assert mod.state(fixture_text("sc-query-stopped.txt")) == "STOPPED"
+    assert mod.state(fixture_text("sc-query-running.txt")) == "RUNNING"
+    assert mod.state(fixture_text("sc-query-missing.txt")) is None
+    assert mod.plan("C:\\Windows\\", "MSSQL$SQLEXPRESS") == {
+        "query": [r"C:\Windows\System32\sc.exe", "query", "MSSQL$SQLEXPRESS"],
+        "start": [r"C:\Windows\System32\sc.exe", "start", "MSSQL$SQLEXPRESS"],
+    }
+    manifest, _ = load("start-database-service")
+    assert validate_params(manifest, {})[0] == ["--service", "MSSQL$SQLEXPRESS", "--wait", "60"]
+    for bad in ("Spooler", "MSSQL$X Y", "MSSQL$SQLEXPRESS & net stop spooler"):
+        with pytest.raises(ParamError):
+            validate_params(manifest, {"service": bad})
+
+
+def test_proxy_reset_backs_up_first_and_reads_netsh_as_the_agent_does() -> None:
+    from posassist.agent.collectors.hostconfig import parse_winhttp_proxy
+
+    mod = module("proxy-reset-windows", "proxy_reset.py")
+    for name in ("netsh-winhttp-proxy.txt", "netsh-winhttp-direct.txt"):
+        text = fixture_text(name)
+        assert mod.parse_winhttp_proxy(text) == parse_winhttp_proxy(text)
+    assert mod.parse_winhttp_proxy(fixture_text("netsh-winhttp-proxy.txt"))["server"] == (
+        "10.0.0.1:8080"
+    )
+    backup = mod.backup_path("C:\\ProgramData", "20261206-093000")
+    assert backup == r"C:\ProgramData\posassist\backups\winhttp-proxy-20261206-093000.reg"
+    plan = mod.plan("C:\\Windows", backup)
+    assert plan["export"] == [
+        r"C:\Windows\System32\reg.exe", "export",
+        r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Internet Settings\Connections",
+        backup, "/y",
+    ]  # fmt: skip
+    assert plan["reset"] == [r"C:\Windows\System32\netsh.exe", "winhttp", "reset", "proxy"]
+    source = (CATALOG / "proxy-reset-windows" / "proxy_reset.py").read_text(encoding="utf-8")
+    assert source.index('run(steps["export"])') < source.index('run(steps["reset"])')
+
+
+def test_usb_selective_suspend_plan_and_readback() -> None:
+    mod = module("usb-suspend-off-windows", "usb_suspend.py")
+    assert mod.parse_query(fixture_text("powercfg-usb-suspend.txt")) == {"AC": 1, "DC": 1}
+    plan = mod.plan("C:\\Windows")
+    setting = [
+        "SCHEME_CURRENT",
+        "2a737441-1930-4402-8d77-b2bebba308a3",
+        "48e6b7a6-50f5-4782-a5d4-53bb8f07e226",
+    ]
+    powercfg = r"C:\Windows\System32\powercfg.exe"
+    assert plan["query"] == [powercfg, "/QUERY", *setting]
+    assert plan["set"] == [
+        [powercfg, "/SETACVALUEINDEX", *setting, "0"],
+        [powercfg, "/SETDCVALUEINDEX", *setting, "0"],
+        [powercfg, "/SETACTIVE", "SCHEME_CURRENT"],
+    ]
+
+
+def test_duplicate_pos_on_windows_reads_tasklist_and_never_forces() -> None:
+    mod = module("stop-duplicate-pos", "stop_duplicate.py")
+    table = mod.parse_tasklist(fixture_text("tasklist-csv.txt"))
+    assert mod.instances(table, ["pos.exe"]) == [4120, 5312]  # names compare as Windows does
+    plan = mod.windows_plan("C:\\Windows", 5312)
+    assert plan["stop"] == [r"C:\Windows\System32\taskkill.exe", "/PID", "5312"]
+    assert "/F" not in plan["stop"]
+    assert plan["list"] == [r"C:\Windows\System32\tasklist.exe", "/FO", "CSV", "/NH"]
+
+
+def test_printer_resume_passes_the_name_only_through_the_environment(windows: None) -> None:
+    argv, env = command_line("printer-resume-windows", {"printer": "POS-80 收据"})
+    assert argv == [*PS_HEAD, "printer_resume.ps1"]
+    assert env["POSASSIST_PARAM_PRINTER"] == "POS-80 收据"
+    text = (CATALOG / "printer-resume-windows" / "printer_resume.ps1").read_text(encoding="utf-8")
+    assert "-Filter" not in text  # the printer is found by comparing names, never by a query
+
+
+def test_new_windows_scripts_are_refused_on_linux_and_linux_ones_on_windows(windows: None) -> None:
+    from posassist.agent.errors import ScriptRefusedError
+
+    for script_id in ("modemmanager-ignore", "usb-power-always-on", "cups-enable-queue"):
+        manifest, _ = load(script_id)
+        with pytest.raises(ScriptRefusedError):
+            interpreter_argv(manifest, manifest.entry, platform="windows")

@@ -6,7 +6,9 @@ One small TOML file per product under ``agent/profiles/``, read with ``tomllib``
 from __future__ import annotations
 
 import json
+import ntpath
 import os
+import posixpath
 import re
 import sys
 from dataclasses import dataclass
@@ -165,13 +167,17 @@ def _absolute(path: str) -> str:
 
 def profile_env(profile: Optional[PosProfile]) -> Dict[str, str]:
     """What a catalog script may know of the POS profile, as ``POSASSIST_PROFILE_*`` variables
-    (docs/scripts.md#profile): the POS's name, its process names (a JSON list) and, when the
-    profile names it, its config file."""
+    (docs/scripts.md#profile): the POS's name, its process names and the folders of its logs (JSON
+    lists) and, when the profile names it, its config file."""
     if profile is None:
         return {}
     env = {"POSASSIST_PROFILE_NAME": profile.name}
     if profile.process_names:
         env["POSASSIST_PROFILE_PROCESSES"] = json.dumps(list(profile.process_names))
+    # a Windows profile's paths read on Windows; parsed here with ntpath so tests see them too
+    folders = [(ntpath if "\\" in p else posixpath).dirname(p) for p in profile.log_paths]
+    if any(folders):
+        env["POSASSIST_PROFILE_LOG_DIRS"] = json.dumps(list(dict.fromkeys(f for f in folders if f)))
     if profile.config_path:
         env.update(
             POSASSIST_PROFILE_CONFIG=profile.config_path,

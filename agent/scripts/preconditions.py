@@ -1,4 +1,4 @@
-"""A script's preconditions (no sale open, outside business hours, a process stopped).
+"""A script's preconditions (no sale open, outside business hours, the POS or a process stopped).
 
 :func:`evaluate` is pure and takes the facts and the time; :func:`gather_facts` does the I/O.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, FrozenSet, List, Optional, Sequence
+from typing import TYPE_CHECKING, FrozenSet, List, Optional, Sequence, Tuple
 
 from posassist.agent.scripts.refusal import Refusal
 
@@ -26,11 +26,13 @@ class Facts:
         sale_known: whether a POS profile says how to tell an open sale (else we can't tell).
         sale_open: why a sale looks open (``"file …"`` / ``"process …"``), or None.
         processes: lower-cased names of the running processes (only when a precondition asks).
+        pos_processes: the POS profile's process names (``[process] names``); empty without one.
     """
 
     sale_known: bool = False
     sale_open: Optional[str] = None
     processes: FrozenSet[str] = field(default_factory=frozenset)
+    pos_processes: Tuple[str, ...] = ()
 
 
 def _minutes(hhmm: str) -> int:
@@ -98,6 +100,29 @@ def evaluate(
                         f"store time {local.strftime('%H:%M')})",
                     )
                 )
+        elif pre.kind == "pos_stopped":
+            # Which POS runs here is the profile's to say, not the manifest's (a catalog script
+            # serves every POS product): without a profile nobody can tell it is closed.
+            running = [n for n in facts.pos_processes if n.lower() in facts.processes]
+            if not facts.pos_processes:
+                failures.append(
+                    Refusal(
+                        "pos_unknown",
+                        "无法确认收银软件已关闭（未配置收银软件档案），为安全起见不运行;"
+                        " 请在 settings.json 中设置 pos_profile 后重启收银助手服务",
+                        "cannot tell whether the POS is closed (no POS profile naming its"
+                        " processes), so not running: set pos_profile in settings.json"
+                        " (docs/agent.md), then restart the agent",
+                    )
+                )
+            elif running:
+                failures.append(
+                    Refusal(
+                        "pos_running",
+                        "收银软件（{}）仍在运行，请先退出收银软件".format(", ".join(running)),
+                        "the POS ({}) is still running; close it first".format(", ".join(running)),
+                    )
+                )
         elif pre.kind == "process_stopped":
             if pre.process.lower() in facts.processes:
                 failures.append(
@@ -121,7 +146,7 @@ def gather_facts(preconditions: Sequence[Precondition], profile: Optional[PosPro
     from posassist.agent.collectors.pos import _process_table, sale_open
 
     kinds = {p.kind for p in preconditions}
-    needs_table = "process_stopped" in kinds or (
+    needs_table = bool({"process_stopped", "pos_stopped"} & kinds) or (
         "no_sale_open" in kinds and profile is not None and bool(profile.sale_open_process)
     )
     rows = _process_table() if needs_table else []
@@ -130,4 +155,5 @@ def gather_facts(preconditions: Sequence[Precondition], profile: Optional[PosPro
         and bool(profile.sale_open_file or profile.sale_open_process),
         sale_open=sale_open(profile, rows) if "no_sale_open" in kinds else None,
         processes=frozenset(name.lower() for _, name, _ in rows if name),
+        pos_processes=profile.process_names if profile is not None else (),
     )

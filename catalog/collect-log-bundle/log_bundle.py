@@ -1,15 +1,17 @@
 """posassist catalog: collect a redacted, size-bounded bundle of POS logs (Linux and Windows).
 
-Reads the newest files of one known log folder (picked by key, never by path; top level only,
-regular files, no links, no archives), takes the tail of each within ``--max-kb`` in total, masks
-card numbers (13-19 digits in a known card range, UnionPay's 62 included, whether or not the Luhn
-check holds, keeping the last four; docs/redaction.md) and secrets
-(password=, pwd=, member_phone=, token=), and writes the bundle to standard output, which the
-runner streams to the technician. Nothing is written on the till.
-Exit codes: 0 bundle written; 3 the folder is missing.
+Reads the newest files of the POS's log folders, those holding the log files the POS profile
+names (``POSASSIST_PROFILE_LOG_DIRS``, docs/scripts.md#profile), or of CUPS's (picked by key, never
+by path; top level only, regular files, no links, no archives), takes the tail of each within
+``--max-kb`` in total, masks card numbers (13-19 digits in a known card range, UnionPay's 62
+included, whether or not the Luhn check holds, keeping the last four; docs/findings.md#redaction)
+and secrets (password=, pwd=, member_phone=, token=), and writes the bundle to standard output,
+which the runner streams to the technician. Nothing is written on the till.
+Exit codes: 0 bundle written; 3 the folder is missing, or no POS profile names the POS's logs.
 """
 
 import argparse
+import json
 import os
 import re
 import stat
@@ -19,10 +21,9 @@ import time
 # Test-only re-rooting of absolute paths; unreachable from a manifest (docs/scripts.md#test-root).
 ROOT = os.environ.get("POSASSIST_TEST_ROOT", "")
 
-SOURCES = {
-    "linux": {"pos": "/opt/demo-pos/logs", "cups": "/var/log/cups"},
-    "windows": {"pos": "C:\\POS\\logs"},
-}
+SOURCES = {"linux": {"cups": "/var/log/cups"}, "windows": {}}
+# From the POS profile, set by the agent's runner: the folders of its [logs] paths, a JSON list.
+POS_LOG_DIRS = os.environ.get("POSASSIST_PROFILE_LOG_DIRS", "")
 SKIP_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak")
 MAX_FILES = 20
 
@@ -134,16 +135,24 @@ def main(argv=None):
     p.add_argument("--max-kb", type=int, default=256)
     args = p.parse_args(argv)
     platform = "windows" if sys.platform == "win32" else "linux"
-    top = SOURCES[platform].get(args.source)
-    if top is None:
+    if args.source == "pos":
+        tops = json.loads(POS_LOG_DIRS) if POS_LOG_DIRS else []
+        if not tops:
+            print("the POS profile names no log files ([logs] paths)", file=sys.stderr)
+            return 3
+    elif args.source in SOURCES[platform]:
+        top = SOURCES[platform][args.source]
+        tops = [top if platform == "windows" else ROOT + top]
+    else:
         print("no log source %s on %s" % (args.source, platform), file=sys.stderr)
         return 3
-    top = top if platform == "windows" else ROOT + top
-    try:
-        entries = list(os.scandir(top))
-    except OSError as exc:
-        print("cannot read %s: %s" % (top, exc), file=sys.stderr)
-        return 3
+    entries = []
+    for top in tops:
+        try:
+            entries += list(os.scandir(top))
+        except OSError as exc:
+            print("cannot read %s: %s" % (top, exc), file=sys.stderr)
+            return 3
     files = []
     for entry in entries:
         st = entry.stat(follow_symlinks=False)

@@ -75,6 +75,23 @@ def test_process_stopped_matches_names_case_insensitively() -> None:
     assert evaluate(pre, Facts(processes=frozenset({"explorer.exe"})), 0.0) == []
 
 
+def test_pos_stopped_asks_the_profile_which_programs_are_the_pos() -> None:
+    pre = [Precondition("pos_stopped")]
+    running = frozenset({"explorer.exe", "possrv.exe"})
+    [refusal] = evaluate(
+        pre, Facts(processes=running, pos_processes=("PosSrv.exe", "pos.exe")), 0.0
+    )
+    assert refusal.code == "pos_running"
+    assert "PosSrv.exe" in refusal.en
+    assert "pos.exe" not in refusal.en
+    assert "收银软件" in refusal.zh
+    assert evaluate(pre, Facts(processes=frozenset({"x"}), pos_processes=("pos.exe",)), 0.0) == []
+    [unknown] = evaluate(pre, Facts(processes=running), 0.0)  # no profile: never "stopped"
+    assert unknown.code == "pos_unknown"
+    assert "pos_profile" in unknown.en
+    assert "pos_profile" in unknown.zh
+
+
 def test_every_failure_is_reported() -> None:
     pre = [Precondition("no_sale_open"), HOURS, Precondition("process_stopped", process="pos")]
     facts = Facts(sale_known=True, sale_open="process pos", processes=frozenset({"pos"}))

@@ -1,5 +1,5 @@
 """Redaction: numbers in a card range are masked to their last four digits, Luhn or not; the
-catalog log bundle masks exactly the same (docs/redaction.md)."""
+catalog log bundle masks exactly the same (docs/findings.md#redaction)."""
 
 from __future__ import annotations
 

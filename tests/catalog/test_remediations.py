@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,7 +23,6 @@ from .conftest import SCRIPT_IDS, Catalog, load
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux scripts")
 
@@ -387,8 +387,9 @@ async def test_without_process_names_in_the_profile_nothing_is_stopped(
 def test_the_profile_gives_scripts_its_process_names_as_json() -> None:
     from posassist.agent.profile import load_profile, profile_env
 
-    env = profile_env(load_profile("demo"))
+    env = profile_env(load_profile("demo", Path("/d")))
     assert json.loads(env["POSASSIST_PROFILE_PROCESSES"]) == ["posassist-demo-pos", "demo-pos"]
+    assert json.loads(env["POSASSIST_PROFILE_LOG_DIRS"]) == ["/d/pos/logs"]
 
 
 def test_the_findings_table_in_the_docs_names_the_same_scripts() -> None:
@@ -401,3 +402,41 @@ def test_the_findings_table_in_the_docs_names_the_same_scripts() -> None:
     for code, column in rows:
         a = ADVICE[code]
         assert column.strip() == (f"`{a.script}` ({a.risk})" if a.script else "—"), code
+
+
+# --- fix-printer-port: the POS is closed by the profile's own names ------------------------------
+
+
+@linux
+async def test_fix_printer_port_waits_for_the_pos_the_profile_names_and_needs_one(
+    catalog: Catalog, pos_instances: list[subprocess.Popen[str]]
+) -> None:
+    ini = catalog.data / "pos.ini"
+    ini.write_bytes(b"[printer]\nport = COM3\n")
+    catalog.runner.placeholders["POS_CONFIG"] = str(ini)
+    catalog.path("/dev/ttyUSB1").write_text("")
+    config = f'[config]\npath = "{ini}"\n[sale]\nopen_file = "/nonexistent/sale"\n'
+    catalog.runner.profile = parse_profile(
+        f'name = "p"\n[process]\nnames = ["{POS_NAME}"]\n{config}'
+    )
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.status == "refused", run
+    assert run.result.refusal is not None
+    assert run.result.refusal.code == "pos_running"
+    assert POS_NAME in run.result.refusal.en
+    assert "收银软件" in run.result.refusal.zh
+    catalog.runner.profile = parse_profile(f'name = "p"\n{config}')  # names no process
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.result.refusal is not None
+    assert run.result.refusal.code == "pos_unknown"
+    assert ini.read_bytes() == b"[printer]\nport = COM3\n"  # neither refusal touched it
+    assert catalog.consent.asked == []
+    for p in pos_instances:
+        p.kill()
+        p.wait(timeout=10)
+    catalog.runner.profile = parse_profile(
+        f'name = "p"\n[process]\nnames = ["{POS_NAME}"]\n{config}'
+    )
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.status == "succeeded", run
+    assert ini.read_bytes() == b"[printer]\nport = /dev/ttyUSB1\n"

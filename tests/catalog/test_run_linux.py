@@ -370,7 +370,8 @@ async def test_printer_recover_refused_while_a_sale_is_open(catalog: Catalog) ->
 
 
 async def test_log_bundle_masks_cards_and_secrets_and_is_bounded(catalog: Catalog) -> None:
-    logs = catalog.path("/opt/demo-pos/logs/x").parent
+    logs = catalog.data / "pos" / "logs"  # the folder of the demo profile's [logs] paths
+    logs.mkdir()
     (logs / "pos.log").write_text(
         "2026-01-01 ERROR pay card=4111 1111 1111 1111 order=1234567890123 "
         "password=hunter2 member_phone=13812345678\n打印机 缺纸\n"
@@ -393,6 +394,18 @@ async def test_log_bundle_masks_cards_and_secrets_and_is_bounded(catalog: Catalo
     assert "打印机 缺纸" in out
     assert "old.log.gz" not in out
     assert len(out.encode()) < 16 * 1024 + 2048
+
+
+async def test_log_bundle_reads_only_the_logs_a_profile_names(catalog: Catalog) -> None:
+    from posassist.agent.profile import parse_profile
+
+    decoy = catalog.path("/opt/demo-pos/logs/pos.log")  # the old fixed demo folder
+    decoy.write_text("not this one\n")
+    catalog.runner.profile = parse_profile('name = "bare"\n[sale]\nopen_file = "/nonexistent"\n')
+    run = await catalog.run("collect-log-bundle", {"source": "pos"})
+    assert (run.status, run.result.exit_code) == ("failed", 3), run
+    assert "names no log files" in run.stderr
+    assert run.stdout == ""
 
 
 # --- fix-printer-port ---------------------------------------------------------------------------
@@ -451,7 +464,8 @@ async def test_the_profile_names_the_config_file_section_and_key(catalog: Catalo
     ini.parent.mkdir()
     ini.write_bytes(b"[Receipt]\nComPort=COM3\n[Kitchen]\nComPort=COM5\n")
     catalog.runner.profile = parse_profile(
-        'name = "other"\n[sale]\nopen_file = "/nonexistent/sale"\n'
+        'name = "other"\n[process]\nnames = ["other-pos"]\n'
+        '[sale]\nopen_file = "/nonexistent/sale"\n'
         f'[config]\npath = "{ini}"\nprinter_section = "Receipt"\nport_key = "ComPort"\n'
     )
     catalog.runner.placeholders["POS_CONFIG"] = str(ini)
@@ -464,7 +478,9 @@ async def test_the_profile_names_the_config_file_section_and_key(catalog: Catalo
 async def test_without_a_config_in_the_profile_nothing_runs(catalog: Catalog) -> None:
     from posassist.agent.profile import parse_profile
 
-    catalog.runner.profile = parse_profile('name = "bare"\n[sale]\nopen_file = "/nonexistent"\n')
+    catalog.runner.profile = parse_profile(
+        'name = "bare"\n[process]\nnames = ["bare-pos"]\n[sale]\nopen_file = "/nonexistent"\n'
+    )
     catalog.runner.placeholders.pop("POS_CONFIG", None)
     run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
     assert run.status == "refused", run  # the backup path has no value: refused before it ran
@@ -479,7 +495,7 @@ def test_fix_printer_port_backs_up_exactly_the_file_it_edits() -> None:
     source = (folder / "fix_printer_port.py").read_text(encoding="utf-8")
     assert manifest.backup == ("${POS_CONFIG}",)
     assert 'CONFIG = os.environ.get("POSASSIST_PROFILE_CONFIG", "")' in source
-    assert manifest.platforms == ("linux",)
+    assert manifest.platforms == ("linux", "windows")
 
 
 # --- flush-dns ----------------------------------------------------------------------------------

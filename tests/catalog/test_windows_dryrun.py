@@ -6,6 +6,7 @@ texts are checked for string-built commands. Nothing here starts a Windows tool.
 from __future__ import annotations
 
 import importlib.util
+import json
 import ntpath
 import re
 import sys
@@ -115,14 +116,14 @@ def test_temp_cleaning_windows_folders_are_fixed(monkeypatch: pytest.MonkeyPatch
 
 
 def test_windows_log_and_config_locations() -> None:
-    assert module("collect-log-bundle", "log_bundle.py").SOURCES["windows"] == {
-        "pos": "C:\\POS\\logs"
-    }
+    # no fixed POS log folder: the POS profile names its logs (docs/scripts.md#profile)
+    assert module("collect-log-bundle", "log_bundle.py").SOURCES["windows"] == {}
     # fix-printer-port has no fixed path: the POS profile names the file (docs/scripts.md#profile)
     from posassist.agent.profile import load_profile, profile_env
 
     env = profile_env(load_profile("windows-sqlexpress"))
     assert env["POSASSIST_PROFILE_CONFIG"] == "C:\\POS\\config\\pos.ini"
+    assert json.loads(env["POSASSIST_PROFILE_LOG_DIRS"]) == ["C:\\POS\\logs"]
 
 
 PS_SCRIPTS = sorted(

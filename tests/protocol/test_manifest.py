@@ -27,6 +27,7 @@ GOOD: dict[str, Any] = {
         {"kind": "no_sale_open"},
         {"kind": "outside_hours", "open": "09:00", "close": "22:00"},
         {"kind": "process_stopped", "process": "pos.exe"},
+        {"kind": "pos_stopped"},
     ],
     "params": {
         "port": {
@@ -58,6 +59,7 @@ def test_good_manifest_parses() -> None:
         "no_sale_open",
         "outside_hours",
         "process_stopped",
+        "pos_stopped",
     ]
     low = parse_manifest({**GOOD, "risk": "A", "unattended": True})
     assert low.approvals_needed == 1

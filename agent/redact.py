@@ -2,9 +2,10 @@
 
 The card-number rule (docs/findings.md#redaction): a run of 13-19 digits, optionally grouped by
 single spaces or dashes, whose first digits fall in a known card range (:data:`CARD_RANGES`,
-UnionPay's 62 included) is masked to its last four digits, whether or not its Luhn check holds. Other numbers
-(timestamps, order numbers) are left alone. ``catalog/collect-log-bundle/log_bundle.py`` carries a
-copy of this rule; tests/agent/test_redact.py keeps the two identical.
+UnionPay's 62 included) is masked to its last four digits, whether or not its Luhn check holds.
+Other numbers (timestamps, order numbers) are left alone.
+``catalog/collect-log-bundle/log_bundle.py`` carries a copy of this rule;
+tests/agent/test_redact.py keeps the two identical.
 """
 
 from __future__ import annotations

@@ -402,6 +402,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         args = _parser().parse_args(argv)
+        if getattr(args, "data", None) is not None:  # a relative --data: its paths (profile
+            args.data = args.data.absolute()  # ${DATA}, scripts) must not depend on the cwd
         if args.command == "enroll":
             from .enrol import enrol  # pinned HTTP and the token parser: not at agent idle
 

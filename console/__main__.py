@@ -202,7 +202,9 @@ async def _store_command(args: argparse.Namespace) -> int:
             on_result=lambda r: print(fanout.result_line(r), flush=True),
         )
     if getattr(args, "json", False):
-        report = {r.device: r.report if r.ok else {"error": r.status} for r in results}
+        report = {
+            r.device: r.report if r.report is not None else {"error": r.status} for r in results
+        }
         print(json.dumps(printable_data(report), default=repr, ensure_ascii=False, indent=2))
     print(fanout.totals_line(results, time.perf_counter() - start))
     return 0 if all(r.ok for r in results) else 1

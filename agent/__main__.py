@@ -399,6 +399,10 @@ async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a GBK console or a redirected report on a
+        reconfigure = getattr(stream, "reconfigure", None)  # Chinese Windows till: a character
+        if reconfigure is not None:  # outside the code page becomes "?", never a traceback
+            reconfigure(errors="replace")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         args = _parser().parse_args(argv)

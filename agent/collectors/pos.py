@@ -134,11 +134,22 @@ def sale_open(
     profile: Optional[PosProfile],
     rows: Optional[Iterable[Tuple[int, Optional[str], Optional[float]]]] = None,
 ) -> Optional[str]:
-    """Why a sale looks open (the profile's file exists, or its process runs), else None."""
+    """Why a sale looks open (the profile's file exists, or its process runs), else None.
+
+    Fails closed: a marker file that cannot be checked (permission, a symlink loop…) is "cannot
+    tell", which counts as open — no probe and no class-B/C script runs mid-sale by mistake.
+    """
     if profile is None:
         return None
-    if profile.sale_open_file and os.path.exists(profile.sale_open_file):
-        return "file " + profile.sale_open_file
+    if profile.sale_open_file:
+        try:
+            os.stat(profile.sale_open_file)
+            return "file " + profile.sale_open_file
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no marker: no sale by the file
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            return f"unknown: file {profile.sale_open_file} could not be checked ({why})"
     if profile.sale_open_process:
         table = rows if rows is not None else _process_table()
         if find_processes(table, [profile.sale_open_process]):

@@ -379,7 +379,7 @@ async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = Tr
 
 
 async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
-    from posassist.client.render import render_report
+    from posassist.client.render import render_report, terminal_json
 
     from .diagnostics import DiagContext, collect_report, default_collectors
     from .findings import annotate
@@ -392,7 +392,7 @@ async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
         report["profile_error"] = ctx.profile_error
     annotate(report, ctx.profile, now)  # findings first (docs/findings.md)
     if as_json:
-        print(json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False))
+        print(terminal_json(report))  # no escape or bidi character reaches the terminal raw
     else:
         print(render_report(report, now=now))
     return 0 if all(s["ok"] for s in sections.values()) else 1

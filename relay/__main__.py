@@ -825,10 +825,10 @@ async def serve(config: RelayConfig) -> None:
     host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     metrics_url = f"http://{host}:{bound[1]}/metrics"
     write_private(config.data_dir / "metrics.url", metrics_url)
-    print(f"posassist relay metrics on {metrics_url}", flush=True)
     _release_startup_memory()
     write_private(config.data_dir / "relay.url", url)  # ready: the signals are handled already
-    print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
+    print(f"posassist relay {config.relay_id} listening on {url}", flush=True)  # the first line
+    print(f"posassist relay metrics on {metrics_url}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -718,7 +718,18 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
             )
         else:
             check = dbfile.get("quick_check")
-            if isinstance(check, dict) and check.get("ok") is False:
+            if isinstance(check, dict) and check.get("copy_error"):  # not checked: not corrupt
+                out.append(
+                    _finding(
+                        "pos.database_unreadable",
+                        sec,
+                        path,
+                        {"quick_check": check},
+                        path=path,
+                        why="copy for PRAGMA quick_check failed: " + _clip(check["copy_error"]),
+                    )
+                )
+            elif isinstance(check, dict) and check.get("ok") is False:
                 sample = "; ".join(check.get("result") or [str(check.get("error"))])
                 out.append(
                     _finding(

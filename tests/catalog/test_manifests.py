@@ -140,8 +140,8 @@ def test_python_scripts_run_no_shell_and_import_only_the_standard_library(
     source = (CATALOG / script_id / name).read_text(encoding="utf-8")
     tree = ast.parse(source, feature_version=(3, 8))
     allowed = {
-        "argparse", "csv", "io", "json", "os", "re", "socket", "stat", "subprocess", "sys", "time",
-        "serial", "winreg",
+        "argparse", "bisect", "csv", "io", "json", "os", "re", "socket", "stat", "subprocess",
+        "sys", "time", "serial", "winreg",
     }  # fmt: skip
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

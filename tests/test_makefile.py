@@ -24,9 +24,6 @@ def machine(tmp_path: Path) -> dict[str, str]:
     no CI; and a ``bin/python`` that prints its arguments instead of running pytest."""
     if not shutil.which("make"):
         pytest.fail("make is missing: it is the project's entry point (README)")
-    for system_python in ("/usr/bin/python3.8", "/usr/local/bin/python3.8"):
-        if Path(system_python).exists():  # the Makefile's search would find it: say so, loudly
-            pytest.fail(f"{system_python} exists: this test needs a machine without Python 3.8")
     stand_in = tmp_path / "bin" / "python"
     stand_in.parent.mkdir()
     stand_in.write_text('#!/bin/sh\necho "[python] $*"\n')
@@ -38,7 +35,15 @@ def machine(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+#: A system Python 3.8 the Makefile's search would find even with an empty home: where there
+#: is one, the machine without it is made as an operator would, by an empty PYTHON38.
+SYSTEM_38 = [p for p in ("/usr/bin/python3.8", "/usr/local/bin/python3.8") if Path(p).exists()]
+NO_38 = ("PYTHON38=",) if SYSTEM_38 else ()
+
+
 def make(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    if not any(arg.startswith("PYTHON38=") for arg in args):
+        args = (*NO_38, *args)
     return subprocess.run(
         ["make", "--no-print-directory", *BUILT, *args],
         cwd=ROOT,

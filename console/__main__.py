@@ -553,6 +553,8 @@ def _command(args: argparse.Namespace) -> int:
                 )
             )
         return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
+    except BrokenPipeError:  # our reader went (`posassist diag dev_… | head`): see main()
+        raise
     except (OSError, TimeoutError) as exc:  # the websocket could not reach the relay
         raise http.RelayUnreachable(f"{type(exc).__name__}: {exc}") from None
     except InvalidStatus as exc:  # the relay answered the upgrade with an HTTP error (429…)

@@ -45,7 +45,7 @@ NOT_RUN_HERE = {
     ("pip", "install"): "tests/e2e/test_packaging.py installs the agent wheel into Python 3.8",
     ("posassist", "restore"): (
         "needs a backup id from a run that backed up a file, and every catalog script that backs "
-        "up asks the merchant's consent (no help window yet): "
+        "up asks the merchant's consent, which nobody gives in this walk: "
         "tests/e2e/test_vetted_scripts.py::test_technician_restores_a_backup_byte_for_byte"
     ),
 }
@@ -393,12 +393,28 @@ def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
                 _the_till_refuses_the_retired_version(operator, steps)
             if _matches(argv, ("posassist-relay", "device", "revoke")):
                 _the_revoked_till_is_refused(operator)
+            if _matches(argv, ("posassist-relay", "serve")):
+                _a_plain_connection_to_the_tls_relay_fails(operator)
         _stores_enrolled_after_the_retirement_need_the_new_root_hash(operator, steps, tmp_path)
         _the_merchant_facing_example_is_the_agents_real_line(operator)
         _the_one_time_admin_password_is_replaced(operator, tmp_path)
     finally:
         relay_exit = operator.stop()
     assert relay_exit == 0, operator.relay_log()
+
+
+def _a_plain_connection_to_the_tls_relay_fails(operator: Operator) -> None:
+    """The README's relay speaks only TLS: the same address over plain ws:// gets nothing."""
+    plain = operator.call(["posassist", "health", "--relay", f"ws://localhost:{operator.port}"])
+    assert plain.returncode == 1, plain.stdout + plain.stderr
+    assert "relay unreachable" in plain.stderr, plain.stderr
+    pinned = operator.call(
+        [
+            *("posassist", "health", "--relay", f"wss://localhost:{operator.port}"),
+            *("--tls-cert", "relay.crt"),
+        ]
+    )
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr  # the same relay, over TLS
 
 
 def _the_till_refuses_the_retired_version(operator: Operator, steps: Plan) -> None:

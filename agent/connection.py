@@ -228,8 +228,15 @@ class AgentConnection:
         from .findings import annotate
 
         collected_at = clock()
-        # each section carries its status and findings next to its raw data (docs/findings.md)
-        annotate(sections, self.diagnostics.profile, collected_at)
+        # each section carries its status and findings next to its raw data (docs/findings.md);
+        # the report-wide ones (clock, a profile that did not load) join their sections
+        profile_error = self.diagnostics.profile_error
+        annotate(
+            {"sections": sections, "profile_error": profile_error},
+            self.diagnostics.profile,
+            collected_at,
+            fold=True,
+        )
         report = DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,

@@ -1084,13 +1084,19 @@ def annotate(
     profile: Optional[PosProfile],
     now: float,
     platform: str = THIS_PLATFORM,
+    fold: bool = False,
 ) -> Dict[str, Any]:
     """Add ``status`` and ``findings`` to each section of ``report`` (in place) and return it;
     each finding's fixing script is one that runs on ``platform`` (the till's).
 
     The raw ``ok``/``data``/``error`` of each section stay as they were (docs/findings.md#json).
+    Report-wide findings (an implausible clock, a POS profile that did not load) go to
+    ``report["findings"]``; with ``fold`` (a ``diag.report``, which carries sections only) they
+    join the section they name instead — ``system`` or ``pos`` — so they are never lost.
     """
     sections = report.get("sections", report)
+    if not isinstance(sections, dict):  # garbage: nothing to annotate, and never a crash
+        sections = {}
     profile_error, in_section = _profile_error(report, profile)
     for name, section in list(sections.items()):
         found, readable = _section(str(name), section, profile, now, profile_error)
@@ -1106,7 +1112,25 @@ def annotate(
             f.to_dict(platform)
             for f in evaluate({"sections": {}, "profile_error": report_wide}, profile, now)
         ]
+    if fold:
+        for finding in extra:
+            name = finding["section"] if finding["section"] in sections else None
+            name = name or next(iter(sections), None)
+            if name is None:
+                continue
+            section = sections[name]
+            section["findings"] = sorted(
+                [*section["findings"], finding], key=lambda f: -Severity(f["severity"]).rank
+            )
+            section["status"] = _worse(section["status"], finding["severity"])
+        extra = []
     if "sections" in report:
         report["schema"] = SCHEMA
         report["findings"] = extra  # report-wide findings (clock, profile); the rest per section
     return report
+
+
+def _worse(status: str, severity: str) -> str:
+    """A section's status once a finding of ``severity`` joins it."""
+    order = ["ok", "info", "warning", "unreadable", "fault", "critical"]
+    return max(status, severity, key=lambda s: order.index(s) if s in order else 0)

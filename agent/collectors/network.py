@@ -4,6 +4,7 @@ and the clock offset against the relay measured from heartbeat acks (reference Â
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import threading
@@ -234,7 +235,7 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     if ctx.profile is not None and ctx.profile.payment_hosts:
         for host, _, port in (h.rpartition(":") for h in ctx.profile.payment_hosts):
             gateways.append({})
-            jobs.append((gateways[-1], lambda out, h=host, p=int(port): probe_host(h, p, out=out)))
+            jobs.append((gateways[-1], functools.partial(_probe_gateway, host, int(port))))
     results = probe_all(jobs, PROBE_BUDGET)
     if ctx.settings.relay_url:
         data["relay"] = results.pop(0)
@@ -243,6 +244,10 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     if gateways:
         data["payment_gateways"] = results
     return data
+
+
+def _probe_gateway(host: str, port: int, out: Dict[str, Any]) -> None:
+    probe_host(host, port, out=out)
 
 
 #: Seconds all network probes together may take (they run at once): within the collector's 8 s.

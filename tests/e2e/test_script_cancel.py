@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+RUN_ARGS = ("--version", "1.0.0", "--unattended")
+
+
 def _line_matching(proc: subprocess.Popen[str], pattern: str, within: float) -> re.Match[str]:
     """Read ``proc``'s stdout until a line matches ``pattern`` (bounded in time)."""
     assert proc.stdout is not None
@@ -100,8 +103,7 @@ def test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree(tmp_pat
         agent, device = start_agent(till)
         tech = Technician(tmp_path / "tech").login(url)
         run = subprocess.Popen(
-            [sys.executable, "-m", "posassist.console", "run", device, "long-wait"]
-            + ["--version", "1.0.0", "--unattended"],
+            [sys.executable, "-m", "posassist.console", "run", device, "long-wait", *RUN_ARGS],
             cwd=ROOT,
             env=dict(tech.env, PYTHONUNBUFFERED="1"),
             stdout=subprocess.PIPE,
@@ -125,7 +127,7 @@ def test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree(tmp_pat
             time.sleep(0.05)
         # the technician who ran it hears how it ended; the script never reached its end
         out, err = run.communicate(timeout=30)
-        assert run.returncode == 1
+        assert run.returncode == 1, err
         assert "cancelled" in out
         assert "not-reached" not in out
         # cancel twice, and a made-up job: refused in words, nothing sent

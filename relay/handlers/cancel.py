@@ -110,7 +110,14 @@ async def cancel_job(state: RelayState, user: User, job_id: str, *, via: str) ->
         reason = f"agent too old (protocol {version})"
         await _refuse(state, user, job.id, reason, AgentTooOld(job.device_id), **device)
     await state.audit(f"user:{user.username}", _ACTION, f"job:{job.id}", Outcome.OK, device)
-    reply = await _ask(state, agent, job)
+    try:
+        reply = await _ask(state, agent, job)
+    except CancelUnanswered:
+        detail = {**device, "reason": "no answer", "timeout": CANCEL_TIMEOUT}
+        await state.audit(
+            f"user:{user.username}", f"{_ACTION}.finished", f"job:{job.id}", Outcome.FAILED, detail
+        )
+        raise
     return await _settle(state, user, job, reply, device)
 
 

@@ -243,6 +243,40 @@ async def test_a_cancel_reconciles_a_run_whose_console_left(relay: Relay) -> Non
     assert reconciled[3]["status"] == "cancelled"
 
 
+async def test_a_till_that_does_not_answer_or_leaves_during_a_cancel(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posassist.relay.handlers import cancel
+
+    monkeypatch.setattr(cancel, "CANCEL_TIMEOUT", 0.5)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(_run(device_id))
+        run = await _started(agent)
+        job_id = str(run.job_id)
+        status, body = await relay.post(f"/v1/jobs/{job_id}/cancel", {}, relay.tokens["tech"])
+        assert (status, body["error"]) == (504, "CancelUnanswered")
+        (asked,) = await agent.next()
+        assert isinstance(asked, m.ScriptCancel)
+        # its answer after all is dropped quietly: the link stays up, the job is untouched
+        await agent.reply(_cancelled(asked.id, job_id))
+        await _nothing_more(agent)
+        assert (await relay.state.storage.get_job(job_id)).status is JobStatus.PENDING
+        assert not relay.state.cancels
+        monkeypatch.setattr(cancel, "CANCEL_TIMEOUT", 30.0)
+        again = asyncio.ensure_future(
+            relay.post(f"/v1/jobs/{job_id}/cancel", {}, relay.tokens["tech"])
+        )
+        (asked,) = await agent.next()
+        assert isinstance(asked, m.ScriptCancel)
+    # the till left before answering: the cancel ends at once, offline
+    status, body = await asyncio.wait_for(again, 10)
+    assert (status, body["error"]) == (503, "OfflineError")
+    assert not relay.state.cancels
+    ends = [(o, d["reason"]) for _, o, _, d in await _audit(relay, "job.cancel.finished")]
+    assert ends == [("failed", "no answer"), ("failed", "offline")]
+
+
 async def _jobs(relay: Relay, device_id: str) -> list[str]:
     from posassist.relay.storage import Scope
     from posassist.relay.storage.admin import AdminStore

@@ -164,15 +164,17 @@ class ScriptService:
         when that job is not running here, the ``not_running`` error to answer with at once."""
         job_id = request.job_id
         run = self._runs.get(job_id)
-        if run is None or run.ended.done() or run.cancel_asked:
-            why = "a cancel is already under way" if run and run.cancel_asked else "not running"
-            log.warning("cancel of job %s asked by the relay, refused: %s", job_id, why)
+        if run is None or run.ended.done():
+            log.warning("cancel of job %s asked by the relay, refused: not running", job_id)
             return ErrorReply(
                 id=request.id,
                 code="not_running",
-                message=f"job {job_id} is not running on this till ({why})",
+                message=f"job {job_id} is not running on this till",
             )
-        log.warning("cancel of job %s asked by the relay: stopping its process tree", job_id)
+        if run.cancel_asked:  # asked again while it stops: answered with the same end
+            log.warning("cancel of job %s asked again by the relay: already stopping", job_id)
+        else:
+            log.warning("cancel of job %s asked by the relay: stopping its process tree", job_id)
         run.cancel_asked = True
         run.cancel.set()
         waiter = asyncio.ensure_future(self._answer_cancel(request, run, _tolerant(send)))

@@ -313,6 +313,20 @@ async def test_the_job_page_offers_cancel_while_the_run_is_live_and_a_forged_for
         )
         assert status == 403
         await _nothing_more(agent)  # neither forged form reached the till
+        # another store's live run, from the same technician's page: 404 as for no such job
+        theirs, their_key = await relay.enrol(await relay.invite(relay.other_store))
+        async with Agent(relay, theirs, their_key) as their_agent, Console(relay, "admin") as adm:
+            await adm.request(_run(theirs))
+            their_run = await _started(their_agent)
+            status, page, _ = await browser.post(f"/jobs/{their_run.job_id}/cancel", {"csrf": csrf})
+            unknown, unknown_page, _ = await browser.post(
+                "/jobs/job_00000000000000000000/cancel", {"csrf": csrf}
+            )
+            assert status == unknown == 404
+            assert page.replace(str(their_run.job_id), "") == unknown_page.replace(
+                "job_00000000000000000000", ""
+            )
+            await _nothing_more(their_agent)
         async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
             viewer = Browser(relay.http, http)
             await viewer.sign_in("viewer")
@@ -329,5 +343,11 @@ async def test_the_job_page_offers_cancel_while_the_run_is_live_and_a_forged_for
     _, page, _ = await browser.get(job_url)
     assert "已取消" in page
     assert "/cancel" not in page  # the button is gone once the run has ended
-    outcomes = [(o, d.get("via")) for _, o, _, d in await _audit(relay, "job.cancel")]
-    assert outcomes == [("ok", "web")]
+    outcomes = [
+        (o, d.get("via"), d.get("reason")) for _, o, _, d in await _audit(relay, "job.cancel")
+    ]
+    assert outcomes == [
+        ("refused", None, "out of scope"),
+        ("refused", None, "unknown job"),
+        ("ok", "web", None),
+    ]

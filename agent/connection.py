@@ -27,6 +27,7 @@ from posassist.protocol import (
     PeerSilentError,
     PolicyUpdated,
     Role,
+    ScriptCancel,
     ScriptRestoreRequest,
     ScriptRunRequest,
     Session,
@@ -164,6 +165,11 @@ class AgentConnection:
         elif isinstance(event, (ScriptRunRequest, ScriptRestoreRequest)) and self.scripts:
             # The run is the script service's, not this connection's: it outlives a drop.
             refused = self.scripts.submit(event, self._send, clock)
+            if refused is not None:
+                self.session.send(refused)
+        elif isinstance(event, ScriptCancel) and self.scripts is not None:
+            # protocol v7 (docs/protocol.md#cancel): the run stops even if this link drops
+            refused = self.scripts.cancel(event, self._send)
             if refused is not None:
                 self.session.send(refused)
         elif isinstance(event, PolicyUpdated):

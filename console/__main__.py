@@ -35,7 +35,7 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__, alerts, service, tickets
+from . import __version__, alerts, cancel, service, tickets
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
@@ -489,6 +489,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ticket", help="the ticket this run is for (marks it in progress, yours)")
     tickets.add_parsers(commands)
     service.add_parsers(commands)  # console/service.py: sla, store
+    cancel.add_parsers(commands)  # console/cancel.py: cancel JOB
     return parser
 
 
@@ -530,6 +531,8 @@ def _command(args: argparse.Namespace) -> int:
         return tickets.command(args, _session())
     if args.command in service.COMMANDS:
         return service.command(args, _session())
+    if args.command in cancel.COMMANDS:
+        return cancel.command(args, _session())
     if args.command == "run" and args.ticket:
         tickets.start_work(_session(), args.ticket)
     from websockets.exceptions import InvalidStatus

@@ -19,7 +19,7 @@ from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import NotFound, StorageError
 from .flapping import FlapDetector
-from .handlers import admin, alerts, api, policies, tickets
+from .handlers import admin, alerts, api, cancel, policies, tickets
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
@@ -100,6 +100,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     alerts.add_routes(app)
     policies.add_routes(app)
     admin.add_admin_routes(app)  # issue 15: the operator's half (docs/api.md)
+    cancel.add_routes(app)  # issue 15: cancel a running script (docs/protocol.md#cancel)
     add_console_routes(app)  # issue 15: the web console (docs/console.md)
     from .scripts_repo import add_script_routes
 

@@ -48,6 +48,11 @@ NOT_RUN_HERE = {
         "up asks the merchant's consent, which nobody gives in this walk: "
         "tests/e2e/test_vetted_scripts.py::test_technician_restores_a_backup_byte_for_byte"
     ),
+    ("posassist", "cancel"): (
+        "needs the job id of a run still in progress, and every catalog script ends in seconds: "
+        "tests/e2e/test_script_cancel.py::"
+        "test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree"
+    ),
 }
 
 #: Commands whose exit status says more than done or failed: first words → exits that are fine,
@@ -502,6 +507,7 @@ posassist-relay audit verify \\
 {extra}
 pip install posassist_agent-0.1.0.dev0-py3-none-any.whl
 posassist restore dev_… 20261205T081500Z-1a2b3c4d
+posassist cancel job_…
 ```
 
 ## Status
@@ -522,7 +528,7 @@ def test_the_plan_joins_continuations_and_drops_comments() -> None:
     steps = plan(FAKE.format(extra=""))
     audit = ["posassist-relay", "audit", "verify", "--data", "/var/lib/posassist"]
     assert words(steps.lines[0]) == audit
-    assert len(steps.lines) == 3
+    assert len(steps.lines) == 4  # audit verify, pip, restore and cancel
 
 
 def test_a_failing_readme_command_fails_the_walk(tmp_path: Path) -> None:

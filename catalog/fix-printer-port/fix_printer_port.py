@@ -97,7 +97,7 @@ def get_key(text, key):
 
 def decode(raw):
     """(text, encoding) of a config file's bytes; ConfigUnusable for an encoding we would break."""
-    if raw.startswith(b"\xff\xfe") or raw.startswith(b"\xfe\xff"):
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return raw.decode("utf-16"), "utf-16"  # with its BOM, written back with one
     if b"\x00" in raw:
         raise ConfigUnusable("NUL bytes without a UTF-16 BOM: unknown encoding")

@@ -74,7 +74,7 @@ def _line_matching(proc: subprocess.Popen[str], pattern: str, within: float) -> 
 def _rest(proc: subprocess.Popen[str]) -> str:
     """What ``proc`` printed after the lines :func:`_line_matching` took (it has ended)."""
     lines = _LINES[proc.pid]
-    rest = []
+    rest: list[str] = []
     while True:
         line = lines.get(timeout=30)
         if not line:

@@ -103,7 +103,10 @@ def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[
         out.append(f"      技术员 / technician: {_s(tech.get('zh'))} / {_s(tech.get('en'))}")
         script = f.get("script")
         if script_words and isinstance(script, Mapping) and script.get("id"):
-            fix = f"{_s(script.get('id'))} (risk class {_s(script.get('risk'))})"
+            fix = (
+                f"{_s(script.get('id'))} (risk class {_s(script.get('risk'))}; version: "
+                "posassist scripts list; parameters: docs/scripts.md)"
+            )
             out.append(f"      修复脚本 / fix: {fix}")
     return out
 

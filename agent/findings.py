@@ -171,6 +171,8 @@ _UNREACHABLE = ("no_reply", "unplugged", "not_found", "timeout")
 
 def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
+    if data.get("printers") == [] and data.get("note"):  # nothing configured: nothing checked
+        out.append(_finding("printer.not_configured", "printers", "", {}))
     for p in _dicts(data.get("printers")):
         name = str(p.get("name") or p.get("target") or "?")
         target = str(p.get("target") or "")

@@ -124,6 +124,16 @@ ADVICE: Dict[str, Advice] = {
         "settings.json names no POS profile", "无需操作。", "Nothing to do.",
         "在 settings.json 中设置 pos_profile", "Set pos_profile in settings.json", ref="—",
     ),
+    "printer.not_configured": Advice(
+        _I, "未配置小票打印机", "No receipt printer configured",
+        "settings.json 中没有打印机, 因此未检查打印机",
+        "settings.json names no printer: none was checked",
+        "无需操作。", "Nothing to do.",
+        "运行 posassist-agent configure 发现打印机并写入 settings.json (docs/agent.md)",
+        "Run posassist-agent configure to discover printers and write settings.json "
+        "(docs/agent.md)",
+        ref="—",
+    ),
     "pos.profile_invalid": Advice(
         _W, "收银软件档案有误", "POS profile invalid", "POS 档案无法读取: {why}",
         "The POS profile could not be read: {why}", "请联系技术支持。", "Call support.",

@@ -443,3 +443,17 @@ def test_a_readings_own_bilingual_words_go_half_to_each_language() -> None:
     assert f.detail["en"].endswith("CUPS is not installed (no lpstat)")
     plain = finding("collector.unreadable", "x", section="x", why="a / b")  # not bilingual
     assert plain.detail["en"].endswith("a / b")
+
+
+def test_no_printer_configured_is_said_not_passed_as_ok() -> None:
+    """readme-walk 14: "no printers configured" showed as [OK 正常] with nothing checked."""
+    note = "未配置打印机 (settings.json) / no printers configured (settings.json)"
+    report: dict[str, Any] = {
+        "sections": {"printers": {"ok": True, "data": {"printers": [], "note": note}}}
+    }
+    annotate(report, None, NOW)
+    section = report["sections"]["printers"]
+    assert section["status"] == "info"
+    (finding,) = section["findings"]
+    assert finding["code"] == "printer.not_configured"
+    assert "posassist-agent configure" in finding["technician"]["en"]

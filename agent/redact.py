@@ -18,6 +18,7 @@ from typing import List, Optional, Pattern, Sequence, Union
 __all__ = [
     "CARD_RANGES",
     "REDACTED",
+    "SECRET_PATTERNS",
     "Redactor",
     "ean13_ok",
     "in_card_range",
@@ -158,9 +159,22 @@ def mask_card_numbers(text: str) -> str:
 
 PatternLike = Union[str, Pattern[str]]
 
+#: Secrets masked in any text that leaves the till, before a profile's own patterns: the value
+#: after a password/token/secret key (``key=value``, ``"key": "value"``), in an XML element of
+#: that name, an ``Authorization`` header's credentials, a member's phone number.
+#: ``catalog/collect-log-bundle/log_bundle.py`` carries the same list (a test keeps them equal).
+SECRET_PATTERNS = (
+    r"(?i)\b(?:password|passwd|pwd|token|secret|api[_-]?key)[\"']?\s*[=:]\s*"
+    r"(?P<q>[\"'])?(?P<secret>(?(q)[^\"']*|[^\s;,&\"'<]+))",
+    r"(?i)<(?P<tag>password|passwd|pwd|token|secret)>(?P<secret>[^<]*)</(?P=tag)>",
+    r"(?i)\bauthorization\s*:\s*(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)",
+    r"(?i)\bmember_phone\s*[=:]\s*(?P<secret>\d{11})",
+)
+
 
 class Redactor:
-    """Card-number masking plus extra patterns (e.g. from a POS profile).
+    """Card-number masking, the built-in :data:`SECRET_PATTERNS`, plus extra patterns (e.g. from
+    a POS profile).
 
     A pattern with a group named ``secret`` has only that group replaced, so
     ``r"password=(?P<secret>\\S+)"`` keeps the key and hides the value; otherwise the whole match
@@ -177,7 +191,7 @@ class Redactor:
             re.error: a pattern does not compile.
         """
         self.patterns: List[Pattern[str]] = [
-            p if isinstance(p, re.Pattern) else re.compile(p) for p in patterns
+            p if isinstance(p, re.Pattern) else re.compile(p) for p in (*SECRET_PATTERNS, *patterns)
         ]
 
     def redact(self, text: str) -> str:

@@ -25,7 +25,11 @@ ROOT = os.environ.get("POSASSIST_TEST_ROOT", "")
 SOURCES = {"linux": {"cups": "/var/log/cups"}, "windows": {}}
 # From the POS profile, set by the agent's runner: the folders of its [logs] paths, a JSON list.
 POS_LOG_DIRS = os.environ.get("POSASSIST_PROFILE_LOG_DIRS", "")
-SKIP_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak")
+SKIP_SUFFIXES = (
+    *(".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak", ".db-wal", ".db-shm", "-journal"),
+    *(".sqlite", ".sqlite3", ".mdf", ".ldf", ".key", ".pem", ".pfx", ".p12"),
+)  # archives, databases and keys: never logs
+SKIP_NAMES = ("agent.json", "settings.json", "root.json")  # the agent's own files, if beside
 MAX_FILES = 20
 
 _DIGIT_RUN = re.compile(
@@ -36,10 +40,26 @@ _GROUP = re.compile("[0-9\uff10-\uff19]+")
 _ASCII = {0xFF10 + i: 0x30 + i for i in range(10)}
 # what may be left of a card number cut at the start of a tail read mid-file
 _CUT_DIGITS = re.compile(rb"^(?:[0-9 \t.-]|\xef\xbc[\x90-\x99]|\xc2\xa0)+")
-SECRETS = [
-    re.compile(r"(?i)((?:password|passwd|pwd|token|secret)\s*[=:]\s*)[^\s;,&]+"),
-    re.compile(r"(?i)(member_phone\s*[=:]\s*)\d{11}"),
-]
+# The agent's SECRET_PATTERNS (agent/redact.py; a test keeps them equal), then the POS profile's
+# own [logs] redact_patterns, passed by the runner as POSASSIST_PROFILE_REDACT (a JSON list).
+SECRET_PATTERNS = (
+    r"(?i)\b(?:password|passwd|pwd|token|secret|api[_-]?key)[\"']?\s*[=:]\s*"
+    r"(?P<q>[\"'])?(?P<secret>(?(q)[^\"']*|[^\s;,&\"'<]+))",
+    r"(?i)<(?P<tag>password|passwd|pwd|token|secret)>(?P<secret>[^<]*)</(?P=tag)>",
+    r"(?i)\bauthorization\s*:\s*(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)",
+    r"(?i)\bmember_phone\s*[=:]\s*(?P<secret>\d{11})",
+)
+
+
+def _profile_patterns():
+    try:
+        extra = json.loads(os.environ.get("POSASSIST_PROFILE_REDACT", "") or "[]")
+    except ValueError:
+        extra = []
+    return [p for p in extra if isinstance(p, str)] if isinstance(extra, list) else []
+
+
+SECRETS = [re.compile(p) for p in SECRET_PATTERNS + tuple(_profile_patterns())]
 
 
 # A copy of agent/redact.py's rule (a catalog script runs on its own); a test keeps them identical.
@@ -120,8 +140,17 @@ def _mask_run(run):
 def redact(text):
     text = _DIGIT_RUN.sub(lambda m: _mask_run(m.group(0)), text)
     for pattern in SECRETS:
-        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
+        text = pattern.sub(_replacer, text)
     return text
+
+
+def _replacer(match):
+    if "secret" in match.re.groupindex and match.group("secret") is not None:
+        whole = match.group(0)
+        start = match.start("secret") - match.start(0)
+        end = match.end("secret") - match.start(0)
+        return whole[:start] + "[REDACTED]" + whole[end:]
+    return "[REDACTED]"
 
 
 def decode(data):
@@ -173,7 +202,7 @@ def main(argv=None):
         st = entry.stat(follow_symlinks=False)
         if entry.is_symlink() or not stat.S_ISREG(st.st_mode):
             continue
-        if entry.name.lower().endswith(SKIP_SUFFIXES):
+        if entry.name.lower().endswith(SKIP_SUFFIXES) or entry.name.lower() in SKIP_NAMES:
             continue
         files.append((st.st_mtime, entry.name, entry.path, st.st_size))
     files.sort(reverse=True)

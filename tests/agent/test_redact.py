@@ -174,3 +174,60 @@ def _bundle_redact(text: str) -> str:
         _BUNDLE_MODULE = _bundle()
     # the bundle's redact also hides secrets; none of these texts has one
     return str(_BUNDLE_MODULE.redact(text))
+
+
+SECRET_TEXTS = [
+    ('{"password": "hunter2", "user": "li"}', '{"password": "[REDACTED]", "user": "li"}'),
+    ("<password>hunter2</password>", "<password>[REDACTED]</password>"),
+    ("Authorization: Bearer eyJhbGciOi.x-y_z", "Authorization: Bearer [REDACTED]"),
+    ("login pwd=hunter2;next", "login pwd=[REDACTED];next"),
+    ("member_phone=13812345678", "member_phone=[REDACTED]"),
+    ("api_key: 'abc def'", "api_key: '[REDACTED]'"),
+]
+
+
+@pytest.mark.parametrize(("text", "masked"), SECRET_TEXTS)
+def test_secrets_are_masked_alike_by_the_agent_and_the_log_bundle(text, masked):
+    """attack 14 F12: JSON and XML passwords and Authorization headers left both in clear, and
+    the two had different rules (member_phone only in the bundle)."""
+    assert Redactor().redact(text) == masked
+    assert _bundle_redact(text) == masked
+
+
+def test_the_log_bundle_carries_the_agents_secret_patterns():
+    assert _bundle().SECRET_PATTERNS == agent_redact.SECRET_PATTERNS
+
+
+def test_the_log_bundle_applies_the_profiles_own_patterns_and_skips_keys(tmp_path):
+    """attack 14 F12: a profile's redact_patterns never reached the bundle, and a key file beside
+    the log was streamed out."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from posassist.agent.profile import parse_profile, profile_env
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "pos.log").write_text("Server=.;Uid=sa;Pwd=my secret pass;Database=pos\n")
+    (logs / "agent.key").write_text("-----BEGIN PRIVATE KEY-----\nabc\n")
+    (logs / "agent.json").write_text('{"device_id": "dev_x"}')
+    profile = parse_profile(
+        f'name = "p"\n[logs]\npaths = ["{logs}/pos.log"]\n'
+        'redact_patterns = ["(?i)pwd=(?P<secret>[^;]*)"]\n'
+    )
+    env = {**os.environ, **profile_env(profile)}
+    assert json.loads(env["POSASSIST_PROFILE_REDACT"]) == ["(?i)pwd=(?P<secret>[^;]*)"]
+    out = subprocess.run(
+        [sys.executable, "-I", "-B", str(BUNDLE), "--source", "pos"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Pwd=[REDACTED];Database=pos" in out.stdout
+    assert "secret pass" not in out.stdout
+    assert "PRIVATE KEY" not in out.stdout
+    assert "dev_x" not in out.stdout

@@ -19,6 +19,7 @@ from posassist.client import http
 from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
 from posassist.client.prompt import ask_secret
+from posassist.client.render import HEADINGS as COLLECTORS
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -480,7 +481,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("device", nargs="?")
     d.add_argument("--store", help="every active device of this store, one line each")
-    d.add_argument("--collector", action="append", default=[], help="only these collectors")
+    d.add_argument(
+        "--collector",
+        action="append",
+        default=[],
+        choices=sorted(COLLECTORS),
+        help="only these collectors",
+    )
     d.add_argument("--json", action="store_true")
     d.add_argument("--timeout", type=seconds(0.1, 600.0), default=20.0)
     rs = commands.add_parser("restore", help="put back the files a script run backed up")

@@ -109,7 +109,7 @@ def test_version_negotiation_picks_highest_common() -> None:
 
 
 def test_relay_refuses_hello_with_no_common_version() -> None:
-    agent = Session(Role.AGENT, versions=(7, 8))
+    agent = Session(Role.AGENT, versions=(98, 99))
     relay = Session(Role.RELAY_FOR_AGENT)
     agent.send_hello("a")
     with pytest.raises(UnsupportedVersion) as info:

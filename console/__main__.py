@@ -19,6 +19,7 @@ from posassist.client import http
 from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
 from posassist.client.prompt import ask_secret
+from posassist.client.render import when
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -106,6 +107,7 @@ def devices(show_facts: bool = False) -> int:
         token=session["token"],
         pin=session.get("tls_pin"),
     )
+    now = time.time()
     print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
     for d in answer["devices"]:
         online = "yes" if d["online"] else "no"
@@ -113,6 +115,9 @@ def devices(show_facts: bool = False) -> int:
         facts = facts if isinstance(facts, dict) else {}
         line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
         print(printable(f"{line} {facts_summary(facts)}", multiline=False))
+        if d.get("status") == "handed_over":  # docs/protocol.md#changing-provider
+            moved = when(d.get("handed_over_at"), alerts.zone(d.get("store_timezone")), now)
+            print(printable(f"  handed over / 已转移: {moved}", multiline=False))
         if d.get("flapping") is True:  # relay/flapping.py
             print(f"  {FLAPPING}")
         if show_facts:

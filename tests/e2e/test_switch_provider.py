@@ -194,8 +194,16 @@ def test_the_merchant_saying_no_changes_nothing_on_either_side(
     primary, secondary = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "posassist.agent", "switch-provider"]
-            + ["--data", str(till), "--token", token],
+            [
+                sys.executable,
+                "-m",
+                "posassist.agent",
+                "switch-provider",
+                "--data",
+                str(till),
+                "--token",
+                token,
+            ],
             cwd=ROOT,
             stdin=secondary,
             stdout=subprocess.PIPE,
@@ -217,7 +225,7 @@ def test_the_merchant_saying_no_changes_nothing_on_either_side(
     assert "--yes" in blind.stderr
     assert _snapshot(till) == before
     assert not (till / "retired").exists()
-    assert list(old.devices().values())[0][1] == "active"
+    assert next(iter(old.devices().values()))[1] == "active"
     assert new.devices() == {}
     refusals = [e for e in _journal(till) if e["action"] == "provider.switch"]
     assert [e["outcome"] for e in refusals] == ["refused"]

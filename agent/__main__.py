@@ -85,6 +85,25 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the till's administrator agrees for the merchant (not asked at the terminal)",
     )
+    idle = commands.add_parser(
+        "wait-idle",
+        help="wait until no vetted script runs here (installers call it before stopping the agent)",
+        description="Exit 0 once no script runs on this till (at once if none does), 1 if one "
+        "still runs after --timeout: stopping the agent then cancels it cleanly (its processes "
+        "killed, its backup restored, recorded cancelled). Recorded in the till's audit.log. "
+        "docs/agent.md#uninstall-while-a-script-runs",
+    )
+    idle.add_argument("--data", type=Path, required=True)
+    idle.add_argument(
+        "--timeout", type=seconds(0.0, 3600.0), default=300.0, help="longest wait (s)"
+    )
+    idle.add_argument(
+        "--for",
+        dest="purpose",
+        choices=("uninstall", "upgrade", "stop"),
+        default="stop",
+        help="why, for the record",
+    )
     run = commands.add_parser("run", help="connect to the relay and serve it")
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
@@ -282,6 +301,37 @@ def _switch(args: argparse.Namespace) -> int:
         f"the old identity is kept in {done.retired}; a running agent moves to the new relay "
         "by itself",
     )
+    return 0
+
+
+def _wait_idle(data_dir: Path, timeout: float, purpose: str) -> int:
+    """posassist-agent wait-idle: see agent/runstate.py."""
+    from . import journal
+    from .runstate import wait_idle
+
+    outcome, run, waited = wait_idle(data_dir, timeout)
+    detail: Dict[str, Any] = {"for": purpose, "waited": round(waited, 1)}
+    if run is not None:
+        detail.update(job_id=run.get("job_id"), what=run.get("what"))
+    try:
+        journal.record(data_dir, "agent.wait_idle", outcome, detail)
+    except OSError as exc:  # the installer goes on either way; say so
+        log.warning("wait-idle not recorded in %s: %s", data_dir, exc)
+    what = printable(str(detail.get("what", "")), multiline=False)
+    if outcome == "idle":
+        _say("没有正在运行的脚本", "no script is running")
+    elif outcome == "finished":
+        _say(
+            f"正在运行的脚本已结束 ({what}, 等待 {waited:.0f} 秒)",
+            f"the running script ended ({what}) after {waited:.0f} s",
+        )
+    else:
+        _say(
+            f"脚本仍在运行 ({what}); 停止代理时将取消它并恢复备份",
+            f"a script still runs after {waited:.0f} s ({what}); stopping the agent cancels "
+            "it cleanly and restores its backup",
+        )
+        return 1
     return 0
 
 
@@ -537,6 +587,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _configure(args)
         if args.command == "switch-provider":
             return _switch(args)
+        if args.command == "wait-idle":
+            return _wait_idle(args.data, args.timeout, args.purpose)
         if args.command == "trust-root":
             from .enrol import trust_root
 

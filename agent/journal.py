@@ -47,6 +47,9 @@ def record(
         pass
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # an installer running as root:
+            owner = os.stat(str(data_dir))  # the agent's own user must still append to it
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         os.write(fd, line)  # one write of one line: records of two processes never interleave
     finally:
         os.close(fd)

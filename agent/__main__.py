@@ -307,8 +307,15 @@ def _switch(args: argparse.Namespace) -> int:
 def _wait_idle(data_dir: Path, timeout: float, purpose: str) -> int:
     """posassist-agent wait-idle: see agent/runstate.py."""
     from . import journal
-    from .runstate import wait_idle
+    from .runstate import read_running, wait_idle
 
+    running = read_running(data_dir)
+    if running is not None:
+        what = printable(str(running.get("what", "")), multiline=False)
+        _say(
+            f"正在等待脚本结束 ({what}), 最多 {timeout:g} 秒",
+            f"waiting for the running script ({what}) to end, at most {timeout:g} s",
+        )
     outcome, run, waited = wait_idle(data_dir, timeout)
     detail: Dict[str, Any] = {"for": purpose, "waited": round(waited, 1)}
     if run is not None:

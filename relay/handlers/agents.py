@@ -168,8 +168,11 @@ async def disconnect_revoked(state: RelayState, device_id: str) -> None:
     await end_jobs_of_revoked(state, device_id)
 
 
-async def end_jobs_of_revoked(state: RelayState, device_id: str) -> None:
-    """Every ``unknown`` job of a revoked device → ``failed`` ``device_revoked``."""
+async def end_jobs_of_revoked(
+    state: RelayState, device_id: str, why: str = DEVICE_REVOKED, text: str = DEVICE_REVOKED_TEXT
+) -> None:
+    """Every ``unknown`` job of a revoked device → ``failed`` ``device_revoked`` (or, for a
+    device handed over to another provider, ``device_handed_over``: it never comes back)."""
     try:
         jobs = await state.storage.unknown_jobs(device_id, limit=MAX_REVOKED_JOBS)
     except StorageError as exc:
@@ -183,8 +186,8 @@ async def end_jobs_of_revoked(state: RelayState, device_id: str) -> None:
             "relay",
             job.kind,
             JobStatus.FAILED,
-            f"{DEVICE_REVOKED}: {DEVICE_REVOKED_TEXT}",
-            {"via": DEVICE_REVOKED},
+            f"{why}: {text}",
+            {"via": why},
         )
 
 
@@ -487,6 +490,8 @@ async def _hand_over(
     for route in state.router.detach_agent(device_id, peer):
         if not route.orphaned:
             await finish_route(state, route, "handed_over", HANDED_OVER_TEXT)
+    # its jobs of unknown outcome can never be reconciled: it does not come back
+    await end_jobs_of_revoked(state, device_id, "device_handed_over", HANDED_OVER_TEXT)
     # The answer is its last frame: written directly, after the outbox (dropped: it is leaving).
     await peer.stop_writer()
     peer.session.send(DeviceHandedOver(id=event.id, handed_over_at=device.handed_over_at))

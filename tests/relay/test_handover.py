@@ -67,6 +67,28 @@ async def test_a_handed_over_device_is_marked_audited_closed_and_refused(relay: 
     assert (row["status"], row["handed_over_at"]) == ("handed_over", answer.handed_over_at)
 
 
+async def test_its_jobs_of_unknown_outcome_end_failed_it_never_comes_back(relay: Relay) -> None:
+    from posassist.relay.storage import JobStatus
+
+    device_id, key = await relay.enrol()
+    storage = relay.state.storage
+    job = await storage.create_job(device_id, "script.run", "user:tech", now=relay.state.now())
+    await storage.start_job(job.id, now=relay.state.now())
+    await storage.mark_unfinished_jobs_unknown(("script.run",), "lost", now=relay.state.now())
+    assert (await storage.get_job(job.id)).status is JobStatus.UNKNOWN
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(m.DeviceHandover(id=1, device_id=device_id))
+        replies = await agent.next()
+        while not any(isinstance(r, m.DeviceHandedOver) for r in replies):
+            replies = await agent.next()  # a job.query about the unknown job may come first
+        assert agent.ws is not None
+        assert await close_code(agent.ws) == 4004
+    ended = await storage.get_job(job.id)
+    assert ended.status is JobStatus.FAILED
+    assert ended.error is not None
+    assert ended.error.startswith("device_handed_over")
+
+
 async def test_a_device_can_not_hand_over_another(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     other_id, _ = await relay.enrol()

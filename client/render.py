@@ -5,10 +5,12 @@ section's raw readings in human units. The one renderer, used by the offline rep
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from posassist.client.units import ago, mb
+from posassist.protocol.text import printable
 
 __all__ = [
     "CONSENT_WORDS",
@@ -267,6 +269,18 @@ def _lines(
     return out
 
 
+#: What JSON leaves raw with ``ensure_ascii=False`` that a terminal acts on: DEL, the C1 controls
+#: (8-bit CSI/OSC) and the bidirectional overrides and isolates (C0 controls JSON escapes itself).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_json(data: Any) -> str:
+    """``data`` as indented JSON for a terminal: Chinese stays readable, and every character a
+    terminal would act on is written as a ``\\uXXXX`` escape (the same text to a JSON reader)."""
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def render_report(
     report: Mapping[str, Any], now: Optional[float] = None, tz: Optional[tzinfo] = None
 ) -> str:
@@ -303,7 +317,9 @@ def render_report(
             else:
                 body = [f"读取失败 / could not read: {_s(error)}"] if error else []
         blocks.append("\n".join([head] + ["  " + line for line in body]))
-    return "\n\n".join(blocks)
+    # device, log and profile text reaches a terminal: no escape sequence, control or bidi
+    # override survives (attack 14 F3), as in the console's renderer
+    return printable("\n\n".join(blocks))
 
 
 #: What a consent answer means to the technician (issue 12): decision -> (Chinese, English);

@@ -36,7 +36,7 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__, alerts, service, tickets
+from . import __version__, alerts, cancel, service, tickets
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
@@ -207,7 +207,9 @@ async def _store_command(args: argparse.Namespace) -> int:
             on_result=lambda r: print(fanout.result_line(r), flush=True),
         )
     if getattr(args, "json", False):
-        report = {r.device: r.report if r.ok else {"error": r.status} for r in results}
+        report = {
+            r.device: r.report if r.report is not None else {"error": r.status} for r in results
+        }
         print(json.dumps(printable_data(report), default=repr, ensure_ascii=False, indent=2))
     print(fanout.totals_line(results, time.perf_counter() - start))
     return 0 if all(r.ok for r in results) else 1
@@ -492,6 +494,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ticket", help="the ticket this run is for (marks it in progress, yours)")
     tickets.add_parsers(commands)
     service.add_parsers(commands)  # console/service.py: sla, store
+    cancel.add_parsers(commands)  # console/cancel.py: cancel JOB
     return parser
 
 
@@ -533,6 +536,8 @@ def _command(args: argparse.Namespace) -> int:
         return tickets.command(args, _session())
     if args.command in service.COMMANDS:
         return service.command(args, _session())
+    if args.command in cancel.COMMANDS:
+        return cancel.command(args, _session())
     if args.command == "run" and args.ticket:
         tickets.start_work(_session(), args.ticket)
     from websockets.exceptions import InvalidStatus
@@ -556,6 +561,8 @@ def _command(args: argparse.Namespace) -> int:
                 )
             )
         return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
+    except BrokenPipeError:  # our reader went (`posassist diag dev_… | head`): see main()
+        raise
     except (OSError, TimeoutError) as exc:  # the websocket could not reach the relay
         raise http.RelayUnreachable(f"{type(exc).__name__}: {exc}") from None
     except InvalidStatus as exc:  # the relay answered the upgrade with an HTTP error (429…)

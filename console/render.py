@@ -33,8 +33,8 @@ def render_report(report: DiagnosticsReport) -> str:
         ok = section.get("ok") if isinstance(section, dict) else None
         mark = "ok" if ok else ("FAILED" if ok is False else "")
         status = section.get("status") if isinstance(section, dict) else None
-        if isinstance(status, str):
-            mark = f"{mark} · {STATUS.get(status, status)}"
+        if isinstance(status, str):  # the findings' verdict, not "the probe ran"
+            mark = printable(STATUS.get(status, status))
         lines.append(f"\n[{name}] {mark}")
         data = section.get("data", section) if isinstance(section, dict) else section
         lines.extend(_walk(data, 1, report.collected_at))

@@ -32,6 +32,7 @@ SINCE_VERSION: Dict[str, int] = {
     "policy.updated": 5,
     "ticket.reply": 6,
     "ticket.replied": 6,
+    "script.cancel": 7,
 }
 
 
@@ -140,6 +141,7 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "job.query",
     "policy.updated",
     "device.handed_over",
+    "script.cancel",
 }
 _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
 _RELAY_SENDS_CONSOLE = _BOTH | {
@@ -174,4 +176,5 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "consent.request": frozenset({"consent.answer", "error"}),
     "job.query": frozenset({"job.results", "error"}),
     "device.handover": frozenset({"device.handed_over", "error"}),
+    "script.cancel": frozenset({"script.finished", "error"}),
 }

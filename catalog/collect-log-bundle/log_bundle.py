@@ -11,6 +11,7 @@ Exit codes: 0 bundle written; 3 the folder is missing, or no POS profile names t
 """
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -27,8 +28,14 @@ POS_LOG_DIRS = os.environ.get("POSASSIST_PROFILE_LOG_DIRS", "")
 SKIP_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak")
 MAX_FILES = 20
 
-_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
-_GROUP = re.compile(r"[0-9]+")
+_DIGIT_RUN = re.compile(
+    "(?<![0-9\uff10-\uff19])[0-9\uff10-\uff19]+"
+    "(?:[ \t\u00a0.-][0-9\uff10-\uff19]+)*(?![0-9\uff10-\uff19])"
+)
+_GROUP = re.compile("[0-9\uff10-\uff19]+")
+_ASCII = {0xFF10 + i: 0x30 + i for i in range(10)}
+# what may be left of a card number cut at the start of a tail read mid-file
+_CUT_DIGITS = re.compile(rb"^(?:[0-9 \t.-]|\xef\xbc[\x90-\x99]|\xc2\xa0)+")
 SECRETS = [
     re.compile(r"(?i)((?:password|passwd|pwd|token|secret)\s*[=:]\s*)[^\s;,&]+"),
     re.compile(r"(?i)(member_phone\s*[=:]\s*)\d{11}"),
@@ -64,7 +71,14 @@ def luhn_ok(digits):
 def in_card_range(digits):
     if not 13 <= len(digits) <= 19:
         return False
+    if len(digits) == 13 and digits.startswith("69") and ean13_ok(digits):
+        return False
     return any(lo <= digits[: len(lo)] <= hi for lo, hi in CARD_RANGES)
+
+
+def ean13_ok(digits):
+    total = sum((ord(ch) - 48) * (3 if i % 2 else 1) for i, ch in enumerate(digits[:12]))
+    return (10 - total % 10) % 10 == ord(digits[12]) - 48
 
 
 def _mask(span):
@@ -80,24 +94,25 @@ def _mask(span):
 
 def _mask_run(run):
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
-    pieces, pos, i = [], 0, 0
-    while i < len(groups):
-        in_range, valid, digits = None, None, ""
-        for j in range(i, len(groups)):
-            digits += run[groups[j][0] : groups[j][1]]
-            if len(digits) > 19:
-                break
-            if in_card_range(digits):
-                in_range = j
-                valid = j if luhn_ok(digits) else valid
-        match_end = valid if valid is not None else in_range
-        if match_end is None:
-            i += 1
+    digits = "".join(run[a:b] for a, b in groups).translate(_ASCII)
+    offsets = [0]
+    for a, b in groups:
+        offsets.append(offsets[-1] + b - a)
+    regions = []
+    for i in range(len(groups)):
+        j = bisect.bisect_right(offsets, offsets[i] + 19) - 2
+        if j < i or not in_card_range(digits[offsets[i] : offsets[j + 1]]):
             continue
-        start, end = groups[i][0], groups[match_end][1]
+        if regions and i <= regions[-1][1]:
+            regions[-1][1] = max(regions[-1][1], j)
+        else:
+            regions.append([i, j])
+    pieces, pos = [], 0
+    for first, last in regions:
+        start, end = groups[first][0], groups[last][1]
         pieces.append(run[pos:start])
         pieces.append(_mask(run[start:end]))
-        pos, i = end, match_end + 1
+        pos = end
     pieces.append(run[pos:])
     return "".join(pieces)
 
@@ -123,9 +138,9 @@ def tail(path, limit):
         start = max(0, size - limit)
         f.seek(start)
         data = f.read(limit)
-    if start > 0:
-        cut = data.find(b"\n")
-        data = data[cut + 1 :] if cut >= 0 else data
+    if start > 0:  # read from mid-file: the first line is cut, maybe inside a card number
+        cuts = [c for c in (data.find(b"\n"), data.find(b"\r")) if c >= 0]
+        data = data[min(cuts) + 1 :] if cuts else _CUT_DIGITS.sub(b"", data)
     return data, start > 0
 
 

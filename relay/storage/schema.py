@@ -77,7 +77,7 @@ devices = sa.Table(
     sa.Column("last_seen", sa.Double(), nullable=True),
     sa.Column("agent_version", sa.String(64), nullable=True),
     sa.Column("facts", sa.JSON(), nullable=False),
-    # Migration 0008: moved to another provider (docs/protocol.md#changing-provider).
+    # Migration 0009: moved to another provider (docs/protocol.md#changing-provider).
     sa.Column("handed_over_at", sa.Double(), nullable=True),
     sa.CheckConstraint("status IN ('active', 'revoked', 'handed_over')", name="status"),
 )
@@ -139,7 +139,9 @@ jobs = sa.Table(
     sa.Column("finished_at", sa.Double(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.CheckConstraint(
-        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out', 'unknown')",
+        # migration 0008 adds 'cancelled'
+        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out', 'unknown', "
+        "'cancelled')",
         name="status",
     ),
 )

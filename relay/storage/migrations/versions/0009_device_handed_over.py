@@ -1,8 +1,8 @@
 """A device may be ``handed_over``: its agent moved to another provider's relay with the
 merchant's consent, and said so (``device.handover``, docs/protocol.md#changing-provider).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision: str | None = "0007"
+revision = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | None = None
 depends_on: str | None = None
 

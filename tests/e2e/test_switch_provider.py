@@ -10,12 +10,16 @@ and says the old relay was not told.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -36,7 +40,6 @@ from tests.e2e.cli import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 SETTINGS = {
     "printers": [{"name": "receipt", "tcp": "127.0.0.1:9"}],
@@ -76,11 +79,25 @@ class Provider:
         return str(json.loads((self.data / "relay.json").read_text())["relay_id"])
 
 
+#: The other provider's relay, provisioned by the real commands once per test process and copied
+#: for each test (as tests/e2e/cli.provision does for the first): it has a relay id of its own.
+_OTHER: tuple[Path, str] | None = None
+
+
+def _other_provider(data: Path) -> str:
+    global _OTHER
+    if _OTHER is None:
+        home = Path(tempfile.mkdtemp(prefix="posassist-other-provider-"))
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        _OTHER = home / "relay", _provision(home / "relay", "")
+    shutil.copytree(_OTHER[0], data)
+    return _OTHER[1]
+
+
 @pytest.fixture
 def providers(tmp_path: Path) -> Iterator[tuple[Provider, Provider]]:
     old = Provider(tmp_path / "old", provision(tmp_path / "old")).start()
-    # not the template copy: another provider has a relay id of its own
-    new = Provider(tmp_path / "new", _provision(tmp_path / "new", "")).start()
+    new = Provider(tmp_path / "new", _other_provider(tmp_path / "new")).start()
     assert old.relay_id != new.relay_id
     yield old, new
     old.stop()

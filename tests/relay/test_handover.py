@@ -1,9 +1,11 @@
-"""``device.handover`` on the relay (docs/protocol.md#changing-provider): the device is marked
-handed over, audited, told when and closed; its identity is refused from then on; another
-device's id, and a relay session of an older version, change nothing."""
+"""``device.handover`` on the relay (docs/protocol.md#changing-provider), on SQLite and on
+PostgreSQL: the device is marked handed over, audited, told when and closed; its identity is
+refused from then on; another device's id, and a relay session of an older version, change
+nothing."""
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,6 +13,7 @@ from websockets.asyncio.client import connect
 
 from posassist.protocol import messages as m
 from posassist.relay.storage import DeviceStatus
+from tests.relay.conftest import PG_URL, _pg_admin
 from tests.relay.harness import (
     Agent,
     Console,
@@ -25,11 +28,29 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    relay = await start_relay(tmp_path)
-    yield relay
-    await relay.server.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def relay(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Relay]:
+    schema = None
+    overrides: dict[str, object] = {}
+    if request.param == "postgresql":
+        schema = f"t_{secrets.token_hex(6)}"
+        admin = await _pg_admin()
+        try:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+        finally:
+            await admin.close()
+        overrides.update(database_url=PG_URL, database_schema=schema)
+    relay = await start_relay(tmp_path, **overrides)
+    try:
+        yield relay
+    finally:
+        await relay.server.close()
+        if schema is not None:
+            admin = await _pg_admin()
+            try:
+                await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            finally:
+                await admin.close()
 
 
 async def test_a_handed_over_device_is_marked_audited_closed_and_refused(relay: Relay) -> None:

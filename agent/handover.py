@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple
 
 from posassist.client.files import private_dir, write_private
 from posassist.protocol import PosAssistError
@@ -84,8 +84,15 @@ def switch_provider(
     named, or a new relay that can't be reached: then too nothing is changed.
     """
     from .enrol import _checked_root_hash, install, register
+    from .runstate import read_running
 
     old = load_identity(data_dir)  # ConfigError: nothing to switch from
+    running = read_running(data_dir)
+    if running is not None:  # its result belongs to the provider that asked for it
+        raise ConfigError(
+            f"a vetted script runs now ({running.get('what')}); change provider once it has "
+            "ended (posassist-agent wait-idle); nothing changed"
+        )
     old_config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
     invite = EnrolmentInvite.decode(token_text)  # InvalidEnrolmentToken: nothing asked
     wanted = _checked_root_hash(root_hash)
@@ -151,7 +158,23 @@ def _swap(data_dir: Path, staging: Path, old_device_id: str) -> Path:
         if source.exists():
             os.replace(str(source), str(data_dir / name))
     shutil.rmtree(str(staging))
+    _give_back(data_dir, [retired, *(data_dir / name for name in NEW_FILES)])
     return retired
+
+
+def _give_back(data_dir: Path, paths: List[Path]) -> None:
+    """Run as root (``sudo`` on a Linux till): what was written belongs to the data folder's
+    owner, the agent's own user, or the service could not read its new key."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    owner = os.stat(str(data_dir))
+    if owner.st_uid == 0:
+        return
+    for top in [data_dir / RETIRED, *paths]:
+        if not top.exists():
+            continue
+        for path in [top, *(top.rglob("*") if top.is_dir() else [])]:
+            os.chown(str(path), owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 async def tell_old_relay(identity: Identity, timeout: float) -> Tuple[str, Optional[float]]:

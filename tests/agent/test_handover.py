@@ -3,6 +3,7 @@ told (and told again), a relay of protocol 6 that can't be told, a relay that ca
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -57,3 +58,43 @@ async def test_a_relay_that_can_not_be_reached_is_named(relay: Relay) -> None:
     told, at = await tell_old_relay(Identity(device_id, f"ws://127.0.0.1:{port}", key), 2.0)
     assert told.startswith("unreachable: ")
     assert at is None
+
+
+def test_no_switch_while_a_script_runs_nothing_changes(tmp_path: Path) -> None:
+    from posassist.agent.config import create_identity
+    from posassist.agent.errors import ConfigError
+    from posassist.agent.handover import switch_provider
+    from posassist.agent.runstate import write_running
+
+    create_identity(tmp_path, "dev-1", "ws://127.0.0.1:9")
+    write_running(tmp_path, "job-1", "printer-status 1.0.0", 1.0)  # this process: alive
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    def never(_: object) -> bool:
+        raise AssertionError("the merchant is not asked while a script runs")
+
+    with pytest.raises(ConfigError, match="runs now"):
+        switch_provider(tmp_path, "PA1-anything", None, never)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_a_switch_run_as_root_leaves_the_files_to_the_agents_user(tmp_path: Path) -> None:
+    from posassist.agent.handover import RETIRED, _give_back
+
+    data = tmp_path / "data"
+    (data / RETIRED / "dev-old" / "scripts").mkdir(parents=True)
+    (data / RETIRED / "dev-old" / "agent.key").write_text("old")
+    (data / "agent.key").write_text("new")
+    (data / "scripts").mkdir()
+    (data / "scripts" / "root.json").write_text("{}")
+    (data / "settings.json").write_text("{}")  # the merchant's: not touched
+    os.chown(data, 4321, 4321)
+    _give_back(data, [data / RETIRED / "dev-old", data / "agent.key", data / "scripts"])
+    owned = {str(p.relative_to(data)): p.stat().st_uid for p in data.rglob("*") if p.is_file()}
+    assert owned == {
+        "retired/dev-old/agent.key": 4321,
+        "agent.key": 4321,
+        "scripts/root.json": 4321,
+        "settings.json": 0,
+    }

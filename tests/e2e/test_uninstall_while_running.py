@@ -240,6 +240,7 @@ print(json.dumps({"error": error, "commands": record}))
 """
 
 
+@pytest.mark.py38  # installer.py and the installed agent's wait-idle run on Python 3.8
 def test_the_windows_uninstall_waits_then_the_service_stop_cancels_the_run(
     till: Till,
 ) -> None:

@@ -161,8 +161,30 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
                     sections = printable_data(reply.sections)
                     print(json.dumps(sections, default=repr, ensure_ascii=False, indent=2))
                 else:
-                    print(render_report(reply))
+                    print(render_report(reply, await _store_zone(session, device)))
     return 0
+
+
+async def _store_zone(session: dict[str, Any], device: str) -> Any:
+    """The time zone of ``device``'s store (times in a report show in the store's zone, as on
+    the till and in tickets), or None (this console's) when the relay does not say."""
+    from urllib.parse import quote
+
+    from .alerts import _zone
+
+    base, token, pin = http.http_url(session["relay"]), session["token"], session.get("tls_pin")
+    try:
+        listed = (await http.fetch("GET", base + "/v1/devices", token=token, pin=pin)).json()
+        store = next(
+            (d.get("store_id") for d in listed.get("devices", []) if d.get("id") == device), None
+        )
+        if not isinstance(store, str):
+            return None
+        path = f"/v1/stores/{quote(store, safe='')}"
+        answer = await http.fetch("GET", base + path, token=token, pin=pin)
+        return _zone(answer.json().get("timezone")) if answer.status == 200 else None
+    except (OSError, ValueError, AttributeError, http.HttpError):
+        return None
 
 
 async def _store_command(args: argparse.Namespace) -> int:

@@ -5,10 +5,11 @@ job shows ``cancelled`` and the audit chain holds the cancel."""
 
 from __future__ import annotations
 
+import queue
 import re
-import select
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -34,16 +35,33 @@ if TYPE_CHECKING:
 RUN_ARGS = ("--version", "1.0.0", "--unattended")
 
 
+_LINES: dict[int, queue.Queue[str]] = {}
+
+
 def _line_matching(proc: subprocess.Popen[str], pattern: str, within: float) -> re.Match[str]:
-    """Read ``proc``'s stdout until a line matches ``pattern`` (bounded in time)."""
+    """Read ``proc``'s stdout until a line matches ``pattern`` (bounded in time).
+
+    A thread reads the lines into a queue: ``select`` on the pipe would miss lines the text
+    wrapper has already buffered (two lines arriving together)."""
     assert proc.stdout is not None
+    if proc.pid not in _LINES:
+        lines: queue.Queue[str] = queue.Queue()
+        _LINES[proc.pid] = lines
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+            lines.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + within
     seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
+    while True:
+        try:
+            line = _LINES[proc.pid].get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
             break
-        line = proc.stdout.readline()
         if not line:
             break
         seen.append(line)
@@ -51,6 +69,17 @@ def _line_matching(proc: subprocess.Popen[str], pattern: str, within: float) -> 
         if found:
             return found
     raise AssertionError(f"no line matching {pattern!r} in {seen!r}")
+
+
+def _rest(proc: subprocess.Popen[str]) -> str:
+    """What ``proc`` printed after the lines :func:`_line_matching` took (it has ended)."""
+    lines = _LINES[proc.pid]
+    rest: list[str] = []
+    while True:
+        line = lines.get(timeout=30)
+        if not line:
+            return "".join(rest)
+        rest.append(line)
 
 
 def _job_and_audit(relay_dir: Path, job_id: str) -> tuple[str, list[tuple[str, str]]]:
@@ -126,7 +155,9 @@ def test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree(tmp_pat
             assert time.monotonic() < deadline, "the till's script processes are still there"
             time.sleep(0.05)
         # the technician who ran it hears how it ended; the script never reached its end
-        out, err = run.communicate(timeout=30)
+        run.wait(timeout=30)
+        out = _rest(run)
+        err = run.stderr.read() if run.stderr is not None else ""
         assert run.returncode == 1, err
         assert "cancelled" in out
         assert "not-reached" not in out

@@ -170,8 +170,6 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
     the till and in tickets), or None (this console's) when the relay does not say."""
     from urllib.parse import quote
 
-    from .alerts import _zone
-
     base, token, pin = http.http_url(session["relay"]), session["token"], session.get("tls_pin")
     try:
         listed = (await http.fetch("GET", base + "/v1/devices", token=token, pin=pin)).json()
@@ -182,7 +180,7 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
             return None
         path = f"/v1/stores/{quote(store, safe='')}"
         answer = await http.fetch("GET", base + path, token=token, pin=pin)
-        return _zone(answer.json().get("timezone")) if answer.status == 200 else None
+        return alerts.zone(answer.json().get("timezone")) if answer.status == 200 else None
     except (OSError, ValueError, AttributeError, http.HttpError):
         return None
 

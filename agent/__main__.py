@@ -508,6 +508,9 @@ async def _run_identity(
             return
         if isinstance(exc, RelayRefusedError):
             _say(exc.words_zh, exc.words_en)
+        elif isinstance(exc, ReplacedError) and (data_dir / "switch.new").exists():
+            # switch-provider's handover connection, signed with this identity (agent/handover.py)
+            _say("正在更换服务商", "changing provider: the old relay is being told")
         elif isinstance(exc, ReplacedError):
             _say(
                 "本设备身份在另一处连接了服务器, 稍后重连 (若为复制的系统镜像, 请重新登记本机)",

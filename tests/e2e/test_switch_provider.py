@@ -14,10 +14,12 @@ import atexit
 import json
 import os
 import pty
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +30,6 @@ from tests.e2e.cli import (
     ROOT,
     Technician,
     _provision,
-    _readline_within,
     invite,
     ok,
     provision,
@@ -134,12 +135,34 @@ def _switch(till: Path, token: str, *extra: str) -> subprocess.CompletedProcess[
     return py("agent", "switch-provider", "--data", str(till), "--token", token, *extra)
 
 
+#: The thread reading each agent's stdout (:func:`_wait_for_line`), by pid.
+_PUMPS: dict[int, threading.Thread] = {}
+
+
 def _wait_for_line(proc: subprocess.Popen[str], wanted: str, seconds: float = 30) -> list[str]:
-    """The agent's stdout lines up to the first that holds ``wanted`` (fails after ``seconds``)."""
+    """The agent's stdout lines up to the first that holds ``wanted`` (fails after ``seconds``).
+
+    A thread reads the lines into a queue: ``select`` on the pipe would miss lines the text
+    wrapper has already buffered (two lines arriving together)."""
+    stdout = proc.stdout
+    assert stdout is not None
+    queued: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stdout:
+            queued.put(line)
+        queued.put("")
+        stdout.close()  # at its end: the reader owns it
+
+    _PUMPS[proc.pid] = threading.Thread(target=pump, daemon=True)
+    _PUMPS[proc.pid].start()
     lines: list[str] = []
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = _readline_within(proc, max(0.1, deadline - time.monotonic()))
+    while True:
+        try:
+            line = queued.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
         if not line:
             break
         lines.append(line)
@@ -167,7 +190,14 @@ def test_a_till_moves_to_another_provider_and_the_old_one_shows_it_handed_over(
         assert agent.poll() is None
     finally:
         agent.terminate()
-        agent.communicate(timeout=15)
+        agent.wait(timeout=15)
+        pump = _PUMPS.pop(agent.pid, None)
+        if pump is not None:
+            pump.join(timeout=15)  # it reads stdout to its end and closes it
+        elif agent.stdout is not None:
+            agent.stdout.close()
+        assert agent.stderr is not None
+        agent.stderr.close()
     # the merchant's settings are kept byte for byte; the old identity is retired, not lost
     assert (till / "settings.json").read_bytes() == settings
     retired = till / "retired" / old_device

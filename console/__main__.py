@@ -20,6 +20,7 @@ from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
 from posassist.client.prompt import ask_secret
 from posassist.client.render import HEADINGS as COLLECTORS
+from posassist.client.render import when
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -107,6 +108,7 @@ def devices(show_facts: bool = False) -> int:
         token=session["token"],
         pin=session.get("tls_pin"),
     )
+    now = time.time()
     print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
     for d in answer["devices"]:
         online = "yes" if d["online"] else "no"
@@ -114,6 +116,9 @@ def devices(show_facts: bool = False) -> int:
         facts = facts if isinstance(facts, dict) else {}
         line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
         print(printable(f"{line} {facts_summary(facts)}", multiline=False))
+        if d.get("status") == "handed_over":  # docs/protocol.md#changing-provider
+            moved = when(d.get("handed_over_at"), alerts.zone(d.get("store_timezone")), now)
+            print(printable(f"  handed over / 已转移: {moved}", multiline=False))
         if d.get("flapping") is True:  # relay/flapping.py
             print(f"  {FLAPPING}")
         if show_facts:
@@ -166,8 +171,6 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
     the till and in tickets), or None (this console's) when the relay does not say."""
     from urllib.parse import quote
 
-    from .alerts import _zone
-
     base, token, pin = http.http_url(session["relay"]), session["token"], session.get("tls_pin")
     try:
         listed = (await http.fetch("GET", base + "/v1/devices", token=token, pin=pin)).json()
@@ -178,7 +181,7 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
             return None
         path = f"/v1/stores/{quote(store, safe='')}"
         answer = await http.fetch("GET", base + path, token=token, pin=pin)
-        return _zone(answer.json().get("timezone")) if answer.status == 200 else None
+        return alerts.zone(answer.json().get("timezone")) if answer.status == 200 else None
     except (OSError, ValueError, AttributeError, http.HttpError):
         return None
 

@@ -25,7 +25,7 @@ from posassist.protocol import (
 from .render import printable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from posassist.protocol import Message
 
@@ -82,7 +82,11 @@ def store_devices(devices: Sequence[dict[str, Any]], store: str) -> list[str]:
 
 def diag_summary(report: DiagnosticsReport) -> str:
     """``5/5 sections ok, 2 findings (warning)``: one line of what a report says."""
-    sections = report.sections
+    return sections_summary(report.sections)
+
+
+def sections_summary(sections: Mapping[str, Any]) -> str:
+    """:func:`diag_summary` of a report's sections."""
     ok = sum(1 for s in sections.values() if isinstance(s, dict) and s.get("ok") is True)
     findings = [
         f
@@ -143,6 +147,35 @@ async def _ask(conn: ConsoleConnection, request: Message, timeout: float) -> Dev
     except TimeoutError:
         return DeviceResult(device, "timeout", 0.0, f"no answer in {timeout:g} s")
     return DeviceResult(device, "no answer", 0.0)
+
+
+#: The largest answer ``POST /v1/stores/{id}/diag`` gives (its 16 MB of reports, and the rest).
+MAX_STORE_ANSWER = 17 * 1024 * 1024
+
+
+def store_results(answer: Mapping[str, Any]) -> list[DeviceResult]:
+    """Each device's :class:`DeviceResult` from the relay's answer to ``POST
+    /v1/stores/{id}/diag`` (docs/api.md); the agents' strings are made printable when shown."""
+    results = []
+    for row in answer.get("results") or []:
+        if not isinstance(row, dict):
+            continue
+        status = str(row.get("status", "no answer"))
+        sections = row.get("sections")
+        seconds = row.get("elapsed_ms")
+        result = DeviceResult(
+            str(row.get("device_id", "?")),
+            status,
+            float(seconds) / 1000 if isinstance(seconds, int | float) else 0.0,
+        )
+        if status == "ok" and isinstance(sections, dict):
+            result.summary, result.report = sections_summary(sections), sections
+        elif status == "ok":
+            result.summary = "report not included (answer too large) / 报告过大未附带"
+        else:
+            result.summary = str(row.get("message", ""))
+        results.append(result)
+    return results
 
 
 def result_line(result: DeviceResult) -> str:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,8 @@ class DeviceAnswer:
     error: ErrorReply | None = None
     end: tuple[JobStatus, str | None, AuditEntry] | None = None
     route: Route | None = None
+    #: Seconds from the request's start until its end was known.
+    seconds: float = 0.0
 
     def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
         """A reply the router hands on: kept (never blocks, never raises)."""
@@ -87,6 +90,7 @@ class DeviceAnswer:
         """The job's end and its audit record, written with the store's others."""
         if self.end is None:
             self.end = (status, error, entry)
+            self.seconds = time.monotonic() - self.fanout.started
             self.fanout.ended()
 
     @property
@@ -104,6 +108,7 @@ class StoreFanout:
 
     answers: list[DeviceAnswer] = field(default_factory=list)
     left: int = 0
+    started: float = field(default_factory=time.monotonic)
     all_ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ended(self) -> None:
@@ -260,6 +265,7 @@ def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:
             "device_id": answer.device_id,
             "job_id": answer.job_id,
             "status": answer.status,
+            "elapsed_ms": round(answer.seconds * 1000, 1),
         }
         if answer.report is not None:
             result["collected_at"] = _finite(answer.report.collected_at)

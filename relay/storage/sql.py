@@ -421,7 +421,7 @@ class SqlStorage:
             .select_from(_DEVICE_TREE)
             .where(t.devices.c.id == device_id)
         )
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return TenantPath(
@@ -448,7 +448,7 @@ class SqlStorage:
             chain.append(Scope.root())
             return chain[::-1]
 
-        return await self._db.read(tx)
+        return await self._db.read(tx, small=True)
 
     async def device_in_scope(self, device_id: str, scope: Scope) -> bool:
         """Whether ``scope`` covers the device; False also when there is no such device."""
@@ -462,7 +462,7 @@ class SqlStorage:
 
     async def get_device(self, device_id: str) -> Device:
         query = t.devices.select().where(t.devices.c.id == device_id)
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return _device(row)
@@ -479,7 +479,11 @@ class SqlStorage:
             .where(_scope_clause(scope))
             .order_by(t.devices.c.enrolled_at, t.devices.c.id)
         )
-        return await self._db.read(lambda conn: [_device(row) for row in conn.execute(query)])
+        # A store's or a device's devices are few; a bigger scope's may be thousands.
+        small = scope.kind in (ScopeKind.STORE, ScopeKind.DEVICE)
+        return await self._db.read(
+            lambda conn: [_device(row) for row in conn.execute(query)], small=small
+        )
 
     async def revoke_device(self, device_id: str, *, now: float) -> Device:
         """Mark the device revoked (idempotent: a second call keeps the first ``revoked_at``)."""
@@ -663,7 +667,7 @@ class SqlStorage:
             .select_from(t.bearer_tokens.join(t.users))
             .where(t.bearer_tokens.c.token_hash == _digest(token))
         )
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise TokenUnknown("no such token")
         if row.revoked_at is not None:

@@ -3,13 +3,21 @@ by a store-wide request), on SQLite and PostgreSQL: the chain stays verifiable a
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from typing import TYPE_CHECKING
+
 import pytest
 
 from posassist.relay.audit import AuditEntry, Outcome, verify_store
 from posassist.relay.errors import NotFound
-from posassist.relay.storage import JobStatus, SqlStorage
+from posassist.relay.storage import JobStatus, Scope, ScopeKind, SqlStorage, open_storage
+from posassist.relay.storage.engine import SqliteDatabase
 from tests.relay.test_audit import append_n, tamper
 from tests.relay.test_storage import NOW, enrol, make_tree
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _asked(device: str, i: int) -> tuple[str, AuditEntry]:
@@ -138,3 +146,40 @@ async def test_a_stray_row_past_the_head_is_recorded_by_a_batch_as_by_one_append
     assert second.prev_hash == first.hash
     result = await verify_store(storage)
     assert (result.ok, result.first_bad_seq) == (False, 4)  # as after one append
+
+
+async def test_sqlite_small_reads_run_on_the_loop_and_never_wait_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    storage = open_storage(f"sqlite:///{path}", busy_timeout=5)
+    database = storage.database
+    assert isinstance(database, SqliteDatabase)
+    try:
+        await storage.migrate()
+        _, _, store = await make_tree(storage)
+        device = await enrol(storage, store.id)
+        before = database.inline_reads
+        # an operator command holds the write lock with a change not yet committed
+        raw = sqlite3.connect(path, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("UPDATE devices SET agent_version = 'uncommitted'")
+        try:
+            found = await asyncio.wait_for(storage.get_device(device.id), 1)
+            path_of = await asyncio.wait_for(storage.device_path(device.id), 1)
+            listed = await storage.list_devices(Scope(ScopeKind.STORE, store.id))
+            ancestors = await storage.scope_ancestors(Scope(ScopeKind.STORE, store.id))
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+        assert found.agent_version == "0.1"  # what was committed, not the writer's change
+        assert path_of.store_id == store.id
+        assert [d.id for d in listed] == [device.id]
+        assert ancestors[-1] == Scope(ScopeKind.STORE, store.id)
+        assert database.inline_reads == before + 4
+        with pytest.raises(NotFound):
+            await storage.get_device("dev_nothing")
+        await storage.list_devices(Scope.root())  # a whole tenancy: on a reader thread
+        assert database.inline_reads == before + 5
+    finally:
+        await storage.close()

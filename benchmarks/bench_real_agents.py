@@ -305,17 +305,20 @@ async def script_parts(
     return runs
 
 
-async def store_fanout(url: str, token: str, stores: Sequence[tuple[str, int]]) -> float | None:
-    """``POST /v1/stores/{id}/diag`` for each of ``stores`` (id, devices expected) at once;
-    seconds until every answer is in (each with every device's result). None when the relay has
-    no such route."""
+async def store_fanout(
+    url: str, tokens: Sequence[str], stores: Sequence[tuple[str, int]]
+) -> float | None:
+    """``POST /v1/stores/{id}/diag`` for each of ``stores`` (id, devices expected) at once, each
+    by its own technician (a request costs one per device of the per-user rate, at most the
+    burst); seconds until every answer is in (each with every device's result). None when the
+    relay has no such route."""
     from aiohttp import ClientSession
 
     base = url.replace("ws://", "http://")
     body = {"collectors": list(COLLECTORS), "timeout": 10.0}
-    headers = {"Authorization": f"Bearer {token}"}
 
-    async def one(http: ClientSession, store: str, expect: int) -> bool:
+    async def one(http: ClientSession, token: str, store: str, expect: int) -> bool:
+        headers = {"Authorization": f"Bearer {token}"}
         async with http.post(f"{base}/v1/stores/{store}/diag", json=body, headers=headers) as r:
             if r.status in (404, 405):
                 return False
@@ -329,7 +332,9 @@ async def store_fanout(url: str, token: str, stores: Sequence[tuple[str, int]]) 
 
     async with ClientSession() as http:
         start = time.perf_counter()
-        found = await asyncio.gather(*(one(http, s, n) for s, n in stores))
+        found = await asyncio.gather(
+            *(one(http, t, s, n) for t, (s, n) in zip(tokens, stores, strict=True))
+        )
         seconds = time.perf_counter() - start
     return seconds if all(found) else None
 
@@ -401,10 +406,11 @@ def run(args: argparse.Namespace) -> Results:
             print(f"fan-out {n}: {fmt(_ms(res.fanout[n]), ' ms')}", flush=True)
             if args.store_route:
                 stores = [(store, first)] if n <= first else [(store, first), (rest, n - first)]
-                times = [
-                    asyncio.run(store_fanout(url, tokens.take(), stores))
-                    for _ in range(args.repeats)
-                ]
+                times = []
+                for _ in range(args.repeats):
+                    time.sleep(0.5)  # as above
+                    who = [tokens.take() for _ in stores]
+                    times.append(asyncio.run(store_fanout(url, who, stores)))
                 if None not in times:
                     res.store_fanout[n] = [t for t in times if t is not None]
                     print(f"store route {n}: {fmt(_ms(res.store_fanout[n]), ' ms')}", flush=True)

@@ -50,8 +50,10 @@ from benchmarks.bench_relay import start_baseline
 from benchmarks.suite import (
     PASSWORD,
     ROOT,
+    BaselinePeers,
     Relay,
     Tokens,
+    _one_request,
     baseline_fanout,
     baseline_rtt,
     calibrate,
@@ -339,6 +341,18 @@ async def store_fanout(
     return seconds if all(found) else None
 
 
+async def baseline_paced(url: str, n: int, pace: float) -> list[float]:
+    """The forwarder's round trip, one every ``pace`` seconds (both ends idle in between, as
+    the relay and the agent are in the paced round trip)."""
+    latencies = []
+    async with BaselinePeers(url) as peers:
+        console = await peers.pair("paced")
+        for i in range(n):
+            latencies.append(await _one_request(console, i + 1))
+            await asyncio.sleep(pace)  # the pacing is the measurement's, not a wait
+    return latencies
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -352,6 +366,7 @@ class Results:
     rtt_paced: list[float] = field(default_factory=list)
     rtt_b2b: list[float] = field(default_factory=list)
     baseline_rtt: list[float] = field(default_factory=list)
+    baseline_paced: list[float] = field(default_factory=list)
     script: list[dict[str, float]] = field(default_factory=list)
     fanout: dict[int, list[float]] = field(default_factory=dict)
     store_fanout: dict[int, list[float]] = field(default_factory=dict)
@@ -365,6 +380,7 @@ def run(args: argparse.Namespace) -> Results:
     baseline = start_baseline(work)
     try:
         res.baseline_rtt = asyncio.run(baseline_rtt(baseline.url, args.rtt))
+        res.baseline_paced = asyncio.run(baseline_paced(baseline.url, min(args.rtt, 100), 0.25))
         for n in args.fanout:
             res.baseline_fanout[n] = asyncio.run(baseline_fanout(baseline.url, n, args.repeats))
     finally:
@@ -458,16 +474,18 @@ def markdown(res: Results) -> str:
         "| mode | p50 ms | p90 ms | p99 ms | p50 vs forwarder |",
         "|---|---|---|---|---|",
     ]
-    base50 = percentile(res.baseline_rtt, 0.5) * 1000 if res.baseline_rtt else 0.0
-    for name, values in (
-        ("paced, every 250 ms", res.rtt_paced),
-        ("back-to-back", res.rtt_b2b),
-        ("forwarder, back-to-back", res.baseline_rtt),
+    paced_base = res.baseline_paced or res.baseline_rtt
+    for name, values, base in (
+        ("paced, every 250 ms", res.rtt_paced, paced_base),
+        ("back-to-back", res.rtt_b2b, res.baseline_rtt),
+        ("forwarder, paced", res.baseline_paced, res.baseline_paced),
+        ("forwarder, back-to-back", res.baseline_rtt, res.baseline_rtt),
     ):
         if not values:
             continue
         ms = _ms(values)
         p50 = percentile(ms, 0.5)
+        base50 = percentile(_ms(base), 0.5) if base else 0.0
         ratio = f"{p50 / base50:.1f}×" if base50 else "—"
         out.append(
             f"| {name} | {p50:.2f} | {percentile(ms, 0.9):.2f} | {percentile(ms, 0.99):.2f} "

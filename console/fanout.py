@@ -1,10 +1,11 @@
 """One request to every device of a store: `posassist diag --store S`, `run --store S SCRIPT`.
 
-The devices come from ``GET /v1/devices`` (the caller's scope; the relay checks it again for each
-request); the requests go out over one console connection, paced below the relay's per-user
-limit (a burst of 50, then 20 a second; relay/config.py ``console_burst``/``console_rate``) and
-at most :data:`MAX_IN_FLIGHT` at once, and one line per device says how it went. A device that
-is offline or refuses gets its line; the others are not held up by it.
+The devices come from ``GET /v1/devices`` (the caller's scope; the relay checks it again).
+``diag --store`` is one ``POST /v1/stores/{id}/diag``: the relay asks every device and answers
+once (:func:`store_results`). ``run --store`` sends one request per device over one console
+connection, paced below the relay's per-user limit (a burst of 50, then 20 a second;
+relay/config.py ``console_burst``/``console_rate``) and at most :data:`MAX_IN_FLIGHT` at once.
+One line per device says how it went; a device that is offline or refuses gets its line.
 """
 
 from __future__ import annotations

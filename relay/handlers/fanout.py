@@ -55,7 +55,9 @@ ACTION = "diag.request"
 #: Devices one store-wide request reaches at most (a bigger store is refused, 400).
 MAX_STORE_DEVICES = 1000
 #: The answer's device results carry their reports up to this many bytes of JSON in all; past
-#: it a device's result says ``"sections": null, "truncated": true`` (its job is complete).
+#: it a device's result says ``"sections": null, "truncated": true`` (its job is complete). Each
+#: report is encoded as it arrives and only its text kept, so this also bounds what a store's
+#: replies hold in the relay's memory (up to 1,000 devices × 1 MiB frames otherwise).
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 #: Seconds past the request's timeout the relay waits for the router's own timeouts before it
 #: ends what is left itself.
@@ -72,7 +74,11 @@ class DeviceAnswer:
     fanout: StoreFanout
     peer: str = "store-diag"
     session: Session = field(default_factory=lambda: Session(Role.CONSOLE))
-    report: DiagnosticsReport | None = None
+    #: The report's sections as JSON text (None: no report, or past the answer's size cap).
+    sections: str | None = None
+    collected_at: float | None = None
+    answered: bool = False
+    truncated: bool = False
     error: ErrorReply | None = None
     end: tuple[JobStatus, str | None, AuditEntry] | None = None
     route: Route | None = None
@@ -81,8 +87,18 @@ class DeviceAnswer:
 
     def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
         """A reply the router hands on: kept (never blocks, never raises)."""
-        if isinstance(msg, DiagnosticsReport):
-            self.report = msg
+        if isinstance(msg, DiagnosticsReport) and not self.answered:
+            self.answered = True
+            self.collected_at = _finite(msg.collected_at)
+            try:
+                text = json.dumps(_jsonable(msg.sections), ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError):  # nothing the codec lets in; never the agent's fault
+                text = "x" * (MAX_ANSWER_BYTES + 1)
+            if self.fanout.size + len(text) > MAX_ANSWER_BYTES:
+                self.truncated = True
+            else:
+                self.fanout.size += len(text)
+                self.sections = text
         elif isinstance(msg, ErrorReply):
             self.error = msg
 
@@ -95,7 +111,7 @@ class DeviceAnswer:
 
     @property
     def status(self) -> str:
-        if self.report is not None:
+        if self.answered:
             return "ok"
         if self.error is not None:
             return self.error.code
@@ -109,6 +125,8 @@ class StoreFanout:
     answers: list[DeviceAnswer] = field(default_factory=list)
     left: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: Bytes of report JSON kept so far (:data:`MAX_ANSWER_BYTES`).
+    size: int = 0
     all_ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ended(self) -> None:
@@ -255,11 +273,10 @@ def _unrouted(state: RelayState, answer: DeviceAnswer, actor: str, code: str, te
 
 
 def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:
-    """The JSON answer, each device's report while the answer stays under
-    :data:`MAX_ANSWER_BYTES`. The agents' strings go as they came (JSON-escaped); a console
-    makes them printable before showing them."""
+    """The JSON answer: each device's result with its report's sections (encoded on arrival,
+    within :data:`MAX_ANSWER_BYTES`). The agents' strings go as they came (JSON-escaped); a
+    console makes them printable before showing them."""
     parts = []
-    size = 0
     for answer in answers:
         result: dict[str, Any] = {
             "device_id": answer.device_id,
@@ -267,16 +284,15 @@ def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:
             "status": answer.status,
             "elapsed_ms": round(answer.seconds * 1000, 1),
         }
-        if answer.report is not None:
-            result["collected_at"] = _finite(answer.report.collected_at)
-            result["sections"] = _jsonable(answer.report.sections)
+        if answer.answered:
+            result["collected_at"] = answer.collected_at
+            if answer.truncated:
+                result.update(sections=None, truncated=True)
         elif answer.error is not None:
             result["message"] = answer.error.message
-        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
-        if size + len(text) > MAX_ANSWER_BYTES and answer.report is not None:
-            result.update(sections=None, truncated=True)
-            text = json.dumps(result, ensure_ascii=False, allow_nan=False)
-        size += len(text)
+        text = json.dumps(result, ensure_ascii=False)
+        if answer.sections is not None:  # spliced in as encoded (valid JSON already)
+            text = text[:-1] + ', "sections": ' + answer.sections + "}"
         parts.append(text)
     head = json.dumps({"store_id": store_id, "devices": len(answers)})[:-1]
     return (head + ', "results": [' + ", ".join(parts) + "]}").encode("utf-8")

@@ -239,3 +239,28 @@ async def test_past_the_rate_limit_it_is_429_audited_and_nothing_is_asked(
         ) in await _records(limited)
     finally:
         await limited.server.close()
+
+
+async def test_reports_past_the_answers_cap_are_left_out_and_their_jobs_still_succeed(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posassist.relay.handlers import fanout
+
+    monkeypatch.setattr(fanout, "MAX_ANSWER_BYTES", 3000)
+    first, first_key = await relay.enrol()
+    second, second_key = await relay.enrol()
+    async with Agent(relay, first, first_key) as a1, Agent(relay, second, second_key) as a2:
+        asked = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.store}/diag", {}, relay.tokens["tech"])
+        )
+        await _answer(a1, {"log": {"ok": True, "data": "a" * 2000}})
+        await _answer(a2, {"log": {"ok": True, "data": "b" * 2000}})
+        status, body = await asked
+    assert status == 200, body
+    results = {r["device_id"]: r for r in body["results"]}  # type: ignore[attr-defined]
+    assert results[first]["sections"] == {"log": {"ok": True, "data": "a" * 2000}}
+    assert results[second]["status"] == "ok"
+    assert results[second]["sections"] is None
+    assert results[second]["truncated"] is True
+    jobs = await _jobs(relay)
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]

@@ -82,8 +82,10 @@ class DeviceAnswer:
     error: ErrorReply | None = None
     end: tuple[JobStatus, str | None, AuditEntry] | None = None
     route: Route | None = None
-    #: Seconds from the request's start until its end was known.
+    #: Seconds from the request's start until its end was known, and when that was (the job's
+    #: ``finished_at``).
     seconds: float = 0.0
+    ended_at: float = 0.0
 
     def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
         """A reply the router hands on: kept (never blocks, never raises)."""
@@ -102,10 +104,13 @@ class DeviceAnswer:
         elif isinstance(msg, ErrorReply):
             self.error = msg
 
-    def end_later(self, status: JobStatus, error: str | None, entry: AuditEntry) -> None:
-        """The job's end and its audit record, written with the store's others."""
+    def end_later(
+        self, status: JobStatus, error: str | None, entry: AuditEntry, now: float
+    ) -> None:
+        """The job's end (at ``now``) and its audit record, written with the store's others."""
         if self.end is None:
             self.end = (status, error, entry)
+            self.ended_at = now
             self.seconds = time.monotonic() - self.fanout.started
             self.fanout.ended()
 
@@ -252,7 +257,9 @@ async def _fan_out(
         status, error, entry = answer.end
         ends.append((answer.job_id, status, error, entry))
     try:
-        await state.storage.finish_jobs(ends, now=state.now())
+        await state.storage.finish_jobs(
+            ends, now=state.now(), ended_at=[a.ended_at for a in fanout.answers]
+        )
     except PosAssistError as exc:
         log.error("could not record the end of store %s's diagnostics: %s", store_id, exc)
     return fanout.answers
@@ -269,7 +276,7 @@ def _unrouted(state: RelayState, answer: DeviceAnswer, actor: str, code: str, te
         Outcome.FAILED,
         {"job": answer.job_id, "error": code},
     )
-    answer.end_later(JobStatus.FAILED, f"{code}: {text}", entry)
+    answer.end_later(JobStatus.FAILED, f"{code}: {text}", entry, state.now())
 
 
 def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:

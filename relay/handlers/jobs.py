@@ -100,7 +100,7 @@ async def finish_route(
         )
         defer = getattr(route.console, "end_later", None)
         if defer is not None:  # a store-wide request writes its jobs' ends together (fanout.py)
-            defer(status, error, entry)
+            defer(status, error, entry, state.now())
             return
         # The job's end and its audit record commit together.
         await state.storage.finish_job(

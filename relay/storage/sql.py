@@ -932,12 +932,16 @@ class SqlStorage:
         ends: Sequence[tuple[str, JobStatus, str | None, AuditEntry]],
         *,
         now: float,
+        ended_at: Sequence[float] | None = None,
     ) -> int:
         """End many jobs, each ``(job id, status, error, audit entry)``, in one transaction with
-        their audit records (chained in the order given). A job that is no longer pending or
-        running keeps its status and gets no record, as with :meth:`finish_job`. Returns how
-        many jobs ended here. ``unknown`` is not an end this takes (it needs the reconciling
-        bookkeeping of :meth:`finish_job`)."""
+        their audit records (chained in the order given, at ``now``). Each job's
+        ``finished_at`` is its ``ended_at`` entry (when its end was known), else ``now``. A job
+        that is no longer pending or running keeps its status and gets no record, as with
+        :meth:`finish_job`. Returns how many jobs ended here. ``unknown`` is not an end this
+        takes (it needs the reconciling bookkeeping of :meth:`finish_job`)."""
+        if ended_at is not None and len(ended_at) != len(ends):
+            raise ValueError("one ended_at per end")
         for _job, status, _error, _entry in ends:
             if not JobStatus(status).finished or status is JobStatus.UNKNOWN:
                 raise ValueError(f"{status} is not an end finish_jobs takes")
@@ -947,10 +951,10 @@ class SqlStorage:
             {
                 "b_id": job_id,
                 "status": JobStatus(status).value,
-                "finished_at": now,
+                "finished_at": now if ended_at is None else ended_at[i],
                 "error": error,
             }
-            for job_id, status, error, _entry in ends
+            for i, (job_id, status, error, _entry) in enumerate(ends)
         ]
 
         def tx(conn: sa.Connection) -> int:

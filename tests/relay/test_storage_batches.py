@@ -56,14 +56,16 @@ async def test_jobs_and_their_records_are_written_together_in_order(storage: Sql
             (jobs[1].id, JobStatus.FAILED, "offline: gone", _ended(jobs[1].id, devices[1])),
         ],
         now=NOW + 1,
+        ended_at=[NOW + 0.25, NOW + 0.5],
     )
     assert ended == 2
-    assert (await storage.get_job(jobs[0].id)).status is JobStatus.SUCCEEDED
+    succeeded = await storage.get_job(jobs[0].id)
+    assert (succeeded.status, succeeded.finished_at) == (JobStatus.SUCCEEDED, NOW + 0.25)
     failed = await storage.get_job(jobs[1].id)
     assert (failed.status, failed.error, failed.finished_at) == (
         JobStatus.FAILED,
         "offline: gone",
-        NOW + 1,
+        NOW + 0.5,
     )
     assert (await storage.get_job(jobs[2].id)).status is JobStatus.PENDING
     records = [r async for r in storage.records()]
@@ -120,6 +122,10 @@ async def test_unknown_and_unfinished_are_not_ends_it_takes(storage: SqlStorage)
         await storage.finish_jobs([(job.id, JobStatus.SUCCEEDED, None, bad)], now=NOW + 1)
     assert (await storage.get_job(job.id)).status is JobStatus.PENDING
     assert await storage.finish_jobs([], now=NOW) == 0
+    with pytest.raises(ValueError, match="one ended_at"):
+        await storage.finish_jobs(
+            [(job.id, JobStatus.SUCCEEDED, None, _ended(job.id, device))], now=NOW, ended_at=[]
+        )
 
 
 async def test_a_stray_row_past_the_head_is_recorded_by_a_batch_as_by_one_append(

@@ -134,6 +134,10 @@ async def test_a_device_that_never_answers_times_out_and_the_rest_still_come_bac
     assert jobs[quiet].status is JobStatus.FAILED
     assert "timeout" in str(jobs[quiet].error)
     assert jobs[talker].status is JobStatus.SUCCEEDED
+    # each job ends when its device's end was known, not when the whole store's was
+    assert jobs[talker].finished_at is not None
+    assert jobs[quiet].finished_at is not None
+    assert jobs[talker].finished_at < jobs[quiet].finished_at
     result = await verify_store(relay.state.storage)
     assert result.ok, result.describe()
 

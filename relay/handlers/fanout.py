@@ -94,8 +94,9 @@ class DeviceAnswer:
             self.collected_at = _finite(msg.collected_at)
             try:
                 text = json.dumps(_jsonable(msg.sections), ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError):  # nothing the codec lets in; never the agent's fault
-                text = "x" * (MAX_ANSWER_BYTES + 1)
+            except (TypeError, ValueError):  # nothing the codec lets in: left out all the same
+                self.truncated = True
+                return
             if self.fanout.size + len(text) > MAX_ANSWER_BYTES:
                 self.truncated = True
             else:
@@ -184,7 +185,7 @@ async def store_diag(request: web.Request) -> web.Response:
     devices = [d.id for d in listed if d.status is DeviceStatus.ACTIVE]
     if len(devices) > MAX_STORE_DEVICES:
         raise BadRequest(f"the store has more than {MAX_STORE_DEVICES} devices")
-    # One per device, at most the whole burst: a big store's request waits its turn, not refused.
+    # One per device, at most the whole burst (so a store bigger than the burst can be asked).
     cost = float(min(max(1, len(devices)), state.config.console_burst))
     if not state.console_limiter.allow(user.username, state.now(), cost):
         await _refuse(state, user, store_id, "rate_limited")

@@ -202,7 +202,7 @@ async def _store_command(args: argparse.Namespace) -> int:
         make = fanout.run_request(script, args.version, _params(args.param), args.unattended)
     else:
         _request(DiagnosticsRequest, device_id="dev", collectors=tuple(args.collector))
-        make = fanout.diag_request(tuple(args.collector), args.timeout)
+        make = None  # the relay asks the store's devices itself
     session = _session()
     listed = await http.fetch(
         "GET",
@@ -217,16 +217,31 @@ async def _store_command(args: argparse.Namespace) -> int:
         )
     print(f"{len(devices)} devices of {args.store} / 门店设备 {len(devices)} 台", flush=True)
     start = time.perf_counter()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
-        results = await fanout.fan_out(
-            conn,
-            devices,
-            make,
-            args.timeout + 5,
-            on_result=lambda r: print(fanout.result_line(r), flush=True),
+    if args.command == "diag":  # one request for the whole store (docs/api.md)
+        answer = await http.fetch(
+            "POST",
+            http.http_url(session["relay"]) + f"/v1/stores/{args.store}/diag",
+            json_body={"collectors": list(args.collector), "timeout": args.timeout},
+            token=session["token"],
+            pin=session.get("tls_pin"),
+            timeout=args.timeout + 15,
+            max_bytes=fanout.MAX_STORE_ANSWER,
         )
+        results = fanout.store_results(answer.raise_for_status().json())
+        for result in results:
+            print(fanout.result_line(result), flush=True)
+    else:
+        assert make is not None
+        async with ConsoleConnection.open(
+            session["relay"], session["token"], tls_pin=session.get("tls_pin")
+        ) as conn:
+            results = await fanout.fan_out(
+                conn,
+                devices,
+                make,
+                args.timeout + 5,
+                on_result=lambda r: print(fanout.result_line(r), flush=True),
+            )
     if getattr(args, "json", False):
         report = {
             r.device: r.report if r.report is not None else {"error": r.status} for r in results

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from posassist.client import http
 from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
-from posassist.client.prompt import ask_secret
+from posassist.client.prompt import PASSWORD_ENV, secret_from
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -35,7 +36,8 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__, alerts, service, tickets
+from . import __version__, admin, alerts, service, tickets
+from .progress import Progress
 from .render import facts_summary, printable, printable_data, render_facts, render_report
 
 if TYPE_CHECKING:
@@ -67,13 +69,30 @@ class NotSignedIn(PosAssistError):
 
 
 def _call(
-    url: str, body: dict[str, Any] | None = None, token: str | None = None, pin: str | None = None
+    url: str,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+    pin: str | None = None,
+    ca_file: str | None = None,
 ) -> Any:
     """One JSON exchange with the relay (client/http.py); HttpStatusError unless it says 200."""
+    method = "POST" if body is not None else "GET"
     answer = asyncio.run(
-        http.fetch("POST" if body is not None else "GET", url, json_body=body, token=token, pin=pin)
+        http.fetch(method, url, json_body=body, token=token, pin=pin, ca_file=ca_file)
     )
     return answer.raise_for_status().json()
+
+
+def _open(session: dict[str, str]) -> Any:
+    """The console's websocket to the session's relay, trusted as the login was (pin or CA)."""
+    from .connection import ConsoleConnection
+
+    return ConsoleConnection.open(
+        session["relay"],
+        session["token"],
+        tls_pin=session.get("tls_pin"),
+        ca_file=session.get("tls_ca"),
+    )
 
 
 def _session() -> dict[str, str]:
@@ -83,16 +102,24 @@ def _session() -> dict[str, str]:
         raise NotSignedIn(str(_home() / "session.json")) from None
 
 
-def login(relay: str, user: str, password_file: Path | None, pin: str | None) -> int:
-    password = (
-        password_file.read_text().strip()
-        if password_file
-        else ask_secret(f"password for {user}: ", "give --password-file")
-    )
+def login(
+    relay: str, user: str, password_file: Path | None, pin: str | None, ca_file: Path | None = None
+) -> int:
+    """Sign in and keep the token, with how the relay is trusted: a pin, or a CA file (its
+    absolute path; the file is read at each command, so a renewed CA is picked up)."""
+    ca = str(ca_file.resolve()) if ca_file is not None else None
+    if ca is not None:
+        http.ssl_for(ca)  # a file that holds no certificate: refused before the password is read
+    password = secret_from(password_file, PASSWORD_ENV, f"password for {user}: ")
     answer = _call(
-        http.http_url(relay) + "/v1/login", {"username": user, "password": password}, pin=pin
+        http.http_url(relay) + "/v1/login",
+        {"username": user, "password": password},
+        pin=pin,
+        ca_file=ca,
     )
     session = {"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}
+    if ca is not None:
+        session["tls_ca"] = ca
     write_private(_home() / "session.json", json.dumps(session))  # a 0700 folder if new
     print(printable(f"signed in as {user} ({answer.get('role')}) / 登录成功", multiline=False))
     return 0
@@ -105,6 +132,7 @@ def devices(show_facts: bool = False) -> int:
         http.http_url(session["relay"]) + "/v1/devices",
         token=session["token"],
         pin=session.get("tls_pin"),
+        ca_file=session.get("tls_ca"),
     )
     print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
     for d in answer["devices"]:
@@ -136,15 +164,13 @@ def _request(cls: Callable[..., M], **fields: Any) -> M:
 
 
 async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout: float) -> int:
-    from .connection import ConsoleConnection
-
     asked = _request(DiagnosticsRequest, device_id=device, collectors=collectors, timeout=timeout)
     session = _session()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
+    waiting = Progress(f"waiting for {device}'s diagnostics / 等待设备诊断", enabled=not as_json)
+    async with _open(session) as conn, waiting as progress:
         request = asked.with_id(conn.session.next_id())
         async for reply in conn.request(request, timeout=timeout + 5):
+            progress.clear()
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),
@@ -164,7 +190,6 @@ async def _store_command(args: argparse.Namespace) -> int:
     """``diag --store S`` / ``run --store S SCRIPT``: every active device of the store, one
     line each as it answers, then the totals; exit 1 unless every device succeeded."""
     from . import fanout
-    from .connection import ConsoleConnection
 
     if args.store is None or (args.command == "diag" and args.device is not None):
         raise BadArgument("give either a DEVICE or --store STORE / 请指定设备或门店")
@@ -178,11 +203,13 @@ async def _store_command(args: argparse.Namespace) -> int:
         _request(DiagnosticsRequest, device_id="dev", collectors=tuple(args.collector))
         make = fanout.diag_request(tuple(args.collector), args.timeout)
     session = _session()
+    as_json = bool(getattr(args, "json", False))
     listed = await http.fetch(
         "GET",
         http.http_url(session["relay"]) + "/v1/devices",
         token=session["token"],
         pin=session.get("tls_pin"),
+        ca_file=session.get("tls_ca"),
     )
     devices = fanout.store_devices(listed.raise_for_status().json()["devices"], args.store)
     if not devices:
@@ -191,17 +218,15 @@ async def _store_command(args: argparse.Namespace) -> int:
         )
     print(f"{len(devices)} devices of {args.store} / 门店设备 {len(devices)} 台", flush=True)
     start = time.perf_counter()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
-        results = await fanout.fan_out(
-            conn,
-            devices,
-            make,
-            args.timeout + 5,
-            on_result=lambda r: print(fanout.result_line(r), flush=True),
-        )
-    if getattr(args, "json", False):
+
+    def show(result: fanout.DeviceResult) -> None:
+        progress.clear()
+        print(fanout.result_line(result), flush=True)
+
+    waiting = Progress(f"waiting for {args.store}'s devices / 等待门店设备", enabled=not as_json)
+    async with _open(session) as conn, waiting as progress:
+        results = await fanout.fan_out(conn, devices, make, args.timeout + 5, on_result=show)
+    if as_json:
         report = {r.device: r.report if r.ok else {"error": r.status} for r in results}
         print(json.dumps(printable_data(report), default=repr, ensure_ascii=False, indent=2))
     print(fanout.totals_line(results, time.perf_counter() - start))
@@ -239,7 +264,6 @@ async def _run_script(
     device: str, script: str, version: str, params: list[str], unattended: bool, timeout: float
 ) -> int:
     """Ask the device to run a vetted script; stream its output; say how it ended."""
-    from .connection import ConsoleConnection
 
     asked = _request(
         ScriptRunRequest,
@@ -250,16 +274,17 @@ async def _run_script(
         unattended=unattended,
     )
     session = _session()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
+    waiting = Progress(f"{script} on {device} / 等待设备执行")
+    async with _open(session) as conn, waiting as progress:
         request = asked.with_id(conn.session.next_id())
         lines = OutputLines()
         print(
             f"asking {device} to run {script} {version} (the device verifies the signatures, "
-            "checks preconditions and asks the merchant where needed) / 等待设备执行"
+            "checks preconditions and asks the merchant where needed) / 等待设备执行",
+            flush=True,
         )
         async for reply in conn.request(request, timeout=timeout):
+            progress.clear()
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),
@@ -338,15 +363,13 @@ def finished_line(reply: ScriptFinished) -> str:
 
 async def _restore(device: str, backup_id: str, timeout: float) -> int:
     """Ask the device to put back the files an earlier run backed up, byte for byte."""
-    from .connection import ConsoleConnection
 
     asked = _request(ScriptRestoreRequest, device_id=device, backup_id=backup_id)
     session = _session()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
+    async with _open(session) as conn, Progress(f"restoring on {device} / 正在恢复") as progress:
         request = asked.with_id(conn.session.next_id())
         async for reply in conn.request(request, timeout=timeout):
+            progress.clear()
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),
@@ -363,12 +386,13 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     return 1
 
 
-def list_scripts(relay: str, pin: str | None = None) -> int:
+def list_scripts(relay: str, pin: str | None = None, ca_file: str | None = None) -> int:
     """The scripts the relay's signed repository offers (shown, not verified: devices verify)."""
     base = http.http_url(relay) + "/v1/scripts/metadata/"
 
     async def get(name: str) -> Any:
-        return (await http.fetch("GET", base + name, pin=pin)).raise_for_status().json()["signed"]
+        answer = await http.fetch("GET", base + name, pin=pin, ca_file=ca_file)
+        return answer.raise_for_status().json()["signed"]
 
     async def collect() -> dict[tuple[str, str], dict[str, Any]]:
         timestamp = await get("timestamp.json")
@@ -406,22 +430,27 @@ def list_scripts(relay: str, pin: str | None = None) -> int:
     return 0
 
 
-def _pin_for(relay: str, pin: str | None, cert: Path | None) -> str | None:
-    """The pin given (``--tls-pin``/``--tls-cert``), else the saved session's for the same relay."""
+def _trust_for(
+    relay: str, pin: str | None, cert: Path | None, ca_file: Path | None = None
+) -> tuple[str | None, str | None]:
+    """(pin, CA file) to trust ``relay`` by: what the command line gives (``--tls-pin``,
+    ``--tls-cert``, ``--ca-file``), else what the saved session's login stored for the same
+    relay."""
     if cert is not None:
-        return spki_pin_from_pem(cert.read_bytes())
-    if pin is not None:
-        return pin
+        return spki_pin_from_pem(cert.read_bytes()), None
+    if pin is not None or ca_file is not None:
+        return pin, None if ca_file is None else str(ca_file)
     with contextlib.suppress(NotSignedIn):
         session = _session()
         if http.http_url(session.get("relay", "")) == http.http_url(relay):
-            return session.get("tls_pin")
-    return None
+            return session.get("tls_pin"), session.get("tls_ca")
+    return None, None
 
 
-def health(relay: str, pin: str | None = None) -> int:
+def health(relay: str, pin: str | None = None, ca_file: str | None = None) -> int:
     """Print the relay's /healthz in plain words; RelayUnreachable if it can't be reached."""
-    answer = asyncio.run(http.fetch("GET", http.http_url(relay) + "/healthz", pin=pin))
+    url = http.http_url(relay) + "/healthz"
+    answer = asyncio.run(http.fetch("GET", url, pin=pin, ca_file=ca_file))
     body = answer.raise_for_status().json()
     relay_id, agents = body["relay_id"], body["agents"]
     print(
@@ -441,12 +470,18 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--relay", required=True, help="http(s)://host:port or ws(s)://host:port")
     h.add_argument("--tls-pin", help="trust the relay by this key pin (default: the session's)")
     h.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
+    h.add_argument("--ca-file", type=Path, help="…or by the CA certificates in this PEM file")
     li = commands.add_parser("login", help="sign in to a relay")
     li.add_argument("--relay", required=True)
     li.add_argument("--user", required=True)
-    li.add_argument("--password-file", type=Path)
+    li.add_argument("--password-file", type=Path, help=f"the password (or set {PASSWORD_ENV})")
     li.add_argument("--tls-pin", help="trust the relay by this key pin (self-signed relays)")
     li.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
+    li.add_argument(
+        "--ca-file",
+        type=Path,
+        help="…or by the CA certificates in this PEM file (kept for later commands, like a pin)",
+    )
     dv = commands.add_parser("devices", help="devices in your scope, and whether they are online")
     dv.add_argument(
         "--facts", action="store_true", help="every fact each device reported (OS, printers…)"
@@ -487,6 +522,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ticket", help="the ticket this run is for (marks it in progress, yours)")
     tickets.add_parsers(commands)
     service.add_parsers(commands)  # console/service.py: sla, store
+    admin.add_parsers(commands)  # console/admin.py: org, merchant, user, password, jobs, audit…
     return parser
 
 
@@ -513,17 +549,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "health":
-        return health(args.relay, _pin_for(args.relay, args.tls_pin, args.tls_cert))
+        return health(
+            args.relay, *_trust_for(args.relay, args.tls_pin, args.tls_cert, args.ca_file)
+        )
     if args.command == "login":
         pin = spki_pin_from_pem(args.tls_cert.read_bytes()) if args.tls_cert else args.tls_pin
-        return login(args.relay, args.user, args.password_file, pin)
+        if pin is not None and args.ca_file is not None:
+            raise BadArgument("give a pin (--tls-pin/--tls-cert) or --ca-file, not both")
+        return login(args.relay, args.user, args.password_file, pin, args.ca_file)
+    if admin.handles(args):
+        return admin.command(args, _session())
     if args.command == "devices":
         return devices(args.facts)
     if args.command == "alerts":
-        return alerts.run(args, _session(), _call)
+        session = _session()
+        return alerts.run(args, session, functools.partial(_call, ca_file=session.get("tls_ca")))
     if args.command == "scripts":
         session = _session()
-        return list_scripts(session["relay"], session.get("tls_pin"))
+        return list_scripts(session["relay"], session.get("tls_pin"), session.get("tls_ca"))
     if args.command in tickets.COMMANDS:
         return tickets.command(args, _session())
     if args.command in service.COMMANDS:

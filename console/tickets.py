@@ -72,6 +72,7 @@ def exchange(
             json_body=body,
             token=session["token"],
             pin=session.get("tls_pin"),
+            ca_file=session.get("tls_ca"),
             timeout=120.0 if max_bytes > http.MAX_ANSWER else http.DEFAULT_TIMEOUT,
             max_bytes=max_bytes,
         )

@@ -238,7 +238,7 @@ async def test_a_relay_that_is_down_is_one_line_and_exit_1(run: Console) -> None
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     for argv in (["org", "list"], ["jobs"], ["audit"], ["user", "list"]):
-        status, out, err = await run("admin", *argv, relay_url=f"ws://127.0.0.1:{port}")
+        status, _out, err = await run("admin", *argv, relay_url=f"ws://127.0.0.1:{port}")
         assert status == 1, argv
         (line,) = err.splitlines()
         assert line.startswith("error: relay unreachable: ")

@@ -37,6 +37,7 @@ def ask_secret(prompt: str, instead: str) -> str:
     try:
         return getpass.getpass(prompt)
     except EOFError:
+        sys.stderr.write("\n")  # the error goes on a line of its own, not after the prompt
         raise NoTerminal(f"nothing typed; {instead}") from None
 
 

@@ -38,7 +38,15 @@ from posassist.protocol.pins import spki_pin_from_pem
 
 from . import __version__, admin, alerts, service, tickets
 from .progress import Progress
-from .render import facts_summary, printable, printable_data, render_facts, render_report
+from .render import (
+    facts_summary,
+    local_time,
+    printable,
+    printable_data,
+    render_facts,
+    render_report,
+    table,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -126,25 +134,48 @@ def login(
 
 
 def devices(show_facts: bool = False) -> int:
-    """The devices in the caller's scope; with ``show_facts`` every fact each one reported."""
+    """The devices in the caller's scope, with their store's name and last contact on the
+    store's clock; with ``show_facts`` every fact each one reported."""
     session = _session()
-    answer = _call(
-        http.http_url(session["relay"]) + "/v1/devices",
-        token=session["token"],
-        pin=session.get("tls_pin"),
-        ca_file=session.get("tls_ca"),
-    )
-    print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
+    base = http.http_url(session["relay"])
+    trust: dict[str, Any] = {"pin": session.get("tls_pin"), "ca_file": session.get("tls_ca")}
+    answer = _call(base + "/v1/devices", token=session["token"], **trust)
+    stores: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(http.HttpStatusError):  # a relay before issue 15: ids only
+        listed = _call(base + "/v1/stores", token=session["token"], **trust)["stores"]
+        stores = {row["id"]: row for row in listed}
+    rows, notes, details = [], [], []
     for d in answer["devices"]:
-        online = "yes" if d["online"] else "no"
         facts = d.get("facts")  # a relay before protocol v2 lists none
         facts = facts if isinstance(facts, dict) else {}
-        line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
-        print(printable(f"{line} {facts_summary(facts)}", multiline=False))
+        store = stores.get(d["store_id"], {})
+        seen = d.get("last_seen")
+        rows.append(
+            [
+                d["id"],
+                "yes" if d["online"] else "no",
+                d["status"],
+                store.get("name") or d["store_id"],
+                local_time(seen, store.get("timezone")) if seen else "never / 从未",
+                facts_summary(facts),
+            ]
+        )
         if d.get("flapping") is True:  # relay/flapping.py
-            print(f"  {FLAPPING}")
+            notes.append(printable(f"  ! {d['id']}: {FLAPPING}", multiline=False))
         if show_facts:
-            print("\n".join(render_facts(facts)))
+            details.append(printable(f"\n[{d['id']}] {store.get('name') or ''}", multiline=False))
+            details.extend(render_facts(facts))
+    headers = [
+        "device",
+        "online",
+        "status",
+        "store / 门店",
+        "last seen / 最近在线",
+        "facts / 设备信息",
+    ]
+    print(table(headers, rows, empty="no devices / 没有设备"))
+    for line in (*notes, *details):
+        print(line)
     return 0
 
 
@@ -416,16 +447,14 @@ def list_scripts(relay: str, pin: str | None = None, ca_file: str | None = None)
             file=sys.stderr,
         )
         return 1
-    print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
+    listing = []
     for (script_id, version), manifest in sorted(rows.items()):
-        # The relay's word, not yet verified (devices verify): printed only once made printable.
+        # The relay's word, not yet verified (devices verify): made printable by the table.
         title = manifest.get("title", {})
-        line = (
-            f"{script_id:<26} {version:<9} {manifest.get('risk', '?'):<5} "
-            f"{','.join(map(str, manifest.get('platforms', []))):<15} "
-            f"{title.get('en', '')} / {title.get('zh', '')}"
-        )
-        print(printable(line, multiline=False))
+        platforms = ",".join(map(str, manifest.get("platforms", [])))
+        words = f"{title.get('en', '')} / {title.get('zh', '')}"
+        listing.append([script_id, version, manifest.get("risk", "?"), platforms, words])
+    print(table(["script", "version", "risk", "platforms", "title"], listing))
     print("(listed from the relay as published; each device verifies signatures before running)")
     return 0
 

@@ -17,7 +17,7 @@ import pytest
 
 from posassist.console.__main__ import main
 from posassist.relay.passwords import verify_password
-from tests.relay.harness import PASSWORD
+from tests.relay.harness import PASSWORD, Agent
 from tests.relay.test_admin_api import audit, call, sign_in, user_id
 from tests.relay.test_admin_api import relay as relay
 
@@ -457,3 +457,23 @@ async def test_bad_arguments_are_one_line_exit_2_and_send_nothing(
     assert status == 2, out + err
     assert len(err.splitlines()) == 1, err
     assert await audit(relay) == before
+
+
+async def test_devices_show_their_stores_name_and_last_contact_on_its_clock(
+    relay: Relay, run: Console
+) -> None:
+    await relay.state.storage.update_store(relay.store, now=relay.clock(), timezone="Asia/Shanghai")
+    device_id, key = await relay.enrol()
+    status, out, _ = await run("tech", "devices")
+    assert status == 0, out
+    (line,) = rows(out)
+    assert line.split()[:3] == [device_id, "no", "active"]
+    assert "Main St" in line  # the store's name, not its id
+    assert "never / 从未" in line
+    async with Agent(relay, device_id, key):
+        status, out, _ = await run("tech", "devices")
+    (line,) = rows(out)
+    assert line.split()[:3] == [device_id, "yes", "active"]
+    assert "+08:00" in line  # seen, on the store's clock
+    assert relay.store not in out
+    assert not RAW_EPOCH.search(out)

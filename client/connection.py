@@ -41,7 +41,6 @@ from posassist.protocol import (
 from posassist.protocol.errors import ProtocolError
 
 from .errors import ClosedByUsError, RelayRefusedError
-from .http import ssl_for
 from .tlspin import check_pin, client_ssl_context_for_pin
 
 if TYPE_CHECKING:
@@ -348,6 +347,8 @@ async def open_connection(
     if tls_pin:
         ssl_context = client_ssl_context_for_pin(tls_pin)
     elif ca_file and url.startswith("wss://"):
+        from .http import ssl_for  # only a console gives a CA file: an idle till never loads it
+
         ssl_context = ssl_for(ca_file)
     async with connect(
         url,

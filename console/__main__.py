@@ -569,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # a file or pin given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        # the relay is not trusted: JSON of another shape than docs/api.md's is its fault
+        print(error_line(admin.UnexpectedAnswer(type(exc).__name__)), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C: the technician stopped waiting; the till keeps going
         print(
             "interrupted: the request may still be running on the device / 已中断", file=sys.stderr

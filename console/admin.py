@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
 from posassist.protocol.errors import BadArgument
 
-from .render import local_time, printable, table
+from .render import local_time, printable, printable_data, table
 from .tickets import exchange, pick_node
 
 __all__ = ["add_parsers", "command", "confirm", "handles"]
@@ -37,16 +38,24 @@ def handles(args: argparse.Namespace) -> bool:
     return getattr(args, "admin_command", None) is not None
 
 
+class UnexpectedAnswer(http.HttpError):
+    """The relay answered 2xx with JSON of another shape than its API's (docs/api.md): a relay
+    of another version, or not ours. One line, exit 1 (console/__main__.py ``main``)."""
+
+    public_reason = "the relay's answer is not what this console understands"
+    public_reason_zh = "服务器的回应无法识别"
+
+
 def command(args: argparse.Namespace, session: dict[str, str]) -> int:
-    handler = _HANDLERS[args.admin_command]
-    return int(handler(args, session))
+    return int(_HANDLERS[args.admin_command](args, session))
 
 
 # --- shared --------------------------------------------------------------------------------------
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
+    """The relay's answer as JSON; its strings made printable (``jq -r`` may print them raw)."""
+    print(json.dumps(printable_data(value), ensure_ascii=False, indent=2))
 
 
 def confirm(question: str, yes: bool) -> None:

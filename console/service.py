@@ -18,7 +18,7 @@ from posassist.client.render import DAYS, weekly_hours
 from posassist.protocol.errors import BadArgument
 
 from . import admin
-from .render import local_time, printable, table
+from .render import local_time, printable, printable_data, table
 from .tickets import exchange, pick_node
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def sla_command(args: argparse.Namespace, session: dict[str, str]) -> int:
         current = exchange(session, "POST", path, body).json()
         print("(for tickets opened from now on / 仅适用于此后新开的工单)")
     if args.json:
-        print(json.dumps(current, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(current), ensure_ascii=False, indent=2))
     else:
         _print_sla(merchant, current)
     return 0
@@ -144,7 +144,7 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
     if args.store_command == "list":
         stores = exchange(session, "GET", "/v1/stores").json()["stores"]
         if args.json:
-            print(json.dumps(stores, ensure_ascii=False, indent=2))
+            print(json.dumps(printable_data(stores), ensure_ascii=False, indent=2))
             return 0
         merchants = {m["id"]: m.get("name") for m in _merchants(session)}
         rows = [
@@ -182,7 +182,7 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
         exchange(session, "PATCH", path, body)
     shown = exchange(session, "GET", path).json()
     if args.json:
-        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(shown), ensure_ascii=False, indent=2))
         return 0
     print(printable(f"{shown.get('name', '')} ({shown['id']})", multiline=False))
     print(printable(f"  time zone / 时区: {shown.get('timezone')}", multiline=False))

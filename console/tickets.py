@@ -18,7 +18,7 @@ from posassist.client.files import write_private
 from posassist.protocol.errors import BadArgument
 from posassist.protocol.messages import HELP_CATEGORIES
 
-from .render import printable, table
+from .render import printable, printable_data, table
 
 if TYPE_CHECKING:
     import argparse
@@ -173,7 +173,7 @@ def list_tickets(
     answer = exchange(session, "GET", path).json()
     tickets = answer["tickets"]
     if as_json:
-        print(json.dumps(tickets, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(tickets), ensure_ascii=False, indent=2))
         return 0
     names = _store_names(session) if tickets else {}
     rows = []
@@ -214,7 +214,7 @@ def _store_names(session: dict[str, str]) -> dict[str, str]:
 def show(session: dict[str, str], code: str, as_json: bool) -> int:
     ticket = _on_ticket(session, "GET", code).json()
     if as_json:
-        print(json.dumps(ticket, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(ticket), ensure_ascii=False, indent=2))
         return 0
     print(_line(ticket))
     local = ticket["local"]

@@ -11,12 +11,14 @@ import asyncio
 import json
 import re
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from aiohttp import web
 
 from posassist.console.__main__ import main
 from posassist.relay.passwords import verify_password
+from tests.e2e.test_attack_hostile_relay import EVIL, FORBIDDEN, _serve
 from tests.relay.harness import PASSWORD, Agent
 from tests.relay.test_admin_api import audit, call, sign_in, user_id
 from tests.relay.test_admin_api import relay as relay
@@ -477,3 +479,100 @@ async def test_devices_show_their_stores_name_and_last_contact_on_its_clock(
     assert "+08:00" in line  # seen, on the store's clock
     assert relay.store not in out
     assert not RAW_EPOCH.search(out)
+
+
+# --- a relay that is not ours --------------------------------------------------------------------
+
+
+def _hostile_admin_app(broken: bool) -> web.Application:
+    """Every admin route answering escape sequences in every string (or, ``broken``, JSON of
+    another shape); a rename refused with escapes in both languages."""
+    node = {"id": f"org_1{EVIL}", "name": f"Acme{EVIL}", "created_at": 1.0, "timezone": EVIL}
+    answers: dict[str, Any] = {
+        "/v1/organisations": {"organisations": [node]},
+        "/v1/merchants": {"merchants": [{**node, "organisation_id": node["id"]}]},
+        "/v1/stores": {"stores": [{**node, "merchant_id": node["id"]}]},
+        "/v1/devices": {"devices": []},
+        "/v1/users": {
+            "users": [
+                {
+                    "id": f"usr{EVIL}",
+                    "username": f"li{EVIL}",
+                    "role": f"admin{EVIL}",
+                    "scope": {"kind": "organisation", "id": node["id"]},
+                    "disabled": False,
+                    "locked": EVIL,
+                    "created_at": EVIL,
+                }
+            ]
+        },
+        "/v1/jobs": {
+            "jobs": [{"id": f"job{EVIL}", "device_id": EVIL, "kind": EVIL, "status": EVIL}],
+            "next_cursor": f"c{EVIL}",
+        },
+        "/v1/audit": {
+            "records": [{"seq": EVIL, "at": 1e300, "actor": EVIL, "detail": {EVIL: EVIL}}],
+            "next_before": EVIL,
+        },
+        "/v1/enrolments": {"enrolments": [{"id": EVIL, "store_id": EVIL, "status": EVIL}]},
+    }
+    wrong: dict[str, Any] = {
+        "/v1/organisations": {"organisations": "none"},
+        "/v1/merchants": {"merchants": [1, 2]},
+        "/v1/stores": {},
+        "/v1/devices": {"devices": [{}]},
+        "/v1/users": {"users": [[]]},
+        "/v1/jobs": {"jobs": None},
+        "/v1/audit": [],
+        "/v1/enrolments": {"enrolments": [None]},
+    }
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response((wrong if broken else answers)[request.path])
+
+    async def refuse(_: web.Request) -> web.Response:
+        body = {"error": f"NotEmpty{EVIL}", "message": f"no{EVIL}", "message_zh": f"不{EVIL}"}
+        return web.json_response(body, status=409)
+
+    app = web.Application()
+    for path in answers:
+        app.router.add_get(path, listing)
+    app.router.add_patch("/v1/organisations/{node_id}", refuse)
+    return app
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["escapes", "wrong-shapes"])
+async def test_a_hostile_relays_answers_reach_the_terminal_inert_and_never_as_a_traceback(
+    run: Console, broken: bool
+) -> None:
+    runner, url = await _serve(_hostile_admin_app(broken))
+    try:
+        for argv in (
+            ["org", "list"],
+            ["org", "list", "--json"],
+            ["merchant", "list"],
+            ["store", "list"],
+            ["user", "list"],
+            ["user", "list", "--json"],
+            ["jobs"],
+            ["audit"],
+            ["enrol-token", "list"],
+            ["devices"],
+            ["org", "rename", f"org_1{EVIL}", "Acme"],
+        ):
+            status, out, err = await run("admin", *argv, relay_url=url)
+            text = out + err
+            assert not FORBIDDEN.search(text), (argv, text)
+            if broken and "--json" in argv:
+                assert status == 0, (argv, text)  # the relay's answer, as it came, printable
+            elif broken:
+                assert status in (1, 2), (argv, text)  # 2: no such org to rename
+                assert len(err.splitlines()) == 1, (argv, err)
+            elif argv[1:2] == ["rename"]:
+                assert status == 1
+                assert "HTTP 409" in err
+                assert "不" in err  # the relay's Chinese words, made printable
+            else:
+                assert status == 0, (argv, text)
+    finally:
+        await runner.cleanup()

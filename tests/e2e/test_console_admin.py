@@ -13,6 +13,7 @@ import os
 import pty
 import select
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from posassist.relay.passwords import verify_password
 from tests.e2e.cli import ADMIN_PASSWORD, ROOT, provision, start_relay, stop
 from tests.relay.certs import make_key
 
@@ -64,6 +66,28 @@ class Operator:
         result = self(*args, cwd=cwd, **env)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
+
+    def at_terminal(self, typed: bytes, *args: str) -> str:
+        """Run with stdin on a pty where ``typed`` waits; exit 2 expected: its one error line."""
+        master, slave = pty.openpty()
+        try:
+            os.write(master, typed)  # read by input() once it asks (no flush, unlike getpass)
+            result = subprocess.run(
+                [POSASSIST, *args],
+                cwd=ROOT,
+                env=self.env,
+                stdin=slave,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                start_new_session=True,
+            )
+        finally:
+            os.close(slave)
+            os.close(master)
+        assert "Traceback" not in result.stdout + result.stderr
+        assert "[y/N]" in result.stdout  # it asked
+        return _one_line(result, 2)
 
     def session(self) -> dict[str, str]:
         return dict(json.loads((self.home / "session.json").read_text()))
@@ -109,6 +133,14 @@ def test_an_operator_manages_stores_and_users_with_the_real_console(tmp_path: Pa
         # no terminal and no --yes: nothing deleted
         line = _one_line(admin("user", "delete", "li.wei"), 2)
         assert "add --yes" in line
+        assert "li.wei" in admin.ok("user", "list")
+        # at a terminal, Ctrl-D (or anything but y) at the question: nothing deleted
+        for typed in (b"\x04", b"n\n"):
+            line = admin.at_terminal(typed, "user", "delete", "li.wei")
+            assert line == (
+                "error: bad argument: not confirmed: nothing was changed / 未确认, 未做任何更改"
+                " / 参数有误"
+            )
         assert "li.wei" in admin.ok("user", "list")
         admin.ok("user", "delete", "li.wei", "--yes")
         assert "li.wei" not in admin.ok("user", "list")
@@ -294,3 +326,27 @@ def test_a_tls_relay_is_trusted_by_the_ca_file_login_stored(tmp_path: Path) -> N
         assert "relay certificate not trusted" in line
     finally:
         stop(relay)
+
+
+def test_the_relay_takes_a_new_password_from_the_environment(tmp_path: Path) -> None:
+    """``posassist-relay user password`` with no file and no terminal reads
+    $POSASSIST_NEW_PASSWORD (client/prompt.py, the same rule as the console's)."""
+    data = tmp_path / "relay"
+    provision(data)
+    env = {**os.environ, "POSASSIST_NEW_PASSWORD": "from-the-environment"}
+    result = subprocess.run(
+        [sys.executable, "-m", "posassist.relay", "user", "password", "admin", "--data", str(data)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "password of admin changed" in result.stdout
+    with sqlite3.connect(data / "relay.db") as db:
+        (hashed,) = db.execute(
+            "SELECT password_hash FROM users WHERE username = 'admin'"
+        ).fetchone()
+    assert verify_password("from-the-environment", hashed)

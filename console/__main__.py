@@ -50,7 +50,7 @@ from .render import (
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from posassist.protocol import Message
 
@@ -569,15 +569,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # a file or pin given on the command line
         print(f"error: {exc} / 参数或文件有误", file=sys.stderr)
         return EXIT_USAGE
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        # the relay is not trusted: JSON of another shape than docs/api.md's is its fault
-        print(error_line(admin.UnexpectedAnswer(type(exc).__name__)), file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # Ctrl-C: the technician stopped waiting; the till keeps going
         print(
             "interrupted: the request may still be running on the device / 已中断", file=sys.stderr
         )
         return 130
+
+
+@contextlib.contextmanager
+def _answer_shape() -> Iterator[None]:
+    """Around commands that read the relay's JSON: an answer of another shape than docs/api.md's
+    (a missing key, a list for a map) is the relay's fault, said in one line, exit 1."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise admin.UnexpectedAnswer(type(exc).__name__) from None
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -591,9 +597,11 @@ def _command(args: argparse.Namespace) -> int:
             raise BadArgument("give a pin (--tls-pin/--tls-cert) or --ca-file, not both")
         return login(args.relay, args.user, args.password_file, pin, args.ca_file)
     if admin.handles(args):
-        return admin.command(args, _session())
+        with _answer_shape():
+            return admin.command(args, _session())
     if args.command == "devices":
-        return devices(args.facts)
+        with _answer_shape():
+            return devices(args.facts)
     if args.command == "alerts":
         session = _session()
         return alerts.run(args, session, functools.partial(_call, ca_file=session.get("tls_ca")))
@@ -601,9 +609,11 @@ def _command(args: argparse.Namespace) -> int:
         session = _session()
         return list_scripts(session["relay"], session.get("tls_pin"), session.get("tls_ca"))
     if args.command in tickets.COMMANDS:
-        return tickets.command(args, _session())
+        with _answer_shape():
+            return tickets.command(args, _session())
     if args.command in service.COMMANDS:
-        return service.command(args, _session())
+        with _answer_shape():
+            return service.command(args, _session())
     if args.command == "run" and args.ticket:
         tickets.start_work(_session(), args.ticket)
     from websockets.exceptions import InvalidStatus

@@ -133,13 +133,16 @@ def login(
     return 0
 
 
-def devices(show_facts: bool = False) -> int:
+def devices(show_facts: bool = False, as_json: bool = False) -> int:
     """The devices in the caller's scope, with their store's name and last contact on the
     store's clock; with ``show_facts`` every fact each one reported."""
     session = _session()
     base = http.http_url(session["relay"])
     trust: dict[str, Any] = {"pin": session.get("tls_pin"), "ca_file": session.get("tls_ca")}
     answer = _call(base + "/v1/devices", token=session["token"], **trust)
+    if as_json:  # the relay's answer; its strings (a till's facts) made printable
+        print(json.dumps(printable_data(answer["devices"]), ensure_ascii=False, indent=2))
+        return 0
     stores: dict[str, dict[str, Any]] = {}
     with contextlib.suppress(http.HttpStatusError):  # a relay before issue 15: ids only
         listed = _call(base + "/v1/stores", token=session["token"], **trust)["stores"]
@@ -417,7 +420,9 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     return 1
 
 
-def list_scripts(relay: str, pin: str | None = None, ca_file: str | None = None) -> int:
+def list_scripts(
+    relay: str, pin: str | None = None, ca_file: str | None = None, as_json: bool = False
+) -> int:
     """The scripts the relay's signed repository offers (shown, not verified: devices verify)."""
     base = http.http_url(relay) + "/v1/scripts/metadata/"
 
@@ -447,6 +452,10 @@ def list_scripts(relay: str, pin: str | None = None, ca_file: str | None = None)
             file=sys.stderr,
         )
         return 1
+    if as_json:  # the manifests as published (not verified: devices verify), made printable
+        manifests = [manifest for _key, manifest in sorted(rows.items())]
+        print(json.dumps(printable_data(manifests), ensure_ascii=False, indent=2))
+        return 0
     listing = []
     for (script_id, version), manifest in sorted(rows.items()):
         # The relay's word, not yet verified (devices verify): made printable by the table.
@@ -515,6 +524,7 @@ def _parser() -> argparse.ArgumentParser:
     dv.add_argument(
         "--facts", action="store_true", help="every fact each device reported (OS, printers…)"
     )
+    dv.add_argument("--json", action="store_true", help="the relay's listing as JSON")
     d = commands.add_parser(
         "diag", help="run diagnostics on a device, or on every device of a store"
     )
@@ -529,7 +539,8 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--timeout", type=seconds(0.1, 86400.0), default=120.0)
     sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
-    sc_commands.add_parser("list", help="list signed scripts and versions")
+    sc_list = sc_commands.add_parser("list", help="list signed scripts and versions")
+    sc_list.add_argument("--json", action="store_true", help="the manifests as JSON")
     alerts.add_parser(commands)  # console/alerts.py
     r = commands.add_parser(
         "run",
@@ -601,13 +612,14 @@ def _command(args: argparse.Namespace) -> int:
             return admin.command(args, _session())
     if args.command == "devices":
         with _answer_shape():
-            return devices(args.facts)
+            return devices(args.facts, args.json)
     if args.command == "alerts":
         session = _session()
         return alerts.run(args, session, functools.partial(_call, ca_file=session.get("tls_ca")))
     if args.command == "scripts":
         session = _session()
-        return list_scripts(session["relay"], session.get("tls_pin"), session.get("tls_ca"))
+        trust = (session.get("tls_pin"), session.get("tls_ca"))
+        return list_scripts(session["relay"], *trust, as_json=args.json)
     if args.command in tickets.COMMANDS:
         with _answer_shape():
             return tickets.command(args, _session())

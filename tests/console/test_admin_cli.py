@@ -479,6 +479,9 @@ async def test_devices_show_their_stores_name_and_last_contact_on_its_clock(
     assert "+08:00" in line  # seen, on the store's clock
     assert relay.store not in out
     assert not RAW_EPOCH.search(out)
+    status, out, _ = await run("tech", "devices", "--json")
+    _status, body = await call(relay, "GET", "/v1/devices", "tech")
+    assert [d["id"] for d in json.loads(out)] == [d["id"] for d in body["devices"]] == [device_id]
 
 
 # --- a relay that is not ours --------------------------------------------------------------------

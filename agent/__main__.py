@@ -379,7 +379,7 @@ async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = Tr
 
 
 async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
-    from posassist.client.render import render_report
+    from posassist.client.render import render_report, terminal_json
 
     from .diagnostics import DiagContext, collect_report, default_collectors
     from .findings import annotate
@@ -392,16 +392,22 @@ async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
         report["profile_error"] = ctx.profile_error
     annotate(report, ctx.profile, now)  # findings first (docs/findings.md)
     if as_json:
-        print(json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False))
+        print(terminal_json(report))  # no escape or bidi character reaches the terminal raw
     else:
         print(render_report(report, now=now))
     return 0 if all(s["ok"] for s in sections.values()) else 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a GBK console or a redirected report on a
+        reconfigure = getattr(stream, "reconfigure", None)  # Chinese Windows till: a character
+        if reconfigure is not None:  # outside the code page becomes "?", never a traceback
+            reconfigure(errors="replace")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         args = _parser().parse_args(argv)
+        if getattr(args, "data", None) is not None:  # a relative --data: its paths (profile
+            args.data = args.data.absolute()  # ${DATA}, scripts) must not depend on the cwd
         if args.command == "enroll":
             from .enrol import enrol  # pinned HTTP and the token parser: not at agent idle
 

@@ -27,6 +27,7 @@ from posassist.protocol import (
     PeerSilentError,
     PolicyUpdated,
     Role,
+    ScriptCancel,
     ScriptRestoreRequest,
     ScriptRunRequest,
     Session,
@@ -166,6 +167,11 @@ class AgentConnection:
             refused = self.scripts.submit(event, self._send, clock)
             if refused is not None:
                 self.session.send(refused)
+        elif isinstance(event, ScriptCancel) and self.scripts is not None:
+            # protocol v7 (docs/protocol.md#cancel): the run stops even if this link drops
+            refused = self.scripts.cancel(event, self._send)
+            if refused is not None:
+                self.session.send(refused)
         elif isinstance(event, PolicyUpdated):
             if self.health is not None:
                 # validated by the one validator; an invalid policy keeps the last good one
@@ -228,8 +234,15 @@ class AgentConnection:
         from .findings import annotate
 
         collected_at = clock()
-        # each section carries its status and findings next to its raw data (docs/findings.md)
-        annotate(sections, self.diagnostics.profile, collected_at)
+        # each section carries its status and findings next to its raw data (docs/findings.md);
+        # the report-wide ones (clock, a profile that did not load) join their sections
+        profile_error = self.diagnostics.profile_error
+        annotate(
+            {"sections": sections, "profile_error": profile_error},
+            self.diagnostics.profile,
+            collected_at,
+            fold=True,
+        )
         report = DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,

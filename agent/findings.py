@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from posassist.client.advice import ADVICE, Advice, Severity
+from posassist.client.advice import ADVICE, THIS_PLATFORM, Advice, Severity, script_for
 from posassist.client.units import ago, mb, span
 
 if TYPE_CHECKING:
@@ -46,9 +46,11 @@ class Finding:
     def advice(self) -> Advice:
         return ADVICE[self.code]
 
-    def to_dict(self) -> Dict[str, Any]:
-        """The finding as JSON-ready data (docs/findings.md#json); keys are stable."""
+    def to_dict(self, platform: str = THIS_PLATFORM) -> Dict[str, Any]:
+        """The finding as JSON-ready data (docs/findings.md#json); keys are stable. ``script`` is
+        the one that runs on ``platform`` (the till's), or None when the catalog has none."""
         a = self.advice
+        script = script_for(a, platform)
         return {
             "code": self.code,
             "severity": self.severity.value,
@@ -58,7 +60,7 @@ class Finding:
             "detail": dict(self.detail),
             "cashier": {"zh": a.cashier_zh, "en": a.cashier_en},
             "technician": {"zh": a.tech_zh, "en": a.tech_en},
-            "script": {"id": a.script, "risk": a.risk} if a.script else None,
+            "script": {"id": script[0], "risk": script[1]} if script else None,
             "ref": a.ref,
             "evidence": dict(self.evidence),
         }
@@ -169,6 +171,8 @@ _UNREACHABLE = ("no_reply", "unplugged", "not_found", "timeout")
 
 def _printers(data: Dict[str, Any], now: float) -> List[Finding]:
     out: List[Finding] = []
+    if data.get("printers") == [] and data.get("note"):  # nothing configured: nothing checked
+        out.append(_finding("printer.not_configured", "printers", "", {}))
     for p in _dicts(data.get("printers")):
         name = str(p.get("name") or p.get("target") or "?")
         target = str(p.get("target") or "")
@@ -716,7 +720,18 @@ def _pos(data: Dict[str, Any], now: float, profile: Optional[PosProfile]) -> Lis
             )
         else:
             check = dbfile.get("quick_check")
-            if isinstance(check, dict) and check.get("ok") is False:
+            if isinstance(check, dict) and check.get("copy_error"):  # not checked: not corrupt
+                out.append(
+                    _finding(
+                        "pos.database_unreadable",
+                        sec,
+                        path,
+                        {"quick_check": check},
+                        path=path,
+                        why="copy for PRAGMA quick_check failed: " + _clip(check["copy_error"]),
+                    )
+                )
+            elif isinstance(check, dict) and check.get("ok") is False:
                 sample = "; ".join(check.get("result") or [str(check.get("error"))])
                 out.append(
                     _finding(
@@ -1066,12 +1081,24 @@ def section_status(findings: List[Finding], readable: bool = True) -> str:
     return "ok" if worst is None else worst.value
 
 
-def annotate(report: Dict[str, Any], profile: Optional[PosProfile], now: float) -> Dict[str, Any]:
-    """Add ``status`` and ``findings`` to each section of ``report`` (in place) and return it.
+def annotate(
+    report: Dict[str, Any],
+    profile: Optional[PosProfile],
+    now: float,
+    platform: str = THIS_PLATFORM,
+    fold: bool = False,
+) -> Dict[str, Any]:
+    """Add ``status`` and ``findings`` to each section of ``report`` (in place) and return it;
+    each finding's fixing script is one that runs on ``platform`` (the till's).
 
     The raw ``ok``/``data``/``error`` of each section stay as they were (docs/findings.md#json).
+    Report-wide findings (an implausible clock, a POS profile that did not load) go to
+    ``report["findings"]``; with ``fold`` (a ``diag.report``, which carries sections only) they
+    join the section they name instead — ``system`` or ``pos`` — so they are never lost.
     """
     sections = report.get("sections", report)
+    if not isinstance(sections, dict):  # garbage: nothing to annotate, and never a crash
+        sections = {}
     profile_error, in_section = _profile_error(report, profile)
     for name, section in list(sections.items()):
         found, readable = _section(str(name), section, profile, now, profile_error)
@@ -1079,15 +1106,33 @@ def annotate(report: Dict[str, Any], profile: Optional[PosProfile], now: float) 
             section = sections[name] = {"ok": False, "data": None}
         found.sort(key=lambda f: -f.severity.rank)
         section["status"] = section_status(found, readable)
-        section["findings"] = [f.to_dict() for f in found]
+        section["findings"] = [f.to_dict(platform) for f in found]
     extra = []
     report_wide = "" if in_section else profile_error
     if now < PLAUSIBLE_SINCE or report_wide:
         extra = [
-            f.to_dict()
+            f.to_dict(platform)
             for f in evaluate({"sections": {}, "profile_error": report_wide}, profile, now)
         ]
+    if fold:
+        for finding in extra:
+            name = finding["section"] if finding["section"] in sections else None
+            name = name or next(iter(sections), None)
+            if name is None:
+                continue
+            section = sections[name]
+            section["findings"] = sorted(
+                [*section["findings"], finding], key=lambda f: -Severity(f["severity"]).rank
+            )
+            section["status"] = _worse(section["status"], finding["severity"])
+        extra = []
     if "sections" in report:
         report["schema"] = SCHEMA
         report["findings"] = extra  # report-wide findings (clock, profile); the rest per section
     return report
+
+
+def _worse(status: str, severity: str) -> str:
+    """A section's status once a finding of ``severity`` joins it."""
+    order = ["ok", "info", "warning", "unreadable", "fault", "critical"]
+    return max(status, severity, key=lambda s: order.index(s) if s in order else 0)

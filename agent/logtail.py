@@ -6,6 +6,7 @@ Never reads a whole file: a 2 GB log costs one seek and at most ``max_bytes`` of
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -108,8 +109,13 @@ def read_tail(
     if max_bytes <= 0:
         raise ValueError("max_bytes must be positive")
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        # never blocks: a FIFO (or device) named as a log would hang open() or read() forever
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise LogReadError(f"{path}: not a regular file / 不是普通文件")
+            size = info.st_size
             start = max(0, size - max_bytes)
             f.seek(start)
             chunk = f.read(max_bytes)

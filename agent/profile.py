@@ -178,6 +178,8 @@ def profile_env(profile: Optional[PosProfile]) -> Dict[str, str]:
     folders = [(ntpath if "\\" in p else posixpath).dirname(p) for p in profile.log_paths]
     if any(folders):
         env["POSASSIST_PROFILE_LOG_DIRS"] = json.dumps(list(dict.fromkeys(f for f in folders if f)))
+    if profile.redact_patterns:  # the log bundle masks what the agent's log tails mask
+        env["POSASSIST_PROFILE_REDACT"] = json.dumps(list(profile.redact_patterns))
     if profile.config_path:
         env.update(
             POSASSIST_PROFILE_CONFIG=profile.config_path,

@@ -130,11 +130,12 @@ def _settled(till: Till, deadline: float) -> bool:
     return False
 
 
-def _relay_counts(url: str) -> dict[str, float]:
-    """The relay's ``alert_events_total`` by result, since it (re)started (its /metrics)."""
+def _relay_counts(data: Path) -> dict[str, float]:
+    """The relay's ``alert_events_total`` by result, since it (re)started (its /metrics, on the
+    listener named in DATA/metrics.url)."""
     from urllib.request import urlopen
 
-    with urlopen(url.replace("ws://", "http://") + "/metrics", timeout=10) as answer:
+    with urlopen((data / "metrics.url").read_text(), timeout=10) as answer:
         text = answer.read().decode()
     found = re.findall(r'alert_events_total\{result="(\w+)"\} (\S+)', text)
     return {result: float(n) for result, n in found}
@@ -216,7 +217,7 @@ def run(outage: float, every: float) -> dict[str, Any]:
                 time.sleep(0.1)
             r["settled"] = _settled(till, deadline)
             r["rss_after"] = till.rss()
-            r["relay_counts"] = _relay_counts(url)
+            r["relay_counts"] = _relay_counts(data)
         finally:
             if agent is not None:
                 agent.terminate()  # SIGTERM: it closes its outbox

@@ -5,10 +5,14 @@ detail, next steps for the cashier and the technician, and the catalog script th
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
-__all__ = ["ADVICE", "Advice", "Severity"]
+__all__ = ["ADVICE", "CATALOG", "THIS_PLATFORM", "Advice", "Severity", "script_for"]
+
+#: The platform this process runs on, in the catalog manifests' words.
+THIS_PLATFORM = "windows" if sys.platform == "win32" else "linux"
 
 
 class Severity(str, enum.Enum):
@@ -48,6 +52,62 @@ class Advice:
     ref: str = ""  # reference/pos-devices.md §5 row
 
 
+#: Each catalog script's platforms and risk class, as its manifest says (catalog/*/manifest.json;
+#: tests/catalog/test_remediations.py keeps them equal), so a finding never advises a script
+#: the till cannot run.
+CATALOG: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "clean-temp-folders": (("linux", "windows"), "A"),
+    "collect-log-bundle": (("linux", "windows"), "A"),
+    "cups-clear-queue": (("linux",), "B"),
+    "cups-enable-queue": (("linux",), "A"),
+    "drawer-kick-test": (("linux", "windows"), "C"),
+    "fix-printer-port": (("linux", "windows"), "C"),
+    "flush-dns": (("linux", "windows"), "A"),
+    "modemmanager-ignore": (("linux",), "B"),
+    "printer-recover": (("linux", "windows"), "B"),
+    "printer-resume-windows": (("windows",), "B"),
+    "printer-status-test": (("linux", "windows"), "B"),
+    "proxy-reset-windows": (("windows",), "B"),
+    "reset-usb-serial": (("linux",), "B"),
+    "reset-usb-serial-windows": (("windows",), "B"),
+    "restart-pos-service": (("linux",), "B"),
+    "restart-print-service": (("linux",), "B"),
+    "resync-clock": (("linux", "windows"), "A"),
+    "set-time-zone": (("linux", "windows"), "B"),
+    "spooler-reset-windows": (("windows",), "B"),
+    "start-database-service": (("windows",), "A"),
+    "stop-duplicate-pos": (("linux", "windows"), "B"),
+    "usb-power-always-on": (("linux",), "B"),
+    "usb-suspend-off-windows": (("windows",), "B"),
+}
+
+#: The script that does on a platform what an advised one does on the other, where one exists.
+EQUIVALENT: Dict[str, Dict[str, str]] = {
+    "windows": {
+        "reset-usb-serial": "reset-usb-serial-windows",
+        "restart-print-service": "spooler-reset-windows",
+        "cups-clear-queue": "spooler-reset-windows",
+        "cups-enable-queue": "printer-resume-windows",
+        "usb-power-always-on": "usb-suspend-off-windows",
+    },
+    "linux": {
+        "reset-usb-serial-windows": "reset-usb-serial",
+        "printer-resume-windows": "cups-enable-queue",
+        "usb-suspend-off-windows": "usb-power-always-on",
+    },
+}
+
+
+def script_for(advice: Advice, platform: str = THIS_PLATFORM) -> Optional[Tuple[str, str]]:
+    """The catalog script (id, risk) that fixes ``advice``'s finding on ``platform``: the advised
+    one when it runs there, else its equivalent there, else None (the technician's words say
+    what to do by hand)."""
+    for script in (advice.script, EQUIVALENT.get(platform, {}).get(advice.script, "")):
+        if script and platform in CATALOG.get(script, ((), ""))[0]:
+            return script, CATALOG[script][1]
+    return None
+
+
 _W, _F, _C, _I = Severity.WARNING, Severity.FAULT, Severity.CRITICAL, Severity.INFO
 _CALL = ("请联系技术支持。", "Call support.")
 
@@ -63,6 +123,16 @@ ADVICE: Dict[str, Advice] = {
         _I, "未配置收银软件档案", "No POS profile configured", "未在 settings.json 中指定 POS 档案",
         "settings.json names no POS profile", "无需操作。", "Nothing to do.",
         "在 settings.json 中设置 pos_profile", "Set pos_profile in settings.json", ref="—",
+    ),
+    "printer.not_configured": Advice(
+        _I, "未配置小票打印机", "No receipt printer configured",
+        "settings.json 中没有打印机, 因此未检查打印机",
+        "settings.json names no printer: none was checked",
+        "无需操作。", "Nothing to do.",
+        "运行 posassist-agent configure 发现打印机并写入 settings.json (docs/agent.md)",
+        "Run posassist-agent configure to discover printers and write settings.json "
+        "(docs/agent.md)",
+        ref="—",
     ),
     "pos.profile_invalid": Advice(
         _W, "收银软件档案有误", "POS profile invalid", "POS 档案无法读取: {why}",

@@ -129,11 +129,9 @@ class HttpStatusError(HttpError):
         self.error = error
         self.message = message
         self.message_zh = message_zh
-
-    @property
-    def detail_zh(self) -> str:
-        """The relay's Chinese sentence, for :func:`protocol.errors.error_line`."""
-        return getattr(self, "message_zh", "")
+        #: What :func:`protocol.errors.error_line` adds in Chinese: the relay's sentence, unless
+        #: a caller knows better words (console/cancel.py sets its own).
+        self.detail_zh = message_zh
 
 
 class HttpRefusedError(HttpStatusError):

@@ -5,10 +5,12 @@ section's raw readings in human units. The one renderer, used by the offline rep
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone, tzinfo
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from posassist.client.units import ago, mb
+from posassist.client.units import ago, mb, span
+from posassist.protocol.text import printable
 
 __all__ = [
     "CONSENT_WORDS",
@@ -101,7 +103,10 @@ def render_findings(findings: Iterable[Any], script_words: bool = True) -> List[
         out.append(f"      技术员 / technician: {_s(tech.get('zh'))} / {_s(tech.get('en'))}")
         script = f.get("script")
         if script_words and isinstance(script, Mapping) and script.get("id"):
-            fix = f"{_s(script.get('id'))} (risk class {_s(script.get('risk'))})"
+            fix = (
+                f"{_s(script.get('id'))} (risk class {_s(script.get('risk'))}; version: "
+                "posassist scripts list; parameters: docs/scripts.md)"
+            )
             out.append(f"      修复脚本 / fix: {fix}")
     return out
 
@@ -200,7 +205,8 @@ def _lines(
             out.append(data["note"])
     elif name == "pos":
         out.append(f"profile 配置: {data.get('display_name')}")
-        out.append(f"running 运行中: {data.get('running')} ({data.get('instances')} instance(s))")
+        running = human_value("", data.get("running"), now, tz)
+        out.append(f"running 运行中: {running} ({data.get('instances')} instance(s))")
         out.append(f"sale open 正在交易: {data.get('sale_open') or 'no 否'}")
         for proc in data.get("processes") or []:
             history = proc.get("rss_history") or []
@@ -262,9 +268,76 @@ def _lines(
                 f"{row.get('name')} [{row.get('target')}]: {row.get('outcome')} "
                 f"in {row.get('listen_s')} s; {heard}"
             )
-    else:
-        out.append(str(data)[:500])
+    else:  # a collector this renderer has no words for: its readings, in human units
+        out.extend(walk(data, 0, now, tz))
     return out
+
+
+#: Keys whose integer values are byte counts, shown in MB/GB.
+_BYTE_KEYS = ("rss", "free", "total", "available", "used", "size", "bytes_read")
+#: Keys whose epoch values are shown as times (``*_at``, ``*_time``, certificate and file times).
+_TIME_KEYS = ("not_after", "not_before", "started", "modified", "since")
+
+
+def human_value(key: str, item: Any, now: Optional[float], tz: Optional[tzinfo]) -> str:
+    """A raw reading in human units: times, byte counts, long durations, yes/no; never raises."""
+    if isinstance(item, bool) or item is None:
+        return {True: "yes 是", False: "no 否", None: "—"}[item]
+    if not isinstance(item, (int, float)):
+        return _s(item)
+    try:
+        if (key.endswith(("_at", "_time")) or key in _TIME_KEYS) and item > 1e9:
+            return when(item, tz, now)
+        if key in _BYTE_KEYS or key.endswith("_bytes"):
+            return _mb(item)
+        if key.endswith("_mb"):
+            return _mb(item * 1048576)
+        if key.endswith("_s") and abs(item) >= 90:
+            return f"{item} s ({span(item)})"
+    except (ArithmeticError, OSError, ValueError):  # inf, nan, out of range: shown as it is
+        pass
+    return str(item)
+
+
+def walk(value: Any, depth: int, now: Optional[float], tz: Optional[tzinfo]) -> List[str]:
+    """Nested readings as indented ``key: value`` lines (lists cut at 20, each item marked);
+    the fallback for readings the section renderers have no words for."""
+    pad = "  " * depth
+    out: List[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            key = _s(key)
+            if isinstance(item, (Mapping, list, tuple)):
+                out.append(f"{pad}{key}:")
+                out.extend(walk(item, depth + 1, now, tz))
+            else:
+                out.append(f"{pad}{key}: {human_value(key, item, now, tz)}")
+    elif isinstance(value, (list, tuple)):
+        for item in value[:20]:
+            if isinstance(item, (Mapping, list, tuple)):
+                inner = walk(item, depth + 1, now, tz)
+                if inner:  # "- " marks where each item starts
+                    inner[0] = f"{pad}- {inner[0].lstrip()}"
+                out.extend(inner)
+            else:
+                out.append(f"{pad}- {human_value('', item, now, tz)}")
+        if len(value) > 20:
+            out.append(f"{pad}… {len(value) - 20} more")
+    else:
+        out.append(f"{pad}{human_value('', value, now, tz)}")
+    return out
+
+
+#: What JSON leaves raw with ``ensure_ascii=False`` that a terminal acts on: DEL, the C1 controls
+#: (8-bit CSI/OSC) and the bidirectional overrides and isolates (C0 controls JSON escapes itself).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_json(data: Any) -> str:
+    """``data`` as indented JSON for a terminal: Chinese stays readable, and every character a
+    terminal would act on is written as a ``\\uXXXX`` escape (the same text to a JSON reader)."""
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def render_report(
@@ -287,7 +360,9 @@ def render_report(
         title = HEADINGS.get(name, name) if isinstance(name, str) else _s(name)
         status = section.get("status") or ("ok" if section.get("ok") else "unreadable")
         mark = STATUS.get(str(status), str(status))
-        head = f"== {title}  [{mark}, {section.get('elapsed_ms')} ms]"
+        elapsed = section.get("elapsed_ms")
+        took = f", {elapsed} ms" if isinstance(elapsed, (int, float)) else ""
+        head = f"== {title}  [{mark}{took}]"
         data = section.get("data")
         if section.get("ok") and isinstance(data, dict):
             try:
@@ -303,7 +378,9 @@ def render_report(
             else:
                 body = [f"读取失败 / could not read: {_s(error)}"] if error else []
         blocks.append("\n".join([head] + ["  " + line for line in body]))
-    return "\n\n".join(blocks)
+    # device, log and profile text reaches a terminal: no escape sequence, control or bidi
+    # override survives (attack 14 F3), as in the console's renderer
+    return printable("\n\n".join(blocks))
 
 
 #: What a consent answer means to the technician (issue 12): decision -> (Chinese, English);

@@ -36,7 +36,7 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__, admin, alerts, service, tickets
+from . import __version__, admin, alerts, cancel, service, tickets
 from .progress import Progress
 from .render import (
     facts_summary,
@@ -216,8 +216,32 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
                     sections = printable_data(reply.sections)
                     print(json.dumps(sections, default=repr, ensure_ascii=False, indent=2))
                 else:
-                    print(render_report(reply))
+                    print(render_report(reply, await _store_zone(session, device)))
     return 0
+
+
+async def _store_zone(session: dict[str, Any], device: str) -> Any:
+    """The time zone of ``device``'s store (times in a report show in the store's zone, as on
+    the till and in tickets), or None (this console's) when the relay does not say."""
+    from urllib.parse import quote
+
+    from .alerts import _zone
+
+    base, token, pin = http.http_url(session["relay"]), session["token"], session.get("tls_pin")
+    ca_file = session.get("tls_ca")
+    try:
+        url = base + "/v1/devices"
+        listed = (await http.fetch("GET", url, token=token, pin=pin, ca_file=ca_file)).json()
+        store = next(
+            (d.get("store_id") for d in listed.get("devices", []) if d.get("id") == device), None
+        )
+        if not isinstance(store, str):
+            return None
+        path = f"/v1/stores/{quote(store, safe='')}"
+        answer = await http.fetch("GET", base + path, token=token, pin=pin, ca_file=ca_file)
+        return _zone(answer.json().get("timezone")) if answer.status == 200 else None
+    except (OSError, ValueError, AttributeError, http.HttpError):
+        return None
 
 
 async def _store_command(args: argparse.Namespace) -> int:
@@ -261,7 +285,9 @@ async def _store_command(args: argparse.Namespace) -> int:
     async with _open(session) as conn, waiting as progress:
         results = await fanout.fan_out(conn, devices, make, args.timeout + 5, on_result=show)
     if as_json:
-        report = {r.device: r.report if r.ok else {"error": r.status} for r in results}
+        report = {
+            r.device: r.report if r.report is not None else {"error": r.status} for r in results
+        }
         print(json.dumps(printable_data(report), default=repr, ensure_ascii=False, indent=2))
     print(fanout.totals_line(results, time.perf_counter() - start))
     return 0 if all(r.ok for r in results) else 1
@@ -562,6 +588,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ticket", help="the ticket this run is for (marks it in progress, yours)")
     tickets.add_parsers(commands)
     service.add_parsers(commands)  # console/service.py: sla, store
+    cancel.add_parsers(commands)  # console/cancel.py: cancel JOB
     admin.add_parsers(commands)  # console/admin.py: org, merchant, user, password, jobs, audit…
     return parser
 
@@ -626,6 +653,8 @@ def _command(args: argparse.Namespace) -> int:
     if args.command in service.COMMANDS:
         with _answer_shape():
             return service.command(args, _session())
+    if args.command in cancel.COMMANDS:
+        return cancel.command(args, _session())
     if args.command == "run" and args.ticket:
         tickets.start_work(_session(), args.ticket)
     from websockets.exceptions import InvalidStatus
@@ -649,6 +678,8 @@ def _command(args: argparse.Namespace) -> int:
                 )
             )
         return asyncio.run(_diag(args.device, tuple(args.collector), args.json, args.timeout))
+    except BrokenPipeError:  # our reader went (`posassist diag dev_… | head`): see main()
+        raise
     except (OSError, TimeoutError) as exc:  # the websocket could not reach the relay
         raise http.RelayUnreachable(f"{type(exc).__name__}: {exc}") from None
     except InvalidStatus as exc:  # the relay answered the upgrade with an HTTP error (429…)

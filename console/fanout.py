@@ -42,7 +42,8 @@ MAX_RETRIES = 5
 
 @dataclass
 class DeviceResult:
-    """How one device answered: ``status`` is ``ok``, a script's final status, or an error code."""
+    """How one device answered: ``status`` is its report's verdict (``ok``, ``info``, ``warning``,
+    ``unreadable``, ``fault``, ``critical``), a script's final status, or an error code."""
 
     device: str
     status: str
@@ -52,7 +53,7 @@ class DeviceResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ok", "succeeded")
+        return self.status in ("ok", "info", "succeeded")
 
 
 class Pacer:
@@ -80,10 +81,31 @@ def store_devices(devices: Sequence[dict[str, Any]], store: str) -> list[str]:
     ]
 
 
+#: A section's verdict (docs/findings.md), mildest first; a report's is its worst section's.
+VERDICTS = ("ok", "info", "warning", "unreadable", "fault", "critical")
+
+
+def _verdict(section: object) -> str:
+    """A section's status from its findings; one without (an older agent) by whether it ran."""
+    if isinstance(section, dict):
+        status = section.get("status")
+        if status in VERDICTS:
+            return str(status)
+        return "ok" if section.get("ok") is True else "unreadable"
+    return "unreadable"
+
+
+def diag_verdict(report: DiagnosticsReport) -> str:
+    """The worst section's verdict: what the device's line says (``ok`` only when nothing is
+    wrong: a probe that ran is not ok when it found a fault)."""
+    return max((_verdict(s) for s in report.sections.values()), key=VERDICTS.index, default="ok")
+
+
 def diag_summary(report: DiagnosticsReport) -> str:
-    """``5/5 sections ok, 2 findings (warning)``: one line of what a report says."""
+    """``5/5 sections ok, 2 findings (fault)``: one line of what a report says; a section is ok
+    when its findings are (none, or information only)."""
     sections = report.sections
-    ok = sum(1 for s in sections.values() if isinstance(s, dict) and s.get("ok") is True)
+    ok = sum(1 for s in sections.values() if _verdict(s) in ("ok", "info"))
     findings = [
         f
         for s in sections.values()
@@ -91,7 +113,7 @@ def diag_summary(report: DiagnosticsReport) -> str:
         for f in (s.get("findings") or [])
         if isinstance(f, dict)
     ]
-    order = ("info", "warning", "critical")
+    order = ("info", "warning", "fault", "critical")
     worst = max(
         (str(f.get("severity")) for f in findings if f.get("severity") in order),
         key=order.index,
@@ -137,7 +159,8 @@ async def _ask(conn: ConsoleConnection, request: Message, timeout: float) -> Dev
             if isinstance(reply, ErrorReply):
                 return DeviceResult(device, reply.code, 0.0, reply.message)
             if isinstance(reply, DiagnosticsReport):
-                return DeviceResult(device, "ok", 0.0, diag_summary(reply), reply.sections)
+                verdict = diag_verdict(reply)
+                return DeviceResult(device, verdict, 0.0, diag_summary(reply), reply.sections)
             if isinstance(reply, ScriptFinished):
                 return DeviceResult(device, reply.status, 0.0, reply.detail)
     except TimeoutError:

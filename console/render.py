@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from posassist.protocol.text import printable
@@ -19,116 +18,23 @@ __all__ = [
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+    from datetime import tzinfo
 
     from posassist.protocol import DiagnosticsReport
 
 
-def render_report(report: DiagnosticsReport) -> str:
-    """A diagnostics report as text: the agent's findings first (through the agent's own renderer,
-    so the till and the console show them alike), then each section's raw data indented.
+def render_report(report: DiagnosticsReport, tz: tzinfo | None = None) -> str:
+    """A diagnostics report as text through the agent's own renderer (client/render.py), so the
+    till's offline report and the console read alike: the findings first, then each section's
+    verdict and readings in words and human units (``--json`` has every raw field).
 
-    Every string from the device passes through :func:`printable`; times show in this console's
-    time zone (the agent's offline report shows the store's).
+    Every string from the device passes through :func:`printable`; times show in ``tz`` (the
+    store's time zone when the caller knows it, else this console's).
     """
-    from posassist.client.render import STATUS, all_findings, render_findings
+    from posassist.client.render import render_report as render
 
-    lines = [f"diagnostics of {report.device_id} / 设备诊断"]
-    sections = report.sections
-    lines.append("\n== 诊断结论 / Findings")
-    lines.extend(render_findings(all_findings({"sections": sections})))
-    for name in sorted(sections, key=str):  # keys are the device's word: maybe not all str
-        section = sections[name]
-        ok = section.get("ok") if isinstance(section, dict) else None
-        mark = "ok" if ok else ("FAILED" if ok is False else "")
-        status = section.get("status") if isinstance(section, dict) else None
-        if isinstance(status, str):
-            mark = f"{mark} · {STATUS.get(status, status)}"
-        lines.append(f"\n[{name}] {mark}")
-        data = section.get("data", section) if isinstance(section, dict) else section
-        lines.extend(_walk(data, 1, report.collected_at))
-        error = section.get("error") if isinstance(section, dict) else None
-        if isinstance(error, dict):
-            lines.append(f"  error: {error.get('type')}: {error.get('message', '')}")
-        elif error:
-            lines.append(f"  error: {error}")
-    return printable("\n".join(lines))
-
-
-def _when(epoch: float, now: float | None = None) -> str:
-    """An epoch time in this console's local time zone, to the second, and how long ago."""
-    from posassist.client.units import ago
-
-    try:  # the device's number: out of the platform's range is "?", never an error
-        text = datetime.fromtimestamp(epoch).astimezone().isoformat(sep=" ", timespec="seconds")
-        return f"{text} ({ago(epoch, now)})" if now is not None else text
-    except (ArithmeticError, OSError, ValueError):
-        return f"{epoch} (?)"
-
-
-#: Keys whose integer values are byte counts, shown in MB/GB.
-_BYTE_KEYS = ("rss", "free", "total", "available", "used", "size", "bytes_read")
-
-
-def _human(key: str, item: Any, now: float | None) -> str:
-    """A raw reading in human units: times, byte counts and long durations; never raises."""
-    number = isinstance(item, int | float) and not isinstance(item, bool)
-    try:
-        return _human_number(key, item, now) if number else str(item)
-    except (ArithmeticError, OSError, ValueError):  # inf, nan, out of range: shown as it is
-        return str(item)
-
-
-def _human_number(key: str, item: float, now: float | None) -> str:
-    from posassist.client.units import mb, span
-
-    if _is_time(key) and item > 1e9:
-        return _when(item, now)
-    if key in _BYTE_KEYS or key.endswith("_bytes"):
-        return mb(item)
-    if key.endswith("_s") and abs(item) >= 90:
-        return f"{item} s ({span(item)})"
-    return str(item)
-
-
-#: Keys whose epoch values are shown as times (``*_at``, ``*_time``, certificate and file times).
-_TIME_KEYS = ("not_after", "not_before", "started", "modified", "since")
-
-
-def _is_time(key: str) -> bool:
-    return key.endswith(("_at", "_time")) or key in _TIME_KEYS
-
-
-def _walk(value: Any, depth: int, now: float | None = None) -> list[str]:
-    pad = "  " * depth
-    if isinstance(value, dict):
-        out: list[str] = []
-        for key, item in value.items():
-            key = str(key)
-            if key.endswith("_history") and isinstance(item, list | tuple):
-                out.append(f"{pad}{key}:")  # [[epoch, bytes], …] samples
-                out.extend(
-                    f"{pad}  - {_human('sampled_at', p[0], now)}: {_human('rss', p[1], now)}"
-                    for p in item[-20:]
-                    if isinstance(p, list | tuple) and len(p) == 2
-                )
-            elif isinstance(item, dict | list | tuple):
-                out.append(f"{pad}{key}:")
-                out.extend(_walk(item, depth + 1, now))
-            else:
-                out.append(f"{pad}{key}: {_human(key, item, now)}")
-        return out
-    if isinstance(value, list | tuple):
-        out = []
-        for item in value[:20]:
-            out.extend(
-                _walk(item, depth, now)
-                if isinstance(item, dict | list | tuple)
-                else [f"{pad}- {item}"]
-            )
-        if len(value) > 20:
-            out.append(f"{pad}… {len(value) - 20} more")
-        return out
-    return [f"{pad}{value}"]
+    body = render({"sections": report.sections}, now=report.collected_at, tz=tz)
+    return printable(f"diagnostics of {report.device_id} / 设备诊断\n\n{body}")
 
 
 # --- tables and times: the one way every listing is printed ------------------------------------
@@ -171,6 +77,8 @@ def local_time(epoch: Any, zone: str | None = None) -> str:
             from zoneinfo import ZoneInfo
 
             tz = ZoneInfo(zone)
+        from datetime import datetime
+
         when = datetime.fromtimestamp(epoch, tz) if tz else datetime.fromtimestamp(epoch)
         when = when if tz else when.astimezone()
         offset = when.strftime("%z")

@@ -66,6 +66,7 @@ __all__ = [
     "Kind",
     "Message",
     "PolicyUpdated",
+    "ScriptCancel",
     "ScriptFinished",
     "ScriptOutput",
     "ScriptProgress",
@@ -839,6 +840,17 @@ class ScriptRestoreRequest(Message):
     backup_id: str = spec(min_len=1, max_len=64)
     #: The relay's job for this restore (v3), as for ScriptRunRequest.job_id.
     job_id: Optional[str] = spec(default=None, min_len=1, max_len=64, since=3)
+
+
+@message("script.cancel", Kind.REQUEST)
+class ScriptCancel(Message):
+    """The relay asks an agent to stop a run it is serving (protocol v7): the process tree is
+    killed and the run ends ``cancelled``; answered by that ``script.finished``, or ``error``
+    ``not_running`` when the job is not running there (docs/protocol.md#cancel)."""
+
+    id: int = spec(lo=1)
+    #: The relay's job id of the run (``ScriptRunRequest.job_id``).
+    job_id: str = spec(min_len=1, max_len=64)
 
 
 SCRIPT_STEPS = (

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 #: Tags that a session may carry only from this version on; every other tag is in version 1.
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
 SINCE_VERSION: Dict[str, int] = {
@@ -30,6 +30,7 @@ SINCE_VERSION: Dict[str, int] = {
     "policy.updated": 5,
     "ticket.reply": 6,
     "ticket.replied": 6,
+    "script.cancel": 7,
 }
 
 
@@ -136,6 +137,7 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "consent.request",
     "job.query",
     "policy.updated",
+    "script.cancel",
 }
 _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
 _RELAY_SENDS_CONSOLE = _BOTH | {
@@ -169,4 +171,5 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "ticket.reply": frozenset({"ticket.replied", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),
     "job.query": frozenset({"job.results", "error"}),
+    "script.cancel": frozenset({"script.finished", "error"}),
 }

@@ -99,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-port",
         type=_bounded(int, 0, 65535),
-        default=None,
-        help="serve /metrics (plain HTTP) only on this port, not on --port (0: a free one, "
-        "written to DATA/metrics.url)",
+        default=0,
+        help="serve /metrics (plain HTTP) on this port, never on --port (default 0: a free one; "
+        "the URL is written to DATA/metrics.url; Prometheus wants a fixed one, e.g. 9108)",
     )
     serve.add_argument(
         "--metrics-host",
@@ -828,25 +828,24 @@ async def serve(config: RelayConfig) -> None:
         loop.add_signal_handler(signal.SIGHUP, _reload_tls, ssl_context, config)
     else:
         loop.add_signal_handler(signal.SIGHUP, _no_tls_to_reload)
-    metrics_runner = None
-    if config.metrics_port is not None:
-        from .metrics import METRICS, metrics_handler
+    from .metrics import METRICS, metrics_handler
 
-        # /metrics shows fleet size and refusals: only on the operator's address when asked
-        metrics_app = web.Application()
-        metrics_app.router.add_get("/metrics", metrics_handler(app[METRICS]))
-        metrics_runner = web.AppRunner(metrics_app, access_log=None)
-        await metrics_runner.setup()
-        site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
-        await site.start()
-        bound = metrics_runner.addresses[0]
-        host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        metrics_url = f"http://{host}:{bound[1]}/metrics"
-        write_private(config.data_dir / "metrics.url", metrics_url)
-        print(f"posassist relay metrics on {metrics_url}", flush=True)
+    # /metrics shows fleet size and refusals: never on the agents' port, only on its own
+    # listener (127.0.0.1 unless --metrics-host names an operator network)
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics_handler(app[METRICS]))
+    metrics_runner = web.AppRunner(metrics_app, access_log=None)
+    await metrics_runner.setup()
+    site = web.TCPSite(metrics_runner, config.metrics_host, config.metrics_port)
+    await site.start()
+    bound = metrics_runner.addresses[0]
+    host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    metrics_url = f"http://{host}:{bound[1]}/metrics"
+    write_private(config.data_dir / "metrics.url", metrics_url)
     _release_startup_memory()
     write_private(config.data_dir / "relay.url", url)  # ready: the signals are handled already
-    print(f"posassist relay {config.relay_id} listening on {url}", flush=True)
+    print(f"posassist relay {config.relay_id} listening on {url}", flush=True)  # the first line
+    print(f"posassist relay metrics on {metrics_url}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -857,8 +856,7 @@ async def serve(config: RelayConfig) -> None:
         await guard.stop()
         await drain_routes(app)
         await runner.cleanup()
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
+        await metrics_runner.cleanup()
 
 
 def _no_tls_to_reload() -> None:

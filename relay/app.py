@@ -1,8 +1,8 @@
 """The relay as an aiohttp application, built by create_app(config) with no globals.
 
 Endpoints: ``/v1/agent`` and ``/v1/console`` (websockets, docs/protocol.md#handshake), the JSON
-API in relay/handlers/api.py, ``/healthz`` and Prometheus ``/metrics``. Storage opens (and
-migrates) on startup.
+API in relay/handlers/api.py and ``/healthz``; Prometheus ``/metrics`` has its own listener
+(relay/__main__.py serve), never this one. Storage opens (and migrates) on startup.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import NotFound, StorageError
 from .flapping import FlapDetector
-from .handlers import admin, alerts, api, policies, tickets
+from .handlers import admin, alerts, api, cancel, policies, tickets
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
@@ -32,7 +32,7 @@ from .limits import (
     guard_middleware,
 )
 from .lockout import LoginBackoff
-from .metrics import METRICS, RelayMetrics, metrics_handler
+from .metrics import METRICS, RelayMetrics
 from .ratelimit import KeyedLimiter
 from .refusals import RefusalLedger
 from .routing import RECONCILABLE, InProcessRouter
@@ -92,8 +92,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
         ConnectionLimits.of(config), on_refused=lambda address, why: _refused(state, address, why)
     )
     app[METRICS] = metrics
-    if config.metrics_port is None:  # else only on its own address (__main__.serve)
-        app.router.add_get("/metrics", metrics_handler(metrics))
+    # /metrics is never on the agents' port: serve() gives it its own listener (issue 15)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/agent", agent_endpoint)
     app.router.add_get("/v1/console", console_endpoint)
@@ -101,6 +100,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     alerts.add_routes(app)
     policies.add_routes(app)
     admin.add_admin_routes(app)  # issue 15: the operator's half (docs/api.md)
+    cancel.add_routes(app)  # issue 15: cancel a running script (docs/protocol.md#cancel)
     add_console_routes(app)  # issue 15: the web console (docs/console.md)
     from .scripts_repo import add_script_routes
 

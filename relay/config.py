@@ -31,9 +31,10 @@ class RelayConfig:
     database_sync: str = "normal"
     host: str = "127.0.0.1"
     port: int = 8765
-    #: Where /metrics is served instead of on host:port (an operator network); None: on host:port.
+    #: Where ``serve`` listens for /metrics: never on host:port (the agents' port) but on its own
+    #: listener, by default 127.0.0.1 on a free port named in DATA/metrics.url.
     metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
+    metrics_port: int = 0
     #: The ws(s):// URL agents are told to use (enrolment tokens); defaults to host:port.
     public_url: str = ""
     tls_cert: Path | None = None

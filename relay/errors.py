@@ -9,6 +9,10 @@ text is for our logs only and is never sent to a peer.
     ├── StorageError                  the data layer failed                     1011  500   1
     │   ├── NotFound                  no such row                               1008  404   2
     │   ├── Conflict                  unique key taken / illegal state change   1008  409   2
+    │   │   ├── JobFinished           cancel: the job has ended already (relay/handlers/cancel.py)
+    │   │   ├── NotCancellable        cancel: not a script run
+    │   │   ├── NotRunning            cancel: the device is not running it
+    │   │   └── AgentTooOld           cancel: the device's protocol is older than v7
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
@@ -16,6 +20,7 @@ text is for our logs only and is never sent to a peer.
     │   └── CsrfError                 a web form without its CSRF token / foreign origin 403
     ├── BadRequest                    a request body the API can't take         1008  400   2
     ├── RateLimited                   too many requests from one address        1008  429   1
+    ├── CancelUnanswered              a device did not answer a cancel in time  1011  504   1
     ├── SignInEnded                   a console's token expired or was revoked  4001  401   3
     ├── OfflineError                  (relay/routing.py) device not connected   1011  503   1
     ├── ConnectionClosedError         (relay/connection.py) peer went away      1011  500   1
@@ -48,9 +53,11 @@ from posassist.protocol.errors import (
 )
 
 __all__ = [
+    "AgentTooOld",
     "BadCredentials",
     "BadName",
     "BadRequest",
+    "CancelUnanswered",
     "CheckpointError",
     "CheckpointKeyError",
     "Conflict",
@@ -62,8 +69,11 @@ __all__ = [
     "EnrolmentTokenUnknown",
     "EnrolmentTokenUsed",
     "EnrolmentWrongRelay",
+    "JobFinished",
     "LockedOut",
+    "NotCancellable",
     "NotFound",
+    "NotRunning",
     "RateLimited",
     "ScopeError",
     "StorageError",
@@ -102,6 +112,35 @@ class Conflict(StorageError):
     exit_code = EXIT_USAGE
     public_reason = "conflict with the current state"
     public_reason_zh = "与当前状态冲突"
+
+
+class JobFinished(Conflict):
+    """A cancel of a job that has ended already (docs/protocol.md#cancel); nothing is sent."""
+
+    public_reason = "job already finished: nothing to cancel"
+    public_reason_zh = "任务已结束, 无需取消"
+
+
+class NotCancellable(Conflict):
+    """A cancel of a job that is not a script run (a diagnosis, a restore)."""
+
+    public_reason = "only a running script can be cancelled"
+    public_reason_zh = "只能取消正在运行的脚本"
+
+
+class NotRunning(Conflict):
+    """The device answered a cancel ``not_running``: the script ended (or never ran) there."""
+
+    public_reason = "the script is not running on the device: it ended before the cancel"
+    public_reason_zh = "设备上没有在运行此脚本: 它已在取消前结束"
+
+
+class AgentTooOld(Conflict):
+    """The device's agent speaks a protocol older than ``script.cancel`` (v7): it is never
+    sent one (docs/protocol.md#cancel)."""
+
+    public_reason = "agent too old: the device's agent can't cancel a running script; update it"
+    public_reason_zh = "收银台代理版本过旧, 无法取消正在运行的脚本, 请先升级"
 
 
 class StorageUnavailable(StorageError):
@@ -169,6 +208,15 @@ class BadName(BadRequest):
     public_reason_zh = (
         "名称无效: 用户名只能包含字母、数字和 . _ @ - (1-64 个); 名称不能包含控制字符"
     )
+
+
+class CancelUnanswered(PosAssistError):
+    """The device did not answer a ``script.cancel`` in time (relay/handlers/cancel.py); the
+    run's own end still reaches its job."""
+
+    http_status = 504
+    public_reason = "the device did not confirm the cancel in time; the job shows how it ends"
+    public_reason_zh = "设备未及时确认取消; 任务的最终结果会在设备报告后显示"
 
 
 class RateLimited(PosAssistError):

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from aiohttp.web_ws import WebSocketResponse
 
-    from posassist.protocol import Session
+    from posassist.protocol import Message, Session
 
     from .config import RelayConfig
     from .limits import HandshakeBudget
@@ -86,6 +86,9 @@ class RelayState:
     flaps: FlapDetector = field(default_factory=lambda: FlapDetector(60.0, 5))
     #: Health alerts, webhooks and remediation (relay/handlers/alerts.py ``Health``), once up.
     health: object | None = None
+    #: (agent link, request id) → the answer awaited to a ``script.cancel`` sent on that link
+    #: (relay/handlers/cancel.py); None when the link went away first.
+    cancels: dict[tuple[object, int], asyncio.Future[Message | None]] = field(default_factory=dict)
 
     def now(self) -> float:
         return self.clock()
@@ -128,12 +131,13 @@ class RelayState:
         finally:
             self.writing = {}
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background (closing a peer that may never answer), tracked so
         that shutdown waits for it; an error in it is logged, not lost."""
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

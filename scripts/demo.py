@@ -1,21 +1,28 @@
 """``make demo``: a relay, a store till with a simulated receipt printer, and a technician.
 
-The story: the till enrols, the technician sees it and its printer's paper running low; then the
-paper runs out, the merchant asks for help in the ``--text`` help window (driven here as a
-cashier would type), the technician takes the ticket and runs the signed printer test, which the
-merchant approves; paper loaded, a test receipt, the ticket resolved and rated, the merchant's
+The story: the relay serves over TLS with a self-signed certificate the demo makes (the till and
+the console trust it by its key pin, a plain ws:// connection is refused); the till enrols, the
+technician sees it and its printer's paper running low; then the paper runs out, the merchant
+asks for help in the ``--text`` help window (driven here as a cashier would type), the technician
+takes the ticket and runs the signed printer test (the till verifies it), which the merchant
+approves; paper loaded, a test receipt, the ticket resolved and rated, the merchant's
 service report written, the audit chain verified.
 
 Everything runs on 127.0.0.1 from a throw-away folder (demo-data/ in the checkout, or
 ``--data DIR``), with the relay's embedded SQLite: no database server or any other service is
-needed. The folder is emptied first, so it must be empty, missing, or an earlier demo's.
+needed. The folder is emptied first, so it must be empty, missing, or an earlier demo's. The
+relay's and the agent's logs stay in it (relay.log, agent.log); the demo ends with commands to try
+next against that folder (:func:`try_next`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,7 +50,7 @@ def _module(name: str) -> str:
     return "posassist." + name if name in ("relay", "agent", "console") else name
 
 
-def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
+def run(*args: str, show: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [PY, "-m", _module(args[0]), *args[1:]],
         cwd=ROOT,
@@ -54,22 +61,34 @@ def run(*args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
     )
     if show and result.stdout.strip():
         print(result.stdout.rstrip())
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         print(result.stderr.rstrip(), file=sys.stderr)
         raise SystemExit(f"demo: `{' '.join(args[:3])} …` failed ({result.returncode})")
     return result
 
 
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [PY, "-m", _module(args[0]), *args[1:]],
-        cwd=ROOT,
-        env=ENV,
-        text=True,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+def start(*args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    """A child process; with ``log``, its stdout and stderr both go to that file (kept)."""
+    if log is None:
+        return subprocess.Popen(
+            [PY, "-m", _module(args[0]), *args[1:]],
+            cwd=ROOT,
+            env=ENV,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+    with log.open("a", encoding="utf-8") as out:  # the child holds its own copy of the file
+        return subprocess.Popen(
+            [PY, "-m", _module(args[0]), *args[1:]],
+            cwd=ROOT,
+            env=ENV,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_for_file(path: Path, timeout: float) -> str:
@@ -77,8 +96,55 @@ def wait_for_file(path: Path, timeout: float) -> str:
     while time.monotonic() < deadline:
         if path.exists() and path.read_text():
             return path.read_text()
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling a file the child writes once it is ready
     raise SystemExit(f"demo: {path} did not appear in {timeout}s")
+
+
+def wait_for_line(log: Path, text: str, proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line of ``log`` holding ``text``, once the child has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if text in line:
+                return line
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)  # polling the child's log for the line that says it is ready
+    raise SystemExit(f"demo: {log.name} never said {text!r}; see {log}")
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for 127.0.0.1 and localhost, valid for a year, and its
+    key (0600): the demo relay's TLS. Tills and consoles trust it by its key pin, not by a CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posassist demo relay")])
+    now = dt.datetime.now(dt.UTC)
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "relay.crt", folder / "relay.key"
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private(key_file, key_pem)
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_file, key_file
 
 
 def _fresh(data: Path) -> None:
@@ -171,12 +237,30 @@ def main(argv: list[str] | None = None) -> int:
             "posassist.console.scripts_cli", "root-hash", str(repo), show=False
         ).stdout.strip()
 
-        step("Starting the relay on 127.0.0.1")
-        relay = start("relay", "serve", "--data", str(relay_dir), "--port", "0")
+        step("The relay's TLS certificate: self-signed, trusted by its key pin")
+        cert, key = make_certificate(data / "tls")
+        print(f"{cert} (key {key.name}, 0600)")
+
+        step("Starting the relay on 127.0.0.1 over TLS (its log: relay.log)")
+        relay = start(
+            *("relay", "serve", "--data", str(relay_dir), "--port", "0"),
+            *("--tls-cert", str(cert), "--tls-key", str(key)),
+            log=data / "relay.log",
+        )
         children.append(relay)
         url = wait_for_file(relay_dir / "relay.url", 20)
-        assert relay.stdout is not None
-        print(relay.stdout.readline().rstrip())
+        print(wait_for_line(data / "relay.log", "listening on", relay, 20))
+        plain = run(
+            "console",
+            "health",
+            "--relay",
+            url.replace("wss://", "ws://", 1),
+            show=False,
+            check=False,
+        )
+        print(f"a plain ws:// connection / 不加密的连接: {_last_line(plain)}")
+        if plain.returncode == 0:
+            raise SystemExit("demo: the relay answered a plain ws:// connection")
 
         step("The till's receipt printer (a simulated Epson on a loopback port)")
         printer = start("tests.fakes.simprinter", "--tcp", "--state", "ok")
@@ -196,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             store,
             "--relay-url",
             url,
+            "--tls-cert",
+            str(cert),  # the token carries its pin: the till trusts this relay and no other
             "--ttl",
             "600",
             show=False,
@@ -233,10 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"demo: a used token was not refused (exit {again.returncode})")
 
         step("The agent connects: hello, version negotiation, signed challenge")
-        agent = start("agent", "run", "--data", str(till_dir))
+        agent = start("agent", "run", "--data", str(till_dir), log=data / "agent.log")
         children.append(agent)
-        assert agent.stdout is not None
-        print(agent.stdout.readline().rstrip())
+        print(wait_for_line(data / "agent.log", "connected to relay", agent, 30).strip())
 
         step("A technician signs in and sees the till online")
         run(
@@ -248,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             "admin",
             "--password-file",
             str(relay_dir / "admin.pw"),
+            "--tls-cert",
+            str(cert),
         )
         run("console", "devices")
 
@@ -281,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the printer's status bits / 打印机状态: {', '.join(problems) or 'no problem'}")
         print(f"finding codes / 诊断代码: {', '.join(codes) or 'none'}")
 
-        helped = _help_story(printer, device, store, printer_at, till_dir, data, children)
+        helped, helped_code = _help_story(
+            printer, device, store, printer_at, till_dir, data, children
+        )
 
         step("Every step is in the hash-chained audit log")
         run("relay", "audit", "verify", "--data", str(relay_dir))
@@ -298,8 +387,71 @@ def main(argv: list[str] | None = None) -> int:
                 child.communicate(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+        show_logs(data)
     step("Demo " + ("finished / 演示完成" if ok else "FAILED"))
+    if ok:
+        step(f"Try next / 接着试试: copy and paste into a shell (the demo's folder: {data})")
+        print("\n".join(try_next(data, url, device, code=helped_code)))
     return 0 if ok else 1
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return lines[-1] if lines else f"exit {result.returncode}"
+
+
+def show_logs(data: Path, lines: int = 8) -> None:
+    """Where the relay's and the agent's logs are kept, and how each ended."""
+    step("The logs stay in the demo's folder / 日志保存在演示文件夹")
+    for name in ("relay.log", "agent.log"):
+        log = data / name
+        if not log.exists():
+            continue
+        kept = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        print(f"{log} ({len(kept)} lines), the last {min(lines, len(kept))}:")
+        for line in kept[-lines:]:
+            print(f"  {line}")
+
+
+def _command(program: str) -> str:
+    """How to call an installed command of this demo's Python: its script beside the Python,
+    or ``python -m`` where it has none."""
+    script = Path(sys.executable).parent / program
+    if script.exists():
+        return shlex.quote(str(script))
+    module = {"posassist": "console", "posassist-relay": "relay", "posassist-agent": "agent"}
+    return f"{shlex.quote(PY)} -m posassist.{module[program]}"
+
+
+def try_next(data: Path, url: str, device: str, *, code: str) -> list[str]:
+    """Commands to try after the demo, against its folder, each as it is typed into a shell
+    (tests/e2e/test_demo.py runs every one of them as printed). Lines starting with ``#`` say
+    what the next ones do; the relay's and the agent's keep running until Ctrl-C."""
+    q = shlex.quote
+    relay, till, tls = data / "relay", data / "noodle-shop-till", data / "tls"
+    port = url.rsplit(":", 1)[1]
+    console = f"POSASSIST_HOME={q(str(data / 'technician'))} {_command('posassist')}"
+    return [
+        "  # without any server: the till's own diagnostics, and the relay's audit chain",
+        f"  {_command('posassist-agent')} diag --offline --data {q(str(till))}",
+        f"  {_command('posassist-relay')} audit verify --data {q(str(relay))}",
+        "  # the relay again, on the same port and certificate, in a terminal of its own "
+        "(Ctrl-C stops it)",
+        f"  {_command('posassist-relay')} serve --data {q(str(relay))} --port {port} "
+        f"--tls-cert {q(str(tls / 'relay.crt'))} --tls-key {q(str(tls / 'relay.key'))}",
+        "  # the till's agent again, in another terminal (Ctrl-C stops it)",
+        f"  {_command('posassist-agent')} run --data {q(str(till))}",
+        "  # then the technician's console (the demo's sign-in lasts 8 hours; this signs in anew)",
+        f"  {console} login --relay {url} --user admin "
+        f"--password-file {q(str(relay / 'admin.pw'))} --tls-cert {q(str(tls / 'relay.crt'))}",
+        f"  {console} devices",
+        f"  {console} diag {device}",
+        f"  {console} scripts list",
+        f"  {console} ticket show {code}",
+        f"  # the web console: https://127.0.0.1:{port}/ (the demo's own certificate: your "
+        "browser warns; admin's password is in relay/admin.pw); the merchant's report: "
+        f"{data / 'report.html'}",
+    ]
 
 
 class _Till:
@@ -350,10 +502,10 @@ def _help_story(
     till_dir: Path,
     data: Path,
     children: list[subprocess.Popen[str]],
-) -> bool:
+) -> tuple[bool, str]:
     """Issue 12's story: out of paper, the merchant asks for help, a technician takes the
     ticket and runs a vetted script the merchant approves, then resolves; the merchant rates;
-    the service report is written."""
+    the service report is written. Whether all went as told, and the ticket's support code."""
     step("The printer runs out of paper; the merchant opens 获取帮助 / Get help (--text)")
     assert printer.stdin is not None
     printer.stdin.write("paper_out\n")
@@ -459,7 +611,7 @@ def _help_story(
         for ticket in one.get("tickets", [])
         if ticket.get("code") == code
     ] == [5]
-    return found and approved and rated
+    return found and approved and rated, code
 
 
 def _problems(data: object) -> set[str]:

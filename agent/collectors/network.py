@@ -4,10 +4,12 @@ and the clock offset against the relay measured from heartbeat acks (reference Â
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -98,19 +100,34 @@ def _cert_expiry(der: bytes) -> float:
     return certificate_facts(der).not_after
 
 
-def probe_relay(url: str, timeout: float = 3.0) -> Dict[str, Any]:
+def probe_relay(
+    url: str, timeout: float = 3.0, out: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """Resolve the relay's name, time a TCP connect and, for wss, read its certificate's expiry.
 
     The certificate is read without verifying it: the point is to report *why* TLS fails (expired,
     or a till clock far off), which a verifying handshake would only refuse.
     """
     scheme, host, port = parse_relay_url(url)
-    return dict(probe_host(host, port, tls=scheme == "wss", timeout=timeout), url=url)
+    out = out if out is not None else {}
+    out["url"] = url
+    return probe_host(host, port, tls=scheme == "wss", timeout=timeout, out=out)
 
 
-def probe_host(host: str, port: int, tls: bool = True, timeout: float = 3.0) -> Dict[str, Any]:
-    """DNS, TCP connect time and (``tls``) the certificate's expiry of ``host:port``, unverified."""
-    out: Dict[str, Any] = {"host": host, "port": port}
+def probe_host(
+    host: str,
+    port: int,
+    tls: bool = True,
+    timeout: float = 3.0,
+    out: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """DNS, TCP connect time and (``tls``) the certificate's expiry of ``host:port``, unverified.
+
+    Each step's result is put in ``out`` as soon as it is known, so a caller that stops waiting
+    (:func:`probe_all`) can say which step never answered.
+    """
+    out = out if out is not None else {}
+    out.update(host=host, port=port, tls_wanted=tls)
     started = time.monotonic()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -202,13 +219,82 @@ def collect(ctx: DiagContext) -> Dict[str, Any]:
     }
     if data["clock"] is not None:
         data["clock"]["source"] = "heartbeat"
+    jobs: List[Tuple[Dict[str, Any], Callable[[Dict[str, Any]], Any]]] = []
+    relay: Dict[str, Any] = {}
+    clock: Dict[str, Any] = {}
     if ctx.settings.relay_url:
-        data["relay"] = probe_relay(ctx.settings.relay_url)
-        if data["clock"] is None and (data["relay"].get("tcp") or {}).get("ok"):
-            data["clock"] = clock_by_https(ctx.settings.relay_url, ctx.settings.relay_pin)
+        url, pin, need_clock = ctx.settings.relay_url, ctx.settings.relay_pin, data["clock"] is None
+
+        def relay_probe(out: Dict[str, Any]) -> None:
+            probe_relay(url, out=out)
+            if need_clock and (out.get("tcp") or {}).get("ok"):
+                clock.update(clock_by_https(url, pin))
+
+        jobs.append((relay, relay_probe))
+    gateways: List[Dict[str, Any]] = []
     if ctx.profile is not None and ctx.profile.payment_hosts:
-        data["payment_gateways"] = [
-            probe_host(host, int(port))
-            for host, _, port in (h.rpartition(":") for h in ctx.profile.payment_hosts)
-        ]
+        for host, _, port in (h.rpartition(":") for h in ctx.profile.payment_hosts):
+            gateways.append({})
+            jobs.append((gateways[-1], functools.partial(_probe_gateway, host, int(port))))
+    results = probe_all(jobs, PROBE_BUDGET)
+    if ctx.settings.relay_url:
+        data["relay"] = results.pop(0)
+        if clock:
+            data["clock"] = dict(clock)
+    if gateways:
+        data["payment_gateways"] = results
     return data
+
+
+def _probe_gateway(host: str, port: int, out: Dict[str, Any]) -> None:
+    probe_host(host, port, out=out)
+
+
+#: Seconds all network probes together may take (they run at once): within the collector's 8 s.
+PROBE_BUDGET = 6.5
+
+
+def probe_all(
+    jobs: Sequence[Tuple[Dict[str, Any], Callable[[Dict[str, Any]], Any]]], budget: float
+) -> List[Dict[str, Any]]:
+    """Run each ``(out, probe)`` at once in its own thread, for at most ``budget`` seconds in all;
+    each probe's readings, in ``jobs`` order.
+
+    A probe still running then (a host that swallows packets, a resolver that never answers)
+    gives a copy of what it read so far with its unanswered step marked failed (``dns``, ``tcp``
+    or ``tls``: "no answer within â€¦ s"), so one silent gateway never hides the other readings
+    (attack 14 F8). Its thread is a daemon and ends with its own socket timeouts.
+    """
+    threads = []
+    for out, probe in jobs:
+        thread = threading.Thread(target=_guarded, args=(probe, out), daemon=True)
+        thread.start()
+        threads.append((out, thread))
+    deadline = time.monotonic() + budget
+    results = []
+    for out, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():  # still writing into ``out``: report a copy
+            copy = dict(out)
+            _mark_unanswered(copy, budget)
+            results.append(copy)
+        else:
+            results.append(out)
+    return results
+
+
+def _guarded(probe: Callable[[Dict[str, Any]], Any], out: Dict[str, Any]) -> None:
+    try:
+        probe(out)
+    except Exception as exc:  # a probe's own bug is a reading that failed, never a lost section
+        out.setdefault("error", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def _mark_unanswered(out: Dict[str, Any], budget: float) -> None:
+    why = {"ok": False, "error": f"no answer within {budget:g} s"}
+    for step in ("dns", "tcp", "tls"):
+        if step == "tls" and not out.get("tls_wanted"):
+            break
+        if step not in out:
+            out[step] = dict(why)
+            break

@@ -134,11 +134,22 @@ def sale_open(
     profile: Optional[PosProfile],
     rows: Optional[Iterable[Tuple[int, Optional[str], Optional[float]]]] = None,
 ) -> Optional[str]:
-    """Why a sale looks open (the profile's file exists, or its process runs), else None."""
+    """Why a sale looks open (the profile's file exists, or its process runs), else None.
+
+    Fails closed: a marker file that cannot be checked (permission, a symlink loop…) is "cannot
+    tell", which counts as open — no probe and no class-B/C script runs mid-sale by mistake.
+    """
     if profile is None:
         return None
-    if profile.sale_open_file and os.path.exists(profile.sale_open_file):
-        return "file " + profile.sale_open_file
+    if profile.sale_open_file:
+        try:
+            os.stat(profile.sale_open_file)
+            return "file " + profile.sale_open_file
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no marker: no sale by the file
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            return f"unknown: file {profile.sale_open_file} could not be checked ({why})"
     if profile.sale_open_process:
         table = rows if rows is not None else _process_table()
         if find_processes(table, [profile.sale_open_process]):
@@ -278,15 +289,26 @@ def quick_check_copy(path: str, max_bytes: int = MAX_CHECK_BYTES) -> Dict[str, A
 
     Only while nobody holds the file (the POS is stopped): a copy taken mid-write could look
     corrupt. The copy lives in a private temp folder and is removed; the original is only read.
+    Only regular files are copied, each at most the size it had when measured (a ``-wal`` that
+    is a link to ``/dev/zero`` or grows meanwhile cannot fill the disk). ``ok`` is False only
+    when SQLite itself says the copy is damaged; a copy that could not be made is
+    ``"copy_error"`` (the database could not be checked — not that it is corrupt).
     """
-    import shutil
     import sqlite3
     import tempfile
 
-    try:
-        size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
-    except OSError as exc:
-        return {"ok": False, "error": exc.strerror or type(exc).__name__}
+    sizes: Dict[str, int] = {}
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            info = os.stat(path + suffix)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return {"ok": None, "copy_error": f"{path + suffix}: {exc.strerror or exc}"}
+        if not stat.S_ISREG(info.st_mode):
+            return {"ok": None, "copy_error": f"{path + suffix}: not a regular file"}
+        sizes[suffix] = info.st_size
+    size = sum(sizes.values())
     if size > max_bytes:
         return {
             "ok": None,
@@ -295,17 +317,31 @@ def quick_check_copy(path: str, max_bytes: int = MAX_CHECK_BYTES) -> Dict[str, A
     with tempfile.TemporaryDirectory(prefix="posassist-check-") as folder:
         copy = os.path.join(folder, "pos.db")
         try:
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(path + suffix):
-                    shutil.copyfile(path + suffix, copy + suffix)
+            for suffix, length in sizes.items():
+                _copy_at_most(path + suffix, copy + suffix, length)
+        except OSError as exc:
+            return {"ok": None, "copy_error": f"{type(exc).__name__}: {exc}"[:300]}
+        try:
             db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
             try:
                 rows = [str(r[0]) for r in db.execute("PRAGMA quick_check(20)").fetchall()]
             finally:
                 db.close()
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:  # "file is not a database", "malformed": SQLite's verdict
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     return {"ok": rows == ["ok"], "result": rows[:20]}
+
+
+def _copy_at_most(source: str, target: str, length: int) -> None:
+    """Copy ``length`` bytes of ``source`` (its size when measured), no more."""
+    left = length
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
 
 
 def _memory(ctx: DiagContext, procs: List[Dict[str, Any]], now: float) -> None:

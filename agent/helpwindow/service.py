@@ -313,7 +313,8 @@ class HelpService:
             sections = await collect_report(
                 context, default_collectors(), time.monotonic() + DIAGNOSE_TIMEOUT
             )
-            findings = evaluate({"sections": sections}, context.profile, self.clock())
+            report = {"sections": sections, "profile_error": context.profile_error}
+            findings = evaluate(report, context.profile, self.clock())  # clock, profile too
         except Exception as exc:  # a snapshot is a help, never a reason not to send
             log.warning("help diagnostics failed: %s: %s", type(exc).__name__, exc)
             return [], {}, type(exc).__name__

@@ -120,6 +120,26 @@ async def _ignore(_: Any) -> None:
     return None
 
 
+async def _unless_cancelled(
+    asked: Awaitable[Any], cancel: Optional[asyncio.Event]
+) -> Optional[Any]:
+    """``asked``'s answer, or None as soon as ``cancel`` is set (``asked`` is then cancelled)."""
+    if cancel is None:
+        return await asked
+    answer = asyncio.ensure_future(asked)
+    cancelled = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({answer, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answer, cancelled):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(answer, cancelled, return_exceptions=True)
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    return None
+
+
 class ScriptRunner:
     """Runs verified scripts on this till, one call of :meth:`run` per request.
 
@@ -182,7 +202,11 @@ class ScriptRunner:
             raise ScriptRefusedError(first)
 
     async def _ask_consent(
-        self, manifest: Manifest, params: Mapping[str, Any], on_event: EventSink
+        self,
+        manifest: Manifest,
+        params: Mapping[str, Any],
+        on_event: EventSink,
+        cancel: Optional[asyncio.Event] = None,
     ) -> None:
         await on_event(
             RunEvent(
@@ -199,10 +223,13 @@ class ScriptRunner:
         answered_by = ""
         try:
             answer = await asyncio.wait_for(
-                self.consent.ask(manifest, params), self.consent_timeout
+                _unless_cancelled(self.consent.ask(manifest, params), cancel),
+                self.consent_timeout,
             )
         except asyncio.TimeoutError:
             answer = ConsentDecision.TIMED_OUT
+        if answer is None:  # cancelled while the merchant was asked: the run ends, nothing ran
+            return
         if isinstance(answer, Decided):
             decision, answered_by = ConsentDecision(answer.decision), answer.answered_by
         else:
@@ -278,13 +305,17 @@ class ScriptRunner:
             on_event: receives each :class:`RunEvent`.
             on_output: receives each :class:`OutputChunk` (≤ 64 KiB, capped at max_output).
             unattended: nobody asked for this run (an alert triggered it).
-            cancel: set it to stop the script (its process tree is killed, backups restored).
+            cancel: set it to stop the script: before the process starts nothing runs (status
+                ``cancelled``, no backup made); once it runs its process tree is killed and the
+                backup restored, as after any failed run (``restored`` event).
 
         Returns:
             the result; ``status == "refused"`` with ``refusal`` when nothing ran.
         """
         emit: EventSink = on_event if on_event is not None else _ignore
         sink: OutputSink = on_output if on_output is not None else _ignore
+        if cancel is not None and cancel.is_set():  # cancelled while it was being verified
+            return RunResult(status="cancelled")
         try:
             try:
                 argv_tail, env_extra = validate_params(manifest, params)
@@ -305,8 +336,10 @@ class ScriptRunner:
             self._check_files(manifest, script_dir)
             await self._check_preconditions(manifest)
             if manifest.consent:
-                await self._ask_consent(manifest, params, emit)
+                await self._ask_consent(manifest, params, emit, cancel)
                 await self._check_preconditions(manifest)
+            if cancel is not None and cancel.is_set():  # before the backup: nothing ran
+                return RunResult(status="cancelled")
             try:
                 paths = expand_paths(manifest.backup, self.placeholders)
                 record = None

@@ -13,6 +13,7 @@ agent stopping) cuts a run short.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
@@ -24,6 +25,7 @@ from posassist.protocol import (
     JobQuery,
     JobResults,
     Message,
+    ScriptCancel,
     ScriptFinished,
     ScriptOutput,
     ScriptProgress,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from posassist.protocol.manifest import Manifest
 
     from .process import OutputChunk
-    from .runner import RunEvent, ScriptRunner
+    from .runner import RunEvent, RunResult, ScriptRunner
 
 log = logging.getLogger("posassist.agent")
 
@@ -53,6 +55,23 @@ log = logging.getLogger("posassist.agent")
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024
 #: Seconds between metadata refreshes while the agent runs (and one after every connect).
 REFRESH_INTERVAL = 3600.0
+
+
+class _Run:
+    """A run under way, by the relay's job id: what a ``script.cancel`` needs to stop it and
+    to answer with its end."""
+
+    __slots__ = ("cancel", "cancel_asked", "ended", "finished", "started")
+
+    def __init__(self) -> None:
+        self.cancel = asyncio.Event()
+        self.cancel_asked = False
+        self.started = False
+        #: the run's ScriptFinished once sent (None: it ended inside the agent without one)
+        self.ended: asyncio.Future[Optional[ScriptFinished]] = (
+            asyncio.get_event_loop().create_future()
+        )
+        self.finished: Optional[ScriptFinished] = None
 
 
 class ScriptService:
@@ -86,6 +105,10 @@ class ScriptService:
         # verify and refresh share the metadata cache; they run in worker threads, one at a time
         self._cache_lock = threading.Lock()
         self._refresh_wanted: Optional[asyncio.Event] = None
+        #: runs under way by the relay's job id (protocol v3+), for ``script.cancel``
+        self._runs: Dict[str, _Run] = {}
+        #: answers to ``script.cancel`` waiting for their run to end
+        self._cancels: Set[asyncio.Future[None]] = set()
 
     @property
     def busy(self) -> bool:
@@ -127,10 +150,55 @@ class ScriptService:
 
     async def close(self) -> None:
         """The agent is stopping: cut runs under way short (each recorded ``cancelled``)."""
-        tasks = list(self._tasks)
+        tasks = list(self._tasks) + list(self._cancels)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def cancel(
+        self, request: ScriptCancel, send: Callable[[Message], Awaitable[None]]
+    ) -> Optional[ErrorReply]:
+        """The relay's ``script.cancel`` (protocol v7, docs/protocol.md#cancel): stop the run of
+        ``request.job_id`` with the runner's own cancel (its process tree is killed, its backup
+        restored and said so) and answer with its ``script.finished`` once it has ended; or,
+        when that job is not running here, the ``not_running`` error to answer with at once."""
+        job_id = request.job_id
+        run = self._runs.get(job_id)
+        if run is None or run.ended.done():
+            log.warning("cancel of job %s asked by the relay, refused: not running", job_id)
+            return ErrorReply(
+                id=request.id,
+                code="not_running",
+                message=f"job {job_id} is not running on this till",
+            )
+        if run.cancel_asked:  # asked again while it stops: answered with the same end
+            log.warning("cancel of job %s asked again by the relay: already stopping", job_id)
+        else:
+            log.warning("cancel of job %s asked by the relay: stopping its process tree", job_id)
+        run.cancel_asked = True
+        run.cancel.set()
+        waiter = asyncio.ensure_future(self._answer_cancel(request, run, _tolerant(send)))
+        self._cancels.add(waiter)
+        waiter.add_done_callback(self._cancels.discard)
+        return None
+
+    async def _answer_cancel(
+        self, request: ScriptCancel, run: _Run, send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        finished = await asyncio.shield(run.ended)
+        if finished is not None and finished.status == "cancelled":
+            log.warning("job %s cancelled: %s", request.job_id, finished.detail)
+            await send(dataclasses.replace(finished, id=request.id))
+            return
+        ended = finished.status if finished is not None else "in the agent"
+        log.warning("cancel of job %s came too late: the run ended %s", request.job_id, ended)
+        await send(
+            ErrorReply(
+                id=request.id,
+                code="not_running",
+                message=f"job {request.job_id} ended {ended} before the cancel took effect",
+            )
+        )
 
     async def handle(
         self,
@@ -140,16 +208,25 @@ class ScriptService:
     ) -> None:
         """Verify, run and report one request; every outcome ends with one ScriptFinished."""
         job_id = request.job_id or f"run-{request.id}"
-        async with self._lock:
-            send = await self._recording(request.job_id, send)
-            try:
-                await self._handle(request, job_id, send, clock)
-            except asyncio.CancelledError:
-                self._cut_short(request.job_id, clock())
-                raise
-            except Exception as exc:
-                self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
-                raise
+        run = _Run()
+        if request.job_id is not None:  # only a job the relay named can be cancelled
+            self._runs[request.job_id] = run
+        try:
+            async with self._lock:
+                send = _noting(run, await self._recording(request.job_id, send))
+                try:
+                    await self._handle(request, job_id, send, clock, run)
+                except asyncio.CancelledError:
+                    self._cut_short(request.job_id, clock())
+                    raise
+                except Exception as exc:
+                    self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
+                    raise
+        finally:
+            if self._runs.get(job_id) is run:
+                del self._runs[job_id]
+            if not run.ended.done():
+                run.ended.set_result(run.finished)
 
     def answer(self, query: JobQuery, *, never_received: bool = True) -> JobResults:
         """What this till knows of the jobs a relay asks after (docs/protocol.md#requests);
@@ -200,7 +277,9 @@ class ScriptService:
         job_id: str,
         send: Callable[[Message], Awaitable[None]],
         clock: Callable[[], float],
+        run: Optional[_Run] = None,
     ) -> None:
+        run = run if run is not None else _Run()
         if not self.root_file.exists():
             await send(
                 self._finished(
@@ -247,6 +326,7 @@ class ScriptService:
 
         async def on_event(event: RunEvent) -> None:
             if event.kind == "started":
+                run.started = True
                 await send(ScriptStarted(id=request.id, job_id=job_id, started_at=clock()))
             elif event.kind in SCRIPT_STEPS:
                 await send(_progress(request, job_id, event.kind, event.at, event.detail))
@@ -270,7 +350,11 @@ class ScriptService:
             on_event=on_event,
             on_output=on_output,
             unattended=request.unattended,
+            cancel=run.cancel,
         )
+        detail = result.detail
+        if result.status == "cancelled" and run.cancel_asked:
+            detail = _cancel_detail(result, run.started)
         await send(
             ScriptFinished(
                 id=request.id,
@@ -279,7 +363,7 @@ class ScriptService:
                 finished_at=clock(),
                 exit_code=result.exit_code,
                 backup_id=result.backup_id,
-                detail=result.detail[:1024],
+                detail=detail[:1024],
             )
         )
 
@@ -413,6 +497,39 @@ class ScriptService:
         return ScriptFinished(
             id=request.id, job_id=job_id, status=status, finished_at=clock(), detail=detail[:1024]
         )
+
+
+def _cancel_detail(result: RunResult, started: bool) -> str:
+    """What a cancelled run did, in words: nothing is restored without saying so, and a backup
+    stays in the till's store, restorable again (docs/protocol.md#cancel)."""
+    said = "已按要求取消 / cancelled on request"
+    if not started:
+        return said + " before the script started: nothing ran, nothing changed"
+    said += ": the script's process tree was stopped"
+    if result.backup_id is None:
+        return said + "; it backed nothing up, so nothing was restored"
+    if result.restore is not None:
+        return (
+            f"{said}; backup {result.backup_id} restored, and kept: it can be restored again"
+            " (posassist restore)"
+        )
+    return (
+        f"{said}; restoring backup {result.backup_id} FAILED: the files may be half changed,"
+        " restore it with posassist restore"
+    )
+
+
+def _noting(
+    run: _Run, send: Callable[[Message], Awaitable[None]]
+) -> Callable[[Message], Awaitable[None]]:
+    """``send`` that keeps the run's ScriptFinished for a ``script.cancel`` to answer with."""
+
+    async def send_and_note(msg: Message) -> None:
+        if isinstance(msg, ScriptFinished):
+            run.finished = msg
+        await send(msg)
+
+    return send_and_note
 
 
 def _tolerant(send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:

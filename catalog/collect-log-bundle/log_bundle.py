@@ -11,6 +11,7 @@ Exit codes: 0 bundle written; 3 the folder is missing, or no POS profile names t
 """
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -24,15 +25,41 @@ ROOT = os.environ.get("POSASSIST_TEST_ROOT", "")
 SOURCES = {"linux": {"cups": "/var/log/cups"}, "windows": {}}
 # From the POS profile, set by the agent's runner: the folders of its [logs] paths, a JSON list.
 POS_LOG_DIRS = os.environ.get("POSASSIST_PROFILE_LOG_DIRS", "")
-SKIP_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak")
+SKIP_SUFFIXES = (
+    *(".gz", ".zip", ".bz2", ".xz", ".7z", ".db", ".bak", ".db-wal", ".db-shm", "-journal"),
+    *(".sqlite", ".sqlite3", ".mdf", ".ldf", ".key", ".pem", ".pfx", ".p12"),
+)  # archives, databases and keys: never logs
+SKIP_NAMES = ("agent.json", "settings.json", "root.json")  # the agent's own files, if beside
 MAX_FILES = 20
 
-_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
-_GROUP = re.compile(r"[0-9]+")
-SECRETS = [
-    re.compile(r"(?i)((?:password|passwd|pwd|token|secret)\s*[=:]\s*)[^\s;,&]+"),
-    re.compile(r"(?i)(member_phone\s*[=:]\s*)\d{11}"),
-]
+_DIGIT_RUN = re.compile(
+    "(?<![0-9\uff10-\uff19])[0-9\uff10-\uff19]+"
+    "(?:[ \t\u00a0.-][0-9\uff10-\uff19]+)*(?![0-9\uff10-\uff19])"
+)
+_GROUP = re.compile("[0-9\uff10-\uff19]+")
+_ASCII = {0xFF10 + i: 0x30 + i for i in range(10)}
+# what may be left of a card number cut at the start of a tail read mid-file
+_CUT_DIGITS = re.compile(rb"^(?:[0-9 \t.-]|\xef\xbc[\x90-\x99]|\xc2\xa0)+")
+# The agent's SECRET_PATTERNS (agent/redact.py; a test keeps them equal), then the POS profile's
+# own [logs] redact_patterns, passed by the runner as POSASSIST_PROFILE_REDACT (a JSON list).
+SECRET_PATTERNS = (
+    r"(?i)\b(?:password|passwd|pwd|token|secret|api[_-]?key)[\"']?\s*[=:]\s*"
+    r"(?P<q>[\"'])?(?P<secret>(?(q)[^\"']*|[^\s;,&\"'<]+))",
+    r"(?i)<(?P<tag>password|passwd|pwd|token|secret)>(?P<secret>[^<]*)</(?P=tag)>",
+    r"(?i)\bauthorization\s*:\s*(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=-]+)",
+    r"(?i)\bmember_phone\s*[=:]\s*(?P<secret>\d{11})",
+)
+
+
+def _profile_patterns():
+    try:
+        extra = json.loads(os.environ.get("POSASSIST_PROFILE_REDACT", "") or "[]")
+    except ValueError:
+        extra = []
+    return [p for p in extra if isinstance(p, str)] if isinstance(extra, list) else []
+
+
+SECRETS = [re.compile(p) for p in SECRET_PATTERNS + tuple(_profile_patterns())]
 
 
 # A copy of agent/redact.py's rule (a catalog script runs on its own); a test keeps them identical.
@@ -64,7 +91,14 @@ def luhn_ok(digits):
 def in_card_range(digits):
     if not 13 <= len(digits) <= 19:
         return False
+    if len(digits) == 13 and digits.startswith("69") and ean13_ok(digits):
+        return False
     return any(lo <= digits[: len(lo)] <= hi for lo, hi in CARD_RANGES)
+
+
+def ean13_ok(digits):
+    total = sum((ord(ch) - 48) * (3 if i % 2 else 1) for i, ch in enumerate(digits[:12]))
+    return (10 - total % 10) % 10 == ord(digits[12]) - 48
 
 
 def _mask(span):
@@ -80,24 +114,25 @@ def _mask(span):
 
 def _mask_run(run):
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
-    pieces, pos, i = [], 0, 0
-    while i < len(groups):
-        in_range, valid, digits = None, None, ""
-        for j in range(i, len(groups)):
-            digits += run[groups[j][0] : groups[j][1]]
-            if len(digits) > 19:
-                break
-            if in_card_range(digits):
-                in_range = j
-                valid = j if luhn_ok(digits) else valid
-        match_end = valid if valid is not None else in_range
-        if match_end is None:
-            i += 1
+    digits = "".join(run[a:b] for a, b in groups).translate(_ASCII)
+    offsets = [0]
+    for a, b in groups:
+        offsets.append(offsets[-1] + b - a)
+    regions = []
+    for i in range(len(groups)):
+        j = bisect.bisect_right(offsets, offsets[i] + 19) - 2
+        if j < i or not in_card_range(digits[offsets[i] : offsets[j + 1]]):
             continue
-        start, end = groups[i][0], groups[match_end][1]
+        if regions and i <= regions[-1][1]:
+            regions[-1][1] = max(regions[-1][1], j)
+        else:
+            regions.append([i, j])
+    pieces, pos = [], 0
+    for first, last in regions:
+        start, end = groups[first][0], groups[last][1]
         pieces.append(run[pos:start])
         pieces.append(_mask(run[start:end]))
-        pos, i = end, match_end + 1
+        pos = end
     pieces.append(run[pos:])
     return "".join(pieces)
 
@@ -105,8 +140,17 @@ def _mask_run(run):
 def redact(text):
     text = _DIGIT_RUN.sub(lambda m: _mask_run(m.group(0)), text)
     for pattern in SECRETS:
-        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
+        text = pattern.sub(_replacer, text)
     return text
+
+
+def _replacer(match):
+    if "secret" in match.re.groupindex and match.group("secret") is not None:
+        whole = match.group(0)
+        start = match.start("secret") - match.start(0)
+        end = match.end("secret") - match.start(0)
+        return whole[:start] + "[REDACTED]" + whole[end:]
+    return "[REDACTED]"
 
 
 def decode(data):
@@ -123,9 +167,9 @@ def tail(path, limit):
         start = max(0, size - limit)
         f.seek(start)
         data = f.read(limit)
-    if start > 0:
-        cut = data.find(b"\n")
-        data = data[cut + 1 :] if cut >= 0 else data
+    if start > 0:  # read from mid-file: the first line is cut, maybe inside a card number
+        cuts = [c for c in (data.find(b"\n"), data.find(b"\r")) if c >= 0]
+        data = data[min(cuts) + 1 :] if cuts else _CUT_DIGITS.sub(b"", data)
     return data, start > 0
 
 
@@ -158,7 +202,7 @@ def main(argv=None):
         st = entry.stat(follow_symlinks=False)
         if entry.is_symlink() or not stat.S_ISREG(st.st_mode):
             continue
-        if entry.name.lower().endswith(SKIP_SUFFIXES):
+        if entry.name.lower().endswith(SKIP_SUFFIXES) or entry.name.lower() in SKIP_NAMES:
             continue
         files.append((st.st_mtime, entry.name, entry.path, st.st_size))
     files.sort(reverse=True)

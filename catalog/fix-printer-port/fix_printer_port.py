@@ -9,8 +9,13 @@ address key for a network printer. Every other byte of the file stays as it was 
 line endings, encoding). The file is replaced atomically, then the new target is checked: the
 serial device must exist, a network printer must answer DLE EOT 1. If the check fails the script
 exits 1 *after* the change, and the runner restores the backup byte for byte.
-Exit codes: 0 changed and verified (or already set); 1 verification failed; 3 config unusable or
-the POS profile names no config file; 5 bad arguments.
+The printer section must exist (a header may carry a comment: ``[printer] ; receipt``); a key's
+inline comment stays. UTF-8 (with or without BOM), GBK bytes and UTF-16 with a BOM (Windows'
+``WritePrivateProfileStringW``) are edited in their own encoding; UTF-16 without a BOM is refused.
+After writing, the file is read back and must hold the new value.
+Exit codes: 0 changed and verified (or already set); 1 verification failed; 3 config unusable
+(unreadable, unknown encoding, no printer section) or the POS profile names no config file;
+5 bad arguments.
 """
 
 import argparse
@@ -28,15 +33,25 @@ KEYS = {
     "port": os.environ.get("POSASSIST_PROFILE_PORT_KEY", "port"),
     "address": os.environ.get("POSASSIST_PROFILE_ADDRESS_KEY", "address"),
 }
-_HEADER = re.compile(r"^\s*\[([^\]]+)\]\s*$")
+_HEADER = re.compile(r"^\s*\[([^\]]+)\]\s*(?:[;#].*)?$")
+
+
+class ConfigUnusable(Exception):
+    """The config file can not be edited safely; nothing was changed."""
 
 
 def set_key(text, key, value):
-    """``text`` with ``key`` in [printer] set to ``value``; (new text, old value or None)."""
+    """``text`` with ``key`` in [printer] set to ``value``; (new text, old value or None).
+
+    Raises ConfigUnusable when the file has no printer section: a section the POS never had is
+    not one it reads, so adding it would "fix" nothing.
+    """
     lines = text.splitlines(True)
     newline = "\r\n" if "\r\n" in text else "\n"
-    in_section, section_end, old = False, None, None
-    key_re = re.compile(r"^(\s*" + re.escape(key) + r"\s*[=:]\s*)(.*?)(\s*)$", re.IGNORECASE)
+    in_section, found, section_end, old = False, False, None, None
+    key_re = re.compile(
+        r"^(\s*" + re.escape(key) + r"\s*[=:]\s*)([^;#]*?)(\s*(?:[;#].*)?)$", re.IGNORECASE
+    )
     for i, line in enumerate(lines):
         header = _HEADER.match(line.lstrip("\ufeff"))
         if header:
@@ -44,6 +59,7 @@ def set_key(text, key, value):
                 section_end = i
                 break
             in_section = header.group(1).strip().lower() == SECTION
+            found = found or in_section
             continue
         if in_section:
             body = line.rstrip("\r\n")
@@ -52,22 +68,46 @@ def set_key(text, key, value):
                 old = match.group(2)
                 lines[i] = match.group(1) + value + match.group(3) + line[len(body) :]
                 return "".join(lines), old
-    if in_section:  # section present, key missing: add it at the section's end
-        at = section_end if section_end is not None else len(lines)
-        while at > 0 and not lines[at - 1].strip():
-            at -= 1
-        if at > 0 and not lines[at - 1].endswith("\n"):
-            lines[at - 1] += newline
-        lines.insert(at, key + " = " + value + newline)
-        return "".join(lines), None
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += newline
-    lines += [
-        newline if lines else "",
-        "[" + SECTION + "]" + newline,
-        key + " = " + value + newline,
-    ]
+    if not found:
+        raise ConfigUnusable("no [%s] section" % SECTION)
+    # section present, key missing: add it at the section's end
+    at = section_end if section_end is not None else len(lines)
+    while at > 0 and not lines[at - 1].strip():
+        at -= 1
+    if at > 0 and not lines[at - 1].endswith("\n"):
+        lines[at - 1] += newline
+    lines.insert(at, key + " = " + value + newline)
     return "".join(lines), None
+
+
+def get_key(text, key):
+    """The value of ``key`` in the printer section of ``text``, or None."""
+    in_section = False
+    key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*[=:]\s*([^;#]*?)\s*(?:[;#].*)?$", re.I)
+    for line in text.splitlines():
+        header = _HEADER.match(line.lstrip("\ufeff"))
+        if header:
+            in_section = header.group(1).strip().lower() == SECTION
+            continue
+        match = key_re.match(line) if in_section else None
+        if match:
+            return match.group(1)
+    return None
+
+
+def decode(raw):
+    """(text, encoding) of a config file's bytes; ConfigUnusable for an encoding we would break."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16"), "utf-16"  # with its BOM, written back with one
+    if b"\x00" in raw:
+        raise ConfigUnusable("NUL bytes without a UTF-16 BOM: unknown encoding")
+    return raw.decode("utf-8", "surrogateescape"), "utf-8"  # keeps GBK or stray bytes as they are
+
+
+def encode(text, encoding):
+    if encoding == "utf-16":
+        return text.encode("utf-16")  # BOM in this machine's order, as Windows writes it
+    return text.encode("utf-8", "surrogateescape")
 
 
 def write_atomically(path, data):
@@ -141,14 +181,27 @@ def main(argv=None):
     except OSError as exc:
         print("cannot read POS config %s: %s" % (path, exc), file=sys.stderr)
         return 3
-    text = raw.decode("utf-8", "surrogateescape")  # keeps GBK or stray bytes as they are
     key, value = (KEYS["port"], args.port) if args.port else (KEYS["address"], args.address)
-    new_text, old = set_key(text, key, value)
+    try:
+        text, encoding = decode(raw)
+        new_text, old = set_key(text, key, value)
+    except (ConfigUnusable, UnicodeDecodeError) as exc:
+        print("POS config %s can not be edited: %s; nothing changed" % (path, exc), file=sys.stderr)
+        return 3
     print("%s: [%s] %s: %s -> %s" % (path, SECTION, key, old, value))
     if old == value:
         print("already set; nothing changed")
         return 0
-    write_atomically(path, new_text.encode("utf-8", "surrogateescape"))
+    write_atomically(path, encode(new_text, encoding))
+    with open(path, "rb") as f:  # read back: the POS must now read the new value
+        reread = get_key(decode(f.read())[0], key)
+    if reread != value:
+        print(
+            "config still says %s = %s after writing: failing so the runner restores the backup"
+            % (key, reread),
+            file=sys.stderr,
+        )
+        return 1
     print("config written; checking the new printer target")
     ok = serial_exists(platform, value) if args.port else printer_answers(value)
     if not ok:

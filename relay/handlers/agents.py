@@ -47,6 +47,7 @@ from ..limits import trust_connection
 from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
+from .cancel import cancel_answered, links_gone
 from .jobs import (
     OUTCOME_UNKNOWN,
     finish_route,
@@ -131,6 +132,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     finally:
         # Detached before anything is awaited: no request may be routed to a closing agent.
         lost = [] if device_id is None else state.router.detach_agent(device_id, peer)
+        links_gone(state, peer)  # cancels waiting on this connection: answered offline
         state.sockets.discard(ws)
         await peer.stop_writer()
         if device_id is not None:
@@ -394,6 +396,8 @@ async def _handle(
         lost.running = tuple(await reconcile_results(state, device_id, event))
     elif isinstance(event, ErrorReply) and event.id == lost.asking:
         lost.asking = None  # the agent could not answer; asked again on the next connection
+    elif event.KIND is Kind.REPLY and cancel_answered(state, peer, event):
+        pass  # the answer to a script.cancel, handed to its request (relay/handlers/cancel.py)
     elif event.KIND is Kind.REPLY:
         route = state.router.deliver(peer, event, state.now())
         if route is None:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from posassist.protocol import Message
 
+    from ..routing import Route
     from ..storage import User
 
 log = logging.getLogger("posassist.relay")
@@ -131,15 +132,24 @@ async def console_endpoint(request: web.Request) -> web.WebSocketResponse:
                 peers.discard(peer)
                 if not peers:
                     del state.console_tokens[key]
-            for route in state.router.detach_console(peer):
-                if route.orphaned:  # a script runs on without its console: reconciled later
-                    await finish_route(state, route, "outcome_unknown", CONSOLE_LEFT)
-                else:
-                    await finish_route(state, route, "console_gone", "the console disconnected")
+            routes = state.router.detach_console(peer)
+            if routes:
+                # Shielded in a tracked task: aiohttp may cancel this handler once the socket is
+                # closed, and the jobs' ends must still be written (on PostgreSQL the write
+                # outlasted the handler and the job stayed pending).
+                await asyncio.shield(state.spawn(_end_console_routes(state, routes)))
         await peer.stop_writer()
         if not ws.closed:
             await ws.close()
     return ws
+
+
+async def _end_console_routes(state: RelayState, routes: list[Route]) -> None:
+    for route in routes:
+        if route.orphaned:  # a script runs on without its console: reconciled later
+            await finish_route(state, route, "outcome_unknown", CONSOLE_LEFT)
+        else:
+            await finish_route(state, route, "console_gone", "the console disconnected")
 
 
 async def _authenticate(peer: WebSocketSession, state: RelayState) -> tuple[User, str, float]:

@@ -45,7 +45,7 @@ _SCRIPT_STATUS = {
     "succeeded": JobStatus.SUCCEEDED,
     "failed": JobStatus.FAILED,
     "timed_out": JobStatus.TIMED_OUT,
-    "cancelled": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED,
     "refused": JobStatus.FAILED,
 }
 

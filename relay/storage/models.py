@@ -62,6 +62,8 @@ class JobStatus(enum.StrEnum):
     #: The relay lost track of a script that may have run (its route expired, or the agent left
     #: with the request in flight); reconciled when the agent reports (docs/protocol.md#requests).
     UNKNOWN = "unknown"
+    #: A technician stopped the run (``script.cancel``, docs/protocol.md#cancel); migration 0008.
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:

@@ -137,7 +137,9 @@ jobs = sa.Table(
     sa.Column("finished_at", sa.Double(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.CheckConstraint(
-        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out', 'unknown')",
+        # migration 0008 adds 'cancelled'
+        "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out', 'unknown', "
+        "'cancelled')",
         name="status",
     ),
 )

@@ -26,6 +26,7 @@ from posassist.protocol.messages import (
 
 from ..audit import Outcome
 from ..errors import NotFound, ScopeError
+from ..handlers.cancel import cancel_job
 from ..handlers.consoles import route_request
 from ..state import STATE
 from . import sessions
@@ -200,6 +201,17 @@ async def restore_backup(request: web.Request, session: Session) -> web.StreamRe
     raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
+@page
+async def cancel_run(request: web.Request, session: Session) -> web.StreamResponse:
+    """``POST /jobs/{job_id}/cancel``: stop the running script (``POST /v1/jobs/{id}/cancel``'s
+    own checks, audit and wait); back to the job's page, which shows how it ended."""
+    await checked_form(request, session)
+    state = request.app[STATE]
+    job_id = request.match_info["job_id"]
+    await cancel_job(state, session.user, job_id, via="web")
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
+
+
 def _report_rows(report: DiagnosticsReport, lang: str) -> dict[str, Any]:
     """A report for people: its findings worst first, then each section's state in words."""
     sections = report.sections
@@ -325,3 +337,4 @@ def add_job_pages(app: web.Application) -> None:
     app.router.add_get("/jobs/{job_id}", job_page)
     app.router.add_get("/jobs/{job_id}/progress", job_progress)
     app.router.add_post("/jobs/{job_id}/restore", restore_backup)
+    app.router.add_post("/jobs/{job_id}/cancel", cancel_run)

@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from posassist.client.advice import ADVICE
+from posassist.client.advice import ADVICE, script_for
 from posassist.client.render import all_findings
 from posassist.protocol import PosAssistError
 from posassist.protocol.messages import (
@@ -376,22 +376,33 @@ async def visible_device(request: web.Request, session: Session, action: str) ->
     return _overlaid(device, state.pending(device_id))
 
 
-def _advice(code: Any) -> dict[str, Any]:
-    """The fixed words of a finding code (client/advice.py), in ``to_dict`` form; {} if unknown."""
+def device_platform(facts: Any) -> str:
+    """``windows`` or ``linux`` from a device's reported ``os`` fact; "" when it did not say."""
+    os_name = facts.get("os") if hasattr(facts, "get") else None
+    if not isinstance(os_name, str) or not os_name:
+        return ""
+    return "windows" if os_name.lower().startswith("windows") else "linux"
+
+
+def _advice(code: Any, platform: str = "") -> dict[str, Any]:
+    """The fixed words of a finding code (client/advice.py), in ``to_dict`` form; {} if unknown.
+    The fixing script is one that runs on ``platform`` (the device's) when it is known."""
     advice = ADVICE.get(code) if isinstance(code, str) else None
     if advice is None:
         return {}
+    fix = script_for(advice, platform) if platform else (advice.script, advice.risk)
     return {
         "severity": advice.severity.value,
         "title": {"zh": advice.title_zh, "en": advice.title_en},
         "cashier": {"zh": advice.cashier_zh, "en": advice.cashier_en},
         "technician": {"zh": advice.tech_zh, "en": advice.tech_en},
-        "script": {"id": advice.script, "risk": advice.risk} if advice.script else None,
+        "script": {"id": fix[0], "risk": fix[1]} if fix and fix[0] else None,
     }
 
 
-def finding_rows(findings: list[Any], lang: str) -> list[dict[str, Any]]:
-    """Findings (agent/findings.py ``to_dict``) worst first, in the page's language."""
+def finding_rows(findings: list[Any], lang: str, platform: str = "") -> list[dict[str, Any]]:
+    """Findings (agent/findings.py ``to_dict``) worst first, in the page's language; an alert's
+    bare codes get their words and a fixing script for ``platform`` (the device's)."""
     rank = {"critical": 4, "fault": 3, "warning": 2, "info": 1}
     other = "zh" if lang == "en" else "en"
 
@@ -405,7 +416,10 @@ def finding_rows(findings: list[Any], lang: str) -> list[dict[str, Any]]:
     for given in findings:
         if not isinstance(given, dict):
             continue
-        f = {**_advice(given.get("code")), **given}  # an alert carries the code, not the words
+        f = {
+            **_advice(given.get("code"), platform),
+            **given,
+        }  # an alert carries the code, not the words
         severity = f.get("severity") if isinstance(f.get("severity"), str) else "info"
         script = f.get("script") if isinstance(f.get("script"), dict) else None
         rows.append(
@@ -462,8 +476,10 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         diagnostics = finding_rows(all_findings({"sections": live.sections}), lang)
         source = word("diagnose_now", lang)
         source_at = human_time(live.collected_at, tz, now, lang)
+    platform = device_platform(device.facts)
     alert_findings = [
-        (a, finding_rows(list(a.details.get("findings") or []), lang)) for a in open_alerts
+        (a, finding_rows(list(a.details.get("findings") or []), lang, platform))
+        for a in open_alerts
     ]
     jobs, _ = await AdminStore(state.storage).jobs_page(
         session.user.scope, limit=20, device_id=device.id

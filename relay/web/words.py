@@ -178,6 +178,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "job_failed": ("失败", "failed"),
     "job_timed_out": ("超时", "timed out"),
     "job_unknown": ("结果未知", "outcome unknown"),
+    "job_cancelled": ("已取消", "cancelled"),
+    "cancel_run": ("取消运行", "Cancel the run"),
     "fact_hostname": ("主机名", "Host name"),
     "fact_os": ("操作系统", "Operating system"),
     "fact_os_release": ("系统版本", "OS release"),

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PY38 = ROOT / ".venv38" / "bin" / "python"
 
 
+@pytest.mark.py38
 def test_help_autostart_writes_its_entry_on_python38(tmp_path: Path) -> None:
     if not PY38.exists():
         pytest.fail(f"{PY38} is missing: `make venv` builds it (docs/windows7.md)")

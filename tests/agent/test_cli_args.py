@@ -71,3 +71,57 @@ def test_an_unknown_refusal_code_is_quoted_printably_and_a_known_one_has_words()
         assert code not in zh, code  # Chinese words, never the bare code
         assert "_" not in en, code  # nor a code or class name in the English
         assert not any(c.isupper() for c in en), code
+
+
+def test_a_relative_data_folder_reads_its_profile_as_an_absolute_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """readme-walk 14: ``diag --offline --data demo-data/till`` said "POS profile invalid (path
+    must be absolute)" for a profile whose ``${DATA}`` paths are fine."""
+    import json
+
+    till = tmp_path / "shop" / "till"
+    till.mkdir(parents=True)
+    (till / "settings.json").write_text(json.dumps({"pos_profile": "demo"}))
+    monkeypatch.chdir(tmp_path)
+    main(["diag", "--offline", "--json", "--data", "shop/till"])
+    report = json.loads(capsys.readouterr().out)
+    assert "profile_error" not in report
+    codes = [f["code"] for s in report["sections"].values() for f in s["findings"]]
+    codes += [f["code"] for f in report["findings"]]
+    assert "pos.profile_invalid" not in codes, codes
+
+
+def test_the_offline_report_on_a_gbk_console_replaces_what_it_cannot_show(tmp_path: Path) -> None:
+    """attack 14 F10: a report redirected on a Chinese Windows till (cp936) crashed with
+    UnicodeEncodeError on the first U+FFFD, emoji or U+202E from a log, and printed nothing."""
+    import os
+    import subprocess
+    import sys
+
+    till = tmp_path / "till"
+    (till / "pos" / "logs").mkdir(parents=True)
+    (till / "pos" / "logs" / "pos.log").write_bytes(
+        b"ERROR bad \xff\xfe byte \xf0\x9f\x98\x80 \xe2\x80\xae\n"
+    )
+    (till / "settings.json").write_text('{"pos_profile": "demo"}')
+    env = {**os.environ, "PYTHONIOENCODING": "gbk"}
+    for extra in ([], ["--json"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "posassist.agent",
+                "diag",
+                "--offline",
+                "--data",
+                str(till),
+                *extra,
+            ],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        assert b"Traceback" not in result.stderr, result.stderr[-2000:]
+        assert b"UnicodeEncodeError" not in result.stderr
+        assert result.stdout.strip(), "no report printed"

@@ -300,7 +300,8 @@ def test_a_stopped_windows_spooler_offers_the_spooler_reset() -> None:
     report = {"sections": {"print_queue": {"ok": True, "data": data}}}
     (finding,) = evaluate(report, None, time.time())
     assert finding.code == "queue.spooler_stopped"
-    assert finding.to_dict()["script"] == {"id": "spooler-reset-windows", "risk": "B"}
+    assert finding.to_dict("windows")["script"] == {"id": "spooler-reset-windows", "risk": "B"}
+    assert finding.to_dict("linux")["script"] is None  # a Windows-only fix, never on Linux
     data["spooler"] = "running"
     assert evaluate(report, None, time.time()) == []
 
@@ -398,4 +399,5 @@ def test_old_spool_files_are_stuck_jobs_on_windows() -> None:
     (finding,) = evaluate(report, None, now)
     assert finding.code == "queue.spool_files_stuck"
     assert finding.detail["en"] == "2 file(s) in the spool folder, the oldest 30 min old"
-    assert finding.to_dict()["script"] == {"id": "spooler-reset-windows", "risk": "B"}
+    assert finding.to_dict("windows")["script"] == {"id": "spooler-reset-windows", "risk": "B"}
+    assert finding.to_dict("linux")["script"] is None  # a Windows-only fix, never on Linux

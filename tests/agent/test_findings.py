@@ -311,6 +311,30 @@ def test_a_misnamed_profile_is_only_profile_invalid_never_also_not_configured() 
     assert report["sections"]["pos"]["status"] == "warning"
 
 
+def test_folded_report_wide_findings_join_the_section_they_name() -> None:
+    """A ``diag.report`` carries sections only: the clock and profile findings join theirs."""
+    report: dict[str, Any] = {
+        "sections": {
+            "system": {"ok": True, "data": {}},
+            "pos": {"ok": True, "data": {"processes": []}},
+        },
+        "profile_error": "POS profile 'x': bad",
+    }
+    annotate(report, load_profile("demo"), 1_262_304_000.0, fold=True)  # a till reset to 2010
+    assert report["findings"] == []
+    system = report["sections"]["system"]
+    assert system["findings"][0]["code"] == "clock.implausible"
+    assert system["status"] == "critical"
+    assert "pos.profile_invalid" in [f["code"] for f in report["sections"]["pos"]["findings"]]
+
+
+def test_sections_that_are_not_a_map_are_not_a_crash() -> None:
+    """attack 14 F16: annotate raised AttributeError on ``{"sections": [1, 2]}``."""
+    report: dict[str, Any] = {"sections": [1, 2]}
+    annotate(report, None, NOW)
+    assert report["findings"] == []
+
+
 def test_the_pos_section_without_a_profile_says_so_instead_of_unreadable() -> None:
     report = {"sections": {"pos": {"ok": False, "error": {"type": "CollectorError"}}}}
     (finding,) = evaluate(report, None, NOW)
@@ -419,3 +443,17 @@ def test_a_readings_own_bilingual_words_go_half_to_each_language() -> None:
     assert f.detail["en"].endswith("CUPS is not installed (no lpstat)")
     plain = finding("collector.unreadable", "x", section="x", why="a / b")  # not bilingual
     assert plain.detail["en"].endswith("a / b")
+
+
+def test_no_printer_configured_is_said_not_passed_as_ok() -> None:
+    """readme-walk 14: "no printers configured" showed as [OK 正常] with nothing checked."""
+    note = "未配置打印机 (settings.json) / no printers configured (settings.json)"
+    report: dict[str, Any] = {
+        "sections": {"printers": {"ok": True, "data": {"printers": [], "note": note}}}
+    }
+    annotate(report, None, NOW)
+    section = report["sections"]["printers"]
+    assert section["status"] == "info"
+    (finding,) = section["findings"]
+    assert finding["code"] == "printer.not_configured"
+    assert "posassist-agent configure" in finding["technician"]["en"]

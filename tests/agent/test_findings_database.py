@@ -170,3 +170,29 @@ def test_a_database_near_its_size_cap(tmp_path) -> None:
     (finding,) = evaluate(_report(file), profile, time.time())
     assert finding.code == "pos.database_near_cap"
     assert "9.5 GB of its 10.0 GB cap" in finding.detail["en"]
+
+
+def test_a_copy_that_cannot_be_made_is_unreadable_never_corrupt(tmp_path: Path) -> None:
+    """attack 14 F1/F2: a -wal linked to /dev/zero was copied until the disk filled, and any
+    failed copy was reported as CRITICAL "database corrupt" (a technician might then restore a
+    backup and lose the day's sales); now only SQLite's own verdict says corrupt."""
+    path = _db(tmp_path)
+    wal = tmp_path / (path.name + "-wal")
+    wal.symlink_to("/dev/zero")
+    file = database_file(str(path))
+    check = file["quick_check"]
+    assert check["ok"] is None
+    assert "not a regular file" in check["copy_error"]
+    codes = [f.code for f in evaluate(_report(file), None, time.time())]
+    assert codes == ["pos.database_unreadable"], codes
+    assert (tmp_path / path.name).exists()  # the original and its link are left as they were
+    assert wal.is_symlink()
+
+
+def test_the_copy_takes_each_file_at_its_measured_size(tmp_path: Path) -> None:
+    from posassist.agent.collectors.pos import _copy_at_most
+
+    source = tmp_path / "grows"
+    source.write_bytes(b"x" * 5000)
+    _copy_at_most(str(source), str(tmp_path / "copy"), 4096)
+    assert (tmp_path / "copy").read_bytes() == b"x" * 4096  # a file grown since: cut at its size

@@ -139,3 +139,49 @@ def test_a_relay_that_refuses_or_does_not_speak_tls(unused_port) -> None:
     report = {"sections": {"network": {"ok": True, "data": data}}}
     codes = [f.code for f in evaluate(report, None, time.time())]
     assert "tls.handshake_failed" in codes
+
+
+def test_silent_gateways_are_each_unreachable_and_the_section_still_reads() -> None:
+    """attack 14 F8: gateways that accept and never speak were probed one after another (3 s of
+    TLS wait each) until the network section timed out whole as "unreadable" — link, DNS,
+    relay and gateway findings all lost when they matter most. Now they are probed at once."""
+    from posassist.agent.diagnostics import Collector, collect_report
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts; nobody ever answers the TLS hello
+    try:
+        hosts = [f"127.0.0.1:{silent.getsockname()[1]}"] * 3
+        profile = _profile(hosts)
+        ctx = DiagContext(Settings(), profile=profile)  # type: ignore[arg-type]
+        import asyncio
+
+        sections = asyncio.run(
+            collect_report(ctx, [Collector("network", network.collect, 8.0)], time.monotonic() + 9)
+        )
+    finally:
+        silent.close()
+    assert sections["network"]["ok"] is True, sections["network"]
+    report = {"sections": sections}
+    codes = [f.code for f in evaluate(report, profile, time.time())]  # type: ignore[arg-type]
+    assert codes.count("gateway.unreachable") == 3, codes
+
+
+def test_a_probe_that_never_answers_is_cut_at_the_budget_and_named_by_its_step() -> None:
+    release = threading.Event()
+
+    def hangs_after_dns(out: dict[str, object]) -> None:
+        out.update(host="pay.example.cn", port=443, tls_wanted=True, dns={"ok": True})
+        release.wait(30)  # a connect that never completes
+        out["tcp"] = {"ok": True}
+
+    def answers(out: dict[str, object]) -> None:
+        out.update(host="ok.example.cn", port=443, dns={"ok": True}, tcp={"ok": True})
+
+    try:
+        hung, fine = network.probe_all([({}, hangs_after_dns), ({}, answers)], 0.2)
+    finally:
+        release.set()
+    assert hung["tcp"] == {"ok": False, "error": "no answer within 0.2 s"}
+    assert "tls" not in hung
+    assert fine["tcp"] == {"ok": True}

@@ -75,8 +75,11 @@ AT_IDLE = (
 )
 
 
-def pythons() -> list[str]:
-    return [sys.executable, str(PY38)]
+def pythons() -> list[object]:
+    return [
+        pytest.param(sys.executable, id="this-python"),
+        pytest.param(str(PY38), id="python3.8", marks=pytest.mark.py38),
+    ]
 
 
 def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
@@ -84,7 +87,7 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss-pinned"])
-@pytest.mark.parametrize("python", pythons(), ids=["this-python", "python3.8"])
+@pytest.mark.parametrize("python", pythons())
 def test_a_connected_idle_agent_has_not_imported_what_only_requests_use(
     python: str, tls: bool, tmp_path: Path
 ) -> None:

@@ -93,3 +93,14 @@ def test_missing_log_is_a_typed_error(tmp_path):
 def test_limit_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         read_tail(str(tmp_path / "x.log"), max_bytes=0)
+
+
+def test_a_fifo_or_a_folder_named_as_a_log_is_refused_at_once(tmp_path):
+    """attack 14 F9: open() of a FIFO with no writer blocked the whole POS collector forever
+    (and leaked a thread per report in the running agent)."""
+    fifo = tmp_path / "pos.log"
+    os.mkfifo(fifo)
+    with pytest.raises(LogReadError, match="not a regular file"):
+        read_tail(str(fifo))  # would hang before: the test's timeout is the proof
+    with pytest.raises(LogReadError):
+        read_tail(str(tmp_path))  # a folder

@@ -111,8 +111,10 @@ def test_an_unusable_outbox_file_is_a_clear_error(tmp_path: Path) -> None:
         Outbox(tmp_path / "other.sqlite3", max_events=0)
 
 
-@pytest.mark.skipif(not (ROOT / ".venv38" / "bin" / "python").exists(), reason="no .venv38")
+@pytest.mark.py38
 def test_the_outbox_runs_on_python38(tmp_path: Path) -> None:
+    if not (ROOT / ".venv38" / "bin" / "python").exists():
+        pytest.fail(".venv38 is missing: `make venv` builds it (docs/windows7.md)")
     code = (
         "import sys; from pathlib import Path; from posassist.agent.outbox import Outbox\n"
         "box = Outbox(Path(sys.argv[1]), max_events=2)\n"

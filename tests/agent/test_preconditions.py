@@ -97,3 +97,24 @@ def test_every_failure_is_reported() -> None:
     facts = Facts(sale_known=True, sale_open="process pos", processes=frozenset({"pos"}))
     codes = [f.code for f in evaluate(pre, facts, at("12:00"), CST)]
     assert codes == ["sale_open", "business_hours", "process_running"]
+
+
+def test_a_sale_marker_that_cannot_be_checked_counts_as_a_sale_open(tmp_path) -> None:
+    """attack 14 F7: os.path.exists said "no sale" for a marker behind a symlink loop or a folder
+    the agent may not enter; now only "no such file" means no sale, anything else refuses."""
+    from posassist.agent.collectors.pos import sale_open
+    from posassist.agent.profile import parse_profile
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    looped = parse_profile(f'name = "x"\n[sale]\nopen_file = "{loop}/sale.open"\n')
+    why = sale_open(looped, [])
+    assert why is not None
+    assert why.startswith("unknown: file ")
+    [refusal] = evaluate([Precondition("no_sale_open")], Facts(sale_known=True, sale_open=why), 0.0)
+    assert refusal.code == "sale_open"
+    absent = parse_profile(f'name = "x"\n[sale]\nopen_file = "{tmp_path}/no/sale.open"\n')
+    assert sale_open(absent, []) is None  # no marker, no process: no sale
+    (tmp_path / "sale.open").write_text("")
+    present = parse_profile(f'name = "x"\n[sale]\nopen_file = "{tmp_path}/sale.open"\n')
+    assert sale_open(present, []) == f"file {tmp_path}/sale.open"

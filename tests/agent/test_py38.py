@@ -66,6 +66,7 @@ def run38(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.py38
 def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None:
     code = (
         "import sys, pkgutil, importlib\n"
@@ -96,6 +97,7 @@ def test_agent_imports_round_trips_and_probes_a_printer_under_python38() -> None
     assert result.stdout.strip() == f"ok {len(SAMPLES)}"
 
 
+@pytest.mark.py38
 def test_agent_under_python38_enrols_and_authenticates_with_relay(tmp_path: Path) -> None:
     relay_dir = tmp_path / "relay"
     store = provision(relay_dir)
@@ -114,6 +116,7 @@ def test_agent_under_python38_enrols_and_authenticates_with_relay(tmp_path: Path
         stop(relay)
 
 
+@pytest.mark.py38
 def test_script_runner_under_python38_kills_a_hung_script_and_restores_its_backup(
     tmp_path: Path,
 ) -> None:
@@ -155,6 +158,7 @@ def test_script_runner_under_python38_kills_a_hung_script_and_restores_its_backu
     assert config.read_bytes() == b"port=COM3\x00"
 
 
+@pytest.mark.py38
 def test_agent_under_python38_starts_without_the_cryptography_deprecation_warning(
     tmp_path: Path,
 ) -> None:

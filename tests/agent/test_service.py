@@ -127,6 +127,43 @@ async def test_agent_answers_diagnostics_request_within_its_timeout(tmp_path) ->
         await relay.server.close()
 
 
+async def test_a_diag_report_to_the_relay_keeps_the_report_wide_findings(tmp_path) -> None:
+    """attack 14 F6: the agent annotated the sections alone for a ``diag.report``, so a POS
+    profile that did not load read "No POS profile configured" (info) on the console, and a
+    clock before 2020 (critical) vanished; the offline report said both."""
+    relay = PlayedRelay(tmp_path)
+    await relay.server.start_server()
+    identity = await relay.enrol(tmp_path, f"ws://127.0.0.1:{relay.server.port}")
+    ctx = DiagContext(Settings(pos_profile="nosuch"))
+    ctx.profile_error = "POS profile 'nosuch': No such file or directory"
+    collectors = [
+        Collector("pos", _no_profile),
+        Collector("system", lambda c: {"os": {"system": "Linux"}}),
+    ]
+    agent = asyncio.ensure_future(connect_once(identity, diagnostics=ctx, collectors=collectors))
+    try:
+        peer = await asyncio.wait_for(relay.peers.get(), 10)
+        request = m.DiagnosticsRequest(id=peer.session.next_id(), device_id=identity.device_id)
+        peer.send_nowait(request)
+        report = await _reply(peer, request.id)
+        assert isinstance(report, m.DiagnosticsReport)
+        pos = report.sections["pos"]
+        assert [f["code"] for f in pos["findings"]] == ["pos.profile_invalid"]
+        assert "nosuch" in pos["findings"][0]["detail"]["en"]
+        assert pos["status"] == "warning"
+    finally:
+        agent.cancel()
+        await asyncio.gather(agent, return_exceptions=True)
+        relay.done.set()
+        await relay.server.close()
+
+
+def _no_profile(ctx):
+    from posassist.agent.errors import CollectorError
+
+    raise CollectorError("no POS profile loaded")
+
+
 async def test_unknown_request_gets_clear_error_and_unknown_tag_only_costs_a_reconnect(
     tmp_path,
 ) -> None:

@@ -70,6 +70,7 @@ def test_a_loaded_identity_signs_in_with_openssl_and_is_never_written_again(
     assert not (tmp_path / "other" / "agent.key").exists()
 
 
+@pytest.mark.py38
 def test_the_tills_python38_signs_through_openssl_as_cryptography_does(tmp_path: Path) -> None:
     if not PY38.exists():
         pytest.fail(f"{PY38} is missing: `make venv` builds it (docs/windows7.md)")

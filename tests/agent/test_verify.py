@@ -308,6 +308,7 @@ def test_importing_the_verifier_does_not_load_tuf() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
+@pytest.mark.py38
 def test_verifier_imports_and_refuses_a_wrong_root_on_python38(tmp_path: Path) -> None:
     py38 = ROOT / ".venv38" / "bin" / "python"
     if not py38.exists():
@@ -332,6 +333,7 @@ def test_verifier_imports_and_refuses_a_wrong_root_on_python38(tmp_path: Path) -
     assert out.stdout.strip() == "root-mismatch False"
 
 
+@pytest.mark.py38
 async def test_verifier_verifies_a_script_on_python38(served: Served) -> None:
     # Python 3.8 gets tuf 5.1 (tuf 6's client does not import on 3.8; pyproject pins it).
     py38 = ROOT / ".venv38" / "bin" / "python"

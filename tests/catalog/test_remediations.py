@@ -18,6 +18,7 @@ import pytest
 
 from posassist.agent.findings import ADVICE
 from posassist.agent.profile import parse_profile
+from posassist.client.advice import CATALOG, script_for
 
 from .conftest import SCRIPT_IDS, Catalog, load
 
@@ -48,6 +49,46 @@ def test_the_findings_that_gained_a_remediation_name_it() -> None:
         "pos.database_down": "start-database-service",
     }
     assert {code: ADVICE[code].script for code in wanted} == wanted
+
+
+def test_the_catalog_table_is_the_manifests() -> None:
+    """client/advice.py CATALOG (platforms, risk) is what each shipped manifest says."""
+    shipped = {sid: (tuple(load(sid)[0].platforms), load(sid)[0].risk) for sid in SCRIPT_IDS}
+    assert CATALOG == shipped
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_a_finding_advises_only_a_script_that_runs_on_the_tills_platform(platform: str) -> None:
+    """readme-walk 14: a Windows till was told to run the Linux-only restart-pos-service and
+    reset-usb-serial, a Linux till the Windows-only start-database-service."""
+    advised = 0
+    for code, advice in ADVICE.items():
+        fix = script_for(advice, platform)
+        if fix is None:
+            continue
+        advised += 1
+        manifest = load(fix[0])[0]
+        assert platform in manifest.platforms, (code, fix)
+        assert manifest.risk == fix[1], (code, fix)
+    assert advised >= 12
+
+
+def test_the_other_platforms_script_is_offered_where_the_catalog_has_one() -> None:
+    windows = {
+        "printer.usb_wedged": ("reset-usb-serial-windows", "B"),
+        "host.usb_disconnects": ("usb-suspend-off-windows", "B"),
+        "queue.disabled": ("printer-resume-windows", "B"),
+        "queue.cups_stopped": ("spooler-reset-windows", "B"),
+        "pos.not_running": None,  # restart-pos-service is Linux (systemd) only
+        "pos.database_down": ("start-database-service", "A"),
+    }
+    assert {code: script_for(ADVICE[code], "windows") for code in windows} == windows
+    linux = {
+        "queue.offline": ("cups-enable-queue", "A"),
+        "pos.database_down": None,  # SQL Server Express is a Windows service
+        "pos.not_running": ("restart-pos-service", "B"),
+    }
+    assert {code: script_for(ADVICE[code], "linux") for code in linux} == linux
 
 
 # --- cups-enable-queue --------------------------------------------------------------------------

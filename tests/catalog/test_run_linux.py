@@ -490,6 +490,48 @@ async def test_without_a_config_in_the_profile_nothing_runs(catalog: Catalog) ->
     assert run.stdout == ""
 
 
+async def test_a_header_and_a_key_with_comments_are_edited_in_place(catalog: Catalog) -> None:
+    """attack 14 F11: ``[printer] ; receipt`` was not seen as the section, so a second
+    [printer] was appended, the POS kept reading COM3, and the run said "verified"."""
+    ini = catalog.data / "pos" / "pos.ini"
+    ini.write_bytes(b"[printer] ; receipt\nport = COM3 ; the receipt printer\n")
+    catalog.path("/dev/ttyUSB1").write_text("")
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.status == "succeeded", run
+    assert ini.read_bytes() == b"[printer] ; receipt\nport = /dev/ttyUSB1 ; the receipt printer\n"
+
+
+async def test_a_utf16_config_is_edited_in_utf16(catalog: Catalog) -> None:
+    ini = catalog.data / "pos" / "pos.ini"
+    ini.write_bytes("[general]\r\nname=小店\r\n[printer]\r\nport=COM3\r\n".encode("utf-16"))
+    catalog.path("/dev/ttyUSB1").write_text("")
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert run.status == "succeeded", run
+    raw = ini.read_bytes()
+    assert raw.startswith(b"\xff\xfe")
+    assert raw.decode("utf-16") == "[general]\r\nname=小店\r\n[printer]\r\nport=/dev/ttyUSB1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"[shop]\nname = x\n", "no [printer] section"),
+        ("[printer]\nport=COM3\n".encode("utf-16-le"), "unknown encoding"),  # no BOM
+    ],
+)
+async def test_a_config_it_can_not_edit_safely_is_left_alone(
+    catalog: Catalog, content: bytes, why: str
+) -> None:
+    ini = catalog.data / "pos" / "pos.ini"
+    ini.write_bytes(content)
+    catalog.path("/dev/ttyUSB1").write_text("")
+    run = await catalog.run("fix-printer-port", {"port": "/dev/ttyUSB1"})
+    assert (run.status, run.result.exit_code) == ("failed", 3), run
+    assert why in run.stderr
+    assert "nothing changed" in run.stderr
+    assert ini.read_bytes() == content  # not touched at all
+
+
 def test_fix_printer_port_backs_up_exactly_the_file_it_edits() -> None:
     manifest, folder = load("fix-printer-port")
     source = (folder / "fix_printer_port.py").read_text(encoding="utf-8")

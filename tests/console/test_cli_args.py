@@ -156,3 +156,28 @@ def test_a_reader_that_stops_early_gets_no_error_line() -> None:
     proc.stdout.close()  # as `head` does
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (0, b"")
+
+
+def test_a_reader_that_stops_early_during_diag_is_not_an_unreachable_relay() -> None:
+    """README walk (17a): `posassist diag dev_… | head -1` said "relay unreachable:
+    BrokenPipeError" and exit 1: the report is printed while the websocket is open."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, posassist.console.__main__ as c\n"
+        "async def flood(*args):\n"
+        "    for _ in range(200000):\n"
+        "        print('x' * 100)\n"
+        "    return 0\n"
+        "c._diag = flood\n"
+        "sys.exit(c.main(['diag', 'dev_1']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"x" * 100 + b"\n"
+    proc.stdout.close()  # as `head -1` does
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, b"")

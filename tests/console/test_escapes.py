@@ -103,10 +103,10 @@ async def test_agent_strings_reach_the_console_stripped(
     async with Agent(relay, device_id, key) as agent:
         sections = {
             f"printer{EVIL}": {
-                "ok": False,
+                "ok": True,
                 "data": {f"name{EVIL}": f"TM-T20{EVIL}", "list": [f"item{EVIL}"]},
-                "error": f"paper out{EVIL}",
-            }
+            },
+            f"queue{EVIL}": {"ok": False, "error": f"paper out{EVIL}"},
         }
         report = m.DiagnosticsReport(id=1, device_id=device_id, collected_at=1.0, sections=sections)
         for as_json in (False, True):

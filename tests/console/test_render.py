@@ -2,54 +2,77 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from posassist.console.render import facts_summary, render_facts, render_report
 from posassist.protocol import DiagnosticsReport
 
 
-def test_report_renders_sections_and_local_times() -> None:
+def test_report_renders_sections_in_words_and_the_stores_times() -> None:
+    """The console renders a report through the agent's own renderer (readme-walk 14: it
+    dumped raw data with run-together lists, True/None and raw numbers, in its own zone)."""
+    from zoneinfo import ZoneInfo
+
     at = 1_795_600_000.0
     report = DiagnosticsReport(
         id=1,
         device_id="dev_1",
         collected_at=at,
         sections={
-            "printers": {"ok": True, "data": {"checked_at": at, "status": {"paper_out": True}}},
-            "pos": {"ok": False, "error": {"type": "CollectorTimeout"}},
-            "disks": {"ok": True, "data": {"mounts": list(range(25))}},
+            "pos": {"ok": False, "error": {"type": "CollectorTimeout", "message": "no result"}},
+            "gadget": {
+                "ok": True,
+                "data": {
+                    "checked_at": at - 180,
+                    "on": True,
+                    "missing": None,
+                    "items": [{"a": 1, "b": 2}, {"a": 3, "b": 4}],
+                    "mounts": list(range(25)),
+                },
+            },
         },
     )
-    text = render_report(report)
+    text = render_report(report, ZoneInfo("Asia/Shanghai"))
     assert text.splitlines()[0] == "diagnostics of dev_1 / 设备诊断"
-    assert "[printers] ok" in text
-    assert "[pos] FAILED" in text
-    assert "paper_out: True" in text
-    local = datetime.fromtimestamp(at).astimezone().isoformat(sep=" ", timespec="seconds")
-    assert f"checked_at: {local}" in text
+    assert "== 收银软件 / POS application  [UNREADABLE 无法读取" in text
+    assert "读取失败 / could not read: no result" in text
+    assert "checked_at: 2026-11-25 17:43:40 CST (3 min ago)" in text  # the store's zone
+    assert "on: yes 是" in text
+    assert "missing: —" in text
+    assert "True" not in text
+    assert "None" not in text  # not even a missing elapsed_ms
+    assert (
+        "  items:\n    - a: 1\n      b: 2\n    - a: 3" in text
+    )  # each list item marked where it starts
     assert "… 5 more" in text
 
 
 def test_raw_readings_show_in_human_units() -> None:
     at = 1_795_600_000.0
     data = {
+        "os": {"system": "Windows", "release": "7", "machine": "x86", "bits": 32},
         "memory": {"total": 2147483648, "available": 134217728},
         "uptime_s": 36000.0,
         "boot_time": at - 36000,
-        "processes": [{"pid": 7, "rss": 1073741824, "rss_history": [[at - 600, 104857600]]}],
+        "processes": {"count": 80, "top_by_memory": [{"name": "pos.exe", "rss": 1073741824}]},
     }
     report = DiagnosticsReport(
         id=1, device_id="d", collected_at=at, sections={"system": {"ok": True, "data": data}}
     )
     text = render_report(report)
-    assert "total: 2.0 GB" in text
-    assert "available: 128 MB" in text
-    assert "uptime_s: 36000.0 s (10 h)" in text
-    assert "(10 h ago)" in text  # boot_time as a local time and its age
-    assert "rss: 1.0 GB" in text
-    assert ": 100 MB" in text  # the history sample
-    assert "1795599400" not in text  # no raw epochs
+    assert "memory 内存: 128 MB free of 2.0 GB" in text
+    assert "uptime 运行时间: 10.0 h" in text
+    assert "(10 h ago)" in text  # boot_time as a time and its age
+    assert "pos.exe(1.0 GB)" in text
+    assert "1795564000" not in text  # no raw epochs
     assert "2147483648" not in text
+    gadget = {"free_mb": 78189, "rss_bytes": 104857600, "since": at - 600, "wait_s": 7200}
+    other = DiagnosticsReport(
+        id=1, device_id="d", collected_at=at, sections={"x": {"ok": True, "data": gadget}}
+    )
+    text = render_report(other)
+    assert "free_mb: 76.4 GB" in text
+    assert "rss_bytes: 100 MB" in text
+    assert "(10 min ago)" in text
+    assert "wait_s: 7200 s (2 h)" in text
 
 
 def test_report_shows_the_agents_findings_first_and_escapes_them() -> None:
@@ -79,14 +102,15 @@ def test_report_shows_the_agents_findings_first_and_escapes_them() -> None:
     report = DiagnosticsReport(id=1, device_id="dev_1", collected_at=at, sections=sections)
     text = render_report(report)
     findings_at = text.index("== 诊断结论 / Findings")
-    assert findings_at < text.index("[printers]")
+    assert findings_at < text.index("== 小票打印机 / Receipt printers")
     assert "[FAULT 故障] 打印机缺纸 / Printer out of paper [receipt]  (printer.paper_out)" in text
     assert "pwned" not in text  # the terminal-title escape is dropped whole
     assert "\x1b" not in text
     assert "\x07" not in text
-    assert "[printers] ok · FAULT 故障" in text
-    assert "[print_queue] FAILED · UNREADABLE 无法读取" in text
-    assert "error: CollectorTimeout: no result" in text
+    assert "== 小票打印机 / Receipt printers  [FAULT 故障]" in text
+    assert "Receipt printers  [OK" not in text  # a probe that ran is not ok: it found a fault
+    assert "== 打印队列 / Print queue  [UNREADABLE 无法读取]" in text
+    assert "读取失败 / could not read: no result" in text
     assert "{'type'" not in text  # no dict reprs
 
 

@@ -105,8 +105,14 @@ def test_attack_report_out_of_range_times_and_string_titles() -> None:
         }
     }
     report = DiagnosticsReport(id=1, device_id="dev_1", collected_at=1.0, sections=sections)
-    text = render_report(report)
-    assert "started_at: 1e+300 (?)" in text
-    assert "boot_time: -1e+18" in text  # not a plausible time: shown as the number
+    text = render_report(report)  # the agent's renderer: the system section's words
+    assert "booted 开机: ?" in text  # an impossible time is "?", never an error
     assert "(c)" in text  # the finding is still listed, its unreadable title blank
+    odd = {"started_at": 1e300, "boot_time": -1e18, "modified": 1e18}
+    other = DiagnosticsReport(
+        id=1, device_id="dev_1", collected_at=1.0, sections={"gadget": {"ok": True, "data": odd}}
+    )
+    text = render_report(other)  # a collector without words: each reading in human units
+    assert "started_at: ?" in text
+    assert "boot_time: -1e+18" in text  # not a plausible time: shown as the number
     assert "(c)" in agent_render_report({"sections": sections}, now=1.0)

@@ -1,17 +1,23 @@
 """``make demo`` runs scripts/demo.py: run it to the end in a private folder and check what it
-says it shows, and that it leaves no process and nothing in the checkout behind."""
+says it shows (TLS, a verified script run, the logs it keeps, the commands it says to try next,
+each run as printed), and that it leaves no process and nothing in the checkout behind."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
+import websockets.exceptions
+from websockets.sync.client import connect
 
 from tests.conftest import mode
 
@@ -39,6 +45,7 @@ def test_make_demo_runs_the_demo_script() -> None:
     assert "$(BIN)/python scripts/demo.py" in (ROOT / "Makefile").read_text()
 
 
+@pytest.mark.timeout(300)  # the demo (~35 s alone), then its "try next" commands
 @pytest.mark.usefixtures("umask_022")  # the demo and its processes inherit it
 def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     data = tmp_path / "demo"
@@ -49,7 +56,12 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert "==> Demo finished / 演示完成" in out
     # the operator's relay and store, on 127.0.0.1
     assert re.search(r"organisation org_[0-9a-f]+ → merchant → store sto_[0-9a-f]+", out), out
-    assert re.search(r"listening on ws://127\.0\.0\.1:\d+", out), out
+    # over TLS: a certificate the demo made, the till and the console pinned to it
+    listening = re.search(r"listening on (wss://127\.0\.0\.1:(\d+))", out)
+    assert listening is not None, out
+    assert (data / "relay" / "relay.url").read_text() == listening[1]
+    assert re.search(r"enrolled as device dev_\w+ with wss://127\.0\.0\.1:\d+", out), out
+    assert "a plain ws:// connection / 不加密的连接: error: relay unreachable" in out
     printer = re.search(r"printer answering DLE EOT on (127\.0\.0\.1):(\d+)", out)
     assert printer is not None, out
     # the till enrols; the same token a second time is refused by the relay
@@ -73,6 +85,9 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert code is not None, out
     assert re.search(rf"{code[1]}\s+accepted / 已接单\s+printer", out), out
     assert out.count("[consent] approved by the merchant / 商户已同意") == 2
+    # the signed script, verified by the till before it ran, and its output
+    assert out.count("[verified] risk=B, approvals=1") == 2
+    assert "DLE EOT 4 -> 0x7e" in out  # the printer's paper sensor, read by the script on the till
     assert "  [till] 技术员的问题: 红灯是一直亮还是在闪?" in out  # the question reached the till
     assert "商户回复 / the merchant replied" not in out  # (the console's words are English first)
     assert "the merchant replied / 商户回复 一直在闪" in out  # and the answer reached the ticket
@@ -88,8 +103,12 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     # readme-walk F1: every folder it made is private, and so are the password and the key
     for folder in (data, data / "relay", data / "noodle-shop-till", data / "technician"):
         assert mode(folder) == 0o700, folder
+    assert mode(data / "tls") == 0o700
     for secret in ("relay/admin.pw", "relay/relay.url", "noodle-shop-till/agent.key"):
         assert mode(data / secret) == 0o600, secret
+    assert mode(data / "tls" / "relay.key") == 0o600
+    _the_logs_are_kept_and_shown(data, out)
+    _every_try_next_command_works_as_printed(data, out, tmp_path, int(listening[2]))
     assert _checkout_demo_data() == before
     left = [
         proc.info["cmdline"]
@@ -99,6 +118,101 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert left == []
     with socket.socket() as probe:
         assert probe.connect_ex((printer[1], int(printer[2]))) != 0  # the printer is gone too
+
+
+def _the_logs_are_kept_and_shown(data: Path, out: str) -> None:
+    relay_log = (data / "relay.log").read_text()
+    agent_log = (data / "agent.log").read_text()
+    assert re.search(r"listening on wss://127\.0\.0\.1:\d+", relay_log), relay_log
+    assert "agent dev_" in relay_log  # the till's connection, as the relay saw it
+    assert "posassist relay shutting down" in relay_log  # kept to the end
+    assert "connected to relay relay-" in agent_log, agent_log
+    assert "agent stopped" in agent_log  # kept to the end
+    for log in ("relay.log", "agent.log"):  # where they are, and how each ended, at the end
+        lines = len((data / log).read_text().splitlines())
+        assert f"{data / log} ({lines} lines), the last " in out, out
+
+
+def _try_next(out: str) -> list[tuple[str, bool]]:
+    """The "try next" commands as printed, each with whether it keeps running (its comment says
+    Ctrl-C stops it)."""
+    block = out.split("==> Try next / 接着试试", 1)[1].split("\n", 1)[1]
+    commands: list[tuple[str, bool]] = []
+    keeps_running = False
+    for line in block.splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            keeps_running = "Ctrl-C stops it" in text
+        elif text:
+            commands.append((text, keeps_running))
+            keeps_running = False
+    return commands
+
+
+def _wait_for_output(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()}"
+        assert time.monotonic() < deadline, f"never said {text!r}: {log.read_text()}"
+        time.sleep(0.05)  # polling the output of a process we started
+
+
+def _every_try_next_command_works_as_printed(
+    data: Path, out: str, tmp_path: Path, port: int
+) -> None:
+    """Each command typed into a shell elsewhere, as printed: the ones that keep running (the
+    relay, then the till) until they are ready, the others to exit 0; then Ctrl-C's SIGTERM
+    stops the long ones, cleanly. Meanwhile a plain ws:// connection to the relay fails."""
+    commands = _try_next(out)
+    assert [keeps for _, keeps in commands].count(True) == 2, commands
+    assert len(commands) >= 8, commands
+    readiness = {"posassist-relay serve": "listening on wss://", "agent run": "connected to relay"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "POSASSIST_HOME"}
+    running: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for command, keeps_running in commands:
+            if keeps_running:
+                log = elsewhere / f"background-{len(running)}.log"
+                with log.open("wb") as sink:
+                    proc = subprocess.Popen(
+                        ["bash", "-c", command],
+                        cwd=elsewhere,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                running.append((command, proc))
+                (ready,) = [text for key, text in readiness.items() if key in command]
+                _wait_for_output(log, ready, proc, 60)
+                continue
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=elsewhere,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        assert running, "no relay was started by the try next commands"
+        with pytest.raises((websockets.exceptions.WebSocketException, OSError)):
+            connect(f"ws://127.0.0.1:{port}/v1/agent", open_timeout=10).close()
+    finally:
+        codes = []
+        for command, proc in reversed(running):  # the till first, then the relay
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                codes.append((command, proc.wait(timeout=30)))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes.append((command, proc.wait(timeout=30)))
+    assert [code for _, code in codes] == [0, 0], codes
 
 
 def test_demo_refuses_a_folder_it_did_not_make_and_leaves_it_alone(tmp_path: Path) -> None:

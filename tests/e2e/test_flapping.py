@@ -29,8 +29,9 @@ RUN_FOR = 12.0
 MAX_REPLACEMENTS = 16
 
 
-async def _replacements(url: str) -> float:
-    async with ClientSession() as http, http.get(url.replace("ws", "http", 1) + "/metrics") as r:
+async def _replacements(data: Path) -> float:
+    metrics_url = (data / "metrics.url").read_text()  # its own listener, not the agents' port
+    async with ClientSession() as http, http.get(metrics_url) as r:
         text = await r.text()
     for line in text.splitlines():
         if line.startswith("posassist_relay_agent_replacements_total "):
@@ -75,7 +76,7 @@ def test_two_tills_with_one_identity_back_off_and_are_flagged(tmp_path: Path) ->
         with contextlib.suppress(subprocess.TimeoutExpired):  # a measuring period, not a wait
             clones[0].wait(timeout=RUN_FOR)  # for an event: a clone that exits fails below
         assert all(clone.poll() is None for clone in clones), "an agent exited"
-        replaced = asyncio.run(_replacements(url))
+        replaced = asyncio.run(_replacements(data))
         assert 4 <= replaced <= MAX_REPLACEMENTS, replaced
 
         tech = Technician(tmp_path / "tech").login(url)

@@ -377,6 +377,7 @@ def test_agent_killed_with_consent_pending_denies_it_and_the_relay_learns_it(
 PY38 = ROOT / ".venv38" / "bin" / "python"
 
 
+@pytest.mark.py38
 def test_agent_and_both_windows_work_on_python38(store: Store) -> None:
     """The till's Python (3.8, Windows 7): an agent, the --text window and the Tk window, real."""
     if not PY38.exists():

@@ -63,6 +63,7 @@ def test_agent_distribution_is_the_agent_with_its_own_dependencies_only() -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.py38
 def test_agent_wheel_installs_on_python38_without_relay_or_console(tmp_path: Path) -> None:
     if not PY38.exists():
         pytest.fail(f"{PY38} is missing: `make test` builds it from Python 3.8 (docs/windows7.md)")

@@ -45,8 +45,13 @@ NOT_RUN_HERE = {
     ("pip", "install"): "tests/e2e/test_packaging.py installs the agent wheel into Python 3.8",
     ("posassist", "restore"): (
         "needs a backup id from a run that backed up a file, and every catalog script that backs "
-        "up asks the merchant's consent (no help window yet): "
+        "up asks the merchant's consent, which nobody gives in this walk: "
         "tests/e2e/test_vetted_scripts.py::test_technician_restores_a_backup_byte_for_byte"
+    ),
+    ("posassist", "cancel"): (
+        "needs the job id of a run still in progress, and every catalog script ends in seconds: "
+        "tests/e2e/test_script_cancel.py::"
+        "test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree"
     ),
 }
 
@@ -393,12 +398,28 @@ def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
                 _the_till_refuses_the_retired_version(operator, steps)
             if _matches(argv, ("posassist-relay", "device", "revoke")):
                 _the_revoked_till_is_refused(operator)
+            if _matches(argv, ("posassist-relay", "serve")):
+                _a_plain_connection_to_the_tls_relay_fails(operator)
         _stores_enrolled_after_the_retirement_need_the_new_root_hash(operator, steps, tmp_path)
         _the_merchant_facing_example_is_the_agents_real_line(operator)
         _the_one_time_admin_password_is_replaced(operator, tmp_path)
     finally:
         relay_exit = operator.stop()
     assert relay_exit == 0, operator.relay_log()
+
+
+def _a_plain_connection_to_the_tls_relay_fails(operator: Operator) -> None:
+    """The README's relay speaks only TLS: the same address over plain ws:// gets nothing."""
+    plain = operator.call(["posassist", "health", "--relay", f"ws://localhost:{operator.port}"])
+    assert plain.returncode == 1, plain.stdout + plain.stderr
+    assert "relay unreachable" in plain.stderr, plain.stderr
+    pinned = operator.call(
+        [
+            *("posassist", "health", "--relay", f"wss://localhost:{operator.port}"),
+            *("--tls-cert", "relay.crt"),
+        ]
+    )
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr  # the same relay, over TLS
 
 
 def _the_till_refuses_the_retired_version(operator: Operator, steps: Plan) -> None:
@@ -486,6 +507,7 @@ posassist-relay audit verify \\
 {extra}
 pip install posassist_agent-0.1.0.dev0-py3-none-any.whl
 posassist restore dev_… 20261205T081500Z-1a2b3c4d
+posassist cancel job_…
 ```
 
 ## Status
@@ -506,7 +528,7 @@ def test_the_plan_joins_continuations_and_drops_comments() -> None:
     steps = plan(FAKE.format(extra=""))
     audit = ["posassist-relay", "audit", "verify", "--data", "/var/lib/posassist"]
     assert words(steps.lines[0]) == audit
-    assert len(steps.lines) == 3
+    assert len(steps.lines) == 4  # audit verify, pip, restore and cancel
 
 
 def test_a_failing_readme_command_fails_the_walk(tmp_path: Path) -> None:

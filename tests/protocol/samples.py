@@ -152,6 +152,7 @@ SAMPLES: list[m.Message] = [
     ),
     m.ConsentAnswer(id=6, granted=True, answered_by="merchant"),
     m.JobQuery(id=10, job_ids=("job-7", "job-8")),
+    m.ScriptCancel(id=11, job_id="job-7"),
     m.JobResults(
         id=10,
         results=(

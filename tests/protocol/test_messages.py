@@ -597,3 +597,12 @@ def test_job_results_accept_every_status_and_empty_optionals() -> None:
 def test_a_bad_job_query_cannot_be_built(job_ids: tuple[str, ...]) -> None:
     with pytest.raises(LocalProtocolError):
         m.JobQuery(id=1, job_ids=job_ids)
+
+
+@pytest.mark.parametrize("job_id", ["", "j" * 65])
+def test_a_cancel_names_one_job(job_id: str) -> None:
+    with pytest.raises(LocalProtocolError):
+        m.ScriptCancel(id=1, job_id=job_id)
+    wire = {"t": "script.cancel", "id": 1, "job_id": job_id}
+    with pytest.raises(InvalidMessage):
+        CODEC.decode(msgpack.packb(wire))

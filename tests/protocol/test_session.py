@@ -19,6 +19,7 @@ from posassist.protocol import (
 )
 from posassist.protocol import messages as m
 from posassist.protocol.session import MAX_ABANDONED, SILENCE_FACTOR
+from posassist.protocol.states import SINCE_VERSION
 
 NONCE = b"n" * 32
 SIG = b"s" * 64
@@ -109,7 +110,7 @@ def test_version_negotiation_picks_highest_common() -> None:
 
 
 def test_relay_refuses_hello_with_no_common_version() -> None:
-    agent = Session(Role.AGENT, versions=(7, 8))
+    agent = Session(Role.AGENT, versions=(8, 9))
     relay = Session(Role.RELAY_FOR_AGENT)
     agent.send_hello("a")
     with pytest.raises(UnsupportedVersion) as info:
@@ -453,6 +454,41 @@ def test_job_query_needs_protocol_version_3_and_is_answered_by_job_results() -> 
     assert relay.requests_in_flight == 0
     with pytest.raises(LocalProtocolError):
         agent.send(m.JobQuery(id=2, job_ids=("job-1",)))  # only the relay asks
+
+
+def test_script_cancel_needs_protocol_version_7_and_is_answered_by_finished_or_error() -> None:
+    cancel = m.ScriptCancel(id=1, job_id="job-1")
+    agent, relay = open_agent_pair(versions=(1, 2, 3, 4, 5, 6))
+    with pytest.raises(LocalProtocolError, match="version 6"):
+        relay.send(cancel)
+    assert relay.data_to_send() == []  # nothing reaches an older agent
+    agent, relay = open_agent_pair()
+    assert SINCE_VERSION["script.cancel"] == 7 == relay.version
+    relay.send(cancel)
+    assert pump(relay, agent) == [cancel]
+    ended = m.ScriptFinished(id=1, job_id="job-1", status="cancelled", finished_at=2.0)
+    agent.send(ended)
+    assert pump(agent, relay) == [ended]
+    assert relay.requests_in_flight == 0
+    relay.send(m.ScriptCancel(id=2, job_id="job-2"))
+    pump(relay, agent)
+    refused = m.ErrorReply(id=2, code="not_running", message="job-2 is not running")
+    agent.send(refused)
+    assert pump(agent, relay) == [refused]
+    with pytest.raises(LocalProtocolError):
+        agent.send(m.ScriptCancel(id=3, job_id="job-1"))  # only the relay cancels
+    relay.send(m.ScriptCancel(id=4, job_id="job-3"))
+    pump(relay, agent)
+    with pytest.raises(LocalProtocolError):  # a cancel is answered by its end, never a report
+        agent.send(m.ScriptStarted(id=4, job_id="job-3", started_at=1.0))
+
+
+def test_a_console_can_not_send_a_cancel() -> None:
+    console, relay = open_console_pair()
+    with pytest.raises(LocalProtocolError):
+        console.send(m.ScriptCancel(id=1, job_id="job-1"))
+    with pytest.raises(LocalProtocolError):
+        relay.send(m.ScriptCancel(id=1, job_id="job-1"))
 
 
 # --- liveness (docs/protocol.md#liveness) ------------------------------------------------------

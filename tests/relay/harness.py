@@ -21,6 +21,7 @@ from posassist.protocol import messages as m
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.relay.app import create_app
 from posassist.relay.config import RelayConfig
+from posassist.relay.metrics import METRICS
 from posassist.relay.passwords import hash_password
 from posassist.relay.state import STATE, RelayState
 from posassist.relay.storage import Role as UserRole
@@ -101,6 +102,12 @@ class Relay:
         )
         assert status == 200, body
         return str(body["device_id"]), key
+
+    def metrics_text(self) -> str:
+        """What the relay's /metrics listener would answer (serve() gives it its own port; the
+        in-process server has none, and its public port answers 404 for /metrics)."""
+        body, _ = self.server.app[METRICS].exposition()
+        return body.decode()
 
     async def audit_actions(self) -> list[tuple[str, str, str]]:
         return [(r.action, str(r.outcome), r.target) async for r in self.state.storage.records()]

@@ -16,7 +16,7 @@ from posassist.relay.metrics import (
     metrics_handler,
     refusal_reason,
 )
-from tests.relay.harness import PASSWORD, start_relay
+from tests.relay.harness import PASSWORD, Relay, start_relay
 
 
 def make_app() -> web.Application:
@@ -157,7 +157,7 @@ async def test_audited_refusals_count_under_their_reasons_not_their_actions(tmp_
             "/v1/enrol", {"secret": "x" * 32, "public_key": "A" * 43 + "="}
         )
         assert status == 403
-        _, text = await scrape_relay(relay)
+        text = await scrape_relay(relay)
     finally:
         await relay.server.close()
     counts = {
@@ -172,9 +172,10 @@ async def test_audited_refusals_count_under_their_reasons_not_their_actions(tmp_
     assert counts["other"] == 0
 
 
-async def scrape_relay(relay) -> tuple[int, str]:
+async def scrape_relay(relay: Relay) -> str:
     async with aiohttp.ClientSession() as client, client.get(relay.http + "/metrics") as resp:
-        return resp.status, await resp.text()
+        assert resp.status == 404  # never on the agents' port (serve() gives it its own)
+    return relay.metrics_text()
 
 
 def test_every_refusal_the_relay_audits_has_a_reason_label() -> None:

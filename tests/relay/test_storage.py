@@ -113,10 +113,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0007"
+    assert await storage.current_revision() == head_revision() == "0008"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0007"
+    assert await storage.current_revision() == "0008"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -192,10 +192,45 @@ async def test_0007_keeps_open_tickets_with_a_running_clock_and_downgrades(open_
     assert await storage.current_revision() == "0006"
 
 
+async def test_0008_lets_a_job_end_cancelled_and_its_downgrade_reads_it_as_failed(open_more):
+    """A cancelled run (0008, docs/protocol.md#cancel): jobs from before the upgrade keep their
+    status, ``cancelled`` is allowed after (nothing else new is), and downgraded, a cancelled
+    job reads as failed."""
+    from alembic import command
+
+    from posassist.relay.storage.sql import _alembic_config
+
+    storage = await open_more()
+    await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0007"))
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    old = await storage.create_job(device.id, "script.run", "tech", now=NOW)
+    await storage.finish_job(old.id, JobStatus.FAILED, now=NOW, error="failed: x")
+    job = await storage.create_job(device.id, "script.run", "tech", now=NOW)
+    with pytest.raises(Conflict, match="ck_jobs_status"):  # before 0008 the database refuses it
+        await storage.run_write(
+            lambda conn: conn.execute(
+                sa.text("UPDATE jobs SET status = 'cancelled' WHERE id = :id"), {"id": job.id}
+            )
+        )
+    await storage.migrate()
+    assert (await storage.get_job(old.id)).status is JobStatus.FAILED
+    ended = await storage.finish_job(job.id, JobStatus.CANCELLED, now=NOW + 1, error="cancelled")
+    assert ended.status is JobStatus.CANCELLED
+    assert (await storage.get_job(job.id)).status is JobStatus.CANCELLED
+    with pytest.raises(Conflict, match="ck_jobs_status"):
+        await storage.run_write(
+            lambda conn: conn.execute(sa.text("UPDATE jobs SET status = 'bogus'"))
+        )
+    await storage.run_write(lambda conn: command.downgrade(_alembic_config(conn), "0007"))
+    assert (await storage.get_job(job.id)).status is JobStatus.FAILED
+    assert await storage.current_revision() == "0007"
+
+
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0007"
+    assert await first.current_revision() == await second.current_revision() == "0008"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):

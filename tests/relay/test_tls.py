@@ -246,6 +246,7 @@ with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
 """
 
 
+@pytest.mark.py38
 @pytest.mark.parametrize("good", [True, False], ids=["right-pin", "wrong-pin"])
 async def test_pin_check_runs_on_python38_against_the_live_relay(
     relay: Relay, pin: str, good: bool

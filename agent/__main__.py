@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 # On Python 3.8 (Windows 7 tills) cryptography warns, when first imported, that its support for
 # 3.8 is deprecated: a line on every start that a merchant can do nothing about. Only that
@@ -37,6 +37,8 @@ from .errors import ConfigError, RelayRefusedError, ReplacedError  # noqa: E402
 
 if TYPE_CHECKING:
     import argparse
+
+    from posassist.protocol.enrolment import EnrolmentInvite
 
     from .config import Identity
     from .connection import Opened
@@ -64,6 +66,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     trust.add_argument("--data", type=Path, required=True)
     trust.add_argument("--root-hash", required=True, help="from posassist-scripts root-hash")
+    switch = commands.add_parser(
+        "switch-provider",
+        help="move this till to another service provider's relay, with the merchant's consent",
+        description="Enrols with the relay the new provider's token names (a new identity in "
+        "the same data folder), then tells the old relay, which shows the device as handed "
+        "over and refuses it from then on. Settings, printers and backups are kept; the old "
+        "identity is kept in retired/. Nothing changes if the merchant says no or the new "
+        "enrolment fails. docs/agent.md#changing-provider",
+    )
+    switch.add_argument("--data", type=Path, required=True)
+    switch.add_argument("--token", required=True, help="the new provider's PA1-… token")
+    switch.add_argument(
+        "--root-hash", help="the new provider's script repository root hash, from its approvers"
+    )
+    switch.add_argument(
+        "--yes",
+        action="store_true",
+        help="the till's administrator agrees for the merchant (not asked at the terminal)",
+    )
+    idle = commands.add_parser(
+        "wait-idle",
+        help="wait until no vetted script runs here (installers call it before stopping the agent)",
+        description="Exit 0 once no script runs on this till (at once if none does), 1 if one "
+        "still runs after --timeout: stopping the agent then cancels it cleanly (its processes "
+        "killed, its backup restored, recorded cancelled). Recorded in the till's audit.log. "
+        "docs/agent.md#uninstall-while-a-script-runs",
+    )
+    idle.add_argument("--data", type=Path, required=True)
+    idle.add_argument(
+        "--timeout", type=seconds(0.0, 3600.0), default=300.0, help="longest wait (s)"
+    )
+    idle.add_argument(
+        "--for",
+        dest="purpose",
+        choices=("uninstall", "upgrade", "stop"),
+        default="stop",
+        help="why, for the record",
+    )
     run = commands.add_parser("run", help="connect to the relay and serve it")
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="exit after one successful handshake")
@@ -208,6 +248,100 @@ def _configure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_switch(invite: EnrolmentInvite, yes: bool) -> bool:
+    """The merchant's consent to changing provider, asked at the terminal (zh-CN, then English);
+    ``--yes`` is a local administrator's. No terminal and no ``--yes``: NoTerminal, exit 2."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        from posassist.client.errors import NoTerminal
+
+        raise NoTerminal(
+            "没有可询问商户的终端; 由本机管理员加 --yes 确认 / no terminal to ask the merchant "
+            "on: a local administrator confirms with --yes; nothing changed"
+        )
+    where = printable(f"{invite.relay_url} ({invite.relay_id})", multiline=False)
+    _say(f"将本收银机转到另一家服务商: {where}", f"move this till to another provider: {where}")
+    _say(
+        "原服务商将不能再连接本机; 设置、打印机和备份保留",
+        "the current provider will no longer reach this till; settings, printers and backups "
+        "are kept",
+    )
+    try:
+        answer = input("同意请输入 yes / type yes to agree: ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("yes", "y", "是", "同意")
+
+
+def _switch(args: argparse.Namespace) -> int:
+    """posassist-agent switch-provider: see agent/handover.py."""
+    from .handover import switch_provider
+
+    done = switch_provider(
+        args.data, args.token, args.root_hash, lambda invite: _confirm_switch(invite, args.yes)
+    )
+    _say(
+        f"已转到新的服务商, 设备编号 {done.new_device_id}",
+        f"moved to the new provider as device {done.new_device_id} ({done.new_relay_url})",
+    )
+    if done.told == "told":
+        _say(
+            f"已通知原服务商, 原设备 {done.old_device_id} 显示为已转移",
+            f"the old relay was told: device {done.old_device_id} shows as handed over",
+        )
+    else:
+        _say(
+            f"未能通知原服务商 ({done.told}); 请让原服务商注销设备 {done.old_device_id}",
+            f"the old relay was NOT told ({done.told}); ask the old provider to revoke "
+            f"device {done.old_device_id}",
+        )
+    _say(
+        f"原身份保存在 {done.retired}; 运行中的代理会自动改连新服务器",
+        f"the old identity is kept in {done.retired}; a running agent moves to the new relay "
+        "by itself",
+    )
+    return 0
+
+
+def _wait_idle(data_dir: Path, timeout: float, purpose: str) -> int:
+    """posassist-agent wait-idle: see agent/runstate.py."""
+    from . import journal
+    from .runstate import read_running, wait_idle
+
+    running = read_running(data_dir)
+    if running is not None:
+        what = printable(str(running.get("what", "")), multiline=False)
+        _say(
+            f"正在等待脚本结束 ({what}), 最多 {timeout:g} 秒",
+            f"waiting for the running script ({what}) to end, at most {timeout:g} s",
+        )
+    outcome, run, waited = wait_idle(data_dir, timeout)
+    detail: Dict[str, Any] = {"for": purpose, "waited": round(waited, 1)}
+    if run is not None:
+        detail.update(job_id=run.get("job_id"), what=run.get("what"))
+    try:
+        journal.record(data_dir, "agent.wait_idle", outcome, detail)
+    except OSError as exc:  # the installer goes on either way; say so
+        log.warning("wait-idle not recorded in %s: %s", data_dir, exc)
+    what = printable(str(detail.get("what", "")), multiline=False)
+    if outcome == "idle":
+        _say("没有正在运行的脚本", "no script is running")
+    elif outcome == "finished":
+        _say(
+            f"正在运行的脚本已结束 ({what}, 等待 {waited:.0f} 秒)",
+            f"the running script ended ({what}) after {waited:.0f} s",
+        )
+    else:
+        _say(
+            f"脚本仍在运行 ({what}); 停止代理时将取消它并恢复备份",
+            f"a script still runs after {waited:.0f} s ({what}); stopping the agent cancels "
+            "it cleanly and restores its backup",
+        )
+        return 1
+    return 0
+
+
 def _help(data_dir: Path, text: bool, lang: str, autostart: bool) -> int:
     """The help window, or its ``--text`` twin; both need the agent running on this till."""
     if autostart:
@@ -289,7 +423,36 @@ def _script_service(
     )
 
 
+#: How many times one agent process takes up a new identity (a provider switch) by itself.
+MAX_IDENTITY_RELOADS = 8
+
+
 async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = True) -> int:
+    """Serve the relay of the identity in ``data_dir``; when ``switch-provider`` replaced that
+    identity while we ran (docs/agent.md#changing-provider), start again with the new one."""
+    for _ in range(MAX_IDENTITY_RELOADS):
+        status, moved = await _run_identity(data_dir, once, max_backoff, checks)
+        if not moved:
+            return status
+        _say(
+            "本机已转到新的服务商, 正在连接新服务器",
+            "this till moved to a new provider: reconnecting",
+        )
+    return 1
+
+
+def _identity_moved(data_dir: Path, device_id: str) -> bool:
+    """Whether ``agent.json`` now names another device (a provider switch replaced it)."""
+    try:
+        config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # mid-swap, or damaged: the next attempt looks again
+    return isinstance(config, dict) and config.get("device_id") not in (None, device_id)
+
+
+async def _run_identity(
+    data_dir: Path, once: bool, max_backoff: float, checks: bool
+) -> Tuple[int, bool]:
     from .diagnostics import DiagContext
     from .run import run_agent
 
@@ -335,9 +498,19 @@ async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = Tr
             f"connected to relay {info.relay_id} as {identity.device_id} (v{info.version})",
         )
 
+    moved = False
+
     def failed(exc: BaseException) -> None:
+        nonlocal moved
+        if not once and _identity_moved(data_dir, identity.device_id):
+            moved = True  # replaced by our own handover connection, or refused handed_over
+            stop.set()
+            return
         if isinstance(exc, RelayRefusedError):
             _say(exc.words_zh, exc.words_en)
+        elif isinstance(exc, ReplacedError) and (data_dir / "switch.new").exists():
+            # switch-provider's handover connection, signed with this identity (agent/handover.py)
+            _say("正在更换服务商", "changing provider: the old relay is being told")
         elif isinstance(exc, ReplacedError):
             _say(
                 "本设备身份在另一处连接了服务器, 稍后重连 (若为复制的系统镜像, 请重新登记本机)",
@@ -373,9 +546,11 @@ async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = Tr
             await asyncio.gather(fresh, return_exceptions=True)
         if scripts is not None:
             await scripts.close()  # runs outlive connections, not the agent
+    if moved:
+        return status, True
     if not once:
         _say("代理已停止", "agent stopped")
-    return status
+    return status, False
 
 
 async def _diag(data_dir: Path, as_json: bool, timeout: float) -> int:
@@ -426,6 +601,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if args.command == "configure":
             return _configure(args)
+        if args.command == "switch-provider":
+            return _switch(args)
+        if args.command == "wait-idle":
+            return _wait_idle(args.data, args.timeout, args.purpose)
         if args.command == "trust-root":
             from .enrol import trust_root
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from posassist.client import http
 from posassist.client.files import write_private
@@ -132,6 +132,16 @@ def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> I
     wanted = _checked_root_hash(root_hash)
     if (data_dir / "agent.key").exists():
         raise ConfigError(f"{data_dir / 'agent.key'} exists already; this PC has an identity")
+    identity, root = register(invite, wanted)
+    install(data_dir, identity, root, invite, wanted)
+    return identity
+
+
+def register(invite: EnrolmentInvite, wanted: Optional[str]) -> Tuple[Identity, Optional[bytes]]:
+    """Enrol with the relay ``invite`` names: a new key pair made here, the token used up. Nothing
+    is written: the identity (its key in memory only) and the root checked against ``wanted``.
+    Raises as :func:`enrol` does; when it raises, the token was not used unless the relay said
+    no to it (used, expired…)."""
     if wanted is not None and invite.root_hash not in (None, wanted):
         _refuse_root(http.http_url(invite.relay_url), wanted, invite.tls_pin, None, "the token's")
     key = signing.generate_private_key()
@@ -154,7 +164,17 @@ def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> I
         raise ConfigError("the relay that answered is not the one the token names")
     if not DEVICE_ID.fullmatch(device_id):  # printed, logged and kept: nothing but an id
         raise ConfigError("the relay answered a device id that is not one")
-    identity = Identity(device_id, invite.relay_url, key, invite.tls_pin)
+    return Identity(device_id, invite.relay_url, key, invite.tls_pin), root
+
+
+def install(
+    data_dir: Path,
+    identity: Identity,
+    root: Optional[bytes],
+    invite: EnrolmentInvite,
+    wanted: Optional[str],
+) -> None:
+    """Write what :func:`register` gave into ``data_dir`` (the key never over an existing one)."""
     if root is not None:
         _install_root(data_dir, root)
     write_identity(
@@ -162,7 +182,6 @@ def enrol(token_text: str, data_dir: Path, root_hash: Optional[str] = None) -> I
         identity,
         {"relay_id": invite.relay_id, "tls_pin": invite.tls_pin, "root_hash": wanted},
     )
-    return identity
 
 
 def trust_root(data_dir: Path, root_hash: str) -> None:
@@ -188,4 +207,4 @@ def trust_root(data_dir: Path, root_hash: str) -> None:
     write_private(config_path, json.dumps(config, indent=2))
 
 
-__all__ = ["enrol", "trust_root"]
+__all__ = ["enrol", "install", "register", "trust_root"]

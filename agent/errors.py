@@ -13,6 +13,7 @@ everything else 1.
         ├── UntrustedRootError        a script root the approvers did not name      exit 3
         │   └── RootHashOutOfDate     the hash names an older root of the same repository
         ├── ReplacedError             the relay closed us 4002: this identity connected again
+        ├── SwitchRefused             the merchant said no to changing provider      exit 1
         ├── OutboxError               the alert outbox (SQLite) could not be read or written
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
@@ -55,6 +56,7 @@ __all__ = [
     "ReplacedError",
     "ScriptError",
     "ScriptRefusedError",
+    "SwitchRefused",
     "UntrustedRootError",
 ]
 
@@ -101,6 +103,14 @@ class ReplacedError(AgentError):
     close_code = 4002
     public_reason = "replaced by another connection of this device"
     public_reason_zh = "本设备身份在另一处连接了服务器 (可能是复制的系统镜像)"
+
+
+class SwitchRefused(AgentError):
+    """The merchant did not agree to move this till to another provider
+    (docs/agent.md#changing-provider): nothing was changed, here or at either relay."""
+
+    public_reason = "the merchant did not agree to change provider; nothing changed"
+    public_reason_zh = "商户未同意更换服务商, 未做任何更改"
 
 
 class OutboxError(AgentError):

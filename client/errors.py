@@ -61,6 +61,11 @@ REFUSALS: Dict[str, Tuple[str, str]] = {
         "本设备已被服务器停用, 请联系技术支持",
         "the relay refused this device: it was revoked; call support",
     ),
+    "handed_over": (
+        "本设备已转到其他服务商, 原服务器不再接受它; 请确认本机已登记到新的服务商",
+        "the relay refused this device: it was handed over to another provider; check that "
+        "this till is enrolled with the new one (posassist-agent switch-provider)",
+    ),
     "unknown_device": (
         "服务器不认识本设备, 请联系技术支持重新登记",
         "the relay refused this device: it is not enrolled there; call support to enrol it again",

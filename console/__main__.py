@@ -20,6 +20,8 @@ from posassist.client import http
 from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
 from posassist.client.prompt import PASSWORD_ENV, secret_from
+from posassist.client.render import HEADINGS as COLLECTORS
+from posassist.client.render import when
 from posassist.protocol import (
     DiagnosticsReport,
     DiagnosticsRequest,
@@ -148,10 +150,12 @@ def devices(show_facts: bool = False, as_json: bool = False) -> int:
         listed = _call(base + "/v1/stores", token=session["token"], **trust)["stores"]
         stores = {row["id"]: row for row in listed}
     rows, notes, details = [], [], []
+    now = time.time()
     for d in answer["devices"]:
         facts = d.get("facts")  # a relay before protocol v2 lists none
         facts = facts if isinstance(facts, dict) else {}
         store = stores.get(d["store_id"], {})
+        zone = store.get("timezone") or d.get("store_timezone")
         seen = d.get("last_seen")
         rows.append(
             [
@@ -159,10 +163,13 @@ def devices(show_facts: bool = False, as_json: bool = False) -> int:
                 "yes" if d["online"] else "no",
                 d["status"],
                 store.get("name") or d["store_id"],
-                local_time(seen, store.get("timezone")) if seen else "never / 从未",
+                local_time(seen, zone) if seen else "never / 从未",
                 facts_summary(facts),
             ]
         )
+        if d.get("status") == "handed_over":  # docs/protocol.md#changing-provider
+            moved = when(d.get("handed_over_at"), alerts.zone(zone), now)
+            notes.append(printable(f"  {d['id']}: handed over / 已转移: {moved}", multiline=False))
         if d.get("flapping") is True:  # relay/flapping.py
             notes.append(printable(f"  ! {d['id']}: {FLAPPING}", multiline=False))
         if show_facts:
@@ -225,8 +232,6 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
     the till and in tickets), or None (this console's) when the relay does not say."""
     from urllib.parse import quote
 
-    from .alerts import _zone
-
     base, token, pin = http.http_url(session["relay"]), session["token"], session.get("tls_pin")
     ca_file = session.get("tls_ca")
     try:
@@ -239,7 +244,7 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
             return None
         path = f"/v1/stores/{quote(store, safe='')}"
         answer = await http.fetch("GET", base + path, token=token, pin=pin, ca_file=ca_file)
-        return _zone(answer.json().get("timezone")) if answer.status == 200 else None
+        return alerts.zone(answer.json().get("timezone")) if answer.status == 200 else None
     except (OSError, ValueError, AttributeError, http.HttpError):
         return None
 
@@ -556,7 +561,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("device", nargs="?")
     d.add_argument("--store", help="every active device of this store, one line each")
-    d.add_argument("--collector", action="append", default=[], help="only these collectors")
+    d.add_argument(
+        "--collector",
+        action="append",
+        default=[],
+        choices=sorted(COLLECTORS),
+        help="only these collectors",
+    )
     d.add_argument("--json", action="store_true")
     d.add_argument("--timeout", type=seconds(0.1, 600.0), default=20.0)
     rs = commands.add_parser("restore", help="put back the files a script run backed up")

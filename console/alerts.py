@@ -44,7 +44,7 @@ def add_parser(commands: Any) -> None:
     ack.add_argument("alert_id")
 
 
-def _zone(name: Any) -> tzinfo | None:
+def zone(name: Any) -> tzinfo | None:
     if not isinstance(name, str):
         return None
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,7 +63,7 @@ def _check_id(value: str, what: str) -> str:
 
 def render_alert(alert: dict[str, Any], now: float) -> list[str]:
     """One alert as lines for a terminal (its text made printable)."""
-    tz = _zone(alert.get("store_timezone"))
+    tz = zone(alert.get("store_timezone"))
     status = STATUS.get(str(alert.get("status")), str(alert.get("status")))
     severity = SEVERITY.get(str(alert.get("severity")), str(alert.get("severity")))
     head = (
@@ -128,7 +128,7 @@ def run(
                 raise
             # acknowledged already, or resolved: say by whom and when, in the store's zone
             alert = call(f"{base}/{alert_id}", token=token, pin=pin)
-            tz = _zone(alert.get("store_timezone"))
+            tz = zone(alert.get("store_timezone"))
             if alert.get("status") == "resolved":
                 said = f"{alert_id} is resolved already / 已恢复, 无需受理"
             else:

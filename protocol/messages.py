@@ -54,6 +54,8 @@ __all__ = [
     "ConsentAnswer",
     "ConsentRequest",
     "DeviceFacts",
+    "DeviceHandedOver",
+    "DeviceHandover",
     "DiagnosticsReport",
     "DiagnosticsRequest",
     "ErrorReply",
@@ -1230,3 +1232,23 @@ class ConsentAnswer(Message):
     id: int = spec(lo=1)
     granted: bool
     answered_by: str = spec(default="", max_len=MAX_NAME)
+
+
+# --- changing provider (docs/protocol.md#changing-provider) -----------------------------------
+
+
+@message("device.handover", Kind.REQUEST)
+class DeviceHandover(Message):
+    """The device has enrolled with another provider's relay, with the merchant's consent
+    (version 7): this relay marks it handed over and refuses its identity from now on."""
+
+    id: int = spec(lo=1)
+    device_id: str = spec(pattern=DEVICE_ID)
+
+
+@message("device.handed_over", Kind.REPLY)
+class DeviceHandedOver(Message):
+    """The relay marked the device handed over (version 7) at ``handed_over_at``, its clock."""
+
+    id: int = spec(lo=1)
+    handed_over_at: float

@@ -25,6 +25,8 @@ SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 #: A peer that speaks only version 1 would refuse them as unknown (docs/protocol.md#versions).
 SINCE_VERSION: Dict[str, int] = {
     "agent.facts": 2,
+    "device.handed_over": 7,
+    "device.handover": 7,
     "job.query": 3,
     "job.results": 3,
     "policy.updated": 5,
@@ -123,6 +125,7 @@ _AGENT_SENDS = _BOTH | {
     "ticket.reply",
     "consent.answer",
     "job.results",
+    "device.handover",
 }
 _RELAY_SENDS_AGENT = _BOTH | {
     "diag.request",
@@ -137,6 +140,7 @@ _RELAY_SENDS_AGENT = _BOTH | {
     "consent.request",
     "job.query",
     "policy.updated",
+    "device.handed_over",
     "script.cancel",
 }
 _CONSOLE_SENDS = _BOTH | {"diag.request", "script.run", "script.restore"}
@@ -171,5 +175,6 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "ticket.reply": frozenset({"ticket.replied", "error"}),
     "consent.request": frozenset({"consent.answer", "error"}),
     "job.query": frozenset({"job.results", "error"}),
+    "device.handover": frozenset({"device.handed_over", "error"}),
     "script.cancel": frozenset({"script.finished", "error"}),
 }

@@ -498,7 +498,8 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         target = f"user:{args.username}"
     elif args.action == "list":
         for d in await storage.list_devices(Scope.root()):
-            print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}")
+            moved = "" if d.handed_over_at is None else f"\thanded over {d.handed_over_at}"
+            print(f"{d.id}\t{d.store_id}\t{d.status}\tlast seen {d.last_seen}{moved}")
         return 0
     else:
         try:

@@ -399,16 +399,22 @@ def diagnostics_sections(identity: Identity, index: int) -> dict[str, Any]:
             },
             "findings": [],
         },
-        "printer": {
+        "printers": {
             "ok": True,
             "elapsed_ms": 212.0,
+            "status": "ok",
             "data": {
-                "port": "COM3",
-                "model": "EPSON TM-T82III",
-                "online": True,
-                "paper": "ok",
-                "cover_open": False,
-                "status_bytes": "16 12 12 12",
+                "printers": [
+                    {
+                        "name": "receipt",
+                        "target": "COM3",
+                        "model": "EPSON TM-T82III",
+                        "outcome": "ok",
+                        "online": True,
+                        "problems": [],
+                        "replies": {"1": "16", "2": "12", "3": "12", "4": "12"},
+                    }
+                ],
             },
             "findings": [],
         },

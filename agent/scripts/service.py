@@ -91,6 +91,9 @@ class ScriptService:
         base = http_url(relay_url)
         self.metadata_url = base + "/v1/scripts/metadata/"
         self.targets_url = base + "/v1/scripts/targets/"
+        self.data_dir = data_dir
+        #: (job id, what) of the run under way, for the record when the agent stops it
+        self._current: Optional[Tuple[str, str]] = None
         self.root_file = data_dir / "scripts" / "root.json"
         self.cache_dir = data_dir / "scripts" / "cache"
         self.runner = runner
@@ -149,8 +152,22 @@ class ScriptService:
             log.error("a script run failed inside the agent: %s: %s", type(exc).__name__, exc)
 
     async def close(self) -> None:
-        """The agent is stopping: cut runs under way short (each recorded ``cancelled``)."""
+        """The agent is stopping: cut runs under way short (each recorded ``cancelled``, and in
+        the till's own audit log: a service stop by an uninstall, an upgrade or a shutdown)."""
         tasks = list(self._tasks) + list(self._cancels)
+        if self._tasks and self._current is not None:
+            from .. import journal
+
+            job_id, what = self._current
+            try:
+                journal.record(
+                    self.data_dir,
+                    "script.cancelled",
+                    "ok",
+                    {"job_id": job_id, "what": what, "why": "the agent stopped"},
+                )
+            except OSError as exc:  # the run is cut short all the same
+                log.warning("cancellation of %s not recorded: %s", job_id, exc)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -213,8 +230,9 @@ class ScriptService:
             self._runs[request.job_id] = run
         try:
             async with self._lock:
-                send = _noting(run, await self._recording(request.job_id, send))
+                await self._mark_running(job_id, f"{request.script} {request.version}", clock())
                 try:
+                    send = _noting(run, await self._recording(request.job_id, send))
                     await self._handle(request, job_id, send, clock, run)
                 except asyncio.CancelledError:
                     self._cut_short(request.job_id, clock())
@@ -222,11 +240,33 @@ class ScriptService:
                 except Exception as exc:
                     self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
                     raise
+                finally:
+                    self._mark_idle()
         finally:
             if self._runs.get(job_id) is run:
                 del self._runs[job_id]
             if not run.ended.done():
                 run.ended.set_result(run.finished)
+
+    async def _mark_running(self, job_id: str, what: str, now: float) -> None:
+        """``running.json`` while it runs: what an uninstaller waits on (agent/runstate.py)."""
+        from ..runstate import write_running
+
+        self._current = (job_id, what)
+        loop = asyncio.get_event_loop()
+        try:
+            await loop.run_in_executor(None, write_running, self.data_dir, job_id, what, now)
+        except OSError as exc:  # an uninstaller then does not wait; the run goes on
+            log.warning("running.json not written: %s", exc)
+
+    def _mark_idle(self) -> None:
+        from ..runstate import clear_running
+
+        self._current = None
+        try:
+            clear_running(self.data_dir)  # also on a cancel: no await here
+        except OSError as exc:
+            log.warning("running.json not removed: %s", exc)
 
     def answer(self, query: JobQuery, *, never_received: bool = True) -> JobResults:
         """What this till knows of the jobs a relay asks after (docs/protocol.md#requests);
@@ -376,8 +416,9 @@ class ScriptService:
         """A technician's restore of an earlier run's backup; ends with one ScriptFinished."""
         job_id = request.job_id or f"restore-{request.id}"
         async with self._lock:
-            send = await self._recording(request.job_id, send)
+            await self._mark_running(job_id, f"restore {request.backup_id}", clock())
             try:
+                send = await self._recording(request.job_id, send)
                 await self._restore(request, job_id, send, clock)
             except asyncio.CancelledError:
                 self._cut_short(request.job_id, clock())
@@ -385,6 +426,8 @@ class ScriptService:
             except Exception as exc:
                 self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
                 raise
+            finally:
+                self._mark_idle()
 
     async def _restore(
         self,

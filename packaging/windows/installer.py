@@ -410,12 +410,57 @@ def install(
     return version
 
 
+#: Seconds an uninstall waits for a vetted script that is running to finish (``--wait``).
+UNINSTALL_WAIT = 300.0
+
+
+def wait_for_scripts(
+    install_dir: Path, data: Path, wait: float, run: Runner, python: Optional[Path] = None
+) -> bool:
+    """Before the service stops: the installed agent waits (``wait-idle``) for a script that
+    runs to finish, at most ``wait`` seconds, and records it in the till's audit.log. False if
+    one still runs: stopping the service then cancels it cleanly (its processes killed, its
+    backup restored; docs/agent.md#uninstall-while-a-script-runs)."""
+    launch = install_dir / "launch.py"
+    if not launch.exists() or not (data / "agent.json").exists():
+        return True  # no agent installed, or never enrolled: nothing can run
+    try:
+        run(
+            [
+                str(python or Path(sys.executable)),
+                str(launch),
+                "wait-idle",
+                "--data",
+                str(data),
+                "--timeout",
+                f"{wait:g}",
+                "--for",
+                "uninstall",
+            ]
+        )
+    except InstallError:
+        return False
+    return True
+
+
 def uninstall(
-    install_dir: Path, data: Path, env: Dict[str, str], purge: bool, run: Runner = run_command
+    install_dir: Path,
+    data: Path,
+    env: Dict[str, str],
+    purge: bool,
+    run: Runner = run_command,
+    wait: float = UNINSTALL_WAIT,
+    python: Optional[Path] = None,
 ) -> None:
     """Stop and remove the service, the shortcuts and the program; keep the data folder (the
-    till's identity: a reinstall carries on as the same device) unless ``purge``."""
+    till's identity: a reinstall carries on as the same device) unless ``purge``. A script
+    that runs is waited for first, up to ``wait`` seconds, then cancelled by the stop."""
     if service_exists(run):
+        if not wait_for_scripts(install_dir, data, wait, run, python):
+            _say(
+                "脚本仍在运行, 停止服务时将取消它并恢复备份",
+                "a script still runs: stopping the service cancels it and restores its backup",
+            )
         stop_service(run)
         run(["sc.exe", "delete", SERVICE])
     for link in shortcut_paths(env):
@@ -450,6 +495,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="the merchant's Windows account, whose help window may reach the agent",
     )
     parser.add_argument("--purge", action="store_true", help="uninstall: also delete the data")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=UNINSTALL_WAIT,
+        help="uninstall: seconds to wait for a running script before cancelling it",
+    )
     args = parser.parse_args(argv)
     bundle = Path(__file__).resolve().parent
     try:
@@ -467,7 +518,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"installed the posassist agent {version}; its data is in {args.data}",
             )
         else:
-            uninstall(args.install_dir, args.data, env, args.purge)
+            uninstall(args.install_dir, args.data, env, args.purge, wait=args.wait)
             kept = "" if args.purge else f"; {args.data} kept"
             _say("已卸载 posassist 代理", f"uninstalled the posassist agent{kept}")
     except InstallError as exc:

@@ -15,6 +15,8 @@ from posassist.protocol import (
     AuthenticationError,
     AuthResponse,
     DeviceFacts,
+    DeviceHandedOver,
+    DeviceHandover,
     ErrorReply,
     Heartbeat,
     HeartbeatAck,
@@ -69,6 +71,8 @@ SOFTWARE = f"posassist-relay/{__version__}"
 #: Close code telling an agent its device was revoked, or that a newer connection replaced it.
 REVOKED = 4003
 REPLACED = 4002
+#: Close code after ``device.handed_over``: the device moved to another provider.
+HANDED_OVER = 4004
 
 
 async def refuse_over_budget(state: RelayState, request: web.Request, action: str) -> None:
@@ -166,8 +170,11 @@ async def disconnect_revoked(state: RelayState, device_id: str) -> None:
     await end_jobs_of_revoked(state, device_id)
 
 
-async def end_jobs_of_revoked(state: RelayState, device_id: str) -> None:
-    """Every ``unknown`` job of a revoked device → ``failed`` ``device_revoked``."""
+async def end_jobs_of_revoked(
+    state: RelayState, device_id: str, why: str = DEVICE_REVOKED, text: str = DEVICE_REVOKED_TEXT
+) -> None:
+    """Every ``unknown`` job of a revoked device → ``failed`` ``device_revoked`` (or, for a
+    device handed over to another provider, ``device_handed_over``: it never comes back)."""
     try:
         jobs = await state.storage.unknown_jobs(device_id, limit=MAX_REVOKED_JOBS)
     except StorageError as exc:
@@ -181,8 +188,8 @@ async def end_jobs_of_revoked(state: RelayState, device_id: str) -> None:
             "relay",
             job.kind,
             JobStatus.FAILED,
-            f"{DEVICE_REVOKED}: {DEVICE_REVOKED_TEXT}",
-            {"via": DEVICE_REVOKED},
+            f"{why}: {text}",
+            {"via": why},
         )
 
 
@@ -359,6 +366,8 @@ async def _check_device(
         return "unknown_device"
     if device.status is DeviceStatus.REVOKED:
         return "revoked"
+    if device.status is DeviceStatus.HANDED_OVER:
+        return "handed_over"  # moved to another provider (docs/protocol.md#changing-provider)
     payload = signing.auth_payload(state.config.relay_id, device.id, nonce, version)
     try:
         signing.verify(signing.public_key_from_raw(device.public_key), response.signature, payload)
@@ -417,6 +426,8 @@ async def _handle(
             await reconcile_route(state, route, event)
         elif event.TERMINAL:
             await finish_route(state, route, None, None, reply=event)
+    elif isinstance(event, DeviceHandover):
+        await _hand_over(device_id, peer, state, event)
     elif isinstance(event, AlertRaised):
         from .alerts import ingest_alert  # here: it imports api, which imports this module
 
@@ -436,6 +447,61 @@ async def _handle(
                 message=f"{event.TAG} is not handled by this relay yet",
             )
         )
+
+
+#: Why requests in flight to a device end when it moves to another provider.
+HANDED_OVER_TEXT = "the device moved to another provider / 设备已转移到其他服务商"
+
+
+async def _hand_over(
+    device_id: str, peer: WebSocketSession, state: RelayState, event: DeviceHandover
+) -> None:
+    """The agent enrolled with another provider, with its merchant's consent, and says so
+    (docs/protocol.md#changing-provider): the device is marked ``handed_over``, audited, told
+    when, and closed (4004); its identity is refused from now on. Only its own device."""
+    if event.device_id != device_id:
+        await state.audit(
+            f"device:{device_id}",
+            "device.handover",
+            f"device:{device_id}",
+            Outcome.REFUSED,
+            {"reason": "another device", "peer": peer.peer},
+        )
+        peer.send_nowait(
+            ErrorReply(
+                id=event.id,
+                code="forbidden",
+                message="a device can hand over only itself / 设备只能转移自己",
+            )
+        )
+        return
+    device = await state.storage.hand_over_device(device_id, now=state.now())
+    if device.status is not DeviceStatus.HANDED_OVER or device.handed_over_at is None:
+        # revoked while it asked: it stays revoked, and is refused like any revoked device
+        peer.send_nowait(
+            ErrorReply(id=event.id, code="revoked", message="the device was revoked / 设备已被吊销")
+        )
+        return
+    await state.audit(
+        f"device:{device_id}",
+        "device.handover",
+        f"device:{device_id}",
+        Outcome.OK,
+        {"handed_over_at": device.handed_over_at, "peer": peer.peer},
+    )
+    log.warning("device %s handed over to another provider by its agent", device_id)
+    # Nothing more is routed to it; what was in flight ends here, not in a later sweep.
+    for route in state.router.detach_agent(device_id, peer):
+        if not route.orphaned:
+            await finish_route(state, route, "handed_over", HANDED_OVER_TEXT)
+    # its jobs of unknown outcome can never be reconciled: it does not come back
+    await end_jobs_of_revoked(state, device_id, "device_handed_over", HANDED_OVER_TEXT)
+    # The answer is its last frame: written directly, after the outbox (dropped: it is leaving).
+    await peer.stop_writer()
+    peer.session.send(DeviceHandedOver(id=event.id, handed_over_at=device.handed_over_at))
+    await peer.flush()
+    await peer.close(HANDED_OVER, "device handed over")
+    raise ConnectionClosedError(f"{device_id} handed over")  # ends its handler, said once
 
 
 async def _audit_step(

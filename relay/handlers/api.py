@@ -459,7 +459,14 @@ async def list_devices(request: web.Request) -> web.Response:
     state = request.app[STATE]
     user = await current_user(request)
     devices = await state.storage.list_devices(user.scope)
-    return web.json_response({"devices": [_device_row(state, d) for d in devices]})
+    rows = [_device_row(state, d) for d in devices]
+    zones: dict[str, str] = {}  # a handed-over device's time is shown in its store's zone
+    for device, row in zip(devices, rows, strict=True):
+        if device.handed_over_at is not None:
+            if device.store_id not in zones:
+                zones[device.store_id] = (await state.storage.get_store(device.store_id)).timezone
+            row["store_timezone"] = zones[device.store_id]
+    return web.json_response({"devices": rows})
 
 
 def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
@@ -471,6 +478,8 @@ def _device_row(state: RelayState, device: Device) -> dict[str, Any]:
         "id": device.id,
         "store_id": device.store_id,
         "status": device.status.value,
+        # moved to another provider by its agent (docs/protocol.md#changing-provider)
+        "handed_over_at": device.handed_over_at,
         "online": state.router.agent(device.id) is not None,
         # its connections keep replacing each other: one identity on two tills (cloned image)
         "flapping": state.flaps.is_flapping(device.id, state.now()),

@@ -210,6 +210,35 @@ class SqliteDatabase:
             self._writer, functools.partial(self._run, work, "IMMEDIATE")
         )
 
+    async def write_schema(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run a migration: a write transaction with foreign keys switched off, the way SQLite
+        documents changing a table others point at (rebuilt in batch mode: a new table, rows
+        copied, the old one dropped). Every foreign key is checked before the commit; a broken
+        one rolls it all back (Conflict)."""
+        loop = asyncio.get_running_loop()
+        with map_db_errors():
+            return await loop.run_in_executor(
+                self._writer, functools.partial(self._run_schema, work)
+            )
+
+    def _run_schema(self, work: Callable[[sa.Connection], T]) -> T:
+        conn = self._engine.connect().execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        try:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: before it
+            with conn.begin():
+                result = work(conn)
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                if broken is not None:
+                    raise sqlalchemy.exc.IntegrityError(
+                        "PRAGMA foreign_key_check", None, Exception(f"broken reference {broken}")
+                    )
+            return result
+        finally:
+            conn.invalidate()  # never reused with foreign keys off
+            conn.close()
+
     def _run_inline(self, work: Callable[[sa.Connection], T]) -> T:
         conn = self._inline
         if conn is None:

@@ -51,6 +51,8 @@ class Role(enum.StrEnum):
 class DeviceStatus(enum.StrEnum):
     ACTIVE = "active"
     REVOKED = "revoked"
+    #: moved to another provider's relay by the agent itself (``device.handover``)
+    HANDED_OVER = "handed_over"
 
 
 class JobStatus(enum.StrEnum):
@@ -148,6 +150,7 @@ class Device:
     enrolled_at: float
     revoked_at: float | None = None
     last_seen: float | None = None
+    handed_over_at: float | None = None
     agent_version: str | None = None
     facts: Mapping[str, Any] = field(default_factory=dict)
 

@@ -77,7 +77,9 @@ devices = sa.Table(
     sa.Column("last_seen", sa.Double(), nullable=True),
     sa.Column("agent_version", sa.String(64), nullable=True),
     sa.Column("facts", sa.JSON(), nullable=False),
-    sa.CheckConstraint("status IN ('active', 'revoked')", name="status"),
+    # Migration 0009: moved to another provider (docs/protocol.md#changing-provider).
+    sa.Column("handed_over_at", sa.Double(), nullable=True),
+    sa.CheckConstraint("status IN ('active', 'revoked', 'handed_over')", name="status"),
 )
 
 users = sa.Table(

@@ -43,7 +43,7 @@ from posassist.relay.errors import (
     TokenUnknown,
 )
 from posassist.relay.storage import schema as t
-from posassist.relay.storage.engine import DEFAULT_BUSY_TIMEOUT, open_database
+from posassist.relay.storage.engine import DEFAULT_BUSY_TIMEOUT, SqliteDatabase, open_database
 from posassist.relay.storage.models import (
     ChainHead,
     Device,
@@ -155,6 +155,7 @@ def _device(row: sa.Row[Any]) -> Device:
         last_seen=row.last_seen,
         agent_version=row.agent_version,
         facts=row.facts,
+        handed_over_at=row.handed_over_at,
     )
 
 
@@ -306,6 +307,14 @@ class SqlStorage:
         """Run ``work`` in a write transaction: for tools and tests that need raw SQL."""
         return await self._db.write(work)
 
+    async def run_schema_write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run a migration step (``work``) in one transaction; on SQLite with its foreign keys
+        off and all of them checked before the commit, since a batch migration rebuilds tables
+        that others point at (0008)."""
+        if isinstance(self._db, SqliteDatabase):
+            return await self._db.write_schema(work)
+        return await self._db.write(work)
+
     # -- migrations ----------------------------------------------------------------------------
 
     async def migrate(self) -> None:
@@ -329,7 +338,7 @@ class SqlStorage:
                 )
             _upgrade_head(conn)
 
-        await self._db.write(tx)
+        await self.run_schema_write(tx)
 
     async def current_revision(self) -> str | None:
         """The schema version the database is at (None when never migrated)."""
@@ -489,6 +498,23 @@ class SqlStorage:
                 t.devices.update()
                 .where(t.devices.c.id == device_id, t.devices.c.status == DeviceStatus.ACTIVE)
                 .values(status=DeviceStatus.REVOKED.value, revoked_at=now)
+            )
+            return conn.execute(t.devices.select().where(t.devices.c.id == device_id)).first()
+
+        row = await self._db.write(tx)
+        if row is None:
+            raise NotFound(f"device {device_id!r}")
+        return _device(row)
+
+    async def hand_over_device(self, device_id: str, *, now: float) -> Device:
+        """Mark an active device handed over to another provider (idempotent: a second call
+        keeps the first ``handed_over_at``; a revoked device stays revoked)."""
+
+        def tx(conn: sa.Connection) -> sa.Row[Any] | None:
+            conn.execute(
+                t.devices.update()
+                .where(t.devices.c.id == device_id, t.devices.c.status == DeviceStatus.ACTIVE)
+                .values(status=DeviceStatus.HANDED_OVER.value, handed_over_at=now)
             )
             return conn.execute(t.devices.select().where(t.devices.c.id == device_id)).first()
 

@@ -70,12 +70,14 @@ def health_word(alerts: Iterable[Alert]) -> str:
 class DeviceRow:
     id: str
     host: str
-    state: str  # online, offline, revoked
+    state: str  # online, offline, revoked, handed_over
     flapping: bool
     last_seen: str
     version: str
     health: str
     pos: str
+    #: when its agent moved it to another provider (docs/protocol.md#changing-provider), or ""
+    handed_over: str = ""
 
 
 @dataclass(slots=True)
@@ -122,6 +124,8 @@ def group_fleet(
             continue
         if device.status is DeviceStatus.REVOKED:
             state = "revoked"
+        elif device.status is DeviceStatus.HANDED_OVER:
+            state = "handed_over"
         else:
             state = "online" if device.id in online else "offline"
         health = health_word(alerts.get(device.id, ()))
@@ -144,6 +148,7 @@ def group_fleet(
                 version=_text(device.agent_version) or _text(device.facts.get("agent_version")),
                 health=health,
                 pos=_text(device.facts.get("pos_name")) or _text(device.facts.get("pos_profile")),
+                handed_over=human_time(device.handed_over_at, tz, now, lang),
             )
         )
     for group in groups.values():

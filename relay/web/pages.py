@@ -497,6 +497,7 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         health=health_word(open_alerts),
         last_seen=human_time(device.last_seen, tz, now, lang),
         enrolled=human_time(device.enrolled_at, tz, now, lang),
+        handed_over=human_time(device.handed_over_at, tz, now, lang),
         facts=[(k, v) for k, v in sorted(facts.items()) if isinstance(v, str)],
         printers=printers,
         alert_findings=alert_findings,

@@ -24,6 +24,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "offline": ("离线", "Offline"),
     "problems": ("有问题", "Problems"),
     "revoked": ("已注销", "Revoked"),
+    "handed_over": ("已转移", "Handed over"),
+    "handed_over_at": ("转移到其他服务商", "Moved to another provider"),
     "device": ("设备", "Device"),
     "host": ("主机名", "Host"),
     "state": ("状态", "State"),

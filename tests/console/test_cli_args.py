@@ -181,3 +181,14 @@ def test_a_reader_that_stops_early_during_diag_is_not_an_unreachable_relay() -> 
     proc.stdout.close()  # as `head -1` does
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (0, b"")
+
+
+def test_a_mistyped_collector_is_refused_by_the_console_and_the_names_are_the_agents() -> None:
+    """readme-walk 14: ``--collector printer`` reached the till, which reported an unknown
+    collector as a warning telling the cashier to call support, and the command exited 0."""
+    from posassist.agent.diagnostics import default_collectors
+    from posassist.client.render import HEADINGS
+    from posassist.console.__main__ import main
+
+    assert set(HEADINGS) == {c.name for c in default_collectors()}
+    assert main(["diag", "dev_1", "--collector", "printer"]) == 2

@@ -62,14 +62,14 @@ def test_diag_store_asks_every_device_and_says_which_did_not_answer(store_with_t
 
 def test_diag_store_json_has_each_devices_report(store_with_tills) -> None:
     tech, store, offline = store_with_tills
-    result = tech("diag", "--store", store, "--json", "--collector", "printer")
+    result = tech("diag", "--store", store, "--json", "--collector", "printers")
     start = result.stdout.index("{")
     end = result.stdout.rindex("}") + 1
     reports = json.loads(result.stdout[start:end])
     assert len(reports) == 21
     assert reports[offline] == {"error": "offline"}
     online = [r for d, r in reports.items() if d != offline]
-    assert all(list(r) == ["printer"] for r in online)  # only the collector asked for
+    assert all(list(r) == ["printers"] for r in online)  # only the collector asked for
 
 
 def test_run_store_runs_the_script_on_every_connected_device(store_with_tills) -> None:

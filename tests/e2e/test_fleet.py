@@ -103,7 +103,7 @@ async def test_fifty_tills_enrol_connect_answer_raise_alerts_and_reconnect_after
             (report,) = replies
             assert isinstance(report, m.DiagnosticsReport)
             assert report.device_id == device
-            assert report.sections["printer"]["data"]["online"] is True
+            assert report.sections["printers"]["data"]["printers"][0]["online"] is True
             run = [
                 r
                 async for r in console.request(

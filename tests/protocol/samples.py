@@ -139,6 +139,8 @@ SAMPLES: list[m.Message] = [
     m.TicketRated(id=12),
     m.TicketReply(id=13, ticket_id="t-1", text="纸已装好 / paper loaded"),
     m.TicketReplied(id=13),
+    m.DeviceHandover(id=14, device_id="dev_0123456789abcdef0123"),
+    m.DeviceHandedOver(id=14, handed_over_at=1700000100.25),
     m.ConsentRequest(
         id=6,
         device_id="dev-1",

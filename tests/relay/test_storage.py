@@ -113,10 +113,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0008"
+    assert await storage.current_revision() == head_revision() == "0009"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0008"
+    assert await storage.current_revision() == "0009"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -154,7 +154,7 @@ async def test_0006_keeps_queued_deliveries_and_its_downgrade_keeps_cancelled_on
     await storage.run_write(
         lambda conn: conn.execute(sa.text("UPDATE webhook_deliveries SET status = 'cancelled'"))
     )
-    await storage.run_write(lambda conn: command.downgrade(_alembic_config(conn), "0005"))
+    await storage.run_schema_write(lambda conn: command.downgrade(_alembic_config(conn), "0005"))
     read = await storage.run_read(
         lambda conn: [tuple(r) for r in conn.execute(sa.text(rows.replace("alert_id, ", "")))]
     )
@@ -185,7 +185,7 @@ async def test_0007_keeps_open_tickets_with_a_running_clock_and_downgrades(open_
     rows = "SELECT id, status, resolve_due, version, sla_paused_at, sla_paused_seconds FROM tickets"
     read = await storage.run_read(lambda conn: [tuple(r) for r in conn.execute(sa.text(rows))])
     assert read == [("tkt_1", "waiting_merchant", 500.0, 3, None, 0.0)]
-    await storage.run_write(lambda conn: command.downgrade(_alembic_config(conn), "0006"))
+    await storage.run_schema_write(lambda conn: command.downgrade(_alembic_config(conn), "0006"))
     short = rows.replace(", sla_paused_at, sla_paused_seconds", "")
     read = await storage.run_read(lambda conn: [tuple(r) for r in conn.execute(sa.text(short))])
     assert read == [("tkt_1", "waiting_merchant", 500.0, 3)]
@@ -222,7 +222,7 @@ async def test_0008_lets_a_job_end_cancelled_and_its_downgrade_reads_it_as_faile
         await storage.run_write(
             lambda conn: conn.execute(sa.text("UPDATE jobs SET status = 'bogus'"))
         )
-    await storage.run_write(lambda conn: command.downgrade(_alembic_config(conn), "0007"))
+    await storage.run_schema_write(lambda conn: command.downgrade(_alembic_config(conn), "0007"))
     assert (await storage.get_job(job.id)).status is JobStatus.FAILED
     assert await storage.current_revision() == "0007"
 
@@ -230,7 +230,7 @@ async def test_0008_lets_a_job_end_cancelled_and_its_downgrade_reads_it_as_faile
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0008"
+    assert await first.current_revision() == await second.current_revision() == "0009"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):
@@ -854,3 +854,57 @@ async def test_unknown_jobs_asked_before_and_after_a_job_becomes_unknown(storage
     assert [job.id for job in await storage.unknown_jobs(other.id, limit=10)] == [marked.id]
     await storage.reconcile_job(lost.id, JobStatus.SUCCEEDED, now=NOW + 3)
     assert await storage.unknown_jobs(device.id, limit=10) == []
+
+
+async def test_a_device_is_handed_over_once_and_keeps_the_first_time(storage):
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    assert (device.status, device.handed_over_at) == (DeviceStatus.ACTIVE, None)
+    moved = await storage.hand_over_device(device.id, now=NOW + 5)
+    assert (moved.status, moved.handed_over_at) == (DeviceStatus.HANDED_OVER, NOW + 5)
+    again = await storage.hand_over_device(device.id, now=NOW + 9)
+    assert again.handed_over_at == NOW + 5
+    assert (await storage.get_device(device.id)).status is DeviceStatus.HANDED_OVER
+    # revoking it later changes nothing: it is refused already, and keeps why
+    assert (await storage.revoke_device(device.id, now=NOW + 10)).status is DeviceStatus.HANDED_OVER
+    with pytest.raises(NotFound):
+        await storage.hand_over_device("dev_nobody", now=NOW)
+
+
+async def test_a_revoked_device_is_never_handed_over(storage):
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    await storage.revoke_device(device.id, now=NOW + 1)
+    kept = await storage.hand_over_device(device.id, now=NOW + 2)
+    assert (kept.status, kept.handed_over_at) == (DeviceStatus.REVOKED, None)
+
+
+async def test_0009_keeps_devices_and_downgrades_a_handed_over_one_to_revoked(open_more):
+    """Handed over (0009): devices enrolled before keep everything and stay active; the
+    downgrade turns a handed-over device into a revoked one (still refused), same time."""
+    from alembic import command
+
+    from posassist.relay.storage.sql import _alembic_config
+
+    storage = await open_more()
+    await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0008"))
+    _, _, store = await make_tree(storage)
+    kept = await enrol(storage, store.id)
+    moved = await enrol(storage, store.id, key=bytes(range(1, 33)))
+    with pytest.raises(Conflict):  # 0008 has no such status
+        await storage.run_write(
+            lambda conn: conn.execute(
+                sa.text("UPDATE devices SET status = 'handed_over' WHERE id = :id"),
+                {"id": moved.id},
+            )
+        )
+    await storage.migrate()
+    assert (await storage.get_device(kept.id)).status is DeviceStatus.ACTIVE
+    await storage.hand_over_device(moved.id, now=NOW + 7)
+    await storage.run_schema_write(lambda conn: command.downgrade(_alembic_config(conn), "0008"))
+    rows = "SELECT id, status, revoked_at FROM devices ORDER BY enrolled_at, id"
+    read = await storage.run_read(
+        lambda conn: {r[0]: tuple(r[1:]) for r in conn.execute(sa.text(rows))}
+    )
+    assert read == {kept.id: ("active", None), moved.id: ("revoked", NOW + 7)}
+    assert await storage.current_revision() == "0008"

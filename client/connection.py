@@ -328,6 +328,7 @@ async def open_connection(
     authenticate: Authenticate,
     *,
     tls_pin: Optional[str] = None,
+    ca_file: Optional[str] = None,
     handshake_timeout: float = 10.0,
     session: Optional[Session] = None,
     on_message: Optional[Callable[[Message], None]] = None,
@@ -336,13 +337,19 @@ async def open_connection(
 ) -> AsyncIterator[Connection]:
     """Connect to ``url``, authenticate, start heartbeats; yield the open Connection.
 
-    A ``wss://`` relay is trusted by ``tls_pin`` alone, checked before the first protocol frame.
+    A ``wss://`` relay is trusted by ``tls_pin`` alone, checked before the first protocol frame;
+    without a pin, by the CA certificates in ``ca_file`` (the console's ``login --ca-file``), or
+    else by the system's store.
     ``local_addr`` binds our end (the fleet simulator gives each simulated store its own loopback
     address). Leaving the block closes the connection.
     """
     ssl_context: Optional[ssl.SSLContext] = None
     if tls_pin:
         ssl_context = client_ssl_context_for_pin(tls_pin)
+    elif ca_file and url.startswith("wss://"):
+        from .http import ssl_for  # only a console gives a CA file: an idle till never loads it
+
+        ssl_context = ssl_for(ca_file)
     async with connect(
         url,
         compression=None,  # deflate costs ~33 KB per connection on a small till

@@ -59,6 +59,7 @@ __all__ = [
     "fetch",
     "http_url",
     "request",
+    "ssl_for",
     "stream",
 ]
 
@@ -113,16 +114,24 @@ class HttpStatusError(HttpError):
         status: the HTTP status.
         error: the relay's error class name (``{"error": …}``), or ``""``.
         message: the relay's fixed public sentence (``{"message": …}``), or ``""``.
+        message_zh: the same in Chinese (``{"message_zh": …}``), or ``""``; shown by
+            ``error_line`` after the class's own Chinese words.
     """
 
     public_reason = "the relay refused the request"
     public_reason_zh = "服务器拒绝了请求"
 
-    def __init__(self, status: int, error: str = "", message: str = "") -> None:
+    def __init__(
+        self, status: int, error: str = "", message: str = "", message_zh: str = ""
+    ) -> None:
         super().__init__(f"HTTP {status}" + (f" {error}" if error else "") + f": {message}")
         self.status = status
         self.error = error
         self.message = message
+        self.message_zh = message_zh
+        #: What :func:`protocol.errors.error_line` adds in Chinese: the relay's sentence, unless
+        #: a caller knows better words (console/cancel.py sets its own).
+        self.detail_zh = message_zh
 
 
 class HttpRefusedError(HttpStatusError):
@@ -189,16 +198,17 @@ class Response:
         """``self`` if 2xx; otherwise HttpStatusError (HttpRefusedError for 401/403)."""
         if 200 <= self.status < 300:
             return self
-        error = message = ""
+        error = message = message_zh = ""
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             detail = json.loads(self.body.decode("utf-8"))
             if isinstance(detail, dict):
                 error = str(detail.get("error", ""))[:80]
                 message = str(detail.get("message", ""))[:200]
+                message_zh = str(detail.get("message_zh", ""))[:200]
         cls: Type[HttpStatusError] = (
             HttpRefusedError if self.status in (401, 403) else HttpStatusError
         )
-        raise cls(self.status, error, message)
+        raise cls(self.status, error, message, message_zh)
 
 
 def _too_large(length: Optional[str], max_bytes: int) -> bool:
@@ -334,6 +344,15 @@ def _spki_pin_class() -> Callable[[str], aiohttp.Fingerprint]:
     return SpkiPin
 
 
+def ssl_for(ca_file: Optional[str]) -> Optional[ssl.SSLContext]:
+    """A client context trusting only the CA certificates in ``ca_file`` (PEM; a self-signed
+    relay's own certificate will do), or None for the system's store. OSError or ssl.SSLError
+    (a ValueError-like refusal) if the file can't be read as certificates."""
+    if not ca_file:
+        return None
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def aiohttp_pin(pin: str) -> aiohttp.Fingerprint:
     """``ssl=aiohttp_pin(pin)``: an aiohttp request that trusts exactly the relay with ``pin``."""
     return _spki_pin_class()(pin)
@@ -349,10 +368,12 @@ async def fetch(
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = MAX_ANSWER,
     local_addr: Optional[Tuple[str, int]] = None,
+    ca_file: Optional[str] = None,
 ) -> Response:
     """One exchange on aiohttp (the console's client), by the same rules as :func:`request`.
 
-    ``local_addr`` binds our end of the connection (the fleet simulator's stores).
+    ``local_addr`` binds our end of the connection (the fleet simulator's stores). ``ca_file``
+    (PEM) replaces the system's CA store on ``https`` when no pin is given (:func:`ssl_for`).
 
     Raises:
         PinMismatch: the relay's key is not ``pin``; no byte of the request was sent.
@@ -365,7 +386,9 @@ async def fetch(
 
     parts, host, port = _split(url)
     where = f"{host}:{port}"
-    ssl_arg: Any = aiohttp_pin(pin) if parts.scheme == "https" and pin else True
+    ssl_arg: Any = True
+    if parts.scheme == "https":
+        ssl_arg = aiohttp_pin(pin) if pin else ssl_for(ca_file) or True
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with aiohttp.ClientSession(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from posassist.client import http
 from posassist.client.cli import Parser, seconds
 from posassist.client.files import write_private
-from posassist.client.prompt import ask_secret
+from posassist.client.prompt import PASSWORD_ENV, secret_from
 from posassist.client.render import HEADINGS as COLLECTORS
 from posassist.client.render import when
 from posassist.protocol import (
@@ -37,12 +38,21 @@ from posassist.protocol.errors import EXIT_USAGE, BadArgument, LocalProtocolErro
 from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
-from . import __version__, alerts, cancel, service, tickets
-from .render import facts_summary, printable, printable_data, render_facts, render_report
+from . import __version__, admin, alerts, cancel, service, tickets
+from .progress import Progress
+from .render import (
+    facts_summary,
+    local_time,
+    printable,
+    printable_data,
+    render_facts,
+    render_report,
+    table,
+)
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from posassist.protocol import Message
 
@@ -69,13 +79,30 @@ class NotSignedIn(PosAssistError):
 
 
 def _call(
-    url: str, body: dict[str, Any] | None = None, token: str | None = None, pin: str | None = None
+    url: str,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+    pin: str | None = None,
+    ca_file: str | None = None,
 ) -> Any:
     """One JSON exchange with the relay (client/http.py); HttpStatusError unless it says 200."""
+    method = "POST" if body is not None else "GET"
     answer = asyncio.run(
-        http.fetch("POST" if body is not None else "GET", url, json_body=body, token=token, pin=pin)
+        http.fetch(method, url, json_body=body, token=token, pin=pin, ca_file=ca_file)
     )
     return answer.raise_for_status().json()
+
+
+def _open(session: dict[str, str]) -> Any:
+    """The console's websocket to the session's relay, trusted as the login was (pin or CA)."""
+    from .connection import ConsoleConnection
+
+    return ConsoleConnection.open(
+        session["relay"],
+        session["token"],
+        tls_pin=session.get("tls_pin"),
+        ca_file=session.get("tls_ca"),
+    )
 
 
 def _session() -> dict[str, str]:
@@ -85,44 +112,80 @@ def _session() -> dict[str, str]:
         raise NotSignedIn(str(_home() / "session.json")) from None
 
 
-def login(relay: str, user: str, password_file: Path | None, pin: str | None) -> int:
-    password = (
-        password_file.read_text().strip()
-        if password_file
-        else ask_secret(f"password for {user}: ", "give --password-file")
-    )
+def login(
+    relay: str, user: str, password_file: Path | None, pin: str | None, ca_file: Path | None = None
+) -> int:
+    """Sign in and keep the token, with how the relay is trusted: a pin, or a CA file (its
+    absolute path; the file is read at each command, so a renewed CA is picked up)."""
+    ca = str(ca_file.resolve()) if ca_file is not None else None
+    if ca is not None:
+        http.ssl_for(ca)  # a file that holds no certificate: refused before the password is read
+    password = secret_from(password_file, PASSWORD_ENV, f"password for {user}: ")
     answer = _call(
-        http.http_url(relay) + "/v1/login", {"username": user, "password": password}, pin=pin
+        http.http_url(relay) + "/v1/login",
+        {"username": user, "password": password},
+        pin=pin,
+        ca_file=ca,
     )
     session = {"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}
+    if ca is not None:
+        session["tls_ca"] = ca
     write_private(_home() / "session.json", json.dumps(session))  # a 0700 folder if new
     print(printable(f"signed in as {user} ({answer.get('role')}) / 登录成功", multiline=False))
     return 0
 
 
-def devices(show_facts: bool = False) -> int:
-    """The devices in the caller's scope; with ``show_facts`` every fact each one reported."""
+def devices(show_facts: bool = False, as_json: bool = False) -> int:
+    """The devices in the caller's scope, with their store's name and last contact on the
+    store's clock; with ``show_facts`` every fact each one reported."""
     session = _session()
-    answer = _call(
-        http.http_url(session["relay"]) + "/v1/devices",
-        token=session["token"],
-        pin=session.get("tls_pin"),
-    )
+    base = http.http_url(session["relay"])
+    trust: dict[str, Any] = {"pin": session.get("tls_pin"), "ca_file": session.get("tls_ca")}
+    answer = _call(base + "/v1/devices", token=session["token"], **trust)
+    if as_json:  # the relay's answer; its strings (a till's facts) made printable
+        print(json.dumps(printable_data(answer["devices"]), ensure_ascii=False, indent=2))
+        return 0
+    stores: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(http.HttpStatusError):  # a relay before issue 15: ids only
+        listed = _call(base + "/v1/stores", token=session["token"], **trust)["stores"]
+        stores = {row["id"]: row for row in listed}
+    rows, notes, details = [], [], []
     now = time.time()
-    print(f"{'device':<28} {'online':<7} {'status':<8} {'store':<24} facts / 设备信息")
     for d in answer["devices"]:
-        online = "yes" if d["online"] else "no"
         facts = d.get("facts")  # a relay before protocol v2 lists none
         facts = facts if isinstance(facts, dict) else {}
-        line = f"{d['id']:<28} {online:<7} {d['status']:<8} {d['store_id']:<24}"
-        print(printable(f"{line} {facts_summary(facts)}", multiline=False))
+        store = stores.get(d["store_id"], {})
+        zone = store.get("timezone") or d.get("store_timezone")
+        seen = d.get("last_seen")
+        rows.append(
+            [
+                d["id"],
+                "yes" if d["online"] else "no",
+                d["status"],
+                store.get("name") or d["store_id"],
+                local_time(seen, zone) if seen else "never / 从未",
+                facts_summary(facts),
+            ]
+        )
         if d.get("status") == "handed_over":  # docs/protocol.md#changing-provider
-            moved = when(d.get("handed_over_at"), alerts.zone(d.get("store_timezone")), now)
-            print(printable(f"  handed over / 已转移: {moved}", multiline=False))
+            moved = when(d.get("handed_over_at"), alerts.zone(zone), now)
+            notes.append(printable(f"  {d['id']}: handed over / 已转移: {moved}", multiline=False))
         if d.get("flapping") is True:  # relay/flapping.py
-            print(f"  {FLAPPING}")
+            notes.append(printable(f"  ! {d['id']}: {FLAPPING}", multiline=False))
         if show_facts:
-            print("\n".join(render_facts(facts)))
+            details.append(printable(f"\n[{d['id']}] {store.get('name') or ''}", multiline=False))
+            details.extend(render_facts(facts))
+    headers = [
+        "device",
+        "online",
+        "status",
+        "store / 门店",
+        "last seen / 最近在线",
+        "facts / 设备信息",
+    ]
+    print(table(headers, rows, empty="no devices / 没有设备"))
+    for line in (*notes, *details):
+        print(line)
     return 0
 
 
@@ -142,15 +205,13 @@ def _request(cls: Callable[..., M], **fields: Any) -> M:
 
 
 async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout: float) -> int:
-    from .connection import ConsoleConnection
-
     asked = _request(DiagnosticsRequest, device_id=device, collectors=collectors, timeout=timeout)
     session = _session()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
+    waiting = Progress(f"waiting for {device}'s diagnostics / 等待设备诊断", enabled=not as_json)
+    async with _open(session) as conn, waiting as progress:
         request = asked.with_id(conn.session.next_id())
         async for reply in conn.request(request, timeout=timeout + 5):
+            progress.clear()
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),
@@ -172,15 +233,17 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
     from urllib.parse import quote
 
     base, token, pin = http.http_url(session["relay"]), session["token"], session.get("tls_pin")
+    ca_file = session.get("tls_ca")
     try:
-        listed = (await http.fetch("GET", base + "/v1/devices", token=token, pin=pin)).json()
+        url = base + "/v1/devices"
+        listed = (await http.fetch("GET", url, token=token, pin=pin, ca_file=ca_file)).json()
         store = next(
             (d.get("store_id") for d in listed.get("devices", []) if d.get("id") == device), None
         )
         if not isinstance(store, str):
             return None
         path = f"/v1/stores/{quote(store, safe='')}"
-        answer = await http.fetch("GET", base + path, token=token, pin=pin)
+        answer = await http.fetch("GET", base + path, token=token, pin=pin, ca_file=ca_file)
         return alerts.zone(answer.json().get("timezone")) if answer.status == 200 else None
     except (OSError, ValueError, AttributeError, http.HttpError):
         return None
@@ -190,7 +253,6 @@ async def _store_command(args: argparse.Namespace) -> int:
     """``diag --store S`` / ``run --store S SCRIPT``: every active device of the store, one
     line each as it answers, then the totals; exit 1 unless every device succeeded."""
     from . import fanout
-    from .connection import ConsoleConnection
 
     if args.store is None or (args.command == "diag" and args.device is not None):
         raise BadArgument("give either a DEVICE or --store STORE / 请指定设备或门店")
@@ -204,11 +266,13 @@ async def _store_command(args: argparse.Namespace) -> int:
         _request(DiagnosticsRequest, device_id="dev", collectors=tuple(args.collector))
         make = None  # the relay asks the store's devices itself
     session = _session()
+    as_json = bool(getattr(args, "json", False))
     listed = await http.fetch(
         "GET",
         http.http_url(session["relay"]) + "/v1/devices",
         token=session["token"],
         pin=session.get("tls_pin"),
+        ca_file=session.get("tls_ca"),
     )
     devices = fanout.store_devices(listed.raise_for_status().json()["devices"], args.store)
     if not devices:
@@ -217,32 +281,32 @@ async def _store_command(args: argparse.Namespace) -> int:
         )
     print(f"{len(devices)} devices of {args.store} / 门店设备 {len(devices)} 台", flush=True)
     start = time.perf_counter()
+
+    def show(result: fanout.DeviceResult) -> None:
+        progress.clear()
+        print(fanout.result_line(result), flush=True)
+
+    waiting = Progress(f"waiting for {args.store}'s devices / 等待门店设备", enabled=not as_json)
     if args.command == "diag":  # one request for the whole store (docs/api.md)
-        answer = await http.fetch(
-            "POST",
-            http.http_url(session["relay"]) + f"/v1/stores/{args.store}/diag",
-            json_body={"collectors": list(args.collector), "timeout": args.timeout},
-            token=session["token"],
-            pin=session.get("tls_pin"),
-            timeout=args.timeout + 15,
-            max_bytes=fanout.MAX_STORE_ANSWER,
-        )
-        results = fanout.store_results(answer.raise_for_status().json())
-        for result in results:
-            print(fanout.result_line(result), flush=True)
+        async with waiting as progress:
+            answer = await http.fetch(
+                "POST",
+                http.http_url(session["relay"]) + f"/v1/stores/{args.store}/diag",
+                json_body={"collectors": list(args.collector), "timeout": args.timeout},
+                token=session["token"],
+                pin=session.get("tls_pin"),
+                ca_file=session.get("tls_ca"),
+                timeout=args.timeout + 15,
+                max_bytes=fanout.MAX_STORE_ANSWER,
+            )
+            results = fanout.store_results(answer.raise_for_status().json())
+            for result in results:
+                show(result)
     else:
         assert make is not None
-        async with ConsoleConnection.open(
-            session["relay"], session["token"], tls_pin=session.get("tls_pin")
-        ) as conn:
-            results = await fanout.fan_out(
-                conn,
-                devices,
-                make,
-                args.timeout + 5,
-                on_result=lambda r: print(fanout.result_line(r), flush=True),
-            )
-    if getattr(args, "json", False):
+        async with _open(session) as conn, waiting as progress:
+            results = await fanout.fan_out(conn, devices, make, args.timeout + 5, on_result=show)
+    if as_json:
         report = {
             r.device: r.report if r.report is not None else {"error": r.status} for r in results
         }
@@ -282,7 +346,6 @@ async def _run_script(
     device: str, script: str, version: str, params: list[str], unattended: bool, timeout: float
 ) -> int:
     """Ask the device to run a vetted script; stream its output; say how it ended."""
-    from .connection import ConsoleConnection
 
     asked = _request(
         ScriptRunRequest,
@@ -293,16 +356,17 @@ async def _run_script(
         unattended=unattended,
     )
     session = _session()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
+    waiting = Progress(f"{script} on {device} / 等待设备执行")
+    async with _open(session) as conn, waiting as progress:
         request = asked.with_id(conn.session.next_id())
         lines = OutputLines()
         print(
             f"asking {device} to run {script} {version} (the device verifies the signatures, "
-            "checks preconditions and asks the merchant where needed) / 等待设备执行"
+            "checks preconditions and asks the merchant where needed) / 等待设备执行",
+            flush=True,
         )
         async for reply in conn.request(request, timeout=timeout):
+            progress.clear()
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),
@@ -381,15 +445,13 @@ def finished_line(reply: ScriptFinished) -> str:
 
 async def _restore(device: str, backup_id: str, timeout: float) -> int:
     """Ask the device to put back the files an earlier run backed up, byte for byte."""
-    from .connection import ConsoleConnection
 
     asked = _request(ScriptRestoreRequest, device_id=device, backup_id=backup_id)
     session = _session()
-    async with ConsoleConnection.open(
-        session["relay"], session["token"], tls_pin=session.get("tls_pin")
-    ) as conn:
+    async with _open(session) as conn, Progress(f"restoring on {device} / 正在恢复") as progress:
         request = asked.with_id(conn.session.next_id())
         async for reply in conn.request(request, timeout=timeout):
+            progress.clear()
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),
@@ -406,12 +468,15 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
     return 1
 
 
-def list_scripts(relay: str, pin: str | None = None) -> int:
+def list_scripts(
+    relay: str, pin: str | None = None, ca_file: str | None = None, as_json: bool = False
+) -> int:
     """The scripts the relay's signed repository offers (shown, not verified: devices verify)."""
     base = http.http_url(relay) + "/v1/scripts/metadata/"
 
     async def get(name: str) -> Any:
-        return (await http.fetch("GET", base + name, pin=pin)).raise_for_status().json()["signed"]
+        answer = await http.fetch("GET", base + name, pin=pin, ca_file=ca_file)
+        return answer.raise_for_status().json()["signed"]
 
     async def collect() -> dict[tuple[str, str], dict[str, Any]]:
         timestamp = await get("timestamp.json")
@@ -435,36 +500,43 @@ def list_scripts(relay: str, pin: str | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"{'script':<26} {'version':<9} {'risk':<5} {'platforms':<15} title")
+    if as_json:  # the manifests as published (not verified: devices verify), made printable
+        manifests = [manifest for _key, manifest in sorted(rows.items())]
+        print(json.dumps(printable_data(manifests), ensure_ascii=False, indent=2))
+        return 0
+    listing = []
     for (script_id, version), manifest in sorted(rows.items()):
-        # The relay's word, not yet verified (devices verify): printed only once made printable.
+        # The relay's word, not yet verified (devices verify): made printable by the table.
         title = manifest.get("title", {})
-        line = (
-            f"{script_id:<26} {version:<9} {manifest.get('risk', '?'):<5} "
-            f"{','.join(map(str, manifest.get('platforms', []))):<15} "
-            f"{title.get('en', '')} / {title.get('zh', '')}"
-        )
-        print(printable(line, multiline=False))
+        platforms = ",".join(map(str, manifest.get("platforms", [])))
+        words = f"{title.get('en', '')} / {title.get('zh', '')}"
+        listing.append([script_id, version, manifest.get("risk", "?"), platforms, words])
+    print(table(["script", "version", "risk", "platforms", "title"], listing))
     print("(listed from the relay as published; each device verifies signatures before running)")
     return 0
 
 
-def _pin_for(relay: str, pin: str | None, cert: Path | None) -> str | None:
-    """The pin given (``--tls-pin``/``--tls-cert``), else the saved session's for the same relay."""
+def _trust_for(
+    relay: str, pin: str | None, cert: Path | None, ca_file: Path | None = None
+) -> tuple[str | None, str | None]:
+    """(pin, CA file) to trust ``relay`` by: what the command line gives (``--tls-pin``,
+    ``--tls-cert``, ``--ca-file``), else what the saved session's login stored for the same
+    relay."""
     if cert is not None:
-        return spki_pin_from_pem(cert.read_bytes())
-    if pin is not None:
-        return pin
+        return spki_pin_from_pem(cert.read_bytes()), None
+    if pin is not None or ca_file is not None:
+        return pin, None if ca_file is None else str(ca_file)
     with contextlib.suppress(NotSignedIn):
         session = _session()
         if http.http_url(session.get("relay", "")) == http.http_url(relay):
-            return session.get("tls_pin")
-    return None
+            return session.get("tls_pin"), session.get("tls_ca")
+    return None, None
 
 
-def health(relay: str, pin: str | None = None) -> int:
+def health(relay: str, pin: str | None = None, ca_file: str | None = None) -> int:
     """Print the relay's /healthz in plain words; RelayUnreachable if it can't be reached."""
-    answer = asyncio.run(http.fetch("GET", http.http_url(relay) + "/healthz", pin=pin))
+    url = http.http_url(relay) + "/healthz"
+    answer = asyncio.run(http.fetch("GET", url, pin=pin, ca_file=ca_file))
     body = answer.raise_for_status().json()
     relay_id, agents = body["relay_id"], body["agents"]
     print(
@@ -484,16 +556,23 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--relay", required=True, help="http(s)://host:port or ws(s)://host:port")
     h.add_argument("--tls-pin", help="trust the relay by this key pin (default: the session's)")
     h.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
+    h.add_argument("--ca-file", type=Path, help="…or by the CA certificates in this PEM file")
     li = commands.add_parser("login", help="sign in to a relay")
     li.add_argument("--relay", required=True)
     li.add_argument("--user", required=True)
-    li.add_argument("--password-file", type=Path)
+    li.add_argument("--password-file", type=Path, help=f"the password (or set {PASSWORD_ENV})")
     li.add_argument("--tls-pin", help="trust the relay by this key pin (self-signed relays)")
     li.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
+    li.add_argument(
+        "--ca-file",
+        type=Path,
+        help="…or by the CA certificates in this PEM file (kept for later commands, like a pin)",
+    )
     dv = commands.add_parser("devices", help="devices in your scope, and whether they are online")
     dv.add_argument(
         "--facts", action="store_true", help="every fact each device reported (OS, printers…)"
     )
+    dv.add_argument("--json", action="store_true", help="the relay's listing as JSON")
     d = commands.add_parser(
         "diag", help="run diagnostics on a device, or on every device of a store"
     )
@@ -514,7 +593,8 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--timeout", type=seconds(0.1, 86400.0), default=120.0)
     sc = commands.add_parser("scripts", help="the vetted scripts the relay offers")
     sc_commands = sc.add_subparsers(dest="scripts_command", required=True)
-    sc_commands.add_parser("list", help="list signed scripts and versions")
+    sc_list = sc_commands.add_parser("list", help="list signed scripts and versions")
+    sc_list.add_argument("--json", action="store_true", help="the manifests as JSON")
     alerts.add_parser(commands)  # console/alerts.py
     r = commands.add_parser(
         "run",
@@ -537,6 +617,7 @@ def _parser() -> argparse.ArgumentParser:
     tickets.add_parsers(commands)
     service.add_parsers(commands)  # console/service.py: sla, store
     cancel.add_parsers(commands)  # console/cancel.py: cancel JOB
+    admin.add_parsers(commands)  # console/admin.py: org, merchant, user, password, jobs, audit…
     return parser
 
 
@@ -561,23 +642,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+@contextlib.contextmanager
+def _answer_shape() -> Iterator[None]:
+    """Around commands that read the relay's JSON: an answer of another shape than docs/api.md's
+    (a missing key, a list for a map) is the relay's fault, said in one line, exit 1."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise admin.UnexpectedAnswer(type(exc).__name__) from None
+
+
 def _command(args: argparse.Namespace) -> int:
     if args.command == "health":
-        return health(args.relay, _pin_for(args.relay, args.tls_pin, args.tls_cert))
+        return health(
+            args.relay, *_trust_for(args.relay, args.tls_pin, args.tls_cert, args.ca_file)
+        )
     if args.command == "login":
         pin = spki_pin_from_pem(args.tls_cert.read_bytes()) if args.tls_cert else args.tls_pin
-        return login(args.relay, args.user, args.password_file, pin)
+        if pin is not None and args.ca_file is not None:
+            raise BadArgument("give a pin (--tls-pin/--tls-cert) or --ca-file, not both")
+        return login(args.relay, args.user, args.password_file, pin, args.ca_file)
+    if admin.handles(args):
+        with _answer_shape():
+            return admin.command(args, _session())
     if args.command == "devices":
-        return devices(args.facts)
+        with _answer_shape():
+            return devices(args.facts, args.json)
     if args.command == "alerts":
-        return alerts.run(args, _session(), _call)
+        session = _session()
+        return alerts.run(args, session, functools.partial(_call, ca_file=session.get("tls_ca")))
     if args.command == "scripts":
         session = _session()
-        return list_scripts(session["relay"], session.get("tls_pin"))
+        trust = (session.get("tls_pin"), session.get("tls_ca"))
+        return list_scripts(session["relay"], *trust, as_json=args.json)
     if args.command in tickets.COMMANDS:
-        return tickets.command(args, _session())
+        with _answer_shape():
+            return tickets.command(args, _session())
     if args.command in service.COMMANDS:
-        return service.command(args, _session())
+        with _answer_shape():
+            return service.command(args, _session())
     if args.command in cancel.COMMANDS:
         return cancel.command(args, _session())
     if args.command == "run" and args.ticket:

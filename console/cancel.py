@@ -60,11 +60,12 @@ def command(args: argparse.Namespace, session: dict[str, str]) -> int:
                 json_body={},
                 token=session["token"],
                 pin=session.get("tls_pin"),
+                ca_file=session.get("tls_ca"),
                 timeout=CANCEL_WAIT,
             )
         ).raise_for_status()
     except http.HttpStatusError as exc:
-        exc.detail_zh = _REFUSED_ZH.get(exc.error, "")  # type: ignore[attr-defined]
+        exc.detail_zh = _REFUSED_ZH.get(exc.error, exc.detail_zh)
         raise
     body = answer.json()
     if args.json:

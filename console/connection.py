@@ -34,7 +34,12 @@ class ConsoleConnection:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, relay_url: str, token: str, timeout: float = 10.0, tls_pin: str | None = None
+        cls,
+        relay_url: str,
+        token: str,
+        timeout: float = 10.0,
+        tls_pin: str | None = None,
+        ca_file: str | None = None,
     ) -> AsyncIterator[ConsoleConnection]:
         """Connect and sign in with ``token`` (sent only after the TLS pin is checked)."""
 
@@ -50,6 +55,7 @@ class ConsoleConnection:
                 SOFTWARE,
                 sign_in,
                 tls_pin=tls_pin,
+                ca_file=ca_file,
                 handshake_timeout=timeout,
             ) as connection:
                 yield cls(connection)

@@ -6,10 +6,18 @@ from typing import TYPE_CHECKING, Any
 
 from posassist.protocol.text import printable
 
-__all__ = ["facts_summary", "printable", "printable_data", "render_facts", "render_report"]
+__all__ = [
+    "facts_summary",
+    "local_time",
+    "printable",
+    "printable_data",
+    "render_facts",
+    "render_report",
+    "table",
+]
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import tzinfo
 
     from posassist.protocol import DiagnosticsReport
@@ -27,6 +35,56 @@ def render_report(report: DiagnosticsReport, tz: tzinfo | None = None) -> str:
 
     body = render({"sections": report.sections}, now=report.collected_at, tz=tz)
     return printable(f"diagnostics of {report.device_id} / 设备诊断\n\n{body}")
+
+
+# --- tables and times: the one way every listing is printed ------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "") -> str:
+    """Rows under their headers, columns aligned by display width (Chinese counts double;
+    ``tabulate`` with ``wcwidth``, imported only here). Every cell is made :func:`printable` on
+    one line first: a name or detail from the relay can't move the cursor or break the grid.
+    ``None`` shows as ``-``. With no rows: ``empty`` alone (a sentence), if given."""
+    from tabulate import tabulate
+
+    cells = [[_cell(value) for value in row] for row in rows]
+    if not cells and empty:
+        return empty
+    return str(
+        tabulate(
+            cells, headers=[_cell(h) for h in headers], tablefmt="simple", disable_numparse=True
+        )
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    text = printable(str(value), multiline=False)
+    return " ".join(text.split()) or "-"
+
+
+def local_time(epoch: Any, zone: str | None = None) -> str:
+    """An epoch as ``2026-12-06 17:20 +08:00`` in the IANA ``zone`` (a store's), or in this
+    console's own zone without one; ``-`` for None; never raises (a bad value shows ``?``)."""
+    if epoch is None:
+        return "-"
+    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+        return "?"
+    try:
+        tz: Any = None
+        if zone:
+            from zoneinfo import ZoneInfo
+
+            tz = ZoneInfo(zone)
+        from datetime import datetime
+
+        when = datetime.fromtimestamp(epoch, tz) if tz else datetime.fromtimestamp(epoch)
+        when = when if tz else when.astimezone()
+        offset = when.strftime("%z")
+        return when.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
+    except (ArithmeticError, OSError, ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return "?"
 
 
 # --- text from a device: never raw to the terminal ---------------------------------------------

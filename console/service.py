@@ -17,7 +17,8 @@ from urllib.parse import quote
 from posassist.client.render import DAYS, weekly_hours
 from posassist.protocol.errors import BadArgument
 
-from .render import printable
+from . import admin
+from .render import local_time, printable, printable_data, table
 from .tickets import exchange, pick_node
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def sla_command(args: argparse.Namespace, session: dict[str, str]) -> int:
         current = exchange(session, "POST", path, body).json()
         print("(for tickets opened from now on / 仅适用于此后新开的工单)")
     if args.json:
-        print(json.dumps(current, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(current), ensure_ascii=False, indent=2))
     else:
         _print_sla(merchant, current)
     return 0
@@ -143,13 +144,21 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
     if args.store_command == "list":
         stores = exchange(session, "GET", "/v1/stores").json()["stores"]
         if args.json:
-            print(json.dumps(stores, ensure_ascii=False, indent=2))
+            print(json.dumps(printable_data(stores), ensure_ascii=False, indent=2))
             return 0
-        for row in stores:
-            text = f"{row['id']:<26} {row.get('timezone') or '-':<20} {row.get('name', '')}"
-            print(printable(text, multiline=False))
-        if not stores:
-            print("no stores / 没有门店")
+        merchants = {m["id"]: m.get("name") for m in _merchants(session)}
+        rows = [
+            [
+                row.get("name"),
+                merchants.get(row.get("merchant_id"), row.get("merchant_id")),
+                row.get("timezone"),
+                local_time(row.get("created_at"), row.get("timezone")),
+                row["id"],
+            ]
+            for row in stores
+        ]
+        headers = ["store / 门店", "merchant / 商户", "time zone / 时区", "created / 创建", "id"]
+        print(table(headers, rows, empty="no stores / 没有门店"))
         return 0
     store = pick_node(session, "store", args.store)
     path = f"/v1/stores/{quote(store['id'], safe='')}"
@@ -173,7 +182,7 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
         exchange(session, "PATCH", path, body)
     shown = exchange(session, "GET", path).json()
     if args.json:
-        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(shown), ensure_ascii=False, indent=2))
         return 0
     print(printable(f"{shown.get('name', '')} ({shown['id']})", multiline=False))
     print(printable(f"  time zone / 时区: {shown.get('timezone')}", multiline=False))
@@ -183,6 +192,10 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
     if closed:
         print(printable(f"  closed / 休息日: {', '.join(closed)}", multiline=False))
     return 0
+
+
+def _merchants(session: dict[str, str]) -> list[dict[str, Any]]:
+    return list(exchange(session, "GET", "/v1/merchants").json()["merchants"])
 
 
 def _closed_dates(text: str) -> list[str]:
@@ -220,6 +233,7 @@ def add_parsers(commands: Any) -> None:
         "--closed", type=_closed_dates, help="closed dates, e.g. 2026-12-25,2027-01-01 (none)"
     )
     set_.add_argument("--json", action="store_true")
+    admin.add_store_verbs(store_verbs)  # console/admin.py: rename, delete
 
 
 def command(args: argparse.Namespace, session: dict[str, str]) -> int:

@@ -18,7 +18,7 @@ from posassist.client.files import write_private
 from posassist.protocol.errors import BadArgument
 from posassist.protocol.messages import HELP_CATEGORIES
 
-from .render import printable
+from .render import printable, printable_data, table
 
 if TYPE_CHECKING:
     import argparse
@@ -72,6 +72,7 @@ def exchange(
             json_body=body,
             token=session["token"],
             pin=session.get("tls_pin"),
+            ca_file=session.get("tls_ca"),
             timeout=120.0 if max_bytes > http.MAX_ANSWER else http.DEFAULT_TIMEOUT,
             max_bytes=max_bytes,
         )
@@ -172,23 +173,48 @@ def list_tickets(
     answer = exchange(session, "GET", path).json()
     tickets = answer["tickets"]
     if as_json:
-        print(json.dumps(tickets, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(tickets), ensure_ascii=False, indent=2))
         return 0
-    heading = f"{'code':<10} {'state / 状态':<24} {'category':<12} {'store':<26}"
-    print(f"{heading} {'technician':<12} opened")
+    names = _store_names(session) if tickets else {}
+    rows = []
     for ticket in tickets:
-        print(_line(ticket))
-    if not tickets:
-        print("no tickets / 没有工单")
+        breaches = [k for k, v in (ticket.get("breached") or {}).items() if v]
+        sla = f"MISSED / 超时: {', '.join(breaches)}" if breaches else ""
+        if ticket.get("sla_paused"):
+            sla = (sla + " " if sla else "") + "paused / 计时暂停"
+        local = ticket.get("local") or {}
+        rows.append(
+            [
+                ticket["code"],
+                STATE_WORDS.get(ticket["status"], ticket["status"]),
+                ticket["category"],
+                names.get(ticket["store_id"], ticket["store_id"]),
+                ticket.get("technician"),
+                local.get("created_at"),
+                local.get("response_due"),
+                sla,
+            ]
+        )
+    headers = ["code", "state / 状态", "category", "store / 门店", "technician", "opened", "due"]
+    print(table([*headers, "SLA"], rows, empty="no tickets / 没有工单"))
     if answer.get("truncated"):
         print(f"(the newest {len(tickets)} only: narrow with --store or --state / 仅显示最新的)")
     return 0
 
 
+def _store_names(session: dict[str, str]) -> dict[str, str]:
+    """Store ids to names within the caller's scope ({} from a relay that can't list them)."""
+    try:
+        listed = exchange(session, "GET", "/v1/stores").json()["stores"]
+    except http.HttpStatusError:
+        return {}
+    return {row["id"]: row.get("name") or row["id"] for row in listed}
+
+
 def show(session: dict[str, str], code: str, as_json: bool) -> int:
     ticket = _on_ticket(session, "GET", code).json()
     if as_json:
-        print(json.dumps(ticket, ensure_ascii=False, indent=2))
+        print(json.dumps(printable_data(ticket), ensure_ascii=False, indent=2))
         return 0
     print(_line(ticket))
     local = ticket["local"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import logging
 import secrets
 import signal
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from posassist.client.files import write_private
-from posassist.client.prompt import ask_secret
+from posassist.client.prompt import NEW_PASSWORD_ENV, secret_from
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.errors import EXIT_USAGE, BadArgument, error_line
@@ -341,11 +340,11 @@ async def _with_storage(config: RelayConfig, work: Callable[[SqlStorage], Any]) 
 
 
 def _password(path: Path | None, prompt: str) -> str:
+    """The file's password (its length checked by the caller), else $POSASSIST_NEW_PASSWORD,
+    else typed at a terminal; without any: NoTerminal, exit 2 (client/prompt.py)."""
     if path is not None:
         return path.read_text(encoding="utf-8").strip()
-    if sys.stdin.isatty():
-        return getpass.getpass(prompt)
-    return ""
+    return secret_from(None, NEW_PASSWORD_ENV, prompt)
 
 
 async def _init(
@@ -469,11 +468,7 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         except NotFound:
             print(f"error: no user {args.username}", file=sys.stderr)
             return 2
-        password = (
-            _password(args.password_file, "")
-            if args.password_file is not None
-            else ask_secret(f"new password for {args.username}: ", "give --password-file")
-        )
+        password = _password(args.password_file, f"new password for {args.username}: ")
         if len(password) < 10:
             print("error: the password must be at least 10 characters", file=sys.stderr)
             return 2
@@ -726,6 +721,28 @@ def _fit_caps(config: RelayConfig) -> RelayConfig:
     return replace(config, max_unauthenticated=caps[0], max_unauthenticated_per_address=caps[1])
 
 
+class NotInitialised(BadArgument):
+    """``--data`` names a folder ``posassist-relay init`` never set up (a typo, the wrong
+    mount): refused before anything is created there, so a mistyped path never becomes a new,
+    empty relay."""
+
+    public_reason = "not a relay data directory"
+    public_reason_zh = "不是已初始化的服务器数据目录, 请先运行 posassist-relay init"
+
+
+def _require_initialised(data: Path, database_url: str) -> None:
+    """NotInitialised unless ``data`` holds what ``init`` made: the relay's identity
+    (relay.json) and, on SQLite, its database. Reads only; creates nothing."""
+    missing = [] if (data / "relay.json").is_file() else ["relay.json"]
+    if not database_url and not (data / "relay.db").is_file():
+        missing.append("relay.db")
+    if missing:
+        raise NotInitialised(
+            f"{data} has no {' or '.join(missing)}: run `posassist-relay init --data {data}` "
+            "first, or check the path"
+        )
+
+
 class DataDirInUse(PosAssistError):
     """Another ``serve`` holds the data directory's lock (docs/relay.md, one relay per data dir)."""
 
@@ -917,6 +934,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging("INFO", json=getattr(args, "log_json", False))
     try:
+        if args.command not in ("init", "audit", "check-config"):  # those check for themselves
+            _require_initialised(args.data, args.database)
         if args.command == "serve":
             lock = _hold_data_dir(args.data)  # noqa: F841 - held (open) until the process ends
             tls_pin = None

@@ -124,7 +124,7 @@ def _agent(monkeypatch: pytest.MonkeyPatch, exc: PosAssistError) -> int:
 def _console(monkeypatch: pytest.MonkeyPatch, exc: PosAssistError) -> int:
     from posassist.console import __main__ as console_main
 
-    def health(relay: str, pin: str | None = None) -> int:
+    def health(relay: str, pin: str | None = None, ca_file: str | None = None) -> int:
         raise exc
 
     monkeypatch.setattr(console_main, "health", health)

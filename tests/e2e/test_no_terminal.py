@@ -47,7 +47,7 @@ def test_login_without_a_password_file_or_terminal_is_one_line(tmp_path: Path) -
         *("login", "--relay", "ws://127.0.0.1:9", "--user", "li.wei"),
         home=home,
     )
-    _one_line(result, "give --password-file")
+    _one_line(result, "give --password-file or set $POSASSIST_PASSWORD")
     assert not home.exists()  # no session folder, no session
 
 

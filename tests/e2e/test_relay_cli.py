@@ -409,7 +409,8 @@ def test_user_password_without_a_file_or_terminal_says_so_and_changes_nothing(
         timeout=60,
     )
     assert _one_error(result) == (
-        "error: no terminal to ask on: give --password-file / 没有可输入密码的终端，请用文件提供"
+        "error: no terminal to ask on: give --password-file or set $POSASSIST_NEW_PASSWORD"
+        " / 没有可输入密码的终端，请用文件提供"
     )
     assert (_password_hashes(data), _users_and_audit(data)) == before
 

@@ -157,6 +157,8 @@ def test_technician_console_over_pinned_tls_runs_a_vetted_script(tmp_path: Path)
         assert "1 agent(s) connected" in ok(tech("health", "--relay", url))  # the session's pin
         assert device in ok(tech("devices"))
         assert "tls-echo" in ok(tech("scripts", "list"))
+        listed = json.loads(ok(tech("scripts", "list", "--json")))
+        assert [(s["id"], s["version"]) for s in listed] == [("tls-echo", "1.0.0")]
         ran = tech("run", device, "tls-echo", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "over pinned tls" in ran.stdout

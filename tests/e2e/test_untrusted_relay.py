@@ -66,6 +66,8 @@ class Relay:
 
     def __init__(self, data: Path, *extra: str, max_files: int | None = None) -> None:
         self.data = data
+        if not (data / "relay.json").exists():  # serve refuses a folder init never set up
+            provision(data)
         self.log_path = data.parent / f"{data.name}-serve.log"
         self._log: IO[str] = self.log_path.open("w")
         try:
@@ -691,7 +693,17 @@ def test_an_existing_data_directory_keeps_its_mode_and_gets_a_private_database(
     data = tmp_path / "relay"
     data.mkdir(mode=0o750)
     data.chmod(0o750)
-    ok(py("relay", "device", "list", "--data", str(data)))
+    (tmp_path / "admin.pw").write_text(ADMIN_PASSWORD)
+    ok(
+        py(
+            "relay",
+            "init",
+            "--data",
+            str(data),
+            "--admin-password-file",
+            str(tmp_path / "admin.pw"),
+        )
+    )
     assert _mode(data) == 0o750  # the operator's choice: not loosened, not changed
     assert _mode(data / "relay.db") == 0o600
     with relay(data) as server:  # but serve says so at every start

@@ -58,6 +58,8 @@ async def test_a_technician_works_a_ticket_from_the_console(
         assert status == 0
         assert code in listing
         assert "new / 新工单" in listing
+        assert "Main St" in listing  # the store by its name (one table helper, console/render.py)
+        assert relay.store not in listing
         status, shown, _ = await run("tech", "ticket", "show", code.lower())
         assert status == 0
         assert "    打印机不出纸\n    第二行" in shown

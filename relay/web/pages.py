@@ -478,8 +478,7 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         source_at = human_time(live.collected_at, tz, now, lang)
     platform = device_platform(device.facts)
     alert_findings = [
-        (a, finding_rows(list(a.details.get("findings") or []), lang, platform))
-        for a in open_alerts
+        (a, finding_rows(alert_findings_of(a.details), lang, platform)) for a in open_alerts
     ]
     jobs, _ = await AdminStore(state.storage).jobs_page(
         session.user.scope, limit=20, device_id=device.id
@@ -513,6 +512,18 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         known_facts=KNOWN_FACTS,
         may_run=may_run(session),
     )
+
+
+def alert_findings_of(details: Any) -> list[Any]:
+    """An alert's findings: the agent sends them under ``details["evidence"]["findings"]``
+    (agent/checks/rules.py); an older relay's rows may have them at the top level."""
+    if not isinstance(details, dict):
+        return []
+    evidence = details.get("evidence")
+    found = evidence.get("findings") if isinstance(evidence, dict) else None
+    if not found:
+        found = details.get("findings")
+    return list(found) if isinstance(found, (list, tuple)) else []
 
 
 def may_run(session: Session) -> bool:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import ClientSession, CookieJar
 
-from posassist.agent.findings import finding
+from posassist.agent.checks import rules
+from posassist.agent.findings import Finding, finding
 from posassist.agent.helpwindow.summary import summarise
 from posassist.protocol import messages as m
 from posassist.relay.storage import Device, Role, Scope, ScopeKind
@@ -116,7 +118,7 @@ async def test_the_device_page_puts_findings_first_in_words_not_json(
     relay: Relay, browser: Browser
 ) -> None:
     device_id, key = await relay.enrol()
-    paper = finding("printer.paper_out", "printers", subject="EPSON TM-T20III").to_dict()
+    paper_finding = finding("printer.paper_out", "printers", subject="EPSON TM-T20III")
     async with Agent(relay, device_id, key) as agent:
         await agent.reply(
             m.DeviceFacts(
@@ -136,16 +138,8 @@ async def test_the_device_page_puts_findings_first_in_words_not_json(
                 state="firing",
                 summary="打印机缺纸 / Printer out of paper",
                 observed_at=relay.clock(),
-                details={
-                    "findings": [
-                        {
-                            "code": "printer.paper_out",
-                            "subject": "EPSON TM-T20III",
-                            "detail": paper["detail"],
-                            "evidence": {},
-                        }
-                    ]
-                },
+                # the details as the agent's monitor builds them: findings under "evidence"
+                details=_agent_alert_details(paper_finding),
             )
         )
         assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]
@@ -162,6 +156,10 @@ async def test_the_device_page_puts_findings_first_in_words_not_json(
     assert '"code"' not in page  # no JSON
     assert "{&#39;" not in page  # no dict repr
     assert page.index("未解决的告警") < page.index("设备信息")  # findings before facts
+    # the open alert's own findings in words, from the shape a real agent sends
+    (alert,) = re.findall(r'<div class="alert sev-critical">(.*?)</div>\s*</section>', page, re.S)
+    assert "收银员" in alert  # the cashier's next step
+    assert "EPSON TM-T20III" in alert
     assert "收银小票" in page
     _, page, _ = await browser.get("/fleet")
     assert re.search(r'class="device offline health-critical"', page)
@@ -169,6 +167,13 @@ async def test_the_device_page_puts_findings_first_in_words_not_json(
     assert "打印机缺纸 / Printer out of paper" in page
     _, page, _ = await browser.get("/tickets")
     assert "打印机不出纸" in page
+
+
+def _agent_alert_details(found: Finding) -> dict[str, Any]:
+    """An alert's details in the agent's own shape: its rule's verdict evidence (findings under
+    ``evidence``), as agent/checks/monitor.py queues it."""
+    verdict = rules._verdict([found], SimpleNamespace(severity=None))  # type: ignore[arg-type]
+    return {"agent_time": 1.0, "codes": list(verdict.codes), "evidence": verdict.evidence}
 
 
 def _inert(page: str) -> None:
@@ -205,7 +210,9 @@ async def test_till_strings_with_markup_quotes_and_bidi_are_rendered_inert(
                 state="firing",
                 summary=HOSTILE,
                 observed_at=relay.clock(),
-                details={"findings": ({"code": "printer.paper_out", "subject": HOSTILE},)},
+                details={
+                    "evidence": {"findings": ({"code": "printer.paper_out", "subject": HOSTILE},)}
+                },
             )
         )
         assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]

@@ -39,6 +39,7 @@ from ..storage.admin import AdminStore
 from ..storage.tickets import TicketStore
 from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
+from .pattern import html_pattern
 from .runs import RUNS
 from .words import WORDS, word
 
@@ -78,6 +79,7 @@ ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+ENV.globals["html_pattern"] = html_pattern
 
 
 def html_of(request: web.Request, template: str, session: Session | None, **values: Any) -> str:

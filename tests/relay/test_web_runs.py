@@ -79,7 +79,7 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
     )
     assert status == 200
     assert re.search(
-        r'name="p_host" value="" maxlength="63"\s+pattern="\[a-z0-9.-\]\{1,63\}" required', page
+        r'name="p_host" value="" maxlength="63"\s+pattern="\[a-z0-9\\.\\-\]\{1,63\}" required', page
     )
     assert re.search(r'name="p_tcp_port" value="9100" step="1"\s+min="1"\s+max="65535"', page)
     assert '<option value="9600" selected>9600</option>' in page
@@ -122,6 +122,8 @@ async def test_a_bad_parameter_is_refused_by_the_relay_and_nothing_runs(
         assert status == 400
         assert "参数无效, 没有运行" in page
         assert "rm -rf" not in page.split('role="alert"')[1].split("</p>")[0]  # not echoed
+        reason = page.split('role="alert"')[1].split("</p>")[0]
+        assert re.search(r"[\u4e00-\u9fff].* / [A-Za-z]", reason), reason  # why, in zh and en
         assert await _jobs(relay, device_id) == []  # no job, nothing routed
         # the next (good) run is the first thing the agent hears
         status, _, _ = await browser.post(

@@ -169,6 +169,15 @@ async def _walk(
     await browser.goto(relay.http + "/fleet")
     assert await browser.evaluate("document.documentElement.scrollWidth <= 768")  # no side-scroll
     await browser.screenshot(ARTEFACTS / "fleet-tablet-en.png")
+    # the audit log too: its table scrolls inside its box, a time stays on one line
+    await browser.goto(relay.http + "/audit")
+    assert await browser.evaluate("document.documentElement.scrollWidth <= 768")
+    assert await browser.evaluate(
+        "(() => { const td = document.querySelector('table.rows tbody td:nth-child(2)');"
+        " return td.getClientRects().length === 1"
+        " && td.offsetHeight < 2 * parseFloat(getComputedStyle(td).lineHeight || 20) + 12 })()"
+    )
+    await browser.screenshot(ARTEFACTS / "audit-tablet-en.png")
 
 
 async def _run_a_script(browser: Browser, relay: Relay, agent: Agent) -> None:

@@ -20,9 +20,11 @@ from urllib.parse import quote, urlencode
 
 from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
+from posassist.client.render import human_value
 from posassist.protocol.errors import BadArgument
 
 from .render import local_time, printable, printable_data, table
+from .tickets import _store_names as store_names
 from .tickets import exchange, pick_node
 
 __all__ = ["add_parsers", "command", "confirm", "handles"]
@@ -424,10 +426,30 @@ def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
+def _words(key: str, value: Any) -> str:
+    """A detail value in words: times and sizes in human units (this console's zone), lists
+    and mappings spelled out, never a Python repr."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_words(str(k), v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(v, str) for v in value):
+            return f"{value[0]}-{value[1]}"  # a span, as opening hours are
+        return ", ".join(_words(key, v) for v in value) or "-"
+    return human_value(key, value, None, None)
+
+
 def _detail(detail: Any) -> str:
     if not isinstance(detail, dict):
-        return "" if detail is None else str(detail)
-    return ", ".join(f"{k}={v}" for k, v in detail.items())
+        return "" if detail is None else _words("", detail)
+    return ", ".join(f"{k}: {_words(str(k), v)}" for k, v in detail.items())
+
+
+def _target(target: Any, stores: dict[str, str]) -> str:
+    """``store:sto_…`` as ``store Main St`` when the store is one the caller may see."""
+    kind, _, node = str(target or "").partition(":")
+    if kind == "store" and node in stores:
+        return f"store {stores[node]}"
+    return str(target or "")
 
 
 def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
@@ -453,15 +475,16 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if args.json:
         _print_json(answer)
         return 0
+    stores = store_names(session) if answer["records"] else {}
     lines = [
         [
             r.get("seq"),
             local_time(r.get("at")),
             r.get("actor"),
             r.get("action"),
-            r.get("target"),
+            _target(r.get("target"), stores),
             r.get("outcome"),
-            _detail(r.get("detail"))[:80],
+            _detail(r.get("detail"))[:120],
         ]
         for r in answer["records"]
     ]

@@ -439,6 +439,26 @@ async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run:
     assert "posassist-relay audit verify" in err
 
 
+async def test_audit_details_are_in_words_not_epochs_reprs_or_store_ids(
+    relay: Relay, run: Console
+) -> None:
+    status, out, _ = await run(
+        "admin", "enrol-token", "create", "--store", "Main St", "--ttl", "2h"
+    )
+    assert status == 0, out
+    status, out, _ = await run("admin", "store", "set", "Main St", "--hours", "mon-sun 09:00-22:00")
+    assert status == 0, out
+    status, out, _ = await run("admin", "audit", "--limit", "5")
+    assert status == 0, out
+    assert "expires_at: 20" in out  # a time, not an epoch
+    assert "09:00-22:00" in out
+    assert not re.search(r"\b1[0-9]{9}\.[0-9]", out), out  # no raw epoch
+    assert "{'" not in out
+    assert "['" not in out
+    assert "store Main St" in out
+    assert "store:sto_" not in out
+
+
 @pytest.mark.parametrize(
     "argv",
     [

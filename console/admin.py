@@ -397,6 +397,9 @@ _JOB_WORDS = {
 def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     query: dict[str, Any] = {"limit": args.limit}
     if args.before:
+        at, _, job_id = args.before.partition("/")
+        if not (at.replace(".", "", 1).isdigit() and job_id.startswith("job_")):
+            raise BadArgument("--before is the cursor the last page printed (TIME/job_…)")
         query["cursor"] = args.before
     if args.device:
         query["device_id"] = args.device

@@ -12,13 +12,15 @@ text is for our logs only and is never sent to a peer.
     │   │   ├── JobFinished           cancel: the job has ended already (relay/handlers/cancel.py)
     │   │   ├── NotCancellable        cancel: not a script run
     │   │   ├── NotRunning            cancel: the device is not running it
-    │   │   └── AgentTooOld           cancel: the device's protocol is older than v7
+    │   │   ├── AgentTooOld           cancel: the device's protocol is older than v7
+    │   │   └── TokenUsed             revoke: the enrolment token was used already
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
     ├── ScopeError                    target outside the caller's tenant scope  4003  403   3
     │   └── CsrfError                 a web form without its CSRF token / foreign origin 403
     ├── BadRequest                    a request body the API can't take         1008  400   2
+    │   └── ShortPassword, BadTtl, NotYourself, BadCursor, BadName: the reason in words
     ├── RateLimited                   too many requests from one address        1008  429   1
     ├── CancelUnanswered              a device did not answer a cancel in time  1011  504   1
     ├── SignInEnded                   a console's token expired or was revoked  4001  401   3
@@ -114,6 +116,14 @@ class Conflict(StorageError):
     public_reason_zh = "与当前状态冲突"
 
 
+class TokenUsed(Conflict):
+    """Revoking an enrolment token that a device has already used; nothing changes (revoke
+    the device instead)."""
+
+    public_reason = "enrolment token already used: revoke the device instead"
+    public_reason_zh = "登记码已被使用, 无法撤销; 请改为注销该设备"
+
+
 class JobFinished(Conflict):
     """A cancel of a job that has ended already (docs/protocol.md#cancel); nothing is sent."""
 
@@ -194,6 +204,34 @@ class BadRequest(PosAssistError):
     exit_code = EXIT_USAGE
     public_reason = "bad request"
     public_reason_zh = "请求无效"
+
+
+class ShortPassword(BadRequest):
+    """A new password shorter than 10 characters; nothing is changed."""
+
+    public_reason = "password too short: at least 10 characters"
+    public_reason_zh = "密码太短: 至少需要 10 个字符"
+
+
+class BadTtl(BadRequest):
+    """An enrolment token's ``ttl`` outside 60 s .. 30 days; nothing is created."""
+
+    public_reason = "ttl must be between 60 seconds and 30 days"
+    public_reason_zh = "有效期必须在 60 秒到 30 天之间"
+
+
+class NotYourself(BadRequest):
+    """An admin deleting, disabling or demoting their own account; nothing is changed."""
+
+    public_reason = "you may not do that to your own account: ask another admin"
+    public_reason_zh = "不能对自己的账号执行此操作, 请让另一位管理员操作"
+
+
+class BadCursor(BadRequest):
+    """A page cursor (``before``/``cursor``) this relay did not give."""
+
+    public_reason = "bad page cursor: use the one the last page printed"
+    public_reason_zh = "分页游标无效: 请使用上一页给出的游标"
 
 
 class BadName(BadRequest):

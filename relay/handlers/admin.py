@@ -17,7 +17,16 @@ from aiohttp import web
 from posassist.protocol.messages import username_problem
 
 from ..audit import Outcome
-from ..errors import BadCredentials, BadName, BadRequest, NotFound, ScopeError
+from ..errors import (
+    BadCredentials,
+    BadCursor,
+    BadName,
+    BadRequest,
+    NotFound,
+    NotYourself,
+    ScopeError,
+    ShortPassword,
+)
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
@@ -205,7 +214,7 @@ async def _user_target(request: web.Request, action: str) -> tuple[RelayState, U
 
 def _not_self(admin: User, target: User, what: str) -> None:
     if admin.id == target.id:
-        raise BadRequest(f"you may not {what} yourself")
+        raise NotYourself(f"you may not {what} yourself")
 
 
 async def rename_user(request: web.Request) -> web.Response:
@@ -236,7 +245,7 @@ async def delete_user(request: web.Request) -> web.Response:
 def _new_password(body: dict[str, Any], field: str) -> str:
     password: str = _field(body, field, str, max_len=1024)
     if len(password) < 10:
-        raise BadRequest("password must be at least 10 characters")
+        raise ShortPassword("password must be at least 10 characters")
     return password
 
 
@@ -408,7 +417,7 @@ def _job_cursor(raw: str | None) -> tuple[float, str] | None:
     except ValueError:
         created = float("nan")
     if created != created or not 0 <= created < 1e11 or not _ID.fullmatch(job_id):
-        raise BadRequest("cursor is not one this relay gave")
+        raise BadCursor("cursor is not one this relay gave")
     return created, job_id
 
 
@@ -459,7 +468,7 @@ async def list_audit(request: web.Request) -> web.Response:
     limit = _page_limit(request)
     raw_before = request.query.get("before")
     if raw_before is not None and (not raw_before.isdigit() or not 1 <= int(raw_before) < 2**62):
-        raise BadRequest("before must be a record's seq (a whole number from 1)")
+        raise BadCursor("before must be a record's seq (a whole number from 1)")
     target = request.query.get("target")
     if target is not None:
         kind, _, node = target.partition(":")

@@ -31,9 +31,11 @@ from ..errors import (
     BadCredentials,
     BadName,
     BadRequest,
+    BadTtl,
     NotFound,
     RateLimited,
     ScopeError,
+    ShortPassword,
     TokenError,
     http_error_body,
 )
@@ -399,7 +401,7 @@ async def create_enrolment(request: web.Request) -> web.Response:
     store_id = _field(body, "store_id", str)
     ttl = body.get("ttl", 24 * 3600)
     if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 60 <= ttl <= 30 * 86400:
-        raise BadRequest("ttl must be 60 s .. 30 days")
+        raise BadTtl("ttl must be 60 s .. 30 days")
     state, user = await _admin_in(request, Scope(ScopeKind.STORE, store_id), "enrolment.create")
     record, secret = await state.storage.create_enrolment(
         store_id, state.config.relay_id, now=state.now(), ttl=float(ttl)
@@ -431,7 +433,7 @@ async def create_user(request: web.Request) -> web.Response:
         raise BadName(f"field 'username': {problem}")
     password = _field(body, "password", str, max_len=1024)
     if len(password) < 10:
-        raise BadRequest("password must be at least 10 characters")
+        raise ShortPassword("password must be at least 10 characters")
     try:
         role = Role(_field(body, "role", str))
         kind = ScopeKind(_field(body, "scope_kind", str))

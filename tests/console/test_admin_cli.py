@@ -211,6 +211,45 @@ async def test_another_tenants_nodes_are_not_found_and_nothing_changes(
     assert "Tea Shop" not in out
 
 
+async def test_relay_refusals_say_why_in_both_languages_and_change_nothing(
+    relay: Relay, run: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = await _users(relay)
+    monkeypatch.setenv("POSASSIST_NEW_PASSWORD", "short")
+    status, out, err = await run(
+        "admin", "user", "create", "erin", "--role", "viewer", "--scope", "root"
+    )
+    assert status == 1, out + err  # the relay said no
+    assert "at least 10 characters" in err
+    assert "至少需要 10 个字符" in err
+    assert await _users(relay) == users
+    status, out, err = await run("admin", "user", "delete", "admin", "--yes")
+    assert status == 1, out + err  # the relay said no
+    assert "your own account" in err
+    assert "不能对自己的账号" in err
+    assert await _users(relay) == users
+    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
+    tokens = len(listed["enrolments"])
+    status, out, err = await run(
+        "admin", "enrol-token", "create", "--store", "Main St", "--ttl", "90d"
+    )
+    assert status == 1, out + err  # the relay said no
+    assert "30 days" in err
+    assert "30 天" in err
+    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
+    assert len(listed["enrolments"]) == tokens
+    await relay.enrol()
+    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
+    used = next(e["id"] for e in listed["enrolments"] if e["status"] == "used")
+    status, out, err = await run("admin", "enrol-token", "revoke", used)
+    assert status == 1, out + err
+    assert "HTTP 409" in err
+    assert "already used: revoke the device instead" in err
+    assert "登记码已被使用" in err
+    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
+    assert {e["id"]: e["status"] for e in listed["enrolments"]}[used] == "used"
+
+
 async def test_another_tenants_enrolment_token_and_user_are_not_found(
     relay: Relay, run: Console
 ) -> None:
@@ -417,9 +456,11 @@ async def test_jobs_page_with_before_and_show_store_times(relay: Relay, run: Con
         status, out, _ = await run("admin", "jobs", "--limit", "2", "--before", found.group(1))
         seen += [line.split()[-1] for line in rows(out) if line.startswith("2027")]
     assert len(seen) == len(set(seen)) == 5
+    before = await audit(relay)
     status, out, err = await run("admin", "jobs", "--before", "nonsense")
-    assert status == 1
-    assert "HTTP 400" in err
+    assert status == 2  # a bad argument: nothing sent
+    assert "--before is the cursor the last page printed" in err
+    assert await audit(relay) == before
 
 
 async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run: Console) -> None:

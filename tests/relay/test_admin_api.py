@@ -424,7 +424,8 @@ async def test_jobs_page_through_without_gaps_or_repeats(relay: Relay) -> None:
 )
 async def test_paging_parameters_out_of_range_are_refused(relay: Relay, query: str) -> None:
     status, body = await call(relay, "GET", query, "admin")
-    assert (status, body["error"]) == (400, "BadRequest"), body
+    assert status == 400, body
+    assert body["error"] in ("BadRequest", "BadCursor"), body
     assert "1e3" not in body["message"]
     assert "nonsense" not in body["message"]
 

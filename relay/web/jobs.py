@@ -32,7 +32,7 @@ from ..state import STATE
 from . import sessions
 from .pages import checked_form, finding_rows, may_run, page, render, visible_device
 from .runs import RUNS, WebRun, offered_scripts, remember
-from .words import word
+from .words import WORDS, word
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -331,8 +331,23 @@ def _step_words(step: str, detail: Mapping[str, Any], lang: str) -> str:
     consent = _consent_words(step, detail, lang)
     if consent is not None:
         return consent
-    facts = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
+    facts = "; ".join(f"{k} {_fact(v, lang)}" for k, v in detail.items() if not isinstance(v, dict))
     return f"{word('step_' + step, lang)}{': ' + facts if facts else ''}"
+
+
+def _fact(value: Any, lang: str) -> str:
+    """One step fact in words: a list spelled out (none as ``—``), yes/no, never a repr."""
+    if isinstance(value, bool):
+        return ("yes" if value else "no") if lang == "en" else ("是" if value else "否")
+    if isinstance(value, list | tuple):
+        return ", ".join(_fact(v, lang) for v in value if not isinstance(v, dict)) or "—"
+    return str(value)
+
+
+def _finished_words(status: str, lang: str) -> str:
+    """A run's end status in the page's language (``成功``, ``failed``…)."""
+    key = "job_" + status
+    return word(key, lang) if key in WORDS else status
 
 
 def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, Any]:
@@ -350,6 +365,9 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
         "job": job,
         "run": run,
         "steps": steps,
+        "finished_words": (
+            _finished_words(run.finished.status, lang) if run and run.finished else ""
+        ),
         "consent": consent,
         "output": run.output.decode("utf-8", "replace") if run else "",
         "done": job.status.finished and (run is None or run.done),

@@ -281,14 +281,19 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
         assert asked.job_id is not None
         assert restore_url == f"/jobs/{asked.job_id}"
         ids = {"id": asked.id, "job_id": asked.job_id}
-        await agent.reply(m.ScriptProgress(**ids, step="restored", at=2.0, detail={"files": 1}))
+        restored = {"files": 1, "restored": ("/pos/pos.ini",), "removed": (), "verified": True}
+        await agent.reply(m.ScriptProgress(**ids, step="restored", at=2.0, detail=restored))
         await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=2.0))
         await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
         await agent.next()
     _, page, _ = await browser.get(restore_url)
     assert "恢复备份 <code>bk_0123</code>" in page
-    assert "已恢复: files=1" in page
-    assert "succeeded" in page
+    # the steps in words: lists spelled out, yes/no, no Python tuples; the end in Chinese
+    assert "已恢复: files 1; restored /pos/pos.ini; removed —; verified 是" in page
+    assert "('" not in page
+    assert "()" not in page
+    assert '<p class="finished job-succeeded"><strong>成功</strong>' in page
+    assert ">succeeded<" not in page
     jobs = {job.kind: job.status.value for job in await _jobs(relay, device_id)}
     assert jobs == {"script.run": "succeeded", "script.restore": "succeeded"}
     status, _, _ = await browser.post(restore_url + "/restore", {"csrf": csrf})

@@ -365,8 +365,16 @@ async def _run_script(
             "checks preconditions and asks the merchant where needed) / 等待设备执行",
             flush=True,
         )
+        told = False  # the job id, said once as soon as the relay gives it (before consent)
         async for reply in conn.request(request, timeout=timeout):
             progress.clear()
+            job_id = getattr(reply, "job_id", None)
+            if not told and isinstance(job_id, str) and not isinstance(reply, ScriptStarted):
+                told = True
+                print(
+                    printable(f"job {job_id} (to stop it: posassist cancel {job_id}) / 任务编号"),
+                    flush=True,
+                )
             if isinstance(reply, ErrorReply):
                 print(
                     printable(f"error: {reply.code}: {reply.message}", multiline=False),

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from posassist.console.__main__ import main
+from posassist.protocol import messages as m
 from posassist.relay.passwords import verify_password
 from tests.e2e.test_attack_hostile_relay import EVIL, FORBIDDEN, _serve
 from tests.relay.harness import PASSWORD, Agent
@@ -461,6 +462,32 @@ async def test_jobs_page_with_before_and_show_store_times(relay: Relay, run: Con
     assert status == 2  # a bad argument: nothing sent
     assert "--before is the cursor the last page printed" in err
     assert await audit(relay) == before
+
+
+async def test_run_prints_the_job_id_before_the_merchant_answers(
+    relay: Relay, run: Console
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        running = asyncio.create_task(
+            run("admin", "run", device_id, "printer-status", "--version", "1.0.0")
+        )
+        (asked,) = await agent.next()
+        assert isinstance(asked, m.ScriptRunRequest)
+        assert asked.job_id is not None
+        ids = {"id": asked.id, "job_id": asked.job_id}
+        await agent.reply(m.ScriptProgress(**ids, step="verified", at=1.0, detail={"risk": "A"}))
+        await agent.reply(
+            m.ScriptProgress(**ids, step="consent_asked", at=1.0, detail={"timeout": 120})
+        )
+        # cancelled while asking: the script never started, so no "started (job …)" line
+        await agent.reply(m.ScriptFinished(**ids, status="cancelled", finished_at=2.0))
+        status, out, err = await asyncio.wait_for(running, 30)
+    assert status == 1, out + err
+    said = f"job {asked.job_id} (to stop it: posassist cancel {asked.job_id})"
+    assert said in out
+    assert out.index(said) < out.index("[verified]")
+    assert out.count(asked.job_id) == 2  # once, and in its cancel hint; not per step
 
 
 async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run: Console) -> None:

@@ -204,6 +204,20 @@ def _request(cls: Callable[..., M], **fields: Any) -> M:
         raise BadArgument(str(exc).partition(".")[2] or str(exc)) from None
 
 
+#: A websocket refusal's Chinese and exit code by its code (docs/cli.md: 403/not found exit 3).
+REFUSALS = {
+    "forbidden": ("不允许: 设备不存在或不在你的权限范围内", 3),
+}
+
+
+def refused(reply: ErrorReply) -> int:
+    """An ``error`` reply as one line, English and Chinese; its exit code."""
+    zh, code = REFUSALS.get(reply.code, ("", 1))
+    line = f"error: {reply.code}: {reply.message}" + (f" / {zh}" if zh else "")
+    print(printable(line, multiline=False), file=sys.stderr)
+    return code
+
+
 async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout: float) -> int:
     asked = _request(DiagnosticsRequest, device_id=device, collectors=collectors, timeout=timeout)
     session = _session()
@@ -213,11 +227,7 @@ async def _diag(device: str, collectors: tuple[str, ...], as_json: bool, timeout
         async for reply in conn.request(request, timeout=timeout + 5):
             progress.clear()
             if isinstance(reply, ErrorReply):
-                print(
-                    printable(f"error: {reply.code}: {reply.message}", multiline=False),
-                    file=sys.stderr,
-                )
-                return 1
+                return refused(reply)
             if isinstance(reply, DiagnosticsReport):
                 if as_json:
                     sections = printable_data(reply.sections)
@@ -376,11 +386,7 @@ async def _run_script(
                     flush=True,
                 )
             if isinstance(reply, ErrorReply):
-                print(
-                    printable(f"error: {reply.code}: {reply.message}", multiline=False),
-                    file=sys.stderr,
-                )
-                return 1
+                return refused(reply)
             if isinstance(reply, ScriptStarted):
                 print(printable(f"started (job {reply.job_id}) / 开始执行"))
             elif isinstance(reply, ScriptProgress):
@@ -461,11 +467,7 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
         async for reply in conn.request(request, timeout=timeout):
             progress.clear()
             if isinstance(reply, ErrorReply):
-                print(
-                    printable(f"error: {reply.code}: {reply.message}", multiline=False),
-                    file=sys.stderr,
-                )
-                return 1
+                return refused(reply)
             if isinstance(reply, ScriptProgress):
                 detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
                 print(printable(f"[{reply.step}] {detail}", multiline=False).rstrip())

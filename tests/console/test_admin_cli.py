@@ -490,6 +490,17 @@ async def test_run_prints_the_job_id_before_the_merchant_answers(
     assert out.count(asked.job_id) == 2  # once, and in its cancel hint; not per step
 
 
+async def test_diag_of_an_unknown_device_is_zh_en_and_exit_3(relay: Relay, run: Console) -> None:
+    before = await audit(relay)
+    status, out, err = await run("tech", "diag", "dev_nosuch")
+    assert status == 3, out + err
+    (line,) = err.splitlines()
+    assert "forbidden" in line
+    assert "不在你的权限范围内" in line
+    new = (await audit(relay))[len(before) :]
+    assert [r[1] for r in new if r[2] == "ok" and r[1].startswith("diag")] == []  # nothing ran
+
+
 async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run: Console) -> None:
     status, out, _ = await run("admin", "audit", "--limit", "3")
     assert status == 0, out

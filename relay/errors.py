@@ -13,7 +13,7 @@ text is for our logs only and is never sent to a peer.
     │   │   ├── NotCancellable        cancel: not a script run
     │   │   ├── NotRunning            cancel: the device is not running it
     │   │   ├── AgentTooOld           cancel: the device's protocol is older than v7
-    │   │   └── TokenUsed             revoke: the enrolment token was used already
+    │   │   └── EnrolmentAlreadyUsed  revoke: the enrolment token was used already
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
@@ -57,14 +57,17 @@ from posassist.protocol.errors import (
 __all__ = [
     "AgentTooOld",
     "BadCredentials",
+    "BadCursor",
     "BadName",
     "BadRequest",
+    "BadTtl",
     "CancelUnanswered",
     "CheckpointError",
     "CheckpointKeyError",
     "Conflict",
     "CsrfError",
     "DeviceRevoked",
+    "EnrolmentAlreadyUsed",
     "EnrolmentError",
     "EnrolmentTokenExpired",
     "EnrolmentTokenRevoked",
@@ -76,8 +79,10 @@ __all__ = [
     "NotCancellable",
     "NotFound",
     "NotRunning",
+    "NotYourself",
     "RateLimited",
     "ScopeError",
+    "ShortPassword",
     "StorageError",
     "StorageUnavailable",
     "TokenError",
@@ -116,7 +121,7 @@ class Conflict(StorageError):
     public_reason_zh = "与当前状态冲突"
 
 
-class TokenUsed(Conflict):
+class EnrolmentAlreadyUsed(Conflict):
     """Revoking an enrolment token that a device has already used; nothing changes (revoke
     the device instead)."""
 

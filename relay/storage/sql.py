@@ -32,6 +32,7 @@ from posassist.relay.audit import (
 )
 from posassist.relay.errors import (
     Conflict,
+    EnrolmentAlreadyUsed,
     EnrolmentTokenExpired,
     EnrolmentTokenRevoked,
     EnrolmentTokenUnknown,
@@ -41,7 +42,6 @@ from posassist.relay.errors import (
     TokenExpired,
     TokenRevoked,
     TokenUnknown,
-    TokenUsed,
 )
 from posassist.relay.storage import schema as t
 from posassist.relay.storage.engine import DEFAULT_BUSY_TIMEOUT, SqliteDatabase, open_database
@@ -797,7 +797,7 @@ class SqlStorage:
             if row is None:
                 raise NotFound(f"enrolment token {enrolment_id!r}")
             if row.used_at is not None:
-                raise TokenUsed(f"enrolment token {enrolment_id!r} already used")
+                raise EnrolmentAlreadyUsed(f"enrolment token {enrolment_id!r} already used")
             if row.revoked_at is None:
                 conn.execute(
                     table.update().where(table.c.id == enrolment_id).values(revoked_at=now)

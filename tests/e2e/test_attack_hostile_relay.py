@@ -165,7 +165,7 @@ async def test_the_agent_refuses_a_device_id_with_escapes_and_prints_none(
 
 
 async def test_the_agent_prints_a_hostile_refusal_made_printable(tmp_path: Path) -> None:
-    app = _hostile_app({"error": f"EnrolmentAlreadyUsed{EVIL}", "message": f"used{EVIL}"}, 403)
+    app = _hostile_app({"error": f"TokenUsed{EVIL}", "message": f"used{EVIL}"}, 403)
     runner, url = await _serve(app)
     try:
         result = await _run("posassist.agent", "enroll", _token(url), "--data", str(tmp_path / "t"))
@@ -173,7 +173,7 @@ async def test_the_agent_prints_a_hostile_refusal_made_printable(tmp_path: Path)
         await runner.cleanup()
     text = _clean(result)
     assert result.returncode == 3, text
-    assert "EnrolmentAlreadyUsed" in text
+    assert "TokenUsed" in text
 
 
 @pytest.mark.parametrize(

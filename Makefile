@@ -112,6 +112,8 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.suite
+	@# 200 real posassist-agent processes (~7 GB): results/<date>-real-agents.md
+	$(BIN)/python -m benchmarks.bench_real_agents
 
 # Every single-purpose benchmark in turn (each also runs alone: python -m benchmarks.bench_x)
 bench-parts: $(STAMP)

@@ -55,6 +55,8 @@ MAX_DIAGNOSES = 2
 REPLACED = 4002
 #: seconds to gather the device facts in; past that they are not sent on this connection
 FACTS_TIMEOUT = 10.0
+#: seconds to load the collectors in ahead of the first request
+WARM_UP_TIMEOUT = 30.0
 
 
 class Opened:
@@ -125,6 +127,8 @@ class AgentConnection:
             self.help.attach(connection)  # the help window's requests go over this connection
         if opened.version >= SINCE_VERSION[DeviceFacts.TAG]:  # a v1 relay would refuse them
             background.append(asyncio.ensure_future(self._send_facts()))
+        if self.diagnostics is not None and not _WARM:
+            background.append(asyncio.ensure_future(_warm_up()))
         health = self.health
         if health is not None:
             health.link_up()
@@ -255,6 +259,30 @@ class AgentConnection:
             await self._send(
                 ErrorReply(id=request.id, code="report_too_big", message="report over 1 MiB")
             )
+
+
+#: Whether this process has loaded what a diagnostics request needs (:func:`_warm_up`).
+_WARM = False
+
+
+async def _warm_up() -> None:
+    """Load the collectors and the findings once, in a worker, right after the first connection:
+    otherwise the first request pays for it (0.1-1 s on a till), and a store-wide request pays
+    it on every till at the same moment (docs/notes/16a-status.md)."""
+    global _WARM
+    from .diagnostics import run_in_worker
+
+    def load() -> None:
+        from . import findings  # noqa: F401 - imported for its cost, now
+        from .diagnostics import default_collectors
+
+        default_collectors()
+
+    try:
+        await run_in_worker(load, WARM_UP_TIMEOUT)
+        _WARM = True
+    except Exception as exc:  # the first request then loads them itself, as before
+        log.info("diagnostics not loaded ahead: %s: %s", type(exc).__name__, exc)
 
 
 def agent_url(relay_url: str) -> str:

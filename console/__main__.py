@@ -264,7 +264,7 @@ async def _store_command(args: argparse.Namespace) -> int:
         make = fanout.run_request(script, args.version, _params(args.param), args.unattended)
     else:
         _request(DiagnosticsRequest, device_id="dev", collectors=tuple(args.collector))
-        make = fanout.diag_request(tuple(args.collector), args.timeout)
+        make = None  # the relay asks the store's devices itself
     session = _session()
     as_json = bool(getattr(args, "json", False))
     listed = await http.fetch(
@@ -287,8 +287,25 @@ async def _store_command(args: argparse.Namespace) -> int:
         print(fanout.result_line(result), flush=True)
 
     waiting = Progress(f"waiting for {args.store}'s devices / 等待门店设备", enabled=not as_json)
-    async with _open(session) as conn, waiting as progress:
-        results = await fanout.fan_out(conn, devices, make, args.timeout + 5, on_result=show)
+    if args.command == "diag":  # one request for the whole store (docs/api.md)
+        async with waiting as progress:
+            answer = await http.fetch(
+                "POST",
+                http.http_url(session["relay"]) + f"/v1/stores/{args.store}/diag",
+                json_body={"collectors": list(args.collector), "timeout": args.timeout},
+                token=session["token"],
+                pin=session.get("tls_pin"),
+                ca_file=session.get("tls_ca"),
+                timeout=args.timeout + 15,
+                max_bytes=fanout.MAX_STORE_ANSWER,
+            )
+            results = fanout.store_results(answer.raise_for_status().json())
+            for result in results:
+                show(result)
+    else:
+        assert make is not None
+        async with _open(session) as conn, waiting as progress:
+            results = await fanout.fan_out(conn, devices, make, args.timeout + 5, on_result=show)
     if as_json:
         report = {
             r.device: r.report if r.report is not None else {"error": r.status} for r in results

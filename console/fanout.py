@@ -1,10 +1,11 @@
 """One request to every device of a store: `posassist diag --store S`, `run --store S SCRIPT`.
 
-The devices come from ``GET /v1/devices`` (the caller's scope; the relay checks it again for each
-request); the requests go out over one console connection, paced below the relay's per-user
-limit (a burst of 50, then 20 a second; relay/config.py ``console_burst``/``console_rate``) and
-at most :data:`MAX_IN_FLIGHT` at once, and one line per device says how it went. A device that
-is offline or refuses gets its line; the others are not held up by it.
+The devices come from ``GET /v1/devices`` (the caller's scope; the relay checks it again).
+``diag --store`` is one ``POST /v1/stores/{id}/diag``: the relay asks every device and answers
+once (:func:`store_results`). ``run --store`` sends one request per device over one console
+connection, paced below the relay's per-user limit (a burst of 50, then 20 a second;
+relay/config.py ``console_burst``/``console_rate``) and at most :data:`MAX_IN_FLIGHT` at once.
+One line per device says how it went; a device that is offline or refuses gets its line.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from posassist.protocol import (
 from .render import printable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from posassist.protocol import Message
 
@@ -98,13 +99,22 @@ def _verdict(section: object) -> str:
 def diag_verdict(report: DiagnosticsReport) -> str:
     """The worst section's verdict: what the device's line says (``ok`` only when nothing is
     wrong: a probe that ran is not ok when it found a fault)."""
-    return max((_verdict(s) for s in report.sections.values()), key=VERDICTS.index, default="ok")
+    return sections_verdict(report.sections)
+
+
+def sections_verdict(sections: Mapping[str, Any]) -> str:
+    """:func:`diag_verdict` of a report's sections."""
+    return max((_verdict(s) for s in sections.values()), key=VERDICTS.index, default="ok")
 
 
 def diag_summary(report: DiagnosticsReport) -> str:
-    """``5/5 sections ok, 2 findings (fault)``: one line of what a report says; a section is ok
-    when its findings are (none, or information only)."""
-    sections = report.sections
+    """``5/5 sections ok, 2 findings (fault)``: one line of what a report says."""
+    return sections_summary(report.sections)
+
+
+def sections_summary(sections: Mapping[str, Any]) -> str:
+    """:func:`diag_summary` of a report's sections; a section is ok when its findings are (none,
+    or information only)."""
     ok = sum(1 for s in sections.values() if _verdict(s) in ("ok", "info"))
     findings = [
         f
@@ -166,6 +176,36 @@ async def _ask(conn: ConsoleConnection, request: Message, timeout: float) -> Dev
     except TimeoutError:
         return DeviceResult(device, "timeout", 0.0, f"no answer in {timeout:g} s")
     return DeviceResult(device, "no answer", 0.0)
+
+
+#: The largest answer ``POST /v1/stores/{id}/diag`` gives (its 16 MB of reports, and the rest).
+MAX_STORE_ANSWER = 17 * 1024 * 1024
+
+
+def store_results(answer: Mapping[str, Any]) -> list[DeviceResult]:
+    """Each device's :class:`DeviceResult` from the relay's answer to ``POST
+    /v1/stores/{id}/diag`` (docs/api.md); the agents' strings are made printable when shown."""
+    results = []
+    for row in answer.get("results") or []:
+        if not isinstance(row, dict):
+            continue
+        status = str(row.get("status", "no answer"))
+        sections = row.get("sections")
+        seconds = row.get("elapsed_ms")
+        result = DeviceResult(
+            str(row.get("device_id", "?")),
+            status,
+            float(seconds) / 1000 if isinstance(seconds, int | float) else 0.0,
+        )
+        if status == "ok" and isinstance(sections, dict):
+            result.summary, result.report = sections_summary(sections), sections
+            result.status = sections_verdict(sections)  # a till with a fault is not "ok"
+        elif status == "ok":
+            result.summary = "report not included (answer too large) / 报告过大未附带"
+        else:
+            result.summary = str(row.get("message", ""))
+        results.append(result)
+    return results
 
 
 def result_line(result: DeviceResult) -> str:

@@ -19,7 +19,7 @@ from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import NotFound, StorageError
 from .flapping import FlapDetector
-from .handlers import admin, alerts, api, cancel, policies, tickets
+from .handlers import admin, alerts, api, cancel, fanout, policies, tickets
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
@@ -97,6 +97,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     app.router.add_get("/v1/agent", agent_endpoint)
     app.router.add_get("/v1/console", console_endpoint)
     api.add_routes(app)
+    fanout.add_routes(app)  # issue 16: one request to a whole store
     alerts.add_routes(app)
     policies.add_routes(app)
     admin.add_admin_routes(app)  # issue 15: the operator's half (docs/api.md)

@@ -62,7 +62,7 @@ from posassist.relay.storage.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Collection, Mapping
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 
     from alembic.config import Config
 
@@ -430,7 +430,7 @@ class SqlStorage:
             .select_from(_DEVICE_TREE)
             .where(t.devices.c.id == device_id)
         )
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return TenantPath(
@@ -457,7 +457,7 @@ class SqlStorage:
             chain.append(Scope.root())
             return chain[::-1]
 
-        return await self._db.read(tx)
+        return await self._db.read(tx, small=True)
 
     async def device_in_scope(self, device_id: str, scope: Scope) -> bool:
         """Whether ``scope`` covers the device; False also when there is no such device."""
@@ -471,7 +471,7 @@ class SqlStorage:
 
     async def get_device(self, device_id: str) -> Device:
         query = t.devices.select().where(t.devices.c.id == device_id)
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return _device(row)
@@ -488,7 +488,11 @@ class SqlStorage:
             .where(_scope_clause(scope))
             .order_by(t.devices.c.enrolled_at, t.devices.c.id)
         )
-        return await self._db.read(lambda conn: [_device(row) for row in conn.execute(query)])
+        # A store's or a device's devices are few; a bigger scope's may be thousands.
+        small = scope.kind in (ScopeKind.STORE, ScopeKind.DEVICE)
+        return await self._db.read(
+            lambda conn: [_device(row) for row in conn.execute(query)], small=small
+        )
 
     async def revoke_device(self, device_id: str, *, now: float) -> Device:
         """Mark the device revoked (idempotent: a second call keeps the first ``revoked_at``)."""
@@ -689,7 +693,7 @@ class SqlStorage:
             .select_from(t.bearer_tokens.join(t.users))
             .where(t.bearer_tokens.c.token_hash == _digest(token))
         )
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise TokenUnknown("no such token")
         if row.revoked_at is not None:
@@ -905,6 +909,91 @@ class SqlStorage:
         except Conflict as exc:  # the only constraint an insert of a fresh id can break
             raise NotFound(f"devices {device_id!r}") from exc
         return job
+
+    async def create_jobs(
+        self,
+        requests: Sequence[tuple[str, AuditEntry]],
+        kind: str,
+        requested_by: str,
+        *,
+        now: float,
+    ) -> list[Job]:
+        """One pending job per ``(device id, audit entry)``, all with their audit records in one
+        transaction (a store-wide request, relay/handlers/fanout.py): one commit and one move of
+        the chain head instead of one of each per device. The records are chained in the order
+        given, each naming its job as :meth:`create_job`'s does.
+
+        ``NotFound`` if any device does not exist; then nothing is written.
+        """
+        jobs = [
+            Job(
+                id=_new_id("job"),
+                device_id=device_id,
+                kind=kind,
+                status=JobStatus.PENDING,
+                requested_by=requested_by,
+                created_at=now,
+            )
+            for device_id, _entry in requests
+        ]
+        rows = [{**_row(job), "status": job.status.value} for job in jobs]
+        entries = [
+            dataclasses.replace(entry, detail={"job": job.id, **dict(entry.detail or {})})
+            for job, (_device, entry) in zip(jobs, requests, strict=True)
+        ]
+
+        def tx(conn: sa.Connection) -> None:
+            if rows:
+                _INSERT_JOB.many(conn, rows)
+            _append_many_in(conn, entries, now)
+
+        try:
+            await self._db.write(tx, small=len(rows) <= MAX_SMALL_BATCH)
+        except Conflict as exc:
+            raise NotFound("one of the devices") from exc
+        return jobs
+
+    async def finish_jobs(
+        self,
+        ends: Sequence[tuple[str, JobStatus, str | None, AuditEntry]],
+        *,
+        now: float,
+        ended_at: Sequence[float] | None = None,
+    ) -> int:
+        """End many jobs, each ``(job id, status, error, audit entry)``, in one transaction with
+        their audit records (chained in the order given, at ``now``). Each job's
+        ``finished_at`` is its ``ended_at`` entry (when its end was known), else ``now``. A job
+        that is no longer pending or running keeps its status and gets no record, as with
+        :meth:`finish_job`. Returns how many jobs ended here. ``unknown`` is not an end this
+        takes (it needs the reconciling bookkeeping of :meth:`finish_job`)."""
+        if ended_at is not None and len(ended_at) != len(ends):
+            raise ValueError("one ended_at per end")
+        for _job, status, _error, _entry in ends:
+            if not JobStatus(status).finished or status is JobStatus.UNKNOWN:
+                raise ValueError(f"{status} is not an end finish_jobs takes")
+        for _job, _status, _error, entry in ends:
+            normalise_detail(entry.detail or {})  # a ValueError here, before any transaction
+        params: list[dict[str, Any]] = [
+            {
+                "b_id": job_id,
+                "status": JobStatus(status).value,
+                "finished_at": now if ended_at is None else ended_at[i],
+                "error": error,
+            }
+            for i, (job_id, status, error, _entry) in enumerate(ends)
+        ]
+
+        def tx(conn: sa.Connection) -> int:
+            if not params:
+                return 0
+            open_ids = _open_jobs(conn, [p["b_id"] for p in params])
+            chosen = [p for p in params if p["b_id"] in open_ids]
+            if chosen:
+                _FINISH_JOB_QUIETLY.many(conn, chosen)
+            _append_many_in(conn, [e for (j, _s, _r, e) in ends if j in open_ids], now)
+            return len(chosen)
+
+        return await self._db.write(tx, small=len(params) <= MAX_SMALL_BATCH)
 
     async def get_job(self, job_id: str) -> Job:
         query = t.jobs.select().where(t.jobs.c.id == job_id)
@@ -1176,7 +1265,7 @@ class _Prepared:
         self.suffix = suffix
         self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
 
-    def __call__(self, conn: sa.Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+    def _for(self, conn: sa.Connection) -> tuple[str, tuple[str, ...]]:
         compiled = self._compiled.get(conn.dialect.name)
         if compiled is None:
             c = self.statement.compile(dialect=conn.dialect)
@@ -1184,8 +1273,16 @@ class _Prepared:
             assert c.positiontup is not None  # both drivers take positional parameters
             compiled = (c.string + self.suffix, tuple(c.positiontup))
             self._compiled[conn.dialect.name] = compiled
-        sql, names = compiled
+        return compiled
+
+    def __call__(self, conn: sa.Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+        sql, names = self._for(conn)
         return conn.exec_driver_sql(sql, tuple(params[name] for name in names))
+
+    def many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The statement once per row of ``rows`` (at least one), as one ``executemany``."""
+        sql, names = self._for(conn)
+        conn.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
 
 
 # Statements on the request path, built once (building a statement costs more than running it).
@@ -1234,6 +1331,34 @@ _FINISH_JOB = _Prepared(
     )
     .returning(*t.jobs.c)
 )
+
+# The same end without RETURNING, for many jobs at once (finish_jobs): the jobs still open are
+# read first, in the same transaction.
+_FINISH_JOB_QUIETLY = _Prepared(
+    t.jobs.update()
+    .where(t.jobs.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        error=sa.bindparam("error"),
+    )
+)
+#: Rows written by one executemany at most (both drivers take it whole; bounded all the same).
+MAX_SMALL_BATCH = 64
+
+
+def _open_jobs(conn: sa.Connection, job_ids: Sequence[str]) -> set[str]:
+    """Which of ``job_ids`` are still pending or running (their rows locked on PostgreSQL)."""
+    query = (
+        sa.select(t.jobs.c.id)
+        .where(
+            t.jobs.c.id.in_(job_ids),
+            t.jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]),
+        )
+        .with_for_update()
+    )
+    return set(conn.execute(query).scalars())
+
 
 _RECONCILE_JOB = _Prepared(
     t.jobs.update()
@@ -1321,6 +1446,31 @@ def _append_in(conn: sa.Connection, entry: AuditEntry, now: float) -> AuditRecor
         _INSERT_AUDIT(conn, {**_row(record), "detail": _json(body)})
     _MOVE_HEAD(conn, {"b_seq": record.seq, "b_hash": record.hash})
     return record
+
+
+def _append_many_in(conn: sa.Connection, entries: Sequence[AuditEntry], now: float) -> None:
+    """Append ``entries`` in order inside the caller's write transaction: the head is read (and
+    locked) once, the records are chained here and inserted by one ``executemany``, and the head
+    moves once. With rows past the head (not written by a relay) each goes through
+    :func:`_append_in`, which records them."""
+    if len(entries) <= 1:
+        for entry in entries:
+            _append_in(conn, entry, now)
+        return
+    head = _HEAD_FOR_UPDATE(conn, {}).first()
+    if head is None or _PAST_HEAD(conn, {"b_seq": head.seq}).scalar() is not None:
+        for entry in entries:
+            _append_in(conn, entry, now)
+        return
+    seq, prev_hash = head.seq, bytes(head.hash)
+    rows = []
+    for entry in entries:
+        body = normalise_detail(entry.detail or {})
+        record = _chained(entry, body, seq + 1, prev_hash, now)
+        rows.append({**_row(record), "detail": _json(body)})
+        seq, prev_hash = record.seq, record.hash
+    _INSERT_AUDIT.many(conn, rows)
+    _MOVE_HEAD(conn, {"b_seq": seq, "b_hash": prev_hash})
 
 
 def _chained(

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from posassist.agent.diagnostics import (
     Collector,
     DiagContext,
@@ -17,6 +19,7 @@ from posassist.agent.diagnostics import (
     default_collectors,
     to_tree,
 )
+from posassist.agent.errors import CollectorTimeout
 from posassist.agent.profile import load_profile
 from posassist.agent.settings import PrinterConfig, Settings
 from posassist.protocol import Codec
@@ -184,3 +187,40 @@ def test_diag_offline_prints_json_and_text(tmp_path) -> None:
     )
     assert refused.returncode == 2
     assert "--offline" in refused.stderr
+
+
+async def test_workers_are_reused_and_a_stuck_one_is_abandoned_not_waited_for() -> None:
+    import threading
+
+    from posassist.agent.diagnostics import run_in_worker
+
+    first = await run_in_worker(threading.get_ident, 5.0)
+    again = await run_in_worker(threading.get_ident, 5.0)
+    assert again == first  # no thread started for the second call
+    release = threading.Event()
+    stuck_on: list[int] = []
+
+    def stuck() -> None:
+        stuck_on.append(threading.get_ident())
+        release.wait(10)
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(CollectorTimeout):
+            await run_in_worker(stuck, 0.2)
+        assert time.monotonic() - started < 2
+        # the next call runs at once, on a thread other than the stuck one
+        other = await run_in_worker(threading.get_ident, 5.0)
+        assert stuck_on
+        assert other != stuck_on[0]
+        assert await run_in_worker(lambda: 6 * 7, 5.0) == 42
+    finally:
+        release.set()
+
+
+async def test_the_agent_loads_its_collectors_ahead_of_the_first_request() -> None:
+    from posassist.agent import connection
+
+    connection._WARM = False
+    await connection._warm_up()
+    assert connection._WARM

@@ -13,6 +13,7 @@ everything else 1.
         ├── UntrustedRootError        a script root the approvers did not name      exit 3
         │   └── RootHashOutOfDate     the hash names an older root of the same repository
         ├── ReplacedError             the relay closed us 4002: this identity connected again
+        ├── GoingAwayError            the relay closed us 1001: it restarts, back in seconds
         ├── OutboxError               the alert outbox (SQLite) could not be read or written
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
@@ -44,6 +45,7 @@ __all__ = [
     "CollectorError",
     "CollectorTimeout",
     "ConfigError",
+    "GoingAwayError",
     "LogReadError",
     "OutboxError",
     "PortError",
@@ -101,6 +103,17 @@ class ReplacedError(AgentError):
     close_code = 4002
     public_reason = "replaced by another connection of this device"
     public_reason_zh = "本设备身份在另一处连接了服务器 (可能是复制的系统镜像)"
+
+
+class GoingAwayError(AgentError):
+    """The relay closed this connection with 1001 (going away: it is restarting). The agent
+    tries again within a couple of seconds, at random, for a while (agent/backoff.py
+    ``after_going_away``) instead of its doubling backoff, so a restarted relay has its tills
+    back in seconds (docs/protocol.md#reconnecting)."""
+
+    close_code = 1001
+    public_reason = "the relay is restarting"
+    public_reason_zh = "服务器正在重启"
 
 
 class OutboxError(AgentError):

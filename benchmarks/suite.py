@@ -189,12 +189,13 @@ class Fleet:
         count: int,
         duration: float,
         alert_rate: float = 0.0,
+        extra: Sequence[str] = (),
     ) -> None:
         processes = max(1, -(-count // PER_PROCESS))
         argv = [sys.executable, "-m", "posassist.relay.fleet", "--relay", relay.url]
         argv += ["--identities", str(ids), "--first", str(first), "--agents", str(count)]
         argv += ["--processes", str(processes), "--duration", str(duration)]
-        argv += ["--alert-rate", str(alert_rate)]
+        argv += ["--alert-rate", str(alert_rate), *extra]
         self.count = count
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

@@ -31,7 +31,7 @@ from posassist.protocol.signing import fingerprint
 from posassist.protocol.text import printable
 
 from . import __version__
-from .app import create_app, drain_routes
+from .app import close_sockets, create_app, drain_routes
 from .audit import RELAY_CREATED, Checkpoint, CheckpointError, Outcome, VerifyResult, verify_store
 from .checkpoints import (
     CHECKPOINTS_FILE,
@@ -766,6 +766,10 @@ def _hold_data_dir(data: Path) -> int:
     return fd
 
 
+#: Connections the kernel queues for accept (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+
+
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
     config = _fit_caps(config)
@@ -793,6 +797,10 @@ async def serve(config: RelayConfig) -> None:
         # Before the TLS handshake the guard does not see a connection; this bounds it instead.
         ssl_handshake_timeout=config.header_timeout if ssl_context else None,
         reuse_address=True,
+        # A restarted relay meets thousands of tills at once: they wait in the kernel's queue
+        # (up to net.core.somaxconn) instead of having their SYNs dropped and retried seconds
+        # later (asyncio's default is 100; docs/notes/16b-status.md).
+        backlog=LISTEN_BACKLOG,
     )
     guard.start()
     port = listener.sockets[0].getsockname()[1]
@@ -839,6 +847,9 @@ async def serve(config: RelayConfig) -> None:
         listener.close()
         await guard.stop()
         await drain_routes(app)
+        # Every peer told "going away" (1001) while aiohttp still reads their close replies:
+        # once its shutdown starts it drops them, and each close waited out close_timeout.
+        await close_sockets(app)
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()

@@ -48,6 +48,7 @@ __all__ = [
     "ConnectionLimits",
     "ConnectionTable",
     "HandshakeBudget",
+    "HandshakeGate",
     "Refusal",
     "address_key",
     "fit_to_descriptors",
@@ -369,6 +370,70 @@ class HandshakeBudget:
         """A sign-in from ``address`` failed: spend a token (none left: nothing more to spend).
         Counted per :func:`address_key`: an IPv6 /64 is one budget, not 2**64."""
         self.limiter.allow(address_key(address), now)
+
+
+class HandshakeGate:
+    """Load shedding for sign-ins (docs/relay.md#load-shedding): at most ``max_in_flight``
+    websocket sign-ins are worked on at once; past that a new one is answered 503 with a
+    ``Retry-After`` *before* the upgrade (an HTTP answer, no handshake, no signature check, no
+    database read), and the agent comes back then, with its own jitter (agent/backoff.py
+    ``retry_after_delay``). More sign-ins at once would only wait longer on this one core,
+    while the retries of connections cut at the caps above cost it more.
+
+    The wait asked for spreads the shed agents over the time the relay needs for them: at the
+    sign-ins per second it has just completed, the ones in flight and those shed in the last
+    :data:`SHED_WINDOW` seconds take ``queued / rate`` seconds; each is told a random wait up
+    to that (at least :data:`MIN_RETRY_AFTER`, at most :data:`MAX_RETRY_AFTER`). Pure: ``now``
+    and ``rand`` are passed in. ``max_in_flight`` 0: no shedding.
+    """
+
+    __slots__ = ("_done", "_shed", "_window_start", "in_flight", "max_in_flight", "rand", "shed")
+
+    def __init__(self, max_in_flight: int, rand: Callable[[], float]) -> None:
+        if max_in_flight < 0:
+            raise ValueError("max_in_flight must be 0 (no shedding) or more")
+        self.max_in_flight = max_in_flight
+        self.rand = rand
+        self.in_flight = 0
+        #: Sign-ins shed since the start (for the metrics and benchmarks).
+        self.shed = 0
+        self._window_start = 0.0
+        self._done = 0  # sign-ins completed in the current window
+        self._shed = 0  # shed in the current window
+
+    def admit(self, now: float) -> float | None:
+        """None: go ahead (call :meth:`done` when the sign-in ends, however it ends); else the
+        seconds to ask the agent to wait."""
+        self._roll(now)
+        if not self.max_in_flight or self.in_flight < self.max_in_flight:
+            self.in_flight += 1
+            return None
+        self.shed += 1
+        self._shed += 1
+        elapsed = max(now - self._window_start, 1.0)
+        rate = max(self._done / elapsed, MIN_SIGN_IN_RATE)
+        spread = (self.in_flight + self._shed) / rate
+        wait = MIN_RETRY_AFTER + self.rand() * max(0.0, spread - MIN_RETRY_AFTER)
+        return min(wait, MAX_RETRY_AFTER)
+
+    def done(self, now: float) -> None:
+        """A sign-in :meth:`admit` let through has ended (signed in, refused or gone)."""
+        self._roll(now)
+        self.in_flight = max(0, self.in_flight - 1)
+        self._done += 1
+
+    def _roll(self, now: float) -> None:
+        if now - self._window_start >= SHED_WINDOW:
+            self._window_start, self._done, self._shed = now, 0, 0
+
+
+#: Seconds over which the sign-in rate and the shed are counted (HandshakeGate).
+SHED_WINDOW = 5.0
+#: The rate assumed when the relay has just started (sign-ins per second on one slow core).
+MIN_SIGN_IN_RATE = 200.0
+#: Bounds of the wait a shed sign-in is asked for, in seconds.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 60.0
 
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from aiohttp import web
 
 from .audit import Outcome
+from .batching import Batcher
 from .connection import WebSocketSession
 from .errors import NotFound, ScopeError, StorageError
 from .flapping import FlapDetector
+from .limits import HandshakeGate
 from .lockout import LoginBackoff
 from .metrics import refusal_reason
 from .refusals import pre_sign_in_address
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from .ratelimit import KeyedLimiter
     from .refusals import RefusalLedger
     from .routing import Router
-    from .storage import SqlStorage, TenantPath, User
+    from .storage import Device, SqlStorage, TenantPath, User
 
 log = logging.getLogger("posassist.relay")
 
@@ -86,6 +89,15 @@ class RelayState:
     flaps: FlapDetector = field(default_factory=lambda: FlapDetector(60.0, 5))
     #: Health alerts, webhooks and remediation (relay/handlers/alerts.py ``Health``), once up.
     health: object | None = None
+    #: Devices read for sign-ins, many at once (relay/batching.py).
+    device_reads: Batcher[str, Device] = field(init=False)
+
+    #: Sign-ins worked on at once, the rest shed (relay/limits.py ``HandshakeGate``).
+    handshake_gate: HandshakeGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device_reads = Batcher(self.storage.get_devices)
+        self.handshake_gate = HandshakeGate(self.config.max_handshakes_in_flight, random.random)
 
     def now(self) -> float:
         return self.clock()
@@ -210,6 +222,7 @@ class RelayState:
             session,
             str(request.remote),
             max_outbox=config.max_outbox,
+            max_outbox_bytes=config.max_outbox_bytes,
             frames_in=self.metrics.frames_received.labels(endpoint=endpoint),
             frames_out=self.metrics.frames_sent.labels(endpoint=endpoint),
             transport=request.transport,

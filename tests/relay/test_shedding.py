@@ -1,0 +1,143 @@
+"""Load shedding of sign-ins (relay/limits.py ``HandshakeGate``): past ``max_handshakes_in_flight``
+a new agent connection is answered 503 with a Retry-After before the upgrade (no handshake, no
+audit record: load, not abuse), the sign-ins in flight finish, and an agent honours the wait
+(agent/run.py) and then signs in. The pure gate is tested alone first."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+from aiohttp import ClientSession
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from posassist.agent.config import Identity
+from posassist.agent.run import run_agent
+from posassist.relay.limits import MAX_RETRY_AFTER, MIN_RETRY_AFTER, HandshakeGate
+from tests.relay.harness import Agent, start_relay, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def test_the_gate_admits_up_to_its_limit_then_sheds_until_one_is_done() -> None:
+    gate = HandshakeGate(2, rand=lambda: 0.0)
+    assert gate.admit(0.0) is None
+    assert gate.admit(0.0) is None
+    assert gate.admit(0.0) == MIN_RETRY_AFTER
+    assert (gate.in_flight, gate.shed) == (2, 1)
+    gate.done(0.1)
+    assert gate.admit(0.1) is None
+    assert gate.in_flight == 2
+
+
+def test_the_wait_spreads_the_shed_over_the_time_the_relay_needs_for_them() -> None:
+    gate = HandshakeGate(100, rand=lambda: 1.0)
+    for _ in range(100):
+        assert gate.admit(0.0) is None
+    for _ in range(400):  # 400 completed in 2 s: 200 a second
+        gate.done(1.0)
+        gate.admit(2.0)
+    waits = [gate.admit(2.0) for _ in range(1000)]
+    # the longest wait is the time the queue takes: (100 in flight + 1,000 shed) / 200 a second
+    assert waits[0] == MIN_RETRY_AFTER
+    assert waits[-1] == pytest.approx(5.5)
+    more = [gate.admit(2.0) for _ in range(20_000)]
+    assert more[-1] == MAX_RETRY_AFTER  # never longer than the bound
+
+
+def test_shed_waits_are_random_within_bounds() -> None:
+    import random
+
+    rng = random.Random(16)
+    gate = HandshakeGate(1, rand=rng.random)
+    gate.admit(0.0)
+    waits = [gate.admit(0.0) for _ in range(2000)]
+    assert all(w is not None and MIN_RETRY_AFTER <= w <= MAX_RETRY_AFTER for w in waits)
+    assert len({round(w or 0, 3) for w in waits}) > 100  # spread, not one wave
+
+
+def test_no_shedding_with_a_limit_of_zero_and_no_negative_limit() -> None:
+    gate = HandshakeGate(0, rand=lambda: 0.5)
+    assert all(gate.admit(0.0) is None for _ in range(10_000))
+    with pytest.raises(ValueError, match="max_in_flight"):
+        HandshakeGate(-1, rand=lambda: 0.5)
+
+
+async def test_a_sign_in_past_the_limit_is_answered_503_with_retry_after_and_not_audited(
+    tmp_path: Path,
+) -> None:
+    relay = await start_relay(tmp_path, max_handshakes_in_flight=1)
+    try:
+        device_id, key = await relay.enrol()
+        before = await relay.audit_actions()
+        async with connect(relay.ws + "/v1/agent") as stranger:  # in flight: never says hello
+            await wait_until(lambda: relay.state.handshake_gate.in_flight == 1)
+            with pytest.raises(InvalidStatus) as shed:
+                async with connect(relay.ws + "/v1/agent"):
+                    pass
+            response = shed.value.response
+            assert response.status_code == 503
+            assert int(response.headers["Retry-After"]) >= 1
+            async with ClientSession() as http, http.get(relay.http + "/metrics") as answer:
+                assert 'posassist_relay_refusals_total{reason="overloaded"} 1.0' in (
+                    await answer.text()
+                )
+            await stranger.close()
+        # the one in flight ended: a real agent signs in again
+        await wait_until(lambda: relay.state.handshake_gate.in_flight == 0)
+        async with Agent(relay, device_id, key):
+            assert relay.state.router.agent(device_id) is not None
+        assert relay.state.handshake_gate.in_flight == 0  # serving agents are not in flight
+        after = await relay.audit_actions()
+        shed_records = [a for a in after[len(before) :] if a[1] == "refused"]
+        assert shed_records == []  # load is not abuse: nothing written for the 503
+    finally:
+        await relay.server.close()
+
+
+async def test_a_shed_agent_waits_the_retry_after_then_signs_in(tmp_path: Path) -> None:
+    relay = await start_relay(tmp_path, max_handshakes_in_flight=1)
+    try:
+        device_id, key = await relay.enrol()
+        events: list[tuple[str, float, BaseException | None]] = []
+
+        def delays() -> Iterator[float]:
+            while True:
+                yield 0.01  # its own schedule would try again at once
+
+        async def on_open(opened: object) -> None:
+            events.append(("open", time.monotonic(), None))
+
+        stop = asyncio.Event()
+        async with connect(relay.ws + "/v1/agent") as stranger:
+            await wait_until(lambda: relay.state.handshake_gate.in_flight == 1)
+            agent = asyncio.ensure_future(
+                run_agent(
+                    Identity(device_id, relay.ws, key),
+                    stop,
+                    delays=delays,
+                    on_open=on_open,
+                    on_failure=lambda exc: events.append(("failed", time.monotonic(), exc)),
+                )
+            )
+            try:
+                await wait_until(lambda: len(events) >= 1)
+                await stranger.close()
+                await wait_until(lambda: any(kind == "open" for kind, _, _ in events))
+            finally:
+                stop.set()
+                await asyncio.wait_for(agent, 10)
+        kind, shed_at, exc = events[0]
+        assert kind == "failed"
+        assert isinstance(exc, InvalidStatus)
+        assert exc.response.status_code == 503
+        asked = float(exc.response.headers["Retry-After"])
+        # the next try came no sooner than the relay asked, though its own schedule said 0.01 s
+        assert events[1][1] - shed_at >= asked
+    finally:
+        await relay.server.close()

@@ -82,7 +82,7 @@ def launch_profiled(data: Path, store: str, port: int, profile: Path) -> Relay:
 
 
 class PeakRss:
-    """The highest RSS of ``pid`` seen every 0.2 s until :meth:`stop` (MB)."""
+    """The highest RSS of ``pid`` seen every 0.05 s until :meth:`stop` (MB)."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak = pid, 0.0
@@ -96,7 +96,7 @@ class PeakRss:
                 self.peak = max(self.peak, rss_mb(self.pid))
             except psutil.Error:  # the process ended
                 return
-            self.done.wait(0.2)
+            self.done.wait(0.05)
 
     def stop(self) -> float:
         self.done.set()

@@ -586,16 +586,13 @@ def markdown(res: dict[str, Any]) -> str:
 SCENARIOS = ("never-sign-in", "stuck-agents", "flood-one-address", "big-replies")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--only", choices=SCENARIOS, action="append", help="run only these")
-    p.add_argument("--quick", action="store_true", help="a tenth of the counts: a smoke run")
-    p.add_argument("--json", type=Path, help="write the raw figures here")
-    args = p.parse_args(argv)
-    chosen = args.only or list(SCENARIOS)
-    k = 10 if args.quick else 1
-    work = Path(tempfile.mkdtemp(prefix="posassist-abuse-"))
-    res: dict[str, Any] = {"calibration": [calibrate()]}
+def run_scenarios(
+    work: Path, chosen: Sequence[str] = SCENARIOS, *, quick: bool = False
+) -> dict[str, Any]:
+    """The chosen scenarios' figures (a tenth of the counts with ``quick``)."""
+    work.mkdir(parents=True, exist_ok=True)
+    k = 10 if quick else 1
+    res: dict[str, Any] = {}
     if "never-sign-in" in chosen:
         res["never_sign_in"] = never_sign_in(work, 5000 // k)
     if "stuck-agents" in chosen:
@@ -604,6 +601,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["flood_one_address"] = flood_one_address(work, 2000 // k, 1000 // k, 300 // k)
     if "big-replies" in chosen:
         res["big_replies"] = big_replies(work, 100 // k, 1_000_000, 100 // k)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--only", choices=SCENARIOS, action="append", help="run only these")
+    p.add_argument("--quick", action="store_true", help="a tenth of the counts: a smoke run")
+    p.add_argument("--json", type=Path, help="write the raw figures here")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="posassist-abuse-"))
+    res: dict[str, Any] = {"calibration": [calibrate()]}
+    res |= run_scenarios(work, args.only or SCENARIOS, quick=args.quick)
     res["calibration"].append(calibrate())
     print(f"calibration {res['calibration'][0]:.3f} s at start, {res['calibration'][1]:.3f} at end")
     print(markdown(res))

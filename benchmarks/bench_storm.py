@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -131,6 +132,7 @@ def storm(
     """Restart the relay under ``fleets``: the figures of one storm."""
     marks = [f.mark() for f in fleets]
     before = _errors(fleets)
+    load = os.getloadavg()[0]  # the machine is shared: how busy it was when the storm began
     started_stop = time.time()
     relay.stop()
     stopped = time.time()
@@ -172,6 +174,7 @@ def storm(
         "fleet_cpu": round(fleet_cpu, 3),
         "handshakes_per_core_second": round(agents / cpu, 1) if cpu > 0 else 0.0,
         "peak_rss_mb": round(peak.stop(), 1),
+        "load_average": round(load, 1),
         "errors": {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)},
         "curve": points,
     }
@@ -203,8 +206,8 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| agents | old relay stop s | new relay start s | 50% s | 90% s | 99% s | all s "
         "| relay CPU s | fleet CPU s | handshakes per relay core-s | peak RSS MB "
-        "| agents' errors (all retried) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| agents' errors (all retried) | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "none"
@@ -213,7 +216,7 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
             f"{sec(r['p50'])} | {sec(r['p90'])} | {sec(r['p99'])} | **{r['seconds']:.2f}** | "
             f"{r['relay_cpu']:.2f} | {r.get('fleet_cpu', 0.0):.2f} | "
             f"{r['handshakes_per_core_second']:.0f} | "
-            f"{r['peak_rss_mb']:.0f} | {errors} |"
+            f"{r['peak_rss_mb']:.0f} | {errors} | {r.get('load_average', '—')} |"
         )
     if len(runs) > 1:
         all_s = [r["seconds"] for r in runs]
@@ -233,6 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--plain-backoff", action="store_true", help="the agents' schedule before going-away"
     )
+    p.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=128,
+        help="connections each fleet process opens at once (128, the fleet's default; real "
+        "tills all come at once)",
+    )
     p.add_argument("--json", type=Path, help="write the raw figures here")
     args = p.parse_args(argv)
     if not 1 <= args.agents <= MAX_AGENTS:
@@ -247,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleets: list[Fleet] = []
     try:
         extra = ["--plain-backoff"] if args.plain_backoff else []
+        extra += ["--connect-concurrency", str(args.connect_concurrency)]
         fleets.append(Fleet(relay, ids, 0, args.agents, 3600.0, extra=extra))
         fleets[0].wait_all_connected(0, STORM_DEADLINE)
         for i in range(args.runs):

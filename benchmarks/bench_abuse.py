@@ -92,9 +92,11 @@ def ms(values: Sequence[float], q: float) -> float:
 async def _hold_one(
     port: int, index: int, upgrade: bool, spread: bool, gate: asyncio.Semaphore
 ) -> tuple[str, float]:
-    """Open one connection that never signs in: ("refused", s) if closed within 0.2 s of
-    opening (a cap), ("dropped", s) when the relay closes it later, ("held", s) at the limit,
-    ("failed", s) if it could not be opened."""
+    """Open one connection that never signs in, and read until the relay hangs up. What it
+    got: ``refused`` (closed with no answer, well before any deadline: a cap), ``HTTP 503`` /
+    ``HTTP 429`` (answered and closed: load shedding, a budget), ``dropped`` (closed at a
+    deadline, after 5 s or more), ``held`` (still open at the limit), ``failed`` (not opened);
+    and the seconds from opening to the end."""
     local = (stranger_address(index), 0) if spread else ("127.0.0.1", 0)
     started = time.monotonic()
     try:
@@ -103,12 +105,13 @@ async def _hold_one(
     except OSError:
         return "failed", time.monotonic() - started
     opened = time.monotonic()
+    first = b""
     try:
         if upgrade:
             writer.write(UPGRADE)
         async with asyncio.timeout(WATCH_LIMIT):
-            while await reader.read(65536):
-                pass  # the 101 answer, then the close frame: read until the relay hangs up
+            while chunk := await reader.read(65536):
+                first = first or chunk  # the answer's status line, then the close frame
     except TimeoutError:
         return "held", time.monotonic() - opened
     except OSError:
@@ -118,7 +121,15 @@ async def _hold_one(
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     took = time.monotonic() - opened
-    return ("refused" if took < 0.2 else "dropped"), took
+    status = first.split(b"\r\n", 1)[0].split(b" ")[1:2]
+    if status and status[0] in (b"503", b"429"):
+        return f"HTTP {status[0].decode()}", took
+    return ("dropped" if took >= DEADLINE_SEEN else "refused"), took
+
+
+#: A connection closed this long after it opened was closed at a deadline (10 s by default),
+#: not refused at once (which may take a moment when thousands wait to be accepted).
+DEADLINE_SEEN = 5.0
 
 
 async def _strangers(port: int, n: int, upgrade: bool, spread: bool) -> list[tuple[str, float]]:
@@ -173,7 +184,7 @@ def never_sign_in(work: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-_KINDS = ("refused", "dropped", "held", "failed")
+_KINDS = ("refused", "HTTP 503", "HTTP 429", "dropped", "held", "failed")
 
 
 # --- stuck agents -----------------------------------------------------------------------------
@@ -511,14 +522,16 @@ def markdown(res: dict[str, Any]) -> str:
         out += [
             "### Connections that never sign in",
             "",
-            "| limits | kind | attempted | refused at once | dropped | drop after s (min/median"
-            "/max) | still held at 60 s | relay MB idle → peak → after | KB per held |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| limits | kind | attempted | refused at once | 503 (shed) | dropped at a deadline "
+            "| drop after s (min/median/max) | still held at 60 s | relay MB idle → peak → after "
+            "| KB per held |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["never_sign_in"]:
             out.append(
                 f"| {r['limits']} | {r['kind']} | {r['attempted']} | {r['refused']} | "
-                f"{r['dropped']} | {r['drop_s_min']}/{r['drop_s_median']}/{r['drop_s_max']} | "
+                f"{r['HTTP 503']} | {r['dropped']} | "
+                f"{r['drop_s_min']}/{r['drop_s_median']}/{r['drop_s_max']} | "
                 f"{r['held']} | {r['idle_mb']} → {r['peak_mb']} → {r['after_mb']} | "
                 f"{r['kb_per_held']} |"
             )

@@ -30,7 +30,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from aiohttp import web
 
@@ -48,6 +48,7 @@ __all__ = [
     "ConnectionLimits",
     "ConnectionTable",
     "HandshakeBudget",
+    "Admission",
     "HandshakeGate",
     "Refusal",
     "address_key",
@@ -380,6 +381,11 @@ class HandshakeGate:
     ``retry_after_delay``). More sign-ins at once would only wait longer on this one core,
     while the retries of connections cut at the caps above cost it more.
 
+    A sign-in counts for at most :data:`STALLED_AFTER` seconds: one still open after that is
+    waiting on its peer (a stranger who never says hello), not on this relay's CPU, so a
+    stranger's idle sockets can't keep the gate shut (they are bounded by the caps above and
+    ``handshake_timeout``, as before).
+
     The wait asked for spreads the shed agents over the time the relay needs for them: at the
     sign-ins per second it has just completed, the ones in flight and those shed in the last
     :data:`SHED_WINDOW` seconds take ``queued / rate`` seconds; each is told a random wait up
@@ -387,48 +393,84 @@ class HandshakeGate:
     and ``rand`` are passed in. ``max_in_flight`` 0: no shedding.
     """
 
-    __slots__ = ("_done", "_shed", "_window_start", "in_flight", "max_in_flight", "rand", "shed")
+    __slots__ = (
+        "_admitted",
+        "_done",
+        "_next_ticket",
+        "_shed",
+        "_window_start",
+        "max_in_flight",
+        "rand",
+        "shed",
+    )
 
     def __init__(self, max_in_flight: int, rand: Callable[[], float]) -> None:
         if max_in_flight < 0:
             raise ValueError("max_in_flight must be 0 (no shedding) or more")
         self.max_in_flight = max_in_flight
         self.rand = rand
-        self.in_flight = 0
         #: Sign-ins shed since the start (for the metrics and benchmarks).
         self.shed = 0
+        #: ticket → when it was admitted, oldest first (a dict keeps the order)
+        self._admitted: dict[int, float] = {}
+        self._next_ticket = 0
         self._window_start = 0.0
         self._done = 0  # sign-ins completed in the current window
         self._shed = 0  # shed in the current window
 
-    def admit(self, now: float) -> float | None:
-        """None: go ahead (call :meth:`done` when the sign-in ends, however it ends); else the
-        seconds to ask the agent to wait."""
+    def in_flight(self, now: float) -> int:
+        """Sign-ins admitted, not done, and not yet stalled."""
+        self._forget_stalled(now)
+        return len(self._admitted)
+
+    def admit(self, now: float) -> Admission:
+        """A ticket to give back to :meth:`done` when the sign-in ends (however it ends), or
+        no ticket and the seconds to ask the agent to wait."""
         self._roll(now)
-        if not self.max_in_flight or self.in_flight < self.max_in_flight:
-            self.in_flight += 1
-            return None
+        in_flight = self.in_flight(now)
+        if not self.max_in_flight or in_flight < self.max_in_flight:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._admitted[ticket] = now
+            return Admission(ticket, 0.0)
         self.shed += 1
         self._shed += 1
         elapsed = max(now - self._window_start, 1.0)
         rate = max(self._done / elapsed, MIN_SIGN_IN_RATE)
-        spread = (self.in_flight + self._shed) / rate
+        spread = (in_flight + self._shed) / rate
         wait = MIN_RETRY_AFTER + self.rand() * max(0.0, spread - MIN_RETRY_AFTER)
-        return min(wait, MAX_RETRY_AFTER)
+        return Admission(None, min(wait, MAX_RETRY_AFTER))
 
-    def done(self, now: float) -> None:
-        """A sign-in :meth:`admit` let through has ended (signed in, refused or gone)."""
+    def done(self, ticket: int, now: float) -> None:
+        """The sign-in of ``ticket`` has ended (signed in, refused or gone)."""
         self._roll(now)
-        self.in_flight = max(0, self.in_flight - 1)
+        self._admitted.pop(ticket, None)
         self._done += 1
+
+    def _forget_stalled(self, now: float) -> None:
+        admitted = self._admitted
+        while admitted:
+            ticket, at = next(iter(admitted.items()))
+            if now - at < STALLED_AFTER:
+                return
+            del admitted[ticket]  # waiting on its peer: no longer counted
 
     def _roll(self, now: float) -> None:
         if now - self._window_start >= SHED_WINDOW:
             self._window_start, self._done, self._shed = now, 0, 0
 
 
+class Admission(NamedTuple):
+    """:meth:`HandshakeGate.admit`'s answer: a ticket, or None and the wait to ask for."""
+
+    ticket: int | None
+    retry_after: float
+
+
 #: Seconds over which the sign-in rate and the shed are counted (HandshakeGate).
 SHED_WINDOW = 5.0
+#: Seconds after which a sign-in still in flight no longer counts (it waits on its peer).
+STALLED_AFTER = 2.0
 #: The rate assumed when the relay has just started (sign-ins per second on one slow core).
 MIN_SIGN_IN_RATE = 200.0
 #: Bounds of the wait a shed sign-in is asked for, in seconds.

@@ -95,24 +95,25 @@ def handshake_failed(state: RelayState, peer: WebSocketSession, exc: BaseExcepti
         state.handshake_budget.failed(peer.peer, state.now())
 
 
-def shed_at_load(state: RelayState) -> None:
+def shed_at_load(state: RelayState) -> int:
     """Overloaded (503 + Retry-After, before the upgrade) when as many sign-ins as the relay
-    works on at once are in flight (relay/limits.py ``HandshakeGate``); else the sign-in is
-    counted in flight until :meth:`HandshakeGate.done`."""
-    retry_after = state.handshake_gate.admit(state.now())
-    if retry_after is not None:
+    works on at once are in flight (relay/limits.py ``HandshakeGate``); else the ticket to give
+    back when the sign-in ends."""
+    admission = state.handshake_gate.admit(state.now())
+    if admission.ticket is None:
         state.metrics.refused("overloaded")
-        raise Overloaded("sign-ins in flight at the limit", retry_after=retry_after)
+        raise Overloaded("sign-ins in flight at the limit", retry_after=admission.retry_after)
+    return admission.ticket
 
 
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     await refuse_over_budget(state, request, "agent.connect")
-    shed_at_load(state)  # from here counted in flight until the sign-in ends, however it ends
+    ticket = shed_at_load(state)  # counted in flight until the sign-in ends, however it ends
     try:
         peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
     except BaseException:
-        state.handshake_gate.done(state.now())
+        state.handshake_gate.done(ticket, state.now())
         raise
     ws = peer.ws
     device_id: str | None = None
@@ -122,7 +123,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
             with state.metrics.handshake_duration.time():
                 device_id = await _authenticate(peer, state)
         finally:
-            state.handshake_gate.done(state.now())
+            state.handshake_gate.done(ticket, state.now())
         trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
         lost_jobs = LostJobs()
         await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)

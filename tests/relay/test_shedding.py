@@ -16,7 +16,12 @@ from websockets.exceptions import InvalidStatus
 
 from posassist.agent.config import Identity
 from posassist.agent.run import run_agent
-from posassist.relay.limits import MAX_RETRY_AFTER, MIN_RETRY_AFTER, HandshakeGate
+from posassist.relay.limits import (
+    MAX_RETRY_AFTER,
+    MIN_RETRY_AFTER,
+    STALLED_AFTER,
+    HandshakeGate,
+)
 from tests.relay.harness import Agent, start_relay, wait_until
 
 if TYPE_CHECKING:
@@ -26,28 +31,43 @@ if TYPE_CHECKING:
 
 def test_the_gate_admits_up_to_its_limit_then_sheds_until_one_is_done() -> None:
     gate = HandshakeGate(2, rand=lambda: 0.0)
-    assert gate.admit(0.0) is None
-    assert gate.admit(0.0) is None
-    assert gate.admit(0.0) == MIN_RETRY_AFTER
-    assert (gate.in_flight, gate.shed) == (2, 1)
-    gate.done(0.1)
-    assert gate.admit(0.1) is None
-    assert gate.in_flight == 2
+    first, second = gate.admit(0.0), gate.admit(0.0)
+    assert first.ticket is not None
+    assert second.ticket is not None
+    assert gate.admit(0.0) == (None, MIN_RETRY_AFTER)
+    assert (gate.in_flight(0.0), gate.shed) == (2, 1)
+    gate.done(first.ticket, 0.1)
+    assert gate.admit(0.1).ticket is not None
+    assert gate.in_flight(0.1) == 2
 
 
 def test_the_wait_spreads_the_shed_over_the_time_the_relay_needs_for_them() -> None:
     gate = HandshakeGate(100, rand=lambda: 1.0)
-    for _ in range(100):
-        assert gate.admit(0.0) is None
-    for _ in range(400):  # 400 completed in 2 s: 200 a second
-        gate.done(1.0)
-        gate.admit(2.0)
-    waits = [gate.admit(2.0) for _ in range(1000)]
-    # the longest wait is the time the queue takes: (100 in flight + 1,000 shed) / 200 a second
+    tickets = [gate.admit(0.0).ticket for _ in range(100)]
+    for _ in range(400):  # 400 completed at 1 s, each replaced: 200 a second by 2 s
+        ticket = tickets.pop(0)
+        assert ticket is not None
+        gate.done(ticket, 1.0)
+        tickets.append(gate.admit(1.0).ticket)
+    waits = [gate.admit(1.5).retry_after for _ in range(1000)]
+    # the longest wait is the time the queue takes: (100 in flight + 1,000 shed) / 267 a second
     assert waits[0] == MIN_RETRY_AFTER
-    assert waits[-1] == pytest.approx(5.5)
-    more = [gate.admit(2.0) for _ in range(20_000)]
+    assert waits[-1] == pytest.approx(1100 / (400 / 1.5))
+    more = [gate.admit(1.5).retry_after for _ in range(20_000)]
     assert more[-1] == MAX_RETRY_AFTER  # never longer than the bound
+
+
+def test_a_stalled_sign_in_stops_counting_so_idle_strangers_cannot_shut_the_gate() -> None:
+    gate = HandshakeGate(2, rand=lambda: 0.0)
+    gate.admit(0.0)
+    gate.admit(0.0)  # two strangers who never say hello
+    assert gate.admit(STALLED_AFTER - 0.1).ticket is None  # shed while they may be working
+    assert gate.in_flight(STALLED_AFTER) == 0  # waiting on their peers: not counted
+    assert gate.admit(STALLED_AFTER).ticket is not None
+    late = gate.admit(STALLED_AFTER + 0.1)
+    assert late.ticket is not None
+    gate.done(0, STALLED_AFTER + 0.2)  # a stalled one ending later changes nothing
+    assert gate.in_flight(STALLED_AFTER + 0.2) == 2
 
 
 def test_shed_waits_are_random_within_bounds() -> None:
@@ -56,14 +76,14 @@ def test_shed_waits_are_random_within_bounds() -> None:
     rng = random.Random(16)
     gate = HandshakeGate(1, rand=rng.random)
     gate.admit(0.0)
-    waits = [gate.admit(0.0) for _ in range(2000)]
-    assert all(w is not None and MIN_RETRY_AFTER <= w <= MAX_RETRY_AFTER for w in waits)
-    assert len({round(w or 0, 3) for w in waits}) > 100  # spread, not one wave
+    waits = [gate.admit(0.0).retry_after for _ in range(2000)]
+    assert all(MIN_RETRY_AFTER <= w <= MAX_RETRY_AFTER for w in waits)
+    assert len({round(w, 3) for w in waits}) > 100  # spread, not one wave
 
 
 def test_no_shedding_with_a_limit_of_zero_and_no_negative_limit() -> None:
     gate = HandshakeGate(0, rand=lambda: 0.5)
-    assert all(gate.admit(0.0) is None for _ in range(10_000))
+    assert all(gate.admit(0.0).ticket is not None for _ in range(10_000))
     with pytest.raises(ValueError, match="max_in_flight"):
         HandshakeGate(-1, rand=lambda: 0.5)
 
@@ -76,7 +96,7 @@ async def test_a_sign_in_past_the_limit_is_answered_503_with_retry_after_and_not
         device_id, key = await relay.enrol()
         before = await relay.audit_actions()
         async with connect(relay.ws + "/v1/agent") as stranger:  # in flight: never says hello
-            await wait_until(lambda: relay.state.handshake_gate.in_flight == 1)
+            await wait_until(lambda: relay.state.handshake_gate.in_flight(relay.state.now()) == 1)
             with pytest.raises(InvalidStatus) as shed:
                 async with connect(relay.ws + "/v1/agent"):
                     pass
@@ -89,10 +109,12 @@ async def test_a_sign_in_past_the_limit_is_answered_503_with_retry_after_and_not
                 )
             await stranger.close()
         # the one in flight ended: a real agent signs in again
-        await wait_until(lambda: relay.state.handshake_gate.in_flight == 0)
+        await wait_until(lambda: relay.state.handshake_gate.in_flight(relay.state.now()) == 0)
         async with Agent(relay, device_id, key):
             assert relay.state.router.agent(device_id) is not None
-        assert relay.state.handshake_gate.in_flight == 0  # serving agents are not in flight
+        assert (
+            relay.state.handshake_gate.in_flight(relay.state.now()) == 0
+        )  # serving agents are not in flight
         after = await relay.audit_actions()
         shed_records = [a for a in after[len(before) :] if a[1] == "refused"]
         assert shed_records == []  # load is not abuse: nothing written for the 503
@@ -115,7 +137,7 @@ async def test_a_shed_agent_waits_the_retry_after_then_signs_in(tmp_path: Path) 
 
         stop = asyncio.Event()
         async with connect(relay.ws + "/v1/agent") as stranger:
-            await wait_until(lambda: relay.state.handshake_gate.in_flight == 1)
+            await wait_until(lambda: relay.state.handshake_gate.in_flight(relay.state.now()) == 1)
             agent = asyncio.ensure_future(
                 run_agent(
                     Identity(device_id, relay.ws, key),

@@ -44,11 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GUARD",
+    "Admission",
     "ConnectionGuard",
     "ConnectionLimits",
     "ConnectionTable",
     "HandshakeBudget",
-    "Admission",
     "HandshakeGate",
     "Refusal",
     "address_key",

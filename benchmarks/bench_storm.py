@@ -127,7 +127,11 @@ def when_reached(curve: Sequence[tuple[float, int]], count: int) -> float | None
 
 
 def storm(
-    relay: Relay, fleets: Sequence[Fleet], agents: int, profile: Path | None
+    relay: Relay,
+    fleets: Sequence[Fleet],
+    agents: int,
+    profile: Path | None,
+    options: Sequence[str] = (),
 ) -> tuple[Relay, dict[str, Any]]:
     """Restart the relay under ``fleets``: the figures of one storm."""
     marks = [f.mark() for f in fleets]
@@ -137,7 +141,7 @@ def storm(
     relay.stop()
     stopped = time.time()
     if profile is None:
-        new = launch_relay(relay.data, relay.store, relay.port)
+        new = launch_relay(relay.data, relay.store, relay.port, options)
     else:
         new = launch_profiled(relay.data, relay.store, relay.port, profile)
     listening = time.time()
@@ -243,6 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="connections each fleet process opens at once (128, the fleet's default; real "
         "tills all come at once)",
     )
+    p.add_argument(
+        "--relay-option",
+        action="append",
+        default=[],
+        help="an option for the restarted relay's serve, e.g. --relay-option=--max-handshakes-"
+        "in-flight=0 (repeatable)",
+    )
     p.add_argument("--json", type=Path, help="write the raw figures here")
     args = p.parse_args(argv)
     if not 1 <= args.agents <= MAX_AGENTS:
@@ -262,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleets[0].wait_all_connected(0, STORM_DEADLINE)
         for i in range(args.runs):
             profile = args.profile if i == args.runs - 1 else None
-            relay, result = storm(relay, fleets, args.agents, profile)
+            relay, result = storm(relay, fleets, args.agents, profile, args.relay_option)
             runs.append(result)
             print(f"storm {args.agents}: {result['seconds']} s", flush=True)
     finally:

@@ -140,10 +140,10 @@ class Relay:
                 self.proc.wait(timeout=10)
 
 
-def launch_relay(data: Path, store: str, port: int = 0) -> Relay:
+def launch_relay(data: Path, store: str, port: int = 0, options: Sequence[str] = ()) -> Relay:
     log = (data.parent / "relay.log").open("a")
     extra = ["--port", str(port)] if port else []
-    proc, url = start_relay(data, *extra, log=log)
+    proc, url = start_relay(data, *extra, *options, log=log)
     return Relay(data, store, proc, url, log)  # type: ignore[arg-type]
 
 

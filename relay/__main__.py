@@ -154,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
         help="connections not signed in from one address (0: no cap)",
     )
     limits.add_argument(
+        "--max-handshakes-in-flight",
+        type=_bounded(int, 0, 1_000_000),
+        default=0,
+        help="agent sign-ins worked on at once; more are answered 503 with a Retry-After "
+        "(load shedding, docs/relay.md#load-shedding; 0, the default: none)",
+    )
+    limits.add_argument(
         "--refusal-window",
         type=float,
         default=60.0,
@@ -957,6 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 http_request_timeout=args.http_request_timeout,
                 max_unauthenticated=args.max_unauthenticated,
                 max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+                max_handshakes_in_flight=args.max_handshakes_in_flight,
                 refusal_window=args.refusal_window,
                 flap_window=args.flap_window,
                 flap_threshold=args.flap_threshold,

@@ -82,9 +82,10 @@ class RelayConfig:
     handshake_failure_rate: float = 0.05
     handshake_failure_burst: int = 10
     #: Websocket sign-ins worked on at once; past it a new one is answered 503 with a
-    #: Retry-After that spreads the retries (load shedding, relay/limits.py HandshakeGate;
-    #: 0: no shedding). A reconnect storm is served at the same rate, without the retries.
-    max_handshakes_in_flight: int = 256
+    #: Retry-After that spreads the retries (load shedding, relay/limits.py HandshakeGate).
+    #: 0 (the default): no shedding; measured here, the 503s cost the relay more than the
+    #: sign-ins they put off (docs/notes/16b-status.md), the caps above bound a storm already.
+    max_handshakes_in_flight: int = 0
     #: Bytes queued for one peer before it counts as too slow and is disconnected (4008).
     max_outbox_bytes: int = 16 * 1024 * 1024
     enrol_rate: float = 0.2  # enrolment attempts per second per address, after the burst

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -97,7 +96,7 @@ class RelayState:
 
     def __post_init__(self) -> None:
         self.device_reads = Batcher(self.storage.get_devices)
-        self.handshake_gate = HandshakeGate(self.config.max_handshakes_in_flight, random.random)
+        self.handshake_gate = HandshakeGate(self.config.max_handshakes_in_flight)
 
     def now(self) -> float:
         return self.clock()

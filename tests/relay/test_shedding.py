@@ -17,6 +17,7 @@ from websockets.exceptions import InvalidStatus
 from posassist.agent.config import Identity
 from posassist.agent.run import run_agent
 from posassist.relay.limits import (
+    INITIAL_SIGN_IN_RATE,
     MAX_RETRY_AFTER,
     MIN_RETRY_AFTER,
     STALLED_AFTER,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def test_the_gate_admits_up_to_its_limit_then_sheds_until_one_is_done() -> None:
-    gate = HandshakeGate(2, rand=lambda: 0.0)
+    gate = HandshakeGate(2)
     first, second = gate.admit(0.0), gate.admit(0.0)
     assert first.ticket is not None
     assert second.ticket is not None
@@ -41,24 +42,53 @@ def test_the_gate_admits_up_to_its_limit_then_sheds_until_one_is_done() -> None:
     assert gate.in_flight(0.1) == 2
 
 
-def test_the_wait_spreads_the_shed_over_the_time_the_relay_needs_for_them() -> None:
-    gate = HandshakeGate(100, rand=lambda: 1.0)
-    tickets = [gate.admit(0.0).ticket for _ in range(100)]
-    for _ in range(400):  # 400 completed at 1 s, each replaced: 200 a second by 2 s
-        ticket = tickets.pop(0)
-        assert ticket is not None
-        gate.done(ticket, 1.0)
-        tickets.append(gate.admit(1.0).ticket)
-    waits = [gate.admit(1.5).retry_after for _ in range(1000)]
-    # the longest wait is the time the queue takes: (100 in flight + 1,000 shed) / 267 a second
+def test_shed_agents_are_given_slots_one_after_another_at_the_relays_rate() -> None:
+    gate = HandshakeGate(1)
+    gate.admit(0.0)
+    waits = [gate.admit(0.0).retry_after for _ in range(1000)]
+    # a queue in time at the assumed rate until one is measured: 1 s, then 1/500 s apart
     assert waits[0] == MIN_RETRY_AFTER
-    assert waits[-1] == pytest.approx(1100 / (400 / 1.5))
-    more = [gate.admit(1.5).retry_after for _ in range(20_000)]
+    assert waits[1] == pytest.approx(MIN_RETRY_AFTER + 1 / INITIAL_SIGN_IN_RATE)
+    assert waits[-1] == pytest.approx(MIN_RETRY_AFTER + 999 / INITIAL_SIGN_IN_RATE)
+    assert len(set(waits)) == 1000  # spread, not one wave
+    more = [gate.admit(0.0).retry_after for _ in range(40_000)]
     assert more[-1] == MAX_RETRY_AFTER  # never longer than the bound
 
 
+def test_the_rate_is_measured_while_the_gate_is_full() -> None:
+    gate = HandshakeGate(10)
+    tickets = [gate.admit(0.0).ticket for _ in range(10)]
+    assert gate.admit(0.0).ticket is None  # full: this second measures the relay's pace
+    for _ in range(2000):  # 2,000 sign-ins completed in that second, each replaced
+        ticket = tickets.pop(0)
+        assert ticket is not None
+        gate.done(ticket, 0.5)
+        tickets.append(gate.admit(0.5).ticket)
+    gate.admit(1.0)  # the bucket closes: half the old rate, half the new
+    assert gate.rate == pytest.approx((INITIAL_SIGN_IN_RATE + 2000) / 2)
+
+
+def test_a_quiet_second_does_not_lower_the_rate() -> None:
+    gate = HandshakeGate(10)
+    ticket = gate.admit(0.0).ticket
+    assert ticket is not None
+    gate.done(ticket, 0.5)  # one sign-in in a second: the agents' pace, not the relay's
+    gate.admit(1.5)
+    assert gate.rate == INITIAL_SIGN_IN_RATE
+
+
+def test_the_queue_of_slots_does_not_lag_behind_now() -> None:
+    gate = HandshakeGate(1)
+    gate.admit(0.0)
+    for _ in range(100):
+        gate.admit(0.0)
+    # much later the earlier slots are past: the next shed agent waits the least again
+    assert gate.admit(100.0).ticket is not None  # (the first one stalled long ago)
+    assert gate.admit(100.0) == (None, MIN_RETRY_AFTER)
+
+
 def test_a_stalled_sign_in_stops_counting_so_idle_strangers_cannot_shut_the_gate() -> None:
-    gate = HandshakeGate(2, rand=lambda: 0.0)
+    gate = HandshakeGate(2)
     gate.admit(0.0)
     gate.admit(0.0)  # two strangers who never say hello
     assert gate.admit(STALLED_AFTER - 0.1).ticket is None  # shed while they may be working
@@ -70,22 +100,11 @@ def test_a_stalled_sign_in_stops_counting_so_idle_strangers_cannot_shut_the_gate
     assert gate.in_flight(STALLED_AFTER + 0.2) == 2
 
 
-def test_shed_waits_are_random_within_bounds() -> None:
-    import random
-
-    rng = random.Random(16)
-    gate = HandshakeGate(1, rand=rng.random)
-    gate.admit(0.0)
-    waits = [gate.admit(0.0).retry_after for _ in range(2000)]
-    assert all(MIN_RETRY_AFTER <= w <= MAX_RETRY_AFTER for w in waits)
-    assert len({round(w, 3) for w in waits}) > 100  # spread, not one wave
-
-
 def test_no_shedding_with_a_limit_of_zero_and_no_negative_limit() -> None:
-    gate = HandshakeGate(0, rand=lambda: 0.5)
+    gate = HandshakeGate(0)
     assert all(gate.admit(0.0).ticket is not None for _ in range(10_000))
     with pytest.raises(ValueError, match="max_in_flight"):
-        HandshakeGate(-1, rand=lambda: 0.5)
+        HandshakeGate(-1)
 
 
 async def test_a_sign_in_past_the_limit_is_answered_503_with_retry_after_and_not_audited(

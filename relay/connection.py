@@ -138,25 +138,8 @@ class WebSocketSession:
     # --- before the writer starts (handshake): direct, awaited writes --------------------------
 
     async def flush(self) -> None:
-        """Write every frame the session has queued, directly (handshake only). Several at
-        once (``welcome`` and ``auth.challenge``) go out in one write, as in the writer loop:
-        a reconnect storm is thousands of these (docs/notes/16b-status.md)."""
-        frames = self.session.data_to_send()
-        transport = self._transport
-        if (
-            len(frames) > 1
-            and transport is not None
-            and not self.ws.closed
-            and not transport.is_closing()
-            and transport.get_write_buffer_size() < COALESCE_BELOW
-        ):
-            parts: list[bytes] = []
-            for frame in frames:
-                parts += (binary_frame_header(len(frame)), frame)
-            transport.write(b"".join(parts))
-            self._frames_out.inc(len(frames))
-            return
-        for frame in frames:
+        """Write every frame the session has queued, directly (handshake only)."""
+        for frame in self.session.data_to_send():
             await self.ws.send_bytes(frame)
             self._frames_out.inc()
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-ANSWERS = {
+ANSWERS: dict[str, object] = {
     "a list": [],
     "null": None,
     "a string": "ok",

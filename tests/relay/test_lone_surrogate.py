@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 LONE = '"\\ud800x"'
 
 
-async def _post(base: str, path: str, raw: str, token: str | None = None) -> tuple[int, dict]:
+async def _post(
+    base: str, path: str, raw: str, token: str | None = None
+) -> tuple[int, dict[str, str]]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

@@ -427,6 +427,23 @@ def _script_service(
 MAX_IDENTITY_RELOADS = 8
 
 
+def _finish_switch(data_dir: Path) -> None:
+    """A switch interrupted after the new relay accepted the till is finished first."""
+    from .handover import complete_pending
+
+    try:
+        done = complete_pending(data_dir)
+    except ConfigError as exc:  # under way in another process, or the disk still refuses
+        _say("更换服务商未完成", str(exc))
+    else:
+        if done is not None:
+            _say(
+                f"已完成中断的服务商更换, 设备编号 {done.new_device_id}",
+                f"finished the interrupted provider switch: now device {done.new_device_id} "
+                f"({done.new_relay_url}); the old relay: {done.told}",
+            )
+
+
 async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = True) -> int:
     """Serve the relay of the identity in ``data_dir``; when ``switch-provider`` replaced that
     identity while we ran (docs/agent.md#changing-provider), start again with the new one."""
@@ -622,6 +639,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "through the relay)"
                 )
             return asyncio.run(_diag(args.data, args.json, args.timeout))
+        _finish_switch(args.data)
         return asyncio.run(_run(args.data, args.once, args.max_backoff, not args.no_checks))
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)

@@ -42,17 +42,46 @@ def clear_running(data_dir: Path) -> None:
         pass
 
 
-def read_running(data_dir: Path) -> Optional[Dict[str, Any]]:
-    """The run under way, or None: no file, a damaged one, or one whose agent is gone."""
+#: The most of running.json read: the agent writes a few hundred bytes.
+MAX_RUNNING_BYTES = 64 * 1024
+#: The most of its ``what`` shown or journalled.
+MAX_WHAT = 200
+#: The largest pid any OS gives (psutil raises OverflowError past a C long).
+MAX_PID = 2**31 - 1
+
+
+def read_regular(path: Path, limit: int) -> str:
+    """A small regular file's text: opened without blocking (a FIFO never hangs), refused
+    (ValueError) if it is not a regular file or longer than ``limit`` bytes; OSError as usual."""
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(str(path), flags)
     try:
-        state = json.loads((data_dir / RUNNING_FILE).read_text(encoding="utf-8"))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is larger than {limit} bytes")
+    return data.decode("utf-8")
+
+
+def read_running(data_dir: Path) -> Optional[Dict[str, Any]]:
+    """The run under way, or None: no file, an unreadable or damaged one (not a regular file,
+    too large, not JSON, a pid out of range), or one whose agent is gone."""
+    try:
+        state = json.loads(read_regular(data_dir / RUNNING_FILE, MAX_RUNNING_BYTES))
     except (OSError, ValueError):
         return None
     if not isinstance(state, dict):
         return None
     pid = state.get("pid")
-    if type(pid) is not int or not _alive(pid):
+    if type(pid) is not int or not 0 < pid <= MAX_PID or not _alive(pid):
         return None
+    what = state.get("what")
+    state["what"] = str(what)[:MAX_WHAT] if what is not None else ""
     return state
 
 
@@ -62,7 +91,7 @@ def _alive(pid: int) -> bool:
 
     try:
         return bool(psutil.pid_exists(pid)) and psutil.Process(pid).status() != "zombie"
-    except psutil.Error:
+    except (psutil.Error, OverflowError, ValueError):
         return False
 
 

@@ -307,9 +307,12 @@ def _switch(args: argparse.Namespace) -> int:
 def _wait_idle(data_dir: Path, timeout: float, purpose: str) -> int:
     """posassist-agent wait-idle: see agent/runstate.py."""
     from . import journal
-    from .runstate import read_running, wait_idle
+    from .runstate import check_running, wait_idle
 
-    running = read_running(data_dir)
+    running, problem = check_running(data_dir)
+    if problem is not None:
+        text = printable(problem, multiline=False)
+        _say(f"无法读取运行状态, 视为无脚本运行 ({text})", f"{text}: counted as no script running")
     if running is not None:
         what = printable(str(running.get("what", "")), multiline=False)
         _say(

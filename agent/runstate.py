@@ -21,7 +21,14 @@ from posassist.client.files import write_private
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["RUNNING_FILE", "clear_running", "read_running", "wait_idle", "write_running"]
+__all__ = [
+    "RUNNING_FILE",
+    "check_running",
+    "clear_running",
+    "read_running",
+    "wait_idle",
+    "write_running",
+]
 
 RUNNING_FILE = "running.json"
 #: How often ``wait_idle`` looks at the file (the agent sets no event another process can see).
@@ -71,18 +78,29 @@ def read_regular(path: Path, limit: int) -> str:
 def read_running(data_dir: Path) -> Optional[Dict[str, Any]]:
     """The run under way, or None: no file, an unreadable or damaged one (not a regular file,
     too large, not JSON, a pid out of range), or one whose agent is gone."""
+    return check_running(data_dir)[0]
+
+
+def check_running(data_dir: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """``(the run under way or None, why the file is unreadable or None)``: an unreadable file
+    counts as no run (its agent can't be told apart), and the reason is said."""
     try:
         state = json.loads(read_regular(data_dir / RUNNING_FILE, MAX_RUNNING_BYTES))
-    except (OSError, ValueError):
-        return None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{RUNNING_FILE} unreadable: {type(exc).__name__}: {str(exc)[:200]}"
     if not isinstance(state, dict):
-        return None
+        return None, f"{RUNNING_FILE} unreadable: not a JSON object"
     pid = state.get("pid")
-    if type(pid) is not int or not 0 < pid <= MAX_PID or not _alive(pid):
-        return None
-    what = state.get("what")
-    state["what"] = str(what)[:MAX_WHAT] if what is not None else ""
-    return state
+    if type(pid) is not int or not 0 < pid <= MAX_PID:
+        return None, f"{RUNNING_FILE} unreadable: no valid pid"
+    if not _alive(pid):
+        return None, None
+    for key, limit in (("what", MAX_WHAT), ("job_id", 100)):
+        value = state.get(key)
+        state[key] = str(value)[:limit] if value is not None else ""
+    return state, None
 
 
 def _alive(pid: int) -> bool:

@@ -69,9 +69,9 @@ def test_wait_idle_gives_up_at_its_bound_and_sees_a_dead_agents_file_as_idle(
 
 def _wait_idle_cli(data: Path) -> subprocess.CompletedProcess[str]:
     """The real ``posassist-agent wait-idle --timeout 1``; the test's own bound is 30 s."""
+    command = [sys.executable, "-m", "posassist.agent", "wait-idle", "--data", str(data)]
     return subprocess.run(
-        [sys.executable, "-m", "posassist.agent", "wait-idle", "--data", str(data)]
-        + ["--timeout", "1"],
+        [*command, "--timeout", "1"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -17,6 +17,7 @@ from posassist.agent.runstate import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -83,7 +84,7 @@ def test_a_running_file_that_is_no_regular_small_file_is_unreadable_and_never_ha
 ) -> None:
     import os
 
-    cases = {
+    cases: dict[str, Callable[[Path], object]] = {
         "fifo": lambda path: os.mkfifo(path),
         "zero": lambda path: path.symlink_to("/dev/zero"),
         "huge": lambda path: path.write_text(

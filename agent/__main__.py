@@ -198,8 +198,11 @@ def _configure(args: argparse.Namespace) -> int:
             ) from None
         if not isinstance(current, dict):
             raise ConfigError(f"{path} must hold a JSON object: fix or move it; nothing written")
-    if not 0 < args.baudrate <= 4_000_000:
-        raise ConfigError("--baudrate must be a serial speed such as 9600 or 115200")
+    if args.baudrate not in STANDARD_BAUDRATES:
+        raise ConfigError(
+            "--baudrate 必须是标准串口速率 / --baudrate must be a standard serial speed: "
+            + ", ".join(str(speed) for speed in STANDARD_BAUDRATES)
+        )
     targets = tcp_targets(args.tcp)  # refused before anything is asked
     profile = ""
     if args.pos_profile != "auto":
@@ -428,6 +431,10 @@ def _script_service(
 
 #: How many times one agent process takes up a new identity (a provider switch) by itself.
 MAX_IDENTITY_RELOADS = 8
+
+
+#: The serial speeds ``configure --baudrate`` accepts (receipt printers use 9600-115200).
+STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 
 
 def _finish_switch(data_dir: Path) -> None:

@@ -376,6 +376,11 @@ def install(
     # From here the new files are complete: stop the old agent, swap, register, start.
     upgrade = service_exists(run)
     if upgrade:
+        if not wait_for_scripts(install_dir, data, UNINSTALL_WAIT, run, python, "upgrade"):
+            _say(
+                "脚本仍在运行, 停止服务时将取消它并恢复备份",
+                "a script still runs: stopping the service cancels it and restores its backup",
+            )
         stop_service(run)
     lib, old = install_dir / "lib", install_dir / "lib.old"
     shutil.rmtree(str(old), ignore_errors=True)
@@ -426,7 +431,12 @@ UNINSTALL_WAIT = 300.0
 
 
 def wait_for_scripts(
-    install_dir: Path, data: Path, wait: float, run: Runner, python: Optional[Path] = None
+    install_dir: Path,
+    data: Path,
+    wait: float,
+    run: Runner,
+    python: Optional[Path] = None,
+    purpose: str = "uninstall",
 ) -> bool:
     """Before the service stops: the installed agent waits (``wait-idle``) for a script that
     runs to finish, at most ``wait`` seconds, and records it in the till's audit.log. False if
@@ -446,7 +456,7 @@ def wait_for_scripts(
                 "--timeout",
                 f"{wait:g}",
                 "--for",
-                "uninstall",
+                purpose,
             ]
         )
     except InstallError:

@@ -255,6 +255,11 @@ def test_install_upgrade_and_uninstall_keep_the_tills_identity(
     )
     assert any(c[:2] == ["sc.exe", "config"] for c in commands)
     assert not any(c[:2] == ["sc.exe", "create"] for c in commands)
+    # the upgrade waits for a running script (wait-idle, 300 s) before it stops the service
+    waits = [i for i, c in enumerate(commands) if "wait-idle" in c]
+    assert len(waits) == 1
+    assert commands[waits[0]][-4:] == ["--timeout", "300", "--for", "upgrade"]
+    assert waits[0] < commands.index(["net", "stop", "posassist-agent"])
     assert {n: (data / n).read_bytes() for n in identity} == identity
     assert not (install_dir / "lib.new").exists()
     assert not (install_dir / "lib.old").exists()

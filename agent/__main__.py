@@ -198,8 +198,11 @@ def _configure(args: argparse.Namespace) -> int:
             ) from None
         if not isinstance(current, dict):
             raise ConfigError(f"{path} must hold a JSON object: fix or move it; nothing written")
-    if not 0 < args.baudrate <= 4_000_000:
-        raise ConfigError("--baudrate must be a serial speed such as 9600 or 115200")
+    if args.baudrate not in STANDARD_BAUDRATES:
+        raise ConfigError(
+            "--baudrate 必须是标准串口速率 / --baudrate must be a standard serial speed: "
+            + ", ".join(str(speed) for speed in STANDARD_BAUDRATES)
+        )
     targets = tcp_targets(args.tcp)  # refused before anything is asked
     profile = ""
     if args.pos_profile != "auto":
@@ -307,9 +310,12 @@ def _switch(args: argparse.Namespace) -> int:
 def _wait_idle(data_dir: Path, timeout: float, purpose: str) -> int:
     """posassist-agent wait-idle: see agent/runstate.py."""
     from . import journal
-    from .runstate import read_running, wait_idle
+    from .runstate import check_running, wait_idle
 
-    running = read_running(data_dir)
+    running, problem = check_running(data_dir)
+    if problem is not None:
+        text = printable(problem, multiline=False)
+        _say(f"无法读取运行状态, 视为无脚本运行 ({text})", f"{text}: counted as no script running")
     if running is not None:
         what = printable(str(running.get("what", "")), multiline=False)
         _say(
@@ -425,6 +431,27 @@ def _script_service(
 
 #: How many times one agent process takes up a new identity (a provider switch) by itself.
 MAX_IDENTITY_RELOADS = 8
+
+
+#: The serial speeds ``configure --baudrate`` accepts (receipt printers use 9600-115200).
+STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+def _finish_switch(data_dir: Path) -> None:
+    """A switch interrupted after the new relay accepted the till is finished first."""
+    from .handover import complete_pending
+
+    try:
+        done = complete_pending(data_dir)
+    except ConfigError as exc:  # under way in another process, or the disk still refuses
+        _say("更换服务商未完成", str(exc))
+    else:
+        if done is not None:
+            _say(
+                f"已完成中断的服务商更换, 设备编号 {done.new_device_id}",
+                f"finished the interrupted provider switch: now device {done.new_device_id} "
+                f"({done.new_relay_url}); the old relay: {done.told}",
+            )
 
 
 async def _run(data_dir: Path, once: bool, max_backoff: float, checks: bool = True) -> int:
@@ -622,6 +649,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "through the relay)"
                 )
             return asyncio.run(_diag(args.data, args.json, args.timeout))
+        _finish_switch(args.data)
         return asyncio.run(_run(args.data, args.once, args.max_backoff, not args.no_checks))
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)

@@ -38,7 +38,7 @@ from posassist.protocol.errors import LocalProtocolError, PosAssistError, Protoc
 from posassist.protocol.states import SINCE_VERSION
 
 from . import __version__
-from .errors import ConfigError, ReplacedError
+from .errors import ConfigError, GoingAwayError, ReplacedError
 
 if TYPE_CHECKING:
     from .checks.monitor import HealthMonitor
@@ -53,6 +53,8 @@ SOFTWARE = "posassist-agent/" + __version__
 MAX_DIAGNOSES = 2
 #: Close code of a connection the relay replaced by a newer one of the same device.
 REPLACED = 4002
+#: Close code of a relay going away (restarting): RFC 6455 §7.4.1.
+GOING_AWAY = 1001
 #: seconds to gather the device facts in; past that they are not sent on this connection
 FACTS_TIMEOUT = 10.0
 #: seconds to load the collectors in ahead of the first request
@@ -338,6 +340,10 @@ async def connect_once(
             if isinstance(ended, ConnectionClosed) and ended.rcvd and ended.rcvd.code == REPLACED:
                 # Another connection of this identity took over: backed off, never at once.
                 raise ReplacedError(f"closed {REPLACED} by relay {opened.relay_id}")
+            if isinstance(ended, ConnectionClosed) and ended.rcvd and ended.rcvd.code == GOING_AWAY:
+                # The relay restarts: tried again soon, at random (agent/backoff.py).
+                log.info("服务器正在重启, 马上重连 / the relay is restarting; reconnecting soon")
+                raise GoingAwayError(f"closed {GOING_AWAY} by relay {opened.relay_id}")
             log.info(
                 "服务器断开了连接, 稍后自动重连 / the relay closed the connection; reconnecting"
             )

@@ -76,6 +76,21 @@ def tcp_targets(specs: Sequence[str]) -> List[Tuple[str, int]]:
     out: List[Tuple[str, int]] = []
     for spec in specs:
         text, port = spec.strip(), 9100
+        if text.startswith("["):  # an IPv6 literal: [::1] or [::1]:9100
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ConfigError(f"--tcp {spec!r}: give [ipv6] or [ipv6]:port")
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ConfigError(f"--tcp {spec!r}: not an IPv6 address") from None
+            if rest:
+                port_text = rest[1:]
+                if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                    raise ConfigError(f"--tcp {spec}: the port must be 1-65535")
+                port = int(port_text)
+            out.append((host, port))
+            continue
         if text.count(":") == 1:
             text, _, port_text = text.partition(":")
             if not port_text.isdigit() or not 0 < int(port_text) < 65536:

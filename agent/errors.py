@@ -14,6 +14,7 @@ everything else 1.
         │   └── RootHashOutOfDate     the hash names an older root of the same repository
         ├── ReplacedError             the relay closed us 4002: this identity connected again
         ├── SwitchRefused             the merchant said no to changing provider      exit 1
+        ├── GoingAwayError            the relay closed us 1001: it restarts, back in seconds
         ├── OutboxError               the alert outbox (SQLite) could not be read or written
         └── CollectorError            a collector could not produce its data
             ├── CollectorTimeout      the collector's own deadline passed
@@ -45,6 +46,7 @@ __all__ = [
     "CollectorError",
     "CollectorTimeout",
     "ConfigError",
+    "GoingAwayError",
     "LogReadError",
     "OutboxError",
     "PortError",
@@ -111,6 +113,17 @@ class SwitchRefused(AgentError):
 
     public_reason = "the merchant did not agree to change provider; nothing changed"
     public_reason_zh = "商户未同意更换服务商, 未做任何更改"
+
+
+class GoingAwayError(AgentError):
+    """The relay closed this connection with 1001 (going away: it is restarting). The agent
+    tries again within a couple of seconds, at random, for a while (agent/backoff.py
+    ``after_going_away``) instead of its doubling backoff, so a restarted relay has its tills
+    back in seconds (docs/protocol.md#reconnecting)."""
+
+    close_code = 1001
+    public_reason = "the relay is restarting"
+    public_reason_zh = "服务器正在重启"
 
 
 class OutboxError(AgentError):

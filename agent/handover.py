@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from posassist.client.files import private_dir, write_private
 from posassist.protocol import PosAssistError
@@ -36,6 +36,8 @@ __all__ = [
     "RETIRED",
     "STAGING",
     "Switched",
+    "complete_pending",
+    "pending_switch",
     "switch_provider",
     "tell_old_relay",
 ]
@@ -53,6 +55,8 @@ NEW_FILES = ("agent.json", "agent.key", "agent.pub", "scripts")
 #: Seconds to reach the old relay and hear its answer, each step.
 TELL_TIMEOUT = 10.0
 ACTION = "provider.switch"
+#: The switch's journal in ``switch.new/``, written once the new relay accepted the till.
+JOURNAL = "switch.json"
 
 
 class Switched(NamedTuple):
@@ -86,13 +90,16 @@ def switch_provider(
     from .enrol import _checked_root_hash, install, register
     from .runstate import read_running
 
-    old = load_identity(data_dir)  # ConfigError: nothing to switch from
     running = read_running(data_dir)
     if running is not None:  # its result belongs to the provider that asked for it
         raise ConfigError(
             f"a vetted script runs now ({running.get('what')}); change provider once it has "
             "ended (posassist-agent wait-idle); nothing changed"
         )
+    pending = complete_pending(data_dir, tell_timeout)  # an interrupted switch: finish it
+    if pending is not None:
+        return pending
+    old = load_identity(data_dir)  # ConfigError: nothing to switch from
     old_config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
     invite = EnrolmentInvite.decode(token_text)  # InvalidEnrolmentToken: nothing asked
     wanted = _checked_root_hash(root_hash)
@@ -111,8 +118,8 @@ def switch_provider(
         journal.record(data_dir, ACTION, "refused", dict(detail, reason="merchant said no"))
         raise SwitchRefused("the merchant did not agree; nothing changed")
     staging = data_dir / STAGING
-    if staging.exists():  # an interrupted switch: its identity was never used
-        shutil.rmtree(str(staging))
+    if staging.exists():  # never accepted by a relay, or it would hold the journal: start over
+        _remove_unaccepted(staging)
     try:
         identity, root = register(invite, wanted)  # nothing written until it is accepted
     except PosAssistError as exc:
@@ -120,44 +127,168 @@ def switch_provider(
             data_dir, ACTION, "failed", dict(detail, reason=type(exc).__name__, error=str(exc))
         )
         raise
-    install(private_dir(staging), identity, root, invite, wanted)
-    told, handed_over_at = asyncio.run(tell_old_relay(old, tell_timeout))
-    retired = _swap(data_dir, staging, old.device_id)
-    record = dict(
-        detail,
-        new_device=identity.device_id,
-        told=told,
-        handed_over_at=handed_over_at,
-        switched_at=time.time(),
-        old_relay_url=old.relay_url,
-    )
-    write_private(retired / "handover.json", json.dumps(record, indent=2))
+    try:
+        install(private_dir(staging), identity, root, invite, wanted)
+        state = dict(
+            detail,
+            new_device=identity.device_id,
+            new_files=[name for name in NEW_FILES if (staging / name).exists()],
+            retired=_retired_name(data_dir, old.device_id),
+            old_relay_url=old.relay_url,
+            pid=os.getpid(),
+            pid_started=_started(os.getpid()),
+            told=None,
+        )
+        _write_state(staging, state)  # from here on the switch is rolled forward, never undone
+    except OSError as exc:
+        raise _swap_error(data_dir, exc) from exc
+    return _finish(data_dir, state, old, tell_timeout)
+
+
+def pending_switch(data_dir: Path) -> Optional[Dict[str, Any]]:
+    """The journal of a switch the new relay accepted but that did not end (``switch.new/``
+    holds it), or None. A switch whose process still runs is not pending: it is under way."""
+    from .runstate import _alive
+
+    try:
+        state = json.loads(_read_small(data_dir / STAGING / JOURNAL))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        if not (data_dir / STAGING).exists():
+            return None
+        raise _swap_error(data_dir, exc) from exc
+    if not isinstance(state, dict) or not isinstance(state.get("new_device"), str):
+        raise _swap_error(data_dir, ValueError(f"{JOURNAL} is damaged"))
+    pid = state.get("pid")
+    if (
+        type(pid) is int
+        and pid != os.getpid()
+        and 0 < pid < 2**31
+        and _alive(pid)
+        and _started(pid) == state.get("pid_started")  # not a pid reused after a reboot
+    ):
+        raise ConfigError(
+            "正在更换服务商 (另一个进程) / a provider switch is under way in process "
+            f"{pid}; try again once it has ended"
+        )
+    return state
+
+
+def complete_pending(data_dir: Path, tell_timeout: float = TELL_TIMEOUT) -> Optional[Switched]:
+    """Finish a switch that was interrupted after the new relay accepted the till (a kill, a
+    power cut, a full disk): tell the old relay if it was not told, swap, retire. None: nothing
+    was pending. Raises ConfigError (clear words) if the disk still refuses; the next try goes on
+    from where this one stopped."""
+    state = pending_switch(data_dir)
+    if state is None:
+        return None
+    old = None
+    if state.get("told") is None:
+        try:
+            old = load_identity(data_dir)
+        except ConfigError:
+            old = None
+        if old is not None and old.device_id != state.get("old_device"):
+            old = None
+    return _finish(data_dir, state, old, tell_timeout)
+
+
+def _finish(
+    data_dir: Path, state: Dict[str, Any], old: Optional[Identity], tell_timeout: float
+) -> Switched:
+    staging = data_dir / STAGING
+    try:
+        if state.get("told") is None:
+            if old is None:
+                told, handed_over_at = "unreachable: old identity unreadable", None
+            else:
+                told, handed_over_at = asyncio.run(tell_old_relay(old, tell_timeout))
+            state.update(told=told, handed_over_at=handed_over_at)
+            _write_state(staging, state)
+        retired = _swap(data_dir, staging, state)
+        hidden = ("new_files", "pid", "pid_started", "retired")
+        record = {k: v for k, v in state.items() if k not in hidden}
+        record["switched_at"] = time.time()
+        write_private(retired / "handover.json", json.dumps(record, indent=2))
+        shutil.rmtree(str(staging))
+    except OSError as exc:
+        raise _swap_error(data_dir, exc) from exc
     journal.record(data_dir, ACTION, "ok", record)
+    new = load_identity(data_dir)
     return Switched(
-        old.device_id, identity.device_id, identity.relay_url, told, handed_over_at, retired
+        str(state["old_device"]),
+        new.device_id,
+        new.relay_url,
+        str(state["told"]),
+        state.get("handed_over_at"),
+        retired,
     )
 
 
-def _swap(data_dir: Path, staging: Path, old_device_id: str) -> Path:
-    """The old provider's files to ``retired/<device>/``, the new identity into place."""
-    private_dir(data_dir / RETIRED)
-    retired = data_dir / RETIRED / old_device_id
-    n = 1
-    while retired.exists():  # the same device retired twice (switched back and forth)
+def _started(pid: int) -> Optional[float]:
+    import psutil  # type: ignore[import-untyped]
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OverflowError, ValueError):
+        return None
+
+
+def _swap_error(data_dir: Path, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        "更换服务商未完成, 新身份保存在 switch.new, 修复后再运行 posassist-agent run 即可完成 / "
+        f"the provider switch did not finish ({type(exc).__name__}: {exc}); the new identity "
+        f"is kept in {data_dir / STAGING}: fix the cause, then posassist-agent run (or "
+        "switch-provider again) completes it"
+    )
+
+
+def _read_small(path: Path, limit: int = 64 * 1024) -> str:
+    from .runstate import read_regular
+
+    return read_regular(path, limit)
+
+
+def _write_state(staging: Path, state: Dict[str, Any]) -> None:
+    write_private(staging / JOURNAL, json.dumps(state, indent=2))
+
+
+def _remove_unaccepted(staging: Path) -> None:
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(str(staging))
+    else:
+        staging.unlink()
+
+
+def _retired_name(data_dir: Path, old_device_id: str) -> str:
+    name, n = old_device_id, 1
+    while (data_dir / RETIRED / name).exists():  # the same device retired twice
         n += 1
-        retired = data_dir / RETIRED / f"{old_device_id}.{n}"
+        name = f"{old_device_id}.{n}"
+    return name
+
+
+def _swap(data_dir: Path, staging: Path, state: Dict[str, Any]) -> Path:
+    """The old provider's files to ``retired/<device>/``, the new identity into place. Each step
+    can be repeated: a swap cut short goes on from where it stopped."""
+    new_files = [str(name) for name in state.get("new_files", []) if name in NEW_FILES]
+    private_dir(data_dir / RETIRED)
+    retired = data_dir / RETIRED / str(state["retired"])
     private_dir(retired)
     for name in PROVIDER_FILES:
+        if name in new_files and not (staging / name).exists():
+            continue  # the new one is in place already
         source = data_dir / name
-        if source.exists():
+        if source.exists() or source.is_symlink():
             target = retired / name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(str(source), str(target))
-    for name in NEW_FILES:
+    # agent.json last: until it is in place the till's identity is not the new one
+    for name in sorted(new_files, key=lambda name: name == "agent.json"):
         source = staging / name
         if source.exists():
             os.replace(str(source), str(data_dir / name))
-    shutil.rmtree(str(staging))
     _give_back(data_dir, [retired, *(data_dir / name for name in NEW_FILES)])
     return retired
 

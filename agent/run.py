@@ -11,13 +11,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Optional
 
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from posassist.protocol import PosAssistError
 
-from .backoff import backoff
+from .backoff import after_going_away, backoff, retry_after_delay
 from .connection import Opened, connect_once
-from .errors import RelayRefusedError, ReplacedError
+from .errors import GoingAwayError, RelayRefusedError, ReplacedError
 
 if TYPE_CHECKING:
     from .checks.monitor import HealthMonitor
@@ -37,6 +37,7 @@ async def run_agent(
     *,
     once: bool = False,
     delays: Callable[[], Iterator[float]] = backoff,
+    going_away: Callable[[Iterator[float]], Iterator[float]] = after_going_away,
     diagnostics: Optional[DiagContext] = None,
     scripts: Optional[ScriptService] = None,
     on_open: Optional[Callable[[Opened], Awaitable[Any]]] = None,
@@ -51,6 +52,8 @@ async def run_agent(
         stop: set it to end the loop (SIGTERM, service stop).
         once: return after the first handshake (0), or the first failure (2, refused 3).
         delays: a fresh backoff iterator factory; a successful connection starts a new one.
+        going_away: the schedule after the relay closed with 1001 (it restarts), given the
+            normal one to go on with (agent/backoff.py ``after_going_away``).
         diagnostics: what DiagnosticsRequests are answered from; None answers "unsupported".
         scripts: what runs ScriptRunRequests (after verifying them); None answers "unsupported".
         on_open: awaited after each successful handshake.
@@ -83,11 +86,16 @@ async def run_agent(
             attempt.cancel()
             await asyncio.gather(attempt, return_exceptions=True)
             break
+        retry_after = None  # a relay shedding load says when to come back
         try:
             attempt.result()
             if once:
                 return 0
             pending = delays()  # a connection that worked resets the backoff
+        except GoingAwayError:
+            # The relay restarts (1001): back within seconds, spread at random, not after the
+            # minute a doubling backoff reaches while it is down (docs/protocol.md#reconnecting).
+            pending = going_away(delays())
         except RelayRefusedError as exc:
             if on_failure is not None:
                 on_failure(exc)
@@ -105,6 +113,8 @@ async def run_agent(
         except (OSError, asyncio.TimeoutError, WebSocketException, PosAssistError) as exc:
             if on_failure is not None:
                 on_failure(exc)
+            if isinstance(exc, InvalidStatus) and exc.response.status_code in (429, 503):
+                retry_after = exc.response.headers.get("Retry-After")
             if health is not None:
                 health.link_down(type(exc).__name__)
             log.warning(
@@ -117,7 +127,7 @@ async def run_agent(
                 return 2
         del attempt  # nothing of a failed attempt is kept (memory stays flat offline)
         try:
-            await asyncio.wait_for(stop.wait(), next(pending))
+            await asyncio.wait_for(stop.wait(), retry_after_delay(retry_after, next(pending)))
         except asyncio.TimeoutError:
             pass
     return 0

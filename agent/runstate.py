@@ -21,7 +21,14 @@ from posassist.client.files import write_private
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["RUNNING_FILE", "clear_running", "read_running", "wait_idle", "write_running"]
+__all__ = [
+    "RUNNING_FILE",
+    "check_running",
+    "clear_running",
+    "read_running",
+    "wait_idle",
+    "write_running",
+]
 
 RUNNING_FILE = "running.json"
 #: How often ``wait_idle`` looks at the file (the agent sets no event another process can see).
@@ -42,18 +49,58 @@ def clear_running(data_dir: Path) -> None:
         pass
 
 
-def read_running(data_dir: Path) -> Optional[Dict[str, Any]]:
-    """The run under way, or None: no file, a damaged one, or one whose agent is gone."""
+#: The most of running.json read: the agent writes a few hundred bytes.
+MAX_RUNNING_BYTES = 64 * 1024
+#: The most of its ``what`` shown or journalled.
+MAX_WHAT = 200
+#: The largest pid any OS gives (psutil raises OverflowError past a C long).
+MAX_PID = 2**31 - 1
+
+
+def read_regular(path: Path, limit: int) -> str:
+    """A small regular file's text: opened without blocking (a FIFO never hangs), refused
+    (ValueError) if it is not a regular file or longer than ``limit`` bytes; OSError as usual."""
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(str(path), flags)
     try:
-        state = json.loads((data_dir / RUNNING_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is larger than {limit} bytes")
+    return data.decode("utf-8")
+
+
+def read_running(data_dir: Path) -> Optional[Dict[str, Any]]:
+    """The run under way, or None: no file, an unreadable or damaged one (not a regular file,
+    too large, not JSON, a pid out of range), or one whose agent is gone."""
+    return check_running(data_dir)[0]
+
+
+def check_running(data_dir: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """``(the run under way or None, why the file is unreadable or None)``: an unreadable file
+    counts as no run (its agent can't be told apart), and the reason is said."""
+    try:
+        state = json.loads(read_regular(data_dir / RUNNING_FILE, MAX_RUNNING_BYTES))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{RUNNING_FILE} unreadable: {type(exc).__name__}: {str(exc)[:200]}"
     if not isinstance(state, dict):
-        return None
+        return None, f"{RUNNING_FILE} unreadable: not a JSON object"
     pid = state.get("pid")
-    if type(pid) is not int or not _alive(pid):
-        return None
-    return state
+    if type(pid) is not int or not 0 < pid <= MAX_PID:
+        return None, f"{RUNNING_FILE} unreadable: no valid pid"
+    if not _alive(pid):
+        return None, None
+    for key, limit in (("what", MAX_WHAT), ("job_id", 100)):
+        value = state.get(key)
+        state[key] = str(value)[:limit] if value is not None else ""
+    return state, None
 
 
 def _alive(pid: int) -> bool:
@@ -62,7 +109,7 @@ def _alive(pid: int) -> bool:
 
     try:
         return bool(psutil.pid_exists(pid)) and psutil.Process(pid).status() != "zombie"
-    except psutil.Error:
+    except (psutil.Error, OverflowError, ValueError):
         return False
 
 

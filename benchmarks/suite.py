@@ -19,6 +19,9 @@ What runs, all on 127.0.0.1 (the fleet gives each store its own loopback address
   agents connected; agents authenticated over time, time until all are in, the relay's CPU
   seconds per handshake in that window (handshakes per core-second), and the agents' errors.
 
+- **bad behaviour** (with ``--abuse``): benchmarks/bench_abuse.py's scenarios (connections
+  that never sign in, agents that stop reading, a flood from one address, 1 MB replies).
+
 Every figure is the median of repeated runs with min and max, except the largest storm and the
 largest scaling step, which run once (they take minutes). Not a test: no assertion on timing.
 """
@@ -137,10 +140,10 @@ class Relay:
                 self.proc.wait(timeout=10)
 
 
-def launch_relay(data: Path, store: str, port: int = 0) -> Relay:
+def launch_relay(data: Path, store: str, port: int = 0, options: Sequence[str] = ()) -> Relay:
     log = (data.parent / "relay.log").open("a")
     extra = ["--port", str(port)] if port else []
-    proc, url = start_relay(data, *extra, log=log)
+    proc, url = start_relay(data, *extra, *options, log=log)
     return Relay(data, store, proc, url, log)  # type: ignore[arg-type]
 
 
@@ -189,12 +192,13 @@ class Fleet:
         count: int,
         duration: float,
         alert_rate: float = 0.0,
+        extra: Sequence[str] = (),
     ) -> None:
         processes = max(1, -(-count // PER_PROCESS))
         argv = [sys.executable, "-m", "posassist.relay.fleet", "--relay", relay.url]
         argv += ["--identities", str(ids), "--first", str(first), "--agents", str(count)]
         argv += ["--processes", str(processes), "--duration", str(duration)]
-        argv += ["--alert-rate", str(alert_rate)]
+        argv += ["--alert-rate", str(alert_rate), *extra]
         self.count = count
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -460,6 +464,8 @@ class Results:
     baseline_fanout: dict[int, list[float]] = field(default_factory=dict)
     storms: list[dict[str, Any]] = field(default_factory=list)
     alerts: dict[str, Any] = field(default_factory=dict)
+    #: benchmarks/bench_abuse.py's figures, with --abuse
+    abuse: dict[str, Any] = field(default_factory=dict)
 
 
 def idle_footprints(work: Path, res: Results, repeats: int) -> None:
@@ -650,6 +656,10 @@ def run(args: argparse.Namespace) -> Results:
         for f in fleets:
             f.stop()
         relay.stop()
+    if args.abuse:
+        from benchmarks.bench_abuse import run_scenarios
+
+        res.abuse = run_scenarios(work / "abuse", quick=args.quick)
     res.calibration.append(calibrate())
     return res
 
@@ -821,6 +831,10 @@ def markdown(res: Results, images: Sequence[str]) -> str:
                 f"{percentile(ms, 0.9):.1f} | {percentile(ms, 0.99):.1f} | {max(ms):.1f} | "
                 f"{a['relay_cpu_share']:.0%} |"
             )
+    if res.abuse:
+        from benchmarks.bench_abuse import markdown as abuse_markdown
+
+        lines += ["", "## Bad behaviour (benchmarks/bench_abuse.py)", "", abuse_markdown(res.abuse)]
     lines += ["", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
@@ -852,6 +866,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--alert-seconds", type=float, default=120.0, help="alert-ingest run length")
     p.add_argument("--render", type=Path, help="only write the tables and plots of this JSON")
+    p.add_argument(
+        "--abuse", action="store_true", help="also the bad-behaviour scenarios (bench_abuse)"
+    )
     p.add_argument(
         "--alerts-only", type=Path, help="only measure alert ingest, added to this run's JSON"
     )

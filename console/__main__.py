@@ -554,7 +554,8 @@ def health(relay: str, pin: str | None = None, ca_file: str | None = None) -> in
             f"relay {relay_id}: {body['status']}, {agents} agent(s) connected", multiline=False
         )
     )
-    print(printable(f"服务器 {relay_id}: 正常, 在线设备 {agents} 台", multiline=False))
+    state = "正常" if body["status"] == "ok" else str(body["status"])  # the relay's own word
+    print(printable(f"服务器 {relay_id}: {state}, 在线设备 {agents} 台", multiline=False))
     return 0
 
 
@@ -633,7 +634,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _command(_parser().parse_args(argv))
+        args = _parser().parse_args(argv)
+        with _answer_shape():  # every command: an odd answer is one line, never a traceback
+            return _command(args)
     except PosAssistError as exc:  # the one place errors become words and an exit status
         print(error_line(exc), file=sys.stderr)
         return exc.exit_code
@@ -658,7 +661,7 @@ def _answer_shape() -> Iterator[None]:
     (a missing key, a list for a map) is the relay's fault, said in one line, exit 1."""
     try:
         yield
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         raise admin.UnexpectedAnswer(type(exc).__name__) from None
 
 

@@ -3,7 +3,7 @@ tokens, job and audit history, over the relay's admin API (relay/handlers/admin.
 
 Tables show names, not ids (an id column stays for scripts and copy-paste), and every command
 takes a name or an id. ``--json`` prints the relay's own answer, unchanged in shape. Times show
-in the store's time zone where there is a store, else in this console's, always with the offset.
+in the store's time zone where there is a store, else in this console's, with the zone's name.
 Deleting asks first (``--yes`` skips; without a terminal and without ``--yes`` nothing is
 deleted). Everything the relay says is printed through the one table helper (console/render.py),
 which makes each cell printable.

@@ -65,26 +65,16 @@ def _cell(value: Any) -> str:
 
 
 def local_time(epoch: Any, zone: str | None = None) -> str:
-    """An epoch as ``2026-12-06 17:20 +08:00`` in the IANA ``zone`` (a store's), or in this
-    console's own zone without one; ``-`` for None; never raises (a bad value shows ``?``)."""
+    """An epoch as ``2026-12-06 17:20:05 CST`` in the IANA ``zone`` (a store's), or in this
+    console's own zone without one (or with one this machine does not know), through the one
+    time renderer (client/render.py ``when``); ``-`` for None, ``?`` for a bad value."""
     if epoch is None:
         return "-"
-    if not isinstance(epoch, int | float) or isinstance(epoch, bool):
-        return "?"
-    try:
-        tz: Any = None
-        if zone:
-            from zoneinfo import ZoneInfo
+    from posassist.client.render import when
 
-            tz = ZoneInfo(zone)
-        from datetime import datetime
+    from .alerts import zone as named_zone
 
-        when = datetime.fromtimestamp(epoch, tz) if tz else datetime.fromtimestamp(epoch)
-        when = when if tz else when.astimezone()
-        offset = when.strftime("%z")
-        return when.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
-    except (ArithmeticError, OSError, ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        return "?"
+    return when(epoch, named_zone(zone))
 
 
 # --- text from a device: never raw to the terminal ---------------------------------------------

@@ -30,7 +30,7 @@ from posassist.protocol.signing import fingerprint
 from posassist.protocol.text import printable
 
 from . import __version__
-from .app import create_app, drain_routes
+from .app import close_sockets, create_app, drain_routes
 from .audit import RELAY_CREATED, Checkpoint, CheckpointError, Outcome, VerifyResult, verify_store
 from .checkpoints import (
     CHECKPOINTS_FILE,
@@ -151,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=256,
         help="connections not signed in from one address (0: no cap)",
+    )
+    limits.add_argument(
+        "--max-handshakes-in-flight",
+        type=_bounded(int, 0, 1_000_000),
+        default=0,
+        help="agent sign-ins worked on at once; more are answered 503 with a Retry-After "
+        "(load shedding, docs/relay.md#load-shedding; 0, the default: none)",
     )
     limits.add_argument(
         "--refusal-window",
@@ -784,6 +791,10 @@ def _hold_data_dir(data: Path) -> int:
     return fd
 
 
+#: Connections the kernel queues for accept (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+
+
 async def serve(config: RelayConfig) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain for the grace period."""
     config = _fit_caps(config)
@@ -811,6 +822,10 @@ async def serve(config: RelayConfig) -> None:
         # Before the TLS handshake the guard does not see a connection; this bounds it instead.
         ssl_handshake_timeout=config.header_timeout if ssl_context else None,
         reuse_address=True,
+        # A restarted relay meets thousands of tills at once: they wait in the kernel's queue
+        # (up to net.core.somaxconn) instead of having their SYNs dropped and retried seconds
+        # later (asyncio's default is 100; docs/notes/16b-status.md).
+        backlog=LISTEN_BACKLOG,
     )
     guard.start()
     port = listener.sockets[0].getsockname()[1]
@@ -856,6 +871,9 @@ async def serve(config: RelayConfig) -> None:
         listener.close()
         await guard.stop()
         await drain_routes(app)
+        # Every peer told "going away" (1001) while aiohttp still reads their close replies:
+        # once its shutdown starts it drops them, and each close waited out close_timeout.
+        await close_sockets(app)
         await runner.cleanup()
         await metrics_runner.cleanup()
 
@@ -964,6 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 http_request_timeout=args.http_request_timeout,
                 max_unauthenticated=args.max_unauthenticated,
                 max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+                max_handshakes_in_flight=args.max_handshakes_in_flight,
                 refusal_window=args.refusal_window,
                 flap_window=args.flap_window,
                 flap_threshold=args.flap_threshold,

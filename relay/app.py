@@ -109,7 +109,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     app.cleanup_ctx.append(_storage_and_sweeper)
     tickets.add_routes(app)  # after the storage: its sweeper needs a migrated database
     app.cleanup_ctx.append(alerts.health_context)  # after storage is up; stopped before it
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(close_sockets)
     return app
 
 
@@ -303,23 +303,23 @@ async def drain_routes(app: web.Application) -> None:
         await asyncio.sleep(0.05)
 
 
-#: Sockets closed at once at shutdown. Each close waits for the peer's close frame (up to
-#: ``close_timeout``): one after another, 10,000 agents took 25 s to be told, and the first
-#: ones told had backed off for up to a minute by the time the relay was back
-#: (docs/notes/16-status.md, the reconnect storm).
-MAX_CONCURRENT_CLOSES = 512
-
-
-async def _close_sockets(app: web.Application) -> None:
+async def close_sockets(app: web.Application) -> None:
     """Graceful shutdown: requests in flight have had their grace period (drain_routes); tell
-    every peer we are going away (1001) so agents reconnect, many at a time."""
+    every peer we are going away (1001) so agents reconnect (within seconds after a 1001:
+    agent/backoff.py ``after_going_away``).
+
+    Every close frame goes out at once, and the replies are awaited together, each for at most
+    ``close_timeout``: 512 at a time, 10,000 agents on a busy machine took 30-38 s to be told,
+    and agents told first had long given up their quick retries by the time the relay was
+    back (docs/notes/16b-status.md). ``serve`` calls this before aiohttp's own shutdown, which
+    ignores every byte that arrives from then on (a close started after that waits out
+    ``close_timeout`` for a reply it never reads); called again there, it finds nothing left.
+    """
     state = app[STATE]
     await drain_routes(app)  # returns at once when serve() already drained
-    gate = asyncio.Semaphore(MAX_CONCURRENT_CLOSES)
 
     async def close(ws: web.WebSocketResponse) -> None:
-        async with gate:
-            await ws.close(code=1001, message=b"relay shutting down")
+        await ws.close(code=1001, message=b"relay shutting down")
 
     results = await asyncio.gather(
         *(close(ws) for ws in list(state.sockets)), return_exceptions=True

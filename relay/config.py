@@ -82,6 +82,13 @@ class RelayConfig:
     #: second; an address that spent it gets 429 before the upgrade (relay/limits.py).
     handshake_failure_rate: float = 0.05
     handshake_failure_burst: int = 10
+    #: Websocket sign-ins worked on at once; past it a new one is answered 503 with a
+    #: Retry-After that spreads the retries (load shedding, relay/limits.py HandshakeGate).
+    #: 0 (the default): no shedding; measured here, the 503s cost the relay more than the
+    #: sign-ins they put off (docs/notes/16b-status.md), the caps above bound a storm already.
+    max_handshakes_in_flight: int = 0
+    #: Bytes queued for one peer before it counts as too slow and is disconnected (4008).
+    max_outbox_bytes: int = 16 * 1024 * 1024
     enrol_rate: float = 0.2  # enrolment attempts per second per address, after the burst
     enrol_burst: int = 10
     #: Refusals before sign-in: the first per address and action in a window is audited in full,

@@ -24,6 +24,9 @@ log = logging.getLogger("posassist.relay")
 #: Close code for a peer whose outbox overflowed (docs/protocol.md#close-codes).
 SLOW_CONSUMER = 4008
 DEFAULT_OUTBOX = 1024
+#: Bytes a peer's outbox may hold (frames are up to 1 MiB: 1,024 of them would be a gigabyte).
+#: Past it the peer is too slow and is closed (4008); one frame alone is always let through.
+DEFAULT_OUTBOX_BYTES = 16 * 1024 * 1024
 #: Frames queued together are written in one go (see _write_loop) while the socket's send
 #: buffer holds less than this; past it, frame by frame through aiohttp, which waits for drain.
 COALESCE_BELOW = 256 * 1024
@@ -76,7 +79,9 @@ class WebSocketSession:
         "_frames_out",
         "_loop",
         "_max_outbox",
+        "_max_outbox_bytes",
         "_outbox",
+        "_outbox_bytes",
         "_timed_out",
         "_timer",
         "_timer_at",
@@ -98,6 +103,7 @@ class WebSocketSession:
         peer: str,
         *,
         max_outbox: int = DEFAULT_OUTBOX,
+        max_outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
         frames_in: Counter | None = None,
         frames_out: Counter | None = None,
         transport: asyncio.Transport | None = None,
@@ -116,6 +122,8 @@ class WebSocketSession:
         # A list, not a deque: an idle till's empty list is 56 bytes, an empty deque 760.
         self._outbox: list[bytes] = []
         self._max_outbox = max_outbox
+        self._max_outbox_bytes = max_outbox_bytes
+        self._outbox_bytes = 0  # what the frames in the outbox add up to
         self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,7 +164,10 @@ class WebSocketSession:
         for frame in session.data_to_send():
             if len(outbox) >= self._max_outbox:
                 raise SlowConsumerError(f"{self.peer}: {len(outbox)} frames queued")
+            if outbox and self._outbox_bytes + len(frame) > self._max_outbox_bytes:
+                raise SlowConsumerError(f"{self.peer}: {self._outbox_bytes} bytes queued")
             outbox.append(frame)
+            self._outbox_bytes += len(frame)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -191,14 +202,21 @@ class WebSocketSession:
                         self.batched_writes += 1
                         frames_out.inc(len(outbox))
                         outbox.clear()
+                        self._outbox_bytes = 0
                         continue
                     await send(outbox[0])  # waits only when the socket's buffer is full
+                    self._outbox_bytes -= len(outbox[0])
                     del outbox[0]  # (bounded by max_outbox; usually the only one)
                     frames_out.inc()
                 wakeup = self._wakeup = loop.create_future()
                 await wakeup
         except (ConnectionResetError, RuntimeError) as exc:  # closing transport
             log.debug("writer for %s stopped: %s", self.peer, exc)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the frames waiting in the outbox (bounded by ``max_outbox_bytes``)."""
+        return self._outbox_bytes
 
     async def stop_writer(self) -> None:
         """Stop the writer; frames not yet written are dropped (the peer is gone or being closed).

@@ -23,6 +23,7 @@ text is for our logs only and is never sent to a peer.
     │   └── ShortPassword, BadTtl, NotYourself, BadCursor, BadName: the reason in words
     ├── RateLimited                   too many requests from one address        1008  429   1
     ├── CancelUnanswered              a device did not answer a cancel in time  1011  504   1
+    ├── Overloaded                    sign-ins shed at load (``retry_after``)   1013  503   1
     ├── SignInEnded                   a console's token expired or was revoked  4001  401   3
     ├── OfflineError                  (relay/routing.py) device not connected   1011  503   1
     ├── ConnectionClosedError         (relay/connection.py) peer went away      1011  500   1
@@ -80,6 +81,7 @@ __all__ = [
     "NotFound",
     "NotRunning",
     "NotYourself",
+    "Overloaded",
     "RateLimited",
     "ScopeError",
     "ShortPassword",
@@ -273,6 +275,22 @@ class RateLimited(PosAssistError):
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(message)
         #: Seconds until a try may succeed, sent as ``Retry-After`` when known.
+        self.retry_after = retry_after
+
+
+class Overloaded(PosAssistError):
+    """The relay is signing in as many agents as it can (a reconnect storm): this one is asked
+    to come back after ``retry_after`` seconds (503 + ``Retry-After``, relay/limits.py
+    ``HandshakeGate``). Load, not abuse: not audited, counted in the metrics."""
+
+    close_code = 1013
+    http_status = 503
+    public_reason = "the relay is busy; try again shortly"
+    public_reason_zh = "服务器繁忙, 请稍后重试"
+
+    def __init__(self, message: str = "", *, retry_after: float) -> None:
+        super().__init__(message)
+        #: Seconds to wait, sent as ``Retry-After``.
         self.retry_after = retry_after
 
 

@@ -54,6 +54,8 @@ MAX_AGENTS_PER_PROCESS = 20_000
 MAX_PROCESSES = 64
 #: The longest run: a day. Every run ends by itself.
 MAX_DURATION = 86_400.0
+#: The most log text a report may be padded with (--diag-bytes): under the 1 MiB frame limit.
+MAX_DIAG_BYTES = 1_000_000
 #: Alerts per agent per minute at most.
 MAX_ALERT_RATE = 60.0
 SOFTWARE = "posassist-fleet/0.1"
@@ -201,6 +203,17 @@ def parser() -> argparse.ArgumentParser:
         help="longest wait between reconnects, as posassist-agent run's (default 60 s)",
     )
     p.add_argument(
+        "--diag-bytes",
+        type=_count(0, MAX_DIAG_BYTES, "--diag-bytes"),
+        default=0,
+        help="pad each diagnostics report with this many bytes of log text (a big reply)",
+    )
+    p.add_argument(
+        "--plain-backoff",
+        action="store_true",
+        help="after a 1001 close, the doubling backoff as before (a benchmark's 'before')",
+    )
+    p.add_argument(
         "--connect-concurrency",
         type=_count(1, 4096, "--connect-concurrency"),
         default=128,
@@ -301,6 +314,36 @@ def backoff(cap: float, base: float = 1.0) -> Iterator[float]:
     while True:
         yield random.random() * ceiling
         ceiling = min(cap, ceiling * 2.0)
+
+
+#: agent/backoff.py's GOING_AWAY_JITTER, GOING_AWAY_WINDOW and MAX_RETRY_AFTER.
+GOING_AWAY_JITTER = 2.0
+GOING_AWAY_WINDOW = 15.0
+MAX_RETRY_AFTER = 300.0
+
+
+def after_going_away(then: Iterator[float]) -> Iterator[float]:
+    """The agent's schedule after a 1001 close (agent/backoff.py ``after_going_away``): uniform
+    in [0, 2] s until 15 s have been waited, then ``then``."""
+    waited = 0.0
+    while waited < GOING_AWAY_WINDOW:
+        delay = random.random() * GOING_AWAY_JITTER
+        waited += delay
+        yield delay
+    yield from then
+
+
+def retry_after_delay(retry_after: str | None, scheduled: float) -> float:
+    """The agent's wait after a 503/429 with ``Retry-After`` (agent/backoff.py, same name)."""
+    if retry_after is None:
+        return scheduled
+    try:
+        asked = float(retry_after.strip())
+    except ValueError:
+        return scheduled
+    if not asked >= 0:
+        return scheduled
+    return max(scheduled, min(asked, MAX_RETRY_AFTER) + random.random() * GOING_AWAY_JITTER)
 
 
 async def _tokens_from_api(relay: str, store: str, user: str, password: str, n: int) -> list[str]:
@@ -454,6 +497,19 @@ def diagnostics_sections(identity: Identity, index: int) -> dict[str, Any]:
     }
 
 
+def log_section(size: int) -> dict[str, Any]:
+    """A ``logs`` section with ``size`` bytes of POS log lines (a big report, as a till with a
+    chatty POS log sends when a technician asks for its logs)."""
+    line = "2026-12-06 09:00:00.000 INFO posmain: sale 000042 total 23.50 paid WECHAT ok\n"
+    text = (line * (size // len(line) + 1))[:size]
+    # in pieces under the codec's string limit (protocol/codec.py, 256 KiB)
+    pieces = [text[i : i + LOG_PIECE] for i in range(0, len(text), LOG_PIECE)]
+    return {"ok": True, "elapsed_ms": 120.0, "data": {"pos.log": pieces}, "findings": []}
+
+
+LOG_PIECE = 200_000
+
+
 SCRIPT_OUTPUT = (
     b"stopping spooler... ok\r\n",
     b"clearing 3 stuck jobs from C:\\Windows\\System32\\spool\\PRINTERS... ok\r\n",
@@ -526,6 +582,8 @@ class SimulatedTill:
             sections = diagnostics_sections(self.identity, self.index)
             if msg.collectors:
                 sections = {k: v for k, v in sections.items() if k in msg.collectors}
+            if self.fleet.diag_bytes:
+                sections["logs"] = log_section(self.fleet.diag_bytes)
             session.send(
                 DiagnosticsReport(
                     id=msg.id,
@@ -586,7 +644,8 @@ class SimulatedTill:
                     counters.alert_latencies.append(time.perf_counter() - sent)
 
     async def run(self) -> None:
-        """Connected until the fleet stops; reconnects with capped, jittered backoff."""
+        """Connected until the fleet stops; reconnects as the agent does (agent/run.py):
+        capped, jittered backoff, soon after a 1001 close, never before a ``Retry-After``."""
         from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
         from posassist.client.connection import open_connection
@@ -599,6 +658,7 @@ class SimulatedTill:
         url = fleet.relay + "/v1/agent"
         while not fleet.stopping.is_set():
             generation = fleet.generation
+            retry_after: str | None = None
             async with contextlib.AsyncExitStack() as stack:
                 try:
                     async with fleet.connect_gate:
@@ -625,22 +685,34 @@ class SimulatedTill:
                     PosAssistError,
                 ) as exc:
                     counters.error(exc)  # load shed (429/503), a refused connection: retried
+                    if isinstance(exc, InvalidStatus) and exc.response.status_code in (429, 503):
+                        retry_after = exc.response.headers.get("Retry-After")
                 else:
                     delays = backoff(cap=fleet.max_backoff)
                     counters.authenticated += 1
                     fleet.connected_changed(+1)
                     try:
-                        await fleet.wait_restart_or_close(self.connection, generation)
+                        ended = await fleet.wait_restart_or_close(self.connection, generation)
                     finally:
                         self.connection = None
                         fleet.connected_changed(-1)
                     if fleet.generation != generation:
                         continue  # restarted on purpose: straight back, through the gate
+                    if going_away(ended) and not fleet.plain_backoff:
+                        delays = after_going_away(delays)
             if fleet.stopping.is_set():
                 return
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(next(delays)):
+                async with asyncio.timeout(retry_after_delay(retry_after, next(delays))):
                     await fleet.stopping.wait()
+
+
+def going_away(ended: BaseException | None) -> bool:
+    """Whether the relay closed the connection with 1001 (it restarts)."""
+    from websockets.exceptions import ConnectionClosed
+
+    received = ended.rcvd if isinstance(ended, ConnectionClosed) else None
+    return received is not None and received.code == 1001
 
 
 # --- one process's share --------------------------------------------------------------------
@@ -654,6 +726,8 @@ class Fleet:
     ) -> None:
         self.relay = relay
         self.max_backoff = 60.0
+        self.plain_backoff = False  # the schedule before going-away (benchmarks' "before")
+        self.diag_bytes = 0  # padding of each diagnostics report (--diag-bytes)
         self.whole = whole  # this process runs the whole fleet (else one slice of it)
         self.spread = spread
         self.process = process
@@ -679,7 +753,10 @@ class Fleet:
             self.all_in_at = time.time()
         self.changed.set()
 
-    async def wait_restart_or_close(self, connection: Connection, generation: int) -> None:
+    async def wait_restart_or_close(
+        self, connection: Connection, generation: int
+    ) -> BaseException | None:
+        """Until the connection ends (its reason), or the fleet restarts or stops (None)."""
         closed = asyncio.ensure_future(connection.wait_closed())
         stop = asyncio.ensure_future(self.stopping.wait())
         restart = asyncio.ensure_future(self.restarted.wait())
@@ -688,6 +765,7 @@ class Fleet:
         finally:
             for waiter in (closed, stop, restart):
                 waiter.cancel()
+        return closed.result() if closed.done() and not closed.cancelled() else None
 
     def restart(self) -> None:
         """Every till drops its connection and signs in again at once."""
@@ -784,9 +862,13 @@ async def run_fleet(
     process: int,
     whole: bool = True,
     max_backoff: float = 60.0,
+    plain_backoff: bool = False,
+    diag_bytes: int = 0,
 ) -> Counters:
     fleet = Fleet(relay, spread, concurrency, process, whole)
     fleet.max_backoff = max_backoff
+    fleet.plain_backoff = plain_backoff
+    fleet.diag_bytes = diag_bytes
     fleet.tills = [
         SimulatedTill(fleet, ident, first_index + i) for i, ident in enumerate(identities)
     ]
@@ -928,6 +1010,8 @@ def _run_slice(
                 process=process,
                 whole=args.worker is None,
                 max_backoff=args.max_backoff,
+                plain_backoff=args.plain_backoff,
+                diag_bytes=args.diag_bytes,
             )
         )
     return 0

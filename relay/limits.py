@@ -30,7 +30,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from aiohttp import web
 
@@ -44,10 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GUARD",
+    "Admission",
     "ConnectionGuard",
     "ConnectionLimits",
     "ConnectionTable",
     "HandshakeBudget",
+    "HandshakeGate",
     "Refusal",
     "address_key",
     "fit_to_descriptors",
@@ -369,6 +371,123 @@ class HandshakeBudget:
         """A sign-in from ``address`` failed: spend a token (none left: nothing more to spend).
         Counted per :func:`address_key`: an IPv6 /64 is one budget, not 2**64."""
         self.limiter.allow(address_key(address), now)
+
+
+class HandshakeGate:
+    """Load shedding for sign-ins (docs/relay.md#load-shedding): at most ``max_in_flight``
+    websocket sign-ins are worked on at once; past that a new one is answered 503 with a
+    ``Retry-After`` *before* the upgrade (an HTTP answer, no handshake, no signature check, no
+    database read), and the agent comes back then, with its own jitter (agent/backoff.py
+    ``retry_after_delay``). More sign-ins at once would only wait longer on this one core,
+    while the retries of connections cut at the caps above cost it more.
+
+    The waits form a queue in time: each shed agent is given the next free slot at the rate
+    the relay has been completing sign-ins (at least :data:`MIN_SIGN_IN_RATE` a second), no
+    sooner than :data:`MIN_RETRY_AFTER` and no later than :data:`MAX_RETRY_AFTER`; so a storm
+    of shed agents comes back spread at the pace the relay can take them, not in one wave and
+    not later than needed. The queue's end never lags behind ``now`` (an idle relay has no
+    queue).
+
+    A sign-in counts for at most :data:`STALLED_AFTER` seconds: one still open after that is
+    waiting on its peer (a stranger who never says hello), not on this relay's CPU, so a
+    stranger's idle sockets can't keep the gate shut (they are bounded by the caps above and
+    ``handshake_timeout``, as before). Pure: ``now`` is passed in. ``max_in_flight`` 0: no
+    shedding.
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_bucket_count",
+        "_bucket_start",
+        "_full",
+        "_next_slot",
+        "_next_ticket",
+        "max_in_flight",
+        "rate",
+        "shed",
+    )
+
+    def __init__(self, max_in_flight: int) -> None:
+        if max_in_flight < 0:
+            raise ValueError("max_in_flight must be 0 (no shedding) or more")
+        self.max_in_flight = max_in_flight
+        #: Sign-ins shed since the start (for the metrics and benchmarks).
+        self.shed = 0
+        #: Sign-ins completed per second, smoothed over the last seconds.
+        self.rate = INITIAL_SIGN_IN_RATE
+        #: ticket → when it was admitted, oldest first (a dict keeps the order)
+        self._admitted: dict[int, float] = {}
+        self._next_ticket = 0
+        self._next_slot = 0.0  # when the next shed agent may come back
+        self._bucket_start = 0.0
+        self._bucket_count = 0  # sign-ins completed since _bucket_start
+        self._full = False  # whether the gate shed anything since _bucket_start
+
+    def in_flight(self, now: float) -> int:
+        """Sign-ins admitted, not done, and not yet stalled."""
+        self._forget_stalled(now)
+        return len(self._admitted)
+
+    def admit(self, now: float) -> Admission:
+        """A ticket to give back to :meth:`done` when the sign-in ends (however it ends), or
+        no ticket and the seconds to ask the agent to wait."""
+        self._measure(now)
+        if not self.max_in_flight or self.in_flight(now) < self.max_in_flight:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._admitted[ticket] = now
+            return Admission(ticket, 0.0)
+        self.shed += 1
+        self._full = True
+        slot = max(self._next_slot, now + MIN_RETRY_AFTER)
+        self._next_slot = slot + 1.0 / self.rate
+        return Admission(None, min(slot - now, MAX_RETRY_AFTER))
+
+    def done(self, ticket: int, now: float) -> None:
+        """The sign-in of ``ticket`` has ended (signed in, refused or gone)."""
+        self._measure(now)
+        self._admitted.pop(ticket, None)
+        self._bucket_count += 1
+
+    def _forget_stalled(self, now: float) -> None:
+        admitted = self._admitted
+        while admitted:
+            ticket, at = next(iter(admitted.items()))
+            if now - at < STALLED_AFTER:
+                return
+            del admitted[ticket]  # waiting on its peer: no longer counted
+
+    def _measure(self, now: float) -> None:
+        """Close the rate's one-second bucket when it is over: half the old rate, half the
+        new. Only a bucket in which the gate was full measures the relay's pace (at other
+        times it is the agents' pace)."""
+        elapsed = now - self._bucket_start
+        if elapsed < RATE_BUCKET:
+            return
+        if self._full:
+            measured = self._bucket_count / elapsed
+            self.rate = max(MIN_SIGN_IN_RATE, (self.rate + measured) / 2)
+        self._bucket_start, self._bucket_count, self._full = now, 0, False
+
+
+class Admission(NamedTuple):
+    """:meth:`HandshakeGate.admit`'s answer: a ticket, or None and the wait to ask for."""
+
+    ticket: int | None
+    retry_after: float
+
+
+#: Seconds over which completed sign-ins are counted for the rate (HandshakeGate).
+RATE_BUCKET = 1.0
+#: Seconds after which a sign-in still in flight no longer counts (it waits on its peer).
+STALLED_AFTER = 2.0
+#: The sign-in rate assumed until one is measured, and the least ever assumed (per second;
+#: one core here does about 1,000, docs/notes/16b-status.md).
+INITIAL_SIGN_IN_RATE = 500.0
+MIN_SIGN_IN_RATE = 100.0
+#: Bounds of the wait a shed sign-in is asked for, in seconds.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 60.0
 
 
 GUARD = web.AppKey("connection_guard", ConnectionGuard)

@@ -79,6 +79,7 @@ REFUSAL_REASONS: Final = (
     "protocol_error",
     "too_slow",
     "script_refused",
+    "overloaded",  # sign-ins shed at load (503 + Retry-After), not abuse: never audited
     "other",
 )
 #: An audited refusal's ``detail["reason"]`` (or, failing that, its action) → its reason label.

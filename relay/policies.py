@@ -30,11 +30,13 @@ from posassist.protocol.health_policy import (
     parse_policy,
 )
 
+from .batching import Batcher
+from .errors import NotFound
 from .hours import BusinessHours, is_open, next_open, parse_hours
 
 if TYPE_CHECKING:
     from .alerts import AlertEvent
-    from .storage.health import HealthStore
+    from .storage.health import HealthStore, PolicyLayers
 
 __all__ = ["DevicePolicy", "PolicyBook", "event_time", "judge"]
 
@@ -147,12 +149,16 @@ class PolicyBook:
         self._cache: dict[str, DevicePolicy] = {}
         self._documents: dict[str, tuple[dict[str, Any], HealthPolicy]] = {}
         self._hours: dict[tuple[str, str], BusinessHours] = {}
+        # a storm of sign-ins reads its devices' layers together (relay/batching.py)
+        self._reads: Batcher[str, PolicyLayers] = Batcher(health.policy_layers_many)
 
     async def for_device(self, device_id: str, now: float) -> DevicePolicy:
         cached = self._cache.get(device_id)
         if cached is not None and now - cached.read_at < self.ttl:
             return cached
-        read = await self.health.policy_layers(device_id)
+        read = await self._reads.get(device_id)
+        if read is None:
+            raise NotFound(f"device {device_id!r}")
         document, policy = self._resolved(read.version, read.layers)
         resolved = DevicePolicy(
             device_id=device_id,

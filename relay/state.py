@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from aiohttp import web
 
 from .audit import Outcome
+from .batching import Batcher
 from .connection import WebSocketSession
 from .errors import NotFound, ScopeError, StorageError
 from .flapping import FlapDetector
+from .limits import HandshakeGate
 from .lockout import LoginBackoff
 from .metrics import refusal_reason
 from .refusals import pre_sign_in_address
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from .ratelimit import KeyedLimiter
     from .refusals import RefusalLedger
     from .routing import Router
-    from .storage import SqlStorage, TenantPath, User
+    from .storage import Device, SqlStorage, TenantPath, User
 
 log = logging.getLogger("posassist.relay")
 
@@ -89,6 +91,16 @@ class RelayState:
     #: (agent link, request id) → the answer awaited to a ``script.cancel`` sent on that link
     #: (relay/handlers/cancel.py); None when the link went away first.
     cancels: dict[tuple[object, int], asyncio.Future[Message | None]] = field(default_factory=dict)
+
+    #: Devices read for sign-ins, many at once (relay/batching.py).
+    device_reads: Batcher[str, Device] = field(init=False)
+
+    #: Sign-ins worked on at once, the rest shed (relay/limits.py ``HandshakeGate``).
+    handshake_gate: HandshakeGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device_reads = Batcher(self.storage.get_devices)
+        self.handshake_gate = HandshakeGate(self.config.max_handshakes_in_flight)
 
     def now(self) -> float:
         return self.clock()
@@ -214,6 +226,7 @@ class RelayState:
             session,
             str(request.remote),
             max_outbox=config.max_outbox,
+            max_outbox_bytes=config.max_outbox_bytes,
             frames_in=self.metrics.frames_received.labels(endpoint=endpoint),
             frames_out=self.metrics.frames_sent.labels(endpoint=endpoint),
             transport=request.transport,

@@ -283,6 +283,10 @@ class ProbeResult:
             raise CollectorTimeout(f"{self.target}: {self.detail}")
 
 
+#: The most bytes a probe throws away before it asks (stale replies; a chatty device is cut).
+MAX_DRAIN = 64 * 1024
+
+
 class _Link:
     """The minimum a probe needs from a transport; implemented for sockets and pyserial ports."""
 
@@ -344,13 +348,20 @@ def _converse(
 
 
 class _SocketLink(_Link):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float = float("inf")) -> None:
         self._sock = sock
+        self._deadline = deadline
 
     def drain(self) -> None:
-        while select.select([self._sock], [], [], 0)[0]:
-            if not self._sock.recv(64):
+        # bounded: a device that never stops sending is cut at the probe's deadline
+        drained = 0
+        while drained < MAX_DRAIN and time.monotonic() < self._deadline:
+            if not select.select([self._sock], [], [], 0)[0]:
+                return
+            data = self._sock.recv(4096)
+            if not data:
                 raise ConnectionResetError("printer closed the connection")
+            drained += len(data)
 
     def send(self, data: bytes) -> None:
         self._sock.sendall(data)
@@ -401,7 +412,7 @@ def probe_tcp(
         )
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _converse(_SocketLink(sock), target, reply_timeout, deadline, started)
+        return _converse(_SocketLink(sock, deadline), target, reply_timeout, deadline, started)
     finally:
         sock.close()
 

@@ -16,5 +16,5 @@ if not defined PY (
     echo No Python 3.8 found. Install Python 3.8.10 for all users first, or set POSASSIST_PYTHON.
     exit /b 2
 )
-"%PY%" "%~dp0installer.py" install %*
+"%PY%" -I "%~dp0installer.py" install %*
 exit /b %errorlevel%

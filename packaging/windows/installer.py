@@ -60,8 +60,9 @@ def sha256_file(path: Path) -> str:
 
 
 def verify_bundle(root: Path) -> Dict[str, object]:
-    """The bundle's manifest, once every file it lists has its recorded SHA-256 and no wheel is
-    unlisted; else InstallError naming the first bad file. Reads, changes nothing."""
+    """The bundle's manifest, once every file it lists has its recorded SHA-256, no file
+    anywhere in the bundle is unlisted and none is a symbolic link; else InstallError naming
+    the first bad file. Reads, changes nothing."""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -89,6 +90,7 @@ def verify_bundle(root: Path) -> Dict[str, object]:
             or Path(name).is_absolute()
             or ".." in parts
             or "\\" in name
+            or ":" in name
             or not parts
         ):
             raise InstallError(
@@ -107,14 +109,23 @@ def verify_bundle(root: Path) -> Dict[str, object]:
                 f"the bundle is corrupted or altered: {name} does not match its SHA-256;"
                 " nothing was installed",
             )
-    listed = set(files)
-    for wheel in sorted((root / "wheels").rglob("*")):
-        name = wheel.relative_to(root).as_posix()
-        if wheel.is_file() and name not in listed:
-            raise InstallError(
-                f"安装包中有未登记的文件 {name}, 未安装任何东西",
-                f"the bundle holds {name}, which its manifest does not list; nothing was installed",
-            )
+    listed = set(files) | {MANIFEST}
+    for top, dirs, names in os.walk(str(root)):  # never follows a symlink
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")  # Python's own, never imported
+        for entry in sorted(dirs + names):
+            path = Path(top) / entry
+            name = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise InstallError(
+                    f"安装包中有符号链接 {name}, 未安装任何东西",
+                    f"the bundle holds a symbolic link, {name}; nothing was installed",
+                )
+            if entry in names and name not in listed:
+                raise InstallError(
+                    f"安装包中有未登记的文件 {name}, 未安装任何东西",
+                    f"the bundle holds {name}, which its manifest does not list; "
+                    "nothing was installed",
+                )
     return manifest
 
 
@@ -365,6 +376,11 @@ def install(
     # From here the new files are complete: stop the old agent, swap, register, start.
     upgrade = service_exists(run)
     if upgrade:
+        if not wait_for_scripts(install_dir, data, UNINSTALL_WAIT, run, python, "upgrade"):
+            _say(
+                "脚本仍在运行, 停止服务时将取消它并恢复备份",
+                "a script still runs: stopping the service cancels it and restores its backup",
+            )
         stop_service(run)
     lib, old = install_dir / "lib", install_dir / "lib.old"
     shutil.rmtree(str(old), ignore_errors=True)
@@ -415,7 +431,12 @@ UNINSTALL_WAIT = 300.0
 
 
 def wait_for_scripts(
-    install_dir: Path, data: Path, wait: float, run: Runner, python: Optional[Path] = None
+    install_dir: Path,
+    data: Path,
+    wait: float,
+    run: Runner,
+    python: Optional[Path] = None,
+    purpose: str = "uninstall",
 ) -> bool:
     """Before the service stops: the installed agent waits (``wait-idle``) for a script that
     runs to finish, at most ``wait`` seconds, and records it in the till's audit.log. False if
@@ -435,7 +456,7 @@ def wait_for_scripts(
                 "--timeout",
                 f"{wait:g}",
                 "--for",
-                "uninstall",
+                purpose,
             ]
         )
     except InstallError:

@@ -44,7 +44,7 @@ from posassist.protocol.errors import (
 from .. import __version__
 from ..audit import Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import NotFound, RateLimited, StorageError
+from ..errors import Overloaded, RateLimited, StorageError
 from ..limits import trust_connection
 from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
@@ -100,16 +100,35 @@ def handshake_failed(state: RelayState, peer: WebSocketSession, exc: BaseExcepti
         state.handshake_budget.failed(peer.peer, state.now())
 
 
+def shed_at_load(state: RelayState) -> int:
+    """Overloaded (503 + Retry-After, before the upgrade) when as many sign-ins as the relay
+    works on at once are in flight (relay/limits.py ``HandshakeGate``); else the ticket to give
+    back when the sign-in ends."""
+    admission = state.handshake_gate.admit(state.now())
+    if admission.ticket is None:
+        state.metrics.refused("overloaded")
+        raise Overloaded("sign-ins in flight at the limit", retry_after=admission.retry_after)
+    return admission.ticket
+
+
 async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     await refuse_over_budget(state, request, "agent.connect")
-    peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
+    ticket = shed_at_load(state)  # counted in flight until the sign-in ends, however it ends
+    try:
+        peer = await state.accept(request, Session(Role.RELAY_FOR_AGENT), "agent")
+    except BaseException:
+        state.handshake_gate.done(ticket, state.now())
+        raise
     ws = peer.ws
     device_id: str | None = None
     ended = "closed"  # why, for the one line that says the agent left
     try:
-        with state.metrics.handshake_duration.time():
-            device_id = await _authenticate(peer, state)
+        try:
+            with state.metrics.handshake_duration.time():
+                device_id = await _authenticate(peer, state)
+        finally:
+            state.handshake_gate.done(ticket, state.now())
         trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
         lost_jobs = LostJobs()
         await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)
@@ -360,9 +379,9 @@ async def _check_device(
     state: RelayState, response: AuthResponse, nonce: bytes, version: int
 ) -> str | None:
     """None if the device may connect, else the refusal code sent to it."""
-    try:
-        device = await state.storage.get_device(response.device_id)
-    except NotFound:
+    # read with the other sign-ins of this moment: one database hop for a storm's batch
+    device = await state.device_reads.get(response.device_id)
+    if device is None:
         return "unknown_device"
     if device.status is DeviceStatus.REVOKED:
         return "revoked"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -124,6 +125,12 @@ async def _json(request: web.Request) -> dict[str, Any]:
         raise BadRequest("body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("body is not a JSON object")
+    try:  # a lone surrogate (``"\ud800"``) is JSON but not text: it would fail deep in storage
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("body holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
     return body
 
 

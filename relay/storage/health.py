@@ -9,6 +9,7 @@ webhook deliveries it queues.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -27,7 +28,7 @@ from posassist.relay.storage.sql import _append_in, _json, _Prepared
 from posassist.relay.webhooks import Delivery
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from posassist.relay.storage.sql import SqlStorage
 
@@ -225,6 +226,21 @@ def _path(conn: sa.Connection, device_id: str) -> Any:
     if row is None:
         raise NotFound(f"device {device_id!r}")
     return row
+
+
+def _policy_layers(conn: sa.Connection, device_id: str) -> PolicyLayers:
+    path = _path(conn, device_id)
+    nodes = [*_scope_ids(path), (ScopeKind.DEVICE.value, device_id)]
+    params = {}
+    for i, (kind, node_id) in enumerate(nodes):
+        params[f"b_kind{i}"], params[f"b_id{i}"] = kind, node_id
+    rows = _PATH_POLICIES(conn, params).all()
+    # a policy removed keeps its row (its version counts) with no document: SQL NULL,
+    # or JSON null as SQLAlchemy writes None
+    by_node = {(row.scope_kind, row.scope_id): _document(row.document) for row in rows}
+    version = max((int(row.version) for row in rows), default=0)
+    layers = [doc for node in nodes if (doc := by_node.get(node)) is not None]
+    return PolicyLayers(version, layers, str(path.store_id), str(path.timezone), str(path.hours))
 
 
 def _scope_ids(path: sa.Row[Any]) -> list[tuple[str, str]]:
@@ -820,22 +836,18 @@ class HealthStore:
         """The policies above a device, farthest (root) first, nearest (the device) last, the
         highest version among them (0 if none) and the device's store with its time zone and
         hours (as stored, JSON): what :func:`relay.policies.resolve` merges, in one read."""
+        return await self._db.read(lambda conn: _policy_layers(conn, device_id))
 
-        def tx(conn: sa.Connection) -> PolicyLayers:
-            path = _path(conn, device_id)
-            nodes = [*_scope_ids(path), (ScopeKind.DEVICE.value, device_id)]
-            params = {}
-            for i, (kind, node_id) in enumerate(nodes):
-                params[f"b_kind{i}"], params[f"b_id{i}"] = kind, node_id
-            rows = _PATH_POLICIES(conn, params).all()
-            # a policy removed keeps its row (its version counts) with no document: SQL NULL,
-            # or JSON null as SQLAlchemy writes None
-            by_node = {(row.scope_kind, row.scope_id): _document(row.document) for row in rows}
-            version = max((int(row.version) for row in rows), default=0)
-            layers = [doc for node in nodes if (doc := by_node.get(node)) is not None]
-            return PolicyLayers(
-                version, layers, str(path.store_id), str(path.timezone), str(path.hours)
-            )
+    async def policy_layers_many(self, device_ids: Sequence[str]) -> dict[str, PolicyLayers]:
+        """:meth:`policy_layers` of each device that exists, in one read (relay/batching.py:
+        a reconnect storm reads thousands at once)."""
+
+        def tx(conn: sa.Connection) -> dict[str, PolicyLayers]:
+            found = {}
+            for device_id in device_ids:
+                with contextlib.suppress(NotFound):
+                    found[device_id] = _policy_layers(conn, device_id)
+            return found
 
         return await self._db.read(tx)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Mapping
+    from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
     from posassist.relay.audit import AuditEntry, AuditRecord, Outcome
     from posassist.relay.storage.models import (
@@ -62,6 +62,7 @@ class TenancyStore(Protocol):
 
 class DeviceStore(Protocol):
     async def get_device(self, device_id: str) -> Device: ...
+    async def get_devices(self, device_ids: Sequence[str]) -> dict[str, Device]: ...
     async def find_device_by_key(self, public_key: bytes) -> Device | None: ...
     async def list_devices(self, scope: Scope) -> list[Device]: ...
     async def revoke_device(self, device_id: str, *, now: float) -> Device: ...

@@ -17,6 +17,7 @@ from posassist.agent.runstate import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -65,3 +66,55 @@ def test_wait_idle_gives_up_at_its_bound_and_sees_a_dead_agents_file_as_idle(
         busy.kill()
         busy.wait(timeout=30)
     assert wait_idle(tmp_path, 30) == ("idle", None, 0.0)  # its agent is gone: stale
+
+
+def _wait_idle_cli(data: Path) -> subprocess.CompletedProcess[str]:
+    """The real ``posassist-agent wait-idle --timeout 1``; the test's own bound is 30 s."""
+    command = [sys.executable, "-m", "posassist.agent", "wait-idle", "--data", str(data)]
+    return subprocess.run(
+        [*command, "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_running_file_that_is_no_regular_small_file_is_unreadable_and_never_hangs(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    cases: dict[str, Callable[[Path], object]] = {
+        "fifo": lambda path: os.mkfifo(path),
+        "zero": lambda path: path.symlink_to("/dev/zero"),
+        "huge": lambda path: path.write_text(
+            json.dumps({"pid": os.getpid(), "what": "A" * (2 << 20)})
+        ),
+        "huge-pid": lambda path: path.write_text(json.dumps({"pid": 10**23, "what": "x"})),
+    }
+    for name, make in cases.items():
+        data = tmp_path / name
+        data.mkdir()
+        make(data / RUNNING_FILE)
+        started = time.monotonic()
+        done = _wait_idle_cli(data)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert time.monotonic() - started < 20, name
+        assert "Traceback" not in done.stderr, name
+        assert "running.json unreadable" in done.stdout, name
+        assert "no script is running" in done.stdout, name
+        log = (data / "audit.log").read_text(encoding="utf-8")
+        assert len(log) < 2000, name  # one short line, never the file's contents
+        assert read_running(data) is None
+
+
+def test_a_long_what_is_cut_before_it_is_shown_or_journalled(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / RUNNING_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "what": "B" * 50000, "job_id": "j" * 5000})
+    )
+    state = read_running(tmp_path)
+    assert state is not None
+    assert len(state["what"]) == 200
+    assert len(state["job_id"]) == 100

@@ -105,7 +105,7 @@ async def test_the_tenant_tree_is_listed_by_name_with_times_in_the_stores_zone(
     (main_st,) = [line for line in rows(out) if line.startswith("Main St")]
     assert "Noodle House" in main_st  # the merchant's name, not its id
     assert "Asia/Shanghai" in main_st
-    assert "+08:00" in main_st  # created, on the store's clock
+    assert " CST" in main_st  # created, on the store's clock
     assert relay.store in main_st  # the id stays, for scripts and copy-paste
     for command in (["org", "list"], ["merchant", "list"], ["store", "list"], ["user", "list"]):
         status, out, _ = await run("admin", *command)
@@ -446,7 +446,8 @@ async def test_jobs_page_with_before_and_show_store_times(relay: Relay, run: Con
     status, out, _ = await run("admin", "jobs", "--limit", "2")
     assert status == 0, out
     page = rows(out)[:2]
-    assert all(line.startswith("2027-01-15 16:00 +08:00") for line in page), page
+    assert all(line.startswith("2027-01-15 16:00:0") for line in page), page
+    assert all(" CST " in line for line in page), page  # the store's zone (Asia/Shanghai)
     assert all("Main St / " in line for line in page)  # the store's name with the device
     assert not RAW_EPOCH.search("\n".join(page))
     seen = [line.split()[-1] for line in page]
@@ -575,7 +576,7 @@ async def test_devices_show_their_stores_name_and_last_contact_on_its_clock(
         status, out, _ = await run("tech", "devices")
     (line,) = rows(out)
     assert line.split()[:3] == [device_id, "yes", "active"]
-    assert "+08:00" in line  # seen, on the store's clock
+    assert " CST" in line  # seen, on the store's clock
     assert relay.store not in out
     assert not RAW_EPOCH.search(out)
     status, out, _ = await run("tech", "devices", "--json")

@@ -58,12 +58,16 @@ def test_tcp_targets_are_hosts_ports_and_small_networks_only() -> None:
         ("192.168.1.2", 9100),
     ]
     assert len(tcp_targets(["192.168.7.0/24"])) == 254
+    assert tcp_targets(["[::1]:9101", "[fe80::1]"]) == [("::1", 9101), ("fe80::1", 9100)]
     for bad, said in [
         ("10.0.0.0/16", "at most 256"),
         ("10.0.0.5:0", "port must be"),
         ("10.0.0.5:http", "port must be"),
         ("300.1.2.3/30", "not an IPv4 network"),
         ("a b", "give a host"),
+        ("[::1", r"give \[ipv6\]"),
+        ("[nope]:9100", "not an IPv6 address"),
+        ("[::1]:0", "port must be"),
     ]:
         with pytest.raises(ConfigError, match=said):
             tcp_targets([bad])
@@ -200,6 +204,8 @@ def test_configure_detects_the_pos_by_its_running_process(tmp_path: Path) -> Non
         ("unknown profile", ["--pos-profile", "no-such-pos"], "POS profile 'no-such-pos'"),
         ("whole site", ["--tcp", "10.0.0.0/8"], "at most 256"),
         ("bad baud", ["--baudrate", "0"], "--baudrate must be"),
+        ("odd baud", ["--baudrate", "12345"], "--baudrate must be"),
+        ("tiny baud", ["--baudrate", "1"], "--baudrate must be"),
     ],
 )
 def test_bad_input_is_refused_asks_no_printer_and_writes_nothing(
@@ -221,3 +227,46 @@ def test_bad_input_is_refused_asks_no_printer_and_writes_nothing(
     assert not (data / "settings.json.bak").exists()
     assert serial.bytes_received == 0
     assert tcp_printer.bytes_received == 0
+
+
+def test_a_device_that_never_stops_sending_is_cut_at_the_probes_deadline(tmp_path: Path) -> None:
+    """Attack F4: a "printer" that streams bytes forever; the real configure is bounded."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def stream() -> None:
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.settimeout(0.5)
+            with conn:
+                while not stop.is_set():
+                    try:
+                        conn.sendall(b"\x12" * 4096)
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    try:
+        data = tmp_path / "till"
+        data.mkdir()
+        started = time.monotonic()
+        done = _configure(data, "--no-scan", "--tcp", f"127.0.0.1:{port}")
+        assert time.monotonic() - started < 30
+        assert "Traceback" not in done.stderr
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        assert not (data / "settings.json").exists()  # no --write
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()

@@ -4,6 +4,7 @@ the bad inputs it must refuse before a byte is sent (relay/fleet.py, docs/fleet.
 
 from __future__ import annotations
 
+import itertools
 import json
 import select
 import signal
@@ -325,3 +326,27 @@ def test_the_fleets_backoff_is_the_agents() -> None:
         random.seed(cap)
         theirs = [d for d, _ in zip(agent_backoff(cap=cap), range(12), strict=False)]
         assert ours == theirs
+
+
+def test_the_fleets_schedules_after_going_away_and_retry_after_are_the_agents() -> None:
+    import random
+
+    from posassist.agent import backoff as agents
+    from posassist.relay import fleet
+
+    assert fleet.GOING_AWAY_JITTER == agents.GOING_AWAY_JITTER
+    assert fleet.GOING_AWAY_WINDOW == agents.GOING_AWAY_WINDOW
+    assert fleet.MAX_RETRY_AFTER == agents.MAX_RETRY_AFTER
+    for seed in range(5):
+        random.seed(seed)
+        ours = list(itertools.islice(fleet.after_going_away(fleet.backoff(60.0)), 30))
+        random.seed(seed)
+        theirs = list(itertools.islice(agents.after_going_away(agents.backoff(cap=60.0)), 30))
+        assert ours == theirs
+        assert max(ours[:5]) <= 2.0
+    for value in (None, "", "x", "-1", "nan", "3", "0", "1e9", " 2.5 "):
+        for scheduled in (0.1, 4.0, 500.0):
+            random.seed(7)
+            ours_delay = fleet.retry_after_delay(value, scheduled)
+            random.seed(7)
+            assert ours_delay == agents.retry_after_delay(value, scheduled), (value, scheduled)

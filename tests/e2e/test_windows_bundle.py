@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -123,7 +124,7 @@ def _drive(
 
 def _verify(bundle: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(PY38), str(bundle / "installer.py"), "verify"],
+        [str(PY38), "-I", str(bundle / "installer.py"), "verify"],  # -I as install.cmd
         capture_output=True,
         text=True,
         timeout=120,
@@ -141,12 +142,24 @@ def test_bundle_holds_wheels_for_both_windows_and_a_manifest_of_every_file(bundl
     for name in ("installer.py", "launch.py", "posassist_service.py", "install.cmd"):
         assert name in names
     assert (bundle / "install.cmd").read_bytes().count(b"\r\n") > 5  # cmd.exe line ends
+    for script in ("install.cmd", "uninstall.cmd"):  # -I: the bundle folder is not on sys.path
+        assert b'"%PY%" -I "%~dp0installer.py"' in (bundle / script).read_bytes()
     verified = _verify(bundle)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "the bundle is intact" in verified.stdout
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "unlisted wheel", "missing wheel"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "flipped byte",
+        "unlisted wheel",
+        "missing wheel",
+        "unlisted top-level file",
+        "symlinked platform folder",
+        "symlinked wheel",
+    ],
+)
 def test_a_corrupted_bundle_is_refused_and_nothing_is_installed(
     bundle: Path, tmp_path: Path, damage: str
 ) -> None:
@@ -159,6 +172,21 @@ def test_a_corrupted_bundle_is_refused_and_nothing_is_installed(
     elif damage == "unlisted wheel":
         (wheel.parent / "evil-1.0-py3-none-any.whl").write_bytes(b"PK")
         said = "which its manifest does not list"
+    elif damage == "unlisted top-level file":  # would shadow the standard library (attack F5)
+        (bundle / "json.py").write_text("print('ATTACKER CODE')\n")
+        said = "json.py, which its manifest does not list"
+    elif damage == "symlinked platform folder":
+        elsewhere = tmp_path / "elsewhere"
+        shutil.copytree(wheel.parent, elsewhere)
+        shutil.rmtree(wheel.parent)
+        wheel.parent.symlink_to(elsewhere, target_is_directory=True)
+        said = "symbolic link"
+    elif damage == "symlinked wheel":
+        outside = tmp_path / wheel.name
+        shutil.copyfile(wheel, outside)
+        wheel.unlink()
+        wheel.symlink_to(outside)
+        said = "symbolic link"
     else:
         wheel.unlink()
         said = "is missing"
@@ -227,6 +255,11 @@ def test_install_upgrade_and_uninstall_keep_the_tills_identity(
     )
     assert any(c[:2] == ["sc.exe", "config"] for c in commands)
     assert not any(c[:2] == ["sc.exe", "create"] for c in commands)
+    # the upgrade waits for a running script (wait-idle, 300 s) before it stops the service
+    waits = [i for i, c in enumerate(commands) if "wait-idle" in c]
+    assert len(waits) == 1
+    assert commands[waits[0]][-4:] == ["--timeout", "300", "--for", "upgrade"]
+    assert waits[0] < commands.index(["net", "stop", "posassist-agent"])
     assert {n: (data / n).read_bytes() for n in identity} == identity
     assert not (install_dir / "lib.new").exists()
     assert not (install_dir / "lib.old").exists()

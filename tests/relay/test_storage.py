@@ -494,6 +494,34 @@ async def test_device_presence_and_revocation(storage):
         await storage.record_presence("dev_missing", now=NOW)
 
 
+async def test_devices_and_their_policy_layers_are_read_many_at_once(storage):
+    # what a reconnect storm's batched sign-ins read (relay/batching.py): only devices that
+    # exist, each as get_device / policy_layers give it, a revoked one as revoked
+    from posassist.relay.storage.health import HealthStore
+
+    org, _, store = await make_tree(storage)
+    first = await enrol(storage, store.id)
+    second = await enrol(storage, store.id, key=bytes(range(1, 33)))
+    await storage.revoke_device(second.id, now=NOW + 2)
+    found = await storage.get_devices([first.id, second.id, "dev_missing", first.id])
+    assert found == {
+        first.id: await storage.get_device(first.id),
+        second.id: await storage.get_device(second.id),
+    }
+    assert found[second.id].status is DeviceStatus.REVOKED
+    assert await storage.get_devices([]) == {}
+    health = HealthStore(storage)
+    await health.set_policy(
+        Scope(ScopeKind.ORGANISATION, org.id), {"checks": {}}, "admin", now=NOW + 3
+    )
+    layers = await health.policy_layers_many([first.id, "dev_missing", second.id])
+    assert layers == {
+        first.id: await health.policy_layers(first.id),
+        second.id: await health.policy_layers(second.id),
+    }
+    assert layers[first.id].version >= 1
+
+
 # -- users and bearer tokens --------------------------------------------------------------------
 
 

@@ -83,8 +83,9 @@ def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> Non
         assert text.startswith(f"diagnostics of {device}")
         assert "[WARNING 警告] 打印纸快用完 / Printer paper near end [receipt]" in text
         missing = tech("diag", "dev_nonexistent")
-        assert missing.returncode == 1
+        assert missing.returncode == 3  # not found / not in scope, as other not-found errors
         assert "forbidden" in missing.stderr
+        assert "设备不存在或不在你的权限范围内" in missing.stderr
     finally:
         if agent is not None:
             stop(agent)

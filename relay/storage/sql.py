@@ -503,29 +503,22 @@ class SqlStorage:
 
     async def revoke_device(self, device_id: str, *, now: float) -> Device:
         """Mark the device revoked (idempotent: a second call keeps the first ``revoked_at``)."""
-
-        def tx(conn: sa.Connection) -> sa.Row[Any] | None:
-            conn.execute(
-                t.devices.update()
-                .where(t.devices.c.id == device_id, t.devices.c.status == DeviceStatus.ACTIVE)
-                .values(status=DeviceStatus.REVOKED.value, revoked_at=now)
-            )
-            return conn.execute(t.devices.select().where(t.devices.c.id == device_id)).first()
-
-        row = await self._db.write(tx)
-        if row is None:
-            raise NotFound(f"device {device_id!r}")
-        return _device(row)
+        return await self._leave_active(device_id, DeviceStatus.REVOKED, revoked_at=now)
 
     async def hand_over_device(self, device_id: str, *, now: float) -> Device:
         """Mark an active device handed over to another provider (idempotent: a second call
         keeps the first ``handed_over_at``; a revoked device stays revoked)."""
+        return await self._leave_active(device_id, DeviceStatus.HANDED_OVER, handed_over_at=now)
+
+    async def _leave_active(self, device_id: str, status: DeviceStatus, **stamp: float) -> Device:
+        """Move an active device to ``status`` with its time column (``stamp``); a device that is
+        no longer active keeps its status and first time. NotFound for an unknown id."""
 
         def tx(conn: sa.Connection) -> sa.Row[Any] | None:
             conn.execute(
                 t.devices.update()
                 .where(t.devices.c.id == device_id, t.devices.c.status == DeviceStatus.ACTIVE)
-                .values(status=DeviceStatus.HANDED_OVER.value, handed_over_at=now)
+                .values(status=status.value, **stamp)
             )
             return conn.execute(t.devices.select().where(t.devices.c.id == device_id)).first()
 

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
 from posassist.client.render import human_value
+from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol.errors import BadArgument
 
 from .render import local_time, printable, printable_data, table
@@ -529,6 +530,8 @@ def _ttl(text: str) -> float:
     value = seconds_from(text, "--ttl")
     if value is None:
         raise BadArgument("--ttl: a duration like 30m, 24h or 7d")
+    if not ENROLMENT_TTL[0] <= value <= ENROLMENT_TTL[1]:  # the relay's bound: refused here
+        raise BadArgument("--ttl: 1m .. 30d, e.g. 24h or 7d / 有效期须在 1 分钟到 30 天之间")
     return value
 
 

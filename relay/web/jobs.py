@@ -32,7 +32,7 @@ from ..state import STATE
 from . import sessions
 from .pages import checked_form, finding_rows, may_run, page, render, visible_device
 from .runs import RUNS, WebRun, offered_scripts, remember
-from .words import WORDS, word
+from .words import WORDS, finished_detail, word
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -367,6 +367,9 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
         "steps": steps,
         "finished_words": (
             _finished_words(run.finished.status, lang) if run and run.finished else ""
+        ),
+        "finished_detail": (
+            finished_detail(run.finished.detail, lang) if run and run.finished else ""
         ),
         "consent": consent,
         "output": run.output.decode("utf-8", "replace") if run else "",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["WORDS", "word"]
+import re
+
+__all__ = ["WORDS", "finished_detail", "word"]
 
 WORDS: dict[str, tuple[str, str]] = {
     "title": ("posassist 技术员控制台", "posassist technician console"),
@@ -201,3 +203,23 @@ def word(key: str, lang: str) -> str:
     if pair is None:
         return key
     return pair[1] if lang == "en" else pair[0]
+
+
+#: The agent's fixed end sentences (agent/scripts/service.py, results.py), English only.
+_RESTORED = re.compile(r"restored (\d+), removed (\d+), unchanged (\d+)")
+_AGENT_SENTENCES = {
+    "interrupted: the agent stopped while the script ran": "中断: 脚本运行时收银助手停止了",
+}
+
+
+def finished_detail(detail: str, lang: str) -> str:
+    """A run's end ``detail`` from the till in the page's language: the agent's fixed English
+    sentences (a restore's counts, an interrupted run) get their Chinese; anything else (the
+    agent's own words, already bilingual where it has them) is shown as sent."""
+    if lang == "en":
+        return detail
+    counts = _RESTORED.fullmatch(detail)
+    if counts is not None:
+        restored, removed, unchanged = counts.groups()
+        return f"已恢复 {restored} 个文件, 删除 {removed} 个, {unchanged} 个未变"
+    return _AGENT_SENTENCES.get(detail, detail)

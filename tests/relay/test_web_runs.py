@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import ClientSession, CookieJar
 
+from posassist.agent.scripts.results import INTERRUPTED
 from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
+from posassist.relay.web.words import finished_detail
 from tests.agent.test_verify import PASS, add, approve, manifest
 from tests.relay.harness import Agent, Relay, start_relay
 from tests.relay.test_web_console import Browser
@@ -283,7 +285,10 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
         ids = {"id": asked.id, "job_id": asked.job_id}
         restored = {"files": 1, "restored": ("/pos/pos.ini",), "removed": (), "verified": True}
         await agent.reply(m.ScriptProgress(**ids, step="restored", at=2.0, detail=restored))
-        await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=2.0))
+        counts = "restored 1, removed 0, unchanged 2"  # as agent/scripts/service.py says it
+        await agent.reply(
+            m.ScriptFinished(**ids, status="succeeded", finished_at=2.0, detail=counts)
+        )
         await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
         await agent.next()
     _, page, _ = await browser.get(restore_url)
@@ -294,7 +299,23 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
     assert "()" not in page
     assert '<p class="finished job-succeeded"><strong>成功</strong>' in page
     assert ">succeeded<" not in page
+    assert "已恢复 1 个文件, 删除 0 个, 2 个未变" in page  # the till's counts in the page's words
+    assert counts not in page
+    await browser.get("/lang?to=en&next=/fleet")
+    _, page, _ = await browser.get(restore_url)
+    assert f"<strong>succeeded</strong> · {counts}" in page
+    await browser.get("/lang?to=zh&next=/fleet")
     jobs = {job.kind: job.status.value for job in await _jobs(relay, device_id)}
     assert jobs == {"script.run": "succeeded", "script.restore": "succeeded"}
     status, _, _ = await browser.post(restore_url + "/restore", {"csrf": csrf})
     assert status == 404  # a restore has no backup of its own to restore
+
+
+def test_a_runs_end_detail_from_the_till_reads_in_the_pages_language() -> None:
+    assert finished_detail(INTERRUPTED, "zh") == "中断: 脚本运行时收银助手停止了"
+    assert finished_detail(INTERRUPTED, "en") == INTERRUPTED
+    own = "已按要求取消 / cancelled on request: the script's process tree was stopped"
+    assert finished_detail(own, "zh") == own  # the agent's own bilingual words, as sent
+    assert finished_detail("restored 1, removed 0, unchanged x", "zh") == (
+        "restored 1, removed 0, unchanged x"
+    )

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 
 from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
-from posassist.client.render import human_value
+from posassist.client.render import audit_detail, audit_target, device_label
 from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol.errors import BadArgument
 
@@ -118,9 +118,7 @@ class _Names:
         row = self.device(device_id)
         if not row:
             return str(device_id)
-        facts = row.get("facts") if isinstance(row.get("facts"), dict) else {}
-        host = (facts or {}).get("hostname") or device_id
-        return f"{self.name('store', row.get('store_id'))} / {host}"
+        return device_label(self.name("store", row.get("store_id")), row.get("facts"), device_id)
 
     def scope(self, scope: dict[str, Any]) -> str:
         kind, node = scope.get("kind"), scope.get("id")
@@ -430,32 +428,6 @@ def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
-def _words(key: str, value: Any) -> str:
-    """A detail value in words: times and sizes in human units (this console's zone), lists
-    and mappings spelled out, never a Python repr."""
-    if isinstance(value, dict):
-        return "; ".join(f"{k} {_words(str(k), v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        if len(value) == 2 and all(isinstance(v, str) for v in value):
-            return f"{value[0]}-{value[1]}"  # a span, as opening hours are
-        return ", ".join(_words(key, v) for v in value) or "-"
-    return human_value(key, value, None, None)
-
-
-def _detail(detail: Any) -> str:
-    if not isinstance(detail, dict):
-        return "" if detail is None else _words("", detail)
-    return ", ".join(f"{k}: {_words(str(k), v)}" for k, v in detail.items())
-
-
-def _target(target: Any, stores: dict[str, str]) -> str:
-    """``store:sto_…`` as ``store Main St`` when the store is one the caller may see."""
-    kind, _, node = str(target or "").partition(":")
-    if kind == "store" and node in stores:
-        return f"store {stores[node]}"
-    return str(target or "")
-
-
 def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if getattr(args, "audit_verb", None) == "verify":
         raise BadArgument(
@@ -480,15 +452,16 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
         _print_json(answer)
         return 0
     stores = store_names(session) if answer["records"] else {}
+    names = {f"store:{node}": name for node, name in stores.items()}
     lines = [
         [
             r.get("seq"),
             local_time(r.get("at")),
             r.get("actor"),
             r.get("action"),
-            _target(r.get("target"), stores),
+            audit_target(r.get("target"), names)[0],
             r.get("outcome"),
-            _detail(r.get("detail"))[:120],
+            audit_detail(r.get("detail"))[:120],
         ]
         for r in answer["records"]
     ]

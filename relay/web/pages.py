@@ -21,7 +21,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from posassist.client.advice import ADVICE, script_for
-from posassist.client.render import all_findings
+from posassist.client.render import all_findings, audit_detail, audit_target, device_label
 from posassist.protocol import PosAssistError
 from posassist.protocol.messages import (
     DEVICE_ID,
@@ -535,6 +535,22 @@ def may_run(session: Session) -> bool:
 # --- queues and the audit log --------------------------------------------------------------------
 
 
+async def place_names(state: RelayState, scope: Scope) -> dict[str, str]:
+    """What ``scope`` covers, by audit target (``store:sto_…``, ``device:dev_…``…) → the words a
+    person knows it by: organisation, merchant and store names, a till as ``store / host``."""
+    admin = AdminStore(state.storage)
+    names: dict[str, str] = {}
+    for kind in (ScopeKind.ORGANISATION, ScopeKind.MERCHANT):
+        for node in await admin.list_nodes(kind, scope):
+            names[f"{kind.value}:{node.id}"] = node.name
+    stores = {store.id: store.name for store, _merchant in await admin.store_places(scope)}
+    names.update({f"store:{node}": name for node, name in stores.items()})
+    for device in await state.storage.list_devices(scope):
+        label = device_label(stores.get(device.store_id), device.facts, device.id)
+        names[f"device:{device.id}"] = label
+    return names
+
+
 @page
 async def alerts_page(request: web.Request, session: Session) -> web.StreamResponse:
     """``GET /alerts``: open alerts in the user's scope, worst and oldest first."""
@@ -617,7 +633,17 @@ async def audit_page(request: web.Request, session: Session) -> web.StreamRespon
     lang = sessions.language(request)
     now = state.now()
     utc = zone("UTC")
-    rows = [(r, human_time(r.at, utc, now, lang)) for r in records]
+    names = await place_names(state, session.user.scope) if records else {}
+    rows = [
+        (
+            r,
+            human_time(r.at, utc, now, lang),
+            audit_target(r.actor, names)[0],
+            *audit_target(r.target, names),
+            audit_detail(r.detail)[:200],
+        )
+        for r in records
+    ]
     return render(
         request,
         "audit.html",

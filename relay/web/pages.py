@@ -562,11 +562,13 @@ async def alerts_page(request: web.Request, session: Session) -> web.StreamRespo
     )
     rank = {"critical": 0, "warning": 1, "info": 2}
     alerts.sort(key=lambda a: (rank.get(a.severity, 3), a.opened_at))
+    names = await place_names(state, session.user.scope) if alerts else {}
     rows = [
         (
             a,
             human_time(a.opened_at, zone(a.store_timezone or "UTC"), now, lang),
             human_time(a.acknowledged_at, zone(a.store_timezone or "UTC"), now, lang),
+            names.get(f"device:{a.device_id}", a.device_id),
         )
         for a in alerts
     ]

@@ -416,11 +416,21 @@ async def test_an_alert_is_acknowledged_from_the_queue_once(relay: Relay, browse
             )
         )
         assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    await _flushed(relay)
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
         viewer = Browser(relay.http, http)
         await viewer.sign_in("viewer")
         _, page, _ = await viewer.get("/alerts")
         assert "纸将用尽" in page
+        # the till by its store and host name; its id only on the quieter second line
+        link = f'<a href="/devices/{device_id}">Main St / TILL-MAIN-1</a>'
+        assert link in page
+        assert page.count(device_id) == 3  # the cell's title, the link and the second line
+        assert f'<div class="muted id">{device_id}</div>' in page
+        assert "/ack" not in page  # viewers may not acknowledge
     await browser.sign_in("tech")
     _, page, _ = await browser.get("/alerts")
     action = re.search(r'action="(/alerts/[^"]+/ack)"', page)

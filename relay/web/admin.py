@@ -20,8 +20,12 @@ from ..errors import BadRequest, NotFound
 from ..handlers import admin as admin_api
 from ..handlers import alerts as alerts_api
 from ..handlers import api
+from ..state import STATE
 from ..storage import Role, ScopeKind
-from .pages import checked_form, page, render
+from ..storage.admin import AdminStore
+from . import sessions
+from .fleet import human_time, zone
+from .pages import checked_form, page, place_names, render
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -91,6 +95,7 @@ async def admin_page(request: web.Request, session: Session) -> web.StreamRespon
     users = (await _call(request, session, admin_api.list_users))["users"]
     tokens = (await _call(request, session, admin_api.list_enrolments))["enrolments"]
     names = {m["id"]: m["name"] for m in merchants} | {s["id"]: s["name"] for s in stores}
+    token_rows = await _token_rows(request, session, tokens, stores, names)
     return render(
         request,
         "admin.html",
@@ -99,11 +104,50 @@ async def admin_page(request: web.Request, session: Session) -> web.StreamRespon
         merchants=merchants,
         stores=[{**s, "hours_json": json.dumps(s["hours"], ensure_ascii=False)} for s in stores],
         users=users,
-        tokens=tokens,
+        tokens=token_rows,
         names=names,
         default_hours=DEFAULT_TOKEN_HOURS,
         max_hours=MAX_TOKEN_HOURS,
     )
+
+
+async def _token_rows(
+    request: web.Request,
+    session: Session,
+    tokens: list[dict[str, Any]],
+    stores: list[dict[str, Any]],
+    names: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Enrolment tokens for people: merchant and store by name, who created each (from the
+    audit chain), created and expiry times on the store's clock, the till that used it by name;
+    ids only as a second line."""
+    if not tokens:
+        return []
+    state = request.app[STATE]
+    lang = sessions.language(request)
+    now = state.now()
+    merchant_of = {s["id"]: names.get(s["merchant_id"], "") for s in stores}
+    zones = {s["id"]: s["timezone"] for s in stores}
+    since = min(float(t["created_at"]) for t in tokens)
+    creators = await AdminStore(state.storage).enrolment_creators(since)
+    tills = await place_names(state, session.user.scope)
+    rows = []
+    for t in tokens:
+        tz = zone(zones.get(t["store_id"]) or "UTC")
+        actor = creators.get(t["id"], "")
+        used_by = t.get("used_by_device")
+        rows.append(
+            {
+                **t,
+                "merchant": merchant_of.get(t["store_id"], ""),
+                "store": names.get(t["store_id"], t["store_id"]),
+                "created_by": actor.removeprefix("user:") if actor else "—",
+                "created": human_time(t["created_at"], tz, now, lang),
+                "expires": human_time(t["expires_at"], tz, now, lang),
+                "till": tills.get(f"device:{used_by}", used_by) if used_by else "",
+            }
+        )
+    return rows
 
 
 def _form_action(

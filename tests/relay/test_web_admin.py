@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import ClientSession, CookieJar
 
+from posassist.protocol import messages as m
 from posassist.relay.storage import DeviceStatus, Role, Scope, ScopeKind
-from tests.relay.harness import _HASH, PASSWORD, Relay, start_relay
+from tests.relay.harness import _HASH, PASSWORD, Agent, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
 
 if TYPE_CHECKING:
@@ -63,10 +66,26 @@ async def test_an_enrolment_token_made_in_the_browser_enrols_a_till(
     qr = re.search(r'<img class="qr" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page)
     assert qr is not None
     assert base64.b64decode(qr.group(1)).startswith(b"<?xml")
-    device_id, _ = await relay.enrol(token.group(1))  # the token works, once
+    device_id, key = await relay.enrol(token.group(1))  # the token works, once
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing)
+    await relay.state.storage.update_store(relay.store, now=relay.clock(), timezone="Asia/Shanghai")
     _, page, _ = await browser.get("/admin")
-    assert "已使用" in page
-    assert device_id in page
+    (row,) = re.findall(r'<tr class="token-used">(.*?)</tr>', page, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert cells[0].startswith("Main St<")  # the store by name, its merchant beneath
+    assert cells[1:3] == ["已使用", "admin"]  # the status in words; who made it
+    _, listed = await relay.get("/v1/enrolments", relay.tokens["admin"])
+    enrolments: Any = listed["enrolments"]
+    (made,) = enrolments
+    shanghai = datetime.fromtimestamp(made["created_at"], ZoneInfo("Asia/Shanghai"))
+    assert cells[3].startswith(shanghai.strftime("%Y-%m-%d %H:%M (")), cells[3]  # store's clock
+    assert "后)" in cells[4]  # expires in two hours
+    assert '>Main St / TILL-MAIN-1</a><div class="muted id"' in cells[5]  # the till by name
+    assert not any(c.startswith(("sto_", "dev_", "enr_")) for c in cells)  # no id as main text
     made = [a for a in await _actions(relay) if a[1] == "enrolment.create"]
     assert made[-1][:3] == ("user:admin", "enrolment.create", "ok")
 

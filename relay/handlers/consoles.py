@@ -33,11 +33,11 @@ from posassist.protocol.messages import username_problem
 
 from ..audit import AuditEntry, Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import TokenError
+from ..errors import DeviceNotActive, TokenError
 from ..limits import trust_connection
 from ..routing import Link, OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
-from ..storage import JobStatus
+from ..storage import DeviceStatus, JobStatus
 from .agents import SOFTWARE, handshake_failed, refuse_over_budget
 from .jobs import finish_route
 
@@ -254,6 +254,10 @@ async def _route(user: User, peer: Link, state: RelayState, event: Message) -> s
     if not await state.device_in_scope(device_id, user.scope):
         # Out of scope and unknown look the same, so scope can't be probed for device ids.
         await _refuse(state, user, peer, event, "forbidden", "device not in your scope")
+        return None
+    if (await state.storage.get_device(device_id)).status is not DeviceStatus.ACTIVE:
+        # revoked or handed over: it can't connect, so nothing would reach it; no job is made
+        await _refuse(state, user, peer, event, "revoked", DeviceNotActive.public_reason)
         return None
     now = state.now()
     # The job and its audit record commit together, before anything reaches the device.

@@ -29,12 +29,12 @@ from posassist.protocol.messages import (
 from posassist.protocol.text import printable
 
 from ..audit import RELAY_CREATED, Outcome, verify_store
-from ..errors import BadCredentials, CsrfError, NotFound, RateLimited
+from ..errors import BadCredentials, CsrfError, DeviceNotActive, NotFound, RateLimited
 from ..handlers.alerts import MAX_LISTED, health_of
 from ..handlers.api import check_password
 from ..handlers.consoles import end_sign_in
 from ..state import ROUTE_ROLES, STATE
-from ..storage import Role, Scope, ScopeKind
+from ..storage import DeviceStatus, Role, Scope, ScopeKind
 from ..storage.admin import AdminStore
 from ..storage.tickets import TicketStore
 from . import sessions
@@ -52,7 +52,15 @@ if TYPE_CHECKING:
 
     Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
-__all__ = ["add_pages", "checked_form", "may_run", "page", "render"]
+__all__ = [
+    "active_device",
+    "add_pages",
+    "checked_form",
+    "may_run",
+    "page",
+    "refuse_inactive",
+    "render",
+]
 
 HERE = Path(__file__).parent
 KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
@@ -378,6 +386,28 @@ async def visible_device(request: web.Request, session: Session, action: str) ->
     return _overlaid(device, state.pending(device_id))
 
 
+async def active_device(request: web.Request, session: Session, action: str) -> Any:
+    """:func:`visible_device`, for an action on the till (run, diagnose): a revoked or
+    handed-over device is refused before any job (409 ``DeviceNotActive``, audited); the
+    relay's routing refuses it again (relay/handlers/consoles.py)."""
+    device = await visible_device(request, session, action)
+    await refuse_inactive(request.app[STATE], session, device, action)
+    return device
+
+
+async def refuse_inactive(state: RelayState, session: Session, device: Any, action: str) -> None:
+    if device.status is DeviceStatus.ACTIVE:
+        return
+    await state.audit(
+        f"user:{session.user.username}",
+        action,
+        f"device:{device.id}",
+        Outcome.REFUSED,
+        {"reason": f"device {device.status}", "via": "web"},
+    )
+    raise DeviceNotActive(f"device {device.id} is {device.status}")
+
+
 def device_platform(facts: Any) -> str:
     """``windows`` or ``linux`` from a device's reported ``os`` fact; "" when it did not say."""
     os_name = facts.get("os") if hasattr(facts, "get") else None
@@ -513,6 +543,7 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         when=lambda epoch: human_time(epoch, tz, now, lang),
         known_facts=KNOWN_FACTS,
         may_run=may_run(session),
+        active=device.status is DeviceStatus.ACTIVE,
     )
 
 

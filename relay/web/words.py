@@ -144,6 +144,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "valid_hours": ("有效期 (小时)", "Valid for (hours)"),
     "create_token": ("生成登记码", "Create a token"),
     "created_by": ("创建人", "Created by"),
+    "no_actions_inactive": (
+        "该设备已注销或已转移, 不能再诊断、运行脚本或恢复备份",
+        "This till is revoked or moved to another provider: it can't be diagnosed, run or restored",
+    ),
     "expires": ("过期时间", "Expires"),
     "token_id": ("登记码编号", "Token id"),
     "token_unused": ("未使用", "unused"),

@@ -17,7 +17,7 @@ from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
 from posassist.relay.web.words import finished_detail
 from tests.agent.test_verify import PASS, add, approve, manifest
-from tests.relay.harness import Agent, Relay, start_relay
+from tests.relay.harness import Agent, Console, Relay, start_relay
 from tests.relay.test_web_console import Browser
 
 if TYPE_CHECKING:
@@ -319,3 +319,66 @@ def test_a_runs_end_detail_from_the_till_reads_in_the_pages_language() -> None:
     assert finished_detail("restored 1, removed 0, unchanged x", "zh") == (
         "restored 1, removed 0, unchanged x"
     )
+
+
+async def test_a_revoked_till_offers_no_action_and_each_is_refused_on_the_relay(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:  # a run that left a backup behind
+        _, _, response = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+        job_url = response.headers["Location"]
+        (run,) = await agent.next()
+        assert isinstance(run, m.ScriptRunRequest)
+        assert run.job_id is not None
+        finished = m.ScriptFinished(
+            id=run.id, job_id=run.job_id, status="succeeded", finished_at=1.0, backup_id="bk_1"
+        )
+        await agent.reply(finished)
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f'action="/devices/{device_id}/diagnose"' in page  # while it is active
+    status, body = await relay.post(f"/v1/devices/{device_id}/revoke", {}, relay.tokens["admin"])
+    assert status == 200, body
+    jobs = await _jobs(relay, device_id)
+
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f'action="/devices/{device_id}/diagnose"' not in page
+    assert f'href="/devices/{device_id}/run"' not in page
+    assert "该设备已注销或已转移" in page
+    _, page, _ = await browser.get(job_url)
+    assert f'action="{job_url}/restore"' not in page
+    for method, path, form in (
+        ("GET", f"/devices/{device_id}/run", None),
+        ("POST", f"/devices/{device_id}/run", _form(csrf, host="till-printer")),
+        ("POST", f"/devices/{device_id}/diagnose", {"csrf": csrf}),
+        ("POST", f"{job_url}/restore", {"csrf": csrf}),
+    ):
+        if method == "GET":
+            status, page, _ = await browser.get(path)
+        else:
+            status, page, _ = await browser.post(path, form)
+        assert status == 409, path
+        assert "设备已注销或已转移到其他服务商" in page, path
+    assert await _jobs(relay, device_id) == jobs  # no job made
+    refused = [
+        (r.action, dict(r.detail).get("reason"))
+        async for r in relay.state.storage.records()
+        if str(r.outcome) == "refused" and r.target == f"device:{device_id}"
+    ]
+    assert refused.count(("script.run", "device revoked")) == 2
+    assert ("diag.request", "device revoked") in refused
+    assert ("script.restore", "device revoked") in refused
+
+    async with Console(relay) as console:  # the command line's way in: refused the same
+        await console.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=5))
+        (answer,) = await console.next()
+    assert isinstance(answer, m.ErrorReply)
+    assert answer.code == "revoked"
+    assert "revoked" in answer.message
+    assert await _jobs(relay, device_id) == jobs

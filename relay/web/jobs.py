@@ -34,6 +34,7 @@ from . import sessions
 from .pages import (
     active_device,
     checked_form,
+    device_platform,
     finding_rows,
     may_run,
     page,
@@ -143,23 +144,42 @@ async def _chosen(request: web.Request, source: Mapping[str, Any]) -> Manifest |
     return offered.get((script, version))
 
 
+def wrong_platform(device: Any, manifest: Manifest, lang: str) -> str | None:
+    """Why ``manifest`` can't run on ``device`` (its manifest's ``platforms`` leave out the OS
+    the till reported), in the page's language; None when it can, or the till never said."""
+    platform = device_platform(device.facts)
+    if not platform or platform in manifest.platforms:
+        return None
+    allowed = ", ".join(manifest.platforms)
+    if lang == "en":
+        return f"{manifest.id} runs on {allowed} only; this till runs {platform}"
+    return f"{manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}"
+
+
 @page
 async def run_form(request: web.Request, session: Session) -> web.StreamResponse:
-    """``GET /devices/{device_id}/run[?script=&version=]``: the scripts on offer, then one's
-    parameters as a form built from its manifest (HTML limits: the browser checks first)."""
+    """``GET /devices/{device_id}/run[?script=&version=]``: the scripts on offer for the till's
+    OS, then one's parameters as a form built from its manifest (HTML limits: the browser
+    checks first)."""
     device = await active_device(request, session, "script.run")
     offered = await _offered(request)
     manifest = await _chosen(request, request.query)
+    lang = sessions.language(request)
+    error = wrong_platform(device, manifest, lang) if manifest is not None else None
     return render(
         request,
         "run.html",
         session=session,
+        status=400 if error else 200,
         device=device,
         may_run=may_run(session),
-        offered=sorted(offered.values(), key=lambda m: (m.id, m.version)),
-        manifest=manifest,
+        offered=sorted(
+            (m for m in offered.values() if wrong_platform(device, m, lang) is None),
+            key=lambda m: (m.id, m.version),
+        ),
+        manifest=None if error else manifest,
         values={},
-        error=None,
+        error=error,
     )
 
 
@@ -173,6 +193,32 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
     manifest = await _chosen(request, form)
     if manifest is None:
         raise NotFound("no such script on offer")
+    mismatch = wrong_platform(device, manifest, sessions.language(request))
+    if mismatch is not None:
+        await state.audit(
+            f"user:{session.user.username}",
+            "script.run",
+            f"device:{device.id}",
+            Outcome.REFUSED,
+            {
+                "reason": "wrong_platform",
+                "script": manifest.id,
+                "platform": device_platform(device.facts),
+                "via": "web",
+            },
+        )
+        return render(
+            request,
+            "run.html",
+            session=session,
+            status=400,
+            device=device,
+            may_run=may_run(session),
+            offered=[],
+            manifest=None,
+            values={},
+            error=mismatch,
+        )
     unattended = form.get("unattended") == "on"
     try:
         if unattended and not manifest.unattended:

@@ -17,7 +17,7 @@ from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
 from posassist.relay.web.words import finished_detail
 from tests.agent.test_verify import PASS, add, approve, manifest
-from tests.relay.harness import Agent, Console, Relay, start_relay
+from tests.relay.harness import Agent, Console, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
 
 if TYPE_CHECKING:
@@ -382,3 +382,48 @@ async def test_a_revoked_till_offers_no_action_and_each_is_refused_on_the_relay(
     assert answer.code == "revoked"
     assert "revoked" in answer.message
     assert await _jobs(relay, device_id) == jobs
+
+
+async def test_only_scripts_for_the_tills_os_are_offered_and_another_is_refused(
+    relay: Relay, browser: Browser
+) -> None:
+    # printer-test's manifest says platforms ["linux"] (tests/agent/test_verify.py)
+    linux_id, linux_key = await relay.enrol()
+    windows_id, windows_key = await relay.enrol()
+    for device_id, key, os_name in (
+        (linux_id, linux_key, "Linux"),
+        (windows_id, windows_key, "Windows"),
+    ):
+        async with Agent(relay, device_id, key) as agent:
+            await agent.reply(m.DeviceFacts(facts={"hostname": f"till-{os_name}", "os": os_name}))
+            await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+            await agent.next()
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing)
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    _, page, _ = await browser.get(f"/devices/{linux_id}/run")
+    assert "script=printer-test" in page
+    _, page, _ = await browser.get(f"/devices/{windows_id}/run")
+    assert "script=printer-test" not in page  # a Linux-only script is not offered to Windows
+    status, page, _ = await browser.get(
+        f"/devices/{windows_id}/run", params={"script": "printer-test", "version": "1.0.0"}
+    )
+    assert status == 400
+    assert "printer-test 只能在 linux 上运行, 这台收银机是 windows" in page
+    assert 'action="/devices/' not in page  # no form to send
+    async with Agent(relay, windows_id, windows_key) as agent:
+        status, page, _ = await browser.post(
+            f"/devices/{windows_id}/run", _form(csrf, host="till-printer")
+        )
+        assert status == 400
+        assert "printer-test 只能在 linux 上运行" in page
+        await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+        (only,) = await agent.next()  # nothing else reached the till
+        assert isinstance(only, m.HeartbeatAck)
+    assert await _jobs(relay, windows_id) == []
+    refused = [
+        dict(r.detail)
+        async for r in relay.state.storage.records()
+        if r.action == "script.run" and r.target == f"device:{windows_id}"
+    ]
+    assert [(d["reason"], d["platform"]) for d in refused] == [("wrong_platform", "windows")]

@@ -176,9 +176,8 @@ def store_days(hours: dict[str, Any]) -> dict[str, Any]:
     days = []
     for day in DAYS:
         spans = [tuple(span) for span in (weekly or {}).get(day, [])]
-        if weekly is None:
-            spans = [("00:00", "24:00")]
-        days.append({"day": day, "closed": not spans, "spans": spans or [("", "")]})
+        closed = weekly is not None and not spans  # open around the clock: times left blank
+        days.append({"day": day, "closed": closed, "spans": spans or [("", "")]})
     return {
         "always": weekly is None,
         "days": days,

@@ -427,3 +427,21 @@ async def test_only_scripts_for_the_tills_os_are_offered_and_another_is_refused(
         if r.action == "script.run" and r.target == f"device:{windows_id}"
     ]
     assert [(d["reason"], d["platform"]) for d in refused] == [("wrong_platform", "windows")]
+
+    # the command line's way in (a console over the websocket): refused the same, no job
+    async with Agent(relay, windows_id, windows_key) as agent, Console(relay) as console:
+        asked = m.ScriptRunRequest(
+            id=1, device_id=windows_id, script="printer-test", version="1.0.0", params={}
+        )
+        await console.request(asked)
+        (answer,) = await console.next()
+        assert isinstance(answer, m.ErrorReply)
+        assert answer.code == "wrong_platform"
+        assert answer.message == (
+            "printer-test runs on linux only; this till runs windows"
+            " / printer-test 只能在 linux 上运行, 这台收银机是 windows"
+        )
+        await agent.reply(m.Heartbeat(seq=3, sent_at=3.0))
+        (only,) = await agent.next()  # nothing reached the till
+        assert isinstance(only, m.HeartbeatAck)
+    assert await _jobs(relay, windows_id) == []

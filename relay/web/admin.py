@@ -131,7 +131,8 @@ async def _token_rows(
     zones = {s["id"]: s["timezone"] for s in stores}
     since = min(float(t["created_at"]) for t in tokens)
     creators = await AdminStore(state.storage).enrolment_creators(since)
-    tills = await place_names(state, session.user.scope)
+    used = (t["used_by_device"] for t in tokens if t.get("used_by_device"))
+    tills = await place_names(state, session.user.scope, used)
     rows = []
     for t in tokens:
         tz = zone(zones.get(t["store_id"]) or "UTC")

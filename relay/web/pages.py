@@ -44,7 +44,7 @@ from .runs import RUNS
 from .words import WORDS, word
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from ..alerts import Alert
     from ..state import RelayState
@@ -566,9 +566,13 @@ def may_run(session: Session) -> bool:
 # --- queues and the audit log --------------------------------------------------------------------
 
 
-async def place_names(state: RelayState, scope: Scope) -> dict[str, str]:
+async def place_names(
+    state: RelayState, scope: Scope, devices: Iterable[str] = ()
+) -> dict[str, str]:
     """What ``scope`` covers, by audit target (``store:sto_…``, ``device:dev_…``…) → the words a
-    person knows it by: organisation, merchant and store names, a till as ``store / host``."""
+    person knows it by: organisation, merchant and store names, and the tills of ``devices``
+    (ids a scoped list named; only those are read: 10,000 devices cost 0.3 s) as ``store /
+    host``."""
     admin = AdminStore(state.storage)
     names: dict[str, str] = {}
     for kind in (ScopeKind.ORGANISATION, ScopeKind.MERCHANT):
@@ -576,7 +580,8 @@ async def place_names(state: RelayState, scope: Scope) -> dict[str, str]:
             names[f"{kind.value}:{node.id}"] = node.name
     stores = {store.id: store.name for store, _merchant in await admin.store_places(scope)}
     names.update({f"store:{node}": name for node, name in stores.items()})
-    for device in await state.storage.list_devices(scope):
+    wanted = sorted({d for d in devices if DEVICE_ID.fullmatch(d)})
+    for device in (await state.storage.get_devices(wanted)).values() if wanted else ():
         label = device_label(stores.get(device.store_id), device.facts, device.id)
         names[f"device:{device.id}"] = label
     return names
@@ -593,7 +598,7 @@ async def alerts_page(request: web.Request, session: Session) -> web.StreamRespo
     )
     rank = {"critical": 0, "warning": 1, "info": 2}
     alerts.sort(key=lambda a: (rank.get(a.severity, 3), a.opened_at))
-    names = await place_names(state, session.user.scope) if alerts else {}
+    names = await place_names(state, session.user.scope, (a.device_id for a in alerts))
     rows = [
         (
             a,
@@ -666,7 +671,8 @@ async def audit_page(request: web.Request, session: Session) -> web.StreamRespon
     lang = sessions.language(request)
     now = state.now()
     utc = zone("UTC")
-    names = await place_names(state, session.user.scope) if records else {}
+    shown = (t.partition(":")[2] for r in records for t in (r.actor, r.target))
+    names = await place_names(state, session.user.scope, shown) if records else {}
     rows = [
         (
             r,

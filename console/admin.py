@@ -453,11 +453,16 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
         return 0
     stores = store_names(session) if answer["records"] else {}
     names = {f"store:{node}": name for node, name in stores.items()}
+    named = {str(r.get(k) or "") for r in answer["records"] for k in ("actor", "target")}
+    if any(text.startswith("device:") for text in named):  # tills as `store / host`
+        tills = _Names(session)
+        for row in tills.rows("device"):
+            names[f"device:{row.get('id')}"] = tills.device_label(row.get("id"))
     lines = [
         [
             r.get("seq"),
             local_time(r.get("at")),
-            r.get("actor"),
+            audit_target(r.get("actor"), names)[0],
             r.get("action"),
             audit_target(r.get("target"), names)[0],
             r.get("outcome"),

@@ -550,8 +550,17 @@ async def test_audit_details_are_in_words_not_epochs_reprs_or_store_ids(
     assert status == 0, out
     status, out, _ = await run("admin", "store", "set", "Main St", "--hours", "mon-sun 09:00-22:00")
     assert status == 0, out
-    status, out, _ = await run("admin", "audit", "--limit", "5")
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    status, body = await call(relay, "POST", f"/v1/devices/{device_id}/revoke", "admin", {})
+    assert status == 200, body
+    status, out, _ = await run("admin", "audit", "--limit", "8")
     assert status == 0, out
+    assert "Main St / TILL-MAIN-1" in out  # the till by store and host name, actor and target
+    assert f"device:{device_id}" not in out
     assert "expires_at: 20" in out  # a time, not an epoch
     assert "09:00-22:00" in out
     assert not re.search(r"\b1[0-9]{9}\.[0-9]", out), out  # no raw epoch

@@ -457,11 +457,7 @@ def _target(target: Any, stores: dict[str, str]) -> str:
 
 def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if getattr(args, "audit_verb", None) == "verify":
-        raise BadArgument(
-            "the relay's API does not offer a chain check: on the relay's host run "
-            "`posassist-relay audit verify --data DIR`, or use the web console's audit page"
-            " / 请在服务器上运行 posassist-relay audit verify"
-        )
+        return _audit_verify(args, session)
     query: dict[str, Any] = {"limit": args.limit}
     if args.before:
         if not args.before.isdigit():
@@ -496,6 +492,31 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if answer.get("next_before"):
         print(printable(f"older / 更早: posassist audit --before {answer['next_before']}"))
     return 0
+
+
+def _audit_verify(args: argparse.Namespace, session: dict[str, str]) -> int:
+    """The relay walks its whole chain (``POST /v1/audit/verify``): exit 0 intact, 1 broken."""
+    answer = exchange(session, "POST", "/v1/audit/verify", {}).json()
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise UnexpectedAnswer("audit verify: no 'ok' in the answer")
+    if args.json:
+        _print_json(answer)
+    elif answer["ok"]:
+        print(
+            printable(
+                f"audit chain intact: {answer.get('records')} records checked, last seq "
+                f"{answer.get('last_seq')} / 审计链完整: 已检查 {answer.get('records')} 条记录"
+            )
+        )
+    else:
+        print(
+            printable(
+                f"audit chain BROKEN at seq {answer.get('first_bad')}: {answer.get('reason')} "
+                f"({answer.get('records')} records intact before it) / "
+                f"审计链已损坏, 第 {answer.get('first_bad')} 条记录起不可信"
+            )
+        )
+    return 0 if answer["ok"] else 1
 
 
 _HANDLERS = {
@@ -624,7 +645,10 @@ def add_parsers(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit log, newest first (admins)")
     audit.set_defaults(admin_command="audit")
     audit.add_argument(
-        "audit_verb", nargs="?", choices=["verify"], help="verify: where the chain is checked"
+        "audit_verb",
+        nargs="?",
+        choices=["verify"],
+        help="verify: the relay checks the whole hash chain (exit 1 if broken)",
     )
     audit.add_argument("--target", help="store:NAME, merchant:NAME, organisation:NAME, device:ID")
     audit.add_argument("--limit", type=_limit, default=50, help="rows per page (1..200)")

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from posassist.protocol.messages import username_problem
 
-from ..audit import Outcome
+from ..audit import RELAY_CREATED, Outcome, verify_store
 from ..errors import (
     BadCredentials,
     BadCursor,
@@ -483,6 +483,34 @@ async def list_audit(request: web.Request) -> web.Response:
     return web.json_response({"records": [_audit_json(r) for r in records], "next_before": after})
 
 
+async def verify_audit(request: web.Request) -> web.Response:
+    """``POST /v1/audit/verify``: walk the whole chain, as the web console's audit page does
+    (same verifier: :func:`relay.audit.verify_store`). Only an admin at the root, as
+    ``POST /audit/verify``: another role 403, an admin lower down 404; both audited."""
+    state = request.app[STATE]
+    user = await current_user(request)
+    await _require_role(state, user, "audit.verify", "audit", Role.ADMIN)
+    if user.scope.kind is not ScopeKind.ROOT:
+        await _refuse_out_of_scope(state, user, "audit", "audit.verify")
+    result = await verify_store(state.storage, first_action=RELAY_CREATED)
+    answer: dict[str, Any] = {
+        "ok": result.ok,
+        "records": result.records_checked,
+        "last_seq": result.last_seq,
+    }
+    if not result.ok:
+        answer["first_bad"] = result.first_bad_seq
+        answer["reason"] = None if result.reason is None else result.reason.value
+    await state.audit(
+        _actor(user),
+        "audit.verify",
+        "audit",
+        Outcome.OK if result.ok else Outcome.FAILED,
+        {"records": result.records_checked, "via": "api", "first_bad": result.first_bad_seq},
+    )
+    return web.json_response(answer)
+
+
 def add_admin_routes(app: web.Application) -> None:
     for plural, kind in _KINDS.items():
         if kind is not ScopeKind.STORE:  # GET/PATCH /v1/stores/{id} are in api.py
@@ -502,3 +530,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/v1/enrolments/{enrolment_id}/revoke", revoke_enrolment)
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/audit", list_audit)
+    app.router.add_post("/v1/audit/verify", verify_audit)

@@ -22,6 +22,7 @@ from ..errors import (
     BadCursor,
     BadName,
     BadRequest,
+    DeviceActive,
     NotFound,
     NotYourself,
     ScopeError,
@@ -163,6 +164,24 @@ def _deleter(kind: ScopeKind) -> Any:
         return web.json_response({"id": node_id, "deleted": True})
 
     return handle
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    """``DELETE /v1/devices/{id}``: a revoked (or handed-over) till leaves its store for good, so
+    the store can be deleted; an active one is refused (409 ``DeviceActive``: revoke it first).
+    Its jobs, alerts and tickets are kept (the row stays, status ``deleted``, no store) and the
+    audit log is never touched; it is gone from every list and lookup (docs/api.md)."""
+    device_id = _id(request.match_info["device_id"], "device")
+    action = "device.delete"
+    target = f"device:{device_id}"
+    state, user = await _admin_for(request, Scope(ScopeKind.DEVICE, device_id), action)
+    try:
+        kept = await AdminStore(state.storage).delete_device(device_id, now=state.now())
+    except DeviceActive:
+        await state.audit(_actor(user), action, target, Outcome.REFUSED, {"reason": "active"})
+        raise
+    await state.audit(_actor(user), action, target, Outcome.OK, kept)
+    return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -517,6 +536,7 @@ def add_admin_routes(app: web.Application) -> None:
             app.router.add_patch(f"/v1/{plural}/{{node_id}}", _renamer(kind))
         app.router.add_get(f"/v1/{plural}", _lister(kind))
         app.router.add_delete(f"/v1/{plural}/{{node_id}}", _deleter(kind))
+    app.router.add_delete("/v1/devices/{device_id}", delete_device)
     app.router.add_get("/v1/users", list_users)
     app.router.add_patch("/v1/users/{user_id}", rename_user)
     app.router.add_delete("/v1/users/{user_id}", delete_user)

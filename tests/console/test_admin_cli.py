@@ -709,3 +709,29 @@ async def test_a_hostile_relays_answers_reach_the_terminal_inert_and_never_as_a_
                 assert status == 0, (argv, text)
     finally:
         await runner.cleanup()
+
+
+async def test_a_device_is_revoked_then_deleted_and_its_store_can_go(
+    relay: Relay, run: Console
+) -> None:
+    device_id, _ = await relay.enrol(await relay.invite(relay.other_store))  # Harbour
+    status, out, err = await run("admin", "device", "delete", device_id)  # no terminal, no --yes
+    assert status == 2
+    assert "--yes" in err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 1, out + err  # the relay refused: still active, with what to do
+    assert "revoke it first" in err
+    assert "请先注销设备" in err
+    assert (await relay.state.storage.get_device(device_id)).status.value == "active"
+    status, out, err = await run("admin", "device", "revoke", device_id, "--yes")
+    assert status == 0, out + err
+    assert "revoked / 设备已注销" in out
+    assert "Harbour" in out  # the store by name
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes", "--json")
+    assert status == 0, out + err
+    assert json.loads(out) == {"id": device_id, "deleted": True, "jobs_kept": 0}
+    status, out, err = await run("admin", "store", "delete", "Harbour", "--yes")
+    assert status == 0, out + err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 2  # gone
+    assert "找不到该设备" in err

@@ -180,6 +180,11 @@ async def delete_device(request: web.Request) -> web.Response:
     except DeviceActive:
         await state.audit(_actor(user), action, target, Outcome.REFUSED, {"reason": "active"})
         raise
+    except NotEmpty as exc:
+        await state.audit(
+            _actor(user), action, target, Outcome.REFUSED, {"reason": "not empty", **exc.holds}
+        )
+        raise
     await state.audit(_actor(user), action, target, Outcome.OK, kept)
     return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
 

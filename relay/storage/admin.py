@@ -197,7 +197,8 @@ class AdminStore:
         keep their device and the audit log its target; the store no longer holds it.
 
         Returns what the audit record keeps: the store it left and the jobs kept.
-        ``DeviceActive`` (nothing changed) while it is active; NotFound if unknown or deleted.
+        ``DeviceActive`` (nothing changed) while it is active; ``NotEmpty`` while users are
+        scoped to it; NotFound if unknown or deleted.
         """
 
         def tx(conn: sa.Connection) -> dict[str, Any]:
@@ -210,6 +211,13 @@ class AdminStore:
                 raise NotFound(f"device {device_id!r}")
             if row.status == DeviceStatus.ACTIVE:
                 raise DeviceActive(f"device {device_id!r} is active")
+            users = conn.scalar(  # a user scoped to this till would be left with nothing
+                sa.select(sa.func.count())
+                .select_from(t.users)
+                .where(t.users.c.scope_kind == "device", t.users.c.scope_id == device_id)
+            )
+            if users:
+                raise NotEmpty(f"device {device_id!r} has users", holds={"users": int(users)})
             jobs = conn.scalar(
                 sa.select(sa.func.count())
                 .select_from(t.jobs)

@@ -184,3 +184,23 @@ async def test_deleting_another_tenants_device_or_as_a_technician_is_refused_and
     assert (device.status.value, device.store_id) == ("revoked", relay.store)
     new = (await audit(relay))[len(before) :]
     assert new[0][:4] == (f"user:{user}", "device.delete", "refused", f"device:{device_id}")
+
+
+async def test_a_device_a_user_is_scoped_to_is_not_deleted(relay: Relay) -> None:
+    from posassist.relay.storage import Role, Scope, ScopeKind
+
+    device_id, _ = await relay.enrol()
+    await relay.state.storage.revoke_device(device_id, now=relay.clock())
+    await relay.state.storage.create_user(
+        "till.viewer", "x", Role.VIEWER, Scope(ScopeKind.DEVICE, device_id), now=relay.clock()
+    )
+    status, body = await call(relay, "DELETE", f"/v1/devices/{device_id}", "admin")
+    assert (status, body["error"]) == (409, "NotEmpty")
+    device = await relay.state.storage.get_device(device_id)
+    assert (device.status.value, device.store_id) == ("revoked", relay.store)
+    refused = [r for r in await audit(relay) if r[1] == "device.delete"]
+    assert refused[-1][2:] == (
+        "refused",
+        f"device:{device_id}",
+        {"reason": "not empty", "users": 1},
+    )

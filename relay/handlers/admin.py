@@ -28,6 +28,7 @@ from ..errors import (
     ScopeError,
     ShortPassword,
 )
+from ..limits import address_key
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
@@ -303,9 +304,14 @@ async def change_own_password(request: web.Request) -> web.Response:
     body = await _json(request)
     old = _field(body, "old_password", str, max_len=1024)
     new = _new_password(body, "new_password")
-    address, now = str(request.remote), state.now()
-    backed_off = state.login_backoff.blocked(address, user.username, now)
-    matches = not backed_off and await asyncio.to_thread(verify_password, old, user.password_hash)
+    address, now = address_key(str(request.remote)), state.now()
+    looked_at = state.login_backoff.begin(address, user.username, now)
+    backed_off = not looked_at
+    try:
+        matches = looked_at and await asyncio.to_thread(verify_password, old, user.password_hash)
+    finally:
+        if looked_at:
+            state.login_backoff.end(address, user.username)
     if not matches:
         if not backed_off:
             state.login_backoff.failed(address, user.username, now)

@@ -16,12 +16,13 @@ from aiohttp import web
 
 from posassist.protocol.messages import username_problem
 
-from ..audit import Outcome
+from ..audit import RELAY_CREATED, Outcome, verify_store
 from ..errors import (
     BadCredentials,
     BadCursor,
     BadName,
     BadRequest,
+    DeviceActive,
     NotFound,
     NotYourself,
     ScopeError,
@@ -164,6 +165,29 @@ def _deleter(kind: ScopeKind) -> Any:
         return web.json_response({"id": node_id, "deleted": True})
 
     return handle
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    """``DELETE /v1/devices/{id}``: a revoked (or handed-over) till leaves its store for good, so
+    the store can be deleted; an active one is refused (409 ``DeviceActive``: revoke it first).
+    Its jobs, alerts and tickets are kept (the row stays, status ``deleted``, no store) and the
+    audit log is never touched; it is gone from every list and lookup (docs/api.md)."""
+    device_id = _id(request.match_info["device_id"], "device")
+    action = "device.delete"
+    target = f"device:{device_id}"
+    state, user = await _admin_for(request, Scope(ScopeKind.DEVICE, device_id), action)
+    try:
+        kept = await AdminStore(state.storage).delete_device(device_id, now=state.now())
+    except DeviceActive:
+        await state.audit(_actor(user), action, target, Outcome.REFUSED, {"reason": "active"})
+        raise
+    except NotEmpty as exc:
+        await state.audit(
+            _actor(user), action, target, Outcome.REFUSED, {"reason": "not empty", **exc.holds}
+        )
+        raise
+    await state.audit(_actor(user), action, target, Outcome.OK, kept)
+    return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -489,12 +513,41 @@ async def list_audit(request: web.Request) -> web.Response:
     return web.json_response({"records": [_audit_json(r) for r in records], "next_before": after})
 
 
+async def verify_audit(request: web.Request) -> web.Response:
+    """``POST /v1/audit/verify``: walk the whole chain, as the web console's audit page does
+    (same verifier: :func:`relay.audit.verify_store`). Only an admin at the root, as
+    ``POST /audit/verify``: another role 403, an admin lower down 404; both audited."""
+    state = request.app[STATE]
+    user = await current_user(request)
+    await _require_role(state, user, "audit.verify", "audit", Role.ADMIN)
+    if user.scope.kind is not ScopeKind.ROOT:
+        await _refuse_out_of_scope(state, user, "audit", "audit.verify")
+    result = await verify_store(state.storage, first_action=RELAY_CREATED)
+    answer: dict[str, Any] = {
+        "ok": result.ok,
+        "records": result.records_checked,
+        "last_seq": result.last_seq,
+    }
+    if not result.ok:
+        answer["first_bad"] = result.first_bad_seq
+        answer["reason"] = None if result.reason is None else result.reason.value
+    await state.audit(
+        _actor(user),
+        "audit.verify",
+        "audit",
+        Outcome.OK if result.ok else Outcome.FAILED,
+        {"records": result.records_checked, "via": "api", "first_bad": result.first_bad_seq},
+    )
+    return web.json_response(answer)
+
+
 def add_admin_routes(app: web.Application) -> None:
     for plural, kind in _KINDS.items():
         if kind is not ScopeKind.STORE:  # GET/PATCH /v1/stores/{id} are in api.py
             app.router.add_patch(f"/v1/{plural}/{{node_id}}", _renamer(kind))
         app.router.add_get(f"/v1/{plural}", _lister(kind))
         app.router.add_delete(f"/v1/{plural}/{{node_id}}", _deleter(kind))
+    app.router.add_delete("/v1/devices/{device_id}", delete_device)
     app.router.add_get("/v1/users", list_users)
     app.router.add_patch("/v1/users/{user_id}", rename_user)
     app.router.add_delete("/v1/users/{user_id}", delete_user)
@@ -508,3 +561,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/v1/enrolments/{enrolment_id}/revoke", revoke_enrolment)
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/audit", list_audit)
+    app.router.add_post("/v1/audit/verify", verify_audit)

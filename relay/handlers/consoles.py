@@ -36,6 +36,7 @@ from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSess
 from ..errors import DeviceNotActive, TokenError
 from ..limits import trust_connection
 from ..routing import Link, OfflineError
+from ..scripts_repo import device_platform, offered_scripts
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
 from .agents import SOFTWARE, handshake_failed, refuse_over_budget
@@ -317,9 +318,6 @@ async def _wrong_platform(state: RelayState, device: Any, event: ScriptRunReques
     """Why the published script can't run on the till's OS (its manifest's ``platforms``), in
     both languages; None when it can, when the till never said its OS, or when the relay does
     not publish that script (the agent checks again either way)."""
-    from ..web.pages import device_platform  # the web console's pages import this module
-    from ..web.runs import offered_scripts
-
     platform = device_platform(device.facts)
     if not platform:
         return None

@@ -28,20 +28,20 @@ from ..audit import Outcome
 from ..errors import NotFound, ScopeError
 from ..handlers.cancel import cancel_job
 from ..handlers.consoles import route_request
+from ..scripts_repo import device_platform, offered_scripts
 from ..state import STATE
 from ..storage import DeviceStatus
 from . import sessions
 from .pages import (
     active_device,
     checked_form,
-    device_platform,
     finding_rows,
     may_run,
     page,
     refuse_inactive,
     render,
 )
-from .runs import RUNS, WebRun, offered_scripts, remember
+from .runs import RUNS, WebRun, remember
 from .words import WORDS, finished_detail, word
 
 if TYPE_CHECKING:

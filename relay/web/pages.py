@@ -31,6 +31,7 @@ from ..errors import BadCredentials, CsrfError, DeviceNotActive, NotFound, RateL
 from ..handlers.alerts import MAX_LISTED, health_of
 from ..handlers.api import check_password
 from ..handlers.consoles import end_sign_in
+from ..scripts_repo import device_platform
 from ..state import ROUTE_ROLES, STATE
 from ..storage import DeviceStatus, Role, Scope, ScopeKind
 from ..storage.admin import AdminStore
@@ -417,14 +418,6 @@ async def refuse_inactive(state: RelayState, session: Session, device: Any, acti
         {"reason": f"device {device.status}", "via": "web"},
     )
     raise DeviceNotActive(f"device {device.id} is {device.status}")
-
-
-def device_platform(facts: Any) -> str:
-    """``windows`` or ``linux`` from a device's reported ``os`` fact; "" when it did not say."""
-    os_name = facts.get("os") if hasattr(facts, "get") else None
-    if not isinstance(os_name, str) or not os_name:
-        return ""
-    return "windows" if os_name.lower().startswith("windows") else "linux"
 
 
 def _advice(code: Any, platform: str = "") -> dict[str, Any]:

@@ -22,13 +22,13 @@ from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
 from posassist.client.render import audit_detail, audit_target, device_label
 from posassist.client.units import ENROLMENT_TTL
-from posassist.protocol.errors import BadArgument
+from posassist.protocol.errors import EXIT_REFUSED, BadArgument, PosAssistError
 
 from .render import local_time, printable, printable_data, table
 from .tickets import _store_names as store_names
 from .tickets import exchange, pick_node
 
-__all__ = ["add_parsers", "command", "confirm", "handles"]
+__all__ = ["NoSuchDevice", "add_parsers", "command", "confirm", "find_device", "handles"]
 
 #: The tenant tree's commands and the API's word for each.
 _NODES = {"org": "organisation", "merchant": "merchant", "store": "store"}
@@ -199,8 +199,19 @@ def _node_delete(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
-def _device(session: dict[str, str], text: str) -> dict[str, Any]:
-    """The device named ``text``: its id, or its host name when exactly one device has it."""
+class NoSuchDevice(PosAssistError):
+    """No device of that id or host name among those the caller may see (``posassist
+    devices`` lists them): one line, exit 3, nothing sent to any till."""
+
+    exit_code = EXIT_REFUSED
+    public_reason = "no such device"
+    public_reason_zh = "没有这台设备"
+
+
+def find_device(session: dict[str, str], text: str) -> dict[str, Any]:
+    """The device named ``text``: its id, or its host name when exactly one device in your
+    scope has it (a host name compared without case, as Windows does); NoSuchDevice if none,
+    BadArgument listing the ids if several."""
     devices = exchange(session, "GET", "/v1/devices").json()["devices"]
     for row in devices:
         if row.get("id") == text:
@@ -208,20 +219,26 @@ def _device(session: dict[str, str], text: str) -> dict[str, Any]:
     named = [
         r
         for r in devices
-        if isinstance(r.get("facts"), dict) and r["facts"].get("hostname") == text
+        if isinstance(r.get("facts"), dict)
+        and str(r["facts"].get("hostname", "")).casefold() == text.casefold()
     ]
     if len(named) == 1:
         return dict(named[0])
     if named:
+        ids = ", ".join(str(r.get("id")) for r in named)
         raise BadArgument(
-            f"{len(named)} devices are called {text!r}: give the id / 同名设备有多台, 请用设备编号"
+            f"{len(named)} devices are called {text!r}: give the id ({ids}) / "
+            "同名设备有多台, 请用设备编号"
         )
-    raise BadArgument(f"no device {text!r} that you may see / 找不到该设备")
+    raise NoSuchDevice(
+        f"{text!r} is neither the id nor the host name of a device in your scope "
+        "(`posassist devices` lists them)"
+    )
 
 
 def _device_action(args: argparse.Namespace, session: dict[str, str]) -> int:
     """``device revoke`` and ``device delete`` (a revoked till out of its store, history kept)."""
-    device = _device(session, args.device)
+    device = find_device(session, args.device)
     names = _Names(session)
     label = f"{names.device_label(device['id'])} ({device['id']})"
     path = f"/v1/devices/{_path_id(device['id'])}"

@@ -764,5 +764,5 @@ async def test_a_device_is_revoked_then_deleted_and_its_store_can_go(
     status, out, err = await run("admin", "store", "delete", "Harbour", "--yes")
     assert status == 0, out + err
     status, out, err = await run("admin", "device", "delete", device_id, "--yes")
-    assert status == 2  # gone
-    assert "找不到该设备" in err
+    assert status == 3  # gone
+    assert "没有这台设备" in err

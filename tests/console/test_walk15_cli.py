@@ -1,0 +1,130 @@
+"""The README walk of issue 15 (docs/notes/walkfixA-status.md): ``posassist`` against a real
+relay (the harness's, in process), the till played by the test. Each bad input is sent and both
+the error and that nothing reached a till (or the audit log) are checked."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from posassist.protocol import messages as m
+from tests.console.test_admin_cli import Console, rows
+from tests.console.test_admin_cli import run as run
+from tests.console.test_escapes import _reply_to_next
+from tests.relay.harness import Agent
+from tests.relay.test_admin_api import audit
+from tests.relay.test_admin_api import relay as relay
+
+if TYPE_CHECKING:
+    from tests.relay.harness import Relay
+
+
+def _report(device_id: str) -> m.DiagnosticsReport:
+    sections = {"system": {"ok": True, "status": "ok", "data": {}}}
+    return m.DiagnosticsReport(id=1, device_id=device_id, collected_at=1.0, sections=sections)
+
+
+async def _till(relay: Relay, agent: Agent, hostname: str) -> None:
+    await agent.reply(m.DeviceFacts(facts={"hostname": hostname}))
+    await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+    await agent.next()
+
+
+# --- M1: a store by its name ---------------------------------------------------------------------
+
+
+async def test_diag_store_takes_the_stores_name(relay: Relay, run: Console) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        answer = asyncio.create_task(_reply_to_next(agent, _report(device_id)))
+        status, out, err = await run("tech", "diag", "--store", "Main St")
+        await answer
+    assert status == 0, out + err
+    assert out.splitlines()[0].startswith("1 device of Main St / 门店设备 1 台")
+    assert f"✓ {device_id}" in out
+
+
+async def test_a_store_name_nobody_has_is_refused_as_unknown_and_no_till_is_asked(
+    relay: Relay, run: Console
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key):
+        before = await audit(relay)
+        status, out, err = await run("tech", "diag", "--store", "Nowhere St")
+        assert status == 2, out + err
+        assert "no store 'Nowhere St' that you may see" in err
+        assert "没有设备" not in err  # not "the store has no till"
+        status, out, err = await run(
+            "tech", "run", "--store", "Nowhere St", "printer-status-test", "--version", "1.0.0"
+        )
+        assert status == 2, out + err
+        assert await audit(relay) == before  # no request reached the relay, so no till
+
+
+async def test_an_ambiguous_store_name_is_refused_listing_the_ids(
+    relay: Relay, run: Console
+) -> None:
+    storage = relay.state.storage
+    twin = (await storage.create_store(relay.merchant, "Main St", now=relay.clock())).id
+    before = await audit(relay)
+    status, out, err = await run("admin", "diag", "--store", "Main St")
+    assert status == 2, out + err
+    assert "2 stores are called 'Main St'" in err
+    assert relay.store in err
+    assert twin in err
+    assert await audit(relay) == before
+
+
+# --- M2: a till by its host name -----------------------------------------------------------------
+
+
+async def test_diag_takes_a_tills_host_name(relay: Relay, run: Console) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await _till(relay, agent, "TILL-MAIN-1")
+        answer = asyncio.create_task(_reply_to_next(agent, _report(device_id)))
+        status, out, err = await run("tech", "diag", "till-main-1")  # any case, as on Windows
+        await answer
+    assert status == 0, out + err
+    assert "forbidden" not in err
+
+
+async def test_an_unknown_host_name_is_no_such_device_exit_3_and_nothing_is_sent(
+    relay: Relay, run: Console
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await _till(relay, agent, "TILL-MAIN-1")
+        before = await audit(relay)
+        for argv in (
+            ["diag", "vm"],
+            ["run", "vm", "printer-status-test", "--version", "1.0.0"],
+            ["restore", "vm", "bak_1"],
+        ):
+            status, out, err = await run("admin", *argv)
+            assert status == 3, out + err
+            assert "error: no such device: 'vm' is neither the id nor the host name" in err
+            assert "没有这台设备" in err
+            assert "forbidden" not in err
+        assert await audit(relay) == before  # not even a refusal: the relay was never asked
+
+
+async def test_devices_keeps_one_stores_or_those_matching_a_search(
+    relay: Relay, run: Console
+) -> None:
+    main_id, main_key = await relay.enrol()
+    harbour_id, _key = await relay.enrol(await relay.invite(relay.other_store))
+    async with Agent(relay, main_id, main_key) as agent:
+        await _till(relay, agent, "TILL-MAIN-1")
+        status, out, _ = await run("admin", "devices", "--store", "Harbour")
+        assert status == 0, out
+        assert [line.split()[0] for line in rows(out)] == [harbour_id]
+        status, out, _ = await run("admin", "devices", "--search", "till-main")
+        assert [line.split()[0] for line in rows(out)] == [main_id]
+        status, out, _ = await run("admin", "devices", "--search", "harb")
+        assert [line.split()[0] for line in rows(out)] == [harbour_id]
+        status, out, _ = await run("admin", "devices", "--search", "zzz")
+        assert "no devices match / 没有符合条件的设备" in out
+        status, out, err = await run("admin", "devices", "--store", "Nowhere")
+        assert status == 2
+        assert "no store 'Nowhere'" in err

@@ -42,6 +42,7 @@ from posassist.protocol.pins import spki_pin_from_pem
 from . import __version__, admin, alerts, cancel, service, tickets
 from .progress import Progress
 from .render import (
+    count,
     facts_summary,
     local_time,
     printable,
@@ -330,7 +331,7 @@ async def _store_command(args: argparse.Namespace) -> int:
             f"no active device of store {store_name} in your scope / 您的范围内该门店没有设备"
         )
     print(
-        f"{fanout.count(len(devices), 'device')} of {store_name} / 门店设备 {len(devices)} 台",
+        f"{count(len(devices), 'device')} of {store_name} / 门店设备 {len(devices)} 台",
         flush=True,
     )
     start = time.perf_counter()

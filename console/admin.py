@@ -248,14 +248,19 @@ def _device_action(args: argparse.Namespace, session: dict[str, str]) -> int:
         said = f"device {label} revoked / 设备已注销"
     else:
         confirm(
-            f"delete device {label}? its store no longer holds it; its jobs and audit records are "
-            "kept / 确认删除此设备? (作业和审计记录保留)",
+            f"delete device {label}? its store no longer holds it and its jobs are no longer "
+            "listed; the audit log keeps their history / "
+            "确认删除此设备? (作业不再列出, 审计日志保留)",
             args.yes,
         )
         answer = exchange(session, "DELETE", path).json()
+        # readme-walk 15 M3: "13 jobs kept" sent people to `posassist jobs`, which cannot list a
+        # deleted till's jobs (it has no store, so no scope holds it): say where they are
+        kept = answer.get("jobs_kept")
         said = (
-            f"device {label} deleted, {answer.get('jobs_kept')} jobs kept / "
-            f"设备已删除, 保留 {answer.get('jobs_kept')} 条作业记录"
+            f"device {label} deleted; its jobs ({kept}) are no longer listed, their history stays "
+            f"in the audit log (an admin at the root: posassist audit --target "
+            f"device:{device['id']}) / 设备已删除; {kept} 条作业不再列出, 记录保留在审计日志中"
         )
     if args.json:
         _print_json(answer)
@@ -676,7 +681,7 @@ def add_parsers(commands: Any) -> None:
     device_verbs = device.add_subparsers(dest="device_command", required=True)
     for verb, help_text in (
         ("revoke", "refuse the till from now on (it is disconnected at once)"),
-        ("delete", "take a revoked till out of its store for good; its history is kept"),
+        ("delete", "take a revoked till out of its store for good (history: the audit log)"),
     ):
         parser = _verb(device_verbs, verb, "device-action", help_text, device_verb=verb)
         parser.add_argument("device", help="the device's id, or its host name")

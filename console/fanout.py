@@ -218,11 +218,6 @@ def result_line(result: DeviceResult) -> str:
     return printable(line, multiline=False).rstrip()
 
 
-def count(number: int, noun: str) -> str:
-    """``1 device``, ``3 devices``."""
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
 def totals_line(results: Sequence[DeviceResult], seconds: float) -> str:
     good = sum(1 for r in results if r.ok)
     return (

@@ -190,3 +190,8 @@ def render_facts(facts: Mapping[str, Any]) -> list[str]:
     for key in sorted(set(facts) - set(_LABELS) - _FOLDED):  # facts this console has no label for
         lines.append(f"  {_text(key)}: {_text(facts[key])}")
     return lines
+
+
+def count(number: object, noun: str) -> str:
+    """``1 device``, ``3 devices`` (readme-walk 15 L10: "1 devices")."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")

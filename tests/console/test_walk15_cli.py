@@ -128,3 +128,32 @@ async def test_devices_keeps_one_stores_or_those_matching_a_search(
         status, out, err = await run("admin", "devices", "--store", "Nowhere")
         assert status == 2
         assert "no store 'Nowhere'" in err
+
+
+# --- M3: where a deleted till's history is -------------------------------------------------------
+
+
+async def test_deleting_a_till_says_where_its_history_is_and_that_command_shows_it(
+    relay: Relay, run: Console
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await _till(relay, agent, "TILL-MAIN-1")
+        answer = asyncio.create_task(_reply_to_next(agent, _report(device_id)))
+        status, out, err = await run("tech", "diag", device_id)
+        await answer
+        assert status == 0, out + err
+    status, out, err = await run("admin", "device", "revoke", "TILL-MAIN-1", "--yes")
+    assert status == 0, out + err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 0, out + err
+    assert "1 jobs kept" not in out  # not a promise `posassist jobs` can't keep
+    assert "its jobs (1) are no longer listed" in out
+    hint = f"posassist audit --target device:{device_id}"
+    assert hint in out
+    status, listed, _ = await run("admin", "jobs")
+    assert "no jobs / 没有任务" in listed  # as the message says
+    status, history, err = await run("admin", *hint.split()[1:])
+    assert status == 0, history + err
+    for action in ("diag.request", "device.revoke", "device.delete"):
+        assert action in history, history

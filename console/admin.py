@@ -80,7 +80,7 @@ def _path_id(value: str) -> str:
     return quote(value, safe="")
 
 
-class _Names:
+class Names:
     """Ids to names (and stores to their time zones), read once per command when needed."""
 
     def __init__(self, session: dict[str, str]) -> None:
@@ -147,7 +147,7 @@ def _node_list(args: argparse.Namespace, session: dict[str, str]) -> int:
     kind = _NODES[args.admin_noun]
     path = f"/v1/{kind}s"
     parent = _PARENT.get(kind)
-    names = _Names(session)
+    names = Names(session)
     if parent and getattr(args, "parent", None):
         found = pick_node(session, parent[0], args.parent)
         path += "?" + urlencode({parent[1]: found["id"]})
@@ -239,7 +239,7 @@ def find_device(session: dict[str, str], text: str) -> dict[str, Any]:
 def _device_action(args: argparse.Namespace, session: dict[str, str]) -> int:
     """``device revoke`` and ``device delete`` (a revoked till out of its store, history kept)."""
     device = find_device(session, args.device)
-    names = _Names(session)
+    names = Names(session)
     label = f"{names.device_label(device['id'])} ({device['id']})"
     path = f"/v1/devices/{_path_id(device['id'])}"
     if args.device_verb == "revoke":
@@ -285,7 +285,7 @@ def _user_list(args: argparse.Namespace, session: dict[str, str]) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    names = _Names(session)
+    names = Names(session)
     print(
         table(
             ["user / 用户", "role / 角色", "scope / 范围", "state / 状态", "created / 创建", "id"],
@@ -406,7 +406,7 @@ def _enrol_list(args: argparse.Namespace, session: dict[str, str]) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    names = _Names(session)
+    names = Names(session)
     lines = []
     for r in rows:
         zone = names.zone(r.get("store_id"))
@@ -476,7 +476,7 @@ def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     if args.json:
         _print_json(answer)
         return 0
-    names = _Names(session)
+    names = Names(session)
     lines = []
     for job in answer["jobs"]:
         zone = names.zone(names.device(job.get("device_id")).get("store_id"))
@@ -521,7 +521,7 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     names = {f"store:{node}": name for node, name in stores.items()}
     named = {str(r.get(k) or "") for r in answer["records"] for k in ("actor", "target")}
     if any(text.startswith("device:") for text in named):  # tills as `store / host`
-        tills = _Names(session)
+        tills = Names(session)
         for row in tills.rows("device"):
             names[f"device:{row.get('id')}"] = tills.device_label(row.get("id"))
     lines = [

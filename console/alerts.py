@@ -18,9 +18,11 @@ from posassist.client.render import when
 from posassist.protocol.errors import BadArgument
 from posassist.protocol.text import printable
 
+from .tickets import pick_node
+
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from datetime import tzinfo
 
 __all__ = ["add_parser", "run"]
@@ -36,7 +38,7 @@ SEVERITY = {"critical": "严重 critical", "warning": "警告 warning", "info": 
 def add_parser(commands: Any) -> None:
     """``alerts [--store S] [--open] [--json]`` and ``alerts ack ID`` on the console's parser."""
     a = commands.add_parser("alerts", help="health alerts in your scope (and `alerts ack ID`)")
-    a.add_argument("--store", help="only this store's alerts (its id)")
+    a.add_argument("--store", help="only this store's alerts (its name or id)")
     a.add_argument("--open", action="store_true", help="only alerts not yet resolved")
     a.add_argument("--json", action="store_true", help="the relay's JSON, made printable")
     a_commands = a.add_subparsers(dest="alerts_command")
@@ -61,15 +63,22 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
-def render_alert(alert: dict[str, Any], now: float) -> list[str]:
-    """One alert as lines for a terminal (its text made printable)."""
+def render_alert(
+    alert: dict[str, Any], now: float, tills: Mapping[str, str] | None = None
+) -> list[str]:
+    """One alert as lines for a terminal (its text made printable); ``tills`` names devices
+    (``Main St / till-1``, :func:`till_names`): the till by name, its id second."""
     tz = zone(alert.get("store_timezone"))
     status = STATUS.get(str(alert.get("status")), str(alert.get("status")))
     severity = SEVERITY.get(str(alert.get("severity")), str(alert.get("severity")))
-    head = (
-        f"{alert.get('id')}  {status}  {severity}  {alert.get('check')}  "
-        f"device {alert.get('device_id')}  store {alert.get('store_id')}"
+    device = alert.get("device_id")
+    label = (tills or {}).get(str(device))
+    where = (
+        f"{label} ({device})"
+        if label
+        else f"device {device}  store {alert.get('store_id')}"  # a till we can't name
     )
+    head = f"{alert.get('id')}  {status}  {severity}  {alert.get('check')}  {where}"
     lines = [head, f"  {alert.get('summary', '')}"]
     lines.append(
         f"  opened (relay) {when(alert.get('opened_at'), tz, now)}; "
@@ -111,6 +120,20 @@ def render_alert(alert: dict[str, Any], now: float) -> list[str]:
     return [printable(line, multiline=False) for line in lines]
 
 
+def till_names(session: dict[str, str]) -> dict[str, str]:
+    """Device id → ``store name / host name`` (client/render.py ``device_label``) for the tills
+    in the caller's scope; {} from a relay that can't list them (readme-walk 15 M4)."""
+    from .admin import Names
+
+    names = Names(session)
+    try:
+        return {
+            str(row.get("id")): names.device_label(row.get("id")) for row in names.rows("device")
+        }
+    except http.HttpStatusError:
+        return {}
+
+
 def run(
     args: argparse.Namespace,
     session: dict[str, str],
@@ -143,7 +166,7 @@ def run(
         return 0
     query: dict[str, str] = {}
     if args.store:
-        query["store"] = _check_id(args.store, "store")
+        query["store"] = str(pick_node(session, "store", args.store)["id"])
     if args.open:
         query["open"] = "1"
     url = base + ("?" + urlencode(query) if query else "")
@@ -157,6 +180,7 @@ def run(
         print("no alerts / 没有告警")
         return 0
     now = time.time()
+    tills = till_names(session)
     for alert in alerts:
-        print("\n".join(render_alert(alert, now)))
+        print("\n".join(render_alert(alert, now, tills)))
     return 0

@@ -8,6 +8,7 @@ as the relay gives them, on the store's wall clock (with its UTC offset).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -133,15 +134,17 @@ def _code(text: str) -> str:
     return quote(text, safe="")
 
 
-def _line(ticket: dict[str, Any]) -> str:
+def _line(ticket: dict[str, Any], stores: dict[str, str] | None = None) -> str:
+    """A ticket in one line; its store by name when ``stores`` (:func:`_store_names`) has it."""
     breached = [k for k, v in (ticket.get("breached") or {}).items() if v]
     flags = f"  SLA MISSED / 超时: {', '.join(breached)}" if breached else ""
     if ticket.get("sla_paused"):
         flags += "  SLA paused, waiting for the merchant / 计时暂停 (等待商户)"
     due = (ticket.get("local") or {}).get("response_due") or "-"
+    store = (stores or {}).get(ticket["store_id"], ticket["store_id"])
     text = (
         f"{ticket['code']:<10} {STATE_WORDS.get(ticket['status'], ticket['status']):<24} "
-        f"{ticket['category']:<12} {ticket['store_id']:<26} "
+        f"{ticket['category']:<12} {store:<26} "
         f"{ticket.get('technician') or '-':<12} {ticket['local']['created_at']}  due {due}{flags}"
     )
     return printable(text, multiline=False)
@@ -216,10 +219,18 @@ def show(session: dict[str, str], code: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps(printable_data(ticket), ensure_ascii=False, indent=2))
         return 0
-    print(_line(ticket))
+    from .admin import Names
+
+    names, stores = Names(session), {}
+    device = till = ticket.get("device_id")
+    with contextlib.suppress(http.HttpStatusError):  # a relay that won't list them: ids
+        stores = {str(r["id"]): str(r.get("name") or r["id"]) for r in names.rows("store")}
+        if device and names.device(device):
+            till = f"{names.device_label(device)} ({device})"
+    print(_line(ticket, stores))  # the store by name, the till as `store / host (id)`: M4
     local = ticket["local"]
     rows = [
-        ("device / 设备", ticket.get("device_id") or "-"),
+        ("device / 设备", till or "-"),
         ("channel / 渠道", ticket["channel"]),
         ("contact / 联系方式", ticket.get("contact") or "-"),
         ("response due / 响应时限", local.get("response_due") or "-"),

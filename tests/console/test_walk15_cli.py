@@ -157,3 +157,31 @@ async def test_deleting_a_till_says_where_its_history_is_and_that_command_shows_
     assert status == 0, history + err
     for action in ("diag.request", "device.revoke", "device.delete"):
         assert action in history, history
+
+
+# --- M4: names first, ids second -----------------------------------------------------------------
+
+
+async def test_alerts_and_ticket_show_name_the_store_and_till(relay: Relay, run: Console) -> None:
+    from tests.relay.alerting import raised, send_event
+
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await _till(relay, agent, "TILL-MAIN-1")
+        await send_event(agent, raised(1, "printer-1", device_id=device_id))
+    status, out, err = await run("tech", "alerts", "--store", "Main St")  # a name, too
+    assert status == 0, out + err
+    head = out.splitlines()[0]
+    assert f"Main St / TILL-MAIN-1 ({device_id})" in head
+    assert relay.store not in out
+    status, out, err = await run(
+        "tech", "ticket", "open", "--store", "Main St", "--device", device_id,
+        "--category", "printer", "--description", "缺纸", "--contact", "13800138000",
+    )  # fmt: skip
+    assert status == 0, out + err
+    code = out.split("服务码: ")[1].split()[0]
+    status, out, err = await run("tech", "ticket", "show", code)
+    assert status == 0, out + err
+    assert "Main St" in out.splitlines()[0]
+    assert relay.store not in out
+    assert f"device / 设备: Main St / TILL-MAIN-1 ({device_id})" in out

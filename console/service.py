@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from posassist.client import http
 from posassist.client.render import DAYS, weekly_hours
 from posassist.protocol.errors import BadArgument
 
@@ -30,7 +31,27 @@ COMMANDS = ("sla", "store")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d{1,6})([smhd])")
 _SPAN = re.compile(r"(\d{2}:\d{2})-(\d{2}:\d{2})")
-_HOURS_EXAMPLE = "e.g. 'mon-fri 09:00-21:00; sat,sun 10:00-18:00' or 'always'"
+_HOURS_EXAMPLE = (
+    "e.g. 'mon-fri 09:00-12:00,13:00-21:00; sat,sun 10:00-18:00' or 'always' / "
+    "格式如 'mon-fri 09:00-12:00,13:00-21:00; sat,sun 10:00-18:00'"
+)
+#: What ``store set --help`` says of ``--hours`` (docs/cli.md#opening-hours).
+_HOURS_HELP = (
+    "opening hours: groups 'DAYS SPANS' joined by ';'. DAYS is mon … sun, a range (mon-fri), a "
+    "list (sat,sun) or daily; SPANS are HH:MM-HH:MM (00:00 … 24:00) on the store's clock, a "
+    "lunch break as two spans split by a comma or a space (09:00-12:00,13:00-21:00); days not "
+    "named are closed; 'always' is open all the time. E.g. "
+    "'mon-fri 09:00-12:00,13:00-21:00; sat,sun 10:00-18:00'"
+)
+
+
+def _time_of_day(text: str, span: str) -> None:
+    """BadArgument unless ``text`` (HH:MM) is a time on a clock: 00:00 … 23:59, or 24:00."""
+    hour, minute = int(text[:2]), int(text[3:])
+    if minute > 59 or hour > 24 or (hour == 24 and minute):
+        raise BadArgument(
+            f"hours: {text} (in {span}) is not a time of day: 00:00 … 24:00 ({_HOURS_EXAMPLE})"
+        )
 
 
 def seconds_from(text: str, what: str) -> float | None:
@@ -78,7 +99,8 @@ def hours_from_text(text: str) -> dict[str, Any]:
         return {}
     weekly: dict[str, list[list[str]]] = {}
     for group in filter(None, (g.strip() for g in text.split(";"))):
-        days_text, *spans = group.split()
+        days_text, *rest = re.split(r"\s+", group, maxsplit=1)
+        spans = [span for span in re.split(r"[\s,]+", "".join(rest)) if span]  # comma or space
         if not spans:
             raise BadArgument(f"hours: {group!r} names no times ({_HOURS_EXAMPLE})")
         times = []
@@ -86,6 +108,8 @@ def hours_from_text(text: str) -> dict[str, Any]:
             found = _SPAN.fullmatch(span)
             if found is None:
                 raise BadArgument(f"hours: {span!r} is not HH:MM-HH:MM ({_HOURS_EXAMPLE})")
+            _time_of_day(found.group(1), span)
+            _time_of_day(found.group(2), span)
             if found.group(2) <= found.group(1):
                 raise BadArgument(
                     f"hours: {span} ends before it starts; a shop open past midnight gives two "
@@ -179,7 +203,16 @@ def store_command(args: argparse.Namespace, session: dict[str, str]) -> int:
             body["hours"] = hours
         if not body:
             raise BadArgument("store set: give --name, --timezone, --hours and/or --closed")
-        exchange(session, "PATCH", path, body)
+        try:
+            exchange(session, "PATCH", path, body)
+        except http.HttpStatusError as exc:
+            if "hours" not in body or exc.error not in ("BadHours", "BadDayHours"):
+                raise
+            # the relay's sentence describes its JSON (readme-walk 15 M6): say it as typed
+            raise BadArgument(
+                "hours: the relay refused these opening hours (spans of a day must not overlap; "
+                f"closed dates like 2026-12-25); nothing was changed ({_HOURS_EXAMPLE})"
+            ) from None
     shown = exchange(session, "GET", path).json()
     if args.json:
         print(json.dumps(printable_data(shown), ensure_ascii=False, indent=2))
@@ -228,7 +261,7 @@ def add_parsers(commands: Any) -> None:
     set_.add_argument("store", help="the store's id or name")
     set_.add_argument("--name")
     set_.add_argument("--timezone", help="an IANA zone, e.g. Asia/Shanghai")
-    set_.add_argument("--hours", help=f"opening hours, {_HOURS_EXAMPLE}")
+    set_.add_argument("--hours", help=_HOURS_HELP)
     set_.add_argument(
         "--closed", type=_closed_dates, help="closed dates, e.g. 2026-12-25,2027-01-01 (none)"
     )

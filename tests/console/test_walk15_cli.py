@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import pytest
+
 from posassist.protocol import messages as m
 from tests.console.test_admin_cli import Console, rows
 from tests.console.test_admin_cli import run as run
@@ -185,3 +187,55 @@ async def test_alerts_and_ticket_show_name_the_store_and_till(relay: Relay, run:
     assert "Main St" in out.splitlines()[0]
     assert relay.store not in out
     assert f"device / 设备: Main St / TILL-MAIN-1 ({device_id})" in out
+
+
+# --- M6: opening hours in the syntax typed -------------------------------------------------------
+
+
+async def _hours(relay: Relay) -> object:
+    from tests.relay.test_admin_api import call
+
+    status, body = await call(relay, "GET", f"/v1/stores/{relay.store}", "admin")
+    assert status == 200, body
+    return body["hours"]
+
+
+async def test_bad_opening_hours_are_refused_in_the_syntax_typed_and_nothing_changes(
+    relay: Relay, run: Console
+) -> None:
+    status, out, err = await run("admin", "store", "set", "Main St", "--hours", "daily 08:00-20:00")
+    assert status == 0, out + err
+    before = await _hours(relay)
+    for hours, words in (
+        ("mon-sun 25:00-26:00", "25:00 (in 25:00-26:00) is not a time of day"),
+        ("mon 09:60-10:00", "09:60 (in 09:60-10:00) is not a time of day"),
+        ("mon 09:00-12:00,11:00-13:00", "spans of a day must not overlap"),
+    ):
+        status, out, err = await run("admin", "store", "set", "Main St", "--hours", hours)
+        assert status == 2, out + err
+        assert words in err, err
+        assert "{" not in err  # not the API's JSON
+        assert "09:00-12:00,13:00-21:00" in err  # an example in the syntax typed
+        assert await _hours(relay) == before
+
+
+async def test_a_lunch_break_may_be_written_with_a_comma_or_a_space(
+    relay: Relay, run: Console
+) -> None:
+    split = [["09:00", "12:00"], ["13:00", "21:00"]]
+    for hours in ("mon-fri 09:00-12:00,13:00-21:00", "mon-fri 09:00-12:00 13:00-21:00"):
+        await run("admin", "store", "set", "Main St", "--hours", "daily 08:00-20:00")
+        status, out, err = await run("admin", "store", "set", "Main St", "--hours", hours)
+        assert status == 0, out + err
+        weekly = (await _hours(relay))["weekly"]  # type: ignore[index]
+        assert weekly == {day: split for day in ("mon", "tue", "wed", "thu", "fri")}
+
+
+def test_store_set_help_documents_the_hours_syntax(capsys: pytest.CaptureFixture[str]) -> None:
+    from posassist.console.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["store", "set", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "lunch break as two spans split by a comma or a space" in said
+    assert "(00:00 … 24:00)" in said

@@ -523,6 +523,12 @@ async def _admin(args: argparse.Namespace, storage: SqlStorage, config: RelayCon
         outcome=Outcome.OK,
         now=now,
     )
+    if args.command == "device":  # revoked: its open alerts close (readme-walk 15 M8)
+        from .storage.health import HealthStore
+
+        await HealthStore(storage).resolve_device_alerts(
+            args.device_id, OPERATOR, "device revoked", now=now
+        )
     return 0
 
 

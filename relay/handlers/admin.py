@@ -33,6 +33,7 @@ from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.admin import AdminStore, NotEmpty, is_disabled
+from ..storage.health import HealthStore
 from .api import _field, _json, _name, current_user
 from .consoles import end_revoked_sign_ins
 
@@ -187,6 +188,10 @@ async def delete_device(request: web.Request) -> web.Response:
         )
         raise
     await state.audit(_actor(user), action, target, Outcome.OK, kept)
+    # a handed-over till is deleted without a revoke: its alerts close here (readme-walk 15 M8)
+    await HealthStore(state.storage).resolve_device_alerts(
+        device_id, _actor(user), "device deleted", now=state.now()
+    )
     return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
 
 

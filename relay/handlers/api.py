@@ -47,6 +47,7 @@ from ..logs import log_context
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
+from ..storage.health import HealthStore
 from .agents import disconnect_revoked
 from .consoles import end_sign_in
 
@@ -527,6 +528,10 @@ async def revoke_device(request: web.Request) -> web.Response:
     await state.storage.revoke_device(device_id, now=state.now())
     await state.audit(f"user:{user.username}", "device.revoke", f"device:{device_id}", Outcome.OK)
     await disconnect_revoked(state, device_id)
+    # a revoked till can't recover: its open alerts close, so no queue keeps paging for it
+    await HealthStore(state.storage).resolve_device_alerts(
+        device_id, f"user:{user.username}", "device revoked", now=state.now()
+    )
     return web.json_response({"id": device_id, "status": "revoked"})
 
 

@@ -712,6 +712,53 @@ class HealthStore:
 
         return await self._db.write(tx)
 
+    async def resolve_device_alerts(
+        self, device_id: str, actor: str, reason: str, *, now: float
+    ) -> list[str]:
+        """Resolve the open alerts of a till taken out of service (revoked or deleted: it can't
+        recover, so nobody should be paged for it), each audited ``alert.resolved`` by ``actor``
+        with ``reason``; their notifications not yet sent are cancelled (readme-walk 15 M8).
+        The ids resolved; none (nothing written) when it had none open."""
+
+        def tx(conn: sa.Connection) -> list[str]:
+            rows = conn.execute(
+                h.alerts.select()
+                .where(h.alerts.c.device_id == device_id, h.alerts.c.status != "resolved")
+                .order_by(h.alerts.c.opened_at, h.alerts.c.id)
+            ).all()
+            d = h.webhook_deliveries.c
+            for row in rows:
+                conn.execute(
+                    h.alerts.update()
+                    .where(h.alerts.c.id == row.id)
+                    .values(status="resolved", resolved_at=now, updated_at=now)
+                )
+                cancelled = conn.execute(
+                    h.webhook_deliveries.update()
+                    .where(d.alert_id == row.id, d.status == "pending", d.attempts == 0)
+                    .values(status="cancelled", finished_at=now, last_error=reason)
+                ).rowcount
+                _append_in(
+                    conn,
+                    AuditEntry(
+                        actor,
+                        "alert.resolved",
+                        f"alert:{row.id}",
+                        Outcome.OK,
+                        {
+                            "device": device_id,
+                            "check": row.check_name,
+                            "severity": row.severity,
+                            "reason": reason,
+                            **({"cancelled_notifications": cancelled} if cancelled else {}),
+                        },
+                    ),
+                    now,
+                )
+            return [str(row.id) for row in rows]
+
+        return await self._db.write(tx)
+
     async def link_ticket(self, alert_id: str, ticket_id: str, actor: str, *, now: float) -> Alert:
         """Attach a ticket to the alert (the hook for issue 12's tickets), audited."""
 

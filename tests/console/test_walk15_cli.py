@@ -239,3 +239,39 @@ def test_store_set_help_documents_the_hours_syntax(capsys: pytest.CaptureFixture
     said = " ".join(capsys.readouterr().out.split())
     assert "lunch break as two spans split by a comma or a space" in said
     assert "(00:00 … 24:00)" in said
+
+
+# --- M8: a revoked till's alerts close -----------------------------------------------------------
+
+
+async def test_revoking_a_till_resolves_its_open_alerts_audited_and_only_its_own(
+    relay: Relay, run: Console
+) -> None:
+    from tests.relay.alerting import raised, send_event
+    from tests.relay.test_admin_api import call
+
+    gone, gone_key = await relay.enrol()
+    kept, kept_key = await relay.enrol()
+    for device_id, key in ((gone, gone_key), (kept, kept_key)):
+        async with Agent(relay, device_id, key) as agent:
+            await send_event(agent, raised(1, "pos-1", check="pos_process", device_id=device_id))
+            await send_event(agent, raised(2, "prn-1", check="printer", device_id=device_id))
+    status, body = await call(relay, "POST", "/v1/devices/dev_nosuchtill/revoke", "admin", {})
+    assert status == 404, body  # a bad id: nothing resolved
+    status, body = await call(relay, "GET", "/v1/alerts?open=1", "admin")
+    assert len(body["alerts"]) == 4
+    status, out, err = await run("admin", "device", "revoke", gone, "--yes")
+    assert status == 0, out + err
+    status, body = await call(relay, "GET", "/v1/alerts?open=1", "admin")
+    assert {a["device_id"] for a in body["alerts"]} == {kept}  # the other till's stay open
+    assert len(body["alerts"]) == 2
+    status, body = await call(relay, "GET", "/v1/alerts", "admin")
+    closed = [a for a in body["alerts"] if a["device_id"] == gone]
+    assert [a["status"] for a in closed] == ["resolved", "resolved"]
+    records = [r async for r in relay.state.storage.records()]
+    resolved = [r for r in records if r.action == "alert.resolved"]
+    assert {r.target for r in resolved} == {f"alert:{a['id']}" for a in closed}
+    assert all(r.actor == "user:admin" for r in resolved)
+    assert all(r.detail["reason"] == "device revoked" for r in resolved)
+    status, out, err = await run("admin", "device", "revoke", gone, "--yes")  # again: no-op
+    assert [r.action async for r in relay.state.storage.records()].count("alert.resolved") == 2

@@ -502,6 +502,56 @@ def result_line(text: str) -> Optional[str]:
     return "result / 结果: " + " · ".join(parts)
 
 
+#: A run's steps (agent/scripts/runner.py ``RunEvent``) in words, English / 中文.
+STEP_WORDS = {
+    "verified": "signatures verified / 签名已验证",
+    "backup_made": "backup made / 已备份",
+    "restored": "restored / 已恢复",
+    "restore_failed": "restore failed / 恢复失败",
+}
+#: A step's detail keys in words (an unknown key shows with its underscores as spaces).
+STEP_KEYS = {
+    "backup_id": "backup",
+    "paths": "files",
+    "sizes": "sizes",
+    "run_timeout": "time limit",
+    "removed": "removed",
+    "unchanged": "unchanged",
+    "restored": "put back",
+    "verified": "checked afterwards",
+    "argv": "command",
+    "pid": "process",
+}
+
+
+def _step_value(key: str, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return human_value(key, value, None, None)
+    if isinstance(value, (list, tuple)):
+        items = [_step_value(key, v) for v in value]
+        return ", ".join(items) if items else "none 无"
+    if isinstance(value, (int, float)) and key.endswith(("timeout", "_s")):
+        return f"{value:g} s"
+    if isinstance(value, int) and key == "sizes":
+        return f"{value} B" if abs(value) < 1024 * 1024 else mb(value)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_step_value(str(k), v)}" for k, v in value.items())
+    return _s(value)
+
+
+def step_line(step: str, detail: Mapping[str, Any]) -> str:
+    """A run's step for people (readme-walk 15 L1: not ``paths=('/tmp/…',)`` or
+    ``run_timeout=30.0``): ``[verified] signatures verified / 签名已验证: risk C; approvals 2;
+    time limit 30 s``. The caller makes the line printable (it quotes the agent)."""
+    said = "; ".join(
+        f"{STEP_KEYS.get(key, key.replace('_', ' '))} {_step_value(key, value)}"
+        for key, value in detail.items()
+    )
+    words = STEP_WORDS.get(step)
+    head = f"[{step}] {words}" if words else f"[{step}]"
+    return f"{head}: {said}" if said and words else f"{head} {said}".rstrip()
+
+
 def consent_line(step: str, detail: Mapping[str, Any]) -> Optional[str]:
     """A ``consent_asked``/``consent_answered`` step in words, or None for any other step:
     ``[consent] denied by the merchant / 商户拒绝 (desktop user / 桌面用户 cashier)``; the

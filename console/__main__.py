@@ -476,7 +476,7 @@ class OutputLines:
 def progress_line(reply: ScriptProgress) -> str:
     """One step of a run, one printable line. A refusal reads as its words, Chinese first, then
     its code (readme-walk F10: not ``code=…, zh=…, en=…``); other steps list their detail."""
-    from posassist.client.render import consent_line
+    from posassist.client.render import consent_line, step_line
 
     detail = dict(reply.detail)
     consent = consent_line(reply.step, detail)  # the merchant's real answer (issue 12)
@@ -486,10 +486,10 @@ def progress_line(reply: ScriptProgress) -> str:
         text = f"[refused] {detail.pop('zh')} / {detail.pop('en')}"
         if "code" in detail:
             text += f" ({detail.pop('code')})"
-        rest = ", ".join(f"{k}={v}" for k, v in detail.items())
+        rest = step_line("", detail).partition("] ")[2]  # what else it said, in words
         text += f" {rest}" if rest else ""
     else:
-        text = f"[{reply.step}] " + ", ".join(f"{k}={v}" for k, v in detail.items())
+        text = step_line(reply.step, detail)
     return printable(text, multiline=False).rstrip()
 
 
@@ -516,8 +516,7 @@ async def _restore(device: str, backup_id: str, timeout: float) -> int:
             if isinstance(reply, ErrorReply):
                 return refused(reply)
             if isinstance(reply, ScriptProgress):
-                detail = ", ".join(f"{k}={v}" for k, v in reply.detail.items())
-                print(printable(f"[{reply.step}] {detail}", multiline=False).rstrip())
+                print(progress_line(reply))  # the same words as a run's steps
             elif isinstance(reply, ScriptFinished):
                 zh = "恢复成功" if reply.status == "succeeded" else "恢复失败"
                 print(printable(f"{reply.status}: {reply.detail}", multiline=False) + f" / {zh}")

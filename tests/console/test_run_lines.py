@@ -43,7 +43,7 @@ def test_a_refusal_step_reads_as_words_not_a_dict() -> None:
     line = progress_line(ScriptProgress(id=1, job_id="j", step="refused", at=1.0, detail=detail))
     assert line == "[refused] 无法确认是否有交易 / cannot tell (sale_unknown)"  # escape dropped
     other = ScriptProgress(id=1, job_id="j", step="verified", at=1.0, detail={"risk": "A"})
-    assert progress_line(other) == "[verified] risk=A"
+    assert progress_line(other) == "[verified] signatures verified / 签名已验证: risk A"
 
 
 def test_a_scripts_result_line_reads_in_words_and_other_lines_pass_through(

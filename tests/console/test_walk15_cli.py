@@ -275,3 +275,45 @@ async def test_revoking_a_till_resolves_its_open_alerts_audited_and_only_its_own
     assert all(r.detail["reason"] == "device revoked" for r in resolved)
     status, out, err = await run("admin", "device", "revoke", gone, "--yes")  # again: no-op
     assert [r.action async for r in relay.state.storage.records()].count("alert.resolved") == 2
+
+
+# --- L1: a run's steps in words ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step", "detail", "said"),
+    [
+        (
+            "verified",
+            {"risk": "C", "approvals": 2, "run_timeout": 30.0},
+            "[verified] signatures verified / 签名已验证: risk C; approvals 2; time limit 30 s",
+        ),
+        (
+            "backup_made",
+            {"backup_id": "20261206T205629Z-17c1", "paths": ("/tmp/a/pos.ini",), "sizes": (36,)},
+            "[backup_made] backup made / 已备份: backup 20261206T205629Z-17c1; "
+            "files /tmp/a/pos.ini; sizes 36 B",
+        ),
+        (
+            "restored",
+            {"backup_id": "b-1", "restored": (), "removed": (), "unchanged": ("/tmp/a",),
+             "verified": True},
+            "[restored] restored / 已恢复: backup b-1; put back none 无; removed none 无; "
+            "unchanged /tmp/a; checked afterwards yes 是",
+        ),
+        (
+            "restore_failed",
+            {"some_key": [1, 2]},
+            "[restore_failed] restore failed / 恢复失败: some key 1, 2",
+        ),
+    ],
+)  # fmt: skip
+def test_run_and_restore_steps_are_words_not_reprs(
+    step: str, detail: dict[str, object], said: str
+) -> None:
+    from posassist.console.__main__ import progress_line
+
+    line = progress_line(m.ScriptProgress(id=1, job_id="j", step=step, at=1.0, detail=detail))
+    assert line == said
+    for raw in ("=(", "('", ",)", "30.0", "True", "run_timeout", "backup_id"):
+        assert raw not in line

@@ -86,7 +86,7 @@ def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:
     assert re.search(rf"{code[1]}\s+accepted / 已接单\s+printer", out), out
     assert out.count("[consent] approved by the merchant / 商户已同意") == 2
     # the signed script, verified by the till before it ran, and its output
-    assert out.count("[verified] risk=B, approvals=1") == 2
+    assert out.count("[verified] signatures verified / 签名已验证: risk B; approvals 1") == 2
     assert "DLE EOT 4 -> 0x7e" in out  # the printer's paper sensor, read by the script on the till
     assert "  [till] 技术员的问题: 红灯是一直亮还是在闪?" in out  # the question reached the till
     assert "商户回复 / the merchant replied" not in out  # (the console's words are English first)

@@ -117,7 +117,11 @@ CLAIMS: dict[tuple[str, ...], tuple[str, ...]] = {
         "printer-status-test",
         "fix-printer-port",
     ),
-    ("posassist", "run"): ("[verified] risk=A", "(dry run)", "succeeded (exit 0)"),
+    ("posassist", "run"): (
+        "[verified] signatures verified / 签名已验证: risk A",
+        "(dry run)",
+        "succeeded (exit 0)",
+    ),
     ("posassist-relay", "audit", "verify"): ("audit chain intact",),
     ("posassist-relay", "device", "revoke"): ("revoked",),
     ("curl",): ("posassist_relay_agents_connected 1.0",),

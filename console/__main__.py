@@ -610,7 +610,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posassist {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     h = commands.add_parser("health", help="is the relay up, and how many agents are on it")
-    h.add_argument("--relay", required=True, help="http(s)://host:port or ws(s)://host:port")
+    h.add_argument(
+        "--relay",
+        help="http(s)://host:port or ws(s)://host:port (default: the one you signed in to)",
+    )
     h.add_argument("--tls-pin", help="trust the relay by this key pin (default: the session's)")
     h.add_argument("--tls-cert", type=Path, help="…or by the key in this certificate")
     h.add_argument("--ca-file", type=Path, help="…or by the CA certificates in this PEM file")
@@ -715,9 +718,16 @@ def _answer_shape() -> Iterator[None]:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "health":
-        return health(
-            args.relay, *_trust_for(args.relay, args.tls_pin, args.tls_cert, args.ca_file)
-        )
+        relay = args.relay
+        if relay is None:  # readme-walk 15 L5: the relay `posassist login` stored
+            try:
+                relay = _session()["relay"]
+            except (NotSignedIn, KeyError):
+                raise BadArgument(
+                    "health: give --relay URL, or sign in first (posassist login) / "
+                    "请指定 --relay 或先登录"
+                ) from None
+        return health(relay, *_trust_for(relay, args.tls_pin, args.tls_cert, args.ca_file))
     if args.command == "login":
         pin = spki_pin_from_pem(args.tls_cert.read_bytes()) if args.tls_cert else args.tls_pin
         if pin is not None and args.ca_file is not None:

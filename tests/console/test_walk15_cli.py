@@ -18,6 +18,8 @@ from tests.relay.test_admin_api import audit
 from tests.relay.test_admin_api import relay as relay
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tests.relay.harness import Relay
 
 
@@ -317,3 +319,24 @@ def test_run_and_restore_steps_are_words_not_reprs(
     assert line == said
     for raw in ("=(", "('", ",)", "30.0", "True", "run_timeout", "backup_id"):
         assert raw not in line
+
+
+# --- L5: health after login ----------------------------------------------------------------------
+
+
+async def test_health_after_login_needs_no_relay_argument(relay: Relay, run: Console) -> None:
+    status, out, err = await run("tech", "health")
+    assert status == 0, out + err
+    assert "agent(s) connected" in out
+
+
+def test_health_without_a_login_or_a_relay_says_what_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from posassist.console.__main__ import main
+
+    monkeypatch.setenv("POSASSIST_HOME", str(tmp_path / "nobody"))
+    assert main(["health"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad argument: health: give --relay URL, or sign in first")
+    assert not (tmp_path / "nobody").exists()  # nothing written

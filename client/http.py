@@ -205,6 +205,9 @@ class Response:
                 error = str(detail.get("error", ""))[:80]
                 message = str(detail.get("message", ""))[:200]
                 message_zh = str(detail.get("message_zh", ""))[:200]
+                said = detail.get("detail")  # which field, which rule, which role is needed
+                if isinstance(said, str) and said:
+                    message = f"{message}: {said[:200]}" if message else said[:200]
         cls: Type[HttpStatusError] = (
             HttpRefusedError if self.status in (401, 403) else HttpStatusError
         )

@@ -215,6 +215,26 @@ class ScopeError(PosAssistError):
     public_reason_zh = "无权操作"
 
 
+#: Each role in words for a refusal that says which role an action needs (readme-walk 15 L6).
+ROLE_WORDS = {
+    "admin": ("admin", "管理员"),
+    "technician": ("technician", "技术员"),
+    "viewer": ("viewer", "查看员"),
+    "merchant": ("merchant", "商户"),
+}
+
+
+def role_needed(internal: str, *roles: object) -> ScopeError:
+    """A ScopeError (403) whose answer says which roles may act (``detail``: "this needs the
+    admin role / 需要管理员角色"), a fixed sentence per role set; ``internal`` is for the log."""
+    names = [str(getattr(role, "value", role)) for role in roles]
+    en = " or ".join(ROLE_WORDS.get(name, (name, name))[0] for name in names)
+    zh = "或".join(ROLE_WORDS.get(name, (name, name))[1] for name in names)
+    exc = ScopeError(internal)
+    exc.public_detail = f"this needs the {en} role / 需要{zh}角色"  # type: ignore[attr-defined]
+    return exc
+
+
 class CsrfError(ScopeError):
     """A web console form (relay/web) without the session's CSRF token, with a wrong one, or
     sent from another origin: refused before anything is read or changed."""

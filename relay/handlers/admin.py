@@ -25,8 +25,8 @@ from ..errors import (
     DeviceActive,
     NotFound,
     NotYourself,
-    ScopeError,
     ShortPassword,
+    role_needed,
 )
 from ..limits import address_key
 from ..passwords import hash_password, verify_password
@@ -78,7 +78,7 @@ async def _require_role(
         await state.audit(
             _actor(user), action, target, Outcome.REFUSED, {"reason": f"role {user.role}"}
         )
-        raise ScopeError(f"{user.username} ({user.role}) may not {action}")
+        raise role_needed(f"{user.username} ({user.role}) may not {action}", *roles)
 
 
 async def _node_in_scope(state: RelayState, user: User, target: Scope, action: str) -> None:

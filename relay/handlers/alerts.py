@@ -23,7 +23,7 @@ from posassist.protocol.text import printable
 
 from ..alerts import Alert, AlertEvent, Change
 from ..audit import Outcome
-from ..errors import BadRequest, NotFound, ScopeError, StorageError
+from ..errors import BadRequest, NotFound, ScopeError, StorageError, role_needed
 from ..metrics import NAMESPACE
 from ..policies import Judgement, PolicyBook, judge
 from ..remediation import after_firing
@@ -294,7 +294,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     user = await api.current_user(request)
     if user.role is not Role.ADMIN:
-        raise ScopeError(f"{user.username} is not an admin")
+        raise role_needed(f"{user.username} is not an admin", "admin")
     hooks = await health_of(state).store.webhooks_within(user.scope)
     return web.json_response({"webhooks": [hook.to_json() for hook in hooks]})
 
@@ -327,7 +327,7 @@ async def _admin(state: RelayState, request: web.Request, action: str, target: s
             Outcome.REFUSED,
             {"reason": f"role {user.role}"},
         )
-        raise ScopeError(f"{user.username} is not an admin")
+        raise role_needed(f"{user.username} is not an admin", "admin")
     return user
 
 

@@ -36,10 +36,10 @@ from ..errors import (
     BadTtl,
     NotFound,
     RateLimited,
-    ScopeError,
     ShortPassword,
     TokenError,
     http_error_body,
+    role_needed,
 )
 from ..hours import parse_hours, parse_timezone
 from ..limits import address_key
@@ -181,7 +181,7 @@ async def current_user(request: web.Request) -> User:
 
 def _require_role(user: User, *roles: Role) -> None:
     if user.role not in roles:
-        raise ScopeError(f"{user.username} ({user.role}) may not do this")
+        raise role_needed(f"{user.username} ({user.role}) may not do this", *roles)
 
 
 # --- enrolment ---------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ async def _admin_in(request: web.Request, target: Scope, action: str) -> tuple[R
             Outcome.REFUSED,
             {"reason": f"role {user.role}"},
         )
-        raise ScopeError(f"{user.username} is not an admin")
+        raise role_needed(f"{user.username} is not an admin", "admin")
     await state.require_scope(user, target, action)
     return state, user
 

@@ -19,7 +19,7 @@ from posassist.protocol.health_policy import PolicyError, merge_layers, parse_po
 from posassist.protocol.text import printable
 
 from ..audit import Outcome
-from ..errors import BadRequest, NotFound, ScopeError, StorageError
+from ..errors import BadRequest, NotFound, StorageError, role_needed
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from . import (
@@ -80,7 +80,7 @@ async def set_policy(request: web.Request) -> web.Response:
             Outcome.REFUSED,
             {"reason": f"role {user.role}"},
         )
-        raise ScopeError(f"{user.username} is not an admin")
+        raise role_needed(f"{user.username} is not an admin", "admin")
     await state.require_scope(user, scope, "policy.set")
     health = alerts.health_of(state)
     if document is not None:

@@ -39,7 +39,15 @@ from posassist.protocol.messages import (
 from posassist.protocol.states import SINCE_VERSION
 
 from ..audit import AuditEntry, Outcome
-from ..errors import BadRequest, Conflict, NotFound, RateLimited, ScopeError, StorageError
+from ..errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    RateLimited,
+    ScopeError,
+    StorageError,
+    role_needed,
+)
 from ..hours import BusinessHours, local_iso, parse_hours
 from ..ratelimit import KeyedLimiter
 from ..state import STATE, RelayState
@@ -543,7 +551,7 @@ async def _require_tech(state: RelayState, user: User, action: str, target: str)
             Outcome.REFUSED,
             {"reason": f"role {user.role}"},
         )
-        raise ScopeError(f"{user.username} ({user.role}) may not {action}")
+        raise role_needed(f"{user.username} ({user.role}) may not {action}", "admin", "technician")
 
 
 async def _in_scope(state: RelayState, user: User, ticket: Ticket) -> bool:
@@ -973,7 +981,7 @@ async def set_sla(request: web.Request) -> web.Response:
             Outcome.REFUSED,
             {"reason": f"role {user.role}"},
         )
-        raise ScopeError(f"{user.username} is not an admin")
+        raise role_needed(f"{user.username} is not an admin", "admin")
     await state.require_scope(user, Scope(ScopeKind.MERCHANT, merchant_id), "merchant.sla")
     unknown = sorted(set(body) - {"response_seconds", "resolve_seconds"})
     if unknown:  # a misspelt target must not read as "no target" and clear the one in force

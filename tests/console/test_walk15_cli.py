@@ -340,3 +340,19 @@ def test_health_without_a_login_or_a_relay_says_what_to_give(
     err = capsys.readouterr().err
     assert err.startswith("error: bad argument: health: give --relay URL, or sign in first")
     assert not (tmp_path / "nobody").exists()  # nothing written
+
+
+# --- L6: a refusal says which role is needed -----------------------------------------------------
+
+
+async def test_a_technicians_refusal_says_the_admin_role_is_needed(
+    relay: Relay, run: Console
+) -> None:
+    for argv in (["audit"], ["user", "list"]):
+        before = await audit(relay)
+        status, out, err = await run("tech", *argv)
+        assert status == 3, out + err
+        assert "not permitted: this needs the admin role / 需要管理员角色" in err, err
+        assert "无权操作" in err
+        assert len(await audit(relay)) == len(before) + 1  # the refusal, audited; nothing else
+        assert "refused" in (await audit(relay))[-1][2]

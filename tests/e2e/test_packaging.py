@@ -163,3 +163,30 @@ def test_package_imports_only_what_it_may(package: str) -> None:
         for name in _our_imports(path) - MAY_IMPORT[package] - {package}
     }
     assert wrong == set()
+
+
+def test_a_built_relay_wheel_holds_the_web_consoles_templates_and_htmx(tmp_path: Path) -> None:
+    """readme-walk 15 L9: setuptools warned that relay/web/static and relay/web/templates "would
+    be ignored"; a relay installed from a wheel (not editable) must still serve its pages."""
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert "would be ignored" not in built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("posassist-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = ROOT / "relay" / "web"
+    wanted = {
+        f"posassist/relay/web/{path.relative_to(web).as_posix()}"
+        for folder in ("static", "templates")
+        for path in (web / folder).iterdir()
+        if path.is_file()
+    }
+    assert "posassist/relay/web/static/htmx.min.js" in wanted
+    assert "posassist/relay/web/templates/base.html" in wanted
+    assert wanted - names == set(), "missing from the wheel"

@@ -623,7 +623,8 @@ def _node_verbs(verbs: Any, noun: str, *, listing: bool = True) -> None:
         listed = _verb(verbs, "list", "node-list", f"{kind}s you may see", admin_noun=noun)
         if kind == "merchant":
             listed.add_argument("--org", dest="parent", help="only this organisation's")
-    rename = _verb(verbs, "rename", "node-rename", f"rename a {kind}", admin_noun=noun)
+    article = "an" if kind[0] in "aeiou" else "a"  # readme-walk 15 L10: "a organisation"
+    rename = _verb(verbs, "rename", "node-rename", f"rename {article} {kind}", admin_noun=noun)
     rename.add_argument("node", help=f"the {kind}'s name or id")
     rename.add_argument("new_name")
     delete = _verb(verbs, "delete", "node-delete", f"delete an empty {kind}", admin_noun=noun)

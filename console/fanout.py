@@ -23,7 +23,7 @@ from posassist.protocol import (
     ScriptRunRequest,
 )
 
-from .render import printable
+from .render import count, printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -221,7 +221,7 @@ def result_line(result: DeviceResult) -> str:
 def totals_line(results: Sequence[DeviceResult], seconds: float) -> str:
     good = sum(1 for r in results if r.ok)
     return (
-        f"{good}/{len(results)} devices ok in {seconds:.2f} s / "
+        f"{good}/{count(len(results), 'device')} ok in {seconds:.2f} s / "
         f"{len(results)} 台设备中 {good} 台成功"
     )
 

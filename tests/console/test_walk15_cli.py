@@ -356,3 +356,22 @@ async def test_a_technicians_refusal_says_the_admin_role_is_needed(
         assert "无权操作" in err
         assert len(await audit(relay)) == len(before) + 1  # the refusal, audited; nothing else
         assert "refused" in (await audit(relay))[-1][2]
+
+
+# --- L10: grammar --------------------------------------------------------------------------------
+
+
+def test_help_and_totals_use_the_right_article_and_number(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from posassist.console.__main__ import main
+    from posassist.console.fanout import DeviceResult, totals_line
+
+    with pytest.raises(SystemExit):
+        main(["org", "--help"])
+    said = capsys.readouterr().out
+    assert "rename an organisation" in said
+    assert "a organisation" not in said
+    assert totals_line([DeviceResult("dev_1", "ok", 0.1)], 0.1).startswith("1/1 device ok")
+    two = [DeviceResult("dev_1", "ok", 0.1), DeviceResult("dev_2", "ok", 0.1)]
+    assert totals_line(two, 0.1).startswith("2/2 devices ok")

@@ -200,6 +200,54 @@ def _node_delete(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
+def _device(session: dict[str, str], text: str) -> dict[str, Any]:
+    """The device named ``text``: its id, or its host name when exactly one device has it."""
+    devices = exchange(session, "GET", "/v1/devices").json()["devices"]
+    for row in devices:
+        if row.get("id") == text:
+            return dict(row)
+    named = [
+        r
+        for r in devices
+        if isinstance(r.get("facts"), dict) and r["facts"].get("hostname") == text
+    ]
+    if len(named) == 1:
+        return dict(named[0])
+    if named:
+        raise BadArgument(
+            f"{len(named)} devices are called {text!r}: give the id / 同名设备有多台, 请用设备编号"
+        )
+    raise BadArgument(f"no device {text!r} that you may see / 找不到该设备")
+
+
+def _device_action(args: argparse.Namespace, session: dict[str, str]) -> int:
+    """``device revoke`` and ``device delete`` (a revoked till out of its store, history kept)."""
+    device = _device(session, args.device)
+    names = _Names(session)
+    label = f"{names.device_label(device['id'])} ({device['id']})"
+    path = f"/v1/devices/{_path_id(device['id'])}"
+    if args.device_verb == "revoke":
+        confirm(f"revoke device {label}? it is refused from now on / 确认注销此设备?", args.yes)
+        answer = exchange(session, "POST", path + "/revoke", {}).json()
+        said = f"device {label} revoked / 设备已注销"
+    else:
+        confirm(
+            f"delete device {label}? its store no longer holds it; its jobs and audit records are "
+            "kept / 确认删除此设备? (作业和审计记录保留)",
+            args.yes,
+        )
+        answer = exchange(session, "DELETE", path).json()
+        said = (
+            f"device {label} deleted, {answer.get('jobs_kept')} jobs kept / "
+            f"设备已删除, 保留 {answer.get('jobs_kept')} 条作业记录"
+        )
+    if args.json:
+        _print_json(answer)
+    else:
+        print(printable(said))
+    return 0
+
+
 # --- users ---------------------------------------------------------------------------------------
 
 
@@ -457,11 +505,7 @@ def _target(target: Any, stores: dict[str, str]) -> str:
 
 def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if getattr(args, "audit_verb", None) == "verify":
-        raise BadArgument(
-            "the relay's API does not offer a chain check: on the relay's host run "
-            "`posassist-relay audit verify --data DIR`, or use the web console's audit page"
-            " / 请在服务器上运行 posassist-relay audit verify"
-        )
+        return _audit_verify(args, session)
     query: dict[str, Any] = {"limit": args.limit}
     if args.before:
         if not args.before.isdigit():
@@ -498,10 +542,36 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace, session: dict[str, str]) -> int:
+    """The relay walks its whole chain (``POST /v1/audit/verify``): exit 0 intact, 1 broken."""
+    answer = exchange(session, "POST", "/v1/audit/verify", {}).json()
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise UnexpectedAnswer("audit verify: no 'ok' in the answer")
+    if args.json:
+        _print_json(answer)
+    elif answer["ok"]:
+        print(
+            printable(
+                f"audit chain intact: {answer.get('records')} records checked, last seq "
+                f"{answer.get('last_seq')} / 审计链完整: 已检查 {answer.get('records')} 条记录"
+            )
+        )
+    else:
+        print(
+            printable(
+                f"audit chain BROKEN at seq {answer.get('first_bad')}: {answer.get('reason')} "
+                f"({answer.get('records')} records intact before it) / "
+                f"审计链已损坏, 第 {answer.get('first_bad')} 条记录起不可信"
+            )
+        )
+    return 0 if answer["ok"] else 1
+
+
 _HANDLERS = {
     "node-list": _node_list,
     "node-rename": _node_rename,
     "node-delete": _node_delete,
+    "device-action": _device_action,
     "user-list": _user_list,
     "user-create": _user_create,
     "user-action": _user_action,
@@ -604,6 +674,18 @@ def add_parsers(commands: Any) -> None:
     )
     password.add_argument("--json", action="store_true")
 
+    device = commands.add_parser("device", help="revoke or delete a till (admins)")
+    device_verbs = device.add_subparsers(dest="device_command", required=True)
+    for verb, help_text in (
+        ("revoke", "refuse the till from now on (it is disconnected at once)"),
+        ("delete", "take a revoked till out of its store for good; its history is kept"),
+    ):
+        parser = _verb(device_verbs, verb, "device-action", help_text, device_verb=verb)
+        parser.add_argument("device", help="the device's id, or its host name")
+        parser.add_argument(
+            "--yes", action="store_true", help="do not ask; needed without a terminal"
+        )
+
     enrol = commands.add_parser("enrol-token", help="enrolment tokens: list, create, revoke")
     verbs = enrol.add_subparsers(dest="enrol_command", required=True)
     listed = _verb(verbs, "list", "enrol-list", "tokens of the stores you administer")
@@ -624,7 +706,10 @@ def add_parsers(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit log, newest first (admins)")
     audit.set_defaults(admin_command="audit")
     audit.add_argument(
-        "audit_verb", nargs="?", choices=["verify"], help="verify: where the chain is checked"
+        "audit_verb",
+        nargs="?",
+        choices=["verify"],
+        help="verify: the relay checks the whole hash chain (exit 1 if broken)",
     )
     audit.add_argument("--target", help="store:NAME, merchant:NAME, organisation:NAME, device:ID")
     audit.add_argument("--limit", type=_limit, default=50, help="rows per page (1..200)")

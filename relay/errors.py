@@ -13,6 +13,7 @@ text is for our logs only and is never sent to a peer.
     │   │   ├── NotCancellable        cancel: not a script run
     │   │   ├── NotRunning            cancel: the device is not running it
     │   │   ├── AgentTooOld           cancel: the device's protocol is older than v7
+    │   │   ├── DeviceActive          delete: the device is not revoked yet
     │   │   └── EnrolmentAlreadyUsed  revoke: the enrolment token was used already
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
@@ -67,6 +68,7 @@ __all__ = [
     "CheckpointKeyError",
     "Conflict",
     "CsrfError",
+    "DeviceActive",
     "DeviceRevoked",
     "EnrolmentAlreadyUsed",
     "EnrolmentError",
@@ -143,6 +145,14 @@ class NotCancellable(Conflict):
 
     public_reason = "only a running script can be cancelled"
     public_reason_zh = "只能取消正在运行的脚本"
+
+
+class DeviceActive(Conflict):
+    """Deleting a device that is still active; nothing changes (revoke it first: the till is
+    then refused, and whoever deletes it has seen it go)."""
+
+    public_reason = "the device is still active: revoke it first, then delete it"
+    public_reason_zh = "设备仍在使用中: 请先注销设备, 再删除"
 
 
 class NotRunning(Conflict):

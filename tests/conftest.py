@@ -1,8 +1,9 @@
-"""Shared test settings: hypothesis profiles (CI runs the byte fuzzers with 10,000 examples), and
-an explicit umask 022 for tests of file modes."""
+"""Shared test settings: hypothesis profiles (CI runs the byte fuzzers with 10,000 examples), an
+explicit umask 022 for tests of file modes, and the root logger put back after every test."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from typing import TYPE_CHECKING
@@ -34,3 +35,20 @@ def umask_022() -> Iterator[None]:
 def mode(path: Path) -> int:
     """The permission bits of ``path`` (0o700, 0o600, …)."""
     return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_put_back() -> Iterator[None]:
+    """A command's ``main()`` called in-process installs its log handler on the root logger
+    (relay/logs.py ``configure_logging``) writing to the stderr pytest captured for that test;
+    left there, a later test in the same worker logs into a closed file, and "--- Logging
+    error --- Traceback" lands in that test's captured stderr (which failed CLI tests that
+    check for no traceback, depending on how xdist spread the tests)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)

@@ -190,6 +190,10 @@ def add_admin_pages(app: web.Application) -> None:
     app.router.add_post(
         "/admin/enrolments/{enrolment_id}/revoke", _form_action(admin_api.revoke_enrolment, None)
     )
+    app.router.add_post(  # a revoked till out of its store for good, its history kept
+        "/admin/devices/{device_id}/delete",
+        _form_action(admin_api.delete_device, None, lambda request: "/fleet"),
+    )
     app.router.add_post(
         "/admin/devices/{device_id}/revoke",
         _form_action(

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jinja2
 from aiohttp import web
-from markupsafe import Markup
 
 from posassist.client.advice import ADVICE, script_for
 from posassist.client.render import all_findings
@@ -46,6 +44,8 @@ from .words import WORDS, word
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    import jinja2
+
     from ..alerts import Alert
     from ..state import RelayState
     from .sessions import Session
@@ -60,37 +60,48 @@ KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
 FLEET_POLL = 5
 
 
-def _shown(value: Any) -> Any:
-    """Every ``{{ }}`` in a template passes here before autoescaping: text from a till or a
-    user loses control characters and bidi overrides (protocol/text.py), so it reads in the
-    order it is stored; markup the templates build themselves is left alone."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and not isinstance(value, Markup):
-        return printable(value)
-    return value
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The templates, loaded with the first page: an idle relay that nobody browses never
+    imports jinja2 (its start-up memory, issue 16; tests/relay/test_idle_imports.py)."""
+    import jinja2
+    from markupsafe import Markup
 
+    def shown(value: Any) -> Any:
+        """Every ``{{ }}`` in a template passes here before autoescaping: text from a till or
+        a user loses control characters and bidi overrides (protocol/text.py), so it reads in
+        the order it is stored; markup the templates build themselves is left alone."""
+        if value is None:
+            return ""
+        if isinstance(value, str) and not isinstance(value, Markup):
+            return printable(value)
+        return value
 
-ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    finalize=_shown,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-ENV.globals["html_pattern"] = html_pattern
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        finalize=shown,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["html_pattern"] = html_pattern
+    return env
 
 
 def html_of(request: web.Request, template: str, session: Session | None, **values: Any) -> str:
     """``template`` rendered in the request's language."""
     lang = sessions.language(request)
-    return ENV.get_template(template).render(
-        w=functools.partial(word, lang=lang),
-        lang=lang,
-        session=session,
-        path=request.path_qs,
-        **values,
+    return (
+        templates()
+        .get_template(template)
+        .render(
+            w=functools.partial(word, lang=lang),
+            lang=lang,
+            session=session,
+            path=request.path_qs,
+            **values,
+        )
     )
 
 

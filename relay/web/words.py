@@ -147,6 +147,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "token_revoked": ("已撤销", "revoked"),
     "revoke": ("撤销", "Revoke"),
     "revoke_device": ("注销此设备", "Revoke this device"),
+    "delete_device": (
+        "删除此设备 (保留作业和审计记录)",
+        "Delete this device (jobs and audit kept)",
+    ),
     "stores": ("门店", "Stores"),
     "name": ("名称", "Name"),
     "hours": ("营业时间 (JSON)", "Opening hours (JSON)"),

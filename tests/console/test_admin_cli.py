@@ -502,7 +502,7 @@ async def test_diag_of_an_unknown_device_is_zh_en_and_exit_3(relay: Relay, run: 
     assert [r[1] for r in new if r[2] == "ok" and r[1].startswith("diag")] == []  # nothing ran
 
 
-async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run: Console) -> None:
+async def test_audit_pages_back(relay: Relay, run: Console) -> None:
     status, out, _ = await run("admin", "audit", "--limit", "3")
     assert status == 0, out
     assert len(rows(out)[:3]) == 3
@@ -512,11 +512,41 @@ async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run:
     assert all(int(line.split()[0]) < int(found.group(1)) for line in rows(older)[:3])
     status, out, _ = await run("org.admin", "audit", "--target", "store:Main St")
     assert status == 0, out
-    status, out, err = await run("org.admin", "audit", "--target", "store:Tea Shop 1")
+    status, out, _ = await run("org.admin", "audit", "--target", "store:Tea Shop 1")
     assert status == 2  # not in their scope: not found by name
-    status, out, err = await run("admin", "audit", "verify")
-    assert status == 2
-    assert "posassist-relay audit verify" in err
+
+
+async def test_audit_verify_asks_the_relay_and_exits_1_when_the_chain_is_broken(
+    relay: Relay, run: Console
+) -> None:
+    status, out, _ = await run("admin", "audit", "verify")
+    assert status == 0, out
+    assert "audit chain intact" in out
+    assert "审计链完整" in out
+    status, out, _ = await run("admin", "audit", "verify", "--json")
+    assert status == 0, out
+    assert json.loads(out)["ok"] is True
+    status, out, err = await run("tech", "audit", "verify")
+    assert status != 0
+    assert "ok" not in out
+    assert "forbidden" in err or "403" in err, err
+    assert [r[:3] for r in await audit(relay) if r[1] == "audit.verify"][-1] == (
+        "user:tech",
+        "audit.verify",
+        "refused",
+    )
+
+    def edit(conn: Any) -> None:  # someone with the database rewrites a record
+        conn.exec_driver_sql("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+
+    await relay.state.storage.run_write(edit)
+    status, out, _ = await run("admin", "audit", "verify")
+    assert status == 1, out
+    assert "BROKEN at seq 2" in out
+    assert "审计链已损坏" in out
+    status, out, _ = await run("admin", "audit", "verify", "--json")
+    assert status == 1
+    assert (json.loads(out)["ok"], json.loads(out)["first_bad"]) == (False, 2)
 
 
 async def test_audit_details_are_in_words_not_epochs_reprs_or_store_ids(
@@ -679,3 +709,29 @@ async def test_a_hostile_relays_answers_reach_the_terminal_inert_and_never_as_a_
                 assert status == 0, (argv, text)
     finally:
         await runner.cleanup()
+
+
+async def test_a_device_is_revoked_then_deleted_and_its_store_can_go(
+    relay: Relay, run: Console
+) -> None:
+    device_id, _ = await relay.enrol(await relay.invite(relay.other_store))  # Harbour
+    status, out, err = await run("admin", "device", "delete", device_id)  # no terminal, no --yes
+    assert status == 2
+    assert "--yes" in err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 1, out + err  # the relay refused: still active, with what to do
+    assert "revoke it first" in err
+    assert "请先注销设备" in err
+    assert (await relay.state.storage.get_device(device_id)).status.value == "active"
+    status, out, err = await run("admin", "device", "revoke", device_id, "--yes")
+    assert status == 0, out + err
+    assert "revoked / 设备已注销" in out
+    assert "Harbour" in out  # the store by name
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes", "--json")
+    assert status == 0, out + err
+    assert json.loads(out) == {"id": device_id, "deleted": True, "jobs_kept": 0}
+    status, out, err = await run("admin", "store", "delete", "Harbour", "--yes")
+    assert status == 0, out + err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 2  # gone
+    assert "找不到该设备" in err

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import ClientSession, CookieJar
 
+from posassist.relay.errors import NotFound
 from posassist.relay.storage import DeviceStatus, Role, Scope, ScopeKind
 from tests.relay.harness import _HASH, PASSWORD, Relay, start_relay
 from tests.relay.test_web_console import Browser
@@ -203,3 +204,31 @@ async def test_a_device_is_revoked_from_its_page(relay: Relay, browser: Browser)
         status, _, response = await admin.post(f"/admin/devices/{device_id}/revoke", {"csrf": csrf})
         assert (status, response.headers["Location"]) == (303, f"/devices/{device_id}")
     assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
+
+
+async def test_a_revoked_device_is_deleted_from_its_page_with_its_csrf_token(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, _ = await relay.enrol()
+    await browser.sign_in("admin")
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f"/admin/devices/{device_id}/delete" not in page  # active: revoke first
+    status, _, _ = await browser.post(
+        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf()}
+    )
+    assert status == 409  # the API's refusal, nothing changed
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.ACTIVE
+    await relay.state.storage.revoke_device(device_id, now=relay.clock())
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f"/admin/devices/{device_id}/delete" in page
+    assert "删除此设备" in page
+    status, _, _ = await browser.post(f"/admin/devices/{device_id}/delete", {"csrf": "forged"})
+    assert status == 403
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
+    status, _, response = await browser.post(
+        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf(f"/devices/{device_id}")}
+    )
+    assert (status, response.headers["Location"]) == (303, "/fleet")
+    with pytest.raises(NotFound):
+        await relay.state.storage.get_device(device_id)
+    assert ("user:admin", "device.delete", "ok") in [a[:3] for a in await _actions(relay)]

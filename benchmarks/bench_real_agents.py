@@ -221,7 +221,9 @@ class Phases:
     windows: int = 0
 
     def _times(self) -> list[dict[int, tuple[int, int]]]:
-        return [thread_times(pid) for pid in (self.relay_pid, *self.agent_pids)]
+        # the relay, the agents, and this process (the consoles, the HTTP client) last
+        pids = (self.relay_pid, *self.agent_pids, os.getpid())
+        return [thread_times(pid) for pid in pids]
 
     @contextlib.contextmanager
     def measure(self, name: str, requests: int) -> Iterator[None]:
@@ -233,7 +235,8 @@ class Phases:
         wall = time.perf_counter() - wall0
         after = self._times()
         relay = spent(before[0], after[0])
-        agents = [spent(b, a) for b, a in zip(before[1:], after[1:], strict=True)]
+        agents = [spent(b, a) for b, a in zip(before[1:-1], after[1:-1], strict=True)]
+        consoles = spent(before[-1], after[-1])
         for pid in self.profiled.values():
             os.kill(pid, signal.SIGUSR2)
         self.cpu[name] = {
@@ -243,11 +246,30 @@ class Phases:
             "agents_s": sum(a[0] for a in agents),
             "relay_wait_s": relay[1],
             "agents_wait_s": sum(a[1] for a in agents),
+            "consoles_s": consoles[0],
         }
         if self.folder is not None:
             self.windows += 1
             for who in self.profiled:
                 _collect_profile(self.folder, who, self.windows, name)
+
+
+@contextlib.contextmanager
+def console_profile(folder: Path | None) -> Iterator[None]:
+    """With ``folder``, this process (the consoles) under cProfile, thread CPU time, written
+    to ``folder/console-rtt back-to-back.prof``."""
+    if folder is None:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(folder / "console-rtt back-to-back.prof")
 
 
 def _collect_profile(folder: Path, who: str, window: int, phase: str) -> None:
@@ -546,7 +568,7 @@ def run(args: argparse.Namespace) -> Results:
             time.sleep(5)  # what the connected agents and the relay cost doing nothing
         with phases.measure("rtt paced", args.rtt):
             res.rtt_paced = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.25))
-        with phases.measure("rtt back-to-back", args.rtt):
+        with phases.measure("rtt back-to-back", args.rtt), console_profile(folder):
             res.rtt_b2b = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.0))
         print(f"rtt p50 {percentile(res.rtt_b2b, 0.5) * 1000:.2f} ms", flush=True)
         if args.scripts:
@@ -681,18 +703,20 @@ def markdown(res: Results) -> str:
             "",
             "Relay: the relay process. Agents: all agents together (a fan-out's request is one "
             "device's). Steadier than wall-clock figures on a shared machine. Waiting: time "
-            "their threads were ready to run but had no CPU (Linux schedstat), per request.",
+            "their threads were ready to run but had no CPU (Linux schedstat), per request. "
+            "Consoles: this benchmark's own process (the consoles' websockets, the HTTP client).",
             "",
             "| phase | requests | relay CPU ms | agents CPU ms | relay waiting ms "
-            "| agents waiting ms | wall s |",
-            "|---|---|---|---|---|---|---|",
+            "| agents waiting ms | consoles CPU ms | wall s |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, c in res.cpu.items():
             n = max(1, int(c["requests"]))
             out.append(
                 f"| {name} | {n} | {c['relay_s'] * 1000 / n:.3f} | "
                 f"{c['agents_s'] * 1000 / n:.3f} | {c.get('relay_wait_s', 0) * 1000 / n:.3f} | "
-                f"{c.get('agents_wait_s', 0) * 1000 / n:.3f} | {c['wall_s']:.1f} |"
+                f"{c.get('agents_wait_s', 0) * 1000 / n:.3f} | "
+                f"{c.get('consoles_s', 0) * 1000 / n:.3f} | {c['wall_s']:.1f} |"
             )
     return "\n".join(out) + "\n"
 

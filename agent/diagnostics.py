@@ -270,13 +270,15 @@ class _Worker:
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[Callable[[], Callable[[], None]]] = queue.SimpleQueue()
         thread = threading.Thread(target=self._loop, name="posassist-collector", daemon=True)
         thread.start()
 
     @classmethod
-    def submit(cls, job: Callable[[], None]) -> None:
-        """Run ``job`` on an idle worker, or on a new one."""
+    def submit(cls, job: Callable[[], Callable[[], None]]) -> None:
+        """Run ``job`` on an idle worker, or on a new one. ``job`` returns its delivery, which
+        runs once the worker is idle again: a caller that hears the result and submits at once
+        finds this worker free, not a new thread."""
         with cls._lock:
             worker = cls._idle.pop() if cls._idle else None
         if worker is None:
@@ -293,11 +295,14 @@ class _Worker:
                         self._idle.remove(self)
                         return
                 continue  # handed a job as the wait ended: it is in the queue
-            job()
+            deliver = job()
             with self._lock:
-                if len(self._idle) >= MAX_IDLE_WORKERS:
-                    return
-                self._idle.append(self)
+                keep = len(self._idle) < MAX_IDLE_WORKERS
+                if keep:
+                    self._idle.append(self)
+            deliver()
+            if not keep:
+                return
 
 
 async def run_in_worker(fn: Callable[[], T], timeout: float) -> T:
@@ -318,17 +323,21 @@ async def run_in_worker(fn: Callable[[], T], timeout: float) -> T:
         else:
             future.set_exception(value)
 
-    def work() -> None:
+    def work() -> Callable[[], None]:
         ok = True
         value: Any = None
         try:
             value = fn()
         except BaseException as exc:  # delivered to the awaiting task
             ok, value = False, exc
-        try:
-            loop.call_soon_threadsafe(deliver, ok, value)
-        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
-            pass
+
+        def hand_over() -> None:
+            try:
+                loop.call_soon_threadsafe(deliver, ok, value)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+                pass
+
+        return hand_over
 
     _Worker.submit(work)
     try:

@@ -20,7 +20,8 @@ from urllib.parse import quote, urlencode
 
 from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
-from posassist.client.render import human_value
+from posassist.client.render import audit_detail, audit_target, device_label
+from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol.errors import BadArgument
 
 from .render import local_time, printable, printable_data, table
@@ -117,9 +118,7 @@ class _Names:
         row = self.device(device_id)
         if not row:
             return str(device_id)
-        facts = row.get("facts") if isinstance(row.get("facts"), dict) else {}
-        host = (facts or {}).get("hostname") or device_id
-        return f"{self.name('store', row.get('store_id'))} / {host}"
+        return device_label(self.name("store", row.get("store_id")), row.get("facts"), device_id)
 
     def scope(self, scope: dict[str, Any]) -> str:
         kind, node = scope.get("kind"), scope.get("id")
@@ -477,32 +476,6 @@ def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
-def _words(key: str, value: Any) -> str:
-    """A detail value in words: times and sizes in human units (this console's zone), lists
-    and mappings spelled out, never a Python repr."""
-    if isinstance(value, dict):
-        return "; ".join(f"{k} {_words(str(k), v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        if len(value) == 2 and all(isinstance(v, str) for v in value):
-            return f"{value[0]}-{value[1]}"  # a span, as opening hours are
-        return ", ".join(_words(key, v) for v in value) or "-"
-    return human_value(key, value, None, None)
-
-
-def _detail(detail: Any) -> str:
-    if not isinstance(detail, dict):
-        return "" if detail is None else _words("", detail)
-    return ", ".join(f"{k}: {_words(str(k), v)}" for k, v in detail.items())
-
-
-def _target(target: Any, stores: dict[str, str]) -> str:
-    """``store:sto_…`` as ``store Main St`` when the store is one the caller may see."""
-    kind, _, node = str(target or "").partition(":")
-    if kind == "store" and node in stores:
-        return f"store {stores[node]}"
-    return str(target or "")
-
-
 def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if getattr(args, "audit_verb", None) == "verify":
         return _audit_verify(args, session)
@@ -523,15 +496,21 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
         _print_json(answer)
         return 0
     stores = store_names(session) if answer["records"] else {}
+    names = {f"store:{node}": name for node, name in stores.items()}
+    named = {str(r.get(k) or "") for r in answer["records"] for k in ("actor", "target")}
+    if any(text.startswith("device:") for text in named):  # tills as `store / host`
+        tills = _Names(session)
+        for row in tills.rows("device"):
+            names[f"device:{row.get('id')}"] = tills.device_label(row.get("id"))
     lines = [
         [
             r.get("seq"),
             local_time(r.get("at")),
-            r.get("actor"),
+            audit_target(r.get("actor"), names)[0],
             r.get("action"),
-            _target(r.get("target"), stores),
+            audit_target(r.get("target"), names)[0],
             r.get("outcome"),
-            _detail(r.get("detail"))[:120],
+            audit_detail(r.get("detail"))[:120],
         ]
         for r in answer["records"]
     ]
@@ -599,6 +578,8 @@ def _ttl(text: str) -> float:
     value = seconds_from(text, "--ttl")
     if value is None:
         raise BadArgument("--ttl: a duration like 30m, 24h or 7d")
+    if not ENROLMENT_TTL[0] <= value <= ENROLMENT_TTL[1]:  # the relay's bound: refused here
+        raise BadArgument("--ttl: 1m .. 30d, e.g. 24h or 7d / 有效期须在 1 分钟到 30 天之间")
     return value
 
 

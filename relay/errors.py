@@ -14,7 +14,8 @@ text is for our logs only and is never sent to a peer.
     │   │   ├── NotRunning            cancel: the device is not running it
     │   │   ├── AgentTooOld           cancel: the device's protocol is older than v7
     │   │   ├── DeviceActive          delete: the device is not revoked yet
-    │   │   └── EnrolmentAlreadyUsed  revoke: the enrolment token was used already
+    │   │   ├── EnrolmentAlreadyUsed  revoke: the enrolment token was used already
+    │   │   └── DeviceNotActive       run, diagnose, restore: the device is revoked or handed over
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
@@ -69,6 +70,7 @@ __all__ = [
     "Conflict",
     "CsrfError",
     "DeviceActive",
+    "DeviceNotActive",
     "DeviceRevoked",
     "EnrolmentAlreadyUsed",
     "EnrolmentError",
@@ -131,6 +133,14 @@ class EnrolmentAlreadyUsed(Conflict):
 
     public_reason = "enrolment token already used: revoke the device instead"
     public_reason_zh = "登记码已被使用, 无法撤销; 请改为注销该设备"
+
+
+class DeviceNotActive(Conflict):
+    """A script run, diagnosis or restore asked of a device that is revoked or handed over to
+    another provider: it can no longer connect, so nothing is sent and no job is made."""
+
+    public_reason = "the device is revoked or moved to another provider: nothing can run on it"
+    public_reason_zh = "设备已注销或已转移到其他服务商, 无法再对其操作"
 
 
 class JobFinished(Conflict):

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.messages import (
@@ -414,7 +415,11 @@ async def create_enrolment(request: web.Request) -> web.Response:
     body = await _json(request)
     store_id = _field(body, "store_id", str)
     ttl = body.get("ttl", 24 * 3600)
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 60 <= ttl <= 30 * 86400:
+    if (
+        not isinstance(ttl, int | float)
+        or isinstance(ttl, bool)
+        or not ENROLMENT_TTL[0] <= ttl <= ENROLMENT_TTL[1]
+    ):
         raise BadTtl("ttl must be 60 s .. 30 days")
     state, user = await _admin_in(request, Scope(ScopeKind.STORE, store_id), "enrolment.create")
     record, secret = await state.storage.create_enrolment(

@@ -349,6 +349,23 @@ class AdminStore:
         more = len(rows) > limit
         return jobs, (jobs[-1].created_at, jobs[-1].id) if more else None
 
+    async def enrolment_creators(self, since: float) -> dict[str, str]:
+        """Who created each enrolment token since ``since`` (epoch s): token id → the audit
+        actor of its ``enrolment.create`` record (tokens keep no creator of their own). A scan of
+        the audit records since then: the web console's token list asks for its oldest token's."""
+        query = sa.select(t.audit.c.actor, t.audit.c.detail).where(
+            t.audit.c.action == "enrolment.create",
+            t.audit.c.outcome == "ok",
+            t.audit.c.at >= since,
+        )
+        rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
+        made: dict[str, str] = {}
+        for actor, detail in rows:
+            token = detail.get("enrolment") if isinstance(detail, dict) else None
+            if isinstance(token, str):
+                made[token] = actor
+        return made
+
     async def audit_page(
         self, *, limit: int, before: int | None = None, target: str | None = None
     ) -> tuple[list[AuditRecord], int | None]:

@@ -153,6 +153,9 @@ _NOT_DELETED = t.devices.c.status != "deleted"
 
 
 def _device(row: sa.Row[Any]) -> Device:
+    facts = row.facts
+    if isinstance(facts, str):  # read through a prepared statement (_GET_DEVICE): the JSON text
+        facts = json.loads(facts)
     return Device(
         id=row.id,
         store_id=row.store_id,
@@ -162,7 +165,7 @@ def _device(row: sa.Row[Any]) -> Device:
         revoked_at=row.revoked_at,
         last_seen=row.last_seen,
         agent_version=row.agent_version,
-        facts=row.facts,
+        facts=facts,
         handed_over_at=row.handed_over_at,
     )
 
@@ -478,8 +481,9 @@ class SqlStorage:
     # -- devices -------------------------------------------------------------------------------
 
     async def get_device(self, device_id: str) -> Device:
-        query = t.devices.select().where(t.devices.c.id == device_id, _NOT_DELETED)
-        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
+        # on every routed request (consoles.py checks the device is active): prepared
+        params = {"b_id": device_id}
+        row = await self._db.read(lambda conn: _GET_DEVICE(conn, params).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return _device(row)
@@ -1386,6 +1390,12 @@ _MOVE_HEAD = _Prepared(
     t.audit_head.update()
     .where(t.audit_head.c.id == sa.literal_column("1"))
     .values(seq=sa.bindparam("b_seq"), hash=sa.bindparam("b_hash"))
+)
+_GET_DEVICE = _Prepared(
+    t.devices.select().where(
+        t.devices.c.id == sa.bindparam("b_id"),
+        t.devices.c.status != sa.literal_column("'deleted'"),  # _NOT_DELETED, as SQL text
+    )
 )
 _START_JOB = _Prepared(
     t.jobs.update()

@@ -96,7 +96,7 @@ async def _admin_for(request: web.Request, target: Scope, action: str) -> tuple[
 
 def _page_limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadRequest(f"limit must be a whole number 1..{MAX_PAGE}")
     return int(raw)
 
@@ -512,7 +512,9 @@ async def list_audit(request: web.Request) -> web.Response:
     await _require_role(state, user, "audit.read", "relay", Role.ADMIN)
     limit = _page_limit(request)
     raw_before = request.query.get("before")
-    if raw_before is not None and (not raw_before.isdigit() or not 1 <= int(raw_before) < 2**62):
+    if raw_before is not None and (
+        not (raw_before.isascii() and raw_before.isdigit()) or not 1 <= int(raw_before) < 2**62
+    ):
         raise BadCursor("before must be a record's seq (a whole number from 1)")
     target = request.query.get("target")
     if target is not None:

@@ -456,6 +456,9 @@ async def test_jobs_page_through_without_gaps_or_repeats(relay: Relay) -> None:
         "/v1/jobs?limit=-1",
         "/v1/jobs?limit=abc",
         "/v1/jobs?limit=1e3",
+        "/v1/jobs?limit=%C2%B2",  # '²': a digit to str.isdigit, not to int()
+        "/v1/jobs?limit=%E2%91%A4",  # '⑤'
+        "/v1/audit?before=%C2%B2",
         "/v1/jobs?cursor=nonsense",
         "/v1/jobs?cursor=nan/job_1",
         "/v1/jobs?cursor=1.0/%1b[31m",

@@ -186,6 +186,7 @@ async def delete_device(request: web.Request) -> web.Response:
             _actor(user), action, target, Outcome.REFUSED, {"reason": "not empty", **exc.holds}
         )
         raise
+    state.forget_device(device_id)
     await state.audit(_actor(user), action, target, Outcome.OK, kept)
     return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
 

@@ -55,6 +55,13 @@ __all__ = ["add_job_pages"]
 DIAGNOSE_TIMEOUT = 30.0
 
 
+#: What the run form takes as an integer or a number: what the browser's number field sends.
+_INTEGER = re.compile(r"[-+]?[0-9]{1,18}")
+_NUMBER = re.compile(
+    r"[-+]?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})(?:[eE][-+]?[0-9]{1,3})?"
+)
+
+
 def _form_params(manifest: Manifest, form: Mapping[str, Any]) -> dict[str, Any]:
     """The run form's ``p_<name>`` fields as typed values; an empty optional field is left out
     (its default applies); validate_params then checks them all, as the agent will again."""
@@ -70,15 +77,14 @@ def _form_params(manifest: Manifest, form: Mapping[str, Any]) -> dict[str, Any]:
         elif raw == "":
             continue
         elif kind == "integer":
-            try:
-                params[name] = int(raw)
-            except ValueError:
-                raise ParamError(f"parameter {name!r} must be an integer") from None
+            # plain ASCII digits: int() also takes "9_100" and Arabic-Indic digits
+            if not _INTEGER.fullmatch(raw):
+                raise ParamError(f"parameter {name!r} must be an integer")
+            params[name] = int(raw)
         elif kind == "number":
-            try:
-                params[name] = float(raw)
-            except ValueError:
-                raise ParamError(f"parameter {name!r} must be a number") from None
+            if not _NUMBER.fullmatch(raw):
+                raise ParamError(f"parameter {name!r} must be a number")
+            params[name] = float(raw)
         else:
             params[name] = raw  # strings, enums, paths; and unknown names, refused below
     for param in manifest.params:

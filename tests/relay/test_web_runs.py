@@ -96,6 +96,8 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
         {"host": "till-printer", "tcp_port": "70000"},  # above its max
         {"host": "till-printer", "tcp_port": "0"},  # below its min
         {"host": "till-printer", "tcp_port": "12.5"},  # not an integer
+        {"host": "till-printer", "tcp_port": "9_100"},  # int() takes it; a port field does not
+        {"host": "till-printer", "tcp_port": "\u0669\u0661\u0660\u0660"},  # Arabic-Indic 9100
         {"host": "till-printer", "baud": "300"},  # not a choice
         {"host": "TILL PRINTER; rm -rf /"},  # against its pattern
         {"tcp_port": "9100"},  # a required one missing
@@ -106,6 +108,8 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
         "above-max",
         "below-min",
         "not-integer",
+        "underscored",
+        "other-digits",
         "not-a-choice",
         "pattern",
         "missing",

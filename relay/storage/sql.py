@@ -758,8 +758,9 @@ class SqlStorage:
                 ended[key] = str(row.username)
         return ended
 
-    async def revoke_user_tokens(self, user_id: str, *, now: float) -> int:
-        """Revoke every live token of the user; returns how many."""
+    async def revoke_user_tokens(self, user_id: str, *, now: float, keep: str | None = None) -> int:
+        """Revoke every live token of the user but ``keep`` (the one a password change came
+        with: its session stays); returns how many."""
         update = (
             t.bearer_tokens.update()
             .where(
@@ -769,6 +770,8 @@ class SqlStorage:
             )
             .values(revoked_at=now)
         )
+        if keep is not None:
+            update = update.where(t.bearer_tokens.c.token_hash != _digest(keep))
         result = await self._db.write(lambda conn: conn.execute(update))
         return result.rowcount
 

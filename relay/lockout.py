@@ -117,6 +117,18 @@ class LoginBackoff:
         """A right password from ``address``: its count for ``username`` starts again."""
         self._failures.pop((address, username), None)
 
+    def failed_tries(self, now: float) -> dict[str, tuple[int, bool]]:
+        """Per username with failures still remembered: the most failed tries in a row from one
+        address, and whether some address is backed off now (what an admin's users list shows
+        as "locked out (N failed tries)"; the relay's memory only, so since its start)."""
+        tries: dict[str, tuple[int, bool]] = {}
+        for (address, username), entry in list(self._failures.items()):
+            if self._entry((address, username), now) is None:
+                continue
+            count, blocked = tries.get(username, (0, False))
+            tries[username] = (max(count, entry.count), blocked or now < entry.until)
+        return tries
+
     def unlock(self, username: str) -> int:
         """Forget every failure for ``username`` (an operator's unlock); how many addresses."""
         keys = [key for key in self._failures if key[1] == username]

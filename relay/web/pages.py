@@ -99,8 +99,10 @@ def templates() -> jinja2.Environment:
 
 
 def html_of(request: web.Request, template: str, session: Session | None, **values: Any) -> str:
-    """``template`` rendered in the request's language."""
+    """``template`` rendered in the request's language; a form's result (``?done=KEY`` after
+    its redirect, relay/web/admin.py) as words above the page, if it names a known one."""
     lang = sessions.language(request)
+    done = f"done_{request.query.get('done', '')}"
     return (
         templates()
         .get_template(template)
@@ -109,6 +111,7 @@ def html_of(request: web.Request, template: str, session: Session | None, **valu
             lang=lang,
             session=session,
             path=request.path_qs,
+            done=word(done, lang) if done in WORDS else "",
             **values,
         )
     )

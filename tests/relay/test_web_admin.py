@@ -17,6 +17,7 @@ from aiohttp import ClientSession, CookieJar
 from posassist.protocol import messages as m
 from posassist.relay.errors import NotFound
 from posassist.relay.storage import DeviceStatus, Role, Scope, ScopeKind
+from posassist.relay.storage.admin import AdminStore
 from tests.relay.harness import _HASH, PASSWORD, Agent, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
 
@@ -91,16 +92,33 @@ async def test_an_enrolment_token_made_in_the_browser_enrols_a_till(
     assert made[-1][:3] == ("user:admin", "enrolment.create", "ok")
 
 
-async def test_an_unused_token_is_revoked_from_the_list(relay: Relay, browser: Browser) -> None:
+async def test_an_unused_token_is_revoked_from_the_list_after_a_confirmation(
+    relay: Relay, browser: Browser
+) -> None:
     await relay.invite()
     await browser.sign_in("admin")
     _, page, _ = await browser.get("/admin")
     action = re.search(r'action="(/admin/enrolments/[^/"]+/revoke)"', page)
     assert action is not None
-    status, _, response = await browser.post(action.group(1), {"csrf": await browser.csrf()})
-    assert (status, response.headers["Location"]) == (303, "/admin")
-    _, page, _ = await browser.get("/admin")
+    records = len(await _actions(relay))
+    status, page, _ = await browser.post(action.group(1), {"csrf": await browser.csrf()})
+    assert status == 200  # the confirmation step: nothing revoked, nothing audited yet
+    assert "撤销此登记码?" in page
+    assert 'name="confirm" value="yes"' in page
+    assert f'action="{action.group(1)}"' in page
+    _, listed = await relay.get("/v1/enrolments", relay.tokens["admin"])
+    enrolments: Any = listed["enrolments"]
+    assert [e["status"] for e in enrolments] == ["unused"]
+    assert len(await _actions(relay)) == records
+    status, _, response = await browser.post(
+        action.group(1), {"csrf": await browser.csrf(), "confirm": "yes"}
+    )
+    assert (status, response.headers["Location"]) == (303, "/admin?done=token_revoked")
+    _, page, _ = await browser.get(response.headers["Location"])
+    assert '<p class="flash" role="status">✔ 已撤销登记码</p>' in page
     assert "已撤销" in page
+    _, page, _ = await browser.get("/admin?done=%3Cscript%3E")
+    assert 'class="flash"' not in page  # only the known results, in words
 
 
 async def test_store_settings_change_and_a_bad_zone_changes_nothing(
@@ -145,7 +163,8 @@ async def test_store_hours_are_set_day_by_day_and_bad_hours_change_nothing(
     csrf = await browser.csrf("/admin")
     _, page, _ = await browser.get("/admin")
     assert 'name="hours" value="{' not in page  # no JSON box
-    assert 'type="time" name="open_mon_0"' in page
+    assert 'name="open_mon_0" value=' in page
+    assert 'type="time"' not in page  # 24-hour text, not the locale's AM/PM
     week = _week(
         sun=("closed",),
         wed=("09:00", "12:00", "13:00", "21:00"),  # a lunch break
@@ -209,7 +228,9 @@ async def test_another_tenants_store_is_refused_as_the_api_refuses_it(
     )
     assert status == 403
     tech = await relay.state.storage.get_user("tech")
-    status, _, _ = await browser.post(f"/admin/users/{tech.id}/disable", {"csrf": csrf})
+    status, _, _ = await browser.post(
+        f"/admin/users/{tech.id}/disable", {"csrf": csrf, "confirm": "yes"}
+    )
     assert status == 404  # the routes of issue 15: 404, as for an unknown id
     assert (await relay.state.storage.get_user("tech")).password_hash == _HASH
     refused = [a for a in await _actions(relay) if a[0] == "user:other.admin" and a[2] == "refused"]
@@ -245,9 +266,15 @@ async def test_users_are_created_disabled_and_a_non_admin_sees_no_administration
         assert (await li.get("/admin"))[0] == 404  # technicians have no administration
         victim = await relay.state.storage.get_user("viewer")
         status, _, _ = await li.post(f"/admin/users/{victim.id}/disable", {"csrf": await li.csrf()})
+        assert status == 404  # no confirmation page for a non-admin
+        status, _, _ = await li.post(
+            f"/admin/users/{victim.id}/disable", {"csrf": await li.csrf(), "confirm": "yes"}
+        )
         assert status == 403
         li_user = await relay.state.storage.get_user("li.tech")
-        status, _, _ = await browser.post(f"/admin/users/{li_user.id}/disable", {"csrf": csrf})
+        status, _, _ = await browser.post(
+            f"/admin/users/{li_user.id}/disable", {"csrf": csrf, "confirm": "yes"}
+        )
         assert status == 303
         assert (await li.get("/fleet"))[0] == 303  # their session ended with it
     assert (await relay.state.storage.get_user("viewer")).password_hash == _HASH
@@ -278,7 +305,7 @@ async def test_a_device_is_revoked_from_its_page(relay: Relay, browser: Browser)
     _, page, _ = await browser.get(f"/devices/{device_id}")
     assert "注销此设备" not in page  # technicians may not
     status, _, _ = await browser.post(
-        f"/admin/devices/{device_id}/revoke", {"csrf": await browser.csrf()}
+        f"/admin/devices/{device_id}/revoke", {"csrf": await browser.csrf(), "confirm": "yes"}
     )
     assert status == 403
     assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.ACTIVE
@@ -286,8 +313,19 @@ async def test_a_device_is_revoked_from_its_page(relay: Relay, browser: Browser)
         admin = Browser(relay.http, http)
         await admin.sign_in("admin", PASSWORD)
         csrf = await admin.csrf(f"/devices/{device_id}")
-        status, _, response = await admin.post(f"/admin/devices/{device_id}/revoke", {"csrf": csrf})
-        assert (status, response.headers["Location"]) == (303, f"/devices/{device_id}")
+        status, page, _ = await admin.post(f"/admin/devices/{device_id}/revoke", {"csrf": csrf})
+        assert status == 200  # asked first
+        assert "注销此设备?" in page
+        assert f'<a class="button secondary" href="/devices/{device_id}">取消</a>' in page
+        assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.ACTIVE
+        assert ("user:admin", "device.revoke") not in [a[:2] for a in await _actions(relay)]
+        status, _, response = await admin.post(
+            f"/admin/devices/{device_id}/revoke", {"csrf": csrf, "confirm": "yes"}
+        )
+        assert status == 303
+        assert response.headers["Location"] == f"/devices/{device_id}?done=device_revoked"
+        _, page, _ = await admin.get(response.headers["Location"])
+        assert "设备已注销" in page
     assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
 
 
@@ -299,7 +337,7 @@ async def test_a_revoked_device_is_deleted_from_its_page_with_its_csrf_token(
     _, page, _ = await browser.get(f"/devices/{device_id}")
     assert f"/admin/devices/{device_id}/delete" not in page  # active: revoke first
     status, _, _ = await browser.post(
-        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf()}
+        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf(), "confirm": "yes"}
     )
     assert status == 409  # the API's refusal, nothing changed
     assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.ACTIVE
@@ -307,13 +345,64 @@ async def test_a_revoked_device_is_deleted_from_its_page_with_its_csrf_token(
     _, page, _ = await browser.get(f"/devices/{device_id}")
     assert f"/admin/devices/{device_id}/delete" in page
     assert "删除此设备" in page
-    status, _, _ = await browser.post(f"/admin/devices/{device_id}/delete", {"csrf": "forged"})
+    status, _, _ = await browser.post(
+        f"/admin/devices/{device_id}/delete", {"csrf": "forged", "confirm": "yes"}
+    )
     assert status == 403
     assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
+    csrf = await browser.csrf(f"/devices/{device_id}")
+    status, page, _ = await browser.post(f"/admin/devices/{device_id}/delete", {"csrf": csrf})
+    assert (status, "删除此设备?") == (200, page.split("<h1>")[1].split("</h1>")[0])
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
     status, _, response = await browser.post(
-        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf(f"/devices/{device_id}")}
+        f"/admin/devices/{device_id}/delete", {"csrf": csrf, "confirm": "yes"}
     )
-    assert (status, response.headers["Location"]) == (303, "/fleet")
+    assert (status, response.headers["Location"]) == (303, "/fleet?done=device_deleted")
     with pytest.raises(NotFound):
         await relay.state.storage.get_device(device_id)
     assert ("user:admin", "device.delete", "ok") in [a[:3] for a in await _actions(relay)]
+
+
+async def test_a_second_merchant_or_store_of_one_name_is_refused_and_a_made_one_says_so(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    made = {"csrf": csrf, "organisation_id": relay.org, "name": "Tea House 茶馆"}
+    status, _, response = await browser.post("/admin/merchants", made)
+    assert (status, response.headers["Location"]) == (303, "/admin?done=merchant_made")
+    _, page, _ = await browser.get(response.headers["Location"])
+    assert "✔ 已创建商户" in page
+
+    async def ids(kind: ScopeKind, parent: str) -> list[str]:
+        nodes = await AdminStore(relay.state.storage).list_nodes(kind, Scope.root(), parent=parent)
+        return [n.id for n in nodes]
+
+    merchants = await ids(ScopeKind.MERCHANT, relay.org)
+    assert len(merchants) == 2
+    for again in ("Tea House 茶馆", " tea house 茶馆 "):  # the same name, case and spaces aside
+        status, page, _ = await browser.post("/admin/merchants", {**made, "name": again})
+        assert status == 409, again
+        assert "此处已有同名项" in page  # /admin again, the refusal above its forms
+        assert "没有做任何更改" in page
+        assert 'action="/admin/merchants"' in page
+    assert await ids(ScopeKind.MERCHANT, relay.org) == merchants
+    store = {"csrf": csrf, "merchant_id": relay.merchant, "name": "main st"}  # "Main St" exists
+    status, page, _ = await browser.post("/admin/stores", store)
+    assert status == 409
+    assert len(await ids(ScopeKind.STORE, relay.merchant)) == 2  # Main St and Harbour
+    # the same name under another parent is fine
+    tea = next(m for m in merchants if m != relay.merchant)
+    status, _, _ = await browser.post("/admin/stores", {**store, "merchant_id": tea})
+    assert status == 303
+    status, body = await relay.post(
+        "/v1/organisations", {"name": "ACME POS Service"}, relay.tokens["admin"]
+    )
+    assert (status, body["error"]) == (409, "NameTaken")  # the API refuses it the same way
+    refused = [a for a in await _actions(relay) if a[2] == "refused"]
+    assert [(a[1], a[3]["reason"]) for a in refused] == [
+        ("merchant.create", "name taken"),
+        ("merchant.create", "name taken"),
+        ("store.create", "name taken"),
+        ("organisation.create", "name taken"),
+    ]

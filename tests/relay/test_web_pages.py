@@ -439,8 +439,9 @@ async def test_an_alert_is_acknowledged_from_the_queue_once(relay: Relay, browse
     status, _, _ = await browser.post(action.group(1), {"csrf": "forged"})
     assert status == 403
     status, _, response = await browser.post(action.group(1), {"csrf": csrf})
-    assert (status, response.headers["Location"]) == (303, "/alerts")
-    _, page, _ = await browser.get("/alerts")
+    assert (status, response.headers["Location"]) == (303, "/alerts?done=acknowledged")
+    _, page, _ = await browser.get(response.headers["Location"])
+    assert "✔ 已确认告警" in page
     assert "/ack" not in page
     assert "tech · " in page  # who acknowledged, and when
     status, page, _ = await browser.post(action.group(1), {"csrf": csrf})

@@ -111,7 +111,7 @@ def html_of(request: web.Request, template: str, session: Session | None, **valu
             lang=lang,
             session=session,
             path=request.path_qs,
-            done=word(done, lang) if done in WORDS else "",
+            flash=word(done, lang) if done in WORDS else "",
             **values,
         )
     )

@@ -406,3 +406,162 @@ async def test_a_second_merchant_or_store_of_one_name_is_refused_and_a_made_one_
         ("store.create", "name taken"),
         ("organisation.create", "name taken"),
     ]
+
+
+async def test_the_tree_is_made_renamed_and_deleted_in_the_browser_and_each_change_audited(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    admin = AdminStore(relay.state.storage)
+
+    async def named(kind: ScopeKind, name: str) -> str:
+        nodes = await admin.list_nodes(kind, Scope.root())
+        return next(n.id for n in nodes if n.name == name)
+
+    status, _, response = await browser.post("/admin/organisations", {"csrf": csrf, "name": "Bo"})
+    assert (status, response.headers["Location"]) == (303, "/admin?done=org_made")
+    org = await named(ScopeKind.ORGANISATION, "Bo")
+    status, _, response = await browser.post(
+        f"/admin/organisations/{org}/rename", {"csrf": csrf, "name": "Bo Service 博"}
+    )
+    assert (status, response.headers["Location"]) == (303, "/admin?done=renamed")
+    await browser.post("/admin/merchants", {"csrf": csrf, "organisation_id": org, "name": "Tea"})
+    merchant = await named(ScopeKind.MERCHANT, "Tea")
+    await browser.post(f"/admin/merchants/{merchant}/rename", {"csrf": csrf, "name": "Tea 茶"})
+    await browser.post("/admin/stores", {"csrf": csrf, "merchant_id": merchant, "name": "One"})
+    store = await named(ScopeKind.STORE, "One")
+    _, page, _ = await browser.get("/admin")
+    assert 'value="Bo Service 博"' in page
+    assert 'value="Tea 茶"' in page
+    for bad in ("", "x\u202ey"):  # refused on /admin itself, nothing renamed
+        status, page, _ = await browser.post(
+            f"/admin/merchants/{merchant}/rename", {"csrf": csrf, "name": bad}
+        )
+        assert status == 400, bad
+        assert 'class="failed"' in page
+    status, page, _ = await browser.post(
+        f"/admin/organisations/{org}/delete", {"csrf": csrf, "what": "Bo Service 博"}
+    )
+    assert status == 200  # asked first, naming what goes
+    assert "<strong>Bo Service 博</strong>" in page
+    assert 'name="what"' not in page  # the name is shown, not sent on
+    status, page, _ = await browser.post(
+        f"/admin/organisations/{org}/delete", {"csrf": csrf, "confirm": "yes"}
+    )
+    assert status == 409  # it still holds a merchant: the API's NotEmpty, shown on /admin
+    assert 'class="failed"' in page
+    assert await named(ScopeKind.ORGANISATION, "Bo Service 博") == org
+    for path in (
+        f"/admin/stores/{store}",
+        f"/admin/merchants/{merchant}",
+        f"/admin/organisations/{org}",
+    ):
+        status, _, response = await browser.post(
+            f"{path}/delete", {"csrf": csrf, "confirm": "yes", "what": "x"}
+        )
+        assert (status, response.headers["Location"]) == (303, "/admin?done=deleted"), path
+    assert not [
+        n for n in await admin.list_nodes(ScopeKind.ORGANISATION, Scope.root()) if n.id == org
+    ]
+    actions = [(a[1], a[2]) for a in await _actions(relay) if a[0] == "user:admin"]
+    for action in (
+        "organisation.create",
+        "organisation.rename",
+        "merchant.create",
+        "merchant.rename",
+        "store.create",
+        "store.delete",
+        "merchant.delete",
+        "organisation.delete",
+    ):
+        assert (action, "ok") in actions, action
+    assert ("organisation.delete", "refused") in actions
+
+
+async def test_users_are_renamed_reset_and_deleted_and_one_changes_their_own_password(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    tech = await relay.state.storage.get_user("tech")
+    status, _, response = await browser.post(
+        f"/admin/users/{tech.id}/rename", {"csrf": csrf, "username": "li.wei"}
+    )
+    assert (status, response.headers["Location"]) == (303, "/admin?done=renamed")
+    status, page, _ = await browser.post(
+        f"/admin/users/{tech.id}/password", {"csrf": csrf, "password": "short"}
+    )
+    assert status == 400
+    assert "密码太短" in page
+    assert (await relay.state.storage.get_user("li.wei")).password_hash == _HASH
+    status, _, response = await browser.post(
+        f"/admin/users/{tech.id}/password", {"csrf": csrf, "password": "a brand new password"}
+    )
+    assert (status, response.headers["Location"]) == (303, "/admin?done=password_reset")
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        li = Browser(relay.http, http)
+        assert (await li.sign_in("li.wei", PASSWORD))[0] != 303  # the old one is gone
+        assert (await li.sign_in("li.wei", "a brand new password"))[0] == 303
+        li_csrf = await li.csrf("/account")
+        for bad in (
+            {"old_password": "wrong password", "new_password": "another new password"},
+            {"old_password": "a brand new password", "new_password": "short"},
+        ):
+            status, page, _ = await li.post("/account/password", {"csrf": li_csrf, **bad})
+            assert status in (400, 401), bad
+            assert 'action="/account/password"' in page  # the form again, with why
+            assert "没有做任何更改" in page
+        status, _, response = await li.post(
+            "/account/password",
+            {
+                "csrf": li_csrf,
+                "old_password": "a brand new password",
+                "new_password": "my very own password",
+            },
+        )
+        assert (status, response.headers["Location"]) == (303, "/account?done=password_changed")
+        _, page, _ = await li.get(response.headers["Location"])
+        assert "你的密码已修改" in page
+    status, page, _ = await browser.post(f"/admin/users/{tech.id}/delete", {"csrf": csrf})
+    assert (status, "删除此用户?" in page) == (200, True)
+    await relay.state.storage.get_user("li.wei")  # still there
+    status, _, _ = await browser.post(
+        f"/admin/users/{tech.id}/delete", {"csrf": csrf, "confirm": "yes"}
+    )
+    assert status == 303
+    with pytest.raises(NotFound):
+        await relay.state.storage.get_user("li.wei")
+    actions = [(a[0], a[1], a[2]) for a in await _actions(relay)]
+    for expected in (
+        ("user:admin", "user.rename", "ok"),
+        ("user:admin", "user.password_reset", "ok"),
+        ("user:li.wei", "user.password_change", "refused"),
+        ("user:li.wei", "user.password_change", "ok"),
+        ("user:admin", "user.delete", "ok"),
+    ):
+        assert expected in actions, expected
+
+
+async def test_a_user_backed_off_after_failed_sign_ins_shows_as_locked_out_and_is_unlocked(
+    relay: Relay, browser: Browser
+) -> None:
+    backoff = relay.state.login_backoff
+    for _ in range(backoff.max_failures):
+        status, _ = await relay.post("/v1/login", {"username": "tech", "password": "wrong guess"})
+        assert status == 401
+    await browser.sign_in("admin")
+    _, page, _ = await browser.get("/admin")
+    (row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", page, re.S) if "<td>tech</td>" in r]
+    assert f'<span class="locked-out">已锁定 ({backoff.max_failures} 次登录失败)</span>' in row
+    assert "/unlock" in row
+    tech = await relay.state.storage.get_user("tech")
+    status, _, response = await browser.post(
+        f"/admin/users/{tech.id}/unlock", {"csrf": await browser.csrf("/admin")}
+    )
+    assert (status, response.headers["Location"]) == (303, "/admin?done=user_unlock")
+    _, page, _ = await browser.get("/admin")
+    (row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", page, re.S) if "<td>tech</td>" in r]
+    assert "locked-out" not in row
+    assert "/unlock" not in row
+    assert ("user:admin", "user.unlock", "ok") in [a[:3] for a in await _actions(relay)]

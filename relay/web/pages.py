@@ -40,7 +40,7 @@ from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
 from .pattern import html_pattern
 from .runs import RUNS
-from .words import WORDS, word
+from .words import WORDS, job_error, word
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -95,6 +95,7 @@ def templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["html_pattern"] = html_pattern
+    env.globals["job_error"] = job_error
     return env
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["WORDS", "finished_detail", "word"]
+__all__ = ["WORDS", "finished_detail", "job_error", "word"]
 
 WORDS: dict[str, tuple[str, str]] = {
     "title": ("posassist 技术员控制台", "posassist technician console"),
@@ -124,6 +124,12 @@ WORDS: dict[str, tuple[str, str]] = {
     "consent_denied": ("商户拒绝", "denied by the merchant"),
     "output": ("输出", "Output"),
     "no_output": ("还没有输出", "No output yet"),
+    "no_output_done": ("没有输出", "No output"),
+    "no_reason": ("设备没有说明原因", "the till gave no reason"),
+    "restored_already": ("此备份已恢复", "This backup has been restored"),
+    "kind_script.run": ("运行脚本", "script run"),
+    "kind_diag.request": ("诊断", "diagnosis"),
+    "kind_script.restore": ("恢复备份", "restore"),
     "steps": ("步骤", "Steps"),
     "running": ("运行中", "running"),
     "exit_code": ("退出码", "exit code"),
@@ -311,3 +317,20 @@ def finished_detail(detail: str, lang: str) -> str:
         restored, removed, unchanged = counts.groups()
         return f"已恢复 {restored} 个文件, 删除 {removed} 个, {unchanged} 个未变"
     return _AGENT_SENTENCES.get(detail, detail)
+
+
+_STATUS_ERROR = re.compile(r"([a-z_]+):\s*(.*)", re.S)
+
+
+def job_error(error: str | None, lang: str) -> str:
+    """A job's stored error (``status: detail``, relay/handlers/jobs.py) in the page's
+    language: the status as a word, the detail as the till sent it, or "gave no reason" when it
+    sent none (never a bare ``failed:``)."""
+    if not error:
+        return ""
+    match = _STATUS_ERROR.fullmatch(error.strip())
+    if match is None or f"job_{match.group(1)}" not in WORDS:
+        return error
+    status, detail = match.groups()
+    detail = finished_detail(detail, lang) if detail else word("no_reason", lang)
+    return f"{word('job_' + status, lang)}: {detail}"

@@ -376,10 +376,15 @@ async def test_diagnose_now_asks_the_till_and_shows_its_report_in_words(
         await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
         await agent.next()
     _, page, _ = await browser.get(job_url)
+    assert "<h1>诊断 · Main St / " in page  # the kind in words, the till by store and name
+    assert " ·  · " not in page  # no empty field in the subtitle
+    assert "diag.request" not in page
+    assert "OK 正常" not in page  # each section's state in the page's language
+    assert "故障" in page
     assert "打印机缺纸" in page  # the finding, in words
     assert "打印机 收银小票 没有纸了" in page
-    assert "小票打印机: FAULT 故障" in page  # each section's state in words
-    assert "网络: OK 正常" in page
+    assert "小票打印机: 故障" in page  # each section's state in words
+    assert "网络: 正常" in page
     assert 'hx-get="/jobs/' not in page
     assert "<script>alert" not in page  # the till's raw data is not shown as markup
     _, page, _ = await browser.get(f"/devices/{device_id}")

@@ -42,7 +42,7 @@ from .pages import (
     render,
 )
 from .runs import RUNS, WebRun, remember
-from .words import WORDS, finished_detail, job_error, word
+from .words import WORDS, finished_detail, job_error, word, word_or
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -442,7 +442,7 @@ async def _job_values(request: web.Request, session: Session, job: Any) -> dict[
     return {
         "report": _report_rows(run.report, lang) if run and run.report else None,
         "job": job,
-        "kind": word(f"kind_{job.kind}", lang),
+        "kind": word_or("kind_", job.kind, lang),
         "place": device_label(store.name if store else None, device.facts, device.id),
         "run": run,
         "steps": steps,

@@ -40,7 +40,15 @@ from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
 from .pattern import html_pattern
 from .runs import RUNS
-from .words import WORDS, job_error, word
+from .words import (
+    WORDS,
+    choice_words,
+    job_error,
+    one_language,
+    param_words,
+    word,
+    word_or,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -96,6 +104,10 @@ def templates() -> jinja2.Environment:
     )
     env.globals["html_pattern"] = html_pattern
     env.globals["job_error"] = job_error
+    env.globals["param_words"] = param_words
+    env.globals["choice_words"] = choice_words
+    env.globals["one_language"] = one_language
+    env.globals["word_or"] = word_or
     return env
 
 

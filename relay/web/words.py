@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["WORDS", "finished_detail", "job_error", "word"]
+__all__ = [
+    "CHOICES",
+    "PARAMS",
+    "WORDS",
+    "choice_words",
+    "finished_detail",
+    "job_error",
+    "one_language",
+    "param_words",
+    "word",
+    "word_or",
+]
 
 WORDS: dict[str, tuple[str, str]] = {
     "title": ("posassist 技术员控制台", "posassist technician console"),
@@ -127,6 +138,15 @@ WORDS: dict[str, tuple[str, str]] = {
     "no_output_done": ("没有输出", "No output"),
     "no_reason": ("设备没有说明原因", "the till gave no reason"),
     "restored_already": ("此备份已恢复", "This backup has been restored"),
+    "category_printer": ("打印机", "printer"),
+    "category_cash_drawer": ("钱箱", "cash drawer"),
+    "category_scanner": ("扫码枪", "scanner"),
+    "category_pos_software": ("收银软件", "POS software"),
+    "category_network": ("网络", "network"),
+    "category_other": ("其他", "other"),
+    "outcome_ok": ("成功", "ok"),
+    "outcome_refused": ("被拒绝", "refused"),
+    "outcome_failed": ("失败", "failed"),
     "kind_script.run": ("运行脚本", "script run"),
     "kind_diag.request": ("诊断", "diagnosis"),
     "kind_script.restore": ("恢复备份", "restore"),
@@ -334,3 +354,86 @@ def job_error(error: str | None, lang: str) -> str:
     status, detail = match.groups()
     detail = finished_detail(detail, lang) if detail else word("no_reason", lang)
     return f"{word('job_' + status, lang)}: {detail}"
+
+
+#: A script parameter's label and a hint of what to type, by the name the catalog's manifests
+#: give it (they carry no titles of their own): zh label, en label, zh hint, en hint. A name
+#: not here shows as itself.
+PARAMS: dict[str, tuple[str, str, str, str]] = {
+    "port": ("串口", "Serial port", "例如 COM3 或 /dev/ttyUSB0", "e.g. COM3 or /dev/ttyUSB0"),
+    "address": (
+        "网络地址",
+        "Network address",
+        "IP:端口, 例如 192.168.1.50:9100; 串口和网络地址填一个",
+        "IP:port, e.g. 192.168.1.50:9100; fill in the serial port or this",
+    ),
+    "host": ("打印机地址", "Printer address", "IP 或主机名, 例如 192.168.1.50", "IP or host name"),
+    "tcp_port": ("网络端口", "TCP port", "通常为 9100", "usually 9100"),
+    "serial": ("串口", "Serial port", "例如 COM3 或 /dev/ttyUSB0", "e.g. COM3 or /dev/ttyUSB0"),
+    "baud": ("波特率", "Baud rate", "", ""),
+    "action": ("操作", "Action", "", ""),
+    "pin": ("钱箱针脚", "Drawer pin", "", ""),
+    "pulse_ms": ("脉冲 (毫秒)", "Pulse (ms)", "", ""),
+    "folder": ("文件夹", "Folder", "", ""),
+    "days": ("天数", "Days", "早于此天数的文件", "files older than this"),
+    "max_files": ("最多文件数", "Most files", "", ""),
+    "dry_run": ("只检查, 不删除", "Dry run: list, delete nothing", "", ""),
+    "source": ("日志来源", "Log source", "", ""),
+    "max_kb": ("最大大小 (KB)", "Largest size (KB)", "", ""),
+    "queue": ("打印队列", "Print queue", "", ""),
+    "cancel_jobs": ("取消队列中的打印任务", "Cancel the queued jobs", "", ""),
+    "check_host": ("检查的主机名", "Host name to check", "", ""),
+    "kind": ("类型", "Kind", "", ""),
+    "usb_vendor": ("USB 厂商号", "USB vendor id", "4 位十六进制, 例如 04b8", "4 hex digits"),
+    "usb_product": ("USB 产品号", "USB product id", "4 位十六进制", "4 hex digits"),
+    "mode": ("方式", "Mode", "", ""),
+    "printer": ("打印机名称", "Printer name", "", ""),
+    "instance_id": ("设备实例 ID", "Device instance id", "", ""),
+    "device": ("设备", "Device", "例如 /dev/ttyUSB0", "e.g. /dev/ttyUSB0"),
+    "wait": ("等待 (秒)", "Wait (s)", "", ""),
+    "unit": ("服务", "Service", "", ""),
+    "max_step": ("最大调整 (秒)", "Largest step (s)", "", ""),
+    "zone": ("时区", "Time zone", "例如 Asia/Shanghai", "e.g. Asia/Shanghai"),
+    "service": ("服务", "Service", "", ""),
+    "process_id": ("进程号", "Process id", "", ""),
+}
+
+#: Enum values of the catalog's parameters in words (zh, en); others show as themselves.
+CHOICES: dict[str, tuple[str, str]] = {
+    "status": ("查询状态", "ask its status"),
+    "receipt": ("打印测试小票", "print a test receipt"),
+    "drawer": ("打开钱箱", "open the drawer"),
+    "clear-buffers": ("清空缓冲区", "clear its buffers"),
+    "restart-line": ("重启连接", "restart the line"),
+    "pos": ("收银软件", "POS application"),
+    "cups": ("CUPS 打印", "CUPS printing"),
+}
+
+
+def param_words(name: str, lang: str) -> tuple[str, str]:
+    """A script parameter's (label, hint) in ``lang``; an unknown name is its own label."""
+    zh, en, zh_hint, en_hint = PARAMS.get(name, (name, name, "", ""))
+    return (en, en_hint) if lang == "en" else (zh, zh_hint)
+
+
+def choice_words(value: str, lang: str) -> str:
+    pair = CHOICES.get(value)
+    return value if pair is None else (pair[1] if lang == "en" else pair[0])
+
+
+_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+
+
+def one_language(text: str, lang: str) -> str:
+    """A bilingual ``中文 / English`` text (an alert's summary, as the relay's checks write it)
+    in the page's language only; text not made that way is shown whole."""
+    zh, sep, en = text.partition(" / ")
+    if not sep or not _CJK.search(zh) or _CJK.search(en):
+        return text
+    return en if lang == "en" else zh
+
+
+def word_or(prefix: str, value: str, lang: str) -> str:
+    """``prefix + value`` in words if the table has it, else ``value`` as it is."""
+    key = prefix + value
+    return word(key, lang) if key in WORDS else value

@@ -103,7 +103,8 @@ async def test_a_technician_sees_only_their_store_and_another_device_is_404(
     assert "Harbour" not in page
     status, page, _ = await browser.get(f"/devices/{theirs}")
     assert status == 404
-    assert "找不到或无权查看" in page or "not found" in page.lower()
+    assert "未找到" in page
+    assert "not found" not in page  # the zh page in Chinese only
     unknown_status, _, _ = await browser.get("/devices/dev_" + "0" * 32)
     assert unknown_status == 404  # the same answer as someone else's device
     refused = [
@@ -165,9 +166,15 @@ async def test_the_device_page_puts_findings_first_in_words_not_json(
     _, page, _ = await browser.get("/fleet")
     assert re.search(r'class="device offline health-critical"', page)
     _, page, _ = await browser.get("/alerts")
-    assert "打印机缺纸 / Printer out of paper" in page
+    assert '<td class="wrap">打印机缺纸</td>' in page  # the summary in the page's language
+    assert "Printer out of paper" not in page
+    await browser.get("/lang?to=en&next=/fleet")
+    _, page, _ = await browser.get("/alerts")
+    assert '<td class="wrap">Printer out of paper</td>' in page
+    await browser.get("/lang?to=zh&next=/fleet")
     _, page, _ = await browser.get("/tickets")
     assert "打印机不出纸" in page
+    assert "<td>打印机</td>" in page  # the category in words, not "printer"
 
 
 def _agent_alert_details(found: Finding) -> dict[str, Any]:

@@ -86,6 +86,11 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
     assert re.search(r'name="p_tcp_port" value="9100" step="1"\s+min="1"\s+max="65535"', page)
     assert '<option value="9600" selected>9600</option>' in page
     assert 'type="checkbox" name="p_cut"' in page
+    # labels in words with a hint of what to type; the manifest's key beside them
+    assert '<label>打印机地址 * <code class="muted">host</code>' in page
+    assert "IP 或主机名" in page
+    assert '<label>网络端口 <code class="muted">tcp_port</code>' in page
+    assert '<label>cut <code class="muted">cut</code>' in page  # not in the table: as itself
     status, _, _ = await browser.get(f"/devices/{device_id}/run?script=nope&version=1.0.0")
     assert status == 200  # an unknown script: the list again
 

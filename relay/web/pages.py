@@ -303,6 +303,7 @@ async def _fleet(request: web.Request, session: Session) -> dict[str, Any]:
         "show": show,
         "shows": SHOWS,
         "count": sum(len(g.devices) for g in groups),
+        "any_devices": bool(devices),
         "rows_url": "/fleet/rows?" + urlencode({"q": query, "show": show}),
         "poll": FLEET_POLL,
     }
@@ -633,17 +634,19 @@ async def alerts_page(request: web.Request, session: Session) -> web.StreamRespo
 
 @page
 async def tickets_page(request: web.Request, session: Session) -> web.StreamResponse:
-    """``GET /tickets``: tickets in the user's scope that are not closed, with their SLA clocks
-    (due times in the store's zone; breached ones marked)."""
+    """``GET /tickets``: tickets in the user's scope that are not closed (``?show=all``: closed
+    ones too), with their SLA clocks (due times in the store's zone; breached ones marked)."""
     state = request.app[STATE]
     lang = sessions.language(request)
     now = state.now()
     store = TicketStore(state.storage)
     zones = {s.id: s.timezone for s in await store.stores_in(session.user.scope)}
     tickets = await store.search(session.user.scope, limit=200)
+    show_all = request.query.get("show") == "all"
+    closed = sum(1 for t in tickets if t.status == "closed")
     rows = []
     for t in tickets:
-        if t.status == "closed":
+        if t.status == "closed" and not show_all:
             continue
         tz = zone(zones.get(t.store_id, "UTC"))
         rows.append(
@@ -662,7 +665,9 @@ async def tickets_page(request: web.Request, session: Session) -> web.StreamResp
                 or (t.resolved_at is None and t.resolve_due is not None and now > t.resolve_due),
             }
         )
-    return render(request, "tickets.html", session=session, rows=rows)
+    return render(
+        request, "tickets.html", session=session, rows=rows, show_all=show_all, closed=closed
+    )
 
 
 async def _audit_reader(state: RelayState, session: Session, action: str) -> None:

@@ -52,6 +52,15 @@ WORDS: dict[str, tuple[str, str]] = {
     "health_critical": ("严重", "Critical"),
     "health_unknown": ("未知", "Unknown"),
     "no_devices": ("没有符合条件的设备", "No devices match"),
+    "no_devices_yet": (
+        "还没有设备。先为门店生成登记码, 再在收银机上运行 posassist-agent enroll。",
+        "No devices yet. Create an enrolment token for a store, then run posassist-agent "
+        "enroll on the till.",
+    ),
+    "ask_an_admin": ("请管理员生成登记码。", "Ask an admin for an enrolment token."),
+    "no_open_tickets": ("没有未关闭的工单", "No open tickets"),
+    "show_closed_tickets": ("显示全部工单, 含已关闭的", "Show all tickets, closed ones too"),
+    "show_open_tickets": ("只显示未关闭的工单", "Show open tickets only"),
     "devices_count": ("台设备", "devices"),
     "live": ("实时更新", "Live"),
     "facts": ("设备信息", "Facts"),

@@ -126,6 +126,11 @@ async def test_store_settings_change_and_a_bad_zone_changes_nothing(
 ) -> None:
     await browser.sign_in("admin")
     csrf = await browser.csrf("/admin")
+    _, page, _ = await browser.get("/admin")
+    assert re.search(r'name="timezone" value="[^"]+" maxlength="64" list="zones"', page)
+    zones = re.findall(r'<option value="([^"]+)">', page.split('<datalist id="zones">')[1])
+    assert zones[0] == "Asia/Shanghai"  # first, then every IANA name
+    assert "Europe/Berlin" in zones
     form = {"csrf": csrf, "name": "Main St 主街", "timezone": "Asia/Urumqi"}
     status, _, _ = await browser.post(f"/admin/stores/{relay.store}", form)
     assert status == 303
@@ -138,6 +143,8 @@ async def test_store_settings_change_and_a_bad_zone_changes_nothing(
         status, page, _ = await browser.post(f"/admin/stores/{relay.store}", {"csrf": csrf, **bad})
         assert status == 400, bad
         assert "<html" in page  # a page in words, not JSON
+        assert 'class="failed"' in page  # /admin again: the refusal above the forms
+        assert f'id="store-{relay.store}"' in page
         store = await relay.state.storage.get_store(relay.store)
         assert (store.name, store.timezone) == ("Main St 主街", "Asia/Urumqi")
 

@@ -17,7 +17,8 @@ from posassist.agent.checks import rules
 from posassist.agent.findings import Finding, finding
 from posassist.agent.helpwindow.summary import summarise
 from posassist.protocol import messages as m
-from posassist.relay.storage import Device, Role, Scope, ScopeKind
+from posassist.relay.storage import Device, Role, Scope, ScopeKind, schema
+from posassist.relay.storage.admin import AdminStore
 from tests.relay.harness import _HASH, Agent, Relay, start_relay, wait_until
 from tests.relay.test_admin_api import call
 from tests.relay.test_tickets import ask_help
@@ -526,3 +527,41 @@ async def test_the_rows_go_gzipped_to_a_browser_that_takes_it_and_pages_never(
     _, page, response = await browser.get("/fleet?q=csrf")
     assert "Content-Encoding" not in response.headers
     assert 'name="csrf"' in page
+
+
+async def test_empty_pages_say_what_to_do_next(relay: Relay, browser: Browser) -> None:
+    await browser.sign_in("admin")
+    _, page, _ = await browser.get("/fleet")
+    assert "还没有设备" in page  # not "no device matches": nothing is filtered
+    assert '<a class="button" href="/admin">生成登记码</a>' in page
+    _, page, _ = await browser.get("/tickets")
+    assert "没有工单" in page
+    assert "?show=all" not in page  # nothing closed to show either
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    _, page, _ = await browser.get("/fleet?q=nothing-like-it")
+    assert "没有符合条件的设备" in page  # a filter that matches nothing says so
+    assert "还没有设备" not in page
+    await _flushed(relay)
+    storage = relay.state.storage
+    closing = (
+        schema.tickets.update()
+        .where(schema.tickets.c.support_code == opened.support_code)
+        .values(status="closed")
+    )
+    await storage.run_write(lambda conn: conn.execute(closing))
+    _, page, _ = await browser.get("/tickets")
+    assert "没有未关闭的工单" in page  # only a closed one: "no open tickets", and the way to it
+    assert '<a href="/tickets?show=all">显示全部工单, 含已关闭的 (1)</a>' in page
+    _, page, _ = await browser.get("/tickets?show=all")
+    assert "已关闭" in page
+    assert '<a href="/tickets">只显示未关闭的工单</a>' in page
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        tech = Browser(relay.http, http)
+        await tech.sign_in("tech")
+        await storage.revoke_device(device_id, now=relay.clock())
+        await AdminStore(storage).delete_device(device_id, now=relay.clock())
+        _, page, _ = await tech.get("/fleet")
+        assert "请管理员生成登记码" in page  # no admin link for a technician
+        assert 'href="/admin"' not in page

@@ -54,6 +54,21 @@ async def _actions(relay: Relay) -> list[tuple[str, str, str, dict[str, Any]]]:
     ]
 
 
+@pytest.mark.parametrize("hours", ["nan", "inf", "-inf", "1e400", "0", "-2"])
+async def test_an_enrolment_form_with_hours_out_of_range_is_refused(
+    relay: Relay, browser: Browser, hours: str
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    before = await AdminStore(relay.state.storage).list_enrolments(Scope.root())
+    status, page, _ = await browser.post(
+        "/admin/enrolments", {"csrf": csrf, "store_id": relay.store, "hours": hours}
+    )
+    assert status == 400, page
+    assert "有效期必须在" in page
+    assert await AdminStore(relay.state.storage).list_enrolments(Scope.root()) == before
+
+
 async def test_an_enrolment_token_made_in_the_browser_enrols_a_till(
     relay: Relay, browser: Browser
 ) -> None:

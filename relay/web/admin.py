@@ -71,7 +71,10 @@ def qr_svg(text: str) -> str:
 
 
 async def _call(
-    request: web.Request, session: Session, handler: Handler, body: dict[str, Any] | None = None
+    request: web.Request,
+    session: Session,
+    handler: Handler,
+    body: dict[str, Any] | None = None,
 ) -> Any:
     """``handler`` (an API route's) run for the session's user; its JSON answer."""
     request[api.SIGNED_IN] = session.user
@@ -198,15 +201,21 @@ def _form_action(
     done: str,
     confirm: bool = False,
     cancel: Callable[[web.Request], str] | None = None,
+    as_bearer: bool = False,
 ) -> Any:
     """A web form posted to an API route's handler: CSRF first, then (for a destructive
     ``confirm`` action) a confirmation page unless the form says ``confirm=yes``, then the
     handler (its checks, its audit), then back to the page the form was on with ``done`` (a
     words key, ``done_<done>``) shown there as the result. A refusal of a form of /admin shows
-    /admin again with the refusal; elsewhere the error page."""
+    /admin again with the refusal; elsewhere the error page. ``as_bearer``: the session's token
+    as the request's ``Authorization`` too, for a handler that spares the token it came with
+    (``POST /v1/password`` ends the user's other sessions, not this one)."""
 
     @page
     async def handle(request: web.Request, session: Session) -> web.StreamResponse:
+        if as_bearer:  # before the body is read: a request can't be cloned after
+            headers = {**request.headers, "Authorization": f"Bearer {session.token}"}
+            request = request.clone(headers=headers)
         form = await _checked_form(request, session)
         posted = await request.post()
         if confirm and posted.get("confirm") != "yes":
@@ -414,6 +423,7 @@ def add_admin_pages(app: web.Application) -> None:
             lambda f: {k: f.get(k, "") for k in ("old_password", "new_password")},
             lambda request: "/account",
             done="password_changed",
+            as_bearer=True,  # this session stays; the user's others end
         ),
     )
     for action, handler, destructive in (

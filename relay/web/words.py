@@ -304,7 +304,10 @@ WORDS: dict[str, tuple[str, str]] = {
         "已重设密码, 该用户已在所有地方退出登录",
         "Password reset; the user is signed out everywhere",
     ),
-    "done_password_changed": ("你的密码已修改", "Your password is changed"),
+    "done_password_changed": (
+        "你的密码已修改, 其他地方的登录已退出",
+        "Your password is changed; your other sign-ins are ended",
+    ),
     "done_user_disable": ("已停用用户", "User disabled"),
     "done_user_enable": ("已启用用户", "User enabled"),
     "done_user_unlock": ("已解锁用户", "User unlocked"),

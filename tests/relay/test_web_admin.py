@@ -526,6 +526,8 @@ async def test_users_are_renamed_reset_and_deleted_and_one_changes_their_own_pas
         assert (await li.sign_in("li.wei", PASSWORD))[0] != 303  # the old one is gone
         assert (await li.sign_in("li.wei", "a brand new password"))[0] == 303
         li_csrf = await li.csrf("/account")
+        elsewhere = Browser(relay.http, ClientSession(cookie_jar=CookieJar(unsafe=True)))
+        assert (await elsewhere.sign_in("li.wei", "a brand new password"))[0] == 303
         for bad in (
             {"old_password": "wrong password", "new_password": "another new password"},
             {"old_password": "a brand new password", "new_password": "short"},
@@ -544,7 +546,9 @@ async def test_users_are_renamed_reset_and_deleted_and_one_changes_their_own_pas
         )
         assert (status, response.headers["Location"]) == (303, "/account?done=password_changed")
         _, page, _ = await li.get(response.headers["Location"])
-        assert "你的密码已修改" in page
+        assert "你的密码已修改" in page  # this session stays signed in
+        assert (await elsewhere.get("/fleet"))[0] == 303  # the other one has ended
+        await elsewhere.http.close()
     status, page, _ = await browser.post(f"/admin/users/{tech.id}/delete", {"csrf": csrf})
     assert (status, "删除此用户?" in page) == (200, True)
     await relay.state.storage.get_user("li.wei")  # still there

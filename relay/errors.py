@@ -81,6 +81,7 @@ __all__ = [
     "EnrolmentWrongRelay",
     "JobFinished",
     "LockedOut",
+    "NameTaken",
     "NotCancellable",
     "NotFound",
     "NotRunning",

@@ -195,6 +195,9 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    #: the script a ``script.run`` job ran, and its version (None for other kinds, older jobs)
+    script: str | None = None
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -140,6 +140,9 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Double(), nullable=True),
     sa.Column("finished_at", sa.Double(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
+    # migration 0011: the script a script.run job ran (None for other kinds and older jobs)
+    sa.Column("script", sa.String(64), nullable=True),
+    sa.Column("version", sa.String(32), nullable=True),
     sa.CheckConstraint(
         # migration 0008 adds 'cancelled'
         "status IN ('pending', 'running', 'succeeded', 'failed', 'timed_out', 'unknown', "

@@ -207,6 +207,8 @@ def _job(row: sa.Row[Any]) -> Job:
         started_at=row.started_at,
         finished_at=row.finished_at,
         error=row.error,
+        script=row.script,
+        version=row.version,
     )
 
 
@@ -895,8 +897,11 @@ class SqlStorage:
         *,
         now: float,
         audit: AuditEntry | None = None,
+        script: str | None = None,
+        version: str | None = None,
     ) -> Job:
         """A pending job; with ``audit``, its audit record commits in the same transaction.
+        ``script`` and ``version`` name the script a ``script.run`` job runs.
 
         ``NotFound`` if there is no such device (the jobs table's foreign key says so).
         """
@@ -907,6 +912,8 @@ class SqlStorage:
             status=JobStatus.PENDING,
             requested_by=requested_by,
             created_at=now,
+            script=script,
+            version=version,
         )
         entry = (
             None
@@ -933,13 +940,16 @@ class SqlStorage:
         requested_by: str,
         *,
         now: float,
+        script: str | None = None,
+        version: str | None = None,
     ) -> list[Job]:
         """One pending job per ``(device id, audit entry)``, all with their audit records in one
         transaction (a store-wide request, relay/handlers/fanout.py): one commit and one move of
         the chain head instead of one of each per device. The records are chained in the order
         given, each naming its job as :meth:`create_job`'s does.
 
-        ``NotFound`` if any device does not exist; then nothing is written.
+        ``NotFound`` if any device does not exist; then nothing is written. ``script`` and
+        ``version``, if given, name the script every one of the jobs runs.
         """
         jobs = [
             Job(
@@ -949,6 +959,8 @@ class SqlStorage:
                 status=JobStatus.PENDING,
                 requested_by=requested_by,
                 created_at=now,
+                script=script,
+                version=version,
             )
             for device_id, _entry in requests
         ]

@@ -73,6 +73,23 @@ async def enrol(storage: SqlStorage, store_id: str, key: bytes = KEY):
     )
 
 
+async def _old_job(storage: SqlStorage, device_id: str, job_id: str, status: str) -> str:
+    """A ``script.run`` job written by plain SQL, as a relay before 0011 wrote it: the storage's
+    own insert names every column of the head schema, which an older database lacks."""
+    insert = (
+        "INSERT INTO jobs (id, device_id, kind, status, requested_by, created_at)"
+        " VALUES (:id, :device, 'script.run', :status, 'tech', :at)"
+    )
+    params = {"id": job_id, "device": device_id, "status": status, "at": NOW}
+    await storage.run_write(lambda conn: conn.execute(sa.text(insert), params))
+    return job_id
+
+
+async def _job_statuses(storage: SqlStorage) -> dict[str, str]:
+    rows = "SELECT id, status FROM jobs"
+    return await storage.run_read(lambda conn: {r[0]: r[1] for r in conn.execute(sa.text(rows))})
+
+
 # -- engine and migrations ----------------------------------------------------------------------
 
 
@@ -113,10 +130,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0010"
+    assert await storage.current_revision() == head_revision() == "0011"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0010"
+    assert await storage.current_revision() == "0011"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -204,33 +221,32 @@ async def test_0008_lets_a_job_end_cancelled_and_its_downgrade_reads_it_as_faile
     await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0007"))
     _, _, store = await make_tree(storage)
     device = await enrol(storage, store.id)
-    old = await storage.create_job(device.id, "script.run", "tech", now=NOW)
-    await storage.finish_job(old.id, JobStatus.FAILED, now=NOW, error="failed: x")
-    job = await storage.create_job(device.id, "script.run", "tech", now=NOW)
+    old = await _old_job(storage, device.id, "job_old", "failed")
+    job = await _old_job(storage, device.id, "job_new", "pending")
     with pytest.raises(Conflict, match="ck_jobs_status"):  # before 0008 the database refuses it
         await storage.run_write(
             lambda conn: conn.execute(
-                sa.text("UPDATE jobs SET status = 'cancelled' WHERE id = :id"), {"id": job.id}
+                sa.text("UPDATE jobs SET status = 'cancelled' WHERE id = :id"), {"id": job}
             )
         )
     await storage.migrate()
-    assert (await storage.get_job(old.id)).status is JobStatus.FAILED
-    ended = await storage.finish_job(job.id, JobStatus.CANCELLED, now=NOW + 1, error="cancelled")
+    assert (await storage.get_job(old)).status is JobStatus.FAILED
+    ended = await storage.finish_job(job, JobStatus.CANCELLED, now=NOW + 1, error="cancelled")
     assert ended.status is JobStatus.CANCELLED
-    assert (await storage.get_job(job.id)).status is JobStatus.CANCELLED
+    assert (await storage.get_job(job)).status is JobStatus.CANCELLED
     with pytest.raises(Conflict, match="ck_jobs_status"):
         await storage.run_write(
             lambda conn: conn.execute(sa.text("UPDATE jobs SET status = 'bogus'"))
         )
     await storage.run_schema_write(lambda conn: command.downgrade(_alembic_config(conn), "0007"))
-    assert (await storage.get_job(job.id)).status is JobStatus.FAILED
+    assert await _job_statuses(storage) == {old: "failed", job: "failed"}
     assert await storage.current_revision() == "0007"
 
 
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0010"
+    assert await first.current_revision() == await second.current_revision() == "0011"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):
@@ -961,9 +977,52 @@ async def test_0010_keeps_devices_and_its_downgrade_refuses_to_drop_a_deleted_on
         await storage.run_schema_write(
             lambda conn: command.downgrade(_alembic_config(conn), "0009")
         )
-    assert await storage.current_revision() == "0010"
+    assert await storage.current_revision() == head_revision()  # refused whole: nothing undone
     rows = "SELECT id, status, store_id FROM devices ORDER BY enrolled_at, id"
     read = await storage.run_read(
         lambda conn: {r[0]: tuple(r[1:]) for r in conn.execute(sa.text(rows))}
     )
     assert read == {kept.id: ("active", store.id), gone.id: ("deleted", None)}
+
+
+async def test_0011_keeps_jobs_with_no_script_and_names_the_script_of_new_runs(open_more):
+    """Jobs name their script (0011, issue 15): jobs made at 0010 keep everything and list with
+    no script; runs after it carry theirs; the downgrade drops only the two columns."""
+    from alembic import command
+
+    from posassist.relay.storage.admin import AdminStore
+    from posassist.relay.storage.sql import _alembic_config
+
+    storage = await open_more()
+    await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0010"))
+    _, _, store = await make_tree(storage)
+    device = await enrol(storage, store.id)
+    old = await _old_job(storage, device.id, "job_old", "succeeded")
+    await storage.migrate()
+    assert await storage.current_revision() == "0011"
+    kept = await storage.get_job(old)
+    assert (kept.kind, kept.status, kept.requested_by, kept.created_at) == (
+        "script.run",
+        JobStatus.SUCCEEDED,
+        "tech",
+        NOW,
+    )
+    assert (kept.script, kept.version) == (None, None)
+    new = await storage.create_job(
+        device.id,
+        "script.run",
+        "tech",
+        now=NOW + 1,
+        script="printer-status",
+        version="1.0.0",
+    )
+    listed, _ = await AdminStore(storage).jobs_page(
+        Scope(ScopeKind.STORE, store.id), limit=10, before=None, device_id=device.id
+    )
+    assert [(j.id, j.script, j.version) for j in listed] == [
+        (new.id, "printer-status", "1.0.0"),
+        (old, None, None),
+    ]
+    await storage.run_schema_write(lambda conn: command.downgrade(_alembic_config(conn), "0010"))
+    assert await storage.current_revision() == "0010"
+    assert await _job_statuses(storage) == {old: "succeeded", new.id: "pending"}

@@ -466,6 +466,11 @@ _JOB_WORDS = {
 }
 
 
+def _job_script(job: dict[str, Any]) -> str:
+    """ "printer-status 1.0.0" for a run; empty for other kinds and jobs older than the column."""
+    return " ".join(str(part) for part in (job.get("script"), job.get("version")) if part)
+
+
 def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     query: dict[str, Any] = {"limit": args.limit}
     if args.before:
@@ -488,13 +493,23 @@ def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
                 local_time(job.get("created_at"), zone),
                 names.device_label(job.get("device_id")),
                 job.get("kind"),
+                _job_script(job),
                 _JOB_WORDS.get(job.get("status", ""), job.get("status")),
                 job.get("requested_by"),
                 job.get("error"),
                 job.get("id"),
             ]
         )
-    headers = ["when / 时间", "device / 设备", "job", "status / 状态", "by / 操作人", "error", "id"]
+    headers = [
+        "when / 时间",
+        "device / 设备",
+        "job",
+        "script / 脚本",
+        "status / 状态",
+        "by / 操作人",
+        "error",
+        "id",
+    ]
     print(table(headers, lines, empty="no jobs / 没有任务"))
     if answer.get("next_cursor"):
         print(printable(f"older / 更早: posassist jobs --before {answer['next_cursor']}"))

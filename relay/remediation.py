@@ -142,7 +142,13 @@ async def _start(
         {"script": script, "version": version, "unattended": True, "alert": alert.id},
     )
     job = await state.storage.create_job(
-        alert.device_id, "script.run", REQUESTED_BY, now=now, audit=entry
+        alert.device_id,
+        "script.run",
+        REQUESTED_BY,
+        now=now,
+        audit=entry,
+        script=script,
+        version=version,
     )
     attempt = await health.store.start_remediation(alert, script, version, job.id, now=now)
     link = AttemptLink(state, health, alert, attempt.id)

@@ -456,6 +456,8 @@ def _job_json(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "error": job.error,
+        "script": job.script,
+        "version": job.version,
     }
 
 

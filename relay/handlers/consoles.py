@@ -276,7 +276,18 @@ async def _route(user: User, peer: Link, state: RelayState, event: Message) -> s
         Outcome.OK,
         _audit_detail(event),
     )
-    job = await state.storage.create_job(device_id, event.TAG, user.username, now=now, audit=entry)
+    # A run's job names its script, so job lists can say which ran (issue 15).
+    script = event.script if isinstance(event, ScriptRunRequest) else None
+    version = event.version if isinstance(event, ScriptRunRequest) else None
+    job = await state.storage.create_job(
+        device_id,
+        event.TAG,
+        user.username,
+        now=now,
+        audit=entry,
+        script=script,
+        version=version,
+    )
     timeout = float(getattr(event, "timeout", state.config.request_timeout))
     try:
         state.router.forward(

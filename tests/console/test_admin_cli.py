@@ -487,6 +487,32 @@ async def test_jobs_page_with_before_and_show_store_times(relay: Relay, run: Con
     assert await audit(relay) == before
 
 
+async def test_jobs_names_the_script_a_run_ran_and_lists_an_older_job_without(
+    relay: Relay, run: Console
+) -> None:
+    device_id, key = await relay.enrol()
+    older = await relay.state.storage.create_job(
+        device_id, "script.run", "tech", now=relay.clock()
+    )  # as a job from before migration 0011 reads: no script
+    async with Agent(relay, device_id, key) as agent:
+        running = asyncio.create_task(
+            run("admin", "run", device_id, "printer-status", "--version", "1.0.0")
+        )
+        (asked,) = await agent.next()
+        assert isinstance(asked, m.ScriptRunRequest)
+        assert asked.job_id is not None
+        ids = {"id": asked.id, "job_id": asked.job_id}
+        await agent.reply(m.ScriptFinished(**ids, status="cancelled", finished_at=2.0))
+        await asyncio.wait_for(running, 30)
+    status, out, _ = await run("admin", "jobs", "--device", device_id)
+    assert status == 0, out
+    (ran,) = [line for line in rows(out) if line.endswith(asked.job_id)]
+    assert "script.run  printer-status 1.0.0  " in ran
+    (old,) = [line for line in rows(out) if line.endswith(older.id)]
+    assert "printer-status" not in old
+    assert "script.run" in old
+
+
 async def test_run_prints_the_job_id_before_the_merchant_answers(
     relay: Relay, run: Console
 ) -> None:

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from posassist.protocol import messages as m
 from tests.relay.conftest import PG_URL, _pg_admin
-from tests.relay.harness import agent_handshake, start_relay
+from tests.relay.harness import Agent, Console, agent_handshake, start_relay
 from tests.relay.test_admin_api import add_other_tenant, audit, call
 
 if TYPE_CHECKING:
@@ -208,3 +208,30 @@ async def test_a_device_a_user_is_scoped_to_is_not_deleted(relay: Relay) -> None
         f"device:{device_id}",
         {"reason": "not empty", "users": 1},
     )
+
+
+# --- GET /v1/jobs: which script ran (issue 15) ---------------------------------------------------
+
+
+async def test_a_runs_job_lists_its_script_and_version_and_an_older_job_lists_without(
+    relay: Relay,
+) -> None:
+    storage = relay.state.storage
+    device_id, key = await relay.enrol()
+    # a job from before migration 0011 (no script) and one of another kind
+    older = await storage.create_job(device_id, "script.run", "tech", now=relay.clock())
+    diag = await storage.create_job(device_id, "diag.request", "tech", now=relay.clock())
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(
+            m.ScriptRunRequest(id=3, device_id=device_id, script="printer-status", version="1.0.0")
+        )
+        (asked,) = await agent.next()
+    assert isinstance(asked, m.ScriptRunRequest)
+    status, body = await call(relay, "GET", f"/v1/jobs?device_id={device_id}", "tech")
+    assert status == 200, body
+    named = {j["id"]: (j["kind"], j["script"], j["version"]) for j in body["jobs"]}
+    assert named == {
+        asked.job_id: ("script.run", "printer-status", "1.0.0"),
+        older.id: ("script.run", None, None),
+        diag.id: ("diag.request", None, None),
+    }

@@ -99,6 +99,9 @@ async def test_a_failing_check_gets_its_script_then_escalates_when_still_failing
     body = await shown(relay, alert.id)
     assert [r["status"] for r in body["remediations"]] == ["succeeded", "failed"]
     assert all(r["job_id"] for r in body["remediations"])
+    for remediation in body["remediations"]:  # each unattended run's job names its script
+        job = await relay.state.storage.get_job(remediation["job_id"])
+        assert (job.script, job.version) == ("clear-print-queue", "1.0.0")
     assert body["escalated_at"] is not None  # two attempts spent, still failing
     actions = [(r.action, r.outcome) async for r in relay.state.storage.records()]
     assert actions.count(("alert.remediation.start", "ok")) == 2

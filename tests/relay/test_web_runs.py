@@ -358,6 +358,28 @@ async def test_a_run_cancelled_while_asking_says_so_once_and_no_longer_waits(
     assert "已取消: 已按要求取消 / cancelled on request" in row
 
 
+async def test_the_device_pages_jobs_name_the_script_a_web_run_ran(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    older = await relay.state.storage.create_job(
+        device_id, "script.run", "tech", now=relay.clock()
+    )  # as a job from before migration 0011 reads: no script
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:
+        await browser.post(f"/devices/{device_id}/run", _form(csrf, host="till-printer"))
+        (run,) = await agent.next()
+        assert isinstance(run, m.ScriptRunRequest)
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert "<th>脚本</th>" in page
+    rows = re.findall(r"<tr class=\"job-[a-z_]+\">(.*?)</tr>", page, re.S)
+    (ran,) = [row for row in rows if f"/jobs/{run.job_id}" in row]
+    assert '<td class="job-script">printer-test 1.0.0</td>' in ran
+    (old,) = [row for row in rows if f"/jobs/{older.id}" in row]
+    assert '<td class="job-script"></td>' in old
+
+
 def test_a_jobs_stored_error_reads_as_words_never_a_bare_status() -> None:
     assert job_error("failed: ", "zh") == "失败: 设备没有说明原因"
     assert job_error("failed:", "en") == "failed: the till gave no reason"

@@ -246,6 +246,8 @@ async def test_prepared_statements_on_sqlite_read_what_sqlalchemy_reads(tmp_path
                     "started_at": None,
                     "finished_at": None,
                     "error": None,
+                    "script": None,
+                    "version": None,
                 }
                 with pytest.raises(sa.exc.IntegrityError):
                     sql._INSERT_JOB(raw, job_row)

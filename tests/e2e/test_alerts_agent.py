@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tests.e2e.cli import (
     admin_token,
     api,
+    communicate,
     invite,
     ok,
     provision,
@@ -91,7 +92,7 @@ def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
         assert len(queued) == 1, queued
         [key] = queued
         agent.send_signal(signal.SIGKILL)  # killed with the event queued
-        agent.communicate(timeout=15)
+        communicate(agent, 15)
 
         port = url.rsplit(":", 1)[1]
         relay, url = start_relay(data, "--port", port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,9 @@ from tests.e2e.cli import (
     ADMIN_PASSWORD,
     ROOT,
     Technician,
+    communicate,
     invite,
+    lines,
     ok,
     provision,
     py,
@@ -392,8 +395,7 @@ def test_agent_and_both_windows_work_on_python38(store: Store) -> None:
         text=True,
     )
     store.agent = agent
-    assert agent.stdout is not None
-    assert "connected to relay" in agent.stdout.readline()
+    assert "connected to relay" in lines(agent).readline(within=30)
     text = subprocess.run(
         [str(PY38), "-m", "posassist.agent", "help", "--data", str(store.till), "--text"],
         input="2\n钱箱打不开\n\nq\n",
@@ -444,9 +446,6 @@ class Terminal:
     """``help --text`` as a cashier uses it: type a line when the screen asks for it."""
 
     def __init__(self, till: Path) -> None:
-        import queue
-        import threading
-
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "posassist.agent", "help", "--data", str(till), "--text"],
             cwd=ROOT,
@@ -456,34 +455,16 @@ class Terminal:
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert self.proc.stdout is not None
-        self.reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
-        self.reader.start()
-
-    def _read(self, out: Any) -> None:
-        for line in out:
-            self.lines.put(line)
-        self.lines.put("")
 
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
-        import queue
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"{text!r} never shown; saw {self.seen[-8:]}") from None
-            self.seen.append(line)
-            if not line:  # the window ended: what it said on stderr is the reason
-                assert self.proc.stderr is not None
-                self.proc.wait(10)
-                why = self.proc.stderr.read()[-2000:]
-                raise AssertionError(f"the window ended before {text!r}: {self.seen[-8:]} {why}")
-            if text in line:
-                return line
+        try:
+            return lines(self.proc).wait_for(re.escape(text), timeout).string
+        except AssertionError as exc:
+            if self.proc.poll() is None:
+                raise
+            # the window ended: what it said on stderr is the reason
+            why = communicate(self.proc, 10)[1][-2000:]
+            raise AssertionError(f"the window ended before {text!r}: {exc} {why}") from None
 
     def type(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -499,10 +480,7 @@ class Terminal:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(10)
-        self.reader.join(10)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        stop(self.proc)  # reaps it and closes its pipes
         return self.proc.returncode
 
 

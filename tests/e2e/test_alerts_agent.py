@@ -11,6 +11,8 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from tests.e2e.cli import (
     admin_token,
     api,
@@ -61,6 +63,7 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
     tmp_path: Path,
 ) -> None:

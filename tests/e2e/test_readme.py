@@ -367,6 +367,7 @@ class Operator:
         return code
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)  # ~25 s alone; about fifty processes start, slower on a busy machine
 def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
     assert shutil.which("openssl"), "openssl is needed to make the README's TLS certificate"

@@ -41,6 +41,8 @@ from tests.e2e.cli import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytestmark = pytest.mark.slow  # two relay processes and an agent per test
+
 SETTINGS = {
     "printers": [{"name": "receipt", "tcp": "127.0.0.1:9"}],
     "printer_min_interval": 30,

@@ -8,6 +8,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+import pytest
 from websockets.asyncio.client import connect
 
 from posassist.protocol import messages as m
@@ -42,6 +43,7 @@ async def _agent_asks(
         return answer
 
 
+@pytest.mark.slow
 async def test_relay_killed_with_a_ticket_open_loses_nothing_and_keeps_the_sla_clock(
     tmp_path: Path, database: str
 ) -> None:

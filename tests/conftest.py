@@ -4,6 +4,7 @@ file modes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from typing import TYPE_CHECKING
@@ -18,6 +19,24 @@ if TYPE_CHECKING:
 settings.register_profile("ci", max_examples=10_000, deadline=None, database=None)
 settings.register_profile("dev", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """Each test leaves the root logger as it found it. A command's ``main()`` run in-process
+    installs a handler on the stderr of the moment (pytest's capture), which is closed after the
+    test: every later record in that worker then printed "--- Logging error --- Traceback" into
+    whichever test was capturing stderr, and a test that checks its stderr has no traceback
+    failed or passed depending on what ran before it on the same worker."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            if not type(handler).__module__.startswith("_pytest."):  # pytest removes its own
+                root.removeHandler(handler)
+        root.setLevel(level)
 
 
 @pytest.fixture

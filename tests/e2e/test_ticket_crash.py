@@ -34,12 +34,14 @@ if TYPE_CHECKING:
 async def _agent_asks(
     url: str, device_id: str, key: Ed25519PrivateKey, msg: m.Message
 ) -> m.Message:
+    # bounds, not synchronisation: a relay process on PostgreSQL, on a busy machine, may take
+    # more than the harness's 5 s to answer its first sign-in or request after a restart
     async with connect(url + "/v1/agent") as ws:
-        session, accepted = await agent_handshake(ws, device_id, key)
+        session, accepted = await agent_handshake(ws, device_id, key, timeout=30)
         assert isinstance(accepted, m.AuthAccepted)
         session.send(msg)
         await send(ws, session)
-        (answer,) = await recv(ws, session)
+        (answer,) = await recv(ws, session, timeout=30)
         return answer
 
 

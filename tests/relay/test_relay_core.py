@@ -859,7 +859,7 @@ async def test_presence_records_last_seen_and_agent_version(relay: Relay) -> Non
         connected_seen = device["last_seen"]
         assert isinstance(connected_seen, float)
         relay.clock.offset = 200  # the agent stays a while, then leaves
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: relay.state.router.agent(device_id) is None)  # the relay saw it go
     device = await listed()  # the listing shows presence not yet written
     assert device["online"] is False
     last_seen = device["last_seen"]
@@ -1022,8 +1022,7 @@ async def test_presence_kept_when_a_flush_fails_keeps_facts_noted_meanwhile(
         locker.execute("BEGIN IMMEDIATE")  # another writer holds the database
         try:
             flush = asyncio.ensure_future(state.flush_presence())
-            await asyncio.sleep(0.05)  # the flush took the batch and waits for the lock
-            assert not state.presence
+            await wait_until(lambda: not state.presence)  # the flush took the batch: on the lock
             pending = state.pending(device_id)  # still listed while being written
             assert pending is not None
             assert pending[1:] == ("agent/2", {"hostname": "TILL-01"})

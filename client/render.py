@@ -17,7 +17,10 @@ __all__ = [
     "DAYS",
     "HEADINGS",
     "STATUS",
+    "audit_detail",
+    "audit_target",
     "consent_line",
+    "device_label",
     "render_findings",
     "render_report",
     "result_line",
@@ -297,6 +300,43 @@ def human_value(key: str, item: Any, now: Optional[float], tz: Optional[tzinfo])
     except (ArithmeticError, OSError, ValueError):  # inf, nan, out of range: shown as it is
         pass
     return str(item)
+
+
+def _detail_words(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_detail_words(str(k), v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(v, str) for v in value):
+            return f"{value[0]}-{value[1]}"  # a span, as opening hours are
+        return ", ".join(_detail_words(key, v) for v in value) or "-"
+    return human_value(key, value, None, None)
+
+
+def audit_detail(detail: Any) -> str:
+    """An audit record's ``detail`` in words (``posassist audit`` and the web console's audit
+    page): times and sizes in human units, lists and mappings spelled out, never a repr."""
+    if not isinstance(detail, dict):
+        return "" if detail is None else _detail_words("", detail)
+    return ", ".join(f"{k}: {_detail_words(str(k), v)}" for k, v in detail.items())
+
+
+def device_label(store_name: Any, facts: Any, device_id: Any) -> str:
+    """A till for people: ``人民路店 / till-1`` (its store's name and its host name, the id
+    when it has reported none)."""
+    host = facts.get("hostname") if isinstance(facts, Mapping) else None
+    return f"{_s(store_name or '-')} / {_s(host or device_id)}"
+
+
+def audit_target(target: Any, names: Mapping[str, str]) -> Tuple[str, str]:
+    """An audit record's ``target`` (``store:sto_…``, ``device:dev_…``) as (words, id): the kind
+    and the name ``names`` gives the whole target (``store 人民路店``), and the id beside it;
+    a target without a known name is itself, with no id beside it."""
+    text = str(target or "")
+    name = names.get(text)
+    if not name:
+        return text, ""
+    kind, _, node = text.partition(":")
+    return f"{kind} {name}", node
 
 
 def walk(value: Any, depth: int, now: Optional[float], tz: Optional[tzinfo]) -> List[str]:

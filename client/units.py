@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ago", "mb", "span"]
+__all__ = ["ENROLMENT_TTL", "ago", "mb", "span"]
+
+#: How long an enrolment token may stay valid, in seconds (60 s .. 30 days): the relay refuses
+#: anything else (relay/handlers/api.py) and ``posassist enrol-token create --ttl`` before sending.
+ENROLMENT_TTL = (60, 30 * 86400)
 
 
 def mb(n: Any) -> str:

@@ -20,7 +20,8 @@ from urllib.parse import quote, urlencode
 
 from posassist.client import http
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
-from posassist.client.render import human_value
+from posassist.client.render import audit_detail, audit_target, device_label
+from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol.errors import BadArgument
 
 from .render import local_time, printable, printable_data, table
@@ -117,9 +118,7 @@ class _Names:
         row = self.device(device_id)
         if not row:
             return str(device_id)
-        facts = row.get("facts") if isinstance(row.get("facts"), dict) else {}
-        host = (facts or {}).get("hostname") or device_id
-        return f"{self.name('store', row.get('store_id'))} / {host}"
+        return device_label(self.name("store", row.get("store_id")), row.get("facts"), device_id)
 
     def scope(self, scope: dict[str, Any]) -> str:
         kind, node = scope.get("kind"), scope.get("id")
@@ -197,6 +196,54 @@ def _node_delete(args: argparse.Namespace, session: dict[str, str]) -> int:
         _print_json(answer)
     else:
         print(printable(f"{kind} {node.get('name')} ({node['id']}) deleted / 已删除"))
+    return 0
+
+
+def _device(session: dict[str, str], text: str) -> dict[str, Any]:
+    """The device named ``text``: its id, or its host name when exactly one device has it."""
+    devices = exchange(session, "GET", "/v1/devices").json()["devices"]
+    for row in devices:
+        if row.get("id") == text:
+            return dict(row)
+    named = [
+        r
+        for r in devices
+        if isinstance(r.get("facts"), dict) and r["facts"].get("hostname") == text
+    ]
+    if len(named) == 1:
+        return dict(named[0])
+    if named:
+        raise BadArgument(
+            f"{len(named)} devices are called {text!r}: give the id / 同名设备有多台, 请用设备编号"
+        )
+    raise BadArgument(f"no device {text!r} that you may see / 找不到该设备")
+
+
+def _device_action(args: argparse.Namespace, session: dict[str, str]) -> int:
+    """``device revoke`` and ``device delete`` (a revoked till out of its store, history kept)."""
+    device = _device(session, args.device)
+    names = _Names(session)
+    label = f"{names.device_label(device['id'])} ({device['id']})"
+    path = f"/v1/devices/{_path_id(device['id'])}"
+    if args.device_verb == "revoke":
+        confirm(f"revoke device {label}? it is refused from now on / 确认注销此设备?", args.yes)
+        answer = exchange(session, "POST", path + "/revoke", {}).json()
+        said = f"device {label} revoked / 设备已注销"
+    else:
+        confirm(
+            f"delete device {label}? its store no longer holds it; its jobs and audit records are "
+            "kept / 确认删除此设备? (作业和审计记录保留)",
+            args.yes,
+        )
+        answer = exchange(session, "DELETE", path).json()
+        said = (
+            f"device {label} deleted, {answer.get('jobs_kept')} jobs kept / "
+            f"设备已删除, 保留 {answer.get('jobs_kept')} 条作业记录"
+        )
+    if args.json:
+        _print_json(answer)
+    else:
+        print(printable(said))
     return 0
 
 
@@ -429,39 +476,9 @@ def _jobs(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
-def _words(key: str, value: Any) -> str:
-    """A detail value in words: times and sizes in human units (this console's zone), lists
-    and mappings spelled out, never a Python repr."""
-    if isinstance(value, dict):
-        return "; ".join(f"{k} {_words(str(k), v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        if len(value) == 2 and all(isinstance(v, str) for v in value):
-            return f"{value[0]}-{value[1]}"  # a span, as opening hours are
-        return ", ".join(_words(key, v) for v in value) or "-"
-    return human_value(key, value, None, None)
-
-
-def _detail(detail: Any) -> str:
-    if not isinstance(detail, dict):
-        return "" if detail is None else _words("", detail)
-    return ", ".join(f"{k}: {_words(str(k), v)}" for k, v in detail.items())
-
-
-def _target(target: Any, stores: dict[str, str]) -> str:
-    """``store:sto_…`` as ``store Main St`` when the store is one the caller may see."""
-    kind, _, node = str(target or "").partition(":")
-    if kind == "store" and node in stores:
-        return f"store {stores[node]}"
-    return str(target or "")
-
-
 def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     if getattr(args, "audit_verb", None) == "verify":
-        raise BadArgument(
-            "the relay's API does not offer a chain check: on the relay's host run "
-            "`posassist-relay audit verify --data DIR`, or use the web console's audit page"
-            " / 请在服务器上运行 posassist-relay audit verify"
-        )
+        return _audit_verify(args, session)
     query: dict[str, Any] = {"limit": args.limit}
     if args.before:
         if not args.before.isdigit():
@@ -479,15 +496,21 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
         _print_json(answer)
         return 0
     stores = store_names(session) if answer["records"] else {}
+    names = {f"store:{node}": name for node, name in stores.items()}
+    named = {str(r.get(k) or "") for r in answer["records"] for k in ("actor", "target")}
+    if any(text.startswith("device:") for text in named):  # tills as `store / host`
+        tills = _Names(session)
+        for row in tills.rows("device"):
+            names[f"device:{row.get('id')}"] = tills.device_label(row.get("id"))
     lines = [
         [
             r.get("seq"),
             local_time(r.get("at")),
-            r.get("actor"),
+            audit_target(r.get("actor"), names)[0],
             r.get("action"),
-            _target(r.get("target"), stores),
+            audit_target(r.get("target"), names)[0],
             r.get("outcome"),
-            _detail(r.get("detail"))[:120],
+            audit_detail(r.get("detail"))[:120],
         ]
         for r in answer["records"]
     ]
@@ -498,10 +521,36 @@ def _audit(args: argparse.Namespace, session: dict[str, str]) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace, session: dict[str, str]) -> int:
+    """The relay walks its whole chain (``POST /v1/audit/verify``): exit 0 intact, 1 broken."""
+    answer = exchange(session, "POST", "/v1/audit/verify", {}).json()
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise UnexpectedAnswer("audit verify: no 'ok' in the answer")
+    if args.json:
+        _print_json(answer)
+    elif answer["ok"]:
+        print(
+            printable(
+                f"audit chain intact: {answer.get('records')} records checked, last seq "
+                f"{answer.get('last_seq')} / 审计链完整: 已检查 {answer.get('records')} 条记录"
+            )
+        )
+    else:
+        print(
+            printable(
+                f"audit chain BROKEN at seq {answer.get('first_bad')}: {answer.get('reason')} "
+                f"({answer.get('records')} records intact before it) / "
+                f"审计链已损坏, 第 {answer.get('first_bad')} 条记录起不可信"
+            )
+        )
+    return 0 if answer["ok"] else 1
+
+
 _HANDLERS = {
     "node-list": _node_list,
     "node-rename": _node_rename,
     "node-delete": _node_delete,
+    "device-action": _device_action,
     "user-list": _user_list,
     "user-create": _user_create,
     "user-action": _user_action,
@@ -529,6 +578,8 @@ def _ttl(text: str) -> float:
     value = seconds_from(text, "--ttl")
     if value is None:
         raise BadArgument("--ttl: a duration like 30m, 24h or 7d")
+    if not ENROLMENT_TTL[0] <= value <= ENROLMENT_TTL[1]:  # the relay's bound: refused here
+        raise BadArgument("--ttl: 1m .. 30d, e.g. 24h or 7d / 有效期须在 1 分钟到 30 天之间")
     return value
 
 
@@ -604,6 +655,18 @@ def add_parsers(commands: Any) -> None:
     )
     password.add_argument("--json", action="store_true")
 
+    device = commands.add_parser("device", help="revoke or delete a till (admins)")
+    device_verbs = device.add_subparsers(dest="device_command", required=True)
+    for verb, help_text in (
+        ("revoke", "refuse the till from now on (it is disconnected at once)"),
+        ("delete", "take a revoked till out of its store for good; its history is kept"),
+    ):
+        parser = _verb(device_verbs, verb, "device-action", help_text, device_verb=verb)
+        parser.add_argument("device", help="the device's id, or its host name")
+        parser.add_argument(
+            "--yes", action="store_true", help="do not ask; needed without a terminal"
+        )
+
     enrol = commands.add_parser("enrol-token", help="enrolment tokens: list, create, revoke")
     verbs = enrol.add_subparsers(dest="enrol_command", required=True)
     listed = _verb(verbs, "list", "enrol-list", "tokens of the stores you administer")
@@ -624,7 +687,10 @@ def add_parsers(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit log, newest first (admins)")
     audit.set_defaults(admin_command="audit")
     audit.add_argument(
-        "audit_verb", nargs="?", choices=["verify"], help="verify: where the chain is checked"
+        "audit_verb",
+        nargs="?",
+        choices=["verify"],
+        help="verify: the relay checks the whole hash chain (exit 1 if broken)",
     )
     audit.add_argument("--target", help="store:NAME, merchant:NAME, organisation:NAME, device:ID")
     audit.add_argument("--limit", type=_limit, default=50, help="rows per page (1..200)")

@@ -13,7 +13,9 @@ text is for our logs only and is never sent to a peer.
     │   │   ├── NotCancellable        cancel: not a script run
     │   │   ├── NotRunning            cancel: the device is not running it
     │   │   ├── AgentTooOld           cancel: the device's protocol is older than v7
-    │   │   └── EnrolmentAlreadyUsed  revoke: the enrolment token was used already
+    │   │   ├── DeviceActive          delete: the device is not revoked yet
+    │   │   ├── EnrolmentAlreadyUsed  revoke: the enrolment token was used already
+    │   │   └── DeviceNotActive       run, diagnose, restore: the device is revoked or handed over
     │   └── StorageUnavailable        database unreachable, locked or timed out 1013  503   1
     ├── CheckpointKeyError            audit checkpoint key unreadable           1011  500   2
     ├── CheckpointError               a checkpoint line unreadable or forged    1011  500   1
@@ -67,6 +69,8 @@ __all__ = [
     "CheckpointKeyError",
     "Conflict",
     "CsrfError",
+    "DeviceActive",
+    "DeviceNotActive",
     "DeviceRevoked",
     "EnrolmentAlreadyUsed",
     "EnrolmentError",
@@ -131,6 +135,14 @@ class EnrolmentAlreadyUsed(Conflict):
     public_reason_zh = "登记码已被使用, 无法撤销; 请改为注销该设备"
 
 
+class DeviceNotActive(Conflict):
+    """A script run, diagnosis or restore asked of a device that is revoked or handed over to
+    another provider: it can no longer connect, so nothing is sent and no job is made."""
+
+    public_reason = "the device is revoked or moved to another provider: nothing can run on it"
+    public_reason_zh = "设备已注销或已转移到其他服务商, 无法再对其操作"
+
+
 class JobFinished(Conflict):
     """A cancel of a job that has ended already (docs/protocol.md#cancel); nothing is sent."""
 
@@ -143,6 +155,14 @@ class NotCancellable(Conflict):
 
     public_reason = "only a running script can be cancelled"
     public_reason_zh = "只能取消正在运行的脚本"
+
+
+class DeviceActive(Conflict):
+    """Deleting a device that is still active; nothing changes (revoke it first: the till is
+    then refused, and whoever deletes it has seen it go)."""
+
+    public_reason = "the device is still active: revoke it first, then delete it"
+    public_reason_zh = "设备仍在使用中: 请先注销设备, 再删除"
 
 
 class NotRunning(Conflict):

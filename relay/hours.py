@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DAYS",
     "DEFAULT_TIMEZONE",
+    "BadDayHours",
+    "BadHours",
     "BusinessHours",
     "add_business_seconds",
     "business_seconds",
@@ -72,6 +74,21 @@ class BadHours(BadRequest):
     )
     public_reason_zh = (
         '营业时间无效: 格式如 {"weekly": {"mon": [["09:00", "21:00"]]}, "closed": ["2026-12-25"]}'
+    )
+
+
+class BadDayHours(BadHours):
+    """Opening hours from the web console's per-day form that can't be read; nothing changed.
+    The same checks as :class:`BadHours`, said as the form asks them."""
+
+    public_reason = (
+        "opening hours: each open day needs an opening time before its closing time (a store"
+        " open past midnight closes at 00:00 and opens again at 00:00 the next day), at least"
+        " one open day, and closed dates like 2026-12-25; nothing was changed"
+    )
+    public_reason_zh = (
+        "营业时间无效: 每个营业日需要开门时间早于关门时间 (跨午夜营业请在 00:00 关门, 次日 00:00"
+        " 开门), 每周至少营业一天, 休息日格式如 2026-12-25; 未作任何更改"
     )
 
 

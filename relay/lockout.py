@@ -7,6 +7,10 @@ up to ``max_delay``. A stranger slows only their own guessing; the admin signing
 address is not touched. While backed off, the handler refuses without looking at the password,
 with the same answer and the same work as a wrong password (relay/handlers/api.py ``login``).
 
+Tries are judged one budget at a time: a try counts against the budget from the moment it is
+looked at (:meth:`LoginBackoff.begin`), not when its scrypt ends, so fifty guesses sent at once get
+the same ``max_failures`` looks as fifty sent one after another.
+
 State lives in the relay's memory (bounded, least recently used dropped first) and is forgotten
 ``forget_after`` seconds after the last failure or on restart; ``posassist-relay user unlock``
 clears a name on every running relay (an audited ``user.unlock`` that relays follow).
@@ -48,6 +52,8 @@ class LoginBackoff:
         self.forget_after = forget_after
         self.max_keys = max_keys
         self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        #: tries being judged now (their password under scrypt), per (address, username)
+        self._judging: dict[tuple[str, str], int] = {}
 
     def __len__(self) -> int:
         return len(self._failures)
@@ -65,6 +71,30 @@ class LoginBackoff:
         """Whether a try from ``address`` for ``username`` must be refused unlooked-at now."""
         entry = self._entry((address, username), now)
         return entry is not None and now < entry.until
+
+    def begin(self, address: str, username: str, now: float) -> bool:
+        """Whether a try from ``address`` for ``username`` may be looked at now; if so it holds
+        a place in the budget until :meth:`end` (call it once the password is judged, then
+        :meth:`failed` or :meth:`succeeded`). False: refuse it unlooked-at, as :meth:`blocked`.
+        """
+        key = (address, username)
+        if self.blocked(address, username, now):
+            return False
+        entry = self._entry(key, now)
+        judging = self._judging.get(key, 0)
+        if judging and (0 if entry is None else entry.count) + judging >= self.max_failures:
+            return False  # the budget is spent by tries still being judged
+        self._judging[key] = judging + 1
+        return True
+
+    def end(self, address: str, username: str) -> None:
+        """A try :meth:`begin` let in has been judged (or abandoned)."""
+        key = (address, username)
+        left = self._judging.get(key, 0) - 1
+        if left > 0:
+            self._judging[key] = left
+        else:
+            self._judging.pop(key, None)
 
     def retry_after(self, address: str, username: str, now: float) -> float:
         """Seconds until a try is looked at again (0 when it would be now)."""

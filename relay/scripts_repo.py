@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from posassist.protocol.errors import EXIT_REFUSED, PosAssistError
+from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -47,6 +49,8 @@ __all__ = [
     "UntrustedRootError",
     "add_script_routes",
     "anchored_root_hash",
+    "device_platform",
+    "offered_scripts",
     "refresh_online_metadata",
 ]
 
@@ -328,3 +332,55 @@ def anchored_root_hash(repo_dir: Path) -> str | None:
     if problem is not None:
         raise UntrustedRootError(problem)
     return published_root_hash(repo_dir)
+
+
+# --- what the published repository offers (the run form, and the relay's platform check) --------
+
+#: The delegated targets roles a publish writes (docs/scripts.md), and where a target keeps its
+#: manifest.
+_ROLES = ("low-risk", "high-risk")
+_MANIFEST_FIELD = "posassist-manifest"
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))["signed"]
+
+
+def offered_scripts(scripts_dir: Path) -> dict[tuple[str, str], Manifest]:
+    """(id, version) → manifest of every script the published repository lists, as published
+    (the relay's own files; devices verify the signatures). Empty without a repository; a
+    manifest that does not parse is left out (and logged)."""
+    metadata = scripts_dir / "metadata"
+    try:
+        timestamp = _read(metadata / "timestamp.json")
+        snapshot = _read(
+            metadata / f"{timestamp['meta']['snapshot.json']['version']}.snapshot.json"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    offered: dict[tuple[str, str], Manifest] = {}
+    for role in _ROLES:
+        try:
+            version = snapshot["meta"][f"{role}.json"]["version"]
+            targets = _read(metadata / f"{version}.{role}.json")["targets"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for path, info in targets.items():
+            raw = info.get("custom", {}).get(_MANIFEST_FIELD) if isinstance(info, dict) else None
+            try:
+                manifest = parse_manifest(raw)
+            except ManifestError as exc:
+                log.warning(
+                    "published target %s has a manifest the relay can't read: %s", path, exc
+                )
+                continue
+            offered[(manifest.id, manifest.version)] = manifest
+    return offered
+
+
+def device_platform(facts: Any) -> str:
+    """``windows`` or ``linux`` from a device's reported ``os`` fact; "" when it did not say."""
+    os_name = facts.get("os") if hasattr(facts, "get") else None
+    if not isinstance(os_name, str) or not os_name:
+        return ""
+    return "windows" if os_name.lower().startswith("windows") else "linux"

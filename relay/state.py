@@ -45,6 +45,10 @@ log = logging.getLogger("posassist.relay")
 #: (last seen, agent version or None, facts or None): one device's presence not yet written.
 Presence: TypeAlias = "tuple[float, str | None, Mapping[str, Any] | None]"
 
+#: How often a connected device's heartbeats move its last seen (seconds): at most one presence
+#: write a minute per device, however often its heartbeats come (1,000s of tills beat).
+PRESENCE_REFRESH = 60.0
+
 #: Which roles may send which request to a device (viewers may look, not touch).
 ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "diag.request": frozenset({Role.ADMIN, Role.TECHNICIAN, Role.VIEWER}),
@@ -76,6 +80,9 @@ class RelayState:
     presence: dict[str, Presence] = field(default_factory=dict)
     #: The batch flush_presence is writing now.
     writing: dict[str, Presence] = field(default_factory=dict)
+    #: device id → when its heartbeats last moved its last seen (:meth:`heard_from`); only
+    #: connected devices (dropped when the connection ends).
+    heard: dict[str, float] = field(default_factory=dict)
     _paths: OrderedDict[str, TenantPath] = field(default_factory=OrderedDict)
     consoles: int = 0
     #: Loop time by which requests in flight must finish once shutdown has begun.
@@ -120,6 +127,16 @@ class RelayState:
         entry = (self.now(), agent_version, facts)
         previous = self.presence.get(device_id)
         self.presence[device_id] = entry if previous is None else _merged(entry, previous)
+
+    def heard_from(self, device_id: str) -> None:
+        """A heartbeat (or a sign-in) from a connected device: its last seen moves on, noted at
+        most once per :data:`PRESENCE_REFRESH`, so heartbeats add no write of their own."""
+        now = self.now()
+        last = self.heard.get(device_id)
+        if last is not None and 0 <= now - last < PRESENCE_REFRESH:
+            return
+        self.heard[device_id] = now
+        self.seen(device_id)
 
     def pending(self, device_id: str) -> Presence | None:
         """Presence noted for ``device_id`` and not yet written (or being written), if any."""

@@ -1,6 +1,6 @@
 """Shared test settings: hypothesis profiles (CI runs the byte fuzzers with 10,000 examples), the
-order parallel runs start tests in (the long ones first), and an explicit umask 022 for tests of
-file modes."""
+order parallel runs start tests in (the long ones first), an explicit umask 022 for tests of file
+modes, and the root logger put back after every test."""
 
 from __future__ import annotations
 
@@ -21,24 +21,6 @@ settings.register_profile("dev", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-@pytest.fixture(autouse=True)
-def _root_logger_restored() -> Iterator[None]:
-    """Each test leaves the root logger as it found it. A command's ``main()`` run in-process
-    installs a handler on the stderr of the moment (pytest's capture), which is closed after the
-    test: every later record in that worker then printed "--- Logging error --- Traceback" into
-    whichever test was capturing stderr, and a test that checks its stderr has no traceback
-    failed or passed depending on what ran before it on the same worker."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for handler in [h for h in root.handlers if h not in handlers]:
-            if not type(handler).__module__.startswith("_pytest."):  # pytest removes its own
-                root.removeHandler(handler)
-        root.setLevel(level)
-
-
 @pytest.fixture
 def umask_022() -> Iterator[None]:
     """The usual umask (022), set explicitly: a folder or file the product makes must be private
@@ -54,6 +36,23 @@ def umask_022() -> Iterator[None]:
 def mode(path: Path) -> int:
     """The permission bits of ``path`` (0o700, 0o600, …)."""
     return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_put_back() -> Iterator[None]:
+    """A command's ``main()`` called in-process installs its log handler on the root logger
+    (relay/logs.py ``configure_logging``) writing to the stderr pytest captured for that test;
+    left there, a later test in the same worker logs into a closed file, and "--- Logging
+    error --- Traceback" lands in that test's captured stderr (which failed CLI tests that
+    check for no traceback, depending on how xdist spread the tests)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -112,6 +112,9 @@ LINK_ONLY: Dict[str, Dict[str, Union[type, Tuple[type, ...]]]] = {
     },
     "link.diagnose": {"id": int},
     "link.summary": {"id": int, "findings": list, "error": str},
+    # the agent took consent question ``id`` off the table before this window answered it: the
+    # run was cancelled or timed out (``withdrawn``), or another window answered (``answered``)
+    "link.consent_closed": {"id": int, "reason": str},
 }
 
 #: A message on the link: a protocol message, or a link-only map.
@@ -154,7 +157,7 @@ def encode_line(msg: LinkMessage) -> bytes:
 
 
 #: The link-only messages a window may send once it is welcomed (``link.hello`` opens the
-#: link; ``link.welcome`` and ``link.summary`` are the agent's).
+#: link; ``link.welcome``, ``link.summary`` and ``link.consent_closed`` are the agent's).
 WINDOW_LINK_ONLY = frozenset({"link.diagnose"})
 
 

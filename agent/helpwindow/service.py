@@ -338,8 +338,9 @@ class HelpService:
         future: asyncio.Future[Decided] = asyncio.get_event_loop().create_future()
         self._questions[question_id] = future
         question = _question(question_id, self.device_id, manifest, timeout, params)
-        self._asked[question_id] = (question, time.monotonic() + timeout)
+        self._asked[question_id] = (question, time.monotonic() + timeout)  # for late windows
         self.pending.add(key, CURRENT_JOB.get(), manifest.id, self.clock())
+        deadline = time.monotonic() + timeout
         try:
             self.link.broadcast(question)
             return await future
@@ -347,6 +348,14 @@ class HelpService:
             self._questions.pop(question_id, None)
             self._asked.pop(question_id, None)
             self.pending.remove(key)
+            # cancelled (script.cancel) or timed out (awaiting it cancelled the future): no
+            # answer came, so each window is told to stop asking
+            if future.cancelled() or not future.done():
+                future.cancel()
+                # the runner's bound started a moment before this one: within a second of the
+                # end it is the timeout, before that a cancel (the agent stopping closes the link)
+                late = time.monotonic() >= deadline - 1.0
+                self.link.broadcast(_closed(question_id, "expired" if late else "withdrawn"))
 
     def _answer(self, peer: LinkPeer, msg: ConsentAnswer) -> None:
         future = self._questions.get(msg.id)
@@ -362,6 +371,14 @@ class HelpService:
             return
         decision = ConsentDecision.GRANTED if msg.granted else ConsentDecision.DENIED
         future.set_result(Decided(decision, peer.user))  # who clicked: the link says, not them
+        for other in list(self.link.peers):  # the question leaves every other window
+            if other is not peer and not other.closed:
+                other.send_nowait(_closed(msg.id, "answered"))
+
+
+def _closed(question_id: int, reason: str) -> Dict[str, Any]:
+    """``link.consent_closed``: the window stops asking (docs/helpwindow.md#consent)."""
+    return {"t": "link.consent_closed", "id": question_id, "reason": reason}
 
 
 def _error(request_id: int, code: str, message: str) -> ErrorReply:

@@ -81,6 +81,11 @@ WORDS: Dict[str, Tuple[str, str]] = {
         "Answer before the countdown ends; no answer means no",
     ),
     "consent_expired": ("该请求已过期, 未运行任何操作", "This request expired; nothing was run"),
+    "consent_withdrawn": (
+        "技术员已取消此操作, 未运行任何操作",
+        "The technician cancelled this; nothing was run",
+    ),
+    "consent_answered": ("已在另一个窗口回答", "Answered in another window"),
     "rate_title": ("问题已解决, 请为本次服务打分", "Solved: please rate the service"),
     "comment": ("意见或建议 (可不填)", "Comment (optional)"),
     "rate": ("提交评价", "Submit rating"),
@@ -259,6 +264,8 @@ class HelpView:
             elif msg.get("t") == "link.summary":
                 self.findings = [f for f in msg["findings"] if isinstance(f, dict)]
                 self.findings_error = str(msg["error"])
+            elif msg.get("t") == "link.consent_closed":
+                self._consent_closed(int(msg["id"]), str(msg["reason"]), now)
         elif isinstance(msg, TicketOpened):
             self._ticket(
                 {
@@ -326,6 +333,22 @@ class HelpView:
                 self.current = ticket_id
                 self.screen = "rate"
                 return
+
+    def _consent_closed(self, question_id: int, reason: str, now: float) -> None:
+        """The agent took the question shown here off the table (``link.consent_closed``): the
+        technician cancelled the run (``withdrawn``), the time is up (``expired``), or another
+        window answered it (``answered``). Nothing to answer any more; say why."""
+        if self.consent is None or self.consent.id != question_id:
+            return  # not the question on screen (answered here, or an older one)
+        self.consent = None
+        if self.screen == "consent":
+            self.screen = "ticket" if self.current else "ask"
+        if reason == "answered":
+            self.error = self.word("consent_answered")
+        elif reason == "withdrawn" and now < self.consent_deadline:
+            self.error = self.word("consent_withdrawn")
+        else:
+            self.error = self.word("consent_expired")
 
     def _refused(self, msg: ErrorReply) -> None:
         if msg.code == "consent_expired":

@@ -43,14 +43,14 @@ from posassist.agent.scripts.process import (
     run_process,
 )
 from posassist.agent.scripts.refusal import Refusal
-from posassist.protocol.manifest import ParamError, validate_params
+from posassist.protocol.manifest import ParamError, Precondition, validate_params
 
 if TYPE_CHECKING:
     import datetime
     from pathlib import Path
 
     from posassist.agent.profile import PosProfile
-    from posassist.protocol.manifest import Manifest, Precondition
+    from posassist.protocol.manifest import Manifest
 
 __all__ = ["EVENT_KINDS", "RunEvent", "RunResult", "ScriptRunner"]
 
@@ -200,6 +200,21 @@ class ScriptRunner:
                     "; ".join(f.en for f in failures),
                 )
             raise ScriptRefusedError(first)
+
+    async def _check_no_sale_open(self) -> None:
+        """A restore rewrites the POS's files: never under an open sale. Unlike a script's
+        ``no_sale_open``, a till without a POS profile (that can't tell) may still restore:
+        the restore is the way back from a bad change, and it is the technician's to ask."""
+        if self.profile is None or not (
+            self.profile.sale_open_file or self.profile.sale_open_process
+        ):
+            return
+        check = (Precondition("no_sale_open"),)
+        loop = asyncio.get_running_loop()
+        facts = await loop.run_in_executor(None, self._facts, check)
+        failures = evaluate(check, facts, self.clock(), self.tz)
+        if failures:
+            raise ScriptRefusedError(failures[0])
 
     async def _ask_consent(
         self,
@@ -447,6 +462,7 @@ class ScriptRunner:
         """
         emit: EventSink = on_event if on_event is not None else _ignore
         loop = asyncio.get_running_loop()
+        await self._check_no_sale_open()
         try:
             result = await loop.run_in_executor(None, self.backups.restore, backup_id)
         except (BackupError, OSError) as exc:

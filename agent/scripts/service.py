@@ -36,7 +36,7 @@ from posassist.protocol import (
 from posassist.protocol.errors import ProtocolError
 from posassist.protocol.messages import MAX_DEPTH, SCRIPT_STEPS, tree_ok
 
-from ..errors import BackupError
+from ..errors import BackupError, ScriptRefusedError
 from .consent import CURRENT_JOB
 from .results import ResultStore
 from .verify import ScriptVerificationError, refresh_metadata, verify_script
@@ -443,6 +443,17 @@ class ScriptService:
 
         try:
             result = await self.runner.restore(request.backup_id, on_event=on_event)
+        except ScriptRefusedError as exc:  # a sale is open: nothing was touched
+            await send(
+                ScriptFinished(
+                    id=request.id,
+                    job_id=job_id,
+                    status="refused",
+                    finished_at=clock(),
+                    detail=exc.refusal.text[:1024],
+                )
+            )
+            return
         except BackupError as exc:
             await send(
                 ScriptFinished(

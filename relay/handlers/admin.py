@@ -16,17 +16,19 @@ from aiohttp import web
 
 from posassist.protocol.messages import username_problem
 
-from ..audit import Outcome
+from ..audit import RELAY_CREATED, Outcome, verify_store
 from ..errors import (
     BadCredentials,
     BadCursor,
     BadName,
     BadRequest,
+    DeviceActive,
     NotFound,
     NotYourself,
     ScopeError,
     ShortPassword,
 )
+from ..limits import address_key
 from ..passwords import hash_password, verify_password
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
@@ -165,6 +167,29 @@ def _deleter(kind: ScopeKind) -> Any:
     return handle
 
 
+async def delete_device(request: web.Request) -> web.Response:
+    """``DELETE /v1/devices/{id}``: a revoked (or handed-over) till leaves its store for good, so
+    the store can be deleted; an active one is refused (409 ``DeviceActive``: revoke it first).
+    Its jobs, alerts and tickets are kept (the row stays, status ``deleted``, no store) and the
+    audit log is never touched; it is gone from every list and lookup (docs/api.md)."""
+    device_id = _id(request.match_info["device_id"], "device")
+    action = "device.delete"
+    target = f"device:{device_id}"
+    state, user = await _admin_for(request, Scope(ScopeKind.DEVICE, device_id), action)
+    try:
+        kept = await AdminStore(state.storage).delete_device(device_id, now=state.now())
+    except DeviceActive:
+        await state.audit(_actor(user), action, target, Outcome.REFUSED, {"reason": "active"})
+        raise
+    except NotEmpty as exc:
+        await state.audit(
+            _actor(user), action, target, Outcome.REFUSED, {"reason": "not empty", **exc.holds}
+        )
+        raise
+    await state.audit(_actor(user), action, target, Outcome.OK, kept)
+    return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
+
+
 # --- users ---------------------------------------------------------------------------------------
 
 
@@ -279,9 +304,14 @@ async def change_own_password(request: web.Request) -> web.Response:
     body = await _json(request)
     old = _field(body, "old_password", str, max_len=1024)
     new = _new_password(body, "new_password")
-    address, now = str(request.remote), state.now()
-    backed_off = state.login_backoff.blocked(address, user.username, now)
-    matches = not backed_off and await asyncio.to_thread(verify_password, old, user.password_hash)
+    address, now = address_key(str(request.remote)), state.now()
+    looked_at = state.login_backoff.begin(address, user.username, now)
+    backed_off = not looked_at
+    try:
+        matches = looked_at and await asyncio.to_thread(verify_password, old, user.password_hash)
+    finally:
+        if looked_at:
+            state.login_backoff.end(address, user.username)
     if not matches:
         if not backed_off:
             state.login_backoff.failed(address, user.username, now)
@@ -483,12 +513,41 @@ async def list_audit(request: web.Request) -> web.Response:
     return web.json_response({"records": [_audit_json(r) for r in records], "next_before": after})
 
 
+async def verify_audit(request: web.Request) -> web.Response:
+    """``POST /v1/audit/verify``: walk the whole chain, as the web console's audit page does
+    (same verifier: :func:`relay.audit.verify_store`). Only an admin at the root, as
+    ``POST /audit/verify``: another role 403, an admin lower down 404; both audited."""
+    state = request.app[STATE]
+    user = await current_user(request)
+    await _require_role(state, user, "audit.verify", "audit", Role.ADMIN)
+    if user.scope.kind is not ScopeKind.ROOT:
+        await _refuse_out_of_scope(state, user, "audit", "audit.verify")
+    result = await verify_store(state.storage, first_action=RELAY_CREATED)
+    answer: dict[str, Any] = {
+        "ok": result.ok,
+        "records": result.records_checked,
+        "last_seq": result.last_seq,
+    }
+    if not result.ok:
+        answer["first_bad"] = result.first_bad_seq
+        answer["reason"] = None if result.reason is None else result.reason.value
+    await state.audit(
+        _actor(user),
+        "audit.verify",
+        "audit",
+        Outcome.OK if result.ok else Outcome.FAILED,
+        {"records": result.records_checked, "via": "api", "first_bad": result.first_bad_seq},
+    )
+    return web.json_response(answer)
+
+
 def add_admin_routes(app: web.Application) -> None:
     for plural, kind in _KINDS.items():
         if kind is not ScopeKind.STORE:  # GET/PATCH /v1/stores/{id} are in api.py
             app.router.add_patch(f"/v1/{plural}/{{node_id}}", _renamer(kind))
         app.router.add_get(f"/v1/{plural}", _lister(kind))
         app.router.add_delete(f"/v1/{plural}/{{node_id}}", _deleter(kind))
+    app.router.add_delete("/v1/devices/{device_id}", delete_device)
     app.router.add_get("/v1/users", list_users)
     app.router.add_patch("/v1/users/{user_id}", rename_user)
     app.router.add_delete("/v1/users/{user_id}", delete_user)
@@ -502,3 +561,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/v1/enrolments/{enrolment_id}/revoke", revoke_enrolment)
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/audit", list_audit)
+    app.router.add_post("/v1/audit/verify", verify_audit)

@@ -162,6 +162,7 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
             for route in lost:
                 await _end_lost_route(state, route)
             state.seen(device_id)
+            state.heard.pop(device_id, None)
             log.info("agent %s disconnected from %s: %s", device_id, peer.peer, ended)
         if not ws.closed:
             await ws.close()
@@ -254,6 +255,7 @@ async def _authenticate(peer: WebSocketSession, state: RelayState) -> str:
     # may be routed to it (docs/protocol.md#requests).
     previous = state.router.attach_agent(device_id, peer)
     state.seen(device_id, hello.software)
+    state.heard_from(device_id)  # heartbeats move last seen from here on (once a minute)
     if previous is not None:
         # A second connection for the same device replaces the first, cleanly.
         assert isinstance(previous, WebSocketSession)
@@ -413,6 +415,7 @@ async def _handle(
     if isinstance(event, Heartbeat):
         now = state.now()
         peer.send_nowait(HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now))
+        state.heard_from(device_id)
         if lost.running:  # still running when last asked: ask again until they end
             _send_query(device_id, peer, lost, lost.running)
     elif isinstance(event, DeviceFacts):

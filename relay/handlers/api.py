@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.messages import (
@@ -284,13 +285,20 @@ async def check_password(request: web.Request, username: str, password: str) -> 
     # Backed off, unknown and wrong all cost one user lookup, one scrypt and one audit record,
     # and get the same answer: neither the time nor the reply tells them apart
     # (docs/relay.md#sign-in). The back-off is per address and name (relay/lockout.py).
-    backed_off = state.login_backoff.blocked(address, username, now)
+    looked_at = state.login_backoff.begin(address, username, now)
+    backed_off = not looked_at
     try:
-        user: User | None = await state.storage.get_user(username)
-    except NotFound:
-        user = None
-    stored = None if user is None or backed_off else user.password_hash
-    matches = await asyncio.to_thread(lambda: verify_password(password, stored or _dummy_hash()))
+        try:
+            user: User | None = await state.storage.get_user(username)
+        except NotFound:
+            user = None
+        stored = None if user is None or backed_off else user.password_hash
+        matches = await asyncio.to_thread(
+            lambda: verify_password(password, stored or _dummy_hash())
+        )
+    finally:
+        if looked_at:
+            state.login_backoff.end(address, username)
     if user is None or backed_off or not matches:
         if not backed_off:
             state.login_backoff.failed(address, username, now)
@@ -407,7 +415,11 @@ async def create_enrolment(request: web.Request) -> web.Response:
     body = await _json(request)
     store_id = _field(body, "store_id", str)
     ttl = body.get("ttl", 24 * 3600)
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 60 <= ttl <= 30 * 86400:
+    if (
+        not isinstance(ttl, int | float)
+        or isinstance(ttl, bool)
+        or not ENROLMENT_TTL[0] <= ttl <= ENROLMENT_TTL[1]
+    ):
         raise BadTtl("ttl must be 60 s .. 30 days")
     state, user = await _admin_in(request, Scope(ScopeKind.STORE, store_id), "enrolment.create")
     record, secret = await state.storage.create_enrolment(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from posassist.protocol import (
     AuthenticationError,
@@ -29,15 +29,16 @@ from posassist.protocol.errors import (
     SignInTimeout,
     UnexpectedMessage,
 )
-from posassist.protocol.messages import username_problem
+from posassist.protocol.messages import ScriptRunRequest, username_problem
 
 from ..audit import AuditEntry, Outcome, bounded
 from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSession
-from ..errors import TokenError
+from ..errors import DeviceNotActive, TokenError
 from ..limits import trust_connection
 from ..routing import Link, OfflineError
+from ..scripts_repo import device_platform, offered_scripts
 from ..state import ROUTE_ROLES, STATE, RelayState
-from ..storage import JobStatus
+from ..storage import DeviceStatus, JobStatus
 from .agents import SOFTWARE, handshake_failed, refuse_over_budget
 from .jobs import finish_route
 
@@ -255,6 +256,16 @@ async def _route(user: User, peer: Link, state: RelayState, event: Message) -> s
         # Out of scope and unknown look the same, so scope can't be probed for device ids.
         await _refuse(state, user, peer, event, "forbidden", "device not in your scope")
         return None
+    device = await state.storage.get_device(device_id)
+    if device.status is not DeviceStatus.ACTIVE:
+        # revoked or handed over: it can't connect, so nothing would reach it; no job is made
+        await _refuse(state, user, peer, event, "revoked", DeviceNotActive.public_reason)
+        return None
+    if isinstance(event, ScriptRunRequest):
+        mismatch = await _wrong_platform(state, device, event)
+        if mismatch is not None:
+            await _refuse(state, user, peer, event, "wrong_platform", mismatch)
+            return None
     now = state.now()
     # The job and its audit record commit together, before anything reaches the device.
     entry = AuditEntry(
@@ -301,6 +312,24 @@ async def _route(user: User, peer: Link, state: RelayState, event: Message) -> s
         if isinstance(agent, WebSocketSession):
             state.spawn(agent.close(SlowConsumerError.close_code, SlowConsumerError.public_reason))
     return job.id
+
+
+async def _wrong_platform(state: RelayState, device: Any, event: ScriptRunRequest) -> str | None:
+    """Why the published script can't run on the till's OS (its manifest's ``platforms``), in
+    both languages; None when it can, when the till never said its OS, or when the relay does
+    not publish that script (the agent checks again either way)."""
+    platform = device_platform(device.facts)
+    if not platform:
+        return None
+    offered = await asyncio.to_thread(offered_scripts, state.config.scripts_dir)
+    manifest = offered.get((event.script, event.version))
+    if manifest is None or platform in manifest.platforms:
+        return None
+    allowed = ", ".join(manifest.platforms)
+    return (
+        f"{manifest.id} runs on {allowed} only; this till runs {platform}"
+        f" / {manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}"
+    )
 
 
 async def _fail_unrouted(

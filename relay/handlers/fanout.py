@@ -59,6 +59,10 @@ MAX_STORE_DEVICES = 1000
 #: report is encoded as it arrives and only its text kept, so this also bounds what a store's
 #: replies hold in the relay's memory (up to 1,000 devices × 1 MiB frames otherwise).
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+#: What all store-wide requests in flight hold of their reports at once, in bytes of UTF-8 JSON:
+#: past it a new report comes as truncated too, so many stores asked together can't hold
+#: 16 MB each (:class:`HeldReports`).
+MAX_HELD_BYTES = 64 * 1024 * 1024
 #: Seconds past the request's timeout the relay waits for the router's own timeouts before it
 #: ends what is left itself.
 GRACE = 2.0
@@ -74,8 +78,8 @@ class DeviceAnswer:
     fanout: StoreFanout
     peer: str = "store-diag"
     session: Session = field(default_factory=lambda: Session(Role.CONSOLE))
-    #: The report's sections as JSON text (None: no report, or past the answer's size cap).
-    sections: str | None = None
+    #: The report's sections as UTF-8 JSON (None: no report, or past a size cap).
+    sections: bytes | None = None
     collected_at: float | None = None
     answered: bool = False
     truncated: bool = False
@@ -97,11 +101,12 @@ class DeviceAnswer:
             except (TypeError, ValueError):  # nothing the codec lets in: left out all the same
                 self.truncated = True
                 return
-            if self.fanout.size + len(text) > MAX_ANSWER_BYTES:
+            data = text.encode("utf-8")  # the caps count bytes: 汉字 are 3 each, not 1
+            del text
+            if self.fanout.size + len(data) > MAX_ANSWER_BYTES or not self.fanout.hold(len(data)):
                 self.truncated = True
             else:
-                self.fanout.size += len(text)
-                self.sections = text
+                self.sections = data
         elif isinstance(msg, ErrorReply):
             self.error = msg
 
@@ -125,6 +130,26 @@ class DeviceAnswer:
 
 
 @dataclass(eq=False)
+class HeldReports:
+    """Bytes of report JSON every store-wide request in flight holds, relay-wide."""
+
+    size: int = 0
+
+    def take(self, size: int) -> bool:
+        if self.size + size > MAX_HELD_BYTES:
+            return False
+        self.size += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.size -= size
+
+
+#: The relay's one :class:`HeldReports` (app state, never a global).
+HELD = web.AppKey("held_reports", HeldReports)
+
+
+@dataclass(eq=False)
 class StoreFanout:
     """One store-wide request: every device's link, and an event set when all have ended."""
 
@@ -134,6 +159,20 @@ class StoreFanout:
     #: Bytes of report JSON kept so far (:data:`MAX_ANSWER_BYTES`).
     size: int = 0
     all_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The relay's count of what every store-wide request holds (:data:`MAX_HELD_BYTES`).
+    held: HeldReports = field(default_factory=lambda: HeldReports())
+
+    def hold(self, size: int) -> bool:
+        """Keep ``size`` more bytes if both this answer's and the relay's caps allow it."""
+        if not self.held.take(size):
+            return False
+        self.size += size
+        return True
+
+    def release(self) -> None:
+        """The answer was sent (or its caller left): what it held is free for others."""
+        self.held.give_back(self.size)
+        self.size = 0
 
     def ended(self) -> None:
         self.left -= 1
@@ -190,14 +229,24 @@ async def store_diag(request: web.Request) -> web.Response:
     if not state.console_limiter.allow(user.username, state.now(), cost):
         await _refuse(state, user, store_id, "rate_limited")
         raise RateLimited(f"{user.username}: store diag rate")
-    work = asyncio.ensure_future(_fan_out(state, user, store_id, devices, collectors, timeout))
+    fanout = StoreFanout(held=request.app[HELD])
+    work = asyncio.ensure_future(
+        _fan_out(state, user, store_id, devices, collectors, timeout, fanout)
+    )
     state.tasks.add(work)  # type: ignore[arg-type] # shutdown waits for it
     work.add_done_callback(state.tasks.discard)
-    # Shielded: a caller who leaves does not leave the jobs pending.
-    results = await asyncio.shield(work)
-    return web.Response(
-        body=_answer(store_id, results), content_type="application/json", charset="utf-8"
-    )
+    # Shielded: a caller who leaves does not leave the jobs pending; what the reports hold is
+    # given back once the answer is made, or once the work ends if the caller left.
+    try:
+        results = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        work.add_done_callback(lambda _: fanout.release())
+        raise
+    try:
+        body = _answer(store_id, results)
+    finally:
+        fanout.release()
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def _fan_out(
@@ -207,6 +256,7 @@ async def _fan_out(
     devices: list[str],
     collectors: tuple[str, ...],
     timeout: float,
+    fanout: StoreFanout,
 ) -> list[DeviceAnswer]:
     actor = f"user:{user.username}"
     detail = {"collectors": bounded(collectors), "store": store_id}
@@ -214,7 +264,7 @@ async def _fan_out(
     now = state.now()
     # The jobs and their records commit together, before anything reaches a device.
     jobs = await state.storage.create_jobs(entries, ACTION, user.username, now=now)
-    fanout = StoreFanout(left=len(jobs))
+    fanout.left = len(jobs)
     for number, job in enumerate(jobs, 1):
         answer = DeviceAnswer(job.device_id, job.id, fanout)
         fanout.answers.append(answer)
@@ -284,7 +334,7 @@ def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:
     """The JSON answer: each device's result with its report's sections (encoded on arrival,
     within :data:`MAX_ANSWER_BYTES`). The agents' strings go as they came (JSON-escaped); a
     console makes them printable before showing them."""
-    parts = []
+    parts: list[bytes] = []
     for answer in answers:
         result: dict[str, Any] = {
             "device_id": answer.device_id,
@@ -298,12 +348,12 @@ def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:
                 result.update(sections=None, truncated=True)
         elif answer.error is not None:
             result["message"] = answer.error.message
-        text = json.dumps(result, ensure_ascii=False)
+        text = json.dumps(result, ensure_ascii=False).encode("utf-8")
         if answer.sections is not None:  # spliced in as encoded (valid JSON already)
-            text = text[:-1] + ', "sections": ' + answer.sections + "}"
+            text = text[:-1] + b', "sections": ' + answer.sections + b"}"
         parts.append(text)
-    head = json.dumps({"store_id": store_id, "devices": len(answers)})[:-1]
-    return (head + ', "results": [' + ", ".join(parts) + "]}").encode("utf-8")
+    head = json.dumps({"store_id": store_id, "devices": len(answers)})[:-1].encode("utf-8")
+    return head + b', "results": [' + b", ".join(parts) + b"]}"
 
 
 def _finite(value: float) -> float | None:
@@ -325,4 +375,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def add_routes(app: web.Application) -> None:
+    app[HELD] = HeldReports()
     app.router.add_post("/v1/stores/{store_id}/diag", store_diag)

@@ -975,9 +975,15 @@ async def set_sla(request: web.Request) -> web.Response:
         )
         raise ScopeError(f"{user.username} is not an admin")
     await state.require_scope(user, Scope(ScopeKind.MERCHANT, merchant_id), "merchant.sla")
-    targets = {}
+    unknown = sorted(set(body) - {"response_seconds", "resolve_seconds"})
+    if unknown:  # a misspelt target must not read as "no target" and clear the one in force
+        raise BadSla("unknown field: give only response_seconds and/or resolve_seconds")
+    # a target left out keeps its value; null clears it
+    targets = (await state_tickets(state).sla(merchant_id)).to_json()
     for name in ("response_seconds", "resolve_seconds"):
-        value = body.get(name)
+        if name not in body:
+            continue
+        value = body[name]
         if value is not None and (
             isinstance(value, bool)
             or not isinstance(value, int | float)

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from posassist.relay.errors import Conflict, NotFound
+from posassist.relay.errors import Conflict, DeviceActive, NotFound
 from posassist.relay.storage import schema as t
 from posassist.relay.storage.models import (
+    DeviceStatus,
     Merchant,
     Organisation,
     RetailStore,
@@ -190,6 +191,47 @@ class AdminStore:
 
         await self._storage.run_write(tx)
 
+    async def delete_device(self, device_id: str, *, now: float) -> dict[str, Any]:
+        """Take a revoked (or handed-over) device out of its store for good: status
+        ``deleted``, no store, ``deleted_at``. The row stays, so its jobs, alerts and tickets
+        keep their device and the audit log its target; the store no longer holds it.
+
+        Returns what the audit record keeps: the store it left and the jobs kept.
+        ``DeviceActive`` (nothing changed) while it is active; ``NotEmpty`` while users are
+        scoped to it; NotFound if unknown or deleted.
+        """
+
+        def tx(conn: sa.Connection) -> dict[str, Any]:
+            row = conn.execute(
+                sa.select(t.devices.c.status, t.devices.c.store_id).where(
+                    t.devices.c.id == device_id, t.devices.c.status != "deleted"
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"device {device_id!r}")
+            if row.status == DeviceStatus.ACTIVE:
+                raise DeviceActive(f"device {device_id!r} is active")
+            users = conn.scalar(  # a user scoped to this till would be left with nothing
+                sa.select(sa.func.count())
+                .select_from(t.users)
+                .where(t.users.c.scope_kind == "device", t.users.c.scope_id == device_id)
+            )
+            if users:
+                raise NotEmpty(f"device {device_id!r} has users", holds={"users": int(users)})
+            jobs = conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(t.jobs)
+                .where(t.jobs.c.device_id == device_id)
+            )
+            conn.execute(
+                t.devices.update()
+                .where(t.devices.c.id == device_id)
+                .values(status="deleted", store_id=None, deleted_at=now)
+            )
+            return {"store": row.store_id, "was": row.status, "jobs_kept": int(jobs or 0)}
+
+        return await self._storage.run_write(tx)
+
     # -- users ---------------------------------------------------------------------------------
 
     async def list_users(self) -> list[User]:
@@ -306,6 +348,23 @@ class AdminStore:
         jobs = [_job(r) for r in rows[:limit]]
         more = len(rows) > limit
         return jobs, (jobs[-1].created_at, jobs[-1].id) if more else None
+
+    async def enrolment_creators(self, since: float) -> dict[str, str]:
+        """Who created each enrolment token since ``since`` (epoch s): token id → the audit
+        actor of its ``enrolment.create`` record (tokens keep no creator of their own). A scan of
+        the audit records since then: the web console's token list asks for its oldest token's."""
+        query = sa.select(t.audit.c.actor, t.audit.c.detail).where(
+            t.audit.c.action == "enrolment.create",
+            t.audit.c.outcome == "ok",
+            t.audit.c.at >= since,
+        )
+        rows = await self._storage.run_read(lambda conn: conn.execute(query).all())
+        made: dict[str, str] = {}
+        for actor, detail in rows:
+            token = detail.get("enrolment") if isinstance(detail, dict) else None
+            if isinstance(token, str):
+                made[token] = actor
+        return made
 
     async def audit_page(
         self, *, limit: int, before: int | None = None, target: str | None = None

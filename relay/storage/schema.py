@@ -69,7 +69,8 @@ devices = sa.Table(
     "devices",
     metadata,
     sa.Column("id", ID, primary_key=True),
-    sa.Column("store_id", ID, sa.ForeignKey("stores.id"), nullable=False, index=True),
+    # Migration 0010: NULL once the device is deleted (status 'deleted'): it left its store.
+    sa.Column("store_id", ID, sa.ForeignKey("stores.id"), nullable=True, index=True),
     sa.Column("public_key", sa.LargeBinary(), nullable=False, unique=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("enrolled_at", sa.Double(), nullable=False),
@@ -79,7 +80,8 @@ devices = sa.Table(
     sa.Column("facts", sa.JSON(), nullable=False),
     # Migration 0009: moved to another provider (docs/protocol.md#changing-provider).
     sa.Column("handed_over_at", sa.Double(), nullable=True),
-    sa.CheckConstraint("status IN ('active', 'revoked', 'handed_over')", name="status"),
+    sa.Column("deleted_at", sa.Double(), nullable=True),
+    sa.CheckConstraint("status IN ('active', 'revoked', 'handed_over', 'deleted')", name="status"),
 )
 
 users = sa.Table(

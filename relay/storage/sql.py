@@ -145,6 +145,11 @@ def _at_revision(connection: sa.Connection, revision: str | None) -> bool:
     return [row[0] for row in rows] == [revision]
 
 
+#: A deleted device (status ``deleted``, no store: ``DELETE /v1/devices/{id}``) is kept for its
+#: history but is no device any more: every lookup by id or key answers as for an unknown one.
+_NOT_DELETED = t.devices.c.status != "deleted"
+
+
 def _device(row: sa.Row[Any]) -> Device:
     return Device(
         id=row.id,
@@ -471,7 +476,7 @@ class SqlStorage:
     # -- devices -------------------------------------------------------------------------------
 
     async def get_device(self, device_id: str) -> Device:
-        query = t.devices.select().where(t.devices.c.id == device_id)
+        query = t.devices.select().where(t.devices.c.id == device_id, _NOT_DELETED)
         row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
@@ -479,12 +484,12 @@ class SqlStorage:
 
     async def get_devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
         """The devices of ``device_ids`` that exist, by id, in one read (relay/batching.py)."""
-        query = t.devices.select().where(t.devices.c.id.in_(list(device_ids)))
+        query = t.devices.select().where(t.devices.c.id.in_(list(device_ids)), _NOT_DELETED)
         rows = await self._db.read(lambda conn: conn.execute(query).all())
         return {row.id: _device(row) for row in rows}
 
     async def find_device_by_key(self, public_key: bytes) -> Device | None:
-        query = t.devices.select().where(t.devices.c.public_key == public_key)
+        query = t.devices.select().where(t.devices.c.public_key == public_key, _NOT_DELETED)
         row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else _device(row)
 
@@ -520,7 +525,9 @@ class SqlStorage:
                 .where(t.devices.c.id == device_id, t.devices.c.status == DeviceStatus.ACTIVE)
                 .values(status=status.value, **stamp)
             )
-            return conn.execute(t.devices.select().where(t.devices.c.id == device_id)).first()
+            return conn.execute(
+                t.devices.select().where(t.devices.c.id == device_id, _NOT_DELETED)
+            ).first()
 
         row = await self._db.write(tx)
         if row is None:

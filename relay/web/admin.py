@@ -20,8 +20,13 @@ from ..errors import BadRequest, NotFound
 from ..handlers import admin as admin_api
 from ..handlers import alerts as alerts_api
 from ..handlers import api
+from ..hours import DAYS, MAX_INTERVALS_PER_DAY, BadDayHours, BadHours, parse_hours
+from ..state import STATE
 from ..storage import Role, ScopeKind
-from .pages import checked_form, page, render
+from ..storage.admin import AdminStore
+from . import sessions
+from .fleet import human_time, zone
+from .pages import checked_form, page, place_names, render
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -91,19 +96,60 @@ async def admin_page(request: web.Request, session: Session) -> web.StreamRespon
     users = (await _call(request, session, admin_api.list_users))["users"]
     tokens = (await _call(request, session, admin_api.list_enrolments))["enrolments"]
     names = {m["id"]: m["name"] for m in merchants} | {s["id"]: s["name"] for s in stores}
+    token_rows = await _token_rows(request, session, tokens, stores, names)
     return render(
         request,
         "admin.html",
         session=session,
         organisations=organisations,
         merchants=merchants,
-        stores=[{**s, "hours_json": json.dumps(s["hours"], ensure_ascii=False)} for s in stores],
+        stores=[{**s, "week": store_days(s["hours"])} for s in stores],
         users=users,
-        tokens=tokens,
+        tokens=token_rows,
         names=names,
         default_hours=DEFAULT_TOKEN_HOURS,
         max_hours=MAX_TOKEN_HOURS,
     )
+
+
+async def _token_rows(
+    request: web.Request,
+    session: Session,
+    tokens: list[dict[str, Any]],
+    stores: list[dict[str, Any]],
+    names: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Enrolment tokens for people: merchant and store by name, who created each (from the
+    audit chain), created and expiry times on the store's clock, the till that used it by name;
+    ids only as a second line."""
+    if not tokens:
+        return []
+    state = request.app[STATE]
+    lang = sessions.language(request)
+    now = state.now()
+    merchant_of = {s["id"]: names.get(s["merchant_id"], "") for s in stores}
+    zones = {s["id"]: s["timezone"] for s in stores}
+    since = min(float(t["created_at"]) for t in tokens)
+    creators = await AdminStore(state.storage).enrolment_creators(since)
+    used = (t["used_by_device"] for t in tokens if t.get("used_by_device"))
+    tills = await place_names(state, session.user.scope, used)
+    rows = []
+    for t in tokens:
+        tz = zone(zones.get(t["store_id"]) or "UTC")
+        actor = creators.get(t["id"], "")
+        used_by = t.get("used_by_device")
+        rows.append(
+            {
+                **t,
+                "merchant": merchant_of.get(t["store_id"], ""),
+                "store": names.get(t["store_id"], t["store_id"]),
+                "created_by": actor.removeprefix("user:") if actor else "—",
+                "created": human_time(t["created_at"], tz, now, lang),
+                "expires": human_time(t["expires_at"], tz, now, lang),
+                "till": tills.get(f"device:{used_by}", used_by) if used_by else "",
+            }
+        )
+    return rows
 
 
 def _form_action(
@@ -123,17 +169,72 @@ def _form_action(
     return handle
 
 
+def store_days(hours: dict[str, Any]) -> dict[str, Any]:
+    """A store's hours (relay/hours.py's JSON form) as the per-day form shows them: open around
+    the clock or not; each weekday closed or its intervals (as many as it keeps: a lunch break
+    stays two); the closed dates as text."""
+    weekly = hours.get("weekly") if isinstance(hours.get("weekly"), dict) else None
+    days = []
+    for day in DAYS:
+        spans = [tuple(span) for span in (weekly or {}).get(day, [])]
+        closed = weekly is not None and not spans  # open around the clock: times left blank
+        days.append({"day": day, "closed": closed, "spans": spans or [("", "")]})
+    return {
+        "always": weekly is None,
+        "days": days,
+        "closed_dates": ", ".join(hours.get("closed") or []),
+    }
+
+
+def _clock(text: str) -> str:
+    """A browser's ``<input type=time>`` value (``HH:MM``, maybe with seconds) as the hours'
+    clock; a close at ``00:00`` is midnight at the end of the day (``24:00``)."""
+    return text[:5]
+
+
+def _hours_from_form(form: dict[str, str]) -> dict[str, Any]:
+    """The per-day form as the hours' JSON form, checked by ``parse_hours`` (order, overlap, a
+    week with no opening, dates) and refused in the form's words (``BadDayHours``) before the
+    API's handler, which checks it again: either way nothing is changed."""
+    dates = [d for d in form.get("closed_dates", "").replace(",", " ").split() if d]
+    hours: dict[str, Any] = {"closed": dates} if dates else {}
+    if form.get("always_open") == "on":
+        return _checked(hours)
+    weekly: dict[str, list[list[str]]] = {}
+    for day in DAYS:
+        if form.get(f"closed_{day}") == "on":
+            continue
+        spans = []
+        for i in range(MAX_INTERVALS_PER_DAY):
+            start, end = form.get(f"open_{day}_{i}", ""), form.get(f"close_{day}_{i}", "")
+            if not start and not end:
+                continue
+            if not start or not end:
+                raise BadDayHours(f"hours: {day} needs both an opening and a closing time")
+            end = _clock(end)
+            spans.append([_clock(start), "24:00" if end == "00:00" else end])
+        if not spans:
+            raise BadDayHours(f"hours: {day} has no times; tick closed if the store is shut")
+        weekly[day] = spans
+    return _checked({**hours, "weekly": weekly})
+
+
+def _checked(hours: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parse_hours(hours)  # the API's handler checks again, with the store's zone
+    except BadHours as exc:
+        raise BadDayHours(str(exc)) from None
+    return hours
+
+
 def _store_fields(form: dict[str, str]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if form.get("name"):
         body["name"] = form["name"]
     if form.get("timezone"):
         body["timezone"] = form["timezone"]
-    if form.get("hours"):
-        try:
-            body["hours"] = json.loads(form["hours"])
-        except ValueError:
-            raise BadRequest("hours is not JSON") from None
+    if form.get("hours_form") == "1":
+        body["hours"] = _hours_from_form(form)
     return body
 
 
@@ -189,6 +290,10 @@ def add_admin_pages(app: web.Application) -> None:
     )
     app.router.add_post(
         "/admin/enrolments/{enrolment_id}/revoke", _form_action(admin_api.revoke_enrolment, None)
+    )
+    app.router.add_post(  # a revoked till out of its store for good, its history kept
+        "/admin/devices/{device_id}/delete",
+        _form_action(admin_api.delete_device, None, lambda request: "/fleet"),
     )
     app.router.add_post(
         "/admin/devices/{device_id}/revoke",

@@ -28,11 +28,21 @@ from ..audit import Outcome
 from ..errors import NotFound, ScopeError
 from ..handlers.cancel import cancel_job
 from ..handlers.consoles import route_request
+from ..scripts_repo import device_platform, offered_scripts
 from ..state import STATE
+from ..storage import DeviceStatus
 from . import sessions
-from .pages import checked_form, finding_rows, may_run, page, render, visible_device
-from .runs import RUNS, WebRun, offered_scripts, remember
-from .words import WORDS, word
+from .pages import (
+    active_device,
+    checked_form,
+    finding_rows,
+    may_run,
+    page,
+    refuse_inactive,
+    render,
+)
+from .runs import RUNS, WebRun, remember
+from .words import WORDS, finished_detail, word
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -134,23 +144,42 @@ async def _chosen(request: web.Request, source: Mapping[str, Any]) -> Manifest |
     return offered.get((script, version))
 
 
+def wrong_platform(device: Any, manifest: Manifest, lang: str) -> str | None:
+    """Why ``manifest`` can't run on ``device`` (its manifest's ``platforms`` leave out the OS
+    the till reported), in the page's language; None when it can, or the till never said."""
+    platform = device_platform(device.facts)
+    if not platform or platform in manifest.platforms:
+        return None
+    allowed = ", ".join(manifest.platforms)
+    if lang == "en":
+        return f"{manifest.id} runs on {allowed} only; this till runs {platform}"
+    return f"{manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}"
+
+
 @page
 async def run_form(request: web.Request, session: Session) -> web.StreamResponse:
-    """``GET /devices/{device_id}/run[?script=&version=]``: the scripts on offer, then one's
-    parameters as a form built from its manifest (HTML limits: the browser checks first)."""
-    device = await visible_device(request, session, "script.run")
+    """``GET /devices/{device_id}/run[?script=&version=]``: the scripts on offer for the till's
+    OS, then one's parameters as a form built from its manifest (HTML limits: the browser
+    checks first)."""
+    device = await active_device(request, session, "script.run")
     offered = await _offered(request)
     manifest = await _chosen(request, request.query)
+    lang = sessions.language(request)
+    error = wrong_platform(device, manifest, lang) if manifest is not None else None
     return render(
         request,
         "run.html",
         session=session,
+        status=400 if error else 200,
         device=device,
         may_run=may_run(session),
-        offered=sorted(offered.values(), key=lambda m: (m.id, m.version)),
-        manifest=manifest,
+        offered=sorted(
+            (m for m in offered.values() if wrong_platform(device, m, lang) is None),
+            key=lambda m: (m.id, m.version),
+        ),
+        manifest=None if error else manifest,
         values={},
-        error=None,
+        error=error,
     )
 
 
@@ -160,10 +189,36 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
     parameter rules) before a job exists; then routed as a console's run, and on to its page."""
     form = await checked_form(request, session)
     state = request.app[STATE]
-    device = await visible_device(request, session, "script.run")
+    device = await active_device(request, session, "script.run")
     manifest = await _chosen(request, form)
     if manifest is None:
         raise NotFound("no such script on offer")
+    mismatch = wrong_platform(device, manifest, sessions.language(request))
+    if mismatch is not None:
+        await state.audit(
+            f"user:{session.user.username}",
+            "script.run",
+            f"device:{device.id}",
+            Outcome.REFUSED,
+            {
+                "reason": "wrong_platform",
+                "script": manifest.id,
+                "platform": device_platform(device.facts),
+                "via": "web",
+            },
+        )
+        return render(
+            request,
+            "run.html",
+            session=session,
+            status=400,
+            device=device,
+            may_run=may_run(session),
+            offered=[],
+            manifest=None,
+            values={},
+            error=mismatch,
+        )
     unattended = form.get("unattended") == "on"
     try:
         if unattended and not manifest.unattended:
@@ -212,7 +267,7 @@ async def diagnose(request: web.Request, session: Session) -> web.StreamResponse
     console's ``diag.request``: same role, scope, job and audit); its page shows it in words."""
     await checked_form(request, session)
     state = request.app[STATE]
-    device = await visible_device(request, session, "diag.request")
+    device = await active_device(request, session, "diag.request")
     run = WebRun(device.id, "", "", session.user.username)
     asked = DiagnosticsRequest(id=1, device_id=device.id, timeout=DIAGNOSE_TIMEOUT)
     job_id = await route_request(session.user, run, state, asked)
@@ -234,6 +289,8 @@ async def restore_backup(request: web.Request, session: Session) -> web.StreamRe
     if ran is None or backup_id is None:
         raise NotFound("no backup known for this job")
     state = request.app[STATE]
+    device = await state.storage.get_device(job.device_id)
+    await refuse_inactive(state, session, device, "script.restore")
     restore = WebRun(job.device_id, ran.script, ran.version, session.user.username)
     restore.restoring = backup_id
     asked = ScriptRestoreRequest(id=1, device_id=job.device_id, backup_id=backup_id)
@@ -350,7 +407,9 @@ def _finished_words(status: str, lang: str) -> str:
     return word(key, lang) if key in WORDS else status
 
 
-def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, Any]:
+async def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, Any]:
+    device = await request.app[STATE].storage.get_device(job.device_id)
+    active = device.status is DeviceStatus.ACTIVE  # a revoked till's page offers no restore
     lang = sessions.language(request)
     run = request.app[RUNS].get(job.id)
     steps = [_step_words(step, detail, lang) for step, detail in run.steps] if run else []
@@ -368,10 +427,14 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
         "finished_words": (
             _finished_words(run.finished.status, lang) if run and run.finished else ""
         ),
+        "finished_detail": (
+            finished_detail(run.finished.detail, lang) if run and run.finished else ""
+        ),
         "consent": consent,
         "output": run.output.decode("utf-8", "replace") if run else "",
         "done": job.status.finished and (run is None or run.done),
         "may_run": may_run(session),
+        "active": active,
     }
 
 
@@ -379,7 +442,7 @@ def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, A
 async def job_page(request: web.Request, session: Session) -> web.StreamResponse:
     """``GET /jobs/{job_id}``: a run's steps, consent, output and end, live until it ends."""
     job = await _visible_job(request, session)
-    return render(request, "job.html", session=session, **_job_values(request, session, job))
+    return render(request, "job.html", session=session, **await _job_values(request, session, job))
 
 
 @page
@@ -387,7 +450,7 @@ async def job_progress(request: web.Request, session: Session) -> web.StreamResp
     """``GET /jobs/{job_id}/progress``: the live part alone, for htmx to swap in."""
     job = await _visible_job(request, session)
     return render(
-        request, "job_progress.html", session=session, **_job_values(request, session, job)
+        request, "job_progress.html", session=session, **await _job_values(request, session, job)
     )
 
 

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jinja2
 from aiohttp import web
-from markupsafe import Markup
 
 from posassist.client.advice import ADVICE, script_for
-from posassist.client.render import all_findings
+from posassist.client.render import all_findings, audit_detail, audit_target, device_label
 from posassist.protocol import PosAssistError
 from posassist.protocol.messages import (
     DEVICE_ID,
@@ -29,12 +27,13 @@ from posassist.protocol.messages import (
 from posassist.protocol.text import printable
 
 from ..audit import RELAY_CREATED, Outcome, verify_store
-from ..errors import BadCredentials, CsrfError, NotFound, RateLimited
+from ..errors import BadCredentials, CsrfError, DeviceNotActive, NotFound, RateLimited
 from ..handlers.alerts import MAX_LISTED, health_of
 from ..handlers.api import check_password
 from ..handlers.consoles import end_sign_in
+from ..scripts_repo import device_platform
 from ..state import ROUTE_ROLES, STATE
-from ..storage import Role, Scope, ScopeKind
+from ..storage import DeviceStatus, Role, Scope, ScopeKind
 from ..storage.admin import AdminStore
 from ..storage.tickets import TicketStore
 from . import sessions
@@ -44,7 +43,9 @@ from .runs import RUNS
 from .words import WORDS, word
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+    import jinja2
 
     from ..alerts import Alert
     from ..state import RelayState
@@ -52,7 +53,15 @@ if TYPE_CHECKING:
 
     Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
-__all__ = ["add_pages", "checked_form", "may_run", "page", "render"]
+__all__ = [
+    "active_device",
+    "add_pages",
+    "checked_form",
+    "may_run",
+    "page",
+    "refuse_inactive",
+    "render",
+]
 
 HERE = Path(__file__).parent
 KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
@@ -60,37 +69,48 @@ KNOWN_FACTS = frozenset(key for key in WORDS if key.startswith("fact_"))
 FLEET_POLL = 5
 
 
-def _shown(value: Any) -> Any:
-    """Every ``{{ }}`` in a template passes here before autoescaping: text from a till or a
-    user loses control characters and bidi overrides (protocol/text.py), so it reads in the
-    order it is stored; markup the templates build themselves is left alone."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and not isinstance(value, Markup):
-        return printable(value)
-    return value
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The templates, loaded with the first page: an idle relay that nobody browses never
+    imports jinja2 (its start-up memory, issue 16; tests/relay/test_idle_imports.py)."""
+    import jinja2
+    from markupsafe import Markup
 
+    def shown(value: Any) -> Any:
+        """Every ``{{ }}`` in a template passes here before autoescaping: text from a till or
+        a user loses control characters and bidi overrides (protocol/text.py), so it reads in
+        the order it is stored; markup the templates build themselves is left alone."""
+        if value is None:
+            return ""
+        if isinstance(value, str) and not isinstance(value, Markup):
+            return printable(value)
+        return value
 
-ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    finalize=_shown,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-ENV.globals["html_pattern"] = html_pattern
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        finalize=shown,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["html_pattern"] = html_pattern
+    return env
 
 
 def html_of(request: web.Request, template: str, session: Session | None, **values: Any) -> str:
     """``template`` rendered in the request's language."""
     lang = sessions.language(request)
-    return ENV.get_template(template).render(
-        w=functools.partial(word, lang=lang),
-        lang=lang,
-        session=session,
-        path=request.path_qs,
-        **values,
+    return (
+        templates()
+        .get_template(template)
+        .render(
+            w=functools.partial(word, lang=lang),
+            lang=lang,
+            session=session,
+            path=request.path_qs,
+            **values,
+        )
     )
 
 
@@ -378,12 +398,26 @@ async def visible_device(request: web.Request, session: Session, action: str) ->
     return _overlaid(device, state.pending(device_id))
 
 
-def device_platform(facts: Any) -> str:
-    """``windows`` or ``linux`` from a device's reported ``os`` fact; "" when it did not say."""
-    os_name = facts.get("os") if hasattr(facts, "get") else None
-    if not isinstance(os_name, str) or not os_name:
-        return ""
-    return "windows" if os_name.lower().startswith("windows") else "linux"
+async def active_device(request: web.Request, session: Session, action: str) -> Any:
+    """:func:`visible_device`, for an action on the till (run, diagnose): a revoked or
+    handed-over device is refused before any job (409 ``DeviceNotActive``, audited); the
+    relay's routing refuses it again (relay/handlers/consoles.py)."""
+    device = await visible_device(request, session, action)
+    await refuse_inactive(request.app[STATE], session, device, action)
+    return device
+
+
+async def refuse_inactive(state: RelayState, session: Session, device: Any, action: str) -> None:
+    if device.status is DeviceStatus.ACTIVE:
+        return
+    await state.audit(
+        f"user:{session.user.username}",
+        action,
+        f"device:{device.id}",
+        Outcome.REFUSED,
+        {"reason": f"device {device.status}", "via": "web"},
+    )
+    raise DeviceNotActive(f"device {device.id} is {device.status}")
 
 
 def _advice(code: Any, platform: str = "") -> dict[str, Any]:
@@ -513,6 +547,7 @@ async def device_page(request: web.Request, session: Session) -> web.StreamRespo
         when=lambda epoch: human_time(epoch, tz, now, lang),
         known_facts=KNOWN_FACTS,
         may_run=may_run(session),
+        active=device.status is DeviceStatus.ACTIVE,
     )
 
 
@@ -535,6 +570,27 @@ def may_run(session: Session) -> bool:
 # --- queues and the audit log --------------------------------------------------------------------
 
 
+async def place_names(
+    state: RelayState, scope: Scope, devices: Iterable[str] = ()
+) -> dict[str, str]:
+    """What ``scope`` covers, by audit target (``store:sto_…``, ``device:dev_…``…) → the words a
+    person knows it by: organisation, merchant and store names, and the tills of ``devices``
+    (ids a scoped list named; only those are read: 10,000 devices cost 0.3 s) as ``store /
+    host``."""
+    admin = AdminStore(state.storage)
+    names: dict[str, str] = {}
+    for kind in (ScopeKind.ORGANISATION, ScopeKind.MERCHANT):
+        for node in await admin.list_nodes(kind, scope):
+            names[f"{kind.value}:{node.id}"] = node.name
+    stores = {store.id: store.name for store, _merchant in await admin.store_places(scope)}
+    names.update({f"store:{node}": name for node, name in stores.items()})
+    wanted = sorted({d for d in devices if DEVICE_ID.fullmatch(d)})
+    for device in (await state.storage.get_devices(wanted)).values() if wanted else ():
+        label = device_label(stores.get(device.store_id), device.facts, device.id)
+        names[f"device:{device.id}"] = label
+    return names
+
+
 @page
 async def alerts_page(request: web.Request, session: Session) -> web.StreamResponse:
     """``GET /alerts``: open alerts in the user's scope, worst and oldest first."""
@@ -546,11 +602,13 @@ async def alerts_page(request: web.Request, session: Session) -> web.StreamRespo
     )
     rank = {"critical": 0, "warning": 1, "info": 2}
     alerts.sort(key=lambda a: (rank.get(a.severity, 3), a.opened_at))
+    names = await place_names(state, session.user.scope, (a.device_id for a in alerts))
     rows = [
         (
             a,
             human_time(a.opened_at, zone(a.store_timezone or "UTC"), now, lang),
             human_time(a.acknowledged_at, zone(a.store_timezone or "UTC"), now, lang),
+            names.get(f"device:{a.device_id}", a.device_id),
         )
         for a in alerts
     ]
@@ -617,7 +675,18 @@ async def audit_page(request: web.Request, session: Session) -> web.StreamRespon
     lang = sessions.language(request)
     now = state.now()
     utc = zone("UTC")
-    rows = [(r, human_time(r.at, utc, now, lang)) for r in records]
+    shown = (t.partition(":")[2] for r in records for t in (r.actor, r.target))
+    names = await place_names(state, session.user.scope, shown) if records else {}
+    rows = [
+        (
+            r,
+            human_time(r.at, utc, now, lang),
+            audit_target(r.actor, names)[0],
+            *audit_target(r.target, names),
+            audit_detail(r.detail)[:200],
+        )
+        for r in records
+    ]
     return render(
         request,
         "audit.html",

@@ -1,5 +1,5 @@
-"""Vetted scripts from the web console: the scripts the relay's published repository offers (their
-manifests, for the run form), and a run's live record (steps, consent, output, end).
+"""Vetted scripts from the web console: a run's live record (steps, consent, output, end). What the
+published repository offers is relay/scripts_repo.py's ``offered_scripts``.
 
 A run goes through the same checks, job and audit record as one from a websocket console
 (relay/handlers/consoles.py ``route_request``); :class:`WebRun` is the link the router sends its
@@ -8,8 +8,6 @@ replies to. The device still verifies every signature before anything runs (docs
 
 from __future__ import annotations
 
-import json
-import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,24 +24,16 @@ from posassist.protocol import (
     ScriptStarted,
     Session,
 )
-from posassist.protocol.manifest import Manifest, ManifestError, parse_manifest
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from posassist.protocol import Message
 
-__all__ = ["RUNS", "WebRun", "offered_scripts"]
-
-log = logging.getLogger("posassist.relay.web")
+__all__ = ["RUNS", "WebRun"]
 
 #: Output kept per run for the page (the job's record and audit hold the outcome).
 MAX_OUTPUT = 64 * 1024
 #: Runs remembered for their pages; the oldest goes first.
 MAX_RUNS = 500
-#: The approvers' roles a manifest can be listed in (console/scripts_repo.py).
-_ROLES = ("low-risk", "high-risk")
-_MANIFEST_FIELD = "posassist-manifest"
 
 
 @dataclass(eq=False)
@@ -102,39 +92,3 @@ def remember(app: web.Application, run: WebRun) -> None:
     runs[run.job_id] = run
     while len(runs) > MAX_RUNS:
         runs.popitem(last=False)
-
-
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text("utf-8"))["signed"]
-
-
-def offered_scripts(scripts_dir: Path) -> dict[tuple[str, str], Manifest]:
-    """(id, version) → manifest of every script the published repository lists, as published
-    (the relay's own files; devices verify the signatures). Empty without a repository; a
-    manifest that does not parse is left out (and logged)."""
-    metadata = scripts_dir / "metadata"
-    try:
-        timestamp = _read(metadata / "timestamp.json")
-        snapshot = _read(
-            metadata / f"{timestamp['meta']['snapshot.json']['version']}.snapshot.json"
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    offered: dict[tuple[str, str], Manifest] = {}
-    for role in _ROLES:
-        try:
-            version = snapshot["meta"][f"{role}.json"]["version"]
-            targets = _read(metadata / f"{version}.{role}.json")["targets"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        for path, info in targets.items():
-            raw = info.get("custom", {}).get(_MANIFEST_FIELD) if isinstance(info, dict) else None
-            try:
-                manifest = parse_manifest(raw)
-            except ManifestError as exc:
-                log.warning(
-                    "published target %s has a manifest the relay can't read: %s", path, exc
-                )
-                continue
-            offered[(manifest.id, manifest.version)] = manifest
-    return offered

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["WORDS", "word"]
+import re
+
+__all__ = ["WORDS", "finished_detail", "word"]
 
 WORDS: dict[str, tuple[str, str]] = {
     "title": ("posassist 技术员控制台", "posassist technician console"),
@@ -141,15 +143,39 @@ WORDS: dict[str, tuple[str, str]] = {
     "shown_once": ("登记码只显示这一次。", "The token is shown this once only."),
     "valid_hours": ("有效期 (小时)", "Valid for (hours)"),
     "create_token": ("生成登记码", "Create a token"),
+    "created_by": ("创建人", "Created by"),
+    "no_actions_inactive": (
+        "该设备已注销或已转移, 不能再诊断、运行脚本或恢复备份",
+        "This till is revoked or moved to another provider: it can't be diagnosed, run or restored",
+    ),
+    "expires": ("过期时间", "Expires"),
+    "token_id": ("登记码编号", "Token id"),
     "token_unused": ("未使用", "unused"),
     "token_used": ("已使用", "used"),
     "token_expired": ("已过期", "expired"),
     "token_revoked": ("已撤销", "revoked"),
     "revoke": ("撤销", "Revoke"),
     "revoke_device": ("注销此设备", "Revoke this device"),
+    "delete_device": (
+        "删除此设备 (保留作业和审计记录)",
+        "Delete this device (jobs and audit kept)",
+    ),
     "stores": ("门店", "Stores"),
     "name": ("名称", "Name"),
-    "hours": ("营业时间 (JSON)", "Opening hours (JSON)"),
+    "hours": ("营业时间", "Opening hours"),
+    "always_open": ("全天营业 (每天 24 小时)", "Open around the clock, every day"),
+    "weekday": ("星期", "Day"),
+    "day_closed": ("休息", "Closed"),
+    "opens": ("开门", "Opens"),
+    "closes": ("关门 (00:00 = 午夜)", "Closes (00:00 = midnight)"),
+    "closed_dates": ("休息日 (日期, 逗号分隔)", "Closed dates (comma-separated)"),
+    "day_mon": ("周一", "Mon"),
+    "day_tue": ("周二", "Tue"),
+    "day_wed": ("周三", "Wed"),
+    "day_thu": ("周四", "Thu"),
+    "day_fri": ("周五", "Fri"),
+    "day_sat": ("周六", "Sat"),
+    "day_sun": ("周日", "Sun"),
     "save": ("保存", "Save"),
     "create": ("创建", "Create"),
     "new_store": ("新门店", "New store"),
@@ -201,3 +227,23 @@ def word(key: str, lang: str) -> str:
     if pair is None:
         return key
     return pair[1] if lang == "en" else pair[0]
+
+
+#: The agent's fixed end sentences (agent/scripts/service.py, results.py), English only.
+_RESTORED = re.compile(r"restored (\d+), removed (\d+), unchanged (\d+)")
+_AGENT_SENTENCES = {
+    "interrupted: the agent stopped while the script ran": "中断: 脚本运行时收银助手停止了",
+}
+
+
+def finished_detail(detail: str, lang: str) -> str:
+    """A run's end ``detail`` from the till in the page's language: the agent's fixed English
+    sentences (a restore's counts, an interrupted run) get their Chinese; anything else (the
+    agent's own words, already bilingual where it has them) is shown as sent."""
+    if lang == "en":
+        return detail
+    counts = _RESTORED.fullmatch(detail)
+    if counts is not None:
+        restored, removed, unchanged = counts.groups()
+        return f"已恢复 {restored} 个文件, 删除 {removed} 个, {unchanged} 个未变"
+    return _AGENT_SENTENCES.get(detail, detail)

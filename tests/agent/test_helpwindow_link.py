@@ -265,6 +265,8 @@ async def test_an_answer_after_the_timeout_is_refused(service: HelpService, tmp_
             question = await client.receive(5)
         with pytest.raises(asyncio.TimeoutError):
             await asking  # the runner's bound: TIMED_OUT
+        closed = await client.receive(5)  # the window is told to stop asking
+        assert closed == {"t": "link.consent_closed", "id": question.id, "reason": "expired"}
         await client.send(ConsentAnswer(id=question.id, granted=True))
         late = await client.receive(5)
         assert isinstance(late, ErrorReply)
@@ -621,3 +623,64 @@ async def test_the_window_shows_times_in_the_stores_zone_the_relay_names(
         assert again.welcome["timezone"] == "Europe/Berlin"
     finally:
         await again.close()
+
+
+async def test_a_question_cancelled_while_asked_is_taken_off_every_window(
+    service: HelpService, tmp_path: Path
+) -> None:
+    """``script.cancel`` during the consent wait: the runner cancels the ask; each window is told
+    the question is withdrawn (not expired), the pending file is empty, a late answer refused."""
+    first = await LinkClient.connect(tmp_path / "till")
+    second = await LinkClient.connect(tmp_path / "till")
+    try:
+        for _ in range(500):
+            if len(service.link.peers) == 2:
+                break
+            await asyncio.sleep(0.01)
+        asking = asyncio.ensure_future(LinkConsent(service, timeout=600.0).ask(manifest(), {}))
+        question, other = await first.receive(5), await second.receive(5)
+        assert isinstance(question, ConsentRequest)
+        assert isinstance(other, ConsentRequest)
+        question_id = question.id
+        asking.cancel()  # what the runner does when the relay's script.cancel arrives
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        withdrawn = {"t": "link.consent_closed", "id": question_id, "reason": "withdrawn"}
+        assert await first.receive(5) == withdrawn
+        assert await second.receive(5) == withdrawn
+        pending = json.loads((tmp_path / "till" / "help" / "consent-pending.json").read_text())
+        assert pending == []
+        await first.send(ConsentAnswer(id=question_id, granted=True))
+        late = await first.receive(5)
+        assert isinstance(late, ErrorReply)
+        assert late.code == "consent_expired"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_answer_in_one_window_takes_the_question_off_the_others(
+    service: HelpService, tmp_path: Path
+) -> None:
+    first = await LinkClient.connect(tmp_path / "till")
+    second = await LinkClient.connect(tmp_path / "till")
+    try:
+        for _ in range(500):
+            if len(service.link.peers) == 2:
+                break
+            await asyncio.sleep(0.01)
+        asking = asyncio.ensure_future(LinkConsent(service, timeout=600.0).ask(manifest(), {}))
+        question = await first.receive(5)
+        assert isinstance(question, ConsentRequest)
+        assert isinstance(await second.receive(5), ConsentRequest)
+        await first.send(ConsentAnswer(id=question.id, granted=False))
+        decided = await asyncio.wait_for(asking, 5)
+        assert decided.decision is ConsentDecision.DENIED
+        assert await second.receive(5) == {
+            "t": "link.consent_closed",
+            "id": question.id,
+            "reason": "answered",
+        }
+    finally:
+        await first.close()
+        await second.close()

@@ -452,3 +452,26 @@ def test_every_solved_ticket_is_offered_for_rating_one_after_another() -> None:
         view.receive(TicketRated(id=request_id), 0.0)
     assert sorted(rated) == ["t-1", "t-2"]
     assert view.screen == "done"
+
+
+@pytest.mark.parametrize(
+    ("reason", "at", "said"),
+    [
+        ("withdrawn", 150.0, "技术员已取消此操作, 未运行任何操作"),
+        ("expired", 150.0, "该请求已过期, 未运行任何操作"),
+        ("withdrawn", 300.0, "该请求已过期, 未运行任何操作"),  # the time was up anyway
+        ("answered", 150.0, "已在另一个窗口回答"),
+    ],
+)
+def test_a_question_the_agent_closed_leaves_the_screen_with_why(
+    reason: str, at: float, said: str
+) -> None:
+    view = welcomed()
+    view.receive(opened(), 0.0)
+    view.receive(question(), 100.0)
+    assert view.screen == "consent"
+    view.receive({"t": "link.consent_closed", "id": 6, "reason": reason}, at)  # another one
+    assert view.screen == "consent"
+    view.receive({"t": "link.consent_closed", "id": 7, "reason": reason}, at)
+    assert (view.screen, view.consent, view.error) == ("ticket", None, said)
+    assert view.answer(True, at) is None  # nothing left to answer: nothing is sent

@@ -229,16 +229,6 @@ async def test_relay_refusals_say_why_in_both_languages_and_change_nothing(
     assert "your own account" in err
     assert "不能对自己的账号" in err
     assert await _users(relay) == users
-    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
-    tokens = len(listed["enrolments"])
-    status, out, err = await run(
-        "admin", "enrol-token", "create", "--store", "Main St", "--ttl", "90d"
-    )
-    assert status == 1, out + err  # the relay said no
-    assert "30 days" in err
-    assert "30 天" in err
-    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
-    assert len(listed["enrolments"]) == tokens
     await relay.enrol()
     _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
     used = next(e["id"] for e in listed["enrolments"] if e["status"] == "used")
@@ -285,6 +275,38 @@ async def test_a_relay_that_is_down_is_one_line_and_exit_1(run: Console) -> None
         (line,) = err.splitlines()
         assert line.startswith("error: relay unreachable: ")
         assert line.endswith("/ 服务器无法连接")
+
+
+@pytest.mark.parametrize("ttl", ["90d", "31d", "59s", "0m", "721h"])
+async def test_a_ttl_the_relay_would_refuse_is_refused_here_with_exit_2_and_nothing_sent(
+    relay: Relay, run: Console, ttl: str
+) -> None:
+    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
+    with socket.socket() as sock:  # had anything been sent, this would be "unreachable", exit 1
+        sock.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{sock.getsockname()[1]}"
+    argv = ["enrol-token", "create", "--store", "Main St", "--ttl", ttl]
+    status, out, err = await run("admin", *argv, relay_url=dead)
+    assert status == 2, out + err
+    (line,) = err.splitlines()
+    assert "1m .. 30d" in line
+    assert "30 天" in line
+    status, out, err = await run("admin", *argv)  # the real relay: still nothing created
+    assert status == 2, out + err
+    assert await call(relay, "GET", "/v1/enrolments", "admin") == (200, listed)
+    status, out, err = await run("admin", *argv[:-1], "30d", relay_url=dead)
+    assert status == 1, out + err  # the longest the relay takes is sent (and finds no relay)
+
+
+async def test_the_relay_refuses_a_ttl_out_of_range_sent_past_the_console(relay: Relay) -> None:
+    _status, listed = await call(relay, "GET", "/v1/enrolments", "admin")
+    for ttl in (90 * 86400, 59, 30 * 86400 + 1, True, "1d"):
+        body = {"store_id": relay.store, "ttl": ttl}
+        status, answer = await call(relay, "POST", "/v1/enrolments", "admin", body)
+        assert status == 400, ttl
+        assert answer["error"] == "BadTtl"
+        assert "30 天" in answer["message_zh"]
+    assert await call(relay, "GET", "/v1/enrolments", "admin") == (200, listed)
 
 
 async def test_a_technician_is_refused_the_admin_routes_with_the_relays_words(
@@ -502,7 +524,7 @@ async def test_diag_of_an_unknown_device_is_zh_en_and_exit_3(relay: Relay, run: 
     assert [r[1] for r in new if r[2] == "ok" and r[1].startswith("diag")] == []  # nothing ran
 
 
-async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run: Console) -> None:
+async def test_audit_pages_back(relay: Relay, run: Console) -> None:
     status, out, _ = await run("admin", "audit", "--limit", "3")
     assert status == 0, out
     assert len(rows(out)[:3]) == 3
@@ -512,11 +534,41 @@ async def test_audit_pages_back_and_verify_says_where_it_runs(relay: Relay, run:
     assert all(int(line.split()[0]) < int(found.group(1)) for line in rows(older)[:3])
     status, out, _ = await run("org.admin", "audit", "--target", "store:Main St")
     assert status == 0, out
-    status, out, err = await run("org.admin", "audit", "--target", "store:Tea Shop 1")
+    status, out, _ = await run("org.admin", "audit", "--target", "store:Tea Shop 1")
     assert status == 2  # not in their scope: not found by name
-    status, out, err = await run("admin", "audit", "verify")
-    assert status == 2
-    assert "posassist-relay audit verify" in err
+
+
+async def test_audit_verify_asks_the_relay_and_exits_1_when_the_chain_is_broken(
+    relay: Relay, run: Console
+) -> None:
+    status, out, _ = await run("admin", "audit", "verify")
+    assert status == 0, out
+    assert "audit chain intact" in out
+    assert "审计链完整" in out
+    status, out, _ = await run("admin", "audit", "verify", "--json")
+    assert status == 0, out
+    assert json.loads(out)["ok"] is True
+    status, out, err = await run("tech", "audit", "verify")
+    assert status != 0
+    assert "ok" not in out
+    assert "forbidden" in err or "403" in err, err
+    assert [r[:3] for r in await audit(relay) if r[1] == "audit.verify"][-1] == (
+        "user:tech",
+        "audit.verify",
+        "refused",
+    )
+
+    def edit(conn: Any) -> None:  # someone with the database rewrites a record
+        conn.exec_driver_sql("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+
+    await relay.state.storage.run_write(edit)
+    status, out, _ = await run("admin", "audit", "verify")
+    assert status == 1, out
+    assert "BROKEN at seq 2" in out
+    assert "审计链已损坏" in out
+    status, out, _ = await run("admin", "audit", "verify", "--json")
+    assert status == 1
+    assert (json.loads(out)["ok"], json.loads(out)["first_bad"]) == (False, 2)
 
 
 async def test_audit_details_are_in_words_not_epochs_reprs_or_store_ids(
@@ -528,8 +580,17 @@ async def test_audit_details_are_in_words_not_epochs_reprs_or_store_ids(
     assert status == 0, out
     status, out, _ = await run("admin", "store", "set", "Main St", "--hours", "mon-sun 09:00-22:00")
     assert status == 0, out
-    status, out, _ = await run("admin", "audit", "--limit", "5")
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    status, body = await call(relay, "POST", f"/v1/devices/{device_id}/revoke", "admin", {})
+    assert status == 200, body
+    status, out, _ = await run("admin", "audit", "--limit", "8")
     assert status == 0, out
+    assert "Main St / TILL-MAIN-1" in out  # the till by store and host name, actor and target
+    assert f"device:{device_id}" not in out
     assert "expires_at: 20" in out  # a time, not an epoch
     assert "09:00-22:00" in out
     assert not re.search(r"\b1[0-9]{9}\.[0-9]", out), out  # no raw epoch
@@ -679,3 +740,29 @@ async def test_a_hostile_relays_answers_reach_the_terminal_inert_and_never_as_a_
                 assert status == 0, (argv, text)
     finally:
         await runner.cleanup()
+
+
+async def test_a_device_is_revoked_then_deleted_and_its_store_can_go(
+    relay: Relay, run: Console
+) -> None:
+    device_id, _ = await relay.enrol(await relay.invite(relay.other_store))  # Harbour
+    status, out, err = await run("admin", "device", "delete", device_id)  # no terminal, no --yes
+    assert status == 2
+    assert "--yes" in err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 1, out + err  # the relay refused: still active, with what to do
+    assert "revoke it first" in err
+    assert "请先注销设备" in err
+    assert (await relay.state.storage.get_device(device_id)).status.value == "active"
+    status, out, err = await run("admin", "device", "revoke", device_id, "--yes")
+    assert status == 0, out + err
+    assert "revoked / 设备已注销" in out
+    assert "Harbour" in out  # the store by name
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes", "--json")
+    assert status == 0, out + err
+    assert json.loads(out) == {"id": device_id, "deleted": True, "jobs_kept": 0}
+    status, out, err = await run("admin", "store", "delete", "Harbour", "--yes")
+    assert status == 0, out + err
+    status, out, err = await run("admin", "device", "delete", device_id, "--yes")
+    assert status == 2  # gone
+    assert "找不到该设备" in err

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 ARTEFACTS = ROOT / "artefacts" / "helpwindow"
+RUN_VERSION = ("printer-status", "--version", "1.0.0")
 
 
 def api(url: str, method: str, path: str, token: str, body: Any = None) -> Any:
@@ -608,3 +609,69 @@ def test_the_text_window_waits_for_a_restarted_agent_and_carries_on(store: Store
     assert status == 0
     listed = api(store.url, "GET", "/v1/tickets", store.token)["tickets"]
     assert [t["description"] for t in listed] == ["重启后再试"]
+
+
+def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    """The technician cancels while the merchant is being asked (real relay, real agent, the
+    window's real link): the question leaves the window, saying the technician cancelled; the
+    job ends ``cancelled``; the script never ran; an answer sent after that is refused."""
+    from posassist.agent.helpwindow.view import HelpView
+    from posassist.agent.helpwindow.window import LinkThread
+    from posassist.protocol import ConsentAnswer, ConsentRequest, ErrorReply
+    from tests.e2e.test_script_cancel import _job_and_audit, _line_matching, _rest
+
+    store = Store(tmp_path)
+    link = LinkThread(store.till)
+    view = HelpView("zh-CN")
+    run = None
+    try:
+        view.receive(link.start(), time.monotonic())
+        run = subprocess.Popen(
+            [sys.executable, "-m", "posassist.console", "run", store.device, *RUN_VERSION],
+            cwd=ROOT,
+            env=dict(store.tech.env, PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        job_id = _line_matching(run, r"job (job_[0-9a-f]+) \(to stop it", 60).group(1)
+        deadline = time.monotonic() + 30
+        question = None
+        while not isinstance(question, ConsentRequest):
+            question = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
+            view.receive(question, time.monotonic())
+        assert view.screen == "consent"
+
+        cancelled = store.tech("cancel", job_id)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert "nothing ran" in cancelled.stdout
+        closed: Any = None
+        while not (isinstance(closed, dict) and closed.get("t") == "link.consent_closed"):
+            closed = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert closed == {"t": "link.consent_closed", "id": question.id, "reason": "withdrawn"}
+        view.receive(closed, time.monotonic())
+        assert (view.screen, view.consent) == ("ask", None)
+        assert view.error == "技术员已取消此操作, 未运行任何操作"
+
+        link.send(ConsentAnswer(id=question.id, granted=True))  # clicked just too late
+        late = None
+        while not isinstance(late, ErrorReply):
+            late = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert late.code == "consent_expired"
+        run.wait(timeout=30)
+        out = _rest(run)
+        assert run.returncode == 1, out
+        assert "cancelled" in out
+        assert not store.marker.exists()  # the script never ran
+        consent_file = store.till / "help" / "consent-pending.json"
+        assert json.loads(consent_file.read_text()) == []
+    finally:
+        link.close()
+        if run is not None:
+            stop(run)
+        store.close()
+    status, records = _job_and_audit(store.relay_dir, job_id)
+    assert status == "cancelled"
+    assert records == [("job.cancel", "ok"), ("job.cancel.finished", "ok")]

@@ -28,6 +28,14 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     """The harness's tenant (admin at the root, tech and viewer in store Main St) and a second
     tenant, Other Service Co, whose admin ``other.admin`` is scoped to it."""
     relay = await start_relay(tmp_path)
+    await add_other_tenant(relay)
+    yield relay
+    await relay.server.close()
+
+
+async def add_other_tenant(relay: Relay) -> None:
+    """Other Service Co (its store Tea Shop 1) with ``other.admin`` and ``tea.tech``, and
+    ``org.admin`` over the harness's organisation, all signed in."""
     storage = relay.state.storage
     now = relay.clock()
     other_org = (await storage.create_organisation("Other Service Co", now=now)).id
@@ -44,8 +52,6 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     for name, (role, scope) in users.items():
         await storage.create_user(name, _HASH, role, scope, now=now)
         await sign_in(relay, name)
-    yield relay
-    await relay.server.close()
 
 
 async def sign_in(relay: Relay, name: str, password: str = PASSWORD) -> tuple[int, Any]:

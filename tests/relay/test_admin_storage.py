@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from posassist.relay.audit import Outcome
 from posassist.relay.errors import NotFound, TokenRevoked
 from posassist.relay.storage import Role, Scope, ScopeKind, SqlStorage
 from posassist.relay.storage.admin import AdminStore, NotEmpty
@@ -91,3 +92,34 @@ async def test_store_places_carry_their_merchants_name_within_scope(storage: Sql
     assert [(s.id, m) for s, m in places] == [(main, "面馆 Noodles")]  # its merchant's name too
     assert len(await admin.store_places(Scope.root())) == 3
     assert await admin.store_places(Scope(ScopeKind.DEVICE, "dev_x")) == []
+
+
+async def test_enrolment_creators_come_from_the_audit_chain_since_a_time(
+    storage: SqlStorage,
+) -> None:
+    """The web console's token list shows who made each (relay/web/admin.py)."""
+    admin = AdminStore(storage)
+    for at, actor, outcome, token in (
+        (10.0, "user:old", Outcome.OK, "enr_old"),
+        (20.0, "user:ana", Outcome.OK, "enr_a"),
+        (30.0, "user:bo", Outcome.REFUSED, "enr_refused"),
+        (40.0, "user:bo", Outcome.OK, "enr_b"),
+    ):
+        await storage.append(
+            actor=actor,
+            action="enrolment.create",
+            target="store:sto_1",
+            outcome=outcome,
+            now=at,
+            detail={"enrolment": token, "expires_at": at + 60},
+        )
+    await storage.append(
+        actor="user:eve",
+        action="enrolment.revoke",
+        target="enrolment:enr_a",
+        outcome=Outcome.OK,
+        now=50.0,
+        detail={"store": "sto_1"},
+    )
+    assert await admin.enrolment_creators(15.0) == {"enr_a": "user:ana", "enr_b": "user:bo"}
+    assert await admin.enrolment_creators(100.0) == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -181,6 +182,29 @@ async def test_stored_intact_chain_verifies(storage):
     assert result.ok, result.describe()
     assert result.records_checked == 5
     assert result.last_hash == (await storage.head()).hash
+
+
+async def test_stored_chain_is_hashed_off_the_event_loop(storage, monkeypatch):
+    """Verifying a long log must not hold the loop (every till and console waits on it)."""
+    await append_n(storage, 7)
+    loop_thread = threading.get_ident()
+    fed_on: list[int] = []
+    feed = ChainVerifier.feed
+
+    def recording_feed(self: ChainVerifier, record: AuditRecord) -> bool:
+        fed_on.append(threading.get_ident())
+        return feed(self, record)
+
+    monkeypatch.setattr(ChainVerifier, "feed", recording_feed)
+    result = await verify_store(storage, batch_size=3)  # two full batches and a part
+    assert result.ok, result.describe()
+    assert len(fed_on) == 7
+    assert loop_thread not in fed_on
+    await tamper(storage, "UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    fed_on.clear()
+    result = await verify_store(storage, batch_size=3)
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert len(fed_on) == 2  # stopped at the bad record, as before
 
 
 async def test_stored_records_read_back_exactly_as_hashed(storage):

@@ -47,6 +47,7 @@ NOT_AT_IDLE = (
     "sqlalchemy.dialects.postgresql",
     "sqlalchemy.ext.asyncio",
     "cryptography.x509",
+    "jinja2",  # the web console's templates load with its first page
     "posassist.relay.fleet",
 )
 

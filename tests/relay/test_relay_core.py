@@ -10,7 +10,7 @@ import asyncio
 import base64
 import contextlib
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import pytest
@@ -1041,4 +1041,48 @@ async def test_presence_kept_when_a_flush_fails_keeps_facts_noted_meanwhile(
     finally:
         state.storage = served
         await impatient.close()
+        await relay.server.close()
+
+
+async def test_heartbeats_move_last_seen_at_most_once_a_minute(tmp_path: Path) -> None:
+    """A till online for a while shows a recent last seen, not its connect time; its heartbeats
+    add at most one presence write a minute (issue 15: 1,000s of tills beat)."""
+    relay = await start_relay(tmp_path, presence_interval=3600.0)  # flushed by hand below
+    state = relay.state
+    try:
+        device_id, key = await relay.enrol()
+        async with Agent(relay, device_id, key) as agent:
+            await state.flush_presence()
+            connected = (await state.storage.get_device(device_id)).last_seen
+            assert connected is not None
+            writes: list[set[str]] = []
+            record = state.storage.record_presences
+
+            async def counted(seen: Any) -> None:
+                writes.append(set(seen))
+                await record(seen)
+
+            state.storage.record_presences = counted  # type: ignore[method-assign]
+            for seq in range(1, 4):  # three beats within the minute: nothing new to write
+                relay.clock.offset += 15.0
+                await agent.reply(m.Heartbeat(seq=seq, sent_at=1.0))
+                assert isinstance((await agent.next())[0], m.HeartbeatAck)
+            assert device_id not in state.presence
+            await state.flush_presence()
+            assert writes == [set()]
+            assert (await _listed(relay, device_id))["last_seen"] == connected
+            relay.clock.offset += 16.0  # 61 s online: the next beat moves last seen
+            await agent.reply(m.Heartbeat(seq=4, sent_at=1.0))
+            assert isinstance((await agent.next())[0], m.HeartbeatAck)
+            shown = (await _listed(relay, device_id))["last_seen"]  # before any write
+            assert isinstance(shown, float)
+            assert shown >= connected + 61.0
+            await state.flush_presence()
+            assert writes[-1] == {device_id}
+            assert (await state.storage.get_device(device_id)).last_seen == shown
+            relay.clock.offset += 1.0  # and the beat after it writes nothing again
+            await agent.reply(m.Heartbeat(seq=5, sent_at=1.0))
+            assert isinstance((await agent.next())[0], m.HeartbeatAck)
+            assert device_id not in state.presence
+    finally:
         await relay.server.close()

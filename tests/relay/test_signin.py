@@ -70,6 +70,24 @@ async def test_five_wrong_passwords_from_a_stranger_leave_the_admin_signing_in(
     assert refusals == [(f"ip:{STRANGER}", "bad password")] * 5 + [(f"ip:{STRANGER}", "locked out")]
 
 
+async def test_fifty_guesses_at_once_get_no_more_looks_than_five_in_a_row(relay: Relay) -> None:
+    answers = await asyncio.gather(
+        *(login_from(relay, STRANGER, "admin", f"guess number {n}") for n in range(50))
+    )
+    assert {status for status, _, _ in answers} == {401}
+    reasons = [
+        r.detail.get("reason")
+        async for r in relay.state.storage.records()
+        if (r.action, r.outcome) == ("user.login", "refused")
+    ]
+    # only the budget's five were judged (one record each); the 45 refused unlooked-at are
+    # audited as pre-sign-in refusals are: the first in full, the rest in a window's summary
+    assert reasons.count("bad password") == 5, reasons
+    assert reasons.count("locked out") == 1, reasons
+    status, body, _ = await login_from(relay, ADMIN_DESK, "admin", PASSWORD)
+    assert status == 200, body  # the admin from their own desk is not touched
+
+
 async def test_backed_off_unknown_and_wrong_answer_alike_and_take_alike(relay: Relay) -> None:
     for _ in range(5):
         await login_from(relay, STRANGER, "viewer", "wrong wrong wrong")
@@ -177,6 +195,21 @@ def test_backoff_doubles_from_the_first_wait_up_to_the_longest() -> None:
     assert not backoff.blocked("a", "v", 7.0)  # another name: untouched
     assert backoff.blocked("a", "u", 26.9)
     assert not backoff.blocked("a", "u", 27.0)
+
+
+def test_tries_being_judged_hold_the_budget() -> None:
+    backoff = LoginBackoff(max_failures=3, base_delay=2.0, max_delay=20.0)
+    assert [backoff.begin("a", "u", 0.0) for _ in range(5)] == [True] * 3 + [False] * 2
+    assert backoff.begin("b", "u", 0.0)  # another address has its own budget
+    for _ in range(3):
+        backoff.end("a", "u")
+        backoff.failed("a", "u", 0.0)
+    assert not backoff.begin("a", "u", 1.0)  # backed off for 2 s
+    # past the wait: one try at a time is looked at
+    assert [backoff.begin("a", "u", 2.0) for _ in range(3)] == [True, False, False]
+    backoff.end("a", "u")
+    backoff.succeeded("a", "u")
+    assert backoff.begin("a", "u", 2.0)
 
 
 def test_backoff_forgets_success_unlock_old_failures_and_the_least_recent() -> None:

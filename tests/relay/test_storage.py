@@ -113,10 +113,10 @@ async def test_migrations_run_from_empty_and_are_idempotent(open_more):
     storage = await open_more()
     assert await storage.current_revision() is None
     await storage.migrate()
-    assert await storage.current_revision() == head_revision() == "0009"
+    assert await storage.current_revision() == head_revision() == "0010"
     org = await storage.create_organisation("o", now=NOW)
     await storage.migrate()  # again: a no-op that keeps the data
-    assert await storage.current_revision() == "0009"
+    assert await storage.current_revision() == "0010"
     assert await storage.scope_exists(Scope(ScopeKind.ORGANISATION, org.id))
     assert (await storage.head()).seq == 0
 
@@ -230,7 +230,7 @@ async def test_0008_lets_a_job_end_cancelled_and_its_downgrade_reads_it_as_faile
 async def test_concurrent_migrations_from_two_nodes(open_more):
     first, second = await open_more(), await open_more()
     await asyncio.gather(first.migrate(), second.migrate())
-    assert await first.current_revision() == await second.current_revision() == "0009"
+    assert await first.current_revision() == await second.current_revision() == "0010"
 
 
 async def test_migrated_schema_matches_the_metadata(storage):
@@ -936,3 +936,34 @@ async def test_0009_keeps_devices_and_downgrades_a_handed_over_one_to_revoked(op
     )
     assert read == {kept.id: ("active", None), moved.id: ("revoked", NOW + 7)}
     assert await storage.current_revision() == "0008"
+
+
+async def test_0010_keeps_devices_and_its_downgrade_refuses_to_drop_a_deleted_one(open_more):
+    """Deleted devices (0010): devices enrolled before keep their store and status; a deleted
+    one has no store, which 0009 can't hold: the downgrade is refused and changes nothing."""
+    from alembic import command
+
+    from posassist.relay.storage.admin import AdminStore
+    from posassist.relay.storage.sql import _alembic_config
+
+    storage = await open_more()
+    await storage.run_write(lambda conn: command.upgrade(_alembic_config(conn), "0009"))
+    _, _, store = await make_tree(storage)
+    kept = await enrol(storage, store.id)
+    gone = await enrol(storage, store.id, key=bytes(range(1, 33)))
+    await storage.migrate()
+    assert (await storage.get_device(kept.id)).store_id == store.id
+    await storage.revoke_device(gone.id, now=NOW + 1)
+    await AdminStore(storage).delete_device(gone.id, now=NOW + 2)
+    with pytest.raises(NotFound):
+        await storage.get_device(gone.id)
+    with pytest.raises(Exception, match="deleted devices have no store"):
+        await storage.run_schema_write(
+            lambda conn: command.downgrade(_alembic_config(conn), "0009")
+        )
+    assert await storage.current_revision() == "0010"
+    rows = "SELECT id, status, store_id FROM devices ORDER BY enrolled_at, id"
+    read = await storage.run_read(
+        lambda conn: {r[0]: tuple(r[1:]) for r in conn.execute(sa.text(rows))}
+    )
+    assert read == {kept.id: ("active", store.id), gone.id: ("deleted", None)}

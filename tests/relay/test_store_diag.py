@@ -269,3 +269,78 @@ async def test_reports_past_the_answers_cap_are_left_out_and_their_jobs_still_su
     assert results[second]["truncated"] is True
     jobs = await _jobs(relay)
     assert [j.status for j in jobs] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
+
+
+def _results(body: object) -> list[dict[str, Any]]:
+    assert isinstance(body, dict)
+    results = body["results"]
+    assert isinstance(results, list)
+    return results
+
+
+async def test_the_answers_cap_counts_bytes_not_characters(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two reports of 700 汉字 each: 1,400 characters fit 3,000, but 4,200+ bytes do not."""
+    from posassist.relay.handlers import fanout
+
+    monkeypatch.setattr(fanout, "MAX_ANSWER_BYTES", 3000)
+    first, first_key = await relay.enrol()
+    second, second_key = await relay.enrol()
+    async with Agent(relay, first, first_key) as a1, Agent(relay, second, second_key) as a2:
+        asked = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.store}/diag", {}, relay.tokens["tech"])
+        )
+        await _answer(a1, {"log": {"ok": True, "data": "纸" * 700}})
+        await _answer(a2, {"log": {"ok": True, "data": "墨" * 700}})
+        status, body = await asked
+    assert status == 200, body
+    results = {r["device_id"]: r for r in body["results"]}  # type: ignore[attr-defined]
+    assert results[first]["sections"] == {"log": {"ok": True, "data": "纸" * 700}}
+    assert (results[second]["sections"], results[second]["truncated"]) == (None, True)
+    assert relay.server.app[fanout.HELD].size == 0  # all given back once answered
+
+
+async def test_reports_past_the_relay_wide_cap_come_truncated_until_others_give_back(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores asked at once: the second's report would take all store diags in flight past
+    MAX_HELD_BYTES, so it comes truncated (its job still succeeds); once the first store's
+    answer is sent its bytes are free, and the same report is kept again."""
+    from posassist.relay.handlers import fanout
+
+    monkeypatch.setattr(fanout, "MAX_HELD_BYTES", 3000)
+    held = relay.server.app[fanout.HELD]
+    d1, k1 = await relay.enrol()
+    d2, k2 = await relay.enrol()
+    d3, k3 = await relay.enrol(await relay.invite(relay.other_store))
+    report = {"log": {"ok": True, "data": "a" * 2000}}
+    async with Agent(relay, d1, k1) as a1, Agent(relay, d2, k2) as a2, Agent(relay, d3, k3) as a3:
+        main_st = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.store}/diag", {}, relay.tokens["admin"])
+        )
+        await _answer(a1, report)  # Main St holds ~2,000 bytes, still waiting for d2
+        harbour = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.other_store}/diag", {}, relay.tokens["admin"])
+        )
+        await _answer(a3, report)  # would be ~4,000 held in all: truncated
+        status, body = await harbour
+        assert status == 200, body
+        (result,) = _results(body)
+        assert (result["status"], result["sections"], result["truncated"]) == ("ok", None, True)
+        await _answer(a2, {"log": {"ok": True}})
+        status, body = await main_st
+        assert status == 200, body
+        kept = {r["device_id"]: r for r in body["results"]}  # type: ignore[attr-defined]
+        assert kept[d1]["sections"] == report
+        assert held.size == 0
+        again = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.other_store}/diag", {}, relay.tokens["admin"])
+        )
+        await _answer(a3, report)
+        status, body = await again
+        (result,) = _results(body)
+        assert result["sections"] == report
+    assert held.size == 0
+    jobs = await _jobs(relay)
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 4

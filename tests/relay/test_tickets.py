@@ -772,6 +772,25 @@ async def test_sla_targets_are_checked(relay: Relay) -> None:
     assert status == 403
 
 
+async def test_a_misspelt_sla_field_is_refused_and_a_missing_one_keeps_its_value(
+    relay: Relay,
+) -> None:
+    path = f"/v1/merchants/{relay.merchant}/sla"
+    status, _ = await call(
+        relay, "POST", path, "admin", {"response_seconds": 1800, "resolve_seconds": 14400}
+    )
+    assert status == 200
+    for body in ({"response": None}, {"resolve_seconds": 3600, "resolve": 60}):
+        status, answer = await call(relay, "POST", path, "admin", body)
+        assert (status, answer["error"]) == (400, "BadSla"), answer
+        status, kept = await call(relay, "GET", path, "admin")
+        assert (kept["response_seconds"], kept["resolve_seconds"]) == (1800, 14400)
+    status, changed = await call(relay, "POST", path, "admin", {"resolve_seconds": 7200})
+    assert (status, changed["response_seconds"], changed["resolve_seconds"]) == (200, 1800, 7200)
+    status, cleared = await call(relay, "POST", path, "admin", {"response_seconds": None})
+    assert (status, cleared["response_seconds"], cleared["resolve_seconds"]) == (200, None, 7200)
+
+
 # --- reports -------------------------------------------------------------------------------------
 
 

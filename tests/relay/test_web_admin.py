@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import ClientSession, CookieJar
 
+from posassist.protocol import messages as m
+from posassist.relay.errors import NotFound
 from posassist.relay.storage import DeviceStatus, Role, Scope, ScopeKind
-from tests.relay.harness import _HASH, PASSWORD, Relay, start_relay
+from tests.relay.harness import _HASH, PASSWORD, Agent, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
 
 if TYPE_CHECKING:
@@ -63,10 +67,26 @@ async def test_an_enrolment_token_made_in_the_browser_enrols_a_till(
     qr = re.search(r'<img class="qr" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', page)
     assert qr is not None
     assert base64.b64decode(qr.group(1)).startswith(b"<?xml")
-    device_id, _ = await relay.enrol(token.group(1))  # the token works, once
+    device_id, key = await relay.enrol(token.group(1))  # the token works, once
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing)
+    await relay.state.storage.update_store(relay.store, now=relay.clock(), timezone="Asia/Shanghai")
     _, page, _ = await browser.get("/admin")
-    assert "已使用" in page
-    assert device_id in page
+    (row,) = re.findall(r'<tr class="token-used">(.*?)</tr>', page, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert cells[0].startswith("Main St<")  # the store by name, its merchant beneath
+    assert cells[1:3] == ["已使用", "admin"]  # the status in words; who made it
+    _, listed = await relay.get("/v1/enrolments", relay.tokens["admin"])
+    enrolments: Any = listed["enrolments"]
+    (made,) = enrolments
+    shanghai = datetime.fromtimestamp(made["created_at"], ZoneInfo("Asia/Shanghai"))
+    assert cells[3].startswith(shanghai.strftime("%Y-%m-%d %H:%M (")), cells[3]  # store's clock
+    assert "后)" in cells[4]  # expires in two hours
+    assert '>Main St / TILL-MAIN-1</a><div class="muted id"' in cells[5]  # the till by name
+    assert not any(c.startswith(("sto_", "dev_", "enr_")) for c in cells)  # no id as main text
     made = [a for a in await _actions(relay) if a[1] == "enrolment.create"]
     assert made[-1][:3] == ("user:admin", "enrolment.create", "ok")
 
@@ -88,14 +108,13 @@ async def test_store_settings_change_and_a_bad_zone_changes_nothing(
 ) -> None:
     await browser.sign_in("admin")
     csrf = await browser.csrf("/admin")
-    form = {"csrf": csrf, "name": "Main St 主街", "timezone": "Asia/Urumqi", "hours": ""}
+    form = {"csrf": csrf, "name": "Main St 主街", "timezone": "Asia/Urumqi"}
     status, _, _ = await browser.post(f"/admin/stores/{relay.store}", form)
     assert status == 303
     store = await relay.state.storage.get_store(relay.store)
     assert (store.name, store.timezone) == ("Main St 主街", "Asia/Urumqi")
     for bad in (
         {"timezone": "Mars/Olympus"},
-        {"hours": "{not json"},
         {"name": "Main\u202eSt"},
     ):
         status, page, _ = await browser.post(f"/admin/stores/{relay.store}", {"csrf": csrf, **bad})
@@ -103,6 +122,73 @@ async def test_store_settings_change_and_a_bad_zone_changes_nothing(
         assert "<html" in page  # a page in words, not JSON
         store = await relay.state.storage.get_store(relay.store)
         assert (store.name, store.timezone) == ("Main St 主街", "Asia/Urumqi")
+
+
+def _week(**days: tuple[str, ...]) -> dict[str, str]:
+    """The per-day hours form: every day 09:00-21:00 unless ``days`` says otherwise (a day's
+    tuple: ``("closed",)`` or open/close pairs)."""
+    form = {"hours_form": "1"}
+    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
+        given = days.get(day, ("09:00", "21:00"))
+        if given == ("closed",):
+            form[f"closed_{day}"] = "on"
+            continue
+        for i in range(0, len(given), 2):
+            form[f"open_{day}_{i // 2}"], form[f"close_{day}_{i // 2}"] = given[i : i + 2]
+    return form
+
+
+async def test_store_hours_are_set_day_by_day_and_bad_hours_change_nothing(
+    relay: Relay, browser: Browser
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    _, page, _ = await browser.get("/admin")
+    assert 'name="hours" value="{' not in page  # no JSON box
+    assert 'type="time" name="open_mon_0"' in page
+    week = _week(
+        sun=("closed",),
+        wed=("09:00", "12:00", "13:00", "21:00"),  # a lunch break
+        sat=("10:00", "00:00"),  # open to midnight
+    )
+    form = {"csrf": csrf, **week, "closed_dates": "2026-12-25, 2027-01-01"}
+    status, _, _ = await browser.post(f"/admin/stores/{relay.store}", form)
+    assert status == 303
+    store = await relay.state.storage.get_store(relay.store)
+    expected = {
+        "weekly": {
+            **{d: [["09:00", "21:00"]] for d in ("mon", "tue", "thu", "fri")},
+            "wed": [["09:00", "12:00"], ["13:00", "21:00"]],
+            "sat": [["10:00", "24:00"]],
+        },
+        "closed": ["2026-12-25", "2027-01-01"],
+    }
+    assert dict(store.hours) == expected
+    _, page, _ = await browser.get("/admin")  # the form shows what is kept, the break too
+    assert 'name="closed_sun" checked' in page
+    assert 'name="open_wed_1" value="13:00"' in page
+    assert 'name="close_sat_0" value="00:00"' in page
+    assert 'value="2026-12-25, 2027-01-01"' in page
+    records = len([r async for r in relay.state.storage.records()])
+    for bad in (
+        _week(mon=("21:00", "09:00")),  # closes before it opens
+        _week(tue=("09:00", "")),  # half an interval
+        _week(wed=("", "")),  # neither open nor ticked closed
+        _week(thu=("09:00", "14:00", "13:00", "21:00")),  # overlapping
+        _week(**dict.fromkeys(("mon", "tue", "wed", "thu", "fri", "sat", "sun"), ("closed",))),
+        {**_week(), "closed_dates": "25/12/2026"},
+        {**_week(), "open_fri_0": "9 am"},
+        {"hours_form": "1", "always_open": "on", "closed_dates": "2026-13-01"},
+    ):
+        status, page, _ = await browser.post(f"/admin/stores/{relay.store}", {"csrf": csrf, **bad})
+        assert status == 400, bad
+        assert "营业时间无效: 每个营业日需要开门时间早于关门时间" in page, bad
+        assert dict((await relay.state.storage.get_store(relay.store)).hours) == expected, bad
+    assert len([r async for r in relay.state.storage.records()]) == records  # no store.update
+    always = {"csrf": csrf, "hours_form": "1", "always_open": "on", "closed_dates": ""}
+    status, _, _ = await browser.post(f"/admin/stores/{relay.store}", always)
+    assert status == 303
+    assert dict((await relay.state.storage.get_store(relay.store)).hours) == {}
 
 
 async def test_another_tenants_store_is_refused_as_the_api_refuses_it(
@@ -203,3 +289,31 @@ async def test_a_device_is_revoked_from_its_page(relay: Relay, browser: Browser)
         status, _, response = await admin.post(f"/admin/devices/{device_id}/revoke", {"csrf": csrf})
         assert (status, response.headers["Location"]) == (303, f"/devices/{device_id}")
     assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
+
+
+async def test_a_revoked_device_is_deleted_from_its_page_with_its_csrf_token(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, _ = await relay.enrol()
+    await browser.sign_in("admin")
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f"/admin/devices/{device_id}/delete" not in page  # active: revoke first
+    status, _, _ = await browser.post(
+        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf()}
+    )
+    assert status == 409  # the API's refusal, nothing changed
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.ACTIVE
+    await relay.state.storage.revoke_device(device_id, now=relay.clock())
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f"/admin/devices/{device_id}/delete" in page
+    assert "删除此设备" in page
+    status, _, _ = await browser.post(f"/admin/devices/{device_id}/delete", {"csrf": "forged"})
+    assert status == 403
+    assert (await relay.state.storage.get_device(device_id)).status is DeviceStatus.REVOKED
+    status, _, response = await browser.post(
+        f"/admin/devices/{device_id}/delete", {"csrf": await browser.csrf(f"/devices/{device_id}")}
+    )
+    assert (status, response.headers["Location"]) == (303, "/fleet")
+    with pytest.raises(NotFound):
+        await relay.state.storage.get_device(device_id)
+    assert ("user:admin", "device.delete", "ok") in [a[:3] for a in await _actions(relay)]

@@ -3,7 +3,8 @@ runs on the device's own platform (from its ``os`` fact), never the other platfo
 
 from __future__ import annotations
 
-from posassist.relay.web.pages import device_platform, finding_rows
+from posassist.relay.scripts_repo import device_platform
+from posassist.relay.web.pages import finding_rows
 
 
 def test_an_alerts_codes_get_the_script_of_the_devices_platform() -> None:

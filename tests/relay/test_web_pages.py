@@ -19,6 +19,7 @@ from posassist.agent.helpwindow.summary import summarise
 from posassist.protocol import messages as m
 from posassist.relay.storage import Device, Role, Scope, ScopeKind
 from tests.relay.harness import _HASH, Agent, Relay, start_relay, wait_until
+from tests.relay.test_admin_api import call
 from tests.relay.test_tickets import ask_help
 from tests.relay.test_web_console import Browser
 
@@ -305,6 +306,41 @@ async def test_the_audit_log_is_for_admins_at_the_root_only(relay: Relay, browse
     assert [str(r.outcome) for r in verified] == ["refused"]  # nothing was verified for them
 
 
+async def test_the_audit_log_names_its_targets_with_their_ids_beside(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        await agent.reply(m.DeviceFacts(facts={"hostname": HOSTILE}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    await _flushed(relay)
+    status, body = await call(
+        relay, "PATCH", f"/v1/stores/{relay.store}", "admin", {"name": "人民路店"}
+    )
+    assert status == 200, body
+    status, body = await call(relay, "POST", f"/v1/devices/{device_id}/revoke", "admin", {})
+    assert status == 200, body
+    await browser.sign_in("admin")
+    status, page, _ = await browser.get("/audit")
+    assert status == 200
+    rows = re.findall(r"<tr class=\"outcome-[^\"]*\">(.*?)</tr>", page, re.S)
+    targets = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[4] for row in rows]
+    store = f'store 人民路店<div class="muted id">{relay.store}</div>'
+    assert store in targets  # the store renamed: its name now, its id beside
+    till = [t for t in targets if device_id in t]
+    assert till, targets
+    for cell in till:  # the till by store and host name; the host name inert
+        assert cell.startswith("device 人民路店 / &lt;script&gt;"), cell
+    actors = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[2] for row in rows]
+    assert "user:admin" in actors  # a user's target is already its name
+    assert f"device:{device_id}" not in actors  # a till that acted: by name too
+    assert "<script>alert" not in page
+    assert f">store:{relay.store}<" not in page  # no raw target as the main text
+    assert "{&#39;" not in page  # a record's detail in words, not a dict repr
+    assert "name: 人民路店" in page
+
+
 async def test_diagnose_now_asks_the_till_and_shows_its_report_in_words(
     relay: Relay, browser: Browser
 ) -> None:
@@ -380,11 +416,20 @@ async def test_an_alert_is_acknowledged_from_the_queue_once(relay: Relay, browse
             )
         )
         assert (await agent.next()) == [m.AlertAcknowledged(id=1, duplicate=False)]
+        await agent.reply(m.DeviceFacts(facts={"hostname": "TILL-MAIN-1"}))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    await _flushed(relay)
     async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
         viewer = Browser(relay.http, http)
         await viewer.sign_in("viewer")
         _, page, _ = await viewer.get("/alerts")
         assert "纸将用尽" in page
+        # the till by its store and host name; its id only on the quieter second line
+        link = f'<a href="/devices/{device_id}">Main St / TILL-MAIN-1</a>'
+        assert link in page
+        assert page.count(device_id) == 3  # the cell's title, the link and the second line
+        assert f'<div class="muted id">{device_id}</div>' in page
         assert "/ack" not in page  # viewers may not acknowledge
     await browser.sign_in("tech")
     _, page, _ = await browser.get("/alerts")

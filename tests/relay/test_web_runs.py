@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import ClientSession, CookieJar
 
+from posassist.agent.scripts.results import INTERRUPTED
 from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
+from posassist.relay.web.words import finished_detail
 from tests.agent.test_verify import PASS, add, approve, manifest
-from tests.relay.harness import Agent, Relay, start_relay
+from tests.relay.harness import Agent, Console, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
 
 if TYPE_CHECKING:
@@ -283,7 +285,10 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
         ids = {"id": asked.id, "job_id": asked.job_id}
         restored = {"files": 1, "restored": ("/pos/pos.ini",), "removed": (), "verified": True}
         await agent.reply(m.ScriptProgress(**ids, step="restored", at=2.0, detail=restored))
-        await agent.reply(m.ScriptFinished(**ids, status="succeeded", finished_at=2.0))
+        counts = "restored 1, removed 0, unchanged 2"  # as agent/scripts/service.py says it
+        await agent.reply(
+            m.ScriptFinished(**ids, status="succeeded", finished_at=2.0, detail=counts)
+        )
         await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
         await agent.next()
     _, page, _ = await browser.get(restore_url)
@@ -294,7 +299,149 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
     assert "()" not in page
     assert '<p class="finished job-succeeded"><strong>成功</strong>' in page
     assert ">succeeded<" not in page
+    assert "已恢复 1 个文件, 删除 0 个, 2 个未变" in page  # the till's counts in the page's words
+    assert counts not in page
+    await browser.get("/lang?to=en&next=/fleet")
+    _, page, _ = await browser.get(restore_url)
+    assert f"<strong>succeeded</strong> · {counts}" in page
+    await browser.get("/lang?to=zh&next=/fleet")
     jobs = {job.kind: job.status.value for job in await _jobs(relay, device_id)}
     assert jobs == {"script.run": "succeeded", "script.restore": "succeeded"}
     status, _, _ = await browser.post(restore_url + "/restore", {"csrf": csrf})
     assert status == 404  # a restore has no backup of its own to restore
+
+
+def test_a_runs_end_detail_from_the_till_reads_in_the_pages_language() -> None:
+    assert finished_detail(INTERRUPTED, "zh") == "中断: 脚本运行时收银助手停止了"
+    assert finished_detail(INTERRUPTED, "en") == INTERRUPTED
+    own = "已按要求取消 / cancelled on request: the script's process tree was stopped"
+    assert finished_detail(own, "zh") == own  # the agent's own bilingual words, as sent
+    assert finished_detail("restored 1, removed 0, unchanged x", "zh") == (
+        "restored 1, removed 0, unchanged x"
+    )
+
+
+async def test_a_revoked_till_offers_no_action_and_each_is_refused_on_the_relay(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    async with Agent(relay, device_id, key) as agent:  # a run that left a backup behind
+        _, _, response = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+        job_url = response.headers["Location"]
+        (run,) = await agent.next()
+        assert isinstance(run, m.ScriptRunRequest)
+        assert run.job_id is not None
+        finished = m.ScriptFinished(
+            id=run.id, job_id=run.job_id, status="succeeded", finished_at=1.0, backup_id="bk_1"
+        )
+        await agent.reply(finished)
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f'action="/devices/{device_id}/diagnose"' in page  # while it is active
+    status, body = await relay.post(f"/v1/devices/{device_id}/revoke", {}, relay.tokens["admin"])
+    assert status == 200, body
+    jobs = await _jobs(relay, device_id)
+
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    assert f'action="/devices/{device_id}/diagnose"' not in page
+    assert f'href="/devices/{device_id}/run"' not in page
+    assert "该设备已注销或已转移" in page
+    _, page, _ = await browser.get(job_url)
+    assert f'action="{job_url}/restore"' not in page
+    for method, path, form in (
+        ("GET", f"/devices/{device_id}/run", None),
+        ("POST", f"/devices/{device_id}/run", _form(csrf, host="till-printer")),
+        ("POST", f"/devices/{device_id}/diagnose", {"csrf": csrf}),
+        ("POST", f"{job_url}/restore", {"csrf": csrf}),
+    ):
+        if method == "GET":
+            status, page, _ = await browser.get(path)
+        else:
+            status, page, _ = await browser.post(path, form)
+        assert status == 409, path
+        assert "设备已注销或已转移到其他服务商" in page, path
+    assert await _jobs(relay, device_id) == jobs  # no job made
+    refused = [
+        (r.action, dict(r.detail).get("reason"))
+        async for r in relay.state.storage.records()
+        if str(r.outcome) == "refused" and r.target == f"device:{device_id}"
+    ]
+    assert refused.count(("script.run", "device revoked")) == 2
+    assert ("diag.request", "device revoked") in refused
+    assert ("script.restore", "device revoked") in refused
+
+    async with Console(relay) as console:  # the command line's way in: refused the same
+        await console.request(m.DiagnosticsRequest(id=1, device_id=device_id, timeout=5))
+        (answer,) = await console.next()
+    assert isinstance(answer, m.ErrorReply)
+    assert answer.code == "revoked"
+    assert "revoked" in answer.message
+    assert await _jobs(relay, device_id) == jobs
+
+
+async def test_only_scripts_for_the_tills_os_are_offered_and_another_is_refused(
+    relay: Relay, browser: Browser
+) -> None:
+    # printer-test's manifest says platforms ["linux"] (tests/agent/test_verify.py)
+    linux_id, linux_key = await relay.enrol()
+    windows_id, windows_key = await relay.enrol()
+    for device_id, key, os_name in (
+        (linux_id, linux_key, "Linux"),
+        (windows_id, windows_key, "Windows"),
+    ):
+        async with Agent(relay, device_id, key) as agent:
+            await agent.reply(m.DeviceFacts(facts={"hostname": f"till-{os_name}", "os": os_name}))
+            await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+            await agent.next()
+    await wait_until(lambda: not relay.state.presence and not relay.state.writing)
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    _, page, _ = await browser.get(f"/devices/{linux_id}/run")
+    assert "script=printer-test" in page
+    _, page, _ = await browser.get(f"/devices/{windows_id}/run")
+    assert "script=printer-test" not in page  # a Linux-only script is not offered to Windows
+    status, page, _ = await browser.get(
+        f"/devices/{windows_id}/run", params={"script": "printer-test", "version": "1.0.0"}
+    )
+    assert status == 400
+    assert "printer-test 只能在 linux 上运行, 这台收银机是 windows" in page
+    assert 'action="/devices/' not in page  # no form to send
+    async with Agent(relay, windows_id, windows_key) as agent:
+        status, page, _ = await browser.post(
+            f"/devices/{windows_id}/run", _form(csrf, host="till-printer")
+        )
+        assert status == 400
+        assert "printer-test 只能在 linux 上运行" in page
+        await agent.reply(m.Heartbeat(seq=2, sent_at=2.0))
+        (only,) = await agent.next()  # nothing else reached the till
+        assert isinstance(only, m.HeartbeatAck)
+    assert await _jobs(relay, windows_id) == []
+    refused = [
+        dict(r.detail)
+        async for r in relay.state.storage.records()
+        if r.action == "script.run" and r.target == f"device:{windows_id}"
+    ]
+    assert [(d["reason"], d["platform"]) for d in refused] == [("wrong_platform", "windows")]
+
+    # the command line's way in (a console over the websocket): refused the same, no job
+    async with Agent(relay, windows_id, windows_key) as agent, Console(relay) as console:
+        asked = m.ScriptRunRequest(
+            id=1, device_id=windows_id, script="printer-test", version="1.0.0", params={}
+        )
+        await console.request(asked)
+        (answer,) = await console.next()
+        assert isinstance(answer, m.ErrorReply)
+        assert answer.code == "wrong_platform"
+        assert answer.message == (
+            "printer-test runs on linux only; this till runs windows"
+            " / printer-test 只能在 linux 上运行, 这台收银机是 windows"
+        )
+        await agent.reply(m.Heartbeat(seq=3, sent_at=3.0))
+        (only,) = await agent.next()  # nothing reached the till
+        assert isinstance(only, m.HeartbeatAck)
+    assert await _jobs(relay, windows_id) == []

@@ -620,7 +620,7 @@ def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
     from posassist.agent.helpwindow.view import HelpView
     from posassist.agent.helpwindow.window import LinkThread
     from posassist.protocol import ConsentAnswer, ConsentRequest, ErrorReply
-    from tests.e2e.test_script_cancel import _job_and_audit, _line_matching, _rest
+    from tests.e2e.test_script_cancel import _job_and_audit
 
     store = Store(tmp_path)
     link = LinkThread(store.till)
@@ -636,7 +636,7 @@ def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
             stderr=subprocess.PIPE,
             text=True,
         )
-        job_id = _line_matching(run, r"job (job_[0-9a-f]+) \(to stop it", 60).group(1)
+        job_id = lines(run).wait_for(r"job (job_[0-9a-f]+) \(to stop it", 60).group(1)
         deadline = time.monotonic() + 30
         question = None
         while not isinstance(question, ConsentRequest):
@@ -660,9 +660,8 @@ def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
         while not isinstance(late, ErrorReply):
             late = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
         assert late.code == "consent_expired"
-        run.wait(timeout=30)
-        out = _rest(run)
-        assert run.returncode == 1, out
+        out, err = communicate(run, 30)
+        assert run.returncode == 1, out + err
         assert "cancelled" in out
         assert not store.marker.exists()  # the script never ran
         consent_file = store.till / "help" / "consent-pending.json"

@@ -156,16 +156,32 @@ class Collector(NamedTuple):
     """A named collector: a blocking function run in a worker thread under its own timeout.
 
     An ``opt_in`` collector runs only when asked for by name (a listening window on a scale).
+    ``at_once``, if given, answers on the event loop when there is nothing to do, without any
+    I/O (no printer configured): its data, or None to run ``run`` in a worker as usual. Handing
+    a call to a worker and back wakes two threads, most of a cheap request's time on a busy till
+    (docs/notes/16perf-status.md).
     """
 
     name: str
     run: Callable[[DiagContext], Any]
     timeout: float = 5.0
     opt_in: bool = False
+    at_once: Optional[Callable[[DiagContext], Any]] = None
+
+
+#: :func:`default_collectors`' list, built once (a request asks for it every time).
+_DEFAULT_COLLECTORS: Tuple[Collector, ...] = ()
 
 
 def default_collectors() -> List[Collector]:
     """Every collector the agent has, in report order (imports are light: I/O loads lazily)."""
+    global _DEFAULT_COLLECTORS
+    if not _DEFAULT_COLLECTORS:
+        _DEFAULT_COLLECTORS = tuple(_load_collectors())
+    return list(_DEFAULT_COLLECTORS)
+
+
+def _load_collectors() -> List[Collector]:
     from posassist.agent.collectors import (
         hostconfig,
         network,
@@ -181,7 +197,7 @@ def default_collectors() -> List[Collector]:
         Collector("system", system.collect, 5.0),
         Collector("network", network.collect, 8.0),
         Collector("serial", serialports.collect, 5.0),
-        Collector("printers", printers.collect, 8.0),
+        Collector("printers", printers.collect, 8.0, at_once=printers.nothing_to_probe),
         Collector("pos", pos.collect, 5.0),
         Collector("print_queue", printqueue.collect, 5.0),
         Collector("host", hostconfig.collect, 5.0),
@@ -254,13 +270,15 @@ class _Worker:
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[Callable[[], Callable[[], None]]] = queue.SimpleQueue()
         thread = threading.Thread(target=self._loop, name="posassist-collector", daemon=True)
         thread.start()
 
     @classmethod
-    def submit(cls, job: Callable[[], None]) -> None:
-        """Run ``job`` on an idle worker, or on a new one."""
+    def submit(cls, job: Callable[[], Callable[[], None]]) -> None:
+        """Run ``job`` on an idle worker, or on a new one. ``job`` returns its delivery, which
+        runs once the worker is idle again: a caller that hears the result and submits at once
+        finds this worker free, not a new thread."""
         with cls._lock:
             worker = cls._idle.pop() if cls._idle else None
         if worker is None:
@@ -277,11 +295,14 @@ class _Worker:
                         self._idle.remove(self)
                         return
                 continue  # handed a job as the wait ended: it is in the queue
-            job()
+            deliver = job()
             with self._lock:
-                if len(self._idle) >= MAX_IDLE_WORKERS:
-                    return
-                self._idle.append(self)
+                keep = len(self._idle) < MAX_IDLE_WORKERS
+                if keep:
+                    self._idle.append(self)
+            deliver()
+            if not keep:
+                return
 
 
 async def run_in_worker(fn: Callable[[], T], timeout: float) -> T:
@@ -302,17 +323,21 @@ async def run_in_worker(fn: Callable[[], T], timeout: float) -> T:
         else:
             future.set_exception(value)
 
-    def work() -> None:
+    def work() -> Callable[[], None]:
         ok = True
         value: Any = None
         try:
             value = fn()
         except BaseException as exc:  # delivered to the awaiting task
             ok, value = False, exc
-        try:
-            loop.call_soon_threadsafe(deliver, ok, value)
-        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
-            pass
+
+        def hand_over() -> None:
+            try:
+                loop.call_soon_threadsafe(deliver, ok, value)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+                pass
+
+        return hand_over
 
     _Worker.submit(work)
     try:
@@ -326,7 +351,9 @@ async def _section(collector: Collector, ctx: DiagContext, timeout: float) -> Di
     try:
         if timeout <= 0:
             raise CollectorTimeout("no time left before the report's deadline")
-        data = await run_in_worker(lambda: to_tree(collector.run(ctx)), timeout)
+        data = None if collector.at_once is None else to_tree(collector.at_once(ctx))
+        if data is None:
+            data = await run_in_worker(lambda: to_tree(collector.run(ctx)), timeout)
         section: Dict[str, Any] = {"ok": True, "data": data}
     except asyncio.CancelledError:
         raise
@@ -358,9 +385,13 @@ async def collect_report(
     chosen = [c for c in collectors if (c.name in wanted if wanted else not c.opt_in)]
     overrides = dict(ctx.settings.timeouts)
     now = time.monotonic()
-    results = await asyncio.gather(
-        *(_section(c, ctx, min(overrides.get(c.name, c.timeout), deadline - now)) for c in chosen)
-    )
+    sections_due = [
+        _section(c, ctx, min(overrides.get(c.name, c.timeout), deadline - now)) for c in chosen
+    ]
+    if len(sections_due) == 1:  # one collector (the usual request): no task to wait for
+        results = [await sections_due[0]]
+    else:
+        results = await asyncio.gather(*sections_due)
     sections: Dict[str, Any] = {c.name: s for c, s in zip(chosen, results)}
     known = {c.name for c in collectors}
     for name in wanted:

@@ -26,6 +26,11 @@ c. fan-out: one diagnostics request to 20 and to 200 agents until every reply is
    (min-max), over per-device websocket requests and over ``POST /v1/stores/{id}/diag`` (one HTTP
    request, when the relay has it), next to the bare forwarder (benchmarks/bench_relay.py)
    measured in the same run.
+
+Each phase also records the CPU seconds the relay and the agents spent in it (psutil), per
+request: steadier than wall-clock figures on a shared machine. ``--profile DIR`` runs the relay
+and the first agent under cProfile (benchmarks/profiled.py), switched on for each phase only,
+and writes ``DIR/{relay,agent}-<phase>.prof``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import contextlib
 import datetime
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,7 +70,7 @@ from benchmarks.suite import (
 from tests.e2e.cli import invite, provision
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: The script the approvers publish for section b.
@@ -154,15 +160,148 @@ def enrol(relay: Relay, ids: Path, store: str, n: int) -> list[Path]:
     return sorted(p for p in ids.iterdir() if p.is_dir())
 
 
+def profiled(prefix: Path) -> list[str]:
+    """The command line that runs ``python -m MODULE ...`` under benchmarks/profiled.py."""
+    return [sys.executable, "-m", "benchmarks.profiled", str(prefix)]
+
+
+def launch_profiled_relay(data: Path, store: str, prefix: Path) -> Relay:
+    """``posassist-relay serve`` (SQLite, a free port) under benchmarks/profiled.py."""
+    log = (data.parent / "relay.log").open("a")
+    url_file = data / "relay.url"
+    url_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [*profiled(prefix), "posassist.relay", "serve", "--data", str(data), "--port", "0"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (url_file.exists() and url_file.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("profiled relay did not start")
+        time.sleep(0.05)  # a benchmark polling a file with a deadline
+    return Relay(data, store, proc, url_file.read_text(), log)
+
+
+def thread_times(pid: int) -> dict[int, tuple[int, int]]:
+    """Each thread of ``pid``: nanoseconds on a CPU, and nanoseconds it waited, runnable, for
+    one (Linux schedstat); empty where there is no such file."""
+    times = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):  # a thread just ended
+                fields = (task / "schedstat").read_text().split()
+                times[int(task.name)] = (int(fields[0]), int(fields[1]))
+    return times
+
+
+def spent(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> list[float]:
+    """CPU seconds and waiting seconds between two :func:`thread_times`: threads started in
+    between count whole, their waiting not at all (it is not reset at their start); threads
+    ended in between are lost (an idle worker's last moments)."""
+    ran = waited = 0
+    for tid, (run, wait) in after.items():
+        run0, wait0 = before.get(tid, (0, wait))
+        ran, waited = ran + run - run0, waited + wait - wait0
+    return [ran / 1e9, waited / 1e9]
+
+
+@dataclass
+class Phases:
+    """CPU seconds of the relay and of all agents per phase, and (with ``--profile``) one
+    cProfile window per phase in the profiled processes."""
+
+    relay_pid: int
+    agent_pids: list[int]
+    profiled: dict[str, int] = field(default_factory=dict)  # name → pid of profiled processes
+    folder: Path | None = None
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    windows: int = 0
+
+    def _times(self) -> list[dict[int, tuple[int, int]]]:
+        # the relay, the agents, and this process (the consoles, the HTTP client) last
+        pids = (self.relay_pid, *self.agent_pids, os.getpid())
+        return [thread_times(pid) for pid in pids]
+
+    @contextlib.contextmanager
+    def measure(self, name: str, requests: int) -> Iterator[None]:
+        for pid in self.profiled.values():
+            os.kill(pid, signal.SIGUSR1)
+        before = self._times()
+        wall0 = time.perf_counter()
+        yield
+        wall = time.perf_counter() - wall0
+        after = self._times()
+        relay = spent(before[0], after[0])
+        agents = [spent(b, a) for b, a in zip(before[1:-1], after[1:-1], strict=True)]
+        consoles = spent(before[-1], after[-1])
+        for pid in self.profiled.values():
+            os.kill(pid, signal.SIGUSR2)
+        self.cpu[name] = {
+            "requests": requests,
+            "wall_s": wall,
+            "relay_s": relay[0],
+            "agents_s": sum(a[0] for a in agents),
+            "relay_wait_s": relay[1],
+            "agents_wait_s": sum(a[1] for a in agents),
+            "consoles_s": consoles[0],
+        }
+        if self.folder is not None:
+            self.windows += 1
+            for who in self.profiled:
+                _collect_profile(self.folder, who, self.windows, name)
+
+
+@contextlib.contextmanager
+def console_profile(folder: Path | None) -> Iterator[None]:
+    """With ``folder``, this process (the consoles) under cProfile, thread CPU time, written
+    to ``folder/console-rtt back-to-back.prof``."""
+    if folder is None:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(folder / "console-rtt back-to-back.prof")
+
+
+def _collect_profile(folder: Path, who: str, window: int, phase: str) -> None:
+    """Name the profile the process writes for ``window`` after its phase (waits for it)."""
+    written = folder / f"{who}-{window}.prof"
+    deadline = time.monotonic() + 30
+    while not written.exists():
+        if time.monotonic() > deadline:
+            print(f"no profile from {who} for {phase}", file=sys.stderr)
+            return
+        time.sleep(0.05)  # the process writes it at its next wake-up
+    time.sleep(0.2)  # written in one go, but let it finish
+    written.replace(folder / f"{who}-{phase}.prof")
+
+
 @dataclass
 class Agents:
     """Running ``posassist-agent run`` processes, each with its stdout/stderr in a log file."""
 
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, tills: Sequence[Path], logs: Path, checks: bool, timeout: float) -> float:
+    def start(
+        self,
+        tills: Sequence[Path],
+        logs: Path,
+        checks: bool,
+        timeout: float,
+        profile_first: Path | None = None,
+    ) -> float:
         """Start one agent per till, :data:`START_CONCURRENCY` at a time, each waited for until
-        it says it is connected; seconds taken."""
+        it says it is connected; seconds taken. With ``profile_first`` (a file prefix) the first
+        runs under benchmarks/profiled.py."""
         logs.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
@@ -173,6 +312,8 @@ class Agents:
                 till = pending.pop(0)
                 log = logs / f"{till.name}.log"
                 argv = [sys.executable, "-m", "posassist.agent", "run", "--data", str(till)]
+                if profile_first is not None and not self.procs:
+                    argv[:2] = profiled(profile_first)
                 argv += [] if checks else ["--no-checks"]
                 with log.open("wb") as out:
                     proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -370,6 +511,8 @@ class Results:
     fanout: dict[int, list[float]] = field(default_factory=dict)
     store_fanout: dict[int, list[float]] = field(default_factory=dict)
     baseline_fanout: dict[int, list[float]] = field(default_factory=dict)
+    #: phase → requests, wall_s, relay_s, agents_s (CPU seconds of the relay, of all agents)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def run(args: argparse.Namespace) -> Results:
@@ -391,7 +534,12 @@ def run(args: argparse.Namespace) -> Results:
     root_hash = publish_repository(work, data)
     rest, technicians = asyncio.run(prepare(data, store, 16))
     tokens = Tokens(technicians)
-    relay = launch_relay(data, store)
+    folder = args.profile
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        relay = launch_profiled_relay(data, store, folder / "relay")
+    else:
+        relay = launch_relay(data, store)
     agents = Agents()
     try:
         # the first store holds min(20, N) tills (the script till first), the second the rest
@@ -403,32 +551,49 @@ def run(args: argparse.Namespace) -> Results:
         if args.agents > first:
             tills += enrol(relay, work / "ids-b", rest, args.agents - first)
         devices = [json.loads((t / "agent.json").read_text())["device_id"] for t in tills]
-        res.start_seconds = agents.start(tills, work / "agent-logs", args.checks, 900.0)
+        res.start_seconds = agents.start(
+            tills,
+            work / "agent-logs",
+            args.checks,
+            900.0,
+            profile_first=None if folder is None else folder / "agent",
+        )
         res.agent_rss_mb = agents.rss_mb()
         print(f"{len(tills)} agents connected in {res.start_seconds:.1f} s", flush=True)
+        phases = Phases(relay.pid, [p.pid for p in agents.procs], folder=folder)
+        if folder is not None:
+            phases.profiled = {"relay": relay.pid, "agent": agents.procs[0].pid}
         url = relay.url
-        res.rtt_paced = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.25))
-        res.rtt_b2b = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.0))
+        with phases.measure("idle, per second", 5):
+            time.sleep(5)  # what the connected agents and the relay cost doing nothing
+        with phases.measure("rtt paced", args.rtt):
+            res.rtt_paced = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.25))
+        with phases.measure("rtt back-to-back", args.rtt), console_profile(folder):
+            res.rtt_b2b = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.0))
         print(f"rtt p50 {percentile(res.rtt_b2b, 0.5) * 1000:.2f} ms", flush=True)
-        res.script = asyncio.run(script_parts(url, tokens, devices[0], args.scripts, 0.25))
+        if args.scripts:
+            res.script = asyncio.run(script_parts(url, tokens, devices[0], args.scripts, 0.25))
         for n in args.fanout:
             if n > len(devices):
                 continue
             res.fanout[n] = []
-            for _ in range(args.repeats):
-                time.sleep(0.5)  # the technicians' request buckets refill (20/s)
-                res.fanout[n].append(asyncio.run(device_fanout(url, tokens, devices[:n])))
+            with phases.measure(f"fan-out {n}, per-device requests", n * args.repeats):
+                for _ in range(args.repeats):
+                    time.sleep(0.5)  # the technicians' request buckets refill (20/s)
+                    res.fanout[n].append(asyncio.run(device_fanout(url, tokens, devices[:n])))
             print(f"fan-out {n}: {fmt(_ms(res.fanout[n]), ' ms')}", flush=True)
             if args.store_route:
                 stores = [(store, first)] if n <= first else [(store, first), (rest, n - first)]
                 times = []
-                for _ in range(args.repeats):
-                    time.sleep(0.5)  # as above
-                    who = [tokens.take() for _ in stores]
-                    times.append(asyncio.run(store_fanout(url, who, stores)))
+                with phases.measure(f"fan-out {n}, store route", n * args.repeats):
+                    for _ in range(args.repeats):
+                        time.sleep(0.5)  # as above
+                        who = [tokens.take() for _ in stores]
+                        times.append(asyncio.run(store_fanout(url, who, stores)))
                 if None not in times:
                     res.store_fanout[n] = [t for t in times if t is not None]
                     print(f"store route {n}: {fmt(_ms(res.store_fanout[n]), ' ms')}", flush=True)
+        res.cpu = phases.cpu
     finally:
         agents.stop()
         relay.stop()
@@ -531,6 +696,28 @@ def markdown(res: Results) -> str:
             f"| {n} | {fmt(first)} | {fmt(relay_ms)} | {fmt(store_ms)} | {fmt(base_ms)} "
             f"| {_ratio(relay_ms, base_ms)} | {_ratio(store_ms, base_ms)} | {target} |"
         )
+    if res.cpu:
+        out += [
+            "",
+            "## CPU per request (Linux schedstat: CPU seconds of each process over the phase)",
+            "",
+            "Relay: the relay process. Agents: all agents together (a fan-out's request is one "
+            "device's). Steadier than wall-clock figures on a shared machine. Waiting: time "
+            "their threads were ready to run but had no CPU (Linux schedstat), per request. "
+            "Consoles: this benchmark's own process (the consoles' websockets, the HTTP client).",
+            "",
+            "| phase | requests | relay CPU ms | agents CPU ms | relay waiting ms "
+            "| agents waiting ms | consoles CPU ms | wall s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, c in res.cpu.items():
+            n = max(1, int(c["requests"]))
+            out.append(
+                f"| {name} | {n} | {c['relay_s'] * 1000 / n:.3f} | "
+                f"{c['agents_s'] * 1000 / n:.3f} | {c.get('relay_wait_s', 0) * 1000 / n:.3f} | "
+                f"{c.get('agents_wait_s', 0) * 1000 / n:.3f} | "
+                f"{c.get('consoles_s', 0) * 1000 / n:.3f} | {c['wall_s']:.1f} |"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -538,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=200, help=f"1..{MAX_AGENTS}")
     parser.add_argument("--rtt", type=int, default=200, help="round trips per mode")
-    parser.add_argument("--scripts", type=int, default=20, help="script runs")
+    parser.add_argument("--scripts", type=int, default=20, help="script runs (0: none)")
     parser.add_argument("--repeats", type=int, default=7, help="fan-outs per size")
     parser.add_argument("--fanout", type=int, nargs="+", default=[20, 200])
     parser.add_argument("--checks", action="store_true", help="agents run their health checks")
@@ -547,13 +734,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="20 agents, fewer samples")
     parser.add_argument("--output", type=Path, help="markdown file (default: results/DATE-…)")
+    parser.add_argument(
+        "--profile", type=Path, help="folder: cProfile the relay and the first agent per phase"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.agents, args.rtt, args.scripts, args.repeats = 20, 60, 5, 5
         args.fanout = [20]
     if not 1 <= args.agents <= MAX_AGENTS:
         parser.error(f"--agents must be 1..{MAX_AGENTS}")
-    if not (1 <= args.rtt <= 10_000 and 1 <= args.scripts <= 1000 and 1 <= args.repeats <= 100):
+    if not (1 <= args.rtt <= 10_000 and 0 <= args.scripts <= 1000 and 1 <= args.repeats <= 100):
         parser.error("--rtt, --scripts or --repeats out of bounds")
     res = run(args)
     text = markdown(res)

@@ -363,6 +363,9 @@ def _own_password(args: argparse.Namespace, session: dict[str, str]) -> int:
         _print_json(answer)
     else:
         print("password changed / 密码已修改")
+        others = answer.get("other_tokens_revoked") if isinstance(answer, dict) else None
+        if isinstance(others, int) and not isinstance(others, bool) and others > 0:
+            print(f"{others} other session(s) signed out / 已退出其他 {others} 个登录")
     return 0
 
 

@@ -82,6 +82,7 @@ class WebSocketSession:
         "_max_outbox_bytes",
         "_outbox",
         "_outbox_bytes",
+        "_parked",
         "_timed_out",
         "_timer",
         "_timer_at",
@@ -126,6 +127,8 @@ class WebSocketSession:
         self._outbox_bytes = 0  # what the frames in the outbox add up to
         self._wakeup: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        # The writer waits for its wake-up (not inside a write): frames may go out without it.
+        self._parked = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # The idle timer (see _receive): one per connection, moved lazily, not one per frame.
         self._fixed: float | None = None
@@ -174,11 +177,44 @@ class WebSocketSession:
             if not wakeup.done():
                 wakeup.set_result(None)
 
+    def flush_nowait(self) -> None:
+        """Write the queued frames now, without waiting for the writer task to be scheduled:
+        before a write to the database on the event loop (a job's end), so that the reply ahead
+        of it is not held up by it (docs/notes/16perf-status.md). Does nothing while the writer
+        is inside a write (waiting for the socket to drain), before it starts, or when the
+        socket's buffer is full: the writer sends them, in order, as before."""
+        if self._parked and self._outbox and self._writable():
+            self._write_outbox()
+
+    def _writable(self) -> bool:
+        transport = self._transport
+        return (
+            transport is not None
+            and not self.ws.closed
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < COALESCE_BELOW
+        )
+
+    def _write_outbox(self) -> None:
+        """Every queued frame in one write to the transport (each with its header)."""
+        outbox = self._outbox
+        assert self._transport is not None
+        if len(outbox) == 1:
+            frame = outbox[0]
+            self._transport.write(binary_frame_header(len(frame)) + frame)
+        else:
+            parts: list[bytes] = []
+            for frame in outbox:
+                parts += (binary_frame_header(len(frame)), frame)
+            self._transport.write(b"".join(parts))
+            self.batched_writes += 1
+        self._frames_out.inc(len(outbox))
+        outbox.clear()
+        self._outbox_bytes = 0
+
     async def _write_loop(self) -> None:
         outbox = self._outbox
-        ws = self.ws
-        send = ws.send_bytes
-        transport = self._transport
+        send = self.ws.send_bytes
         frames_out = self._frames_out
         loop = asyncio.get_running_loop()
         try:
@@ -188,28 +224,19 @@ class WebSocketSession:
                 # one system call each; the relay never compresses (WebSocketResponse
                 # compress=False), so a frame is its header and its bytes.
                 while outbox:
-                    if (
-                        len(outbox) > 1
-                        and transport is not None
-                        and not ws.closed
-                        and not transport.is_closing()
-                        and transport.get_write_buffer_size() < COALESCE_BELOW
-                    ):
-                        parts: list[bytes] = []
-                        for frame in outbox:
-                            parts += (binary_frame_header(len(frame)), frame)
-                        transport.write(b"".join(parts))
-                        self.batched_writes += 1
-                        frames_out.inc(len(outbox))
-                        outbox.clear()
-                        self._outbox_bytes = 0
+                    if len(outbox) > 1 and self._writable():
+                        self._write_outbox()
                         continue
                     await send(outbox[0])  # waits only when the socket's buffer is full
                     self._outbox_bytes -= len(outbox[0])
                     del outbox[0]  # (bounded by max_outbox; usually the only one)
                     frames_out.inc()
                 wakeup = self._wakeup = loop.create_future()
-                await wakeup
+                self._parked = True
+                try:
+                    await wakeup
+                finally:
+                    self._parked = False
         except (ConnectionResetError, RuntimeError) as exc:  # closing transport
             log.debug("writer for %s stopped: %s", self.peer, exc)
 

@@ -248,7 +248,8 @@ class BadTtl(BadRequest):
 
 
 class NotYourself(BadRequest):
-    """An admin deleting, disabling or demoting their own account; nothing is changed."""
+    """An admin deleting, disabling, demoting or resetting the password of their own account;
+    nothing is changed."""
 
     public_reason = "you may not do that to your own account: ask another admin"
     public_reason_zh = "不能对自己的账号执行此操作, 请让另一位管理员操作"

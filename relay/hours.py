@@ -122,10 +122,17 @@ class BusinessHours:
         return out
 
 
+#: Names the zone database answers to that are not a place: ``localtime`` is whatever zone the
+#: relay's own machine is set to (a store's clock would move with the server's settings).
+_NOT_A_PLACE = frozenset({"localtime", "posixrules", "Factory"})
+
+
 def parse_timezone(name: object) -> str:
     """An IANA zone name this machine knows, or :class:`BadRequest` saying what is wrong."""
     if not isinstance(name, str) or not _ZONE_NAME.fullmatch(name) or len(name) > 64:
         raise BadTimezone("timezone must be an IANA name such as Asia/Shanghai")
+    if name in _NOT_A_PLACE:  # files of the zone database that name no place's clock
+        raise BadTimezone(f"{name!r} is not a place's timezone (expected e.g. Asia/Shanghai)")
     try:
         _zone(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

@@ -51,6 +51,7 @@ __all__ = [
     "anchored_root_hash",
     "device_platform",
     "offered_scripts",
+    "param_reason",
     "refresh_online_metadata",
 ]
 
@@ -346,10 +347,31 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text("utf-8"))["signed"]
 
 
+#: scripts folder → (its timestamp.json's identity, what it offered then): a run's check reads
+#: the repository again only after a publish or a timestamp re-signing (both replace the file)
+_OFFERED: dict[str, tuple[tuple[int, int, int], dict[tuple[str, str], Manifest]]] = {}
+
+
 def offered_scripts(scripts_dir: Path) -> dict[tuple[str, str], Manifest]:
     """(id, version) → manifest of every script the published repository lists, as published
     (the relay's own files; devices verify the signatures). Empty without a repository; a
-    manifest that does not parse is left out (and logged)."""
+    manifest that does not parse is left out (and logged). Blocking: run it in a worker."""
+    try:
+        stat = (scripts_dir / "metadata" / "timestamp.json").stat()
+    except OSError:
+        return {}
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _OFFERED.get(str(scripts_dir))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    offered = _read_offered(scripts_dir)
+    if len(_OFFERED) >= 64:  # one per relay application; tests make many
+        _OFFERED.clear()
+    _OFFERED[str(scripts_dir)] = (stamp, offered)
+    return offered
+
+
+def _read_offered(scripts_dir: Path) -> dict[tuple[str, str], Manifest]:
     metadata = scripts_dir / "metadata"
     try:
         timestamp = _read(metadata / "timestamp.json")
@@ -384,3 +406,47 @@ def device_platform(facts: Any) -> str:
     if not isinstance(os_name, str) or not os_name:
         return ""
     return "windows" if os_name.lower().startswith("windows") else "linux"
+
+
+#: A parameter refusal's English words (protocol/manifest.py) and their Chinese.
+_PARAM_ZH = (
+    (re.compile(r"\Aparameter '([^']*)' (.*)\Z", re.S), "参数 {0}: {1}"),
+    (re.compile(r"\Aunknown parameter\(s\): (.*)\Z", re.S), "未知参数: {0}"),
+    (re.compile(r"\Athis script may not run unattended\Z"), "这个脚本不能无人值守运行"),
+)
+_WHAT_ZH = (
+    ("does not match its pattern", "格式不对"),
+    ("contains characters that are not allowed", "含有不允许的字符"),
+    ("may not start with '-'", "不能以 '-' 开头"),
+    ("must be a relative path without '..'", "必须是不含 '..' 的相对路径"),
+    ("is required", "必须填写"),
+    ("must be an integer", "必须是整数"),
+    ("must be a number", "必须是数字"),
+    ("must be finite", "必须是有限的数字"),
+    ("must be true or false", "必须是 是/否"),
+    ("must be text", "必须是文字"),
+    ("may not be negative", "不能是负数"),
+    ("is below its minimum", "小于最小值"),
+    ("is above its maximum", "大于最大值"),
+    ("is longer than", "太长"),
+    ("must be one of", "只能是以下之一"),
+)
+
+
+def param_reason(english: str) -> str:
+    """A parameter refusal in Chinese and English: ``参数 host: 格式不对 / parameter 'host'
+    does not match its pattern`` (the English alone when no Chinese is known)."""
+    for pattern, zh in _PARAM_ZH:
+        found = pattern.match(english)
+        if found is None:
+            continue
+        groups = list(found.groups())
+        if groups and pattern is _PARAM_ZH[0][0]:
+            what = groups[1]
+            words = next((z for e, z in _WHAT_ZH if what.startswith(e)), None)
+            if words is None:
+                return english
+            tail = what[len(next(e for e, z in _WHAT_ZH if z == words)) :].strip()
+            groups[1] = f"{words} {tail}".strip()
+        return f"{zh.format(*groups)} / {english}"
+    return english

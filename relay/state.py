@@ -263,6 +263,23 @@ class RelayState:
                 self._paths.popitem(last=False)
         return path.within(scope)
 
+    def forget_device(self, device_id: str) -> None:
+        """A deleted device has left the tree: its cached path must not keep it in scope."""
+        self._paths.pop(device_id, None)
+
+    async def require_device(self, user: User, device_id: str, action: str, target: str) -> None:
+        """Refuse (404, audited ``out of scope``) unless ``user``'s scope covers the device;
+        an unknown device looks the same, so ids can't be probed."""
+        if not await self.device_in_scope(device_id, user.scope):
+            await self.audit(
+                f"user:{user.username}",
+                action,
+                target[:80],
+                Outcome.REFUSED,
+                {"reason": "out of scope"},
+            )
+            raise NotFound(f"{target[:80]} outside the scope of {user.username}")
+
     async def covers(self, user: User, target: Scope) -> bool:
         """Whether ``user``'s scope contains ``target`` (False if ``target`` doesn't exist)."""
         if user.scope.kind is ScopeKind.ROOT:

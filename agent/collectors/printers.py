@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 PortLister = Callable[[], Sequence["SerialPort"]]
 
-__all__ = ["collect", "probe_summary", "resolve_usb"]
+__all__ = ["collect", "nothing_to_probe", "probe_summary", "resolve_usb"]
 
 #: one printer's whole probe, connect included (§2.3: 2-3 s connect, close at once)
 PROBE_TIMEOUT = 2.5
@@ -95,6 +95,17 @@ def _probe(printer: PrinterConfig, device: str = "") -> ProbeResult:
     return probe_serial(device or printer.serial, printer.baudrate, timeout=PROBE_TIMEOUT)
 
 
+NO_PRINTERS = "未配置打印机 (settings.json) / no printers configured (settings.json)"
+
+
+def nothing_to_probe(ctx: DiagContext) -> Optional[Dict[str, Any]]:
+    """The section when no printer is configured (no I/O: answered without a worker thread,
+    agent/diagnostics.py ``Collector.at_once``), else None."""
+    if ctx.settings.printers:
+        return None
+    return {"printers": [], "note": NO_PRINTERS}
+
+
 def collect(ctx: DiagContext, list_ports: Optional[PortLister] = None) -> Dict[str, Any]:
     """Status of every configured printer, or why it was not asked.
 
@@ -103,10 +114,10 @@ def collect(ctx: DiagContext, list_ports: Optional[PortLister] = None) -> Dict[s
         list_ports: the till's serial ports, for printers named by USB identity (pyserial's list
             by default).
     """
+    nothing = nothing_to_probe(ctx)
+    if nothing is not None:
+        return nothing
     printers = ctx.settings.printers
-    if not printers:
-        note = "未配置打印机 (settings.json) / no printers configured (settings.json)"
-        return {"printers": [], "note": note}
     why_not = sale_open(ctx.profile)
     ports: Optional[Sequence[SerialPort]] = None
     rows: List[Dict[str, Any]] = []

@@ -96,7 +96,7 @@ async def _admin_for(request: web.Request, target: Scope, action: str) -> tuple[
 
 def _page_limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadRequest(f"limit must be a whole number 1..{MAX_PAGE}")
     return int(raw)
 
@@ -186,6 +186,7 @@ async def delete_device(request: web.Request) -> web.Response:
             _actor(user), action, target, Outcome.REFUSED, {"reason": "not empty", **exc.holds}
         )
         raise
+    state.forget_device(device_id)
     await state.audit(_actor(user), action, target, Outcome.OK, kept)
     return web.json_response({"id": device_id, "deleted": True, "jobs_kept": kept["jobs_kept"]})
 
@@ -279,6 +280,9 @@ async def reset_password(request: web.Request) -> web.Response:
     body = await _json(request)
     password = _new_password(body, "password")
     state, admin, target = await _user_target(request, "user.password_reset")
+    # one's own password is changed with the old one (POST /v1/password): a stolen token
+    # alone must not be enough to take the account and sign its owner out
+    _not_self(admin, target, "reset the password of (change it with the old one)")
     hashed = await asyncio.to_thread(hash_password, password)
     if is_disabled(target):  # stays disabled: the mark is kept
         hashed = "!" + hashed
@@ -323,8 +327,20 @@ async def change_own_password(request: web.Request) -> web.Response:
     state.login_backoff.succeeded(address, user.username)
     hashed = await asyncio.to_thread(hash_password, new)
     await state.storage.set_password_hash(user.id, hashed)
-    await state.audit(_actor(user), "user.password_change", _actor(user), Outcome.OK)
-    return web.json_response({"id": user.id})
+    # Whoever else holds a session of this user (the reason to change it, often) is signed out;
+    # the token this change came with stays.
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    keep = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    revoked = await state.storage.revoke_user_tokens(user.id, now=state.now(), keep=keep)
+    await end_revoked_sign_ins(state)
+    await state.audit(
+        _actor(user),
+        "user.password_change",
+        _actor(user),
+        Outcome.OK,
+        {"other_tokens_revoked": revoked},
+    )
+    return web.json_response({"id": user.id, "other_tokens_revoked": revoked})
 
 
 def _user_switch(action: str, disabled: bool) -> Any:
@@ -497,7 +513,9 @@ async def list_audit(request: web.Request) -> web.Response:
     await _require_role(state, user, "audit.read", "relay", Role.ADMIN)
     limit = _page_limit(request)
     raw_before = request.query.get("before")
-    if raw_before is not None and (not raw_before.isdigit() or not 1 <= int(raw_before) < 2**62):
+    if raw_before is not None and (
+        not (raw_before.isascii() and raw_before.isdigit()) or not 1 <= int(raw_before) < 2**62
+    ):
         raise BadCursor("before must be a record's seq (a whole number from 1)")
     target = request.query.get("target")
     if target is not None:

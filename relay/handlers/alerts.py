@@ -193,14 +193,14 @@ def _judged(event: AlertEvent, judgement: Judgement) -> AlertEvent:
 # --- the API --------------------------------------------------------------------------------
 
 
-async def _visible_alert(state: RelayState, user: User, alert_id: str) -> Alert:
-    """The alert if the user's scope covers its device; NotFound alike for out of scope."""
+async def _visible_alert(state: RelayState, user: User, alert_id: str, action: str) -> Alert:
+    """The alert if the user's scope covers its device; NotFound alike for unknown and out of
+    scope, the latter audited (another tenant's ids tried)."""
     try:
         alert = await health_of(state).store.get_alert(alert_id)
     except NotFound:
         raise NotFound("alert") from None
-    if not await state.device_in_scope(alert.device_id, user.scope):
-        raise NotFound("alert")
+    await state.require_device(user, alert.device_id, action, f"alert:{alert_id}")
     return alert
 
 
@@ -230,7 +230,7 @@ async def show_alert(request: web.Request) -> web.Response:
     """``GET /v1/alerts/{id}``: one alert with its events and remediation attempts."""
     state = request.app[STATE]
     user = await api.current_user(request)
-    alert = await _visible_alert(state, user, request.match_info["alert_id"])
+    alert = await _visible_alert(state, user, request.match_info["alert_id"], "alert.read")
     store = health_of(state).store
     body = alert.to_json()
     body["history"] = await store.alert_events(alert.id)
@@ -252,7 +252,7 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
             {"reason": f"role {user.role}"},
         )
         raise ScopeError(f"{user.username} ({user.role}) may not acknowledge alerts")
-    await _visible_alert(state, user, alert_id)
+    await _visible_alert(state, user, alert_id, "alert.acknowledge")
     alert = await health_of(state).store.acknowledge_alert(alert_id, user.username, now=state.now())
     return web.json_response(alert.to_json())
 

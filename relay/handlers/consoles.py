@@ -29,6 +29,7 @@ from posassist.protocol.errors import (
     SignInTimeout,
     UnexpectedMessage,
 )
+from posassist.protocol.manifest import ParamError, validate_params
 from posassist.protocol.messages import ScriptRunRequest, username_problem
 
 from ..audit import AuditEntry, Outcome, bounded
@@ -36,7 +37,7 @@ from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSess
 from ..errors import DeviceNotActive, TokenError
 from ..limits import trust_connection
 from ..routing import Link, OfflineError
-from ..scripts_repo import device_platform, offered_scripts
+from ..scripts_repo import device_platform, offered_scripts, param_reason
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
 from .agents import SOFTWARE, handshake_failed, refuse_over_budget
@@ -262,9 +263,9 @@ async def _route(user: User, peer: Link, state: RelayState, event: Message) -> s
         await _refuse(state, user, peer, event, "revoked", DeviceNotActive.public_reason)
         return None
     if isinstance(event, ScriptRunRequest):
-        mismatch = await _wrong_platform(state, device, event)
-        if mismatch is not None:
-            await _refuse(state, user, peer, event, "wrong_platform", mismatch)
+        problem = await _script_problem(state, device, event)
+        if problem is not None:
+            await _refuse(state, user, peer, event, *problem)
             return None
     now = state.now()
     # The job and its audit record commit together, before anything reaches the device.
@@ -314,22 +315,32 @@ async def _route(user: User, peer: Link, state: RelayState, event: Message) -> s
     return job.id
 
 
-async def _wrong_platform(state: RelayState, device: Any, event: ScriptRunRequest) -> str | None:
-    """Why the published script can't run on the till's OS (its manifest's ``platforms``), in
-    both languages; None when it can, when the till never said its OS, or when the relay does
-    not publish that script (the agent checks again either way)."""
-    platform = device_platform(device.facts)
-    if not platform:
-        return None
+async def _script_problem(
+    state: RelayState, device: Any, event: ScriptRunRequest
+) -> tuple[str, str] | None:
+    """(code, words) when the relay already knows the run can't go ahead: the published
+    script's manifest leaves out the till's OS (``wrong_platform``) or refuses the parameters
+    (``invalid_params``, the web form's check and words); None when it can, or when the relay
+    does not publish that script. The agent checks all of it again, against what it verified."""
     offered = await asyncio.to_thread(offered_scripts, state.config.scripts_dir)
     manifest = offered.get((event.script, event.version))
-    if manifest is None or platform in manifest.platforms:
+    if manifest is None:
         return None
-    allowed = ", ".join(manifest.platforms)
-    return (
-        f"{manifest.id} runs on {allowed} only; this till runs {platform}"
-        f" / {manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}"
-    )
+    platform = device_platform(device.facts)
+    if platform and platform not in manifest.platforms:
+        allowed = ", ".join(manifest.platforms)
+        return (
+            "wrong_platform",
+            f"{manifest.id} runs on {allowed} only; this till runs {platform}"
+            f" / {manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}",
+        )
+    try:
+        if event.unattended and not manifest.unattended:
+            raise ParamError("this script may not run unattended")
+        validate_params(manifest, event.params)
+    except ParamError as exc:
+        return "invalid_params", param_reason(str(exc))
+    return None
 
 
 async def _fail_unrouted(

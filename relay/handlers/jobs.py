@@ -102,6 +102,9 @@ async def finish_route(
         if defer is not None:  # a store-wide request writes its jobs' ends together (fanout.py)
             defer(status, error, entry, state.now())
             return
+        flush = getattr(route.console, "flush_nowait", None)
+        if flush is not None:  # the reply goes out now, not after the write below
+            flush()
         # The job's end and its audit record commit together.
         await state.storage.finish_job(
             route.job_id, status, now=state.now(), error=error, audit=entry

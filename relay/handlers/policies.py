@@ -142,8 +142,7 @@ async def device_policy(request: web.Request) -> web.Response:
     state = request.app[STATE]
     user = await api.current_user(request)
     device_id = request.match_info["device_id"]
-    if not await state.device_in_scope(device_id, user.scope):
-        raise NotFound("device")
+    await state.require_device(user, device_id, "device.policy.read", f"device:{device_id}")
     resolved = await alerts.health_of(state).policies.for_device(device_id, state.now())
     return web.json_response(
         {"version": resolved.version, "policy": resolved.document, "hours": _hours(resolved)}

@@ -9,6 +9,7 @@ through :func:`relay.storage.engine.map_db_errors`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -16,8 +17,9 @@ import json
 import logging
 import re
 import secrets
+import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -151,6 +153,9 @@ _NOT_DELETED = t.devices.c.status != "deleted"
 
 
 def _device(row: sa.Row[Any]) -> Device:
+    facts = row.facts
+    if isinstance(facts, str):  # read through a prepared statement (_GET_DEVICE): the JSON text
+        facts = json.loads(facts)
     return Device(
         id=row.id,
         store_id=row.store_id,
@@ -160,7 +165,7 @@ def _device(row: sa.Row[Any]) -> Device:
         revoked_at=row.revoked_at,
         last_seen=row.last_seen,
         agent_version=row.agent_version,
-        facts=row.facts,
+        facts=facts,
         handed_over_at=row.handed_over_at,
     )
 
@@ -476,8 +481,9 @@ class SqlStorage:
     # -- devices -------------------------------------------------------------------------------
 
     async def get_device(self, device_id: str) -> Device:
-        query = t.devices.select().where(t.devices.c.id == device_id, _NOT_DELETED)
-        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
+        # on every routed request (consoles.py checks the device is active): prepared
+        params = {"b_id": device_id}
+        row = await self._db.read(lambda conn: _GET_DEVICE(conn, params).first(), small=True)
         if row is None:
             raise NotFound(f"device {device_id!r}")
         return _device(row)
@@ -752,8 +758,9 @@ class SqlStorage:
                 ended[key] = str(row.username)
         return ended
 
-    async def revoke_user_tokens(self, user_id: str, *, now: float) -> int:
-        """Revoke every live token of the user; returns how many."""
+    async def revoke_user_tokens(self, user_id: str, *, now: float, keep: str | None = None) -> int:
+        """Revoke every live token of the user but ``keep`` (the one a password change came
+        with: its session stays); returns how many."""
         update = (
             t.bearer_tokens.update()
             .where(
@@ -763,6 +770,8 @@ class SqlStorage:
             )
             .values(revoked_at=now)
         )
+        if keep is not None:
+            update = update.where(t.bearer_tokens.c.token_hash != _digest(keep))
         result = await self._db.write(lambda conn: conn.execute(update))
         return result.rowcount
 
@@ -1020,7 +1029,7 @@ class SqlStorage:
     ) -> Job:
         params = {"b_id": job_id, **values}
 
-        def tx(conn: sa.Connection) -> sa.Row[Any] | None:
+        def tx(conn: sa.Connection) -> Any:
             row = update(conn, params).first()
             if row is not None and row.status == JobStatus.UNKNOWN.value:
                 self._unknown_made.add(row.device_id)  # before the commit (see __init__)
@@ -1263,7 +1272,10 @@ class _Prepared:
 
     For the request path only: it skips SQLAlchemy's per-execution compile-cache lookup and
     parameter processing (about 40 µs a statement here), so parameters must already be what the
-    driver takes: JSON as text (see :func:`_json`), bytes, numbers and strings.
+    driver takes: JSON as text (see :func:`_json`), bytes, numbers and strings. On SQLite it
+    goes straight to the sqlite3 cursor of the connection's transaction (:class:`_SqliteRows`):
+    ``exec_driver_sql``'s own bookkeeping (events, result metadata) was still about three
+    quarters of a routed request's two job transactions (docs/notes/16perf-status.md).
     """
 
     def __init__(self, statement: sa.ClauseElement, suffix: str = "") -> None:
@@ -1282,14 +1294,80 @@ class _Prepared:
             self._compiled[conn.dialect.name] = compiled
         return compiled
 
-    def __call__(self, conn: sa.Connection, params: Mapping[str, Any]) -> sa.CursorResult[Any]:
+    def __call__(self, conn: sa.Connection, params: Mapping[str, Any]) -> _Rows:
         sql, names = self._for(conn)
-        return conn.exec_driver_sql(sql, tuple(params[name] for name in names))
+        values = tuple(params[name] for name in names)
+        if conn.dialect.name == "sqlite":
+            return _SqliteRows(conn, sql, values)
+        return conn.exec_driver_sql(sql, values)
 
     def many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """The statement once per row of ``rows`` (at least one), as one ``executemany``."""
         sql, names = self._for(conn)
-        conn.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
+        values = [tuple(row[name] for name in names) for row in rows]
+        if conn.dialect.name == "sqlite":
+            _SqliteRows(conn, sql, values, many=True)
+        else:
+            conn.exec_driver_sql(sql, values)
+
+
+class _Rows(Protocol):
+    """What :class:`_Prepared` statements give: ``sa.CursorResult``'s few methods used here."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def first(self) -> Any: ...
+    def one(self) -> Any: ...
+    def all(self) -> Sequence[Any]: ...
+    def scalar(self) -> Any: ...
+
+
+class _SqliteRows:
+    """A statement run on the sqlite3 connection under ``conn``'s transaction, its rows read
+    at once as named tuples (attribute access like ``sa.Row``). Driver errors are raised as
+    SQLAlchemy's, so :func:`~posassist.relay.storage.engine.map_db_errors` maps them as ever."""
+
+    __slots__ = ("_rows", "_type", "rowcount")
+
+    def __init__(self, conn: sa.Connection, sql: str, values: Any, *, many: bool = False) -> None:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        try:
+            cursor = raw.executemany(sql, values) if many else raw.execute(sql, values)
+            description = cursor.description
+            self._rows: list[Any] = cursor.fetchall() if description else []
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        self.rowcount = cursor.rowcount
+        self._type = None if description is None else _row_type(tuple(d[0] for d in description))
+
+    def first(self) -> Any:
+        if not self._rows:
+            return None
+        assert self._type is not None
+        return self._type._make(self._rows[0])
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise (
+                sa.exc.NoResultFound("expected one row")
+                if not self._rows
+                else (sa.exc.MultipleResultsFound("expected one row"))
+            )
+        return self.first()
+
+    def all(self) -> list[Any]:
+        make = self._type._make if self._type is not None else tuple
+        return [make(row) for row in self._rows]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+
+@functools.lru_cache(maxsize=64)
+def _row_type(names: tuple[str, ...]) -> Any:
+    """A named tuple class for one statement's columns (made once per column list)."""
+    return collections.namedtuple("Row", names, rename=True)
 
 
 # Statements on the request path, built once (building a statement costs more than running it).
@@ -1315,6 +1393,12 @@ _MOVE_HEAD = _Prepared(
     t.audit_head.update()
     .where(t.audit_head.c.id == sa.literal_column("1"))
     .values(seq=sa.bindparam("b_seq"), hash=sa.bindparam("b_hash"))
+)
+_GET_DEVICE = _Prepared(
+    t.devices.select().where(
+        t.devices.c.id == sa.bindparam("b_id"),
+        t.devices.c.status != sa.literal_column("'deleted'"),  # _NOT_DELETED, as SQL text
+    )
 )
 _START_JOB = _Prepared(
     t.jobs.update()
@@ -1496,7 +1580,7 @@ def _chained(
     return dataclasses.replace(record, hash=chain_hash(prev_hash, record))
 
 
-def _rebuild_head(conn: sa.Connection) -> sa.Row[Any]:
+def _rebuild_head(conn: sa.Connection) -> Any:
     """Put back a deleted ``audit_head`` row at the last stored record (or the genesis)."""
     log.error("the audit_head row is gone: rebuilt from the last audit row")
     last = conn.execute(

@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, BadTtl, NotFound
 from ..handlers import admin as admin_api
 from ..handlers import alerts as alerts_api
 from ..handlers import api
@@ -257,6 +258,8 @@ async def create_enrolment(request: web.Request, session: Session) -> web.Stream
         hours = float(form.get("hours", str(DEFAULT_TOKEN_HOURS)))
     except ValueError:
         raise BadRequest("hours must be a number") from None
+    if not math.isfinite(hours) or not 0 < hours <= 10**6:  # nan, inf and 1e400 too
+        raise BadTtl("hours out of range")
     body = {"store_id": form.get("store_id", ""), "ttl": round(hours * 3600)}
     made = await _call(request, session, api.create_enrolment, body)
     return render(

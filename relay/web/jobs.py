@@ -28,7 +28,7 @@ from ..audit import Outcome
 from ..errors import NotFound, ScopeError
 from ..handlers.cancel import cancel_job
 from ..handlers.consoles import route_request
-from ..scripts_repo import device_platform, offered_scripts
+from ..scripts_repo import device_platform, offered_scripts, param_reason
 from ..state import STATE
 from ..storage import DeviceStatus
 from . import sessions
@@ -55,48 +55,11 @@ __all__ = ["add_job_pages"]
 DIAGNOSE_TIMEOUT = 30.0
 
 
-#: A parameter refusal's English words (protocol/manifest.py) and their Chinese.
-_PARAM_ZH = (
-    (re.compile(r"\Aparameter '([^']*)' (.*)\Z", re.S), "参数 {0}: {1}"),
-    (re.compile(r"\Aunknown parameter\(s\): (.*)\Z", re.S), "未知参数: {0}"),
-    (re.compile(r"\Athis script may not run unattended\Z"), "这个脚本不能无人值守运行"),
+#: What the run form takes as an integer or a number: what the browser's number field sends.
+_INTEGER = re.compile(r"[-+]?[0-9]{1,18}")
+_NUMBER = re.compile(
+    r"[-+]?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})(?:[eE][-+]?[0-9]{1,3})?"
 )
-_WHAT_ZH = (
-    ("does not match its pattern", "格式不对"),
-    ("contains characters that are not allowed", "含有不允许的字符"),
-    ("may not start with '-'", "不能以 '-' 开头"),
-    ("must be a relative path without '..'", "必须是不含 '..' 的相对路径"),
-    ("is required", "必须填写"),
-    ("must be an integer", "必须是整数"),
-    ("must be a number", "必须是数字"),
-    ("must be finite", "必须是有限的数字"),
-    ("must be true or false", "必须是 是/否"),
-    ("must be text", "必须是文字"),
-    ("may not be negative", "不能是负数"),
-    ("is below its minimum", "小于最小值"),
-    ("is above its maximum", "大于最大值"),
-    ("is longer than", "太长"),
-    ("must be one of", "只能是以下之一"),
-)
-
-
-def param_reason(english: str) -> str:
-    """A parameter refusal in Chinese and English: ``参数 host: 格式不对 / parameter 'host'
-    does not match its pattern`` (the English alone when no Chinese is known)."""
-    for pattern, zh in _PARAM_ZH:
-        found = pattern.match(english)
-        if found is None:
-            continue
-        groups = list(found.groups())
-        if groups and pattern is _PARAM_ZH[0][0]:
-            what = groups[1]
-            words = next((z for e, z in _WHAT_ZH if what.startswith(e)), None)
-            if words is None:
-                return english
-            tail = what[len(next(e for e, z in _WHAT_ZH if z == words)) :].strip()
-            groups[1] = f"{words} {tail}".strip()
-        return f"{zh.format(*groups)} / {english}"
-    return english
 
 
 def _form_params(manifest: Manifest, form: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,15 +77,14 @@ def _form_params(manifest: Manifest, form: Mapping[str, Any]) -> dict[str, Any]:
         elif raw == "":
             continue
         elif kind == "integer":
-            try:
-                params[name] = int(raw)
-            except ValueError:
-                raise ParamError(f"parameter {name!r} must be an integer") from None
+            # plain ASCII digits: int() also takes "9_100" and Arabic-Indic digits
+            if not _INTEGER.fullmatch(raw):
+                raise ParamError(f"parameter {name!r} must be an integer")
+            params[name] = int(raw)
         elif kind == "number":
-            try:
-                params[name] = float(raw)
-            except ValueError:
-                raise ParamError(f"parameter {name!r} must be a number") from None
+            if not _NUMBER.fullmatch(raw):
+                raise ParamError(f"parameter {name!r} must be a number")
+            params[name] = float(raw)
         else:
             params[name] = raw  # strings, enums, paths; and unknown names, refused below
     for param in manifest.params:

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import gzip
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,11 +235,17 @@ async def sign_out(request: web.Request, session: Session) -> web.StreamResponse
     raise response
 
 
+#: Where /lang may send the browser back to: a path of this site, no scheme, no host.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
+
+
 async def switch_language(request: web.Request) -> web.StreamResponse:
     """``GET /lang?to=en&next=/fleet``: remember the language, back to a page of this site."""
     lang = request.query.get("to", "zh")
     back = request.query.get("next", "/")
-    if not back.startswith("/") or back.startswith("//") or "\\" in back:
+    # a path of this site in plain printable ASCII: browsers drop tabs and newlines from a
+    # Location, so "/\t/evil.example" would have been followed as "//evil.example"
+    if not _LOCAL_PATH.fullmatch(back):
         back = "/"
     response = web.HTTPSeeOther(back)
     sessions.set_language(response, request, lang if lang in sessions.LANGUAGES else "zh")
@@ -670,7 +677,7 @@ async def audit_page(request: web.Request, session: Session) -> web.StreamRespon
     state = request.app[STATE]
     await _audit_reader(state, session, "audit.read")
     raw = request.query.get("before", "")
-    before = int(raw) if raw.isdigit() and len(raw) < 18 else None
+    before = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 18 else None
     records, next_before = await AdminStore(state.storage).audit_page(limit=100, before=before)
     lang = sessions.language(request)
     now = state.now()

@@ -238,3 +238,59 @@ async def test_the_agent_loads_its_collectors_ahead_of_the_first_request() -> No
     connection._WARM = False
     await connection._warm_up()
     assert connection._WARM
+
+
+async def test_printers_with_none_configured_are_answered_without_a_worker_thread(
+    printer, tmp_path, monkeypatch
+) -> None:
+    # The cheap answer (nothing configured) comes from the collector's at_once on the loop; a
+    # configured printer is still probed in a worker (its probe is I/O).
+    import threading
+
+    from posassist.agent import diagnostics
+    from posassist.agent.collectors.printers import NO_PRINTERS
+
+    handed: list[object] = []
+    real = diagnostics.run_in_worker
+
+    async def counted(fn, timeout):
+        handed.append(fn)
+        return await real(fn, timeout)
+
+    monkeypatch.setattr(diagnostics, "run_in_worker", counted)
+    ran_on: list[int] = []
+    at_once = diagnostics.default_collectors()[3].at_once
+    assert at_once is not None
+
+    def noted(ctx):
+        ran_on.append(threading.get_ident())
+        return at_once(ctx)
+
+    printers = diagnostics.default_collectors()[3]._replace(at_once=noted)
+    assert printers.name == "printers"
+    idle = DiagContext(Settings())
+    sections = await collect_report(idle, [printers], time.monotonic() + 5, ["printers"])
+    assert sections["printers"]["ok"] is True
+    assert sections["printers"]["data"] == {"printers": [], "note": NO_PRINTERS}
+    assert handed == []
+    assert ran_on == [threading.get_ident()]  # on the loop's own thread
+
+    host, port = printer.start_tcp()
+    settings = Settings(printers=(PrinterConfig("receipt", host=host, port=port),))
+    busy = DiagContext(settings, tmp_path)
+    sections = await collect_report(busy, [printers], time.monotonic() + 5, ["printers"])
+    assert len(handed) == 1
+    (row,) = sections["printers"]["data"]["printers"]
+    assert row["outcome"] == "ok"
+    assert printer.bytes_received > 0
+
+
+async def test_an_at_once_answer_that_fails_is_a_failed_section_not_a_crash() -> None:
+    def broken_at_once(ctx):
+        raise ValueError("settings changed under us")
+
+    collectors = [Collector("odd", _ok, at_once=broken_at_once), Collector("a", _ok)]
+    sections = await collect_report(DiagContext(Settings()), collectors, time.monotonic() + 5)
+    assert sections["odd"]["ok"] is False
+    assert sections["odd"]["error"]["type"] == "ValueError"
+    assert sections["a"]["data"] == {"fine": True}

@@ -158,7 +158,8 @@ def test_a_retired_version_rolled_back_by_the_relay_never_runs(tmp_path: Path) -
         # option injection: a value starting with '-' is refused before anything runs
         injected = tech(*run, "--param", "note=-x")
         assert injected.returncode == 1, injected.stdout
-        assert "refused" in injected.stdout
+        assert "parameter 'note' may not start with '-'" in injected.stderr  # the relay's words
+        assert "不能以 '-' 开头" in injected.stderr
         assert not marker.exists()
         ok(tech(*run, "--param", "note=fine"))
         assert marker.read_text() == "--note fine\n"
@@ -198,7 +199,10 @@ def test_a_retired_version_rolled_back_by_the_relay_never_runs(tmp_path: Path) -
             stop(agent)
         stop(relay)
     assert not marker.exists()
-    refusals = [(t, r) for a, o, t, r in audit(relay_dir) if a == "script.run.refused"]
-    assert refusals[0] == (f"device:{device}", "invalid_params")  # the '-x' parameter
+    records = audit(relay_dir)
+    # the '-x' parameter: the relay refused it against the published manifest, before any job
+    # (the till's own refusal of it is tests/agent/test_runner.py's)
+    assert ("script.run", "refused", f"device:{device}", "invalid_params") in records
+    refusals = [(t, r) for a, o, t, r in records if a == "script.run.refused"]
     assert (f"device:{device}", "rollback") in refusals
     assert (f"device:{late_device}", "rollback") in refusals

@@ -329,6 +329,44 @@ async def test_own_password_change_needs_the_old_one_and_wrong_ones_count_to_the
     assert (await sign_in(relay, "tech", "a new password 1"))[0] == 200
 
 
+async def test_changing_ones_password_signs_out_every_other_session_of_theirs(
+    relay: Relay,
+) -> None:
+    kept = relay.tokens["tech"]
+    await sign_in(relay, "tech")  # a second session: the one someone else may hold
+    other = relay.tokens["tech"]
+    relay.tokens["tech"] = kept
+    status, body = await call(
+        relay,
+        "POST",
+        "/v1/password",
+        "tech",
+        {"old_password": PASSWORD, "new_password": "a new password 2"},
+    )
+    assert (status, body["other_tokens_revoked"]) == (200, 1), body
+    status, _ = await call(relay, "GET", "/v1/stores", "tech")
+    assert status == 200  # the session the change came with stays
+    relay.tokens["other-session"] = other
+    status, body = await call(relay, "GET", "/v1/stores", "other-session")
+    assert (status, body["error"]) == (401, "TokenRevoked"), body
+    changes = [r for r in await audit(relay) if r[1] == "user.password_change"]
+    assert changes[-1][2:] == ("ok", "user:tech", {"other_tokens_revoked": 1})
+
+
+async def test_an_admin_may_not_reset_their_own_password_without_the_old_one(
+    relay: Relay,
+) -> None:
+    admin = await user_id(relay, "admin")
+    before = (await relay.state.storage.get_user("admin")).password_hash
+    status, body = await call(
+        relay, "POST", f"/v1/users/{admin}/password", "admin", {"password": "taken over 123"}
+    )
+    assert (status, body["error"]) == (400, "NotYourself"), body
+    assert (await relay.state.storage.get_user("admin")).password_hash == before
+    status, _ = await call(relay, "GET", "/v1/stores", "admin")
+    assert status == 200  # not signed out either
+
+
 async def test_reset_and_revoke_tokens_sign_the_user_out(relay: Relay) -> None:
     tech = await user_id(relay, "tech")
     status, body = await call(
@@ -418,6 +456,9 @@ async def test_jobs_page_through_without_gaps_or_repeats(relay: Relay) -> None:
         "/v1/jobs?limit=-1",
         "/v1/jobs?limit=abc",
         "/v1/jobs?limit=1e3",
+        "/v1/jobs?limit=%C2%B2",  # '²': a digit to str.isdigit, not to int()
+        "/v1/jobs?limit=%E2%91%A4",  # '⑤'
+        "/v1/audit?before=%C2%B2",
         "/v1/jobs?cursor=nonsense",
         "/v1/jobs?cursor=nan/job_1",
         "/v1/jobs?cursor=1.0/%1b[31m",

@@ -146,8 +146,12 @@ async def test_a_revoked_device_is_deleted_its_jobs_kept_then_its_store_can_go(
     assert (status, body["error"]) == (409, "NotEmpty")  # the till is still in it
     status, _ = await call(relay, "POST", f"/v1/devices/{device_id}/revoke", "org.admin", {})
     assert status == 200
+    status, _ = await call(relay, "GET", f"/v1/jobs?device_id={device_id}", "org.admin")
+    assert status == 200  # in scope: its place in the tree is now cached
     status, body = await call(relay, "DELETE", f"/v1/devices/{device_id}", "org.admin")
     assert (status, body) == (200, {"id": device_id, "deleted": True, "jobs_kept": 1})
+    status, _ = await call(relay, "GET", f"/v1/jobs?device_id={device_id}", "org.admin")
+    assert status == 404  # it left the tree: the cached place went with it
     # gone from every list and lookup; a second delete is 404 like an unknown id
     status, listed = await call(relay, "GET", "/v1/devices", "admin")
     assert device_id not in [d["id"] for d in listed["devices"]]

@@ -135,6 +135,24 @@ async def test_technician_acknowledges_once_viewer_cannot_and_scope_holds(relay:
         f"/v1/alerts/{outside_alert['id']}/ack", {}, relay.tokens["tech"]
     )
     assert (status, body["error"]) == (404, "NotFound")  # out of scope looks like unknown
+    status, body = await relay.get(f"/v1/alerts/{outside_alert['id']}", relay.tokens["tech"])
+    assert (status, body["error"]) == (404, "NotFound")
+    status, body = await relay.get(f"/v1/devices/{outside}/policy", relay.tokens["tech"])
+    assert (status, body["error"]) == (404, "NotFound")
+    refused = {
+        (r.action, r.target, r.detail.get("reason"))
+        async for r in relay.state.storage.records()
+        if r.outcome == "refused" and r.actor == "user:tech"
+    }
+    assert {  # another tenant's ids tried: each refusal audited
+        ("alert.acknowledge", f"alert:{outside_alert['id']}", "out of scope"),
+        ("alert.read", f"alert:{outside_alert['id']}", "out of scope"),
+        ("device.policy.read", f"device:{outside}", "out of scope"),
+    } <= refused
+    untouched = next(
+        a for a in await alerts_of(relay, user="admin") if a["id"] == outside_alert["id"]
+    )
+    assert untouched["status"] == outside_alert["status"]  # the refused ack changed nothing
     status, body = await relay.post("/v1/alerts/alr_nope/ack", {}, relay.tokens["tech"])
     assert (status, body["error"]) == (404, "NotFound")
     (still,) = await alerts_of(relay)

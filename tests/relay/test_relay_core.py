@@ -401,6 +401,41 @@ async def test_console_diagnostics_round_trip_reaches_only_the_caller(relay: Rel
     await _chain_ok(relay)
 
 
+async def test_a_reply_is_on_the_consoles_socket_before_its_jobs_end_is_written(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job's end is written on the event loop (relay/storage/engine.py): the reply must not
+    # wait in the console's outbox behind it (relay/connection.py flush_nowait).
+    storage = relay.state.storage
+    finish_job = storage.finish_job
+    queued_at_finish: list[int] = []
+
+    async def noting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        (peer,) = next(iter(relay.state.console_tokens.values()))
+        queued_at_finish.append(len(peer._outbox))
+        return await finish_job(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "finish_job", noting)
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        for request_id in (5, 6):
+            await console.request(m.DiagnosticsRequest(id=request_id, device_id=device_id))
+            (request,) = await agent.next()
+            assert isinstance(request, m.DiagnosticsRequest)
+            await agent.reply(
+                m.DiagnosticsReport(
+                    id=request.id, device_id=device_id, collected_at=1.0, sections={}
+                )
+            )
+            (report,) = await console.next()
+            assert isinstance(report, m.DiagnosticsReport)
+            assert report.id == request_id
+    assert queued_at_finish == [0, 0]
+    jobs = await _jobs(relay)
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 2
+    await _chain_ok(relay)
+
+
 async def test_script_output_streams_back_and_job_finishes(relay: Relay) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent, Console(relay) as console:

@@ -189,3 +189,75 @@ async def test_sqlite_small_reads_run_on_the_loop_and_never_wait_for_a_writer(
         assert database.inline_reads == before + 5
     finally:
         await storage.close()
+
+
+async def test_prepared_statements_on_sqlite_read_what_sqlalchemy_reads(tmp_path: Path) -> None:
+    # _Prepared goes straight to the sqlite3 cursor on SQLite (relay/storage/sql.py): the rows,
+    # counts and errors must be the ones exec_driver_sql gives, or the request path would differ.
+    import sqlalchemy as sa
+
+    from posassist.relay.storage import sql
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'relay.db'}")
+    try:
+        await storage.migrate()
+        devices = await _devices(storage, 2)
+        jobs = await storage.create_jobs(
+            [_asked(d, i) for i, d in enumerate(devices)], "diag.request", "tech", now=NOW
+        )
+        raw = storage._db._engine.connect()  # type: ignore[attr-defined]
+        try:
+            with raw.begin():
+                head = sql._HEAD_FOR_UPDATE(raw, {})
+                sql_text, _ = sql._HEAD_FOR_UPDATE._for(raw)
+                reference = raw.exec_driver_sql(sql_text, ()).all()
+                assert [tuple(r) for r in head.all()] == [tuple(r) for r in reference]
+                assert (head.first().seq, head.first().hash) == (
+                    reference[0].seq,
+                    reference[0].hash,
+                )
+                assert head.one() == head.first()
+                assert head.scalar() == reference[0][0]
+                assert sql._PAST_HEAD(raw, {"b_seq": reference[0].seq}).scalar() is None
+                finished = sql._FINISH_JOB(
+                    raw,
+                    {"b_id": jobs[0].id, "status": "succeeded", "finished_at": NOW, "error": None},
+                ).first()
+                assert (finished.id, finished.status, finished.device_id) == (
+                    jobs[0].id,
+                    "succeeded",
+                    devices[0],
+                )
+                again = sql._FINISH_JOB(
+                    raw,
+                    {"b_id": jobs[0].id, "status": "failed", "finished_at": NOW, "error": "x"},
+                )
+                assert again.first() is None
+                assert again.all() == []
+                with pytest.raises(sa.exc.NoResultFound):
+                    again.one()
+                job_row = {
+                    "id": jobs[1].id,  # taken: the driver's error comes as SQLAlchemy's
+                    "device_id": devices[1],
+                    "kind": "diag.request",
+                    "status": "pending",
+                    "requested_by": "tech",
+                    "created_at": NOW,
+                    "started_at": None,
+                    "finished_at": None,
+                    "error": None,
+                }
+                with pytest.raises(sa.exc.IntegrityError):
+                    sql._INSERT_JOB(raw, job_row)
+                with pytest.raises(sa.exc.IntegrityError):
+                    sql._INSERT_JOB.many(raw, [job_row])
+                assert raw.in_transaction()  # the caller's transaction, still open
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        finally:
+            raw.close()
+        # rolled back with the caller's transaction: the job is still pending
+        assert (await storage.get_job(jobs[0].id)).status is JobStatus.PENDING
+    finally:
+        await storage.close()

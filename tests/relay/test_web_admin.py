@@ -17,6 +17,7 @@ from aiohttp import ClientSession, CookieJar
 from posassist.protocol import messages as m
 from posassist.relay.errors import NotFound
 from posassist.relay.storage import DeviceStatus, Role, Scope, ScopeKind
+from posassist.relay.storage.admin import AdminStore
 from tests.relay.harness import _HASH, PASSWORD, Agent, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
 
@@ -51,6 +52,21 @@ async def _actions(relay: Relay) -> list[tuple[str, str, str, dict[str, Any]]]:
         (r.actor, r.action, str(r.outcome), dict(r.detail))
         async for r in relay.state.storage.records()
     ]
+
+
+@pytest.mark.parametrize("hours", ["nan", "inf", "-inf", "1e400", "0", "-2"])
+async def test_an_enrolment_form_with_hours_out_of_range_is_refused(
+    relay: Relay, browser: Browser, hours: str
+) -> None:
+    await browser.sign_in("admin")
+    csrf = await browser.csrf("/admin")
+    before = await AdminStore(relay.state.storage).list_enrolments(Scope.root())
+    status, page, _ = await browser.post(
+        "/admin/enrolments", {"csrf": csrf, "store_id": relay.store, "hours": hours}
+    )
+    assert status == 400, page
+    assert "有效期必须在" in page
+    assert await AdminStore(relay.state.storage).list_enrolments(Scope.root()) == before
 
 
 async def test_an_enrolment_token_made_in_the_browser_enrols_a_till(

@@ -312,7 +312,15 @@ async def test_the_language_switch_keeps_to_this_site(relay: Relay, browser: Bro
     _, page, _ = await browser.get("/fleet")
     assert "Fleet" in page
     assert '<html lang="en">' in page
-    for bad in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+    for bad in (
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/\t/evil.example",  # browsers drop the tab: //evil.example
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "/ /evil.example",
+    ):
         _, _, response = await browser.get("/lang", params={"to": "zh", "next": bad})
         assert response.headers["Location"] == "/"
     _, page, _ = await browser.get("/fleet")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from posassist.relay.web.jobs import param_reason
+from posassist.relay.scripts_repo import param_reason
 from posassist.relay.web.pattern import html_pattern
 
 ROOT = Path(__file__).resolve().parents[2]

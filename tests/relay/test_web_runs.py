@@ -96,6 +96,8 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
         {"host": "till-printer", "tcp_port": "70000"},  # above its max
         {"host": "till-printer", "tcp_port": "0"},  # below its min
         {"host": "till-printer", "tcp_port": "12.5"},  # not an integer
+        {"host": "till-printer", "tcp_port": "9_100"},  # int() takes it; a port field does not
+        {"host": "till-printer", "tcp_port": "\u0669\u0661\u0660\u0660"},  # Arabic-Indic 9100
         {"host": "till-printer", "baud": "300"},  # not a choice
         {"host": "TILL PRINTER; rm -rf /"},  # against its pattern
         {"tcp_port": "9100"},  # a required one missing
@@ -106,6 +108,8 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
         "above-max",
         "below-min",
         "not-integer",
+        "underscored",
+        "other-digits",
         "not-a-choice",
         "pattern",
         "missing",
@@ -445,3 +449,47 @@ async def test_only_scripts_for_the_tills_os_are_offered_and_another_is_refused(
         (only,) = await agent.next()  # nothing reached the till
         assert isinstance(only, m.HeartbeatAck)
     assert await _jobs(relay, windows_id) == []
+
+
+@pytest.mark.parametrize(
+    ("params", "unattended", "words"),
+    [
+        ({"host": "till-printer", "tcp_port": 0}, False, "参数 tcp_port: 小于最小值"),
+        ({"host": "till-printer", "tcp_port": 70000}, False, "参数 tcp_port: 大于最大值"),
+        ({"host": "a;rm -rf /"}, False, "参数 host:"),
+        ({}, False, "参数 host: 必须填写"),
+        ({"host": "till-printer", "evil": "1"}, False, "未知参数: evil"),
+        ({"host": "till-printer"}, True, "这个脚本不能无人值守运行"),
+    ],
+)
+async def test_a_consoles_run_with_bad_parameters_is_refused_on_the_relay(
+    relay: Relay, params: dict[str, Any], unattended: bool, words: str
+) -> None:
+    """The command line's way in (a websocket console) is checked against the published
+    manifest as the web form is: refused before any job, nothing reaches the till, audited."""
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        asked = m.ScriptRunRequest(
+            id=1,
+            device_id=device_id,
+            script="printer-test",
+            version="1.0.0",
+            params=params,
+            unattended=unattended,
+        )
+        await console.request(asked)
+        (answer,) = await console.next()
+        assert isinstance(answer, m.ErrorReply)
+        assert answer.code == "invalid_params"
+        assert words in answer.message
+        assert " / " in answer.message  # and the English
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        (only,) = await agent.next()  # nothing reached the till
+        assert isinstance(only, m.HeartbeatAck)
+    assert await _jobs(relay, device_id) == []
+    refused = [
+        dict(r.detail).get("reason")
+        async for r in relay.state.storage.records()
+        if r.action == "script.run" and r.target == f"device:{device_id}"
+    ]
+    assert refused == ["invalid_params"]

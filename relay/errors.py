@@ -165,6 +165,15 @@ class DeviceActive(Conflict):
     public_reason_zh = "设备仍在使用中: 请先注销设备, 再删除"
 
 
+class NameTaken(Conflict):
+    """Creating an organisation, merchant or store whose name (letter case and outer spaces
+    aside) its parent already has: nothing is made, the refusal audited (two merchants of one
+    name could only be told apart by their ids)."""
+
+    public_reason = "that name is taken here already: pick another or use the existing one"
+    public_reason_zh = "此处已有同名项: 请换一个名称或使用已有的"
+
+
 class NotRunning(Conflict):
     """The device answered a cancel ``not_running``: the script ended (or never ran) there."""
 

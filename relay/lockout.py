@@ -117,6 +117,17 @@ class LoginBackoff:
         """A right password from ``address``: its count for ``username`` starts again."""
         self._failures.pop((address, username), None)
 
+    def failed_tries(self, now: float) -> dict[str, tuple[int, bool]]:
+        """Per username with failures still remembered: the most failed tries in a row from one
+        address, and whether that is ``max_failures`` or more, so that each further try from
+        there waits out a back-off (what an admin's users list shows as "locked out (N failed
+        tries)"; the relay's memory only, so since its start)."""
+        tries: dict[str, int] = {}
+        for (address, username), entry in list(self._failures.items()):
+            if self._entry((address, username), now) is not None:
+                tries[username] = max(tries.get(username, 0), entry.count)
+        return {name: (count, count >= self.max_failures) for name, count in tries.items()}
+
     def unlock(self, username: str) -> int:
         """Forget every failure for ``username`` (an operator's unlock); how many addresses."""
         keys = [key for key in self._failures if key[1] == username]

@@ -34,6 +34,7 @@ from ..errors import (
     BadName,
     BadRequest,
     BadTtl,
+    NameTaken,
     NotFound,
     RateLimited,
     ScopeError,
@@ -359,6 +360,7 @@ async def create_organisation(request: web.Request) -> web.Response:
     body = await _json(request)
     name = _name(body, "name")
     state, user = await _admin_in(request, Scope.root(), "organisation.create")
+    await _refuse_taken(state, user, ScopeKind.ORGANISATION, name, None, "relay")
     org = await state.storage.create_organisation(name, now=state.now())
     await state.audit(
         f"user:{user.username}",
@@ -368,6 +370,31 @@ async def create_organisation(request: web.Request) -> web.Response:
         {"name": name},
     )
     return web.json_response({"id": org.id, "name": org.name}, status=201)
+
+
+async def _refuse_taken(
+    state: RelayState,
+    user: User,
+    kind: ScopeKind,
+    name: str,
+    parent: str | None,
+    target: str,
+) -> None:
+    """409 ``NameTaken`` (audited against ``target``, the parent; nothing made) if ``parent``
+    (the root for an organisation) has a ``kind`` called ``name``, case and spaces aside."""
+    from ..storage.admin import AdminStore  # as update_store does
+
+    siblings = await AdminStore(state.storage).list_nodes(kind, Scope.root(), parent=parent)
+    wanted = name.strip().casefold()
+    if any(node.name.strip().casefold() == wanted for node in siblings):
+        await state.audit(
+            f"user:{user.username}",
+            f"{kind.value}.create",
+            target,
+            Outcome.REFUSED,
+            {"reason": "name taken", "name": name},
+        )
+        raise NameTaken(f"{kind.value} {name!r} exists")
 
 
 def _child_creator(
@@ -383,6 +410,8 @@ def _child_creator(
         parent = _field(body, parent_field, str)
         name = _name(body, "name")
         state, user = await _admin_in(request, Scope(parent_kind, parent), f"{noun}.create")
+        target = f"{parent_kind.value}:{parent}"
+        await _refuse_taken(state, user, ScopeKind(noun), name, parent, target)
         made = await create(state, parent, name)
         await state.audit(
             f"user:{user.username}",

@@ -10,12 +10,17 @@ role and scope checks, the same validation, the same audit records; there is no 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
+import zoneinfo
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from aiohttp import web
+
+from posassist.protocol import PosAssistError
 
 from ..errors import BadRequest, BadTtl, NotFound
 from ..handlers import admin as admin_api
@@ -41,6 +46,9 @@ __all__ = ["add_admin_pages", "qr_svg"]
 #: Hours an enrolment token lives by default, and the most a form may ask for (the API's cap).
 DEFAULT_TOKEN_HOURS = 24
 MAX_TOKEN_HOURS = 30 * 24
+#: An opening or closing time as the hours form takes it: 24-hour ``HH:MM`` (a text input, not
+#: ``type=time``, whose AM/PM follows the browser's locale, not the page's language).
+CLOCK_PATTERN = "([01][0-9]|2[0-3]):[0-5][0-9]"
 
 
 #: The API's list handlers for the tree (GET /v1/organisations, /v1/merchants, /v1/stores).
@@ -63,7 +71,10 @@ def qr_svg(text: str) -> str:
 
 
 async def _call(
-    request: web.Request, session: Session, handler: Handler, body: dict[str, Any] | None = None
+    request: web.Request,
+    session: Session,
+    handler: Handler,
+    body: dict[str, Any] | None = None,
 ) -> Any:
     """``handler`` (an API route's) run for the session's user; its JSON answer."""
     request[api.SIGNED_IN] = session.user
@@ -75,9 +86,14 @@ async def _call(
     return json.loads(response.body)
 
 
+#: Form fields the console itself uses, never passed to an API handler: the CSRF token, the
+#: "yes, do it" of a confirmation step and the name the confirmation shows.
+_CONSOLE_FIELDS = frozenset({"csrf", "confirm", "what"})
+
+
 async def _checked_form(request: web.Request, session: Session) -> dict[str, str]:
     form = await checked_form(request, session)
-    return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf"}
+    return {k: v for k, v in form.items() if isinstance(v, str) and k not in _CONSOLE_FIELDS}
 
 
 def _admin_only(session: Session) -> None:
@@ -88,6 +104,15 @@ def _admin_only(session: Session) -> None:
 @page
 async def admin_page(request: web.Request, session: Session) -> web.StreamResponse:
     """``GET /admin``: the tree, users and enrolment tokens the admin's scope holds."""
+    return await _admin_view(request, session)
+
+
+async def _admin_view(
+    request: web.Request, session: Session, failed: PosAssistError | None = None
+) -> web.Response:
+    """The administration page; after a refused form (``failed``), the same page with the
+    refusal in words above the forms and the refusal's status, so the admin fixes the field
+    where it is instead of on a separate error page."""
     _admin_only(session)
     organisations = (await _call(request, session, _LISTERS[ScopeKind.ORGANISATION]))[
         "organisations"
@@ -96,8 +121,13 @@ async def admin_page(request: web.Request, session: Session) -> web.StreamRespon
     stores = (await _call(request, session, _LISTERS[ScopeKind.STORE]))["stores"]
     users = (await _call(request, session, admin_api.list_users))["users"]
     tokens = (await _call(request, session, admin_api.list_enrolments))["enrolments"]
-    names = {m["id"]: m["name"] for m in merchants} | {s["id"]: s["name"] for s in stores}
+    names = {o["id"]: o["name"] for o in organisations}
+    names |= {m["id"]: m["name"] for m in merchants} | {s["id"]: s["name"] for s in stores}
     token_rows = await _token_rows(request, session, tokens, stores, names)
+    tries = request.app[STATE].login_backoff.failed_tries(request.app[STATE].now())
+    for u in users:  # the back-off is in the relay's memory (relay/lockout.py), not stored
+        u["failed_tries"], backed_off = tries.get(u["username"], (0, False))
+        u["locked"] = u["locked"] or backed_off
     return render(
         request,
         "admin.html",
@@ -110,7 +140,17 @@ async def admin_page(request: web.Request, session: Session) -> web.StreamRespon
         names=names,
         default_hours=DEFAULT_TOKEN_HOURS,
         max_hours=MAX_TOKEN_HOURS,
+        zones=time_zones(),
+        clock_pattern=CLOCK_PATTERN,
+        failed=failed,
+        status=200 if failed is None else failed.http_status,
     )
+
+
+@functools.cache
+def time_zones() -> tuple[str, ...]:
+    """The zone names a store's form offers (IANA names), Asia/Shanghai first."""
+    return ("Asia/Shanghai", *sorted(zoneinfo.available_timezones() - {"Asia/Shanghai"}))
 
 
 async def _token_rows(
@@ -157,17 +197,79 @@ def _form_action(
     handler: Handler,
     fields: Callable[[dict[str, str]], dict[str, Any]] | None,
     back: Callable[[web.Request], str] = lambda request: "/admin",
+    *,
+    done: str,
+    confirm: bool = False,
+    cancel: Callable[[web.Request], str] | None = None,
+    as_bearer: bool = False,
 ) -> Any:
-    """A web form posted to an API route's handler: CSRF first, then the handler (its checks,
-    its audit), then back to the page the form was on."""
+    """A web form posted to an API route's handler: CSRF first, then (for a destructive
+    ``confirm`` action) a confirmation page unless the form says ``confirm=yes``, then the
+    handler (its checks, its audit), then back to the page the form was on with ``done`` (a
+    words key, ``done_<done>``) shown there as the result. A refusal of a form of /admin shows
+    /admin again with the refusal; elsewhere the error page. ``as_bearer``: the session's token
+    as the request's ``Authorization`` too, for a handler that spares the token it came with
+    (``POST /v1/password`` ends the user's other sessions, not this one)."""
 
     @page
     async def handle(request: web.Request, session: Session) -> web.StreamResponse:
+        if as_bearer:  # before the body is read: a request can't be cloned after
+            headers = {**request.headers, "Authorization": f"Bearer {session.token}"}
+            request = request.clone(headers=headers)
         form = await _checked_form(request, session)
-        await _call(request, session, handler, fields(form) if fields is not None else {})
-        raise web.HTTPSeeOther(back(request))
+        posted = await request.post()
+        if confirm and posted.get("confirm") != "yes":
+            _admin_only(session)  # every destructive form is an admin's
+            what = posted.get("what")
+            named = what if isinstance(what, str) else ""
+            return _confirmation(request, session, done, form, named, (cancel or back)(request))
+        try:
+            await _call(request, session, handler, fields(form) if fields is not None else {})
+        except PosAssistError as exc:
+            if back(request) == "/account":
+                return render(
+                    request, "account.html", session=session, status=exc.http_status, failed=exc
+                )
+            if back(request) != "/admin" or session.user.role is not Role.ADMIN:
+                raise
+            return await _admin_view(request, session, failed=exc)
+        raise web.HTTPSeeOther(_with_done(back(request), done))
 
     return handle
+
+
+@page
+async def account_page(request: web.Request, session: Session) -> web.StreamResponse:
+    """``GET /account``: any signed-in user changes their own password (old and new)."""
+    return render(request, "account.html", session=session)
+
+
+def _with_done(url: str, done: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'done': done})}"
+
+
+def _confirmation(
+    request: web.Request,
+    session: Session,
+    action: str,
+    form: dict[str, str],
+    what: str,
+    back: str,
+) -> web.Response:
+    """The step before a destructive action: what it will do, to what (``what``, the name the
+    button sent, for people; shown escaped), a button that posts the same form again with
+    ``confirm=yes``, and a way back. Works without script (the CSP allows none inline);
+    nothing is changed or audited until the second post."""
+    return render(
+        request,
+        "confirm.html",
+        session=session,
+        action=action,
+        target=request.path,
+        fields=form,
+        what=what,
+        back=back,
+    )
 
 
 def store_days(hours: dict[str, Any]) -> dict[str, Any]:
@@ -273,34 +375,91 @@ async def create_enrolment(request: web.Request, session: Session) -> web.Stream
     )
 
 
+def _device_page(request: web.Request) -> str:
+    return f"/devices/{request.match_info['device_id']}"
+
+
+def _name_only(form: dict[str, str]) -> dict[str, Any]:
+    return {"name": form.get("name", "")}
+
+
+#: The tree's nodes the console renames and deletes (a store is renamed in its settings form).
+_NODES = {"organisations": ScopeKind.ORGANISATION, "merchants": ScopeKind.MERCHANT}
+
+
 def add_admin_pages(app: web.Application) -> None:
     app.router.add_get("/admin", admin_page)
-    app.router.add_post("/admin/merchants", _form_action(api.create_merchant, dict))
-    app.router.add_post("/admin/stores", _form_action(api.create_store, dict))
-    app.router.add_post("/admin/stores/{store_id}", _form_action(api.update_store, _store_fields))
-    app.router.add_post("/admin/users", _form_action(api.create_user, _user_fields))
-    for action, handler in (
-        ("disable", admin_api._user_switch("user.disable", True)),
-        ("enable", admin_api._user_switch("user.enable", False)),
-        ("unlock", admin_api.unlock_user),
-        ("revoke-tokens", admin_api.revoke_user_tokens),
-    ):
-        app.router.add_post(f"/admin/users/{{user_id}}/{action}", _form_action(handler, None))
-    app.router.add_post("/admin/enrolments", create_enrolment)
-    app.router.add_post(  # a queue's action, not administration: technicians acknowledge
-        "/alerts/{alert_id}/ack",
-        _form_action(alerts_api.acknowledge_alert, None, lambda request: "/alerts"),
-    )
-    app.router.add_post(
-        "/admin/enrolments/{enrolment_id}/revoke", _form_action(admin_api.revoke_enrolment, None)
-    )
-    app.router.add_post(  # a revoked till out of its store for good, its history kept
-        "/admin/devices/{device_id}/delete",
-        _form_action(admin_api.delete_device, None, lambda request: "/fleet"),
-    )
-    app.router.add_post(
-        "/admin/devices/{device_id}/revoke",
+    add = app.router.add_post
+    add("/admin/organisations", _form_action(api.create_organisation, _name_only, done="org_made"))
+    add("/admin/merchants", _form_action(api.create_merchant, dict, done="merchant_made"))
+    add("/admin/stores", _form_action(api.create_store, dict, done="store_made"))
+    add("/admin/stores/{store_id}", _form_action(api.update_store, _store_fields, done="saved"))
+    for plural, kind in (*_NODES.items(), ("stores", ScopeKind.STORE)):
+        if kind is not ScopeKind.STORE:
+            renamer = _form_action(admin_api._renamer(kind), _name_only, done="renamed")
+            add(f"/admin/{plural}/{{node_id}}/rename", renamer)
+        deleter = _form_action(admin_api._deleter(kind), None, done="deleted", confirm=True)
+        add(f"/admin/{plural}/{{node_id}}/delete", deleter)
+    add("/admin/users", _form_action(api.create_user, _user_fields, done="user_made"))
+    add(
+        "/admin/users/{user_id}/rename",
         _form_action(
-            api.revoke_device, None, lambda request: f"/devices/{request.match_info['device_id']}"
+            admin_api.rename_user, lambda f: {"username": f.get("username", "")}, done="renamed"
         ),
+    )
+    add(
+        "/admin/users/{user_id}/password",
+        _form_action(
+            admin_api.reset_password,
+            lambda f: {"password": f.get("password", "")},
+            done="password_reset",
+        ),
+    )
+    app.router.add_get("/account", account_page)
+    add(
+        "/account/password",
+        _form_action(
+            admin_api.change_own_password,
+            lambda f: {k: f.get(k, "") for k in ("old_password", "new_password")},
+            lambda request: "/account",
+            done="password_changed",
+            as_bearer=True,  # this session stays; the user's others end
+        ),
+    )
+    for action, handler, destructive in (
+        ("disable", admin_api._user_switch("user.disable", True), True),
+        ("enable", admin_api._user_switch("user.enable", False), False),
+        ("unlock", admin_api.unlock_user, False),
+        ("revoke-tokens", admin_api.revoke_user_tokens, True),
+        ("delete", admin_api.delete_user, True),
+    ):
+        add(
+            f"/admin/users/{{user_id}}/{action}",
+            _form_action(handler, None, done=f"user_{action}", confirm=destructive),
+        )
+    app.router.add_post("/admin/enrolments", create_enrolment)
+    add(  # a queue's action, not administration: technicians acknowledge
+        "/alerts/{alert_id}/ack",
+        _form_action(
+            alerts_api.acknowledge_alert, None, lambda request: "/alerts", done="acknowledged"
+        ),
+    )
+    add(
+        "/admin/enrolments/{enrolment_id}/revoke",
+        _form_action(admin_api.revoke_enrolment, None, done="token_revoked", confirm=True),
+    )
+    add(  # a revoked till out of its store for good, its history kept
+        "/admin/devices/{device_id}/delete",
+        _form_action(
+            admin_api.delete_device,
+            None,
+            lambda request: "/fleet",
+            done="device_deleted",
+            confirm=True,
+            cancel=_device_page,
+        ),
+    )
+    add(
+        "/admin/devices/{device_id}/revoke",
+        _form_action(api.revoke_device, None, _device_page, done="device_revoked", confirm=True),
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from posassist.client.render import CONSENT_WORDS, HEADINGS, STATUS, all_findings
+from posassist.client.render import CONSENT_WORDS, HEADINGS, STATUS, all_findings, device_label
 from posassist.protocol.manifest import Manifest, ParamError, validate_params
 from posassist.protocol.messages import (
     DiagnosticsReport,
@@ -42,7 +42,7 @@ from .pages import (
     render,
 )
 from .runs import RUNS, WebRun, remember
-from .words import WORDS, finished_detail, word
+from .words import WORDS, finished_detail, job_error, word, word_or
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -292,13 +292,19 @@ def _report_rows(report: DiagnosticsReport, lang: str) -> dict[str, Any]:
             {
                 "name": (en or zh) if lang == "en" else zh,
                 "status": status if status in STATUS else "unreadable",
-                "words": STATUS.get(status, status),
+                "words": _status_words(status, lang),
             }
         )
     return {
         "findings": finding_rows(all_findings({"sections": sections}), lang),
         "sections": states,
     }
+
+
+def _status_words(status: str, lang: str) -> str:
+    """A section's state in the page's language (the CLI's ``OK 正常`` split in two)."""
+    en, _, zh = STATUS.get(status, status).partition(" ")
+    return en if lang == "en" or not zh else zh
 
 
 async def _visible_job(request: web.Request, session: Session) -> Any:
@@ -370,10 +376,14 @@ def _finished_words(status: str, lang: str) -> str:
 
 
 async def _job_values(request: web.Request, session: Session, job: Any) -> dict[str, Any]:
-    device = await request.app[STATE].storage.get_device(job.device_id)
+    state = request.app[STATE]
+    device = await state.storage.get_device(job.device_id)
     active = device.status is DeviceStatus.ACTIVE  # a revoked till's page offers no restore
+    store = await state.storage.get_store(device.store_id) if device.store_id else None
     lang = sessions.language(request)
-    run = request.app[RUNS].get(job.id)
+    runs = request.app[RUNS]
+    run = runs.get(job.id)
+    done = job.status.finished and (run is None or run.done)
     steps = [_step_words(step, detail, lang) for step, detail in run.steps] if run else []
     consent: tuple[str, str] | None = None  # (state for the page's class, words)
     for step, detail in run.steps if run else ():
@@ -381,22 +391,34 @@ async def _job_values(request: web.Request, session: Session, job: Any) -> dict[
         if words is not None:
             decision = "asked" if step == "consent_asked" else str(detail.get("decision"))
             consent = (decision, words)
+    if done and consent is not None and consent[0] == "asked":
+        consent = None  # ended (cancelled, timed out) while asking: the end says how
+    backup = run.finished.backup_id if run and run.finished else None
+    restored = backup is not None and any(
+        other.restoring == backup
+        and other.finished is not None
+        and other.finished.status == "succeeded"
+        for other in list(runs.values())
+    )
+    finished = finished_detail(run.finished.detail, lang) if run and run.finished else ""
     return {
         "report": _report_rows(run.report, lang) if run and run.report else None,
         "job": job,
+        "kind": word_or("kind_", job.kind, lang),
+        "place": device_label(store.name if store else None, device.facts, device.id),
         "run": run,
         "steps": steps,
         "finished_words": (
             _finished_words(run.finished.status, lang) if run and run.finished else ""
         ),
-        "finished_detail": (
-            finished_detail(run.finished.detail, lang) if run and run.finished else ""
-        ),
+        "finished_detail": finished,
+        "error": "" if finished else job_error(job.error, lang),
         "consent": consent,
         "output": run.output.decode("utf-8", "replace") if run else "",
-        "done": job.status.finished and (run is None or run.done),
+        "done": done,
         "may_run": may_run(session),
         "active": active,
+        "restored": restored,
     }
 
 

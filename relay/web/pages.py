@@ -41,7 +41,15 @@ from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
 from .pattern import html_pattern
 from .runs import RUNS
-from .words import WORDS, word
+from .words import (
+    WORDS,
+    choice_words,
+    job_error,
+    one_language,
+    param_words,
+    word,
+    word_or,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -96,12 +104,19 @@ def templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["html_pattern"] = html_pattern
+    env.globals["job_error"] = job_error
+    env.globals["param_words"] = param_words
+    env.globals["choice_words"] = choice_words
+    env.globals["one_language"] = one_language
+    env.globals["word_or"] = word_or
     return env
 
 
 def html_of(request: web.Request, template: str, session: Session | None, **values: Any) -> str:
-    """``template`` rendered in the request's language."""
+    """``template`` rendered in the request's language; a form's result (``?done=KEY`` after
+    its redirect, relay/web/admin.py) as words above the page, if it names a known one."""
     lang = sessions.language(request)
+    done = f"done_{request.query.get('done', '')}"
     return (
         templates()
         .get_template(template)
@@ -110,6 +125,7 @@ def html_of(request: web.Request, template: str, session: Session | None, **valu
             lang=lang,
             session=session,
             path=request.path_qs,
+            flash=word(done, lang) if done in WORDS else "",
             **values,
         )
     )
@@ -294,6 +310,7 @@ async def _fleet(request: web.Request, session: Session) -> dict[str, Any]:
         "show": show,
         "shows": SHOWS,
         "count": sum(len(g.devices) for g in groups),
+        "any_devices": bool(devices),
         "rows_url": "/fleet/rows?" + urlencode({"q": query, "show": show}),
         "poll": FLEET_POLL,
     }
@@ -624,17 +641,19 @@ async def alerts_page(request: web.Request, session: Session) -> web.StreamRespo
 
 @page
 async def tickets_page(request: web.Request, session: Session) -> web.StreamResponse:
-    """``GET /tickets``: tickets in the user's scope that are not closed, with their SLA clocks
-    (due times in the store's zone; breached ones marked)."""
+    """``GET /tickets``: tickets in the user's scope that are not closed (``?show=all``: closed
+    ones too), with their SLA clocks (due times in the store's zone; breached ones marked)."""
     state = request.app[STATE]
     lang = sessions.language(request)
     now = state.now()
     store = TicketStore(state.storage)
     zones = {s.id: s.timezone for s in await store.stores_in(session.user.scope)}
     tickets = await store.search(session.user.scope, limit=200)
+    show_all = request.query.get("show") == "all"
+    closed = sum(1 for t in tickets if t.status == "closed")
     rows = []
     for t in tickets:
-        if t.status == "closed":
+        if t.status == "closed" and not show_all:
             continue
         tz = zone(zones.get(t.store_id, "UTC"))
         rows.append(
@@ -653,7 +672,9 @@ async def tickets_page(request: web.Request, session: Session) -> web.StreamResp
                 or (t.resolved_at is None and t.resolve_due is not None and now > t.resolve_due),
             }
         )
-    return render(request, "tickets.html", session=session, rows=rows)
+    return render(
+        request, "tickets.html", session=session, rows=rows, show_all=show_all, closed=closed
+    )
 
 
 async def _audit_reader(state: RelayState, session: Session, action: str) -> None:

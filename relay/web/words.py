@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["WORDS", "finished_detail", "word"]
+__all__ = [
+    "CHOICES",
+    "PARAMS",
+    "WORDS",
+    "choice_words",
+    "finished_detail",
+    "job_error",
+    "one_language",
+    "param_words",
+    "word",
+    "word_or",
+]
 
 WORDS: dict[str, tuple[str, str]] = {
     "title": ("posassist 技术员控制台", "posassist technician console"),
@@ -41,6 +52,15 @@ WORDS: dict[str, tuple[str, str]] = {
     "health_critical": ("严重", "Critical"),
     "health_unknown": ("未知", "Unknown"),
     "no_devices": ("没有符合条件的设备", "No devices match"),
+    "no_devices_yet": (
+        "还没有设备。先为门店生成登记码, 再在收银机上运行 posassist-agent enroll。",
+        "No devices yet. Create an enrolment token for a store, then run posassist-agent "
+        "enroll on the till.",
+    ),
+    "ask_an_admin": ("请管理员生成登记码。", "Ask an admin for an enrolment token."),
+    "no_open_tickets": ("没有未关闭的工单", "No open tickets"),
+    "show_closed_tickets": ("显示全部工单, 含已关闭的", "Show all tickets, closed ones too"),
+    "show_open_tickets": ("只显示未关闭的工单", "Show open tickets only"),
     "devices_count": ("台设备", "devices"),
     "live": ("实时更新", "Live"),
     "facts": ("设备信息", "Facts"),
@@ -124,6 +144,21 @@ WORDS: dict[str, tuple[str, str]] = {
     "consent_denied": ("商户拒绝", "denied by the merchant"),
     "output": ("输出", "Output"),
     "no_output": ("还没有输出", "No output yet"),
+    "no_output_done": ("没有输出", "No output"),
+    "no_reason": ("设备没有说明原因", "the till gave no reason"),
+    "restored_already": ("此备份已恢复", "This backup has been restored"),
+    "category_printer": ("打印机", "printer"),
+    "category_cash_drawer": ("钱箱", "cash drawer"),
+    "category_scanner": ("扫码枪", "scanner"),
+    "category_pos_software": ("收银软件", "POS software"),
+    "category_network": ("网络", "network"),
+    "category_other": ("其他", "other"),
+    "outcome_ok": ("成功", "ok"),
+    "outcome_refused": ("被拒绝", "refused"),
+    "outcome_failed": ("失败", "failed"),
+    "kind_script.run": ("运行脚本", "script run"),
+    "kind_diag.request": ("诊断", "diagnosis"),
+    "kind_script.restore": ("恢复备份", "restore"),
     "steps": ("步骤", "Steps"),
     "running": ("运行中", "running"),
     "exit_code": ("退出码", "exit code"),
@@ -187,7 +222,35 @@ WORDS: dict[str, tuple[str, str]] = {
     "scope_id": ("范围对象", "Scope node"),
     "new_user": ("新用户", "New user"),
     "disabled": ("已停用", "disabled"),
-    "locked": ("已锁定", "locked"),
+    "locked": ("已锁定", "locked out"),
+    "failed_tries": ("次登录失败", "failed tries"),
+    "user_delete": ("删除", "Delete"),
+    "user_more": ("改名 / 重设密码", "Rename / reset password"),
+    "new_username": ("新用户名", "New username"),
+    "new_password": ("新密码 (至少 10 个字符)", "New password (10 characters or more)"),
+    "old_password": ("当前密码", "Current password"),
+    "reset_password": ("重设密码", "Reset the password"),
+    "your_password": ("修改我的密码", "Change my password"),
+    "change_password": ("修改密码", "Change password"),
+    "account": ("我的账号", "My account"),
+    "organisations": ("组织和商户", "Organisations and merchants"),
+    "new_organisation": ("新组织", "New organisation"),
+    "rename": ("改名", "Rename"),
+    "delete": ("删除", "Delete"),
+    "delete_store": ("删除此门店", "Delete this store"),
+    "no_stores_yet": (
+        "还没有门店: 先在下方创建商户和门店, 再生成登记码。",
+        "No stores yet: create a merchant and a store below, then a token.",
+    ),
+    "nothing_changed": ("没有做任何更改。", "Nothing was changed."),
+    "role_admin": ("管理员", "admin"),
+    "role_technician": ("技术员", "technician"),
+    "role_viewer": ("只读", "viewer"),
+    "role_merchant": ("商户", "merchant"),
+    "scope_root": ("全部", "everything"),
+    "scope_organisation": ("组织", "organisation"),
+    "scope_merchant": ("商户", "merchant"),
+    "scope_store": ("门店", "store"),
     "active": ("正常", "active"),
     "user_disable": ("停用", "Disable"),
     "user_enable": ("启用", "Enable"),
@@ -218,6 +281,45 @@ WORDS: dict[str, tuple[str, str]] = {
     "fact_agent_version": ("客户端自报版本", "Agent's own version"),
     "fact_pos_profile": ("收银软件配置", "POS profile"),
     "fact_pos_name": ("收银软件", "POS application"),
+    # a destructive form's confirmation step (relay/web/admin.py _confirmation)
+    "confirm_question": ("确定吗? 此操作会立即生效。", "Are you sure? This takes effect at once."),
+    "confirm_yes": ("确定", "Yes, do it"),
+    "confirm_no": ("取消", "Cancel"),
+    "confirm_device_revoked": ("注销此设备?", "Revoke this device?"),
+    "confirm_device_deleted": ("删除此设备?", "Delete this device?"),
+    "confirm_token_revoked": ("撤销此登记码?", "Revoke this enrolment token?"),
+    "confirm_user_disable": ("停用此用户?", "Disable this user?"),
+    "confirm_user_revoke-tokens": ("让此用户在所有地方退出登录?", "Sign this user out everywhere?"),
+    "confirm_user_delete": ("删除此用户?", "Delete this user?"),
+    "confirm_deleted": ("删除?", "Delete?"),
+    # a form's result, shown after its redirect (``?done=KEY``)
+    "done_org_made": ("已创建组织", "Organisation created"),
+    "done_merchant_made": ("已创建商户", "Merchant created"),
+    "done_store_made": ("已创建门店", "Store created"),
+    "done_user_made": ("已创建用户", "User created"),
+    "done_saved": ("已保存", "Saved"),
+    "done_renamed": ("已改名", "Renamed"),
+    "done_deleted": ("已删除", "Deleted"),
+    "done_password_reset": (
+        "已重设密码, 该用户已在所有地方退出登录",
+        "Password reset; the user is signed out everywhere",
+    ),
+    "done_password_changed": (
+        "你的密码已修改, 其他地方的登录已退出",
+        "Your password is changed; your other sign-ins are ended",
+    ),
+    "done_user_disable": ("已停用用户", "User disabled"),
+    "done_user_enable": ("已启用用户", "User enabled"),
+    "done_user_unlock": ("已解锁用户", "User unlocked"),
+    "done_user_revoke-tokens": ("该用户已在所有地方退出登录", "User signed out everywhere"),
+    "done_user_delete": ("已删除用户", "User deleted"),
+    "done_token_revoked": ("已撤销登记码", "Enrolment token revoked"),
+    "done_device_revoked": ("设备已注销", "Device revoked"),
+    "done_device_deleted": (
+        "设备已删除 (保留作业和审计记录)",
+        "Device deleted (jobs and audit kept)",
+    ),
+    "done_acknowledged": ("已确认告警", "Alert acknowledged"),
 }
 
 
@@ -247,3 +349,103 @@ def finished_detail(detail: str, lang: str) -> str:
         restored, removed, unchanged = counts.groups()
         return f"已恢复 {restored} 个文件, 删除 {removed} 个, {unchanged} 个未变"
     return _AGENT_SENTENCES.get(detail, detail)
+
+
+_STATUS_ERROR = re.compile(r"([a-z_]+):\s*(.*)", re.S)
+
+
+def job_error(error: str | None, lang: str) -> str:
+    """A job's stored error (``status: detail``, relay/handlers/jobs.py) in the page's
+    language: the status as a word, the detail as the till sent it, or "gave no reason" when it
+    sent none (never a bare ``failed:``)."""
+    if not error:
+        return ""
+    match = _STATUS_ERROR.fullmatch(error.strip())
+    if match is None or f"job_{match.group(1)}" not in WORDS:
+        return error
+    status, detail = match.groups()
+    detail = finished_detail(detail, lang) if detail else word("no_reason", lang)
+    return f"{word('job_' + status, lang)}: {detail}"
+
+
+#: A script parameter's label and a hint of what to type, by the name the catalog's manifests
+#: give it (they carry no titles of their own): zh label, en label, zh hint, en hint. A name
+#: not here shows as itself.
+PARAMS: dict[str, tuple[str, str, str, str]] = {
+    "port": ("串口", "Serial port", "例如 COM3 或 /dev/ttyUSB0", "e.g. COM3 or /dev/ttyUSB0"),
+    "address": (
+        "网络地址",
+        "Network address",
+        "IP:端口, 例如 192.168.1.50:9100; 串口和网络地址填一个",
+        "IP:port, e.g. 192.168.1.50:9100; fill in the serial port or this",
+    ),
+    "host": ("打印机地址", "Printer address", "IP 或主机名, 例如 192.168.1.50", "IP or host name"),
+    "tcp_port": ("网络端口", "TCP port", "通常为 9100", "usually 9100"),
+    "serial": ("串口", "Serial port", "例如 COM3 或 /dev/ttyUSB0", "e.g. COM3 or /dev/ttyUSB0"),
+    "baud": ("波特率", "Baud rate", "", ""),
+    "action": ("操作", "Action", "", ""),
+    "pin": ("钱箱针脚", "Drawer pin", "", ""),
+    "pulse_ms": ("脉冲 (毫秒)", "Pulse (ms)", "", ""),
+    "folder": ("文件夹", "Folder", "", ""),
+    "days": ("天数", "Days", "早于此天数的文件", "files older than this"),
+    "max_files": ("最多文件数", "Most files", "", ""),
+    "dry_run": ("只检查, 不删除", "Dry run: list, delete nothing", "", ""),
+    "source": ("日志来源", "Log source", "", ""),
+    "max_kb": ("最大大小 (KB)", "Largest size (KB)", "", ""),
+    "queue": ("打印队列", "Print queue", "", ""),
+    "cancel_jobs": ("取消队列中的打印任务", "Cancel the queued jobs", "", ""),
+    "check_host": ("检查的主机名", "Host name to check", "", ""),
+    "kind": ("类型", "Kind", "", ""),
+    "usb_vendor": ("USB 厂商号", "USB vendor id", "4 位十六进制, 例如 04b8", "4 hex digits"),
+    "usb_product": ("USB 产品号", "USB product id", "4 位十六进制", "4 hex digits"),
+    "mode": ("方式", "Mode", "", ""),
+    "printer": ("打印机名称", "Printer name", "", ""),
+    "instance_id": ("设备实例 ID", "Device instance id", "", ""),
+    "device": ("设备", "Device", "例如 /dev/ttyUSB0", "e.g. /dev/ttyUSB0"),
+    "wait": ("等待 (秒)", "Wait (s)", "", ""),
+    "unit": ("服务", "Service", "", ""),
+    "max_step": ("最大调整 (秒)", "Largest step (s)", "", ""),
+    "zone": ("时区", "Time zone", "例如 Asia/Shanghai", "e.g. Asia/Shanghai"),
+    "service": ("服务", "Service", "", ""),
+    "process_id": ("进程号", "Process id", "", ""),
+}
+
+#: Enum values of the catalog's parameters in words (zh, en); others show as themselves.
+CHOICES: dict[str, tuple[str, str]] = {
+    "status": ("查询状态", "ask its status"),
+    "receipt": ("打印测试小票", "print a test receipt"),
+    "drawer": ("打开钱箱", "open the drawer"),
+    "clear-buffers": ("清空缓冲区", "clear its buffers"),
+    "restart-line": ("重启连接", "restart the line"),
+    "pos": ("收银软件", "POS application"),
+    "cups": ("CUPS 打印", "CUPS printing"),
+}
+
+
+def param_words(name: str, lang: str) -> tuple[str, str]:
+    """A script parameter's (label, hint) in ``lang``; an unknown name is its own label."""
+    zh, en, zh_hint, en_hint = PARAMS.get(name, (name, name, "", ""))
+    return (en, en_hint) if lang == "en" else (zh, zh_hint)
+
+
+def choice_words(value: str, lang: str) -> str:
+    pair = CHOICES.get(value)
+    return value if pair is None else (pair[1] if lang == "en" else pair[0])
+
+
+_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+
+
+def one_language(text: str, lang: str) -> str:
+    """A bilingual ``中文 / English`` text (an alert's summary, as the relay's checks write it)
+    in the page's language only; text not made that way is shown whole."""
+    zh, sep, en = text.partition(" / ")
+    if not sep or not _CJK.search(zh) or _CJK.search(en):
+        return text
+    return en if lang == "en" else zh
+
+
+def word_or(prefix: str, value: str, lang: str) -> str:
+    """``prefix + value`` in words if the table has it, else ``value`` as it is."""
+    key = prefix + value
+    return word(key, lang) if key in WORDS else value

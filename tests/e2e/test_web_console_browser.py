@@ -110,6 +110,7 @@ async def test_sign_in_search_watch_a_till_come_online_and_read_its_findings(
             await _run_a_script(browser, relay, sick)
             await _make_an_enrolment_token(browser, relay)
             await _names_not_ids(browser, relay)
+            await _confirm_destructive_actions(browser, relay, sick_id)
             assert browser.problems() == []  # no CSP violation, no script error
         finally:
             await browser.close()
@@ -278,4 +279,46 @@ async def _names_not_ids(browser: Browser, relay: Relay) -> None:
     assert await browser.evaluate(f"{form}.checkValidity()") is False  # not sent
     await browser.evaluate(f"{dates}.value = '2026-12-25, 2027-01-01'; true")
     assert await browser.evaluate(f"{form}.checkValidity()") is True
-    assert await browser.evaluate("document.querySelector('[name=open_mon_0]').type") == "time"
+    clock = "document.querySelector('[name=open_mon_0]')"
+    assert await browser.evaluate(f"{clock}.type") == "text"  # 24-hour HH:MM, no AM/PM
+    await browser.evaluate(f"{clock}.value = '9:00 PM'; true")
+    assert await browser.evaluate(f"{clock}.validity.patternMismatch") is True
+    await browser.evaluate(f"{clock}.value = '21:00'; true")
+    assert await browser.evaluate(f"{form}.checkValidity()") is True
+
+
+async def _confirm_destructive_actions(browser: Browser, relay: Relay, device_id: str) -> None:
+    """Revoking a till asks first on a page of its own (no script); going back changes nothing;
+    confirming does it and the device page says so. Screenshots of the new pages at both
+    widths."""
+    await browser.size(1280, 900)
+    await browser.goto(f"{relay.http}/lang?to=zh&next=/devices/{device_id}")
+    revoke = f"document.querySelector('form[action=\"/admin/devices/{device_id}/revoke\"]')"
+    for step in ("cancel", "confirm"):
+        mark = len(browser.events)
+        await browser.evaluate(f"{revoke}.requestSubmit(); true")
+        await browser.wait_event("Page.loadEventFired", after=mark)
+        text = await browser.evaluate("document.body.innerText")
+        assert "注销此设备?" in text
+        assert "MAIN-TILL-01" in text  # what goes, by name
+        await browser.screenshot(ARTEFACTS / "confirm-revoke-1280.png")
+        mark = len(browser.events)
+        if step == "cancel":
+            await browser.evaluate("document.querySelector('a.button.secondary').click(); true")
+            await browser.wait_event("Page.loadEventFired", after=mark)
+            assert await browser.evaluate("location.pathname") == f"/devices/{device_id}"
+            assert await browser.evaluate("document.querySelector('.flash')") is None
+            continue
+        await browser.evaluate("document.querySelector('.confirm form').requestSubmit(); true")
+        await browser.wait_event("Page.loadEventFired", after=mark)
+        assert "设备已注销" in await browser.evaluate("document.querySelector('.flash').innerText")
+        await browser.screenshot(ARTEFACTS / "revoked-flash-1280.png")
+    for width, height, mobile in ((1280, 900, False), (768, 1024, True)):
+        await browser.size(width, height, mobile=mobile)
+        for path, name in (("/admin", "admin"), ("/account", "account"), ("/tickets", "tickets")):
+            await browser.goto(relay.http + path)
+            assert await browser.evaluate(f"document.documentElement.scrollWidth <= {width}"), path
+            await browser.screenshot(ARTEFACTS / f"walkfix-{name}-{width}.png")
+        await browser.goto(relay.http + "/admin")
+        await browser.evaluate("document.querySelector('table.users').scrollIntoView(); true")
+        await browser.screenshot(ARTEFACTS / f"walkfix-users-{width}.png", full_page=False)

@@ -197,6 +197,22 @@ def test_backoff_doubles_from_the_first_wait_up_to_the_longest() -> None:
     assert not backoff.blocked("a", "u", 27.0)
 
 
+def test_failed_tries_per_name_are_the_worst_address_and_locked_from_the_budget_on() -> None:
+    backoff = LoginBackoff(max_failures=3, base_delay=2.0, max_delay=20.0, forget_after=100.0)
+    assert backoff.failed_tries(0.0) == {}
+    backoff.failed("a", "u", 0.0)
+    for _ in range(2):
+        backoff.failed("b", "u", 0.0)
+    backoff.failed("a", "v", 0.0)
+    assert backoff.failed_tries(1.0) == {"u": (2, False), "v": (1, False)}
+    backoff.failed("b", "u", 1.0)  # the third in a row from b: backed off
+    assert backoff.failed_tries(50.0) == {"u": (3, True), "v": (1, False)}  # past the wait too
+    assert backoff.failed_tries(150.0) == {}  # forgotten
+    backoff.failed("a", "u", 200.0)
+    backoff.unlock("u")
+    assert backoff.failed_tries(200.0) == {}
+
+
 def test_tries_being_judged_hold_the_budget() -> None:
     backoff = LoginBackoff(max_failures=3, base_delay=2.0, max_delay=20.0)
     assert [backoff.begin("a", "u", 0.0) for _ in range(5)] == [True] * 3 + [False] * 2

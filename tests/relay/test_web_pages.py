@@ -17,7 +17,8 @@ from posassist.agent.checks import rules
 from posassist.agent.findings import Finding, finding
 from posassist.agent.helpwindow.summary import summarise
 from posassist.protocol import messages as m
-from posassist.relay.storage import Device, Role, Scope, ScopeKind
+from posassist.relay.storage import Device, Role, Scope, ScopeKind, schema
+from posassist.relay.storage.admin import AdminStore
 from tests.relay.harness import _HASH, Agent, Relay, start_relay, wait_until
 from tests.relay.test_admin_api import call
 from tests.relay.test_tickets import ask_help
@@ -103,7 +104,8 @@ async def test_a_technician_sees_only_their_store_and_another_device_is_404(
     assert "Harbour" not in page
     status, page, _ = await browser.get(f"/devices/{theirs}")
     assert status == 404
-    assert "找不到或无权查看" in page or "not found" in page.lower()
+    assert "未找到" in page
+    assert "not found" not in page  # the zh page in Chinese only
     unknown_status, _, _ = await browser.get("/devices/dev_" + "0" * 32)
     assert unknown_status == 404  # the same answer as someone else's device
     refused = [
@@ -165,9 +167,15 @@ async def test_the_device_page_puts_findings_first_in_words_not_json(
     _, page, _ = await browser.get("/fleet")
     assert re.search(r'class="device offline health-critical"', page)
     _, page, _ = await browser.get("/alerts")
-    assert "打印机缺纸 / Printer out of paper" in page
+    assert '<td class="wrap">打印机缺纸</td>' in page  # the summary in the page's language
+    assert "Printer out of paper" not in page
+    await browser.get("/lang?to=en&next=/fleet")
+    _, page, _ = await browser.get("/alerts")
+    assert '<td class="wrap">Printer out of paper</td>' in page
+    await browser.get("/lang?to=zh&next=/fleet")
     _, page, _ = await browser.get("/tickets")
     assert "打印机不出纸" in page
+    assert "<td>打印机</td>" in page  # the category in words, not "printer"
 
 
 def _agent_alert_details(found: Finding) -> dict[str, Any]:
@@ -376,10 +384,15 @@ async def test_diagnose_now_asks_the_till_and_shows_its_report_in_words(
         await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
         await agent.next()
     _, page, _ = await browser.get(job_url)
+    assert "<h1>诊断 · Main St / " in page  # the kind in words, the till by store and name
+    assert " ·  · " not in page  # no empty field in the subtitle
+    assert "diag.request" not in page
+    assert "OK 正常" not in page  # each section's state in the page's language
+    assert "故障" in page
     assert "打印机缺纸" in page  # the finding, in words
     assert "打印机 收银小票 没有纸了" in page
-    assert "小票打印机: FAULT 故障" in page  # each section's state in words
-    assert "网络: OK 正常" in page
+    assert "小票打印机: 故障" in page  # each section's state in words
+    assert "网络: 正常" in page
     assert 'hx-get="/jobs/' not in page
     assert "<script>alert" not in page  # the till's raw data is not shown as markup
     _, page, _ = await browser.get(f"/devices/{device_id}")
@@ -439,8 +452,9 @@ async def test_an_alert_is_acknowledged_from_the_queue_once(relay: Relay, browse
     status, _, _ = await browser.post(action.group(1), {"csrf": "forged"})
     assert status == 403
     status, _, response = await browser.post(action.group(1), {"csrf": csrf})
-    assert (status, response.headers["Location"]) == (303, "/alerts")
-    _, page, _ = await browser.get("/alerts")
+    assert (status, response.headers["Location"]) == (303, "/alerts?done=acknowledged")
+    _, page, _ = await browser.get(response.headers["Location"])
+    assert "✔ 已确认告警" in page
     assert "/ack" not in page
     assert "tech · " in page  # who acknowledged, and when
     status, page, _ = await browser.post(action.group(1), {"csrf": csrf})
@@ -513,3 +527,41 @@ async def test_the_rows_go_gzipped_to_a_browser_that_takes_it_and_pages_never(
     _, page, response = await browser.get("/fleet?q=csrf")
     assert "Content-Encoding" not in response.headers
     assert 'name="csrf"' in page
+
+
+async def test_empty_pages_say_what_to_do_next(relay: Relay, browser: Browser) -> None:
+    await browser.sign_in("admin")
+    _, page, _ = await browser.get("/fleet")
+    assert "还没有设备" in page  # not "no device matches": nothing is filtered
+    assert '<a class="button" href="/admin">生成登记码</a>' in page
+    _, page, _ = await browser.get("/tickets")
+    assert "没有工单" in page
+    assert "?show=all" not in page  # nothing closed to show either
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent:
+        opened = await ask_help(agent)
+    _, page, _ = await browser.get("/fleet?q=nothing-like-it")
+    assert "没有符合条件的设备" in page  # a filter that matches nothing says so
+    assert "还没有设备" not in page
+    await _flushed(relay)
+    storage = relay.state.storage
+    closing = (
+        schema.tickets.update()
+        .where(schema.tickets.c.support_code == opened.support_code)
+        .values(status="closed")
+    )
+    await storage.run_write(lambda conn: conn.execute(closing))
+    _, page, _ = await browser.get("/tickets")
+    assert "没有未关闭的工单" in page  # only a closed one: "no open tickets", and the way to it
+    assert '<a href="/tickets?show=all">显示全部工单, 含已关闭的 (1)</a>' in page
+    _, page, _ = await browser.get("/tickets?show=all")
+    assert "已关闭" in page
+    assert '<a href="/tickets">只显示未关闭的工单</a>' in page
+    async with ClientSession(cookie_jar=CookieJar(unsafe=True)) as http:
+        tech = Browser(relay.http, http)
+        await tech.sign_in("tech")
+        await storage.revoke_device(device_id, now=relay.clock())
+        await AdminStore(storage).delete_device(device_id, now=relay.clock())
+        _, page, _ = await tech.get("/fleet")
+        assert "请管理员生成登记码" in page  # no admin link for a technician
+        assert 'href="/admin"' not in page

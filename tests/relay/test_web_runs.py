@@ -15,7 +15,7 @@ from aiohttp import ClientSession, CookieJar
 from posassist.agent.scripts.results import INTERRUPTED
 from posassist.console.scripts_repo import init_repository
 from posassist.protocol import messages as m
-from posassist.relay.web.words import finished_detail
+from posassist.relay.web.words import finished_detail, job_error
 from tests.agent.test_verify import PASS, add, approve, manifest
 from tests.relay.harness import Agent, Console, Relay, start_relay, wait_until
 from tests.relay.test_web_console import Browser
@@ -86,6 +86,11 @@ async def test_the_run_form_is_built_from_the_manifest(relay: Relay, browser: Br
     assert re.search(r'name="p_tcp_port" value="9100" step="1"\s+min="1"\s+max="65535"', page)
     assert '<option value="9600" selected>9600</option>' in page
     assert 'type="checkbox" name="p_cut"' in page
+    # labels in words with a hint of what to type; the manifest's key beside them
+    assert '<label>打印机地址 * <code class="muted">host</code>' in page
+    assert "IP 或主机名" in page
+    assert '<label>网络端口 <code class="muted">tcp_port</code>' in page
+    assert '<label>cut <code class="muted">cut</code>' in page  # not in the table: as itself
     status, _, _ = await browser.get(f"/devices/{device_id}/run?script=nope&version=1.0.0")
     assert status == 200  # an unknown script: the list again
 
@@ -297,6 +302,9 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
         await agent.next()
     _, page, _ = await browser.get(restore_url)
     assert "恢复备份 <code>bk_0123</code>" in page
+    assert "<h1>恢复备份 · Main St / " in page  # the till and its store on the page
+    assert "还没有输出" not in page  # ended: "no output", not "not yet"
+    assert "没有输出" in page
     # the steps in words: lists spelled out, yes/no, no Python tuples; the end in Chinese
     assert "已恢复: files 1; restored /pos/pos.ini; removed —; verified 是" in page
     assert "('" not in page
@@ -313,6 +321,51 @@ async def test_a_runs_backup_is_restored_from_its_job_page(relay: Relay, browser
     assert jobs == {"script.run": "succeeded", "script.restore": "succeeded"}
     status, _, _ = await browser.post(restore_url + "/restore", {"csrf": csrf})
     assert status == 404  # a restore has no backup of its own to restore
+    _, page, _ = await browser.get(job_url)  # the run's own page: restored, not offered again
+    assert "此备份已恢复 <code>bk_0123</code>" in page
+    assert f'action="{job_url}/restore"' not in page
+
+
+async def test_a_run_cancelled_while_asking_says_so_once_and_no_longer_waits(
+    relay: Relay, browser: Browser
+) -> None:
+    device_id, key = await relay.enrol()
+    await browser.sign_in("tech")
+    csrf = await browser.csrf()
+    own = "已按要求取消 / cancelled on request"
+    async with Agent(relay, device_id, key) as agent:
+        _, _, response = await browser.post(
+            f"/devices/{device_id}/run", _form(csrf, host="till-printer")
+        )
+        job_url = response.headers["Location"]
+        (run,) = await agent.next()
+        assert isinstance(run, m.ScriptRunRequest)
+        ids = {"id": run.id, "job_id": run.job_id}
+        await agent.reply(
+            m.ScriptProgress(**ids, step="consent_asked", at=2.0, detail={"timeout": 120})
+        )
+        await agent.reply(m.ScriptFinished(**ids, status="cancelled", finished_at=3.0, detail=own))
+        await agent.reply(m.Heartbeat(seq=1, sent_at=1.0))
+        await agent.next()
+    _, page, _ = await browser.get(job_url)
+    assert "已取消" in page
+    assert page.count("已按要求取消") == 1  # the reason once
+    assert 'class="consent consent-asked"' not in page  # not "waiting for the merchant"
+    assert "<h1>运行脚本 · Main St / " in page
+    _, page, _ = await browser.get(f"/devices/{device_id}")
+    (row,) = re.findall(r'<tr class="job-cancelled">(.*?)</tr>', page, re.S)
+    assert ">运行脚本</a>" in row  # the kind in words, not script.run
+    assert "已取消: 已按要求取消 / cancelled on request" in row
+
+
+def test_a_jobs_stored_error_reads_as_words_never_a_bare_status() -> None:
+    assert job_error("failed: ", "zh") == "失败: 设备没有说明原因"
+    assert job_error("failed:", "en") == "failed: the till gave no reason"
+    assert job_error("timed_out: no answer", "zh") == "超时: no answer"
+    assert job_error("never_delivered: the device never received this job", "en") == (
+        "never_delivered: the device never received this job"
+    )
+    assert job_error(None, "zh") == ""
 
 
 def test_a_runs_end_detail_from_the_till_reads_in_the_pages_language() -> None:

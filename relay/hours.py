@@ -82,14 +82,10 @@ class BadDayHours(BadHours):
     The same checks as :class:`BadHours`, said as the form asks them."""
 
     public_reason = (
-        "opening hours: each open day needs an opening time before its closing time (a store"
-        " open past midnight closes at 00:00 and opens again at 00:00 the next day), at least"
-        " one open day, and closed dates like 2026-12-25; nothing was changed"
+        "opening hours: each open day opens before it closes (past midnight: close at 00:00),"
+        " dates like 2026-12-25"
     )
-    public_reason_zh = (
-        "营业时间无效: 每个营业日需要开门时间早于关门时间 (跨午夜营业请在 00:00 关门, 次日 00:00"
-        " 开门), 每周至少营业一天, 休息日格式如 2026-12-25; 未作任何更改"
-    )
+    public_reason_zh = "营业时间无效: 每天须先开门后关门 (跨午夜请在 00:00 关门), 日期如 2026-12-25"
 
 
 @dataclass(frozen=True)

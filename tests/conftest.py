@@ -1,5 +1,6 @@
-"""Shared test settings: hypothesis profiles (CI runs the byte fuzzers with 10,000 examples), an
-explicit umask 022 for tests of file modes, and the root logger put back after every test."""
+"""Shared test settings: hypothesis profiles (CI runs the byte fuzzers with 10,000 examples), the
+order parallel runs start tests in (the long ones first), an explicit umask 022 for tests of file
+modes, and the root logger put back after every test."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
 settings.register_profile("ci", max_examples=10_000, deadline=None, database=None)
@@ -52,3 +53,61 @@ def _root_logger_put_back() -> Iterator[None]:
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)
         root.setLevel(level)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, start the long tests first on every worker.
+
+    ``--dist worksteal`` gives each of the N workers a contiguous 1/N of the collection, and an
+    idle worker takes the tail of the busiest one's queue. A long test that sits late in its
+    worker's share (or is taken by a worker that has just run out) sets the run's wall time;
+    so each share is made to begin with its part of the ``slow`` tests, then of the other
+    end-to-end tests, and the quick ones follow, to be stolen at the end.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1 and len(items) >= workers:
+        items[:] = _long_first(items, workers)
+
+
+def _long_first(items: Sequence[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` reordered so that each of ``workers`` contiguous shares (sized the way xdist's
+    scheduler cuts them) starts with an even part of the long tests. Tests that share a module-
+    or class-scoped fixture stay together, so each worker builds it at most once."""
+    sizes = []
+    left = len(items)
+    for i in range(workers):  # xdist: len(pending) // nodes_remaining, one node after another
+        sizes.append(left // (workers - i))
+        left -= sizes[-1]
+    units: dict[object, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(_unit(item), []).append(item)
+    heavy = [u for u in units.values() if _weight(u) == 2] + [
+        u for u in units.values() if _weight(u) == 1
+    ]
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for unit in heavy:  # each to the share with the fewest long tests so far
+        min(shares, key=len).extend(unit)
+    if any(len(share) > size for share, size in zip(shares, sizes, strict=True)):
+        return list(items)  # too many long tests to spread: keep the collection's order
+    taken = {id(item) for share in shares for item in share}
+    light = iter([item for item in items if id(item) not in taken])
+    for share, size in zip(shares, sizes, strict=True):
+        share.extend(next(light) for _ in range(size - len(share)))
+    return [item for share in shares for item in share]
+
+
+def _unit(item: pytest.Item) -> object:
+    """What must run on one worker with ``item``: its module if it uses a fixture scoped wider
+    than a function (and narrower than the session), else the test alone."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d[-1].scope in ("class", "module", "package") for d in defs):
+        return item.path
+    return item
+
+
+def _weight(unit: list[pytest.Item]) -> int:
+    """2 for a unit holding a ``slow`` test, 1 for other end-to-end tests, 0 for the rest."""
+    if any(item.get_closest_marker("slow") for item in unit):
+        return 2
+    return 1 if any("e2e" in item.path.parts for item in unit) else 0

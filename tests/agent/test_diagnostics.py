@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import subprocess
 import sys
 import time
@@ -130,13 +131,26 @@ async def test_printer_probes_are_rate_limited(printer, tmp_path) -> None:
     assert printer.bytes_received == sent > 0
 
 
+def _holds(pid: int, path: str) -> bool:
+    """Whether process ``pid`` has ``path`` open (Linux /proc)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == real for fd in fds)
+
+
 async def test_held_serial_printer_is_reported_and_never_opened(printer, tmp_path) -> None:
     path = printer.start_pty()
     holder = subprocess.Popen(  # noqa: ASYNC220 - a stand-in POS holding the port
         [sys.executable, "-c", f"f = open({path!r}, 'rb'); import time; time.sleep(30)"]
     )
     try:
-        await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while not _holds(holder.pid, path):  # the stand-in POS has opened the port
+            assert time.monotonic() < deadline, "the holder never opened the port"
+            await asyncio.sleep(0.02)
         settings = Settings(printers=(PrinterConfig("receipt", serial=path),))
         ctx = DiagContext(settings, tmp_path)
         sections = await collect_report(

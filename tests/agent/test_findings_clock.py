@@ -10,6 +10,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import pytest
+
 from posassist.agent.collectors import network
 from posassist.agent.diagnostics import DiagContext
 from posassist.agent.findings import Severity, evaluate
@@ -34,6 +36,7 @@ class _Skewed(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_a_real_relays_date_header_gives_a_small_offset(tmp_path: Path) -> None:
     provision(tmp_path / "relay")
     relay, url = start_relay(tmp_path / "relay")

@@ -86,6 +86,7 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
     return [m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss-pinned"])
 @pytest.mark.parametrize("python", pythons())
 def test_a_connected_idle_agent_has_not_imported_what_only_requests_use(

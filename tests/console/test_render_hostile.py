@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -64,6 +65,7 @@ _SECTIONS = st.dictionaries(_SECTION_NAMES, _DATA, max_size=4)
 _SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(facts=st.dictionaries(_KEYS, _DATA, max_size=8))
 def test_any_facts_render(facts: dict[str, Any]) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import atexit
 import base64
+import queue
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,9 +213,10 @@ def invite(
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` (if it still runs) and reap it, closing its pipes."""
     if proc.poll() is None:
         proc.kill()
-    proc.communicate(timeout=15)
+    communicate(proc, 15)
 
 
 def start_agent(till: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -225,24 +230,96 @@ def start_agent(till: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert agent.stdout is not None
-    line = _readline_within(agent, 30.0)
+    line = lines(agent).readline(within=30)
     if "connected to relay" not in line:
         agent.kill()
-        raise AssertionError(
-            f"agent did not connect: {line!r}\n" + agent.communicate(timeout=15)[1]
-        )
+        raise AssertionError(f"agent did not connect: {line!r}\n" + communicate(agent, 15)[1])
     return agent, json.loads((till / "agent.json").read_text())["device_id"]
 
 
-def _readline_within(proc: subprocess.Popen[str], seconds: float) -> str:
-    """The process's first stdout line, or "" if none comes within ``seconds`` (a hung agent
-    fails the test with its stderr instead of hanging the suite)."""
-    import select
+class Lines:
+    """A process's stdout, read line by line by a thread into a queue: every wait for a line is
+    bounded in time (a hung process fails the test instead of hanging the suite), and none misses
+    a line that came in the same read as an earlier one (``select`` on the pipe would: the text
+    wrapper has already buffered it). The reader owns the pipe: take a process's lines only
+    through :func:`lines`, and end it with :func:`stop` or :func:`communicate`."""
 
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], seconds)
-    return proc.stdout.readline() if ready else ""
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self._stdout = proc.stdout
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._ended = False
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self._stdout:
+            self._queue.put(line)
+        self._queue.put("")  # the end of the output
+
+    def readline(self, within: float) -> str:
+        """The next line, or "" at the end of the output or if none comes ``within`` seconds."""
+        if self._ended:
+            return ""
+        try:
+            line = self._queue.get(timeout=within)
+        except queue.Empty:
+            return ""
+        self._ended = not line
+        return line
+
+    def wait_for(self, pattern: str, within: float) -> re.Match[str]:
+        """Read lines until one matches the regular expression ``pattern``: its match; fails
+        naming the lines read if none has come ``within`` seconds (or the output ended)."""
+        deadline = time.monotonic() + within
+        seen: list[str] = []
+        while line := self.readline(max(0.0, deadline - time.monotonic())):
+            seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no line matching {pattern!r} within {within} s in {seen!r}")
+
+    def rest(self, within: float = 30) -> str:
+        """Everything after the lines already taken, up to the end of the output (the process
+        has ended, or is ending); fails if the end has not come ``within`` seconds."""
+        deadline = time.monotonic() + within
+        rest: list[str] = []
+        while not self._ended:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                ended = f"the output did not end within {within} s: {rest!r}"
+                raise AssertionError(ended) from None
+            self._ended = not line
+            rest.append(line)
+        return "".join(rest)
+
+    def close(self) -> None:
+        """Close the pipe once the reader has read it to its end."""
+        self._thread.join(timeout=15)
+        self._stdout.close()
+
+
+#: Each process's reader, while the process object lives (a pid may be reused).
+_READERS: weakref.WeakKeyDictionary[subprocess.Popen[str], Lines] = weakref.WeakKeyDictionary()
+
+
+def lines(proc: subprocess.Popen[str]) -> Lines:
+    """The reader of ``proc``'s stdout (started at the first call; the same one afterwards)."""
+    if proc not in _READERS:
+        _READERS[proc] = Lines(proc)
+    return _READERS[proc]
+
+
+def communicate(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout=timeout)`` for a process whose lines :func:`lines` reads: the
+    stdout not yet taken, and stderr."""
+    reader = _READERS.pop(proc, None)
+    if reader is None:
+        return proc.communicate(timeout=timeout)
+    out = reader.rest(within=timeout)
+    reader.close()
+    return out, proc.communicate(timeout=timeout)[1]
 
 
 class Technician:

@@ -11,9 +11,12 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from tests.e2e.cli import (
     admin_token,
     api,
+    communicate,
     invite,
     ok,
     provision,
@@ -60,6 +63,7 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
     tmp_path: Path,
 ) -> None:
@@ -91,7 +95,7 @@ def test_checks_firing_while_the_relay_is_down_and_the_agent_killed_arrive_once(
         assert len(queued) == 1, queued
         [key] = queued
         agent.send_signal(signal.SIGKILL)  # killed with the event queued
-        agent.communicate(timeout=15)
+        communicate(agent, 15)
 
         port = url.rsplit(":", 1)[1]
         relay, url = start_relay(data, "--port", port)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import sqlalchemy as sa
 from aiohttp import ClientSession, web
 from websockets.asyncio.client import connect
@@ -247,6 +248,7 @@ async def _counts(database_url: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 async def test_a_thousand_queued_deliveries_add_up_after_a_sigkill(
     tmp_path: Path, database: str
 ) -> None:

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.e2e.cli import invite, ok, provision, py, start_agent, start_relay, stop
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def _wait_for(path: Path, text: str, timeout: float = 15) -> None:
         time.sleep(0.05)  # polling a file for a line, with a deadline
 
 
+@pytest.mark.slow
 def test_a_technician_of_another_organisation_cannot_disconnect_a_till(tmp_path: Path) -> None:
     data = tmp_path / "relay"
     store_a = provision(data)

@@ -160,6 +160,7 @@ def test_tls_files_that_would_fail_or_lapse_are_named(
     assert any(line.startswith(f"{level}: ") and said in line for line in lines), lines
 
 
+@pytest.mark.slow
 async def test_postgresql_unreachable_or_empty_is_an_error_and_stays_empty(
     relay: Path, pg_database: str
 ) -> None:

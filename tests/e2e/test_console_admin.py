@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
@@ -99,6 +100,7 @@ def _one_line(result: subprocess.CompletedProcess[str], status: int) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_an_operator_manages_stores_and_users_with_the_real_console(tmp_path: Path) -> None:
     data = tmp_path / "relay"
     provision(data)

@@ -45,6 +45,7 @@ def test_make_demo_runs_the_demo_script() -> None:
     assert "$(BIN)/python scripts/demo.py" in (ROOT / "Makefile").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # the demo (~35 s alone), then its "try next" commands
 @pytest.mark.usefixtures("umask_022")  # the demo and its processes inherit it
 def test_demo_runs_to_the_end_and_shows_what_it_claims(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import pytest
 from aiohttp import ClientSession
 
 from posassist.relay.audit import Outcome
@@ -62,6 +63,7 @@ def _agent(till: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_two_tills_with_one_identity_back_off_and_are_flagged(tmp_path: Path) -> None:
     data = tmp_path / "relay"
     store = provision(data)

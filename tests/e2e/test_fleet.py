@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import select
 import signal
 import subprocess
 import sys
@@ -17,7 +16,17 @@ import pytest
 
 from posassist.console.connection import ConsoleConnection
 from posassist.protocol import messages as m
-from tests.e2e.cli import ROOT, admin_token, api, invite, provision, start_relay, stop
+from tests.e2e.cli import (
+    ROOT,
+    admin_token,
+    api,
+    communicate,
+    invite,
+    lines,
+    provision,
+    start_relay,
+    stop,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,20 +56,13 @@ def fleet_run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def next_event(proc: subprocess.Popen[str], kind: str, within: float = 60.0) -> dict[str, Any]:
     """The fleet's next JSON line of ``kind`` (its stdout is the event stream)."""
-    assert proc.stdout is not None
     deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
+    while line := lines(proc).readline(max(0.0, deadline - time.monotonic())):
         event: dict[str, Any] = json.loads(line)
         if event["event"] == kind:
             return event
     proc.kill()
-    _, err = proc.communicate(timeout=15)
+    _, err = communicate(proc, 15)
     raise AssertionError(f"no {kind} event from the fleet: {err[-2000:]}")
 
 
@@ -139,7 +141,7 @@ async def test_fifty_tills_enrol_connect_answer_raise_alerts_and_reconnect_after
         assert health["agents"] == 50
     finally:
         proc.terminate()
-        out, _err = proc.communicate(timeout=30)
+        out, _err = communicate(proc, 30)
     done = [json.loads(line) for line in out.splitlines() if '"done"' in line]
     assert sum(d["authenticated"] for d in done) >= 100  # 50, and 50 again after the restart
     assert sum(d["refused"] for d in done) == 0
@@ -160,13 +162,13 @@ def test_saved_identities_are_loaded_again(relay: tuple[Path, str, str], tmp_pat
         assert next_event(enrolled, "all_connected")["agents"] == 3
     finally:
         enrolled.terminate()
-        enrolled.communicate(timeout=30)
+        communicate(enrolled, 30)
     again = fleet("--relay", url, "--identities", str(ids), "--duration", "30", "--agents", "2")
     try:
         assert next_event(again, "all_connected")["agents"] == 2
     finally:
         again.terminate()
-        again.communicate(timeout=30)
+        communicate(again, 30)
     # the tokens were used once: enrolling with them again is refused, nothing new is made
     refused = fleet_run("--relay", url, "--identities", str(ids), "--tokens", str(tokens))
     assert refused.returncode == 2
@@ -230,7 +232,7 @@ def test_identities_of_another_relay_are_refused(
         next_event(made, "all_connected")
     finally:
         made.terminate()
-        made.communicate(timeout=30)
+        communicate(made, 30)
     other = url.rsplit(":", 1)[0] + ":1"
     result = fleet_run("--relay", other, "--identities", str(ids))
     assert result.returncode == 2
@@ -267,7 +269,7 @@ def test_more_agents_than_identities_is_refused(
         next_event(made, "all_connected")
     finally:
         made.terminate()
-        made.communicate(timeout=30)
+        communicate(made, 30)
     result = fleet_run("--relay", url, "--identities", str(ids), "--agents", "5")
     assert result.returncode == 2
     assert "holds 1 identities" in result.stderr
@@ -289,7 +291,7 @@ def test_tills_enrol_and_connect_to_a_relay_on_ipv6_loopback(tmp_path: Path) -> 
             assert next_event(run, "all_connected")["agents"] == 3
         finally:
             run.terminate()
-            run.communicate(timeout=30)
+            communicate(run, 30)
     finally:
         stop(proc)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,9 @@ from tests.e2e.cli import (
     ADMIN_PASSWORD,
     ROOT,
     Technician,
+    communicate,
     invite,
+    lines,
     ok,
     provision,
     py,
@@ -393,8 +396,7 @@ def test_agent_and_both_windows_work_on_python38(store: Store) -> None:
         text=True,
     )
     store.agent = agent
-    assert agent.stdout is not None
-    assert "connected to relay" in agent.stdout.readline()
+    assert "connected to relay" in lines(agent).readline(within=30)
     text = subprocess.run(
         [str(PY38), "-m", "posassist.agent", "help", "--data", str(store.till), "--text"],
         input="2\n钱箱打不开\n\nq\n",
@@ -445,9 +447,6 @@ class Terminal:
     """``help --text`` as a cashier uses it: type a line when the screen asks for it."""
 
     def __init__(self, till: Path) -> None:
-        import queue
-        import threading
-
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "posassist.agent", "help", "--data", str(till), "--text"],
             cwd=ROOT,
@@ -457,34 +456,16 @@ class Terminal:
             text=True,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert self.proc.stdout is not None
-        self.reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
-        self.reader.start()
-
-    def _read(self, out: Any) -> None:
-        for line in out:
-            self.lines.put(line)
-        self.lines.put("")
 
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
-        import queue
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"{text!r} never shown; saw {self.seen[-8:]}") from None
-            self.seen.append(line)
-            if not line:  # the window ended: what it said on stderr is the reason
-                assert self.proc.stderr is not None
-                self.proc.wait(10)
-                why = self.proc.stderr.read()[-2000:]
-                raise AssertionError(f"the window ended before {text!r}: {self.seen[-8:]} {why}")
-            if text in line:
-                return line
+        try:
+            return lines(self.proc).wait_for(re.escape(text), timeout).string
+        except AssertionError as exc:
+            if self.proc.poll() is None:
+                raise
+            # the window ended: what it said on stderr is the reason
+            why = communicate(self.proc, 10)[1][-2000:]
+            raise AssertionError(f"the window ended before {text!r}: {exc} {why}") from None
 
     def type(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -500,10 +481,7 @@ class Terminal:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(10)
-        self.reader.join(10)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        stop(self.proc)  # reaps it and closes its pipes
         return self.proc.returncode
 
 
@@ -642,7 +620,7 @@ def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
     from posassist.agent.helpwindow.view import HelpView
     from posassist.agent.helpwindow.window import LinkThread
     from posassist.protocol import ConsentAnswer, ConsentRequest, ErrorReply
-    from tests.e2e.test_script_cancel import _job_and_audit, _line_matching, _rest
+    from tests.e2e.test_script_cancel import _job_and_audit
 
     store = Store(tmp_path)
     link = LinkThread(store.till)
@@ -658,7 +636,7 @@ def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
             stderr=subprocess.PIPE,
             text=True,
         )
-        job_id = _line_matching(run, r"job (job_[0-9a-f]+) \(to stop it", 60).group(1)
+        job_id = lines(run).wait_for(r"job (job_[0-9a-f]+) \(to stop it", 60).group(1)
         deadline = time.monotonic() + 30
         question = None
         while not isinstance(question, ConsentRequest):
@@ -682,9 +660,8 @@ def test_a_cancel_during_the_consent_wait_closes_the_question_and_runs_nothing(
         while not isinstance(late, ErrorReply):
             late = link.inbox.get(timeout=max(0.1, deadline - time.monotonic()))
         assert late.code == "consent_expired"
-        run.wait(timeout=30)
-        out = _rest(run)
-        assert run.returncode == 1, out
+        out, err = communicate(run, 30)
+        assert run.returncode == 1, out + err
         assert "cancelled" in out
         assert not store.marker.exists()  # the script never ran
         consent_file = store.till / "help" / "consent-pending.json"

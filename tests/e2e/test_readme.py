@@ -10,13 +10,11 @@ any other program, or a README line nobody planned for, fails the test.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+
+from tests.e2e.cli import communicate, lines
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -213,8 +213,6 @@ class Operator:
         self.relay: subprocess.Popen[str] | None = None
         self.relay_log_file: IO[str] | None = None
         self.agent: subprocess.Popen[str] | None = None
-        self.agent_lines: queue.Queue[str] = queue.Queue()
-        self.agent_reader: threading.Thread | None = None
         self.agent_said: list[str] = []  # the agent's output up to "connected"
 
     # -- substitution ---------------------------------------------------------------------
@@ -339,24 +337,16 @@ class Operator:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        assert self.agent.stdout is not None
-        self.agent_reader = threading.Thread(
-            target=self._read_agent, args=(self.agent.stdout,), daemon=True
-        )
-        self.agent_reader.start()
-        deadline = time.monotonic() + 30
-        seen = self.agent_said
-        while not any("connected to relay" in line for line in seen):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"agent did not connect: {seen}"
-            try:
-                seen.append(self.agent_lines.get(timeout=remaining))
-            except queue.Empty:
-                raise AssertionError(f"agent did not connect: {seen}") from None
+        self.wait_for_agent_line("connected to relay", 30)
 
-    def _read_agent(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.agent_lines.put(line)
+    def wait_for_agent_line(self, text: str, within: float) -> None:
+        """Read the agent's lines into :attr:`agent_said` until one holds ``text``."""
+        assert self.agent is not None
+        deadline = time.monotonic() + within
+        while not any(text in line for line in self.agent_said):
+            line = lines(self.agent).readline(max(0.0, deadline - time.monotonic()))
+            assert line, f"the agent never said {text!r}: {self.agent_said}"
+            self.agent_said.append(line)
 
     def relay_log(self) -> str:
         return (self.cwd.parent / "relay.log").read_text()
@@ -372,10 +362,8 @@ class Operator:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=15)
-        if self.agent_reader is not None:
-            self.agent_reader.join(timeout=15)  # reads to the end of the exited agent's output
-        if self.agent is not None and self.agent.stdout is not None:
-            self.agent.stdout.close()
+        if self.agent is not None:
+            communicate(self.agent, 15)  # reads to the end of the exited agent's output
         if self.relay_log_file is not None:
             self.relay_log_file.close()
         if self.relay is not None:
@@ -383,6 +371,7 @@ class Operator:
         return code
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)  # ~25 s alone; about fifty processes start, slower on a busy machine
 def test_readme_usage_runs_in_order_as_written(tmp_path: Path) -> None:
     assert shutil.which("openssl"), "openssl is needed to make the README's TLS certificate"
@@ -436,14 +425,7 @@ def _the_till_refuses_the_retired_version(operator: Operator, steps: Plan) -> No
 
 def _the_revoked_till_is_refused(operator: Operator) -> None:
     """Disconnected by the running relay, and refused when it tries again."""
-    deadline = time.monotonic() + 30
-    while not any("the relay refused this device" in line for line in operator.agent_said):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"the revoked agent was not refused: {operator.agent_said}"
-        try:
-            operator.agent_said.append(operator.agent_lines.get(timeout=remaining))
-        except queue.Empty:
-            raise AssertionError(f"no refusal: {operator.agent_said}") from None
+    operator.wait_for_agent_line("the relay refused this device", 30)
     listed = operator.call(["posassist", "devices"])
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith("dev_")]
     assert row.split()[1:3] == ["no", "revoked"], row

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from tests.e2e.cli import ROOT, invite, ok, provision, py, start_relay, stop
+from tests.e2e.cli import ROOT, communicate, invite, lines, ok, provision, py, start_relay, stop
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -57,8 +57,7 @@ def test_relay_stops_gracefully_on_sigterm_and_agent_keeps_running(tmp_path: Pat
         text=True,
     )
     try:
-        assert agent.stdout is not None
-        assert "connected to relay" in agent.stdout.readline()
+        assert "connected to relay" in lines(agent).readline(within=30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert proc.stdout is not None
@@ -67,7 +66,7 @@ def test_relay_stops_gracefully_on_sigterm_and_agent_keeps_running(tmp_path: Pat
         assert agent.poll() is None  # the agent keeps running, waiting to reconnect
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=15) == 0
-        assert "agent stopped" in agent.stdout.read()
+        assert "agent stopped" in communicate(agent, 15)[0]
     finally:
         stop(agent)
         stop(proc)

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 from typing import TYPE_CHECKING
 
+import pytest
 import sqlalchemy as sa
 
 from posassist.relay.storage import Job, JobStatus, SqlStorage, open_storage, schema
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+@pytest.mark.slow
 async def test_relay_killed_mid_request_restarts_intact_and_fails_the_job(
     tmp_path: Path, database: str
 ) -> None:

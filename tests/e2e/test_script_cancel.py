@@ -5,11 +5,8 @@ job shows ``cancelled`` and the audit chain holds the cancel."""
 
 from __future__ import annotations
 
-import queue
-import re
 import subprocess
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -19,7 +16,9 @@ from tests.agent.test_verify import PASS, add, approve, manifest
 from tests.e2e.cli import (
     ROOT,
     Technician,
+    communicate,
     invite,
+    lines,
     ok,
     provision,
     py,
@@ -33,53 +32,6 @@ if TYPE_CHECKING:
 
 
 RUN_ARGS = ("--version", "1.0.0", "--unattended")
-
-
-_LINES: dict[int, queue.Queue[str]] = {}
-
-
-def _line_matching(proc: subprocess.Popen[str], pattern: str, within: float) -> re.Match[str]:
-    """Read ``proc``'s stdout until a line matches ``pattern`` (bounded in time).
-
-    A thread reads the lines into a queue: ``select`` on the pipe would miss lines the text
-    wrapper has already buffered (two lines arriving together)."""
-    assert proc.stdout is not None
-    if proc.pid not in _LINES:
-        lines: queue.Queue[str] = queue.Queue()
-        _LINES[proc.pid] = lines
-        stdout = proc.stdout
-
-        def pump() -> None:
-            for line in stdout:
-                lines.put(line)
-            lines.put("")
-
-        threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + within
-    seen = []
-    while True:
-        try:
-            line = _LINES[proc.pid].get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if not line:
-            break
-        seen.append(line)
-        found = re.search(pattern, line)
-        if found:
-            return found
-    raise AssertionError(f"no line matching {pattern!r} in {seen!r}")
-
-
-def _rest(proc: subprocess.Popen[str]) -> str:
-    """What ``proc`` printed after the lines :func:`_line_matching` took (it has ended)."""
-    lines = _LINES[proc.pid]
-    rest: list[str] = []
-    while True:
-        line = lines.get(timeout=30)
-        if not line:
-            return "".join(rest)
-        rest.append(line)
 
 
 def _job_and_audit(relay_dir: Path, job_id: str) -> tuple[str, list[tuple[str, str]]]:
@@ -139,8 +91,8 @@ def test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree(tmp_pat
             stderr=subprocess.PIPE,
             text=True,
         )
-        job_id = _line_matching(run, r"started \(job (job_[0-9a-f]+)\)", 60).group(1)
-        _line_matching(run, r"^ready$", 30)
+        job_id = lines(run).wait_for(r"started \(job (job_[0-9a-f]+)\)", 60).group(1)
+        lines(run).wait_for(r"^ready$", 30)
         shell, sleeper = (int(p) for p in pids.read_text().split())
         assert not gone(shell)
         assert not gone(sleeper)
@@ -155,9 +107,7 @@ def test_posassist_cancel_stops_a_real_tills_script_and_its_process_tree(tmp_pat
             assert time.monotonic() < deadline, "the till's script processes are still there"
             time.sleep(0.05)
         # the technician who ran it hears how it ended; the script never reached its end
-        run.wait(timeout=30)
-        out = _rest(run)
-        err = run.stderr.read() if run.stderr is not None else ""
+        out, err = communicate(run, 30)
         assert run.returncode == 1, err
         assert "cancelled" in out
         assert "not-reached" not in out

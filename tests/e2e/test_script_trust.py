@@ -9,6 +9,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from tuf.api.metadata import Metadata
 
 from posassist.console.scripts_repo import init_repository
@@ -128,6 +129,7 @@ def wait_for_low_risk(till: Path, version: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_retired_version_rolled_back_by_the_relay_never_runs(tmp_path: Path) -> None:
     relay_dir = tmp_path / "relay"
     store = provision(relay_dir)

@@ -25,6 +25,8 @@ from tests.e2e.test_switch_provider import (  # noqa: F401 - fixtures
 if TYPE_CHECKING:
     from pathlib import Path
 
+pytestmark = pytest.mark.slow  # two relay processes and an agent per test
+
 #: Run switch-provider with a fault: ``os._exit(137)`` when the named step is reached
 #: (mid-swap: after ``calls`` file replaces once the old relay was told; the first writes
 #: the journal, then the swap's moves).

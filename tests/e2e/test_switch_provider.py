@@ -14,12 +14,10 @@ import atexit
 import json
 import os
 import pty
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ from tests.e2e.cli import (
     Technician,
     _provision,
     invite,
+    lines,
     ok,
     provision,
     py,
@@ -41,6 +40,8 @@ from tests.e2e.cli import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+pytestmark = pytest.mark.slow  # two relay processes and an agent per test
 
 SETTINGS = {
     "printers": [{"name": "receipt", "tcp": "127.0.0.1:9"}],
@@ -135,42 +136,6 @@ def _switch(till: Path, token: str, *extra: str) -> subprocess.CompletedProcess[
     return py("agent", "switch-provider", "--data", str(till), "--token", token, *extra)
 
 
-#: The thread reading each agent's stdout (:func:`_wait_for_line`), by pid.
-_PUMPS: dict[int, threading.Thread] = {}
-
-
-def _wait_for_line(proc: subprocess.Popen[str], wanted: str, seconds: float = 30) -> list[str]:
-    """The agent's stdout lines up to the first that holds ``wanted`` (fails after ``seconds``).
-
-    A thread reads the lines into a queue: ``select`` on the pipe would miss lines the text
-    wrapper has already buffered (two lines arriving together)."""
-    stdout = proc.stdout
-    assert stdout is not None
-    queued: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in stdout:
-            queued.put(line)
-        queued.put("")
-        stdout.close()  # at its end: the reader owns it
-
-    _PUMPS[proc.pid] = threading.Thread(target=pump, daemon=True)
-    _PUMPS[proc.pid].start()
-    lines: list[str] = []
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            line = queued.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if not line:
-            break
-        lines.append(line)
-        if wanted in line:
-            return lines
-    raise AssertionError(f"{wanted!r} never came: {lines}")
-
-
 def test_a_till_moves_to_another_provider_and_the_old_one_shows_it_handed_over(
     tmp_path: Path, providers: tuple[Provider, Provider], till: Path
 ) -> None:
@@ -185,19 +150,11 @@ def test_a_till_moves_to_another_provider_and_the_old_one_shows_it_handed_over(
         new_device = json.loads((till / "agent.json").read_text())["device_id"]
         assert new_device != old_device
         # the running agent was replaced by the handover connection and took up the new identity
-        lines = _wait_for_line(agent, f"connected to relay {new.relay_id} as {new_device}")
-        assert any("moved to a new provider" in line for line in lines), lines
+        lines(agent).wait_for("moved to a new provider", 30)
+        lines(agent).wait_for(f"connected to relay {new.relay_id} as {new_device}", 30)
         assert agent.poll() is None
     finally:
-        agent.terminate()
-        agent.wait(timeout=15)
-        pump = _PUMPS.pop(agent.pid, None)
-        if pump is not None:
-            pump.join(timeout=15)  # it reads stdout to its end and closes it
-        elif agent.stdout is not None:
-            agent.stdout.close()
-        assert agent.stderr is not None
-        agent.stderr.close()
+        stop(agent)
     # the merchant's settings are kept byte for byte; the old identity is retired, not lost
     assert (till / "settings.json").read_bytes() == settings
     retired = till / "retired" / old_device

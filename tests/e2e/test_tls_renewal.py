@@ -12,7 +12,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-from tests.e2e.cli import invite, ok, provision, py, start_agent, start_relay, stop
+from tests.e2e.cli import communicate, invite, ok, provision, py, start_agent, start_relay, stop
 from tests.relay.certs import SelfSignedCertificate, make_certificate, make_key
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def test_sighup_serves_a_renewed_certificate_and_keeps_agents_connected(tmp_path
         assert ran.returncode == 0, ran.stderr
         assert agent.poll() is None
         agent.kill()
-        rest, _ = agent.communicate(timeout=15)
+        rest, _ = communicate(agent, 15)
         assert "connected to relay" not in rest  # its one connection (first line) held
     finally:
         if agent is not None and agent.poll() is None:

@@ -156,15 +156,15 @@ def _stopped_like_a_service(agent: subprocess.Popen[str]) -> None:
 
 
 def test_prerm_waits_for_a_script_that_ends_within_the_bound(till: Till) -> None:
-    from tests.e2e.cli import _readline_within
+    from tests.e2e.cli import communicate, lines
 
     pid = till.run_script()
     prerm = _prerm(till, wait=60)
-    first = _readline_within(prerm, 30)  # type: ignore[arg-type]
+    first = lines(prerm).readline(within=30)
     assert "waiting for the running script (printer-status 1.0.0) to end, at most 60 s" in first
     assert prerm.poll() is None
     till.release.touch()  # the script ends by itself, well inside the bound
-    out, err = prerm.communicate(timeout=30)
+    out, err = communicate(prerm, 30)
     assert prerm.returncode == 0, out + err
     assert "the running script ended (printer-status 1.0.0)" in out
     assert till.marker.read_text() == "done\n"  # it ran to its end

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from posassist.console.scripts_repo import init_repository
@@ -207,6 +208,7 @@ def _said(detail: dict[str, object]) -> dict[str, object]:
     return agent if isinstance(agent, dict) else detail
 
 
+@pytest.mark.slow
 def test_a_run_that_outlives_its_route_is_reconciled_from_the_agent(tmp_path: Path) -> None:
     # docs/protocol.md#request-lifetime-relay, with real processes: a script silent for longer
     # than the relay's request timeout ends "outcome unknown" for the technician; its late end on
@@ -291,6 +293,7 @@ def _reconciled(relay_dir: Path) -> list[dict[str, object]]:
     return asyncio.run(read())
 
 
+@pytest.mark.slow
 def test_a_run_survives_the_relay_dying_and_its_end_is_reconciled(tmp_path: Path) -> None:
     # docs/protocol.md#request-lifetime-relay, with real processes: the relay is killed while a
     # script runs. The run is the agent's script service's, not its connection's: it goes on to

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 PY38 = ROOT / ".venv38" / "bin" / "python"
 #: building the bundle (pip download of two platforms) is part of the first test's time
-pytestmark = [pytest.mark.timeout(600), pytest.mark.py38]  # installer.py runs on Python 3.8
+# installer.py runs on Python 3.8
+pytestmark = [pytest.mark.timeout(600), pytest.mark.py38, pytest.mark.slow]
 
 #: Runs installer.py's install or uninstall with the Windows tools recorded, on Python 3.8.
 DRIVER = r"""

@@ -155,6 +155,7 @@ def test_a_real_certificate_cut_anywhere_or_with_a_byte_changed_is_refused_or_re
         assert facts.spki == real.spki or facts.spki in bytes(changed)
 
 
+@pytest.mark.slow
 @given(st.binary(max_size=512))
 def test_random_bytes_are_a_value_error_or_a_reading(data: bytes) -> None:
     try:
@@ -182,6 +183,7 @@ def test_pem_without_a_certificate_or_with_damaged_base64_is_refused() -> None:
         pins.spki_pin_from_pem(pem)
 
 
+@pytest.mark.slow
 @given(st.datetimes(min_value=dt.datetime(1950, 1, 1), max_value=dt.datetime(9999, 12, 31)))
 def test_times_are_the_epoch_seconds_datetime_says(when: dt.datetime) -> None:
     when = when.replace(microsecond=0, tzinfo=UTC)

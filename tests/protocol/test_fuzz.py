@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +52,7 @@ def test_arbitrary_bytes_decode_to_message_or_protocol_error(frame: bytes) -> No
     _decode_or_protocol_error(frame)
 
 
+@pytest.mark.slow
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=STRUCTURED)
 @given(
     st.sampled_from([type(s).TAG for s in SAMPLES] + ["nope"]),

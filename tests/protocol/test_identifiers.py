@@ -59,6 +59,7 @@ def test_a_bad_device_id_is_refused(sample: m.Message, bad: str) -> None:
         type(sample)(**{**{f: getattr(sample, f) for f in sample.FIELDS}, "device_id": bad})
 
 
+@pytest.mark.slow
 @given(st.text(max_size=80))
 def test_device_ids_are_exactly_the_pattern(text: str) -> None:
     sample = _sample(m.AuthResponse)

@@ -47,6 +47,12 @@ class Clock:
     def __call__(self) -> float:
         return self._time() + self.offset
 
+    def stop(self) -> None:
+        """From now on the relay's time moves only when the test moves it (``offset``): a test
+        that checks durations to the second does not depend on how busy the machine is."""
+        now = self._time()
+        self._time = lambda: now
+
 
 @dataclass
 class Relay:
@@ -194,20 +200,21 @@ async def agent_handshake(
     key: signing.Ed25519PrivateKey,
     sign: Callable[[bytes], bytes] | None = None,
     versions: tuple[int, ...] = SUPPORTED_VERSIONS,
+    timeout: float = 5,
 ) -> tuple[Session, m.Message]:
     session = Session(Role.AGENT, versions=versions)
     session.send_hello("test-agent")
     await send(ws, session)
     events: list[m.Message] = []
     while session.state is not SessionState.CHALLENGED:
-        events += await recv(ws, session)
+        events += await recv(ws, session, timeout)
     welcome, challenge = events
     assert isinstance(welcome, m.Welcome)
     assert isinstance(challenge, m.AuthChallenge)
     payload = signing.auth_payload(welcome.relay_id, device_id, challenge.nonce, welcome.version)
     session.send_auth_response(device_id, sign(payload) if sign else signing.sign(key, payload))
     await send(ws, session)
-    (answer,) = await recv(ws, session)
+    (answer,) = await recv(ws, session, timeout)
     return session, answer
 
 

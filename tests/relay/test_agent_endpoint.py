@@ -81,8 +81,7 @@ async def test_relay_closes_agent_replying_to_unknown_request(relay: Relay) -> N
         assert agent.ws is not None
         await agent.ws.send(CODEC.encode(m.ConsentAnswer(id=42, granted=True)))
         assert await close_code(agent.ws) == 1002
-    await asyncio.sleep(0.05)
-    assert relay.state.router.agent(device_id) is None
+    await wait_until(lambda: relay.state.router.agent(device_id) is None)
 
 
 async def test_relay_answers_heartbeat_with_its_clock(relay: Relay) -> None:

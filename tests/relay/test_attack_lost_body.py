@@ -8,12 +8,15 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.e2e.cli import provision, start_relay, stop
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
+@pytest.mark.slow
 def test_a_body_cut_by_the_deadline_logs_one_line_without_a_traceback(tmp_path: Path) -> None:
     data = tmp_path / "relay"
     provision(data)

@@ -138,6 +138,7 @@ async def test_operator_unlock_lets_the_user_in_at_once_and_is_audited(
     assert "no user ghost" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_a_stranger_cycling_through_names_grows_the_audit_log_boundedly(
     relay: Relay,
 ) -> None:

@@ -223,7 +223,7 @@ async def test_store_hours_are_set_day_by_day_and_bad_hours_change_nothing(
     ):
         status, page, _ = await browser.post(f"/admin/stores/{relay.store}", {"csrf": csrf, **bad})
         assert status == 400, bad
-        assert "营业时间无效: 每个营业日需要开门时间早于关门时间" in page, bad
+        assert "营业时间无效: 每天须先开门后关门" in page, bad
         assert dict((await relay.state.storage.get_store(relay.store)).hours) == expected, bad
     assert len([r async for r in relay.state.storage.records()]) == records  # no store.update
     always = {"csrf": csrf, "hours_form": "1", "always_open": "on", "closed_dates": ""}

@@ -161,6 +161,11 @@ async def _walk(
     assert "打印机缺纸" in text
     assert "收银员" in text
     assert text.index("未解决的告警") < text.index("设备信息")
+    tickets = await browser.evaluate(
+        "[...document.querySelectorAll('table')].map(t => t.innerText).join('\\n')"
+    )
+    assert "\t打印机\t" in tickets  # the ticket's category in words, not "printer"
+    assert "\tprinter\t" not in tickets
     await browser.screenshot(ARTEFACTS / "device-zh.png")
 
     # English, and a tablet held upright

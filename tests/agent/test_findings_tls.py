@@ -34,6 +34,8 @@ class TlsServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.handshakes = 0
+        #: set after each handshake is counted: the client may finish its side first
+        self.counted = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -47,6 +49,7 @@ class TlsServer:
                 conn.settimeout(5.0)
                 with self.context.wrap_socket(conn, server_side=True):
                     self.handshakes += 1
+                    self.counted.set()
             except OSError:
                 conn.close()
 
@@ -103,6 +106,7 @@ def test_gateway_certificates_expiring_expired_and_a_refused_gateway(
     assert "2 days ago" in found[hosts[1]].detail["en"]
     assert hosts[2] not in found  # 200 days left
     assert found[hosts[3]].code == "gateway.unreachable"
+    assert soon.counted.wait(10.0)  # the server's side of the handshake ends after the client's
     assert soon.handshakes == 1
 
 

@@ -136,7 +136,7 @@ def test_unattended_low_risk_script_runs_and_streams_its_output(tmp_path: Path) 
         assert "Printer status / 打印机状态" in listing
         ran = tech("run", device, "printer-status", "--version", "1.0.0", "--unattended")
         assert ran.returncode == 0, ran.stdout + ran.stderr
-        assert "[verified] risk=A, approvals=1" in ran.stdout
+        assert "[verified] signatures verified / 签名已验证: risk A; approvals 1" in ran.stdout
         assert "started (job" in ran.stdout
         assert "hello from the till\nline two\n" in ran.stdout
         assert "succeeded (exit 0" in ran.stdout

@@ -53,6 +53,7 @@ __all__ = [
     "offered_scripts",
     "param_reason",
     "refresh_online_metadata",
+    "wrong_platform",
 ]
 
 log = logging.getLogger("posassist.relay.scripts")
@@ -406,6 +407,19 @@ def device_platform(facts: Any) -> str:
     if not isinstance(os_name, str) or not os_name:
         return ""
     return "windows" if os_name.lower().startswith("windows") else "linux"
+
+
+def wrong_platform(device: Any, manifest: Manifest) -> tuple[str, str] | None:
+    """Why ``manifest`` can't run on ``device`` (its ``platforms`` leave out the OS the till
+    reported), as (Chinese, English); None when it can, or the till never said."""
+    platform = device_platform(device.facts)
+    if not platform or platform in manifest.platforms:
+        return None
+    allowed = ", ".join(manifest.platforms)
+    return (
+        f"{manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}",
+        f"{manifest.id} runs on {allowed} only; this till runs {platform}",
+    )
 
 
 #: A parameter refusal's English words (protocol/manifest.py) and their Chinese.

@@ -37,7 +37,7 @@ from ..connection import ConnectionClosedError, SlowConsumerError, WebSocketSess
 from ..errors import DeviceNotActive, TokenError
 from ..limits import trust_connection
 from ..routing import Link, OfflineError
-from ..scripts_repo import device_platform, offered_scripts, param_reason
+from ..scripts_repo import offered_scripts, param_reason, wrong_platform
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
 from .agents import SOFTWARE, handshake_failed, refuse_over_budget
@@ -337,14 +337,9 @@ async def _script_problem(
     manifest = offered.get((event.script, event.version))
     if manifest is None:
         return None
-    platform = device_platform(device.facts)
-    if platform and platform not in manifest.platforms:
-        allowed = ", ".join(manifest.platforms)
-        return (
-            "wrong_platform",
-            f"{manifest.id} runs on {allowed} only; this till runs {platform}"
-            f" / {manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}",
-        )
+    mismatch = wrong_platform(device, manifest)
+    if mismatch is not None:
+        return "wrong_platform", f"{mismatch[1]} / {mismatch[0]}"
     try:
         if event.unattended and not manifest.unattended:
             raise ParamError("this script may not run unattended")

@@ -28,7 +28,7 @@ from ..audit import Outcome
 from ..errors import NotFound, ScopeError
 from ..handlers.cancel import cancel_job
 from ..handlers.consoles import route_request
-from ..scripts_repo import device_platform, offered_scripts, param_reason
+from ..scripts_repo import device_platform, offered_scripts, param_reason, wrong_platform
 from ..state import STATE
 from ..storage import DeviceStatus
 from . import sessions
@@ -106,16 +106,10 @@ async def _chosen(request: web.Request, source: Mapping[str, Any]) -> Manifest |
     return offered.get((script, version))
 
 
-def wrong_platform(device: Any, manifest: Manifest, lang: str) -> str | None:
-    """Why ``manifest`` can't run on ``device`` (its manifest's ``platforms`` leave out the OS
-    the till reported), in the page's language; None when it can, or the till never said."""
-    platform = device_platform(device.facts)
-    if not platform or platform in manifest.platforms:
-        return None
-    allowed = ", ".join(manifest.platforms)
-    if lang == "en":
-        return f"{manifest.id} runs on {allowed} only; this till runs {platform}"
-    return f"{manifest.id} 只能在 {allowed} 上运行, 这台收银机是 {platform}"
+def _wrong_platform(device: Any, manifest: Manifest, lang: str) -> str | None:
+    """relay/scripts_repo.py's ``wrong_platform`` in the page's language."""
+    words = wrong_platform(device, manifest)
+    return None if words is None else words[1 if lang == "en" else 0]
 
 
 @page
@@ -127,7 +121,7 @@ async def run_form(request: web.Request, session: Session) -> web.StreamResponse
     offered = await _offered(request)
     manifest = await _chosen(request, request.query)
     lang = sessions.language(request)
-    error = wrong_platform(device, manifest, lang) if manifest is not None else None
+    error = _wrong_platform(device, manifest, lang) if manifest is not None else None
     return render(
         request,
         "run.html",
@@ -136,7 +130,7 @@ async def run_form(request: web.Request, session: Session) -> web.StreamResponse
         device=device,
         may_run=may_run(session),
         offered=sorted(
-            (m for m in offered.values() if wrong_platform(device, m, lang) is None),
+            (m for m in offered.values() if _wrong_platform(device, m, lang) is None),
             key=lambda m: (m.id, m.version),
         ),
         manifest=None if error else manifest,
@@ -155,7 +149,7 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
     manifest = await _chosen(request, form)
     if manifest is None:
         raise NotFound("no such script on offer")
-    mismatch = wrong_platform(device, manifest, sessions.language(request))
+    mismatch = _wrong_platform(device, manifest, sessions.language(request))
     if mismatch is not None:
         await state.audit(
             f"user:{session.user.username}",

@@ -149,19 +149,15 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
     manifest = await _chosen(request, form)
     if manifest is None:
         raise NotFound("no such script on offer")
-    mismatch = _wrong_platform(device, manifest, sessions.language(request))
-    if mismatch is not None:
+
+    async def refused(detail: dict[str, Any], error: str, shown: Manifest | None) -> web.Response:
+        """Audited and the form again (or none, for a script this till can't run)."""
         await state.audit(
             f"user:{session.user.username}",
             "script.run",
             f"device:{device.id}",
             Outcome.REFUSED,
-            {
-                "reason": "wrong_platform",
-                "script": manifest.id,
-                "platform": device_platform(device.facts),
-                "via": "web",
-            },
+            {**detail, "via": "web"},
         )
         return render(
             request,
@@ -171,35 +167,24 @@ async def run_script(request: web.Request, session: Session) -> web.StreamRespon
             device=device,
             may_run=may_run(session),
             offered=[],
-            manifest=None,
-            values={},
-            error=mismatch,
+            manifest=shown,
+            values={k[2:]: v for k, v in form.items() if k.startswith("p_")} if shown else {},
+            error=error,
         )
+
+    mismatch = _wrong_platform(device, manifest, sessions.language(request))
+    if mismatch is not None:
+        platform = device_platform(device.facts)
+        detail = {"reason": "wrong_platform", "script": manifest.id, "platform": platform}
+        return await refused(detail, mismatch, None)
     unattended = form.get("unattended") == "on"
     try:
         if unattended and not manifest.unattended:
             raise ParamError("this script may not run unattended")
         params = _form_params(manifest, form)
     except ParamError as exc:
-        await state.audit(
-            f"user:{session.user.username}",
-            "script.run",
-            f"device:{device.id}",
-            Outcome.REFUSED,
-            {"reason": "invalid_params", "script": manifest.id, "via": "web"},
-        )
-        return render(
-            request,
-            "run.html",
-            session=session,
-            status=400,
-            device=device,
-            may_run=may_run(session),
-            offered=[],
-            manifest=manifest,
-            values={k[2:]: v for k, v in form.items() if k.startswith("p_")},
-            error=param_reason(str(exc)),
-        )
+        detail = {"reason": "invalid_params", "script": manifest.id}
+        return await refused(detail, param_reason(str(exc)), manifest)
     run = WebRun(device.id, manifest.id, manifest.version, session.user.username)
     request_message = ScriptRunRequest(
         id=1,

@@ -109,6 +109,9 @@ LINK_ONLY: Dict[str, Dict[str, Union[type, Tuple[type, ...]]]] = {
         "timezone": str,
         "user": str,
         "relay_connected": bool,
+        # how many messages the agent sends right behind this one (the open tickets, a consent
+        # question still open): a window reads them before it first draws; 0 on a status update
+        "follows": int,
     },
     "link.diagnose": {"id": int},
     "link.summary": {"id": int, "findings": list, "error": str},

@@ -6,7 +6,7 @@ Python 3.8, stdlib only. Imported by ``posassist-agent help`` alone, never by th
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from posassist.protocol import ErrorReply
 
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LinkClient"]
 
+#: The most messages a welcome may say follow it (the open tickets a till keeps, a few
+#: consent questions): a bound on what a window reads before it draws.
+MAX_FOLLOWS = 1000
+
 
 class LinkClient:
     """The window's end: connect, say hello, then send and receive lines.
@@ -37,6 +41,9 @@ class LinkClient:
         self.reader = reader
         self.writer = writer
         self.welcome: Dict[str, Any] = {}
+        #: what the agent sent right behind its welcome (open tickets, an open consent
+        #: question): a window applies these before it first draws, so it opens on them
+        self.backlog: List[LinkMessage] = []
 
     @classmethod
     async def connect(cls, data_dir: Path, timeout: float = 5.0) -> LinkClient:
@@ -78,6 +85,19 @@ class LinkClient:
             writer.close()
             raise LinkError("the agent did not welcome this window")
         client.welcome = first
+        follows = first["follows"]
+        if not 0 <= follows <= MAX_FOLLOWS:
+            writer.close()
+            raise LinkError(f"the agent's welcome names {follows} messages behind it")
+        try:
+            for _ in range(follows):
+                client.backlog.append(await client.receive(timeout))
+        except asyncio.TimeoutError:
+            writer.close()
+            raise LinkError("the agent did not answer / 收银助手服务无应答") from None
+        except LinkError:
+            writer.close()
+            raise
         return client
 
     async def send(self, msg: LinkMessage) -> None:

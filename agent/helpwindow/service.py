@@ -215,6 +215,7 @@ class HelpService:
             "timezone": self.timezone,
             "user": "",
             "relay_connected": self.relay is not None,
+            "follows": 0,
         }
 
     def _welcome(self, peer: LinkPeer) -> Dict[str, Any]:
@@ -222,13 +223,19 @@ class HelpService:
         welcome["user"] = peer.user
         # the open tickets follow at once, so a reopened window shows them before any relay,
         # and a consent question still open, with the time it has left
-        later = asyncio.get_event_loop().call_soon
-        for entry in self.tickets.entries(self.clock()):
-            later(peer.send_nowait, TicketUpdated.from_wire({"t": TicketUpdated.TAG, **entry}))
+        # (``follows`` says how many, so the window draws once it has them)
+        behind: List[LinkMessage] = [
+            TicketUpdated.from_wire({"t": TicketUpdated.TAG, **entry})
+            for entry in self.tickets.entries(self.clock())
+        ]
         for question, deadline in self._asked.values():
             left = deadline - time.monotonic()
             if left >= 1.0:
-                later(peer.send_nowait, dataclasses.replace(question, timeout=min(left, 3600.0)))
+                behind.append(dataclasses.replace(question, timeout=min(left, 3600.0)))
+        later = asyncio.get_event_loop().call_soon
+        for msg in behind:
+            later(peer.send_nowait, msg)
+        welcome["follows"] = len(behind)
         return welcome
 
     async def _handle(self, peer: LinkPeer, msg: LinkMessage) -> None:

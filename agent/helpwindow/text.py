@@ -259,6 +259,13 @@ def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str], sour
     loop.call_soon_threadsafe(queue.put_nowait, "")  # end of input
 
 
+def _opened(view: HelpView, face: TextHelp, client: LinkClient) -> None:
+    """A link just made: the welcome and what came right behind it (the open tickets, a
+    consent question), before anything is drawn: a reopened window opens on its ticket."""
+    for msg in (client.welcome, *client.backlog):
+        view.receive(msg, face.clock())
+
+
 async def run_text(
     data_dir: Path, lang: str, source: TextIO = sys.stdin, out: TextIO = sys.stdout
 ) -> int:
@@ -266,7 +273,7 @@ async def run_text(
     view = HelpView(lang)
     face = TextHelp(view, out)
     client = await LinkClient.connect(data_dir)
-    view.receive(client.welcome, face.clock())
+    _opened(view, face, client)
     await client.send({"t": "link.diagnose", "id": next(face.ids)})
     lines: asyncio.Queue[str] = asyncio.Queue()
     reader = threading.Thread(
@@ -292,7 +299,7 @@ async def run_text(
                     if found is None:
                         return 1
                     client = found
-                    view.receive(client.welcome, face.clock())
+                    _opened(view, face, client)
                     face.say(RECONNECTED)
                     face.render(force=True)
                     incoming = asyncio.ensure_future(client.receive())

@@ -86,6 +86,8 @@ class LinkThread:
             self.failure = exc
             self.ready.set()
             return
+        for msg in self.client.backlog:  # behind the welcome: the first things drawn
+            self.inbox.put(msg)
         self.ready.set()
         try:
             while True:

@@ -167,7 +167,7 @@ async def test_bad_lines_get_a_clear_error_and_the_window_stays(
     try:
         agents_own = (  # the agent's link-only messages, and a second hello (outside attack)
             b'{"t":"link.welcome","device_id":"d","timezone":"UTC","user":"u",'
-            b'"relay_connected":true}\n',
+            b'"relay_connected":true,"follows":0}\n',
             b'{"t":"link.hello","secret":""}\n',
             b'{"t":"link.summary","id":4,"findings":[],"error":""}\n',
         )
@@ -342,7 +342,8 @@ async def test_tickets_survive_a_closed_window_and_a_restarted_agent(tmp_path: P
     await again.start()
     try:
         reopened = await LinkClient.connect(data)
-        shown = await reopened.receive(5)  # before the window asks anything
+        assert reopened.welcome["follows"] == 1  # read with the welcome, before any drawing
+        [shown] = reopened.backlog
         assert isinstance(shown, TicketUpdated)
         assert (shown.ticket_id, shown.status, shown.updated_at) == ("tkt_1", "in_progress", 1100)
         await reopened.send(TicketQuery(id=4))  # offline: answered from the till's note
@@ -441,7 +442,7 @@ async def test_a_window_opened_during_a_consent_question_gets_it_with_the_time_l
     await wait_for_window(service, present=False)
     second = await LinkClient.connect(tmp_path / "till")
     try:
-        again = await second.receive(5)
+        [again] = second.backlog  # with the welcome: the window opens on the question
         assert isinstance(again, ConsentRequest)
         assert again.id == question.id
         assert 1.0 <= again.timeout < 60.0
@@ -474,6 +475,7 @@ async def test_a_slow_request_never_holds_up_the_consent_answer(tmp_path: Path) 
             "timezone": "UTC",
             "user": peer.user,
             "relay_connected": True,
+            "follows": 0,
         }
 
     server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
@@ -684,3 +686,48 @@ async def test_an_answer_in_one_window_takes_the_question_off_the_others(
     finally:
         await first.close()
         await second.close()
+
+
+@pytest.mark.parametrize(
+    ("follows", "then", "said"),
+    [
+        (-1, [], "names -1 messages"),
+        (1001, [], "names 1001 messages"),
+        (2, [update()], "did not answer"),  # one of two, then silence
+        (2, [update(), None], "closed the link"),  # one of two, then the agent goes away
+    ],
+)
+async def test_a_welcome_that_promises_what_never_comes_is_a_link_error(
+    tmp_path: Path, follows: int, then: list[Any], said: str
+) -> None:
+    """``follows`` is the agent's word on how many messages are behind the welcome: a
+    window reads that many before it draws, within its time, and no more than the bound."""
+
+    async def handle(peer: Any, msg: Any) -> None:
+        return None
+
+    def welcome(peer: Any) -> dict[str, Any]:
+        loop = asyncio.get_event_loop()
+        for msg in then:  # None: the agent closes the link there
+            if msg is None:
+                loop.call_soon(peer.close)
+            else:
+                loop.call_soon(peer.send_nowait, msg)
+        return {
+            "t": "link.welcome",
+            "device_id": DEVICE,
+            "timezone": "UTC",
+            "user": peer.user,
+            "relay_connected": True,
+            "follows": follows,
+        }
+
+    from posassist.agent.helpwindow.link import LinkEndpoint, LinkServer
+
+    server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
+    await server.start()
+    try:
+        with pytest.raises(LinkError, match=said):
+            await LinkClient.connect(tmp_path, timeout=0.5)
+    finally:
+        await server.close()

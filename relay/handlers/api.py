@@ -287,9 +287,8 @@ async def check_password(request: web.Request, username: str, password: str) -> 
     # Backed off, unknown and wrong all cost one user lookup, one scrypt and one audit record,
     # and get the same answer: neither the time nor the reply tells them apart
     # (docs/relay.md#sign-in). The back-off is per address and name (relay/lockout.py).
-    looked_at = state.login_backoff.begin(address, username, now)
-    backed_off = not looked_at
-    try:
+    with state.login_backoff.judging(address, username, now) as looked_at:
+        backed_off = not looked_at
         try:
             user: User | None = await state.storage.get_user(username)
         except NotFound:
@@ -298,9 +297,6 @@ async def check_password(request: web.Request, username: str, password: str) -> 
         matches = await asyncio.to_thread(
             lambda: verify_password(password, stored or _dummy_hash())
         )
-    finally:
-        if looked_at:
-            state.login_backoff.end(address, username)
     if user is None or backed_off or not matches:
         if not backed_off:
             state.login_backoff.failed(address, username, now)

@@ -34,8 +34,8 @@ from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.admin import AdminStore, NotEmpty, is_disabled
 from ..storage.health import HealthStore
-from .api import _field, _json, _name, current_user
 from .consoles import end_revoked_sign_ins
+from .request import _field, _json, _name, current_user
 
 if TYPE_CHECKING:
     from ..audit import AuditRecord

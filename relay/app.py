@@ -23,7 +23,6 @@ from .handlers import admin, alerts, api, cancel, fanout, policies, reports, tic
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
-from .handlers.responses import errors_middleware
 from .limits import (
     GUARD,
     ConnectionGuard,
@@ -36,6 +35,7 @@ from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics
 from .ratelimit import KeyedLimiter
 from .refusals import RefusalLedger
+from .responses import errors_middleware
 from .routing import RECONCILABLE, InProcessRouter
 from .state import STATE, RelayState
 from .storage import DeviceStatus, open_storage

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from aiohttp import web
 
-from .handlers.responses import http_error_response
+from .responses import http_error_response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

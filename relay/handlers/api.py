@@ -48,7 +48,7 @@ from .request import _field, _json, _name, _store_id, current_user
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .responses import Handler
+    from ..responses import Handler
 
 log = logging.getLogger("posassist.relay")
 

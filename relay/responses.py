@@ -12,8 +12,8 @@ from aiohttp import web
 
 from posassist.protocol import PosAssistError
 
-from ..errors import http_error_body
-from ..logs import log_context
+from .errors import http_error_body
+from .logs import log_context
 
 __all__ = ["error_response", "errors_middleware", "http_error_response"]
 

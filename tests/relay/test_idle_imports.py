@@ -50,6 +50,11 @@ NOT_AT_IDLE = (
     "sqlalchemy.ext.asyncio",
     "cryptography",  # agents' sign-ins are verified with it (tests/relay/test_relay_core.py)
     "jinja2",  # the web console's templates load with its first page
+    # and its pages with their first request (relay/web/routes.py): tests/relay/test_web_*.py
+    "posassist.relay.web.pages",
+    "posassist.relay.web.jobs",
+    "posassist.relay.web.admin",
+    "posassist.relay.web.words",
     "posassist.relay.fleet",
 )
 
@@ -59,6 +64,7 @@ AT_IDLE = (
     # its routes are there from the start, so a repository published later is served (issue
     # 17); what reads and signs TUF metadata loads with the first published repository
     "posassist.relay.scripts_repo",
+    "posassist.relay.web.routes",  # every route of the web console is there from the start
     "posassist.relay.storage.sql",
     "sqlalchemy.dialects.sqlite",
     "aiohttp.web",

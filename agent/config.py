@@ -17,9 +17,8 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from posassist.client.signer import NativeSigner
     from posassist.protocol.signing import Ed25519PrivateKey
-
-    from .signer import NativeSigner
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -29,7 +28,7 @@ class Identity(NamedTuple):
 
     device_id: str
     relay_url: str
-    #: cryptography's key when made here; OpenSSL's (agent/signer.py) when loaded to sign in
+    #: cryptography's key when made here; OpenSSL's (client/signer.py) when loaded to sign in
     key: Ed25519PrivateKey | NativeSigner
     #: The relay's TLS key pin from the enrolment token (required for wss://).
     tls_pin: Optional[str] = None
@@ -54,7 +53,7 @@ def write_identity(
     data_dir: Path, identity: Identity, extra: Optional[Dict[str, Any]] = None
 ) -> None:
     """Write key (0600, never over an existing one), public key and settings to ``data_dir``."""
-    from .signer import NativeSigner
+    from posassist.client.signer import NativeSigner
 
     key = identity.key
     if isinstance(key, NativeSigner):  # a loaded key is never written again
@@ -73,13 +72,10 @@ def load_identity(data_dir: Path) -> Identity:
     try:
         config = json.loads((data_dir / "agent.json").read_text(encoding="utf-8"))
         pem = (data_dir / "agent.key").read_bytes()
-        seed = signing.pkcs8_ed25519_seed(pem)
-        if seed is not None:
-            from .signer import load_signer
+        # OpenSSL's key for the form this agent writes; any other, cryptography reads or refuses
+        from posassist.client.signer import load_signing_key
 
-            key: Ed25519PrivateKey | NativeSigner = load_signer(seed)
-        else:  # not the form this agent writes: cryptography reads it or says why not
-            key = signing.private_key_from_pem(pem)
+        key = load_signing_key(pem)
         pin = config.get("tls_pin")
         return Identity(
             str(config["device_id"]), str(config["relay_url"]), key, str(pin) if pin else None

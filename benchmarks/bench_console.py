@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import ClientSession, CookieJar
 
 from posassist.relay.storage import schema as t
-from posassist.relay.web.pages import ROWS
+from posassist.relay.web.routes import ROWS
 from tests.relay.harness import PASSWORD, Relay, start_relay
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # cryptography is imported by the functions that need it, when they are called: a running agent
 # reads its seed with :func:`pkcs8_ed25519_seed` and signs through the OpenSSL that ``ssl``
-# loaded (agent/signer.py), and never maps cryptography's 8.5 MB library (the relay and console
+# loaded (client/signer.py), and never maps cryptography's 8.5 MB library (the relay and console
 # do, on their first key). ``Ed25519PrivateKey`` and ``Ed25519PublicKey`` are still importable
 # from here (module ``__getattr__``).
 
@@ -40,6 +40,7 @@ __all__ = [
     "Signer",
     "auth_payload",
     "fingerprint",
+    "fingerprint_raw",
     "generate_private_key",
     "pkcs8_ed25519_seed",
     "private_key_from_pem",
@@ -187,7 +188,7 @@ def public_key_from_pem(data: bytes) -> Ed25519PublicKey:
 
 
 class Signer(Protocol):
-    """What signs: cryptography's private key, or the agent's OpenSSL one (agent/signer.py)."""
+    """What signs: cryptography's private key, or the agent's OpenSSL one (client/signer.py)."""
 
     def sign(self, data: bytes) -> bytes: ...
 
@@ -209,7 +210,12 @@ def verify(key: Ed25519PublicKey, signature: bytes, data: bytes) -> None:
 
 def fingerprint(key: Ed25519PublicKey) -> str:
     """SHA-256 of the raw public key in 16 groups, to read aloud: ``SHA256:3f2a 9c01 …``."""
-    digest = hashlib.sha256(public_key_to_raw(key)).hexdigest()
+    return fingerprint_raw(public_key_to_raw(key))
+
+
+def fingerprint_raw(public_key: bytes) -> str:
+    """:func:`fingerprint` of a 32-byte raw public key (no cryptography needed)."""
+    digest = hashlib.sha256(public_key).hexdigest()
     return "SHA256:" + " ".join(digest[i : i + 4] for i in range(0, len(digest), 4))
 
 

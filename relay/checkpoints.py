@@ -4,17 +4,23 @@ The key (Ed25519, PEM, 0600) and the checkpoint file live in the relay's data di
 the database, so someone who can only rewrite the database can't forge a checkpoint that agrees
 with a rewritten chain (docs/relay.md#audit-checkpoints). Signing and verifying are pure
 (:class:`relay.audit.Checkpoint`); this module does the file I/O.
+
+A serving relay signs with the OpenSSL that ``ssl`` loaded (client/signer.py) and checks its own
+newest checkpoint by signing it again (Ed25519 is deterministic): an idle relay need not map
+cryptography's library (issue 16). ``audit verify`` checks with the public key, as anyone can.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from posassist.client.signer import load_signing_key, public_bytes_raw
 from posassist.protocol import PosAssistError, signing
 
 from .audit import CHECKPOINT_ACTION, Checkpoint, CheckpointError, Outcome
@@ -28,7 +34,12 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
+    from posassist.client.signer import NativeSigner
+
     from .storage.interfaces import AuditLog
+
+    #: What signs checkpoints: OpenSSL's key through ``ssl`` (a loaded key), or cryptography's.
+    SigningKey = NativeSigner | Ed25519PrivateKey
 
 __all__ = [
     "CHECKPOINTS_FILE",
@@ -50,7 +61,7 @@ KEY_FILE = "audit-checkpoint.key"
 CHECKPOINTS_FILE = "audit-checkpoints.jsonl"
 
 
-def create_key(path: Path) -> Ed25519PrivateKey:
+def create_key(path: Path) -> SigningKey:
     """A new checkpoint key written to ``path`` (0600); the one already there if it exists."""
     if path.exists():
         return load_key(path)
@@ -62,10 +73,10 @@ def create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_key(path: Path) -> Ed25519PrivateKey:
+def load_key(path: Path) -> SigningKey:
     """The checkpoint key in ``path``; CheckpointKeyError if it is missing or not a key."""
     try:
-        return signing.private_key_from_pem(path.read_bytes())
+        return load_signing_key(path.read_bytes())
     except OSError as exc:
         raise CheckpointKeyError(f"cannot read the audit checkpoint key {path}: {exc}") from exc
     except PosAssistError as exc:
@@ -73,7 +84,7 @@ def load_key(path: Path) -> Ed25519PrivateKey:
 
 
 def sign_checkpoint(
-    key: Ed25519PrivateKey, *, relay_id: str, seq: int, hash: bytes, at: float
+    key: SigningKey, *, relay_id: str, seq: int, hash: bytes, at: float
 ) -> Checkpoint:
     """A checkpoint of the head (``seq``, ``hash``) signed with ``key``."""
     unsigned = Checkpoint(relay_id=relay_id, seq=seq, hash=hash, at=at)
@@ -120,12 +131,17 @@ def read_checkpoints(path: Path, public_key: Ed25519PublicKey) -> list[Checkpoin
     return checkpoints
 
 
-def read_last_checkpoint(path: Path, public_key: Ed25519PublicKey) -> Checkpoint | None:
-    """The newest checkpoint in ``path``, its signature verified, reading only the file's tail
-    (the file grows by a line an interval for the relay's whole life); None if there is none.
+def read_last_checkpoint(path: Path, key: SigningKey) -> Checkpoint | None:
+    """The newest checkpoint in ``path``, signed with ``key``, reading only the file's tail (the
+    file grows by a line an interval for the relay's whole life); None if there is none.
+
+    Its signature must be the one ``key`` makes over its payload: Ed25519 signs deterministically
+    (RFC 8032 §5.1.6), so a checkpoint this key signed always matches, and anything else is
+    refused, as verifying with the public key would refuse it or stricter (another valid
+    signature of the same payload, which only the key's holder can make, is refused too).
 
     Raises:
-        CheckpointError: the last complete line is not a checkpoint or doesn't verify.
+        CheckpointError: the last complete line is not a checkpoint or is not signed by ``key``.
     """
     try:
         with path.open("rb") as file:
@@ -137,19 +153,17 @@ def read_last_checkpoint(path: Path, public_key: Ed25519PublicKey) -> Checkpoint
     lines = tail.decode("utf-8", "replace").split("\n")[:-1]  # the last piece: "" or torn
     if size > _TAIL:
         lines = lines[1:]  # the first may be the end of a longer line
-    return _verified(lines[-1], public_key) if lines else None
+    return _signed_by(lines[-1], key) if lines else None
 
 
 #: Bytes read from the end of the checkpoint file for the newest line (a line is ~250).
 _TAIL = 4096
 
 
-def _verified(line: str, public_key: Ed25519PublicKey) -> Checkpoint:
+def _signed_by(line: str, key: SigningKey) -> Checkpoint:
     checkpoint = Checkpoint.from_line(line)
-    try:
-        signing.verify(public_key, checkpoint.signature, checkpoint.payload)
-    except PosAssistError as exc:
-        raise CheckpointError("the newest checkpoint's signature does not verify") from exc
+    if not hmac.compare_digest(signing.sign(key, checkpoint.payload), checkpoint.signature):
+        raise CheckpointError("the newest checkpoint's signature does not verify")
     return checkpoint
 
 
@@ -159,9 +173,11 @@ class Checkpointer:
     ``audit_checkpoint_interval`` seconds): an ``audit.checkpoint`` record is appended, then
     that record's seq and hash are signed and written to the checkpoint file and the log."""
 
-    key: Ed25519PrivateKey
+    key: SigningKey
     path: Path
     relay_id: str
+    #: The key's fingerprint, written in each ``audit.checkpoint`` record.
+    fingerprint: str
     #: The seq the last checkpoint covers; nothing is signed while the head stays there.
     last_seq: int = 0
 
@@ -171,13 +187,19 @@ class Checkpointer:
         key = create_key(key_path)
         last = None
         with contextlib.suppress(CheckpointError):
-            last = read_last_checkpoint(path, key.public_key())
-        return cls(key=key, path=path, relay_id=relay_id, last_seq=0 if last is None else last.seq)
+            last = read_last_checkpoint(path, key)
+        return cls(
+            key=key,
+            path=path,
+            relay_id=relay_id,
+            fingerprint=signing.fingerprint_raw(public_bytes_raw(key)),
+            last_seq=0 if last is None else last.seq,
+        )
 
     async def check_last(self, storage: AuditLog) -> str | None:
         """Why the newest checkpoint disagrees with the database, or None if it agrees."""
         try:
-            last = await asyncio.to_thread(read_last_checkpoint, self.path, self.key.public_key())
+            last = await asyncio.to_thread(read_last_checkpoint, self.path, self.key)
         except (CheckpointError, OSError) as exc:
             return f"checkpoint file unreadable: {exc}"
         if last is None:
@@ -200,7 +222,7 @@ class Checkpointer:
             target="audit",
             outcome=Outcome.OK,
             now=now,
-            detail={"previous": self.last_seq, "key": signing.fingerprint(self.key.public_key())},
+            detail={"previous": self.last_seq, "key": self.fingerprint},
         )
         checkpoint = sign_checkpoint(
             self.key, relay_id=self.relay_id, seq=record.seq, hash=record.hash, at=record.at

@@ -1,18 +1,22 @@
-"""Password hashing with scrypt (``cryptography``), parameters stored alongside each hash.
+"""Password hashing with scrypt (OpenSSL's, through ``hashlib``), parameters stored alongside each
+hash.
 
 Hashes look like ``$scrypt$ln=15,r=8,p=1$<salt>$<key>`` (unpadded base64, PHC string style), so
 the cost can be raised later: :func:`needs_rehash` tells the sign-in path to re-hash on success.
 These functions burn tens of milliseconds of CPU; call them through ``asyncio.to_thread``.
+
+``hashlib.scrypt`` gives the same keys as ``cryptography``'s Scrypt, which this module used before
+(tests/relay/test_passwords.py), without mapping cryptography's 8 MB library at start: an idle
+relay does not need it (issue 16, docs/notes/wp-16mem-status.md).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -59,15 +63,21 @@ def _unb64(text: str) -> bytes:
 def _derive(password: str, salt: bytes, params: ScryptParams) -> bytes:
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ValueError("password too long")
-    kdf = Scrypt(salt=salt, length=_KEY_BYTES, n=2**params.ln, r=params.r, p=params.p)
-    return kdf.derive(password.encode("utf-8"))
+    n, r, p = 2**params.ln, params.r, params.p
+    # What OpenSSL allocates (B and V, RFC 7914 §5-6) plus room: its default cap is 32 MiB,
+    # exactly DEFAULT_PARAMS' V. hashlib refuses a cap over 2 GiB with ValueError.
+    maxmem = 128 * r * (n + p + 2) + 2**20
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=_KEY_BYTES
+    )
 
 
 def hash_password(password: str, params: ScryptParams = DEFAULT_PARAMS) -> str:
     """Hash ``password`` with a fresh random salt.
 
     Raises:
-        ValueError: the password is longer than :data:`MAX_PASSWORD_LENGTH`.
+        ValueError: the password is longer than :data:`MAX_PASSWORD_LENGTH`, or ``params`` need
+            more than 2 GiB.
     """
     salt = os.urandom(_SALT_BYTES)
     key = _derive(password, salt, params)

@@ -24,10 +24,9 @@ from posassist.protocol import PosAssistError
 
 from ..errors import BadRequest, BadTtl, NotFound
 from ..handlers import admin as admin_api
-from ..handlers import alerts as alerts_api
 from ..handlers import api
 from ..handlers.request import FORM_BODY, SIGNED_IN
-from ..hours import DAYS, MAX_INTERVALS_PER_DAY, BadDayHours, BadHours, parse_hours
+from ..hours import DAYS
 from ..state import STATE
 from ..storage import Role, ScopeKind
 from ..storage.admin import AdminStore
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-__all__ = ["add_admin_pages", "qr_svg"]
+__all__ = ["account_page", "admin_page", "create_enrolment", "form_action", "qr_svg"]
 
 #: Hours an enrolment token lives by default, and the most a form may ask for (the API's cap).
 DEFAULT_TOKEN_HOURS = 24
@@ -194,7 +193,7 @@ async def _token_rows(
     return rows
 
 
-def _form_action(
+def form_action(
     handler: Handler,
     fields: Callable[[dict[str, str]], dict[str, Any]] | None,
     back: Callable[[web.Request], str] = lambda request: "/admin",
@@ -290,69 +289,6 @@ def store_days(hours: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _clock(text: str) -> str:
-    """A browser's ``<input type=time>`` value (``HH:MM``, maybe with seconds) as the hours'
-    clock; a close at ``00:00`` is midnight at the end of the day (``24:00``)."""
-    return text[:5]
-
-
-def _hours_from_form(form: dict[str, str]) -> dict[str, Any]:
-    """The per-day form as the hours' JSON form, checked by ``parse_hours`` (order, overlap, a
-    week with no opening, dates) and refused in the form's words (``BadDayHours``) before the
-    API's handler, which checks it again: either way nothing is changed."""
-    dates = [d for d in form.get("closed_dates", "").replace(",", " ").split() if d]
-    hours: dict[str, Any] = {"closed": dates} if dates else {}
-    if form.get("always_open") == "on":
-        return _checked(hours)
-    weekly: dict[str, list[list[str]]] = {}
-    for day in DAYS:
-        if form.get(f"closed_{day}") == "on":
-            continue
-        spans = []
-        for i in range(MAX_INTERVALS_PER_DAY):
-            start, end = form.get(f"open_{day}_{i}", ""), form.get(f"close_{day}_{i}", "")
-            if not start and not end:
-                continue
-            if not start or not end:
-                raise BadDayHours(f"hours: {day} needs both an opening and a closing time")
-            end = _clock(end)
-            spans.append([_clock(start), "24:00" if end == "00:00" else end])
-        if not spans:
-            raise BadDayHours(f"hours: {day} has no times; tick closed if the store is shut")
-        weekly[day] = spans
-    return _checked({**hours, "weekly": weekly})
-
-
-def _checked(hours: dict[str, Any]) -> dict[str, Any]:
-    try:
-        parse_hours(hours)  # the API's handler checks again, with the store's zone
-    except BadHours as exc:
-        raise BadDayHours(str(exc)) from None
-    return hours
-
-
-def _store_fields(form: dict[str, str]) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    if form.get("name"):
-        body["name"] = form["name"]
-    if form.get("timezone"):
-        body["timezone"] = form["timezone"]
-    if form.get("hours_form") == "1":
-        body["hours"] = _hours_from_form(form)
-    return body
-
-
-def _user_fields(form: dict[str, str]) -> dict[str, Any]:
-    kind = form.get("scope_kind", "")
-    return {
-        "username": form.get("username", ""),
-        "password": form.get("password", ""),
-        "role": form.get("role", ""),
-        "scope_kind": kind,
-        "scope_id": form.get("scope_id") or None if kind != "root" else None,
-    }
-
-
 @page
 async def create_enrolment(request: web.Request, session: Session) -> web.StreamResponse:
     """``POST /admin/enrolments``: a one-time token for a store, shown as text and a QR code."""
@@ -373,94 +309,4 @@ async def create_enrolment(request: web.Request, session: Session) -> web.Stream
         token=made["token"],
         expires_at=made["expires_at"],
         qr=qr_svg(made["token"]),
-    )
-
-
-def _device_page(request: web.Request) -> str:
-    return f"/devices/{request.match_info['device_id']}"
-
-
-def _name_only(form: dict[str, str]) -> dict[str, Any]:
-    return {"name": form.get("name", "")}
-
-
-#: The tree's nodes the console renames and deletes (a store is renamed in its settings form).
-_NODES = {"organisations": ScopeKind.ORGANISATION, "merchants": ScopeKind.MERCHANT}
-
-
-def add_admin_pages(app: web.Application) -> None:
-    app.router.add_get("/admin", admin_page)
-    add = app.router.add_post
-    add("/admin/organisations", _form_action(api.create_organisation, _name_only, done="org_made"))
-    add("/admin/merchants", _form_action(api.create_merchant, dict, done="merchant_made"))
-    add("/admin/stores", _form_action(api.create_store, dict, done="store_made"))
-    add("/admin/stores/{store_id}", _form_action(api.update_store, _store_fields, done="saved"))
-    for plural, kind in (*_NODES.items(), ("stores", ScopeKind.STORE)):
-        if kind is not ScopeKind.STORE:
-            renamer = _form_action(admin_api._renamer(kind), _name_only, done="renamed")
-            add(f"/admin/{plural}/{{node_id}}/rename", renamer)
-        deleter = _form_action(admin_api._deleter(kind), None, done="deleted", confirm=True)
-        add(f"/admin/{plural}/{{node_id}}/delete", deleter)
-    add("/admin/users", _form_action(api.create_user, _user_fields, done="user_made"))
-    add(
-        "/admin/users/{user_id}/rename",
-        _form_action(
-            admin_api.rename_user, lambda f: {"username": f.get("username", "")}, done="renamed"
-        ),
-    )
-    add(
-        "/admin/users/{user_id}/password",
-        _form_action(
-            admin_api.reset_password,
-            lambda f: {"password": f.get("password", "")},
-            done="password_reset",
-        ),
-    )
-    app.router.add_get("/account", account_page)
-    add(
-        "/account/password",
-        _form_action(
-            admin_api.change_own_password,
-            lambda f: {k: f.get(k, "") for k in ("old_password", "new_password")},
-            lambda request: "/account",
-            done="password_changed",
-            as_bearer=True,  # this session stays; the user's others end
-        ),
-    )
-    for action, handler, destructive in (
-        ("disable", admin_api._user_switch("user.disable", True), True),
-        ("enable", admin_api._user_switch("user.enable", False), False),
-        ("unlock", admin_api.unlock_user, False),
-        ("revoke-tokens", admin_api.revoke_user_tokens, True),
-        ("delete", admin_api.delete_user, True),
-    ):
-        add(
-            f"/admin/users/{{user_id}}/{action}",
-            _form_action(handler, None, done=f"user_{action}", confirm=destructive),
-        )
-    app.router.add_post("/admin/enrolments", create_enrolment)
-    add(  # a queue's action, not administration: technicians acknowledge
-        "/alerts/{alert_id}/ack",
-        _form_action(
-            alerts_api.acknowledge_alert, None, lambda request: "/alerts", done="acknowledged"
-        ),
-    )
-    add(
-        "/admin/enrolments/{enrolment_id}/revoke",
-        _form_action(admin_api.revoke_enrolment, None, done="token_revoked", confirm=True),
-    )
-    add(  # a revoked till out of its store for good, its history kept
-        "/admin/devices/{device_id}/delete",
-        _form_action(
-            admin_api.delete_device,
-            None,
-            lambda request: "/fleet",
-            done="device_deleted",
-            confirm=True,
-            cancel=_device_page,
-        ),
-    )
-    add(
-        "/admin/devices/{device_id}/revoke",
-        _form_action(api.revoke_device, None, _device_page, done="device_revoked", confirm=True),
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -49,7 +48,15 @@ if TYPE_CHECKING:
 
     from .sessions import Session
 
-__all__ = ["add_job_pages"]
+__all__ = [
+    "cancel_run",
+    "diagnose",
+    "job_page",
+    "job_progress",
+    "restore_backup",
+    "run_form",
+    "run_script",
+]
 
 #: How long a till has to answer "diagnose now" (seconds; the CLI's ``diag`` default is 10).
 DIAGNOSE_TIMEOUT = 30.0
@@ -415,14 +422,3 @@ async def job_progress(request: web.Request, session: Session) -> web.StreamResp
     return render(
         request, "job_progress.html", session=session, **await _job_values(request, session, job)
     )
-
-
-def add_job_pages(app: web.Application) -> None:
-    app[RUNS] = OrderedDict()
-    app.router.add_get("/devices/{device_id}/run", run_form)
-    app.router.add_post("/devices/{device_id}/run", run_script)
-    app.router.add_post("/devices/{device_id}/diagnose", diagnose)
-    app.router.add_get("/jobs/{job_id}", job_page)
-    app.router.add_get("/jobs/{job_id}/progress", job_progress)
-    app.router.add_post("/jobs/{job_id}/restore", restore_backup)
-    app.router.add_post("/jobs/{job_id}/cancel", cancel_run)

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import gzip
 import re
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -40,6 +39,7 @@ from ..storage.tickets import TicketStore
 from . import sessions
 from .fleet import SHOWS, group_fleet, health_word, human_time, zone
 from .pattern import html_pattern
+from .routes import ROWS, ROWS_RENDERING
 from .runs import RUNS
 from .words import (
     WORDS,
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "active_device",
-    "add_pages",
     "checked_form",
     "may_run",
     "page",
@@ -335,18 +334,9 @@ async def fleet(request: web.Request, session: Session) -> web.StreamResponse:
     return render(request, "fleet.html", session=session, **await _fleet(request, session))
 
 
-#: Rendered fleet rows shared by the open pages of one scope, filter and language (the rows
-#: hold nothing of the session: no form, no name): (relay time, html). Every open page polls
-#: every FLEET_POLL s; without this, 50 pages at 1,000 devices cost half a core
-#: (benchmarks/bench_console.py). Fresh for ROWS_FRESH s, below the poll interval.
-ROWS = web.AppKey(
-    "posassist.web.fleet_rows", OrderedDict[tuple[str, ...], tuple[float, bytes, bytes]]
-)
+#: Shared fleet rows (relay/web/routes.py ``ROWS``) are fresh for ROWS_FRESH s, below the poll
+#: interval.
 ROWS_FRESH = 2.0
-#: Views being rendered now: pages asking for the same one wait for it instead.
-ROWS_RENDERING = web.AppKey(
-    "posassist.web.fleet_rendering", dict[tuple[str, ...], asyncio.Future[None]]
-)
 MAX_ROWS_CACHED = 256
 
 
@@ -741,23 +731,3 @@ async def audit_verify(request: web.Request, session: Session) -> web.StreamResp
         {"records": result.records_checked, "via": "web"},
     )
     raise web.HTTPSeeOther("/audit?verified=" + ("ok" if result.ok else "bad"))
-
-
-def add_pages(app: web.Application) -> None:
-    """The web console's pages but administration (docs/api.md, docs/console.md) and its
-    security headers."""
-    app.on_response_prepare.append(sessions.security_headers)
-    app[ROWS] = OrderedDict()
-    app[ROWS_RENDERING] = {}
-    app.router.add_get("/", sign_in_page)
-    app.router.add_post("/signin", sign_in)
-    app.router.add_post("/signout", sign_out)
-    app.router.add_get("/lang", switch_language)
-    app.router.add_get("/fleet", fleet)
-    app.router.add_get("/fleet/rows", fleet_rows)
-    app.router.add_get("/devices/{device_id}", device_page)
-    app.router.add_get("/alerts", alerts_page)
-    app.router.add_get("/tickets", tickets_page)
-    app.router.add_get("/audit", audit_page)
-    app.router.add_post("/audit/verify", audit_verify)
-    app.router.add_static("/static", HERE / "static", append_version=False)

@@ -57,7 +57,7 @@ NOT_AT_IDLE = (
     "posassist.agent.collectors.peripherals",
     "posassist.agent.collectors.printqueue",
     "posassist.agent.collectors.hostconfig",
-    # the sign-in signature is OpenSSL's through ssl (agent/signer.py), the TLS pin is read by
+    # the sign-in signature is OpenSSL's through ssl (client/signer.py), the TLS pin is read by
     # protocol/der.py: none of cryptography's 8.5 MB library is mapped
     "cryptography",
     "_cffi_backend",
@@ -71,7 +71,7 @@ AT_IDLE = (
     "posassist.agent.connection",
     "posassist.protocol.signing",
     "websockets.asyncio.client",
-    "posassist.agent.signer",
+    "posassist.client.signer",
 )
 
 

@@ -87,6 +87,7 @@ def test_fingerprint_is_grouped_sha256() -> None:
     assert text.replace(" ", "").endswith(
         "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
     )
+    assert signing.fingerprint_raw(bytes(32)) == text  # the raw key's, without cryptography
 
 
 def test_auth_payload_binds_every_field() -> None:

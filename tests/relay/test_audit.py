@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+from posassist.client.signer import NativeSigner
 from posassist.protocol import signing
 from posassist.relay.audit import (
     GENESIS_HASH,
     RELAY_CREATED,
     AuditRecord,
     ChainVerifier,
+    Checkpoint,
     CheckpointError,
     Outcome,
     VerifyFailure,
@@ -28,6 +30,8 @@ from posassist.relay.audit import (
 )
 from posassist.relay.checkpoints import (
     append_checkpoint,
+    create_key,
+    load_key,
     read_checkpoints,
     read_last_checkpoint,
     sign_checkpoint,
@@ -467,21 +471,46 @@ async def test_a_stray_row_past_the_head_does_not_stop_appends_and_stays_visible
 def test_the_newest_checkpoint_is_read_from_the_tail_of_a_long_file(tmp_path):
     key = signing.generate_private_key()
     path = tmp_path / "checkpoints.jsonl"
-    assert read_last_checkpoint(path, key.public_key()) is None
+    assert read_last_checkpoint(path, key) is None
     path.write_text("")
-    assert read_last_checkpoint(path, key.public_key()) is None
+    assert read_last_checkpoint(path, key) is None
     for seq in range(1, 60):  # well past the tail that is read
         append_checkpoint(
             path, sign_checkpoint(key, relay_id="r", seq=seq, hash=b"\x04" * 32, at=seq)
         )
     assert path.stat().st_size > 8192
-    newest = read_last_checkpoint(path, key.public_key())
+    newest = read_last_checkpoint(path, key)
     assert newest is not None
     assert newest.seq == 59
     with path.open("a") as out:
         out.write('{"torn": ')  # a write cut short: the line before it is the newest
-    newest = read_last_checkpoint(path, key.public_key())
+    newest = read_last_checkpoint(path, key)
     assert newest is not None
     assert newest.seq == 59
     with pytest.raises(CheckpointError):
-        read_last_checkpoint(path, signing.generate_private_key().public_key())
+        read_last_checkpoint(path, signing.generate_private_key())
+
+
+def test_the_newest_checkpoint_must_be_the_one_the_loaded_key_signs(tmp_path):
+    """A serving relay checks its newest checkpoint by signing it again with OpenSSL's key
+    (client/signer.py): one an older relay signed with cryptography matches; an altered
+    signature, an altered line under the old signature and another key's line do not."""
+    key_path = tmp_path / "audit-checkpoint.key"
+    made = create_key(key_path)  # cryptography's, as `relay init` makes it
+    loaded = load_key(key_path)
+    assert isinstance(loaded, NativeSigner)
+    path = tmp_path / "checkpoints.jsonl"
+    good = sign_checkpoint(made, relay_id="r", seq=3, hash=b"\x05" * 32, at=9.5)
+    append_checkpoint(path, good)
+    assert read_last_checkpoint(path, loaded) == good
+    flipped = bytes([good.signature[0] ^ 1]) + good.signature[1:]
+    moved = Checkpoint(relay_id="r", seq=4, hash=good.hash, at=good.at, signature=good.signature)
+    stranger = sign_checkpoint(
+        signing.generate_private_key(), relay_id="r", seq=3, hash=good.hash, at=good.at
+    )
+    for bad in (dataclasses.replace(good, signature=flipped), moved, stranger):
+        path.write_text(bad.to_line() + "\n")
+        with pytest.raises(CheckpointError, match="does not verify"):
+            read_last_checkpoint(path, loaded)
+        with pytest.raises(CheckpointError, match="does not verify"):
+            read_checkpoints(path, made.public_key())  # what `audit verify` says of it too

@@ -3,7 +3,9 @@
 Its RSS budget (≤ 70 MB, issue 16) is mostly modules; these stay out until they are used
 (docs/notes/16-status.md): Alembic and Mako (only when a migration is pending), TUF and
 securesystemslib (only when a script repository is published), the PostgreSQL driver and
-SQLAlchemy's PostgreSQL dialect (only for a postgresql:// database), cryptography's x509.
+SQLAlchemy's PostgreSQL dialect (only for a postgresql:// database), cryptography (its audit
+checkpoints are signed and checked with ssl's OpenSSL, client/signer.py; passwords are hashed with
+hashlib's scrypt; it loads with the first agent's sign-in, which it verifies).
 A real relay process, provisioned by the real commands.
 """
 
@@ -46,8 +48,13 @@ NOT_AT_IDLE = (
     "psycopg2",
     "sqlalchemy.dialects.postgresql",
     "sqlalchemy.ext.asyncio",
-    "cryptography.x509",
+    "cryptography",  # agents' sign-ins are verified with it (tests/relay/test_relay_core.py)
     "jinja2",  # the web console's templates load with its first page
+    # and its pages with their first request (relay/web/routes.py): tests/relay/test_web_*.py
+    "posassist.relay.web.pages",
+    "posassist.relay.web.jobs",
+    "posassist.relay.web.admin",
+    "posassist.relay.web.words",
     "posassist.relay.fleet",
 )
 
@@ -57,6 +64,7 @@ AT_IDLE = (
     # its routes are there from the start, so a repository published later is served (issue
     # 17); what reads and signs TUF metadata loads with the first published repository
     "posassist.relay.scripts_repo",
+    "posassist.relay.web.routes",  # every route of the web console is there from the start
     "posassist.relay.storage.sql",
     "sqlalchemy.dialects.sqlite",
     "aiohttp.web",

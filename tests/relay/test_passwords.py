@@ -82,3 +82,54 @@ async def test_sign_in_rehashes_a_password_made_at_an_older_cost(tmp_path):
         assert (await storage.get_user("viewer")).password_hash == stored
     finally:
         await relay.server.close()
+
+
+#: Made by this module when it derived with cryptography's Scrypt (before issue 16's memory
+#: work): hashes already stored in relays' databases must still verify.
+STORED_BY_CRYPTOGRAPHY = [
+    (
+        "收银-password",
+        "$scrypt$ln=10,r=8,p=1$4TObk+aNE9JIgXaMGyzrNQ$c+Y6gEOsW7TETSrFrVkjBYnyWSp8RWBoP+SKsVERwLE",
+    ),
+    (
+        "pw",
+        "$scrypt$ln=12,r=4,p=2$AgXXQloq8CZ+l4L9Ns7SoQ$5nexYvylLl/8yVfMeVyROU58o7MSVmHz7F2wTs3lB+c",
+    ),
+    (
+        "pw",
+        "$scrypt$ln=15,r=8,p=1$mau9fzUp25YPX+N/7pF+KA$QSQTwg/wiuoSUKZtSvl4xE7lKIRrZN0cdXtVByiPIaw",
+    ),
+]
+
+
+@pytest.mark.parametrize(("password", "stored"), STORED_BY_CRYPTOGRAPHY)
+def test_hashes_stored_before_still_verify(password, stored):
+    assert verify_password(password, stored)
+    assert not verify_password(password + "x", stored)
+
+
+@pytest.mark.parametrize(
+    ("password", "params"),
+    [
+        ("pw", FAST),
+        ("", ScryptParams(ln=1, r=1, p=1)),
+        ("收银-password", ScryptParams(ln=12, r=4, p=3)),
+        ("x" * MAX_PASSWORD_LENGTH, ScryptParams(ln=8, r=16, p=2)),
+        ("pw", DEFAULT_PARAMS),
+    ],
+)
+def test_the_key_is_cryptographys_scrypt_for_the_same_inputs(password, params):
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    from posassist.relay.passwords import _derive
+
+    salt = bytes(range(16))
+    kdf = Scrypt(salt=salt, length=32, n=2**params.ln, r=params.r, p=params.p)
+    assert _derive(password, salt, params) == kdf.derive(password.encode("utf-8"))
+
+
+def test_parameters_past_what_hashlib_may_allocate_are_refused_not_attempted():
+    huge = ScryptParams(ln=24, r=64, p=1)  # 128 GiB
+    with pytest.raises(ValueError):
+        hash_password("pw", huge)
+    assert not verify_password("pw", "$scrypt$ln=24,r=64,p=1$AAAAAAAAAAAAAAAAAAAAAA$" + "A" * 43)

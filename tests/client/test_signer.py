@@ -1,4 +1,4 @@
-"""The agent signs in with the OpenSSL that Python's ssl module loaded (agent/signer.py): the
+"""The agent signs in with the OpenSSL that Python's ssl module loaded (client/signer.py): the
 same signatures as cryptography's, on this Python and the till's 3.8; cryptography signs when
 that library is missing or fails its known-answer test."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from posassist.agent import signer
 from posassist.agent.config import create_identity, load_identity
+from posassist.client import signer
 from posassist.protocol import signing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_the_tills_python38_signs_through_openssl_as_cryptography_does(tmp_path:
         pytest.fail(f"{PY38} is missing: `make venv` builds it (docs/windows7.md)")
     seed = os.urandom(32)
     code = (
-        "import sys; from posassist.agent import signer; "
+        "import sys; from posassist.client import signer; "
         "k = signer.load_signer(bytes.fromhex(sys.argv[1])); "
         "print(type(k).__name__, k.sign(b'till').hex())"
     )

@@ -1,10 +1,12 @@
-"""The agent's Ed25519 signer: the sign-in signature made with the OpenSSL library that Python's
-own ``ssl`` module has already loaded, so a running till need not map cryptography's 8.5 MB Rust
-library (docs/notes/mem-status.md). Where that library cannot be found or fails its known-answer
-test, cryptography signs instead: slower to load, same signatures (Ed25519 is deterministic).
+"""Ed25519 signing with the OpenSSL library that Python's own ``ssl`` module has already loaded,
+so a running till (its sign-in) and an idle relay (its audit checkpoints) need not map
+cryptography's 8.5 MB Rust library (docs/notes/mem-status.md, wp-16mem-status.md). Where that
+library cannot be found or fails its known-answer test, cryptography signs instead: slower to
+load, same signatures (Ed25519 is deterministic, RFC 8032 §5.1.6).
 
-Only signing lives here. Everything a till *verifies* (scripts, the repository) stays with
-cryptography and TUF: a fault here can only make the relay refuse the till's sign-in.
+Only signing lives here. Everything verified with a *public* key (an agent's sign-in, scripts, the
+repository) stays with cryptography and TUF: a fault here can only make a signature wrong, which
+the other side refuses.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     from posassist.protocol.signing import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["NativeSigner", "load_signer"]
+__all__ = ["NativeSigner", "load_signer", "load_signing_key", "public_bytes_raw"]
 
-log = logging.getLogger("posassist.agent")
+log = logging.getLogger("posassist.client")
 
 _NID_ED25519 = 1087  # EVP_PKEY_ED25519 (OpenSSL 1.1.1 and 3.x)
 
@@ -181,3 +183,22 @@ def load_signer(seed: bytes) -> NativeSigner | Ed25519PrivateKey:
         from posassist.protocol.signing import private_key_from_raw
 
         return private_key_from_raw(seed)
+
+
+def load_signing_key(pem: bytes) -> NativeSigner | Ed25519PrivateKey:
+    """A private key PEM as :func:`load_signer` holds it when it is exactly the unencrypted
+    PKCS#8 form we write (:func:`~posassist.protocol.signing.pkcs8_ed25519_seed`); any other
+    form goes to cryptography's loader, which reads it or raises SignatureError."""
+    from posassist.protocol import signing
+
+    seed = signing.pkcs8_ed25519_seed(pem)
+    if seed is not None:
+        return load_signer(seed)
+    return signing.private_key_from_pem(pem)
+
+
+def public_bytes_raw(key: NativeSigner | Ed25519PrivateKey) -> bytes:
+    """The 32-byte public key of either kind of key, without loading cryptography for ours."""
+    if isinstance(key, NativeSigner):
+        return key.public_bytes_raw()
+    return key.public_key().public_bytes_raw()

@@ -234,17 +234,37 @@ _DEVICE_TREE = t.devices.join(t.stores, t.devices.c.store_id == t.stores.c.id).j
 
 def _scope_clause(scope: Scope) -> sa.ColumnElement[bool]:
     """A WHERE clause over ``_DEVICE_TREE`` selecting the devices ``scope`` covers."""
-    match scope.kind:
+    return _kind_clause(scope.kind, scope.id)
+
+
+def _kind_clause(
+    kind: ScopeKind, node: str | sa.BindParameter[str] | None
+) -> sa.ColumnElement[bool]:
+    """:func:`_scope_clause` for the scope of ``kind`` whose id is ``node`` (or a parameter)."""
+    match kind:
         case ScopeKind.ROOT:
             return sa.true()
         case ScopeKind.ORGANISATION:
-            return t.merchants.c.organisation_id == scope.id
+            return t.merchants.c.organisation_id == node
         case ScopeKind.MERCHANT:
-            return t.stores.c.merchant_id == scope.id
+            return t.stores.c.merchant_id == node
         case ScopeKind.STORE:
-            return t.devices.c.store_id == scope.id
+            return t.devices.c.store_id == node
         case ScopeKind.DEVICE:
-            return t.devices.c.id == scope.id
+            return t.devices.c.id == node
+
+
+@functools.cache
+def _devices_under(kind: ScopeKind) -> sa.Select[Any]:
+    """:meth:`SqlStorage.list_devices`' query for a scope of ``kind`` (its id the parameter
+    ``b_node``), built once: SQLAlchemy then finds it compiled at once, where a statement built
+    per call had its cache key worked out every time (each store-wide request lists its store)."""
+    return (
+        sa.select(t.devices)
+        .select_from(_DEVICE_TREE)
+        .where(_kind_clause(kind, sa.bindparam("b_node")))
+        .order_by(t.devices.c.enrolled_at, t.devices.c.id)
+    )
 
 
 _SCOPE_TABLES: dict[ScopeKind, sa.Table] = {
@@ -260,6 +280,11 @@ _PARENTS = {
     ScopeKind.STORE: (ScopeKind.MERCHANT, t.stores, t.stores.c.merchant_id),
     ScopeKind.MERCHANT: (ScopeKind.ORGANISATION, t.merchants, t.merchants.c.organisation_id),
     ScopeKind.ORGANISATION: (ScopeKind.ROOT, t.organisations, t.organisations.c.id),
+}
+#: A node's parent, by the node's kind (its id the parameter ``b_node``): built once, as above.
+_PARENT_OF = {
+    kind: sa.select(column).where(table.c.id == sa.bindparam("b_node"))
+    for kind, (_parent, table, column) in _PARENTS.items()
 }
 
 
@@ -460,8 +485,8 @@ class SqlStorage:
             chain = [scope]
             kind, node = scope.kind, scope.id
             while kind is not ScopeKind.ROOT:
-                parent_kind, table, column = _PARENTS[kind]
-                parent = conn.scalar(sa.select(column).where(table.c.id == node))
+                parent_kind = _PARENTS[kind][0]
+                parent = conn.scalar(_PARENT_OF[kind], {"b_node": node})
                 if parent is None:
                     raise NotFound(f"{kind} {node!r}")
                 if parent_kind is not ScopeKind.ROOT:
@@ -502,16 +527,12 @@ class SqlStorage:
         return None if row is None else _device(row)
 
     async def list_devices(self, scope: Scope) -> list[Device]:
-        query = (
-            sa.select(t.devices)
-            .select_from(_DEVICE_TREE)
-            .where(_scope_clause(scope))
-            .order_by(t.devices.c.enrolled_at, t.devices.c.id)
-        )
+        query = _devices_under(scope.kind)
+        params = {} if scope.kind is ScopeKind.ROOT else {"b_node": scope.id}
         # A store's or a device's devices are few; a bigger scope's may be thousands.
         small = scope.kind in (ScopeKind.STORE, ScopeKind.DEVICE)
         return await self._db.read(
-            lambda conn: [_device(row) for row in conn.execute(query)], small=small
+            lambda conn: [_device(row) for row in conn.execute(query, params)], small=small
         )
 
     async def revoke_device(self, device_id: str, *, now: float) -> Device:
@@ -703,12 +724,10 @@ class SqlStorage:
 
     async def authenticate_token_until(self, token: str, *, now: float) -> tuple[User, float]:
         """The token's user and when the token expires; errors as :meth:`authenticate_token`."""
-        query = (
-            sa.select(t.users, t.bearer_tokens.c.expires_at, t.bearer_tokens.c.revoked_at)
-            .select_from(t.bearer_tokens.join(t.users))
-            .where(t.bearer_tokens.c.token_hash == _digest(token))
+        params = {"b_hash": _digest(token)}
+        row = await self._db.read(
+            lambda conn: conn.execute(_TOKEN_USER, params).first(), small=True
         )
-        row = await self._db.read(lambda conn: conn.execute(query).first(), small=True)
         if row is None:
             raise TokenUnknown("no such token")
         if row.revoked_at is not None:
@@ -1453,6 +1472,12 @@ _FINISH_JOB_QUIETLY = _Prepared(
 MAX_SMALL_BATCH = 64
 
 
+#: A bearer token's user (every API request reads it), built once (see :func:`_devices_under`).
+_TOKEN_USER = (
+    sa.select(t.users, t.bearer_tokens.c.expires_at, t.bearer_tokens.c.revoked_at)
+    .select_from(t.bearer_tokens.join(t.users))
+    .where(t.bearer_tokens.c.token_hash == sa.bindparam("b_hash"))
+)
 #: Built once, its ids a parameter: SQLAlchemy then finds it compiled in its cache at once
 #: (a statement built per call had its cache key worked out every time: ~1 ms a store).
 _OPEN_JOBS = (

@@ -403,7 +403,7 @@ def collect_at_once(
     """:func:`collect_report`'s sections without waiting, when every collector it would run
     answers at once (``Collector.at_once``: nothing to probe); else None, and the caller awaits
     :func:`collect_report`. The agent then answers as it reads the request, without a task and
-    an event-loop turn of its own (docs/notes/wp-16fan-status.md)."""
+    an event-loop turn of its own (docs/notes/16fan-status.md)."""
     wanted = list(only)
     sections: Dict[str, Any] = {}
     for collector in _chosen(collectors, wanted):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.bench_real_agents import spent, thread_times
 from benchmarks.bench_relay import start_baseline
-from benchmarks.suite import ROOT, calibrate, fmt, percentile
+from benchmarks.harness import ROOT, calibrate, fmt, percentile
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

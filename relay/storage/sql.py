@@ -232,13 +232,21 @@ _DEVICE_TREE = t.devices.join(t.stores, t.devices.c.store_id == t.stores.c.id).j
 )
 
 
-def _scope_clause(scope: Scope) -> sa.ColumnElement[bool]:
-    """A WHERE clause over ``_DEVICE_TREE`` selecting the devices ``scope`` covers."""
-    return _kind_clause(scope.kind, scope.id)
+def _scope_clause(
+    scope: Scope,
+    store_id: sa.ColumnElement[Any] = t.devices.c.store_id,
+    device_id: sa.ColumnElement[Any] = t.devices.c.id,
+) -> sa.ColumnElement[bool]:
+    """A WHERE clause over ``_DEVICE_TREE`` selecting the devices ``scope`` covers; over another
+    join with stores and merchants (tickets, alerts) given its store and device columns."""
+    return _kind_clause(scope.kind, scope.id, store_id, device_id)
 
 
 def _kind_clause(
-    kind: ScopeKind, node: str | sa.BindParameter[str] | None
+    kind: ScopeKind,
+    node: str | sa.BindParameter[str] | None,
+    store_id: sa.ColumnElement[Any] = t.devices.c.store_id,
+    device_id: sa.ColumnElement[Any] = t.devices.c.id,
 ) -> sa.ColumnElement[bool]:
     """:func:`_scope_clause` for the scope of ``kind`` whose id is ``node`` (or a parameter)."""
     match kind:
@@ -249,9 +257,9 @@ def _kind_clause(
         case ScopeKind.MERCHANT:
             return t.stores.c.merchant_id == node
         case ScopeKind.STORE:
-            return t.devices.c.store_id == node
+            return store_id == node
         case ScopeKind.DEVICE:
-            return t.devices.c.id == node
+            return device_id == node
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Sequence, Set
 
 from websockets.exceptions import ConnectionClosed
 
@@ -165,6 +165,12 @@ class AgentConnection:
                     ErrorReply(id=event.id, code="busy", message="diagnostics already running")
                 )
                 return
+            from .diagnostics import collect_at_once
+
+            sections = collect_at_once(self.diagnostics, self._collectors(), event.collectors)
+            if sections is not None:  # nothing to wait for: the driver writes it after this frame
+                self._reply_nowait(event, sections, clock)
+                return
             task = asyncio.ensure_future(self._diagnose(event, clock))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -227,18 +233,44 @@ class AgentConnection:
             return
         await self._send(message)
 
+    def _collectors(self) -> Sequence[Collector]:
+        from .diagnostics import default_collectors
+
+        return self.collectors if self.collectors is not None else default_collectors()
+
     async def _diagnose(self, request: DiagnosticsRequest, clock: Callable[[], float]) -> None:
         """Collect within the request's timeout (less a margin for the reply's trip), then reply."""
-        from .diagnostics import collect_report, default_collectors
+        from .diagnostics import collect_report
 
         assert self.diagnostics is not None
         budget = request.timeout - min(0.5, request.timeout * 0.2)
-        collectors = self.collectors if self.collectors is not None else default_collectors()
         sections = await collect_report(
-            self.diagnostics, collectors, time.monotonic() + budget, only=request.collectors
+            self.diagnostics, self._collectors(), time.monotonic() + budget, only=request.collectors
         )
+        report = self._report(request, sections, clock)
+        try:
+            await self._send(report)
+        except LocalProtocolError:  # over the frame limit (docs/protocol.md#limits)
+            await self._send(_too_big(request))
+
+    def _reply_nowait(
+        self, request: DiagnosticsRequest, sections: Dict[str, Any], clock: Callable[[], float]
+    ) -> None:
+        """Queue the report on the session (the driver writes it after the request's frame)."""
+        if self.session.state.name == "CLOSED":
+            return
+        try:
+            self.session.send(self._report(request, sections, clock))
+        except LocalProtocolError:  # over the frame limit (docs/protocol.md#limits)
+            self.session.send(_too_big(request))
+
+    def _report(
+        self, request: DiagnosticsRequest, sections: Dict[str, Any], clock: Callable[[], float]
+    ) -> DiagnosticsReport:
+        """The report of ``sections``, each with its status and findings (docs/findings.md)."""
         from .findings import annotate
 
+        assert self.diagnostics is not None
         collected_at = clock()
         # each section carries its status and findings next to its raw data (docs/findings.md);
         # the report-wide ones (clock, a profile that did not load) join their sections
@@ -249,18 +281,16 @@ class AgentConnection:
             collected_at,
             fold=True,
         )
-        report = DiagnosticsReport(
+        return DiagnosticsReport(
             id=request.id,
             device_id=self.identity.device_id,
             collected_at=collected_at,
             sections=sections,
         )
-        try:
-            await self._send(report)
-        except LocalProtocolError:  # over the frame limit (docs/protocol.md#limits)
-            await self._send(
-                ErrorReply(id=request.id, code="report_too_big", message="report over 1 MiB")
-            )
+
+
+def _too_big(request: DiagnosticsRequest) -> ErrorReply:
+    return ErrorReply(id=request.id, code="report_too_big", message="report over 1 MiB")
 
 
 #: Whether this process has loaded what a diagnostics request needs (:func:`_warm_up`).

@@ -43,6 +43,7 @@ __all__ = [
     "DiagContext",
     "MemoryHistory",
     "ProbeLimiter",
+    "collect_at_once",
     "collect_report",
     "default_collectors",
     "run_in_worker",
@@ -346,14 +347,31 @@ async def run_in_worker(fn: Callable[[], T], timeout: float) -> T:
         raise CollectorTimeout(f"no result within {timeout:.1f} s") from None
 
 
+def _section_at_once(collector: Collector, ctx: DiagContext) -> Optional[Dict[str, Any]]:
+    """The collector's section if it answers at once (``Collector.at_once``), else None."""
+    if collector.at_once is None:
+        return None
+    started = time.monotonic()
+    try:
+        data = to_tree(collector.at_once(ctx))
+        if data is None:
+            return None
+        section: Dict[str, Any] = {"ok": True, "data": data}
+    except Exception as exc:  # one broken collector never spoils the report
+        section = {"ok": False, "error": section_error(exc)}
+    section["elapsed_ms"] = round((time.monotonic() - started) * 1000.0, 1)
+    return section
+
+
 async def _section(collector: Collector, ctx: DiagContext, timeout: float) -> Dict[str, Any]:
     started = time.monotonic()
     try:
         if timeout <= 0:
             raise CollectorTimeout("no time left before the report's deadline")
-        data = None if collector.at_once is None else to_tree(collector.at_once(ctx))
-        if data is None:
-            data = await run_in_worker(lambda: to_tree(collector.run(ctx)), timeout)
+        answered = _section_at_once(collector, ctx)
+        if answered is not None:
+            return answered
+        data = await run_in_worker(lambda: to_tree(collector.run(ctx)), timeout)
         section: Dict[str, Any] = {"ok": True, "data": data}
     except asyncio.CancelledError:
         raise
@@ -361,6 +379,39 @@ async def _section(collector: Collector, ctx: DiagContext, timeout: float) -> Di
         section = {"ok": False, "error": section_error(exc)}
     section["elapsed_ms"] = round((time.monotonic() - started) * 1000.0, 1)
     return section
+
+
+def _chosen(collectors: Sequence[Collector], wanted: Sequence[str]) -> List[Collector]:
+    return [c for c in collectors if (c.name in wanted if wanted else not c.opt_in)]
+
+
+def _add_unknown(
+    sections: Dict[str, Any], collectors: Sequence[Collector], wanted: Sequence[str]
+) -> Dict[str, Any]:
+    """A failed section for each name in ``wanted`` that no collector has."""
+    known = {c.name for c in collectors}
+    for name in wanted:
+        if name not in known:
+            error = CollectorError(f"no collector named {name!r}")
+            sections[name[:128]] = {"ok": False, "error": section_error(error), "elapsed_ms": 0.0}
+    return sections
+
+
+def collect_at_once(
+    ctx: DiagContext, collectors: Sequence[Collector], only: Iterable[str] = ()
+) -> Optional[Dict[str, Any]]:
+    """:func:`collect_report`'s sections without waiting, when every collector it would run
+    answers at once (``Collector.at_once``: nothing to probe); else None, and the caller awaits
+    :func:`collect_report`. The agent then answers as it reads the request, without a task and
+    an event-loop turn of its own (docs/notes/16fan-status.md)."""
+    wanted = list(only)
+    sections: Dict[str, Any] = {}
+    for collector in _chosen(collectors, wanted):
+        section = _section_at_once(collector, ctx)
+        if section is None:
+            return None
+        sections[collector.name] = section
+    return _add_unknown(sections, collectors, wanted)
 
 
 async def collect_report(
@@ -382,7 +433,7 @@ async def collect_report(
         ``{name: section}`` in the collectors' order, fit for ``DiagnosticsReport.sections``.
     """
     wanted = list(only)
-    chosen = [c for c in collectors if (c.name in wanted if wanted else not c.opt_in)]
+    chosen = _chosen(collectors, wanted)
     overrides = dict(ctx.settings.timeouts)
     now = time.monotonic()
     sections_due = [
@@ -393,9 +444,4 @@ async def collect_report(
     else:
         results = await asyncio.gather(*sections_due)
     sections: Dict[str, Any] = {c.name: s for c, s in zip(chosen, results)}
-    known = {c.name for c in collectors}
-    for name in wanted:
-        if name not in known:
-            error = CollectorError(f"no collector named {name!r}")
-            sections[name[:128]] = {"ok": False, "error": section_error(error), "elapsed_ms": 0.0}
-    return sections
+    return _add_unknown(sections, collectors, wanted)

@@ -192,6 +192,8 @@ class Phases:
 
     @contextlib.contextmanager
     def measure(self, name: str, requests: int) -> Iterator[None]:
+        """CPU over the block, added to what ``name`` already has (a phase measured in parts:
+        each fan-out alone, not the pauses between them, when the processes only idle)."""
         for pid in self.profiled.values():
             os.kill(pid, signal.SIGUSR1)
         before = self._times()
@@ -204,7 +206,7 @@ class Phases:
         consoles = spent(before[-1], after[-1])
         for pid in self.profiled.values():
             os.kill(pid, signal.SIGUSR2)
-        self.cpu[name] = {
+        figures = {
             "requests": requests,
             "wall_s": wall,
             "relay_s": relay[0],
@@ -213,10 +215,15 @@ class Phases:
             "agents_wait_s": sum(a[1] for a in agents),
             "consoles_s": consoles[0],
         }
+        part = 1
+        if name in self.cpu:
+            part = int(self.cpu[name].get("parts", 1)) + 1
+            figures = {key: value + self.cpu[name][key] for key, value in figures.items()}
+        self.cpu[name] = {**figures, "parts": part}
         if self.folder is not None:
             self.windows += 1
             for who in self.profiled:
-                _collect_profile(self.folder, who, self.windows, name)
+                _collect_profile(self.folder, who, self.windows, name + (f" {part}" * (part > 1)))
 
 
 @contextlib.contextmanager
@@ -492,9 +499,9 @@ def run(args: argparse.Namespace) -> Results:
             if n > len(devices):
                 continue
             res.fanout[n] = []
-            with phases.measure(f"fan-out {n}, per-device requests", n * args.repeats):
-                for _ in range(args.repeats):
-                    time.sleep(0.5)  # the technicians' request buckets refill (20/s)
+            for _ in range(args.repeats):
+                time.sleep(0.5)  # the technicians' request buckets refill (20/s)
+                with phases.measure(f"fan-out {n}, per-device requests", n):
                     res.fanout[n].append(
                         asyncio.run(relay_fanout(url, tokens, devices[:n], COLLECTORS))[0]
                     )
@@ -502,10 +509,10 @@ def run(args: argparse.Namespace) -> Results:
             if args.store_route:
                 stores = [(store, first)] if n <= first else [(store, first), (rest, n - first)]
                 times = []
-                with phases.measure(f"fan-out {n}, store route", n * args.repeats):
-                    for _ in range(args.repeats):
-                        time.sleep(0.5)  # as above
-                        who = [tokens.take() for _ in stores]
+                for _ in range(args.repeats):
+                    time.sleep(0.5)  # as above
+                    who = [tokens.take() for _ in stores]
+                    with phases.measure(f"fan-out {n}, store route", n):
                         times.append(asyncio.run(store_fanout(url, who, stores)))
                 if None not in times:
                     res.store_fanout[n] = [t for t in times if t is not None]
@@ -619,7 +626,9 @@ def markdown(res: Results) -> str:
             "## CPU per request (Linux schedstat: CPU seconds of each process over the phase)",
             "",
             "Relay: the relay process. Agents: all agents together (a fan-out's request is one "
-            "device's). Steadier than wall-clock figures on a shared machine. Waiting: time "
+            "device's). A fan-out phase counts each fan-out alone (its console's connection "
+            "included), not the pauses between them. "
+            "Steadier than wall-clock figures on a shared machine. Waiting: time "
             "their threads were ready to run but had no CPU (Linux schedstat), per request. "
             "Consoles: this benchmark's own process (the consoles' websockets, the HTTP client).",
             "",

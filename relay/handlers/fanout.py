@@ -97,7 +97,7 @@ class DeviceAnswer:
             self.answered = True
             self.collected_at = _finite(msg.collected_at)
             try:
-                text = json.dumps(_jsonable(msg.sections), ensure_ascii=False, allow_nan=False)
+                text = _report_json(msg.sections)
             except (TypeError, ValueError):  # nothing the codec lets in: left out all the same
                 self.truncated = True
                 return
@@ -281,6 +281,11 @@ async def _fan_out(
                 now=now,
                 timeout=timeout,
             )
+            # On the agent's socket now, not when its writer task is next scheduled: the till
+            # starts while the relay asks the others (and twenty task wake-ups are saved).
+            flush = getattr(answer.route.agent, "flush_nowait", None)
+            if flush is not None:
+                flush()
         except OfflineError:
             _unrouted(state, answer, actor, "offline", "the device is not connected / 设备离线")
         except LocalProtocolError:  # the agent's session refused it (too many in flight)
@@ -358,6 +363,16 @@ def _answer(store_id: str, answers: list[DeviceAnswer]) -> bytes:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _report_json(sections: Any) -> str:
+    """A report's sections as JSON text: at once when they are JSON as they are (the usual
+    report: str keys, no bytes, finite floats), else through :func:`_jsonable`. Walking every
+    report in Python first was a tenth of the relay's CPU per device of a store-wide request."""
+    try:
+        return json.dumps(sections, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):  # bytes, NaN or infinities, a non-str key
+        return json.dumps(_jsonable(sections), ensure_ascii=False, allow_nan=False)
 
 
 def _jsonable(value: Any) -> Any:

@@ -130,6 +130,40 @@ async def test_agent_answers_unknown_request_with_clear_error(relay: Relay, tmp_
         assert reply.message.startswith("consent.request not supported by posassist-agent/")
 
 
+async def test_a_diag_request_with_nothing_to_probe_is_answered_as_it_is_read(
+    relay: Relay, tmp_path: Path
+) -> None:
+    # printers with none configured answer at once (Collector.at_once): the report is queued
+    # on the session by the time the request's frame is handled, no task is started for it
+    # (the driver writes it after the frame); a collector that does I/O still runs in a task.
+    from posassist.agent.diagnostics import Collector, default_collectors
+
+    identity = await asyncio.to_thread(enrol, await relay.invite(), tmp_path / "till")
+    ctx = DiagContext(Settings())
+    conn = AgentConnection(identity, ctx)
+    async with _open(conn):
+        ask = m.DiagnosticsRequest(id=3, device_id=identity.device_id, collectors=("printers",))
+        conn.session.receive_data(CODEC.encode(ask))
+        for event in conn.session.events_received():
+            conn._answer(event, lambda: 1.0)
+        assert not conn._tasks
+        (frame,) = conn.session.data_to_send()
+        report = CODEC.decode(frame)
+        assert isinstance(report, m.DiagnosticsReport)
+        assert (report.id, report.device_id, report.collected_at) == (3, identity.device_id, 1.0)
+        assert report.sections["printers"]["ok"] is True
+        assert "status" in report.sections["printers"]  # annotated, as from a task
+
+        conn.collectors = [*default_collectors(), Collector("disk", lambda c: {"free": 1})]
+        disk = m.DiagnosticsRequest(id=4, device_id=identity.device_id, collectors=("disk",))
+        conn.session.receive_data(CODEC.encode(disk))
+        for event in conn.session.events_received():
+            conn._answer(event, lambda: 2.0)
+        assert conn.session.data_to_send() == []
+        (task,) = conn._tasks
+        await asyncio.wait_for(task, 10)  # (it sends on the driver's connection: none here)
+
+
 class _Recorder:
     """What an agent's session sends once open, and in which state it was (``Session.send``
     wrapped on the class for this session only: sessions have slots, no dict to patch)."""

@@ -143,6 +143,27 @@ async def test_a_device_that_never_answers_times_out_and_the_rest_still_come_bac
     assert result.ok, result.describe()
 
 
+async def test_a_report_with_bytes_comes_back_with_them_as_hex(relay: Relay) -> None:
+    # JSON has no bytes: a report carrying some (raw printer status) is encoded the slow way,
+    # each as hex; a plain one beside it goes as it came (relay/handlers/fanout.py _report_json)
+    raw, raw_key = await relay.enrol()
+    plain, plain_key = await relay.enrol()
+    async with Agent(relay, raw, raw_key) as a1, Agent(relay, plain, plain_key) as a2:
+        asked = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.store}/diag", {"timeout": 5}, relay.tokens["tech"])
+        )
+        await _answer(a1, {"printers": {"ok": True, "data": {"dle_eot": b"\x12", "n": [1, b"ab"]}}})
+        await _answer(a2, {"printers": {"ok": True, "data": {"n": [1, 2.5]}}})
+        status, body = await asked
+    assert status == 200, body
+    results = {r["device_id"]: r for r in body["results"]}  # type: ignore[attr-defined]
+    assert results[raw]["status"] == "ok"
+    assert results[raw]["sections"] == {
+        "printers": {"ok": True, "data": {"dle_eot": "12", "n": [1, "6162"]}}
+    }
+    assert results[plain]["sections"] == {"printers": {"ok": True, "data": {"n": [1, 2.5]}}}
+
+
 async def test_a_store_out_of_scope_is_404_like_an_unknown_one_audited_and_nobody_is_asked(
     relay: Relay,
 ) -> None:

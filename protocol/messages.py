@@ -591,9 +591,20 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
             "    msg = new(cls)",
         ]
     else:
+        # As many keys as it should have, and each of them there: exactly its set of fields
+        # (cheaper than comparing the key sets). Every value is looked up before any is checked,
+        # so a map with a field missing is refused for that, as the generic method does.
+        values = "".join(f", v{i}" for i in range(len(cls.FIELDS)))
+        lookups = "".join(f", wire[{field!r}]" for field in cls.FIELDS)
         lines = [
             "def from_wire(cls, wire):",
-            "    if wire.keys() != WIRE_KEYS or wire['t'] != TAG:",
+            f"    if len(wire) != {len(cls.WIRE_KEYS)}:",
+            "        raise Error(WRONG)",
+            "    try:",
+            f"        tag{values} = wire['t']{lookups}",
+            "    except KeyError:",
+            "        raise Error(WRONG) from None",
+            "    if tag != TAG:",
             "        raise Error(WRONG)",
             "    msg = new(cls)",
         ]
@@ -605,7 +616,7 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
             namespace[names[-1]] = constant
         namespace[f"set{i}"] = set_slot
         namespace[f"bad{i}"] = f"{name}.{field} has a bad value"
-        getter = f"wire.get({field!r})" if field in cls.LATER_FIELDS else f"wire[{field!r}]"
+        getter = f"wire.get({field!r})" if cls.LATER_FIELDS else f"v{i}"
         lines += [
             f"    v = {getter}",
             f"    if not ({expression.format(*names)}):",

@@ -169,7 +169,11 @@ class Session:
             raise UnexpectedMessage("frame received after the session closed")
         try:
             msg = self.codec.decode(frame)
-            if self._accept(msg):
+            if self.state is SessionState.OPEN:
+                if self._check_receive(msg):  # False: a late reply, dropped quietly
+                    self._events.append(msg)
+            else:
+                self._handshake_received(msg)
                 self._events.append(msg)
         except ProtocolError as exc:
             self.state = SessionState.CLOSED
@@ -280,10 +284,8 @@ class Session:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _accept(self, msg: Message) -> bool:
-        """Apply a received message to the state; False means drop it silently."""
-        if self.state is SessionState.OPEN:
-            return self._check_receive(msg)
+    def _handshake_received(self, msg: Message) -> None:
+        """Apply a received handshake message to the state."""
         self.state = self._handshake_step(msg, Direction.RECEIVE)
         if isinstance(msg, Hello):
             self._receive_hello(msg)
@@ -294,7 +296,6 @@ class Session:
             self.peer_welcome = msg
         elif isinstance(msg, AuthAccepted):
             self._opened(msg.heartbeat_interval)
-        return True
 
     def _receive_hello(self, hello: Hello) -> None:
         if hello.role != self.role.client_role:

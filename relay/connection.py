@@ -292,16 +292,20 @@ class WebSocketSession:
         """
         # A handshake step's ``timeout`` is one fixed deadline: pings must not move it, or a
         # stranger who never signs in could hold the socket open by pinging.
-        loop = asyncio.get_running_loop()
-        end = None if timeout is None else loop.time() + timeout
+        loop: asyncio.AbstractEventLoop | None = None
+        end = 0.0
+        if timeout is not None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + timeout
+        session = self.session
         while True:
-            left = None if end is None else max(0.0, end - loop.time())
+            left = None if loop is None else max(0.0, end - loop.time())
             frame = await self._receive(left, until)
             kind = frame.type
             if kind is WSMsgType.BINARY:
                 self._frames_in.inc()
-                self.session.receive_data(frame.data)
-                events = self.session.events_received()
+                session.receive_data(frame.data)
+                events = session.events_received()
                 if events:
                     return events
             elif kind is WSMsgType.PING:

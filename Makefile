@@ -66,12 +66,12 @@ demo: $(STAMP)
 # Tests run in parallel, two workers per core (pytest-xdist; idle workers steal queued tests, so the
 # slow end-to-end tests do not pile up on one; many of them wait on a relay or a till more than they
 # compute); each makes its own ports and folders. protocol/ branch coverage must be 100% from the
-# protocol's own tests (a first, quick pass); then everything runs in the CI profile, where the
+# protocol's own tests (a first, quick pass, parallel too); then everything runs in the CI profile, where the
 # hypothesis byte fuzzers run 10,000 examples, without the coverage tracer's cost.
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
 test: $(STAMP) py38-leg
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/protocol \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) tests/protocol \
 	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal --durations=15 \
 	    $(PY38_TESTS) tests

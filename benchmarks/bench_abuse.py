@@ -41,18 +41,21 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.bench_storm import PeakRss
-from benchmarks.suite import (
+from benchmarks.harness import (
     Fleet,
+    PeakRss,
     Relay,
     Tokens,
     calibrate,
     cpu_seconds,
     device_ids,
     enrol,
+    launch_relay,
     make_tokens,
     percentile,
+    relay_fanout,
     settle,
+    till_folders,
 )
 from tests.e2e.cli import provision, start_relay
 
@@ -76,10 +79,7 @@ def stranger_address(index: int) -> str:
 
 def relay_for(work: Path, name: str, *extra: str) -> Relay:
     data = work / name / "relay"
-    store = provision(data)
-    log = (data.parent / "relay.log").open("a")
-    proc, url = start_relay(data, *extra, log=log)
-    return Relay(data, store, proc, url, log)  # type: ignore[arg-type]
+    return launch_relay(data, provision(data), options=extra)
 
 
 def ms(values: Sequence[float], q: float) -> float:
@@ -274,7 +274,7 @@ def stuck_agents(work: Path, healthy: int, stuck: int, rtt_n: int) -> dict[str, 
         fleet = Fleet(relay, ids, 0, healthy, 900.0)
         fleet.wait_all_connected(0, 300)
         before = asyncio.run(_rtts(relay.url, tokens, devices[0], rtt_n, 0.06))
-        folders = sorted(p for p in ids.iterdir() if p.is_dir())[healthy:]
+        folders = till_folders(ids)[healthy:]
 
         async def scenario() -> dict[str, Any]:
             sockets = [await _stuck_agent(relay.url, f) for f in folders]
@@ -377,7 +377,7 @@ def flood_one_address(work: Path, bad: int, held: int, again: int) -> dict[str, 
         guess_cpu, guess_s = cpu_seconds(relay.pid) - cpu0, time.perf_counter() - t0
         results = asyncio.run(_strangers(relay.port, held, upgrade=False, spread=False))
         counts = {k: sum(1 for kind, _ in results if kind == k) for k in _KINDS}
-        folder = min(p for p in ids.iterdir() if p.is_dir())
+        folder = till_folders(ids)[0]
         cpu1 = cpu_seconds(relay.pid)
         till = asyncio.run(_same_till_again(relay.url, folder, again))
         till["relay_cpu_ms_each"] = round((cpu_seconds(relay.pid) - cpu1) * 1000 / again, 2)
@@ -395,31 +395,6 @@ def flood_one_address(work: Path, bad: int, held: int, again: int) -> dict[str, 
 
 
 # --- big replies --------------------------------------------------------------------------------
-
-
-async def _fan_out(url: str, tokens: Tokens, devices: Sequence[str]) -> tuple[float, int]:
-    from posassist.console.connection import ConsoleConnection
-    from posassist.protocol import DiagnosticsReport, DiagnosticsRequest
-
-    groups = [devices[i : i + 40] for i in range(0, len(devices), 40)]
-    answered = 0
-    async with contextlib.AsyncExitStack() as stack:
-        consoles = [
-            await stack.enter_async_context(ConsoleConnection.open(url, tokens.take()))
-            for _ in groups
-        ]
-
-        async def one(console: Any, device: str) -> None:
-            nonlocal answered
-            request = DiagnosticsRequest(id=console.session.next_id(), device_id=device)
-            replies = [r async for r in console.request(request, 60.0)]
-            answered += isinstance(replies[-1], DiagnosticsReport)
-
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(one(c, d) for c, group in zip(consoles, groups, strict=True) for d in group)
-        )
-        return time.perf_counter() - start, answered
 
 
 async def _fan_out_unread(
@@ -487,7 +462,9 @@ def big_replies(work: Path, agents: int, size: int, rtt_n: int) -> dict[str, Any
             f.wait_all_connected(0, 300)
         idle = settle(relay.pid, 1.0)
         peak = PeakRss(relay.pid)
-        seconds, answered = asyncio.run(_fan_out(relay.url, tokens, devices[:agents]))
+        seconds, answered = asyncio.run(
+            relay_fanout(relay.url, tokens, devices[:agents], wait=60.0, every_answer=False)
+        )
         reading_peak = peak.stop()
         after_reading = settle(relay.pid, 2.0)
         peak = PeakRss(relay.pid)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, CookieJar, TCPConnector
 
-from benchmarks.suite import Fleet, calibrate, cpu_seconds, enrol, launch_relay, rss_mb
+from benchmarks.harness import Fleet, calibrate, cpu_seconds, enrol, launch_relay, rss_mb
 from tests.e2e.cli import ADMIN_PASSWORD, provision
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -52,20 +52,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.bench_relay import start_baseline
-from benchmarks.suite import (
+from benchmarks.harness import (
     PASSWORD,
     ROOT,
     BaselinePeers,
     Relay,
     Tokens,
-    _one_request,
     baseline_fanout,
+    baseline_request,
     baseline_rtt,
     calibrate,
+    enrol,
     fmt,
     launch_relay,
     percentile,
+    relay_fanout,
+    relay_rtt,
     rss_mb,
+    till_folders,
 )
 from tests.e2e.cli import invite, provision
 
@@ -141,48 +145,9 @@ async def prepare(data: Path, store: str, technicians: int) -> tuple[str, list[s
     return second.id, tokens
 
 
-def enrol(relay: Relay, ids: Path, store: str, n: int) -> list[Path]:
-    """``n`` tills of ``store`` enrolled through real one-time tokens by ``posassist-fleet``
-    (which writes the agent's own identity format); their folders."""
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "posassist.relay.fleet", "--relay", relay.url),
-            *("--identities", str(ids), "--enrol", str(n), "--store", store),
-            *("--password-file", str(relay.data / "admin.pw"), "--enrol-only"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"enrolment failed: {done.stderr[-2000:]}")
-    return sorted(p for p in ids.iterdir() if p.is_dir())
-
-
 def profiled(prefix: Path) -> list[str]:
     """The command line that runs ``python -m MODULE ...`` under benchmarks/profiled.py."""
     return [sys.executable, "-m", "benchmarks.profiled", str(prefix)]
-
-
-def launch_profiled_relay(data: Path, store: str, prefix: Path) -> Relay:
-    """``posassist-relay serve`` (SQLite, a free port) under benchmarks/profiled.py."""
-    log = (data.parent / "relay.log").open("a")
-    url_file = data / "relay.url"
-    url_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [*profiled(prefix), "posassist.relay", "serve", "--data", str(data), "--port", "0"],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not (url_file.exists() and url_file.read_text()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("profiled relay did not start")
-        time.sleep(0.05)  # a benchmark polling a file with a deadline
-    return Relay(data, store, proc, url_file.read_text(), log)
 
 
 def thread_times(pid: int) -> dict[int, tuple[int, int]]:
@@ -347,60 +312,6 @@ class Agents:
 # --- console side ------------------------------------------------------------------------------
 
 
-async def diag_rtt(url: str, tokens: Tokens, device: str, n: int, pace: float) -> list[float]:
-    """``n`` diagnostics round trips to ``device``, one every ``pace`` seconds (0: back-to-back);
-    each technician sends at most 40 in a row (the relay's per-user limit)."""
-    from posassist.console.connection import ConsoleConnection
-    from posassist.protocol import DiagnosticsReport, DiagnosticsRequest
-
-    latencies: list[float] = []
-    while len(latencies) < n:
-        async with ConsoleConnection.open(url, tokens.take()) as console:
-            for _ in range(min(40, n - len(latencies))):
-                request = DiagnosticsRequest(
-                    id=console.session.next_id(),
-                    device_id=device,
-                    collectors=COLLECTORS,
-                    timeout=10.0,
-                )
-                start = time.perf_counter()
-                replies = [r async for r in console.request(request, 15.0)]
-                latencies.append(time.perf_counter() - start)
-                if not isinstance(replies[-1], DiagnosticsReport):
-                    raise RuntimeError(f"diag answered {replies[-1]!r}")
-                if pace:
-                    await asyncio.sleep(pace)  # the pacing is the measurement's, not a wait
-    return latencies
-
-
-async def device_fanout(url: str, tokens: Tokens, devices: Sequence[str]) -> float:
-    """One ``diag.request`` (:data:`COLLECTORS`) per device at once over consoles (40 devices
-    per technician: the per-user limit); seconds until the last reply."""
-    from posassist.console.connection import ConsoleConnection
-    from posassist.protocol import DiagnosticsReport, DiagnosticsRequest
-
-    groups = [devices[i : i + 40] for i in range(0, len(devices), 40)]
-    async with contextlib.AsyncExitStack() as stack:
-        consoles = [
-            await stack.enter_async_context(ConsoleConnection.open(url, tokens.take()))
-            for _ in groups
-        ]
-
-        async def one(console: Any, device: str) -> None:
-            request = DiagnosticsRequest(
-                id=console.session.next_id(), device_id=device, collectors=COLLECTORS, timeout=10.0
-            )
-            replies = [r async for r in console.request(request, 15.0)]
-            if not isinstance(replies[-1], DiagnosticsReport):
-                raise RuntimeError(f"diag answered {replies[-1]!r}")
-
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(one(c, d) for c, group in zip(consoles, groups, strict=True) for d in group)
-        )
-        return time.perf_counter() - start
-
-
 async def script_parts(
     url: str, tokens: Tokens, device: str, n: int, pace: float
 ) -> list[dict[str, float]]:
@@ -488,7 +399,7 @@ async def baseline_paced(url: str, n: int, pace: float) -> list[float]:
     async with BaselinePeers(url) as peers:
         console = await peers.pair("paced")
         for i in range(n):
-            latencies.append(await _one_request(console, i + 1))
+            latencies.append(await baseline_request(console, i + 1))
             await asyncio.sleep(pace)  # the pacing is the measurement's, not a wait
     return latencies
 
@@ -537,7 +448,7 @@ def run(args: argparse.Namespace) -> Results:
     folder = args.profile
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        relay = launch_profiled_relay(data, store, folder / "relay")
+        relay = launch_relay(data, store, runner=profiled(folder / "relay"))
     else:
         relay = launch_relay(data, store)
     agents = Agents()
@@ -547,9 +458,11 @@ def run(args: argparse.Namespace) -> Results:
         tills = [work / "script-till"]
         enrol_script_till(relay, tills[0], root_hash)
         if first > 1:
-            tills += enrol(relay, work / "ids-a", store, first - 1)
+            enrol(relay, work / "ids-a", first - 1, store)
+            tills += till_folders(work / "ids-a")
         if args.agents > first:
-            tills += enrol(relay, work / "ids-b", rest, args.agents - first)
+            enrol(relay, work / "ids-b", args.agents - first, rest)
+            tills += till_folders(work / "ids-b")
         devices = [json.loads((t / "agent.json").read_text())["device_id"] for t in tills]
         res.start_seconds = agents.start(
             tills,
@@ -567,9 +480,11 @@ def run(args: argparse.Namespace) -> Results:
         with phases.measure("idle, per second", 5):
             time.sleep(5)  # what the connected agents and the relay cost doing nothing
         with phases.measure("rtt paced", args.rtt):
-            res.rtt_paced = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.25))
+            res.rtt_paced = asyncio.run(
+                relay_rtt(url, tokens, devices[0], args.rtt, 0.25, COLLECTORS)
+            )
         with phases.measure("rtt back-to-back", args.rtt), console_profile(folder):
-            res.rtt_b2b = asyncio.run(diag_rtt(url, tokens, devices[0], args.rtt, 0.0))
+            res.rtt_b2b = asyncio.run(relay_rtt(url, tokens, devices[0], args.rtt, 0.0, COLLECTORS))
         print(f"rtt p50 {percentile(res.rtt_b2b, 0.5) * 1000:.2f} ms", flush=True)
         if args.scripts:
             res.script = asyncio.run(script_parts(url, tokens, devices[0], args.scripts, 0.25))
@@ -580,7 +495,9 @@ def run(args: argparse.Namespace) -> Results:
             with phases.measure(f"fan-out {n}, per-device requests", n * args.repeats):
                 for _ in range(args.repeats):
                     time.sleep(0.5)  # the technicians' request buckets refill (20/s)
-                    res.fanout[n].append(asyncio.run(device_fanout(url, tokens, devices[:n])))
+                    res.fanout[n].append(
+                        asyncio.run(relay_fanout(url, tokens, devices[:n], COLLECTORS))[0]
+                    )
             print(f"fan-out {n}: {fmt(_ms(res.fanout[n]), ' ms')}", flush=True)
             if args.store_route:
                 stores = [(store, first)] if n <= first else [(store, first), (rest, n - first)]

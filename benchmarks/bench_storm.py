@@ -27,26 +27,24 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil  # type: ignore[import-untyped]
 
-from benchmarks.suite import (
-    ROOT,
+from benchmarks.harness import (
     Fleet,
+    PeakRss,
     Relay,
-    _errors,
     calibrate,
     cpu_seconds,
     enrol,
+    fleet_errors,
     launch_relay,
-    rss_mb,
+    till_folders,
 )
 from tests.e2e.cli import provision
 
@@ -57,52 +55,6 @@ MAX_AGENTS = 19_000
 MAX_RUNS = 10
 #: The longest one storm may take before the run is called failed.
 STORM_DEADLINE = 600.0
-
-
-def launch_profiled(data: Path, store: str, port: int, profile: Path) -> Relay:
-    """``posassist-relay serve`` on ``port`` under cProfile (the profile is written on exit)."""
-    log = (data.parent / "relay.log").open("a")
-    url_file = data / "relay.url"
-    url_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "cProfile", "-o", str(profile)),
-            *("-m", "posassist.relay", "serve", "--data", str(data), "--port", str(port)),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not (url_file.exists() and url_file.read_text()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("profiled relay did not start")
-        time.sleep(0.05)  # a benchmark polling a file with a deadline
-    return Relay(data, store, proc, url_file.read_text(), log)  # type: ignore[arg-type]
-
-
-class PeakRss:
-    """The highest RSS of ``pid`` seen every 0.05 s until :meth:`stop` (MB)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak = pid, 0.0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-
-    def _watch(self) -> None:
-        while not self.done.is_set():
-            try:
-                self.peak = max(self.peak, rss_mb(self.pid))
-            except psutil.Error:  # the process ended
-                return
-            self.done.wait(0.05)
-
-    def stop(self) -> float:
-        self.done.set()
-        self.thread.join(timeout=5)
-        return self.peak
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -135,15 +87,14 @@ def storm(
 ) -> tuple[Relay, dict[str, Any]]:
     """Restart the relay under ``fleets``: the figures of one storm."""
     marks = [f.mark() for f in fleets]
-    before = _errors(fleets)
+    before = fleet_errors(fleets)
     load = os.getloadavg()[0]  # the machine is shared: how busy it was when the storm began
     started_stop = time.time()
     relay.stop()
     stopped = time.time()
-    if profile is None:
-        new = launch_relay(relay.data, relay.store, relay.port, options)
-    else:
-        new = launch_profiled(relay.data, relay.store, relay.port, profile)
+    # under cProfile the profile is written when the relay exits
+    runner = () if profile is None else (sys.executable, "-m", "cProfile", "-o", str(profile), "-m")
+    new = launch_relay(relay.data, relay.store, relay.port, options, runner)
     listening = time.time()
     peak = PeakRss(new.pid)
     cpu_start = cpu_seconds(new.pid)
@@ -153,7 +104,7 @@ def storm(
     cpu = cpu_seconds(new.pid) - cpu_start
     fleet_cpu = sum(tree_cpu_seconds(f.proc.pid) for f in fleets) - fleet_start
     time.sleep(1.0)  # one more status line from each process, for the errors
-    after = _errors(fleets)
+    after = fleet_errors(fleets)
     state: dict[tuple[int, Any], int] = {}
     points: list[tuple[float, int]] = []
     events = sorted(
@@ -191,10 +142,10 @@ def prepared(keep: Path | None, agents: int) -> tuple[Relay, Path]:
     store_file = work / "store"
     if not store_file.exists():
         store_file.write_text(provision(data))
-    have = len([p for p in ids.iterdir() if p.is_dir()]) if ids.exists() else 0
+    have = len(till_folders(ids)) if ids.exists() else 0
     port = 0  # kept tills name their relay's URL: it comes back on the same port
     if have:
-        first = json.loads((min(p for p in ids.iterdir() if p.is_dir()) / "agent.json").read_text())
+        first = json.loads((till_folders(ids)[0] / "agent.json").read_text())
         port = int(str(first["relay_url"]).rsplit(":", 1)[1])
     relay = launch_relay(data, store_file.read_text(), port)
     if have < agents:

@@ -1,4 +1,5 @@
-"""The one way posassist makes a private folder or file (readme-walk F1, F20).
+"""The one way posassist makes a private folder or file (readme-walk F1, F20), and reads back
+the JSON state it keeps in one.
 
 A folder the product creates is 0700 and a key, database, password or state file 0600 from its
 first byte, whatever the umask (it can only take more away). An existing folder keeps its mode:
@@ -7,13 +8,15 @@ it was made by someone else, for their reasons. Runs on the till (Python 3.8).
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
+    import logging
     from pathlib import Path
 
-__all__ = ["private_dir", "write_private"]
+__all__ = ["private_dir", "read_state", "write_private"]
 
 
 def private_dir(path: Path) -> Path:
@@ -59,3 +62,15 @@ def write_private(path: Path, data: Union[bytes, str], *, exclusive: bool = Fals
         if tmp.exists():  # unlink(missing_ok=) is Python 3.8+, but spell it plainly
             tmp.unlink()
         raise
+
+
+def read_state(path: Path, what: str, log: logging.Logger) -> Any:
+    """The JSON a state file holds; None if there is none yet, and None with a warning on ``log``
+    if it can't be read or parsed (the caller starts empty: a damaged file stops nothing)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s in %s not read, starting empty: %s", what, path, exc)
+        return None

@@ -40,11 +40,13 @@ from posassist.protocol.messages import DEVICE_ID
 from posassist.protocol.pins import spki_pin_from_pem
 
 from . import __version__, admin, alerts, cancel, service, tickets
+from .api import pick_node
 from .progress import Progress
 from .render import (
     count,
     facts_summary,
     local_time,
+    named_zone,
     printable,
     printable_data,
     render_facts,
@@ -156,7 +158,7 @@ def devices(
     session = _session()
     base = http.http_url(session["relay"])
     trust: dict[str, Any] = {"pin": session.get("tls_pin"), "ca_file": session.get("tls_ca")}
-    store_id = None if in_store is None else tickets.pick_node(session, "store", in_store)["id"]
+    store_id = None if in_store is None else pick_node(session, "store", in_store)["id"]
     answer = _call(base + "/v1/devices", token=session["token"], **trust)
     if store_id is not None:
         answer["devices"] = [d for d in answer["devices"] if d.get("store_id") == store_id]
@@ -188,7 +190,7 @@ def devices(
             ]
         )
         if d.get("status") == "handed_over":  # docs/protocol.md#changing-provider
-            moved = when(d.get("handed_over_at"), alerts.zone(zone), now)
+            moved = when(d.get("handed_over_at"), named_zone(zone), now)
             notes.append(printable(f"  {d['id']}: handed over / 已转移: {moved}", multiline=False))
         if d.get("flapping") is True:  # relay/flapping.py
             notes.append(printable(f"  ! {d['id']}: {FLAPPING}", multiline=False))
@@ -289,7 +291,7 @@ async def _store_zone(session: dict[str, Any], device: str) -> Any:
             return None
         path = f"/v1/stores/{quote(store, safe='')}"
         answer = await http.fetch("GET", base + path, token=token, pin=pin, ca_file=ca_file)
-        return alerts.zone(answer.json().get("timezone")) if answer.status == 200 else None
+        return named_zone(answer.json().get("timezone")) if answer.status == 200 else None
     except (OSError, ValueError, AttributeError, http.HttpError):
         return None
 
@@ -315,7 +317,7 @@ async def _store_command(args: argparse.Namespace) -> int:
     session = _session()
     # a store's name or its id, as every other command takes (readme-walk 15 M1); an ambiguous
     # name is refused with the ids, an unknown one as unknown (not as a store without tills)
-    store = await asyncio.to_thread(tickets.pick_node, session, "store", args.store)
+    store = await asyncio.to_thread(pick_node, session, "store", args.store)
     store_id, store_name = str(store["id"]), printable(str(store.get("name") or store["id"]))
     as_json = bool(getattr(args, "json", False))
     listed = await http.fetch(

@@ -19,14 +19,14 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from posassist.client import http
+from posassist.client.cli import seconds_from
 from posassist.client.prompt import NEW_PASSWORD_ENV, PASSWORD_ENV, secret_from
-from posassist.client.render import audit_detail, audit_target, device_label
+from posassist.client.render import audit_detail, audit_target
 from posassist.client.units import ENROLMENT_TTL
 from posassist.protocol.errors import EXIT_REFUSED, BadArgument, PosAssistError
 
+from .api import Names, exchange, pick_node, store_names
 from .render import local_time, printable, printable_data, table
-from .tickets import _store_names as store_names
-from .tickets import exchange, pick_node
 
 __all__ = ["NoSuchDevice", "add_parsers", "command", "confirm", "find_device", "handles"]
 
@@ -78,55 +78,6 @@ def confirm(question: str, yes: bool) -> None:
 
 def _path_id(value: str) -> str:
     return quote(value, safe="")
-
-
-class Names:
-    """Ids to names (and stores to their time zones), read once per command when needed."""
-
-    def __init__(self, session: dict[str, str]) -> None:
-        self.session = session
-        self._lists: dict[str, list[dict[str, Any]]] = {}
-
-    def rows(self, kind: str) -> list[dict[str, Any]]:
-        if kind not in self._lists:
-            key = "devices" if kind == "device" else f"{kind}s"
-            self._lists[kind] = list(exchange(self.session, "GET", f"/v1/{key}").json()[key])
-        return self._lists[kind]
-
-    def name(self, kind: str, node_id: Any) -> str:
-        if node_id is None:
-            return "-"
-        for row in self.rows(kind):
-            if row.get("id") == node_id:
-                return str(row.get("name") or node_id)
-        return str(node_id)
-
-    def zone(self, store_id: Any) -> str | None:
-        for row in self.rows("store"):
-            if row.get("id") == store_id:
-                return row.get("timezone") or None
-        return None
-
-    def device(self, device_id: Any) -> dict[str, Any]:
-        for row in self.rows("device"):
-            if row.get("id") == device_id:
-                return row
-        return {}
-
-    def device_label(self, device_id: Any) -> str:
-        """``人民路店 / till-1`` (store name and host name), or the id if unknown."""
-        row = self.device(device_id)
-        if not row:
-            return str(device_id)
-        return device_label(self.name("store", row.get("store_id")), row.get("facts"), device_id)
-
-    def scope(self, scope: dict[str, Any]) -> str:
-        kind, node = scope.get("kind"), scope.get("id")
-        if kind == "root":
-            return "root / 全部"
-        if kind in ("organisation", "merchant", "store"):
-            return f"{kind} {self.name(kind, node)}"
-        return f"{kind} {node}"
 
 
 def _user(session: dict[str, str], text: str) -> dict[str, Any]:
@@ -613,8 +564,6 @@ def _limit(text: str) -> int:
 
 
 def _ttl(text: str) -> float:
-    from .service import seconds_from
-
     value = seconds_from(text, "--ttl")
     if value is None:
         raise BadArgument("--ttl: a duration like 30m, 24h or 7d")

@@ -18,12 +18,12 @@ from posassist.client.render import when
 from posassist.protocol.errors import BadArgument
 from posassist.protocol.text import printable
 
-from .tickets import pick_node
+from .api import Names, pick_node
+from .render import named_zone, printable_data
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Mapping
-    from datetime import tzinfo
 
 __all__ = ["add_parser", "run"]
 
@@ -46,17 +46,6 @@ def add_parser(commands: Any) -> None:
     ack.add_argument("alert_id")
 
 
-def zone(name: Any) -> tzinfo | None:
-    if not isinstance(name, str):
-        return None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
 def _check_id(value: str, what: str) -> str:
     if not value or len(value) > 40 or not all(c.isalnum() or c in "_-" for c in value):
         raise BadArgument(f"{what} must be an id such as {what[:3]}_…, as listed")
@@ -68,7 +57,7 @@ def render_alert(
 ) -> list[str]:
     """One alert as lines for a terminal (its text made printable); ``tills`` names devices
     (``Main St / till-1``, :func:`till_names`): the till by name, its id second."""
-    tz = zone(alert.get("store_timezone"))
+    tz = named_zone(alert.get("store_timezone"))
     status = STATUS.get(str(alert.get("status")), str(alert.get("status")))
     severity = SEVERITY.get(str(alert.get("severity")), str(alert.get("severity")))
     device = alert.get("device_id")
@@ -123,8 +112,6 @@ def render_alert(
 def till_names(session: dict[str, str]) -> dict[str, str]:
     """Device id → ``store name / host name`` (client/render.py ``device_label``) for the tills
     in the caller's scope; {} from a relay that can't list them (readme-walk 15 M4)."""
-    from .admin import Names
-
     names = Names(session)
     try:
         return {
@@ -151,7 +138,7 @@ def run(
                 raise
             # acknowledged already, or resolved: say by whom and when, in the store's zone
             alert = call(f"{base}/{alert_id}", token=token, pin=pin)
-            tz = zone(alert.get("store_timezone"))
+            tz = named_zone(alert.get("store_timezone"))
             if alert.get("status") == "resolved":
                 said = f"{alert_id} is resolved already / 已恢复, 无需受理"
             else:
@@ -172,8 +159,6 @@ def run(
     url = base + ("?" + urlencode(query) if query else "")
     alerts = call(url, token=token, pin=pin)["alerts"]
     if args.json:
-        from .render import printable_data
-
         print(json.dumps(printable_data(alerts), ensure_ascii=False, indent=2))
         return 0
     if not alerts:

@@ -9,6 +9,7 @@ from posassist.protocol.text import printable
 __all__ = [
     "facts_summary",
     "local_time",
+    "named_zone",
     "printable",
     "printable_data",
     "render_facts",
@@ -72,9 +73,20 @@ def local_time(epoch: Any, zone: str | None = None) -> str:
         return "-"
     from posassist.client.render import when
 
-    from .alerts import zone as named_zone
-
     return when(epoch, named_zone(zone))
+
+
+def named_zone(name: Any) -> tzinfo | None:
+    """The IANA time zone called ``name`` (a store's), or None for anything this machine does
+    not know."""
+    if not isinstance(name, str):
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 # --- text from a device: never raw to the terminal ---------------------------------------------

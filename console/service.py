@@ -15,21 +15,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from posassist.client import http
+from posassist.client.cli import seconds_from
 from posassist.client.render import DAYS, weekly_hours
 from posassist.protocol.errors import BadArgument
 
 from . import admin
+from .api import exchange, pick_node
 from .render import local_time, printable, printable_data, table
-from .tickets import exchange, pick_node
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["COMMANDS", "add_parsers", "command", "hours_from_text", "hours_text", "seconds_from"]
+__all__ = ["COMMANDS", "add_parsers", "command", "hours_from_text", "hours_text"]
 
 COMMANDS = ("sla", "store")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d{1,6})([smhd])")
 _SPAN = re.compile(r"(\d{2}:\d{2})-(\d{2}:\d{2})")
 _HOURS_EXAMPLE = (
     "e.g. 'mon-fri 09:00-12:00,13:00-21:00; sat,sun 10:00-18:00' or 'always' / "
@@ -52,17 +51,6 @@ def _time_of_day(text: str, span: str) -> None:
         raise BadArgument(
             f"hours: {text} (in {span}) is not a time of day: 00:00 … 24:00 ({_HOURS_EXAMPLE})"
         )
-
-
-def seconds_from(text: str, what: str) -> float | None:
-    """``30m`` → 1800.0; ``none`` → None (no target). BadArgument names ``what``."""
-    text = text.strip().lower()
-    if text in ("none", "off", "-"):
-        return None
-    found = _DURATION.fullmatch(text)
-    if found is None:
-        raise BadArgument(f"{what}: a duration like 30m, 4h or 2d, or none / 时长格式如 30m, 4h")
-    return float(int(found.group(1)) * _UNITS[found.group(2)])
 
 
 def _duration(seconds: object) -> str:

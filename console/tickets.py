@@ -7,7 +7,6 @@ as the relay gives them, on the store's wall clock (with its UTC offset).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -19,13 +18,14 @@ from posassist.client.files import write_private
 from posassist.protocol.errors import BadArgument
 from posassist.protocol.messages import HELP_CATEGORIES
 
+from .api import Names, exchange, pick_node, store_names
 from .render import printable, printable_data, table
 
 if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-__all__ = ["add_parsers", "command", "exchange", "pick_node", "start_work"]
+__all__ = ["add_parsers", "command", "start_work"]
 
 #: What the technician sees for each state (English / 中文).
 STATE_WORDS = {
@@ -56,45 +56,6 @@ EVENT_WORDS = {
 
 #: The largest report the console reads (a merchant's whole history): far above a JSON answer.
 MAX_REPORT = 64 * 1024 * 1024
-
-
-def exchange(
-    session: dict[str, str],
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    *,
-    max_bytes: int = http.MAX_ANSWER,
-) -> http.Response:
-    answer = asyncio.run(
-        http.fetch(
-            method,
-            http.http_url(session["relay"]) + path,
-            json_body=body,
-            token=session["token"],
-            pin=session.get("tls_pin"),
-            ca_file=session.get("tls_ca"),
-            timeout=120.0 if max_bytes > http.MAX_ANSWER else http.DEFAULT_TIMEOUT,
-            max_bytes=max_bytes,
-        )
-    )
-    return answer.raise_for_status()
-
-
-def pick_node(session: dict[str, str], kind: str, text: str) -> dict[str, Any]:
-    """The store or merchant named ``text`` (an id, or a name that is unique in your scope)."""
-    if not 0 < len(text) <= 200:
-        raise BadArgument(f"{kind}: give its id or its name")
-    listed = exchange(session, "GET", f"/v1/{kind}s").json()[f"{kind}s"]
-    by_id = [row for row in listed if row["id"] == text]
-    found = by_id or [row for row in listed if row.get("name") == text]
-    if len(found) == 1:
-        return dict(found[0])
-    if not found:
-        hint = "posassist store list" if kind == "store" else "an admin's scope holds merchants"
-        raise BadArgument(f"no {kind} {text!r} that you may see ({hint})")
-    ids = ", ".join(row["id"] for row in found)
-    raise BadArgument(f"{len(found)} {kind}s are called {text!r}: give the id ({ids})")
 
 
 def _on_ticket(
@@ -135,7 +96,7 @@ def _code(text: str) -> str:
 
 
 def _line(ticket: dict[str, Any], stores: dict[str, str] | None = None) -> str:
-    """A ticket in one line; its store by name when ``stores`` (:func:`_store_names`) has it."""
+    """A ticket in one line; its store by name when ``stores`` (:func:`store_names`) has it."""
     breached = [k for k, v in (ticket.get("breached") or {}).items() if v]
     flags = f"  SLA MISSED / 超时: {', '.join(breached)}" if breached else ""
     if ticket.get("sla_paused"):
@@ -178,7 +139,7 @@ def list_tickets(
     if as_json:
         print(json.dumps(printable_data(tickets), ensure_ascii=False, indent=2))
         return 0
-    names = _store_names(session) if tickets else {}
+    names = store_names(session) if tickets else {}
     rows = []
     for ticket in tickets:
         breaches = [k for k, v in (ticket.get("breached") or {}).items() if v]
@@ -205,22 +166,11 @@ def list_tickets(
     return 0
 
 
-def _store_names(session: dict[str, str]) -> dict[str, str]:
-    """Store ids to names within the caller's scope ({} from a relay that can't list them)."""
-    try:
-        listed = exchange(session, "GET", "/v1/stores").json()["stores"]
-    except http.HttpStatusError:
-        return {}
-    return {row["id"]: row.get("name") or row["id"] for row in listed}
-
-
 def show(session: dict[str, str], code: str, as_json: bool) -> int:
     ticket = _on_ticket(session, "GET", code).json()
     if as_json:
         print(json.dumps(printable_data(ticket), ensure_ascii=False, indent=2))
         return 0
-    from .admin import Names
-
     names, stores = Names(session), {}
     device = till = ticket.get("device_id")
     with contextlib.suppress(http.HttpStatusError):  # a relay that won't list them: ids

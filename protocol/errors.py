@@ -3,9 +3,10 @@
 Every class declares, as class attributes, how each boundary reports it: ``close_code`` (websocket
 close, docs/protocol.md#close-codes), ``http_status`` (the relay's JSON API) and ``exit_code`` (a
 command's exit status: :data:`EXIT_FAILURE`, :data:`EXIT_USAGE`, :data:`EXIT_REFUSED`). Each
-boundary maps them in one place: relay/handlers/api.py ``errors_middleware``, relay/connection.py
-``close_for``, and each command's ``main``. The other packages graft their classes onto this tree
-(relay/errors.py, agent/errors.py, client/http.py, protocol/pins.py…), each drawing its branch.
+boundary maps them in one place: relay/responses.py ``errors_middleware``,
+relay/connection.py ``close_for``, and each command's ``main``. The other packages graft their
+classes onto this tree (relay/errors.py, agent/errors.py, client/http.py, protocol/pins.py…),
+each drawing its branch.
 
     class                             meaning                                  close HTTP exit
     PosAssistError                    root: an error raised on purpose          1011  500   1

@@ -19,7 +19,7 @@ from .audit import RELAY_CREATED, Outcome
 from .checkpoints import Checkpointer
 from .errors import NotFound, StorageError
 from .flapping import FlapDetector
-from .handlers import admin, alerts, api, cancel, fanout, policies, tickets
+from .handlers import admin, alerts, api, cancel, fanout, policies, reports, tickets
 from .handlers.agents import agent_endpoint, disconnect_revoked
 from .handlers.consoles import console_endpoint, end_revoked_sign_ins
 from .handlers.jobs import OUTCOME_UNKNOWN, finish_route
@@ -35,6 +35,7 @@ from .lockout import LoginBackoff
 from .metrics import METRICS, RelayMetrics
 from .ratelimit import KeyedLimiter
 from .refusals import RefusalLedger
+from .responses import errors_middleware
 from .routing import RECONCILABLE, InProcessRouter
 from .state import STATE, RelayState
 from .storage import DeviceStatus, open_storage
@@ -51,7 +52,7 @@ log = logging.getLogger("posassist.relay")
 def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
     """A relay application for ``config``; storage opens when the app starts."""
     app = web.Application(
-        client_max_size=64 * 1024, middlewares=[guard_middleware, api.errors_middleware]
+        client_max_size=64 * 1024, middlewares=[guard_middleware, errors_middleware]
     )
     storage = open_storage(
         config.database, schema=config.database_schema, sync=config.database_sync
@@ -108,6 +109,7 @@ def create_app(config: RelayConfig, *, clock: Callable[[], float] | None = None)
     add_script_routes(app, config.scripts_dir)  # published before or after the start (issue 17)
     app.cleanup_ctx.append(_storage_and_sweeper)
     tickets.add_routes(app)  # after the storage: its sweeper needs a migrated database
+    reports.add_routes(app)
     app.cleanup_ctx.append(alerts.health_context)  # after storage is up; stopped before it
     app.on_shutdown.append(close_sockets)
     return app

@@ -445,7 +445,7 @@ class EnrolmentWrongRelay(EnrolmentError):
 #: The JSON body of an HTTP error the relay did not raise itself (aiohttp's 404, 405, 413, a
 #: request head it could not parse or that is too large, an unexpected failure): a fixed
 #: ``{"error", "message", "message_zh"}`` by status, never the request's input
-#: (relay/handlers/api.py ``errors_middleware``, relay/limits.py's connection handler).
+#: (relay/responses.py ``errors_middleware``, relay/limits.py's connection handler).
 HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
     400: ("BadRequest", BadRequest.public_reason, BadRequest.public_reason_zh),
     401: ("Unauthorized", "authentication required", "需要登录"),

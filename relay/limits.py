@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from aiohttp import web
 
+from .responses import http_error_response
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
@@ -243,8 +245,6 @@ class _GuardedHandler(web.RequestHandler):
         A stranger's bad request is one log line without its bytes (aiohttp logs a traceback
         quoting them, a line per request a flood could fill the disk with); a failure of our
         own (500) keeps aiohttp's traceback."""
-        from .handlers.api import http_error_response
-
         if status >= 500:
             super().handle_error(request, status, exc, message)  # logs; raises if already sent
         elif request.writer.output_size > 0:  # pragma: no cover - a 4xx comes before any reply

@@ -8,8 +8,9 @@ address is not touched. While backed off, the handler refuses without looking at
 with the same answer and the same work as a wrong password (relay/handlers/api.py ``login``).
 
 Tries are judged one budget at a time: a try counts against the budget from the moment it is
-looked at (:meth:`LoginBackoff.begin`), not when its scrypt ends, so fifty guesses sent at once get
-the same ``max_failures`` looks as fifty sent one after another.
+looked at (:meth:`LoginBackoff.judging`, which holds its place while scrypt runs), not when its
+scrypt ends, so fifty guesses sent at once get the same ``max_failures`` looks as fifty sent one
+after another.
 
 State lives in the relay's memory (bounded, least recently used dropped first) and is forgotten
 ``forget_after`` seconds after the last failure or on restart; ``posassist-relay user unlock``
@@ -19,7 +20,12 @@ clears a name on every running relay (an audited ``user.unlock`` that relays fol
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["LoginBackoff"]
 
@@ -95,6 +101,19 @@ class LoginBackoff:
             self._judging[key] = left
         else:
             self._judging.pop(key, None)
+
+    @contextmanager
+    def judging(self, address: str, username: str, now: float) -> Iterator[bool]:
+        """:meth:`begin` and, however the block ends, :meth:`end`: the one way a handler judges
+        a password. Yields whether the try is looked at (False: backed off, judge nothing real);
+        call :meth:`failed` or :meth:`succeeded` after the block.
+        """
+        looked_at = self.begin(address, username, now)
+        try:
+            yield looked_at
+        finally:
+            if looked_at:
+                self.end(address, username)
 
     def retry_after(self, address: str, username: str, now: float) -> float:
         """Seconds until a try is looked at again (0 when it would be now)."""

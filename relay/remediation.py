@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from posassist.protocol import Message
 
     from .alerts import Alert
-    from .handlers.alerts import Health
+    from .health import Health
     from .state import RelayState
 
 __all__ = ["REQUESTED_BY", "AttemptLink", "after_firing"]

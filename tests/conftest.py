@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings
@@ -111,3 +112,31 @@ def _weight(unit: list[pytest.Item]) -> int:
     if any(item.get_closest_marker("slow") for item in unit):
         return 2
     return 1 if any("e2e" in item.path.parts for item in unit) else 0
+
+
+# --- where the suite's CPU goes (POSASSIST_TEST_CPU=FILE): one JSON line per test -----------
+# user+sys seconds of this worker and of the children it waited for (a relay or agent it ran),
+# setup to teardown: `make test` time on two cores is the suite's CPU, not its wall clock.
+_CPU_LOG = os.environ.get("POSASSIST_TEST_CPU")
+
+
+if _CPU_LOG:
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+        import json
+
+        before, start = os.times(), time.monotonic()
+        yield
+        after = os.times()
+        spent = {
+            "own": after.user + after.system - before.user - before.system,
+            "children": after.children_user
+            + after.children_system
+            - before.children_user
+            - before.children_system,
+        }
+        with open(_CPU_LOG, "a", encoding="utf-8") as log:
+            log.write(
+                json.dumps({"test": item.nodeid, "wall": time.monotonic() - start, **spent}) + "\n"
+            )

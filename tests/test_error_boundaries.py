@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from posassist.protocol import Role, Session
 from posassist.protocol.errors import PosAssistError, error_line
 from posassist.relay.connection import WebSocketSession
-from posassist.relay.handlers.api import errors_middleware
+from posassist.relay.responses import errors_middleware
 from tests.test_error_tree import CLASSES
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from posassist.client.files import write_private
+from posassist.client.files import read_state, write_private
 from posassist.protocol import TicketOpened, TicketUpdated
 from posassist.protocol.messages import MAX_TICKET_LIST, ticket_entry_problem
 
@@ -42,13 +42,7 @@ class TicketBook:
         self._load()
 
     def _load(self) -> None:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("tickets in %s not read, starting empty: %s", self.path, exc)
-            return
+        raw = read_state(self.path, "tickets", log)
         for entry in raw if isinstance(raw, list) else []:
             if ticket_entry_problem(entry) is None:
                 self._tickets[entry["ticket_id"]] = entry

@@ -18,6 +18,7 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
+from posassist.client.files import read_state
 from posassist.protocol.messages import SCRIPT_STATUSES, job_result_problem
 
 if TYPE_CHECKING:
@@ -59,12 +60,8 @@ class ResultStore:
         self._load()
 
     def _load(self) -> None:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("script results in %s not read, starting empty: %s", self.path, exc)
+        raw = read_state(self.path, "script results", log)
+        if raw is None:
             return
         entries: List[Any] = []
         received: List[Any] = []

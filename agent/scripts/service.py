@@ -13,11 +13,23 @@ agent stopping) cuts a run short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Set, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+)
 
 from posassist.client.http import http_url
 from posassist.protocol import (
@@ -229,24 +241,34 @@ class ScriptService:
         if request.job_id is not None:  # only a job the relay named can be cancelled
             self._runs[request.job_id] = run
         try:
-            async with self._lock:
-                await self._mark_running(job_id, f"{request.script} {request.version}", clock())
-                try:
-                    send = _noting(run, await self._recording(request.job_id, send))
-                    await self._handle(request, job_id, send, clock, run)
-                except asyncio.CancelledError:
-                    self._cut_short(request.job_id, clock())
-                    raise
-                except Exception as exc:
-                    self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
-                    raise
-                finally:
-                    self._mark_idle()
+            what = f"{request.script} {request.version}"
+            async with self._turn(job_id, request.job_id, what, clock):
+                send = _noting(run, await self._recording(request.job_id, send))
+                await self._handle(request, job_id, send, clock, run)
         finally:
             if self._runs.get(job_id) is run:
                 del self._runs[job_id]
             if not run.ended.done():
                 run.ended.set_result(run.finished)
+
+    @contextlib.asynccontextmanager
+    async def _turn(
+        self, job_id: str, relay_job_id: Optional[str], what: str, clock: Callable[[], float]
+    ) -> AsyncIterator[None]:
+        """One run or restore at a time: the lock held and ``running.json`` written for the
+        block; a block cut short (cancelled, or an error) recorded so for the relay's job."""
+        async with self._lock:
+            await self._mark_running(job_id, what, clock())
+            try:
+                yield
+            except asyncio.CancelledError:
+                self._cut_short(relay_job_id, clock())
+                raise
+            except Exception as exc:
+                self._cut_short(relay_job_id, clock(), f"agent error: {type(exc).__name__}")
+                raise
+            finally:
+                self._mark_idle()
 
     async def _mark_running(self, job_id: str, what: str, now: float) -> None:
         """``running.json`` while it runs: what an uninstaller waits on (agent/runstate.py)."""
@@ -415,19 +437,9 @@ class ScriptService:
     ) -> None:
         """A technician's restore of an earlier run's backup; ends with one ScriptFinished."""
         job_id = request.job_id or f"restore-{request.id}"
-        async with self._lock:
-            await self._mark_running(job_id, f"restore {request.backup_id}", clock())
-            try:
-                send = await self._recording(request.job_id, send)
-                await self._restore(request, job_id, send, clock)
-            except asyncio.CancelledError:
-                self._cut_short(request.job_id, clock())
-                raise
-            except Exception as exc:
-                self._cut_short(request.job_id, clock(), f"agent error: {type(exc).__name__}")
-                raise
-            finally:
-                self._mark_idle()
+        async with self._turn(job_id, request.job_id, f"restore {request.backup_id}", clock):
+            send = await self._recording(request.job_id, send)
+            await self._restore(request, job_id, send, clock)
 
     async def _restore(
         self,

@@ -34,8 +34,8 @@ from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.admin import AdminStore, NotEmpty, is_disabled
 from ..storage.health import HealthStore
-from .api import _field, _json, _name, current_user
 from .consoles import end_revoked_sign_ins
+from .request import _field, _json, _name, current_user
 
 if TYPE_CHECKING:
     from ..audit import AuditRecord
@@ -314,13 +314,9 @@ async def change_own_password(request: web.Request) -> web.Response:
     old = _field(body, "old_password", str, max_len=1024)
     new = _new_password(body, "new_password")
     address, now = address_key(str(request.remote)), state.now()
-    looked_at = state.login_backoff.begin(address, user.username, now)
-    backed_off = not looked_at
-    try:
+    with state.login_backoff.judging(address, user.username, now) as looked_at:
+        backed_off = not looked_at
         matches = looked_at and await asyncio.to_thread(verify_password, old, user.password_hash)
-    finally:
-        if looked_at:
-            state.login_backoff.end(address, user.username)
     if not matches:
         if not backed_off:
             state.login_backoff.failed(address, user.username, now)

@@ -49,6 +49,7 @@ from ..limits import trust_connection
 from ..routing import RECONCILABLE, error_reply, relay_owned
 from ..state import STATE, RelayState
 from ..storage import DeviceStatus, JobStatus
+from .alerts import ingest_alert
 from .cancel import cancel_answered, links_gone
 from .jobs import (
     OUTCOME_UNKNOWN,
@@ -57,6 +58,7 @@ from .jobs import (
     reconcile_results,
     reconcile_route,
 )
+from .policies import send_policy
 from .tickets import AGENT_REQUESTS
 
 if TYPE_CHECKING:
@@ -132,8 +134,6 @@ async def agent_endpoint(request: web.Request) -> web.WebSocketResponse:
         trust_connection(request)  # signed in: no deadline or cap from relay/limits.py
         lost_jobs = LostJobs()
         await _ask_about_lost_jobs(device_id, peer, state, lost_jobs)
-        from .policies import send_policy  # here: it imports api, which imports this module
-
         await send_policy(state, device_id, peer)  # v5: its checks' policy and store hours
         await _serve(device_id, peer, state, lost_jobs)
     except (ConnectionClosedError, TimeoutError, ConnectionResetError) as exc:
@@ -455,8 +455,6 @@ async def _handle(
     elif isinstance(event, DeviceHandover):
         await _hand_over(device_id, peer, state, event)
     elif isinstance(event, AlertRaised):
-        from .alerts import ingest_alert  # here: it imports api, which imports this module
-
         await ingest_alert(state, device_id, peer, event)
     elif event.KIND is Kind.REQUEST:
         handler = AGENT_REQUESTS.get(event.TAG)  # tickets (relay/handlers/tickets.py)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from posassist.protocol.text import printable
 from ..alerts import Alert, AlertEvent, Change
 from ..audit import Outcome
 from ..errors import BadRequest, NotFound, ScopeError, StorageError, role_needed
+from ..health import Health
 from ..metrics import NAMESPACE
 from ..policies import Judgement, PolicyBook, judge
 from ..remediation import after_firing
@@ -31,7 +31,7 @@ from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
 from ..storage.health import HealthStore
 from ..webhooks import WebhookSender, check_webhook_url, new_secret
-from . import api  # a module: api imports agents, which imports this one
+from .request import _json, current_user
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -41,25 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("posassist.relay")
 
-__all__ = ["HEALTH", "Health", "add_routes", "health_context", "ingest_alert"]
+__all__ = ["HEALTH", "add_routes", "health_context", "ingest_alert"]
 
 #: Alerts one listing returns at most.
 MAX_LISTED = 1000
-
-
-@dataclass(slots=True)
-class Health:
-    """The relay's health-alert machinery: its storage, the webhook sender, and the background
-    work (remediation) it started."""
-
-    store: HealthStore
-    sender: WebhookSender
-    policies: PolicyBook
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    #: (device, check) whose remediation is being decided (relay/remediation.py)
-    remediating: set[tuple[str, str]] = field(default_factory=set)
-    #: ``posassist_relay_alert_events_total{result}``: stored, duplicate, unavailable
-    events: Counter | None = None
 
 
 HEALTH = web.AppKey("health", Health)
@@ -208,7 +193,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     """``GET /v1/alerts[?store=S][&open=1][&limit=N]``: the caller's alerts, newest change
     first."""
     state = request.app[STATE]
-    user = await api.current_user(request)
+    user = await current_user(request)
     query = request.query
     store_id = query.get("store") or None
     if store_id is not None and (len(store_id) > 40 or not store_id.isprintable()):
@@ -229,7 +214,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 async def show_alert(request: web.Request) -> web.Response:
     """``GET /v1/alerts/{id}``: one alert with its events and remediation attempts."""
     state = request.app[STATE]
-    user = await api.current_user(request)
+    user = await current_user(request)
     alert = await _visible_alert(state, user, request.match_info["alert_id"], "alert.read")
     store = health_of(state).store
     body = alert.to_json()
@@ -241,7 +226,7 @@ async def show_alert(request: web.Request) -> web.Response:
 async def acknowledge_alert(request: web.Request) -> web.Response:
     """``POST /v1/alerts/{id}/ack``: a technician (or admin) in scope is on it."""
     state = request.app[STATE]
-    user = await api.current_user(request)
+    user = await current_user(request)
     alert_id = request.match_info["alert_id"]
     if user.role not in (Role.ADMIN, Role.TECHNICIAN):
         await state.audit(
@@ -262,7 +247,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     notifications of that organisation's or merchant's alerts; the signing secret is in the
     answer, once (docs/webhooks.md)."""
     state = request.app[STATE]
-    body = await api._json(request)
+    body = await _json(request)
     kind_text = body.get("scope_kind")
     if kind_text not in (ScopeKind.ORGANISATION.value, ScopeKind.MERCHANT.value):
         raise BadRequest("scope_kind must be organisation or merchant")
@@ -292,7 +277,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 async def list_webhooks(request: web.Request) -> web.Response:
     """``GET /v1/webhooks``: the webhooks set on the admin's node of the tree or under it."""
     state = request.app[STATE]
-    user = await api.current_user(request)
+    user = await current_user(request)
     if user.role is not Role.ADMIN:
         raise role_needed(f"{user.username} is not an admin", "admin")
     hooks = await health_of(state).store.webhooks_within(user.scope)
@@ -318,7 +303,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 async def _admin(state: RelayState, request: web.Request, action: str, target: str) -> User:
     """The signed-in user if an admin; else the refusal is audited and ScopeError raised."""
-    user = await api.current_user(request)
+    user = await current_user(request)
     if user.role is not Role.ADMIN:
         await state.audit(
             f"user:{user.username}",

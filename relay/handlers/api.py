@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
-import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -22,8 +19,6 @@ from posassist.protocol import PosAssistError
 from posassist.protocol.enrolment import EnrolmentInvite
 from posassist.protocol.messages import (
     DEVICE_ID,
-    MAX_DISPLAY_NAME,
-    name_problem,
     username_problem,
 )
 from posassist.protocol.text import printable
@@ -38,151 +33,28 @@ from ..errors import (
     NotFound,
     RateLimited,
     ShortPassword,
-    TokenError,
-    http_error_body,
     role_needed,
 )
 from ..hours import parse_hours, parse_timezone
 from ..limits import address_key
-from ..logs import log_context
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..state import STATE, RelayState
 from ..storage import Device, Merchant, RetailStore, Role, Scope, ScopeKind, User
 from ..storage.health import HealthStore
 from .agents import disconnect_revoked
 from .consoles import end_sign_in
+from .request import _field, _json, _name, _store_id, current_user
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..responses import Handler
 
 log = logging.getLogger("posassist.relay")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: A well-formed hash to verify against when the user does not exist, so that the time a failed
 #: sign-in takes does not tell whether the username exists.
 _DUMMY_HASH: str | None = None
-
-
-def error_response(exc: PosAssistError) -> web.Response:
-    """``{"error": class name, "message": public reason, "message_zh": 中文}`` with the class's
-    ``http_status``: fixed sentences, never the request's input; ``detail`` when the handler set
-    ``public_detail`` on the error, also a fixed sentence of its own (which field, which rule)."""
-    detail = getattr(exc, "public_detail", None)
-    retry_after = getattr(exc, "retry_after", None)
-    headers = {} if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
-    body = {
-        "error": type(exc).__name__,
-        "message": exc.public_reason,
-        "message_zh": exc.public_reason_zh,
-    }
-    if detail is not None:
-        body["detail"] = detail
-    return web.json_response(body, status=exc.http_status, headers=headers)
-
-
-#: Headers of aiohttp's own error responses that are kept on the JSON one.
-_KEPT_HEADERS = ("Allow", "Retry-After")
-
-
-def http_error_response(status: int, headers: Mapping[str, str] | None = None) -> web.Response:
-    """The JSON answer for an HTTP error the relay did not raise itself (relay/errors.py
-    ``HTTP_ERRORS``), keeping only the headers that say what to do (``Allow``)."""
-    kept = {k: v for k, v in (headers or {}).items() if k in _KEPT_HEADERS}
-    return web.json_response(http_error_body(status), status=status, headers=kept)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map our error tree, and aiohttp's own HTTP errors (404, 405, 413…), to JSON responses in
-    one place (protocol/errors.py: ``http_status``); every record logged while handling the
-    request carries its method, path and peer."""
-    with log_context(method=request.method, path=request.path[:200], peer=str(request.remote)):
-        try:
-            return await handler(request)
-        except PosAssistError as exc:
-            if exc.http_status >= 500:
-                log.warning("request failed: %s: %s", type(exc).__name__, exc)
-            return error_response(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:  # a redirect is not an error
-                raise
-            return http_error_response(exc.status, exc.headers)
-        except ConnectionResetError:  # the body never came (trickled, then cut): one line (F10)
-            log.info("request ended: the client's connection was lost before its body arrived")
-            return web.Response(status=400)  # nobody is left to read it
-
-
-#: Set by the web console (relay/web/admin.py) on a request it hands to an API handler: the
-#: session's user (instead of a bearer token) and the form's fields as the JSON body, so a form
-#: goes through the very checks, scope rules and audit records of its API route.
-SIGNED_IN = web.RequestKey("posassist.signed_in", User)
-FORM_BODY = web.RequestKey("posassist.form_body", dict[str, Any])
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    form_body = request.get(FORM_BODY)
-    if isinstance(form_body, dict):
-        return form_body
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("body is not JSON") from None
-    except RecursionError:  # nested deeper than the parser's stack: refused, not a 500
-        raise BadRequest("body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body is not a JSON object")
-    try:  # a lone surrogate (``"\ud800"``) is JSON but not text: it would fail deep in storage
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest("body holds text that is not valid Unicode (a lone surrogate)") from None
-    except RecursionError:
-        raise BadRequest("body is nested too deeply") from None
-    return body
-
-
-def _name(body: dict[str, Any], field: str) -> str:
-    """An organisation, merchant or store name: refused if a terminal could not show it as is."""
-    value: str = _field(body, field, str, max_len=4 * MAX_DISPLAY_NAME)  # name_problem: 256
-    problem = name_problem(value)
-    if problem is not None:
-        raise BadName(f"field {field!r}: {problem}")
-    return value
-
-
-def _field(body: dict[str, Any], name: str, kind: type, *, max_len: int = 256) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise BadRequest(f"field {name!r} must be {kind.__name__}")
-    if isinstance(value, str) and not 0 < len(value) <= max_len:
-        raise BadRequest(f"field {name!r} must be 1..{max_len} characters")
-    return value
-
-
-async def current_user(request: web.Request) -> User:
-    """The signed-in user from ``Authorization: Bearer …``; refusals are audited."""
-    signed_in = request.get(SIGNED_IN)
-    if isinstance(signed_in, User):  # the web console's session, already checked
-        return signed_in
-    state = request.app[STATE]
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    try:
-        if scheme.lower() != "bearer" or not token:
-            from ..errors import TokenUnknown
-
-            raise TokenUnknown("no bearer token")
-        return await state.storage.authenticate_token(token.strip(), now=state.now())
-    except TokenError as exc:
-        await state.audit(
-            f"ip:{request.remote}",
-            "api.auth",
-            "relay",
-            Outcome.REFUSED,
-            {"reason": exc.public_reason, "path": request.path[:200]},
-        )
-        raise
-
-
-def _require_role(user: User, *roles: Role) -> None:
-    if user.role not in roles:
-        raise role_needed(f"{user.username} ({user.role}) may not do this", *roles)
 
 
 # --- enrolment ---------------------------------------------------------------------------------
@@ -287,9 +159,8 @@ async def check_password(request: web.Request, username: str, password: str) -> 
     # Backed off, unknown and wrong all cost one user lookup, one scrypt and one audit record,
     # and get the same answer: neither the time nor the reply tells them apart
     # (docs/relay.md#sign-in). The back-off is per address and name (relay/lockout.py).
-    looked_at = state.login_backoff.begin(address, username, now)
-    backed_off = not looked_at
-    try:
+    with state.login_backoff.judging(address, username, now) as looked_at:
+        backed_off = not looked_at
         try:
             user: User | None = await state.storage.get_user(username)
         except NotFound:
@@ -298,9 +169,6 @@ async def check_password(request: web.Request, username: str, password: str) -> 
         matches = await asyncio.to_thread(
             lambda: verify_password(password, stored or _dummy_hash())
         )
-    finally:
-        if looked_at:
-            state.login_backoff.end(address, username)
     if user is None or backed_off or not matches:
         if not backed_off:
             state.login_backoff.failed(address, username, now)
@@ -572,13 +440,6 @@ def _store_json(store: RetailStore) -> dict[str, Any]:
         "timezone": store.timezone,
         "hours": dict(store.hours),
     }
-
-
-def _store_id(request: web.Request) -> str:
-    store_id = request.match_info["store_id"]
-    if not 0 < len(store_id) <= 40 or not store_id.isascii() or not store_id.isprintable():
-        raise BadRequest("not a store id")
-    return store_id
 
 
 async def get_store(request: web.Request) -> web.Response:

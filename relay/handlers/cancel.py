@@ -39,6 +39,7 @@ from ..routing import OfflineError
 from ..state import ROUTE_ROLES, STATE, RelayState
 from ..storage import JobStatus
 from .jobs import job_outcome, reconcile_job
+from .request import current_user
 
 if TYPE_CHECKING:
     from posassist.protocol import Message
@@ -235,8 +236,6 @@ def links_gone(state: RelayState, agent: object) -> None:
 
 async def cancel(request: web.Request) -> web.Response:
     """``POST /v1/jobs/{job_id}/cancel`` (docs/api.md)."""
-    from .api import current_user  # here: api imports agents, which imports this module
-
     state = request.app[STATE]
     user = await current_user(request)
     answer = await cancel_job(state, user, request.match_info["job_id"], via="api")

@@ -38,7 +38,7 @@ from ..errors import BadRequest, NotFound, RateLimited, ScopeError
 from ..routing import OfflineError
 from ..state import ROUTE_ROLES, STATE
 from ..storage import DeviceStatus, JobStatus, Scope, ScopeKind
-from .api import _json, _store_id, current_user
+from .request import _json, _store_id, current_user
 
 if TYPE_CHECKING:
     from posassist.protocol import Message

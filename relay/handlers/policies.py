@@ -22,10 +22,8 @@ from ..audit import Outcome
 from ..errors import BadRequest, NotFound, StorageError, role_needed
 from ..state import STATE, RelayState
 from ..storage import Role, Scope, ScopeKind
-from . import (
-    alerts,
-    api,  # a module: api imports agents, which imports this one
-)
+from . import alerts
+from .request import _json, current_user
 
 if TYPE_CHECKING:
     from ..connection import WebSocketSession
@@ -65,12 +63,12 @@ def _policy_refused(exc: PolicyError) -> web.Response:
 
 async def set_policy(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    body = await api._json(request)
+    body = await _json(request)
     scope = _scope(body)
     if "policy" not in body:
         raise BadRequest('give "policy": a document, or null to remove it')
     document = body["policy"]
-    user = await api.current_user(request)
+    user = await current_user(request)
     target = f"{scope.kind}:{scope.id}" if scope.id else scope.kind.value
     if user.role is not Role.ADMIN:
         await state.audit(
@@ -127,7 +125,7 @@ async def _above(state: RelayState, scope: Scope) -> list[Scope]:
 async def get_policy(request: web.Request) -> web.Response:
     """``GET /v1/policies?scope_kind=…&scope_id=…``: the document set on that node."""
     state = request.app[STATE]
-    user = await api.current_user(request)
+    user = await current_user(request)
     scope = _scope(dict(request.query))
     await state.require_scope(user, scope, "policy.read")
     found = await alerts.health_of(state).store.get_policy(scope)
@@ -140,7 +138,7 @@ async def get_policy(request: web.Request) -> web.Response:
 async def device_policy(request: web.Request) -> web.Response:
     """``GET /v1/devices/{id}/policy``: what the device runs (merged) and its store's hours."""
     state = request.app[STATE]
-    user = await api.current_user(request)
+    user = await current_user(request)
     device_id = request.match_info["device_id"]
     await state.require_device(user, device_id, "device.policy.read", f"device:{device_id}")
     resolved = await alerts.health_of(state).policies.for_device(device_id, state.now())

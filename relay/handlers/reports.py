@@ -518,3 +518,8 @@ def render_html(report: dict[str, Any]) -> str:
         )
     parts.append("</table></body></html>")
     return "\n".join(parts)
+
+
+def add_routes(app: web.Application) -> None:
+    """``GET /v1/reports``: a merchant's service report over its stores' tickets."""
+    app.router.add_get("/v1/reports", get_report)

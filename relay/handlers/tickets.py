@@ -68,6 +68,7 @@ from ..tickets import (
     resume_clock,
 )
 from ..webhooks import WebhookSender
+from .request import _json, current_user
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -536,8 +537,6 @@ def _service(request: web.Request) -> Tickets:
 
 
 async def _user(request: web.Request) -> tuple[RelayState, User]:
-    from .api import current_user
-
     return request.app[STATE], await current_user(request)
 
 
@@ -727,8 +726,6 @@ async def show_ticket(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    from .api import _json
-
     if not request.can_read_body:
         return {}
     return await _json(request)
@@ -1196,9 +1193,8 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
 
 
 def add_routes(app: web.Application) -> None:
-    """The ticket endpoints and the sweeper; call after the storage's own cleanup context."""
-    from .reports import get_report
-
+    """The ticket endpoints and the sweeper; call after the storage's own cleanup context (the
+    merchant's report over tickets: relay/handlers/reports.py ``add_routes``)."""
     app.cleanup_ctx.append(_sweeper)
     app.router.add_get("/v1/tickets", list_tickets)
     app.router.add_post("/v1/tickets", create_ticket)
@@ -1210,4 +1206,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/tickets/{code}/reopen", reopen_ticket)
     app.router.add_get("/v1/merchants/{merchant_id}/sla", get_sla)
     app.router.add_post("/v1/merchants/{merchant_id}/sla", set_sla)
-    app.router.add_get("/v1/reports", get_report)

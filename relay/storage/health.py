@@ -24,7 +24,7 @@ from posassist.relay.errors import Conflict, NotFound
 from posassist.relay.storage import schema as t
 from posassist.relay.storage import schema_health as h
 from posassist.relay.storage.models import Scope, ScopeKind
-from posassist.relay.storage.sql import _append_in, _json, _Prepared
+from posassist.relay.storage.sql import _append_in, _json, _Prepared, _scope_clause
 from posassist.relay.webhooks import Delivery
 
 if TYPE_CHECKING:
@@ -260,21 +260,6 @@ def _document(stored: Any) -> dict[str, Any] | None:
 
 def _scope_key(scope: Scope) -> tuple[str, str]:
     return scope.kind.value, scope.id or ""
-
-
-def _scope_where(scope: Scope) -> sa.ColumnElement[bool]:
-    """Alerts whose device ``scope`` covers (over alerts ⋈ the device tree)."""
-    match scope.kind:
-        case ScopeKind.ROOT:
-            return sa.true()
-        case ScopeKind.ORGANISATION:
-            return t.merchants.c.organisation_id == scope.id
-        case ScopeKind.MERCHANT:
-            return t.stores.c.merchant_id == scope.id
-        case ScopeKind.STORE:
-            return t.devices.c.store_id == scope.id
-        case ScopeKind.DEVICE:
-            return t.devices.c.id == scope.id
 
 
 _ALERTS_TREE = (
@@ -653,7 +638,7 @@ class HealthStore:
         query = (
             sa.select(h.alerts, t.devices.c.store_id, t.stores.c.timezone)
             .select_from(_ALERTS_TREE)
-            .where(_scope_where(scope))
+            .where(_scope_clause(scope))
             .order_by(h.alerts.c.updated_at.desc(), h.alerts.c.id)
             .limit(limit)
         )
@@ -900,7 +885,7 @@ class HealthStore:
 
     async def policy_devices(self, scope: Scope) -> list[str]:
         """The active devices under ``scope`` (whose resolved policy a change there moves)."""
-        where = _scope_where(scope)
+        where = _scope_clause(scope)
         query = (
             sa.select(t.devices.c.id)
             .select_from(_TREE)

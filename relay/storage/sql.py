@@ -232,8 +232,13 @@ _DEVICE_TREE = t.devices.join(t.stores, t.devices.c.store_id == t.stores.c.id).j
 )
 
 
-def _scope_clause(scope: Scope) -> sa.ColumnElement[bool]:
-    """A WHERE clause over ``_DEVICE_TREE`` selecting the devices ``scope`` covers."""
+def _scope_clause(
+    scope: Scope,
+    store_id: sa.ColumnElement[Any] = t.devices.c.store_id,
+    device_id: sa.ColumnElement[Any] = t.devices.c.id,
+) -> sa.ColumnElement[bool]:
+    """A WHERE clause over ``_DEVICE_TREE`` selecting the devices ``scope`` covers; over another
+    join with stores and merchants (tickets, alerts) given its store and device columns."""
     match scope.kind:
         case ScopeKind.ROOT:
             return sa.true()
@@ -242,9 +247,9 @@ def _scope_clause(scope: Scope) -> sa.ColumnElement[bool]:
         case ScopeKind.MERCHANT:
             return t.stores.c.merchant_id == scope.id
         case ScopeKind.STORE:
-            return t.devices.c.store_id == scope.id
+            return store_id == scope.id
         case ScopeKind.DEVICE:
-            return t.devices.c.id == scope.id
+            return device_id == scope.id
 
 
 _SCOPE_TABLES: dict[ScopeKind, sa.Table] = {

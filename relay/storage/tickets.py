@@ -19,7 +19,7 @@ from posassist.relay.audit import AuditEntry, AuditRecord, Outcome
 from posassist.relay.errors import Conflict, NotFound
 from posassist.relay.storage import schema as t
 from posassist.relay.storage.models import Scope, ScopeKind
-from posassist.relay.storage.sql import _append_in, _audit, _job, _store
+from posassist.relay.storage.sql import _append_in, _audit, _job, _scope_clause, _store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -104,21 +104,6 @@ def _event(row: sa.Row[Any]) -> TicketEvent:
 _TREE = t.tickets.join(t.stores, t.tickets.c.store_id == t.stores.c.id).join(
     t.merchants, t.stores.c.merchant_id == t.merchants.c.id
 )
-
-
-def _scope_clause(scope: Scope) -> sa.ColumnElement[bool]:
-    """Tickets ``scope`` covers, over :data:`_TREE`."""
-    match scope.kind:
-        case ScopeKind.ROOT:
-            return sa.true()
-        case ScopeKind.ORGANISATION:
-            return t.merchants.c.organisation_id == scope.id
-        case ScopeKind.MERCHANT:
-            return t.stores.c.merchant_id == scope.id
-        case ScopeKind.STORE:
-            return t.tickets.c.store_id == scope.id
-        case ScopeKind.DEVICE:
-            return t.tickets.c.device_id == scope.id
 
 
 def _record(
@@ -249,7 +234,11 @@ class TicketStore:
         limit: int = 500,
     ) -> list[Ticket]:
         """Tickets ``scope`` covers, newest first, filtered as asked."""
-        query = sa.select(t.tickets).select_from(_TREE).where(_scope_clause(scope))
+        query = (
+            sa.select(t.tickets)
+            .select_from(_TREE)
+            .where(_scope_clause(scope, t.tickets.c.store_id, t.tickets.c.device_id))
+        )
         if store_id is not None:
             query = query.where(t.tickets.c.store_id == store_id)
         if states:

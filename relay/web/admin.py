@@ -26,6 +26,7 @@ from ..errors import BadRequest, BadTtl, NotFound
 from ..handlers import admin as admin_api
 from ..handlers import alerts as alerts_api
 from ..handlers import api
+from ..handlers.request import FORM_BODY, SIGNED_IN
 from ..hours import DAYS, MAX_INTERVALS_PER_DAY, BadDayHours, BadHours, parse_hours
 from ..state import STATE
 from ..storage import Role, ScopeKind
@@ -77,9 +78,9 @@ async def _call(
     body: dict[str, Any] | None = None,
 ) -> Any:
     """``handler`` (an API route's) run for the session's user; its JSON answer."""
-    request[api.SIGNED_IN] = session.user
+    request[SIGNED_IN] = session.user
     if body is not None:
-        request[api.FORM_BODY] = body
+        request[FORM_BODY] = body
     response = await handler(request)
     if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
         raise TypeError("an API handler answers with a JSON body")

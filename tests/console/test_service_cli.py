@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from posassist.console.service import hours_from_text, hours_text, seconds_from
+from posassist.client.cli import seconds_from
+from posassist.console.service import hours_from_text, hours_text
 from posassist.protocol.errors import BadArgument
 from tests.relay.test_tickets import call
 from tests.relay.test_tickets import relay as relay

@@ -27,7 +27,7 @@ from posassist.protocol.enrolment import EnrolmentInvite
 from tests.relay.harness import agent_handshake, console_handshake, recv, send
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from websockets.asyncio.client import ClientConnection
 
@@ -137,13 +137,18 @@ def _provision(data: Path, database: str) -> str:
 
 
 def start_relay(
-    data: Path, *extra: str, log: IO[str] | None = None, max_files: int | None = None
+    data: Path,
+    *extra: str,
+    log: IO[str] | None = None,
+    max_files: int | None = None,
+    runner: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], str]:
     """``posassist-relay serve`` on a free port; waits until it listens.
 
     Its output goes to pipes, or with ``log`` to that file (a flood must not fill a pipe).
     ``max_files`` sets the relay's ``RLIMIT_NOFILE`` (soft and hard) the way systemd's
-    ``LimitNOFILE`` would.
+    ``LimitNOFILE`` would. ``runner`` is what runs the relay's module in place of
+    ``python -m`` (a profiler's command line, ending where the module's name goes).
     """
     limit = None
     if max_files is not None:
@@ -156,8 +161,7 @@ def start_relay(
     url_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
+            *(runner or (sys.executable, "-m")),
             "posassist.relay",
             "serve",
             "--data",

@@ -26,14 +26,26 @@ DEMO = ROOT / "scripts" / "demo.py"
 
 
 def _demo(data: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """The demo to its end, in a process group of its own: if it overruns, it and everything it
+    started (relay, till, stand-in printer) are killed, not left running after the test."""
+    proc = subprocess.Popen(
         [sys.executable, str(DEMO), "--data", str(data)],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing left once it ended well
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _checkout_demo_data() -> tuple[bool, float]:

@@ -158,7 +158,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None
 
 
 async def recv(
-    ws: ClientConnection, session: Session, timeout: float = 5, *, policy: bool = False
+    ws: ClientConnection, session: Session, timeout: float = 15, *, policy: bool = False
 ) -> list[m.Message]:
     """Frames until the session yields at least one message. The ``policy.updated`` a v5 agent
     is sent on sign-in and on changes is left out unless ``policy`` (tests/relay/test_policies.py
@@ -185,7 +185,7 @@ async def drain(ws: ClientConnection) -> None:
         await ws.recv()
 
 
-async def close_code(ws: ClientConnection, timeout: float = 5) -> int:
+async def close_code(ws: ClientConnection, timeout: float = 15) -> int:
     """Read until the relay closes the connection; its close code."""
     async with asyncio.timeout(timeout):
         with pytest.raises(ConnectionClosed) as info:
@@ -200,7 +200,7 @@ async def agent_handshake(
     key: signing.Ed25519PrivateKey,
     sign: Callable[[bytes], bytes] | None = None,
     versions: tuple[int, ...] = SUPPORTED_VERSIONS,
-    timeout: float = 5,
+    timeout: float = 15,
 ) -> tuple[Session, m.Message]:
     session = Session(Role.AGENT, versions=versions)
     session.send_hello("test-agent")
@@ -256,7 +256,7 @@ class Agent:
         assert self.ws is not None
         await self.ws.close()
 
-    async def next(self, timeout: float = 5, *, policy: bool = False) -> list[m.Message]:
+    async def next(self, timeout: float = 15, *, policy: bool = False) -> list[m.Message]:
         assert self.ws is not None
         assert self.session is not None
         return await recv(self.ws, self.session, timeout, policy=policy)
@@ -292,7 +292,7 @@ class Console:
         self.session.send(msg)
         await send(self.ws, self.session)
 
-    async def next(self, timeout: float = 5) -> list[m.Message]:
+    async def next(self, timeout: float = 15) -> list[m.Message]:
         assert self.ws is not None
         assert self.session is not None
         return await recv(self.ws, self.session, timeout)

@@ -192,7 +192,7 @@ async def test_records_logged_while_an_api_request_is_handled_carry_its_method_p
     from aiohttp.test_utils import TestServer
 
     from posassist.relay.errors import StorageUnavailable
-    from posassist.relay.handlers.api import errors_middleware
+    from posassist.relay.responses import errors_middleware
 
     logger, buffer = captured
 

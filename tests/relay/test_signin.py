@@ -228,6 +228,28 @@ def test_tries_being_judged_hold_the_budget() -> None:
     assert backoff.begin("a", "u", 2.0)
 
 
+def test_judging_ends_the_try_even_when_the_block_raises() -> None:
+    backoff = LoginBackoff(max_failures=1, base_delay=2.0, max_delay=20.0)
+    held: list[bool] = []
+
+    def judge_while_storage_fails() -> None:
+        with backoff.judging("a", "u", 0.0) as looked_at:
+            held.append(looked_at)
+            held.append(not backoff.begin("a", "u", 0.0))  # the one place in the budget is held
+            raise OSError("storage gone")
+
+    with pytest.raises(OSError, match="storage gone"):
+        judge_while_storage_fails()
+    assert held == [True, True]
+    with backoff.judging("a", "u", 0.0) as looked_at:  # the place was given back
+        assert looked_at
+    assert not backoff.blocked("a", "u", 0.0)  # a raise is no failure: nothing was judged
+    assert backoff.begin("a", "u", 0.0)  # another try holds the one place...
+    with backoff.judging("a", "u", 0.0) as looked_at:  # ...so this one is not looked at
+        assert not looked_at
+    assert not backoff.begin("a", "u", 0.0)  # and gave back no place it did not hold
+
+
 def test_backoff_forgets_success_unlock_old_failures_and_the_least_recent() -> None:
     backoff = LoginBackoff(max_failures=1, base_delay=1.0, max_delay=8.0, forget_after=100.0)
     backoff.failed("a", "u", 0.0)

@@ -1,7 +1,7 @@
 """Drives a protocol.Session over one aiohttp websocket: frames in, events out, errors closed.
 
-After authentication every write goes through a bounded outbox drained by one writer task, so
-frames stay in order and a peer that can't keep up is disconnected, not buffered without limit.
+After authentication writes go through a bounded outbox (emptied at the end of the loop's turn, or
+by a writer task that waits for drain): frames stay in order, a peer that can't keep up is shed.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ One websocket binary frame holds exactly one msgpack map (docs/protocol.md#frami
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Type
+import struct
+from typing import Dict, Iterable, Optional, Tuple, Type
 
 import msgpack
 
@@ -21,6 +22,34 @@ from .messages import MAX_ID, MESSAGE_TYPES, Message
 __all__ = ["DEFAULT_LIMITS", "Codec", "Limits"]
 
 _unpackb = msgpack.unpackb
+#: Bytes of a msgpack unsigned integer by its first byte (uint 8/16/32/64; below 0x80 it is one).
+_UINT_SIZES = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+_UINT = (
+    (0x100, struct.Struct(">BB").pack, 0xCC),
+    (0x10000, struct.Struct(">BH").pack, 0xCD),
+    (0x100000000, struct.Struct(">BI").pack, 0xCE),
+)
+_UINT64 = struct.Struct(">BQ").pack
+
+
+def _packed_uint(value: int) -> bytes:
+    """``msgpack.packb(value)`` for an int 0 … 2**64-1: its shortest form, as msgpack writes it."""
+    if value < 0x80:
+        return bytes((value,))
+    for below, pack, marker in _UINT:
+        if value < below:
+            return pack(marker, value)
+    return _UINT64(0xCF, value)
+
+
+def _id_first_prefix(cls: Type[Message]) -> Optional[bytes]:
+    """The bytes every frame of ``cls`` starts with when written as :meth:`Codec.encode` writes
+    it, up to the value of its id: the map's header, ``"t"`` and the tag, ``"id"``. None for a
+    message whose id is not its first field or whose number of fields varies (later fields)."""
+    if not cls.FIELDS or cls.FIELDS[0] != "id" or cls.LATER_FIELDS:
+        return None
+    header: bytes = msgpack.Packer().pack_map_header(len(cls.WIRE_KEYS))
+    return header + b"".join(msgpack.packb(part) for part in ("t", cls.TAG, "id"))
 
 
 class Limits:
@@ -57,6 +86,11 @@ class Codec:
     ) -> None:
         self.limits = limits
         self._registry: Dict[str, Type[Message]] = {}
+        #: message type → :func:`_id_first_prefix` of it, for the types that have one
+        self._prefixes: Dict[Type[Message], bytes] = {}
+        # The message last decoded whose frame may be re-used under another id, and that frame
+        # (see encode_with_id). A tuple, read and written whole.
+        self._last: Tuple[Optional[Message], bytes] = (None, b"")
         for cls in types:
             self.register(cls)
         self._max_lengths = (
@@ -71,6 +105,9 @@ class Codec:
         if not cls.TAG or cls.TAG in self._registry:
             raise ValueError(f"tag {cls.TAG!r} is empty or already registered")
         self._registry[cls.TAG] = cls
+        prefix = _id_first_prefix(cls)
+        if prefix is not None:
+            self._prefixes[cls] = prefix
 
     def lookup(self, tag: str) -> Optional[Type[Message]]:
         """The class registered for ``tag``, if any."""
@@ -88,9 +125,38 @@ class Codec:
         """
         if "id" not in msg.FIELDS or type(request_id) is not int or not 1 <= request_id <= MAX_ID:
             raise LocalProtocolError(f"{type(msg).__name__}: cannot take request id {request_id!r}")
+        last, frame = self._last
+        if last is msg:  # forwarded as it was just decoded: its frame under the new id
+            spliced = self._with_id(msg, frame, request_id)
+            if spliced is not None:
+                return spliced
         wire = msg.to_wire()
         wire["id"] = request_id  # same key, same place in the map: the frame differs only here
         return self._pack(msg, wire)
+
+    def _with_id(self, msg: Message, frame: bytes, request_id: int) -> Optional[bytes]:
+        """``frame``, which this codec just decoded into ``msg``, with its id replaced by
+        ``request_id``: a relay forwards every reply under its console's request id, and only
+        the id changes (docs/protocol.md#requests). None unless the frame starts as
+        :meth:`encode` writes it (map header, tag, then the id as an unsigned integer).
+
+        The rest is passed on as it came: it decoded into ``msg``, which was checked whole, and
+        any peer decodes those same bytes into the same values (a map of exactly the message's
+        fields, no extension types, nothing after it); a frame written by :meth:`encode` comes
+        out byte for byte as ``encode_with_id`` would write it.
+        """
+        prefix = self._prefixes[type(msg)]  # decode keeps only messages that have one
+        if not frame.startswith(prefix):
+            return None
+        start = len(prefix)
+        first = frame[start]
+        size = 1 if first < 0x80 else _UINT_SIZES.get(first)
+        if size is None:
+            return None
+        spliced = prefix + _packed_uint(request_id) + frame[start + size :]
+        if len(spliced) > self.limits.max_frame:
+            raise LocalProtocolError(f"{type(msg).__name__} encodes to {len(spliced)} bytes")
+        return spliced
 
     def _pack(self, msg: Message, wire: Dict[str, object]) -> bytes:
         if self._registry.get(msg.TAG) is not type(msg):
@@ -135,6 +201,9 @@ class Codec:
         try:
             # Missing, extra or non-str keys and bad values all raise LocalProtocolError from the
             # message's own checks (nesting depth is checked there: messages.MAX_DEPTH).
-            return cls.from_wire(wire)
+            msg = cls.from_wire(wire)
         except LocalProtocolError as exc:
             raise InvalidMessage(f"{cls.__name__}: {exc}", tag=cls.TAG) from None
+        if cls in self._prefixes:
+            self._last = (msg, frame)
+        return msg

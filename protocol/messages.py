@@ -205,23 +205,17 @@ class Message:
         return None
 
     def to_wire(self) -> Dict[str, Any]:
-        """The msgpack map for this message: its fields plus the tag under ``"t"``."""
+        """The msgpack map for this message: its fields plus the tag under ``"t"``; a field a
+        later version added (:attr:`LATER_FIELDS`) is left off while None, so an older peer gets
+        exactly the map it knows. Each message has its own, written out (:func:`message`); this
+        loop is the reference they are tested against."""
         wire: Dict[str, Any] = {"t": self.TAG}
+        later = self.LATER_FIELDS
         for name in self.FIELDS:
-            wire[name] = getattr(self, name)
+            value = getattr(self, name)
+            if value is not None or name not in later:
+                wire[name] = value
         return wire
-
-
-def _to_wire_leaving_out_none(self: Message) -> Dict[str, Any]:
-    """:meth:`Message.to_wire` for a message with :attr:`~Message.LATER_FIELDS`: those are left
-    off while None, so an older peer gets exactly the map it knows."""
-    wire: Dict[str, Any] = {"t": self.TAG}
-    later = self.LATER_FIELDS
-    for name in self.FIELDS:
-        value = getattr(self, name)
-        if value is not None or name not in later:
-            wire[name] = value
-    return wire
 
 
 # --- field declarations -------------------------------------------------------------------------
@@ -597,9 +591,20 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
             "    msg = new(cls)",
         ]
     else:
+        # As many keys as it should have, and each of them there: exactly its set of fields
+        # (cheaper than comparing the key sets). Every value is looked up before any is checked,
+        # so a map with a field missing is refused for that, as the generic method does.
+        values = "".join(f", v{i}" for i in range(len(cls.FIELDS)))
+        lookups = "".join(f", wire[{field!r}]" for field in cls.FIELDS)
         lines = [
             "def from_wire(cls, wire):",
-            "    if wire.keys() != WIRE_KEYS or wire['t'] != TAG:",
+            f"    if len(wire) != {len(cls.WIRE_KEYS)}:",
+            "        raise Error(WRONG)",
+            "    try:",
+            f"        tag{values} = wire['t']{lookups}",
+            "    except KeyError:",
+            "        raise Error(WRONG) from None",
+            "    if tag != TAG:",
             "        raise Error(WRONG)",
             "    msg = new(cls)",
         ]
@@ -611,7 +616,7 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
             namespace[names[-1]] = constant
         namespace[f"set{i}"] = set_slot
         namespace[f"bad{i}"] = f"{name}.{field} has a bad value"
-        getter = f"wire.get({field!r})" if field in cls.LATER_FIELDS else f"wire[{field!r}]"
+        getter = f"wire.get({field!r})" if cls.LATER_FIELDS else f"v{i}"
         lines += [
             f"    v = {getter}",
             f"    if not ({expression.format(*names)}):",
@@ -625,8 +630,44 @@ def _compile_from_wire(cls: Type[M]) -> Callable[[Type[M], Dict[str, Any]], M]:
             "        raise Error(PREFIX + problem)",
         ]
     lines.append("    return msg")
-    exec(compile("\n".join(lines), f"<{name}.from_wire>", "exec"), namespace)
-    return namespace["from_wire"]  # type: ignore[no-any-return]
+    from_wire: Callable[[Type[M], Dict[str, Any]], M] = _define(
+        lines, namespace, f"<{name}.from_wire>"
+    )
+    return from_wire
+
+
+def _compile_to_wire(cls: Type[M]) -> Callable[[M], Dict[str, Any]]:
+    """:meth:`Message.to_wire` written out for ``cls``: one dict display, no loop. The relay
+    encodes every reply it forwards again (under the console's request id). Built, like
+    :func:`_compile_from_wire`, only from the class's own field names."""
+    leading = []  # the fields before the first later one: all in the one display
+    for field in cls.FIELDS:
+        if field in cls.LATER_FIELDS:
+            break
+        leading.append(field)
+    items = "".join(f", {field!r}: self.{field}" for field in leading)
+    lines = ["def to_wire(self):", f"    wire = {{'t': TAG{items}}}"]
+    for field in cls.FIELDS[len(leading) :]:
+        if field in cls.LATER_FIELDS:
+            lines += [
+                f"    if self.{field} is not None:",
+                f"        wire[{field!r}] = self.{field}",
+            ]
+        else:
+            lines.append(f"    wire[{field!r}] = self.{field}")
+    lines.append("    return wire")
+    to_wire: Callable[[M], Dict[str, Any]] = _define(
+        lines, {"TAG": cls.TAG}, f"<{cls.__name__}.to_wire>"
+    )
+    return to_wire
+
+
+def _define(lines: List[str], namespace: Dict[str, Any], filename: str) -> Any:
+    """The one function ``lines`` define, with ``namespace`` as its globals: the one place this
+    package compiles code (tests/protocol/test_purity.py), only ever code written above from a
+    message class's own field names and limits."""
+    exec(compile("\n".join(lines), filename, "exec"), namespace)
+    return namespace[lines[0][len("def ") : lines[0].index("(")]]
 
 
 if sys.version_info >= (3, 10):
@@ -670,8 +711,7 @@ def message(
         made.WIRE_KEYS = frozenset(("t", *made.FIELDS))
         made.LATER_FIELDS = frozenset(f.name for f in fields if f.metadata.get("since"))
         made.REQUIRED_KEYS = made.WIRE_KEYS - made.LATER_FIELDS
-        if made.LATER_FIELDS:
-            made.to_wire = _to_wire_leaving_out_none  # type: ignore[method-assign]
+        made.to_wire = _compile_to_wire(made)  # type: ignore[method-assign,assignment]
         # Every field is a slot; its member descriptor writes it past the frozen __setattr__.
         made.SETTERS = tuple((name, ok, getattr(made, name).__set__) for name, ok in made.CHECKS)
         setattr(made, "from_wire", classmethod(_compile_from_wire(made)))  # noqa: B010

@@ -34,12 +34,12 @@ from .messages import (
 from .states import (
     OPEN_SENDERS,
     REPLIES,
-    SINCE_VERSION,
     SUPPORTED_VERSIONS,
     TRANSITIONS,
     Direction,
     Role,
     SessionState,
+    open_tags,
 )
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SILENCE_FACTOR", "Session"]
@@ -169,7 +169,11 @@ class Session:
             raise UnexpectedMessage("frame received after the session closed")
         try:
             msg = self.codec.decode(frame)
-            if self._accept(msg):
+            if self.state is SessionState.OPEN:
+                if self._check_receive(msg):  # False: a late reply, dropped quietly
+                    self._events.append(msg)
+            else:
+                self._handshake_received(msg)
                 self._events.append(msg)
         except ProtocolError as exc:
             self.state = SessionState.CLOSED
@@ -192,7 +196,7 @@ class Session:
             raise LocalProtocolError(f"cannot send {msg.TAG} on a closed session")
         frame = self.codec.encode(msg)  # first, so that a message too big changes nothing
         if self.state is SessionState.OPEN:
-            self._check_open(msg, Direction.SEND)
+            self._check_send(msg, None)
         else:
             self.state = self._handshake_step(msg, Direction.SEND)
         self._out.append(frame)
@@ -206,7 +210,7 @@ class Session:
         if self.state is not SessionState.OPEN:
             raise LocalProtocolError(f"cannot forward {msg.TAG} in state {self.state.name}")
         frame = self.codec.encode_with_id(msg, request_id)
-        self._check_open(msg, Direction.SEND, request_id)
+        self._check_send(msg, request_id)
         self._out.append(frame)
 
     def close(self) -> None:
@@ -280,21 +284,18 @@ class Session:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _accept(self, msg: Message) -> bool:
-        """Apply a received message to the state; False means drop it silently."""
-        if self.state is SessionState.OPEN:
-            return self._check_open(msg, Direction.RECEIVE)
+    def _handshake_received(self, msg: Message) -> None:
+        """Apply a received handshake message to the state."""
         self.state = self._handshake_step(msg, Direction.RECEIVE)
         if isinstance(msg, Hello):
             self._receive_hello(msg)
         elif isinstance(msg, Welcome):
             if msg.version not in self.versions:
                 raise UnsupportedVersion(f"relay chose version {msg.version}")
-            self.version = msg.version
+            self._negotiated(msg.version)
             self.peer_welcome = msg
         elif isinstance(msg, AuthAccepted):
             self._opened(msg.heartbeat_interval)
-        return True
 
     def _receive_hello(self, hello: Hello) -> None:
         if hello.role != self.role.client_role:
@@ -302,8 +303,13 @@ class Session:
         common = set(hello.versions) & set(self.versions)
         if not common:
             raise UnsupportedVersion(f"peer speaks {hello.versions[:8]}")
-        self.version = max(common)
+        self._negotiated(max(common))
         self.peer_hello = hello
+
+    def _negotiated(self, version: int) -> None:
+        self.version = version
+        # What may pass once open, in this version: one set lookup per message, not two.
+        self._sends, self._receives = open_tags(self.role, version)
 
     def _handshake_step(self, msg: Message, direction: Direction) -> SessionState:
         after = TRANSITIONS.get((self.role, self.state, direction, msg.TAG))
@@ -314,28 +320,33 @@ class Session:
             raise UnexpectedMessage(f"received {what}")
         return after
 
-    def _check_open(
-        self, msg: Message, direction: Direction, request_id: Optional[int] = None
-    ) -> bool:
-        sending = direction is Direction.SEND
-        allowed = self._sends if sending else self._receives
-        if msg.TAG not in allowed:
-            if sending:
-                raise LocalProtocolError(f"{self.role.name} may not send {msg.TAG}")
-            raise UnexpectedMessage(f"{self.role.name} may not receive {msg.TAG}")
-        if SINCE_VERSION.get(msg.TAG, 1) > (self.version or 0):
-            # A tag newer than the negotiated version (docs/protocol.md#versions).
-            what = f"{msg.TAG} in protocol version {self.version}"
-            if sending:
-                raise LocalProtocolError(f"cannot send {what}")
-            raise UnexpectedMessage(f"received {what}")
-        if msg.KIND is Kind.REQUEST:
-            table = self._outgoing if sending else self._incoming
-            self._track_request(msg, table, sending, request_id)
-        elif msg.KIND is Kind.REPLY:
-            table = self._incoming if sending else self._outgoing
-            return self._track_reply(msg, table, sending, request_id)
+    def _check_send(self, msg: Message, request_id: Optional[int]) -> None:
+        if msg.TAG not in self._sends:
+            raise LocalProtocolError(self._not_allowed(msg.TAG, Direction.SEND))
+        kind = msg.KIND
+        if kind is Kind.REQUEST:
+            self._track_request(msg, self._outgoing, True, request_id)
+        elif kind is Kind.REPLY:
+            self._track_reply(msg, self._incoming, True, request_id)
+
+    def _check_receive(self, msg: Message) -> bool:
+        if msg.TAG not in self._receives:
+            raise UnexpectedMessage(self._not_allowed(msg.TAG, Direction.RECEIVE))
+        kind = msg.KIND
+        if kind is Kind.REQUEST:
+            self._track_request(msg, self._incoming, False, None)
+        elif kind is Kind.REPLY:
+            return self._track_reply(msg, self._outgoing, False, None)
         return True
+
+    def _not_allowed(self, tag: str, direction: Direction) -> str:
+        """Why an open session may not carry ``tag`` this way: its role never may, or only a
+        later protocol version than the one negotiated (docs/protocol.md#versions)."""
+        sending = direction is Direction.SEND
+        if tag in OPEN_SENDERS[self.role][0 if sending else 1]:
+            what = "cannot send" if sending else "received"
+            return f"{what} {tag} in protocol version {self.version}"
+        return f"{self.role.name} may not {'send' if sending else 'receive'} {tag}"
 
     def _track_request(
         self, msg: Message, table: Dict[int, str], sending: bool, request_id: Optional[int]

@@ -17,6 +17,7 @@ __all__ = [
     "Direction",
     "Role",
     "SessionState",
+    "open_tags",
 ]
 
 #: Protocol versions this code speaks, oldest first (docs/protocol.md#versions).
@@ -178,3 +179,18 @@ REPLIES: Dict[str, FrozenSet[str]] = {
     "device.handover": frozenset({"device.handed_over", "error"}),
     "script.cancel": frozenset({"script.finished", "error"}),
 }
+
+
+_OPEN_TAGS: Dict[Tuple[Role, int], Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+
+
+def open_tags(role: Role, version: int) -> Tuple[FrozenSet[str], FrozenSet[str]]:
+    """:data:`OPEN_SENDERS` of ``role`` less the tags newer than ``version``
+    (:data:`SINCE_VERSION`): what an open session of that version may send and receive. One
+    pair of sets per role and version, shared by every session."""
+    tags = _OPEN_TAGS.get((role, version))
+    if tags is None:
+        sends, receives = OPEN_SENDERS[role]
+        newer = frozenset(tag for tag, since in SINCE_VERSION.items() if since > version)
+        tags = _OPEN_TAGS[(role, version)] = (sends - newer, receives - newer)
+    return tags

@@ -1,7 +1,7 @@
 """Drives a protocol.Session over one aiohttp websocket: frames in, events out, errors closed.
 
-After authentication every write goes through a bounded outbox drained by one writer task, so
-frames stay in order and a peer that can't keep up is disconnected, not buffered without limit.
+After authentication writes go through a bounded outbox (emptied at the end of the loop's turn, or
+by a writer task that waits for drain): frames stay in order, a peer that can't keep up is shed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Protocol
 
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from posassist.protocol.errors import MalformedMessage, PosAssistError
 
@@ -75,6 +75,7 @@ class WebSocketSession:
 
     __slots__ = (  # one per connected till: no dict each
         "_fixed",
+        "_flush_soon",
         "_frames_in",
         "_frames_out",
         "_loop",
@@ -129,8 +130,10 @@ class WebSocketSession:
         self._writer: asyncio.Task[None] | None = None
         # The writer waits for its wake-up (not inside a write): frames may go out without it.
         self._parked = False
+        # A write of the outbox is scheduled for the end of this turn of the loop.
+        self._flush_soon = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # The idle timer (see _receive): one per connection, moved lazily, not one per frame.
+        # The idle timer (see wait_events): one per connection, moved lazily, not one per frame.
         self._fixed: float | None = None
         self._until: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -150,6 +153,7 @@ class WebSocketSession:
 
     def start_writer(self) -> None:
         """From now on frames go through the outbox; call once, after the handshake."""
+        self._loop = asyncio.get_running_loop()
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer {self.peer}")
 
     def send_nowait(self, msg: Message, request_id: int | None = None) -> None:
@@ -171,6 +175,22 @@ class WebSocketSession:
                 raise SlowConsumerError(f"{self.peer}: {self._outbox_bytes} bytes queued")
             outbox.append(frame)
             self._outbox_bytes += len(frame)
+        if self._parked and not self._flush_soon:
+            # The writer waits for work: what is queued in this turn of the loop (a batch of a
+            # script's output read from its agent at one wake-up) goes out at its end, in one
+            # write, without a switch to the writer task and back (bench_relay.py throughput).
+            self._flush_soon = True
+            assert self._loop is not None  # set by start_writer, before the writer parks
+            self._loop.call_soon(self._flush_queued)
+
+    def _flush_queued(self) -> None:
+        self._flush_soon = False
+        if not self._parked or not self._outbox:
+            return  # the writer is at work and takes them, or stopped; or they went out already
+        if self._writable():
+            self._write_outbox()
+            return
+        # The socket's buffer is full (or closing): the writer sends them, waiting for drain.
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -269,19 +289,53 @@ class WebSocketSession:
         ``timeout``, when the session's silence deadline passes (docs/protocol.md#liveness): any
         frame, ping or pong moves it. ``until`` (loop time) ends the wait early all the same.
         Pings are answered here (the websocket has ``autoping=False`` so that they count).
+
+        Like ``asyncio.timeout()`` around each ``ws.receive()``, but without arming and
+        cancelling a timer for every frame (about a tenth of the relay's CPU when forwarding,
+        benchmarks/bench_relay.py): a frame only notes its arrival on the session, which moves
+        the silence deadline; the one timer re-arms itself for the newest deadline when it
+        fires early, and cancels the waiting task (as ``asyncio.timeout`` does) only when the
+        deadline has really passed. No coroutine of its own per frame: a busy agent's frames
+        each pass through here.
         """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
         # A handshake step's ``timeout`` is one fixed deadline: pings must not move it, or a
         # stranger who never signs in could hold the socket open by pinging.
-        loop = asyncio.get_running_loop()
-        end = None if timeout is None else loop.time() + timeout
+        fixed = None if timeout is None else loop.time() + timeout
+        session = self.session
         while True:
-            left = None if end is None else max(0.0, end - loop.time())
-            frame = await self._receive(left, until)
+            rearm = self._timer is None or self._fixed is not None or until != self._until
+            self._fixed = fixed
+            self._until = until
+            if rearm or fixed is not None:
+                # A silence deadline only moves later, so a timer armed for it stays good.
+                deadline = self._current_deadline()
+                if self._timer is None or self._timer_at > deadline:
+                    self._arm(loop, deadline)
+            self._waiter, self._timed_out = task, False
+            cancelling = task.cancelling()
+            try:
+                frame = await self.ws.receive()
+            except asyncio.CancelledError:
+                if self._timed_out and task.uncancel() <= cancelling:
+                    self._disarm()
+                    raise TimeoutError from None
+                raise
+            except BaseException:
+                self._disarm()
+                raise
+            finally:
+                self._waiter = None
+            session.data_received(loop.time())
             kind = frame.type
             if kind is WSMsgType.BINARY:
                 self._frames_in.inc()
-                self.session.receive_data(frame.data)
-                events = self.session.events_received()
+                session.receive_data(frame.data)
+                events = session.events_received()
                 if events:
                     return events
             elif kind is WSMsgType.PING:
@@ -293,48 +347,6 @@ class WebSocketSession:
                 raise MalformedMessage("text frame")
             else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp already closed with 1009 if too big)
                 raise ConnectionClosedError(str(kind))
-
-    async def _receive(self, timeout: float | None, until: float | None = None) -> WSMessage:
-        """The next frame (noted as traffic on the session); TimeoutError past the deadline.
-
-        The deadline is ``timeout`` seconds from now if given (the handshake), else the
-        session's silence deadline (docs/protocol.md#liveness), and never later than ``until``.
-        Like ``asyncio.timeout()`` around ``ws.receive()``, but without arming and cancelling a
-        timer for every frame (about a tenth of the relay's CPU when forwarding,
-        benchmarks/bench_relay.py): a frame only notes its arrival on the session, which moves
-        the silence deadline; the one timer re-arms itself for the newest deadline when it
-        fires early, and cancels the waiting task (as ``asyncio.timeout`` does) only when the
-        deadline has really passed.
-        """
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        assert task is not None
-        rearm = self._timer is None or self._fixed is not None or until != self._until
-        self._fixed = None if timeout is None else loop.time() + timeout
-        self._until = until
-        if rearm or timeout is not None:
-            # A silence deadline only moves later, so a timer armed for it stays good.
-            deadline = self._current_deadline()
-            if self._timer is None or self._timer_at > deadline:
-                self._arm(loop, deadline)
-        self._waiter, self._timed_out = task, False
-        cancelling = task.cancelling()
-        try:
-            frame = await self.ws.receive()
-        except asyncio.CancelledError:
-            if self._timed_out and task.uncancel() <= cancelling:
-                self._disarm()
-                raise TimeoutError from None
-            raise
-        except BaseException:
-            self._disarm()
-            raise
-        finally:
-            self._waiter = None
-        self.session.data_received(loop.time())
-        return frame
 
     def _current_deadline(self) -> float:
         deadline = self._fixed
@@ -353,7 +365,7 @@ class WebSocketSession:
     def _on_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         if self._waiter is None:
-            return  # between frames; the next _receive arms a fresh timer
+            return  # between frames; the next wait for one arms a fresh timer
         deadline = self._current_deadline()
         if loop.time() < deadline:
             self._arm(loop, deadline)  # traffic came since this timer was armed

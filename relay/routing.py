@@ -257,17 +257,19 @@ class InProcessRouter:
             self._orphans.pop(key, None)
         elif not route.orphaned:
             deadline = now + route.timeout
-            if isinstance(reply, ScriptProgress) and reply.step == "verified":
-                if "run_timeout" in reply.detail:
-                    stated = reply.detail["run_timeout"]
-                    route.run_timeout = _bounded(stated, self.max_run_timeout)
-                deadline += route.run_timeout
-            elif isinstance(reply, ScriptProgress) and reply.step == "consent_asked":
-                consent = _bounded(reply.detail.get("timeout"), self.max_consent_timeout)
-                deadline += consent + route.run_timeout
+            if isinstance(reply, ScriptProgress):
+                if reply.step == "verified":
+                    if "run_timeout" in reply.detail:
+                        stated = reply.detail["run_timeout"]
+                        route.run_timeout = _bounded(stated, self.max_run_timeout)
+                    deadline += route.run_timeout
+                elif reply.step == "consent_asked":
+                    consent = _bounded(reply.detail.get("timeout"), self.max_consent_timeout)
+                    deadline += consent + route.run_timeout
             elif isinstance(reply, ScriptStarted):
                 deadline += route.run_timeout
-            route.deadline = max(route.deadline, deadline)
+            if deadline > route.deadline:
+                route.deadline = deadline
         return route
 
     def audit_step(self, route: Route) -> bool:

@@ -412,7 +412,37 @@ async def _serve(device_id: str, peer: WebSocketSession, state: RelayState, lost
 async def _handle(
     device_id: str, peer: WebSocketSession, state: RelayState, event: Message, lost: LostJobs
 ) -> None:
-    if isinstance(event, Heartbeat):
+    # Replies first: nearly every frame of a busy agent is one (a script's output streaming to
+    # its console), so they meet one test before their route, not a chain of them.
+    if event.KIND is Kind.REPLY:
+        if isinstance(event, JobResults):
+            lost.asking = None
+            lost.running = tuple(await reconcile_results(state, device_id, event))
+        elif isinstance(event, ErrorReply) and event.id == lost.asking:
+            lost.asking = None  # the agent could not answer; asked again on the next connection
+        elif state.cancels and cancel_answered(state, peer, event):
+            pass  # the answer to a script.cancel, handed to its request (relay/handlers/cancel.py)
+        else:
+            route = state.router.deliver(peer, event, state.now())
+            if route is None:
+                return
+            # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
+            event = relay_owned(event, route)
+            if not route.orphaned and not _forward_reply(state, route, event):
+                await _reply_too_big(state, route, event)
+                return
+            if isinstance(event, ScriptProgress):
+                # Every step of a vetted run is audited: verified, refused and why, consent,
+                # backup. The agent's detail goes under its own key: it can't set the relay's
+                # fields. At most MAX_AUDITED_STEPS per route; the rest are counted in its end's
+                # record.
+                if state.router.audit_step(route):
+                    await _audit_step(state, device_id, route, event)
+            if event.TERMINAL and route.orphaned:
+                await reconcile_route(state, route, event)
+            elif event.TERMINAL:
+                await finish_route(state, route, None, None, reply=event)
+    elif isinstance(event, Heartbeat):
         now = state.now()
         peer.send_nowait(HeartbeatAck(seq=event.seq, sent_at=event.sent_at, received_at=now))
         state.heard_from(device_id)
@@ -422,32 +452,6 @@ async def _handle(
         # Kept with presence and shown to technicians; the device's own word, so nothing is
         # decided on it (docs/protocol.md#device-facts). Already validated by the session.
         state.seen(device_id, facts=event.facts)
-    elif isinstance(event, JobResults):
-        lost.asking = None
-        lost.running = tuple(await reconcile_results(state, device_id, event))
-    elif isinstance(event, ErrorReply) and event.id == lost.asking:
-        lost.asking = None  # the agent could not answer; asked again on the next connection
-    elif event.KIND is Kind.REPLY and cancel_answered(state, peer, event):
-        pass  # the answer to a script.cancel, handed to its request (relay/handlers/cancel.py)
-    elif event.KIND is Kind.REPLY:
-        route = state.router.deliver(peer, event, state.now())
-        if route is None:
-            return
-        # The device and job are the route's, not the agent's word (docs/protocol.md#requests).
-        event = relay_owned(event, route)
-        if not route.orphaned and not _forward_reply(state, route, event):
-            await _reply_too_big(state, route, event)
-            return
-        if isinstance(event, ScriptProgress):
-            # Every step of a vetted run is audited: verified, refused and why, consent, backup.
-            # The agent's detail goes under its own key: it can't set the relay's fields.
-            # At most MAX_AUDITED_STEPS per route; the rest are counted in its end's record.
-            if state.router.audit_step(route):
-                await _audit_step(state, device_id, route, event)
-        if event.TERMINAL and route.orphaned:
-            await reconcile_route(state, route, event)
-        elif event.TERMINAL:
-            await finish_route(state, route, None, None, reply=event)
     elif isinstance(event, DeviceHandover):
         await _hand_over(device_id, peer, state, event)
     elif isinstance(event, AlertRaised):

@@ -168,3 +168,98 @@ def test_encode_with_id_keeps_the_frame_limit_and_the_registry() -> None:
         Codec(limits=Limits(max_frame=32)).encode_with_id(big, 2)
     with pytest.raises(LocalProtocolError, match="not registered"):
         Codec(types=[Heartbeat]).encode_with_id(big, 2)
+
+
+# --- a decoded reply forwarded under another id: its frame, with only the id changed ----------
+
+IDS = [1, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, m.MAX_ID]
+
+
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if "id" in s.FIELDS], ids=lambda s: s.TAG)
+def test_a_decoded_message_forwarded_under_another_id_is_the_frame_of_the_copy(
+    sample: m.Message,
+) -> None:
+    # encode_with_id of the message just decoded re-uses its frame (only the id's bytes change):
+    # byte for byte what encoding the copy gives, for every size of id on either side.
+    codec = Codec()
+    for old in IDS:
+        frame = codec.encode(sample.with_id(old))
+        for new in IDS:
+            decoded = codec.decode(frame)
+            assert codec.encode_with_id(decoded, new) == codec.encode(sample.with_id(new))
+
+
+def _odd_frame(request_id: int, data: bytes = b"x") -> bytes:
+    """A script.output frame laid out as encode writes it up to its id (a one-byte int), then
+    its other fields in another order, with seq 1 as a 16-bit integer: valid, not canonical."""
+    head = b"\x86" + b"".join(msgpack.packb(p) for p in ("t", "script.output", "id", request_id))
+    rest = ("data", data, "stream", "stdout", "job_id", "j", "seq")
+    return head + b"".join(msgpack.packb(p) for p in rest) + b"\xcd\x00\x01"
+
+
+def test_a_decoded_frame_is_passed_on_as_it_came_except_for_its_id() -> None:
+    # The values after the id stay as the peer wrote them (here the fields in another order and
+    # a seq as a 16-bit integer): they decode into the message that was checked, in any peer.
+    codec = Codec()
+    frame = _odd_frame(3)
+    decoded = codec.decode(frame)
+    assert decoded == m.ScriptOutput(id=3, job_id="j", seq=1, stream="stdout", data=b"x")
+    forwarded = codec.encode_with_id(decoded, 300)
+    assert forwarded == frame.replace(b"\xa2id\x03", b"\xa2id\xcd\x01\x2c")
+    assert codec.decode(forwarded) == decoded.with_id(300)
+
+
+_FIELDS_AFTER_ID = b"".join(
+    msgpack.packb(p) for p in ("job_id", "j", "seq", 1, "stream", "stdout", "data", b"x")
+)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        msgpack.packb(  # the id before the tag
+            {
+                "id": 3,
+                "t": "script.output",
+                "job_id": "j",
+                "seq": 1,
+                "stream": "stdout",
+                "data": b"x",
+            }
+        ),
+        b"\x86"  # the id as a signed int8
+        + b"".join(msgpack.packb(p) for p in ("t", "script.output", "id"))
+        + b"\xd0\x03"
+        + _FIELDS_AFTER_ID,
+    ],
+    ids=["other order", "signed id"],
+)
+def test_a_frame_not_laid_out_as_encode_writes_it_is_encoded_again(frame: bytes) -> None:
+    codec = Codec()
+    decoded = codec.decode(frame)
+    assert codec.encode_with_id(decoded, 9) == codec.encode(decoded.with_id(9))
+
+
+def test_only_the_message_just_decoded_re_uses_its_frame() -> None:
+    codec = Codec()
+    first = codec.decode(_odd_frame(1, b"a"))
+    second = codec.decode(_odd_frame(2, b"b"))
+    codec.decode(msgpack.packb(HEARTBEAT))  # no id: the last one with an id is still remembered
+    assert codec.encode_with_id(first, 5) == codec.encode(first.with_id(5))  # encoded again
+    equal = m.ScriptOutput(id=2, job_id="j", seq=1, stream="stdout", data=b"b")  # equal, not it
+    assert equal == second
+    assert codec.encode_with_id(equal, 5) == codec.encode(equal.with_id(5))
+    assert codec.encode_with_id(second, 5) == _odd_frame(5, b"b")  # its own frame, re-used
+
+
+def test_a_re_used_frame_keeps_the_frame_limit() -> None:
+    # a frame at the limit with a one-byte id can't take a nine-byte one
+    codec = Codec(limits=Limits(max_frame=300))
+    probe = codec.encode(m.ScriptOutput(id=1, job_id="j", seq=0, stream="stdout", data=b""))
+    data = b"x" * (300 - len(probe))  # under 256 bytes: the same bin 8 header as the empty one
+    frame = codec.encode(m.ScriptOutput(id=1, job_id="j", seq=0, stream="stdout", data=data))
+    assert len(frame) == 300
+    decoded = codec.decode(frame)
+    with pytest.raises(LocalProtocolError, match="encodes to 308 bytes"):
+        codec.encode_with_id(decoded, m.MAX_ID)
+    assert len(codec.encode_with_id(decoded, 127)) == 300

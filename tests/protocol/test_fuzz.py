@@ -77,6 +77,29 @@ def test_mutated_valid_frames_never_crash(sample, data) -> None:  # type: ignore
 
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=STRUCTURED)
 @given(
+    st.sampled_from([s for s in SAMPLES if "id" in s.FIELDS]),
+    st.data(),
+    st.integers(min_value=1, max_value=2**63 - 1),
+)
+def test_a_frame_forwarded_under_another_id_decodes_to_the_copy(sample, data, new_id) -> None:  # type: ignore[no-untyped-def]
+    # A relay passes a decoded frame on with only its id changed (Codec.encode_with_id): for any
+    # frame it accepted, mutated or not, what it sends decodes to that message under the new id.
+    codec = Codec()
+    frame = bytearray(codec.encode(sample))
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
+        index = data.draw(st.integers(min_value=0, max_value=len(frame) - 1))
+        frame[index] = data.draw(st.integers(min_value=0, max_value=255))
+    try:
+        decoded = codec.decode(bytes(frame))
+    except RemoteProtocolError:
+        return
+    if "id" not in decoded.FIELDS:
+        return
+    assert codec.decode(codec.encode_with_id(decoded, new_id)) == decoded.with_id(new_id)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=STRUCTURED)
+@given(
     st.sampled_from(ROLES),
     st.lists(
         st.binary(max_size=64) | st.sampled_from([CODEC.encode(s) for s in SAMPLES]), max_size=6

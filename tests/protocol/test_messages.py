@@ -239,6 +239,36 @@ def test_from_wire_is_the_inverse_of_to_wire(sample: m.Message) -> None:
     assert type(rebuilt) is type(sample)
 
 
+def _later_fields_none(sample: m.Message) -> m.Message:
+    return dataclasses.replace(sample, **dict.fromkeys(sample.LATER_FIELDS))  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.TAG)
+def test_compiled_to_wire_gives_the_generic_map_key_for_key_in_order(sample: m.Message) -> None:
+    # Each message's to_wire is written out for speed (messages._compile_to_wire); the loop in
+    # Message.to_wire is the reference: same keys, same values, same order (same frame bytes).
+    assert "to_wire" in type(sample).__dict__  # its own, compiled
+    for message in (sample, _later_fields_none(sample)):
+        assert list(message.to_wire().items()) == list(m.Message.to_wire(message).items())
+
+
+def test_a_later_field_between_others_is_left_off_in_place_while_none() -> None:
+    try:
+
+        @m.message("test.later-between")
+        class Between(m.Message):
+            first: int = m.spec(default=0)
+            added: str | None = m.spec(default=None, since=2)
+            last: int = m.spec(default=0)
+
+        assert list(Between(first=1, last=2).to_wire()) == ["t", "first", "last"]
+        both = Between(first=1, added="a", last=2)
+        assert list(both.to_wire().items()) == list(m.Message.to_wire(both).items())
+        assert list(both.to_wire()) == ["t", "first", "added", "last"]
+    finally:
+        m.MESSAGE_TYPES[:] = [c for c in m.MESSAGE_TYPES if not c.TAG.startswith("test.")]
+
+
 BAD_WIRE_MAPS = [
     ("missing field", {"t": "heartbeat", "seq": 1}),
     ("extra field", {"t": "heartbeat", "seq": 1, "sent_at": 2.0, "evil": 1}),

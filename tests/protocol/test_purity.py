@@ -40,10 +40,11 @@ FORBIDDEN_MODULES = {
     "logging",
 }
 FORBIDDEN_CALLS = {"open", "print", "input", "eval", "exec", "compile", "__import__", "breakpoint"}
-#: The one place code is compiled: messages._compile_from_wire writes each message's from_wire
-#: from the class's own field names (as dataclasses writes __init__), never from input; held to
-#: the generic Message.from_wire by tests/protocol/test_messages.py.
-COMPILERS = {"_compile_from_wire": {"exec", "compile"}}
+#: The one place code is compiled: messages._define, for messages._compile_from_wire and
+#: _compile_to_wire, which write each message's from_wire and to_wire from the class's own field
+#: names (as dataclasses writes __init__), never from input; held to the generic
+#: Message.from_wire and Message.to_wire by tests/protocol/test_messages.py.
+COMPILERS = {"_define": {"exec", "compile"}}
 PROTOCOL_DIR = Path(posassist.protocol.__file__).parent
 MODULES = sorted(PROTOCOL_DIR.glob("*.py"))
 
@@ -91,9 +92,10 @@ def test_protocol_module_is_sans_io(path: Path) -> None:
         "from socket import socket",
         "open('x')",
         "import concurrent.futures",
-        "def _compile_from_wire():\n    open('x')",
+        "def _define():\n    open('x')",
         "def elsewhere():\n    exec('x')",
-        "def f():\n    def _compile_from_wire(): pass\n    exec('x')",
+        "def _compile_from_wire():\n    exec('x')",
+        "def f():\n    def _define(): pass\n    exec('x')",
     ],
 )
 def test_purity_check_catches_forbidden_use(source: str) -> None:
@@ -107,5 +109,5 @@ def test_purity_check_allows_relative_and_pure_imports() -> None:
     )
 
 
-def test_only_the_from_wire_compiler_may_compile() -> None:
-    assert forbidden_uses("def _compile_from_wire():\n    exec(compile('', '', 'exec'))") == []
+def test_only_the_message_compiler_may_compile() -> None:
+    assert forbidden_uses("def _define():\n    exec(compile('', '', 'exec'))") == []

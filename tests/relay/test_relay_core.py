@@ -511,6 +511,35 @@ async def test_a_burst_of_output_reaches_the_console_whole_and_in_order(relay: R
     assert all(g.id == 70 for g in got)  # type: ignore[attr-defined]
 
 
+async def test_replies_reach_a_reading_console_without_waking_its_writer_task(
+    relay: Relay,
+) -> None:
+    # While a console's writer waits for work, what is queued for it in one turn of the loop is
+    # written at the end of that turn (relay/connection.py send_nowait): no switch to the writer
+    # task and back per batch. The writer only wakes when the socket's buffer is full, which
+    # tests/relay/test_outbox_bytes.py drives (a console that stops reading is still shed).
+    device_id, key = await relay.enrol()
+    async with Agent(relay, device_id, key) as agent, Console(relay) as console:
+        await console.request(
+            m.ScriptRunRequest(id=71, device_id=device_id, script="log-bundle", version="1")
+        )
+        (request,) = await agent.next()
+        rid = request.id  # type: ignore[attr-defined]
+        (peer,) = next(iter(relay.state.console_tokens.values()))
+        await wait_until(lambda: peer._parked)  # the writer waits for work
+        waiting = peer._wakeup  # what would wake it
+        assert waiting is not None
+        got: list[m.Message] = []
+        for seq in range(5):  # one at a time, each alone in its turn of the relay's loop
+            await agent.reply(
+                m.ScriptOutput(id=rid, job_id="j", seq=seq, stream="stdout", data=b"%d" % seq)
+            )
+            got += await console.next()
+        assert [(g.id, g.seq) for g in got] == [(71, seq) for seq in range(5)]  # type: ignore[attr-defined]
+        assert peer._wakeup is waiting
+        assert not waiting.done()  # never woken: every frame went out at once
+
+
 def test_binary_frame_headers_follow_rfc_6455() -> None:
     assert binary_frame_header(0) == b"\x82\x00"
     assert binary_frame_header(125) == b"\x82\x7d"

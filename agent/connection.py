@@ -129,7 +129,9 @@ class AgentConnection:
             self.help.attach(connection)  # the help window's requests go over this connection
         if opened.version >= SINCE_VERSION[DeviceFacts.TAG]:  # a v1 relay would refuse them
             background.append(asyncio.ensure_future(self._send_facts()))
-        if self.diagnostics is not None and not _WARM:
+        if self.diagnostics is not None and self.health is not None and not _WARM:
+            # the health checks load the collectors and findings anyway: load them now, not in
+            # the first request; a till without checks keeps its idle set small until asked
             background.append(asyncio.ensure_future(_warm_up()))
         health = self.health
         if health is not None:

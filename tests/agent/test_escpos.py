@@ -167,9 +167,10 @@ def test_unplug_mid_conversation_keeps_the_replies_received_before(printer, tran
     assert result.status.online is True
 
 
-def test_pty_port_vanishes_for_good_after_unplug(printer):
+def test_pty_port_vanishes_for_good_after_unplug(printer, tmp_path):
     printer.set_state(PrinterState.UNPLUG)
-    path = printer.start_pty()
+    # its by-id name: the /dev/pts number itself may go to another test's pty at once
+    path = printer.start_pty(link=str(tmp_path / "usb-printer-if00"))
     assert probe_serial(path, **FAST).outcome is ProbeOutcome.UNPLUGGED
     deadline = time.monotonic() + 10
     while os.path.exists(path):  # the simulator closes the pty once unplugged

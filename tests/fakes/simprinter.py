@@ -292,6 +292,7 @@ class SimPrinter:
         self._master: Optional[int] = None
         self._listener: Optional[socket.socket] = None
         self.pty_path: Optional[str] = None
+        self._link: Optional[str] = None
         self.tcp_address: Optional[Tuple[str, int]] = None
 
     # -- convenience passthroughs --
@@ -307,10 +308,13 @@ class SimPrinter:
 
     # -- PTY --
 
-    def start_pty(self) -> str:
+    def start_pty(self, link: Optional[str] = None) -> str:
         """Open a pseudo-terminal in raw mode and serve it; return the slave path to open.
 
         The printer does not keep the slave open itself, so a holder scan sees only real clients.
+        ``link``: also a symbolic link to it there, returned instead, and taken away when the
+        printer is unplugged, as udev does with /dev/serial/by-id (a /dev/pts number is given to
+        the next pty anyone opens, so "gone" is only certain for a name of one's own).
         """
         import pty  # POSIX only
         import tty
@@ -321,6 +325,10 @@ class SimPrinter:
         os.close(slave)
         self._master = master
         self.pty_path = path
+        if link is not None:
+            os.symlink(path, link)
+            self._link = link
+            path = link
         self._spawn(self._serve_pty, master)
         return path
 
@@ -342,6 +350,9 @@ class SimPrinter:
 
     def _unplug_pty(self) -> None:
         master, self._master = self._master, None
+        link, self._link = self._link, None
+        if link is not None:
+            os.unlink(link)
         if master is not None:
             os.close(master)
 

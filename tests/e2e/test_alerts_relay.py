@@ -249,6 +249,7 @@ async def _counts(database_url: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~35 s alone on PostgreSQL; it ran out of 120 s at load 20
 async def test_a_thousand_queued_deliveries_add_up_after_a_sigkill(
     tmp_path: Path, database: str
 ) -> None:

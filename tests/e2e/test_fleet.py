@@ -202,6 +202,34 @@ async def test_more_tills_than_one_address_may_enrol_at_once_wait_and_all_are_sa
     assert saved == {d["id"] for d in devices["devices"]}
 
 
+async def test_a_refused_token_leaves_the_tills_enrolled_beside_it_saved(
+    relay: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    data, store, url = relay
+    used = invite(data, store, url)
+    first = tmp_path / "first.txt"
+    first.write_text(used + "\n")
+    assert fleet_run("--relay", url, "--identities", str(tmp_path / "a"), "--tokens", str(first),
+                     "--enrol-only").returncode == 0  # fmt: skip
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join([invite(data, store, url), used, invite(data, store, url)]))
+    ids = tmp_path / "b"
+    result = await asyncio.to_thread(
+        fleet_run, "--relay", url, "--identities", str(ids), "--tokens", str(tokens), "--enrol-only"
+    )
+    assert result.returncode == 2
+    assert "refused the enrolment" in result.stderr
+    assert "2 tills enrolled before it are saved" in result.stderr
+    token = await admin_token(url)
+    devices = {d["id"] for d in (await api(url, token, "GET", "/v1/devices"))["devices"]}
+    saved = {
+        json.loads((d / "agent.json").read_text())["device_id"]
+        for d in [*ids.iterdir(), *(tmp_path / "a").iterdir()]
+    }
+    assert len(saved) == 3
+    assert saved == devices
+
+
 def test_new_tills_are_numbered_after_the_highest_folder_not_into_a_gap(tmp_path: Path) -> None:
     from posassist.relay.fleet import _prepare_folder
 

@@ -163,10 +163,15 @@ def parser() -> argparse.ArgumentParser:
         help="enrol this many new tills with fresh one-time tokens",
     )
     enrol.add_argument("--store", help="store id the new tills belong to")
-    enrol.add_argument("--user", default="admin", help="admin who creates the tokens")
+    enrol.add_argument(
+        "--user", default="admin", help="admin who creates the tokens (default: admin)"
+    )
     enrol.add_argument("--password-file", type=Path, help="that admin's password")
     enrol.add_argument(
-        "--tokens", type=Path, help="or: enrol with these tokens instead (one per line)"
+        "--tokens",
+        type=Path,
+        help="or: enrol with these tokens instead (one per line); new tills are added after "
+        "those already in --identities, and all of them run",
     )
     enrol.add_argument("--enrol-only", action="store_true", help="enrol, then stop (run nothing)")
     p.add_argument(
@@ -182,7 +187,10 @@ def parser() -> argparse.ArgumentParser:
         help="skip this many identities (in folder order) before the ones run",
     )
     p.add_argument(
-        "--processes", type=_count(1, MAX_PROCESSES, "--processes"), default=1, help="spread over"
+        "--processes",
+        type=_count(1, MAX_PROCESSES, "--processes"),
+        default=1,
+        help=f"spread the tills over this many processes (default 1, at most {MAX_PROCESSES})",
     )
     p.add_argument(
         "--duration",
@@ -200,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-backoff",
         type=_seconds(1.0, 3600.0, "--max-backoff"),
         default=60.0,
-        help="longest wait between reconnects, as posassist-agent run's (default 60 s)",
+        help="longest wait between reconnects (and between enrolment retries after a 429/503), "
+        "as posassist-agent run's (default 60 s)",
     )
     p.add_argument(
         "--diag-bytes",
@@ -217,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
         "--connect-concurrency",
         type=_count(1, 4096, "--connect-concurrency"),
         default=128,
-        help="connections being opened at once, per process",
+        help="connections being opened at once, per process (default 128)",
     )
     p.add_argument(
         "--single-address",

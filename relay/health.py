@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import Counter
 
+    from .alerts import Alert
     from .policies import PolicyBook
     from .storage.health import HealthStore
     from .webhooks import WebhookSender
@@ -28,7 +29,8 @@ class Health:
     sender: WebhookSender
     policies: PolicyBook
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    #: (device, check) whose remediation is being decided (relay/remediation.py)
-    remediating: set[tuple[str, str]] = field(default_factory=set)
+    #: (device, check) whose remediation is being decided (relay/remediation.py) -> the alert of
+    #: a firing event that came meanwhile (None: none did), decided again once this one ends
+    remediating: dict[tuple[str, str], Alert | None] = field(default_factory=dict)
     #: ``posassist_relay_alert_events_total{result}``: stored, duplicate, unavailable
     events: Counter | None = None

@@ -85,19 +85,25 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 def after_firing(state: RelayState, health: Health, alert: Alert) -> None:
     """A firing event changed ``alert``: try the policy's script, or escalate (background)."""
     key = (alert.device_id, alert.check_name)
-    if key in health.remediating:  # one decision at a time per device and check
+    if key in health.remediating:  # one decision at a time per device and check: this event
+        health.remediating[key] = alert  # is decided once the one in hand ends, not dropped
         return
-    health.remediating.add(key)
+    health.remediating[key] = None
     _track(health, _remediate(state, health, alert, key))
 
 
 async def _remediate(state: RelayState, health: Health, alert: Alert, key: tuple[str, str]) -> None:
+    next_alert: Alert | None = alert
     try:
-        await _decide(state, health, alert)
-    except StorageError as exc:  # decided again at the next firing event
-        log.warning("remediation of %s on %s not decided: %s", *key[::-1], exc)
+        while next_alert is not None:
+            try:
+                await _decide(state, health, next_alert)
+            except StorageError as exc:  # decided again at the next firing event
+                log.warning("remediation of %s on %s not decided: %s", *key[::-1], exc)
+            next_alert = health.remediating.get(key)  # a firing event came meanwhile
+            health.remediating[key] = None
     finally:
-        health.remediating.discard(key)
+        health.remediating.pop(key, None)
 
 
 async def _decide(state: RelayState, health: Health, alert: Alert) -> None:

@@ -15,6 +15,8 @@ from tests.relay.harness import Agent, Relay
 from tests.relay.test_policies import policy_message, set_policy
 
 if TYPE_CHECKING:
+    import pytest
+
     from posassist.relay.alerts import Alert
 
 __all__ = ["relay"]
@@ -162,3 +164,37 @@ async def test_an_attempt_whose_end_never_came_is_failed_and_the_next_one_runs(
     # failed by whichever saw it first: the route's expiry (outcome unknown) or the next decision
     detail = body["remediations"][0]["detail"]
     assert "no outcome within" in detail or detail.startswith("outcome_unknown")
+
+
+async def test_a_firing_event_during_a_decision_is_decided_after_it_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One decision at a time per device and check; an event that comes meanwhile is decided
+    once it ends (it was dropped, and a stale attempt then waited for yet another event)."""
+    import types
+
+    from posassist.relay import remediation
+
+    decided: list[object] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def decide(state: object, health: object, alert: object) -> None:
+        decided.append(alert)
+        started.set()
+        if len(decided) == 1:
+            await release.wait()
+
+    monkeypatch.setattr(remediation, "_decide", decide)
+    health = types.SimpleNamespace(remediating={}, tasks=set())
+    first, second, third = (types.SimpleNamespace(device_id="d", check_name="c") for _ in "abc")
+    remediation.after_firing(None, health, first)  # type: ignore[arg-type]
+    await asyncio.wait_for(started.wait(), 5)  # the first decision is under way
+    remediation.after_firing(None, health, second)  # type: ignore[arg-type]
+    remediation.after_firing(None, health, third)  # type: ignore[arg-type]
+    assert decided == [first]
+    release.set()
+    async with asyncio.timeout(5):
+        while health.tasks:
+            await asyncio.gather(*health.tasks)
+    assert decided == [first, third]  # the newest event's alert, once
+    assert health.remediating == {}

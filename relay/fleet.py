@@ -163,10 +163,15 @@ def parser() -> argparse.ArgumentParser:
         help="enrol this many new tills with fresh one-time tokens",
     )
     enrol.add_argument("--store", help="store id the new tills belong to")
-    enrol.add_argument("--user", default="admin", help="admin who creates the tokens")
+    enrol.add_argument(
+        "--user", default="admin", help="admin who creates the tokens (default: admin)"
+    )
     enrol.add_argument("--password-file", type=Path, help="that admin's password")
     enrol.add_argument(
-        "--tokens", type=Path, help="or: enrol with these tokens instead (one per line)"
+        "--tokens",
+        type=Path,
+        help="or: enrol with these tokens instead (one per line); new tills are added after "
+        "those already in --identities, and all of them run",
     )
     enrol.add_argument("--enrol-only", action="store_true", help="enrol, then stop (run nothing)")
     p.add_argument(
@@ -182,7 +187,10 @@ def parser() -> argparse.ArgumentParser:
         help="skip this many identities (in folder order) before the ones run",
     )
     p.add_argument(
-        "--processes", type=_count(1, MAX_PROCESSES, "--processes"), default=1, help="spread over"
+        "--processes",
+        type=_count(1, MAX_PROCESSES, "--processes"),
+        default=1,
+        help=f"spread the tills over this many processes (default 1, at most {MAX_PROCESSES})",
     )
     p.add_argument(
         "--duration",
@@ -200,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-backoff",
         type=_seconds(1.0, 3600.0, "--max-backoff"),
         default=60.0,
-        help="longest wait between reconnects, as posassist-agent run's (default 60 s)",
+        help="longest wait between reconnects (and between enrolment retries after a 429/503), "
+        "as posassist-agent run's (default 60 s)",
     )
     p.add_argument(
         "--diag-bytes",
@@ -217,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
         "--connect-concurrency",
         type=_count(1, 4096, "--connect-concurrency"),
         default=128,
-        help="connections being opened at once, per process",
+        help="connections being opened at once, per process (default 128)",
     )
     p.add_argument(
         "--single-address",
@@ -346,18 +355,55 @@ def retry_after_delay(retry_after: str | None, scheduled: float) -> float:
     return max(scheduled, min(asked, MAX_RETRY_AFTER) + random.random() * GOING_AWAY_JITTER)
 
 
-async def _tokens_from_api(relay: str, store: str, user: str, password: str, n: int) -> list[str]:
+#: How long one enrolment request is retried while the relay sheds it (429/503) before the
+#: fleet gives up on it: bounded, as every loop here.
+ENROL_TIMEOUT = 600.0
+
+
+class Enrolment:
+    """Requests of one enrolment run, retried as an agent would: a 429/503 waits for its
+    ``Retry-After`` (with jitter) or the agent's backoff, up to ``ENROL_TIMEOUT`` per request.
+    ``retried`` counts the waits (the ``enrolled`` line's ``retried``)."""
+
+    def __init__(self, max_backoff: float, timeout: float = ENROL_TIMEOUT) -> None:
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.retried = 0
+
+    async def fetch(
+        self, method: str, url: str, gate: asyncio.Semaphore | None = None, **kwargs: Any
+    ) -> Any:
+        """The relay's answer to one request: the first that is not load shedding, or the last
+        429/503 once ``timeout`` has passed. ``gate`` is held for each try, not for the waits."""
+        from posassist.client import http
+
+        deadline = time.monotonic() + self.timeout
+        delays = backoff(cap=self.max_backoff)
+        while True:
+            async with gate or contextlib.nullcontext():
+                answer = await http.fetch(method, url, **kwargs)
+            left = deadline - time.monotonic()
+            if answer.status not in (429, 503) or left <= 0:
+                return answer
+            self.retried += 1
+            wait = retry_after_delay(answer.headers.get("retry-after"), next(delays))
+            await asyncio.sleep(min(wait, left))  # a backoff, not a synchronisation
+
+
+async def _tokens_from_api(
+    enrolment: Enrolment, relay: str, store: str, user: str, password: str, n: int
+) -> list[str]:
     from posassist.client import http
 
     base = http.http_url(relay)
-    login = await http.fetch(
+    login = await enrolment.fetch(
         "POST", base + "/v1/login", json_body={"username": user, "password": password}
     )
     _raise_refused(login, "sign-in", "登录")
     token = str(login.json()["token"])
     tokens = []
     for _ in range(n):
-        answer = await http.fetch(
+        answer = await enrolment.fetch(
             "POST", base + "/v1/enrolments", json_body={"store_id": store}, token=token
         )
         _raise_refused(answer, "enrolment token", "注册令牌")
@@ -377,50 +423,76 @@ def _raise_refused(answer: Any, what: str, what_zh: str) -> None:
 
 
 def _prepare_folder(root: Path) -> int:
-    """Make ``root`` (0700) if need be; how many till folders it holds already."""
+    """Make ``root`` (0700) if need be; the index the next new till folder gets (after the
+    highest there, so a gap left by an earlier run never makes two tills share a number)."""
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return len([p for p in root.iterdir() if p.is_dir()])
+    taken = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(taken, default=-1) + 1
 
 
 async def enrol_tills(
-    relay: str, root: Path, tokens: Sequence[str], spread: bool, concurrency: int
+    enrolment: Enrolment,
+    relay: str,
+    root: Path,
+    tokens: Sequence[str],
+    spread: bool,
+    concurrency: int,
 ) -> list[Path]:
-    """Enrol one till per token into new folders under ``root``, the way an agent does."""
+    """Enrol one till per token into new folders under ``root``, the way an agent does.
+
+    Each identity is saved as soon as the relay's answer to it comes, and a refusal of one
+    stops none of the others: when the run fails, every till the relay enrolled is on disk
+    (FleetError then says how many)."""
     from posassist.client import http
     from posassist.protocol import signing
     from posassist.protocol.enrolment import EnrolmentInvite
 
-    start = await asyncio.to_thread(_prepare_folder, root)
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(i: int, text: str) -> Path:
-        invite = EnrolmentInvite.decode(text)
+    invites = [EnrolmentInvite.decode(text) for text in tokens]
+    for invite in invites:
         if checked_relay_url(invite.relay_url) != relay:
             raise FleetError(
                 f"令牌属于另一个中继（{invite.relay_url}）",
                 f"a token names another relay ({invite.relay_url})",
             )
+    start = await asyncio.to_thread(_prepare_folder, root)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, invite: EnrolmentInvite) -> Path:
         key = signing.generate_private_key()
         raw = signing.public_key_to_raw(key.public_key())
         index = start + i
         local = (source_address(index), 0) if spread else None
-        async with gate:
-            answer = await http.fetch(
-                "POST",
-                http.http_url(relay) + "/v1/enrol",
-                json_body={
-                    "secret": invite.secret,
-                    "public_key": base64.b64encode(raw).decode("ascii"),
-                    "agent_version": SOFTWARE,
-                },
-                local_addr=local,
-            )
+        answer = await enrolment.fetch(
+            "POST",
+            http.http_url(relay) + "/v1/enrol",
+            gate,
+            json_body={
+                "secret": invite.secret,
+                "public_key": base64.b64encode(raw).decode("ascii"),
+                "agent_version": SOFTWARE,
+            },
+            local_addr=local,
+        )
         _raise_refused(answer, "enrolment", "注册")
         folder = root / f"{index:05d}"
         write_identity(folder, Identity(str(answer.json()["device_id"]), relay, key))
         return folder
 
-    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))))
+    results = await asyncio.gather(
+        *(one(i, invite) for i, invite in enumerate(invites)), return_exceptions=True
+    )
+    saved = [r for r in results if isinstance(r, Path)]
+    failed = [r for r in results if not isinstance(r, Path)]
+    if failed:
+        first = failed[0]
+        if not isinstance(first, Exception):
+            raise first  # KeyboardInterrupt, cancellation: not ours to reword
+        zh, en = (first.zh, first.en) if isinstance(first, FleetError) else (first, first)
+        raise FleetError(
+            f"{zh}（{len(saved)} 个已注册的终端已保存在 {root}）",
+            f"{en} ({len(saved)} tills enrolled before it are saved in {root})",
+        ) from first
+    return saved
 
 
 # --- one simulated till ---------------------------------------------------------------------
@@ -943,16 +1015,17 @@ def _enrol(args: argparse.Namespace, relay: str) -> None:
             ) from None
         tokens = []
     spread = _spread(args, relay)
+    enrolment = Enrolment(args.max_backoff)
 
     async def go() -> list[Path]:
         wanted = tokens or await _tokens_from_api(
-            relay, args.store, args.user, password, int(args.enrol)
+            enrolment, relay, args.store, args.user, password, int(args.enrol)
         )
-        return await enrol_tills(relay, args.identities, wanted, spread, 16)
+        return await enrol_tills(enrolment, relay, args.identities, wanted, spread, 16)
 
     with _event_loop() as runner:
         folders = runner.run(go())
-    emit({"event": "enrolled", "tills": len(folders)})
+    emit({"event": "enrolled", "tills": len(folders), "retried": enrolment.retried})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,7 +63,8 @@ _DUMMY_HASH: str | None = None
 async def enrol(request: web.Request) -> web.Response:
     """An agent presents a one-time token's secret and its public key; it gets a device id."""
     state = request.app[STATE]
-    if not state.enrol_limiter.allow(address_key(str(request.remote)), state.now()):
+    address, now = address_key(str(request.remote)), state.now()
+    if not state.enrol_limiter.allow(address, now):
         await state.audit(
             f"ip:{request.remote}",
             "device.enrol",
@@ -71,7 +72,11 @@ async def enrol(request: web.Request) -> web.Response:
             Outcome.REFUSED,
             {"reason": "rate limited"},
         )
-        raise RateLimited("enrolment rate")
+        # Retry-After: when this address's bucket holds a try again (a fleet or an installer
+        # enrolling many tills from one address waits that long, docs/fleet.md)
+        raise RateLimited(
+            "enrolment rate", retry_after=state.enrol_limiter.retry_after(address, now)
+        )
     body = await _json(request)
     secret = _field(body, "secret", str, max_len=128)
     try:

@@ -4,6 +4,7 @@ the bad inputs it must refuse before a byte is sent (relay/fleet.py, docs/fleet.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import signal
@@ -44,13 +45,13 @@ def fleet(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def fleet_run(*args: str) -> subprocess.CompletedProcess[str]:
+def fleet_run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "posassist.relay.fleet", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -175,6 +176,68 @@ def test_saved_identities_are_loaded_again(relay: tuple[Path, str, str], tmp_pat
     assert "中继拒绝了注册" in refused.stderr
     assert "refused the enrolment" in refused.stderr
     assert len(list(ids.iterdir())) == 3
+
+
+async def test_more_tills_than_one_address_may_enrol_at_once_wait_and_all_are_saved(
+    relay: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """From one address the relay enrols 10 at once, then one per 5 s (429 + Retry-After,
+    docs/relay.md): the fleet waits as asked, and every till the relay enrolled is saved."""
+    data, store, url = relay
+    ids = tmp_path / "ids"
+    result = await asyncio.to_thread(
+        fleet_run, "--relay", url, "--identities", str(ids), "--enrol", "12", "--single-address",
+        "--store", store, "--password-file", str(data / "admin.pw"), "--enrol-only",
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    enrolled = json.loads(result.stdout)
+    assert enrolled["event"] == "enrolled"
+    assert enrolled["tills"] == 12
+    assert enrolled["retried"] >= 2  # the 11th and 12th were told to wait, at least once each
+    token = await admin_token(url)
+    devices = await api(url, token, "GET", "/v1/devices")
+    saved = {json.loads((d / "agent.json").read_text())["device_id"] for d in ids.iterdir()}
+    assert len(saved) == 12
+    assert saved == {d["id"] for d in devices["devices"]}
+
+
+async def test_a_refused_token_leaves_the_tills_enrolled_beside_it_saved(
+    relay: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    data, store, url = relay
+    used = invite(data, store, url)
+    first = tmp_path / "first.txt"
+    first.write_text(used + "\n")
+    assert fleet_run("--relay", url, "--identities", str(tmp_path / "a"), "--tokens", str(first),
+                     "--enrol-only").returncode == 0  # fmt: skip
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join([invite(data, store, url), used, invite(data, store, url)]))
+    ids = tmp_path / "b"
+    result = await asyncio.to_thread(
+        fleet_run, "--relay", url, "--identities", str(ids), "--tokens", str(tokens), "--enrol-only"
+    )
+    assert result.returncode == 2
+    assert "refused the enrolment" in result.stderr
+    assert "2 tills enrolled before it are saved" in result.stderr
+    token = await admin_token(url)
+    devices = {d["id"] for d in (await api(url, token, "GET", "/v1/devices"))["devices"]}
+    saved = {
+        json.loads((d / "agent.json").read_text())["device_id"]
+        for d in [*ids.iterdir(), *(tmp_path / "a").iterdir()]
+    }
+    assert len(saved) == 3
+    assert saved == devices
+
+
+def test_new_tills_are_numbered_after_the_highest_folder_not_into_a_gap(tmp_path: Path) -> None:
+    from posassist.relay.fleet import _prepare_folder
+
+    ids = tmp_path / "ids"
+    assert _prepare_folder(ids) == 0
+    for name in ("00000", "00002"):
+        (ids / name).mkdir()
+    assert _prepare_folder(ids) == 3  # 00001 is missing: counting would hand out 00002 again
 
 
 @pytest.mark.parametrize(

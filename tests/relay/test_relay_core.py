@@ -111,6 +111,30 @@ async def test_enrolment_token_for_another_relay_is_refused(relay: Relay) -> Non
     assert ("device.enrol", "refused", "relay") in await relay.audit_actions()
 
 
+async def test_enrolment_over_the_address_allowance_is_429_with_when_to_come_back(
+    tmp_path: Path,
+) -> None:
+    """A fleet or an installer enrolling many tills from one address is told when the next try
+    can succeed (docs/fleet.md), not left to guess: 1 try per 5 s after a burst of 2."""
+    from aiohttp import ClientSession
+
+    relay = await start_relay(tmp_path, enrol_rate=0.2, enrol_burst=2)
+    try:
+        for _ in range(2):
+            assert (await _enrol_raw(relay, "x" * 32))[0] == 403  # unknown secret: spent a try
+        async with (
+            ClientSession() as http,
+            http.post(relay.http + "/v1/enrol", json={"secret": "x" * 32}) as answer,
+        ):
+            assert answer.status == 429
+            assert answer.headers["Retry-After"] == "5"
+            assert (await answer.json())["error"] == "RateLimited"
+        relay.clock.offset = 5
+        assert (await _enrol_raw(relay, "x" * 32))[0] == 403  # refilled: heard again
+    finally:
+        await relay.server.close()
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -63,12 +63,13 @@ endif
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# Tests run in parallel, two workers per core (pytest-xdist; idle workers steal queued tests, so the
-# slow end-to-end tests do not pile up on one; many of them wait on a relay or a till more than they
-# compute); each makes its own ports and folders. protocol/ branch coverage must be 100% from the
-# protocol's own tests (a first, quick pass, parallel too); then everything runs in the CI profile, where the
-# hypothesis byte fuzzers run 10,000 examples, without the coverage tracer's cost.
-WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
+# Tests run in parallel, three workers per core (pytest-xdist; idle workers steal queued tests, so
+# the slow end-to-end tests do not pile up on one). The tests wait on a relay or a till for about
+# 60% of their time (POSASSIST_TEST_CPU=FILE records each one's CPU): with two workers per core the
+# cores idled. Each test makes its own ports and folders. protocol/ branch coverage must be 100%
+# from the protocol's own tests (a first, quick pass, parallel too); then everything runs in the CI
+# profile, where the hypothesis byte fuzzers run 10,000 examples, without the coverage tracer's cost.
+WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 3 )))
 
 test: $(STAMP) py38-leg
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) tests/protocol \

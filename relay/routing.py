@@ -350,10 +350,37 @@ def error_reply(route: Route, code: str, message: str) -> ErrorReply:
 RELAY_OWNED_FIELDS = ("device_id", "job_id")
 
 
+#: Error codes that are the relay's word (or a result's), never an agent's: an agent's error
+#: reply with one becomes ``agent_error``, so a till can't pass its failure off as "ok",
+#: "offline" or "succeeded" in a store-wide answer (outside attack 16, F1).
+RELAY_CODES = frozenset(
+    {
+        "ok",
+        "info",
+        "succeeded",
+        "offline",
+        "timeout",
+        "unavailable",
+        "outcome_unknown",
+        "too_big",
+        "console_gone",
+        "handed_over",
+        "rate_limited",
+        "truncated",
+    }
+)
+AGENT_ERROR = "agent_error"
+
+
 def relay_owned(reply: Message, route: Route) -> Message:
     """``reply`` with the fields the relay owns (:data:`RELAY_OWNED_FIELDS`) set from ``route``:
     a console sees the device and job it asked about, never an agent's claim of another
-    (docs/protocol.md#requests). ``reply`` itself when they already agree (the common case)."""
+    (docs/protocol.md#requests), nor an error code of :data:`RELAY_CODES` from an agent.
+    ``reply`` itself when they already agree (the common case)."""
+    if type(reply) is ErrorReply and reply.code in RELAY_CODES:
+        reply = dataclasses.replace(
+            reply, code=AGENT_ERROR, message=f"{reply.code}: {reply.message}"[:1024]
+        )
     names = _OWNED_BY_TYPE.get(type(reply))
     if names is None:  # once per message type
         names = tuple(name for name in RELAY_OWNED_FIELDS if name in reply.FIELDS)

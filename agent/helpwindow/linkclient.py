@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LinkClient"]
 
+#: Link-only messages a window sends and the agent never does.
+WINDOW_ONLY = frozenset({"link.hello", "link.diagnose"})
+
 #: The most messages a welcome may say follow it (the open tickets a till keeps, a few
 #: consent questions): a bound on what a window reads before it draws.
 MAX_FOLLOWS = 1000
@@ -89,9 +92,8 @@ class LinkClient:
         if not 0 <= follows <= MAX_FOLLOWS:
             writer.close()
             raise LinkError(f"the agent's welcome names {follows} messages behind it")
-        try:
-            for _ in range(follows):
-                client.backlog.append(await client.receive(timeout))
+        try:  # all of them within one ``timeout``, not each: nothing holds a window back
+            client.backlog = await asyncio.wait_for(client._read(follows), timeout)
         except asyncio.TimeoutError:
             writer.close()
             raise LinkError("the agent did not answer / 收银助手服务无应答") from None
@@ -103,6 +105,9 @@ class LinkClient:
     async def send(self, msg: LinkMessage) -> None:
         self.writer.write(encode_line(msg))
         await self.writer.drain()
+
+    async def _read(self, count: int) -> List[LinkMessage]:
+        return [await self.receive() for _ in range(count)]
 
     async def receive(self, timeout: Optional[float] = None) -> LinkMessage:
         """The next message from the agent; LinkError when the link ends, asyncio.TimeoutError
@@ -117,7 +122,10 @@ class LinkClient:
             line = b""
         if not line:
             raise LinkError("与收银助手服务的连接已断开 / the agent closed the link")
-        return decode_line(line, TO_WINDOW)
+        msg = decode_line(line, TO_WINDOW)
+        if isinstance(msg, dict) and msg["t"] in WINDOW_ONLY:
+            raise LinkError(f"the agent sent {msg['t']}, a window's message")
+        return msg
 
     async def close(self) -> None:
         self.writer.close()

@@ -695,6 +695,8 @@ async def test_an_answer_in_one_window_takes_the_question_off_the_others(
         (1001, [], "names 1001 messages"),
         (2, [update()], "did not answer"),  # one of two, then silence
         (2, [update(), None], "closed the link"),  # one of two, then the agent goes away
+        (1, [{"t": "link.hello", "secret": ""}], "a window's message"),
+        (1, [{"t": "link.diagnose", "id": 1}], "a window's message"),
     ],
 )
 async def test_a_welcome_that_promises_what_never_comes_is_a_link_error(
@@ -728,6 +730,36 @@ async def test_a_welcome_that_promises_what_never_comes_is_a_link_error(
     await server.start()
     try:
         with pytest.raises(LinkError, match=said):
+            await LinkClient.connect(tmp_path, timeout=0.5)
+    finally:
+        await server.close()
+
+
+async def test_a_trickle_behind_the_welcome_is_bounded_as_a_whole(tmp_path: Path) -> None:
+    """One message every 0.2 s, each within the 0.5 s a message may take, yet five of them
+    are not all there in 0.5 s: the window stops waiting (the bound is for all of them)."""
+    from posassist.agent.helpwindow.link import LinkEndpoint, LinkServer
+
+    async def handle(peer: Any, msg: Any) -> None:
+        return None
+
+    def welcome(peer: Any) -> dict[str, Any]:
+        loop = asyncio.get_event_loop()
+        for i in range(5):  # the stand-in agent's own pace
+            loop.call_later(0.2 * (i + 1), peer.send_nowait, update(at=1000.0 + i))
+        return {
+            "t": "link.welcome",
+            "device_id": DEVICE,
+            "timezone": "UTC",
+            "user": peer.user,
+            "relay_connected": True,
+            "follows": 5,
+        }
+
+    server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
+    await server.start()
+    try:
+        with pytest.raises(LinkError, match="did not answer"):
             await LinkClient.connect(tmp_path, timeout=0.5)
     finally:
         await server.close()

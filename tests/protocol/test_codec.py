@@ -263,3 +263,24 @@ def test_a_re_used_frame_keeps_the_frame_limit() -> None:
     with pytest.raises(LocalProtocolError, match="encodes to 308 bytes"):
         codec.encode_with_id(decoded, m.MAX_ID)
     assert len(codec.encode_with_id(decoded, 127)) == 300
+
+
+def test_a_frame_with_a_map_in_it_is_encoded_again_not_passed_on() -> None:
+    # A nested map may repeat a key: the decoder keeps the last value, so the frame as it came
+    # would carry a first value nobody checked (here an extension type). Only messages of plain
+    # fields are passed on as they came (outside attack 16).
+    codec = Codec()
+    sections = b"\x81" + msgpack.packb("s") + b"\x82" + msgpack.packb("k") + b"\xc7\x00\x05"
+    sections += msgpack.packb("k") + msgpack.packb("v")
+    frame = (
+        b"\x85"
+        + b"".join(msgpack.packb(p) for p in ("t", "diag.report", "id", 4, "device_id", "d"))
+        + b"".join(msgpack.packb(p) for p in ("collected_at", 1.5, "sections"))
+        + sections
+    )
+    decoded = codec.decode(frame)
+    assert isinstance(decoded, m.DiagnosticsReport)
+    assert decoded.sections == {"s": {"k": "v"}}
+    forwarded = codec.encode_with_id(decoded, 9)
+    assert forwarded == codec.encode(decoded.with_id(9))
+    assert b"\xc7\x00\x05" not in forwarded

@@ -4,6 +4,7 @@ active device of a store, on SQLite and PostgreSQL, with agents played by the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -141,6 +142,35 @@ async def test_a_device_that_never_answers_times_out_and_the_rest_still_come_bac
     assert answered_at < timed_out_at
     result = await verify_store(relay.state.storage)
     assert result.ok, result.describe()
+
+
+async def test_a_till_can_not_pass_its_failure_off_as_the_relays_word(relay: Relay) -> None:
+    # An agent's error code that is a word of the relay's (ok, offline, timeout, succeeded…)
+    # comes back as agent_error with that code in the message: a till can't be counted "ok"
+    # (outside attack 16, F1); any other code of the agent's comes as it is.
+    ids = [await relay.enrol() for _ in range(4)]
+    codes = ["ok", "offline", "succeeded", "unknown_collector"]
+    async with contextlib.AsyncExitStack() as stack:
+        agents = [await stack.enter_async_context(Agent(relay, d, k)) for d, k in ids]
+        asked = asyncio.ensure_future(
+            relay.post(f"/v1/stores/{relay.store}/diag", {"timeout": 5}, relay.tokens["tech"])
+        )
+        for agent, code in zip(agents, codes, strict=True):
+            (request,) = await agent.next()
+            assert isinstance(request, m.DiagnosticsRequest)
+            await agent.reply(m.ErrorReply(id=request.id, code=code, message="x"))
+        status, body = await asked
+    assert status == 200, body
+    results = {r["device_id"]: r for r in body["results"]}  # type: ignore[attr-defined]
+    got = [(results[d]["status"], results[d]["message"]) for d, _ in ids]
+    assert got == [
+        ("agent_error", "ok: x"),
+        ("agent_error", "offline: x"),
+        ("agent_error", "succeeded: x"),
+        ("unknown_collector", "x"),
+    ]
+    jobs = {j.device_id: j for j in await _jobs(relay)}
+    assert all(jobs[d].status is JobStatus.FAILED for d, _ in ids)
 
 
 async def test_a_report_with_bytes_comes_back_with_them_as_hex(relay: Relay) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "request",
     "ssl_for",
     "stream",
+    "ws_url",
 ]
 
 #: Seconds for connecting, and for each read, unless the caller says otherwise.
@@ -159,6 +160,13 @@ def http_url(relay: str) -> str:
         if base.endswith(endpoint):
             base = base[: -len(endpoint)]
     return base
+
+
+def ws_url(relay: str) -> str:
+    """The relay's websocket base URL: :func:`http_url`'s with ``ws(s)://`` for ``http(s)://``
+    (what a console session keeps, whichever form was typed); InvalidRelayUrl as there."""
+    base = http_url(relay)
+    return "ws" + base[len("http") :]  # http_url gives only http:// or https://
 
 
 def _split(url: str) -> Tuple[SplitResult, str, int]:

@@ -102,7 +102,7 @@ def _open(session: dict[str, str]) -> Any:
     from .connection import ConsoleConnection
 
     return ConsoleConnection.open(
-        session["relay"],
+        http.ws_url(session["relay"]),  # a session kept before F6's fix may hold http(s)://
         session["token"],
         tls_pin=session.get("tls_pin"),
         ca_file=session.get("tls_ca"),
@@ -131,7 +131,9 @@ def login(
         pin=pin,
         ca_file=ca,
     )
-    session = {"relay": relay, "token": answer["token"], "user": user, "tls_pin": pin}
+    # Kept as ws(s)://, however typed: an http(s):// address stored as is made every websocket
+    # command fail later with InvalidURI (outside attack 16, F6).
+    session = {"relay": http.ws_url(relay), "token": answer["token"], "user": user, "tls_pin": pin}
     if ca is not None:
         session["tls_ca"] = ca
     write_private(_home() / "session.json", json.dumps(session))  # a 0700 folder if new

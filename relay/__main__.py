@@ -606,7 +606,14 @@ def _checkpoints(args: argparse.Namespace) -> tuple[list[Checkpoint], str] | Non
     if file_path is None:
         raise NothingToVerifyError("--checkpoint-key needs --checkpoint-file with --database")
     public_key = load_key(key_path).public_key()
-    return read_checkpoints(file_path, public_key), fingerprint(public_key)
+    found = read_checkpoints(file_path, public_key)
+    for number in found.damaged:  # a crash's torn write: said, skipped (docs/relay.md)
+        print(
+            f"warning: {file_path} line {number} is not a checkpoint (a write cut short?): "
+            f"skipped / 检查点文件第 {number} 行已损坏, 已跳过",
+            file=sys.stderr,
+        )
+    return found.checkpoints, fingerprint(public_key)
 
 
 def _normal_fingerprint(text: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINTS_FILE",
     "KEY_FILE",
+    "CheckpointFile",
     "Checkpointer",
     "append_checkpoint",
     "create_key",
@@ -94,41 +96,83 @@ def sign_checkpoint(
 
 
 def append_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    """Append one line to the checkpoint file (created 0600) and wait for the disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    """Append one line to the checkpoint file (created 0600) and wait for the disk.
+
+    A file that does not end in a newline ends in a line a crash cut short: the new line starts
+    after a newline of its own, so the torn line stays alone (``audit verify`` names it) and
+    the new checkpoint is readable (attack 16, F3: it was glued onto the torn text).
+    """
+    line = (checkpoint.to_line() + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        os.write(fd, (checkpoint.to_line() + "\n").encode("utf-8"))
+        if os.lseek(fd, 0, os.SEEK_END) > 0:
+            os.lseek(fd, -1, os.SEEK_END)
+            if os.read(fd, 1) != b"\n":
+                line = b"\n" + line
+        os.write(fd, line)  # O_APPEND: at the end, wherever the read left the offset
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def read_checkpoints(path: Path, public_key: Ed25519PublicKey) -> list[Checkpoint]:
-    """Every checkpoint in ``path`` (none if there is no file), each signature verified.
+@dataclass(frozen=True, slots=True)
+class CheckpointFile:
+    """What :func:`read_checkpoints` found: the checkpoints, and the numbers of the lines that
+    are not JSON at all (a write a crash cut short; the newest may still be being written)."""
 
-    A last line without its newline is a write cut short by a crash and is skipped.
+    checkpoints: list[Checkpoint]
+    damaged: list[int]
+
+
+def read_checkpoints(path: Path, public_key: Ed25519PublicKey) -> CheckpointFile:
+    """Every checkpoint in ``path`` (none if there is no file), each signature verified, each
+    seq greater than the one before.
+
+    A line that is not JSON is what a crash leaves of a write cut short (a line that is whole
+    JSON is never that): it is skipped and its number given in ``damaged``. Skipping it hides
+    nothing that deleting it would not: a checkpoint record whose line is gone fails
+    verification (:attr:`VerifyFailure.CHECKPOINT_UNSIGNED`).
 
     Raises:
-        CheckpointError: a line is not a checkpoint, its signature doesn't verify, or two
-            checkpoints give one seq different hashes.
+        CheckpointError: naming the line: it is JSON but not a checkpoint, its signature doesn't
+            verify, or its seq is not greater than the previous checkpoint's (a line copied
+            again, or two checkpoints giving one seq different hashes).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        return []
-    lines = text.split("\n")
+        return CheckpointFile([], [])
     checkpoints: list[Checkpoint] = []
-    seen: dict[int, bytes] = {}
-    for number, line in enumerate(lines[:-1], 1):  # the last piece is "" or a torn write
-        checkpoint = Checkpoint.from_line(line)
+    damaged: list[int] = []
+    *lines, last = data.split(b"\n")
+    if last:
+        damaged.append(len(lines) + 1)  # no newline yet: cut short, or still being written
+    for number, raw in enumerate(lines, 1):
+        try:
+            fields = json.loads(raw.decode("utf-8"))
+        except ValueError:  # includes a cut in the middle of a UTF-8 sequence
+            damaged.append(number)
+            continue
+        try:
+            checkpoint = Checkpoint.from_json(fields)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path} line {number}: {exc}") from exc
         try:
             signing.verify(public_key, checkpoint.signature, checkpoint.payload)
         except PosAssistError as exc:
             raise CheckpointError(f"{path} line {number}: the signature does not verify") from exc
-        if seen.setdefault(checkpoint.seq, checkpoint.hash) != checkpoint.hash:
+        before = checkpoints[-1] if checkpoints else None
+        if before is not None and checkpoint.seq <= before.seq:
+            if (checkpoint.seq, checkpoint.hash) == (before.seq, before.hash) or (
+                checkpoint.seq < before.seq
+            ):
+                raise CheckpointError(
+                    f"{path} line {number}: seq {checkpoint.seq} is not after the previous "
+                    f"checkpoint's {before.seq} (an old line appended again?)"
+                )
             raise CheckpointError(f"{path} line {number}: seq {checkpoint.seq} signed twice")
         checkpoints.append(checkpoint)
-    return checkpoints
+    return CheckpointFile(checkpoints, sorted(damaged))
 
 
 def read_last_checkpoint(path: Path, key: SigningKey) -> Checkpoint | None:
@@ -139,9 +183,12 @@ def read_last_checkpoint(path: Path, key: SigningKey) -> Checkpoint | None:
     (RFC 8032 §5.1.6), so a checkpoint this key signed always matches, and anything else is
     refused, as verifying with the public key would refuse it or stricter (another valid
     signature of the same payload, which only the key's holder can make, is refused too).
+    The line before it, when it is a checkpoint, must have a lower seq (an old line appended
+    again passed this check; attack 16, I1).
 
     Raises:
-        CheckpointError: the last complete line is not a checkpoint or is not signed by ``key``.
+        CheckpointError: naming the line: the last complete line is not a checkpoint, is not
+            signed by ``key``, or does not come after the checkpoint before it.
     """
     try:
         with path.open("rb") as file:
@@ -153,7 +200,27 @@ def read_last_checkpoint(path: Path, key: SigningKey) -> Checkpoint | None:
     lines = tail.decode("utf-8", "replace").split("\n")[:-1]  # the last piece: "" or torn
     if size > _TAIL:
         lines = lines[1:]  # the first may be the end of a longer line
-    return _signed_by(lines[-1], key) if lines else None
+    if not lines:
+        return None
+    try:
+        newest = _signed_by(lines[-1], key)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} line {_count_lines(path)}: {exc}") from exc
+    before = None
+    with contextlib.suppress(CheckpointError):  # a damaged line before it: nothing to compare
+        before = Checkpoint.from_line(lines[-2]) if len(lines) > 1 else None
+    if before is not None and before.seq >= newest.seq:
+        raise CheckpointError(
+            f"{path} line {_count_lines(path)}: seq {newest.seq} is not after the line "
+            f"before's {before.seq} (an old line appended again?)"
+        )
+    return newest
+
+
+def _count_lines(path: Path) -> int:
+    """The number of complete lines in ``path`` (only to name a bad one: it reads it all)."""
+    with path.open("rb") as file:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(2**20), b""))
 
 
 #: Bytes read from the end of the checkpoint file for the newest line (a line is ~250).

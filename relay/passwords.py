@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -34,10 +36,21 @@ _SALT_BYTES = 16
 _KEY_BYTES = 32
 _SCHEME = "scrypt"
 
+log = logging.getLogger("posassist.relay")
+
+
+#: The most a hash may cost, whatever its stored settings say (attack finding F5: a hash
+#: written into the database with ``ln=20,r=8,p=16`` made each sign-in attempt take 1 GiB and
+#: ~50 s): memory 128·N·r at most 64 MiB (twice DEFAULT_PARAMS'), work N·r·p at most 4 times
+#: DEFAULT_PARAMS'. Every hash this module has made (ln ≤ 15, r ≤ 8, p ≤ 2) is well inside.
+MAX_SCRYPT_MEMORY = 64 * 2**20
+MAX_SCRYPT_WORK = 2**20
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScryptParams:
-    """scrypt cost: N = 2**ln, block size r, parallelism p. Memory is 128·N·r bytes."""
+    """scrypt cost: N = 2**ln, block size r, parallelism p. Memory is 128·N·r bytes; settings
+    past :data:`MAX_SCRYPT_MEMORY` or :data:`MAX_SCRYPT_WORK` are refused (ValueError)."""
 
     ln: int = 15
     r: int = 8
@@ -46,6 +59,9 @@ class ScryptParams:
     def __post_init__(self) -> None:
         if not (1 <= self.ln <= 24 and 1 <= self.r <= 64 and 1 <= self.p <= 16):
             raise ValueError("scrypt parameters out of range")
+        n = 2**self.ln
+        if 128 * n * self.r > MAX_SCRYPT_MEMORY or n * self.r * self.p > MAX_SCRYPT_WORK:
+            raise ValueError("scrypt parameters past the cost this relay accepts")
 
 
 #: 2**15 · 8 · 128 B = 32 MiB per hash: OWASP's scrypt minimum at the time of writing.
@@ -84,15 +100,27 @@ def hash_password(password: str, params: ScryptParams = DEFAULT_PARAMS) -> str:
     return f"${_SCHEME}$ln={params.ln},r={params.r},p={params.p}${_b64(salt)}${_b64(key)}"
 
 
+#: The settings as :func:`hash_password` writes them: each once, in this order, plain decimals.
+_PARAMS_TEXT = re.compile(r"ln=([1-9][0-9]?),r=([1-9][0-9]?),p=([1-9][0-9]?)")
+
+
+class _RefusedSettingsError(ValueError):
+    """A stored hash whose scrypt settings this module would not have written."""
+
+
 def _parse(stored: str) -> tuple[ScryptParams, bytes, bytes]:
-    """Split a stored hash; raises ValueError when it is not one of ours."""
+    """Split a stored hash; raises ValueError when it is not one of ours
+    (_RefusedSettingsError when only its settings are not)."""
     empty, scheme, param_text, salt_text, key_text = stored.split("$")
     if empty or scheme != _SCHEME:
         raise ValueError("not an scrypt hash")
-    fields = dict(item.split("=", 1) for item in param_text.split(","))
-    if sorted(fields) != ["ln", "p", "r"]:
-        raise ValueError("bad scrypt parameters")
-    params = ScryptParams(ln=int(fields["ln"]), r=int(fields["r"]), p=int(fields["p"]))
+    match = _PARAMS_TEXT.fullmatch(param_text)
+    if match is None:
+        raise _RefusedSettingsError(param_text)
+    try:
+        params = ScryptParams(ln=int(match[1]), r=int(match[2]), p=int(match[3]))
+    except ValueError:
+        raise _RefusedSettingsError(param_text) from None
     salt, key = _unb64(salt_text), _unb64(key_text)
     if len(salt) < 8 or len(key) < 16:
         raise ValueError("salt or key too short")
@@ -102,14 +130,36 @@ def _parse(stored: str) -> tuple[ScryptParams, bytes, bytes]:
 def verify_password(password: str, stored: str) -> bool:
     """Whether ``password`` matches ``stored``; False also for a malformed or foreign hash.
 
-    The comparison is constant-time in the key bytes.
+    The comparison is constant-time in the key bytes. Settings other than the ones
+    :func:`hash_password` writes, or past the caps of :class:`ScryptParams`, are never run: such
+    a hash is False, and logged once per process and settings.
     """
     try:
         params, salt, expected = _parse(stored)
         actual = _derive(password, salt, params)
+    except _RefusedSettingsError as exc:
+        _log_refused(str(exc))
+        return False
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)
+
+
+#: Settings already logged by :func:`_log_refused` (bounded: a database holds few such hashes).
+_LOGGED: set[str] = set()
+_MAX_LOGGED = 32
+
+
+def _log_refused(param_text: str) -> None:
+    shown = param_text[:60]
+    if shown in _LOGGED or len(_LOGGED) >= _MAX_LOGGED:
+        return
+    _LOGGED.add(shown)
+    log.warning(
+        "a stored password hash has scrypt settings %r this relay does not make or exceed its "
+        "caps: not computed, sign-in refused (set the password again)",
+        shown,
+    )
 
 
 def needs_rehash(stored: str, params: ScryptParams = DEFAULT_PARAMS) -> bool:

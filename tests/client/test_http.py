@@ -273,12 +273,28 @@ def test_relay_urls_become_http_bases(relay: str, base: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("relay", "base"),
+    [
+        ("http://127.0.0.1:8765", "ws://127.0.0.1:8765"),
+        ("https://relay.example/", "wss://relay.example"),
+        ("ws://127.0.0.1:8765/v1/console", "ws://127.0.0.1:8765"),
+        ("wss://relay.example/prefix/", "wss://relay.example/prefix"),
+    ],
+)
+def test_relay_urls_become_websocket_bases(relay: str, base: str) -> None:
+    assert http.ws_url(relay) == base
+    assert http.http_url(base) == http.http_url(relay)
+
+
+@pytest.mark.parametrize(
     "bad", ["ftp://x", "relay.example", "http://", "http://h:port", "ws://h?q"]
 )
 def test_a_relay_url_that_is_not_http_or_ws_is_a_usage_error(bad: str) -> None:
     with pytest.raises(http.InvalidRelayUrl) as info:
         http.http_url(bad)
     assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(http.InvalidRelayUrl):
+        http.ws_url(bad)
 
 
 def test_the_agent_side_never_imports_aiohttp() -> None:

@@ -91,3 +91,29 @@ def test_technician_sees_paper_near_end_through_the_relay(tmp_path: Path) -> Non
             stop(agent)
         printer.stop()
         stop(relay)
+
+
+def test_login_with_the_relays_http_address_keeps_its_websocket_one(tmp_path: Path) -> None:
+    """Outside attack 16, F6: ``login --relay http://…`` was kept as typed, and every websocket
+    command then ended in a traceback (InvalidURI)."""
+    data = tmp_path / "relay"
+    provision(data)
+    relay, url = start_relay(data)
+    try:
+        http_address = url.replace("ws://", "http://") + "/"
+        tech = Technician(tmp_path / "tech")
+        assert "signed in as admin" in ok(tech(*tech.login_args(http_address)))
+        assert json.loads((tech.home / "session.json").read_text())["relay"] == url
+        asked = tech("diag", "dev_nobody")  # over the websocket: the relay's own refusal
+        assert asked.returncode == 3, asked.stderr
+        assert "error: forbidden" in asked.stderr
+        assert "Traceback" not in asked.stderr
+
+        # A session kept before the fix, with the http address in it, works too.
+        session = json.loads((tech.home / "session.json").read_text())
+        session["relay"] = http_address
+        (tech.home / "session.json").write_text(json.dumps(session))
+        again = tech("diag", "dev_nobody")
+        assert (again.returncode, "Traceback" in again.stderr) == (3, False), again.stderr
+    finally:
+        stop(relay)

@@ -508,3 +508,85 @@ def test_serve_refuses_a_value_that_would_break_every_connection(
     assert result.returncode == 2
     assert "must be between" in result.stderr
     assert not (tmp_path / "relay").exists()  # refused before anything was created
+
+
+# --- audit verify: a damaged checkpoint file (outside attack 16, F3 and F4) ------------------
+
+
+def _serve_once(data: Path) -> str:
+    """Start and stop (SIGTERM) the relay on ``data``; its log."""
+    relay, _ = start_relay(data)  # it has signed the head at start before it listens
+    relay.terminate()
+    out, err = relay.communicate(timeout=30)
+    assert relay.returncode == 0, err
+    return out + err
+
+
+def test_a_torn_checkpoint_line_is_named_by_verify_and_the_checkpoints_after_it_verify(
+    tmp_path: Path,
+) -> None:
+    """A crash mid-write leaves a torn line; the next checkpoint was glued onto it, and every
+    `audit verify` then failed, naming no line. Now the torn line stays, alone, named."""
+    data = tmp_path / "relay"
+    provision(data)
+    checkpoints = data / "audit-checkpoints.jsonl"
+    before = checkpoints.read_text()
+    whole = len(before.splitlines())
+    torn = '{"at":1.5,"hash":"' + "ab" * 5000  # 10 KB cut short, no newline (the attack's)
+    with checkpoints.open("a") as out:
+        out.write(torn)
+    assert "Traceback" not in _serve_once(data)
+    lines = checkpoints.read_text().split("\n")
+    assert lines[: whole + 1] == [*before.splitlines(), torn]  # kept, on a line of its own
+    assert len(lines) > whole + 2  # the checkpoints signed after it, on lines of their own
+    verified = py("relay", "audit", "verify", "--data", str(data))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"{checkpoints} line {whole + 1} is not a checkpoint" in verified.stderr
+    assert "audit chain intact" in verified.stdout
+    assert f"anchored by {len(lines) - 2} signed checkpoint(s)" in verified.stdout
+    assert "Traceback" not in verified.stderr
+
+
+@pytest.mark.parametrize("seq", ["1e400", "Infinity", "34.9", "true"])
+def test_a_checkpoint_line_with_a_seq_that_is_no_integer_is_named_at_start_and_by_verify(
+    tmp_path: Path, seq: str
+) -> None:
+    """``1e400`` or ``Infinity`` stopped `serve` at start and `audit verify` with a traceback
+    (OverflowError); ``34.9`` verified as seq 34."""
+    data = tmp_path / "relay"
+    provision(data)
+    checkpoints = data / "audit-checkpoints.jsonl"
+    last = checkpoints.read_text().splitlines()[-1]
+    bad = last.replace('"seq":', f'"seq":{seq},"was":', 1)
+    assert bad != last
+    with checkpoints.open("a") as out:
+        out.write(bad + "\n")
+    number = len(checkpoints.read_text().splitlines())
+    log = _serve_once(data)
+    assert "Traceback" not in log
+    assert f"checkpoint file unreadable: {checkpoints} line {number}: not a checkpoint" in log
+    verified = py("relay", "audit", "verify", "--data", str(data))
+    assert verified.returncode == 1
+    assert verified.stdout.startswith(
+        f"audit checkpoints unusable: {checkpoints} line {number}: not a checkpoint line"
+    )
+    assert "Traceback" not in verified.stderr
+    assert checkpoints.read_text().splitlines()[number - 1] == bad  # nothing lost
+
+
+def test_an_old_checkpoint_line_appended_again_is_refused_by_verify_with_its_line(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "relay"
+    provision(data)
+    _serve_once(data)
+    checkpoints = data / "audit-checkpoints.jsonl"
+    first = checkpoints.read_text().splitlines()[0]
+    with checkpoints.open("a") as out:
+        out.write(first + "\n")
+    number = len(checkpoints.read_text().splitlines())
+    verified = py("relay", "audit", "verify", "--data", str(data))
+    assert verified.returncode == 1
+    assert f"{checkpoints} line {number}: seq 1 is not after the previous" in verified.stdout
+    log = _serve_once(data)  # the start check says so too
+    assert f"{checkpoints} line {number}: seq 1 is not after the line before" in log

@@ -30,6 +30,7 @@ from posassist.relay.audit import (
     verify_store,
 )
 from posassist.relay.checkpoints import (
+    CheckpointFile,
     append_checkpoint,
     create_key,
     load_key,
@@ -444,12 +445,12 @@ def test_checkpoint_lines_round_trip_and_refuse_a_bad_signature(tmp_path):
     append_checkpoint(path, first)
     append_checkpoint(path, second)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert read_checkpoints(path, key.public_key()) == [first, second]
+    assert read_checkpoints(path, key.public_key()) == CheckpointFile([first, second], [])
     with path.open("a") as out:
-        out.write(first.to_line()[:20])  # a write cut short by a crash: skipped
-    assert read_checkpoints(path, key.public_key()) == [first, second]
+        out.write(first.to_line()[:20])  # a write cut short by a crash: skipped, named
+    assert read_checkpoints(path, key.public_key()) == CheckpointFile([first, second], [3])
     other = signing.generate_private_key()
-    with pytest.raises(CheckpointError, match="signature does not verify"):
+    with pytest.raises(CheckpointError, match="line 1: the signature does not verify"):
         read_checkpoints(path, other.public_key())
     path.write_text(
         first.to_line()
@@ -457,12 +458,91 @@ def test_checkpoint_lines_round_trip_and_refuse_a_bad_signature(tmp_path):
         + sign_checkpoint(key, relay_id="r", seq=1, hash=b"\x09" * 32, at=3).to_line()
         + "\n"
     )
-    with pytest.raises(CheckpointError, match="signed twice"):
+    with pytest.raises(CheckpointError, match="line 2: seq 1 signed twice"):
         read_checkpoints(path, key.public_key())
-    path.write_text("not json\n")
-    with pytest.raises(CheckpointError):
+    path.write_text('{"not": "a checkpoint"}\n')
+    with pytest.raises(CheckpointError, match="line 1: not a checkpoint line"):
         read_checkpoints(path, key.public_key())
-    assert read_checkpoints(tmp_path / "none.jsonl", key.public_key()) == []
+    assert read_checkpoints(tmp_path / "none.jsonl", key.public_key()) == CheckpointFile([], [])
+
+
+def _line(checkpoint: Checkpoint, **changes: object) -> str:
+    fields = json.loads(checkpoint.to_line())
+    fields.update(changes)
+    return json.dumps(fields)
+
+
+@pytest.mark.parametrize(
+    "seq",
+    ["1e400", "-1e400", "Infinity", "NaN", "34.9", "7.0", "true", '"7"', "null", "0", "[7]"],
+)
+def test_a_checkpoint_line_whose_seq_is_not_a_positive_integer_is_named_not_a_traceback(
+    tmp_path, seq
+):
+    """Attack 16, F4 and I1: ``1e400`` stopped serve and verify with OverflowError; ``34.9``
+    verified as seq 34."""
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    good = sign_checkpoint(key, relay_id="r", seq=7, hash=b"\x02" * 32, at=1.5)
+    append_checkpoint(path, good)
+    bad = _line(good).replace('"seq":7', f'"seq":{seq}').replace('"seq": 7', f'"seq": {seq}')
+    assert bad != _line(good)
+    with path.open("a") as out:
+        out.write(bad + "\n")
+    with pytest.raises(CheckpointError, match=r"line 2: not a checkpoint line: seq is not a posi"):
+        read_checkpoints(path, key.public_key())
+    with pytest.raises(CheckpointError, match=r"checkpoints.jsonl line 2: not a checkpoint line"):
+        read_last_checkpoint(path, key)
+    assert path.read_text().splitlines() == [good.to_line(), bad]  # nothing lost either
+
+
+@pytest.mark.parametrize("at", ["1e400", "Infinity", "NaN", "true", '"1.5"'])
+def test_a_checkpoint_line_whose_time_is_not_a_finite_number_is_named(tmp_path, at):
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    good = sign_checkpoint(key, relay_id="r", seq=7, hash=b"\x02" * 32, at=1.5)
+    path.write_text(_line(good).replace('"at": 1.5', f'"at": {at}') + "\n")
+    with pytest.raises(CheckpointError, match="line 1: not a checkpoint line: at is not a finite"):
+        read_checkpoints(path, key.public_key())
+    path.write_text(_line(good, relay_id=7) + "\n")
+    with pytest.raises(CheckpointError, match="line 1: not a checkpoint line"):
+        read_checkpoints(path, key.public_key())
+
+
+def test_an_old_checkpoint_line_appended_again_is_refused_with_its_line(tmp_path):
+    """Attack 16, I1: the oldest line copied to the end passed the start check and verify."""
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    lines = [sign_checkpoint(key, relay_id="r", seq=s, hash=b"\x02" * 32, at=s) for s in (1, 4, 9)]
+    for checkpoint in lines:
+        append_checkpoint(path, checkpoint)
+    for old in (lines[0], lines[2]):  # an older one, and the newest one twice
+        path.write_text("".join(c.to_line() + "\n" for c in [*lines, old]))
+        with pytest.raises(CheckpointError, match=f"line 4: seq {old.seq} is not after the pre"):
+            read_checkpoints(path, key.public_key())
+        with pytest.raises(CheckpointError, match=f"line 4: seq {old.seq} is not after the line"):
+            read_last_checkpoint(path, key)
+
+
+def test_a_checkpoint_appended_after_a_torn_line_starts_a_line_of_its_own(tmp_path):
+    """Attack 16, F3: a crash mid-write left a torn line; the next checkpoint was glued onto
+    it, and every `audit verify` failed on it from then on, naming no line."""
+    key = signing.generate_private_key()
+    path = tmp_path / "checkpoints.jsonl"
+    first, second, third = (
+        sign_checkpoint(key, relay_id="r", seq=s, hash=b"\x02" * 32, at=s) for s in (1, 2, 3)
+    )
+    append_checkpoint(path, first)
+    torn = second.to_line()[:50]
+    with path.open("a") as out:
+        out.write(torn)  # the crash
+    assert read_last_checkpoint(path, key) == first  # at start: the torn write is not the newest
+    append_checkpoint(path, third)
+    assert path.read_text() == f"{first.to_line()}\n{torn}\n{third.to_line()}\n"  # kept
+    assert read_checkpoints(path, key.public_key()) == CheckpointFile([first, third], [2])
+    assert read_last_checkpoint(path, key) == third
+    path.write_bytes(first.to_line().encode() + b"\n\xff\xfe torn\n" + third.to_line().encode())
+    assert read_checkpoints(path, key.public_key()) == CheckpointFile([first], [2, 3])
 
 
 async def test_stored_missing_head_fails_verify_and_the_next_append_says_so(storage):

@@ -29,7 +29,7 @@ def _checkpoints(relay: Relay) -> list[int]:
     from posassist.protocol import signing
 
     public = signing.private_key_from_pem(key).public_key()
-    return [c.seq for c in read_checkpoints(config.checkpoint_file_path, public)]
+    return [c.seq for c in read_checkpoints(config.checkpoint_file_path, public).checkpoints]
 
 
 async def _wait_signed(relay: Relay) -> int:

@@ -129,7 +129,58 @@ def test_the_key_is_cryptographys_scrypt_for_the_same_inputs(password, params):
 
 
 def test_parameters_past_what_hashlib_may_allocate_are_refused_not_attempted():
-    huge = ScryptParams(ln=24, r=64, p=1)  # 128 GiB
     with pytest.raises(ValueError):
-        hash_password("pw", huge)
+        hash_password("pw", ScryptParams(ln=24, r=64, p=1))  # 128 GiB
     assert not verify_password("pw", "$scrypt$ln=24,r=64,p=1$AAAAAAAAAAAAAAAAAAAAAA$" + "A" * 43)
+
+
+_SALT_AND_KEY = "$AAAAAAAAAAAAAAAAAAAAAA$" + "A" * 43
+
+
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        ("ln=20,r=8,p=1", "1 GiB, the attack's 3.3 s"),
+        ("ln=20,r=8,p=16", "1 GiB, ~50 s"),
+        ("ln=17,r=8,p=1", "128 MiB: past the memory cap"),
+        ("ln=15,r=8,p=5", "5x the default's work"),
+        ("ln=11,r=64,p=16", "16 MiB, 8x the default's work"),
+        ("ln=15,r=8,p=1,p=2", "a setting given twice"),
+        ("ln=10,r=8,p=1,ln=20", "a setting given twice, the second one dear"),
+        ("r=8,ln=10,p=1", "another order"),
+        ("ln=+10,r=8,p=1", "a sign"),
+        ("ln=10,r=08,p=1", "a leading zero"),
+        ("ln=10,r=8,p=1,x=1", "an unknown setting"),
+        ("ln=10, r=8, p=1", "spaces"),
+        ("ln=0,r=8,p=1", "zero"),
+    ],
+)
+def test_a_stored_hash_with_settings_we_do_not_make_is_refused_unrun(settings, why, monkeypatch):
+    from posassist.relay import passwords
+
+    derived = []
+
+    def derive(*args):
+        derived.append(args)
+        return b""
+
+    monkeypatch.setattr(passwords, "_derive", derive)
+    assert not verify_password("pw", f"$scrypt${settings}{_SALT_AND_KEY}"), why
+    assert derived == []  # never computed: no 1 GiB, no seconds of CPU
+    assert needs_rehash(f"$scrypt${settings}{_SALT_AND_KEY}")
+
+
+def test_a_refused_hash_is_logged_once_per_settings(caplog):
+    stored = "$scrypt$ln=21,r=3,p=7" + _SALT_AND_KEY  # settings no other test uses
+    with caplog.at_level("WARNING", logger="posassist.relay"):
+        assert not verify_password("pw", stored)
+        assert not verify_password("other", stored)
+    refused = [r for r in caplog.records if "scrypt settings" in r.getMessage()]
+    assert len(refused) == 1
+    assert "'ln=21,r=3,p=7'" in refused[0].getMessage()
+    assert _SALT_AND_KEY[1:20] not in refused[0].getMessage()  # no salt or key in the log
+
+
+def test_the_settings_caps_hold_every_hash_we_made():
+    for settings in (DEFAULT_PARAMS, FAST, ScryptParams(ln=12, r=4, p=2)):
+        assert 128 * 2**settings.ln * settings.r <= 32 * 2**20

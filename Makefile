@@ -72,8 +72,15 @@ demo: $(STAMP)
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 3 )))
 
 test: $(STAMP) py38-leg
+	@# Bytecode made once, beside the coverage pass, even where PYTHONDONTWRITEBYTECODE is set:
+	@# else every worker rewrites every test module (~10 s of CPU each) and every relay or till
+	@# the tests start compiles the package again.
+	@env -u PYTHONDONTWRITEBYTECODE sh -c '$(BIN)/python -m compileall -q -j 0 protocol relay \
+	    agent client console >/dev/null; $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    --collect-only tests >/dev/null' & warm=$$!; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) tests/protocol \
-	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100
+	    --cov=protocol --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=100; \
+	covered=$$?; wait $$warm; exit $$covered
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -n $(WORKERS) --dist worksteal --durations=15 \
 	    $(PY38_TESTS) tests
 	@$(MAKE) --no-print-directory py38-leg-end

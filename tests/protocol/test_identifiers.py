@@ -9,7 +9,7 @@ import re
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from posassist.protocol import Codec, LocalProtocolError
@@ -60,6 +60,7 @@ def test_a_bad_device_id_is_refused(sample: m.Message, bad: str) -> None:
 
 
 @pytest.mark.slow
+@settings(max_examples=max(100, settings().max_examples // 5))  # 2,000 in CI (not a byte fuzzer)
 @given(st.text(max_size=80))
 def test_device_ids_are_exactly_the_pattern(text: str) -> None:
     sample = _sample(m.AuthResponse)

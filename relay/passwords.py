@@ -104,27 +104,24 @@ def hash_password(password: str, params: ScryptParams = DEFAULT_PARAMS) -> str:
 _PARAMS_TEXT = re.compile(r"ln=([1-9][0-9]?),r=([1-9][0-9]?),p=([1-9][0-9]?)")
 
 
-class _RefusedSettingsError(ValueError):
-    """A stored hash whose scrypt settings this module would not have written."""
-
-
-def _parse(stored: str) -> tuple[ScryptParams, bytes, bytes]:
-    """Split a stored hash; raises ValueError when it is not one of ours
-    (_RefusedSettingsError when only its settings are not)."""
+def _parse(stored: str) -> tuple[ScryptParams | None, str, bytes, bytes]:
+    """Split a stored hash: its settings (None when they are not ones this module would have
+    written: refused, never computed), their text, the salt and the key; raises ValueError when
+    it is not one of ours at all."""
     empty, scheme, param_text, salt_text, key_text = stored.split("$")
     if empty or scheme != _SCHEME:
         raise ValueError("not an scrypt hash")
-    match = _PARAMS_TEXT.fullmatch(param_text)
-    if match is None:
-        raise _RefusedSettingsError(param_text)
-    try:
-        params = ScryptParams(ln=int(match[1]), r=int(match[2]), p=int(match[3]))
-    except ValueError:
-        raise _RefusedSettingsError(param_text) from None
     salt, key = _unb64(salt_text), _unb64(key_text)
     if len(salt) < 8 or len(key) < 16:
         raise ValueError("salt or key too short")
-    return params, salt, key
+    match = _PARAMS_TEXT.fullmatch(param_text)
+    if match is None:
+        return None, param_text, salt, key
+    try:
+        params = ScryptParams(ln=int(match[1]), r=int(match[2]), p=int(match[3]))
+    except ValueError:
+        return None, param_text, salt, key
+    return params, param_text, salt, key
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -135,11 +132,11 @@ def verify_password(password: str, stored: str) -> bool:
     a hash is False, and logged once per process and settings.
     """
     try:
-        params, salt, expected = _parse(stored)
+        params, param_text, salt, expected = _parse(stored)
+        if params is None:
+            _log_refused(param_text)
+            return False
         actual = _derive(password, salt, params)
-    except _RefusedSettingsError as exc:
-        _log_refused(str(exc))
-        return False
     except ValueError:
         return False
     return hmac.compare_digest(actual, expected)
@@ -165,7 +162,7 @@ def _log_refused(param_text: str) -> None:
 def needs_rehash(stored: str, params: ScryptParams = DEFAULT_PARAMS) -> bool:
     """Whether ``stored`` was made with parameters other than ``params`` (or is unreadable)."""
     try:
-        current, _, _ = _parse(stored)
+        current, _, _, _ = _parse(stored)
     except ValueError:
         return True
     return current != params

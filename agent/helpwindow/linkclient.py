@@ -13,6 +13,7 @@ from posassist.protocol import ErrorReply
 from .link import (
     MAX_LINE,
     TO_WINDOW,
+    WINDOW_LINK_ONLY,
     LinkEndpoint,
     LinkError,
     LinkMessage,
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LinkClient"]
 
-#: Link-only messages a window sends and the agent never does.
-WINDOW_ONLY = frozenset({"link.hello", "link.diagnose"})
+#: Link-only messages a window sends and the agent never does: its hello, and what it may send
+#: once welcomed.
+WINDOW_ONLY = WINDOW_LINK_ONLY | {"link.hello"}
 
 #: The most messages a welcome may say follow it (the open tickets a till keeps, a few
 #: consent questions): a bound on what a window reads before it draws.

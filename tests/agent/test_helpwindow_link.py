@@ -468,17 +468,7 @@ async def test_a_slow_request_never_holds_up_the_consent_answer(tmp_path: Path) 
             order.append("answer")
             answered.set()
 
-    def welcome(peer: Any) -> dict[str, Any]:
-        return {
-            "t": "link.welcome",
-            "device_id": DEVICE,
-            "timezone": "UTC",
-            "user": peer.user,
-            "relay_connected": True,
-            "follows": 0,
-        }
-
-    server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
+    server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), _welcome, handle)
     await server.start()
     client = await LinkClient.connect(tmp_path)
     try:
@@ -705,9 +695,6 @@ async def test_a_welcome_that_promises_what_never_comes_is_a_link_error(
     """``follows`` is the agent's word on how many messages are behind the welcome: a
     window reads that many before it draws, within its time, and no more than the bound."""
 
-    async def handle(peer: Any, msg: Any) -> None:
-        return None
-
     def welcome(peer: Any) -> dict[str, Any]:
         loop = asyncio.get_event_loop()
         for msg in then:  # None: the agent closes the link there
@@ -715,51 +702,47 @@ async def test_a_welcome_that_promises_what_never_comes_is_a_link_error(
                 loop.call_soon(peer.close)
             else:
                 loop.call_soon(peer.send_nowait, msg)
-        return {
-            "t": "link.welcome",
-            "device_id": DEVICE,
-            "timezone": "UTC",
-            "user": peer.user,
-            "relay_connected": True,
-            "follows": follows,
-        }
+        return _welcome(peer, follows)
 
-    from posassist.agent.helpwindow.link import LinkEndpoint, LinkServer
-
-    server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
-    await server.start()
-    try:
-        with pytest.raises(LinkError, match=said):
-            await LinkClient.connect(tmp_path, timeout=0.5)
-    finally:
-        await server.close()
+    await _connect_refused(tmp_path, welcome, said)
 
 
 async def test_a_trickle_behind_the_welcome_is_bounded_as_a_whole(tmp_path: Path) -> None:
     """One message every 0.2 s, each within the 0.5 s a message may take, yet five of them
     are not all there in 0.5 s: the window stops waiting (the bound is for all of them)."""
-    from posassist.agent.helpwindow.link import LinkEndpoint, LinkServer
-
-    async def handle(peer: Any, msg: Any) -> None:
-        return None
 
     def welcome(peer: Any) -> dict[str, Any]:
         loop = asyncio.get_event_loop()
         for i in range(5):  # the stand-in agent's own pace
             loop.call_later(0.2 * (i + 1), peer.send_nowait, update(at=1000.0 + i))
-        return {
-            "t": "link.welcome",
-            "device_id": DEVICE,
-            "timezone": "UTC",
-            "user": peer.user,
-            "relay_connected": True,
-            "follows": 5,
-        }
+        return _welcome(peer, 5)
+
+    await _connect_refused(tmp_path, welcome, "did not answer")
+
+
+def _welcome(peer: Any, follows: int = 0) -> dict[str, Any]:
+    """A stand-in agent's welcome: ``follows`` messages behind it."""
+    return {
+        "t": "link.welcome",
+        "device_id": DEVICE,
+        "timezone": "UTC",
+        "user": peer.user,
+        "relay_connected": True,
+        "follows": follows,
+    }
+
+
+async def _connect_refused(tmp_path: Path, welcome: Any, said: str) -> None:
+    """A window connecting to a stand-in agent that welcomes it so gets a LinkError ``said``."""
+    from posassist.agent.helpwindow.link import LinkEndpoint, LinkServer
+
+    async def handle(peer: Any, msg: Any) -> None:
+        return None
 
     server = LinkServer(LinkEndpoint.default(tmp_path, "unix"), welcome, handle)
     await server.start()
     try:
-        with pytest.raises(LinkError, match="did not answer"):
+        with pytest.raises(LinkError, match=said):
             await LinkClient.connect(tmp_path, timeout=0.5)
     finally:
         await server.close()

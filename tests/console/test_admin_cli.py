@@ -487,6 +487,20 @@ async def test_jobs_page_with_before_and_show_store_times(relay: Relay, run: Con
     assert await audit(relay) == before
 
 
+async def _run_asked(
+    run: Console, agent: Agent, device_id: str
+) -> tuple[asyncio.Task[Any], m.ScriptRunRequest, dict[str, Any]]:
+    """``posassist run`` of printer-status under way, the request it made as the till got it,
+    and the ids every reply to it carries."""
+    running = asyncio.create_task(
+        run("admin", "run", device_id, "printer-status", "--version", "1.0.0")
+    )
+    (asked,) = await agent.next()
+    assert isinstance(asked, m.ScriptRunRequest)
+    assert asked.job_id is not None
+    return running, asked, {"id": asked.id, "job_id": asked.job_id}
+
+
 async def test_jobs_names_the_script_a_run_ran_and_lists_an_older_job_without(
     relay: Relay, run: Console
 ) -> None:
@@ -495,13 +509,7 @@ async def test_jobs_names_the_script_a_run_ran_and_lists_an_older_job_without(
         device_id, "script.run", "tech", now=relay.clock()
     )  # as a job from before migration 0011 reads: no script
     async with Agent(relay, device_id, key) as agent:
-        running = asyncio.create_task(
-            run("admin", "run", device_id, "printer-status", "--version", "1.0.0")
-        )
-        (asked,) = await agent.next()
-        assert isinstance(asked, m.ScriptRunRequest)
-        assert asked.job_id is not None
-        ids = {"id": asked.id, "job_id": asked.job_id}
+        running, asked, ids = await _run_asked(run, agent, device_id)
         await agent.reply(m.ScriptFinished(**ids, status="cancelled", finished_at=2.0))
         await asyncio.wait_for(running, 30)
     status, out, _ = await run("admin", "jobs", "--device", device_id)
@@ -518,13 +526,7 @@ async def test_run_prints_the_job_id_before_the_merchant_answers(
 ) -> None:
     device_id, key = await relay.enrol()
     async with Agent(relay, device_id, key) as agent:
-        running = asyncio.create_task(
-            run("admin", "run", device_id, "printer-status", "--version", "1.0.0")
-        )
-        (asked,) = await agent.next()
-        assert isinstance(asked, m.ScriptRunRequest)
-        assert asked.job_id is not None
-        ids = {"id": asked.id, "job_id": asked.job_id}
+        running, asked, ids = await _run_asked(run, agent, device_id)
         await agent.reply(m.ScriptProgress(**ids, step="verified", at=1.0, detail={"risk": "A"}))
         await agent.reply(
             m.ScriptProgress(**ids, step="consent_asked", at=1.0, detail={"timeout": 120})
